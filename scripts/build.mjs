@@ -1,0 +1,15 @@
+// Bundles the CLI, the library and the guest with esbuild. The guest must be a single
+// file: under the permission model it may read nothing but itself.
+import { build } from 'esbuild';
+import { chmodSync } from 'node:fs';
+
+const common = { bundle: true, platform: 'node', target: 'node20', format: 'esm', sourcemap: false, logLevel: 'warning' };
+// esbuild's ESM output needs a real `require` for Node built-ins pulled in by CJS deps.
+const banner = { js: "import { createRequire as __instarCreateRequire } from 'node:module'; const require = __instarCreateRequire(import.meta.url);" };
+
+await Promise.all([
+  build({ ...common, entryPoints: ['src/cli/main.ts'], outfile: 'dist/cli.js', banner: { js: '#!/usr/bin/env node\n' + banner.js } }),
+  build({ ...common, entryPoints: ['src/index.ts'], outfile: 'dist/index.js', banner }),
+  build({ ...common, entryPoints: ['src/guest/main.ts'], outfile: 'dist/guest.js', banner, loader: { '.wasm': 'binary' } }),
+]);
+chmodSync('dist/cli.js', 0o755);

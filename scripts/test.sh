@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite: oracles (installed when missing), build, type check, lint, then every
+# test file under node's built-in test runner. Long fuzz campaigns have their own script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-oracles.sh
+node scripts/build.mjs
+npx tsc --noEmit -p .
+npx eslint src test scripts bench
+mapfile -t files < <(find test -name '*.test.ts' | sort)
+if [ "${#files[@]}" -eq 0 ]; then echo "no test files found" >&2; exit 1; fi
+exec node --import tsx --test --test-concurrency=2 "$@" "${files[@]}"

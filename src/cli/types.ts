@@ -1,0 +1,23 @@
+/** The result of parsing one subcommand's arguments (getopt_long-compatible, see parse.ts). */
+export interface ParsedCommand {
+  /** The subcommand name as qemu-img knows it, e.g. 'info'. */
+  name: string;
+  /**
+   * Options by their canonical key (the long name where one exists, e.g. 'format' for -f,
+   * 'output', 'backing-chain', 'force-share' for -U, 'object'). Every occurrence is kept in
+   * order; flags have the value ''.
+   */
+  options: Map<string, string[]>;
+  /** Positional arguments, in order (dd operands like if=x stay here too). */
+  args: string[];
+}
+
+/** Options instar adds to every subcommand (not in qemu-img). */
+export interface GlobalOptions {
+  sandbox?: 'auto' | 'strict' | 'none';
+  debug: boolean;
+  qemuVersion?: string;
+  allowPaths: string[];
+  unsafeQuirks: boolean;
+  ignoreQuirks: boolean;
+}

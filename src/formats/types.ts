@@ -1,0 +1,98 @@
+// The contract between format code and everything else. Format code is pure: it sees a
+// BlockDevice, never a path or a process, and reports failure only by throwing ImageError.
+
+/** A random-access view of one file descriptor (or of an in-memory buffer in tests). */
+export interface BlockDevice {
+  /** Length of the underlying file in bytes. */
+  readonly size: number;
+  /** Reads up to buf.length bytes at pos; returns how many were read (short only at EOF). */
+  read(buf: Uint8Array, pos: number): number;
+  /** Present only on devices the host opened writable. */
+  write?(buf: Uint8Array, pos: number): void;
+}
+
+/** The only error format code may throw. `message` is qemu's wording after "Could not open 'X': ". */
+export class ImageError extends Error {
+  constructor(message: string, readonly errno?: string) {
+    super(message);
+    this.name = 'ImageError';
+  }
+}
+
+/** QAPI ImageInfoSpecific: {type, data}; `data` keys are in QAPI schema order. */
+export interface FormatSpecific {
+  type: string;
+  data: Record<string, unknown>;
+}
+
+/** QAPI SnapshotInfo, keys in schema order. */
+export interface SnapshotInfo {
+  id: string;
+  name: string;
+  'vm-state-size': number;
+  'date-sec': number;
+  'date-nsec': number;
+  'vm-clock-sec': number;
+  'vm-clock-nsec': number;
+  icount?: number;
+}
+
+/**
+ * What a driver knows about one opened image: the QAPI ImageInfo fields that come from the
+ * image's bytes. Fields that come from the file system (filename, actual-size,
+ * full-backing-filename, children) are filled in by the trusted host.
+ */
+export interface NodeInfo {
+  format: string;
+  'dirty-flag'?: boolean;
+  'virtual-size': number;
+  'cluster-size'?: number;
+  encrypted?: boolean;
+  compressed?: boolean;
+  'backing-filename'?: string;
+  'backing-filename-format'?: string;
+  snapshots?: SnapshotInfo[];
+  'format-specific'?: FormatSpecific;
+  /** Files the image names that qemu opens together with it (not the backing file). */
+  'data-file'?: string;
+}
+
+export type ExtentKind = 'data' | 'zero' | 'unallocated';
+
+/** One run of guest-visible bytes with a uniform allocation status. */
+export interface Extent {
+  offset: number;
+  length: number;
+  kind: ExtentKind;
+  compressed?: boolean;
+  /** How many backing levels down the data lives (0 = this image). */
+  depth: number;
+  /** Offset in the file that holds the data, where it is stored uncompressed. */
+  hostOffset?: number;
+}
+
+/** An opened virtual disk. */
+export interface Image {
+  readonly format: string;
+  readonly virtualSize: number;
+  info(): NodeInfo;
+  /** Guest-visible bytes; holes read from the backing image or as zeros. */
+  read(buf: Uint8Array, offset: number): void;
+  /** The allocation status at `offset`, covering at most `length` bytes. */
+  extent(offset: number, length: number): Extent;
+}
+
+export interface OpenContext {
+  /** Open for writing (mutating commands); read-only otherwise. */
+  writable: boolean;
+  /** Devices for the files the image names, as granted by the host (by role and name). */
+  devices?: ReadonlyMap<string, BlockDevice>;
+}
+
+/** A format's driver: its probe, its opener and the capabilities it has (DESIGN.md §2). */
+export interface Driver {
+  readonly name: string;
+  /** 0 = not this format, up to 100 = certain (qemu's probe scores). */
+  probe(head: Uint8Array, fileName?: string): number;
+  open(dev: BlockDevice, ctx: OpenContext): Image;
+}

@@ -1,0 +1,2 @@
+// Guest entry point: placeholder until the sandbox launcher lands.
+process.exitCode = 1;

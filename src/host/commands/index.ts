@@ -1,0 +1,7 @@
+import type { Command } from './types.ts';
+import { info } from './info.ts';
+
+/** The subcommands with a trusted half; the rest report that they are not implemented yet. */
+export const commands: Record<string, Command> = {
+  info,
+};

@@ -1,0 +1,52 @@
+import { FdDevice } from '../../io/fd-device.ts';
+import { ops } from '../../ops/registry.ts';
+import { ImageError } from '../../formats/types.ts';
+import type { DeviceSpec, GuestMessage } from '../../protocol/messages.ts';
+
+export type SandboxMode = 'auto' | 'strict' | 'none';
+
+export interface RunOptions {
+  mode: SandboxMode;
+  /** Called with one line per active/missing layer when --debug is given. */
+  debug?: (line: string) => void;
+  onProgress?: (done: number, total: number) => void;
+}
+
+/** A file the host opened for an op, with the role the op will see. */
+export interface HostDevice {
+  fd: number;
+  role: DeviceSpec['role'];
+  writable: boolean;
+  name?: string;
+}
+
+/** A failure reported by an op: `message` is qemu-style text for the user. */
+export class OpError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'OpError';
+  }
+}
+
+/** Runs one op over the given devices, in the sandboxed guest or (mode 'none') in-process. */
+export async function runOp(op: string, options: Record<string, unknown>, devices: HostDevice[], run: RunOptions): Promise<unknown> {
+  if (run.mode === 'none') return runInProcess(op, options, devices, run);
+  // The sandboxed launcher lives in launch.ts (issue 2, sandbox part).
+  const { runSandboxed } = await import('./launch.ts');
+  return runSandboxed(op, options, devices, run);
+}
+
+function runInProcess(op: string, options: Record<string, unknown>, devices: HostDevice[], run: RunOptions): unknown {
+  const handler = ops[op];
+  if (!handler) throw new OpError(`unknown op '${op}'`);
+  const emit = (msg: GuestMessage) => {
+    if (msg.type === 'progress') run.onProgress?.(msg.done, msg.total);
+  };
+  try {
+    const wrapped = devices.map((d, i) => ({ spec: { fd: i, role: d.role, writable: d.writable, name: d.name }, dev: new FdDevice(d.fd, d.writable) }));
+    return handler(options, { devices: wrapped, emit });
+  } catch (e) {
+    if (e instanceof ImageError) throw new OpError(e.message);
+    throw e;
+  }
+}

@@ -1,0 +1,42 @@
+import { fstatSync, readSync, writeSync } from 'node:fs';
+import type { BlockDevice } from '../formats/types.ts';
+
+/** A BlockDevice over an inherited file descriptor, with positioned synchronous I/O. */
+export class FdDevice implements BlockDevice {
+  readonly size: number;
+  readonly write?: (buf: Uint8Array, pos: number) => void;
+
+  constructor(readonly fd: number, writable: boolean) {
+    this.size = fstatSync(fd).size;
+    if (writable) this.write = (buf, pos) => writeAll(fd, buf, pos);
+  }
+
+  read(buf: Uint8Array, pos: number): number {
+    let done = 0;
+    while (done < buf.length) {
+      const n = readSync(this.fd, buf, done, buf.length - done, pos + done);
+      if (n === 0) break;
+      done += n;
+    }
+    return done;
+  }
+}
+
+function writeAll(fd: number, buf: Uint8Array, pos: number): void {
+  let done = 0;
+  while (done < buf.length) done += writeSync(fd, buf, done, buf.length - done, pos + done);
+}
+
+/** A BlockDevice over memory, for tests and for crafted images. */
+export class MemoryDevice implements BlockDevice {
+  constructor(private bytes: Uint8Array) {}
+  get size(): number {
+    return this.bytes.length;
+  }
+  read(buf: Uint8Array, pos: number): number {
+    if (pos >= this.bytes.length) return 0;
+    const part = this.bytes.subarray(pos, Math.min(this.bytes.length, pos + buf.length));
+    buf.set(part);
+    return part.length;
+  }
+}

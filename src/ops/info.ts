@@ -1,0 +1,22 @@
+import { ImageError } from '../formats/types.ts';
+import { detectFormat } from '../formats/detect.ts';
+import { findDriver } from '../formats/registry.ts';
+import type { Op } from './types.ts';
+
+export interface InfoOptions {
+  /** -f: the format the user named; detection runs when absent. */
+  format?: string;
+  /** --unsafe-quirks: qemu-img's raw fallback for unknown files. */
+  unsafeQuirks?: boolean;
+}
+
+/** The guest half of `info`: detect, open, and report what the image's bytes say. */
+export const infoOp: Op = (options, ctx) => {
+  const opts = options as InfoOptions;
+  const input = ctx.devices.find((d) => d.spec.role === 'input');
+  if (!input) throw new ImageError('no input device');
+  const format = opts.format ?? detectFormat(input.dev, { unsafeQuirks: !!opts.unsafeQuirks });
+  const driver = findDriver(format);
+  if (!driver) throw new ImageError(`Unknown driver '${format}'`);
+  return driver.open(input.dev, { writable: false }).info();
+};

@@ -1,0 +1,29 @@
+// Messages between the trusted host and the sandboxed guest (DESIGN.md §1). One JSON request
+// goes to the guest on its stdin; the guest answers with newline-delimited JSON on fd 3.
+// Both sides import these types; the host validates every message before using it.
+
+export type DeviceRole = 'input' | 'backing' | 'data-file' | 'extent' | 'output';
+
+export interface DeviceSpec {
+  /** The fd number in the guest process. */
+  fd: number;
+  role: DeviceRole;
+  writable: boolean;
+  /** For role other than input/output: the name the image used for this file. */
+  name?: string;
+}
+
+export interface GuestRequest {
+  op: string;
+  options: Record<string, unknown>;
+  devices: DeviceSpec[];
+}
+
+export type GuestMessage =
+  | { type: 'progress'; done: number; total: number }
+  | { type: 'result'; value: unknown }
+  | { type: 'error'; message: string }
+  | { type: 'need-files'; files: { role: DeviceRole; name: string; format?: string }[] };
+
+/** The longest message line the host accepts from a guest. */
+export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
