@@ -13,3 +13,9 @@ await Promise.all([
   build({ ...common, entryPoints: ['src/guest/main.ts'], outfile: 'dist/guest.js', banner, loader: { '.wasm': 'binary' } }),
 ]);
 chmodSync('dist/cli.js', 0o755);
+
+// The qemu-img alias: invoked under that name, instar prints "qemu-img:" in its messages.
+import { mkdirSync, symlinkSync, rmSync } from 'node:fs';
+mkdirSync('dist/alias', { recursive: true });
+rmSync('dist/alias/qemu-img', { force: true });
+symlinkSync('../cli.js', 'dist/alias/qemu-img');
