@@ -1,0 +1,105 @@
+// The VMDK driver: probe, and open any of the variants qemu opens (monolithicSparse,
+// streamOptimized, COWD, and descriptor files naming FLAT/VMFS/SPARSE/VMFSSPARSE extents).
+// Files a descriptor names are never opened here: they come from the host in ctx.devices.
+import { ImageError, type BlockDevice, type Driver, type OpenContext } from '../types.ts';
+import { cString } from './cstring.ts';
+import { CID_AREA_BYTES, descriptorCreateType, parentHint, parseExtentLines, readCid } from './descriptor.ts';
+import { NeedFilesError } from './errors.ts';
+import { FlatExtent } from './flat-extent.ts';
+import { VMDK3_MAGIC, VMDK4_MAGIC } from './header.ts';
+import { VmdkImage, type PlacedExtent } from './image.ts';
+import { readZeroPadded, toInt64 } from './io.ts';
+import { magicOf, openSparse, readHead } from './open-sparse.ts';
+import { probeVmdk } from './probe.ts';
+import type { SparseExtent } from './sparse-extent.ts';
+
+/** Descriptors inside sparse extents may nest; qemu recurses without bound, we stop here. */
+const MAX_NESTING = 4;
+const MAX_VIRTUAL_SECTORS = BigInt(Math.floor(Number.MAX_SAFE_INTEGER / 512));
+
+interface Opened {
+  ext: SparseExtent | FlatExtent;
+  type: string;
+  file: string;
+}
+
+interface Builder {
+  ctx: OpenContext;
+  createType?: string;
+  extents: Opened[];
+}
+
+export const vmdkDriver: Driver = {
+  name: 'vmdk',
+  probe: (head) => probeVmdk(head),
+  open(dev: BlockDevice, ctx: OpenContext): VmdkImage {
+    const head = readHead(dev);
+    const b: Builder = { ctx, extents: [] };
+    const magic = magicOf(head);
+    const sparse = magic === VMDK3_MAGIC || magic === VMDK4_MAGIC;
+    if (sparse) addSparse(b, dev, head, '', '', 0);
+    else openDescriptor(b, cString(head), 0);
+    // CID and parent hint are read from the first 20 sectors of the descriptor area.
+    const area = new Uint8Array(CID_AREA_BYTES);
+    readZeroPadded(dev, area, sparse ? 0x200 : 0);
+    const backingName = parentHint(area);
+    const cid = readCid(area, false);
+    const parentCid = readCid(area, true);
+    return new VmdkImage({
+      createType: b.createType ?? '',
+      cid,
+      parentCid,
+      backingName: backingName || undefined,
+      extents: place(b.extents),
+    });
+  },
+};
+
+function openDescriptor(b: Builder, desc: string, depth: number): void {
+  if (depth > MAX_NESTING) throw new ImageError('VMDK descriptors nested too deeply');
+  b.createType = descriptorCreateType(desc);
+  const { extents, error } = parseExtentLines(desc);
+  const devices = b.ctx.devices ?? new Map<string, BlockDevice>();
+  const missing = [...new Set(extents.map((e) => e.name).filter((n) => !devices.has(n)))];
+  if (missing.length) throw new NeedFilesError(missing.map((name) => ({ role: 'extent', name })));
+  for (const line of extents) {
+    const dev = devices.get(line.name)!;
+    if (line.type === 'FLAT' || line.type === 'VMFS') {
+      b.extents.push({ ext: new FlatExtent(dev, line.sectors, toInt64(line.flatOffset << 9n)), type: line.type, file: line.name });
+    } else if (line.type === 'SESPARSE') {
+      throw new ImageError(`Unsupported extent type '${line.type}'`);
+    } else {
+      addSparse(b, dev, readHead(dev), line.type, line.name, depth + 1);
+    }
+  }
+  if (error) throw error;
+}
+
+function addSparse(b: Builder, dev: BlockDevice, head: Uint8Array, type: string, file: string, depth: number): void {
+  const r = openSparse(dev, head, file, b.ctx.writable);
+  if ('descriptor' in r) {
+    openDescriptor(b, r.descriptor, depth);
+    // qemu then stamps the outer type word on the last extent the inner descriptor added.
+    const last = b.extents.at(-1);
+    if (last && type) last.type = type;
+    return;
+  }
+  if (magicOf(head) === VMDK4_MAGIC) {
+    if (r.compressed) b.createType = 'streamOptimized';
+    else b.createType ??= 'monolithicSparse';
+  }
+  b.extents.push({ ext: r.extent, type, file });
+}
+
+/** Lays extents end to end; sizes qemu would overflow on are refused. */
+function place(opened: Opened[]): PlacedExtent[] {
+  let sectors = 0n;
+  return opened.map((o) => {
+    if (o.ext.sectors < 0n || sectors + o.ext.sectors > MAX_VIRTUAL_SECTORS) {
+      throw new ImageError('Image size is too large for this reader');
+    }
+    const start = Number(sectors) * 512;
+    sectors += o.ext.sectors;
+    return { ext: o.ext, start, end: Number(sectors) * 512, type: o.type, file: o.file };
+  });
+}

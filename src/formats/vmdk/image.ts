@@ -1,0 +1,179 @@
+// An opened VMDK: the extents laid end to end, read and mapped the way qemu's vmdk driver does.
+import type { Extent, FormatSpecific, Image, NodeInfo } from '../types.ts';
+import { readError } from './errors.ts';
+import type { FlatExtent } from './flat-extent.ts';
+import { GrainStatus, type SparseExtent } from './sparse-extent.ts';
+
+export interface PlacedExtent {
+  ext: SparseExtent | FlatExtent;
+  /** Guest byte range [start, end). */
+  start: number;
+  end: number;
+  /** The descriptor's type word; '' for a sparse file's own extent (qemu reports it so). */
+  type: string;
+  /** The file as the descriptor names it; '' for the image file itself. */
+  file: string;
+}
+
+export interface VmdkState {
+  createType: string;
+  cid: number;
+  parentCid: number;
+  backingName?: string;
+  extents: PlacedExtent[];
+}
+
+export class VmdkImage implements Image {
+  readonly format = 'vmdk';
+  readonly virtualSize: number;
+  private backing?: Image;
+  private hint = 0;
+
+  constructor(readonly state: VmdkState) {
+    const last = state.extents.at(-1);
+    this.virtualSize = last ? last.end : 0;
+  }
+
+  /**
+   * Which file each entry of format-specific.data.extents came from, in the same order: the host
+   * replaces each entry's `filename` (left as the raw name here) with the path it opened.
+   */
+  get extentFiles(): { role: 'image' | 'extent'; name: string }[] {
+    return this.state.extents.map((e) => (e.file === '' ? { role: 'image', name: '' } : { role: 'extent', name: e.file }));
+  }
+
+  /** The opened parent (`parentFileNameHint`); without one, unallocated grains read as zeros. */
+  attachBacking(backing: Image): void {
+    this.backing = backing;
+  }
+
+  info(): NodeInfo {
+    const s = this.state;
+    const first = s.extents[0]?.ext;
+    const info: NodeInfo = { format: 'vmdk', 'virtual-size': this.virtualSize };
+    // qemu's get_info fails (and info omits these) when extents differ in kind or grain size.
+    if (first && s.extents.every((e) => sameKind(first, e.ext))) {
+      info['dirty-flag'] = false;
+      if (!first.flat && first.clusterBytes !== 0) info['cluster-size'] = first.clusterBytes;
+    }
+    if (s.backingName) {
+      info['backing-filename'] = s.backingName;
+      info['backing-filename-format'] = 'vmdk';
+    }
+    info['format-specific'] = this.formatSpecific();
+    return info;
+  }
+
+  private formatSpecific(): FormatSpecific {
+    const s = this.state;
+    const extents = s.extents.map((e) => {
+      const x: Record<string, unknown> = { filename: e.file, format: e.type, 'virtual-size': Number(e.ext.sectors) * 512 };
+      if (!e.ext.flat) x['cluster-size'] = e.ext.clusterBytes;
+      if (e.ext.compressed) x.compressed = true;
+      return x;
+    });
+    return { type: 'vmdk', data: { 'create-type': s.createType, cid: s.cid, 'parent-cid': s.parentCid, extents } };
+  }
+
+  private find(offset: number): PlacedExtent {
+    const list = this.state.extents;
+    let i = this.hint < list.length && list[this.hint].start <= offset ? this.hint : 0;
+    if (list[i].end <= offset) {
+      let lo = i + 1;
+      let hi = list.length - 1;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if (list[mid].end <= offset) lo = mid + 1;
+        else hi = mid;
+      }
+      i = lo;
+    }
+    this.hint = i;
+    return list[i];
+  }
+
+  read(buf: Uint8Array, offset: number): void {
+    if (offset < 0 || offset + buf.length > this.virtualSize) throw readError('EIO');
+    let done = 0;
+    while (done < buf.length) {
+      const pos = offset + done;
+      const placed = this.find(pos);
+      const rel = pos - placed.start;
+      const room = Math.min(buf.length - done, placed.end - pos);
+      const ext = placed.ext;
+      if (ext.flat) {
+        ext.read(buf.subarray(done, done + room), rel);
+        done += room;
+        continue;
+      }
+      done += this.readSparse(ext, buf.subarray(done, done + room), rel, pos);
+    }
+  }
+
+  /** Reads one run of grains with the same status (contiguous data merged into one read). */
+  private readSparse(ext: SparseExtent, out: Uint8Array, rel: number, guestPos: number): number {
+    const status = ext.lookup(rel);
+    if (status === GrainStatus.Error) throw readError('EIO');
+    const grain = ext.clusterBytes;
+    const inGrain = rel % grain;
+    let len = Math.min(out.length, grain - inGrain);
+    if (status === GrainStatus.Data) {
+      const host = ext.hostOffset;
+      if (ext.compressed) {
+        ext.readGrain(out.subarray(0, len), host, inGrain);
+        return len;
+      }
+      // Extend over following grains stored right after this one.
+      while (len < out.length && ext.lookup(rel + len) === GrainStatus.Data && ext.hostOffset === host + inGrain + len) {
+        len = Math.min(out.length, len + grain);
+      }
+      ext.readGrain(out.subarray(0, len), host, inGrain);
+      return len;
+    }
+    while (len < out.length && ext.lookup(rel + len) === status) len = Math.min(out.length, len + grain);
+    if (status === GrainStatus.Unallocated && this.backing) this.readBacking(out.subarray(0, len), guestPos);
+    else out.fill(0, 0, len);
+    return len;
+  }
+
+  private readBacking(out: Uint8Array, pos: number): void {
+    const b = this.backing!;
+    // qemu refuses to read through a parent whose CID is not the parentCID recorded here.
+    if (!(b instanceof VmdkImage) || b.state.cid !== this.state.parentCid) throw readError('EINVAL');
+    const inside = Math.max(0, Math.min(out.length, b.virtualSize - pos));
+    if (inside > 0) b.read(out.subarray(0, inside), pos);
+    out.fill(0, inside);
+  }
+
+  extent(offset: number, length: number): Extent {
+    const placed = this.find(offset);
+    const rel = offset - placed.start;
+    const max = Math.min(length, placed.end - offset);
+    const ext = placed.ext;
+    if (ext.flat) {
+      const host = ext.hostOffset(rel);
+      return { offset, length: max, kind: 'data', depth: 0, hostOffset: Number(host) };
+    }
+    const status = ext.lookup(rel);
+    if (status === GrainStatus.Error) throw readError('EIO');
+    const grain = ext.clusterBytes;
+    const inGrain = rel % grain;
+    let len = Math.min(max, grain - inGrain);
+    const host = ext.hostOffset + inGrain;
+    const contiguous = status === GrainStatus.Data && !ext.compressed;
+    while (len < max && ext.lookup(rel + len) === status && (!contiguous || ext.hostOffset === host + len)) len = Math.min(max, len + grain);
+    if (status === GrainStatus.Data) {
+      return ext.compressed ? { offset, length: len, kind: 'data', compressed: true, depth: 0 } : { offset, length: len, kind: 'data', depth: 0, hostOffset: host };
+    }
+    if (status === GrainStatus.Zeroed) return { offset, length: len, kind: 'zero', depth: 0 };
+    if (this.backing && offset < this.backing.virtualSize) {
+      const below = this.backing.extent(offset, Math.min(len, this.backing.virtualSize - offset));
+      return { ...below, depth: below.depth + 1 };
+    }
+    return { offset, length: len, kind: 'unallocated', depth: 0 };
+  }
+}
+
+function sameKind(a: SparseExtent | FlatExtent, b: SparseExtent | FlatExtent): boolean {
+  return a.flat === b.flat && a.compressed === b.compressed && (a.flat || a.clusterBytes === (b as SparseExtent).clusterBytes);
+}
