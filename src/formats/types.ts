@@ -87,6 +87,10 @@ export interface OpenContext {
   writable: boolean;
   /** Devices for the files the image names, as granted by the host (by role and name). */
   devices?: ReadonlyMap<string, BlockDevice>;
+  /** Version-dependent reading rules (from src/output/profile.ts); newest behaviour when absent. */
+  profile?: { vhdCurrentSize: boolean };
+  /** The image's name as the user gave it, for messages that quote it (qemu's bs->filename). */
+  displayName?: string;
 }
 
 /** A format's driver: its probe, its opener and the capabilities it has (DESIGN.md §2). */

@@ -1,0 +1,54 @@
+// How qemu's block layer reads a format driver's underlying file, shared by the vpc and vhdx
+// drivers: requests beyond BDRV_MAX_LENGTH fail with EIO, bytes past the end of the file read as
+// zeros. Offsets come from image fields, so they arrive as BigInt and are narrowed only here.
+import { ImageError, type BlockDevice } from '../types.ts';
+
+/** qemu's BDRV_REQUEST_MAX_BYTES (INT_MAX rounded down to sectors). */
+const REQUEST_MAX_BYTES = 0x7fff_fe00n;
+/** qemu's BDRV_MAX_LENGTH: INT64_MAX aligned down to REQUEST_MAX_BYTES. */
+export const BDRV_MAX_LENGTH = ((2n ** 63n - 1n) / REQUEST_MAX_BYTES) * REQUEST_MAX_BYTES;
+
+const STRERROR: Record<string, string> = {
+  EINVAL: 'Invalid argument',
+  EFBIG: 'File too large',
+  ENOTSUP: 'Operation not supported',
+  EIO: 'Input/output error',
+  EPERM: 'Operation not permitted',
+  ENOMEM: 'Cannot allocate memory',
+};
+
+/**
+ * An open failure for which qemu's driver returns only an errno. Convention for the host: an
+ * ImageError whose `errno` is set carries the bare strerror text, and qemu's block layer words it
+ * "Could not open '<file>': <strerror>" (so qemu-img prints that prefix twice).
+ */
+export function errnoError(code: keyof typeof STRERROR & string): ImageError {
+  return new ImageError(STRERROR[code] ?? code, code);
+}
+
+/** Whether qemu's block layer would refuse a read of `length` bytes at `offset` (as uint64). */
+export function beyondMaxLength(offset: bigint, length: number): boolean {
+  return offset > BDRV_MAX_LENGTH || BigInt(length) > BDRV_MAX_LENGTH - offset;
+}
+
+/**
+ * Reads `length` bytes at `offset` as qemu's bdrv_pread would; past EOF reads zeros.
+ * `onRefused` is the error qemu reports when the block layer refuses the request.
+ */
+export function preadQemu(dev: BlockDevice, offset: bigint, length: number, onRefused: () => ImageError): Uint8Array {
+  if (beyondMaxLength(offset, length)) throw onRefused();
+  const buf = new Uint8Array(length);
+  if (offset < BigInt(dev.size)) readZeroFilled(dev, buf, Number(offset));
+  return buf;
+}
+
+/** Fills `buf` from `pos`, zeros past the end of the device (the hot path: one call, no loops). */
+export function readZeroFilled(dev: BlockDevice, buf: Uint8Array, pos: number): void {
+  const n = pos < dev.size ? dev.read(buf, pos) : 0;
+  if (n < buf.length) buf.fill(0, n);
+}
+
+/** qemu's bdrv_getlength of a plain file: its size rounded up to whole 512-byte sectors. */
+export function qemuFileLength(dev: BlockDevice): number {
+  return Math.ceil(dev.size / 512) * 512;
+}
