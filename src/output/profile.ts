@@ -15,6 +15,13 @@ export interface Profile {
   snapshotUnderscores: boolean;
   /** VHD virtual size taken from current_size regardless of creator (10.0+). */
   vhdCurrentSize: boolean;
+  /**
+   * qemu-img's reworked option errors (10.0+; 7.2 verified old, 10.0 new): --output is checked while
+   * options are parsed ("--output expects 'human' or 'json' not 'X'") and usage errors end in
+   * "Try 'qemu-img CMD --help' for more info"; before, "--output must be used with human or json as
+   * argument." came after the file name check and "Try 'qemu-img --help' for more information".
+   */
+  newUsageErrors: boolean;
 }
 
 export const NEWEST = '10.0';
@@ -33,5 +40,6 @@ export function profileFor(version: string): Profile {
     mapCompressed: atLeast(8, 2),
     snapshotUnderscores: atLeast(9, 0),
     vhdCurrentSize: atLeast(10, 0),
+    newUsageErrors: atLeast(10, 0),
   };
 }
