@@ -1,10 +1,18 @@
 import type { Driver } from './types.ts';
 import { rawDriver } from './raw/driver.ts';
+import { qcow2Driver } from './qcow2/driver.ts';
 import { vmdkDriver } from './vmdk/driver.ts';
 import { vpcDriver } from './vpc/driver.ts';
+import { probeOnlyDrivers } from './probe-only.ts';
 
 /** Every format driver. Adding a format = adding its folder and one line here. */
-export const drivers: Driver[] = [rawDriver, vmdkDriver, vpcDriver];
+const fullDrivers: Driver[] = [rawDriver, qcow2Driver, vmdkDriver, vpcDriver];
+
+/** Full drivers, then detect-only stand-ins for the formats that have none yet. */
+export const drivers: Driver[] = [
+  ...fullDrivers,
+  ...probeOnlyDrivers.filter((p) => !fullDrivers.some((d) => d.name === p.name)),
+];
 
 export function findDriver(name: string): Driver | undefined {
   return drivers.find((d) => d.name === name);

@@ -8,6 +8,8 @@ export interface InfoOptions {
   format?: string;
   /** --unsafe-quirks: qemu-img's raw fallback for unknown files. */
   unsafeQuirks?: boolean;
+  /** The image's name as the user gave it: qemu's dmg probe goes by the name alone. */
+  fileName?: string;
 }
 
 /** The guest half of `info`: detect, open, and report what the image's bytes say. */
@@ -15,7 +17,8 @@ export const infoOp: Op = (options, ctx) => {
   const opts = options as InfoOptions;
   const input = ctx.devices.find((d) => d.spec.role === 'input');
   if (!input) throw new ImageError('no input device');
-  const format = opts.format ?? detectFormat(input.dev, { unsafeQuirks: !!opts.unsafeQuirks });
+  const format =
+    opts.format ?? detectFormat(input.dev, { unsafeQuirks: !!opts.unsafeQuirks, fileName: opts.fileName });
   const driver = findDriver(format);
   if (!driver) throw new ImageError(`Unknown driver '${format}'`);
   return driver.open(input.dev, { writable: false }).info();

@@ -1,0 +1,39 @@
+// Small helpers for reading image structures. Reads past the end of the file return zeros, as
+// qemu's block layer does (a short file is not an error to qemu, it is a file full of zeros).
+import type { BlockDevice } from './types.ts';
+
+/** Reads `length` bytes at `pos`, zero-filled past EOF. Callers bound `length` beforehand. */
+export function readAt(dev: BlockDevice, pos: number | bigint, length: number): Buffer {
+  const buf = Buffer.alloc(length);
+  const start = typeof pos === 'bigint' ? pos : BigInt(pos);
+  if (length === 0 || start >= BigInt(dev.size)) return buf;
+  dev.read(buf, Number(start));
+  return buf;
+}
+
+export const U64_MASK = (1n << 64n) - 1n;
+export const INT64_MAX = (1n << 63n) - 1n;
+
+/** A uint64 as qemu's int64 fields see it (two's complement), as a JS number. */
+export function int64Number(v: bigint): number {
+  return Number(BigInt.asIntN(64, v));
+}
+
+/** Narrows a value already bounded by the caller; refuses anything a double cannot hold exactly. */
+export function safeNumber(v: bigint): number {
+  if (v > BigInt(Number.MAX_SAFE_INTEGER) || v < -BigInt(Number.MAX_SAFE_INTEGER)) {
+    throw new RangeError(`value ${v} does not fit a safe integer`);
+  }
+  return Number(v);
+}
+
+/** C string semantics: the bytes up to the first NUL, decoded as UTF-8 (invalid bytes → U+FFFD). */
+export function cString(bytes: Uint8Array): string {
+  const nul = bytes.indexOf(0);
+  return Buffer.from(nul < 0 ? bytes : bytes.subarray(0, nul)).toString('utf8');
+}
+
+/** Rounds up to a multiple of `align` (a power of two) without shifts. */
+export function roundUp(v: number, align: number): number {
+  return Math.ceil(v / align) * align;
+}
