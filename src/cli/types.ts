@@ -4,12 +4,20 @@ export interface ParsedCommand {
   name: string;
   /**
    * Options by their canonical key (the long name where one exists, e.g. 'format' for -f,
-   * 'output', 'backing-chain', 'force-share' for -U, 'object'). Every occurrence is kept in
-   * order; flags have the value ''.
+   * 'output', 'backing-chain', 'force-share' for -U, 'object'). Keys are qemu-img 10.0's long
+   * names, whichever profile parsed them (compare -f is 'a-format', convert -O 'output-format',
+   * measure -O 'target-format'); see src/cli/tables.ts. Every occurrence is kept in order;
+   * flags have the value ''.
    */
   options: Map<string, string[]>;
   /** Positional arguments, in order (dd operands like if=x stay here too). */
   args: string[];
+  /**
+   * Every option as [key, value] in command-line order, for commands whose qemu-img validates
+   * inside its getopt loop (the first bad value wins). Positionals appear as ['', arg] only
+   * where qemu-img sees them interleaved (10.0's resize).
+   */
+  sequence?: Array<[key: string, value: string]>;
 }
 
 /** Options instar adds to every subcommand (not in qemu-img). */

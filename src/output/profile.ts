@@ -1,3 +1,7 @@
+import { accessSync, constants, realpathSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { delimiter, join } from 'node:path';
+
 /**
  * A qemu-img version profile: what changes in output between versions (DESIGN.md §3).
  * Boundaries measured over qemu releases; 7.2 and 10.0 are verified against real binaries.
@@ -42,4 +46,87 @@ export function profileFor(version: string): Profile {
     vhdCurrentSize: atLeast(10, 0),
     newUsageErrors: atLeast(10, 0),
   };
+}
+
+/** An unusable version given by the user (flag or environment): the CLI prints it and exits 1. */
+export class ProfileError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ProfileError';
+  }
+}
+
+/** Normalises 'X.Y' or 'X.Y.Z' to 'X.Y'; anything else is a ProfileError naming `origin`. */
+export function parseQemuVersion(text: string, origin: string): string {
+  const m = /^(\d{1,3})\.(\d{1,3})(?:\.\d{1,3})?$/.exec(text.trim());
+  if (!m || Number(m[1]) < 1) {
+    throw new ProfileError(`invalid qemu-img version '${text}' in ${origin} (expected MAJOR.MINOR, e.g. 7.2 or 10.0)`);
+  }
+  return `${Number(m[1])}.${Number(m[2])}`;
+}
+
+/** Set in the environment of a probed qemu-img: an instar that sees it refuses to answer. */
+export const PROBE_MARKER = 'INSTAR_PROFILE_PROBE';
+
+export type ProfileSource = 'flag' | 'env' | 'installed' | 'default';
+
+export interface ResolveProfileInput {
+  /** --qemu-version, when given. */
+  flag?: string;
+  env: NodeJS.ProcessEnv;
+  /** Finds the installed qemu-img's version ('X.Y'); defaults to probing PATH. */
+  probe?: (env: NodeJS.ProcessEnv) => string | undefined;
+}
+
+/**
+ * The profile to emulate: --qemu-version, else INSTAR_QEMU_VERSION, else the qemu-img installed
+ * on PATH, else the newest. Nothing is cached on disk: the probe runs once per invocation.
+ */
+export function resolveQemuVersion(input: ResolveProfileInput): { version: string; source: ProfileSource } {
+  if (input.flag !== undefined) return { version: parseQemuVersion(input.flag, '--qemu-version'), source: 'flag' };
+  const fromEnv = input.env.INSTAR_QEMU_VERSION;
+  if (fromEnv !== undefined && fromEnv !== '') {
+    return { version: parseQemuVersion(fromEnv, 'INSTAR_QEMU_VERSION'), source: 'env' };
+  }
+  const installed = (input.probe ?? probeInstalledQemuImg)(input.env);
+  if (installed) return { version: installed, source: 'installed' };
+  return { version: NEWEST, source: 'default' };
+}
+
+/**
+ * Runs `qemu-img --version` for the first real qemu-img on PATH. instar itself may be on PATH
+ * under that name (the dist/alias symlink, an npm bin shim): a qemu-img that resolves to a .js
+ * file or to the running script is skipped, and the marker in the probe's environment makes any
+ * other instar decline (it exits without printing), so the probe moves on.
+ */
+export function probeInstalledQemuImg(env: NodeJS.ProcessEnv): string | undefined {
+  const self = realPathOrEmpty(process.argv[1] ?? '');
+  for (const dir of (env.PATH ?? '').split(delimiter)) {
+    if (dir === '') continue;
+    const candidate = join(dir, 'qemu-img');
+    const real = realPathOrEmpty(candidate);
+    if (real === '' || real.endsWith('.js') || real === self) continue;
+    try {
+      accessSync(real, constants.X_OK);
+    } catch {
+      continue;
+    }
+    const r = spawnSync(candidate, ['--version'], {
+      env: { ...env, [PROBE_MARKER]: '1' },
+      encoding: 'utf8',
+      timeout: 5000,
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    const m = /^qemu-img version (\d+)\.(\d+)/m.exec(r.stdout ?? '');
+    if (m && !/\(instar /.test(r.stdout)) return `${Number(m[1])}.${Number(m[2])}`;
+  }
+  return undefined;
+}
+
+function realPathOrEmpty(path: string): string {
+  try {
+    return path === '' ? '' : realpathSync(path);
+  } catch {
+    return '';
+  }
 }
