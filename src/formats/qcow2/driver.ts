@@ -45,7 +45,8 @@ class Qcow2Image implements Image {
     }
     if (this.snapshots.length > 0) info.snapshots = this.snapshots;
     info['format-specific'] = this.formatSpecific();
-    if (this.hasDataFile()) info['data-file'] = cString(this.ext.dataFile!);
+    // For the host: the file qemu would open for data. qemu-img info itself does not open it.
+    if (this.hasDataFile() && this.ext.dataFile) info['data-file'] = cString(this.ext.dataFile);
     return info;
   }
 
@@ -73,6 +74,11 @@ class Qcow2Image implements Image {
   }
 
   private map(): ClusterMap {
+    // qemu checks these when it opens the data file, which `info` never does (CVE-2024-4467).
+    if (this.hasDataFile() && !this.ext.dataFile) throw new ImageError("'data-file' is required for this image");
+    if (!this.hasDataFile() && (this.h.autoclear & AUTOCLEAR.dataFileRaw) !== 0n) {
+      throw new ImageError('data-file-raw requires a data file');
+    }
     if (this.h.cryptMethod !== CRYPT.none) throw new ImageError('reading encrypted qcow2 images is not implemented yet');
     if (this.backingFile) throw new ImageError('reading qcow2 images with a backing file is not implemented yet');
     if (this.hasDataFile()) throw new ImageError('reading qcow2 images with an external data file is not implemented yet');
@@ -138,12 +144,6 @@ function openQcow2(dev: BlockDevice, ctx: OpenContext): Image {
   if (unknown) throw unsupportedFeatures(dev, h, unknown);
   validateTables(h, ctx.writable);
   const ext = readExtensions(dev, h, false, (o, l) => openLuks(dev, o, l));
-
-  if ((h.incompatible & INCOMPAT.dataFile) !== 0n) {
-    if (!ext.dataFile) throw new ImageError("'data-file' is required for this image");
-  } else if ((h.autoclear & AUTOCLEAR.dataFileRaw) !== 0n) {
-    throw new ImageError('data-file-raw requires a data file');
-  }
 
   let backingFile = '';
   if (h.backingFileOffset !== 0n) {
