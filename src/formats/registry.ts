@@ -3,10 +3,11 @@ import { rawDriver } from './raw/driver.ts';
 import { qcow2Driver } from './qcow2/driver.ts';
 import { vmdkDriver } from './vmdk/driver.ts';
 import { vpcDriver } from './vpc/driver.ts';
+import { vhdxDriver } from './vhdx/driver.ts';
 import { probeOnlyDrivers } from './probe-only.ts';
 
 /** Every format driver. Adding a format = adding its folder and one line here. */
-const fullDrivers: Driver[] = [rawDriver, qcow2Driver, vmdkDriver, vpcDriver];
+const fullDrivers: Driver[] = [rawDriver, qcow2Driver, vmdkDriver, vpcDriver, vhdxDriver];
 
 /** Full drivers, then detect-only stand-ins for the formats that have none yet. */
 export const drivers: Driver[] = [

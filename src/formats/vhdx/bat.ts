@@ -1,0 +1,90 @@
+// The VHDX block allocation table: 64-bit little-endian entries, the state in the low 3 bits and
+// the file offset in whole MiB above bit 20. Every `chunkRatio` payload entries are followed by one
+// sector bitmap entry. The table is kept as BigUint64 entries but only the part inside the file
+// is read: qemu zero-fills the rest (NOT_PRESENT), so memory stays bounded by the file size.
+import { ImageError, type BlockDevice } from '../types.ts';
+import { errnoError, beyondMaxLength, qemuFileLength } from '../vpc/file-read.ts';
+import type { Region, RegionList } from './headers.ts';
+import type { VhdxMetadata } from './metadata.ts';
+
+export const BlockState = {
+  NotPresent: 0,
+  Undefined: 1,
+  Zero: 2,
+  Unmapped: 3,
+  UnmappedV095: 5,
+  FullyPresent: 6,
+  PartiallyPresent: 7,
+} as const;
+
+const OFFSET_MASK = 0xffff_ffff_fff0_0000n;
+const INT64_MAX = 2n ** 63n - 1n;
+
+/** qemu's vhdx_calc_bat_entries, with its uint32 arithmetic (an empty disk still gets entries). */
+export function batEntryCount(md: VhdxMetadata): number {
+  const bs = BigInt(md.blockSize);
+  const dataBlocks = Number(BigInt.asUintN(32, BigInt.asUintN(64, md.virtualDiskSize + bs - 1n) / bs));
+  const bits = Math.log2(md.chunkRatio);
+  return (dataBlocks + Math.floor(((dataBlocks - 1) >>> 0) / 2 ** bits)) >>> 0;
+}
+
+export class Bat {
+  private constructor(
+    private readonly entries: BigUint64Array,
+    readonly count: number,
+  ) {}
+
+  entry(index: number): bigint {
+    return index < this.entries.length ? this.entries[index] : 0n;
+  }
+
+  static load(dev: BlockDevice, region: Region, md: VhdxMetadata, regions: RegionList, totalSectors: bigint): Bat {
+    const count = batEntryCount(md);
+    if (count > Math.floor(region.length / 8)) throw errnoError('EINVAL');
+    if (beyondMaxLength(region.fileOffset, region.length)) throw errnoError('EIO');
+    const inFile = region.fileOffset < BigInt(dev.size) ? Math.min(count, Math.floor((dev.size - Number(region.fileOffset)) / 8)) : 0;
+    const bytes = new Uint8Array(inFile * 8);
+    if (inFile > 0) dev.read(bytes, Number(region.fileOffset));
+    const entries = new BigUint64Array(inFile);
+    const view = new DataView(bytes.buffer);
+    for (let i = 0; i < inFile; i++) entries[i] = view.getBigUint64(i * 8, true);
+    const bat = new Bat(entries, count);
+    bat.check(dev, md, regions, totalSectors);
+    return bat;
+  }
+
+  /** qemu's vhdx_check_bat_entries: present blocks must lie inside the file and its regions. */
+  private check(dev: BlockDevice, md: VhdxMetadata, regions: RegionList, totalSectors: bigint): void {
+    const fileSize = BigInt(qemuFileLength(dev));
+    const bs = BigInt(md.blockSize);
+    let payloadLeft = BigInt(md.chunkRatio);
+    const fail = (report: string) => {
+      const e = errnoError('EINVAL');
+      (e as ImageError & { reports?: string[] }).reports = [report];
+      return e;
+    };
+    // Entries past the file are zero (NOT_PRESENT), so only the loaded ones need a look.
+    for (let i = 0; i < this.entries.length; i++) {
+      const e = this.entries[i];
+      if (Number(e & 7n) !== BlockState.FullyPresent) continue;
+      const offset = e & OFFSET_MASK;
+      const index = BigInt(i);
+      const remaining = BigInt.asUintN(64, totalSectors * 512n - index * bs);
+      const blockLength = remaining < bs ? remaining : bs;
+      if (offset > INT64_MAX - bs) throw fail(`VHDX BAT entry ${i} offset overflow.`);
+      if (offset >= fileSize) {
+        throw fail(`VHDX BAT entry ${i} start offset ${offset} points after end of file (${fileSize}). Image has probably been truncated.`);
+      }
+      if (offset + blockLength > fileSize) {
+        const end = offset + blockLength - 1n;
+        throw fail(`VHDX BAT entry ${i} end offset ${end} points after end of file (${fileSize}). Image has probably been truncated.`);
+      }
+      // qemu counts payload and bitmap entries among the present ones only; we keep its count.
+      if (payloadLeft-- > 0n) {
+        if (regions.overlaps(offset, bs)) throw errnoError('EINVAL');
+      } else {
+        payloadLeft = BigInt(md.chunkRatio);
+      }
+    }
+  }
+}
