@@ -16,6 +16,8 @@ import type { SparseExtent } from './sparse-extent.ts';
 /** Descriptors inside sparse extents may nest; qemu recurses without bound, we stop here. */
 const MAX_NESTING = 4;
 const MAX_VIRTUAL_SECTORS = BigInt(Math.floor(Number.MAX_SAFE_INTEGER / 512));
+/** qemu's BDRV_MAX_LENGTH. */
+const MAX_LENGTH = (1n << 63n) - (1n << 30n);
 
 interface Opened {
   ext: SparseExtent | FlatExtent;
@@ -93,10 +95,18 @@ function addSparse(b: Builder, dev: BlockDevice, head: Uint8Array, type: string,
 
 /** Lays extents end to end; sizes qemu would overflow on are refused. */
 function place(opened: Opened[]): PlacedExtent[] {
+  // qemu opens such a descriptor and then aborts on an assertion in `info`.
+  if (opened.length === 0) throw new ImageError('VMDK descriptor names no usable extent');
+  // qemu sums sectors in an int64 and then checks the byte size, computed with a wrapping shift.
+  const total = toInt64(opened.reduce((sum, o) => sum + o.ext.sectors, 0n));
+  if (((total << 9n) & ((1n << 64n) - 1n)) > MAX_LENGTH) {
+    throw new ImageError('Could not refresh total sector count: File too large', 'EFBIG');
+  }
   let sectors = 0n;
   return opened.map((o) => {
+    // qemu goes on with what wrapped (and fails later, in ways that depend on the command).
     if (o.ext.sectors < 0n || sectors + o.ext.sectors > MAX_VIRTUAL_SECTORS) {
-      throw new ImageError('Image size is too large for this reader');
+      throw new ImageError('Image size is too large for this reader', 'EFBIG');
     }
     const start = Number(sectors) * 512;
     sectors += o.ext.sectors;
