@@ -34,28 +34,31 @@ interface Builder {
 export const vmdkDriver: Driver = {
   name: 'vmdk',
   probe: (head) => probeVmdk(head),
-  open(dev: BlockDevice, ctx: OpenContext): VmdkImage {
-    const head = readHead(dev);
-    const b: Builder = { ctx, extents: [] };
-    const magic = magicOf(head);
-    const sparse = magic === VMDK3_MAGIC || magic === VMDK4_MAGIC;
-    if (sparse) addSparse(b, dev, head, '', '', 0);
-    else openDescriptor(b, cString(head), 0);
-    // CID and parent hint are read from the first 20 sectors of the descriptor area.
-    const area = new Uint8Array(CID_AREA_BYTES);
-    readZeroPadded(dev, area, sparse ? 0x200 : 0);
-    const backingName = parentHint(area);
-    const cid = readCid(area, false);
-    const parentCid = readCid(area, true);
-    return new VmdkImage({
-      createType: b.createType ?? '',
-      cid,
-      parentCid,
-      backingName: backingName || undefined,
-      extents: place(b.extents),
-    });
-  },
+  open: (dev, ctx) => openVmdk(dev, ctx),
 };
+
+/** Opens a VMDK; throws NeedFilesError when the descriptor names files not in ctx.devices. */
+export function openVmdk(dev: BlockDevice, ctx: OpenContext): VmdkImage {
+  const head = readHead(dev);
+  const b: Builder = { ctx, extents: [] };
+  const magic = magicOf(head);
+  const sparse = magic === VMDK3_MAGIC || magic === VMDK4_MAGIC;
+  if (sparse) addSparse(b, dev, head, '', '', 0);
+  else openDescriptor(b, cString(head), 0);
+  // CID and parent hint are read from the first 20 sectors of the descriptor area.
+  const area = new Uint8Array(CID_AREA_BYTES);
+  readZeroPadded(dev, area, sparse ? 0x200 : 0);
+  const backingName = parentHint(area);
+  const cid = readCid(area, false);
+  const parentCid = readCid(area, true);
+  return new VmdkImage({
+    createType: b.createType ?? '',
+    cid,
+    parentCid,
+    backingName: backingName || undefined,
+    extents: place(b.extents),
+  });
+}
 
 function openDescriptor(b: Builder, desc: string, depth: number): void {
   if (depth > MAX_NESTING) throw new ImageError('VMDK descriptors nested too deeply');

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { dirname, isAbsolute, join } from 'node:path';
 import { FdDevice } from '../../../src/io/fd-device.ts';
 import type { BlockDevice, Extent, Image, NodeInfo } from '../../../src/formats/types.ts';
-import { vmdkDriver } from '../../../src/formats/vmdk/driver.ts';
+import { openVmdk } from '../../../src/formats/vmdk/driver.ts';
 import { NeedFilesError } from '../../../src/formats/vmdk/errors.ts';
 import type { VmdkImage } from '../../../src/formats/vmdk/image.ts';
 import { runQemu, type OracleVersion } from '../../helpers/oracles.ts';
@@ -129,7 +129,7 @@ export function openAsHost(path: string, backing = true): Opened {
   try {
     for (let round = 0; ; round++) {
       try {
-        const image = vmdkDriver.open(open(path), { writable: false, devices });
+        const image = openVmdk(open(path), { writable: false, devices });
         const hint = image.info()['backing-filename'];
         if (backing && hint) {
           const parent = openAsHost(isAbsolute(hint) ? hint : join(dirname(path), hint));
