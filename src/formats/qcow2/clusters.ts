@@ -1,4 +1,6 @@
-// Guest offset → host offset through the L1 and L2 tables (standard 8-byte L2 entries).
+// Guest offset → host offset through the L1 and L2 tables, with standard (8-byte) and extended
+// (16-byte, 32 subclusters) L2 entries, and compressed clusters.
+import { inflateRawSync, constants as zlibConstants } from 'node:zlib';
 import { ImageError, type BlockDevice, type Extent } from '../types.ts';
 import { readAt } from '../bytes.ts';
 import type { Qcow2Header } from './header.ts';
@@ -7,21 +9,29 @@ const OFFSET_MASK = 0x00fffffffffffe00n;
 const COMPRESSED = 1n << 62n;
 const ZERO = 1n;
 
-export type ClusterKind = 'data' | 'zero' | 'unallocated' | 'compressed';
+export type UnitKind = 'data' | 'zero' | 'unallocated' | 'compressed';
 
-export interface ClusterMapping {
-  kind: ClusterKind;
-  /** Host offset of the cluster for 'data' (and preallocated 'zero'). */
+/** The mapping of one unit: a cluster, or a subcluster with extended L2 entries. */
+export interface UnitMapping {
+  kind: UnitKind;
+  /** Host offset of the unit's first byte, for 'data'. */
   hostOffset?: number;
+  /** The L2 entry, for 'compressed'. */
+  l2Entry?: bigint;
 }
 
-/** Looks up clusters; keeps the L1 table and the most recent L2 tables in memory. */
+/** Looks up units; keeps the L1 table and the most recent L2 tables in memory. */
 export class ClusterMap {
+  /** Bytes covered by one mapping: the subcluster size with extended L2 entries. */
+  readonly unitSize: number;
   private l1?: Buffer;
   private l2Cache = new Map<bigint, Buffer>();
+  private entryBytes: number;
+  private lastCompressed?: { entry: bigint; data: Buffer };
 
   constructor(private dev: BlockDevice, private h: Qcow2Header) {
-    if (h.extendedL2) throw new ImageError('reading qcow2 images with extended L2 entries is not implemented yet');
+    this.entryBytes = h.extendedL2 ? 16 : 8;
+    this.unitSize = h.extendedL2 ? h.clusterSize / 32 : h.clusterSize;
   }
 
   private l1Table(): Buffer {
@@ -40,47 +50,87 @@ export class ClusterMap {
     return t;
   }
 
-  /** The mapping of the cluster holding guest offset `guest` (< virtual size). */
-  lookup(guest: number): ClusterMapping {
-    const clusterIndex = Math.floor(guest / this.h.clusterSize);
+  /** The mapping of the unit holding guest offset `guest` (< virtual size). */
+  lookup(guest: number): UnitMapping {
+    const cs = this.h.clusterSize;
+    const clusterIndex = Math.floor(guest / cs);
     const l2Entries = 2 ** this.h.l2Bits;
     const l1Index = Math.floor(clusterIndex / l2Entries);
     const l2Index = clusterIndex % l2Entries;
-    const l1 = this.l1Table();
     if (l1Index >= this.h.l1Size) return { kind: 'unallocated' };
-    const l2Offset = l1.readBigUInt64BE(l1Index * 8) & OFFSET_MASK;
+    const l2Offset = this.l1Table().readBigUInt64BE(l1Index * 8) & OFFSET_MASK;
     if (l2Offset === 0n) return { kind: 'unallocated' };
-    if (l2Offset % BigInt(this.h.clusterSize) !== 0n) {
+    if (l2Offset % BigInt(cs) !== 0n) {
       throw new ImageError(`L2 table offset 0x${l2Offset.toString(16)} unaligned (L1 index: 0x${l1Index.toString(16)})`);
     }
-    const entry = this.l2Table(l2Offset).readBigUInt64BE(l2Index * 8);
-    if (entry & COMPRESSED) return { kind: 'compressed' };
+    const table = this.l2Table(l2Offset);
+    const entry = table.readBigUInt64BE(l2Index * this.entryBytes);
+    if (entry & COMPRESSED) return { kind: 'compressed', l2Entry: entry };
     const host = entry & OFFSET_MASK;
-    if (entry & ZERO && this.h.version === 3) return host ? { kind: 'zero', hostOffset: Number(host) } : { kind: 'zero' };
-    if (host === 0n) return { kind: 'unallocated' };
-    if (host % BigInt(this.h.clusterSize) !== 0n) {
+    if (host % BigInt(cs) !== 0n) {
       throw new ImageError(`Cluster allocation offset 0x${host.toString(16)} unaligned (L2 offset: 0x${l2Offset.toString(16)}, L2 index: 0x${l2Index.toString(16)})`);
     }
-    return { kind: 'data', hostOffset: Number(host) };
+    if (!this.h.extendedL2) {
+      if (entry & ZERO && this.h.version === 3) return { kind: 'zero' };
+      return host === 0n ? { kind: 'unallocated' } : { kind: 'data', hostOffset: Number(host) };
+    }
+    const bitmap = table.readBigUInt64BE(l2Index * 16 + 8);
+    const sub = Math.floor((guest % cs) / this.unitSize);
+    const allocated = (bitmap >> BigInt(sub)) & 1n;
+    const zero = (bitmap >> BigInt(32 + sub)) & 1n;
+    if (allocated && (zero || host === 0n)) {
+      throw new ImageError(`Invalid cluster entry found (L2 offset: 0x${l2Offset.toString(16)}, L2 index: 0x${l2Index.toString(16)})`);
+    }
+    if (zero) return { kind: 'zero' };
+    if (allocated) return { kind: 'data', hostOffset: Number(host) + sub * this.unitSize };
+    return { kind: 'unallocated' };
   }
 
-  /** A run of clusters with the same kind (and contiguous host offsets for data). */
+  /** A run of units with the same kind (and contiguous host offsets for data). */
   extent(offset: number, length: number, virtualSize: number): Extent {
-    const cs = this.h.clusterSize;
+    const us = this.unitSize;
     const end = Math.min(virtualSize, offset + length);
     const first = this.lookup(offset);
-    let pos = (Math.floor(offset / cs) + 1) * cs;
-    while (pos < end) {
+    const unitStart = offset - (offset % us);
+    let pos = unitStart + us;
+    // Compressed clusters are reported one at a time: each has its own host location.
+    while (pos < end && first.kind !== 'compressed') {
       const next = this.lookup(pos);
       if (next.kind !== first.kind) break;
-      if (first.kind === 'data' && next.hostOffset !== first.hostOffset! + (pos - offset) + (offset % cs)) break;
-      pos += cs;
+      if (first.kind === 'data' && next.hostOffset !== first.hostOffset! + (pos - unitStart)) break;
+      pos += us;
     }
-    const len = Math.min(pos, end) - offset;
-    const kind = first.kind === 'compressed' ? 'data' : first.kind;
-    const ext: Extent = { offset, length: len, kind, depth: 0 };
+    if (first.kind === 'compressed') pos = offset - (offset % this.h.clusterSize) + this.h.clusterSize;
+    const ext: Extent = { offset, length: Math.min(pos, end) - offset, kind: first.kind === 'compressed' ? 'data' : first.kind, depth: 0 };
     if (first.kind === 'compressed') ext.compressed = true;
-    if (first.kind === 'data') ext.hostOffset = first.hostOffset! + (offset % cs);
+    if (first.kind === 'data') ext.hostOffset = first.hostOffset! + (offset - unitStart);
     return ext;
+  }
+
+  /** Inflates one compressed cluster (zlib: raw deflate, as qemu writes it). */
+  readCompressed(l2Entry: bigint): Buffer {
+    if (this.lastCompressed?.entry === l2Entry) return this.lastCompressed.data;
+    const data = this.inflate(l2Entry);
+    this.lastCompressed = { entry: l2Entry, data };
+    return data;
+  }
+
+  private inflate(l2Entry: bigint): Buffer {
+    const h = this.h;
+    if (h.compressionType !== 0) throw new ImageError('reading zstd-compressed qcow2 clusters is not implemented yet');
+    const csizeShift = BigInt(62 - (h.clusterBits - 8));
+    const hostOffset = l2Entry & ((1n << csizeShift) - 1n);
+    const sectors = Number((l2Entry >> csizeShift) & ((1n << BigInt(h.clusterBits - 8)) - 1n)) + 1;
+    // At most 2^(cluster_bits-8) sectors: twice a cluster at most, so bounded.
+    const csize = sectors * 512 - Number(hostOffset % 512n);
+    const input = readAt(this.dev, hostOffset, csize);
+    let out: Buffer;
+    try {
+      out = inflateRawSync(input, { finishFlush: zlibConstants.Z_SYNC_FLUSH, maxOutputLength: h.clusterSize });
+    } catch {
+      throw new ImageError(`Could not decompress the cluster at 0x${hostOffset.toString(16)}`);
+    }
+    if (out.length < h.clusterSize) throw new ImageError(`Could not decompress the cluster at 0x${hostOffset.toString(16)}`);
+    return out;
   }
 }

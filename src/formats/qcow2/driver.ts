@@ -88,19 +88,21 @@ class Qcow2Image implements Image {
 
   read(buf: Uint8Array, offset: number): void {
     const map = this.map();
-    const cs = this.h.clusterSize;
+    const us = map.unitSize;
     let done = 0;
     while (done < buf.length) {
       const pos = offset + done;
-      const n = Math.min(buf.length - done, cs - (pos % cs));
+      const n = Math.min(buf.length - done, us - (pos % us));
       const part = buf.subarray(done, done + n);
       if (pos >= this.virtualSize) {
         part.fill(0);
       } else {
         const m = map.lookup(pos);
-        if (m.kind === 'compressed') throw new ImageError('reading compressed qcow2 clusters is not implemented yet');
-        if (m.kind === 'data') part.set(readAt(this.dev, m.hostOffset! + (pos % cs), n));
-        else part.fill(0); // zero clusters, and holes with no backing file
+        if (m.kind === 'data') part.set(readAt(this.dev, m.hostOffset! + (pos % us), n));
+        else if (m.kind === 'compressed') {
+          const at = pos % this.h.clusterSize;
+          part.set(map.readCompressed(m.l2Entry!).subarray(at, at + n));
+        } else part.fill(0); // zero units, and holes with no backing file
       }
       done += n;
     }
