@@ -61,7 +61,7 @@ function splitKeySectors(keyLen: number, stripes: number): number {
 
 function lookup(list: string[] | Record<string, number>, name: string, what: string): string {
   const known = Array.isArray(list) ? list.includes(name) : Object.hasOwn(list, name);
-  if (!known) throw new ImageError(`${what} ${name} not supported`);
+  if (!known) throw new ImageError(`${what} '${name}' not supported`);
   return name;
 }
 
@@ -101,7 +101,7 @@ export function parseLuksHeader(hdr: Uint8Array): LuksInfo {
   const cipherName = cString(cipherNameField);
   const cipherKeyBytes = cipherMode === 'xts' ? Math.floor(keyBytes / 2) : keyBytes;
   const cipherAlg = Object.hasOwn(CIPHERS, cipherName) ? CIPHERS[cipherName][cipherKeyBytes] : undefined;
-  if (!cipherAlg) throw new ImageError(`Algorithm ${cipherName} with key size ${cipherKeyBytes | 0} bytes not supported`);
+  if (!cipherAlg) throw new ImageError(`Algorithm '${cipherName}' with key size ${cipherKeyBytes | 0} bytes not supported`);
   const hashAlg = lookup(HASHES, cString(hashField), 'Hash algorithm');
   const ivgenAlg = lookup(IVGENS, ivgenName, 'IV generator');
   if (ivgenAlg === 'essiv') {
