@@ -4,18 +4,19 @@ import type { BlockDevice, Driver, Extent, Image, NodeInfo } from '../types.ts';
 class RawImage implements Image {
   readonly format = 'raw';
   constructor(private dev: BlockDevice) {}
+  /** qemu's file layer counts whole 512-byte sectors: a 1000-byte file is a 1024-byte disk. */
   get virtualSize(): number {
-    return this.dev.size;
+    return Math.ceil(this.dev.size / 512) * 512;
   }
   info(): NodeInfo {
-    return { format: 'raw', 'dirty-flag': false, 'virtual-size': this.dev.size };
+    return { format: 'raw', 'dirty-flag': false, 'virtual-size': this.virtualSize };
   }
   read(buf: Uint8Array, offset: number): void {
     const n = this.dev.read(buf, offset);
     if (n < buf.length) buf.fill(0, n);
   }
   extent(offset: number, length: number): Extent {
-    return { offset, length: Math.min(length, this.dev.size - offset), kind: 'data', depth: 0, hostOffset: offset };
+    return { offset, length: Math.min(length, this.virtualSize - offset), kind: 'data', depth: 0, hostOffset: offset };
   }
 }
 

@@ -1,24 +1,186 @@
-import { openSync, closeSync, fstatSync } from 'node:fs';
-import type { Command } from './types.ts';
+// `info`: the trusted half. Parses qemu-img's options, opens each image of the chain read-only
+// (the top one as named, backing files only through the path policy), asks a guest what each
+// image's bytes say, adds what only the host knows (names, file sizes) and renders qemu's text.
+import { closeSync, constants, fstatSync, openSync } from 'node:fs';
+import type { Command, CommandContext } from './types.ts';
+import type { ParsedCommand } from '../../cli/types.ts';
 import { runOp, OpError } from '../sandbox/run.ts';
-import type { NodeInfo } from '../../formats/types.ts';
+import { openReferenced, startChain } from '../paths/resolve.ts';
+import { PathRefusedError, ReferenceOpenError, type ChainState } from '../paths/policy.ts';
+import { combinePath } from '../paths/combine.ts';
+import { findDriver } from '../../formats/registry.ts';
+import { checkNodeInfo, MalformedResultError } from '../../output/node-info.ts';
+import { fileNodeInfo, imageInfo, type FileFacts } from '../../output/image-info.ts';
+import { toQemuJson } from '../../output/json.ts';
+import { renderHumanChain, renderHumanInfo } from '../../output/human-info.ts';
+import type { QDictValue } from '../../output/qobject.ts';
+import { parseQemuOpts } from './image-opts.ts';
+import { usageError } from '../../cli/usage-error.ts';
 
-/** `info`: the trusted half. Opens the image read-only, asks the guest what it is, renders. */
-export const info: Command = async (cmd, ctx) => {
-  const filename = cmd.args[0];
-  const fd = openSync(filename, 'r');
+/** A failure worded as qemu-img words it; printed as "<progname>: <message>", exit status 1. */
+class InfoError extends Error {}
+
+/** One image to open: where it is, how messages name it, and the format to read it as. */
+interface Target {
+  path: string;
+  /** The name in "Could not open 'X': …" (the whole option string for --image-opts). */
+  errorName: string;
+  format?: string;
+}
+
+// strerror() texts for the errors opening a file can give.
+const STRERROR: Record<string, string> = {
+  ENOENT: 'No such file or directory',
+  EACCES: 'Permission denied',
+  EPERM: 'Operation not permitted',
+  ENOTDIR: 'Not a directory',
+  ELOOP: 'Too many levels of symbolic links',
+  ENAMETOOLONG: 'File name too long',
+  EIO: 'Input/output error',
+  ENXIO: 'No such device or address',
+  EMFILE: 'Too many open files',
+  ENFILE: 'Too many open files in system',
+  ENOMEM: 'Cannot allocate memory',
+  EOVERFLOW: 'Value too large for defined data type',
+};
+
+/** Options of --image-opts that change nothing for a read-only `info`. */
+const HARMLESS_IMAGE_OPTS = new Set(['read-only', 'auto-read-only', 'force-share', 'node-name', 'file.node-name', 'file.locking',
+  'file.aio', 'cache.direct', 'cache.no-flush', 'file.cache.direct', 'file.cache.no-flush', 'detect-zeroes', 'discard']);
+
+/** The top image: a file name, or an --image-opts option string naming a file. */
+function topTarget(cmd: ParsedCommand, spec: string): Target {
+  const format = cmd.options.get('format')?.at(-1);
+  if (!cmd.options.has('image-opts')) return { path: spec, errorName: spec, format };
+  if (format !== undefined) throw new InfoError('--image-opts and --format are mutually exclusive');
+  const opts = parseQemuOpts(spec, 'file');
+  const fail = (why: string) => new InfoError(`Could not open '${spec}': ${why}`);
+  const reference = opts.get('file');
+  if (reference !== undefined) throw fail(`Cannot find device='${reference}' nor node-name='${reference}'`);
+  const driver = opts.get('driver');
+  const pathKey = driver === 'file' ? 'filename' : 'file.filename';
+  for (const key of opts.keys()) {
+    if (key === 'driver' || key === pathKey || key === 'file.driver' || HARMLESS_IMAGE_OPTS.has(key)) continue;
+    throw fail(`Block format '${driver ?? 'file'}' does not support the option '${key}'`);
+  }
+  const fileDriver = opts.get('file.driver');
+  if (fileDriver !== undefined && fileDriver !== 'file') throw fail(`instar opens image files only through the 'file' driver, not '${fileDriver}'`);
+  const path = opts.get(pathKey);
+  if (path === undefined) throw fail(driver === 'file' ? "The 'file' block driver requires a file name" : 'A block device must be specified for "file"');
+  return { path, errorName: spec, format: driver };
+}
+
+/** qemu looks the format up before it opens the file. */
+function checkFormat(target: Target): void {
+  if (target.format !== undefined && target.format !== 'file' && !findDriver(target.format)) {
+    throw new InfoError(`Could not open '${target.errorName}': Unknown driver '${target.format}'`);
+  }
+}
+
+/** Opens the top image read-only, as the user named it. */
+function openTop(target: Target): number {
+  checkFormat(target);
+  let fd: number;
   try {
-    const node = (await runOp('info', { format: cmd.options.get('format')?.at(-1) }, [{ fd, role: 'input', writable: false }], ctx.run)) as NodeInfo;
-    const actual = fstatSync(fd).blocks * 512;
-    ctx.out(JSON.stringify({ ...node, filename, 'actual-size': actual }, null, 4) + '\n');
+    // O_NONBLOCK: a FIFO must not hang the open; it is refused below as not a regular file.
+    fd = openSync(target.path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
+    throw new InfoError(`Could not open '${target.errorName}': Could not open '${target.path}': ${STRERROR[code] ?? code}`);
+  }
+  if (!fstatSync(fd).isFile()) {
+    closeSync(fd);
+    throw new InfoError(`Could not open '${target.errorName}': 'file' driver requires '${target.path}' to be a regular file`);
+  }
+  return fd;
+}
+
+/** Opens a backing file through the path policy, with qemu's wording for the cases qemu has too. */
+function openBacking(name: string, referrer: string, ctx: CommandContext, chain: ChainState): { fd: number; path: string } {
+  const path = combinePath(referrer, name);
+  try {
+    return openReferenced(name, referrer, 'backing', ctx.policy, chain);
+  } catch (e) {
+    if (e instanceof PathRefusedError) throw new InfoError(e.kind === 'loop' ? e.reason : `Could not open '${path}': ${e.reason}`);
+    if (e instanceof ReferenceOpenError) throw new InfoError(`Could not open '${path}': ${e.reason}`);
+    throw e;
+  }
+}
+
+/** Reads one opened image: the guest parses its bytes, the host adds file facts. */
+async function describe(fd: number, target: Target, ctx: CommandContext): Promise<{ info: QDictValue; backing?: string; backingFormat?: string }> {
+  const st = fstatSync(fd);
+  const file: FileFacts = { filename: target.path, actualSize: st.blocks * 512, length: st.size };
+  if (target.format === 'file') return { info: fileNodeInfo(file, ctx.profile) };
+  let node;
+  try {
+    // The profile travels along: some format-specific fields exist only in some qemu versions.
+    const options = { format: target.format, unsafeQuirks: ctx.globals.unsafeQuirks, fileName: target.path, profile: ctx.profile };
+    const result = await runOp('info', options, [{ fd, role: 'input', writable: false }], ctx.run);
+    node = checkNodeInfo(result);
+  } catch (e) {
+    if (e instanceof OpError || e instanceof MalformedResultError) throw new InfoError(`Could not open '${target.errorName}': ${e.message}`);
+    throw e;
+  }
+  const backing = node['backing-filename'];
+  const full = backing === undefined ? undefined : combinePath(target.path, backing);
+  return { info: imageInfo(node, file, full, ctx.profile), backing, backingFormat: node['backing-filename-format'] };
+}
+
+/** Collects the info of the top image and, with --backing-chain, of every backing file below it. */
+async function collect(top: Target, wholeChain: boolean, ctx: CommandContext): Promise<QDictValue[]> {
+  const infos: QDictValue[] = [];
+  const names = new Set<string>([top.path]);
+  let fd = openTop(top);
+  let chain: ChainState | undefined;
+  let target = top;
+  for (;;) {
+    let level;
+    try {
+      chain ??= startChain(top.path, fd);
+      level = await describe(fd, target, ctx);
+    } finally {
+      closeSync(fd);
+    }
+    infos.push(level.info);
+    if (!wholeChain || level.backing === undefined) return infos;
+    // qemu's own loop check compares names; the policy also compares device and inode.
+    const next = combinePath(target.path, level.backing);
+    if (names.has(next)) throw new InfoError(`Backing file '${next}' creates an infinite loop.`);
+    names.add(next);
+    const format = level.backingFormat;
+    checkFormat({ path: next, errorName: next, format });
+    const opened = openBacking(level.backing, target.path, ctx, chain);
+    fd = opened.fd;
+    target = { path: opened.path, errorName: opened.path, format };
+  }
+}
+
+export const info: Command = async (cmd, ctx) => {
+  const outputs = cmd.options.get('output') ?? [];
+  const isValid = (v: string) => v === 'human' || v === 'json';
+  // 10.0+ rejects the first bad --output while parsing; older versions check the last one given,
+  // after the file name.
+  const firstBad = outputs.find((v) => !isValid(v));
+  if (ctx.profile.newUsageErrors && firstBad !== undefined) return usageError(ctx, cmd, `--output expects 'human' or 'json' not '${firstBad}'`);
+  if (cmd.args.length !== 1) return usageError(ctx, cmd, 'Expecting one image file name');
+  if (outputs.length > 0 && !isValid(outputs[outputs.length - 1])) {
+    ctx.err(`${ctx.progname}: --output must be used with human or json as argument.\n`);
+    return 1;
+  }
+  const json = outputs.at(-1) === 'json';
+  const wholeChain = cmd.options.has('backing-chain');
+  // -U/--force-share and --object are accepted: instar opens read-only and needs no secret here.
+  try {
+    const infos = await collect(topTarget(cmd, cmd.args[0]), wholeChain, ctx);
+    if (json) ctx.out(toQemuJson(wholeChain ? infos : infos[0]) + '\n');
+    else ctx.out(wholeChain ? renderHumanChain(infos, ctx.profile) : renderHumanInfo(infos[0], ctx.profile));
     return 0;
   } catch (e) {
-    if (e instanceof OpError) {
-      ctx.err(`${ctx.progname}: Could not open '${filename}': ${e.message}\n`);
+    if (e instanceof InfoError) {
+      ctx.err(`${ctx.progname}: ${e.message}\n`);
       return 1;
     }
     throw e;
-  } finally {
-    closeSync(fd);
   }
 };

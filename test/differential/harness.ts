@@ -1,0 +1,109 @@
+// The differential harness: builds images with the real qemu tools at test time, runs the same
+// command through instar and through qemu-img of each version, and compares stdout, exit status
+// and (where qemu's is stable) stderr byte for byte.
+//
+// instar runs in the image directory with relative names, as the oracles do, with
+// `--qemu-version V` so it prints what qemu-img V prints. INSTAR_TEST_SANDBOX=1 runs instar in its
+// sandbox (the default mode) instead of `--sandbox=none`.
+import { closeSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { oracle, runInstar, runQemu, VERSIONS, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
+import { unifiedDiff } from './diff.ts';
+
+export const SANDBOXED = process.env.INSTAR_TEST_SANDBOX === '1';
+
+/** A temporary directory of images, built with the oracle tools (7.2 unless said otherwise). */
+export class ImageDir {
+  readonly dir: string;
+
+  constructor(prefix: string) {
+    this.dir = mkdtempSync(join(tmpdir(), `instar-${prefix}-`));
+  }
+
+  path(name: string): string {
+    return join(this.dir, name);
+  }
+
+  mkdir(name: string): void {
+    mkdirSync(this.path(name), { recursive: true });
+  }
+
+  /** Runs qemu-img (or qemu-io) in the directory; a failure stops the test with its stderr. */
+  qemu(args: string[], opts: { tool?: 'qemu-img' | 'qemu-io'; version?: OracleVersion; retries?: number } = {}): RunResult {
+    const attempts = 1 + (opts.retries ?? 0);
+    let r: RunResult | undefined;
+    for (let n = 0; n < attempts; n++) {
+      r = runQemu(opts.version ?? '7.2', args, { cwd: this.dir, env: { TZ: 'UTC' } }, opts.tool ?? 'qemu-img');
+      if (r.status === 0) return r;
+    }
+    throw new Error(`${opts.tool ?? 'qemu-img'} ${args.join(' ')} failed (${r?.status}): ${r?.stderr}`);
+  }
+
+  /** Creates (or replaces) a sparse file of `size` bytes. */
+  sparse(name: string, size: number): void {
+    const fd = openSync(this.path(name), 'w');
+    try {
+      ftruncateSync(fd, size);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  img(...args: string[]): RunResult {
+    return this.qemu(args);
+  }
+
+  io(...args: string[]): RunResult {
+    return this.qemu(args, { tool: 'qemu-io' });
+  }
+
+  remove(): void {
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+export interface CompareOptions {
+  /** Versions to compare against (both by default). */
+  versions?: readonly OracleVersion[];
+  /** Compare stderr too (default true); off where qemu's stderr has unstable text. */
+  stderr?: boolean;
+  /** Extra instar-only arguments (e.g. --unsafe-quirks). */
+  instarArgs?: string[];
+  /** Environment for both sides (TZ=UTC unless given: snapshot dates are local time). */
+  env?: Record<string, string>;
+}
+
+/** qemu 10.0 names itself by the path it was started with in "Try '...'" hints. */
+function normaliseStderr(text: string, version: OracleVersion): string {
+  return text.split(oracle(version)).join('qemu-img');
+}
+
+/** Runs one command through both sides for each version; returns a description of every difference. */
+export function differences(dir: string, args: string[], opts: CompareOptions = {}): string[] {
+  const problems: string[] = [];
+  for (const version of opts.versions ?? VERSIONS) {
+    const env = { TZ: 'UTC', ...opts.env };
+    const expected = runQemu(version, args, { cwd: dir, env });
+    const sandbox = SANDBOXED ? [] : ['--sandbox=none'];
+    const actual = runInstar([...args, ...(opts.instarArgs ?? []), '--qemu-version', version, ...sandbox], { cwd: dir, env });
+    const label = `qemu-img ${version} ${args.join(' ')}`;
+    if (actual.stdout !== expected.stdout) {
+      problems.push(`${label}: stdout differs\n${unifiedDiff(expected.stdout, actual.stdout, `qemu-img ${version}`, 'instar')}`);
+    }
+    if (actual.status !== expected.status) {
+      problems.push(`${label}: exit status ${actual.status} (signal ${actual.signal}), qemu-img ${expected.status}\ninstar stderr: ${actual.stderr}`);
+    }
+    const wantErr = normaliseStderr(expected.stderr, version);
+    if ((opts.stderr ?? true) && actual.stderr !== wantErr) {
+      problems.push(`${label}: stderr differs\n${unifiedDiff(wantErr, actual.stderr, `qemu-img ${version}`, 'instar')}`);
+    }
+  }
+  return problems;
+}
+
+/** Throws with every difference (and its diff) when instar and qemu-img disagree. */
+export function assertSameOutput(dir: string, args: string[], opts: CompareOptions = {}): void {
+  const problems = differences(dir, args, opts);
+  if (problems.length > 0) throw new Error(problems.join('\n\n'));
+}
