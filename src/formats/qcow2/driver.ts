@@ -147,6 +147,9 @@ function openQcow2(dev: BlockDevice, ctx: OpenContext): Image {
   validateTables(h, ctx.writable);
   const ext = readExtensions(dev, h, false, (o, l) => openLuks(dev, o, l));
 
+  // qemu 10.0 refuses this even for info; 7.2 opens it and then crashes (segfault) in info.
+  if (h.cryptMethod === CRYPT.luks && !ext.luks) throw new ImageError(`Missing CRYPTO header for crypt method ${CRYPT.luks}`);
+
   let backingFile = '';
   if (h.backingFileOffset !== 0n) {
     const len = h.backingFileSize;

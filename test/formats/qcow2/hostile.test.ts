@@ -2,6 +2,8 @@
 // with both oracles' output on the same file), or open it exactly as qemu does, in bounded time.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { openSync, writeSync, ftruncateSync, closeSync } from 'node:fs';
 import { VERSIONS } from '../../helpers/oracles.ts';
 import { ImageError } from '../../../src/formats/types.ts';
 import { asOracleSees, instarInfo, oracleError, oracleInfo, tempDir, writeImage } from './helpers.ts';
@@ -44,6 +46,7 @@ const cases: [string, () => Buffer, string | null][] = [
   ['unknown compression type', () => { const b = craftQcow2(); b[104] = 2; return b; }, 'qcow2: unknown compression type: 2'],
   ['zstd without its feature bit', () => { const b = craftQcow2(); b[104] = 1; return b; }, 'qcow2: Compression type incompatible feature bit must be set'],
   ['extended L2 with 512-byte clusters', () => u32(u64(craftQcow2(), 72, 16n), 20, 9), 'Unsupported subcluster size: 16'],
+  ['legacy AES method', () => u32(craftQcow2(), 32, 1), null],
   ['unknown encryption method', () => u32(craftQcow2(), 32, 5), 'Unsupported encryption method 5'],
   ['header extension too large', () => withExtensions(craftQcow2(), [{ magic: 0x12345678, data: Buffer.alloc(8), len: 0xffffffff }]), 'Header extension too large'],
   ['backing format name too long', () => withExtensions(craftQcow2(), [{ magic: EXT_BACKING_FORMAT, data: Buffer.from('0123456789abcdef') }]), 'ERROR: ext_backing_format: len=16 too large (>=16)'],
@@ -90,3 +93,35 @@ for (const [name, build, expected] of cases) {
     }
   });
 }
+
+test('hostile qcow2: snapshot table over 64 MiB (sparse file)', (t) => {
+  const path = join(tempDir(t), 'bigsnap.qcow2');
+  // 600 entries with 65535-byte ids and names: each is 131,110 bytes, the table ~75 MiB.
+  const entries = 600;
+  const fd = openSync(path, 'w');
+  const image = u64(u32(craftQcow2(), 60, entries), 64, BigInt(4 * CLUSTER));
+  writeSync(fd, image, 0, image.length, 0);
+  let at = 4 * CLUSTER;
+  const entry = Buffer.alloc(40);
+  entry.writeUInt16BE(65535, 12);
+  entry.writeUInt16BE(65535, 14);
+  for (let i = 0; i < entries; i++) {
+    at = Math.ceil(at / 8) * 8;
+    writeSync(fd, entry, 0, 40, at);
+    at += 40 + 2 * 65535;
+  }
+  ftruncateSync(fd, at);
+  closeSync(fd);
+  const got = instarInfo(path);
+  assert.ok(got instanceof ImageError);
+  for (const v of VERSIONS) assert.equal(oracleError(v, path, 'qcow2'), got.message, `oracle ${v}`);
+  assert.match(got.message, /^Snapshot table is too big\nYou can force-remove all \d+ overhanging snapshots/);
+});
+
+test('hostile qcow2: LUKS method without a crypto header (10.0 refuses; 7.2 segfaults)', (t) => {
+  const path = writeImage(tempDir(t), 'nocrypto.qcow2', u32(craftQcow2(), 32, 2));
+  const got = instarInfo(path);
+  assert.ok(got instanceof ImageError);
+  assert.equal(got.message, 'Missing CRYPTO header for crypt method 2');
+  assert.equal(oracleError('10.0', path, 'qcow2'), got.message);
+});
