@@ -1,9 +1,9 @@
 // Builds the QAPI ImageInfo / BlockGraphInfo dict qemu-img prints, from what the guest read in the
 // image (NodeInfo) and what only the host knows (names, file sizes). Members are inserted in QAPI
 // schema order because qemu's key order depends on it (see qdict-order.ts).
-import type { NodeInfo, SnapshotInfo } from '../formats/types.ts';
+import type { FormatSpecific, NodeInfo, SnapshotInfo } from '../formats/types.ts';
 import type { Profile } from './profile.ts';
-import type { QDictValue, QValue } from './qobject.ts';
+import { isQDict, type QDictValue, type QValue } from './qobject.ts';
 
 /** Facts about the opened file that the host measured itself. */
 export interface FileFacts {
@@ -31,6 +31,24 @@ function snapshotDict(s: SnapshotInfo): QDictValue {
     'vm-clock-nsec': s['vm-clock-nsec'],
     icount: s.icount,
   };
+}
+
+/**
+ * Drivers report format-specific data in the newest QAPI schema; members an older qemu's schema
+ * does not have are dropped here, so format code needs no version switches for output.
+ */
+function formatSpecificFor(spec: FormatSpecific | undefined, profile: Profile): QValue | undefined {
+  if (spec === undefined) return undefined;
+  const data = { ...spec.data } as QDictValue;
+  const withoutDetached = (luks: QValue | undefined): QValue | undefined => {
+    if (!isQDict(luks) || profile.luksDetachedHeader) return luks;
+    const copy = { ...luks };
+    delete copy['detached-header'];
+    return copy;
+  };
+  if (spec.type === 'luks') return { type: spec.type, data: withoutDetached(data) as QDictValue };
+  if (isQDict(data.encrypt) && data.encrypt.format === 'luks') data.encrypt = withoutDetached(data.encrypt);
+  return { type: spec.type, data };
 }
 
 /** The 'file' protocol node qemu opens below every image (format "file"). */
@@ -66,7 +84,7 @@ export function imageInfo(node: NodeInfo, file: FileFacts, fullBackingFilename: 
     'full-backing-filename': backing !== undefined ? fullBackingFilename : undefined,
     'backing-filename-format': backing !== undefined ? node['backing-filename-format'] : undefined,
     snapshots: node.snapshots && node.snapshots.length > 0 ? node.snapshots.map(snapshotDict) : undefined,
-    'format-specific': node['format-specific'] as unknown as QValue | undefined,
+    'format-specific': formatSpecificFor(node['format-specific'], profile),
   };
   if (profile.childNodes) info.children = [{ name: 'file', info: fileNodeInfo(file, profile) }];
   return info;

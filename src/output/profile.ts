@@ -26,6 +26,8 @@ export interface Profile {
    * argument." came after the file name check and "Try 'qemu-img --help' for more information".
    */
   newUsageErrors: boolean;
+  /** LUKS format-specific info has `detached-header` (9.0+). */
+  luksDetachedHeader: boolean;
 }
 
 export const NEWEST = '10.0';
@@ -45,6 +47,7 @@ export function profileFor(version: string): Profile {
     snapshotUnderscores: atLeast(9, 0),
     vhdCurrentSize: atLeast(10, 0),
     newUsageErrors: atLeast(10, 0),
+    luksDetachedHeader: atLeast(9, 0),
   };
 }
 
