@@ -1,6 +1,6 @@
 // The component-by-component walk: resolves every symlink itself (lstat + readlink, as the kernel
-// would, `..` included) and refuses as soon as one step lands outside the allowed roots, so a link
-// that goes out and comes back is refused too. The result is a symlink-free path and the
+// would, `..` included) and refuses as soon as one step would look at a place outside the allowed
+// roots, so a link that goes out and comes back is refused too. The result is a symlink-free path and the
 // device+inode found there, which the opener checks again on the opened fd.
 import { lstatSync, readlinkSync, realpathSync, type BigIntStats } from 'node:fs';
 import { resolve } from 'node:path';
@@ -87,15 +87,12 @@ export function makeRoots(dirs: string[], cwd: string): AllowRoot[] {
   return roots;
 }
 
-/** The root (and how many leading components it covers) that an absolute path starts in. */
-function rootPrefix(parts: string[], roots: AllowRoot[]): { root: AllowRoot; length: number } | undefined {
-  let best: { root: AllowRoot; length: number } | undefined;
-  for (const root of roots) {
-    for (const spelling of root.spellings) {
-      if (startsWith(parts, spelling) && (!best || spelling.length > best.length)) best = { root, length: spelling.length };
-    }
-  }
-  return best;
+/**
+ * True when `parts` is an ancestor of some spelling of a root, or a spelling itself (a symlinked
+ * spelling is a link the walk follows): a place the walk may pass on its way into a root.
+ */
+function onTheWayIn(parts: string[], roots: AllowRoot[]): boolean {
+  return roots.some((root) => root.spellings.some((spelling) => startsWith(spelling, parts)));
 }
 
 function lstat(parts: string[]): BigIntStats {
@@ -107,21 +104,27 @@ function lstat(parts: string[]): BigIntStats {
 }
 
 /**
- * Walks an absolute path (as spelled, not normalised) to the file it names. Its leading components
- * must spell an allowed root; from there each step is checked to stay inside the union of roots.
+ * Walks an absolute path (as spelled, not normalised) from '/' to the file it names, resolving
+ * symlinks and '..' as the kernel does. Invariant: the walk examines (lstat, readlink) only places
+ * inside an allowed root or on the way down to one (a proper ancestor of a root as the user spelled
+ * it); any other step is refused before it is looked at. So a symlink out of the allowlist is
+ * refused even if its target would come back, while "img/../base/b" is fine when base is allowed
+ * (the '..' passes through a parent on the way into another allowed directory, touching nothing).
  */
 export function walk(absolute: string, roots: AllowRoot[]): WalkResult {
-  const parts = absolute.split('/').filter((c) => c !== '' && c !== '.');
-  const start = rootPrefix(parts, roots);
-  if (!start) throw new WalkError({ kind: 'outside', at: absolute });
-  let cur = verifyRoot(start.root);
-  // Components still to resolve, next one last (symlink targets are pushed in front).
-  const pending = parts.slice(start.length).reverse();
+  let cur: string[] = [];
+  // Components still to resolve, next one last (a symlink's target is pushed in front of the rest).
+  const pending = components(absolute).reverse();
   let links = 0;
+  let lastLink: { link: string; target: string } | undefined;
+  const refuseOutside = (at: string[]): never => {
+    throw new WalkError(lastLink ? { kind: 'link-outside', ...lastLink } : { kind: 'outside', at: toPath(at) });
+  };
   while (pending.length > 0) {
     const name = pending.pop() as string;
+    // The parent of an allowed place is allowed or on the way in, so '..' itself is never refused.
     const next = name === '..' ? cur.slice(0, -1) : [...cur, name];
-    if (!insideAny(next, roots)) throw new WalkError({ kind: 'outside', at: toPath(next) });
+    if (!insideAny(next, roots) && !onTheWayIn(next, roots)) refuseOutside(next);
     if (isSpecial(next)) throw new WalkError({ kind: 'special', at: toPath(next) });
     if (name === '..') {
       cur = next;
@@ -131,35 +134,18 @@ export function walk(absolute: string, roots: AllowRoot[]): WalkResult {
     if (st.isSymbolicLink()) {
       if (++links > MAX_LINKS) throw new WalkError({ kind: 'errno', code: 'ELOOP' });
       const target = readlinkSync(toPath(next));
-      const targetParts = components(target);
-      if (target.startsWith('/')) {
-        const jump = rootPrefix(targetParts, roots);
-        if (!jump) throw new WalkError({ kind: 'link-outside', link: toPath(next), target });
-        cur = verifyRoot(jump.root);
-        pending.push(...targetParts.slice(jump.length).reverse());
-      } else {
-        pending.push(...targetParts.reverse());
-      }
+      // Links on the way in belong to the user's own spelling of a root; blame only links inside.
+      if (insideAny(next, roots)) lastLink = { link: toPath(next), target };
+      if (target.startsWith('/')) cur = [];
+      pending.push(...components(target).reverse());
       continue;
     }
     if (pending.length > 0 && !st.isDirectory()) throw new WalkError({ kind: 'errno', code: 'ENOTDIR' });
     cur = next;
   }
+  if (!insideAny(cur, roots)) refuseOutside(cur);
   const stat = lstat(cur);
   // `cur` is symlink-free by construction; a symlink here means something changed under us.
   if (stat.isSymbolicLink()) throw new WalkError({ kind: 'race', at: toPath(cur) });
   return { resolved: toPath(cur), stat };
-}
-
-/**
- * Checks, from '/', that a root's canonical path still has no symlink in it (it was resolved when
- * the policy was built) and is not a special tree; returns its components.
- */
-function verifyRoot(root: AllowRoot): string[] {
-  if (isSpecial(root.canonical)) throw new WalkError({ kind: 'special', at: toPath(root.canonical) });
-  for (let i = 1; i <= root.canonical.length; i++) {
-    const st = lstat(root.canonical.slice(0, i));
-    if (st.isSymbolicLink()) throw new WalkError({ kind: 'race', at: toPath(root.canonical.slice(0, i)) });
-  }
-  return root.canonical;
 }
