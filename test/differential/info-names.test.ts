@@ -32,7 +32,6 @@ test('human output shows control characters as escapes and printable text unchan
     const ours = runInstar(['info', 'named.qcow2', '--qemu-version', version, ...sandbox], { cwd: images.dir, env });
     assert.equal(ours.status, 0, ours.stderr);
     // Only the line breaks of the layout itself remain as control characters.
-    // eslint-disable-next-line no-control-regex
     assert.doesNotMatch(ours.stdout, /[\x00-\x09\x0b-\x1f\x7f]/);
     assert.ok(ours.stdout.includes('backing file: a\\x09b\u00e9\u{1F600}\\x7f\\x1b[31mred"\\x\\x0aimage: forged\n'), ours.stdout);
     assert.ok(ours.stdout.includes('tag\\x1b]0;title\\x07 \u00fcml\u00e4ut'), ours.stdout);
