@@ -11,10 +11,12 @@ import { LUKS_HEADER_SIZE, parseLuksHeader, type LuksInfo } from '../luks/header
 
 const MAX_BACKING_NAME = 1023;
 
-class Qcow2Image implements Image {
+export class Qcow2Image implements Image {
   readonly format = 'qcow2';
   readonly virtualSize: number;
   private clusters?: ClusterMap;
+  private backing?: Image;
+  private dataDev?: BlockDevice;
 
   constructor(
     private dev: BlockDevice,
@@ -27,6 +29,11 @@ class Qcow2Image implements Image {
   ) {
     // qemu keeps the size in 512-byte sectors; size_to_l1 limits it far below 2^62, so this is exact.
     this.virtualSize = Number(h.size / 512n) * 512;
+  }
+
+  /** The opened backing image (the host resolves and opens it; see DESIGN.md §1). */
+  attachBacking(backing: Image): void {
+    this.backing = backing;
   }
 
   info(): NodeInfo {
@@ -80,10 +87,23 @@ class Qcow2Image implements Image {
       throw new ImageError('data-file-raw requires a data file');
     }
     if (this.h.cryptMethod !== CRYPT.none) throw new ImageError('reading encrypted qcow2 images is not implemented yet');
-    if (this.backingFile) throw new ImageError('reading qcow2 images with a backing file is not implemented yet');
-    if (this.hasDataFile()) throw new ImageError('reading qcow2 images with an external data file is not implemented yet');
+    if (this.backingFile && !this.backing) throw new ImageError('reading qcow2 images with a backing file needs the backing image attached');
+    if (this.hasDataFile() && !this.dataDev) {
+      const name = cString(this.ext.dataFile!);
+      const dev = this.ctx.devices?.get(name);
+      if (!dev) throw new ImageError(`the external data file '${name}' was not provided`);
+      this.dataDev = dev;
+    }
     this.clusters ??= new ClusterMap(this.dev, this.h);
     return this.clusters;
+  }
+
+  /** Guest bytes of a hole: the backing image's, zeros past its end or without one. */
+  private readHole(part: Uint8Array, pos: number): void {
+    const backingSize = this.backing?.virtualSize ?? 0;
+    const n = Math.max(0, Math.min(part.length, backingSize - pos));
+    if (n > 0) this.backing!.read(part.subarray(0, n), pos);
+    part.fill(0, n);
   }
 
   read(buf: Uint8Array, offset: number): void {
@@ -98,18 +118,23 @@ class Qcow2Image implements Image {
         part.fill(0);
       } else {
         const m = map.lookup(pos);
-        if (m.kind === 'data') part.set(readAt(this.dev, m.hostOffset! + (pos % us), n));
+        if (m.kind === 'data') part.set(readAt(this.dataDev ?? this.dev, m.hostOffset! + (pos % us), n));
         else if (m.kind === 'compressed') {
           const at = pos % this.h.clusterSize;
           part.set(map.readCompressed(m.l2Entry!).subarray(at, at + n));
-        } else part.fill(0); // zero units, and holes with no backing file
+        } else if (m.kind === 'unallocated') this.readHole(part, pos);
+        else part.fill(0);
       }
       done += n;
     }
   }
 
   extent(offset: number, length: number): Extent {
-    return this.map().extent(offset, length, this.virtualSize);
+    const e = this.map().extent(offset, length, this.virtualSize);
+    if (e.kind !== 'unallocated' || !this.backing || offset >= this.backing.virtualSize) return e;
+    // A hole shows what the backing chain has there, one level deeper.
+    const below = this.backing.extent(offset, Math.min(e.length, this.backing.virtualSize - offset));
+    return { ...below, depth: below.depth + 1 };
   }
 }
 
@@ -140,7 +165,7 @@ function openLuks(dev: BlockDevice, offset: bigint, length: bigint): LuksInfo {
   return parseLuksHeader(readAt(dev, offset, LUKS_HEADER_SIZE));
 }
 
-function openQcow2(dev: BlockDevice, ctx: OpenContext): Image {
+export function openQcow2(dev: BlockDevice, ctx: OpenContext): Qcow2Image {
   const h = parseHeader(dev);
   const unknown = unknownIncompatible(h);
   if (unknown) throw unsupportedFeatures(dev, h, unknown);

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { openSync, closeSync, readFileSync } from 'node:fs';
 import { FdDevice } from '../../../src/io/fd-device.ts';
-import { qcow2Driver } from '../../../src/formats/qcow2/driver.ts';
+import { openQcow2, qcow2Driver } from '../../../src/formats/qcow2/driver.ts';
 import type { Image } from '../../../src/formats/types.ts';
 import { qemu, tempDir } from './helpers.ts';
 
@@ -76,9 +76,57 @@ test('read: images instar cannot read yet say so instead of returning wrong data
   qemu('7.2', ['create', '-q', '-f', 'raw', join(dir, 'base.raw'), '1M']);
   const top = join(dir, 'top.qcow2');
   qemu('7.2', ['create', '-q', '-f', 'qcow2', '-b', 'base.raw', '-F', 'raw', top]);
-  withImage(top, (img) => assert.throws(() => img.read(Buffer.alloc(512), 0), /backing file is not implemented yet/));
+  withImage(top, (img) => assert.throws(() => img.read(Buffer.alloc(512), 0), /needs the backing image attached/));
   const zstd = join(dir, 'zstd.qcow2');
   qemu('10.0', ['create', '-q', '-f', 'qcow2', '-o', 'compression_type=zstd', zstd, '1M']);
   qemu('10.0', ['-c', 'write -c -P 1 0 64k', zstd], 'qemu-io');
   withImage(zstd, (img) => assert.throws(() => img.read(Buffer.alloc(512), 0), /zstd-compressed qcow2 clusters is not implemented yet/));
+});
+
+test('read: through a backing image and from an external data file, as qemu-img convert', (t) => {
+  const dir = tempDir(t);
+  const base = join(dir, 'base.qcow2');
+  qemu('10.0', ['create', '-q', '-f', 'qcow2', base, '2M']);
+  qemu('10.0', ['-c', 'write -P 0xaa 0 1M', base], 'qemu-io');
+  const top = join(dir, 'top.qcow2');
+  qemu('10.0', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top, String(SIZE)]);
+  qemu('10.0', ['-c', 'write -P 0xbb 512k 64k', top], 'qemu-io');
+  qemu('10.0', ['-c', 'write -z 700k 64k', top], 'qemu-io');
+  const rawPath = join(dir, 'top.raw');
+  qemu('7.2', ['convert', '-O', 'raw', top, rawPath]);
+  const expected = readFileSync(rawPath);
+  const baseFd = openSync(base, 'r');
+  const topFd = openSync(top, 'r');
+  try {
+    const img = openQcow2(new FdDevice(topFd, false), { writable: false });
+    img.attachBacking(qcow2Driver.open(new FdDevice(baseFd, false), { writable: false }));
+    const whole = Buffer.alloc(SIZE);
+    img.read(whole, 0);
+    assert.ok(whole.equals(expected), 'read through backing differs');
+    const e = img.extent(0, SIZE);
+    assert.deepEqual([e.kind, e.depth, e.length], ['data', 1, 512 * 1024]);
+  } finally {
+    closeSync(baseFd);
+    closeSync(topFd);
+  }
+
+  const withData = join(dir, 'ext.qcow2');
+  const dataName = join(dir, 'fresh-data.bin');
+  qemu('10.0', ['create', '-q', '-f', 'qcow2', '-o', `data_file=${dataName}`, withData, '1M']);
+  qemu('10.0', ['-c', 'write -P 0xcc 64k 64k', withData], 'qemu-io');
+  qemu('7.2', ['convert', '-O', 'raw', withData, rawPath]);
+  const fd = openSync(withData, 'r');
+  const dataFd = openSync(dataName, 'r');
+  try {
+    const noData = qcow2Driver.open(new FdDevice(fd, false), { writable: false });
+    assert.throws(() => noData.read(Buffer.alloc(512), 0), /external data file .* was not provided/);
+    const devices = new Map([[dataName, new FdDevice(dataFd, false)]]);
+    const img = qcow2Driver.open(new FdDevice(fd, false), { writable: false, devices });
+    const whole = Buffer.alloc(1024 * 1024);
+    img.read(whole, 0);
+    assert.ok(whole.equals(readFileSync(rawPath)), 'read from data file differs');
+  } finally {
+    closeSync(fd);
+    closeSync(dataFd);
+  }
 });
