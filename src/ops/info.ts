@@ -1,4 +1,4 @@
-import { ImageError } from '../formats/types.ts';
+import { ImageError, type OpenContext } from '../formats/types.ts';
 import { detectFormat } from '../formats/detect.ts';
 import { findDriver } from '../formats/registry.ts';
 import type { Op } from './types.ts';
@@ -10,6 +10,8 @@ export interface InfoOptions {
   unsafeQuirks?: boolean;
   /** The image's name as the user gave it: qemu's dmg probe goes by the name alone. */
   fileName?: string;
+  /** The emulated qemu-img version's profile (src/output/profile.ts), sent by the host. */
+  profile?: OpenContext['profile'];
 }
 
 /** The guest half of `info`: detect, open, and report what the image's bytes say. */
@@ -21,5 +23,5 @@ export const infoOp: Op = (options, ctx) => {
     opts.format ?? detectFormat(input.dev, { unsafeQuirks: !!opts.unsafeQuirks, fileName: opts.fileName });
   const driver = findDriver(format);
   if (!driver) throw new ImageError(`Unknown driver '${format}'`);
-  return driver.open(input.dev, { writable: false }).info();
+  return driver.open(input.dev, { writable: false, displayName: opts.fileName, profile: opts.profile }).info();
 };
