@@ -1,0 +1,65 @@
+// Runs a command under strace and returns the file-system and network calls it made, so tests can
+// prove that a refused file was never opened (nor stat'ed, nor connected to).
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+export interface TracedCall {
+  pid: number;
+  syscall: string;
+  /** The first string argument: the path for every %file call (readlink's result is not it). */
+  path?: string;
+  line: string;
+}
+
+export interface Traced {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+  calls: TracedCall[];
+}
+
+function unescape(s: string): string {
+  return s.replace(/\\(x[0-9a-fA-F]{2}|[0-7]{1,3}|.)/g, (_, e: string) => {
+    if (e[0] === 'x') return String.fromCharCode(parseInt(e.slice(1), 16));
+    if (/^[0-7]+$/.test(e)) return String.fromCharCode(parseInt(e, 8));
+    return ({ n: '\n', t: '\t', r: '\r' } as Record<string, string>)[e] ?? e;
+  });
+}
+
+/** strace -f over `argv`; a missing strace fails the test (never a skip). */
+export function straced(argv: string[], opts: { cwd: string; timeoutMs?: number }): Traced {
+  const dir = mkdtempSync(join(tmpdir(), 'instar-strace-'));
+  const log = join(dir, 'log');
+  try {
+    const r = spawnSync('strace', ['-f', '-s', '8192', '-e', 'trace=%file,%network', '-o', log, ...argv], {
+      cwd: opts.cwd, encoding: 'utf8', timeout: opts.timeoutMs ?? 60_000,
+    });
+    if (r.error) throw r.error;
+    const calls: TracedCall[] = [];
+    for (const line of readFileSync(log, 'utf8').split('\n')) {
+      const m = /^(\d+)\s+(\w+)\((.*)$/.exec(line);
+      if (!m) continue;
+      const str = /"((?:[^"\\]|\\.)*)"/.exec(m[3]);
+      calls.push({ pid: Number(m[1]), syscall: m[2], path: str ? unescape(str[1]) : undefined, line });
+    }
+    return { status: r.status, stdout: r.stdout, stderr: r.stderr, calls };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Calls whose path, resolved lexically against `cwd`, is `target` or lies under it. */
+export function callsNaming(calls: TracedCall[], target: string, cwd: string): TracedCall[] {
+  return calls.filter((c) => {
+    if (c.path === undefined || c.path === '') return false;
+    const p = resolve(cwd, c.path);
+    return p === target || p.startsWith(target + '/');
+  });
+}
+
+/** IP sockets opened or connected (tsx and Node talk to themselves over AF_UNIX, which is fine). */
+export function networkCalls(calls: TracedCall[]): TracedCall[] {
+  return calls.filter((c) => ['connect', 'socket', 'sendto', 'sendmsg', 'bind'].includes(c.syscall) && c.line.includes('AF_INET'));
+}
