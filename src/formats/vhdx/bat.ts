@@ -81,7 +81,7 @@ export class Bat {
       }
       // qemu counts payload and bitmap entries among the present ones only; we keep its count.
       if (payloadLeft-- > 0n) {
-        if (regions.overlaps(offset, bs)) throw errnoError('EINVAL');
+        regions.claim(offset, bs, false);
       } else {
         payloadLeft = BigInt(md.chunkRatio);
       }

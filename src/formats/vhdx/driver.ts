@@ -1,7 +1,7 @@
 // qemu's "vhdx" format: Hyper-V VHDX images, dynamic and fixed (qemu opens no differencing VHDX).
 // Reads follow the BAT block by block; qemu has no block-status for VHDX, so every extent is data.
-import type { BlockDevice, Driver, Extent, Image, NodeInfo, OpenContext } from '../types.ts';
-import { errnoError, readZeroFilled } from '../vpc/file-read.ts';
+import { ImageError, type BlockDevice, type Driver, type Extent, type Image, type NodeInfo, type OpenContext } from '../types.ts';
+import { BDRV_MAX_LENGTH, errnoError, readZeroFilled } from '../vpc/file-read.ts';
 import { Bat, BlockState } from './bat.ts';
 import { checkSignature, readCurrentHeader, readRegionTable, RegionList } from './headers.ts';
 import { checkLog } from './log.ts';
@@ -75,9 +75,14 @@ export function openVhdx(dev: BlockDevice, ctx: OpenContext): VhdxImage {
   checkLog(dev, header, ctx);
   const { bat: batRegion, metadata: metadataRegion } = readRegionTable(dev, regions);
   const metadata = readMetadata(dev, metadataRegion);
-  // qemu counts the disk in logical sectors but stores the count as 512-byte sectors.
-  const totalSectors = metadata.virtualDiskSize / BigInt(metadata.logicalSectorSize);
+  const totalSectors = metadata.virtualDiskSize / 512n;
   const bat = Bat.load(dev, batRegion, metadata, regions, totalSectors);
+  // The block layer's own limit, checked when qemu's open returns.
+  if (totalSectors * 512n > BDRV_MAX_LENGTH) throw new ImageError('Could not refresh total sector count: File too large');
+  if (totalSectors * 512n > BigInt(Number.MAX_SAFE_INTEGER)) {
+    // qemu opens these (up to 8 EiB); sizes are JS numbers here, so we refuse rather than round.
+    throw new ImageError(`VHDX virtual disk size ${metadata.virtualDiskSize} is too large for instar`);
+  }
   return new VhdxImage(dev, metadata, bat, totalSectors);
 }
 

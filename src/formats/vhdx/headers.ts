@@ -27,10 +27,20 @@ export interface Region {
 /** Regions of the file already claimed, for qemu's overlap checks (vhdx_region_check). */
 export class RegionList {
   private regions: { start: bigint; end: bigint }[] = [];
-  overlaps(start: bigint, length: bigint): boolean {
+
+  /** Throws qemu's EINVAL, with its report line, when [start, start+length) meets a region. */
+  claim(start: bigint, length: bigint, register = true): void {
     const end = BigInt.asUintN(64, start + length);
-    return this.regions.some((r) => !(start >= r.end || end <= r.start));
+    // qemu keeps the list newest first and reports the first overlap it meets.
+    const hit = [...this.regions].reverse().find((r) => !(start >= r.end || end <= r.start));
+    if (hit) {
+      const e = errnoError('EINVAL') as ImageError & { reports?: string[] };
+      e.reports = [`VHDX region ${start}-${end} overlaps with region ${hit.start}-${hit.end}`];
+      throw e;
+    }
+    if (register) this.add(start, length);
   }
+
   add(start: bigint, length: bigint): void {
     this.regions.push({ start, end: BigInt.asUintN(64, start + length) });
   }
@@ -85,8 +95,7 @@ export function readRegionTable(dev: BlockDevice, regions: RegionList): { bat: R
   for (let i = 0; i < count; i++) {
     const at = 16 + 32 * i;
     const entry = { fileOffset: v.getBigUint64(at + 16, true), length: v.getUint32(at + 24, true) };
-    if (regions.overlaps(entry.fileOffset, BigInt(entry.length))) throw errnoError('EINVAL');
-    regions.add(entry.fileOffset, BigInt(entry.length));
+    regions.claim(entry.fileOffset, BigInt(entry.length));
     const id = buf.subarray(at, at + 16);
     if (guidEqual(id, BAT_REGION)) {
       if (bat) throw errnoError('EINVAL');

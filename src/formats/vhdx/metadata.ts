@@ -61,7 +61,8 @@ export function readMetadata(dev: BlockDevice, region: Region): VhdxMetadata {
   const logicalSectorSize = item(dev, region, offsets[3], 4).getUint32(0, true);
   const physicalSectorSize = item(dev, region, offsets[4], 4).getUint32(0, true);
   if (blockSize < MiB || blockSize > 256 * MiB) throw errnoError('EINVAL');
-  if (logicalSectorSize !== 512 && logicalSectorSize !== 4096) throw errnoError('EINVAL');
+  // qemu reads only 512-byte logical sectors (4096 is valid VHDX, but unsupported there too).
+  if (logicalSectorSize !== 512) throw errnoError('ENOTSUP');
   const chunkRatio = (MAX_SECTORS_PER_BLOCK * logicalSectorSize) / blockSize;
   if (!isPowerOfTwo(blockSize / logicalSectorSize) || !isPowerOfTwo(chunkRatio) || !isPowerOfTwo(blockSize)) {
     throw errnoError('EINVAL');

@@ -28,6 +28,8 @@ export function errnoError(code: keyof typeof STRERROR & string): ImageError {
 
 /** Whether qemu's block layer would refuse a read of `length` bytes at `offset` (as uint64). */
 export function beyondMaxLength(offset: bigint, length: number): boolean {
+  // One request carries at most REQUEST_MAX_BYTES (bdrv_check_request32).
+  if (BigInt(length) > REQUEST_MAX_BYTES) return true;
   return offset > BDRV_MAX_LENGTH || BigInt(length) > BDRV_MAX_LENGTH - offset;
 }
 

@@ -122,21 +122,18 @@ export function oracleMap(version: OracleVersion, path: string, format: string):
   });
 }
 
-/**
- * What qemu-img said when it refused to open an image, reduced to what our ImageError carries:
- * errno-only failures come out of qemu as "Could not open 'F': Could not open 'F': <strerror>".
- */
-export function oracleOpenError(version: OracleVersion, path: string, format: string, name: string): string {
+/** The whole stderr of `qemu-img info` refusing to open an image (run under limits). */
+export function oracleOpenError(version: OracleVersion, path: string, format: string): string {
   const r = runQemu(version, ['info', '-f', format, path], { timeoutMs: 20_000 });
   assert.notEqual(r.status, 0, `qemu-img ${version} opened ${path}`);
-  const last = r.stderr.trimEnd().split('\n').pop() ?? '';
-  const prefix = `qemu-img: Could not open '${name}': `;
-  assert.ok(last.startsWith(prefix), `unexpected qemu-img ${version} stderr: ${r.stderr}`);
-  return last.slice(prefix.length);
+  return r.stderr.trimEnd();
 }
 
-/** Our open error in the same shape as oracleOpenError. */
-export function ourOpenError(driver: Driver, bytes: Uint8Array, ctx: OpenContext, name: string): string {
+/**
+ * The stderr qemu-img would print for our open error: error_report lines first, then qemu-img's
+ * "Could not open" line; errno-only failures get the block layer's own "Could not open" prefix.
+ */
+export function ourOpenError(driver: Driver, bytes: Uint8Array, ctx: OpenContext, name: string, label = ''): string {
   const before = process.memoryUsage().arrayBuffers;
   const started = Date.now();
   try {
@@ -145,7 +142,9 @@ export function ourOpenError(driver: Driver, bytes: Uint8Array, ctx: OpenContext
     assert.ok(e instanceof ImageError, `expected ImageError, got ${String(e)}`);
     assert.ok(Date.now() - started < 3000, 'open must fail fast');
     assert.ok(process.memoryUsage().arrayBuffers - before < 256 * 1024 * 1024, 'open must not balloon memory');
-    return e.errno ? `Could not open '${name}': ${e.message}` : e.message;
+    const reports = ((e as ImageError & { reports?: string[] }).reports ?? []).map((l) => `qemu-img: ${l}\n`);
+    const inner = e.errno ? `Could not open '${name}': ${e.message}` : e.message;
+    return `${reports.join('')}qemu-img: Could not open '${name}': ${inner}`;
   }
-  assert.fail('driver opened a hostile image');
+  assert.fail(`driver opened a hostile image ${label}`);
 }

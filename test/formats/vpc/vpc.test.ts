@@ -165,8 +165,8 @@ test('vpc: hostile images fail with qemu-img\'s messages', () => {
       const img = join(dir, 'h.vhd');
       writeFileSync(img, result);
       for (const v of VERSIONS) {
-        const expected = oracleOpenError(v, img, 'vpc', img);
-        assert.equal(ourOpenError(vpcDriver, result, ctxFor(v), img), expected, `${label} (${v})`);
+        const expected = oracleOpenError(v, img, 'vpc');
+        assert.equal(ourOpenError(vpcDriver, result, ctxFor(v), img, label), expected, `${label} (${v})`);
       }
     }
   } finally {
