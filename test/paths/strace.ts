@@ -1,9 +1,9 @@
 // Runs a command under strace and returns the file-system and network calls it made, so tests can
 // prove that a refused file was never opened (nor stat'ed, nor connected to).
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 
 export interface TracedCall {
   pid: number;
@@ -50,13 +50,39 @@ export function straced(argv: string[], opts: { cwd: string; timeoutMs?: number 
   }
 }
 
-/** Calls whose path, resolved lexically against `cwd`, is `target` or lies under it. */
+/** True for calls that do not follow a symlink in their last component (lstat, readlink, O_NOFOLLOW). */
+function noFollow(call: TracedCall): boolean {
+  return /^(lstat|readlink)/.test(call.syscall) || call.line.includes('AT_SYMLINK_NOFOLLOW') || call.line.includes('O_NOFOLLOW');
+}
+
+function realpathOr(path: string, fallback: string): string {
+  try {
+    return realpathSync.native(path);
+  } catch {
+    return fallback;
+  }
+}
+
+/**
+ * Where a call's path leads, resolved now as the kernel resolved it then (the files are still
+ * there): through every symlink, except the last component of a call that does not follow it.
+ */
+export function resolvedPath(call: TracedCall, cwd: string): string | undefined {
+  if (call.path === undefined || call.path === '') return undefined;
+  const raw = call.path.startsWith('/') ? call.path : `${cwd}/${call.path}`;
+  const lexical = resolve(raw);
+  const last = basename(raw);
+  if (noFollow(call) && last !== '..' && last !== '.' && raw !== '/') {
+    return join(realpathOr(dirname(raw), dirname(lexical)), last);
+  }
+  return realpathOr(raw, lexical);
+}
+
+/** Calls whose path names `target` or something under it, as spelled or after resolution. */
 export function callsNaming(calls: TracedCall[], target: string, cwd: string): TracedCall[] {
-  return calls.filter((c) => {
-    if (c.path === undefined || c.path === '') return false;
-    const p = resolve(cwd, c.path);
-    return p === target || p.startsWith(target + '/');
-  });
+  const targets = [target, realpathOr(target, target)];
+  const under = (p: string | undefined) => p !== undefined && targets.some((t) => p === t || p.startsWith(t + '/'));
+  return calls.filter((c) => c.path !== undefined && c.path !== '' && (under(resolve(cwd, c.path)) || under(resolvedPath(c, cwd))));
 }
 
 /** IP sockets opened or connected (tsx and Node talk to themselves over AF_UNIX, which is fine). */
