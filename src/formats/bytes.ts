@@ -1,11 +1,37 @@
 // Small helpers for reading image structures. Reads past the end of the file return zeros, as
 // qemu's block layer does (a short file is not an error to qemu, it is a file full of zeros).
-import type { BlockDevice } from './types.ts';
+import { ImageError, type BlockDevice } from './types.ts';
+
+/** qemu's BDRV_MAX_LENGTH: requests reaching past it fail with EIO before any I/O. */
+export const MAX_REQUEST_END = (1n << 63n) - (1n << 30n);
+
+/** A read qemu's block layer would refuse (EIO); callers add qemu's context, see `ioContext`. */
+export class IoError extends ImageError {
+  constructor() {
+    super('Input/output error', 'EIO');
+  }
+}
+
+/** Runs `fn`, turning an IoError into qemu's "<context>: Input/output error". */
+export function ioContext<T>(context: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof IoError) throw new ImageError(`${context}: ${e.message}`, e.errno);
+    throw e;
+  }
+}
+
+/** Whether qemu's block layer accepts a request of `length` bytes at `pos`. */
+export function requestOk(pos: bigint, length: bigint): boolean {
+  return pos >= 0n && pos <= MAX_REQUEST_END && length <= MAX_REQUEST_END - pos;
+}
 
 /** Reads `length` bytes at `pos`, zero-filled past EOF. Callers bound `length` beforehand. */
 export function readAt(dev: BlockDevice, pos: number | bigint, length: number): Buffer {
-  const buf = Buffer.alloc(length);
   const start = typeof pos === 'bigint' ? pos : BigInt(pos);
+  if (!requestOk(start, BigInt(length))) throw new IoError();
+  const buf = Buffer.alloc(length);
   if (length === 0 || start >= BigInt(dev.size)) return buf;
   dev.read(buf, Number(start));
   return buf;

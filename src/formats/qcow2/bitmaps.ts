@@ -1,7 +1,7 @@
 // Persistent dirty bitmaps: the directory named by the bitmaps extension, checked as qemu's
 // bitmap_list_load and qcow2_load_dirty_bitmaps check it when they open an image.
 import { ImageError, type BlockDevice } from '../types.ts';
-import { readAt } from '../bytes.ts';
+import { readAt, requestOk } from '../bytes.ts';
 import type { BitmapsExtension } from './extensions.ts';
 
 const ENTRY_SIZE = 24;
@@ -47,6 +47,9 @@ export function readBitmaps(dev: BlockDevice, ext: BitmapsExtension, clusterSize
 function readDirectory(dev: BlockDevice, ext: BitmapsExtension, clusterSize: number, virtualSize: bigint): DirEntry[] {
   if (ext.directorySize === 0n) throw new ImageError('Requested bitmap directory size is zero');
   const size = Number(ext.directorySize); // bounded by the extension check (64 MiB)
+  if (!requestOk(ext.directoryOffset, ext.directorySize)) {
+    throw new ImageError('Failed to read bitmap directory: Input/output error', 'EIO');
+  }
   const broken = () => new ImageError('Broken bitmap directory');
   const entries: DirEntry[] = [];
   let pos = 0;
@@ -109,6 +112,9 @@ function checkLoadable(dev: BlockDevice, entries: DirEntry[], clusterSize: numbe
     // EOF read as zeros (valid), and a table shared by several bitmaps is checked once.
     const key = `${e.tableOffset}:${e.tableSize}`;
     const inFile = e.tableOffset >= BigInt(dev.size) ? 0 : Math.min(e.tableSize * 8, Math.ceil(Number(BigInt(dev.size) - e.tableOffset) / 8) * 8);
+    if (!requestOk(e.tableOffset, BigInt(e.tableSize) * 8n)) {
+      throw new ImageError(`Could not read bitmap_table table from image for bitmap '${e.name}': Input/output error`, 'EIO');
+    }
     if (!checkedTables.has(key)) {
       budget -= inFile;
       if (budget < 0) throw new ImageError('Bitmap tables too large to check');

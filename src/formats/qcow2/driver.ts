@@ -1,7 +1,7 @@
 // The qcow2 driver: opens an image the way qemu's qcow2_do_open does (same checks, same order,
 // same messages) and reports what `qemu-img info` shows.
 import { ImageError, type BlockDevice, type Driver, type Extent, type FormatSpecific, type Image, type NodeInfo, type OpenContext, type SnapshotInfo } from '../types.ts';
-import { cString, readAt } from '../bytes.ts';
+import { cString, ioContext, readAt } from '../bytes.ts';
 import { AUTOCLEAR, COMPAT_LAZY_REFCOUNTS, COMPRESSION_TYPES, CRYPT, INCOMPAT, QCOW2_MAGIC, parseHeader, unknownIncompatible, validateTables, type Qcow2Header } from './header.ts';
 import { readExtensions, type Extensions } from './extensions.ts';
 import { readSnapshots } from './snapshots.ts';
@@ -162,7 +162,7 @@ function unsupportedFeatures(dev: BlockDevice, h: Qcow2Header, mask: bigint): Im
 /** The LUKS header inside the crypto header extension's area, for info (no key needed). */
 function openLuks(dev: BlockDevice, offset: bigint, length: bigint): LuksInfo {
   if (BigInt(LUKS_HEADER_SIZE) > length) throw new ImageError('Request for data outside of extension header');
-  return parseLuksHeader(readAt(dev, offset, LUKS_HEADER_SIZE));
+  return parseLuksHeader(ioContext('Could not read encryption header', () => readAt(dev, offset, LUKS_HEADER_SIZE)));
 }
 
 export function openQcow2(dev: BlockDevice, ctx: OpenContext): Qcow2Image {

@@ -1,7 +1,7 @@
 // The qcow2 header (docs/interop/qcow2.txt) and the checks qemu's qcow2_do_open makes on it, in
 // qemu's order, so that a broken image fails with the same message qemu would print first.
 import { ImageError, type BlockDevice } from '../types.ts';
-import { INT64_MAX, U64_MASK, readAt } from '../bytes.ts';
+import { INT64_MAX, U64_MASK, readAt, requestOk } from '../bytes.ts';
 
 export const QCOW2_MAGIC = 0x514649fb; // "QFI\xfb"
 /** sizeof(QCowHeader) in qemu, compression_type and its padding included. */
@@ -135,9 +135,16 @@ export function validateTables(h: Qcow2Header, writable: boolean): void {
   const l1Needed = l1EntriesFor(h, h.size);
   if (l1Needed > INT_MAX) throw new ImageError('Image is too big');
   if (BigInt(h.l1Size) < l1Needed) throw new ImageError('L1 table is too small');
+  // qemu reads the L1 table here; only a request past its block layer's limit can fail.
+  if (h.l1Size > 0 && !requestOk(h.l1TableOffset, BigInt(h.l1Size) * 8n)) {
+    throw new ImageError('Could not read L1 table: Input/output error', 'EIO');
+  }
   if (h.cryptMethod > CRYPT.luks) {
     // qemu prints the uint32 with %d.
     throw new ImageError(`Unsupported encryption method ${h.cryptMethod | 0}`);
+  }
+  if (!requestOk(h.refcountTableOffset, BigInt(h.refcountTableClusters) * BigInt(h.clusterSize))) {
+    throw new ImageError('Could not initialize refcount handling: Input/output error', 'EIO');
   }
 }
 

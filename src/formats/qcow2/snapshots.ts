@@ -1,6 +1,6 @@
 // The internal snapshot table, read as qemu's qcow2_read_snapshots does (not in repair mode).
 import { ImageError, type BlockDevice, type SnapshotInfo } from '../types.ts';
-import { cString, int64Number, readAt } from '../bytes.ts';
+import { cString, int64Number, ioContext, readAt } from '../bytes.ts';
 import { SNAPSHOT_HEADER_SIZE, type Qcow2Header } from './header.ts';
 
 const MAX_EXTRA_DATA = 1024; // QCOW_MAX_SNAPSHOT_EXTRA_DATA
@@ -10,6 +10,10 @@ const NO_ICOUNT = (1n << 64n) - 1n;
 
 /** Reads every entry. nb_snapshots (≤ 65536) and the 64 MiB table limit bound the work. */
 export function readSnapshots(dev: BlockDevice, h: Qcow2Header): SnapshotInfo[] {
+  return ioContext('Failed to read snapshot table', () => readTable(dev, h));
+}
+
+function readTable(dev: BlockDevice, h: Qcow2Header): SnapshotInfo[] {
   const list: SnapshotInfo[] = [];
   let offset = h.snapshotsOffset; // validated: cluster aligned, far below 2^63
   let tableLength = 0;

@@ -51,6 +51,8 @@ const cases: [string, Patch][] = [
   ['zero bitmaps announced', (b, l) => b.writeUInt32BE(0, l.ext)],
   ['duplicate names', (b, l) => b.write('b1', l.dir + SECOND + 24, 'latin1')],
   ['bad table entry', (b, l) => b.writeBigUInt64BE(0xff00000000000000n, Number(b.readBigUInt64BE(l.dir)))],
+  ['table offset past the block layer limit (EIO)', (b, l) => (b[l.dir] = 0x81)],
+  ['directory offset past the block layer limit (EIO)', (b, l) => b.writeBigUInt64BE(0x7fffffffc0000000n, l.ext + 16)],
   ['stale extension (autoclear bit clear)', (b) => b.writeBigUInt64BE(0n, 88)],
 ];
 

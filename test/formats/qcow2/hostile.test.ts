@@ -47,6 +47,15 @@ const cases: [string, () => Buffer, string | null][] = [
   ['zstd without its feature bit', () => { const b = craftQcow2(); b[104] = 1; return b; }, 'qcow2: Compression type incompatible feature bit must be set'],
   ['extended L2 with 512-byte clusters', () => u32(u64(craftQcow2(), 72, 16n), 20, 9), 'Unsupported subcluster size: 16'],
   ['legacy AES method', () => u32(craftQcow2(), 32, 1), null],
+  // Offsets within int64 but past qemu's BDRV_MAX_LENGTH: the block layer fails the read (EIO).
+  ['L1 table past the block layer limit', () => u64(craftQcow2(), 40, 0x7fffffffc0000000n), 'Could not read L1 table: Input/output error'],
+  ['refcount table past the block layer limit', () => u64(craftQcow2(), 48, 0x7fffffffc0000000n), 'Could not initialize refcount handling: Input/output error'],
+  ['snapshot table past the block layer limit', () => u64(u32(craftQcow2(), 60, 1), 64, 0x7fffffffc0000000n), 'Failed to read snapshot table: Input/output error'],
+  [
+    'LUKS header past the block layer limit',
+    () => withExtensions(u32(craftQcow2(), 32, 2), [{ magic: EXT_CRYPTO, data: u64(u64(Buffer.alloc(16), 0, 0x7fffffffc0000000n), 8, 4096n) }]),
+    'Could not read encryption header: Input/output error',
+  ],
   ['unknown encryption method', () => u32(craftQcow2(), 32, 5), 'Unsupported encryption method 5'],
   ['header extension too large', () => withExtensions(craftQcow2(), [{ magic: 0x12345678, data: Buffer.alloc(8), len: 0xffffffff }]), 'Header extension too large'],
   ['backing format name too long', () => withExtensions(craftQcow2(), [{ magic: EXT_BACKING_FORMAT, data: Buffer.from('0123456789abcdef') }]), 'ERROR: ext_backing_format: len=16 too large (>=16)'],
