@@ -14,6 +14,14 @@ export interface InfoOptions {
   profile?: OpenContext['profile'];
 }
 
+/**
+ * What `info` answers instead of a NodeInfo when the image names files (VMDK extents) the host has
+ * not given it yet; the host opens the allowed ones and runs the op again with them.
+ */
+export interface NeedFilesAnswer {
+  'need-files': { role: 'extent' | 'data-file' | 'backing'; name: string }[];
+}
+
 /** The guest half of `info`: detect, open, and report what the image's bytes say. */
 export const infoOp: Op = (options, ctx) => {
   const opts = options as InfoOptions;
@@ -23,5 +31,13 @@ export const infoOp: Op = (options, ctx) => {
     opts.format ?? detectFormat(input.dev, { unsafeQuirks: !!opts.unsafeQuirks, fileName: opts.fileName });
   const driver = findDriver(format);
   if (!driver) throw new ImageError(`Unknown driver '${format}'`);
-  return driver.open(input.dev, { writable: false, displayName: opts.fileName, profile: opts.profile }).info();
+  // Files the host opened for names the image gave, keyed by those names.
+  const devices = new Map(ctx.devices.filter((d) => d.spec.role !== 'input' && d.spec.name !== undefined).map((d) => [d.spec.name as string, d.dev]));
+  try {
+    return driver.open(input.dev, { writable: false, displayName: opts.fileName, profile: opts.profile, devices }).info();
+  } catch (e) {
+    const files = (e as { files?: unknown }).files;
+    if (e instanceof ImageError && Array.isArray(files)) return { 'need-files': files } satisfies NeedFilesAnswer;
+    throw e;
+  }
 };

@@ -67,15 +67,17 @@ export function fileNodeInfo(file: FileFacts, profile: Profile): QDictValue {
 
 /**
  * One image's info dict. `fullBackingFilename` is the backing name combined with the image's
- * directory (qemu prints it even when it equals the name).
+ * directory (qemu prints it even when it equals the name). `extents` are the further files the
+ * image is made of (VMDK extents, in descriptor order): qemu counts their allocation into the
+ * image's disk size and lists them as children "extents.N", newest attached first.
  */
-export function imageInfo(node: NodeInfo, file: FileFacts, fullBackingFilename: string | undefined, profile: Profile): QDictValue {
+export function imageInfo(node: NodeInfo, file: FileFacts, fullBackingFilename: string | undefined, profile: Profile, extents: FileFacts[] = []): QDictValue {
   const backing = node['backing-filename'];
   const info: QDictValue = {
     filename: file.filename,
     format: node.format,
     'dirty-flag': profile.dirtyFlag ? node['dirty-flag'] : undefined,
-    'actual-size': file.actualSize,
+    'actual-size': extents.reduce((sum, e) => sum + e.actualSize, file.actualSize),
     'virtual-size': node['virtual-size'],
     'cluster-size': node['cluster-size'],
     encrypted: node.encrypted ? true : undefined,
@@ -86,6 +88,9 @@ export function imageInfo(node: NodeInfo, file: FileFacts, fullBackingFilename: 
     snapshots: node.snapshots && node.snapshots.length > 0 ? node.snapshots.map(snapshotDict) : undefined,
     'format-specific': formatSpecificFor(node['format-specific'], profile),
   };
-  if (profile.childNodes) info.children = [{ name: 'file', info: fileNodeInfo(file, profile) }];
+  if (profile.childNodes) {
+    const extentChildren = extents.map((e, i) => ({ name: `extents.${i}`, info: fileNodeInfo(e, profile) })).reverse();
+    info.children = [...extentChildren, { name: 'file', info: fileNodeInfo(file, profile) }];
+  }
   return info;
 }

@@ -107,24 +107,81 @@ function openBacking(name: string, referrer: string, ctx: CommandContext, chain:
   }
 }
 
-/** Reads one opened image: the guest parses its bytes, the host adds file facts. */
-async function describe(fd: number, target: Target, ctx: CommandContext): Promise<{ info: QDictValue; backing?: string; backingFormat?: string }> {
+/** A file the image is made of besides its own (a VMDK extent), opened through the policy. */
+interface PartFile {
+  fd: number;
+  name: string;
+  facts: FileFacts;
+}
+
+/** Rounds of "the image names more files" one image may take (a descriptor naming descriptors). */
+const MAX_FILE_ROUNDS = 4;
+/** Most extra files one image may name (qemu's own VMDK limit is far above any real image). */
+const MAX_PART_FILES = 4096;
+
+const factsOf = (fd: number, filename: string): FileFacts => {
   const st = fstatSync(fd);
-  const file: FileFacts = { filename: target.path, actualSize: st.blocks * 512, length: st.size };
+  return { filename, actualSize: st.blocks * 512, length: st.size };
+};
+
+/** The files a guest asks for, if its answer is a need-files request (checked: it is guest data). */
+function neededFiles(result: unknown): { role: string; name: string }[] | undefined {
+  if (typeof result !== 'object' || result === null || !('need-files' in result)) return undefined;
+  const files = (result as Record<string, unknown>)['need-files'];
+  if (!Array.isArray(files) || files.length === 0 || files.length > MAX_PART_FILES) throw new MalformedResultError('need-files');
+  return files.map((f: unknown) => {
+    const { role, name } = (f ?? {}) as Record<string, unknown>;
+    if (role !== 'extent' || typeof name !== 'string') throw new MalformedResultError('need-files entry');
+    return { role, name };
+  });
+}
+
+/** Opens an extent an image names, through the path policy; failures worded as qemu words them. */
+function openPart(name: string, target: Target, ctx: CommandContext, chain: ChainState): PartFile {
+  try {
+    const opened = openReferenced(name, target.path, 'extent', ctx.policy, chain);
+    return { fd: opened.fd, name, facts: factsOf(opened.fd, opened.path) };
+  } catch (e) {
+    if (e instanceof PathRefusedError || e instanceof ReferenceOpenError) throw new InfoError(`Could not open '${target.errorName}': ${e.reason}`);
+    throw e;
+  }
+}
+
+/** Runs the guest's `info`, opening the further files it names and running it again with them. */
+async function readNode(fd: number, target: Target, ctx: CommandContext, chain: ChainState, parts: PartFile[]) {
+  // The profile travels along: some format-specific fields exist only in some qemu versions.
+  const options = { format: target.format, unsafeQuirks: ctx.globals.unsafeQuirks, fileName: target.path, profile: ctx.profile };
+  for (let round = 0; ; round++) {
+    const devices = [{ fd, role: 'input' as const, writable: false }, ...parts.map((p) => ({ fd: p.fd, role: 'extent' as const, writable: false, name: p.name }))];
+    const result = await runOp('info', options, devices, ctx.run);
+    const needed = neededFiles(result);
+    if (needed === undefined) return checkNodeInfo(result);
+    const fresh = needed.filter((f) => !parts.some((p) => p.name === f.name));
+    if (fresh.length === 0 || round + 1 >= MAX_FILE_ROUNDS || parts.length + fresh.length > MAX_PART_FILES) {
+      throw new MalformedResultError('the image keeps naming more files');
+    }
+    for (const f of fresh) parts.push(openPart(f.name, target, ctx, chain));
+  }
+}
+
+/** Reads one opened image: the guest parses its bytes, the host adds file facts. */
+async function describe(fd: number, target: Target, ctx: CommandContext, chain: ChainState): Promise<{ info: QDictValue; backing?: string; backingFormat?: string }> {
+  const file = factsOf(fd, target.path);
   if (target.format === 'file') return { info: fileNodeInfo(file, ctx.profile) };
+  const parts: PartFile[] = [];
   let node;
   try {
-    // The profile travels along: some format-specific fields exist only in some qemu versions.
-    const options = { format: target.format, unsafeQuirks: ctx.globals.unsafeQuirks, fileName: target.path, profile: ctx.profile };
-    const result = await runOp('info', options, [{ fd, role: 'input', writable: false }], ctx.run);
-    node = checkNodeInfo(result);
+    node = await readNode(fd, target, ctx, chain, parts);
   } catch (e) {
     if (e instanceof OpError || e instanceof MalformedResultError) throw new InfoError(`Could not open '${target.errorName}': ${e.message}`);
     throw e;
+  } finally {
+    for (const p of parts) closeSync(p.fd);
   }
   const backing = node['backing-filename'];
   const full = backing === undefined ? undefined : combinePath(target.path, backing);
-  return { info: imageInfo(node, file, full, ctx.profile), backing, backingFormat: node['backing-filename-format'] };
+  const extents = parts.map((p) => p.facts);
+  return { info: imageInfo(node, file, full, ctx.profile, extents), backing, backingFormat: node['backing-filename-format'] };
 }
 
 /** Collects the info of the top image and, with --backing-chain, of every backing file below it. */
@@ -138,7 +195,7 @@ async function collect(top: Target, wholeChain: boolean, ctx: CommandContext): P
     let level;
     try {
       chain ??= startChain(top.path, fd);
-      level = await describe(fd, target, ctx);
+      level = await describe(fd, target, ctx, chain);
     } finally {
       closeSync(fd);
     }
