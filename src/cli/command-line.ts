@@ -111,8 +111,19 @@ function parseSubcommand(
     if (r.type === 'extra') {
       recordGlobal(globals, r.name, r.arg);
     } else if (r.type === 'positional') {
+      // Only 10.0's resize hands positionals back in order ('-' optstring); it checks them at once.
+      if (command.args.length >= 2) {
+        return { kind: 'fail', stderr: usageErrorText(s.progname, name, s.major, 'Extra argument(s) in command line'), globals };
+      }
       command.args.push(r.arg);
       command.sequence?.push(['', r.arg]);
+      // A size such as -1G right after the file name is taken before getopt can call it an option.
+      const following = g.argv[g.optind];
+      if (command.args.length === 1 && following !== undefined && /^-[0-9]/.test(following)) {
+        command.args.push(following);
+        command.sequence?.push(['', following]);
+        g.optind++;
+      }
     } else {
       const key = table.keyOf(r.val);
       if (key === 'help') return modern ? { kind: 'command-help', name, globals } : { kind: 'main-help', globals };
