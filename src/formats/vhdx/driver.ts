@@ -1,7 +1,7 @@
 // qemu's "vhdx" format: Hyper-V VHDX images, dynamic and fixed (qemu opens no differencing VHDX).
 // Reads follow the BAT block by block; qemu has no block-status for VHDX, so every extent is data.
 import { ImageError, type BlockDevice, type Driver, type Extent, type Image, type NodeInfo, type OpenContext } from '../types.ts';
-import { BDRV_MAX_LENGTH, errnoError, readZeroFilled } from '../vpc/file-read.ts';
+import { BDRV_MAX_LENGTH, errnoError, openingAs, readZeroFilled } from '../vpc/file-read.ts';
 import { Bat, BlockState } from './bat.ts';
 import { checkSignature, readCurrentHeader, readRegionTable, RegionList } from './headers.ts';
 import { checkLog } from './log.ts';
@@ -68,6 +68,10 @@ export class VhdxImage implements Image {
 }
 
 export function openVhdx(dev: BlockDevice, ctx: OpenContext): VhdxImage {
+  return openingAs(ctx.displayName, () => openChecked(dev, ctx));
+}
+
+function openChecked(dev: BlockDevice, ctx: OpenContext): VhdxImage {
   checkSignature(dev);
   const header = readCurrentHeader(dev);
   const regions = new RegionList();

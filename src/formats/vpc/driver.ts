@@ -3,7 +3,7 @@
 // whole) and a differencing disk is read as a dynamic one with no parent: qemu's vpc driver has
 // no backing file support, so its parent is reported (parentName, parentLocators) but not opened.
 import type { BlockDevice, Driver, Extent, Image, NodeInfo, OpenContext } from '../types.ts';
-import { readZeroFilled } from './file-read.ts';
+import { openingAs, readZeroFilled } from './file-read.ts';
 import { readFooter, totalSectors, VHD_FIXED, type Footer } from './footer.ts';
 import { readDynamicHeader, type DynamicHeader } from './dynamic-header.ts';
 import { loadBat, UNALLOCATED } from './bat.ts';
@@ -89,6 +89,10 @@ export class VpcImage implements Image {
 }
 
 export function openVpc(dev: BlockDevice, ctx: OpenContext): VpcImage {
+  return openingAs(ctx.displayName, () => openDynamicOrFixed(dev, ctx));
+}
+
+function openDynamicOrFixed(dev: BlockDevice, ctx: OpenContext): VpcImage {
   const footer = readFooter(dev);
   const sectors = totalSectors(footer, ctx.profile?.vhdCurrentSize ?? true);
   if (!footer.atStart) return new VpcImage(dev, footer, sectors);

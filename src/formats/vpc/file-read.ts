@@ -18,12 +18,28 @@ const STRERROR: Record<string, string> = {
 };
 
 /**
- * An open failure for which qemu's driver returns only an errno. Convention for the host: an
- * ImageError whose `errno` is set carries the bare strerror text, and qemu's block layer words it
- * "Could not open '<file>': <strerror>" (so qemu-img prints that prefix twice).
+ * A failure for which qemu's driver returns only an errno: the bare strerror text. When it ends
+ * an open, openingAs() words it as qemu's block layer does.
  */
 export function errnoError(code: keyof typeof STRERROR & string): ImageError {
   return new ImageError(STRERROR[code] ?? code, code);
+}
+
+/**
+ * Runs a driver's open. qemu's block layer words an errno-only open failure
+ * "Could not open '<file>': <strerror>" (so qemu-img prints that prefix twice). Lines that qemu
+ * prints with error_report before failing travel in the error's `reports` property.
+ */
+export function openingAs<T>(displayName: string | undefined, open: () => T): T {
+  try {
+    return open();
+  } catch (e) {
+    if (!(e instanceof ImageError) || !e.errno) throw e;
+    const wrapped = new ImageError(`Could not open '${displayName ?? ''}': ${e.message}`, e.errno);
+    const reports = (e as ImageError & { reports?: string[] }).reports;
+    if (reports) Object.assign(wrapped, { reports });
+    throw wrapped;
+  }
 }
 
 /** Whether qemu's block layer would refuse a read of `length` bytes at `offset` (as uint64). */

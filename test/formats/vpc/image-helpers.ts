@@ -130,8 +130,8 @@ export function oracleOpenError(version: OracleVersion, path: string, format: st
 }
 
 /**
- * The stderr qemu-img would print for our open error: error_report lines first, then qemu-img's
- * "Could not open" line; errno-only failures get the block layer's own "Could not open" prefix.
+ * The stderr qemu-img would print for our open error: error_report lines (the error's `reports`)
+ * first, then qemu-img's "Could not open '<name>': " and the message.
  */
 export function ourOpenError(driver: Driver, bytes: Uint8Array, ctx: OpenContext, name: string, label = ''): string {
   const before = process.memoryUsage().arrayBuffers;
@@ -143,8 +143,7 @@ export function ourOpenError(driver: Driver, bytes: Uint8Array, ctx: OpenContext
     assert.ok(Date.now() - started < 3000, 'open must fail fast');
     assert.ok(process.memoryUsage().arrayBuffers - before < 256 * 1024 * 1024, 'open must not balloon memory');
     const reports = ((e as ImageError & { reports?: string[] }).reports ?? []).map((l) => `qemu-img: ${l}\n`);
-    const inner = e.errno ? `Could not open '${name}': ${e.message}` : e.message;
-    return `${reports.join('')}qemu-img: Could not open '${name}': ${inner}`;
+    return `${reports.join('')}qemu-img: Could not open '${name}': ${e.message}`;
   }
   assert.fail(`driver opened a hostile image ${label}`);
 }
