@@ -185,3 +185,16 @@ test('a missing backing file is worded as qemu-img words it', () => {
     e.message === `Could not open backing file: Could not open '${join(img, 'missing.qcow2')}': No such file or directory`);
   assert.throws(() => open('b.raw/x'), (e: unknown) => e instanceof ReferenceOpenError && e.code === 'ENOTDIR');
 });
+
+test('the opened fd must be the file the walk found (a swap after the walk is refused)', async () => {
+  const { openVerified, fileId } = await import('../../src/host/paths/resolve.ts');
+  const { lstatSync } = await import('node:fs');
+  const walkedB = fileId(lstatSync(join(img, 'b.raw'), { bigint: true }));
+  // The walk saw b.raw; by open time another file sits at the path.
+  assert.throws(() => openVerified(join(img, 'sub', 'c.raw'), walkedB, 'b.raw', 'backing'),
+    (e: unknown) => e instanceof PathRefusedError && e.kind === 'race' && /changed while it was being checked/.test(e.message));
+  // ...or a symlink: O_NOFOLLOW refuses to follow it.
+  assert.throws(() => openVerified(join(img, 'inlink'), walkedB, 'inlink', 'backing'), (e: unknown) => e instanceof PathRefusedError && e.kind === 'race');
+  const fd = openVerified(join(img, 'b.raw'), walkedB, 'b.raw', 'backing');
+  closeSync(fd);
+});

@@ -118,8 +118,8 @@ function walkRefusal(failure: WalkFailure, path: string, role: ReferenceRole): E
   }
 }
 
-/** Opens the walked file without following a last symlink and checks it is the file the walk saw. */
-function openVerified(resolved: string, id: string, path: string, role: ReferenceRole): number {
+/** Opens the walked file without following a last symlink and checks it is the file the walk saw (exported for tests). */
+export function openVerified(resolved: string, id: string, path: string, role: ReferenceRole): number {
   let fd: number;
   try {
     fd = openSync(resolved, OPEN_FLAGS);
