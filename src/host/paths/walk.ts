@@ -1,7 +1,7 @@
 // The component-by-component walk: resolves every symlink itself (lstat + readlink, as the kernel
 // would, `..` included) and refuses as soon as one step would look at a place outside the allowed
-// roots, so a link that goes out and comes back is refused too. The result is a symlink-free path and the
-// device+inode found there, which the opener checks again on the opened fd.
+// roots, so a link that goes out and comes back is refused too. The result is a symlink-free path
+// and the device+inode found there, which the opener checks again on the opened fd.
 import { lstatSync, readlinkSync, realpathSync, type BigIntStats } from 'node:fs';
 import { resolve } from 'node:path';
 
