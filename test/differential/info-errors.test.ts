@@ -29,7 +29,21 @@ const CASES: [string, string[]][] = [
   ['--image-opts naming a node', ['info', '--image-opts', 'image.qcow2']],
   ['--image-opts, missing file', ['info', '--image-opts', 'driver=qcow2,file.filename=nosuch.qcow2']],
   ['--image-opts, wrong driver', ['info', '--image-opts', 'driver=qcow2,file.filename=plain.raw']],
+  ['--image-opts, unknown format option', ['info', '--image-opts', 'driver=qcow2,file.filename=image.qcow2,bogus=1']],
+  ['--image-opts, unknown option, probed format', ['info', '--image-opts', 'file.filename=image.qcow2,bogus=1']],
+  ['--image-opts, unknown protocol option first', ['info', '--image-opts', 'driver=qcow2,bogus=2,file.filename=image.qcow2,file.x=1']],
+  ['--image-opts, driver=file with an unknown option', ['info', '--image-opts', 'driver=file,filename=plain.raw,bog=1']],
+  ['--image-opts without a file', ['info', '--image-opts', 'driver=qcow2']],
 ];
+
+test('--image-opts options that change nothing keep the plain name', () => {
+  assertSameOutput(images.dir, ['info', '--image-opts', 'driver=raw,file.filename=plain.raw,file.locking=off,read-only=on,cache.direct=off,node-name=n']);
+  assertSameOutput(images.dir, ['info', '--output=json', '--image-opts', 'driver=file,filename=plain.raw,locking=off']);
+});
+
+test('-U and --object are accepted', () => {
+  assertSameOutput(images.dir, ['info', '-U', '--object', 'secret,id=s0,data=x', 'image.qcow2']);
+});
 
 for (const [name, args] of CASES) {
   test(`info error: ${name}`, () => assertSameOutput(images.dir, args));

@@ -26,6 +26,8 @@ interface Target {
   /** The name in "Could not open 'X': …" (the whole option string for --image-opts). */
   errorName: string;
   format?: string;
+  /** An --image-opts option the format does not have; qemu names the (probed) format in the error. */
+  unknownFormatOption?: string;
 }
 
 // strerror() texts for the errors opening a file can give.
@@ -44,9 +46,15 @@ const STRERROR: Record<string, string> = {
   EOVERFLOW: 'Value too large for defined data type',
 };
 
-/** Options of --image-opts that change nothing for a read-only `info`. */
-const HARMLESS_IMAGE_OPTS = new Set(['read-only', 'auto-read-only', 'force-share', 'node-name', 'file.node-name', 'file.locking',
-  'file.aio', 'cache.direct', 'cache.no-flush', 'file.cache.direct', 'file.cache.no-flush', 'detect-zeroes', 'discard']);
+/** Options of --image-opts that change nothing for a read-only `info` (qemu keeps the plain name). */
+const HARMLESS_IMAGE_OPTS = new Set(['read-only', 'auto-read-only', 'force-share', 'node-name', 'detect-zeroes', 'discard',
+  'cache.direct', 'cache.no-flush', 'file.node-name', 'file.locking', 'file.aio', 'file.cache.direct', 'file.cache.no-flush']);
+
+/**
+ * Real qemu options instar does not implement for `info` (qemu would show a "json:{...}" name or
+ * use a secret); refused with instar's own words rather than qemu's "does not support".
+ */
+const UNSUPPORTED_IMAGE_OPTS = /^(encrypt\.|backing|data-file|lazy-refcounts|pass-discard-|overlap-check|(l2-|refcount-)?cache-|discard-no-unref)/;
 
 /** The top image: a file name, or an --image-opts option string naming a file. */
 function topTarget(cmd: ParsedCommand, spec: string): Target {
@@ -58,16 +66,22 @@ function topTarget(cmd: ParsedCommand, spec: string): Target {
   const reference = opts.get('file');
   if (reference !== undefined) throw fail(`Cannot find device='${reference}' nor node-name='${reference}'`);
   const driver = opts.get('driver');
-  const pathKey = driver === 'file' ? 'filename' : 'file.filename';
-  for (const key of opts.keys()) {
-    if (key === 'driver' || key === pathKey || key === 'file.driver' || HARMLESS_IMAGE_OPTS.has(key)) continue;
-    throw fail(`Block format '${driver ?? 'file'}' does not support the option '${key}'`);
-  }
   const fileDriver = opts.get('file.driver');
   if (fileDriver !== undefined && fileDriver !== 'file') throw fail(`instar opens image files only through the 'file' driver, not '${fileDriver}'`);
-  const path = opts.get(pathKey);
+  // With driver=file the options are the protocol's own; otherwise the protocol's sit under "file.".
+  const protocolKey = (key: string) => (driver === 'file' ? key : key.startsWith('file.') ? key.slice(5) : undefined);
+  let unknownFormatOption: string | undefined;
+  for (const key of opts.keys()) {
+    if (key === 'driver' || HARMLESS_IMAGE_OPTS.has(key)) continue;
+    const own = protocolKey(key);
+    if (own === 'filename' || own === 'driver' || HARMLESS_IMAGE_OPTS.has(`file.${own}`)) continue;
+    if (UNSUPPORTED_IMAGE_OPTS.test(key)) throw fail(`instar does not support the --image-opts option '${key}'`);
+    if (own !== undefined) throw fail(`Block protocol 'file' doesn't support the option '${own}'`);
+    unknownFormatOption ??= key;
+  }
+  const path = opts.get(driver === 'file' ? 'filename' : 'file.filename');
   if (path === undefined) throw fail(driver === 'file' ? "The 'file' block driver requires a file name" : 'A block device must be specified for "file"');
-  return { path, errorName: spec, format: driver };
+  return { path, errorName: spec, format: driver, unknownFormatOption };
 }
 
 /** qemu looks the format up before it opens the file. */
@@ -177,6 +191,9 @@ async function describe(fd: number, target: Target, ctx: CommandContext, chain: 
     throw e;
   } finally {
     for (const p of parts) closeSync(p.fd);
+  }
+  if (target.unknownFormatOption !== undefined) {
+    throw new InfoError(`Could not open '${target.errorName}': Block format '${node.format}' does not support the option '${target.unknownFormatOption}'`);
   }
   const backing = node['backing-filename'];
   const full = backing === undefined ? undefined : combinePath(target.path, backing);
