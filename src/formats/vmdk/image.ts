@@ -112,9 +112,10 @@ export class VmdkImage implements Image {
 
   /** Reads one run of grains with the same status (contiguous data merged into one read). */
   private readSparse(ext: SparseExtent, out: Uint8Array, rel: number, guestPos: number): number {
-    const status = ext.lookup(rel);
-    if (status === GrainStatus.Error) throw readError('EIO');
-    const grain = ext.clusterBytes;
+    // qemu's read path treats a grain it cannot look up like an unallocated one.
+    let status = ext.lookup(rel);
+    if (status === GrainStatus.Error) status = GrainStatus.Unallocated;
+    const grain = ext.clusterBytes || out.length;
     const inGrain = rel % grain;
     let len = Math.min(out.length, grain - inGrain);
     if (status === GrainStatus.Data) {
@@ -130,7 +131,7 @@ export class VmdkImage implements Image {
       ext.readGrain(out.subarray(0, len), host, inGrain);
       return len;
     }
-    while (len < out.length && ext.lookup(rel + len) === status) len = Math.min(out.length, len + grain);
+    while (len < out.length && lookupForRead(ext, rel + len) === status) len = Math.min(out.length, len + grain);
     if (status === GrainStatus.Unallocated && this.backing) this.readBacking(out.subarray(0, len), guestPos);
     else out.fill(0, 0, len);
     return len;
@@ -172,6 +173,11 @@ export class VmdkImage implements Image {
     }
     return { offset, length: len, kind: 'unallocated', depth: 0 };
   }
+}
+
+function lookupForRead(ext: SparseExtent, offset: number): GrainStatus {
+  const s = ext.lookup(offset);
+  return s === GrainStatus.Error ? GrainStatus.Unallocated : s;
 }
 
 function sameKind(a: SparseExtent | FlatExtent, b: SparseExtent | FlatExtent): boolean {

@@ -8,10 +8,14 @@ import { SparseExtent, sectorsToBytes } from './sparse-extent.ts';
 
 export type SparseOpen = { extent: SparseExtent; compressed: boolean } | { descriptor: string };
 
-/** The first bytes of a file (what qemu calls reading the descriptor at 0): at most 1 MiB - 1. */
+/**
+ * The first bytes of a file (what qemu calls reading the descriptor): at most 1 MiB - 1. qemu
+ * sees file sizes rounded up to whole sectors, so only an empty file is "too small".
+ */
 export function readHead(dev: BlockDevice, pos: bigint = 0n): Uint8Array {
-  if (dev.size < 4) throw new ImageError('File is too small, not a valid image');
-  const buf = new Uint8Array(Math.min(dev.size, MAX_DESCRIPTOR_BYTES));
+  const size = Math.ceil(dev.size / 512) * 512;
+  if (size < 4) throw new ImageError('File is too small, not a valid image');
+  const buf = new Uint8Array(Math.min(size, MAX_DESCRIPTOR_BYTES));
   if (outOfRange(pos, buf.length)) throw new ImageError('Could not read from file: Input/output error', 'EIO');
   readZeroPadded(dev, buf, pos);
   return buf;
