@@ -239,3 +239,44 @@ test('vhdx: virtual sizes qemu opens beyond 2^53 bytes are refused clearly, not 
     cleanup();
   }
 });
+
+test('vhdx: damage qemu tolerates or routes around still reads as qemu reads it', () => {
+  const { dir, cleanup } = tempDir('vhdx');
+  try {
+    const base = join(dir, 'base.vhdx');
+    qemuOk('7.2', ['create', '-q', '-f', 'vhdx', '-o', 'block_size=1M', base, '8M']);
+    qemuOk('7.2', ['-f', 'vhdx', '-c', 'write -P 0x21 0 3M', '-c', 'write -P 0x22 5M 1M', base], 'qemu-io');
+    const dirtyLog = (b: Uint8Array) => writeLogEntry(b);
+    const cases: [string, Mutation, boolean][] = [
+      ['header 1 bad CRC', (b) => void (b[HEADERS[0] + 8] ^= 1), true],
+      ['header 2 bad CRC', (b) => void (b[HEADERS[1] + 8] ^= 1), true],
+      ['second region table corrupt (qemu reads only the first)', (b) => void (b[256 * 1024 + 20] ^= 1), true],
+      ['metadata entry count 2047', (b) => view(b).setUint16(metadataRegion(b).offset + 10, 2047, true), true],
+      ['BAT states UNDEFINED, ZERO, UNMAPPED over data', (b) => {
+        const at = batRegion(b).offset;
+        [1n, 2n, 3n].forEach((state, i) => view(b).setBigUint64(at + 8 * i, (view(b).getBigUint64(at + 8 * i, true) & ~7n) | state, true));
+      }, true],
+      // A dirty log in the older header only: the newer header (clean) is current.
+      ['dirty log in the older header', (b) => {
+        dirtyLog(b);
+        patchHeaders(b, (v, at) => v.setBigUint64(at + 8, 1000n, true), [0]);
+        patchHeaders(b, (v, at) => { v.setBigUint64(at + 8, 1001n, true); b.fill(0, at + 48, at + 64); }, [1]);
+      }, true],
+      ['dirty log in the newer header', (b) => {
+        dirtyLog(b);
+        patchHeaders(b, (v, at) => { v.setBigUint64(at + 8, 1000n, true); b.fill(0, at + 48, at + 64); }, [0]);
+        patchHeaders(b, (v, at) => v.setBigUint64(at + 8, 1001n, true), [1]);
+      }, false],
+    ];
+    for (const [label, mutate, opens] of cases) {
+      const bytes = new Uint8Array(readFileSync(base));
+      mutate(bytes);
+      const img = join(dir, 'm.vhdx');
+      writeFileSync(img, bytes);
+      if (opens) checkAgainstOracles(img, dir);
+      else for (const v of VERSIONS) assert.equal(ourOpenError(vhdxDriver, bytes, ctxFor(v), img, label), oracleOpenError(v, img, 'vhdx'), `${label} (${v})`);
+    }
+  } finally {
+    cleanup();
+  }
+});

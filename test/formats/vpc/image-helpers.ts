@@ -113,7 +113,8 @@ export function ourMap(img: Image): MapEntry[] {
 
 export function oracleMap(version: OracleVersion, path: string, format: string): MapEntry[] {
   const raw = JSON.parse(qemuOk(version, ['map', '--output=json', '-f', format, path])) as Record<string, unknown>[];
-  return raw.map((r) => {
+  // An empty disk maps as one zero-length entry; the map renderer's business, not an extent.
+  return raw.filter((r) => r.length !== 0).map((r) => {
     assert.equal(r.present, true);
     assert.equal(r.depth, 0);
     const e: MapEntry = { start: r.start as number, length: r.length as number, zero: r.zero as boolean, data: r.data as boolean };

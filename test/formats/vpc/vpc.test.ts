@@ -173,3 +173,38 @@ test('vpc: hostile images fail with qemu-img\'s messages', () => {
     cleanup();
   }
 });
+
+test('vpc: damage qemu tolerates still reads as qemu reads it', () => {
+  const { dir, cleanup } = tempDir('vpc');
+  try {
+    const base = join(dir, 'base.vhd');
+    qemuOk('7.2', ['create', '-q', '-f', 'vpc', base, '12M']);
+    qemuOk('7.2', ['-f', 'vpc', '-c', 'write -P 0x31 0 3M', '-c', 'write -P 0x32 7M 64k', base], 'qemu-io');
+    const cases: [string, (b: Uint8Array) => void][] = [
+      ['dynamic header checksum wrong (qemu does not check it)', (b) => void (b[512 + 36] ^= 1)],
+      // qemu reads allocated blocks whole, whatever their sector bitmaps say.
+      ['sector bitmaps cleared', (b) => {
+        const v = new DataView(b.buffer, b.byteOffset);
+        for (let i = 0; i < 6; i++) {
+          const entry = v.getUint32(1536 + 4 * i);
+          if (entry !== 0xffff_ffff) b.fill(0, entry * 512, entry * 512 + 512);
+        }
+      }],
+      // The footer at offset 0 says fixed: qemu then reads the file itself, from offset 0.
+      ['footer copy at offset 0 of type fixed', (b) => patchFooter(b, (f) => f.setUint32(60, 2))],
+      ['unknown disk type 7', (b) => patchFooter(b, (f) => f.setUint32(60, 7))],
+      ['zero geometry', (b) => patchFooter(b, (f) => f.setUint32(56, 0))],
+    ];
+    for (const [label, mutate] of cases) {
+      const bytes = new Uint8Array(readFileSync(base));
+      mutate(bytes);
+      const img = join(dir, 'm.vhd');
+      writeFileSync(img, bytes);
+      // Fixed-type reads come from the file itself; map's zero flags then come from the file's
+      // holes and end, which only the host sees.
+      assert.doesNotThrow(() => checkAgainstOracles(img, dir, { map: !label.includes('fixed') }), label);
+    }
+  } finally {
+    cleanup();
+  }
+});
