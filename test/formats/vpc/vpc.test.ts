@@ -155,6 +155,13 @@ test('vpc: hostile images fail with qemu-img\'s messages', () => {
       ['BAT entry past EOF', (b) => void new DataView(b.buffer).setUint32(1536 + 4, 0x7fff_ffff)],
       ['dynamic header near 2^64', footer((f) => f.setBigUint64(16, 0xffff_ffff_ffff_fe00n))],
       ['dynamic header past EOF', footer((f) => f.setBigUint64(16, 100_000_000n))],
+      ['table both too small and too large', (b) => {
+        patchFooter(b, (f, fb) => { fb.set([0x77, 0x69, 0x6e, 0x20], 28); f.setBigUint64(48, 300n << 30n); });
+        const h = new DataView(b.buffer, b.byteOffset + 512, 1024);
+        h.setUint32(32, 512);
+        h.setUint32(28, 2 ** 29);
+      }],
+      ['table read over 2 GiB', dyn((h) => h.setUint32(28, 536_870_900))],
       ['current_size 2^64-1 from Hyper-V', footer((f, fb) => { fb.set([0x77, 0x69, 0x6e, 0x20], 28); f.setBigUint64(48, 2n ** 64n - 1n); })],
       ['current_size just over 2040 GiB', footer((f, fb) => { fb.set([0x77, 0x69, 0x6e, 0x20], 28); f.setBigUint64(48, 0xff00_0001n * 512n); })],
       ['current_size 2040 GiB, table too small', footer((f, fb) => { fb.set([0x77, 0x69, 0x6e, 0x20], 28); f.setBigUint64(48, 0xff00_0000n * 512n); })],
