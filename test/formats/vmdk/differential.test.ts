@@ -2,6 +2,7 @@
 // info fields, every byte of the disk (vs convert -O raw) and the allocation map (vs map).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { VERSIONS, runQemu, type OracleVersion } from '../../helpers/oracles.ts';
 import { driverMap, imageHash, infoDifferences, openAsHost, oracleInfo, oracleMap, oracleRawHash, qemuOk, tempDir, writePattern, type MapEntry } from './helpers.ts';
@@ -97,3 +98,37 @@ for (const built of VERSIONS) {
     });
   }
 }
+
+test('twoGbMaxExtent images over 2 GiB: two extents, data across the boundary', () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    for (const sub of ['twoGbMaxExtentSparse', 'twoGbMaxExtentFlat']) {
+      const path = join(dir, `${sub}.vmdk`);
+      qemuOk('10.0', ['create', '-q', '-f', 'vmdk', '-o', `subformat=${sub}`, path, '2049M']);
+      io('10.0', path, ['write -P 0x31 2047M 1536k', 'write -P 0x32 2048M 512k', 'write -P 0x33 2146435072 512']);
+      const opened = openAsHost(path);
+      try {
+        const img = opened.image;
+        assert.equal(opened.asked.length, 2);
+        for (const v of VERSIONS) {
+          assert.deepEqual(infoDifferences(img.info(), oracleInfo(v, path)), [], `info vs ${v}`);
+          const theirMap = oracleMap(v, path);
+          const ourMap = driverMap(img);
+          assert.deepEqual(sub.endsWith('Flat') ? withoutZeroFlag(ourMap) : ourMap, sub.endsWith('Flat') ? withoutZeroFlag(theirMap) : theirMap, `map vs ${v}`);
+          // The last 3 MiB, through qemu-img dd, against the same window read by us.
+          const out = join(dir, 'window.raw');
+          qemuOk(v, ['dd', '-f', 'vmdk', '-O', 'raw', 'bs=1M', 'skip=2046', `if=${path}`, `of=${out}`]);
+          const want = readFileSync(out);
+          const ours = new Uint8Array(want.length);
+          img.read(ours, 2046 * 1024 * 1024);
+          assert.ok(Buffer.from(ours).equals(want), `window vs ${v}`);
+          rmSync(out);
+        }
+      } finally {
+        opened.close();
+      }
+    }
+  } finally {
+    cleanup();
+  }
+});
