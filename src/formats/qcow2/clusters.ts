@@ -3,11 +3,25 @@
 import { inflateRawSync, constants as zlibConstants } from 'node:zlib';
 import { ImageError, type BlockDevice, type Extent } from '../types.ts';
 import { readAt } from '../bytes.ts';
-import type { Qcow2Header } from './header.ts';
+import { INCOMPAT, type Qcow2Header } from './header.ts';
 
 const OFFSET_MASK = 0x00fffffffffffe00n;
 const COMPRESSED = 1n << 62n;
 const ZERO = 1n;
+
+/**
+ * Metadata qemu calls corrupt while reading: the request fails with EIO, and the first such event
+ * of an image prints `warning` on stderr (qemu's qcow2_signal_corruption, read-only wording).
+ */
+export class Qcow2CorruptionError extends ImageError {
+  constructor(readonly warning: string | undefined) {
+    super('Input/output error', 'EIO');
+    this.name = 'Qcow2CorruptionError';
+  }
+}
+
+/** printf's %#x: "0" for zero, "0x…" otherwise. */
+const hexAlt = (v: bigint | number): string => (BigInt(v) === 0n ? '0' : `0x${v.toString(16)}`);
 
 export type UnitKind = 'data' | 'zero' | 'unallocated' | 'compressed';
 
@@ -28,6 +42,7 @@ export class ClusterMap {
   private l2Cache = new Map<bigint, Buffer>();
   private entryBytes: number;
   private lastCompressed?: { entry: bigint; data: Buffer };
+  private corruptionSignaled = false;
 
   constructor(private dev: BlockDevice, private h: Qcow2Header) {
     this.entryBytes = h.extendedL2 ? 16 : 8;
@@ -50,6 +65,12 @@ export class ClusterMap {
     return t;
   }
 
+  private corrupt(what: string): Qcow2CorruptionError {
+    const first = !this.corruptionSignaled;
+    this.corruptionSignaled = true;
+    return new Qcow2CorruptionError(first ? `qcow2: Image is corrupt: ${what}; further non-fatal corruption events will be suppressed` : undefined);
+  }
+
   /** The mapping of the unit holding guest offset `guest` (< virtual size). */
   lookup(guest: number): UnitMapping {
     const cs = this.h.clusterSize;
@@ -61,25 +82,29 @@ export class ClusterMap {
     const l2Offset = this.l1Table().readBigUInt64BE(l1Index * 8) & OFFSET_MASK;
     if (l2Offset === 0n) return { kind: 'unallocated' };
     if (l2Offset % BigInt(cs) !== 0n) {
-      throw new ImageError(`L2 table offset 0x${l2Offset.toString(16)} unaligned (L1 index: 0x${l1Index.toString(16)})`);
+      throw this.corrupt(`L2 table offset ${hexAlt(l2Offset)} unaligned (L1 index: ${hexAlt(l1Index)})`);
     }
     const table = this.l2Table(l2Offset);
     const entry = table.readBigUInt64BE(l2Index * this.entryBytes);
-    if (entry & COMPRESSED) return { kind: 'compressed', l2Entry: entry };
+    const where = `(L2 offset: ${hexAlt(l2Offset)}, L2 index: ${hexAlt(l2Index)})`;
+    if (entry & COMPRESSED) {
+      if (this.h.incompatible & INCOMPAT.dataFile) throw this.corrupt(`Compressed cluster entry found in image with external data file ${where}`);
+      return { kind: 'compressed', l2Entry: entry };
+    }
     const host = entry & OFFSET_MASK;
-    if (host % BigInt(cs) !== 0n) {
-      throw new ImageError(`Cluster allocation offset 0x${host.toString(16)} unaligned (L2 offset: 0x${l2Offset.toString(16)}, L2 index: 0x${l2Index.toString(16)})`);
+    if (!this.h.extendedL2 && entry & ZERO) {
+      if (this.h.version < 3) throw this.corrupt(`Zero cluster entry found in pre-v3 image ${where}`);
+      if (host % BigInt(cs) !== 0n) throw this.corrupt(`Cluster allocation offset ${hexAlt(host)} unaligned ${where}`);
+      return { kind: 'zero' };
     }
-    if (!this.h.extendedL2) {
-      if (entry & ZERO && this.h.version === 3) return { kind: 'zero' };
-      return host === 0n ? { kind: 'unallocated' } : { kind: 'data', hostOffset: Number(host) };
-    }
+    if (host % BigInt(cs) !== 0n) throw this.corrupt(`Cluster allocation offset ${hexAlt(host)} unaligned ${where}`);
+    if (!this.h.extendedL2) return host === 0n ? { kind: 'unallocated' } : { kind: 'data', hostOffset: Number(host) };
     const bitmap = table.readBigUInt64BE(l2Index * 16 + 8);
     const sub = Math.floor((guest % cs) / this.unitSize);
     const allocated = (bitmap >> BigInt(sub)) & 1n;
     const zero = (bitmap >> BigInt(32 + sub)) & 1n;
     if (allocated && (zero || host === 0n)) {
-      throw new ImageError(`Invalid cluster entry found (L2 offset: 0x${l2Offset.toString(16)}, L2 index: 0x${l2Index.toString(16)})`);
+      throw this.corrupt(`Invalid cluster entry found ${where}`);
     }
     if (zero) return { kind: 'zero' };
     if (allocated) return { kind: 'data', hostOffset: Number(host) + sub * this.unitSize };
@@ -128,9 +153,9 @@ export class ClusterMap {
     try {
       out = inflateRawSync(input, { finishFlush: zlibConstants.Z_SYNC_FLUSH, maxOutputLength: h.clusterSize });
     } catch {
-      throw new ImageError(`Could not decompress the cluster at 0x${hostOffset.toString(16)}`);
+      throw new ImageError('Input/output error', 'EIO'); // qemu: a failed decompression is EIO
     }
-    if (out.length < h.clusterSize) throw new ImageError(`Could not decompress the cluster at 0x${hostOffset.toString(16)}`);
+    if (out.length < h.clusterSize) throw new ImageError('Input/output error', 'EIO');
     return out;
   }
 }

@@ -3,11 +3,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { openSync, closeSync, readFileSync } from 'node:fs';
+import { openSync, closeSync, readFileSync, writeFileSync } from 'node:fs';
 import { FdDevice } from '../../../src/io/fd-device.ts';
 import { openQcow2, qcow2Driver } from '../../../src/formats/qcow2/driver.ts';
 import type { Image } from '../../../src/formats/types.ts';
 import { qemu, tempDir } from './helpers.ts';
+import { runQemu } from '../../helpers/oracles.ts';
+import { Qcow2CorruptionError } from '../../../src/formats/qcow2/clusters.ts';
 
 function withImage<T>(path: string, fn: (img: Image) => T): T {
   const fd = openSync(path, 'r');
@@ -130,3 +132,39 @@ test('read: through a backing image and from an external data file, as qemu-img 
     closeSync(dataFd);
   }
 });
+
+test('read: corrupt L1/L2 entries fail with EIO and qemu-img convert\'s corruption warning', (t) => {
+  const dir = tempDir(t);
+  const mutations: [string, string, (b: Buffer) => void][] = [
+    ['unaligned L2 table', 'compat=1.1', (b) => { const l1 = Number(b.readBigUInt64BE(40)); b.writeBigUInt64BE(b.readBigUInt64BE(l1) + 0x200n, l1); }],
+    ['unaligned data cluster', 'compat=1.1', (b) => { const l2 = l2At(b); b.writeBigUInt64BE(b.readBigUInt64BE(l2) + 0x200n, l2); }],
+    ['zero flag in a v2 image', 'compat=0.10', (b) => { const l2 = l2At(b); b.writeBigUInt64BE(b.readBigUInt64BE(l2) | 1n, l2); }],
+  ];
+  for (const [name, compat, mutate] of mutations) {
+    const path = join(dir, 'c.qcow2');
+    qemu('7.2', ['create', '-q', '-f', 'qcow2', '-o', compat, path, '1M']);
+    qemu('7.2', ['-c', 'write -P 1 0 64k', path], 'qemu-io');
+    const bytes = readFileSync(path);
+    mutate(bytes);
+    writeFileSync(path, bytes);
+    const r = runQemu('10.0', ['convert', '-O', 'raw', path, join(dir, 'out.raw')]);
+    assert.equal(r.status, 1, name);
+    const warning = r.stderr.split('\n')[0];
+    withImage(path, (img) => {
+      assert.throws(() => img.read(Buffer.alloc(512), 0), (e: unknown) => {
+        assert.ok(e instanceof Qcow2CorruptionError, name);
+        assert.equal(e.message, 'Input/output error');
+        assert.equal(e.warning, warning, name);
+        return true;
+      });
+      // qemu reports a corruption once per image.
+      assert.throws(() => img.read(Buffer.alloc(512), 0), (e: unknown) => e instanceof Qcow2CorruptionError && e.warning === undefined);
+    });
+  }
+});
+
+/** The file offset of the first L2 entry (L1[0] → L2 table). */
+function l2At(b: Buffer): number {
+  const l1 = Number(b.readBigUInt64BE(40));
+  return Number(b.readBigUInt64BE(l1) & 0x00fffffffffffe00n);
+}
