@@ -1,0 +1,189 @@
+// Argument errors, byte for byte against both oracles: stderr, stdout and exit status.
+// Every case fails inside qemu-img's option parsing (or its argument-count checks), before any
+// file is opened, in both 7.2 and 10.0. The oracle runs with argv[0] = 'qemu-img', which is what
+// instar prints under its qemu-img alias.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { oracle, INSTAR_ALIAS, VERSIONS, type OracleVersion } from '../helpers/oracles.ts';
+
+interface Outcome {
+  stdout: string;
+  stderr: string;
+  status: number | null;
+}
+
+function run(file: string, args: string[], env: Record<string, string>, argv0?: string): Promise<Outcome> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, { argv0, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    child.on('error', reject);
+    child.on('close', (status) => {
+      clearTimeout(timer);
+      resolve({ stdout, stderr, status });
+    });
+  });
+}
+
+function runOracle(version: OracleVersion, args: string[], env: Record<string, string> = {}): Promise<Outcome> {
+  return run(oracle(version), args, env, 'qemu-img');
+}
+
+/** instar under its qemu-img alias (what runInstar does, asynchronously so cases overlap). */
+function runInstarAsync(args: string[], env: Record<string, string> = {}): Promise<Outcome> {
+  return run(process.execPath, [INSTAR_ALIAS, ...args], env);
+}
+
+interface Case {
+  version: OracleVersion;
+  args: string[];
+  env?: Record<string, string>;
+  /** Main-level cases take the profile from the environment (see compare). */
+  viaEnv?: boolean;
+}
+
+async function compareOne(c: Case): Promise<void> {
+  const env = c.env ?? {};
+  // The profile goes before the subcommand (a main-level option) so that it moves nothing the
+  // error text depends on; main-level cases take it from the environment instead.
+  const [expected, actual] = await Promise.all([
+    runOracle(c.version, c.args, env),
+    c.viaEnv
+      ? runInstarAsync(c.args, { ...env, INSTAR_QEMU_VERSION: c.version })
+      : runInstarAsync(['--qemu-version', c.version, ...c.args], env),
+  ]);
+  const label = `${c.version}: qemu-img ${c.args.join(' ')}`;
+  assert.notEqual(expected.status, 0, `${label}: the oracle accepted it; not an argument error case`);
+  assert.equal(actual.stderr, expected.stderr, label);
+  assert.equal(actual.stdout, expected.stdout, label);
+  assert.equal(actual.status, expected.status, label);
+}
+
+/** Compares all cases, a few at a time (each is two process launches). */
+async function compareAll(cases: Case[]): Promise<void> {
+  assert.ok(cases.length > 0);
+  let next = 0;
+  const worker = async () => {
+    while (next < cases.length) await compareOne(cases[next++]);
+  };
+  await Promise.all([worker(), worker(), worker()]);
+}
+
+/** Patterns tried on every subcommand (a and b are names of files that do not exist). */
+const PATTERNS: string[][] = [
+  ['--zzz', 'a', 'b'], // unknown long option
+  ['-Z', 'a', 'b'], // unknown short option
+  ['-f'], // missing argument (unknown option for 7.2's snapshot)
+  ['--=x', 'a'], // empty name: ambiguous among all (10.0), unrecognized (7.2)
+  ['-qz', 'a', 'b'], // bad letter ending a cluster
+  ['a', '-zq', 'b'], // bad letter inside a cluster, after a positional
+  ['--help=1', 'a', 'b'], // flag given a value
+  ['--object'], // missing argument of a long option
+  ['--image-opts=1', 'a', 'b'],
+  ['-pqz'],
+  ['--s', 'a', 'b'], // ambiguous in most tables
+  ['--c', 'a', 'b'],
+  ['--f=x', 'a', 'b'],
+  ['--b', 'a', 'b'],
+  ['--o', 'a', 'b'],
+];
+
+/** Patterns that parse fine for a subcommand in one of the versions (an error comes later). */
+const PARSES: Record<string, string[]> = {
+  amend: ['--o a b', '--c a b'],
+  bench: ['--o a b', '--s a b', '--b a b'],
+  bitmap: ['--o a b', '--c a b'],
+  check: ['--c a b'],
+  commit: ['--o a b', '--b a b', '--c a b', '--f=x a b'],
+  compare: ['--o a b', '--s a b', '--b a b', '--c a b'],
+  convert: ['--o a b', '--b a b', '--c a b'],
+  create: ['--o a b', '--f=x a b'],
+  dd: ['--o a b'],
+  map: ['--s a b'],
+  rebase: ['--o a b'],
+  resize: ['--o a b', '--s a b', '--f=x a b'],
+  snapshot: ['--o a b', '--c a b'],
+};
+
+// 7.2's measure prints the help with status 0 after an argument error: tested separately.
+const COMMANDS = ['amend', 'bench', 'bitmap', 'check', 'commit', 'compare', 'convert', 'create', 'dd', 'info', 'map', 'snapshot', 'rebase', 'resize'];
+
+for (const version of VERSIONS) {
+  test(`${version}: option errors of every subcommand`, async () => {
+    const cases: Case[] = [];
+    for (const command of COMMANDS) {
+      for (const pattern of PATTERNS) {
+        if (!PARSES[command]?.includes(pattern.join(' '))) cases.push({ version, args: [command, ...pattern] });
+      }
+    }
+    await compareAll(cases);
+  });
+
+  test(`${version}: errors before the subcommand`, async () => {
+    const main = [[], ['foo'], ['--bogus'], ['-z'], ['-zq'], ['--=x'], ['-T'], ['-q', 'info'], ['--version=1'], ['--help=x']];
+    await compareAll(main.map((args) => ({ version, args, viaEnv: true })));
+  });
+
+  test(`${version}: cluster, permutation and abbreviation edge cases`, async () => {
+    const cases = [
+      ['info', '-Uf'],
+      ['info', '-zU', 'x'],
+      ['info', 'x', '-zU'],
+      ['info', 'x', '-f'],
+      ['info', '--f', 'x'],
+      ['info', '--out'],
+      ['info', '--backing-chain=x', 'x'],
+      ['info', 'x', '--bogus', '-h'],
+      ['info', 'x', 'y', '--output=json', '--zzz'],
+      ['convert', '--ou', 'x'],
+      ['convert', '-Oraw', '-pq', '-o', 'a=b', '-x', 'in', 'out'],
+      ['dd', 'if=x', 'of=y', '--zzz'],
+      ['dd', '-O'],
+      ['bitmap', '--zzz', '--d'],
+      ['map', '--start-offset'],
+      ['map', 'x', '--max'],
+      ['rebase', '-b'],
+      ['create', '-o'],
+      ['snapshot', '-a'],
+      ['compare', '-F'],
+      ['check', '-r'],
+      ['commit', '-b'],
+      ['amend', '-t'],
+      ['bench', '-c'],
+      ['resize', '-z', 'x', '1G'],
+      ['resize', '-1G', 'x'],
+    ];
+    await compareAll(cases.map((args) => ({ version, args })));
+  });
+}
+
+test('7.2: resize needs two arguments before getopt runs', async () => {
+  await compareAll([['resize'], ['resize', 'x'], ['resize', '--shrink']].map((args) => ({ version: '7.2', args })));
+});
+
+test('10.0: resize takes a negative size only right after the file name', async () => {
+  const cases = [['resize', 'a', '-q', '-1G'], ['resize', 'a', 'b', '-1G'], ['resize', 'a', '-1G', '-2G'], ['resize', 'a', 'b', 'c', '--zz'], ['resize', 'a', 'b', '-q', 'c']];
+  await compareAll(cases.map((args) => ({ version: '10.0', args })));
+});
+
+test('POSIXLY_CORRECT: options after a positional are positionals', async () => {
+  await compareAll(VERSIONS.map((version) => ({ version, args: ['info', 'x', '--zzz'], env: { POSIXLY_CORRECT: '1' } })));
+});
+
+test('7.2 measure: glibc message on stderr, then the help on stdout with status 0', async () => {
+  for (const args of [['measure', '--zzz'], ['measure', '-f'], ['measure', '--o'], ['measure', '-Z', 'x']]) {
+    const [expected, actual] = await Promise.all([runOracle('7.2', args), runInstarAsync(['--qemu-version', '7.2', ...args])]);
+    assert.equal(actual.stderr, expected.stderr, args.join(' '));
+    assert.equal(actual.status, 0);
+    assert.equal(expected.status, 0);
+    // The help body matches; its version lines and format list are instar's own.
+    const body = (s: string) => s.slice(s.indexOf('usage:'), s.indexOf('Supported formats:'));
+    assert.ok(body(expected.stdout).length > 1000);
+    assert.equal(body(actual.stdout), body(expected.stdout));
+  }
+  await compareAll([['measure', '--zzz'], ['measure', '-f'], ['measure', '--o']].map((args) => ({ version: '10.0', args })));
+});
