@@ -11,6 +11,7 @@ before(() => {
   writeFileSync(images.path('small.raw'), Buffer.alloc(12345, 0xab));
   images.sparse('sparse.raw', 1024 ** 3);
   images.sparse('huge.raw', 1024 ** 4);
+  images.sparse('com,ma.raw', 2048);
   images.img('create', '-f', 'raw', 'created.raw', '64M');
   images.img('create', '-f', 'raw', '-o', 'preallocation=full', 'full.raw', '3M');
   images.io('-f', 'raw', '-c', 'write -P 0xab 0 64k', '-c', 'write -P 0xcd 1M 4k', 'created.raw');
@@ -38,6 +39,8 @@ for (const output of ['human', 'json']) {
 test('raw through --image-opts', () => {
   assertSameOutput(images.dir, ['info', '--image-opts', 'driver=raw,file.filename=small.raw']);
   assertSameOutput(images.dir, ['info', '--output=json', '--image-opts', 'driver=raw,file.driver=file,file.filename=odd.raw']);
+  // ",," is a literal comma in qemu's option syntax.
+  assertSameOutput(images.dir, ['info', '--image-opts', 'driver=raw,file.filename=com,,ma.raw']);
 });
 
 test('the protocol node alone (-f file / driver=file)', () => {
