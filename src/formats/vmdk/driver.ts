@@ -4,7 +4,7 @@
 import { ImageError, type BlockDevice, type Driver, type OpenContext } from '../types.ts';
 import { cString } from './cstring.ts';
 import { CID_AREA_BYTES, descriptorCreateType, parentHint, parseExtentLines, readCid } from './descriptor.ts';
-import { NeedFilesError } from './errors.ts';
+import { BareErrnoError, NeedFilesError } from './errors.ts';
 import { FlatExtent } from './flat-extent.ts';
 import { VMDK3_MAGIC, VMDK4_MAGIC } from './header.ts';
 import { VmdkImage, type PlacedExtent } from './image.ts';
@@ -23,10 +23,13 @@ interface Opened {
   ext: SparseExtent | FlatExtent;
   type: string;
   file: string;
+  fileName: string;
 }
 
 interface Builder {
   ctx: OpenContext;
+  /** qemu's name for a file: the image's own name, or an extent name combined with its directory. */
+  fileName(name: string): string;
   createType?: string;
   extents: Opened[];
 }
@@ -39,8 +42,21 @@ export const vmdkDriver: Driver = {
 
 /** Opens a VMDK; throws NeedFilesError when the descriptor names files not in ctx.devices. */
 export function openVmdk(dev: BlockDevice, ctx: OpenContext): VmdkImage {
+  try {
+    return openUnchecked(dev, ctx);
+  } catch (e) {
+    // qemu words a bare errno "Could not open '<image>': <strerror>" (and qemu-img prefixes that).
+    if (e instanceof BareErrnoError && ctx.displayName !== undefined && !e.prefixed) {
+      throw new BareErrnoError(`Could not open '${ctx.displayName}': ${e.message}`, e.errno ?? 'EINVAL', true);
+    }
+    throw e;
+  }
+}
+
+function openUnchecked(dev: BlockDevice, ctx: OpenContext): VmdkImage {
   const head = readHead(dev);
-  const b: Builder = { ctx, extents: [] };
+  const own = ctx.displayName;
+  const b: Builder = { ctx, extents: [], fileName: (name) => (own === undefined ? name : name === '' ? own : pathCombine(own, name)) };
   const magic = magicOf(head);
   const sparse = magic === VMDK3_MAGIC || magic === VMDK4_MAGIC;
   if (sparse) addSparse(b, dev, head, '', '', 0);
@@ -70,7 +86,8 @@ function openDescriptor(b: Builder, desc: string, depth: number): void {
   for (const line of extents) {
     const dev = devices.get(line.name)!;
     if (line.type === 'FLAT' || line.type === 'VMFS') {
-      b.extents.push({ ext: new FlatExtent(dev, line.sectors, toInt64(line.flatOffset << 9n)), type: line.type, file: line.name });
+      const ext = new FlatExtent(dev, line.sectors, toInt64(line.flatOffset << 9n));
+      b.extents.push({ ext, type: line.type, file: line.name, fileName: b.fileName(line.name) });
     } else if (line.type === 'SESPARSE') {
       throw new ImageError(`Unsupported extent type '${line.type}'`);
     } else {
@@ -81,7 +98,7 @@ function openDescriptor(b: Builder, desc: string, depth: number): void {
 }
 
 function addSparse(b: Builder, dev: BlockDevice, head: Uint8Array, type: string, file: string, depth: number): void {
-  const r = openSparse(dev, head, file, b.ctx.writable);
+  const r = openSparse(dev, head, b.fileName(file), b.ctx.writable);
   if ('descriptor' in r) {
     openDescriptor(b, r.descriptor, depth);
     // qemu then stamps the outer type word on the last extent the inner descriptor added.
@@ -93,7 +110,20 @@ function addSparse(b: Builder, dev: BlockDevice, head: Uint8Array, type: string,
     if (r.compressed) b.createType = 'streamOptimized';
     else b.createType ??= 'monolithicSparse';
   }
-  b.extents.push({ ext: r.extent, type, file });
+  b.extents.push({ ext: r.extent, type, file, fileName: b.fileName(file) });
+}
+
+/**
+ * qemu's path_combine (as src/host/paths/combine.ts has it; format code does not import host
+ * code): a relative extent name replaces what follows the last '/' of the image's name.
+ */
+function pathCombine(base: string, name: string): string {
+  if (name.startsWith('/')) return name;
+  const colon = base.indexOf(':');
+  const slash = base.lastIndexOf('/');
+  let keep = colon >= 0 && (slash < 0 || colon < base.indexOf('/')) ? colon + 1 : 0;
+  if (slash + 1 > keep) keep = slash + 1;
+  return base.slice(0, keep) + name;
 }
 
 /** Lays extents end to end; sizes qemu would overflow on are refused. */
@@ -113,6 +143,6 @@ function place(opened: Opened[]): PlacedExtent[] {
     }
     const start = Number(sectors) * 512;
     sectors += o.ext.sectors;
-    return { ext: o.ext, start, end: Number(sectors) * 512, type: o.type, file: o.file };
+    return { ext: o.ext, start, end: Number(sectors) * 512, type: o.type, file: o.file, fileName: o.fileName };
   });
 }

@@ -17,12 +17,12 @@ export class NeedFilesError extends ImageError {
 
 /**
  * qemu failed with a bare errno and no message of its own: qemu-img then prints the open prefix
- * twice, "Could not open 'X': Could not open 'X': Invalid argument". `message` is the strerror
- * text; the host, who knows X, adds the inner prefix.
+ * twice, "Could not open 'X': Could not open 'X': Invalid argument". The driver adds the inner
+ * prefix when the open context has the image's display name (`prefixed`); otherwise `message` is
+ * the bare strerror text and the caller, who knows X, adds it.
  */
 export class BareErrnoError extends ImageError {
-  readonly repeatsOpenPrefix = true;
-  constructor(message: string, errno: string) {
+  constructor(message: string, errno: string, readonly prefixed = false) {
     super(message, errno);
     this.name = 'BareErrnoError';
   }

@@ -13,6 +13,12 @@ export interface PlacedExtent {
   type: string;
   /** The file as the descriptor names it; '' for the image file itself. */
   file: string;
+  /**
+   * qemu's name for the file (reported as the extent's `filename`): the image's display name, or
+   * the descriptor's name combined with the image's directory. Without a display name in the
+   * open context, the raw name ('' for the image itself) for the host to replace.
+   */
+  fileName: string;
 }
 
 export interface VmdkState {
@@ -34,10 +40,7 @@ export class VmdkImage implements Image {
     this.virtualSize = last ? last.end : 0;
   }
 
-  /**
-   * Which file each entry of format-specific.data.extents came from, in the same order: the host
-   * replaces each entry's `filename` (left as the raw name here) with the path it opened.
-   */
+  /** Which file each entry of format-specific.data.extents came from, in the same order. */
   get extentFiles(): { role: 'image' | 'extent'; name: string }[] {
     return this.state.extents.map((e) => (e.file === '' ? { role: 'image', name: '' } : { role: 'extent', name: e.file }));
   }
@@ -67,7 +70,7 @@ export class VmdkImage implements Image {
   private formatSpecific(): FormatSpecific {
     const s = this.state;
     const extents = s.extents.map((e) => {
-      const x: Record<string, unknown> = { filename: e.file, format: e.type, 'virtual-size': Number(e.ext.sectors) * 512 };
+      const x: Record<string, unknown> = { filename: e.fileName, format: e.type, 'virtual-size': Number(e.ext.sectors) * 512 };
       if (!e.ext.flat) x['cluster-size'] = e.ext.clusterBytes;
       if (e.ext.compressed) x.compressed = true;
       return x;
