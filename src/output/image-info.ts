@@ -69,7 +69,9 @@ export function fileNodeInfo(file: FileFacts, profile: Profile): QDictValue {
  * One image's info dict. `fullBackingFilename` is the backing name combined with the image's
  * directory (qemu prints it even when it equals the name). `extents` are the further files the
  * image is made of (VMDK extents, in descriptor order): qemu counts their allocation into the
- * image's disk size and lists them as children "extents.N", newest attached first.
+ * image's disk size and lists them as children "extents.N", newest attached first. A qcow2
+ * external data file is not among them: qemu-img info never opens it (checked with strace on 7.2
+ * and 10.0), so it appears only as "data-file" in the format-specific part.
  */
 export function imageInfo(node: NodeInfo, file: FileFacts, fullBackingFilename: string | undefined, profile: Profile, extents: FileFacts[] = []): QDictValue {
   const backing = node['backing-filename'];
