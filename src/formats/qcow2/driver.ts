@@ -108,24 +108,28 @@ export class Qcow2Image implements Image {
 
   read(buf: Uint8Array, offset: number): void {
     const map = this.map();
-    const us = map.unitSize;
     let done = 0;
+    // One run of same-kind units at a time, so contiguous data is one positioned read.
     while (done < buf.length) {
       const pos = offset + done;
-      const n = Math.min(buf.length - done, us - (pos % us));
-      const part = buf.subarray(done, done + n);
       if (pos >= this.virtualSize) {
-        part.fill(0);
-      } else {
-        const m = map.lookup(pos);
-        if (m.kind === 'data') part.set(readAt(this.dataDev ?? this.dev, m.hostOffset! + (pos % us), n));
-        else if (m.kind === 'compressed') {
-          const at = pos % this.h.clusterSize;
-          part.set(map.readCompressed(m.l2Entry!).subarray(at, at + n));
-        } else if (m.kind === 'unallocated') this.readHole(part, pos);
-        else part.fill(0);
+        buf.fill(0, done);
+        return;
       }
-      done += n;
+      const run = map.extent(pos, Math.min(buf.length - done, this.virtualSize - pos), this.virtualSize);
+      const piece = buf.subarray(done, done + run.length);
+      if (run.compressed) {
+        const at = pos % this.h.clusterSize;
+        piece.set(map.readCompressed(map.lookup(pos).l2Entry!).subarray(at, at + run.length));
+      } else if (run.kind === 'data') {
+        const n = (this.dataDev ?? this.dev).read(piece, run.hostOffset!);
+        piece.fill(0, n); // past the end of the file reads as zeros, as in qemu
+      } else if (run.kind === 'unallocated') {
+        this.readHole(piece, pos);
+      } else {
+        piece.fill(0);
+      }
+      done += run.length;
     }
   }
 
