@@ -140,3 +140,15 @@ test('info: raw file (no format-specific part)', (t) => {
   qemu('7.2', ['create', '-q', '-f', 'raw', path, '3M']);
   assertMatchesOracles(path, 'raw');
 });
+
+for (const [cipher, ivgen] of [['serpent-256', 'essiv'], ['twofish-128', 'essiv'], ['cast5-128', 'plain']]) {
+  test(`info: LUKS with ${cipher}, cbc, ${ivgen}, sha512`, (t) => {
+    const path = join(tempDir(t), 'cipher.qcow2');
+    qemu('10.0', [
+      'create', '-q', '-f', 'qcow2', '--object', 'secret,id=s,data=pw',
+      '-o', `encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=10,encrypt.cipher-alg=${cipher},encrypt.cipher-mode=cbc,encrypt.hash-alg=sha512,encrypt.ivgen-alg=${ivgen},encrypt.ivgen-hash-alg=sha256`,
+      path, '1M',
+    ]);
+    assertMatchesOracles(path);
+  });
+}
