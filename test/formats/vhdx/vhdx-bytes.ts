@@ -64,20 +64,21 @@ export function metadataItem(b: Uint8Array, guid: Uint8Array): { entryAt: number
 export const LOG_GUID = Uint8Array.from({ length: 16 }, (_, i) => 0x10 + i);
 
 /**
- * Sets a log GUID in both headers and writes one log entry at the start of the log: a header
- * sector with `descriptors` data descriptors, then one data sector per descriptor.
+ * Sets a log GUID in both headers and writes one log entry at the start of the log: descriptor
+ * sectors (the header, then 32-byte descriptors), then one data sector per descriptor.
  */
 export function writeLogEntry(
   b: Uint8Array,
-  opts: { sequence?: bigint; descriptorSignature?: string; corruptCrc?: boolean; descriptors?: number } = {},
+  opts: { sequence?: bigint; descriptorSignature?: string; corruptCrc?: boolean; descriptors?: number; sectors?: number } = {},
 ): void {
   patchHeaders(b, (v, at) => b.set(LOG_GUID, at + 48));
   const v = view(b);
   const logAt = Number(v.getBigUint64(HEADERS[0] + 72, true));
   const n = opts.descriptors ?? 1;
   const seq = opts.sequence ?? 1n;
-  const entryLength = 4 * KiB * (1 + n);
-  const entry = new Uint8Array(entryLength);
+  const descSectors = Math.ceil((n + 2) / 128);
+  const entryLength = 4 * KiB * (opts.sectors ?? descSectors + n);
+  const entry = new Uint8Array(Math.max(entryLength, 4 * KiB * (descSectors + n)));
   const e = view(entry);
   entry.set(new TextEncoder().encode('loge'), 0);
   e.setUint32(8, entryLength, true);
@@ -91,12 +92,12 @@ export function writeLogEntry(
     entry.set(new TextEncoder().encode(opts.descriptorSignature ?? 'desc'), d);
     e.setBigUint64(d + 16, BigInt(4 * MiB + 4 * KiB * i), true);
     e.setBigUint64(d + 24, seq, true);
-    const s = 4 * KiB * (1 + i);
+    const s = 4 * KiB * (descSectors + i);
     entry.set(new TextEncoder().encode('data'), s);
     e.setUint32(s + 4, Number(seq >> 32n), true);
     entry.fill(0xab, s + 8, s + 4092);
     e.setUint32(s + 4092, Number(seq & 0xffff_ffffn), true);
   }
-  e.setUint32(4, crc32c(entry) ^ (opts.corruptCrc ? 1 : 0), true);
+  e.setUint32(4, crc32c(entry.subarray(0, entryLength)) ^ (opts.corruptCrc ? 1 : 0), true);
   b.set(entry, logAt);
 }

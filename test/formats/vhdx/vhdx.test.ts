@@ -108,6 +108,11 @@ test('vhdx: a log needing replay is refused read-only exactly when qemu refuses 
       badCrc: { opens: true, edit: (b: Uint8Array) => writeLogEntry(b, { corruptCrc: true }) },
       badDescriptor: { opens: false, edit: (b: Uint8Array) => writeLogEntry(b, { descriptorSignature: 'xxxx' }) },
       zeroSequence: { opens: true, edit: (b: Uint8Array) => writeLogEntry(b, { sequence: 0n }) },
+      maxDescriptorsInOneSector: { opens: false, edit: (b: Uint8Array) => writeLogEntry(b, { descriptors: 126 }) },
+      // More descriptors than one sector holds: qemu mis-reads them and fails with EINVAL.
+      twoDescriptorSectors: { opens: false, edit: (b: Uint8Array) => writeLogEntry(b, { descriptors: 127 }) },
+      twoDescriptorSectorsBadCrc: { opens: false, edit: (b: Uint8Array) => writeLogEntry(b, { descriptors: 200, corruptCrc: true }) },
+      shortEntryBadCrc: { opens: true, edit: (b: Uint8Array) => writeLogEntry(b, { descriptors: 126, corruptCrc: true }) },
     };
     for (const [label, { opens, edit }] of Object.entries(modes)) {
       const bytes = new Uint8Array(readFileSync(base));
@@ -116,6 +121,17 @@ test('vhdx: a log needing replay is refused read-only exactly when qemu refuses 
       writeFileSync(img, bytes);
       if (opens) checkAgainstOracles(img, dir);
       else for (const v of VERSIONS) assert.equal(ourOpenError(vhdxDriver, bytes, ctxFor(v), img), oracleOpenError(v, img, 'vhdx'), `${label} (${v})`);
+    }
+    // An entry as long as the log, with a bad checksum: qemu's scan wraps to where it started
+    // and never ends; ours stops on its read budget with an ImageError.
+    const looping = new Uint8Array(readFileSync(base));
+    writeLogEntry(looping, { descriptors: 1, sectors: 256, corruptCrc: true });
+    const loopImg = join(dir, 'log-loop.vhdx');
+    writeFileSync(loopImg, looping);
+    for (const v of VERSIONS) {
+      const r = runQemu(v, ['info', loopImg], { timeoutMs: 2000 });
+      assert.ok(r.signal !== null, `qemu-img ${v} was expected to hang on a looping log`);
+      assert.match(ourOpenError(vhdxDriver, looping, ctxFor(v), loopImg), /VHDX log scan does not terminate/);
     }
     // Writable opens would replay the log: not done yet, and refused rather than ignored.
     const dirty = new Uint8Array(readFileSync(base));
