@@ -11,7 +11,8 @@ import { VmdkImage, type PlacedExtent } from './image.ts';
 import { readZeroPadded, toInt64 } from './io.ts';
 import { magicOf, openSparse, readHead } from './open-sparse.ts';
 import { probeVmdk } from './probe.ts';
-import type { SparseExtent } from './sparse-extent.ts';
+import { SeSparseExtent } from './sesparse-extent.ts';
+import type { GrainExtent } from './sparse-extent.ts';
 
 /** Descriptors inside sparse extents may nest; qemu recurses without bound, we stop here. */
 const MAX_NESTING = 4;
@@ -20,7 +21,7 @@ const MAX_VIRTUAL_SECTORS = BigInt(Math.floor(Number.MAX_SAFE_INTEGER / 512));
 const MAX_LENGTH = (1n << 63n) - (1n << 30n);
 
 interface Opened {
-  ext: SparseExtent | FlatExtent;
+  ext: GrainExtent | FlatExtent;
   type: string;
   file: string;
   fileName: string;
@@ -89,7 +90,8 @@ function openDescriptor(b: Builder, desc: string, depth: number): void {
       const ext = new FlatExtent(dev, line.sectors, toInt64(line.flatOffset << 9n));
       b.extents.push({ ext, type: line.type, file: line.name, fileName: b.fileName(line.name) });
     } else if (line.type === 'SESPARSE') {
-      throw new ImageError(`Unsupported extent type '${line.type}'`);
+      const ext = new SeSparseExtent(dev, b.fileName(line.name), b.ctx.writable);
+      b.extents.push({ ext, type: line.type, file: line.name, fileName: b.fileName(line.name) });
     } else {
       addSparse(b, dev, readHead(dev), line.type, line.name, depth + 1);
     }

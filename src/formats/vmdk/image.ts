@@ -2,10 +2,10 @@
 import type { Extent, FormatSpecific, Image, NodeInfo } from '../types.ts';
 import { readError } from './errors.ts';
 import type { FlatExtent } from './flat-extent.ts';
-import { GrainStatus, type SparseExtent } from './sparse-extent.ts';
+import { GrainStatus, type GrainExtent } from './sparse-extent.ts';
 
 export interface PlacedExtent {
-  ext: SparseExtent | FlatExtent;
+  ext: GrainExtent | FlatExtent;
   /** Guest byte range [start, end). */
   start: number;
   end: number;
@@ -114,7 +114,7 @@ export class VmdkImage implements Image {
   }
 
   /** Reads one run of grains with the same status (contiguous data merged into one read). */
-  private readSparse(ext: SparseExtent, out: Uint8Array, rel: number, guestPos: number): number {
+  private readSparse(ext: GrainExtent, out: Uint8Array, rel: number, guestPos: number): number {
     // qemu's read path treats a grain it cannot look up like an unallocated one.
     let status = ext.lookup(rel);
     if (status === GrainStatus.Error) status = GrainStatus.Unallocated;
@@ -163,11 +163,13 @@ export class VmdkImage implements Image {
     const grain = ext.clusterBytes;
     const inGrain = rel % grain;
     let len = Math.min(max, grain - inGrain);
+    const known = ext.hostOffset >= 0;
     const host = ext.hostOffset + inGrain;
     const contiguous = status === GrainStatus.Data && !ext.compressed;
     while (len < max && ext.lookup(rel + len) === status && (!contiguous || ext.hostOffset === host + len)) len = Math.min(max, len + grain);
     if (status === GrainStatus.Data) {
-      return ext.compressed ? { offset, length: len, kind: 'data', compressed: true, depth: 0 } : { offset, length: len, kind: 'data', depth: 0, hostOffset: host };
+      if (ext.compressed) return { offset, length: len, kind: 'data', compressed: true, depth: 0 };
+      return known ? { offset, length: len, kind: 'data', depth: 0, hostOffset: host } : { offset, length: len, kind: 'data', depth: 0 };
     }
     if (status === GrainStatus.Zeroed) return { offset, length: len, kind: 'zero', depth: 0 };
     if (this.backing && offset < this.backing.virtualSize) {
@@ -178,11 +180,11 @@ export class VmdkImage implements Image {
   }
 }
 
-function lookupForRead(ext: SparseExtent, offset: number): GrainStatus {
+function lookupForRead(ext: GrainExtent, offset: number): GrainStatus {
   const s = ext.lookup(offset);
   return s === GrainStatus.Error ? GrainStatus.Unallocated : s;
 }
 
-function sameKind(a: SparseExtent | FlatExtent, b: SparseExtent | FlatExtent): boolean {
-  return a.flat === b.flat && a.compressed === b.compressed && (a.flat || a.clusterBytes === (b as SparseExtent).clusterBytes);
+function sameKind(a: GrainExtent | FlatExtent, b: GrainExtent | FlatExtent): boolean {
+  return a.flat === b.flat && a.compressed === b.compressed && (a.flat || a.clusterBytes === (b as GrainExtent).clusterBytes);
 }

@@ -33,7 +33,19 @@ export const enum GrainStatus {
   Error,
 }
 
-export class SparseExtent {
+/** What the image needs of an extent made of grains (hosted sparse, COWD, seSparse). */
+export interface GrainExtent {
+  readonly flat: false;
+  readonly sectors: bigint;
+  readonly clusterBytes: number;
+  readonly compressed: boolean;
+  /** Host offset of the grain after lookup() returned Data (-1: a position qemu cannot read). */
+  hostOffset: number;
+  lookup(offset: number): GrainStatus;
+  readGrain(out: Uint8Array, hostOffset: number, inGrain: number): void;
+}
+
+export class SparseExtent implements GrainExtent {
   readonly flat = false;
   readonly sectors: bigint;
   readonly clusterBytes: number;

@@ -143,3 +143,28 @@ export function cowdImage(o: { granularity: number; diskSectors: number; l1dirSi
   b.write(descriptorText({ createType: 'vmfsSparse' }), 512, 'latin1');
   return b;
 }
+
+/**
+ * An seSparse extent: const header (sector 0), volatile header (1), grain directory (2), one
+ * grain table (3-66), 4 KiB grains from sector 67. `grains` maps a guest grain index to its bytes
+ * (stored in that order); `zero` and `unmapped` list grains marked so. `header` overrides const
+ * header fields by byte offset; `volatile` likewise for the volatile header.
+ */
+export function seSparseExtent(o: { capacity?: bigint; grains?: Map<number, Uint8Array>; zero?: number[]; unmapped?: number[]; header?: Record<number, bigint>; volatile?: Record<number, bigint> } = {}): Buffer {
+  const grains = [...(o.grains ?? new Map<number, Uint8Array>())];
+  const file = Buffer.alloc((67 + grains.length * 8) * 512);
+  const fields: Record<number, bigint> = { 0: 0xcafebaben, 8: 0x0000000200000001n, 16: o.capacity ?? 2048n, 24: 8n, 32: 64n, 80: 1n, 128: 2n, 136: 1n, 144: 3n, 192: 67n, ...o.header };
+  for (const [off, v] of Object.entries(fields)) file.writeBigUInt64LE(v, Number(off));
+  const vol: Record<number, bigint> = { 512: 0xcafecafen, ...Object.fromEntries(Object.entries(o.volatile ?? {}).map(([k, v]) => [512 + Number(k), v])) };
+  for (const [off, v] of Object.entries(vol)) file.writeBigUInt64LE(v, Number(off));
+  file.writeBigUInt64LE(0x1000000000000000n, 2 * 512);
+  const gt = 3 * 512;
+  grains.forEach(([index, data], i) => {
+    const n = BigInt(i);
+    file.writeBigUInt64LE(0x3000000000000000n | ((n & 0xfffn) << 48n) | (n >> 12n), gt + index * 8);
+    file.set(data, (67 + i * 8) * 512);
+  });
+  for (const index of o.zero ?? []) file.writeBigUInt64LE(0x2000000000000000n, gt + index * 8);
+  for (const index of o.unmapped ?? []) file.writeBigUInt64LE(0x1000000000000000n, gt + index * 8);
+  return file;
+}

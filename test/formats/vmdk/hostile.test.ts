@@ -11,8 +11,8 @@ import { ImageError } from '../../../src/formats/types.ts';
 import { openVmdk } from '../../../src/formats/vmdk/driver.ts';
 import { BareErrnoError, NeedFilesError } from '../../../src/formats/vmdk/errors.ts';
 import { ROOT, VERSIONS, runQemu } from '../../helpers/oracles.ts';
-import { GD_AT_END, cowdImage, descriptorText, sparseHeader, sparseImage, streamImage } from './craft.ts';
-import { imageHash, infoDifferences, openAsHost, oracleInfo, oracleRawHash, tempDir } from './helpers.ts';
+import { GD_AT_END, cowdImage, descriptorText, seSparseExtent, sparseHeader, sparseImage, streamImage } from './craft.ts';
+import { driverMap, imageHash, infoDifferences, openAsHost, oracleInfo, oracleMap, oracleRawHash, tempDir } from './helpers.ts';
 
 const TIME_LIMIT_MS = 2000;
 const MEMORY_LIMIT = 32 * 1024 * 1024;
@@ -57,8 +57,8 @@ function sameErrorAsQemu(bytes: Uint8Array, message: string | RegExp, besides: R
       assert.ok(e instanceof ImageError, `not an ImageError: ${String(e)}`);
       ours = e;
     }
-    assert.ok(ours, 'we opened it');
-    const expected = typeof message === 'string' ? message.replaceAll('$PATH', path) : message;
+    assert.ok(ours, `we opened it (expected: ${String(message)})`);
+    const expected = typeof message === 'string' ? message.replaceAll('$PATHDIR', dir).replaceAll('$PATH', path) : message;
     for (const v of VERSIONS) {
       const r = runQemu(v, ['info', '-f', 'vmdk', path], { timeoutMs: 20_000 });
       const prefix = `qemu-img: Could not open '${path}': `;
@@ -296,6 +296,47 @@ test('descriptor: mixed flat and sparse extents (no cluster-size, no dirty-flag)
       }
     } finally {
       opened.close();
+    }
+  } finally {
+    cleanup();
+  }
+});
+
+test('seSparse extents: read, info and map as qemu has them; its header checks word for word', () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const small = (v: number) => new Uint8Array(4096).fill(v);
+    const ext = seSparseExtent({ grains: new Map([[0, small(1)], [1, small(2)], [7, small(3)], [200, small(4)]]), zero: [3], unmapped: [4] });
+    writeFileSync(join(dir, 'x.sesparse'), ext);
+    const path = join(dir, 'se.vmdk');
+    writeFileSync(path, desc(['RW 2048 SESPARSE "x.sesparse"'], 'seSparse'));
+    const opened = openAsHost(path);
+    try {
+      for (const v of VERSIONS) {
+        assert.deepEqual(infoDifferences(opened.image.info(), oracleInfo(v, path)), [], `info, ${v}`);
+        assert.deepEqual(driverMap(opened.image), oracleMap(v, path), `map, ${v}`);
+        assert.equal(imageHash(opened.image), oracleRawHash(v, path, dir), `bytes, ${v}`);
+      }
+    } finally {
+      opened.close();
+    }
+    const hostile: [Parameters<typeof seSparseExtent>[0], string][] = [
+      [{ header: { 0: 0xbadn } }, 'Bad const header magic: 0x0000000000000bad'],
+      [{ header: { 8: 1n } }, 'Unsupported version: 0x0000000000000001'],
+      [{ header: { 24: 0n } }, 'Unsupported grain size: 0'],
+      [{ header: { 32: 65n } }, 'Unsupported grain table size: 65'],
+      [{ header: { 40: 2n } }, 'Unsupported flags: 0x0000000000000002'],
+      [{ header: { 64: 5n } }, 'Unsupported reserved bits: 0x0000000000000000 0x0000000000000000 0x0000000000000005 0x0000000000000000'],
+      [{ header: { 400: 1n } }, 'Unsupported non-zero const header padding'],
+      [{ volatile: { 0: 1n } }, 'Bad volatile header magic: 0x0000000000000001'],
+      [{ volatile: { 24: 1n } }, 'Image is dirty, Replaying journal not supported'],
+      [{ volatile: { 100: 1n } }, 'Unsupported non-zero volatile header padding'],
+      [{ header: { 136: 1n << 20n } }, 'L1 size too big'],
+      [{ header: { 128: 1n << 54n } }, "Could not read l1 table from extent '$DIR/x.sesparse': Input/output error"],
+    ];
+    for (const [opts, message] of hostile) {
+      const bad = seSparseExtent(opts);
+      sameErrorAsQemu(desc(['RW 2048 SESPARSE "x.sesparse"'], 'seSparse'), message.replace('$DIR', '$PATHDIR'), { 'x.sesparse': bad });
     }
   } finally {
     cleanup();
