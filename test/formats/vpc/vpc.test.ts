@@ -215,3 +215,75 @@ test('vpc: damage qemu tolerates still reads as qemu reads it', () => {
     cleanup();
   }
 });
+
+/** A dynamic VHD built from scratch, for block sizes qemu never creates itself. */
+function buildDynamicVhd(size: number, blockSize: number, blocks: Map<number, number>): Uint8Array {
+  const entries = Math.ceil(size / blockSize);
+  const bitmap = (Math.floor(blockSize / 4096) + 511) & ~511;
+  const batBytes = Math.ceil((entries * 4) / 512) * 512;
+  const dataStart = 1536 + batBytes;
+  const out = new Uint8Array(dataStart + blocks.size * (bitmap + blockSize) + 512);
+  const v = new DataView(out.buffer);
+  const footer = out.subarray(0, 512);
+  const f = new DataView(footer.buffer, 0, 512);
+  footer.set(new TextEncoder().encode('conectix'), 0);
+  f.setUint32(8, 2);
+  f.setUint32(12, 0x10000);
+  f.setBigUint64(16, 512n);
+  footer.set(new TextEncoder().encode('win '), 28);
+  f.setBigUint64(40, BigInt(size));
+  f.setBigUint64(48, BigInt(size));
+  f.setUint32(60, 3);
+  out.set(new TextEncoder().encode('cxsparse'), 512);
+  v.setBigUint64(520, 0xffff_ffff_ffff_ffffn);
+  v.setBigUint64(528, 1536n);
+  v.setUint32(536, 0x10000);
+  v.setUint32(540, entries);
+  v.setUint32(544, blockSize);
+  let sum = 0;
+  for (const x of out.subarray(512, 1536)) sum += x;
+  v.setUint32(548, ~sum >>> 0);
+  out.fill(0xff, 1536, 1536 + batBytes);
+  let at = dataStart;
+  for (const [index, fill] of blocks) {
+    v.setUint32(1536 + 4 * index, at / 512);
+    out.fill(0xff, at, at + bitmap);
+    out.fill(fill, at + bitmap, at + bitmap + blockSize);
+    for (let p = at + bitmap; p < at + bitmap + blockSize; p += 4096) v.setUint32(p, p);
+    at += bitmap + blockSize;
+  }
+  sum = 0;
+  for (let i = 0; i < 512; i++) if (i < 64 || i >= 68) sum += footer[i];
+  f.setUint32(64, ~sum >>> 0);
+  out.set(footer, at);
+  return out;
+}
+
+test('vpc: dynamic disks with other block sizes, built byte by byte', () => {
+  const { dir, cleanup } = tempDir('vpc');
+  try {
+    for (const [blockSize, size] of [[512, 64 * 1024 + 512], [4096, 1024 * 1024], [512 * 1024, 5 * 1024 * 1024 + 512], [32 * 1024 * 1024, 70 * 1024 * 1024]]) {
+      const entries = Math.ceil(size / blockSize);
+      const blocks = new Map([[0, 0x41], [Math.floor(entries / 2), 0x42], [entries - 1, 0x43]]);
+      const img = join(dir, `bs${blockSize}.vhd`);
+      writeFileSync(img, buildDynamicVhd(size, blockSize, blocks));
+      checkAgainstOracles(img, dir);
+    }
+  } finally {
+    cleanup();
+  }
+});
+
+test('vpc: a fixed VHD with a ragged tail is refused as qemu refuses it', () => {
+  const { dir, cleanup } = tempDir('vpc');
+  try {
+    const img = join(dir, 'fixed.vhd');
+    qemuOk('7.2', ['create', '-q', '-f', 'vpc', '-o', 'subformat=fixed', img, '3M']);
+    checkAgainstOracles(img, dir, { map: false });
+    const bytes = new Uint8Array([...readFileSync(img), ...new Uint8Array(100).fill(7)]);
+    writeFileSync(img, bytes);
+    for (const v of VERSIONS) assert.equal(ourOpenError(vpcDriver, bytes, ctxFor(v), img, 'ragged'), oracleOpenError(v, img, 'vpc'));
+  } finally {
+    cleanup();
+  }
+});
