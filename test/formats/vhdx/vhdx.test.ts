@@ -12,7 +12,7 @@ import {
 } from '../../../src/formats/vhdx/guid.ts';
 import { VERSIONS, runQemu } from '../../helpers/oracles.ts';
 import {
-  assertInfoMatches, ctxFor, hashImage, hashQemuRaw, oracleMap, oracleOpenError, ourMap, ourOpenError,
+  assertInfoMatches, assertUnalignedReads, ctxFor, hashImage, hashQemuRaw, oracleMap, oracleOpenError, ourMap, ourOpenError,
   qemuOk, tempDir, withImage, writeSource,
 } from '../vpc/image-helpers.ts';
 import {
@@ -63,6 +63,7 @@ test('vhdx: images converted from a mixed raw file', () => {
       const img = join(dir, `${name}.vhdx`);
       qemuOk('10.0', ['convert', '-f', 'raw', '-O', 'vhdx', '-o', opts, src, img]);
       checkAgainstOracles(img, dir);
+      withImage(vhdxDriver, img, ctxFor('10.0'), (image) => assertUnalignedReads(image, 11));
     }
   } finally {
     cleanup();

@@ -148,3 +148,23 @@ export function ourOpenError(driver: Driver, bytes: Uint8Array, ctx: OpenContext
   }
   assert.fail(`driver opened a hostile image ${label}`);
 }
+
+/** Reads at odd offsets and lengths must agree with one whole-disk read (a small image). */
+export function assertUnalignedReads(img: Image, seed: number): void {
+  const whole = new Uint8Array(img.virtualSize);
+  img.read(whole, 0);
+  let state = seed >>> 0 || 1;
+  const next = (n: number) => {
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    return (state >>> 0) % n;
+  };
+  for (let i = 0; i < 300; i++) {
+    const offset = next(img.virtualSize);
+    const length = Math.min(img.virtualSize - offset, 1 + next(3 * 1024 * 1024));
+    const part = new Uint8Array(length).fill(0xee);
+    img.read(part, offset);
+    assert.ok(Buffer.from(part).equals(whole.subarray(offset, offset + length)), `read of ${length} at ${offset}`);
+  }
+}

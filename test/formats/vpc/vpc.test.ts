@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { vpcDriver } from '../../../src/formats/vpc/driver.ts';
 import { VERSIONS } from '../../helpers/oracles.ts';
 import {
-  assertInfoMatches, ctxFor, hashImage, hashQemuRaw, oracleMap, oracleOpenError, ourMap, ourOpenError,
+  assertInfoMatches, assertUnalignedReads, ctxFor, hashImage, hashQemuRaw, oracleMap, oracleOpenError, ourMap, ourOpenError,
   qemuOk, tempDir, withImage, writeSource,
 } from './image-helpers.ts';
 
@@ -51,6 +51,7 @@ test('vpc: dynamic and fixed images converted from a mixed raw file, odd sizes',
       qemuOk('7.2', ['convert', '-f', 'raw', '-O', 'vpc', '-o', opts, src, img]);
       // Fixed images: map's zero flags come from holes in the file, which only the host sees.
       checkAgainstOracles(img, dir, { map: !name.startsWith('fixed') });
+      withImage(vpcDriver, img, ctxFor('10.0'), (image) => assertUnalignedReads(image, 7));
     }
   } finally {
     cleanup();
