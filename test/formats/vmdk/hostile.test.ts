@@ -342,3 +342,106 @@ test('seSparse extents: read, info and map as qemu has them; its header checks w
     cleanup();
   }
 });
+
+test("descriptor quirks of qemu's C parsing: lines joined by sscanf, CID found inside parentCID", () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    writeFileSync(join(dir, 'a.raw'), Buffer.alloc(1 << 20, 0x61));
+    writeFileSync(join(dir, 'b.raw'), Buffer.alloc(1 << 20, 0x62));
+    writeFileSync(join(dir, 'base.vmdk'), 'version=1\nCID=2\nparentCID=ffffffff\ncreateType="monolithicFlat"\nRW 16 FLAT "b.raw" 0\n');
+    const variants: Record<string, string> = {
+      // sscanf's blanks match newlines: the first "line" goes on into the next.
+      joined: 'version=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="monolithicFlat"\nRW 8\nFLAT "a.raw" 2\nRW 16 FLAT "b.raw" 0\n',
+      // strstr finds "CID" inside "parentCID" first; hex with 0x, signs, and overflow.
+      parentOnly: 'version=1\nparentCID=0x1f\ncreateType="twoGbMaxExtentFlat"\nRW 8 FLAT "a.raw" 0\n',
+      negative: 'version=1\nCID=-2\nparentCID=123456789abcdef01\ncreateType="vmfs"\nRW 8 VMFS "b.raw"\n',
+      // A hint in a comment counts; CRLF line ends; an access word longer than 10 characters.
+      hinted: '# parentFileNameHint="base.vmdk"\r\nversion=1\r\nCID=1\r\nparentCID=2\r\ncreateType="monolithicFlat"\r\nRWRWRWRWRWRW 8 FLAT "b.raw" 0\r\nRW 8 FLAT "a.raw" 0\r\n',
+    };
+    for (const [name, text] of Object.entries(variants)) {
+      const path = join(dir, `${name}.vmdk`);
+      writeFileSync(path, text, 'latin1');
+      const opened = openAsHost(path);
+      try {
+        for (const v of VERSIONS) {
+          assert.deepEqual(infoDifferences(opened.image.info(), oracleInfo(v, path)), [], `${name} info, ${v}`);
+          assert.equal(imageHash(opened.image), oracleRawHash(v, path, dir), `${name} bytes, ${v}`);
+        }
+      } finally {
+        opened.close();
+      }
+    }
+  } finally {
+    cleanup();
+  }
+});
+
+test('a hosted sparse header with no capacity carries a descriptor naming other extents', () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    writeFileSync(join(dir, 'a.raw'), Buffer.alloc(1 << 20, 0x61));
+    const path = join(dir, 'wrapped.vmdk');
+    // The descriptor sits at sector 4 here; qemu still looks for the CIDs at 0x200.
+    const file = sparseImage({ capacity: 0n, descOffset: 4n, descriptor: descriptorText({ cid: '77', createType: 'junk' }) });
+    file.write(descriptorText({ createType: 'twoGbMaxExtentFlat', extents: ['RW 2048 FLAT "a.raw" 0'] }), 4 * 512, 'latin1');
+    writeFileSync(path, file);
+    const opened = openAsHost(path);
+    try {
+      assert.deepEqual(opened.asked, [{ role: 'extent', name: 'a.raw' }]);
+      for (const v of VERSIONS) {
+        assert.deepEqual(infoDifferences(opened.image.info(), oracleInfo(v, path)), [], `info, ${v}`);
+        assert.equal(imageHash(opened.image), oracleRawHash(v, path, dir), `bytes, ${v}`);
+      }
+    } finally {
+      opened.close();
+    }
+  } finally {
+    cleanup();
+  }
+});
+
+test('version 3 sparse files open read-only only, as qemu-io (read-write) shows', () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const bytes = sparseImage({ version: 3 });
+    const path = join(dir, 'v3.vmdk');
+    writeFileSync(path, bytes);
+    openVmdk(new MemoryDevice(bytes), { writable: false });
+    assert.throws(() => openVmdk(new MemoryDevice(bytes), { writable: true }), { message: 'VMDK version 3 must be read only' });
+    for (const v of VERSIONS) {
+      const r = runQemu(v, ['-f', 'vmdk', '-c', 'read 0 512', path], {}, 'qemu-io');
+      assert.match(r.stdout + r.stderr, /VMDK version 3 must be read only/, `qemu-io ${v}`);
+    }
+  } finally {
+    cleanup();
+  }
+});
+
+test('a backing file whose CID is not the parentCID: reads that reach it fail as in qemu', () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const base = join(dir, 'base.vmdk');
+    writeFileSync(base, sparseImage({ grains: new Map([[1, grain(0x42)]]), descriptor: descriptorText({ cid: '10' }) }));
+    for (const [parentCid, ok] of [['10', true], ['11', false]] as const) {
+      const path = join(dir, `top-${parentCid}.vmdk`);
+      writeFileSync(path, sparseImage({ grains: new Map([[0, grain(0x41)]]), descriptor: descriptorText({ parentCid, extra: 'parentFileNameHint="base.vmdk"' }) }));
+      const opened = openAsHost(path);
+      try {
+        const first = new Uint8Array(65536);
+        opened.image.read(first, 0);
+        for (const v of VERSIONS) {
+          if (ok) assert.equal(imageHash(opened.image), oracleRawHash(v, path, dir), `bytes, ${v}`);
+          else {
+            assert.throws(() => imageHash(opened.image), (e: unknown) => e instanceof ImageError && e.errno === 'EINVAL');
+            const r = runQemu(v, ['convert', '-O', 'raw', path, join(dir, 'out.raw')]);
+            assert.match(r.stderr, /error while reading at byte 65536: Invalid argument/, `qemu-img ${v}`);
+          }
+        }
+      } finally {
+        opened.close();
+      }
+    }
+  } finally {
+    cleanup();
+  }
+});
