@@ -1,6 +1,6 @@
 // The VHDX block allocation table: 64-bit little-endian entries, the state in the low 3 bits and
 // the file offset in whole MiB above bit 20. Every `chunkRatio` payload entries are followed by one
-// sector bitmap entry. The table is kept as BigUint64 entries but only the part inside the file
+// sector bitmap entry. The table stays in its on-disk bytes, and only the part inside the file
 // is read: qemu zero-fills the rest (NOT_PRESENT), so memory stays bounded by the file size.
 import { ImageError, type BlockDevice } from '../types.ts';
 import { errnoError, beyondMaxLength, qemuFileLength } from '../vpc/file-read.ts';
@@ -29,13 +29,20 @@ export function batEntryCount(md: VhdxMetadata): number {
 }
 
 export class Bat {
+  private readonly view: DataView;
+  /** Entries read from the file; the rest lie past its end and read as zero. */
+  private readonly loaded: number;
+
   private constructor(
-    private readonly entries: BigUint64Array,
+    bytes: Uint8Array,
     readonly count: number,
-  ) {}
+  ) {
+    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    this.loaded = bytes.length / 8;
+  }
 
   entry(index: number): bigint {
-    return index < this.entries.length ? this.entries[index] : 0n;
+    return index < this.loaded ? this.view.getBigUint64(index * 8, true) : 0n;
   }
 
   static load(dev: BlockDevice, region: Region, md: VhdxMetadata, regions: RegionList, totalSectors: bigint): Bat {
@@ -43,12 +50,14 @@ export class Bat {
     if (count > Math.floor(region.length / 8)) throw errnoError('EINVAL');
     if (beyondMaxLength(region.fileOffset, region.length)) throw errnoError('EIO');
     const inFile = region.fileOffset < BigInt(dev.size) ? Math.min(count, Math.floor((dev.size - Number(region.fileOffset)) / 8)) : 0;
-    const bytes = new Uint8Array(inFile * 8);
+    let bytes: Uint8Array;
+    try {
+      bytes = new Uint8Array(inFile * 8);
+    } catch {
+      throw errnoError('ENOMEM'); // qemu_try_blockalign failing
+    }
     if (inFile > 0) dev.read(bytes, Number(region.fileOffset));
-    const entries = new BigUint64Array(inFile);
-    const view = new DataView(bytes.buffer);
-    for (let i = 0; i < inFile; i++) entries[i] = view.getBigUint64(i * 8, true);
-    const bat = new Bat(entries, count);
+    const bat = new Bat(bytes, count);
     bat.check(dev, md, regions, totalSectors);
     return bat;
   }
@@ -64,8 +73,8 @@ export class Bat {
       return e;
     };
     // Entries past the file are zero (NOT_PRESENT), so only the loaded ones need a look.
-    for (let i = 0; i < this.entries.length; i++) {
-      const e = this.entries[i];
+    for (let i = 0; i < this.loaded; i++) {
+      const e = this.entry(i);
       if (Number(e & 7n) !== BlockState.FullyPresent) continue;
       const offset = e & OFFSET_MASK;
       const index = BigInt(i);

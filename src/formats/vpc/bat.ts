@@ -21,7 +21,7 @@ export function loadBat(dev: BlockDevice, hdr: DynamicHeader, needed: number): U
   if (((tableEnd + 511n) / 512n) * 512n > BigInt(fileLength)) throw truncated();
 
   const start = Number(hdr.tableOffset);
-  const bat = new Uint32Array(Math.min(needed, hdr.maxTableEntries));
+  const bat = allocate(Math.min(needed, hdr.maxTableEntries));
   const chunk = new Uint8Array(Math.min(CHUNK, Math.max(tableBytes, 4)));
   const view = new DataView(chunk.buffer);
   const blockSpan = hdr.bitmapSize + hdr.blockSize;
@@ -39,4 +39,13 @@ export function loadBat(dev: BlockDevice, hdr: DynamicHeader, needed: number): U
   }
   if (lastSector >= 0 && lastSector * 512 + blockSpan > fileLength) throw truncated();
   return bat;
+}
+
+/** qemu allocates the table with qemu_try_blockalign and reports a failure in its own words. */
+function allocate(entries: number): Uint32Array {
+  try {
+    return new Uint32Array(entries);
+  } catch {
+    throw new ImageError('Unable to allocate memory for page table');
+  }
 }
