@@ -269,6 +269,8 @@ test('vhdx: damage qemu tolerates or routes around still reads as qemu reads it'
       ['header 2 bad CRC', (b) => void (b[HEADERS[1] + 8] ^= 1), true],
       ['second region table corrupt (qemu reads only the first)', (b) => void (b[256 * 1024 + 20] ^= 1), true],
       ['metadata entry count 2047', (b) => view(b).setUint16(metadataRegion(b).offset + 10, 2047, true), true],
+      // Past the end of the file qemu reads zeros: every block NOT_PRESENT.
+      ['BAT region past EOF', (b) => patchRegionTable(b, (v, at) => v.setBigUint64(batRegion(b).entryAt - 192 * 1024 + at + 16, 1n << 40n, true)), true],
       ['BAT states UNDEFINED, ZERO, UNMAPPED over data', (b) => {
         const at = batRegion(b).offset;
         [1n, 2n, 3n].forEach((state, i) => view(b).setBigUint64(at + 8 * i, (view(b).getBigUint64(at + 8 * i, true) & ~7n) | state, true));
