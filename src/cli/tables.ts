@@ -159,6 +159,18 @@ const DEFS: Record<string, CommandDef> = {
   },
 };
 
+/**
+ * Subcommands instar adds (not qemu-img's): parsed like the others, but absent from SUBCOMMANDS,
+ * qemu-img's help and its "Command not found" list.
+ */
+const INSTAR_DEFS: Record<string, CommandDef> = {
+  inspect: {
+    keys: { f: 'format', h: 'help' },
+    v7: [':f:h', 'help:0:h format:1:f output:1'],
+    v10: ['f:h', 'help:0:h format:1:f output:1'],
+  },
+};
+
 /** qemu-img's own options before the subcommand (`qemu-img [-h] [-V] [-T trace] command ...`). */
 const MAIN: CommandDef = {
   keys: { h: 'help', V: 'version', T: 'trace' },
@@ -192,7 +204,7 @@ function resolve(def: CommandDef, modern: boolean): ResolvedTable {
 }
 
 export function commandTable(name: string, major: number): ResolvedTable | undefined {
-  const def = Object.hasOwn(DEFS, name) ? DEFS[name] : undefined;
+  const def = Object.hasOwn(DEFS, name) ? DEFS[name] : Object.hasOwn(INSTAR_DEFS, name) ? INSTAR_DEFS[name] : undefined;
   return def && resolve(def, usesModernCli(major));
 }
 
