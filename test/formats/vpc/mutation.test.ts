@@ -66,7 +66,13 @@ test('vpc: random damage to footer, header and table ends in ImageError or a nor
       for (let i = 0; i < 512; i++) sum += b[i];
       f.setUint32(64, ~sum >>> 0);
     };
-    campaign(vpcDriver, base, [[0, 512], [512, 1024], [1536, 64]], 1, fixFooter);
+    // The fields the driver reads, each as likely to be hit as the others.
+    const fields: [number, number][] = [
+      [16, 8], [28, 4], [48, 8], [56, 4], [60, 4], // footer: data offset, creator, size, CHS, type
+      [512 + 16, 8], [512 + 28, 4], [512 + 32, 4], [512, 8], // dynamic header: table, entries, block size, magic
+      [1536, 64], // BAT
+    ];
+    campaign(vpcDriver, base, fields, 1, fixFooter);
     campaign(vpcDriver, base, [[0, 512], [512, 1024]], 2);
   } finally {
     cleanup();
@@ -87,7 +93,12 @@ test('vhdx: random damage to headers, region table, metadata and BAT ends in Ima
       for (const at of HEADERS) fixCrc(b, at, 4096);
       fixCrc(b, 192 * 1024, 64 * 1024);
     };
-    const regions: [number, number][] = [[HEADERS[0], 80], [HEADERS[1], 80], [192 * 1024, 96], [md, 256], [md + 64 * 1024, 64], [bat, 64]];
+    const regions: [number, number][] = [
+      ...HEADERS.flatMap((h): [number, number][] => [[h, 16], [h + 48, 16], [h + 64, 16]]), // sequence, log GUID, log fields
+      [192 * 1024 + 8, 4], [192 * 1024 + 16, 64], // region count and entries
+      [md + 8, 4], [md + 32, 160], [md + 64 * 1024, 48], // metadata count, entries, values
+      [bat, 64],
+    ];
     campaign(vhdxDriver, base, regions, 3, fixAll);
     campaign(vhdxDriver, base, regions, 4);
   } finally {
