@@ -32,7 +32,7 @@ function findingsFor(sig: Signature | undefined, w: Window): FormatFindings {
     case 'vdi': return vdiChecks(w);
     case 'iso': return { virtualSize: isoVirtualSize(w), checks: [] };
     case 'raw': return { virtualSize: w.size, checks: partitionChecks(w) };
-    default: return bannedChecks(sig.format);
+    default: return bannedChecks(sig.format, w);
   }
 }
 

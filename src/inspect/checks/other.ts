@@ -35,8 +35,16 @@ const WHY_BANNED: Record<string, string> = {
   qcow: 'qcow version 1 images are not allowed',
 };
 
+/** Where the formats below keep their virtual size, for the report. */
+const SIZE_FIELD: Record<string, (w: Window) => bigint> = {
+  qcow: (w) => readAt(w, 0, 32).readBigUInt64BE(24),
+  qed: (w) => readAt(w, 0, 56).readBigUInt64LE(48),
+  parallels: (w) => readAt(w, 0, 44).readBigUInt64LE(36) * 512n,
+};
+
 /** A format no check vouches for. */
-export function bannedChecks(format: string): FormatFindings {
+export function bannedChecks(format: string, w: Window): FormatFindings {
   const reason = WHY_BANNED[format] ?? `${format} images are not allowed: no safety checks exist for them`;
-  return { virtualSize: 0, checks: [{ name: 'allowed-format', passed: false, reason }] };
+  const size = SIZE_FIELD[format]?.(w) ?? 0n;
+  return { virtualSize: Number(size), checks: [{ name: 'allowed-format', passed: false, reason }] };
 }
