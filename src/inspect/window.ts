@@ -139,7 +139,7 @@ export class WindowCapture {
     const first = Math.min(tailLen, TAIL_BYTES - start);
     tail.set(this.ring.subarray(start, start + first));
     tail.set(this.ring.subarray(0, tailLen - first), first);
-    return new Window(this.prefix.slice(0, this.filled), tail, this.total, this.cap);
+    return new Window(this.prefix.subarray(0, this.filled), tail, this.total, this.cap);
   }
 }
 

@@ -65,7 +65,9 @@ function gptReason(w: Window, sector: 512 | 4096): string | undefined {
   const entrySize = h.readUInt32LE(84);
   if (firstUsable > lastUsable || lastUsable >= sectors) return `the GPT's usable area (LBA ${firstUsable}-${lastUsable}) is not inside the file (${sectors} sectors)`;
   if (entrySize < 128 || entrySize % 8 !== 0 || count > MAX_GPT_ENTRIES) return `the GPT entry array is malformed (${count} entries of ${entrySize} bytes)`;
-  const table = readAt(w, entriesLba * BigInt(sector), count * entrySize);
+  const tableStart = entriesLba * BigInt(sector);
+  if (entriesLba < 2n || tableStart + BigInt(count * entrySize) > BigInt(w.size)) return `the GPT entry array (LBA ${entriesLba}) is not inside the file`;
+  const table = readAt(w, tableStart, count * entrySize);
   const spans: Span[] = [];
   for (let i = 0; i < count; i++) {
     const e = table.subarray(i * entrySize, i * entrySize + 128);
