@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/install-oracles.sh
 node scripts/build.mjs
 npx tsc --noEmit -p .
-npx eslint src test scripts bench
+npx eslint .
 mapfile -t files < <(find test -name '*.test.ts' | sort)
 if [ "${#files[@]}" -eq 0 ]; then echo "no test files found" >&2; exit 1; fi
 exec node --import tsx --test --test-concurrency=2 "$@" "${files[@]}"
