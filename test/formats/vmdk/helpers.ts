@@ -62,12 +62,23 @@ export interface MapEntry {
   present: boolean;
   zero: boolean;
   data: boolean;
+  /** Only qemu-img 8.2 and later print it. */
+  compressed?: boolean;
   offset?: number;
 }
 
 export function oracleMap(version: OracleVersion, path: string): MapEntry[] {
   const raw = JSON.parse(qemuOk(version, ['map', '--output=json', path])) as (MapEntry & Record<string, unknown>)[];
-  return raw.map((e) => ({ start: e.start, length: e.length, depth: e.depth, present: e.present, zero: e.zero, data: e.data, ...(e.offset !== undefined ? { offset: e.offset } : {}) }));
+  return raw.map((e) => ({
+    start: e.start,
+    length: e.length,
+    depth: e.depth,
+    present: e.present,
+    zero: e.zero,
+    data: e.data,
+    ...(e.compressed !== undefined ? { compressed: e.compressed } : {}),
+    ...(e.offset !== undefined ? { offset: e.offset } : {}),
+  }));
 }
 
 /** sha256 of what `qemu-img convert -O raw` writes. */
@@ -91,17 +102,21 @@ export function imageHash(img: Image, chunk = 999_999): string {
   return h.digest('hex');
 }
 
-/** Our extents in qemu-img map's terms, merged the way qemu-img map merges them. */
-export function driverMap(img: Image): MapEntry[] {
+/**
+ * Our extents in qemu-img map's terms, merged the way qemu-img map merges them; `version` says
+ * whether the oracle prints "compressed".
+ */
+export function driverMap(img: Image, version: OracleVersion = '7.2'): MapEntry[] {
   const out: MapEntry[] = [];
   for (let off = 0; off < img.virtualSize; ) {
     const e: Extent = img.extent(off, img.virtualSize - off);
     if (e.length <= 0) throw new Error(`empty extent at ${off}`);
     const m: MapEntry = { start: off, length: e.length, depth: e.depth, present: e.kind !== 'unallocated', zero: e.kind !== 'data', data: e.kind === 'data' };
+    if (version !== '7.2') m.compressed = !!e.compressed;
     if (e.hostOffset !== undefined) m.offset = e.hostOffset;
     const last = out.at(-1);
     const contiguous = last && (last.offset === undefined ? m.offset === undefined : m.offset === last.offset + last.length);
-    if (last && contiguous && last.depth === m.depth && last.present === m.present && last.zero === m.zero && last.data === m.data) last.length += m.length;
+    if (last && contiguous && last.depth === m.depth && last.present === m.present && last.zero === m.zero && last.data === m.data && last.compressed === m.compressed) last.length += m.length;
     else out.push(m);
     off += e.length;
   }
