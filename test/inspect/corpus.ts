@@ -193,6 +193,16 @@ export const BUILDERS: Record<string, (dir: string) => string> = {
     });
     return 'vmdk-extent-path';
   },
+  'vmdk-bad-version': (d) => {
+    qemuImg(d, ['create', '-q', '-f', 'vmdk', 'vmdk-bad-version', '10M']);
+    patch(join(d, 'vmdk-bad-version'), (b) => void b.writeUInt32LE(7, 4));
+    return 'vmdk-bad-version';
+  },
+  'vmdk-moved-descriptor': (d) => {
+    qemuImg(d, ['create', '-q', '-f', 'vmdk', 'vmdk-moved-descriptor', '10M']);
+    patch(join(d, 'vmdk-moved-descriptor'), (b) => void b.writeBigUInt64LE(5n, 28));
+    return 'vmdk-moved-descriptor';
+  },
   'vpc-dynamic': (d) => (qemuImg(d, ['create', '-q', '-f', 'vpc', 'vpc-dynamic', '100M']), 'vpc-dynamic'),
   'vpc-fixed': (d) => (qemuImg(d, ['create', '-q', '-f', 'vpc', '-o', 'subformat=fixed', 'vpc-fixed', '10M']), 'vpc-fixed'),
   'vpc-differencing': (d) => {

@@ -31,6 +31,8 @@ export const OSLO_VERDICTS: Record<string, OsloVerdict> = {
   'vmdk-two-gb-sparse': { safe: false, format: 'vmdk', virtualSize: 0, failures: ['descriptor'] },
   'vmdk-parent-hint': { safe: true, format: 'vmdk', virtualSize: 10485760 },
   'vmdk-extent-path': { safe: false, format: 'vmdk', virtualSize: 10485760, failures: ['descriptor'] },
+  'vmdk-bad-version': { safe: false, format: 'vmdk', virtualSize: 0, failures: ['descriptor'] },
+  'vmdk-moved-descriptor': { safe: false, format: 'vmdk', virtualSize: 0, failures: ['descriptor'] },
   'vpc-dynamic': { safe: true, format: 'vhd', virtualSize: 104865792 },
   'vpc-fixed': { safe: true, format: 'raw', virtualSize: 262144 },
   'vpc-differencing': { safe: true, format: 'vhd', virtualSize: 104865792 },
