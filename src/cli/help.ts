@@ -1,11 +1,11 @@
 /**
- * `--help` and `--version`. The body of qemu-img's help is reproduced per profile; the lines
- * that would name a QEMU build (version, copyright, format list, bug-report footer) say instar.
+ * `--help` and `--version`, in instar's own words. Help is generated from the option tables, so
+ * it lists exactly what the active profile accepts.
  */
 import type { Profile } from '../output/profile.ts';
 import { drivers } from '../formats/registry.ts';
-import { usesModernCli } from './tables.ts';
-import { HELP_7_2, HELP_10_0, COMMAND_HELP_10_0 } from './help-text.ts';
+import { SUBCOMMANDS, commandTable } from './tables.ts';
+import { COMMAND_OPERANDS, COMMAND_SUMMARIES, INSTAR_OPTIONS_HELP, OPTION_HELP } from './help-text.ts';
 
 /** instar's own version (kept in step with package.json). */
 export const INSTAR_VERSION = '0.1.0';
@@ -20,37 +20,58 @@ export function versionText(profile: Profile): string {
     `instar is a sandboxed reimplementation of qemu-img, emulating qemu-img ${v}; it is not QEMU.\n`;
 }
 
-function formatNames(): string[] {
-  return drivers.map((d) => d.name).sort();
+function formatNames(): string {
+  return drivers.map((d) => d.name).sort().join(' ');
 }
 
-/** 10.0 wraps the format list into indented lines of at most 78 columns. */
-function wrappedFormats(): string {
-  const lines: string[] = [];
-  let line = ' ';
-  for (const name of formatNames()) {
-    if (line.length + 1 + name.length > 78 && line.trim() !== '') {
-      lines.push(line);
-      line = ' ';
-    }
-    line += ' ' + name;
-  }
-  lines.push(line);
-  return lines.join('\n') + '\n';
-}
-
-const FOOTER = '\ninstar is not QEMU: report problems with instar to the instar project.\n';
-
-/** `qemu-img --help` (and, for 7.2, every subcommand's -h). */
+/** `qemu-img --help`. */
 export function mainHelp(profile: Profile): string {
-  if (usesModernCli(profile.major)) {
-    return versionText(profile) + HELP_10_0 + 'Supported image formats:\n\n' + wrappedFormats() + FOOTER;
-  }
-  return versionText(profile) + HELP_7_2 + `Supported formats: ${formatNames().join(' ')}\n` + FOOTER;
+  const width = Math.max(...SUBCOMMANDS.map((n) => n.length));
+  const commands = [...SUBCOMMANDS, 'inspect'].map((n) => `  ${n.padEnd(width)}  ${COMMAND_SUMMARIES[n] ?? ''}`);
+  return [
+    versionText(profile).trimEnd(),
+    'usage: qemu-img [-h | -V | -T TRACE] COMMAND [command options]',
+    '',
+    'Commands (COMMAND --help lists a command\'s options):',
+    ...commands,
+    '',
+    'instar options (any command):',
+    INSTAR_OPTIONS_HELP,
+    '',
+    `Supported formats: ${formatNames()}`,
+    '',
+  ].join('\n');
 }
 
-/** `qemu-img COMMAND --help`: 10.0 has one per command, 7.2 prints the whole help. */
+/** `qemu-img COMMAND --help`: the command's synopsis and every option its table accepts. */
 export function commandHelp(name: string, profile: Profile): string {
-  if (usesModernCli(profile.major) && Object.hasOwn(COMMAND_HELP_10_0, name)) return COMMAND_HELP_10_0[name];
-  return mainHelp(profile);
+  const table = commandTable(name, profile.major);
+  if (!table) return mainHelp(profile);
+  const shortOf = new Map<string, string>();
+  for (const letter of table.optstring.replace(/[^A-Za-z]/g, '')) shortOf.set(table.keyOf(letter), letter);
+  const lines: string[] = [];
+  const seen = new Set<string>();
+  for (const opt of table.long) {
+    const key = table.keyOf(opt.val);
+    const short = shortOf.get(key);
+    const arg = opt.hasArg ? ' ARG' : '';
+    lines.push(`  ${short ? `-${short}, ` : '    '}--${opt.name}${arg}`.padEnd(34) + (OPTION_HELP[key] ?? OPTION_HELP[opt.name] ?? ''));
+    seen.add(key);
+  }
+  for (const [key, letter] of shortOf) {
+    if (seen.has(key)) continue;
+    const takesArg = table.optstring.includes(`${letter}:`);
+    lines.push(`  -${letter}${takesArg ? ' ARG' : ''}`.padEnd(34) + (OPTION_HELP[key] ?? key));
+  }
+  return [
+    `usage: qemu-img ${name} [options] ${COMMAND_OPERANDS[name] ?? ''}`.trimEnd(),
+    COMMAND_SUMMARIES[name] ?? '',
+    '',
+    'Options:',
+    ...lines,
+    '',
+    'instar options:',
+    INSTAR_OPTIONS_HELP,
+    '',
+  ].join('\n');
 }
