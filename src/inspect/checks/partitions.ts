@@ -9,6 +9,8 @@ import { check, type CheckResult } from '../types.ts';
 const PROTECTIVE = 0xee;
 /** The most GPT entries looked at (the standard table has 128). */
 const MAX_GPT_ENTRIES = 1024;
+/** The largest GPT entry looked at (the standard one is 128 bytes); bounds the table read to 1 MiB. */
+const MAX_GPT_ENTRY_SIZE = 1024;
 
 interface Span {
   name: string;
@@ -64,7 +66,7 @@ function gptReason(w: Window, sector: 512 | 4096): string | undefined {
   const count = h.readUInt32LE(80);
   const entrySize = h.readUInt32LE(84);
   if (firstUsable > lastUsable || lastUsable >= sectors) return `the GPT's usable area (LBA ${firstUsable}-${lastUsable}) is not inside the file (${sectors} sectors)`;
-  if (entrySize < 128 || entrySize % 8 !== 0 || count > MAX_GPT_ENTRIES) return `the GPT entry array is malformed (${count} entries of ${entrySize} bytes)`;
+  if (entrySize < 128 || entrySize > MAX_GPT_ENTRY_SIZE || entrySize % 8 !== 0 || count > MAX_GPT_ENTRIES) return `the GPT entry array is malformed (${count} entries of ${entrySize} bytes)`;
   const tableStart = entriesLba * BigInt(sector);
   if (entriesLba < 2n || tableStart + BigInt(count * entrySize) > BigInt(w.size)) return `the GPT entry array (LBA ${entriesLba}) is not inside the file`;
   const table = readAt(w, tableStart, count * entrySize);
