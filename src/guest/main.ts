@@ -1,2 +1,5 @@
-// Guest entry point: placeholder until the sandbox launcher lands.
-process.exitCode = 1;
+// The production guest: the one file the sandbox runs (dist/guest.js).
+import { ops } from '../ops/registry.ts';
+import { serveGuest } from './serve.ts';
+
+void serveGuest(ops);

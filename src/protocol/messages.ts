@@ -27,3 +27,6 @@ export type GuestMessage =
 
 /** The longest message line the host accepts from a guest. */
 export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
+
+/** The largest request the guest accepts on its stdin. */
+export const MAX_REQUEST_BYTES = 1024 * 1024;

@@ -1,7 +1,143 @@
+// Launches the sandboxed guest for one op: layers planned (probe.ts), command line built from
+// the outside in (prlimit → bwrap + seccomp → node with the permission model), request written
+// to the guest's stdin, messages read from its fd 3, and a watchdog for wall-clock time. The
+// guest receives file descriptors at 4, 5, …, never paths.
+import { spawn } from 'node:child_process';
+import { existsSync, realpathSync } from 'node:fs';
+import { MAX_REQUEST_BYTES, type GuestMessage, type GuestRequest } from '../../protocol/messages.ts';
 import type { HostDevice, RunOptions } from './run.ts';
 import { OpError } from './run.ts';
+import { planLayers, describePlan, type LayerPlan } from './probe.ts';
+import { resolveLimits, type SandboxLimits } from './limits.ts';
+import { defaultGuestPath } from './guest-path.ts';
+import { nodeArgs } from './layers/permission.ts';
+import { prlimitArgs } from './layers/prlimit.ts';
+import { bwrapArgs, GUEST_PATH_INSIDE } from './layers/bwrap.ts';
+import { seccompProgram } from './seccomp.ts';
+import { LineSplitter, cleanGuestText, parseGuestMessage } from './guest-messages.ts';
+import { deathReason } from './guest-death.ts';
 
-// Placeholder until the sandbox launcher lands: refuses rather than running unsandboxed.
-export async function runSandboxed(_op: string, _options: Record<string, unknown>, _devices: HostDevice[], _run: RunOptions): Promise<unknown> {
-  throw new OpError('the sandbox is not available yet; use --sandbox=none');
+const FIRST_DEVICE_FD = 4;
+const MAX_STDERR = 64 * 1024;
+
+export async function runSandboxed(op: string, options: Record<string, unknown>, devices: HostDevice[], run: RunOptions): Promise<unknown> {
+  const plan = planLayers(run.disableLayers);
+  for (const line of describePlan(plan)) run.debug?.(line);
+  if (run.mode === 'strict' && plan.missing.length > 0) {
+    const m = plan.missing[0];
+    throw new OpError(`sandbox layer '${m.layer}' unavailable: ${m.why} (--sandbox=strict)`);
+  }
+  const bundle = run.guestPath ?? defaultGuestPath();
+  if (!existsSync(bundle)) throw new OpError(`guest bundle not found at ${bundle} (run npm run build)`);
+  const limits = resolveLimits(op, devices.filter((d) => d.writable).length, run.limits);
+
+  const request: GuestRequest = {
+    op,
+    options,
+    devices: devices.map((d, i) => ({ fd: FIRST_DEVICE_FD + i, role: d.role, writable: d.writable, ...(d.name !== undefined ? { name: d.name } : {}) })),
+  };
+  const requestText = JSON.stringify(request);
+  if (Buffer.byteLength(requestText) > MAX_REQUEST_BYTES) throw new OpError('request for the sandboxed guest is too large');
+
+  const seccompFd = plan.seccomp ? FIRST_DEVICE_FD + devices.length : undefined;
+  const argv = commandLine(plan, realpathSync(bundle), limits, seccompFd);
+  run.debug?.(`sandbox: limits: data ${limits.memoryBytes} B, cpu ${limits.cpuSeconds} s, wall ${limits.wallMs} ms, fsize ${limits.outputBytes} B, nofile ${limits.openFiles}`);
+  return launch(argv, requestText, devices, seccompFd !== undefined ? seccompProgram() : undefined, limits, run);
+}
+
+/** The full argv, outermost layer first. */
+function commandLine(plan: LayerPlan, bundle: string, limits: SandboxLimits, seccompFd: number | undefined): string[] {
+  const guestPath = plan.bwrap ? GUEST_PATH_INSIDE : bundle;
+  let argv = [process.execPath, ...nodeArgs(guestPath, limits, plan.permission), guestPath];
+  if (plan.bwrap) argv = [plan.bwrap.path, ...bwrapArgs(plan.bwrap, bundle, seccompFd), ...argv];
+  if (plan.prlimit) argv = [plan.prlimit, ...prlimitArgs(limits), ...argv];
+  return argv;
+}
+
+interface Outcome {
+  result?: { value: unknown };
+  error?: string;
+  violation?: string;
+  timedOut: boolean;
+  stderr: string;
+}
+
+function launch(argv: string[], requestText: string, devices: HostDevice[], seccomp: Buffer | undefined, limits: SandboxLimits, run: RunOptions): Promise<unknown> {
+  // stdin: request; stdout: unused; stderr: captured (bounded) for diagnosis; fd 3: messages;
+  // then the devices, then (with seccomp) the pipe bwrap reads the filter from.
+  const stdio: ('pipe' | 'ignore' | number)[] = ['pipe', 'ignore', 'pipe', 'pipe', ...devices.map((d) => d.fd)];
+  if (seccomp) stdio.push('pipe');
+  const child = spawn(argv[0], argv.slice(1), {
+    stdio,
+    env: {},
+    // Unwritable even for root (nothing can be created in procfs), so nothing lands in the cwd.
+    cwd: existsSync('/proc/self') ? '/proc' : '/',
+    // Its own process group (and session): the watchdog kills the whole group.
+    detached: true,
+  });
+  const outcome: Outcome = { timedOut: false, stderr: '' };
+
+  const killGroup = () => {
+    try {
+      if (child.pid) process.kill(-child.pid, 'SIGKILL');
+    } catch {
+      child.kill('SIGKILL');
+    }
+  };
+  const watchdog = setTimeout(() => {
+    outcome.timedOut = true;
+    killGroup();
+  }, limits.wallMs);
+
+  const ignore = () => {};
+  child.stdin!.on('error', ignore);
+  child.stdin!.end(requestText);
+  if (seccomp) {
+    const pipe = child.stdio[stdio.length - 1] as NodeJS.WritableStream;
+    pipe.on('error', ignore);
+    pipe.end(seccomp);
+  }
+  child.stderr!.on('data', (chunk: Buffer) => {
+    if (outcome.stderr.length < MAX_STDERR) outcome.stderr += chunk.toString('utf8', 0, Math.min(chunk.length, MAX_STDERR - outcome.stderr.length));
+  });
+
+  const splitter = new LineSplitter();
+  const messages = child.stdio[3] as NodeJS.ReadableStream;
+  const violate = (why: string) => {
+    if (!outcome.violation) outcome.violation = why;
+    killGroup();
+  };
+  messages.on('data', (chunk: Buffer) => {
+    if (outcome.violation) return;
+    const lines = splitter.push(chunk);
+    if (!Array.isArray(lines)) return violate('message too large');
+    for (const line of lines) {
+      const msg = parseGuestMessage(line);
+      if (typeof msg === 'string') return violate(msg);
+      handle(msg);
+    }
+  });
+  const handle = (msg: GuestMessage) => {
+    if (outcome.result || outcome.error !== undefined) return violate('message after the end');
+    if (msg.type === 'progress') run.onProgress?.(msg.done, msg.total);
+    else if (msg.type === 'need-files') run.onNeedFiles?.(msg.files);
+    else if (msg.type === 'result') outcome.result = { value: msg.value };
+    else if (msg.type === 'error') outcome.error = msg.message;
+  };
+
+  return new Promise((resolve, reject) => {
+    child.on('error', (e) => {
+      clearTimeout(watchdog);
+      reject(new OpError(`cannot start the sandboxed guest: ${e.message}`));
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(watchdog);
+      for (const line of outcome.stderr.split('\n').filter((l) => l.trim()).slice(0, 20)) run.debug?.(`guest stderr: ${cleanGuestText(line, 300)}`);
+      if (outcome.violation) return reject(new OpError(`guest process killed: protocol violation (${outcome.violation})`));
+      if (outcome.timedOut) return reject(new OpError(`guest process killed: time limit exceeded (${limits.wallMs / 1000} s)`));
+      if (outcome.error !== undefined) return reject(new OpError(outcome.error));
+      if (outcome.result && code === 0 && splitter.leftover === 0) return resolve(outcome.result.value);
+      reject(new OpError(deathReason(code, signal, outcome.stderr, !!outcome.result)));
+    });
+  });
 }

@@ -1,7 +1,12 @@
 import { FdDevice } from '../../io/fd-device.ts';
 import { ops } from '../../ops/registry.ts';
 import { ImageError } from '../../formats/types.ts';
-import type { DeviceSpec, GuestMessage } from '../../protocol/messages.ts';
+import type { DeviceRole, DeviceSpec, GuestMessage } from '../../protocol/messages.ts';
+import type { SandboxLimits } from './limits.ts';
+import type { LayerName } from './probe.ts';
+
+export type { SandboxLimits } from './limits.ts';
+export type { LayerName } from './probe.ts';
 
 export type SandboxMode = 'auto' | 'strict' | 'none';
 
@@ -10,6 +15,14 @@ export interface RunOptions {
   /** Called with one line per active/missing layer when --debug is given. */
   debug?: (line: string) => void;
   onProgress?: (done: number, total: number) => void;
+  /** Files the op asked for (backing, data-file, extents) in a `need-files` message. */
+  onNeedFiles?: (files: { role: DeviceRole; name: string; format?: string }[]) => void;
+  /** Overrides of the op's default resource limits (see limits.ts). */
+  limits?: Partial<SandboxLimits>;
+  /** Tests only: run this guest bundle instead of dist/guest.js. */
+  guestPath?: string;
+  /** Tests only: behave as if these layers were missing on this machine. */
+  disableLayers?: LayerName[];
 }
 
 /** A file the host opened for an op, with the role the op will see. */
@@ -41,6 +54,7 @@ function runInProcess(op: string, options: Record<string, unknown>, devices: Hos
   if (!handler) throw new OpError(`unknown op '${op}'`);
   const emit = (msg: GuestMessage) => {
     if (msg.type === 'progress') run.onProgress?.(msg.done, msg.total);
+    else if (msg.type === 'need-files') run.onNeedFiles?.(msg.files);
   };
   try {
     const wrapped = devices.map((d, i) => ({ spec: { fd: i, role: d.role, writable: d.writable, name: d.name }, dev: new FdDevice(d.fd, d.writable) }));

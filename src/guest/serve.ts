@@ -1,0 +1,106 @@
+// The guest's whole life: read one request from stdin, wrap the inherited fds, run the op,
+// report on fd 3, exit. It runs under the sandbox (DESIGN.md §1), so it opens nothing by
+// path, and whatever goes wrong leaves as one line of text, never a stack trace.
+import { readSync, writeSync } from 'node:fs';
+import { FdDevice } from '../io/fd-device.ts';
+import { ImageError } from '../formats/types.ts';
+import { MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES, type DeviceSpec, type GuestMessage, type GuestRequest } from '../protocol/messages.ts';
+import type { Op } from '../ops/types.ts';
+
+const MESSAGE_FD = 3;
+const ROLES = ['input', 'backing', 'data-file', 'extent', 'output'];
+
+class RequestError extends Error {}
+
+/** Sleeps without spinning, for the rare non-blocking pipe that says EAGAIN. */
+function pause(): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+}
+
+function retryingEagain<T>(fn: () => T): T {
+  for (;;) {
+    try {
+      return fn();
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
+      pause();
+    }
+  }
+}
+
+function readRequest(): GuestRequest {
+  const buf = Buffer.alloc(MAX_REQUEST_BYTES + 1);
+  let len = 0;
+  for (;;) {
+    const n = retryingEagain(() => readSync(0, buf, len, buf.length - len, null));
+    if (n === 0) break;
+    len += n;
+    if (len > MAX_REQUEST_BYTES) throw new RequestError(`request larger than ${MAX_REQUEST_BYTES} bytes`);
+  }
+  let req: unknown;
+  try {
+    req = JSON.parse(buf.subarray(0, len).toString('utf8'));
+  } catch {
+    throw new RequestError('request is not JSON');
+  }
+  const r = req as GuestRequest;
+  if (typeof r !== 'object' || r === null || typeof r.op !== 'string' || typeof r.options !== 'object' || r.options === null || !Array.isArray(r.devices)) {
+    throw new RequestError('malformed request');
+  }
+  for (const d of r.devices as DeviceSpec[]) {
+    if (!Number.isInteger(d?.fd) || d.fd <= MESSAGE_FD || !ROLES.includes(d.role) || typeof d.writable !== 'boolean') {
+      throw new RequestError('malformed device in request');
+    }
+  }
+  return r;
+}
+
+function send(msg: GuestMessage): void {
+  let line = JSON.stringify(msg) + '\n';
+  if (Buffer.byteLength(line) > MAX_MESSAGE_BYTES) line = JSON.stringify({ type: 'error', message: `${msg.type} message too large` }) + '\n';
+  const bytes = Buffer.from(line);
+  let done = 0;
+  while (done < bytes.length) done += retryingEagain(() => writeSync(MESSAGE_FD, bytes, done, bytes.length - done));
+}
+
+/** One line for the user: an image's own error as is, anything else named but not traced. */
+export function describeError(e: unknown): string {
+  if (e instanceof ImageError) return e.message;
+  if (e instanceof RequestError) return `invalid request: ${e.message}`;
+  const err = e instanceof Error ? e : new Error(String(e));
+  const first = (err.message ?? '').split('\n')[0].trim();
+  if (err instanceof RangeError && /allocation failed|array buffer length|out of memory|Cannot allocate/i.test(first)) {
+    return `memory limit exceeded (${first})`;
+  }
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ERR_ACCESS_DENIED') return `operation not permitted in the sandbox (${first})`;
+  return `internal error: ${err.name}: ${first}${code && !first.includes(code) ? ` (${code})` : ''}`;
+}
+
+function fail(e: unknown): never {
+  try {
+    send({ type: 'error', message: describeError(e) });
+  } finally {
+    process.exit(1);
+  }
+}
+
+/** Runs the guest over the given op table (production ops, or tests' ops plus hostile ones). */
+export async function serveGuest(ops: Record<string, Op>): Promise<void> {
+  process.on('uncaughtException', fail);
+  process.on('unhandledRejection', fail);
+  try {
+    const req = readRequest();
+    if (!Object.prototype.hasOwnProperty.call(ops, req.op)) throw new RequestError(`unknown op '${req.op}'`);
+    const devices = req.devices.map((spec) => ({ spec, dev: new FdDevice(spec.fd, spec.writable) }));
+    const emit = (msg: GuestMessage) => {
+      // Only the streaming kinds: the op's end is its return value or exception.
+      if (msg.type === 'progress' || msg.type === 'need-files') send(msg);
+    };
+    const value = await ops[req.op](req.options, { devices, emit });
+    send({ type: 'result', value: value ?? null });
+  } catch (e) {
+    fail(e);
+  }
+  process.exit(0);
+}

@@ -1,0 +1,23 @@
+// Layer 1: Node's permission model. With no fs grant but the guest bundle, any open() by
+// path, child processes, workers, addons and WASI are refused inside the guest.
+import type { SandboxLimits } from '../limits.ts';
+
+let cached: string | undefined | null = null;
+
+/** `--permission` on newer Node, `--experimental-permission` on Node 20; undefined if neither. */
+export function permissionFlag(): string | undefined {
+  if (cached !== null) return cached;
+  // allowedNodeEnvironmentFlags lists exactly the flags this node binary accepts (no spawn needed).
+  const flags = process.allowedNodeEnvironmentFlags;
+  cached = flags.has('--permission') ? '--permission' : flags.has('--experimental-permission') ? '--experimental-permission' : undefined;
+  return cached;
+}
+
+/** Node's own arguments for the guest (before the script path). */
+export function nodeArgs(guestPath: string, limits: SandboxLimits, withPermission: boolean): string[] {
+  // The JS heap gets half the data limit: the rest is for Buffers, WASM memory and V8 itself.
+  const heapMiB = Math.max(32, Math.floor(limits.memoryBytes / 2 / (1024 * 1024)));
+  const args = ['--no-warnings', `--max-old-space-size=${heapMiB}`];
+  if (withPermission) args.unshift(permissionFlag()!, `--allow-fs-read=${guestPath}`);
+  return args;
+}
