@@ -30,7 +30,10 @@ function findingsFor(sig: Signature | undefined, w: Window): FormatFindings {
     case 'vhdx': return vhdxChecks(w);
     case 'luks': return luksChecks(w);
     case 'vdi': return vdiChecks(w);
-    case 'iso': return { virtualSize: isoVirtualSize(w), checks: [] };
+    case 'iso': {
+      const virtualSize = isoVirtualSize(w);
+      return { virtualSize, checks: [], fixed: { minFileSize: virtualSize, what: 'the ISO volume' } };
+    }
     case 'raw': return { virtualSize: w.size, checks: partitionChecks(w) };
     default: return bannedChecks(sig.format, w);
   }
@@ -44,14 +47,17 @@ function expectedMatches(expected: string, sig: Signature | undefined): boolean 
   return expected === 'gpt' || expected === 'mbr' ? sig?.detail === expected : true;
 }
 
-function sizeCheck(format: string, virtualSize: number, fileSize: number): CheckResult {
+function sizeCheck(findings: FormatFindings, fileSize: number): CheckResult {
   const name = 'virtual-size';
+  const virtualSize = findings.virtualSize;
   if (!Number.isSafeInteger(virtualSize) || virtualSize < 0 || virtualSize > MAX_SANE_VIRTUAL_SIZE) {
     return { name, passed: false, reason: `virtual size ${virtualSize} is absurd (limit ${MAX_SANE_VIRTUAL_SIZE})` };
   }
-  // An ISO's volume is its data: a volume larger than the file hides where the rest would come from.
-  if (format === 'iso' && virtualSize > fileSize) {
-    return { name, passed: false, reason: `the ISO volume (${virtualSize} bytes) is larger than the file (${fileSize} bytes)` };
+  // Where the disk's bytes are stored in place, a file shorter than the disk hides where the rest
+  // would come from.
+  const fixed = findings.fixed;
+  if (fixed && fileSize < fixed.minFileSize) {
+    return { name, passed: false, reason: `${fixed.what} needs ${fixed.minFileSize} bytes, but the file has ${fileSize}` };
   }
   return { name, passed: true };
 }
@@ -77,7 +83,7 @@ export function analyze(w: Window, opts: AnalyzeOptions = {}): InspectReport {
       : { name: 'known-format', passed: false, reason: 'no disk image format or partition table recognised; it is safe only as declared raw (--format raw)' });
   }
   checks.push(...findings.checks);
-  checks.push(sizeCheck(format, findings.virtualSize, w.size));
+  checks.push(sizeCheck(findings, w.size));
   if (opts.expectedFormat !== undefined) {
     checks.push(expectedMatches(opts.expectedFormat, primary)
       ? { name: 'expected-format', passed: true }

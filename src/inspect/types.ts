@@ -29,6 +29,11 @@ export interface InspectReport {
 export interface FormatFindings {
   virtualSize: number;
   checks: CheckResult[];
+  /**
+   * For formats that store the disk's bytes in place (ISO, fixed VHD, LUKS): the least file size
+   * consistent with the virtual size, and what that data is called in the failure message.
+   */
+  fixed?: { minFileSize: number; what: string };
 }
 
 /** The largest virtual size that is not absurd for an upload (1 PiB). */

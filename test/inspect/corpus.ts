@@ -205,6 +205,11 @@ export const BUILDERS: Record<string, (dir: string) => string> = {
   },
   'vpc-dynamic': (d) => (qemuImg(d, ['create', '-q', '-f', 'vpc', 'vpc-dynamic', '100M']), 'vpc-dynamic'),
   'vpc-fixed': (d) => (qemuImg(d, ['create', '-q', '-f', 'vpc', '-o', 'subformat=fixed', 'vpc-fixed', '10M']), 'vpc-fixed'),
+  'vpc-fixed-truncated': (d) => {
+    qemuImg(d, ['create', '-q', '-f', 'vpc', '-o', 'subformat=fixed', 'vpc-fixed-truncated', '10M']);
+    patch(join(d, 'vpc-fixed-truncated'), (b) => Buffer.concat([b.subarray(0, MiB), b.subarray(b.length - 512)]));
+    return 'vpc-fixed-truncated';
+  },
   'vpc-differencing': (d) => {
     qemuImg(d, ['create', '-q', '-f', 'vpc', 'vpc-differencing', '100M']);
     patch(join(d, 'vpc-differencing'), (b) => {
@@ -225,6 +230,11 @@ export const BUILDERS: Record<string, (dir: string) => string> = {
   luks: (d) => {
     qemuImg(d, ['create', '-q', '-f', 'luks', '--object', 'secret,id=s0,data=pw', '-o', 'key-secret=s0,iter-time=10', 'luks', '16M']);
     return 'luks';
+  },
+  'luks-truncated': (d) => {
+    qemuImg(d, ['create', '-q', '-f', 'luks', '--object', 'secret,id=s0,data=pw', '-o', 'key-secret=s0,iter-time=10', 'luks-truncated', '16M']);
+    patch(join(d, 'luks-truncated'), (b) => b.subarray(0, 64 * 1024));
+    return 'luks-truncated';
   },
   vdi: (d) => (qemuImg(d, ['create', '-q', '-f', 'vdi', 'vdi', '64M']), 'vdi'),
   qed: (d) => (qemuImg(d, ['create', '-q', '-f', 'qed', 'qed', '64M']), 'qed'),

@@ -10,6 +10,8 @@ export function luksChecks(w: Window): FormatFindings {
   const payloadBytes = h.readUInt32BE(104) * 512;
   return {
     virtualSize: Math.max(0, w.size - payloadBytes),
+    // The payload (the encrypted disk) starts after the header and key material: inside the file.
+    fixed: { minFileSize: payloadBytes, what: 'the LUKS header and key material' },
     checks: [
       check('luks-version', () => {
         const version = h.readUInt16BE(6);

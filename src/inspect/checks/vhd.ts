@@ -13,10 +13,13 @@ const VHD_DIFFERENCING = 4;
 
 export function vpcChecks(w: Window): FormatFindings {
   let virtualSize = 0;
+  let fixed: FormatFindings['fixed'];
   const checks: CheckResult[] = [
     check('vhd-footer', () => {
       const footer = readFooter(w);
       virtualSize = sizeNumber(totalSectors(footer, true) * 512n);
+      // A fixed VHD is the disk's bytes followed by the footer.
+      if (!footer.atStart) fixed = { minFileSize: virtualSize + 512, what: 'the fixed VHD disk and its footer' };
       return undefined;
     }),
     check('backing-file', () => {
@@ -31,7 +34,7 @@ export function vpcChecks(w: Window): FormatFindings {
       return `a differencing disk with a parent ${quoted(parent)}`;
     }),
   ];
-  return { virtualSize, checks };
+  return { virtualSize, checks, fixed };
 }
 
 interface VhdxMetadataItems {
