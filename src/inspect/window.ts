@@ -54,15 +54,6 @@ export class Window implements BlockDevice {
     }
     return Math.max(0, end - pos);
   }
-
-  /** Whether [pos, pos+len) (clipped to the file) can be read. */
-  has(pos: number, len: number): boolean {
-    const end = Math.min(this.size, pos + len);
-    if (end <= pos) return true;
-    if (end <= this.prefix.length) return true;
-    const tailStart = this.size - this.tail.length;
-    return pos >= tailStart || (pos < this.prefix.length && this.prefix.length >= tailStart);
-  }
 }
 
 /** The next prefix length: grows monotonically, never past the cap. */
