@@ -11,6 +11,8 @@ await Promise.all([
   build({ ...common, entryPoints: ['src/cli/main.ts'], outfile: 'dist/cli.js', banner: { js: '#!/usr/bin/env node\n' + banner.js } }),
   build({ ...common, entryPoints: ['src/index.ts'], outfile: 'dist/index.js', banner }),
   build({ ...common, entryPoints: ['src/guest/main.ts'], outfile: 'dist/guest.js', banner, loader: { '.wasm': 'binary' } }),
+  // Test-only guest: production ops plus hostile ones (test/sandbox), run by the sandbox tests.
+  build({ ...common, entryPoints: ['test/sandbox/hostile-guest.ts'], outfile: 'dist/test/hostile-guest.js', banner, loader: { '.wasm': 'binary' } }),
 ]);
 chmodSync('dist/cli.js', 0o755);
 

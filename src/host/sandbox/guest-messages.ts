@@ -9,7 +9,6 @@ const MAX_FILES = 256;
 
 /** One line, no control characters (C0, DEL, C1, bidi overrides), bounded length. */
 export function cleanGuestText(text: string, max = MAX_TEXT): string {
-  // eslint-disable-next-line no-control-regex
   const one = text.replace(/[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]+/g, ' ').trim();
   return one.length > max ? one.slice(0, max) + '…' : one;
 }

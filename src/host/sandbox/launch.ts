@@ -7,7 +7,7 @@ import { existsSync, realpathSync } from 'node:fs';
 import { MAX_REQUEST_BYTES, type GuestMessage, type GuestRequest } from '../../protocol/messages.ts';
 import type { HostDevice, RunOptions } from './run.ts';
 import { OpError } from './run.ts';
-import { planLayers, describePlan, type LayerPlan } from './probe.ts';
+import { planLayers, describePlan, diagnoseLaunchFailure, type LayerPlan } from './probe.ts';
 import { resolveLimits, type SandboxLimits } from './limits.ts';
 import { defaultGuestPath } from './guest-path.ts';
 import { nodeArgs } from './layers/permission.ts';
@@ -21,6 +21,24 @@ const FIRST_DEVICE_FD = 4;
 const MAX_STDERR = 64 * 1024;
 
 export async function runSandboxed(op: string, options: Record<string, unknown>, devices: HostDevice[], run: RunOptions): Promise<unknown> {
+  try {
+    return await runOnce(op, options, devices, run);
+  } catch (e) {
+    if (!(e instanceof LayerBroken)) throw e;
+    // The trial sandbox said a layer cannot work here (and it is now recorded as missing).
+    if (run.mode === 'strict') throw new OpError(`sandbox layer '${e.layer}' unavailable: ${e.why} (--sandbox=strict)`);
+    run.debug?.(`sandbox: ${e.layer}: failed at launch (${e.why}); relaunching without it`);
+    return runOnce(op, options, devices, run);
+  }
+}
+
+class LayerBroken extends Error {
+  constructor(readonly layer: string, readonly why: string) {
+    super(why);
+  }
+}
+
+async function runOnce(op: string, options: Record<string, unknown>, devices: HostDevice[], run: RunOptions): Promise<unknown> {
   const plan = planLayers(run.disableLayers);
   for (const line of describePlan(plan)) run.debug?.(line);
   if (run.mode === 'strict' && plan.missing.length > 0) {
@@ -42,8 +60,20 @@ export async function runSandboxed(op: string, options: Record<string, unknown>,
   const seccompFd = plan.seccomp ? FIRST_DEVICE_FD + devices.length : undefined;
   const argv = commandLine(plan, realpathSync(bundle), limits, seccompFd);
   run.debug?.(`sandbox: limits: data ${limits.memoryBytes} B, cpu ${limits.cpuSeconds} s, wall ${limits.wallMs} ms, fsize ${limits.outputBytes} B, nofile ${limits.openFiles}`);
-  return launch(argv, requestText, devices, seccompFd !== undefined ? seccompProgram() : undefined, limits, run);
+  try {
+    return await launch(argv, requestText, devices, seccompFd !== undefined ? seccompProgram() : undefined, limits, run);
+  } catch (e) {
+    if (e instanceof GuestSilent) {
+      const broken = diagnoseLaunchFailure(plan);
+      if (broken) throw new LayerBroken(broken.layer, broken.why);
+      throw new OpError(e.message);
+    }
+    throw e;
+  }
 }
+
+/** The guest ended without a single message: maybe it never started (see diagnoseLaunchFailure). */
+class GuestSilent extends OpError {}
 
 /** The full argv, outermost layer first. */
 function commandLine(plan: LayerPlan, bundle: string, limits: SandboxLimits, seccompFd: number | undefined): string[] {
@@ -58,6 +88,8 @@ interface Outcome {
   result?: { value: unknown };
   error?: string;
   violation?: string;
+  /** Any message at all arrived (so the guest did start). */
+  spoke: boolean;
   timedOut: boolean;
   stderr: string;
 }
@@ -75,7 +107,7 @@ function launch(argv: string[], requestText: string, devices: HostDevice[], secc
     // Its own process group (and session): the watchdog kills the whole group.
     detached: true,
   });
-  const outcome: Outcome = { timedOut: false, stderr: '' };
+  const outcome: Outcome = { spoke: false, timedOut: false, stderr: '' };
 
   const killGroup = () => {
     try {
@@ -109,6 +141,7 @@ function launch(argv: string[], requestText: string, devices: HostDevice[], secc
   };
   messages.on('data', (chunk: Buffer) => {
     if (outcome.violation) return;
+    outcome.spoke = true;
     const lines = splitter.push(chunk);
     if (!Array.isArray(lines)) return violate('message too large');
     for (const line of lines) {
@@ -137,7 +170,8 @@ function launch(argv: string[], requestText: string, devices: HostDevice[], secc
       if (outcome.timedOut) return reject(new OpError(`guest process killed: time limit exceeded (${limits.wallMs / 1000} s)`));
       if (outcome.error !== undefined) return reject(new OpError(outcome.error));
       if (outcome.result && code === 0 && splitter.leftover === 0) return resolve(outcome.result.value);
-      reject(new OpError(deathReason(code, signal, outcome.stderr, !!outcome.result)));
+      const reason = deathReason(code, signal, outcome.stderr, !!outcome.result);
+      reject(outcome.result || outcome.spoke ? new OpError(reason) : new GuestSilent(reason));
     });
   });
 }

@@ -1,0 +1,64 @@
+// Ops a hostile image would like to run, bundled (with the production ops) into a test-only
+// guest, dist/test/hostile-guest.js. Each returns a value only if the sandbox let it through;
+// the tests expect every one of them to end in an error instead.
+import { openSync, writeSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { connect } from 'node:net';
+import type { Op } from '../../src/ops/types.ts';
+
+const input = (ctx: Parameters<Op>[1]) => {
+  const d = ctx.devices.find((x) => x.spec.role === 'input');
+  if (!d) throw new Error('no input device');
+  return d;
+};
+
+export const hostileOps: Record<string, Op> = {
+  /** Control: the sandbox still lets an op read its own input fd. */
+  'read-input': (_o, ctx) => {
+    const d = input(ctx);
+    const buf = new Uint8Array(16);
+    const n = d.dev.read(buf, 0);
+    ctx.emit({ type: 'progress', done: 1, total: 2 });
+    return { size: d.dev.size, head: Buffer.from(buf.subarray(0, n)).toString('latin1') };
+  },
+  'open-passwd': () => ({ fd: openSync('/etc/passwd', 'r') }),
+  connect: (o) =>
+    new Promise((resolve, reject) => {
+      const s = connect({ host: '127.0.0.1', port: Number(o.port) });
+      s.on('connect', () => {
+        s.destroy();
+        resolve({ connected: true });
+      });
+      s.on('error', reject);
+    }),
+  spawn: () => {
+    const r = spawnSync('/bin/sh', ['-c', 'echo escaped']);
+    if (r.error) throw r.error;
+    return { status: r.status, stdout: String(r.stdout) };
+  },
+  'alloc-2g': () => ({ length: Buffer.alloc(2 * 1024 * 1024 * 1024, 1).length }),
+  'heap-bomb': () => {
+    const keep: number[][] = [];
+    for (;;) keep.push(new Array(1_000_000).fill(Math.random()));
+  },
+  spin: () => {
+    let n = 0;
+    for (;;) n = (n + 1) | 0;
+  },
+  'write-input': (_o, ctx) => ({ written: writeSync(input(ctx).spec.fd, 'pwned', 0) }),
+  'kill-host': (o) => {
+    process.kill(Number(o.pid), 0);
+    return { signalled: Number(o.pid) };
+  },
+  /** A guest that lies: a message no host should accept. */
+  'bad-message': () => {
+    writeSync(3, JSON.stringify({ type: 'shell', command: 'rm -rf /' }) + '\n');
+    return {};
+  },
+  /** A guest whose error text tries to drive the terminal. */
+  'escape-error': () => {
+    throw new (class extends Error {
+      override name = 'ImageError';
+    })('evil\x1b[2J\nsecond line\x07');
+  },
+};
