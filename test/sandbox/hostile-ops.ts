@@ -1,5 +1,5 @@
 // Ops a hostile image would like to run, bundled (with the production ops) into a test-only
-// guest, dist/test/hostile-guest.js. Each returns a value only if the sandbox let it through;
+// guest, dist/test/hostile-guest.cjs. Each returns a value only if the sandbox let it through;
 // the tests expect every one of them to end in an error instead.
 import { openSync, writeSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';

@@ -1,4 +1,4 @@
-// Where the guest bundle is. The CLI and library bundles sit in dist/ beside guest.js; when
+// Where the guest bundle is. The CLI and library bundles sit in dist/ beside guest.cjs; when
 // running from source (tests under tsx) this file is src/host/sandbox/, three levels down
 // from the package root. The guest is always the built bundle, never the sources.
 import { existsSync } from 'node:fs';
@@ -10,7 +10,7 @@ let cached: string | undefined;
 export function defaultGuestPath(): string {
   if (cached) return cached;
   const here = dirname(fileURLToPath(import.meta.url));
-  const candidates = [join(here, 'guest.js'), join(here, '..', '..', '..', 'dist', 'guest.js')];
+  const candidates = [join(here, 'guest.cjs'), join(here, '..', '..', '..', 'dist', 'guest.cjs')];
   cached = candidates.find((p) => existsSync(p)) ?? candidates[candidates.length - 1];
   return cached;
 }

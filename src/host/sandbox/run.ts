@@ -19,7 +19,7 @@ export interface RunOptions {
   onNeedFiles?: (files: { role: DeviceRole; name: string; format?: string }[]) => void;
   /** Overrides of the op's default resource limits (see limits.ts). */
   limits?: Partial<SandboxLimits>;
-  /** Tests only: run this guest bundle instead of dist/guest.js. */
+  /** Tests only: run this guest bundle instead of dist/guest.cjs. */
   guestPath?: string;
   /** Tests only: behave as if these layers were missing on this machine. */
   disableLayers?: LayerName[];

@@ -12,7 +12,7 @@ import { nodeFiles } from './node-files.ts';
 
 export const BWRAP_CANDIDATES = ['/usr/bin/bwrap', '/bin/bwrap'];
 /** Where the guest bundle appears inside the sandbox. */
-export const GUEST_PATH_INSIDE = '/instar/guest.js';
+export const GUEST_PATH_INSIDE = '/instar/guest.cjs';
 
 export interface BwrapProbe {
   path: string;
