@@ -1,11 +1,11 @@
 // `instar inspect` end to end (the built CLI): exit status 0 safe / 1 unsafe / 2 not inspected,
 // the JSON shape, the human form, stdin as a pipe, and the host's distrust of the guest's report.
-import { test, before } from 'node:test';
+import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildCorpus } from './corpus.ts';
+import { buildCorpus, removeCorpus } from './corpus.ts';
 import { runInstar, runQemu } from '../helpers/oracles.ts';
 import { checkReport, MalformedReportError } from '../../src/inspect/report-check.ts';
 
@@ -13,6 +13,7 @@ let corpus: Map<string, string>;
 before(() => {
   corpus = buildCorpus();
 });
+after(() => removeCorpus(corpus));
 
 const inspectCli = (args: string[], input?: Buffer) => runInstar(['inspect', '--sandbox=none', ...args], { alias: false, input });
 
@@ -83,6 +84,7 @@ test('exit 2 when nothing could be inspected, with a one-line message', () => {
     assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
     assert.match(r.stderr, /^instar: inspect: /);
   }
+  rmSync(dir, { recursive: true, force: true });
 });
 
 test('names from the image are escaped in the human form and JSON-escaped in JSON', () => {
@@ -96,6 +98,7 @@ test('names from the image are escaped in the human form and JSON-escaped in JSO
   assert.equal(human.stdout.match(/^verdict:/gm)?.length, 1, 'no forged verdict line');
   const json = JSON.parse(inspectCli(['--output', 'json', join(dir, 'img')]).stdout);
   assert.match(json.checks.find((c: { name: string }) => c.name === 'backing-file').reason, /\\u001b\[2J\\nverdict/);
+  rmSync(dir, { recursive: true, force: true });
 });
 
 test('the default (sandboxed) mode gives the same report, or refuses with exit 2 while no launcher exists', () => {

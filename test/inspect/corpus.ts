@@ -1,9 +1,9 @@
 // The inspector's test corpus, built at test time: images qemu-img creates, byte-patched
 // variants of them, and disks built byte by byte (ISO 9660, MBR, GPT, polyglots). The oslo
 // verdicts recorded in oslo-verdicts.ts were obtained by running oslo.utils on exactly these files.
-import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
+import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { runQemu } from '../helpers/oracles.ts';
 
 const MiB = 1024 * 1024;
@@ -299,4 +299,10 @@ export function buildCorpus(dir = mkdtempSync(join(tmpdir(), 'instar-inspect-'))
   const out = new Map<string, string>();
   for (const [name, build] of Object.entries(BUILDERS)) out.set(name, join(dir, build(dir)));
   return out;
+}
+
+/** Removes a corpus built by buildCorpus (its scratch directory). */
+export function removeCorpus(corpus: Map<string, string>): void {
+  const first = corpus.values().next().value;
+  if (first !== undefined) rmSync(dirname(first), { recursive: true, force: true });
 }

@@ -5,12 +5,14 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
-import { buildCorpus } from './corpus.ts';
+import { buildCorpus, removeCorpus } from './corpus.ts';
 import { inspect } from '../../src/inspect/inspect.ts';
 
 let images: [string, Buffer][];
 before(() => {
-  images = [...buildCorpus()].map(([name, path]) => [name, readFileSync(path)]);
+  const corpus = buildCorpus();
+  images = [...corpus].map(([name, path]) => [name, readFileSync(path)]);
+  removeCorpus(corpus);
 });
 
 function rng(seed: number): () => number {

@@ -2,9 +2,9 @@
 // here at test time: the same safe/unsafe verdict, the same format (under oslo's names), the same
 // virtual size where oslo computes a real one, and a failing instar check for every oslo failure.
 // The only disagreements allowed are STRICTER_THAN_OSLO's, and those must be instar refusing.
-import { test, before } from 'node:test';
+import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { buildCorpus } from './corpus.ts';
+import { buildCorpus, removeCorpus } from './corpus.ts';
 import { OSLO_VERDICTS, STRICTER_THAN_OSLO } from './oslo-verdicts.ts';
 import { inspect } from '../../src/inspect/inspect.ts';
 import type { InspectReport } from '../../src/inspect/types.ts';
@@ -16,6 +16,7 @@ before(async () => {
   corpus = buildCorpus();
   for (const [name, path] of corpus) reports.set(name, await inspect(path));
 });
+after(() => removeCorpus(corpus));
 
 /** The name oslo.utils gives what instar found. */
 function osloName(r: InspectReport, detected = r.detected[0]): string {

@@ -1,11 +1,11 @@
 // Stream mode: every corpus image fed through a Readable in small random chunks gets exactly the
 // report the file mode gives; a stream far larger than the cap keeps memory bounded; structures
 // beyond the cap fail their check instead of being buffered.
-import { test, before } from 'node:test';
+import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
-import { buildCorpus } from './corpus.ts';
+import { buildCorpus, removeCorpus } from './corpus.ts';
 import { inspect, inspectStream } from '../../src/inspect/inspect.ts';
 import { MemoryDevice } from '../../src/io/fd-device.ts';
 import { WindowCapture, windowOf, DEFAULT_CAP, TAIL_BYTES } from '../../src/inspect/window.ts';
@@ -15,6 +15,7 @@ let corpus: Map<string, string>;
 before(() => {
   corpus = buildCorpus();
 });
+after(() => removeCorpus(corpus));
 
 /** A seeded xorshift generator, so a failing chunking can be replayed. */
 function rng(seed: number): () => number {
