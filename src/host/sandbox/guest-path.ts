@@ -8,6 +8,10 @@ import { fileURLToPath } from 'node:url';
 let cached: string | undefined;
 
 export function defaultGuestPath(): string {
+  // For the CLI tests only (a guest that plays an exploited parser). Whoever sets this could
+  // as well set NODE_OPTIONS, so it opens nothing new.
+  const testGuest = process.env.INSTAR_TEST_GUEST;
+  if (testGuest) return testGuest;
   if (cached) return cached;
   const here = dirname(fileURLToPath(import.meta.url));
   const candidates = [join(here, 'guest.cjs'), join(here, '..', '..', '..', 'dist', 'guest.cjs')];
