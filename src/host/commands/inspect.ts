@@ -76,7 +76,8 @@ export const inspect: Command = async (cmd, ctx) => {
     report = checkReport(result);
   } catch (e) {
     if (e instanceof OpError || e instanceof MalformedReportError) return fail(ctx, e.message);
-    throw e;
+    // Anything else is a bug or a system error: still "not inspected", never a verdict.
+    return fail(ctx, `internal error: ${e instanceof Error ? e.message : String(e)}`);
   } finally {
     if (input.close) closeSync(input.fd);
   }
