@@ -47,6 +47,5 @@ export function assertOneLine(message: string): void {
   assert.ok(message.length > 0, 'empty error message');
   assert.doesNotMatch(message, /[\n\r]/, `multi-line message: ${JSON.stringify(message)}`);
   assert.doesNotMatch(message, /\bat .*:\d+:\d+/, `stack trace in message: ${message}`);
-  // eslint-disable-next-line no-control-regex
   assert.doesNotMatch(message, /[\u0000-\u001f\u007f-\u009f]/, `control character in message: ${JSON.stringify(message)}`);
 }

@@ -3,7 +3,9 @@
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
-import { expectRefused, runHostile, scratchDir, writeInput } from './helpers.ts';
+import { closeSync, openSync } from 'node:fs';
+import { HOSTILE_GUEST, expectRefused, runHostile, scratchDir, writeInput } from './helpers.ts';
+import { runOp } from '../../src/host/sandbox/run.ts';
 import { planLayers } from '../../src/host/sandbox/probe.ts';
 import { verifyBwrap } from '../../src/host/sandbox/layers/bwrap.ts';
 import { seccompProgram } from '../../src/host/sandbox/seccomp.ts';
@@ -42,6 +44,17 @@ describe('sandbox layers', () => {
       assert.match(message, new RegExp(`sandbox layer '${layer}' unavailable`));
     });
   }
+
+  it('hands the guest many devices (fd numbers past 64), with every layer on', async () => {
+    const fds = Array.from({ length: 80 }, () => openSync(input, 'r'));
+    try {
+      const devices = fds.map((fd, i) => ({ fd, role: i === 0 ? ('input' as const) : ('extent' as const), writable: false, name: `e${i}` }));
+      const value = (await runOp('read-input', {}, devices, { mode: 'strict', guestPath: HOSTILE_GUEST })) as { size: number };
+      assert.equal(value.size, 11);
+    } finally {
+      fds.forEach((fd) => closeSync(fd));
+    }
+  });
 
   it('without bwrap and seccomp the permission model still refuses paths and children', async () => {
     const degraded = { disableLayers: ['bwrap' as const] };

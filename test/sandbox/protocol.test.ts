@@ -68,13 +68,14 @@ describe('seccomp program', () => {
 
 describe('limits and deaths', () => {
   it('keeps limits above what node needs to start', () => {
-    const l = resolveLimits('info', 0, { memoryBytes: 1, openFiles: 3, cpuSeconds: 0 });
+    const l = resolveLimits('info', [{ writable: false }], { memoryBytes: 1, openFiles: 3, cpuSeconds: 0 });
     assert.ok(l.memoryBytes >= 64 * 1024 * 1024);
     assert.ok(l.openFiles >= 32);
     assert.equal(l.cpuSeconds, 1);
     assert.equal(l.outputBytes, 0);
-    assert.ok(resolveLimits('convert', 1).outputBytes > 1e12);
-    assert.ok(resolveLimits('convert', 1).wallMs > resolveLimits('info', 0).wallMs);
+    assert.ok(resolveLimits('convert', [{ writable: false }, { writable: true }]).outputBytes > 1e12);
+    assert.ok(resolveLimits('convert', []).wallMs > resolveLimits('info', []).wallMs);
+    assert.ok(resolveLimits('info', Array(100).fill({ writable: false })).openFiles > 104);
   });
 
   it('names the cause of a guest death, through bwrap exit codes too', () => {

@@ -47,7 +47,7 @@ async function runOnce(op: string, options: Record<string, unknown>, devices: Ho
   }
   const bundle = run.guestPath ?? defaultGuestPath();
   if (!existsSync(bundle)) throw new OpError(`guest bundle not found at ${bundle} (run npm run build)`);
-  const limits = resolveLimits(op, devices.filter((d) => d.writable).length, run.limits);
+  const limits = resolveLimits(op, devices, run.limits);
 
   const request: GuestRequest = {
     op,

@@ -20,7 +20,7 @@ const TiB = 1024 * GiB;
 /** Ops that read metadata only; everything else may copy a whole disk and gets hours. */
 const METADATA_OPS = new Set(['info', 'probe', 'check', 'map', 'measure', 'snapshot-list']);
 
-export function defaultLimits(op: string, writableDevices: number): SandboxLimits {
+export function defaultLimits(op: string, devices: number, writableDevices: number): SandboxLimits {
   const quick = METADATA_OPS.has(op);
   return {
     memoryBytes: 1 * GiB,
@@ -28,13 +28,14 @@ export function defaultLimits(op: string, writableDevices: number): SandboxLimit
     wallMs: (quick ? 120 : 6 * 3600) * 1000,
     // With no writable device nothing should grow; 0 makes any attempt fail with EFBIG.
     outputBytes: writableDevices > 0 ? 64 * TiB : 0,
-    openFiles: 64,
+    // Node's own ~20 descriptors, the devices (inherited at 4, 5, …) and some slack.
+    openFiles: Math.max(64, devices + 48),
   };
 }
 
 /** The limits for a run: defaults for the op, then the caller's overrides, sanity-checked. */
-export function resolveLimits(op: string, writableDevices: number, override: Partial<SandboxLimits> = {}): SandboxLimits {
-  const l = { ...defaultLimits(op, writableDevices), ...override };
+export function resolveLimits(op: string, devices: readonly { writable: boolean }[], override: Partial<SandboxLimits> = {}): SandboxLimits {
+  const l = { ...defaultLimits(op, devices.length, devices.filter((d) => d.writable).length), ...override };
   // Below ~64 MiB of data Node hangs at start instead of failing; below ~20 fds it crashes.
   l.memoryBytes = Math.max(Math.floor(l.memoryBytes), 64 * 1024 * 1024);
   l.openFiles = Math.max(Math.floor(l.openFiles), 32);
