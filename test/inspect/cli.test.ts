@@ -101,16 +101,29 @@ test('names from the image are escaped in the human form and JSON-escaped in JSO
   rmSync(dir, { recursive: true, force: true });
 });
 
-test('the default (sandboxed) mode gives the same report, or refuses with exit 2 while no launcher exists', () => {
-  const file = corpus.get('vmdk-parent-hint')!;
-  const plain = inspectCli(['--output', 'json', file]);
-  const sandboxed = runInstar(['inspect', '--output', 'json', file], { alias: false });
-  if (sandboxed.status === 2) {
-    assert.match(sandboxed.stderr, /sandbox is not available/);
-  } else {
-    assert.equal(sandboxed.status, plain.status, sandboxed.stderr);
-    assert.equal(sandboxed.stdout, plain.stdout);
+test('sandboxed (the default, and strict) the reports are the in-process ones, for files and for stdin', () => {
+  for (const name of ['vmdk-parent-hint', 'qcow2-plain', 'polyglot-iso-qcow2', 'vhdx-dynamic', 'raw-blank']) {
+    const file = corpus.get(name)!;
+    const plain = inspectCli(['--output', 'json', file]);
+    for (const mode of [[], ['--sandbox=strict']]) {
+      const sandboxed = runInstar(['inspect', ...mode, '--output', 'json', file], { alias: false });
+      assert.equal(sandboxed.status, plain.status, `${name} ${mode}: ${sandboxed.stderr}`);
+      assert.equal(sandboxed.stdout, plain.stdout, name);
+    }
+    const piped = runInstar(['inspect', '--sandbox=strict', '--output', 'json', '-'], { alias: false, input: readFileSync(file) });
+    assert.equal(piped.status, plain.status, `${name} (stdin): ${piped.stderr}`);
+    assert.equal(piped.stdout, plain.stdout, `${name} (stdin)`);
   }
+});
+
+test('a stream far larger than the window goes through the sandboxed guest on stdin', () => {
+  const head = readFileSync(corpus.get('qcow2-plain')!);
+  const input = Buffer.concat([head, Buffer.alloc(96 * 1024 * 1024)]);
+  const r = runInstar(['inspect', '--sandbox=strict', '--output', 'json', '-'], { alias: false, input });
+  assert.equal(r.status, 0, r.stderr);
+  const report = JSON.parse(r.stdout);
+  assert.equal(report['file-size'], input.length);
+  assert.equal(report.format, 'qcow2');
 });
 
 test('the host re-checks the guest\'s report: shape enforced, safe recomputed from the checks', () => {
