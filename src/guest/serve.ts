@@ -3,14 +3,12 @@
 // path, and whatever goes wrong leaves as one line of text, never a stack trace.
 import { readSync, writeSync } from 'node:fs';
 import { FdDevice } from '../io/fd-device.ts';
-import { ImageError } from '../formats/types.ts';
+import { describeError, RequestError } from './describe-error.ts';
 import { MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES, type DeviceSpec, type GuestMessage, type GuestRequest } from '../protocol/messages.ts';
 import type { Op } from '../ops/types.ts';
 
 const MESSAGE_FD = 3;
 const ROLES = ['input', 'backing', 'data-file', 'extent', 'output'];
-
-class RequestError extends Error {}
 
 /** Sleeps without spinning, for the rare non-blocking pipe that says EAGAIN. */
 function pause(): void {
@@ -61,20 +59,6 @@ function send(msg: GuestMessage): void {
   const bytes = Buffer.from(line);
   let done = 0;
   while (done < bytes.length) done += retryingEagain(() => writeSync(MESSAGE_FD, bytes, done, bytes.length - done));
-}
-
-/** One line for the user: an image's own error as is, anything else named but not traced. */
-export function describeError(e: unknown): string {
-  if (e instanceof ImageError) return e.message;
-  if (e instanceof RequestError) return `invalid request: ${e.message}`;
-  const err = e instanceof Error ? e : new Error(String(e));
-  const first = (err.message ?? '').split('\n')[0].trim();
-  if (err instanceof RangeError && /allocation failed|array buffer length|out of memory|Cannot allocate/i.test(first)) {
-    return `memory limit exceeded (${first})`;
-  }
-  const code = (err as NodeJS.ErrnoException).code;
-  if (code === 'ERR_ACCESS_DENIED') return `operation not permitted in the sandbox (${first})`;
-  return `internal error: ${err.name}: ${first}${code && !first.includes(code) ? ` (${code})` : ''}`;
 }
 
 function fail(e: unknown): never {

@@ -1,6 +1,6 @@
 import { FdDevice } from '../../io/fd-device.ts';
 import { ops } from '../../ops/registry.ts';
-import { ImageError } from '../../formats/types.ts';
+import { describeError } from '../../guest/describe-error.ts';
 import type { DeviceRole, DeviceSpec, GuestMessage } from '../../protocol/messages.ts';
 import type { SandboxLimits } from './limits.ts';
 import type { LayerName } from './probe.ts';
@@ -49,7 +49,7 @@ export async function runOp(op: string, options: Record<string, unknown>, device
   return runSandboxed(op, options, devices, run);
 }
 
-function runInProcess(op: string, options: Record<string, unknown>, devices: HostDevice[], run: RunOptions): unknown {
+async function runInProcess(op: string, options: Record<string, unknown>, devices: HostDevice[], run: RunOptions): Promise<unknown> {
   const handler = ops[op];
   if (!handler) throw new OpError(`unknown op '${op}'`);
   const emit = (msg: GuestMessage) => {
@@ -58,9 +58,9 @@ function runInProcess(op: string, options: Record<string, unknown>, devices: Hos
   };
   try {
     const wrapped = devices.map((d, i) => ({ spec: { fd: i, role: d.role, writable: d.writable, name: d.name }, dev: new FdDevice(d.fd, d.writable) }));
-    return handler(options, { devices: wrapped, emit });
+    return await handler(options, { devices: wrapped, emit });
   } catch (e) {
-    if (e instanceof ImageError) throw new OpError(e.message);
-    throw e;
+    // The same one-line wording as from the sandboxed guest, never a stack trace.
+    throw new OpError(describeError(e));
   }
 }
