@@ -2,10 +2,11 @@
 // (auto), instar in-process (--sandbox=none) and qemu-img, as medians over N runs.
 // Usage: node --import tsx bench/info.ts [N]   (build first: npm run build)
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { INSTAR_CLI, oracle } from '../test/helpers/oracles.ts';
+import { runOp, type LayerName } from '../src/host/sandbox/run.ts';
 
 const runs = Math.max(1, Number(process.argv[2] ?? process.env.BENCH_N ?? 21));
 const qemuImg = oracle('7.2');
@@ -52,6 +53,40 @@ try {
     row('instar --sandbox=none', none);
     console.log(`  ${format.padEnd(6)} sandbox overhead        ${(auto.ms - none.ms).toFixed(1).padStart(8)}`);
   }
+  await layerBreakdown(images.qcow2);
 } finally {
   rmSync(dir, { recursive: true, force: true });
+}
+
+/** Where a sandboxed run's time goes: the guest launch alone (no CLI start), layer by layer. */
+async function layerBreakdown(image: string): Promise<void> {
+  console.log('guest launch for info on the qcow2 (host already running), median ms:');
+  const fd = openSync(image, 'r');
+  try {
+    const steps: [string, LayerName[]][] = [
+      ['node only (env, cwd, heap cap)', ['permission', 'prlimit', 'bwrap', 'seccomp']],
+      ['+ permission model', ['prlimit', 'bwrap', 'seccomp']],
+      ['+ prlimit', ['bwrap', 'seccomp']],
+      ['+ bwrap', ['seccomp']],
+      ['+ seccomp (all layers)', []],
+    ];
+    const inProcess: number[] = [];
+    for (let i = 0; i < runs; i++) {
+      const t0 = performance.now();
+      await runOp('info', {}, [{ fd, role: 'input', writable: false }], { mode: 'none' });
+      inProcess.push(performance.now() - t0);
+    }
+    console.log(`  ${'in-process (--sandbox=none)'.padEnd(32)} ${median(inProcess).toFixed(1).padStart(8)}`);
+    for (const [name, disableLayers] of steps) {
+      const samples: number[] = [];
+      for (let i = 0; i < runs; i++) {
+        const t0 = performance.now();
+        await runOp('info', {}, [{ fd, role: 'input', writable: false }], { mode: 'auto', disableLayers });
+        samples.push(performance.now() - t0);
+      }
+      console.log(`  ${name.padEnd(32)} ${median(samples).toFixed(1).padStart(8)}`);
+    }
+  } finally {
+    closeSync(fd);
+  }
 }
