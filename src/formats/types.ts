@@ -80,6 +80,8 @@ export interface Image {
   read(buf: Uint8Array, offset: number): void;
   /** The allocation status at `offset`, covering at most `length` bytes. */
   extent(offset: number, length: number): Extent;
+  /** Formats with backing files: the opened backing image (the host resolved and opened it). */
+  attachBacking?(backing: Image): void;
 }
 
 export interface OpenContext {

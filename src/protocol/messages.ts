@@ -11,6 +11,17 @@ export interface DeviceSpec {
   writable: boolean;
   /** For role other than input/output: the name the image used for this file. */
   name?: string;
+  /** Index (in the device table) of the image that named this file; absent for inputs. */
+  referrer?: number;
+}
+
+/** A file an op needs before it can go on: named by the image at device index `referrer`. */
+export interface NeededFile {
+  role: Exclude<DeviceRole, 'input' | 'output'>;
+  name: string;
+  referrer: number;
+  /** The format the referring image gives for it (backing format), if any. */
+  format?: string;
 }
 
 export interface GuestRequest {

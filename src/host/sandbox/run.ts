@@ -31,6 +31,8 @@ export interface HostDevice {
   role: DeviceSpec['role'];
   writable: boolean;
   name?: string;
+  /** Index of the device whose image named this file. */
+  referrer?: number;
 }
 
 /** A failure reported by an op: `message` is qemu-style text for the user. */
@@ -57,7 +59,7 @@ async function runInProcess(op: string, options: Record<string, unknown>, device
     else if (msg.type === 'need-files') run.onNeedFiles?.(msg.files);
   };
   try {
-    const wrapped = devices.map((d, i) => ({ spec: { fd: i, role: d.role, writable: d.writable, name: d.name }, dev: new FdDevice(d.fd, d.writable) }));
+    const wrapped = devices.map((d, i) => ({ spec: { fd: i, role: d.role, writable: d.writable, name: d.name, referrer: d.referrer }, dev: new FdDevice(d.fd, d.writable) }));
     return await handler(options, { devices: wrapped, emit });
   } catch (e) {
     // The same one-line wording as from the sandboxed guest, never a stack trace.

@@ -1,0 +1,91 @@
+// The host's side of `need-files`: an op that finds its image names files (backing chain, data
+// file, extents) answers with their names; the host checks each name against the path policy,
+// opens the allowed ones read-only and runs the op again with them. Every name is guest data.
+import { closeSync } from 'node:fs';
+import { runOp, OpError, type HostDevice } from './sandbox/run.ts';
+import { openReferenced, startChain } from './paths/resolve.ts';
+import { PathRefusedError, ReferenceOpenError, type ChainState } from './paths/policy.ts';
+import { referencedPath } from './paths/combine.ts';
+import type { CommandContext } from './commands/types.ts';
+import type { NeededFile } from '../protocol/messages.ts';
+
+/** An image the user named on the command line, already opened by the command. */
+export interface InputFile {
+  fd: number;
+  /** The name as the user gave it: relative names of the files it names resolve against it. */
+  path: string;
+  writable?: boolean;
+}
+
+/** A referenced file the policy refused or that could not be opened; `message` is for the user. */
+export class ReferencedFileError extends Error {
+  constructor(message: string, readonly file: NeededFile, readonly path: string, override readonly cause?: Error) {
+    super(message);
+    this.name = 'ReferencedFileError';
+  }
+}
+
+/** Most rounds of need-files: a chain of 16 backing files plus a few rounds of extents. */
+const MAX_ROUNDS = 24;
+/** Most files one op may have opened for it. */
+const MAX_FILES = 4096;
+const ROLES = new Set(['backing', 'data-file', 'extent']);
+
+function neededFiles(result: unknown, deviceCount: number): NeededFile[] | undefined {
+  if (typeof result !== 'object' || result === null || !('need-files' in result)) return undefined;
+  const files = (result as Record<string, unknown>)['need-files'];
+  if (!Array.isArray(files) || files.length === 0 || files.length > MAX_FILES) throw new OpError('the guest asked for files in a malformed answer');
+  return files.map((f: unknown) => {
+    const { role, name, referrer, format } = (f ?? {}) as Record<string, unknown>;
+    const ok = typeof role === 'string' && ROLES.has(role) && typeof name === 'string' && Number.isInteger(referrer) &&
+      (referrer as number) >= 0 && (referrer as number) < deviceCount && (format === undefined || typeof format === 'string');
+    if (!ok) throw new OpError('the guest asked for files in a malformed answer');
+    return { role, name, referrer, format } as NeededFile;
+  });
+}
+
+/**
+ * Runs `op` over the inputs, granting the files it names as the policy allows, until it returns
+ * its real result. Inputs come first in the device table, in order, with role 'input'.
+ */
+export async function runWithReferencedFiles(op: string, options: Record<string, unknown>, inputs: InputFile[], ctx: CommandContext): Promise<unknown> {
+  const devices: HostDevice[] = inputs.map((i) => ({ fd: i.fd, role: 'input', writable: !!i.writable }));
+  const paths = inputs.map((i) => i.path);
+  // One chain (loop detection, depth) per input; a referenced file belongs to its referrer's chain.
+  const chains: ChainState[] = inputs.map((i) => startChain(i.path, i.fd));
+  const chainOf: number[] = inputs.map((_, i) => i);
+  const opened: number[] = [];
+  try {
+    for (let round = 0; round < MAX_ROUNDS; round++) {
+      const result = await runOp(op, options, devices, ctx.run);
+      const needed = neededFiles(result, devices.length);
+      if (needed === undefined) return result;
+      let added = 0;
+      for (const file of needed) {
+        if (devices.some((d) => d.referrer === file.referrer && d.role === file.role && d.name === file.name)) continue;
+        if (devices.length >= MAX_FILES) throw new OpError('the image names too many files');
+        const referrer = paths[file.referrer];
+        const chain = chains[chainOf[file.referrer]];
+        let fd: number;
+        let path: string;
+        try {
+          ({ fd, path } = openReferenced(file.name, referrer, file.role, ctx.policy, chain));
+        } catch (e) {
+          if (e instanceof PathRefusedError || e instanceof ReferenceOpenError) {
+            throw new ReferencedFileError(e.message, file, referencedPath(referrer, file.name, file.role), e);
+          }
+          throw e;
+        }
+        opened.push(fd);
+        devices.push({ fd, role: file.role, writable: false, name: file.name, referrer: file.referrer });
+        paths.push(path);
+        chainOf.push(chainOf[file.referrer]);
+        added++;
+      }
+      if (added === 0) throw new OpError('the guest asked again for files it was given');
+    }
+    throw new OpError('the image keeps naming more files');
+  } finally {
+    for (const fd of opened) closeSync(fd);
+  }
+}

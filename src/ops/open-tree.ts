@@ -1,0 +1,92 @@
+// Opens an input image and the files below it (extents, data file, backing chain) from the
+// devices the host granted. A file the image names that the host has not granted yet is not an
+// error: it is collected and answered as a `need-files` result, and the host runs the op again
+// with those files opened through its path policy.
+import { ImageError, type BlockDevice, type Image, type OpenContext } from '../formats/types.ts';
+import { detectFormat } from '../formats/detect.ts';
+import { findDriver } from '../formats/registry.ts';
+import type { NeededFile } from '../protocol/messages.ts';
+import type { OpContext } from './types.ts';
+
+export interface OpenTreeOptions {
+  /** -f for the top image; detection otherwise. */
+  format?: string;
+  unsafeQuirks?: boolean;
+  /** The top image's name as the user gave it (messages, dmg probe by name). */
+  fileName?: string;
+  profile?: OpenContext['profile'];
+  /** Open the top image only, as qemu does with BDRV_O_NO_BACKING. */
+  noBacking?: boolean;
+}
+
+/** Thrown when the image names files the host has not granted; ops answer it as need-files. */
+export class MissingFilesError extends ImageError {
+  constructor(readonly files: NeededFile[]) {
+    super(`the image needs ${files.length} more file(s)`);
+    this.name = 'MissingFilesError';
+  }
+}
+
+/** The `need-files` result an op returns instead of its value. */
+export interface NeedFilesResult {
+  'need-files': NeededFile[];
+}
+
+/** Wraps an op so that MissingFilesError becomes its `need-files` result. */
+export function answeringMissingFiles<T extends (...args: never[]) => unknown>(op: T): T {
+  return ((...args: Parameters<T>) => {
+    try {
+      return op(...args);
+    } catch (e) {
+      if (e instanceof MissingFilesError) return { 'need-files': e.files } satisfies NeedFilesResult;
+      throw e;
+    }
+  }) as T;
+}
+
+/** Longest chain followed inside the guest too (the host enforces its own limit). */
+const MAX_LEVELS = 17;
+
+/** Opens the image at device index `index` and everything below it. */
+export function openTree(ctx: OpContext, index: number, opts: OpenTreeOptions): Image {
+  const missing: NeededFile[] = [];
+  const image = openLevel(ctx, index, opts.format, opts, missing, 0);
+  if (missing.length > 0) throw new MissingFilesError(missing);
+  return image;
+}
+
+function openLevel(ctx: OpContext, index: number, format: string | undefined, opts: OpenTreeOptions, missing: NeededFile[], level: number): Image {
+  if (level >= MAX_LEVELS) throw new ImageError('Backing chain too long');
+  const dev = ctx.devices[index]?.dev;
+  if (!dev) throw new ImageError('no such device');
+  const fileName = level === 0 ? opts.fileName : ctx.devices[index].spec.name;
+  const fmt = format ?? detectFormat(dev, { unsafeQuirks: !!opts.unsafeQuirks, fileName });
+  const driver = findDriver(fmt);
+  if (!driver) throw new ImageError(`Unknown driver '${fmt}'`);
+  const named = new Map<string, BlockDevice>();
+  for (const d of ctx.devices) {
+    if (d.spec.referrer === index && d.spec.role !== 'backing' && d.spec.name !== undefined) named.set(d.spec.name, d.dev);
+  }
+  let image: Image;
+  try {
+    image = driver.open(dev, { writable: !!ctx.devices[index].spec.writable, devices: named, profile: opts.profile, displayName: fileName });
+  } catch (e) {
+    const files = (e as { files?: { role: string; name: string }[] }).files;
+    if (!(e instanceof ImageError) || !Array.isArray(files)) throw e;
+    for (const f of files) missing.push({ role: f.role === 'backing' ? 'backing' : f.role === 'data-file' ? 'data-file' : 'extent', name: f.name, referrer: index });
+    return undefined as unknown as Image;
+  }
+  const info = image.info();
+  if (info['data-file'] !== undefined && !named.has(info['data-file'])) {
+    missing.push({ role: 'data-file', name: info['data-file'], referrer: index });
+  }
+  const backingName = info['backing-filename'];
+  if (opts.noBacking || backingName === undefined || !image.attachBacking) return image;
+  const backingIndex = ctx.devices.findIndex((d) => d.spec.referrer === index && d.spec.role === 'backing');
+  if (backingIndex < 0) {
+    missing.push({ role: 'backing', name: backingName, referrer: index, format: info['backing-filename-format'] });
+    return image;
+  }
+  image.attachBacking(openLevel(ctx, backingIndex, info['backing-filename-format'], opts, missing, level + 1));
+  return image;
+}
