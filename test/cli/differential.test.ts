@@ -180,10 +180,9 @@ test('7.2 measure: glibc message on stderr, then the help on stdout with status 
     assert.equal(actual.stderr, expected.stderr, args.join(' '));
     assert.equal(actual.status, 0);
     assert.equal(expected.status, 0);
-    // The help body matches; its version lines and format list are instar's own.
-    const body = (s: string) => s.slice(s.indexOf('usage:'), s.indexOf('Supported formats:'));
-    assert.ok(body(expected.stdout).length > 1000);
-    assert.equal(body(actual.stdout), body(expected.stdout));
+    // Both print their main help on stdout; instar's is in its own words.
+    assert.match(expected.stdout, /^usage: qemu-img/m);
+    assert.match(actual.stdout, /^usage: qemu-img \[-h \| -V \| -T TRACE\] COMMAND/m);
   }
   await compareAll([['measure', '--zzz'], ['measure', '-f'], ['measure', '--o']].map((args) => ({ version: '10.0', args })));
 });
