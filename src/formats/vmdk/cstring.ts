@@ -12,6 +12,15 @@ export function cString(bytes: Uint8Array): string {
   return Buffer.from(bytes.buffer, bytes.byteOffset, nul < 0 ? bytes.length : nul).toString('latin1');
 }
 
+/**
+ * Text cut out of a latin1 working string, as the UTF-8 it was written in: names and messages
+ * leave the driver as text (invalid sequences become U+FFFD, as a UTF-8 reader of qemu's raw
+ * bytes sees them).
+ */
+export function asText(latin1: string): string {
+  return Buffer.from(latin1, 'latin1').toString('utf8');
+}
+
 /** C isspace() in the C locale. */
 export function isSpace(c: string | undefined): boolean {
   return c === ' ' || c === '\t' || c === '\n' || c === '\v' || c === '\f' || c === '\r';

@@ -2,7 +2,7 @@
 // block/vmdk.c finds them (first strstr match, sscanf per line), so that the same descriptor
 // yields the same disk, the same errors, and the same info.
 import { ImageError } from '../types.ts';
-import { Scanner, cString, scanHex32 } from './cstring.ts';
+import { Scanner, asText, cString, scanHex32 } from './cstring.ts';
 import { einval } from './errors.ts';
 
 /** qemu reads at most this much of a descriptor file (1 MiB - 1, then a NUL). */
@@ -35,7 +35,7 @@ export function descriptorCreateType(desc: string): string {
   const end = at < 0 || start >= desc.length ? -1 : desc.indexOf('"', start);
   if (end < 0 || end - start + 1 > 128) throw new ImageError('invalid VMDK image descriptor');
   const type = desc.slice(start, end);
-  if (!DESCRIPTOR_CREATE_TYPES.includes(type)) throw new ImageError(`Unsupported image type '${type}'`);
+  if (!DESCRIPTOR_CREATE_TYPES.includes(type)) throw new ImageError(`Unsupported image type '${asText(type)}'`);
   return type;
 }
 
@@ -59,11 +59,11 @@ export function parseExtentLines(desc: string): { extents: ExtentLine[]; error?:
     if (invalid) {
       let end = nextLine(desc, p);
       if (desc[end - 1] === '\n') end--;
-      return { extents, error: new ImageError(`Invalid extent line: ${desc.slice(p, end)}`) };
+      return { extents, error: new ImageError(`Invalid extent line: ${asText(desc.slice(p, end))}`) };
     }
     if (m.sectors <= 0n || !['FLAT', 'SPARSE', 'VMFS', 'VMFSSPARSE', 'SESPARSE'].includes(m.type)) continue;
     if (extents.length >= MAX_EXTENTS) throw new ImageError(`VMDK descriptor names more than ${MAX_EXTENTS} extents`);
-    extents.push({ type: m.type as ExtentType, sectors: m.sectors, name: Buffer.from(m.name, 'latin1').toString('utf8'), flatOffset });
+    extents.push({ type: m.type as ExtentType, sectors: m.sectors, name: asText(m.name), flatOffset });
   }
   return { extents };
 }

@@ -1,11 +1,11 @@
 // Shared pieces of the VMDK driver tests: seeded input data, the oracle's view of an image, and
 // opening an image the way the host will (answering NeedFilesError by opening names beside it).
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { dirname, isAbsolute, join } from 'node:path';
 import { FdDevice } from '../../../src/io/fd-device.ts';
-import type { BlockDevice, Extent, Image, NodeInfo } from '../../../src/formats/types.ts';
+import { ImageError, type BlockDevice, type Extent, type Image, type NodeInfo } from '../../../src/formats/types.ts';
 import { openVmdk } from '../../../src/formats/vmdk/driver.ts';
 import { NeedFilesError } from '../../../src/formats/vmdk/errors.ts';
 import type { VmdkImage } from '../../../src/formats/vmdk/image.ts';
@@ -157,7 +157,10 @@ export function openAsHost(path: string, backing = true): Opened {
         if (!(e instanceof NeedFilesError) || round > 2) throw e;
         for (const f of e.files) {
           asked.push(f);
-          devices.set(f.name, open(isAbsolute(f.name) ? f.name : join(dirname(path), f.name)));
+          // qemu's path_combine: no normalisation, so not path.join.
+          const full = isAbsolute(f.name) ? f.name : `${dirname(path)}/${f.name}`;
+          if (!existsSync(full)) throw new ImageError(`Could not open '${full}': No such file or directory`);
+          devices.set(f.name, open(full));
         }
       }
     }
