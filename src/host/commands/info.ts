@@ -1,113 +1,19 @@
 // `info`: the trusted half. Parses qemu-img's options, opens each image of the chain read-only
 // (the top one as named, backing files only through the path policy), asks a guest what each
 // image's bytes say, adds what only the host knows (names, file sizes) and renders qemu's text.
-import { closeSync, constants, fstatSync, openSync } from 'node:fs';
+import { closeSync, fstatSync } from 'node:fs';
 import type { Command, CommandContext } from './types.ts';
-import type { ParsedCommand } from '../../cli/types.ts';
 import { runOp, OpError } from '../sandbox/run.ts';
 import { openReferenced, startChain } from '../paths/resolve.ts';
 import { PathRefusedError, ReferenceOpenError, type ChainState } from '../paths/policy.ts';
 import { combinePath } from '../paths/combine.ts';
-import { findDriver } from '../../formats/registry.ts';
 import { checkNodeInfo, MalformedResultError } from '../../output/node-info.ts';
 import { fileNodeInfo, imageInfo, type FileFacts } from '../../output/image-info.ts';
 import { toQemuJson } from '../../output/json.ts';
 import { renderHumanChain, renderHumanInfo } from '../../output/human-info.ts';
 import type { QDictValue } from '../../output/qobject.ts';
-import { parseQemuOpts } from './image-opts.ts';
+import { InputImageError as InfoError, checkFormat, openTop, topTarget, type Target } from '../input-image.ts';
 import { usageError } from '../../cli/usage-error.ts';
-
-/** A failure worded as qemu-img words it; printed as "<progname>: <message>", exit status 1. */
-class InfoError extends Error {}
-
-/** One image to open: where it is, how messages name it, and the format to read it as. */
-interface Target {
-  path: string;
-  /** The name in "Could not open 'X': …" (the whole option string for --image-opts). */
-  errorName: string;
-  format?: string;
-  /** An --image-opts option the format does not have; qemu names the (probed) format in the error. */
-  unknownFormatOption?: string;
-}
-
-// strerror() texts for the errors opening a file can give.
-const STRERROR: Record<string, string> = {
-  ENOENT: 'No such file or directory',
-  EACCES: 'Permission denied',
-  EPERM: 'Operation not permitted',
-  ENOTDIR: 'Not a directory',
-  ELOOP: 'Too many levels of symbolic links',
-  ENAMETOOLONG: 'File name too long',
-  EIO: 'Input/output error',
-  ENXIO: 'No such device or address',
-  EMFILE: 'Too many open files',
-  ENFILE: 'Too many open files in system',
-  ENOMEM: 'Cannot allocate memory',
-  EOVERFLOW: 'Value too large for defined data type',
-};
-
-/** Options of --image-opts that change nothing for a read-only `info` (qemu keeps the plain name). */
-const HARMLESS_IMAGE_OPTS = new Set(['read-only', 'auto-read-only', 'force-share', 'node-name', 'detect-zeroes', 'discard',
-  'cache.direct', 'cache.no-flush', 'file.node-name', 'file.locking', 'file.aio', 'file.cache.direct', 'file.cache.no-flush']);
-
-/**
- * Real qemu options instar does not implement for `info` (qemu would show a "json:{...}" name or
- * use a secret); refused with instar's own words rather than qemu's "does not support".
- */
-const UNSUPPORTED_IMAGE_OPTS = /^(encrypt\.|backing|data-file|lazy-refcounts|pass-discard-|overlap-check|(l2-|refcount-)?cache-|discard-no-unref)/;
-
-/** The top image: a file name, or an --image-opts option string naming a file. */
-function topTarget(cmd: ParsedCommand, spec: string): Target {
-  const format = cmd.options.get('format')?.at(-1);
-  if (!cmd.options.has('image-opts')) return { path: spec, errorName: spec, format };
-  if (format !== undefined) throw new InfoError('--image-opts and --format are mutually exclusive');
-  const opts = parseQemuOpts(spec, 'file');
-  const fail = (why: string) => new InfoError(`Could not open '${spec}': ${why}`);
-  const reference = opts.get('file');
-  if (reference !== undefined) throw fail(`Cannot find device='${reference}' nor node-name='${reference}'`);
-  const driver = opts.get('driver');
-  const fileDriver = opts.get('file.driver');
-  if (fileDriver !== undefined && fileDriver !== 'file') throw fail(`instar opens image files only through the 'file' driver, not '${fileDriver}'`);
-  // With driver=file the options are the protocol's own; otherwise the protocol's sit under "file.".
-  const protocolKey = (key: string) => (driver === 'file' ? key : key.startsWith('file.') ? key.slice(5) : undefined);
-  let unknownFormatOption: string | undefined;
-  for (const key of opts.keys()) {
-    if (key === 'driver' || HARMLESS_IMAGE_OPTS.has(key)) continue;
-    const own = protocolKey(key);
-    if (own === 'filename' || own === 'driver' || HARMLESS_IMAGE_OPTS.has(`file.${own}`)) continue;
-    if (UNSUPPORTED_IMAGE_OPTS.test(key)) throw fail(`instar does not support the --image-opts option '${key}'`);
-    if (own !== undefined) throw fail(`Block protocol 'file' doesn't support the option '${own}'`);
-    unknownFormatOption ??= key;
-  }
-  const path = opts.get(driver === 'file' ? 'filename' : 'file.filename');
-  if (path === undefined) throw fail(driver === 'file' ? "The 'file' block driver requires a file name" : 'A block device must be specified for "file"');
-  return { path, errorName: spec, format: driver, unknownFormatOption };
-}
-
-/** qemu looks the format up before it opens the file. */
-function checkFormat(target: Target): void {
-  if (target.format !== undefined && target.format !== 'file' && !findDriver(target.format)) {
-    throw new InfoError(`Could not open '${target.errorName}': Unknown driver '${target.format}'`);
-  }
-}
-
-/** Opens the top image read-only, as the user named it. */
-function openTop(target: Target): number {
-  checkFormat(target);
-  let fd: number;
-  try {
-    // O_NONBLOCK: a FIFO must not hang the open; it is refused below as not a regular file.
-    fd = openSync(target.path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
-    throw new InfoError(`Could not open '${target.errorName}': Could not open '${target.path}': ${STRERROR[code] ?? code}`);
-  }
-  if (!fstatSync(fd).isFile()) {
-    closeSync(fd);
-    throw new InfoError(`Could not open '${target.errorName}': 'file' driver requires '${target.path}' to be a regular file`);
-  }
-  return fd;
-}
 
 /** Opens a backing file through the path policy, with qemu's wording for the cases qemu has too. */
 function openBacking(name: string, referrer: string, ctx: CommandContext, chain: ChainState): { fd: number; path: string } {

@@ -1,0 +1,103 @@
+// Opening an image the user named on the command line, shared by info, map, compare and convert:
+// the file name or --image-opts option string, the -f format check, the read-only open, and
+// qemu's wording for every failure ("Could not open 'X': …").
+import { closeSync, constants, fstatSync, openSync } from 'node:fs';
+import type { ParsedCommand } from '../cli/types.ts';
+import { findDriver } from '../formats/registry.ts';
+import { parseQemuOpts } from './commands/image-opts.ts';
+
+/** A failure worded as qemu-img words it; printed as "<progname>: <message>", exit status 1. */
+export class InputImageError extends Error {}
+
+/** One image to open: where it is, how messages name it, and the format to read it as. */
+export interface Target {
+  path: string;
+  /** The name in "Could not open 'X': …" (the whole option string for --image-opts). */
+  errorName: string;
+  format?: string;
+  /** An --image-opts option the format does not have; qemu names the (probed) format in the error. */
+  unknownFormatOption?: string;
+}
+
+/** strerror() texts for the errors opening a file can give. */
+export const STRERROR: Record<string, string> = {
+  ENOENT: 'No such file or directory',
+  EACCES: 'Permission denied',
+  EPERM: 'Operation not permitted',
+  ENOTDIR: 'Not a directory',
+  ELOOP: 'Too many levels of symbolic links',
+  ENAMETOOLONG: 'File name too long',
+  EIO: 'Input/output error',
+  ENXIO: 'No such device or address',
+  EMFILE: 'Too many open files',
+  ENFILE: 'Too many open files in system',
+  ENOMEM: 'Cannot allocate memory',
+  EOVERFLOW: 'Value too large for defined data type',
+};
+
+/** Options of --image-opts that change nothing for a read-only open (qemu keeps the plain name). */
+const HARMLESS_IMAGE_OPTS = new Set(['read-only', 'auto-read-only', 'force-share', 'node-name', 'detect-zeroes', 'discard',
+  'cache.direct', 'cache.no-flush', 'file.node-name', 'file.locking', 'file.aio', 'file.cache.direct', 'file.cache.no-flush']);
+
+/**
+ * Real qemu options instar does not implement (qemu would show a "json:{...}" name or use a
+ * secret); refused with instar's own words rather than qemu's "does not support".
+ */
+const UNSUPPORTED_IMAGE_OPTS = /^(encrypt\.|backing|data-file|lazy-refcounts|pass-discard-|overlap-check|(l2-|refcount-)?cache-|discard-no-unref)/;
+
+/** An image named on the command line: a file name, or (imageOpts) an option string naming a file. */
+export function imageTarget(spec: string, format: string | undefined, imageOpts: boolean): Target {
+  if (!imageOpts) return { path: spec, errorName: spec, format };
+  if (format !== undefined) throw new InputImageError('--image-opts and --format are mutually exclusive');
+  const opts = parseQemuOpts(spec, 'file');
+  const fail = (why: string) => new InputImageError(`Could not open '${spec}': ${why}`);
+  const reference = opts.get('file');
+  if (reference !== undefined) throw fail(`Cannot find device='${reference}' nor node-name='${reference}'`);
+  const driver = opts.get('driver');
+  const fileDriver = opts.get('file.driver');
+  if (fileDriver !== undefined && fileDriver !== 'file') throw fail(`instar opens image files only through the 'file' driver, not '${fileDriver}'`);
+  // With driver=file the options are the protocol's own; otherwise the protocol's sit under "file.".
+  const protocolKey = (key: string) => (driver === 'file' ? key : key.startsWith('file.') ? key.slice(5) : undefined);
+  let unknownFormatOption: string | undefined;
+  for (const key of opts.keys()) {
+    if (key === 'driver' || HARMLESS_IMAGE_OPTS.has(key)) continue;
+    const own = protocolKey(key);
+    if (own === 'filename' || own === 'driver' || HARMLESS_IMAGE_OPTS.has(`file.${own}`)) continue;
+    if (UNSUPPORTED_IMAGE_OPTS.test(key)) throw fail(`instar does not support the --image-opts option '${key}'`);
+    if (own !== undefined) throw fail(`Block protocol 'file' doesn't support the option '${own}'`);
+    unknownFormatOption ??= key;
+  }
+  const path = opts.get(driver === 'file' ? 'filename' : 'file.filename');
+  if (path === undefined) throw fail(driver === 'file' ? "The 'file' block driver requires a file name" : 'A block device must be specified for "file"');
+  return { path, errorName: spec, format: driver, unknownFormatOption };
+}
+
+/** The top image of a one-image command: -f/--format (last one wins) and --image-opts. */
+export function topTarget(cmd: ParsedCommand, spec: string): Target {
+  return imageTarget(spec, cmd.options.get('format')?.at(-1), cmd.options.has('image-opts'));
+}
+
+/** qemu looks the format up before it opens the file. */
+export function checkFormat(target: Target): void {
+  if (target.format !== undefined && target.format !== 'file' && !findDriver(target.format)) {
+    throw new InputImageError(`Could not open '${target.errorName}': Unknown driver '${target.format}'`);
+  }
+}
+
+/** Opens the top image read-only, as the user named it. */
+export function openTop(target: Target): number {
+  checkFormat(target);
+  let fd: number;
+  try {
+    // O_NONBLOCK: a FIFO must not hang the open; it is refused below as not a regular file.
+    fd = openSync(target.path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
+    throw new InputImageError(`Could not open '${target.errorName}': Could not open '${target.path}': ${STRERROR[code] ?? code}`);
+  }
+  if (!fstatSync(fd).isFile()) {
+    closeSync(fd);
+    throw new InputImageError(`Could not open '${target.errorName}': 'file' driver requires '${target.path}' to be a regular file`);
+  }
+  return fd;
+}
