@@ -126,6 +126,9 @@ for (const [index, seed] of SEEDS.entries()) {
           }
           continue;
         }
+        // Known and deliberate: disks over 2^53 bytes are refused (offsets are JS numbers).
+        const huge = VERSIONS.every((_, k) => (JSON.parse(infos[k].stdout) as { 'virtual-size': number })['virtual-size'] > Number.MAX_SAFE_INTEGER);
+        if (got.error && huge && got.error.message === 'Image size is too large for this reader') continue;
         if (got.error) {
           mismatches.push(`${label}: qemu opened, we said ${JSON.stringify(got.error.message)}`);
           continue;
