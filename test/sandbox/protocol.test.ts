@@ -12,7 +12,7 @@ describe('guest messages', () => {
     assert.deepEqual(parseGuestMessage('{"type":"progress","done":1,"total":2}'), { type: 'progress', done: 1, total: 2 });
     assert.deepEqual(parseGuestMessage('{"type":"result","value":{"a":[1]}}'), { type: 'result', value: { a: [1] } });
     assert.deepEqual(parseGuestMessage('{"type":"error","message":"bad"}'), { type: 'error', message: 'bad' });
-    const need = { type: 'need-files', files: [{ role: 'backing', name: 'base.qcow2', format: 'qcow2' }] };
+    const need = { type: 'need-files', files: [{ role: 'backing', name: 'base.qcow2', format: 'qcow2', referrer: 0 }] };
     assert.deepEqual(parseGuestMessage(JSON.stringify(need)), need);
   });
 
@@ -31,6 +31,7 @@ describe('guest messages', () => {
       '{"type":"need-files","files":[{"role":"root","name":"x"}]}',
       '{"type":"need-files","files":[{"role":"backing","name":"x","path":"/etc"}]}',
       '{"type":"need-files","files":"x"}',
+      '{"type":"need-files","files":[{"role":"backing","name":"x","referrer":-1}]}',
     ]) {
       assert.equal(typeof parseGuestMessage(bad), 'string', bad);
     }

@@ -31,7 +31,8 @@ const SHAPES: Record<GuestMessage['type'], { keys: string[]; ok: (o: Obj) => boo
       o.files.every(
         (f) =>
           isObj(f) &&
-          onlyKeys(f, ['role', 'name', 'format']) &&
+          onlyKeys(f, ['role', 'name', 'format', 'referrer']) &&
+          (f.referrer === undefined || (Number.isInteger(f.referrer) && (f.referrer as number) >= 0)) &&
           typeof f.role === 'string' && ROLES.has(f.role) &&
           typeof f.name === 'string' && f.name.length <= MAX_TEXT &&
           (f.format === undefined || (typeof f.format === 'string' && f.format.length <= 64)),
