@@ -4,10 +4,14 @@ import { qcow2Driver } from './qcow2/driver.ts';
 import { vmdkDriver } from './vmdk/driver.ts';
 import { vpcDriver } from './vpc/driver.ts';
 import { vhdxDriver } from './vhdx/driver.ts';
+import { vdiDriver } from './vdi/driver.ts';
+import { qcowDriver } from './qcow/driver.ts';
+import { parallelsDriver } from './parallels/driver.ts';
+import { qedDriver } from './qed/driver.ts';
 import { probeOnlyDrivers } from './probe-only.ts';
 
 /** Every format driver. Adding a format = adding its folder and one line here. */
-const fullDrivers: Driver[] = [rawDriver, qcow2Driver, vmdkDriver, vpcDriver, vhdxDriver];
+const fullDrivers: Driver[] = [rawDriver, qcow2Driver, vmdkDriver, vpcDriver, vhdxDriver, vdiDriver, qcowDriver, parallelsDriver, qedDriver];
 
 /** Full drivers, then detect-only stand-ins for the formats that have none yet. */
 export const drivers: Driver[] = [

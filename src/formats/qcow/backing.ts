@@ -1,0 +1,17 @@
+// Holes in formats with backing files (qcow, qed): they show the backing image's bytes, and
+// zeros past its end or without one, as qemu's block layer reads them.
+import type { Extent, Image } from '../types.ts';
+
+/** Fills `part` (guest bytes at `pos`) from the backing image, zeros where it has none. */
+export function readFromBacking(backing: Image | undefined, part: Uint8Array, pos: number): void {
+  const n = Math.max(0, Math.min(part.length, (backing?.virtualSize ?? 0) - pos));
+  if (n > 0) backing!.read(part.subarray(0, n), pos);
+  part.fill(0, n);
+}
+
+/** An unallocated extent of this image, refined by what the backing chain has there. */
+export function extentBelow(backing: Image | undefined, hole: Extent): Extent {
+  if (!backing || hole.offset >= backing.virtualSize) return hole;
+  const below = backing.extent(hole.offset, Math.min(hole.length, backing.virtualSize - hole.offset));
+  return { ...below, depth: below.depth + 1 };
+}
