@@ -8,7 +8,8 @@
 import { closeSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { oracle, runInstar, runQemu, VERSIONS, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
+import { execFile } from 'node:child_process';
+import { INSTAR_ALIAS, oracle, runQemu, VERSIONS, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
 import { unifiedDiff } from './diff.ts';
 
 export const SANDBOXED = process.env.INSTAR_TEST_SANDBOX === '1';
@@ -79,14 +80,25 @@ function normaliseStderr(text: string, version: OracleVersion): string {
   return text.split(oracle(version)).join('qemu-img');
 }
 
+/** Like the helpers' runners, but asynchronous, so both sides and both versions run at once. */
+function runAsync(file: string, args: string[], cwd: string, env: Record<string, string>): Promise<RunResult> {
+  return new Promise((resolve) => {
+    execFile(file, args, { cwd, env: { ...process.env, ...env }, encoding: 'utf8', timeout: 60_000, maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
+      const e = error as (NodeJS.ErrnoException & { code?: number | string; signal?: NodeJS.Signals }) | null;
+      const status = e === null ? 0 : typeof e.code === 'number' ? e.code : null;
+      resolve({ stdout, stderr, status, signal: e?.signal ?? null });
+    });
+  });
+}
+
 /** Runs one command through both sides for each version; returns a description of every difference. */
-export function differences(dir: string, args: string[], opts: CompareOptions = {}): string[] {
-  const problems: string[] = [];
-  for (const version of opts.versions ?? VERSIONS) {
-    const env = { TZ: 'UTC', ...opts.env };
-    const expected = runQemu(version, args, { cwd: dir, env });
-    const sandbox = SANDBOXED ? [] : ['--sandbox=none'];
-    const actual = runInstar([...args, ...(opts.instarArgs ?? []), '--qemu-version', version, ...sandbox], { cwd: dir, env });
+export async function differences(dir: string, args: string[], opts: CompareOptions = {}): Promise<string[]> {
+  const env = { TZ: 'UTC', ...opts.env };
+  const sandbox = SANDBOXED ? [] : ['--sandbox=none'];
+  const runs = (opts.versions ?? VERSIONS).map(async (version) => {
+    const instarArgs = [INSTAR_ALIAS, ...args, ...(opts.instarArgs ?? []), '--qemu-version', version, ...sandbox];
+    const [expected, actual] = await Promise.all([runAsync(oracle(version), args, dir, env), runAsync(process.execPath, instarArgs, dir, env)]);
+    const problems: string[] = [];
     const label = `qemu-img ${version} ${args.join(' ')}`;
     if (actual.stdout !== expected.stdout) {
       problems.push(`${label}: stdout differs\n${unifiedDiff(expected.stdout, actual.stdout, `qemu-img ${version}`, 'instar')}`);
@@ -98,12 +110,13 @@ export function differences(dir: string, args: string[], opts: CompareOptions = 
     if ((opts.stderr ?? true) && actual.stderr !== wantErr) {
       problems.push(`${label}: stderr differs\n${unifiedDiff(wantErr, actual.stderr, `qemu-img ${version}`, 'instar')}`);
     }
-  }
-  return problems;
+    return problems;
+  });
+  return (await Promise.all(runs)).flat();
 }
 
 /** Throws with every difference (and its diff) when instar and qemu-img disagree. */
-export function assertSameOutput(dir: string, args: string[], opts: CompareOptions = {}): void {
-  const problems = differences(dir, args, opts);
+export async function assertSameOutput(dir: string, args: string[], opts: CompareOptions = {}): Promise<void> {
+  const problems = await differences(dir, args, opts);
   if (problems.length > 0) throw new Error(problems.join('\n\n'));
 }

@@ -33,7 +33,7 @@ const SINGLE = ['mid.qcow2', 'top.qcow2', 'to-sub.qcow2', 'sub/sibling.qcow2', '
 
 for (const file of SINGLE) {
   for (const output of ['human', 'json']) {
-    test(`backed ${file} --output=${output}`, () => assertSameOutput(images.dir, ['info', `--output=${output}`, file]));
+    test(`backed ${file} --output=${output}`, async () => await assertSameOutput(images.dir, ['info', `--output=${output}`, file]));
   }
 }
 
@@ -41,21 +41,21 @@ const CHAINS = ['top.qcow2', 'to-sub.qcow2', 'sub/sibling.qcow2', 'absolute.qcow
 
 for (const file of CHAINS) {
   for (const output of ['human', 'json']) {
-    test(`--backing-chain ${file} --output=${output}`, () => {
-      assertSameOutput(images.dir, ['info', '--backing-chain', `--output=${output}`, file]);
+    test(`--backing-chain ${file} --output=${output}`, async () => {
+      await assertSameOutput(images.dir, ['info', '--backing-chain', `--output=${output}`, file]);
     });
   }
 }
 
-test('--backing-chain above the image directory, allowed with --allow-path', () => {
-  assertSameOutput(images.dir, ['info', '--backing-chain', 'sub/up.qcow2'], { instarArgs: ['--allow-path', '.'] });
+test('--backing-chain above the image directory, allowed with --allow-path', async () => {
+  await assertSameOutput(images.dir, ['info', '--backing-chain', 'sub/up.qcow2'], { instarArgs: ['--allow-path', '.'] });
 });
 
-test('--backing-chain with a missing backing file fails as qemu-img does', () => {
-  assertSameOutput(images.dir, ['info', '--backing-chain', 'dangling.qcow2']);
-  assertSameOutput(images.dir, ['info', '--backing-chain', '--output=json', 'dangling.qcow2']);
+test('--backing-chain with a missing backing file fails as qemu-img does', async () => {
+  await assertSameOutput(images.dir, ['info', '--backing-chain', 'dangling.qcow2']);
+  await assertSameOutput(images.dir, ['info', '--backing-chain', '--output=json', 'dangling.qcow2']);
 });
 
-test('--backing-chain detects a loop as qemu-img does', () => {
-  assertSameOutput(images.dir, ['info', '--backing-chain', 'loop-a.qcow2']);
+test('--backing-chain detects a loop as qemu-img does', async () => {
+  await assertSameOutput(images.dir, ['info', '--backing-chain', 'loop-a.qcow2']);
 });

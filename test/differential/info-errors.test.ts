@@ -36,15 +36,15 @@ const CASES: [string, string[]][] = [
   ['--image-opts without a file', ['info', '--image-opts', 'driver=qcow2']],
 ];
 
-test('--image-opts options that change nothing keep the plain name', () => {
-  assertSameOutput(images.dir, ['info', '--image-opts', 'driver=raw,file.filename=plain.raw,file.locking=off,read-only=on,cache.direct=off,node-name=n']);
-  assertSameOutput(images.dir, ['info', '--output=json', '--image-opts', 'driver=file,filename=plain.raw,locking=off']);
+test('--image-opts options that change nothing keep the plain name', async () => {
+  await assertSameOutput(images.dir, ['info', '--image-opts', 'driver=raw,file.filename=plain.raw,file.locking=off,read-only=on,cache.direct=off,node-name=n']);
+  await assertSameOutput(images.dir, ['info', '--output=json', '--image-opts', 'driver=file,filename=plain.raw,locking=off']);
 });
 
-test('-U and --object are accepted', () => {
-  assertSameOutput(images.dir, ['info', '-U', '--object', 'secret,id=s0,data=x', 'image.qcow2']);
+test('-U and --object are accepted', async () => {
+  await assertSameOutput(images.dir, ['info', '-U', '--object', 'secret,id=s0,data=x', 'image.qcow2']);
 });
 
 for (const [name, args] of CASES) {
-  test(`info error: ${name}`, () => assertSameOutput(images.dir, args));
+  test(`info error: ${name}`, async () => await assertSameOutput(images.dir, args));
 }

@@ -27,20 +27,20 @@ after(() => images.remove());
 
 for (const file of ['flat.vmdk', 'split-sparse.vmdk', 'split-flat.vmdk']) {
   for (const output of ['human', 'json']) {
-    test(`vmdk ${file} --output=${output}`, () => assertSameOutput(images.dir, ['info', `--output=${output}`, file]));
+    test(`vmdk ${file} --output=${output}`, async () => await assertSameOutput(images.dir, ['info', `--output=${output}`, file]));
   }
 }
 
-test('a missing extent fails as qemu-img does', () => {
-  assertSameOutput(images.dir, ['info', 'broken.vmdk']);
+test('a missing extent fails as qemu-img does', async () => {
+  await assertSameOutput(images.dir, ['info', 'broken.vmdk']);
 });
 
 // qemu prints the extent names it opened ("sub/inner-flat.vmdk"), and the image's own name for a
 // sparse file's single extent.
-test('vmdk in a subdirectory', () => assertSameOutput(images.dir, ['info', 'sub/inner.vmdk']));
-test('monolithicSparse names its own file', () => assertSameOutput(images.dir, ['info', 'sparse.vmdk']));
+test('vmdk in a subdirectory', async () => await assertSameOutput(images.dir, ['info', 'sub/inner.vmdk']));
+test('monolithicSparse names its own file', async () => await assertSameOutput(images.dir, ['info', 'sparse.vmdk']));
 
-test('an extent outside the allowed directories is refused, never opened', () => {
+test('an extent outside the allowed directories is refused, never opened', async () => {
   const sandbox = SANDBOXED ? [] : ['--sandbox=none'];
   const r = runInstar(['info', 'outside.vmdk', ...sandbox], { cwd: images.dir });
   assert.equal(r.status, 1);

@@ -20,11 +20,11 @@ before(() => {
 
 after(() => images.remove());
 
-test('JSON escapes names from the image exactly as qemu-img does', () => {
-  assertSameOutput(images.dir, ['info', '--output=json', 'named.qcow2']);
+test('JSON escapes names from the image exactly as qemu-img does', async () => {
+  await assertSameOutput(images.dir, ['info', '--output=json', 'named.qcow2']);
 });
 
-test('human output shows control characters as escapes and printable text unchanged', () => {
+test('human output shows control characters as escapes and printable text unchanged', async () => {
   const sandbox = SANDBOXED ? [] : ['--sandbox=none'];
   for (const version of ['7.2', '10.0'] as const) {
     const env = { TZ: 'UTC' };

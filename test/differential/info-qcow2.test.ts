@@ -139,20 +139,20 @@ after(() => images.remove());
 
 for (const v of VARIANTS) {
   for (const output of ['human', 'json']) {
-    test(`qcow2 ${v.file} --output=${output}`, () => {
-      assertSameOutput(images.dir, ['info', `--output=${output}`, v.file]);
+    test(`qcow2 ${v.file} --output=${output}`, async () => {
+      await assertSameOutput(images.dir, ['info', `--output=${output}`, v.file]);
     });
   }
 }
 
-test('qcow2 with -f qcow2, -U and through --image-opts', () => {
-  assertSameOutput(images.dir, ['info', '-f', 'qcow2', '-U', 'bitmaps.qcow2']);
-  assertSameOutput(images.dir, ['info', '--image-opts', 'driver=qcow2,file.filename=snapshots.qcow2']);
-  assertSameOutput(images.dir, ['info', '--output=json', '--image-opts', 'file.filename=v2.qcow2']);
+test('qcow2 with -f qcow2, -U and through --image-opts', async () => {
+  await assertSameOutput(images.dir, ['info', '-f', 'qcow2', '-U', 'bitmaps.qcow2']);
+  await assertSameOutput(images.dir, ['info', '--image-opts', 'driver=qcow2,file.filename=snapshots.qcow2']);
+  await assertSameOutput(images.dir, ['info', '--output=json', '--image-opts', 'file.filename=v2.qcow2']);
 });
 
-test('snapshot dates follow the local time zone', () => {
+test('snapshot dates follow the local time zone', async () => {
   for (const tz of ['Asia/Kolkata', 'America/New_York']) {
-    assertSameOutput(images.dir, ['info', 'snapshots.qcow2'], { env: { TZ: tz } });
+    await assertSameOutput(images.dir, ['info', 'snapshots.qcow2'], { env: { TZ: tz } });
   }
 });

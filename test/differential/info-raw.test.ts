@@ -23,27 +23,27 @@ const FILES = ['empty.raw', 'odd.raw', 'small.raw', 'sparse.raw', 'huge.raw', 'c
 
 for (const file of FILES) {
   for (const output of ['human', 'json']) {
-    test(`raw ${file} -f raw --output=${output}`, () => {
-      assertSameOutput(images.dir, ['info', '-f', 'raw', `--output=${output}`, file]);
+    test(`raw ${file} -f raw --output=${output}`, async () => {
+      await assertSameOutput(images.dir, ['info', '-f', 'raw', `--output=${output}`, file]);
     });
   }
 }
 
 // Without -f, qemu-img falls back to raw; instar does that only with --unsafe-quirks.
 for (const output of ['human', 'json']) {
-  test(`raw probed (--unsafe-quirks) --output=${output}`, () => {
-    assertSameOutput(images.dir, ['info', `--output=${output}`, 'created.raw'], { instarArgs: ['--unsafe-quirks'] });
+  test(`raw probed (--unsafe-quirks) --output=${output}`, async () => {
+    await assertSameOutput(images.dir, ['info', `--output=${output}`, 'created.raw'], { instarArgs: ['--unsafe-quirks'] });
   });
 }
 
-test('raw through --image-opts', () => {
-  assertSameOutput(images.dir, ['info', '--image-opts', 'driver=raw,file.filename=small.raw']);
-  assertSameOutput(images.dir, ['info', '--output=json', '--image-opts', 'driver=raw,file.driver=file,file.filename=odd.raw']);
+test('raw through --image-opts', async () => {
+  await assertSameOutput(images.dir, ['info', '--image-opts', 'driver=raw,file.filename=small.raw']);
+  await assertSameOutput(images.dir, ['info', '--output=json', '--image-opts', 'driver=raw,file.driver=file,file.filename=odd.raw']);
   // ",," is a literal comma in qemu's option syntax.
-  assertSameOutput(images.dir, ['info', '--image-opts', 'driver=raw,file.filename=com,,ma.raw']);
+  await assertSameOutput(images.dir, ['info', '--image-opts', 'driver=raw,file.filename=com,,ma.raw']);
 });
 
-test('the protocol node alone (-f file / driver=file)', () => {
-  assertSameOutput(images.dir, ['info', '-f', 'file', 'small.raw']);
-  assertSameOutput(images.dir, ['info', '--output=json', '--image-opts', 'driver=file,filename=odd.raw']);
+test('the protocol node alone (-f file / driver=file)', async () => {
+  await assertSameOutput(images.dir, ['info', '-f', 'file', 'small.raw']);
+  await assertSameOutput(images.dir, ['info', '--output=json', '--image-opts', 'driver=file,filename=odd.raw']);
 });
