@@ -73,6 +73,8 @@ export interface CompareOptions {
   instarArgs?: string[];
   /** Environment for both sides (TZ=UTC unless given: snapshot dates are local time). */
   env?: Record<string, string>;
+  /** Run instar in its sandbox (default: INSTAR_TEST_SANDBOX=1). */
+  sandboxed?: boolean;
 }
 
 /** qemu 10.0 names itself by the path it was started with in "Try '...'" hints. */
@@ -94,7 +96,7 @@ function runAsync(file: string, args: string[], cwd: string, env: Record<string,
 /** Runs one command through both sides for each version; returns a description of every difference. */
 export async function differences(dir: string, args: string[], opts: CompareOptions = {}): Promise<string[]> {
   const env = { TZ: 'UTC', ...opts.env };
-  const sandbox = SANDBOXED ? [] : ['--sandbox=none'];
+  const sandbox = (opts.sandboxed ?? SANDBOXED) ? [] : ['--sandbox=none'];
   const runs = (opts.versions ?? VERSIONS).map(async (version) => {
     const instarArgs = [INSTAR_ALIAS, ...args, ...(opts.instarArgs ?? []), '--qemu-version', version, ...sandbox];
     const [expected, actual] = await Promise.all([runAsync(oracle(version), args, dir, env), runAsync(process.execPath, instarArgs, dir, env)]);
