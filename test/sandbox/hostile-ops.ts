@@ -1,7 +1,7 @@
 // Ops a hostile image would like to run, bundled (with the production ops) into a test-only
 // guest, dist/test/hostile-guest.cjs. Each returns a value only if the sandbox let it through;
 // the tests expect every one of them to end in an error instead.
-import { openSync, writeSync } from 'node:fs';
+import { fstatSync, openSync, writeSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { connect } from 'node:net';
 import type { Op } from '../../src/ops/types.ts';
@@ -20,6 +20,19 @@ export const hostileOps: Record<string, Op> = {
     const n = d.dev.read(buf, 0);
     ctx.emit({ type: 'progress', done: 1, total: 2 });
     return { size: d.dev.size, head: Buffer.from(buf.subarray(0, n)).toString('latin1') };
+  },
+  /** Which descriptors the guest holds: it should be only those the host meant to give. */
+  'list-fds': () => {
+    const open: { fd: number; dev: number; ino: number; file: boolean }[] = [];
+    for (let fd = 0; fd < 256; fd++) {
+      try {
+        const st = fstatSync(fd);
+        open.push({ fd, dev: st.dev, ino: st.ino, file: st.isFile() });
+      } catch {
+        // not open
+      }
+    }
+    return { open };
   },
   'open-passwd': () => ({ fd: openSync('/etc/passwd', 'r') }),
   connect: (o) =>

@@ -3,7 +3,7 @@
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
-import { closeSync, openSync } from 'node:fs';
+import { closeSync, fstatSync, openSync } from 'node:fs';
 import { HOSTILE_GUEST, expectRefused, runHostile, scratchDir, writeInput } from './helpers.ts';
 import { runOp } from '../../src/host/sandbox/run.ts';
 import { planLayers } from '../../src/host/sandbox/probe.ts';
@@ -53,6 +53,23 @@ describe('sandbox layers', () => {
       assert.equal(value.size, 11);
     } finally {
       fds.forEach((fd) => closeSync(fd));
+    }
+  });
+
+  it('the guest holds no regular file but its devices, whatever else the host has open', async () => {
+    const other = openSync(input, 'r'); // the same file again: not given, so it must not show up twice
+    const secret = openSync(new URL(import.meta.url), 'r');
+    try {
+      for (const disableLayers of [[], ['bwrap' as const]]) {
+        const { open } = (await runHostile('auto', 'list-fds', input, {}, { disableLayers })) as { open: { fd: number; dev: number; ino: number; file: boolean }[] };
+        const files = open.filter((f) => f.file);
+        assert.deepEqual(files.map((f) => f.fd), [4], JSON.stringify(open));
+        const secretStat = fstatSync(secret);
+        assert.ok(!open.some((f) => f.dev === secretStat.dev && f.ino === secretStat.ino));
+      }
+    } finally {
+      closeSync(other);
+      closeSync(secret);
     }
   });
 
