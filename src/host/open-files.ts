@@ -15,6 +15,8 @@ export interface InputFile {
   /** The name as the user gave it: relative names of the files it names resolve against it. */
   path: string;
   writable?: boolean;
+  /** 'output' for a target the host created (convert); 'input' when absent. */
+  role?: 'input' | 'output';
 }
 
 /** A referenced file the policy refused or that could not be opened; `message` is for the user. */
@@ -49,7 +51,7 @@ function neededFiles(result: unknown, deviceCount: number): NeededFile[] | undef
  * its real result. Inputs come first in the device table, in order, with role 'input'.
  */
 export async function runWithReferencedFiles(op: string, options: Record<string, unknown>, inputs: InputFile[], ctx: CommandContext): Promise<unknown> {
-  const devices: HostDevice[] = inputs.map((i) => ({ fd: i.fd, role: 'input', writable: !!i.writable }));
+  const devices: HostDevice[] = inputs.map((i) => ({ fd: i.fd, role: i.role ?? 'input', writable: !!i.writable }));
   const paths = inputs.map((i) => i.path);
   // One chain (loop detection, depth) per input; a referenced file belongs to its referrer's chain.
   const chains: ChainState[] = inputs.map((i) => startChain(i.path, i.fd));

@@ -2,9 +2,9 @@
 // same messages) and reports what `qemu-img info` shows.
 import { ImageError, type BlockDevice, type Driver, type Extent, type FormatSpecific, type Image, type NodeInfo, type OpenContext, type SnapshotInfo } from '../types.ts';
 import { cString, ioContext, readAt } from '../bytes.ts';
-import { AUTOCLEAR, COMPAT_LAZY_REFCOUNTS, COMPRESSION_TYPES, CRYPT, INCOMPAT, QCOW2_MAGIC, parseHeader, unknownIncompatible, validateTables, type Qcow2Header } from './header.ts';
+import { AUTOCLEAR, COMPAT_LAZY_REFCOUNTS, COMPRESSION_TYPES, CRYPT, INCOMPAT, MAX_L1_BYTES, QCOW2_MAGIC, parseHeader, unknownIncompatible, validateTable, validateTables, type Qcow2Header } from './header.ts';
 import { readExtensions, type Extensions } from './extensions.ts';
-import { readSnapshots } from './snapshots.ts';
+import { readSnapshots, type SnapshotL1 } from './snapshots.ts';
 import { readBitmaps, type BitmapInfo } from './bitmaps.ts';
 import { ClusterMap } from './clusters.ts';
 import { LUKS_HEADER_SIZE, parseLuksHeader, type LuksInfo } from '../luks/header.ts';
@@ -34,6 +34,23 @@ export class Qcow2Image implements Image {
   /** The opened backing image (the host resolves and opens it; see DESIGN.md §1). */
   attachBacking(backing: Image): void {
     this.backing = backing;
+  }
+
+  /**
+   * The disk as an internal snapshot saw it (qemu's bdrv_snapshot_load_tmp): the same image read
+   * through the snapshot's L1 table. Matches the id and/or the name, whichever are given.
+   */
+  loadSnapshot(id: string | undefined, name: string | undefined): Image {
+    const l1s: SnapshotL1[] = [];
+    const list = readSnapshots(this.dev, this.h, l1s);
+    const i = id === undefined && name === undefined ? -1 : list.findIndex((s) => (id === undefined || s.id === id) && (name === undefined || s.name === name));
+    if (i < 0) throw new ImageError("Can't find snapshot", 'ENOENT');
+    const { l1TableOffset, l1Size } = l1s[i];
+    validateTable(this.h, l1TableOffset, l1Size, 8, MAX_L1_BYTES, 'Snapshot L1 table');
+    const view = new Qcow2Image(this.dev, { ...this.h, l1TableOffset, l1Size }, this.ext, this.backingFile, this.snapshots, this.bitmaps, this.ctx);
+    view.backing = this.backing;
+    view.dataDev = this.dataDev;
+    return view;
   }
 
   info(): NodeInfo {

@@ -8,7 +8,7 @@ export const QCOW2_MAGIC = 0x514649fb; // "QFI\xfb"
 export const HEADER_STRUCT_SIZE = 112;
 const MIN_CLUSTER_BITS = 9;
 const MAX_CLUSTER_BITS = 21;
-const MAX_L1_BYTES = 32 * 1024 * 1024; // QCOW_MAX_L1_SIZE
+export const MAX_L1_BYTES = 32 * 1024 * 1024; // QCOW_MAX_L1_SIZE
 const MAX_REFTABLE_BYTES = 8 * 1024 * 1024; // QCOW_MAX_REFTABLE_SIZE
 export const MAX_SNAPSHOTS = 65536;
 export const SNAPSHOT_HEADER_SIZE = 40;
@@ -149,7 +149,7 @@ export function validateTables(h: Qcow2Header, writable: boolean): void {
 }
 
 /** qemu's qcow2_validate_table: entry count first, then offset range and alignment. */
-function validateTable(h: Qcow2Header, offset: bigint, entries: number, entryLen: number, maxBytes: number, name: string): void {
+export function validateTable(h: Qcow2Header, offset: bigint, entries: number, entryLen: number, maxBytes: number, name: string): void {
   if (entries > Math.floor(maxBytes / entryLen)) throw new ImageError(`${name} too large`);
   const bytes = BigInt(entries) * BigInt(entryLen);
   if (INT64_MAX - bytes < offset || offset % BigInt(h.clusterSize) !== 0n) {

@@ -9,11 +9,17 @@ const INT_MAX = 0x7fffffff;
 const NO_ICOUNT = (1n << 64n) - 1n;
 
 /** Reads every entry. nb_snapshots (≤ 65536) and the 64 MiB table limit bound the work. */
-export function readSnapshots(dev: BlockDevice, h: Qcow2Header): SnapshotInfo[] {
-  return ioContext('Failed to read snapshot table', () => readTable(dev, h));
+export function readSnapshots(dev: BlockDevice, h: Qcow2Header, l1s?: SnapshotL1[]): SnapshotInfo[] {
+  return ioContext('Failed to read snapshot table', () => readTable(dev, h, l1s));
 }
 
-function readTable(dev: BlockDevice, h: Qcow2Header): SnapshotInfo[] {
+/** Where a snapshot's own L1 table is (for reading the disk as the snapshot saw it). */
+export interface SnapshotL1 {
+  l1TableOffset: bigint;
+  l1Size: number;
+}
+
+function readTable(dev: BlockDevice, h: Qcow2Header, l1s?: SnapshotL1[]): SnapshotInfo[] {
   const list: SnapshotInfo[] = [];
   let offset = h.snapshotsOffset; // validated: cluster aligned, far below 2^63
   let tableLength = 0;
@@ -61,6 +67,7 @@ function readTable(dev: BlockDevice, h: Qcow2Header): SnapshotInfo[] {
     };
     if (icount !== NO_ICOUNT) info.icount = int64Number(icount);
     list.push(info);
+    l1s?.push({ l1TableOffset: e.readBigUInt64BE(0), l1Size: e.readUInt32BE(8) });
   }
   return list;
 }

@@ -1,9 +1,11 @@
 import type { Command } from './types.ts';
 import { info } from './info.ts';
 import { inspect } from './inspect.ts';
+import { convert } from './convert.ts';
 
 /** The subcommands with a trusted half; the rest report that they are not implemented yet. */
 export const commands: Record<string, Command> = {
   info,
   inspect,
+  convert,
 };

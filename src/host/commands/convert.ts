@@ -1,0 +1,253 @@
+// `convert`, the trusted half (raw target). Order as in qemu-img: options, sources opened
+// read-only, the -l snapshot, the target format, then the target created (O_CREAT|O_TRUNC) or,
+// with -n, opened as it is; the guest copies into it; the host truncates, fsyncs, and removes a
+// target it created when anything fails (no half-written file that looks finished).
+import { closeSync, constants, fstatSync, fsyncSync, ftruncateSync, openSync, unlinkSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import type { Command, CommandContext } from './types.ts';
+import type { ParsedCommand } from '../../cli/types.ts';
+import { findDriver } from '../../formats/registry.ts';
+import { OpError } from '../sandbox/run.ts';
+import { runWithReferencedFiles, ReferencedFileError, type InputFile } from '../open-files.ts';
+import { InputImageError, STRERROR, imageTarget, openTop, type Target } from '../input-image.ts';
+import { parseQemuOpts } from './image-opts.ts';
+import { ProgressPrinter } from '../../output/progress.ts';
+import type { ConvertOpenResult, ConvertOptions } from '../../ops/convert.ts';
+import type { SnapshotChoice } from '../../ops/convert/sources.ts';
+
+class ConvertError extends Error {}
+
+const MAX_SPARSE = 16 * 1024 * 1024;
+/** Below this a second guest costs more than it saves. */
+const PARALLEL_MIN_BYTES = 256 * 1024 * 1024;
+const SPLIT_ALIGN = 2 * 1024 * 1024;
+
+/** qemu's strtosz: a number with an optional k/M/G/T/P/E suffix (binary units). */
+function parseSize(text: string): number | 'range' | 'invalid' {
+  if (/^\s*-/.test(text)) return 'range';
+  const m = /^\s*(\d+(?:\.\d+)?)([bkmgtpe]?)$/i.exec(text);
+  if (!m || (m[1].includes('.') && m[2] === '')) return 'invalid';
+  const value = Number(m[1]) * 1024 ** 'bkmgtpe'.indexOf(m[2].toLowerCase() || 'b');
+  return value > 2 ** 63 - 1 ? 'range' : Math.floor(value);
+}
+
+/** -S as both versions check it inside their getopt loops. */
+function sparseSize(text: string, ctx: CommandContext): number {
+  const v = parseSize(text);
+  if (typeof v !== 'number') {
+    if (!ctx.profile.newUsageErrors) {
+      throw new ConvertError('Invalid buffer size for sparse output specified. You may use k, M, G, T, P or E suffixes for \n' +
+        `${ctx.progname}: kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.`);
+    }
+    throw new ConvertError(v === 'range'
+      ? 'Invalid buffer size for sparse output specified. Must be between 0 and 9223372036854775807.'
+      : `Invalid buffer size for sparse output specified: '${text}'.`);
+  }
+  if (v % 512 !== 0 || v > MAX_SPARSE) {
+    throw new ConvertError(`Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to ${MAX_SPARSE}. ` +
+      'Select 0 to disable sparse detection (fully allocates output).');
+  }
+  return v;
+}
+
+/** -l: "snapshot.id=…,snapshot.name=…" or a bare id-or-name. */
+function snapshotChoice(text: string): SnapshotChoice {
+  if (!text.startsWith('snapshot.')) return { idOrName: text };
+  const opts = parseQemuOpts(text);
+  const choice: SnapshotChoice = {};
+  for (const [key, value] of opts) {
+    if (key === 'snapshot.id') choice.id = value;
+    else if (key === 'snapshot.name') choice.name = value;
+    else throw new ConvertError(`Invalid parameter '${key}'\nFailed in parsing snapshot param '${text}'`);
+  }
+  return choice;
+}
+
+interface Settings {
+  sparse: number;
+  snapshot?: SnapshotChoice;
+  noCreate: boolean;
+  targetIsZero: boolean;
+  progress: boolean;
+  outputFormat: string;
+}
+
+function settings(cmd: ParsedCommand, ctx: CommandContext): Settings {
+  let sparse = 4096;
+  let snapshot: SnapshotChoice | undefined;
+  for (const [key, value] of cmd.sequence ?? []) {
+    if (key === 'sparse-size') sparse = sparseSize(value, ctx);
+    else if (key === 'snapshot') snapshot = snapshotChoice(value);
+  }
+  const has = (k: string) => cmd.options.has(k);
+  const s: Settings = {
+    sparse,
+    snapshot,
+    noCreate: has('no-create'),
+    targetIsZero: has('target-is-zero'),
+    progress: has('progress') && !has('quiet'),
+    outputFormat: cmd.options.get('output-format')?.at(-1) ?? 'raw',
+  };
+  if (s.targetIsZero && !s.noCreate) throw new ConvertError('--target-is-zero requires use of -n flag');
+  if (has('target-image-opts') && !s.noCreate) throw new ConvertError('--target-image-opts requires use of -n flag');
+  return s;
+}
+
+/** The sources' virtual sizes, or qemu's message for the first one that cannot be opened. */
+async function openPhase(inputs: InputFile[], targets: Target[], options: ConvertOptions, ctx: CommandContext): Promise<number[]> {
+  let result: ConvertOpenResult;
+  try {
+    result = (await runWithReferencedFiles('convert', { ...options, phase: 'open' }, inputs, ctx)) as ConvertOpenResult;
+  } catch (e) {
+    if (e instanceof ReferencedFileError) throw new ConvertError(`Could not open '${targets[e.file.referrer]?.errorName ?? e.path}': ${e.message}`);
+    if (e instanceof OpError) throw new ConvertError(`Could not open '${targets[0].errorName}': ${e.message}`);
+    throw e;
+  }
+  const r = result as Record<string, unknown>;
+  if (typeof r?.snapshotFailed === 'string') throw new ConvertError(r.snapshotFailed);
+  const failed = r?.failed as { source?: unknown; message?: unknown } | undefined;
+  if (failed && Number.isInteger(failed.source) && typeof failed.message === 'string' && targets[failed.source as number]) {
+    throw new ConvertError(`Could not open '${targets[failed.source as number].errorName}': ${failed.message}`);
+  }
+  const sizes = r?.sizes;
+  if (!Array.isArray(sizes) || sizes.length !== targets.length || !sizes.every((s) => Number.isSafeInteger(s) && s >= 0)) {
+    throw new ConvertError('the guest gave a malformed answer');
+  }
+  return sizes as number[];
+}
+
+/** Creates (or, with -n, opens) the target; qemu's wording for each failure. */
+function openTarget(path: string, total: number, s: Settings): number {
+  if (s.noCreate) {
+    let fd: number;
+    try {
+      fd = openSync(path, constants.O_WRONLY | constants.O_NOCTTY);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
+      throw new ConvertError(`Could not open '${path}': Could not open '${path}': ${STRERROR[code] ?? code}`);
+    }
+    if (fstatSync(fd).size < total) {
+      closeSync(fd);
+      throw new ConvertError('output file is smaller than input file');
+    }
+    return fd;
+  }
+  try {
+    const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOCTTY, 0o644);
+    ftruncateSync(fd, total);
+    return fd;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
+    const why = code === 'EISDIR' ? 'Is a directory' : code === 'ENOSPC' ? 'No space left on device' : STRERROR[code] ?? code;
+    throw new ConvertError(`${path}: error while converting raw: Could not create '${path}': ${why}`);
+  }
+}
+
+/** The copy: one guest, or one per core on disjoint ranges for big disks. */
+async function copyPhase(inputs: InputFile[], outFd: number, outPath: string, total: number, options: ConvertOptions, printer: ProgressPrinter | undefined, ctx: CommandContext): Promise<void> {
+  const workers = total >= PARALLEL_MIN_BYTES ? Math.min(2, availableParallelism()) : 1;
+  const step = Math.ceil(total / workers / SPLIT_ALIGN) * SPLIT_ALIGN;
+  const ranges: [number, number][] = [];
+  for (let start = 0; start < total; start += step) ranges.push([start, Math.min(total, start + step)]);
+  if (ranges.length === 0) ranges.push([0, 0]);
+  const done = ranges.map(() => 0);
+  const counted = ranges.map(() => 0);
+  const show = () => {
+    const sum = counted.reduce((a, b) => a + b, 0);
+    if (sum > 0) printer?.show((100 * done.reduce((a, b) => a + b, 0)) / sum);
+  };
+  const withOutput: InputFile[] = [...inputs, { fd: outFd, path: outPath, writable: true, role: 'output' }];
+  await Promise.all(ranges.map((range, i) => {
+    const run = { ...ctx.run, onProgress: (d: number, t: number) => { done[i] = d; counted[i] = t; show(); } };
+    return runWithReferencedFiles('convert', { ...options, phase: 'copy', range: ranges.length > 1 ? range : undefined }, withOutput, { ...ctx, run });
+  }));
+}
+
+async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settings, printer: ProgressPrinter | undefined): Promise<void> {
+  const specs = cmd.args.slice(0, -1);
+  const outPath = cmd.args[cmd.args.length - 1];
+  if (specs.length > 1 && s.snapshot) throw new ConvertError('No support for concatenating multiple snapshot');
+  const format = cmd.options.get('source-format')?.at(-1);
+  const targets = specs.map((spec) => imageTarget(spec, format, cmd.options.has('image-opts')));
+  const inputs: InputFile[] = [];
+  try {
+    for (const t of targets) inputs.push({ fd: openTop(t), path: t.path });
+    const options: ConvertOptions = {
+      phase: 'open',
+      sources: targets.map((t, index) => ({ index, format: t.format, fileName: t.path })),
+      snapshot: s.snapshot,
+      unsafeQuirks: ctx.globals.unsafeQuirks,
+      profile: { vhdCurrentSize: ctx.profile.vhdCurrentSize },
+      sparseSize: s.sparse,
+      targetIsZero: !s.noCreate || s.targetIsZero,
+      progress: !!printer,
+    };
+    const sizes = await openPhase(inputs, targets, options, ctx);
+    checkTargetFormat(cmd, s);
+    const total = sizes.reduce((a, b) => a + b, 0);
+    const outFd = openTarget(outPath, total, s);
+    let ok = false;
+    try {
+      await copyPhase(inputs, outFd, outPath, total, options, printer, ctx);
+      fsyncSync(outFd);
+      ok = true;
+    } catch (e) {
+      if (e instanceof OpError || e instanceof ReferencedFileError) throw new ConvertError(e.message);
+      throw e;
+    } finally {
+      closeSync(outFd);
+      // A target we created and could not finish must not stay behind looking like a result.
+      if (!ok && !s.noCreate) {
+        try {
+          unlinkSync(outPath);
+        } catch {
+          /* already gone */
+        }
+      }
+    }
+  } finally {
+    for (const i of inputs) closeSync(i.fd);
+  }
+}
+
+/** -O and the options that only other formats have. */
+function checkTargetFormat(cmd: ParsedCommand, s: Settings): void {
+  if (s.outputFormat !== 'raw') {
+    if (!findDriver(s.outputFormat)) throw new ConvertError(`Unknown file format '${s.outputFormat}'`);
+    throw new ConvertError(`convert -O ${s.outputFormat} is not implemented yet in instar (only raw)`);
+  }
+  if (cmd.options.has('compress')) throw new ConvertError('Compression not supported for this file format');
+  if (cmd.options.has('backing')) throw new ConvertError("Backing file not supported for file format 'raw'");
+  for (const o of cmd.options.get('options') ?? []) {
+    if (o !== '' && o !== 'preallocation=off') throw new ConvertError(`convert -o ${o} is not implemented yet in instar`);
+  }
+}
+
+export const convert: Command = async (cmd, ctx) => {
+  let printer: ProgressPrinter | undefined;
+  try {
+    const s = settings(cmd, ctx);
+    if (cmd.args.length < 2) return usageOrPlain(ctx);
+    // -p's first line comes before any source is opened, and its newline after any failure.
+    if (s.progress) printer = new ProgressPrinter(ctx.out);
+    await convertSources(cmd, ctx, s, printer);
+    printer?.finish();
+    return 0;
+  } catch (e) {
+    printer?.end();
+    printer = undefined;
+    if (e instanceof ConvertError || e instanceof InputImageError) {
+      for (const line of e.message.split('\n')) ctx.err(`${ctx.progname}: ${line}\n`);
+      return 1;
+    }
+    throw e;
+  } finally {
+    printer?.end();
+  }
+};
+
+/** qemu-img says "Must specify image file name" without a usage text, in both versions. */
+function usageOrPlain(ctx: CommandContext): number {
+  ctx.err(`${ctx.progname}: Must specify image file name\n`);
+  return 1;
+}

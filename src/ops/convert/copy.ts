@@ -1,0 +1,145 @@
+// The copy loop of `convert` to a raw target: walk each source's extents, read data runs in 1 MiB
+// buffers, leave zero runs as holes (when the target already reads as zeros) and write the rest
+// with positioned writes. Progress follows qemu-img's accounting: only data chunks count (zero
+// ones too with -S 0), in chunks of at most 2 MiB, so a small image prints qemu's exact lines.
+import { ImageError, type BlockDevice, type Image } from '../../formats/types.ts';
+import { ProgressRule } from '../../output/progress.ts';
+
+const MiB = 1024 * 1024;
+/** I/O buffer: fits the per-core cache (FACTS.md: larger chunks copy slower). */
+const IO_BYTES = MiB;
+/** qemu-img's IO_BUF_SIZE: the largest chunk its progress counts at once. */
+const QEMU_CHUNK = 2 * MiB;
+/** Longest extent asked for at once (qemu's block-status request limit is about 2 GiB). */
+const MAX_EXTENT = 1024 * MiB;
+
+export interface CopyPlan {
+  images: Image[];
+  output: BlockDevice;
+  /** -S in bytes; 0 = write everything (fully allocated output). */
+  sparseSize: number;
+  /** The target reads as zeros already (created by the host, or --target-is-zero). */
+  targetIsZero: boolean;
+  /** The part of the concatenated disk to copy, [start, end); the whole disk when absent. */
+  range?: [number, number];
+  /** Called when qemu would print a progress line (done/total of this range's counted bytes). */
+  onProgress?: (done: number, total: number) => void;
+}
+
+const zeros = Buffer.alloc(IO_BYTES);
+
+/** One run of an image: its bytes are data to copy, or read as zeros. */
+interface Run {
+  pos: number;
+  length: number;
+  data: boolean;
+}
+
+function* runs(image: Image, from: number, to: number): Generator<Run> {
+  let pos = from;
+  while (pos < to) {
+    const e = image.extent(pos, Math.min(to - pos, MAX_EXTENT));
+    // A driver that reports nothing would loop forever: treat it as a broken image.
+    if (!(e.length > 0)) throw new ImageError('Input/output error', 'EIO');
+    const length = Math.min(e.length, to - pos);
+    yield { pos, length, data: e.kind === 'data' };
+    pos += length;
+  }
+}
+
+/** qemu's chunking of one run for progress: ≤ 2 MiB, ends aligned to `alignment` when longer. */
+function chunkLength(pos: number, remaining: number, alignment: number): number {
+  let n = Math.min(remaining, QEMU_CHUNK);
+  if (n > alignment) n = Math.floor((pos + n) / alignment) * alignment - pos;
+  return n;
+}
+
+/** Byte ranges [sourceIndex, from, to, outputBase] of each source inside the copy range. */
+function pieces(plan: CopyPlan): [Image, number, number, number][] {
+  const total = plan.images.reduce((n, i) => n + i.virtualSize, 0);
+  const [start, end] = plan.range ?? [0, total];
+  const out: [Image, number, number, number][] = [];
+  let base = 0;
+  for (const image of plan.images) {
+    const from = Math.max(start - base, 0);
+    const to = Math.min(end - base, image.virtualSize);
+    if (from < to) out.push([image, from, to, base]);
+    base += image.virtualSize;
+  }
+  return out;
+}
+
+/** Writes `buf` at `at`, skipping sparse-size blocks that are all zeros when allowed. */
+function writeSparse(out: BlockDevice, buf: Buffer, at: number, sparse: number, skipZeros: boolean): void {
+  if (!skipZeros) return out.write!(buf, at);
+  if (buf.equals(zeros.subarray(0, buf.length))) return;
+  // Blocks aligned to the output offset, as qemu's zero detection is; runs of data coalesced.
+  let runStart = -1;
+  let pos = 0;
+  while (pos < buf.length) {
+    const blockEnd = Math.min(buf.length, (Math.floor((at + pos) / sparse) + 1) * sparse - at);
+    const isZero = buf.compare(zeros, 0, blockEnd - pos, pos, blockEnd) === 0;
+    if (isZero && runStart >= 0) {
+      out.write!(buf.subarray(runStart, pos), at + runStart);
+      runStart = -1;
+    } else if (!isZero && runStart < 0) runStart = pos;
+    pos = blockEnd;
+  }
+  if (runStart >= 0) out.write!(buf.subarray(runStart), at + runStart);
+}
+
+function writeZeros(out: BlockDevice, at: number, length: number): void {
+  for (let done = 0; done < length; done += IO_BYTES) out.write!(zeros.subarray(0, Math.min(IO_BYTES, length - done)), at + done);
+}
+
+/** Copies the plan's range; returns the number of counted (progress) bytes. */
+export function copyToRaw(plan: CopyPlan): number {
+  const { output, sparseSize } = plan;
+  if (!output.write) throw new ImageError('the output is not writable');
+  const skipZeros = plan.targetIsZero && sparseSize > 0;
+  const counts = (r: Run) => r.data || sparseSize === 0;
+  const alignment = Math.max(512, sparseSize > 0 ? 2 ** Math.floor(Math.log2(sparseSize)) : 512);
+  const parts = pieces(plan);
+
+  // qemu counts the bytes it will copy before it starts.
+  let total = 0;
+  if (plan.onProgress) for (const [image, from, to] of parts) for (const r of runs(image, from, to)) if (counts(r)) total += r.length;
+  const rule = new ProgressRule();
+  let done = 0;
+
+  const buf = Buffer.allocUnsafe(IO_BYTES);
+  for (const [image, from, to, base] of parts) {
+    for (const r of runs(image, from, to)) {
+      let pos = r.pos;
+      const end = r.pos + r.length;
+      while (pos < end) {
+        const n = counts(r) ? chunkLength(pos, end - pos, alignment) : end - pos;
+        if (r.data) {
+          for (let at = pos; at < pos + n; at += IO_BYTES) {
+            const piece = buf.subarray(0, Math.min(IO_BYTES, pos + n - at));
+            readAt(image, piece, at, base + at);
+            writeSparse(output, piece, base + at, sparseSize, skipZeros);
+          }
+        } else if (!skipZeros) {
+          writeZeros(output, base + pos, n);
+        }
+        pos += n;
+        if (counts(r) && plan.onProgress) {
+          done += n;
+          if (rule.set((100 * done) / total) !== undefined) plan.onProgress(done, total);
+        }
+      }
+    }
+  }
+  return total;
+}
+
+/** qemu's wording for a failed read: the byte offset in the source, then the reason. */
+function readAt(image: Image, buf: Buffer, pos: number, diskPos: number): void {
+  try {
+    image.read(buf, pos);
+  } catch (e) {
+    if (e instanceof ImageError) throw new ImageError(`error while reading at byte ${diskPos}: ${e.message}`, e.errno);
+    throw e;
+  }
+}

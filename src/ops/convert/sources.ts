@@ -1,0 +1,59 @@
+// Opening convert's sources inside the guest: each source tree (backing chain, data file,
+// extents) through openTree, and -l's internal snapshot view, with qemu's wording.
+import { ImageError, type Image } from '../../formats/types.ts';
+import { openTree, type OpenTreeOptions } from '../open-tree.ts';
+import type { OpContext } from '../types.ts';
+
+export interface ConvertSource {
+  /** Index of the source's device in the device table. */
+  index: number;
+  /** -f for every source; detection otherwise. */
+  format?: string;
+  /** The name as the user gave it. */
+  fileName: string;
+}
+
+/** -l: `snapshot.id=…,snapshot.name=…` (both must match) or a plain id-or-name. */
+export interface SnapshotChoice {
+  id?: string;
+  name?: string;
+  idOrName?: string;
+}
+
+interface SnapshotCapable {
+  loadSnapshot(id: string | undefined, name: string | undefined): Image;
+}
+
+const canLoadSnapshot = (image: Image): image is Image & SnapshotCapable =>
+  typeof (image as Partial<SnapshotCapable>).loadSnapshot === 'function';
+
+const notFound = (e: unknown) => e instanceof ImageError && e.errno === 'ENOENT';
+
+/** qemu's bdrv_snapshot_load_tmp(_by_id_or_name): the id first, then the name. */
+function loadSnapshot(image: Image, choice: SnapshotChoice): Image {
+  if (!canLoadSnapshot(image)) {
+    throw new ImageError(`Block format '${image.format}' used by device '' does not support temporarily loading internal snapshots`);
+  }
+  if (choice.idOrName === undefined) return image.loadSnapshot(choice.id, choice.name);
+  try {
+    return image.loadSnapshot(choice.idOrName, undefined);
+  } catch (e) {
+    if (!notFound(e)) throw e;
+    return image.loadSnapshot(undefined, choice.idOrName);
+  }
+}
+
+/** One source opened with everything below it (MissingFilesError: the host grants more files). */
+export function openSource(ctx: OpContext, source: ConvertSource, opts: Pick<OpenTreeOptions, 'unsafeQuirks' | 'profile'>): Image {
+  return openTree(ctx, source.index, { format: source.format, fileName: source.fileName, unsafeQuirks: opts.unsafeQuirks, profile: opts.profile });
+}
+
+/** -l: every source read through the snapshot; failures worded as qemu-img words them. */
+export function snapshotViews(images: Image[], choice: SnapshotChoice): Image[] {
+  try {
+    return images.map((image) => loadSnapshot(image, choice));
+  } catch (e) {
+    if (e instanceof ImageError) throw new ImageError(`Failed to load snapshot: ${e.message}`, e.errno);
+    throw e;
+  }
+}
