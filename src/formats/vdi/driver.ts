@@ -11,7 +11,8 @@ const SIGNATURE = 0xbeda107f;
 const VERSION_1_1 = 0x00010001;
 const SECTOR = 512;
 const BLOCK_SIZE = 1024 * 1024;
-const BLOCKS_MAX = 0x3fffffff;
+/** qemu: as many map entries as one request can read (BDRV_REQUEST_MAX_BYTES / 4). */
+const BLOCKS_MAX = 0x7ffffe00 / 4;
 const DISK_SIZE_MAX = BigInt(BLOCKS_MAX) * BigInt(BLOCK_SIZE);
 /** Block map entries at or above this are holes (0xfffffffe: discarded, 0xffffffff: never written). */
 const DISCARDED = 0xfffffffe;
