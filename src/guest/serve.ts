@@ -79,7 +79,7 @@ export async function serveGuest(ops: Record<string, Op>): Promise<void> {
     const devices = req.devices.map((spec) => ({ spec, dev: new FdDevice(spec.fd, spec.writable) }));
     const emit = (msg: GuestMessage) => {
       // Only the streaming kinds: the op's end is its return value or exception.
-      if (msg.type === 'progress' || msg.type === 'need-files') send(msg);
+      if (msg.type !== 'result' && msg.type !== 'error') send(msg);
     };
     const value = await ops[req.op](req.options, { devices, emit });
     send({ type: 'result', value: value ?? null });
