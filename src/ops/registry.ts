@@ -2,6 +2,7 @@ import type { Op } from './types.ts';
 import { infoOp } from './info.ts';
 import { inspectOp } from './inspect.ts';
 import { convertOp } from './convert.ts';
+import { compareOp } from './compare.ts';
 import { answeringMissingFiles } from './open-tree.ts';
 
 /** Every op a guest can run, by name. Test-only hostile ops are added by the sandbox tests' guest. */
@@ -9,4 +10,5 @@ export const ops: Record<string, Op> = {
   info: infoOp,
   inspect: inspectOp,
   convert: answeringMissingFiles(convertOp),
+  compare: answeringMissingFiles(compareOp),
 };

@@ -2,10 +2,12 @@ import type { Command } from './types.ts';
 import { info } from './info.ts';
 import { inspect } from './inspect.ts';
 import { convert } from './convert.ts';
+import { compare } from './compare.ts';
 
 /** The subcommands with a trusted half; the rest report that they are not implemented yet. */
 export const commands: Record<string, Command> = {
   info,
   inspect,
   convert,
+  compare,
 };

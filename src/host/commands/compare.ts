@@ -1,0 +1,167 @@
+// `compare`, the trusted half. Order as in qemu-img: argument count, progress set up (so even a
+// failed open ends with its "\n"), -T checked, image 1 opened, then image 2; open failures exit 2.
+// The guest opens both trees in one op and returns stdout's transcript, which is checked line by
+// line against the only texts compare prints before it reaches the terminal.
+import { closeSync } from 'node:fs';
+import type { Command, CommandContext } from './types.ts';
+import type { ParsedCommand } from '../../cli/types.ts';
+import { usageError } from '../../cli/usage-error.ts';
+import { OpError } from '../sandbox/run.ts';
+import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
+import { InputImageError, imageTarget, openTop, type Target } from '../input-image.ts';
+import type { CompareOptions, CompareResult } from '../../ops/compare.ts';
+
+/** Exit statuses of qemu-img compare besides 0 (identical) and 1 (different). */
+const OPEN_FAILED = 2;
+const READ_FAILED = 4;
+
+const CACHE_MODES = new Set(['none', 'off', 'writeback', 'unsafe', 'directsync', 'writethrough']);
+
+/** The only lines compare prints on stdout besides progress; anything else from a guest is refused. */
+const ALLOWED_TEXT = /^(Images are identical\.|Warning: Image size mismatch!|Strict mode: Image size mismatch!|Content mismatch at offset \d{1,20}!|Strict mode: Offset \d{1,20} block status mismatch!)\n$/;
+const MAX_EVENTS = 1024;
+
+class CompareError extends Error {
+  constructor(message: string, readonly status: number) {
+    super(message);
+  }
+}
+
+/** printf("%3.2f") of a C float: exact binary value, exact ties to even. */
+function percent(value: number): string {
+  const scaled = value * 100;
+  if (Number.isInteger(scaled - 0.5)) {
+    const down = Math.floor(scaled);
+    return ((down % 2 === 0 ? down : down + 1) / 100).toFixed(2);
+  }
+  return value.toFixed(2);
+}
+
+/** The guest's answer, checked before any of it reaches stdout. */
+function checkResult(value: unknown): CompareResult {
+  const r = (value ?? {}) as Record<string, unknown>;
+  if (r.opened === false && (r.image === 0 || r.image === 1) && typeof r.message === 'string') return r as unknown as CompareResult;
+  const ok = r.opened === true && (r.status === 0 || r.status === 1) && Array.isArray(r.formats) && r.formats.every((f) => typeof f === 'string') &&
+    Array.isArray(r.events) && r.events.length <= MAX_EVENTS &&
+    r.events.every((e: unknown) => {
+      const ev = (e ?? {}) as Record<string, unknown>;
+      if ('progress' in ev) return typeof ev.progress === 'number' && ev.progress >= 0 && ev.progress <= 100;
+      return typeof ev.text === 'string' && ALLOWED_TEXT.test(ev.text);
+    });
+  if (!ok) throw new CompareError('the guest gave a malformed compare result', READ_FAILED);
+  return r as unknown as CompareResult;
+}
+
+function options(cmd: ParsedCommand, targets: Target[], ctx: CommandContext, progress: boolean): CompareOptions {
+  return {
+    formats: [targets[0].format, targets[1]?.format],
+    fileNames: [targets[0].path, targets[1]?.path ?? ''],
+    strict: cmd.options.has('strict'),
+    progress,
+    unsafeQuirks: ctx.globals.unsafeQuirks,
+    profile: ctx.profile,
+  };
+}
+
+function target(cmd: ParsedCommand, index: 0 | 1): Target {
+  const format = cmd.options.get(index === 0 ? 'a-format' : 'b-format')?.at(-1);
+  return imageTarget(cmd.args[index], format, cmd.options.has('image-opts'));
+}
+
+/** Opens one named image on the host; qemu's words on failure. */
+function openNamed(cmd: ParsedCommand, index: 0 | 1): { target: Target; fd: number } {
+  try {
+    const t = target(cmd, index);
+    return { target: t, fd: openTop(t) };
+  } catch (e) {
+    if (e instanceof InputImageError) throw new CompareError(e.message, OPEN_FAILED);
+    throw e;
+  }
+}
+
+function openError(t: Target, message: string): CompareError {
+  return new CompareError(`Could not open '${t.errorName}': ${message}`, OPEN_FAILED);
+}
+
+/** Runs the guest over both images (and the files they name). */
+async function runCompare(cmd: ParsedCommand, ctx: CommandContext, progress: boolean): Promise<{ status: number; text: string }> {
+  const first = openNamed(cmd, 0);
+  const fds = [first.fd];
+  try {
+    let second;
+    try {
+      second = openNamed(cmd, 1);
+    } catch (e) {
+      // qemu opens image 1 completely (format, backing chain) before it looks at image 2.
+      await checkFirstOpens(cmd, ctx, first);
+      throw e;
+    }
+    fds.push(second.fd);
+    const targets = [first.target, second.target];
+    const inputs = targets.map((t, i) => ({ fd: fds[i], path: t.path }));
+    let result: CompareResult;
+    try {
+      result = checkResult(await runWithReferencedFiles('compare', { ...options(cmd, targets, ctx, progress) }, inputs, ctx));
+    } catch (e) {
+      if (e instanceof ReferencedFileError) {
+        // Files named further down a chain are asked for after those of the first image.
+        const owner = e.file.referrer === 1 ? targets[1] : targets[0];
+        throw openError(owner, e.message);
+      }
+      if (e instanceof OpError) throw new CompareError(e.message, READ_FAILED);
+      throw e;
+    }
+    if (!result.opened) throw openError(targets[result.image], result.message);
+    for (const i of [0, 1] as const) {
+      const option = targets[i].unknownFormatOption;
+      if (option !== undefined) throw openError(targets[i], `Block format '${result.formats[i]}' does not support the option '${option}'`);
+    }
+    const text = result.events.map((ev) => ('progress' in ev ? `    (${percent(ev.progress)}/100%)\r` : ev.text)).join('');
+    return { status: result.status, text };
+  } finally {
+    for (const fd of fds) closeSync(fd);
+  }
+}
+
+/** When image 2 cannot be opened: an error opening image 1 in the guest comes first, as in qemu. */
+async function checkFirstOpens(cmd: ParsedCommand, ctx: CommandContext, first: { target: Target; fd: number }): Promise<void> {
+  const opts = { ...options(cmd, [first.target], ctx, false), openFirstOnly: true };
+  let result: CompareResult;
+  try {
+    result = checkResult(await runWithReferencedFiles('compare', { ...opts }, [{ fd: first.fd, path: first.target.path }], ctx));
+  } catch (e) {
+    if (e instanceof ReferencedFileError) throw openError(first.target, e.message);
+    if (e instanceof OpError) throw openError(first.target, e.message);
+    throw e;
+  }
+  if (!result.opened) throw openError(first.target, result.message);
+}
+
+export const compare: Command = async (cmd, ctx) => {
+  if (cmd.args.length !== 2) return usageError(ctx, cmd, 'Expecting two image file names');
+  // -q silences progress; -U, --object and a valid -T change nothing for a read-only compare.
+  const progress = cmd.options.has('progress') && !cmd.options.has('quiet');
+  const quiet = cmd.options.has('quiet');
+  const end = () => {
+    if (progress) ctx.out('\n');
+  };
+  const cache = cmd.options.get('cache')?.at(-1);
+  if (cache !== undefined && !CACHE_MODES.has(cache)) {
+    ctx.err(`${ctx.progname}: Invalid source cache option: ${cache}\n`);
+    end();
+    return OPEN_FAILED;
+  }
+  try {
+    const { status, text } = await runCompare(cmd, ctx, progress);
+    if (!quiet) ctx.out(text);
+    end();
+    return status;
+  } catch (e) {
+    if (e instanceof CompareError) {
+      ctx.err(`${ctx.progname}: ${e.message}\n`);
+      end();
+      return e.status;
+    }
+    throw e;
+  }
+};

@@ -1,0 +1,162 @@
+// `compare`, the guest half: opens both images (each with its backing chain) and walks them as
+// qemu-img compare does: block status of both, regions both report as zero skipped unread, others
+// read in chunks of at most qemu's IO_BUF_SIZE and compared with Buffer.equals; only a differing
+// chunk is searched, sector by sector, for the offset qemu reports. The result is the whole stdout
+// transcript in order (progress lines, the size warning, the verdict); the host prints it.
+import { ImageError, type Extent, type Image } from '../formats/types.ts';
+import { MissingFilesError, openTree } from './open-tree.ts';
+import type { NeededFile } from '../protocol/messages.ts';
+import type { Op, OpContext } from './types.ts';
+import type { OpenTreeOptions } from './open-tree.ts';
+import { CompareProgress } from './compare-progress.ts';
+
+export interface CompareOptions {
+  /** -f and -F (or the drivers named by --image-opts); detection when absent. */
+  formats: [string | undefined, string | undefined];
+  /** The names as the user gave them, for the dmg probe and driver messages. */
+  fileNames: [string, string];
+  strict?: boolean;
+  progress?: boolean;
+  unsafeQuirks?: boolean;
+  profile?: OpenTreeOptions['profile'];
+  /** Open the first image only and report whether that works (the host's error ordering). */
+  openFirstOnly?: boolean;
+}
+
+/** One piece of stdout, in order: a progress percentage (a C float) or a line of text. */
+export type CompareEvent = { progress: number } | { text: string };
+
+export type CompareResult =
+  | { opened: false; image: 0 | 1; message: string }
+  | { opened: true; formats: string[]; status: 0 | 1; events: CompareEvent[] };
+
+/** qemu-img's IO_BUF_SIZE: the most compare reads from each image at once. */
+const IO_BUF_SIZE = 2 * 1024 * 1024;
+const SECTOR = 512;
+
+// Block status bits as qemu's bdrv_block_status_above returns them; strict mode compares them.
+const DATA = 0x01;
+const ZERO = 0x02;
+const OFFSET_VALID = 0x04;
+const ALLOCATED = 0x10;
+const EOF = 0x20;
+
+/** The status qemu would give this extent (the chain's bottom holes read as zeros). */
+function statusOf(e: Extent, size: number): number {
+  let s = e.kind === 'data' ? DATA | ALLOCATED : e.kind === 'zero' ? ZERO | ALLOCATED : ZERO;
+  if (e.kind !== 'unallocated' && e.hostOffset !== undefined && !e.compressed) s |= OFFSET_VALID;
+  if (e.offset + e.length >= size) s |= EOF;
+  return s;
+}
+
+function extentAt(image: Image, offset: number, end: number): Extent {
+  const e = image.extent(offset, end - offset);
+  // A driver's extent must move forward; a zero-length one would loop forever.
+  if (!(e.length > 0)) throw new ImageError(`block status at offset ${offset} made no progress`);
+  return { ...e, offset, length: Math.min(e.length, end - offset) };
+}
+
+/** Offset (from the chunk's start) of the first 512-byte sector that differs, as qemu counts. */
+function firstDifferentSector(a: Buffer, b: Buffer): number {
+  for (let at = 0; at < a.length; at += SECTOR) {
+    const end = Math.min(at + SECTOR, a.length);
+    if (!a.subarray(at, end).equals(b.subarray(at, end))) return at;
+  }
+  return -1;
+}
+
+function openOne(ctx: OpContext, index: 0 | 1, opts: CompareOptions, missing: NeededFile[]): Image | { failed: string } | undefined {
+  try {
+    return openTree(ctx, index, { format: opts.formats[index], fileName: opts.fileNames[index], profile: opts.profile, unsafeQuirks: opts.unsafeQuirks });
+  } catch (e) {
+    if (e instanceof MissingFilesError) {
+      missing.push(...e.files);
+      return undefined;
+    }
+    if (e instanceof ImageError) return { failed: e.message };
+    throw e;
+  }
+}
+
+export const compareOp: Op = (options, ctx) => {
+  const opts = options as unknown as CompareOptions;
+  const missing: NeededFile[] = [];
+  const images: Image[] = [];
+  for (const index of opts.openFirstOnly ? [0 as const] : [0 as const, 1 as const]) {
+    const opened = openOne(ctx, index, opts, missing);
+    if (opened !== undefined && 'failed' in opened) {
+      // qemu opens the first image completely before the second: its missing files come first.
+      if (missing.length > 0) break;
+      return { opened: false, image: index, message: opened.failed } satisfies CompareResult;
+    }
+    if (opened) images.push(opened);
+  }
+  if (missing.length > 0) throw new MissingFilesError(missing);
+  if (opts.openFirstOnly) return { opened: true, formats: [images[0].format], status: 0, events: [] } satisfies CompareResult;
+  const events: CompareEvent[] = [];
+  const status = compareImages(images[0], images[1], !!opts.strict, opts.progress ? new CompareProgress(events) : undefined, events);
+  return { opened: true, formats: images.map((i) => i.format), status, events } satisfies CompareResult;
+};
+
+/** qemu's walk; returns the exit status (0 identical, 1 different) and fills `events`. */
+function compareImages(a: Image, b: Image, strict: boolean, progress: CompareProgress | undefined, events: CompareEvent[]): 0 | 1 {
+  const sizeA = a.virtualSize;
+  const sizeB = b.virtualSize;
+  const common = Math.min(sizeA, sizeB);
+  const base = Math.max(sizeA, sizeB);
+  const say = (text: string) => events.push({ text });
+  progress?.start();
+  if (strict && sizeA !== sizeB) {
+    say('Strict mode: Image size mismatch!\n');
+    return 1;
+  }
+  const bufA = Buffer.alloc(Math.min(IO_BUF_SIZE, Math.max(common, base - common, 1)));
+  const bufB = Buffer.alloc(bufA.length);
+  let offset = 0;
+  while (offset < common) {
+    const extA = extentAt(a, offset, sizeA);
+    const extB = extentAt(b, offset, sizeB);
+    const statusA = statusOf(extA, sizeA);
+    const statusB = statusOf(extB, sizeB);
+    let chunk = Math.min(extA.length, extB.length, common - offset);
+    if (strict && statusA !== statusB) {
+      say(`Strict mode: Offset ${offset} block status mismatch!\n`);
+      return 1;
+    }
+    if (!(statusA & ZERO && statusB & ZERO)) {
+      chunk = Math.min(chunk, IO_BUF_SIZE);
+      const pa = bufA.subarray(0, chunk);
+      const pb = bufB.subarray(0, chunk);
+      a.read(pa, offset);
+      b.read(pb, offset);
+      if (!pa.equals(pb)) {
+        say(`Content mismatch at offset ${offset + firstDifferentSector(pa, pb)}!\n`);
+        return 1;
+      }
+    }
+    offset += chunk;
+    progress?.advance(chunk, base);
+  }
+  if (sizeA !== sizeB) {
+    say('Warning: Image size mismatch!\n');
+    const over = sizeA > sizeB ? a : b;
+    const zeros = Buffer.alloc(bufA.length);
+    while (offset < base) {
+      const ext = extentAt(over, offset, base);
+      let chunk = ext.length;
+      if (ext.kind === 'data') {
+        chunk = Math.min(chunk, IO_BUF_SIZE);
+        const piece = bufA.subarray(0, chunk);
+        over.read(piece, offset);
+        if (!piece.equals(zeros.subarray(0, chunk))) {
+          say(`Content mismatch at offset ${offset + firstDifferentSector(piece, zeros.subarray(0, chunk))}!\n`);
+          return 1;
+        }
+      }
+      offset += chunk;
+      progress?.advance(chunk, base);
+    }
+  }
+  say('Images are identical.\n');
+  return 0;
+}
