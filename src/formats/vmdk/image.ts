@@ -116,25 +116,23 @@ export class VmdkImage implements Image {
   /** Reads one run of grains with the same status (contiguous data merged into one read). */
   private readSparse(ext: GrainExtent, out: Uint8Array, rel: number, guestPos: number): number {
     // qemu's read path treats a grain it cannot look up like an unallocated one.
-    let status = ext.lookup(rel);
-    if (status === GrainStatus.Error) status = GrainStatus.Unallocated;
-    const grain = ext.clusterBytes || out.length;
-    const inGrain = rel % grain;
-    let len = Math.min(out.length, grain - inGrain);
+    const status = lookupForRead(ext, rel);
+    let len = Math.min(out.length, ext.run);
     if (status === GrainStatus.Data) {
       const host = ext.hostOffset;
+      const inGrain = rel % ext.clusterBytes;
       if (ext.compressed) {
         ext.readGrain(out.subarray(0, len), host, inGrain);
         return len;
       }
       // Extend over following grains stored right after this one.
       while (len < out.length && ext.lookup(rel + len) === GrainStatus.Data && ext.hostOffset === host + inGrain + len) {
-        len = Math.min(out.length, len + grain);
+        len = Math.min(out.length, len + ext.run);
       }
       ext.readGrain(out.subarray(0, len), host, inGrain);
       return len;
     }
-    while (len < out.length && lookupForRead(ext, rel + len) === status) len = Math.min(out.length, len + grain);
+    while (len < out.length && lookupForRead(ext, rel + len) === status) len = Math.min(out.length, len + ext.run);
     if (status === GrainStatus.Unallocated && this.backing) this.readBacking(out.subarray(0, len), guestPos);
     else out.fill(0, 0, len);
     return len;
@@ -160,13 +158,11 @@ export class VmdkImage implements Image {
     }
     const status = ext.lookup(rel);
     if (status === GrainStatus.Error) throw readError('EIO');
-    const grain = ext.clusterBytes;
-    const inGrain = rel % grain;
-    let len = Math.min(max, grain - inGrain);
+    let len = Math.min(max, ext.run);
     const known = ext.hostOffset >= 0;
-    const host = ext.hostOffset + inGrain;
+    const host = ext.hostOffset + (rel % ext.clusterBytes);
     const contiguous = status === GrainStatus.Data && !ext.compressed;
-    while (len < max && ext.lookup(rel + len) === status && (!contiguous || ext.hostOffset === host + len)) len = Math.min(max, len + grain);
+    while (len < max && ext.lookup(rel + len) === status && (!contiguous || ext.hostOffset === host + len)) len = Math.min(max, len + ext.run);
     if (status === GrainStatus.Data) {
       if (ext.compressed) return { offset, length: len, kind: 'data', compressed: true, depth: 0 };
       return known ? { offset, length: len, kind: 'data', depth: 0, hostOffset: host } : { offset, length: len, kind: 'data', depth: 0 };

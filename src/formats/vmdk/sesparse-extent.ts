@@ -23,6 +23,7 @@ export class SeSparseExtent {
   readonly clusterBytes = 4096;
   readonly sectors: bigint;
   hostOffset = 0;
+  run = 0;
   private readonly l1: BigUint64Array;
   private readonly l1Size: number;
   private readonly tablesOffset: bigint;
@@ -74,11 +75,16 @@ export class SeSparseExtent {
   }
 
   lookup(offset: number): GrainStatus {
+    this.run = this.clusterBytes - (offset % this.clusterBytes);
     const sector = Math.floor(offset / 512);
     const l1Index = Math.floor(sector / (L2_ENTRIES * 8));
     if (l1Index >= this.l1Size) return GrainStatus.Error;
     const l1Entry = l1Index < this.l1.length ? this.l1[l1Index] : 0n;
-    if (l1Entry === 0n) return GrainStatus.Unallocated;
+    if (l1Entry === 0n) {
+      const span = L2_ENTRIES * this.clusterBytes;
+      this.run = span - (offset % span);
+      return GrainStatus.Unallocated;
+    }
     if ((l1Entry & 0xffffffff00000000n) !== 0x1000000000000000n) return GrainStatus.Error;
     const l2Sector = this.tablesOffset + ((l1Entry & 0xffffffffn) * BigInt(L2_ENTRIES * 8)) / 512n;
     if (l2Sector > 0xffffffffn) return GrainStatus.Error;

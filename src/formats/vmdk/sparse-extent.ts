@@ -41,6 +41,11 @@ export interface GrainExtent {
   readonly compressed: boolean;
   /** Host offset of the grain after lookup() returned Data (-1: a position qemu cannot read). */
   hostOffset: number;
+  /**
+   * After lookup(): bytes from the looked-up offset that share its answer for certain — to the
+   * end of its grain, or of a whole directory entry's span when that entry is empty.
+   */
+  run: number;
   lookup(offset: number): GrainStatus;
   readGrain(out: Uint8Array, hostOffset: number, inGrain: number): void;
 }
@@ -50,8 +55,8 @@ export class SparseExtent implements GrainExtent {
   readonly sectors: bigint;
   readonly clusterBytes: number;
   readonly compressed: boolean;
-  /** Host offset of the grain after lookup() returned Data. */
   hostOffset = 0;
+  run = 0;
   private readonly l1: Uint32Array;
   private readonly l1Size: number;
   private readonly l2Size: number;
@@ -92,12 +97,20 @@ export class SparseExtent implements GrainExtent {
 
   /** Status of the grain holding extent-relative byte `offset`; sets hostOffset for Data. */
   lookup(offset: number): GrainStatus {
-    if (this.l1EntrySectors === 0 || this.clusterSectors === 0) return GrainStatus.Error;
+    if (this.l1EntrySectors === 0 || this.clusterSectors === 0) {
+      this.run = Number.MAX_SAFE_INTEGER;
+      return GrainStatus.Error;
+    }
+    this.run = this.clusterBytes - (offset % this.clusterBytes);
     const sector = Math.floor(offset / 512);
     const l1Index = Math.floor(sector / this.l1EntrySectors);
     if (l1Index >= this.l1Size) return GrainStatus.Error;
     const l2Offset = l1Index < this.l1.length ? this.l1[l1Index] : 0;
-    if (l2Offset === 0) return GrainStatus.Unallocated;
+    if (l2Offset === 0) {
+      const span = this.l1EntrySectors * 512;
+      this.run = span - (offset % span);
+      return GrainStatus.Unallocated;
+    }
     const table = this.grainTable(l2Offset);
     const entry = table[Math.floor(sector / this.clusterSectors) % this.l2Size];
     if (this.hasZeroGrain && entry === 1) return GrainStatus.Zeroed;
