@@ -8,6 +8,7 @@ const HEADER_SIZE = 48;
 const MAX_BACKING_NAME = 1023;
 const INT_MAX = 2 ** 31 - 1;
 const U64_MAX = (1n << 64n) - 1n;
+const REQUEST_MAX_BYTES = 0x7ffffe00n;
 
 export interface QcowHeader {
   size: bigint;
@@ -42,8 +43,9 @@ export function readQcowHeader(dev: BlockDevice): QcowHeader {
   if (size > U64_MAX - span) throw new ImageError('Image too large');
   const l1Size = (size + span - 1n) / span;
   if (l1Size > BigInt(Math.floor(INT_MAX / 8))) throw new ImageError('Image too large');
-  // qemu reads the whole L1 table here; instar reads it on demand but fails the same way.
-  if (!requestOk(l1Offset, l1Size * 8n)) throw new ImageError('Input/output error', 'EIO');
+  // qemu reads the whole L1 table here in one request; instar reads it on demand but fails the
+  // same way (a request is at most BDRV_REQUEST_MAX_BYTES).
+  if (!requestOk(l1Offset, l1Size * 8n) || l1Size * 8n > REQUEST_MAX_BYTES) throw new ImageError('Input/output error', 'EIO');
   let backingFile = '';
   if (backingOffset !== 0n) {
     if (backingSize > MAX_BACKING_NAME) throw new ImageError('Backing file name too long');
