@@ -36,6 +36,8 @@ export const enum GrainStatus {
 /** What the image needs of an extent made of grains (hosted sparse, COWD, seSparse). */
 export interface GrainExtent {
   readonly flat: false;
+  /** The file the grains are in. */
+  readonly dev: BlockDevice;
   readonly sectors: bigint;
   readonly clusterBytes: number;
   readonly compressed: boolean;
