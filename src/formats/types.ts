@@ -5,6 +5,8 @@
 export interface BlockDevice {
   /** Length of the underlying file in bytes. */
   readonly size: number;
+  /** Bytes the file system allocated for the file (st_blocks * 512), where known: map tells holes by it. */
+  readonly allocated?: number;
   /** Reads up to buf.length bytes at pos; returns how many were read (short only at EOF). */
   read(buf: Uint8Array, pos: number): number;
   /** Present only on devices the host opened writable. */
@@ -69,6 +71,10 @@ export interface Extent {
   depth: number;
   /** Offset in the file that holds the data, where it is stored uncompressed. */
   hostOffset?: number;
+  /** The file hostOffset is in, when not the image's own (qcow2 data file, VMDK extent file). */
+  file?: BlockDevice;
+  /** Data that a hole in its file makes read as zeros (qemu's DATA|ZERO, e.g. a sparse flat VMDK). */
+  zeroData?: boolean;
 }
 
 /** An opened virtual disk. */

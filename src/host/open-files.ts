@@ -50,9 +50,10 @@ function neededFiles(result: unknown, deviceCount: number): NeededFile[] | undef
  * Runs `op` over the inputs, granting the files it names as the policy allows, until it returns
  * its real result. Inputs come first in the device table, in order, with role 'input'.
  */
-export async function runWithReferencedFiles(op: string, options: Record<string, unknown>, inputs: InputFile[], ctx: CommandContext): Promise<unknown> {
+export async function runWithReferencedFiles(op: string, options: Record<string, unknown>, inputs: InputFile[], ctx: CommandContext, paths: string[] = []): Promise<unknown> {
   const devices: HostDevice[] = inputs.map((i) => ({ fd: i.fd, role: i.role ?? 'input', writable: !!i.writable }));
-  const paths = inputs.map((i) => i.path);
+  // `paths` (the caller's, when given) names every device in table order, as qemu spells it.
+  paths.push(...inputs.map((i) => i.path));
   // One chain (loop detection, depth) per input; a referenced file belongs to its referrer's chain.
   const chains: ChainState[] = inputs.map((i) => startChain(i.path, i.fd));
   const chainOf: number[] = inputs.map((_, i) => i);

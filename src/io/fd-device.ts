@@ -4,10 +4,13 @@ import type { BlockDevice } from '../formats/types.ts';
 /** A BlockDevice over an inherited file descriptor, with positioned synchronous I/O. */
 export class FdDevice implements BlockDevice {
   readonly size: number;
+  readonly allocated: number;
   readonly write?: (buf: Uint8Array, pos: number) => void;
 
   constructor(readonly fd: number, writable: boolean) {
-    this.size = fstatSync(fd).size;
+    const st = fstatSync(fd);
+    this.size = st.size;
+    this.allocated = st.blocks * 512;
     if (writable) this.write = (buf, pos) => writeAll(fd, buf, pos);
   }
 

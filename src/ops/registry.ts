@@ -1,6 +1,7 @@
 import type { Op } from './types.ts';
 import { infoOp } from './info.ts';
 import { inspectOp } from './inspect.ts';
+import { mapOp } from './map.ts';
 import { convertOp } from './convert.ts';
 import { compareOp } from './compare.ts';
 import { answeringMissingFiles } from './open-tree.ts';
@@ -9,6 +10,7 @@ import { answeringMissingFiles } from './open-tree.ts';
 export const ops: Record<string, Op> = {
   info: infoOp,
   inspect: inspectOp,
+  map: answeringMissingFiles(mapOp),
   convert: answeringMissingFiles(convertOp),
   compare: answeringMissingFiles(compareOp),
 };

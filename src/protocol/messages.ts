@@ -30,11 +30,21 @@ export interface GuestRequest {
   devices: DeviceSpec[];
 }
 
+/**
+ * One `map` entry: [start, length, depth, flags (present 1, zero 2, data 4, compressed 8),
+ * host offset or -1, device index of the file holding it or -1].
+ */
+export type MapEntry = [number, number, number, number, number, number];
+
+/** Most entries in one `map-entries` message. */
+export const MAX_MAP_ENTRIES = 8192;
+
 export type GuestMessage =
   | { type: 'progress'; done: number; total: number }
   | { type: 'result'; value: unknown }
   | { type: 'error'; message: string }
-  | { type: 'need-files'; files: { role: DeviceRole; name: string; format?: string }[] };
+  | { type: 'need-files'; files: { role: DeviceRole; name: string; format?: string }[] }
+  | { type: 'map-entries'; entries: MapEntry[] };
 
 /** The longest message line the host accepts from a guest. */
 export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;

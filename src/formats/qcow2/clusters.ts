@@ -8,6 +8,7 @@ import { INCOMPAT, type Qcow2Header } from './header.ts';
 const OFFSET_MASK = 0x00fffffffffffe00n;
 const COMPRESSED = 1n << 62n;
 const ZERO = 1n;
+const COPIED = 1n << 63n;
 
 /**
  * Metadata qemu calls corrupt while reading: the request fails with EIO, and the first such event
@@ -95,10 +96,13 @@ export class ClusterMap {
     if (!this.h.extendedL2 && entry & ZERO) {
       if (this.h.version < 3) throw this.corrupt(`Zero cluster entry found in pre-v3 image ${where}`);
       if (host % BigInt(cs) !== 0n) throw this.corrupt(`Cluster allocation offset ${hexAlt(host)} unaligned ${where}`);
-      return { kind: 'zero' };
+      // A zero cluster that keeps its allocation: qemu's map still reports where it is.
+      return host === 0n ? { kind: 'zero' } : { kind: 'zero', hostOffset: Number(host) };
     }
     if (host % BigInt(cs) !== 0n) throw this.corrupt(`Cluster allocation offset ${hexAlt(host)} unaligned ${where}`);
-    if (!this.h.extendedL2) return host === 0n ? { kind: 'unallocated' } : { kind: 'data', hostOffset: Number(host) };
+    // With an external data file, offset 0 is a real place in it when the entry is marked COPIED.
+    const atZero = host === 0n && !((this.h.incompatible & INCOMPAT.dataFile) !== 0n && (entry & COPIED) !== 0n);
+    if (!this.h.extendedL2) return atZero ? { kind: 'unallocated' } : { kind: 'data', hostOffset: Number(host) };
     const bitmap = table.readBigUInt64BE(l2Index * 16 + 8);
     const sub = Math.floor((guest % cs) / this.unitSize);
     const allocated = (bitmap >> BigInt(sub)) & 1n;
@@ -106,7 +110,7 @@ export class ClusterMap {
     if (allocated && (zero || host === 0n)) {
       throw this.corrupt(`Invalid cluster entry found ${where}`);
     }
-    if (zero) return { kind: 'zero' };
+    if (zero) return host === 0n ? { kind: 'zero' } : { kind: 'zero', hostOffset: Number(host) + sub * this.unitSize };
     if (allocated) return { kind: 'data', hostOffset: Number(host) + sub * this.unitSize };
     return { kind: 'unallocated' };
   }
@@ -122,13 +126,13 @@ export class ClusterMap {
     while (pos < end && first.kind !== 'compressed') {
       const next = this.lookup(pos);
       if (next.kind !== first.kind) break;
-      if (first.kind === 'data' && next.hostOffset !== first.hostOffset! + (pos - unitStart)) break;
+      if (first.hostOffset !== undefined && next.hostOffset !== first.hostOffset + (pos - unitStart)) break;
       pos += us;
     }
     if (first.kind === 'compressed') pos = offset - (offset % this.h.clusterSize) + this.h.clusterSize;
     const ext: Extent = { offset, length: Math.min(pos, end) - offset, kind: first.kind === 'compressed' ? 'data' : first.kind, depth: 0 };
     if (first.kind === 'compressed') ext.compressed = true;
-    if (first.kind === 'data') ext.hostOffset = first.hostOffset! + (offset - unitStart);
+    if (first.hostOffset !== undefined) ext.hostOffset = first.hostOffset + (offset - unitStart);
     return ext;
   }
 

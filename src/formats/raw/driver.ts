@@ -1,4 +1,5 @@
 import type { BlockDevice, Driver, Extent, Image, NodeInfo } from '../types.ts';
+import { fileRun } from './holes.ts';
 
 /** raw: the file is the disk. */
 class RawImage implements Image {
@@ -16,7 +17,9 @@ class RawImage implements Image {
     if (n < buf.length) buf.fill(0, n);
   }
   extent(offset: number, length: number): Extent {
-    return { offset, length: Math.min(length, this.virtualSize - offset), kind: 'data', depth: 0, hostOffset: offset };
+    // A hole in the file reads as zeros and qemu reports it so (with its offset: it is in the file).
+    const run = fileRun(this.dev, offset, Math.min(length, this.virtualSize - offset));
+    return { offset, length: run.length, kind: run.hole ? 'zero' : 'data', depth: 0, hostOffset: offset };
   }
 }
 

@@ -1,5 +1,6 @@
 // An opened VMDK: the extents laid end to end, read and mapped the way qemu's vmdk driver does.
-import type { Extent, FormatSpecific, Image, NodeInfo } from '../types.ts';
+import type { BlockDevice, Extent, FormatSpecific, Image, NodeInfo } from '../types.ts';
+import { fileRun } from '../raw/holes.ts';
 import { readError } from './errors.ts';
 import type { FlatExtent } from './flat-extent.ts';
 import { GrainStatus, type GrainExtent } from './sparse-extent.ts';
@@ -153,8 +154,10 @@ export class VmdkImage implements Image {
     const max = Math.min(length, placed.end - offset);
     const ext = placed.ext;
     if (ext.flat) {
-      const host = ext.hostOffset(rel);
-      return { offset, length: max, kind: 'data', depth: 0, hostOffset: Number(host) };
+      const host = Number(ext.hostOffset(rel));
+      // qemu asks the extent file's file system too: a hole there is data that reads as zeros.
+      const run = host >= 0 ? fileRun(ext.dev, host, max) : { length: max, hole: false };
+      return { offset, length: run.length, kind: 'data', depth: 0, hostOffset: host, file: ext.dev, zeroData: run.hole || undefined };
     }
     const status = ext.lookup(rel);
     if (status === GrainStatus.Error) throw readError('EIO');
@@ -165,7 +168,8 @@ export class VmdkImage implements Image {
     while (len < max && ext.lookup(rel + len) === status && (!contiguous || ext.hostOffset === host + len)) len = Math.min(max, len + ext.run);
     if (status === GrainStatus.Data) {
       if (ext.compressed) return { offset, length: len, kind: 'data', compressed: true, depth: 0 };
-      return known ? { offset, length: len, kind: 'data', depth: 0, hostOffset: host } : { offset, length: len, kind: 'data', depth: 0 };
+      const file = (ext as { dev?: BlockDevice }).dev;
+      return known ? { offset, length: len, kind: 'data', depth: 0, hostOffset: host, file } : { offset, length: len, kind: 'data', depth: 0 };
     }
     if (status === GrainStatus.Zeroed) return { offset, length: len, kind: 'zero', depth: 0 };
     if (this.backing && offset < this.backing.virtualSize) {

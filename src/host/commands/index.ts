@@ -1,6 +1,7 @@
 import type { Command } from './types.ts';
 import { info } from './info.ts';
 import { inspect } from './inspect.ts';
+import { map } from './map.ts';
 import { convert } from './convert.ts';
 import { compare } from './compare.ts';
 
@@ -8,6 +9,7 @@ import { compare } from './compare.ts';
 export const commands: Record<string, Command> = {
   info,
   inspect,
+  map,
   convert,
   compare,
 };

@@ -1,7 +1,7 @@
 // The host's reading of the guest's message stream: newline-delimited JSON on fd 3. The guest
 // is untrusted, so every line is size-checked, parsed and shape-checked before use, and any
 // text it sends is cleaned before it can reach a terminal.
-import { MAX_MESSAGE_BYTES, type DeviceRole, type GuestMessage } from '../../protocol/messages.ts';
+import { MAX_MAP_ENTRIES, MAX_MESSAGE_BYTES, type DeviceRole, type GuestMessage } from '../../protocol/messages.ts';
 
 const ROLES: ReadonlySet<string> = new Set<DeviceRole>(['input', 'backing', 'data-file', 'extent', 'output']);
 const MAX_TEXT = 4096;
@@ -21,6 +21,11 @@ const onlyKeys = (o: Obj, keys: string[]) => Object.keys(o).every((k) => keys.in
 /** Per message type: its allowed keys and a check of their values. */
 const SHAPES: Record<GuestMessage['type'], { keys: string[]; ok: (o: Obj) => boolean }> = {
   progress: { keys: ['type', 'done', 'total'], ok: (o) => isCount(o.done) && isCount(o.total) },
+  'map-entries': {
+    keys: ['type', 'entries'],
+    ok: (o) => Array.isArray(o.entries) && o.entries.length <= MAX_MAP_ENTRIES &&
+      o.entries.every((e) => Array.isArray(e) && e.length === 6 && e.every((n) => Number.isSafeInteger(n) && n >= -1)),
+  },
   result: { keys: ['type', 'value'], ok: (o) => 'value' in o },
   error: { keys: ['type', 'message'], ok: (o) => typeof o.message === 'string' },
   'need-files': {

@@ -157,6 +157,7 @@ function launch(argv: string[], requestText: string, devices: HostDevice[], secc
     if (outcome.result || outcome.error !== undefined) return violate('message after the end');
     if (msg.type === 'progress') run.onProgress?.(msg.done, msg.total);
     else if (msg.type === 'need-files') run.onNeedFiles?.(msg.files);
+    else if (msg.type === 'map-entries') run.onMapEntries?.(msg.entries);
     else if (msg.type === 'result') {
       outcome.result = { value: msg.value };
       // With nothing writable, nothing the guest does after its result matters: take the

@@ -1,7 +1,7 @@
 import { FdDevice } from '../../io/fd-device.ts';
 import { ops } from '../../ops/registry.ts';
 import { describeError } from '../../guest/describe-error.ts';
-import type { DeviceRole, DeviceSpec, GuestMessage } from '../../protocol/messages.ts';
+import type { DeviceRole, DeviceSpec, GuestMessage, MapEntry } from '../../protocol/messages.ts';
 import type { SandboxLimits } from './limits.ts';
 import type { LayerName } from './probe.ts';
 
@@ -17,6 +17,8 @@ export interface RunOptions {
   onProgress?: (done: number, total: number) => void;
   /** Files the op asked for (backing, data-file, extents) in a `need-files` message. */
   onNeedFiles?: (files: { role: DeviceRole; name: string; format?: string }[]) => void;
+  /** `map`'s entries, streamed in bounded chunks (checked by the host before use). */
+  onMapEntries?: (entries: MapEntry[]) => void;
   /** Overrides of the op's default resource limits (see limits.ts). */
   limits?: Partial<SandboxLimits>;
   /** Tests only: run this guest bundle instead of dist/guest.cjs. */
@@ -57,6 +59,7 @@ async function runInProcess(op: string, options: Record<string, unknown>, device
   const emit = (msg: GuestMessage) => {
     if (msg.type === 'progress') run.onProgress?.(msg.done, msg.total);
     else if (msg.type === 'need-files') run.onNeedFiles?.(msg.files);
+    else if (msg.type === 'map-entries') run.onMapEntries?.(msg.entries);
   };
   try {
     const wrapped = devices.map((d, i) => ({ spec: { fd: i, role: d.role, writable: d.writable, name: d.name, referrer: d.referrer }, dev: new FdDevice(d.fd, d.writable) }));

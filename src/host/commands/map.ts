@@ -1,0 +1,168 @@
+// `map`: the trusted half. Parses qemu-img's options, opens the image read-only (files it names
+// only through the path policy), lets a guest walk and merge the allocation status, and prints
+// the entries as they stream in, naming each layer's file as qemu does.
+import { closeSync } from 'node:fs';
+import type { Command, CommandContext } from './types.ts';
+import type { ParsedCommand } from '../../cli/types.ts';
+import { OpError } from '../sandbox/run.ts';
+import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
+import { InputImageError, openTop, topTarget, type Target } from '../input-image.ts';
+import { usageError } from '../../cli/usage-error.ts';
+import { parseMapSize } from './map-size.ts';
+import { HUMAN_HEADER, humanMapLine, jsonMapEntry, type MapLine } from '../../output/map.ts';
+import type { MapEntry } from '../../protocol/messages.ts';
+import type { MapOptions, MapResult } from '../../ops/map.ts';
+import { FLAG } from '../../ops/map.ts';
+
+interface MapArgs {
+  json: boolean;
+  start: bigint;
+  maxLength?: bigint;
+}
+
+/** Options checked in command-line order, as qemu's getopt loop does; a number is the exit status. */
+function parseArgs(cmd: ParsedCommand, ctx: CommandContext): MapArgs | number {
+  const isValid = (v: string) => v === 'human' || v === 'json';
+  const args: MapArgs = { json: false, start: 0n };
+  const fail = (message: string) => {
+    for (const line of message.split('\n')) ctx.err(`${ctx.progname}: ${line}\n`);
+    return 1;
+  };
+  for (const [key, value] of cmd.sequence ?? []) {
+    if (key === 'output' && ctx.profile.newUsageErrors && !isValid(value)) return usageError(ctx, cmd, `--output expects 'human' or 'json' not '${value}'`);
+    if (key !== 'start-offset' && key !== 'max-length') continue;
+    const r = parseMapSize(key === 'start-offset' ? 'start offset' : 'max length', value, ctx.profile);
+    if ('error' in r) return fail(r.error);
+    if (r.warning) ctx.err(`${ctx.progname}: ${r.warning}\n`);
+    if (key === 'start-offset') args.start = r.value;
+    else args.maxLength = r.value;
+  }
+  if (cmd.args.length !== 1) return usageError(ctx, cmd, 'Expecting one image file name');
+  const outputs = cmd.options.get('output') ?? [];
+  if (outputs.length > 0 && !isValid(outputs[outputs.length - 1])) return fail('--output must be used with human or json as argument.');
+  args.json = outputs.at(-1) === 'json';
+  return args;
+}
+
+/** Prints entries as they arrive; JSON needs to know whether another follows, so one waits. */
+class MapPrinter {
+  private pending?: MapLine;
+  started = false;
+  count = 0;
+  constructor(private ctx: CommandContext, private json: boolean, private names: string[]) {}
+
+  start(): void {
+    if (this.started) return;
+    this.started = true;
+    this.ctx.out(this.json ? '[' : HUMAN_HEADER);
+  }
+
+  /** Takes one chunk from the guest (untrusted: device indices are checked). Returns false to stop. */
+  entries(chunk: MapEntry[]): void {
+    this.start();
+    for (const [start, length, depth, flags, offset, file] of chunk) {
+      const line: MapLine = {
+        start, length, depth,
+        present: (flags & FLAG.present) !== 0,
+        zero: (flags & FLAG.zero) !== 0,
+        data: (flags & FLAG.data) !== 0,
+        compressed: (flags & FLAG.compressed) !== 0,
+      };
+      if (offset >= 0) {
+        line.offset = offset;
+        const name = this.names[file];
+        if (name === undefined) throw new OpError('the guest named a file it was not given');
+        line.filename = name;
+      }
+      this.add(line);
+    }
+  }
+
+  add(line: MapLine): void {
+    this.count++;
+    if (!this.json) {
+      if (line.data && line.offset === undefined) throw new InputImageError('File contains external, encrypted or compressed clusters.');
+      this.ctx.out(humanMapLine(line));
+      return;
+    }
+    if (this.pending) this.ctx.out(jsonMapEntry(this.pending, this.ctx.profile) + ',\n');
+    this.pending = line;
+  }
+
+  finish(): void {
+    if (this.json && this.pending) this.ctx.out(jsonMapEntry(this.pending, this.ctx.profile) + ']\n');
+  }
+}
+
+/** qemu's wording for a file the image names that could not be opened. */
+function referencedFailure(e: ReferencedFileError, target: Target): InputImageError {
+  const reason = (e.cause as { reason?: string } | undefined)?.reason ?? e.message;
+  if (e.file.role === 'backing') return new InputImageError(`Could not open '${target.errorName}': Could not open backing file: Could not open '${e.path}': ${reason}`);
+  return new InputImageError(`Could not open '${target.errorName}': Could not open '${e.path}': ${reason}`);
+}
+
+async function runMap(cmd: ParsedCommand, args: MapArgs, ctx: CommandContext): Promise<void> {
+  const target = topTarget(cmd, cmd.args[0]);
+  const fd = openTop(target);
+  const names: string[] = [];
+  const printer = new MapPrinter(ctx, args.json, names);
+  let failure: unknown;
+  const options: MapOptions = {
+    // `-f file` maps the file itself, which reads as raw.
+    format: target.format === 'file' ? 'raw' : target.format,
+    unsafeQuirks: ctx.globals.unsafeQuirks,
+    fileName: target.path,
+    profile: ctx.profile,
+    start: args.start.toString(),
+    maxLength: args.maxLength?.toString(),
+    human: !args.json,
+  };
+  const onMapEntries = (chunk: MapEntry[]) => {
+    // A rendering failure must not throw inside the message loop: keep the first and stop printing.
+    if (failure !== undefined) return;
+    try {
+      printer.entries(chunk);
+    } catch (e) {
+      failure = e;
+    }
+  };
+  let result: unknown;
+  try {
+    result = await runWithReferencedFiles('map', options as unknown as Record<string, unknown>, [{ fd, path: target.path }], { ...ctx, run: { ...ctx.run, onMapEntries } }, names);
+  } catch (e) {
+    if (failure !== undefined) throw failure;
+    if (e instanceof ReferencedFileError) throw referencedFailure(e, target);
+    if (e instanceof OpError) {
+      throw new InputImageError(printer.started ? `Could not read file metadata: ${e.message}` : `Could not open '${target.errorName}': ${e.message}`);
+    }
+    throw e;
+  } finally {
+    closeSync(fd);
+  }
+  if (failure !== undefined) throw failure;
+  if (target.unknownFormatOption !== undefined) {
+    throw new InputImageError(`Could not open '${target.errorName}': Block format does not support the option '${target.unknownFormatOption}'`);
+  }
+  const entries = (result as MapResult | undefined)?.entries;
+  if (typeof entries !== 'number' || entries !== printer.count) throw new InputImageError(`Could not read file metadata: the guest's map was incomplete`);
+  printer.start();
+  // An empty range: qemu prints its initial entry, all false with length 0.
+  if (entries === 0) printer.add({ start: args.start, length: 0, depth: 0, present: false, zero: false, data: false, compressed: false });
+  printer.finish();
+}
+
+export const map: Command = async (cmd, ctx) => {
+  const args = parseArgs(cmd, ctx);
+  if (typeof args === 'number') return args;
+  // -U/--force-share and --object are accepted: instar opens read-only and needs no secret here.
+  try {
+    await runMap(cmd, args, ctx);
+    return 0;
+  } catch (e) {
+    if (e instanceof InputImageError) {
+      ctx.err(`${ctx.progname}: ${e.message}\n`);
+      return 1;
+    }
+    throw e;
+  }
+};

@@ -1,0 +1,140 @@
+// The guest half of `map`: walks the image's allocation status over the requested range and
+// merges the runs the way qemu-img's map does (get_block_status + entry_mergeable), so the host
+// only renders. Entries go to the host in bounded chunks, never as one message of any size.
+import { ImageError, type Extent } from '../formats/types.ts';
+import { openTree, type OpenTreeOptions } from './open-tree.ts';
+import type { MapEntry } from '../protocol/messages.ts';
+import type { OpContext } from './types.ts';
+
+export interface MapOptions extends OpenTreeOptions {
+  /** --start-offset, decimal (up to 2^63-1, so a string). */
+  start: string;
+  /** --max-length, decimal; absent: to the end of the image. */
+  maxLength?: string;
+  /** Human output merges more (it does not tell zero from unallocated) and stops at unmappable data. */
+  human: boolean;
+}
+
+/** What the op returns once every entry has been emitted. */
+export interface MapResult {
+  entries: number;
+}
+
+/** Entries per `map-entries` message: about 100 bytes each, far below the message limit. */
+export const ENTRIES_PER_MESSAGE = 4096;
+
+/** Flag bits of MapEntry[3]. */
+export const FLAG = { present: 1, zero: 2, data: 4, compressed: 8 } as const;
+
+interface Entry {
+  start: number;
+  length: number;
+  depth: number;
+  present: boolean;
+  zero: boolean;
+  data: boolean;
+  compressed: boolean;
+  /** Host offset; -1 when qemu has none (no "offset" key, no file name). */
+  offset: number;
+  /** Device index of the file holding `offset`; -1 with no offset. */
+  file: number;
+}
+
+/** Device indices of the chain: [top, its backing, that one's backing, …]. */
+function chainDevices(ctx: OpContext): number[] {
+  const chain = [0];
+  for (;;) {
+    const below = ctx.devices.findIndex((d) => d.spec.referrer === chain[chain.length - 1] && d.spec.role === 'backing');
+    if (below < 0 || chain.includes(below)) return chain;
+    chain.push(below);
+  }
+}
+
+function toEntry(e: Extent, ctx: OpContext, chain: number[]): Entry {
+  const hasOffset = e.hostOffset !== undefined;
+  let file = -1;
+  if (hasOffset) {
+    file = e.file ? ctx.devices.findIndex((d) => d.dev === e.file) : (chain[e.depth] ?? -1);
+    if (file < 0) throw new ImageError('map: an extent names a file the op was not given');
+  }
+  return {
+    start: e.offset,
+    length: e.length,
+    depth: e.depth,
+    // The layer that answered has the bytes (or says they are zero); past the chain nobody does.
+    present: e.kind !== 'unallocated',
+    zero: e.kind !== 'data' || !!e.zeroData,
+    data: e.kind === 'data',
+    compressed: !!e.compressed,
+    offset: hasOffset ? e.hostOffset! : -1,
+    file,
+  };
+}
+
+/** qemu's entry_mergeable. */
+function mergeable(a: Entry, b: Entry): boolean {
+  if (a.length === 0) return false;
+  if (a.zero !== b.zero || a.data !== b.data || a.compressed !== b.compressed || a.depth !== b.depth || a.present !== b.present) return false;
+  if (a.file !== b.file || (a.offset < 0) !== (b.offset < 0)) return false;
+  return a.offset < 0 || a.offset + a.length === b.offset;
+}
+
+const pack = (e: Entry): MapEntry => [
+  e.start, e.length, e.depth,
+  (e.present ? FLAG.present : 0) | (e.zero ? FLAG.zero : 0) | (e.data ? FLAG.data : 0) | (e.compressed ? FLAG.compressed : 0),
+  e.offset, e.file,
+];
+
+export function mapOp(options: Record<string, unknown>, ctx: OpContext): MapResult {
+  const opts = options as unknown as MapOptions;
+  const image = openTree(ctx, 0, opts);
+  const chain = chainDevices(ctx);
+  const size = BigInt(image.virtualSize);
+  const start = BigInt(opts.start);
+  const wanted = opts.maxLength === undefined ? size : start + BigInt(opts.maxLength);
+  const end = Number(wanted < size ? wanted : size);
+  let batch: MapEntry[] = [];
+  let count = 0;
+  const flush = () => {
+    if (batch.length > 0) ctx.emit({ type: 'map-entries', entries: batch });
+    batch = [];
+  };
+  const dump = (e: Entry) => {
+    batch.push(pack(e));
+    count++;
+    if (batch.length >= ENTRIES_PER_MESSAGE) flush();
+  };
+  // An empty range leaves qemu's initial entry (all false, length 0): the host prints that itself.
+  if (start >= BigInt(end)) return { entries: 0 };
+  let curr: Entry | undefined;
+  let stopped = false;
+  for (let pos = Number(start); pos < end; ) {
+    const ext = image.extent(pos, end - pos);
+    if (!(ext.length > 0) || ext.offset !== pos) throw new ImageError('map: the driver returned an empty extent');
+    const next = toEntry(ext, ctx, chain);
+    pos += ext.length;
+    if (curr && mergeable(curr, next)) {
+      curr.length += next.length;
+      continue;
+    }
+    if (curr) {
+      dump(curr);
+      if (opts.human) {
+        // Human output stops at data it cannot place, as qemu's does.
+        if (curr.data && curr.offset < 0) {
+          stopped = true;
+          break;
+        }
+        // qemu's human form does not tell 0, ZERO and ZERO|DATA apart: it merges them.
+        if (!next.data || next.zero) {
+          next.data = false;
+          next.zero = true;
+        }
+      }
+    }
+    curr = next;
+  }
+  if (curr && !stopped) dump(curr);
+  flush();
+  return { entries: count };
+}
