@@ -2,7 +2,7 @@
 // newer "WithouFreSpacExt"), read as qemu's block/parallels.c reads them when opened read-only
 // (no repair: qemu repairs only images it opens read-write).
 import { ImageError, type BlockDevice, type Driver, type Extent, type Image, type NodeInfo, type OpenContext } from '../types.ts';
-import { readAt, requestOk } from '../bytes.ts';
+import { readAt, requestOk, roundUp } from '../bytes.ts';
 import { probes } from '../probe-only.ts';
 import { openingAs } from '../vpc/file-read.ts';
 import { PagedTable } from '../qcow/paged-table.ts';
@@ -12,6 +12,8 @@ const MAGIC2 = 'WithouFreSpacExt';
 const HEADER_SIZE = 64;
 const SECTOR = 512;
 const INT32_MAX = 2 ** 31 - 1;
+/** qemu's BDRV_REQUEST_MAX_BYTES. */
+const REQUEST_MAX_BYTES = 0x7ffffe00;
 
 export interface ParallelsHeader {
   /** Sectors per cluster ("tracks"). */
@@ -104,11 +106,32 @@ export class ParallelsImage implements Image {
   }
 }
 
+const EXTENSION_MAGIC = 0xab234cef23dcea87n;
+
+/**
+ * A format extension (dirty bitmaps) is read by qemu when the image is opened read-only. instar
+ * checks its magic as qemu does and refuses a valid one (it does not read the bitmaps).
+ */
+function checkFormatExtension(dev: BlockDevice, at: bigint): void {
+  if (!requestOk(at, 8n)) throw new ImageError('Input/output error', 'EIO');
+  const magic = readAt(dev, at, 8).readBigUInt64LE(0);
+  if (magic !== EXTENSION_MAGIC) {
+    throw new ImageError(`Wrong parallels Format Extension magic: 0x${magic.toString(16)}, expected: 0x${EXTENSION_MAGIC.toString(16)}`);
+  }
+  throw new ImageError('Parallels format extensions are not supported by instar');
+}
+
 export function openParallels(dev: BlockDevice, ctx: OpenContext): ParallelsImage {
   return openingAs(ctx.displayName, () => {
     const header = parseParallelsHeader(readAt(dev, 0, HEADER_SIZE));
-    // A format extension (dirty bitmaps) is read by qemu when opened read-only; instar does not.
-    if (header.extOffset !== 0n) throw new ImageError('Parallels format extensions are not supported by instar');
+    // qemu reads the header and BAT in one request, rounded up to the memory alignment (4 KiB).
+    const headerBytes = roundUp(HEADER_SIZE + 4 * header.batEntries, 4096);
+    if (headerBytes > REQUEST_MAX_BYTES) throw new ImageError('Input/output error', 'EIO');
+    if (header.extOffset !== 0n) checkFormatExtension(dev, header.extOffset * BigInt(SECTOR));
+    // The block layer's size in bytes is an int64: a product that wraps negative is refused.
+    if (BigInt.asIntN(64, header.sectors * BigInt(SECTOR)) < 0n) {
+      throw new ImageError('Could not refresh total sector count: File too large');
+    }
     return new ParallelsImage(dev, header, new PagedTable(dev, BigInt(HEADER_SIZE), header.batEntries, 'u32le'));
   });
 }
