@@ -99,6 +99,10 @@ export interface OpenContext {
   profile?: { vhdCurrentSize: boolean };
   /** The image's name as the user gave it, for messages that quote it (qemu's bs->filename). */
   displayName?: string;
+  /** The secret (passphrase) for an encrypted image, from the host's --object secret. */
+  key?: Uint8Array;
+  /** The op will read data: an encrypted image without `key` fails at open, as in qemu. */
+  keyRequired?: boolean;
 }
 
 /** A format's driver: its probe, its opener and the capabilities it has (DESIGN.md §2). */

@@ -17,6 +17,12 @@ export interface OpenTreeOptions {
   profile?: OpenContext['profile'];
   /** Open the top image only, as qemu does with BDRV_O_NO_BACKING. */
   noBacking?: boolean;
+  /**
+   * Secrets for encrypted images, base64 by device index (the host read them from --object).
+   * Present (even empty) when the op reads data: an encrypted image without its key then fails
+   * at open, as in qemu; absent for info, which needs no key.
+   */
+  secrets?: Record<number, string>;
 }
 
 /** Thrown when the image names files the host has not granted; ops answer it as need-files. */
@@ -69,7 +75,9 @@ function openLevel(ctx: OpContext, index: number, format: string | undefined, op
   }
   let image: Image;
   try {
-    image = driver.open(dev, { writable: !!ctx.devices[index].spec.writable, devices: named, profile: opts.profile, displayName: fileName });
+    const secret = opts.secrets?.[index];
+    const key = typeof secret === 'string' ? Buffer.from(secret, 'base64') : undefined;
+    image = driver.open(dev, { writable: !!ctx.devices[index].spec.writable, devices: named, profile: opts.profile, displayName: fileName, key, keyRequired: opts.secrets !== undefined });
   } catch (e) {
     const files = (e as { files?: { role: string; name: string }[] }).files;
     if (!(e instanceof ImageError) || !Array.isArray(files)) throw e;

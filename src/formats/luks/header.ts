@@ -157,3 +157,35 @@ function checkEssivCipher(cipherAlg: string, digestLen: number): void {
     throw new ImageError(`No ${label} cipher with key size ${digestLen} available`);
   }
 }
+
+/** What unlocking needs beyond LuksInfo: the raw key-slot and master-key digest fields. */
+export interface LuksKeyFields {
+  keyBytes: number;
+  mkDigest: Buffer;
+  mkDigestSalt: Buffer;
+  mkDigestIters: number;
+  slots: { active: boolean; iterations: number; salt: Buffer; keyOffset: number; stripes: number }[];
+}
+
+/** The unlocking fields of a header parseLuksHeader accepted. */
+export function luksKeyFields(hdr: Uint8Array): LuksKeyFields {
+  const b = Buffer.from(hdr.buffer, hdr.byteOffset, LUKS_HEADER_SIZE);
+  const slots = [];
+  for (let i = 0; i < NUM_KEY_SLOTS; i++) {
+    const o = 208 + i * 48;
+    slots.push({
+      active: b.readUInt32BE(o) === SLOT_ENABLED,
+      iterations: b.readUInt32BE(o + 4),
+      salt: Buffer.from(b.subarray(o + 8, o + 40)),
+      keyOffset: b.readUInt32BE(o + 40) * SECTOR,
+      stripes: b.readUInt32BE(o + 44),
+    });
+  }
+  return {
+    keyBytes: b.readUInt32BE(108),
+    mkDigest: Buffer.from(b.subarray(112, 132)),
+    mkDigestSalt: Buffer.from(b.subarray(132, 164)),
+    mkDigestIters: b.readUInt32BE(164),
+    slots,
+  };
+}

@@ -8,6 +8,8 @@ import { readSnapshots, type SnapshotL1 } from './snapshots.ts';
 import { readBitmaps, type BitmapInfo } from './bitmaps.ts';
 import { ClusterMap } from './clusters.ts';
 import { LUKS_HEADER_SIZE, parseLuksHeader, type LuksInfo } from '../luks/header.ts';
+import { keyRequired } from '../luks/driver.ts';
+import { openQcow2Crypto, readDecrypted, type Qcow2Crypto } from './encryption.ts';
 
 const MAX_BACKING_NAME = 1023;
 
@@ -17,6 +19,8 @@ export class Qcow2Image implements Image {
   private clusters?: ClusterMap;
   private backing?: Image;
   private dataDev?: BlockDevice;
+  /** Set when the image is encrypted and the host gave its key (see encryption.ts). */
+  crypto?: Qcow2Crypto;
 
   constructor(
     private dev: BlockDevice,
@@ -50,6 +54,7 @@ export class Qcow2Image implements Image {
     const view = new Qcow2Image(this.dev, { ...this.h, l1TableOffset, l1Size }, this.ext, this.backingFile, this.snapshots, this.bitmaps, this.ctx);
     view.backing = this.backing;
     view.dataDev = this.dataDev;
+    view.crypto = this.crypto;
     return view;
   }
 
@@ -103,7 +108,7 @@ export class Qcow2Image implements Image {
     if (!this.hasDataFile() && (this.h.autoclear & AUTOCLEAR.dataFileRaw) !== 0n) {
       throw new ImageError('data-file-raw requires a data file');
     }
-    if (this.h.cryptMethod !== CRYPT.none) throw new ImageError('reading encrypted qcow2 images is not implemented yet');
+    if (this.h.cryptMethod !== CRYPT.none && !this.crypto) throw keyRequired('encrypt.key-secret');
     if (this.backingFile && !this.backing) throw new ImageError('reading qcow2 images with a backing file needs the backing image attached');
     if (this.hasDataFile() && !this.dataDev) {
       const name = cString(this.ext.dataFile!);
@@ -138,6 +143,8 @@ export class Qcow2Image implements Image {
       if (run.compressed) {
         const at = pos % this.h.clusterSize;
         piece.set(map.readCompressed(map.lookup(pos).l2Entry!).subarray(at, at + run.length));
+      } else if (run.kind === 'data' && this.crypto) {
+        readDecrypted(this.crypto, this.dataDev ?? this.dev, piece, run.hostOffset!, pos);
       } else if (run.kind === 'data') {
         const n = (this.dataDev ?? this.dev).read(piece, run.hostOffset!);
         piece.fill(0, n); // past the end of the file reads as zeros, as in qemu
@@ -211,7 +218,9 @@ export function openQcow2(dev: BlockDevice, ctx: OpenContext): Qcow2Image {
   // Sizes that pass the L1 check yet are this large only come from size_to_l1's wrap-around;
   // the generic block layer then refuses the length.
   if (h.size >= 1n << 62n) throw new ImageError('Could not refresh total sector count: File too large');
-  return new Qcow2Image(dev, h, ext, backingFile, snapshots, bitmaps, ctx);
+  const image = new Qcow2Image(dev, h, ext, backingFile, snapshots, bitmaps, ctx);
+  image.crypto = openQcow2Crypto(dev, h, ext, ctx);
+  return image;
 }
 
 export const qcow2Driver: Driver = {

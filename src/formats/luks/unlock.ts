@@ -1,0 +1,51 @@
+// Recovering the master key of a LUKS1 volume from a passphrase, as qemu's block-luks.c does:
+// for each active key slot, PBKDF2(passphrase, slot salt) gives a key that decrypts the slot's
+// AF-split material; the merged candidate is the master key when its PBKDF2 digest matches the
+// header's. All work a header asks for is bounded before it starts (see crypto/kdf.ts).
+import { ImageError, type BlockDevice } from '../types.ts';
+import { readAt } from '../bytes.ts';
+import { afMerge } from '../crypto/af-splitter.ts';
+import { MAX_PBKDF2_ITERATIONS, pbkdf2 } from '../crypto/kdf.ts';
+import { SectorCipher, type CipherSpec } from '../crypto/sector-cipher.ts';
+import type { LuksInfo, LuksKeyFields } from './header.ts';
+
+const DIGEST_LEN = 20;
+
+export function cipherSpec(info: LuksInfo): CipherSpec {
+  return { alg: info['cipher-alg'], mode: info['cipher-mode'], ivgen: info['ivgen-alg'], ivHash: info['ivgen-hash-alg'] };
+}
+
+/**
+ * The master key, or qemu's "Invalid password" error. `base` is where the LUKS header starts in
+ * `dev` (0 for a LUKS file, the crypto header area inside a qcow2 file).
+ */
+export function unlockMasterKey(dev: BlockDevice, base: number, info: LuksInfo, fields: LuksKeyFields, passphrase: Uint8Array): Buffer {
+  const spec = cipherSpec(info);
+  const hash = info['hash-alg'];
+  const keyLen = fields.keyBytes;
+  // Refuse unsupported ciphers and absurd iteration counts before any PBKDF2 work.
+  new SectorCipher(spec, Buffer.alloc(keyLen));
+  fields.slots.forEach((s, i) => {
+    if (s.active) checkIters(s.iterations, `LUKS key slot ${i}`);
+  });
+  checkIters(fields.mkDigestIters, 'LUKS master key digest');
+  for (const slot of fields.slots) {
+    if (!slot.active) continue;
+    const slotKey = pbkdf2(passphrase, slot.salt, slot.iterations, keyLen, hash, 'LUKS key slot');
+    // stripes == 4000 and keyLen ≤ 64 were checked by the header parser: at most 256 000 bytes.
+    const sectors = Math.ceil((keyLen * slot.stripes) / 512);
+    // Past the end of the file reads as zeros, as in qemu: such a slot simply does not unlock.
+    const material = readAt(dev, BigInt(base) + BigInt(slot.keyOffset), sectors * 512);
+    new SectorCipher(spec, slotKey).decrypt(material, 0);
+    const candidate = afMerge(material, keyLen, slot.stripes, hash);
+    const check = pbkdf2(candidate, fields.mkDigestSalt, fields.mkDigestIters, DIGEST_LEN, hash, 'LUKS master key digest');
+    if (check.equals(fields.mkDigest)) return candidate;
+  }
+  throw new ImageError('Invalid password, cannot unlock any keyslot');
+}
+
+function checkIters(n: number, what: string): void {
+  if (n > MAX_PBKDF2_ITERATIONS) {
+    throw new ImageError(`${what} asks for ${n} PBKDF2 iterations, more than instar accepts (${MAX_PBKDF2_ITERATIONS})`);
+  }
+}
