@@ -2,7 +2,7 @@
 // block/vmdk.c finds them (first strstr match, sscanf per line), so that the same descriptor
 // yields the same disk, the same errors, and the same info.
 import { ImageError } from '../types.ts';
-import { Scanner, asText, cString, scanHex32 } from './cstring.ts';
+import { Scanner, asText, cString, isSpace, scanHex32 } from './cstring.ts';
 import { einval } from './errors.ts';
 
 /** qemu reads at most this much of a descriptor file (1 MiB - 1, then a NUL). */
@@ -46,8 +46,19 @@ export function descriptorCreateType(desc: string): string {
  */
 export function parseExtentLines(desc: string): { extents: ExtentLine[]; error?: ImageError } {
   const extents: ExtentLine[] = [];
+  // sscanf's leading blank skips newlines too, so every line of a white-space run scans the same
+  // text: remember where the last run ended, or a megabyte of blank lines would cost n^2.
+  let runStart = -1;
+  let runEnd = -1;
+  let cached = scanExtentLine(desc, 0);
   for (let p = 0; p < desc.length; p = nextLine(desc, p)) {
-    const m = scanExtentLine(desc, p);
+    if (!(p > runStart && p <= runEnd)) {
+      runStart = p;
+      runEnd = p;
+      while (isSpace(desc[runEnd])) runEnd++;
+      cached = scanExtentLine(desc, runEnd);
+    }
+    const m = cached;
     if (m.matches < 4 || m.access !== 'RW') continue;
     let flatOffset = m.flatOffset;
     let invalid = false;
