@@ -93,7 +93,7 @@ async function runCompare(cmd: ParsedCommand, ctx: CommandContext, progress: boo
       second = openNamed(cmd, 1);
     } catch (e) {
       // qemu opens image 1 completely (format, backing chain) before it looks at image 2.
-      await checkFirstOpens(cmd, ctx, first);
+      await checkOpens(first, ctx, progress, cmd);
       throw e;
     }
     fds.push(second.fd);
@@ -104,9 +104,10 @@ async function runCompare(cmd: ParsedCommand, ctx: CommandContext, progress: boo
       result = checkResult(await runWithReferencedFiles('compare', { ...options(cmd, targets, ctx, progress) }, inputs, ctx));
     } catch (e) {
       if (e instanceof ReferencedFileError) {
-        // Files named further down a chain are asked for after those of the first image.
-        const owner = e.file.referrer === 1 ? targets[1] : targets[0];
-        throw openError(owner, e.message);
+        // Which image, and how deep: each one alone says it as qemu does.
+        await checkOpens(first, ctx, progress, cmd);
+        await checkOpens({ target: second.target, fd: second.fd }, ctx, progress, cmd);
+        throw openError(e.file.referrer === 1 ? targets[1] : targets[0], e.message);
       }
       if (e instanceof OpError) throw new CompareError(e.message, READ_FAILED);
       throw e;
@@ -123,18 +124,26 @@ async function runCompare(cmd: ParsedCommand, ctx: CommandContext, progress: boo
   }
 }
 
-/** When image 2 cannot be opened: an error opening image 1 in the guest comes first, as in qemu. */
-async function checkFirstOpens(cmd: ParsedCommand, ctx: CommandContext, first: { target: Target; fd: number }): Promise<void> {
-  const opts = { ...options(cmd, [first.target], ctx, false), openFirstOnly: true };
+/**
+ * Opens one image alone in the guest (format, backing chain) and throws qemu's error if that fails.
+ * Used when something failed and qemu's message depends on which image and how deep: image 1 is
+ * opened completely before image 2, and a missing file n levels down is prefixed n times.
+ */
+async function checkOpens(image: { target: Target; fd: number }, ctx: CommandContext, progress: boolean, cmd: ParsedCommand): Promise<void> {
+  const opts = { ...options(cmd, [image.target], ctx, progress), openFirstOnly: true };
   let result: CompareResult;
   try {
-    result = checkResult(await runWithReferencedFiles('compare', { ...opts }, [{ fd: first.fd, path: first.target.path }], ctx));
+    result = checkResult(await runWithReferencedFiles('compare', { ...opts }, [{ fd: image.fd, path: image.target.path }], ctx));
   } catch (e) {
-    if (e instanceof ReferencedFileError) throw openError(first.target, e.message);
-    if (e instanceof OpError) throw openError(first.target, e.message);
+    if (e instanceof ReferencedFileError) {
+      // Alone, a backing chain is the device table in order: the referrer's index is its depth.
+      const nesting = e.file.role === 'backing' ? 'Could not open backing file: '.repeat(e.file.referrer) : '';
+      throw openError(image.target, nesting + e.message);
+    }
+    if (e instanceof OpError) throw openError(image.target, e.message);
     throw e;
   }
-  if (!result.opened) throw openError(first.target, result.message);
+  if (!result.opened) throw openError(image.target, result.message);
 }
 
 export const compare: Command = async (cmd, ctx) => {
