@@ -11,6 +11,7 @@ import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError, type InputFile } from '../open-files.ts';
 import { InputImageError, STRERROR, imageTarget, openTop, type Target } from '../input-image.ts';
 import { parseQemuOpts } from './image-opts.ts';
+import { sourceSecrets } from '../secrets.ts';
 import { ProgressPrinter } from '../../output/progress.ts';
 import type { ConvertOpenResult, ConvertOptions } from '../../ops/convert.ts';
 import type { SnapshotChoice } from '../../ops/convert/sources.ts';
@@ -36,8 +37,8 @@ function sparseSize(text: string, ctx: CommandContext): number {
   const v = parseSize(text);
   if (typeof v !== 'number') {
     if (!ctx.profile.newUsageErrors) {
-      throw new ConvertError('Invalid buffer size for sparse output specified. You may use k, M, G, T, P or E suffixes for \n' +
-        `${ctx.progname}: kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.`);
+      throw new ConvertError('Invalid buffer size for sparse output specified. You may use k, M, G, T, P or E suffixes for\n' +
+        `kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.`);
     }
     throw new ConvertError(v === 'range'
       ? 'Invalid buffer size for sparse output specified. Must be between 0 and 9223372036854775807.'
@@ -169,6 +170,7 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
   if (specs.length > 1 && s.snapshot) throw new ConvertError('No support for concatenating multiple snapshot');
   const format = cmd.options.get('source-format')?.at(-1);
   const targets = specs.map((spec) => imageTarget(spec, format, cmd.options.has('image-opts')));
+  const secrets = sourceSecrets(cmd.options.get('object') ?? [], targets);
   const inputs: InputFile[] = [];
   try {
     for (const t of targets) inputs.push({ fd: openTop(t), path: t.path });
@@ -181,6 +183,7 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
       sparseSize: s.sparse,
       targetIsZero: !s.noCreate || s.targetIsZero,
       progress: !!printer,
+      secrets,
     };
     const sizes = await openPhase(inputs, targets, options, ctx);
     checkTargetFormat(cmd, s);

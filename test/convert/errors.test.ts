@@ -1,0 +1,95 @@
+// convert's failures: qemu-img's wording and exit status for each profile, compared with both
+// oracles, and the output file left as qemu leaves it (never created when qemu does not create it).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { closeSync, existsSync, mkdirSync, openSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { oracle, runInstar, runQemu, VERSIONS } from '../helpers/oracles.ts';
+import { qemu, qemuIo, tempDir } from './helpers.ts';
+
+let dir: string;
+let cleanup: () => void;
+before(() => {
+  ({ dir, cleanup } = tempDir());
+  qemu(['create', '-q', '-f', 'qcow2', join(dir, 'a.qcow2'), '4M']);
+  qemuIo(join(dir, 'a.qcow2'), ['write -P 1 0 64k']);
+  qemu(['snapshot', '-c', 'snap', join(dir, 'a.qcow2')]);
+  qemu(['create', '-q', '-f', 'qcow2', join(dir, 'base.qcow2'), '1M']);
+  qemu(['create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', join(dir, 'top.qcow2')]);
+  rmSync(join(dir, 'base.qcow2'));
+  writeFileSync(join(dir, 'r.raw'), Buffer.alloc(65536, 7));
+  mkdirSync(join(dir, 'd'));
+});
+after(() => cleanup());
+
+const cases: [string, string[], (() => void)?][] = [
+  ['missing source', ['nope.qcow2', 'o.raw']],
+  ['missing backing file', ['top.qcow2', 'o.raw']],
+  ['target in a missing directory', ['a.qcow2', 'nodir/o.raw']],
+  ['target is a directory', ['a.qcow2', 'd']],
+  ['-n with a missing target', ['-n', 'a.qcow2', 'o.raw']],
+  ['-n with a smaller target', ['-n', 'a.qcow2', 'small.raw'], () => { writeFileSync(join(dir, 'small.raw'), ''); truncateSync(join(dir, 'small.raw'), 65536); }],
+  ['-S not a multiple of 512', ['-S', '100', 'a.qcow2', 'o.raw']],
+  ['-S above 16 MiB', ['-S', '17M', 'a.qcow2', 'o.raw']],
+  ['-S not a number', ['-S', 'abc', 'a.qcow2', 'o.raw']],
+  ['-S negative', ['-S', '-1', 'a.qcow2', 'o.raw']],
+  ['-l with a missing snapshot', ['-l', 'nosnap', 'a.qcow2', 'o.raw']],
+  ['-l snapshot.name= missing', ['-l', 'snapshot.name=x', 'a.qcow2', 'o.raw']],
+  ['-l id and name that do not match together', ['-l', 'snapshot.id=1,snapshot.name=other', 'a.qcow2', 'o.raw']],
+  ['-l on a raw source', ['-l', 'snap', '-f', 'raw', 'r.raw', 'o.raw']],
+  ['-l with an unknown key', ['-l', 'snapshot.foo=1', 'a.qcow2', 'o.raw']],
+  ['-l with two sources', ['-l', 'snap', 'a.qcow2', 'a.qcow2', 'o.raw']],
+  ['-O unknown', ['-O', 'foo', 'a.qcow2', 'o.raw']],
+  ['-c to raw', ['-c', 'a.qcow2', 'o.raw']],
+  ['-B to raw', ['-B', 'x', 'a.qcow2', 'o.raw']],
+  ['--target-is-zero without -n', ['--target-is-zero', 'a.qcow2', 'o.raw']],
+  ['no target', ['a.qcow2']],
+  ['no arguments', []],
+  ['-s is not an option', ['-s', 'snap', 'a.qcow2', 'o.raw']],
+  ['-f naming another format', ['-f', 'qcow2', 'r.raw', 'o.raw']],
+  ['-f unknown', ['-f', 'foo', 'a.qcow2', 'o.raw']],
+];
+
+for (const [name, args, setup] of cases) {
+  for (const v of VERSIONS) {
+    test(`convert error (${v}): ${name}`, () => {
+      setup?.();
+      const target = join(dir, args.at(-1) ?? 'none');
+      const existed = existsSync(target);
+      const theirs = runQemu(v, ['convert', ...args], { cwd: dir });
+      const theirsLeft = existsSync(target);
+      if (!existed) rmSync(target, { force: true, recursive: false });
+      const mine = runInstar(['convert', ...args], { cwd: dir, env: { INSTAR_QEMU_VERSION: v } });
+      assert.equal(theirs.status, 1, theirs.stderr);
+      assert.equal(mine.status, 1);
+      assert.equal(mine.stderr, theirs.stderr.replaceAll(oracle(v), 'qemu-img'));
+      assert.equal(mine.stdout, theirs.stdout);
+      assert.equal(existsSync(target), theirsLeft, 'the target is left as qemu-img leaves it');
+    });
+  }
+}
+
+test('convert -O qcow2 says it is not implemented yet, creates nothing', () => {
+  const r = runInstar(['convert', '-O', 'qcow2', 'a.qcow2', 'q.qcow2'], { cwd: dir });
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /^qemu-img: convert -O qcow2 is not implemented yet in instar/);
+  assert.equal(existsSync(join(dir, 'q.qcow2')), false);
+});
+
+test('a read error mid-copy removes the output instar created', () => {
+  // A compressed image whose last compressed clusters are overwritten with junk.
+  const src = join(dir, 'broken.qcow2');
+  writeFileSync(join(dir, 'content.raw'), Buffer.alloc(4 * 1024 * 1024, 0x5a));
+  qemu(['convert', '-O', 'qcow2', '-c', '-f', 'raw', join(dir, 'content.raw'), src]);
+  // qemu appends compressed data after the metadata: junk over the file's tail breaks the last clusters.
+  const size = statSync(src).size;
+  const h = openSync(src, 'r+');
+  writeSync(h, Buffer.alloc(1024, 0xff), 0, 1024, size - 1024);
+  closeSync(h);
+  for (const v of VERSIONS) assert.notEqual(runQemu(v, ['convert', src, join(dir, `q${v}.raw`)]).status, 0, 'the oracle reads the damage too');
+  const out = join(dir, 'broken-out.raw');
+  const r = runInstar(['convert', src, out], { cwd: dir });
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /^qemu-img: error while reading at byte \d+: Input\/output error\n$/);
+  assert.equal(existsSync(out), false, 'no partial output left behind');
+});
