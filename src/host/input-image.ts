@@ -17,6 +17,8 @@ export interface Target {
   format?: string;
   /** An --image-opts option the format does not have; qemu names the (probed) format in the error. */
   unknownFormatOption?: string;
+  /** The id of the --object secret that unlocks the image (encrypt.key-secret for qcow2, key-secret for luks). */
+  keySecret?: string;
 }
 
 /** strerror() texts for the errors opening a file can give. */
@@ -59,8 +61,13 @@ export function imageTarget(spec: string, format: string | undefined, imageOpts:
   // With driver=file the options are the protocol's own; otherwise the protocol's sit under "file.".
   const protocolKey = (key: string) => (driver === 'file' ? key : key.startsWith('file.') ? key.slice(5) : undefined);
   let unknownFormatOption: string | undefined;
+  let keySecret: string | undefined;
   for (const key of opts.keys()) {
     if (key === 'driver' || HARMLESS_IMAGE_OPTS.has(key)) continue;
+    if ((key === 'encrypt.key-secret' && driver === 'qcow2') || (key === 'key-secret' && driver === 'luks')) {
+      keySecret = opts.get(key);
+      continue;
+    }
     const own = protocolKey(key);
     if (own === 'filename' || own === 'driver' || HARMLESS_IMAGE_OPTS.has(`file.${own}`)) continue;
     if (UNSUPPORTED_IMAGE_OPTS.test(key)) throw fail(`instar does not support the --image-opts option '${key}'`);
@@ -69,7 +76,7 @@ export function imageTarget(spec: string, format: string | undefined, imageOpts:
   }
   const path = opts.get(driver === 'file' ? 'filename' : 'file.filename');
   if (path === undefined) throw fail(driver === 'file' ? "The 'file' block driver requires a file name" : 'A block device must be specified for "file"');
-  return { path, errorName: spec, format: driver, unknownFormatOption };
+  return { path, errorName: spec, format: driver, unknownFormatOption, keySecret };
 }
 
 /** The top image of a one-image command: -f/--format (last one wins) and --image-opts. */

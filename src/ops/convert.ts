@@ -22,6 +22,8 @@ export interface ConvertOptions {
   /** [start, end) of the concatenated disk this guest copies. */
   range?: [number, number];
   progress?: boolean;
+  /** Keys of encrypted sources, base64 by device index (host-read --object secrets). */
+  secrets?: Record<number, string>;
 }
 
 /** What the 'open' phase answers: sizes, or which source failed and how (worded by the host). */

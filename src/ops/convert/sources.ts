@@ -44,8 +44,8 @@ function loadSnapshot(image: Image, choice: SnapshotChoice): Image {
 }
 
 /** One source opened with everything below it (MissingFilesError: the host grants more files). */
-export function openSource(ctx: OpContext, source: ConvertSource, opts: Pick<OpenTreeOptions, 'unsafeQuirks' | 'profile'>): Image {
-  return openTree(ctx, source.index, { format: source.format, fileName: source.fileName, unsafeQuirks: opts.unsafeQuirks, profile: opts.profile });
+export function openSource(ctx: OpContext, source: ConvertSource, opts: Pick<OpenTreeOptions, 'unsafeQuirks' | 'profile' | 'secrets'>): Image {
+  return openTree(ctx, source.index, { format: source.format, fileName: source.fileName, unsafeQuirks: opts.unsafeQuirks, profile: opts.profile, secrets: opts.secrets ?? {} });
 }
 
 /** -l: every source read through the snapshot; failures worded as qemu-img words them. */

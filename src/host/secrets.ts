@@ -1,0 +1,79 @@
+// --object secret,id=ID,data=…|file=…[,format=raw|base64]: the secrets qemu-img takes for
+// encrypted images. The host reads secret files itself (the user named them, not an image) and
+// hands the guest only key bytes, in the op's options; the guest never sees a path.
+import { readFileSync } from 'node:fs';
+import { parseQemuOpts } from './commands/image-opts.ts';
+import { InputImageError, STRERROR, type Target } from './input-image.ts';
+
+/** A failure in qemu's words (printed as "<progname>: <message>", exit status 1). */
+export class SecretError extends InputImageError {}
+
+/** User-creatable object types qemu has and instar does not implement (anything else is qemu's "does not accept"). */
+const OTHER_QEMU_OBJECTS = /^(secret_keyring|tls-creds-(anon|psk|x509)|tls-cipher-suites|authz-(list|listfile|pam|simple)|iothread|throttle-group|memory-backend-\w+|main-loop|rng-\w+|filter-\w+|colo-compare|input-\w+|can-\w+|cryptodev-\w+|dbus-vmstate|pr-manager-helper|x-remote-object|sev-guest)$/;
+const SECRET_KEYS = new Set(['qom-type', 'id', 'data', 'file', 'format', 'keyid', 'iv', 'loaded']);
+const IDENTIFIER = /^[A-Za-z][A-Za-z0-9._-]*$/;
+
+/** qemu's qbase64_decode accepts the alphabet, '=' and newlines, then decodes leniently. */
+function decodeBase64(text: string): Buffer {
+  if (!/^[A-Za-z0-9+/=\n]*$/.test(text)) throw new SecretError('Base64 data contains invalid characters');
+  return Buffer.from(text.replace(/\n/g, ''), 'base64');
+}
+
+function readSecretFile(path: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
+    // glib's g_file_get_contents wording, with its curly quotes, after qemu's prefix.
+    throw new SecretError(`Unable to read ${path}: Failed to open file \u201c${path}\u201d: ${code === 'EISDIR' ? 'Is a directory' : STRERROR[code] ?? code}`);
+  }
+}
+
+/** Every --object value, in command-line order; secrets by id, or qemu's error for the first bad one. */
+export function parseSecretObjects(values: readonly string[]): Map<string, Buffer> {
+  const secrets = new Map<string, Buffer>();
+  for (const value of values) {
+    const opts = parseQemuOpts(value, 'qom-type');
+    const type = opts.get('qom-type');
+    if (type === undefined) throw new SecretError("Parameter 'qom-type' is missing");
+    if (type === 'help') throw new SecretError('instar does not list object types (--object help)');
+    if (type !== 'secret') {
+      if (OTHER_QEMU_OBJECTS.test(type)) throw new SecretError(`instar supports only --object secret, not '${type}'`);
+      throw new SecretError(`Parameter 'qom-type' does not accept value '${type}'`);
+    }
+    const id = opts.get('id');
+    if (id === undefined) throw new SecretError("Parameter 'id' is missing");
+    if (!IDENTIFIER.test(id)) {
+      throw new SecretError("Parameter 'id' expects an identifier\nIdentifiers consist of letters, digits, '-', '.', '_', starting with a letter.");
+    }
+    for (const key of opts.keys()) if (!SECRET_KEYS.has(key)) throw new SecretError(`Parameter '${key}' is unexpected`);
+    const format = opts.get('format') ?? 'raw';
+    if (format !== 'raw' && format !== 'base64') throw new SecretError(`Parameter 'format' does not accept value '${format}'`);
+    if (secrets.has(id)) throw new SecretError(`attempt to add duplicate property '${id}' to object (type 'container')`);
+    const data = opts.get('data');
+    const file = opts.get('file');
+    if (data !== undefined && file !== undefined) throw new SecretError("'file' and 'data' are mutually exclusive");
+    if (data === undefined && file === undefined) throw new SecretError("Either 'file' or 'data' must be provided");
+    const keyid = opts.get('keyid');
+    if (keyid !== undefined) {
+      if (!secrets.has(keyid)) throw new SecretError(`No secret with id '${keyid}'`);
+      throw new SecretError('instar does not support secrets encrypted with another secret (keyid)');
+    }
+    const raw = data !== undefined ? Buffer.from(data, 'utf8') : readSecretFile(file!);
+    secrets.set(id, format === 'base64' ? decodeBase64(raw.toString('latin1')) : raw);
+  }
+  return secrets;
+}
+
+/** The keys the images' key-secret options name, base64 by input index, for the op's options. */
+export function sourceSecrets(objects: readonly string[], targets: readonly Target[]): Record<number, string> {
+  const secrets = parseSecretObjects(objects);
+  const byIndex: Record<number, string> = {};
+  targets.forEach((t, i) => {
+    if (t.keySecret === undefined) return;
+    const secret = secrets.get(t.keySecret);
+    if (!secret) throw new SecretError(`Could not open '${t.errorName}': No secret with id '${t.keySecret}'`);
+    byIndex[i] = secret.toString('base64');
+  });
+  return byIndex;
+}
