@@ -6,7 +6,7 @@ import { probes } from '../probe-only.ts';
 import { openingAs } from '../vpc/file-read.ts';
 import { PagedTable } from '../qcow/paged-table.ts';
 import { extentBelow, readFromBacking } from '../qcow/backing.ts';
-import { F_NEED_CHECK, readQedHeader, tableEntries, validClusterOffset, validTableOffset, type QedHeader } from './header.ts';
+import { readQedHeader, tableEntries, validClusterOffset, validTableOffset, type QedHeader } from './header.ts';
 
 const ZERO_CLUSTER = 1n;
 const L2_CACHE = 16;
@@ -45,7 +45,8 @@ export class QedImage implements Image {
   info(): NodeInfo {
     const info: NodeInfo = {
       format: 'qed',
-      'dirty-flag': (this.h.features & F_NEED_CHECK) !== 0n,
+      // qemu's get_info leaves is_dirty unset: the need-check bit never shows as dirty.
+      'dirty-flag': false,
       'virtual-size': this.virtualSize,
       'cluster-size': this.h.clusterSize,
     };

@@ -8,8 +8,8 @@ export const F_NEED_CHECK = 2n;
 export const F_BACKING_FORMAT_NO_PROBE = 4n;
 const FEATURE_MASK = F_BACKING_FILE | F_NEED_CHECK | F_BACKING_FORMAT_NO_PROBE;
 const HEADER_SIZE = 64;
-/** qemu's backing file name buffer (PATH_MAX-sized fields are 1024 bytes in BlockDriverState). */
-const BACKING_NAME_BUF = 1024;
+/** qemu's backing file name buffer (BlockDriverState.backing_file, PATH_MAX bytes). */
+const BACKING_NAME_BUF = 4096;
 const U32_MAX = 2 ** 32 - 1;
 const U64_MASK = (1n << 64n) - 1n;
 
