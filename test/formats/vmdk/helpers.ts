@@ -111,7 +111,7 @@ export function driverMap(img: Image, version: OracleVersion = '7.2'): MapEntry[
   for (let off = 0; off < img.virtualSize; ) {
     const e: Extent = img.extent(off, img.virtualSize - off);
     if (e.length <= 0) throw new Error(`empty extent at ${off}`);
-    const m: MapEntry = { start: off, length: e.length, depth: e.depth, present: e.kind !== 'unallocated', zero: e.kind !== 'data', data: e.kind === 'data' };
+    const m: MapEntry = { start: off, length: e.length, depth: e.depth, present: e.kind !== 'unallocated', zero: e.kind !== 'data' || !!e.zeroData, data: e.kind === 'data' };
     if (version !== '7.2') m.compressed = !!e.compressed;
     if (e.hostOffset !== undefined) m.offset = e.hostOffset;
     const last = out.at(-1);
