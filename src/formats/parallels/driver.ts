@@ -4,7 +4,7 @@
 import { ImageError, type BlockDevice, type Driver, type Extent, type Image, type NodeInfo, type OpenContext } from '../types.ts';
 import { readAt, requestOk, roundUp } from '../bytes.ts';
 import { probes } from '../probe-only.ts';
-import { openingAs } from '../vpc/file-read.ts';
+import { BDRV_MAX_LENGTH, openingAs } from '../vpc/file-read.ts';
 import { PagedTable } from '../qcow/paged-table.ts';
 
 const MAGIC = 'WithoutFreeSpace';
@@ -128,8 +128,10 @@ export function openParallels(dev: BlockDevice, ctx: OpenContext): ParallelsImag
     const headerBytes = roundUp(HEADER_SIZE + 4 * header.batEntries, 4096);
     if (headerBytes > REQUEST_MAX_BYTES) throw new ImageError('Input/output error', 'EIO');
     if (header.extOffset !== 0n) checkFormatExtension(dev, header.extOffset * BigInt(SECTOR));
-    // The block layer's size in bytes is an int64: a product that wraps negative is refused.
-    if (BigInt.asIntN(64, header.sectors * BigInt(SECTOR)) < 0n) {
+    // The block layer's size in bytes is an int64 no larger than BDRV_MAX_LENGTH. (A product
+    // that wraps to a small positive number opens in qemu and fails later; instar refuses it.)
+    const bytes = header.sectors * BigInt(SECTOR);
+    if (bytes > BDRV_MAX_LENGTH) {
       throw new ImageError('Could not refresh total sector count: File too large');
     }
     return new ParallelsImage(dev, header, new PagedTable(dev, BigInt(HEADER_SIZE), header.batEntries, 'u32le'));

@@ -1,6 +1,7 @@
 // The QED header: qemu's bdrv_qed_do_open checks, in its order and wording.
 import { ImageError, type BlockDevice } from '../types.ts';
 import { cString, readAt } from '../bytes.ts';
+import { BDRV_MAX_LENGTH } from '../vpc/file-read.ts';
 
 export const QED_MAGIC = 0x00444551; // "QED\0"
 export const F_BACKING_FILE = 1n;
@@ -80,5 +81,7 @@ export function readQedHeader(dev: BlockDevice): QedHeader {
     h.backingFile = cString(readAt(dev, backingOffset, backingSize));
     if (features & F_BACKING_FORMAT_NO_PROBE) h.backingFormat = 'raw';
   }
+  // After the driver's open, the block layer refuses sizes the 64-bit check above let through.
+  if (imageSize > BDRV_MAX_LENGTH) throw new ImageError('Could not refresh total sector count: File too large');
   return h;
 }

@@ -82,6 +82,7 @@ test('parallels: hostile headers fail with qemu wording, fast and small', () => 
       ['ext-magic', image({ extOff: 1n << 40n }, [0])],
       ['size-wraps-negative', image({ sectors: 1n << 54n }, [0])],
       ['size-wraps-negative-2', image({ sectors: (1n << 63n) / 512n + 5n }, [0])],
+      ['size-over-max-length', image({ sectors: (1n << 54n) - 1n }, [0])],
     ];
     for (const [name, bytes] of cases) {
       const path = join(dir, `${name}.hds`);

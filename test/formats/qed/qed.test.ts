@@ -111,6 +111,8 @@ test('qed: hostile headers fail with qemu wording, fast and small', () => {
       ['backing-too-long', image({ features: 1n, headerSize: 2, l1Offset: 8192n, backingOffset: 64, backingSize: 4096 }, 4 * 4096)],
       ['truncated', image({}).subarray(0, 40)],
       ['empty-table-size', image({ tableSize: 0 })],
+      // 2 MiB clusters, 8-cluster tables: qemu's 64-bit maximum is 2^63, past BDRV_MAX_LENGTH.
+      ['size-over-max-length', image({ clusterSize: 2 << 20, tableSize: 8, l1Offset: 2n << 20n, imageSize: (1n << 63n) - 512n }, 10 * (2 << 20))],
     ];
     for (const [name, bytes] of cases) {
       const path = join(dir, `${name}.qed`);
