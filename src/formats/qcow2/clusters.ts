@@ -112,7 +112,8 @@ export class ClusterMap {
     }
     if (zero) return host === 0n ? { kind: 'zero' } : { kind: 'zero', hostOffset: Number(host) + sub * this.unitSize };
     if (allocated) return { kind: 'data', hostOffset: Number(host) + sub * this.unitSize };
-    return { kind: 'unallocated' };
+    // An unallocated subcluster of an allocated cluster still has a place: qemu's map shows it.
+    return host === 0n ? { kind: 'unallocated' } : { kind: 'unallocated', hostOffset: Number(host) + sub * this.unitSize };
   }
 
   /** A run of units with the same kind (and contiguous host offsets for data). */

@@ -2,6 +2,7 @@
 // differencing. Like qemu, reads ignore the per-block sector bitmaps (an allocated block is read
 // whole) and a differencing disk is read as a dynamic one with no parent: qemu's vpc driver has
 // no backing file support, so its parent is reported (parentName, parentLocators) but not opened.
+import { fileRun } from '../raw/holes.ts';
 import type { BlockDevice, Driver, Extent, Image, NodeInfo, OpenContext } from '../types.ts';
 import { openingAs, readZeroFilled } from './file-read.ts';
 import { readFooter, totalSectors, VHD_FIXED, type Footer } from './footer.ts';
@@ -70,7 +71,11 @@ export class VpcImage implements Image {
   /** As qemu's vpc_co_block_status: one allocated block at a time, unallocated runs merged. */
   extent(offset: number, length: number): Extent {
     length = Math.min(length, this.virtualSize - offset);
-    if (this.fixedReads) return { offset, length, kind: 'data', depth: 0, hostOffset: offset };
+    if (this.fixedReads) {
+      // qemu asks the file system too: a hole in a fixed VHD is data that reads as zeros.
+      const run = fileRun(this.dev, offset, length);
+      return { offset, length: run.length, kind: 'data', depth: 0, hostOffset: offset, zeroData: run.hole || undefined };
+    }
     const blockSize = this.dynamic!.header.blockSize;
     const first = this.hostOffset(offset);
     const toBlockEnd = Math.min(length, blockSize - (offset % blockSize));
