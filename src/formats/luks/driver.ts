@@ -22,15 +22,19 @@ class LuksImage implements Image {
   private cipher?: SectorCipher;
 
   constructor(private dev: BlockDevice, private hdr: Buffer, private luks: LuksInfo, ctx: OpenContext) {
-    // qemu: the file's length less the payload offset, counted in whole 512-byte sectors.
+    // qemu unlocks the volume first, then sizes the disk: the file's length less the payload
+    // offset, counted in whole 512-byte sectors.
+    if (ctx.key) this.unlock(ctx.key);
+    else if (ctx.keyRequired) throw keyRequired('key-secret');
     const payload = luks['payload-offset'];
     if (payload > dev.size) throw new ImageError('Could not refresh total sector count: Input/output error');
     this.virtualSize = Math.ceil((dev.size - payload) / SECTOR) * SECTOR;
-    if (ctx.key) this.unlock(ctx.key);
-    else if (ctx.keyRequired) throw keyRequired('key-secret');
   }
 
-  private unlock(passphrase: Uint8Array): void {
+  private unlock(secret: Uint8Array): void {
+    // qemu takes the secret as a C string: it ends at the first NUL byte.
+    const nul = secret.indexOf(0);
+    const passphrase = nul < 0 ? secret : secret.subarray(0, nul);
     const key = unlockMasterKey(this.dev, 0, this.luks, luksKeyFields(this.hdr), passphrase);
     this.cipher = new SectorCipher(cipherSpec(this.luks), key, SECTOR);
   }
