@@ -9,6 +9,7 @@ import type { NeededFile } from '../protocol/messages.ts';
 import type { Op, OpContext } from './types.ts';
 import type { OpenTreeOptions } from './open-tree.ts';
 import { CompareProgress } from './compare-progress.ts';
+import { statusView, type StatusView } from './compare-status.ts';
 
 export interface CompareOptions {
   /** -f and -F (or the drivers named by --image-opts); detection when absent. */
@@ -49,8 +50,8 @@ function statusOf(e: Extent, size: number): number {
   return s;
 }
 
-function extentAt(image: Image, offset: number, end: number): Extent {
-  const e = image.extent(offset, end - offset);
+function extentAt(view: StatusView, offset: number, end: number): Extent {
+  const e = view(offset, end);
   // A driver's extent must move forward; a zero-length one would loop forever.
   if (!(e.length > 0)) throw new ImageError(`block status at offset ${offset} made no progress`);
   return { ...e, offset, length: Math.min(e.length, end - offset) };
@@ -110,12 +111,14 @@ function compareImages(a: Image, b: Image, strict: boolean, progress: ComparePro
     say('Strict mode: Image size mismatch!\n');
     return 1;
   }
+  const viewA = statusView(a);
+  const viewB = statusView(b);
   const bufA = Buffer.alloc(Math.min(IO_BUF_SIZE, Math.max(common, base - common, 1)));
   const bufB = Buffer.alloc(bufA.length);
   let offset = 0;
   while (offset < common) {
-    const extA = extentAt(a, offset, sizeA);
-    const extB = extentAt(b, offset, sizeB);
+    const extA = extentAt(viewA, offset, sizeA);
+    const extB = extentAt(viewB, offset, sizeB);
     const statusA = statusOf(extA, sizeA);
     const statusB = statusOf(extB, sizeB);
     let chunk = Math.min(extA.length, extB.length, common - offset);
@@ -140,9 +143,10 @@ function compareImages(a: Image, b: Image, strict: boolean, progress: ComparePro
   if (sizeA !== sizeB) {
     say('Warning: Image size mismatch!\n');
     const over = sizeA > sizeB ? a : b;
+    const overView = sizeA > sizeB ? viewA : viewB;
     const zeros = Buffer.alloc(bufA.length);
     while (offset < base) {
-      const ext = extentAt(over, offset, base);
+      const ext = extentAt(overView, offset, base);
       let chunk = ext.length;
       if (ext.kind === 'data') {
         chunk = Math.min(chunk, IO_BUF_SIZE);
