@@ -80,14 +80,7 @@ export class QcowImage implements Image {
     const coffset = entry & ((1n << bits) - 1n);
     if (!requestOk(coffset, BigInt(csize))) throw eio();
     const input = readAt(this.dev, coffset, csize);
-    let out: Buffer;
-    try {
-      // A short stream decodes what it has (then fails the length test); a bomb stops at a cluster.
-      out = inflateRawSync(input, { windowBits: 12, finishFlush: zlibConstants.Z_SYNC_FLUSH, maxOutputLength: this.clusterSize });
-    } catch {
-      throw eio();
-    }
-    if (out.length !== this.clusterSize) throw eio();
+    const out = inflateCluster(input, this.clusterSize);
     this.lastCompressed = { entry, data: out };
     return out;
   }
@@ -123,6 +116,29 @@ export class QcowImage implements Image {
     const host = c.host | BigInt(inCluster);
     return { offset, length: n, kind: 'data', depth: 0, hostOffset: Number(host) };
   }
+}
+
+/**
+ * qemu inflates into one cluster and accepts the result when the cluster is full, even if the
+ * stream goes on; a short result is EIO. Node stops at maxOutputLength with an error and no
+ * output, so a stream longer than a cluster is inflated again in full (deflate expands at most
+ * 1032:1, and the input is below one 64 KiB cluster) and cut.
+ */
+function inflateCluster(input: Buffer, clusterSize: number): Buffer {
+  const opts = { windowBits: 12, finishFlush: zlibConstants.Z_SYNC_FLUSH };
+  let out: Buffer;
+  try {
+    out = inflateRawSync(input, { ...opts, maxOutputLength: clusterSize });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ERR_BUFFER_TOO_LARGE') throw eio();
+    try {
+      out = inflateRawSync(input, { ...opts, maxOutputLength: input.length * 1032 + clusterSize }).subarray(0, clusterSize);
+    } catch {
+      throw eio();
+    }
+  }
+  if (out.length !== clusterSize) throw eio();
+  return out;
 }
 
 export function openQcow(dev: BlockDevice, ctx: OpenContext): QcowImage {

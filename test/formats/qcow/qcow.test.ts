@@ -4,6 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
+import { deflateRawSync } from 'node:zlib';
 import { join } from 'node:path';
 import { MemoryDevice } from '../../../src/io/fd-device.ts';
 import { qcowDriver } from '../../../src/formats/qcow/driver.ts';
@@ -107,7 +108,39 @@ test('qcow: hostile headers fail with qemu wording, fast and small', () => {
   }
 });
 
-test('qcow: tables past the end of the file, a bomb, a huge sparse disk', () => {
+test('qcow: a compressed stream longer than a cluster (and a deflate bomb) reads its first cluster, as qemu', () => {
+  const { dir, cleanup } = tempDir('qcow-hostile');
+  try {
+    const streams: [string, Buffer, boolean][] = [
+      ['two-clusters', deflateRawSync(Buffer.concat([Buffer.alloc(4096, 0x41), Buffer.alloc(4096, 0x42)]), { windowBits: 12 }), true],
+      ['bomb', deflateRawSync(Buffer.alloc(4 * 1024 * 1024, 0x43), { level: 9 }), true],
+      ['short', deflateRawSync(Buffer.alloc(2048, 0x44), { windowBits: 12 }), false],
+    ];
+    for (const [name, stream, readable] of streams) {
+      assert.ok(stream.length < 4096, `${name} fits the size field`);
+      const bytes = Buffer.alloc(4 * 4096);
+      header({ size: 8192n, l1Offset: 4096n }, Buffer.alloc(0)).copy(bytes, 0);
+      bytes.writeBigUInt64BE(8192n, 4096);
+      bytes.writeBigUInt64BE((1n << 63n) | (BigInt(stream.length) << 51n) | 12288n, 8192);
+      stream.copy(bytes, 12288);
+      const path = join(dir, `${name}.qcow`);
+      writeFileSync(path, bytes);
+      const img = qcowDriver.open(new MemoryDevice(bytes), { writable: false });
+      const r = runQemu('10.0', ['convert', '-f', 'qcow', '-O', 'raw', path, join(dir, 'out.raw')], { timeoutMs: 20_000 });
+      assert.equal(r.status === 0, readable, `${name}: ${r.stderr}`);
+      if (readable) {
+        checkAgainstOracles(path, 'qcow', dir);
+      } else {
+        assert.match(r.stderr, /Input\/output error/, name);
+        assert.throws(() => img.read(new Uint8Array(4096), 0), (e: unknown) => e instanceof ImageError, name);
+      }
+    }
+  } finally {
+    cleanup();
+  }
+});
+
+test('qcow: tables past the end of the file, a huge sparse disk', () => {
   const { dir, cleanup } = tempDir('qcow-hostile');
   try {
     // L1 far past EOF (reads as zeros): the biggest disk qemu can open (its L1 table fills one
