@@ -13,6 +13,7 @@ import { toQemuJson } from '../../output/json.ts';
 import { renderHumanChain, renderHumanInfo } from '../../output/human-info.ts';
 import type { QDictValue } from '../../output/qobject.ts';
 import { InputImageError as InfoError, checkFormat, openTop, topTarget, type Target } from '../input-image.ts';
+import { parseSecretObjects } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 
 /** Opens a backing file through the path policy, with qemu's wording for the cases qemu has too. */
@@ -150,8 +151,10 @@ export const info: Command = async (cmd, ctx) => {
   }
   const json = outputs.at(-1) === 'json';
   const wholeChain = cmd.options.has('backing-chain');
-  // -U/--force-share and --object are accepted: instar opens read-only and needs no secret here.
+  // -U/--force-share and --object are accepted: instar opens read-only and needs no secret here,
+  // but qemu creates the objects first, so a malformed --object fails as in qemu.
   try {
+    parseSecretObjects(cmd.options.get('object') ?? []);
     const infos = await collect(topTarget(cmd, cmd.args[0]), wholeChain, ctx);
     if (json) ctx.out(toQemuJson(wholeChain ? infos : infos[0]) + '\n');
     else ctx.out(wholeChain ? renderHumanChain(infos, ctx.profile) : renderHumanInfo(infos[0], ctx.profile));
