@@ -1,0 +1,74 @@
+// Long fuzz campaign: `npm run fuzz -- --minutes N [--campaign C] [--seed-only]`. Unseeded by
+// default (the campaign number comes from the clock and is printed, so every case reproduces).
+// Prints executions per second; saves every new finding to test/fuzz/regressions/ (replayed by
+// test/fuzz/fuzz.test.ts); a case that runs longer than 30 s is killed and saved as a hang.
+import { Worker } from 'node:worker_threads';
+import { parseArgs } from 'node:util';
+import { buildSeeds } from '../test/fuzz/seeds.ts';
+import { buildCase, saveRegression, signature, type Finding } from '../test/fuzz/campaign.ts';
+
+const { values } = parseArgs({ options: { minutes: { type: 'string', default: '10' }, campaign: { type: 'string' } } });
+const minutes = Number(values.minutes);
+if (!(minutes > 0)) throw new Error('--minutes N: N must be a positive number');
+const campaign = values.campaign !== undefined ? Number(values.campaign) : Date.now() % 2 ** 31;
+const HANG_MS = 30_000;
+
+const seeds = await buildSeeds();
+console.log(`campaign ${campaign}: ${seeds.length} seeds, ${minutes} min`);
+const current = new Int32Array(new SharedArrayBuffer(4));
+const done = new Int32Array(new SharedArrayBuffer(4));
+const seen = new Set<string>();
+const findings: Finding[] = [];
+let worker: Worker | undefined;
+
+function record(f: Finding): void {
+  const key = `${f.seed} ${signature(f.failure)}`;
+  if (seen.has(key)) return;
+  seen.add(key);
+  findings.push(f);
+  const { seed, input } = buildCase(seeds, campaign, f.index);
+  const file = saveRegression(seed, input, f.failure, campaign, f.index);
+  console.log(`FINDING ${f.seed} case ${f.index}: ${f.failure} -> test/fuzz/regressions/${file}`);
+}
+
+function start(first: number): void {
+  Atomics.store(current, 0, first);
+  worker = new Worker(new URL('../test/fuzz/worker-boot.mjs', import.meta.url), { workerData: { campaign, first, current, done } });
+  worker.on('message', (m: Finding | { ready: true }) => {
+    if (!('ready' in m)) record(m);
+  });
+  worker.on('error', (e) => console.log(`worker error: ${e.message}`));
+}
+
+start(0);
+const started = Date.now();
+let lastIndex = -1;
+let lastChange = Date.now();
+let lastDone = 0;
+let lastReport = Date.now();
+const timer = setInterval(() => {
+  const now = Date.now();
+  const index = Atomics.load(current, 0);
+  if (index !== lastIndex) {
+    lastIndex = index;
+    lastChange = now;
+  } else if (now - lastChange > HANG_MS && worker) {
+    void worker.terminate();
+    record({ seed: buildCase(seeds, campaign, index).seed.name, index, failure: `hang: case ran over ${HANG_MS / 1000} s` });
+    start(index + 1);
+    lastChange = now;
+  }
+  if (now - lastReport >= 10_000) {
+    const total = Atomics.load(done, 0);
+    console.log(`${Math.round((now - started) / 1000)} s: ${total} execs, ${((total - lastDone) / ((now - lastReport) / 1000)).toFixed(0)}/s, ${findings.length} findings`);
+    lastDone = total;
+    lastReport = now;
+  }
+  if (now - started >= minutes * 60_000) {
+    clearInterval(timer);
+    void worker?.terminate();
+    const total = Atomics.load(done, 0);
+    console.log(`done: ${total} execs in ${((now - started) / 1000).toFixed(0)} s (${(total / ((now - started) / 1000)).toFixed(0)}/s), ${findings.length} distinct findings`);
+    for (const f of findings) console.log(`  ${f.seed} case ${f.index} (campaign ${campaign}): ${f.failure}`);
+  }
+}, 1000);

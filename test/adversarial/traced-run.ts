@@ -1,0 +1,110 @@
+// Runs the built CLI (default, sandboxed mode) under `strace -f` and GNU time, asynchronously, so
+// that many hostile images can run in parallel. strace follows every process the CLI starts
+// (prlimit, bwrap, the guest); GNU time reports the largest resident set of any process in the
+// tree that reaches it through wait4's rusage: the host CLI (bwrap's PID namespace hides the
+// guest from it), so the guest's own peak is sampled from procfs (guest-memory.ts).
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { INSTAR_ALIAS } from '../helpers/oracles.ts';
+import { watchGuests } from './guest-memory.ts';
+
+export interface TracedCall {
+  pid: number;
+  syscall: string;
+  /** The first string argument (the path of every %file call). */
+  path?: string;
+  /** Where a relative path is looked up from: `cwd` or another directory fd. */
+  relativeTo: 'cwd' | 'dirfd';
+  line: string;
+}
+
+export interface TracedRun {
+  status: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  wallMs: number;
+  /** Largest resident set of the host side of the run, in KiB (GNU time %M). */
+  hostRssKiB: number;
+  /** Peak resident set (VmHWM) of the sandboxed guest(s), sampled, in KiB; 0 if never seen. */
+  guestPeakKiB: number;
+  calls: TracedCall[];
+}
+
+function unescape(s: string): string {
+  return s.replace(/\\(x[0-9a-fA-F]{2}|[0-7]{1,3}|.)/g, (_, e: string) => {
+    if (e[0] === 'x') return String.fromCharCode(parseInt(e.slice(1), 16));
+    if (/^[0-7]+$/.test(e)) return String.fromCharCode(parseInt(e, 8));
+    return ({ n: '\n', t: '\t', r: '\r' } as Record<string, string>)[e] ?? e;
+  });
+}
+
+/** Parses an `strace -f` log into calls (resumed halves of interrupted calls are skipped). */
+export function parseStrace(log: string): TracedCall[] {
+  const calls: TracedCall[] = [];
+  for (const line of log.split('\n')) {
+    const m = /^(\d+)\s+(\w+)\((.*)$/.exec(line);
+    if (!m) continue;
+    const str = /"((?:[^"\\]|\\.)*)"/.exec(m[3]);
+    // openat/statx/newfstatat/readlinkat… take a directory fd first; AT_FDCWD means the cwd.
+    const dirfd = /^(\d+)</.exec(m[3]) ?? /^(\d+),/.exec(m[3]);
+    calls.push({ pid: Number(m[1]), syscall: m[2], path: str ? unescape(str[1]) : undefined, relativeTo: dirfd ? 'dirfd' : 'cwd', line });
+  }
+  return calls;
+}
+
+/** One CLI run; `wallLimitMs` kills the whole run (a hang is then reported as status null). */
+export function tracedInstar(args: string[], opts: { cwd: string; wallLimitMs: number }): Promise<TracedRun> {
+  const dir = mkdtempSync(join(tmpdir(), 'instar-adv-'));
+  const log = join(dir, 'strace.log');
+  const mem = join(dir, 'rss');
+  const argv = ['-f', '--seccomp-bpf', '-qq', '-s', '4096', '-e', 'trace=%file,connect', '-o', log,
+    '/usr/bin/time', '-f', '%M', '-o', mem, process.execPath, INSTAR_ALIAS, ...args];
+  const started = performance.now();
+  return new Promise((resolve, reject) => {
+    // A fixed environment; the output profile named so that no run looks up and runs qemu-img.
+    const child = spawn('strace', argv, { cwd: opts.cwd, env: { PATH: '/usr/bin:/bin', LANG: 'C', INSTAR_QEMU_VERSION: '10.0' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
+    const stopWatching = watchGuests(child.pid ?? -1);
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.wallLimitMs);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      stopWatching();
+      rmSync(dir, { recursive: true, force: true });
+      reject(e);
+    });
+    child.on('close', (status, signal) => {
+      clearTimeout(timer);
+      const guestPeakKiB = stopWatching();
+      const wallMs = performance.now() - started;
+      try {
+        const rss = readFileSync(mem, 'utf8').split('\n').filter((l) => /^\d+$/.test(l.trim())).pop();
+        // GNU time prefixes "Command exited with non-zero status N" to its output file.
+        resolve({ status, signal, stdout, stderr, wallMs, hostRssKiB: rss ? Number(rss) : NaN, guestPeakKiB, calls: parseStrace(readFileSync(log, 'utf8')) });
+      } catch (e) {
+        reject(e);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  });
+}
+
+/** Runs `jobs` with at most `width` at a time, keeping their order in the result. */
+export async function pool<T>(jobs: (() => Promise<T>)[], width: number): Promise<T[]> {
+  const out: T[] = new Array(jobs.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < jobs.length) {
+      const i = next++;
+      out[i] = await jobs[i]();
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(width, jobs.length) }, worker));
+  return out;
+}
