@@ -32,6 +32,10 @@ export function buildCorpus(images: ImageDir): { file: string; format: string }[
   img('create', '-q', '-f', 'qcow2', '-o', 'data_file=data-rawext.bin,data_file_raw=on', 'rawext.qcow2', '4M');
   io('qcow2', 'rawext.qcow2', 'write -P 1 64k 64k');
   add('rawext.qcow2', 'qcow2');
+  // 20480 entries (512-byte clusters, every other one allocated): several streamed messages.
+  writeFileSync(images.path('alternate.raw'), Buffer.concat(Array.from({ length: 20480 }, (_, i) => Buffer.alloc(512, i % 2 === 0 ? 1 + (i % 250) : 0))));
+  img('convert', '-q', '-S', '512', '-f', 'raw', '-O', 'qcow2', '-o', 'cluster_size=512', 'alternate.raw', 'many.qcow2');
+  add('many.qcow2', 'qcow2');
   img('convert', '-q', '-c', '-O', 'qcow2', 'data.qcow2', 'compressed.qcow2');
   add('compressed.qcow2', 'qcow2');
   img('convert', '-q', '-c', '-O', 'qcow2', 'data.qcow2', 'compressed-mixed.qcow2');

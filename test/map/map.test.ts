@@ -57,7 +57,7 @@ describe('map option errors', { concurrency: 6 }, () => {
 });
 
 describe('map in the default sandbox', { concurrency: 3 }, () => {
-  for (const file of ['four.qcow2', 'ext.qcow2', 'split.vmdk', 'scattered.qcow2']) {
+  for (const file of ['four.qcow2', 'ext.qcow2', 'split.vmdk', 'many.qcow2']) {
     test(file, async () => {
       await same(['--output=json', file], true);
       await same([file], true);

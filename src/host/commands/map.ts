@@ -57,7 +57,7 @@ class MapPrinter {
     this.ctx.out(this.json ? '[' : HUMAN_HEADER);
   }
 
-  /** Takes one chunk from the guest (untrusted: device indices are checked). Returns false to stop. */
+  /** Takes one chunk from the guest (untrusted: device indices are checked). */
   entries(chunk: MapEntry[]): void {
     this.start();
     for (const [start, length, depth, flags, offset, file] of chunk) {
