@@ -1,0 +1,54 @@
+// `npm run bench`: convert -O raw of a 2 GiB corpus (bench/corpus.ts) in every input format,
+// instar (default sandboxed mode) and qemu-img 10.0 taking turns, N runs each (default 3),
+// outputs on the same file system as the inputs and removed between runs. Prints the medians
+// and instar/qemu ratios. Usage: npm run build && npm run bench [-- N [label-filter]]
+import { spawnSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { INSTAR_CLI, oracle } from '../test/helpers/oracles.ts';
+import { BENCH_DIR, ensureCorpus } from './corpus.ts';
+
+const runs = Math.max(3, Number(process.argv[2] ?? process.env.BENCH_N ?? 3));
+const filter = process.argv[3];
+const qemuImg = oracle('10.0');
+const out = join(BENCH_DIR, 'out.raw');
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+function timed(file: string, args: string[]): number {
+  rmSync(out, { force: true });
+  // Untimed: the previous run's dirty pages go to disk now, not during this run.
+  spawnSync('sync');
+  const t0 = process.hrtime.bigint();
+  const r = spawnSync(file, args, { encoding: 'utf8', maxBuffer: 1 << 20 });
+  const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+  if (r.status !== 0) throw new Error(`${file} ${args.join(' ')} failed: ${r.stderr}`);
+  rmSync(out, { force: true });
+  return ms;
+}
+
+const images = ensureCorpus((line) => process.stderr.write(line + '\n')).filter((i) => !filter || i.label.includes(filter));
+// qemu-img convert's default cache mode is 'unsafe' (no flush at the end); instar fsyncs its
+// output before it says success. The '-t writeback' column is qemu flushing too (like for like).
+const rows: string[][] = [['format', 'instar (ms)', 'qemu-img (ms)', 'ratio', 'qemu -t writeback (ms)', 'ratio']];
+for (const image of images) {
+  const mine: number[] = [];
+  const theirs: number[] = [];
+  const flushed: number[] = [];
+  // Warm the page cache once, so that neither side pays for the first cold read.
+  timed(qemuImg, ['convert', '-f', image.format, '-O', 'raw', image.path, out]);
+  for (let i = 0; i < runs; i++) {
+    mine.push(timed(process.execPath, [INSTAR_CLI, 'convert', '-f', image.format, '-O', 'raw', image.path, out]));
+    theirs.push(timed(qemuImg, ['convert', '-f', image.format, '-O', 'raw', image.path, out]));
+    flushed.push(timed(qemuImg, ['convert', '-t', 'writeback', '-f', image.format, '-O', 'raw', image.path, out]));
+  }
+  const [a, b, c] = [median(mine), median(theirs), median(flushed)];
+  rows.push([image.label, a.toFixed(0), b.toFixed(0), (a / b).toFixed(2), c.toFixed(0), (a / c).toFixed(2)]);
+  const list = (xs: number[]) => xs.map((x) => x.toFixed(0)).join('/');
+  process.stderr.write(`${image.label}: instar ${list(mine)} ms, qemu-img ${list(theirs)} ms, qemu-img -t writeback ${list(flushed)} ms\n`);
+}
+const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
+for (const r of rows) console.log(r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  '));
