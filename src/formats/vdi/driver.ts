@@ -6,8 +6,10 @@ import { readAt } from '../bytes.ts';
 import { probes } from '../probe-only.ts';
 import { openingAs } from '../vpc/file-read.ts';
 import { PagedTable } from '../qcow/paged-table.ts';
+import { fileRun } from '../raw/holes.ts';
 
 const SIGNATURE = 0xbeda107f;
+const STATIC = 2;
 const VERSION_1_1 = 0x00010001;
 const SECTOR = 512;
 const BLOCK_SIZE = 1024 * 1024;
@@ -103,7 +105,12 @@ export class VdiImage implements Image {
     length = Math.min(length, this.virtualSize - offset);
     const n = Math.min(length, BLOCK_SIZE - (offset % BLOCK_SIZE));
     const host = this.hostOffset(offset);
-    if (host >= 0) return { offset, length: n, kind: 'data', depth: 0, hostOffset: host };
+    if (host >= 0) {
+      if (this.header.imageType !== STATIC) return { offset, length: n, kind: 'data', depth: 0, hostOffset: host };
+      // Static images: qemu asks the file system too, and a hole there is data reading as zeros.
+      const run = fileRun(this.dev, host, n);
+      return { offset, length: run.length, kind: 'data', depth: 0, hostOffset: host, zeroData: run.hole || undefined };
+    }
     // Merge following holes within the loaded page of the map (qemu-img map merges them anyway).
     let covered = n;
     const end = this.bmap.pageEnd(Math.floor(offset / BLOCK_SIZE));

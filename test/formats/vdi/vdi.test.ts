@@ -19,7 +19,7 @@ test('vdi: dynamic and static images converted from a mixed raw file', () => {
     for (const [name, opts] of [['dyn', 'static=off'], ['static', 'static=on']] as const) {
       const img = join(dir, `${name}.vdi`);
       qemuOk('7.2', ['convert', '-f', 'raw', '-O', 'vdi', '-o', opts, src, img]);
-      checkAgainstOracles(img, 'vdi', dir, { ignoreDataZero: name === 'static' });
+      checkAgainstOracles(img, 'vdi', dir);
       openChain(img, ['vdi'], (image) => assertUnalignedReads(image, 5));
     }
   } finally {
@@ -27,13 +27,16 @@ test('vdi: dynamic and static images converted from a mixed raw file', () => {
   }
 });
 
-test('vdi: qemu-io writes, zero writes and discards into created images', () => {
+test('vdi: qemu-io writes and zero writes into created dynamic and static images', () => {
   const { dir, cleanup } = tempDir('vdi');
   try {
-    for (const [i, size] of ['7M', '100000000'].entries()) {
+    for (const [i, [size, opts]] of [['7M', 'static=off'], ['100000000', 'static=off'], ['9M', 'static=on']].entries()) {
       const img = join(dir, `w${i}.vdi`);
-      qemuOk('10.0', ['create', '-q', '-f', 'vdi', img, size]);
-      qemuOk('7.2', ['-f', 'vdi', '-c', 'write -P 0x5a 1M 70k', '-c', 'write -P 0x33 4095k 2k', '-c', 'write -z 5M 64k', img], 'qemu-io');
+      qemuOk('10.0', ['create', '-q', '-f', 'vdi', '-o', opts, img, size]);
+      // Zero writes on a static image write zero bytes, which instar cannot tell from file holes
+      // without SEEK_DATA (see src/formats/raw/holes.ts): only dynamic images get them.
+      const zero = opts === 'static=off' ? ['-c', 'write -z 5M 64k'] : [];
+      qemuOk('7.2', ['-f', 'vdi', '-c', 'write -P 0x5a 1M 70k', '-c', 'write -P 0x33 4095k 2k', ...zero, img], 'qemu-io');
       checkAgainstOracles(img, 'vdi', dir);
     }
   } finally {
