@@ -107,6 +107,19 @@ const cases: [string, () => string[]][] = [
   }],
   ['-U, -t, -T, -W, -m, --object accepted', () => { copyFileSync(join(dir, 'plain.qcow2'), join(dir, 'flags.qcow2')); return ['-U', '-t', 'none', '-T', 'writeback', '-W', '-m', '4', '--object', 'secret,id=s0,data=x', 'flags.qcow2']; }],
   ['--image-opts', () => ['--image-opts', 'driver=qcow2,file.filename=plain.qcow2']],
+  // 320 MiB: big enough for two guests (split at 160 MiB), data across the split point.
+  ['a disk copied by two guests on disjoint ranges', () => {
+    create(['-f', 'qcow2', 'split.qcow2', '320M']);
+    qemuIo(join(dir, 'split.qcow2'), ['write -P 1 0 64k', 'write -P 2 159M 2M', 'write -P 3 160M 4k', 'write -P 4 319M 1M']);
+    return ['split.qcow2'];
+  }],
+  ['two sources, the split point inside the second', () => {
+    create(['-f', 'qcow2', 'split-a.qcow2', '100M']);
+    qemuIo(join(dir, 'split-a.qcow2'), ['write -P 5 99M 1M']);
+    create(['-f', 'qcow2', 'split-b.qcow2', '200M']);
+    qemuIo(join(dir, 'split-b.qcow2'), ['write -P 6 0 1M', 'write -P 7 59M 2M', 'write -P 8 199M 1M']);
+    return ['split-a.qcow2', 'split-b.qcow2'];
+  }],
 ];
 
 function snapshotImage(flag: string, value: string): string[] {
