@@ -6,6 +6,7 @@
 import { createCipheriv, createDecipheriv } from 'node:crypto';
 import { ImageError } from '../types.ts';
 import { DIGEST_BYTES, digest } from './hash.ts';
+import { XTS_BATCHED, xtsDecrypt } from './xts.ts';
 
 export interface CipherSpec {
   /** qemu's QCryptoCipherAlgo name: aes-128, aes-192, aes-256, cast5-128, serpent-256, … */
@@ -57,9 +58,9 @@ export class SectorCipher {
   private ivs(first: number, count: number): Buffer {
     const out = Buffer.alloc(count * BLOCK);
     for (let i = 0; i < count; i++) {
-      const sector = BigInt(first + i);
-      if (this.spec.ivgen === 'plain') out.writeUInt32LE(Number(sector & 0xffffffffn), i * BLOCK);
-      else out.writeBigUInt64LE(sector & 0xffffffffffffffffn, i * BLOCK);
+      const sector = first + i;
+      out.writeUInt32LE(sector % 2 ** 32, i * BLOCK);
+      if (this.spec.ivgen !== 'plain') out.writeUInt32LE(Math.floor(sector / 2 ** 32), i * BLOCK + 4);
     }
     return this.essivKey ? ecb(this.essivAlg!, this.essivKey, out, true) : out;
   }
@@ -86,7 +87,11 @@ export class SectorCipher {
       buf.set(plain);
       return;
     }
-    // XTS and CTR: one data unit per sector, each with its own tweak / counter start.
+    if (this.spec.mode === 'xts' && XTS_BATCHED) {
+      xtsDecrypt(this.spec.alg, this.key, buf, ivs, size);
+      return;
+    }
+    // CTR (and XTS on big-endian hosts): one cipher object per sector, each with its own IV.
     for (let s = 0; s < count; s++) {
       const d = createDecipheriv(this.name, this.key, ivs.subarray(s * BLOCK, (s + 1) * BLOCK));
       d.setAutoPadding(false);
