@@ -160,6 +160,8 @@ export class Qcow2Image implements Image {
   extent(offset: number, length: number): Extent {
     const e = this.map().extent(offset, length, this.virtualSize);
     if (e.hostOffset !== undefined && this.dataDev) e.file = this.dataDev;
+    // Encrypted clusters have no offset a reader could use (qemu's block status omits it).
+    if (this.h.cryptMethod !== CRYPT.none) delete e.hostOffset;
     if (e.kind !== 'unallocated' || !this.backing || offset >= this.backing.virtualSize) return e;
     // A hole shows what the backing chain has there, one level deeper.
     const below = this.backing.extent(offset, Math.min(e.length, this.backing.virtualSize - offset));

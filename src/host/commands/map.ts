@@ -7,6 +7,7 @@ import type { ParsedCommand } from '../../cli/types.ts';
 import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
 import { InputImageError, openTop, topTarget, type Target } from '../input-image.ts';
+import { sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { parseMapSize } from './map-size.ts';
 import { HUMAN_HEADER, humanMapLine, jsonMapEntry, type MapLine } from '../../output/map.ts';
@@ -116,6 +117,8 @@ async function runMap(cmd: ParsedCommand, args: MapArgs, ctx: CommandContext): P
     start: args.start.toString(),
     maxLength: args.maxLength?.toString(),
     human: !args.json,
+    // Reading needs the key of an encrypted image (qemu opens map's image for I/O).
+    secrets: sourceSecrets(cmd.options.get('object') ?? [], [target]),
   };
   const onMapEntries = (chunk: MapEntry[]) => {
     // A rendering failure must not throw inside the message loop: keep the first and stop printing.
