@@ -22,6 +22,8 @@ export interface CompareOptions {
   profile?: OpenTreeOptions['profile'];
   /** Open the first image only and report whether that works (the host's error ordering). */
   openFirstOnly?: boolean;
+  /** Keys of encrypted images, base64 by device index (host-read --object secrets). */
+  secrets?: Record<number, string>;
 }
 
 /** One piece of stdout, in order: a progress percentage (a C float) or a line of text. */
@@ -68,7 +70,7 @@ function firstDifferentSector(a: Buffer, b: Buffer): number {
 
 function openOne(ctx: OpContext, index: 0 | 1, opts: CompareOptions, missing: NeededFile[]): Image | { failed: string } | undefined {
   try {
-    return openTree(ctx, index, { format: opts.formats[index], fileName: opts.fileNames[index], profile: opts.profile, unsafeQuirks: opts.unsafeQuirks });
+    return openTree(ctx, index, { format: opts.formats[index], fileName: opts.fileNames[index], profile: opts.profile, unsafeQuirks: opts.unsafeQuirks, secrets: opts.secrets ?? {} });
   } catch (e) {
     if (e instanceof MissingFilesError) {
       missing.push(...e.files);

@@ -9,6 +9,7 @@ import { usageError } from '../../cli/usage-error.ts';
 import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
 import { InputImageError, imageTarget, openTop, type Target } from '../input-image.ts';
+import { sourceSecrets } from '../secrets.ts';
 import type { CompareOptions, CompareResult } from '../../ops/compare.ts';
 
 /** Exit statuses of qemu-img compare besides 0 (identical) and 1 (different). */
@@ -60,6 +61,7 @@ function options(cmd: ParsedCommand, targets: Target[], ctx: CommandContext, pro
     progress,
     unsafeQuirks: ctx.globals.unsafeQuirks,
     profile: ctx.profile,
+    secrets: sourceSecrets(cmd.options.get('object') ?? [], targets.filter((t) => t !== undefined)),
   };
 }
 
