@@ -13,11 +13,14 @@ export interface MapOptions extends OpenTreeOptions {
   maxLength?: string;
   /** Human output merges more (it does not tell zero from unallocated) and stops at unmappable data. */
   human: boolean;
+  /** Only open the image and answer its format (the host words an --image-opts error with it). */
+  formatOnly?: boolean;
 }
 
 /** What the op returns once every entry has been emitted. */
 export interface MapResult {
   entries: number;
+  format?: string;
 }
 
 /** Entries per `map-entries` message: about 100 bytes each, far below the message limit. */
@@ -88,6 +91,9 @@ const pack = (e: Entry): MapEntry => [
 export function mapOp(options: Record<string, unknown>, ctx: OpContext): MapResult {
   const opts = options as unknown as MapOptions;
   const image = openTree(ctx, 0, opts);
+  if (opts.formatOnly) return { entries: 0, format: image.format };
+  // An empty first chunk tells the host the image opened: later failures are read errors.
+  ctx.emit({ type: 'map-entries', entries: [] });
   const chain = chainDevices(ctx);
   const size = BigInt(image.virtualSize);
   const start = BigInt(opts.start);

@@ -1,6 +1,6 @@
 // The image corpus for the map differential tests: every kind of allocation qemu-img map tells
 // apart, built with the real qemu tools at test time (qemu-img 7.2 and its qemu-io).
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import type { ImageDir } from '../differential/harness.ts';
 
 /** Builds the corpus in `images`; returns each image with the -f to give it. */
@@ -105,5 +105,11 @@ export function buildCorpus(images: ImageDir): { file: string; format: string }[
   img('create', '-q', '-f', 'vhdx', 'data.vhdx', '8M');
   io('vhdx', 'data.vhdx', 'write -P 1 0 64k', 'write -P 2 3M 1M');
   add('data.vhdx', 'vhdx');
+  // Not in the list: images whose other files are missing (error wording).
+  img('create', '-q', '-u', '-f', 'qcow2', '-b', 'nothere.qcow2', '-F', 'qcow2', 'dangling.qcow2', '1M');
+  img('create', '-q', '-f', 'qcow2', '-o', 'data_file=gone-data.bin', 'no-data.qcow2', '1M');
+  rmSync(images.path('gone-data.bin'));
+  img('create', '-q', '-f', 'vmdk', '-o', 'subformat=monolithicFlat', 'no-extent.vmdk', '1M');
+  rmSync(images.path('no-extent-flat.vmdk'));
   return list;
 }

@@ -53,6 +53,10 @@ describe('map option errors', { concurrency: 6 }, () => {
   test('wrong format', () => same(['-f', 'vpc', 'data.qcow2']));
   test('image-opts', () => same(['--image-opts', 'driver=qcow2,file.filename=top.qcow2']));
   test('image-opts and -f', () => same(['--image-opts', '-f', 'qcow2', 'driver=qcow2,file.filename=top.qcow2']));
+  test('image-opts with an option the format lacks', () => same(['--image-opts', 'driver=qcow2,file.filename=top.qcow2,foo=bar']));
+  test('missing backing file', () => same(['dangling.qcow2']));
+  test('missing data file', () => same(['no-data.qcow2']));
+  test('missing vmdk extent', () => same(['--output=json', 'no-extent.vmdk']));
   test('-U and --object are accepted', () => same(['-U', '--object', 'secret,id=s0,data=x', '--output=json', 'top.qcow2']));
 });
 

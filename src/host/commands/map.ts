@@ -97,9 +97,10 @@ class MapPrinter {
 
 /** qemu's wording for a file the image names that could not be opened. */
 function referencedFailure(e: ReferencedFileError, target: Target): InputImageError {
+  // The reason already names the file ("Could not open 'base.qcow2': No such file or directory").
   const reason = (e.cause as { reason?: string } | undefined)?.reason ?? e.message;
-  if (e.file.role === 'backing') return new InputImageError(`Could not open '${target.errorName}': Could not open backing file: Could not open '${e.path}': ${reason}`);
-  return new InputImageError(`Could not open '${target.errorName}': Could not open '${e.path}': ${reason}`);
+  if (e.file.role === 'backing') return new InputImageError(`Could not open '${target.errorName}': Could not open backing file: ${reason}`);
+  return new InputImageError(`Could not open '${target.errorName}': ${reason}`);
 }
 
 async function runMap(cmd: ParsedCommand, args: MapArgs, ctx: CommandContext): Promise<void> {
@@ -131,6 +132,12 @@ async function runMap(cmd: ParsedCommand, args: MapArgs, ctx: CommandContext): P
   };
   let result: unknown;
   try {
+    if (target.unknownFormatOption !== undefined) {
+      // qemu refuses the option when it opens the image, naming the format it found.
+      const found = await runWithReferencedFiles('map', { ...options, formatOnly: true }, [{ fd, path: target.path }], ctx);
+      const format = (found as MapResult | undefined)?.format;
+      throw new InputImageError(`Could not open '${target.errorName}': Block format '${typeof format === 'string' ? format : '?'}' does not support the option '${target.unknownFormatOption}'`);
+    }
     result = await runWithReferencedFiles('map', options as unknown as Record<string, unknown>, [{ fd, path: target.path }], { ...ctx, run: { ...ctx.run, onMapEntries } }, names);
   } catch (e) {
     if (failure !== undefined) throw failure;
@@ -143,9 +150,6 @@ async function runMap(cmd: ParsedCommand, args: MapArgs, ctx: CommandContext): P
     closeSync(fd);
   }
   if (failure !== undefined) throw failure;
-  if (target.unknownFormatOption !== undefined) {
-    throw new InputImageError(`Could not open '${target.errorName}': Block format does not support the option '${target.unknownFormatOption}'`);
-  }
   const entries = (result as MapResult | undefined)?.entries;
   if (typeof entries !== 'number' || entries !== printer.count) throw new InputImageError(`Could not read file metadata: the guest's map was incomplete`);
   printer.start();
