@@ -1,5 +1,4 @@
 import { FdDevice } from '../../io/fd-device.ts';
-import { ops } from '../../ops/registry.ts';
 import { describeError } from '../../guest/describe-error.ts';
 import type { DeviceRole, DeviceSpec, GuestMessage, MapEntry } from '../../protocol/messages.ts';
 import type { SandboxLimits } from './limits.ts';
@@ -54,7 +53,9 @@ export async function runOp(op: string, options: Record<string, unknown>, device
 }
 
 async function runInProcess(op: string, options: Record<string, unknown>, devices: HostDevice[], run: RunOptions): Promise<unknown> {
-  const handler = ops[op];
+  // Loaded only here: a sandboxed run never needs the op code in the host process.
+  const { ops } = await import('../../ops/registry.ts');
+  const handler = Object.prototype.hasOwnProperty.call(ops, op) ? ops[op] : undefined;
   if (!handler) throw new OpError(`unknown op '${op}'`);
   const emit = (msg: GuestMessage) => {
     if (msg.type === 'progress') run.onProgress?.(msg.done, msg.total);
