@@ -9,10 +9,11 @@ import { qcowDriver } from './qcow/driver.ts';
 import { parallelsDriver } from './parallels/driver.ts';
 import { qedDriver } from './qed/driver.ts';
 import { luksDriver } from './luks/driver.ts';
+import { bochsDriver } from './bochs/driver.ts';
 import { probeOnlyDrivers } from './probe-only.ts';
 
 /** Every format driver. Adding a format = adding its folder and one line here. */
-const fullDrivers: Driver[] = [rawDriver, qcow2Driver, vmdkDriver, vpcDriver, vhdxDriver, vdiDriver, qcowDriver, parallelsDriver, qedDriver, luksDriver];
+const fullDrivers: Driver[] = [rawDriver, qcow2Driver, vmdkDriver, vpcDriver, vhdxDriver, vdiDriver, qcowDriver, parallelsDriver, qedDriver, luksDriver, bochsDriver];
 
 /** Full drivers, then detect-only stand-ins for the formats that have none yet. */
 export const drivers: Driver[] = [
