@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { ROOT } from '../helpers/oracles.ts';
 import type { TracedCall } from './traced-run.ts';
+import { resolvedPath } from '../paths/strace.ts';
 
 /** Directory trees the runtime reads from (libraries, bundles, the sandbox's new root). */
 const RUNTIME_TREES = [
@@ -96,7 +97,16 @@ export class Allowlist {
         continue;
       }
       const abs = resolve(here, c.path);
-      if (!this.allows(abs)) out.push({ path: abs, line: c.line });
+      if (!this.allows(abs)) {
+        out.push({ path: abs, line: c.line });
+        continue;
+      }
+      // Where the kernel went: through the symlinks (which still exist), except the last component
+      // of a call that does not follow it. procfs links point into the checking process, not the
+      // traced one, so they are taken as spelled.
+      if (abs.startsWith('/proc/')) continue;
+      const real = resolvedPath({ ...c, path: abs }, here);
+      if (real !== undefined && !this.allows(real)) out.push({ path: `${abs} -> ${real}`, line: c.line });
     }
     return out;
   }

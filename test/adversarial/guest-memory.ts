@@ -20,8 +20,11 @@ function read(path: string): string | undefined {
 function sample(): void {
   const parent = new Map<number, number>();
   const guests: number[] = [];
+  // Descendants were created after their run's root: older processes need no look (pids grow;
+  // a wrap-around only costs a sample).
+  const oldest = Math.min(...roots.keys());
   for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
+    if (!/^\d+$/.test(name) || Number(name) < oldest) continue;
     const stat = read(`/proc/${name}/stat`);
     if (!stat) continue;
     // pid (comm) state ppid …; comm may hold spaces and parentheses: split after the last ')'.

@@ -57,11 +57,16 @@ export function parseStrace(log: string): TracedCall[] {
 
 /** One CLI run; `wallLimitMs` kills the whole run (a hang is then reported as status null). */
 export function tracedInstar(args: string[], opts: { cwd: string; wallLimitMs: number }): Promise<TracedRun> {
+  return tracedCommand([process.execPath, INSTAR_ALIAS, ...args], opts);
+}
+
+/** Any command under the same tracing (the control runs of the real qemu-img use it). */
+export function tracedCommand(command: string[], opts: { cwd: string; wallLimitMs: number }): Promise<TracedRun> {
   const dir = mkdtempSync(join(tmpdir(), 'instar-adv-'));
   const log = join(dir, 'strace.log');
   const mem = join(dir, 'rss');
   const argv = ['-f', '--seccomp-bpf', '-qq', '-s', '4096', '-e', 'trace=%file,connect', '-o', log,
-    '/usr/bin/time', '-f', '%M', '-o', mem, process.execPath, INSTAR_ALIAS, ...args];
+    '/usr/bin/time', '-f', '%M', '-o', mem, ...command];
   const started = performance.now();
   return new Promise((resolve, reject) => {
     // A fixed environment; the output profile named so that no run looks up and runs qemu-img.

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { Rng, caseSeed } from './prng.ts';
 import { mutate } from './mutate.ts';
-import { runCase, type CaseInput } from './engine.ts';
+import { LIMITS, runCase, type CaseInput } from './engine.ts';
 import type { Seed } from './seeds.ts';
 
 export const REGRESSIONS = join(dirname(fileURLToPath(import.meta.url)), 'regressions');
@@ -78,13 +78,13 @@ export interface CampaignStats {
 }
 
 /** Runs cases from `first` until `until()` says stop; `onFinding` sees each broken invariant. */
-export function runCampaign(seeds: Seed[], campaign: number, opts: { first?: number; until: (cases: number, ms: number) => boolean; onFinding?: (f: Finding, seed: Seed, input: CaseInput) => void; onCase?: (index: number) => void }): CampaignStats {
+export function runCampaign(seeds: Seed[], campaign: number, opts: { first?: number; until: (cases: number, ms: number) => boolean; onFinding?: (f: Finding, seed: Seed, input: CaseInput) => void; onCase?: (index: number) => void; limits?: typeof LIMITS }): CampaignStats {
   const started = performance.now();
   const stats: CampaignStats = { cases: 0, opened: 0, findings: [], ms: 0 };
   for (let index = opts.first ?? 0; !opts.until(stats.cases, performance.now() - started); index++) {
     opts.onCase?.(index);
     const { seed, input } = buildCase(seeds, campaign, index);
-    const r = runCase(input);
+    const r = runCase(input, opts.limits ?? LIMITS);
     stats.cases++;
     if (r.opened) stats.opened++;
     if (r.failure) {
