@@ -5,6 +5,8 @@ import { closeSync, constants, fstatSync, openSync } from 'node:fs';
 import type { ParsedCommand } from '../cli/types.ts';
 import { findDriver } from '../formats/registry.ts';
 import { parseQemuOpts } from './commands/image-opts.ts';
+import { quoteJsonString } from '../output/json.ts';
+import { qdictOrder } from '../output/qdict-order.ts';
 
 /** A failure worded as qemu-img words it; printed as "<progname>: <message>", exit status 1. */
 export class InputImageError extends Error {}
@@ -19,6 +21,8 @@ export interface Target {
   unknownFormatOption?: string;
   /** The id of the --object secret that unlocks the image (encrypt.key-secret for qcow2, key-secret for luks). */
   keySecret?: string;
+  /** The name qemu gives an image opened with a key-secret option: "json:{…}" of its options. */
+  jsonName?: string;
 }
 
 /** strerror() texts for the errors opening a file can give. */
@@ -76,7 +80,12 @@ export function imageTarget(spec: string, format: string | undefined, imageOpts:
   }
   const path = opts.get(driver === 'file' ? 'filename' : 'file.filename');
   if (path === undefined) throw fail(driver === 'file' ? "The 'file' block driver requires a file name" : 'A block device must be specified for "file"');
-  return { path, errorName: spec, format: driver, unknownFormatOption, keySecret };
+  // A key-secret is an option qemu keeps in the node's name: it prints "json:{…}" (QDict order).
+  const plain = [...opts.keys()].every((k) => ['driver', 'file.filename', 'encrypt.key-secret', 'key-secret'].includes(k));
+  const jsonName = keySecret !== undefined && plain && driver !== undefined
+    ? `json:${compactJson({ driver, file: { driver: 'file', filename: path }, [driver === 'luks' ? 'key-secret' : 'encrypt.key-secret']: keySecret })}`
+    : undefined;
+  return { path, errorName: spec, format: driver, unknownFormatOption, keySecret, jsonName };
 }
 
 /** The top image of a one-image command: -f/--format (last one wins) and --image-opts. */
@@ -107,4 +116,15 @@ export function openTop(target: Target): number {
     throw new InputImageError(`Could not open '${target.errorName}': 'file' driver requires '${target.path}' to be a regular file`);
   }
   return fd;
+}
+
+type StringTree = { [key: string]: string | StringTree };
+
+/** qemu's one-line QDict JSON ({"a": "b", "c": {…}}), keys in QDict order. */
+function compactJson(dict: StringTree): string {
+  const items = qdictOrder(Object.keys(dict)).map((k) => {
+    const v = dict[k];
+    return `${quoteJsonString(k)}: ${typeof v === 'string' ? quoteJsonString(v) : compactJson(v)}`;
+  });
+  return `{${items.join(', ')}}`;
 }

@@ -39,6 +39,13 @@ describe('map and compare on encrypted images vs both oracles', () => {
     await assertSameOutput(images.dir, ['map', '--object', 'secret,id=s9,data=pass', '--image-opts', AES]);
   });
 
+  it('info with a key-secret names the image "json:{…}" as qemu does (human and JSON)', async () => {
+    for (const opts of [LUKS, AES]) {
+      await assertSameOutput(images.dir, ['info', '--object', SECRET, '--image-opts', opts]);
+      await assertSameOutput(images.dir, ['info', '--object', SECRET, '--output=json', '--image-opts', opts]);
+    }
+  });
+
   it('compare decrypts both sides: identical, mismatch, and missing-key verdicts', async () => {
     await assertSameOutput(images.dir, ['compare', '--object', SECRET, '--image-opts', LUKS, 'driver=raw,file.filename=d.raw']);
     await assertSameOutput(images.dir, ['compare', '--object', SECRET, '--image-opts', LUKS, AES]);

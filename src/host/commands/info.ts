@@ -105,7 +105,9 @@ async function describe(fd: number, target: Target, ctx: CommandContext, chain: 
   const backing = node['backing-filename'];
   const full = backing === undefined ? undefined : combinePath(target.path, backing);
   const extents = parts.map((p) => p.facts);
-  return { info: imageInfo(node, file, full, ctx.profile, extents), backing, backingFormat: node['backing-filename-format'] };
+  const info = imageInfo(node, file, full, ctx.profile, extents);
+  if (target.jsonName !== undefined) info.filename = target.jsonName;
+  return { info, backing, backingFormat: node['backing-filename-format'] };
 }
 
 /** Collects the info of the top image and, with --backing-chain, of every backing file below it. */
