@@ -68,6 +68,14 @@ export const hostileOps: Record<string, Op> = {
     writeSync(3, JSON.stringify({ type: 'shell', command: 'rm -rf /' }) + '\n');
     return {};
   },
+  /** A guest that floods the message pipe with one endless line. */
+  flood: () => {
+    const chunk = Buffer.alloc(1024 * 1024, 0x61);
+    for (let i = 0; i < 20; i++) writeSync(3, chunk);
+    return {};
+  },
+  /** A guest that dies quietly, without a result. */
+  'quiet-exit': () => process.exit(0),
   /** A guest whose error text tries to drive the terminal. */
   'escape-error': () => {
     throw new (class extends Error {

@@ -88,6 +88,14 @@ for (const mode of ['strict', 'auto'] as const) {
       assert.match(await expectRefused(runHostile(mode, 'bad-message', input)), /protocol violation/);
     });
 
+    it('is killed for a message line beyond MAX_MESSAGE_BYTES', async () => {
+      assert.match(await expectRefused(runHostile(mode, 'flood', input)), /protocol violation \(message too large\)/);
+    });
+
+    it('reports a guest that exits without a result', async () => {
+      assert.match(await expectRefused(runHostile(mode, 'quiet-exit', input)), /ended without a result/);
+    });
+
     it('cannot put control characters on the terminal', async () => {
       assert.match(await expectRefused(runHostile(mode, 'escape-error', input)), /evil/);
     });
