@@ -92,8 +92,10 @@ for (const mode of ['strict', 'auto'] as const) {
       assert.match(await expectRefused(runHostile(mode, 'flood', input)), /protocol violation \(message too large\)/);
     });
 
-    it('reports a guest that exits without a result', async () => {
-      assert.match(await expectRefused(runHostile(mode, 'quiet-exit', input)), /ended without a result/);
+    it('reports a guest that exits without a result, and is not relaunched with fewer layers', async () => {
+      const lines: string[] = [];
+      assert.match(await expectRefused(runHostile(mode, 'quiet-exit', input, {}, { debug: (l) => lines.push(l) })), /ended without a result/);
+      assert.ok(!lines.some((l) => /relaunching|missing/.test(l)), lines.join('\n'));
     });
 
     it('cannot put control characters on the terminal', async () => {
