@@ -24,7 +24,8 @@ const SHAPES: Record<GuestMessage['type'], { keys: string[]; ok: (o: Obj) => boo
   'map-entries': {
     keys: ['type', 'entries'],
     ok: (o) => Array.isArray(o.entries) && o.entries.length <= MAX_MAP_ENTRIES &&
-      o.entries.every((e) => Array.isArray(e) && e.length === 6 && e.every((n) => Number.isSafeInteger(n) && n >= -1)),
+      // [start, length, depth, flags, offset or -1, file or -1]
+      o.entries.every((e) => Array.isArray(e) && e.length === 6 && e.every((n, i) => Number.isSafeInteger(n) && n >= (i < 4 ? 0 : -1))),
   },
   result: { keys: ['type', 'value'], ok: (o) => 'value' in o },
   error: { keys: ['type', 'message'], ok: (o) => typeof o.message === 'string' },

@@ -1,0 +1,29 @@
+// The host's check of `map-entries` messages: guest data, so every malformed shape is refused.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseGuestMessage } from '../../src/host/sandbox/guest-messages.ts';
+import { MAX_MAP_ENTRIES } from '../../src/protocol/messages.ts';
+
+const line = (v: unknown) => JSON.stringify(v);
+
+test('well-formed map-entries pass, empty chunks too', () => {
+  const ok = { type: 'map-entries', entries: [[0, 65536, 0, 5, 327680, 0], [65536, 512, 1, 3, -1, -1]] };
+  assert.deepEqual(parseGuestMessage(line(ok)), ok);
+  assert.deepEqual(parseGuestMessage(line({ type: 'map-entries', entries: [] })), { type: 'map-entries', entries: [] });
+});
+
+test('malformed map-entries are refused', () => {
+  const bad = [
+    { type: 'map-entries', entries: [[0, 1, 0, 5, 0]] },
+    { type: 'map-entries', entries: [[0, -1, 0, 5, 0, 0]] },
+    { type: 'map-entries', entries: [[-1, 1, 0, 5, 0, 0]] },
+    { type: 'map-entries', entries: [[0, 1, 0, 5, -2, 0]] },
+    { type: 'map-entries', entries: [[0, 1.5, 0, 5, 0, 0]] },
+    { type: 'map-entries', entries: [[0, 2 ** 60, 0, 5, 0, 0]] },
+    { type: 'map-entries', entries: [['0', 1, 0, 5, 0, 0]] },
+    { type: 'map-entries', entries: {} },
+    { type: 'map-entries', entries: [], extra: 1 },
+    { type: 'map-entries', entries: Array.from({ length: MAX_MAP_ENTRIES + 1 }, () => [0, 1, 0, 0, -1, -1]) },
+  ];
+  for (const m of bad) assert.equal(typeof parseGuestMessage(line(m)), 'string', line(m).slice(0, 80));
+});
