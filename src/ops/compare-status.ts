@@ -28,12 +28,24 @@ export function statusView(image: Image): StatusView {
   let granule: number | undefined;
   if (format === 'qcow2') granule = qcow2TableCoverage(image);
   else if (format === 'vmdk') granule = image.info()['cluster-size'];
+  // The last answer: compare walks a long run in IO_BUF_SIZE steps, and asking the driver again
+  // from inside the run gives the rest of the same run (qemu asks again; instar need not rescan).
+  let last: Extent | undefined;
+  let lastEnd = 0;
   return (offset, end) => {
     if (format === 'vhdx') {
       // qemu's vhdx driver has no block status: the generic layer calls it all data, unmapped.
       return { offset, length: end - offset, kind: 'data', depth: 0 };
     }
+    if (last && end === lastEnd && offset > last.offset && offset < last.offset + last.length) {
+      const skipped = offset - last.offset;
+      const rest: Extent = { ...last, offset, length: last.length - skipped };
+      if (rest.hostOffset !== undefined) rest.hostOffset += skipped;
+      return rest;
+    }
     const limit = Math.min(end, boundary(format, granule, offset));
-    return image.extent(offset, limit - offset);
+    last = image.extent(offset, limit - offset);
+    lastEnd = end;
+    return last;
   };
 }
