@@ -10,10 +10,11 @@ import { parallelsDriver } from './parallels/driver.ts';
 import { qedDriver } from './qed/driver.ts';
 import { luksDriver } from './luks/driver.ts';
 import { bochsDriver } from './bochs/driver.ts';
+import { cloopDriver } from './cloop/driver.ts';
 import { probeOnlyDrivers } from './probe-only.ts';
 
 /** Every format driver. Adding a format = adding its folder and one line here. */
-const fullDrivers: Driver[] = [rawDriver, qcow2Driver, vmdkDriver, vpcDriver, vhdxDriver, vdiDriver, qcowDriver, parallelsDriver, qedDriver, luksDriver, bochsDriver];
+const fullDrivers: Driver[] = [rawDriver, qcow2Driver, vmdkDriver, vpcDriver, vhdxDriver, vdiDriver, qcowDriver, parallelsDriver, qedDriver, luksDriver, bochsDriver, cloopDriver];
 
 /** Full drivers, then detect-only stand-ins for the formats that have none yet. */
 export const drivers: Driver[] = [
