@@ -23,7 +23,7 @@ export class CloopImage implements Image {
   readonly format = 'cloop';
   readonly virtualSize: number;
   private cached = -1;
-  private block = Buffer.alloc(0);
+  private block: Buffer = Buffer.alloc(0);
 
   constructor(
     private readonly dev: BlockDevice,
