@@ -99,3 +99,21 @@ describe('compare: one changed byte', () => {
     check(dir, ['compare', 'dirty-overlay.qcow2', 'a.qcow2'], { status: 1, stdout: mismatch(2 * MiB + 4096) }));
   it('-q prints nothing and still exits 1', () => check(dir, ['compare', '-q', '-f', 'raw', 'f512.raw', 'a.qcow2'], { status: 1, stdout: '' }));
 });
+
+describe('compare: offsets past 4 GiB', () => {
+  let dir: ImageDir;
+  const GiB = 1024 * MiB;
+  before(() => {
+    dir = new ImageDir('compare-big');
+    dir.img('create', '-q', '-f', 'qcow2', 'blank.qcow2', '6G');
+    dir.img('create', '-q', '-f', 'qcow2', 'late.qcow2', '6G');
+    dir.io('-c', `write -P 3 ${5 * GiB + 3} 1`, 'late.qcow2');
+    dir.img('create', '-q', '-f', 'qcow2', 'longer.qcow2', '7G');
+    dir.img('create', '-q', '-f', 'vmdk', 'blank.vmdk', '6G');
+  });
+  after(() => dir.remove());
+
+  it('one byte at 5 GiB + 3', () => check(dir, ['compare', '-p', 'blank.qcow2', 'late.qcow2'], { status: 1, stdout: new RegExp(`Content mismatch at offset ${5 * GiB}!\n\n$`) }));
+  it('a 6 GiB image against a 7 GiB one, with the difference inside', () => check(dir, ['compare', 'longer.qcow2', 'late.qcow2'], { status: 1 }));
+  it('blank qcow2 and blank vmdk (grain by grain in qemu), with progress', () => check(dir, ['compare', '-p', 'blank.vmdk', 'blank.qcow2'], { status: 0 }));
+});

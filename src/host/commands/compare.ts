@@ -22,7 +22,7 @@ const CACHE_MODES = new Set(['none', 'off', 'writeback', 'unsafe', 'directsync',
 const ALLOWED_TEXT = /^(Images are identical\.|Warning: Image size mismatch!|Strict mode: Image size mismatch!|Content mismatch at offset \d{1,20}!|Strict mode: Offset \d{1,20} block status mismatch!)\n$/;
 const MAX_EVENTS = 1024;
 
-class CompareError extends Error {
+export class CompareError extends Error {
   constructor(message: string, readonly status: number) {
     super(message);
   }
@@ -39,7 +39,7 @@ function percent(value: number): string {
 }
 
 /** The guest's answer, checked before any of it reaches stdout. */
-function checkResult(value: unknown): CompareResult {
+export function checkCompareResult(value: unknown): CompareResult {
   const r = (value ?? {}) as Record<string, unknown>;
   if (r.opened === false && (r.image === 0 || r.image === 1) && typeof r.message === 'string') return r as unknown as CompareResult;
   const ok = r.opened === true && (r.status === 0 || r.status === 1) && Array.isArray(r.formats) && r.formats.every((f) => typeof f === 'string') &&
@@ -103,7 +103,7 @@ async function runCompare(cmd: ParsedCommand, ctx: CommandContext, progress: boo
     const inputs = targets.map((t, i) => ({ fd: fds[i], path: t.path }));
     let result: CompareResult;
     try {
-      result = checkResult(await runWithReferencedFiles('compare', { ...options(cmd, targets, ctx, progress) }, inputs, ctx));
+      result = checkCompareResult(await runWithReferencedFiles('compare', { ...options(cmd, targets, ctx, progress) }, inputs, ctx));
     } catch (e) {
       if (e instanceof ReferencedFileError) {
         // Which image, and how deep: each one alone says it as qemu does.
@@ -135,7 +135,7 @@ async function checkOpens(image: { target: Target; fd: number }, ctx: CommandCon
   const opts = { ...options(cmd, [image.target], ctx, progress), openFirstOnly: true };
   let result: CompareResult;
   try {
-    result = checkResult(await runWithReferencedFiles('compare', { ...opts }, [{ fd: image.fd, path: image.target.path }], ctx));
+    result = checkCompareResult(await runWithReferencedFiles('compare', { ...opts }, [{ fd: image.fd, path: image.target.path }], ctx));
   } catch (e) {
     if (e instanceof ReferencedFileError) {
       // Alone, a backing chain is the device table in order: the referrer's index is its depth.
