@@ -1,0 +1,119 @@
+// The typed library API: each function runs exactly what the CLI runs (same parsing, sandbox,
+// path policy and output profile) and returns qemu-img's JSON as typed values.
+import { runCommandLine } from './cli/run.ts';
+import type { FormatSpecific, SnapshotInfo } from './formats/types.ts';
+
+export interface CommonOptions {
+  /** Where image bytes are parsed: 'auto' (default), 'strict' or 'none' (trusted input only). */
+  sandbox?: 'auto' | 'strict' | 'none';
+  /** qemu-img version whose behaviour to reproduce ('7.2', '10.0'); default as the CLI. */
+  qemuVersion?: string;
+  /** More directories that files named by images may be opened from. */
+  allowPaths?: string[];
+  /** The image format; detected when absent. */
+  format?: string;
+}
+
+/** QAPI ImageInfo as `qemu-img info --output=json` prints it. */
+export interface ImageInfo {
+  filename: string;
+  format: string;
+  'virtual-size': number;
+  'actual-size'?: number;
+  'cluster-size'?: number;
+  'dirty-flag'?: boolean;
+  encrypted?: boolean;
+  'backing-filename'?: string;
+  'full-backing-filename'?: string;
+  'backing-filename-format'?: string;
+  snapshots?: SnapshotInfo[];
+  'format-specific'?: FormatSpecific;
+  children?: { name: string; info: ImageInfo }[];
+}
+
+/** One entry of `qemu-img map --output=json`. */
+export interface MapEntry {
+  start: number;
+  length: number;
+  depth: number;
+  present?: boolean;
+  zero: boolean;
+  data: boolean;
+  compressed?: boolean;
+  offset?: number;
+}
+
+/** A command that ended with a non-zero status; `message` is its error text. */
+export class InstarError extends Error {
+  constructor(message: string, readonly status: number) {
+    super(message);
+    this.name = 'InstarError';
+  }
+}
+
+function globalArgs(o: CommonOptions): string[] {
+  const args: string[] = [];
+  if (o.sandbox) args.push(`--sandbox=${o.sandbox}`);
+  if (o.qemuVersion) args.push('--qemu-version', o.qemuVersion);
+  for (const dir of o.allowPaths ?? []) args.push('--allow-path', dir);
+  return args;
+}
+
+async function run(args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
+  let stdout = '';
+  let stderr = '';
+  const status = await runCommandLine(args, {
+    out: (t) => void (stdout += t),
+    err: (t) => void (stderr += t),
+    env: process.env,
+    cwd: process.cwd(),
+    argv1: 'instar',
+  });
+  return { status, stdout, stderr };
+}
+
+async function runOk(args: string[]): Promise<string> {
+  const r = await run(args);
+  if (r.status !== 0) throw new InstarError(r.stderr.trim().replace(/^instar: /, ''), r.status);
+  return r.stdout;
+}
+
+/** `qemu-img info --output=json`: one image, or the whole chain with `backingChain`. */
+export async function info(file: string, opts?: CommonOptions & { backingChain?: false }): Promise<ImageInfo>;
+export async function info(file: string, opts: CommonOptions & { backingChain: true }): Promise<ImageInfo[]>;
+export async function info(file: string, opts: CommonOptions & { backingChain?: boolean } = {}): Promise<ImageInfo | ImageInfo[]> {
+  const args = ['info', ...globalArgs(opts), '--output=json'];
+  if (opts.format) args.push('-f', opts.format);
+  if (opts.backingChain) args.push('--backing-chain');
+  return JSON.parse(await runOk([...args, '--', file]));
+}
+
+/** `qemu-img map --output=json`. */
+export async function map(file: string, opts: CommonOptions & { startOffset?: number; maxLength?: number } = {}): Promise<MapEntry[]> {
+  const args = ['map', ...globalArgs(opts), '--output=json'];
+  if (opts.format) args.push('-f', opts.format);
+  if (opts.startOffset !== undefined) args.push(`--start-offset=${opts.startOffset}`);
+  if (opts.maxLength !== undefined) args.push(`--max-length=${opts.maxLength}`);
+  return JSON.parse(await runOk([...args, '--', file]));
+}
+
+/** `qemu-img compare`: whether two images have the same guest-visible content. */
+export async function compare(a: string, b: string, opts: CommonOptions & { formatB?: string; strict?: boolean } = {}): Promise<{ identical: boolean; message: string }> {
+  const args = ['compare', ...globalArgs(opts)];
+  if (opts.format) args.push('-f', opts.format);
+  if (opts.formatB) args.push('-F', opts.formatB);
+  if (opts.strict) args.push('-s');
+  const r = await run([...args, '--', a, b]);
+  if (r.status === 0 || r.status === 1) return { identical: r.status === 0, message: r.stdout.trim() };
+  throw new InstarError(r.stderr.trim().replace(/^instar: /, ''), r.status);
+}
+
+/** `qemu-img convert`: copies `source` into a new `target` (raw unless `outputFormat` says). */
+export async function convert(source: string, target: string, opts: CommonOptions & { outputFormat?: string; sparseSize?: string; snapshot?: string } = {}): Promise<void> {
+  const args = ['convert', ...globalArgs(opts), '-q'];
+  if (opts.format) args.push('-f', opts.format);
+  args.push('-O', opts.outputFormat ?? 'raw');
+  if (opts.sparseSize !== undefined) args.push('-S', opts.sparseSize);
+  if (opts.snapshot !== undefined) args.push('-l', opts.snapshot);
+  await runOk([...args, '--', source, target]);
+}
