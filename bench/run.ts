@@ -3,7 +3,7 @@
 // outputs on the same file system as the inputs and removed between runs. Prints the medians
 // and instar/qemu ratios. Usage: npm run build && npm run bench [-- N [label-filter]]
 import { spawnSync } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { INSTAR_CLI, oracle } from '../test/helpers/oracles.ts';
 import { BENCH_DIR, ensureCorpus } from './corpus.ts';
@@ -30,10 +30,26 @@ function timed(file: string, args: string[]): number {
   return ms;
 }
 
+/**
+ * CPU seconds (user + system) of one run, from /usr/bin/time: robust when the machine is loaded,
+ * where wall time mostly measures the scheduler. instar runs in-process here (--sandbox=none):
+ * the sandboxed guests' time is not reported to the parent through bwrap's process tree.
+ */
+function cpuSeconds(file: string, args: string[], env: Record<string, string> = {}): number {
+  rmSync(out, { force: true });
+  spawnSync('sync');
+  const report = join(BENCH_DIR, 'time.txt');
+  const r = spawnSync('/usr/bin/time', ['-f', '%U %S', '-o', report, file, ...args], { encoding: 'utf8', env: { ...process.env, ...env } });
+  rmSync(out, { force: true });
+  if (r.status !== 0) throw new Error(`${file} ${args.join(' ')} failed: ${r.stderr}`);
+  const [user, sys] = readFileSync(report, 'utf8').trim().split('\n').at(-1)!.split(' ').map(Number);
+  return user + sys;
+}
+
 const images = ensureCorpus((line) => process.stderr.write(line + '\n')).filter((i) => !filter || i.label.includes(filter));
 // qemu-img convert's default cache mode is 'unsafe' (no flush at the end); instar fsyncs its
 // output before it says success. The '-t writeback' column is qemu flushing too (like for like).
-const rows: string[][] = [['format', 'instar (ms)', 'qemu-img (ms)', 'ratio', 'qemu -t writeback (ms)', 'ratio']];
+const rows: string[][] = [['format', 'instar (ms)', 'qemu-img (ms)', 'ratio', 'qemu -t writeback (ms)', 'ratio', 'cpu s instar/qemu']];
 for (const image of images) {
   const mine: number[] = [];
   const theirs: number[] = [];
@@ -46,7 +62,9 @@ for (const image of images) {
     flushed.push(timed(qemuImg, ['convert', '-t', 'writeback', '-f', image.format, '-O', 'raw', image.path, out]));
   }
   const [a, b, c] = [median(mine), median(theirs), median(flushed)];
-  rows.push([image.label, a.toFixed(0), b.toFixed(0), (a / b).toFixed(2), c.toFixed(0), (a / c).toFixed(2)]);
+  const convertArgs = ['convert', '-f', image.format, '-O', 'raw', image.path, out];
+  const cpu = `${cpuSeconds(process.execPath, [INSTAR_CLI, ...convertArgs], { INSTAR_SANDBOX: 'none' }).toFixed(2)}/${cpuSeconds(qemuImg, convertArgs).toFixed(2)}`;
+  rows.push([image.label, a.toFixed(0), b.toFixed(0), (a / b).toFixed(2), c.toFixed(0), (a / c).toFixed(2), cpu]);
   const list = (xs: number[]) => xs.map((x) => x.toFixed(0)).join('/');
   process.stderr.write(`${image.label}: instar ${list(mine)} ms, qemu-img ${list(theirs)} ms, qemu-img -t writeback ${list(flushed)} ms\n`);
 }
