@@ -8,6 +8,8 @@ import { openingAs } from '../vpc/file-read.ts';
 import { PagedTable } from './paged-table.ts';
 import { readQcowHeader, type QcowHeader } from './header.ts';
 import { extentBelow, readFromBacking } from './backing.ts';
+import { SectorCipher } from '../crypto/sector-cipher.ts';
+import { keyRequired } from '../luks/driver.ts';
 
 const COMPRESSED = 1n << 63n;
 const L2_CACHE = 16; // qemu's L2_CACHE_SIZE
@@ -25,15 +27,29 @@ export class QcowImage implements Image {
   private readonly l2Cache = new Map<bigint, PagedTable>();
   private backing?: Image;
   private lastCompressed?: { entry: bigint; data: Buffer };
+  /** AES-CBC with the guest sector number as IV (qemu's legacy qcow encryption), once keyed. */
+  private readonly cipher?: SectorCipher;
 
   constructor(
     private readonly dev: BlockDevice,
     private readonly h: QcowHeader,
+    ctx: OpenContext,
   ) {
     // qemu keeps whole sectors; the L1 bound keeps the size below 2^58, exact as a double.
     this.virtualSize = Number(h.size / 512n) * 512;
     this.clusterSize = 2 ** h.clusterBits;
     this.l1 = new PagedTable(dev, h.l1Offset, h.l1Size, 'u64be');
+    if (h.cryptMethod !== 0) {
+      if (ctx.key) {
+        // qemu takes the secret as a C string and uses its first 16 bytes, zero-padded.
+        const nul = ctx.key.indexOf(0);
+        const key = Buffer.alloc(16);
+        key.set((nul < 0 ? ctx.key : ctx.key.subarray(0, nul)).subarray(0, 16));
+        this.cipher = new SectorCipher({ alg: 'aes-128', mode: 'cbc', ivgen: 'plain64' }, key, 512);
+      } else if (ctx.keyRequired) {
+        throw keyRequired('encrypt.key-secret');
+      }
+    }
   }
 
   attachBacking(backing: Image): void {
@@ -49,7 +65,8 @@ export class QcowImage implements Image {
 
   private checkReadable(): void {
     // qemu opens the cipher only when I/O is possible, so info works without a key and reads do not.
-    if (this.h.cryptMethod !== 0) throw new ImageError("Parameter 'encrypt.key-secret' is required for cipher");
+    // qemu opens the cipher only when I/O is possible, so info works without a key and reads do not.
+    if (this.h.cryptMethod !== 0 && !this.cipher) throw keyRequired('encrypt.key-secret');
     if (this.h.backingFile && !this.backing) throw new ImageError('reading qcow images with a backing file needs the backing image attached');
   }
 
@@ -70,6 +87,15 @@ export class QcowImage implements Image {
     if (entry === 0n) return { kind: 'hole' };
     if (entry & COMPRESSED) return { kind: 'compressed', entry };
     return { kind: 'data', host: entry };
+  }
+
+  /** Whole sectors around `part` (clusters are whole sectors), decrypted by guest sector number. */
+  private readDecrypted(part: Uint8Array, host: bigint, guest: number): void {
+    const lead = guest % 512;
+    const length = Math.ceil((lead + part.length) / 512) * 512;
+    const sectors = readAt(this.dev, host - BigInt(lead), length);
+    this.cipher!.decrypt(sectors, (guest - lead) / 512);
+    part.set(sectors.subarray(lead, lead + part.length));
   }
 
   /** qemu's decompress_cluster: exactly one cluster of raw deflate (4 KiB window) or EIO. */
@@ -98,7 +124,8 @@ export class QcowImage implements Image {
       else {
         const at = c.host + BigInt(inCluster);
         if (!requestOk(at, BigInt(n))) throw eio();
-        part.set(readAt(this.dev, at, n)); // past the end of the file reads as zeros, as in qemu
+        if (this.cipher) this.readDecrypted(part, at, pos);
+        else part.set(readAt(this.dev, at, n)); // past the end of the file reads as zeros, as in qemu
       }
       done += n;
     }
@@ -129,6 +156,8 @@ export class QcowImage implements Image {
     const c = this.cluster(offset);
     if (c.kind === 'hole') return extentBelow(this.backing, { offset, length: this.holeRun(offset, Math.min(length, this.virtualSize - offset), n), kind: 'unallocated', depth: 0 });
     if (c.kind === 'compressed') return { offset, length: n, kind: 'data', depth: 0, compressed: true };
+    // Encrypted data has no offset a reader could use (qemu-img map shows none).
+    if (this.cipher) return { offset, length: n, kind: 'data', depth: 0 };
     // qemu ORs the in-cluster offset into the entry (an unaligned entry is the image's problem).
     const host = c.host | BigInt(inCluster);
     return { offset, length: n, kind: 'data', depth: 0, hostOffset: Number(host) };
@@ -159,7 +188,7 @@ function inflateCluster(input: Buffer, clusterSize: number): Buffer {
 }
 
 export function openQcow(dev: BlockDevice, ctx: OpenContext): QcowImage {
-  return openingAs(ctx.displayName, () => new QcowImage(dev, readQcowHeader(dev)));
+  return openingAs(ctx.displayName, () => new QcowImage(dev, readQcowHeader(dev), ctx));
 }
 
 export const qcowDriver: Driver = {

@@ -3,15 +3,17 @@
 // `map` compared; hostile headers and tables built byte by byte.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { deflateRawSync } from 'node:zlib';
 import { join } from 'node:path';
 import { MemoryDevice } from '../../../src/io/fd-device.ts';
 import { qcowDriver } from '../../../src/formats/qcow/driver.ts';
 import { ImageError } from '../../../src/formats/types.ts';
-import { runQemu } from '../../helpers/oracles.ts';
+import { VERSIONS, runQemu } from '../../helpers/oracles.ts';
 import {
-  assertUnalignedReads, checkAgainstOracles, openChain, oracleOpenError, ourOpenError, qemuOk, tempDir, writeSource,
+  assertUnalignedReads, checkAgainstOracles, hashImage, openChain, oracleOpenError, ourMap, ourOpenError, qemuOk, tempDir, writeSource,
+  type MapEntry,
 } from './legacy-helpers.ts';
 
 test('qcow: an image converted from a mixed raw file', () => {
@@ -175,6 +177,36 @@ test('qcow: tables past the end of the file, a huge sparse disk', () => {
       const r = runQemu('10.0', ['convert', '-f', 'qcow', '-O', 'raw', badPath, join(dir, 'out.raw')], { timeoutMs: 20_000 });
       assert.match(r.stderr, /error while reading at byte 0: Input\/output error/, name);
     }
+  } finally {
+    cleanup();
+  }
+});
+
+test('qcow: AES-encrypted images: info without a key, reads and map with it, refused without it', () => {
+  const { dir, cleanup } = tempDir('qcow-aes');
+  try {
+    const img = join(dir, 'enc.qcow');
+    const secret = ['--object', 'secret,id=sec0,data=a long passphrase over 16 bytes'];
+    qemuOk('7.2', ['create', '-q', '-f', 'qcow', ...secret, '-o', 'encrypt.format=aes,encrypt.key-secret=sec0', img, '3M']);
+    const opts = `driver=qcow,file.filename=${img},encrypt.key-secret=sec0`;
+    qemuOk('7.2', [...secret, '--image-opts', '-c', 'write -P 0x61 4k 8k', '-c', 'write -P 0x62 1000k 100k', '-c', 'write -c -P 0x63 2M 4k', opts], 'qemu-io');
+    const key = new TextEncoder().encode('a long passphrase over 16 bytes');
+    const bytes = readFileSync(img);
+    const keyed = qcowDriver.open(new MemoryDevice(bytes), { writable: false, key, keyRequired: true });
+    for (const v of VERSIONS) {
+      const theirs = JSON.parse(qemuOk(v, ['info', '--output=json', '-f', 'qcow', img]));
+      for (const k of ['filename', 'actual-size', 'children']) delete theirs[k];
+      assert.deepEqual(keyed.info(), theirs, `info vs ${v}`);
+      const out = join(dir, `out-${v}.raw`);
+      qemuOk(v, ['convert', ...secret, '--image-opts', opts, '-O', 'raw', out]);
+      assert.equal(hashImage(keyed), createHash('sha256').update(readFileSync(out)).digest('hex'), `bytes vs convert (${v})`);
+      const map = JSON.parse(qemuOk(v, ['map', '--output=json', ...secret, '--image-opts', opts])) as MapEntry[];
+      assert.deepEqual(ourMap(keyed, v !== '7.2'), map, `map vs ${v}`);
+    }
+    const keyless = qcowDriver.open(new MemoryDevice(bytes), { writable: false });
+    assert.equal(keyless.info().encrypted, true);
+    assert.throws(() => keyless.read(new Uint8Array(512), 0), /Parameter 'encrypt.key-secret' is required for cipher/);
+    assert.throws(() => qcowDriver.open(new MemoryDevice(bytes), { writable: false, keyRequired: true }), /Parameter 'encrypt.key-secret' is required for cipher/);
   } finally {
     cleanup();
   }
