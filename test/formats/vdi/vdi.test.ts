@@ -117,3 +117,25 @@ test('vdi: a huge disk whose map lies past the end of the file opens in bounded 
     cleanup();
   }
 });
+
+test('vdi: duplicated, discarded and past-the-end block map entries read like qemu', () => {
+  const { dir, cleanup } = tempDir('vdi-hostile');
+  try {
+    const data = Buffer.alloc(2 * 1024 * 1024);
+    data.fill(0x11, 0, 1024 * 1024);
+    data.fill(0x22, 1024 * 1024);
+    const maps: [string, number[]][] = [
+      ['duplicates', [1, 1, 0, 1]],
+      ['discarded', [0, 0xfffffffe, 0xffffffff, 1]],
+      ['past-eof', [0, 5000, 1, 0x7fffffff]],
+    ];
+    for (const [name, entries] of maps) {
+      const h = header((b) => entries.forEach((e, i) => b.writeUInt32LE(e, 512 + 4 * i)));
+      const path = join(dir, `${name}.vdi`);
+      writeFileSync(path, Buffer.concat([h, Buffer.alloc(1024 - h.length), data]));
+      checkAgainstOracles(path, 'vdi', dir);
+    }
+  } finally {
+    cleanup();
+  }
+});
