@@ -23,7 +23,12 @@ function boundary(format: string, granule: number | undefined, offset: number): 
   return offset - (offset % granule) + granule;
 }
 
-export function statusView(image: Image): StatusView {
+/**
+ * `fileIsHole`: a raw image whose file has no blocks allocated at all. qemu's file driver asks the
+ * kernel (SEEK_DATA) and reports such a file as one zero run; the guest cannot seek holes, but a
+ * file with no blocks is all hole, which is what `qemu-img create -f raw` makes.
+ */
+export function statusView(image: Image, fileIsHole = false): StatusView {
   const format = image.format;
   let granule: number | undefined;
   if (format === 'qcow2') granule = qcow2TableCoverage(image);
@@ -33,6 +38,7 @@ export function statusView(image: Image): StatusView {
   let last: Extent | undefined;
   let lastEnd = 0;
   return (offset, end) => {
+    if (fileIsHole && format === 'raw') return { offset, length: end - offset, kind: 'zero', depth: 0, hostOffset: offset };
     if (format === 'vhdx') {
       // qemu's vhdx driver has no block status: the generic layer calls it all data, unmapped.
       return { offset, length: end - offset, kind: 'data', depth: 0 };

@@ -116,12 +116,15 @@ export const compareOp: Op = (options, ctx) => {
   if (missing.length > 0) throw new MissingFilesError(missing);
   if (opts.openFirstOnly) return { opened: true, formats: [images[0].format], status: 0, events: [] } satisfies CompareResult;
   const events: CompareEvent[] = [];
-  const status = compareImages(images[0], images[1], !!opts.strict, opts.progress ? new CompareProgress(events) : undefined, events);
+  // A file with no blocks at all is one hole (see statusView); FdDevice knows its allocation.
+  const holes = [0, 1].map((i) => (ctx.devices[i].dev as { allocated?: number }).allocated === 0);
+  const views = images.map((image, i) => statusView(image, holes[i]));
+  const status = compareImages(images[0], images[1], views, !!opts.strict, opts.progress ? new CompareProgress(events) : undefined, events);
   return { opened: true, formats: images.map((i) => i.format), status, events } satisfies CompareResult;
 };
 
 /** qemu's walk; returns the exit status (0 identical, 1 different) and fills `events`. */
-function compareImages(a: Image, b: Image, strict: boolean, progress: CompareProgress | undefined, events: CompareEvent[]): 0 | 1 {
+function compareImages(a: Image, b: Image, [viewA, viewB]: StatusView[], strict: boolean, progress: CompareProgress | undefined, events: CompareEvent[]): 0 | 1 {
   const sizeA = a.virtualSize;
   const sizeB = b.virtualSize;
   const common = Math.min(sizeA, sizeB);
@@ -132,8 +135,6 @@ function compareImages(a: Image, b: Image, strict: boolean, progress: ComparePro
     say('Strict mode: Image size mismatch!\n');
     return 1;
   }
-  const viewA = statusView(a);
-  const viewB = statusView(b);
   const bufA = Buffer.alloc(Math.min(READ_SIZE, Math.max(common, base - common, 1)));
   const bufB = Buffer.alloc(bufA.length);
   let offset = 0;

@@ -35,6 +35,15 @@ describe('compare -p', () => {
     await check(dir, ['compare', '-p', '-s', 'a.qcow2', 'long.qcow2'], { status: 1, stdout: '    (0.00/100%)\rStrict mode: Image size mismatch!\n\n' });
     await check(dir, ['compare', '-p', '-s', '-F', 'raw', 'a.qcow2', 'a.raw'], { status: 1 });
   });
+  it('raw files made by qemu-img create (all hole) against blank and shorter images', async () => {
+    dir.img('create', '-q', '-f', 'raw', 'hole.raw', String(SIZE));
+    dir.img('create', '-q', '-f', 'raw', 'hole-long.raw', String(SIZE + 2 * MiB));
+    dir.img('create', '-q', '-f', 'qcow2', 'blank.qcow2', String(SIZE));
+    await check(dir, ['compare', '-p', '-f', 'raw', 'hole.raw', 'blank.qcow2'], { status: 0, stdout: '    (0.00/100%)\r    (100.00/100%)\rImages are identical.\n\n' });
+    await check(dir, ['compare', '-p', '-f', 'raw', '-F', 'raw', 'hole.raw', 'hole-long.raw'], { status: 0 });
+    await check(dir, ['compare', '-p', '-s', '-f', 'raw', 'hole.raw', 'blank.qcow2'], { status: 1 });
+    await check(dir, ['compare', '-p', '-f', 'raw', '-F', 'raw', 'hole.raw', 'a.raw'], { status: 1, stdout: /Content mismatch at offset 0!\n\n$/ });
+  });
   it('-q turns progress off', () => check(dir, ['compare', '-p', '-q', 'a.qcow2', 'long.qcow2'], { status: 0, stdout: '' }));
   it('an open error still ends the line', () => check(dir, ['compare', '-p', 'a.qcow2', 'nope.qcow2'], { status: 2, stdout: '\n' }));
   it('a larger disk with scattered data', async () => {
