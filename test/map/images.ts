@@ -105,6 +105,10 @@ export function buildCorpus(images: ImageDir): { file: string; format: string }[
   img('create', '-q', '-f', 'vhdx', 'data.vhdx', '8M');
   io('vhdx', 'data.vhdx', 'write -P 1 0 64k', 'write -P 2 3M 1M');
   add('data.vhdx', 'vhdx');
+  // Not in the list: metadata preallocation, where instar differs (qemu detects it from refcounts
+  // against the file's allocation and then asks the file system about each data cluster).
+  img('create', '-q', '-f', 'qcow2', '-o', 'preallocation=metadata', 'prealloc-meta.qcow2', '1M');
+  io('qcow2', 'prealloc-meta.qcow2', 'write -P 1 0 4k');
   // Not in the list: images whose other files are missing (error wording).
   img('create', '-q', '-u', '-f', 'qcow2', '-b', 'nothere.qcow2', '-F', 'qcow2', 'dangling.qcow2', '1M');
   img('create', '-q', '-f', 'qcow2', '-o', 'data_file=gone-data.bin', 'no-data.qcow2', '1M');
