@@ -3,7 +3,7 @@
 // through the CLI; without a key, reading fails with qemu's words.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { assertSameOutput } from '../differential/harness.ts';
 import { runInstar } from '../helpers/oracles.ts';
 import { ImageDir, SECRET, instarDecrypted, md5, oracleDecrypted, qemuAsync } from './helpers.ts';
@@ -52,6 +52,15 @@ describe('encrypted qcow2 vs both oracles', () => {
 
   it('LUKS in qcow2 with a wrong passphrase: the oracles\' message and status', async () => {
     await assertSameOutput(images.dir, ['convert', '--object', 'secret,id=s0,data=wrong', '--image-opts', 'driver=qcow2,encrypt.key-secret=s0,file.filename=luks.qcow2', '-O', 'raw', 'never.raw']);
+  });
+
+  it('LUKS key material outside the crypto header area: the oracles\' refusal', async () => {
+    const bytes = readFileSync(images.path('luks.qcow2'));
+    const ext = bytes.indexOf(Buffer.from([0x05, 0x37, 0xbe, 0x77]));
+    assert.ok(ext > 0 && ext < 4096);
+    bytes.writeBigUInt64BE(4096n, ext + 16); // the area's length: the header only, no key slots
+    writeFileSync(images.path('short-area.qcow2'), bytes);
+    await assertSameOutput(images.dir, ['convert', '--object', SECRET, '--image-opts', 'driver=qcow2,encrypt.key-secret=s0,file.filename=short-area.qcow2', '-O', 'raw', 'never.raw']);
   });
 
   it('legacy AES: a wrong passphrase decrypts to different bytes, as in qemu (no key check exists)', () => {

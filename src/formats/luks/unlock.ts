@@ -17,9 +17,10 @@ export function cipherSpec(info: LuksInfo): CipherSpec {
 
 /**
  * The master key, or qemu's "Invalid password" error. `base` is where the LUKS header starts in
- * `dev` (0 for a LUKS file, the crypto header area inside a qcow2 file).
+ * `dev` (0 for a LUKS file, the crypto header area inside a qcow2 file); `areaLength`, when
+ * given, is the size of that area, which key material must not leave (qcow2).
  */
-export function unlockMasterKey(dev: BlockDevice, base: number, info: LuksInfo, fields: LuksKeyFields, passphrase: Uint8Array): Buffer {
+export function unlockMasterKey(dev: BlockDevice, base: number, info: LuksInfo, fields: LuksKeyFields, passphrase: Uint8Array, areaLength?: bigint): Buffer {
   const spec = cipherSpec(info);
   const hash = info['hash-alg'];
   const keyLen = fields.keyBytes;
@@ -34,6 +35,9 @@ export function unlockMasterKey(dev: BlockDevice, base: number, info: LuksInfo, 
     const slotKey = pbkdf2(passphrase, slot.salt, slot.iterations, keyLen, hash, 'LUKS key slot');
     // stripes == 4000 and keyLen ≤ 64 were checked by the header parser: at most 256 000 bytes.
     const sectors = Math.ceil((keyLen * slot.stripes) / 512);
+    if (areaLength !== undefined && BigInt(slot.keyOffset + sectors * 512) > areaLength) {
+      throw new ImageError('Request for data outside of extension header');
+    }
     // Past the end of the file reads as zeros, as in qemu: such a slot simply does not unlock.
     const material = readAt(dev, BigInt(base) + BigInt(slot.keyOffset), sectors * 512);
     new SectorCipher(spec, slotKey).decrypt(material, 0);

@@ -40,7 +40,7 @@ export function openQcow2Crypto(dev: BlockDevice, h: Qcow2Header, ext: Extension
   }
   if (!ext.crypto || !ext.luks) throw new ImageError(`Missing CRYPTO header for crypt method ${CRYPT.luks}`);
   const hdr = readAt(dev, ext.crypto.offset, LUKS_HEADER_SIZE);
-  const master = unlockMasterKey(dev, Number(ext.crypto.offset), ext.luks, luksKeyFields(hdr), pass);
+  const master = unlockMasterKey(dev, Number(ext.crypto.offset), ext.luks, luksKeyFields(hdr), pass, ext.crypto.length);
   return { cipher: new SectorCipher(cipherSpec(ext.luks), master, SECTOR), physical: true };
 }
 
