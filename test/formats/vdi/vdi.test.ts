@@ -118,7 +118,7 @@ test('vdi: a huge disk whose map lies past the end of the file opens in bounded 
   }
 });
 
-test('vdi: duplicated, discarded and past-the-end block map entries read like qemu', () => {
+test('vdi: duplicated, discarded and past-the-end block map entries, an odd disk size: read like qemu', () => {
   const { dir, cleanup } = tempDir('vdi-hostile');
   try {
     const data = Buffer.alloc(2 * 1024 * 1024);
@@ -128,9 +128,14 @@ test('vdi: duplicated, discarded and past-the-end block map entries read like qe
       ['duplicates', [1, 1, 0, 1]],
       ['discarded', [0, 0xfffffffe, 0xffffffff, 1]],
       ['past-eof', [0, 5000, 1, 0x7fffffff]],
+      ['odd-size', [0, 1, 0, 1]],
     ];
     for (const [name, entries] of maps) {
-      const h = header((b) => entries.forEach((e, i) => b.writeUInt32LE(e, 512 + 4 * i)));
+      const h = header((b) => {
+        entries.forEach((e, i) => b.writeUInt32LE(e, 512 + 4 * i));
+        // VBoxManage writes sizes that are not whole sectors; qemu rounds them up.
+        if (name === 'odd-size') b.writeBigUInt64LE(3n * 1024n * 1024n + 100n, 0x170);
+      });
       const path = join(dir, `${name}.vdi`);
       writeFileSync(path, Buffer.concat([h, Buffer.alloc(1024 - h.length), data]));
       checkAgainstOracles(path, 'vdi', dir);
