@@ -45,12 +45,15 @@ const ZERO = 0x02;
 const OFFSET_VALID = 0x04;
 const ALLOCATED = 0x10;
 const EOF = 0x20;
+/** Reported since qemu 8.2 (profile.mapCompressed). */
+const COMPRESSED = 0x80;
 
 /** The status qemu would give this extent (the chain's bottom holes read as zeros). */
-function statusOf(e: Extent, size: number): number {
+function statusOf(e: Extent, size: number, compressedBit: boolean): number {
   let s = e.kind === 'data' ? DATA | ALLOCATED : e.kind === 'zero' ? ZERO | ALLOCATED : ZERO;
   if (e.kind !== 'unallocated' && e.hostOffset !== undefined && !e.compressed) s |= OFFSET_VALID;
   if (e.offset + e.length >= size) s |= EOF;
+  if (compressedBit && e.compressed) s |= COMPRESSED;
   return s;
 }
 
@@ -119,12 +122,13 @@ export const compareOp: Op = (options, ctx) => {
   // A file with no blocks at all is one hole (see statusView); FdDevice knows its allocation.
   const holes = [0, 1].map((i) => (ctx.devices[i].dev as { allocated?: number }).allocated === 0);
   const views = images.map((image, i) => statusView(image, holes[i]));
-  const status = compareImages(images[0], images[1], views, !!opts.strict, opts.progress ? new CompareProgress(events) : undefined, events);
+  const compressedBit = !!(opts.profile as { mapCompressed?: boolean } | undefined)?.mapCompressed;
+  const status = compareImages(images[0], images[1], views, compressedBit, !!opts.strict, opts.progress ? new CompareProgress(events) : undefined, events);
   return { opened: true, formats: images.map((i) => i.format), status, events } satisfies CompareResult;
 };
 
 /** qemu's walk; returns the exit status (0 identical, 1 different) and fills `events`. */
-function compareImages(a: Image, b: Image, [viewA, viewB]: StatusView[], strict: boolean, progress: CompareProgress | undefined, events: CompareEvent[]): 0 | 1 {
+function compareImages(a: Image, b: Image, [viewA, viewB]: StatusView[], compressedBit: boolean, strict: boolean, progress: CompareProgress | undefined, events: CompareEvent[]): 0 | 1 {
   const sizeA = a.virtualSize;
   const sizeB = b.virtualSize;
   const common = Math.min(sizeA, sizeB);
@@ -141,8 +145,8 @@ function compareImages(a: Image, b: Image, [viewA, viewB]: StatusView[], strict:
   while (offset < common) {
     const extA = extentAt(viewA, offset, sizeA);
     const extB = extentAt(viewB, offset, sizeB);
-    const statusA = statusOf(extA, sizeA);
-    const statusB = statusOf(extB, sizeB);
+    const statusA = statusOf(extA, sizeA, compressedBit);
+    const statusB = statusOf(extB, sizeB, compressedBit);
     let chunk = Math.min(extA.length, extB.length, common - offset);
     if (strict && statusA !== statusB) {
       say(`Strict mode: Offset ${offset} block status mismatch!\n`);

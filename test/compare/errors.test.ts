@@ -23,6 +23,7 @@ describe('compare: errors', () => {
   it('second file missing', () => check(dir, ['compare', 'a.qcow2', 'nope.qcow2'], { status: 2, stdout: '' }));
   it('both missing: the first is named', () => check(dir, ['compare', 'nope1', 'nope2'], { status: 2 }));
   it('image 1 unreadable as its -f, image 2 missing: image 1 is named', () => check(dir, ['compare', '-f', 'qcow2', 'a.raw', 'nope'], { status: 2 }));
+  it('image 1 missing its backing file, image 2 missing: image 1 is named', () => check(dir, ['compare', 'orphan.qcow2', 'nope'], { status: 2 }));
   it('wrong -f', () => check(dir, ['compare', '-f', 'qcow2', 'a.raw', 'a.qcow2'], { status: 2 }));
   it('wrong -F', () => check(dir, ['compare', 'a.qcow2', '-F', 'vmdk', 'a.qcow2'], { status: 2 }));
   it('unknown -F driver', () => check(dir, ['compare', '-F', 'nosuch', 'a.qcow2', 'a.qcow2'], { status: 2 }));

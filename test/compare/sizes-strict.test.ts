@@ -86,5 +86,18 @@ describe('compare -s: block status', () => {
     await check(dir, ['compare', 'zd.qcow2', 'zc.qcow2'], { status: 0 });
   });
   it('strict content mismatch', () => check(dir, ['compare', '-s', 'f.qcow2', 'a.qcow2'], { status: 1, stdout: `Content mismatch at offset ${2 * MiB}!\n` }));
+  it('compressed clusters (compressible data)', async () => {
+    const text = Buffer.from('compare compressible text\n'.repeat(40000));
+    const { writeFileSync } = await import('node:fs');
+    writeFileSync(dir.path('text.raw'), text.subarray(0, 1024 * 1024));
+    convert(dir, 'text.raw', 'text-c.qcow2', 'qcow2', ['-c']);
+    convert(dir, 'text.raw', 'text-c2.qcow2', 'qcow2', ['-c']);
+    convert(dir, 'text.raw', 'text.qcow2', 'qcow2');
+    convert(dir, 'text.raw', 'text.vhdx', 'vhdx');
+    await check(dir, ['compare', '-s', '-p', 'text-c.qcow2', 'text-c2.qcow2'], { status: 0 });
+    await check(dir, ['compare', '-s', 'text-c.qcow2', 'text.qcow2'], { status: 1, stdout: 'Strict mode: Offset 0 block status mismatch!\n' });
+    await check(dir, ['compare', '-s', '-p', 'text-c.qcow2', 'text.vhdx'], { status: 1 });
+    await check(dir, ['compare', '-p', '-F', 'raw', 'text-c.qcow2', 'text.raw'], { status: 0 });
+  });
   it('a blank image against data', () => check(dir, ['compare', '-s', 'blank.qcow2', 'a.qcow2'], { status: 1, stdout: 'Strict mode: Offset 0 block status mismatch!\n' }));
 });
