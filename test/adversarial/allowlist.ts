@@ -10,7 +10,7 @@ import { resolvedPath } from '../paths/strace.ts';
 
 /** Directory trees the runtime reads from (libraries, bundles, the sandbox's new root). */
 const RUNTIME_TREES = [
-  '/usr/lib', '/lib', '/lib64', '/usr/lib64', '/usr/share/locale', '/usr/share/zoneinfo',
+  '/usr/lib/x86_64-linux-gnu', '/lib/x86_64-linux-gnu', '/lib64', '/usr/lib64',
   join(ROOT, 'dist'),
   // bwrap builds the guest's root in a tmpfs it mounts at /newroot and pivots away from /oldroot.
   '/newroot', '/oldroot',

@@ -50,7 +50,6 @@ export function structureCases(): HostileCase[] {
   // Encrypted (legacy AES): info lists it; the data commands need the key, which the user did not give.
   cases.push({
     ...c('crypt-method-aes', ovf, qcow2({ cryptMethod: 1 }), { ...refused(/encrypt\.key-secret/, VERDICT), info: { exit: 0, stdout: /encrypted: yes/ } }),
-    todo: { compare: "compare reports the missing key with exit 4 and no \"Could not open 'top': \" (qemu-img: exit 2, at open)" },
   });
 
   const sparse = qemuMade('vmdk', '1M');

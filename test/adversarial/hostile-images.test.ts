@@ -110,11 +110,18 @@ describe('hostile images through the sandboxed CLI', () => {
 
   // What shows that the check can fail: qemu-img itself, traced and checked the same way, opens
   // the files these images name.
-  for (const name of ['backing-etc-passwd', 'data-file-etc-shadow', 'vmdk-extent-etc-passwd', 'backing-symlink-out']) {
+  // (qemu-img info does not open a data file; convert does.)
+  const controls: [string, string[]][] = [
+    ['backing-etc-passwd', ['info', '--backing-chain', 'top']],
+    ['backing-symlink-out', ['info', '--backing-chain', 'top']],
+    ['vmdk-extent-etc-passwd', ['info', 'top']],
+    ['data-file-etc-shadow', ['convert', '-O', 'raw', 'top', 'control.raw']],
+  ];
+  for (const [name, args] of controls) {
     it(`control: the same check catches qemu-img 10.0 on ${name}`, async () => {
       const c = cases.find((x) => x.name === name)!;
       const dir = join(casesDir, name);
-      const run: Run = { c, cmd: 'info', dir, r: await tracedCommand(['timeout', '20', oracle('10.0'), 'info', '--backing-chain', 'top'], { cwd: dir, wallLimitMs: WALL_LIMIT_MS }) };
+      const run: Run = { c, cmd: 'info', dir, r: await tracedCommand(['timeout', '20', oracle('10.0'), ...args], { cwd: dir, wallLimitMs: WALL_LIMIT_MS }) };
       const found = violations(run);
       assert.ok(found.some((v) => v.includes(c.targets[0])), `qemu-img did not name ${c.targets[0]}: ${found.slice(0, 3).join('; ')}`);
     });
