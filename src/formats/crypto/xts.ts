@@ -33,16 +33,22 @@ export function xtsDecrypt(alg: string, key: Uint8Array, buf: Uint8Array, ivs: U
   const count = buf.length / sectorSize;
   const starts = words(aligned(ecb(alg, key.subarray(half), ivs, true)));
   const data = aligned(buf);
+  const d = words(data);
   const tweaks = new Uint32Array(data.length / 4);
   const wordsPerSector = sectorSize / 4;
   for (let s = 0; s < count; s++) {
     let w0 = starts[s * 4], w1 = starts[s * 4 + 1], w2 = starts[s * 4 + 2], w3 = starts[s * 4 + 3];
     const end = (s + 1) * wordsPerSector;
     for (let at = s * wordsPerSector; at < end; at += 4) {
+      // Keep the tweak for after the ECB pass, and whiten the ciphertext with it now.
       tweaks[at] = w0;
       tweaks[at + 1] = w1;
       tweaks[at + 2] = w2;
       tweaks[at + 3] = w3;
+      d[at] ^= w0;
+      d[at + 1] ^= w1;
+      d[at + 2] ^= w2;
+      d[at + 3] ^= w3;
       // Multiply by x: a 128-bit little-endian left shift, reduced by x^128 = x^7 + x^2 + x + 1.
       const carry = w3 >>> 31;
       w3 = (w3 << 1) | (w2 >>> 31);
@@ -51,8 +57,6 @@ export function xtsDecrypt(alg: string, key: Uint8Array, buf: Uint8Array, ivs: U
       w0 = (w0 << 1) ^ (carry * 0x87);
     }
   }
-  const d = words(data);
-  for (let i = 0; i < d.length; i++) d[i] ^= tweaks[i];
   const plain = aligned(ecb(alg, key.subarray(0, half), data, false));
   const p = words(plain);
   for (let i = 0; i < p.length; i++) p[i] ^= tweaks[i];
