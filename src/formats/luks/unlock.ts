@@ -10,6 +10,8 @@ import { SectorCipher, type CipherSpec } from '../crypto/sector-cipher.ts';
 import type { LuksInfo, LuksKeyFields } from './header.ts';
 
 const DIGEST_LEN = 20;
+/** Worst-case PBKDF2 work of one unlock (all slots tried): twice the per-derivation ceiling. */
+const MAX_TOTAL_ITERATIONS = 2 * MAX_PBKDF2_ITERATIONS;
 
 export function cipherSpec(info: LuksInfo): CipherSpec {
   return { alg: info['cipher-alg'], mode: info['cipher-mode'], ivgen: info['ivgen-alg'], ivHash: info['ivgen-hash-alg'] };
@@ -30,6 +32,12 @@ export function unlockMasterKey(dev: BlockDevice, base: number, info: LuksInfo, 
     if (s.active) checkIters(s.iterations, `LUKS key slot ${i}`);
   });
   checkIters(fields.mkDigestIters, 'LUKS master key digest');
+  // Each count may be sane while eight slots together are not: bound the worst case as a whole.
+  const active = fields.slots.filter((s) => s.active);
+  const total = active.reduce((sum, s) => sum + s.iterations + fields.mkDigestIters, 0);
+  if (total > MAX_TOTAL_ITERATIONS) {
+    throw new ImageError(`LUKS key slots ask for ${total} PBKDF2 iterations in all, more than instar accepts (${MAX_TOTAL_ITERATIONS})`);
+  }
   for (const slot of fields.slots) {
     if (!slot.active) continue;
     const slotKey = pbkdf2(passphrase, slot.salt, slot.iterations, keyLen, hash, 'LUKS key slot');
