@@ -5,12 +5,12 @@
 
 const MIN_SKIP = Math.fround(2.0);
 
-/** The progress of one compare run; printed values are appended to `events` as they happen. */
+/** The progress of one compare run; each value qemu would print goes to `sink` when it happens. */
 export class CompareProgress {
   private current = 0;
   private lastPrint = 0;
 
-  constructor(private readonly events: Array<{ progress: number } | { text: string }>) {}
+  constructor(private readonly sink: (value: number) => void) {}
 
   /** qemu_progress_print(0, 100) before the walk: prints 0.00. */
   start(): void {
@@ -31,7 +31,20 @@ export class CompareProgress {
     this.current = current;
     if (current > f(this.lastPrint + MIN_SKIP) || current === 100 || current === 0) {
       this.lastPrint = current;
-      this.events.push({ progress: current });
+      this.sink(current);
     }
   }
+}
+
+// Live progress travels as the protocol's progress message {done, total} (non-negative numbers):
+// a printed value as the bits of its C float with total FLOAT_BITS, and compare's size warning
+// (printed between progress lines) as {0, 0}.
+export const FLOAT_BITS = 2 ** 32;
+
+export function floatToBits(value: number): number {
+  return new Uint32Array(new Float32Array([value]).buffer)[0];
+}
+
+export function bitsToFloat(bits: number): number {
+  return new Float32Array(new Uint32Array([bits]).buffer)[0];
 }

@@ -1,14 +1,15 @@
 // `compare`, the guest half: opens both images (each with its backing chain) and walks them as
 // qemu-img compare does: block status of both, regions both report as zero skipped unread, others
 // read in chunks of at most qemu's IO_BUF_SIZE and compared with Buffer.equals; only a differing
-// chunk is searched, sector by sector, for the offset qemu reports. The result is the whole stdout
-// transcript in order (progress lines, the size warning, the verdict); the host prints it.
+// chunk is searched, sector by sector, for the offset qemu reports. What compare prints travels in
+// order: with -p, progress lines and the size warning as live progress messages; the rest (and
+// everything without -p) in the result, which the host prints after them.
 import { ImageError, type Extent, type Image } from '../formats/types.ts';
 import { MissingFilesError, openTree } from './open-tree.ts';
 import type { NeededFile } from '../protocol/messages.ts';
 import type { Op, OpContext } from './types.ts';
 import type { OpenTreeOptions } from './open-tree.ts';
-import { CompareProgress } from './compare-progress.ts';
+import { CompareProgress, FLOAT_BITS, floatToBits } from './compare-progress.ts';
 import { statusView, type StatusView } from './compare-status.ts';
 
 export interface CompareOptions {
@@ -36,6 +37,7 @@ export type CompareResult =
 /** qemu-img's IO_BUF_SIZE: the most compare reads from each image at once. */
 const IO_BUF_SIZE = 2 * 1024 * 1024;
 const SECTOR = 512;
+const SIZE_WARNING = 'Warning: Image size mismatch!\n';
 /** What is read at once: 1 MiB pieces copy fastest here (FACTS.md: bigger ones thrash L2). */
 const READ_SIZE = 1024 * 1024;
 
@@ -123,17 +125,25 @@ export const compareOp: Op = (options, ctx) => {
   const holes = [0, 1].map((i) => (ctx.devices[i].dev as { allocated?: number }).allocated === 0);
   const views = images.map((image, i) => statusView(image, holes[i]));
   const compressedBit = !!(opts.profile as { mapCompressed?: boolean } | undefined)?.mapCompressed;
-  const status = compareImages(images[0], images[1], views, compressedBit, !!opts.strict, opts.progress ? new CompareProgress(events) : undefined, events);
+  // With -p, progress and the size warning go to the host as they happen (live), in order;
+  // the verdict comes with the result.
+  const out = (ev: CompareEvent) => {
+    if (opts.progress && 'progress' in ev) ctx.emit({ type: 'progress', done: floatToBits(ev.progress), total: FLOAT_BITS });
+    else if (opts.progress && 'text' in ev && ev.text === SIZE_WARNING) ctx.emit({ type: 'progress', done: 0, total: 0 });
+    else events.push(ev);
+  };
+  const progress = opts.progress ? new CompareProgress((value) => out({ progress: value })) : undefined;
+  const status = compareImages(images[0], images[1], views, compressedBit, !!opts.strict, progress, out);
   return { opened: true, formats: images.map((i) => i.format), status, events } satisfies CompareResult;
 };
 
-/** qemu's walk; returns the exit status (0 identical, 1 different) and fills `events`. */
-function compareImages(a: Image, b: Image, [viewA, viewB]: StatusView[], compressedBit: boolean, strict: boolean, progress: CompareProgress | undefined, events: CompareEvent[]): 0 | 1 {
+/** qemu's walk; returns the exit status (0 identical, 1 different) and gives `out` what it prints. */
+function compareImages(a: Image, b: Image, [viewA, viewB]: StatusView[], compressedBit: boolean, strict: boolean, progress: CompareProgress | undefined, out: (ev: CompareEvent) => void): 0 | 1 {
   const sizeA = a.virtualSize;
   const sizeB = b.virtualSize;
   const common = Math.min(sizeA, sizeB);
   const base = Math.max(sizeA, sizeB);
-  const say = (text: string) => events.push({ text });
+  const say = (text: string) => out({ text });
   progress?.start();
   if (strict && sizeA !== sizeB) {
     say('Strict mode: Image size mismatch!\n');
@@ -164,7 +174,7 @@ function compareImages(a: Image, b: Image, [viewA, viewB]: StatusView[], compres
     progress?.advance(chunk, base);
   }
   if (sizeA !== sizeB) {
-    say('Warning: Image size mismatch!\n');
+    say(SIZE_WARNING);
     const over = sizeA > sizeB ? a : b;
     const overView = sizeA > sizeB ? viewA : viewB;
     const zeros = Buffer.alloc(bufA.length);

@@ -11,6 +11,7 @@ import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
 import { InputImageError, imageTarget, openTop, type Target } from '../input-image.ts';
 import { sourceSecrets } from '../secrets.ts';
 import type { CompareOptions, CompareResult } from '../../ops/compare.ts';
+import { FLOAT_BITS, bitsToFloat } from '../../ops/compare-progress.ts';
 
 /** Exit statuses of qemu-img compare besides 0 (identical) and 1 (different). */
 const OPEN_FAILED = 2;
@@ -37,6 +38,8 @@ function percent(value: number): string {
   }
   return value.toFixed(2);
 }
+
+const progressLine = (value: number) => `    (${percent(value)}/100%)\r`;
 
 /** The guest's answer, checked before any of it reaches stdout. */
 export function checkCompareResult(value: unknown): CompareResult {
@@ -101,9 +104,18 @@ async function runCompare(cmd: ParsedCommand, ctx: CommandContext, progress: boo
     fds.push(second.fd);
     const targets = [first.target, second.target];
     const inputs = targets.map((t, i) => ({ fd: fds[i], path: t.path }));
+    // Live lines from the guest (-p only): progress as float bits, {0, 0} for the size warning.
+    const onProgress = (done: number, total: number) => {
+      if (total === 0 && done === 0) ctx.out('Warning: Image size mismatch!\n');
+      else if (total === FLOAT_BITS && Number.isInteger(done) && done < FLOAT_BITS) {
+        const value = bitsToFloat(done);
+        if (value >= 0 && value < 1000) ctx.out(progressLine(value));
+      }
+    };
+    const live = { ...ctx, run: { ...ctx.run, onProgress: progress ? onProgress : undefined } };
     let result: CompareResult;
     try {
-      result = checkCompareResult(await runWithReferencedFiles('compare', { ...options(cmd, targets, ctx, progress) }, inputs, ctx));
+      result = checkCompareResult(await runWithReferencedFiles('compare', { ...options(cmd, targets, ctx, progress) }, inputs, live));
     } catch (e) {
       if (e instanceof ReferencedFileError) {
         // Which image, and how deep: each one alone says it as qemu does.
@@ -119,7 +131,7 @@ async function runCompare(cmd: ParsedCommand, ctx: CommandContext, progress: boo
       const option = targets[i].unknownFormatOption;
       if (option !== undefined) throw openError(targets[i], `Block format '${result.formats[i]}' does not support the option '${option}'`);
     }
-    const text = result.events.map((ev) => ('progress' in ev ? `    (${percent(ev.progress)}/100%)\r` : ev.text)).join('');
+    const text = result.events.map((ev) => ('progress' in ev ? progressLine(ev.progress) : ev.text)).join('');
     return { status: result.status, text };
   } finally {
     for (const fd of fds) closeSync(fd);
