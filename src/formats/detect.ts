@@ -6,6 +6,7 @@
 import { ImageError, type BlockDevice } from './types.ts';
 import { drivers } from './registry.ts';
 import { readAt } from './bytes.ts';
+import { isIsoImage } from './iso/driver.ts';
 
 export interface DetectOptions {
   unsafeQuirks: boolean;
@@ -27,7 +28,10 @@ export function detectFormat(dev: BlockDevice, opts: DetectOptions): string {
     if (score > best.score) best = { name: d.name, score };
   }
   if (best.score > 0) return best.name;
-  if (opts.unsafeQuirks || hasPartitionTable(dev, head)) return 'raw';
+  if (opts.unsafeQuirks) return 'raw';
+  // ISO 9660 / UDF (also hybrid ones with an MBR): read as raw, but named for what they are.
+  if (isIsoImage(dev)) return 'iso';
+  if (hasPartitionTable(dev, head)) return 'raw';
   throw new ImageError(
     `Could not determine image format: ${whyUnknown(dev, head)} ` +
       '(instar does not fall back to raw; use -f raw or --unsafe-quirks)',
@@ -65,6 +69,5 @@ function whyUnknown(dev: BlockDevice, head: Buffer): string {
   if (dev.size >= 512 && readAt(dev, dev.size - 512, 4).toString('latin1') === 'koly') {
     return 'this looks like a DMG image (use -f dmg)';
   }
-  if (readAt(dev, 0x8001, 5).toString('latin1') === 'CD001') return 'this is an ISO 9660 image, not a disk image';
   return 'not a known disk image format';
 }

@@ -12,10 +12,11 @@ import { luksDriver } from './luks/driver.ts';
 import { bochsDriver } from './bochs/driver.ts';
 import { cloopDriver } from './cloop/driver.ts';
 import { dmgDriver } from './dmg/driver.ts';
+import { isoDriver } from './iso/driver.ts';
 import { probeOnlyDrivers } from './probe-only.ts';
 
 /** Every format driver. Adding a format = adding its folder and one line here. */
-const fullDrivers: Driver[] = [rawDriver, qcow2Driver, vmdkDriver, vpcDriver, vhdxDriver, vdiDriver, qcowDriver, parallelsDriver, qedDriver, luksDriver, bochsDriver, cloopDriver, dmgDriver];
+const fullDrivers: Driver[] = [rawDriver, qcow2Driver, vmdkDriver, vpcDriver, vhdxDriver, vdiDriver, qcowDriver, parallelsDriver, qedDriver, luksDriver, bochsDriver, cloopDriver, dmgDriver, isoDriver];
 
 /** Full drivers, then detect-only stand-ins for the formats that have none yet. */
 export const drivers: Driver[] = [
