@@ -1,6 +1,6 @@
 // qemu's "vdi" format: VirtualBox disk images (dynamic and static), read as qemu's block/vdi.c
-// reads them. The header is checked in qemu's order with qemu's wording; the block map is loaded
-// once (at most VDI_BLOCKS_IN_IMAGE_MAX entries, and never more than the header says).
+// reads them. The header is checked in qemu's order with qemu's wording; the block map (qemu
+// loads up to 2 GiB of it) is paged in on demand, only as far as the disk size reaches.
 import { ImageError, type BlockDevice, type Driver, type Extent, type Image, type NodeInfo, type OpenContext } from '../types.ts';
 import { readAt } from '../bytes.ts';
 import { probes } from '../probe-only.ts';
