@@ -17,7 +17,7 @@ import { pool, tracedCommand, tracedInstar, type TracedRun } from './traced-run.
 import { Allowlist, ipConnects } from './allowlist.ts';
 
 // Generous: the bound is for hangs and loops; a loaded 2-core machine makes a run take seconds.
-const WALL_LIMIT_MS = 30_000;
+const WALL_LIMIT_MS = 60_000;
 const GUEST_MEMORY_LIMIT_KIB = 256 * 1024;
 const PARALLEL = 4;
 const FLAKE = /guest process ended without a result \(exit status 0\)/;
