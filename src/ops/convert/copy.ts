@@ -47,6 +47,24 @@ function* runs(image: Image, from: number, to: number): Generator<Run> {
   }
 }
 
+/**
+ * Neighbouring runs of the same kind as one, so that drivers that report one grain or block at a
+ * time are still read and written in big buffers. Only without -p: qemu's progress follows the
+ * driver's own boundaries.
+ */
+function* merged(source: Generator<Run>): Generator<Run> {
+  let pending: Run | undefined;
+  for (const r of source) {
+    if (pending && pending.data === r.data && pending.pos + pending.length === r.pos) {
+      pending.length += r.length;
+      continue;
+    }
+    if (pending) yield pending;
+    pending = { ...r };
+  }
+  if (pending) yield pending;
+}
+
 /** qemu's chunking of one run for progress: ≤ 2 MiB, ends aligned to `alignment` when longer. */
 function chunkLength(pos: number, remaining: number, alignment: number): number {
   let n = Math.min(remaining, QEMU_CHUNK);
@@ -109,7 +127,8 @@ export function copyToRaw(plan: CopyPlan): number {
 
   const buf = Buffer.allocUnsafe(IO_BYTES);
   for (const [image, from, to, base] of parts) {
-    for (const r of runs(image, from, to)) {
+    const walk = plan.onProgress ? runs(image, from, to) : merged(runs(image, from, to));
+    for (const r of walk) {
       let pos = r.pos;
       const end = r.pos + r.length;
       while (pos < end) {
