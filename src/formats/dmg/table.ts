@@ -20,6 +20,7 @@ const LENGTHS_MAX = 64 * 1024 * 1024;
 const SECTORCOUNTS_MAX = LENGTHS_MAX / 512;
 const PLIST_MAX = 16 * 1024 * 1024;
 const MISH_HEADER = 204;
+const RESOURCE_MAX = 256 * 1024 * 1024;
 const ENTRY = 40;
 const U64 = (1n << 64n) - 1n;
 
@@ -118,6 +119,8 @@ function readResourceFork(dev: BlockDevice, mish: MishReader, begin: bigint, len
     const size = readAt(dev, offset, 4).readUInt32BE(0);
     if (size === 0 || BigInt(size) > end - offset) throw errnoError('EINVAL');
     offset += 4n;
+    // qemu allocates the resource whole (and aborts when it cannot); no real mish block is near this.
+    if (size > RESOURCE_MAX) throw errnoError('ENOMEM');
     mish.add(readAt(dev, offset, size));
     offset += BigInt(size);
   }

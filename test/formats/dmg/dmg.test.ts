@@ -7,7 +7,7 @@
 // bzip2/lzfse/unknown chunks; instar does not print those lines (stderr is compared without them).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, ftruncateSync, openSync, readFileSync, writeSync, writeFileSync } from 'node:fs';
 import { ImageDir } from '../../differential/harness.ts';
 import { runInstar, runQemu, VERSIONS, type OracleVersion } from '../../helpers/oracles.ts';
 import { buildDmg, buildDmgRsrc, deflateSync, koly, mishBlock, sectors, UDBZ, UDCM, UDIG, UDLE, UDRW, UDZE, UDZO, ULFO, type ChunkEntry } from './build.ts';
@@ -176,3 +176,24 @@ test('dmg: a plist of many mish blocks with a million chunk entries opens in bou
   VERSIONS.forEach((v) => same(['convert', '-O', 'raw', 'many.dmg'], v, { out: 'many.raw' }));
 });
 
+
+test('dmg: a 300 MiB resource in a sparse file is refused fast (instar caps what qemu would allocate)', () => {
+  const size = 301 * 1024 * 1024;
+  const header = Buffer.alloc(260);
+  header.writeUInt32BE(256, 0);
+  header.writeUInt32BE(size - 1024, 8);
+  header.writeUInt32BE(300 * 1024 * 1024, 256);
+  const fd = openSync(images.path('huge-rsrc.dmg'), 'w');
+  try {
+    writeSync(fd, header, 0, header.length, 0);
+    ftruncateSync(fd, size);
+    writeSync(fd, koly({ rsrcForkOffset: 0n, rsrcForkLength: BigInt(size - 512), sectorCount: 8n }), 0, 512, size - 512);
+  } finally {
+    closeSync(fd);
+  }
+  const t = Date.now();
+  const r = runInstar(['info', '-f', 'dmg', 'huge-rsrc.dmg'], { cwd: images.dir });
+  assert.ok(Date.now() - t < 10_000);
+  assert.equal(r.stderr, "qemu-img: Could not open 'huge-rsrc.dmg': Could not open 'huge-rsrc.dmg': Cannot allocate memory\n");
+  assert.equal(r.status, 1);
+});
