@@ -89,32 +89,60 @@ export class BochsImage implements Image {
     return { format: 'bochs', 'virtual-size': this.virtualSize };
   }
 
-  /** seek_to_sector: the file offset of a sector, or 0 when it reads as zeros. */
+  private bitmapCache: { extent: number; bits: Buffer } = { extent: -1, bits: Buffer.alloc(0) };
+
+  /** Where extent `index` starts in the file (its bitmap), or -1n when the catalog says unallocated. */
+  private extentOffset(index: number): bigint {
+    const entry = this.catalog[index];
+    if (entry === UNALLOCATED) return -1n;
+    return (this.dataOffset + 512n * BigInt(entry) * (this.extentBlocks + this.bitmapBlocks)) & U64;
+  }
+
+  /** The bitmap byte for sector `inExtent` of an extent (read once per extent, as a whole). */
+  private bitmapByte(index: number, start: bigint, inExtent: number): number {
+    const bytes = Math.ceil(this.header.extentSize / SECTOR / 8);
+    if (this.bitmapCache.extent !== index) {
+      // qemu reads byte by byte; a bitmap that straddles the block layer's limit is read that way too.
+      if (!requestOk(start, BigInt(bytes))) return readAt(this.dev, start + BigInt(Math.floor(inExtent / 8)), 1)[0];
+      this.bitmapCache = { extent: index, bits: readAt(this.dev, start, bytes) };
+    }
+    return this.bitmapCache.bits[Math.floor(inExtent / 8)];
+  }
+
+  /** seek_to_sector for `sector`: its file offset, or 0n when it reads as zeros. */
   private sectorOffset(sector: number): bigint {
     const offset = sector * SECTOR;
-    const extentIndex = Math.floor(offset / this.header.extentSize);
+    const index = Math.floor(offset / this.header.extentSize);
     const inExtent = Math.floor((offset % this.header.extentSize) / SECTOR);
-    const entry = this.catalog[extentIndex];
-    if (entry === UNALLOCATED) return 0n;
-    const bitmapOffset = (this.dataOffset + 512n * BigInt(entry) * (this.extentBlocks + this.bitmapBlocks)) & U64;
-    const bits = readAt(this.dev, bitmapOffset + BigInt(Math.floor(inExtent / 8)), 1)[0];
-    if (((bits >> (inExtent % 8)) & 1) === 0) return 0n;
-    const block = BigInt.asIntN(64, bitmapOffset + 512n * (this.bitmapBlocks + BigInt(inExtent)));
+    const start = this.extentOffset(index);
+    if (start < 0n) return 0n;
+    if (((this.bitmapByte(index, start, inExtent) >> (inExtent % 8)) & 1) === 0) return 0n;
+    const block = BigInt.asIntN(64, start + 512n * (this.bitmapBlocks + BigInt(inExtent)));
     if (block < 0n) throw new IoError(); // qemu treats a negative offset as an error code
     return block;
   }
 
   read(buf: Uint8Array, offset: number): void {
     if (offset % SECTOR !== 0 || buf.length % SECTOR !== 0) throw new RangeError('bochs reads whole sectors');
-    for (let done = 0; done < buf.length; done += SECTOR) {
-      const part = buf.subarray(done, done + SECTOR);
+    const sectorsPerExtent = this.header.extentSize / SECTOR;
+    for (let done = 0; done < buf.length; ) {
       const sector = (offset + done) / SECTOR;
       const host = sector * SECTOR < this.virtualSize ? this.sectorOffset(sector) : 0n;
+      // Following sectors of the same extent with the same state are contiguous in the file.
+      let run = 1;
+      const extentLeft = sectorsPerExtent - (sector % sectorsPerExtent);
+      while (run < extentLeft && done + (run + 1) * SECTOR <= buf.length && (sector + run) * SECTOR < this.virtualSize) {
+        const next = this.sectorOffset(sector + run);
+        if (host === 0n ? next !== 0n : next !== host + BigInt(run * SECTOR)) break;
+        run++;
+      }
+      const part = buf.subarray(done, done + run * SECTOR);
       if (host === 0n) part.fill(0);
       else {
-        if (!requestOk(host, BigInt(SECTOR))) throw new IoError();
-        part.set(readAt(this.dev, host, SECTOR));
+        if (!requestOk(host, BigInt(part.length))) throw new IoError();
+        part.set(readAt(this.dev, host, part.length));
       }
+      done += part.length;
     }
   }
 

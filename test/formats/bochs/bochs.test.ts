@@ -33,6 +33,14 @@ const good: Record<string, Buffer> = {
       { bits: [1, 3, 15], fill: (s) => 0xc0 + s },
     ],
   }),
+  // 32 MiB in 64 KiB extents, stored in reverse order, every other extent with a sparse bitmap.
+  'large.bochs': buildBochs({
+    diskSize: 32 * 1024 * 1024,
+    extentSize: 65536,
+    bitmapSize: 16,
+    catalog: Array.from({ length: 512 }, (_, i) => 511 - i),
+    extents: Array.from({ length: 512 }, (_, i) => ({ bits: i % 2 ? all(128).filter((s) => s % 3) : all(128), fill: (s: number) => (i + s) & 0xff })),
+  }),
   // A header size that puts the catalog past the first sector; an extent whose data is past EOF.
   'far.bochs': (() => {
     const b = buildBochs({ diskSize: 16384, extentSize: 4096, headerSize: 1024, catalog: [], catalogSize: 4, extents: [] });
