@@ -1,6 +1,7 @@
 // Opening an image the user named on the command line, shared by info, map, compare and convert:
 // the file name or --image-opts option string, the -f format check, the read-only open, and
 // qemu's wording for every failure ("Could not open 'X': …").
+import { strerror } from '../strerror.ts';
 import { closeSync, constants, fstatSync, openSync } from 'node:fs';
 import type { ParsedCommand } from '../cli/types.ts';
 import { findDriver } from '../formats/registry.ts';
@@ -25,21 +26,6 @@ export interface Target {
   jsonName?: string;
 }
 
-/** strerror() texts for the errors opening a file can give. */
-export const STRERROR: Record<string, string> = {
-  ENOENT: 'No such file or directory',
-  EACCES: 'Permission denied',
-  EPERM: 'Operation not permitted',
-  ENOTDIR: 'Not a directory',
-  ELOOP: 'Too many levels of symbolic links',
-  ENAMETOOLONG: 'File name too long',
-  EIO: 'Input/output error',
-  ENXIO: 'No such device or address',
-  EMFILE: 'Too many open files',
-  ENFILE: 'Too many open files in system',
-  ENOMEM: 'Cannot allocate memory',
-  EOVERFLOW: 'Value too large for defined data type',
-};
 
 /** Options of --image-opts that change nothing for a read-only open (qemu keeps the plain name). */
 const HARMLESS_IMAGE_OPTS = new Set(['read-only', 'auto-read-only', 'force-share', 'node-name', 'detect-zeroes', 'discard',
@@ -109,7 +95,7 @@ export function openTop(target: Target): number {
     fd = openSync(target.path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
-    throw new InputImageError(`Could not open '${target.errorName}': Could not open '${target.path}': ${STRERROR[code] ?? code}`);
+    throw new InputImageError(`Could not open '${target.errorName}': Could not open '${target.path}': ${strerror(code)}`);
   }
   if (!fstatSync(fd).isFile()) {
     closeSync(fd);

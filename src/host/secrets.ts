@@ -3,7 +3,8 @@
 // hands the guest only key bytes, in the op's options; the guest never sees a path.
 import { readFileSync } from 'node:fs';
 import { parseQemuOpts } from './commands/image-opts.ts';
-import { InputImageError, STRERROR, type Target } from './input-image.ts';
+import { InputImageError, type Target } from './input-image.ts';
+import { strerror } from '../strerror.ts';
 
 /** A failure in qemu's words (printed as "<progname>: <message>", exit status 1). */
 export class SecretError extends InputImageError {}
@@ -25,7 +26,7 @@ function readSecretFile(path: string): Buffer {
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
     // glib's g_file_get_contents wording, with its curly quotes, after qemu's prefix.
-    throw new SecretError(`Unable to read ${path}: Failed to open file \u201c${path}\u201d: ${code === 'EISDIR' ? 'Is a directory' : STRERROR[code] ?? code}`);
+    throw new SecretError(`Unable to read ${path}: Failed to open file \u201c${path}\u201d: ${strerror(code)}`);
   }
 }
 

@@ -1,6 +1,7 @@
 // How qemu's block layer reads a format driver's underlying file, shared by the vpc and vhdx
 // drivers: requests beyond BDRV_MAX_LENGTH fail with EIO, bytes past the end of the file read as
 // zeros. Offsets come from image fields, so they arrive as BigInt and are narrowed only here.
+import { strerror } from '../../strerror.ts';
 import { ImageError, type BlockDevice } from '../types.ts';
 
 /** qemu's BDRV_REQUEST_MAX_BYTES (INT_MAX rounded down to sectors). */
@@ -8,21 +9,12 @@ const REQUEST_MAX_BYTES = 0x7fff_fe00n;
 /** qemu's BDRV_MAX_LENGTH: INT64_MAX aligned down to REQUEST_MAX_BYTES. */
 export const BDRV_MAX_LENGTH = ((2n ** 63n - 1n) / REQUEST_MAX_BYTES) * REQUEST_MAX_BYTES;
 
-const STRERROR: Record<string, string> = {
-  EINVAL: 'Invalid argument',
-  EFBIG: 'File too large',
-  ENOTSUP: 'Operation not supported',
-  EIO: 'Input/output error',
-  EPERM: 'Operation not permitted',
-  ENOMEM: 'Cannot allocate memory',
-};
-
 /**
  * A failure for which qemu's driver returns only an errno: the bare strerror text. When it ends
  * an open, openingAs() words it as qemu's block layer does.
  */
-export function errnoError(code: keyof typeof STRERROR & string): ImageError {
-  return new ImageError(STRERROR[code] ?? code, code);
+export function errnoError(code: 'EINVAL' | 'EFBIG' | 'ENOTSUP' | 'EIO' | 'EPERM' | 'ENOMEM'): ImageError {
+  return new ImageError(strerror(code), code);
 }
 
 /**

@@ -9,7 +9,8 @@ import type { ParsedCommand } from '../../cli/types.ts';
 import { findDriver } from '../../formats/registry.ts';
 import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError, type InputFile } from '../open-files.ts';
-import { InputImageError, STRERROR, imageTarget, openTop, type Target } from '../input-image.ts';
+import { InputImageError, imageTarget, openTop, type Target } from '../input-image.ts';
+import { strerror } from '../../strerror.ts';
 import { parseQemuOpts } from './image-opts.ts';
 import { sourceSecrets } from '../secrets.ts';
 import { ProgressPrinter } from '../../output/progress.ts';
@@ -125,7 +126,7 @@ function openTarget(path: string, total: number, s: Settings): number {
       fd = openSync(path, constants.O_WRONLY | constants.O_NOCTTY);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
-      throw new ConvertError(`Could not open '${path}': Could not open '${path}': ${STRERROR[code] ?? code}`);
+      throw new ConvertError(`Could not open '${path}': Could not open '${path}': ${strerror(code)}`);
     }
     if (fstatSync(fd).size < total) {
       closeSync(fd);
@@ -139,7 +140,7 @@ function openTarget(path: string, total: number, s: Settings): number {
     return fd;
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
-    const why = code === 'EISDIR' ? 'Is a directory' : code === 'ENOSPC' ? 'No space left on device' : STRERROR[code] ?? code;
+    const why = strerror(code);
     throw new ConvertError(`${path}: error while converting raw: Could not create '${path}': ${why}`);
   }
 }

@@ -1,5 +1,6 @@
 // User-facing wording of refusals. Policy refusals say that instar's policy (not qemu) refused and
 // how to allow a file; failures to open an allowed file are worded exactly as qemu-img words them.
+import { strerror } from '../../strerror.ts';
 import type { BigIntStats } from 'node:fs';
 import type { ReferenceRole } from './combine.ts';
 import { PathRefusedError, ReferenceOpenError, type RefusalKind } from './policy.ts';
@@ -21,21 +22,6 @@ const POLICY_PREFIX: Record<ReferenceRole, string> = {
   'extent': 'Could not open extent file: ',
 };
 
-/** glibc's strerror texts for the errors an open can meet (qemu-img prints these). */
-const STRERROR: Record<string, string> = {
-  ENOENT: 'No such file or directory',
-  EACCES: 'Permission denied',
-  EPERM: 'Operation not permitted',
-  ENOTDIR: 'Not a directory',
-  ELOOP: 'Too many levels of symbolic links',
-  ENAMETOOLONG: 'File name too long',
-  EISDIR: 'Is a directory',
-  EIO: 'Input/output error',
-  EMFILE: 'Too many open files',
-  ENFILE: 'Too many open files in system',
-  ENXIO: 'No such device or address',
-  EOVERFLOW: 'Value too large for defined data type',
-};
 
 const MAX_SHOWN = 120;
 
@@ -51,7 +37,7 @@ export function refusal(role: ReferenceRole, kind: RefusalKind, reason: string):
 }
 
 export function openFailure(role: ReferenceRole, path: string, code: string): ReferenceOpenError {
-  const reason = `Could not open ${quote(path)}: ${STRERROR[code] ?? code}`;
+  const reason = `Could not open ${quote(path)}: ${strerror(code)}`;
   return new ReferenceOpenError(QEMU_PREFIX[role] + reason, reason, code);
 }
 
