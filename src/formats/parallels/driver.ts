@@ -134,6 +134,9 @@ export function openParallels(dev: BlockDevice, ctx: OpenContext): ParallelsImag
     if (bytes > BDRV_MAX_LENGTH) {
       throw new ImageError('Could not refresh total sector count: File too large');
     }
+    // qemu opens sizes up to BDRV_MAX_LENGTH; instar's sizes are JS numbers, exact only up to
+    // 2^53, so a larger size is refused rather than rounded.
+    if (bytes > BigInt(Number.MAX_SAFE_INTEGER)) throw new ImageError('Image size is too large for this reader');
     return new ParallelsImage(dev, header, new PagedTable(dev, BigInt(HEADER_SIZE), header.batEntries, 'u32le'));
   });
 }

@@ -7,6 +7,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { MemoryDevice } from '../../../src/io/fd-device.ts';
 import { parallelsDriver } from '../../../src/formats/parallels/driver.ts';
+import { ImageError } from '../../../src/formats/types.ts';
 import {
   assertUnalignedReads, checkAgainstOracles, openChain, oracleOpenError, ourOpenError, qemuOk, tempDir, writeSource,
 } from '../qcow/legacy-helpers.ts';
@@ -92,6 +93,20 @@ test('parallels: hostile headers fail with qemu wording, fast and small', () => 
   } finally {
     cleanup();
   }
+});
+
+test('parallels: a size qemu opens but a JS number cannot hold exactly is refused with a clear ImageError', () => {
+  // 2^53 + 512 bytes, and the fuzzer's 239132783929196540: within BDRV_MAX_LENGTH (qemu opens
+  // them), not exact as numbers. The largest exact size of whole sectors still opens.
+  for (const sectors of [2n ** 44n + 1n, 239132783929196540n / 512n]) {
+    const bytes = image({ sectors }, [0]);
+    assert.throws(() => parallelsDriver.open(new MemoryDevice(bytes), { writable: false }),
+      (e: unknown) => e instanceof ImageError && e.message === 'Image size is too large for this reader', `${sectors}`);
+  }
+  const largest = BigInt(Math.floor(Number.MAX_SAFE_INTEGER / 512));
+  const img = parallelsDriver.open(new MemoryDevice(image({ sectors: largest }, [0])), { writable: false });
+  assert.equal(img.virtualSize, Number(largest) * 512);
+  assert.ok(Number.isSafeInteger(img.virtualSize));
 });
 
 test('parallels: BAT entries past the end of the file, duplicated, an unclean image, a truncated header: read like qemu', () => {
