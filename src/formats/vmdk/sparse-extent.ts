@@ -66,7 +66,9 @@ export class SparseExtent implements GrainExtent {
   private readonly clusterSectors: number;
   private readonly hasMarker: boolean;
   private readonly hasZeroGrain: boolean;
-  private readonly l2Cache = new Map<number, Uint32Array>();
+  private readonly l2Cache = new Map<number, GrainTable>();
+  /** Whether one directory entry covers exactly one table of grains (its product did not wrap). */
+  private readonly tablesAligned: boolean;
   private lastGrain?: { pos: number; bytes: Uint8Array };
 
   constructor(readonly dev: BlockDevice, readonly fileLabel: string, g: SparseGeometry) {
@@ -77,6 +79,7 @@ export class SparseExtent implements GrainExtent {
     this.clusterBytes = this.clusterSectors * 512;
     // qemu keeps this product in a uint32_t.
     this.l1EntrySectors = Number((BigInt(g.l2Size) * g.clusterSectors) & 0xffffffffn);
+    this.tablesAligned = BigInt(this.l1EntrySectors) === BigInt(g.l2Size) * g.clusterSectors;
     this.l1Size = g.l1Size;
     this.l2Size = g.l2Size;
     this.compressed = g.compressed;
@@ -107,21 +110,33 @@ export class SparseExtent implements GrainExtent {
     const sector = Math.floor(offset / 512);
     const l1Index = Math.floor(sector / this.l1EntrySectors);
     if (l1Index >= this.l1Size) return GrainStatus.Error;
-    const l2Offset = l1Index < this.l1.length ? this.l1[l1Index] : 0;
-    if (l2Offset === 0) {
-      const span = this.l1EntrySectors * 512;
+    const span = this.l1EntrySectors * 512;
+    if (l1Index >= this.l1.length) {
+      // Past the end of the file the directory reads as zeros: no tables to its end.
+      this.run = Math.min(Number.MAX_SAFE_INTEGER, this.l1Size * span) - offset;
+      return GrainStatus.Unallocated;
+    }
+    if (this.l1[l1Index] === 0) {
       this.run = span - (offset % span);
       return GrainStatus.Unallocated;
     }
+    const l2Offset = this.l1[l1Index];
     const table = this.grainTable(l2Offset);
-    const entry = table[Math.floor(sector / this.clusterSectors) % this.l2Size];
-    if (this.hasZeroGrain && entry === 1) return GrainStatus.Zeroed;
-    if (entry === 0) return GrainStatus.Unallocated;
-    this.hostOffset = entry * 512;
-    return GrainStatus.Data;
+    const index = Math.floor(sector / this.clusterSectors) % this.l2Size;
+    const entry = table.entries[index];
+    const status = this.hasZeroGrain && entry === 1 ? GrainStatus.Zeroed : entry === 0 ? GrainStatus.Unallocated : GrainStatus.Data;
+    if (status === GrainStatus.Data) {
+      this.hostOffset = entry * 512;
+      return status;
+    }
+    // A run of equal empty entries answers alike to its last grain. Only when a directory entry
+    // spans exactly its table: otherwise (a wrapped product) the table's indices do not follow
+    // the directory's spans, and each grain is looked up on its own.
+    if (this.tablesAligned) this.run += (table.runEnds()[index] - index - 1) * this.clusterBytes;
+    return status;
   }
 
-  private grainTable(l2Offset: number): Uint32Array {
+  private grainTable(l2Offset: number): GrainTable {
     const hit = this.l2Cache.get(l2Offset);
     if (hit) {
       this.l2Cache.delete(l2Offset);
@@ -130,7 +145,7 @@ export class SparseExtent implements GrainExtent {
     }
     const buf = new Uint8Array(this.l2Size * 4);
     readZeroPadded(this.dev, buf, l2Offset * 512);
-    const table = u32le(buf);
+    const table = new GrainTable(u32le(buf));
     if (this.l2Cache.size >= L2_CACHE_TABLES) this.l2Cache.delete(this.l2Cache.keys().next().value as number);
     this.l2Cache.set(l2Offset, table);
     return table;
@@ -177,6 +192,24 @@ export class SparseExtent implements GrainExtent {
     }
     this.lastGrain = { pos, bytes };
     return bytes;
+  }
+}
+
+/** A grain table and, computed once when first needed, where each run of equal entries ends. */
+class GrainTable {
+  private ends?: Uint32Array;
+
+  constructor(readonly entries: Uint32Array) {}
+
+  /** runEnds()[i]: the index after the last of the entries equal to entries[i] from i on. */
+  runEnds(): Uint32Array {
+    if (this.ends) return this.ends;
+    const e = this.entries;
+    const ends = new Uint32Array(e.length);
+    // One pass from the end: a run ends where the next entry differs.
+    for (let i = e.length - 1; i >= 0; i--) ends[i] = i + 1 < e.length && e[i + 1] === e[i] ? ends[i + 1] : i + 1;
+    this.ends = ends;
+    return ends;
   }
 }
 
