@@ -75,6 +75,14 @@ export class QcowImage implements Image {
     const l1Index = Math.floor(offset / 2 ** (this.h.clusterBits + this.h.l2Bits));
     const l2Offset = this.l1.u64(l1Index);
     if (l2Offset === 0n) return { kind: 'hole' };
+    const entry = this.l2Table(l2Offset).u64(Math.floor(offset / this.clusterSize) % 2 ** this.h.l2Bits);
+    if (entry === 0n) return { kind: 'hole' };
+    if (entry & COMPRESSED) return { kind: 'compressed', entry };
+    return { kind: 'data', host: entry };
+  }
+
+  /** The L2 table at `l2Offset`, from a small cache. */
+  private l2Table(l2Offset: bigint): PagedTable {
     const l2Entries = 2 ** this.h.l2Bits;
     if (!requestOk(l2Offset, BigInt(l2Entries * 8))) throw eio();
     let l2 = this.l2Cache.get(l2Offset);
@@ -83,10 +91,7 @@ export class QcowImage implements Image {
       l2 = new PagedTable(this.dev, l2Offset, l2Entries, 'u64be');
       this.l2Cache.set(l2Offset, l2);
     }
-    const entry = l2.u64(Math.floor(offset / this.clusterSize) % l2Entries);
-    if (entry === 0n) return { kind: 'hole' };
-    if (entry & COMPRESSED) return { kind: 'compressed', entry };
-    return { kind: 'data', host: entry };
+    return l2;
   }
 
   /** Whole sectors around `part` (clusters are whole sectors), decrypted by guest sector number. */
@@ -141,9 +146,17 @@ export class QcowImage implements Image {
     let covered = first;
     for (let steps = 0; covered < max && steps < 65536; steps++) {
       const pos = offset + covered;
-      if (this.l1.u64(Math.floor(pos / l2Span)) === 0n) covered += l2Span - (pos % l2Span);
-      else if (this.cluster(pos).kind === 'hole') covered += this.clusterSize - (pos % this.clusterSize);
-      else break;
+      const l1Index = Math.floor(pos / l2Span);
+      const l2Offset = this.l1.u64(l1Index);
+      // Runs of empty L1 or L2 entries are one hole each, however long (a hostile L1 can cover petabytes).
+      if (l2Offset === 0n) {
+        covered = this.l1.zeroRunEnd(l1Index) * l2Span - offset;
+        continue;
+      }
+      const l2Index = Math.floor((pos % l2Span) / this.clusterSize);
+      const end = this.l2Table(l2Offset).zeroRunEnd(l2Index);
+      if (end === l2Index) break;
+      covered = l1Index * l2Span + end * this.clusterSize - offset;
     }
     return Math.min(covered, max);
   }

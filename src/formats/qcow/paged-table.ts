@@ -54,6 +54,25 @@ export class PagedTable {
     return this.kind === 'u64be' ? page.readBigUInt64BE(at) : page.readBigUInt64LE(at);
   }
 
+  /**
+   * The first index at or after `index` whose entry is not zero, looking at most `maxPages`
+   * pages ahead (it returns where it stopped then). Entries stored past the end of the file read
+   * as zeros, so a hostile table far longer than the file is skipped without I/O.
+   */
+  zeroRunEnd(index: number, maxPages = 64): number {
+    const stored = (BigInt(this.dev.size) - this.offset) / BigInt(this.width);
+    let i = index;
+    for (let pages = 0; i < this.count && pages < maxPages; pages++) {
+      if (BigInt(i) >= stored) return this.count;
+      const page = this.page(i);
+      const end = this.pageEnd(i);
+      for (let at = (i % this.perPage) * this.width; i < end; i++, at += this.width) {
+        if (this.width === 4 ? page.readUInt32LE(at) !== 0 : page.readBigUInt64LE(at) !== 0n) return i;
+      }
+    }
+    return Math.min(i, this.count);
+  }
+
   /** Index of the last entry in the page holding `index` (scans stop there to stay bounded). */
   pageEnd(index: number): number {
     return Math.min(this.count, (Math.floor(index / this.perPage) + 1) * this.perPage);
