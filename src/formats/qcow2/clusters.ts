@@ -72,6 +72,12 @@ export class ClusterMap {
     return new Qcow2CorruptionError(first ? `qcow2: Image is corrupt: ${what}; further non-fatal corruption events will be suppressed` : undefined);
   }
 
+  /** Whether the L2 table covering guest offset `guest` is absent (an empty L1 entry). */
+  private l2Missing(guest: number): boolean {
+    const l1Index = Math.floor(guest / this.h.clusterSize / 2 ** this.h.l2Bits);
+    return l1Index >= this.h.l1Size || (this.l1Table().readBigUInt64BE(l1Index * 8) & OFFSET_MASK) === 0n;
+  }
+
   /** The mapping of the unit holding guest offset `guest` (< virtual size). */
   lookup(guest: number): UnitMapping {
     const cs = this.h.clusterSize;
@@ -124,7 +130,14 @@ export class ClusterMap {
     const unitStart = offset - (offset % us);
     let pos = unitStart + us;
     // Compressed clusters are reported one at a time: each has its own host location.
+    const plainHole = first.kind === 'unallocated' && first.hostOffset === undefined;
+    const l2Span = this.h.clusterSize * 2 ** this.h.l2Bits;
     while (pos < end && first.kind !== 'compressed') {
+      // A missing L2 table is one hole: step over its whole span (sparse disks can be petabytes).
+      if (plainHole && this.l2Missing(pos)) {
+        pos = (Math.floor(pos / l2Span) + 1) * l2Span;
+        continue;
+      }
       const next = this.lookup(pos);
       if (next.kind !== first.kind) break;
       if (first.hostOffset !== undefined && next.hostOffset !== first.hostOffset + (pos - unitStart)) break;
