@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { FdDevice } from '../../../src/io/fd-device.ts';
 import { ImageError, type NodeInfo } from '../../../src/formats/types.ts';
 import { findDriver } from '../../../src/formats/registry.ts';
-import { runQemu, type OracleVersion } from '../../helpers/oracles.ts';
+import assert from 'node:assert/strict';
+import { runQemu, VERSIONS, type OracleVersion } from '../../helpers/oracles.ts';
 
 export function tempDir(t: { after(fn: () => void): void }): string {
   const dir = mkdtempSync(join(tmpdir(), 'instar-qcow2-'));
@@ -85,4 +86,30 @@ export function writeImage(dir: string, name: string, bytes: Uint8Array): string
   const path = join(dir, name);
   writeFileSync(path, bytes);
   return path;
+}
+
+/**
+ * Writes each damaged copy of `original` (patched by its case) and compares instar's open with
+ * both oracles': the same refusal message, or the same info when they open it. Returns the
+ * disagreements, one line each.
+ */
+export function damagedImageMismatches<C>(dir: string, original: Buffer, cases: [string, (bytes: Buffer, ctx: C) => void][], ctx: C): string[] {
+  const mismatches: string[] = [];
+  for (const [name, patch] of cases) {
+    const bytes = Buffer.from(original);
+    patch(bytes, ctx);
+    const path = join(dir, 'damaged.qcow2');
+    writeFileSync(path, bytes);
+    const got = instarInfo(path);
+    for (const v of VERSIONS) {
+      const r = oracleError(v, path, 'qcow2');
+      if (r.startsWith('(opened')) {
+        if (got instanceof ImageError) mismatches.push(`${name}: instar refused (${got.message}), oracle ${v} opened`);
+        else assert.deepStrictEqual(asOracleSees(v, got), oracleInfo(v, path, 'qcow2'), `${name}: oracle ${v}`);
+      } else if (!(got instanceof ImageError) || got.message !== r) {
+        mismatches.push(`${name}: instar ${got instanceof ImageError ? got.message : 'opened'}; oracle ${v}: ${r}`);
+      }
+    }
+  }
+  return mismatches;
 }
