@@ -2,7 +2,8 @@
 # Installs the qemu-img oracles the differential tests compare against:
 #   - qemu-img 7.2 from Debian 12's qemu-utils (system-wide, with apt)
 #   - qemu-img 10.0 from bookworm-backports, unpacked with dpkg -x into .oracles/qemu-10.0
-# plus bubblewrap (sandbox layer) and strace (used by the path-policy tests).
+# plus bubblewrap (sandbox layer), strace (used by the path-policy tests) and cryptsetup-bin
+# (LUKS2 images for the encryption tests).
 # The backports suite is added only to a private apt configuration derived from the
 # machine's own apt sources, so the machine's apt setup is left untouched.
 set -euo pipefail
@@ -12,7 +13,7 @@ oracles="$root/.oracles"
 sudo_cmd=""
 if [ "$(id -u)" != 0 ]; then sudo_cmd="sudo"; fi
 
-have_system() { command -v qemu-img >/dev/null && command -v qemu-io >/dev/null && command -v bwrap >/dev/null && command -v strace >/dev/null; }
+have_system() { command -v qemu-img >/dev/null && command -v qemu-io >/dev/null && command -v bwrap >/dev/null && command -v strace >/dev/null && command -v cryptsetup >/dev/null; }
 have_backport() { [ -x "$oracles/qemu-10.0/usr/bin/qemu-img" ]; }
 
 if have_system && have_backport && [ "${1:-}" != "--force" ]; then
@@ -20,9 +21,9 @@ if have_system && have_backport && [ "${1:-}" != "--force" ]; then
 fi
 
 if ! have_system; then
-  echo "install-oracles: installing qemu-utils, bubblewrap and strace with apt" >&2
+  echo "install-oracles: installing qemu-utils, bubblewrap, strace and cryptsetup-bin with apt" >&2
   $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq qemu-utils bubblewrap strace >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq qemu-utils bubblewrap strace cryptsetup-bin >/dev/null
 fi
 
 if ! have_backport; then
