@@ -17,13 +17,19 @@ export interface SandboxLimits {
 const GiB = 1024 * 1024 * 1024;
 const TiB = 1024 * GiB;
 
+/**
+ * The guest's data limit. 2 GiB leaves room for Argon2 at cryptsetup's default 1 GiB memory cost
+ * of a LUKS2 key slot (src/formats/crypto/argon2.ts bounds the cost by this budget).
+ */
+export const GUEST_MEMORY_BYTES = 2 * GiB;
+
 /** Ops that read metadata only; everything else may copy a whole disk and gets hours. */
 const METADATA_OPS = new Set(['info', 'probe', 'check', 'map', 'measure', 'snapshot-list']);
 
 export function defaultLimits(op: string, devices: number, writableDevices: number): SandboxLimits {
   const quick = METADATA_OPS.has(op);
   return {
-    memoryBytes: 1 * GiB,
+    memoryBytes: GUEST_MEMORY_BYTES,
     cpuSeconds: quick ? 120 : 6 * 3600,
     wallMs: (quick ? 120 : 6 * 3600) * 1000,
     // With no writable device nothing should grow; 0 makes any attempt fail with EFBIG.
