@@ -71,6 +71,9 @@ export interface Extent {
   depth: number;
   /** Offset in the file that holds the data, where it is stored uncompressed. */
   hostOffset?: number;
+  /** The exact host offset when it is not a safe integer (a VMDK flat extent may start anywhere
+   *  in int64, and qemu-img map prints it as is); hostOffset then holds the nearest double. */
+  hostOffsetExact?: bigint;
   /** The file hostOffset is in, when not the image's own (qcow2 data file, VMDK extent file). */
   file?: BlockDevice;
   /** Data that a hole in its file makes read as zeros (qemu's DATA|ZERO, e.g. a sparse flat VMDK). */

@@ -37,8 +37,9 @@ interface Entry {
   zero: boolean;
   data: boolean;
   compressed: boolean;
-  /** Host offset; -1 when qemu has none (no "offset" key, no file name). */
-  offset: number;
+  /** Host offset as qemu's int64 (a VMDK flat extent can put it anywhere); none: no "offset"
+   *  key, no file name. */
+  offset?: bigint;
   /** Device index of the file holding `offset`; -1 with no offset. */
   file: number;
 }
@@ -69,7 +70,7 @@ function toEntry(e: Extent, ctx: OpContext, chain: number[]): Entry {
     zero: e.kind !== 'data' || !!e.zeroData,
     data: e.kind === 'data',
     compressed: !!e.compressed,
-    offset: hasOffset ? e.hostOffset! : -1,
+    offset: hasOffset ? (e.hostOffsetExact ?? BigInt(e.hostOffset!)) : undefined,
     file,
   };
 }
@@ -78,15 +79,21 @@ function toEntry(e: Extent, ctx: OpContext, chain: number[]): Entry {
 function mergeable(a: Entry, b: Entry): boolean {
   if (a.length === 0) return false;
   if (a.zero !== b.zero || a.data !== b.data || a.compressed !== b.compressed || a.depth !== b.depth || a.present !== b.present) return false;
-  if (a.file !== b.file || (a.offset < 0) !== (b.offset < 0)) return false;
-  return a.offset < 0 || a.offset + a.length === b.offset;
+  if (a.file !== b.file || (a.offset === undefined) !== (b.offset === undefined)) return false;
+  return a.offset === undefined || BigInt.asIntN(64, a.offset + BigInt(a.length)) === b.offset;
 }
 
 const pack = (e: Entry): MapEntry => [
   e.start, e.length, e.depth,
   (e.present ? FLAG.present : 0) | (e.zero ? FLAG.zero : 0) | (e.data ? FLAG.data : 0) | (e.compressed ? FLAG.compressed : 0),
-  e.offset, e.file,
+  wireOffset(e.offset), e.file,
 ];
+
+/** -1 for none; a safe non-negative offset as a number; any other int64 as a decimal string. */
+function wireOffset(offset: bigint | undefined): number | string {
+  if (offset === undefined) return -1;
+  return offset >= 0n && offset <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(offset) : BigInt.asIntN(64, offset).toString();
+}
 
 export function mapOp(options: Record<string, unknown>, ctx: OpContext): MapResult {
   const opts = options as unknown as MapOptions;
@@ -127,7 +134,7 @@ export function mapOp(options: Record<string, unknown>, ctx: OpContext): MapResu
       dump(curr);
       if (opts.human) {
         // Human output stops at data it cannot place, as qemu's does.
-        if (curr.data && curr.offset < 0) {
+        if (curr.data && curr.offset === undefined) {
           stopped = true;
           break;
         }

@@ -10,16 +10,19 @@ export interface MapLine {
   zero: boolean;
   data: boolean;
   compressed: boolean;
-  /** Host offset, when qemu has one. */
-  offset?: number;
+  /** Host offset, when qemu has one: qemu's int64, so it can be past 2^53 or negative. */
+  offset?: number | bigint;
   /** The file `offset` is in, as qemu names it. */
   filename?: string;
 }
 
 export const HUMAN_HEADER = 'Offset          Length          Mapped to       File\n';
 
-/** printf("%#-16" PRIx64): 0 stays "0", others get 0x. */
-const hex16 = (n: bigint | number) => (n === 0 || n === 0n ? '0' : '0x' + n.toString(16)).padEnd(16);
+/** printf("%#-16" PRIx64): 0 stays "0", others get 0x; a negative int64 prints as its uint64. */
+const hex16 = (n: bigint | number) => {
+  const u = BigInt.asUintN(64, BigInt(n));
+  return (u === 0n ? '0' : '0x' + u.toString(16)).padEnd(16);
+};
 
 /** The human line for an entry, or '' when the human form leaves it out (holes and zeros). */
 export function humanMapLine(e: MapLine): string {

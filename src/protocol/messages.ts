@@ -32,9 +32,14 @@ export interface GuestRequest {
 
 /**
  * One `map` entry: [start, length, depth, flags (present 1, zero 2, data 4, compressed 8),
- * host offset or -1, device index of the file holding it or -1].
+ * host offset or -1, device index of the file holding it or -1]. The host offset is qemu's int64:
+ * a safe non-negative integer travels as a number, any other (≥ 2^53 or negative, which a VMDK
+ * flat extent can give and qemu-img map prints as is) as a decimal string.
  */
-export type MapEntry = [number, number, number, number, number, number];
+export type MapEntry = [number, number, number, number, number | string, number];
+
+/** A host offset sent as a string: an int64 in canonical decimal (no sign on 0, no leading 0). */
+export const INT64_DECIMAL = /^(0|-?[1-9][0-9]{0,18})$/;
 
 /** Most entries in one `map-entries` message. */
 export const MAX_MAP_ENTRIES = 8192;

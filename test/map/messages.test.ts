@@ -12,6 +12,15 @@ test('well-formed map-entries pass, empty chunks too', () => {
   assert.deepEqual(parseGuestMessage(line({ type: 'map-entries', entries: [] })), { type: 'map-entries', entries: [] });
 });
 
+test('host offsets outside the safe range travel as int64 decimal strings', () => {
+  const ok = { type: 'map-entries', entries: [[0, 4096, 0, 7, '9223372036854775296', 0], [4096, 4096, 0, 7, '-9223372036854775808', 0], [8192, 512, 0, 7, '-1', 0]] };
+  assert.deepEqual(parseGuestMessage(line(ok)), ok);
+  const bad = ['9223372036854775808', '-9223372036854775809', '01', '-0', '+5', '1e3', ' 5', '', '0x10', '12345678901234567890'];
+  for (const offset of bad) assert.equal(typeof parseGuestMessage(line({ type: 'map-entries', entries: [[0, 1, 0, 5, offset, 0]] })), 'string', offset);
+  // Only the offset may be a string.
+  assert.equal(typeof parseGuestMessage(line({ type: 'map-entries', entries: [[0, '1', 0, 5, 0, 0]] })), 'string');
+});
+
 test('malformed map-entries are refused', () => {
   const bad = [
     { type: 'map-entries', entries: [[0, 1, 0, 5, 0]] },

@@ -154,10 +154,14 @@ export class VmdkImage implements Image {
     const max = Math.min(length, placed.end - offset);
     const ext = placed.ext;
     if (ext.flat) {
-      const host = Number(ext.hostOffset(rel));
+      const exact = ext.hostOffset(rel);
+      const host = Number(exact);
       // qemu asks the extent file's file system too: a hole there is data that reads as zeros.
-      const run = host >= 0 ? fileRun(ext.dev, host, max) : { length: max, hole: false };
-      return { offset, length: run.length, kind: 'data', depth: 0, hostOffset: host, file: ext.dev, zeroData: run.hole || undefined };
+      // A negative int64 (the start's shift wrapped) is past the end of any file: zeros as well.
+      const run = host >= 0 ? fileRun(ext.dev, host, max) : { length: max, hole: true };
+      const e: Extent = { offset, length: run.length, kind: 'data', depth: 0, hostOffset: host, file: ext.dev, zeroData: run.hole || undefined };
+      if (!Number.isSafeInteger(host)) e.hostOffsetExact = exact;
+      return e;
     }
     const status = ext.lookup(rel);
     if (status === GrainStatus.Error) throw readError('EIO');

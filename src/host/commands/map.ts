@@ -69,8 +69,9 @@ class MapPrinter {
         data: (flags & FLAG.data) !== 0,
         compressed: (flags & FLAG.compressed) !== 0,
       };
-      if (offset >= 0) {
-        line.offset = offset;
+      // -1: no offset; a string: an int64 that is not a safe non-negative number (checked on arrival).
+      if (offset !== -1) {
+        line.offset = typeof offset === 'string' ? BigInt(offset) : offset;
         const name = this.names[file];
         if (name === undefined) throw new OpError('the guest named a file it was not given');
         line.filename = name;

@@ -1,7 +1,7 @@
 // The host's reading of the guest's message stream: newline-delimited JSON on fd 3. The guest
 // is untrusted, so every line is size-checked, parsed and shape-checked before use, and any
 // text it sends is cleaned before it can reach a terminal.
-import { MAX_MAP_ENTRIES, MAX_MESSAGE_BYTES, type DeviceRole, type GuestMessage } from '../../protocol/messages.ts';
+import { INT64_DECIMAL, MAX_MAP_ENTRIES, MAX_MESSAGE_BYTES, type DeviceRole, type GuestMessage } from '../../protocol/messages.ts';
 
 const ROLES: ReadonlySet<string> = new Set<DeviceRole>(['input', 'backing', 'data-file', 'extent', 'output']);
 const MAX_TEXT = 4096;
@@ -18,6 +18,13 @@ const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !
 const isCount = (v: unknown) => typeof v === 'number' && Number.isFinite(v) && v >= 0;
 const onlyKeys = (o: Obj, keys: string[]) => Object.keys(o).every((k) => keys.includes(k));
 
+/** A map entry's host offset beyond a safe integer: an int64 in decimal. */
+function isInt64String(v: unknown): boolean {
+  if (typeof v !== 'string' || !INT64_DECIMAL.test(v)) return false;
+  const n = BigInt(v);
+  return n === BigInt.asIntN(64, n);
+}
+
 /** Per message type: its allowed keys and a check of their values. */
 const SHAPES: Record<GuestMessage['type'], { keys: string[]; ok: (o: Obj) => boolean }> = {
   progress: { keys: ['type', 'done', 'total'], ok: (o) => isCount(o.done) && isCount(o.total) },
@@ -25,7 +32,7 @@ const SHAPES: Record<GuestMessage['type'], { keys: string[]; ok: (o: Obj) => boo
     keys: ['type', 'entries'],
     ok: (o) => Array.isArray(o.entries) && o.entries.length <= MAX_MAP_ENTRIES &&
       // [start, length, depth, flags, offset or -1, file or -1]
-      o.entries.every((e) => Array.isArray(e) && e.length === 6 && e.every((n, i) => Number.isSafeInteger(n) && n >= (i < 4 ? 0 : -1))),
+      o.entries.every((e) => Array.isArray(e) && e.length === 6 && e.every((n, i) => (i === 4 && isInt64String(n)) || (Number.isSafeInteger(n) && n >= (i < 4 ? 0 : -1)))),
   },
   result: { keys: ['type', 'value'], ok: (o) => 'value' in o },
   error: { keys: ['type', 'message'], ok: (o) => typeof o.message === 'string' },
