@@ -7,6 +7,7 @@ import { ImageError, type BlockDevice } from './types.ts';
 import { drivers } from './registry.ts';
 import { readAt } from './bytes.ts';
 import { isIsoImage } from './iso/driver.ts';
+import { isLuks2 } from './luks/luks2-header.ts';
 
 export interface DetectOptions {
   unsafeQuirks: boolean;
@@ -28,6 +29,8 @@ export function detectFormat(dev: BlockDevice, opts: DetectOptions): string {
     if (score > best.score) best = { name: d.name, score };
   }
   if (best.score > 0) return best.name;
+  // LUKS2: qemu's luks probe takes version 1 only (raw otherwise); instar reads v2 (docs/luks2.md).
+  if (!opts.unsafeQuirks && isLuks2(head)) return 'luks';
   if (opts.unsafeQuirks) return 'raw';
   // ISO 9660 / UDF (also hybrid ones with an MBR): read as raw, but named for what they are.
   if (isIsoImage(dev)) return 'iso';

@@ -7,6 +7,11 @@ export interface BlockDevice {
   readonly size: number;
   /** Bytes the file system allocated for the file (st_blocks * 512), where known: map tells holes by it. */
   readonly allocated?: number;
+  /**
+   * Where the file has data, as the host's lseek(SEEK_DATA/SEEK_HOLE) found it: sorted, disjoint
+   * [start, end) byte runs; everything else is a hole. A hint (checked, bounded), absent when unknown.
+   */
+  readonly dataRuns?: readonly (readonly [number, number])[];
   /** Reads up to buf.length bytes at pos; returns how many were read (short only at EOF). */
   read(buf: Uint8Array, pos: number): number;
   /** Present only on devices the host opened writable. */
@@ -91,6 +96,13 @@ export interface Image {
   extent(offset: number, length: number): Extent;
   /** Formats with backing files: the opened backing image (the host resolved and opened it). */
   attachBacking?(backing: Image): void;
+  /**
+   * How qemu's driver answers block status where that differs from extent() (compare's walk and
+   * -s depend on it): 'none' = the driver has no block status (qemu's generic layer calls every
+   * byte data, unmapped); a number = its answers end at multiples of that many bytes (a qcow2 L2
+   * table's span, a VMDK grain). Absent: as extent() says.
+   */
+  readonly blockStatus?: 'none' | number;
 }
 
 export interface OpenContext {
@@ -106,6 +118,8 @@ export interface OpenContext {
   key?: Uint8Array;
   /** The op will read data: an encrypted image without `key` fails at open, as in qemu. */
   keyRequired?: boolean;
+  /** --unsafe-quirks: behave as qemu-img where instar deliberately differs (e.g. LUKS2 refused). */
+  unsafeQuirks?: boolean;
 }
 
 /** A format's driver: its probe, its opener and the capabilities it has (DESIGN.md §2). */

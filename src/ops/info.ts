@@ -34,7 +34,7 @@ export const infoOp: Op = (options, ctx) => {
   // Files the host opened for names the image gave, keyed by those names.
   const devices = new Map(ctx.devices.filter((d) => d.spec.role !== 'input' && d.spec.name !== undefined).map((d) => [d.spec.name as string, d.dev]));
   try {
-    return driver.open(input.dev, { writable: false, displayName: opts.fileName, profile: opts.profile, devices }).info();
+    return driver.open(input.dev, { writable: false, displayName: opts.fileName, profile: opts.profile, devices, unsafeQuirks: !!opts.unsafeQuirks }).info();
   } catch (e) {
     const files = (e as { files?: unknown }).files;
     if (e instanceof ImageError && Array.isArray(files)) return { 'need-files': files } satisfies NeedFilesAnswer;

@@ -77,7 +77,7 @@ function openLevel(ctx: OpContext, index: number, format: string | undefined, op
   try {
     const secret = opts.secrets?.[index];
     const key = typeof secret === 'string' ? Buffer.from(secret, 'base64') : undefined;
-    image = driver.open(dev, { writable: !!ctx.devices[index].spec.writable, devices: named, profile: opts.profile, displayName: fileName, key, keyRequired: opts.secrets !== undefined });
+    image = driver.open(dev, { writable: !!ctx.devices[index].spec.writable, devices: named, profile: opts.profile, displayName: fileName, key, keyRequired: opts.secrets !== undefined, unsafeQuirks: !!opts.unsafeQuirks });
   } catch (e) {
     const files = (e as { files?: { role: string; name: string }[] }).files;
     if (!(e instanceof ImageError) || !Array.isArray(files)) throw e;

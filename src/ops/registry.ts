@@ -4,13 +4,17 @@ import { inspectOp } from './inspect.ts';
 import { mapOp } from './map.ts';
 import { convertOp } from './convert.ts';
 import { compareOp } from './compare.ts';
+import { checkOp } from './check.ts';
 import { answeringMissingFiles } from './open-tree.ts';
+import { withArgon2 } from '../formats/crypto/argon2.ts';
 
 /** Every op a guest can run, by name. Test-only hostile ops are added by the sandbox tests' guest. */
 export const ops: Record<string, Op> = {
   info: infoOp,
   inspect: inspectOp,
-  map: answeringMissingFiles(mapOp),
-  convert: answeringMissingFiles(convertOp),
-  compare: answeringMissingFiles(compareOp),
+  // withArgon2: LUKS2 Argon2 key slots are derived asynchronously, then the op runs again.
+  map: withArgon2(answeringMissingFiles(mapOp)),
+  convert: withArgon2(answeringMissingFiles(convertOp)),
+  compare: withArgon2(answeringMissingFiles(compareOp)),
+  check: answeringMissingFiles(checkOp),
 };
