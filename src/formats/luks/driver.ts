@@ -6,6 +6,8 @@ import { readAt } from '../bytes.ts';
 import { SectorCipher } from '../crypto/sector-cipher.ts';
 import { LUKS_HEADER_SIZE, LUKS_MAGIC, luksKeyFields, parseLuksHeader, type LuksInfo } from './header.ts';
 import { cipherSpec, unlockMasterKey } from './unlock.ts';
+import { isLuks2 } from './luks2-header.ts';
+import { Luks2Image } from './luks2-image.ts';
 
 const SECTOR = 512;
 /** Sectors decrypted per batch: big enough that per-call costs vanish, small enough for memory. */
@@ -75,6 +77,8 @@ export const luksDriver: Driver = {
   probe: (head) => (head.length >= 8 && Buffer.from(head.subarray(0, 6)).equals(LUKS_MAGIC) && head[6] === 0 && head[7] === 1 ? 100 : 0),
   open: (dev, ctx) => {
     const hdr = readAt(dev, 0, LUKS_HEADER_SIZE);
+    // LUKS2: read by instar in default mode; refused as qemu does with --unsafe-quirks (docs/luks2.md).
+    if (isLuks2(hdr) && !ctx.unsafeQuirks) return new Luks2Image(dev, ctx);
     return new LuksImage(dev, hdr, parseLuksHeader(hdr), ctx);
   },
 };

@@ -45,6 +45,11 @@ const CIPHERS: Record<string, Record<number, string>> = {
   twofish: { 16: 'twofish-128', 24: 'twofish-192', 32: 'twofish-256' },
 };
 
+/** qemu's algorithm name for a LUKS cipher name and key length in bytes ("aes", 32 → "aes-256"). */
+export function cipherAlgName(cipher: string, keyBytes: number): string | undefined {
+  return Object.hasOwn(CIPHERS, cipher) ? CIPHERS[cipher][keyBytes] : undefined;
+}
+
 interface Slot {
   active: number;
   iterations: number;
