@@ -121,9 +121,7 @@ export const compareOp: Op = (options, ctx) => {
   if (missing.length > 0) throw new MissingFilesError(missing);
   if (opts.openFirstOnly) return { opened: true, formats: [images[0].format], status: 0, events: [] } satisfies CompareResult;
   const events: CompareEvent[] = [];
-  // A file with no blocks at all is one hole (see statusView); FdDevice knows its allocation.
-  const holes = [0, 1].map((i) => (ctx.devices[i].dev as { allocated?: number }).allocated === 0);
-  const views = images.map((image, i) => statusView(image, holes[i]));
+  const views = images.map((image) => statusView(image));
   const compressedBit = !!(opts.profile as { mapCompressed?: boolean } | undefined)?.mapCompressed;
   // With -p, progress and the size warning go to the host as they happen (live), in order;
   // the verdict comes with the result.

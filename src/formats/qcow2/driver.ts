@@ -15,6 +15,8 @@ const MAX_BACKING_NAME = 1023;
 
 export class Qcow2Image implements Image {
   readonly format = 'qcow2';
+  /** qemu's block status answers end with an L2 table (its default L2 slice is the whole table). */
+  get blockStatus(): number { return this.h.clusterSize * 2 ** this.h.l2Bits; }
   readonly virtualSize: number;
   private clusters?: ClusterMap;
   private backing?: Image;

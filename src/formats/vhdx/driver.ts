@@ -11,6 +11,8 @@ const OFFSET_MASK = 0xffff_ffff_fff0_0000n;
 
 export class VhdxImage implements Image {
   readonly format = 'vhdx';
+  /** qemu's vhdx driver has no block status: the generic layer calls it all data, unmapped. */
+  readonly blockStatus = 'none';
   readonly virtualSize: number;
 
   constructor(

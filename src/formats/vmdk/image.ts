@@ -32,6 +32,8 @@ export interface VmdkState {
 
 export class VmdkImage implements Image {
   readonly format = 'vmdk';
+  /** qemu's block status answers one grain at a time. */
+  get blockStatus(): number | undefined { return this.info()['cluster-size']; }
   readonly virtualSize: number;
   private backing?: Image;
   private hint = 0;
