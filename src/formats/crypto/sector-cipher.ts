@@ -40,7 +40,11 @@ export class SectorCipher {
   private readonly essivKey?: Buffer;
   private readonly essivAlg?: string;
 
-  constructor(private readonly spec: CipherSpec, private readonly key: Uint8Array, readonly sectorSize = 512) {
+  /**
+   * `ivStep`: how far the IV number advances per sector. 1 counts IVs in sectors; LUKS2 (as dm-crypt
+   * without iv_large_sectors) counts them in 512-byte units whatever the sector size.
+   */
+  constructor(private readonly spec: CipherSpec, private readonly key: Uint8Array, readonly sectorSize = 512, private readonly ivStep = 1) {
     this.name = nodeCipher(spec.alg, spec.mode);
     if (spec.ivgen === 'essiv') {
       const hash = spec.ivHash ?? '';
@@ -58,14 +62,14 @@ export class SectorCipher {
   private ivs(first: number, count: number): Buffer {
     const out = Buffer.alloc(count * BLOCK);
     for (let i = 0; i < count; i++) {
-      const sector = first + i;
+      const sector = first + i * this.ivStep;
       out.writeUInt32LE(sector % 2 ** 32, i * BLOCK);
       if (this.spec.ivgen !== 'plain') out.writeUInt32LE(Math.floor(sector / 2 ** 32), i * BLOCK + 4);
     }
     return this.essivKey ? ecb(this.essivAlg!, this.essivKey, out, true) : out;
   }
 
-  /** Decrypts whole sectors in place; `first` is the number of the first sector in `buf`. */
+  /** Decrypts whole sectors in place; `first` is the IV number of the first sector in `buf`. */
   decrypt(buf: Uint8Array, first: number): void {
     const size = this.sectorSize;
     if (buf.length % size !== 0) throw new ImageError('encrypted I/O must cover whole sectors');

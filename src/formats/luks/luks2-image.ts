@@ -45,8 +45,9 @@ export class Luks2Image implements Image {
   readonly virtualSize: number;
   private readonly info_: LuksInfo;
   private readonly keyBytes: number;
-  /** The IV number of the segment's first sector (iv_tweak, counted in 512-byte units, in sectors). */
+  /** The IV number of the segment's first sector (iv_tweak) and the IV step per sector. */
   private readonly firstIv: number;
+  private readonly ivPerSector: number;
   private cipher?: SectorCipher;
 
   constructor(private dev: BlockDevice, ctx: OpenContext) {
@@ -61,15 +62,15 @@ export class Luks2Image implements Image {
     if (seg.size !== undefined && seg.offset + seg.size > dev.size) throw new ImageError(`LUKS2 segment ends at ${seg.offset + seg.size}, past the end of the file (${dev.size} bytes)`);
     const length = seg.size ?? dev.size - seg.offset;
     this.virtualSize = Math.floor(length / seg.sectorSize) * seg.sectorSize;
-    // dm-crypt (iv_large_sectors, which cryptsetup sets for LUKS2) numbers IVs in sector-size units,
-    // adding iv_tweak (512-byte units) first: a tweak must be whole sectors.
-    const per = BigInt(seg.sectorSize / 512);
-    if (seg.ivTweak % per !== 0n || seg.ivTweak / per > BigInt(Number.MAX_SAFE_INTEGER)) throw new ImageError('LUKS2 segment: iv_tweak is not a whole number of sectors');
-    this.firstIv = Number(seg.ivTweak / per);
+    // cryptsetup does not set dm-crypt's iv_large_sectors for LUKS2: IVs count 512-byte units
+    // from iv_tweak, whatever the sector size (cryptsetup's own userspace reencryption agrees).
+    if (seg.ivTweak > BigInt(Number.MAX_SAFE_INTEGER)) throw new ImageError('LUKS2 segment: iv_tweak is too large');
+    this.ivPerSector = seg.sectorSize / 512;
+    this.firstIv = Number(seg.ivTweak);
     if (ctx.key) {
       const key = unlockLuks2(dev, meta, cPassphrase(ctx.key));
       const spec = parseEncryption(seg.encryption, key.length, 'segment');
-      this.cipher = new SectorCipher(spec, key, seg.sectorSize);
+      this.cipher = new SectorCipher(spec, key, seg.sectorSize, this.ivPerSector);
     } else if (ctx.keyRequired) {
       throw new ImageError("Parameter 'key-secret' is required for cipher");
     }
@@ -94,7 +95,7 @@ export class Luks2Image implements Image {
     for (let sector = Math.floor(offset / size); sector * size < end; sector += perBatch) {
       const last = Math.min(sector + perBatch, Math.ceil(end / size));
       const chunk = readAt(this.dev, this.info_['payload-offset'] + sector * size, (last - sector) * size);
-      this.cipher.decrypt(chunk, this.firstIv + sector);
+      this.cipher.decrypt(chunk, this.firstIv + sector * this.ivPerSector);
       const from = Math.max(offset, sector * size);
       const to = Math.min(end, last * size);
       buf.set(chunk.subarray(from - sector * size, to - sector * size), from - offset);
