@@ -4,6 +4,7 @@ import { inspect } from './inspect.ts';
 import { map } from './map.ts';
 import { convert } from './convert.ts';
 import { compare } from './compare.ts';
+import { check } from './check.ts';
 
 /** The subcommands with a trusted half; the rest report that they are not implemented yet. */
 export const commands: Record<string, Command> = {
@@ -12,4 +13,5 @@ export const commands: Record<string, Command> = {
   map,
   convert,
   compare,
+  check,
 };

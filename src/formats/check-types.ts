@@ -1,0 +1,64 @@
+// What a format's consistency check reports (qemu's BdrvCheckResult plus the lines its checker
+// prints on stderr). Checkers are pure like the rest of format code: they read a BlockDevice.
+import type { BlockDevice, Image } from './types.ts';
+
+/**
+ * One stderr line of a check. Most lines are text; the per-cluster refcount comparison (which a
+ * damaged image can repeat for millions of clusters) travels as runs:
+ * [kind, first cluster, count, stored refcount, computed references], kind 0 = "Leaked", 1 = "ERROR".
+ * Refcounts are decimal strings: they are uint64 in qemu.
+ */
+export type CheckLine = string | [kind: 0 | 1, cluster: number, count: number, refcount: string, reference: string];
+
+/** qemu's BdrvCheckResult; zero fields are absent from its JSON output. */
+export interface CheckCounts {
+  'check-errors': number;
+  corruptions: number;
+  leaks: number;
+  'corruptions-fixed': number;
+  'leaks-fixed': number;
+  'image-end-offset': number;
+  'total-clusters': number;
+  'allocated-clusters': number;
+  'fragmented-clusters': number;
+  'compressed-clusters': number;
+}
+
+export interface CheckReport extends CheckCounts {
+  lines: CheckLine[];
+  /** Lines left out past the report's bound (a hostile image can ask for billions). */
+  omitted: number;
+  /**
+   * The checker stopped with an error (qemu's negative return): strerror's text, printed by
+   * qemu-img as "Check failed: <text>" with nothing on stdout.
+   */
+  failure?: string;
+}
+
+/** A format's checker: the opened image (for what open already parsed) and its file. */
+export type Checker = (image: Image, dev: BlockDevice, report: CheckReport) => void;
+
+/** Most lines one report carries; each is short, so the result stays far below the message limit. */
+export const MAX_CHECK_LINES = 100_000;
+
+export function emptyReport(): CheckReport {
+  return {
+    'check-errors': 0, corruptions: 0, leaks: 0, 'corruptions-fixed': 0, 'leaks-fixed': 0,
+    'image-end-offset': 0, 'total-clusters': 0, 'allocated-clusters': 0, 'fragmented-clusters': 0, 'compressed-clusters': 0,
+    lines: [], omitted: 0,
+  };
+}
+
+/** Adds a line unless the report is full. */
+export function addLine(report: CheckReport, line: CheckLine): void {
+  if (report.lines.length < MAX_CHECK_LINES) report.lines.push(line);
+  else report.omitted++;
+}
+
+/** A checker stops with qemu's negative errno: the op turns this into `failure`. */
+export class CheckFailure extends Error {
+  constructor(readonly strerror: string) {
+    super(strerror);
+    this.name = 'CheckFailure';
+  }
+}

@@ -1,0 +1,12 @@
+// The formats qemu-img can check, and their checkers (qemu's bdrv_co_check per driver). A format
+// absent here is one qemu cannot check either: "This image format does not support checks".
+import type { Checker } from './check-types.ts';
+import { checkQcow2 } from './qcow2/check.ts';
+
+const checkers: Record<string, Checker> = {
+  qcow2: checkQcow2,
+};
+
+export function findChecker(format: string): Checker | undefined {
+  return Object.hasOwn(checkers, format) ? checkers[format] : undefined;
+}

@@ -1,0 +1,244 @@
+// `qemu-img check` for qcow2 (read-only): rebuild the references from the metadata, compare them
+// with the stored refcounts, then check the COPIED flags, in the order of qemu's
+// qcow2_check_refcounts so that the report's lines come in the same order.
+import { ImageError, type BlockDevice, type Image } from '../types.ts';
+import { addLine, CheckFailure, type CheckReport } from '../check-types.ts';
+import { cString, readAt, requestOk } from '../bytes.ts';
+import { INCOMPAT, MAX_L1_BYTES, SNAPSHOT_HEADER_SIZE, parseHeader, type Qcow2Header } from './header.ts';
+import { readExtensions, type Extensions } from './extensions.ts';
+import type { LuksInfo } from '../luks/header.ts';
+import { ComputedRefcounts, MAX_CHECKED_CLUSTERS, RefcountReadError, StoredRefcounts, type Refcount } from './check-refcounts.ts';
+import { ReferenceCounter, clusterType, entryBigInt, readL2Entry } from './check-tables.ts';
+
+const INT_MAX = 0x7fffffff;
+const hex = (v: bigint | number) => v.toString(16);
+
+/** Shared state of one check: what qcow2_signal_corruption has said already. */
+class Context {
+  signaled = false;
+  constructor(readonly report: CheckReport, readonly stored: StoredRefcounts) {}
+
+  /** qcow2_get_refcount; undefined where qemu's call fails (its corruption notice printed once). */
+  refcount(cluster: number): Refcount | undefined {
+    try {
+      return this.stored.get(cluster);
+    } catch (e) {
+      if (!(e instanceof RefcountReadError)) throw e;
+      if (e.corruption && !this.signaled) {
+        this.signaled = true;
+        addLine(this.report, `qcow2: Image is corrupt: ${e.corruption}; further non-fatal corruption events will be suppressed`);
+      }
+      return undefined;
+    }
+  }
+}
+
+interface SnapshotRef {
+  id: string;
+  name: string;
+  l1Offset: bigint;
+  l1Size: number;
+}
+
+/** The snapshot table's entries and its length, walked as qcow2_do_read_snapshots does. */
+function readSnapshotTable(dev: BlockDevice, h: Qcow2Header): { list: SnapshotRef[]; bytes: bigint } {
+  const list: SnapshotRef[] = [];
+  let offset = h.snapshotsOffset;
+  // The table opened already: nb_snapshots ≤ 65536, each entry's extra data ≤ 1 KiB.
+  for (let i = 0; i < h.nbSnapshots; i++) {
+    offset = ((offset + 7n) / 8n) * 8n;
+    const e = readAt(dev, offset, SNAPSHOT_HEADER_SIZE);
+    offset += BigInt(SNAPSHOT_HEADER_SIZE + e.readUInt32BE(36));
+    const id = cString(readAt(dev, offset, e.readUInt16BE(12)));
+    offset += BigInt(e.readUInt16BE(12));
+    const name = cString(readAt(dev, offset, e.readUInt16BE(14)));
+    offset += BigInt(e.readUInt16BE(14));
+    list.push({ id, name, l1Offset: e.readBigUInt64BE(0), l1Size: e.readUInt32BE(8) });
+  }
+  return { list, bytes: offset - h.snapshotsOffset };
+}
+
+/** The bitmap directory's tables (qcow2_check_bitmaps_refcounts): the directory, each table, each cluster. */
+function countBitmaps(dev: BlockDevice, ext: Extensions, counter: ReferenceCounter, report: CheckReport): void {
+  const bm = ext.bitmaps;
+  if (!bm) return;
+  counter.inc(bm.directoryOffset, bm.directorySize);
+  // The directory was checked when the image opened; its size is at most 64 MiB.
+  const dir = readAt(dev, bm.directoryOffset, Number(bm.directorySize));
+  for (let pos = 0; pos + 24 <= dir.length;) {
+    const tableOffset = dir.readBigUInt64BE(pos);
+    const tableSize = dir.readUInt32BE(pos + 8);
+    const entryLen = 24 + dir.readUInt32BE(pos + 20) + dir.readUInt16BE(pos + 18);
+    pos += Math.ceil(entryLen / 8) * 8;
+    counter.inc(tableOffset, BigInt(tableSize) * 8n);
+    const table = readAt(dev, tableOffset, tableSize * 8); // table sizes were bounded at open
+    for (let i = 0; i < tableSize; i++) {
+      const entry = table.readBigUInt64BE(i * 8);
+      const offset = entry & 0x00fffffffffffe00n;
+      const bad = (entry & 0xff000000000001fen) !== 0n || (offset !== 0n && ((entry & 1n) !== 0n || offset % BigInt(counter.cs) !== 0n));
+      if (bad) {
+        report.corruptions++;
+        continue;
+      }
+      if (offset !== 0n) counter.inc(offset, BigInt(counter.cs));
+    }
+  }
+}
+
+/** check_refblocks: each refcount block must be referenced exactly once, by the table. */
+function countRefblocks(ctx: Context, counter: ReferenceCounter, refs: ComputedRefcounts): void {
+  const { stored, report } = ctx;
+  const cs = BigInt(counter.cs);
+  for (let i = 0; i < stored.tableEntries; i++) {
+    const raw = stored.table.readBigUInt64BE(i * 8);
+    if (raw === 0n) continue;
+    const offset = raw & 0xfffffffffffffe00n;
+    const error = (line: string) => {
+      addLine(report, line);
+      report.corruptions++;
+    };
+    if (raw & 0x1ffn) {
+      error(`ERROR refcount table entry ${i} has reserved bits set`);
+      continue;
+    }
+    if (offset % cs !== 0n) {
+      error(`ERROR refcount block ${i} is not cluster aligned; refcount table entry corrupted`);
+      continue;
+    }
+    if (offset / cs >= BigInt(refs.length)) {
+      error(`ERROR refcount block ${i} is outside image`);
+      continue;
+    }
+    counter.inc(offset, cs);
+    const count = refs.get(Number(offset / cs));
+    if (count !== 1) error(`ERROR refcount block ${i} refcount=${count}`);
+  }
+}
+
+/** compare_refcounts: stored against counted, cluster by cluster; returns the highest used cluster. */
+function compare(ctx: Context, refs: ComputedRefcounts): number {
+  const { report } = ctx;
+  let highest = 0;
+  let run: [0 | 1, number, number, string, string] | undefined;
+  const flush = () => {
+    if (run) addLine(report, run);
+    run = undefined;
+  };
+  for (let i = 0; i < refs.length; i++) {
+    const stored = ctx.refcount(i);
+    if (stored === undefined) {
+      flush();
+      addLine(report, `Can't get refcount for cluster ${i}: Input/output error`);
+      report['check-errors']++;
+      continue;
+    }
+    const counted = refs.get(i);
+    if (stored > 0 || counted > 0) highest = i;
+    // eslint-disable-next-line eqeqeq -- a 64-bit refcount may be a bigint
+    if (stored == counted) continue;
+    const kind = stored < counted ? 1 : 0;
+    if (kind === 1) report.corruptions++;
+    else report.leaks++;
+    const s = String(stored);
+    const c = String(counted);
+    if (run && run[0] === kind && run[1] + run[2] === i && run[3] === s && run[4] === c) run[2]++;
+    else {
+      flush();
+      run = [kind, i, 1, s, c];
+    }
+  }
+  flush();
+  return highest;
+}
+
+/** check_oflag_copied: the COPIED flag must be set exactly where the refcount is 1. */
+function checkCopiedFlags(ctx: Context, dev: BlockDevice, h: Qcow2Header, hasDataFile: boolean): void {
+  const { report } = ctx;
+  const cs = h.clusterSize;
+  const l1 = readAt(dev, h.l1TableOffset, h.l1Size * 8);
+  const entryBytes = h.extendedL2 ? 16 : 8;
+  const error = (line: string) => {
+    addLine(report, line);
+    report.corruptions++;
+  };
+  for (let i = 0; i < h.l1Size; i++) {
+    const l1Entry = l1.readBigUInt64BE(i * 8);
+    const l2Offset = l1Entry & 0x00fffffffffffe00n;
+    if (l2Offset === 0n) continue;
+    const refcount = ctx.refcount(Number(l2Offset / BigInt(cs)));
+    if (refcount === undefined) continue;
+    // eslint-disable-next-line eqeqeq -- a 64-bit refcount may be a bigint
+    if ((refcount == 1) !== ((l1Entry >> 63n) === 1n)) {
+      error(`ERROR OFLAG_COPIED L2 cluster: l1_index=${i} l1_entry=${hex(l1Entry)} refcount=${refcount}`);
+    }
+    if (!requestOk(l2Offset, BigInt(cs))) {
+      addLine(report, 'ERROR: Could not read L2 table: Input/output error');
+      report['check-errors']++;
+      throw new CheckFailure('Input/output error');
+    }
+    const table = readAt(dev, l2Offset, cs);
+    for (let j = 0; j < cs / entryBytes; j++) {
+      const e = readL2Entry(table, j, entryBytes);
+      const type = clusterType(e, h.extendedL2, hasDataFile);
+      if (type !== 'normal' && type !== 'zero-alloc') continue;
+      const count = hasDataFile ? 1 : ctx.refcount(Math.floor(e.offset / cs));
+      if (count === undefined) continue;
+      // eslint-disable-next-line eqeqeq -- a 64-bit refcount may be a bigint
+      if ((count == 1) !== ((e.hi & 0x80000000) !== 0)) {
+        error(`ERROR OFLAG_COPIED data cluster: l2_entry=${hex(entryBigInt(e))} refcount=${count}`);
+      }
+    }
+  }
+}
+
+/** qcow2_co_check without repair. */
+export function checkQcow2(image: Image, dev: BlockDevice, report: CheckReport): void {
+  const h = parseHeader(dev);
+  // The extensions opened already; the LUKS header itself is not needed here.
+  const ext = readExtensions(dev, h, false, () => ({}) as LuksInfo);
+  const cs = h.clusterSize;
+  const clusters = Math.ceil(dev.size / cs);
+  if (clusters > INT_MAX) {
+    report['check-errors']++;
+    throw new CheckFailure('File too large');
+  }
+  if (clusters > MAX_CHECKED_CLUSTERS) {
+    throw new ImageError(`instar checks images of at most ${MAX_CHECKED_CLUSTERS} clusters; this file has ${clusters}`);
+  }
+  const hasDataFile = (h.incompatible & INCOMPAT.dataFile) !== 0n;
+  report['total-clusters'] = Math.ceil(image.virtualSize / cs);
+  const refcountMax = h.refcountOrder >= 6 ? Number.MAX_SAFE_INTEGER : 2 ** 2 ** h.refcountOrder - 1;
+  const refs = new ComputedRefcounts(clusters, refcountMax);
+  const counter = new ReferenceCounter(dev, h, refs, report, hasDataFile);
+  const ctx = new Context(report, new StoredRefcounts(dev, h));
+
+  counter.inc(0n, BigInt(cs));
+  counter.l1(h.l1TableOffset, h.l1Size, true);
+  const snapshots = readSnapshotTable(dev, h);
+  if (hasDataFile && h.nbSnapshots > 0) {
+    addLine(report, `ERROR ${h.nbSnapshots} snapshots in image with data file`);
+    report.corruptions++;
+  }
+  for (const sn of snapshots.list) {
+    if (sn.l1Offset % BigInt(cs) !== 0n) {
+      addLine(report, `ERROR snapshot ${sn.id} (${sn.name}) l1_offset=${sn.l1Offset === 0n ? '0' : '0x' + hex(sn.l1Offset)}: L1 table is not cluster aligned; snapshot table entry corrupted`);
+      report.corruptions++;
+      continue;
+    }
+    if (sn.l1Size > MAX_L1_BYTES / 8) {
+      addLine(report, `ERROR snapshot ${sn.id} (${sn.name}) l1_size=0x${hex(sn.l1Size)}: L1 table is too large; snapshot table entry corrupted`);
+      report.corruptions++;
+      continue;
+    }
+    counter.l1(sn.l1Offset, sn.l1Size, false);
+  }
+  counter.inc(h.snapshotsOffset, snapshots.bytes);
+  counter.inc(h.refcountTableOffset, BigInt(h.refcountTableClusters) * BigInt(cs));
+  if (ext.crypto && ext.crypto.length !== 0n) counter.inc(ext.crypto.offset, ext.crypto.length);
+  countBitmaps(dev, ext, counter, report);
+  countRefblocks(ctx, counter, refs);
+
+  const highest = compare(ctx, refs);
+  checkCopiedFlags(ctx, dev, h, hasDataFile);
+  report['image-end-offset'] = (highest + 1) * cs;
+}

@@ -1,0 +1,32 @@
+// The guest's check report is untrusted data: every field is shape- and range-checked before any
+// of it is printed, and its text lines are cleaned of anything a terminal would act on.
+import { OpError } from '../sandbox/run.ts';
+import { MAX_CHECK_LINES, type CheckLine, type CheckReport } from '../../formats/check-types.ts';
+import type { CheckResult } from '../../ops/check.ts';
+
+const COUNTERS = ['check-errors', 'corruptions', 'leaks', 'corruptions-fixed', 'leaks-fixed', 'image-end-offset',
+  'total-clusters', 'allocated-clusters', 'fragmented-clusters', 'compressed-clusters'] as const;
+const MAX_LINE = 4096;
+/** A run covers at most every cluster a file can have (qemu refuses more than INT_MAX). */
+const MAX_RUN = 0x7fffffff;
+const DECIMAL = /^(0|[1-9][0-9]{0,19})$/;
+
+const isCount = (v: unknown, max = Number.MAX_SAFE_INTEGER) => Number.isSafeInteger(v) && (v as number) >= 0 && (v as number) <= max;
+
+function validLine(l: unknown): l is CheckLine {
+  if (typeof l === 'string') return l.length <= MAX_LINE && !l.includes('\n');
+  return Array.isArray(l) && l.length === 5 && (l[0] === 0 || l[0] === 1) && isCount(l[1], MAX_RUN) && isCount(l[2], MAX_RUN) &&
+    typeof l[3] === 'string' && DECIMAL.test(l[3]) && typeof l[4] === 'string' && DECIMAL.test(l[4]);
+}
+
+export function validCheckResult(value: unknown): CheckResult {
+  const fail = () => new OpError('the guest gave a malformed check result');
+  const r = (value ?? {}) as Record<string, unknown>;
+  if (typeof r.format !== 'string' || !/^[a-z0-9_-]{1,32}$/.test(r.format)) throw fail();
+  if (r.unsupported === true) return { format: r.format, unsupported: true };
+  const rep = (r.report ?? {}) as Record<string, unknown>;
+  if (!COUNTERS.every((k) => isCount(rep[k]))) throw fail();
+  if (!Array.isArray(rep.lines) || rep.lines.length > MAX_CHECK_LINES || !rep.lines.every(validLine) || !isCount(rep.omitted)) throw fail();
+  if (rep.failure !== undefined && (typeof rep.failure !== 'string' || !/^[A-Za-z ,'-]{1,80}$/.test(rep.failure))) throw fail();
+  return { format: r.format, report: rep as unknown as CheckReport };
+}
