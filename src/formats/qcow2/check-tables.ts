@@ -78,7 +78,7 @@ export class ReferenceCounter {
     for (let k = Number(first); k <= Number(last); k++) {
       if (!this.refs.inc(k)) {
         this.error(`ERROR: overflow cluster offset=0x${hex(BigInt(k) * cs)}`);
-        addLine(this.report, 'Use qemu-img check -r all to fix the image');
+        addLine(this.report, 'Use qemu-img amend to increase the refcount entry width or qemu-img convert to create a clean copy if the image cannot be opened for writing');
       }
     }
   }
@@ -165,7 +165,7 @@ export class ReferenceCounter {
         }
         if (!this.hasDataFile) this.inc(BigInt(offset), BigInt(this.cs));
       } else if (type === 'unallocated' && bitmapLo !== 0) {
-        this.error('ERROR: Unallocated cluster has non-zero subcluster allocation bitmap');
+        this.error('ERROR: Unallocated cluster has non-zero subcluster allocation map');
       }
     }
   }
