@@ -69,8 +69,10 @@ export function readLuks2Header(dev: BlockDevice): Luks2Header {
   const offsets = typeof primary === 'string' ? HEADER_SIZES : [primary.headerSize];
   let secondary: Luks2Header | string = 'not found';
   for (const at of offsets) {
-    secondary = readCopy(dev, at, SECONDARY_MAGIC);
-    if (typeof secondary !== 'string') break;
+    const copy = readCopy(dev, at, SECONDARY_MAGIC);
+    // Keep the first reason from a place that does hold a secondary header ("bad magic" says nothing).
+    if (typeof copy !== 'string' || (copy !== 'bad magic' && secondary === 'not found') || offsets.length === 1) secondary = copy;
+    if (typeof copy !== 'string') break;
   }
   if (typeof primary === 'string' && typeof secondary === 'string') {
     throw new ImageError(`LUKS2 header is invalid: primary header: ${primary}; secondary header: ${secondary}`);
