@@ -3,7 +3,7 @@
  * it lists exactly what the active profile accepts.
  */
 import type { Profile } from '../output/profile.ts';
-import { drivers } from '../formats/registry.ts';
+import { DRIVER_NAMES } from '../formats/names.ts';
 import { SUBCOMMANDS, commandTable } from './tables.ts';
 import { COMMAND_OPERANDS, COMMAND_SUMMARIES, INSTAR_OPTIONS_HELP, OPTION_HELP } from './help-text.ts';
 
@@ -21,7 +21,7 @@ export function versionText(profile: Profile): string {
 }
 
 function formatNames(): string {
-  return drivers.map((d) => d.name).sort().join(' ');
+  return [...DRIVER_NAMES].sort().join(' ');
 }
 
 /** `qemu-img --help`. */

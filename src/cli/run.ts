@@ -3,12 +3,12 @@
  * CommandContext and runs the subcommand's trusted half (src/host/commands).
  */
 import { commands } from '../host/commands/index.ts';
-import type { CommandContext } from '../host/commands/types.ts';
-import { profileFor, resolveQemuVersion, ProfileError, PROBE_MARKER } from '../output/profile.ts';
+import type { Command, CommandContext } from '../host/commands/types.ts';
+import type { Profile } from '../output/profile.ts';
+import { profileFor, resolveQemuVersionAsync, ProfileError, PROBE_MARKER } from '../output/profile.ts';
 import { DEFAULT_MAX_DEPTH } from '../host/paths/policy.ts';
 import { parseCommandLine, programName } from './command-line.ts';
 import { prescanQemuVersion, finishGlobals, GlobalOptionError } from './globals.ts';
-import { mainHelp, commandHelp, versionText } from './help.ts';
 
 /** Where a command line's text goes, and the process facts it reads. */
 export interface CommandLineIo {
@@ -27,9 +27,11 @@ export async function runCommandLine(args: string[], io: CommandLineIo): Promise
   if (env[PROBE_MARKER]) return 3;
   const progname = programName(io.argv1);
 
-  let resolved: ReturnType<typeof resolveQemuVersion>;
+  // The command's code loads while the installed qemu-img is probed (both take milliseconds).
+  const preload = loaderFor(guessCommandName(args))?.().catch(() => undefined);
+  let resolved: Awaited<ReturnType<typeof resolveQemuVersionAsync>>;
   try {
-    resolved = resolveQemuVersion({ flag: prescanQemuVersion(args), env });
+    resolved = await resolveQemuVersionAsync({ flag: prescanQemuVersion(args), env });
   } catch (e) {
     if (e instanceof ProfileError) {
       err(`${progname}: ${e.message}\n`);
@@ -44,15 +46,9 @@ export async function runCommandLine(args: string[], io: CommandLineIo): Promise
       err(outcome.stderr);
       return 1;
     case 'main-help':
-      if (outcome.stderr) err(outcome.stderr);
-      out(mainHelp(profile));
-      return 0;
     case 'command-help':
-      out(commandHelp(outcome.name, profile));
-      return 0;
     case 'version':
-      out(versionText(profile));
-      return 0;
+      return printHelp(outcome, profile, io);
   }
 
   let globals;
@@ -69,7 +65,9 @@ export async function runCommandLine(args: string[], io: CommandLineIo): Promise
   debug?.(`emulating qemu-img ${resolved.version} (profile from ${resolved.source})`);
 
   const { command } = outcome;
-  const run = Object.hasOwn(commands, command.name) ? commands[command.name] : undefined;
+  await preload;
+  const load = loaderFor(command.name);
+  const run = load ? await load() : undefined;
   if (!run) {
     err(`${progname}: '${command.name}' is not implemented yet in instar\n`);
     return 1;
@@ -90,5 +88,33 @@ export async function runCommandLine(args: string[], io: CommandLineIo): Promise
     err(`${progname}: ${e instanceof Error ? e.message : String(e)}\n`);
     if (globals.debug && e instanceof Error && e.stack) err(e.stack + '\n');
     return 1;
+  }
+}
+
+function loaderFor(name: string | undefined): (() => Promise<Command>) | undefined {
+  return name !== undefined && Object.hasOwn(commands, name) ? commands[name] : undefined;
+}
+
+/** The first word that is not an option: the subcommand, in every ordinary command line. */
+function guessCommandName(args: string[]): string | undefined {
+  return args.find((a) => !a.startsWith('-'));
+}
+
+type HelpOutcome = Extract<ReturnType<typeof parseCommandLine>, { kind: 'main-help' | 'command-help' | 'version' }>;
+
+/** --help and --version: their text is built by a module only these need. */
+async function printHelp(outcome: HelpOutcome, profile: Profile, io: CommandLineIo): Promise<number> {
+  const { mainHelp, commandHelp, versionText } = await import('./help.ts');
+  switch (outcome.kind) {
+    case 'main-help':
+      if (outcome.stderr) io.err(outcome.stderr);
+      io.out(mainHelp(profile));
+      return 0;
+    case 'command-help':
+      io.out(commandHelp(outcome.name, profile));
+      return 0;
+    case 'version':
+      io.out(versionText(profile));
+      return 0;
   }
 }

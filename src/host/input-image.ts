@@ -4,7 +4,7 @@
 import { strerror } from '../strerror.ts';
 import { closeSync, constants, fstatSync, openSync } from 'node:fs';
 import type { ParsedCommand } from '../cli/types.ts';
-import { findDriver } from '../formats/registry.ts';
+import { isDriverName } from '../formats/names.ts';
 import { parseQemuOpts } from './commands/image-opts.ts';
 import { quoteJsonString } from '../output/json.ts';
 import { qdictOrder } from '../output/qdict-order.ts';
@@ -81,7 +81,7 @@ export function topTarget(cmd: ParsedCommand, spec: string): Target {
 
 /** qemu looks the format up before it opens the file. */
 export function checkFormat(target: Target): void {
-  if (target.format !== undefined && target.format !== 'file' && !findDriver(target.format)) {
+  if (target.format !== undefined && target.format !== 'file' && !isDriverName(target.format)) {
     throw new InputImageError(`Could not open '${target.errorName}': Unknown driver '${target.format}'`);
   }
 }

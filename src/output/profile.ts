@@ -1,5 +1,5 @@
 import { accessSync, constants, realpathSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { delimiter, join } from 'node:path';
 
 /**
@@ -103,6 +103,60 @@ export function resolveQemuVersion(input: ResolveProfileInput): { version: strin
  * other instar decline (it exits without printing), so the probe moves on.
  */
 export function probeInstalledQemuImg(env: NodeJS.ProcessEnv): string | undefined {
+  for (const candidate of qemuImgCandidates(env)) {
+    const r = spawnSync(candidate, ['--version'], { env: probeEnv(env), encoding: 'utf8', timeout: PROBE_TIMEOUT_MS, stdio: ['ignore', 'pipe', 'ignore'] });
+    const version = versionOf(r.stdout ?? '');
+    if (version) return version;
+  }
+  return undefined;
+}
+
+/**
+ * The same probe without blocking: the CLI starts it first thing, so the child runs while the
+ * command's code loads (it would otherwise add its whole run time to every call).
+ */
+export async function probeInstalledQemuImgAsync(env: NodeJS.ProcessEnv): Promise<string | undefined> {
+  for (const candidate of qemuImgCandidates(env)) {
+    const version = versionOf(await stdoutOf(candidate, env));
+    if (version) return version;
+  }
+  return undefined;
+}
+
+/** resolveQemuVersion with the installed version probed asynchronously (and only when needed). */
+export async function resolveQemuVersionAsync(input: Omit<ResolveProfileInput, 'probe'>): Promise<{ version: string; source: ProfileSource }> {
+  let installed: string | undefined;
+  const needsProbe = input.flag === undefined && !input.env.INSTAR_QEMU_VERSION;
+  if (needsProbe) installed = await probeInstalledQemuImgAsync(input.env);
+  return resolveQemuVersion({ ...input, probe: () => installed });
+}
+
+const PROBE_TIMEOUT_MS = 5000;
+
+function probeEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  return { ...env, [PROBE_MARKER]: '1' };
+}
+
+function versionOf(stdout: string): string | undefined {
+  const m = /^qemu-img version (\d+)\.(\d+)/m.exec(stdout);
+  return m && !/\(instar /.test(stdout) ? `${Number(m[1])}.${Number(m[2])}` : undefined;
+}
+
+function stdoutOf(file: string, env: NodeJS.ProcessEnv): Promise<string> {
+  return new Promise((resolve) => {
+    let text = '';
+    const child = spawn(file, ['--version'], { env: probeEnv(env), stdio: ['ignore', 'pipe', 'ignore'], timeout: PROBE_TIMEOUT_MS });
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (chunk: string) => {
+      if (text.length < 4096) text += chunk;
+    });
+    child.on('error', () => resolve(''));
+    child.on('close', () => resolve(text));
+  });
+}
+
+/** Executable qemu-img files on PATH that are not instar itself (see probeInstalledQemuImg). */
+function* qemuImgCandidates(env: NodeJS.ProcessEnv): Generator<string> {
   const self = realPathOrEmpty(process.argv[1] ?? '');
   for (const dir of (env.PATH ?? '').split(delimiter)) {
     if (dir === '') continue;
@@ -114,16 +168,8 @@ export function probeInstalledQemuImg(env: NodeJS.ProcessEnv): string | undefine
     } catch {
       continue;
     }
-    const r = spawnSync(candidate, ['--version'], {
-      env: { ...env, [PROBE_MARKER]: '1' },
-      encoding: 'utf8',
-      timeout: 5000,
-      stdio: ['ignore', 'pipe', 'ignore'],
-    });
-    const m = /^qemu-img version (\d+)\.(\d+)/m.exec(r.stdout ?? '');
-    if (m && !/\(instar /.test(r.stdout)) return `${Number(m[1])}.${Number(m[2])}`;
+    yield candidate;
   }
-  return undefined;
 }
 
 function realPathOrEmpty(path: string): string {

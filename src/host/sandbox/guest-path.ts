@@ -1,5 +1,5 @@
-// Where the guest bundle is. The CLI and library bundles sit in dist/ beside guest.cjs; when
-// running from source (tests under tsx) this file is src/host/sandbox/, three levels down
+// Where the guest bundle is. The CLI and library bundles sit in dist/ beside guest.cjs, their
+// split-off chunks in dist/chunks/ (this code lands in one of those); when running from source (tests under tsx) this file is src/host/sandbox/, three levels down
 // from the package root. The guest is always the built bundle, never the sources.
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -14,7 +14,7 @@ export function defaultGuestPath(): string {
   if (testGuest) return testGuest;
   if (cached) return cached;
   const here = dirname(fileURLToPath(import.meta.url));
-  const candidates = [join(here, 'guest.cjs'), join(here, '..', '..', '..', 'dist', 'guest.cjs')];
+  const candidates = [join(here, 'guest.cjs'), join(here, '..', 'guest.cjs'), join(here, '..', '..', '..', 'dist', 'guest.cjs')];
   cached = candidates.find((p) => existsSync(p)) ?? candidates[candidates.length - 1];
   return cached;
 }
