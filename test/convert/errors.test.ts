@@ -48,6 +48,11 @@ const cases: [string, string[], (() => void)?][] = [
   ['-s is not an option', ['-s', 'snap', 'a.qcow2', 'o.raw']],
   ['-f naming another format', ['-f', 'qcow2', 'r.raw', 'o.raw']],
   ['-f unknown', ['-f', 'foo', 'a.qcow2', 'o.raw']],
+  ['-T unknown cache mode', ['-T', 'bogus', 'a.qcow2', 'o.raw']],
+  ['-T unknown before a missing source', ['-T', 'bogus', 'nope.qcow2', 'o.raw']],
+  ['-t unknown cache mode (target created, left)', ['-t', 'bogus', 'a.qcow2', 'o.raw']],
+  ['-t unknown with -n and a missing target', ['-t', 'bogus', '-n', 'a.qcow2', 'o.raw']],
+  ['-t unknown after an unknown -O', ['-t', 'bogus', '-O', 'foo', 'a.qcow2', 'o.raw']],
 ];
 
 for (const [name, args, setup] of cases) {

@@ -106,6 +106,9 @@ const cases: [string, () => string[]][] = [
     return ['-S', '512', '-f', 'raw', 's512.raw'];
   }],
   ['-U, -t, -T, -W, -m, --object accepted', () => { copyFileSync(join(dir, 'plain.qcow2'), join(dir, 'flags.qcow2')); return ['-U', '-t', 'none', '-T', 'writeback', '-W', '-m', '4', '--object', 'secret,id=s0,data=x', 'flags.qcow2']; }],
+  // -t decides whether the target is flushed at the end (all but unsafe); the bytes are the same.
+  ['-t writethrough -T off', () => ['-t', 'writethrough', '-T', 'off', 'plain.qcow2']],
+  ['-t unsafe -T directsync', () => ['-t', 'unsafe', '-T', 'directsync', 'plain.qcow2']],
   ['--image-opts', () => ['--image-opts', 'driver=qcow2,file.filename=plain.qcow2']],
   // 320 MiB: big enough for two guests (split at 160 MiB), data across the split point.
   ['a disk copied by two guests on disjoint ranges', () => {

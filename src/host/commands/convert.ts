@@ -72,7 +72,14 @@ interface Settings {
   targetIsZero: boolean;
   progress: boolean;
   outputFormat: string;
+  /** -t: qemu-img convert's default is 'unsafe', which never flushes the target. */
+  outputCache: string;
+  /** -T, checked only (the sources are read-only). */
+  sourceCache?: string;
 }
+
+/** bdrv_parse_cache_mode's names. */
+const CACHE_MODES = new Set(['none', 'off', 'writeback', 'unsafe', 'directsync', 'writethrough']);
 
 function settings(cmd: ParsedCommand, ctx: CommandContext): Settings {
   let sparse = 4096;
@@ -89,6 +96,8 @@ function settings(cmd: ParsedCommand, ctx: CommandContext): Settings {
     targetIsZero: has('target-is-zero'),
     progress: has('progress') && !has('quiet'),
     outputFormat: cmd.options.get('output-format')?.at(-1) ?? 'raw',
+    outputCache: cmd.options.get('output-cache')?.at(-1) ?? 'unsafe',
+    sourceCache: cmd.options.get('source-cache')?.at(-1),
   };
   if (s.targetIsZero && !s.noCreate) throw new ConvertError('--target-is-zero requires use of -n flag');
   if (has('target-image-opts') && !s.noCreate) throw new ConvertError('--target-image-opts requires use of -n flag');
@@ -172,6 +181,7 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
   const format = cmd.options.get('source-format')?.at(-1);
   const targets = specs.map((spec) => imageTarget(spec, format, cmd.options.has('image-opts')));
   const secrets = sourceSecrets(cmd.options.get('object') ?? [], targets);
+  if (s.sourceCache !== undefined && !CACHE_MODES.has(s.sourceCache)) throw new ConvertError(`Invalid source cache option: ${s.sourceCache}`);
   const inputs: InputFile[] = [];
   try {
     for (const t of targets) inputs.push({ fd: openTop(t), path: t.path });
@@ -189,11 +199,20 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
     const sizes = await openPhase(inputs, targets, options, ctx);
     checkTargetFormat(cmd, s);
     const total = sizes.reduce((a, b) => a + b, 0);
+    // qemu parses -t after creating the target (which then stays), before opening it with -n.
+    const badCache = !CACHE_MODES.has(s.outputCache);
+    if (badCache && s.noCreate) throw new ConvertError(`Invalid cache option: ${s.outputCache}`);
     const outFd = openTarget(outPath, total, s);
+    if (badCache) {
+      closeSync(outFd);
+      throw new ConvertError(`Invalid cache option: ${s.outputCache}`);
+    }
     let ok = false;
     try {
       await copyPhase(inputs, outFd, outPath, total, options, printer, ctx);
-      fsyncSync(outFd);
+      // Every mode but 'unsafe' flushes when qemu closes the target (none/directsync also
+      // bypass the page cache, which a flush at the end stands in for).
+      if (s.outputCache !== 'unsafe') fsyncSync(outFd);
       ok = true;
     } catch (e) {
       if (e instanceof OpError || e instanceof ReferencedFileError) throw new ConvertError(e.message);
