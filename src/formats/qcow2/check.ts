@@ -134,7 +134,7 @@ function compare(ctx: Context, refs: ComputedRefcounts): number {
     }
     const counted = refs.get(i);
     if (stored > 0 || counted > 0) highest = i;
-    // eslint-disable-next-line eqeqeq -- a 64-bit refcount may be a bigint
+    // A 64-bit refcount may be a bigint: loose equality compares it with the counted number.
     if (stored == counted) continue;
     const kind = stored < counted ? 1 : 0;
     if (kind === 1) report.corruptions++;
@@ -167,7 +167,6 @@ function checkCopiedFlags(ctx: Context, dev: BlockDevice, h: Qcow2Header, hasDat
     if (l2Offset === 0n) continue;
     const refcount = ctx.refcount(Number(l2Offset / BigInt(cs)));
     if (refcount === undefined) continue;
-    // eslint-disable-next-line eqeqeq -- a 64-bit refcount may be a bigint
     if ((refcount == 1) !== ((l1Entry >> 63n) === 1n)) {
       error(`ERROR OFLAG_COPIED L2 cluster: l1_index=${i} l1_entry=${hex(l1Entry)} refcount=${refcount}`);
     }
@@ -183,7 +182,6 @@ function checkCopiedFlags(ctx: Context, dev: BlockDevice, h: Qcow2Header, hasDat
       if (type !== 'normal' && type !== 'zero-alloc') continue;
       const count = hasDataFile ? 1 : ctx.refcount(Math.floor(e.offset / cs));
       if (count === undefined) continue;
-      // eslint-disable-next-line eqeqeq -- a 64-bit refcount may be a bigint
       if ((count == 1) !== ((e.hi & 0x80000000) !== 0)) {
         error(`ERROR OFLAG_COPIED data cluster: l2_entry=${hex(entryBigInt(e))} refcount=${count}`);
       }
