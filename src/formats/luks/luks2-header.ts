@@ -13,6 +13,7 @@ export const LUKS2_BINARY_HEADER = 4096;
 const HEADER_SIZES = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096].map((k) => k * 1024);
 const CSUM_AT = 448;
 const CSUM_LEN = 64;
+const PAST_EOF = 'it lies past the end of the file';
 
 export interface Luks2Header {
   /** hdr_size: one binary header plus its JSON area. */
@@ -31,7 +32,7 @@ export function isLuks2(head: Uint8Array): boolean {
 
 /** One header copy at `offset`, or why it is not valid. */
 function readCopy(dev: BlockDevice, offset: number, magic: Buffer): Luks2Header | string {
-  if (offset + LUKS2_BINARY_HEADER > dev.size) return 'it lies past the end of the file';
+  if (offset + LUKS2_BINARY_HEADER > dev.size) return PAST_EOF;
   const bin = readAt(dev, offset, LUKS2_BINARY_HEADER);
   if (!bin.subarray(0, 6).equals(magic)) return 'bad magic';
   if (bin.readUInt16BE(6) !== 2) return `version ${bin.readUInt16BE(6)}`;
@@ -71,7 +72,8 @@ export function readLuks2Header(dev: BlockDevice): Luks2Header {
   for (const at of offsets) {
     const copy = readCopy(dev, at, SECONDARY_MAGIC);
     // Keep the first reason from a place that does hold a secondary header ("bad magic" says nothing).
-    if (typeof copy !== 'string' || (copy !== 'bad magic' && secondary === 'not found') || offsets.length === 1) secondary = copy;
+    const absent = copy === 'bad magic' || copy === PAST_EOF;
+    if (typeof copy !== 'string' || (!absent && secondary === 'not found') || offsets.length === 1) secondary = copy;
     if (typeof copy !== 'string') break;
   }
   if (typeof primary === 'string' && typeof secondary === 'string') {
