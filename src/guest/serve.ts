@@ -3,7 +3,7 @@
 // path, and whatever goes wrong leaves as one line of text, never a stack trace.
 import { readSync, writeSync } from 'node:fs';
 import { FdDevice } from '../io/fd-device.ts';
-import { describeError, RequestError } from './describe-error.ts';
+import { describeError, errorWarnings, RequestError, WarningList } from './describe-error.ts';
 import { MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES, type DeviceSpec, type GuestMessage, type GuestRequest } from '../protocol/messages.ts';
 import type { Op } from '../ops/types.ts';
 
@@ -61,9 +61,14 @@ function send(msg: GuestMessage): void {
   while (done < bytes.length) done += retryingEagain(() => writeSync(MESSAGE_FD, bytes, done, bytes.length - done));
 }
 
+/** Lines for stderr the op queued (sent with its result or error). */
+const warnings = new WarningList();
+const withWarnings = () => (warnings.list.length > 0 ? { warnings: warnings.list } : {});
+
 function fail(e: unknown): never {
   try {
-    send({ type: 'error', message: describeError(e) });
+    for (const w of errorWarnings(e)) warnings.add(w);
+    send({ type: 'error', message: describeError(e), ...withWarnings() });
   } finally {
     process.exit(1);
   }
@@ -81,8 +86,8 @@ export async function serveGuest(ops: Record<string, Op>): Promise<void> {
       // Only the streaming kinds: the op's end is its return value or exception.
       if (msg.type !== 'result' && msg.type !== 'error') send(msg);
     };
-    const value = await ops[req.op](req.options, { devices, emit });
-    send({ type: 'result', value: value ?? null });
+    const value = await ops[req.op](req.options, { devices, emit, warn: (w) => warnings.add(w) });
+    send({ type: 'result', value: value ?? null, ...withWarnings() });
   } catch (e) {
     fail(e);
   }

@@ -7,7 +7,12 @@ import { openReferenced, startChain } from './paths/resolve.ts';
 import { PathRefusedError, ReferenceOpenError, type ChainState } from './paths/policy.ts';
 import { referencedPath } from './paths/combine.ts';
 import type { CommandContext } from './commands/types.ts';
-import type { NeededFile } from '../protocol/messages.ts';
+import type { GuestWarning, NeededFile } from '../protocol/messages.ts';
+
+/** Prints a guest's warnings as qemu prints them: error_report-style lines after the program name. */
+export function printWarnings(warnings: readonly GuestWarning[], ctx: CommandContext): void {
+  for (const w of warnings) ctx.err(w.prefixed ? `${ctx.progname}: ${w.text}\n` : `${w.text}\n`);
+}
 
 /** An image the user named on the command line, already opened by the command. */
 export interface InputFile {
@@ -60,9 +65,24 @@ export async function runWithReferencedFiles(op: string, options: Record<string,
   const opened: number[] = [];
   try {
     for (let round = 0; round < MAX_ROUNDS; round++) {
-      const result = await runOp(op, options, devices, ctx.run);
+      // Only the last round's warnings are printed: a need-files round opens the same images again.
+      let warnings: GuestWarning[] = [];
+      let result: unknown;
+      try {
+        result = await runOp(op, options, devices, { ...ctx.run, onWarnings: (w) => (warnings = w) });
+      } catch (e) {
+        if (e instanceof OpError) {
+          // Before the error itself, as qemu prints them; the caller prints the error.
+          printWarnings(e.warnings, ctx);
+          e.warnings = [];
+        }
+        throw e;
+      }
       const needed = neededFiles(result, devices.length);
-      if (needed === undefined) return result;
+      if (needed === undefined) {
+        printWarnings(warnings, ctx);
+        return result;
+      }
       let added = 0;
       for (const file of needed) {
         if (devices.some((d) => d.referrer === file.referrer && d.role === file.role && d.name === file.name)) continue;

@@ -11,6 +11,8 @@ import type { Op, OpContext } from './types.ts';
 import type { OpenTreeOptions } from './open-tree.ts';
 import { CompareProgress, FLOAT_BITS, floatToBits } from './compare-progress.ts';
 import { statusView, type StatusView } from './compare-status.ts';
+import { errorWarnings } from '../guest/describe-error.ts';
+import { strerror } from '../strerror.ts';
 
 export interface CompareOptions {
   /** -f and -F (or the drivers named by --image-opts); detection when absent. */
@@ -30,9 +32,33 @@ export interface CompareOptions {
 /** One piece of stdout, in order: a progress percentage (a C float) or a line of text. */
 export type CompareEvent = { progress: number } | { text: string };
 
+/**
+ * Why the walk stopped early: image `image` failed its block status (qemu: "Sector allocation test
+ * failed", exit 3) or a read of the chunk at `offset` (qemu: "Error while reading offset", exit 4).
+ */
+export type CompareFailure = { image: 0 | 1; status: 3 } | { image: 0 | 1; status: 4; offset: number; reason: string };
+
 export type CompareResult =
   | { opened: false; image: 0 | 1; message: string }
-  | { opened: true; formats: string[]; status: 0 | 1; events: CompareEvent[] };
+  | { opened: true; formats: string[]; status: 0 | 1; events: CompareEvent[] }
+  | { opened: true; formats: string[]; status: 3 | 4; events: CompareEvent[]; failure: CompareFailure };
+
+/** A failed block status or read inside the walk, with the qemu error it becomes. */
+class WalkFailure extends Error {
+  constructor(readonly failure: CompareFailure, readonly source: unknown) {
+    super('compare walk failed');
+  }
+}
+
+/** Runs `fn`; an image's own error becomes a WalkFailure (anything else is a bug and stays one). */
+function guarded<T>(fn: () => T, fail: (reason: string) => CompareFailure): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (!(e instanceof ImageError) || e instanceof MissingFilesError) throw e;
+    throw new WalkFailure(fail(e.errno ? strerror(e.errno) : e.message), e);
+  }
+}
 
 /** qemu-img's IO_BUF_SIZE: the most compare reads from each image at once. */
 const IO_BUF_SIZE = 2 * 1024 * 1024;
@@ -59,8 +85,8 @@ function statusOf(e: Extent, size: number, compressedBit: boolean): number {
   return s;
 }
 
-function extentAt(view: StatusView, offset: number, end: number): Extent {
-  const e = view(offset, end);
+function extentAt(view: StatusView, image: 0 | 1, offset: number, end: number): Extent {
+  const e = guarded(() => view(offset, end), () => ({ image, status: 3 }));
   // A driver's extent must move forward; a zero-length one would loop forever.
   if (!(e.length > 0)) throw new ImageError(`block status at offset ${offset} made no progress`);
   return { ...e, offset, length: Math.min(e.length, end - offset) };
@@ -75,18 +101,27 @@ function firstDifferentSector(a: Buffer, b: Buffer): number {
   return -1;
 }
 
+/** An image with its place on the command line (qemu's messages name it by that). */
+interface Sided {
+  image: Image;
+  index: 0 | 1;
+}
+
 /**
  * Reads `length` bytes at `offset` from both images (b absent: compares against zeros) in pieces
  * of READ_SIZE, and returns the absolute offset qemu reports for the first difference, or -1.
  * Pieces start at sector multiples from `offset`, so the sector search inside one is qemu's.
  */
-function firstDifference(a: Image, b: Image | undefined, offset: number, length: number, bufA: Buffer, bufB: Buffer): number {
+function firstDifference(a: Sided, b: Sided | undefined, offset: number, length: number, bufA: Buffer, bufB: Buffer): number {
+  // qemu reads the whole chunk at once: a failure is reported at the chunk's offset.
+  const read = (s: Sided, buf: Buffer, at: number) =>
+    guarded(() => s.image.read(buf, at), (reason) => ({ image: s.index, status: 4, offset, reason }));
   for (let done = 0; done < length; done += READ_SIZE) {
     const n = Math.min(READ_SIZE, length - done);
     const pa = bufA.subarray(0, n);
     const pb = bufB.subarray(0, n);
-    a.read(pa, offset + done);
-    b?.read(pb, offset + done);
+    read(a, pa, offset + done);
+    if (b) read(b, pb, offset + done);
     if (!pa.equals(pb)) return offset + done + firstDifferentSector(pa, pb);
   }
   return -1;
@@ -131,8 +166,16 @@ export const compareOp: Op = (options, ctx) => {
     else events.push(ev);
   };
   const progress = opts.progress ? new CompareProgress((value) => out({ progress: value })) : undefined;
-  const status = compareImages(images[0], images[1], views, compressedBit, !!opts.strict, progress, out);
-  return { opened: true, formats: images.map((i) => i.format), status, events } satisfies CompareResult;
+  const formats = images.map((i) => i.format);
+  try {
+    const status = compareImages(images[0], images[1], views, compressedBit, !!opts.strict, progress, out);
+    return { opened: true, formats, status, events } satisfies CompareResult;
+  } catch (e) {
+    if (!(e instanceof WalkFailure)) throw e;
+    // What the driver printed on the way (qcow2's corruption notice) comes before qemu's error.
+    for (const w of errorWarnings(e.source)) ctx.warn?.(w);
+    return { opened: true, formats, status: e.failure.status, events, failure: e.failure } satisfies CompareResult;
+  }
 };
 
 /** qemu's walk; returns the exit status (0 identical, 1 different) and gives `out` what it prints. */
@@ -151,8 +194,8 @@ function compareImages(a: Image, b: Image, [viewA, viewB]: StatusView[], compres
   const bufB = Buffer.alloc(bufA.length);
   let offset = 0;
   while (offset < common) {
-    const extA = extentAt(viewA, offset, sizeA);
-    const extB = extentAt(viewB, offset, sizeB);
+    const extA = extentAt(viewA, 0, offset, sizeA);
+    const extB = extentAt(viewB, 1, offset, sizeB);
     const statusA = statusOf(extA, sizeA, compressedBit);
     const statusB = statusOf(extB, sizeB, compressedBit);
     let chunk = Math.min(extA.length, extB.length, common - offset);
@@ -162,7 +205,7 @@ function compareImages(a: Image, b: Image, [viewA, viewB]: StatusView[], compres
     }
     if (!(statusA & ZERO && statusB & ZERO)) {
       chunk = Math.min(chunk, IO_BUF_SIZE);
-      const at = firstDifference(a, b, offset, chunk, bufA, bufB);
+      const at = firstDifference({ image: a, index: 0 }, { image: b, index: 1 }, offset, chunk, bufA, bufB);
       if (at >= 0) {
         say(`Content mismatch at offset ${at}!\n`);
         return 1;
@@ -173,11 +216,12 @@ function compareImages(a: Image, b: Image, [viewA, viewB]: StatusView[], compres
   }
   if (sizeA !== sizeB) {
     say(SIZE_WARNING);
-    const over = sizeA > sizeB ? a : b;
+    const overIndex = sizeA > sizeB ? 0 : 1;
+    const over = { image: overIndex === 0 ? a : b, index: overIndex } as const;
     const overView = sizeA > sizeB ? viewA : viewB;
     const zeros = Buffer.alloc(bufA.length);
     while (offset < base) {
-      const ext = extentAt(overView, offset, base);
+      const ext = extentAt(overView, overIndex, offset, base);
       let chunk = ext.length;
       if (ext.kind === 'data') {
         chunk = Math.min(chunk, IO_BUF_SIZE);

@@ -1,10 +1,11 @@
 // The guest half of `map`: walks the image's allocation status over the requested range and
 // merges the runs the way qemu-img's map does (get_block_status + entry_mergeable), so the host
 // only renders. Entries go to the host in bounded chunks, never as one message of any size.
-import { ImageError, type Extent } from '../formats/types.ts';
+import { ImageError, type Extent, type Image } from '../formats/types.ts';
 import { openTree, type OpenTreeOptions } from './open-tree.ts';
 import type { MapEntry } from '../protocol/messages.ts';
 import type { OpContext } from './types.ts';
+import { errorWarnings } from '../guest/describe-error.ts';
 
 export interface MapOptions extends OpenTreeOptions {
   /** --start-offset, decimal (up to 2^63-1, so a string). */
@@ -95,6 +96,24 @@ function wireOffset(offset: bigint | undefined): number | string {
   return offset >= 0n && offset <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(offset) : BigInt.asIntN(64, offset).toString();
 }
 
+/**
+ * The extent at `pos`. A driver's run may reach a broken table further on and fail where qemu's
+ * answer would have stopped at the end of its own table (Image.blockStatus) and failed only at the
+ * next call: then the shorter answer, so the entries before the failure come out as in qemu.
+ */
+function extentOrShorter(image: Image, pos: number, end: number, ctx: OpContext): Extent {
+  try {
+    return image.extent(pos, end - pos);
+  } catch (e) {
+    const granule = typeof image.blockStatus === 'number' && image.blockStatus > 0 ? image.blockStatus : 0;
+    const stop = granule > 0 ? pos - (pos % granule) + granule : end;
+    if (stop >= end) throw e;
+    // What the driver printed on the way (qcow2 prints its corruption notice once) stays printed.
+    for (const w of errorWarnings(e)) ctx.warn?.(w);
+    return image.extent(pos, stop - pos);
+  }
+}
+
 export function mapOp(options: Record<string, unknown>, ctx: OpContext): MapResult {
   const opts = options as unknown as MapOptions;
   const image = openTree(ctx, 0, opts);
@@ -122,7 +141,14 @@ export function mapOp(options: Record<string, unknown>, ctx: OpContext): MapResu
   let curr: Entry | undefined;
   let stopped = false;
   for (let pos = Number(start); pos < end; ) {
-    const ext = image.extent(pos, end - pos);
+    let ext: Extent;
+    try {
+      ext = extentOrShorter(image, pos, end, ctx);
+    } catch (e) {
+      // qemu has printed every entry it finished before the failing block status: send them.
+      flush();
+      throw e;
+    }
     if (!(ext.length > 0) || ext.offset !== pos) throw new ImageError('map: the driver returned an empty extent');
     const next = toEntry(ext, ctx, chain);
     pos += ext.length;

@@ -44,10 +44,24 @@ export const INT64_DECIMAL = /^(0|-?[1-9][0-9]{0,18})$/;
 /** Most entries in one `map-entries` message. */
 export const MAX_MAP_ENTRIES = 8192;
 
+/**
+ * A line for stderr besides the op's own error (qemu prints such lines and goes on, or before it
+ * fails): `prefixed` lines follow "<progname>: " (qemu's error_report, and warn_report with its
+ * "warning: "), others stand alone (a driver's own fprintf, e.g. qcow2's corruption notice).
+ */
+export interface GuestWarning {
+  text: string;
+  prefixed: boolean;
+}
+
+/** Most warnings one result or error carries, and the longest text of one (guest data: bounded). */
+export const MAX_WARNINGS = 16;
+export const MAX_WARNING_TEXT = 1024;
+
 export type GuestMessage =
   | { type: 'progress'; done: number; total: number }
-  | { type: 'result'; value: unknown }
-  | { type: 'error'; message: string }
+  | { type: 'result'; value: unknown; warnings?: GuestWarning[] }
+  | { type: 'error'; message: string; warnings?: GuestWarning[] }
   | { type: 'need-files'; files: { role: DeviceRole; name: string; format?: string }[] }
   | { type: 'map-entries'; entries: MapEntry[] };
 

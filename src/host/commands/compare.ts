@@ -7,6 +7,7 @@ import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { OpError } from '../sandbox/run.ts';
+import { cleanGuestError } from '../sandbox/guest-messages.ts';
 import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
 import { InputImageError, imageTarget, openTop, type Target } from '../input-image.ts';
 import { sourceSecrets } from '../secrets.ts';
@@ -45,7 +46,11 @@ const progressLine = (value: number) => `    (${percent(value)}/100%)\r`;
 export function checkCompareResult(value: unknown): CompareResult {
   const r = (value ?? {}) as Record<string, unknown>;
   if (r.opened === false && (r.image === 0 || r.image === 1) && typeof r.message === 'string') return r as unknown as CompareResult;
-  const ok = r.opened === true && (r.status === 0 || r.status === 1) && Array.isArray(r.formats) && r.formats.every((f) => typeof f === 'string') &&
+  const f = (r.failure ?? {}) as Record<string, unknown>;
+  const failureOk = r.failure === undefined ? r.status === 0 || r.status === 1
+    : (f.image === 0 || f.image === 1) && f.status === r.status &&
+      (f.status === 3 || (f.status === 4 && Number.isSafeInteger(f.offset) && (f.offset as number) >= 0 && typeof f.reason === 'string' && f.reason.length <= 1024));
+  const ok = r.opened === true && failureOk && Array.isArray(r.formats) && r.formats.every((f) => typeof f === 'string') &&
     Array.isArray(r.events) && r.events.length <= MAX_EVENTS &&
     r.events.every((e: unknown) => {
       const ev = (e ?? {}) as Record<string, unknown>;
@@ -89,7 +94,7 @@ function openError(t: Target, message: string): CompareError {
 }
 
 /** Runs the guest over both images (and the files they name). */
-async function runCompare(cmd: ParsedCommand, ctx: CommandContext, progress: boolean): Promise<{ status: number; text: string }> {
+async function runCompare(cmd: ParsedCommand, ctx: CommandContext, progress: boolean): Promise<{ status: number; text: string; error?: string }> {
   const first = openNamed(cmd, 0);
   const fds = [first.fd];
   try {
@@ -132,6 +137,13 @@ async function runCompare(cmd: ParsedCommand, ctx: CommandContext, progress: boo
       if (option !== undefined) throw openError(targets[i], `Block format '${result.formats[i]}' does not support the option '${option}'`);
     }
     const text = result.events.map((ev) => ('progress' in ev ? progressLine(ev.progress) : ev.text)).join('');
+    if ('failure' in result) {
+      // qemu names the image as it was given on the command line.
+      const f = result.failure;
+      const name = cmd.args[f.image];
+      const message = f.status === 3 ? `Sector allocation test failed for ${name}` : `Error while reading offset ${f.offset} of ${name}: ${cleanGuestError(f.reason).split('\n')[0]}`;
+      return { status: f.status, text, error: message };
+    }
     return { status: result.status, text };
   } finally {
     for (const fd of fds) closeSync(fd);
@@ -175,8 +187,9 @@ export const compare: Command = async (cmd, ctx) => {
     return OPEN_FAILED;
   }
   try {
-    const { status, text } = await runCompare(cmd, ctx, progress);
+    const { status, text, error } = await runCompare(cmd, ctx, progress);
     if (!quiet) ctx.out(text);
+    if (error !== undefined) ctx.err(`${ctx.progname}: ${error}\n`);
     end();
     return status;
   } catch (e) {

@@ -91,6 +91,12 @@ class MapPrinter {
     this.pending = line;
   }
 
+  /** A failure after some entries: qemu printed each finished one with its "," (another was coming). */
+  abandon(): void {
+    if (this.json && this.pending) this.ctx.out(jsonMapEntry(this.pending, this.ctx.profile) + ',\n');
+    this.pending = undefined;
+  }
+
   finish(): void {
     if (this.json && this.pending) this.ctx.out(jsonMapEntry(this.pending, this.ctx.profile) + ']\n');
   }
@@ -144,6 +150,7 @@ async function runMap(cmd: ParsedCommand, args: MapArgs, ctx: CommandContext): P
     if (failure !== undefined) throw failure;
     if (e instanceof ReferencedFileError) throw referencedFailure(e, target);
     if (e instanceof OpError) {
+      if (printer.started) printer.abandon();
       throw new InputImageError(printer.started ? `Could not read file metadata: ${e.message}` : `Could not open '${target.errorName}': ${e.message}`);
     }
     throw e;

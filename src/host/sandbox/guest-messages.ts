@@ -1,7 +1,8 @@
 // The host's reading of the guest's message stream: newline-delimited JSON on fd 3. The guest
 // is untrusted, so every line is size-checked, parsed and shape-checked before use, and any
 // text it sends is cleaned before it can reach a terminal.
-import { INT64_DECIMAL, MAX_MAP_ENTRIES, MAX_MESSAGE_BYTES, type DeviceRole, type GuestMessage } from '../../protocol/messages.ts';
+import { INT64_DECIMAL, MAX_MAP_ENTRIES, MAX_MESSAGE_BYTES, MAX_WARNINGS, MAX_WARNING_TEXT, type DeviceRole, type GuestMessage, type GuestWarning } from '../../protocol/messages.ts';
+import { escapeForTerminal } from '../../output/terminal.ts';
 
 const ROLES: ReadonlySet<string> = new Set<DeviceRole>(['input', 'backing', 'data-file', 'extent', 'output']);
 const MAX_TEXT = 4096;
@@ -11,6 +12,26 @@ const MAX_FILES = 256;
 export function cleanGuestText(text: string, max = MAX_TEXT): string {
   const one = text.replace(/[\u0000-\u001f\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]+/g, ' ').trim();
   return one.length > max ? one.slice(0, max) + '…' : one;
+}
+
+/** Most lines of one error (qemu's hints add a line or two). */
+const MAX_ERROR_LINES = 8;
+
+/**
+ * An error's text for stderr: its lines kept (qemu's error hints are lines of their own), every
+ * other control character escaped as names from an image are (output/terminal.ts), bounded.
+ */
+export function cleanGuestError(text: string): string {
+  const lines = text.split('\n').slice(0, MAX_ERROR_LINES);
+  return lines.map((l) => escapeForTerminal(l.length > MAX_TEXT ? l.slice(0, MAX_TEXT) + '…' : l)).join('\n');
+}
+
+/** Warnings for stderr: at most MAX_WARNINGS, each one escaped line of bounded length. */
+export function cleanGuestWarnings(warnings: readonly GuestWarning[]): GuestWarning[] {
+  return warnings.slice(0, MAX_WARNINGS).map((w) => ({
+    text: escapeForTerminal(w.text.length > MAX_WARNING_TEXT ? w.text.slice(0, MAX_WARNING_TEXT) + '…' : w.text),
+    prefixed: w.prefixed,
+  }));
 }
 
 type Obj = Record<string, unknown>;
@@ -25,6 +46,12 @@ function isInt64String(v: unknown): boolean {
   return n === BigInt.asIntN(64, n);
 }
 
+/** An optional warnings list: bounded in count and length (the guest cuts its own to fit). */
+function warningsOk(v: unknown): boolean {
+  return v === undefined || (Array.isArray(v) && v.length <= MAX_WARNINGS && v.every((w) =>
+    isObj(w) && onlyKeys(w, ['text', 'prefixed']) && typeof w.text === 'string' && w.text.length <= MAX_WARNING_TEXT + 1 && typeof w.prefixed === 'boolean'));
+}
+
 /** Per message type: its allowed keys and a check of their values. */
 const SHAPES: Record<GuestMessage['type'], { keys: string[]; ok: (o: Obj) => boolean }> = {
   progress: { keys: ['type', 'done', 'total'], ok: (o) => isCount(o.done) && isCount(o.total) },
@@ -34,8 +61,8 @@ const SHAPES: Record<GuestMessage['type'], { keys: string[]; ok: (o: Obj) => boo
       // [start, length, depth, flags, offset or -1, file or -1]
       o.entries.every((e) => Array.isArray(e) && e.length === 6 && e.every((n, i) => (i === 4 && isInt64String(n)) || (Number.isSafeInteger(n) && n >= (i < 4 ? 0 : -1)))),
   },
-  result: { keys: ['type', 'value'], ok: (o) => 'value' in o },
-  error: { keys: ['type', 'message'], ok: (o) => typeof o.message === 'string' },
+  result: { keys: ['type', 'value', 'warnings'], ok: (o) => 'value' in o && warningsOk(o.warnings) },
+  error: { keys: ['type', 'message', 'warnings'], ok: (o) => typeof o.message === 'string' && warningsOk(o.warnings) },
   'need-files': {
     keys: ['type', 'files'],
     ok: (o) =>
@@ -65,7 +92,9 @@ export function parseGuestMessage(line: string): GuestMessage | string {
   const shape = Object.prototype.hasOwnProperty.call(SHAPES, value.type) ? SHAPES[value.type as GuestMessage['type']] : undefined;
   if (!shape) return `unknown message type '${cleanGuestText(value.type, 40)}'`;
   if (!onlyKeys(value, shape.keys) || !shape.ok(value)) return `malformed '${value.type}' message`;
-  if (value.type === 'error') return { type: 'error', message: cleanGuestText(value.message as string) };
+  const warnings = value.warnings === undefined ? {} : { warnings: cleanGuestWarnings(value.warnings as GuestWarning[]) };
+  if (value.type === 'error') return { type: 'error', message: cleanGuestError(value.message as string), ...warnings };
+  if (value.type === 'result') return { type: 'result', value: value.value, ...warnings };
   return value as unknown as GuestMessage;
 }
 

@@ -4,7 +4,7 @@
 // guest receives file descriptors at 4, 5, …, never paths.
 import { spawn } from 'node:child_process';
 import { existsSync, realpathSync } from 'node:fs';
-import { MAX_REQUEST_BYTES, type GuestMessage, type GuestRequest } from '../../protocol/messages.ts';
+import { MAX_REQUEST_BYTES, type GuestMessage, type GuestRequest, type GuestWarning } from '../../protocol/messages.ts';
 import type { HostDevice, RunOptions } from './run.ts';
 import { OpError } from './run.ts';
 import { planLayers, describePlan, diagnoseLaunchFailure, type LayerPlan } from './probe.ts';
@@ -85,8 +85,9 @@ function commandLine(plan: LayerPlan, bundle: string, limits: SandboxLimits, sec
 }
 
 interface Outcome {
-  result?: { value: unknown };
+  result?: { value: unknown; warnings?: GuestWarning[] };
   error?: string;
+  errorWarnings?: GuestWarning[];
   violation?: string;
   /** Any message at all arrived (so the guest did start). */
   spoke: boolean;
@@ -159,21 +160,28 @@ function launch(argv: string[], requestText: string, devices: HostDevice[], secc
     else if (msg.type === 'need-files') run.onNeedFiles?.(msg.files);
     else if (msg.type === 'map-entries') run.onMapEntries?.(msg.entries);
     else if (msg.type === 'result') {
-      outcome.result = { value: msg.value };
+      outcome.result = { value: msg.value, warnings: msg.warnings };
       // With nothing writable, nothing the guest does after its result matters: take the
       // result and end the guest now instead of waiting ~10 ms for node and bwrap to tear down.
       // (With an output, the host waits for the exit so that no write can follow its fsync.)
       if (readOnly) finishEarly?.(msg.value);
     }
-    else if (msg.type === 'error') outcome.error = msg.message;
+    else if (msg.type === 'error') {
+      outcome.error = msg.message;
+      outcome.errorWarnings = msg.warnings;
+    }
   };
 
   return new Promise((resolve, reject) => {
+    const succeed = (value: unknown) => {
+      if (outcome.result?.warnings) run.onWarnings?.(outcome.result.warnings);
+      resolve(value);
+    };
     finishEarly = (value) => {
       settled = true;
       clearTimeout(watchdog);
       killGroup();
-      resolve(value);
+      succeed(value);
     };
     child.on('error', (e) => {
       clearTimeout(watchdog);
@@ -185,8 +193,8 @@ function launch(argv: string[], requestText: string, devices: HostDevice[], secc
       for (const line of outcome.stderr.split('\n').filter((l) => l.trim()).slice(0, 20)) run.debug?.(`guest stderr: ${cleanGuestText(line, 300)}`);
       if (outcome.violation) return reject(new OpError(`guest process killed: protocol violation (${outcome.violation})`));
       if (outcome.timedOut) return reject(new OpError(`guest process killed: time limit exceeded (${limits.wallMs / 1000} s)`));
-      if (outcome.error !== undefined) return reject(new OpError(outcome.error));
-      if (outcome.result && code === 0 && splitter.leftover === 0) return resolve(outcome.result.value);
+      if (outcome.error !== undefined) return reject(new OpError(outcome.error, outcome.errorWarnings));
+      if (outcome.result && code === 0 && splitter.leftover === 0) return succeed(outcome.result.value);
       const reason = deathReason(code, signal, outcome.stderr, !!outcome.result);
       reject(outcome.result || outcome.spoke ? new OpError(reason) : new GuestSilent(reason));
     });

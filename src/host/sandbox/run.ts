@@ -1,6 +1,7 @@
 import { FdDevice } from '../../io/fd-device.ts';
-import { describeError } from '../../guest/describe-error.ts';
-import type { DeviceRole, DeviceSpec, GuestMessage, MapEntry } from '../../protocol/messages.ts';
+import { describeError, errorWarnings, WarningList } from '../../guest/describe-error.ts';
+import { cleanGuestError, cleanGuestWarnings } from './guest-messages.ts';
+import type { DeviceRole, DeviceSpec, GuestMessage, GuestWarning, MapEntry } from '../../protocol/messages.ts';
 import type { SandboxLimits } from './limits.ts';
 import type { LayerName } from './probe.ts';
 
@@ -18,6 +19,8 @@ export interface RunOptions {
   onNeedFiles?: (files: { role: DeviceRole; name: string; format?: string }[]) => void;
   /** `map`'s entries, streamed in bounded chunks (checked by the host before use). */
   onMapEntries?: (entries: MapEntry[]) => void;
+  /** The lines for stderr that came with the op's result (cleaned); an error carries its own. */
+  onWarnings?: (warnings: GuestWarning[]) => void;
   /** Overrides of the op's default resource limits (see limits.ts). */
   limits?: Partial<SandboxLimits>;
   /** Tests only: run this guest bundle instead of dist/guest.cjs. */
@@ -38,8 +41,11 @@ export interface HostDevice {
 
 /** A failure reported by an op: `message` is qemu-style text for the user. */
 export class OpError extends Error {
-  constructor(message: string) {
+  /** Lines qemu would print on stderr before this error (cleaned guest data). */
+  warnings: GuestWarning[] = [];
+  constructor(message: string, warnings?: GuestWarning[]) {
     super(message);
+    if (warnings) this.warnings = warnings;
     this.name = 'OpError';
   }
 }
@@ -62,11 +68,15 @@ async function runInProcess(op: string, options: Record<string, unknown>, device
     else if (msg.type === 'need-files') run.onNeedFiles?.(msg.files);
     else if (msg.type === 'map-entries') run.onMapEntries?.(msg.entries);
   };
+  const warnings = new WarningList();
   try {
     const wrapped = devices.map((d, i) => ({ spec: { fd: i, role: d.role, writable: d.writable, name: d.name, referrer: d.referrer }, dev: new FdDevice(d.fd, d.writable) }));
-    return await handler(options, { devices: wrapped, emit });
+    const value = await handler(options, { devices: wrapped, emit, warn: (w) => warnings.add(w) });
+    run.onWarnings?.(cleanGuestWarnings(warnings.list));
+    return value;
   } catch (e) {
-    // The same one-line wording as from the sandboxed guest, never a stack trace.
-    throw new OpError(describeError(e));
+    // The same wording and cleaning as from the sandboxed guest, never a stack trace.
+    for (const w of errorWarnings(e)) warnings.add(w);
+    throw new OpError(cleanGuestError(describeError(e)), cleanGuestWarnings(warnings.list));
   }
 }
