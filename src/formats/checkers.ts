@@ -2,9 +2,13 @@
 // absent here is one qemu cannot check either: "This image format does not support checks".
 import type { Checker } from './check-types.ts';
 import { checkQcow2 } from './qcow2/check.ts';
+import { checkVdi } from './vdi/check.ts';
+import { checkVmdk } from './vmdk/check.ts';
 
 const checkers: Record<string, Checker> = {
   qcow2: checkQcow2,
+  vdi: checkVdi,
+  vmdk: checkVmdk,
 };
 
 export function findChecker(format: string): Checker | undefined {
