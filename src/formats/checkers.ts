@@ -4,11 +4,13 @@ import type { Checker } from './check-types.ts';
 import { checkQcow2 } from './qcow2/check.ts';
 import { checkVdi } from './vdi/check.ts';
 import { checkVmdk } from './vmdk/check.ts';
+import { checkQed } from './qed/check.ts';
 
 const checkers: Record<string, Checker> = {
   qcow2: checkQcow2,
   vdi: checkVdi,
   vmdk: checkVmdk,
+  qed: checkQed,
 };
 
 export function findChecker(format: string): Checker | undefined {
