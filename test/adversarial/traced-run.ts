@@ -9,16 +9,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { INSTAR_ALIAS } from '../helpers/oracles.ts';
 import { watchGuests } from './guest-memory.ts';
+import { parseStrace, type TracedCall } from '../helpers/strace-log.ts';
 
-export interface TracedCall {
-  pid: number;
-  syscall: string;
-  /** The first string argument (the path of every %file call). */
-  path?: string;
-  /** Where a relative path is looked up from: `cwd` or another directory fd. */
-  relativeTo: 'cwd' | 'dirfd';
-  line: string;
-}
+export { parseStrace, type TracedCall };
+
 
 export interface TracedRun {
   status: number | null;
@@ -31,28 +25,6 @@ export interface TracedRun {
   /** Peak resident set (VmHWM) of the sandboxed guest(s), sampled, in KiB; 0 if never seen. */
   guestPeakKiB: number;
   calls: TracedCall[];
-}
-
-function unescape(s: string): string {
-  return s.replace(/\\(x[0-9a-fA-F]{2}|[0-7]{1,3}|.)/g, (_, e: string) => {
-    if (e[0] === 'x') return String.fromCharCode(parseInt(e.slice(1), 16));
-    if (/^[0-7]+$/.test(e)) return String.fromCharCode(parseInt(e, 8));
-    return ({ n: '\n', t: '\t', r: '\r' } as Record<string, string>)[e] ?? e;
-  });
-}
-
-/** Parses an `strace -f` log into calls (resumed halves of interrupted calls are skipped). */
-export function parseStrace(log: string): TracedCall[] {
-  const calls: TracedCall[] = [];
-  for (const line of log.split('\n')) {
-    const m = /^(\d+)\s+(\w+)\((.*)$/.exec(line);
-    if (!m) continue;
-    const str = /"((?:[^"\\]|\\.)*)"/.exec(m[3]);
-    // openat/statx/newfstatat/readlinkat… take a directory fd first; AT_FDCWD means the cwd.
-    const dirfd = /^(\d+)</.exec(m[3]) ?? /^(\d+),/.exec(m[3]);
-    calls.push({ pid: Number(m[1]), syscall: m[2], path: str ? unescape(str[1]) : undefined, relativeTo: dirfd ? 'dirfd' : 'cwd', line });
-  }
-  return calls;
 }
 
 /** One CLI run; `wallLimitMs` kills the whole run (a hang is then reported as status null). */

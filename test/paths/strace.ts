@@ -4,28 +4,16 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
+import { parseStrace, type TracedCall } from '../helpers/strace-log.ts';
 
-export interface TracedCall {
-  pid: number;
-  syscall: string;
-  /** The first string argument: the path for every %file call (readlink's result is not it). */
-  path?: string;
-  line: string;
-}
+export type { TracedCall };
+
 
 export interface Traced {
   status: number | null;
   stdout: string;
   stderr: string;
   calls: TracedCall[];
-}
-
-function unescape(s: string): string {
-  return s.replace(/\\(x[0-9a-fA-F]{2}|[0-7]{1,3}|.)/g, (_, e: string) => {
-    if (e[0] === 'x') return String.fromCharCode(parseInt(e.slice(1), 16));
-    if (/^[0-7]+$/.test(e)) return String.fromCharCode(parseInt(e, 8));
-    return ({ n: '\n', t: '\t', r: '\r' } as Record<string, string>)[e] ?? e;
-  });
 }
 
 /** strace -f over `argv`; a missing strace fails the test (never a skip). */
@@ -37,13 +25,7 @@ export function straced(argv: string[], opts: { cwd: string; timeoutMs?: number 
       cwd: opts.cwd, encoding: 'utf8', timeout: opts.timeoutMs ?? 60_000,
     });
     if (r.error) throw r.error;
-    const calls: TracedCall[] = [];
-    for (const line of readFileSync(log, 'utf8').split('\n')) {
-      const m = /^(\d+)\s+(\w+)\((.*)$/.exec(line);
-      if (!m) continue;
-      const str = /"((?:[^"\\]|\\.)*)"/.exec(m[3]);
-      calls.push({ pid: Number(m[1]), syscall: m[2], path: str ? unescape(str[1]) : undefined, line });
-    }
+    const calls = parseStrace(readFileSync(log, 'utf8'));
     return { status: r.status, stdout: r.stdout, stderr: r.stderr, calls };
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -2,22 +2,14 @@
 // the hostile op named in the image) ends as one line on stderr and exit status 1.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:net';
 import { runInstar } from '../helpers/oracles.ts';
-import { HOSTILE_GUEST, assertOneLine, scratchDir, writeInput } from './helpers.ts';
+import { HOSTILE_GUEST, assertOneLine, countingServer, scratchDir, writeInput, type CountingServer } from './helpers.ts';
 
 describe('hostile guest through the CLI', () => {
   const scratch = scratchDir();
-  let server: Server;
-  let connections = 0;
-  let port = 0;
+  let server: CountingServer;
   before(async () => {
-    server = createServer((s) => {
-      connections++;
-      s.destroy();
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    port = (server.address() as { port: number }).port;
+    server = await countingServer();
   });
   after(() => {
     server.close();
@@ -26,7 +18,7 @@ describe('hostile guest through the CLI', () => {
 
   const cases: [string, () => Record<string, unknown>, RegExp][] = [
     ['open-passwd', () => ({}), /not permitted/],
-    ['connect', () => ({ port }), /EPERM/],
+    ['connect', () => ({ port: server.port }), /EPERM/],
     ['spawn', () => ({}), /not permitted/],
     ['alloc-2g', () => ({}), /memory limit exceeded/],
     ['write-input', () => ({}), /EBADF/],
@@ -49,7 +41,7 @@ describe('hostile guest through the CLI', () => {
   }
 
   it('the loopback server saw no connection', () => {
-    assert.equal(connections, 0);
+    assert.equal(server.connections(), 0);
   });
 
   it('a real image still works through the test guest (control)', () => {

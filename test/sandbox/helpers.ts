@@ -4,6 +4,7 @@ import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
+import { createServer, type AddressInfo } from 'node:net';
 import { ROOT } from '../helpers/oracles.ts';
 import { runOp, OpError, type RunOptions, type SandboxMode } from '../../src/host/sandbox/run.ts';
 
@@ -48,4 +49,21 @@ export function assertOneLine(message: string): void {
   assert.doesNotMatch(message, /[\n\r]/, `multi-line message: ${JSON.stringify(message)}`);
   assert.doesNotMatch(message, /\bat .*:\d+:\d+/, `stack trace in message: ${message}`);
   assert.doesNotMatch(message, /[\u0000-\u001f\u007f-\u009f]/, `control character in message: ${JSON.stringify(message)}`);
+}
+
+/** A TCP server on 127.0.0.1 that counts the connections it gets (a sandboxed guest must get none). */
+export interface CountingServer {
+  port: number;
+  connections: () => number;
+  close: () => void;
+}
+
+export async function countingServer(): Promise<CountingServer> {
+  let connections = 0;
+  const server = createServer((s) => {
+    connections++;
+    s.destroy();
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { port: (server.address() as AddressInfo).port, connections: () => connections, close: () => server.close() };
 }

@@ -2,27 +2,19 @@
 // offers, which here is all of them too), must end in a clean one-line error.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:net';
 import { readFileSync } from 'node:fs';
-import { HOSTILE_GUEST, expectRefused, runHostile, scratchDir, writeInput } from './helpers.ts';
+import { HOSTILE_GUEST, countingServer, expectRefused, runHostile, scratchDir, writeInput, type CountingServer } from './helpers.ts';
 
 for (const mode of ['strict', 'auto'] as const) {
   describe(`hostile guest ops, --sandbox=${mode}`, () => {
     const scratch = scratchDir();
     let input = '';
-    let server: Server;
-    let port = 0;
-    let connections = 0;
+    let server: CountingServer;
 
     before(async () => {
       assert.ok(readFileSync(HOSTILE_GUEST).length > 0, 'build the test guest first: npm run build');
       input = writeInput(scratch.dir, 'input.img', Buffer.concat([Buffer.from([0x51, 0x46, 0x49, 0xfb]), Buffer.alloc(4092)]));
-      server = createServer((s) => {
-        connections++;
-        s.destroy();
-      });
-      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-      port = (server.address() as { port: number }).port;
+      server = await countingServer();
     });
     after(() => {
       server.close();
@@ -42,9 +34,9 @@ for (const mode of ['strict', 'auto'] as const) {
     });
 
     it('refuses to connect to a server on loopback, which sees no connection', async () => {
-      await expectRefused(runHostile(mode, 'connect', input, { port }));
+      await expectRefused(runHostile(mode, 'connect', input, { port: server.port }));
       await new Promise((resolve) => setTimeout(resolve, 50));
-      assert.equal(connections, 0);
+      assert.equal(server.connections(), 0);
     });
 
     it('refuses to spawn a child process', async () => {

@@ -8,6 +8,7 @@ import { findDriver } from '../../../src/formats/registry.ts';
 import { ImageError, type Image } from '../../../src/formats/types.ts';
 import { VERSIONS, runQemu, type OracleVersion } from '../../helpers/oracles.ts';
 import { hashImage, hashQemuRaw, qemuOk } from '../vpc/image-helpers.ts';
+import type { MapEntry as ApiMapEntry } from '../../../src/api.ts';
 
 export { qemuOk, tempDir, writeSource, assertUnalignedReads, hashImage } from '../vpc/image-helpers.ts';
 
@@ -41,16 +42,8 @@ export function assertInfoMatches(ours: object, version: OracleVersion, path: st
   assert.deepEqual({ ...ours }, theirs, `info vs qemu-img ${version}`);
 }
 
-export interface MapEntry {
-  start: number;
-  length: number;
-  depth: number;
-  present: boolean;
-  zero: boolean;
-  data: boolean;
-  compressed?: boolean;
-  offset?: number;
-}
+/** One `map --output=json` entry, as the library types it (qemu-img 7.2+ always prints `present`). */
+export type MapEntry = ApiMapEntry & { present: boolean };
 
 const sameRun = (a: MapEntry, b: MapEntry): boolean =>
   a.depth === b.depth && a.present === b.present && a.zero === b.zero && a.data === b.data && a.compressed === b.compressed &&

@@ -10,6 +10,7 @@ import { openVmdk } from '../../../src/formats/vmdk/driver.ts';
 import { NeedFilesError } from '../../../src/formats/vmdk/errors.ts';
 import type { VmdkImage } from '../../../src/formats/vmdk/image.ts';
 import { runQemu, type OracleVersion } from '../../helpers/oracles.ts';
+import type { MapEntry as ApiMapEntry } from '../../../src/api.ts';
 
 export function tempDir(): { dir: string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), 'instar-vmdk-'));
@@ -55,17 +56,8 @@ export function oracleInfo(version: OracleVersion, path: string): Record<string,
   return JSON.parse(qemuOk(version, ['info', '--output=json', path])) as Record<string, unknown>;
 }
 
-export interface MapEntry {
-  start: number;
-  length: number;
-  depth: number;
-  present: boolean;
-  zero: boolean;
-  data: boolean;
-  /** Only qemu-img 8.2 and later print it. */
-  compressed?: boolean;
-  offset?: number;
-}
+/** One `map --output=json` entry, as the library types it (qemu-img 7.2+ always prints `present`). */
+export type MapEntry = ApiMapEntry & { present: boolean };
 
 export function oracleMap(version: OracleVersion, path: string): MapEntry[] {
   const raw = JSON.parse(qemuOk(version, ['map', '--output=json', path])) as (MapEntry & Record<string, unknown>)[];
