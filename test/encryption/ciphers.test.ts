@@ -57,7 +57,7 @@ describe('sector ciphers', () => {
   }
 
   it('refuses what node:crypto lacks, by name', () => {
-    for (const [alg, mode] of [['aes-192', 'xts'], ['serpent-256', 'xts'], ['twofish-128', 'cbc'], ['cast5-128', 'cbc']]) {
+    for (const [alg, mode] of [['serpent-256', 'xts'], ['twofish-128', 'cbc']]) {
       assert.throws(() => new SectorCipher({ alg, mode, ivgen: 'plain64' }, Buffer.alloc(64)), (e) => e instanceof ImageError && /node:crypto does not provide it/.test(e.message));
     }
   });

@@ -17,20 +17,34 @@ export interface CipherSpec {
   ivHash?: string;
 }
 
-const BLOCK = 16;
+/** The OpenSSL cipher family and block size of a qemu algorithm name. */
+function family(alg: string): { name: string; block: number } {
+  return alg === 'cast5-128' ? { name: 'cast5', block: 8 } : { name: alg, block: 16 };
+}
 
 /** The node:crypto cipher name, or a clear refusal for what qemu has and node:crypto lacks. */
 function nodeCipher(alg: string, mode: string): string {
+  if (alg === 'cast5-128' && (mode === 'cbc' || mode === 'ecb')) {
+    // CAST5 lives in OpenSSL's legacy provider: the guest starts node with --openssl-legacy-provider.
+    try {
+      createCipheriv('cast5-ecb', Buffer.alloc(16), null);
+    } catch {
+      throw new ImageError('instar cannot decrypt cipher cast5-128 here: node:crypto was started without OpenSSL\'s legacy provider (--openssl-legacy-provider)');
+    }
+    return `cast5-${mode}`;
+  }
   const m = /^aes-(128|192|256)$/.exec(alg);
-  // OpenSSL has no AES-192-XTS, nor cast5/serpent/twofish (qemu gets those from nettle or gcrypt).
-  if (!m || (mode === 'xts' && m[1] === '192') || !['ecb', 'cbc', 'xts', 'ctr'].includes(mode)) {
+  // OpenSSL has no AES-192-XTS: XTS is built on AES-192-ECB (xts.ts), on little-endian hosts.
+  // Nor has it serpent/twofish (qemu gets those from nettle or gcrypt).
+  if (!m || (mode === 'xts' && m[1] === '192' && !XTS_BATCHED) || !['ecb', 'cbc', 'xts', 'ctr'].includes(mode)) {
     throw new ImageError(`instar cannot decrypt cipher ${alg} in mode ${mode}: node:crypto does not provide it`);
   }
   return `${alg}-${mode}`;
 }
 
 function ecb(alg: string, key: Uint8Array, input: Uint8Array, encrypt: boolean): Buffer {
-  const c = encrypt ? createCipheriv(`${alg}-ecb`, key, null) : createDecipheriv(`${alg}-ecb`, key, null);
+  const name = `${family(alg).name}-ecb`;
+  const c = encrypt ? createCipheriv(name, key, null) : createDecipheriv(name, key, null);
   c.setAutoPadding(false);
   return Buffer.concat([c.update(input), c.final()]);
 }
@@ -39,6 +53,8 @@ export class SectorCipher {
   private readonly name: string;
   private readonly essivKey?: Buffer;
   private readonly essivAlg?: string;
+  /** The cipher's block size: IVs and the CBC chain are this long (16; 8 for CAST5). */
+  private readonly block: number;
 
   /**
    * `ivStep`: how far the IV number advances per sector. 1 counts IVs in sectors; LUKS2 (as dm-crypt
@@ -46,6 +62,7 @@ export class SectorCipher {
    */
   constructor(private readonly spec: CipherSpec, private readonly key: Uint8Array, readonly sectorSize = 512, private readonly ivStep = 1) {
     this.name = nodeCipher(spec.alg, spec.mode);
+    this.block = family(spec.alg).block;
     if (spec.ivgen === 'essiv') {
       const hash = spec.ivHash ?? '';
       this.essivKey = digest(hash, key);
@@ -54,12 +71,14 @@ export class SectorCipher {
     } else if (spec.ivgen !== 'plain' && spec.ivgen !== 'plain64') {
       throw new ImageError(`IV generator '${spec.ivgen}' not supported`);
     }
-    const want = spec.mode === 'xts' ? 2 * Number(spec.alg.slice(4)) / 8 : Number(spec.alg.slice(4)) / 8;
+    const bytes = Number(/-(\d+)$/.exec(spec.alg)?.[1] ?? 0) / 8;
+    const want = spec.mode === 'xts' ? 2 * bytes : bytes;
     if (key.length !== want) throw new ImageError(`key of ${key.length} bytes does not fit ${spec.alg}-${spec.mode}`);
   }
 
-  /** The IVs of `count` sectors from `first` on, 16 bytes each. */
+  /** The IVs of `count` sectors from `first` on, one block each. */
   private ivs(first: number, count: number): Buffer {
+    const BLOCK = this.block;
     const out = Buffer.alloc(count * BLOCK);
     for (let i = 0; i < count; i++) {
       const sector = first + i * this.ivStep;
@@ -80,6 +99,7 @@ export class SectorCipher {
       return;
     }
     const ivs = this.ivs(first, count);
+    const BLOCK = this.block;
     if (this.spec.mode === 'cbc') {
       const plain = ecb(this.spec.alg, this.key, buf, false);
       // P[i] = D(C[i]) ^ C[i-1]; the first block of each sector uses the sector's IV instead.
