@@ -1,19 +1,57 @@
-// Long fuzz campaign: `npm run fuzz -- --minutes N [--campaign C] [--seed-only]`. Unseeded by
-// default (the campaign number comes from the clock and is printed, so every case reproduces).
+// Long fuzz campaign: `npm run fuzz -- --minutes N [--campaign C]`. Unseeded by default (the
+// campaign number comes from the clock and is printed, so every case reproduces).
 // Prints executions per second; saves every new finding to test/fuzz/regressions/ (replayed by
 // test/fuzz/fuzz.test.ts); a case that runs longer than 30 s is killed and saved as a hang.
+// `--differential [--jobs J] [--first I]`: mutants through qemu-img and the built instar CLI
+// (npm run build first); findings go to test/fuzz/differential-findings/. Run it with `nice`.
 import { Worker } from 'node:worker_threads';
 import { parseArgs } from 'node:util';
-import { buildSeeds } from '../test/fuzz/seeds.ts';
+import { readFileSync, mkdirSync } from 'node:fs';
+import { buildSeeds, SEED_FILE } from '../test/fuzz/seeds.ts';
+import { findingCase, materialize, type DiffFinding } from '../test/fuzz/differential.ts';
 import { buildCase, saveRegression, signature, type Finding } from '../test/fuzz/campaign.ts';
+import { runDiffCampaign, summary } from '../test/fuzz/diff-campaign.ts';
+import { useDistSnapshot } from '../test/fuzz/diff-tools.ts';
 
-const { values } = parseArgs({ options: { minutes: { type: 'string', default: '10' }, campaign: { type: 'string' } } });
+const { values, positionals } = parseArgs({ options: { minutes: { type: 'string', default: '10' }, campaign: { type: 'string' }, differential: { type: 'boolean', default: false }, jobs: { type: 'string', default: '2' }, first: { type: 'string', default: '0' }, extract: { type: 'string' } }, allowPositionals: true });
 const minutes = Number(values.minutes);
 if (!(minutes > 0)) throw new Error('--minutes N: N must be a positive number');
 const campaign = values.campaign !== undefined ? Number(values.campaign) : Date.now() % 2 ** 31;
 const HANG_MS = 30_000;
 
 const seeds = await buildSeeds();
+if (values.extract !== undefined) {
+  // A saved differential finding as files, to reproduce it by hand: --extract FINDING.json DIR
+  const [file, dir] = [values.extract, positionals[0]];
+  if (dir === undefined) throw new Error('--extract FINDING.json DIR');
+  const f = JSON.parse(readFileSync(file, 'utf8')) as DiffFinding;
+  mkdirSync(dir, { recursive: true });
+  materialize(findingCase(f, seeds), dir);
+  console.log(`${dir}: ${SEED_FILE} (${f.seed} case ${f.index}), run: qemu-img ${f.command} ${f.format ? `-f ${f.format} ` : ''}${SEED_FILE} (instar: --qemu-version ${f.mode.version}${f.mode.unsafeQuirks ? ' --unsafe-quirks' : ''})`);
+  process.exit(0);
+}
+if (values.differential) {
+  const jobs = Number(values.jobs);
+  console.log(`differential campaign ${campaign}: ${seeds.length} seeds, ${minutes} min, ${jobs} jobs, from case ${values.first}`);
+  let lastReport = Date.now();
+  const removeSnapshot = useDistSnapshot();
+  const stats = await runDiffCampaign(seeds, campaign, {
+    first: Number(values.first),
+    jobs,
+    save: true,
+    log: (line) => console.log(line),
+    until: (cases, ms) => {
+      if (Date.now() - lastReport >= 30_000) {
+        lastReport = Date.now();
+        console.log(`${Math.round(ms / 1000)} s: ${cases} cases (${(cases / (ms / 1000)).toFixed(2)}/s)`);
+      }
+      return ms >= minutes * 60_000;
+    },
+  });
+  removeSnapshot();
+  console.log(`done: ${summary(stats)}`);
+  process.exit(0);
+}
 console.log(`campaign ${campaign}: ${seeds.length} seeds, ${minutes} min`);
 const current = new Int32Array(new SharedArrayBuffer(4));
 const done = new Int32Array(new SharedArrayBuffer(4));

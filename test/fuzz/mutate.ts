@@ -96,15 +96,30 @@ const splice: Mutator = (b, seed, rng) => {
   return b;
 };
 
+/** Text seeds (VMDK descriptors): a decimal number replaced by an interesting one, or a quoted
+ *  name by another, so that the parser's numbers and file names get hostile values. */
+const setToken: Mutator = (b, _seed, rng) => {
+  const text = b.toString('latin1');
+  const tokens = [...text.matchAll(/"[^"\n]*"|\b\d+\b/g)];
+  if (tokens.length === 0) return b;
+  const t = rng.pick(tokens);
+  const fresh = t[0].startsWith('"')
+    ? `"${rng.pick(['', 'img', 'img-flat', '../img-flat', '/etc/passwd', 'x'.repeat(300), 'img\u0000flat', 'img-flat" 0'])}"`
+    : rng.pick([interesting(rng, 8, b.length).toString(), `-${rng.below(1000)}`, String(2 ** 64), `0x${rng.below(65536).toString(16)}`]);
+  return Buffer.from(text.slice(0, t.index) + fresh + text.slice(t.index! + t[0].length), 'latin1');
+};
+
 const MUTATORS: [Mutator, number][] = [[setField, 30], [nudgeField, 10], [setEntry, 25], [flipBits, 20], [truncate, 5], [grow, 3], [splice, 7]];
-const TOTAL = MUTATORS.reduce((n, [, w]) => n + w, 0);
+const TEXT_MUTATORS: [Mutator, number][] = [[setToken, 60], [flipBits, 20], [truncate, 5], [splice, 15]];
 
 /** One mutant: 1–4 mutations of a copy of the seed, then (mostly) its checksums fixed up. */
 export function mutate(seed: Seed, rng: Rng): Buffer {
   let b: Buffer = Buffer.from(seed.bytes);
+  const table = seed.text ? TEXT_MUTATORS : MUTATORS;
+  const total = table.reduce((n, [, w]) => n + w, 0);
   for (let n = 1 + rng.below(4); n > 0; n--) {
-    let pick = rng.below(TOTAL);
-    const m = MUTATORS.find(([, w]) => (pick -= w) < 0)![0];
+    let pick = rng.below(total);
+    const m = table.find(([, w]) => (pick -= w) < 0)![0];
     b = m(b, seed, rng);
   }
   if (seed.fixup && rng.chance(0.8)) seed.fixup(b);

@@ -3,7 +3,7 @@
 // comes with its structure: header fields (offset, width, byte order) and table spans found by
 // parsing it, so that the mutators change what a parser trusts, not random bytes.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { oracle } from '../helpers/oracles.ts';
@@ -31,21 +31,37 @@ export interface Seed {
   spans: Span[];
   /** Checksums to recompute after a mutation (on a share of the cases), so mutants get past them. */
   fixup?: (b: Buffer) => void;
+  /** Files the image names (backing file, flat extent), by name; the differential mode writes them
+   *  beside the mutant (saved as SEED_FILE), unmutated. The in-process engine does not open them. */
+  companions?: Record<string, Buffer>;
+  /** A text format (a VMDK descriptor): mutated by tokens, not by binary fields. */
+  text?: boolean;
 }
+
+/** The name qemu-made seeds were created under (their companions name it, e.g. img-flat.vmdk). */
+export const SEED_FILE = 'img';
 
 const MiB = 1024 * 1024;
 
 function qemuImage(format: string, create: string[], io: string[]): Buffer {
+  return qemuImageWith(format, create, io).bytes;
+}
+
+/** A seed made by qemu-img in a directory of its own; every other file there is a companion.
+ *  `setup` runs first (e.g. to create a backing file, named relative to the seed). */
+function qemuImageWith(format: string, create: string[], io: string[], setup: [string, string[]][] = []): { bytes: Buffer; companions: Record<string, Buffer> } {
   const dir = mkdtempSync(join(tmpdir(), 'instar-fuzz-seed-'));
+  const run = (tool: 'qemu-img' | 'qemu-io', args: string[]) => {
+    const r = spawnSync(oracle('7.2', tool), args, { cwd: dir, encoding: 'utf8', timeout: 30_000 });
+    if (r.status !== 0) throw new Error(`${tool} ${args.join(' ')}: ${r.stderr}`);
+  };
   try {
-    const file = join(dir, 'seed');
-    const c = spawnSync(oracle('7.2'), ['create', '-q', '-f', format, ...create, file, '4M'], { encoding: 'utf8', timeout: 30_000 });
-    if (c.status !== 0) throw new Error(`qemu-img create -f ${format}: ${c.stderr}`);
-    for (const cmd of io) {
-      const r = spawnSync(oracle('7.2', 'qemu-io'), ['-f', format, '-c', cmd, file], { encoding: 'utf8', timeout: 30_000 });
-      if (r.status !== 0) throw new Error(`qemu-io ${cmd}: ${r.stderr}`);
-    }
-    return readFileSync(file);
+    for (const [tool, args] of setup) run(tool === 'qemu-io' ? 'qemu-io' : 'qemu-img', args);
+    run('qemu-img', ['create', '-q', '-f', format, ...create, SEED_FILE, '4M']);
+    for (const cmd of io) run('qemu-io', ['-f', format, '-c', cmd, SEED_FILE]);
+    const companions: Record<string, Buffer> = {};
+    for (const name of readdirSync(dir)) if (name !== SEED_FILE) companions[name] = readFileSync(join(dir, name));
+    return { bytes: readFileSync(join(dir, SEED_FILE)), companions };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -222,8 +238,20 @@ export async function buildSeeds(): Promise<Seed[]> {
     const bytes = qemuImage('qcow2', opts, qcow2Data);
     seeds.push({ name, driver: 'qcow2', bytes, ...qcow2Structure(bytes) });
   }
+  // Extended L2 entries (subclusters: allocated, zero and unallocated ones in one cluster).
+  const extL2 = qemuImage('qcow2', ['-o', 'extended_l2=on,cluster_size=64k'], ['write -P 0x5a 0 4k', 'write -z 32k 4k', 'write -c -P 0x33 1M 64k', 'write -P 0x11 3M 2k']);
+  seeds.push({ name: 'qcow2-extl2', driver: 'qcow2', bytes: extL2, ...qcow2Structure(extL2) });
+  // A backing chain: the top overlays part of its base.
+  const chain = qemuImageWith('qcow2', ['-b', 'base.qcow2', '-F', 'qcow2'], ['write -P 0x77 64k 64k', 'write -z 2M 4k'], [
+    ['qemu-img', ['create', '-q', '-f', 'qcow2', 'base.qcow2', '4M']],
+    ['qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x5a 0 1M', 'base.qcow2']],
+  ]);
+  seeds.push({ name: 'qcow2-backing', driver: 'qcow2', bytes: chain.bytes, companions: chain.companions, ...qcow2Structure(chain.bytes) });
   const vmdk = qemuImage('vmdk', [], ['write -P 0x5a 0 64k', 'write -P 0x11 3M 4k']);
   seeds.push({ name: 'vmdk-sparse', driver: 'vmdk', bytes: vmdk, ...vmdkStructure(vmdk) });
+  // A descriptor with a flat extent (img-flat.vmdk): mutations hit the descriptor's text.
+  const flat = qemuImageWith('vmdk', ['-o', 'subformat=monolithicFlat'], ['write -P 0x5a 0 64k']);
+  seeds.push({ name: 'vmdk-flat', driver: 'vmdk', bytes: flat.bytes, companions: flat.companions, text: true, fields: [], spans: [{ at: 0, length: flat.bytes.length, entry: 1, be: false }] });
   const stream = streamOptimized();
   seeds.push({ name: 'vmdk-stream', driver: 'vmdk', bytes: stream, ...vmdkStructure(stream) });
   for (const sub of ['dynamic', 'fixed']) {

@@ -127,6 +127,8 @@ export class QcowImage implements Image {
       if (c.kind === 'hole') readFromBacking(this.backing, part, pos);
       else if (c.kind === 'compressed') part.set(this.decompress(c.entry).subarray(inCluster, inCluster + n));
       else {
+        // qemu refuses a data cluster whose entry is not sector-aligned (block status still maps it).
+        if (c.host % 512n !== 0n) throw eio();
         const at = c.host + BigInt(inCluster);
         if (!requestOk(at, BigInt(n))) throw eio();
         if (this.cipher) this.readDecrypted(part, at, pos);
@@ -154,7 +156,15 @@ export class QcowImage implements Image {
         continue;
       }
       const l2Index = Math.floor((pos % l2Span) / this.clusterSize);
-      const end = this.l2Table(l2Offset).zeroRunEnd(l2Index);
+      let end: number;
+      try {
+        end = this.l2Table(l2Offset).zeroRunEnd(l2Index);
+      } catch (e) {
+        // A table that cannot be read ends the run here: qemu fails only when it gets there,
+        // after qemu-img map has printed what came before.
+        if (e instanceof ImageError) break;
+        throw e;
+      }
       if (end === l2Index) break;
       covered = l1Index * l2Span + end * this.clusterSize - offset;
     }
@@ -173,7 +183,10 @@ export class QcowImage implements Image {
     if (this.cipher) return { offset, length: n, kind: 'data', depth: 0 };
     // qemu ORs the in-cluster offset into the entry (an unaligned entry is the image's problem).
     const host = c.host | BigInt(inCluster);
-    return { offset, length: n, kind: 'data', depth: 0, hostOffset: Number(host) };
+    const e: Extent = { offset, length: n, kind: 'data', depth: 0, hostOffset: Number(host) };
+    // An entry can hold any 63-bit offset; qemu-img map prints it exactly.
+    if (!Number.isSafeInteger(e.hostOffset)) e.hostOffsetExact = host;
+    return e;
   }
 }
 

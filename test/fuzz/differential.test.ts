@@ -1,0 +1,51 @@
+// The differential fuzzer's share of `npm test` (≤ 60 s of wall time): the first cases of a fixed
+// campaign through qemu-img and the built instar CLI (info, map, compare, convert -O raw), then
+// every saved finding replayed. A difference the classifier does not explain fails the run
+// unless it matches a known open finding (reported as TODO); a fixed finding must stay fixed.
+// Long campaigns: `nice -n 10 npm run fuzz -- --differential --minutes N`.
+import { test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { buildSeeds, type Seed } from './seeds.ts';
+import { runDiffCampaign, summary } from './diff-campaign.ts';
+import { diffSignature, findingCase, loadDiffFindings, runDiffCase } from './differential.ts';
+import { RULES } from './diff-classify.ts';
+
+const CAMPAIGN = 20261127;
+const SLICE_MS = 35_000;
+const MAX_CASES = 48;
+
+let seeds: Seed[] = [];
+before(async () => {
+  seeds = await buildSeeds();
+});
+
+const findings = loadDiffFindings();
+const known = new Set(findings.filter((f) => f.status === 'open').map((f) => diffSignature(f.seed, f)));
+
+test('classifier rules each carry a one-line reason', () => {
+  for (const rule of RULES) assert.ok(rule.reason.length > 20 && !rule.reason.includes('\n'), rule.name);
+});
+
+test('seeded differential slice: instar and qemu-img agree, or a documented rule explains why not', async (t) => {
+  const stats = await runDiffCampaign(seeds, CAMPAIGN, { jobs: 2, save: false, until: (cases, ms) => cases >= MAX_CASES || ms >= SLICE_MS });
+  t.diagnostic(summary(stats));
+  const fresh = stats.findings.filter(({ c, d }) => !known.has(diffSignature(c.seed.name, d)));
+  for (const { c, d } of stats.findings.slice(0, 8)) t.diagnostic(`${known.has(diffSignature(c.seed.name, d)) ? 'known' : 'NEW'}: ${c.seed.name} case ${c.index} ${d.command} ${d.what}: ${d.detail.split('\n').slice(0, 3).join(' | ')}`);
+  assert.ok(stats.cases >= 10, `only ${stats.cases} cases ran`);
+  // Most commands must agree outright, or the slice tests nothing but the classifier.
+  assert.ok(stats.agreed > stats.commands * 0.7, `${stats.agreed} of ${stats.commands} command pairs agreed`);
+  assert.deepEqual(fresh.map(({ c, d }) => `${c.seed.name} case ${c.index} (campaign ${CAMPAIGN}): ${d.command} ${d.what}: ${d.detail}`), []);
+});
+
+for (const f of findings) {
+  test(`differential finding ${f.file}`, async (t) => {
+    const r = await runDiffCase(findingCase(f, seeds), f.command);
+    const left = r.findings.filter((d) => d.command === f.command);
+    if (f.status === 'open') {
+      if (left.length > 0) t.todo(`open: ${f.command} ${f.what}${f.note ? ` (${f.note})` : ''}`);
+      else t.diagnostic('agrees now: mark it "fixed"');
+      return;
+    }
+    assert.deepEqual(left.map((d) => `${d.what}: ${d.detail}`), []);
+  });
+}
