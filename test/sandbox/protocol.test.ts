@@ -38,7 +38,7 @@ describe('guest messages', () => {
   });
 
   it('cleans error text for the terminal', () => {
-    assert.deepEqual(parseGuestMessage(JSON.stringify({ type: 'error', message: 'a\x1b[2Jb\nc\u202ed\x07' })), { type: 'error', message: 'a [2Jb c d' });
+    assert.deepEqual(parseGuestMessage(JSON.stringify({ type: 'error', message: 'a\x1b[2Jb\nc\u202ed\x07' })), { type: 'error', message: 'a\\x1b[2Jb\nc\\u202ed\\x07' });
     assert.equal(cleanGuestText('x'.repeat(5000)).length, 4097);
   });
 
