@@ -1,6 +1,7 @@
 // --object secret,id=ID,data=…|file=…[,format=raw|base64]: the secrets qemu-img takes for
 // encrypted images. The host reads secret files itself (the user named them, not an image) and
 // hands the guest only key bytes, in the op's options; the guest never sees a path.
+import { createDecipheriv } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { parseQemuOpts } from './commands/image-opts.ts';
 import { InputImageError, type Target } from './input-image.ts';
@@ -30,6 +31,26 @@ function readSecretFile(path: string): Buffer {
   }
 }
 
+/**
+ * A secret whose data is encrypted with another secret (keyid=…,iv=…): AES-256-CBC under that
+ * secret (32 bytes), the IV in base64, then a PKCS#7-style pad whose length byte qemu checks for
+ * range only. Checks and wording in qemu's order.
+ */
+function decryptSecret(key: Buffer, ivText: string | undefined, ciphertext: Buffer): Buffer {
+  if (key.length !== 32) throw new SecretError('Key should be 32 bytes in length');
+  if (ivText === undefined) throw new SecretError('IV is required to decrypt secret');
+  const iv = decodeBase64(ivText);
+  if (iv.length !== 16) throw new SecretError(`IV should be 16 bytes in length not ${iv.length}`);
+  if (ciphertext.length % 16 !== 0) throw new SecretError(`Length ${ciphertext.length} must be a multiple of block size 16`);
+  if (ciphertext.length === 0) return Buffer.alloc(0);
+  const d = createDecipheriv('aes-256-cbc', key, iv);
+  d.setAutoPadding(false);
+  const plain = Buffer.concat([d.update(ciphertext), d.final()]);
+  const pad = plain[plain.length - 1];
+  if (pad > 16 || pad > plain.length) throw new SecretError(`Incorrect number of padding bytes (${pad}) found on decrypted data`);
+  return plain.subarray(0, plain.length - pad);
+}
+
 /** Every --object value, in command-line order; secrets by id, or qemu's error for the first bad one. */
 export function parseSecretObjects(values: readonly string[]): Map<string, Buffer> {
   const secrets = new Map<string, Buffer>();
@@ -56,11 +77,13 @@ export function parseSecretObjects(values: readonly string[]): Map<string, Buffe
     if (data !== undefined && file !== undefined) throw new SecretError("'file' and 'data' are mutually exclusive");
     if (data === undefined && file === undefined) throw new SecretError("Either 'file' or 'data' must be provided");
     const keyid = opts.get('keyid');
-    if (keyid !== undefined) {
-      if (!secrets.has(keyid)) throw new SecretError(`No secret with id '${keyid}'`);
-      throw new SecretError('instar does not support secrets encrypted with another secret (keyid)');
-    }
     const raw = data !== undefined ? Buffer.from(data, 'utf8') : readSecretFile(file!);
+    if (keyid !== undefined) {
+      const key = secrets.get(keyid);
+      if (!key) throw new SecretError(`No secret with id '${keyid}'`);
+      secrets.set(id, decryptSecret(key, opts.get('iv'), format === 'base64' ? decodeBase64(raw.toString('latin1')) : raw));
+      continue;
+    }
     secrets.set(id, format === 'base64' ? decodeBase64(raw.toString('latin1')) : raw);
   }
   return secrets;
