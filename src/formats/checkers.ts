@@ -5,12 +5,14 @@ import { checkQcow2 } from './qcow2/check.ts';
 import { checkVdi } from './vdi/check.ts';
 import { checkVmdk } from './vmdk/check.ts';
 import { checkQed } from './qed/check.ts';
+import { checkVhdx } from './vhdx/check.ts';
 
 const checkers: Record<string, Checker> = {
   qcow2: checkQcow2,
   vdi: checkVdi,
   vmdk: checkVmdk,
   qed: checkQed,
+  vhdx: checkVhdx,
 };
 
 export function findChecker(format: string): Checker | undefined {
