@@ -34,6 +34,11 @@ export const RULES: Rule[] = [
     applies: (r) => r.qemu.status !== 0 && /Cannot allocate memory|Failed to allocate|failed to allocate|Out of memory/.test(r.qemu.stderr),
   },
   {
+    name: 'size-beyond-2^53',
+    reason: 'instar refuses virtual sizes past 2^53 that JS numbers cannot hold exactly (vmdk, parallels drivers); qemu opens them',
+    applies: (r) => r.instar.status !== 0 && r.instar.stderr.includes('Image size is too large for this reader'),
+  },
+  {
     name: 'path-policy',
     reason: "instar refuses files its path policy forbids (README: Files an image names); qemu-img opens them",
     applies: (r) => r.instar.status !== 0 && r.instar.stderr.includes("(instar's path policy"),

@@ -1,10 +1,15 @@
 // Runs one fuzz case in-process against the format drivers over a MemoryDevice and checks the
 // invariants: only ImageError escapes open/info/read/extent; no allocation above a budget;
-// extent() walks tile [0, virtualSize) with no gap and no overlap; bounded time per case.
+// extent() walks tile [0, virtualSize) with no gap and no overlap; the map op's merged entries
+// tile the disk too and every message it sends passes the host's check; bounded time per case.
 import { MemoryDevice } from '../../src/io/fd-device.ts';
 import { ImageError, type Image } from '../../src/formats/types.ts';
 import { detectFormat } from '../../src/formats/detect.ts';
 import { findDriver } from '../../src/formats/registry.ts';
+import { mapOp, type MapResult } from '../../src/ops/map.ts';
+import { parseGuestMessage } from '../../src/host/sandbox/guest-messages.ts';
+import type { OpContext } from '../../src/ops/types.ts';
+import type { MapEntry } from '../../src/protocol/messages.ts';
 
 export const LIMITS = {
   /** Growth of ArrayBuffer memory (Buffers, typed arrays) allowed while a case runs. */
@@ -13,6 +18,8 @@ export const LIMITS = {
   caseMs: 2000,
   /** Extents walked per case; a walk that needs more stops there (not a finding). */
   extentSteps: 4096,
+  /** The map op (ops/map.ts) runs over at most this much of the disk. */
+  mapBytes: 256 * 1024 * 1024,
 };
 
 export interface CaseInput {
@@ -55,6 +62,8 @@ export function runCase(input: CaseInput, limits: typeof LIMITS = LIMITS): CaseR
     memoryCheck('info');
     walkExtents(image, limits.extentSteps);
     memoryCheck('extent walk');
+    checkMapOp(input.bytes, name, image.virtualSize, limits.mapBytes);
+    memoryCheck('map op');
     readSome(image);
     memoryCheck('read');
   } catch (e) {
@@ -82,6 +91,40 @@ function walkExtents(image: Image, steps: number): void {
     if (!['data', 'zero', 'unallocated'].includes(e.kind)) throw new Invariant(`extent kind ${e.kind}`);
     offset += e.length;
   }
+}
+
+/**
+ * The `map` op as the guest runs it (merging included) over [0, min(size, max)): every message it
+ * emits must pass the host's check (src/host/sandbox/guest-messages.ts), and the entries must tile
+ * the range exactly once, in order, with the count the op reports.
+ */
+function checkMapOp(bytes: Buffer, format: string, size: number, max: number): void {
+  const length = Math.min(size, max);
+  const entries: MapEntry[] = [];
+  const ctx: OpContext = {
+    devices: [{ spec: { fd: 0, role: 'input', writable: false }, dev: new MemoryDevice(bytes) }],
+    emit: (msg) => {
+      const checked = parseGuestMessage(JSON.stringify(msg));
+      if (typeof checked === 'string') throw new Invariant(`map op: the host refuses its message: ${checked}`);
+      if (checked.type === 'map-entries') entries.push(...checked.entries);
+    },
+  };
+  let result: MapResult;
+  try {
+    result = mapOp({ format, unsafeQuirks: true, start: '0', maxLength: String(length), human: false, secrets: {} }, ctx);
+  } catch (e) {
+    // MissingFilesError (a backing file, an extent) is an ImageError too: a clean refusal.
+    if (e instanceof ImageError) return;
+    throw e;
+  }
+  if (result.entries !== entries.length) throw new Invariant(`map op: reported ${result.entries} entries, sent ${entries.length}`);
+  let at = 0;
+  for (const [start, len] of entries) {
+    if (start !== at) throw new Invariant(`map op: entry at ${start}, expected ${at} (gap or overlap)`);
+    if (!(len > 0)) throw new Invariant(`map op: entry at ${start} has length ${len}`);
+    at += len;
+  }
+  if (length > 0 && at !== length) throw new Invariant(`map op: entries end at ${at}, the range at ${length}`);
 }
 
 /** Reads at the start, the middle, the end and across the first extent boundary. */

@@ -233,9 +233,12 @@ function probeOnlyHeaders(): [string, Buffer][] {
 export async function buildSeeds(): Promise<Seed[]> {
   const { crc32c } = await import('../../src/formats/vhdx/crc32c.ts');
   const seeds: Seed[] = [];
-  const qcow2Data = ['write -P 0x5a 0 64k', 'write -c -P 0x33 1M 64k', 'write -z 2M 64k', 'write -P 0x11 3M 4k'];
-  for (const [name, opts] of [['qcow2', []], ['qcow2-v2', ['-o', 'compat=0.10']], ['qcow2-4k-zstd', ['-o', 'cluster_size=4096,compression_type=zstd']]] as [string, string[]][]) {
-    const bytes = qemuImage('qcow2', opts, qcow2Data);
+  // The last cluster: whole in two seeds; 4 KiB of 64 in qcow2-v2, whose file then has a hole in a
+  // data cluster (qemu's map calls that part zero; instar's does not yet: an open differential finding,
+  // kept to one seed so that it does not hide other map differences).
+  const qcow2Data = (last: string) => ['write -P 0x5a 0 64k', 'write -c -P 0x33 1M 64k', 'write -z 2M 64k', `write -P 0x11 3M ${last}`];
+  for (const [name, opts, last] of [['qcow2', [], '64k'], ['qcow2-v2', ['-o', 'compat=0.10'], '4k'], ['qcow2-4k-zstd', ['-o', 'cluster_size=4096,compression_type=zstd'], '4k']] as [string, string[], string][]) {
+    const bytes = qemuImage('qcow2', opts, qcow2Data(last));
     seeds.push({ name, driver: 'qcow2', bytes, ...qcow2Structure(bytes) });
   }
   // Extended L2 entries (subclusters: allocated, zero and unallocated ones in one cluster).
