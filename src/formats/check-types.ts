@@ -35,8 +35,13 @@ export interface CheckReport extends CheckCounts {
   failure?: string;
 }
 
+/** What a checker may need besides the image: the emulated qemu's major version (checks changed). */
+export interface CheckContext {
+  qemuMajor: number;
+}
+
 /** A format's checker: the opened image (for what open already parsed) and its file. */
-export type Checker = (image: Image, dev: BlockDevice, report: CheckReport) => void;
+export type Checker = (image: Image, dev: BlockDevice, report: CheckReport, ctx: CheckContext) => void;
 
 /** Most lines one report carries; each is short, so the result stays far below the message limit. */
 export const MAX_CHECK_LINES = 100_000;

@@ -6,6 +6,7 @@ import { checkVdi } from './vdi/check.ts';
 import { checkVmdk } from './vmdk/check.ts';
 import { checkQed } from './qed/check.ts';
 import { checkVhdx } from './vhdx/check.ts';
+import { checkParallels } from './parallels/check.ts';
 
 const checkers: Record<string, Checker> = {
   qcow2: checkQcow2,
@@ -13,6 +14,7 @@ const checkers: Record<string, Checker> = {
   vmdk: checkVmdk,
   qed: checkQed,
   vhdx: checkVhdx,
+  parallels: checkParallels,
 };
 
 export function findChecker(format: string): Checker | undefined {

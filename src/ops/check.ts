@@ -20,7 +20,9 @@ export function checkOp(options: Record<string, unknown>, ctx: OpContext): Check
   if (!input) throw new ImageError('no input device');
   const report = emptyReport();
   try {
-    checker(image, input.dev, report);
+    // The host sends its version profile; the newest behaviour without one.
+    const major = (options.profile as { major?: unknown } | undefined)?.major;
+    checker(image, input.dev, report, { qemuMajor: typeof major === 'number' ? major : 10 });
   } catch (e) {
     if (!(e instanceof CheckFailure)) throw e;
     report.failure = e.strerror;

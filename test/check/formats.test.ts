@@ -57,6 +57,10 @@ before(() => {
   images.img('convert', '-O', 'vmdk', '-o', 'subformat=streamOptimized', 'x.vmdk', 'stream.vmdk');
   images.img('create', '-q', '-f', 'qed', 'frag.qed', '64M');
   for (const i of [5, 3, 1]) images.io('-f', 'qed', '-c', `write ${i * 64}k 64k`, 'frag.qed');
+  images.img('create', '-q', '-f', 'parallels', 'empty.parallels', '64M');
+  images.img('create', '-q', '-f', 'parallels', 'p.parallels', '64M');
+  // Clusters 3, 1, 5 written in that order: BAT entries 1, 3, 5 name host clusters 1, 2, 3.
+  for (const i of [3, 1, 5]) images.io('-f', 'parallels', '-c', `write ${i}M 4k`, 'p.parallels');
   images.img('create', '-q', '-f', 'luks', '--object', 'secret,id=s,data=x', '-o', 'key-secret=s,iter-time=10', 'x.luks', '1M');
 });
 after(() => images.remove());
@@ -121,4 +125,23 @@ test('damaged qed: a cluster used twice, a cluster past the end, a bad L2 offset
     await assertSameOutput(images.dir, ['check', file]);
     await assertSameOutput(images.dir, ['check', '--output=json', file]);
   }
+});
+
+test('parallels: clean, empty, duplicate cluster, bad data_off, unclean header, leaked tail, cluster past the end', async () => {
+  const bat = (i: number) => 64 + 4 * i;
+  const cases = [
+    'p.parallels',
+    'empty.parallels',
+    damaged('p.parallels', 'duplicate.parallels', (f) => write(f, bat(0), u32(readU32LE(f, bat(1))))),
+    damaged('p.parallels', 'data-off.parallels', (f) => write(f, 48, u32(1))),
+    damaged('p.parallels', 'unclean.parallels', (f) => write(f, 44, u32(0x746f6e59))),
+    damaged('p.parallels', 'tail.parallels', (f) => appendFileSync(f, Buffer.alloc(1805696))),
+  ];
+  for (const file of cases) {
+    await assertSameOutput(images.dir, ['check', file]);
+    await assertSameOutput(images.dir, ['check', '--output=json', file]);
+  }
+  // qemu 10.0 aborts on a cluster past the end of the file (an assertion in its duplicate check).
+  const outside = damaged('p.parallels', 'outside.parallels', (f) => write(f, bat(2), u32(100000)));
+  await assertSameOutput(images.dir, ['check', outside], { versions: ['7.2'] });
 });

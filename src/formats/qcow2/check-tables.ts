@@ -61,7 +61,8 @@ export class ReferenceCounter {
   /** qcow2_inc_refcounts_imrt: one more reference to each cluster of [offset, offset + size). */
   inc(offset: bigint, size: bigint): void {
     if (size <= 0n) return;
-    const fileLen = BigInt(this.dev.size);
+    // bdrv_getlength: the file's length rounded up to whole sectors.
+    const fileLen = (BigInt(this.dev.size) + 511n) / 512n * 512n;
     const cs = BigInt(this.cs);
     // qemu computes this in int64: a region near 2^63 wraps, as it does there.
     if (BigInt.asIntN(64, offset + size - fileLen) >= cs) {

@@ -200,7 +200,8 @@ export function checkQcow2(image: Image, dev: BlockDevice, report: CheckReport):
   // The extensions opened already; the LUKS header itself is not needed here.
   const ext = readExtensions(dev, h, false, () => ({}) as LuksInfo);
   const cs = h.clusterSize;
-  const clusters = Math.ceil(dev.size / cs);
+  // bdrv_getlength counts whole sectors.
+  const clusters = Math.ceil(Math.ceil(dev.size / 512) * 512 / cs);
   if (clusters > INT_MAX) {
     report['check-errors']++;
     throw new CheckFailure('File too large');

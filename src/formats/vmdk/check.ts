@@ -13,16 +13,18 @@ export function checkVmdk(image: Image, _dev: BlockDevice, report: CheckReport):
     report.corruptions++;
     throw new CheckFailure(strerror);
   };
+  // bdrv_getlength: a file's length in whole sectors.
+  const length = (dev: BlockDevice) => Math.ceil(dev.size / 512) * 512;
   for (const placed of image.state.extents) {
     const ext = placed.ext;
     const sectorOf = (rel: number) => Math.floor((placed.start + rel) / 512);
     if (ext.flat) {
       // A flat extent is one "cluster": its start must lie inside its file.
-      if (ext.hostOffset(0) >= BigInt(ext.dev.size)) stop(`ERROR: cluster offset for sector ${sectorOf(0)} points after EOF`, 'Invalid argument');
+      if (ext.hostOffset(0) >= BigInt(length(ext.dev))) stop(`ERROR: cluster offset for sector ${sectorOf(0)} points after EOF`, 'Invalid argument');
       continue;
     }
-    const length = placed.end - placed.start;
-    for (let rel = 0; rel < length;) {
+    const size = placed.end - placed.start;
+    for (let rel = 0; rel < size;) {
       let status: GrainStatus;
       try {
         status = ext.lookup(rel);
@@ -33,7 +35,7 @@ export function checkVmdk(image: Image, _dev: BlockDevice, report: CheckReport):
       // qemu's VMDK_ERROR is -1, which qemu-img reports as -EPERM.
       if (status === GrainStatus.Error) stop(`ERROR: could not get cluster_offset for sector ${sectorOf(rel)}`, 'Operation not permitted');
       if (status === GrainStatus.Data) {
-        if (ext.hostOffset >= ext.dev.size) stop(`ERROR: cluster offset for sector ${sectorOf(rel)} points after EOF`, 'Invalid argument');
+        if (ext.hostOffset >= length(ext.dev)) stop(`ERROR: cluster offset for sector ${sectorOf(rel)} points after EOF`, 'Invalid argument');
         rel += ext.clusterBytes - (rel % ext.clusterBytes);
       } else {
         rel += Math.max(ext.run, ext.clusterBytes - (rel % ext.clusterBytes));
