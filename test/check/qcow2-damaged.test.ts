@@ -3,8 +3,10 @@
 // bits, broken refcount blocks, overflowing refcounts, truncated files. Each is compared with
 // qemu-img 7.2 and 10.0, human and JSON, stdout, stderr and exit status byte for byte.
 import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
 import { copyFileSync, truncateSync } from 'node:fs';
 import { ImageDir, assertSameOutput } from '../differential/harness.ts';
+import { runInstar } from '../helpers/oracles.ts';
 import { editU64, l1Entry, l2Entry, layout, readU64, setRefcount16, writeU64 } from './qcow2-edit.ts';
 
 const images = new ImageDir('check-qcow2-damaged');
@@ -21,6 +23,7 @@ before(() => {
   images.io('-c', 'write -P 1 0 100k', 'base-el2.qcow2');
   images.img('create', '-q', '-f', 'qcow2', '-o', 'data_file=base-df.raw', 'base-df.qcow2', '16M');
   images.io('-c', 'write -P 1 0 1M', 'base-df.qcow2');
+  images.img('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=512', 'base-c512.qcow2', '4M');
   images.img('convert', '-O', 'qcow2', 'base.qcow2', 'base-snap.qcow2');
   images.img('snapshot', '-c', 's1', 'base-snap.qcow2');
   images.io('-c', 'write -P 3 512k 2M', 'base-snap.qcow2');
@@ -83,4 +86,18 @@ test('damaged images in the default sandbox: leaks, corruption, broken refcount 
   for (const name of ['leaked-refcount-bumped', 'corrupt-refcount-zero', 'refblock-unaligned']) {
     await assertSameOutput(images.dir, ['check', `${name}.qcow2`], { sandboxed: true });
   }
+});
+
+test('a file of more than INT_MAX clusters: qemu and instar fail the check (File too large)', async () => {
+  const file = damaged('base-c512.qcow2', 'int-max.qcow2', (f) => truncateSync(f, 1500 * 1024 ** 3));
+  await assertSameOutput(images.dir, ['check', file]);
+});
+
+test('a file of more clusters than instar counts (2^28): refused with a clear line, in bounded memory', () => {
+  // 200 GiB of 512-byte clusters: qemu would allocate 800 MiB of counters; instar says no.
+  const file = damaged('base-c512.qcow2', 'too-many.qcow2', (f) => truncateSync(f, 200 * 1024 ** 3));
+  const r = runInstar(['check', file], { cwd: images.dir });
+  assert.equal(r.status, 1);
+  assert.equal(r.stdout, '');
+  assert.equal(r.stderr, 'qemu-img: Check failed: File too large for instar (419430400 clusters, at most 268435456)\n');
 });

@@ -1,7 +1,7 @@
 // `qemu-img check` for qcow2 (read-only): rebuild the references from the metadata, compare them
 // with the stored refcounts, then check the COPIED flags, in the order of qemu's
 // qcow2_check_refcounts so that the report's lines come in the same order.
-import { ImageError, type BlockDevice, type Image } from '../types.ts';
+import type { BlockDevice, Image } from '../types.ts';
 import { addLine, CheckFailure, type CheckReport } from '../check-types.ts';
 import { cString, readAt, requestOk } from '../bytes.ts';
 import { INCOMPAT, MAX_L1_BYTES, SNAPSHOT_HEADER_SIZE, parseHeader, type Qcow2Header } from './header.ts';
@@ -207,7 +207,8 @@ export function checkQcow2(image: Image, dev: BlockDevice, report: CheckReport):
     throw new CheckFailure('File too large');
   }
   if (clusters > MAX_CHECKED_CLUSTERS) {
-    throw new ImageError(`instar checks images of at most ${MAX_CHECKED_CLUSTERS} clusters; this file has ${clusters}`);
+    // qemu would count up to INT_MAX clusters (gigabytes of counters); instar refuses sooner.
+    throw new CheckFailure(`File too large for instar (${clusters} clusters, at most ${MAX_CHECKED_CLUSTERS})`);
   }
   const hasDataFile = (h.incompatible & INCOMPAT.dataFile) !== 0n;
   report['total-clusters'] = Math.ceil(image.virtualSize / cs);

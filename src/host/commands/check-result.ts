@@ -27,6 +27,6 @@ export function validCheckResult(value: unknown): CheckResult {
   const rep = (r.report ?? {}) as Record<string, unknown>;
   if (!COUNTERS.every((k) => isCount(rep[k]))) throw fail();
   if (!Array.isArray(rep.lines) || rep.lines.length > MAX_CHECK_LINES || !rep.lines.every(validLine) || !isCount(rep.omitted)) throw fail();
-  if (rep.failure !== undefined && (typeof rep.failure !== 'string' || !/^[A-Za-z ,'-]{1,80}$/.test(rep.failure))) throw fail();
+  if (rep.failure !== undefined && (typeof rep.failure !== 'string' || !/^[A-Za-z0-9 ,'()-]{1,100}$/.test(rep.failure))) throw fail();
   return { format: r.format, report: rep as unknown as CheckReport };
 }
