@@ -12,6 +12,7 @@ import { oracle, runInstar } from '../helpers/oracles.ts';
 import type { HostileCase } from './case.ts';
 import { referenceCases } from './cases-references.ts';
 import { structureCases } from './cases-structure.ts';
+import { withCheckOutcomes } from './check-outcomes.ts';
 import { COMMANDS, commandLine, type CommandName } from './outcomes.ts';
 import { pool, tracedCommand, tracedInstar, type TracedRun } from './traced-run.ts';
 import { Allowlist, ipConnects } from './allowlist.ts';
@@ -32,7 +33,7 @@ writeFileSync(join(outside, 'secret.raw'), Buffer.alloc(1048576, 0x53));
 const casesDir = join(base, 'cases');
 mkdirSync(casesDir);
 
-const cases: HostileCase[] = [...referenceCases({ outside }, casesDir.split('/').length), ...structureCases()];
+const cases: HostileCase[] = withCheckOutcomes([...referenceCases({ outside }, casesDir.split('/').length), ...structureCases()]);
 
 function materialise(c: HostileCase): string {
   const dir = join(casesDir, c.name);
@@ -166,7 +167,10 @@ function check(run: Run): string[] {
   if (r.status === null || !exits.includes(r.status)) failures.push(`${tag} exit ${r.status} (${r.signal ?? ''}), expected ${want.exit}; stderr: ${r.stderr.trim().slice(0, 300)}; stdout: ${JSON.stringify(r.stdout.slice(0, 200))}`);
   if (want.stderr && !want.stderr.test(r.stderr)) failures.push(`${tag} stderr ${JSON.stringify(r.stderr.slice(0, 300))} does not match ${want.stderr}`);
   if (want.stdout && !want.stdout.test(r.stdout)) failures.push(`${tag} stdout ${JSON.stringify(r.stdout.slice(0, 300))} does not match ${want.stdout}`);
-  if (r.status !== 0 && cmd !== 'inspect' && !/^qemu-img: [^\n]*\n$/.test(r.stderr)) failures.push(`${tag} not one line: ${JSON.stringify(r.stderr.slice(0, 300))}`);
+  if (r.status !== 0 && cmd !== 'inspect' && cmd !== 'check' && !/^qemu-img: [^\n]*\n$/.test(r.stderr)) failures.push(`${tag} not one line: ${JSON.stringify(r.stderr.slice(0, 300))}`);
+  // check prints what it finds, one printable line each, and ends a failure with qemu-img's line.
+  if (cmd === 'check' && /[\u0000-\u0009\u000b-\u001f\u007f]/.test(r.stderr)) failures.push(`${tag} control characters on stderr`);
+  if (cmd === 'check' && r.status === 1 && !/(^|\n)qemu-img: [^\n]*\n$/.test(r.stderr)) failures.push(`${tag} no closing error line: ${JSON.stringify(r.stderr.slice(-300))}`);
   if (/\n\s+at /.test(r.stderr)) failures.push(`${tag} stack trace`);
   if (/guest process killed|crashed/.test(r.stderr)) failures.push(`${tag} the guest was killed: ${r.stderr.trim()}`);
   if (r.wallMs > WALL_LIMIT_MS) failures.push(`${tag} wall time ${r.wallMs} ms`);

@@ -1,7 +1,7 @@
 // What each command must do with a hostile image, declared per command so that a command that
 // lands later (map, compare, convert) is checked as soon as it exists.
 
-export const COMMANDS = ['info', 'inspect', 'map', 'compare', 'convert'] as const;
+export const COMMANDS = ['info', 'inspect', 'map', 'compare', 'convert', 'check'] as const;
 export type CommandName = (typeof COMMANDS)[number];
 
 export interface Outcome {
@@ -28,6 +28,8 @@ export function commandLine(cmd: CommandName, image: string, out: string): strin
       return ['compare', image, image];
     case 'convert':
       return ['convert', '-O', 'raw', image, out];
+    case 'check':
+      return ['check', image];
   }
 }
 
@@ -42,12 +44,14 @@ export function refused(reason?: RegExp, inspect: Outcome = { exit: 1, stdout: /
     map: { exit: 1, stderr: reason },
     compare: { exit: 2, stderr: reason },
     convert: { exit: 1, stderr: reason },
+    check: { exit: 1, stderr: reason },
   };
 }
 
 /** Opens and lists, but reading the data fails (compare's status for a read error is 4). */
 export function unreadable(reason: RegExp, inspect: Outcome = VERDICT): Expectations {
-  return { info: { exit: 0 }, inspect, map: { exit: 0 }, compare: { exit: 4, stderr: reason }, convert: { exit: 1, stderr: reason } };
+  // check reads metadata only: what it reports is set per case (check-outcomes.ts).
+  return { info: { exit: 0 }, inspect, map: { exit: 0 }, compare: { exit: 4, stderr: reason }, convert: { exit: 1, stderr: reason }, check: CHECK_COMPLETES };
 }
 
 /** Opens and reads: every command succeeds (compare of the image with itself: identical). */
@@ -58,8 +62,12 @@ export function opens(stdout?: RegExp, inspect: Outcome = { exit: 1, stdout: /ve
     map: { exit: 0 },
     compare: { exit: 0, stdout: /Images are identical/ },
     convert: { exit: 0 },
+    check: CHECK_COMPLETES,
   };
 }
+
+/** The check ran to its end (0 clean, 2 corrupt, 3 leaks, 63 no checker); cases say which (check-outcomes.ts). */
+export const CHECK_COMPLETES: Outcome = { exit: [0, 2, 3, 63] };
 
 export const SAFE: Outcome = { exit: 0, stdout: /verdict: safe/ };
 export const UNSAFE: Outcome = { exit: 1, stdout: /verdict: UNSAFE/ };
