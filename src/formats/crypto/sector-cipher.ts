@@ -7,6 +7,7 @@ import { createCipheriv, createDecipheriv } from 'node:crypto';
 import { ImageError } from '../types.ts';
 import { DIGEST_BYTES, digest } from './hash.ts';
 import { XTS_BATCHED, xtsDecrypt } from './xts.ts';
+import { blockEcb, blockSize, isJsCipher } from './block-ecb.ts';
 
 export interface CipherSpec {
   /** qemu's QCryptoCipherAlgo name: aes-128, aes-192, aes-256, cast5-128, serpent-256, … */
@@ -17,12 +18,7 @@ export interface CipherSpec {
   ivHash?: string;
 }
 
-/** The OpenSSL cipher family and block size of a qemu algorithm name. */
-function family(alg: string): { name: string; block: number } {
-  return alg === 'cast5-128' ? { name: 'cast5', block: 8 } : { name: alg, block: 16 };
-}
-
-/** The node:crypto cipher name, or a clear refusal for what qemu has and node:crypto lacks. */
+/** The node:crypto cipher name (or the JS cipher's), or a clear refusal for what instar lacks. */
 function nodeCipher(alg: string, mode: string): string {
   if (alg === 'cast5-128' && (mode === 'cbc' || mode === 'ecb')) {
     // CAST5 lives in OpenSSL's legacy provider: the guest starts node with --openssl-legacy-provider.
@@ -33,21 +29,17 @@ function nodeCipher(alg: string, mode: string): string {
     }
     return `cast5-${mode}`;
   }
+  // Serpent and Twofish are JS (block-ecb.ts): ECB, CBC and XTS are built on their ECB.
+  if (isJsCipher(alg) && ['ecb', 'cbc', 'xts'].includes(mode) && (mode !== 'xts' || XTS_BATCHED)) return `${alg}-${mode}`;
   const m = /^aes-(128|192|256)$/.exec(alg);
   // OpenSSL has no AES-192-XTS: XTS is built on AES-192-ECB (xts.ts), on little-endian hosts.
-  // Nor has it serpent/twofish (qemu gets those from nettle or gcrypt).
   if (!m || (mode === 'xts' && m[1] === '192' && !XTS_BATCHED) || !['ecb', 'cbc', 'xts', 'ctr'].includes(mode)) {
     throw new ImageError(`instar cannot decrypt cipher ${alg} in mode ${mode}: node:crypto does not provide it`);
   }
   return `${alg}-${mode}`;
 }
 
-function ecb(alg: string, key: Uint8Array, input: Uint8Array, encrypt: boolean): Buffer {
-  const name = `${family(alg).name}-ecb`;
-  const c = encrypt ? createCipheriv(name, key, null) : createDecipheriv(name, key, null);
-  c.setAutoPadding(false);
-  return Buffer.concat([c.update(input), c.final()]);
-}
+const ecb = blockEcb;
 
 export class SectorCipher {
   private readonly name: string;
@@ -62,11 +54,12 @@ export class SectorCipher {
    */
   constructor(private readonly spec: CipherSpec, private readonly key: Uint8Array, readonly sectorSize = 512, private readonly ivStep = 1) {
     this.name = nodeCipher(spec.alg, spec.mode);
-    this.block = family(spec.alg).block;
+    this.block = blockSize(spec.alg);
     if (spec.ivgen === 'essiv') {
       const hash = spec.ivHash ?? '';
       this.essivKey = digest(hash, key);
-      this.essivAlg = `aes-${DIGEST_BYTES[hash] * 8}`;
+      // qemu's ESSIV cipher is the data cipher's family, keyed by the hash of the key.
+      this.essivAlg = `${spec.alg.replace(/-\d+$/, '')}-${DIGEST_BYTES[hash] * 8}`;
       nodeCipher(this.essivAlg, 'ecb');
     } else if (spec.ivgen !== 'plain' && spec.ivgen !== 'plain64') {
       throw new ImageError(`IV generator '${spec.ivgen}' not supported`);

@@ -1,19 +1,13 @@
-// AES-XTS over many sectors at once. node:crypto's XTS takes one data unit (sector) per cipher
+// XTS over many sectors at once (AES from node:crypto, or any 16-byte block cipher of block-ecb.ts). node:crypto's XTS takes one data unit (sector) per cipher
 // object, and creating one per 512-byte sector costs more than the AES itself. XTS is ECB between
 // two XORs with a tweak sequence (T0 = E_k2(IV), T[j+1] = T[j]·x in GF(2^128)), so a whole run is
 // one ECB call for the tweak starts, one ECB call for the data, and the tweak arithmetic in JS.
 // Sectors are whole 16-byte blocks here (512 or 4096 bytes): no ciphertext stealing is needed.
-import { createCipheriv, createDecipheriv } from 'node:crypto';
+import { blockEcb as ecb } from './block-ecb.ts';
 import { endianness } from 'node:os';
 
 /** The tweak arithmetic below reads 32-bit words in host order: little-endian hosts only. */
 export const XTS_BATCHED = endianness() === 'LE';
-
-function ecb(alg: string, key: Uint8Array, input: Uint8Array, encrypt: boolean): Buffer {
-  const c = encrypt ? createCipheriv(`${alg}-ecb`, key, null) : createDecipheriv(`${alg}-ecb`, key, null);
-  c.setAutoPadding(false);
-  return Buffer.concat([c.update(input), c.final()]);
-}
 
 /** A 4-byte-aligned copy when `b` is not aligned (Uint32Array views need alignment). */
 function words(b: Uint8Array): Uint32Array {
