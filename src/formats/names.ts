@@ -5,6 +5,12 @@
  */
 export const DRIVER_NAMES: readonly string[] = ['raw', 'qcow2', 'vmdk', 'vpc', 'vhdx', 'vdi', 'qcow', 'parallels', 'qed', 'luks', 'bochs', 'cloop', 'dmg', 'iso'];
 
+/**
+ * Formats instar detects and names but qemu has no driver for (an ISO is raw to qemu): naming one
+ * with -f, --image-opts driver= or -O gets qemu's "Unknown driver" refusal.
+ */
+export const DETECTION_ONLY: readonly string[] = ['iso'];
+
 export function isDriverName(name: string): boolean {
-  return DRIVER_NAMES.includes(name);
+  return DRIVER_NAMES.includes(name) && !DETECTION_ONLY.includes(name);
 }
