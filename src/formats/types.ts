@@ -120,6 +120,8 @@ export interface OpenContext {
   keyRequired?: boolean;
   /** --unsafe-quirks: behave as qemu-img where instar deliberately differs (e.g. LUKS2 refused). */
   unsafeQuirks?: boolean;
+  /** qemu-img check's open (BDRV_O_CHECK): skip what the format's checker reports instead. */
+  check?: boolean;
 }
 
 /** A format's driver: its probe, its opener and the capabilities it has (DESIGN.md §2). */

@@ -13,7 +13,7 @@ export type CheckResult =
   | { format: string; report: CheckReport };
 
 export function checkOp(options: Record<string, unknown>, ctx: OpContext): CheckResult {
-  const image = openTree(ctx, 0, options as CheckOptions);
+  const image = openTree(ctx, 0, { ...(options as CheckOptions), check: true });
   const checker = findChecker(image.format);
   if (!checker) return { format: image.format, unsupported: true };
   const input = ctx.devices[0];

@@ -23,6 +23,8 @@ export interface OpenTreeOptions {
    * at open, as in qemu; absent for info, which needs no key.
    */
   secrets?: Record<number, string>;
+  /** qemu-img check opens the top image with BDRV_O_CHECK (see OpenContext.check). */
+  check?: boolean;
 }
 
 /** Thrown when the image names files the host has not granted; ops answer it as need-files. */
@@ -77,7 +79,7 @@ function openLevel(ctx: OpContext, index: number, format: string | undefined, op
   try {
     const secret = opts.secrets?.[index];
     const key = typeof secret === 'string' ? Buffer.from(secret, 'base64') : undefined;
-    image = driver.open(dev, { writable: !!ctx.devices[index].spec.writable, devices: named, profile: opts.profile, displayName: fileName, key, keyRequired: opts.secrets !== undefined, unsafeQuirks: !!opts.unsafeQuirks });
+    image = driver.open(dev, { writable: !!ctx.devices[index].spec.writable, devices: named, profile: opts.profile, displayName: fileName, key, keyRequired: opts.secrets !== undefined, unsafeQuirks: !!opts.unsafeQuirks, check: level === 0 && !!opts.check });
   } catch (e) {
     const files = (e as { files?: { role: string; name: string }[] }).files;
     if (!(e instanceof ImageError) || !Array.isArray(files)) throw e;

@@ -68,10 +68,14 @@ export function jsonCheck(filename: string, format: string, c: CheckCounts): str
 }
 
 /** Writes a checker's stderr lines; runs of refcount mismatches become one line per cluster. */
-export function writeCheckLines(lines: readonly CheckLine[], err: (text: string) => void): void {
+export function writeCheckLines(lines: readonly CheckLine[], err: (text: string) => void, progname: string): void {
   for (const line of lines) {
     if (typeof line === 'string') {
       err(escapeForTerminal(line) + '\n');
+      continue;
+    }
+    if (line[0] === 2) {
+      err(`${progname}: ${escapeForTerminal(line[1])}\n`);
       continue;
     }
     const [kind, first, count, refcount, reference] = line;

@@ -72,6 +72,12 @@ const CASES: [name: string, base: string, damage: (f: string) => void][] = [
   }],
   ['data-file-compressed', 'base-df.qcow2', (f) => writeU64(f, l2Entry(f, 0, 3), (1n << 62n) | 0x50000n)],
   ['snapshot-l1-unaligned', 'base-snap.qcow2', (f) => editU64(f, layout(f).snapshotsOffset, (v) => v + 512n)],
+  // The snapshot table itself: qemu-img check opens without it and fails the check reading it.
+  ['snapshot-extra-data-too-big', 'base-snap.qcow2', (f) => editU64(f, layout(f).snapshotsOffset + 32, (v) => (v & ~0xffffffffn) | 2000n)],
+  ['snapshot-table-offset-unaligned', 'base-snap.qcow2', (f) => editU64(f, 64, (v) => v + 8n)],
+  ['snapshot-table-unreadable', 'base-snap.qcow2', (f) => writeU64(f, 64, (1n << 63n) - 0x100000n)],
+  ['snapshot-count-70000', 'base-snap.qcow2', (f) => editU64(f, 56, (v) => (v & ~0xffffffffn) | 70000n)],
+  ['snapshot-entry-past-eof', 'base-snap.qcow2', (f) => editU64(f, 56, (v) => (v & ~0xffffffffn) | 3n)],
 ];
 
 for (const [name, base, damage] of CASES) {

@@ -9,6 +9,7 @@ import { readExtensions, type Extensions } from './extensions.ts';
 import type { LuksInfo } from '../luks/header.ts';
 import { ComputedRefcounts, MAX_CHECKED_CLUSTERS, RefcountReadError, StoredRefcounts, type Refcount } from './check-refcounts.ts';
 import { ReferenceCounter, clusterType, entryBigInt, readL2Entry } from './check-tables.ts';
+import { checkSnapshotTable } from './check-snapshots.ts';
 
 const INT_MAX = 0x7fffffff;
 const hex = (v: bigint | number) => v.toString(16);
@@ -47,12 +48,12 @@ function readSnapshotTable(dev: BlockDevice, h: Qcow2Header, report: CheckReport
   // The table opened already: nb_snapshots ≤ 65536, each entry's extra data ≤ 1 KiB.
   for (let i = 0; i < h.nbSnapshots; i++) {
     offset = ((offset + 7n) / 8n) * 8n;
-    // In check mode qemu reports an entry whose fixed part the file does not hold (as measured).
-    if (offset + BigInt(SNAPSHOT_HEADER_SIZE) > BigInt(dev.size)) {
+    const e = readAt(dev, offset, SNAPSHOT_HEADER_SIZE);
+    // Version 3 entries must carry at least vm_state_size_large and disk_size (16 bytes of extra data).
+    if (h.version === 3 && e.readUInt32BE(36) < 16) {
       addLine(report, `ERROR snapshot table entry ${i} is incomplete`);
       report.corruptions++;
     }
-    const e = readAt(dev, offset, SNAPSHOT_HEADER_SIZE);
     offset += BigInt(SNAPSHOT_HEADER_SIZE + e.readUInt32BE(36));
     const id = cString(readAt(dev, offset, e.readUInt16BE(12)));
     offset += BigInt(e.readUInt16BE(12));
@@ -218,6 +219,7 @@ export function checkQcow2(image: Image, dev: BlockDevice, report: CheckReport):
   const ctx = new Context(report, new StoredRefcounts(dev, h));
 
   // qcow2_check_read_snapshot_table runs first, then the refcounts are counted.
+  checkSnapshotTable(dev, h, report);
   const snapshots = readSnapshotTable(dev, h, report);
   counter.inc(0n, BigInt(cs));
   counter.l1(h.l1TableOffset, h.l1Size, true);

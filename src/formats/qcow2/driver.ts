@@ -202,7 +202,9 @@ export function openQcow2(dev: BlockDevice, ctx: OpenContext): Qcow2Image {
   const h = parseHeader(dev);
   const unknown = unknownIncompatible(h);
   if (unknown) throw unsupportedFeatures(dev, h, unknown);
-  validateTables(h, ctx.writable);
+  // qemu-img check opens without the snapshot table (BDRV_O_CHECK): its checker reads it.
+  const tables = ctx.check ? { ...h, nbSnapshots: 0, snapshotsOffset: 0n } : h;
+  validateTables(tables, ctx.writable);
   const ext = readExtensions(dev, h, false, (o, l) => openLuks(dev, o, l));
 
   // qemu 10.0 refuses this even for info; 7.2 opens it and then crashes (segfault) in info.
@@ -216,7 +218,7 @@ export function openQcow2(dev: BlockDevice, ctx: OpenContext): Qcow2Image {
     }
     backingFile = cString(readAt(dev, h.backingFileOffset, len));
   }
-  const snapshots = readSnapshots(dev, h);
+  const snapshots = readSnapshots(dev, tables);
   const virtualSize = (h.size / 512n) * 512n;
   const bitmaps = ext.bitmaps ? readBitmaps(dev, ext.bitmaps, h.clusterSize, virtualSize) : [];
   // Sizes that pass the L1 check yet are this large only come from size_to_l1's wrap-around;

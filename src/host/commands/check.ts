@@ -88,7 +88,7 @@ async function runCheck(cmd: ParsedCommand, args: CheckArgs, ctx: CommandContext
     return STATUS.unsupported;
   }
   const r = result.report;
-  writeCheckLines(r.lines, ctx.err);
+  writeCheckLines(r.lines, ctx.err, ctx.progname);
   if (r.omitted > 0) ctx.err(`${ctx.progname}: instar left out ${r.omitted} further lines of this check\n`);
   if (r.failure !== undefined) {
     ctx.err(`${ctx.progname}: Check failed: ${r.failure}\n`);
