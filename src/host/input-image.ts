@@ -54,7 +54,7 @@ export function imageTarget(spec: string, format: string | undefined, imageOpts:
   let keySecret: string | undefined;
   for (const key of opts.keys()) {
     if (key === 'driver' || HARMLESS_IMAGE_OPTS.has(key)) continue;
-    if ((key === 'encrypt.key-secret' && driver === 'qcow2') || (key === 'key-secret' && driver === 'luks')) {
+    if ((key === 'encrypt.key-secret' && (driver === 'qcow2' || driver === 'qcow')) || (key === 'key-secret' && driver === 'luks')) {
       keySecret = opts.get(key);
       continue;
     }
