@@ -2,7 +2,7 @@
 // on the formats it cannot (raw, vpc, qcow, luks: "This image format does not support checks",
 // exit 63): instar against qemu-img 7.2 and 10.0, human and JSON, byte for byte.
 import { after, before, test } from 'node:test';
-import { copyFileSync, appendFileSync, closeSync, openSync, readSync, writeSync } from 'node:fs';
+import { copyFileSync, appendFileSync, closeSync, openSync, readSync, truncateSync, writeSync } from 'node:fs';
 import { ImageDir, assertSameOutput } from '../differential/harness.ts';
 
 const images = new ImageDir('check-formats');
@@ -57,6 +57,8 @@ before(() => {
   images.img('convert', '-O', 'vmdk', '-o', 'subformat=streamOptimized', 'x.vmdk', 'stream.vmdk');
   images.img('create', '-q', '-f', 'qed', 'frag.qed', '64M');
   for (const i of [5, 3, 1]) images.io('-f', 'qed', '-c', `write ${i * 64}k 64k`, 'frag.qed');
+  images.img('create', '-q', '-f', 'vhdx', 'v.vhdx', '64M');
+  images.io('-f', 'vhdx', '-c', 'write -P 3 0 20M', 'v.vhdx');
   images.img('create', '-q', '-f', 'parallels', 'empty.parallels', '64M');
   images.img('create', '-q', '-f', 'parallels', 'p.parallels', '64M');
   // Clusters 3, 1, 5 written in that order: BAT entries 1, 3, 5 name host clusters 1, 2, 3.
@@ -144,4 +146,22 @@ test('parallels: clean, empty, duplicate cluster, bad data_off, unclean header, 
   // qemu 10.0 aborts on a cluster past the end of the file (an assertion in its duplicate check).
   const outside = damaged('p.parallels', 'outside.parallels', (f) => write(f, bat(2), u32(100000)));
   await assertSameOutput(images.dir, ['check', outside], { versions: ['7.2'] });
+});
+
+test('damaged vhdx: truncated file, BAT entries into another region and past the end (qemu reports, does not refuse)', async () => {
+  // qemu-img's vhdx puts the BAT at 2 MiB and the metadata region at 3 MiB.
+  const bat = (i: number) => 2 * 1024 * 1024 + 8 * i;
+  const cases = [
+    damaged('v.vhdx', 'truncated.vhdx', (f) => truncateSync(f, 12 * 1024 * 1024)),
+    damaged('v.vhdx', 'truncated-mid-block.vhdx', (f) => truncateSync(f, 9_000_000)),
+    damaged('v.vhdx', 'overlap.vhdx', (f) => {
+      write(f, bat(1), u64((3n << 20n) | 6n));
+      write(f, bat(2), u64((1n << 40n) | 6n));
+    }),
+  ];
+  for (const file of cases) {
+    await assertSameOutput(images.dir, ['check', file]);
+    await assertSameOutput(images.dir, ['check', '--output=json', file]);
+  }
+  await assertSameOutput(images.dir, ['check', 'overlap.vhdx'], { sandboxed: true });
 });

@@ -45,7 +45,7 @@ export class Bat {
     return index < this.loaded ? this.view.getBigUint64(index * 8, true) : 0n;
   }
 
-  static load(dev: BlockDevice, region: Region, md: VhdxMetadata, regions: RegionList, totalSectors: bigint): Bat {
+  static load(dev: BlockDevice, region: Region, md: VhdxMetadata, regions: RegionList, totalSectors: bigint, skipCheck = false): Bat {
     const count = batEntryCount(md);
     if (count > Math.floor(region.length / 8)) throw errnoError('EINVAL');
     if (beyondMaxLength(region.fileOffset, region.length)) throw errnoError('EIO');
@@ -58,19 +58,24 @@ export class Bat {
     }
     if (inFile > 0) dev.read(bytes, Number(region.fileOffset));
     const bat = new Bat(bytes, count);
-    bat.check(dev, md, regions, totalSectors);
+    // qemu-img check opens without this check (BDRV_O_CHECK): its checker runs it, counting.
+    if (!skipCheck) bat.check(dev, md, regions, totalSectors);
     return bat;
   }
 
-  /** qemu's vhdx_check_bat_entries: present blocks must lie inside the file and its regions. */
-  private check(dev: BlockDevice, md: VhdxMetadata, regions: RegionList, totalSectors: bigint): void {
+  /**
+   * qemu's vhdx_check_bat_entries: present blocks must lie inside the file and its regions. The
+   * first problem throws; with `found` (qemu's errcnt, for check) every report line is collected.
+   */
+  check(dev: BlockDevice, md: VhdxMetadata, regions: RegionList, totalSectors: bigint, found?: string[]): void {
     const fileSize = BigInt(qemuFileLength(dev));
     const bs = BigInt(md.blockSize);
     let payloadLeft = BigInt(md.chunkRatio);
     const fail = (report: string) => {
       const e = errnoError('EINVAL');
       (e as ImageError & { reports?: string[] }).reports = [report];
-      return e;
+      if (!found) throw e;
+      found.push(report);
     };
     // Entries past the file are zero (NOT_PRESENT), so only the loaded ones need a look.
     for (let i = 0; i < this.loaded; i++) {
@@ -80,17 +85,22 @@ export class Bat {
       const index = BigInt(i);
       const remaining = BigInt.asUintN(64, totalSectors * 512n - index * bs);
       const blockLength = remaining < bs ? remaining : bs;
-      if (offset > INT64_MAX - bs) throw fail(`VHDX BAT entry ${i} offset overflow.`);
+      if (offset > INT64_MAX - bs) fail(`VHDX BAT entry ${i} offset overflow.`);
       if (offset >= fileSize) {
-        throw fail(`VHDX BAT entry ${i} start offset ${offset} points after end of file (${fileSize}). Image has probably been truncated.`);
-      }
-      if (offset + blockLength > fileSize) {
+        fail(`VHDX BAT entry ${i} start offset ${offset} points after end of file (${fileSize}). Image has probably been truncated.`);
+      } else if (offset + blockLength > fileSize) {
         const end = offset + blockLength - 1n;
-        throw fail(`VHDX BAT entry ${i} end offset ${end} points after end of file (${fileSize}). Image has probably been truncated.`);
+        fail(`VHDX BAT entry ${i} end offset ${end} points after end of file (${fileSize}). Image has probably been truncated.`);
       }
       // qemu counts payload and bitmap entries among the present ones only; we keep its count.
       if (payloadLeft-- > 0n) {
-        regions.claim(offset, bs, false);
+        try {
+          regions.claim(offset, bs, false);
+        } catch (e) {
+          const reports = (e as { reports?: string[] }).reports;
+          if (!found || !reports) throw e;
+          found.push(...reports);
+        }
       } else {
         payloadLeft = BigInt(md.chunkRatio);
       }

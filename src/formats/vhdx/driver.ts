@@ -82,7 +82,7 @@ function openChecked(dev: BlockDevice, ctx: OpenContext): VhdxImage {
   const { bat: batRegion, metadata: metadataRegion } = readRegionTable(dev, regions);
   const metadata = readMetadata(dev, metadataRegion);
   const totalSectors = metadata.virtualDiskSize / 512n;
-  const bat = Bat.load(dev, batRegion, metadata, regions, totalSectors);
+  const bat = Bat.load(dev, batRegion, metadata, regions, totalSectors, ctx.check);
   // The block layer's own limit, checked when qemu's open returns.
   if (totalSectors * 512n > BDRV_MAX_LENGTH) throw new ImageError('Could not refresh total sector count: File too large');
   if (totalSectors * 512n > BigInt(Number.MAX_SAFE_INTEGER)) {
