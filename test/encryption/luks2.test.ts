@@ -92,6 +92,16 @@ describe('luks2: volumes made by cryptsetup', () => {
     }
   });
 
+  it('compare with the plaintext says identical; map says what qemu says of LUKS1 (encrypted data)', () => {
+    writeFileSync(images.path('plain-4096.raw'), plain.get('format-argon2id-4096.luks2')!);
+    const same = runInstar(['compare', '--object', SECRET, '--image-opts', open('format-argon2id-4096.luks2'), 'driver=raw,file.filename=plain-4096.raw'], { cwd: images.dir });
+    assert.equal(same.status, 0, same.stderr);
+    assert.equal(same.stdout, 'Images are identical.\n');
+    const v1 = runQemu('10.0', ['map', '--object', SECRET, '--image-opts', open('v1.luks')], { cwd: images.dir });
+    const v2 = runInstar(['map', '--object', SECRET, '--image-opts', open('pbkdf2-4096.luks2')], { cwd: images.dir });
+    assert.deepEqual([v2.status, v2.stdout, v2.stderr], [v1.status, v1.stdout, v1.stderr]);
+  });
+
   it('info (detected) reports luks with the fields of qemu\'s LUKS1 info', () => {
     const v1 = JSON.parse(runQemu('10.0', ['info', '--output=json', images.path('v1.luks')]).stdout);
     const r = runInstar(['info', '--output=json', '--qemu-version', '10.0', 'pbkdf2-4096.luks2'], { cwd: images.dir });
