@@ -3,7 +3,7 @@
 // every saved finding replayed. A difference the classifier does not explain fails the run
 // unless it matches a known open finding (reported as TODO); a fixed finding must stay fixed.
 // Long campaigns: `nice -n 10 npm run fuzz -- --differential --minutes N`.
-import { test, before } from 'node:test';
+import { describe, test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildSeeds, type Seed } from './seeds.ts';
 import { runDiffCampaign, summary } from './diff-campaign.ts';
@@ -11,7 +11,7 @@ import { diffSignature, findingCase, loadDiffFindings, runDiffCase } from './dif
 import { RULES } from './diff-classify.ts';
 
 const CAMPAIGN = 20261127;
-const SLICE_MS = 35_000;
+const SLICE_MS = 30_000;
 const MAX_CASES = 48;
 
 let seeds: Seed[] = [];
@@ -37,8 +37,8 @@ test('seeded differential slice: instar and qemu-img agree, or a documented rule
   assert.deepEqual(fresh.map(({ c, d }) => `${c.seed.name} case ${c.index} (campaign ${CAMPAIGN}): ${d.command} ${d.what}: ${d.detail}`), []);
 });
 
-for (const f of findings) {
-  test(`differential finding ${f.file}`, async (t) => {
+describe('saved differential findings replay', { concurrency: 2 }, () => {
+  for (const f of findings) test(f.file, async (t) => {
     const r = await runDiffCase(findingCase(f, seeds), f.command);
     const left = r.findings.filter((d) => d.command === f.command);
     if (f.status === 'open') {
@@ -48,4 +48,4 @@ for (const f of findings) {
     }
     assert.deepEqual(left.map((d) => `${d.what}: ${d.detail}`), []);
   });
-}
+});
