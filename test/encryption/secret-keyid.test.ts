@@ -41,10 +41,11 @@ describe('secrets with keyid/iv vs both oracles', () => {
     ['an unknown key id', [KEY_OBJ, `secret,id=s0,data=x,keyid=nope,iv=${iv}`]],
   ];
   for (const [what, objects] of cases) {
-    it(`${what}: convert and info as both oracles`, async () => {
+    it(`${what}: convert, info and compare as both oracles`, async () => {
       const args = objects.flatMap((o) => ['--object', o]);
       await assertSameOutput(images.dir, ['convert', ...args, '--image-opts', open, '-O', 'raw', 'out.raw']);
       await assertSameOutput(images.dir, ['info', ...args, 'v.luks']);
+      await assertSameOutput(images.dir, ['compare', ...args, '--image-opts', open, open]);
     });
   }
 });

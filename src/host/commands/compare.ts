@@ -69,8 +69,18 @@ function options(cmd: ParsedCommand, targets: Target[], ctx: CommandContext, pro
     progress,
     unsafeQuirks: ctx.globals.unsafeQuirks,
     profile: ctx.profile,
-    secrets: sourceSecrets(cmd.options.get('object') ?? [], targets.filter((t) => t !== undefined)),
+    secrets: compareSecrets(cmd, targets),
   };
+}
+
+/** --object errors end compare with status 2, as qemu's do. */
+function compareSecrets(cmd: ParsedCommand, targets: Target[]): Record<number, string> {
+  try {
+    return sourceSecrets(cmd.options.get('object') ?? [], targets.filter((t) => t !== undefined));
+  } catch (e) {
+    if (e instanceof InputImageError) throw new CompareError(e.message, OPEN_FAILED);
+    throw e;
+  }
 }
 
 function target(cmd: ParsedCommand, index: 0 | 1): Target {
