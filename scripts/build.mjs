@@ -9,6 +9,10 @@ const common = { bundle: true, platform: 'node', target: 'node20', format: 'esm'
 const banner = { js: "import { createRequire as __instarCreateRequire } from 'node:module'; const require = __instarCreateRequire(import.meta.url);" };
 
 const guest = { ...common, format: 'cjs', loader: { '.wasm': 'binary' } };
+// The zstd decoder's WebAssembly, embedded: the guest can read no file (src/formats/qcow2/zstd.ts).
+guest.inject = ['src/formats/qcow2/zstd-embed.ts'];
+// What esbuild gives CJS output anyway, said explicitly: only host-side fallbacks read it.
+guest.define = { 'import.meta.url': 'undefined' };
 
 // The CLI and the library share chunks split at dynamic imports: a command line loads only the
 // code of its own subcommand (startup time is paid on every call; see bench/info.ts).

@@ -136,7 +136,7 @@ export function copyToRaw(plan: CopyPlan): number {
         if (r.data) {
           for (let at = pos; at < pos + n; at += IO_BYTES) {
             const piece = buf.subarray(0, Math.min(IO_BYTES, pos + n - at));
-            readAt(image, piece, at, base + at);
+            readAt(image, piece, at, base + at, plan.onProgress ? undefined : alignment);
             writeSparse(output, piece, base + at, sparseSize, skipZeros);
           }
         } else if (!skipZeros) {
@@ -153,12 +153,35 @@ export function copyToRaw(plan: CopyPlan): number {
   return total;
 }
 
-/** qemu's wording for a failed read: the byte offset in the source, then the reason. */
-function readAt(image: Image, buf: Buffer, pos: number, diskPos: number): void {
+/**
+ * qemu's wording for a failed read: the byte offset in the source, then the reason. qemu reads
+ * one block-status extent (in chunks of at most 2 MiB) at a time and names the chunk that failed;
+ * when runs were merged here (`alignment` given), the failing chunk is found by reading again
+ * the way qemu does.
+ */
+function readAt(image: Image, buf: Buffer, pos: number, diskPos: number, alignment?: number): void {
   try {
     image.read(buf, pos);
   } catch (e) {
-    if (e instanceof ImageError) throw new ImageError(`error while reading at byte ${diskPos}: ${e.message}`, e.errno);
-    throw e;
+    if (!(e instanceof ImageError)) throw e;
+    const at = alignment === undefined ? pos : failingChunk(image, pos, pos + buf.length, alignment) ?? pos;
+    throw new ImageError(`error while reading at byte ${diskPos + (at - pos)}: ${e.message}`, e.errno);
   }
+}
+
+/** The start of the first of qemu's chunks in [from, to) whose read fails. */
+function failingChunk(image: Image, from: number, to: number, alignment: number): number | undefined {
+  for (const r of runs(image, from, to)) {
+    if (!r.data) continue;
+    for (let pos = r.pos; pos < r.pos + r.length; ) {
+      const n = chunkLength(pos, r.pos + r.length - pos, alignment);
+      try {
+        image.read(Buffer.allocUnsafe(n), pos);
+      } catch {
+        return pos;
+      }
+      pos += n;
+    }
+  }
+  return undefined;
 }
