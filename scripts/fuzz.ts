@@ -8,7 +8,7 @@ import { Worker } from 'node:worker_threads';
 import { parseArgs } from 'node:util';
 import { readFileSync, mkdirSync } from 'node:fs';
 import { buildSeeds, SEED_FILE } from '../test/fuzz/seeds.ts';
-import { findingCase, materialize, type DiffFinding } from '../test/fuzz/differential.ts';
+import { findingCase, materialize, removeLiveDirs, type DiffFinding } from '../test/fuzz/differential.ts';
 import { buildCase, saveRegression, signature, type Finding } from '../test/fuzz/campaign.ts';
 import { runDiffCampaign, summary } from '../test/fuzz/diff-campaign.ts';
 import { useDistSnapshot } from '../test/fuzz/diff-tools.ts';
@@ -35,6 +35,14 @@ if (values.differential) {
   console.log(`differential campaign ${campaign}: ${seeds.length} seeds, ${minutes} min, ${jobs} jobs, from case ${values.first}`);
   let lastReport = Date.now();
   const removeSnapshot = useDistSnapshot();
+  // Interrupted: remove the snapshot and the cases' directories.
+  for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+    process.once(signal, () => {
+      removeSnapshot();
+      removeLiveDirs();
+      process.exit(code);
+    });
+  }
   const stats = await runDiffCampaign(seeds, campaign, {
     first: Number(values.first),
     jobs,

@@ -3,10 +3,9 @@
 // CLI under the qemu-img alias, so that both print the same program name.
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, cpSync, mkdtempSync, openSync, readSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { closeSync, cpSync, mkdirSync, mkdtempSync, openSync, readSync, rmSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
-import { INSTAR_ALIAS, INSTAR_CLI, oracle, type OracleVersion } from '../helpers/oracles.ts';
+import { INSTAR_ALIAS, INSTAR_CLI, ROOT, oracle, type OracleVersion } from '../helpers/oracles.ts';
 
 /** qemu-img's address-space limit (ulimit -v, KiB) and wall-clock limit. */
 export const QEMU_ULIMIT_KIB = 1024 * 1024;
@@ -64,7 +63,10 @@ let alias = INSTAR_ALIAS;
  * must not see another engineer's `npm run build` replace the bundle under it.
  */
 export function useDistSnapshot(): () => void {
-  const dir = mkdtempSync(join(tmpdir(), 'instar-dfuzz-dist-'));
+  // Inside node_modules/.cache, so that packages the bundle leaves external still resolve.
+  const cache = join(ROOT, 'node_modules', '.cache');
+  mkdirSync(cache, { recursive: true });
+  const dir = mkdtempSync(join(cache, 'instar-dfuzz-dist-'));
   cpSync(dirname(INSTAR_CLI), dir, { recursive: true, verbatimSymlinks: true });
   alias = join(dir, relative(dirname(INSTAR_CLI), INSTAR_ALIAS));
   return () => {

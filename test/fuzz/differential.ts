@@ -108,6 +108,12 @@ function compareRuns(run: CommandRun, hashes?: { qemu?: string; instar?: string 
   return rule ? out.map((d) => ({ ...d, rule: rule.name })) : out;
 }
 
+/** Case directories in use, for an interrupted campaign to remove. */
+const liveDirs = new Set<string>();
+export function removeLiveDirs(): void {
+  for (const dir of liveDirs) rmSync(dir, { recursive: true, force: true });
+}
+
 /** Writes a case's files into `dir`: the mutant as SEED_FILE, its seed's companions beside it. */
 export function materialize(c: DiffCase, dir: string): void {
   writeSparse(join(dir, SEED_FILE), c.bytes);
@@ -128,6 +134,7 @@ function commands(c: DiffCase): [string, string[]][] {
 export async function runDiffCase(c: DiffCase, only?: string): Promise<DiffCaseResult> {
   const started = performance.now();
   const dir = mkdtempSync(join(tmpdir(), 'instar-dfuzz-'));
+  liveDirs.add(dir);
   const result: DiffCaseResult = { differences: [], findings: [], agreed: 0, ms: 0 };
   const record = (diffs: Difference[]) => {
     if (diffs.length === 0) result.agreed++;
@@ -155,6 +162,7 @@ export async function runDiffCase(c: DiffCase, only?: string): Promise<DiffCaseR
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
+    liveDirs.delete(dir);
   }
   result.ms = performance.now() - started;
   return result;
