@@ -93,19 +93,20 @@ export class ClusterMap {
     }
     const table = this.l2Table(l2Offset);
     const entry = table.readBigUInt64BE(l2Index * this.entryBytes);
-    const where = `(L2 offset: ${hexAlt(l2Offset)}, L2 index: ${hexAlt(l2Index)})`;
+    // Only for the corruption messages: built on the error paths, not for every lookup.
+    const where = () => `(L2 offset: ${hexAlt(l2Offset)}, L2 index: ${hexAlt(l2Index)})`;
     if (entry & COMPRESSED) {
-      if (this.h.incompatible & INCOMPAT.dataFile) throw this.corrupt(`Compressed cluster entry found in image with external data file ${where}`);
+      if (this.h.incompatible & INCOMPAT.dataFile) throw this.corrupt(`Compressed cluster entry found in image with external data file ${where()}`);
       return { kind: 'compressed', l2Entry: entry };
     }
     const host = entry & OFFSET_MASK;
     if (!this.h.extendedL2 && entry & ZERO) {
-      if (this.h.version < 3) throw this.corrupt(`Zero cluster entry found in pre-v3 image ${where}`);
-      if (host % BigInt(cs) !== 0n) throw this.corrupt(`Cluster allocation offset ${hexAlt(host)} unaligned ${where}`);
+      if (this.h.version < 3) throw this.corrupt(`Zero cluster entry found in pre-v3 image ${where()}`);
+      if (host % BigInt(cs) !== 0n) throw this.corrupt(`Cluster allocation offset ${hexAlt(host)} unaligned ${where()}`);
       // A zero cluster that keeps its allocation: qemu's map still reports where it is.
       return host === 0n ? { kind: 'zero' } : { kind: 'zero', hostOffset: Number(host) };
     }
-    if (host % BigInt(cs) !== 0n) throw this.corrupt(`Cluster allocation offset ${hexAlt(host)} unaligned ${where}`);
+    if (host % BigInt(cs) !== 0n) throw this.corrupt(`Cluster allocation offset ${hexAlt(host)} unaligned ${where()}`);
     // With an external data file, offset 0 is a real place in it when the entry is marked COPIED.
     const atZero = host === 0n && !((this.h.incompatible & INCOMPAT.dataFile) !== 0n && (entry & COPIED) !== 0n);
     if (!this.h.extendedL2) return atZero ? { kind: 'unallocated' } : { kind: 'data', hostOffset: Number(host) };
@@ -114,7 +115,7 @@ export class ClusterMap {
     const allocated = (bitmap >> BigInt(sub)) & 1n;
     const zero = (bitmap >> BigInt(32 + sub)) & 1n;
     if (allocated && (zero || host === 0n)) {
-      throw this.corrupt(`Invalid cluster entry found ${where}`);
+      throw this.corrupt(`Invalid cluster entry found ${where()}`);
     }
     if (zero) return host === 0n ? { kind: 'zero' } : { kind: 'zero', hostOffset: Number(host) + sub * this.unitSize };
     if (allocated) return { kind: 'data', hostOffset: Number(host) + sub * this.unitSize };
