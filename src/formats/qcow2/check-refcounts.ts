@@ -59,6 +59,8 @@ export class StoredRefcounts {
   private readonly perBlock: number;
   private readonly bits: number;
   private cache = new Map<number, Buffer>();
+  private lastIndex = -1;
+  private lastBlock?: Buffer;
 
   constructor(private dev: BlockDevice, private h: Qcow2Header) {
     // refcount_table_clusters is checked at open: at most 8 MiB.
@@ -102,7 +104,12 @@ export class StoredRefcounts {
   get(cluster: number): Refcount {
     const index = Math.floor(cluster / this.perBlock);
     if (index >= this.tableEntries) return 0;
-    const b = this.block(index);
+    // Lookups come mostly in order: the last block (or its absence) answers without a table read.
+    if (index !== this.lastIndex) {
+      this.lastBlock = this.block(index);
+      this.lastIndex = index;
+    }
+    const b = this.lastBlock;
     if (!b) return 0;
     const i = cluster % this.perBlock;
     switch (this.bits) {

@@ -58,6 +58,22 @@ export class ReferenceCounter {
     this.report.corruptions++;
   }
 
+  /** inc() for a number offset (exact below 2^53): the hot path of the L2 walk, without BigInt. */
+  incNumber(offset: number, size: number): void {
+    if (offset + size >= 2 ** 52) return this.inc(BigInt(offset), BigInt(size));
+    const fileLen = Math.ceil(this.dev.size / 512) * 512;
+    if (offset + size - fileLen >= this.cs) return this.inc(BigInt(offset), BigInt(size));
+    const last = Math.floor((offset + size - 1) / this.cs);
+    for (let k = Math.floor(offset / this.cs); k <= last; k++) {
+      if (!this.refs.inc(k)) this.overflow(k);
+    }
+  }
+
+  private overflow(k: number): void {
+    this.error(`ERROR: overflow cluster offset=0x${hex(BigInt(k) * BigInt(this.cs))}`);
+    addLine(this.report, 'Use qemu-img amend to increase the refcount entry width or qemu-img convert to create a clean copy if the image cannot be opened for writing');
+  }
+
   /** qcow2_inc_refcounts_imrt: one more reference to each cluster of [offset, offset + size). */
   inc(offset: bigint, size: bigint): void {
     if (size <= 0n) return;
@@ -77,10 +93,7 @@ export class ReferenceCounter {
       return;
     }
     for (let k = Number(first); k <= Number(last); k++) {
-      if (!this.refs.inc(k)) {
-        this.error(`ERROR: overflow cluster offset=0x${hex(BigInt(k) * cs)}`);
-        addLine(this.report, 'Use qemu-img amend to increase the refcount entry width or qemu-img convert to create a clean copy if the image cannot be opened for writing');
-      }
+      if (!this.refs.inc(k)) this.overflow(k);
     }
   }
 
@@ -100,7 +113,7 @@ export class ReferenceCounter {
       if (hi === 0 && lo === 0) continue;
       if (hi & 0x7f000000 || lo & 0x1ff) this.error(`ERROR found L1 entry with reserved bits set: ${hex(entryBigInt({ hi, lo }))}`);
       const l2Offset = (hi & 0x00ffffff) * 0x100000000 + ((lo & 0xfffffe00) >>> 0);
-      this.inc(BigInt(l2Offset), BigInt(this.cs));
+      this.incNumber(l2Offset, this.cs);
       if (l2Offset % this.cs !== 0) this.error(`ERROR l2_offset=${hex(l2Offset)}: Table is not cluster aligned; L1 entry corrupted`);
       this.l2(l2Offset, fragInfo);
     }
@@ -164,7 +177,7 @@ export class ReferenceCounter {
           if (nextContiguous !== 0 && offset !== nextContiguous) r['fragmented-clusters']++;
           nextContiguous = offset + this.cs;
         }
-        if (!this.hasDataFile) this.inc(BigInt(offset), BigInt(this.cs));
+        if (!this.hasDataFile) this.incNumber(offset, this.cs);
       } else if (type === 'unallocated' && bitmapLo !== 0) {
         this.error('ERROR: Unallocated cluster has non-zero subcluster allocation map');
       }
