@@ -109,15 +109,23 @@ test('detect: formats qemu-img cannot create are recognised by their magic', () 
   assert.equal(detectFormat(new MemoryDevice(cloop), { unsafeQuirks: false }), 'cloop');
 });
 
-test('detect: LUKS2, fixed VHD and DMG trailers are refused with a reason (ISO: test/formats/iso)', () => {
+test('detect: LUKS2 is luks (raw with --unsafe-quirks, as qemu: docs/luks2.md)', () => {
   const luks2 = Buffer.alloc(4096);
   luks2.write('LUKS\xba\xbe', 0, 'latin1');
   luks2.writeUInt16BE(2, 6);
+  assert.equal(detectFormat(new MemoryDevice(luks2), { unsafeQuirks: false }), 'luks');
+  assert.equal(detectFormat(new MemoryDevice(luks2), { unsafeQuirks: true }), 'raw');
+});
+
+test('detect: other LUKS versions, fixed VHD and DMG trailers are refused with a reason (ISO: test/formats/iso)', () => {
+  const luks2 = Buffer.alloc(4096);
+  luks2.write('LUKS\xba\xbe', 0, 'latin1');
+  luks2.writeUInt16BE(3, 6);
   const vhd = Buffer.alloc(4096);
   vhd.write('conectix', 4096 - 512, 'latin1');
   const dmg = Buffer.alloc(4096);
   dmg.write('koly', 4096 - 512, 'latin1');
-  const reasons: [Buffer, RegExp][] = [[luks2, /LUKS version 2/], [vhd, /fixed-size VHD/], [dmg, /DMG/]];
+  const reasons: [Buffer, RegExp][] = [[luks2, /LUKS version 3 is not supported/], [vhd, /fixed-size VHD/], [dmg, /DMG/]];
   for (const [bytes, why] of reasons) {
     assert.throws(() => detectFormat(new MemoryDevice(bytes), { unsafeQuirks: false }), why);
     assert.equal(detectFormat(new MemoryDevice(bytes), { unsafeQuirks: true }), 'raw');
