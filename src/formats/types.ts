@@ -103,6 +103,8 @@ export interface Image {
    * table's span, a VMDK grain). Absent: as extent() says.
    */
   readonly blockStatus?: 'none' | number;
+  /** What qemu's driver says with warn_report while opening (text after "warning: "): printed, not fatal. */
+  readonly warnings?: readonly string[];
 }
 
 export interface OpenContext {

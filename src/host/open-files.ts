@@ -9,9 +9,23 @@ import { referencedPath } from './paths/combine.ts';
 import type { CommandContext } from './commands/types.ts';
 import type { GuestWarning, NeededFile } from '../protocol/messages.ts';
 
+/**
+ * Lines already printed, per command (keyed by its stderr writer, which every copy of the context
+ * shares): a command that runs several ops over the same image (convert's phases) prints each
+ * once, as qemu, which opens the image once.
+ */
+const printed = new WeakMap<CommandContext['err'], Set<string>>();
+
 /** Prints a guest's warnings as qemu prints them: error_report-style lines after the program name. */
 export function printWarnings(warnings: readonly GuestWarning[], ctx: CommandContext): void {
-  for (const w of warnings) ctx.err(w.prefixed ? `${ctx.progname}: ${w.text}\n` : `${w.text}\n`);
+  let seen = printed.get(ctx.err);
+  if (!seen) printed.set(ctx.err, (seen = new Set()));
+  for (const w of warnings) {
+    const line = w.prefixed ? `${ctx.progname}: ${w.text}\n` : `${w.text}\n`;
+    if (seen.has(line)) continue;
+    seen.add(line);
+    ctx.err(line);
+  }
 }
 
 /** An image the user named on the command line, already opened by the command. */
@@ -51,16 +65,26 @@ function neededFiles(result: unknown, deviceCount: number): NeededFile[] | undef
   });
 }
 
+/** What a caller may add to the shared loop. */
+export interface ReferencedFileHooks {
+  /** Called for each file granted (open until the call returns): e.g. info's file facts. */
+  onOpened?: (file: NeededFile, fd: number, path: string) => void;
+  /** Roles the op may ask for; a request for another is a malformed answer. All when absent. */
+  roles?: ReadonlySet<NeededFile['role']>;
+  /** The chain the (single) input belongs to, when the caller already walks one (info --backing-chain). */
+  chain?: ChainState;
+}
+
 /**
  * Runs `op` over the inputs, granting the files it names as the policy allows, until it returns
  * its real result. Inputs come first in the device table, in order, with role 'input'.
  */
-export async function runWithReferencedFiles(op: string, options: Record<string, unknown>, inputs: InputFile[], ctx: CommandContext, paths: string[] = []): Promise<unknown> {
+export async function runWithReferencedFiles(op: string, options: Record<string, unknown>, inputs: InputFile[], ctx: CommandContext, paths: string[] = [], hooks: ReferencedFileHooks = {}): Promise<unknown> {
   const devices: HostDevice[] = inputs.map((i) => ({ fd: i.fd, role: i.role ?? 'input', writable: !!i.writable }));
   // `paths` (the caller's, when given) names every device in table order, as qemu spells it.
   paths.push(...inputs.map((i) => i.path));
   // One chain (loop detection, depth) per input; a referenced file belongs to its referrer's chain.
-  const chains: ChainState[] = inputs.map((i) => startChain(i.path, i.fd));
+  const chains: ChainState[] = inputs.map((i, n) => (n === 0 && hooks.chain ? hooks.chain : startChain(i.path, i.fd)));
   const chainOf: number[] = inputs.map((_, i) => i);
   const opened: number[] = [];
   try {
@@ -85,6 +109,7 @@ export async function runWithReferencedFiles(op: string, options: Record<string,
       }
       let added = 0;
       for (const file of needed) {
+        if (hooks.roles && !hooks.roles.has(file.role)) throw new OpError('the guest asked for files in a malformed answer');
         if (devices.some((d) => d.referrer === file.referrer && d.role === file.role && d.name === file.name)) continue;
         if (devices.length >= MAX_FILES) throw new OpError('the image names too many files');
         const referrer = paths[file.referrer];
@@ -100,6 +125,7 @@ export async function runWithReferencedFiles(op: string, options: Record<string,
           throw e;
         }
         opened.push(fd);
+        hooks.onOpened?.(file, fd, path);
         devices.push({ fd, role: file.role, writable: false, name: file.name, referrer: file.referrer });
         paths.push(path);
         chainOf.push(chainOf[file.referrer]);

@@ -135,7 +135,11 @@ function openOne(ctx: OpContext, index: 0 | 1, opts: CompareOptions, missing: Ne
       missing.push(...e.files);
       return undefined;
     }
-    if (e instanceof ImageError) return { failed: e.message };
+    if (e instanceof ImageError) {
+      // The lines qemu printed before its open error (error_report) still come first.
+      for (const w of errorWarnings(e)) ctx.warn?.(w);
+      return { failed: e.message };
+    }
     throw e;
   }
 }

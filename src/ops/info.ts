@@ -19,7 +19,7 @@ export interface InfoOptions {
  * not given it yet; the host opens the allowed ones and runs the op again with them.
  */
 export interface NeedFilesAnswer {
-  'need-files': { role: 'extent' | 'data-file' | 'backing'; name: string }[];
+  'need-files': { role: 'extent' | 'data-file' | 'backing'; name: string; referrer: number }[];
 }
 
 /** The guest half of `info`: detect, open, and report what the image's bytes say. */
@@ -34,10 +34,14 @@ export const infoOp: Op = (options, ctx) => {
   // Files the host opened for names the image gave, keyed by those names.
   const devices = new Map(ctx.devices.filter((d) => d.spec.role !== 'input' && d.spec.name !== undefined).map((d) => [d.spec.name as string, d.dev]));
   try {
-    return driver.open(input.dev, { writable: false, displayName: opts.fileName, profile: opts.profile, devices, unsafeQuirks: !!opts.unsafeQuirks }).info();
+    const image = driver.open(input.dev, { writable: false, displayName: opts.fileName, profile: opts.profile, devices, unsafeQuirks: !!opts.unsafeQuirks });
+    // Non-fatal lines qemu prints while opening (e.g. dmg's unsupported chunk types).
+    for (const w of image.warnings ?? []) ctx.warn?.({ text: `warning: ${w}`, prefixed: true });
+    return image.info();
   } catch (e) {
     const files = (e as { files?: unknown }).files;
-    if (e instanceof ImageError && Array.isArray(files)) return { 'need-files': files } satisfies NeedFilesAnswer;
+    // The files are named by the input (device 0); the host's shared loop grants them.
+    if (e instanceof ImageError && Array.isArray(files)) return { 'need-files': files.map((f) => ({ ...f, referrer: 0 })) } satisfies NeedFilesAnswer;
     throw e;
   }
 };

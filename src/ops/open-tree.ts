@@ -86,6 +86,7 @@ function openLevel(ctx: OpContext, index: number, format: string | undefined, op
     for (const f of files) missing.push({ role: f.role === 'backing' ? 'backing' : f.role === 'data-file' ? 'data-file' : 'extent', name: f.name, referrer: index });
     return undefined as unknown as Image;
   }
+  for (const w of image.warnings ?? []) ctx.warn?.({ text: `warning: ${w}`, prefixed: true });
   const info = image.info();
   if (info['data-file'] !== undefined && !named.has(info['data-file'])) {
     missing.push({ role: 'data-file', name: info['data-file'], referrer: index });

@@ -3,7 +3,8 @@
 // image's bytes say, adds what only the host knows (names, file sizes) and renders qemu's text.
 import { closeSync, fstatSync } from 'node:fs';
 import type { Command, CommandContext } from './types.ts';
-import { runOp, OpError } from '../sandbox/run.ts';
+import { OpError } from '../sandbox/run.ts';
+import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
 import { openReferenced, startChain } from '../paths/resolve.ts';
 import { PathRefusedError, ReferenceOpenError, type ChainState } from '../paths/policy.ts';
 import { combinePath } from '../paths/combine.ts';
@@ -28,60 +29,30 @@ function openBacking(name: string, referrer: string, ctx: CommandContext, chain:
   }
 }
 
-/** A file the image is made of besides its own (a VMDK extent), opened through the policy. */
-interface PartFile {
-  fd: number;
-  name: string;
-  facts: FileFacts;
-}
-
-/** Rounds of "the image names more files" one image may take (a descriptor naming descriptors). */
-const MAX_FILE_ROUNDS = 4;
-/** Most extra files one image may name (qemu's own VMDK limit is far above any real image). */
-const MAX_PART_FILES = 4096;
-
 const factsOf = (fd: number, filename: string): FileFacts => {
   const st = fstatSync(fd);
   return { filename, actualSize: st.blocks * 512, length: st.size };
 };
 
-/** The files a guest asks for, if its answer is a need-files request (checked: it is guest data). */
-function neededFiles(result: unknown): { role: string; name: string }[] | undefined {
-  if (typeof result !== 'object' || result === null || !('need-files' in result)) return undefined;
-  const files = (result as Record<string, unknown>)['need-files'];
-  if (!Array.isArray(files) || files.length === 0 || files.length > MAX_PART_FILES) throw new MalformedResultError('need-files');
-  return files.map((f: unknown) => {
-    const { role, name } = (f ?? {}) as Record<string, unknown>;
-    if (role !== 'extent' || typeof name !== 'string') throw new MalformedResultError('need-files entry');
-    return { role, name };
-  });
-}
+/** info's guest asks only for the files an image is made of (VMDK extents). */
+const PART_ROLES: ReadonlySet<'extent'> = new Set(['extent'] as const);
 
-/** Opens an extent an image names, through the path policy; failures worded as qemu words them. */
-function openPart(name: string, target: Target, ctx: CommandContext, chain: ChainState): PartFile {
-  try {
-    const opened = openReferenced(name, target.path, 'extent', ctx.policy, chain);
-    return { fd: opened.fd, name, facts: factsOf(opened.fd, opened.path) };
-  } catch (e) {
-    if (e instanceof PathRefusedError || e instanceof ReferenceOpenError) throw new InfoError(`Could not open '${target.errorName}': ${e.reason}`);
-    throw e;
-  }
-}
-
-/** Runs the guest's `info`, opening the further files it names and running it again with them. */
-async function readNode(fd: number, target: Target, ctx: CommandContext, chain: ChainState, parts: PartFile[]) {
+/**
+ * Runs the guest's `info` through the shared need-files loop (open-files.ts), keeping the facts
+ * of every extent file it grants (their sizes are part of what info prints).
+ */
+async function readNode(fd: number, target: Target, ctx: CommandContext, chain: ChainState, parts: FileFacts[]) {
   // The profile travels along: some format-specific fields exist only in some qemu versions.
   const options = { format: target.format, unsafeQuirks: ctx.globals.unsafeQuirks, fileName: target.path, profile: ctx.profile };
-  for (let round = 0; ; round++) {
-    const devices = [{ fd, role: 'input' as const, writable: false }, ...parts.map((p) => ({ fd: p.fd, role: 'extent' as const, writable: false, name: p.name }))];
-    const result = await runOp('info', options, devices, ctx.run);
-    const needed = neededFiles(result);
-    if (needed === undefined) return checkNodeInfo(result);
-    const fresh = needed.filter((f) => !parts.some((p) => p.name === f.name));
-    if (fresh.length === 0 || round + 1 >= MAX_FILE_ROUNDS || parts.length + fresh.length > MAX_PART_FILES) {
-      throw new MalformedResultError('the image keeps naming more files');
+  const onOpened = (_file: unknown, partFd: number, path: string) => parts.push(factsOf(partFd, path));
+  try {
+    return checkNodeInfo(await runWithReferencedFiles('info', options, [{ fd, path: target.path }], ctx, [], { onOpened, roles: PART_ROLES, chain }));
+  } catch (e) {
+    if (e instanceof ReferencedFileError) {
+      const reason = (e.cause as { reason?: string } | undefined)?.reason ?? e.message;
+      throw new InfoError(`Could not open '${target.errorName}': ${reason}`);
     }
-    for (const f of fresh) parts.push(openPart(f.name, target, ctx, chain));
+    throw e;
   }
 }
 
@@ -89,23 +60,20 @@ async function readNode(fd: number, target: Target, ctx: CommandContext, chain: 
 async function describe(fd: number, target: Target, ctx: CommandContext, chain: ChainState): Promise<{ info: QDictValue; backing?: string; backingFormat?: string }> {
   const file = factsOf(fd, target.path);
   if (target.format === 'file') return { info: fileNodeInfo(file, ctx.profile) };
-  const parts: PartFile[] = [];
+  const parts: FileFacts[] = [];
   let node;
   try {
     node = await readNode(fd, target, ctx, chain, parts);
   } catch (e) {
     if (e instanceof OpError || e instanceof MalformedResultError) throw new InfoError(`Could not open '${target.errorName}': ${e.message}`);
     throw e;
-  } finally {
-    for (const p of parts) closeSync(p.fd);
   }
   if (target.unknownFormatOption !== undefined) {
     throw new InfoError(`Could not open '${target.errorName}': Block format '${node.format}' does not support the option '${target.unknownFormatOption}'`);
   }
   const backing = node['backing-filename'];
   const full = backing === undefined ? undefined : combinePath(target.path, backing);
-  const extents = parts.map((p) => p.facts);
-  const info = imageInfo(node, file, full, ctx.profile, extents);
+  const info = imageInfo(node, file, full, ctx.profile, parts);
   if (target.jsonName !== undefined) info.filename = target.jsonName;
   return { info, backing, backingFormat: node['backing-filename-format'] };
 }
