@@ -22,6 +22,13 @@ export interface Rule {
 
 const crashed = (t: ToolResult) => t.timedOut || t.signal !== null || (t.status !== null && t.status >= 124);
 
+/** The one excuse for an instar run that hit our timeout (checked apart from the other rules). */
+export const BOTH_SLOW: Rule = {
+  name: 'both-slow',
+  reason: 'qemu-img did not finish within its 10 s either (a huge disk walked whole, e.g. compare of 2 TiB); instar took longer than our 30 s',
+  applies: (r) => r.qemu.timedOut && r.instar.timedOut,
+};
+
 export const RULES: Rule[] = [
   {
     name: 'qemu-crashed-or-limited',

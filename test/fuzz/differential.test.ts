@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { buildSeeds, type Seed } from './seeds.ts';
 import { runDiffCampaign, summary } from './diff-campaign.ts';
 import { diffSignature, findingCase, loadDiffFindings, runDiffCase } from './differential.ts';
-import { RULES } from './diff-classify.ts';
+import { BOTH_SLOW, RULES } from './diff-classify.ts';
 
 const CAMPAIGN = 20261127;
 const SLICE_MS = 30_000;
@@ -23,7 +23,7 @@ const findings = loadDiffFindings();
 const known = new Set(findings.filter((f) => f.status === 'open').map((f) => diffSignature(f.seed, f)));
 
 test('classifier rules each carry a one-line reason', () => {
-  for (const rule of RULES) assert.ok(rule.reason.length > 20 && !rule.reason.includes('\n'), rule.name);
+  for (const rule of [...RULES, BOTH_SLOW]) assert.ok(rule.reason.length > 20 && !rule.reason.includes('\n'), rule.name);
 });
 
 test('seeded differential slice: instar and qemu-img agree, or a documented rule explains why not', async (t) => {

@@ -13,7 +13,7 @@ import { Rng, caseSeed } from './prng.ts';
 import { buildCase } from './campaign.ts';
 import { SEED_FILE, type Seed } from './seeds.ts';
 import { hashFile, runInstarCli, runQemuLimited, type InstarMode, type ToolResult } from './diff-tools.ts';
-import { explain, type CommandRun } from './diff-classify.ts';
+import { BOTH_SLOW, explain, type CommandRun } from './diff-classify.ts';
 import type { OracleVersion } from '../helpers/oracles.ts';
 
 export const DIFF_FINDINGS = join(dirname(fileURLToPath(import.meta.url)), 'differential-findings');
@@ -97,7 +97,10 @@ function describeRun(t: ToolResult): string {
 function compareRuns(run: CommandRun, hashes?: { qemu?: string; instar?: string }): Difference[] {
   const out: Difference[] = [];
   const { command, qemu, instar } = run;
-  if (instar.timedOut) return [{ command, what: 'instar-hang', detail: `instar ran over its timeout; qemu: ${describeRun(qemu)}` }];
+  if (instar.timedOut) {
+    const hang: Difference = { command, what: 'instar-hang', detail: `instar ran over its timeout; qemu: ${describeRun(qemu)}` };
+    return [BOTH_SLOW.applies(run) ? { ...hang, rule: BOTH_SLOW.name } : hang];
+  }
   if (qemu.status !== instar.status) out.push({ command, what: 'status', detail: `qemu ${describeRun(qemu)}\ninstar ${describeRun(instar)}` });
   if (qemu.stdout !== instar.stdout) out.push({ command, what: 'stdout', detail: `${lineDiff(qemu.stdout, instar.stdout)}\nqemu ${describeRun(qemu)}\ninstar ${describeRun(instar)}` });
   if (hashes && qemu.status === 0 && instar.status === 0 && hashes.qemu !== hashes.instar) {
