@@ -16,5 +16,5 @@ export const ops: Record<string, Op> = {
   map: withArgon2(answeringMissingFiles(mapOp)),
   convert: withArgon2(answeringMissingFiles(convertOp)),
   compare: withArgon2(answeringMissingFiles(compareOp)),
-  check: answeringMissingFiles(checkOp),
+  check: withArgon2(answeringMissingFiles(checkOp)),
 };
