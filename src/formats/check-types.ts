@@ -55,9 +55,9 @@ export function emptyReport(): CheckReport {
   };
 }
 
-/** Adds a line unless the report is full. */
-export function addLine(report: CheckReport, line: CheckLine): void {
-  if (report.lines.length < MAX_CHECK_LINES) report.lines.push(line);
+/** Adds a line unless the report is full; a function is only called (formatted) when it fits. */
+export function addLine(report: CheckReport, line: CheckLine | (() => CheckLine)): void {
+  if (report.lines.length < MAX_CHECK_LINES) report.lines.push(typeof line === 'function' ? line() : line);
   else report.omitted++;
 }
 

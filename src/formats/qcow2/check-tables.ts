@@ -7,6 +7,22 @@ import type { Qcow2Header } from './header.ts';
 import type { ComputedRefcounts } from './check-refcounts.ts';
 
 const hex = (v: bigint | number) => v.toString(16);
+
+/**
+ * L2 entries one check may visit (both walks together). A real image visits each L2 table once per
+ * L1 table that names it; a hostile one can name one table millions of times from a small file.
+ */
+export const MAX_L2_ENTRIES_WALKED = 2 ** 29;
+
+/** Counts the L2 entries walked and stops a check that passes the bound, with a clear reason. */
+export class WalkBudget {
+  private left = MAX_L2_ENTRIES_WALKED;
+
+  spend(entries: number): void {
+    this.left -= entries;
+    if (this.left < 0) throw new CheckFailure(`instar stops after ${MAX_L2_ENTRIES_WALKED} L2 entries (the L1 tables name too many L2 tables)`);
+  }
+}
 const COPIED_HI = 0x80000000;
 const COMPRESSED_HI = 0x40000000;
 
@@ -48,12 +64,13 @@ export class ReferenceCounter {
     private refs: ComputedRefcounts,
     private report: CheckReport,
     private hasDataFile: boolean,
+    private budget: WalkBudget,
   ) {
     this.cs = h.clusterSize;
     this.entryBytes = h.extendedL2 ? 16 : 8;
   }
 
-  private error(line: string): void {
+  private error(line: () => string): void {
     addLine(this.report, line);
     this.report.corruptions++;
   }
@@ -70,8 +87,8 @@ export class ReferenceCounter {
   }
 
   private overflow(k: number): void {
-    this.error(`ERROR: overflow cluster offset=0x${hex(BigInt(k) * BigInt(this.cs))}`);
-    addLine(this.report, 'Use qemu-img amend to increase the refcount entry width or qemu-img convert to create a clean copy if the image cannot be opened for writing');
+    this.error(() => `ERROR: overflow cluster offset=0x${hex(BigInt(k) * BigInt(this.cs))}`);
+    addLine(this.report, () => 'Use qemu-img amend to increase the refcount entry width or qemu-img convert to create a clean copy if the image cannot be opened for writing');
   }
 
   /** qcow2_inc_refcounts_imrt: one more reference to each cluster of [offset, offset + size). */
@@ -82,14 +99,14 @@ export class ReferenceCounter {
     const cs = BigInt(this.cs);
     // qemu computes this in int64: a region near 2^63 wraps, as it does there.
     if (BigInt.asIntN(64, offset + size - fileLen) >= cs) {
-      this.error(`ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x${hex(offset)} size 0x${hex(size)}`);
+      this.error(() => `ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x${hex(offset)} size 0x${hex(size)}`);
       return;
     }
     const first = BigInt.asIntN(64, offset) / cs;
     const last = BigInt.asIntN(64, offset + size - 1n) / cs;
     if (first < 0n) {
       // Only a wrapped, hostile offset gets here; qemu's behaviour is undefined. Count it as corrupt.
-      this.error(`ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x${hex(offset)} size 0x${hex(size)}`);
+      this.error(() => `ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x${hex(offset)} size 0x${hex(size)}`);
       return;
     }
     for (let k = Number(first); k <= Number(last); k++) {
@@ -111,10 +128,10 @@ export class ReferenceCounter {
       const hi = table.readUInt32BE(i * 8);
       const lo = table.readUInt32BE(i * 8 + 4);
       if (hi === 0 && lo === 0) continue;
-      if (hi & 0x7f000000 || lo & 0x1ff) this.error(`ERROR found L1 entry with reserved bits set: ${hex(entryBigInt({ hi, lo }))}`);
+      if (hi & 0x7f000000 || lo & 0x1ff) this.error(() => `ERROR found L1 entry with reserved bits set: ${hex(entryBigInt({ hi, lo }))}`);
       const l2Offset = (hi & 0x00ffffff) * 0x100000000 + ((lo & 0xfffffe00) >>> 0);
       this.incNumber(l2Offset, this.cs);
-      if (l2Offset % this.cs !== 0) this.error(`ERROR l2_offset=${hex(l2Offset)}: Table is not cluster aligned; L1 entry corrupted`);
+      if (l2Offset % this.cs !== 0) this.error(() => `ERROR l2_offset=${hex(l2Offset)}: Table is not cluster aligned; L1 entry corrupted`);
       this.l2(l2Offset, fragInfo);
     }
   }
@@ -128,6 +145,7 @@ export class ReferenceCounter {
     }
     const table = readAt(this.dev, l2Offset, this.cs);
     const entries = this.cs / this.entryBytes;
+    this.budget.spend(entries);
     const r = this.report;
     let nextContiguous = 0;
     for (let i = 0; i < entries; i++) {
@@ -137,22 +155,22 @@ export class ReferenceCounter {
       const bitmapLo = this.h.extendedL2 ? table.readUInt32BE(i * 16 + 12) : 0;
       const type = clusterType(e, this.h.extendedL2, this.hasDataFile);
       if (type !== 'compressed' && (e.hi & 0x3f000000 || e.lo & 0x1fe)) {
-        this.error(`ERROR found l2 entry with reserved bits set: ${hex(entryBigInt(e))}`);
+        this.error(() => `ERROR found l2 entry with reserved bits set: ${hex(entryBigInt(e))}`);
       }
       if (type === 'compressed') {
         let entry = entryBigInt(e);
         const csizeShift = BigInt(62 - (this.h.clusterBits - 8));
         const coffset = entry & ((1n << csizeShift) - 1n);
         if (e.hi & COPIED_HI) {
-          this.error(`ERROR: coffset=0x${hex(coffset)}: copied flag must never be set for compressed clusters`);
+          this.error(() => `ERROR: coffset=0x${hex(coffset)}: copied flag must never be set for compressed clusters`);
           entry &= ~(1n << 63n);
         }
         if (this.hasDataFile) {
-          this.error(`ERROR compressed cluster ${i} with data file, entry=0x${hex(entry)}`);
+          this.error(() => `ERROR compressed cluster ${i} with data file, entry=0x${hex(entry)}`);
           continue;
         }
         if (bitmapHi !== 0 || bitmapLo !== 0) {
-          this.error(`ERROR compressed cluster ${i} with non-zero subcluster allocation bitmap, entry=0x${hex(entry)}`);
+          this.error(() => `ERROR compressed cluster ${i} with non-zero subcluster allocation bitmap, entry=0x${hex(entry)}`);
           continue;
         }
         const sectors = ((entry >> csizeShift) & ((1n << BigInt(this.h.clusterBits - 8)) - 1n)) + 1n;
@@ -166,11 +184,11 @@ export class ReferenceCounter {
       } else if (type === 'normal' || type === 'zero-alloc') {
         const offset = e.offset;
         if (((bitmapHi & bitmapLo) >>> 0) !== 0) {
-          this.error(`ERROR offset=${hex(offset)}: Allocated cluster has corrupted subcluster allocation bitmap`);
+          this.error(() => `ERROR offset=${hex(offset)}: Allocated cluster has corrupted subcluster allocation bitmap`);
         }
         if (offset % this.cs !== 0) {
           const containsData = this.h.extendedL2 ? bitmapLo !== 0 : !(e.lo & 1);
-          this.error(`ERROR offset=${hex(offset)}: ${containsData ? 'Data' : 'Preallocated'} cluster is not properly aligned; L2 entry corrupted.`);
+          this.error(() => `ERROR offset=${hex(offset)}: ${containsData ? 'Data' : 'Preallocated'} cluster is not properly aligned; L2 entry corrupted.`);
         }
         if (fragInfo) {
           r['allocated-clusters']++;
@@ -179,7 +197,7 @@ export class ReferenceCounter {
         }
         if (!this.hasDataFile) this.incNumber(offset, this.cs);
       } else if (type === 'unallocated' && bitmapLo !== 0) {
-        this.error('ERROR: Unallocated cluster has non-zero subcluster allocation map');
+        this.error(() => 'ERROR: Unallocated cluster has non-zero subcluster allocation map');
       }
     }
   }

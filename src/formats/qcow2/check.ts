@@ -8,7 +8,7 @@ import { INCOMPAT, MAX_L1_BYTES, SNAPSHOT_HEADER_SIZE, parseHeader, type Qcow2He
 import { readExtensions, type Extensions } from './extensions.ts';
 import type { LuksInfo } from '../luks/header.ts';
 import { ComputedRefcounts, MAX_CHECKED_CLUSTERS, RefcountReadError, StoredRefcounts, type Refcount } from './check-refcounts.ts';
-import { ReferenceCounter, clusterType, entryBigInt, readL2Entry } from './check-tables.ts';
+import { ReferenceCounter, WalkBudget, clusterType, entryBigInt, readL2Entry } from './check-tables.ts';
 import { checkSnapshotTable } from './check-snapshots.ts';
 
 const INT_MAX = 0x7fffffff;
@@ -158,7 +158,7 @@ function compare(ctx: Context, refs: ComputedRefcounts): number {
 }
 
 /** check_oflag_copied: the COPIED flag must be set exactly where the refcount is 1. */
-function checkCopiedFlags(ctx: Context, dev: BlockDevice, h: Qcow2Header, hasDataFile: boolean): void {
+function checkCopiedFlags(ctx: Context, dev: BlockDevice, h: Qcow2Header, hasDataFile: boolean, budget: WalkBudget): void {
   const { report } = ctx;
   const cs = h.clusterSize;
   const l1 = readAt(dev, h.l1TableOffset, h.l1Size * 8);
@@ -182,6 +182,7 @@ function checkCopiedFlags(ctx: Context, dev: BlockDevice, h: Qcow2Header, hasDat
       throw new CheckFailure('Input/output error');
     }
     const table = readAt(dev, l2Offset, cs);
+    budget.spend(cs / entryBytes);
     for (let j = 0; j < cs / entryBytes; j++) {
       const e = readL2Entry(table, j, entryBytes);
       const type = clusterType(e, h.extendedL2, hasDataFile);
@@ -215,7 +216,8 @@ export function checkQcow2(image: Image, dev: BlockDevice, report: CheckReport):
   report['total-clusters'] = Math.ceil(image.virtualSize / cs);
   const refcountMax = h.refcountOrder >= 6 ? Number.MAX_SAFE_INTEGER : 2 ** 2 ** h.refcountOrder - 1;
   const refs = new ComputedRefcounts(clusters, refcountMax);
-  const counter = new ReferenceCounter(dev, h, refs, report, hasDataFile);
+  const budget = new WalkBudget();
+  const counter = new ReferenceCounter(dev, h, refs, report, hasDataFile, budget);
   const ctx = new Context(report, new StoredRefcounts(dev, h));
 
   // qcow2_check_read_snapshot_table runs first, then the refcounts are counted.
@@ -247,6 +249,6 @@ export function checkQcow2(image: Image, dev: BlockDevice, report: CheckReport):
   countRefblocks(ctx, counter, refs);
 
   const highest = compare(ctx, refs);
-  checkCopiedFlags(ctx, dev, h, hasDataFile);
+  checkCopiedFlags(ctx, dev, h, hasDataFile, budget);
   report['image-end-offset'] = (highest + 1) * cs;
 }
