@@ -2,6 +2,7 @@
 // campaign number comes from the clock and is printed, so every case reproduces).
 // Prints executions per second; saves every new finding to test/fuzz/regressions/ (replayed by
 // test/fuzz/fuzz.test.ts); a case that runs longer than 30 s is killed and saved as a hang.
+// `--seeds NAME,...` limits either mode to some seeds (by name prefix).
 // `--differential [--jobs J] [--first I]`: mutants through qemu-img and the built instar CLI
 // (npm run build first); findings go to test/fuzz/differential-findings/. Run it with `nice`.
 import { Worker } from 'node:worker_threads';
@@ -13,20 +14,24 @@ import { buildCase, saveRegression, signature, type Finding } from '../test/fuzz
 import { runDiffCampaign, summary } from '../test/fuzz/diff-campaign.ts';
 import { useDistSnapshot } from '../test/fuzz/diff-tools.ts';
 
-const { values, positionals } = parseArgs({ options: { minutes: { type: 'string', default: '10' }, campaign: { type: 'string' }, differential: { type: 'boolean', default: false }, jobs: { type: 'string', default: '2' }, first: { type: 'string', default: '0' }, extract: { type: 'string' } }, allowPositionals: true });
+const { values, positionals } = parseArgs({ options: { minutes: { type: 'string', default: '10' }, campaign: { type: 'string' }, differential: { type: 'boolean', default: false }, jobs: { type: 'string', default: '2' }, first: { type: 'string', default: '0' }, extract: { type: 'string' }, seeds: { type: 'string' } }, allowPositionals: true });
 const minutes = Number(values.minutes);
 if (!(minutes > 0)) throw new Error('--minutes N: N must be a positive number');
 const campaign = values.campaign !== undefined ? Number(values.campaign) : Date.now() % 2 ** 31;
 const HANG_MS = 30_000;
 
-const seeds = await buildSeeds();
+const allSeeds = await buildSeeds();
+// --seeds a,b: only the seeds whose names start with one of these (a campaign aimed at some formats).
+const wanted = values.seeds?.split(',').filter((x) => x !== '');
+const seeds = wanted ? allSeeds.filter((s) => wanted.some((w) => s.name.startsWith(w))) : allSeeds;
+if (seeds.length === 0) throw new Error(`--seeds ${values.seeds}: no seed matches (${allSeeds.map((s) => s.name).join(', ')})`);
 if (values.extract !== undefined) {
   // A saved differential finding as files, to reproduce it by hand: --extract FINDING.json DIR
   const [file, dir] = [values.extract, positionals[0]];
   if (dir === undefined) throw new Error('--extract FINDING.json DIR');
   const f = JSON.parse(readFileSync(file, 'utf8')) as DiffFinding;
   mkdirSync(dir, { recursive: true });
-  materialize(findingCase(f, seeds), dir);
+  materialize(findingCase(f, allSeeds), dir);
   console.log(`${dir}: ${SEED_FILE} (${f.seed} case ${f.index}), run: qemu-img ${f.command} ${f.format ? `-f ${f.format} ` : ''}${SEED_FILE} (instar: --qemu-version ${f.mode.version}${f.mode.unsafeQuirks ? ' --unsafe-quirks' : ''})`);
   process.exit(0);
 }
