@@ -3,6 +3,7 @@
 // path, and whatever goes wrong leaves as one line of text, never a stack trace.
 import { readSync, writeSync } from 'node:fs';
 import { FdDevice } from '../io/fd-device.ts';
+import { checkedDataRuns } from './data-runs.ts';
 import { describeError, errorWarnings, RequestError, WarningList } from './describe-error.ts';
 import { MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES, type DeviceSpec, type GuestMessage, type GuestRequest } from '../protocol/messages.ts';
 import type { Op } from '../ops/types.ts';
@@ -81,7 +82,7 @@ export async function serveGuest(ops: Record<string, Op>): Promise<void> {
   try {
     const req = readRequest();
     if (!Object.prototype.hasOwnProperty.call(ops, req.op)) throw new RequestError(`unknown op '${req.op}'`);
-    const devices = req.devices.map((spec) => ({ spec, dev: new FdDevice(spec.fd, spec.writable) }));
+    const devices = req.devices.map((spec) => ({ spec, dev: new FdDevice(spec.fd, spec.writable, checkedDataRuns(spec.dataRuns)) }));
     const emit = (msg: GuestMessage) => {
       // Only the streaming kinds: the op's end is its return value or exception.
       if (msg.type !== 'result' && msg.type !== 'error') send(msg);

@@ -7,7 +7,8 @@ import { openReferenced, startChain } from './paths/resolve.ts';
 import { PathRefusedError, ReferenceOpenError, type ChainState } from './paths/policy.ts';
 import { referencedPath } from './paths/combine.ts';
 import type { CommandContext } from './commands/types.ts';
-import type { GuestWarning, NeededFile } from '../protocol/messages.ts';
+import { MAX_DATA_RUNS, type GuestWarning, type NeededFile } from '../protocol/messages.ts';
+import { fileDataRuns } from './data-runs.ts';
 
 /**
  * Lines already printed, per command (keyed by its stderr writer, which every copy of the context
@@ -46,6 +47,23 @@ export class ReferencedFileError extends Error {
   }
 }
 
+/** Ops whose output depends on where files have holes (qemu's block status asks SEEK_DATA). */
+const BLOCK_STATUS_OPS = new Set(['map', 'compare', 'convert']);
+
+/** Adds the host's data runs to read-only devices, within one request's budget. */
+class DataRunHints {
+  private budget = MAX_DATA_RUNS;
+  add(devices: HostDevice[]): void {
+    for (const d of devices) {
+      if (d.writable || this.budget <= 0) continue;
+      const runs = fileDataRuns(d.fd, this.budget);
+      if (!runs) continue;
+      d.dataRuns = runs;
+      this.budget -= runs.length;
+    }
+  }
+}
+
 /** Most rounds of need-files: a chain of 16 backing files plus a few rounds of extents. */
 const MAX_ROUNDS = 24;
 /** Most files one op may have opened for it. */
@@ -81,6 +99,8 @@ export interface ReferencedFileHooks {
  */
 export async function runWithReferencedFiles(op: string, options: Record<string, unknown>, inputs: InputFile[], ctx: CommandContext, paths: string[] = [], hooks: ReferencedFileHooks = {}): Promise<unknown> {
   const devices: HostDevice[] = inputs.map((i) => ({ fd: i.fd, role: i.role ?? 'input', writable: !!i.writable }));
+  const hints = BLOCK_STATUS_OPS.has(op) ? new DataRunHints() : undefined;
+  hints?.add(devices);
   // `paths` (the caller's, when given) names every device in table order, as qemu spells it.
   paths.push(...inputs.map((i) => i.path));
   // One chain (loop detection, depth) per input; a referenced file belongs to its referrer's chain.
@@ -127,6 +147,7 @@ export async function runWithReferencedFiles(op: string, options: Record<string,
         opened.push(fd);
         hooks.onOpened?.(file, fd, path);
         devices.push({ fd, role: file.role, writable: false, name: file.name, referrer: file.referrer });
+        hints?.add(devices.slice(-1));
         paths.push(path);
         chainOf.push(chainOf[file.referrer]);
         added++;

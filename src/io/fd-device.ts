@@ -7,7 +7,11 @@ export class FdDevice implements BlockDevice {
   readonly allocated: number;
   readonly write?: (buf: Uint8Array, pos: number) => void;
 
-  constructor(readonly fd: number, writable: boolean) {
+  /** The host's SEEK_DATA/SEEK_HOLE answer for this file, when it gave one (checked by the caller). */
+  readonly dataRuns?: readonly (readonly [number, number])[];
+
+  constructor(readonly fd: number, writable: boolean, dataRuns?: readonly (readonly [number, number])[]) {
+    if (dataRuns) this.dataRuns = dataRuns;
     const st = fstatSync(fd);
     this.size = st.size;
     this.allocated = st.blocks * 512;

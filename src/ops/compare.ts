@@ -79,6 +79,8 @@ const COMPRESSED = 0x80;
 /** The status qemu would give this extent (the chain's bottom holes read as zeros). */
 function statusOf(e: Extent, size: number, compressedBit: boolean): number {
   let s = e.kind === 'data' ? DATA | ALLOCATED : e.kind === 'zero' ? ZERO | ALLOCATED : ZERO;
+  // Data in a hole of its file reads as zeros: qemu's DATA|ZERO.
+  if (e.kind === 'data' && e.zeroData) s |= ZERO;
   if (e.kind !== 'unallocated' && e.hostOffset !== undefined && !e.compressed) s |= OFFSET_VALID;
   if (e.offset + e.length >= size) s |= EOF;
   if (compressedBit && e.compressed) s |= COMPRESSED;

@@ -13,7 +13,15 @@ export interface DeviceSpec {
   name?: string;
   /** Index (in the device table) of the image that named this file; absent for inputs. */
   referrer?: number;
+  /**
+   * Where the file has data, by the host's lseek(SEEK_DATA/SEEK_HOLE): sorted, disjoint [start,
+   * end) runs, the rest holes. A hint for block status only; the guest checks it and drops a bad one.
+   */
+  dataRuns?: [number, number][];
 }
+
+/** Most data runs one request carries (over all its devices); a file with more gets none. */
+export const MAX_DATA_RUNS = 8192;
 
 /** A file an op needs before it can go on: named by the image at device index `referrer`. */
 export interface NeededFile {

@@ -1,5 +1,7 @@
 // The qcow2 driver: opens an image the way qemu's qcow2_do_open does (same checks, same order,
 // same messages) and reports what `qemu-img info` shows.
+import { knownFileRun } from '../raw/holes.ts';
+import { detectMetadataPreallocation } from './metadata-prealloc.ts';
 import { ImageError, type BlockDevice, type Driver, type Extent, type FormatSpecific, type Image, type NodeInfo, type OpenContext, type SnapshotInfo } from '../types.ts';
 import { cString, ioContext, readAt } from '../bytes.ts';
 import { AUTOCLEAR, COMPAT_LAZY_REFCOUNTS, COMPRESSION_TYPES, CRYPT, INCOMPAT, MAX_L1_BYTES, QCOW2_MAGIC, parseHeader, unknownIncompatible, validateTable, validateTables, type Qcow2Header } from './header.ts';
@@ -159,11 +161,26 @@ export class Qcow2Image implements Image {
     }
   }
 
+  private metadataPrealloc?: boolean;
+  private metadataPreallocated(): boolean {
+    this.metadataPrealloc ??= detectMetadataPreallocation(this.dev, this.h);
+    return this.metadataPrealloc;
+  }
+
   extent(offset: number, length: number): Extent {
     const e = this.map().extent(offset, length, this.virtualSize);
     if (e.hostOffset !== undefined && this.dataDev) e.file = this.dataDev;
     // Encrypted clusters have no offset a reader could use (qemu's block status omits it).
     if (this.h.cryptMethod !== CRYPT.none) delete e.hostOffset;
+    // With metadata preallocation detected, qemu asks the file about data clusters: one in a hole
+    // of it is DATA|ZERO, cut where the file's hole ends. Only when the file's holes are known.
+    else if (e.kind === 'data' && !e.compressed && e.hostOffset !== undefined && e.hostOffset <= (e.file ?? this.dev).size && this.metadataPreallocated()) {
+      const run = knownFileRun(e.file ?? this.dev, e.hostOffset, e.length);
+      if (run) {
+        e.length = run.length;
+        if (run.hole) e.zeroData = true;
+      }
+    }
     if (e.kind !== 'unallocated' || !this.backing || offset >= this.backing.virtualSize) return e;
     // A hole shows what the backing chain has there, one level deeper.
     const below = this.backing.extent(offset, Math.min(e.length, this.backing.virtualSize - offset));

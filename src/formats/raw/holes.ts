@@ -1,6 +1,7 @@
 // Where a plain file has holes, for `map`. qemu asks the file system (SEEK_DATA/SEEK_HOLE), which
-// Node cannot do and the guest has no path for. What the guest can know: how many bytes the file
-// system allocated (st_blocks) and the bytes themselves. A file with nothing allocated is all hole;
+// Node cannot do and the guest has no path for. When the host could ask (host/data-runs.ts), the
+// device carries its answer (`dataRuns`) and that is used as is. Otherwise, what the guest can
+// know: how many bytes the file system allocated (st_blocks) and the bytes themselves. A file with nothing allocated is all hole;
 // a fully allocated one is all data; otherwise a 4 KiB block of zeros is taken for a hole, except
 // the first block, which qemu-img create always writes (so probing can find the alignment). That
 // matches qemu on files written by qemu-img/qemu-io and on copies that keep holes; it differs from
@@ -15,13 +16,40 @@ const BLOCK = 4096;
 const CHUNK = 256 * 1024;
 const ZEROS = new Uint8Array(BLOCK);
 
+/** The run from `pos` by the host's SEEK_DATA/SEEK_HOLE answer (sorted, disjoint runs). */
+function runFromDataRuns(runs: readonly (readonly [number, number])[], pos: number, max: number): { length: number; hole: boolean } {
+  // Binary search for the first run that ends after pos.
+  let lo = 0;
+  let hi = runs.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (runs[mid][1] <= pos) lo = mid + 1;
+    else hi = mid;
+  }
+  const run = runs[lo];
+  if (run === undefined) return { length: max, hole: true };
+  if (run[0] > pos) return { length: Math.min(max, run[0] - pos), hole: true };
+  return { length: Math.min(max, run[1] - pos), hole: false };
+}
+
+/**
+ * The run from `pos` when the file's allocation is known for certain (the host's answer, or
+ * st_blocks saying all or nothing is allocated); undefined when only a guess could tell.
+ */
+export function knownFileRun(dev: BlockDevice, pos: number, max: number): { length: number; hole: boolean } | undefined {
+  if (pos >= dev.size) return { length: max, hole: true };
+  if (dev.dataRuns) return runFromDataRuns(dev.dataRuns, pos, Math.min(max, dev.size - pos));
+  const allocated = dev.allocated;
+  if (allocated === undefined || allocated >= Math.ceil(dev.size / BLOCK) * BLOCK) return { length: Math.min(max, dev.size - pos), hole: false };
+  if (allocated === 0) return { length: Math.min(max, dev.size - pos), hole: true };
+  return undefined;
+}
+
 /** A run from `pos` that is all data or all hole, at most `max` bytes. */
 export function fileRun(dev: BlockDevice, pos: number, max: number): { length: number; hole: boolean } {
-  const allocated = dev.allocated;
-  if (pos >= dev.size) return { length: max, hole: true };
+  const known = knownFileRun(dev, pos, max);
+  if (known) return known;
   const inFile = Math.min(max, dev.size - pos);
-  if (allocated === undefined || allocated >= Math.ceil(dev.size / BLOCK) * BLOCK) return { length: inFile, hole: false };
-  if (allocated === 0) return { length: inFile, hole: true };
   const end = pos + inFile;
   const buf = new Uint8Array(CHUNK);
   let block = pos - (pos % BLOCK);

@@ -1,6 +1,7 @@
 import { FdDevice } from '../../io/fd-device.ts';
 import { describeError, errorWarnings, WarningList } from '../../guest/describe-error.ts';
 import { cleanGuestError, cleanGuestWarnings } from './guest-messages.ts';
+import { checkedDataRuns } from '../../guest/data-runs.ts';
 import type { DeviceRole, DeviceSpec, GuestMessage, GuestWarning, MapEntry } from '../../protocol/messages.ts';
 import type { SandboxLimits } from './limits.ts';
 import type { LayerName } from './probe.ts';
@@ -37,6 +38,8 @@ export interface HostDevice {
   name?: string;
   /** Index of the device whose image named this file. */
   referrer?: number;
+  /** Where the file has data (host/data-runs.ts), for block status; absent when unknown. */
+  dataRuns?: [number, number][];
 }
 
 /** A failure reported by an op: `message` is qemu-style text for the user. */
@@ -70,7 +73,7 @@ async function runInProcess(op: string, options: Record<string, unknown>, device
   };
   const warnings = new WarningList();
   try {
-    const wrapped = devices.map((d, i) => ({ spec: { fd: i, role: d.role, writable: d.writable, name: d.name, referrer: d.referrer }, dev: new FdDevice(d.fd, d.writable) }));
+    const wrapped = devices.map((d, i) => ({ spec: { fd: i, role: d.role, writable: d.writable, name: d.name, referrer: d.referrer }, dev: new FdDevice(d.fd, d.writable, checkedDataRuns(d.dataRuns)) }));
     const value = await handler(options, { devices: wrapped, emit, warn: (w) => warnings.add(w) });
     run.onWarnings?.(cleanGuestWarnings(warnings.list));
     return value;

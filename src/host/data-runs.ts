@@ -1,0 +1,75 @@
+// Where a file has data and where it has holes, as qemu's file driver learns it: lseek with
+// SEEK_DATA/SEEK_HOLE. qemu's map and compare report a hole as zeros and a block of written zeros
+// as data, and the difference shows in their output (raw images; qcow2 clusters preallocated with
+// preallocation=metadata, which sit in holes of the file). Node has no SEEK_DATA, and the guest
+// could not use it anyway (it has no path and no FFI), so the trusted host asks and passes the
+// answer along in the device table.
+//
+// Why koffi, and why optional: koffi is an FFI whose npm package carries its prebuilt binaries
+// (it installs from the registry alone); it is the only way to reach lseek(2) from Node without a
+// compiler. It costs ~40 ms to load, so it is loaded lazily, only for a file whose st_blocks say it
+// is partly sparse (fully allocated: all data; nothing allocated: all hole; neither needs asking).
+// When it cannot load (not installed, another platform), the guest falls back to st_blocks and a
+// zero scan (formats/raw/holes.ts), which matches qemu on files written by qemu-img and qemu-io.
+import { fstatSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { MAX_DATA_RUNS } from '../protocol/messages.ts';
+
+const SEEK_DATA = 3;
+const SEEK_HOLE = 4;
+/** The file system's block granularity of SEEK_DATA answers (ext4, xfs, tmpfs). */
+const BLOCK = 4096;
+
+type Lseek = (fd: number, offset: number, whence: number) => number | bigint;
+
+let lseek: Lseek | null | undefined;
+
+/** lseek(2) through koffi, or null when koffi (or libc) cannot be loaded here. */
+function loadLseek(): Lseek | null {
+  if (lseek !== undefined) return lseek;
+  lseek = null;
+  if (process.platform !== 'linux') return lseek;
+  try {
+    // A require by a computed name: bundlers leave it alone, so koffi stays an optional runtime dependency.
+    const name = 'koffi';
+    const koffi = createRequire(import.meta.url)(name) as { load(lib: string): { func(sig: string): Lseek } };
+    lseek = koffi.load('libc.so.6').func('int64_t lseek(int fd, int64_t offset, int whence)');
+  } catch {
+    lseek = null;
+  }
+  return lseek;
+}
+
+/**
+ * The data runs of the file open at `fd`, or undefined when the guest needs none (the file is all
+ * data or all hole, which st_blocks tells it) or they cannot be had (no koffi, too many runs).
+ * `budget` is how many runs the request may still carry.
+ */
+export function fileDataRuns(fd: number, budget = MAX_DATA_RUNS): [number, number][] | undefined {
+  const st = fstatSync(fd);
+  const allocated = st.blocks * 512;
+  if (!st.isFile() || st.size === 0 || allocated === 0 || allocated >= Math.ceil(st.size / BLOCK) * BLOCK) return undefined;
+  const seek = loadLseek();
+  if (!seek) return undefined;
+  const runs: [number, number][] = [];
+  try {
+    for (let pos = 0; pos < st.size; ) {
+      const data = Number(seek(fd, pos, SEEK_DATA));
+      // -1: ENXIO, no data after pos (or the file system cannot tell: then no hint at all).
+      if (data < 0 || data >= st.size) {
+        // Blocks are allocated, so some data exists: no answer at all means the file system cannot tell.
+        if (runs.length === 0) return undefined;
+        break;
+      }
+      let hole = Number(seek(fd, data, SEEK_HOLE));
+      if (hole < 0 || hole > st.size) hole = st.size;
+      if (hole <= data) return undefined;
+      if (runs.length >= budget) return undefined;
+      runs.push([data, hole]);
+      pos = hole;
+    }
+  } catch {
+    return undefined;
+  }
+  return runs;
+}
