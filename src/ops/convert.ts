@@ -29,6 +29,8 @@ export interface ConvertOptions {
 /** What the 'open' phase answers: sizes, or which source failed and how (worded by the host). */
 export type ConvertOpenResult = { sizes: number[] } | { failed: { source: number; message: string } } | { snapshotFailed: string };
 
+// Synchronous up to the copy (open errors, MissingFilesError, must throw at once for the
+// wrappers in registry.ts); the copy itself is a promise (its writes overlap its reads).
 export const convertOp: Op = (options, ctx) => {
   const opts = options as unknown as ConvertOptions;
   if (!Array.isArray(opts.sources) || opts.sources.length === 0) throw new ImageError('no sources');
@@ -56,13 +58,12 @@ export const convertOp: Op = (options, ctx) => {
   const output = ctx.devices.find((d) => d.spec.role === 'output');
   if (!output) throw new ImageError('no output device');
   const onProgress = opts.progress ? (done: number, total: number) => ctx.emit({ type: 'progress', done, total }) : undefined;
-  const total = copyToRaw({
+  return copyToRaw({
     images: views,
     output: output.dev,
     sparseSize: opts.sparseSize ?? 4096,
     targetIsZero: !!opts.targetIsZero,
     range: opts.range,
     onProgress,
-  });
-  return { counted: total };
+  }).then((total) => ({ counted: total }));
 };

@@ -4,10 +4,13 @@
 // ones too with -S 0), in chunks of at most 2 MiB, so a small image prints qemu's exact lines.
 import { ImageError, type BlockDevice, type Image } from '../../formats/types.ts';
 import { ProgressRule } from '../../output/progress.ts';
+import { OverlappedWriter } from './writer.ts';
 
 const MiB = 1024 * 1024;
 /** I/O buffer: fits the per-core cache (FACTS.md: larger chunks copy slower). */
 const IO_BYTES = MiB;
+/** I/O buffers in flight: reading one while up to three are being written. */
+const WRITE_SLOTS = 4;
 /** qemu-img's IO_BUF_SIZE: the largest chunk its progress counts at once. */
 const QEMU_CHUNK = 2 * MiB;
 /** Longest extent asked for at once (qemu's block-status request limit is about 2 GiB). */
@@ -87,23 +90,25 @@ function pieces(plan: CopyPlan): [Image, number, number, number][] {
   return out;
 }
 
-/** Writes `buf` at `at`, skipping sparse-size blocks that are all zeros when allowed. */
-function writeSparse(out: BlockDevice, buf: Buffer, at: number, sparse: number, skipZeros: boolean): void {
-  if (!skipZeros) return out.write!(buf, at);
-  if (buf.equals(zeros.subarray(0, buf.length))) return;
+/** The parts of `buf` (at output offset `at`) to write: all of it, or its runs of non-zero sparse-size blocks. */
+function dataParts(buf: Buffer, at: number, sparse: number, skipZeros: boolean): [number, number][] {
+  if (!skipZeros) return [[0, buf.length]];
+  if (buf.equals(zeros.subarray(0, buf.length))) return [];
   // Blocks aligned to the output offset, as qemu's zero detection is; runs of data coalesced.
+  const parts: [number, number][] = [];
   let runStart = -1;
   let pos = 0;
   while (pos < buf.length) {
     const blockEnd = Math.min(buf.length, (Math.floor((at + pos) / sparse) + 1) * sparse - at);
     const isZero = buf.compare(zeros, 0, blockEnd - pos, pos, blockEnd) === 0;
     if (isZero && runStart >= 0) {
-      out.write!(buf.subarray(runStart, pos), at + runStart);
+      parts.push([runStart, pos]);
       runStart = -1;
     } else if (!isZero && runStart < 0) runStart = pos;
     pos = blockEnd;
   }
-  if (runStart >= 0) out.write!(buf.subarray(runStart), at + runStart);
+  if (runStart >= 0) parts.push([runStart, buf.length]);
+  return parts;
 }
 
 function writeZeros(out: BlockDevice, at: number, length: number): void {
@@ -111,7 +116,7 @@ function writeZeros(out: BlockDevice, at: number, length: number): void {
 }
 
 /** Copies the plan's range; returns the number of counted (progress) bytes. */
-export function copyToRaw(plan: CopyPlan): number {
+export async function copyToRaw(plan: CopyPlan): Promise<number> {
   const { output, sparseSize } = plan;
   if (!output.write) throw new ImageError('the output is not writable');
   const skipZeros = plan.targetIsZero && sparseSize > 0;
@@ -125,31 +130,44 @@ export function copyToRaw(plan: CopyPlan): number {
   const rule = new ProgressRule();
   let done = 0;
 
-  const buf = Buffer.allocUnsafe(IO_BYTES);
-  for (const [image, from, to, base] of parts) {
-    const walk = plan.onProgress ? runs(image, from, to) : merged(runs(image, from, to));
-    for (const r of walk) {
-      let pos = r.pos;
-      const end = r.pos + r.length;
-      while (pos < end) {
-        const n = counts(r) ? chunkLength(pos, end - pos, alignment) : end - pos;
-        if (r.data) {
-          for (let at = pos; at < pos + n; at += IO_BYTES) {
-            const piece = buf.subarray(0, Math.min(IO_BYTES, pos + n - at));
-            readAt(image, piece, at, base + at, plan.onProgress ? undefined : alignment);
-            writeSparse(output, piece, base + at, sparseSize, skipZeros);
+  const writer = new OverlappedWriter(output, WRITE_SLOTS, IO_BYTES);
+  try {
+    for (const [image, from, to, base] of parts) {
+      const walk = plan.onProgress ? runs(image, from, to) : merged(runs(image, from, to));
+      for (const r of walk) {
+        let pos = r.pos;
+        const end = r.pos + r.length;
+        while (pos < end) {
+          const n = counts(r) ? chunkLength(pos, end - pos, alignment) : end - pos;
+          if (r.data) {
+            for (let at = pos; at < pos + n; at += IO_BYTES) {
+              const buf = await writer.buffer();
+              const piece = buf.subarray(0, Math.min(IO_BYTES, pos + n - at));
+              try {
+                readAt(image, piece, at, base + at, plan.onProgress ? undefined : alignment);
+              } catch (e) {
+                writer.submit(buf, [], 0);
+                throw e;
+              }
+              writer.submit(buf, dataParts(piece, base + at, sparseSize, skipZeros), base + at);
+            }
+          } else if (!skipZeros) {
+            writeZeros(output, base + pos, n);
           }
-        } else if (!skipZeros) {
-          writeZeros(output, base + pos, n);
-        }
-        pos += n;
-        if (counts(r) && plan.onProgress) {
-          done += n;
-          if (rule.set((100 * done) / total) !== undefined) plan.onProgress(done, total);
+          pos += n;
+          if (counts(r) && plan.onProgress) {
+            done += n;
+            if (rule.set((100 * done) / total) !== undefined) plan.onProgress(done, total);
+          }
         }
       }
     }
+  } catch (e) {
+    // No write may land after the op has ended (the host then closes, and may remove, the file).
+    await writer.drain().catch(() => {});
+    throw e;
   }
+  await writer.drain();
   return total;
 }
 
