@@ -57,7 +57,7 @@ describe('sector ciphers', () => {
   }
 
   it('refuses what node:crypto lacks, by name', () => {
-    for (const [alg, mode] of [['serpent-256', 'ctr'], ['twofish-128', 'ctr'], ['cast5-128', 'xts']]) {
+    for (const [alg, mode] of [['serpent-256', 'ofb'], ['twofish-128', 'cfb'], ['cast5-128', 'xts'], ['des-56', 'cbc']]) {
       assert.throws(() => new SectorCipher({ alg, mode, ivgen: 'plain64' }, Buffer.alloc(64)), (e) => e instanceof ImageError && /instar cannot decrypt cipher/.test(e.message));
     }
   });

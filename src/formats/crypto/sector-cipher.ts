@@ -20,7 +20,7 @@ export interface CipherSpec {
 
 /** The node:crypto cipher name (or the JS cipher's), or a clear refusal for what instar lacks. */
 function nodeCipher(alg: string, mode: string): string {
-  if (alg === 'cast5-128' && (mode === 'cbc' || mode === 'ecb')) {
+  if (alg === 'cast5-128' && ['cbc', 'ecb', 'ctr'].includes(mode)) {
     // CAST5 lives in OpenSSL's legacy provider: the guest starts node with --openssl-legacy-provider.
     try {
       createCipheriv('cast5-ecb', Buffer.alloc(16), null);
@@ -30,7 +30,7 @@ function nodeCipher(alg: string, mode: string): string {
     return `cast5-${mode}`;
   }
   // Serpent and Twofish are JS (block-ecb.ts): ECB, CBC and XTS are built on their ECB.
-  if (isJsCipher(alg) && ['ecb', 'cbc', 'xts'].includes(mode) && (mode !== 'xts' || XTS_BATCHED)) return `${alg}-${mode}`;
+  if (isJsCipher(alg) && ['ecb', 'cbc', 'xts', 'ctr'].includes(mode) && (mode !== 'xts' || XTS_BATCHED)) return `${alg}-${mode}`;
   const m = /^aes-(128|192|256)$/.exec(alg);
   // OpenSSL has no AES-192-XTS: XTS is built on AES-192-ECB (xts.ts), on little-endian hosts.
   if (!m || (mode === 'xts' && m[1] === '192' && !XTS_BATCHED) || !['ecb', 'cbc', 'xts', 'ctr'].includes(mode)) {
@@ -81,6 +81,25 @@ export class SectorCipher {
     return this.essivKey ? ecb(this.essivAlg!, this.essivKey, out, true) : out;
   }
 
+  /**
+   * CTR on the block-ECB function (ciphers node:crypto has no CTR for): each sector's counter
+   * starts at its IV and counts blocks as one big-endian number of the block's width.
+   */
+  private ctr(buf: Uint8Array, ivs: Buffer, count: number): void {
+    const block = this.block;
+    const perSector = this.sectorSize / block;
+    const counters = Buffer.alloc(buf.length);
+    for (let s = 0; s < count; s++) {
+      const counter = Buffer.from(ivs.subarray(s * block, (s + 1) * block));
+      for (let j = 0; j < perSector; j++) {
+        counter.copy(counters, (s * perSector + j) * block);
+        for (let b = block - 1; b >= 0 && ++counter[b] === 256; b--) counter[b] = 0;
+      }
+    }
+    const stream = blockEcb(this.spec.alg, this.key, counters, true);
+    for (let i = 0; i < buf.length; i++) buf[i] ^= stream[i];
+  }
+
   /** Decrypts whole sectors in place; `first` is the IV number of the first sector in `buf`. */
   decrypt(buf: Uint8Array, first: number): void {
     const size = this.sectorSize;
@@ -108,7 +127,11 @@ export class SectorCipher {
       xtsDecrypt(this.spec.alg, this.key, buf, ivs, size);
       return;
     }
-    // CTR (and XTS on big-endian hosts): one cipher object per sector, each with its own IV.
+    if (this.spec.mode === 'ctr' && !this.spec.alg.startsWith('aes-')) {
+      this.ctr(buf, ivs, count);
+      return;
+    }
+    // AES-CTR (and XTS on big-endian hosts): one cipher object per sector, each with its own IV.
     for (let s = 0; s < count; s++) {
       const d = createDecipheriv(this.name, this.key, ivs.subarray(s * BLOCK, (s + 1) * BLOCK));
       d.setAutoPadding(false);
