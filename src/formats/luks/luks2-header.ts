@@ -42,7 +42,7 @@ function readCopy(dev: BlockDevice, offset: number, magic: Buffer): Luks2Header 
   if (bin.readBigUInt64BE(256) !== BigInt(offset)) return `header offset ${bin.readBigUInt64BE(256)} does not match its position ${offset}`;
   if (offset + headerSize > dev.size) return 'its JSON area lies past the end of the file';
   const alg = bin.subarray(72, 104);
-  if (!alg.includes(0) || cString(alg) !== 'sha256') return `unsupported checksum algorithm '${cString(alg.subarray(0, 31))}'`;
+  if (!alg.includes(0) || cString(alg) !== 'sha256') return `unsupported checksum algorithm '${cString(alg.subarray(0, 31)).replace(/[^\x20-\x7e]/g, '?')}'`;
   const whole = readAt(dev, offset, headerSize);
   const stored = Buffer.from(whole.subarray(CSUM_AT, CSUM_AT + 32));
   whole.fill(0, CSUM_AT, CSUM_AT + CSUM_LEN);

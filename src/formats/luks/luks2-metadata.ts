@@ -57,6 +57,9 @@ export interface Luks2Metadata {
 
 const bad = (what: string): ImageError => new ImageError(`LUKS2 metadata: ${what}`);
 
+/** A string from the metadata, shortened and kept to printable ASCII so a message stays one line. */
+const clip = (s: string): string => s.slice(0, 40).replace(/[^\x20-\x7e]/g, '?');
+
 function obj(v: unknown, what: string): Record<string, unknown> {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw bad(`${what} is not an object`);
   return v as Record<string, unknown>;
@@ -77,7 +80,7 @@ function int(o: Record<string, unknown>, key: string, what: string, min = 0, max
 /** A u64 written as a decimal string (LUKS2 stores offsets and sizes so), narrowed to a safe number. */
 function u64(o: Record<string, unknown>, key: string, what: string): number {
   const s = str(o, key, what);
-  if (!/^[0-9]{1,20}$/.test(s)) throw bad(`${what}.${key} '${s.slice(0, 40)}' is not a decimal number`);
+  if (!/^[0-9]{1,20}$/.test(s)) throw bad(`${what}.${key} '${clip(s)}' is not a decimal number`);
   const v = BigInt(s);
   if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw bad(`${what}.${key} ${s} is too large`);
   return Number(v);
@@ -93,14 +96,14 @@ function base64(o: Record<string, unknown>, key: string, what: string, maxLen: n
 
 function hashName(o: Record<string, unknown>, key: string, what: string): string {
   const h = str(o, key, what);
-  if (!Object.hasOwn(DIGEST_BYTES, h)) throw bad(`${what}: hash '${h.slice(0, 40)}' not supported`);
+  if (!Object.hasOwn(DIGEST_BYTES, h)) throw bad(`${what}: hash '${clip(h)}' not supported`);
   return h;
 }
 
 /** Object keys that are LUKS2 ids ("0" … "31"), sorted numerically. */
 function ids(o: Record<string, unknown>, what: string): number[] {
   return Object.keys(o).map((k) => {
-    if (!/^(0|[1-9][0-9]?)$/.test(k) || Number(k) > 31) throw bad(`${what} id '${k.slice(0, 40)}' is invalid`);
+    if (!/^(0|[1-9][0-9]?)$/.test(k) || Number(k) > 31) throw bad(`${what} id '${clip(k)}' is invalid`);
     return Number(k);
   }).sort((a, b) => a - b);
 }
@@ -116,7 +119,7 @@ function idList(v: unknown, what: string): number[] {
 /** "aes-xts-plain64" (cryptsetup's cipher-mode-ivgen[:hash]) with a key length → the sector cipher spec. */
 export function parseEncryption(spec: string, keyBytes: number, what: string): CipherSpec {
   const m = /^([a-z0-9_]+)-([a-z0-9]+)(?:-([a-z0-9]+)(?::([a-z0-9]+))?)?$/.exec(spec);
-  if (!m) throw bad(`${what}: encryption '${spec.slice(0, 40)}' not supported`);
+  if (!m) throw bad(`${what}: encryption '${clip(spec)}' not supported`);
   const [, cipher, mode, ivgen = 'plain', ivHash] = m;
   if (!['ecb', 'cbc', 'xts', 'ctr'].includes(mode)) throw bad(`${what}: cipher mode '${mode}' not supported`);
   if (!['plain', 'plain64', 'essiv'].includes(ivgen)) throw bad(`${what}: IV generator '${ivgen}' not supported`);
@@ -136,7 +139,7 @@ function parseKdf(v: unknown, what: string): Luks2Kdf {
   if (type === 'argon2i' || type === 'argon2id') {
     return { type, time: int(k, 'time', what, 1), memory: int(k, 'memory', what, 1), cpus: int(k, 'cpus', what, 1), salt };
   }
-  throw bad(`${what}: KDF '${type.slice(0, 40)}' not supported`);
+  throw bad(`${what}: KDF '${clip(type)}' not supported`);
 }
 
 function parseKeyslot(id: number, v: unknown, hdr: Luks2Header, keyslotsSize: number): Luks2Keyslot | undefined {
@@ -146,10 +149,10 @@ function parseKeyslot(id: number, v: unknown, hdr: Luks2Header, keyslotsSize: nu
   if (str(k, 'type', what) !== 'luks2') return undefined;
   const keySize = int(k, 'key_size', what, 1, 128);
   const af = obj(k.af, `${what}.af`);
-  if (str(af, 'type', `${what}.af`) !== 'luks1') throw bad(`${what}: AF type '${String(af.type).slice(0, 40)}' not supported`);
+  if (str(af, 'type', `${what}.af`) !== 'luks1') throw bad(`${what}: AF type '${clip(String(af.type))}' not supported`);
   const stripes = int(af, 'stripes', `${what}.af`, 1, 4000);
   const area = obj(k.area, `${what}.area`);
-  if (str(area, 'type', `${what}.area`) !== 'raw') throw bad(`${what}: area type '${String(area.type).slice(0, 40)}' not supported`);
+  if (str(area, 'type', `${what}.area`) !== 'raw') throw bad(`${what}: area type '${clip(String(area.type))}' not supported`);
   const areaOffset = u64(area, 'offset', `${what}.area`);
   const areaSize = u64(area, 'size', `${what}.area`);
   const areaKeySize = int(area, 'key_size', `${what}.area`, 1, 128);
@@ -171,7 +174,7 @@ function parseSegment(id: number, v: unknown): Luks2Segment {
   const what = `segment ${id}`;
   const s = obj(v, what);
   const type = str(s, 'type', what);
-  if (type !== 'crypt') throw bad(`${what}: type '${type.slice(0, 40)}' not supported`);
+  if (type !== 'crypt') throw bad(`${what}: type '${clip(type)}' not supported`);
   if (s.integrity !== undefined) throw bad(`${what}: integrity protection (dm-integrity) not supported`);
   const sizeText = str(s, 'size', what);
   const ivText = str(s, 'iv_tweak', what);
@@ -216,7 +219,7 @@ export function parseLuks2Metadata(hdr: Luks2Header): Luks2Metadata {
   const digests = ids(digObj, 'digest').map((id): Luks2Digest => {
     const what = `digest ${id}`;
     const d = obj(digObj[String(id)], what);
-    if (str(d, 'type', what) !== 'pbkdf2') throw bad(`${what}: type '${String(d.type).slice(0, 40)}' not supported`);
+    if (str(d, 'type', what) !== 'pbkdf2') throw bad(`${what}: type '${clip(String(d.type))}' not supported`);
     return {
       keyslots: idList(d.keyslots, `${what}.keyslots`),
       segments: idList(d.segments, `${what}.segments`),
