@@ -6,7 +6,7 @@
 //  - zstd: frames are decoded one after the other until the cluster is full; an error, input
 //    that runs out, or a frame still going when the cluster is full is EIO; input after the
 //    frame that fills the cluster is ignored.
-import { inflateRaw, inflateRawSync, constants as zlibConstants } from 'node:zlib';
+import { inflateRawSync, constants as zlibConstants } from 'node:zlib';
 import { ImageError } from '../types.ts';
 import { decodeFrame } from './zstd.ts';
 
@@ -24,18 +24,6 @@ export function inflateZlib(input: Uint8Array, clusterSize: number): Buffer {
   }
   if (out.length < clusterSize) throw eio();
   return out;
-}
-
-/** inflateZlib on the thread pool (node's async zlib): same result, delivered to `done`. */
-export function inflateZlibAsync(input: Uint8Array, clusterSize: number, done: (err: ImageError | null, out?: Buffer) => void): void {
-  inflateRaw(input, zlibOptions(clusterSize), (err, out) => {
-    if (!err) return out.length < clusterSize ? done(eio()) : done(null, out);
-    try {
-      done(null, firstCluster(input, clusterSize));
-    } catch (e) {
-      done(e as ImageError);
-    }
-  });
 }
 
 /**
