@@ -1,7 +1,8 @@
 // `convert`, the trusted half (raw target). Order as in qemu-img: options, sources opened
 // read-only, the -l snapshot, the target format, then the target created (O_CREAT|O_TRUNC) or,
-// with -n, opened as it is; the guest copies into it; the host truncates, fsyncs, and removes a
-// target it created when anything fails (no half-written file that looks finished).
+// with -n, opened as it is; the guest copies into it; the host truncates, flushes as -t says
+// (qemu's default 'unsafe' does not), and removes a target it created when anything fails (no
+// half-written file that looks finished).
 import { closeSync, constants, fstatSync, fsyncSync, ftruncateSync, openSync, unlinkSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import type { Command, CommandContext } from './types.ts';
