@@ -29,6 +29,15 @@ const LINES: string[][] = [
   ['check', '-f', 'nosuchformat', 'a.qcow2'],
   ['check', '-q', 'a.qcow2'],
   ['check', '--output=human', '--output=json', 'a.qcow2'],
+  // --object is created as its option comes, before the file name and --output checks.
+  ['check', '--object', 'foo'],
+  ['check', 'missing.qcow2', '--object', 'foo'],
+  ['check', '--object', 'foo', '--output=xml', 'a.qcow2'],
+  ['check', '--output=xml', '--object', 'foo', 'a.qcow2'],
+  ['check', '-r', 'bad', '--object', 'foo', 'a.qcow2'],
+  ['check', '-T', 'bogus', '--object', 'foo', 'a.qcow2'],
+  ['check', '--object', 'secret,id=s0,file=/nonexistent', 'missing.qcow2'],
+  ['check', '--object', 'secret,id=s0,data=x', '--object', 'secret,id=s0,data=y', 'a.qcow2'],
 ];
 
 for (const args of LINES) {

@@ -7,7 +7,7 @@ import type { ParsedCommand } from '../../cli/types.ts';
 import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
 import { InputImageError, openTop, topTarget, type Target } from '../input-image.ts';
-import { sourceSecrets } from '../secrets.ts';
+import { parseSecretObjects, SecretError, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { humanCheck, jsonCheck, writeCheckLines } from '../../output/image-check.ts';
 import { validCheckResult } from './check-result.ts';
@@ -27,7 +27,19 @@ interface CheckArgs {
 function parseArgs(cmd: ParsedCommand, ctx: CommandContext): CheckArgs | number {
   const isValid = (v: string) => v === 'human' || v === 'json';
   let repair = false;
+  const objects: string[] = [];
   for (const [key, value] of cmd.sequence ?? []) {
+    if (key === 'object') {
+      // qemu creates each --object as its option comes (a bad one stops the command there).
+      objects.push(value);
+      try {
+        parseSecretObjects(objects);
+      } catch (e) {
+        if (!(e instanceof SecretError)) throw e;
+        ctx.err(`${ctx.progname}: ${e.message}\n`);
+        return STATUS.failed;
+      }
+    }
     if (key === 'output' && ctx.profile.newUsageErrors && !isValid(value)) return usageError(ctx, cmd, `--output expects 'human' or 'json' not '${value}'`);
     if (key !== 'repair') continue;
     if (value !== 'leaks' && value !== 'all') {
