@@ -3,7 +3,11 @@
 // sandboxed CLI. A damaged primary copy alone is survived through the secondary, as cryptsetup does.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, readFileSync } from 'node:fs';
+import { closeSync, copyFileSync, openSync, readFileSync } from 'node:fs';
+import { FdDevice } from '../../src/io/fd-device.ts';
+import { luksDriver } from '../../src/formats/luks/driver.ts';
+import { ImageError, type Image } from '../../src/formats/types.ts';
+import { withArgon2 } from '../../src/formats/crypto/argon2.ts';
 import { runInstar } from '../helpers/oracles.ts';
 import { ImageDir } from './helpers.ts';
 import { PASSPHRASE, encryptWithCryptsetup, readJson, rewriteJson, writeAt } from './luks2-helpers.ts';
@@ -110,6 +114,49 @@ describe('luks2: hostile headers', () => {
     refused('segments.luks2', /2 data segments/);
     edited('sector.luks2', (j) => (j.segments['0'].sector_size = 3000));
     refused('sector.luks2', /sector size 3000 is invalid/);
+  });
+
+  it('random mutations of the metadata: only ImageError escapes, messages stay one line', async () => {
+    const pbkdf2Base = images.path('fuzz-base.luks2');
+    edited('fuzz-base.luks2', (j) => (j.keyslots['0'].kdf = { type: 'pbkdf2', hash: 'sha256', iterations: 1000, salt: j.keyslots['0'].kdf.salt }));
+    const start = readJson(pbkdf2Base);
+    const values: unknown[] = [0, -1, 1, 2 ** 31, 2 ** 53, 1e300, 'x', '', '-1', '18446744073709551615', '1e3', null, true, [], {}, ['0'], 'aes-xts-plain64',
+      'dynamic', 'sha256', 'argon2id', 4000, 512, 4096, 'AAAA', 'a\nb\u001b[31m', 'serpent-cbc-essiv:sha256', 'cast5-ecb', 'twofish-xts-plain'];
+    const paths: string[][] = [];
+    const walk = (o: unknown, at: string[]) => {
+      if (o && typeof o === 'object') for (const k of Object.keys(o)) { paths.push([...at, k]); walk((o as Json)[k], [...at, k]); }
+    };
+    walk(start, []);
+    let seed = 2024;
+    const rnd = (n: number) => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) % n);
+    const path = images.path('fuzz.luks2');
+    let opened = 0;
+    for (let i = 0; i < 400; i++) {
+      const j = structuredClone(start) as Json;
+      for (let m = 0; m <= rnd(3); m++) {
+        const p = paths[rnd(paths.length)];
+        let o: Json | undefined = j;
+        for (const k of p.slice(0, -1)) o = o && typeof o === 'object' ? o[k] : undefined;
+        if (!o || typeof o !== 'object') continue;
+        if (rnd(5) === 0) delete o[p[p.length - 1]];
+        else o[p[p.length - 1]] = structuredClone(values[rnd(values.length)]);
+      }
+      rewriteJson(pbkdf2Base, path, JSON.stringify(j));
+      const fd = openSync(path, 'r');
+      try {
+        const image = (await withArgon2(() => luksDriver.open(new FdDevice(fd, false), { writable: false, key: Buffer.from(PASSPHRASE), keyRequired: true }))()) as Image;
+        image.info();
+        image.read(Buffer.alloc(8192), 4096);
+        opened++;
+      } catch (e) {
+        assert.ok(e instanceof ImageError, `mutation ${i}: ${String(e)}\n${JSON.stringify(j)}`);
+        assert.ok(/^[\x20-\x7e]+$/.test(e.message), `mutation ${i}: ${JSON.stringify(e.message)}`);
+      } finally {
+        closeSync(fd);
+      }
+    }
+    // Mutations of fields that do not matter (priority, tokens, …) still open: the walk reached reads.
+    assert.ok(opened > 10, `${opened} mutations opened`);
   });
 
   it('info on a hostile header is one clear line too (no key needed)', () => {
