@@ -186,7 +186,8 @@ export class SparseExtent implements GrainExtent {
     readZeroPadded(this.dev, input, dataPos);
     let bytes: Uint8Array;
     try {
-      bytes = inflateSync(input, { maxOutputLength: this.clusterBytes });
+      // One output chunk of a grain: no concatenation of 16 KiB pieces afterwards.
+      bytes = inflateSync(input, { maxOutputLength: this.clusterBytes, chunkSize: Math.max(64, this.clusterBytes) });
     } catch {
       throw readError('EINVAL');
     }
