@@ -28,7 +28,7 @@ export async function runDiffCampaign(seeds: Seed[], campaign: number, opts: { f
       stats.commands += r.agreed + new Set(r.differences.map((d) => d.command)).size;
       for (const d of r.differences) if (d.rule) stats.byRule.set(d.rule, (stats.byRule.get(d.rule) ?? 0) + 1);
       for (const d of r.findings) {
-        const key = diffSignature(c.seed.name, d);
+        const key = diffSignature(c.seed.driver, d);
         const fresh = !seen.has(key);
         seen.add(key);
         const file = opts.save && fresh ? saveDiffFinding(c, d) : undefined;

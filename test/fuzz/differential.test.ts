@@ -20,7 +20,12 @@ before(async () => {
 });
 
 const findings = loadDiffFindings();
-const known = new Set(findings.filter((f) => f.status === 'open').map((f) => diffSignature(f.seed, f)));
+/** Signatures of the open findings (by their seed's driver, known once the seeds are built). */
+let known = new Set<string>();
+before(() => {
+  const driverOf = (name: string) => seeds.find((s) => s.name === name)?.driver ?? name;
+  known = new Set(findings.filter((f) => f.status === 'open').map((f) => diffSignature(driverOf(f.seed), f)));
+});
 
 test('classifier rules each carry a one-line reason', () => {
   for (const rule of [...RULES, BOTH_SLOW]) assert.ok(rule.reason.length > 20 && !rule.reason.includes('\n'), rule.name);
@@ -29,8 +34,8 @@ test('classifier rules each carry a one-line reason', () => {
 test('seeded differential slice: instar and qemu-img agree, or a documented rule explains why not', async (t) => {
   const stats = await runDiffCampaign(seeds, CAMPAIGN, { jobs: 2, save: false, until: (cases, ms) => cases >= MAX_CASES || ms >= SLICE_MS });
   t.diagnostic(summary(stats));
-  const fresh = stats.findings.filter(({ c, d }) => !known.has(diffSignature(c.seed.name, d)));
-  for (const { c, d } of stats.findings.slice(0, 8)) t.diagnostic(`${known.has(diffSignature(c.seed.name, d)) ? 'known' : 'NEW'}: ${c.seed.name} case ${c.index} ${d.command} ${d.what}: ${d.detail.split('\n').slice(0, 3).join(' | ')}`);
+  const fresh = stats.findings.filter(({ c, d }) => !known.has(diffSignature(c.seed.driver, d)));
+  for (const { c, d } of stats.findings.slice(0, 8)) t.diagnostic(`${known.has(diffSignature(c.seed.driver, d)) ? 'known' : 'NEW'}: ${c.seed.name} case ${c.index} ${d.command} ${d.what}: ${d.detail.split('\n').slice(0, 3).join(' | ')}`);
   assert.ok(stats.cases >= 10, `only ${stats.cases} cases ran`);
   // Most commands must agree outright, or the slice tests nothing but the classifier.
   assert.ok(stats.agreed > stats.commands * 0.7, `${stats.agreed} of ${stats.commands} command pairs agreed`);

@@ -188,16 +188,20 @@ export interface DiffFinding {
   image: string;
 }
 
-/** The same difference on other mutants of the same seed has the same signature. */
-export function diffSignature(seed: string, d: Difference): string {
+/**
+ * The same difference on other mutants has the same signature: per driver (the seeds of one
+ * format share their bugs), numbers, quoted names and the version-dependent "compressed" key blanked.
+ */
+export function diffSignature(driver: string, d: Difference): string {
   const gist = d.detail.split('\n').filter((l) => /status|stderr|^[-+] /.test(l)).join(' ');
-  return `${seed} ${d.command} ${d.what} ${gist.replace(/'[^']*'/g, 'Q').replace(/0x[0-9a-f]+|\d+/gi, 'N').slice(0, 300)}`;
+  const blank = gist.replace(/"compressed": (true|false), /g, '').replace(/'[^']*'/g, 'Q').replace(/0x[0-9a-f]+|\d+/gi, 'N');
+  return `${driver} ${d.command} ${d.what} ${blank.slice(0, 300)}`;
 }
 
 /** Saves a finding once per signature; returns its file name. */
 export function saveDiffFinding(c: DiffCase, d: Difference): string {
   mkdirSync(DIFF_FINDINGS, { recursive: true });
-  const id = createHash('sha256').update(diffSignature(c.seed.name, d)).digest('hex').slice(0, 12);
+  const id = createHash('sha256').update(diffSignature(c.seed.driver, d)).digest('hex').slice(0, 12);
   const file = `${c.seed.name}-${d.command}-${id}.json`;
   const path = join(DIFF_FINDINGS, file);
   if (!existsSync(path)) {

@@ -17,7 +17,7 @@ before(async () => {
   seeds = await buildSeeds();
 });
 
-test('convert -O raw on fuzz mutants: output = source, writes in bounds, no overlap, -S honoured', (t) => {
+test('convert -O raw on fuzz mutants: output = source, writes in bounds, no overlap, -S honoured', async (t) => {
   const started = performance.now();
   const counts = { ok: 0, failedCleanly: 0, skipped: 0, writes: 0 };
   const failures: string[] = [];
@@ -28,7 +28,7 @@ test('convert -O raw on fuzz mutants: output = source, writes in bounds, no over
     const sources = [{ bytes: input.bytes, format: input.driver }];
     // Some conversions concatenate two sources (convert's several inputs).
     if (rng.chance(0.15)) sources.push({ bytes: buildCase(seeds, CAMPAIGN, index + 7919).input.bytes, format: undefined });
-    const outcome: WriterOutcome = checkWriter(pickWriterCase(sources, rng), rng);
+    const outcome: WriterOutcome = await checkWriter(pickWriterCase(sources, rng), rng);
     if ('failure' in outcome) failures.push(`case ${index} (${seeds[index % seeds.length].name}): ${outcome.failure}`);
     else if ('skipped' in outcome) counts.skipped++;
     else if (outcome.failed) counts.failedCleanly++;
@@ -58,34 +58,34 @@ test('each invariant can fail: a broken writer is caught', async () => {
   const bytes = Buffer.alloc(65536);
   bytes.fill(7, 0, 4096);
   const rng = new Rng(1);
-  const ok = checkWriter({ sources: [{ bytes, format: 'raw' }], sparseSize: 4096, targetIsZero: true, guests: 2 }, rng);
+  const ok = await checkWriter({ sources: [{ bytes, format: 'raw' }], sparseSize: 4096, targetIsZero: true, guests: 2 }, rng);
   assert.ok('ok' in ok, JSON.stringify(ok));
   // …and a device that corrupts, overlaps or writes zero blocks must not.
   const { RecordingDevice: Recording } = await import('./writer-invariants.ts');
   const proto = Recording.prototype as unknown as { write: (buf: Uint8Array, pos: number) => void };
   const original = proto.write;
-  const broken = (change: (buf: Uint8Array, pos: number, self: RecordingDevice) => void) => {
+  const broken = async (change: (buf: Uint8Array, pos: number, self: RecordingDevice) => void) => {
     proto.write = function (this: RecordingDevice, buf: Uint8Array, pos: number) {
       change(buf, pos, this);
     };
     try {
-      return checkWriter({ sources: [{ bytes, format: 'raw' }], sparseSize: 4096, targetIsZero: true, guests: 1 }, new Rng(1));
+      return await checkWriter({ sources: [{ bytes, format: 'raw' }], sparseSize: 4096, targetIsZero: true, guests: 1 }, new Rng(1));
     } finally {
       proto.write = original;
     }
   };
-  const flipped = broken(function (this: void, buf, pos, self) {
+  const flipped = await broken(function (this: void, buf, pos, self) {
     const copy = Buffer.from(buf);
     copy[0] ^= 1;
     original.call(self, copy, pos);
   });
   assert.match('failure' in flipped ? flipped.failure : '', /output .* != source/);
-  const doubled = broken((buf, pos, self) => {
+  const doubled = await broken((buf, pos, self) => {
     original.call(self, buf, pos);
     original.call(self, buf, pos);
   });
   assert.match('failure' in doubled ? doubled.failure : '', /writes overlap/);
-  const zeros = broken((buf, pos, self) => {
+  const zeros = await broken((buf, pos, self) => {
     original.call(self, buf, pos);
     original.call(self, Buffer.alloc(4096), 8192);
   });

@@ -7,8 +7,13 @@
 //  - when the target already reads as zeros and -S > 0, no S-aligned block of S zero bytes is
 //    written (qemu's sparse detection); otherwise every byte is written exactly once;
 //  - only ImageError escapes, and a source that cannot be read fails the conversion too.
+// A share of the conversions write into a real file through its fd instead (the writer's
+// asynchronous path, where a write landing late or past the end would show in the file).
 import { createHash } from 'node:crypto';
-import { MemoryDevice } from '../../src/io/fd-device.ts';
+import { closeSync, fstatSync, ftruncateSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FdDevice, MemoryDevice } from '../../src/io/fd-device.ts';
 import { ImageError, type BlockDevice, type Image } from '../../src/formats/types.ts';
 import { convertOp, type ConvertOpenResult, type ConvertOptions } from '../../src/ops/convert.ts';
 import { openTree } from '../../src/ops/open-tree.ts';
@@ -88,6 +93,9 @@ export interface WriterCase {
   targetIsZero: boolean;
   /** How many guests split the disk. */
   guests: number;
+  /** Write into a real file through its fd (the writer's asynchronous path) instead of the
+   *  recording device: only content, size and failure are checked then. */
+  onFile?: boolean;
 }
 
 export function pickWriterCase(sources: { bytes: Buffer; format?: string }[], rng: Rng): WriterCase {
@@ -96,22 +104,23 @@ export function pickWriterCase(sources: { bytes: Buffer; format?: string }[], rn
     sparseSize: rng.pick([0, 512, 4096, 4096, 65536, 1024 * 1024, 3 * 512]),
     targetIsZero: rng.chance(0.8),
     guests: rng.pick([1, 1, 2, 3]),
+    onFile: rng.chance(0.2),
   };
 }
 
 export type WriterOutcome = { skipped: string } | { failure: string } | { ok: true; writes: number; failed: boolean };
 
 /** Runs one conversion and checks the invariants; a broken one comes back as `failure`. */
-export function checkWriter(c: WriterCase, rng: Rng): WriterOutcome {
+export async function checkWriter(c: WriterCase, rng: Rng): Promise<WriterOutcome> {
   try {
-    return run(c, rng);
+    return await run(c, rng);
   } catch (e) {
     const err = e as Error;
     return { failure: `${err?.name ?? typeof e} escaped: ${err?.message ?? String(e)}` };
   }
 }
 
-function run(c: WriterCase, rng: Rng): WriterOutcome {
+async function run(c: WriterCase, rng: Rng): Promise<WriterOutcome> {
   const inputs = c.sources.map((s) => new MemoryDevice(s.bytes));
   const sources = c.sources.map((s, index) => ({ index, format: s.format, fileName: `src${index}` }));
   const base: ConvertOptions = { phase: 'open', sources, unsafeQuirks: true, sparseSize: c.sparseSize, targetIsZero: c.targetIsZero };
@@ -129,6 +138,7 @@ function run(c: WriterCase, rng: Rng): WriterOutcome {
 
   // The host's split: `guests` disjoint ranges covering the disk, each copied by its own guest.
   const cuts = [0, ...Array.from({ length: c.guests - 1 }, () => Math.floor((rng.below(total + 1)) / 512) * 512), total].sort((a, b) => a - b);
+  if (c.onFile) return onFile(c, base, inputs, cuts, total, expected);
   const out = new RecordingDevice(total, c.targetIsZero ? 0 : 0xa5);
   let failed = false;
   for (let g = 0; g + 1 < cuts.length; g++) {
@@ -136,7 +146,7 @@ function run(c: WriterCase, rng: Rng): WriterOutcome {
     if (range[0] === range[1]) continue;
     out.range = range;
     try {
-      convertOp({ ...base, phase: 'copy', range } as unknown as Record<string, unknown>, context([...inputs, out]));
+      await convertOp({ ...base, phase: 'copy', range } as unknown as Record<string, unknown>, context([...inputs, out]));
     } catch (e) {
       if (!(e instanceof ImageError)) throw e;
       failed = true;
@@ -165,6 +175,41 @@ function run(c: WriterCase, rng: Rng): WriterOutcome {
   }
   if (problems.length > 0) return { failure: problems.slice(0, 3).join('; ') };
   return { ok: true, writes: out.writes.length, failed };
+}
+
+/** The conversion into a real (sparse, pre-sized) file, as the host creates it; writes are async. */
+async function onFile(c: WriterCase, base: ConvertOptions, inputs: BlockDevice[], cuts: number[], total: number, expected: Buffer | undefined): Promise<WriterOutcome> {
+  const dir = mkdtempSync(join(tmpdir(), 'instar-writer-'));
+  const path = join(dir, 'out.raw');
+  const fd = openSync(path, 'w+');
+  let failed = false;
+  try {
+    ftruncateSync(fd, total);
+    if (!c.targetIsZero) writeSync(fd, Buffer.alloc(total, 0xa5), 0, total, 0);
+    for (let g = 0; g + 1 < cuts.length; g++) {
+      const range: [number, number] = [cuts[g], cuts[g + 1]];
+      if (range[0] === range[1]) continue;
+      try {
+        await convertOp({ ...base, phase: 'copy', range } as unknown as Record<string, unknown>, context([...inputs, new FdDevice(fd, true)]));
+      } catch (e) {
+        if (!(e instanceof ImageError)) throw e;
+        failed = true;
+      }
+    }
+    const size = fstatSync(fd).size;
+    const problems: string[] = [];
+    if (size !== total) problems.push(`the output file grew to ${size} bytes (virtual size ${total})`);
+    if (expected === undefined && !failed) problems.push('the source fails to read, but the conversion succeeded');
+    else if (expected !== undefined && failed) problems.push('the source reads fine, but the conversion failed');
+    else if (expected !== undefined) {
+      const written = readFileSync(path).subarray(0, total);
+      if (sha(written) !== sha(expected)) problems.push(`file output ${sha(written)} != source read through its driver ${sha(expected)} (first difference at byte ${firstDifference(written, expected)})`);
+    }
+    return problems.length > 0 ? { failure: problems.join('; ') } : { ok: true, writes: 0, failed };
+  } finally {
+    closeSync(fd);
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 function firstDifference(a: Buffer, b: Buffer): number {
