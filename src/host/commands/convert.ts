@@ -7,7 +7,7 @@ import { closeSync, constants, fstatSync, fsyncSync, ftruncateSync, openSync, un
 import { availableParallelism } from 'node:os';
 import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
-import { findDriver } from '../../formats/registry.ts';
+import { isDriverName } from '../../formats/names.ts';
 import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError, type InputFile } from '../open-files.ts';
 import { InputImageError, imageTarget, openTop, type Target } from '../input-image.ts';
@@ -237,7 +237,7 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
 /** -O and the options that only other formats have. */
 function checkTargetFormat(cmd: ParsedCommand, s: Settings): void {
   if (s.outputFormat !== 'raw') {
-    if (!findDriver(s.outputFormat)) throw new ConvertError(`Unknown file format '${s.outputFormat}'`);
+    if (!isDriverName(s.outputFormat)) throw new ConvertError(`Unknown file format '${s.outputFormat}'`);
     throw new ConvertError(`convert -O ${s.outputFormat} is not implemented yet in instar (only raw)`);
   }
   if (cmd.options.has('compress')) throw new ConvertError('Compression not supported for this file format');
