@@ -7,6 +7,7 @@ import { createCipheriv } from 'node:crypto';
 import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { oracle, ROOT } from '../test/helpers/oracles.ts';
+import { prng } from '../test/helpers/xorshift.ts';
 
 export const BENCH_DIR = join(ROOT, '.bench');
 const MiB = 1024 * 1024;
@@ -34,16 +35,6 @@ const RECIPES: { label: string; file: string; format: string; args: string[] }[]
   { label: 'vhdx', file: 'disk.vhdx', format: 'vhdx', args: ['-O', 'vhdx'] },
 ];
 
-/** Seeded xorshift32 for the layout choices. */
-function prng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return x >>> 0;
-  };
-}
 
 const TEXT = Buffer.from(
   Array.from({ length: 2000 }, (_, i) => `line ${i}: the quick brown fox jumps over the lazy dog; lorem ipsum dolor sit amet ${i * 7919 % 1000}\n`).join(''),

@@ -11,22 +11,13 @@ import { NeedFilesError } from '../../../src/formats/vmdk/errors.ts';
 import type { VmdkImage } from '../../../src/formats/vmdk/image.ts';
 import { runQemu, type OracleVersion } from '../../helpers/oracles.ts';
 import type { MapEntry as ApiMapEntry } from '../../../src/api.ts';
+import { prng } from '../../helpers/xorshift.ts';
 
 export function tempDir(): { dir: string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), 'instar-vmdk-'));
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-/** Seeded xorshift32, so a failing run can be replayed. */
-function prng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return x >>> 0;
-  };
-}
 
 /**
  * A raw disk of `size` bytes in 64 KiB blocks cycling random / text / zero / half-zero, with
