@@ -3,6 +3,7 @@
 // I/O); reading needs the passphrase, which the host passes in OpenContext.key.
 import { ImageError, type BlockDevice, type Driver, type Extent, type Image, type NodeInfo, type OpenContext } from '../types.ts';
 import { readAt } from '../bytes.ts';
+import { readPayload } from './payload.ts';
 import { SectorCipher } from '../crypto/sector-cipher.ts';
 import { LUKS_HEADER_SIZE, LUKS_MAGIC, luksKeyFields, parseLuksHeader, type LuksInfo } from './header.ts';
 import { cipherSpec, unlockMasterKey } from './unlock.ts';
@@ -10,8 +11,6 @@ import { isLuks2 } from './luks2-header.ts';
 import { Luks2Image } from './luks2-image.ts';
 
 const SECTOR = 512;
-/** Sectors decrypted per batch: big enough that per-call costs vanish, small enough for memory. */
-const BATCH = 2048;
 
 /** qemu's wording when an encrypted image is opened for I/O without a key. */
 export function keyRequired(option: string): ImageError {
@@ -53,17 +52,7 @@ class LuksImage implements Image {
 
   read(buf: Uint8Array, offset: number): void {
     if (!this.cipher) throw keyRequired('key-secret');
-    const end = Math.min(offset + buf.length, this.virtualSize);
-    if (end < offset + buf.length) buf.fill(0, Math.max(0, end - offset));
-    // Whole sectors around the request, a batch at a time.
-    for (let sector = Math.floor(offset / SECTOR); sector * SECTOR < end; sector += BATCH) {
-      const lastSector = Math.min(sector + BATCH, Math.ceil(end / SECTOR));
-      const chunk = readAt(this.dev, this.luks['payload-offset'] + sector * SECTOR, (lastSector - sector) * SECTOR);
-      this.cipher.decrypt(chunk, sector);
-      const from = Math.max(offset, sector * SECTOR);
-      const to = Math.min(end, lastSector * SECTOR);
-      buf.set(chunk.subarray(from - sector * SECTOR, to - sector * SECTOR), from - offset);
-    }
+    readPayload({ dev: this.dev, cipher: this.cipher, offset: this.luks['payload-offset'], virtualSize: this.virtualSize, ivOf: (sector) => sector }, buf, offset);
   }
 
   extent(offset: number, length: number): Extent {

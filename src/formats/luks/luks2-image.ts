@@ -2,7 +2,7 @@
 // supported") and probes it as raw; instar reads it in default mode (docs/luks2.md) and reports
 // it with the fields of qemu's LUKS1 info, filled from the JSON metadata where they map.
 import { ImageError, type BlockDevice, type Extent, type Image, type NodeInfo, type OpenContext } from '../types.ts';
-import { readAt } from '../bytes.ts';
+import { readPayload } from './payload.ts';
 import { SectorCipher } from '../crypto/sector-cipher.ts';
 import type { LuksInfo } from './header.ts';
 import { readLuks2Header, type Luks2Header } from './luks2-header.ts';
@@ -10,7 +10,6 @@ import { parseEncryption, parseLuks2Metadata, type Luks2Metadata } from './luks2
 import { unlockLuks2 } from './luks2-unlock.ts';
 
 /** Bytes decrypted per batch. */
-const BATCH_BYTES = 1024 * 1024;
 
 /** qemu takes the secret as a C string: it ends at the first NUL byte. */
 function cPassphrase(secret: Uint8Array): Uint8Array {
@@ -88,18 +87,8 @@ export class Luks2Image implements Image {
 
   read(buf: Uint8Array, offset: number): void {
     if (!this.cipher) throw new ImageError("Parameter 'key-secret' is required for cipher");
-    const size = this.cipher.sectorSize;
-    const end = Math.min(offset + buf.length, this.virtualSize);
-    if (end < offset + buf.length) buf.fill(0, Math.max(0, end - offset));
-    const perBatch = Math.max(1, Math.floor(BATCH_BYTES / size));
-    for (let sector = Math.floor(offset / size); sector * size < end; sector += perBatch) {
-      const last = Math.min(sector + perBatch, Math.ceil(end / size));
-      const chunk = readAt(this.dev, this.info_['payload-offset'] + sector * size, (last - sector) * size);
-      this.cipher.decrypt(chunk, this.firstIv + sector * this.ivPerSector);
-      const from = Math.max(offset, sector * size);
-      const to = Math.min(end, last * size);
-      buf.set(chunk.subarray(from - sector * size, to - sector * size), from - offset);
-    }
+    const { cipher, firstIv, ivPerSector } = this;
+    readPayload({ dev: this.dev, cipher, offset: this.info_['payload-offset'], virtualSize: this.virtualSize, ivOf: (sector) => firstIv + sector * ivPerSector }, buf, offset);
   }
 
   extent(offset: number, length: number): Extent {
