@@ -130,8 +130,8 @@ function pathCombine(base: string, name: string): string {
 
 /** Lays extents end to end; sizes qemu would overflow on are refused. */
 function place(opened: Opened[]): PlacedExtent[] {
-  // qemu opens such a descriptor and then aborts on an assertion in `info`.
-  if (opened.length === 0) throw new ImageError('VMDK descriptor names no usable extent');
+  // No extents (every line skipped or unparsable): qemu opens a 0-byte disk, which map, compare
+  // and check accept; its `info` and `convert` then abort on an assertion, where we answer.
   // qemu sums sectors in an int64 and then checks the byte size, computed with a wrapping shift.
   const total = toInt64(opened.reduce((sum, o) => sum + o.ext.sectors, 0n));
   if (((total << 9n) & ((1n << 64n) - 1n)) > MAX_LENGTH) {

@@ -83,6 +83,8 @@ export class VmdkImage implements Image {
 
   private find(offset: number): PlacedExtent {
     const list = this.state.extents;
+    // A disk without extents is 0 bytes long: nothing lies at any offset.
+    if (list.length === 0) throw readError('EIO');
     let i = this.hint < list.length && list[this.hint].start <= offset ? this.hint : 0;
     if (list[i].end <= offset) {
       let lo = i + 1;
