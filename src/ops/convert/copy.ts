@@ -45,7 +45,9 @@ function* runs(image: Image, from: number, to: number): Generator<Run> {
     // A driver that reports nothing would loop forever: treat it as a broken image.
     if (!(e.length > 0)) throw new ImageError('Input/output error', 'EIO');
     const length = Math.min(e.length, to - pos);
-    yield { pos, length, data: e.kind === 'data' };
+    // qemu's convert takes BDRV_BLOCK_ZERO first: data that a hole makes read as zeros (DATA|ZERO)
+    // is written as zeros without being read, and does not count as copied for progress.
+    yield { pos, length, data: e.kind === 'data' && !e.zeroData };
     pos += length;
   }
 }
