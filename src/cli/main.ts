@@ -7,6 +7,7 @@ runCommandLine(process.argv.slice(2), {
   env: process.env,
   cwd: process.cwd(),
   argv1: process.argv[1] ?? 'instar',
+  earlyGuest: true,
 }).then(
   (code) => {
     process.exitCode = code;

@@ -8,7 +8,8 @@ import type { Profile } from '../output/profile.ts';
 import { profileFor, resolveQemuVersionAsync, ProfileError, PROBE_MARKER } from '../output/profile.ts';
 import { DEFAULT_MAX_DEPTH } from '../host/paths/policy.ts';
 import { parseCommandLine, programName } from './command-line.ts';
-import { prescanQemuVersion, finishGlobals, GlobalOptionError } from './globals.ts';
+import { prescanQemuVersion, finishGlobals, GlobalOptionError, GLOBAL_OPTIONS } from './globals.ts';
+import { startGuestEarly, finishEarlyStart } from './early-start.ts';
 
 /** Where a command line's text goes, and the process facts it reads. */
 export interface CommandLineIo {
@@ -18,14 +19,30 @@ export interface CommandLineIo {
   cwd: string;
   /** The program path (argv[1]): its basename is the name messages print. */
   argv1: string;
+  /**
+   * Start the sandboxed guest before the command's code loads (early-start.ts). Only for the
+   * CLI process itself: the state it keeps is per process, and library calls may overlap.
+   */
+  earlyGuest?: boolean;
 }
 
 /** Runs one qemu-img command line; returns the exit status. The library API calls it too. */
 export async function runCommandLine(args: string[], io: CommandLineIo): Promise<number> {
-  const { out, err, env } = io;
   // A profile probe (src/output/profile.ts) reached an instar: decline, so it looks further.
-  if (env[PROBE_MARKER]) return 3;
+  if (io.env[PROBE_MARKER]) return 3;
   const progname = programName(io.argv1);
+  if (!io.earlyGuest) return runWith(args, io, progname);
+  try {
+    // Before anything else: the guest's Node start is the longest step of a sandboxed info.
+    startGuestEarly(args, io.env, io.cwd, progname);
+    return await runWith(args, io, progname);
+  } finally {
+    finishEarlyStart();
+  }
+}
+
+async function runWith(args: string[], io: CommandLineIo, progname: string): Promise<number> {
+  const { out, err, env } = io;
 
   // The command's code loads while the installed qemu-img is probed (both take milliseconds).
   const preload = loaderFor(guessCommandName(args))?.().catch(() => undefined);
@@ -97,8 +114,15 @@ function loaderFor(name: string | undefined): (() => Promise<Command>) | undefin
 
 /** The first word that is not an option: the subcommand, in every ordinary command line. */
 function guessCommandName(args: string[]): string | undefined {
-  return args.find((a) => !a.startsWith('-'));
+  for (let i = 0; i < args.length; i++) {
+    if (GLOBALS_WITH_ARGUMENT.has(args[i])) i++;
+    else if (!args[i].startsWith('-')) return args[i];
+  }
+  return undefined;
 }
+
+/** instar's own options that take the next word as their argument (globals.ts). */
+const GLOBALS_WITH_ARGUMENT = new Set(GLOBAL_OPTIONS.filter((o) => o.hasArg === 1).map((o) => `--${o.name}`));
 
 type HelpOutcome = Extract<ReturnType<typeof parseCommandLine>, { kind: 'main-help' | 'command-help' | 'version' }>;
 

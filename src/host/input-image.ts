@@ -86,9 +86,38 @@ export function checkFormat(target: Target): void {
   }
 }
 
+/**
+ * Top images opened ahead of their command (the CLI's early guest start, src/cli/early-start.ts),
+ * by the path as named; openTop takes them instead of opening the file again.
+ */
+const preopened = new Map<string, number>();
+
+/** Opens the top image ahead of time; undefined when it cannot (openTop then reports why). */
+export function preopenTop(target: Target): number | undefined {
+  if (preopened.has(target.path)) return undefined;
+  try {
+    const fd = openTop(target);
+    preopened.set(target.path, fd);
+    return fd;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Closes the top images opened ahead of a command that did not take them. */
+export function closePreopened(): void {
+  for (const fd of preopened.values()) closeSync(fd);
+  preopened.clear();
+}
+
 /** Opens the top image read-only, as the user named it. */
 export function openTop(target: Target): number {
   checkFormat(target);
+  const early = preopened.get(target.path);
+  if (early !== undefined) {
+    preopened.delete(target.path);
+    return early;
+  }
   let fd: number;
   try {
     // O_NONBLOCK: a FIFO must not hang the open; it is refused below as not a regular file.

@@ -30,8 +30,9 @@ function qByte(t: number[][], x: number): number {
   return (b << 4) | a;
 }
 
-const Q = Q_TABLES.map((t) => Uint8Array.from({ length: 256 }, (_, x) => qByte(t, x)));
-const [q0, q1] = Q;
+// The q permutations and MDS columns are built on first use: every sandboxed op starts a guest
+// that bundles this file, and only Twofish users should pay for the tables.
+let q0: Uint8Array, q1: Uint8Array;
 
 /** Multiplication in GF(2^8) modulo `poly` (x^8 included). */
 function gfMul(a: number, b: number, poly: number): number {
@@ -55,8 +56,14 @@ const RS = [
 const RS_POLY = 0x14d;
 
 /** MDS column j times byte y, as a little-endian word: the contribution of input byte j. */
-const MDS_COLUMN = [0, 1, 2, 3].map((j) => Uint32Array.from({ length: 256 }, (_, y) =>
-  (gfMul(MDS[0][j], y, MDS_POLY) | (gfMul(MDS[1][j], y, MDS_POLY) << 8) | (gfMul(MDS[2][j], y, MDS_POLY) << 16) | (gfMul(MDS[3][j], y, MDS_POLY) << 24)) >>> 0));
+let MDS_COLUMN: Uint32Array[];
+
+function buildTables(): void {
+  if (MDS_COLUMN) return;
+  [q0, q1] = Q_TABLES.map((t) => Uint8Array.from({ length: 256 }, (_, x) => qByte(t, x)));
+  MDS_COLUMN = [0, 1, 2, 3].map((j) => Uint32Array.from({ length: 256 }, (_, y) =>
+    (gfMul(MDS[0][j], y, MDS_POLY) | (gfMul(MDS[1][j], y, MDS_POLY) << 8) | (gfMul(MDS[2][j], y, MDS_POLY) << 16) | (gfMul(MDS[3][j], y, MDS_POLY) << 24)) >>> 0));
+}
 
 const rol = (x: number, n: number): number => ((x << n) | (x >>> (32 - n))) >>> 0;
 const byte = (w: number, i: number): number => (w >>> (8 * i)) & 0xff;
@@ -91,6 +98,7 @@ export class Twofish {
 
   constructor(key: Uint8Array) {
     if (key.length !== 16 && key.length !== 24 && key.length !== 32) throw new Error(`Twofish key of ${key.length} bytes`);
+    buildTables();
     const n = key.length / 8;
     const m = Array.from({ length: 2 * n }, (_, i) => (key[4 * i] | (key[4 * i + 1] << 8) | (key[4 * i + 2] << 16) | (key[4 * i + 3] << 24)) >>> 0);
     const me = m.filter((_, i) => i % 2 === 0);

@@ -16,6 +16,7 @@ import { bwrapArgs, GUEST_PATH_INSIDE } from './layers/bwrap.ts';
 import { seccompProgram } from './seccomp.ts';
 import { LineSplitter, cleanGuestText, parseGuestMessage } from './guest-messages.ts';
 import { deathReason } from './guest-death.ts';
+import { claimEarlyGuest, type SpawnedGuest } from './early.ts';
 
 const FIRST_DEVICE_FD = 4;
 const MAX_STDERR = 64 * 1024;
@@ -39,15 +40,13 @@ class LayerBroken extends Error {
 }
 
 async function runOnce(op: string, options: Record<string, unknown>, devices: HostDevice[], run: RunOptions): Promise<unknown> {
-  const plan = planLayers(run.disableLayers);
+  const launchPlan = planLaunch(op, devices, run);
+  const { plan, limits } = launchPlan;
   for (const line of describePlan(plan)) run.debug?.(line);
   if (run.mode === 'strict' && plan.missing.length > 0) {
     const m = plan.missing[0];
     throw new OpError(`sandbox layer '${m.layer}' unavailable: ${m.why} (--sandbox=strict)`);
   }
-  const bundle = run.guestPath ?? defaultGuestPath();
-  if (!existsSync(bundle)) throw new OpError(`guest bundle not found at ${bundle} (run npm run build)`);
-  const limits = resolveLimits(op, devices, run.limits);
 
   const request: GuestRequest = {
     op,
@@ -57,11 +56,12 @@ async function runOnce(op: string, options: Record<string, unknown>, devices: Ho
   const requestText = JSON.stringify(request);
   if (Buffer.byteLength(requestText) > MAX_REQUEST_BYTES) throw new OpError('request for the sandboxed guest is too large');
 
-  const seccompFd = plan.seccomp ? FIRST_DEVICE_FD + devices.length : undefined;
-  const argv = commandLine(plan, realpathSync(bundle), limits, seccompFd);
   run.debug?.(`sandbox: limits: data ${limits.memoryBytes} B, cpu ${limits.cpuSeconds} s, wall ${limits.wallMs} ms, fsize ${limits.outputBytes} B, nofile ${limits.openFiles}`);
+  const early = claimEarlyGuest(launchKey(launchPlan, devices));
+  if (early) run.debug?.('sandbox: guest started early (before the command had loaded)');
+  const guest = early ?? spawnGuest(launchPlan, devices);
   try {
-    return await launch(argv, requestText, devices, seccompFd !== undefined ? seccompProgram() : undefined, limits, run);
+    return await launch(guest, requestText, devices, limits, run);
   } catch (e) {
     if (e instanceof GuestSilent) {
       const broken = diagnoseLaunchFailure(plan);
@@ -70,6 +70,58 @@ async function runOnce(op: string, options: Record<string, unknown>, devices: Ho
     }
     throw e;
   }
+}
+
+/** Everything a launch needs that does not depend on the request: layers, limits, argv. */
+export interface LaunchPlan {
+  plan: LayerPlan;
+  limits: SandboxLimits;
+  argv: string[];
+  seccompFd?: number;
+}
+
+export function planLaunch(op: string, devices: readonly HostDevice[], run: RunOptions): LaunchPlan {
+  const plan = planLayers(run.disableLayers);
+  const bundle = run.guestPath ?? defaultGuestPath();
+  if (!existsSync(bundle)) throw new OpError(`guest bundle not found at ${bundle} (run npm run build)`);
+  const limits = resolveLimits(op, devices, run.limits);
+  const seccompFd = plan.seccomp ? FIRST_DEVICE_FD + devices.length : undefined;
+  return { plan, limits, argv: commandLine(plan, realpathSync(bundle), limits, seccompFd), seccompFd };
+}
+
+/** Two launches are interchangeable when the same argv gets the same host fds. */
+export function launchKey(p: LaunchPlan, devices: readonly HostDevice[]): string {
+  return JSON.stringify([p.argv, devices.map((d) => d.fd), p.seccompFd ?? -1]);
+}
+
+/**
+ * Starts the guest process: it boots Node and then waits for its request on stdin, so it can be
+ * started before the request is known (early.ts).
+ */
+export function spawnGuest(p: LaunchPlan, devices: readonly HostDevice[]): SpawnedGuest {
+  // stdin: request; stdout: unused; stderr: captured (bounded) for diagnosis; fd 3: messages;
+  // then the devices, then (with seccomp) the pipe bwrap reads the filter from.
+  const stdio: ('pipe' | 'ignore' | number)[] = ['pipe', 'ignore', 'pipe', 'pipe', ...devices.map((d) => d.fd)];
+  if (p.seccompFd !== undefined) stdio.push('pipe');
+  const child = spawn(p.argv[0], p.argv.slice(1), {
+    stdio,
+    env: {},
+    // Unwritable even for root (nothing can be created in procfs), so nothing lands in the cwd.
+    cwd: existsSync('/proc/self') ? '/proc' : '/',
+    // Its own process group (and session): the watchdog kills the whole group.
+    detached: true,
+  });
+  const guest: SpawnedGuest = { child, ended: false };
+  child.on('error', (e) => (guest.spawnError = e));
+  child.on('close', () => (guest.ended = true));
+  const ignore = () => {};
+  child.stdin!.on('error', ignore);
+  if (p.seccompFd !== undefined) {
+    const pipe = child.stdio[stdio.length - 1] as NodeJS.WritableStream;
+    pipe.on('error', ignore);
+    pipe.end(seccompProgram());
+  }
+  return guest;
 }
 
 /** The guest ended without a single message: maybe it never started (see diagnoseLaunchFailure). */
@@ -95,19 +147,8 @@ interface Outcome {
   stderr: string;
 }
 
-function launch(argv: string[], requestText: string, devices: HostDevice[], seccomp: Buffer | undefined, limits: SandboxLimits, run: RunOptions): Promise<unknown> {
-  // stdin: request; stdout: unused; stderr: captured (bounded) for diagnosis; fd 3: messages;
-  // then the devices, then (with seccomp) the pipe bwrap reads the filter from.
-  const stdio: ('pipe' | 'ignore' | number)[] = ['pipe', 'ignore', 'pipe', 'pipe', ...devices.map((d) => d.fd)];
-  if (seccomp) stdio.push('pipe');
-  const child = spawn(argv[0], argv.slice(1), {
-    stdio,
-    env: {},
-    // Unwritable even for root (nothing can be created in procfs), so nothing lands in the cwd.
-    cwd: existsSync('/proc/self') ? '/proc' : '/',
-    // Its own process group (and session): the watchdog kills the whole group.
-    detached: true,
-  });
+function launch(guest: SpawnedGuest, requestText: string, devices: HostDevice[], limits: SandboxLimits, run: RunOptions): Promise<unknown> {
+  const { child } = guest;
   const outcome: Outcome = { spoke: false, timedOut: false, stderr: '' };
   const readOnly = !devices.some((d) => d.writable);
   let settled = false;
@@ -125,14 +166,7 @@ function launch(argv: string[], requestText: string, devices: HostDevice[], secc
     killGroup();
   }, limits.wallMs);
 
-  const ignore = () => {};
-  child.stdin!.on('error', ignore);
   child.stdin!.end(requestText);
-  if (seccomp) {
-    const pipe = child.stdio[stdio.length - 1] as NodeJS.WritableStream;
-    pipe.on('error', ignore);
-    pipe.end(seccomp);
-  }
   child.stderr!.on('data', (chunk: Buffer) => {
     if (outcome.stderr.length < MAX_STDERR) outcome.stderr += chunk.toString('utf8', 0, Math.min(chunk.length, MAX_STDERR - outcome.stderr.length));
   });
@@ -183,10 +217,12 @@ function launch(argv: string[], requestText: string, devices: HostDevice[], secc
       killGroup();
       succeed(value);
     };
-    child.on('error', (e) => {
+    const failedToStart = (e: Error) => {
       clearTimeout(watchdog);
       reject(new OpError(`cannot start the sandboxed guest: ${e.message}`));
-    });
+    };
+    if (guest.spawnError) return failedToStart(guest.spawnError);
+    child.on('error', failedToStart);
     child.on('close', (code, signal) => {
       clearTimeout(watchdog);
       if (settled) return;

@@ -1,0 +1,66 @@
+// The CLI starts the sandboxed guest for `info` before the command's code has loaded
+// (src/cli/early-start.ts): the launch must claim that guest, print what the normal path prints,
+// and a guest nobody claims must not keep the CLI from exiting.
+import { describe, it, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { runInstar, runQemu } from '../helpers/oracles.ts';
+import { scratchDir } from './helpers.ts';
+
+const EARLY = /debug: sandbox: guest started early/;
+
+describe('early guest start', () => {
+  const scratch = scratchDir();
+  after(() => scratch.cleanup());
+  const base = join(scratch.dir, 'base.qcow2');
+  const top = join(scratch.dir, 'top.qcow2');
+  const made = [
+    runQemu('7.2', ['create', '-q', '-f', 'qcow2', base, '64M']),
+    runQemu('7.2', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', top]),
+  ];
+
+  it('the images were made', () => {
+    for (const r of made) assert.equal(r.status, 0, r.stderr);
+  });
+
+  for (const version of ['7.2', '10.0'] as const) {
+    it(`info (${version}): the launch claims the early guest and prints what qemu-img prints`, () => {
+      const r = runInstar(['info', '--debug', '--qemu-version', version, top]);
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stderr, EARLY);
+      assert.equal(r.stdout, runQemu(version, ['info', top]).stdout);
+    });
+
+    it(`info --backing-chain --output=json (${version}): equal to qemu-img`, () => {
+      const args = ['info', '--backing-chain', '--output=json', top];
+      const r = runInstar(['--qemu-version', version, ...args]);
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stdout, runQemu(version, args).stdout);
+    });
+  }
+
+  it('a guest nobody claims is ended: the CLI exits with the command error at once', () => {
+    // 7.2 checks --output after opening nothing: the early guest is started and never used.
+    const args = ['info', '--output=yaml', top];
+    const r = runInstar(['--qemu-version', '7.2', '--debug', ...args], { timeoutMs: 20_000 });
+    const q = runQemu('7.2', args);
+    assert.equal(r.status, q.status, r.stderr);
+    assert.equal(r.signal, null);
+    assert.doesNotMatch(r.stderr, EARLY);
+    assert.ok(r.stderr.endsWith(q.stderr), r.stderr);
+  });
+
+  it('a file that does not open: no early guest, the same error as qemu-img', () => {
+    const missing = join(scratch.dir, 'missing.qcow2');
+    const r = runInstar(['info', '--qemu-version', '10.0', missing]);
+    const q = runQemu('10.0', ['info', missing]);
+    assert.equal(r.status, q.status);
+    assert.equal(r.stderr, q.stderr);
+  });
+
+  it('--sandbox=none starts no guest', () => {
+    const r = runInstar(['info', '--debug', '--sandbox=none', top]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.doesNotMatch(r.stderr, /sandbox:/);
+  });
+});
