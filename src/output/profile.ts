@@ -1,4 +1,4 @@
-import { accessSync, constants, realpathSync } from 'node:fs';
+import { accessSync, constants, readFileSync, realpathSync, statSync } from 'node:fs';
 import { spawn, spawnSync } from 'node:child_process';
 import { delimiter, join } from 'node:path';
 
@@ -104,6 +104,8 @@ export function resolveQemuVersion(input: ResolveProfileInput): { version: strin
  */
 export function probeInstalledQemuImg(env: NodeJS.ProcessEnv): string | undefined {
   for (const candidate of qemuImgCandidates(env)) {
+    const compiledIn = versionInBinary(candidate);
+    if (compiledIn) return compiledIn;
     const r = spawnSync(candidate, ['--version'], { env: probeEnv(env), encoding: 'utf8', timeout: PROBE_TIMEOUT_MS, stdio: ['ignore', 'pipe', 'ignore'] });
     const version = versionOf(r.stdout ?? '');
     if (version) return version;
@@ -117,7 +119,7 @@ export function probeInstalledQemuImg(env: NodeJS.ProcessEnv): string | undefine
  */
 export async function probeInstalledQemuImgAsync(env: NodeJS.ProcessEnv): Promise<string | undefined> {
   for (const candidate of qemuImgCandidates(env)) {
-    const version = versionOf(await stdoutOf(candidate, env));
+    const version = versionInBinary(candidate) ?? versionOf(await stdoutOf(candidate, env));
     if (version) return version;
   }
   return undefined;
@@ -135,6 +137,36 @@ const PROBE_TIMEOUT_MS = 5000;
 
 function probeEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   return { ...env, [PROBE_MARKER]: '1' };
+}
+
+const ELF_MAGIC = 0x7f454c46;
+const MAX_BINARY_BYTES = 64 * 1024 * 1024;
+const VERSION_TEXT = /^qemu-img version (\d+)\.(\d+)\.\d+[ \n]/;
+
+/**
+ * `qemu-img --version` prints a string compiled into the binary ("qemu-img version X.Y.Z …"):
+ * reading it from the ELF file gives the same answer without starting a process, which would
+ * compete for the CPU with the sandboxed guest starting at the same time. Anything unexpected
+ * (not ELF, too big, no string or two different ones) falls back to running it.
+ */
+function versionInBinary(file: string): string | undefined {
+  let bytes: Buffer;
+  try {
+    if (statSync(file).size > MAX_BINARY_BYTES) return undefined;
+    bytes = readFileSync(file);
+  } catch {
+    return undefined;
+  }
+  if (bytes.length < 4 || bytes.readUInt32BE(0) !== ELF_MAGIC) return undefined;
+  let found: string | undefined;
+  for (let at = bytes.indexOf('qemu-img version '); at >= 0; at = bytes.indexOf('qemu-img version ', at + 1)) {
+    const m = VERSION_TEXT.exec(bytes.toString('latin1', at, at + 40));
+    if (!m) continue;
+    const version = `${Number(m[1])}.${Number(m[2])}`;
+    if (found !== undefined && found !== version) return undefined;
+    found = version;
+  }
+  return found;
 }
 
 function versionOf(stdout: string): string | undefined {

@@ -80,3 +80,23 @@ test('global options: sandbox mode and allowed paths from flags and environment'
   assert.equal(cli.stderr, "qemu-img: invalid --sandbox value 'off' (expected auto, strict or none)\n");
   assert.equal(cli.status, 1);
 });
+
+test('the probe reads the version compiled into an ELF qemu-img, and runs anything else', () => {
+  const root = mkdtempSync(join(tmpdir(), 'instar-probe-elf-'));
+  const elf = (dir: string, body: string) => {
+    mkdirSync(join(root, dir));
+    // Not a runnable program: a version found here can only come from reading the file.
+    writeFileSync(join(root, dir, 'qemu-img'), Buffer.concat([Buffer.from([0x7f, 0x45, 0x4c, 0x46]), Buffer.alloc(60), Buffer.from(body)]));
+    chmodSync(join(root, dir, 'qemu-img'), 0o755);
+    return join(root, dir);
+  };
+  const one = elf('one', '\0qemu-img version 9.1.3 (Debian 1:9.1)\nCopyright\0qemu-img version 9.1.3 (Debian 1:9.1)\n\0');
+  const two = elf('two', '\0qemu-img version 9.1.3 (x)\n\0qemu-img version 8.0.0 (y)\n\0');
+  const none = elf('none', '\0no version here\0');
+  assert.equal(probeInstalledQemuImg({ PATH: one }), '9.1');
+  // Two different versions, or none: the file is run instead, and this one cannot run.
+  assert.equal(probeInstalledQemuImg({ PATH: two }), undefined);
+  assert.equal(probeInstalledQemuImg({ PATH: none }), undefined);
+  // The real binaries give what their --version says.
+  for (const v of ['7.2', '10.0'] as const) assert.equal(probeInstalledQemuImg({ PATH: dirname(oracle(v)) }), v);
+});
