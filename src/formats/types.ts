@@ -124,6 +124,11 @@ export interface OpenContext {
   unsafeQuirks?: boolean;
   /** qemu-img check's open (BDRV_O_CHECK): skip what the format's checker reports instead. */
   check?: boolean;
+  /**
+   * The op reads the disk: every command but info, which qemu opens with BDRV_O_NO_IO. What qemu
+   * checks only then fails at open (qcow2's data-file rules), not at the first read.
+   */
+  readsData?: boolean;
 }
 
 /** A format's driver: its probe, its opener and the capabilities it has (DESIGN.md §2). */

@@ -55,7 +55,8 @@ export function answeringMissingFiles<T extends (...args: never[]) => unknown>(o
 /** Longest chain followed inside the guest too (the host enforces its own limit). */
 const MAX_LEVELS = 17;
 
-/** Opens the image at device index `index` and everything below it. */
+/** Opens the image at device index `index` and everything below it, for an op that reads its
+ *  data (info, which does not, opens through its own path as qemu's BDRV_O_NO_IO does). */
 export function openTree(ctx: OpContext, index: number, opts: OpenTreeOptions): Image {
   const missing: NeededFile[] = [];
   const image = openLevel(ctx, index, opts.format, opts, missing, 0);
@@ -79,7 +80,7 @@ function openLevel(ctx: OpContext, index: number, format: string | undefined, op
   try {
     const secret = opts.secrets?.[index];
     const key = typeof secret === 'string' ? Buffer.from(secret, 'base64') : undefined;
-    image = driver.open(dev, { writable: !!ctx.devices[index].spec.writable, devices: named, profile: opts.profile, displayName: fileName, key, keyRequired: opts.secrets !== undefined, unsafeQuirks: !!opts.unsafeQuirks, check: level === 0 && !!opts.check });
+    image = driver.open(dev, { writable: !!ctx.devices[index].spec.writable, devices: named, profile: opts.profile, displayName: fileName, key, keyRequired: opts.secrets !== undefined, unsafeQuirks: !!opts.unsafeQuirks, check: level === 0 && !!opts.check, readsData: true });
   } catch (e) {
     const files = (e as { files?: { role: string; name: string }[] }).files;
     if (!(e instanceof ImageError) || !Array.isArray(files)) throw e;

@@ -107,11 +107,9 @@ export class Qcow2Image implements Image {
   }
 
   private map(): ClusterMap {
-    // qemu checks these when it opens the data file, which `info` never does (CVE-2024-4467).
-    if (this.hasDataFile() && !this.ext.dataFile) throw new ImageError("'data-file' is required for this image");
-    if (!this.hasDataFile() && (this.h.autoclear & AUTOCLEAR.dataFileRaw) !== 0n) {
-      throw new ImageError('data-file-raw requires a data file');
-    }
+    // Opens for reading fail on these already (readsData); an image opened as info opens it does not.
+    const dataFileProblem = dataFileRule(this.h, this.ext);
+    if (dataFileProblem) throw new ImageError(dataFileProblem);
     if (this.h.cryptMethod !== CRYPT.none && !this.crypto) throw keyRequired('encrypt.key-secret');
     if (this.backingFile && !this.backing) throw new ImageError('reading qcow2 images with a backing file needs the backing image attached');
     if (this.hasDataFile() && !this.dataDev) {
@@ -174,7 +172,8 @@ export class Qcow2Image implements Image {
     if (this.h.cryptMethod !== CRYPT.none) delete e.hostOffset;
     // With metadata preallocation detected, qemu asks the file about data clusters: one in a hole
     // of it is DATA|ZERO, cut where the file's hole ends. Only when the file's holes are known.
-    else if (e.kind === 'data' && !e.compressed && e.hostOffset !== undefined && e.hostOffset <= (e.file ?? this.dev).size && this.metadataPreallocated()) {
+    // Past the end of the file is such a hole too (qemu's file layer answers EOF, read as zero).
+    else if (e.kind === 'data' && !e.compressed && e.hostOffset !== undefined && this.metadataPreallocated()) {
       const run = knownFileRun(e.file ?? this.dev, e.hostOffset, e.length);
       if (run) {
         e.length = run.length;
@@ -186,6 +185,17 @@ export class Qcow2Image implements Image {
     const below = this.backing.extent(offset, Math.min(e.length, this.backing.virtualSize - offset));
     return { ...below, depth: below.depth + 1 };
   }
+}
+
+/**
+ * What qemu's open says of the image's data-file settings, where it would refuse them. qemu checks
+ * them when it opens the data file, which `info` never does (BDRV_O_NO_IO, CVE-2024-4467).
+ */
+function dataFileRule(h: Qcow2Header, ext: Extensions): string | undefined {
+  const hasDataFile = (h.incompatible & INCOMPAT.dataFile) !== 0n;
+  if (hasDataFile && !ext.dataFile) return "'data-file' is required for this image";
+  if (!hasDataFile && (h.autoclear & AUTOCLEAR.dataFileRaw) !== 0n) return 'data-file-raw requires a data file';
+  return undefined;
 }
 
 /** Reads the header extensions again, leniently, to name unknown incompatible features. */
@@ -223,6 +233,10 @@ export function openQcow2(dev: BlockDevice, ctx: OpenContext): Qcow2Image {
   const tables = ctx.check ? { ...h, nbSnapshots: 0, snapshotsOffset: 0n } : h;
   validateTables(tables, ctx.writable);
   const ext = readExtensions(dev, h, false, (o, l) => openLuks(dev, o, l));
+  if (ctx.readsData) {
+    const dataFileProblem = dataFileRule(h, ext);
+    if (dataFileProblem) throw new ImageError(dataFileProblem);
+  }
 
   // qemu 10.0 refuses this even for info; 7.2 opens it and then crashes (segfault) in info.
   if (h.cryptMethod === CRYPT.luks && !ext.luks) throw new ImageError(`Missing CRYPTO header for crypt method ${CRYPT.luks}`);
