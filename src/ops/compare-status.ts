@@ -36,3 +36,25 @@ export function statusView(image: Image): StatusView {
     return last;
   };
 }
+
+/**
+ * Where the run of extents from `offset` that `skippable` accepts ends (at most `end`), asked of
+ * the driver in long requests rather than qemu's per-grain ones: compare skips regions both images
+ * read as zeros without reading them, and when neither -p nor -s shows its steps, how many steps
+ * qemu took there is invisible. A failing request ends the run: the per-step walk then meets the
+ * failure where qemu meets it.
+ */
+export function skippableRunEnd(image: Image, offset: number, end: number, skippable: (e: Extent) => boolean): number {
+  if (image.blockStatus === 'none') return offset;
+  let pos = offset;
+  try {
+    while (pos < end) {
+      const e = image.extent(pos, end - pos);
+      if (!(e.length > 0) || !skippable(e)) break;
+      pos = Math.min(end, pos + e.length);
+    }
+  } catch {
+    // The error belongs to the step that reaches it.
+  }
+  return pos;
+}
