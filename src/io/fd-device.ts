@@ -1,4 +1,4 @@
-import { fstatSync, readSync, writeSync } from 'node:fs';
+import { fstatSync, ftruncateSync, readSync, writeSync } from 'node:fs';
 import type { BlockDevice } from '../formats/types.ts';
 
 /** A BlockDevice over an inherited file descriptor, with positioned synchronous I/O. */
@@ -6,6 +6,8 @@ export class FdDevice implements BlockDevice {
   readonly size: number;
   readonly allocated: number;
   readonly write?: (buf: Uint8Array, pos: number) => void;
+  /** Sets the file's length (writable devices only: convert sizes the target it copies into). */
+  readonly truncate?: (size: number) => void;
 
   /** The host's SEEK_DATA/SEEK_HOLE answer for this file, when it gave one (checked by the caller). */
   readonly dataRuns?: readonly (readonly [number, number])[];
@@ -15,7 +17,10 @@ export class FdDevice implements BlockDevice {
     const st = fstatSync(fd);
     this.size = st.size;
     this.allocated = st.blocks * 512;
-    if (writable) this.write = (buf, pos) => writeAll(fd, buf, pos);
+    if (writable) {
+      this.write = (buf, pos) => writeAll(fd, buf, pos);
+      this.truncate = (size) => ftruncateSync(fd, size);
+    }
   }
 
   read(buf: Uint8Array, pos: number): number {

@@ -1,16 +1,19 @@
-// The guest half of `convert` (raw target). Two phases, one guest launch each:
+// The guest half of `convert` (raw target). Phases, one guest launch each:
 //  - 'open': open every source (asking the host for backing files, data files, extents) and the
 //    -l snapshot view, and answer the virtual sizes, before the host creates anything;
-//  - 'copy': the same opening, then the copy into the output device the host created.
-// The host may run several 'copy' guests on disjoint ranges of the disk (one per core).
+//  - 'copy': the same opening, then the copy of `range` into the output device the host created;
+//  - 'open-copy': both in one launch, into a target the host has just created empty: open
+//    failures are answered as in 'open', then guest `worker` of `workers` sizes the target (guest
+//    0) and copies its own part (split.ts). The host starts all of them at once.
 import { ImageError, type OpenContext } from '../formats/types.ts';
 import { MissingFilesError } from './open-tree.ts';
 import { openSource, snapshotViews, type ConvertSource, type SnapshotChoice } from './convert/sources.ts';
 import { copyToRaw } from './convert/copy.ts';
+import { workerRange } from './convert/split.ts';
 import type { Op } from './types.ts';
 
 export interface ConvertOptions {
-  phase: 'open' | 'copy';
+  phase: 'open' | 'copy' | 'open-copy';
   sources: ConvertSource[];
   snapshot?: SnapshotChoice;
   unsafeQuirks?: boolean;
@@ -21,6 +24,9 @@ export interface ConvertOptions {
   targetIsZero?: boolean;
   /** [start, end) of the concatenated disk this guest copies. */
   range?: [number, number];
+  /** 'open-copy': which guest this is, of how many (each computes its own range). */
+  worker?: number;
+  workers?: number;
   progress?: boolean;
   /** Keys of encrypted sources, base64 by device index (host-read --object secrets). */
   secrets?: Record<number, string>;
@@ -28,6 +34,12 @@ export interface ConvertOptions {
 
 /** What the 'open' phase answers: sizes, or which source failed and how (worded by the host). */
 export type ConvertOpenResult = { sizes: number[] } | { failed: { source: number; message: string } } | { snapshotFailed: string };
+
+/**
+ * What 'open-copy' answers: an open failure as 'open' does, the errno code of a target that
+ * cannot take the disk's size (qemu's "Could not create"), or the sizes and the counted bytes.
+ */
+export type ConvertOpenCopyResult = Exclude<ConvertOpenResult, { sizes: number[] }> | { createFailed: string } | { sizes: number[]; counted: number };
 
 // Synchronous up to the copy (open errors, MissingFilesError, must throw at once for the
 // wrappers in registry.ts); the copy itself is a promise (its writes overlap its reads).
@@ -40,7 +52,7 @@ export const convertOp: Op = (options, ctx) => {
     try {
       images.push(openSource(ctx, opts.sources[i], opts));
     } catch (e) {
-      if (e instanceof MissingFilesError || !(e instanceof ImageError) || opts.phase !== 'open') throw e;
+      if (e instanceof MissingFilesError || !(e instanceof ImageError) || opts.phase === 'copy') throw e;
       return { failed: { source: i, message: e.message } } satisfies ConvertOpenResult;
     }
   }
@@ -49,7 +61,7 @@ export const convertOp: Op = (options, ctx) => {
     try {
       views = snapshotViews(images, opts.snapshot);
     } catch (e) {
-      if (!(e instanceof ImageError) || opts.phase !== 'open') throw e;
+      if (!(e instanceof ImageError) || opts.phase === 'copy') throw e;
       return { snapshotFailed: e.message } satisfies ConvertOpenResult;
     }
   }
@@ -58,12 +70,29 @@ export const convertOp: Op = (options, ctx) => {
   const output = ctx.devices.find((d) => d.spec.role === 'output');
   if (!output) throw new ImageError('no output device');
   const onProgress = opts.progress ? (done: number, total: number) => ctx.emit({ type: 'progress', done, total }) : undefined;
+  const sizes = views.map((v) => v.virtualSize);
+  let range = opts.range;
+  if (opts.phase === 'open-copy') {
+    const total = sizes.reduce((a, b) => a + b, 0);
+    const worker = opts.worker ?? 0;
+    if (worker === 0) {
+      // qemu creates the target with the disk's size before it copies anything.
+      try {
+        (output.dev as { truncate?: (size: number) => void }).truncate?.(total);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (typeof code !== 'string') throw e;
+        return { createFailed: code } satisfies ConvertOpenCopyResult;
+      }
+    }
+    range = workerRange(total, worker, opts.workers ?? 1);
+  }
   return copyToRaw({
     images: views,
     output: output.dev,
     sparseSize: opts.sparseSize ?? 4096,
     targetIsZero: !!opts.targetIsZero,
-    range: opts.range,
+    range,
     onProgress,
-  }).then((total) => ({ counted: total }));
+  }).then((counted) => (opts.phase === 'open-copy' ? ({ sizes, counted } satisfies ConvertOpenCopyResult) : { counted }));
 };

@@ -17,6 +17,8 @@ before(() => {
   qemu(['create', '-q', '-f', 'qcow2', join(dir, 'base.qcow2'), '1M']);
   qemu(['create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', join(dir, 'top.qcow2')]);
   rmSync(join(dir, 'base.qcow2'));
+  // A backing file named like the target: it must still be missing when the source is opened.
+  qemu(['create', '-q', '-f', 'qcow2', '-b', 'self.raw', '-F', 'raw', '-u', join(dir, 'names-target.qcow2'), '1M']);
   writeFileSync(join(dir, 'r.raw'), Buffer.alloc(65536, 7));
   mkdirSync(join(dir, 'd'));
 });
@@ -25,6 +27,7 @@ after(() => cleanup());
 const cases: [string, string[], (() => void)?][] = [
   ['missing source', ['nope.qcow2', 'o.raw']],
   ['missing backing file', ['top.qcow2', 'o.raw']],
+  ['backing file named like the (missing) target', ['names-target.qcow2', 'self.raw']],
   ['target in a missing directory', ['a.qcow2', 'nodir/o.raw']],
   ['target is a directory', ['a.qcow2', 'd']],
   ['-n with a missing target', ['-n', 'a.qcow2', 'o.raw']],

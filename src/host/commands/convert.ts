@@ -5,6 +5,9 @@
 // half-written file that looks finished).
 import { closeSync, constants, fstatSync, fsyncSync, ftruncateSync, openSync, unlinkSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
+import { ConvertError } from '../convert/errors.ts';
+import { checkOpenAnswer, createFreshTarget, openAndCopy, progressSum, referencedFailure, TargetReferenced } from '../convert/open-copy.ts';
+import { workerRange } from '../../ops/convert/split.ts';
 import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { isDriverName } from '../../formats/names.ts';
@@ -18,12 +21,7 @@ import { ProgressPrinter } from '../../output/progress.ts';
 import type { ConvertOpenResult, ConvertOptions } from '../../ops/convert.ts';
 import type { SnapshotChoice } from '../../ops/convert/sources.ts';
 
-class ConvertError extends Error {}
-
 const MAX_SPARSE = 16 * 1024 * 1024;
-/** Below this a second guest costs more than it saves. */
-const PARALLEL_MIN_BYTES = 256 * 1024 * 1024;
-const SPLIT_ALIGN = 2 * 1024 * 1024;
 
 /** qemu's strtosz: a number with an optional k/M/G/T/P/E suffix (binary units). */
 function parseSize(text: string): number | 'range' | 'invalid' {
@@ -111,16 +109,12 @@ async function openPhase(inputs: InputFile[], targets: Target[], options: Conver
   try {
     result = (await runWithReferencedFiles('convert', { ...options, phase: 'open' }, inputs, ctx)) as ConvertOpenResult;
   } catch (e) {
-    if (e instanceof ReferencedFileError) throw new ConvertError(`Could not open '${targets[e.file.referrer]?.errorName ?? e.path}': ${e.message}`);
+    if (e instanceof ReferencedFileError) throw referencedFailure(e, targets);
     if (e instanceof OpError) throw new ConvertError(`Could not open '${targets[0].errorName}': ${e.message}`);
     throw e;
   }
   const r = result as Record<string, unknown>;
-  if (typeof r?.snapshotFailed === 'string') throw new ConvertError(r.snapshotFailed);
-  const failed = r?.failed as { source?: unknown; message?: unknown } | undefined;
-  if (failed && Number.isInteger(failed.source) && typeof failed.message === 'string' && targets[failed.source as number]) {
-    throw new ConvertError(`Could not open '${targets[failed.source as number].errorName}': ${failed.message}`);
-  }
+  checkOpenAnswer(r, targets);
   const sizes = r?.sizes;
   if (!Array.isArray(sizes) || sizes.length !== targets.length || !sizes.every((s) => Number.isSafeInteger(s) && s >= 0)) {
     throw new ConvertError('the guest gave a malformed answer');
@@ -155,22 +149,14 @@ function openTarget(path: string, total: number, s: Settings): number {
   }
 }
 
-/** The copy: one guest, or one per core on disjoint ranges for big disks. */
+/** The copy after an open phase: one guest, or one per core on disjoint ranges for big disks. */
 async function copyPhase(inputs: InputFile[], outFd: number, outPath: string, total: number, options: ConvertOptions, printer: ProgressPrinter | undefined, ctx: CommandContext): Promise<void> {
-  const workers = total >= PARALLEL_MIN_BYTES ? Math.min(2, availableParallelism()) : 1;
-  const step = Math.ceil(total / workers / SPLIT_ALIGN) * SPLIT_ALIGN;
-  const ranges: [number, number][] = [];
-  for (let start = 0; start < total; start += step) ranges.push([start, Math.min(total, start + step)]);
-  if (ranges.length === 0) ranges.push([0, 0]);
-  const done = ranges.map(() => 0);
-  const counted = ranges.map(() => 0);
-  const show = () => {
-    const sum = counted.reduce((a, b) => a + b, 0);
-    if (sum > 0) printer?.show((100 * done.reduce((a, b) => a + b, 0)) / sum);
-  };
+  const cores = Math.min(2, availableParallelism());
+  const ranges = Array.from({ length: cores }, (_, i) => workerRange(total, i, cores)).filter(([a, b], i) => i === 0 || a < b);
+  const progress = progressSum(ranges.length, printer);
   const withOutput: InputFile[] = [...inputs, { fd: outFd, path: outPath, writable: true, role: 'output' }];
   await Promise.all(ranges.map((range, i) => {
-    const run = { ...ctx.run, onProgress: (d: number, t: number) => { done[i] = d; counted[i] = t; show(); } };
+    const run = { ...ctx.run, onProgress: progress[i] };
     return runWithReferencedFiles('convert', { ...options, phase: 'copy', range: ranges.length > 1 ? range : undefined }, withOutput, { ...ctx, run });
   }));
 }
@@ -197,6 +183,10 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
       progress: !!printer,
       secrets,
     };
+    const fresh = oneRound(cmd, s) ? createFreshTarget(outPath) : undefined;
+    if (fresh !== undefined) {
+      if (await copyIntoFresh(inputs, targets, fresh, outPath, options, s, printer, ctx)) return;
+    }
     const sizes = await openPhase(inputs, targets, options, ctx);
     checkTargetFormat(cmd, s);
     const total = sizes.reduce((a, b) => a + b, 0);
@@ -221,16 +211,49 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
     } finally {
       closeSync(outFd);
       // A target we created and could not finish must not stay behind looking like a result.
-      if (!ok && !s.noCreate) {
-        try {
-          unlinkSync(outPath);
-        } catch {
-          /* already gone */
-        }
-      }
+      if (!ok && !s.noCreate) unlinkQuietly(outPath);
     }
   } finally {
     for (const i of inputs) closeSync(i.fd);
+  }
+}
+
+/** Whether qemu's order of checks allows opening and copying in one round (open-copy.ts). */
+function oneRound(cmd: ParsedCommand, s: Settings): boolean {
+  if (s.noCreate || !CACHE_MODES.has(s.outputCache)) return false;
+  try {
+    checkTargetFormat(cmd, s);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * One round into the target just created; false (target removed) when the image names the
+ * target itself, which the two rounds must handle. Any failure removes the target.
+ */
+async function copyIntoFresh(inputs: InputFile[], targets: Target[], outFd: number, outPath: string, options: ConvertOptions, s: Settings, printer: ProgressPrinter | undefined, ctx: CommandContext): Promise<boolean> {
+  let ok = false;
+  try {
+    await openAndCopy(inputs, targets, outFd, outPath, options, printer, ctx);
+    if (s.outputCache !== 'unsafe') fsyncSync(outFd);
+    ok = true;
+  } catch (e) {
+    if (e instanceof TargetReferenced) return false;
+    throw e;
+  } finally {
+    closeSync(outFd);
+    if (!ok) unlinkQuietly(outPath);
+  }
+  return true;
+}
+
+function unlinkQuietly(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    /* already gone */
   }
 }
 

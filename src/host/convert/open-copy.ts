@@ -1,0 +1,100 @@
+// convert in one round of guests: when the target does not exist yet, the host creates it empty
+// (O_EXCL, so it is surely ours) and starts every copy guest at once; each opens the sources, and
+// either answers qemu's open failure (the host then removes the target: qemu never created it)
+// or copies its part (ops/convert/split.ts). One guest launch fewer than an open guest followed
+// by copy guests, and the copy starts a launch earlier. Where qemu's order of checks needs the
+// sizes before the target exists (-n, an existing target, a bad -t or -O), the caller keeps the
+// two rounds.
+import { constants, fstatSync, ftruncateSync, openSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import type { CommandContext } from '../commands/types.ts';
+import { OpError } from '../sandbox/run.ts';
+import { runWithReferencedFiles, ReferencedFileError, type InputFile } from '../open-files.ts';
+import type { Target } from '../input-image.ts';
+import { strerror } from '../../strerror.ts';
+import type { ProgressPrinter } from '../../output/progress.ts';
+import type { ConvertOptions } from '../../ops/convert.ts';
+import { ConvertError } from './errors.ts';
+
+/** The image names the new target itself (as a backing file, say): only the two rounds word that as qemu. */
+export class TargetReferenced extends Error {}
+
+/** Creates `path` if nothing is there (never follows or replaces anything); undefined otherwise. */
+export function createFreshTarget(path: string): number | undefined {
+  try {
+    return openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOCTTY, 0o644);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Progress of several guests as one line: the sum of what each has copied of what each counts. */
+export function progressSum(guests: number, printer: ProgressPrinter | undefined): ((done: number, total: number) => void)[] {
+  const done = new Array<number>(guests).fill(0);
+  const counted = new Array<number>(guests).fill(0);
+  return done.map((_, i) => (d: number, t: number) => {
+    done[i] = d;
+    counted[i] = t;
+    const sum = counted.reduce((a, b) => a + b, 0);
+    if (sum > 0) printer?.show((100 * done.reduce((a, b) => a + b, 0)) / sum);
+  });
+}
+
+/** qemu's message for an open phase answer that names a failed source or snapshot. */
+export function checkOpenAnswer(r: Record<string, unknown> | undefined, targets: Target[]): void {
+  if (typeof r?.snapshotFailed === 'string') throw new ConvertError(r.snapshotFailed);
+  const failed = r?.failed as { source?: unknown; message?: unknown } | undefined;
+  if (failed && Number.isInteger(failed.source) && typeof failed.message === 'string' && targets[failed.source as number]) {
+    throw new ConvertError(`Could not open '${targets[failed.source as number].errorName}': ${failed.message}`);
+  }
+}
+
+/** A referenced file's open failure, worded as qemu words it for the source that named it. */
+export function referencedFailure(e: ReferencedFileError, targets: Target[]): ConvertError {
+  return new ConvertError(`Could not open '${targets[e.file.referrer]?.errorName ?? e.path}': ${e.message}`);
+}
+
+const validSizes = (sizes: unknown, count: number): sizes is number[] =>
+  Array.isArray(sizes) && sizes.length === count && sizes.every((s) => Number.isSafeInteger(s) && s >= 0);
+
+/**
+ * Opens and copies into `outFd` (created empty by createFreshTarget) with one guest per core.
+ * Every guest's outcome is awaited; the first failure in guest order is the one reported.
+ */
+export async function openAndCopy(inputs: InputFile[], targets: Target[], outFd: number, outPath: string, options: ConvertOptions, printer: ProgressPrinter | undefined, ctx: CommandContext): Promise<void> {
+  const workers = Math.max(1, Math.min(2, availableParallelism()));
+  const progress = progressSum(workers, printer);
+  const withOutput: InputFile[] = [...inputs, { fd: outFd, path: outPath, writable: true, role: 'output' }];
+  const target = fstatSync(outFd);
+  const hooks = {
+    onOpened: (_file: unknown, fd: number) => {
+      const st = fstatSync(fd);
+      if (st.dev === target.dev && st.ino === target.ino) throw new TargetReferenced('the image names the target');
+    },
+  };
+  const outcomes = await Promise.allSettled(progress.map((onProgress, worker) => {
+    const run = { ...ctx.run, onProgress };
+    return runWithReferencedFiles('convert', { ...options, phase: 'open-copy', worker, workers }, withOutput, { ...ctx, run }, [], hooks);
+  }));
+  if (outcomes.some((o) => o.status === 'rejected' && o.reason instanceof TargetReferenced)) throw new TargetReferenced('the image names the target');
+  let sizes: number[] | undefined;
+  for (const o of outcomes) {
+    if (o.status === 'rejected') {
+      if (o.reason instanceof ReferencedFileError) throw referencedFailure(o.reason, targets);
+      if (o.reason instanceof OpError) throw new ConvertError(o.reason.message);
+      throw o.reason;
+    }
+    const r = o.value as Record<string, unknown> | undefined;
+    checkOpenAnswer(r, targets);
+    if (typeof r?.createFailed === 'string' && /^E[A-Z0-9]{1,15}$/.test(r.createFailed)) {
+      throw new ConvertError(`${outPath}: error while converting raw: Could not create '${outPath}': ${strerror(r.createFailed)}`);
+    }
+    if (!validSizes(r?.sizes, targets.length) || (sizes && sizes.some((s, i) => s !== (r.sizes as number[])[i]))) {
+      throw new ConvertError('the guest gave a malformed answer');
+    }
+    sizes = r.sizes as number[];
+  }
+  // Guest 0 sized the target before copying, as qemu creates it; the host makes sure of it.
+  const total = sizes!.reduce((a, b) => a + b, 0);
+  if (fstatSync(outFd).size !== total) ftruncateSync(outFd, total);
+}
