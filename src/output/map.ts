@@ -30,9 +30,15 @@ export function humanMapLine(e: MapLine): string {
   return `${hex16(e.start)}${hex16(e.length)}${hex16(e.offset ?? 0)}${e.filename ?? ''}\n`;
 }
 
+/**
+ * An integer as qemu's PRId64 prints it. JS prints a double past 2^53 in its shortest round-trip
+ * form (2^61 - 4 MiB as 2305843009209499600), not as the integer it holds exactly.
+ */
+const decimal = (n: bigint | number) => (typeof n === 'bigint' || Number.isSafeInteger(n) ? String(n) : BigInt(n).toString());
+
 /** The JSON object for an entry, without the separator that follows it. */
 export function jsonMapEntry(e: MapLine, profile: Profile): string {
-  let text = `{ "start": ${e.start}, "length": ${e.length}, "depth": ${e.depth},`;
+  let text = `{ "start": ${decimal(e.start)}, "length": ${decimal(e.length)}, "depth": ${e.depth},`;
   if (profile.dirtyFlag) text += ` "present": ${e.present},`;
   text += ` "zero": ${e.zero}, "data": ${e.data}`;
   if (profile.mapCompressed) text += `, "compressed": ${e.compressed}`;

@@ -46,6 +46,14 @@ function isInt64String(v: unknown): boolean {
   return n === BigInt.asIntN(64, n);
 }
 
+/**
+ * A map entry's start or length past 2^53: a virtual size can reach 2^63 (qcow2 with 2 MiB
+ * clusters: 2^61), and its cluster-aligned offsets are integers a double holds exactly.
+ */
+function isByteDouble(v: unknown): boolean {
+  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v < 2 ** 63;
+}
+
 /** An optional warnings list: bounded in count and length (the guest cuts its own to fit). */
 function warningsOk(v: unknown): boolean {
   return v === undefined || (Array.isArray(v) && v.length <= MAX_WARNINGS && v.every((w) =>
@@ -59,7 +67,7 @@ const SHAPES: Record<GuestMessage['type'], { keys: string[]; ok: (o: Obj) => boo
     keys: ['type', 'entries'],
     ok: (o) => Array.isArray(o.entries) && o.entries.length <= MAX_MAP_ENTRIES &&
       // [start, length, depth, flags, offset or -1, file or -1]
-      o.entries.every((e) => Array.isArray(e) && e.length === 6 && e.every((n, i) => (i === 4 && isInt64String(n)) || (Number.isSafeInteger(n) && n >= (i < 4 ? 0 : -1)))),
+      o.entries.every((e) => Array.isArray(e) && e.length === 6 && e.every((n, i) => (i === 4 && isInt64String(n)) || (i < 2 && isByteDouble(n)) || (Number.isSafeInteger(n) && n >= (i < 4 ? 0 : -1)))),
   },
   result: { keys: ['type', 'value', 'warnings'], ok: (o) => 'value' in o && warningsOk(o.warnings) },
   error: { keys: ['type', 'message', 'warnings'], ok: (o) => typeof o.message === 'string' && warningsOk(o.warnings) },
