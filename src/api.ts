@@ -31,16 +31,23 @@ export interface ImageInfo {
   children?: { name: string; info: ImageInfo }[];
 }
 
-/** One entry of `qemu-img map --output=json`. */
+/**
+ * A byte position or count from `map`: a number when it is a safe integer (|n| < 2^53), else a
+ * bigint holding qemu's int64 exactly. Virtual sizes reach 2^63 and a VMDK flat extent can put a
+ * host offset anywhere in int64 (2^62 + 512 has no double). `BigInt(v)` handles both kinds.
+ */
+export type ByteValue = number | bigint;
+
+/** One entry of `qemu-img map --output=json`, with exact positions (see ByteValue). */
 export interface MapEntry {
-  start: number;
-  length: number;
+  start: ByteValue;
+  length: ByteValue;
   depth: number;
   present?: boolean;
   zero: boolean;
   data: boolean;
   compressed?: boolean;
-  offset?: number;
+  offset?: ByteValue;
 }
 
 /** A command that ended with a non-zero status; `message` is its error text. */
@@ -88,13 +95,26 @@ export async function info(file: string, opts: CommonOptions & { backingChain?: 
   return JSON.parse(await runOk([...args, '--', file]));
 }
 
-/** `qemu-img map --output=json`. */
-export async function map(file: string, opts: CommonOptions & { startOffset?: number; maxLength?: number } = {}): Promise<MapEntry[]> {
+/**
+ * JSON.parse for map's output, keeping integers exact: JSON.parse would round any past 2^53.
+ * map's JSON has no string values, so each long digit run is quoted first and revived as a bigint.
+ */
+function parseMapJson(text: string): MapEntry[] {
+  const quoted = text.replace(/-?\d{16,}/g, (digits) => `"${digits}"`);
+  return JSON.parse(quoted, (_key, value: unknown) => {
+    if (typeof value !== 'string') return value;
+    const n = BigInt(value);
+    return n >= BigInt(Number.MIN_SAFE_INTEGER) && n <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(n) : n;
+  }) as MapEntry[];
+}
+
+/** `qemu-img map --output=json`; positions past 2^53 come back as bigints (MapEntry). */
+export async function map(file: string, opts: CommonOptions & { startOffset?: ByteValue; maxLength?: ByteValue } = {}): Promise<MapEntry[]> {
   const args = ['map', ...globalArgs(opts), '--output=json'];
   if (opts.format) args.push('-f', opts.format);
   if (opts.startOffset !== undefined) args.push(`--start-offset=${opts.startOffset}`);
   if (opts.maxLength !== undefined) args.push(`--max-length=${opts.maxLength}`);
-  return JSON.parse(await runOk([...args, '--', file]));
+  return parseMapJson(await runOk([...args, '--', file]));
 }
 
 /** `qemu-img compare`: whether two images have the same guest-visible content. */

@@ -42,8 +42,9 @@ export function assertInfoMatches(ours: object, version: OracleVersion, path: st
   assert.deepEqual({ ...ours }, theirs, `info vs qemu-img ${version}`);
 }
 
-/** One `map --output=json` entry, as the library types it (qemu-img 7.2+ always prints `present`). */
-export type MapEntry = ApiMapEntry & { present: boolean };
+/** One `map --output=json` entry, as the library types it (qemu-img 7.2+ always prints `present`),
+ *  with positions as numbers: the images here are small. */
+export type MapEntry = Omit<ApiMapEntry, 'start' | 'length' | 'offset'> & { present: boolean; start: number; length: number; offset?: number };
 
 const sameRun = (a: MapEntry, b: MapEntry): boolean =>
   a.depth === b.depth && a.present === b.present && a.zero === b.zero && a.data === b.data && a.compressed === b.compressed &&

@@ -47,8 +47,9 @@ export function oracleInfo(version: OracleVersion, path: string): Record<string,
   return JSON.parse(qemuOk(version, ['info', '--output=json', path])) as Record<string, unknown>;
 }
 
-/** One `map --output=json` entry, as the library types it (qemu-img 7.2+ always prints `present`). */
-export type MapEntry = ApiMapEntry & { present: boolean };
+/** One `map --output=json` entry, as the library types it (qemu-img 7.2+ always prints `present`),
+ *  with positions as numbers: the images here are small. */
+export type MapEntry = Omit<ApiMapEntry, 'start' | 'length' | 'offset'> & { present: boolean; start: number; length: number; offset?: number };
 
 export function oracleMap(version: OracleVersion, path: string): MapEntry[] {
   const raw = JSON.parse(qemuOk(version, ['map', '--output=json', path])) as (MapEntry & Record<string, unknown>)[];
