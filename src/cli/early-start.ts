@@ -1,6 +1,7 @@
-// The CLI's early guest start (src/host/sandbox/early.ts): for `info`, the command line is parsed
-// once ahead of time, the image it names is opened as `info` will open it, and the sandboxed guest
-// starts booting while the profile probe runs and the command's code loads. Anything unusual
+// The CLI's early guest start (src/host/sandbox/early.ts): for `info`, `map` and `check`, the
+// command line is parsed once ahead of time, the image it names is opened as the command will
+// open it, and the sandboxed guest starts booting while the profile probe runs and the command's
+// code loads. Anything unusual
 // (a parse error, --sandbox=none, a file that does not open) simply skips it: the normal path then
 // does everything and reports any error in qemu's words.
 import { parseCommandLine } from './command-line.ts';
@@ -14,7 +15,7 @@ import { startEarlyGuest, discardEarlyGuest } from '../host/sandbox/early.ts';
 let cleanup: (() => void) | undefined;
 
 /** Commands whose first launch is known from the command line alone: one input, read-only. */
-const EARLY_COMMANDS = new Set(['info']);
+const EARLY_COMMANDS = new Set(['info', 'map', 'check']);
 
 export function startGuestEarly(args: string[], env: NodeJS.ProcessEnv, cwd: string, progname: string): void {
   let major: number;

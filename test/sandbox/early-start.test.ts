@@ -1,4 +1,4 @@
-// The CLI starts the sandboxed guest for `info` before the command's code has loaded
+// The CLI starts the sandboxed guest for `info`, `map` and `check` before the command's code has loaded
 // (src/cli/early-start.ts): the launch must claim that guest, print what the normal path prints,
 // and a guest nobody claims must not keep the CLI from exiting.
 import { describe, it, after } from 'node:test';
@@ -24,12 +24,15 @@ describe('early guest start', () => {
   });
 
   for (const version of ['7.2', '10.0'] as const) {
-    it(`info (${version}): the launch claims the early guest and prints what qemu-img prints`, () => {
-      const r = runInstar(['info', '--debug', '--qemu-version', version, top]);
-      assert.equal(r.status, 0, r.stderr);
-      assert.match(r.stderr, EARLY);
-      assert.equal(r.stdout, runQemu(version, ['info', top]).stdout);
-    });
+    for (const command of ['info', 'map', 'check']) {
+      it(`${command} (${version}): the launch claims the early guest and prints what qemu-img prints`, () => {
+        const r = runInstar([command, '--debug', '--qemu-version', version, top]);
+        const q = runQemu(version, [command, top]);
+        assert.equal(r.status, q.status, r.stderr);
+        assert.match(r.stderr, EARLY);
+        assert.equal(r.stdout, q.stdout);
+      });
+    }
 
     it(`info --backing-chain --output=json (${version}): equal to qemu-img`, () => {
       const args = ['info', '--backing-chain', '--output=json', top];
