@@ -4,12 +4,13 @@
 //  - 'copy': the same opening, then the copy of `range` into the output device the host created;
 //  - 'open-copy': both in one launch, into a target the host has just created empty: open
 //    failures are answered as in 'open', then guest `worker` of `workers` sizes the target (guest
-//    0) and copies its own part (split.ts). The host starts all of them at once.
+//    0) and copies its own part (split.ts: balanced by work). The host starts all of them at once.
 import { ImageError, type OpenContext } from '../formats/types.ts';
 import { MissingFilesError } from './open-tree.ts';
 import { openSource, snapshotViews, type ConvertSource, type SnapshotChoice } from './convert/sources.ts';
 import { copyToRaw } from './convert/copy.ts';
-import { workerRange } from './convert/split.ts';
+import { balancedRange } from './convert/split.ts';
+import { allocateFirstBlock } from './convert/first-block.ts';
 import type { Op } from './types.ts';
 
 export interface ConvertOptions {
@@ -79,13 +80,14 @@ export const convertOp: Op = (options, ctx) => {
       // qemu creates the target with the disk's size before it copies anything.
       try {
         (output.dev as { truncate?: (size: number) => void }).truncate?.(total);
+        allocateFirstBlock(total, (buf, at) => output.dev.write?.(buf, at));
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
         if (typeof code !== 'string') throw e;
         return { createFailed: code } satisfies ConvertOpenCopyResult;
       }
     }
-    range = workerRange(total, worker, opts.workers ?? 1);
+    range = balancedRange(views, worker, opts.workers ?? 1);
   }
   return copyToRaw({
     images: views,

@@ -3,11 +3,12 @@
 // with -n, opened as it is; the guest copies into it; the host truncates, flushes as -t says
 // (qemu's default 'unsafe' does not), and removes a target it created when anything fails (no
 // half-written file that looks finished).
-import { closeSync, constants, fstatSync, fsyncSync, ftruncateSync, openSync, unlinkSync } from 'node:fs';
+import { closeSync, constants, fstatSync, fsyncSync, ftruncateSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { ConvertError } from '../convert/errors.ts';
 import { checkOpenAnswer, createFreshTarget, openAndCopy, progressSum, referencedFailure, TargetReferenced } from '../convert/open-copy.ts';
 import { workerRange } from '../../ops/convert/split.ts';
+import { allocateFirstBlock } from '../../ops/convert/first-block.ts';
 import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { isDriverName } from '../../formats/names.ts';
@@ -141,6 +142,7 @@ function openTarget(path: string, total: number, s: Settings): number {
   try {
     const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOCTTY, 0o644);
     ftruncateSync(fd, total);
+    allocateFirstBlock(total, (buf, at) => void writeSync(fd, buf, 0, buf.length, at));
     return fd;
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
