@@ -9,7 +9,7 @@ import { ImageError, type OpenContext } from '../formats/types.ts';
 import { MissingFilesError } from './open-tree.ts';
 import { openSource, snapshotViews, type ConvertSource, type SnapshotChoice } from './convert/sources.ts';
 import { copyToRaw } from './convert/copy.ts';
-import { balancedRange } from './convert/split.ts';
+import { balancedShare, type DiskRun } from './convert/split.ts';
 import { allocateFirstBlock } from './convert/first-block.ts';
 import type { Op } from './types.ts';
 
@@ -73,6 +73,7 @@ export const convertOp: Op = (options, ctx) => {
   const onProgress = opts.progress ? (done: number, total: number) => ctx.emit({ type: 'progress', done, total }) : undefined;
   const sizes = views.map((v) => v.virtualSize);
   let range = opts.range;
+  let runs: readonly DiskRun[] | undefined;
   if (opts.phase === 'open-copy') {
     const total = sizes.reduce((a, b) => a + b, 0);
     const worker = opts.worker ?? 0;
@@ -87,7 +88,7 @@ export const convertOp: Op = (options, ctx) => {
         return { createFailed: code } satisfies ConvertOpenCopyResult;
       }
     }
-    range = balancedRange(views, worker, opts.workers ?? 1);
+    ({ range, runs } = balancedShare(views, worker, opts.workers ?? 1));
   }
   return copyToRaw({
     images: views,
@@ -95,6 +96,7 @@ export const convertOp: Op = (options, ctx) => {
     sparseSize: opts.sparseSize ?? 4096,
     targetIsZero: !!opts.targetIsZero,
     range,
+    runs,
     onProgress,
   }).then((counted) => (opts.phase === 'open-copy' ? ({ sizes, counted } satisfies ConvertOpenCopyResult) : { counted }));
 };

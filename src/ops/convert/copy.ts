@@ -5,6 +5,7 @@
 import { ImageError, type BlockDevice, type Image } from '../../formats/types.ts';
 import { ProgressRule } from '../../output/progress.ts';
 import { OverlappedWriter } from './writer.ts';
+import type { DiskRun } from './split.ts';
 
 const MiB = 1024 * 1024;
 /** I/O buffer: fits the per-core cache (FACTS.md: larger chunks copy slower). */
@@ -27,6 +28,8 @@ export interface CopyPlan {
   range?: [number, number];
   /** Called when qemu would print a progress line (done/total of this range's counted bytes). */
   onProgress?: (done: number, total: number) => void;
+  /** The whole disk's runs, already walked (split.ts); used instead of a second walk when -p is off. */
+  runs?: readonly DiskRun[];
 }
 
 const zeros = Buffer.alloc(IO_BYTES);
@@ -68,6 +71,18 @@ function* merged(source: Generator<Run>): Generator<Run> {
     pending = { ...r };
   }
   if (pending) yield pending;
+}
+
+/** The part [from, to) of a source at disk offset `base`, from runs already walked, merged. */
+function* walked(all: readonly DiskRun[], base: number, from: number, to: number): Generator<Run> {
+  const source = function* (): Generator<Run> {
+    for (const r of all) {
+      const start = Math.max(r.start - base, from);
+      const end = Math.min(r.start + r.length - base, to);
+      if (start < end) yield { pos: start, length: end - start, data: r.data };
+    }
+  };
+  yield* merged(source());
 }
 
 /** qemu's chunking of one run for progress: ≤ 2 MiB, ends aligned to `alignment` when longer. */
@@ -135,7 +150,7 @@ export async function copyToRaw(plan: CopyPlan): Promise<number> {
   const writer = new OverlappedWriter(output, WRITE_SLOTS, IO_BYTES);
   try {
     for (const [image, from, to, base] of parts) {
-      const walk = plan.onProgress ? runs(image, from, to) : merged(runs(image, from, to));
+      const walk = plan.onProgress ? runs(image, from, to) : plan.runs ? walked(plan.runs, base, from, to) : merged(runs(image, from, to));
       for (const r of walk) {
         let pos = r.pos;
         const end = r.pos + r.length;

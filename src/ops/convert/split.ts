@@ -1,16 +1,109 @@
 // How the copy is shared between the guests of one convert: each guest opens the sources itself
 // and takes its own part, computed from the same image by the same rule, so that the host needs
-// no answer from a separate open guest before it starts them (one launch fewer).
+// no answer from a separate open guest before it starts them (one launch fewer). The parts are
+// balanced by the work the copy will do (data to read and write, compressed data to inflate),
+// not by virtual offset: a disk whose data sits in its first half would leave one core idle.
+import type { Image } from '../../formats/types.ts';
+
 const MiB = 1024 * 1024;
 /** Below this a second guest costs more than it saves: guest 0 copies everything. */
 export const PARALLEL_MIN_BYTES = 256 * MiB;
 /** Parts start on this alignment (the I/O buffers never straddle two guests). */
 export const SPLIT_ALIGN = 2 * MiB;
+/** Longest extent asked for at once while weighing (as the copy loop asks). */
+const MAX_EXTENT = 1024 * MiB;
+/** Most extents asked for while weighing; beyond it (a huge fragmented disk) the split goes by offset. */
+const MAX_WEIGHED = 1 << 16;
+/** Relative cost per byte: inflating is about twice a plain read and write; zeros are skipped. */
+const WEIGHT = { data: 64, compressed: 128, zero: 1 };
 
-/** [start, end) of the concatenated disk that guest `worker` of `workers` copies. */
+/** [start, end) of the concatenated disk that guest `worker` of `workers` copies, split by offset. */
 export function workerRange(total: number, worker: number, workers: number): [number, number] {
   const n = total >= PARALLEL_MIN_BYTES ? workers : 1;
   if (worker >= n) return [0, 0];
   const step = Math.ceil(total / n / SPLIT_ALIGN) * SPLIT_ALIGN;
   return [Math.min(total, worker * step), Math.min(total, (worker + 1) * step)];
+}
+
+/** A run of the concatenated disk, as the weighing walk found it: data to copy, or zeros. */
+export interface DiskRun {
+  start: number;
+  length: number;
+  data: boolean;
+}
+
+/** A guest's part: its range, and (when the disk was weighed) the disk's runs, so the copy need not walk them again. */
+export interface Share {
+  range: [number, number];
+  runs?: readonly DiskRun[];
+}
+
+/** As workerRange, with the boundaries moved so that every part has about the same work. */
+export function balancedShare(images: Image[], worker: number, workers: number): Share {
+  const total = images.reduce((n, i) => n + i.virtualSize, 0);
+  const n = total >= PARALLEL_MIN_BYTES ? workers : 1;
+  if (n <= 1) return { range: workerRange(total, worker, workers) };
+  let weighed: { bounds: number[]; runs: Run[] } | undefined;
+  try {
+    weighed = weigh(images, total, n);
+  } catch {
+    // A broken extent: the copy meets it too and reports it as qemu would, where qemu would.
+  }
+  if (!weighed) return { range: workerRange(total, worker, workers) };
+  const range: [number, number] = worker >= n ? [0, 0] : [weighed.bounds[worker], weighed.bounds[worker + 1]];
+  return { range, runs: weighed.runs.map((r) => ({ start: r.start, length: r.length, data: r.perByte !== WEIGHT.zero })) };
+}
+
+/** balancedShare's range alone. */
+export function balancedRange(images: Image[], worker: number, workers: number): [number, number] {
+  return balancedShare(images, worker, workers).range;
+}
+
+interface Run {
+  start: number;
+  length: number;
+  perByte: number;
+}
+
+/**
+ * The disk's runs and n + 1 aligned, non-decreasing boundaries from 0 to total; undefined when
+ * weighing would cost too much.
+ */
+function weigh(images: Image[], total: number, n: number): { bounds: number[]; runs: Run[] } | undefined {
+  const runs: Run[] = [];
+  let calls = 0;
+  let sum = 0;
+  let base = 0;
+  for (const image of images) {
+    for (let pos = 0; pos < image.virtualSize; ) {
+      if (++calls > MAX_WEIGHED) return undefined;
+      const e = image.extent(pos, Math.min(image.virtualSize - pos, MAX_EXTENT));
+      // A driver that reports nothing is a broken image: the copy itself reports it.
+      if (!(e.length > 0)) return undefined;
+      const length = Math.min(e.length, image.virtualSize - pos);
+      const perByte = e.kind !== 'data' || e.zeroData ? WEIGHT.zero : e.compressed ? WEIGHT.compressed : WEIGHT.data;
+      const last = runs[runs.length - 1];
+      if (last && last.perByte === perByte && last.start + last.length === base + pos) last.length += length;
+      else runs.push({ start: base + pos, length, perByte });
+      sum += length * perByte;
+      pos += length;
+    }
+    base += image.virtualSize;
+  }
+  const bounds = [0];
+  let done = 0;
+  let i = 0;
+  for (let k = 1; k < n; k++) {
+    const goal = (sum * k) / n;
+    for (; i < runs.length; i++) {
+      const weight = runs[i].length * runs[i].perByte;
+      if (done + weight >= goal) break;
+      done += weight;
+    }
+    const at = i < runs.length ? runs[i].start + (goal - done) / runs[i].perByte : total;
+    const aligned = Math.min(total, Math.round(at / SPLIT_ALIGN) * SPLIT_ALIGN);
+    bounds.push(Math.max(bounds[k - 1], aligned));
+  }
+  bounds.push(total);
+  return { bounds, runs };
 }
