@@ -151,7 +151,7 @@ export class ClusterMap {
    * A unit's mapping as qemu's qcow2_get_host_offset checks the first entry of a request, or the
    * corruption message it fails with (pure: whether to signal it is the caller's choice).
    */
-  private mapping(u: Unit | string): UnitMapping | string {
+  private mapping(u: Unit | string, guest: number): UnitMapping | string {
     if (typeof u === 'string') return u;
     const { type, slot, sub } = u;
     if (!slot) return { kind: 'unallocated' };
@@ -165,13 +165,20 @@ export class ClusterMap {
     }
     if (type === 'zero-plain' || type === 'unallocated-plain') return { kind: KIND[type] };
     const host = slot.entry & OFFSET_MASK;
-    if (host % BigInt(this.h.clusterSize) !== 0n) return `Cluster allocation offset ${hexAlt(host)} unaligned ${where}`;
+    const cs = this.h.clusterSize;
+    if (host % BigInt(cs) !== 0n) return `Cluster allocation offset ${hexAlt(host)} unaligned ${where}`;
+    // An external data file maps each guest cluster to the same offset in it (qemu's own wording,
+    // unbalanced parenthesis included).
+    const guestCluster = guest - (guest % cs);
+    if (this.h.incompatible & INCOMPAT.dataFile && host !== BigInt(guestCluster)) {
+      return `External data file host cluster offset ${hexAlt(host)} does not match guest cluster offset: ${hexAlt(guestCluster)}, L2 index: ${hexAlt(slot.l2Index)})`;
+    }
     return { kind: KIND[type], hostOffset: Number(host) + sub * this.unitSize };
   }
 
   /** The mapping of the unit holding guest offset `guest` (< virtual size). */
   lookup(guest: number): UnitMapping {
-    const m = this.mapping(this.unit(guest));
+    const m = this.mapping(this.unit(guest), guest);
     if (typeof m === 'string') throw this.corrupt(m);
     return m;
   }
@@ -202,9 +209,9 @@ export class ClusterMap {
       }
       const u = this.unit(pos);
       if (Math.floor(pos / this.l2Span) !== firstTable) {
-        if (typeof this.mapping(u) === 'string') break;
+        if (typeof this.mapping(u, pos) === 'string') break;
       } else if (typeof u !== 'string' && u.type === 'invalid') {
-        throw this.corrupt(this.mapping(u) as string);
+        throw this.corrupt(this.mapping(u, pos) as string);
       }
       if (typeof u === 'string' || u.type !== firstType) break;
       // qemu compares the entry's raw offset (an unaligned one never matches an aligned run).

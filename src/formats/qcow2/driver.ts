@@ -148,8 +148,11 @@ export class Qcow2Image implements Image {
       } else if (run.kind === 'data' && this.crypto) {
         readDecrypted(this.crypto, this.dataDev ?? this.dev, piece, run.hostOffset!, pos);
       } else if (run.kind === 'data') {
-        const n = (this.dataDev ?? this.dev).read(piece, run.hostOffset!);
-        piece.fill(0, n); // past the end of the file reads as zeros, as in qemu
+        // Past the end of the file reads as zeros, as in qemu; a hostile offset there may be
+        // beyond what a file position can be, so it is not read at all.
+        const file = this.dataDev ?? this.dev;
+        const n = run.hostOffset! < file.size ? file.read(piece, run.hostOffset!) : 0;
+        piece.fill(0, n);
       } else if (run.kind === 'unallocated') {
         this.readHole(piece, pos);
       } else {

@@ -5,7 +5,7 @@
 // and under metadata preallocation a data cluster past the end of the file reads as zero.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runInstar, runQemu, VERSIONS } from '../../helpers/oracles.ts';
 import { qemu, tempDir } from './helpers.ts';
@@ -21,7 +21,7 @@ function l2EntryAt(image: Buffer, index: number, entryBytes: number): number {
 }
 
 /** `map --output=json` by both oracles and instar: stdout, stderr and status must be identical. */
-function assertMapAgrees(path: string): { stdout: string; status: number | null }[] {
+function assertMapAgrees(path: string): { stdout: string; stderr: string; status: number | null }[] {
   return VERSIONS.map((v) => {
     const q = runQemu(v, ['map', '--output=json', path], { timeoutMs: 20_000 });
     const i = runInstar(['map', '--output=json', path, '--qemu-version', v]);
@@ -77,5 +77,45 @@ test('metadata preallocation: data clusters past the end of a truncated file rea
     assert.equal(q.status, 0);
     const pastEnd = q.stdout.split('\n').filter((l) => Number(/"offset": (\d+)/.exec(l)?.[1] ?? -1) > size);
     assert.ok(pastEnd.some((l) => l.includes('"zero": true, "data": true')), 'a data run past the end of the file is reported as zero');
+  }
+});
+
+test('an external data file cluster mapped anywhere but its own guest offset fails as in qemu', (t) => {
+  const dir = tempDir(t);
+  const img = join(dir, 'img');
+  qemu('10.0', ['create', '-q', '-f', 'qcow2', '-o', `data_file=${join(dir, 'data.raw')}`, img, '1M']);
+  qemu('10.0', ['-c', 'write -P 1 0 64k', '-c', 'write -P 2 128k 64k', '-c', 'write -P 3 512k 64k', img], 'qemu-io');
+  const bytes = readFileSync(img);
+  // Cluster 2 (COPIED, as data-file clusters are) pointing at the data file's cluster 3.
+  bytes.writeBigUInt64BE((1n << 63n) | 0x30000n, l2EntryAt(bytes, 2, 8));
+  writeFileSync(img, bytes);
+  for (const q of assertMapAgrees(img)) {
+    assert.equal(q.status, 1);
+    assert.match(q.stderr, /does not match guest cluster offset: 0x20000, L2 index: 0x2\)/);
+    assert.match(q.stdout, /"start": 0, "length": 65536, .*"data": true/, 'the entry before the bad one is printed');
+  }
+});
+
+test('a data cluster at host offset 2^53 (past the end of the file) reads as zeros, as in qemu', (t) => {
+  const dir = tempDir(t);
+  const img = join(dir, 'img');
+  qemu('10.0', ['create', '-q', '-f', 'qcow2', img, '1M']);
+  qemu('10.0', ['-c', 'write -P 1 0 128k', img], 'qemu-io');
+  const bytes = readFileSync(img);
+  bytes.writeBigUInt64BE((1n << 63n) | 2n ** 53n, l2EntryAt(bytes, 1, 8));
+  writeFileSync(img, bytes);
+  assertMapAgrees(img);
+  for (const v of VERSIONS) {
+    const q = runQemu(v, ['compare', img, img], { timeoutMs: 20_000 });
+    const i = runInstar(['compare', img, img, '--qemu-version', v]);
+    assert.deepEqual([i.stdout, i.stderr, i.status], [q.stdout, q.stderr, q.status], `${v} compare`);
+    const outQ = join(dir, `q-${v}.raw`);
+    const outI = join(dir, `i-${v}.raw`);
+    const cq = runQemu(v, ['convert', '-O', 'raw', img, outQ], { timeoutMs: 20_000 });
+    const ci = runInstar(['convert', '-O', 'raw', img, outI, '--qemu-version', v]);
+    assert.deepEqual([ci.stdout, ci.stderr, ci.status], [cq.stdout, cq.stderr, cq.status], `${v} convert`);
+    assert.equal(cq.status, 0);
+    assert.ok(existsSync(outI) && readFileSync(outI).equals(readFileSync(outQ)), `${v}: converted bytes equal`);
+    assert.ok(readFileSync(outQ).subarray(65536, 131072).every((b) => b === 0), 'the far cluster reads as zeros');
   }
 });
