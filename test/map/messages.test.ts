@@ -10,6 +10,9 @@ test('well-formed map-entries pass, empty chunks too', () => {
   const ok = { type: 'map-entries', entries: [[0, 65536, 0, 5, 327680, 0], [65536, 512, 1, 3, -1, -1]] };
   assert.deepEqual(parseGuestMessage(line(ok)), ok);
   assert.deepEqual(parseGuestMessage(line({ type: 'map-entries', entries: [] })), { type: 'map-entries', entries: [] });
+  // Starts and lengths past 2^53 (a qcow2 of 2^61 bytes): integer doubles below 2^63.
+  const huge = { type: 'map-entries', entries: [[0, 2 ** 61 - 2 ** 21, 0, 2, -1, -1], [2 ** 61 - 2 ** 21, 2 ** 21, 0, 5, 41943040, 0]] };
+  assert.deepEqual(parseGuestMessage(line(huge)), huge);
 });
 
 test('host offsets outside the safe range travel as int64 decimal strings', () => {
@@ -28,7 +31,9 @@ test('malformed map-entries are refused', () => {
     { type: 'map-entries', entries: [[-1, 1, 0, 5, 0, 0]] },
     { type: 'map-entries', entries: [[0, 1, 0, 5, -2, 0]] },
     { type: 'map-entries', entries: [[0, 1.5, 0, 5, 0, 0]] },
-    { type: 'map-entries', entries: [[0, 2 ** 60, 0, 5, 0, 0]] },
+    { type: 'map-entries', entries: [[0, 2 ** 63, 0, 5, 0, 0]] },
+    { type: 'map-entries', entries: [[2 ** 64, 1, 0, 5, 0, 0]] },
+    { type: 'map-entries', entries: [[0, 1, 2 ** 60, 5, 0, 0]] },
     { type: 'map-entries', entries: [['0', 1, 0, 5, 0, 0]] },
     { type: 'map-entries', entries: {} },
     { type: 'map-entries', entries: [], extra: 1 },
