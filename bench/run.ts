@@ -3,8 +3,16 @@
 // the default cache mode (no flush) and with -t writeback (flushed),
 // outputs on the same file system as the inputs and removed between runs. Prints the medians
 // and instar/qemu ratios. Usage: npm run build && npm run bench [-- N [label-filter]]
+//
+// Before every run a 2 GiB scratch file is written and removed (untimed). On a VM whose kernel
+// reports free pages to the hypervisor (virtio-balloon free page reporting, e.g. Firecracker's
+// page_reporting_order), memory freed more than ~2 s ago is handed back, and the next 1 GiB
+// written into the page cache faults it in again: measured here, dd of 1 GiB took 1.0-1.3 s of
+// system time after a 6 s pause and 0.19 s right after another write; qemu-img convert of the
+// vpc image 1.7-2.7 s system time after 3 s idle, 0.46-0.85 s after the scratch write. Without
+// it either side's time is mostly the luck of the previous run's timing.
 import { spawnSync } from 'node:child_process';
-import { readFileSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { availableParallelism, loadavg } from 'node:os';
 import { INSTAR_CLI, oracle } from '../test/helpers/oracles.ts';
@@ -20,10 +28,33 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
-function timed(file: string, args: string[]): number {
+const scratch = join(BENCH_DIR, 'scratch');
+const scratchChunk = Buffer.alloc(4 * 1024 * 1024);
+
+/** Writes and removes 2 GiB, so the run that follows gets memory the kernel has just used (see above). */
+function warmFreeMemory(): void {
+  const fd = openSync(scratch, 'w');
+  try {
+    for (let done = 0; done < 2048 * 1024 * 1024; done += scratchChunk.length) writeSync(fd, scratchChunk);
+  } finally {
+    closeSync(fd);
+    rmSync(scratch, { force: true });
+  }
+}
+
+/** Untimed set-up of every run: no output left, nothing dirty, freshly used free memory. */
+function prepare(): void {
   rmSync(out, { force: true });
-  // Untimed: the previous run's dirty pages go to disk now, not during this run.
+  // The previous run's dirty pages go to disk now, not during this run.
   spawnSync('sync');
+  warmFreeMemory();
+}
+
+/** perf, when installed: it counts the CPU time of the whole process tree (sandboxed guests too). */
+const perf = ['/usr/bin/perf', '/usr/local/bin/perf'].find((p) => existsSync(p) && spawnSync(p, ['--version']).status === 0);
+
+function timed(file: string, args: string[]): number {
+  prepare();
   const t0 = process.hrtime.bigint();
   const r = spawnSync(file, args, { encoding: 'utf8', maxBuffer: 1 << 20 });
   const ms = Number(process.hrtime.bigint() - t0) / 1e6;
@@ -33,14 +64,21 @@ function timed(file: string, args: string[]): number {
 }
 
 /**
- * CPU seconds (user + system) of one run, from /usr/bin/time: robust when the machine is loaded,
- * where wall time mostly measures the scheduler. instar runs in-process here (--sandbox=none):
- * the sandboxed guests' time is not reported to the parent through bwrap's process tree.
+ * CPU seconds (user + system) of one run: robust when the machine is loaded, where wall time
+ * mostly measures the scheduler. With perf, the task-clock of the whole tree (instar sandboxed,
+ * as it runs by default); without it, /usr/bin/time, and instar in-process (--sandbox=none): the
+ * sandboxed guests' time is not reported to the parent through bwrap's process tree.
  */
 function cpuSeconds(file: string, args: string[], env: Record<string, string> = {}): number {
-  rmSync(out, { force: true });
-  spawnSync('sync');
+  prepare();
   const report = join(BENCH_DIR, 'time.txt');
+  if (perf) {
+    const r = spawnSync(perf, ['stat', '-x', ',', '-e', 'task-clock', '-o', report, '--', file, ...args], { encoding: 'utf8' });
+    rmSync(out, { force: true });
+    if (r.status !== 0) throw new Error(`${file} ${args.join(' ')} failed: ${r.stderr}`);
+    const line = readFileSync(report, 'utf8').split('\n').find((l) => l.includes('task-clock'));
+    return Number(line?.split(',')[0]) / 1000;
+  }
   const r = spawnSync('/usr/bin/time', ['-f', '%U %S', '-o', report, file, ...args], { encoding: 'utf8', env: { ...process.env, ...env } });
   rmSync(out, { force: true });
   if (r.status !== 0) throw new Error(`${file} ${args.join(' ')} failed: ${r.stderr}`);
@@ -65,7 +103,7 @@ for (const image of images) {
     samples[3].push(timed(qemuImg, flushedArgs));
   }
   const [a, b, c, d] = samples.map(median);
-  const cpu = `${cpuSeconds(process.execPath, [INSTAR_CLI, ...convertArgs], { INSTAR_SANDBOX: 'none' }).toFixed(2)}/${cpuSeconds(qemuImg, convertArgs).toFixed(2)}`;
+  const cpu = `${cpuSeconds(process.execPath, [INSTAR_CLI, ...convertArgs], perf ? {} : { INSTAR_SANDBOX: 'none' }).toFixed(2)}/${cpuSeconds(qemuImg, convertArgs).toFixed(2)}`;
   rows.push([image.label, a.toFixed(0), b.toFixed(0), (a / b).toFixed(2), c.toFixed(0), d.toFixed(0), (c / d).toFixed(2), cpu]);
   const list = (xs: number[]) => xs.map((x) => x.toFixed(0)).join('/');
   process.stderr.write(`${image.label}: instar ${list(samples[0])} ms, qemu-img ${list(samples[1])} ms, -t writeback: instar ${list(samples[2])} ms, qemu-img ${list(samples[3])} ms\n`);
@@ -73,4 +111,5 @@ for (const image of images) {
 const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
 for (const r of rows) console.log(r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  '));
 // The machine's load while the runs took place: wall times mean little above ~1 on 2 cores.
+console.log(`cpu: ${perf ? 'perf task-clock, instar sandboxed' : '/usr/bin/time, instar --sandbox=none'}; free memory warmed before every run`);
 console.log(`medians of ${runs} runs; load average ${loadavg().map((x) => x.toFixed(2)).join(' ')} (1/5/15 min), ${availableParallelism()} cores`);
