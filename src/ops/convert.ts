@@ -81,12 +81,13 @@ export const convertOp: Op = (options, ctx) => {
       // qemu creates the target with the disk's size before it copies anything.
       try {
         (output.dev as { truncate?: (size: number) => void }).truncate?.(total);
-        allocateFirstBlock(total, (buf, at) => output.dev.write?.(buf, at));
       } catch (e) {
+        // A size the file system refuses (EFBIG): qemu's "Could not resize file".
         const code = (e as NodeJS.ErrnoException).code;
         if (typeof code !== 'string') throw e;
         return { createFailed: code } satisfies ConvertOpenCopyResult;
       }
+      allocateFirstBlock(total, (buf, at) => output.dev.write?.(buf, at));
     }
     ({ range, runs } = balancedShare(views, worker, opts.workers ?? 1));
   }

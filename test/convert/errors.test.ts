@@ -2,7 +2,7 @@
 // oracles, and the output file left as qemu leaves it (never created when qemu does not create it).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, existsSync, mkdirSync, openSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { oracle, runInstar, runQemu, VERSIONS } from '../helpers/oracles.ts';
 import { qemu, qemuIo, tempDir } from './helpers.ts';
@@ -76,6 +76,43 @@ for (const [name, args, setup] of cases) {
     });
   }
 }
+
+/** Whether the file system under `dir` refuses a file of `size` bytes (ext4: 16 TiB; tmpfs, xfs take it). */
+function refusesSize(size: number): boolean {
+  const probe = join(dir, 'size-probe');
+  const fd = openSync(probe, 'w');
+  try {
+    ftruncateSync(fd, size);
+    return false;
+  } catch {
+    return true;
+  } finally {
+    closeSync(fd);
+    rmSync(probe);
+  }
+}
+
+test('a disk larger than the file system allows: qemu\'s "Could not resize file", the empty target stays', (t) => {
+  const size = 20 * 1024 ** 4;
+  if (!refusesSize(size)) return t.skip('this file system takes 20 TiB files');
+  qemu(['create', '-q', '-f', 'qcow2', join(dir, 'huge.qcow2'), '20T']);
+  // A new target (one round of guests) and an existing one (the open guest first), both sandboxed and in-process.
+  for (const v of VERSIONS) {
+    for (const [sandbox, existing] of [['auto', false], ['none', false], ['auto', true]] as const) {
+      const target = join(dir, 'huge.raw');
+      if (existing) writeFileSync(target, 'old');
+      const theirs = runQemu(v, ['convert', 'huge.qcow2', 'huge.raw'], { cwd: dir });
+      assert.equal(statSync(target).size, 0);
+      if (existing) writeFileSync(target, 'old');
+      else rmSync(target);
+      const mine = runInstar(['convert', 'huge.qcow2', 'huge.raw'], { cwd: dir, env: { INSTAR_QEMU_VERSION: v, INSTAR_SANDBOX: sandbox } });
+      assert.equal(mine.status, theirs.status);
+      assert.equal(mine.stderr, theirs.stderr.replaceAll(oracle(v), 'qemu-img'));
+      assert.equal(existsSync(target) && statSync(target).size, 0, 'the target stays, empty, as qemu leaves it');
+      rmSync(target);
+    }
+  }
+});
 
 test('convert -O qcow2 says it is not implemented yet, creates nothing', () => {
   const r = runInstar(['convert', '-O', 'qcow2', 'a.qcow2', 'q.qcow2'], { cwd: dir });

@@ -6,7 +6,7 @@
 import { closeSync, constants, fstatSync, fsyncSync, ftruncateSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { ConvertError } from '../convert/errors.ts';
-import { checkOpenAnswer, createFreshTarget, openAndCopy, progressSum, referencedFailure, TargetReferenced } from '../convert/open-copy.ts';
+import { checkOpenAnswer, createFreshTarget, openAndCopy, progressSum, referencedFailure, resizeFailed, TargetLeft, TargetReferenced } from '../convert/open-copy.ts';
 import { workerRange } from '../../ops/convert/split.ts';
 import { allocateFirstBlock } from '../../ops/convert/first-block.ts';
 import type { Command, CommandContext } from './types.ts';
@@ -139,15 +139,18 @@ function openTarget(path: string, total: number, s: Settings): number {
     }
     return fd;
   }
+  let fd: number | undefined;
   try {
-    const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOCTTY, 0o644);
+    fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOCTTY, 0o644);
     ftruncateSync(fd, total);
-    allocateFirstBlock(total, (buf, at) => void writeSync(fd, buf, 0, buf.length, at));
+    allocateFirstBlock(total, (buf, at) => void writeSync(fd!, buf, 0, buf.length, at));
     return fd;
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
-    const why = strerror(code);
-    throw new ConvertError(`${path}: error while converting raw: Could not create '${path}': ${why}`);
+    if (fd !== undefined) closeSync(fd);
+    // The file exists then, and qemu leaves it (empty): a size the file system refuses (EFBIG).
+    if (fd !== undefined && (e as NodeJS.ErrnoException).syscall === 'ftruncate') throw new ConvertError(resizeFailed(path, code));
+    throw new ConvertError(`${path}: error while converting raw: Could not create '${path}': ${strerror(code)}`);
   }
 }
 
@@ -243,6 +246,8 @@ async function copyIntoFresh(inputs: InputFile[], targets: Target[], outFd: numb
     ok = true;
   } catch (e) {
     if (e instanceof TargetReferenced) return false;
+    // qemu created the target before failing to size it, and leaves it.
+    if (e instanceof TargetLeft) ok = true;
     throw e;
   } finally {
     closeSync(outFd);

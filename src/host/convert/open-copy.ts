@@ -16,6 +16,14 @@ import type { ProgressPrinter } from '../../output/progress.ts';
 import type { ConvertOptions } from '../../ops/convert.ts';
 import { ConvertError } from './errors.ts';
 
+/** A failure after which the target stays, as qemu leaves it (created, but not sizeable). */
+export class TargetLeft extends ConvertError {}
+
+/** qemu's words when the new target cannot take the disk's size (raw_co_create's ftruncate). */
+export function resizeFailed(path: string, code: string): string {
+  return `${path}: error while converting raw: Could not resize file: ${strerror(code)}`;
+}
+
 /** The image names the new target itself (as a backing file, say): only the two rounds word that as qemu. */
 export class TargetReferenced extends Error {}
 
@@ -87,7 +95,9 @@ export async function openAndCopy(inputs: InputFile[], targets: Target[], outFd:
     const r = o.value as Record<string, unknown> | undefined;
     checkOpenAnswer(r, targets);
     if (typeof r?.createFailed === 'string' && /^E[A-Z0-9]{1,15}$/.test(r.createFailed)) {
-      throw new ConvertError(`${outPath}: error while converting raw: Could not create '${outPath}': ${strerror(r.createFailed)}`);
+      // As qemu leaves it: created, empty (another guest may have written its part meanwhile).
+      ftruncateSync(outFd, 0);
+      throw new TargetLeft(resizeFailed(outPath, r.createFailed));
     }
     if (!validSizes(r?.sizes, targets.length) || (sizes && sizes.some((s, i) => s !== (r.sizes as number[])[i]))) {
       throw new ConvertError('the guest gave a malformed answer');
