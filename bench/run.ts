@@ -86,6 +86,10 @@ function cpuSeconds(file: string, args: string[], env: Record<string, string> = 
   return user + sys;
 }
 
+// instar as a user runs it: the built CLI through its own #! line, which decides which Node runs
+// and with what environment (NODE_EXTRA_CA_CERTS, set here, costs every Node start ~40 ms CPU).
+const instar = (args: string[]): [string, string[]] => [INSTAR_CLI, args];
+
 const images = ensureCorpus((line) => process.stderr.write(line + '\n')).filter((i) => !filter || i.label.includes(filter));
 // qemu-img convert's default cache mode for the target is 'unsafe' (no flush at the end), and
 // instar's too. The '-t writeback' columns are both sides flushing the target before they exit.
@@ -97,13 +101,13 @@ for (const image of images) {
   // Warm the page cache once, so that neither side pays for the first cold read.
   timed(qemuImg, convertArgs);
   for (let i = 0; i < runs; i++) {
-    samples[0].push(timed(process.execPath, [INSTAR_CLI, ...convertArgs]));
+    samples[0].push(timed(...instar(convertArgs)));
     samples[1].push(timed(qemuImg, convertArgs));
-    samples[2].push(timed(process.execPath, [INSTAR_CLI, ...flushedArgs]));
+    samples[2].push(timed(...instar(flushedArgs)));
     samples[3].push(timed(qemuImg, flushedArgs));
   }
   const [a, b, c, d] = samples.map(median);
-  const cpu = `${cpuSeconds(process.execPath, [INSTAR_CLI, ...convertArgs], perf ? {} : { INSTAR_SANDBOX: 'none' }).toFixed(2)}/${cpuSeconds(qemuImg, convertArgs).toFixed(2)}`;
+  const cpu = `${cpuSeconds(...instar(convertArgs), perf ? {} : { INSTAR_SANDBOX: 'none' }).toFixed(2)}/${cpuSeconds(qemuImg, convertArgs).toFixed(2)}`;
   rows.push([image.label, a.toFixed(0), b.toFixed(0), (a / b).toFixed(2), c.toFixed(0), d.toFixed(0), (c / d).toFixed(2), cpu]);
   const list = (xs: number[]) => xs.map((x) => x.toFixed(0)).join('/');
   process.stderr.write(`${image.label}: instar ${list(samples[0])} ms, qemu-img ${list(samples[1])} ms, -t writeback: instar ${list(samples[2])} ms, qemu-img ${list(samples[3])} ms\n`);
