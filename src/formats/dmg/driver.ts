@@ -3,13 +3,14 @@
 // which has neither module). A read unpacks the whole chunk a sector is in and keeps the last
 // one. qemu has no block status for dmg: map reports every byte as data with no host offset.
 import { inflateSync } from 'node:zlib';
-import { type BlockDevice, type Driver, type Extent, type Image, type NodeInfo, type OpenContext } from '../types.ts';
+import { ImageError, type BlockDevice, type Driver, type Extent, type Image, type NodeInfo, type OpenContext } from '../types.ts';
 import { IoError, readAt } from '../bytes.ts';
-import { errnoError, openingAs } from '../vpc/file-read.ts';
+import { BDRV_MAX_LENGTH, errnoError, openingAs } from '../vpc/file-read.ts';
 import { readDmgTable, UDIG, UDRW, UDZE, UDZO, type Chunk, type DmgTable } from './table.ts';
 
 const SECTOR = 512;
 const U64 = (1n << 64n) - 1n;
+const INT64_MAX = (1n << 63n) - 1n;
 
 export class DmgImage implements Image {
   readonly format = 'dmg';
@@ -37,16 +38,23 @@ export class DmgImage implements Image {
     return c.sector <= sector && ((c.sector + c.sectorCount) & U64) > sector;
   }
 
-  /** search_chunk: a binary search that assumes the table is ordered (qemu does not check). */
+  /**
+   * search_chunk: a binary search that assumes the table is ordered (qemu does not check). Its
+   * upper bound starts one past the last chunk, which decides where overlapping chunks are found;
+   * reaching that index (qemu reads past its table there) is a miss either way.
+   */
   private search(sector: bigint): number {
     const chunks = this.table.chunks;
     let low = 0;
-    let high = chunks.length - 1;
+    let high = chunks.length;
     while (low <= high) {
       const mid = Math.floor((low + high) / 2);
+      if (mid >= chunks.length) return -1;
       const c = chunks[mid];
-      if (c.sector > sector) high = mid - 1;
-      else if (((c.sector + c.sectorCount) & U64) > sector) return mid;
+      if (c.sector > sector) {
+        if (mid === 0) return -1;
+        high = mid - 1;
+      } else if (((c.sector + c.sectorCount) & U64) > sector) return mid;
       else low = mid + 1;
     }
     return -1;
@@ -106,8 +114,16 @@ export class DmgImage implements Image {
 export function openDmg(dev: BlockDevice, ctx: OpenContext): DmgImage {
   return openingAs(ctx.displayName, () => {
     const table = readDmgTable(dev);
-    // The block layer's length is total_sectors * 512 in an int64.
-    if (table.totalSectors * 512n > BigInt(Number.MAX_SAFE_INTEGER)) throw errnoError('EFBIG');
+    const bytes = table.totalSectors * 512n;
+    // The block layer's check after open multiplies in 64 bits and compares unsigned, so a
+    // product that wraps to a small number passes it.
+    if (BigInt.asUintN(64, bytes) > BDRV_MAX_LENGTH) throw new ImageError('Could not refresh total sector count: File too large');
+    // Past int64, qemu opens the image and then fails each command's size query in that command's
+    // words; instar refuses at open.
+    if (bytes > INT64_MAX) throw errnoError('EFBIG');
+    // Sizes up to BDRV_MAX_LENGTH are kept as numbers; the rare ones a double cannot hold exactly
+    // (an odd sector count past 2^53) are refused rather than rounded.
+    if (BigInt(Number(bytes)) !== bytes) throw new ImageError('Image size is too large for this reader');
     return new DmgImage(dev, table);
   });
 }

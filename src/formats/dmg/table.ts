@@ -126,11 +126,42 @@ function readResourceFork(dev: BlockDevice, mish: MishReader, begin: bigint, len
   }
 }
 
-/** glib's g_base64_decode: characters outside the alphabet are skipped; '=' ends the bytes. */
-function base64Decode(text: string): Buffer {
-  const clean = text.replace(/[^A-Za-z0-9+/=]/g, '');
-  const whole = clean.slice(0, clean.length - (clean.length % 4));
-  return Buffer.from(whole, 'base64');
+/** Values of the base64 alphabet; '=' counts as a zero digit (as in glib), other bytes are skipped. */
+const BASE64_DIGIT = (() => {
+  const t = new Int8Array(256).fill(-1);
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+  for (let i = 0; i < alphabet.length; i++) t[alphabet.charCodeAt(i)] = i;
+  t[0x3d] = 0;
+  return t;
+})();
+
+/**
+ * glib's g_base64_decode, which qemu uses: bytes outside the alphabet are skipped, '=' does not
+ * end the text but is a zero digit whose group then yields fewer bytes (a '=' third in a group of
+ * four drops the group's second byte, a '=' fourth drops its third), and a partial last group is
+ * dropped. Node's decoder stops at the first '=' instead.
+ */
+export function base64Decode(text: string): Buffer {
+  const out = Buffer.alloc(Math.floor(text.length / 4) * 3 + 1);
+  let n = 0;
+  let bits = 0;
+  let digits = 0;
+  let third = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    const v = c < 256 ? BASE64_DIGIT[c] : -1;
+    if (v < 0) continue;
+    bits = ((bits << 6) | v) & 0xffffff;
+    digits++;
+    if (digits === 3) third = c === 0x3d;
+    if (digits === 4) {
+      out[n++] = bits >>> 16;
+      if (!third) out[n++] = (bits >>> 8) & 0xff;
+      if (c !== 0x3d) out[n++] = bits & 0xff;
+      digits = 0;
+    }
+  }
+  return out.subarray(0, n);
 }
 
 function readPlist(dev: BlockDevice, mish: MishReader, begin: bigint, length: bigint): void {

@@ -6,8 +6,8 @@ import { ImageError, type BlockDevice } from '../types.ts';
 
 /** qemu's BDRV_REQUEST_MAX_BYTES (INT_MAX rounded down to sectors). */
 const REQUEST_MAX_BYTES = 0x7fff_fe00n;
-/** qemu's BDRV_MAX_LENGTH: INT64_MAX aligned down to REQUEST_MAX_BYTES. */
-export const BDRV_MAX_LENGTH = ((2n ** 63n - 1n) / REQUEST_MAX_BYTES) * REQUEST_MAX_BYTES;
+/** qemu's BDRV_MAX_LENGTH: INT64_MAX aligned down to 1 GiB (BDRV_MAX_ALIGNMENT) since qemu 6.0. */
+export const BDRV_MAX_LENGTH = 2n ** 63n - 2n ** 30n;
 
 /**
  * A failure for which qemu's driver returns only an errno: the bare strerror text. When it ends
