@@ -51,6 +51,11 @@ export const RULES: Rule[] = [
     applies: (r) => r.instar.status !== 0 && r.instar.stderr.includes("(instar's path policy"),
   },
   {
+    name: 'qemu-self-mismatch',
+    reason: 'qemu-img compare found the image different from itself (the fuzzer compares an image with itself): qemu read bytes from outside its buffers, e.g. a dmg raw chunk whose sectors pass its stored length; instar reads zeros there',
+    applies: (r) => r.command === 'compare' && r.qemu.status === 1 && r.qemu.stdout.startsWith('Content mismatch at offset') && r.instar.status === 0 && r.instar.stdout === 'Images are identical.\n',
+  },
+  {
     name: 'no-raw-fallback',
     reason: 'default mode refuses unknown content instead of reading it as raw (README: No raw fallback); --unsafe-quirks cases are not excused',
     applies: (r) => !r.unsafeQuirks && r.format === undefined && r.instar.status !== 0 && r.instar.stderr.includes('instar does not fall back to raw'),
