@@ -44,8 +44,9 @@ try {
   for (const [format, image] of Object.entries(images)) {
     const fmt = ['-f', format];
     const qemu = time(qemuImg, ['info', ...fmt, image]);
-    const auto = time(process.execPath, [INSTAR_CLI, 'info', ...fmt, '--sandbox=auto', image]);
-    const none = time(process.execPath, [INSTAR_CLI, 'info', ...fmt, '--sandbox=none', image]);
+    // As users run it (npx, the bin link): through cli.js's own launcher lines, not `node cli.js`.
+    const auto = time(INSTAR_CLI, ['info', ...fmt, '--sandbox=auto', image]);
+    const none = time(INSTAR_CLI, ['info', ...fmt, '--sandbox=none', image]);
     const row = (name: string, r: { ms: number; status: string }) =>
       console.log(`  ${format.padEnd(6)} ${name.padEnd(22)} ${r.ms.toFixed(1).padStart(8)}  x${(r.ms / qemu.ms).toFixed(2).padStart(5)}  ${r.status}`);
     row('qemu-img', qemu);

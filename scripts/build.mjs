@@ -65,7 +65,12 @@ const [library] = await Promise.all([
   // Test-only guest: production ops plus hostile ones (test/sandbox), run by the sandbox tests.
   build({ ...guest, entryPoints: ['test/sandbox/hostile-guest.ts'], outfile: 'dist/test/hostile-guest.cjs' }),
 ]);
-writeFileSync('dist/cli.js', '#!/usr/bin/env node\n' + readFileSync('dist/cli.js', 'utf8'));
+// Run as a program (npx, the bin link, the qemu-img alias), cli.js starts as a shell script that
+// drops NODE_EXTRA_CA_CERTS and runs node on itself: Node 20 reads that certificate file before
+// any JS runs (measured here: node's start 22 ms without it, 60 ms with it), and instar opens no
+// network connection. To node, the second line is a string statement and a comment.
+const launcher = '#!/bin/sh\n":" //; unset NODE_EXTRA_CA_CERTS; exec node "$0" "$@"\n';
+writeFileSync('dist/cli.js', launcher + readFileSync('dist/cli.js', 'utf8'));
 chmodSync('dist/cli.js', 0o755);
 removeStaleChunks(library.metafile);
 
