@@ -44,7 +44,7 @@ export function statusView(image: Image): StatusView {
  * qemu took there is invisible. A failing request ends the run: the per-step walk then meets the
  * failure where qemu meets it.
  */
-export function skippableRunEnd(image: Image, offset: number, end: number, skippable: (e: Extent) => boolean): number {
+export function skippableRunEnd(image: Image, offset: number, end: number, skippable: (e: Extent) => boolean, onError?: (e: unknown) => void): number {
   if (image.blockStatus === 'none') return offset;
   let pos = offset;
   try {
@@ -53,8 +53,10 @@ export function skippableRunEnd(image: Image, offset: number, end: number, skipp
       if (!(e.length > 0) || !skippable(e)) break;
       pos = Math.min(end, pos + e.length);
     }
-  } catch {
-    // The error belongs to the step that reaches it.
+  } catch (e) {
+    // The error belongs to the step that reaches it; but what the driver said only the first time
+    // (qcow2's corruption notice) rides on this error, so the caller keeps it for that step.
+    onError?.(e);
   }
   return pos;
 }

@@ -176,19 +176,21 @@ export const compareOp: Op = (options, ctx) => {
   };
   const progress = opts.progress ? new CompareProgress((value) => out({ progress: value })) : undefined;
   const formats = images.map((i) => i.format);
+  // Errors a long stride met ahead of the walk: the walk meets them again at their step.
+  const aheadErrors: unknown[] = [];
   try {
-    const status = compareImages(images[0], images[1], views, compressedBit, !!opts.strict, progress, out);
+    const status = compareImages(images[0], images[1], views, compressedBit, !!opts.strict, progress, out, (e) => aheadErrors.push(e));
     return { opened: true, formats, status, events } satisfies CompareResult;
   } catch (e) {
     if (!(e instanceof WalkFailure)) throw e;
     // What the driver printed on the way (qcow2's corruption notice) comes before qemu's error.
-    for (const w of errorWarnings(e.source)) ctx.warn?.(w);
+    for (const source of [...aheadErrors, e.source]) for (const w of errorWarnings(source)) ctx.warn?.(w);
     return { opened: true, formats, status: e.failure.status, events, failure: e.failure } satisfies CompareResult;
   }
 };
 
 /** qemu's walk; returns the exit status (0 identical, 1 different) and gives `out` what it prints. */
-function compareImages(a: Image, b: Image, [viewA, viewB]: StatusView[], compressedBit: boolean, strict: boolean, progress: CompareProgress | undefined, out: (ev: CompareEvent) => void): 0 | 1 {
+function compareImages(a: Image, b: Image, [viewA, viewB]: StatusView[], compressedBit: boolean, strict: boolean, progress: CompareProgress | undefined, out: (ev: CompareEvent) => void, aheadError: (e: unknown) => void): 0 | 1 {
   const sizeA = a.virtualSize;
   const sizeB = b.virtualSize;
   const common = Math.min(sizeA, sizeB);
@@ -216,7 +218,7 @@ function compareImages(a: Image, b: Image, [viewA, viewB]: StatusView[], compres
       return 1;
     }
     if (statusA & ZERO && statusB & ZERO) {
-      if (stride) chunk = Math.max(chunk, Math.min(skippableRunEnd(a, offset, common, readsAsZero), skippableRunEnd(b, offset, common, readsAsZero)) - offset);
+      if (stride) chunk = Math.max(chunk, Math.min(skippableRunEnd(a, offset, common, readsAsZero, aheadError), skippableRunEnd(b, offset, common, readsAsZero, aheadError)) - offset);
     } else {
       chunk = Math.min(chunk, IO_BUF_SIZE);
       const at = firstDifference({ image: a, index: 0 }, { image: b, index: 1 }, offset, chunk, bufA, bufB);
@@ -237,7 +239,7 @@ function compareImages(a: Image, b: Image, [viewA, viewB]: StatusView[], compres
     while (offset < base) {
       const ext = extentAt(overView, overIndex, offset, base);
       let chunk = ext.length;
-      if (ext.kind !== 'data' && stride) chunk = Math.max(chunk, skippableRunEnd(over.image, offset, base, (e) => e.kind !== 'data') - offset);
+      if (ext.kind !== 'data' && stride) chunk = Math.max(chunk, skippableRunEnd(over.image, offset, base, (e) => e.kind !== 'data', aheadError) - offset);
       if (ext.kind === 'data') {
         chunk = Math.min(chunk, IO_BUF_SIZE);
         const at = firstDifference(over, undefined, offset, chunk, bufA, zeros);
