@@ -1,9 +1,8 @@
 // The CLI's early guest start (src/host/sandbox/early.ts): for `info`, `map` and `check`, the
 // command line is parsed once ahead of time, the image it names is opened as the command will
 // open it, and the sandboxed guest starts booting while the profile probe runs and the command's
-// code loads. Anything unusual
-// (a parse error, --sandbox=none, a file that does not open) simply skips it: the normal path then
-// does everything and reports any error in qemu's words.
+// code loads. Anything unusual (a parse error, --sandbox=none, a file that does not open) simply
+// skips it: the normal path then does everything and reports any error in qemu's words.
 import { parseCommandLine } from './command-line.ts';
 import { finishGlobals, prescanQemuVersion } from './globals.ts';
 import { NEWEST, parseQemuVersion, profileFor } from '../output/profile.ts';

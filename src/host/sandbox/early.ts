@@ -5,7 +5,7 @@
 // nothing but the fds the host chose to give it.
 import type { ChildProcess } from 'node:child_process';
 import type { HostDevice, RunOptions } from './run.ts';
-import { planLaunch, launchKey, spawnGuest } from './launch.ts';
+import { planLaunch, launchKey, spawnGuest, killGuestGroup } from './launch.ts';
 
 /** A started guest process and what happened to it before anyone talked to it. */
 export interface SpawnedGuest {
@@ -48,10 +48,6 @@ export function discardEarlyGuest(): void {
   const { child, ended } = parked.guest;
   parked = undefined;
   if (ended) return;
-  try {
-    if (child.pid) process.kill(-child.pid, 'SIGKILL');
-  } catch {
-    child.kill('SIGKILL');
-  }
+  killGuestGroup(child);
   child.stdin?.destroy();
 }

@@ -2,7 +2,7 @@
 // the outside in (prlimit → bwrap + seccomp → node with the permission model), request written
 // to the guest's stdin, messages read from its fd 3, and a watchdog for wall-clock time. The
 // guest receives file descriptors at 4, 5, …, never paths.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, realpathSync } from 'node:fs';
 import { MAX_REQUEST_BYTES, type GuestMessage, type GuestRequest, type GuestWarning } from '../../protocol/messages.ts';
 import type { HostDevice, RunOptions } from './run.ts';
@@ -124,6 +124,15 @@ export function spawnGuest(p: LaunchPlan, devices: readonly HostDevice[]): Spawn
   return guest;
 }
 
+/** Kills the guest's whole process group (prlimit, bwrap and node): it runs detached, in its own. */
+export function killGuestGroup(child: ChildProcess): void {
+  try {
+    if (child.pid) process.kill(-child.pid, 'SIGKILL');
+  } catch {
+    child.kill('SIGKILL');
+  }
+}
+
 /** The guest ended without a single message: maybe it never started (see diagnoseLaunchFailure). */
 class GuestSilent extends OpError {}
 
@@ -154,13 +163,7 @@ function launch(guest: SpawnedGuest, requestText: string, devices: HostDevice[],
   let settled = false;
   let finishEarly: ((value: unknown) => void) | undefined;
 
-  const killGroup = () => {
-    try {
-      if (child.pid) process.kill(-child.pid, 'SIGKILL');
-    } catch {
-      child.kill('SIGKILL');
-    }
-  };
+  const killGroup = () => killGuestGroup(child);
   const watchdog = setTimeout(() => {
     outcome.timedOut = true;
     killGroup();
