@@ -1,4 +1,4 @@
-// instar's executable entry point (dist/cli.js): one command line from this process's argv.
+// instar's executable entry point (dist/cli.js, bundled as CommonJS): one command line from this process's argv.
 import { runCommandLine } from './run.ts';
 
 runCommandLine(process.argv.slice(2), {

@@ -1,4 +1,4 @@
-// The library API, through the built package entry (dist/index.js), against qemu-img's JSON.
+// The library API, through the built package entry (dist/index.mjs), against qemu-img's JSON.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ROOT, runQemu } from '../helpers/oracles.ts';
 
-const lib = (await import(join(ROOT, 'dist', 'index.js'))) as typeof import('../../src/index.ts');
+const lib = (await import(join(ROOT, 'dist', 'index.mjs'))) as typeof import('../../src/index.ts');
 
 test('info, map, compare, convert and inspect from the package entry', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'instar-api-'));

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { ImageDir, assertSameOutput } from '../differential/harness.ts';
 import { ROOT, runQemu } from '../helpers/oracles.ts';
 
-const lib = (await import(join(ROOT, 'dist', 'index.js'))) as typeof import('../../src/index.ts');
+const lib = (await import(join(ROOT, 'dist', 'index.mjs'))) as typeof import('../../src/index.ts');
 
 const SIZE = 2n ** 61n;
 const MiB = 1024n * 1024n;
