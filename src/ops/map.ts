@@ -27,8 +27,8 @@ export interface MapResult {
 /** Entries per `map-entries` message: about 100 bytes each, far below the message limit. */
 export const ENTRIES_PER_MESSAGE = 4096;
 
-/** Flag bits of MapEntry[3]. */
-export const FLAG = { present: 1, zero: 2, data: 4, compressed: 8 } as const;
+export { FLAG } from './map-flags.ts';
+import { FLAG } from './map-flags.ts';
 
 interface Entry {
   start: number;

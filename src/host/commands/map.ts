@@ -13,7 +13,7 @@ import { parseMapSize } from './map-size.ts';
 import { HUMAN_HEADER, humanMapLine, jsonMapEntry, type MapLine } from '../../output/map.ts';
 import type { MapEntry } from '../../protocol/messages.ts';
 import type { MapOptions, MapResult } from '../../ops/map.ts';
-import { FLAG } from '../../ops/map.ts';
+import { FLAG } from '../../ops/map-flags.ts';
 
 interface MapArgs {
   json: boolean;
