@@ -6,6 +6,7 @@ import { openTree, type OpenTreeOptions } from './open-tree.ts';
 import type { MapEntry } from '../protocol/messages.ts';
 import type { OpContext } from './types.ts';
 import { errorWarnings } from '../guest/describe-error.ts';
+import { FLAG } from './map-flags.ts';
 
 export interface MapOptions extends OpenTreeOptions {
   /** --start-offset, decimal (up to 2^63-1, so a string). */
@@ -27,8 +28,7 @@ export interface MapResult {
 /** Entries per `map-entries` message: about 100 bytes each, far below the message limit. */
 export const ENTRIES_PER_MESSAGE = 4096;
 
-export { FLAG } from './map-flags.ts';
-import { FLAG } from './map-flags.ts';
+export { FLAG };
 
 interface Entry {
   start: number;
