@@ -6,7 +6,9 @@
 import { closeSync, constants, fstatSync, fsyncSync, ftruncateSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { ConvertError } from '../convert/errors.ts';
-import { checkOpenAnswer, createFreshTarget, openAndCopy, progressSum, referencedFailure, resizeFailed, TargetLeft, TargetReferenced } from '../convert/open-copy.ts';
+import { checkOpenAnswer, openAndCopy, progressSum, referencedFailure, resizeFailed, TargetLeft, TargetReferenced } from '../convert/open-copy.ts';
+import { createFreshTarget, removeEarlyTarget } from '../convert/fresh-target.ts';
+import { CACHE_MODES } from '../convert/early-plan.ts';
 import { workerRange } from '../../ops/convert/split.ts';
 import { allocateFirstBlock } from '../../ops/convert/first-block.ts';
 import type { Command, CommandContext } from './types.ts';
@@ -78,8 +80,6 @@ interface Settings {
   sourceCache?: string;
 }
 
-/** bdrv_parse_cache_mode's names. */
-const CACHE_MODES = new Set(['none', 'off', 'writeback', 'unsafe', 'directsync', 'writethrough']);
 
 function settings(cmd: ParsedCommand, ctx: CommandContext): Settings {
   let sparse = 4096;
@@ -189,6 +189,9 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
       secrets,
     };
     const fresh = oneRound(cmd, s) ? createFreshTarget(outPath) : undefined;
+    // A target the CLI's early start created and this path did not take goes before the path is
+    // opened by name below (a no-op when it was taken or never made).
+    removeEarlyTarget();
     if (fresh !== undefined) {
       if (await copyIntoFresh(inputs, targets, fresh, outPath, options, s, printer, ctx)) return;
     }
@@ -203,21 +206,14 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
       closeSync(outFd);
       throw new ConvertError(`Invalid cache option: ${s.outputCache}`);
     }
-    let ok = false;
-    try {
-      await copyPhase(inputs, outFd, outPath, total, options, printer, ctx);
-      // Every mode but 'unsafe' flushes when qemu closes the target (none/directsync also
-      // bypass the page cache, which a flush at the end stands in for).
-      if (s.outputCache !== 'unsafe') fsyncSync(outFd);
-      ok = true;
-    } catch (e) {
-      if (e instanceof OpError || e instanceof ReferencedFileError) throw new ConvertError(e.message);
-      throw e;
-    } finally {
-      closeSync(outFd);
-      // A target we created and could not finish must not stay behind looking like a result.
-      if (!ok && !s.noCreate) unlinkQuietly(outPath);
-    }
+    await copyAndClose(outFd, outPath, s, !s.noCreate, async () => {
+      try {
+        await copyPhase(inputs, outFd, outPath, total, options, printer, ctx);
+      } catch (e) {
+        if (e instanceof OpError || e instanceof ReferencedFileError) throw new ConvertError(e.message);
+        throw e;
+      }
+    });
   } finally {
     for (const i of inputs) closeSync(i.fd);
   }
@@ -239,21 +235,36 @@ function oneRound(cmd: ParsedCommand, s: Settings): boolean {
  * target itself, which the two rounds must handle. Any failure removes the target.
  */
 async function copyIntoFresh(inputs: InputFile[], targets: Target[], outFd: number, outPath: string, options: ConvertOptions, s: Settings, printer: ProgressPrinter | undefined, ctx: CommandContext): Promise<boolean> {
+  try {
+    // qemu created the target before failing to size it, and leaves it (TargetLeft).
+    await copyAndClose(outFd, outPath, s, true, () => openAndCopy(inputs, targets, outFd, outPath, options, printer, ctx), (e) => e instanceof TargetLeft);
+  } catch (e) {
+    if (e instanceof TargetReferenced) return false;
+    throw e;
+  }
+  return true;
+}
+
+/**
+ * Runs `copy` into the target, flushes it as -t says, and closes it. When the copy fails, a
+ * target this command created is removed (a half-written file must not stay behind looking like
+ * a result), unless `kept` says qemu leaves it after that failure.
+ */
+async function copyAndClose(outFd: number, outPath: string, s: Settings, created: boolean, copy: () => Promise<void>, kept: (e: unknown) => boolean = () => false): Promise<void> {
   let ok = false;
   try {
-    await openAndCopy(inputs, targets, outFd, outPath, options, printer, ctx);
+    await copy();
+    // Every mode but 'unsafe' flushes when qemu closes the target (none/directsync also
+    // bypass the page cache, which a flush at the end stands in for).
     if (s.outputCache !== 'unsafe') fsyncSync(outFd);
     ok = true;
   } catch (e) {
-    if (e instanceof TargetReferenced) return false;
-    // qemu created the target before failing to size it, and leaves it.
-    if (e instanceof TargetLeft) ok = true;
+    if (kept(e)) ok = true;
     throw e;
   } finally {
     closeSync(outFd);
-    if (!ok) unlinkQuietly(outPath);
+    if (!ok && created) unlinkQuietly(outPath);
   }
-  return true;
 }
 
 function unlinkQuietly(path: string): void {

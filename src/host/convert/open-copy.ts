@@ -5,8 +5,7 @@
 // by copy guests, and the copy starts a launch earlier. Where qemu's order of checks needs the
 // sizes before the target exists (-n, an existing target, a bad -t or -O), the caller keeps the
 // two rounds.
-import { constants, fstatSync, ftruncateSync, openSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
+import { fstatSync, ftruncateSync } from 'node:fs';
 import type { CommandContext } from '../commands/types.ts';
 import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError, type InputFile } from '../open-files.ts';
@@ -15,6 +14,7 @@ import { strerror } from '../../strerror.ts';
 import type { ProgressPrinter } from '../../output/progress.ts';
 import type { ConvertOptions } from '../../ops/convert.ts';
 import { ConvertError } from './errors.ts';
+import { copyGuestCount } from './fresh-target.ts';
 
 /** A failure after which the target stays, as qemu leaves it (created, but not sizeable). */
 export class TargetLeft extends ConvertError {}
@@ -26,15 +26,6 @@ export function resizeFailed(path: string, code: string): string {
 
 /** The image names the new target itself (as a backing file, say): only the two rounds word that as qemu. */
 export class TargetReferenced extends Error {}
-
-/** Creates `path` if nothing is there (never follows or replaces anything); undefined otherwise. */
-export function createFreshTarget(path: string): number | undefined {
-  try {
-    return openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOCTTY, 0o644);
-  } catch {
-    return undefined;
-  }
-}
 
 /** Progress of several guests as one line: the sum of what each has copied of what each counts. */
 export function progressSum(guests: number, printer: ProgressPrinter | undefined): ((done: number, total: number) => void)[] {
@@ -66,11 +57,12 @@ const validSizes = (sizes: unknown, count: number): sizes is number[] =>
   Array.isArray(sizes) && sizes.length === count && sizes.every((s) => Number.isSafeInteger(s) && s >= 0);
 
 /**
- * Opens and copies into `outFd` (created empty by createFreshTarget) with one guest per core.
+ * Opens and copies into `outFd` (created empty by createFreshTarget, fresh-target.ts) with one
+ * guest per core.
  * Every guest's outcome is awaited; the first failure in guest order is the one reported.
  */
 export async function openAndCopy(inputs: InputFile[], targets: Target[], outFd: number, outPath: string, options: ConvertOptions, printer: ProgressPrinter | undefined, ctx: CommandContext): Promise<void> {
-  const workers = Math.max(1, Math.min(2, availableParallelism()));
+  const workers = copyGuestCount();
   const progress = progressSum(workers, printer);
   const withOutput: InputFile[] = [...inputs, { fd: outFd, path: outPath, writable: true, role: 'output' }];
   const target = fstatSync(outFd);

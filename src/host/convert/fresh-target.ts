@@ -1,0 +1,79 @@
+// convert's new target and how many copy guests fill it, shared by the command and by the CLI's
+// early start (src/cli/early-start.ts), which creates the target ahead of the command so that the
+// copy guests can boot while the command's code loads. Kept free of heavy imports: the CLI loads
+// this module on every start.
+import { closeSync, constants, fstatSync, lstatSync, openSync, unlinkSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+
+/** One guest per core (two at most): the one-round copy starts this many (open-copy.ts). */
+export function copyGuestCount(): number {
+  return Math.max(1, Math.min(2, availableParallelism()));
+}
+
+/** Creates `path` if nothing is there (never follows or replaces anything); undefined otherwise. */
+function createExclusive(path: string): number | undefined {
+  try {
+    return openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOCTTY, 0o644);
+  } catch {
+    return undefined;
+  }
+}
+
+/** A target the early start created and the command has not taken yet. */
+let early: { path: string; fd: number; dev: number; ino: number } | undefined;
+
+/** Whether `path` still names the file behind `fd` (nobody removed or replaced it meanwhile). */
+function stillNames(path: string, dev: number, ino: number): boolean {
+  try {
+    const st = lstatSync(path);
+    return st.dev === dev && st.ino === ino;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The command's fresh target: the one the early start created for this very path when it is
+ * still there, else created now. Undefined when something is already there (the caller keeps
+ * qemu's two rounds, which open it as it is).
+ */
+export function createFreshTarget(path: string): number | undefined {
+  if (early) {
+    const e = early;
+    if (e.path === path && stillNames(path, e.dev, e.ino)) {
+      early = undefined;
+      return e.fd;
+    }
+    // Not this command's target after all, or gone: ours goes before the path is tried again.
+    removeEarlyTarget();
+  }
+  return createExclusive(path);
+}
+
+/** The early start's create: the same O_EXCL open the command makes; undefined if anything is there. */
+export function createEarlyTarget(path: string): number | undefined {
+  if (early) return undefined;
+  const fd = createExclusive(path);
+  if (fd === undefined) return undefined;
+  const st = fstatSync(fd);
+  early = { path, fd, dev: st.dev, ino: st.ino };
+  return fd;
+}
+
+/**
+ * Removes an early target the command did not take (it failed first, or went another way): qemu
+ * creates nothing for a command line it refuses. Only the file created here, and only while its
+ * name still leads to it; anything the user put there since stays.
+ */
+export function removeEarlyTarget(): void {
+  if (!early) return;
+  const { path, fd, dev, ino } = early;
+  early = undefined;
+  try {
+    if (stillNames(path, dev, ino)) unlinkSync(path);
+  } catch {
+    /* already gone */
+  } finally {
+    closeSync(fd);
+  }
+}
