@@ -105,6 +105,19 @@ export interface Image {
   readonly blockStatus?: 'none' | number;
   /** What qemu's driver says with warn_report while opening (text after "warning: "): printed, not fatal. */
   readonly warnings?: readonly string[];
+  /**
+   * The image opened, but qemu's size queries fail (a sector count past int64 bytes:
+   * formats/sector-count.ts): each command words that itself; extent() and read() throw.
+   */
+  readonly sizeFailure?: SizeQueryFailure;
+}
+
+/** How qemu's size queries of an opened image fail. */
+export interface SizeQueryFailure {
+  /** The C int errno bdrv_getlength fails with (strerror of any int: it need not be a real errno). */
+  errno: number;
+  /** bdrv_nb_sectors fails too (a negative count), with the same errno. */
+  sectors: boolean;
 }
 
 export interface OpenContext {

@@ -34,9 +34,13 @@ export type CompareEvent = { progress: number } | { text: string };
 
 /**
  * Why the walk stopped early: image `image` failed its block status (qemu: "Sector allocation test
- * failed", exit 3) or a read of the chunk at `offset` (qemu: "Error while reading offset", exit 4).
+ * failed", exit 3) or a read of the chunk at `offset` (qemu: "Error while reading offset", exit 4);
+ * or, before the walk, its size query (qemu: "Can't get size of", exit 4), with a C int errno.
  */
-export type CompareFailure = { image: 0 | 1; status: 3 } | { image: 0 | 1; status: 4; offset: number; reason: string };
+export type CompareFailure =
+  | { image: 0 | 1; status: 3 }
+  | { image: 0 | 1; status: 4; offset: number; reason: string }
+  | { image: 0 | 1; status: 4; sizeErrno: number };
 
 export type CompareResult =
   | { opened: false; image: 0 | 1; message: string }
@@ -176,6 +180,11 @@ export const compareOp: Op = (options, ctx) => {
   };
   const progress = opts.progress ? new CompareProgress((value) => out({ progress: value })) : undefined;
   const formats = images.map((i) => i.format);
+  // qemu asks both sizes, in order, before it prints or reads anything.
+  for (const index of [0, 1] as const) {
+    const failed = images[index].sizeFailure;
+    if (failed) return { opened: true, formats, status: 4, events, failure: { image: index, status: 4, sizeErrno: failed.errno } } satisfies CompareResult;
+  }
   // Errors a long stride met ahead of the walk: the walk meets them again at their step.
   const aheadErrors: unknown[] = [];
   try {

@@ -12,6 +12,7 @@ import { copyToRaw } from './convert/copy.ts';
 import { balancedShare, type DiskRun } from './convert/split.ts';
 import { allocateFirstBlock } from './convert/first-block.ts';
 import type { Op } from './types.ts';
+import { strerrorNumber } from '../strerror-number.ts';
 
 export interface ConvertOptions {
   phase: 'open' | 'copy' | 'open-copy';
@@ -56,6 +57,9 @@ export const convertOp: Op = (options, ctx) => {
       if (e instanceof MissingFilesError || !(e instanceof ImageError) || opts.phase === 'copy') throw e;
       return { failed: { source: i, message: e.message } } satisfies ConvertOpenResult;
     }
+    // qemu asks each source's sector count right after opening it; only a negative count fails.
+    const failed = images[i].sizeFailure;
+    if (failed?.sectors) throw new ImageError(`Could not get size of ${opts.sources[i].fileName}: ${strerrorNumber(failed.errno)}`);
   }
   let views = images;
   if (opts.snapshot !== undefined) {
@@ -74,9 +78,9 @@ export const convertOp: Op = (options, ctx) => {
   const sizes = views.map((v) => v.virtualSize);
   let range = opts.range;
   let runs: readonly DiskRun[] | undefined;
+  const worker = opts.worker ?? 0;
   if (opts.phase === 'open-copy') {
     const total = sizes.reduce((a, b) => a + b, 0);
-    const worker = opts.worker ?? 0;
     if (worker === 0) {
       // qemu creates the target with the disk's size before it copies anything.
       try {
@@ -89,6 +93,12 @@ export const convertOp: Op = (options, ctx) => {
       }
       allocateFirstBlock(total, (buf, at) => output.dev.write?.(buf, at));
     }
+  }
+  // A byte size past int64 (sector-count.ts): qemu created the target with the wrapped size and
+  // then fails the block status of the source's first byte, before it copies anything.
+  const sizeFailure = views.find((v) => v.sizeFailure)?.sizeFailure;
+  if (sizeFailure) throw new ImageError(`error while reading block status at offset 0: ${strerrorNumber(sizeFailure.errno)}`);
+  if (opts.phase === 'open-copy') {
     ({ range, runs } = balancedShare(views, worker, opts.workers ?? 1));
   }
   return copyToRaw({

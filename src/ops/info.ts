@@ -22,6 +22,14 @@ export interface NeedFilesAnswer {
   'need-files': { role: 'extent' | 'data-file' | 'backing'; name: string; referrer: number }[];
 }
 
+/**
+ * What `info` answers when the image opened but qemu's size query fails (formats/sector-count.ts):
+ * qemu's info stops there, and the host words it ("Can't get image size").
+ */
+export interface SizeFailedAnswer {
+  'size-failed': { format: string; errno: number };
+}
+
 /** The guest half of `info`: detect, open, and report what the image's bytes say. */
 export const infoOp: Op = (options, ctx) => {
   const opts = options as InfoOptions;
@@ -37,6 +45,8 @@ export const infoOp: Op = (options, ctx) => {
     const image = driver.open(input.dev, { writable: false, displayName: opts.fileName, profile: opts.profile, devices, unsafeQuirks: !!opts.unsafeQuirks });
     // Non-fatal lines qemu prints while opening (e.g. dmg's unsupported chunk types).
     for (const w of image.warnings ?? []) ctx.warn?.({ text: `warning: ${w}`, prefixed: true });
+    // qemu's bdrv_query_image_info asks the size before anything else.
+    if (image.sizeFailure) return { 'size-failed': { format: image.format, errno: image.sizeFailure.errno } } satisfies SizeFailedAnswer;
     return image.info();
   } catch (e) {
     const files = (e as { files?: unknown }).files;

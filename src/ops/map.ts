@@ -23,6 +23,8 @@ export interface MapOptions extends OpenTreeOptions {
 export interface MapResult {
   entries: number;
   format?: string;
+  /** The image opened but qemu's size query fails: map stops after its header, the host words it. */
+  sizeFailed?: true;
 }
 
 /** Entries per `map-entries` message: about 100 bytes each, far below the message limit. */
@@ -120,6 +122,8 @@ export function mapOp(options: Record<string, unknown>, ctx: OpContext): MapResu
   if (opts.formatOnly) return { entries: 0, format: image.format };
   // An empty first chunk tells the host the image opened: later failures are read errors.
   ctx.emit({ type: 'map-entries', entries: [] });
+  // qemu prints the header (or '[') and then asks the size.
+  if (image.sizeFailure) return { entries: 0, sizeFailed: true };
   const chain = chainDevices(ctx);
   const size = BigInt(image.virtualSize);
   const start = BigInt(opts.start);

@@ -1,10 +1,11 @@
 // qemu's "parallels" format: Parallels/Virtuozzo expanding disks ("WithoutFreeSpace" and the
 // newer "WithouFreSpacExt"), read as qemu's block/parallels.c reads them when opened read-only
 // (no repair: qemu repairs only images it opens read-write).
-import { ImageError, type BlockDevice, type Driver, type Extent, type Image, type NodeInfo, type OpenContext } from '../types.ts';
+import { ImageError, type BlockDevice, type Driver, type Extent, type Image, type NodeInfo, type OpenContext, type SizeQueryFailure } from '../types.ts';
 import { readAt, requestOk, roundUp } from '../bytes.ts';
 import { probes } from '../probe-only.ts';
-import { BDRV_MAX_LENGTH, openingAs } from '../vpc/file-read.ts';
+import { openingAs } from '../vpc/file-read.ts';
+import { sizeFromSectorCount, sizeFailureError } from '../sector-count.ts';
 import { PagedTable } from '../qcow/paged-table.ts';
 
 const MAGIC = 'WithoutFreeSpace';
@@ -45,14 +46,18 @@ export function parseParallelsHeader(h: Buffer): ParallelsHeader {
 export class ParallelsImage implements Image {
   readonly format = 'parallels';
   readonly virtualSize: number;
+  readonly sizeFailure?: SizeQueryFailure;
   private readonly clusterSize: number;
 
   constructor(
     private readonly dev: BlockDevice,
     readonly header: ParallelsHeader,
     private readonly bat: PagedTable,
+    /** The size as qemu's open leaves it, and how its size queries fail (sector-count.ts). */
+    size: { virtualSize: number; sizeFailure?: SizeQueryFailure },
   ) {
-    this.virtualSize = Number(header.sectors) * SECTOR;
+    this.virtualSize = size.virtualSize;
+    this.sizeFailure = size.sizeFailure;
     this.clusterSize = header.tracks * SECTOR;
   }
 
@@ -71,6 +76,7 @@ export class ParallelsImage implements Image {
   }
 
   read(buf: Uint8Array, offset: number): void {
+    if (this.sizeFailure) throw sizeFailureError(this.sizeFailure);
     for (let done = 0; done < buf.length; ) {
       const pos = offset + done;
       const n = Math.min(buf.length - done, this.clusterSize - (pos % this.clusterSize));
@@ -87,6 +93,7 @@ export class ParallelsImage implements Image {
 
   /** As parallels' block_status: clusters merged while their host offsets run on. */
   extent(offset: number, length: number): Extent {
+    if (this.sizeFailure) throw sizeFailureError(this.sizeFailure);
     length = Math.min(length, this.virtualSize - offset);
     const first = this.hostOffset(offset);
     let covered = Math.min(length, this.clusterSize - (offset % this.clusterSize));
@@ -128,16 +135,10 @@ export function openParallels(dev: BlockDevice, ctx: OpenContext): ParallelsImag
     const headerBytes = roundUp(HEADER_SIZE + 4 * header.batEntries, 4096);
     if (headerBytes > REQUEST_MAX_BYTES) throw new ImageError('Input/output error', 'EIO');
     if (header.extOffset !== 0n) checkFormatExtension(dev, header.extOffset * BigInt(SECTOR));
-    // The block layer's size in bytes is an int64 no larger than BDRV_MAX_LENGTH. (A product
-    // that wraps to a small positive number opens in qemu and fails later; instar refuses it.)
-    const bytes = header.sectors * BigInt(SECTOR);
-    if (bytes > BDRV_MAX_LENGTH) {
-      throw new ImageError('Could not refresh total sector count: File too large');
-    }
-    // qemu opens sizes up to BDRV_MAX_LENGTH; instar's sizes are JS numbers, exact only up to
-    // 2^53, so a larger size is refused rather than rounded.
-    if (bytes > BigInt(Number.MAX_SAFE_INTEGER)) throw new ImageError('Image size is too large for this reader');
-    return new ParallelsImage(dev, header, new PagedTable(dev, BigInt(HEADER_SIZE), header.batEntries, 'u32le'));
+    // The header's 64-bit sector count is qemu's total_sectors as is: a byte size that wraps
+    // opens, and then fails each size query (sector-count.ts).
+    const size = sizeFromSectorCount(header.sectors);
+    return new ParallelsImage(dev, header, new PagedTable(dev, BigInt(HEADER_SIZE), header.batEntries, 'u32le'), size);
   });
 }
 

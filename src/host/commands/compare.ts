@@ -13,6 +13,7 @@ import { InputImageError, imageTarget, openTop, type Target } from '../input-ima
 import { sourceSecrets } from '../secrets.ts';
 import type { CompareOptions, CompareResult } from '../../ops/compare.ts';
 import { FLOAT_BITS, bitsToFloat } from '../../ops/compare-progress.ts';
+import { strerrorNumber } from '../../strerror-number.ts';
 
 /** Exit statuses of qemu-img compare besides 0 (identical) and 1 (different). */
 const OPEN_FAILED = 2;
@@ -47,9 +48,12 @@ export function checkCompareResult(value: unknown): CompareResult {
   const r = (value ?? {}) as Record<string, unknown>;
   if (r.opened === false && (r.image === 0 || r.image === 1) && typeof r.message === 'string') return r as unknown as CompareResult;
   const f = (r.failure ?? {}) as Record<string, unknown>;
+  const readFailure = () => Number.isSafeInteger(f.offset) && (f.offset as number) >= 0 && typeof f.reason === 'string' && f.reason.length <= 1024;
+  // A size query's errno is any C int (sector-count.ts).
+  const sizeFailure = () => Number.isInteger(f.sizeErrno) && f.sizeErrno === ((f.sizeErrno as number) | 0);
   const failureOk = r.failure === undefined ? r.status === 0 || r.status === 1
     : (f.image === 0 || f.image === 1) && f.status === r.status &&
-      (f.status === 3 || (f.status === 4 && Number.isSafeInteger(f.offset) && (f.offset as number) >= 0 && typeof f.reason === 'string' && f.reason.length <= 1024));
+      (f.status === 3 || (f.status === 4 && (readFailure() || sizeFailure())));
   const ok = r.opened === true && failureOk && Array.isArray(r.formats) && r.formats.every((f) => typeof f === 'string') &&
     Array.isArray(r.events) && r.events.length <= MAX_EVENTS &&
     r.events.every((e: unknown) => {
@@ -151,7 +155,9 @@ async function runCompare(cmd: ParsedCommand, ctx: CommandContext, progress: boo
       // qemu names the image as it was given on the command line.
       const f = result.failure;
       const name = cmd.args[f.image];
-      const message = f.status === 3 ? `Sector allocation test failed for ${name}` : `Error while reading offset ${f.offset} of ${name}: ${cleanGuestError(f.reason).split('\n')[0]}`;
+      const message = f.status === 3 ? `Sector allocation test failed for ${name}`
+        : 'sizeErrno' in f ? `Can't get size of ${name}: ${strerrorNumber(f.sizeErrno)}`
+          : `Error while reading offset ${f.offset} of ${name}: ${cleanGuestError(f.reason).split('\n')[0]}`;
       return { status: f.status, text, error: message };
     }
     return { status: result.status, text };

@@ -15,6 +15,8 @@ import { renderHumanChain, renderHumanInfo } from '../../output/human-info.ts';
 import type { QDictValue } from '../../output/qobject.ts';
 import { InputImageError as InfoError, checkFormat, openTop, topTarget, type Target } from '../input-image.ts';
 import { parseSecretObjects } from '../secrets.ts';
+import { strerrorNumber } from '../../strerror-number.ts';
+import type { SizeFailedAnswer } from '../../ops/info.ts';
 import { usageError } from '../../cli/usage-error.ts';
 
 /** Opens a backing file through the path policy, with qemu's wording for the cases qemu has too. */
@@ -46,7 +48,8 @@ async function readNode(fd: number, target: Target, ctx: CommandContext, chain: 
   const options = { format: target.format, unsafeQuirks: ctx.globals.unsafeQuirks, fileName: target.path, profile: ctx.profile };
   const onOpened = (_file: unknown, partFd: number, path: string) => parts.push(factsOf(partFd, path));
   try {
-    return checkNodeInfo(await runWithReferencedFiles('info', options, [{ fd, path: target.path }], ctx, [], { onOpened, roles: PART_ROLES, chain }));
+    const answer = await runWithReferencedFiles('info', options, [{ fd, path: target.path }], ctx, [], { onOpened, roles: PART_ROLES, chain });
+    return sizeFailed(answer) ?? checkNodeInfo(answer);
   } catch (e) {
     if (e instanceof ReferencedFileError) {
       const reason = (e.cause as { reason?: string } | undefined)?.reason ?? e.message;
@@ -54,6 +57,16 @@ async function readNode(fd: number, target: Target, ctx: CommandContext, chain: 
     }
     throw e;
   }
+}
+
+/** The guest's answer for an image that opened but whose size query fails, checked; else undefined. */
+function sizeFailed(answer: unknown): SizeFailedAnswer['size-failed'] | undefined {
+  const failed = (answer as Partial<SizeFailedAnswer> | undefined)?.['size-failed'];
+  if (failed === undefined) return undefined;
+  if (typeof failed?.format !== 'string' || !Number.isInteger(failed.errno) || failed.errno !== (failed.errno | 0)) {
+    throw new MalformedResultError('size failure');
+  }
+  return failed;
 }
 
 /** Reads one opened image: the guest parses its bytes, the host adds file facts. */
@@ -70,6 +83,10 @@ async function describe(fd: number, target: Target, ctx: CommandContext, chain: 
   }
   if (target.unknownFormatOption !== undefined) {
     throw new InfoError(`Could not open '${target.errorName}': Block format '${node.format}' does not support the option '${target.unknownFormatOption}'`);
+  }
+  if ('errno' in node) {
+    // qemu names the file node here (bs->exact_filename); errno 0 adds no reason (error_setg_errno).
+    throw new InfoError(`Can't get image size '${target.path}'${node.errno === 0 ? '' : `: ${strerrorNumber(node.errno)}`}`);
   }
   const backing = node['backing-filename'];
   const full = backing === undefined ? undefined : combinePath(target.path, backing);

@@ -158,6 +158,11 @@ async function runMap(cmd: ParsedCommand, args: MapArgs, ctx: CommandContext): P
     closeSync(fd);
   }
   if (failure !== undefined) throw failure;
+  // The header is out; qemu names the image as it was given (no reason: error_report).
+  if ((result as MapResult | undefined)?.sizeFailed === true && printer.count === 0) {
+    printer.start();
+    throw new InputImageError(`Failed to get size for '${target.errorName}'`);
+  }
   const entries = (result as MapResult | undefined)?.entries;
   if (typeof entries !== 'number' || entries !== printer.count) throw new InputImageError(`Could not read file metadata: the guest's map was incomplete`);
   printer.start();
