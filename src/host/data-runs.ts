@@ -5,14 +5,12 @@
 // could not use it anyway (it has no path and no FFI), so the trusted host asks and passes the
 // answer along in the device table.
 //
-// Why koffi, and why optional: koffi is an FFI whose npm package carries its prebuilt binaries
-// (it installs from the registry alone); it is the only way to reach lseek(2) from Node without a
-// compiler. It costs ~40 ms to load, so it is loaded lazily, only for a file whose st_blocks say it
-// is partly sparse (fully allocated: all data; nothing allocated: all hole; neither needs asking).
+// lseek comes through koffi (libc.ts), loaded lazily, only for a file whose st_blocks say it is
+// partly sparse (fully allocated: all data; nothing allocated: all hole; neither needs asking).
 // When it cannot load (not installed, another platform), the guest falls back to st_blocks and a
 // zero scan (formats/raw/holes.ts), which matches qemu on files written by qemu-img and qemu-io.
 import { fstatSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { libcFunction } from './libc.ts';
 import { MAX_DATA_RUNS } from '../protocol/messages.ts';
 
 const SEEK_DATA = 3;
@@ -22,22 +20,9 @@ const BLOCK = 4096;
 
 type Lseek = (fd: number, offset: number, whence: number) => number | bigint;
 
-let lseek: Lseek | null | undefined;
-
-/** lseek(2) through koffi, or null when koffi (or libc) cannot be loaded here. */
+/** lseek(2), or null when koffi (or libc) cannot be loaded here. */
 function loadLseek(): Lseek | null {
-  if (lseek !== undefined) return lseek;
-  lseek = null;
-  if (process.platform !== 'linux') return lseek;
-  try {
-    // A require by a computed name: bundlers leave it alone, so koffi stays an optional runtime dependency.
-    const name = 'koffi';
-    const koffi = createRequire(import.meta.url)(name) as { load(lib: string): { func(sig: string): Lseek } };
-    lseek = koffi.load('libc.so.6').func('int64_t lseek(int fd, int64_t offset, int whence)');
-  } catch {
-    lseek = null;
-  }
-  return lseek;
+  return libcFunction<Lseek>('int64_t lseek(int fd, int64_t offset, int whence)');
 }
 
 /**
