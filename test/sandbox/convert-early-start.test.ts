@@ -124,6 +124,31 @@ describe('convert: early start of the copy guests', () => {
     assert.deepEqual(await holdersOf(dir), [], 'parked guests still hold files');
   });
 
+  it('a parked guest is not claimed through an fd number that now names another file', async () => {
+    const src = openSync(at('s.qcow2'), 'r');
+    let out = openSync(at('stale.raw'), 'wx');
+    const number = out;
+    try {
+      assert.equal(startEarlyGuest('convert', [{ fd: src, role: 'input', writable: false }, { fd: out, role: 'output', writable: true }], { mode: 'auto' }, 1), 1);
+      // The early target removed and another file opened in its place, under the same number.
+      closeSync(out);
+      rmSync(at('stale.raw'));
+      out = openSync(at('fresh.raw'), 'wx');
+      assert.equal(out, number, 'the fd number was not reused; the test proves nothing');
+      const lines: string[] = [];
+      const options = { phase: 'open-copy', sources: [{ index: 0, fileName: 's.qcow2' }], sparseSize: 4096, targetIsZero: true, worker: 0, workers: 1 };
+      await runOp('convert', options, [{ fd: src, role: 'input', writable: false }, { fd: out, role: 'output', writable: true }], { mode: 'auto', debug: (l) => lines.push(l) });
+      assert.equal(lines.filter((l) => l.includes('guest started early')).length, 0, 'the stale guest was claimed');
+      discardEarlyGuests();
+    } finally {
+      closeSync(src);
+      closeSync(out);
+    }
+    const q = at('fresh-q.raw');
+    assert.equal(runQemu('10.0', ['convert', '-O', 'raw', at('s.qcow2'), q]).status, 0);
+    assert.ok(readFileSync(at('fresh.raw')).equals(readFileSync(q)), 'the copy went to the old file');
+  });
+
   // Command lines the early path prepares (a new raw target, sources that open) but the command
   // then refuses, or the copy fails: the target goes, as qemu-img never made it.
   const failures: [string, string[]][] = [

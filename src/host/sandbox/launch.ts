@@ -3,7 +3,7 @@
 // to the guest's stdin, messages read from its fd 3, and a watchdog for wall-clock time. The
 // guest receives file descriptors at 4, 5, …, never paths.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, realpathSync } from 'node:fs';
+import { existsSync, fstatSync, realpathSync } from 'node:fs';
 import { MAX_REQUEST_BYTES, type GuestMessage, type GuestRequest, type GuestWarning } from '../../protocol/messages.ts';
 import type { HostDevice, RunOptions } from './run.ts';
 import { OpError } from './run.ts';
@@ -89,9 +89,22 @@ export function planLaunch(op: string, devices: readonly HostDevice[], run: RunO
   return { plan, limits, argv: commandLine(plan, realpathSync(bundle), limits, seccompFd), seccompFd };
 }
 
-/** Two launches are interchangeable when the same argv gets the same host fds. */
+/**
+ * Two launches are interchangeable when the same argv gets the same host fds open on the same
+ * files: a number closed and reused for another file (convert's early target, removed and
+ * created again) must not hand a parked guest the old one.
+ */
 export function launchKey(p: LaunchPlan, devices: readonly HostDevice[]): string {
-  return JSON.stringify([p.argv, devices.map((d) => d.fd), p.seccompFd ?? -1]);
+  return JSON.stringify([p.argv, devices.map((d) => fdIdentity(d.fd)), p.seccompFd ?? -1]);
+}
+
+function fdIdentity(fd: number): string {
+  try {
+    const st = fstatSync(fd, { bigint: true });
+    return `${fd}:${st.dev}:${st.ino}`;
+  } catch {
+    return `${fd}:closed`;
+  }
 }
 
 /**
