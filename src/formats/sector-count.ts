@@ -17,27 +17,24 @@ const SECTOR = 512n;
 const EFBIG = 27;
 
 export interface SectorCountSize {
-  /** The byte size as qemu's unsigned product wraps it: what convert creates its target with. */
-  virtualSize: number;
+  /** The byte size as qemu's unsigned product wraps it (at most BDRV_MAX_LENGTH): what convert
+   *  creates its target with. 0 for a negative count, whose every size query fails. */
+  bytes: bigint;
   sizeFailure?: SizeQueryFailure;
 }
 
 /**
  * The size an image of `sectors` 512-byte sectors (the 64 bits as the header holds them) opens
- * with, or the open error qemu gives. Throws ImageError as the driver's open must.
+ * with, or the open error qemu gives (thrown as ImageError, as the driver's open must). The
+ * driver narrows `bytes` to a number by its own rule.
  */
 export function sizeFromSectorCount(sectors: bigint): SectorCountSize {
   const count = BigInt.asIntN(64, sectors);
   const wrapped = BigInt.asUintN(64, count * SECTOR);
   if (wrapped > BDRV_MAX_LENGTH) throw new ImageError('Could not refresh total sector count: File too large');
-  let sizeFailure: SizeQueryFailure | undefined;
-  if (count < 0n) sizeFailure = { errno: Number(BigInt.asIntN(32, -count)), sectors: true };
-  else if (count > INT64_MAX / SECTOR) sizeFailure = { errno: EFBIG, sectors: false };
-  // A negative count fails every query, convert's too: its wrapped size is never used.
-  if (sizeFailure?.sectors) return { virtualSize: 0, sizeFailure };
-  // Sizes are JS numbers, exact only up to 2^53: a larger one is refused rather than rounded.
-  if (wrapped > BigInt(Number.MAX_SAFE_INTEGER)) throw new ImageError('Image size is too large for this reader');
-  return { virtualSize: Number(wrapped), sizeFailure };
+  if (count < 0n) return { bytes: 0n, sizeFailure: { errno: Number(BigInt.asIntN(32, -count)), sectors: true } };
+  if (count > INT64_MAX / SECTOR) return { bytes: wrapped, sizeFailure: { errno: EFBIG, sectors: false } };
+  return { bytes: wrapped };
 }
 
 /** What an I/O request on an image whose size query fails ends with (qemu checks the size first). */

@@ -3,26 +3,30 @@
 // which has neither module). A read unpacks the whole chunk a sector is in and keeps the last
 // one. qemu has no block status for dmg: map reports every byte as data with no host offset.
 import { inflateSync } from 'node:zlib';
-import { ImageError, type BlockDevice, type Driver, type Extent, type Image, type NodeInfo, type OpenContext } from '../types.ts';
+import { ImageError, type BlockDevice, type Driver, type Extent, type Image, type NodeInfo, type OpenContext, type SizeQueryFailure } from '../types.ts';
 import { IoError, readAt } from '../bytes.ts';
-import { BDRV_MAX_LENGTH, errnoError, openingAs } from '../vpc/file-read.ts';
+import { openingAs } from '../vpc/file-read.ts';
+import { sizeFromSectorCount, sizeFailureError } from '../sector-count.ts';
 import { readDmgTable, UDIG, UDRW, UDZE, UDZO, type Chunk, type DmgTable } from './table.ts';
 
 const SECTOR = 512;
 const U64 = (1n << 64n) - 1n;
-const INT64_MAX = (1n << 63n) - 1n;
 
 export class DmgImage implements Image {
   readonly format = 'dmg';
   readonly virtualSize: number;
+  readonly sizeFailure?: SizeQueryFailure;
   private current = -1;
   private unpacked: Buffer = Buffer.alloc(0);
 
   constructor(
     private readonly dev: BlockDevice,
     private readonly table: DmgTable,
+    /** The size as qemu's open leaves it, and how its size queries fail (sector-count.ts). */
+    size: { virtualSize: number; sizeFailure?: SizeQueryFailure },
   ) {
-    this.virtualSize = Number(table.totalSectors) * SECTOR;
+    this.virtualSize = size.virtualSize;
+    this.sizeFailure = size.sizeFailure;
   }
 
   /** Lines qemu prints as warnings when it opens the image. */
@@ -90,6 +94,7 @@ export class DmgImage implements Image {
   }
 
   read(buf: Uint8Array, offset: number): void {
+    if (this.sizeFailure) throw sizeFailureError(this.sizeFailure);
     for (let done = 0; done < buf.length; ) {
       const sector = BigInt(Math.floor((offset + done) / SECTOR));
       const c = this.load(sector);
@@ -107,6 +112,7 @@ export class DmgImage implements Image {
   }
 
   extent(offset: number, length: number): Extent {
+    if (this.sizeFailure) throw sizeFailureError(this.sizeFailure);
     return { offset, length: Math.min(length, this.virtualSize - offset), kind: 'data', depth: 0 };
   }
 }
@@ -114,17 +120,13 @@ export class DmgImage implements Image {
 export function openDmg(dev: BlockDevice, ctx: OpenContext): DmgImage {
   return openingAs(ctx.displayName, () => {
     const table = readDmgTable(dev);
-    const bytes = table.totalSectors * 512n;
-    // The block layer's check after open multiplies in 64 bits and compares unsigned, so a
-    // product that wraps to a small number passes it.
-    if (BigInt.asUintN(64, bytes) > BDRV_MAX_LENGTH) throw new ImageError('Could not refresh total sector count: File too large');
-    // Past int64, qemu opens the image and then fails each command's size query in that command's
-    // words; instar refuses at open.
-    if (bytes > INT64_MAX) throw errnoError('EFBIG');
+    // A byte size past int64 that wraps to a small one opens, and then fails each command's size
+    // query in that command's words (sector-count.ts).
+    const { bytes, sizeFailure } = sizeFromSectorCount(table.totalSectors);
     // Sizes up to BDRV_MAX_LENGTH are kept as numbers; the rare ones a double cannot hold exactly
     // (an odd sector count past 2^53) are refused rather than rounded.
     if (BigInt(Number(bytes)) !== bytes) throw new ImageError('Image size is too large for this reader');
-    return new DmgImage(dev, table);
+    return new DmgImage(dev, table, { virtualSize: Number(bytes), sizeFailure });
   });
 }
 

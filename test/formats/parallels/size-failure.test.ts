@@ -22,15 +22,17 @@ function image(sectors: bigint): Buffer {
 }
 
 test('sector counts: wrapped sizes, the errno of each failing query, refusals', () => {
-  assert.deepEqual(sizeFromSectorCount(8n), { virtualSize: 4096, sizeFailure: undefined });
-  assert.deepEqual(sizeFromSectorCount(2n ** 55n + 0x2000n), { virtualSize: 4 * 1024 * 1024, sizeFailure: { errno: 27, sectors: false } });
-  assert.deepEqual(sizeFromSectorCount(2n ** 55n), { virtualSize: 0, sizeFailure: { errno: 27, sectors: false } });
-  assert.deepEqual(sizeFromSectorCount(2n ** 63n + 0x2000n), { virtualSize: 0, sizeFailure: { errno: -8192, sectors: true } });
-  assert.deepEqual(sizeFromSectorCount(0x8000_0000_ffff_ffffn), { virtualSize: 0, sizeFailure: { errno: 1, sectors: true } });
-  assert.deepEqual(sizeFromSectorCount(0x8000_0001_0000_0000n), { virtualSize: 0, sizeFailure: { errno: 0, sectors: true } });
-  // The largest count whose bytes fit int64 below BDRV_MAX_LENGTH opens without a failure...
+  assert.deepEqual(sizeFromSectorCount(8n), { bytes: 4096n });
+  assert.deepEqual(sizeFromSectorCount(2n ** 55n + 0x2000n), { bytes: 4n * 1024n * 1024n, sizeFailure: { errno: 27, sectors: false } });
+  assert.deepEqual(sizeFromSectorCount(2n ** 55n), { bytes: 0n, sizeFailure: { errno: 27, sectors: false } });
+  assert.deepEqual(sizeFromSectorCount(2n ** 63n + 0x2000n), { bytes: 0n, sizeFailure: { errno: -8192, sectors: true } });
+  assert.deepEqual(sizeFromSectorCount(0x8000_0000_ffff_ffffn), { bytes: 0n, sizeFailure: { errno: 1, sectors: true } });
+  assert.deepEqual(sizeFromSectorCount(0x8000_0001_0000_0000n), { bytes: 0n, sizeFailure: { errno: 0, sectors: true } });
+  // The largest count whose bytes fit BDRV_MAX_LENGTH opens without a failure...
   const last = (2n ** 63n - 2n ** 30n) / 512n;
-  assert.throws(() => sizeFromSectorCount(last), /too large for this reader/);
+  assert.deepEqual(sizeFromSectorCount(last), { bytes: 2n ** 63n - 2n ** 30n });
+  // (the parallels reader then refuses what a JS number cannot hold exactly)
+  assert.throws(() => parallelsDriver.open(new MemoryDevice(image(last)), { writable: false }), /too large for this reader/);
   // ...and the wrapped products past BDRV_MAX_LENGTH fail the open as qemu's refresh does.
   for (const sectors of [last + 1n, 2n ** 64n - 1n, 2n ** 54n + 5n]) {
     assert.throws(() => sizeFromSectorCount(sectors), (e: unknown) => e instanceof ImageError && e.message === 'Could not refresh total sector count: File too large', `${sectors}`);
