@@ -36,7 +36,7 @@ export function startGuestEarly(args: string[], env: NodeJS.ProcessEnv, cwd: str
   if (!parsed) return;
   const { command, mode, settled } = parsed;
   if (INSPECT_COMMANDS.has(command.name) && command.args.length === 1) startInspection(command, mode);
-  // A target is created only when the profile the command will use cannot parse it otherwise.
+  // A target is created only when every profile the command may end up with reads the line alike.
   else if (command.name === 'convert' && settled) startConvert(command, mode);
 }
 

@@ -2,7 +2,9 @@
 // read-only, the -l snapshot, the target format, then the target created (O_CREAT|O_TRUNC) or,
 // with -n, opened as it is; the guest copies into it; the host truncates, flushes as -t says
 // (qemu's default 'unsafe' does not), and removes a target it created when anything fails (no
-// half-written file that looks finished).
+// half-written file that looks finished). A new target may already exist, made by the CLI's
+// early start with the copy guests booting (src/cli/early-start.ts): createFreshTarget takes it,
+// and one this command does not take is removed before the target's name is used again.
 import { closeSync, constants, fstatSync, fsyncSync, ftruncateSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { ConvertError } from '../convert/errors.ts';
