@@ -94,6 +94,8 @@ export class StoredRefcounts {
   /** Whether the whole refcount block of `cluster` is absent (all its refcounts read as 0). */
   blockAbsent(cluster: number): boolean {
     const index = Math.floor(cluster / this.perBlock);
+    // Asked for every cluster in order: the block get() read last answers without a BigInt.
+    if (index === this.lastIndex) return this.lastBlock === undefined;
     return index >= this.tableEntries || this.entryOffset(index) === 0n;
   }
 

@@ -1,14 +1,12 @@
 // Guest offset → host offset through the L1 and L2 tables, with standard (8-byte) and extended
 // (16-byte, 32 subclusters) L2 entries, and compressed clusters.
 import { ImageError, type BlockDevice, type Extent } from '../types.ts';
-import { readAt } from '../bytes.ts';
+import { IoError, readAt, requestOk } from '../bytes.ts';
 import { inflateZlib, inflateZstd } from './decompress.ts';
 import { INCOMPAT, type Qcow2Header } from './header.ts';
+import { entryBigInt, hostLowBits, hostOffsetOf, unitTypeOf, type UnitType } from './l2-entry.ts';
 
 const OFFSET_MASK = 0x00fffffffffffe00n;
-const COMPRESSED = 1n << 62n;
-const ZERO = 1n;
-const COPIED = 1n << 63n;
 
 /**
  * Metadata qemu calls corrupt while reading: the request fails with EIO, and the first such event
@@ -25,12 +23,6 @@ export class Qcow2CorruptionError extends ImageError {
 const hexAlt = (v: bigint | number): string => (BigInt(v) === 0n ? '0' : `0x${v.toString(16)}`);
 
 export type UnitKind = 'data' | 'zero' | 'unallocated' | 'compressed';
-
-/**
- * qemu's QCow2SubclusterType: what one L2 entry says about one unit. Runs are made of units of
- * the exact same type, so a zero unit that keeps its allocation never joins a plain one.
- */
-type UnitType = 'normal' | 'zero-plain' | 'zero-alloc' | 'unallocated-plain' | 'unallocated-alloc' | 'compressed' | 'invalid';
 
 const KIND: Record<Exclude<UnitType, 'invalid'>, UnitKind> = {
   normal: 'data',
@@ -50,13 +42,12 @@ export interface UnitMapping {
   l2Entry?: bigint;
 }
 
-/** Where one guest cluster's L2 entry is, and what it holds. */
+/** Where one guest cluster's L2 entry is, and what it holds (the entry as two 32-bit halves). */
 interface Slot {
   l2Offset: bigint;
   l2Index: number;
-  entry: bigint;
-  /** The subcluster bitmap (extended L2 entries); 0 otherwise. */
-  bitmap: bigint;
+  hi: number;
+  lo: number;
 }
 
 /** One unit: its type, which subcluster of its cluster it is, and its L2 entry where it has one. */
@@ -66,6 +57,10 @@ interface Unit {
   slot?: Slot;
 }
 
+/** What one L1 entry leads to: no table (a hole), a misaligned table offset (corrupt), or the table. */
+type TableRef = { kind: 'none' } | { kind: 'unaligned'; l2Offset: bigint } | { kind: 'table'; l2Offset: bigint; table: Buffer };
+const NO_TABLE: TableRef = { kind: 'none' };
+
 /** Looks up units; keeps the L1 table and the most recent L2 tables in memory. */
 export class ClusterMap {
   /** Bytes covered by one mapping: the subcluster size with extended L2 entries. */
@@ -74,13 +69,18 @@ export class ClusterMap {
   private l2Cache = new Map<bigint, Buffer>();
   private entryBytes: number;
   private l2Span: number;
-  private lastCompressed?: { entry: bigint; data: Buffer };
+  private dataFile: boolean;
+  /** The last L1 entry resolved: runs walk one table for thousands of units. */
+  private lastL1Index = -1;
+  private lastRef: TableRef = NO_TABLE;
+  private lastCompressed?: { entry: bigint; data: Uint8Array };
   private corruptionSignaled = false;
 
   constructor(private dev: BlockDevice, private h: Qcow2Header) {
     this.entryBytes = h.extendedL2 ? 16 : 8;
     this.unitSize = h.extendedL2 ? h.clusterSize / 32 : h.clusterSize;
     this.l2Span = h.clusterSize * 2 ** h.l2Bits;
+    this.dataFile = (h.incompatible & INCOMPAT.dataFile) !== 0n;
   }
 
   private l1Table(): Buffer {
@@ -99,16 +99,29 @@ export class ClusterMap {
     return t;
   }
 
+  /** The L2 table behind L1 entry `l1Index`, as qemu checks it before reading it. */
+  private tableRef(l1Index: number): TableRef {
+    if (l1Index === this.lastL1Index) return this.lastRef;
+    const l2Offset = l1Index >= this.h.l1Size ? 0n : this.l1Table().readBigUInt64BE(l1Index * 8) & OFFSET_MASK;
+    let ref: TableRef;
+    if (l2Offset === 0n) ref = NO_TABLE;
+    else if (l2Offset % BigInt(this.h.clusterSize) !== 0n) ref = { kind: 'unaligned', l2Offset };
+    else ref = { kind: 'table', l2Offset, table: this.l2Table(l2Offset) };
+    this.lastL1Index = l1Index;
+    this.lastRef = ref;
+    return ref;
+  }
+
   private corrupt(what: string): Qcow2CorruptionError {
     const first = !this.corruptionSignaled;
     this.corruptionSignaled = true;
     return new Qcow2CorruptionError(first ? `qcow2: Image is corrupt: ${what}; further non-fatal corruption events will be suppressed` : undefined);
   }
 
-  /** The L2 table offset for guest offset `guest`; 0 when the L1 table maps none. */
-  private l2OffsetOf(guest: number): bigint {
-    const l1Index = Math.floor(guest / this.l2Span);
-    return l1Index >= this.h.l1Size ? 0n : this.l1Table().readBigUInt64BE(l1Index * 8) & OFFSET_MASK;
+  /** The type of unit `sub` of the entry at byte `at` of `table`. */
+  private typeAt(table: Buffer, at: number, sub: number): UnitType {
+    const ext = this.h.extendedL2;
+    return unitTypeOf(table.readUInt32BE(at), table.readUInt32BE(at + 4), ext ? table.readUInt32BE(at + 8) : 0, ext ? table.readUInt32BE(at + 12) : 0, sub, ext, this.dataFile);
   }
 
   /**
@@ -118,33 +131,14 @@ export class ClusterMap {
   private unit(guest: number): Unit | string {
     const cs = this.h.clusterSize;
     const sub = Math.floor((guest % cs) / this.unitSize);
-    const l2Offset = this.l2OffsetOf(guest);
-    if (l2Offset === 0n) return { type: 'unallocated-plain', sub };
-    if (l2Offset % BigInt(cs) !== 0n) return `L2 table offset ${hexAlt(l2Offset)} unaligned (L1 index: ${hexAlt(Math.floor(guest / this.l2Span))})`;
-    const table = this.l2Table(l2Offset);
+    const l1Index = Math.floor(guest / this.l2Span);
+    const ref = this.tableRef(l1Index);
+    if (ref.kind === 'none') return { type: 'unallocated-plain', sub };
+    if (ref.kind === 'unaligned') return `L2 table offset ${hexAlt(ref.l2Offset)} unaligned (L1 index: ${hexAlt(l1Index)})`;
     const l2Index = Math.floor(guest / cs) % 2 ** this.h.l2Bits;
     const at = l2Index * this.entryBytes;
-    const slot = { l2Offset, l2Index, entry: table.readBigUInt64BE(at), bitmap: this.h.extendedL2 ? table.readBigUInt64BE(at + 8) : 0n };
-    return { type: this.typeOf(slot, sub), sub, slot };
-  }
-
-  /** qemu's qcow2_get_subcluster_type: no error of its own; `invalid` checks the whole bitmap. */
-  private typeOf(s: Slot, sub: number): UnitType {
-    const { entry, bitmap } = s;
-    if (entry & COMPRESSED) return 'compressed';
-    const host = entry & OFFSET_MASK;
-    if (!this.h.extendedL2 && entry & ZERO) return host === 0n ? 'zero-plain' : 'zero-alloc';
-    // With an external data file, offset 0 is a real place in it when the entry is marked COPIED.
-    const allocated = host !== 0n || ((this.h.incompatible & INCOMPAT.dataFile) !== 0n && (entry & COPIED) !== 0n);
-    if (!this.h.extendedL2) return allocated ? 'normal' : 'unallocated-plain';
-    const zeroBit = (bitmap >> BigInt(32 + sub)) & 1n;
-    if (allocated) {
-      if ((bitmap >> 32n) & bitmap & 0xffffffffn) return 'invalid';
-      if (zeroBit) return 'zero-alloc';
-      return (bitmap >> BigInt(sub)) & 1n ? 'normal' : 'unallocated-alloc';
-    }
-    if (bitmap & 0xffffffffn) return 'invalid';
-    return zeroBit ? 'zero-plain' : 'unallocated-plain';
+    const slot = { l2Offset: ref.l2Offset, l2Index, hi: ref.table.readUInt32BE(at), lo: ref.table.readUInt32BE(at + 4) };
+    return { type: this.typeAt(ref.table, at, sub), sub, slot };
   }
 
   /**
@@ -155,25 +149,26 @@ export class ClusterMap {
     if (typeof u === 'string') return u;
     const { type, slot, sub } = u;
     if (!slot) return { kind: 'unallocated' };
-    const where = `(L2 offset: ${hexAlt(slot.l2Offset)}, L2 index: ${hexAlt(slot.l2Index)})`;
-    if (this.h.version < 3 && (type === 'zero-plain' || type === 'zero-alloc')) return `Zero cluster entry found in pre-v3 image ${where}`;
+    const where = () => `(L2 offset: ${hexAlt(slot.l2Offset)}, L2 index: ${hexAlt(slot.l2Index)})`;
+    if (this.h.version < 3 && (type === 'zero-plain' || type === 'zero-alloc')) return `Zero cluster entry found in pre-v3 image ${where()}`;
     // qemu's format string joins "found " and " (L2 offset", hence two spaces.
-    if (type === 'invalid') return `Invalid cluster entry found  ${where}`;
+    if (type === 'invalid') return `Invalid cluster entry found  ${where()}`;
+    const entry = () => entryBigInt(slot.hi, slot.lo);
     if (type === 'compressed') {
-      if (this.h.incompatible & INCOMPAT.dataFile) return `Compressed cluster entry found in image with external data file ${where}`;
-      return { kind: 'compressed', l2Entry: slot.entry };
+      if (this.dataFile) return `Compressed cluster entry found in image with external data file ${where()}`;
+      return { kind: 'compressed', l2Entry: entry() };
     }
     if (type === 'zero-plain' || type === 'unallocated-plain') return { kind: KIND[type] };
-    const host = slot.entry & OFFSET_MASK;
     const cs = this.h.clusterSize;
-    if (host % BigInt(cs) !== 0n) return `Cluster allocation offset ${hexAlt(host)} unaligned ${where}`;
+    // The cluster size divides 2^32: the low half of the offset decides its alignment.
+    if (hostLowBits(slot.lo) % cs !== 0) return `Cluster allocation offset ${hexAlt(entry() & OFFSET_MASK)} unaligned ${where()}`;
     // An external data file maps each guest cluster to the same offset in it (qemu's own wording,
     // unbalanced parenthesis included).
     const guestCluster = guest - (guest % cs);
-    if (this.h.incompatible & INCOMPAT.dataFile && host !== BigInt(guestCluster)) {
-      return `External data file host cluster offset ${hexAlt(host)} does not match guest cluster offset: ${hexAlt(guestCluster)}, L2 index: ${hexAlt(slot.l2Index)})`;
+    if (this.dataFile && (entry() & OFFSET_MASK) !== BigInt(guestCluster)) {
+      return `External data file host cluster offset ${hexAlt(entry() & OFFSET_MASK)} does not match guest cluster offset: ${hexAlt(guestCluster)}, L2 index: ${hexAlt(slot.l2Index)})`;
     }
-    return { kind: KIND[type], hostOffset: Number(host) + sub * this.unitSize };
+    return { kind: KIND[type], hostOffset: hostOffsetOf(slot.hi, slot.lo) + sub * this.unitSize };
   }
 
   /** The mapping of the unit holding guest offset `guest` (< virtual size). */
@@ -189,57 +184,116 @@ export class ClusterMap {
    * corruption, except that an invalid one it reaches in the same L2 table fails the request.
    * Unlike qemu, a run may go on into later L2 tables (map merges such runs anyway); it stops
    * before an entry there that would fail as a request's first, so that the next request fails.
+   * (A unit of the run's type whose host offset continues the run never fails there: the first
+   * unit passed the same checks, and contiguity keeps alignment and the data-file rule.)
    */
   extent(offset: number, length: number, virtualSize: number): Extent {
     const us = this.unitSize;
     const cs = this.h.clusterSize;
     const end = Math.min(virtualSize, offset + length);
     const firstUnit = this.unit(offset);
-    const first = this.lookup(offset);
+    const first = this.mapping(firstUnit, offset);
+    if (typeof first === 'string') throw this.corrupt(first);
+    const unitStart = offset - (offset % us);
+    if (first.kind === 'compressed') {
+      // Compressed clusters are reported one at a time: each has its own host location.
+      const clusterEnd = offset - (offset % cs) + cs;
+      return { offset, length: Math.min(clusterEnd, end) - offset, kind: 'data', depth: 0, compressed: true };
+    }
     const firstType = (firstUnit as Unit).type;
     const firstTable = Math.floor(offset / this.l2Span);
-    const unitStart = offset - (offset % us);
-    // Compressed clusters are reported one at a time: each has its own host location.
-    let pos = first.kind === 'compressed' ? offset - (offset % cs) + cs : unitStart + us;
-    while (pos < end && first.kind !== 'compressed') {
+    let pos = unitStart + us;
+    while (pos < end) {
+      const l1Index = Math.floor(pos / this.l2Span);
+      const tableEnd = (l1Index + 1) * this.l2Span;
+      const ref = this.tableRef(l1Index);
       // A missing L2 table is one hole: step over its whole span (sparse disks can be petabytes).
-      if (firstType === 'unallocated-plain' && this.l2OffsetOf(pos) === 0n) {
-        pos = (Math.floor(pos / this.l2Span) + 1) * this.l2Span;
+      if (ref.kind === 'none' && firstType === 'unallocated-plain') {
+        pos = tableEnd;
         continue;
       }
-      const u = this.unit(pos);
-      if (Math.floor(pos / this.l2Span) !== firstTable) {
-        if (typeof this.mapping(u, pos) === 'string') break;
-      } else if (typeof u !== 'string' && u.type === 'invalid') {
-        throw this.corrupt(this.mapping(u, pos) as string);
-      }
-      if (typeof u === 'string' || u.type !== firstType) break;
-      // qemu compares the entry's raw offset (an unaligned one never matches an aligned run).
-      if (first.hostOffset !== undefined && u.slot && Number(u.slot.entry & OFFSET_MASK) + u.sub * us !== first.hostOffset + (pos - unitStart)) break;
-      pos += us;
+      if (ref.kind !== 'table') break;
+      const stop = Math.min(end, tableEnd);
+      pos = this.runInTable(ref, pos, stop, firstType, first.hostOffset, unitStart, l1Index === firstTable);
+      if (pos < stop) break;
     }
-    const ext: Extent = { offset, length: Math.min(pos, end) - offset, kind: first.kind === 'compressed' ? 'data' : first.kind, depth: 0 };
-    if (first.kind === 'compressed') ext.compressed = true;
+    const ext: Extent = { offset, length: Math.min(pos, end) - offset, kind: first.kind, depth: 0 };
     if (first.hostOffset !== undefined) ext.hostOffset = first.hostOffset + (offset - unitStart);
     return ext;
   }
 
-  /** Inflates one compressed cluster (zlib: raw deflate, as qemu writes it). */
-  readCompressed(l2Entry: bigint): Buffer {
-    if (this.lastCompressed?.entry === l2Entry) return this.lastCompressed.data;
-    const data = this.inflate(l2Entry);
-    this.lastCompressed = { entry: l2Entry, data };
-    return data;
+  /**
+   * extent()'s walk inside one L2 table, from unit-aligned `pos` up to `stop`: where the run of
+   * `type` ends. `firstHost` (the run's first unit's host offset, at guest `unitStart`) is set
+   * for types that keep an allocation; qemu compares the raw offsets, so an unaligned one never
+   * continues an aligned run.
+   */
+  private runInTable(ref: { l2Offset: bigint; table: Buffer }, pos: number, stop: number, type: UnitType, firstHost: number | undefined, unitStart: number, sameTable: boolean): number {
+    const { table } = ref;
+    const us = this.unitSize;
+    const cs = this.h.clusterSize;
+    const entries = 2 ** this.h.l2Bits;
+    for (; pos < stop; pos += us) {
+      const l2Index = Math.floor(pos / cs) % entries;
+      const sub = Math.floor((pos % cs) / us);
+      const at = l2Index * this.entryBytes;
+      const t = this.typeAt(table, at, sub);
+      if (t !== type) {
+        if (t === 'invalid' && sameTable) {
+          const slot = { l2Offset: ref.l2Offset, l2Index, hi: table.readUInt32BE(at), lo: table.readUInt32BE(at + 4) };
+          throw this.corrupt(this.mapping({ type: t, sub, slot }, pos) as string);
+        }
+        return pos;
+      }
+      if (firstHost !== undefined && hostOffsetOf(table.readUInt32BE(at), table.readUInt32BE(at + 4)) + sub * us !== firstHost + (pos - unitStart)) return pos;
+    }
+    return pos;
   }
 
-  private inflate(l2Entry: bigint): Buffer {
+  /**
+   * Copies bytes [at, at + dest.length) of the compressed cluster `l2Entry` into `dest`. A whole
+   * cluster is decoded straight into `dest` where the decoder can (zstd); a part is decoded once
+   * and kept, for the reads of the rest of that cluster.
+   */
+  readCompressed(l2Entry: bigint, dest: Uint8Array, at: number): void {
+    const cached = this.lastCompressed;
+    if (cached?.entry === l2Entry) {
+      dest.set(cached.data.subarray(at, at + dest.length));
+      return;
+    }
+    if (at === 0 && dest.length === this.h.clusterSize && this.h.compressionType !== 0) {
+      inflateZstd(this.compressedInput(l2Entry), this.h.clusterSize, dest);
+      return;
+    }
+    const data = this.inflate(l2Entry);
+    this.lastCompressed = { entry: l2Entry, data };
+    dest.set(data.subarray(at, at + dest.length));
+  }
+
+  private inflate(l2Entry: bigint): Uint8Array {
+    const input = this.compressedInput(l2Entry);
+    return this.h.compressionType === 0 ? inflateZlib(input, this.h.clusterSize) : inflateZstd(input, this.h.clusterSize);
+  }
+
+  /** One buffer for compressed input, reused: a cluster's input is at most two clusters (see below). */
+  private inputScratch?: Buffer;
+
+  /**
+   * The compressed bytes an L2 entry points to, zeros past the end of the file (as readAt reads
+   * them). Valid until the next call: the decoders copy what they keep.
+   */
+  private compressedInput(l2Entry: bigint): Buffer {
     const h = this.h;
     const csizeShift = BigInt(62 - (h.clusterBits - 8));
     const hostOffset = l2Entry & ((1n << csizeShift) - 1n);
     const sectors = Number((l2Entry >> csizeShift) & ((1n << BigInt(h.clusterBits - 8)) - 1n)) + 1;
     // At most 2^(cluster_bits-8) sectors: twice a cluster at most, so bounded.
     const csize = sectors * 512 - Number(hostOffset % 512n);
-    const input = readAt(this.dev, hostOffset, csize);
-    return h.compressionType === 0 ? inflateZlib(input, h.clusterSize) : inflateZstd(input, h.clusterSize);
+    if (!requestOk(hostOffset, BigInt(csize))) throw new IoError();
+    this.inputScratch ??= Buffer.allocUnsafe(2 * h.clusterSize);
+    const input = this.inputScratch.subarray(0, csize);
+    const n = hostOffset < BigInt(this.dev.size) ? this.dev.read(input, Number(hostOffset)) : 0;
+    input.fill(0, n);
+    return input;
   }
 }

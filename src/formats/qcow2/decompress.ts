@@ -109,8 +109,8 @@ export function zstdFrameLength(b: Uint8Array, at: number): number {
   return p <= b.length ? p - at : -1;
 }
 
-export function inflateZstd(input: Uint8Array, clusterSize: number): Buffer {
-  const out = Buffer.allocUnsafe(clusterSize);
+/** Decodes one cluster into `out` (a new buffer when not given; a given one may be left half written on failure). */
+export function inflateZstd(input: Uint8Array, clusterSize: number, out: Uint8Array = Buffer.allocUnsafe(clusterSize)): Uint8Array {
   let filled = 0;
   let at = 0;
   while (filled < clusterSize) {

@@ -143,8 +143,7 @@ export class Qcow2Image implements Image {
       const run = map.extent(pos, Math.min(buf.length - done, this.virtualSize - pos), this.virtualSize);
       const piece = buf.subarray(done, done + run.length);
       if (run.compressed) {
-        const at = pos % this.h.clusterSize;
-        piece.set(map.readCompressed(map.lookup(pos).l2Entry!).subarray(at, at + run.length));
+        map.readCompressed(map.lookup(pos).l2Entry!, piece, pos % this.h.clusterSize);
       } else if (run.kind === 'data' && this.crypto) {
         readDecrypted(this.crypto, this.dataDev ?? this.dev, piece, run.hostOffset!, pos);
       } else if (run.kind === 'data') {
