@@ -56,8 +56,13 @@ for (const [name, opts, writes] of cases) {
       img.read(whole, 0);
       assert.ok(whole.equals(expected), 'whole-disk read differs');
       // Odd-sized reads that straddle cluster and subcluster boundaries.
-      for (const [off, len] of [[100 * 1024 - 7, 10 * 1024 + 14], [65535, 3], [2 * 1024 * 1024 + 1000, 5000], [SIZE - 10, 10]]) {
-        const part = Buffer.alloc(len);
+      // Then parts and wholes of clusters in turn: a compressed cluster is decoded whole into the
+      // caller's buffer or kept for the reads of its other parts; neither may leak into the other.
+      const turns = [[0, 1000], [192 * 1024, 64 * 1024], [3 * 1024 * 1024, 1000], [192 * 1024 + 5, 7], [1000, 64 * 1024 - 1000], [0, 64 * 1024], [5, 7]];
+      // One buffer for all of them, as the copy loop reuses its buffers.
+      const scratch = Buffer.alloc(64 * 1024);
+      for (const [off, len] of [[100 * 1024 - 7, 10 * 1024 + 14], [65535, 3], [2 * 1024 * 1024 + 1000, 5000], [SIZE - 10, 10], ...turns]) {
+        const part = len <= scratch.length ? scratch.subarray(0, len).fill(0xee) : Buffer.alloc(len);
         img.read(part, off);
         assert.ok(part.equals(expected.subarray(off, off + len)), `read at ${off}+${len}`);
       }
