@@ -40,11 +40,22 @@ function withSectors(name: string, sectors: bigint): void {
   writeFileSync(images.path(name), bytes);
 }
 
+/** A monolithicFlat descriptor with these extent lines. */
+function descriptor(extents: string[]): string {
+  return ['# Disk DescriptorFile', 'version=1', 'CID=12345678', 'parentCID=ffffffff', 'createType="monolithicFlat"', '', ...extents, '', 'ddb.virtualHWVersion = "4"', ''].join('\n');
+}
+
 before(() => {
   images.img('create', '-q', '-f', 'parallels', 'good.hds', '1M');
   images.io('-f', 'parallels', '-c', 'write -P 0x5a 0 64k', 'good.hds');
   images.img('create', '-q', '-f', 'parallels', 'other.hds', '1M');
   for (const [name, sectors] of [...FAILING, ...REFUSED]) withSectors(`${name}.hds`, sectors);
+  // vmdk sums its extents' sector counts: flat extents of 2^55 + 8 sectors (EFBIG), one starting
+  // past the end of its file (qemu's check still looks at it), and a sum that wraps negative.
+  images.sparse('flat.raw', 1024 * 1024);
+  writeFileSync(images.path('vmdk-efbig.vmdk'), descriptor([`RW ${2n ** 55n + 8n} FLAT "flat.raw" 0`]));
+  writeFileSync(images.path('vmdk-eof.vmdk'), descriptor([`RW ${2n ** 55n + 8n} FLAT "flat.raw" 4096`]));
+  writeFileSync(images.path('vmdk-negative.vmdk'), descriptor([`RW ${2n ** 63n - 1n} FLAT "flat.raw" 0`, `RW ${2n ** 63n - 1n} FLAT "flat.raw" 0`, 'RW 8194 FLAT "flat.raw" 0']));
   // A qcow2 image on top of one that fails: the failure comes from the backing file's block status.
   images.img('create', '-q', '-f', 'qcow2', '-u', '-b', 'efbig.hds', '-F', 'parallels', 'top.qcow2', '4M');
   images.io('-c', 'write -P 0x11 1M 64k', 'top.qcow2');
@@ -79,6 +90,14 @@ for (const [name] of [...FAILING, ...REFUSED]) {
     for (const args of commands(`${name}.hds`)) test(args.join(' '), async () => await assertSameOutput(images.dir, args));
   });
 }
+
+describe('vmdk extents summing past int64 bytes', () => {
+  for (const img of ['vmdk-efbig.vmdk', 'vmdk-eof.vmdk', 'vmdk-negative.vmdk']) {
+    for (const args of [['info', img], ['map', '--output=json', img], ['check', img], ['compare', img, img], ['compare', '-f', 'parallels', 'good.hds', img]]) {
+      test(args.join(' '), async () => await assertSameOutput(images.dir, args));
+    }
+  }
+});
 
 describe('names as given', () => {
   const cases = [

@@ -7,7 +7,8 @@ import { CID_AREA_BYTES, descriptorCreateType, parentHint, parseExtentLines, rea
 import { BareErrnoError, NeedFilesError } from './errors.ts';
 import { FlatExtent } from './flat-extent.ts';
 import { VMDK3_MAGIC, VMDK4_MAGIC } from './header.ts';
-import { VmdkImage, type PlacedExtent } from './image.ts';
+import { VmdkImage, type PlacedExtent, type VmdkState } from './image.ts';
+import { sizeFromSectorCount } from '../sector-count.ts';
 import { readZeroPadded, toInt64 } from './io.ts';
 import { magicOf, openSparse, readHead } from './open-sparse.ts';
 import { probeVmdk } from './probe.ts';
@@ -73,7 +74,7 @@ function openUnchecked(dev: BlockDevice, ctx: OpenContext): VmdkImage {
     cid,
     parentCid,
     backingName: backingName || undefined,
-    extents: place(b.extents),
+    ...place(b.extents),
   });
 }
 
@@ -128,8 +129,25 @@ function pathCombine(base: string, name: string): string {
   return base.slice(0, keep) + name;
 }
 
+/**
+ * The extents qemu's check still walks when the size query fails: with a positive total it steps
+ * one flat extent at a time (a negative total ends its walk at once). Kept here: the flat ones up
+ * to the first other kind or the first start a number cannot hold (nothing is read through them).
+ */
+function checkedByQemu(opened: Opened[]): PlacedExtent[] {
+  const placed: PlacedExtent[] = [];
+  let start = 0n;
+  for (const o of opened) {
+    if (!o.ext.flat || o.ext.sectors < 0n || start > MAX_VIRTUAL_SECTORS) break;
+    const end = start + o.ext.sectors;
+    placed.push({ ext: o.ext, start: Number(start) * 512, end: Number(end * 512n), type: o.type, file: o.file, fileName: o.fileName });
+    start = end;
+  }
+  return placed;
+}
+
 /** Lays extents end to end; sizes qemu would overflow on are refused. */
-function place(opened: Opened[]): PlacedExtent[] {
+function place(opened: Opened[]): Pick<VmdkState, 'extents' | 'sizeQuery'> {
   // No extents (every line skipped or unparsable): qemu opens a 0-byte disk, which map, compare
   // and check accept; its `info` and `convert` then abort on an assertion, where we answer.
   // qemu sums sectors in an int64 and then checks the byte size, computed with a wrapping shift.
@@ -137,8 +155,15 @@ function place(opened: Opened[]): PlacedExtent[] {
   if (((total << 9n) & ((1n << 64n) - 1n)) > MAX_LENGTH) {
     throw new ImageError('Could not refresh total sector count: File too large', 'EFBIG');
   }
+  // A total past int64 bytes that wraps to a small size opens in qemu, and then every command
+  // fails its size query (sector-count.ts) before any I/O.
+  const { bytes, sizeFailure } = sizeFromSectorCount(total);
+  if (sizeFailure) {
+    if (bytes > MAX_VIRTUAL_SECTORS * 512n) throw new ImageError('Image size is too large for this reader', 'EFBIG');
+    return { extents: sizeFailure.sectors ? [] : checkedByQemu(opened), sizeQuery: { virtualSize: Number(bytes), sizeFailure } };
+  }
   let sectors = 0n;
-  return opened.map((o) => {
+  const extents = opened.map((o) => {
     // qemu goes on with what wrapped (and fails later, in ways that depend on the command).
     if (o.ext.sectors < 0n || sectors + o.ext.sectors > MAX_VIRTUAL_SECTORS) {
       throw new ImageError('Image size is too large for this reader', 'EFBIG');
@@ -147,4 +172,5 @@ function place(opened: Opened[]): PlacedExtent[] {
     sectors += o.ext.sectors;
     return { ext: o.ext, start, end: Number(sectors) * 512, type: o.type, file: o.file, fileName: o.fileName };
   });
+  return { extents };
 }

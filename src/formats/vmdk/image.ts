@@ -1,5 +1,6 @@
 // An opened VMDK: the extents laid end to end, read and mapped the way qemu's vmdk driver does.
-import type { BlockDevice, Extent, FormatSpecific, Image, NodeInfo } from '../types.ts';
+import type { BlockDevice, Extent, FormatSpecific, Image, NodeInfo, SizeQueryFailure } from '../types.ts';
+import { sizeFailureError } from '../sector-count.ts';
 import { fileRun } from '../raw/holes.ts';
 import { readError } from './errors.ts';
 import type { FlatExtent } from './flat-extent.ts';
@@ -28,6 +29,8 @@ export interface VmdkState {
   parentCid: number;
   backingName?: string;
   extents: PlacedExtent[];
+  /** The extents' total passes int64 bytes (sector-count.ts): the wrapped size, no extents placed. */
+  sizeQuery?: { virtualSize: number; sizeFailure: SizeQueryFailure };
 }
 
 export class VmdkImage implements Image {
@@ -35,12 +38,14 @@ export class VmdkImage implements Image {
   /** qemu's block status answers one grain at a time. */
   get blockStatus(): number | undefined { return this.info()['cluster-size']; }
   readonly virtualSize: number;
+  readonly sizeFailure?: SizeQueryFailure;
   private backing?: Image;
   private hint = 0;
 
   constructor(readonly state: VmdkState) {
     const last = state.extents.at(-1);
-    this.virtualSize = last ? last.end : 0;
+    this.virtualSize = state.sizeQuery?.virtualSize ?? (last ? last.end : 0);
+    this.sizeFailure = state.sizeQuery?.sizeFailure;
   }
 
   /** Which file each entry of format-specific.data.extents came from, in the same order. */
@@ -101,6 +106,7 @@ export class VmdkImage implements Image {
   }
 
   read(buf: Uint8Array, offset: number): void {
+    if (this.sizeFailure) throw sizeFailureError(this.sizeFailure);
     if (offset < 0 || offset + buf.length > this.virtualSize) throw readError('EIO');
     let done = 0;
     while (done < buf.length) {
@@ -153,6 +159,7 @@ export class VmdkImage implements Image {
   }
 
   extent(offset: number, length: number): Extent {
+    if (this.sizeFailure) throw sizeFailureError(this.sizeFailure);
     const placed = this.find(offset);
     const rel = offset - placed.start;
     const max = Math.min(length, placed.end - offset);
