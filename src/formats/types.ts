@@ -110,6 +110,11 @@ export interface Image {
    * formats/sector-count.ts): each command words that itself; extent() and read() throw.
    */
   readonly sizeFailure?: SizeQueryFailure;
+  /**
+   * qemu's driver takes a block-status length as a C int count of sectors (parallels): a request
+   * for 2^31 sectors or more truncates, which compare's whole-rest requests meet on disks of 1 TiB.
+   */
+  readonly blockStatusIntSectors?: boolean;
 }
 
 /** How qemu's size queries of an opened image fail. */

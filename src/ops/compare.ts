@@ -101,6 +101,29 @@ function extentAt(view: StatusView, image: 0 | 1, offset: number, end: number): 
   return { ...e, offset, length: Math.min(e.length, end - offset) };
 }
 
+/**
+ * Whether qemu's first block-status request for this image (the whole disk, in sectors) turns
+ * negative in the driver's C int (Image.blockStatusIntSectors): a disk of 2^31 to 2^32 - 1
+ * sectors, modulo 2^32. The negative count comes back as a negative length, and compare's read of
+ * that length fails with EIO. (A count that truncates to a positive one ends, step by step, at a
+ * zero one, where qemu aborts on an assertion: nothing to match there.)
+ */
+function truncatesNegative(image: Image, size: number): boolean {
+  return !!image.blockStatusIntSectors && BigInt.asIntN(32, BigInt(Math.floor(size / SECTOR))) < 0n;
+}
+
+/**
+ * compare's first step on such a disk: qemu reads the chunk of negative length from image 1 when
+ * both are allocated, else from the allocated one ("Error while reading offset 0", status 4). Two
+ * unallocated images step backwards instead, and qemu aborts: the walk goes on.
+ */
+function negativeFirstStep(statusA: number, statusB: number): CompareFailure | undefined {
+  if (statusA & ZERO && statusB & ZERO) return undefined;
+  const allocatedA = (statusA & ALLOCATED) !== 0;
+  if (!allocatedA && (statusB & ALLOCATED) === 0) return undefined;
+  return { image: allocatedA ? 0 : 1, status: 4, offset: 0, reason: strerror('EIO') };
+}
+
 /** Offset (from the chunk's start) of the first 512-byte sector that differs, as qemu counts. */
 function firstDifferentSector(a: Buffer, b: Buffer): number {
   for (let at = 0; at < a.length; at += SECTOR) {
@@ -226,6 +249,8 @@ function compareImages(a: Image, b: Image, [viewA, viewB]: StatusView[], compres
       say(`Strict mode: Offset ${offset} block status mismatch!\n`);
       return 1;
     }
+    const negative = offset === 0 && (truncatesNegative(a, sizeA) || truncatesNegative(b, sizeB)) ? negativeFirstStep(statusA, statusB) : undefined;
+    if (negative) throw new WalkFailure(negative, undefined);
     if (statusA & ZERO && statusB & ZERO) {
       if (stride) chunk = Math.max(chunk, Math.min(skippableRunEnd(a, offset, common, readsAsZero, aheadError), skippableRunEnd(b, offset, common, readsAsZero, aheadError)) - offset);
     } else {
@@ -247,6 +272,10 @@ function compareImages(a: Image, b: Image, [viewA, viewB]: StatusView[], compres
     const zeros = Buffer.alloc(bufA.length);
     while (offset < base) {
       const ext = extentAt(overView, overIndex, offset, base);
+      // A 0-byte image leaves the first step to the tail: the same negative length as above.
+      if (offset === 0 && ext.kind === 'data' && truncatesNegative(over.image, base)) {
+        throw new WalkFailure({ image: overIndex, status: 4, offset: 0, reason: strerror('EIO') }, undefined);
+      }
       let chunk = ext.length;
       if (ext.kind !== 'data' && stride) chunk = Math.max(chunk, skippableRunEnd(over.image, offset, base, (e) => e.kind !== 'data', aheadError) - offset);
       if (ext.kind === 'data') {

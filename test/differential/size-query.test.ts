@@ -3,6 +3,8 @@
 // open succeeds, and every size query fails afterwards (EFBIG, or for a negative count that count
 // negated and narrowed to a C int, which strerror words "Unknown error -8192" or even "Success").
 // Each command words that failure itself; instar must print the same for both qemu versions.
+// Also here: dmg-like sums in vmdk descriptors, and compare on parallels disks of 1 TiB and more,
+// where qemu's block status truncates its length to a C int of sectors.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -50,6 +52,16 @@ before(() => {
   images.io('-f', 'parallels', '-c', 'write -P 0x5a 0 64k', 'good.hds');
   images.img('create', '-q', '-f', 'parallels', 'other.hds', '1M');
   for (const [name, sectors] of [...FAILING, ...REFUSED]) withSectors(`${name}.hds`, sectors);
+  // Disks of 2^31 sectors and more (1 TiB): qemu's parallels block status truncates its length.
+  withSectors('tib-data.hds', 2n ** 31n);
+  withSectors('tib-odd-data.hds', 2n ** 32n - 2n ** 24n - 1n);
+  withSectors('tib-below.hds', 2n ** 31n - 1n);
+  writeFileSync(images.path('tib-empty.hds'), (() => {
+    const b = readFileSync(images.path('other.hds'));
+    b.writeBigUInt64LE(2n ** 31n, 36);
+    return b;
+  })());
+  images.sparse('empty.raw', 0);
   // vmdk sums its extents' sector counts: flat extents of 2^55 + 8 sectors (EFBIG), one starting
   // past the end of its file (qemu's check still looks at it), and a sum that wraps negative.
   images.sparse('flat.raw', 1024 * 1024);
@@ -97,6 +109,21 @@ describe('vmdk extents summing past int64 bytes', () => {
       test(args.join(' '), async () => await assertSameOutput(images.dir, args));
     }
   }
+});
+
+describe('compare on disks of 2^31 sectors and more (the block-status length as a C int)', () => {
+  const P = ['-f', 'parallels', '-F', 'parallels'];
+  const cases = [
+    ['compare', ...P, 'tib-data.hds', 'tib-data.hds'],
+    ['compare', '-s', ...P, 'tib-data.hds', 'tib-data.hds'],
+    ['compare', '-p', ...P, 'tib-odd-data.hds', 'tib-odd-data.hds'],
+    ['compare', ...P, 'tib-data.hds', 'good.hds'],
+    ['compare', ...P, 'tib-empty.hds', 'tib-data.hds'],
+    ['compare', ...P, 'tib-data.hds', 'tib-empty.hds'],
+    ['compare', '-f', 'raw', '-F', 'parallels', 'empty.raw', 'tib-data.hds'],
+    ['compare', ...P, 'tib-below.hds', 'tib-below.hds'],
+  ];
+  for (const args of cases) test(args.join(' '), async () => await assertSameOutput(images.dir, args));
 });
 
 describe('names as given', () => {

@@ -47,6 +47,8 @@ export class ParallelsImage implements Image {
   readonly format = 'parallels';
   readonly virtualSize: number;
   readonly sizeFailure?: SizeQueryFailure;
+  /** qemu's parallels block_status takes its length as an int of sectors. */
+  readonly blockStatusIntSectors = true;
   private readonly clusterSize: number;
 
   constructor(
