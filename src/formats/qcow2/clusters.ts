@@ -1,10 +1,10 @@
 // Guest offset → host offset through the L1 and L2 tables, with standard (8-byte) and extended
 // (16-byte, 32 subclusters) L2 entries, and compressed clusters.
 import { ImageError, type BlockDevice, type Extent } from '../types.ts';
-import { IoError, readAt, requestOk } from '../bytes.ts';
+import { readAt } from '../bytes.ts';
 import { inflateZlib, inflateZstd } from './decompress.ts';
 import { INCOMPAT, type Qcow2Header } from './header.ts';
-import { entryBigInt, hostLowBits, hostOffsetOf, unitTypeOf, type UnitType } from './l2-entry.ts';
+import { compressedSpan, entryBigInt, hostLowBits, hostOffsetOf, unitTypeOf, type UnitType } from './l2-entry.ts';
 
 const OFFSET_MASK = 0x00fffffffffffe00n;
 
@@ -38,8 +38,14 @@ export interface UnitMapping {
   kind: UnitKind;
   /** Host offset of the unit's first byte, for units that keep an allocation. */
   hostOffset?: number;
-  /** The L2 entry, for 'compressed'. */
-  l2Entry?: bigint;
+  /** The L2 entry, for 'compressed': its descriptor says where the compressed bytes are. */
+  compressed?: EntryHalves;
+}
+
+/** A 64-bit L2 entry as its high and low 32-bit halves. */
+export interface EntryHalves {
+  hi: number;
+  lo: number;
 }
 
 /** Where one guest cluster's L2 entry is, and what it holds (the entry as two 32-bit halves). */
@@ -49,6 +55,12 @@ interface Slot {
   hi: number;
   lo: number;
 }
+
+/** The entry's place, as qemu's corruption messages name it. */
+const where = (slot: Slot): string => `(L2 offset: ${hexAlt(slot.l2Offset)}, L2 index: ${hexAlt(slot.l2Index)})`;
+
+/** The entry's host offset field, exact (for messages and the data-file rule). */
+const exactHost = (slot: Slot): bigint => entryBigInt(slot.hi, slot.lo) & OFFSET_MASK;
 
 /** One unit: its type, which subcluster of its cluster it is, and its L2 entry where it has one. */
 interface Unit {
@@ -73,7 +85,9 @@ export class ClusterMap {
   /** The last L1 entry resolved: runs walk one table for thousands of units. */
   private lastL1Index = -1;
   private lastRef: TableRef = NO_TABLE;
-  private lastCompressed?: { entry: bigint; data: Uint8Array };
+  private lastCompressed?: { hi: number; lo: number; data: Uint8Array };
+  /** One buffer for compressed input, reused: a cluster's input is at most two clusters (compressedSpan). */
+  private inputScratch?: Buffer;
   private corruptionSignaled = false;
 
   constructor(private dev: BlockDevice, private h: Qcow2Header) {
@@ -149,24 +163,22 @@ export class ClusterMap {
     if (typeof u === 'string') return u;
     const { type, slot, sub } = u;
     if (!slot) return { kind: 'unallocated' };
-    const where = () => `(L2 offset: ${hexAlt(slot.l2Offset)}, L2 index: ${hexAlt(slot.l2Index)})`;
-    if (this.h.version < 3 && (type === 'zero-plain' || type === 'zero-alloc')) return `Zero cluster entry found in pre-v3 image ${where()}`;
+    if (this.h.version < 3 && (type === 'zero-plain' || type === 'zero-alloc')) return `Zero cluster entry found in pre-v3 image ${where(slot)}`;
     // qemu's format string joins "found " and " (L2 offset", hence two spaces.
-    if (type === 'invalid') return `Invalid cluster entry found  ${where()}`;
-    const entry = () => entryBigInt(slot.hi, slot.lo);
+    if (type === 'invalid') return `Invalid cluster entry found  ${where(slot)}`;
     if (type === 'compressed') {
-      if (this.dataFile) return `Compressed cluster entry found in image with external data file ${where()}`;
-      return { kind: 'compressed', l2Entry: entry() };
+      if (this.dataFile) return `Compressed cluster entry found in image with external data file ${where(slot)}`;
+      return { kind: 'compressed', compressed: { hi: slot.hi, lo: slot.lo } };
     }
     if (type === 'zero-plain' || type === 'unallocated-plain') return { kind: KIND[type] };
     const cs = this.h.clusterSize;
     // The cluster size divides 2^32: the low half of the offset decides its alignment.
-    if (hostLowBits(slot.lo) % cs !== 0) return `Cluster allocation offset ${hexAlt(entry() & OFFSET_MASK)} unaligned ${where()}`;
+    if (hostLowBits(slot.lo) % cs !== 0) return `Cluster allocation offset ${hexAlt(exactHost(slot))} unaligned ${where(slot)}`;
     // An external data file maps each guest cluster to the same offset in it (qemu's own wording,
     // unbalanced parenthesis included).
     const guestCluster = guest - (guest % cs);
-    if (this.dataFile && (entry() & OFFSET_MASK) !== BigInt(guestCluster)) {
-      return `External data file host cluster offset ${hexAlt(entry() & OFFSET_MASK)} does not match guest cluster offset: ${hexAlt(guestCluster)}, L2 index: ${hexAlt(slot.l2Index)})`;
+    if (this.dataFile && exactHost(slot) !== BigInt(guestCluster)) {
+      return `External data file host cluster offset ${hexAlt(exactHost(slot))} does not match guest cluster offset: ${hexAlt(guestCluster)}, L2 index: ${hexAlt(slot.l2Index)})`;
     }
     return { kind: KIND[type], hostOffset: hostOffsetOf(slot.hi, slot.lo) + sub * this.unitSize };
   }
@@ -251,49 +263,36 @@ export class ClusterMap {
   }
 
   /**
-   * Copies bytes [at, at + dest.length) of the compressed cluster `l2Entry` into `dest`. A whole
+   * Copies bytes [at, at + dest.length) of the compressed cluster `entry` into `dest`. A whole
    * cluster is decoded straight into `dest` where the decoder can (zstd); a part is decoded once
    * and kept, for the reads of the rest of that cluster.
    */
-  readCompressed(l2Entry: bigint, dest: Uint8Array, at: number): void {
+  readCompressed(entry: EntryHalves, dest: Uint8Array, at: number): void {
     const cached = this.lastCompressed;
-    if (cached?.entry === l2Entry) {
+    if (cached && cached.hi === entry.hi && cached.lo === entry.lo) {
       dest.set(cached.data.subarray(at, at + dest.length));
       return;
     }
     if (at === 0 && dest.length === this.h.clusterSize && this.h.compressionType !== 0) {
-      inflateZstd(this.compressedInput(l2Entry), this.h.clusterSize, dest);
+      inflateZstd(this.compressedInput(entry), this.h.clusterSize, dest);
       return;
     }
-    const data = this.inflate(l2Entry);
-    this.lastCompressed = { entry: l2Entry, data };
+    const input = this.compressedInput(entry);
+    const data = this.h.compressionType === 0 ? inflateZlib(input, this.h.clusterSize) : inflateZstd(input, this.h.clusterSize);
+    this.lastCompressed = { hi: entry.hi, lo: entry.lo, data };
     dest.set(data.subarray(at, at + dest.length));
   }
-
-  private inflate(l2Entry: bigint): Uint8Array {
-    const input = this.compressedInput(l2Entry);
-    return this.h.compressionType === 0 ? inflateZlib(input, this.h.clusterSize) : inflateZstd(input, this.h.clusterSize);
-  }
-
-  /** One buffer for compressed input, reused: a cluster's input is at most two clusters (see below). */
-  private inputScratch?: Buffer;
 
   /**
    * The compressed bytes an L2 entry points to, zeros past the end of the file (as readAt reads
    * them). Valid until the next call: the decoders copy what they keep.
    */
-  private compressedInput(l2Entry: bigint): Buffer {
-    const h = this.h;
-    const csizeShift = BigInt(62 - (h.clusterBits - 8));
-    const hostOffset = l2Entry & ((1n << csizeShift) - 1n);
-    const sectors = Number((l2Entry >> csizeShift) & ((1n << BigInt(h.clusterBits - 8)) - 1n)) + 1;
-    // At most 2^(cluster_bits-8) sectors: twice a cluster at most, so bounded.
-    const csize = sectors * 512 - Number(hostOffset % 512n);
-    if (!requestOk(hostOffset, BigInt(csize))) throw new IoError();
-    this.inputScratch ??= Buffer.allocUnsafe(2 * h.clusterSize);
-    const input = this.inputScratch.subarray(0, csize);
-    const n = hostOffset < BigInt(this.dev.size) ? this.dev.read(input, Number(hostOffset)) : 0;
-    input.fill(0, n);
+  private compressedInput(entry: EntryHalves): Buffer {
+    const { hostOffset, length } = compressedSpan(entry.hi, entry.lo, this.h.clusterBits);
+    this.inputScratch ??= Buffer.allocUnsafe(2 * this.h.clusterSize);
+    const input = this.inputScratch.subarray(0, length);
+    const n = hostOffset < this.dev.size ? this.dev.read(input, hostOffset) : 0;
+    if (n < length) input.fill(0, n);
     return input;
   }
 }

@@ -12,7 +12,9 @@ import { decodeFrame } from './zstd.ts';
 
 const eio = (): ImageError => new ImageError('Input/output error', 'EIO');
 
-const zlibOptions = (max: number) => ({ finishFlush: zlibConstants.Z_SYNC_FLUSH, maxOutputLength: max, chunkSize: Math.max(64, max) });
+// The output buffer is a little larger than the limit: a stream that fills exactly one cluster
+// then ends in one inflate call, without node allocating (and inflating into) a second buffer.
+const zlibOptions = (max: number) => ({ finishFlush: zlibConstants.Z_SYNC_FLUSH, maxOutputLength: max, chunkSize: max + 64 });
 
 export function inflateZlib(input: Uint8Array, clusterSize: number): Buffer {
   let out: Buffer;

@@ -143,7 +143,7 @@ export class Qcow2Image implements Image {
       const run = map.extent(pos, Math.min(buf.length - done, this.virtualSize - pos), this.virtualSize);
       const piece = buf.subarray(done, done + run.length);
       if (run.compressed) {
-        map.readCompressed(map.lookup(pos).l2Entry!, piece, pos % this.h.clusterSize);
+        map.readCompressed(map.lookup(pos).compressed!, piece, pos % this.h.clusterSize);
       } else if (run.kind === 'data' && this.crypto) {
         readDecrypted(this.crypto, this.dataDev ?? this.dev, piece, run.hostOffset!, pos);
       } else if (run.kind === 'data') {

@@ -63,3 +63,18 @@ export function unitTypeOf(hi: number, lo: number, zeroBits: number, allocBits: 
 export function hasHost(type: UnitType): boolean {
   return type === 'normal' || type === 'zero-alloc' || type === 'unallocated-alloc';
 }
+
+/**
+ * Where a compressed cluster's bytes are (docs/interop/qcow2.txt): the entry's low
+ * 62 - (cluster_bits - 8) bits are the host offset, the next cluster_bits - 8 bits the number of
+ * 512-byte sectors after the first; the bytes run from the offset to the end of the last sector.
+ * The offset has at most 61 bits (always within qemu's request limit); past 2^53 it is rounded,
+ * which cannot matter: it is past the end of any file either way.
+ */
+export function compressedSpan(hi: number, lo: number, clusterBits: number): { hostOffset: number; length: number } {
+  const offsetBitsInHi = 62 - (clusterBits - 8) - 32;
+  const hostOffset = (hi & (2 ** offsetBitsInHi - 1)) * TWO_32 + (lo >>> 0);
+  const sectors = ((hi >>> offsetBitsInHi) & (2 ** (clusterBits - 8) - 1)) + 1;
+  // At most 2^(cluster_bits-8) sectors: twice a cluster at most, so bounded.
+  return { hostOffset, length: sectors * 512 - (lo & 511) };
+}

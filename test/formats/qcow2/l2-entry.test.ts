@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rng } from '../../fuzz/prng.ts';
-import { entryBigInt, hostLowBits, hostOffsetOf, unitTypeOf, type UnitType } from '../../../src/formats/qcow2/l2-entry.ts';
+import { compressedSpan, entryBigInt, hostLowBits, hostOffsetOf, unitTypeOf, type UnitType } from '../../../src/formats/qcow2/l2-entry.ts';
 
 const OFFSET_MASK = 0x00fffffffffffe00n;
 
@@ -55,4 +55,22 @@ test('host offsets past 2^53 round as Number(bigint) does, and stay past the end
   assert.equal(hostOffsetOf(hi, lo), Number(exact));
   assert.ok(hostOffsetOf(hi, lo) >= 2 ** 53);
   assert.equal(hostOffsetOf(0x00ffffff, 0xfffffe00), Number(OFFSET_MASK));
+});
+
+test('a compressed descriptor gives the 64-bit reading\'s offset and length, for every cluster size', () => {
+  const rng = new Rng(7);
+  for (let i = 0; i < 20000; i++) {
+    const [hi, lo] = [half(rng), half(rng)];
+    const clusterBits = 9 + (rng.next() % 13);
+    const entry = (BigInt(hi) << 32n) | BigInt(lo);
+    // qemu's qcow2_parse_compressed_l2_entry, in 64 bits.
+    const shift = BigInt(62 - (clusterBits - 8));
+    const offset = entry & ((1n << shift) - 1n);
+    const sectors = Number((entry >> shift) & ((1n << BigInt(clusterBits - 8)) - 1n)) + 1;
+    const span = compressedSpan(hi, lo, clusterBits);
+    const what = `case ${i}: entry ${entry.toString(16)} cluster_bits ${clusterBits}`;
+    assert.equal(span.hostOffset, Number(offset), what);
+    assert.equal(span.length, sectors * 512 - Number(offset % 512n), what);
+    assert.ok(span.length > 0 && span.length <= 2 * 2 ** clusterBits, what);
+  }
 });
