@@ -86,11 +86,11 @@ function opsApart() {
   return {
     name: 'ops-apart',
     setup(b) {
-      b.onResolve({ filter: /ops\/registry\.ts$/ }, (args) => (args.importer.endsWith('run.ts') ? { path: './ops.cjs', external: true } : undefined));
+      b.onResolve({ filter: /ops\/in-process\.ts$/ }, (args) => (args.importer.endsWith('run.ts') ? { path: './ops.cjs', external: true } : undefined));
     },
   };
 }
-const inProcessOps = { ...common, format: 'cjs', entryPoints: ['src/ops/registry.ts'], outfile: 'dist/ops.cjs', alias: cli.alias, define: cli.define, banner: { js: "const __instarModuleUrl = require('node:url').pathToFileURL(__filename).href;" } };
+const inProcessOps = { ...common, format: 'cjs', entryPoints: ['src/ops/in-process.ts'], outfile: 'dist/ops.cjs', alias: cli.alias, define: cli.define, banner: { js: "const __instarModuleUrl = require('node:url').pathToFileURL(__filename).href;" } };
 
 mkdirSync('dist/types', { recursive: true });
 writeFileSync('dist/package.json', '{ "type": "commonjs" }\n');

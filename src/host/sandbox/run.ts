@@ -1,7 +1,4 @@
-import { FdDevice } from '../../io/fd-device.ts';
-import { describeError, errorWarnings, WarningList } from '../../guest/describe-error.ts';
 import { cleanGuestError, cleanGuestWarnings } from './guest-messages.ts';
-import { checkedDataRuns } from '../../guest/data-runs.ts';
 import type { DeviceRole, DeviceSpec, GuestMessage, GuestWarning, MapEntry } from '../../protocol/messages.ts';
 import type { SandboxLimits } from './limits.ts';
 import type { LayerName } from './probe.ts';
@@ -63,23 +60,16 @@ export async function runOp(op: string, options: Record<string, unknown>, device
 
 async function runInProcess(op: string, options: Record<string, unknown>, devices: HostDevice[], run: RunOptions): Promise<unknown> {
   // Loaded only here: a sandboxed run never needs the op code in the host process.
-  const { ops } = await import('../../ops/registry.ts');
-  const handler = Object.prototype.hasOwnProperty.call(ops, op) ? ops[op] : undefined;
-  if (!handler) throw new OpError(`unknown op '${op}'`);
+  const { runOpInProcess } = await import('../../ops/in-process.ts');
   const emit = (msg: GuestMessage) => {
     if (msg.type === 'progress') run.onProgress?.(msg.done, msg.total);
     else if (msg.type === 'need-files') run.onNeedFiles?.(msg.files);
     else if (msg.type === 'map-entries') run.onMapEntries?.(msg.entries);
   };
-  const warnings = new WarningList();
-  try {
-    const wrapped = devices.map((d, i) => ({ spec: { fd: i, role: d.role, writable: d.writable, name: d.name, referrer: d.referrer }, dev: new FdDevice(d.fd, d.writable, checkedDataRuns(d.dataRuns)) }));
-    const value = await handler(options, { devices: wrapped, emit, warn: (w) => warnings.add(w) });
-    run.onWarnings?.(cleanGuestWarnings(warnings.list));
-    return value;
-  } catch (e) {
-    // The same wording and cleaning as from the sandboxed guest, never a stack trace.
-    for (const w of errorWarnings(e)) warnings.add(w);
-    throw new OpError(cleanGuestError(describeError(e)), cleanGuestWarnings(warnings.list));
-  }
+  const outcome = await runOpInProcess(op, options, devices, emit);
+  if (outcome.kind === 'unknown-op') throw new OpError(`unknown op '${op}'`);
+  // The same cleaning as for the sandboxed guest's messages, never a stack trace.
+  if (outcome.kind === 'failed') throw new OpError(cleanGuestError(outcome.message), cleanGuestWarnings(outcome.warnings));
+  run.onWarnings?.(cleanGuestWarnings(outcome.warnings));
+  return outcome.value;
 }

@@ -1,0 +1,38 @@
+// An op run in the caller's own process (--sandbox=none, the library's trusted mode): the devices
+// over the host's fds, the op, and a failure described exactly as the sandboxed guest describes
+// it. The CLI bundles this file apart (dist/ops.cjs, scripts/build.mjs) with everything it uses,
+// so the error classes it tests against are the ones the ops throw, never a second copy.
+import { FdDevice } from '../io/fd-device.ts';
+import { describeError, errorWarnings, WarningList } from '../guest/describe-error.ts';
+import { checkedDataRuns } from '../guest/data-runs.ts';
+import type { DeviceSpec, GuestMessage, GuestWarning } from '../protocol/messages.ts';
+import { ops } from './registry.ts';
+
+export interface InProcessDevice {
+  fd: number;
+  role: DeviceSpec['role'];
+  writable: boolean;
+  name?: string;
+  referrer?: number;
+  dataRuns?: [number, number][];
+}
+
+/** The op's value and warnings, its failure in the guest's words, or an op that does not exist. */
+export type InProcessOutcome =
+  | { kind: 'done'; value: unknown; warnings: GuestWarning[] }
+  | { kind: 'failed'; message: string; warnings: GuestWarning[] }
+  | { kind: 'unknown-op' };
+
+export async function runOpInProcess(op: string, options: Record<string, unknown>, devices: InProcessDevice[], emit: (msg: GuestMessage) => void): Promise<InProcessOutcome> {
+  const handler = Object.prototype.hasOwnProperty.call(ops, op) ? ops[op] : undefined;
+  if (!handler) return { kind: 'unknown-op' };
+  const warnings = new WarningList();
+  try {
+    const wrapped = devices.map((d, i) => ({ spec: { fd: i, role: d.role, writable: d.writable, name: d.name, referrer: d.referrer }, dev: new FdDevice(d.fd, d.writable, checkedDataRuns(d.dataRuns)) }));
+    const value = await handler(options, { devices: wrapped, emit, warn: (w) => warnings.add(w) });
+    return { kind: 'done', value, warnings: warnings.list };
+  } catch (e) {
+    for (const w of errorWarnings(e)) warnings.add(w);
+    return { kind: 'failed', message: describeError(e), warnings: warnings.list };
+  }
+}
