@@ -94,6 +94,12 @@ export interface Image {
   read(buf: Uint8Array, offset: number): void;
   /** The allocation status at `offset`, covering at most `length` bytes. */
   extent(offset: number, length: number): Extent;
+  /**
+   * How many bytes from `offset` (at most `length`) read() would certainly fill with zeros without
+   * the file's bytes: blocks with no data, or a hole in the file by the host's data runs. 0 when
+   * unknown. extent() may still call them data (qemu reads them); a copy only skips reading them.
+   */
+  zeroRun?(offset: number, length: number): number;
   /** Formats with backing files: the opened backing image (the host resolved and opened it). */
   attachBacking?(backing: Image): void;
   /**

@@ -45,6 +45,20 @@ export function knownFileRun(dev: BlockDevice, pos: number, max: number): { leng
   return undefined;
 }
 
+/**
+ * How many bytes from `pos` (at most `max`) are certainly a hole or past the end of the file, so
+ * read as zeros: only what the host's answer or st_blocks tell, never the zero-block guess.
+ */
+export function certainHoleLength(dev: BlockDevice, pos: number, max: number): number {
+  let done = 0;
+  while (done < max) {
+    const run = knownFileRun(dev, pos + done, max - done);
+    if (!run?.hole || !(run.length > 0)) break;
+    done += run.length;
+  }
+  return done;
+}
+
 /** A run from `pos` that is all data or all hole, at most `max` bytes. */
 export function fileRun(dev: BlockDevice, pos: number, max: number): { length: number; hole: boolean } {
   const known = knownFileRun(dev, pos, max);

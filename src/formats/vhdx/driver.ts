@@ -1,6 +1,7 @@
 // qemu's "vhdx" format: Hyper-V VHDX images, dynamic and fixed (qemu opens no differencing VHDX).
 // Reads follow the BAT block by block; qemu has no block-status for VHDX, so every extent is data.
 import { ImageError, type BlockDevice, type Driver, type Extent, type Image, type NodeInfo, type OpenContext } from '../types.ts';
+import { certainHoleLength } from '../raw/holes.ts';
 import { BDRV_MAX_LENGTH, errnoError, openingAs, readZeroFilled } from '../vpc/file-read.ts';
 import { Bat, BlockState } from './bat.ts';
 import { checkSignature, readCurrentHeader, readRegionTable, RegionList } from './headers.ts';
@@ -8,6 +9,8 @@ import { checkLog } from './log.ts';
 import { readMetadata, type VhdxMetadata } from './metadata.ts';
 
 const OFFSET_MASK = 0xffff_ffff_fff0_0000n;
+/** Block states read() answers with zeros, reading nothing. */
+const READS_AS_ZERO = new Set<number>([BlockState.NotPresent, BlockState.Undefined, BlockState.Zero, BlockState.Unmapped, BlockState.UnmappedV095]);
 
 export class VhdxImage implements Image {
   readonly format = 'vhdx';
@@ -62,6 +65,32 @@ export class VhdxImage implements Image {
       }
       done += n;
     }
+  }
+
+  /** Blocks without data, and present blocks over holes in the file (a copy need not read them). */
+  zeroRun(offset: number, length: number): number {
+    const blockSize = this.metadata.blockSize;
+    let done = 0;
+    while (done < length) {
+      const pos = offset + done;
+      const block = Math.floor(pos / blockSize);
+      const inBlock = pos - block * blockSize;
+      const n = Math.min(length - done, blockSize - inBlock);
+      const entry = this.bat.entry(this.entryIndex(block));
+      const state = Number(entry & 7n);
+      if (state === BlockState.FullyPresent) {
+        const fileOffset = Number(entry & OFFSET_MASK);
+        // As read(): the offset within the block is added only to a non-zero block offset.
+        const hole = certainHoleLength(this.dev, fileOffset === 0 ? 0 : fileOffset + inBlock, n);
+        done += hole;
+        if (hole < n) break;
+      } else if (READS_AS_ZERO.has(state)) {
+        done += n;
+      } else {
+        break; // read() fails on these: let it
+      }
+    }
+    return done;
   }
 
   extent(offset: number, length: number): Extent {

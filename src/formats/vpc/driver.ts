@@ -2,7 +2,7 @@
 // differencing. Like qemu, reads ignore the per-block sector bitmaps (an allocated block is read
 // whole) and a differencing disk is read as a dynamic one with no parent: qemu's vpc driver has
 // no backing file support, so its parent is reported (parentName, parentLocators) but not opened.
-import { fileRun } from '../raw/holes.ts';
+import { certainHoleLength, fileRun } from '../raw/holes.ts';
 import type { BlockDevice, Driver, Extent, Image, NodeInfo, OpenContext } from '../types.ts';
 import { openingAs, readZeroFilled } from './file-read.ts';
 import { readFooter, totalSectors, VHD_FIXED, type Footer } from './footer.ts';
@@ -66,6 +66,23 @@ export class VpcImage implements Image {
       else readZeroFilled(this.dev, part, host);
       done += n;
     }
+  }
+
+  /** Unallocated blocks, and blocks or a fixed disk's bytes over holes in the file (a copy need not read them). */
+  zeroRun(offset: number, length: number): number {
+    length = Math.min(length, this.virtualSize - offset);
+    if (this.fixedReads) return certainHoleLength(this.dev, offset, length);
+    const blockSize = this.dynamic!.header.blockSize;
+    let done = 0;
+    while (done < length) {
+      const pos = offset + done;
+      const n = Math.min(length - done, blockSize - (pos % blockSize));
+      const host = this.hostOffset(pos);
+      const zeros = host < 0 ? n : certainHoleLength(this.dev, host, n);
+      done += zeros;
+      if (zeros < n) break;
+    }
+    return done;
   }
 
   /** As qemu's vpc_co_block_status: one allocated block at a time, unallocated runs merged. */

@@ -159,10 +159,15 @@ export async function copyToRaw(plan: CopyPlan): Promise<number> {
           const n = counts(r) ? chunkLength(pos, end - pos, alignment) : end - pos;
           if (r.data) {
             for (let at = pos; at < pos + n; at += IO_BYTES) {
+              const length = Math.min(IO_BYTES, pos + n - at);
+              // Bytes the image knows read as zeros (qemu reads them, then finds them zero): not read here.
+              const zeros = Math.min(length, image.zeroRun?.(at, length) ?? 0);
+              if (zeros === length && skipZeros) continue;
               const buf = await writer.buffer();
-              const piece = buf.subarray(0, Math.min(IO_BYTES, pos + n - at));
+              const piece = buf.subarray(0, length);
+              piece.fill(0, 0, zeros);
               try {
-                readAt(image, piece, at, base + at, plan.onProgress ? undefined : alignment);
+                if (zeros < length) readAt(image, piece, at, base + at, plan.onProgress ? undefined : alignment, zeros);
               } catch (e) {
                 writer.submit(buf, [], 0);
                 throw e;
@@ -193,11 +198,12 @@ export async function copyToRaw(plan: CopyPlan): Promise<number> {
  * qemu's wording for a failed read: the byte offset in the source, then the reason. qemu reads
  * one block-status extent (in chunks of at most 2 MiB) at a time and names the chunk that failed;
  * when runs were merged here (`alignment` given), the failing chunk is found by reading again
- * the way qemu does.
+ * the way qemu does. Only the bytes from `from` on are read (those before it are known zeros); a
+ * failure is still named by the chunk, as qemu's whole-chunk read names it.
  */
-function readAt(image: Image, buf: Buffer, pos: number, diskPos: number, alignment?: number): void {
+function readAt(image: Image, buf: Buffer, pos: number, diskPos: number, alignment: number | undefined, from: number): void {
   try {
-    image.read(buf, pos);
+    image.read(buf.subarray(from), pos + from);
   } catch (e) {
     if (!(e instanceof ImageError)) throw e;
     const at = alignment === undefined ? pos : failingChunk(image, pos, pos + buf.length, alignment) ?? pos;

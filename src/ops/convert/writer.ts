@@ -2,12 +2,16 @@
 // by node's thread pool (async fs.write on the output's fd) while the loop reads, inflates and
 // zero-checks the next one. A write that blocks (dirty-page throttling, the inode lock another
 // guest holds) then no longer stalls the reading, as qemu's own parallel requests do not.
+// The writes themselves go one at a time, in order, as qemu-img's do: writes into one file take
+// its inode lock in turn anyway, and several at once only spin in the kernel waiting for it
+// (measured: a fifth of a sandboxed copy's CPU with four in flight per guest).
 import { write } from 'node:fs';
 import type { BlockDevice } from '../../formats/types.ts';
 
 export class OverlappedWriter {
   private free: Buffer[] = [];
-  private inFlight = 0;
+  /** Buffers submitted and not yet written; the first is being written. */
+  private readonly queue: { buf: Buffer; parts: [number, number][]; at: number }[] = [];
   private failure: { error: unknown } | undefined;
   private wake: (() => void) | undefined;
   private readonly fd: number | undefined;
@@ -33,23 +37,36 @@ export class OverlappedWriter {
       this.free.push(buf);
       return;
     }
-    let left = parts.length;
-    this.inFlight++;
-    const settle = (error: unknown) => {
-      if (error) this.failure ??= { error };
-      if (--left > 0) return;
-      this.inFlight--;
-      this.free.push(buf);
+    this.queue.push({ buf, parts, at });
+    if (this.queue.length === 1) this.next();
+  }
+
+  /** Writes the oldest queued buffer's parts one after another, then the next buffer's. */
+  private next(): void {
+    const job = this.queue[0];
+    const fd = this.fd!;
+    let i = 0;
+    const finish = () => {
+      this.queue.shift();
+      this.free.push(job.buf);
+      if (this.queue.length > 0) this.next();
       const wake = this.wake;
       this.wake = undefined;
       wake?.();
     };
-    for (const [s, e] of parts) writeAll(this.fd, buf, s, e, at + s, settle);
+    const step = (error: unknown) => {
+      if (error) this.failure ??= { error };
+      // After a failure nothing more is written (the op fails), but every buffer still returns.
+      if (this.failure || ++i >= job.parts.length) return finish();
+      writeAll(fd, job.buf, job.parts[i][0], job.parts[i][1], job.at + job.parts[i][0], step);
+    };
+    if (this.failure) return finish();
+    writeAll(fd, job.buf, job.parts[0][0], job.parts[0][1], job.at + job.parts[0][0], step);
   }
 
   /** Waits until every write is done (always, so that none lands after the caller returns); rethrows the first failure. */
   async drain(): Promise<void> {
-    while (this.inFlight > 0) await new Promise<void>((resolve) => (this.wake = resolve));
+    while (this.queue.length > 0) await new Promise<void>((resolve) => (this.wake = resolve));
     this.check();
   }
 
