@@ -264,8 +264,8 @@ export class ClusterMap {
 
   /**
    * Copies bytes [at, at + dest.length) of the compressed cluster `entry` into `dest`. A whole
-   * cluster is decoded straight into `dest` where the decoder can (zstd); a part is decoded once
-   * and kept, for the reads of the rest of that cluster.
+   * cluster is decoded straight into `dest`; a part is decoded once and kept, for the reads of
+   * the rest of that cluster.
    */
   readCompressed(entry: EntryHalves, dest: Uint8Array, at: number): void {
     const cached = this.lastCompressed;
@@ -273,8 +273,10 @@ export class ClusterMap {
       dest.set(cached.data.subarray(at, at + dest.length));
       return;
     }
-    if (at === 0 && dest.length === this.h.clusterSize && this.h.compressionType !== 0) {
-      inflateZstd(this.compressedInput(entry), this.h.clusterSize, dest);
+    if (at === 0 && dest.length === this.h.clusterSize) {
+      const input = this.compressedInput(entry);
+      if (this.h.compressionType === 0) inflateZlib(input, this.h.clusterSize, dest);
+      else inflateZstd(input, this.h.clusterSize, dest);
       return;
     }
     const input = this.compressedInput(entry);

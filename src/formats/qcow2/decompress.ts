@@ -9,6 +9,7 @@
 import { inflateRawSync, constants as zlibConstants } from 'node:zlib';
 import { ImageError } from '../types.ts';
 import { decodeFrame } from './zstd.ts';
+import { inflateOnce } from './zlib-once.ts';
 
 const eio = (): ImageError => new ImageError('Input/output error', 'EIO');
 
@@ -16,7 +17,22 @@ const eio = (): ImageError => new ImageError('Input/output error', 'EIO');
 // then ends in one inflate call, without node allocating (and inflating into) a second buffer.
 const zlibOptions = (max: number) => ({ finishFlush: zlibConstants.Z_SYNC_FLUSH, maxOutputLength: max, chunkSize: max + 64 });
 
-export function inflateZlib(input: Uint8Array, clusterSize: number): Buffer {
+/** Decodes one cluster into `out` (a new buffer when not given; a given one may be left half written on failure). */
+export function inflateZlib(input: Uint8Array, clusterSize: number, out: Uint8Array = Buffer.allocUnsafe(clusterSize)): Uint8Array {
+  const filled = inflateOnce(input, out.subarray(0, clusterSize));
+  if (filled === undefined) {
+    out.set(inflateZlibEmulated(input, clusterSize));
+    return out;
+  }
+  if (!filled) throw eio();
+  return out;
+}
+
+/**
+ * qemu's single inflate call emulated with node's public API (on a node without the handle
+ * zlib-once.ts uses): one cluster, or EIO.
+ */
+export function inflateZlibEmulated(input: Uint8Array, clusterSize: number): Buffer {
   let out: Buffer;
   try {
     // maxOutputLength stops a bomb at one cluster; a truncated stream decodes what it has.
