@@ -12,20 +12,28 @@ const FALLOC_FL_PUNCH_HOLE = 2;
 
 type Fallocate = (fd: number, mode: number, offset: number, length: number) => number;
 
+/** A file's identity, kept after its fd is closed. */
+export interface FileId {
+  dev: bigint;
+  ino: bigint;
+}
+
+export function fileId(fd: number): FileId {
+  const { dev, ino } = fstatSync(fd, { bigint: true });
+  return { dev, ino };
+}
+
 /**
  * Punches [0, length) of the regular file open at `target` (its size unchanged). False, with the
  * file untouched, where that cannot be done safely: not a regular file, the same file as one of
- * `inputs` (punching first would destroy what the copy reads), no koffi, or a file system
- * without hole punching. The caller then writes zeros as before.
+ * `inputs` (every file the copy reads: punching first would destroy what it reads), no koffi, or
+ * a file system without hole punching. The caller then writes zeros as before.
  */
-export function punchTarget(target: number, length: number, inputs: readonly number[]): boolean {
+export function punchTarget(target: number, length: number, inputs: readonly FileId[]): boolean {
   if (length <= 0) return true;
   const st = fstatSync(target, { bigint: true });
   if (!st.isFile()) return false;
-  for (const fd of inputs) {
-    const other = fstatSync(fd, { bigint: true });
-    if (other.dev === st.dev && other.ino === st.ino) return false;
-  }
+  if (inputs.some((f) => f.dev === st.dev && f.ino === st.ino)) return false;
   const fallocate = libcFunction<Fallocate>('int fallocate(int fd, int mode, int64_t offset, int64_t len)');
   if (!fallocate) return false;
   return fallocate(target, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, length) === 0;

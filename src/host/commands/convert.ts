@@ -16,6 +16,7 @@ import { allocateFirstBlock } from '../../ops/convert/first-block.ts';
 import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { isDriverName } from '../../formats/names.ts';
+import { fileId, punchTarget, type FileId } from '../punch-holes.ts';
 import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError, type InputFile } from '../open-files.ts';
 import { InputImageError, imageTarget, openTop, type Target } from '../input-image.ts';
@@ -106,11 +107,13 @@ function settings(cmd: ParsedCommand, ctx: CommandContext): Settings {
   return s;
 }
 
-/** The sources' virtual sizes, or qemu's message for the first one that cannot be opened. */
-async function openPhase(inputs: InputFile[], targets: Target[], options: ConvertOptions, ctx: CommandContext): Promise<number[]> {
+/** The sources' virtual sizes, or qemu's message for the first one that cannot be opened; `read` gets every file they read. */
+async function openPhase(inputs: InputFile[], targets: Target[], options: ConvertOptions, ctx: CommandContext, read: FileId[]): Promise<number[]> {
   let result: ConvertOpenResult;
+  read.push(...inputs.map((i) => fileId(i.fd)));
   try {
-    result = (await runWithReferencedFiles('convert', { ...options, phase: 'open' }, inputs, ctx)) as ConvertOpenResult;
+    const onOpened = (_file: unknown, fd: number) => void read.push(fileId(fd));
+    result = (await runWithReferencedFiles('convert', { ...options, phase: 'open' }, inputs, ctx, [], { onOpened })) as ConvertOpenResult;
   } catch (e) {
     if (e instanceof ReferencedFileError) throw referencedFailure(e, targets);
     if (e instanceof OpError) throw new ConvertError(`Could not open '${targets[0].errorName}': ${e.message}`);
@@ -197,7 +200,8 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
     if (fresh !== undefined) {
       if (await copyIntoFresh(inputs, targets, fresh, outPath, options, s, printer, ctx)) return;
     }
-    const sizes = await openPhase(inputs, targets, options, ctx);
+    const read: FileId[] = [];
+    const sizes = await openPhase(inputs, targets, options, ctx, read);
     checkTargetFormat(cmd, s);
     const total = sizes.reduce((a, b) => a + b, 0);
     // qemu parses -t after creating the target (which then stays), before opening it with -n.
@@ -208,6 +212,9 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
       closeSync(outFd);
       throw new ConvertError(`Invalid cache option: ${s.outputCache}`);
     }
+    // -n: qemu writes the zero runs as write-zeroes requests, holes in a regular file; the host
+    // punches the range once and the copy then skips zero runs as on a fresh target.
+    if (s.noCreate && !s.targetIsZero && s.sparse > 0 && punchTarget(outFd, total, read)) options.targetIsZero = true;
     await copyAndClose(outFd, outPath, s, !s.noCreate, async () => {
       try {
         await copyPhase(inputs, outFd, outPath, total, options, printer, ctx);
