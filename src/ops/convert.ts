@@ -34,14 +34,27 @@ export interface ConvertOptions {
   secrets?: Record<number, string>;
 }
 
-/** What the 'open' phase answers: sizes, or which source failed and how (worded by the host). */
-export type ConvertOpenResult = { sizes: number[] } | { failed: { source: number; message: string } } | { snapshotFailed: string };
+/**
+ * What the 'open' phase answers: sizes, or which source failed and how (worded by the host), or
+ * qemu's message for a source whose sector count is negative (printed as it is). With the sizes,
+ * `blockStatus` is qemu's message when a source's size query fails (its block status fails in
+ * qemu's pass over the disk, after the target is made): such a source's sector count passes
+ * INT64_MAX / 512, so -n's size check fails first.
+ */
+export type ConvertOpenResult =
+  | { sizes: number[]; blockStatus?: string }
+  | { failed: { source: number; message: string } }
+  | { snapshotFailed: string }
+  | { sizeFailed: string };
 
 /**
  * What 'open-copy' answers: an open failure as 'open' does, the errno code of a target that
  * cannot take the disk's size (qemu's "Could not create"), or the sizes and the counted bytes.
  */
 export type ConvertOpenCopyResult = Exclude<ConvertOpenResult, { sizes: number[] }> | { createFailed: string } | { sizes: number[]; counted: number };
+
+/** qemu's message when a block status fails in its pass over the disk, before anything is written. */
+export const blockStatusFailure = (offset: number, reason: string): string => `error while reading block status at offset ${offset}: ${reason}`;
 
 // Synchronous up to the copy (open errors, MissingFilesError, must throw at once for the
 // wrappers in registry.ts); the copy itself is a promise (its writes overlap its reads).
@@ -59,7 +72,11 @@ export const convertOp: Op = (options, ctx) => {
     }
     // qemu asks each source's sector count right after opening it; only a negative count fails.
     const failed = images[i].sizeFailure;
-    if (failed?.sectors) throw new ImageError(`Could not get size of ${opts.sources[i].fileName}: ${strerrorNumber(failed.errno)}`);
+    if (failed?.sectors) {
+      const message = `Could not get size of ${opts.sources[i].fileName}: ${strerrorNumber(failed.errno)}`;
+      if (opts.phase === 'copy') throw new ImageError(message);
+      return { sizeFailed: message } satisfies ConvertOpenResult;
+    }
   }
   let views = images;
   if (opts.snapshot !== undefined) {
@@ -70,7 +87,11 @@ export const convertOp: Op = (options, ctx) => {
       return { snapshotFailed: e.message } satisfies ConvertOpenResult;
     }
   }
-  if (opts.phase === 'open') return { sizes: views.map((v) => v.virtualSize) } satisfies ConvertOpenResult;
+  // A byte size past int64 (sector-count.ts): qemu creates the target with the wrapped size and
+  // then fails the block status of the source's first byte, before it copies anything.
+  const sizeFailure = views.find((v) => v.sizeFailure)?.sizeFailure;
+  const blockStatus = sizeFailure ? blockStatusFailure(0, strerrorNumber(sizeFailure.errno)) : undefined;
+  if (opts.phase === 'open') return { sizes: views.map((v) => v.virtualSize), ...(blockStatus ? { blockStatus } : {}) } satisfies ConvertOpenResult;
 
   const output = ctx.devices.find((d) => d.spec.role === 'output');
   if (!output) throw new ImageError('no output device');
@@ -94,10 +115,7 @@ export const convertOp: Op = (options, ctx) => {
       allocateFirstBlock(total, (buf, at) => output.dev.write?.(buf, at));
     }
   }
-  // A byte size past int64 (sector-count.ts): qemu created the target with the wrapped size and
-  // then fails the block status of the source's first byte, before it copies anything.
-  const sizeFailure = views.find((v) => v.sizeFailure)?.sizeFailure;
-  if (sizeFailure) throw new ImageError(`error while reading block status at offset 0: ${strerrorNumber(sizeFailure.errno)}`);
+  if (blockStatus) throw new ImageError(blockStatus);
   if (opts.phase === 'open-copy') {
     ({ range, runs } = balancedShare(views, worker, opts.workers ?? 1));
   }

@@ -8,7 +8,7 @@
 import { closeSync, constants, fstatSync, fsyncSync, ftruncateSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { ConvertError } from '../convert/errors.ts';
-import { checkOpenAnswer, openAndCopy, progressSum, referencedFailure, resizeFailed, TargetLeft, TargetReferenced } from '../convert/open-copy.ts';
+import { checkOpenAnswer, isBlockStatusFailure, openAndCopy, progressSum, referencedFailure, resetTarget, resizeFailed, TargetLeft, TargetReferenced } from '../convert/open-copy.ts';
 import { createFreshTarget, removeEarlyTarget } from '../convert/fresh-target.ts';
 import { CACHE_MODES } from '../convert/early-plan.ts';
 import { workerRange } from '../../ops/convert/split.ts';
@@ -107,8 +107,14 @@ function settings(cmd: ParsedCommand, ctx: CommandContext): Settings {
   return s;
 }
 
-/** The sources' virtual sizes, or qemu's message for the first one that cannot be opened; `read` gets every file they read. */
-async function openPhase(inputs: InputFile[], targets: Target[], options: ConvertOptions, ctx: CommandContext, read: FileId[]): Promise<number[]> {
+/** What the open phase found: the sources' virtual sizes, and qemu's message when their block status will fail. */
+interface Opened {
+  sizes: number[];
+  blockStatus?: string;
+}
+
+/** The sources as opened, or qemu's message for the first one that cannot be opened; `read` gets every file they read. */
+async function openPhase(inputs: InputFile[], targets: Target[], options: ConvertOptions, ctx: CommandContext, read: FileId[]): Promise<Opened> {
   let result: ConvertOpenResult;
   read.push(...inputs.map((i) => fileId(i.fd)));
   try {
@@ -125,11 +131,18 @@ async function openPhase(inputs: InputFile[], targets: Target[], options: Conver
   if (!Array.isArray(sizes) || sizes.length !== targets.length || !sizes.every((s) => Number.isSafeInteger(s) && s >= 0)) {
     throw new ConvertError('the guest gave a malformed answer');
   }
-  return sizes as number[];
+  const blockStatus = r.blockStatus;
+  if (blockStatus !== undefined && !(typeof blockStatus === 'string' && blockStatus.startsWith('error while reading block status at offset '))) {
+    throw new ConvertError('the guest gave a malformed answer');
+  }
+  return { sizes: sizes as number[], blockStatus };
 }
 
-/** Creates (or, with -n, opens) the target; qemu's wording for each failure. */
-function openTarget(path: string, total: number, s: Settings): number {
+/**
+ * Creates (or, with -n, opens) the target; qemu's wording for each failure. `unsized`: a source's
+ * sector count passes INT64_MAX / 512 (qemu's total, in sectors, is then larger than any file).
+ */
+function openTarget(path: string, total: number, unsized: boolean, s: Settings): number {
   if (s.noCreate) {
     let fd: number;
     try {
@@ -138,7 +151,7 @@ function openTarget(path: string, total: number, s: Settings): number {
       const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
       throw new ConvertError(`Could not open '${path}': Could not open '${path}': ${strerror(code)}`);
     }
-    if (fstatSync(fd).size < total) {
+    if (unsized || fstatSync(fd).size < total) {
       closeSync(fd);
       throw new ConvertError('output file is smaller than input file');
     }
@@ -165,10 +178,15 @@ async function copyPhase(inputs: InputFile[], outFd: number, outPath: string, to
   const ranges = Array.from({ length: cores }, (_, i) => workerRange(total, i, cores)).filter(([a, b], i) => i === 0 || a < b);
   const progress = progressSum(ranges.length, printer);
   const withOutput: InputFile[] = [...inputs, { fd: outFd, path: outPath, writable: true, role: 'output' }];
-  await Promise.all(ranges.map((range, i) => {
+  // Every guest is awaited (none may write after the host has closed or reset the target); the
+  // first failure in guest order is reported, a failed block status first (qemu meets it before
+  // anything else).
+  const outcomes = await Promise.allSettled(ranges.map((range, i) => {
     const run = { ...ctx.run, onProgress: progress[i] };
     return runWithReferencedFiles('convert', { ...options, phase: 'copy', range: ranges.length > 1 ? range : undefined }, withOutput, { ...ctx, run });
   }));
+  const failed = outcomes.filter((o): o is PromiseRejectedResult => o.status === 'rejected').map((o) => o.reason as unknown);
+  if (failed.length > 0) throw failed.find(isBlockStatusFailure) ?? failed[0];
 }
 
 async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settings, printer: ProgressPrinter | undefined): Promise<void> {
@@ -201,16 +219,17 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
       if (await copyIntoFresh(inputs, targets, fresh, outPath, options, s, printer, ctx)) return;
     }
     const read: FileId[] = [];
-    const sizes = await openPhase(inputs, targets, options, ctx, read);
+    const { sizes, blockStatus } = await openPhase(inputs, targets, options, ctx, read);
     checkTargetFormat(cmd, s);
     const total = sizes.reduce((a, b) => a + b, 0);
     // qemu parses -t after creating the target (which then stays), before opening it with -n.
     const badCache = !CACHE_MODES.has(s.outputCache);
     if (badCache && s.noCreate) throw new ConvertError(`Invalid cache option: ${s.outputCache}`);
-    const outFd = openTarget(outPath, total, s);
-    if (badCache) {
+    const outFd = openTarget(outPath, total, blockStatus !== undefined, s);
+    if (badCache || blockStatus !== undefined) {
       closeSync(outFd);
-      throw new ConvertError(`Invalid cache option: ${s.outputCache}`);
+      // A size qemu cannot tell fails its first block status, after it made the target (which stays).
+      throw new ConvertError(badCache ? `Invalid cache option: ${s.outputCache}` : blockStatus!);
     }
     // -n: qemu writes the zero runs as write-zeroes requests, holes in a regular file; the host
     // punches the range once and the copy then skips zero runs as on a fresh target.
@@ -219,10 +238,16 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
       try {
         await copyPhase(inputs, outFd, outPath, total, options, printer, ctx);
       } catch (e) {
+        // A failed block status (a backing file's, say): qemu wrote nothing, and its target stays.
+        // -n's target cannot be put back as it was (the copy may have written it): it stays as it is.
+        if (isBlockStatusFailure(e)) {
+          if (!s.noCreate) resetTarget(outFd, total);
+          throw new TargetLeft(e.message);
+        }
         if (e instanceof OpError || e instanceof ReferencedFileError) throw new ConvertError(e.message);
         throw e;
       }
-    });
+    }, (e) => e instanceof TargetLeft);
   } finally {
     for (const i of inputs) closeSync(i.fd);
   }

@@ -5,7 +5,7 @@
 // by copy guests, and the copy starts a launch earlier. Where qemu's order of checks needs the
 // sizes before the target exists (-n, an existing target, a bad -t or -O), the caller keeps the
 // two rounds.
-import { fstatSync, ftruncateSync } from 'node:fs';
+import { fstatSync, ftruncateSync, writeSync } from 'node:fs';
 import type { CommandContext } from '../commands/types.ts';
 import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError, type InputFile } from '../open-files.ts';
@@ -15,6 +15,7 @@ import type { ProgressPrinter } from '../../output/progress.ts';
 import type { ConvertOptions } from '../../ops/convert.ts';
 import { ConvertError } from './errors.ts';
 import { copyGuestCount } from './fresh-target.ts';
+import { allocateFirstBlock } from '../../ops/convert/first-block.ts';
 
 /** A failure after which the target stays, as qemu leaves it (created, but not sizeable). */
 export class TargetLeft extends ConvertError {}
@@ -22,6 +23,20 @@ export class TargetLeft extends ConvertError {}
 /** qemu's words when the new target cannot take the disk's size (raw_co_create's ftruncate). */
 export function resizeFailed(path: string, code: string): string {
   return `${path}: error while converting raw: Could not resize file: ${strerror(code)}`;
+}
+
+/** Whether a guest's failure is qemu's failed block status (ops/convert.ts blockStatusFailure). */
+export const isBlockStatusFailure = (e: unknown): e is OpError => e instanceof OpError && e.message.startsWith('error while reading block status at offset ');
+
+/**
+ * The target as qemu leaves it after a failed block status: qemu checks the whole disk's block
+ * status before it writes anything, so its new target is as created, `size` bytes of zeros with
+ * only the first block allocated, whatever the copy here had written meanwhile.
+ */
+export function resetTarget(outFd: number, size: number): void {
+  ftruncateSync(outFd, 0);
+  ftruncateSync(outFd, size);
+  allocateFirstBlock(size, (buf, at) => void writeSync(outFd, buf, 0, buf.length, at));
 }
 
 /** The image names the new target itself (as a backing file, say): only the two rounds word that as qemu. */
@@ -39,9 +54,10 @@ export function progressSum(guests: number, printer: ProgressPrinter | undefined
   });
 }
 
-/** qemu's message for an open phase answer that names a failed source or snapshot. */
+/** qemu's message for an open phase answer that names a failed source or snapshot, or a size it cannot tell. */
 export function checkOpenAnswer(r: Record<string, unknown> | undefined, targets: Target[]): void {
   if (typeof r?.snapshotFailed === 'string') throw new ConvertError(r.snapshotFailed);
+  if (typeof r?.sizeFailed === 'string') throw new ConvertError(r.sizeFailed);
   const failed = r?.failed as { source?: unknown; message?: unknown } | undefined;
   if (failed && Number.isInteger(failed.source) && typeof failed.message === 'string' && targets[failed.source as number]) {
     throw new ConvertError(`Could not open '${targets[failed.source as number].errorName}': ${failed.message}`);
@@ -80,6 +96,14 @@ export async function openAndCopy(inputs: InputFile[], targets: Target[], outFd:
   let sizes: number[] | undefined;
   for (const o of outcomes) {
     if (o.status === 'rejected') {
+      // qemu's pass over the disk's block status precedes every read and write: the first guest
+      // (lowest range) that failed it has qemu's message, whatever the others met. Guest 0 sized
+      // the target before its copy (it answered no open failure: none of them did, then).
+      const blockStatus = outcomes.find((b) => b.status === 'rejected' && isBlockStatusFailure(b.reason)) as PromiseRejectedResult | undefined;
+      if (blockStatus) {
+        resetTarget(outFd, fstatSync(outFd).size);
+        throw new TargetLeft((blockStatus.reason as OpError).message);
+      }
       if (o.reason instanceof ReferencedFileError) throw referencedFailure(o.reason, targets);
       if (o.reason instanceof OpError) throw new ConvertError(o.reason.message);
       throw o.reason;
