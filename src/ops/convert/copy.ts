@@ -44,7 +44,14 @@ interface Run {
 function* runs(image: Image, from: number, to: number): Generator<Run> {
   let pos = from;
   while (pos < to) {
-    const e = image.extent(pos, Math.min(to - pos, MAX_EXTENT));
+    let e;
+    try {
+      e = image.extent(pos, Math.min(to - pos, MAX_EXTENT));
+    } catch (err) {
+      // qemu's wording, with the offset in the source (a backing file's failure included).
+      if (err instanceof ImageError) throw new ImageError(`error while reading block status at offset ${pos}: ${err.message}`, err.errno);
+      throw err;
+    }
     // A driver that reports nothing would loop forever: treat it as a broken image.
     if (!(e.length > 0)) throw new ImageError('Input/output error', 'EIO');
     const length = Math.min(e.length, to - pos);
