@@ -1,0 +1,136 @@
+// convert from images whose size qemu cannot tell (a parallels sector count whose byte size
+// wraps in 64 bits: the image opens, its size queries fail; see formats/sector-count.ts), into a
+// target that exists already (qemu's two rounds), with -n, and from a backing file that fails:
+// stdout, stderr, exit status and the file left behind (size, allocated blocks, bytes) compared
+// with both oracles, under the default sandbox and in-process. qemu checks the whole disk's block
+// status before it writes anything, so a target it made stays as made: zeros, first block allocated.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { qemu, tempDir } from './helpers.ts';
+import { runInstar, runQemu, VERSIONS, type RunResult } from '../helpers/oracles.ts';
+
+const { dir, cleanup } = tempDir();
+const at = (name: string) => join(dir, name);
+
+/** A copy of good.hds with another 64-bit sector count in its header (offset 36). */
+function withSectors(name: string, sectors: bigint): void {
+  const bytes = readFileSync(at('good.hds'));
+  bytes.writeBigUInt64LE(sectors, 36);
+  writeFileSync(at(name), bytes);
+}
+
+before(() => {
+  qemu(['create', '-q', '-f', 'parallels', at('good.hds'), '1M']);
+  qemu(['-f', 'parallels', '-c', 'write -P 0x5a 0 64k', at('good.hds')], '10.0', 'qemu-io');
+  // 2^55 + 8192 sectors: 2^64 + 4 MiB bytes, wraps to 4 MiB (EFBIG); 2^55: wraps to 0 bytes.
+  withSectors('efbig.hds', 2n ** 55n + 0x2000n);
+  withSectors('efbig-zero.hds', 2n ** 55n);
+  // Negative counts: bdrv_nb_sectors fails with the count negated and narrowed to a C int.
+  withSectors('negative.hds', 2n ** 63n + 0x2000n);
+  withSectors('negative-eperm.hds', 0x8000_0000_ffff_ffffn);
+  // qcow2 over a failing backing file: the failure is the backing file's block status, at the
+  // first offset the top image does not hold (0 here, 64 KiB in top-data.qcow2, which has data
+  // before and after it that qemu never writes).
+  qemu(['create', '-q', '-f', 'qcow2', '-u', '-b', 'efbig.hds', '-F', 'parallels', at('top.qcow2'), '4M']);
+  qemu(['-c', 'write -P 0x11 1M 64k', at('top.qcow2')], '10.0', 'qemu-io');
+  qemu(['create', '-q', '-f', 'qcow2', '-u', '-b', 'efbig.hds', '-F', 'parallels', at('top-data.qcow2'), '4M']);
+  qemu(['-c', 'write -P 0x11 0 64k', '-c', 'write -P 0x22 2M 64k', at('top-data.qcow2')], '10.0', 'qemu-io');
+});
+
+after(cleanup);
+
+/** What is at the target's name before the command. */
+type Before = 'none' | 'data' | 'sparse';
+
+function prepare(target: string, before: Before): void {
+  rmSync(target, { force: true });
+  if (before === 'data') writeFileSync(target, Buffer.alloc(8192, 0xa5));
+  if (before === 'sparse') {
+    // 8 MiB of hole: no block allocated.
+    const fd = openSync(target, 'w');
+    ftruncateSync(fd, 8 * 1024 * 1024);
+    closeSync(fd);
+  }
+}
+
+/** The file left at `path`: absent, or its size, allocated 512-byte blocks and a digest of its bytes. */
+function leftAt(path: string): string {
+  if (!existsSync(path)) return 'absent';
+  const st = statSync(path);
+  return `${st.size} bytes, ${st.blocks} blocks, ${createHash('sha256').update(readFileSync(path)).digest('hex').slice(0, 16)}`;
+}
+
+interface Case {
+  sources: string[];
+  /** Options before the sources (-f, -n, -p …). */
+  options: string[];
+  before: Before;
+}
+
+const SANDBOXES = [[], ['--sandbox=none']];
+
+/** Runs qemu-img (both versions) and instar (sandboxed and not) in directories of their own, each on its own target. */
+function assertSameConvert(c: Case): void {
+  for (const version of VERSIONS) {
+    const args = ['convert', ...c.options, ...c.sources.map((s) => `../${s}`), 't.raw'];
+    const label = `${version}: ${args.join(' ')} (target before: ${c.before})`;
+    const qdir = at(`q-${version}`);
+    mkdirSync(qdir, { recursive: true });
+    prepare(join(qdir, 't.raw'), c.before);
+    const expected = runQemu(version, args, { cwd: qdir, timeoutMs: 30_000 });
+    const expectedLeft = leftAt(join(qdir, 't.raw'));
+    for (const sandbox of SANDBOXES) {
+      const idir = at(`i-${version}`);
+      mkdirSync(idir, { recursive: true });
+      prepare(join(idir, 't.raw'), c.before);
+      const actual: RunResult = runInstar([...args, '--qemu-version', version, ...sandbox], { cwd: idir, timeoutMs: 30_000 });
+      const l = `${label} ${sandbox.join(' ')}`;
+      assert.equal(actual.stderr, expected.stderr, l);
+      assert.equal(actual.stdout, expected.stdout, l);
+      assert.equal(actual.status, expected.status, l);
+      assert.equal(leftAt(join(idir, 't.raw')), expectedLeft, `${l}: the target left`);
+    }
+  }
+}
+
+const P = ['-f', 'parallels', '-O', 'raw'];
+
+describe('a negative sector count', () => {
+  // qemu words it "Could not get size of X: …" on every path, never after "Could not open".
+  for (const before of ['none', 'data'] as const) {
+    test(`target ${before}`, () => assertSameConvert({ sources: ['negative-eperm.hds'], options: P, before }));
+  }
+  test('-n', () => assertSameConvert({ sources: ['negative.hds'], options: ['-n', ...P], before: 'data' }));
+  test('-n, after an overflowing source', () => assertSameConvert({ sources: ['efbig.hds', 'negative-eperm.hds'], options: ['-n', ...P], before: 'sparse' }));
+  test('target exists, after an overflowing source', () => assertSameConvert({ sources: ['efbig.hds', 'good.hds', 'negative.hds'], options: P, before: 'data' }));
+});
+
+describe('a sector count past int64 bytes', () => {
+  // -n compares the sector total, not its wrapped byte size: always smaller.
+  for (const before of ['data', 'sparse'] as const) {
+    for (const image of ['efbig.hds', 'efbig-zero.hds']) {
+      test(`-n, ${image}, target ${before}`, () => assertSameConvert({ sources: [image], options: ['-n', ...P], before }));
+    }
+  }
+  test('-n, second source', () => assertSameConvert({ sources: ['good.hds', 'efbig.hds'], options: ['-n', ...P], before: 'sparse' }));
+  // The target is made with the wrapped size, then the block status fails: the target stays.
+  for (const before of ['none', 'data'] as const) {
+    for (const image of ['efbig.hds', 'efbig-zero.hds']) {
+      test(`${image}, target ${before}`, () => assertSameConvert({ sources: [image], options: P, before }));
+    }
+    test(`-p, second source, target ${before}`, () => assertSameConvert({ sources: ['good.hds', 'efbig.hds'], options: ['-p', ...P], before }));
+  }
+});
+
+describe('a backing file whose block status fails', () => {
+  for (const before of ['none', 'data'] as const) {
+    for (const image of ['top.qcow2', 'top-data.qcow2']) {
+      test(`${image}, target ${before}`, () => assertSameConvert({ sources: [image], options: ['-O', 'raw'], before }));
+      test(`-p ${image}, target ${before}`, () => assertSameConvert({ sources: [image], options: ['-p', '-O', 'raw'], before }));
+    }
+  }
+  test('the second source', () => assertSameConvert({ sources: ['good.hds', 'top-data.qcow2'], options: ['-O', 'raw'], before: 'none' }));
+});
