@@ -7,7 +7,7 @@
 //    0) and copies its own part (split.ts: balanced by work). The host starts all of them at once.
 import { ImageError, type OpenContext } from '../formats/types.ts';
 import { MissingFilesError } from './open-tree.ts';
-import { openSource, snapshotViews, type ConvertSource, type SnapshotChoice } from './convert/sources.ts';
+import { firstBlockStatusFailure, openSource, snapshotViews, type ConvertSource, type SnapshotChoice } from './convert/sources.ts';
 import { copyToRaw } from './convert/copy.ts';
 import { balancedShare, type DiskRun } from './convert/split.ts';
 import { allocateFirstBlock } from './convert/first-block.ts';
@@ -24,6 +24,8 @@ export interface ConvertOptions {
   sparseSize?: number;
   /** The output reads as zeros already (created by the host, or -n --target-is-zero). */
   targetIsZero?: boolean;
+  /** 'open' (for -n): walk every source's block status, as qemu does before it writes anything. */
+  walkBlockStatus?: boolean;
   /** [start, end) of the concatenated disk this guest copies. */
   range?: [number, number];
   /** 'open-copy': which guest this is, of how many (each computes its own range). */
@@ -37,12 +39,12 @@ export interface ConvertOptions {
 /**
  * What the 'open' phase answers: sizes, or which source failed and how (worded by the host), or
  * qemu's message for a source whose sector count is negative (printed as it is). With the sizes,
- * `blockStatus` is qemu's message when a source's size query fails (its block status fails in
- * qemu's pass over the disk, after the target is made): such a source's sector count passes
- * INT64_MAX / 512, so -n's size check fails first.
+ * `blockStatus` is qemu's message when a block status will fail in qemu's pass over the disk,
+ * after the target is made or opened; `unsized` when that is because a source's size query fails:
+ * its sector count passes INT64_MAX / 512, so -n's size check fails first.
  */
 export type ConvertOpenResult =
-  | { sizes: number[]; blockStatus?: string }
+  | { sizes: number[]; blockStatus?: string; unsized?: boolean }
   | { failed: { source: number; message: string } }
   | { snapshotFailed: string }
   | { sizeFailed: string };
@@ -91,7 +93,13 @@ export const convertOp: Op = (options, ctx) => {
   // then fails the block status of the source's first byte, before it copies anything.
   const sizeFailure = views.find((v) => v.sizeFailure)?.sizeFailure;
   const blockStatus = sizeFailure ? blockStatusFailure(0, strerrorNumber(sizeFailure.errno)) : undefined;
-  if (opts.phase === 'open') return { sizes: views.map((v) => v.virtualSize), ...(blockStatus ? { blockStatus } : {}) } satisfies ConvertOpenResult;
+  if (opts.phase === 'open') {
+    const sizes = views.map((v) => v.virtualSize);
+    if (blockStatus) return { sizes, blockStatus, unsized: true } satisfies ConvertOpenResult;
+    const failed = opts.walkBlockStatus ? firstBlockStatusFailure(views) : undefined;
+    if (failed) return { sizes, blockStatus: blockStatusFailure(failed.offset, failed.reason) } satisfies ConvertOpenResult;
+    return { sizes } satisfies ConvertOpenResult;
+  }
 
   const output = ctx.devices.find((d) => d.spec.role === 'output');
   if (!output) throw new ImageError('no output device');

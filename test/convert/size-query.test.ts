@@ -43,11 +43,13 @@ before(() => {
 after(cleanup);
 
 /** What is at the target's name before the command. */
-type Before = 'none' | 'data' | 'sparse';
+type Before = 'none' | 'data' | 'sparse' | 'disk';
 
 function prepare(target: string, before: Before): void {
   rmSync(target, { force: true });
   if (before === 'data') writeFileSync(target, Buffer.alloc(8192, 0xa5));
+  // As big as the qcow2 disks, all data: what -n leaves of it shows what was written.
+  if (before === 'disk') writeFileSync(target, Buffer.alloc(4 * 1024 * 1024, 0xa5));
   if (before === 'sparse') {
     // 8 MiB of hole: no block allocated.
     const fd = openSync(target, 'w');
@@ -132,5 +134,11 @@ describe('a backing file whose block status fails', () => {
       test(`-p ${image}, target ${before}`, () => assertSameConvert({ sources: [image], options: ['-p', '-O', 'raw'], before }));
     }
   }
+  // -n: qemu leaves the target untouched (its pass over the block status comes before any write).
+  for (const image of ['top.qcow2', 'top-data.qcow2']) {
+    test(`-n ${image}`, () => assertSameConvert({ sources: [image], options: ['-n', '-O', 'raw'], before: 'disk' }));
+    test(`-n -S 0 ${image}`, () => assertSameConvert({ sources: [image], options: ['-n', '-S', '0', '-O', 'raw'], before: 'disk' }));
+  }
+  test('-n -p --target-is-zero', () => assertSameConvert({ sources: ['top-data.qcow2'], options: ['-n', '-p', '--target-is-zero', '-O', 'raw'], before: 'disk' }));
   test('the second source', () => assertSameConvert({ sources: ['good.hds', 'top-data.qcow2'], options: ['-O', 'raw'], before: 'none' }));
 });

@@ -111,6 +111,8 @@ function settings(cmd: ParsedCommand, ctx: CommandContext): Settings {
 interface Opened {
   sizes: number[];
   blockStatus?: string;
+  /** A source's sector count passes INT64_MAX / 512. */
+  unsized: boolean;
 }
 
 /** The sources as opened, or qemu's message for the first one that cannot be opened; `read` gets every file they read. */
@@ -135,7 +137,7 @@ async function openPhase(inputs: InputFile[], targets: Target[], options: Conver
   if (blockStatus !== undefined && !(typeof blockStatus === 'string' && blockStatus.startsWith('error while reading block status at offset '))) {
     throw new ConvertError('the guest gave a malformed answer');
   }
-  return { sizes: sizes as number[], blockStatus };
+  return { sizes: sizes as number[], blockStatus, unsized: blockStatus !== undefined && r.unsized === true };
 }
 
 /**
@@ -219,13 +221,15 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
       if (await copyIntoFresh(inputs, targets, fresh, outPath, options, s, printer, ctx)) return;
     }
     const read: FileId[] = [];
-    const { sizes, blockStatus } = await openPhase(inputs, targets, options, ctx, read);
+    // -n: qemu leaves the target untouched when a block status fails, and the host would punch it
+    // before the copy finds that: the open guest walks the block status first, as qemu does.
+    const { sizes, blockStatus, unsized } = await openPhase(inputs, targets, { ...options, walkBlockStatus: s.noCreate }, ctx, read);
     checkTargetFormat(cmd, s);
     const total = sizes.reduce((a, b) => a + b, 0);
     // qemu parses -t after creating the target (which then stays), before opening it with -n.
     const badCache = !CACHE_MODES.has(s.outputCache);
     if (badCache && s.noCreate) throw new ConvertError(`Invalid cache option: ${s.outputCache}`);
-    const outFd = openTarget(outPath, total, blockStatus !== undefined, s);
+    const outFd = openTarget(outPath, total, unsized, s);
     if (badCache || blockStatus !== undefined) {
       closeSync(outFd);
       // A size qemu cannot tell fails its first block status, after it made the target (which stays).

@@ -57,3 +57,29 @@ export function snapshotViews(images: Image[], choice: SnapshotChoice): Image[] 
     throw e;
   }
 }
+
+/** Longest extent asked for at once by the walk below (as the copy asks). */
+const MAX_EXTENT = 1024 * 1024 * 1024;
+
+/**
+ * qemu's pass over every source's block status, which precedes any write of the copy: where the
+ * first one fails, as [source, offset in it, reason]; undefined when none does. For -n, whose
+ * target qemu then leaves untouched (the copy here would have punched or written it first).
+ */
+export function firstBlockStatusFailure(views: Image[]): { source: number; offset: number; reason: string } | undefined {
+  for (let source = 0; source < views.length; source++) {
+    const image = views[source];
+    for (let pos = 0; pos < image.virtualSize; ) {
+      try {
+        const length = image.extent(pos, Math.min(image.virtualSize - pos, MAX_EXTENT)).length;
+        // No progress: the copy reports that broken image itself.
+        if (!(length > 0)) return undefined;
+        pos += length;
+      } catch (e) {
+        if (e instanceof ImageError) return { source, offset: pos, reason: e.message };
+        throw e;
+      }
+    }
+  }
+  return undefined;
+}
