@@ -34,6 +34,11 @@ before(() => {
   // qcow2 over a failing backing file: the failure is the backing file's block status, at the
   // first offset the top image does not hold (0 here, 64 KiB in top-data.qcow2, which has data
   // before and after it that qemu never writes).
+  // vmdk sums its extents' sector counts: past int64 bytes (EFBIG), and negative.
+  writeFileSync(at('flat.raw'), Buffer.alloc(0));
+  const descriptor = (extents: string[]) => ['# Disk DescriptorFile', 'version=1', 'CID=12345678', 'parentCID=ffffffff', 'createType="monolithicFlat"', '', ...extents, '', 'ddb.virtualHWVersion = "4"', ''].join('\n');
+  writeFileSync(at('vmdk-efbig.vmdk'), descriptor([`RW ${2n ** 55n + 8n} FLAT "flat.raw" 0`]));
+  writeFileSync(at('vmdk-negative.vmdk'), descriptor([`RW ${2n ** 63n - 1n} FLAT "flat.raw" 0`, `RW ${2n ** 63n - 1n} FLAT "flat.raw" 0`, 'RW 8194 FLAT "flat.raw" 0']));
   qemu(['create', '-q', '-f', 'qcow2', '-u', '-b', 'efbig.hds', '-F', 'parallels', at('top.qcow2'), '4M']);
   qemu(['-c', 'write -P 0x11 1M 64k', at('top.qcow2')], '10.0', 'qemu-io');
   qemu(['create', '-q', '-f', 'qcow2', '-u', '-b', 'efbig.hds', '-F', 'parallels', at('top-data.qcow2'), '4M']);
@@ -124,6 +129,13 @@ describe('a sector count past int64 bytes', () => {
       test(`${image}, target ${before}`, () => assertSameConvert({ sources: [image], options: P, before }));
     }
     test(`-p, second source, target ${before}`, () => assertSameConvert({ sources: ['good.hds', 'efbig.hds'], options: ['-p', ...P], before }));
+  }
+});
+
+describe('vmdk extents summing past int64 bytes', () => {
+  for (const image of ['vmdk-efbig.vmdk', 'vmdk-negative.vmdk']) {
+    for (const before of ['none', 'data'] as const) test(`${image}, target ${before}`, () => assertSameConvert({ sources: [image], options: ['-O', 'raw'], before }));
+    test(`-n ${image}`, () => assertSameConvert({ sources: [image], options: ['-n', '-O', 'raw'], before: 'data' }));
   }
 });
 
