@@ -8,22 +8,14 @@ import { checkedDataRuns } from '../guest/data-runs.ts';
 import type { DeviceSpec, GuestMessage, GuestWarning } from '../protocol/messages.ts';
 import { ops } from './registry.ts';
 
-export interface InProcessDevice {
-  fd: number;
-  role: DeviceSpec['role'];
-  writable: boolean;
-  name?: string;
-  referrer?: number;
-  dataRuns?: [number, number][];
-}
-
 /** The op's value and warnings, its failure in the guest's words, or an op that does not exist. */
 export type InProcessOutcome =
   | { kind: 'done'; value: unknown; warnings: GuestWarning[] }
   | { kind: 'failed'; message: string; warnings: GuestWarning[] }
   | { kind: 'unknown-op' };
 
-export async function runOpInProcess(op: string, options: Record<string, unknown>, devices: InProcessDevice[], emit: (msg: GuestMessage) => void): Promise<InProcessOutcome> {
+/** `devices` as the guest's table, but each `fd` is the caller's own. */
+export async function runOpInProcess(op: string, options: Record<string, unknown>, devices: readonly DeviceSpec[], emit: (msg: GuestMessage) => void): Promise<InProcessOutcome> {
   const handler = Object.prototype.hasOwnProperty.call(ops, op) ? ops[op] : undefined;
   if (!handler) return { kind: 'unknown-op' };
   const warnings = new WarningList();
