@@ -1,25 +1,12 @@
-/** glibc's strerror() texts for the errno codes instar reports (qemu-img prints these). */
-const TEXTS: Record<string, string> = {
-  EPERM: 'Operation not permitted',
-  ENOENT: 'No such file or directory',
-  EIO: 'Input/output error',
-  ENXIO: 'No such device or address',
-  ENOMEM: 'Cannot allocate memory',
-  EACCES: 'Permission denied',
-  ENOTDIR: 'Not a directory',
-  EISDIR: 'Is a directory',
-  EINVAL: 'Invalid argument',
-  ENFILE: 'Too many open files in system',
-  EMFILE: 'Too many open files',
-  EFBIG: 'File too large',
-  ENOSPC: 'No space left on device',
-  ENAMETOOLONG: 'File name too long',
-  ELOOP: 'Too many levels of symbolic links',
-  EOVERFLOW: 'Value too large for defined data type',
-  ENOTSUP: 'Operation not supported',
-};
+// glibc's strerror() text for an errno code name (qemu-img prints these), from the one table of
+// glibc's texts in strerror-number.ts.
+import { constants } from 'node:os';
+import { strerrorNumber } from './strerror-number.ts';
 
-/** The text for an errno code; the code itself when instar has no text for it. */
+/** The text for an errno code; the code itself when it is no errno name (e.g. Node's own codes). */
 export function strerror(code: string): string {
-  return TEXTS[code] ?? code;
+  // Read here, not at load: the guest bundle loads node:os only when first used.
+  const ERRNO = constants.errno as Readonly<Record<string, number>>;
+  const n = Object.prototype.hasOwnProperty.call(ERRNO, code) ? ERRNO[code] : undefined;
+  return n === undefined ? code : strerrorNumber(n);
 }
