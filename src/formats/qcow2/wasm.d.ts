@@ -1,5 +1,6 @@
-// esbuild's binary loader turns an imported .wasm file into its bytes (scripts/build.mjs).
+// The guest build turns an imported .wasm file into a string: its bytes, brotli-compressed, in
+// base64 (scripts/build.mjs, packedWasm).
 declare module '*.wasm' {
-  const bytes: Uint8Array<ArrayBuffer>;
-  export default bytes;
+  const packed: string;
+  export default packed;
 }

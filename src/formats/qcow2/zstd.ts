@@ -2,7 +2,7 @@
 // pinned: its export names are fixed by its build). The glue of that package starts the module
 // asynchronously and reads the .wasm file from disk; instead the module is instantiated here,
 // synchronously, the first time a zstd cluster is met (so starting a guest costs nothing), from
-// bytes embedded in the guest bundle (zstd-embed.ts) or, outside the sandbox, read from the
+// bytes embedded (packed) in the guest bundle (zstd-embed.ts) or, outside the sandbox, read from the
 // package beside this code.
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -17,19 +17,19 @@ interface ZstdExports {
   free(ptr: number): void;
 }
 
-let embedded: Uint8Array<ArrayBuffer> | undefined;
+let embedded: (() => Uint8Array<ArrayBuffer>) | undefined;
 let zstd: ZstdExports | undefined;
 let dctx = 0;
 /** One input and one output area in WASM memory, grown when a bigger cluster needs it. */
 let area = { ptr: 0, size: 0 };
 
-/** Called by the guest bundle's injected module with the embedded .wasm. */
-export function provideZstdWasm(bytes: Uint8Array<ArrayBuffer>): void {
-  embedded = bytes;
+/** Called by the guest bundle's injected module with a way to unpack the embedded .wasm. */
+export function provideZstdWasm(unpack: () => Uint8Array<ArrayBuffer>): void {
+  embedded = unpack;
 }
 
 function wasmBytes(): Uint8Array<ArrayBuffer> {
-  if (embedded) return embedded;
+  if (embedded) return embedded();
   const main = createRequire(import.meta.url).resolve('@bokuweb/zstd-wasm');
   return readFileSync(join(dirname(main), 'zstd.wasm'));
 }
