@@ -153,7 +153,9 @@ function openTarget(path: string, total: number, unsized: boolean, s: Settings):
       const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
       throw new ConvertError(`Could not open '${path}': Could not open '${path}': ${strerror(code)}`);
     }
-    if (unsized || fstatSync(fd).size < total) {
+    // qemu compares sector counts, its target's rounded up: a file a few bytes short of the
+    // disk's last sector still takes it (the copy's writes then extend it, its holes do not).
+    if (unsized || Math.ceil(fstatSync(fd).size / 512) * 512 < total) {
       closeSync(fd);
       throw new ConvertError('output file is smaller than input file');
     }

@@ -16,6 +16,7 @@ const WRITE_SLOTS = 4;
 const QEMU_CHUNK = 2 * MiB;
 /** Longest extent asked for at once (qemu's block-status request limit is about 2 GiB). */
 const MAX_EXTENT = 1024 * MiB;
+const SECTOR = 512;
 
 export interface CopyPlan {
   images: Image[];
@@ -41,7 +42,33 @@ interface Run {
   data: boolean;
 }
 
+/**
+ * qemu's convert counts in whole sectors: a block-status answer that ends inside a sector (a raw
+ * file's end, whose last sector the disk rounds up) is taken as far as that sector's end, so the
+ * bytes past the file's end are copied with the data before them (and extend a shorter -n target).
+ */
+const sectorEnd = (end: number): number => Math.ceil(end / SECTOR) * SECTOR;
+
+/**
+ * qemu's src_alignment: a source's cluster size (what `info` prints), at least a sector. qemu
+ * ends a block-status run that passes a cluster boundary at the last one it passes (a backing
+ * file's data ending inside an overlay's cluster is then two runs, two progress chunks).
+ */
+function sourceAlignment(image: Image): number {
+  let cluster: unknown;
+  try {
+    cluster = image.info()['cluster-size'];
+  } catch {
+    cluster = undefined;
+  }
+  return typeof cluster === 'number' && Number.isSafeInteger(cluster) && cluster > SECTOR ? sectorEnd(cluster) : SECTOR;
+}
+
+const alignments = new WeakMap<Image, number>();
+
 function* runs(image: Image, from: number, to: number): Generator<Run> {
+  let alignment = alignments.get(image);
+  if (alignment === undefined) alignments.set(image, (alignment = sourceAlignment(image)));
   let pos = from;
   while (pos < to) {
     let e;
@@ -54,7 +81,10 @@ function* runs(image: Image, from: number, to: number): Generator<Run> {
     }
     // A driver that reports nothing would loop forever: treat it as a broken image.
     if (!(e.length > 0)) throw new ImageError('Input/output error', 'EIO');
-    const length = Math.min(e.length, to - pos);
+    let end = sectorEnd(pos + e.length);
+    const tail = end % alignment;
+    if (end - pos > tail) end -= tail;
+    const length = Math.min(end - pos, to - pos);
     // qemu's convert takes BDRV_BLOCK_ZERO first: data that a hole makes read as zeros (DATA|ZERO)
     // is written as zeros without being read, and does not count as copied for progress.
     yield { pos, length, data: e.kind === 'data' && !e.zeroData };
@@ -82,21 +112,25 @@ function* merged(source: Generator<Run>): Generator<Run> {
 
 /** The part [from, to) of a source at disk offset `base`, from runs already walked, merged. */
 function* walked(all: readonly DiskRun[], base: number, from: number, to: number): Generator<Run> {
+  // As runs() takes them: each from where the previous ended, to its sector's end.
   const source = function* (): Generator<Run> {
+    let pos = from;
     for (const r of all) {
-      const start = Math.max(r.start - base, from);
-      const end = Math.min(r.start + r.length - base, to);
-      if (start < end) yield { pos: start, length: end - start, data: r.data };
+      const end = Math.min(sectorEnd(r.start + r.length - base), to);
+      if (end <= pos) continue;
+      yield { pos, length: end - pos, data: r.data };
+      pos = end;
     }
   };
   yield* merged(source());
 }
 
-/** qemu's chunking of one run for progress: ≤ 2 MiB, ends aligned to `alignment` when longer. */
-function chunkLength(pos: number, remaining: number, alignment: number): number {
-  let n = Math.min(remaining, QEMU_CHUNK);
-  if (n > alignment) n = Math.floor((pos + n) / alignment) * alignment - pos;
-  return n;
+/**
+ * qemu's chunking of one run for progress: at most 2 MiB, wherever that ends (measured: a run of
+ * 5 KiB is one chunk, and one of 3 MiB from 4 KiB is 2 MiB then 1 MiB, with -S 4k and 64k alike).
+ */
+function chunkLength(remaining: number): number {
+  return Math.min(remaining, QEMU_CHUNK);
 }
 
 /** Byte ranges [sourceIndex, from, to, outputBase] of each source inside the copy range. */
@@ -146,7 +180,6 @@ export async function copyToRaw(plan: CopyPlan): Promise<number> {
   if (!output.write) throw new ImageError('the output is not writable');
   const skipZeros = plan.targetIsZero && sparseSize > 0;
   const counts = (r: Run) => r.data || sparseSize === 0;
-  const alignment = Math.max(512, sparseSize > 0 ? 2 ** Math.floor(Math.log2(sparseSize)) : 512);
   const parts = pieces(plan);
 
   // qemu counts the bytes it will copy before it starts.
@@ -163,7 +196,7 @@ export async function copyToRaw(plan: CopyPlan): Promise<number> {
         let pos = r.pos;
         const end = r.pos + r.length;
         while (pos < end) {
-          const n = counts(r) ? chunkLength(pos, end - pos, alignment) : end - pos;
+          const n = counts(r) ? chunkLength(end - pos) : end - pos;
           if (r.data) {
             for (let at = pos; at < pos + n; at += IO_BYTES) {
               const length = Math.min(IO_BYTES, pos + n - at);
@@ -174,7 +207,7 @@ export async function copyToRaw(plan: CopyPlan): Promise<number> {
               const piece = buf.subarray(0, length);
               piece.fill(0, 0, zeros);
               try {
-                if (zeros < length) readAt(image, piece, at, base + at, plan.onProgress ? undefined : alignment, zeros);
+                if (zeros < length) readAt(image, piece, at, base + at, !plan.onProgress, zeros);
               } catch (e) {
                 writer.submit(buf, [], 0);
                 throw e;
@@ -204,26 +237,26 @@ export async function copyToRaw(plan: CopyPlan): Promise<number> {
 /**
  * qemu's wording for a failed read: the byte offset in the source, then the reason. qemu reads
  * one block-status extent (in chunks of at most 2 MiB) at a time and names the chunk that failed;
- * when runs were merged here (`alignment` given), the failing chunk is found by reading again
+ * when runs were merged here (`merged`), the failing chunk is found by reading again
  * the way qemu does. Only the bytes from `from` on are read (those before it are known zeros); a
  * failure is still named by the chunk, as qemu's whole-chunk read names it.
  */
-function readAt(image: Image, buf: Buffer, pos: number, diskPos: number, alignment: number | undefined, from: number): void {
+function readAt(image: Image, buf: Buffer, pos: number, diskPos: number, merged: boolean, from: number): void {
   try {
     image.read(buf.subarray(from), pos + from);
   } catch (e) {
     if (!(e instanceof ImageError)) throw e;
-    const at = alignment === undefined ? pos : failingChunk(image, pos, pos + buf.length, alignment) ?? pos;
+    const at = merged ? failingChunk(image, pos, pos + buf.length) ?? pos : pos;
     throw new ImageError(`error while reading at byte ${diskPos + (at - pos)}: ${e.message}`, e.errno);
   }
 }
 
 /** The start of the first of qemu's chunks in [from, to) whose read fails. */
-function failingChunk(image: Image, from: number, to: number, alignment: number): number | undefined {
+function failingChunk(image: Image, from: number, to: number): number | undefined {
   for (const r of runs(image, from, to)) {
     if (!r.data) continue;
     for (let pos = r.pos; pos < r.pos + r.length; ) {
-      const n = chunkLength(pos, r.pos + r.length - pos, alignment);
+      const n = chunkLength(r.pos + r.length - pos);
       try {
         image.read(Buffer.allocUnsafe(n), pos);
       } catch {

@@ -1,0 +1,64 @@
+// The comparison the edge-* convert tests share: one command line run by both qemu-img oracles
+// and by instar (default sandbox and in-process), each in a directory of its own with its own
+// target prepared the same way; stdout, stderr, exit status and the file left at the target
+// (absent, or size, allocated blocks and a digest) must all be equal.
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { runInstar, runQemu, VERSIONS, type RunResult } from '../helpers/oracles.ts';
+
+/** The file left at `path`: absent, or its size, allocated 512-byte blocks and a digest of its bytes. */
+export function leftAt(path: string): string {
+  if (!existsSync(path)) return 'absent';
+  const st = statSync(path);
+  return `${st.size} bytes, ${st.blocks} blocks, ${createHash('sha256').update(readFileSync(path)).digest('hex').slice(0, 16)}`;
+}
+
+export interface EdgeCase {
+  /** Directory holding the sources; each run happens in a subdirectory of it. */
+  dir: string;
+  /** Everything after `convert` but the target; sources are named relative to `dir`. */
+  args: (string | { source: string })[];
+  /** Puts what should be at the target's path before the command (nothing by default). */
+  prepare?: (target: string) => void;
+  /** Sandbox modes to run instar in; the default sandbox always, in-process too by default. */
+  sandboxes?: string[][];
+}
+
+/** Runs the case with both oracles and instar and asserts the same outcome. */
+export function assertSameConvert(c: EdgeCase): void {
+  sameConvert(c);
+}
+
+/** As assertSameConvert, returning qemu 10.0's outcome (for tests that also pin what qemu does). */
+export function sameConvert(c: EdgeCase): { result: RunResult; left: string } {
+  const sandboxes = c.sandboxes ?? [[], ['--sandbox=none']];
+  let last: { result: RunResult; left: string } | undefined;
+  for (const version of VERSIONS) {
+    const args = ['convert', ...c.args.map((a) => (typeof a === 'string' ? a : `../${a.source}`)), 't.raw'];
+    const label = `${version}: ${args.join(' ')}`;
+    const run = (who: string, go: (cwd: string) => RunResult): { result: RunResult; left: string } => {
+      const cwd = join(c.dir, `${who}-${version}`);
+      mkdirSync(cwd, { recursive: true });
+      const target = join(cwd, 't.raw');
+      rmSync(target, { force: true });
+      c.prepare?.(target);
+      const result = go(cwd);
+      const left = leftAt(target);
+      rmSync(target, { force: true });
+      return { result, left };
+    };
+    const expected = run('q', (cwd) => runQemu(version, args, { cwd, timeoutMs: 60_000 }));
+    for (const sandbox of sandboxes) {
+      const actual = run('i', (cwd) => runInstar([...args, '--qemu-version', version, ...sandbox], { cwd, timeoutMs: 60_000 }));
+      const l = `${label} ${sandbox.join(' ')}`;
+      assert.equal(actual.result.stderr, expected.result.stderr, `${l}: stderr`);
+      assert.equal(actual.result.stdout, expected.result.stdout, `${l}: stdout`);
+      assert.equal(actual.result.status, expected.result.status, `${l}: exit status`);
+      assert.equal(actual.left, expected.left, `${l}: the target left`);
+    }
+    last = expected;
+  }
+  return last!;
+}
