@@ -1,6 +1,7 @@
 // The qcow2 driver: opens an image the way qemu's qcow2_do_open does (same checks, same order,
 // same messages) and reports what `qemu-img info` shows.
 import { knownFileRun } from '../raw/holes.ts';
+import { sizeFailureError } from '../sector-count.ts';
 import { detectMetadataPreallocation } from './metadata-prealloc.ts';
 import { ImageError, type BlockDevice, type Driver, type Extent, type FormatSpecific, type Image, type NodeInfo, type OpenContext, type SnapshotInfo } from '../types.ts';
 import { cString, ioContext, readAt } from '../bytes.ts';
@@ -124,6 +125,8 @@ export class Qcow2Image implements Image {
 
   /** Guest bytes of a hole: the backing image's, zeros past its end or without one. */
   private readHole(part: Uint8Array, pos: number): void {
+    // qemu asks the backing file's size before any read of it, past its end too: that fails.
+    if (this.backing?.sizeFailure) throw sizeFailureError(this.backing.sizeFailure);
     const backingSize = this.backing?.virtualSize ?? 0;
     const n = Math.max(0, Math.min(part.length, backingSize - pos));
     if (n > 0) this.backing!.read(part.subarray(0, n), pos);
@@ -182,7 +185,11 @@ export class Qcow2Image implements Image {
         if (run.hole) e.zeroData = true;
       }
     }
-    if (e.kind !== 'unallocated' || !this.backing || offset >= this.backing.virtualSize) return e;
+    if (e.kind !== 'unallocated' || !this.backing) return e;
+    // A backing file whose size qemu cannot tell is asked anyway (qemu's "past its end" check
+    // needs that size), and its block status fails, wherever the hole is.
+    if (this.backing.sizeFailure) throw sizeFailureError(this.backing.sizeFailure);
+    if (offset >= this.backing.virtualSize) return e;
     // A hole shows what the backing chain has there, one level deeper.
     const below = this.backing.extent(offset, Math.min(e.length, this.backing.virtualSize - offset));
     return { ...below, depth: below.depth + 1 };
