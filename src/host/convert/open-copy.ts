@@ -42,15 +42,38 @@ export function resetTarget(outFd: number, size: number): void {
 /** The image names the new target itself (as a backing file, say): only the two rounds word that as qemu. */
 export class TargetReferenced extends Error {}
 
-/** Progress of several guests as one line: the sum of what each has copied of what each counts. */
+/**
+ * Progress of several guests as one line: the sum of what each has copied of what each counts.
+ * Each guest reports (0, its total) once it has walked its part's block status (copy.ts). Lines
+ * wait until every guest has: qemu walks the whole disk before its first line, so a walk that
+ * fails in a later guest's part leaves only the opening 0.00 line, as qemu's does; and when all
+ * have walked, what came meanwhile is replayed against the whole disk's total.
+ */
 export function progressSum(guests: number, printer: ProgressPrinter | undefined): ((done: number, total: number) => void)[] {
   const done = new Array<number>(guests).fill(0);
   const counted = new Array<number>(guests).fill(0);
-  return done.map((_, i) => (d: number, t: number) => {
+  const walked = new Array<boolean>(guests).fill(false);
+  let held: [number, number][] | undefined = [];
+  const show = (i: number, d: number) => {
     done[i] = d;
-    counted[i] = t;
     const sum = counted.reduce((a, b) => a + b, 0);
-    if (sum > 0) printer?.show((100 * done.reduce((a, b) => a + b, 0)) / sum);
+    const copied = done.reduce((a, b) => a + b, 0);
+    // The opening line is the host's own (ProgressPrinter): no second 0.00 when the walks end.
+    if (sum > 0 && copied > 0) printer?.show((100 * copied) / sum);
+  };
+  return done.map((_, i) => (d: number, t: number) => {
+    // A guest's first report is its walk's end: a total, nothing copied, no line of its own.
+    const first = !walked[i];
+    if (first) {
+      walked[i] = true;
+      counted[i] = t;
+    }
+    if (!held) return first ? undefined : show(i, d);
+    if (!first) held.push([i, d]);
+    if (!walked.every(Boolean)) return;
+    const replay = held;
+    held = undefined;
+    for (const [g, value] of replay) show(g, value);
   });
 }
 

@@ -185,6 +185,9 @@ export async function copyToRaw(plan: CopyPlan): Promise<number> {
   // qemu counts the bytes it will copy before it starts.
   let total = 0;
   if (plan.onProgress) for (const [image, from, to] of parts) for (const r of runs(image, from, to)) if (counts(r)) total += r.length;
+  // Nothing copied yet, the walk done: the host prints no line before every guest has walked its
+  // part, as qemu's walk of the whole disk precedes its first line (and may fail instead).
+  plan.onProgress?.(0, total);
   const rule = new ProgressRule();
   let done = 0;
 
