@@ -33,7 +33,7 @@ export function sizeFromSectorCount(sectors: bigint): SectorCountSize {
   const wrapped = BigInt.asUintN(64, count * SECTOR);
   if (wrapped > BDRV_MAX_LENGTH) throw new ImageError('Could not refresh total sector count: File too large');
   if (count < 0n) return { bytes: 0n, sizeFailure: { errno: Number(BigInt.asIntN(32, -count)), sectors: true } };
-  if (count > INT64_MAX / SECTOR) return { bytes: wrapped, sizeFailure: { errno: EFBIG, sectors: false } };
+  if (count > INT64_MAX / SECTOR) return { bytes: wrapped, sizeFailure: { errno: EFBIG, sectors: false, sectorCount: count } };
   return { bytes: wrapped };
 }
 

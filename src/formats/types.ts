@@ -129,6 +129,8 @@ export interface SizeQueryFailure {
   errno: number;
   /** bdrv_nb_sectors fails too (a negative count), with the same errno. */
   sectors: boolean;
+  /** When bdrv_nb_sectors succeeds: the sector count it gives (convert sums them in int64). */
+  sectorCount?: bigint;
 }
 
 export interface OpenContext {

@@ -7,7 +7,7 @@
 //    0) and copies its own part (split.ts: balanced by work). The host starts all of them at once.
 import { ImageError, type OpenContext } from '../formats/types.ts';
 import { MissingFilesError } from './open-tree.ts';
-import { firstBlockStatusFailure, openSource, snapshotViews, type ConvertSource, type SnapshotChoice } from './convert/sources.ts';
+import { firstBlockStatusFailure, openSource, sectorTotalIsNegative, snapshotViews, type ConvertSource, type SnapshotChoice } from './convert/sources.ts';
 import { copyToRaw } from './convert/copy.ts';
 import { balancedShare, type DiskRun } from './convert/split.ts';
 import { allocateFirstBlock } from './convert/first-block.ts';
@@ -45,6 +45,8 @@ export interface ConvertOptions {
  */
 export type ConvertOpenResult =
   | { sizes: number[]; blockStatus?: string; unsized?: boolean }
+  /** The int64 sector total is negative (sources.ts): qemu copies nothing and succeeds. */
+  | { sizes: number[]; nothingToCopy: true }
   | { failed: { source: number; message: string } }
   | { snapshotFailed: string }
   | { sizeFailed: string };
@@ -91,10 +93,12 @@ export const convertOp: Op = (options, ctx) => {
   }
   // A byte size past int64 (sector-count.ts): qemu creates the target with the wrapped size and
   // then fails the block status of the source's first byte, before it copies anything.
-  const sizeFailure = views.find((v) => v.sizeFailure)?.sizeFailure;
+  const nothingToCopy = sectorTotalIsNegative(views);
+  const sizeFailure = nothingToCopy ? undefined : views.find((v) => v.sizeFailure)?.sizeFailure;
   const blockStatus = sizeFailure ? blockStatusFailure(0, strerrorNumber(sizeFailure.errno)) : undefined;
   if (opts.phase === 'open') {
     const sizes = views.map((v) => v.virtualSize);
+    if (nothingToCopy) return { sizes, nothingToCopy } satisfies ConvertOpenResult;
     if (blockStatus) return { sizes, blockStatus, unsized: true } satisfies ConvertOpenResult;
     const failed = opts.walkBlockStatus ? firstBlockStatusFailure(views) : undefined;
     if (failed) return { sizes, blockStatus: blockStatusFailure(failed.offset, failed.reason) } satisfies ConvertOpenResult;
@@ -124,6 +128,7 @@ export const convertOp: Op = (options, ctx) => {
     }
   }
   if (blockStatus) throw new ImageError(blockStatus);
+  if (nothingToCopy) return Promise.resolve(opts.phase === 'open-copy' ? ({ sizes, counted: 0 } satisfies ConvertOpenCopyResult) : { counted: 0 });
   if (opts.phase === 'open-copy') {
     ({ range, runs } = balancedShare(views, worker, opts.workers ?? 1));
   }

@@ -113,6 +113,8 @@ interface Opened {
   blockStatus?: string;
   /** A source's sector count passes INT64_MAX / 512. */
   unsized: boolean;
+  /** The int64 sum of the sector counts is negative: qemu copies nothing (ops/convert/sources.ts). */
+  nothingToCopy: boolean;
 }
 
 /** The sources as opened, or qemu's message for the first one that cannot be opened; `read` gets every file they read. */
@@ -137,14 +139,17 @@ async function openPhase(inputs: InputFile[], targets: Target[], options: Conver
   if (blockStatus !== undefined && !(typeof blockStatus === 'string' && blockStatus.startsWith('error while reading block status at offset '))) {
     throw new ConvertError('the guest gave a malformed answer');
   }
-  return { sizes: sizes as number[], blockStatus, unsized: blockStatus !== undefined && r.unsized === true };
+  const nothingToCopy = r.nothingToCopy === true;
+  if (nothingToCopy && blockStatus !== undefined) throw new ConvertError('the guest gave a malformed answer');
+  return { sizes: sizes as number[], blockStatus, unsized: blockStatus !== undefined && r.unsized === true, nothingToCopy };
 }
 
 /**
  * Creates (or, with -n, opens) the target; qemu's wording for each failure. `unsized`: a source's
- * sector count passes INT64_MAX / 512 (qemu's total, in sectors, is then larger than any file).
+ * sector count passes INT64_MAX / 512 (qemu's total, in sectors, is then larger than any file);
+ * `negative`: the int64 total of sectors is negative, and no file is smaller than that.
  */
-function openTarget(path: string, total: number, unsized: boolean, s: Settings): number {
+function openTarget(path: string, total: number, unsized: boolean, negative: boolean, s: Settings): number {
   if (s.noCreate) {
     let fd: number;
     try {
@@ -155,7 +160,7 @@ function openTarget(path: string, total: number, unsized: boolean, s: Settings):
     }
     // qemu compares sector counts, its target's rounded up: a file a few bytes short of the
     // disk's last sector still takes it (the copy's writes then extend it, its holes do not).
-    if (unsized || Math.ceil(fstatSync(fd).size / 512) * 512 < total) {
+    if (!negative && (unsized || Math.ceil(fstatSync(fd).size / 512) * 512 < total)) {
       closeSync(fd);
       throw new ConvertError('output file is smaller than input file');
     }
@@ -225,18 +230,20 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
     const read: FileId[] = [];
     // -n: qemu leaves the target untouched when a block status fails, and the host would punch it
     // before the copy finds that: the open guest walks the block status first, as qemu does.
-    const { sizes, blockStatus, unsized } = await openPhase(inputs, targets, { ...options, walkBlockStatus: s.noCreate }, ctx, read);
+    const { sizes, blockStatus, unsized, nothingToCopy } = await openPhase(inputs, targets, { ...options, walkBlockStatus: s.noCreate }, ctx, read);
     checkTargetFormat(cmd, s);
     const total = sizes.reduce((a, b) => a + b, 0);
     // qemu parses -t after creating the target (which then stays), before opening it with -n.
     const badCache = !CACHE_MODES.has(s.outputCache);
     if (badCache && s.noCreate) throw new ConvertError(`Invalid cache option: ${s.outputCache}`);
-    const outFd = openTarget(outPath, total, unsized, s);
+    const outFd = openTarget(outPath, total, unsized, nothingToCopy, s);
     if (badCache || blockStatus !== undefined) {
       closeSync(outFd);
       // A size qemu cannot tell fails its first block status, after it made the target (which stays).
       throw new ConvertError(badCache ? `Invalid cache option: ${s.outputCache}` : blockStatus!);
     }
+    // A negative sector total: qemu's copy loop never runs; the target stays as made or opened.
+    if (nothingToCopy) return await copyAndClose(outFd, outPath, s, !s.noCreate, async () => {});
     // -n: qemu writes the zero runs as write-zeroes requests, holes in a regular file; the host
     // punches the range once and the copy then skips zero runs as on a fresh target.
     if (s.noCreate && !s.targetIsZero && s.sparse > 0 && punchTarget(outFd, total, read)) options.targetIsZero = true;

@@ -83,3 +83,18 @@ export function firstBlockStatusFailure(views: Image[]): { source: number; offse
   }
   return undefined;
 }
+
+/**
+ * Whether qemu's int64 sum of the sources' sector counts comes out negative (sources whose counts
+ * pass INT64_MAX / 512 can overflow it together). qemu's copy loop then never runs: no block
+ * status is asked, nothing is read or written, and the command succeeds, its target made with
+ * the wrapped size (or, with -n, untouched: no target is smaller than a negative total).
+ */
+export function sectorTotalIsNegative(views: Image[]): boolean {
+  let total = 0n;
+  for (const v of views) {
+    const count = v.sizeFailure?.sectorCount ?? BigInt(Math.ceil(v.virtualSize / 512));
+    total = BigInt.asIntN(64, total + count);
+  }
+  return total < 0n;
+}
