@@ -43,6 +43,13 @@ before(() => {
   // 512-byte clusters: runs of a few KiB, not multiples of 4 KiB.
   qemu(['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=512', at('c512.qcow2'), '1M']);
   qemuIo(at('c512.qcow2'), ['write -P 3 0 5120', 'write -P 4 65536 9728']);
+  // Whole-disk data in a qcow2 whose size is not a whole number of clusters; VHD and VDI blocks.
+  qemu(['create', '-q', '-f', 'qcow2', at('odd-size.qcow2'), '1000448']);
+  qemuIo(at('odd-size.qcow2'), ['write -P 9 0 1000448']);
+  qemu(['create', '-q', '-f', 'vpc', '-o', 'subformat=dynamic', at('blocks.vhd'), '5M']);
+  qemuIo(at('blocks.vhd'), ['write -P 9 1M 3M'], 'vpc');
+  qemu(['create', '-q', '-f', 'vdi', at('blocks.vdi'), '5M']);
+  qemuIo(at('blocks.vdi'), ['write -P 9 100k 3M'], 'vdi');
   // A data run of 3 MiB starting at 4 KiB, in a sparse raw file of 8 MiB.
   hole(8 * 1024 * 1024)(at('shifted.raw'));
   const fd = openSync(at('shifted.raw'), 'r+');
@@ -80,6 +87,9 @@ describe('progress chunks at odd boundaries (new target)', () => {
   test('-p two odd sources', () => assertSameConvert({ dir, args: ['-p', ...RAW, { source: 'odd.raw' }, { source: 'oddz.raw' }, { source: 'odd.raw' }] }));
   test('-p a qcow2 over an odd backing file (runs end at cluster boundaries)', () => assertSameConvert({ dir, args: ['-p', { source: 'over-odd.qcow2' }] }));
   test('-p 512-byte clusters (short runs are one chunk each)', () => assertSameConvert({ dir, args: ['-p', { source: 'c512.qcow2' }] }));
+  for (const image of ['odd-size.qcow2', 'blocks.vhd', 'blocks.vdi']) {
+    test(`-p ${image} (runs end at the last cluster or block boundary they pass)`, () => assertSameConvert({ dir, args: ['-p', { source: image }] }));
+  }
   for (const sparse of ['4k', '64k']) {
     test(`-p -S ${sparse}, a 3 MiB run from 4 KiB (chunks of 2 MiB, not aligned)`, () => assertSameConvert({ dir, args: ['-p', '-S', sparse, ...RAW, { source: 'shifted.raw' }] }));
   }
