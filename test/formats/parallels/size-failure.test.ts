@@ -23,8 +23,8 @@ function image(sectors: bigint): Buffer {
 
 test('sector counts: wrapped sizes, the errno of each failing query, refusals', () => {
   assert.deepEqual(sizeFromSectorCount(8n), { bytes: 4096n });
-  assert.deepEqual(sizeFromSectorCount(2n ** 55n + 0x2000n), { bytes: 4n * 1024n * 1024n, sizeFailure: { errno: 27, sectors: false } });
-  assert.deepEqual(sizeFromSectorCount(2n ** 55n), { bytes: 0n, sizeFailure: { errno: 27, sectors: false } });
+  assert.deepEqual(sizeFromSectorCount(2n ** 55n + 0x2000n), { bytes: 4n * 1024n * 1024n, sizeFailure: { errno: 27, sectors: false, sectorCount: 2n ** 55n + 0x2000n } });
+  assert.deepEqual(sizeFromSectorCount(2n ** 55n), { bytes: 0n, sizeFailure: { errno: 27, sectors: false, sectorCount: 2n ** 55n } });
   assert.deepEqual(sizeFromSectorCount(2n ** 63n + 0x2000n), { bytes: 0n, sizeFailure: { errno: -8192, sectors: true } });
   assert.deepEqual(sizeFromSectorCount(0x8000_0000_ffff_ffffn), { bytes: 0n, sizeFailure: { errno: 1, sectors: true } });
   assert.deepEqual(sizeFromSectorCount(0x8000_0001_0000_0000n), { bytes: 0n, sizeFailure: { errno: 0, sectors: true } });
