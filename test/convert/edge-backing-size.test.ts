@@ -6,31 +6,21 @@
 // same words, exit status and target left behind.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { runInstar, runQemu, VERSIONS } from '../helpers/oracles.ts';
 import { join } from 'node:path';
-import { qemu, qemuIo, tempDir } from './helpers.ts';
+import { parallelsWithSectors, qemu, qemuIo, tempDir } from './helpers.ts';
 import { sameConvert } from './edge-compare.ts';
 import { assertSameOutput } from '../differential/harness.ts';
 
 const { dir, cleanup } = tempDir();
 const at = (name: string) => join(dir, name);
 
-/** A copy of good.hds with another 64-bit sector count in its header (offset 36). */
-function withSectors(name: string, sectors: bigint): void {
-  const bytes = readFileSync(at('good.hds'));
-  bytes.writeBigUInt64LE(sectors, 36);
-  writeFileSync(at(name), bytes);
-}
-
 const MiB = 1024 * 1024;
 
 before(() => {
-  qemu(['create', '-q', '-f', 'parallels', at('good.hds'), '1M']);
-  qemuIo(at('good.hds'), ['write -P 0x5a 0 64k'], 'parallels');
   // 2^55 + 8192 sectors: wraps to 4 MiB (EFBIG); 2^63 + 8192: negative (its size queries fail with -8192).
-  withSectors('efbig.hds', 2n ** 55n + 0x2000n);
-  withSectors('negative.hds', 2n ** 63n + 0x2000n);
+  parallelsWithSectors(dir, { 'efbig.hds': 2n ** 55n + 0x2000n, 'negative.hds': 2n ** 63n + 0x2000n });
   for (const [top, backing, format] of [['top.qcow2', 'efbig.hds', 'qcow2'], ['top.qed', 'efbig.hds', 'qed'], ['top-negative.qcow2', 'negative.hds', 'qcow2']]) {
     qemu(['create', '-q', '-f', format, '-u', '-b', backing, '-F', 'parallels', at(top), '8M']);
     // The first 4 MiB (the backing file's wrapped size) all in the overlay: the first hole is past it.

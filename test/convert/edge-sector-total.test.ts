@@ -6,29 +6,21 @@
 // total). A sum that wraps back to positive copies, and fails at the first block status.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { qemu, qemuIo, tempDir } from './helpers.ts';
+import { writeFileSync } from 'node:fs';
+import { parallelsWithSectors, tempDir } from './helpers.ts';
 import { assertSameConvert, sameConvert } from './edge-compare.ts';
 
 const { dir, cleanup } = tempDir();
-const at = (name: string) => join(dir, name);
-
-function withSectors(name: string, sectors: bigint): void {
-  const bytes = readFileSync(at('good.hds'));
-  bytes.writeBigUInt64LE(sectors, 36);
-  writeFileSync(at(name), bytes);
-}
 
 before(() => {
-  qemu(['create', '-q', '-f', 'parallels', at('good.hds'), '1M']);
-  qemuIo(at('good.hds'), ['write -P 0x5a 0 64k'], 'parallels');
-  // 2^63 - 2^55 + 8 sectors: positive, wraps to 4 KiB; two of them sum past INT64_MAX.
-  withSectors('near-max.hds', 2n ** 63n - 2n ** 55n + 8n);
-  // 2^62 sectors: wraps to 0 bytes; two sum to exactly 2^63 (INT64_MIN).
-  withSectors('quarter.hds', 2n ** 62n);
-  // 2^62 + 2^55 + 8: wraps to 4 KiB.
-  withSectors('quarter-plus.hds', 2n ** 62n + 2n ** 55n + 8n);
+  parallelsWithSectors(dir, {
+    // 2^63 - 2^55 + 8 sectors: positive, wraps to 4 KiB; two of them sum past INT64_MAX.
+    'near-max.hds': 2n ** 63n - 2n ** 55n + 8n,
+    // 2^62 sectors: wraps to 0 bytes; two sum to exactly 2^63 (INT64_MIN).
+    'quarter.hds': 2n ** 62n,
+    // 2^62 + 2^55 + 8: wraps to 4 KiB.
+    'quarter-plus.hds': 2n ** 62n + 2n ** 55n + 8n,
+  });
 });
 after(cleanup);
 

@@ -76,3 +76,19 @@ export function convertBoth(cwd: string, args: string[], env: Record<string, str
 
 /** Slack for sparseness: qemu's zero detection and ours may differ by a few blocks. */
 export const BLOCK_SLACK = 128; // 64 KiB in 512-byte blocks
+
+/**
+ * good.hds in `dir` (a 1 MiB parallels image, 64 KiB of 0x5a at 0, made by the oracles) and, for
+ * each entry of `variants`, a copy with that 64-bit sector count in its header (offset 36): images
+ * whose byte size wraps in 64 bits or goes negative, so that qemu cannot tell it (formats/sector-count.ts).
+ */
+export function parallelsWithSectors(dir: string, variants: Record<string, bigint>): void {
+  const good = join(dir, 'good.hds');
+  qemu(['create', '-q', '-f', 'parallels', good, '1M']);
+  qemuIo(good, ['write -P 0x5a 0 64k'], 'parallels');
+  for (const [name, sectors] of Object.entries(variants)) {
+    const bytes = readFileSync(good);
+    bytes.writeBigUInt64LE(sectors, 36);
+    writeFileSync(join(dir, name), bytes);
+  }
+}

@@ -9,28 +9,21 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { qemu, tempDir } from './helpers.ts';
+import { parallelsWithSectors, qemu, tempDir } from './helpers.ts';
 import { runInstar, runQemu, VERSIONS, type RunResult } from '../helpers/oracles.ts';
 
 const { dir, cleanup } = tempDir();
 const at = (name: string) => join(dir, name);
 
-/** A copy of good.hds with another 64-bit sector count in its header (offset 36). */
-function withSectors(name: string, sectors: bigint): void {
-  const bytes = readFileSync(at('good.hds'));
-  bytes.writeBigUInt64LE(sectors, 36);
-  writeFileSync(at(name), bytes);
-}
-
 before(() => {
-  qemu(['create', '-q', '-f', 'parallels', at('good.hds'), '1M']);
-  qemu(['-f', 'parallels', '-c', 'write -P 0x5a 0 64k', at('good.hds')], '10.0', 'qemu-io');
-  // 2^55 + 8192 sectors: 2^64 + 4 MiB bytes, wraps to 4 MiB (EFBIG); 2^55: wraps to 0 bytes.
-  withSectors('efbig.hds', 2n ** 55n + 0x2000n);
-  withSectors('efbig-zero.hds', 2n ** 55n);
-  // Negative counts: bdrv_nb_sectors fails with the count negated and narrowed to a C int.
-  withSectors('negative.hds', 2n ** 63n + 0x2000n);
-  withSectors('negative-eperm.hds', 0x8000_0000_ffff_ffffn);
+  parallelsWithSectors(dir, {
+    // 2^55 + 8192 sectors: 2^64 + 4 MiB bytes, wraps to 4 MiB (EFBIG); 2^55: wraps to 0 bytes.
+    'efbig.hds': 2n ** 55n + 0x2000n,
+    'efbig-zero.hds': 2n ** 55n,
+    // Negative counts: bdrv_nb_sectors fails with the count negated and narrowed to a C int.
+    'negative.hds': 2n ** 63n + 0x2000n,
+    'negative-eperm.hds': 0x8000_0000_ffff_ffffn,
+  });
   // qcow2 over a failing backing file: the failure is the backing file's block status, at the
   // first offset the top image does not hold (0 here, 64 KiB in top-data.qcow2, which has data
   // before and after it that qemu never writes).
