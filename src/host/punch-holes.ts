@@ -6,21 +6,16 @@
 // qemu's: data where the disk has data, holes where it has zeros.
 import { fstatSync } from 'node:fs';
 import { libcFunction } from './libc.ts';
+import { fileId } from './paths/resolve.ts';
 
 const FALLOC_FL_KEEP_SIZE = 1;
 const FALLOC_FL_PUNCH_HOLE = 2;
 
 type Fallocate = (fd: number, mode: number, offset: number, length: number) => number;
 
-/** A file's identity, kept after its fd is closed. */
-export interface FileId {
-  dev: bigint;
-  ino: bigint;
-}
-
-export function fileId(fd: number): FileId {
-  const { dev, ino } = fstatSync(fd, { bigint: true });
-  return { dev, ino };
+/** The identity (paths/resolve.ts) of the file open at `fd`, kept after the fd is closed. */
+export function fdFileId(fd: number): string {
+  return fileId(fstatSync(fd, { bigint: true }));
 }
 
 /**
@@ -29,11 +24,11 @@ export function fileId(fd: number): FileId {
  * `inputs` (every file the copy reads: punching first would destroy what it reads), no koffi, or
  * a file system without hole punching. The caller then writes zeros as before.
  */
-export function punchTarget(target: number, length: number, inputs: readonly FileId[]): boolean {
+export function punchTarget(target: number, length: number, inputs: readonly string[]): boolean {
   if (length <= 0) return true;
   const st = fstatSync(target, { bigint: true });
   if (!st.isFile()) return false;
-  if (inputs.some((f) => f.dev === st.dev && f.ino === st.ino)) return false;
+  if (inputs.includes(fileId(st))) return false;
   const fallocate = libcFunction<Fallocate>('int fallocate(int fd, int mode, int64_t offset, int64_t len)');
   if (!fallocate) return false;
   return fallocate(target, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, length) === 0;

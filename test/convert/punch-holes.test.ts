@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { closeSync, openSync, readFileSync, statSync, writeFileSync, linkSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileId, punchTarget } from '../../src/host/punch-holes.ts';
+import { fdFileId, punchTarget } from '../../src/host/punch-holes.ts';
 import { tempDir } from './helpers.ts';
 
 const MiB = 1024 * 1024;
@@ -42,7 +42,7 @@ test('punchTarget refuses a target that is one of the inputs (also through a har
     const target = openSync(path, 'r+');
     const input = openSync(join(dir, 'link.raw'), 'r');
     try {
-      assert.equal(punchTarget(target, MiB, [fileId(input)]), false);
+      assert.equal(punchTarget(target, MiB, [fdFileId(input)]), false);
     } finally {
       closeSync(target);
       closeSync(input);

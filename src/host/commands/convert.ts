@@ -16,7 +16,7 @@ import { allocateFirstBlock } from '../../ops/convert/first-block.ts';
 import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { isDriverName } from '../../formats/names.ts';
-import { fileId, punchTarget, type FileId } from '../punch-holes.ts';
+import { fdFileId, punchTarget } from '../punch-holes.ts';
 import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError, type InputFile } from '../open-files.ts';
 import { InputImageError, imageTarget, openTop, type Target } from '../input-image.ts';
@@ -118,11 +118,11 @@ interface Opened {
 }
 
 /** The sources as opened, or qemu's message for the first one that cannot be opened; `read` gets every file they read. */
-async function openPhase(inputs: InputFile[], targets: Target[], options: ConvertOptions, ctx: CommandContext, read: FileId[]): Promise<Opened> {
+async function openPhase(inputs: InputFile[], targets: Target[], options: ConvertOptions, ctx: CommandContext, read: string[]): Promise<Opened> {
   let result: ConvertOpenResult;
-  read.push(...inputs.map((i) => fileId(i.fd)));
+  read.push(...inputs.map((i) => fdFileId(i.fd)));
   try {
-    const onOpened = (_file: unknown, fd: number) => void read.push(fileId(fd));
+    const onOpened = (_file: unknown, fd: number) => void read.push(fdFileId(fd));
     result = (await runWithReferencedFiles('convert', { ...options, phase: 'open' }, inputs, ctx, [], { onOpened })) as ConvertOpenResult;
   } catch (e) {
     if (e instanceof ReferencedFileError) throw referencedFailure(e, targets);
@@ -227,7 +227,7 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
     if (fresh !== undefined) {
       if (await copyIntoFresh(inputs, targets, fresh, outPath, options, s, printer, ctx)) return;
     }
-    const read: FileId[] = [];
+    const read: string[] = [];
     // -n: qemu leaves the target untouched when a block status fails, and the host would punch it
     // before the copy finds that: the open guest walks the block status first, as qemu does.
     const { sizes, blockStatus, unsized, nothingToCopy } = await openPhase(inputs, targets, { ...options, walkBlockStatus: s.noCreate }, ctx, read);
