@@ -4,6 +4,7 @@
 // this module on every start.
 import { closeSync, constants, fstatSync, lstatSync, openSync, unlinkSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
+import { fileId } from '../paths/resolve.ts';
 
 /** One guest per core (two at most): the one-round copy starts this many (open-copy.ts). */
 export function copyGuestCount(): number {
@@ -20,13 +21,12 @@ function createExclusive(path: string): number | undefined {
 }
 
 /** A target the early start created and the command has not taken yet. */
-let early: { path: string; fd: number; dev: number; ino: number } | undefined;
+let early: { path: string; fd: number; id: string } | undefined;
 
-/** Whether `path` still names the file behind `fd` (nobody removed or replaced it meanwhile). */
-function stillNames(path: string, dev: number, ino: number): boolean {
+/** Whether `path` still names the file of identity `id` (nobody removed or replaced it meanwhile). */
+function stillNames(path: string, id: string): boolean {
   try {
-    const st = lstatSync(path);
-    return st.dev === dev && st.ino === ino;
+    return fileId(lstatSync(path, { bigint: true })) === id;
   } catch {
     return false;
   }
@@ -40,7 +40,7 @@ function stillNames(path: string, dev: number, ino: number): boolean {
 export function createFreshTarget(path: string): number | undefined {
   if (early) {
     const e = early;
-    if (e.path === path && stillNames(path, e.dev, e.ino)) {
+    if (e.path === path && stillNames(path, e.id)) {
       early = undefined;
       return e.fd;
     }
@@ -55,8 +55,7 @@ export function createEarlyTarget(path: string): number | undefined {
   if (early) return undefined;
   const fd = createExclusive(path);
   if (fd === undefined) return undefined;
-  const st = fstatSync(fd);
-  early = { path, fd, dev: st.dev, ino: st.ino };
+  early = { path, fd, id: fileId(fstatSync(fd, { bigint: true })) };
   return fd;
 }
 
@@ -67,10 +66,10 @@ export function createEarlyTarget(path: string): number | undefined {
  */
 export function removeEarlyTarget(): void {
   if (!early) return;
-  const { path, fd, dev, ino } = early;
+  const { path, fd, id } = early;
   early = undefined;
   try {
-    if (stillNames(path, dev, ino)) unlinkSync(path);
+    if (stillNames(path, id)) unlinkSync(path);
   } catch {
     /* already gone */
   } finally {
