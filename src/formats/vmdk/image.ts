@@ -153,6 +153,8 @@ export class VmdkImage implements Image {
     const b = this.backing!;
     // qemu refuses to read through a parent whose CID is not the parentCID recorded here.
     if (!(b instanceof VmdkImage) || b.state.cid !== this.state.parentCid) throw readError('EINVAL');
+    // qemu asks the parent's size before any read of it, past its end too: that fails.
+    if (b.sizeFailure) throw sizeFailureError(b.sizeFailure);
     const inside = Math.max(0, Math.min(out.length, b.virtualSize - pos));
     if (inside > 0) b.read(out.subarray(0, inside), pos);
     out.fill(0, inside);
@@ -187,6 +189,9 @@ export class VmdkImage implements Image {
       return known ? { offset, length: len, kind: 'data', depth: 0, hostOffset: host, file } : { offset, length: len, kind: 'data', depth: 0 };
     }
     if (status === GrainStatus.Zeroed) return { offset, length: len, kind: 'zero', depth: 0 };
+    // A parent whose size qemu cannot tell is asked anyway (its "past the end" check needs that
+    // size), and the block status fails, wherever the hole is (as qcow2's, qcow's and qed's do).
+    if (this.backing?.sizeFailure) throw sizeFailureError(this.backing.sizeFailure);
     if (this.backing && offset < this.backing.virtualSize) {
       const below = this.backing.extent(offset, Math.min(len, this.backing.virtualSize - offset));
       return { ...below, depth: below.depth + 1 };
