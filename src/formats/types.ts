@@ -163,4 +163,44 @@ export interface Driver {
   /** 0 = not this format, up to 100 = certain (qemu's probe scores). */
   probe(head: Uint8Array, fileName?: string): number;
   open(dev: BlockDevice, ctx: OpenContext): Image;
+  /** `measure -O <this format>`: how large a new image would be (qemu's bdrv_measure). */
+  readonly measure?: MeasureCapability;
+}
+
+/** qemu's QemuOptType: how a create option's value is checked (bool on/off, number, byte size). */
+export type CreateOptionType = 'string' | 'bool' | 'number' | 'size';
+
+/** What `measure` learnt from its input image (qemu's in_bs); absent with --size. */
+export interface MeasureInput {
+  /** bdrv_getlength of the input. */
+  virtualSize: bigint;
+  /** bdrv_getlength fails (formats/sector-count.ts): its strerror text; virtualSize means nothing then. */
+  sizeError?: string;
+  /**
+   * Bytes of output clusters that would hold data, per output cluster size (a power of two from
+   * 512 to 2 MiB): clusters any byte of which block status calls allocated data (not zero).
+   */
+  dataBytes(clusterSize: number): bigint;
+  /** qemu's "Unable to get block status" reason (strerror), when the walk failed. */
+  blockStatusError?: string;
+  /** The input's persistent dirty bitmaps; absent when its format cannot carry them. */
+  bitmaps?: readonly { nameBytes: number; granularity: number }[];
+}
+
+/** qemu's BlockMeasureInfo (uint64 fields). */
+export interface MeasureResult {
+  required: bigint;
+  fullyAllocated: bigint;
+  bitmaps?: bigint;
+}
+
+/**
+ * A format's `measure` capability (qemu's bdrv_measure): the create options its driver takes
+ * (with the file protocol's), and the size a new image of the format would need. Pure: it gets
+ * the options already type-checked, the last value of each, normalized (sizes and numbers as
+ * decimal uint64, bools 'on'/'off'), and throws ImageError with qemu's text.
+ */
+export interface MeasureCapability {
+  readonly createOptions: Readonly<Record<string, CreateOptionType>>;
+  measure(options: ReadonlyMap<string, string>, input?: MeasureInput): MeasureResult;
 }

@@ -13,6 +13,7 @@ import { ClusterMap } from './clusters.ts';
 import { LUKS_HEADER_SIZE, parseLuksHeader, type LuksInfo } from '../luks/header.ts';
 import { keyRequired } from '../luks/driver.ts';
 import { openQcow2Crypto, readDecrypted, type Qcow2Crypto } from './encryption.ts';
+import { qcow2Measure } from './measure.ts';
 
 const MAX_BACKING_NAME = 1023;
 
@@ -278,4 +279,5 @@ export const qcow2Driver: Driver = {
     return b.readUInt32BE(0) === QCOW2_MAGIC && b.readUInt32BE(4) >= 2 ? 100 : 0;
   },
   open: openQcow2,
+  measure: qcow2Measure,
 };

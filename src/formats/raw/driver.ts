@@ -1,5 +1,6 @@
 import type { BlockDevice, Driver, Extent, Image, NodeInfo } from '../types.ts';
 import { fileRun } from './holes.ts';
+import { rawMeasure } from './measure.ts';
 
 /** raw: the file is the disk. */
 class RawImage implements Image {
@@ -27,4 +28,5 @@ export const rawDriver: Driver = {
   name: 'raw',
   probe: () => 1,
   open: (dev) => new RawImage(dev),
+  measure: rawMeasure,
 };
