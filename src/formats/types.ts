@@ -121,6 +121,11 @@ export interface Image {
    * for 2^31 sectors or more truncates, which compare's whole-rest requests meet on disks of 1 TiB.
    */
   readonly blockStatusIntSectors?: boolean;
+  /**
+   * The persistent dirty bitmaps qemu loads with the image (name, granularity), for formats that
+   * can carry them; absent when the format (or this image's version of it) cannot.
+   */
+  readonly persistentBitmaps?: readonly { name: string; granularity: number }[];
 }
 
 /** How qemu's size queries of an opened image fail. */

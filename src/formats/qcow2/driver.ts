@@ -41,6 +41,9 @@ export class Qcow2Image implements Image {
     this.virtualSize = Number(h.size / 512n) * 512;
   }
 
+  /** qemu loads persistent bitmaps from version 3 images only (measure counts them). */
+  get persistentBitmaps(): readonly BitmapInfo[] | undefined { return this.h.version >= 3 ? this.bitmaps : undefined; }
+
   /** The opened backing image (the host resolves and opens it; see DESIGN.md §1). */
   attachBacking(backing: Image): void {
     this.backing = backing;
