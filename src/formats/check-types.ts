@@ -41,6 +41,25 @@ export interface CheckContext {
   qemuMajor: number;
 }
 
+/** qemu-img check -r's modes (BDRV_FIX_LEAKS, and BDRV_FIX_ERRORS with it). */
+export type RepairMode = 'leaks' | 'all';
+
+/**
+ * How a format answers check -r (its repair capability; formats/repair.ts applies the plans).
+ *  - 'refused': qemu's checker refuses to fix (ENOTSUP: "does not support checks").
+ *  - 'at-open': the writable open already repaired what qemu repairs (a VHDX log replay); the
+ *    checker reports it in `corruptions-fixed`, and nothing else is fixed, as in qemu.
+ *  - a planner: given the read-only check's report, the steps that repair it (counting what it
+ *    fixes in the report, with qemu's lines), or a reason instar refuses to repair this image.
+ * A checkable format with no entry is one qemu repairs and instar does not: -r then refuses any
+ * image whose check finds something to fix, and passes a clean one through.
+ */
+export type RepairCapability = 'refused' | 'at-open' | RepairPlanner;
+
+export type RepairPlanner = (image: Image, dev: BlockDevice, report: CheckReport, mode: RepairMode) => RepairPlan;
+
+export type RepairPlan = { steps: import('./repair.ts').RepairStep[] } | { refused: string };
+
 /** A format's checker: the opened image (for what open already parsed) and its file. */
 export type Checker = (image: Image, dev: BlockDevice, report: CheckReport, ctx: CheckContext) => void;
 

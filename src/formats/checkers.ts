@@ -1,6 +1,6 @@
 // The formats qemu-img can check, and their checkers (qemu's bdrv_co_check per driver). A format
 // absent here is one qemu cannot check either: "This image format does not support checks".
-import type { Checker } from './check-types.ts';
+import type { Checker, RepairCapability } from './check-types.ts';
 import { checkQcow2 } from './qcow2/check.ts';
 import { checkVdi } from './vdi/check.ts';
 import { checkVmdk } from './vmdk/check.ts';
@@ -19,4 +19,15 @@ const checkers: Record<string, Checker> = {
 
 export function findChecker(format: string): Checker | undefined {
   return Object.hasOwn(checkers, format) ? checkers[format] : undefined;
+}
+
+/** What check -r does per format (see RepairCapability). */
+const repairs: Record<string, RepairCapability> = {
+  vdi: 'refused',
+  vmdk: 'refused',
+  vhdx: 'at-open',
+};
+
+export function findRepair(format: string): RepairCapability | undefined {
+  return Object.hasOwn(repairs, format) ? repairs[format] : undefined;
 }

@@ -1,31 +1,42 @@
 // The guest half of `check`: opens the image (and what it names) as qemu-img check does, then
 // runs the format's checker over the image's own file and returns its report for the host to print.
+// With -r (check-repair.ts) the image's device is writable and the check is followed, when it
+// fixed something, by the second check qemu-img prints after "Double checking the fixed image now...".
 import { ImageError } from '../formats/types.ts';
 import { findChecker } from '../formats/checkers.ts';
-import { CheckFailure, emptyReport, type CheckReport } from '../formats/check-types.ts';
+import type { CheckLine, CheckReport, RepairMode } from '../formats/check-types.ts';
 import { openTree, type OpenTreeOptions } from './open-tree.ts';
+import { repairWithCheck, runChecker } from './check-repair.ts';
 import type { OpContext } from './types.ts';
 
-export type CheckOptions = OpenTreeOptions;
+export interface CheckOptions extends OpenTreeOptions {
+  /** check -r: the image's device is writable and this is what may be fixed. */
+  repair?: RepairMode;
+}
+
+/** The first check's lines when a repair fixed something (the result's report is the second check's). */
+export interface RepairPass {
+  lines: CheckLine[];
+  omitted: number;
+}
 
 export type CheckResult =
   | { format: string; unsupported: true }
-  | { format: string; report: CheckReport };
+  /** instar will not repair this image (qemu would): nothing was written. */
+  | { format: string; refused: string }
+  | { format: string; report: CheckReport; repair?: RepairPass };
 
 export function checkOp(options: Record<string, unknown>, ctx: OpContext): CheckResult {
-  const image = openTree(ctx, 0, { ...(options as CheckOptions), check: true });
+  const opts = options as CheckOptions;
+  const repair = opts.repair === 'leaks' || opts.repair === 'all' ? opts.repair : undefined;
+  const image = openTree(ctx, 0, { ...opts, check: true });
   const checker = findChecker(image.format);
   if (!checker) return { format: image.format, unsupported: true };
   const input = ctx.devices[0];
   if (!input) throw new ImageError('no input device');
-  const report = emptyReport();
-  try {
-    // The host sends its version profile; the newest behaviour without one.
-    const major = (options.profile as { major?: unknown } | undefined)?.major;
-    checker(image, input.dev, report, { qemuMajor: typeof major === 'number' ? major : 10 });
-  } catch (e) {
-    if (!(e instanceof CheckFailure)) throw e;
-    report.failure = e.strerror;
-  }
-  return { format: image.format, report };
+  // The host sends its version profile; the newest behaviour without one.
+  const major = (options.profile as { major?: unknown } | undefined)?.major;
+  const qemuMajor = typeof major === 'number' ? major : 10;
+  if (repair) return repairWithCheck(image, input.dev, checker, repair, qemuMajor);
+  return { format: image.format, report: runChecker(checker, image, input.dev, qemuMajor) };
 }

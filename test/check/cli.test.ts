@@ -1,10 +1,8 @@
 // `check`'s command line against both oracles: argument count, --output and -r values (checked
-// in qemu's order, worded per version), -T, a missing file, -q. And -r, which instar refuses:
-// repair is not implemented, and instar says so rather than checking without repairing.
+// in qemu's order, worded per version), -T, a missing file, -q. Repair (-r) has its own files:
+// repair-cli.test.ts, repair-vhdx.test.ts.
 import { after, before, test } from 'node:test';
-import assert from 'node:assert/strict';
 import { ImageDir, assertSameOutput } from '../differential/harness.ts';
-import { runInstar } from '../helpers/oracles.ts';
 
 const images = new ImageDir('check-cli');
 
@@ -45,12 +43,3 @@ for (const args of LINES) {
     await assertSameOutput(images.dir, args);
   });
 }
-
-test('check -r leaks|all: refused as not implemented (exit 1), the image untouched', () => {
-  for (const mode of ['leaks', 'all']) {
-    const r = runInstar(['check', '-r', mode, 'a.qcow2'], { cwd: images.dir });
-    assert.equal(r.status, 1);
-    assert.equal(r.stdout, '');
-    assert.equal(r.stderr, "qemu-img: 'check -r' (repair) is not implemented yet in instar\n");
-  }
-});

@@ -1,14 +1,17 @@
 // `qemu-img check` for vhdx (qemu's vhdx_co_check): the BAT entries that point past the end of
 // the file or into another region, each reported with qemu's error_report line and counted as a
 // corruption. qemu-img check opens the image without this check (BDRV_O_CHECK) so that it can
-// report instead of refusing; a log replayed at open would need a writable image.
+// report instead of refusing. A log replayed by a writable open (check -r) counts as one fixed
+// corruption, as in qemu.
 import type { BlockDevice } from '../types.ts';
+import { VhdxImage } from './driver.ts';
 import { addLine, type Checker, type CheckReport } from '../check-types.ts';
 import { Bat } from './bat.ts';
 import { RegionList, readCurrentHeader, readRegionTable } from './headers.ts';
 import { readMetadata } from './metadata.ts';
 
-export const checkVhdx: Checker = (_image, dev: BlockDevice, report: CheckReport) => {
+export const checkVhdx: Checker = (image, dev: BlockDevice, report: CheckReport) => {
+  if (image instanceof VhdxImage && image.logReplayed) report['corruptions-fixed']++;
   // The same walk as the open (which succeeded), up to the BAT.
   const header = readCurrentHeader(dev);
   const regions = new RegionList();

@@ -4,8 +4,10 @@ import { ImageError, type BlockDevice, type Driver, type Extent, type Image, typ
 import { certainHoleLength } from '../raw/holes.ts';
 import { BDRV_MAX_LENGTH, errnoError, openingAs, readZeroFilled } from '../vpc/file-read.ts';
 import { Bat, BlockState } from './bat.ts';
-import { checkSignature, readCurrentHeader, readRegionTable, RegionList } from './headers.ts';
+import { checkSignature, readHeaders, readRegionTable, RegionList } from './headers.ts';
 import { checkLog } from './log.ts';
+import { planLogReplay } from './log-replay.ts';
+import { applyRepair } from '../repair.ts';
 import { readMetadata, type VhdxMetadata } from './metadata.ts';
 
 const OFFSET_MASK = 0xffff_ffff_fff0_0000n;
@@ -17,6 +19,8 @@ export class VhdxImage implements Image {
   /** qemu's vhdx driver has no block status: the generic layer calls it all data, unmapped. */
   readonly blockStatus = 'none';
   readonly virtualSize: number;
+  /** The open replayed a log (a writable open of a dirty image): qemu's check counts it as a fixed corruption. */
+  logReplayed = false;
 
   constructor(
     private readonly dev: BlockDevice,
@@ -104,10 +108,13 @@ export function openVhdx(dev: BlockDevice, ctx: OpenContext): VhdxImage {
 
 function openChecked(dev: BlockDevice, ctx: OpenContext): VhdxImage {
   checkSignature(dev);
-  const header = readCurrentHeader(dev);
+  const headers = readHeaders(dev);
+  const header = headers.header;
   const regions = new RegionList();
   regions.add(header.logOffset, BigInt(header.logLength));
-  checkLog(dev, header, ctx);
+  // A log to replay comes back only for a writable open; qemu replays it before reading on.
+  const sequence = checkLog(dev, header, ctx);
+  if (sequence) applyRepair(dev, planLogReplay(dev, headers, sequence));
   const { bat: batRegion, metadata: metadataRegion } = readRegionTable(dev, regions);
   const metadata = readMetadata(dev, metadataRegion);
   const totalSectors = metadata.virtualDiskSize / 512n;
@@ -118,7 +125,9 @@ function openChecked(dev: BlockDevice, ctx: OpenContext): VhdxImage {
     // qemu opens these (up to 8 EiB); sizes are JS numbers here, so we refuse rather than round.
     throw new ImageError(`VHDX virtual disk size ${metadata.virtualDiskSize} is too large for instar`);
   }
-  return new VhdxImage(dev, metadata, bat, totalSectors);
+  const image = new VhdxImage(dev, metadata, bat, totalSectors);
+  image.logReplayed = sequence !== undefined;
+  return image;
 }
 
 export const vhdxDriver: Driver = {

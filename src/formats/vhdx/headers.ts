@@ -6,8 +6,8 @@ import { checksumValid } from './crc32c.ts';
 import { BAT_REGION, METADATA_REGION, guidEqual } from './guid.ts';
 
 const KiB = 1024;
-const HEADER_OFFSETS = [64 * KiB, 128 * KiB];
-const HEADER_SIZE = 4 * KiB;
+export const HEADER_OFFSETS = [64 * KiB, 128 * KiB];
+export const HEADER_SIZE = 4 * KiB;
 const REGION_TABLE_OFFSET = 192 * KiB;
 const REGION_TABLE_SIZE = 64 * KiB;
 
@@ -68,18 +68,32 @@ function readHeader(dev: BlockDevice, offset: number): { raw: Uint8Array; header
   };
 }
 
+/** Both 4 KiB header sectors as read, and which one is current (qemu's curr_header). */
+export interface HeaderPair {
+  raws: [Uint8Array, Uint8Array];
+  current: 0 | 1;
+  header: VhdxHeader;
+}
+
+/** The current header, as qemu's vhdx_parse_header picks it, with both headers' bytes. */
+export function readHeaders(dev: BlockDevice): HeaderPair {
+  const [h1, h2] = HEADER_OFFSETS.map((at) => readHeader(dev, at));
+  const raws: [Uint8Array, Uint8Array] = [h1.raw, h2.raw];
+  const pick = (current: 0 | 1): HeaderPair => ({ raws, current, header: (current === 0 ? h1.header : h2.header)! });
+  const none = () => new ImageError('No valid VHDX header found');
+  if (h1.header && !h2.header) return pick(0);
+  if (!h1.header && h2.header) return pick(1);
+  if (!h1.header || !h2.header) throw none();
+  if (h1.header.sequence > h2.header.sequence) return pick(0);
+  if (h2.header.sequence > h1.header.sequence) return pick(1);
+  // Disk2VHD writes two identical headers; equal sequence numbers are fine only then.
+  if (h1.raw.every((b, i) => b === h2.raw[i])) return pick(0);
+  throw none();
+}
+
 /** The current header, as qemu's vhdx_parse_header picks it. */
 export function readCurrentHeader(dev: BlockDevice): VhdxHeader {
-  const [h1, h2] = HEADER_OFFSETS.map((at) => readHeader(dev, at));
-  const none = () => new ImageError('No valid VHDX header found');
-  if (h1.header && !h2.header) return h1.header;
-  if (!h1.header && h2.header) return h2.header;
-  if (!h1.header || !h2.header) throw none();
-  if (h1.header.sequence > h2.header.sequence) return h1.header;
-  if (h2.header.sequence > h1.header.sequence) return h2.header;
-  // Disk2VHD writes two identical headers; equal sequence numbers are fine only then.
-  if (h1.raw.every((b, i) => b === h2.raw[i])) return h1.header;
-  throw none();
+  return readHeaders(dev).header;
 }
 
 /** The BAT and metadata regions from the first region table, with qemu's checks. */

@@ -25,9 +25,16 @@ export function validCheckResult(value: unknown): CheckResult {
   const r = (value ?? {}) as Record<string, unknown>;
   if (typeof r.format !== 'string' || !/^[a-z0-9_-]{1,32}$/.test(r.format)) throw fail();
   if (r.unsupported === true) return { format: r.format, unsupported: true };
+  if (r.refused !== undefined) {
+    if (typeof r.refused !== 'string' || !/^[A-Za-z0-9 ,.;:'()/_-]{1,200}$/.test(r.refused)) throw fail();
+    return { format: r.format, refused: r.refused };
+  }
   const rep = (r.report ?? {}) as Record<string, unknown>;
   if (!COUNTERS.every((k) => isCount(rep[k]))) throw fail();
   if (!Array.isArray(rep.lines) || rep.lines.length > MAX_CHECK_LINES || !rep.lines.every(validLine) || !isCount(rep.omitted)) throw fail();
   if (rep.failure !== undefined && (typeof rep.failure !== 'string' || !/^[A-Za-z0-9 ,'()/-]{1,100}$/.test(rep.failure))) throw fail();
-  return { format: r.format, report: rep as unknown as CheckReport };
+  if (r.repair === undefined) return { format: r.format, report: rep as unknown as CheckReport };
+  const pass = (r.repair ?? {}) as Record<string, unknown>;
+  if (!Array.isArray(pass.lines) || pass.lines.length > MAX_CHECK_LINES || !pass.lines.every(validLine) || !isCount(pass.omitted)) throw fail();
+  return { format: r.format, report: rep as unknown as CheckReport, repair: { lines: pass.lines as CheckLine[], omitted: pass.omitted as number } };
 }

@@ -1,17 +1,20 @@
 // `check`: the trusted half. Parses qemu-img's options in its order, opens the image read-only
 // (files it names only through the path policy), lets a guest run the format's checker, checks the
-// guest's report and prints it as qemu-img does. Repair (-r) is not implemented.
-import { closeSync } from 'node:fs';
+// guest's report and prints it as qemu-img does. With -r the image alone is opened read-write
+// (O_DSYNC: each of the guest's repair writes is durable before the next) and fsynced afterwards.
+import { closeSync, constants, fstatSync, fsyncSync, openSync } from 'node:fs';
+import { strerror } from '../../strerror.ts';
 import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
-import { InputImageError, openTop, topTarget, type Target } from '../input-image.ts';
+import { checkFormat, InputImageError, openTop, topTarget, type Target } from '../input-image.ts';
 import { parseSecretObjects, SecretError, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { humanCheck, jsonCheck, writeCheckLines } from '../../output/image-check.ts';
 import { validCheckResult } from './check-result.ts';
 import type { CheckOptions } from '../../ops/check.ts';
+import type { RepairMode } from '../../formats/check-types.ts';
 
 const CACHE_MODES = new Set(['none', 'off', 'writeback', 'unsafe', 'directsync', 'writethrough']);
 /** qemu-img check's exit statuses. */
@@ -20,13 +23,13 @@ const STATUS = { ok: 0, failed: 1, corrupt: 2, leaks: 3, unsupported: 63 } as co
 interface CheckArgs {
   json: boolean;
   quiet: boolean;
-  repair: boolean;
+  repair?: RepairMode;
 }
 
 /** Options in qemu's order: the getopt loop, the file name count, --output (7.2), -T. */
 function parseArgs(cmd: ParsedCommand, ctx: CommandContext): CheckArgs | number {
   const isValid = (v: string) => v === 'human' || v === 'json';
-  let repair = false;
+  let repair: RepairMode | undefined;
   const objects: string[] = [];
   for (const [key, value] of cmd.sequence ?? []) {
     if (key === 'object') {
@@ -47,7 +50,7 @@ function parseArgs(cmd: ParsedCommand, ctx: CommandContext): CheckArgs | number 
         ? `--repair (-r) expects 'leaks' or 'all' not '${value}'`
         : `Unknown option value for -r (expecting 'leaks' or 'all'): ${value}`);
     }
-    repair = true;
+    repair = value;
   }
   if (cmd.args.length !== 1) return usageError(ctx, cmd, 'Expecting one image file name');
   const outputs = cmd.options.get('output') ?? [];
@@ -70,9 +73,33 @@ function referencedFailure(e: ReferencedFileError, target: Target): InputImageEr
   return new InputImageError(`Could not open '${target.errorName}': ${reason}`);
 }
 
+/** Opens the image for -r as qemu does (read-write), refusing what qemu refuses first. */
+function openForRepair(cmd: ParsedCommand, target: Target): number {
+  checkFormat(target);
+  if (cmd.options.has('force-share')) throw new InputImageError(`Could not open '${target.errorName}': force-share=on can only be used with read-only images`);
+  let fd: number;
+  try {
+    fd = openSync(target.path, constants.O_RDWR | constants.O_DSYNC | constants.O_NONBLOCK | constants.O_NOCTTY);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
+    throw new InputImageError(`Could not open '${target.errorName}': Could not open '${target.path}': ${strerror(code)}`);
+  }
+  if (!fstatSync(fd).isFile()) {
+    closeSync(fd);
+    throw new InputImageError(`Could not open '${target.errorName}': 'file' driver requires '${target.path}' to be a regular file`);
+  }
+  return fd;
+}
+
+/** What qemu's block layer prints when it opens a probed raw image for writing. */
+const PROBED_RAW_WARNING = (name: string) =>
+  `WARNING: Image format was not specified for '${name}' and probing guessed raw.\n` +
+  '         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n' +
+  "         Specify the 'raw' format explicitly to remove the restrictions.\n";
+
 async function runCheck(cmd: ParsedCommand, args: CheckArgs, ctx: CommandContext): Promise<number> {
   const target = topTarget(cmd, cmd.args[0]);
-  const fd = openTop(target);
+  const fd = args.repair ? openForRepair(cmd, target) : openTop(target);
   const options: CheckOptions = {
     format: target.format === 'file' ? 'raw' : target.format,
     unsafeQuirks: ctx.globals.unsafeQuirks,
@@ -80,29 +107,44 @@ async function runCheck(cmd: ParsedCommand, args: CheckArgs, ctx: CommandContext
     profile: ctx.profile,
     // qemu opens the image for I/O: an encrypted one needs its key.
     secrets: sourceSecrets(cmd.options.get('object') ?? [], [target]),
+    repair: args.repair,
   };
   let raw: unknown;
   try {
-    raw = await runWithReferencedFiles('check', options as unknown as Record<string, unknown>, [{ fd, path: target.path }], ctx);
+    raw = await runWithReferencedFiles('check', options as unknown as Record<string, unknown>, [{ fd, path: target.path, writable: !!args.repair }], ctx);
   } catch (e) {
     if (e instanceof ReferencedFileError) throw referencedFailure(e, target);
     if (e instanceof OpError) throw new InputImageError(`Could not open '${target.errorName}': ${e.message}`);
     throw e;
   } finally {
+    // The guest cannot fsync (its permission model refuses it): the host makes a repair durable.
+    if (args.repair) fsyncSync(fd);
     closeSync(fd);
   }
   const result = validCheckResult(raw);
+  if (args.repair && target.format === undefined && result.format === 'raw') ctx.err(PROBED_RAW_WARNING(target.path));
   if (target.unknownFormatOption !== undefined) {
     throw new InputImageError(`Could not open '${target.errorName}': Block format '${result.format}' does not support the option '${target.unknownFormatOption}'`);
+  }
+  if ('refused' in result) {
+    ctx.err(`${ctx.progname}: ${result.refused}\n`);
+    return STATUS.failed;
   }
   if (!('report' in result)) {
     ctx.err(`${ctx.progname}: This image format does not support checks\n`);
     return STATUS.unsupported;
   }
   const r = result.report;
-  writeCheckLines(r.lines, ctx.err, ctx.progname);
-  if (r.omitted > 0) ctx.err(`${ctx.progname}: instar left out ${r.omitted} further lines of this check\n`);
+  const fixed = r['corruptions-fixed'] || r['leaks-fixed'];
+  // The first (repairing) check's lines, then the second check's, as qemu prints them.
+  for (const pass of [result.repair, r]) {
+    if (!pass) continue;
+    writeCheckLines(pass.lines, ctx.err, ctx.progname);
+    if (pass.omitted > 0) ctx.err(`${ctx.progname}: instar left out ${pass.omitted} further lines of this check\n`);
+  }
   if (r.failure !== undefined) {
+    // qemu printed the repair summary before its second check failed.
+    if (fixed && !args.json && !args.quiet) ctx.out(humanCheck(r).split('Double checking the fixed image now...\n')[0] + 'Double checking the fixed image now...\n');
     ctx.err(`${ctx.progname}: Check failed: ${r.failure}\n`);
     return STATUS.failed;
   }
@@ -117,10 +159,6 @@ async function runCheck(cmd: ParsedCommand, args: CheckArgs, ctx: CommandContext
 export const check: Command = async (cmd, ctx) => {
   const args = parseArgs(cmd, ctx);
   if (typeof args === 'number') return args;
-  if (args.repair) {
-    ctx.err(`${ctx.progname}: 'check -r' (repair) is not implemented yet in instar\n`);
-    return STATUS.failed;
-  }
   // -U, a valid -T and --object change nothing for a read-only check (secrets are read above).
   try {
     return await runCheck(cmd, args, ctx);

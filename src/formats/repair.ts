@@ -1,0 +1,58 @@
+// Applying a repair (DESIGN.md §2): a format's planner turns the image's state into a list of
+// steps; this executor applies them in the planner's order, never past the file's end, with a
+// barrier between groups (data before the metadata that points at it). Format-agnostic and pure:
+// it only sees a BlockDevice. The host opens a repaired file with O_DSYNC, so every write is on
+// disk before the next one starts; `sync` (when the device has one) is the explicit barrier.
+import { ImageError, type BlockDevice } from './types.ts';
+
+/** One step of a repair plan. */
+export type RepairStep =
+  | { kind: 'write'; pos: number; bytes: Uint8Array }
+  /** `length` bytes of zeros at `pos` (a VHDX zero descriptor may cover many sectors). */
+  | { kind: 'zero'; pos: number; length: number }
+  /** Everything before is durable before anything after starts. */
+  | { kind: 'barrier' };
+
+export interface ApplyOptions {
+  /** Tests only: apply this many write/zero steps, then stop as if the process died there. */
+  stopAfterWrites?: number;
+}
+
+const ZERO_CHUNK = 1024 * 1024;
+
+/** Steps that write bytes (what a crash can cut between). */
+export const writeCount = (steps: readonly RepairStep[]): number => steps.filter((s) => s.kind !== 'barrier').length;
+
+/** Checks a plan against the file before anything is written: no step may reach past its end. */
+function checkBounds(dev: BlockDevice, steps: readonly RepairStep[]): void {
+  for (const s of steps) {
+    if (s.kind === 'barrier') continue;
+    const length = s.kind === 'write' ? s.bytes.length : s.length;
+    if (!Number.isSafeInteger(s.pos) || s.pos < 0 || !Number.isSafeInteger(length) || length < 0 || s.pos + length > dev.size) {
+      throw new ImageError(`instar refuses a repair that writes outside the file (offset ${s.pos}, ${length} bytes)`);
+    }
+  }
+}
+
+/** Applies a plan in order; throws before writing anything when a step is out of bounds. */
+export function applyRepair(dev: BlockDevice & { sync?: () => void }, steps: readonly RepairStep[], opts: ApplyOptions = {}): void {
+  if (!dev.write) throw new ImageError('the image was not opened for writing');
+  checkBounds(dev, steps);
+  let budget = opts.stopAfterWrites ?? Infinity;
+  for (const s of steps) {
+    if (s.kind === 'barrier') {
+      dev.sync?.();
+      continue;
+    }
+    if (budget-- <= 0) return;
+    if (s.kind === 'write') {
+      dev.write(s.bytes, s.pos);
+      continue;
+    }
+    const zeros = new Uint8Array(Math.min(ZERO_CHUNK, s.length));
+    for (let done = 0; done < s.length; done += zeros.length) {
+      dev.write(zeros.subarray(0, Math.min(zeros.length, s.length - done)), s.pos + done);
+    }
+  }
+  dev.sync?.();
+}
