@@ -8,8 +8,11 @@ const UNITS: Record<string, bigint> = { b: 1n, k: 2n ** 10n, m: 2n ** 20n, g: 2n
 
 export type SizeResult = { value: bigint; warning?: string } | { error: string };
 
-/** Parses like qemu_strtosz: 'invalid' text or 'range' for a value past INT64_MAX (or negative in 10.0). */
-function strtosz(text: string, newRules: boolean): { value: bigint; hexSuffix: boolean } | 'invalid' | 'range' {
+/**
+ * Parses like qemu_strtosz: 'invalid' text or 'range' for a value past `max` (cvtnum's INT64_MAX;
+ * UINT64_MAX for a size in an option list) or negative in 10.0.
+ */
+export function strtosz(text: string, newRules: boolean, max = INT64_MAX): { value: bigint; hexSuffix: boolean } | 'invalid' | 'range' {
   let s = text.replace(/^[ \t\n\v\f\r]+/, '');
   let negative = false;
   if (s[0] === '+' || s[0] === '-') {
@@ -48,7 +51,7 @@ function strtosz(text: string, newRules: boolean): { value: bigint; hexSuffix: b
   if (hasFraction && unit === 1n) return 'invalid';
   const part = hasFraction ? BigInt(Math.round(Number('0.' + fraction) * Number(unit))) : 0n;
   const value = integer * unit + part;
-  if (value > UINT64_MAX || value > INT64_MAX) return 'range';
+  if (value > UINT64_MAX || value > max) return 'range';
   if (negative) return value === 0n && !newRules ? 'invalid' : 'range';
   return { value, hexSuffix: hex && unit !== 1n };
 }
