@@ -5,6 +5,7 @@ import { mapOp } from './map.ts';
 import { convertOp } from './convert.ts';
 import { compareOp } from './compare.ts';
 import { checkOp } from './check.ts';
+import { measureOp } from './measure.ts';
 import { answeringMissingFiles } from './open-tree.ts';
 import { withArgon2 } from '../formats/crypto/argon2.ts';
 
@@ -17,4 +18,5 @@ export const ops: Record<string, Op> = {
   convert: withArgon2(answeringMissingFiles(convertOp)),
   compare: withArgon2(answeringMissingFiles(compareOp)),
   check: withArgon2(answeringMissingFiles(checkOp)),
+  measure: withArgon2(answeringMissingFiles(measureOp)),
 };

@@ -12,4 +12,5 @@ export const commands: Record<string, () => Promise<Command>> = {
   convert: async () => (await import('./convert.ts')).convert,
   compare: async () => (await import('./compare.ts')).compare,
   check: async () => (await import('./check.ts')).check,
+  measure: async () => (await import('./measure.ts')).measure,
 };
