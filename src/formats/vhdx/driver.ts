@@ -114,7 +114,14 @@ function openChecked(dev: BlockDevice, ctx: OpenContext): VhdxImage {
   regions.add(header.logOffset, BigInt(header.logLength));
   // A log to replay comes back only for a writable open; qemu replays it before reading on.
   const sequence = checkLog(dev, header, ctx);
-  if (sequence) applyRepair(dev, planLogReplay(dev, headers, sequence));
+  if (sequence) {
+    // qemu replays first and then fails on overlapping regions; instar fails the same way before
+    // writing anything (its replays never touch the header section the region table is in).
+    const logOnly = new RegionList();
+    logOnly.add(header.logOffset, BigInt(header.logLength));
+    readRegionTable(dev, logOnly);
+    applyRepair(dev, planLogReplay(dev, headers, sequence));
+  }
   const { bat: batRegion, metadata: metadataRegion } = readRegionTable(dev, regions);
   const metadata = readMetadata(dev, metadataRegion);
   const totalSectors = metadata.virtualDiskSize / 512n;

@@ -1,0 +1,55 @@
+// check -r changes the image, so qemu-img and instar each repair their own copy: the same bytes
+// under the same name in two directories, the same command line, then stdout, stderr and the
+// exit status compared, and both repaired files handed back for comparing.
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { oracle, runInstar, runQemu, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
+
+export interface RepairRun {
+  qemu: RunResult;
+  instar: RunResult;
+  /** The files after each side's run. */
+  qemuFile: Buffer;
+  instarFile: Buffer;
+  qemuPath: string;
+  instarPath: string;
+}
+
+export class RepairDirs {
+  readonly root = mkdtempSync(join(tmpdir(), 'instar-repair-'));
+  private n = 0;
+
+  /** Runs `args` (the image named `name` last or where the caller put it) on two copies of `bytes`. */
+  run(version: OracleVersion, name: string, bytes: Uint8Array, args: string[], opts: { sandboxed?: boolean; skipQemu?: boolean } = {}): RepairRun {
+    const base = join(this.root, String(this.n++));
+    const qdir = join(base, 'q');
+    const idir = join(base, 'i');
+    mkdirSync(qdir, { recursive: true });
+    mkdirSync(idir, { recursive: true });
+    writeFileSync(join(qdir, name), bytes);
+    writeFileSync(join(idir, name), bytes);
+    // skipQemu: for images qemu would spend unbounded time (and disk) on.
+    const qemu = opts.skipQemu ? { stdout: '', stderr: '', status: null, signal: null } : runQemu(version, args, { cwd: qdir, timeoutMs: 30_000 });
+    qemu.stderr = qemu.stderr.split(oracle(version)).join('qemu-img');
+    const sandbox = opts.sandboxed ? [] : ['--sandbox=none'];
+    const instar = runInstar([...args, '--qemu-version', version, ...sandbox], { cwd: idir, timeoutMs: 30_000 });
+    return {
+      qemu, instar,
+      qemuFile: readFileSync(join(qdir, name)), instarFile: readFileSync(join(idir, name)),
+      qemuPath: join(qdir, name), instarPath: join(idir, name),
+    };
+  }
+
+  remove(): void {
+    rmSync(this.root, { recursive: true, force: true });
+  }
+}
+
+/** stdout, stderr and exit status alike. */
+export function assertSameRun(r: RepairRun, label: string): void {
+  assert.equal(r.instar.stdout, r.qemu.stdout, `${label}: stdout`);
+  assert.equal(r.instar.stderr, r.qemu.stderr, `${label}: stderr`);
+  assert.equal(r.instar.status, r.qemu.status, `${label}: exit status (instar stderr: ${r.instar.stderr})`);
+}
