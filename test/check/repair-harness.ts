@@ -22,7 +22,7 @@ export class RepairDirs {
   private n = 0;
 
   /** Runs `args` (the image named `name` last or where the caller put it) on two copies of `bytes`. */
-  run(version: OracleVersion, name: string, bytes: Uint8Array, args: string[], opts: { sandboxed?: boolean; skipQemu?: boolean } = {}): RepairRun {
+  run(version: OracleVersion, name: string, bytes: Uint8Array, args: string[], opts: { sandboxed?: boolean; skipQemu?: boolean; instarArgs?: string[] } = {}): RepairRun {
     const base = join(this.root, String(this.n++));
     const qdir = join(base, 'q');
     const idir = join(base, 'i');
@@ -34,7 +34,7 @@ export class RepairDirs {
     const qemu = opts.skipQemu ? { stdout: '', stderr: '', status: null, signal: null } : runQemu(version, args, { cwd: qdir, timeoutMs: 30_000 });
     qemu.stderr = qemu.stderr.split(oracle(version)).join('qemu-img');
     const sandbox = opts.sandboxed ? [] : ['--sandbox=none'];
-    const instar = runInstar([...args, '--qemu-version', version, ...sandbox], { cwd: idir, timeoutMs: 30_000 });
+    const instar = runInstar([...args, ...(opts.instarArgs ?? []), '--qemu-version', version, ...sandbox], { cwd: idir, timeoutMs: 30_000 });
     return {
       qemu, instar,
       qemuFile: readFileSync(join(qdir, name)), instarFile: readFileSync(join(idir, name)),
