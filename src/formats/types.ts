@@ -126,6 +126,8 @@ export interface Image {
    * can carry them; absent when the format (or this image's version of it) cannot.
    */
   readonly persistentBitmaps?: readonly { name: string; granularity: number }[];
+  /** The qemu release whose driver first says it can carry persistent bitmaps, when that is later than 7.2. */
+  readonly persistentBitmapsSince?: { major: number; minor: number };
 }
 
 /** How qemu's size queries of an opened image fail. */

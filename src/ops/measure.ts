@@ -88,10 +88,20 @@ function blockStatusReason(e: unknown): string {
   return strerror(e.errno ?? 'EIO');
 }
 
+/** Whether the emulated qemu's driver of this image says it can carry persistent bitmaps. */
+function carriesBitmaps(image: Image, profile: unknown): boolean {
+  const since = image.persistentBitmapsSince;
+  if (!since) return true;
+  // The host sends its version profile; the newest behaviour without one.
+  const { major, minor } = (profile ?? {}) as { major?: unknown; minor?: unknown };
+  if (typeof major !== 'number' || typeof minor !== 'number') return true;
+  return major > since.major || (major === since.major && minor >= since.minor);
+}
+
 export function measureOp(options: Record<string, unknown>, ctx: OpContext): MeasureOpResult {
   const opts = options as unknown as MeasureOptions;
   const top = openTree(ctx, 0, opts);
-  const bitmaps = top.persistentBitmaps?.map((b) => ({ nameBytes: Buffer.byteLength(b.name, 'utf8'), granularity: b.granularity }));
+  const bitmaps = carriesBitmaps(top, opts.profile) ? top.persistentBitmaps?.map((b) => ({ nameBytes: Buffer.byteLength(b.name, 'utf8'), granularity: b.granularity })) : undefined;
   const counter = new ClusterCounter();
   const result: MeasureOpResult = { format: top.format, virtualSize: top.virtualSize, dataBytes: counter.result(), bitmaps };
   let image = top;

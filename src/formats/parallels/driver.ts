@@ -49,6 +49,9 @@ export class ParallelsImage implements Image {
   readonly sizeFailure?: SizeQueryFailure;
   /** qemu's parallels block_status takes its length as an int of sectors. */
   readonly blockStatusIntSectors = true;
+  /** qemu 8.2 marked the driver as supporting persistent bitmaps (CBT); instar loads none of them. */
+  readonly persistentBitmaps = [];
+  readonly persistentBitmapsSince = { major: 8, minor: 2 };
   private readonly clusterSize: number;
 
   constructor(
