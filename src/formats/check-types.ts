@@ -5,11 +5,12 @@ import type { BlockDevice, Image } from './types.ts';
 /**
  * One stderr line of a check. Most lines are text; the per-cluster refcount comparison (which a
  * damaged image can repeat for millions of clusters) travels as runs:
- * [kind, first cluster, count, stored refcount, computed references], kind 0 = "Leaked", 1 = "ERROR".
+ * [kind, first cluster, count, stored refcount, computed references], kind 0 = "Leaked", 1 = "ERROR",
+ * 3 = "Repairing" (check -r setting the refcount to the references).
  * Refcounts are decimal strings: they are uint64 in qemu. [2, text] is a line qemu prints with
  * error_report, which the host prefixes with the program's name ("qemu-img: ").
  */
-export type CheckLine = string | [kind: 2, text: string] | [kind: 0 | 1, cluster: number, count: number, refcount: string, reference: string];
+export type CheckLine = string | [kind: 2, text: string] | [kind: 0 | 1 | 3, cluster: number, count: number, refcount: string, reference: string];
 
 /** qemu's BdrvCheckResult; zero fields are absent from its JSON output. */
 export interface CheckCounts {

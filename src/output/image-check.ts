@@ -79,7 +79,7 @@ export function writeCheckLines(lines: readonly CheckLine[], err: (text: string)
       continue;
     }
     const [kind, first, count, refcount, reference] = line;
-    const word = kind === 1 ? 'ERROR' : 'Leaked';
+    const word = kind === 1 ? 'ERROR' : kind === 3 ? 'Repairing' : 'Leaked';
     // Bounded chunks: a run can cover millions of clusters.
     let chunk = '';
     for (let i = 0; i < count; i++) {

@@ -16,7 +16,7 @@ const isCount = (v: unknown, max = Number.MAX_SAFE_INTEGER) => Number.isSafeInte
 function validLine(l: unknown): l is CheckLine {
   if (typeof l === 'string') return l.length <= MAX_LINE && !l.includes('\n');
   if (Array.isArray(l) && l.length === 2) return l[0] === 2 && typeof l[1] === 'string' && l[1].length <= MAX_LINE && !l[1].includes('\n');
-  return Array.isArray(l) && l.length === 5 && (l[0] === 0 || l[0] === 1) && isCount(l[1], MAX_RUN) && isCount(l[2], MAX_RUN) &&
+  return Array.isArray(l) && l.length === 5 && (l[0] === 0 || l[0] === 1 || l[0] === 3) && isCount(l[1], MAX_RUN) && isCount(l[2], MAX_RUN) &&
     typeof l[3] === 'string' && DECIMAL.test(l[3]) && typeof l[4] === 'string' && DECIMAL.test(l[4]);
 }
 

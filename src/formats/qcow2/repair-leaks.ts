@@ -1,0 +1,74 @@
+// check -r for qcow2, leaked clusters only (qemu's compare_refcounts in fix mode): every cluster
+// whose stored refcount exceeds its references gets the references as its refcount, reported with
+// qemu's "Repairing cluster" line; a cluster freed this way is discarded by qemu (a hole punched),
+// which instar, unable to punch holes from its sandbox, matches by writing zeros over it.
+//
+// Anything else the check found (refcounts below the references, bad tables or flags, unreadable
+// refcounts) needs qemu's other repairs or its refcount rebuild: instar refuses the image, writing
+// nothing. So it does for images whose writable open qemu would also change (dirty or corrupt
+// bits, persistent bitmaps, an external data file).
+import { addLine, type RepairPlan, type RepairPlanner } from '../check-types.ts';
+import type { RepairStep } from '../repair.ts';
+import { AUTOCLEAR, INCOMPAT, parseHeader } from './header.ts';
+import { StoredRefcounts } from './check-refcounts.ts';
+import { readAt } from '../bytes.ts';
+import type { BlockDevice } from '../types.ts';
+
+const refused = (why: string): RepairPlan => ({ refused: `instar cannot repair this qcow2 image (${why}); nothing was written` });
+
+/** Writes `value` as refcount entry `index` of a refcount block of `bits`-wide entries. */
+function setRefcount(block: Buffer, index: number, bits: number, value: bigint): void {
+  if (bits < 8) {
+    const perByte = 8 / bits;
+    const at = Math.floor(index / perByte);
+    const shift = bits * (index % perByte);
+    const mask = (2 ** bits - 1) << shift;
+    block[at] = (block[at] & ~mask) | (Number(value) << shift);
+  } else if (bits === 8) block[index] = Number(value);
+  else if (bits === 16) block.writeUInt16BE(Number(value), index * 2);
+  else if (bits === 32) block.writeUInt32BE(Number(value), index * 4);
+  else block.writeBigUInt64BE(value, index * 8);
+}
+
+export const repairQcow2: RepairPlanner = (_image, dev: BlockDevice, report): RepairPlan => {
+  const h = parseHeader(dev);
+  if (report.corruptions || report['check-errors']) return refused('it has corruptions, which need qemu\'s refcount rebuild or table repairs');
+  if (report.omitted) return refused('the check reported too many lines');
+  if (h.incompatible & (INCOMPAT.dirty | INCOMPAT.corrupt)) return refused('its dirty or corrupt bit is set');
+  if (h.incompatible & INCOMPAT.dataFile) return refused('it has an external data file');
+  if (h.autoclear & AUTOCLEAR.bitmaps) return refused('it has persistent bitmaps');
+  const leakRuns = report.lines.filter((l): l is [0, number, number, string, string] => Array.isArray(l) && l[0] === 0);
+  if (leakRuns.length === 0) return { steps: [] };
+  const stored = new StoredRefcounts(dev, h);
+  const bits = 2 ** h.refcountOrder;
+  const cs = h.clusterSize;
+  const blocks = new Map<number, { offset: number; bytes: Buffer }>();
+  const freed: number[] = [];
+  for (const [, first, count, refcount, reference] of leakRuns) {
+    const value = BigInt(reference);
+    for (let cluster = first; cluster < first + count; cluster++) {
+      const index = Math.floor(cluster / stored.perBlockCount);
+      let block = blocks.get(index);
+      if (!block) {
+        // The check read a refcount above zero here: the block is present, aligned and readable.
+        const offset = Number(stored.entryOffset(index));
+        block = { offset, bytes: readAt(dev, offset, cs) };
+        blocks.set(index, block);
+      }
+      setRefcount(block.bytes, cluster % stored.perBlockCount, bits, value);
+      if (value === 0n) freed.push(cluster);
+    }
+    addLine(report, [3, first, count, refcount, reference]);
+    report.leaks -= count;
+    report['leaks-fixed'] += count;
+  }
+  // The refcounts first, then the freed clusters' contents (qemu's discards come after its updates).
+  const steps: RepairStep[] = [...blocks.values()].map((b) => ({ kind: 'write', pos: b.offset, bytes: b.bytes }));
+  steps.push({ kind: 'barrier' });
+  for (const cluster of freed) {
+    const pos = cluster * cs;
+    if (pos < dev.size) steps.push({ kind: 'zero', pos, length: Math.min(cs, dev.size - pos) });
+  }
+  steps.push({ kind: 'barrier' });
+  return { steps };
+};
