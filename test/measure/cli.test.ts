@@ -100,3 +100,13 @@ test('measure: -o size is checked against the L1 limit even when an input decide
   await assertSameOutput(images.dir, ['measure', '-O', 'qcow2', '-o', 'size=18446744073709551615', 'a.qcow2']);
   await assertSameOutput(images.dir, ['measure', '-O', 'qcow2', '-o', 'size=1E', '--size', '1G']);
 });
+
+test('measure -O of a format that cannot measure: -o is checked against its create options first', async () => {
+  const lines = [
+    ['-O', 'vmdk', '-o', 'foo=bar'], ['-O', 'vmdk', '-o', 'subformat=xx,zeroed_grain=on'], ['-O', 'vmdk', '-o', 'zeroed_grain=x'],
+    ['-O', 'vpc', '-o', 'size=x'], ['-O', 'vhdx', '-o', 'log_size=1M,block_state_zero=off'], ['-O', 'vdi', '-o', 'static=on'],
+    ['-O', 'qed', '-o', 'table_size=x'], ['-O', 'parallels', '-o', 'cluster_size=1M'], ['-O', 'qcow', '-o', 'encryption=on'],
+    ['-O', 'file', '-o', 'foo=1'], ['-O', 'nbd', '-o', 'nocow=x'], ['-O', 'bochs', '-o', 'foo=1'],
+  ];
+  for (const line of lines) await assertSameOutput(images.dir, ['measure', '--size', '1G', ...line]);
+});

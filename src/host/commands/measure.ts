@@ -176,12 +176,11 @@ function measureFor(cmd: ParsedCommand, args: MeasureArgs, ctx: CommandContext, 
   const found = findMeasurer(format);
   if ('error' in found) {
     if (found.error === 'unknown') throw failure(`Unknown file format '${format}'`);
-    if (found.error === 'no-create') throw failure(`Format driver '${format}' does not support image creation`);
-    throw failure(`Block driver '${format}' does not support size measurement`);
+    throw failure(`Format driver '${format}' does not support image creation`);
   }
   let options: Map<string, string>;
   try {
-    options = parseCreateOptions(args.options, found.measurer.createOptions, ctx.profile.newUsageErrors);
+    options = parseCreateOptions(args.options, found.createOptions, ctx.profile.newUsageErrors);
   } catch (e) {
     if (!(e instanceof OptionListError)) throw e;
     throw new MeasureFailure([...e.lines, { text: `Invalid options for file format '${format}'`, prefixed: true }]);
@@ -190,6 +189,7 @@ function measureFor(cmd: ParsedCommand, args: MeasureArgs, ctx: CommandContext, 
     options.delete('size');
     options.set('size', args.size.toString());
   }
+  if (!found.measurer) throw failure(`Block driver '${format}' does not support size measurement`);
   try {
     return found.measurer.measure(options, input);
   } catch (e) {
