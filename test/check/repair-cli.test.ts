@@ -29,6 +29,11 @@ const CASES: [string, string, string[], string[]?][] = [
   ['qcow2', 'c.qcow2', ['check', '-U', '-r', 'all', 'missing.qcow2']],
   ['qcow2', 'c.qcow2', ['check', '-U', '-r', 'all', '-f', 'bogus', 'c.qcow2']],
   ['qcow2', 'c.qcow2', ['check', '-r', 'all', 'missing.qcow2']],
+  ['qcow2', 'c.qcow2', ['check', '-r', 'leaks', '--image-opts', 'driver=qcow2,file.filename=c.qcow2,read-only=on']],
+  ['qcow2', 'c.qcow2', ['check', '-r', 'leaks', '--image-opts', 'driver=qcow2,file.filename=c.qcow2,read-only=bogus']],
+  ['qcow2', 'c.qcow2', ['check', '-r', 'leaks', '--image-opts', 'driver=qcow2,file.filename=c.qcow2,force-share=yes']],
+  ['qcow2', 'c.qcow2', ['check', '-U', '-r', 'leaks', '--image-opts', 'driver=qcow2,file.filename=c.qcow2,read-only=on']],
+  ['qcow2', 'c.qcow2', ['check', '-r', 'leaks', '--image-opts', 'driver=qcow2,file.filename=c.qcow2,read-only=off']],
   ['qed', 'c.qed', ['check', '-r', 'all', 'c.qed']],
   ['parallels', 'c.parallels', ['check', '-r', 'leaks', '--output=json', 'c.parallels']],
   ['vhdx', 'c.vhdx', ['check', '-r', 'all', 'c.vhdx']],
@@ -48,6 +53,18 @@ for (const [format, name, args, instarArgs] of CASES) {
     }
   });
 }
+
+test('check -r refuses what qemu would repair and instar cannot (a parallels leak), writing nothing', () => {
+  const path = join(dirs.root, 'leak.parallels');
+  assert.equal(runQemu('7.2', ['create', '-q', '-f', 'parallels', path, '4M']).status, 0);
+  assert.equal(runQemu('7.2', ['-f', 'parallels', '-c', 'write -P 0x11 3M 1M', path], {}, 'qemu-io').status, 0);
+  const bytes = Buffer.concat([readFileSync(path), Buffer.alloc(1024 * 1024)]);
+  const r = dirs.run('10.0', 'x.parallels', bytes, ['check', '-r', 'all', 'x.parallels'], { sandboxed: true });
+  assert.equal(r.instar.stderr, 'qemu-img: instar cannot repair parallels images yet; nothing was written\n');
+  assert.equal(r.instar.status, 1);
+  assert.ok(r.instarFile.equals(bytes), 'the file is unchanged');
+  assert.equal(r.qemu.status, 0, 'qemu repairs it');
+});
 
 test('check -r on a file the user may not write: qemu\'s open error', () => {
   const r = dirs.run('10.0', 'c.qcow2', images.qcow2, ['check', '-r', 'all', 'c.qcow2']);

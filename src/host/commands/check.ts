@@ -11,6 +11,7 @@ import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
 import { checkFormat, InputImageError, openTop, topTarget, type Target } from '../input-image.ts';
 import { parseSecretObjects, SecretError, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
+import { parseQemuOpts } from './image-opts.ts';
 import { humanCheck, jsonCheck, writeCheckLines } from '../../output/image-check.ts';
 import { validCheckResult } from './check-result.ts';
 import type { CheckOptions } from '../../ops/check.ts';
@@ -73,10 +74,22 @@ function referencedFailure(e: ReferencedFileError, target: Target): InputImageEr
   return new InputImageError(`Could not open '${target.errorName}': ${reason}`);
 }
 
+/** An --image-opts boolean as qemu parses it; undefined when absent. */
+function imageOptsFlag(cmd: ParsedCommand, target: Target, name: string): boolean | undefined {
+  if (!cmd.options.has('image-opts')) return undefined;
+  const value = parseQemuOpts(cmd.args[0], 'file').get(name);
+  if (value === undefined) return undefined;
+  if (['on', 'yes', 'true'].includes(value)) return true;
+  if (['off', 'no', 'false'].includes(value)) return false;
+  throw new InputImageError(`Could not open '${target.errorName}': Parameter '${name}' expects 'on' or 'off'`);
+}
+
 /** Opens the image for -r as qemu does (read-write), refusing what qemu refuses first. */
 function openForRepair(cmd: ParsedCommand, target: Target): number {
   checkFormat(target);
-  if (cmd.options.has('force-share')) throw new InputImageError(`Could not open '${target.errorName}': force-share=on can only be used with read-only images`);
+  const fail = (why: string) => new InputImageError(`Could not open '${target.errorName}': ${why}`);
+  if (imageOptsFlag(cmd, target, 'read-only')) throw fail('Block node is read-only');
+  if (imageOptsFlag(cmd, target, 'force-share') || cmd.options.has('force-share')) throw fail('force-share=on can only be used with read-only images');
   let fd: number;
   try {
     fd = openSync(target.path, constants.O_RDWR | constants.O_DSYNC | constants.O_NONBLOCK | constants.O_NOCTTY);
