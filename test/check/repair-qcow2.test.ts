@@ -137,5 +137,5 @@ test('qcow2 leak repair: every prefix of its writes leaves an image with leaks a
     assert.equal(runQemu('7.2', ['compare', full.qemuPath, copy]).stdout, 'Images are identical.\n', `after ${n} writes`);
     if (n === 0 || n === total) assert.ok(readFileSync(copy).equals(full.qemuFile), `after ${n} writes, the same bytes as qemu's repair`);
   }
-  assert.equal(total, 5, 'one refcount block, then the four freed clusters');
+  assert.equal(total, 4, 'one refcount block, then the freed clusters in three runs (9, 20, 30-31)');
 });

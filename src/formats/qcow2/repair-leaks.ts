@@ -14,6 +14,9 @@ import { StoredRefcounts } from './check-refcounts.ts';
 import { readAt } from '../bytes.ts';
 import type { BlockDevice } from '../types.ts';
 
+/** Most bytes of refcount blocks one repair holds in memory before writing them. */
+const MAX_HELD_BYTES = 256 * 1024 * 1024;
+
 const refused = (why: string): RepairPlan => ({ refused: `instar cannot repair this qcow2 image (${why}); nothing was written` });
 
 /** Writes `value` as refcount entry `index` of a refcount block of `bits`-wide entries. */
@@ -43,20 +46,25 @@ export const repairQcow2: RepairPlanner = (_image, dev: BlockDevice, report): Re
   const bits = 2 ** h.refcountOrder;
   const cs = h.clusterSize;
   const blocks = new Map<number, { offset: number; bytes: Buffer }>();
-  const freed: number[] = [];
+  // Runs of freed clusters, [first, end): a leak report may name millions of clusters.
+  const freed: [number, number][] = [];
   for (const [, first, count, refcount, reference] of leakRuns) {
     const value = BigInt(reference);
     for (let cluster = first; cluster < first + count; cluster++) {
       const index = Math.floor(cluster / stored.perBlockCount);
       let block = blocks.get(index);
       if (!block) {
+        if ((blocks.size + 1) * cs > MAX_HELD_BYTES) return refused('its leaks span too many refcount blocks');
         // The check read a refcount above zero here: the block is present, aligned and readable.
         const offset = Number(stored.entryOffset(index));
         block = { offset, bytes: readAt(dev, offset, cs) };
         blocks.set(index, block);
       }
       setRefcount(block.bytes, cluster % stored.perBlockCount, bits, value);
-      if (value === 0n) freed.push(cluster);
+      if (value !== 0n) continue;
+      const last = freed.at(-1);
+      if (last && last[1] === cluster) last[1]++;
+      else freed.push([cluster, cluster + 1]);
     }
     addLine(report, [3, first, count, refcount, reference]);
     report.leaks -= count;
@@ -65,9 +73,9 @@ export const repairQcow2: RepairPlanner = (_image, dev: BlockDevice, report): Re
   // The refcounts first, then the freed clusters' contents (qemu's discards come after its updates).
   const steps: RepairStep[] = [...blocks.values()].map((b) => ({ kind: 'write', pos: b.offset, bytes: b.bytes }));
   steps.push({ kind: 'barrier' });
-  for (const cluster of freed) {
-    const pos = cluster * cs;
-    if (pos < dev.size) steps.push({ kind: 'zero', pos, length: Math.min(cs, dev.size - pos) });
+  for (const [first, end] of freed) {
+    const pos = first * cs;
+    if (pos < dev.size) steps.push({ kind: 'zero', pos, length: Math.min((end - first) * cs, dev.size - pos) });
   }
   steps.push({ kind: 'barrier' });
   return { steps };
