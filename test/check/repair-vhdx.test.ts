@@ -54,6 +54,15 @@ function assertSameReplay(r: RepairRun, label: string): void {
   assert.equal(info(r.instarPath), info(r.qemuPath), `${label}: info`);
 }
 
+/** Adds a second one-descriptor entry right after the first (two sectors), its data sector at `target`. */
+function appendEntry(b: Uint8Array, sequence: bigint, target: number): void {
+  const scratch = base.slice();
+  writeLogEntry(scratch, { sequence });
+  patchEntry(scratch, (v, at) => v.setBigUint64(at + descriptorAt(0) + 16, BigInt(target), true));
+  const at = logOffset(b);
+  b.set(scratch.subarray(at, at + 8192), at + 8192);
+}
+
 const LOGS: Record<string, (b: Uint8Array) => void> = {
   'one data sector': (b) => writeLogEntry(b),
   'two data sectors, sequence 7': (b) => writeLogEntry(b, { descriptors: 2, sequence: 7n }),
@@ -64,6 +73,14 @@ const LOGS: Record<string, (b: Uint8Array) => void> = {
       b.set(new TextEncoder().encode('zero'), at + descriptorAt(1));
       v.setBigUint64(at + descriptorAt(1) + 8, 3n * 4096n, true);
     });
+  },
+  'two entries in sequence': (b) => {
+    writeLogEntry(b, { sequence: 4n });
+    appendEntry(b, 5n, 7 * MiB);
+  },
+  'two sequences: the one starting higher is replayed': (b) => {
+    writeLogEntry(b, { sequence: 4n });
+    appendEntry(b, 9n, 7 * MiB);
   },
   'the log in the older header only (nothing to replay)': (b) => {
     writeLogEntry(b);
