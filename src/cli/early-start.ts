@@ -1,7 +1,7 @@
 // The CLI's early guest start (src/host/sandbox/early.ts): the command line is parsed once ahead
 // of time, the files it names are opened as the command will open them, and the sandboxed
 // guests start booting while the profile probe runs and the command's code loads.
-//  - info, map, check: one input, read-only; one guest.
+//  - info, map, check (not check -r): one input, read-only; one guest.
 //  - convert into a new raw target (src/host/convert/early-plan.ts): the sources read-only, the
 //    target created O_EXCL as the command creates it, and one copy guest per core.
 // The launch later claims a parked guest only when its argv and fd table are the same; the
@@ -35,7 +35,8 @@ export function startGuestEarly(args: string[], env: NodeJS.ProcessEnv, cwd: str
   const parsed = parseAhead(args, env, cwd, progname);
   if (!parsed) return;
   const { command, mode, settled } = parsed;
-  if (INSPECT_COMMANDS.has(command.name) && command.args.length === 1) startInspection(command, mode);
+  // check -r opens the image read-write (host/commands/check.ts): a read-only guest would be wasted.
+  if (INSPECT_COMMANDS.has(command.name) && command.args.length === 1 && !command.options.has('repair')) startInspection(command, mode);
   // A target is created only when every profile the command may end up with reads the line alike.
   else if (command.name === 'convert' && settled) startConvert(command, mode);
 }

@@ -3,9 +3,12 @@
 // and a guest nobody claims must not keep the CLI from exiting.
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { copyFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runInstar, runQemu } from '../helpers/oracles.ts';
 import { scratchDir } from './helpers.ts';
+import { finishEarlyStart, startGuestEarly } from '../../src/cli/early-start.ts';
+import { parkedGuestCount } from '../../src/host/sandbox/early.ts';
 
 const EARLY = /debug: sandbox: guest started early/;
 
@@ -41,6 +44,32 @@ describe('early guest start', () => {
       assert.equal(r.stdout, runQemu(version, args).stdout);
     });
   }
+
+  it('check -r opens the image read-write: no read-only guest is started early for it, plain check gets one', () => {
+    const file = join(scratch.dir, 'early-repair.qcow2');
+    copyFileSync(base, file);
+    const guestsStarted = (args: string[]) => {
+      startGuestEarly(args, process.env, scratch.dir, 'qemu-img');
+      try {
+        return parkedGuestCount();
+      } finally {
+        finishEarlyStart();
+      }
+    };
+    assert.equal(guestsStarted(['check', '-r', 'all', file]), 0);
+    assert.equal(guestsStarted(['check', file]), 1);
+  });
+
+  it('check -r all on a clean image: what qemu-img prints', () => {
+    const mine = join(scratch.dir, 'repair-mine.qcow2');
+    const theirs = join(scratch.dir, 'repair-theirs.qcow2');
+    copyFileSync(base, mine);
+    copyFileSync(base, theirs);
+    const r = runInstar(['check', '--qemu-version', '10.0', '-r', 'all', mine]);
+    const q = runQemu('10.0', ['check', '-r', 'all', theirs]);
+    assert.equal(r.status, q.status, r.stderr);
+    assert.equal(r.stdout, q.stdout);
+  });
 
   it('a guest nobody claims is ended: the CLI exits with the command error at once', () => {
     // 7.2 checks --output after opening nothing: the early guest is started and never used.

@@ -43,6 +43,11 @@ export function claimEarlyGuest(key: string): SpawnedGuest | undefined {
   return parked.splice(i, 1)[0].guest;
 }
 
+/** How many guests are parked now (tests: which command lines start guests early). */
+export function parkedGuestCount(): number {
+  return parked.length;
+}
+
 /** Ends every parked guest nobody claimed (the command failed first, or needed other launches). */
 export function discardEarlyGuests(): void {
   for (const { guest } of parked.splice(0)) {
