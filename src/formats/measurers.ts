@@ -1,13 +1,15 @@
 // `measure -O FMT` on the trusted side: the measure capability of each format driver that has
 // one (the same objects as the drivers' `measure`, imported without the parsers: a unit test keeps
 // the two equal), and what qemu answers for the formats that have none.
-import type { CreateOptionType, MeasureCapability } from './types.ts';
+import type { CreateOptionType, MeasureCapability, MeasureEnvironment } from './types.ts';
 import { rawMeasure, RAW_CREATE_OPTIONS } from './raw/measure.ts';
 import { qcow2Measure } from './qcow2/measure.ts';
+import { luksMeasure } from './luks/measure.ts';
 
 const measurers: Record<string, MeasureCapability> = {
   raw: rawMeasure,
   qcow2: qcow2Measure,
+  luks: luksMeasure,
 };
 
 type OptionTable = Readonly<Record<string, CreateOptionType>>;
@@ -43,8 +45,8 @@ export type MeasurerLookup =
   | { error: 'unknown' | 'no-create' };
 
 /** What `-O name` finds, in qemu's order: the driver, its create options, its bdrv_measure (absent: "does not support size measurement"). */
-export function findMeasurer(name: string): MeasurerLookup {
-  if (Object.hasOwn(measurers, name)) return { createOptions: measurers[name].createOptions, measurer: measurers[name] };
+export function findMeasurer(name: string, env: MeasureEnvironment): MeasurerLookup {
+  if (Object.hasOwn(measurers, name)) return { createOptions: measurers[name].createOptions(env), measurer: measurers[name] };
   if (Object.hasOwn(CREATE_ONLY, name)) return { createOptions: CREATE_ONLY[name] };
   if (NO_CREATE.has(name)) return { error: 'no-create' };
   return { error: 'unknown' };

@@ -208,6 +208,13 @@ export interface MeasureResult {
  * decimal uint64, bools 'on'/'off'), and throws ImageError with qemu's text.
  */
 export interface MeasureCapability {
-  readonly createOptions: Readonly<Record<string, CreateOptionType>>;
-  measure(options: ReadonlyMap<string, string>, input?: MeasureInput): MeasureResult;
+  /** The create options of the driver in that qemu release. */
+  createOptions(env: MeasureEnvironment): Readonly<Record<string, CreateOptionType>>;
+  measure(options: ReadonlyMap<string, string>, input: MeasureInput | undefined, env: MeasureEnvironment): MeasureResult;
+}
+
+/** What a measure needs beyond its options: the emulated qemu release and the --object secrets' ids. */
+export interface MeasureEnvironment {
+  qemu: { major: number; minor: number };
+  secretIds: ReadonlySet<string>;
 }

@@ -9,6 +9,7 @@ import { LUKS_HEADER_SIZE, LUKS_MAGIC, luksKeyFields, parseLuksHeader, type Luks
 import { cipherSpec, unlockMasterKey } from './unlock.ts';
 import { isLuks2 } from './luks2-header.ts';
 import { Luks2Image } from './luks2-image.ts';
+import { luksMeasure } from './measure.ts';
 
 const SECTOR = 512;
 
@@ -70,4 +71,5 @@ export const luksDriver: Driver = {
     if (isLuks2(hdr) && !ctx.unsafeQuirks) return new Luks2Image(dev, ctx);
     return new LuksImage(dev, hdr, parseLuksHeader(hdr), ctx);
   },
+  measure: luksMeasure,
 };

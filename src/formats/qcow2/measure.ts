@@ -1,8 +1,9 @@
 // qemu's qcow2_measure: the size of a new qcow2 image from its creation options and, when there
 // is an input image, from the clusters holding its data (block status over the whole disk).
 // Every quantity is a BigInt in the width qemu computes it in; nothing here can wrap silently.
-import { ImageError, type MeasureCapability, type MeasureInput, type MeasureResult } from '../types.ts';
+import { ImageError, type MeasureCapability, type MeasureEnvironment, type MeasureInput, type MeasureResult } from '../types.ts';
 import { RAW_CREATE_OPTIONS } from '../raw/measure.ts';
+import { luksPayloadSize } from '../luks/measure.ts';
 
 /** qemu-img create -f qcow2 -o help (the same in 7.2 and 10.0), the file protocol's included. */
 const QCOW2_CREATE_OPTIONS = {
@@ -38,10 +39,12 @@ interface Geometry {
   /** preallocation=full or falloc: every data cluster is written. */
   fullPrealloc: boolean;
   hasBacking: boolean;
+  /** The LUKS header (encrypt.format=luks), in whole clusters. */
+  luksPayload: bigint;
 }
 
 /** Options checked in qcow2_measure's order, with its wording. */
-function geometry(options: ReadonlyMap<string, string>): Geometry {
+function geometry(options: ReadonlyMap<string, string>, env: MeasureEnvironment): Geometry {
   const extendedL2 = options.get('extended_l2') === 'on';
   const clusterSize = BigInt(options.get('cluster_size') ?? DEFAULT_CLUSTER);
   if (!isPowerOfTwo(clusterSize) || clusterSize < MIN_CLUSTER || clusterSize > MAX_CLUSTER) {
@@ -62,19 +65,16 @@ function geometry(options: ReadonlyMap<string, string>): Geometry {
   }
   const prealloc = options.get('preallocation') ?? 'off';
   if (!['off', 'metadata', 'falloc', 'full'].includes(prealloc)) throw new ImageError(`invalid parameter value: ${prealloc}`);
-  if (options.get('encrypt.format') === 'luks') luksNotMeasured(options);
+  // A LUKS header inside the image takes whole clusters.
+  const luksBytes = options.get('encrypt.format') === 'luks' ? luksPayloadSize((key) => options.get(`encrypt.${key}`), 'encrypt.', env) : 0n;
   return {
+    luksPayload: roundUp(luksBytes, clusterSize),
     clusterSize, extendedL2, version, refcountOrder: log2(refcountBits),
     fullPrealloc: prealloc === 'full' || prealloc === 'falloc',
     hasBacking: options.has('backing_file'),
   };
 }
 
-/** A LUKS header inside the image: instar reproduces qemu's first checks, not the header's size. */
-function luksNotMeasured(options: ReadonlyMap<string, string>): never {
-  if (!options.has('encrypt.key-secret')) throw new ImageError("Parameter 'encrypt.key-secret' is required for cipher");
-  throw new ImageError('instar cannot measure a qcow2 image with a LUKS header (encrypt.format=luks) yet');
-}
 
 /**
  * qcow2_refcount_metadata_size: refcount blocks and table clusters for `clusters` clusters, found
@@ -130,8 +130,8 @@ function checked(n: bigint, limit: bigint): bigint {
   return n;
 }
 
-function measure(options: ReadonlyMap<string, string>, input?: MeasureInput): MeasureResult {
-  const g = geometry(options);
+function measure(options: ReadonlyMap<string, string>, input: MeasureInput | undefined, env: MeasureEnvironment): MeasureResult {
+  const g = geometry(options, env);
   const cs = g.clusterSize;
   // The size option (or --size) is checked against the L1 limit even when an input decides the size.
   const optionSize = roundUp(BigInt(options.get('size') ?? '0'), cs) % UINT64;
@@ -148,11 +148,11 @@ function measure(options: ReadonlyMap<string, string>, input?: MeasureInput): Me
     else required = input.dataBytes(Number(cs));
   }
   if (g.fullPrealloc) required = virtualSize;
-  const fullyAllocated = checked(preallocSize(checked(virtualSize, INT64_MAX), g), INT64_MAX);
+  const fullyAllocated = checked(g.luksPayload + preallocSize(checked(virtualSize, INT64_MAX), g), INT64_MAX);
   const result: MeasureResult = { required: checked(fullyAllocated - virtualSize + required, UINT64 - 1n), fullyAllocated };
   // Only when both the input and the new image can carry persistent bitmaps.
   if (g.version >= 3 && input?.bitmaps) result.bitmaps = checked(bitmapsSize(input.bitmaps, input.virtualSize, cs), UINT64 - 1n);
   return result;
 }
 
-export const qcow2Measure: MeasureCapability = { createOptions: QCOW2_CREATE_OPTIONS, measure };
+export const qcow2Measure: MeasureCapability = { createOptions: () => QCOW2_CREATE_OPTIONS, measure };

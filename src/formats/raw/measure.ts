@@ -7,7 +7,7 @@ export const RAW_CREATE_OPTIONS = { extent_size_hint: 'size', nocow: 'bool', pre
 const UINT64 = 2n ** 64n;
 
 export const rawMeasure: MeasureCapability = {
-  createOptions: RAW_CREATE_OPTIONS,
+  createOptions: () => RAW_CREATE_OPTIONS,
   measure(options, input) {
     let required: bigint;
     if (input) {

@@ -14,7 +14,7 @@ import { parseMapSize } from './map-size.ts';
 import { parseQemuOpts } from './image-opts.ts';
 import { isValidOptionList, OptionListError, parseCreateOptions } from './measure-options.ts';
 import { findMeasurer } from '../../formats/measurers.ts';
-import { ImageError, type MeasureInput, type MeasureResult } from '../../formats/types.ts';
+import { ImageError, type MeasureEnvironment, type MeasureInput, type MeasureResult } from '../../formats/types.ts';
 import { humanMeasure, jsonMeasure } from '../../output/measure.ts';
 import { strerrorNumber } from '../../strerror-number.ts';
 import { CLUSTER_BITS, type MeasureOpResult, type MeasureOptions } from '../../ops/measure.ts';
@@ -173,7 +173,12 @@ async function measureInput(cmd: ParsedCommand, args: MeasureArgs, ctx: CommandC
 /** -O's driver, -o checked against its create options, --size, then its measure. */
 function measureFor(cmd: ParsedCommand, args: MeasureArgs, ctx: CommandContext, input: MeasureInput | undefined): MeasureResult {
   const format = cmd.options.get('target-format')?.at(-1) ?? 'raw';
-  const found = findMeasurer(format);
+  const env: MeasureEnvironment = {
+    qemu: { major: ctx.profile.major, minor: ctx.profile.minor },
+    // The objects were all checked in the getopt loop.
+    secretIds: new Set(parseSecretObjects(cmd.options.get('object') ?? []).keys()),
+  };
+  const found = findMeasurer(format, env);
   if ('error' in found) {
     if (found.error === 'unknown') throw failure(`Unknown file format '${format}'`);
     throw failure(`Format driver '${format}' does not support image creation`);
@@ -191,7 +196,7 @@ function measureFor(cmd: ParsedCommand, args: MeasureArgs, ctx: CommandContext, 
   }
   if (!found.measurer) throw failure(`Block driver '${format}' does not support size measurement`);
   try {
-    return found.measurer.measure(options, input);
+    return found.measurer.measure(options, input, env);
   } catch (e) {
     if (e instanceof ImageError) throw failure(e.message);
     throw e;
