@@ -5,7 +5,7 @@
 //  - 'open-copy': both in one launch, into a target the host has just created empty: open
 //    failures are answered as in 'open', then guest `worker` of `workers` sizes the target (guest
 //    0) and copies its own part (split.ts: balanced by work). The host starts all of them at once.
-import { ImageError, type OpenContext } from '../formats/types.ts';
+import { ImageError, type Image, type OpenContext } from '../formats/types.ts';
 import { MissingFilesError } from './open-tree.ts';
 import { firstBlockStatusFailure, openSource, sectorTotalIsNegative, snapshotViews, type ConvertSource, type SnapshotChoice } from './convert/sources.ts';
 import { copyToRaw } from './convert/copy.ts';
@@ -26,6 +26,12 @@ export interface ConvertOptions {
   targetIsZero?: boolean;
   /** 'open' (for -n): walk every source's block status, as qemu does before it writes anything. */
   walkBlockStatus?: boolean;
+  /**
+   * With walkBlockStatus: the -n target's size when the host looked (capped at 2^53 - 1). A disk
+   * larger than that fails qemu's size check before any block status, so there is nothing to walk
+   * (and the walk of an exabyte qcow2 would not end).
+   */
+  targetSize?: number;
   /** [start, end) of the concatenated disk this guest copies. */
   range?: [number, number];
   /** 'open-copy': which guest this is, of how many (each computes its own range). */
@@ -44,9 +50,9 @@ export interface ConvertOptions {
  * its sector count passes INT64_MAX / 512, so -n's size check fails first.
  */
 export type ConvertOpenResult =
-  | { sizes: number[]; blockStatus?: string; unsized?: boolean }
+  | { sizes: WireSize[]; blockStatus?: string; unsized?: boolean }
   /** The int64 sector total is negative (sources.ts): qemu copies nothing and succeeds. */
-  | { sizes: number[]; nothingToCopy: true }
+  | { sizes: WireSize[]; nothingToCopy: true }
   | { failed: { source: number; message: string } }
   | { snapshotFailed: string }
   | { sizeFailed: string };
@@ -55,10 +61,46 @@ export type ConvertOpenResult =
  * What 'open-copy' answers: an open failure as 'open' does, the errno code of a target that
  * cannot take the disk's size (qemu's "Could not create"), or the sizes and the counted bytes.
  */
-export type ConvertOpenCopyResult = Exclude<ConvertOpenResult, { sizes: number[] }> | { createFailed: string } | { sizes: number[]; counted: number };
+export type ConvertOpenCopyResult =
+  | Exclude<ConvertOpenResult, { sizes: WireSize[] }>
+  | { createFailed: string }
+  | { sizes: number[]; counted: number }
+  /** The disk passes 2^53 bytes: nothing done; the host takes the two rounds, which word that as qemu. */
+  | { sizes: WireSize[]; tooLarge: true };
+
+/**
+ * A virtual size as it crosses the pipe: a safe integer as a number, a larger one (a qcow2 of
+ * 16 PiB, a wrapped size past 2^53) as its exact decimal (protocol INT64_DECIMAL), which a JSON
+ * number would round. The host reads them back as bigints.
+ */
+export type WireSize = number | string;
+
+/**
+ * A source's size exactly: its wrapped byte size when its size query fails with EFBIG (what qemu
+ * sizes the target with; a driver's number may have rounded it past 2^53), else its virtual size.
+ */
+function exactSize(image: Image): bigint {
+  const count = image.sizeFailure?.sectorCount;
+  return count !== undefined ? BigInt.asUintN(64, count * 512n) : BigInt(image.virtualSize);
+}
+
+const wireSizes = (images: Image[]): WireSize[] => images.map((image) => {
+  const size = exactSize(image);
+  return size <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(size) : size.toString();
+});
+
+/** Whether the concatenated disk's offsets are all exact JS numbers (the copy's arithmetic). */
+const safeDisk = (images: Image[]): boolean => images.reduce((n, image) => n + exactSize(image), 0n) <= BigInt(Number.MAX_SAFE_INTEGER);
 
 /** qemu's message when a block status fails in its pass over the disk, before anything is written. */
 export const blockStatusFailure = (offset: number, reason: string): string => `error while reading block status at offset ${offset}: ${reason}`;
+
+/** Whether the disk fits a -n target of `size` bytes as qemu checks it (in sectors, rounded up). */
+function fitsTarget(views: { virtualSize: number }[], size: number | undefined): boolean {
+  if (size === undefined) return true;
+  const total = views.reduce((n, v) => n + BigInt(v.virtualSize), 0n);
+  return total <= ((BigInt(size) + 511n) / 512n) * 512n;
+}
 
 // Synchronous up to the copy (open errors, MissingFilesError, must throw at once for the
 // wrappers in registry.ts); the copy itself is a promise (its writes overlap its reads).
@@ -97,10 +139,10 @@ export const convertOp: Op = (options, ctx) => {
   const sizeFailure = nothingToCopy ? undefined : views.find((v) => v.sizeFailure)?.sizeFailure;
   const blockStatus = sizeFailure ? blockStatusFailure(0, strerrorNumber(sizeFailure.errno)) : undefined;
   if (opts.phase === 'open') {
-    const sizes = views.map((v) => v.virtualSize);
+    const sizes = wireSizes(views);
     if (nothingToCopy) return { sizes, nothingToCopy } satisfies ConvertOpenResult;
     if (blockStatus) return { sizes, blockStatus, unsized: true } satisfies ConvertOpenResult;
-    const failed = opts.walkBlockStatus ? firstBlockStatusFailure(views) : undefined;
+    const failed = opts.walkBlockStatus && fitsTarget(views, opts.targetSize) ? firstBlockStatusFailure(views) : undefined;
     if (failed) return { sizes, blockStatus: blockStatusFailure(failed.offset, failed.reason) } satisfies ConvertOpenResult;
     return { sizes } satisfies ConvertOpenResult;
   }
@@ -112,6 +154,11 @@ export const convertOp: Op = (options, ctx) => {
   let range = opts.range;
   let runs: readonly DiskRun[] | undefined;
   const worker = opts.worker ?? 0;
+  if (!safeDisk(views)) {
+    if (opts.phase === 'open-copy') return { sizes: wireSizes(views), tooLarge: true } satisfies ConvertOpenCopyResult;
+    // The host copies only disks it has checked are below 2^53 bytes.
+    throw new ImageError('the disk is too large to copy');
+  }
   if (opts.phase === 'open-copy') {
     const total = sizes.reduce((a, b) => a + b, 0);
     if (worker === 0) {

@@ -159,7 +159,8 @@ function place(opened: Opened[]): Pick<VmdkState, 'extents' | 'sizeQuery'> {
   // fails its size query (sector-count.ts) before any I/O.
   const { bytes, sizeFailure } = sizeFromSectorCount(total);
   if (sizeFailure) {
-    if (bytes > MAX_VIRTUAL_SECTORS * 512n) throw new ImageError('Image size is too large for this reader', 'EFBIG');
+    // Every read and block status fails first, so only convert's target size uses this one: past
+    // 2^53 it may round, and convert takes the exact size from sizeFailure.sectorCount instead.
     return { extents: sizeFailure.sectors ? [] : checkedByQemu(opened), sizeQuery: { virtualSize: Number(bytes), sizeFailure } };
   }
   let sectors = 0n;

@@ -5,14 +5,14 @@
 // half-written file that looks finished). A new target may already exist, made by the CLI's
 // early start with the copy guests booting (src/cli/early-start.ts): createFreshTarget takes it,
 // and one this command does not take is removed before the target's name is used again.
-import { closeSync, constants, fstatSync, fsyncSync, ftruncateSync, openSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants, fsyncSync, openSync, statSync, unlinkSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { ConvertError } from '../convert/errors.ts';
-import { checkOpenAnswer, isBlockStatusFailure, openAndCopy, progressSum, referencedFailure, resetTarget, resizeFailed, TargetLeft, TargetReferenced } from '../convert/open-copy.ts';
+import { ConvertError, ConvertErrorText } from '../convert/errors.ts';
+import { checkOpenAnswer, isBlockStatusFailure, openAndCopy, parseSizes, progressSum, referencedFailure, resetTarget, safeSizes, TargetLeft, TwoRoundsNeeded } from '../convert/open-copy.ts';
+import { createTarget, targetTooSmall } from '../convert/create-target.ts';
 import { createFreshTarget, removeEarlyTarget } from '../convert/fresh-target.ts';
 import { CACHE_MODES } from '../convert/early-plan.ts';
 import { workerRange } from '../../ops/convert/split.ts';
-import { allocateFirstBlock } from '../../ops/convert/first-block.ts';
 import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { isDriverName } from '../../formats/names.ts';
@@ -109,7 +109,8 @@ function settings(cmd: ParsedCommand, ctx: CommandContext): Settings {
 
 /** What the open phase found: the sources' virtual sizes, and qemu's message when their block status will fail. */
 interface Opened {
-  sizes: number[];
+  /** Exact: past 2^53 bytes too (a qcow2 of 16 PiB), which qemu sizes its target with. */
+  sizes: bigint[];
   blockStatus?: string;
   /** A source's sector count passes INT64_MAX / 512. */
   unsized: boolean;
@@ -131,25 +132,24 @@ async function openPhase(inputs: InputFile[], targets: Target[], options: Conver
   }
   const r = result as Record<string, unknown>;
   checkOpenAnswer(r, targets);
-  const sizes = r?.sizes;
-  if (!Array.isArray(sizes) || sizes.length !== targets.length || !sizes.every((s) => Number.isSafeInteger(s) && s >= 0)) {
-    throw new ConvertError('the guest gave a malformed answer');
-  }
+  const sizes = parseSizes(r?.sizes, targets.length);
+  if (!sizes) throw new ConvertError('the guest gave a malformed answer');
   const blockStatus = r.blockStatus;
   if (blockStatus !== undefined && !(typeof blockStatus === 'string' && blockStatus.startsWith('error while reading block status at offset '))) {
     throw new ConvertError('the guest gave a malformed answer');
   }
   const nothingToCopy = r.nothingToCopy === true;
   if (nothingToCopy && blockStatus !== undefined) throw new ConvertError('the guest gave a malformed answer');
-  return { sizes: sizes as number[], blockStatus, unsized: blockStatus !== undefined && r.unsized === true, nothingToCopy };
+  return { sizes, blockStatus, unsized: blockStatus !== undefined && r.unsized === true, nothingToCopy };
 }
 
 /**
- * Creates (or, with -n, opens) the target; qemu's wording for each failure. `unsized`: a source's
- * sector count passes INT64_MAX / 512 (qemu's total, in sectors, is then larger than any file);
- * `negative`: the int64 total of sectors is negative, and no file is smaller than that.
+ * Creates (or, with -n, opens) the target; qemu's wording for each failure. `total` is the sum of
+ * the sizes; `unsized`: a source's sector count passes INT64_MAX / 512 (qemu's total, in sectors,
+ * is then larger than any file); `negative`: the int64 total of sectors is negative, and no file is
+ * smaller than that.
  */
-function openTarget(path: string, total: number, unsized: boolean, negative: boolean, s: Settings): number {
+function openTarget(path: string, total: bigint, unsized: boolean, negative: boolean, s: Settings, ctx: CommandContext): number {
   if (s.noCreate) {
     let fd: number;
     try {
@@ -158,27 +158,13 @@ function openTarget(path: string, total: number, unsized: boolean, negative: boo
       const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
       throw new ConvertError(`Could not open '${path}': Could not open '${path}': ${strerror(code)}`);
     }
-    // qemu compares sector counts, its target's rounded up: a file a few bytes short of the
-    // disk's last sector still takes it (the copy's writes then extend it, its holes do not).
-    if (!negative && (unsized || Math.ceil(fstatSync(fd).size / 512) * 512 < total)) {
+    if (!negative && (unsized || targetTooSmall(fd, total))) {
       closeSync(fd);
       throw new ConvertError('output file is smaller than input file');
     }
     return fd;
   }
-  let fd: number | undefined;
-  try {
-    fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOCTTY, 0o644);
-    ftruncateSync(fd, total);
-    allocateFirstBlock(total, (buf, at) => void writeSync(fd!, buf, 0, buf.length, at));
-    return fd;
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
-    if (fd !== undefined) closeSync(fd);
-    // The file exists then, and qemu leaves it (empty): a size the file system refuses (EFBIG).
-    if (fd !== undefined && (e as NodeJS.ErrnoException).syscall === 'ftruncate') throw new ConvertError(resizeFailed(path, code));
-    throw new ConvertError(`${path}: error while converting raw: Could not create '${path}': ${strerror(code)}`);
-  }
+  return createTarget(path, total, ctx.profile.newUsageErrors);
 }
 
 /** The copy after an open phase: one guest, or one per core on disjoint ranges for big disks. */
@@ -230,13 +216,14 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
     const read: string[] = [];
     // -n: qemu leaves the target untouched when a block status fails, and the host would punch it
     // before the copy finds that: the open guest walks the block status first, as qemu does.
-    const { sizes, blockStatus, unsized, nothingToCopy } = await openPhase(inputs, targets, { ...options, walkBlockStatus: s.noCreate }, ctx, read);
+    const walk = s.noCreate ? { walkBlockStatus: true, targetSize: existingSize(outPath) } : {};
+    const { sizes, blockStatus, unsized, nothingToCopy } = await openPhase(inputs, targets, { ...options, ...walk }, ctx, read);
     checkTargetFormat(cmd, s);
-    const total = sizes.reduce((a, b) => a + b, 0);
+    const exactTotal = sizes.reduce((a, b) => a + b, 0n);
     // qemu parses -t after creating the target (which then stays), before opening it with -n.
     const badCache = !CACHE_MODES.has(s.outputCache);
     if (badCache && s.noCreate) throw new ConvertError(`Invalid cache option: ${s.outputCache}`);
-    const outFd = openTarget(outPath, total, unsized, nothingToCopy, s);
+    const outFd = openTarget(outPath, exactTotal, unsized, nothingToCopy, s, ctx);
     if (badCache || blockStatus !== undefined) {
       closeSync(outFd);
       // A size qemu cannot tell fails its first block status, after it made the target (which stays).
@@ -244,6 +231,14 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
     }
     // A negative sector total: qemu's copy loop never runs; the target stays as made or opened.
     if (nothingToCopy) return await copyAndClose(outFd, outPath, s, !s.noCreate, async () => {});
+    // A disk past 2^53 bytes that a file system took (ext4's limit, 16 TiB, refuses it first).
+    const safe = safeSizes(sizes);
+    if (!safe) {
+      closeSync(outFd);
+      if (!s.noCreate) unlinkQuietly(outPath);
+      throw new ConvertError('instar cannot copy a disk of 8 PiB or more');
+    }
+    const total = safe.reduce((a, b) => a + b, 0);
     // -n: qemu writes the zero runs as write-zeroes requests, holes in a regular file; the host
     // punches the range once and the copy then skips zero runs as on a fresh target.
     if (s.noCreate && !s.targetIsZero && s.sparse > 0 && punchTarget(outFd, total, read)) options.targetIsZero = true;
@@ -263,6 +258,16 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
     }, (e) => e instanceof TargetLeft);
   } finally {
     for (const i of inputs) closeSync(i.fd);
+  }
+}
+
+/** The size of the -n target at `path`, at most 2^53 - 1; undefined when it cannot be told (openTarget words that). */
+function existingSize(path: string): number | undefined {
+  try {
+    const size = statSync(path, { bigint: true }).size;
+    return size > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(size);
+  } catch {
+    return undefined;
   }
 }
 
@@ -286,7 +291,7 @@ async function copyIntoFresh(inputs: InputFile[], targets: Target[], outFd: numb
     // qemu created the target before failing to size it, and leaves it (TargetLeft).
     await copyAndClose(outFd, outPath, s, true, () => openAndCopy(inputs, targets, outFd, outPath, options, printer, ctx), (e) => e instanceof TargetLeft);
   } catch (e) {
-    if (e instanceof TargetReferenced) return false;
+    if (e instanceof TwoRoundsNeeded) return false;
     throw e;
   }
   return true;
@@ -348,6 +353,10 @@ export const convert: Command = async (cmd, ctx) => {
   } catch (e) {
     printer?.end();
     printer = undefined;
+    if (e instanceof ConvertErrorText) {
+      ctx.err(`${ctx.progname}: ${e.message}\n`);
+      return 1;
+    }
     if (e instanceof ConvertError || e instanceof InputImageError) {
       for (const line of e.message.split('\n')) ctx.err(`${ctx.progname}: ${line}\n`);
       return 1;

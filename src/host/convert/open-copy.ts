@@ -16,6 +16,7 @@ import type { ConvertOptions } from '../../ops/convert.ts';
 import { ConvertError } from './errors.ts';
 import { copyGuestCount } from './fresh-target.ts';
 import { allocateFirstBlock } from '../../ops/convert/first-block.ts';
+import { INT64_DECIMAL } from '../../protocol/messages.ts';
 
 /** A failure after which the target stays, as qemu leaves it (created, but not sizeable). */
 export class TargetLeft extends ConvertError {}
@@ -39,8 +40,11 @@ export function resetTarget(outFd: number, size: number): void {
   allocateFirstBlock(size, (buf, at) => void writeSync(outFd, buf, 0, buf.length, at));
 }
 
-/** The image names the new target itself (as a backing file, say): only the two rounds word that as qemu. */
-export class TargetReferenced extends Error {}
+/** Something only qemu's order in two rounds words right: the caller removes the target and takes them. */
+export class TwoRoundsNeeded extends Error {}
+
+/** The image names the new target itself (as a backing file, say). */
+export class TargetReferenced extends TwoRoundsNeeded {}
 
 /**
  * Progress of several guests as one line: the sum of what each has copied of what each counts.
@@ -92,8 +96,26 @@ export function referencedFailure(e: ReferencedFileError, targets: Target[]): Co
   return new ConvertError(`Could not open '${targets[e.file.referrer]?.errorName ?? e.path}': ${e.message}`);
 }
 
-const validSizes = (sizes: unknown, count: number): sizes is number[] =>
-  Array.isArray(sizes) && sizes.length === count && sizes.every((s) => Number.isSafeInteger(s) && s >= 0);
+/**
+ * The sources' virtual sizes from a guest's answer (ops/convert.ts WireSize: a safe integer, or a
+ * larger one in exact decimal), or undefined when malformed: `count` non-negative int64 values.
+ */
+export function parseSizes(sizes: unknown, count: number): bigint[] | undefined {
+  if (!Array.isArray(sizes) || sizes.length !== count) return undefined;
+  const out: bigint[] = [];
+  for (const s of sizes) {
+    if (typeof s === 'number' && Number.isSafeInteger(s) && s >= 0) out.push(BigInt(s));
+    else if (typeof s === 'string' && INT64_DECIMAL.test(s) && !s.startsWith('-')) out.push(BigInt(s));
+    else return undefined;
+  }
+  return out;
+}
+
+/** The sizes as numbers, when each and their sum are exact (what the copy can work with). */
+export function safeSizes(sizes: bigint[]): number[] | undefined {
+  const sum = sizes.reduce((a, b) => a + b, 0n);
+  return sum <= BigInt(Number.MAX_SAFE_INTEGER) ? sizes.map(Number) : undefined;
+}
 
 /**
  * Opens and copies into `outFd` (created empty by createFreshTarget, fresh-target.ts) with one
@@ -116,7 +138,7 @@ export async function openAndCopy(inputs: InputFile[], targets: Target[], outFd:
     return runWithReferencedFiles('convert', { ...options, phase: 'open-copy', worker, workers }, withOutput, { ...ctx, run }, [], hooks);
   }));
   if (outcomes.some((o) => o.status === 'rejected' && o.reason instanceof TargetReferenced)) throw new TargetReferenced('the image names the target');
-  let sizes: number[] | undefined;
+  let sizes: bigint[] | undefined;
   for (const o of outcomes) {
     if (o.status === 'rejected') {
       // qemu's pass over the disk's block status precedes every read and write: the first guest
@@ -138,12 +160,13 @@ export async function openAndCopy(inputs: InputFile[], targets: Target[], outFd:
       ftruncateSync(outFd, 0);
       throw new TargetLeft(resizeFailed(outPath, r.createFailed));
     }
-    if (!validSizes(r?.sizes, targets.length) || (sizes && sizes.some((s, i) => s !== (r.sizes as number[])[i]))) {
-      throw new ConvertError('the guest gave a malformed answer');
-    }
-    sizes = r.sizes as number[];
+    const answered = parseSizes(r?.sizes, targets.length);
+    if (!answered || (sizes && sizes.some((s, i) => s !== answered[i]))) throw new ConvertError('the guest gave a malformed answer');
+    sizes = answered;
+    // A disk past 2^53 bytes: the guests did nothing; qemu's wording for it needs the two rounds.
+    if (r?.tooLarge === true || !safeSizes(sizes)) throw new TwoRoundsNeeded('the disk passes 2^53 bytes');
   }
   // Guest 0 sized the target before copying, as qemu creates it; the host makes sure of it.
-  const total = sizes!.reduce((a, b) => a + b, 0);
+  const total = safeSizes(sizes!)!.reduce((a, b) => a + b, 0);
   if (fstatSync(outFd).size !== total) ftruncateSync(outFd, total);
 }
