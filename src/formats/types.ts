@@ -185,11 +185,11 @@ export interface MeasureInput {
   sizeError?: string;
   /**
    * Bytes of output clusters that would hold data, per output cluster size (a power of two from
-   * 512 to 2 MiB): clusters any byte of which block status calls allocated data (not zero).
+   * 512 to 2 MiB): clusters any byte of which block status calls allocated data (not zero). Only
+   * a measure that walks the disk asks (what the walk printed appears then); throws ImageError
+   * with qemu's "Unable to get block status: …" when the walk failed.
    */
   dataBytes(clusterSize: number): bigint;
-  /** qemu's "Unable to get block status" reason (strerror), when the walk failed. */
-  blockStatusError?: string;
   /** The input's persistent dirty bitmaps; absent when its format cannot carry them. */
   bitmaps?: readonly { nameBytes: number; granularity: number }[];
 }

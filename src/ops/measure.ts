@@ -7,6 +7,8 @@ import { openTree, type OpenTreeOptions } from './open-tree.ts';
 import { snapshotViews, type SnapshotChoice } from './convert/sources.ts';
 import { strerror } from '../strerror.ts';
 import type { OpContext } from './types.ts';
+import { MAX_WARNINGS, type GuestWarning } from '../protocol/messages.ts';
+import { errorWarnings } from '../guest/describe-error.ts';
 
 export interface MeasureOptions extends OpenTreeOptions {
   /** -l: the internal snapshot to measure instead of the active disk. */
@@ -25,6 +27,8 @@ export interface MeasureOpResult {
   dataBytes: string[];
   /** The walk failed: qemu's reason (strerror text); dataBytes are then zeros. */
   blockStatusError?: string;
+  /** What the driver printed during the walk (qcow2's corruption notice): qemu prints it only if it walks. */
+  statusWarnings?: GuestWarning[];
   /** -l failed: qemu's whole message ("Failed to load snapshot: …"). */
   snapshotError?: string;
   /** The input's persistent bitmaps, when its format carries them. */
@@ -83,10 +87,6 @@ function walk(image: Image, counter: ClusterCounter): void {
   }
 }
 
-function blockStatusReason(e: unknown): string {
-  if (!(e instanceof ImageError)) throw e;
-  return strerror(e.errno ?? 'EIO');
-}
 
 /** Whether the emulated qemu's driver of this image says it can carry persistent bitmaps. */
 function carriesBitmaps(image: Image, profile: unknown): boolean {
@@ -117,7 +117,9 @@ export function measureOp(options: Record<string, unknown>, ctx: OpContext): Mea
   try {
     walk(image, counter);
   } catch (e) {
-    return { ...result, blockStatusError: blockStatusReason(e) };
+    if (!(e instanceof ImageError)) throw e;
+    const statusWarnings = errorWarnings(e).slice(0, MAX_WARNINGS);
+    return { ...result, blockStatusError: strerror(e.errno ?? 'EIO'), statusWarnings: statusWarnings.length > 0 ? statusWarnings : undefined };
   }
   return { ...result, dataBytes: counter.result() };
 }

@@ -3,7 +3,7 @@
 // parallels, qcow), internal snapshots (-l), persistent bitmaps, JSON and human. A few run through
 // the default sandbox, not only in-process.
 import { after, before, test } from 'node:test';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { ImageDir, assertSameOutput } from '../differential/harness.ts';
 
 const images = new ImageDir('measure-inputs');
@@ -45,6 +45,13 @@ before(() => {
   const descriptor = (sectors: string) =>
     `# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="monolithicFlat"\n\nRW ${sectors} FLAT "flat.bin" 0\n\nddb.virtualHWVersion = "4"\n`;
   writeFileSync(images.path('huge.vmdk'), descriptor('18014398509481983'));
+  // A qcow2 whose first L1 entry points at an unaligned L2 table: block status fails there.
+  img('create', '-q', '-f', 'qcow2', 'bad-l1.qcow2', '10M');
+  io('-c', 'write 0 64k', '-c', 'write 5M 64k', 'bad-l1.qcow2');
+  const bytes = readFileSync(images.path('bad-l1.qcow2'));
+  const l1 = Number(bytes.readBigUInt64BE(40));
+  bytes.writeBigUInt64BE(bytes.readBigUInt64BE(l1) + 0x200n, l1);
+  writeFileSync(images.path('bad-l1.qcow2'), bytes);
 });
 after(() => images.remove());
 
@@ -95,6 +102,13 @@ test('measure through the default sandbox: backing chain, bitmaps, snapshot, raw
   await assertSameOutput(images.dir, ['measure', '-O', 'qcow2', '-f', 'raw', 'sparse.raw'], sandboxed);
   await assertSameOutput(images.dir, ['measure', '-O', 'qcow2', 'b.vmdk'], sandboxed);
   await assertSameOutput(images.dir, ['measure', 'missing-backing.qcow2'], sandboxed);
+});
+
+test('measure: a failing block status is an error only for a measure that walks (and its notice appears only then)', async () => {
+  for (const target of [['-O', 'qcow2'], ['-O', 'raw'], ['-O', 'qcow2', '-o', 'backing_file=x'], ['-O', 'qcow2', '-o', 'preallocation=full']]) {
+    await assertSameOutput(images.dir, ['measure', ...target, 'bad-l1.qcow2']);
+  }
+  await assertSameOutput(images.dir, ['measure', '-O', 'qcow2', 'bad-l1.qcow2'], { sandboxed: true });
 });
 
 test('measure: a disk too large to count (a flat VMDK of 2^63 bytes) fails as qemu does, with no number', async () => {

@@ -41,9 +41,10 @@ test('qcow2: required counts the data clusters the input reports, bitmaps only f
   assert.equal(v3.bitmaps, 3n * 65536n);
   const v2 = qcow2Measure.measure(new Map([['compat', '0.10']]), { ...data, bitmaps: [] }, ENV);
   assert.equal(v2.bitmaps, undefined);
-  assert.throws(() => qcow2Measure.measure(new Map(), { ...data, blockStatusError: 'Input/output error' }, ENV), /Unable to get block status: Input\/output error/);
-  // A new backing file: every cluster counts, so the walk's failure does not matter.
-  const backed = qcow2Measure.measure(new Map([['backing_file', 'b']]), { ...data, blockStatusError: 'Input/output error' }, ENV);
+  const failing: MeasureInput = { ...data, dataBytes: () => { throw new ImageError('Unable to get block status: Input/output error'); } };
+  assert.throws(() => qcow2Measure.measure(new Map(), failing, ENV), /Unable to get block status: Input\/output error/);
+  // A new backing file: every cluster counts, so the walk is not asked (its failure does not matter).
+  const backed = qcow2Measure.measure(new Map([['backing_file', 'b']]), failing, ENV);
   assert.equal(backed.required, backed.fullyAllocated);
 });
 

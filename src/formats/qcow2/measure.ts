@@ -144,7 +144,6 @@ function measure(options: ReadonlyMap<string, string>, input: MeasureInput | und
     virtualSize = roundUp(input.virtualSize, cs);
     // A new backing file may share nothing with the input: every cluster counts.
     if (g.hasBacking) required = virtualSize;
-    else if (input.blockStatusError !== undefined) throw new ImageError(`Unable to get block status: ${input.blockStatusError}`);
     else required = input.dataBytes(Number(cs));
   }
   if (g.fullPrealloc) required = virtualSize;

@@ -6,7 +6,8 @@ import { closeSync } from 'node:fs';
 import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { OpError } from '../sandbox/run.ts';
-import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
+import { printWarnings, runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
+import { MAX_WARNING_TEXT, MAX_WARNINGS } from '../../protocol/messages.ts';
 import { InputImageError, openTop, topTarget, type Target } from '../input-image.ts';
 import { parseSecretObjects, SecretError, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
@@ -110,6 +111,13 @@ function validResult(raw: unknown): MeasureOpResult {
   if (r.sizeErrno !== undefined && !Number.isInteger(r.sizeErrno)) throw bad();
   if (r.blockStatusError !== undefined && (typeof r.blockStatusError !== 'string' || r.blockStatusError.length > 256)) throw bad();
   if (r.snapshotError !== undefined && (typeof r.snapshotError !== 'string' || r.snapshotError.length > 4096)) throw bad();
+  if (r.statusWarnings !== undefined) {
+    if (!Array.isArray(r.statusWarnings) || r.statusWarnings.length > MAX_WARNINGS) throw bad();
+    for (const w of r.statusWarnings as unknown[]) {
+      const { text, prefixed } = (w ?? {}) as Record<string, unknown>;
+      if (typeof text !== 'string' || text.length > MAX_WARNING_TEXT || typeof prefixed !== 'boolean') throw bad();
+    }
+  }
   if (r.bitmaps !== undefined) {
     if (!Array.isArray(r.bitmaps) || r.bitmaps.length > 65535) throw bad();
     for (const b of r.bitmaps as unknown[]) {
@@ -164,8 +172,12 @@ async function measureInput(cmd: ParsedCommand, args: MeasureArgs, ctx: CommandC
   return {
     virtualSize: BigInt(r.virtualSize),
     sizeError: r.sizeErrno === undefined ? undefined : strerrorNumber(r.sizeErrno),
-    dataBytes: (clusterSize) => BigInt(r.dataBytes[Math.log2(clusterSize) - CLUSTER_BITS.min] ?? '0'),
-    blockStatusError: r.blockStatusError,
+    dataBytes: (clusterSize) => {
+      // What qemu's walk printed on the way, printed only by a measure that walks.
+      printWarnings(r.statusWarnings ?? [], ctx);
+      if (r.blockStatusError !== undefined) throw new ImageError(`Unable to get block status: ${r.blockStatusError}`);
+      return BigInt(r.dataBytes[Math.log2(clusterSize) - CLUSTER_BITS.min] ?? '0');
+    },
     bitmaps: r.bitmaps,
   };
 }
