@@ -115,3 +115,18 @@ test('measure: a disk too large to count (a flat VMDK of 2^63 bytes) fails as qe
   await assertSameOutput(images.dir, ['measure', '-O', 'qcow2', 'huge.vmdk']);
   await assertSameOutput(images.dir, ['measure', '-O', 'raw', 'huge.vmdk']);
 });
+
+test('measure: errors come in qemu order (open, -l, -O, -o, the measure itself)', async () => {
+  const lines = [
+    ['--image-opts', '-f', 'qcow2', 'driver=qcow2,file.filename=base.qcow2'],
+    ['--image-opts', 'driver=qcow2,file.filename=nosuch'],
+    ['-f', 'file', '-O', 'qcow2', 'sparse.raw'],
+    ['-o', 'cluster_size=3k', '-O', 'qcow2', 'nosuch'],
+    ['-l', 'nosuch', '-O', 'foo', 'top.qcow2'],
+    ['-l', 's1', '-O', 'qcow2', '-o', 'cluster_size=3k', 'top.qcow2'],
+    ['-O', 'foo', '-o', 'cluster_size=3k', 'base.qcow2'],
+    ['-O', 'vmdk', '-o', 'foo=1', 'base.qcow2'],
+    ['-O', 'qcow2', '-o', 'foo=1,cluster_size=3k', 'base.qcow2'],
+  ];
+  for (const line of lines) await assertSameOutput(images.dir, ['measure', ...line]);
+});
