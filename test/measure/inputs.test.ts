@@ -45,6 +45,8 @@ before(() => {
   const descriptor = (sectors: string) =>
     `# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="monolithicFlat"\n\nRW ${sectors} FLAT "flat.bin" 0\n\nddb.virtualHWVersion = "4"\n`;
   writeFileSync(images.path('huge.vmdk'), descriptor('18014398509481983'));
+  // 2^55 sectors: the byte size wraps to 0 in qemu's int64 and its size query fails (EFBIG).
+  writeFileSync(images.path('wrapped.vmdk'), descriptor('36028797018963968'));
   // A qcow2 whose first L1 entry points at an unaligned L2 table: block status fails there.
   img('create', '-q', '-f', 'qcow2', 'bad-l1.qcow2', '10M');
   io('-c', 'write 0 64k', '-c', 'write 5M 64k', 'bad-l1.qcow2');
@@ -114,6 +116,13 @@ test('measure: a failing block status is an error only for a measure that walks 
 test('measure: a disk too large to count (a flat VMDK of 2^63 bytes) fails as qemu does, with no number', async () => {
   await assertSameOutput(images.dir, ['measure', '-O', 'qcow2', 'huge.vmdk']);
   await assertSameOutput(images.dir, ['measure', '-O', 'raw', 'huge.vmdk']);
+});
+
+test('measure: an input whose size query fails (a VMDK of 2^55 sectors) gets the wording of each target format', async () => {
+  for (const target of [['-O', 'raw'], ['-O', 'qcow2'], ['-O', 'qcow2', '-o', 'backing_file=x'], ['-O', 'vmdk']]) {
+    await assertSameOutput(images.dir, ['measure', ...target, 'wrapped.vmdk']);
+  }
+  await assertSameOutput(images.dir, ['measure', '--object', 'secret,id=s0,data=x', '-O', 'luks', '-o', 'key-secret=s0', 'wrapped.vmdk'], { sandboxed: true });
 });
 
 test('measure: errors come in qemu order (open, -l, -O, -o, the measure itself)', async () => {
