@@ -9,7 +9,7 @@ import { ImageError, type Image, type OpenContext } from '../formats/types.ts';
 import { MissingFilesError } from './open-tree.ts';
 import { firstBlockStatusFailure, openSource, sectorTotalIsNegative, snapshotViews, type ConvertSource, type SnapshotChoice } from './convert/sources.ts';
 import { copyToRaw } from './convert/copy.ts';
-import { balancedShare, type DiskRun } from './convert/split.ts';
+import { balancedShare, progressShare, type DiskRun } from './convert/split.ts';
 import { allocateFirstBlock } from './convert/first-block.ts';
 import type { Op } from './types.ts';
 import { strerrorNumber } from '../strerror-number.ts';
@@ -177,8 +177,11 @@ export const convertOp: Op = (options, ctx) => {
   if (blockStatus) throw new ImageError(blockStatus);
   if (nothingToCopy) return Promise.resolve(opts.phase === 'open-copy' ? ({ sizes, counted: 0 } satisfies ConvertOpenCopyResult) : { counted: 0 });
   if (opts.phase === 'open-copy') {
-    ({ range, runs } = balancedShare(views, worker, opts.workers ?? 1));
+    ({ range, runs } = (opts.progress ? progressShare : balancedShare)(views, worker, opts.workers ?? 1));
   }
+  // Parts of one disk: the host replays every guest's chunks in disk order through one rule.
+  const disk = sizes.reduce((a, b) => a + b, 0);
+  const everyChunk = range !== undefined && range[1] - range[0] < disk;
   return copyToRaw({
     images: views,
     output: output.dev,
@@ -187,5 +190,6 @@ export const convertOp: Op = (options, ctx) => {
     range,
     runs,
     onProgress,
+    everyChunk,
   }).then((counted) => (opts.phase === 'open-copy' ? ({ sizes, counted } satisfies ConvertOpenCopyResult) : { counted }));
 };

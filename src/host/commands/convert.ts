@@ -169,7 +169,9 @@ function openTarget(path: string, total: bigint, unsized: boolean, negative: boo
 
 /** The copy after an open phase: one guest, or one per core on disjoint ranges for big disks. */
 async function copyPhase(inputs: InputFile[], outFd: number, outPath: string, total: number, options: ConvertOptions, printer: ProgressPrinter | undefined, ctx: CommandContext): Promise<void> {
-  const cores = Math.min(2, availableParallelism());
+  // -p: one guest, whose chunks follow qemu's runs from the disk's start (parts split by offset
+  // could cut a run's chunks elsewhere; the one-round path splits at run starts, split.ts).
+  const cores = printer ? 1 : Math.min(2, availableParallelism());
   const ranges = Array.from({ length: cores }, (_, i) => workerRange(total, i, cores)).filter(([a, b], i) => i === 0 || a < b);
   const progress = progressSum(ranges.length, printer);
   const withOutput: InputFile[] = [...inputs, { fd: outFd, path: outPath, writable: true, role: 'output' }];

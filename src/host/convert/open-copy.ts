@@ -47,37 +47,46 @@ export class TwoRoundsNeeded extends Error {}
 export class TargetReferenced extends TwoRoundsNeeded {}
 
 /**
- * Progress of several guests as one line: the sum of what each has copied of what each counts.
- * Each guest reports (0, its total) once it has walked its part's block status (copy.ts). Lines
- * wait until every guest has: qemu walks the whole disk before its first line, so a walk that
- * fails in a later guest's part leaves only the opening 0.00 line, as qemu's does; and when all
- * have walked, what came meanwhile is replayed against the whole disk's total.
+ * Progress of several guests as one line, as qemu's one pass prints it: the guests' parts are
+ * replayed in disk order (guest 0's reports, then guest 1's from where guest 0's part ended, …)
+ * through the printer's one rule. Each guest reports (0, its total) once it has walked its part's
+ * block status (copy.ts); lines wait until every guest has, as qemu walks the whole disk before its
+ * first line (a walk that fails in a later part leaves only the opening 0.00 line, as qemu's
+ * does). A guest copying a part of a split disk reports every chunk (copy.ts everyChunk), so the
+ * replay meets every point where qemu's rule could print; a guest alone reports only its lines.
+ * Reports of a later part wait until the earlier parts are done.
  */
 export function progressSum(guests: number, printer: ProgressPrinter | undefined): ((done: number, total: number) => void)[] {
-  const done = new Array<number>(guests).fill(0);
   const counted = new Array<number>(guests).fill(0);
   const walked = new Array<boolean>(guests).fill(false);
-  let held: [number, number][] | undefined = [];
-  const show = (i: number, d: number) => {
-    done[i] = d;
-    const sum = counted.reduce((a, b) => a + b, 0);
-    const copied = done.reduce((a, b) => a + b, 0);
-    // The opening line is the host's own (ProgressPrinter): no second 0.00 when the walks end.
-    if (sum > 0 && copied > 0) printer?.show((100 * copied) / sum);
+  const done = new Array<number>(guests).fill(0);
+  const queued: number[][] = Array.from({ length: guests }, () => []);
+  // The part being replayed, and the counted bytes of the parts before it.
+  let current = 0;
+  let before = 0;
+  const sum = () => counted.reduce((a, b) => a + b, 0);
+  const flush = () => {
+    if (!walked.every(Boolean)) return;
+    while (current < guests) {
+      for (const d of queued[current].splice(0)) {
+        done[current] = d;
+        // The opening line is the host's own (ProgressPrinter): nothing before the first copied byte.
+        if (before + d > 0) printer?.show((100 * (before + d)) / sum());
+      }
+      if (done[current] < counted[current]) return;
+      before += counted[current];
+      current++;
+    }
   };
-  return done.map((_, i) => (d: number, t: number) => {
+  return counted.map((_, i) => (d: number, t: number) => {
     // A guest's first report is its walk's end: a total, nothing copied, no line of its own.
-    const first = !walked[i];
-    if (first) {
+    if (!walked[i]) {
       walked[i] = true;
       counted[i] = t;
+    } else {
+      queued[i].push(d);
     }
-    if (!held) return first ? undefined : show(i, d);
-    if (!first) held.push([i, d]);
-    if (!walked.every(Boolean)) return;
-    const replay = held;
-    held = undefined;
-    for (const [g, value] of replay) show(g, value);
+    flush();
   });
 }
 

@@ -14,8 +14,11 @@ const IO_BYTES = MiB;
 const WRITE_SLOTS = 4;
 /** qemu-img's IO_BUF_SIZE: the largest chunk its progress counts at once. */
 const QEMU_CHUNK = 2 * MiB;
-/** Longest extent asked for at once (qemu's block-status request limit is about 2 GiB). */
-const MAX_EXTENT = 1024 * MiB;
+/**
+ * Longest extent asked for at once: qemu-img convert's BDRV_REQUEST_MAX_SECTORS (INT_MAX >> 9
+ * sectors, 2 GiB - 512), in 7.2 and 10.0. Runs end there, and progress chunks restart there.
+ */
+export const MAX_BLOCK_STATUS = 4194303 * 512;
 const SECTOR = 512;
 
 export interface CopyPlan {
@@ -31,12 +34,17 @@ export interface CopyPlan {
   onProgress?: (done: number, total: number) => void;
   /** The whole disk's runs, already walked (split.ts); used instead of a second walk when -p is off. */
   runs?: readonly DiskRun[];
+  /**
+   * Report every counted chunk, not only the lines this range's own rule would print: the host
+   * replays the parts of several guests in disk order through one rule (open-copy.ts progressSum).
+   */
+  everyChunk?: boolean;
 }
 
 const zeros = Buffer.alloc(IO_BYTES);
 
 /** One run of an image: its bytes are data to copy, or read as zeros. */
-interface Run {
+export interface Run {
   pos: number;
   length: number;
   data: boolean;
@@ -66,14 +74,15 @@ function sourceAlignment(image: Image): number {
 
 const alignments = new WeakMap<Image, number>();
 
-function* runs(image: Image, from: number, to: number): Generator<Run> {
+/** qemu-img convert's block-status runs of `image` over [from, to), as its copy loop takes them. */
+export function* runs(image: Image, from: number, to: number): Generator<Run> {
   let alignment = alignments.get(image);
   if (alignment === undefined) alignments.set(image, (alignment = sourceAlignment(image)));
   let pos = from;
   while (pos < to) {
     let e;
     try {
-      e = image.extent(pos, Math.min(to - pos, MAX_EXTENT));
+      e = image.extent(pos, Math.min(to - pos, MAX_BLOCK_STATUS));
     } catch (err) {
       // qemu's wording, with the offset in the source (a backing file's failure included).
       if (err instanceof ImageError) throw new ImageError(`error while reading block status at offset ${pos}: ${err.message}`, err.errno);
@@ -223,7 +232,7 @@ export async function copyToRaw(plan: CopyPlan): Promise<number> {
           pos += n;
           if (counts(r) && plan.onProgress) {
             done += n;
-            if (rule.set((100 * done) / total) !== undefined) plan.onProgress(done, total);
+            if (rule.set((100 * done) / total) !== undefined || plan.everyChunk) plan.onProgress(done, total);
           }
         }
       }

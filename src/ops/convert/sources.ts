@@ -58,8 +58,7 @@ export function snapshotViews(images: Image[], choice: SnapshotChoice): Image[] 
   }
 }
 
-/** Longest extent asked for at once by the walk below (as the copy asks). */
-const MAX_EXTENT = 1024 * 1024 * 1024;
+import { MAX_BLOCK_STATUS as MAX_EXTENT } from './copy.ts';
 
 /**
  * qemu's pass over every source's block status, which precedes any write of the copy: where the

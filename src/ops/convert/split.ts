@@ -4,6 +4,7 @@
 // balanced by the work the copy will do (data to read and write, compressed data to inflate),
 // not by virtual offset: a disk whose data sits in its first half would leave one core idle.
 import type { Image } from '../../formats/types.ts';
+import { MAX_BLOCK_STATUS, runs as blockStatusRuns } from './copy.ts';
 
 const MiB = 1024 * 1024;
 /** Below this a second guest costs more than it saves: guest 0 copies everything. */
@@ -11,7 +12,7 @@ export const PARALLEL_MIN_BYTES = 256 * MiB;
 /** Parts start on this alignment (the I/O buffers never straddle two guests). */
 export const SPLIT_ALIGN = 2 * MiB;
 /** Longest extent asked for at once while weighing (as the copy loop asks). */
-const MAX_EXTENT = 1024 * MiB;
+const MAX_EXTENT = MAX_BLOCK_STATUS;
 /** Most extents asked for while weighing; beyond it (a huge fragmented disk) the split goes by offset. */
 const MAX_WEIGHED = 1 << 16;
 /** Relative cost per byte: inflating is about twice a plain read and write; zeros are skipped. */
@@ -52,6 +53,43 @@ export function balancedShare(images: Image[], worker: number, workers: number):
   if (!weighed) return { range: workerRange(total, worker, workers) };
   const range: [number, number] = worker >= n ? [0, 0] : [weighed.bounds[worker], weighed.bounds[worker + 1]];
   return { range, runs: weighed.runs.map((r) => ({ start: r.start, length: r.length, data: r.perByte !== WEIGHT.zero })) };
+}
+
+/**
+ * With -p: as balancedShare, but every part starts where one of qemu's block-status runs starts.
+ * qemu cuts its progress chunks (2 MiB) from each run's start; a part starting inside a run would
+ * cut them elsewhere and print other lines. Runs are up to 2 GiB, so the balance is coarser; a
+ * disk whose runs cannot be walked cheaply is copied by one guest.
+ */
+export function progressShare(images: Image[], worker: number, workers: number): Share {
+  const total = images.reduce((n, i) => n + i.virtualSize, 0);
+  const n = total >= PARALLEL_MIN_BYTES ? workers : 1;
+  const alone: Share = { range: worker === 0 ? [0, total] : [0, 0] };
+  if (n <= 1) return alone;
+  const ends: [number, number][] = [];
+  let sum = 0;
+  let base = 0;
+  try {
+    for (const image of images) {
+      for (const r of blockStatusRuns(image, 0, image.virtualSize)) {
+        if (ends.length >= MAX_WEIGHED) return alone;
+        sum += r.length * (r.data ? WEIGHT.data : WEIGHT.zero);
+        ends.push([base + r.pos + r.length, sum]);
+      }
+      base += image.virtualSize;
+    }
+  } catch {
+    // A broken extent: the copy meets it too and reports it as qemu would, where qemu would.
+    return alone;
+  }
+  const bounds = [0];
+  for (let k = 1; k < n; k++) {
+    const goal = (sum * k) / n;
+    const end = ends.find(([, weight]) => weight >= goal)?.[0] ?? total;
+    bounds.push(Math.max(bounds[k - 1], Math.min(end, total)));
+  }
+  bounds.push(total);
+  return { range: worker >= n ? [0, 0] : [bounds[worker], bounds[worker + 1]] };
 }
 
 /** balancedShare's range alone. */
