@@ -219,10 +219,13 @@ export async function copyToRaw(plan: CopyPlan): Promise<number> {
               const piece = buf.subarray(0, length);
               piece.fill(0, 0, zeros);
               try {
-                if (zeros < length) readAt(image, piece, at, base + at, !plan.onProgress, zeros);
+                if (zeros < length) image.read(piece.subarray(zeros), at + zeros);
               } catch (e) {
                 writer.submit(buf, [], 0);
-                throw e;
+                if (!(e instanceof ImageError)) throw e;
+                // -p: this chunk is qemu's; merged runs: find qemu's chunk that fails.
+                const chunk = plan.onProgress ? pos : failingChunk(image, r.pos, at, at + length) ?? at;
+                throw new ImageError(`error while reading at byte ${base + chunk}: ${e.message}`, e.errno);
               }
               writer.submit(buf, dataParts(piece, base + at, sparseSize, skipZeros), base + at);
             }
@@ -247,32 +250,22 @@ export async function copyToRaw(plan: CopyPlan): Promise<number> {
 }
 
 /**
- * qemu's wording for a failed read: the byte offset in the source, then the reason. qemu reads
- * one block-status extent (in chunks of at most 2 MiB) at a time and names the chunk that failed;
- * when runs were merged here (`merged`), the failing chunk is found by reading again
- * the way qemu does. Only the bytes from `from` on are read (those before it are known zeros); a
- * failure is still named by the chunk, as qemu's whole-chunk read names it.
+ * qemu reads one chunk (at most 2 MiB, cut from the start of each of its block-status runs) at a
+ * time and names the chunk whose read fails; the copy here reads 1 MiB buffers, of runs merged
+ * without -p. The start of the first of qemu's chunks of the run from `runStart` that overlaps
+ * [from, to) and fails as a whole (a cloop or dmg block further in it fails the whole read).
  */
-function readAt(image: Image, buf: Buffer, pos: number, diskPos: number, merged: boolean, from: number): void {
-  try {
-    image.read(buf.subarray(from), pos + from);
-  } catch (e) {
-    if (!(e instanceof ImageError)) throw e;
-    const at = merged ? failingChunk(image, pos, pos + buf.length) ?? pos : pos;
-    throw new ImageError(`error while reading at byte ${diskPos + (at - pos)}: ${e.message}`, e.errno);
-  }
-}
-
-/** The start of the first of qemu's chunks in [from, to) whose read fails. */
-function failingChunk(image: Image, from: number, to: number): number | undefined {
-  for (const r of runs(image, from, to)) {
+function failingChunk(image: Image, runStart: number, from: number, to: number): number | undefined {
+  for (const r of runs(image, runStart, to)) {
     if (!r.data) continue;
     for (let pos = r.pos; pos < r.pos + r.length; ) {
       const n = chunkLength(r.pos + r.length - pos);
-      try {
-        image.read(Buffer.allocUnsafe(n), pos);
-      } catch {
-        return pos;
+      if (pos + n > from) {
+        try {
+          image.read(Buffer.allocUnsafe(n), pos);
+        } catch {
+          return pos;
+        }
       }
       pos += n;
     }
