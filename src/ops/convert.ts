@@ -38,6 +38,8 @@ export interface ConvertOptions {
   worker?: number;
   workers?: number;
   progress?: boolean;
+  /** -m: qemu's copy coroutines (copy.ts CopyPlan.coroutines). */
+  coroutines?: number;
   /** Keys of encrypted sources, base64 by device index (host-read --object secrets). */
   secrets?: Record<number, string>;
 }
@@ -191,5 +193,6 @@ export const convertOp: Op = (options, ctx) => {
     runs,
     onProgress,
     everyChunk,
+    coroutines: Number.isSafeInteger(opts.coroutines) ? opts.coroutines : undefined,
   }).then((counted) => (opts.phase === 'open-copy' ? ({ sizes, counted } satisfies ConvertOpenCopyResult) : { counted }));
 };

@@ -57,6 +57,18 @@ function sparseSize(text: string, ctx: CommandContext): number {
   return v;
 }
 
+/** qemu-img's MAX_COROUTINES, the bound of -m. */
+const MAX_COROUTINES = 16;
+
+/** -m, as both versions check it inside their getopt loops: a whole decimal number, 1 to 16. */
+function coroutineCount(text: string, ctx: CommandContext): number {
+  const n = /^\s*[+-]?\d+$/.test(text) ? Number(text) : NaN;
+  if (n >= 1 && n <= MAX_COROUTINES) return n;
+  if (!ctx.profile.newUsageErrors) throw new ConvertError(`Invalid number of coroutines. Allowed number of coroutines is between 1 and ${MAX_COROUTINES}`);
+  if (Number.isNaN(n)) throw new ConvertError(`Invalid number of coroutines specified: '${text}'.`);
+  throw new ConvertError(`Invalid number of coroutines specified. Must be between 1 and ${MAX_COROUTINES}.`);
+}
+
 /** -l: "snapshot.id=…,snapshot.name=…" or a bare id-or-name. */
 function snapshotChoice(text: string): SnapshotChoice {
   if (!text.startsWith('snapshot.')) return { idOrName: text };
@@ -72,6 +84,8 @@ function snapshotChoice(text: string): SnapshotChoice {
 
 interface Settings {
   sparse: number;
+  /** -m: qemu's copy coroutines (with -p, how many chunks it claims ahead of a failed read). */
+  coroutines: number;
   snapshot?: SnapshotChoice;
   noCreate: boolean;
   targetIsZero: boolean;
@@ -87,13 +101,16 @@ interface Settings {
 function settings(cmd: ParsedCommand, ctx: CommandContext): Settings {
   let sparse = 4096;
   let snapshot: SnapshotChoice | undefined;
+  let coroutines = 8;
   for (const [key, value] of cmd.sequence ?? []) {
     if (key === 'sparse-size') sparse = sparseSize(value, ctx);
+    else if (key === 'parallel') coroutines = coroutineCount(value, ctx);
     else if (key === 'snapshot') snapshot = snapshotChoice(value);
   }
   const has = (k: string) => cmd.options.has(k);
   const s: Settings = {
     sparse,
+    coroutines,
     snapshot,
     noCreate: has('no-create'),
     targetIsZero: has('target-is-zero'),
@@ -206,6 +223,7 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
       sparseSize: s.sparse,
       targetIsZero: !s.noCreate || s.targetIsZero,
       progress: !!printer,
+      coroutines: s.coroutines,
       secrets,
     };
     const fresh = oneRound(cmd, s) ? createFreshTarget(outPath) : undefined;

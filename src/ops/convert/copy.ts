@@ -32,6 +32,8 @@ export interface CopyPlan {
   range?: [number, number];
   /** Called when qemu would print a progress line (done/total of this range's counted bytes). */
   onProgress?: (done: number, total: number) => void;
+  /** -m: qemu's copy coroutines (8 by default); with -p, how far its claimed chunks run ahead of a failed read. */
+  coroutines?: number;
   /** The whole disk's runs, already walked (split.ts); used instead of a second walk when -p is off. */
   runs?: readonly DiskRun[];
   /**
@@ -200,6 +202,16 @@ export async function copyToRaw(plan: CopyPlan): Promise<number> {
   const rule = new ProgressRule();
   let done = 0;
 
+  // qemu's coroutines print a chunk's line when they claim it, before reading it; when a read
+  // fails, the others have claimed (and printed) the next chunks already: `ahead` of them, as
+  // its copy loop typically stands (its default 8 coroutines; the reads end in order).
+  let failed: ImageError | undefined;
+  let ahead = Math.max(0, (plan.coroutines ?? 8) - 1);
+  const claim = (n: number) => {
+    done += n;
+    if (rule.set((100 * done) / total) !== undefined || plan.everyChunk) plan.onProgress!(done, total);
+  };
+
   const writer = new OverlappedWriter(output, WRITE_SLOTS, IO_BYTES);
   try {
     for (const [image, from, to, base] of parts) {
@@ -209,6 +221,14 @@ export async function copyToRaw(plan: CopyPlan): Promise<number> {
         const end = r.pos + r.length;
         while (pos < end) {
           const n = counts(r) ? chunkLength(end - pos) : end - pos;
+          if (failed) {
+            if (!counts(r)) break;
+            if (ahead-- <= 0) throw failed;
+            claim(n);
+            pos += n;
+            continue;
+          }
+          if (counts(r) && plan.onProgress) claim(n);
           if (r.data) {
             for (let at = pos; at < pos + n; at += IO_BYTES) {
               const length = Math.min(IO_BYTES, pos + n - at);
@@ -225,7 +245,10 @@ export async function copyToRaw(plan: CopyPlan): Promise<number> {
                 if (!(e instanceof ImageError)) throw e;
                 // -p: this chunk is qemu's; merged runs: find qemu's chunk that fails.
                 const chunk = plan.onProgress ? pos : failingChunk(image, r.pos, at, at + length) ?? at;
-                throw new ImageError(`error while reading at byte ${base + chunk}: ${e.message}`, e.errno);
+                failed = new ImageError(`error while reading at byte ${base + chunk}: ${e.message}`, e.errno);
+                // Without -p nothing is claimed ahead that shows.
+                if (!plan.onProgress) throw failed;
+                break;
               }
               writer.submit(buf, dataParts(piece, base + at, sparseSize, skipZeros), base + at);
             }
@@ -233,13 +256,10 @@ export async function copyToRaw(plan: CopyPlan): Promise<number> {
             writeZeros(output, base + pos, n);
           }
           pos += n;
-          if (counts(r) && plan.onProgress) {
-            done += n;
-            if (rule.set((100 * done) / total) !== undefined || plan.everyChunk) plan.onProgress(done, total);
-          }
         }
       }
     }
+    if (failed) throw failed;
   } catch (e) {
     // No write may land after the op has ended (the host then closes, and may remove, the file).
     await writer.drain().catch(() => {});
