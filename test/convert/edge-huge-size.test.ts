@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { qemu, qemuIo, tempDir } from './helpers.ts';
+import { parallelsWithSectors, qemu, qemuIo, tempDir } from './helpers.ts';
 import { assertSameConvert, sameConvert } from './edge-compare.ts';
 import { assertSameOutput } from '../differential/harness.ts';
 
@@ -29,6 +29,8 @@ before(() => {
   writeFileSync(at('w16.vmdk'), flatVmdk(2n ** 55n + 2n ** 45n));
   // 2^63 - 2^55 + 2^45 sectors: wraps to 16 PiB too; two of them sum to a negative sector count.
   writeFileSync(at('near.vmdk'), flatVmdk(2n ** 63n - 2n ** 55n + 2n ** 45n));
+  // Parallels headers of the same kind: wrapped to 8 PiB and to 16 PiB.
+  parallelsWithSectors(dir, { 'w8.hds': 2n ** 55n + 2n ** 44n, 'w16.hds': 2n ** 55n + 2n ** 45n });
 });
 after(cleanup);
 
@@ -49,6 +51,10 @@ describe('one source past 2^53 bytes', () => {
   test('-n -p 1 EiB qcow2: the size check comes before any block status', () => assertSameConvert({ dir, args: ['-n', '-p', '-O', 'raw', ...src('e1.qcow2')], prepare: junk(1 << 20) }));
   test('a small source, then 1 EiB', () => assertSameConvert({ dir, args: ['-p', '-O', 'raw', ...src('small.qcow2', 'e1.qcow2')] }));
   test('a VMDK whose size wraps to 16 PiB', () => assertSameConvert({ dir, args: ['-O', 'raw', ...src('w16.vmdk')] }));
+  for (const image of ['w8.hds', 'w16.hds']) {
+    test(`-p parallels ${image}`, () => assertSameConvert({ dir, args: ['-p', '-O', 'raw', ...src(image)] }));
+    test(`-n parallels ${image}`, () => assertSameConvert({ dir, args: ['-n', '-O', 'raw', ...src(image)], prepare: junk(1 << 20) }));
+  }
 });
 
 describe('a byte total past int64', () => {
@@ -66,7 +72,8 @@ describe('a byte total past int64', () => {
 });
 
 describe('other commands on the same images', () => {
-  for (const args of [['map', '--output=json', 'p16.qcow2'], ['compare', 'p16.qcow2', 'p16.qcow2'], ['info', 'w16.vmdk'], ['map', 'w16.vmdk']]) {
+  const cases = [['map', '--output=json', 'p16.qcow2'], ['compare', 'p16.qcow2', 'p16.qcow2'], ['info', 'w16.vmdk'], ['map', 'w16.vmdk'], ['info', 'w8.hds'], ['map', 'w16.hds'], ['compare', 'w16.hds', 'good.hds'], ['check', 'w16.hds']];
+  for (const args of cases) {
     for (const sandboxed of [true, false]) {
       test(`${args.join(' ')}${sandboxed ? '' : ' --sandbox=none'}`, async () => await assertSameOutput(dir, args, { sandboxed }));
     }

@@ -143,8 +143,9 @@ export function openParallels(dev: BlockDevice, ctx: OpenContext): ParallelsImag
     // The header's 64-bit sector count is qemu's total_sectors as is: a byte size that wraps
     // opens, and then fails each size query (sector-count.ts).
     const { bytes, sizeFailure } = sizeFromSectorCount(header.sectors);
-    // Sizes are JS numbers here, exact only up to 2^53: a larger one is refused rather than rounded.
-    if (bytes > BigInt(Number.MAX_SAFE_INTEGER)) throw new ImageError('Image size is too large for this reader');
+    // Sizes are JS numbers here, exact only up to 2^53: a larger one is refused rather than rounded,
+    // unless its size query fails (then no I/O uses it; convert sizes its target from the count).
+    if (bytes > BigInt(Number.MAX_SAFE_INTEGER) && !sizeFailure) throw new ImageError('Image size is too large for this reader');
     const size = { virtualSize: Number(bytes), sizeFailure };
     return new ParallelsImage(dev, header, new PagedTable(dev, BigInt(HEADER_SIZE), header.batEntries, 'u32le'), size);
   });
