@@ -118,10 +118,15 @@ export function openTop(target: Target): number {
     preopened.delete(target.path);
     return early;
   }
+  return openImageFile(target, constants.O_RDONLY);
+}
+
+/** Opens the image file with `flags` (check -r: read-write), refusing anything but a regular file. */
+export function openImageFile(target: Target, flags: number): number {
   let fd: number;
   try {
     // O_NONBLOCK: a FIFO must not hang the open; it is refused below as not a regular file.
-    fd = openSync(target.path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+    fd = openSync(target.path, flags | constants.O_NONBLOCK | constants.O_NOCTTY);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
     throw new InputImageError(`Could not open '${target.errorName}': Could not open '${target.path}': ${strerror(code)}`);

@@ -2,13 +2,12 @@
 // (files it names only through the path policy), lets a guest run the format's checker, checks the
 // guest's report and prints it as qemu-img does. With -r the image alone is opened read-write
 // (O_DSYNC: each of the guest's repair writes is durable before the next) and fsynced afterwards.
-import { closeSync, constants, fstatSync, fsyncSync, openSync } from 'node:fs';
-import { strerror } from '../../strerror.ts';
+import { closeSync, constants, fsyncSync } from 'node:fs';
 import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
-import { checkFormat, InputImageError, openTop, topTarget, type Target } from '../input-image.ts';
+import { checkFormat, InputImageError, openImageFile, openTop, topTarget, type Target } from '../input-image.ts';
 import { parseSecretObjects, SecretError, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { parseQemuOpts } from './image-opts.ts';
@@ -90,18 +89,7 @@ function openForRepair(cmd: ParsedCommand, target: Target): number {
   const fail = (why: string) => new InputImageError(`Could not open '${target.errorName}': ${why}`);
   if (imageOptsFlag(cmd, target, 'read-only')) throw fail('Block node is read-only');
   if (imageOptsFlag(cmd, target, 'force-share') || cmd.options.has('force-share')) throw fail('force-share=on can only be used with read-only images');
-  let fd: number;
-  try {
-    fd = openSync(target.path, constants.O_RDWR | constants.O_DSYNC | constants.O_NONBLOCK | constants.O_NOCTTY);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
-    throw new InputImageError(`Could not open '${target.errorName}': Could not open '${target.path}': ${strerror(code)}`);
-  }
-  if (!fstatSync(fd).isFile()) {
-    closeSync(fd);
-    throw new InputImageError(`Could not open '${target.errorName}': 'file' driver requires '${target.path}' to be a regular file`);
-  }
-  return fd;
+  return openImageFile(target, constants.O_RDWR | constants.O_DSYNC);
 }
 
 /** What qemu's block layer prints when it opens a probed raw image for writing. */
