@@ -41,7 +41,7 @@ function writeAll(fd: number, buf: Uint8Array, pos: number): void {
 
 /** A BlockDevice over memory, for tests and for crafted images. */
 export class MemoryDevice implements BlockDevice {
-  constructor(private bytes: Uint8Array) {}
+  constructor(protected bytes: Uint8Array) {}
   get size(): number {
     return this.bytes.length;
   }

@@ -8,7 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runQemu } from '../helpers/oracles.ts';
 import { vhdxDriver } from '../../src/formats/vhdx/driver.ts';
-import { ImageError, type BlockDevice } from '../../src/formats/types.ts';
+import { ImageError } from '../../src/formats/types.ts';
+import { MemoryDevice } from '../../src/io/fd-device.ts';
+import { Rng } from '../fuzz/prng.ts';
 import { HEADERS, MiB, view } from '../formats/vhdx/vhdx-bytes.ts';
 import { logOffset, sealEntry, writeLogEntry } from './vhdx-log-bytes.ts';
 
@@ -26,28 +28,8 @@ before(() => {
   }
 });
 
-/** A small deterministic generator (xorshift32), so that a failing case can be replayed. */
-function prng(state: number): () => number {
-  return () => {
-    state ^= state << 13;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    return (state >>> 0) / 2 ** 32;
-  };
-}
-
-class RecordingDevice implements BlockDevice {
+class RecordingDevice extends MemoryDevice {
   writes: [number, number][] = [];
-  constructor(private bytes: Uint8Array) {}
-  get size(): number {
-    return this.bytes.length;
-  }
-  read(buf: Uint8Array, pos: number): number {
-    if (pos >= this.bytes.length) return 0;
-    const part = this.bytes.subarray(pos, Math.min(this.bytes.length, pos + buf.length));
-    buf.set(part);
-    return part.length;
-  }
   write(buf: Uint8Array, pos: number): void {
     assert.ok(pos + buf.length <= this.bytes.length, `a write past the end: ${pos}+${buf.length}`);
     this.bytes.set(buf, pos);
@@ -56,8 +38,8 @@ class RecordingDevice implements BlockDevice {
 }
 
 test('vhdx log replay over mutated logs: ImageError only, writes in bounds, bounded time', () => {
-  const random = prng(0x5eed1234);
-  const pick = (n: number) => Math.floor(random() * n);
+  const rng = new Rng(0x5eed1234);
+  const pick = (n: number) => rng.below(n);
   let replayed = 0;
   for (let i = 0; i < 400; i++) {
     const b = seed.slice();
@@ -66,10 +48,10 @@ test('vhdx log replay over mutated logs: ImageError only, writes in bounds, boun
     // Bytes of the entry header, its descriptors and data sectors, sometimes resealed so that the
     // checksum holds and the replay itself meets the damage.
     for (let k = 1 + pick(4); k > 0; k--) {
-      const at = log + (random() < 0.5 ? pick(256) : pick(5 * 4096));
-      b[at] = random() < 0.3 ? 0xff : pick(256);
+      const at = log + (rng.chance(0.5) ? pick(256) : pick(5 * 4096));
+      b[at] = rng.chance(0.3) ? 0xff : pick(256);
     }
-    if (random() < 0.7) sealEntry(b);
+    if (rng.chance(0.7)) sealEntry(b);
     const dev = new RecordingDevice(b);
     const started = Date.now();
     try {
