@@ -37,6 +37,17 @@ export function sizeFromSectorCount(sectors: bigint): SectorCountSize {
   return { bytes: wrapped };
 }
 
+/**
+ * `bytes` as an Image's virtualSize (a JS number, exact only below 2^53). A larger size opens
+ * only when every size query fails: no I/O uses it then, and ops that need the exact size (convert
+ * sizing its target) take it from sizeFailure.sectorCount, so it narrows to 0 rather than rounding.
+ */
+export function virtualSizeOf({ bytes, sizeFailure }: SectorCountSize): number {
+  if (bytes <= BigInt(Number.MAX_SAFE_INTEGER)) return Number(bytes);
+  if (!sizeFailure) throw new ImageError('Image size is too large for this reader');
+  return 0;
+}
+
 /** What an I/O request on an image whose size query fails ends with (qemu checks the size first). */
 export function sizeFailureError(failure: SizeQueryFailure): ImageError {
   return new ImageError(strerrorNumber(failure.errno), failure.errno === EFBIG ? 'EFBIG' : undefined);

@@ -98,9 +98,9 @@ const safeDisk = (images: Image[]): boolean => images.reduce((n, image) => n + e
 export const blockStatusFailure = (offset: number, reason: string): string => `error while reading block status at offset ${offset}: ${reason}`;
 
 /** Whether the disk fits a -n target of `size` bytes as qemu checks it (in sectors, rounded up). */
-function fitsTarget(views: { virtualSize: number }[], size: number | undefined): boolean {
+function fitsTarget(views: Image[], size: number | undefined): boolean {
   if (size === undefined) return true;
-  const total = views.reduce((n, v) => n + BigInt(v.virtualSize), 0n);
+  const total = views.reduce((n, v) => n + exactSize(v), 0n);
   return total <= ((BigInt(size) + 511n) / 512n) * 512n;
 }
 

@@ -5,7 +5,7 @@ import { ImageError, type BlockDevice, type Driver, type Extent, type Image, typ
 import { readAt, requestOk, roundUp } from '../bytes.ts';
 import { probes } from '../probe-only.ts';
 import { openingAs } from '../vpc/file-read.ts';
-import { sizeFromSectorCount, sizeFailureError } from '../sector-count.ts';
+import { sizeFromSectorCount, sizeFailureError, virtualSizeOf } from '../sector-count.ts';
 import { PagedTable } from '../qcow/paged-table.ts';
 
 const MAGIC = 'WithoutFreeSpace';
@@ -142,11 +142,8 @@ export function openParallels(dev: BlockDevice, ctx: OpenContext): ParallelsImag
     if (header.extOffset !== 0n) checkFormatExtension(dev, header.extOffset * BigInt(SECTOR));
     // The header's 64-bit sector count is qemu's total_sectors as is: a byte size that wraps
     // opens, and then fails each size query (sector-count.ts).
-    const { bytes, sizeFailure } = sizeFromSectorCount(header.sectors);
-    // Sizes are JS numbers here, exact only up to 2^53: a larger one is refused rather than rounded,
-    // unless its size query fails (then no I/O uses it; convert sizes its target from the count).
-    if (bytes > BigInt(Number.MAX_SAFE_INTEGER) && !sizeFailure) throw new ImageError('Image size is too large for this reader');
-    const size = { virtualSize: Number(bytes), sizeFailure };
+    const sized = sizeFromSectorCount(header.sectors);
+    const size = { virtualSize: virtualSizeOf(sized), sizeFailure: sized.sizeFailure };
     return new ParallelsImage(dev, header, new PagedTable(dev, BigInt(HEADER_SIZE), header.batEntries, 'u32le'), size);
   });
 }

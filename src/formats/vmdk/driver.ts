@@ -8,7 +8,7 @@ import { BareErrnoError, NeedFilesError } from './errors.ts';
 import { FlatExtent } from './flat-extent.ts';
 import { VMDK3_MAGIC, VMDK4_MAGIC } from './header.ts';
 import { VmdkImage, type PlacedExtent, type VmdkState } from './image.ts';
-import { sizeFromSectorCount } from '../sector-count.ts';
+import { sizeFromSectorCount, virtualSizeOf } from '../sector-count.ts';
 import { readZeroPadded, toInt64 } from './io.ts';
 import { magicOf, openSparse, readHead } from './open-sparse.ts';
 import { probeVmdk } from './probe.ts';
@@ -157,11 +157,11 @@ function place(opened: Opened[]): Pick<VmdkState, 'extents' | 'sizeQuery'> {
   }
   // A total past int64 bytes that wraps to a small size opens in qemu, and then every command
   // fails its size query (sector-count.ts) before any I/O.
-  const { bytes, sizeFailure } = sizeFromSectorCount(total);
+  const sized = sizeFromSectorCount(total);
+  const { sizeFailure } = sized;
   if (sizeFailure) {
-    // Every read and block status fails first, so only convert's target size uses this one: past
-    // 2^53 it may round, and convert takes the exact size from sizeFailure.sectorCount instead.
-    return { extents: sizeFailure.sectors ? [] : checkedByQemu(opened), sizeQuery: { virtualSize: Number(bytes), sizeFailure } };
+    // Every read and block status fails first (convert takes its target's size from the count).
+    return { extents: sizeFailure.sectors ? [] : checkedByQemu(opened), sizeQuery: { virtualSize: virtualSizeOf(sized), sizeFailure } };
   }
   let sectors = 0n;
   const extents = opened.map((o) => {
