@@ -4,6 +4,7 @@
 import { strerror } from '../strerror.ts';
 import { closeSync, constants, fstatSync, openSync } from 'node:fs';
 import type { ParsedCommand } from '../cli/types.ts';
+import type { ReferencedFileError } from './open-files.ts';
 import { isDriverName } from '../formats/names.ts';
 import { parseQemuOpts } from './commands/image-opts.ts';
 import { quoteJsonString } from '../output/json.ts';
@@ -147,4 +148,14 @@ function compactJson(dict: StringTree): string {
     return `${quoteJsonString(k)}: ${typeof v === 'string' ? quoteJsonString(v) : compactJson(v)}`;
   });
   return `{${items.join(', ')}}`;
+}
+
+/**
+ * qemu's words for a file the image names that could not be opened (info, map, check, measure):
+ * the reason already names the file ("Could not open 'base.qcow2': No such file or directory").
+ */
+export function referencedOpenMessage(e: ReferencedFileError, target: Target): string {
+  const reason = (e.cause as { reason?: string } | undefined)?.reason ?? e.message;
+  if (e.file.role === 'backing') return `Could not open '${target.errorName}': Could not open backing file: ${reason}`;
+  return `Could not open '${target.errorName}': ${reason}`;
 }

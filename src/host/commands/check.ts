@@ -7,7 +7,7 @@ import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
-import { checkFormat, InputImageError, openImageFile, openTop, topTarget, type Target } from '../input-image.ts';
+import { checkFormat, InputImageError, openImageFile, openTop, topTarget, type Target, referencedOpenMessage } from '../input-image.ts';
 import { parseSecretObjects, SecretError, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { parseQemuOpts } from './image-opts.ts';
@@ -66,11 +66,8 @@ function parseArgs(cmd: ParsedCommand, ctx: CommandContext): CheckArgs | number 
   return { json: outputs.at(-1) === 'json', quiet: cmd.options.has('quiet'), repair };
 }
 
-/** qemu's wording for a file the image names that could not be opened. */
 function referencedFailure(e: ReferencedFileError, target: Target): InputImageError {
-  const reason = (e.cause as { reason?: string } | undefined)?.reason ?? e.message;
-  if (e.file.role === 'backing') return new InputImageError(`Could not open '${target.errorName}': Could not open backing file: ${reason}`);
-  return new InputImageError(`Could not open '${target.errorName}': ${reason}`);
+  return new InputImageError(referencedOpenMessage(e, target));
 }
 
 /** An --image-opts boolean as qemu parses it; undefined when absent. */

@@ -6,7 +6,7 @@ import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
-import { InputImageError, openTop, topTarget, type Target } from '../input-image.ts';
+import { InputImageError, openTop, topTarget, type Target, referencedOpenMessage } from '../input-image.ts';
 import { sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { parseMapSize } from './map-size.ts';
@@ -102,12 +102,8 @@ class MapPrinter {
   }
 }
 
-/** qemu's wording for a file the image names that could not be opened. */
 function referencedFailure(e: ReferencedFileError, target: Target): InputImageError {
-  // The reason already names the file ("Could not open 'base.qcow2': No such file or directory").
-  const reason = (e.cause as { reason?: string } | undefined)?.reason ?? e.message;
-  if (e.file.role === 'backing') return new InputImageError(`Could not open '${target.errorName}': Could not open backing file: ${reason}`);
-  return new InputImageError(`Could not open '${target.errorName}': ${reason}`);
+  return new InputImageError(referencedOpenMessage(e, target));
 }
 
 async function runMap(cmd: ParsedCommand, args: MapArgs, ctx: CommandContext): Promise<void> {

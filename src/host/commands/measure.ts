@@ -8,11 +8,11 @@ import type { ParsedCommand } from '../../cli/types.ts';
 import { OpError } from '../sandbox/run.ts';
 import { printWarnings, runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
 import { MAX_WARNING_TEXT, MAX_WARNINGS } from '../../protocol/messages.ts';
-import { InputImageError, openTop, topTarget, type Target } from '../input-image.ts';
+import { InputImageError, openTop, topTarget, type Target, referencedOpenMessage } from '../input-image.ts';
 import { parseSecretObjects, SecretError, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { parseMapSize } from './map-size.ts';
-import { parseQemuOpts } from './image-opts.ts';
+import { parseSnapshotParam } from './image-opts.ts';
 import { isValidOptionList, OptionListError, parseCreateOptions } from './measure-options.ts';
 import { findMeasurer } from '../../formats/measurers.ts';
 import { ImageError, type MeasureEnvironment, type MeasureInput, type MeasureResult } from '../../formats/types.ts';
@@ -38,15 +38,10 @@ class MeasureFailure extends Error {
 }
 const failure = (...texts: string[]) => new MeasureFailure(texts.map((text) => ({ text, prefixed: true })));
 
-/** -l: "snapshot.id=…,snapshot.name=…" (internal_snapshot_opts) or a bare id-or-name. */
+/** -l, with qemu-img measure's words for a key it does not know. */
 function snapshotParam(text: string): SnapshotChoice {
-  if (!text.startsWith('snapshot.')) return { idOrName: text };
-  const choice: SnapshotChoice = {};
-  for (const [key, value] of parseQemuOpts(text)) {
-    if (key === 'snapshot.id') choice.id = value;
-    else if (key === 'snapshot.name') choice.name = value;
-    else throw failure(`Invalid parameter '${key}'`, `Failed in parsing snapshot param '${text}'`);
-  }
+  const choice = parseSnapshotParam(text);
+  if ('invalidKey' in choice) throw failure(`Invalid parameter '${choice.invalidKey}'`, `Failed in parsing snapshot param '${text}'`);
   return choice;
 }
 
@@ -91,11 +86,8 @@ function parseArgs(cmd: ParsedCommand, ctx: CommandContext): MeasureArgs | numbe
   return args;
 }
 
-/** qemu's wording for a file the image names that could not be opened. */
 function referencedFailure(e: ReferencedFileError, target: Target): MeasureFailure {
-  const reason = (e.cause as { reason?: string } | undefined)?.reason ?? e.message;
-  if (e.file.role === 'backing') return failure(`Could not open '${target.errorName}': Could not open backing file: ${reason}`);
-  return failure(`Could not open '${target.errorName}': ${reason}`);
+  return failure(referencedOpenMessage(e, target));
 }
 
 const DECIMAL = /^(0|[1-9][0-9]{0,19})$/;
