@@ -21,7 +21,7 @@ import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError, type InputFile } from '../open-files.ts';
 import { InputImageError, imageTarget, openTop, type Target } from '../input-image.ts';
 import { strerror } from '../../strerror.ts';
-import { parseQemuOpts } from './image-opts.ts';
+import { parseSnapshotParam } from './image-opts.ts';
 import { sourceSecrets } from '../secrets.ts';
 import { ProgressPrinter } from '../../output/progress.ts';
 import type { ConvertOpenResult, ConvertOptions } from '../../ops/convert.ts';
@@ -69,16 +69,10 @@ function coroutineCount(text: string, ctx: CommandContext): number {
   throw new ConvertError(`Invalid number of coroutines specified. Must be between 1 and ${MAX_COROUTINES}.`);
 }
 
-/** -l: "snapshot.id=…,snapshot.name=…" or a bare id-or-name. */
+/** -l, with qemu-img convert's words for a key it does not know. */
 function snapshotChoice(text: string): SnapshotChoice {
-  if (!text.startsWith('snapshot.')) return { idOrName: text };
-  const opts = parseQemuOpts(text);
-  const choice: SnapshotChoice = {};
-  for (const [key, value] of opts) {
-    if (key === 'snapshot.id') choice.id = value;
-    else if (key === 'snapshot.name') choice.name = value;
-    else throw new ConvertError(`Invalid parameter '${key}'\nFailed in parsing snapshot param '${text}'`);
-  }
+  const choice = parseSnapshotParam(text);
+  if ('invalidKey' in choice) throw new ConvertError(`Invalid parameter '${choice.invalidKey}'\nFailed in parsing snapshot param '${text}'`);
   return choice;
 }
 

@@ -2,6 +2,7 @@
 // separated by ',', where ",," stands for a literal comma inside a value; an item without '=' is
 // the implied first option ("file" for --image-opts) when it comes first, otherwise a flag
 // ("name" → on, "noname" → off). A later duplicate replaces an earlier one, as in qemu's QDict.
+import type { SnapshotChoice } from '../../ops/convert/sources.ts';
 
 export function parseQemuOpts(text: string, impliedFirst?: string): Map<string, string> {
   const opts = new Map<string, string>();
@@ -50,4 +51,19 @@ function readValue(text: string, from: number): [string, number] {
     i++;
   }
   return [value, i];
+}
+
+/**
+ * -l of convert and measure: "snapshot.id=…,snapshot.name=…" (qemu's internal_snapshot_opts) or a
+ * bare id-or-name; `invalidKey` names the first other key, which each command words its own way.
+ */
+export function parseSnapshotParam(text: string): SnapshotChoice | { invalidKey: string } {
+  if (!text.startsWith('snapshot.')) return { idOrName: text };
+  const choice: SnapshotChoice = {};
+  for (const [key, value] of parseQemuOpts(text)) {
+    if (key === 'snapshot.id') choice.id = value;
+    else if (key === 'snapshot.name') choice.name = value;
+    else return { invalidKey: key };
+  }
+  return choice;
 }
