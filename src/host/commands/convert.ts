@@ -6,11 +6,10 @@
 // early start with the copy guests booting (src/cli/early-start.ts): createFreshTarget takes it,
 // and one this command does not take is removed before the target's name is used again.
 import { closeSync, constants, fsyncSync, openSync, statSync, unlinkSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import { ConvertError, ConvertErrorText } from '../convert/errors.ts';
 import { checkOpenAnswer, isBlockStatusFailure, openAndCopy, parseSizes, progressSum, referencedFailure, resetTarget, safeSizes, TargetLeft, TwoRoundsNeeded } from '../convert/open-copy.ts';
 import { createTarget, targetTooSmall } from '../convert/create-target.ts';
-import { createFreshTarget, removeEarlyTarget } from '../convert/fresh-target.ts';
+import { copyGuestCount, createFreshTarget, removeEarlyTarget } from '../convert/fresh-target.ts';
 import { CACHE_MODES } from '../convert/early-plan.ts';
 import { workerRange } from '../../ops/convert/split.ts';
 import type { Command, CommandContext } from './types.ts';
@@ -182,7 +181,7 @@ function openTarget(path: string, total: bigint, unsized: boolean, negative: boo
 async function copyPhase(inputs: InputFile[], outFd: number, outPath: string, total: number, options: ConvertOptions, printer: ProgressPrinter | undefined, ctx: CommandContext): Promise<void> {
   // -p: one guest, whose chunks follow qemu's runs from the disk's start (parts split by offset
   // could cut a run's chunks elsewhere; the one-round path splits at run starts, split.ts).
-  const cores = printer ? 1 : Math.min(2, availableParallelism());
+  const cores = printer ? 1 : copyGuestCount();
   const ranges = Array.from({ length: cores }, (_, i) => workerRange(total, i, cores)).filter(([a, b], i) => i === 0 || a < b);
   const progress = progressSum(ranges.length, printer);
   const withOutput: InputFile[] = [...inputs, { fd: outFd, path: outPath, writable: true, role: 'output' }];

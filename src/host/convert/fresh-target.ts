@@ -6,7 +6,7 @@ import { closeSync, constants, fstatSync, lstatSync, openSync, unlinkSync } from
 import { availableParallelism } from 'node:os';
 import { fileId } from '../paths/resolve.ts';
 
-/** One guest per core (two at most): the one-round copy starts this many (open-copy.ts). */
+/** One guest per core (two at most): the one-round copy starts this many (open-copy.ts), the two rounds as many at most. */
 export function copyGuestCount(): number {
   return Math.max(1, Math.min(2, availableParallelism()));
 }
