@@ -11,7 +11,9 @@ export type RepairStep =
   /** `length` bytes of zeros at `pos` (a VHDX zero descriptor may cover many sectors). */
   | { kind: 'zero'; pos: number; length: number }
   /** Everything before is durable before anything after starts. */
-  | { kind: 'barrier' };
+  | { kind: 'barrier' }
+  /** Sets the file's length (resize): later steps may write up to it. */
+  | { kind: 'truncate'; size: number };
 
 export interface ApplyOptions {
   /** Tests only: apply this many write/zero steps, then stop as if the process died there. */
@@ -23,12 +25,22 @@ const ZERO_CHUNK = 1024 * 1024;
 /** Steps that write bytes (what a crash can cut between). */
 export const writeCount = (steps: readonly RepairStep[]): number => steps.filter((s) => s.kind !== 'barrier').length;
 
-/** Checks a plan against the file before anything is written: no step may reach past its end. */
+/**
+ * Checks a plan against the file before anything is written: no step may reach past its end, as
+ * the plan's own truncate steps leave it (a planner that writes past the end truncates first).
+ */
 function checkBounds(dev: BlockDevice, steps: readonly RepairStep[]): void {
+  let size = dev.size;
   for (const s of steps) {
     if (s.kind === 'barrier') continue;
+    if (s.kind === 'truncate') {
+      if (!Number.isSafeInteger(s.size) || s.size < 0) throw new ImageError(`instar refuses a resize of the file to ${s.size} bytes`);
+      if (!dev.truncate) throw new ImageError('the image was not opened for resizing');
+      size = s.size;
+      continue;
+    }
     const length = s.kind === 'write' ? s.bytes.length : s.length;
-    if (!Number.isSafeInteger(s.pos) || s.pos < 0 || !Number.isSafeInteger(length) || length < 0 || s.pos + length > dev.size) {
+    if (!Number.isSafeInteger(s.pos) || s.pos < 0 || !Number.isSafeInteger(length) || length < 0 || s.pos + length > size) {
       throw new ImageError(`instar refuses a repair that writes outside the file (offset ${s.pos}, ${length} bytes)`);
     }
   }
@@ -47,6 +59,10 @@ export function applyRepair(dev: BlockDevice & { sync?: () => void }, steps: rea
     if (budget-- <= 0) return;
     if (s.kind === 'write') {
       dev.write(s.bytes, s.pos);
+      continue;
+    }
+    if (s.kind === 'truncate') {
+      dev.truncate!(s.size);
       continue;
     }
     const zeros = new Uint8Array(Math.min(ZERO_CHUNK, s.length));

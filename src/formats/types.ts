@@ -1,5 +1,6 @@
 // The contract between format code and everything else. Format code is pure: it sees a
 // BlockDevice, never a path or a process, and reports failure only by throwing ImageError.
+import type { RepairStep } from './repair.ts';
 
 /** A random-access view of one file descriptor (or of an in-memory buffer in tests). */
 export interface BlockDevice {
@@ -16,6 +17,8 @@ export interface BlockDevice {
   read(buf: Uint8Array, pos: number): number;
   /** Present only on devices the host opened writable. */
   write?(buf: Uint8Array, pos: number): void;
+  /** Sets the file's length (writable devices only; resize's 'truncate' step). */
+  truncate?(size: number): void;
 }
 
 /** The only error format code may throw. `message` is qemu's wording after "Could not open 'X': ". */
@@ -172,6 +175,27 @@ export interface Driver {
   open(dev: BlockDevice, ctx: OpenContext): Image;
   /** `measure -O <this format>`: how large a new image would be (qemu's bdrv_measure). */
   readonly measure?: MeasureCapability;
+  /** `resize`: the writes that change the image's virtual size (qemu's bdrv_co_truncate). */
+  readonly resize?: ResizeCapability;
+}
+
+/** What `resize` asks of a driver: the new virtual size (checked positive and below qemu's limit). */
+export interface ResizeRequest {
+  newSize: number;
+  preallocation: 'off' | 'metadata' | 'falloc' | 'full';
+  /** The backing image's virtual size, when the image has one (qemu zeroes what it would show). */
+  backingSize?: number;
+}
+
+/** Steps for formats/repair.ts's executor, or qemu's message for a resize its driver refuses. */
+export type ResizePlan = { steps: RepairStep[] } | { error: string };
+
+/**
+ * A format's `resize` capability: a pure planner from the opened image and its file to the writes
+ * (and file length changes) qemu's driver would make, in qemu's order.
+ */
+export interface ResizeCapability {
+  plan(image: Image, dev: BlockDevice, request: ResizeRequest): ResizePlan;
 }
 
 /** qemu's QemuOptType: how a create option's value is checked (bool on/off, number, byte size). */
