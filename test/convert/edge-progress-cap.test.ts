@@ -11,6 +11,7 @@ import { closeSync, ftruncateSync, openSync, writeFileSync, writeSync } from 'no
 import { join } from 'node:path';
 import { prng, tempDir } from './helpers.ts';
 import { assertSameConvert, sameConvert } from './edge-compare.ts';
+import { longTest } from '../helpers/long.ts';
 
 const { dir, cleanup } = tempDir();
 const at = (name: string) => join(dir, name);
@@ -46,8 +47,9 @@ describe('convert -p past the 2 GiB block-status limit', () => {
     // What qemu does, pinned (the comparison above is what instar is held to).
     assert.match(result.stdout, /\(89\.37\/100%\)/);
   });
-  test('-S 0 over an existing file (the two rounds)', () => assertSameConvert({ dir, args: ['-p', '-S', '0', ...RAW, { source: 'hole.raw' }], prepare: (t) => writeFileSync(t, 'x') }));
-  test('without -S 0 the hole counts nothing', () => assertSameConvert({ dir, args: ['-p', ...RAW, { source: 'hole.raw' }] }));
+  // Long tier: each writes or reads 2.5 GiB per program; the first case covers the limit itself.
+  longTest('-S 0 over an existing file (the two rounds)', () => assertSameConvert({ dir, args: ['-p', '-S', '0', ...RAW, { source: 'hole.raw' }], prepare: (t) => writeFileSync(t, 'x') }));
+  longTest('without -S 0 the hole counts nothing', () => assertSameConvert({ dir, args: ['-p', ...RAW, { source: 'hole.raw' }] }));
   test('data runs at odd offsets, two guests', () => assertSameConvert({ dir, args: ['-p', ...RAW, { source: 'scattered.raw' }] }));
   test('data runs at odd offsets, -S 0', () => assertSameConvert({ dir, args: ['-p', '-S', '0', ...RAW, { source: 'scattered.raw' }], blockSlack: 64 }));
 });
