@@ -1,0 +1,64 @@
+// `rebase -u` for qcow2 (qemu's qcow2_change_backing_file): a new backing file name and format in
+// the header, nothing else. The plan is ONE write: the whole first cluster, as qemu writes it.
+//
+// Crash safety: the plan is a single write of the first cluster, which holds the header, its
+// extensions and the backing name, and whose table-locating fields are rewritten with their old
+// values. A crash therefore leaves either the old cluster, the new one, or (a torn write) a mix of
+// old and new sectors of it: the same risk qemu's own one bdrv_pwrite of that cluster carries.
+import { ImageError, type BlockDevice } from '../types.ts';
+import type { RepairStep } from '../repair.ts';
+import { AUTOCLEAR, INCOMPAT, parseHeader } from './header.ts';
+import { readHeaderModel } from './header-model.ts';
+import { HeaderSpaceError, serializeHeader, type Qcow2HeaderModel } from './header-write.ts';
+
+/** The longest backing file name qemu's qcow2 driver accepts. */
+const MAX_BACKING_NAME = 1023;
+/** sizeof(bs->backing_format) - 1: qemu keeps a longer format name cut to this. */
+const MAX_FORMAT_NAME = 15;
+
+/** A header change, or the errno qemu's driver fails it with (strerror text is the caller's). */
+export type HeaderPlan = { steps: RepairStep[] } | { errno: 'ENOSPC' | 'EINVAL' | 'ENOTSUP' } | { refused: string };
+
+/**
+ * What instar will not rewrite although qemu would: images whose read-write open makes qemu change
+ * more than the header (dirty refcounts repaired, persistent bitmaps marked in use and stored back).
+ */
+export function headerRewriteRefusal(dev: BlockDevice): string | undefined {
+  const h = parseHeader(dev);
+  if (h.incompatible & INCOMPAT.dirty) return 'its dirty bit is set (qemu would repair its refcounts first)';
+  if (h.autoclear & AUTOCLEAR.bitmaps) return 'it has persistent bitmaps';
+  if (dev.size < h.clusterSize) return 'the file is shorter than its header cluster';
+  return undefined;
+}
+
+/** The steps that write `model` as the image's first cluster, or qemu's ENOSPC. */
+export function planHeaderWrite(model: Qcow2HeaderModel): HeaderPlan {
+  try {
+    return { steps: [{ kind: 'write', pos: 0, bytes: serializeHeader(model) }, { kind: 'barrier' }] };
+  } catch (e) {
+    if (e instanceof HeaderSpaceError) return { errno: 'ENOSPC' };
+    throw e;
+  }
+}
+
+/** Applies qemu's qcow2_change_backing_file rules to a model (mutates it); an errno when refused. */
+export function changeBackingInModel(m: Qcow2HeaderModel, backing: Uint8Array | undefined, format: Uint8Array | undefined): 'EINVAL' | undefined {
+  // A raw data file must stand alone: a backing file would change what the disk reads as.
+  if (backing && m.autoclear & AUTOCLEAR.dataFileRaw) return 'EINVAL';
+  if (backing && backing.length > MAX_BACKING_NAME) return 'EINVAL';
+  m.backingFile = backing;
+  m.backingFormat = format ? format.subarray(0, MAX_FORMAT_NAME) : undefined;
+  return undefined;
+}
+
+/** rebase -u: the plan that names `backing` (undefined: none) with `format` (undefined: none). */
+export function planChangeBacking(dev: BlockDevice, backing: Uint8Array | undefined, format: Uint8Array | undefined): HeaderPlan {
+  const refusal = headerRewriteRefusal(dev);
+  if (refusal) return { refused: `instar cannot change the header of this qcow2 image (${refusal}); nothing was written` };
+  const h = parseHeader(dev);
+  if (h.version !== 2 && h.version !== 3) throw new ImageError(`Unsupported qcow2 version ${h.version}`);
+  const m = readHeaderModel(dev, h);
+  const errno = changeBackingInModel(m, backing, format);
+  if (errno) return { errno };
+  return planHeaderWrite(m);
+}
