@@ -6,6 +6,7 @@ import { convertOp } from './convert.ts';
 import { compareOp } from './compare.ts';
 import { checkOp } from './check.ts';
 import { measureOp } from './measure.ts';
+import { resizeOp } from './resize.ts';
 import { answeringMissingFiles } from './open-tree.ts';
 import { withArgon2 } from '../formats/crypto/argon2.ts';
 
@@ -19,4 +20,5 @@ export const ops: Record<string, Op> = {
   compare: withArgon2(answeringMissingFiles(compareOp)),
   check: withArgon2(answeringMissingFiles(checkOp)),
   measure: withArgon2(answeringMissingFiles(measureOp)),
+  resize: withArgon2(answeringMissingFiles(resizeOp)),
 };

@@ -1,6 +1,7 @@
 import type { BlockDevice, Driver, Extent, Image, NodeInfo } from '../types.ts';
 import { fileRun } from './holes.ts';
 import { rawMeasure } from './measure.ts';
+import { rawResize } from './resize.ts';
 
 /** raw: the file is the disk. */
 class RawImage implements Image {
@@ -29,4 +30,5 @@ export const rawDriver: Driver = {
   probe: () => 1,
   open: (dev) => new RawImage(dev),
   measure: rawMeasure,
+  resize: rawResize,
 };

@@ -13,4 +13,5 @@ export const commands: Record<string, () => Promise<Command>> = {
   compare: async () => (await import('./compare.ts')).compare,
   check: async () => (await import('./check.ts')).check,
   measure: async () => (await import('./measure.ts')).measure,
+  resize: async () => (await import('./resize.ts')).resize,
 };

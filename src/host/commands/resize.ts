@@ -1,0 +1,163 @@
+// `resize`: the trusted half. Checks qemu-img's options in its order (--object and --preallocation
+// inside the getopt loop, then the argument count, then the size), opens the image read-write
+// (O_DSYNC: each of the guest's writes is durable before the next; files it names only through
+// the path policy), lets a guest plan and apply the resize, fsyncs, and prints what qemu-img does.
+import { closeSync, constants, fsyncSync } from 'node:fs';
+import type { Command, CommandContext } from './types.ts';
+import type { ParsedCommand } from '../../cli/types.ts';
+import { OpError } from '../sandbox/run.ts';
+import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
+import { checkFormat, InputImageError, openImageFile, referencedOpenMessage, topTarget, type Target } from '../input-image.ts';
+import { parseSecretObjects, SecretError, sourceSecrets } from '../secrets.ts';
+import { usageError } from '../../cli/usage-error.ts';
+import { parseQemuOpts } from './image-opts.ts';
+import { strtosz } from './map-size.ts';
+import type { Preallocation, ResizeOptions } from '../../ops/resize.ts';
+
+const UINT64_MAX = 2n ** 64n - 1n;
+const PREALLOCATIONS: readonly string[] = ['off', 'metadata', 'falloc', 'full'];
+
+/** What a probed raw image opened for writing makes qemu's block layer print. */
+const PROBED_RAW_WARNING = (name: string) =>
+  `WARNING: Image format was not specified for '${name}' and probing guessed raw.\n` +
+  '         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n' +
+  "         Specify the 'raw' format explicitly to remove the restrictions.\n";
+
+const SHRINK_REFUSED = 'Use the --shrink option to perform a shrink operation.\n';
+const SHRINK_WARNING = "warning: Shrinking an image will delete all data beyond the shrunken image's end. " +
+  'Before performing such an operation, make sure there is no important data there.\n';
+
+interface ResizeArgs {
+  fileName: string;
+  amount: bigint;
+  sign?: '+' | '-';
+  preallocation?: Preallocation;
+}
+
+/** The getopt loop's checks, the argument count, then the size as qemu's QemuOpts parses it. */
+function parseArgs(cmd: ParsedCommand, ctx: CommandContext): ResizeArgs | number {
+  const fail = (text: string) => {
+    ctx.err(`${ctx.progname}: ${text}\n`);
+    return 1;
+  };
+  const objects: string[] = [];
+  let preallocation: Preallocation | undefined;
+  for (const [key, value] of cmd.sequence ?? []) {
+    if (key === 'object') {
+      objects.push(value);
+      try {
+        parseSecretObjects(objects);
+      } catch (e) {
+        if (!(e instanceof SecretError)) throw e;
+        return fail(e.message);
+      }
+    } else if (key === 'preallocation') {
+      if (!PREALLOCATIONS.includes(value)) return fail(`Invalid preallocation mode '${value}'`);
+      preallocation = value as Preallocation;
+    }
+  }
+  if (cmd.args.length !== 2) return usageError(ctx, cmd, 'Expecting image file name and size');
+  const [fileName, sizeText] = cmd.args;
+  const sign = sizeText.startsWith('+') ? '+' : sizeText.startsWith('-') ? '-' : undefined;
+  const text = sign ? sizeText.slice(1) : sizeText;
+  const r = strtosz(text, ctx.profile.newUsageErrors, UINT64_MAX);
+  if (r === 'range') return fail(`Value '${text}' is out of range for parameter 'size'`);
+  if (r === 'invalid') {
+    return fail("Parameter 'size' expects a non-negative number below 2^64\n" +
+      'Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\nand exabytes, respectively.');
+  }
+  if (r.hexSuffix) ctx.err(`${ctx.progname}: warning: Using a multiplier suffix on hex numbers is deprecated: ${text}\n`);
+  return { fileName, amount: r.value, sign, preallocation };
+}
+
+/** An --image-opts boolean as qemu parses it; undefined when absent. */
+function imageOptsFlag(cmd: ParsedCommand, target: Target, name: string): boolean | undefined {
+  if (!cmd.options.has('image-opts')) return undefined;
+  const value = parseQemuOpts(cmd.args[0], 'file').get(name);
+  if (value === undefined) return undefined;
+  if (['on', 'yes', 'true'].includes(value)) return true;
+  if (['off', 'no', 'false'].includes(value)) return false;
+  throw new InputImageError(`Could not open '${target.errorName}': Parameter '${name}' expects 'on' or 'off'`);
+}
+
+/** Opens the image read-write as qemu-img resize does, refusing first what qemu refuses first. */
+function openForResize(cmd: ParsedCommand, target: Target): number {
+  checkFormat(target);
+  const fail = (why: string) => new InputImageError(`Could not open '${target.errorName}': ${why}`);
+  if (imageOptsFlag(cmd, target, 'read-only')) throw fail('Block node is read-only');
+  if (imageOptsFlag(cmd, target, 'force-share')) throw fail('force-share=on can only be used with read-only images');
+  return openImageFile(target, constants.O_RDWR | constants.O_DSYNC);
+}
+
+async function runResize(cmd: ParsedCommand, args: ResizeArgs, ctx: CommandContext): Promise<number> {
+  const target = topTarget(cmd, args.fileName);
+  const fd = openForResize(cmd, target);
+  const options: ResizeOptions = {
+    format: target.format === 'file' ? 'raw' : target.format,
+    unsafeQuirks: ctx.globals.unsafeQuirks,
+    fileName: target.path,
+    profile: ctx.profile,
+    secrets: sourceSecrets(cmd.options.get('object') ?? [], [target]),
+    amount: args.amount.toString(),
+    sign: args.sign,
+    shrink: cmd.options.has('shrink'),
+    preallocation: args.preallocation,
+  };
+  let raw: unknown;
+  try {
+    raw = await runWithReferencedFiles('resize', options as unknown as Record<string, unknown>, [{ fd, path: target.path, writable: true }], ctx);
+  } catch (e) {
+    if (e instanceof ReferencedFileError) throw new InputImageError(referencedOpenMessage(e, target));
+    if (e instanceof OpError) throw new InputImageError(`Could not open '${target.errorName}': ${e.message}`);
+    throw e;
+  } finally {
+    // The guest cannot fsync (its permission model refuses it): the host makes the resize durable.
+    fsyncSync(fd);
+    closeSync(fd);
+  }
+  const result = validResult(raw);
+  if (target.format === undefined && result.format === 'raw') ctx.err(PROBED_RAW_WARNING(target.path));
+  if (target.unknownFormatOption !== undefined) {
+    throw new InputImageError(`Could not open '${target.errorName}': Block format '${result.format}' does not support the option '${target.unknownFormatOption}'`);
+  }
+  if ('shrinkRefused' in result) {
+    ctx.err(`${ctx.progname}: ${SHRINK_REFUSED}${ctx.progname}: ${SHRINK_WARNING}`);
+    return 1;
+  }
+  if ('error' in result) {
+    ctx.err(`${ctx.progname}: ${result.error}\n`);
+    return 1;
+  }
+  if (!cmd.options.has('quiet')) ctx.out('Image resized.\n');
+  return 0;
+}
+
+type Checked = { format: string } & ({ resized: true } | { shrinkRefused: true } | { error: string });
+
+/** The guest's answer is data: its shape and sizes are checked, its text made printable. */
+function validResult(raw: unknown): Checked {
+  const r = raw as Record<string, unknown> | null;
+  const format = r?.format;
+  if (typeof format !== 'string' || !/^[a-z0-9]{1,16}$/.test(format)) throw new InputImageError('instar: the guest answered resize with a malformed result');
+  if (r!.resized === true) return { format, resized: true };
+  if (r!.shrinkRefused === true) return { format, shrinkRefused: true };
+  if (typeof r!.error === 'string' && r!.error.length <= 4096) {
+    // eslint-disable-next-line no-control-regex
+    return { format, error: r!.error.replace(/[\x00-\x1f\x7f]/g, '?') };
+  }
+  throw new InputImageError('instar: the guest answered resize with a malformed result');
+}
+
+export const resize: Command = async (cmd, ctx) => {
+  const args = parseArgs(cmd, ctx);
+  if (typeof args === 'number') return args;
+  try {
+    return await runResize(cmd, args, ctx);
+  } catch (e) {
+    if (e instanceof InputImageError) {
+      ctx.err(`${ctx.progname}: ${e.message}\n`);
+      return 1;
+    }
+    throw e;
+  }
+};

@@ -1,0 +1,112 @@
+// The guest half of `resize`: opens the image read-write as qemu-img resize does, works out the
+// new size from the current one (qemu's int64 arithmetic, wrap-around included), makes qemu-img's
+// and its block layer's checks in their order, then asks the format's resize planner for the
+// writes and applies them through the repair executor (formats/repair.ts).
+import { ImageError, type ResizeRequest } from '../formats/types.ts';
+import { findDriver } from '../formats/registry.ts';
+import { applyRepair, type RepairStep } from '../formats/repair.ts';
+import { strerror } from '../strerror.ts';
+import { openTree, type OpenTreeOptions } from './open-tree.ts';
+import type { OpContext } from './types.ts';
+
+/** qemu's BDRV_MAX_LENGTH: INT64_MAX rounded down to a 1 GiB multiple. */
+const BDRV_MAX_LENGTH = 9223372035781033984n;
+const SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
+export type Preallocation = ResizeRequest['preallocation'];
+
+export interface ResizeOptions extends OpenTreeOptions {
+  /** The size as qemu_opt_get_size read it (decimal uint64), without its sign. */
+  amount: string;
+  /** '+' or '-' before the size: relative to the current size. */
+  sign?: '+' | '-';
+  shrink: boolean;
+  /** --preallocation, absent when not given (qemu then uses off, but skips its growing-only check). */
+  preallocation?: Preallocation;
+  /** Tests only: stop after this many writes (crash simulation). */
+  stopAfterWrites?: number;
+}
+
+export type ResizeResult =
+  | { format: string; resized: true }
+  /** qemu's refusal without --shrink (an error and a warning line). */
+  | { format: string; shrinkRefused: true }
+  /** A qemu error message, printed after "qemu-img: ". */
+  | { format: string; error: string };
+
+const PREALLOCATIONS = new Set<string>(['off', 'metadata', 'falloc', 'full']);
+
+/** qemu-img resize's size arithmetic: int64 sums that wrap as the C code's do. */
+export function newSize(current: bigint, amount: bigint, sign: '+' | '-' | undefined): bigint {
+  const n = BigInt.asIntN(64, amount);
+  if (sign === undefined) return n;
+  return BigInt.asIntN(64, sign === '+' ? current + n : current - n);
+}
+
+export function resizeOp(options: Record<string, unknown>, ctx: OpContext): ResizeResult {
+  const opts = options as unknown as ResizeOptions;
+  if (typeof opts.amount !== 'string' || !/^[0-9]{1,20}$/.test(opts.amount)) throw new ImageError('resize: a bad size request');
+  const prealloc = opts.preallocation;
+  if (prealloc !== undefined && !PREALLOCATIONS.has(prealloc)) throw new ImageError('resize: a bad preallocation mode');
+  const image = openTree(ctx, 0, opts);
+  const format = image.format;
+  const current = BigInt(image.virtualSize);
+  const total = newSize(current, BigInt(opts.amount), opts.sign);
+  if (total <= 0n) return { format, error: 'New image size must be positive' };
+  if (prealloc !== undefined && prealloc !== 'off' && total <= current) return { format, error: 'Preallocation can only be used for growing images' };
+  if (total < current && !opts.shrink) return { format, shrinkRefused: true };
+  // bdrv_co_truncate's own checks, before it asks the driver.
+  if (total > BDRV_MAX_LENGTH) return { format, error: `offset(${total}) exceeds maximum(${BDRV_MAX_LENGTH})` };
+  const capability = findDriver(format)?.resize;
+  if (!capability) return { format, error: 'Image format driver does not support resize' };
+  const input = ctx.devices[0];
+  if (!input?.dev.write || !input.dev.truncate) throw new ImageError('the image was not opened for writing');
+  if (total > SAFE) return { format, error: tooLarge(format, input.dev.truncate, input.dev.size) };
+  const request: ResizeRequest = { newSize: Number(total), preallocation: prealloc ?? 'off' };
+  const backing = backingSize(ctx, image.info()['backing-filename-format'], opts);
+  if (backing !== undefined) request.backingSize = backing;
+  const plan = capability.plan(image, input.dev, request);
+  if ('error' in plan) return { format, error: plan.error };
+  try {
+    applyRepair(input.dev, plan.steps, { stopAfterWrites: opts.stopAfterWrites });
+  } catch (e) {
+    const failure = fileFailure(e, plan.steps);
+    if (failure === undefined) throw e;
+    return { format, error: failure };
+  }
+  return { format, resized: true };
+}
+
+/**
+ * A size past what instar's offsets hold exactly (2^53 - 1): a raw file system refuses it the way
+ * qemu's ftruncate would be refused (ext4's limit is 16 TiB), which is tried on the largest exact
+ * length and undone; one that takes it (tmpfs) is refused in instar's words.
+ */
+function tooLarge(format: string, truncate: (size: number) => void, size: number): string {
+  const refusal = `instar cannot resize images past ${SAFE} bytes`;
+  if (format !== 'raw') return refusal;
+  try {
+    truncate(Number.MAX_SAFE_INTEGER);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EFBIG' || code === 'EINVAL') return `Could not resize file: ${strerror(code)}`;
+    throw e;
+  }
+  truncate(size);
+  return refusal;
+}
+
+/** qemu's words for a file length change the file system refused (EFBIG, ENOSPC). */
+function fileFailure(e: unknown, steps: readonly RepairStep[]): string | undefined {
+  const err = e as NodeJS.ErrnoException;
+  if (typeof err?.code !== 'string') return undefined;
+  if (err.syscall === 'ftruncate' || steps.some((s) => s.kind === 'truncate')) return `Could not resize file: ${strerror(err.code)}`;
+  return undefined;
+}
+
+/** The backing image's virtual size (qemu zeroes a grown area that would show its data). */
+function backingSize(ctx: OpContext, format: string | undefined, opts: ResizeOptions): number | undefined {
+  const index = ctx.devices.findIndex((d) => d.spec.referrer === 0 && d.spec.role === 'backing');
+  if (index < 0) return undefined;
+  return openTree(ctx, index, { ...opts, format, fileName: undefined }).virtualSize;
+}
