@@ -142,7 +142,6 @@ function validResult(raw: unknown): Checked {
   if (r!.resized === true) return { format, resized: true };
   if (r!.shrinkRefused === true) return { format, shrinkRefused: true };
   if (typeof r!.error === 'string' && r!.error.length <= 4096) {
-    // eslint-disable-next-line no-control-regex
     return { format, error: r!.error.replace(/[\x00-\x1f\x7f]/g, '?') };
   }
   throw new InputImageError('instar: the guest answered resize with a malformed result');
