@@ -177,6 +177,10 @@ export interface Driver {
   readonly measure?: MeasureCapability;
   /** `resize`: the writes that change the image's virtual size (qemu's bdrv_co_truncate). */
   readonly resize?: ResizeCapability;
+  /** `rebase -u` (qemu's bdrv_change_backing_file): the writes that name a new backing file. */
+  readonly changeBacking?: ChangeBackingCapability;
+  /** `amend -o` (qemu's bdrv_amend_options): the options it takes and the writes that apply them. */
+  readonly amend?: AmendCapability;
 }
 
 /** What `resize` asks of a driver: the new virtual size (checked positive and below qemu's limit). */
@@ -242,3 +246,26 @@ export interface MeasureEnvironment {
   qemu: { major: number; minor: number };
   secretIds: ReadonlySet<string>;
 }
+
+/** A plan of header writes (formats/repair.ts steps), or why qemu's driver fails it (its errno), or instar's refusal. */
+export type HeaderChangePlan =
+  | { steps: import('./repair.ts').RepairStep[] }
+  | { errno: 'ENOSPC' | 'EINVAL' | 'ENOTSUP' }
+  | { refused: string };
+
+/** Names `backing` (absent: no backing file) with `format` (absent: none) in the image's metadata. */
+export type ChangeBackingCapability = (dev: BlockDevice, backing: Uint8Array | undefined, format: Uint8Array | undefined) => HeaderChangePlan;
+
+/** What `amend` asks of a format (src/formats/qcow2/amend.ts for qcow2). */
+export interface AmendCapability {
+  /** The amend options [name, type, help] in the driver's declaration order, which its checks follow. */
+  readonly options: readonly (readonly [string, CreateOptionType, string])[];
+  /**
+   * Plans the amendment of an opened image with the options given (the last value of each,
+   * normalized as measure's are). An error qemu reports comes back as `error` lines, with the
+   * writes qemu makes before it in `steps`.
+   */
+  plan(dev: BlockDevice, image: Image, values: ReadonlyMap<string, string>): AmendPlan;
+}
+
+export type AmendPlan = { steps: import('./repair.ts').RepairStep[]; error?: string[] } | { refused: string };
