@@ -14,6 +14,7 @@ import { LUKS_HEADER_SIZE, parseLuksHeader, type LuksInfo } from '../luks/header
 import { keyRequired } from '../luks/driver.ts';
 import { openQcow2Crypto, readDecrypted, type Qcow2Crypto } from './encryption.ts';
 import { qcow2Measure } from './measure.ts';
+import { planChangeBacking } from './rebase-unsafe.ts';
 
 const MAX_BACKING_NAME = 1023;
 
@@ -283,4 +284,5 @@ export const qcow2Driver: Driver = {
   },
   open: openQcow2,
   measure: qcow2Measure,
+  changeBacking: planChangeBacking,
 };
