@@ -7,6 +7,7 @@ import { compareOp } from './compare.ts';
 import { checkOp } from './check.ts';
 import { measureOp } from './measure.ts';
 import { resizeOp } from './resize.ts';
+import { rebaseOp } from './rebase.ts';
 import { answeringMissingFiles } from './open-tree.ts';
 import { withArgon2 } from '../formats/crypto/argon2.ts';
 
@@ -21,4 +22,5 @@ export const ops: Record<string, Op> = {
   check: withArgon2(answeringMissingFiles(checkOp)),
   measure: withArgon2(answeringMissingFiles(measureOp)),
   resize: withArgon2(answeringMissingFiles(resizeOp)),
+  rebase: withArgon2(answeringMissingFiles(rebaseOp)),
 };

@@ -14,4 +14,5 @@ export const commands: Record<string, () => Promise<Command>> = {
   check: async () => (await import('./check.ts')).check,
   measure: async () => (await import('./measure.ts')).measure,
   resize: async () => (await import('./resize.ts')).resize,
+  rebase: async () => (await import('./rebase.ts')).rebase,
 };

@@ -1,0 +1,161 @@
+// `rebase`: the trusted half. qemu-img's checks in its order (file name count, cache modes, the
+// image's open, -F), then the new backing name through the path policy (qemu -u never opens it,
+// but instar will not write a name its policy would refuse to follow), then the guest, which
+// opens the image read-write (O_DSYNC) and applies the driver's header writes; the host fsyncs.
+import { closeSync, constants, fsyncSync } from 'node:fs';
+import type { Command, CommandContext } from './types.ts';
+import type { ParsedCommand } from '../../cli/types.ts';
+import { OpError } from '../sandbox/run.ts';
+import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
+import { checkFormat, InputImageError, openImageFile, topTarget, referencedOpenMessage, type Target } from '../input-image.ts';
+import { parseSecretObjects, SecretError } from '../secrets.ts';
+import { usageError } from '../../cli/usage-error.ts';
+import { openReferenced, startChain, PathRefusedError } from '../paths/resolve.ts';
+import { progressLine } from '../../output/progress.ts';
+import { strerror } from '../../strerror.ts';
+import type { RebaseOptions, RebaseResult } from '../../ops/rebase.ts';
+
+const CACHE_MODES = new Set(['none', 'off', 'writeback', 'unsafe', 'directsync', 'writethrough']);
+
+/** Every driver name qemu-img's bdrv_find_format knows (its "Supported formats" list, 7.2 and 10.0). */
+export const QEMU_FORMAT_NAMES = new Set(('blkdebug blklogwrites blkverify bochs cloop compress copy-before-write copy-on-read dmg file ftp ' +
+  'ftps gluster host_cdrom host_device http https iscsi iser luks nbd nfs null-aio null-co nvme parallels preallocate qcow qcow2 ' +
+  'qed quorum raw rbd replication snapshot-access ssh throttle vdi vhdx vmdk vpc vvfat').split(' '));
+
+/** What qemu prints when a probed raw image is opened for writing (block 0 then restricted). */
+export const PROBED_RAW_WARNING = (name: string): string =>
+  `WARNING: Image format was not specified for '${name}' and probing guessed raw.\n` +
+  '         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n' +
+  "         Specify the 'raw' format explicitly to remove the restrictions.\n";
+
+/** Opens the image read-write as qemu does, refusing what its block layer refuses first. */
+export function openForWriting(cmd: ParsedCommand, target: Target): number {
+  checkFormat(target);
+  if (cmd.options.has('force-share') && cmd.name !== 'rebase') {
+    throw new InputImageError(`Could not open '${target.errorName}': force-share=on can only be used with read-only images`);
+  }
+  return openImageFile(target, constants.O_RDWR | constants.O_DSYNC);
+}
+
+/** --object options, created as they come: a bad one stops the command there (qemu's order). */
+export function checkObjects(cmd: ParsedCommand, ctx: CommandContext): boolean {
+  const objects: string[] = [];
+  for (const [key, value] of cmd.sequence ?? []) {
+    if (key !== 'object') continue;
+    objects.push(value);
+    try {
+      parseSecretObjects(objects);
+    } catch (e) {
+      if (!(e instanceof SecretError)) throw e;
+      ctx.err(`${ctx.progname}: ${e.message}\n`);
+      return false;
+    }
+  }
+  return true;
+}
+
+/** The policy's answer for a backing name qemu -u would write without opening: a refusal, or undefined. */
+function policyRefusal(name: string, target: Target, fd: number, ctx: CommandContext): string | undefined {
+  try {
+    const opened = openReferenced(name, target.path, 'backing', ctx.policy, startChain(target.path, fd));
+    closeSync(opened.fd);
+  } catch (e) {
+    if (e instanceof PathRefusedError) return e.reason;
+    // A name that does not open (yet) is what -u is for: qemu does not open it either.
+  }
+  return undefined;
+}
+
+async function runRebase(cmd: ParsedCommand, ctx: CommandContext, progress: boolean): Promise<number> {
+  const target = topTarget(cmd, cmd.args[0]);
+  const unsafe = cmd.options.has('backing-unsafe');
+  const backing = cmd.options.get('backing')?.at(-1) ?? '';
+  const backingFormat = cmd.options.get('backing-format')?.at(-1);
+  const fd = openForWriting(cmd, target);
+  // qemu's progress ends at 100% once it tried the change; a failure before that ends the line only.
+  const fail = (message: string, tried = false): number => {
+    ctx.err(`${ctx.progname}: ${message}\n`);
+    if (progress) ctx.out(tried ? progressLine(100) + '\n' : '\n');
+    return 1;
+  };
+  let result: RebaseResult;
+  try {
+    // Before the guest opens anything for writing: instar never writes a name its policy refuses.
+    const refusal = backing !== '' ? policyRefusal(backing, target, fd, ctx) : undefined;
+    const options: RebaseOptions = {
+      format: target.format === 'file' ? 'raw' : target.format,
+      unsafeQuirks: ctx.globals.unsafeQuirks,
+      fileName: target.path,
+      profile: ctx.profile,
+      unsafe,
+      backing,
+      backingFormat,
+      invalidBackingFormat: backingFormat !== undefined && !QEMU_FORMAT_NAMES.has(backingFormat),
+    };
+    if (refusal !== undefined) {
+      // The image still opens first, as qemu's would, so its own errors come before this one.
+      options.invalidBackingFormat = true;
+      const opened = await runWithReferencedFiles('rebase', options as unknown as Record<string, unknown>, [{ fd, path: target.path, writable: true }], ctx);
+      if (!(opened as { invalidBackingFormat?: boolean }).invalidBackingFormat) throw new OpError('the guest gave a malformed rebase result');
+      if (backingFormat !== undefined && !QEMU_FORMAT_NAMES.has(backingFormat)) return fail(`Invalid format name: '${backingFormat}'`);
+      return fail(`Could not change the backing file to '${backing}': instar refuses this name (${refusal}); nothing was written`);
+    }
+    result = validRebaseResult(await runWithReferencedFiles('rebase', options as unknown as Record<string, unknown>, [{ fd, path: target.path, writable: true }], ctx));
+  } catch (e) {
+    if (e instanceof ReferencedFileError) throw new InputImageError(referencedOpenMessage(e, target));
+    if (e instanceof OpError) throw new InputImageError(`Could not open '${target.errorName}': ${e.message}`);
+    throw e;
+  } finally {
+    // The guest cannot fsync (its permission model refuses it): the host makes the change durable.
+    fsyncSync(fd);
+    closeSync(fd);
+  }
+  if (target.format === undefined && result.format === 'raw') ctx.err(PROBED_RAW_WARNING(target.path));
+  if ('invalidBackingFormat' in result) return fail(`Invalid format name: '${backingFormat}'`);
+  if ('refused' in result) return fail(result.refused, true);
+  if ('errno' in result) {
+    const why = result.errno === 'ENOSPC' ? 'No space left in the file header'
+      : result.errno === 'EINVAL' && backing !== '' && backingFormat === undefined ? 'backing format must be specified'
+        : strerror(result.errno);
+    return fail(`Could not change the backing file to '${backing}': ${why}`, true);
+  }
+  if (progress) ctx.out(progressLine(100) + '\n');
+  return 0;
+}
+
+/** The guest's answer, checked: it is untrusted data. */
+function validRebaseResult(raw: unknown): RebaseResult {
+  const r = (raw ?? {}) as Record<string, unknown>;
+  if (typeof r.format !== 'string' || r.format.length > 64) throw new OpError('the guest gave a malformed rebase result');
+  if (r.done === true || r.invalidBackingFormat === true) return r as RebaseResult;
+  if (r.errno === 'ENOSPC' || r.errno === 'EINVAL' || r.errno === 'ENOTSUP') return r as RebaseResult;
+  if (typeof r.refused === 'string' && r.refused.length < 1024) return r as RebaseResult;
+  throw new OpError('the guest gave a malformed rebase result');
+}
+
+export const rebase: Command = async (cmd, ctx) => {
+  if (!checkObjects(cmd, ctx)) return 1;
+  if (cmd.args.length !== 1) return usageError(ctx, cmd, 'Expecting one image file name');
+  const cache = cmd.options.get('cache')?.at(-1);
+  if (cache !== undefined && !CACHE_MODES.has(cache)) {
+    ctx.err(`${ctx.progname}: Invalid cache option: ${cache}\n`);
+    return 1;
+  }
+  const sourceCache = cmd.options.get('backing-cache')?.at(-1);
+  if (sourceCache !== undefined && !CACHE_MODES.has(sourceCache)) {
+    ctx.err(`${ctx.progname}: Invalid source cache option: ${sourceCache}\n`);
+    return 1;
+  }
+  const progress = cmd.options.has('progress') && !cmd.options.has('quiet');
+  if (progress) ctx.out(progressLine(0));
+  try {
+    return await runRebase(cmd, ctx, progress);
+  } catch (e) {
+    if (e instanceof InputImageError) {
+      ctx.err(`${ctx.progname}: ${e.message}\n`);
+      if (progress) ctx.out('\n');
+      return 1;
+    }
+    throw e;
+  }
+};

@@ -1,0 +1,55 @@
+// The guest half of `rebase`: opens the image as qemu-img rebase does (read-write; with -u without
+// its backing chain), then asks the format's driver for the writes that name the new backing file
+// and applies them (formats/repair.ts). Safe mode (copying what the old backing file showed) needs
+// a data writer instar does not have: only the case where nothing can differ (no backing file
+// before or after) goes through, since qemu then changes the header alone, as -u does.
+import { ImageError } from '../formats/types.ts';
+import { findDriver } from '../formats/registry.ts';
+import { applyRepair } from '../formats/repair.ts';
+import { openTree, type OpenTreeOptions } from './open-tree.ts';
+import type { OpContext } from './types.ts';
+
+export interface RebaseOptions extends OpenTreeOptions {
+  /** -u: only the name changes. */
+  unsafe: boolean;
+  /** The new backing file name; absent (or '') removes the backing file. */
+  backing?: string;
+  backingFormat?: string;
+  /** -F named no driver: qemu says so after opening the image (the host words it). */
+  invalidBackingFormat?: boolean;
+  /** Tests only: stop after this many writes (crash simulation). */
+  stopAfterWrites?: number;
+}
+
+export type RebaseResult =
+  | { format: string; done: true }
+  /** qemu's driver refused the change: the errno whose strerror qemu prints. */
+  | { format: string; errno: 'ENOSPC' | 'EINVAL' | 'ENOTSUP' }
+  /** qemu's "Invalid format name" for -F, after the image opened. */
+  | { format: string; invalidBackingFormat: true }
+  /** instar will not do this (qemu would): nothing was written. */
+  | { format: string; refused: string };
+
+export function rebaseOp(options: Record<string, unknown>, ctx: OpContext): RebaseResult {
+  const opts = options as unknown as RebaseOptions;
+  const unsafe = opts.unsafe === true;
+  const image = openTree(ctx, 0, { ...opts, noBacking: unsafe });
+  const format = image.format;
+  if (opts.invalidBackingFormat) return { format, invalidBackingFormat: true };
+  const input = ctx.devices[0];
+  if (!input?.spec.writable) throw new ImageError('the image was not opened for writing');
+  const backing = typeof opts.backing === 'string' && opts.backing !== '' ? Buffer.from(opts.backing) : undefined;
+  const backingFormat = backing && typeof opts.backingFormat === 'string' ? Buffer.from(opts.backingFormat) : undefined;
+  if (!unsafe && (backing || image.info()['backing-filename'] !== undefined)) {
+    return { format, refused: 'instar does not do safe rebase yet (it would copy data between backing files); use -u to change only the backing file name, nothing was written' };
+  }
+  // The block layer requires a format with a name before it asks the driver (bdrv_change_backing_file).
+  if (backing && !backingFormat) return { format, errno: 'EINVAL' };
+  const changeBacking = findDriver(format)?.changeBacking;
+  if (!changeBacking) return { format, errno: 'ENOTSUP' };
+  const plan = changeBacking(input.dev, backing, backingFormat);
+  if ('refused' in plan) return { format, refused: plan.refused };
+  if ('errno' in plan) return { format, errno: plan.errno };
+  applyRepair(input.dev, plan.steps, { stopAfterWrites: typeof opts.stopAfterWrites === 'number' ? opts.stopAfterWrites : undefined });
+  return { format, done: true };
+}
