@@ -175,6 +175,8 @@ export interface Driver {
   open(dev: BlockDevice, ctx: OpenContext): Image;
   /** `measure -O <this format>`: how large a new image would be (qemu's bdrv_measure). */
   readonly measure?: MeasureCapability;
+  /** `create -f <this format>`: a new image's layout (qemu's bdrv_create). */
+  readonly create?: CreateCapability;
   /** `resize`: the writes that change the image's virtual size (qemu's bdrv_co_truncate). */
   readonly resize?: ResizeCapability;
   /** `rebase -u` (qemu's bdrv_change_backing_file): the writes that name a new backing file. */
@@ -245,6 +247,37 @@ export interface MeasureCapability {
 export interface MeasureEnvironment {
   qemu: { major: number; minor: number };
   secretIds: ReadonlySet<string>;
+}
+
+/** One create option as qemu's QemuOptDesc has it; `defaultValue` is what "Formatting ..." prints when unset. */
+export interface CreateOptionSpec {
+  readonly name: string;
+  readonly type: CreateOptionType;
+  readonly help: string;
+  readonly defaultValue?: string;
+}
+
+/** A checked create request, as plain JSON (it travels from the host to the guest). */
+export type CreatePlan = { readonly [key: string]: string | number | boolean | undefined };
+
+/** What a create puts in one file: its final length and bytes at offsets (the rest reads as zeros). */
+export interface CreateFileLayout {
+  length: number;
+  writes: { pos: number; bytes: Uint8Array }[];
+  /** Every byte of the file is written (preallocation=full/falloc), not left as a hole. */
+  allocate?: boolean;
+}
+
+/**
+ * `create -f <this format>` (qemu's bdrv_create for the format). Pure: `plan` checks the options
+ * (the last value of each, normalized as for measure) in qemu's order and throws ImageError with
+ * qemu's text (errno 'EFBIG' where qemu fails with "too large"); `layout` gives the bytes.
+ */
+export interface CreateCapability {
+  /** The driver's own create options in qemu's order (the file protocol's come after them). */
+  readonly options: readonly CreateOptionSpec[];
+  plan(options: ReadonlyMap<string, string>, size: bigint): CreatePlan;
+  layout(plan: CreatePlan): { image: CreateFileLayout; dataFile?: CreateFileLayout };
 }
 
 /** A plan of header writes (formats/repair.ts steps), or why qemu's driver fails it (its errno), or instar's refusal. */

@@ -6,6 +6,7 @@ import { convertOp } from './convert.ts';
 import { compareOp } from './compare.ts';
 import { checkOp } from './check.ts';
 import { measureOp } from './measure.ts';
+import { createBackingOp, createOp } from './create.ts';
 import { resizeOp } from './resize.ts';
 import { rebaseOp } from './rebase.ts';
 import { answeringMissingFiles } from './open-tree.ts';
@@ -21,6 +22,8 @@ export const ops: Record<string, Op> = {
   compare: withArgon2(answeringMissingFiles(compareOp)),
   check: withArgon2(answeringMissingFiles(checkOp)),
   measure: withArgon2(answeringMissingFiles(measureOp)),
+  'create-backing': answeringMissingFiles(createBackingOp),
+  create: createOp,
   resize: withArgon2(answeringMissingFiles(resizeOp)),
   rebase: withArgon2(answeringMissingFiles(rebaseOp)),
 };

@@ -15,6 +15,7 @@ import { keyRequired } from '../luks/driver.ts';
 import { openQcow2Crypto, readDecrypted, type Qcow2Crypto } from './encryption.ts';
 import { qcow2Measure } from './measure.ts';
 import { planChangeBacking } from './rebase-unsafe.ts';
+import { qcow2Create } from './create.ts';
 
 const MAX_BACKING_NAME = 1023;
 
@@ -285,4 +286,5 @@ export const qcow2Driver: Driver = {
   open: openQcow2,
   measure: qcow2Measure,
   changeBacking: planChangeBacking,
+  create: qcow2Create,
 };

@@ -1,6 +1,7 @@
 import type { BlockDevice, Driver, Extent, Image, NodeInfo } from '../types.ts';
 import { fileRun } from './holes.ts';
 import { rawMeasure } from './measure.ts';
+import { rawCreate } from './create.ts';
 import { rawResize } from './resize.ts';
 
 /** raw: the file is the disk. */
@@ -30,5 +31,6 @@ export const rawDriver: Driver = {
   probe: () => 1,
   open: (dev) => new RawImage(dev),
   measure: rawMeasure,
+  create: rawCreate,
   resize: rawResize,
 };

@@ -1,0 +1,299 @@
+// `create -f qcow2`, laid out as qemu's qcow2_co_create leaves the file (byte for byte): the
+// header cluster (rewritten by qcow2_update_header with its extensions), a refcount table and
+// one refcount block, the L1 table right after them (written only as far as its entries reach),
+// and with preallocation=metadata each L2 table followed by the data clusters it maps. Pure: the
+// options in, the bytes out. (The header is encoded here: no shared qcow2 header writer existed
+// when this was written.)
+import { ImageError, type CreateCapability, type CreateFileLayout, type CreateOptionSpec, type CreatePlan } from '../types.ts';
+import { PREALLOC_MODES } from '../raw/create.ts';
+
+/** qcow2's create options in qemu's QemuOptsList order (what "Formatting ..." follows). */
+export const QCOW2_CREATE_OPTIONS: readonly CreateOptionSpec[] = [
+  { name: 'encryption', type: 'bool', help: "Encrypt the image with format 'aes'. (Deprecated in favor of encrypt.format=aes)" },
+  { name: 'encrypt.format', type: 'string', help: "Encrypt the image, format choices: 'aes', 'luks'" },
+  { name: 'encrypt.key-secret', type: 'string', help: 'ID of secret providing qcow AES key or LUKS passphrase' },
+  { name: 'encrypt.cipher-alg', type: 'string', help: 'Name of encryption cipher algorithm' },
+  { name: 'encrypt.cipher-mode', type: 'string', help: 'Name of encryption cipher mode' },
+  { name: 'encrypt.ivgen-alg', type: 'string', help: 'Name of IV generator algorithm' },
+  { name: 'encrypt.ivgen-hash-alg', type: 'string', help: 'Name of IV generator hash algorithm' },
+  { name: 'encrypt.hash-alg', type: 'string', help: 'Name of encryption hash algorithm' },
+  { name: 'encrypt.iter-time', type: 'number', help: 'Time to spend in PBKDF in milliseconds' },
+  { name: 'cluster_size', type: 'size', help: 'qcow2 cluster size', defaultValue: '65536' },
+  { name: 'extended_l2', type: 'bool', help: 'Extended L2 tables', defaultValue: 'off' },
+  { name: 'preallocation', type: 'string', help: 'Preallocation mode (allowed values: off, metadata, falloc, full)' },
+  { name: 'compression_type', type: 'string', help: 'Compression method used for image cluster compression', defaultValue: 'zlib' },
+  { name: 'size', type: 'size', help: 'Virtual disk size' },
+  { name: 'compat', type: 'string', help: 'Compatibility level (v2 [0.10] or v3 [1.1])' },
+  { name: 'backing_file', type: 'string', help: 'File name of a base image' },
+  { name: 'backing_fmt', type: 'string', help: 'Image format of the base image' },
+  { name: 'data_file', type: 'string', help: 'File name of an external data file' },
+  { name: 'data_file_raw', type: 'bool', help: 'The external data file must stay valid as a raw image' },
+  { name: 'lazy_refcounts', type: 'bool', help: 'Postpone refcount updates', defaultValue: 'off' },
+  { name: 'refcount_bits', type: 'number', help: 'Width of a reference count entry in bits', defaultValue: '16' },
+];
+
+/** qemu's BlockdevDriver enum: what backing_fmt may name once the backing file is not opened (-u). */
+const BLOCKDEV_DRIVERS = new Set(['blkdebug', 'blklogwrites', 'blkreplay', 'blkverify', 'bochs', 'cloop', 'compress',
+  'copy-before-write', 'copy-on-read', 'dmg', 'file', 'snapshot-access', 'ftp', 'ftps', 'gluster', 'host_cdrom',
+  'host_device', 'http', 'https', 'io_uring', 'iscsi', 'luks', 'nbd', 'nfs', 'null-aio', 'null-co', 'nvme',
+  'nvme-io_uring', 'parallels', 'preallocate', 'qcow', 'qcow2', 'qed', 'quorum', 'raw', 'rbd', 'replication', 'ssh',
+  'throttle', 'vdi', 'vhdx', 'virtio-blk-vfio-pci', 'virtio-blk-vhost-user', 'virtio-blk-vhost-vdpa', 'vmdk', 'vpc', 'vvfat']);
+
+const MAX_L1_BYTES = 32 * 1024 * 1024;
+const COPIED = 2n ** 63n;
+const V3_HEADER_LENGTH = 112;
+const V2_HEADER_LENGTH = 72;
+
+/** The checked geometry of the new image (JSON: it travels to the guest). */
+interface Qcow2Plan {
+  version: 2 | 3;
+  clusterBits: number;
+  refcountOrder: number;
+  /** The virtual size in bytes, rounded up to a sector. */
+  size: number;
+  extendedL2: boolean;
+  lazyRefcounts: boolean;
+  zstd: boolean;
+  metadata: boolean;
+  dataFile?: string;
+  dataFileRaw: boolean;
+  backingFile?: string;
+  backingFmt?: string;
+}
+
+const fail = (text: string): never => {
+  throw new ImageError(text);
+};
+const V3_HINT = '(use version=v3 or greater)';
+const isPowerOfTwo = (n: bigint) => n > 0n && (n & (n - 1n)) === 0n;
+
+/** qcow2_co_create_opts's QAPI conversion (in BlockdevCreateOptionsQcow2's field order), then qcow2_co_create's checks. */
+function plan(options: ReadonlyMap<string, string>, size: bigint): CreatePlan {
+  if (options.get('encryption') === 'on' || options.has('encrypt.format')) {
+    fail('instar does not create encrypted qcow2 images (encrypt.format, encryption); nothing was written');
+  }
+  const dataFile = options.get('data_file');
+  const dataFileRaw = options.get('data_file_raw') === 'on';
+  const extendedL2 = options.get('extended_l2') === 'on';
+  const compat = options.get('compat');
+  const versions: Record<string, 2 | 3> = { '0.10': 2, v2: 2, '1.1': 3, v3: 3 };
+  if (compat !== undefined && versions[compat] === undefined) fail(`Parameter 'version' does not accept value '${compat}'`);
+  const version = compat === undefined ? 3 : versions[compat];
+  const backingFile = options.get('backing_file');
+  const backingFmt = options.get('backing_fmt');
+  if (backingFmt !== undefined && !BLOCKDEV_DRIVERS.has(backingFmt)) fail(`Parameter 'backing-fmt' does not accept value '${backingFmt}'`);
+  const prealloc = options.get('preallocation');
+  if (prealloc !== undefined && !PREALLOC_MODES.includes(prealloc)) fail(`Parameter 'preallocation' does not accept value '${prealloc}'`);
+  const compression = options.get('compression_type') ?? 'zlib';
+  if (compression !== 'zlib' && compression !== 'zstd') fail(`Parameter 'compression-type' does not accept value '${compression}'`);
+  // The size was rounded up to a sector in uint64; qemu then reads it as int64.
+  const rounded = BigInt.asIntN(64, (((size + 511n) / 512n) * 512n) % 2n ** 64n);
+
+  if (extendedL2 && version < 3) fail(`Extended L2 entries are only supported with compatibility level 1.1 and above ${V3_HINT}`);
+  const clusterSize = BigInt(options.get('cluster_size') ?? '65536');
+  if (!isPowerOfTwo(clusterSize) || clusterSize < 512n || clusterSize > 2n * 1024n * 1024n) fail('Cluster size must be a power of two between 512 and 2048k');
+  if (extendedL2 && clusterSize < 16384n) fail('Extended L2 entries are only supported with cluster sizes of at least 16384 bytes');
+  let mode = prealloc ?? 'off';
+  if (backingFile !== undefined && mode !== 'off' && !extendedL2) fail('Backing file and preallocation can only be used at the same time if extended_l2 is on');
+  if (backingFmt !== undefined && backingFile === undefined) fail('Backing format cannot be used without backing file');
+  const lazyRefcounts = options.get('lazy_refcounts') === 'on';
+  if (version < 3 && lazyRefcounts) fail(`Lazy refcounts only supported with compatibility level 1.1 and above ${V3_HINT}`);
+  const refcountBits = BigInt(options.get('refcount_bits') ?? '16');
+  if (refcountBits > 64n || !isPowerOfTwo(refcountBits)) fail('Refcount width must be a power of two and may not exceed 64 bits');
+  if (version < 3 && refcountBits !== 16n) fail(`Different refcount widths than 16 bits require compatibility level 1.1 or above ${V3_HINT}`);
+  if (dataFileRaw && dataFile === undefined) fail('data-file-raw requires data-file');
+  if (dataFileRaw && backingFile !== undefined) fail('Backing file and data-file-raw cannot be used at the same time');
+  if (dataFileRaw && mode === 'off') mode = 'metadata';
+  if (dataFile !== undefined && version < 3) fail(`External data files are only supported with compatibility level 1.1 and above ${V3_HINT}`);
+  if (compression !== 'zlib' && version < 3) fail(`Non-zlib compression type is only supported with compatibility level 1.1 and above ${V3_HINT}`);
+
+  // What happens once the file exists: the resize to the virtual size.
+  if (rounded < 0n) fail('Could not resize image: Image size cannot be negative');
+  const p: Qcow2Plan = {
+    version, clusterBits: clusterSize.toString(2).length - 1, refcountOrder: refcountBits.toString(2).length - 1,
+    size: 0, extendedL2, lazyRefcounts, zstd: compression === 'zstd', metadata: mode === 'metadata',
+    dataFile, dataFileRaw, backingFile, backingFmt,
+  };
+  const l1Entries = divCeil(divCeil(rounded, clusterSize), clusterSize / (extendedL2 ? 16n : 8n));
+  if (l1Entries * 8n > BigInt(MAX_L1_BYTES)) throw new ImageError('Failed to grow the L1 table: File too large', 'EFBIG');
+  if (mode === 'falloc' || mode === 'full') {
+    if (dataFile === undefined) fail(`instar cannot create qcow2 images with preallocation=${mode} yet; nothing was written`);
+    p.metadata = true;
+  }
+  if (!Number.isSafeInteger(Number(rounded))) fail('instar cannot create a qcow2 image of 2^53 bytes or more; nothing was written');
+  p.size = Number(rounded);
+  geometry(p);
+  return p as unknown as CreatePlan;
+}
+
+const divCeil = (n: bigint, d: bigint) => (n + d - 1n) / d;
+
+interface Geometry {
+  cs: number;
+  l1Size: number;
+  l1Offset: number;
+  /** Host cluster index of each L2 table (metadata preallocation). */
+  l2Clusters: number[];
+  /** Host cluster index of the first data cluster each L2 table maps (in the qcow2 file itself). */
+  dataClusters: number[];
+  /** Clusters the refcount block counts (0 .. clusters-1). */
+  clusters: number;
+  l2Entries: number;
+  guestClusters: number;
+}
+
+/** Where everything goes: the clusters qemu's allocator hands out, in its order. */
+function geometry(p: Qcow2Plan): Geometry {
+  const cs = 2 ** p.clusterBits;
+  const l2Entries = cs / (p.extendedL2 ? 16 : 8);
+  const guestClusters = Math.ceil(p.size / cs);
+  const l1Size = Math.ceil(guestClusters / l2Entries);
+  let next = 3;
+  const l1Offset = l1Size > 0 ? next * cs : 0;
+  next += Math.ceil((l1Size * 8) / cs);
+  const l2Clusters: number[] = [];
+  const dataClusters: number[] = [];
+  if (p.metadata) {
+    for (let i = 0; i < l1Size; i++) {
+      l2Clusters.push(next++);
+      dataClusters.push(next);
+      // With an external data file the data lives there, at the guest offset.
+      if (p.dataFile === undefined) next += Math.min(l2Entries, guestClusters - i * l2Entries);
+    }
+  }
+  // One refcount block covers this many clusters; qemu grows the refcount structures beyond it.
+  const covered = (cs * 8) / 2 ** p.refcountOrder;
+  if (next > covered) {
+    fail('instar cannot yet create a qcow2 image whose metadata outgrows its first refcount block (use a larger cluster_size or a smaller refcount_bits); nothing was written');
+  }
+  return { cs, l1Size, l1Offset, l2Clusters, dataClusters, clusters: next, l2Entries, guestClusters };
+}
+
+/** Header extension: magic, length, data padded to 8 bytes. */
+function extension(magic: number, data: Uint8Array): Uint8Array {
+  const out = new Uint8Array(8 + Math.ceil(data.length / 8) * 8);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, magic);
+  view.setUint32(4, data.length);
+  out.set(data, 8);
+  return out;
+}
+
+/** qemu's feature name table: (type, bit, name) for every feature it knows. */
+const FEATURES: [number, number, string][] = [
+  [0, 0, 'dirty bit'], [0, 1, 'corrupt bit'], [0, 2, 'external data file'], [0, 3, 'compression type'],
+  [0, 4, 'extended L2 entries'], [1, 0, 'lazy refcounts'], [2, 0, 'bitmaps'], [2, 1, 'raw external data'],
+];
+
+function featureTable(): Uint8Array {
+  const table = new Uint8Array(FEATURES.length * 48);
+  FEATURES.forEach(([type, bit, name], i) => {
+    table[i * 48] = type;
+    table[i * 48 + 1] = bit;
+    table.set(Buffer.from(name, 'latin1'), i * 48 + 2);
+  });
+  return table;
+}
+
+/** The header cluster as qcow2_update_header writes it last. */
+function headerCluster(p: Qcow2Plan, g: Geometry): Uint8Array {
+  const buf = new Uint8Array(g.cs);
+  const view = new DataView(buf.buffer);
+  view.setUint32(0, 0x514649fb);
+  view.setUint32(4, p.version);
+  view.setUint32(20, p.clusterBits);
+  view.setBigUint64(24, BigInt(p.size));
+  view.setUint32(36, g.l1Size);
+  view.setBigUint64(40, BigInt(g.l1Offset));
+  view.setBigUint64(48, BigInt(g.cs));
+  view.setUint32(56, 1);
+  let pos = V2_HEADER_LENGTH;
+  if (p.version >= 3) {
+    const incompatible = (p.dataFile !== undefined ? 4n : 0n) | (p.zstd ? 8n : 0n) | (p.extendedL2 ? 16n : 0n);
+    view.setBigUint64(72, incompatible);
+    view.setBigUint64(80, p.lazyRefcounts ? 1n : 0n);
+    view.setBigUint64(88, p.dataFileRaw ? 2n : 0n);
+    view.setUint32(96, p.refcountOrder);
+    view.setUint32(100, V3_HEADER_LENGTH);
+    buf[104] = p.zstd ? 1 : 0;
+    pos = V3_HEADER_LENGTH;
+  }
+  const extensions: Uint8Array[] = [];
+  if (p.backingFmt !== undefined && p.backingFile !== undefined) extensions.push(extension(0xe2792aca, Buffer.from(p.backingFmt)));
+  if (p.dataFile !== undefined) extensions.push(extension(0x44415441, Buffer.from(p.dataFile)));
+  if (p.version >= 3) extensions.push(extension(0x6803f857, featureTable()));
+  extensions.push(new Uint8Array(8));
+  const backing = p.backingFile === undefined ? undefined : Buffer.from(p.backingFile);
+  const total = pos + extensions.reduce((n, e) => n + e.length, 0) + (backing?.length ?? 0);
+  if (total > g.cs) {
+    fail(`Could not assign backing file '${p.backingFile}' with format '${p.backingFmt}': No space left on device`);
+  }
+  for (const e of extensions) {
+    buf.set(e, pos);
+    pos += e.length;
+  }
+  if (backing) {
+    view.setBigUint64(8, BigInt(pos));
+    view.setUint32(16, backing.length);
+    buf.set(backing, pos);
+  }
+  return buf;
+}
+
+/** Sets refcount 1 for clusters [0, count) in a refcount block of 2^order-bit entries. */
+function refcountBlock(cs: number, order: number, count: number): Uint8Array {
+  const block = new Uint8Array(cs);
+  const bits = 2 ** order;
+  for (let i = 0; i < count; i++) {
+    if (bits >= 8) {
+      block[(i + 1) * (bits / 8) - 1] = 1;
+    } else {
+      const perByte = 8 / bits;
+      block[Math.floor(i / perByte)] |= 1 << ((i % perByte) * bits);
+    }
+  }
+  return block;
+}
+
+function layout(raw: CreatePlan): { image: CreateFileLayout; dataFile?: CreateFileLayout } {
+  const p = raw as unknown as Qcow2Plan;
+  const g = geometry(p);
+  const cs = g.cs;
+  const writes: CreateFileLayout['writes'] = [{ pos: 0, bytes: headerCluster(p, g) }];
+  const reftable = new Uint8Array(cs);
+  new DataView(reftable.buffer).setBigUint64(0, BigInt(2 * cs));
+  writes.push({ pos: cs, bytes: reftable }, { pos: 2 * cs, bytes: refcountBlock(cs, p.refcountOrder, g.clusters) });
+  let end = 3 * cs;
+  const l1 = new Uint8Array(g.l1Size * 8);
+  const l1View = new DataView(l1.buffer);
+  const subcluster = p.extendedL2 ? cs / 32 : cs;
+  let dataEnd = 0;
+  g.l2Clusters.forEach((l2Cluster, i) => {
+    l1View.setBigUint64(i * 8, BigInt(l2Cluster * cs) | COPIED);
+    const table = new Uint8Array(cs);
+    const view = new DataView(table.buffer);
+    const entrySize = p.extendedL2 ? 16 : 8;
+    const count = Math.min(g.l2Entries, g.guestClusters - i * g.l2Entries);
+    for (let j = 0; j < count; j++) {
+      const guestCluster = i * g.l2Entries + j;
+      const host = p.dataFile === undefined ? g.dataClusters[i] + j : guestCluster;
+      view.setBigUint64(j * entrySize, BigInt(host) * BigInt(cs) | COPIED);
+    }
+    writes.push({ pos: l2Cluster * cs, bytes: table });
+    end = Math.max(end, (l2Cluster + 1) * cs);
+    // qemu extends the file (or data file) to the last allocated subcluster.
+    const lastGuest = (g.guestClusters - 1) * cs;
+    const lastHost = p.dataFile === undefined ? (g.dataClusters[i] + count - 1) * cs : lastGuest;
+    dataEnd = lastHost + Math.ceil((p.size - lastGuest) / subcluster) * subcluster;
+  });
+  if (g.l1Size > 0) {
+    writes.push({ pos: g.l1Offset, bytes: l1 });
+    end = Math.max(end, g.l1Offset + l1.length);
+  }
+  if (p.dataFile === undefined) end = Math.max(end, dataEnd);
+  const image = { length: end, writes };
+  if (p.dataFile === undefined) return { image };
+  return { image, dataFile: { length: p.metadata ? Math.max(p.size, dataEnd) : p.size, writes: [] } };
+}
+
+export const qcow2Create: CreateCapability = { options: QCOW2_CREATE_OPTIONS, plan, layout };
