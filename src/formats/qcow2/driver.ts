@@ -14,6 +14,7 @@ import { LUKS_HEADER_SIZE, parseLuksHeader, type LuksInfo } from '../luks/header
 import { keyRequired } from '../luks/driver.ts';
 import { openQcow2Crypto, readDecrypted, type Qcow2Crypto } from './encryption.ts';
 import { qcow2Measure } from './measure.ts';
+import { qcow2Resize } from './resize.ts';
 import { planChangeBacking } from './rebase-unsafe.ts';
 import { qcow2Create } from './create.ts';
 
@@ -285,6 +286,7 @@ export const qcow2Driver: Driver = {
   },
   open: openQcow2,
   measure: qcow2Measure,
+  resize: qcow2Resize,
   changeBacking: planChangeBacking,
   create: qcow2Create,
 };

@@ -1,0 +1,108 @@
+// qcow2 shrink (qemu's qcow2_co_truncate with --shrink), pure: what qemu's writes leave behind.
+// qemu discards every cluster from the new end (rounded up to a cluster) to the old one (full
+// discard: L2 entries become 0, data clusters lose a reference and, freed, are punched out of
+// the file), drops the L2 tables past the new L1 size (their L1 entries zeroed, the tables freed
+// and punched), drops refcount blocks left unused, cuts the file after its last used cluster and
+// writes the new size. instar writes zeros where qemu punches holes (the same bytes), and orders
+// the writes so that a crash anywhere leaves leaks at most: tables first, then refcounts, then
+// the freed clusters' contents, the file length, the size.
+import type { BlockDevice, ResizePlan } from '../types.ts';
+import { readAt } from '../bytes.ts';
+import type { RepairStep } from '../repair.ts';
+import { l1EntriesFor, type Qcow2Header } from './header.ts';
+import { RefcountEditor } from './resize-refcounts.ts';
+
+/** L1E_OFFSET_MASK and L2E_OFFSET_MASK: bits 9-55. */
+const OFFSET_MASK = 0x00fffffffffffe00n;
+const COMPRESSED = 1n << 62n;
+
+interface Helpers {
+  sizeWrite(size: number): RepairStep;
+  refused(why: string): ResizePlan;
+}
+
+/** A table offset from an L1 entry or L2 entry, checked to be a cluster inside the file. */
+function clusterOf(dev: BlockDevice, h: Qcow2Header, offset: bigint): number | undefined {
+  if (offset % BigInt(h.clusterSize) !== 0n || offset >= BigInt(dev.size)) return undefined;
+  return Number(offset) / h.clusterSize;
+}
+
+export function planShrink(dev: BlockDevice, h: Qcow2Header, newSize: number, helpers: Helpers): ResizePlan {
+  const cs = h.clusterSize;
+  const oldLength = Number(h.size / 512n) * 512;
+  const entrySize = h.extendedL2 ? 16 : 8;
+  const l2Span = (cs / entrySize) * cs;
+  const refs = new RefcountEditor(dev, h);
+  const l1 = readAt(dev, h.l1TableOffset, h.l1Size * 8);
+  const newL1 = Number(l1EntriesFor(h, BigInt(newSize)));
+  const tableWrites: RepairStep[] = [];
+  const freed: number[] = [];
+  const release = (cluster: number): boolean => {
+    if (!refs.add(cluster, -1n)) return false;
+    if (refs.get(cluster) === 0n) freed.push(cluster);
+    return true;
+  };
+
+  // qcow2_cluster_discard over [round_up(new size), old size), one L2 table at a time.
+  const start = Math.ceil(newSize / cs) * cs;
+  for (let pos = start; pos < oldLength;) {
+    const l1Index = Math.floor(pos / l2Span);
+    const tableEnd = Math.min(oldLength, (l1Index + 1) * l2Span);
+    const l2Offset = l1.readBigUInt64BE(l1Index * 8) & OFFSET_MASK;
+    if (l2Offset === 0n) {
+      pos = tableEnd;
+      continue;
+    }
+    if (clusterOf(dev, h, l2Offset) === undefined) return helpers.refused('an L2 table is misplaced');
+    const table = readAt(dev, l2Offset, cs);
+    let changed = false;
+    for (; pos < tableEnd; pos += cs) {
+      const at = ((pos % l2Span) / cs) * entrySize;
+      const entry = table.readBigUInt64BE(at);
+      const bitmap = h.extendedL2 ? table.readBigUInt64BE(at + 8) : 0n;
+      if (entry === 0n && bitmap === 0n) continue;
+      if (entry & COMPRESSED) return helpers.refused('compressed clusters lie past its new end');
+      table.fill(0, at, at + entrySize);
+      changed = true;
+      const host = entry & OFFSET_MASK;
+      if (host === 0n) continue;
+      const cluster = clusterOf(dev, h, host);
+      if (cluster === undefined || !release(cluster)) return helpers.refused('a data cluster past its new end has a bad offset or refcount');
+    }
+    // A table past the new L1 size is freed below: qemu drops its cached changes.
+    if (changed && l1Index < newL1) tableWrites.push({ kind: 'write', pos: Number(l2Offset), bytes: table });
+  }
+
+  // qcow2_shrink_l1_table: the entries past the new L1 size zeroed, their tables freed (last first).
+  if (newL1 < h.l1Size) {
+    tableWrites.push({ kind: 'zero', pos: Number(h.l1TableOffset) + newL1 * 8, length: (h.l1Size - newL1) * 8 });
+    for (let i = h.l1Size - 1; i >= newL1; i--) {
+      const l2Offset = l1.readBigUInt64BE(i * 8) & OFFSET_MASK;
+      if (l2Offset === 0n) continue;
+      const cluster = clusterOf(dev, h, l2Offset);
+      if (cluster === undefined || !release(cluster)) return helpers.refused('an L2 table past its new end has a bad offset or refcount');
+    }
+  }
+
+  // qcow2_shrink_reftable would drop refcount blocks that count nothing any more.
+  for (let i = 0; i < refs.tableEntries; i++) {
+    if (refs.unusedBlock(i)) return helpers.refused('qemu would drop one of its refcount blocks');
+  }
+
+  // qcow2_get_last_cluster: the file ends after the last cluster with a reference.
+  const fileClusters = Math.ceil(dev.size / cs);
+  let last = fileClusters - 1;
+  while (last >= 0 && refs.get(last) === 0n) last--;
+  if (last < 0) return helpers.refused('no cluster has a reference');
+  const fileEnd = Math.min(dev.size, (last + 1) * cs);
+
+  const steps: RepairStep[] = [...tableWrites, { kind: 'barrier' }, ...refs.flush(), { kind: 'barrier' }];
+  for (const cluster of freed.sort((a, b) => a - b)) {
+    const pos = cluster * cs;
+    if (pos < fileEnd) steps.push({ kind: 'zero', pos, length: Math.min(cs, fileEnd - pos) });
+  }
+  steps.push({ kind: 'barrier' });
+  if (fileEnd < dev.size) steps.push({ kind: 'truncate', size: fileEnd }, { kind: 'barrier' });
+  steps.push(helpers.sizeWrite(newSize), { kind: 'barrier' });
+  return { steps };
+}

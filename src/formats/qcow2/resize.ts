@@ -1,0 +1,120 @@
+// qcow2 resize, planned as qemu's qcow2_co_truncate writes it (block/qcow2.c), pure: the header,
+// L1, L2 and refcount bytes in, the writes out, applied by formats/repair.ts.
+//
+// Growing: when the new size needs more L1 entries, qemu allocates the new table first-fit from
+// cluster 0 (alloc_clusters_noref), writes its refcounts, the table, then points the header at it
+// (qcow2_grow_l1_table); then it writes the new size; the old table's refcounts are dropped in
+// its cache and written at close. Shrinking is in resize-shrink.ts.
+//
+// Refused in instar's words, nothing written, where qemu would do more than this: preallocation,
+// a refcount block to allocate, a dirty image, persistent bitmaps (qemu rewrites them at close),
+// an external data file, a backing file longer than the image (qemu writes zero clusters).
+import { ImageError, type BlockDevice, type Image, type ResizeCapability, type ResizePlan, type ResizeRequest } from '../types.ts';
+import { readAt } from '../bytes.ts';
+import type { RepairStep } from '../repair.ts';
+import { AUTOCLEAR, INCOMPAT, MAX_L1_BYTES, l1EntriesFor, parseHeader, type Qcow2Header } from './header.ts';
+import { RefcountEditor, RefcountEditRefused } from './resize-refcounts.ts';
+import { planShrink } from './resize-shrink.ts';
+
+const INT_MAX = 0x7fffffff;
+const KNOWN_AUTOCLEAR = AUTOCLEAR.bitmaps | AUTOCLEAR.dataFileRaw;
+
+export const refused = (why: string): ResizePlan => ({ error: `instar cannot resize this qcow2 image (${why}); nothing was written` });
+
+/** A big-endian field write. */
+export function fieldWrite(pos: number, bytes: Buffer): RepairStep {
+  return { kind: 'write', pos, bytes };
+}
+
+function sizeWrite(size: number): RepairStep {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64BE(BigInt(size));
+  return fieldWrite(24, b);
+}
+
+/** What qemu's qcow2_co_truncate checks before it changes anything, in its order. */
+function precheck(h: Qcow2Header, request: ResizeRequest): ResizePlan | undefined {
+  if (request.newSize % 512 !== 0) return { error: 'The new size must be a multiple of 512' };
+  if (h.nbSnapshots > 0 && h.version < 3) return { error: "Can't resize a v2 image which has snapshots" };
+  if (request.preallocation !== 'off') return refused('instar does not preallocate qcow2 images yet');
+  if (h.incompatible & INCOMPAT.dirty) return refused('its dirty bit is set: qemu would repair its refcounts first');
+  if (h.autoclear & ~KNOWN_AUTOCLEAR) return refused('qemu would clear unknown autoclear bits in its header');
+  if (h.autoclear & AUTOCLEAR.bitmaps) return refused('it has persistent bitmaps');
+  if (h.incompatible & INCOMPAT.dataFile) return refused('it has an external data file');
+  return undefined;
+}
+
+/** qemu's alloc_clusters_noref from a fresh open: the first run of `count` free clusters. */
+function firstFree(refs: RefcountEditor, count: number): number {
+  let start = 0;
+  for (let c = 0; c - start < count; c++) {
+    if (refs.get(c) !== 0n) start = c + 1;
+  }
+  return start;
+}
+
+/** The header's L1 fields (l1_size, l1_table_offset) as one 12-byte write. */
+function l1FieldsWrite(entries: number, offset: number): RepairStep {
+  const b = Buffer.alloc(12);
+  b.writeUInt32BE(entries, 0);
+  b.writeBigUInt64BE(BigInt(offset), 4);
+  return fieldWrite(36, b);
+}
+
+function planGrow(dev: BlockDevice, h: Qcow2Header, request: ResizeRequest): ResizePlan {
+  const oldLength = Number(h.size / 512n) * 512;
+  if (request.backingSize !== undefined && request.backingSize > oldLength) {
+    return refused('its backing file is longer than it: qemu would write zero clusters over the new area');
+  }
+  const newL1 = l1EntriesFor(h, BigInt(request.newSize));
+  const steps: RepairStep[] = [];
+  const refs = new RefcountEditor(dev, h);
+  if (newL1 > BigInt(h.l1Size)) {
+    if (newL1 > BigInt(Math.floor(INT_MAX / 8)) || newL1 > BigInt(MAX_L1_BYTES / 8)) return { error: 'Failed to grow the L1 table: File too large' };
+    const entries = Number(newL1);
+    const bytes = entries * 8;
+    const clusters = Math.ceil(bytes / h.clusterSize);
+    const start = firstFree(refs, clusters);
+    for (let c = start; c < start + clusters; c++) {
+      if (!refs.covered(c)) return refused('its new L1 table needs a new refcount block');
+      if (!refs.add(c, 1n)) return refused('a refcount of its new L1 table is out of range');
+    }
+    steps.push(...refs.flush(), { kind: 'barrier' });
+    const table = Buffer.alloc(bytes);
+    readAt(dev, h.l1TableOffset, h.l1Size * 8).copy(table);
+    const offset = start * h.clusterSize;
+    // qemu's write past the end of the file extends it to the table's end.
+    if (offset + bytes > dev.size) steps.push({ kind: 'truncate', size: offset + bytes });
+    steps.push({ kind: 'write', pos: offset, bytes: table }, { kind: 'barrier' });
+    steps.push(l1FieldsWrite(entries, offset), { kind: 'barrier' });
+    // The old table's clusters are freed in qemu's refcount cache (written at close).
+    const oldStart = Math.floor(Number(h.l1TableOffset) / h.clusterSize);
+    const oldEnd = Math.ceil((Number(h.l1TableOffset) + h.l1Size * 8) / h.clusterSize);
+    for (let c = oldStart; c < oldEnd; c++) {
+      if (!refs.add(c, -1n)) return refused('a refcount of its old L1 table is out of range');
+    }
+  }
+  steps.push(sizeWrite(request.newSize), { kind: 'barrier' });
+  steps.push(...refs.flush(), { kind: 'barrier' });
+  return { steps };
+}
+
+export const qcow2Resize: ResizeCapability = {
+  plan(_image: Image, dev: BlockDevice, request: ResizeRequest): ResizePlan {
+    const h = parseHeader(dev);
+    const early = precheck(h, request);
+    if (early) return early;
+    try {
+      const oldLength = Number(h.size / 512n) * 512;
+      if (request.newSize < oldLength) {
+        if (h.nbSnapshots > 0) return refused('shrinking an image with internal snapshots changes tables they share');
+        return planShrink(dev, h, request.newSize, { sizeWrite, refused });
+      }
+      return planGrow(dev, h, request);
+    } catch (e) {
+      if (e instanceof RefcountEditRefused) return refused(e.message);
+      if (e instanceof ImageError) return refused(e.message);
+      throw e;
+    }
+  },
+};
