@@ -1,0 +1,49 @@
+// Commands that change an image run twice: qemu-img on one copy of the files, instar on another
+// (same names, two directories), then stdout, stderr, exit status and every file compared.
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { oracle, runInstar, runQemu, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
+
+export interface TwinRun {
+  qemu: RunResult;
+  instar: RunResult;
+  qemuDir: string;
+  instarDir: string;
+}
+
+export class TwinDirs {
+  readonly root = mkdtempSync(join(tmpdir(), 'instar-twin-'));
+  private n = 0;
+
+  /** Writes `files` into two fresh directories and runs `args` there with each program. */
+  run(version: OracleVersion, files: Record<string, Uint8Array>, args: string[], opts: { sandboxed?: boolean; instarArgs?: string[] } = {}): TwinRun {
+    const base = join(this.root, String(this.n++));
+    const qemuDir = join(base, 'q');
+    const instarDir = join(base, 'i');
+    for (const dir of [qemuDir, instarDir]) {
+      mkdirSync(dir, { recursive: true });
+      for (const [name, bytes] of Object.entries(files)) writeFileSync(join(dir, name), bytes);
+    }
+    const qemu = runQemu(version, args, { cwd: qemuDir, timeoutMs: 30_000 });
+    qemu.stderr = qemu.stderr.split(oracle(version)).join('qemu-img');
+    const sandbox = opts.sandboxed ? [] : ['--sandbox=none'];
+    const instar = runInstar([...args, ...(opts.instarArgs ?? []), '--qemu-version', version, ...sandbox], { cwd: instarDir, timeoutMs: 30_000 });
+    return { qemu, instar, qemuDir, instarDir };
+  }
+
+  remove(): void {
+    rmSync(this.root, { recursive: true, force: true });
+  }
+}
+
+/** Output, status and the named files alike on both sides. */
+export function assertSameOutcome(r: TwinRun, files: string[], label: string): void {
+  assert.equal(r.instar.stdout, r.qemu.stdout, `${label}: stdout`);
+  assert.equal(r.instar.stderr, r.qemu.stderr, `${label}: stderr`);
+  assert.equal(r.instar.status, r.qemu.status, `${label}: exit status (instar stderr: ${r.instar.stderr})`);
+  for (const f of files) {
+    assert.ok(readFileSync(join(r.instarDir, f)).equals(readFileSync(join(r.qemuDir, f))), `${label}: ${f} differs`);
+  }
+}
