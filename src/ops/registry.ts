@@ -9,6 +9,7 @@ import { measureOp } from './measure.ts';
 import { createBackingOp, createOp } from './create.ts';
 import { resizeOp } from './resize.ts';
 import { rebaseOp } from './rebase.ts';
+import { snapshotChangeOp, snapshotListOp } from './snapshot.ts';
 import { answeringMissingFiles } from './open-tree.ts';
 import { withArgon2 } from '../formats/crypto/argon2.ts';
 
@@ -22,6 +23,8 @@ export const ops: Record<string, Op> = {
   compare: withArgon2(answeringMissingFiles(compareOp)),
   check: withArgon2(answeringMissingFiles(checkOp)),
   measure: withArgon2(answeringMissingFiles(measureOp)),
+  'snapshot-list': withArgon2(answeringMissingFiles(snapshotListOp)),
+  snapshot: withArgon2(answeringMissingFiles(snapshotChangeOp)),
   'create-backing': answeringMissingFiles(createBackingOp),
   create: createOp,
   resize: withArgon2(answeringMissingFiles(resizeOp)),

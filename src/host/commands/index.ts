@@ -13,6 +13,7 @@ export const commands: Record<string, () => Promise<Command>> = {
   compare: async () => (await import('./compare.ts')).compare,
   check: async () => (await import('./check.ts')).check,
   measure: async () => (await import('./measure.ts')).measure,
+  snapshot: async () => (await import('./snapshot.ts')).snapshot,
   create: async () => (await import('./create.ts')).create,
   resize: async () => (await import('./resize.ts')).resize,
   rebase: async () => (await import('./rebase.ts')).rebase,

@@ -1,0 +1,146 @@
+// qcow2 refcounts held in memory while a mutating op plans its writes: qemu's qcow2_get_refcount
+// and update_refcount (block/qcow2-refcount.c), over refcount blocks read once and changed in
+// place, so that a planner can replay qemu's sequence of increments, decrements and allocations
+// and end with exactly the refcount blocks qemu would have written. Nothing is written here: the
+// planner turns `changedBlocks()` into steps for formats/repair.ts.
+//
+// What qemu would do by allocating (a new refcount block, a bigger refcount table) is refused with
+// PlanRefusal before anything is written: callers catch it and print its message.
+import { ImageError, type BlockDevice } from '../types.ts';
+import { readAt, requestOk } from '../bytes.ts';
+import type { Qcow2Header } from './header.ts';
+
+/** instar will not do what qemu would here; nothing was written. */
+export class PlanRefusal extends ImageError {}
+
+/** Most refcount blocks one plan holds (a snapshot of a small image touches one or two). */
+const MAX_BLOCKS = 4096;
+
+export interface RefcountBlock {
+  offset: number;
+  original: Buffer;
+  current: Buffer;
+}
+
+export class RefcountModel {
+  readonly bits: number;
+  readonly perBlock: number;
+  readonly max: number;
+  readonly clusterSize: number;
+  private readonly table: Buffer;
+  private readonly blocks = new Map<number, RefcountBlock>();
+  /** qemu's free_cluster_index: where the next allocation starts looking (0 at open). */
+  freeClusterIndex = 0;
+  /** Clusters whose refcount reached 0, in order: qemu discards them (pass-discard-snapshot). */
+  readonly freed: number[] = [];
+
+  constructor(private dev: BlockDevice, h: Qcow2Header) {
+    this.clusterSize = h.clusterSize;
+    this.bits = 2 ** h.refcountOrder;
+    this.perBlock = (h.clusterSize * 8) / this.bits;
+    // Refcounts above 2^52 are refused: a safe integer holds every count a sane image has.
+    this.max = this.bits >= 53 ? Number.MAX_SAFE_INTEGER : 2 ** this.bits - 1;
+    // refcount_table_clusters was bounded at open (8 MiB at most).
+    if (!requestOk(h.refcountTableOffset, BigInt(h.refcountTableClusters * h.clusterSize))) throw new ImageError('Could not read the refcount table');
+    this.table = readAt(dev, h.refcountTableOffset, h.refcountTableClusters * h.clusterSize);
+  }
+
+  private block(cluster: number, create: boolean): RefcountBlock | undefined {
+    const index = Math.floor(cluster / this.perBlock);
+    const cached = this.blocks.get(index);
+    if (cached) return cached;
+    const entry = index < this.table.length / 8 ? this.table.readBigUInt64BE(index * 8) & 0xfffffffffffffe00n : 0n;
+    if (entry === 0n) {
+      if (create) throw new PlanRefusal('instar cannot allocate a new qcow2 refcount block yet; nothing was written');
+      return undefined;
+    }
+    if (entry % BigInt(this.clusterSize) !== 0n || !requestOk(entry, BigInt(this.clusterSize)) || entry + BigInt(this.clusterSize) > BigInt(this.dev.size)) {
+      throw new PlanRefusal(`the refcount block at 0x${entry.toString(16)} is invalid; nothing was written`);
+    }
+    if (this.blocks.size >= MAX_BLOCKS) throw new PlanRefusal('the operation touches too many refcount blocks; nothing was written');
+    const offset = Number(entry);
+    const original = readAt(this.dev, offset, this.clusterSize);
+    const b: RefcountBlock = { offset, original, current: Buffer.from(original) };
+    this.blocks.set(index, b);
+    return b;
+  }
+
+  /** qcow2_get_refcount: 0 for clusters past the table or in absent blocks. */
+  get(cluster: number): number {
+    const b = this.block(cluster, false);
+    return b ? readEntry(b.current, cluster % this.perBlock, this.bits) : 0;
+  }
+
+  /** A cluster's refcount as the file holds it now (before this plan). */
+  original(cluster: number): number {
+    const b = this.block(cluster, false);
+    return b ? readEntry(b.original, cluster % this.perBlock, this.bits) : 0;
+  }
+
+  /**
+   * update_refcount for the clusters of [offset, offset + length): every refcount changes by
+   * `addend` (down when `decrease`); one that reaches 0 lowers the allocation hint and is freed.
+   */
+  update(offset: number, length: number, addend: number, decrease: boolean): void {
+    if (length <= 0) return;
+    const first = Math.floor(offset / this.clusterSize);
+    const last = Math.floor((offset + length - 1) / this.clusterSize);
+    for (let cluster = first; cluster <= last; cluster++) {
+      const b = this.block(cluster, true) as RefcountBlock;
+      const i = cluster % this.perBlock;
+      const old = readEntry(b.current, i, this.bits);
+      const value = decrease ? old - addend : old + addend;
+      if (value < 0 || value > this.max) {
+        throw new PlanRefusal(`the refcount of cluster ${cluster} would leave its range (qemu fails with EINVAL); nothing was written`);
+      }
+      writeEntry(b.current, i, this.bits, value);
+      if (value === 0) {
+        if (cluster < this.freeClusterIndex) this.freeClusterIndex = cluster;
+        this.freed.push(cluster);
+      }
+    }
+  }
+
+  /** Refcount blocks that differ from the file, in table order. */
+  changedBlocks(): RefcountBlock[] {
+    return [...this.blocks.entries()].sort((a, b) => a[0] - b[0]).map(([, b]) => b).filter((b) => !b.current.equals(b.original));
+  }
+
+  /** Entry `i` of a block's original or current bytes (planners order writes by it). */
+  entry(block: Buffer, i: number): number {
+    return readEntry(block, i, this.bits);
+  }
+
+  setEntry(block: Buffer, i: number, value: number): void {
+    writeEntry(block, i, this.bits, value);
+  }
+}
+
+function readEntry(b: Buffer, i: number, bits: number): number {
+  switch (bits) {
+    case 1: return (b[Math.floor(i / 8)] >> (i % 8)) & 1;
+    case 2: return (b[Math.floor(i / 4)] >> (2 * (i % 4))) & 3;
+    case 4: return (b[Math.floor(i / 2)] >> (4 * (i % 2))) & 15;
+    case 8: return b[i];
+    case 16: return b.readUInt16BE(i * 2);
+    case 32: return b.readUInt32BE(i * 4);
+    default: {
+      const v = b.readBigUInt64BE(i * 8);
+      if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new PlanRefusal('a refcount is too large; nothing was written');
+      return Number(v);
+    }
+  }
+}
+
+function writeEntry(b: Buffer, i: number, bits: number, value: number): void {
+  if (bits < 8) {
+    const perByte = 8 / bits;
+    const at = Math.floor(i / perByte);
+    const shift = bits * (i % perByte);
+    const mask = (2 ** bits - 1) << shift;
+    b[at] = (b[at] & ~mask) | (value << shift);
+  } else if (bits === 8) b[i] = value;
+  else if (bits === 16) b.writeUInt16BE(value, i * 2);
+  else if (bits === 32) b.writeUInt32BE(value, i * 4);
+  else b.writeBigUInt64BE(BigInt(value), i * 8);
+}

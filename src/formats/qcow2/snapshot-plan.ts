@@ -1,0 +1,147 @@
+// qemu-img snapshot -c/-d/-a for qcow2 as pure planners: each replays qemu's qcow2_snapshot_create,
+// qcow2_snapshot_delete or qcow2_snapshot_goto (block/qcow2-snapshot.c) over a SnapshotModel and
+// returns the steps formats/repair.ts applies. Allocation follows qemu's allocator, so the file
+// ends byte-identical to what qemu-img writes (the new snapshot's date aside).
+import { ImageError, type BlockDevice } from '../types.ts';
+import { AUTOCLEAR, INCOMPAT, MAX_L1_BYTES, parseHeader, validateTable, type Qcow2Header } from './header.ts';
+import { allocClusters, freeClusters } from './allocator.ts';
+import { PlanRefusal } from './refcount-update.ts';
+import { SnapshotModel } from './snapshot-model.ts';
+import { readSnapshotTable, serializeSnapshotTable, type SnapshotEntry } from './snapshot-table.ts';
+import type { RepairStep } from '../repair.ts';
+
+/** QCOW_MAX_SNAPSHOTS. */
+const MAX_SNAPSHOTS = 65536;
+/** Offset of nb_snapshots in the header; snapshots_offset follows it (12 bytes in all). */
+const NB_SNAPSHOTS_AT = 60;
+
+export interface SnapshotPlan {
+  steps: RepairStep[];
+  /** The file grows to this size first when qemu would have written past its end. */
+  fileSize: number;
+}
+
+/** qemu's errno for a failed driver call: the host words it per version. */
+export class SnapshotErrno extends ImageError {}
+
+/** What qemu's writable open would change by itself, or what instar does not write: refused. */
+function checkWritable(h: Qcow2Header): void {
+  const refuse = (why: string) => new PlanRefusal(`instar cannot change snapshots of this qcow2 image (${why}); nothing was written`);
+  if (h.incompatible & INCOMPAT.dirty) throw refuse('its dirty bit is set');
+  if (h.incompatible & INCOMPAT.dataFile) throw refuse('it has an external data file');
+  if (h.autoclear !== 0n) throw refuse(h.autoclear & AUTOCLEAR.bitmaps ? 'it has persistent bitmaps' : 'autoclear feature bits are set');
+  if (h.cryptMethod !== 0) throw refuse('it is encrypted');
+}
+
+function open(dev: BlockDevice): { model: SnapshotModel; list: SnapshotEntry[]; tableBytes: number } {
+  const h = parseHeader(dev);
+  checkWritable(h);
+  const { list, tableBytes } = readSnapshotTable(dev, h);
+  return { model: new SnapshotModel(dev, h), list, tableBytes };
+}
+
+/** qcow2_write_snapshots: the table goes to new clusters, the header points at it, the old is freed. */
+function writeSnapshots(model: SnapshotModel, list: SnapshotEntry[], oldTableBytes: number): void {
+  const table = serializeSnapshotTable(list);
+  const offset = table.length === 0 ? 0 : allocClusters(model.refs, table.length);
+  if (table.length > 0) model.write(offset, table, 'fresh');
+  const header = Buffer.alloc(12);
+  header.writeUInt32BE(list.length, 0);
+  header.writeBigUInt64BE(BigInt(offset), 4);
+  model.write(NB_SNAPSHOTS_AT, header, 'commit');
+  freeClusters(model.refs, Number(model.h.snapshotsOffset), oldTableBytes);
+}
+
+/** find_new_snapshot_id: one more than the largest id read as strtoul reads it. */
+function newSnapshotId(list: readonly SnapshotEntry[]): Buffer {
+  let max = 0n;
+  for (const sn of list) {
+    const m = /^[\s]*([+-]?)(\d*)/.exec(sn.id.toString('latin1'));
+    let v = m && m[2] ? BigInt(m[2]) : 0n;
+    if (v >= 1n << 64n) v = (1n << 64n) - 1n; // ULONG_MAX on overflow
+    if (m?.[1] === '-' && v !== 0n) v = (1n << 64n) - v;
+    if (v > max) max = v;
+  }
+  return Buffer.from(String((max + 1n) & ((1n << 64n) - 1n)));
+}
+
+export function planCreate(dev: BlockDevice, name: string, now: { sec: number; nsec: number }): SnapshotPlan {
+  const { model, list, tableBytes } = open(dev);
+  const h = model.h;
+  if (list.length >= MAX_SNAPSHOTS) throw new SnapshotErrno('File too large', 'EFBIG');
+  if (h.l1Size === 0) throw new PlanRefusal('instar cannot snapshot a qcow2 image without an L1 table; nothing was written');
+  // qemu-img copies the name into a 256-byte buffer.
+  let nameBytes = Buffer.from(name, 'utf8');
+  if (nameBytes.length > 255) nameBytes = nameBytes.subarray(0, 255);
+  const l1Offset = allocClusters(model.refs, h.l1Size * 8);
+  model.writeL1(BigInt(l1Offset), model.activeL1, 'fresh');
+  model.updateSnapshotRefcount(h.l1TableOffset, h.l1Size, 1, model.activeL1);
+  list.push({
+    l1TableOffset: BigInt(l1Offset),
+    l1Size: h.l1Size,
+    id: newSnapshotId(list),
+    name: nameBytes,
+    dateSec: now.sec,
+    dateNsec: now.nsec,
+    vmClockNsec: 0n,
+    vmStateSize: 0n,
+    diskSize: (h.size / 512n) * 512n,
+    icount: 0n,
+    unknownExtra: Buffer.alloc(0),
+  });
+  writeSnapshots(model, list, tableBytes);
+  return model.plan();
+}
+
+const matches = (b: Buffer, s: string | undefined) => s === undefined || b.equals(Buffer.from(s, 'utf8'));
+
+/** find_snapshot_by_id_and_name: the first entry matching every given field. */
+function findByIdAndName(list: readonly SnapshotEntry[], id: string | undefined, name: string | undefined): number {
+  return list.findIndex((sn) => matches(sn.id, id) && matches(sn.name, name));
+}
+
+/** bdrv_snapshot_find as qemu-img's delete uses it: by id first, then by name. */
+export function findByIdOrName(list: readonly SnapshotEntry[], idOrName: string): number {
+  const byId = findByIdAndName(list, idOrName, undefined);
+  return byId >= 0 ? byId : findByIdAndName(list, undefined, idOrName);
+}
+
+function validSnapshotL1(h: Qcow2Header, sn: SnapshotEntry): void {
+  validateTable(h, sn.l1TableOffset, sn.l1Size, 8, MAX_L1_BYTES, 'Snapshot L1 table');
+}
+
+/** Returns undefined when no snapshot has that id or name (the host words it per version). */
+export function planDelete(dev: BlockDevice, idOrName: string): SnapshotPlan | undefined {
+  const { model, list, tableBytes } = open(dev);
+  const index = findByIdOrName(list, idOrName);
+  if (index < 0) return undefined;
+  const [sn] = list.splice(index, 1);
+  validSnapshotL1(model.h, sn);
+  writeSnapshots(model, list, tableBytes);
+  model.updateSnapshotRefcount(sn.l1TableOffset, sn.l1Size, -1);
+  freeClusters(model.refs, Number(sn.l1TableOffset), sn.l1Size * 8);
+  // The active tables' COPIED flags, now that the snapshot's references are gone.
+  model.updateSnapshotRefcount(model.h.l1TableOffset, model.h.l1Size, 0, model.activeL1);
+  return model.plan();
+}
+
+/** Returns undefined when no snapshot has that id or name. */
+export function planApply(dev: BlockDevice, idOrName: string): SnapshotPlan | undefined {
+  const { model, list } = open(dev);
+  const h = model.h;
+  const index = findByIdOrName(list, idOrName);
+  if (index < 0) return undefined;
+  const sn = list[index];
+  validSnapshotL1(h, sn);
+  if (sn.diskSize !== (h.size / 512n) * 512n) throw new PlanRefusal('instar cannot apply a snapshot of another disk size yet; nothing was written');
+  if (sn.l1Size > h.l1Size) throw new PlanRefusal('instar cannot grow the L1 table to apply this snapshot yet; nothing was written');
+  const snL1 = model.readL1(sn.l1TableOffset, sn.l1Size);
+  while (snL1.length < h.l1Size) snL1.push(0n);
+  // References for the snapshot's clusters before the active table points at them.
+  model.updateSnapshotRefcount(sn.l1TableOffset, sn.l1Size, 1);
+  model.writeL1(h.l1TableOffset, snL1, 'table');
+  model.updateSnapshotRefcount(h.l1TableOffset, h.l1Size, -1, model.activeL1);
+  snL1.forEach((e, i) => { model.activeL1[i] = e; });
+  model.updateSnapshotRefcount(h.l1TableOffset, h.l1Size, 0, model.activeL1);
+  return model.plan();
+}

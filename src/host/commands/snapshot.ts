@@ -1,0 +1,140 @@
+// `snapshot`: the trusted half. Parses qemu-img's options in its order, opens the image (read-only
+// for -l, read-write with O_DSYNC for -c/-d/-a, as qemu's BDRV_O_RDWR open), lets a guest list or
+// change the internal snapshots, fsyncs a changed image after the guest exits, and prints qemu's
+// table or message. Files the image names are opened only through the path policy.
+import { closeSync, constants, fsyncSync } from 'node:fs';
+import type { Command, CommandContext } from './types.ts';
+import type { ParsedCommand } from '../../cli/types.ts';
+import { OpError } from '../sandbox/run.ts';
+import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
+import { checkFormat, InputImageError, openImageFile, openTop, referencedOpenMessage, topTarget, type Target } from '../input-image.ts';
+import { parseSecretObjects, SecretError, sourceSecrets } from '../secrets.ts';
+import { usageError } from '../../cli/usage-error.ts';
+import { snapshotHeader, snapshotLine } from '../../output/snapshot-table.ts';
+import { validSnapshotChange, validSnapshotList } from './snapshot-result.ts';
+import type { SnapshotAction, SnapshotOptions } from '../../ops/snapshot.ts';
+
+type Action = 'list' | SnapshotAction;
+
+interface SnapshotArgs {
+  /** undefined: 7.2 without -l/-c/-d/-a opens the image read-write and does nothing. */
+  action?: Action;
+  name: string;
+}
+
+const ERRNO_NUMBERS: Record<string, number> = { ENOTSUP: 95, EFBIG: 27, EIO: 5, EINVAL: 22, ENOSPC: 28 };
+
+/** What qemu's block layer prints when it opens a probed raw image for writing. */
+const PROBED_RAW_WARNING = (name: string) =>
+  `WARNING: Image format was not specified for '${name}' and probing guessed raw.\n` +
+  '         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n' +
+  "         Specify the 'raw' format explicitly to remove the restrictions.\n";
+
+function parseArgs(cmd: ParsedCommand, ctx: CommandContext): SnapshotArgs | number {
+  let action: Action | undefined;
+  let name = '';
+  const objects: string[] = [];
+  for (const [key, value] of cmd.sequence ?? []) {
+    if (key === 'object') {
+      objects.push(value);
+      try {
+        parseSecretObjects(objects);
+      } catch (e) {
+        if (!(e instanceof SecretError)) throw e;
+        ctx.err(`${ctx.progname}: ${e.message}\n`);
+        return 1;
+      }
+    }
+    if (key !== 'list' && key !== 'apply' && key !== 'create' && key !== 'delete') continue;
+    if (action !== undefined) return usageError(ctx, cmd, "Cannot mix '-l', '-a', '-c', '-d'");
+    action = key;
+    name = value;
+  }
+  if (cmd.args.length !== 1) return usageError(ctx, cmd, 'Expecting one image file name');
+  // 10.0 lists when no action is given; 7.2 opens the image read-write and stops.
+  if (action === undefined && ctx.profile.major >= 10) action = 'list';
+  return { action, name };
+}
+
+/** The image opened as qemu-img snapshot opens it: read-write unless listing. */
+function openImage(cmd: ParsedCommand, target: Target, writable: boolean): number {
+  if (!writable) return openTop(target);
+  checkFormat(target);
+  if (cmd.options.has('force-share')) throw new InputImageError(`Could not open '${target.errorName}': force-share=on can only be used with read-only images`);
+  return openImageFile(target, constants.O_RDWR | constants.O_DSYNC);
+}
+
+async function runSnapshot(cmd: ParsedCommand, args: SnapshotArgs, ctx: CommandContext): Promise<number> {
+  const target = topTarget(cmd, cmd.args[0]);
+  const writable = args.action !== 'list';
+  const fd = openImage(cmd, target, writable);
+  const nowMicros = Date.now() * 1000;
+  const options: SnapshotOptions = {
+    format: target.format === 'file' ? 'raw' : target.format,
+    unsafeQuirks: ctx.globals.unsafeQuirks,
+    fileName: target.path,
+    profile: ctx.profile,
+    secrets: sourceSecrets(cmd.options.get('object') ?? [], [target]),
+    action: args.action === 'list' || args.action === undefined ? undefined : args.action,
+    name: args.name,
+    now: { sec: Math.floor(nowMicros / 1e6), nsec: (nowMicros % 1e6) * 1000 },
+  };
+  const op = args.action === 'list' || args.action === undefined ? 'snapshot-list' : 'snapshot';
+  let raw: unknown;
+  try {
+    raw = await runWithReferencedFiles(op, options as unknown as Record<string, unknown>, [{ fd, path: target.path, writable }], ctx);
+  } catch (e) {
+    if (e instanceof ReferencedFileError) throw new InputImageError(referencedOpenMessage(e, target));
+    if (e instanceof OpError) throw new InputImageError(`Could not open '${target.errorName}': ${e.message}`);
+    throw e;
+  } finally {
+    // The guest cannot fsync (its permission model refuses it): the host makes the change durable.
+    if (writable) fsyncSync(fd);
+    closeSync(fd);
+  }
+  if (op === 'snapshot-list') {
+    const result = validSnapshotList(raw);
+    if (writable && target.format === undefined && result.format === 'raw') ctx.err(PROBED_RAW_WARNING(target.path));
+    if (args.action === 'list' && result.snapshots.length > 0) {
+      ctx.out(`Snapshot list:\n${snapshotHeader(ctx.profile)}\n`);
+      for (const sn of result.snapshots) ctx.out(`${snapshotLine(sn, ctx.profile)}\n`);
+    }
+    return 0;
+  }
+  const result = validSnapshotChange(raw);
+  if (target.format === undefined && result.format === 'raw') {
+    ctx.err(PROBED_RAW_WARNING(target.path));
+    // qemu's generic goto reopens the image after trying its child: the warning comes twice.
+    if (args.action === 'apply') ctx.err(PROBED_RAW_WARNING(target.path));
+  }
+  const quoted = `'${args.name}'`;
+  if ('done' in result) return 0;
+  if ('refused' in result) ctx.err(`${ctx.progname}: ${result.refused}\n`);
+  else if ('not-found' in result) {
+    ctx.err(args.action === 'delete'
+      ? `${ctx.progname}: Could not delete snapshot ${quoted}: snapshot not found\n`
+      : `${ctx.progname}: Could not apply snapshot ${quoted}: Failed to load snapshot: No such file or directory\n`);
+  } else if ('unsupported' in result) ctx.err(`${ctx.progname}: Could not apply snapshot ${quoted}: Block driver does not support snapshots\n`);
+  else {
+    const verb = args.action === 'create' ? 'create' : args.action === 'delete' ? 'delete' : 'apply';
+    const number = ERRNO_NUMBERS[result.errno] ?? 5;
+    ctx.err(ctx.profile.major >= 10
+      ? `${ctx.progname}: Could not ${verb} snapshot ${quoted}: ${result.message}\n`
+      : `${ctx.progname}: Could not ${verb} snapshot ${quoted}: -${number} (${result.message})\n`);
+  }
+  return 1;
+}
+
+export const snapshot: Command = async (cmd, ctx) => {
+  const args = parseArgs(cmd, ctx);
+  if (typeof args === 'number') return args;
+  try {
+    return await runSnapshot(cmd, args, ctx);
+  } catch (e) {
+    if (e instanceof InputImageError) {
+      ctx.err(`${ctx.progname}: ${e.message}\n`);
+      return 1;
+    }
+    throw e;
+  }
+};
