@@ -283,7 +283,8 @@ export interface CreateCapability {
 /** A plan of header writes (formats/repair.ts steps), or why qemu's driver fails it (its errno), or instar's refusal. */
 export type HeaderChangePlan =
   | { steps: import('./repair.ts').RepairStep[] }
-  | { errno: 'ENOSPC' | 'EINVAL' | 'ENOTSUP' }
+  /** `steps`: what qemu wrote before failing (its read-write open's own header rewrite). */
+  | { errno: 'ENOSPC' | 'EINVAL' | 'ENOTSUP'; steps?: import('./repair.ts').RepairStep[] }
   | { refused: string };
 
 /** Names `backing` (absent: no backing file) with `format` (absent: none) in the image's metadata. */
@@ -301,4 +302,5 @@ export interface AmendCapability {
   plan(dev: BlockDevice, image: Image, values: ReadonlyMap<string, string>): AmendPlan;
 }
 
-export type AmendPlan = { steps: import('./repair.ts').RepairStep[]; error?: string[] } | { refused: string };
+/** `upgraded`: the plan raises the format's version (qemu reports progress for it). */
+export type AmendPlan = { steps: import('./repair.ts').RepairStep[]; error?: string[]; upgraded?: boolean } | { refused: string };
