@@ -4,7 +4,7 @@
 // formats/repair.ts on the writable device; the host fsyncs after the guest exits.
 import { ImageError, type BlockDevice, type SnapshotInfo } from '../formats/types.ts';
 import { applyRepair } from '../formats/repair.ts';
-import { PlanRefusal } from '../formats/qcow2/refcount-update.ts';
+import { PlanRefusal, RefcountRangeError } from '../formats/qcow2/refcount-update.ts';
 import { planApply, planCreate, planDelete, SnapshotErrno, type SnapshotPlan } from '../formats/qcow2/snapshot-plan.ts';
 import { openTree, type OpenTreeOptions } from './open-tree.ts';
 import type { OpContext } from './types.ts';
@@ -65,6 +65,8 @@ export function snapshotChangeOp(options: Record<string, unknown>, ctx: OpContex
     else if (opts.action === 'delete') plan = planDelete(input.dev, name);
     else plan = planApply(input.dev, name);
   } catch (e) {
+    // qemu's create fails the same way (after leaking the clusters it had allocated).
+    if (e instanceof RefcountRangeError && opts.action === 'create') return { format, errno: 'EINVAL', message: 'Invalid argument' };
     if (e instanceof PlanRefusal) return { format, refused: e.message };
     if (e instanceof SnapshotErrno) return { format, errno: e.errno ?? 'EIO', message: e.message };
     throw e;

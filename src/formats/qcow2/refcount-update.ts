@@ -13,6 +13,9 @@ import type { Qcow2Header } from './header.ts';
 /** instar will not do what qemu would here; nothing was written. */
 export class PlanRefusal extends ImageError {}
 
+/** A refcount would overflow or drop below 0: qemu's update_refcount fails with EINVAL. */
+export class RefcountRangeError extends PlanRefusal {}
+
 /** Most refcount blocks one plan holds (a snapshot of a small image touches one or two). */
 const MAX_BLOCKS = 4096;
 
@@ -91,7 +94,7 @@ export class RefcountModel {
       const old = readEntry(b.current, i, this.bits);
       const value = decrease ? old - addend : old + addend;
       if (value < 0 || value > this.max) {
-        throw new PlanRefusal(`the refcount of cluster ${cluster} would leave its range (qemu fails with EINVAL); nothing was written`);
+        throw new RefcountRangeError(`the refcount of cluster ${cluster} would leave its range (qemu fails with EINVAL); nothing was written`);
       }
       writeEntry(b.current, i, this.bits, value);
       if (value === 0) {

@@ -25,7 +25,9 @@ export interface SnapshotPlan {
 export class SnapshotErrno extends ImageError {}
 
 /** What qemu's writable open would change by itself, or what instar does not write: refused. */
-function checkWritable(h: Qcow2Header): void {
+function checkWritable(h: Qcow2Header, action: 'create' | 'delete' | 'apply'): void {
+  // qemu's create and goto refuse external data files (ENOTSUP); its delete goes on.
+  if (h.incompatible & INCOMPAT.dataFile && action !== 'delete') throw new SnapshotErrno('Operation not supported', 'ENOTSUP');
   const refuse = (why: string) => new PlanRefusal(`instar cannot change snapshots of this qcow2 image (${why}); nothing was written`);
   if (h.incompatible & INCOMPAT.dirty) throw refuse('its dirty bit is set');
   if (h.incompatible & INCOMPAT.dataFile) throw refuse('it has an external data file');
@@ -33,9 +35,9 @@ function checkWritable(h: Qcow2Header): void {
   if (h.cryptMethod !== 0) throw refuse('it is encrypted');
 }
 
-function open(dev: BlockDevice): { model: SnapshotModel; list: SnapshotEntry[]; tableBytes: number } {
+function open(dev: BlockDevice, action: 'create' | 'delete' | 'apply'): { model: SnapshotModel; list: SnapshotEntry[]; tableBytes: number } {
   const h = parseHeader(dev);
-  checkWritable(h);
+  checkWritable(h, action);
   const { list, tableBytes } = readSnapshotTable(dev, h);
   return { model: new SnapshotModel(dev, h), list, tableBytes };
 }
@@ -66,7 +68,7 @@ function newSnapshotId(list: readonly SnapshotEntry[]): Buffer {
 }
 
 export function planCreate(dev: BlockDevice, name: string, now: { sec: number; nsec: number }): SnapshotPlan {
-  const { model, list, tableBytes } = open(dev);
+  const { model, list, tableBytes } = open(dev, 'create');
   const h = model.h;
   if (list.length >= MAX_SNAPSHOTS) throw new SnapshotErrno('File too large', 'EFBIG');
   if (h.l1Size === 0) throw new PlanRefusal('instar cannot snapshot a qcow2 image without an L1 table; nothing was written');
@@ -112,9 +114,11 @@ function validSnapshotL1(h: Qcow2Header, sn: SnapshotEntry): void {
 
 /** Returns undefined when no snapshot has that id or name (the host words it per version). */
 export function planDelete(dev: BlockDevice, idOrName: string): SnapshotPlan | undefined {
-  const { model, list, tableBytes } = open(dev);
+  const h = parseHeader(dev);
+  // qemu looks the snapshot up first: a missing one is reported whatever the image's features.
+  if (findByIdOrName(readSnapshotTable(dev, h).list, idOrName) < 0) return undefined;
+  const { model, list, tableBytes } = open(dev, 'delete');
   const index = findByIdOrName(list, idOrName);
-  if (index < 0) return undefined;
   const [sn] = list.splice(index, 1);
   validSnapshotL1(model.h, sn);
   writeSnapshots(model, list, tableBytes);
@@ -125,12 +129,12 @@ export function planDelete(dev: BlockDevice, idOrName: string): SnapshotPlan | u
   return model.plan();
 }
 
-/** Returns undefined when no snapshot has that id or name. */
-export function planApply(dev: BlockDevice, idOrName: string): SnapshotPlan | undefined {
-  const { model, list } = open(dev);
+/** Throws SnapshotErrno ENOENT when no snapshot has that id or name. */
+export function planApply(dev: BlockDevice, idOrName: string): SnapshotPlan {
+  const { model, list } = open(dev, 'apply');
   const h = model.h;
   const index = findByIdOrName(list, idOrName);
-  if (index < 0) return undefined;
+  if (index < 0) throw new SnapshotErrno('No such file or directory', 'ENOENT');
   const sn = list[index];
   validSnapshotL1(h, sn);
   if (sn.diskSize !== (h.size / 512n) * 512n) throw new PlanRefusal('instar cannot apply a snapshot of another disk size yet; nothing was written');

@@ -109,18 +109,16 @@ async function runSnapshot(cmd: ParsedCommand, args: SnapshotArgs, ctx: CommandC
   }
   const quoted = `'${args.name}'`;
   if ('done' in result) return 0;
-  if ('refused' in result) ctx.err(`${ctx.progname}: ${result.refused}\n`);
-  else if ('not-found' in result) {
-    ctx.err(args.action === 'delete'
-      ? `${ctx.progname}: Could not delete snapshot ${quoted}: snapshot not found\n`
-      : `${ctx.progname}: Could not apply snapshot ${quoted}: Failed to load snapshot: No such file or directory\n`);
-  } else if ('unsupported' in result) ctx.err(`${ctx.progname}: Could not apply snapshot ${quoted}: Block driver does not support snapshots\n`);
+  const fail = (text: string) => ctx.err(`${ctx.progname}: ${text}\n`);
+  if ('refused' in result) fail(result.refused);
+  else if ('not-found' in result) fail(`Could not delete snapshot ${quoted}: snapshot not found`);
+  else if ('unsupported' in result) fail(`Could not apply snapshot ${quoted}: Block driver does not support snapshots`);
+  else if (args.action === 'apply') fail(`Could not apply snapshot ${quoted}: Failed to load snapshot: ${result.message}`);
   else {
-    const verb = args.action === 'create' ? 'create' : args.action === 'delete' ? 'delete' : 'apply';
+    // 7.2 printed the negative errno before its text.
+    const verb = args.action === 'create' ? 'create' : 'delete';
     const number = ERRNO_NUMBERS[result.errno] ?? 5;
-    ctx.err(ctx.profile.major >= 10
-      ? `${ctx.progname}: Could not ${verb} snapshot ${quoted}: ${result.message}\n`
-      : `${ctx.progname}: Could not ${verb} snapshot ${quoted}: -${number} (${result.message})\n`);
+    fail(ctx.profile.major >= 10 ? `Could not ${verb} snapshot ${quoted}: ${result.message}` : `Could not ${verb} snapshot ${quoted}: -${number} (${result.message})`);
   }
   return 1;
 }
