@@ -49,7 +49,11 @@ export function rebaseOp(options: Record<string, unknown>, ctx: OpContext): Reba
   if (!changeBacking) return { format, errno: 'ENOTSUP' };
   const plan = changeBacking(input.dev, backing, backingFormat);
   if ('refused' in plan) return { format, refused: plan.refused };
-  if ('errno' in plan) return { format, errno: plan.errno };
-  applyRepair(input.dev, plan.steps, { stopAfterWrites: typeof opts.stopAfterWrites === 'number' ? opts.stopAfterWrites : undefined });
+  const stopAfterWrites = typeof opts.stopAfterWrites === 'number' ? opts.stopAfterWrites : undefined;
+  if ('errno' in plan) {
+    applyRepair(input.dev, plan.steps ?? [], { stopAfterWrites });
+    return { format, errno: plan.errno };
+  }
+  applyRepair(input.dev, plan.steps, { stopAfterWrites });
   return { format, done: true };
 }

@@ -9,6 +9,7 @@ import { measureOp } from './measure.ts';
 import { createBackingOp, createOp } from './create.ts';
 import { resizeOp } from './resize.ts';
 import { rebaseOp } from './rebase.ts';
+import { amendOp } from './amend.ts';
 import { snapshotChangeOp, snapshotListOp } from './snapshot.ts';
 import { answeringMissingFiles } from './open-tree.ts';
 import { withArgon2 } from '../formats/crypto/argon2.ts';
@@ -29,4 +30,5 @@ export const ops: Record<string, Op> = {
   create: createOp,
   resize: withArgon2(answeringMissingFiles(resizeOp)),
   rebase: withArgon2(answeringMissingFiles(rebaseOp)),
+  amend: withArgon2(answeringMissingFiles(amendOp)),
 };

@@ -16,6 +16,7 @@ import { openQcow2Crypto, readDecrypted, type Qcow2Crypto } from './encryption.t
 import { qcow2Measure } from './measure.ts';
 import { qcow2Resize } from './resize.ts';
 import { planChangeBacking } from './rebase-unsafe.ts';
+import { qcow2Amend } from './amend.ts';
 import { qcow2Create } from './create.ts';
 
 const MAX_BACKING_NAME = 1023;
@@ -288,5 +289,6 @@ export const qcow2Driver: Driver = {
   measure: qcow2Measure,
   resize: qcow2Resize,
   changeBacking: planChangeBacking,
+  amend: qcow2Amend,
   create: qcow2Create,
 };

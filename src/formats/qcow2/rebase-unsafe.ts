@@ -58,7 +58,11 @@ export function planChangeBacking(dev: BlockDevice, backing: Uint8Array | undefi
   const h = parseHeader(dev);
   if (h.version !== 2 && h.version !== 3) throw new ImageError(`Unsupported qcow2 version ${h.version}`);
   const m = readHeaderModel(dev, h);
+  // qemu's read-write open rewrote the header already if it cleared unknown autoclear bits.
+  const opened = h.autoclear !== m.autoclear ? planHeaderWrite({ ...m }) : undefined;
+  const openSteps = opened && 'steps' in opened ? opened.steps : [];
   const errno = changeBackingInModel(m, backing, format);
-  if (errno) return { errno };
-  return planHeaderWrite(m);
+  if (errno) return { errno, steps: openSteps };
+  const plan = planHeaderWrite(m);
+  return 'errno' in plan ? { errno: plan.errno, steps: openSteps } : plan;
 }

@@ -17,4 +17,5 @@ export const commands: Record<string, () => Promise<Command>> = {
   create: async () => (await import('./create.ts')).create,
   resize: async () => (await import('./resize.ts')).resize,
   rebase: async () => (await import('./rebase.ts')).rebase,
+  amend: async () => (await import('./amend.ts')).amend,
 };

@@ -1,0 +1,163 @@
+// `amend -o` for qcow2, as qemu's qcow2_amend_options runs it: the options checked in the driver's
+// declaration order (the first bad one fails with qemu's words), then the changes in qemu's order,
+// each followed by a header rewrite, with the errors qemu only finds between two rewrites.
+//
+// What instar does: compat=1.1 upgrades (header grows to version 3), lazy_refcounts on/off,
+// data_file (rename) and data_file_raw=off, and every no-op (a value equal to the image's).
+// What it refuses before writing anything, because qemu would rewrite more than the header:
+// compat=0.10 downgrades, refcount_bits changes, size changes, encryption changes, and upgrades
+// of version 2 images whose snapshot entries lack the extra data version 3 requires.
+//
+// Crash safety: qemu rewrites the header up to three times; every rewrite before the last writes
+// a prefix of the same change (they differ only in fields the later ones also set), so instar
+// writes the final header once: one write of the first cluster, which a crash can only tear.
+import { ImageError, type AmendCapability, type AmendPlan, type BlockDevice } from '../types.ts';
+import type { RepairStep } from '../repair.ts';
+import { readAt } from '../bytes.ts';
+import { AUTOCLEAR, COMPAT_LAZY_REFCOUNTS, CRYPT, INCOMPAT, SNAPSHOT_HEADER_SIZE, parseHeader, type Qcow2Header } from './header.ts';
+import { readHeaderModel } from './header-model.ts';
+import { headerRewriteRefusal, planHeaderWrite } from './rebase-unsafe.ts';
+import type { Qcow2HeaderModel } from './header-write.ts';
+
+import { QCOW2_AMEND } from '../amend-options.ts';
+
+/** What the options ask for, after qemu's per-option checks. */
+interface Request {
+  version: 2 | 3;
+  size?: bigint;
+  backingFile?: string;
+  backingFormat?: string;
+  dataFile?: string;
+  dataFileRaw: boolean;
+  lazy: boolean;
+  refcountBits: number;
+  encryption: boolean;
+}
+
+class AmendError extends Error {}
+
+const refused = (why: string): AmendPlan => ({ refused: `instar cannot amend this qcow2 image: ${why}; nothing was written` });
+
+/** qemu's option loop: a Request, or the first error it reports. */
+function readRequest(h: Qcow2Header, values: ReadonlyMap<string, string>): Request {
+  const r: Request = {
+    version: h.version,
+    dataFileRaw: (h.autoclear & AUTOCLEAR.dataFileRaw) !== 0n,
+    lazy: (h.compatible & COMPAT_LAZY_REFCOUNTS) !== 0n,
+    refcountBits: 2 ** h.refcountOrder,
+    encryption: false,
+  };
+  for (const [name] of QCOW2_AMEND) {
+    const value = values.get(name);
+    if (value === undefined) continue;
+    if (name === 'size') r.size = BigInt(value);
+    else if (name === 'compat') {
+      if (value === '0.10' || value === 'v2') r.version = 2;
+      else if (value === '1.1' || value === 'v3') r.version = 3;
+      else throw new AmendError(`Unknown compatibility level ${value}`);
+    } else if (name === 'backing_file') r.backingFile = value;
+    else if (name === 'backing_fmt') r.backingFormat = value;
+    else if (name === 'data_file') {
+      if (!(h.incompatible & INCOMPAT.dataFile)) throw new AmendError('data-file can only be set for images that use an external data file');
+      r.dataFile = value;
+    } else if (name === 'data_file_raw') {
+      if (value === 'on' && !r.dataFileRaw) throw new AmendError('data-file-raw cannot be set on existing images');
+      r.dataFileRaw = value === 'on';
+    } else if (name === 'lazy_refcounts') r.lazy = value === 'on';
+    else if (name === 'refcount_bits') {
+      // qemu stores the uint64 in a C int.
+      const bits = Number(BigInt.asIntN(32, BigInt(value)));
+      if (bits <= 0 || bits > 64 || (bits & (bits - 1)) !== 0) throw new AmendError('Refcount width must be a power of two and may not exceed 64 bits');
+      r.refcountBits = bits;
+    } else {
+      if (h.cryptMethod === CRYPT.none) throw new AmendError("Can't amend encryption options - encryption not present");
+      if (h.cryptMethod !== CRYPT.luks) throw new AmendError('Only LUKS encryption options can be amended');
+      r.encryption = true;
+    }
+  }
+  return r;
+}
+
+/** Whether any snapshot entry lacks the extra data (VM clock, disk size) version 3 requires. */
+function snapshotsNeedUpdate(dev: BlockDevice, h: Qcow2Header): boolean {
+  // The driver read this table at open: offsets and sizes are within its checked bounds.
+  let offset = h.snapshotsOffset;
+  for (let i = 0; i < h.nbSnapshots; i++) {
+    const e = readAt(dev, offset, SNAPSHOT_HEADER_SIZE);
+    const extra = e.readUInt32BE(36);
+    if (extra < 16) return true;
+    const length = SNAPSHOT_HEADER_SIZE + extra + e.readUInt16BE(12) + e.readUInt16BE(14);
+    offset += BigInt(Math.ceil(length / 8) * 8);
+  }
+  return false;
+}
+
+/** C's g_strcmp0 equality: both absent, or the same text. */
+const sameName = (a: string | undefined, b: Uint8Array | undefined): boolean =>
+  a === undefined ? b === undefined : b !== undefined && Buffer.from(a).equals(Buffer.from(b));
+
+function plan(dev: BlockDevice, values: ReadonlyMap<string, string>): AmendPlan {
+  const h = parseHeader(dev);
+  // The state qemu holds after its read-write open, which already rewrote the header when it
+  // cleared unknown autoclear bits: errors found later leave that rewrite behind.
+  const m = readHeaderModel(dev, h);
+  const opened = openRewrite(dev, h, m);
+  let r: Request;
+  try {
+    r = readRequest(h, values);
+  } catch (e) {
+    if (e instanceof AmendError) return { steps: opened, error: [e.message] };
+    throw e;
+  }
+  const refusal = headerRewriteRefusal(dev);
+  if (refusal) return refused(refusal);
+  if (r.version < h.version) return refused('compat=0.10 (a downgrade rewrites zero clusters and refcounts)');
+  if (r.encryption) return refused('changing LUKS key slots is not supported');
+  if (r.refcountBits !== 2 ** h.refcountOrder && r.version >= 3) return refused('changing refcount_bits rewrites every refcount block');
+  if (r.size !== undefined && r.size !== 0n && (r.size !== m.size || h.nbSnapshots > 0)) return refused('size changes the virtual size (use qemu-img resize)');
+  if (r.version > h.version && h.nbSnapshots > 0 && snapshotsNeedUpdate(dev, h)) return refused('its snapshot table needs rewriting for compat=1.1');
+
+  if (r.refcountBits !== 2 ** h.refcountOrder) {
+    return { steps: opened, error: ['Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)'] };
+  }
+  const upgraded = r.version > h.version;
+  const done = (error?: string[]): AmendPlan => {
+    try {
+      return { steps: headerSteps(dev, m), error, upgraded };
+    } catch (e) {
+      // qemu's upgrade fails on its first rewrite; a later one fails with the same words.
+      if (e instanceof ImageError) return { steps: [], error: [e.message] };
+      throw e;
+    }
+  };
+  m.version = r.version;
+  m.autoclear = r.dataFileRaw ? m.autoclear | AUTOCLEAR.dataFileRaw : m.autoclear & ~AUTOCLEAR.dataFileRaw;
+  if (r.dataFile !== undefined) m.dataFile = r.dataFile === '' ? undefined : Buffer.from(r.dataFile);
+  if ((r.backingFile !== undefined || r.backingFormat !== undefined) &&
+    (!sameName(r.backingFile, m.backingFile) || !sameName(r.backingFormat, m.backingFormat))) {
+    return done(['Cannot amend the backing file', "You can use 'qemu-img rebase' instead."]);
+  }
+  if (r.lazy !== ((m.compatible & COMPAT_LAZY_REFCOUNTS) !== 0n)) {
+    if (r.lazy && r.version < 3) return done(['Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)']);
+    m.compatible = r.lazy ? m.compatible | COMPAT_LAZY_REFCOUNTS : m.compatible & ~COMPAT_LAZY_REFCOUNTS;
+  }
+  return done();
+}
+
+/** The write that makes the first cluster `m`'s, none when it already is (or qemu's ENOSPC). */
+function headerSteps(dev: BlockDevice, m: Qcow2HeaderModel): RepairStep[] {
+  const write = planHeaderWrite(m);
+  if (!('steps' in write)) throw new ImageError('Failed to update the image header: No space left on device');
+  const bytes = (write.steps[0] as Extract<RepairStep, { kind: 'write' }>).bytes;
+  return readAt(dev, 0, bytes.length).equals(bytes) ? [] : write.steps;
+}
+
+/** The header rewrite of qemu's read-write open (unknown autoclear bits cleared), if it makes one. */
+export function openRewrite(dev: BlockDevice, h: Qcow2Header, m: Qcow2HeaderModel): RepairStep[] {
+  return h.autoclear !== m.autoclear ? headerSteps(dev, m) : [];
+}
+
+export const qcow2Amend: AmendCapability = {
+  options: QCOW2_AMEND,
+  plan: (dev, _image, values) => plan(dev, values),
+};

@@ -1,0 +1,161 @@
+// `amend`: the trusted half, in qemu-img's order: the -o lists as they come (with --object),
+// "Must specify options", help for an explicit -f, the file name count, the cache mode, the
+// read-write open (O_DSYNC), help for the format found, then the guest's option checks and plan.
+// A new data file name goes through the path policy first: instar never writes a name it would
+// refuse to follow. The host fsyncs after the guest exits.
+import { closeSync, fsyncSync } from 'node:fs';
+import type { Command, CommandContext } from './types.ts';
+import type { ParsedCommand } from '../../cli/types.ts';
+import { OpError } from '../sandbox/run.ts';
+import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
+import { InputImageError, topTarget, referencedOpenMessage } from '../input-image.ts';
+import { sourceSecrets, parseSecretObjects, SecretError } from '../secrets.ts';
+import { usageError } from '../../cli/usage-error.ts';
+import { isValidOptionList, optionItems } from './measure-options.ts';
+import { openReferenced, startChain, PathRefusedError } from '../paths/resolve.ts';
+import { progressLine } from '../../output/progress.ts';
+import { AMEND_OPTIONS, amendHelp } from '../../formats/amend-options.ts';
+import { openForWriting, PROBED_RAW_WARNING, QEMU_FORMAT_NAMES } from './rebase.ts';
+import type { AmendOptions, AmendResult } from '../../ops/amend.ts';
+
+const CACHE_MODES = new Set(['none', 'off', 'writeback', 'unsafe', 'directsync', 'writethrough']);
+
+/** qemu's has_help_option: an item named "help" or "?" anywhere in the list. */
+const hasHelp = (list: string): boolean => optionItems(list).some(([name]) => name === 'help' || name === '?');
+
+/** print_amend_option_help for a format named by -f. */
+function printHelp(format: string, ctx: CommandContext): number {
+  if (!QEMU_FORMAT_NAMES.has(format)) {
+    ctx.err(`${ctx.progname}: Unknown file format '${format}'\n`);
+    return 1;
+  }
+  if (!AMEND_OPTIONS[format]) {
+    ctx.err(`${ctx.progname}: Format driver '${format}' does not support option amendment\n`);
+    return 1;
+  }
+  ctx.out(amendHelp(format));
+  return 0;
+}
+
+/** The policy's refusal of a data file name the amend would write, or undefined. */
+function dataFileRefusal(list: string, path: string, ctx: CommandContext): string | undefined {
+  const name = optionItems(list).filter(([key]) => key === 'data_file').at(-1)?.[1];
+  if (name === undefined || name === '') return undefined;
+  try {
+    closeSync(openReferenced(name, path, 'data-file', ctx.policy, startChain(path)).fd);
+  } catch (e) {
+    if (e instanceof PathRefusedError) return `instar refuses the data file name '${name}' (${e.reason}); nothing was written`;
+  }
+  return undefined;
+}
+
+function validAmendResult(raw: unknown): AmendResult {
+  const r = (raw ?? {}) as Record<string, unknown>;
+  const lines = (v: unknown) => Array.isArray(v) && v.length > 0 && v.length <= 4 && v.every((l) => typeof l === 'string' && l.length < 4096);
+  const ok = typeof r.format === 'string' && r.format.length <= 64 && (
+    r.help === true || r.unsupported === true || (typeof r.refused === 'string' && r.refused.length < 1024) ||
+    (r.done === true && typeof r.upgraded === 'boolean' && (r.error === undefined || lines(r.error))) || (r.done === undefined && lines(r.error)));
+  if (!ok) throw new OpError('the guest gave a malformed amend result');
+  return r as AmendResult;
+}
+
+async function runAmend(cmd: ParsedCommand, list: string, ctx: CommandContext, progress: (line: string) => void): Promise<number> {
+  const target = topTarget(cmd, cmd.args[0]);
+  const fd = openForWriting(cmd, target);
+  const refusal = dataFileRefusal(list, target.path, ctx);
+  const help = hasHelp(list);
+  const options: AmendOptions = {
+    format: target.format === 'file' ? 'raw' : target.format,
+    unsafeQuirks: ctx.globals.unsafeQuirks,
+    fileName: target.path,
+    profile: ctx.profile,
+    // qemu opens the image for I/O: an encrypted one needs its key.
+    secrets: sourceSecrets(cmd.options.get('object') ?? [], [target]),
+    optionList: list,
+    // The policy's refusal stops the guest after the open, as help does: nothing is written.
+    help: help || refusal !== undefined,
+    newSizeRules: ctx.profile.major >= 8,
+  };
+  let result: AmendResult;
+  try {
+    result = validAmendResult(await runWithReferencedFiles('amend', options as unknown as Record<string, unknown>, [{ fd, path: target.path, writable: true }], ctx));
+  } catch (e) {
+    if (e instanceof ReferencedFileError) throw new InputImageError(referencedOpenMessage(e, target));
+    if (e instanceof OpError) throw new InputImageError(`Could not open '${target.errorName}': ${e.message}`);
+    throw e;
+  } finally {
+    // The guest cannot fsync (its permission model refuses it): the host makes the change durable.
+    fsyncSync(fd);
+    closeSync(fd);
+  }
+  if (target.format === undefined && result.format === 'raw') ctx.err(PROBED_RAW_WARNING(target.path));
+  const report = (lines: string[]): number => {
+    ctx.err(`${ctx.progname}: ${lines[0]}\n${lines.slice(1).map((l) => `${l}\n`).join('')}`);
+    return 1;
+  };
+  if (help) return printHelp(result.format, ctx);
+  if ('unsupported' in result) return report([`Format driver '${result.format}' does not support option amendment`]);
+  if ('help' in result) return report([refusal!]);
+  if ('error' in result && !('done' in result)) return report(result.error);
+  progress(progressLine(0));
+  if ('refused' in result) {
+    progress(progressLine(100));
+    return report([result.refused]);
+  }
+  // qemu's upgrade reports its two steps: 0 of 2, 1 of 2, 2 of 2.
+  if (result.upgraded) for (const p of [0, 50, 100]) progress(progressLine(p));
+  progress(progressLine(100));
+  return result.error ? report(result.error) : 0;
+}
+
+export const amend: Command = async (cmd, ctx) => {
+  let list: string | undefined;
+  const objects: string[] = [];
+  for (const [key, value] of cmd.sequence ?? []) {
+    if (key === 'object') {
+      objects.push(value);
+      try {
+        parseSecretObjects(objects);
+      } catch (e) {
+        if (!(e instanceof SecretError)) throw e;
+        ctx.err(`${ctx.progname}: ${e.message}\n`);
+        return 1;
+      }
+    }
+    if (key !== 'options') continue;
+    if (!isValidOptionList(value)) {
+      ctx.err(`${ctx.progname}: Invalid option list: ${value}\n`);
+      return 1;
+    }
+    list = list === undefined ? value : `${list},${value}`;
+  }
+  if (list === undefined) return usageError(ctx, cmd, 'Must specify options (-o)');
+  const showProgress = cmd.options.has('progress') && !cmd.options.has('quiet');
+  const progress = (line: string): void => {
+    if (showProgress) ctx.out(line);
+  };
+  let status: number;
+  const format = cmd.options.get('format')?.at(-1);
+  if (format !== undefined && hasHelp(list)) status = printHelp(format, ctx);
+  else if (cmd.args.length !== 1) {
+    ctx.err(`${ctx.progname}: Expecting one image file name\n`);
+    status = 1;
+  } else {
+    const cache = cmd.options.get('cache')?.at(-1);
+    if (cache !== undefined && !CACHE_MODES.has(cache)) {
+      ctx.err(`${ctx.progname}: Invalid cache option: ${cache}\n`);
+      status = 1;
+    } else {
+      try {
+        status = await runAmend(cmd, list, ctx, progress);
+      } catch (e) {
+        if (!(e instanceof InputImageError)) throw e;
+        ctx.err(`${ctx.progname}: ${e.message}\n`);
+        status = 1;
+      }
+    }
+  }
+  // qemu_progress_end: the progress line ends, whatever happened.
+  progress('\n');
+  return status;
+};

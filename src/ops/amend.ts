@@ -1,0 +1,65 @@
+// The guest half of `amend`, in qemu-img's order after the image opened: `-o help` (the host
+// prints it for the format found), a format without amendment, the option list checked against
+// the driver's amend options (a create-only option gets qemu's hint), then the driver's plan
+// applied (formats/repair.ts). Errors qemu reports after it wrote come back with the result.
+import { ImageError } from '../formats/types.ts';
+import { findDriver } from '../formats/registry.ts';
+import { applyRepair } from '../formats/repair.ts';
+import { AMEND_OPTIONS } from '../formats/amend-options.ts';
+import { OptionListError, parseCreateOptions } from '../host/commands/measure-options.ts';
+import { openTree, type OpenTreeOptions } from './open-tree.ts';
+import type { OpContext } from './types.ts';
+
+export interface AmendOptions extends OpenTreeOptions {
+  /** The accumulated -o list (already checked as a list by the host). */
+  optionList: string;
+  help: boolean;
+  /** qemu 8.0's size-suffix rules apply (profile). */
+  newSizeRules: boolean;
+  /** Tests only: stop after this many writes (crash simulation). */
+  stopAfterWrites?: number;
+}
+
+/** An error as qemu prints it: the first line after "<progname>: ", the rest (hints) as they are. */
+export type ErrorLines = string[];
+
+export type AmendResult =
+  | { format: string; help: true }
+  | { format: string; unsupported: true }
+  | { format: string; refused: string }
+  | { format: string; error: ErrorLines }
+  | { format: string; done: true; upgraded: boolean; error?: ErrorLines };
+
+export function amendOp(options: Record<string, unknown>, ctx: OpContext): AmendResult {
+  const opts = options as unknown as AmendOptions;
+  const image = openTree(ctx, 0, { ...opts, noBacking: true });
+  const format = image.format;
+  if (opts.help === true) return { format, help: true };
+  const amend = findDriver(format)?.amend;
+  const table = AMEND_OPTIONS[format];
+  if (!table) return { format, unsupported: true };
+  if (!amend) return { format, refused: `instar cannot amend ${format} images yet; nothing was written` };
+  const types = Object.fromEntries(table.amend.map(([name, type]) => [name, type]));
+  let values: Map<string, string>;
+  try {
+    values = parseCreateOptions(String(opts.optionList), types, opts.newSizeRules === true);
+  } catch (e) {
+    if (!(e instanceof OptionListError)) throw e;
+    const lines = e.lines.map((l) => l.text);
+    // qemu parses the list again with the create options too: if that passes, the option exists only there.
+    try {
+      parseCreateOptions(String(opts.optionList), { ...types, ...table.createOnly }, opts.newSizeRules === true);
+      lines.push('This option is only supported for image creation');
+    } catch (again) {
+      if (!(again instanceof OptionListError)) throw again;
+    }
+    return { format, error: lines };
+  }
+  const input = ctx.devices[0];
+  if (!input?.spec.writable) throw new ImageError('the image was not opened for writing');
+  const plan = amend.plan(input.dev, image, values);
+  if ('refused' in plan) return { format, refused: plan.refused };
+  applyRepair(input.dev, plan.steps, { stopAfterWrites: typeof opts.stopAfterWrites === 'number' ? opts.stopAfterWrites : undefined });
+  const upgraded = plan.upgraded === true;
+  return plan.error ? { format, done: true, upgraded, error: plan.error } : { format, done: true, upgraded };
+}
