@@ -102,7 +102,7 @@ function findByIdAndName(list: readonly SnapshotEntry[], id: string | undefined,
   return list.findIndex((sn) => matches(sn.id, id) && matches(sn.name, name));
 }
 
-/** bdrv_snapshot_find as qemu-img's delete uses it: by id first, then by name. */
+/** find_snapshot_by_id_or_name (qcow2's goto): by id first, then by name. */
 export function findByIdOrName(list: readonly SnapshotEntry[], idOrName: string): number {
   const byId = findByIdAndName(list, idOrName, undefined);
   return byId >= 0 ? byId : findByIdAndName(list, undefined, idOrName);
@@ -115,10 +115,12 @@ function validSnapshotL1(h: Qcow2Header, sn: SnapshotEntry): void {
 /** Returns undefined when no snapshot has that id or name (the host words it per version). */
 export function planDelete(dev: BlockDevice, idOrName: string): SnapshotPlan | undefined {
   const h = parseHeader(dev);
-  // qemu looks the snapshot up first: a missing one is reported whatever the image's features.
-  if (findByIdOrName(readSnapshotTable(dev, h).list, idOrName) < 0) return undefined;
+  // qemu-img's bdrv_snapshot_find goes by name only, before the driver runs (whatever the
+  // image's features); the driver then deletes the first entry with that id and name.
+  const found = readSnapshotTable(dev, h).list.find((sn) => matches(sn.name, idOrName));
+  if (!found) return undefined;
   const { model, list, tableBytes } = open(dev, 'delete');
-  const index = findByIdOrName(list, idOrName);
+  const index = list.findIndex((sn) => sn.id.equals(found.id) && sn.name.equals(found.name));
   const [sn] = list.splice(index, 1);
   validSnapshotL1(model.h, sn);
   writeSnapshots(model, list, tableBytes);
