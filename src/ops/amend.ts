@@ -32,7 +32,8 @@ export type AmendResult =
 
 export function amendOp(options: Record<string, unknown>, ctx: OpContext): AmendResult {
   const opts = options as unknown as AmendOptions;
-  const image = openTree(ctx, 0, { ...opts, noBacking: true });
+  // qemu-img amend opens the whole chain (no BDRV_O_NO_BACKING): a missing backing file fails it.
+  const image = openTree(ctx, 0, opts);
   const format = image.format;
   if (opts.help === true) return { format, help: true };
   const amend = findDriver(format)?.amend;
