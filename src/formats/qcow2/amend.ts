@@ -147,7 +147,7 @@ function plan(dev: BlockDevice, values: ReadonlyMap<string, string>): AmendPlan 
 /** The write that makes the first cluster `m`'s, none when it already is (or qemu's ENOSPC). */
 function headerSteps(dev: BlockDevice, m: Qcow2HeaderModel): RepairStep[] {
   const write = planHeaderWrite(m);
-  if (!('steps' in write)) throw new ImageError('Failed to update the image header: No space left on device');
+  if ('errno' in write) throw new ImageError('Failed to update the image header: No space left on device');
   const bytes = (write.steps[0] as Extract<RepairStep, { kind: 'write' }>).bytes;
   return readAt(dev, 0, bytes.length).equals(bytes) ? [] : write.steps;
 }

@@ -5,7 +5,7 @@
 // extensions and the backing name, and whose table-locating fields are rewritten with their old
 // values. A crash therefore leaves either the old cluster, the new one, or (a torn write) a mix of
 // old and new sectors of it: the same risk qemu's own one bdrv_pwrite of that cluster carries.
-import { ImageError, type BlockDevice } from '../types.ts';
+import { ImageError, type BlockDevice, type HeaderChangePlan } from '../types.ts';
 import type { RepairStep } from '../repair.ts';
 import { AUTOCLEAR, INCOMPAT, parseHeader } from './header.ts';
 import { readHeaderModel } from './header-model.ts';
@@ -16,8 +16,6 @@ const MAX_BACKING_NAME = 1023;
 /** sizeof(bs->backing_format) - 1: qemu keeps a longer format name cut to this. */
 const MAX_FORMAT_NAME = 15;
 
-/** A header change, or the errno qemu's driver fails it with (strerror text is the caller's). */
-export type HeaderPlan = { steps: RepairStep[] } | { errno: 'ENOSPC' | 'EINVAL' | 'ENOTSUP' } | { refused: string };
 
 /**
  * What instar will not rewrite although qemu would: images whose read-write open makes qemu change
@@ -32,7 +30,7 @@ export function headerRewriteRefusal(dev: BlockDevice): string | undefined {
 }
 
 /** The steps that write `model` as the image's first cluster, or qemu's ENOSPC. */
-export function planHeaderWrite(model: Qcow2HeaderModel): HeaderPlan {
+export function planHeaderWrite(model: Qcow2HeaderModel): { steps: RepairStep[] } | { errno: 'ENOSPC' } {
   try {
     return { steps: [{ kind: 'write', pos: 0, bytes: serializeHeader(model) }, { kind: 'barrier' }] };
   } catch (e) {
@@ -43,6 +41,8 @@ export function planHeaderWrite(model: Qcow2HeaderModel): HeaderPlan {
 
 /** Applies qemu's qcow2_change_backing_file rules to a model (mutates it); an errno when refused. */
 export function changeBackingInModel(m: Qcow2HeaderModel, backing: Uint8Array | undefined, format: Uint8Array | undefined): 'EINVAL' | undefined {
+  // The block layer's rule, checked before the driver's: a new backing file needs its format named.
+  if (backing && !format) return 'EINVAL';
   // A raw data file must stand alone: a backing file would change what the disk reads as.
   if (backing && m.autoclear & AUTOCLEAR.dataFileRaw) return 'EINVAL';
   if (backing && backing.length > MAX_BACKING_NAME) return 'EINVAL';
@@ -52,7 +52,7 @@ export function changeBackingInModel(m: Qcow2HeaderModel, backing: Uint8Array | 
 }
 
 /** rebase -u: the plan that names `backing` (undefined: none) with `format` (undefined: none). */
-export function planChangeBacking(dev: BlockDevice, backing: Uint8Array | undefined, format: Uint8Array | undefined): HeaderPlan {
+export function planChangeBacking(dev: BlockDevice, backing: Uint8Array | undefined, format: Uint8Array | undefined): HeaderChangePlan {
   const refusal = headerRewriteRefusal(dev);
   if (refusal) return { refused: `instar cannot change the header of this qcow2 image (${refusal}); nothing was written` };
   const h = parseHeader(dev);
