@@ -5,12 +5,46 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { oracle, runInstar, runQemu, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
+import { runCommandLine } from '../../src/cli/run.ts';
+
+// Listings print dates in local time: the same zone for qemu-img, the CLI and in-process runs.
+process.env.TZ = 'UTC';
+
+/**
+ * instar in this process (--sandbox=none, the same op code as the guest's): most cases run so,
+ * a few through the CLI and the real sandbox. The cwd is the image's directory, as for qemu-img.
+ */
+async function runInProcess(args: string[], cwd: string): Promise<RunResult> {
+  let stdout = '';
+  let stderr = '';
+  const previous = process.cwd();
+  process.chdir(cwd);
+  try {
+    const status = await runCommandLine(args, { out: (t) => { stdout += t; }, err: (t) => { stderr += t; }, env: process.env, cwd, argv1: 'qemu-img' });
+    return { stdout, stderr, status, signal: null };
+  } finally {
+    process.chdir(previous);
+  }
+}
 
 export interface PairRun {
   qemu: RunResult;
   instar: RunResult;
   qemuFile: Buffer;
   instarFile: Buffer;
+}
+
+export interface RunOptions {
+  sandboxed?: boolean;
+  instarArgs?: string[];
+}
+
+export interface Session {
+  (args: string[], opts?: RunOptions): Promise<PairRun>;
+  /** Runs qemu-io commands on both copies. */
+  io(commands: string[]): void;
+  /** The oracle's copy and instar's. */
+  paths: readonly [string, string];
 }
 
 export class PairDirs {
@@ -29,15 +63,31 @@ export class PairDirs {
   }
 
   /** Runs `args` (whose last argument names `file`) through the oracle and instar. */
-  run(version: OracleVersion, files: Record<string, Uint8Array>, file: string, args: string[], opts: { sandboxed?: boolean; instarArgs?: string[] } = {}): PairRun {
+  run(version: OracleVersion, files: Record<string, Uint8Array>, file: string, args: string[], opts: RunOptions = {}): Promise<PairRun> {
+    return this.session(version, files, file)(args, opts);
+  }
+
+  /** A pair of directories kept across runs: each call runs one command on both copies. */
+  session(version: OracleVersion, files: Record<string, Uint8Array>, file: string): Session {
     const [qd, id] = this.pair(files);
     const env = { TZ: 'UTC' };
-    const qemu = runQemu(version, args, { cwd: qd, env });
-    // 10.0's usage errors name the program as run: the oracle's path, where instar says qemu-img.
-    qemu.stderr = qemu.stderr.replaceAll(oracle(version), 'qemu-img');
-    const instar = runInstar([`--qemu-version=${version}`, ...(opts.sandboxed ? [] : ['--sandbox=none']), ...(opts.instarArgs ?? []), ...args], { cwd: id, env });
     const read = (d: string) => { try { return readFileSync(join(d, file)); } catch { return Buffer.alloc(0); } };
-    return { qemu, instar, qemuFile: read(qd), instarFile: read(id) };
+    const step = async (args: string[], opts: RunOptions = {}): Promise<PairRun> => {
+      const qemu = runQemu(version, args, { cwd: qd, env });
+      // 10.0's usage errors name the program as run: the oracle's path, where instar says qemu-img.
+      qemu.stderr = qemu.stderr.replaceAll(oracle(version), 'qemu-img');
+      const instarArgs = [`--qemu-version=${version}`, ...(opts.instarArgs ?? [])];
+      const instar = opts.sandboxed ? runInstar([...instarArgs, ...args], { cwd: id, env }) : await runInProcess(['--sandbox=none', ...instarArgs, ...args], id);
+      return { qemu, instar, qemuFile: read(qd), instarFile: read(id) };
+    };
+    step.io = (commands: string[]) => {
+      for (const d of [qd, id]) {
+        const io = runQemu('7.2', ['-f', 'qcow2', ...commands.flatMap((c) => ['-c', c]), join(d, file)], {}, 'qemu-io');
+        assert.equal(io.status, 0, io.stderr);
+      }
+    };
+    step.paths = [join(qd, file), join(id, file)] as const;
+    return step;
   }
 
   remove(): void {

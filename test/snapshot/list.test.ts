@@ -56,25 +56,25 @@ const CASES: [string, string[], string[]?][] = [
 ];
 
 for (const [file, args, instarArgs] of CASES) {
-  test(`qemu-img ${args.join(' ')}`, () => {
+  test(`qemu-img ${args.join(' ')}`, async () => {
     for (const v of VERSIONS) {
-      const r = dirs.run(v, { [file]: files[file] }, file, args, { instarArgs });
+      const r = await dirs.run(v, { [file]: files[file] }, file, args, { instarArgs });
       assertSameOutput(r, `${v} ${args.join(' ')}`);
       assert.ok(r.instarFile.equals(r.qemuFile), `${v}: the file is left as qemu leaves it`);
     }
   });
 }
 
-test('snapshot -l through the real sandbox (both profiles)', () => {
+test('snapshot -l through the real sandbox (both profiles)', async () => {
   for (const v of VERSIONS) {
-    const r = dirs.run(v, { 'snaps.qcow2': files['snaps.qcow2'] }, 'snaps.qcow2', ['snapshot', '-l', 'snaps.qcow2'], { sandboxed: true });
+    const r = await dirs.run(v, { 'snaps.qcow2': files['snaps.qcow2'] }, 'snaps.qcow2', ['snapshot', '-l', 'snaps.qcow2'], { sandboxed: true });
     assertSameOutput(r, `${v} sandboxed`);
     assert.match(r.instar.stdout, /^Snapshot list:\n/);
   }
 });
 
-test('snapshot -l escapes control characters of a name (qemu prints them raw: a deliberate difference)', () => {
-  const r = dirs.run('10.0', { 'hostile.qcow2': files['hostile.qcow2'] }, 'hostile.qcow2', ['snapshot', '-l', 'hostile.qcow2']);
+test('snapshot -l escapes control characters of a name (qemu prints them raw: a deliberate difference)', async () => {
+  const r = await dirs.run('10.0', { 'hostile.qcow2': files['hostile.qcow2'] }, 'hostile.qcow2', ['snapshot', '-l', 'hostile.qcow2']);
   assert.equal(r.instar.status, 0);
   assert.ok(r.qemu.stdout.includes('tab\there\x1b[2J'), 'qemu prints the name as stored');
   assert.ok(r.instar.stdout.includes('tab\\x09here\\x1b[2J'), r.instar.stdout);
