@@ -105,6 +105,17 @@ test('rebase -u on formats without backing files prints qemu-img\'s message', ()
   }
 });
 
+test('rebase -u on a LUKS-encrypted qcow2 wants its key, as qemu-img does', () => {
+  const path = join(scratch, 'luks.qcow2');
+  const secret = ['--object', 'secret,id=s0,data=abc'];
+  const r = runQemu('10.0', ['create', '-q', '-f', 'qcow2', ...secret, '-o', 'encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10', path, '1M']);
+  assert.equal(r.status, 0, r.stderr);
+  images.luks = readFileSync(path);
+  same('10.0', 'luks', ['-u', '-b', 'x', '-F', 'raw'], 'no key');
+  const withKey = dirs.run('7.2', { 'img.qcow2': images.luks }, ['rebase', '-u', '-b', 'x', '-F', 'raw', ...secret, '--image-opts', 'driver=qcow2,file.filename=img.qcow2,encrypt.key-secret=s0']);
+  assertSameOutcome(withKey, ['img.qcow2'], 'with its key');
+});
+
 test('rebase -u runs the same through the real sandbox', () => {
   same('10.0', 'unknownExt', ['-u', '-b', 'new.qcow2', '-F', 'qcow2'], 'sandboxed', true);
   same('7.2', 'c512', ['-u', '-b', LONG_600, '-F', 'raw'], 'sandboxed, no space', true);

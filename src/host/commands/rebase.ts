@@ -8,7 +8,7 @@ import type { ParsedCommand } from '../../cli/types.ts';
 import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
 import { checkFormat, InputImageError, openImageFile, topTarget, referencedOpenMessage, type Target } from '../input-image.ts';
-import { parseSecretObjects, SecretError } from '../secrets.ts';
+import { parseSecretObjects, SecretError, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { openReferenced, startChain, PathRefusedError } from '../paths/resolve.ts';
 import { progressLine } from '../../output/progress.ts';
@@ -87,6 +87,8 @@ async function runRebase(cmd: ParsedCommand, ctx: CommandContext, progress: bool
       unsafeQuirks: ctx.globals.unsafeQuirks,
       fileName: target.path,
       profile: ctx.profile,
+      // qemu opens the image for I/O: an encrypted one needs its key.
+      secrets: sourceSecrets(cmd.options.get('object') ?? [], [target]),
       unsafe,
       backing,
       backingFormat,
