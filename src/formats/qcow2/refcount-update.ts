@@ -58,7 +58,7 @@ export class RefcountModel {
       return undefined;
     }
     if (entry % BigInt(this.clusterSize) !== 0n || !requestOk(entry, BigInt(this.clusterSize)) || entry + BigInt(this.clusterSize) > BigInt(this.dev.size)) {
-      throw new PlanRefusal(`the refcount block at 0x${entry.toString(16)} is invalid; nothing was written`);
+      throw new PlanRefusal(`instar refuses this qcow2 image: the refcount block at 0x${entry.toString(16)} is invalid; nothing was written`);
     }
     if (this.blocks.size >= MAX_BLOCKS) throw new PlanRefusal('the operation touches too many refcount blocks; nothing was written');
     const offset = Number(entry);

@@ -46,7 +46,7 @@ export class SnapshotModel {
 
   /** Reads bytes as the file will hold them after this plan's earlier writes. */
   read(pos: number, length: number): Buffer {
-    if (pos + length > this.dev.size) throw new PlanRefusal(`a table at offset ${pos} reaches past the end of the file; nothing was written`);
+    if (pos + length > this.dev.size) throw new PlanRefusal(`instar refuses this qcow2 image: a table at offset ${pos} reaches past the end of the file; nothing was written`);
     const b = readAt(this.dev, pos, length);
     for (const w of this.writes.values()) {
       const start = Math.max(pos, w.pos);
@@ -104,7 +104,7 @@ export class SnapshotModel {
       const oldL1 = l1[i];
       if (oldL1 === 0n) continue;
       let l2Offset = oldL1 & OFFSET_MASK;
-      if (l2Offset % BigInt(cs) !== 0n || l2Offset === 0n) throw new PlanRefusal(`L1 entry ${i} points at an invalid L2 table offset; nothing was written`);
+      if (l2Offset % BigInt(cs) !== 0n || l2Offset === 0n) throw new PlanRefusal(`instar refuses this qcow2 image: L1 entry ${i} points at an invalid L2 table offset; nothing was written`);
       const l2Pos = Number(l2Offset);
       const table = this.l2Table(l2Pos);
       for (let j = 0; j < cs / 8; j++) {
@@ -119,7 +119,7 @@ export class SnapshotModel {
           }
           refcount = 2; // compressed clusters are never modified in place
         } else if (offset !== 0n) {
-          if (offset % BigInt(cs) !== 0n) throw new PlanRefusal(`L2 entry ${j} of the table at ${l2Pos} is not cluster aligned; nothing was written`);
+          if (offset % BigInt(cs) !== 0n) throw new PlanRefusal(`instar refuses this qcow2 image: L2 entry ${j} of the table at ${l2Pos} is not cluster aligned; nothing was written`);
           const cluster = Number(offset) / cs;
           if (addend !== 0) this.track(() => this.refs.update(cluster * cs, 1, abs, decrease));
           refcount = this.refs.get(cluster);
