@@ -7,6 +7,7 @@ import { openingAs } from '../vpc/file-read.ts';
 import { PagedTable } from '../qcow/paged-table.ts';
 import { extentBelow, readFromBacking } from '../qcow/backing.ts';
 import { readQedHeader, tableEntries, validClusterOffset, validTableOffset, type QedHeader } from './header.ts';
+import { planQedChangeBacking } from './rebase-unsafe.ts';
 
 const ZERO_CLUSTER = 1n;
 const L2_CACHE = 16;
@@ -142,4 +143,5 @@ export const qedDriver: Driver = {
   name: 'qed',
   probe: probes.qed,
   open: openQed,
+  changeBacking: planQedChangeBacking,
 };
