@@ -1,4 +1,4 @@
-// rebase -u on qcow2 against qemu-img 7.2 and 10.0: each side changes its own copy of the same
+// rebase -u on qcow2 and qed against qemu-img 7.2 and 10.0: each side changes its own copy of the same
 // image; stdout, stderr, exit status and the resulting file must be identical byte for byte.
 // Images cover both versions of the format, small clusters (no feature table; names that do not
 // fit), external data files, extended L2, zstd, and hand-edited headers qemu's rewrite keeps
@@ -92,7 +92,7 @@ test('rebase -u fails where qemu-img fails: no room, name too long, no -F, data-
 });
 
 test('rebase -u on formats without backing files prints qemu-img\'s message', () => {
-  for (const [format, extra] of [['vmdk', []], ['vpc', []], ['raw', []], ['vdi', []]] as const) {
+  for (const [format, extra] of [['vmdk', []], ['vpc', []], ['raw', []]] as const) {
     const path = join(scratch, `x.${format}`);
     assert.equal(runQemu('10.0', ['create', '-q', '-f', format, ...extra, path, '1M']).status, 0);
     const bytes = readFileSync(path);
@@ -159,4 +159,29 @@ test('rebase without -u: only the case qemu treats as a header change goes throu
   assert.equal(safe.status, 1);
   assert.match(safe.stderr, /^qemu-img: instar does not do safe rebase yet .*nothing was written\n$/);
   assert.ok(readFileSync(join(dir, 'img.qcow2')).equals(images.backed));
+});
+
+test('rebase -u on qed changes what qemu-img changes, byte for byte', () => {
+  const path = join(scratch, 'q.qed');
+  assert.equal(runQemu('10.0', ['create', '-q', '-f', 'qed', '-u', '-o', 'backing_file=old.raw,backing_fmt=raw,cluster_size=4096', path, '1M']).status, 0);
+  const backed = readFileSync(path);
+  const compat = Buffer.from(backed);
+  compat[24] = 1; // an unknown compatible feature: qemu will not write a name after the header
+  const autoclear = Buffer.from(backed);
+  autoclear[32] = 0x80; // qemu's writable open clears it
+  const cases: [Buffer, string[], string][] = [
+    [backed, ['-b', 'base.qcow2', '-F', 'qcow2'], 'new backing'],
+    [backed, ['-b', 'base.raw', '-F', 'raw'], 'raw: the no-probe bit'],
+    [backed, ['-b', ''], 'remove'],
+    [backed, ['-b', 'n'.repeat(4040), '-F', 'raw'], 'no room in one header cluster'],
+    [compat, ['-b', 'x', '-F', 'raw'], 'unknown compat feature'],
+    [compat, ['-b', ''], 'unknown compat feature, removing'],
+    [autoclear, ['-b', 'x'], 'no -F after the open cleared autoclear bits'],
+  ];
+  cases.forEach(([bytes, args, label], i) => {
+    for (const version of versionsFor(i)) {
+      const r = dirs.run(version, { 'img.qed': bytes }, ['rebase', '-u', ...args, 'img.qed']);
+      assertSameOutcome(r, ['img.qed'], `qed: ${label} (${version})`);
+    }
+  });
 });
