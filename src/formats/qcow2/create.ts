@@ -221,7 +221,8 @@ function headerCluster(p: Qcow2Plan, g: Geometry): Uint8Array {
   const extensions: Uint8Array[] = [];
   if (p.backingFmt !== undefined && p.backingFile !== undefined) extensions.push(extension(0xe2792aca, Buffer.from(p.backingFmt)));
   if (p.dataFile !== undefined) extensions.push(extension(0x44415441, Buffer.from(p.dataFile)));
-  if (p.version >= 3) extensions.push(extension(0x6803f857, featureTable()));
+  // qemu leaves the feature table out with clusters of 4 KiB and less (room for a backing name).
+  if (p.version >= 3 && g.cs > 4096) extensions.push(extension(0x6803f857, featureTable()));
   extensions.push(new Uint8Array(8));
   const backing = p.backingFile === undefined ? undefined : Buffer.from(p.backingFile);
   const total = pos + extensions.reduce((n, e) => n + e.length, 0) + (backing?.length ?? 0);

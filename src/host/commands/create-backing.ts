@@ -38,7 +38,10 @@ export async function probeBacking(filename: string, backing: string, format: st
     if (e instanceof PathRefusedError || e instanceof ReferenceOpenError) throw new CreateFailure(e.reason, OPEN_HINT);
     throw e;
   }
-  const options: CreateBackingOptions = { format, fileName: opened.path, profile: ctx.profile, unsafeQuirks: ctx.globals.unsafeQuirks };
+  // Without -F the create fails whatever the format is; qemu's message names the probed one, raw
+  // included (instar's raw fallback is otherwise an --unsafe-quirks matter: nothing is read as raw here).
+  const unsafeQuirks = ctx.globals.unsafeQuirks || format === undefined;
+  const options: CreateBackingOptions = { format, fileName: opened.path, profile: ctx.profile, unsafeQuirks };
   try {
     const raw = await runWithReferencedFiles('create-backing', options as unknown as Record<string, unknown>, [{ fd: opened.fd, path: opened.path }], ctx, [], { chain });
     return validResult(raw);
