@@ -183,6 +183,28 @@ export interface Driver {
   readonly changeBacking?: ChangeBackingCapability;
   /** `amend -o` (qemu's bdrv_amend_options): the options it takes and the writes that apply them. */
   readonly amend?: AmendCapability;
+  /** `snapshot -c/-d/-a` (qemu's bdrv_snapshot_create/delete/goto): the writes that change internal snapshots. */
+  readonly snapshots?: SnapshotCapability;
+}
+
+/**
+ * A plan of writes that changes an image's internal snapshots, or how qemu's driver fails (errno
+ * and strerror text), or no snapshot by that name (delete), or instar's refusal (nothing written).
+ */
+export type SnapshotChangePlan =
+  | { steps: import('./repair.ts').RepairStep[] }
+  | { errno: string; message: string }
+  | { notFound: true }
+  | { refused: string };
+
+/** What `snapshot` asks of a format with internal snapshots. */
+export interface SnapshotCapability {
+  /** A new snapshot of the active disk named `name`, stamped with `now`. */
+  create(dev: BlockDevice, name: string, now: { sec: number; nsec: number }): SnapshotChangePlan;
+  /** Deletes the snapshot qemu-img finds by `name`. */
+  delete(dev: BlockDevice, name: string): SnapshotChangePlan;
+  /** Reverts the active disk to the snapshot with that id or name. */
+  apply(dev: BlockDevice, idOrName: string): SnapshotChangePlan;
 }
 
 /** What `resize` asks of a driver: the new virtual size (checked positive and below qemu's limit). */

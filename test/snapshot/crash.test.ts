@@ -45,12 +45,7 @@ function withDevice<T>(file: string, fn: (dev: BlockDevice) => T): T {
 }
 
 function applyPrefix(file: string, plan: SnapshotPlan, writes: number): void {
-  withDevice(file, (dev) => {
-    const fd = dev as FdDevice;
-    if (plan.fileSize > dev.size) fd.truncate?.(plan.fileSize);
-    const grown: BlockDevice = { size: Math.max(plan.fileSize, dev.size), read: (b, p) => dev.read(b, p), write: (b, p) => dev.write?.(b, p) };
-    applyRepair(grown, plan.steps, { stopAfterWrites: writes });
-  });
+  withDevice(file, (dev) => applyRepair(dev, plan.steps, { stopAfterWrites: writes }));
 }
 
 /** What qemu-img check may say about a crashed image: leaks, and COPIED cleared where refcount is 1. */

@@ -14,6 +14,7 @@ import { LUKS_HEADER_SIZE, parseLuksHeader, type LuksInfo } from '../luks/header
 import { keyRequired } from '../luks/driver.ts';
 import { openQcow2Crypto, readDecrypted, type Qcow2Crypto } from './encryption.ts';
 import { qcow2Measure } from './measure.ts';
+import { qcow2Snapshots } from './snapshot-plan.ts';
 import { qcow2Resize } from './resize.ts';
 import { planChangeBacking } from './rebase-unsafe.ts';
 import { qcow2Amend } from './amend.ts';
@@ -291,4 +292,5 @@ export const qcow2Driver: Driver = {
   changeBacking: planChangeBacking,
   amend: qcow2Amend,
   create: qcow2Create,
+  snapshots: qcow2Snapshots,
 };

@@ -156,7 +156,7 @@ export class SnapshotModel {
   /**
    * The steps that take the file from its state to the model's, ordered so that a crash between
    * any two leaves at worst leaked clusters or COPIED flags cleared on clusters used once:
-   * new clusters' contents; COPIED flags cleared; refcounts raised; the commit (header, rewritten
+   * the file grown; new clusters' contents; COPIED flags cleared; refcounts raised; the commit (header, rewritten
    * L1 entries); refcounts lowered; COPIED flags set; freed clusters zeroed (qemu discards them).
    */
   plan(): { steps: RepairStep[]; fileSize: number } {
@@ -175,6 +175,8 @@ export class SnapshotModel {
     const phase = (list: RepairStep[]) => {
       if (list.length > 0) steps.push(...list, { kind: 'barrier' });
     };
+    // qemu's writes past the end grow the file; instar grows it first (the new tail is unused).
+    if (fileSize > this.dev.size) phase([{ kind: 'truncate', size: fileSize }]);
     phase(regions.filter((w) => w.kind === 'fresh').map((w) => ({ kind: 'write', pos: w.pos, bytes: w.bytes })));
     const tables = regions.filter((w) => w.kind === 'table').map((w) => ({ w, old: readAt(this.dev, w.pos, w.bytes.length) }));
     const cleared = tables.map(({ w, old }) => ({ w, bytes: mergeEntries(old, w.bytes, 'flags-cleared') }));

@@ -2,10 +2,10 @@
 // qcow2_snapshot_delete or qcow2_snapshot_goto (block/qcow2-snapshot.c) over a SnapshotModel and
 // returns the steps formats/repair.ts applies. Allocation follows qemu's allocator, so the file
 // ends byte-identical to what qemu-img writes (the new snapshot's date aside).
-import { ImageError, type BlockDevice } from '../types.ts';
+import { ImageError, type BlockDevice, type SnapshotCapability, type SnapshotChangePlan } from '../types.ts';
 import { AUTOCLEAR, INCOMPAT, MAX_L1_BYTES, parseHeader, validateTable, type Qcow2Header } from './header.ts';
 import { allocClusters, freeClusters } from './allocator.ts';
-import { PlanRefusal } from './refcount-update.ts';
+import { PlanRefusal, RefcountRangeError } from './refcount-update.ts';
 import { SnapshotModel } from './snapshot-model.ts';
 import { readSnapshotTable, serializeSnapshotTable, type SnapshotEntry } from './snapshot-table.ts';
 import type { RepairStep } from '../repair.ts';
@@ -151,3 +151,24 @@ export function planApply(dev: BlockDevice, idOrName: string): SnapshotPlan {
   model.updateSnapshotRefcount(h.l1TableOffset, h.l1Size, 0, model.activeL1);
   return model.plan();
 }
+
+/** Runs a planner, turning its failures into the capability's answers. */
+function answer(plan: () => SnapshotPlan | undefined, refcountErrno: boolean): SnapshotChangePlan {
+  try {
+    const p = plan();
+    return p ? { steps: p.steps } : { notFound: true };
+  } catch (e) {
+    // qemu's create fails the same way (after leaking the clusters it had allocated).
+    if (e instanceof RefcountRangeError && refcountErrno) return { errno: 'EINVAL', message: 'Invalid argument' };
+    if (e instanceof PlanRefusal) return { refused: e.message };
+    if (e instanceof SnapshotErrno) return { errno: e.errno ?? 'EIO', message: e.message };
+    throw e;
+  }
+}
+
+/** The qcow2 driver's snapshot capability. */
+export const qcow2Snapshots: SnapshotCapability = {
+  create: (dev, name, now) => answer(() => planCreate(dev, name, now), true),
+  delete: (dev, name) => answer(() => planDelete(dev, name), false),
+  apply: (dev, idOrName) => answer(() => planApply(dev, idOrName), false),
+};
