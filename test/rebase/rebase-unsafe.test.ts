@@ -138,13 +138,22 @@ test('rebase -u refuses a new name the path policy would not follow, before writ
   assert.equal(r.status, 0, r.stderr);
 });
 
-test('rebase -u refuses images whose read-write open qemu would repair (dirty bit), writing nothing', () => {
+test('rebase -u refuses images whose read-write open changes more than the header (dirty bit, bitmaps), writing nothing', () => {
   const dirty = Buffer.from(images.c4k);
   dirty[79] |= 1;
   const r = dirs.run('10.0', { 'img.qcow2': dirty }, ['rebase', '-u', '-b', 'n', '-F', 'raw', 'img.qcow2']);
   assert.equal(r.instar.status, 1);
   assert.match(r.instar.stderr, /instar cannot change the header of this qcow2 image \(its dirty bit is set/);
   assert.ok(readFileSync(join(r.instarDir, 'img.qcow2')).equals(dirty));
+  // Persistent bitmaps: qemu's writable open marks them in use and stores them back on close.
+  const path = join(scratch, 'bitmaps.qcow2');
+  writeFileSync(path, images.v3);
+  assert.equal(runQemu('10.0', ['bitmap', '--add', path, 'b0']).status, 0);
+  const withBitmaps = readFileSync(path);
+  const b = runInstar(['rebase', '-u', '-b', 'n', '-F', 'raw', path, '--sandbox=none']);
+  assert.equal(b.status, 1);
+  assert.match(b.stderr, /it has persistent bitmaps\); nothing was written\n$/);
+  assert.ok(readFileSync(path).equals(withBitmaps));
 });
 
 test('rebase without -u: only the case qemu treats as a header change goes through', () => {
