@@ -6,6 +6,7 @@
 // when this was written.)
 import { ImageError, type CreateCapability, type CreateFileLayout, type CreateOptionSpec, type CreatePlan } from '../types.ts';
 import { PREALLOC_MODES } from '../raw/create.ts';
+import { CreateAllocator } from './create-allocator.ts';
 
 /** qcow2's create options in qemu's QemuOptsList order (what "Formatting ..." follows). */
 export const QCOW2_CREATE_OPTIONS: readonly CreateOptionSpec[] = [
@@ -134,13 +135,15 @@ interface Geometry {
   l1Offset: number;
   /** Host cluster index of each L2 table (metadata preallocation). */
   l2Clusters: number[];
-  /** Host cluster index of the first data cluster each L2 table maps (in the qcow2 file itself). */
-  dataClusters: number[];
-  /** Clusters the refcount block counts (0 .. clusters-1). */
-  clusters: number;
+  /** Where the data clusters went: [first guest cluster, first host cluster, count] (in the qcow2 file itself). */
+  dataRuns: [number, number, number][];
+  allocator: CreateAllocator;
   l2Entries: number;
   guestClusters: number;
 }
+
+/** Most bytes preallocate_co asks qemu's allocator for at once: INT_MAX, aligned down to a cluster. */
+const CHUNK_BYTES = 2 ** 31 - 1;
 
 /** Where everything goes: the clusters qemu's allocator hands out, in its order. */
 function geometry(p: Qcow2Plan): Geometry {
@@ -148,25 +151,27 @@ function geometry(p: Qcow2Plan): Geometry {
   const l2Entries = cs / (p.extendedL2 ? 16 : 8);
   const guestClusters = Math.ceil(p.size / cs);
   const l1Size = Math.ceil(guestClusters / l2Entries);
-  let next = 3;
-  const l1Offset = l1Size > 0 ? next * cs : 0;
-  next += Math.ceil((l1Size * 8) / cs);
+  // qcow2_co_create writes the header, a refcount table and an empty block, then allocates all three.
+  const allocator = new CreateAllocator(cs, p.refcountOrder, 2);
+  allocator.alloc(3 * cs);
+  const l1Offset = l1Size > 0 ? allocator.alloc(l1Size * 8) * cs : 0;
   const l2Clusters: number[] = [];
-  const dataClusters: number[] = [];
+  const dataRuns: [number, number, number][] = [];
   if (p.metadata) {
+    const chunk = Math.floor(CHUNK_BYTES / cs);
     for (let i = 0; i < l1Size; i++) {
-      l2Clusters.push(next++);
-      dataClusters.push(next);
-      // With an external data file the data lives there, at the guest offset.
-      if (p.dataFile === undefined) next += Math.min(l2Entries, guestClusters - i * l2Entries);
+      l2Clusters.push(allocator.alloc(cs));
+      // With an external data file the data lives there, at the guest offset: nothing to allocate.
+      if (p.dataFile !== undefined) continue;
+      const end = Math.min((i + 1) * l2Entries, guestClusters);
+      for (let guest = i * l2Entries; guest < end;) {
+        const count = Math.min(chunk, end - guest);
+        dataRuns.push([guest, allocator.alloc(count * cs), count]);
+        guest += count;
+      }
     }
   }
-  // One refcount block covers this many clusters; qemu grows the refcount structures beyond it.
-  const covered = (cs * 8) / 2 ** p.refcountOrder;
-  if (next > covered) {
-    fail('instar cannot yet create a qcow2 image whose metadata outgrows its first refcount block (use a larger cluster_size or a smaller refcount_bits); nothing was written');
-  }
-  return { cs, l1Size, l1Offset, l2Clusters, dataClusters, clusters: next, l2Entries, guestClusters };
+  return { cs, l1Size, l1Offset, l2Clusters, dataRuns, allocator, l2Entries, guestClusters };
 }
 
 /** Header extension: magic, length, data padded to 8 bytes. */
@@ -241,16 +246,20 @@ function headerCluster(p: Qcow2Plan, g: Geometry): Uint8Array {
   return buf;
 }
 
-/** Sets refcount 1 for clusters [0, count) in a refcount block of 2^order-bit entries. */
-function refcountBlock(cs: number, order: number, count: number): Uint8Array {
-  const block = new Uint8Array(cs);
+/** A refcount block's bytes: 2^order-bit entries (below a byte: lowest bits first; else big-endian). */
+function refcountBlock(g: Geometry, order: number, tableIndex: number): Uint8Array {
+  const block = new Uint8Array(g.cs);
   const bits = 2 ** order;
-  for (let i = 0; i < count; i++) {
+  const first = tableIndex * g.allocator.perBlock;
+  for (let i = 0; i < g.allocator.perBlock; i++) {
+    const value = g.allocator.refcounts[first + i] ?? 0;
+    if (value === 0) continue;
     if (bits >= 8) {
-      block[(i + 1) * (bits / 8) - 1] = 1;
+      const bytes = bits / 8;
+      for (let b = 0; b < bytes && b < 4; b++) block[(i + 1) * bytes - 1 - b] = (value >>> (8 * b)) & 0xff;
     } else {
       const perByte = 8 / bits;
-      block[Math.floor(i / perByte)] |= 1 << ((i % perByte) * bits);
+      block[Math.floor(i / perByte)] |= value << ((i % perByte) * bits);
     }
   }
   return block;
@@ -262,34 +271,42 @@ function layout(raw: CreatePlan): { image: CreateFileLayout; dataFile?: CreateFi
   const cs = g.cs;
   const writes: CreateFileLayout['writes'] = [{ pos: 0, bytes: headerCluster(p, g) }];
   const reftable = new Uint8Array(cs);
-  new DataView(reftable.buffer).setBigUint64(0, BigInt(2 * cs));
-  writes.push({ pos: cs, bytes: reftable }, { pos: 2 * cs, bytes: refcountBlock(cs, p.refcountOrder, g.clusters) });
+  const reftableView = new DataView(reftable.buffer);
+  writes.push({ pos: cs, bytes: reftable });
   let end = 3 * cs;
+  for (const [index, block] of g.allocator.blocks()) {
+    reftableView.setBigUint64(index * 8, BigInt(block * cs));
+    writes.push({ pos: block * cs, bytes: refcountBlock(g, p.refcountOrder, index) });
+    end = Math.max(end, (block + 1) * cs);
+  }
+  // Host cluster of each guest cluster (metadata preallocation), from the allocator's runs.
+  const hostCluster = (guest: number): number => {
+    if (p.dataFile !== undefined) return guest;
+    const run = g.dataRuns.find(([first, , count]) => guest >= first && guest < first + count)!;
+    return run[1] + guest - run[0];
+  };
   const l1 = new Uint8Array(g.l1Size * 8);
   const l1View = new DataView(l1.buffer);
-  const subcluster = p.extendedL2 ? cs / 32 : cs;
-  let dataEnd = 0;
+  const entrySize = p.extendedL2 ? 16 : 8;
   g.l2Clusters.forEach((l2Cluster, i) => {
     l1View.setBigUint64(i * 8, BigInt(l2Cluster * cs) | COPIED);
     const table = new Uint8Array(cs);
     const view = new DataView(table.buffer);
-    const entrySize = p.extendedL2 ? 16 : 8;
     const count = Math.min(g.l2Entries, g.guestClusters - i * g.l2Entries);
-    for (let j = 0; j < count; j++) {
-      const guestCluster = i * g.l2Entries + j;
-      const host = p.dataFile === undefined ? g.dataClusters[i] + j : guestCluster;
-      view.setBigUint64(j * entrySize, BigInt(host) * BigInt(cs) | COPIED);
-    }
+    for (let j = 0; j < count; j++) view.setBigUint64(j * entrySize, BigInt(hostCluster(i * g.l2Entries + j)) * BigInt(cs) | COPIED);
     writes.push({ pos: l2Cluster * cs, bytes: table });
     end = Math.max(end, (l2Cluster + 1) * cs);
-    // qemu extends the file (or data file) to the last allocated subcluster.
-    const lastGuest = (g.guestClusters - 1) * cs;
-    const lastHost = p.dataFile === undefined ? (g.dataClusters[i] + count - 1) * cs : lastGuest;
-    dataEnd = lastHost + Math.ceil((p.size - lastGuest) / subcluster) * subcluster;
   });
   if (g.l1Size > 0) {
     writes.push({ pos: g.l1Offset, bytes: l1 });
     end = Math.max(end, g.l1Offset + l1.length);
+  }
+  // qemu extends the file (or the data file) to the last allocated subcluster of the disk.
+  let dataEnd = 0;
+  if (p.metadata && g.guestClusters > 0) {
+    const subcluster = p.extendedL2 ? cs / 32 : cs;
+    const lastGuest = (g.guestClusters - 1) * cs;
+    dataEnd = hostCluster(g.guestClusters - 1) * cs + Math.ceil((p.size - lastGuest) / subcluster) * subcluster;
   }
   if (p.dataFile === undefined) end = Math.max(end, dataEnd);
   const image = { length: end, writes };

@@ -1,0 +1,100 @@
+// qemu's cluster allocator as a new qcow2 image meets it (qcow2_alloc_clusters over
+// alloc_clusters_noref, update_refcount and alloc_refcount_block), replayed in memory so that
+// create puts every cluster where qemu puts it. A new refcount block goes to the first free
+// cluster; qemu then undoes the allocation in progress (-EAGAIN) and searches again, which
+// is why a block can land inside the range it was allocated for. Refcounts are kept per cluster
+// (an image being created has at most a few million clusters of metadata).
+import { ImageError } from '../types.ts';
+
+export class CreateAllocator {
+  /** Refcount of each cluster (0 past the end of the array). */
+  readonly refcounts: number[] = [];
+  /** Refcount table: the cluster index of each refcount block, 0 when there is none. */
+  readonly table: number[];
+  private freeIndex = 0;
+  private readonly blockBits: number;
+
+  constructor(readonly clusterSize: number, refcountOrder: number, firstBlock: number) {
+    // Entries per block: cluster bits + 3 - refcount order, as a power of two.
+    this.blockBits = Math.log2(clusterSize) + 3 - refcountOrder;
+    this.table = new Array<number>(clusterSize / 8).fill(0);
+    this.table[0] = firstBlock;
+  }
+
+  private refcount(cluster: number): number {
+    const index = Math.floor(cluster / 2 ** this.blockBits);
+    if (index >= this.table.length || this.table[index] === 0) return 0;
+    return this.refcounts[cluster] ?? 0;
+  }
+
+  /** alloc_clusters_noref: the first run of `count` free clusters from the free-cluster hint. */
+  private findFree(count: number): number {
+    let run = 0;
+    while (run < count) {
+      const cluster = this.freeIndex++;
+      if (cluster > 2 ** 40) throw new ImageError('instar found no free cluster for the new image; nothing was written');
+      run = this.refcount(cluster) === 0 ? run + 1 : 0;
+    }
+    return this.freeIndex - count;
+  }
+
+  /** alloc_refcount_block: false when it had to allocate a block first (the caller's -EAGAIN). */
+  private ensureBlock(cluster: number): boolean {
+    const index = Math.floor(cluster / 2 ** this.blockBits);
+    if (index < this.table.length && this.table[index] !== 0) return true;
+    if (index >= this.table.length) {
+      throw new ImageError('instar cannot yet create a qcow2 image whose refcount table outgrows one cluster (use a larger cluster_size); nothing was written');
+    }
+    const block = this.findFree(1);
+    if (Math.floor(block / 2 ** this.blockBits) === index) {
+      // The block describes itself.
+      this.table[index] = block;
+      this.refcounts[block] = 1;
+      return false;
+    }
+    if (!this.update(block, 1, 1)) return false;
+    this.table[index] = block;
+    return false;
+  }
+
+  /** update_refcount: false on -EAGAIN, with the clusters done so far undone. */
+  private update(first: number, count: number, addend: number): boolean {
+    let lastIndex = -1;
+    for (let i = 0; i < count; i++) {
+      const cluster = first + i;
+      const index = Math.floor(cluster / 2 ** this.blockBits);
+      if (index !== lastIndex) {
+        if (!this.ensureBlock(cluster)) {
+          // qemu retries the same clusters first: the hint goes back to the start of the range.
+          if (this.freeIndex > first) this.freeIndex = first;
+          this.update(first, i, -addend);
+          return false;
+        }
+        lastIndex = index;
+      }
+      const value = (this.refcounts[cluster] ?? 0) + addend;
+      this.refcounts[cluster] = value;
+      if (value === 0 && cluster < this.freeIndex) this.freeIndex = cluster;
+    }
+    return true;
+  }
+
+  /** qcow2_alloc_clusters: `bytes` worth of clusters, referenced once; the first cluster's index. */
+  alloc(bytes: number): number {
+    const count = Math.ceil(bytes / this.clusterSize);
+    for (;;) {
+      const first = this.findFree(count);
+      if (this.update(first, count, 1)) return first;
+    }
+  }
+
+  /** The refcount blocks in use: [table index, block cluster]. */
+  blocks(): [number, number][] {
+    return this.table.flatMap((block, index) => (block === 0 ? [] : [[index, block] as [number, number]]));
+  }
+
+  /** Clusters one refcount block covers. */
+  get perBlock(): number {
+    return 2 ** this.blockBits;
+  }
+}
