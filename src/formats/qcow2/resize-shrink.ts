@@ -15,6 +15,7 @@ import { RefcountEditor } from './resize-refcounts.ts';
 /** L1E_OFFSET_MASK and L2E_OFFSET_MASK: bits 9-55. */
 const OFFSET_MASK = 0x00fffffffffffe00n;
 const COMPRESSED = 1n << 62n;
+const COPIED = 1n << 63n;
 
 interface Helpers {
   sizeWrite(size: number): RepairStep;
@@ -35,12 +36,30 @@ export function planShrink(dev: BlockDevice, h: Qcow2Header, newSize: number, he
   const refs = new RefcountEditor(dev, h);
   const l1 = readAt(dev, h.l1TableOffset, h.l1Size * 8);
   const newL1 = Number(l1EntriesFor(h, BigInt(newSize)));
-  const tableWrites: RepairStep[] = [];
-  const freed: number[] = [];
+  const emptied: RepairStep[] = [];
+  const linked: RepairStep[] = [];
+  /** Clusters whose refcount dropped to 0, punched by qemu (unless allocated again). */
+  const freed = new Set<number>();
+  /** New L2 tables: [cluster, L1 index]. */
+  const created: [number, number][] = [];
+  // qemu's free_cluster_index: first-fit from 0 after open, lowered by every cluster freed.
+  let freeIndex = 0;
+  let fileSize = dev.size;
   const release = (cluster: number): boolean => {
     if (!refs.add(cluster, -1n)) return false;
-    if (refs.get(cluster) === 0n) freed.push(cluster);
+    if (refs.get(cluster) === 0n) {
+      freed.add(cluster);
+      freeIndex = Math.min(freeIndex, cluster);
+    }
     return true;
+  };
+  const allocate = (): number | undefined => {
+    while (refs.get(freeIndex) !== 0n) freeIndex++;
+    const cluster = freeIndex++;
+    if (!refs.covered(cluster) || !refs.add(cluster, 1n)) return undefined;
+    freed.delete(cluster);
+    fileSize = Math.max(fileSize, (cluster + 1) * cs);
+    return cluster;
   };
 
   // qcow2_cluster_discard over [round_up(new size), old size), one L2 table at a time.
@@ -48,11 +67,17 @@ export function planShrink(dev: BlockDevice, h: Qcow2Header, newSize: number, he
   for (let pos = start; pos < oldLength;) {
     const l1Index = Math.floor(pos / l2Span);
     const tableEnd = Math.min(oldLength, (l1Index + 1) * l2Span);
-    const l2Offset = l1.readBigUInt64BE(l1Index * 8) & OFFSET_MASK;
+    const l1Entry = l1.readBigUInt64BE(l1Index * 8);
+    const l2Offset = l1Entry & OFFSET_MASK;
     if (l2Offset === 0n) {
+      const cluster = allocate();
+      if (cluster === undefined) return helpers.refused('qemu would allocate an L2 table that needs a new refcount block');
+      created.push([cluster, l1Index]);
+      l1.writeBigUInt64BE(BigInt(cluster * cs) | COPIED, l1Index * 8);
       pos = tableEnd;
       continue;
     }
+    if (!(l1Entry & COPIED)) return helpers.refused('an L2 table is shared: qemu would copy it');
     if (clusterOf(dev, h, l2Offset) === undefined) return helpers.refused('an L2 table is misplaced');
     const table = readAt(dev, l2Offset, cs);
     let changed = false;
@@ -70,18 +95,26 @@ export function planShrink(dev: BlockDevice, h: Qcow2Header, newSize: number, he
       if (cluster === undefined || !release(cluster)) return helpers.refused('a data cluster past its new end has a bad offset or refcount');
     }
     // A table past the new L1 size is freed below: qemu drops its cached changes.
-    if (changed && l1Index < newL1) tableWrites.push({ kind: 'write', pos: Number(l2Offset), bytes: table });
+    if (changed && l1Index < newL1) emptied.push({ kind: 'write', pos: Number(l2Offset), bytes: table });
   }
 
   // qcow2_shrink_l1_table: the entries past the new L1 size zeroed, their tables freed (last first).
   if (newL1 < h.l1Size) {
-    tableWrites.push({ kind: 'zero', pos: Number(h.l1TableOffset) + newL1 * 8, length: (h.l1Size - newL1) * 8 });
+    emptied.push({ kind: 'zero', pos: Number(h.l1TableOffset) + newL1 * 8, length: (h.l1Size - newL1) * 8 });
     for (let i = h.l1Size - 1; i >= newL1; i--) {
       const l2Offset = l1.readBigUInt64BE(i * 8) & OFFSET_MASK;
       if (l2Offset === 0n) continue;
-      const cluster = clusterOf(dev, h, l2Offset);
-      if (cluster === undefined || !release(cluster)) return helpers.refused('an L2 table past its new end has a bad offset or refcount');
+      const cluster = Number(l2Offset) / cs;
+      if (!Number.isInteger(cluster) || !release(cluster)) return helpers.refused('an L2 table past its new end has a bad offset or refcount');
     }
+  }
+  for (const [cluster, l1Index] of created) {
+    if (l1Index >= newL1) continue;
+    const entry = Buffer.alloc(8);
+    entry.writeBigUInt64BE(BigInt(cluster * cs) | COPIED);
+    if ((cluster + 1) * cs > dev.size) linked.push({ kind: 'truncate', size: (cluster + 1) * cs });
+    linked.push({ kind: 'zero', pos: cluster * cs, length: cs }, { kind: 'barrier' });
+    linked.push({ kind: 'write', pos: Number(h.l1TableOffset) + l1Index * 8, bytes: entry });
   }
 
   // qcow2_shrink_reftable would drop refcount blocks that count nothing any more.
@@ -90,19 +123,19 @@ export function planShrink(dev: BlockDevice, h: Qcow2Header, newSize: number, he
   }
 
   // qcow2_get_last_cluster: the file ends after the last cluster with a reference.
-  const fileClusters = Math.ceil(dev.size / cs);
-  let last = fileClusters - 1;
+  let last = Math.ceil(fileSize / cs) - 1;
   while (last >= 0 && refs.get(last) === 0n) last--;
   if (last < 0) return helpers.refused('no cluster has a reference');
-  const fileEnd = Math.min(dev.size, (last + 1) * cs);
+  const fileEnd = Math.min(fileSize, (last + 1) * cs);
 
-  const steps: RepairStep[] = [...tableWrites, { kind: 'barrier' }, ...refs.flush(), { kind: 'barrier' }];
-  for (const cluster of freed.sort((a, b) => a - b)) {
+  const steps: RepairStep[] = [...emptied, { kind: 'barrier' }, ...refs.flush(), { kind: 'barrier' }, ...linked, { kind: 'barrier' }];
+  for (const cluster of [...freed].sort((a, b) => a - b)) {
     const pos = cluster * cs;
-    if (pos < fileEnd) steps.push({ kind: 'zero', pos, length: Math.min(cs, fileEnd - pos) });
+    // Zeros past the file's end are what it reads there already.
+    if (pos < Math.min(fileEnd, dev.size)) steps.push({ kind: 'zero', pos, length: Math.min(cs, fileEnd - pos) });
   }
   steps.push({ kind: 'barrier' });
-  if (fileEnd < dev.size) steps.push({ kind: 'truncate', size: fileEnd }, { kind: 'barrier' });
+  if (fileEnd !== dev.size) steps.push({ kind: 'truncate', size: fileEnd }, { kind: 'barrier' });
   steps.push(helpers.sizeWrite(newSize), { kind: 'barrier' });
   return { steps };
 }
