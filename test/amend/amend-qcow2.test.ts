@@ -131,6 +131,13 @@ test('amend refuses, before writing anything, what needs more than a header rewr
     assert.match(r.stderr, why, options);
     assert.ok(readFileSync(image).equals(images[name]), `${options}: the image is unchanged`);
   }
+  // amend opens the backing chain (qemu would read /etc/passwd as the backing file): refused by the policy.
+  const hostile = created(scratch, 'hostile.qcow2', 'backing_file=/etc/passwd,backing_fmt=raw', '1M', ['-u']);
+  writeFileSync(image, hostile);
+  const h = runInstar(['amend', '-o', 'lazy_refcounts=on', 'img.qcow2'], { cwd: dir });
+  assert.equal(h.status, 1);
+  assert.equal(h.stderr, "qemu-img: Could not open 'img.qcow2': Could not open backing file: '/etc/passwd' is outside the allowed paths (instar's path policy; allow it with --allow-path)\n");
+  assert.ok(readFileSync(image).equals(hostile));
   const dirty = Buffer.from(images.lazy);
   dirty[79] |= 1;
   writeFileSync(image, dirty);

@@ -26,6 +26,7 @@ before(() => {
   images.dataFileRaw = created(scratch, 'dfr.qcow2', 'data_file=data.raw,data_file_raw=on');
   images.extl2 = created(scratch, 'l2.qcow2', 'extended_l2=on,compression_type=zstd');
   images.backed = created(scratch, 'backed.qcow2', 'backing_file=old.qcow2,backing_fmt=qcow2', '1M', ['-u']);
+  images.hostile = created(scratch, 'hostile.qcow2', 'backing_file=/etc/passwd,backing_fmt=raw', '1M', ['-u']);
   const table = featureTable(images.v3);
   images.unknownExt = withExtensions(images.v3, [
     extension(0x12345678, Buffer.from('hello')), table, extension(0x9abcdef0, Buffer.alloc(8, 0xee)),
@@ -68,6 +69,8 @@ test('rebase -u removes a backing file (-b "" and no -b at all) as qemu-img does
     same(version, 'backed', ['-u', '-b', '', '-F', 'qcow2'], 'remove, -F ignored');
     same(version, 'unknownExt', ['-u', '-b', ''], 'remove on an image without one');
   }
+  // -u never opens the old backing file: a hostile name is simply replaced.
+  same('10.0', 'hostile', ['-u', '-b', ''], 'remove a backing file outside the allowed paths');
 });
 
 test('rebase -u fails where qemu-img fails: no room, name too long, no -F, data-file-raw, other formats', () => {
