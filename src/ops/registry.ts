@@ -11,6 +11,8 @@ import { resizeOp } from './resize.ts';
 import { rebaseOp } from './rebase.ts';
 import { amendOp } from './amend.ts';
 import { snapshotChangeOp, snapshotListOp } from './snapshot.ts';
+import { ddOp } from './dd.ts';
+import { benchOp } from './bench.ts';
 import { answeringMissingFiles } from './open-tree.ts';
 import { withArgon2 } from '../formats/crypto/argon2.ts';
 
@@ -31,4 +33,6 @@ export const ops: Record<string, Op> = {
   resize: withArgon2(answeringMissingFiles(resizeOp)),
   rebase: withArgon2(answeringMissingFiles(rebaseOp)),
   amend: withArgon2(answeringMissingFiles(amendOp)),
+  dd: withArgon2(answeringMissingFiles(ddOp)),
+  bench: withArgon2(answeringMissingFiles(benchOp)),
 };

@@ -18,4 +18,6 @@ export const commands: Record<string, () => Promise<Command>> = {
   resize: async () => (await import('./resize.ts')).resize,
   rebase: async () => (await import('./rebase.ts')).rebase,
   amend: async () => (await import('./amend.ts')).amend,
+  dd: async () => (await import('./dd.ts')).dd,
+  bench: async () => (await import('./bench.ts')).bench,
 };

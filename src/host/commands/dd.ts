@@ -1,0 +1,193 @@
+// `dd`, the trusted half (raw output). qemu-img's order: --object, the operands one by one (the
+// first bad one stops), both files named, the input opened (a guest answers its size), -O looked
+// up, the sizes computed as qemu does (count caps the input's size before skip is taken from it),
+// the output created (O_CREAT|O_TRUNC, sized to whole sectors as qemu's file driver does), then a
+// second guest copies into it. The host removes the output it created when the copy fails (no
+// half-written file that looks finished) and flushes it on success (qemu's writeback cache flushes
+// when it closes the image).
+import { closeSync, constants, fsyncSync, ftruncateSync, openSync, unlinkSync } from 'node:fs';
+import type { Command, CommandContext } from './types.ts';
+import type { ParsedCommand } from '../../cli/types.ts';
+import { OpError } from '../sandbox/run.ts';
+import { runWithReferencedFiles, ReferencedFileError, type InputFile } from '../open-files.ts';
+import { InputImageError, imageTarget, openTop, referencedOpenMessage, type Target } from '../input-image.ts';
+import { parseSecretObjects, sourceSecrets } from '../secrets.ts';
+import { strerror } from '../../strerror.ts';
+import { INT64_MAX, INT_MAX, parseIntegerOption, parseSizeOption, type Parsed } from './qemu-numbers.ts';
+import type { DdOptions } from '../../ops/dd.ts';
+
+/** A failure worded as qemu-img words it: each line printed after "<progname>: ", exit status 1. */
+class DdError extends InputImageError {}
+
+interface Operands {
+  bs: bigint;
+  count?: bigint;
+  skip?: bigint;
+  input?: string;
+  output?: string;
+}
+
+/** Formats qemu-img can create that instar does not write yet. */
+const NOT_WRITTEN_YET = new Set(['qcow2', 'vmdk', 'vpc', 'vhdx', 'vdi', 'qcow', 'parallels', 'qed']);
+/** Formats qemu-img knows but cannot create. */
+const NO_CREATION = new Set(['bochs', 'cloop', 'dmg']);
+
+/** One operand's value, by qemu's parser for it in the profile. */
+function operandValue(name: 'bs' | 'count' | 'skip', text: string, ctx: CommandContext): Parsed {
+  if (name === 'bs') return parseSizeOption('bs', text, 1n, INT_MAX, ctx.profile);
+  // 10.0 takes count and skip as plain integers; 7.2 as sizes (with suffixes).
+  if (ctx.profile.newUsageErrors) return parseIntegerOption(name, text, 0n, INT64_MAX);
+  return parseSizeOption(name, text, 0n, INT64_MAX, ctx.profile);
+}
+
+function parseOperands(args: readonly string[], ctx: CommandContext): Operands {
+  const ops: Operands = { bs: 512n };
+  for (const arg of args) {
+    const eq = arg.indexOf('=');
+    const name = eq < 0 ? arg : arg.slice(0, eq);
+    const text = arg.slice(eq + 1);
+    if (eq < 0 || !['bs', 'count', 'if', 'of', 'skip'].includes(name)) throw new DdError(`unrecognized operand ${name}`);
+    if (name === 'if') ops.input = text;
+    else if (name === 'of') ops.output = text;
+    else {
+      const r = operandValue(name as 'bs' | 'count' | 'skip', text, ctx);
+      if ('error' in r) throw new DdError(r.error.join('\n'));
+      if (r.warning) ctx.err(`${ctx.progname}: ${r.warning}\n`);
+      if (name === 'bs') ops.bs = r.value;
+      else if (name === 'count') ops.count = r.value;
+      else ops.skip = r.value;
+    }
+  }
+  return ops;
+}
+
+/** -O as qemu looks it up (after opening the input); undefined when instar can write it. */
+function outputFormatRefusal(format: string, outPath: string): { now: string } | { atCreate: string } | undefined {
+  if (format === 'raw' || format === 'file') return undefined;
+  if (NO_CREATION.has(format)) return { now: `Format driver '${format}' does not support image creation` };
+  // dd gives a LUKS target no options, so qemu's creation fails for want of a key.
+  if (format === 'luks') return { atCreate: `${outPath}: error while creating output image: Parameter 'key-secret' is required for cipher` };
+  if (NOT_WRITTEN_YET.has(format)) return { atCreate: `instar cannot write dd -O ${format} yet (only raw)` };
+  return { now: 'Unknown file format' };
+}
+
+/** The input's size from the open guest: qemu's wording for each failure. */
+async function openInput(input: InputFile, target: Target, options: DdOptions, ctx: CommandContext): Promise<{ size: bigint } | { sizeFailed: true }> {
+  let result: unknown;
+  try {
+    result = await runWithReferencedFiles('dd', options as unknown as Record<string, unknown>, [input], ctx);
+  } catch (e) {
+    if (e instanceof ReferencedFileError) throw new DdError(referencedOpenMessage(e, target));
+    if (e instanceof OpError) throw new DdError(`Could not open '${target.errorName}': ${e.message}`);
+    throw e;
+  }
+  const r = (result ?? {}) as Record<string, unknown>;
+  if (r.sizeFailed === true) return { sizeFailed: true };
+  if (typeof r.size === 'number' && Number.isSafeInteger(r.size) && r.size >= 0) return { size: BigInt(r.size) };
+  throw new DdError('the guest gave a malformed answer');
+}
+
+/** What qemu copies: from `start` of the input, `length` bytes, and whether skip passes the end. */
+function copyRange(size: bigint, ops: Operands): { start: bigint; length: bigint; skipPastEnd: boolean } {
+  let end = size;
+  // qemu caps the size by count from the input's start, before the skip (count counts from 0).
+  if (ops.count !== undefined && ops.count <= INT64_MAX / ops.bs && ops.count * ops.bs < end) end = ops.count * ops.bs;
+  if (ops.skip !== undefined && (ops.skip > INT64_MAX / ops.bs || end < ops.skip * ops.bs)) return { start: end, length: 0n, skipPastEnd: true };
+  const start = (ops.skip ?? 0n) * ops.bs;
+  return { start, length: end - start, skipPastEnd: false };
+}
+
+/** Creates the output as qemu's file driver does: truncated, sized up to whole sectors. */
+function createOutput(path: string, length: bigint): number {
+  const fail = (code: string, what: string) => new DdError(`${path}: error while creating output image: ${what}: ${strerror(code)}`);
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOCTTY, 0o644);
+  } catch (e) {
+    throw fail((e as NodeJS.ErrnoException).code ?? 'EIO', `Could not create '${path}'`);
+  }
+  const sectors = ((length + 511n) / 512n) * 512n;
+  try {
+    // Past 2^53 the file system refuses any length it would refuse this one for (EFBIG).
+    ftruncateSync(fd, sectors > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(sectors));
+  } catch (e) {
+    closeSync(fd);
+    throw fail((e as NodeJS.ErrnoException).code ?? 'EIO', 'Could not resize file');
+  }
+  return fd;
+}
+
+function unlinkQuietly(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    /* already gone */
+  }
+}
+
+async function runDd(cmd: ParsedCommand, ctx: CommandContext): Promise<number> {
+  // qemu creates each --object while it parses the options, before it looks at the operands.
+  const objects = cmd.options.get('object') ?? [];
+  parseSecretObjects(objects);
+  const ops = parseOperands(cmd.args, ctx);
+  if (ops.input === undefined || ops.output === undefined) throw new DdError('Must specify both input and output files');
+  const outPath = ops.output;
+  const target = imageTarget(ops.input, cmd.options.get('format')?.at(-1), cmd.options.has('image-opts'));
+  const secrets = sourceSecrets(objects, [target]);
+  const fd = openTop(target);
+  try {
+    const input: InputFile = { fd, path: target.path };
+    const base: DdOptions = {
+      phase: 'open',
+      format: target.format === 'file' ? 'raw' : target.format,
+      fileName: target.path,
+      unsafeQuirks: ctx.globals.unsafeQuirks,
+      profile: { vhdCurrentSize: ctx.profile.vhdCurrentSize },
+      secrets,
+    };
+    const opened = await openInput(input, target, base, ctx);
+    const refusal = outputFormatRefusal(cmd.options.get('output-format')?.at(-1) ?? 'raw', outPath);
+    if (refusal && 'now' in refusal) throw new DdError(refusal.now);
+    if ('sizeFailed' in opened) throw new DdError(`Failed to get size for '${ops.input}'`);
+    const range = copyRange(opened.size, ops);
+    if (refusal) throw new DdError(refusal.atCreate);
+    const outFd = createOutput(outPath, range.length);
+    let ok = false;
+    try {
+      if (range.skipPastEnd) ctx.err(`${ctx.progname}: ${ops.input}: cannot skip to specified offset\n`);
+      if (range.start + range.length > BigInt(Number.MAX_SAFE_INTEGER)) throw new DdError('instar cannot copy a disk of 8 PiB or more');
+      if (range.length > 0n) {
+        const options: DdOptions = { ...base, phase: 'copy', start: Number(range.start), length: Number(range.length) };
+        const output: InputFile = { fd: outFd, path: outPath, writable: true, role: 'output' };
+        try {
+          await runWithReferencedFiles('dd', options as unknown as Record<string, unknown>, [input, output], ctx);
+        } catch (e) {
+          if (e instanceof ReferencedFileError) throw new DdError(referencedOpenMessage(e, target));
+          if (e instanceof OpError) throw new DdError(e.message);
+          throw e;
+        }
+      }
+      // The guest cannot fsync (its permission model refuses it); qemu flushes when it closes.
+      fsyncSync(outFd);
+      ok = true;
+    } finally {
+      closeSync(outFd);
+      if (!ok) unlinkQuietly(outPath);
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return 0;
+}
+
+export const dd: Command = async (cmd, ctx) => {
+  try {
+    return await runDd(cmd, ctx);
+  } catch (e) {
+    if (e instanceof InputImageError) {
+      for (const line of e.message.split('\n')) ctx.err(`${ctx.progname}: ${line}\n`);
+      return 1;
+    }
+    throw e;
+  }
+};

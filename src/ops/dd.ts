@@ -1,0 +1,82 @@
+// The guest half of `dd` (raw output). Two phases, one guest launch each, because qemu opens the
+// input and takes its size before it creates the output (and an input that fails to open must
+// leave an existing output untouched):
+//  - 'open': open the input (asking the host for the files it names) and answer its size;
+//  - 'copy': open it again and copy [start, start + length) to offset 0 of the output device the
+//    host created, through convert's copy loop (every byte written, as qemu's dd writes zeros too).
+import { ImageError, type Extent, type Image, type NodeInfo } from '../formats/types.ts';
+import { openTree } from './open-tree.ts';
+import { copyToRaw } from './convert/copy.ts';
+import type { Op } from './types.ts';
+import type { OpenContext } from '../formats/types.ts';
+
+export interface DdOptions {
+  phase: 'open' | 'copy';
+  format?: string;
+  fileName: string;
+  unsafeQuirks?: boolean;
+  profile?: OpenContext['profile'];
+  secrets?: Record<number, string>;
+  /** 'copy': the input bytes to copy, [start, start + length), both checked by the host against the size. */
+  start?: number;
+  length?: number;
+}
+
+/** What 'open' answers: the input's size as qemu's blk_getlength gives it (a decimal past 2^53), or that it fails. */
+export type DdOpenResult = { size: number | string } | { sizeFailed: true };
+
+/**
+ * The part [start, start + length) of an image as an image of its own, so that convert's copy
+ * loop copies it to offset 0 of the output. Extents and reads are shifted; nothing else is needed
+ * by the loop (cluster size only aligns its runs).
+ */
+class ImageWindow implements Image {
+  readonly format: string;
+  constructor(private readonly image: Image, private readonly start: number, readonly virtualSize: number) {
+    this.format = image.format;
+  }
+  info(): NodeInfo {
+    return { ...this.image.info(), 'virtual-size': this.virtualSize };
+  }
+  read(buf: Uint8Array, offset: number): void {
+    this.image.read(buf, this.start + offset);
+  }
+  extent(offset: number, length: number): Extent {
+    const e = this.image.extent(this.start + offset, length);
+    return { ...e, offset, length: Math.min(e.length, this.virtualSize - offset) };
+  }
+  zeroRun(offset: number, length: number): number {
+    return this.image.zeroRun?.(this.start + offset, length) ?? 0;
+  }
+}
+
+/** qemu's dd reads and writes plainly: any failure of the copy is a read failure of the input. */
+function readFailure(e: ImageError): ImageError {
+  const reason = e.message.replace(/^error while reading (block status )?at (byte|offset) \d+: /, '');
+  return new ImageError(`error while reading from input image file: ${reason}`, e.errno);
+}
+
+// Synchronous up to the copy: MissingFilesError must throw at once for answeringMissingFiles.
+export const ddOp: Op = (options, ctx) => {
+  const opts = options as unknown as DdOptions;
+  const image = openTree(ctx, 0, { format: opts.format, fileName: opts.fileName, unsafeQuirks: opts.unsafeQuirks, profile: opts.profile, secrets: opts.secrets ?? {} });
+  if (opts.phase === 'open') {
+    if (image.sizeFailure) return { sizeFailed: true } satisfies DdOpenResult;
+    return { size: image.virtualSize } satisfies DdOpenResult;
+  }
+  const output = ctx.devices.find((d) => d.spec.role === 'output');
+  if (!output) throw new ImageError('no output device');
+  const start = opts.start ?? 0;
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(opts.length) || start < 0 || opts.length! < 0) throw new ImageError('malformed copy range');
+  // The input can only have shrunk since 'open' when it is the output itself (of= naming if=),
+  // which the host's creation truncated: qemu then reads zeros, which the output already holds.
+  const length = Math.max(0, Math.min(opts.length!, image.virtualSize - start));
+  if (length === 0) return Promise.resolve({ copied: 0 });
+  const window = new ImageWindow(image, start, length);
+  return copyToRaw({ images: [window], output: output.dev, sparseSize: 0, targetIsZero: false }).then(
+    () => ({ copied: length }),
+    (e: unknown) => {
+      throw e instanceof ImageError ? readFailure(e) : e;
+    },
+  );
+};
