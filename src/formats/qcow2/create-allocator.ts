@@ -10,7 +10,10 @@ export class CreateAllocator {
   /** Refcount of each cluster (0 past the end of the array). */
   readonly refcounts: number[] = [];
   /** Refcount table: the cluster index of each refcount block, 0 when there is none. */
-  readonly table: number[];
+  table: number[];
+  /** Where the refcount table is (cluster index) and how many clusters it has. */
+  tableCluster = 1;
+  tableClusters = 1;
   private freeIndex = 0;
   private readonly blockBits: number;
 
@@ -25,6 +28,61 @@ export class CreateAllocator {
     const index = Math.floor(cluster / 2 ** this.blockBits);
     if (index >= this.table.length || this.table[index] === 0) return 0;
     return this.refcounts[cluster] ?? 0;
+  }
+
+  /** qcow2_get_last_cluster: the highest cluster in use below `end`, -1 when none. */
+  lastUsed(end: number): number {
+    for (let c = end - 1; c >= 0; c--) if (this.refcount(c) !== 0) return c;
+    return -1;
+  }
+
+  /**
+   * qcow2_refcount_area with an exact size: from cluster `start` (the end of the file), new
+   * refcount blocks and a new refcount table that cover themselves and `additional` clusters after
+   * them; the old table is freed. Returns the first cluster after the area.
+   */
+  refcountArea(start: number, additional: number): number {
+    const cs = this.clusterSize;
+    const perTableCluster = cs / 8;
+    // qcow2_refcount_metadata_size: blocks and table clusters that also count themselves.
+    const clusters = start + additional;
+    let blocks = 0;
+    let tableClusters = 0;
+    for (let n = -1, last = -2; n !== last;) {
+      last = n;
+      blocks = Math.ceil((clusters + tableClusters + blocks) / this.perBlock);
+      tableClusters = Math.ceil(blocks / perTableCluster);
+      n = clusters + blocks + tableClusters;
+    }
+    const tableSize = Math.ceil(blocks / perTableCluster) * perTableCluster;
+    const table = new Array<number>(tableSize).fill(0);
+    this.table.forEach((block, i) => {
+      if (i < tableSize) table[i] = block;
+    });
+    const areaIndex = Math.floor(start / this.perBlock);
+    let newBlocks = 0;
+    for (let i = areaIndex; i < blocks; i++) if (table[i] === 0) newBlocks++;
+    const tableCluster = start + newBlocks;
+    const end = tableCluster + tableSize / perTableCluster;
+    let next = start;
+    for (let i = areaIndex; i < blocks; i++) {
+      if (table[i] === 0) table[i] = next++;
+      // Every cluster of the area is in use.
+      const first = Math.max(i * this.perBlock, start);
+      const last = Math.min(end, (i + 1) * this.perBlock);
+      for (let c = first; c < last; c++) this.refcounts[c] = 1;
+    }
+    const old = { cluster: this.tableCluster, clusters: this.tableClusters };
+    this.table = table;
+    this.tableCluster = tableCluster;
+    this.tableClusters = tableSize / perTableCluster;
+    for (let c = old.cluster; c < old.cluster + old.clusters; c++) this.update(c, 1, -1);
+    return end;
+  }
+
+  /** qcow2_alloc_clusters_at for clusters whose refcount blocks exist. */
+  allocAt(first: number, count: number): void {
+    if (!this.update(first, count, 1)) throw new ImageError('instar could not place the preallocated clusters; nothing was written');
   }
 
   /** alloc_clusters_noref: the first run of `count` free clusters from the free-cluster hint. */

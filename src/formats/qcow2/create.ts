@@ -1,7 +1,8 @@
 // `create -f qcow2`, laid out as qemu's qcow2_co_create leaves the file (byte for byte): the
 // header cluster (rewritten by qcow2_update_header with its extensions), a refcount table and
 // one refcount block, the L1 table right after them (written only as far as its entries reach),
-// and with preallocation=metadata each L2 table followed by the data clusters it maps. Pure: the
+// with preallocation=metadata each L2 table followed by the data clusters it maps, and with
+// falloc/full a new refcount area, the data and then the L2 tables (qemu's truncate path). Pure: the
 // options in, the bytes out. (The header is encoded here: no shared qcow2 header writer existed
 // when this was written.)
 import { ImageError, type CreateCapability, type CreateFileLayout, type CreateOptionSpec, type CreatePlan } from '../types.ts';
@@ -56,6 +57,8 @@ interface Qcow2Plan {
   lazyRefcounts: boolean;
   zstd: boolean;
   metadata: boolean;
+  /** preallocation=falloc/full: every data cluster allocated (and written as zeros). */
+  full: boolean;
   dataFile?: string;
   dataFileRaw: boolean;
   backingFile?: string;
@@ -112,15 +115,13 @@ function plan(options: ReadonlyMap<string, string>, size: bigint): CreatePlan {
   if (rounded < 0n) fail('Could not resize image: Image size cannot be negative');
   const p: Qcow2Plan = {
     version, clusterBits: clusterSize.toString(2).length - 1, refcountOrder: refcountBits.toString(2).length - 1,
-    size: 0, extendedL2, lazyRefcounts, zstd: compression === 'zstd', metadata: mode === 'metadata',
+    size: 0, extendedL2, lazyRefcounts, zstd: compression === 'zstd', metadata: mode === 'metadata', full: mode === 'falloc' || mode === 'full',
     dataFile, dataFileRaw, backingFile, backingFmt,
   };
   const l1Entries = divCeil(divCeil(rounded, clusterSize), clusterSize / (extendedL2 ? 16n : 8n));
   if (l1Entries * 8n > BigInt(MAX_L1_BYTES)) throw new ImageError('Failed to grow the L1 table: File too large', 'EFBIG');
-  if (mode === 'falloc' || mode === 'full') {
-    if (dataFile === undefined) fail(`instar cannot create qcow2 images with preallocation=${mode} yet; nothing was written`);
-    p.metadata = true;
-  }
+  // With a data file, falloc/full preallocate the metadata and forward the mode to the data file.
+  if (p.full && dataFile !== undefined) p.metadata = true;
   if (!Number.isSafeInteger(Number(rounded))) fail('instar cannot create a qcow2 image of 2^53 bytes or more; nothing was written');
   p.size = Number(rounded);
   geometry(p);
@@ -138,6 +139,10 @@ interface Geometry {
   /** Where the data clusters went: [first guest cluster, first host cluster, count] (in the qcow2 file itself). */
   dataRuns: [number, number, number][];
   allocator: CreateAllocator;
+  /** The refcount table entries written at cluster 1 before falloc/full moved the table. */
+  oldTable?: number[];
+  /** Where the file ends before the L2 tables of falloc/full (the data area's end), in bytes. */
+  dataAreaEnd: number;
   l2Entries: number;
   guestClusters: number;
 }
@@ -157,7 +162,23 @@ function geometry(p: Qcow2Plan): Geometry {
   const l1Offset = l1Size > 0 ? allocator.alloc(l1Size * 8) * cs : 0;
   const l2Clusters: number[] = [];
   const dataRuns: [number, number, number][] = [];
-  if (p.metadata) {
+  let oldTable: number[] | undefined;
+  let dataAreaEnd = 0;
+  if (p.full && p.dataFile === undefined) {
+    // qcow2_co_truncate's falloc/full path: a refcount area at the end of the file covering the
+    // data and its L2 tables, the data right after it, then the L2 tables from the free clusters
+    // (the first one where the old refcount table was).
+    const blocksEnd = Math.max(0, ...allocator.blocks().map(([, block]) => block + 1));
+    const fileEnd = Math.max(3, Math.ceil((l1Offset + l1Size * 8) / cs), blocksEnd);
+    const start = allocator.lastUsed(fileEnd) + 1;
+    const l2Tables = Math.ceil(guestClusters / l2Entries) + 1;
+    oldTable = [...allocator.table];
+    const dataStart = allocator.refcountArea(start, guestClusters + l2Tables);
+    allocator.allocAt(dataStart, guestClusters);
+    if (guestClusters > 0) dataRuns.push([0, dataStart, guestClusters]);
+    dataAreaEnd = (dataStart + guestClusters) * cs;
+    for (let i = 0; i < l1Size; i++) l2Clusters.push(allocator.alloc(cs));
+  } else if (p.metadata) {
     const chunk = Math.floor(CHUNK_BYTES / cs);
     for (let i = 0; i < l1Size; i++) {
       l2Clusters.push(allocator.alloc(cs));
@@ -171,7 +192,7 @@ function geometry(p: Qcow2Plan): Geometry {
       }
     }
   }
-  return { cs, l1Size, l1Offset, l2Clusters, dataRuns, allocator, l2Entries, guestClusters };
+  return { cs, l1Size, l1Offset, l2Clusters, dataRuns, allocator, oldTable, dataAreaEnd, l2Entries, guestClusters };
 }
 
 /** Header extension: magic, length, data padded to 8 bytes. */
@@ -210,8 +231,8 @@ function headerCluster(p: Qcow2Plan, g: Geometry): Uint8Array {
   view.setBigUint64(24, BigInt(p.size));
   view.setUint32(36, g.l1Size);
   view.setBigUint64(40, BigInt(g.l1Offset));
-  view.setBigUint64(48, BigInt(g.cs));
-  view.setUint32(56, 1);
+  view.setBigUint64(48, BigInt(g.allocator.tableCluster * g.cs));
+  view.setUint32(56, g.allocator.tableClusters);
   let pos = V2_HEADER_LENGTH;
   if (p.version >= 3) {
     const incompatible = (p.dataFile !== undefined ? 4n : 0n) | (p.zstd ? 8n : 0n) | (p.extendedL2 ? 16n : 0n);
@@ -270,12 +291,18 @@ function layout(raw: CreatePlan): { image: CreateFileLayout; dataFile?: CreateFi
   const g = geometry(p);
   const cs = g.cs;
   const writes: CreateFileLayout['writes'] = [{ pos: 0, bytes: headerCluster(p, g) }];
-  const reftable = new Uint8Array(cs);
-  const reftableView = new DataView(reftable.buffer);
-  writes.push({ pos: cs, bytes: reftable });
-  let end = 3 * cs;
+  const tableBytes = (entries: number[], clusters: number) => {
+    const table = new Uint8Array(clusters * cs);
+    const view = new DataView(table.buffer);
+    entries.forEach((block, i) => block !== 0 && view.setBigUint64(i * 8, BigInt(block * cs)));
+    return table;
+  };
+  // A table that falloc/full replaced stays where it was until an L2 table takes the cluster.
+  if (g.oldTable) writes.push({ pos: cs, bytes: tableBytes(g.oldTable, 1) });
+  const tableAt = g.allocator.tableCluster;
+  writes.push({ pos: tableAt * cs, bytes: tableBytes(g.allocator.table, g.allocator.tableClusters) });
+  let end = Math.max(3 * cs, g.dataAreaEnd, (tableAt + g.allocator.tableClusters) * cs);
   for (const [index, block] of g.allocator.blocks()) {
-    reftableView.setBigUint64(index * 8, BigInt(block * cs));
     writes.push({ pos: block * cs, bytes: refcountBlock(g, p.refcountOrder, index) });
     end = Math.max(end, (block + 1) * cs);
   }
@@ -309,9 +336,9 @@ function layout(raw: CreatePlan): { image: CreateFileLayout; dataFile?: CreateFi
     dataEnd = hostCluster(g.guestClusters - 1) * cs + Math.ceil((p.size - lastGuest) / subcluster) * subcluster;
   }
   if (p.dataFile === undefined) end = Math.max(end, dataEnd);
-  const image = { length: end, writes };
+  const image = { length: end, writes, allocate: p.full && p.dataFile === undefined };
   if (p.dataFile === undefined) return { image };
-  return { image, dataFile: { length: p.metadata ? Math.max(p.size, dataEnd) : p.size, writes: [] } };
+  return { image, dataFile: { length: p.metadata ? Math.max(p.size, dataEnd) : p.size, writes: [], allocate: p.full } };
 }
 
 export const qcow2Create: CreateCapability = { options: QCOW2_CREATE_OPTIONS, plan, layout };
