@@ -324,5 +324,5 @@ export interface AmendCapability {
   plan(dev: BlockDevice, image: Image, values: ReadonlyMap<string, string>): AmendPlan;
 }
 
-/** `upgraded`: the plan raises the format's version (qemu reports progress for it). */
-export type AmendPlan = { steps: import('./repair.ts').RepairStep[]; error?: string[]; upgraded?: boolean } | { refused: string };
+/** `progress`: the percentages qemu's driver reports along the way (before its final 100%). */
+export type AmendPlan = { steps: import('./repair.ts').RepairStep[]; error?: string[]; progress?: number[] } | { refused: string };

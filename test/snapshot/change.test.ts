@@ -16,6 +16,9 @@ const WRITES = ['write -P 1 0 64k', 'write -P 2 1M 128k', 'write -z 2M 64k'];
 before(() => {
   images.v3 = buildImage(dirs.root, 'v3.qcow2', ['-f', 'qcow2', '4M'], WRITES);
   images.small = buildImage(dirs.root, 'small.qcow2', ['-f', 'qcow2', '-o', 'cluster_size=512,refcount_bits=64', '4M'], WRITES);
+  // The file ends where its refcount blocks' coverage ends (64 clusters each): a snapshot's new
+  // clusters need a new refcount block, allocated as qemu's alloc_refcount_block does.
+  images.edge = buildImage(dirs.root, 'edge.qcow2', ['-f', 'qcow2', '-o', 'cluster_size=512,refcount_bits=64', '1M'], ['write -P 9 0 29k']);
   images.wide = buildImage(dirs.root, 'wide.qcow2', ['-f', 'qcow2', '-o', 'cluster_size=2048,refcount_bits=8', '4M'], WRITES);
   // A version 2 image whose data is compressed (compressed clusters are counted per host cluster).
   const plain = join(dirs.root, 'plain.qcow2');
@@ -38,13 +41,13 @@ async function step(s: Session, args: string[], what: string, sandboxed = false)
 }
 
 /** Creates, applies and deletes as a user would, with guest writes in between. */
-async function sequence(version: OracleVersion, image: Uint8Array, label: string, full = true): Promise<void> {
+async function sequence(version: OracleVersion, image: Uint8Array, label: string, full = true, io = ['write -P 3 0 64k', 'write -P 4 3M 64k', 'discard 1M 64k']): Promise<void> {
   const s = dirs.session(version, { 'img.qcow2': image }, 'img.qcow2');
   const at = (args: string[]) => `${label} ${version} snapshot ${args.join(' ')}`;
   // The first step runs through the real sandbox; the rest in-process (the same op code).
   await step(s, ['-c', 'one'], at(['-c', 'one']), true);
   for (const args of [['-c', 'two'], ['-l']]) await step(s, args, at(args));
-  s.io(['write -P 3 0 64k', 'write -P 4 3M 64k', 'discard 1M 64k']);
+  s.io(io);
   const rest = full
     ? [['-c', 'three'], ['-a', 'one'], ['-d', 'two'], ['-a', '3'], ['-c', 'three'], ['-d', 'three'], ['-d', 'one'], ['-l']]
     : [['-a', 'one'], ['-d', 'two'], ['-d', 'one']];
@@ -60,6 +63,7 @@ async function sequence(version: OracleVersion, image: Uint8Array, label: string
 test('create, apply and delete match qemu-img 10.0 byte for byte (64 KiB clusters)', async () => sequence('10.0', images.v3, 'v3'));
 test('create, apply and delete match qemu-img 7.2 byte for byte (64 KiB clusters)', async () => sequence('7.2', images.v3, 'v3'));
 test('512-byte clusters, 64-bit refcounts (multi-cluster L1 copies and tables)', async () => sequence('10.0', images.small, 'small', false));
+test('a new refcount block for the snapshot\'s clusters', async () => sequence('10.0', images.edge, 'edge', false, ['write -P 3 0 4k', 'write -P 4 900k 8k', 'discard 8k 4k']));
 test('2 KiB clusters, 8-bit refcounts', async () => sequence('7.2', images.wide, 'wide', false));
 test('a version 2 image with compressed clusters', async () => sequence('10.0', images.compressed, 'compressed', false));
 

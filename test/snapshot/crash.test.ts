@@ -31,6 +31,9 @@ before(() => {
   assert.equal(runQemu('7.2', ['snapshot', '-c', 'two', path('snaps.qcow2')]).status, 0);
   assert.equal(runQemu('7.2', ['-f', 'qcow2', '-c', 'write -P 5 4k 4k', path('snaps.qcow2')], {}, 'qemu-io').status, 0);
   base.snaps = path('snaps.qcow2');
+  // New clusters past the last refcount block's range: create allocates a refcount block.
+  buildImage(dirs.root, 'edge.qcow2', ['-f', 'qcow2', '-o', 'cluster_size=512,refcount_bits=64', '1M'], ['write -P 9 0 29k']);
+  base.edge = path('edge.qcow2');
 });
 after(() => dirs.remove());
 
@@ -79,6 +82,7 @@ function crashEveryPrefix(label: string, source: string, plan: (dev: BlockDevice
 test('create: every prefix of its writes leaves a usable image', () => {
   crashEveryPrefix('create', base.data, (dev) => planCreate(dev, 'new', NOW));
   crashEveryPrefix('create-more', base.snaps, (dev) => planCreate(dev, 'three', NOW));
+  crashEveryPrefix('create-refblock', base.edge, (dev) => planCreate(dev, 'new', NOW));
 });
 
 test('delete: every prefix of its writes leaves a usable image', () => {

@@ -4,8 +4,10 @@
 // and end with exactly the refcount blocks qemu would have written. Nothing is written here: the
 // planner turns `changedBlocks()` into steps for formats/repair.ts.
 //
-// What qemu would do by allocating (a new refcount block, a bigger refcount table) is refused with
-// PlanRefusal before anything is written: callers catch it and print its message.
+// A cluster whose refcount block does not exist yet gets one as qemu's alloc_refcount_block makes
+// it (self-describing when it falls in its own range, hooked into the refcount table, and the
+// allocation that needed it restarted). A bigger refcount table is refused with PlanRefusal before
+// anything is written: callers catch it and print its message.
 import { ImageError, type BlockDevice } from '../types.ts';
 import { readAt, requestOk } from '../bytes.ts';
 import type { Qcow2Header } from './header.ts';
@@ -15,6 +17,19 @@ export class PlanRefusal extends ImageError {}
 
 /** A refcount would overflow or drop below 0: qemu's update_refcount fails with EINVAL. */
 export class RefcountRangeError extends PlanRefusal {}
+
+/** qemu's -EAGAIN: a refcount block was allocated, the caller must search for free clusters again. */
+export class AllocationRestart extends Error {}
+
+/** Most refcount blocks one plan allocates (qemu would add one per range the new clusters reach). */
+const MAX_NEW_BLOCKS = 64;
+
+export interface UpdateOptions {
+  /** The refcount block may be missing and allocated (only allocations ask: qemu_alloc_clusters). */
+  mayAllocate?: boolean;
+  /** A refcount reaching 0 is discarded (qemu's pass-discard-snapshot); reverts are not. */
+  discard?: boolean;
+}
 
 /** Most refcount blocks one plan holds (a snapshot of a small image touches one or two). */
 const MAX_BLOCKS = 4096;
@@ -31,7 +46,10 @@ export class RefcountModel {
   readonly max: number;
   readonly clusterSize: number;
   private readonly table: Buffer;
+  private readonly tableOffset: number;
   private readonly blocks = new Map<number, RefcountBlock>();
+  /** Refcount table entries this plan sets (new refcount blocks), by index. */
+  private readonly tableEntries = new Map<number, number>();
   /** qemu's free_cluster_index: where the next allocation starts looking (0 at open). */
   freeClusterIndex = 0;
   /** Clusters whose refcount reached 0, in order: qemu discards them (pass-discard-snapshot). */
@@ -46,6 +64,7 @@ export class RefcountModel {
     // refcount_table_clusters was bounded at open (8 MiB at most).
     if (!requestOk(h.refcountTableOffset, BigInt(h.refcountTableClusters * h.clusterSize))) throw new ImageError('Could not read the refcount table');
     this.table = readAt(dev, h.refcountTableOffset, h.refcountTableClusters * h.clusterSize);
+    this.tableOffset = Number(h.refcountTableOffset);
   }
 
   private block(cluster: number, create: boolean): RefcountBlock | undefined {
@@ -54,7 +73,7 @@ export class RefcountModel {
     if (cached) return cached;
     const entry = index < this.table.length / 8 ? this.table.readBigUInt64BE(index * 8) & 0xfffffffffffffe00n : 0n;
     if (entry === 0n) {
-      if (create) throw new PlanRefusal('instar cannot allocate a new qcow2 refcount block yet; nothing was written');
+      if (create) throw new PlanRefusal('instar refuses this qcow2 image: a cluster in use has no refcount block; nothing was written');
       return undefined;
     }
     if (entry % BigInt(this.clusterSize) !== 0n || !requestOk(entry, BigInt(this.clusterSize)) || entry + BigInt(this.clusterSize) > BigInt(this.dev.size)) {
@@ -81,15 +100,46 @@ export class RefcountModel {
   }
 
   /**
+   * alloc_clusters_noref: the first run of `count` clusters with refcount 0 from the hint on (the
+   * hint moves past every cluster looked at); returns the first cluster's index.
+   */
+  findFree(count: number): number {
+    let run = 0;
+    while (run < count) {
+      const cluster = this.freeClusterIndex++;
+      if ((cluster + 1) * this.clusterSize > Number.MAX_SAFE_INTEGER) throw new PlanRefusal('no free cluster below 2^53 bytes; nothing was written');
+      run = this.get(cluster) === 0 ? run + 1 : 0;
+    }
+    return this.freeClusterIndex - count;
+  }
+
+  /**
    * update_refcount for the clusters of [offset, offset + length): every refcount changes by
    * `addend` (down when `decrease`); one that reaches 0 lowers the allocation hint and is freed.
+   * Throws AllocationRestart (qemu's -EAGAIN) after allocating a missing refcount block, with
+   * the clusters already counted put back.
    */
-  update(offset: number, length: number, addend: number, decrease: boolean): void {
+  update(offset: number, length: number, addend: number, decrease: boolean, opts: UpdateOptions = { discard: true }): void {
     if (length <= 0) return;
     const first = Math.floor(offset / this.clusterSize);
     const last = Math.floor((offset + length - 1) / this.clusterSize);
     for (let cluster = first; cluster <= last; cluster++) {
-      const b = this.block(cluster, true) as RefcountBlock;
+      let b = this.block(cluster, false);
+      if (!b) {
+        if (!opts.mayAllocate || decrease) throw new PlanRefusal('instar refuses this qcow2 image: a cluster in use has no refcount block; nothing was written');
+        try {
+          this.allocBlock(cluster);
+        } catch (e) {
+          // A block for the new block's own refcount restarted first: this one is not hooked up.
+          if (!(e instanceof AllocationRestart)) throw e;
+        }
+        // The caller searches again from these same clusters first (they may still be free);
+        // qemu puts back what this call counted.
+        if (this.freeClusterIndex > first) this.freeClusterIndex = first;
+        this.update(offset, (cluster - first) * this.clusterSize, addend, !decrease, { discard: false });
+        throw new AllocationRestart();
+      }
+      b = b as RefcountBlock;
       const i = cluster % this.perBlock;
       const old = readEntry(b.current, i, this.bits);
       const value = decrease ? old - addend : old + addend;
@@ -99,9 +149,41 @@ export class RefcountModel {
       writeEntry(b.current, i, this.bits, value);
       if (value === 0) {
         if (cluster < this.freeClusterIndex) this.freeClusterIndex = cluster;
-        this.freed.push(cluster);
+        if (opts.discard !== false) this.freed.push(cluster);
       }
     }
+  }
+
+  /**
+   * alloc_refcount_block for `cluster` when its table entry is free: the new block goes to the
+   * first free cluster; it counts itself when it falls in its own range, else its refcount is
+   * set in the block that covers it (which may need allocating in turn).
+   */
+  private allocBlock(cluster: number): void {
+    const index = Math.floor(cluster / this.perBlock);
+    if (index >= this.table.length / 8) throw new PlanRefusal('instar cannot grow the qcow2 refcount table yet; nothing was written');
+    if (this.tableEntries.size >= MAX_NEW_BLOCKS) throw new PlanRefusal('the operation needs too many new refcount blocks; nothing was written');
+    const newCluster = this.findFree(1);
+    if (newCluster === 0) throw new PlanRefusal('instar refuses this qcow2 image: a new refcount block would be at offset 0; nothing was written');
+    const cs = this.clusterSize;
+    const block: RefcountBlock = { offset: newCluster * cs, original: Buffer.alloc(cs), current: Buffer.alloc(cs) };
+    if (Math.floor(newCluster / this.perBlock) === index) {
+      writeEntry(block.current, newCluster % this.perBlock, this.bits, 1);
+    } else {
+      this.update(newCluster * cs, cs, 1, false, { mayAllocate: true, discard: false });
+    }
+    this.blocks.set(index, block);
+    this.table.writeBigUInt64BE(BigInt(newCluster * cs), index * 8);
+    this.tableEntries.set(index, newCluster * cs);
+  }
+
+  /** The refcount table entries to write for new blocks (after the blocks themselves). */
+  tableWrites(): { pos: number; bytes: Buffer }[] {
+    return [...this.tableEntries.entries()].sort((a, b) => a[0] - b[0]).map(([index, offset]) => {
+      const bytes = Buffer.alloc(8);
+      bytes.writeBigUInt64BE(BigInt(offset));
+      return { pos: this.tableOffset + index * 8, bytes };
+    });
   }
 
   /** Refcount blocks that differ from the file, in table order. */

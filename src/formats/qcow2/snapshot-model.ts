@@ -156,7 +156,8 @@ export class SnapshotModel {
   /**
    * The steps that take the file from its state to the model's, ordered so that a crash between
    * any two leaves at worst leaked clusters or COPIED flags cleared on clusters used once:
-   * the file grown; new clusters' contents; COPIED flags cleared; refcounts raised; the commit (header, rewritten
+   * the file grown; new clusters' contents; COPIED flags cleared; refcounts raised (new refcount
+   * blocks included), then hooked into the refcount table; the commit (header, rewritten
    * L1 entries); refcounts lowered; COPIED flags set; freed clusters zeroed (qemu discards them).
    */
   plan(): { steps: RepairStep[]; fileSize: number } {
@@ -165,6 +166,8 @@ export class SnapshotModel {
     const regions = [...this.writes.values()].filter((w) => !freedNow.has(Math.floor(w.pos / this.cs)));
     let fileSize = this.dev.size;
     for (const w of regions) fileSize = Math.max(fileSize, w.pos + w.bytes.length);
+    // A new refcount block may lie past every other write (qemu writes it whole).
+    for (const b of this.refs.changedBlocks()) fileSize = Math.max(fileSize, b.offset + this.cs);
     for (const w of regions) {
       if (w.kind !== 'fresh') continue;
       for (let c = Math.floor(w.pos / this.cs); c * this.cs < w.pos + w.bytes.length; c++) {
@@ -183,6 +186,8 @@ export class SnapshotModel {
     phase(cleared.filter((t) => !t.bytes.equals(readAt(this.dev, t.w.pos, t.bytes.length))).map((t) => ({ kind: 'write', pos: t.w.pos, bytes: t.bytes })));
     const blocks = this.refs.changedBlocks();
     phase(blocks.map((b) => ({ kind: 'write', pos: b.offset, bytes: this.raised(b.original, b.current) })));
+    // New refcount blocks count from here on: the table points at them once they are written.
+    phase(this.refs.tableWrites().map((w): RepairStep => ({ kind: 'write', pos: w.pos, bytes: w.bytes })));
     const committed = tables.map(({ w, old }) => ({ w, bytes: mergeEntries(old, w.bytes, 'committed') }));
     phase([
       ...regions.filter((w) => w.kind === 'commit').map((w): RepairStep => ({ kind: 'write', pos: w.pos, bytes: w.bytes })),
