@@ -14,7 +14,9 @@ const LUKS_AMEND: readonly AmendOption[] = [
   ['iter-time', 'number', 'Time to spend in PBKDF in milliseconds'],
 ];
 
+// qemu declares the encrypt.* options first, then the common ones (its checks follow this order).
 export const QCOW2_AMEND: readonly AmendOption[] = [
+  ...LUKS_AMEND.map(([name, type, help]) => [`encrypt.${name}`, type, help] as const),
   ['size', 'size', 'Virtual disk size'],
   ['compat', 'string', 'Compatibility level (v2 [0.10] or v3 [1.1])'],
   ['backing_file', 'string', 'File name of a base image'],
@@ -23,7 +25,6 @@ export const QCOW2_AMEND: readonly AmendOption[] = [
   ['data_file_raw', 'bool', 'The external data file must stay valid as a raw image'],
   ['lazy_refcounts', 'bool', 'Postpone refcount updates'],
   ['refcount_bits', 'number', 'Width of a reference count entry in bits'],
-  ...LUKS_AMEND.map(([name, type, help]) => [`encrypt.${name}`, type, help] as const),
 ];
 
 /** Options qcow2 takes only at creation: qemu adds "This option is only supported for image creation". */

@@ -28,7 +28,8 @@ export type AmendResult =
   | { format: string; unsupported: true }
   | { format: string; refused: string }
   | { format: string; error: ErrorLines }
-  | { format: string; done: true; upgraded: boolean; error?: ErrorLines };
+  /** progress: the percentages the driver reported (before qemu-img's final 100%). */
+  | { format: string; done: true; progress: number[]; error?: ErrorLines };
 
 export function amendOp(options: Record<string, unknown>, ctx: OpContext): AmendResult {
   const opts = options as unknown as AmendOptions;
@@ -61,6 +62,6 @@ export function amendOp(options: Record<string, unknown>, ctx: OpContext): Amend
   const plan = amend.plan(input.dev, image, values);
   if ('refused' in plan) return { format, refused: plan.refused };
   applyRepair(input.dev, plan.steps, { stopAfterWrites: typeof opts.stopAfterWrites === 'number' ? opts.stopAfterWrites : undefined });
-  const upgraded = plan.upgraded === true;
-  return plan.error ? { format, done: true, upgraded, error: plan.error } : { format, done: true, upgraded };
+  const progress = plan.progress ?? [];
+  return plan.error ? { format, done: true, progress, error: plan.error } : { format, done: true, progress };
 }

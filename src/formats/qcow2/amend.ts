@@ -14,7 +14,7 @@
 import { ImageError, type AmendCapability, type AmendPlan, type BlockDevice } from '../types.ts';
 import type { RepairStep } from '../repair.ts';
 import { readAt } from '../bytes.ts';
-import { AUTOCLEAR, COMPAT_LAZY_REFCOUNTS, CRYPT, INCOMPAT, SNAPSHOT_HEADER_SIZE, parseHeader, type Qcow2Header } from './header.ts';
+import { AUTOCLEAR, COMPAT_LAZY_REFCOUNTS, CRYPT, INCOMPAT, MAX_L1_BYTES, SNAPSHOT_HEADER_SIZE, parseHeader, type Qcow2Header } from './header.ts';
 import { readHeaderModel } from './header-model.ts';
 import { headerRewriteRefusal, planHeaderWrite } from './rebase-unsafe.ts';
 import type { Qcow2HeaderModel } from './header-write.ts';
@@ -78,18 +78,35 @@ function readRequest(h: Qcow2Header, values: ReadonlyMap<string, string>): Reque
   return r;
 }
 
-/** Whether any snapshot entry lacks the extra data (VM clock, disk size) version 3 requires. */
-function snapshotsNeedUpdate(dev: BlockDevice, h: Qcow2Header): boolean {
+interface SnapshotEntry {
+  l1Offset: bigint;
+  l1Size: number;
+  extraSize: number;
+  vmStateSize: bigint;
+  /** From the extra data; absent in entries too short to hold it (qemu then takes the disk's size). */
+  diskSize?: bigint;
+}
+
+/** The snapshot table's entries, as far as amend needs them. */
+function snapshots(dev: BlockDevice, h: Qcow2Header): SnapshotEntry[] {
   // The driver read this table at open: offsets and sizes are within its checked bounds.
+  const list: SnapshotEntry[] = [];
   let offset = h.snapshotsOffset;
   for (let i = 0; i < h.nbSnapshots; i++) {
     const e = readAt(dev, offset, SNAPSHOT_HEADER_SIZE);
-    const extra = e.readUInt32BE(36);
-    if (extra < 16) return true;
-    const length = SNAPSHOT_HEADER_SIZE + extra + e.readUInt16BE(12) + e.readUInt16BE(14);
+    const extraSize = e.readUInt32BE(36);
+    const extra = readAt(dev, offset + BigInt(SNAPSHOT_HEADER_SIZE), Math.min(extraSize, 16));
+    list.push({
+      l1Offset: e.readBigUInt64BE(0),
+      l1Size: e.readUInt32BE(8),
+      extraSize,
+      vmStateSize: extraSize >= 8 ? extra.readBigUInt64BE(0) : BigInt(e.readUInt32BE(32)),
+      diskSize: extraSize >= 16 ? extra.readBigUInt64BE(8) : undefined,
+    });
+    const length = SNAPSHOT_HEADER_SIZE + extraSize + e.readUInt16BE(12) + e.readUInt16BE(14);
     offset += BigInt(Math.ceil(length / 8) * 8);
   }
-  return false;
+  return list;
 }
 
 /** C's g_strcmp0 equality: both absent, or the same text. */
@@ -111,26 +128,29 @@ function plan(dev: BlockDevice, values: ReadonlyMap<string, string>): AmendPlan 
   }
   const refusal = headerRewriteRefusal(dev);
   if (refusal) return refused(refusal);
-  if (r.version < h.version) return refused('compat=0.10 (a downgrade rewrites zero clusters and refcounts)');
-  if (r.encryption) return refused('changing LUKS key slots is not supported');
-  if (r.refcountBits !== 2 ** h.refcountOrder && r.version >= 3) return refused('changing refcount_bits rewrites every refcount block');
-  if (r.size !== undefined && r.size !== 0n && (r.size !== m.size || h.nbSnapshots > 0)) return refused('size changes the virtual size (use qemu-img resize)');
-  if (r.version > h.version && h.nbSnapshots > 0 && snapshotsNeedUpdate(dev, h)) return refused('its snapshot table needs rewriting for compat=1.1');
-
-  if (r.refcountBits !== 2 ** h.refcountOrder) {
-    return { steps: opened, error: ['Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)'] };
-  }
-  const upgraded = r.version > h.version;
+  // The plan follows qemu's sequence; nothing is applied before it is complete, so a refusal
+  // anywhere in it leaves the image untouched.
+  const progress: number[] = [];
   const done = (error?: string[]): AmendPlan => {
     try {
-      return { steps: headerSteps(dev, m), error, upgraded };
+      return { steps: headerSteps(dev, m), error, progress };
     } catch (e) {
       // qemu's upgrade fails on its first rewrite; a later one fails with the same words.
-      if (e instanceof ImageError) return { steps: [], error: [e.message] };
+      if (e instanceof ImageError) return { steps: [], error: [e.message], progress };
       throw e;
     }
   };
-  m.version = r.version;
+  if (r.version > h.version) {
+    if (h.nbSnapshots > 0 && snapshots(dev, h).some((sn) => sn.extraSize < 16)) return refused('its snapshot table needs rewriting for compat=1.1');
+    // qemu reports the upgrade's two steps: 0 of 2, 1 of 2, 2 of 2.
+    progress.push(0, 50, 100);
+    m.version = 3;
+  }
+  if (r.encryption) return refused('changing LUKS key slots is not supported');
+  if (r.refcountBits !== 2 ** h.refcountOrder) {
+    if (r.version < 3) return done(['Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)']);
+    return refused('changing refcount_bits rewrites every refcount block');
+  }
   m.autoclear = r.dataFileRaw ? m.autoclear | AUTOCLEAR.dataFileRaw : m.autoclear & ~AUTOCLEAR.dataFileRaw;
   if (r.dataFile !== undefined) m.dataFile = r.dataFile === '' ? undefined : Buffer.from(r.dataFile);
   if ((r.backingFile !== undefined || r.backingFormat !== undefined) &&
@@ -141,7 +161,79 @@ function plan(dev: BlockDevice, values: ReadonlyMap<string, string>): AmendPlan 
     if (r.lazy && r.version < 3) return done(['Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)']);
     m.compatible = r.lazy ? m.compatible | COMPAT_LAZY_REFCOUNTS : m.compatible & ~COMPAT_LAZY_REFCOUNTS;
   }
+  if (r.size !== undefined && r.size !== 0n && (r.size !== m.size || h.nbSnapshots > 0)) return refused('size changes the virtual size (use qemu-img resize)');
+  if (r.version < h.version) return downgrade(dev, h, m, done, progress);
   return done();
+}
+
+/**
+ * qemu's qcow2_downgrade, where it changes the header alone: its checks in order, then the zero
+ * cluster expansion (instar refuses images that have any: they would become data clusters) and
+ * its progress per L1 entry, then zstd without compressed clusters turned back into zlib.
+ */
+function downgrade(dev: BlockDevice, h: Qcow2Header, m: Qcow2HeaderModel, done: (error?: string[]) => AmendPlan, progress: number[]): AmendPlan {
+  if (h.refcountOrder !== 4) return done(['compat=0.10 requires refcount_bits=16']);
+  if (h.incompatible & INCOMPAT.dataFile) return done(['Cannot downgrade an image with a data file']);
+  const list = snapshots(dev, h);
+  if (list.some((sn) => sn.vmStateSize > 0xffffffffn || (sn.diskSize ?? m.size) !== m.size)) return done(['Internal snapshots prevent downgrade of image']);
+  const incompatible = m.incompatible & ~INCOMPAT.compression;
+  if (incompatible) return done([`Cannot downgrade an image with incompatible features 0x${incompatible.toString(16)} set`]);
+  const tables = [{ offset: h.l1TableOffset, size: h.l1Size }, ...list.map((sn) => ({ offset: sn.l1Offset, size: sn.l1Size }))];
+  // Bounded: every table within qemu's L1 limit, and each L2 table read once however often named.
+  if (tables.some((t) => t.size > MAX_L1_BYTES / 8 || t.offset % BigInt(h.clusterSize) !== 0n)) return refused('a snapshot L1 table is invalid');
+  const total = tables.reduce((n, t) => n + t.size, 0);
+  const seen = new Set<bigint>();
+  let visited = 0;
+  for (const t of tables) {
+    const l1 = readAt(dev, t.offset, t.size * 8);
+    for (let i = 0; i < t.size; i++) {
+      const l2 = l1.readBigUInt64BE(i * 8) & L1E_OFFSET_MASK;
+      if (l2 !== 0n && !seen.has(l2)) {
+        seen.add(l2);
+        if (l2 % BigInt(h.clusterSize) !== 0n) return refused('an L1 entry is not cluster-aligned (qemu would mark the image corrupt)');
+        if (l2Entries(dev, l2, h.clusterSize).some((e) => (e & COMPRESSED) === 0n && (e & 1n) !== 0n)) {
+          return refused('it has zero clusters, which a downgrade turns into data clusters');
+        }
+      }
+      visited++;
+      progress.push(Math.fround(Math.fround(100 * visited) / Math.fround(total)));
+    }
+  }
+  if (m.incompatible & INCOMPAT.compression) {
+    if (hasCompressedClusters(dev, h)) return done(['Cannot downgrade an image with zstd compression type and existing compressed clusters']);
+    m.incompatible &= ~INCOMPAT.compression;
+    m.compressionType = 0;
+  }
+  m.compatible = 0n;
+  m.autoclear = 0n;
+  m.version = 2;
+  return done();
+}
+
+const L1E_OFFSET_MASK = 0x00fffffffffffe00n;
+const COMPRESSED = 1n << 62n;
+
+function l2Entries(dev: BlockDevice, offset: bigint, clusterSize: number): bigint[] {
+  const table = readAt(dev, offset, clusterSize);
+  const entries: bigint[] = [];
+  for (let at = 0; at < clusterSize; at += 8) entries.push(table.readBigUInt64BE(at));
+  return entries;
+}
+
+/** Whether the active disk has compressed clusters (qemu walks the guest offsets below its size). */
+function hasCompressedClusters(dev: BlockDevice, h: Qcow2Header): boolean {
+  const perL2 = h.clusterSize / 8;
+  const clusters = Number((h.size / 512n * 512n + BigInt(h.clusterSize) - 1n) / BigInt(h.clusterSize));
+  const l1 = readAt(dev, h.l1TableOffset, h.l1Size * 8);
+  const seen = new Set<bigint>();
+  for (let i = 0; i * perL2 < clusters && i < h.l1Size; i++) {
+    const l2 = l1.readBigUInt64BE(i * 8) & L1E_OFFSET_MASK;
+    if (l2 === 0n || seen.has(l2)) continue;
+    seen.add(l2);
+    const entries = l2Entries(dev, l2, h.clusterSize).slice(0, clusters - i * perL2);
+    if (entries.some((e) => (e & COMPRESSED) !== 0n)) return true;
+  }
+  return false;
 }
 
 /** The write that makes the first cluster `m`'s, none when it already is (or qemu's ENOSPC). */

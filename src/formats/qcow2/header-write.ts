@@ -108,10 +108,11 @@ export function serializeHeader(m: Qcow2HeaderModel): Buffer {
     buf.writeUInt32BE(V3_HEADER_SIZE + m.unknownHeaderFields.length, 100);
     buf[104] = m.compressionType;
     at = V3_HEADER_SIZE;
-    if (m.unknownHeaderFields.length > clusterSize - at) throw new HeaderSpaceError();
-    buf.set(m.unknownHeaderFields, at);
-    at += m.unknownHeaderFields.length;
   }
+  // Kept after the header whatever the version (a version 3 image downgraded keeps them too).
+  if (m.unknownHeaderFields.length > clusterSize - at) throw new HeaderSpaceError();
+  buf.set(m.unknownHeaderFields, at);
+  at += m.unknownHeaderFields.length;
   const add = (magic: number, data: Uint8Array): void => {
     const padded = 8 + Math.ceil(data.length / 8) * 8;
     if (padded > clusterSize - at) throw new HeaderSpaceError();

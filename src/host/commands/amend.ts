@@ -13,7 +13,7 @@ import { sourceSecrets, parseSecretObjects, SecretError } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { isValidOptionList, optionItems } from './measure-options.ts';
 import { openReferenced, startChain, PathRefusedError } from '../paths/resolve.ts';
-import { progressLine } from '../../output/progress.ts';
+import { ProgressRule, progressLine } from '../../output/progress.ts';
 import { AMEND_OPTIONS, amendHelp } from '../../formats/amend-options.ts';
 import { openForWriting, PROBED_RAW_WARNING, QEMU_FORMAT_NAMES } from './rebase.ts';
 import type { AmendOptions, AmendResult } from '../../ops/amend.ts';
@@ -51,10 +51,12 @@ function dataFileRefusal(list: string, path: string, ctx: CommandContext): strin
 
 function validAmendResult(raw: unknown): AmendResult {
   const r = (raw ?? {}) as Record<string, unknown>;
+  // One value per L1 entry at most (4 Mi entries per table in qemu): bounded before printing.
+  const percentages = (v: unknown) => Array.isArray(v) && v.length <= 1 << 24 && v.every((p) => typeof p === 'number' && p >= 0 && p <= 100);
   const lines = (v: unknown) => Array.isArray(v) && v.length > 0 && v.length <= 4 && v.every((l) => typeof l === 'string' && l.length < 4096);
   const ok = typeof r.format === 'string' && r.format.length <= 64 && (
     r.help === true || r.unsupported === true || (typeof r.refused === 'string' && r.refused.length < 1024) ||
-    (r.done === true && typeof r.upgraded === 'boolean' && (r.error === undefined || lines(r.error))) || (r.done === undefined && lines(r.error)));
+    (r.done === true && percentages(r.progress) && (r.error === undefined || lines(r.error))) || (r.done === undefined && lines(r.error)));
   if (!ok) throw new OpError('the guest gave a malformed amend result');
   return r as AmendResult;
 }
@@ -97,14 +99,19 @@ async function runAmend(cmd: ParsedCommand, list: string, ctx: CommandContext, p
   if ('unsupported' in result) return report([`Format driver '${result.format}' does not support option amendment`]);
   if ('help' in result) return report([refusal!]);
   if ('error' in result && !('done' in result)) return report(result.error);
-  progress(progressLine(0));
+  // qemu's progress: 0% before the driver runs, what the driver reports, 100% after it.
+  const rule = new ProgressRule();
+  const show = (percent: number): void => {
+    const value = rule.set(percent);
+    if (value !== undefined) progress(progressLine(value));
+  };
+  show(0);
   if ('refused' in result) {
-    progress(progressLine(100));
+    show(100);
     return report([result.refused]);
   }
-  // qemu's upgrade reports its two steps: 0 of 2, 1 of 2, 2 of 2.
-  if (result.upgraded) for (const p of [0, 50, 100]) progress(progressLine(p));
-  progress(progressLine(100));
+  for (const p of result.progress) show(p);
+  show(100);
   return result.error ? report(result.error) : 0;
 }
 
