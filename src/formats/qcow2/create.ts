@@ -3,11 +3,11 @@
 // one refcount block, the L1 table right after them (written only as far as its entries reach),
 // with preallocation=metadata each L2 table followed by the data clusters it maps, and with
 // falloc/full a new refcount area, the data and then the L2 tables (qemu's truncate path). Pure: the
-// options in, the bytes out. (The header is encoded here: no shared qcow2 header writer existed
-// when this was written.)
+// options in, the bytes out.
 import { ImageError, type CreateCapability, type CreateFileLayout, type CreateOptionSpec, type CreatePlan } from '../types.ts';
 import { PREALLOC_MODES } from '../raw/create.ts';
 import { CreateAllocator } from './create-allocator.ts';
+import { HeaderSpaceError, serializeHeader } from './header-write.ts';
 
 /** qcow2's create options in qemu's QemuOptsList order (what "Formatting ..." follows). */
 export const QCOW2_CREATE_OPTIONS: readonly CreateOptionSpec[] = [
@@ -43,8 +43,6 @@ const BLOCKDEV_DRIVERS = new Set(['blkdebug', 'blklogwrites', 'blkreplay', 'blkv
 
 const MAX_L1_BYTES = 32 * 1024 * 1024;
 const COPIED = 2n ** 63n;
-const V3_HEADER_LENGTH = 112;
-const V2_HEADER_LENGTH = 72;
 
 /** The checked geometry of the new image (JSON: it travels to the guest). */
 interface Qcow2Plan {
@@ -195,76 +193,26 @@ function geometry(p: Qcow2Plan): Geometry {
   return { cs, l1Size, l1Offset, l2Clusters, dataRuns, allocator, oldTable, dataAreaEnd, l2Entries, guestClusters };
 }
 
-/** Header extension: magic, length, data padded to 8 bytes. */
-function extension(magic: number, data: Uint8Array): Uint8Array {
-  const out = new Uint8Array(8 + Math.ceil(data.length / 8) * 8);
-  const view = new DataView(out.buffer);
-  view.setUint32(0, magic);
-  view.setUint32(4, data.length);
-  out.set(data, 8);
-  return out;
-}
-
-/** qemu's feature name table: (type, bit, name) for every feature it knows. */
-const FEATURES: [number, number, string][] = [
-  [0, 0, 'dirty bit'], [0, 1, 'corrupt bit'], [0, 2, 'external data file'], [0, 3, 'compression type'],
-  [0, 4, 'extended L2 entries'], [1, 0, 'lazy refcounts'], [2, 0, 'bitmaps'], [2, 1, 'raw external data'],
-];
-
-function featureTable(): Uint8Array {
-  const table = new Uint8Array(FEATURES.length * 48);
-  FEATURES.forEach(([type, bit, name], i) => {
-    table[i * 48] = type;
-    table[i * 48 + 1] = bit;
-    table.set(Buffer.from(name, 'latin1'), i * 48 + 2);
-  });
-  return table;
-}
-
-/** The header cluster as qcow2_update_header writes it last. */
+/** The header cluster as qcow2_update_header writes it last (the shared serializer). */
 function headerCluster(p: Qcow2Plan, g: Geometry): Uint8Array {
-  const buf = new Uint8Array(g.cs);
-  const view = new DataView(buf.buffer);
-  view.setUint32(0, 0x514649fb);
-  view.setUint32(4, p.version);
-  view.setUint32(20, p.clusterBits);
-  view.setBigUint64(24, BigInt(p.size));
-  view.setUint32(36, g.l1Size);
-  view.setBigUint64(40, BigInt(g.l1Offset));
-  view.setBigUint64(48, BigInt(g.allocator.tableCluster * g.cs));
-  view.setUint32(56, g.allocator.tableClusters);
-  let pos = V2_HEADER_LENGTH;
-  if (p.version >= 3) {
-    const incompatible = (p.dataFile !== undefined ? 4n : 0n) | (p.zstd ? 8n : 0n) | (p.extendedL2 ? 16n : 0n);
-    view.setBigUint64(72, incompatible);
-    view.setBigUint64(80, p.lazyRefcounts ? 1n : 0n);
-    view.setBigUint64(88, p.dataFileRaw ? 2n : 0n);
-    view.setUint32(96, p.refcountOrder);
-    view.setUint32(100, V3_HEADER_LENGTH);
-    buf[104] = p.zstd ? 1 : 0;
-    pos = V3_HEADER_LENGTH;
+  try {
+    return serializeHeader({
+      version: p.version, clusterBits: p.clusterBits, size: BigInt(p.size), cryptMethod: 0,
+      l1Size: g.l1Size, l1TableOffset: BigInt(g.l1Offset),
+      refcountTableOffset: BigInt(g.allocator.tableCluster * g.cs), refcountTableClusters: g.allocator.tableClusters,
+      nbSnapshots: 0, snapshotsOffset: 0n,
+      incompatible: (p.dataFile !== undefined ? 4n : 0n) | (p.zstd ? 8n : 0n) | (p.extendedL2 ? 16n : 0n),
+      compatible: p.lazyRefcounts ? 1n : 0n, autoclear: p.dataFileRaw ? 2n : 0n,
+      refcountOrder: p.refcountOrder, compressionType: p.zstd ? 1 : 0, unknownHeaderFields: new Uint8Array(0),
+      backingFormat: p.backingFmt !== undefined && p.backingFile !== undefined ? Buffer.from(p.backingFmt) : undefined,
+      dataFile: p.dataFile === undefined ? undefined : Buffer.from(p.dataFile),
+      unknownExtensions: [],
+      backingFile: p.backingFile === undefined ? undefined : Buffer.from(p.backingFile),
+    });
+  } catch (e) {
+    if (!(e instanceof HeaderSpaceError)) throw e;
+    return fail(`Could not assign backing file '${p.backingFile}' with format '${p.backingFmt}': No space left on device`);
   }
-  const extensions: Uint8Array[] = [];
-  if (p.backingFmt !== undefined && p.backingFile !== undefined) extensions.push(extension(0xe2792aca, Buffer.from(p.backingFmt)));
-  if (p.dataFile !== undefined) extensions.push(extension(0x44415441, Buffer.from(p.dataFile)));
-  // qemu leaves the feature table out with clusters of 4 KiB and less (room for a backing name).
-  if (p.version >= 3 && g.cs > 4096) extensions.push(extension(0x6803f857, featureTable()));
-  extensions.push(new Uint8Array(8));
-  const backing = p.backingFile === undefined ? undefined : Buffer.from(p.backingFile);
-  const total = pos + extensions.reduce((n, e) => n + e.length, 0) + (backing?.length ?? 0);
-  if (total > g.cs) {
-    fail(`Could not assign backing file '${p.backingFile}' with format '${p.backingFmt}': No space left on device`);
-  }
-  for (const e of extensions) {
-    buf.set(e, pos);
-    pos += e.length;
-  }
-  if (backing) {
-    view.setBigUint64(8, BigInt(pos));
-    view.setUint32(16, backing.length);
-    buf.set(backing, pos);
-  }
-  return buf;
 }
 
 /** A refcount block's bytes: 2^order-bit entries (below a byte: lowest bits first; else big-endian). */
