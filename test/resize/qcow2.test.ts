@@ -1,0 +1,138 @@
+// qcow2 resize against qemu-img 7.2 and 10.0: growing (with and without a new L1 table) and
+// shrinking (L2 entries discarded, L2 tables dropped and created, the file cut) over refcount
+// widths, v2 and v3, extended L2 entries, cluster sizes, internal snapshots; the resized file must
+// be qemu's byte for byte. What instar refuses writes nothing. Every prefix of a resize's writes
+// leaves an image qemu-img 10.0 opens and checks with leaks at most.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { VERSIONS, runQemu } from '../helpers/oracles.ts';
+import { FdDevice } from '../../src/io/fd-device.ts';
+import { qcow2Driver } from '../../src/formats/qcow2/driver.ts';
+import { qcow2Resize } from '../../src/formats/qcow2/resize.ts';
+import { applyRepair, writeCount } from '../../src/formats/repair.ts';
+import { ResizeDirs, assertSameResize } from './harness.ts';
+
+const dirs = new ResizeDirs();
+const images: Record<string, Uint8Array> = {};
+
+/** A qcow2 image made by qemu-img create -o `options`, then written and discarded by qemu-io. */
+function made(name: string, options: string, size: string, ...commands: string[]): Uint8Array {
+  const path = dirs.path(name);
+  const created = runQemu('10.0', ['create', '-q', '-f', 'qcow2', '-o', options, path, size]);
+  assert.equal(created.status, 0, created.stderr);
+  if (commands.length === 0) return new Uint8Array(readFileSync(path));
+  const written = runQemu('10.0', [...commands.flatMap((c) => ['-c', c]), path], {}, 'qemu-io');
+  assert.equal(written.status, 0, written.stderr + written.stdout);
+  return new Uint8Array(readFileSync(path));
+}
+
+/** Data in the first and third L2 tables' spans (the second has none), a hole freed in the middle. */
+const WRITES = ['write -P 5 0 300k', 'write -P 6 9M 64k', 'write -P 7 1200M 64k', 'discard 64k 64k'];
+const VARIANTS = ['refcount_bits=16', 'refcount_bits=1', 'refcount_bits=64', 'compat=0.10', 'extended_l2=on', 'cluster_size=16k,extended_l2=on', 'lazy_refcounts=on'];
+
+before(() => {
+  for (const [i, options] of VARIANTS.entries()) images[options] = made(`v${i}.qcow2`, options, '1300M', ...WRITES);
+  images.snapshot = made('s.qcow2', 'compat=1.1', '1M', 'write -P 5 0 256k');
+  assert.equal(runQemu('10.0', ['snapshot', '-c', 's1', dirs.path('s.qcow2')]).status, 0);
+  images.snapshot = new Uint8Array(readFileSync(dirs.path('s.qcow2')));
+  images.v2snapshot = made('s2.qcow2', 'compat=0.10', '1M');
+  assert.equal(runQemu('10.0', ['snapshot', '-c', 's1', dirs.path('s2.qcow2')]).status, 0);
+  images.v2snapshot = new Uint8Array(readFileSync(dirs.path('s2.qcow2')));
+  images.bitmap = made('b.qcow2', 'compat=1.1', '1M');
+  assert.equal(runQemu('10.0', ['bitmap', '--add', dirs.path('b.qcow2'), 'bm0']).status, 0);
+  images.bitmap = new Uint8Array(readFileSync(dirs.path('b.qcow2')));
+  images.fragmented = made('f.qcow2', 'compat=1.1', '10M', 'write -P 5 0 256k', 'discard 64k 128k');
+  images.small = made('small.qcow2', 'compat=1.1', '1M');
+});
+after(() => dirs.remove());
+
+const SIZES = [['q.qcow2', '4G'], ['--shrink', 'q.qcow2', '5M'], ['--shrink', 'q.qcow2', '600M'], ['q.qcow2', '+512']];
+
+for (const options of VARIANTS) {
+  test(`qcow2 resize (${options}): qemu's bytes`, () => {
+    for (const v of VERSIONS) {
+      for (const args of SIZES) {
+        const r = dirs.run(v, { 'q.qcow2': images[options] }, args, { sandboxed: options === 'refcount_bits=16' && args[1] === '4G' });
+        assertSameResize(r, `${options}: qemu-img ${v} resize ${args.join(' ')}`);
+      }
+    }
+  });
+}
+
+test('qcow2 resize: errors and images qemu resizes in one way only', () => {
+  const cases: [string, string[]][] = [
+    ['small', ['q.qcow2', '1000']],
+    ['small', ['--shrink', 'q.qcow2', '--', '-1']],
+    ['small', ['q.qcow2', '--', '+0']],
+    ['small', ['q.qcow2', '5P']],
+    ['small', ['--preallocation=metadata', '--shrink', 'q.qcow2', '512k']],
+    ['fragmented', ['q.qcow2', '2G']],
+    ['fragmented', ['--shrink', 'q.qcow2', '64k']],
+    ['snapshot', ['q.qcow2', '2G']],
+    ['v2snapshot', ['q.qcow2', '2G']],
+    ['v2snapshot', ['--shrink', 'q.qcow2', '512k']],
+  ];
+  for (const v of VERSIONS) {
+    for (const [image, args] of cases) {
+      const r = dirs.run(v, { 'q.qcow2': images[image] }, args, { sandboxed: image === 'fragmented' && args[1] === '2G' });
+      assertSameResize(r, `${image}: qemu-img ${v} resize ${args.join(' ')}`);
+    }
+  }
+});
+
+test('qcow2 resizes instar refuses: its words, nothing written', () => {
+  const cases: [string, string[], RegExp][] = [
+    ['small', ['--preallocation=full', 'q.qcow2', '2M'], /does not preallocate/],
+    ['bitmap', ['q.qcow2', '2M'], /persistent bitmaps/],
+    ['snapshot', ['--shrink', 'q.qcow2', '512k'], /internal snapshots/],
+  ];
+  for (const [image, args, why] of cases) {
+    const r = dirs.run('10.0', { 'q.qcow2': images[image] }, args);
+    assert.equal(r.instar.status, 1);
+    assert.equal(r.instar.stdout, '');
+    assert.match(r.instar.stderr, /^qemu-img: instar cannot resize this qcow2 image \(.*\); nothing was written\n$/);
+    assert.match(r.instar.stderr, why);
+    assert.ok(readFileSync(join(r.idir, 'q.qcow2')).equals(Buffer.from(images[image])), `${image}: the file is unchanged`);
+    assert.equal(r.qemu.status, 0, `${image}: qemu resizes it`);
+  }
+});
+
+/** Applies the first `writes` steps of instar's resize plan to a copy of `bytes`. */
+function cutResize(bytes: Uint8Array, path: string, newSize: number, writes: number): number {
+  writeFileSync(path, bytes);
+  const fd = openSync(path, 'r+');
+  try {
+    const dev = new FdDevice(fd, true);
+    const image = qcow2Driver.open(dev, { writable: true, readsData: true });
+    const plan = qcow2Resize.plan(image, dev, { newSize, preallocation: 'off' });
+    assert.ok('steps' in plan, 'error' in plan ? plan.error : '');
+    applyRepair(dev, plan.steps, { stopAfterWrites: writes });
+    return writeCount(plan.steps);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+test('qcow2 resize: every prefix of its writes leaves an image qemu-img opens, with leaks at most', () => {
+  const path = dirs.path('cut.qcow2');
+  const cases: [string, number][] = [['fragmented', 5 * 2 ** 30], ['refcount_bits=16', 600 * 2 ** 20], ['refcount_bits=16', 100 * 1024]];
+  for (const [image, newSize] of cases) {
+    let total = Infinity;
+    for (let n = 0; n <= total; n++) {
+      total = cutResize(images[image], path, newSize, n);
+      const label = `${image} to ${newSize}, after ${n} of ${total} writes`;
+      const check = runQemu('10.0', ['check', path]);
+      assert.ok(check.status === 0 || check.status === 3, `${label}: qemu-img check exits ${check.status}: ${check.stdout}${check.stderr}`);
+      assert.equal(runQemu('10.0', ['info', path]).status, 0, `${label}: qemu-img info`);
+    }
+    assert.ok(total >= 3, `${image}: the resize has several writes`);
+    const done = readFileSync(path);
+    const qemuCopy = dirs.path('cut-qemu.qcow2');
+    writeFileSync(qemuCopy, images[image]);
+    const args = newSize < 2 ** 30 ? ['resize', '--shrink', qemuCopy, String(newSize)] : ['resize', qemuCopy, String(newSize)];
+    assert.equal(runQemu('10.0', args).status, 0);
+    assert.ok(done.equals(readFileSync(qemuCopy)), `${image} to ${newSize}: all writes give qemu's bytes`);
+  }
+});
