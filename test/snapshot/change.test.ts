@@ -103,3 +103,20 @@ test('a refcount that would overflow (1-bit refcounts): qemu\'s message, and ins
     assert.ok(r.instarFile.equals(Buffer.from(image)), 'nothing written (qemu leaks the L1 copy it had written)');
   }
 });
+
+test('an encrypted image (its key given): the snapshot metadata is plain, as qemu writes it', async () => {
+  const file = join(dirs.root, 'enc.qcow2');
+  const secret = ['--object', 'secret,id=s,data=abc'];
+  assert.equal(runQemu('10.0', ['create', '-q', '-f', 'qcow2', ...secret, '-o', 'encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=10', file, '1M']).status, 0);
+  const opts = 'driver=qcow2,file.filename=img.qcow2,encrypt.key-secret=s';
+  for (const v of ['7.2', '10.0'] as const) {
+    const s = dirs.session(v, { 'img.qcow2': readFileSync(file) }, 'img.qcow2');
+    for (const args of [['-c', 'one'], ['-c', 'two'], ['-a', 'one'], ['-d', 'one']]) {
+      const r = await s(['snapshot', ...secret, ...args, '--image-opts', opts]);
+      assertSameOutput(r, `${v} encrypted ${args.join(' ')}`);
+      assert.ok(maskSnapshotDates(r.instarFile).equals(maskSnapshotDates(r.qemuFile)), `${v} encrypted ${args.join(' ')}`);
+    }
+    const noKey = await s(['snapshot', '-c', 'x', 'img.qcow2']);
+    assertSameOutput(noKey, `${v} encrypted without its key`);
+  }
+});

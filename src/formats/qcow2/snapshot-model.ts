@@ -100,12 +100,17 @@ export class SnapshotModel {
     const abs = Math.abs(addend);
     const decrease = addend < 0;
     let l1Modified = false;
+    // Each L2 table once per table walked: bounds the work by the file's size (a table shared by
+    // two L1 entries is a corruption qemu would count twice).
+    const seen = new Set<number>();
     for (let i = 0; i < l1.length; i++) {
       const oldL1 = l1[i];
       if (oldL1 === 0n) continue;
       let l2Offset = oldL1 & OFFSET_MASK;
       if (l2Offset % BigInt(cs) !== 0n || l2Offset === 0n) throw new PlanRefusal(`instar refuses this qcow2 image: L1 entry ${i} points at an invalid L2 table offset; nothing was written`);
       const l2Pos = Number(l2Offset);
+      if (seen.has(l2Pos)) throw new PlanRefusal(`instar refuses this qcow2 image: L1 entry ${i} points at an L2 table already in use; nothing was written`);
+      seen.add(l2Pos);
       const table = this.l2Table(l2Pos);
       for (let j = 0; j < cs / 8; j++) {
         const old = table.readBigUInt64BE(j * 8);

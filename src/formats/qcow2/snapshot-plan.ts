@@ -32,7 +32,6 @@ function checkWritable(h: Qcow2Header, action: 'create' | 'delete' | 'apply'): v
   if (h.incompatible & INCOMPAT.dirty) throw refuse('its dirty bit is set');
   if (h.incompatible & INCOMPAT.dataFile) throw refuse('it has an external data file');
   if (h.autoclear !== 0n) throw refuse(h.autoclear & AUTOCLEAR.bitmaps ? 'it has persistent bitmaps' : 'autoclear feature bits are set');
-  if (h.cryptMethod !== 0) throw refuse('it is encrypted');
 }
 
 function open(dev: BlockDevice, action: 'create' | 'delete' | 'apply'): { model: SnapshotModel; list: SnapshotEntry[]; tableBytes: number } {
