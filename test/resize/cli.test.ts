@@ -22,6 +22,7 @@ before(() => {
   images.raw = made('r.raw', 'raw', '1M', 'write -P 0x5a 0 300k', 'write -P 0x6b 900k 100k');
   images.odd = new Uint8Array(1000).fill(7);
   for (const format of ['vmdk', 'vpc', 'vdi', 'vhdx', 'qcow', 'parallels']) images[format] = made(`x.${format}`, format, '1M');
+  images.qed = made('e.qed', 'qed', '1M', 'write -P 5 0 100k');
 });
 after(() => dirs.remove());
 
@@ -95,6 +96,15 @@ test('formats qemu cannot resize: its message, nothing written', () => {
         const r = dirs.run(v, { [name]: images[format] }, args, { sandboxed: format === 'vhdx' && args[1] === '2M' });
         assertSameResize(r, `qemu-img ${v} resize ${args.join(' ')}`);
       }
+    }
+  }
+});
+
+test('qed: grows (the size in its header), refuses what qemu refuses', () => {
+  for (const v of VERSIONS) {
+    for (const args of [['e.qed', '2G'], ['e.qed', '+1'], ['--shrink', 'e.qed', '512k'], ['e.qed', '100T'], ['--preallocation=falloc', 'e.qed', '3G']]) {
+      const r = dirs.run(v, { 'e.qed': images.qed }, args, { sandboxed: args[1] === '2G' });
+      assertSameResize(r, `qemu-img ${v} resize ${args.join(' ')}`);
     }
   }
 });

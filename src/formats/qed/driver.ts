@@ -6,6 +6,7 @@ import { probes } from '../probe-only.ts';
 import { openingAs } from '../vpc/file-read.ts';
 import { PagedTable } from '../qcow/paged-table.ts';
 import { extentBelow, readFromBacking } from '../qcow/backing.ts';
+import { qedResize } from './resize.ts';
 import { readQedHeader, tableEntries, validClusterOffset, validTableOffset, type QedHeader } from './header.ts';
 import { planQedChangeBacking } from './rebase-unsafe.ts';
 
@@ -144,4 +145,5 @@ export const qedDriver: Driver = {
   probe: probes.qed,
   open: openQed,
   changeBacking: planQedChangeBacking,
+  resize: qedResize,
 };
