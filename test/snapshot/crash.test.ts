@@ -118,6 +118,15 @@ test('hostile images are refused before anything is written', () => {
     ['snapshot L1 table unaligned', patched(base.snaps, 'h5.qcow2', table, u64(4097n)), (dev) => planDelete(dev, 'one'), /Snapshot L1 table offset invalid/],
     ['snapshot L1 table too large', patched(base.snaps, 'h6.qcow2', table + 8, Buffer.from([0x7f, 0xff, 0xff, 0xff])), (dev) => planApply(dev, 'one'), /Snapshot L1 table too large/],
   ];
+  // Refcounts that claim every cluster up to 240 MiB: qemu would put the new L1 table there.
+  const full = Buffer.concat([readFileSync(base.snaps), Buffer.alloc(4096, 0)]);
+  const fullBlock = full.length - 4096;
+  for (let i = 0; i < 2048; i++) full.writeUInt16BE(1, fullBlock + i * 2);
+  const block0 = Number(full.readBigUInt64BE(reftable));
+  for (let i = 0; i < 2048; i++) if (full.readUInt16BE(block0 + i * 2) === 0) full.writeUInt16BE(1, block0 + i * 2);
+  for (let i = 1; i < 30; i++) full.writeBigUInt64BE(BigInt(fullBlock), reftable + i * 8);
+  writeFileSync(join(dirs.root, 'h7.qcow2'), full);
+  cases.push(['refcounts claiming clusters far past the end', join(dirs.root, 'h7.qcow2'), (dev) => planCreate(dev, 'x', NOW), /place new clusters \d+ bytes past the end/]);
   for (const [what, file, plan, message] of cases) {
     const before = readFileSync(file);
     assert.throws(() => withDevice(file, plan), (e: unknown) => e instanceof ImageError && message.test(e.message), what);

@@ -31,8 +31,8 @@ export interface UpdateOptions {
   discard?: boolean;
 }
 
-/** Most refcount blocks one plan holds (a snapshot of a small image touches one or two). */
-const MAX_BLOCKS = 4096;
+/** Most bytes of refcount blocks one plan holds (a snapshot of a small image touches one or two). */
+const MAX_BLOCK_BYTES = 256 * 1024 * 1024;
 
 export interface RefcountBlock {
   offset: number;
@@ -79,7 +79,7 @@ export class RefcountModel {
     if (entry % BigInt(this.clusterSize) !== 0n || !requestOk(entry, BigInt(this.clusterSize)) || entry + BigInt(this.clusterSize) > BigInt(this.dev.size)) {
       throw new PlanRefusal(`instar refuses this qcow2 image: the refcount block at 0x${entry.toString(16)} is invalid; nothing was written`);
     }
-    if (this.blocks.size >= MAX_BLOCKS) throw new PlanRefusal('the operation touches too many refcount blocks; nothing was written');
+    if ((this.blocks.size + 1) * this.clusterSize > MAX_BLOCK_BYTES) throw new PlanRefusal('the operation touches too many refcount blocks; nothing was written');
     const offset = Number(entry);
     const original = readAt(this.dev, offset, this.clusterSize);
     const b: RefcountBlock = { offset, original, current: Buffer.from(original) };

@@ -15,6 +15,12 @@ const COMPRESSED = 1n << 62n;
 const OFFSET_MASK = 0x00fffffffffffe00n;
 /** Most bytes of tables one plan holds in memory. */
 const MAX_HELD_BYTES = 256 * 1024 * 1024;
+/**
+ * Most bytes a plan may add past the end of the file: an L1 copy (32 MiB at most), a snapshot
+ * table (64 MiB at most), new refcount blocks, with room to spare. More means refcounts that
+ * claim clusters far past the end (a hostile image would have instar grow a huge sparse file).
+ */
+const MAX_GROWTH = 192 * 1024 * 1024;
 
 /** A region the op rewrites: `fresh` = in clusters it allocated; `table` = 8-byte L1/L2 entries. */
 interface Region {
@@ -178,6 +184,9 @@ export class SnapshotModel {
       for (let c = Math.floor(w.pos / this.cs); c * this.cs < w.pos + w.bytes.length; c++) {
         if (this.refs.original(c) !== 0) throw new PlanRefusal('internal error: a new table would overwrite a cluster in use; nothing was written');
       }
+    }
+    if (fileSize - this.dev.size > MAX_GROWTH + 64 * this.cs) {
+      throw new PlanRefusal(`instar refuses this qcow2 image: its refcounts would place new clusters ${fileSize - this.dev.size} bytes past the end of the file; nothing was written`);
     }
     const steps: RepairStep[] = [];
     const phase = (list: RepairStep[]) => {
