@@ -10,6 +10,7 @@ import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
 import { checkFormat, InputImageError, openImageFile, openTop, referencedOpenMessage, topTarget, type Target } from '../input-image.ts';
 import { parseSecretObjects, SecretError, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
+import { parseQemuOpts } from './image-opts.ts';
 import { snapshotHeader, snapshotLine } from '../../output/snapshot-table.ts';
 import { validSnapshotChange, validSnapshotList } from './snapshot-result.ts';
 import type { SnapshotAction, SnapshotOptions } from '../../ops/snapshot.ts';
@@ -56,11 +57,23 @@ function parseArgs(cmd: ParsedCommand, ctx: CommandContext): SnapshotArgs | numb
   return { action, name };
 }
 
+/** An --image-opts boolean as qemu parses it; undefined when absent. */
+function imageOptsFlag(cmd: ParsedCommand, target: Target, name: string): boolean | undefined {
+  if (!cmd.options.has('image-opts')) return undefined;
+  const value = parseQemuOpts(cmd.args[0], 'file').get(name);
+  if (value === undefined) return undefined;
+  if (['on', 'yes', 'true'].includes(value)) return true;
+  if (['off', 'no', 'false'].includes(value)) return false;
+  throw new InputImageError(`Could not open '${target.errorName}': Parameter '${name}' expects 'on' or 'off'`);
+}
+
 /** The image opened as qemu-img snapshot opens it: read-write unless listing. */
 function openImage(cmd: ParsedCommand, target: Target, writable: boolean): number {
   if (!writable) return openTop(target);
   checkFormat(target);
-  if (cmd.options.has('force-share')) throw new InputImageError(`Could not open '${target.errorName}': force-share=on can only be used with read-only images`);
+  const fail = (why: string) => new InputImageError(`Could not open '${target.errorName}': ${why}`);
+  if (imageOptsFlag(cmd, target, 'read-only')) throw fail('Block node is read-only');
+  if (imageOptsFlag(cmd, target, 'force-share') || cmd.options.has('force-share')) throw fail('force-share=on can only be used with read-only images');
   return openImageFile(target, constants.O_RDWR | constants.O_DSYNC);
 }
 
