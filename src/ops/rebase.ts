@@ -15,6 +15,8 @@ export interface RebaseOptions extends OpenTreeOptions {
   /** The new backing file name; absent (or '') removes the backing file. */
   backing?: string;
   backingFormat?: string;
+  /** -p: safe mode's progress follows qemu's copy loop, which instar does not run. */
+  progress?: boolean;
   /** -F named no driver: qemu says so after opening the image (the host words it). */
   invalidBackingFormat?: boolean;
   /** Tests only: stop after this many writes (crash simulation). */
@@ -40,7 +42,7 @@ export function rebaseOp(options: Record<string, unknown>, ctx: OpContext): Reba
   if (!input?.spec.writable) throw new ImageError('the image was not opened for writing');
   const backing = typeof opts.backing === 'string' && opts.backing !== '' ? Buffer.from(opts.backing) : undefined;
   const backingFormat = backing && typeof opts.backingFormat === 'string' ? Buffer.from(opts.backingFormat) : undefined;
-  if (!unsafe && (backing || image.info()['backing-filename'] !== undefined)) {
+  if (!unsafe && (backing || opts.progress === true || image.info()['backing-filename'] !== undefined)) {
     return { format, refused: 'instar does not do safe rebase yet (it would copy data between backing files); use -u to change only the backing file name, nothing was written' };
   }
   const changeBacking = findDriver(format)?.changeBacking;

@@ -167,6 +167,12 @@ test('rebase without -u: only the case qemu treats as a header change goes throu
   const dir = mkdtempSync(join(scratch, 'safe-'));
   writeFileSync(join(dir, 'old.qcow2'), base);
   writeFileSync(join(dir, 'img.qcow2'), images.backed);
+  // With -p qemu reports its copy loop's progress, which instar does not run: refused too.
+  writeFileSync(join(dir, 'plain.qcow2'), images.v3);
+  const withProgress = runInstar(['rebase', '-p', '-b', '', join(dir, 'plain.qcow2'), '--sandbox=none']);
+  assert.equal(withProgress.status, 1);
+  assert.match(withProgress.stderr, /^qemu-img: instar does not do safe rebase yet/);
+  assert.ok(readFileSync(join(dir, 'plain.qcow2')).equals(images.v3));
   const safe = runInstar(['rebase', '-b', '', '-F', 'qcow2', join(dir, 'img.qcow2'), '--sandbox=none']);
   assert.equal(safe.status, 1);
   assert.match(safe.stderr, /^qemu-img: instar does not do safe rebase yet .*nothing was written\n$/);

@@ -90,6 +90,7 @@ async function runRebase(cmd: ParsedCommand, ctx: CommandContext, progress: bool
       // qemu opens the image for I/O: an encrypted one needs its key.
       secrets: sourceSecrets(cmd.options.get('object') ?? [], [target]),
       unsafe,
+      progress,
       backing,
       backingFormat,
       invalidBackingFormat: backingFormat !== undefined && !QEMU_FORMAT_NAMES.has(backingFormat),
