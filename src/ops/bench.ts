@@ -1,7 +1,7 @@
 // The guest half of `bench`: opens the image (any format, backing chain included) and issues
 // qemu-img bench's requests one after another: `count` reads (or writes of the pattern byte) of
-// `bufsize` bytes, the first at `offset`, each next one `step` further, wrapping modulo
-// (size - bufsize) as qemu's bench_cb does (0 when the image is no larger than one request). qemu
+// `bufsize` bytes, the first at `offset`, each next one `step` further, wrapping modulo the
+// image's size as qemu 7.2's and 10.0's bench_cb do (a request can then pass the end). qemu
 // keeps `depth` of them in flight; their offsets, and which of them fail, do not depend on that.
 // Writes go only to raw images, straight to the file (which is the disk): instar has no in-place
 // writer for other formats yet.
@@ -23,6 +23,8 @@ export interface BenchOptions {
   /** Decimal: up to INT64_MAX. */
   offset: string;
   pattern: number;
+  /** 7.2: the wrap divides by the size, and an empty image crashes qemu-img (SIGFPE) at its first request. */
+  zeroSizeFaults?: boolean;
 }
 
 /**
@@ -34,6 +36,7 @@ export type BenchResult =
   | { format: string; sizeFailed: true }
   | { format: string; refused: string }
   | { format: string; failed: string }
+  | { format: string; faulted: true }
   | { format: string; seconds: number };
 
 /** Bytes moved per read or write call: a large request is done in pieces of one reused buffer. */
@@ -56,6 +59,8 @@ export const benchOp: Op = (options, ctx) => {
   let offset = BigInt(o.offset);
   const started = performance.now();
   for (let i = 0; i < o.count; i++) {
+    // qemu computes the next offset before it sends a request: 7.2's division by 0 comes first.
+    if (size === 0n && o.zeroSizeFaults) return { format, faulted: true } satisfies BenchResult;
     // blk_check_byte_request: a request past the end fails with EIO.
     if (offset > size || size - offset < bufsize) return { format, failed: 'Input/output error' } satisfies BenchResult;
     const at = Number(offset);
@@ -71,8 +76,9 @@ export const benchOp: Op = (options, ctx) => {
         return { format, failed: strerror(code) } satisfies BenchResult;
       }
     }
-    offset += BigInt(o.step);
-    offset = size <= bufsize ? 0n : offset % (size - bufsize);
+    // 7.2 and 10.0 wrap modulo the size itself (later qemu wraps before the last request that
+    // fits), so a request that wraps near the end can pass it and fail.
+    offset = size === 0n ? 0n : (offset + BigInt(o.step)) % size;
   }
   return { format, seconds: (performance.now() - started) / 1000 } satisfies BenchResult;
 };

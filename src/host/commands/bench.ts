@@ -126,6 +126,7 @@ function validResult(raw: unknown): BenchResult {
   const text = (v: unknown) => typeof v === 'string' && v.length > 0 && v.length < 512 && !/[\0-\x1f]/.test(v);
   if (typeof r.format === 'string' && /^[a-z0-9]{1,16}$/.test(r.format)) {
     if (r.sizeFailed === true) return { format: r.format, sizeFailed: true };
+    if (r.faulted === true) return { format: r.format, faulted: true };
     if (text(r.refused)) return { format: r.format, refused: r.refused as string };
     if (text(r.failed)) return { format: r.format, failed: r.failed as string };
     if (typeof r.seconds === 'number' && Number.isFinite(r.seconds) && r.seconds >= 0) return { format: r.format, seconds: r.seconds };
@@ -167,6 +168,7 @@ async function runBench(cmd: ParsedCommand, ctx: CommandContext): Promise<number
       step: s.step || s.bufsize,
       offset: s.offset.toString(),
       pattern: s.pattern,
+      zeroSizeFaults: !ctx.profile.newUsageErrors,
     };
     try {
       result = validResult(await runWithReferencedFiles('bench', options as unknown as Record<string, unknown>, [{ fd, path: target.path, writable: s.write }], ctx));
@@ -191,6 +193,8 @@ async function runBench(cmd: ParsedCommand, ctx: CommandContext): Promise<number
     ctx.err(`qemu_memalign: failed to allocate ${wrapped} bytes at alignment 4096: Cannot allocate memory\n`);
     return 134;
   }
+  // 7.2 divides by the empty image's size and dies of SIGFPE (128 + 8), its buffered line unwritten.
+  if ('faulted' in result) return 136;
   ctx.out(`Sending ${s.count} ${s.write ? 'write' : 'read'} requests, ${s.bufsize} bytes each, ${s.depth} in parallel ` +
     `(starting at offset ${s.offset}, step size ${s.step || s.bufsize})\n`);
   if (s.flushInterval) ctx.out(`Sending flush every ${s.flushInterval} requests\n`);
