@@ -23,6 +23,10 @@ before(() => {
   images.odd = new Uint8Array(1000).fill(7);
   for (const format of ['vmdk', 'vpc', 'vdi', 'vhdx', 'qcow', 'parallels']) images[format] = made(`x.${format}`, format, '1M');
   images.qed = made('e.qed', 'qed', '1M', 'write -P 5 0 100k');
+  const luks = dirs.path('l.luks');
+  const secret = ['--object', 'secret,id=sec0,data=abc'];
+  assert.equal(runQemu('10.0', ['create', '-q', '-f', 'luks', ...secret, '-o', 'key-secret=sec0,iter-time=10', luks, '1M']).status, 0);
+  images.luks = new Uint8Array(readFileSync(luks));
 });
 after(() => dirs.remove());
 
@@ -106,5 +110,17 @@ test('qed: grows (the size in its header), refuses what qemu refuses', () => {
       const r = dirs.run(v, { 'e.qed': images.qed }, args, { sandboxed: args[1] === '2G' });
       assertSameResize(r, `qemu-img ${v} resize ${args.join(' ')}`);
     }
+  }
+});
+
+test('LUKS: the file resized to the disk plus the payload offset', () => {
+  const open = ['--object', 'secret,id=sec0,data=abc', '--image-opts', 'driver=luks,file.filename=l.luks,key-secret=sec0'];
+  for (const v of VERSIONS) {
+    for (const size of [['20M'], ['+1'], ['--shrink', '512k'], ['--preallocation=full', '3M']]) {
+      const args = [...open, ...size];
+      const r = dirs.run(v, { 'l.luks': images.luks }, args, { sandboxed: size[0] === '20M' });
+      assertSameResize(r, `qemu-img ${v} resize ${args.join(' ')}`);
+    }
+    assertSameResize(dirs.run(v, { 'l.luks': images.luks }, ['l.luks', '2G']), `qemu-img ${v} resize l.luks 2G (no key)`);
   }
 });

@@ -1,6 +1,7 @@
 // The luks format driver (qemu's block/crypto.c over crypto/block-luks.c): a LUKS1 header, key
 // slots, then the encrypted payload that is the disk. `info` needs no key (qemu opens without
 // I/O); reading needs the passphrase, which the host passes in OpenContext.key.
+import { luksResize } from './resize.ts';
 import { ImageError, type BlockDevice, type Driver, type Extent, type Image, type NodeInfo, type OpenContext } from '../types.ts';
 import { readAt } from '../bytes.ts';
 import { readPayload } from './payload.ts';
@@ -72,4 +73,5 @@ export const luksDriver: Driver = {
     return new LuksImage(dev, hdr, parseLuksHeader(hdr), ctx);
   },
   measure: luksMeasure,
+  resize: luksResize,
 };
