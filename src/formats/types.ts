@@ -298,8 +298,15 @@ export interface CreateFileLayout {
 export interface CreateCapability {
   /** The driver's own create options in qemu's order (the file protocol's come after them). */
   readonly options: readonly CreateOptionSpec[];
-  plan(options: ReadonlyMap<string, string>, size: bigint): CreatePlan;
+  plan(options: ReadonlyMap<string, string>, size: bigint, env?: CreateEnvironment): CreatePlan;
   layout(plan: CreatePlan): { image: CreateFileLayout; dataFile?: CreateFileLayout };
+}
+
+/** What a new image may take from outside its options: the clock and randomness (UUIDs, CIDs). */
+export interface CreateEnvironment {
+  /** Seconds since the Unix epoch. */
+  now: number;
+  randomBytes(n: number): Uint8Array;
 }
 
 /** A plan of header writes (formats/repair.ts steps), or why qemu's driver fails it (its errno), or instar's refusal. */

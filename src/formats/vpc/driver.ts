@@ -8,6 +8,7 @@ import { openingAs, readZeroFilled } from './file-read.ts';
 import { readFooter, totalSectors, VHD_FIXED, type Footer } from './footer.ts';
 import { readDynamicHeader, type DynamicHeader } from './dynamic-header.ts';
 import { loadBat, UNALLOCATED } from './bat.ts';
+import { vpcCreate } from './create.ts';
 
 interface Dynamic {
   header: DynamicHeader;
@@ -131,4 +132,5 @@ export const vpcDriver: Driver = {
   // qemu looks for the cookie at offset 0 only, so fixed VHDs are not detected (they probe raw).
   probe: (head) => (head.length >= 8 && String.fromCharCode(...head.subarray(0, 8)) === CONECTIX ? 100 : 0),
   open: openVpc,
+  create: vpcCreate,
 };

@@ -4,6 +4,7 @@
 // writes the format's layout through the fds, and the host fsyncs. A create that fails after the
 // host created a file removes it again.
 import { closeSync, constants, fstatSync, fsyncSync, lstatSync, openSync, unlinkSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { OpError, runOp, type HostDevice } from '../sandbox/run.ts';
@@ -197,7 +198,8 @@ async function runCreate(args: CreateArgs, ctx: CommandContext): Promise<number>
 
   const normalized = new Map([...set].map(([k, v]) => [k, v.value]));
   try {
-    const plan = found.capability.plan(normalized, BigInt.asUintN(64, size));
+    const env = { now: Math.floor(Date.now() / 1000), randomBytes: (n: number) => randomBytes(n) };
+    const plan = found.capability.plan(normalized, BigInt.asUintN(64, size), env);
     await writeImage(filename, args.format, plan, ctx);
   } catch (e) {
     if (!(e instanceof ImageError)) throw e;
