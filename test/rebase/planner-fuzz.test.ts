@@ -78,6 +78,8 @@ function check(bytes: Buffer, open: (dev: BlockDevice) => unknown, plan: (dev: B
   const limit = headerBytes(bytes);
   for (const s of p.steps ?? []) {
     if (s.kind === 'barrier') continue;
+    assert.notEqual(s.kind, 'truncate', 'a header plan never changes the file size');
+    if (s.kind === 'truncate') continue;
     assert.equal(s.pos, 0, 'a header plan writes at offset 0');
     const length = s.kind === 'write' ? s.bytes.length : s.length;
     assert.ok(length <= limit && length <= bytes.length, `a write of ${length} bytes stays in the header area (${limit})`);
