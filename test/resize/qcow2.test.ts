@@ -45,15 +45,20 @@ before(() => {
   images.bitmap = new Uint8Array(readFileSync(dirs.path('b.qcow2')));
   images.fragmented = made('f.qcow2', 'compat=1.1', '10M', 'write -P 5 0 256k', 'discard 64k 128k');
   images.small = made('small.qcow2', 'compat=1.1', '1M');
+  const secret = ['--object', 'secret,id=sec0,data=abc'];
+  const encrypted = dirs.path('e.qcow2');
+  assert.equal(runQemu('10.0', ['create', '-q', '-f', 'qcow2', ...secret, '-o', 'encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10', encrypted, '1M']).status, 0);
+  images.encrypted = new Uint8Array(readFileSync(encrypted));
 });
 after(() => dirs.remove());
 
-const SIZES = [['q.qcow2', '4G'], ['--shrink', 'q.qcow2', '5M'], ['--shrink', 'q.qcow2', '600M'], ['q.qcow2', '+512']];
+/** Every size for the default image; a grow with a new L1 table and a shrink dropping one for the rest. */
+const SIZES = [['q.qcow2', '4G'], ['--shrink', 'q.qcow2', '600M'], ['--shrink', 'q.qcow2', '5M'], ['q.qcow2', '+512']];
 
 for (const options of VARIANTS) {
   test(`qcow2 resize (${options}): qemu's bytes`, () => {
     for (const v of VERSIONS) {
-      for (const args of SIZES) {
+      for (const args of options === VARIANTS[0] ? SIZES : SIZES.slice(0, 2)) {
         const r = dirs.run(v, { 'q.qcow2': images[options] }, args, { sandboxed: options === 'refcount_bits=16' && args[1] === '4G' });
         assertSameResize(r, `${options}: qemu-img ${v} resize ${args.join(' ')}`);
       }
@@ -73,6 +78,9 @@ test('qcow2 resize: errors and images qemu resizes in one way only', () => {
     ['snapshot', ['q.qcow2', '2G']],
     ['v2snapshot', ['q.qcow2', '2G']],
     ['v2snapshot', ['--shrink', 'q.qcow2', '512k']],
+    ['encrypted', ['--object', 'secret,id=sec0,data=abc', '--image-opts', 'driver=qcow2,file.filename=q.qcow2,encrypt.key-secret=sec0', '2G']],
+    ['encrypted', ['--object', 'secret,id=sec0,data=abc', '--image-opts', 'driver=qcow2,file.filename=q.qcow2,encrypt.key-secret=sec0', '--shrink', '512k']],
+    ['encrypted', ['q.qcow2', '2G']],
   ];
   for (const v of VERSIONS) {
     for (const [image, args] of cases) {
@@ -115,7 +123,7 @@ function cutResize(bytes: Uint8Array, path: string, newSize: number, writes: num
   }
 }
 
-test('qcow2 resize: every prefix of its writes leaves an image qemu-img opens, with leaks at most', () => {
+test('qcow2 resize: every prefix of its writes leaves an image qemu-img checks with leaks at most', () => {
   const path = dirs.path('cut.qcow2');
   const cases: [string, number][] = [['fragmented', 5 * 2 ** 30], ['refcount_bits=16', 600 * 2 ** 20], ['refcount_bits=16', 100 * 1024]];
   for (const [image, newSize] of cases) {
@@ -124,8 +132,8 @@ test('qcow2 resize: every prefix of its writes leaves an image qemu-img opens, w
       total = cutResize(images[image], path, newSize, n);
       const label = `${image} to ${newSize}, after ${n} of ${total} writes`;
       const check = runQemu('10.0', ['check', path]);
+      // 0: clean, 3: leaks only; anything else (2: corruptions, 1: it would not open) fails.
       assert.ok(check.status === 0 || check.status === 3, `${label}: qemu-img check exits ${check.status}: ${check.stdout}${check.stderr}`);
-      assert.equal(runQemu('10.0', ['info', path]).status, 0, `${label}: qemu-img info`);
     }
     assert.ok(total >= 3, `${image}: the resize has several writes`);
     const done = readFileSync(path);
