@@ -8,6 +8,7 @@ import { ImageError, type Extent, type Image, type NodeInfo } from '../formats/t
 import { openTree } from './open-tree.ts';
 import { copyToRaw } from './convert/copy.ts';
 import type { Op } from './types.ts';
+import { strerror } from '../strerror.ts';
 import type { OpenContext } from '../formats/types.ts';
 
 export interface DdOptions {
@@ -50,10 +51,12 @@ class ImageWindow implements Image {
   }
 }
 
-/** qemu's dd reads and writes plainly: any failure of the copy is a read failure of the input. */
+/**
+ * qemu's dd reads and writes plainly: any failure of the copy is a read failure of the input,
+ * worded by its errno alone (a driver's own words never reach qemu's message).
+ */
 function readFailure(e: ImageError): ImageError {
-  const reason = e.message.replace(/^error while reading (block status )?at (byte|offset) \d+: /, '');
-  return new ImageError(`error while reading from input image file: ${reason}`, e.errno);
+  return new ImageError(`error while reading from input image file: ${strerror(e.errno ?? 'EIO')}`, e.errno);
 }
 
 // Synchronous up to the copy: MissingFilesError must throw at once for answeringMissingFiles.
