@@ -8,10 +8,10 @@ import { runQemu } from '../helpers/oracles.ts';
 
 /** Creates a qcow2 with `opts` (qemu-img create -o) in `dir` and returns its bytes. */
 export function created(dir: string, name: string, opts: string, size = '1M', extra: string[] = []): Buffer {
-  const path = join(dir, name);
-  const r = runQemu('10.0', ['create', '-q', '-f', 'qcow2', ...(opts ? ['-o', opts] : []), ...extra, path, size]);
+  // Run in `dir`: qemu-img create opens a relative data_file name against its working directory.
+  const r = runQemu('10.0', ['create', '-q', '-f', 'qcow2', ...(opts ? ['-o', opts] : []), ...extra, name, size], { cwd: dir });
   assert.equal(r.status, 0, r.stderr);
-  return readFileSync(path);
+  return readFileSync(join(dir, name));
 }
 
 /** One header extension record: magic, length, data padded to 8 bytes. */
