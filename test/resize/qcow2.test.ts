@@ -49,6 +49,11 @@ before(() => {
   const encrypted = dirs.path('e.qcow2');
   assert.equal(runQemu('10.0', ['create', '-q', '-f', 'qcow2', ...secret, '-o', 'encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10', encrypted, '1M']).status, 0);
   images.encrypted = new Uint8Array(readFileSync(encrypted));
+  images.base = made('base.qcow2', 'compat=1.1', '4M', 'write -P 9 0 4M');
+  const overlay = dirs.path('o.qcow2');
+  assert.equal(runQemu('10.0', ['create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', overlay, '4M']).status, 0);
+  assert.equal(runQemu('10.0', ['-c', 'write -P 5 1M 64k', overlay], {}, 'qemu-io').status, 0);
+  images.overlay = new Uint8Array(readFileSync(overlay));
 });
 after(() => dirs.remove());
 
@@ -81,10 +86,13 @@ test('qcow2 resize: errors and images qemu resizes in one way only', () => {
     ['encrypted', ['--object', 'secret,id=sec0,data=abc', '--image-opts', 'driver=qcow2,file.filename=q.qcow2,encrypt.key-secret=sec0', '2G']],
     ['encrypted', ['--object', 'secret,id=sec0,data=abc', '--image-opts', 'driver=qcow2,file.filename=q.qcow2,encrypt.key-secret=sec0', '--shrink', '512k']],
     ['encrypted', ['q.qcow2', '2G']],
+    ['overlay', ['q.qcow2', '2G']],
+    ['overlay', ['--shrink', 'q.qcow2', '1M']],
   ];
   for (const v of VERSIONS) {
     for (const [image, args] of cases) {
-      const r = dirs.run(v, { 'q.qcow2': images[image] }, args, { sandboxed: image === 'fragmented' && args[1] === '2G' });
+      const files = image === 'overlay' ? { 'q.qcow2': images.overlay, 'base.qcow2': images.base } : { 'q.qcow2': images[image] };
+      const r = dirs.run(v, files, args, { sandboxed: (image === 'fragmented' || image === 'overlay') && args[1] === '2G' });
       assertSameResize(r, `${image}: qemu-img ${v} resize ${args.join(' ')}`);
     }
   }
