@@ -65,11 +65,19 @@ export function resizeOp(options: Record<string, unknown>, ctx: OpContext): Resi
   const request: ResizeRequest = { newSize: Number(total), preallocation: prealloc ?? 'off' };
   const backing = backingSize(ctx, image.info()['backing-filename-format'], opts);
   if (backing !== undefined) request.backingSize = backing;
-  const plan = capability.plan(image, input.dev, request);
+  // From here on the image is open: a failure is the resize's, not the open's.
+  let plan;
+  try {
+    plan = capability.plan(image, input.dev, request);
+  } catch (e) {
+    if (e instanceof ImageError) return { format, error: e.message };
+    throw e;
+  }
   if ('error' in plan) return { format, error: plan.error };
   try {
     applyRepair(input.dev, plan.steps, { stopAfterWrites: opts.stopAfterWrites });
   } catch (e) {
+    if (e instanceof ImageError) return { format, error: e.message };
     const failure = fileFailure(e, plan.steps);
     if (failure === undefined) throw e;
     return { format, error: failure };
