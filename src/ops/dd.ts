@@ -28,8 +28,9 @@ export type DdOpenResult = { size: number | string } | { sizeFailed: true };
 
 /**
  * The part [start, start + length) of an image as an image of its own, so that convert's copy
- * loop copies it to offset 0 of the output. Extents and reads are shifted; nothing else is needed
- * by the loop (cluster size only aligns its runs).
+ * loop copies it to offset 0 of the output. It is one run of data: dd writes every byte anyway,
+ * and the image's own extents, shifted by a start that need not be sector-aligned, would meet the
+ * loop's rounding to whole sectors mid-run. Bytes the image knows are zeros are still not read.
  */
 class ImageWindow implements Image {
   readonly format: string;
@@ -37,14 +38,13 @@ class ImageWindow implements Image {
     this.format = image.format;
   }
   info(): NodeInfo {
-    return { ...this.image.info(), 'virtual-size': this.virtualSize };
+    return { format: this.format, 'virtual-size': this.virtualSize };
   }
   read(buf: Uint8Array, offset: number): void {
     this.image.read(buf, this.start + offset);
   }
   extent(offset: number, length: number): Extent {
-    const e = this.image.extent(this.start + offset, length);
-    return { ...e, offset, length: Math.min(e.length, this.virtualSize - offset) };
+    return { offset, length: Math.min(length, this.virtualSize - offset), kind: 'data', depth: 0 };
   }
   zeroRun(offset: number, length: number): number {
     return this.image.zeroRun?.(this.start + offset, length) ?? 0;

@@ -1,7 +1,8 @@
 // Shared by the dd and bench tests: one command line run by a qemu-img oracle and by instar, either
 // in this process (--sandbox=none: the bulk of the cases, no Node start each) or as the built CLI
 // with its default sandbox (a few cases each, so the real guest path is tested too).
-import { mkdtempSync, rmSync } from 'node:fs';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { oracle, runInstar, runQemu, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
@@ -13,9 +14,9 @@ export function tempDir(prefix: string): { dir: string; cleanup: () => void } {
 }
 
 /** The oracle, its own path in its messages replaced by 'qemu-img' (10.0's try-help line names argv[0]). */
-export function qemuRun(version: OracleVersion, args: string[], cwd?: string): RunResult {
-  const r = runQemu(version, args, { cwd, timeoutMs: 60_000 });
-  r.stderr = r.stderr.split(oracle(version)).join('qemu-img');
+export function qemuRun(version: OracleVersion, args: string[], cwd?: string, tool: 'qemu-img' | 'qemu-io' = 'qemu-img'): RunResult {
+  const r = runQemu(version, args, { cwd, timeoutMs: 60_000 }, tool);
+  r.stderr = r.stderr.split(oracle(version, tool)).join(tool);
   return r;
 }
 
@@ -32,4 +33,30 @@ export async function instarRun(version: OracleVersion, args: string[], opts: { 
     argv1: '/usr/bin/qemu-img',
   });
   return { stdout, stderr, status, signal: null };
+}
+
+/**
+ * `dd args` by both, writing `out`: messages, exit status and the output file compared byte for
+ * byte. `failedCopy`: qemu leaves a partly written output after a failed read, instar removes the
+ * file it created (no half-written file that looks finished): then only its absence is checked.
+ */
+export async function sameDd(version: OracleVersion, args: string[], out: string, label: string, opts: { sandboxed?: boolean; failedCopy?: boolean } = {}): Promise<void> {
+  const kept = `${out}.qemu`;
+  rmSync(out, { force: true });
+  rmSync(kept, { force: true });
+  const q = qemuRun(version, ['dd', ...args]);
+  if (existsSync(out)) renameSync(out, kept);
+  const i = await instarRun(version, ['dd', ...args], { sandboxed: opts.sandboxed });
+  assert.equal(i.stderr, q.stderr, `${label}: stderr`);
+  assert.equal(i.stdout, q.stdout, `${label}: stdout`);
+  assert.equal(i.status, q.status, `${label}: exit status`);
+  if (opts.failedCopy) {
+    assert.ok(existsSync(kept), `${label}: qemu left its output`);
+    assert.ok(!existsSync(out), `${label}: instar removed its output`);
+  } else {
+    assert.equal(existsSync(out), existsSync(kept), `${label}: output made or not`);
+    if (existsSync(kept)) assert.ok(readFileSync(out).equals(readFileSync(kept)), `${label}: output bytes`);
+  }
+  rmSync(out, { force: true });
+  rmSync(kept, { force: true });
 }

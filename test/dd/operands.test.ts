@@ -3,11 +3,10 @@
 // int and int64 bounds), and malformed operand lists. stdout, stderr and exit status compared, and
 // the output file byte for byte when one is made. In-process: many cases, milliseconds each.
 import { test, before, after } from 'node:test';
-import assert from 'node:assert/strict';
-import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { VERSIONS } from '../helpers/oracles.ts';
-import { instarRun, qemuRun, tempDir } from './helpers.ts';
+import { sameDd, tempDir } from './helpers.ts';
 import { prng } from '../helpers/xorshift.ts';
 
 let dir: string;
@@ -25,20 +24,7 @@ before(() => {
 after(() => cleanup());
 
 /** Runs `dd args` with both; compares messages, status and the output file. */
-async function same(version: (typeof VERSIONS)[number], args: string[], label: string): Promise<void> {
-  const out = join(dir, 'out.raw');
-  const kept = join(dir, 'qemu-out.raw');
-  rmSync(out, { force: true });
-  rmSync(kept, { force: true });
-  const q = qemuRun(version, ['dd', ...args]);
-  if (existsSync(out)) renameSync(out, kept);
-  const i = await instarRun(version, ['dd', ...args]);
-  assert.equal(i.stderr, q.stderr, `${label}: stderr`);
-  assert.equal(i.stdout, q.stdout, `${label}: stdout`);
-  assert.equal(i.status, q.status, `${label}: exit status`);
-  assert.equal(existsSync(out), existsSync(kept), `${label}: output made or not`);
-  if (existsSync(kept)) assert.ok(readFileSync(out).equals(readFileSync(kept)), `${label}: output bytes`);
-}
+const same = (version: (typeof VERSIONS)[number], args: string[], label: string) => sameDd(version, args, join(dir, 'out.raw'), label);
 
 const VALUES = ['0', '3', '0x10', '0X10', '010', '08', '0x', '1.5', '1.k', '.5k', '1e3', '+5', ' 12', ' -0', '-0', '-1', '1K', '12b', '1kb',
   '0x1k', '7E', '8E', '9223372036854775807', '9223372036854775808', '18446744073709551616', '2147483647', '2147483648', '1 ', '', 'abc'];
