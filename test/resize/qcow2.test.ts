@@ -91,7 +91,7 @@ test('qcow2 resize: errors and images qemu resizes in one way only', () => {
   ];
   for (const v of VERSIONS) {
     for (const [image, args] of cases) {
-      const files = image === 'overlay' ? { 'q.qcow2': images.overlay, 'base.qcow2': images.base } : { 'q.qcow2': images[image] };
+      const files: Record<string, Uint8Array> = image === 'overlay' ? { 'q.qcow2': images.overlay, 'base.qcow2': images.base } : { 'q.qcow2': images[image] };
       const r = dirs.run(v, files, args, { sandboxed: (image === 'fragmented' || image === 'overlay') && args[1] === '2G' });
       assertSameResize(r, `${image}: qemu-img ${v} resize ${args.join(' ')}`);
     }
