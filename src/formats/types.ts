@@ -193,7 +193,8 @@ export interface Driver {
  */
 export type SnapshotChangePlan =
   | { steps: import('./repair.ts').RepairStep[] }
-  | { errno: string; message: string }
+  /** `steps`: what qemu's driver wrote before it failed (instar writes the same). */
+  | { errno: string; message: string; steps?: import('./repair.ts').RepairStep[] }
   | { notFound: true }
   | { refused: string };
 
@@ -306,15 +307,17 @@ export interface CreateCapability {
 export interface CreateEnvironment {
   /** Seconds since the Unix epoch. */
   now: number;
+  /** The new image's name as the user gave it (a VMDK descriptor names its extent by it). */
+  filename: string;
   randomBytes(n: number): Uint8Array;
 }
 
 /** A plan of header writes (formats/repair.ts steps), or why qemu's driver fails it (its errno), or instar's refusal. */
-export type HeaderChangePlan =
+export type HeaderChangePlan = (
   | { steps: import('./repair.ts').RepairStep[] }
   /** `steps`: what qemu wrote before failing (its read-write open's own header rewrite). */
   | { errno: 'ENOSPC' | 'EINVAL' | 'ENOTSUP'; steps?: import('./repair.ts').RepairStep[] }
-  | { refused: string };
+  | { refused: string }) & PlanNotice;
 
 /** Names `backing` (absent: no backing file) with `format` (absent: none) in the image's metadata. */
 export type ChangeBackingCapability = (dev: BlockDevice, backing: Uint8Array | undefined, format: Uint8Array | undefined) => HeaderChangePlan;
@@ -332,4 +335,12 @@ export interface AmendCapability {
 }
 
 /** `progress`: the percentages qemu's driver reports along the way (before its final 100%). */
-export type AmendPlan = { steps: import('./repair.ts').RepairStep[]; error?: string[]; progress?: number[] } | { refused: string };
+export type AmendPlan = ({ steps: import('./repair.ts').RepairStep[]; error?: string[]; progress?: number[] } | { refused: string }) & PlanNotice;
+
+/**
+ * What qemu's driver prints on stderr while opening the image for writing: the text after
+ * "<progname>: ", printed as is (qemu ends some such notices without a newline).
+ */
+export interface PlanNotice {
+  notice?: string;
+}

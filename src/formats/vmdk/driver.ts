@@ -14,6 +14,7 @@ import { magicOf, openSparse, readHead } from './open-sparse.ts';
 import { probeVmdk } from './probe.ts';
 import { SeSparseExtent } from './sesparse-extent.ts';
 import type { GrainExtent } from './sparse-extent.ts';
+import { vmdkCreate } from './create.ts';
 
 /** Descriptors inside sparse extents may nest; qemu recurses without bound, we stop here. */
 const MAX_NESTING = 4;
@@ -40,6 +41,7 @@ export const vmdkDriver: Driver = {
   name: 'vmdk',
   probe: (head) => probeVmdk(head),
   open: (dev, ctx) => openVmdk(dev, ctx),
+  create: vmdkCreate,
 };
 
 /** Opens a VMDK; throws NeedFilesError when the descriptor names files not in ctx.devices. */

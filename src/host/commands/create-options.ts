@@ -5,12 +5,13 @@ import type { CreateCapability, CreateOptionSpec, CreateOptionType } from '../..
 import { FILE_PROTOCOL_CREATE_OPTIONS, rawCreate } from '../../formats/raw/create.ts';
 import { qcow2Create } from '../../formats/qcow2/create.ts';
 import { vpcCreate } from '../../formats/vpc/create.ts';
+import { vmdkCreate } from '../../formats/vmdk/create.ts';
 import { findMeasurer } from '../../formats/measurers.ts';
 import { optionItems, parseCreateOptions } from './measure-options.ts';
 import type { SetOption } from '../../output/create-text.ts';
 
 /** The formats instar creates (a unit test keeps these the drivers' own `create`). */
-export const CREATORS: Readonly<Record<string, CreateCapability>> = { raw: rawCreate, qcow2: qcow2Create, vpc: vpcCreate };
+export const CREATORS: Readonly<Record<string, CreateCapability>> = { raw: rawCreate, qcow2: qcow2Create, vpc: vpcCreate, vmdk: vmdkCreate };
 
 export type FormatLookup =
   | { capability: CreateCapability; specs: readonly CreateOptionSpec[] }

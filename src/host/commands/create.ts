@@ -198,7 +198,7 @@ async function runCreate(args: CreateArgs, ctx: CommandContext): Promise<number>
 
   const normalized = new Map([...set].map(([k, v]) => [k, v.value]));
   try {
-    const env = { now: Math.floor(Date.now() / 1000), randomBytes: (n: number) => randomBytes(n) };
+    const env = { now: Math.floor(Date.now() / 1000), filename, randomBytes: (n: number) => randomBytes(n) };
     const plan = found.capability.plan(normalized, BigInt.asUintN(64, size), env);
     await writeImage(filename, args.format, plan, ctx);
   } catch (e) {
