@@ -3,7 +3,7 @@
 // with its default sandbox (a few cases each, so the real guest path is tested too).
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { constants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { oracle, runInstar, runQemu, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
 import { runCommandLine } from '../../src/cli/run.ts';
@@ -17,15 +17,17 @@ export function tempDir(prefix: string): { dir: string; cleanup: () => void } {
 export function qemuRun(version: OracleVersion, args: string[], cwd?: string, tool: 'qemu-img' | 'qemu-io' = 'qemu-img'): RunResult {
   const r = runQemu(version, args, { cwd, timeoutMs: 60_000 }, tool);
   r.stderr = r.stderr.split(oracle(version, tool)).join(tool);
+  // Killed by a signal (bench's aborts): the status a shell reports, 128 + the signal, as instar exits.
+  if (r.status === null && r.signal) r.status = 128 + constants.signals[r.signal];
   return r;
 }
 
 /** instar with the version's profile: in-process unless `sandboxed` (then the built CLI, default sandbox). */
-export async function instarRun(version: OracleVersion, args: string[], opts: { sandboxed?: boolean; cwd?: string } = {}): Promise<RunResult> {
-  if (opts.sandboxed) return runInstar(['--qemu-version', version, ...args], { cwd: opts.cwd, timeoutMs: 60_000 });
+export async function instarRun(version: OracleVersion, args: string[], opts: { sandboxed?: boolean; cwd?: string; globals?: string[] } = {}): Promise<RunResult> {
+  if (opts.sandboxed) return runInstar(['--qemu-version', version, ...(opts.globals ?? []), ...args], { cwd: opts.cwd, timeoutMs: 60_000 });
   let stdout = '';
   let stderr = '';
-  const status = await runCommandLine(['--qemu-version', version, '--sandbox=none', ...args], {
+  const status = await runCommandLine(['--qemu-version', version, '--sandbox=none', ...(opts.globals ?? []), ...args], {
     out: (t) => void (stdout += t),
     err: (t) => void (stderr += t),
     env: process.env,
