@@ -56,7 +56,10 @@ export function snapshotChangeOp(options: Record<string, unknown>, ctx: OpContex
         : capability.apply(input.dev, name);
   if ('notFound' in plan) return { format, 'not-found': true };
   if ('refused' in plan) return { format, refused: plan.refused };
-  if ('errno' in plan) return { format, errno: plan.errno, message: plan.message };
+  if ('errno' in plan) {
+    if (plan.steps) applyRepair(input.dev, plan.steps);
+    return { format, errno: plan.errno, message: plan.message };
+  }
   applyRepair(input.dev, plan.steps);
   return { format, done: true };
 }

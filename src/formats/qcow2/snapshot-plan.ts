@@ -17,6 +17,8 @@ const NB_SNAPSHOTS_AT = 60;
 
 export interface SnapshotPlan {
   steps: RepairStep[];
+  /** qemu's create or apply failed with EINVAL after these writes (a refcount at its maximum). */
+  refcountOverflow?: boolean;
   /** The file grows to this size first when qemu would have written past its end. */
   fileSize: number;
 }
@@ -76,7 +78,14 @@ export function planCreate(dev: BlockDevice, name: string, now: { sec: number; n
   if (nameBytes.length > 255) nameBytes = nameBytes.subarray(0, 255);
   const l1Offset = allocClusters(model.refs, h.l1Size * 8);
   model.writeL1(BigInt(l1Offset), model.activeL1, 'fresh');
-  model.updateSnapshotRefcount(h.l1TableOffset, h.l1Size, 1, model.activeL1);
+  try {
+    model.updateSnapshotRefcount(h.l1TableOffset, h.l1Size, 1, model.activeL1);
+  } catch (e) {
+    // qemu stops there, keeping what it changed so far (leaked clusters, COPIED flags cleared)
+    // and not undoing it: instar writes the same, and reports qemu's EINVAL.
+    if (!(e instanceof RefcountRangeError)) throw e;
+    return { ...model.plan(), refcountOverflow: true };
+  }
   list.push({
     l1TableOffset: BigInt(l1Offset),
     l1Size: h.l1Size,
@@ -143,7 +152,13 @@ export function planApply(dev: BlockDevice, idOrName: string): SnapshotPlan {
   const snL1 = model.readL1(sn.l1TableOffset, sn.l1Size);
   while (snL1.length < h.l1Size) snL1.push(0n);
   // References for the snapshot's clusters before the active table points at them.
-  model.updateSnapshotRefcount(sn.l1TableOffset, sn.l1Size, 1);
+  try {
+    model.updateSnapshotRefcount(sn.l1TableOffset, sn.l1Size, 1);
+  } catch (e) {
+    // As in create: qemu keeps what it changed and fails with EINVAL.
+    if (!(e instanceof RefcountRangeError)) throw e;
+    return { ...model.plan(), refcountOverflow: true };
+  }
   model.writeL1(h.l1TableOffset, snL1, 'table');
   model.updateSnapshotRefcount(h.l1TableOffset, h.l1Size, -1, model.activeL1);
   snL1.forEach((e, i) => { model.activeL1[i] = e; });
@@ -152,13 +167,12 @@ export function planApply(dev: BlockDevice, idOrName: string): SnapshotPlan {
 }
 
 /** Runs a planner, turning its failures into the capability's answers. */
-function answer(plan: () => SnapshotPlan | undefined, refcountErrno: boolean): SnapshotChangePlan {
+function answer(plan: () => SnapshotPlan | undefined): SnapshotChangePlan {
   try {
     const p = plan();
+    if (p?.refcountOverflow) return { errno: 'EINVAL', message: 'Invalid argument', steps: p.steps };
     return p ? { steps: p.steps } : { notFound: true };
   } catch (e) {
-    // qemu's create fails the same way (after leaking the clusters it had allocated).
-    if (e instanceof RefcountRangeError && refcountErrno) return { errno: 'EINVAL', message: 'Invalid argument' };
     if (e instanceof PlanRefusal) return { refused: e.message };
     if (e instanceof SnapshotErrno) return { errno: e.errno ?? 'EIO', message: e.message };
     throw e;
@@ -167,7 +181,7 @@ function answer(plan: () => SnapshotPlan | undefined, refcountErrno: boolean): S
 
 /** The qcow2 driver's snapshot capability. */
 export const qcow2Snapshots: SnapshotCapability = {
-  create: (dev, name, now) => answer(() => planCreate(dev, name, now), true),
-  delete: (dev, name) => answer(() => planDelete(dev, name), false),
-  apply: (dev, idOrName) => answer(() => planApply(dev, idOrName), false),
+  create: (dev, name, now) => answer(() => planCreate(dev, name, now)),
+  delete: (dev, name) => answer(() => planDelete(dev, name)),
+  apply: (dev, idOrName) => answer(() => planApply(dev, idOrName)),
 };
