@@ -1,0 +1,65 @@
+// `create -f vmdk` (monolithicSparse, streamOptimized) against both oracles: messages and exit
+// statuses byte for byte, the file equal to qemu's but for the descriptor's random CID, and
+// qemu-img reading instar's file as its own. The subformats instar refuses are checked to leave
+// no file behind.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { ImageDir } from '../differential/harness.ts';
+import { runQemu, VERSIONS } from '../helpers/oracles.ts';
+import { compareSides, pool, runSide, type SideResult } from './harness.ts';
+
+const template = new ImageDir('create-vmdk');
+before(() => template.mkdir('sub'));
+after(() => template.remove());
+
+/** The descriptor (sectors 1..20) with its CID line replaced; the rest is compared as is. */
+function maskCid(file: Buffer): Buffer {
+  const head = file.subarray(0, 512);
+  const descriptor = file.subarray(512, 21 * 512).toString('latin1').replace(/\0+$/, '').replace(/^CID=[0-9a-f]{1,8}$/m, 'CID=?');
+  return Buffer.concat([head, Buffer.from(`${descriptor}|${file.length}|`, 'latin1'), file.subarray(21 * 512)]);
+}
+
+const masked = (side: SideResult): SideResult => ({ ...side, files: new Map([...side.files].map(([n, b]) => [n, maskCid(b)])) });
+
+const OPTIONS = ['', 'subformat=streamOptimized', 'zeroed_grain=on', 'adapter_type=lsilogic', 'adapter_type=buslogic,compat6=on',
+  'hwversion=7,toolsversion=12', 'adapter_type=legacyESX,subformat=streamOptimized', 'hwversion=undefined', 'adapter_type=foo',
+  'subformat=foo', 'compat6=on,hwversion=7', 'subformat=monolithicFlat,zeroed_grain=on'];
+const SIZES = ['0', '1000', '10M', '100G'];
+
+test('create -f vmdk: messages and files (but the CID) match qemu-img 7.2 and 10.0', async () => {
+  const cases = OPTIONS.flatMap((o) => SIZES.map((size) => [o, size]));
+  const tasks = cases.map(([o, size], n) => async () => {
+    const version = VERSIONS[n % VERSIONS.length];
+    const args = ['create', '-f', 'vmdk', ...(o === '' ? [] : ['-o', o]), 'f.vmdk', size];
+    const [expected, actual] = await Promise.all([runSide('qemu', version, template.dir, args), runSide('instar', version, template.dir, args)]);
+    return compareSides(`${version} ${args.join(' ')}`, masked(expected), masked(actual));
+  });
+  const problems = (await pool(tasks)).flat();
+  if (problems.length > 0) throw new Error(problems.join('\n'));
+});
+
+test('create -f vmdk: qemu-img reads instar\'s file as its own; refused subformats leave nothing', async () => {
+  for (const opts of ['subformat=monolithicSparse', 'subformat=streamOptimized']) {
+    const mine = await runSide('instar', '10.0', template.dir, ['create', '-q', '-f', 'vmdk', '-o', opts, 'sub/i.vmdk', '64M'], true);
+    assert.equal(mine.status, 0, mine.stderr);
+    writeFileSync(template.path('sub/i.vmdk'), mine.files.get('sub/i.vmdk')!);
+    template.img('create', '-q', '-f', 'vmdk', '-o', opts, 'sub/q.vmdk', '64M');
+    for (const version of VERSIONS) {
+      const info = (f: string) => JSON.parse(runQemu(version, ['info', '--output=json', f], { cwd: template.dir }).stdout);
+      const a = info('sub/i.vmdk');
+      const b = info('sub/q.vmdk');
+      delete a['format-specific'].data.cid;
+      delete b['format-specific'].data.cid;
+      a['format-specific'].data.extents[0].filename = b['format-specific'].data.extents[0].filename;
+      assert.deepEqual([a['virtual-size'], a['format-specific']], [b['virtual-size'], b['format-specific']]);
+      assert.equal(runQemu(version, ['check', 'sub/i.vmdk'], { cwd: template.dir }).stdout, 'No errors were found on the image.\n');
+    }
+  }
+  for (const args of [['-o', 'subformat=monolithicFlat'], ['-o', 'subformat=twoGbMaxExtentSparse'], ['-u', '-b', 'b.vmdk', '-F', 'vmdk']]) {
+    const r = await runSide('instar', '10.0', template.dir, ['create', '-q', '-f', 'vmdk', ...args, 'r.vmdk', '1M']);
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /^qemu-img: r\.vmdk: instar (creates only|does not create)/);
+    assert.equal(r.files.has('r.vmdk'), false);
+  }
+});
