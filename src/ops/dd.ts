@@ -23,8 +23,8 @@ export interface DdOptions {
   length?: number;
 }
 
-/** What 'open' answers: the input's size as qemu's blk_getlength gives it (a decimal past 2^53), or that it fails. */
-export type DdOpenResult = { size: number | string } | { sizeFailed: true };
+/** What 'open' answers: the input's format, and its size as qemu's blk_getlength gives it or that it fails. */
+export type DdOpenResult = { format: string } & ({ size: number } | { sizeFailed: true });
 
 /**
  * The part [start, start + length) of an image as an image of its own, so that convert's copy
@@ -64,8 +64,8 @@ export const ddOp: Op = (options, ctx) => {
   const opts = options as unknown as DdOptions;
   const image = openTree(ctx, 0, { format: opts.format, fileName: opts.fileName, unsafeQuirks: opts.unsafeQuirks, profile: opts.profile, secrets: opts.secrets ?? {} });
   if (opts.phase === 'open') {
-    if (image.sizeFailure) return { sizeFailed: true } satisfies DdOpenResult;
-    return { size: image.virtualSize } satisfies DdOpenResult;
+    if (image.sizeFailure) return { format: image.format, sizeFailed: true } satisfies DdOpenResult;
+    return { format: image.format, size: image.virtualSize } satisfies DdOpenResult;
   }
   const output = ctx.devices.find((d) => d.spec.role === 'output');
   if (!output) throw new ImageError('no output device');

@@ -77,6 +77,7 @@ for (const version of VERSIONS) {
       ['-c', '1', '--flush-interval=4', '-d', '8', '-w', '-f', 'raw', a], ['-c', '1', '--flush-interval=4', '-d', 'abc', a],
       ['-c', '1', '--no-drain', '-f', 'raw', a], ['-c', '1', '-q', '-f', 'raw', a], ['-c', '1', '-w', '-U', '-f', 'raw', a],
       ['-c', '1', '-w', '--image-opts', `driver=raw,file.filename=${a},read-only=on`], ['-c', '1', '--image-opts', `driver=raw,file.filename=${a}`],
+      ['-c', '1', '--image-opts', `driver=qcow2,file.filename=${p('top.qcow2')},foo=bar`],
       ['-c', '0', '-d', '0', '-f', 'raw', a], ['-c', '1', '-d', '2', '-s', '1G', '-f', 'raw', a], ['-c', '1', '-d', '2147483647', '-f', 'raw', a],
       ['-c', '1', p('nobase.qcow2')], ['-c', '0', '-f', 'raw', p('empty.raw')], ['-c', '2', '-s', '512', '-f', 'raw', p('empty.raw')],
     ];

@@ -78,6 +78,7 @@ for (const version of VERSIONS) {
       ['output in a missing directory', [`if=${p('top.qcow2')}`, `of=${p('nodir/out.raw')}`]],
       ['output is a directory', [`if=${p('top.qcow2')}`, `of=${p('adir')}`]],
       ['--image-opts', ['--image-opts', `if=driver=qcow2,file.filename=${p('top.qcow2')}`, `of=${out}`, 'bs=8k', 'skip=5']],
+      ['--image-opts with an option the format lacks', ['--image-opts', `if=driver=qcow2,file.filename=${p('top.qcow2')},foo=bar`, `of=${out}`]],
       ['--image-opts with -f', ['--image-opts', '-f', 'qcow2', `if=driver=qcow2,file.filename=${p('top.qcow2')}`, `of=${out}`]],
     ];
     // A directory or a missing one as the output: no file of the test's own name may appear either.

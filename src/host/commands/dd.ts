@@ -82,6 +82,11 @@ async function openInput(input: InputFile, target: Target, options: DdOptions, c
     throw e;
   }
   const r = (result ?? {}) as Record<string, unknown>;
+  if (typeof r.format !== 'string' || !/^[a-z0-9]{1,16}$/.test(r.format)) throw new DdError('the guest gave a malformed answer');
+  // An --image-opts option the format does not have: qemu names the (probed) format.
+  if (target.unknownFormatOption !== undefined) {
+    throw new DdError(`Could not open '${target.errorName}': Block format '${r.format}' does not support the option '${target.unknownFormatOption}'`);
+  }
   if (r.sizeFailed === true) return { sizeFailed: true };
   if (typeof r.size === 'number' && Number.isSafeInteger(r.size) && r.size >= 0) return { size: BigInt(r.size) };
   throw new DdError('the guest gave a malformed answer');
