@@ -15,6 +15,7 @@ import type { RepairStep } from '../repair.ts';
 import { AUTOCLEAR, INCOMPAT, MAX_L1_BYTES, l1EntriesFor, parseHeader, type Qcow2Header } from './header.ts';
 import { RefcountEditor, RefcountEditRefused } from './resize-refcounts.ts';
 import { planShrink } from './resize-shrink.ts';
+import { preallocateMetadata, type GrowState } from './resize-prealloc.ts';
 
 const INT_MAX = 0x7fffffff;
 const KNOWN_AUTOCLEAR = AUTOCLEAR.bitmaps | AUTOCLEAR.dataFileRaw;
@@ -36,7 +37,7 @@ function sizeWrite(size: number): RepairStep {
 function precheck(h: Qcow2Header, request: ResizeRequest): ResizePlan | undefined {
   if (request.newSize % 512 !== 0) return { error: 'The new size must be a multiple of 512' };
   if (h.nbSnapshots > 0 && h.version < 3) return { error: "Can't resize a v2 image which has snapshots" };
-  if (request.preallocation !== 'off') return refused('instar does not preallocate qcow2 images yet');
+  if (request.preallocation === 'falloc' || request.preallocation === 'full') return refused(`instar does not preallocate qcow2 images with ${request.preallocation} yet`);
   if (h.incompatible & INCOMPAT.dirty) return refused('its dirty bit is set: qemu would repair its refcounts first');
   if (h.autoclear & ~KNOWN_AUTOCLEAR) return refused('qemu would clear unknown autoclear bits in its header');
   if (h.autoclear & AUTOCLEAR.bitmaps) return refused('it has persistent bitmaps');
@@ -69,6 +70,7 @@ function planGrow(dev: BlockDevice, h: Qcow2Header, request: ResizeRequest): Res
   const newL1 = l1EntriesFor(h, BigInt(request.newSize));
   const steps: RepairStep[] = [];
   const refs = new RefcountEditor(dev, h);
+  const state: GrowState = { refs, l1: readAt(dev, h.l1TableOffset, h.l1Size * 8), l1Offset: Number(h.l1TableOffset), freeIndex: 0, fileSize: dev.size };
   if (newL1 > BigInt(h.l1Size)) {
     if (newL1 > BigInt(Math.floor(INT_MAX / 8)) || newL1 > BigInt(MAX_L1_BYTES / 8)) return { error: 'Failed to grow the L1 table: File too large' };
     const entries = Number(newL1);
@@ -81,18 +83,26 @@ function planGrow(dev: BlockDevice, h: Qcow2Header, request: ResizeRequest): Res
     }
     steps.push(...refs.flush(), { kind: 'barrier' });
     const table = Buffer.alloc(bytes);
-    readAt(dev, h.l1TableOffset, h.l1Size * 8).copy(table);
+    state.l1.copy(table);
     const offset = start * h.clusterSize;
     // qemu's write past the end of the file extends it to the table's end.
     if (offset + bytes > dev.size) steps.push({ kind: 'truncate', size: offset + bytes });
     steps.push({ kind: 'write', pos: offset, bytes: table }, { kind: 'barrier' });
     steps.push(l1FieldsWrite(entries, offset), { kind: 'barrier' });
-    // The old table's clusters are freed in qemu's refcount cache (written at close).
+    Object.assign(state, { l1: table, l1Offset: offset, freeIndex: start + clusters, fileSize: Math.max(dev.size, offset + bytes) });
+    // The old table's clusters are freed in qemu's refcount cache (written at close); a freed
+    // cluster lowers qemu's free_cluster_index.
     const oldStart = Math.floor(Number(h.l1TableOffset) / h.clusterSize);
     const oldEnd = Math.ceil((Number(h.l1TableOffset) + h.l1Size * 8) / h.clusterSize);
     for (let c = oldStart; c < oldEnd; c++) {
       if (!refs.add(c, -1n)) return refused('a refcount of its old L1 table is out of range');
+      if (refs.get(c) === 0n) state.freeIndex = Math.min(state.freeIndex, c);
     }
+  }
+  if (request.preallocation === 'metadata') {
+    const prealloc = preallocateMetadata(dev, h, state, oldLength, request.newSize);
+    if (typeof prealloc === 'string') return refused(prealloc);
+    steps.push(...prealloc);
   }
   steps.push(sizeWrite(request.newSize), { kind: 'barrier' });
   steps.push(...refs.flush(), { kind: 'barrier' });

@@ -1,0 +1,99 @@
+// qcow2 grow with --preallocation=metadata (qemu's preallocate_co): every cluster of the new area
+// gets a data cluster in the file, without data. Per L2 table, as qemu's qcow2_alloc_host_offset
+// goes: a missing L2 table is allocated first (first-fit, one cluster), then one contiguous run of
+// data clusters first-fit; the entries point at them (COPIED); the file is extended to the last
+// run's end. instar writes the outcome in a crash-safe order: the file length, the refcounts,
+// the tables, the L1 entries that link new tables. Sizes that are not whole clusters (qemu then
+// copies partial clusters) and extended L2 entries are refused by the caller's check here.
+import { readAt } from '../bytes.ts';
+import type { BlockDevice } from '../types.ts';
+import type { RepairStep } from '../repair.ts';
+import type { Qcow2Header } from './header.ts';
+import type { RefcountEditor } from './resize-refcounts.ts';
+
+const OFFSET_MASK = 0x00fffffffffffe00n;
+const COPIED = 1n << 63n;
+
+/** The allocation state a grow leaves after its L1 table work. */
+export interface GrowState {
+  refs: RefcountEditor;
+  /** The active L1 table (the new one when it grew), in memory. */
+  l1: Buffer;
+  l1Offset: number;
+  /** qemu's free_cluster_index. */
+  freeIndex: number;
+  /** The file's length as qemu's writes so far left it. */
+  fileSize: number;
+}
+
+/** The steps, or why instar will not preallocate. */
+export function preallocateMetadata(dev: BlockDevice, h: Qcow2Header, state: GrowState, from: number, to: number): RepairStep[] | string {
+  const cs = h.clusterSize;
+  if (from % cs !== 0 || to % cs !== 0) return 'preallocation of sizes that are not whole clusters is not implemented';
+  if (h.extendedL2) return 'preallocation with extended L2 entries is not implemented';
+  const { refs, l1 } = state;
+  const sizeBefore = state.fileSize;
+  const l2Span = (cs / 8) * cs;
+  /** alloc_clusters_noref and update_refcount: the first run of `count` free clusters. */
+  const allocate = (count: number): number | undefined => {
+    let start = state.freeIndex;
+    for (let c = start; c - start < count; c++) {
+      if (refs.get(c) !== 0n) start = c + 1;
+    }
+    for (let c = start; c < start + count; c++) {
+      if (!refs.covered(c) || !refs.add(c, 1n)) return undefined;
+    }
+    state.freeIndex = start + count;
+    return start;
+  };
+  const tables = new Map<number, { offset: number; bytes: Buffer; created: boolean }>();
+  let dataEnd = 0;
+  for (let pos = from; pos < to;) {
+    const l1Index = Math.floor(pos / l2Span);
+    const tableEnd = Math.min(to, (l1Index + 1) * l2Span);
+    let table = tables.get(l1Index);
+    if (!table) {
+      const entry = l1.readBigUInt64BE(l1Index * 8);
+      if ((entry & OFFSET_MASK) === 0n) {
+        const cluster = allocate(1);
+        if (cluster === undefined) return 'a new L2 table needs a new refcount block';
+        table = { offset: cluster * cs, bytes: Buffer.alloc(cs), created: true };
+        l1.writeBigUInt64BE(BigInt(table.offset) | COPIED, l1Index * 8);
+        // l2_allocate writes the new table at once.
+        state.fileSize = Math.max(state.fileSize, table.offset + cs);
+      } else {
+        if (!(entry & COPIED)) return 'an L2 table is shared: qemu would copy it';
+        const offset = entry & OFFSET_MASK;
+        if (offset % BigInt(cs) !== 0n || offset >= BigInt(dev.size)) return 'an L2 table is misplaced';
+        table = { offset: Number(offset), bytes: readAt(dev, offset, cs), created: false };
+      }
+      tables.set(l1Index, table);
+    }
+    const first = (pos % l2Span) / cs;
+    const count = (tableEnd - pos) / cs;
+    for (let i = first; i < first + count; i++) {
+      if (table.bytes.readBigUInt64BE(i * 8) !== 0n) return 'the new area already has L2 entries';
+    }
+    const run = allocate(count);
+    if (run === undefined) return 'the preallocated clusters need a new refcount block';
+    for (let i = 0; i < count; i++) table.bytes.writeBigUInt64BE(BigInt((run + i) * cs) | COPIED, (first + i) * 8);
+    dataEnd = (run + count) * cs;
+    pos = tableEnd;
+  }
+  const steps: RepairStep[] = [];
+  // qemu extends the file to the last run's end (the L2 tables it wrote may have done so already).
+  const finalSize = Math.max(state.fileSize, dataEnd);
+  if (finalSize > sizeBefore) steps.push({ kind: 'truncate', size: finalSize }, { kind: 'barrier' });
+  state.fileSize = finalSize;
+  steps.push(...refs.flush(), { kind: 'barrier' });
+  for (const t of tables.values()) steps.push({ kind: 'write', pos: t.offset, bytes: t.bytes });
+  steps.push({ kind: 'barrier' });
+  for (const [l1Index, t] of tables) {
+    if (!t.created) continue;
+    const entry = Buffer.alloc(8);
+    entry.writeBigUInt64BE(BigInt(t.offset) | COPIED);
+    steps.push({ kind: 'write', pos: state.l1Offset + l1Index * 8, bytes: entry });
+  }
+  steps.push({ kind: 'barrier' });
+  return steps;
+}
