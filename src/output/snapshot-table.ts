@@ -53,7 +53,8 @@ export function snapshotLine(row: SnapshotRow, profile: Profile): string {
   const size = sizeToStr(row.vmStateSize);
   const date = localDate(row.dateSec);
   const clock = vmClock(row, profile);
-  const icount = row.icount === undefined ? '' : String(row.icount);
+  // A snapshot without an instruction count: 9.0's table says so with '--' (measured on 10.0).
+  const icount = row.icount === undefined ? (profile.snapshotUnderscores ? '--' : '') : String(row.icount);
   if (profile.snapshotUnderscores) {
     return `${left(id, 7)} ${left(name, 16)} ${right(size, 8)} ${right(date, 19)} ${right(clock, 15)} ${right(icount, 10)}`;
   }

@@ -25,6 +25,14 @@ before(() => {
   buildImage(dirs.root, 'hostile.qcow2', ['-f', 'qcow2', '1M']);
   assert.equal(runQemu('10.0', ['snapshot', '-c', 'tab\there\x1b[2J', hostile]).status, 0);
   files['hostile.qcow2'] = new Uint8Array(readFileSync(hostile));
+  // A snapshot written before qemu stored instruction counts: 16 bytes of extra data.
+  const old = readFileSync(snaps);
+  const table = Number(old.readBigUInt64BE(64));
+  const entry = Buffer.from(old.subarray(table, table + 40 + 24 + old.readUInt16BE(table + 12) + old.readUInt16BE(table + 14)));
+  entry.writeUInt32BE(16, 36);
+  Buffer.concat([entry.subarray(0, 56), entry.subarray(64)]).copy(old, table);
+  old.writeUInt32BE(1, 60);
+  files['old.qcow2'] = new Uint8Array(old);
   files['orphan.qcow2'] = buildImage(dirs.root, 'orphan.qcow2', ['-f', 'qcow2', '-u', '-b', 'gone.qcow2', '-F', 'qcow2', '1M']);
 });
 after(() => dirs.remove());
@@ -46,6 +54,7 @@ const CASES: [string, string[], string[]?][] = [
   ['snaps.qcow2', ['snapshot', '-l']],
   ['snaps.qcow2', ['snapshot', '-U', 'snaps.qcow2']],
   ['orphan.qcow2', ['snapshot', '-l', 'orphan.qcow2']],
+  ['old.qcow2', ['snapshot', '-l', 'old.qcow2']],
   ['x.vmdk', ['snapshot', '-l', 'x.vmdk']],
   ['x.vmdk', ['snapshot', '-c', 'x', 'x.vmdk']],
   ['x.vmdk', ['snapshot', '-a', 'x', 'x.vmdk']],
@@ -67,6 +76,12 @@ for (const [file, args, instarArgs] of CASES) {
     }
   });
 }
+
+test('a snapshot without an instruction count lists as each version lists it', async () => {
+  const r = await dirs.run('10.0', { 'old.qcow2': files['old.qcow2'] }, 'old.qcow2', ['snapshot', '-l', 'old.qcow2']);
+  assert.match(r.qemu.stdout, / --\n$/);
+  assert.equal(r.instar.stdout, r.qemu.stdout);
+});
 
 test('snapshot -l through the real sandbox (both profiles)', async () => {
   for (const v of VERSIONS) {
