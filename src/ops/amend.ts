@@ -14,6 +14,8 @@ export interface AmendOptions extends OpenTreeOptions {
   /** The accumulated -o list (already checked as a list by the host). */
   optionList: string;
   help: boolean;
+  /** The host refused something the options name: open (qemu's errors first), then stop. */
+  stopAfterOpen?: boolean;
   /** qemu 8.0's size-suffix rules apply (profile). */
   newSizeRules: boolean;
   /** Tests only: stop after this many writes (crash simulation). */
@@ -23,22 +25,35 @@ export interface AmendOptions extends OpenTreeOptions {
 /** An error as qemu prints it: the first line after "<progname>: ", the rest (hints) as they are. */
 export type ErrorLines = string[];
 
-export type AmendResult =
+/** `notice`: what qemu's driver prints while opening the image for writing (types.ts PlanNotice). */
+export type AmendResult = { notice?: string } & (
   | { format: string; help: true }
   | { format: string; unsupported: true }
   | { format: string; refused: string }
   | { format: string; error: ErrorLines }
   /** progress: the percentages the driver reported (before qemu-img's final 100%). */
-  | { format: string; done: true; progress: number[]; error?: ErrorLines };
+  | { format: string; done: true; progress: number[]; error?: ErrorLines });
 
 export function amendOp(options: Record<string, unknown>, ctx: OpContext): AmendResult {
   const opts = options as unknown as AmendOptions;
   // qemu-img amend opens the whole chain (no BDRV_O_NO_BACKING): a missing backing file fails it.
   const image = openTree(ctx, 0, opts);
   const format = image.format;
-  if (opts.help === true) return { format, help: true };
+  // The host refused a name the options give: stop right after the open, writing nothing.
+  if (opts.stopAfterOpen === true) return { format, help: true };
   const amend = findDriver(format)?.amend;
   const table = AMEND_OPTIONS[format];
+  const input = ctx.devices[0];
+  if (!input?.spec.writable) throw new ImageError('the image was not opened for writing');
+  /** What qemu's writable open alone did before it stopped (a plan with no options changes nothing else). */
+  const openedOnly = (): { notice?: string } => {
+    if (!amend) return {};
+    const plan = amend.plan(input.dev, image, new Map());
+    if ('refused' in plan) return {};
+    applyRepair(input.dev, plan.steps);
+    return plan.notice === undefined ? {} : { notice: plan.notice };
+  };
+  if (opts.help === true) return { format, help: true, ...openedOnly() };
   if (!table) return { format, unsupported: true };
   if (!amend) return { format, refused: `instar cannot amend ${format} images yet; nothing was written` };
   const types = Object.fromEntries(table.amend.map(([name, type]) => [name, type]));
@@ -55,13 +70,12 @@ export function amendOp(options: Record<string, unknown>, ctx: OpContext): Amend
     } catch (again) {
       if (!(again instanceof OptionListError)) throw again;
     }
-    return { format, error: lines };
+    return { format, error: lines, ...openedOnly() };
   }
-  const input = ctx.devices[0];
-  if (!input?.spec.writable) throw new ImageError('the image was not opened for writing');
   const plan = amend.plan(input.dev, image, values);
-  if ('refused' in plan) return { format, refused: plan.refused };
+  const notice = plan.notice === undefined ? {} : { notice: plan.notice };
+  if ('refused' in plan) return { format, refused: plan.refused, ...notice };
   applyRepair(input.dev, plan.steps, { stopAfterWrites: typeof opts.stopAfterWrites === 'number' ? opts.stopAfterWrites : undefined });
   const progress = plan.progress ?? [];
-  return plan.error ? { format, done: true, progress, error: plan.error } : { format, done: true, progress };
+  return plan.error ? { format, done: true, progress, error: plan.error, ...notice } : { format, done: true, progress, ...notice };
 }

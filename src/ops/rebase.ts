@@ -23,14 +23,15 @@ export interface RebaseOptions extends OpenTreeOptions {
   stopAfterWrites?: number;
 }
 
-export type RebaseResult =
+/** `notice`: what qemu's driver prints while opening the image for writing (types.ts PlanNotice). */
+export type RebaseResult = ({ notice?: string }) & (
   | { format: string; done: true }
   /** qemu's driver refused the change: the errno whose strerror qemu prints. */
   | { format: string; errno: 'ENOSPC' | 'EINVAL' | 'ENOTSUP' }
   /** qemu's "Invalid format name" for -F, after the image opened. */
   | { format: string; invalidBackingFormat: true }
   /** instar will not do this (qemu would): nothing was written. */
-  | { format: string; refused: string };
+  | { format: string; refused: string });
 
 export function rebaseOp(options: Record<string, unknown>, ctx: OpContext): RebaseResult {
   const opts = options as unknown as RebaseOptions;
@@ -49,12 +50,13 @@ export function rebaseOp(options: Record<string, unknown>, ctx: OpContext): Reba
   // The block layer requires a named format before it asks the driver (bdrv_change_backing_file).
   if (!changeBacking) return { format, errno: backing && !backingFormat ? 'EINVAL' : 'ENOTSUP' };
   const plan = changeBacking(input.dev, backing, backingFormat);
-  if ('refused' in plan) return { format, refused: plan.refused };
+  const notice = plan.notice === undefined ? {} : { notice: plan.notice };
+  if ('refused' in plan) return { format, refused: plan.refused, ...notice };
   const stopAfterWrites = typeof opts.stopAfterWrites === 'number' ? opts.stopAfterWrites : undefined;
   if ('errno' in plan) {
     applyRepair(input.dev, plan.steps ?? [], { stopAfterWrites });
-    return { format, errno: plan.errno };
+    return { format, errno: plan.errno, ...notice };
   }
   applyRepair(input.dev, plan.steps, { stopAfterWrites });
-  return { format, done: true };
+  return { format, done: true, ...notice };
 }

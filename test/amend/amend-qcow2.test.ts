@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { VERSIONS, runInstar, runQemu } from '../helpers/oracles.ts';
 import { TwinDirs, assertSameOutcome } from '../rebase/harness.ts';
-import { created, extension, featureTable, withExtensions } from '../rebase/images.ts';
+import { created, extension, featureTable, staleBitmaps, withExtensions } from '../rebase/images.ts';
 
 const dirs = new TwinDirs();
 const scratch = mkdtempSync(join(tmpdir(), 'instar-amend-'));
@@ -33,6 +33,7 @@ before(() => {
   assert.equal(runQemu('10.0', ['snapshot', '-c', 's1', snap]).status, 0);
   images.v2snap = readFileSync(snap);
   images.c512 = created(scratch, 'c512.qcow2', 'cluster_size=512');
+  images.staleBitmaps = staleBitmaps(scratch, 'stale.qcow2');
   images.zstd = created(scratch, 'zstd.qcow2', 'compression_type=zstd,lazy_refcounts=on');
   images.rc8 = created(scratch, 'rc8.qcow2', 'refcount_bits=8');
   images.extl2 = created(scratch, 'extl2.qcow2', 'extended_l2=on');
@@ -80,7 +81,7 @@ test('amend changes what qemu-img changes, byte for byte', () => {
     ['dataFileRaw', 'data_file_raw=off'], ['dataFileRaw', 'data_file_raw=on'], ['dataFile', 'data_file=other.raw'],
     ['dataFile', 'data_file='], ['unknownExt', 'lazy_refcounts=on'], ['autoclear', 'lazy_refcounts=off'],
     ['v2backed', 'backing_file=old.qcow2,backing_fmt=qcow2'], ['v3', 'compat=1.1,compat=v3'],
-    ['v3', 'compat=0.10'], ['lazy', 'compat=v2'], ['zstd', 'compat=0.10'], ['unknownExt', 'compat=0.10'], ['autoclear', 'compat=0.10'],
+    ['staleBitmaps', 'lazy_refcounts=on'], ['v3', 'compat=0.10'], ['lazy', 'compat=v2'], ['zstd', 'compat=0.10'], ['unknownExt', 'compat=0.10'], ['autoclear', 'compat=0.10'],
   ];
   cases.forEach(([image, options], i) => {
     for (const version of versionsFor(i)) same(version, image, ['-o', options], options);
@@ -98,7 +99,7 @@ test('amend fails as qemu-img fails, writing what qemu writes before it fails', 
     ['v2', ['-o', 'compat=1.1,backing_file=b']], ['v3', ['-o', ',']], ['v2backed', ['-o', 'compat=1.1', '-U']], ['v3', ['-o', '']], ['v3', ['-t', 'bogus', '-o', 'compat=1.1']],
     ['v3', ['-f', 'vmdk', '-o', 'compat=1.1']], ['v3', ['-o', 'encrypt.state=x,refcount_bits=3']], ['v3', ['-o', 'compat=x,encrypt.state=x']],
     ['rc8', ['-o', 'compat=0.10']], ['extl2', ['-o', 'compat=0.10']], ['dataFile', ['-o', 'compat=0.10']], ['grownSnap', ['-o', 'compat=0.10']],
-    ['zstdCompressed', ['-o', 'compat=0.10']], ['v3', ['-o', 'compat=0.10,lazy_refcounts=on']], ['v3', ['-o', 'compat=0.10,refcount_bits=8']],
+    ['zstdCompressed', ['-o', 'compat=0.10']], ['staleBitmaps', ['-o', 'bogus=1']], ['staleBitmaps', ['-o', 'help']], ['v3', ['-o', 'compat=0.10,lazy_refcounts=on']], ['v3', ['-o', 'compat=0.10,refcount_bits=8']],
   ];
   cases.forEach(([image, args], i) => {
     for (const version of versionsFor(i)) same(version, image, args, args.join(' '));

@@ -44,3 +44,16 @@ export function featureTable(image: Buffer): Buffer {
   assert.equal(image.readUInt32BE(at), 0x6803f857, 'a feature table right after the header');
   return image.subarray(at, at + 8 + image.readUInt32BE(at + 4));
 }
+
+/**
+ * A qcow2 whose bitmaps extension lost its autoclear bit (as a program without bitmap support
+ * leaves it): qemu's writable open warns and rewrites the header without the extension.
+ */
+export function staleBitmaps(dir: string, name: string): Buffer {
+  created(dir, name, '');
+  const r = runQemu('10.0', ['bitmap', '--add', name, 'b0'], { cwd: dir });
+  assert.equal(r.status, 0, r.stderr);
+  const bytes = readFileSync(join(dir, name));
+  bytes[95] &= ~1;
+  return bytes;
+}

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { VERSIONS, runInstar, runQemu } from '../helpers/oracles.ts';
 import { TwinDirs, assertSameOutcome } from './harness.ts';
-import { created, extension, featureTable, withExtensions } from './images.ts';
+import { created, extension, featureTable, staleBitmaps, withExtensions } from './images.ts';
 
 const dirs = new TwinDirs();
 const scratch = mkdtempSync(join(tmpdir(), 'instar-rebase-'));
@@ -35,6 +35,7 @@ before(() => {
   images.autoclear = Buffer.from(images.v3);
   images.autoclear[95] |= 0x24; // an unknown autoclear bit (qemu clears it) and a known one
   images.autoclear[95] &= ~0x02; // ... not data-file-raw, which needs a data file
+  images.staleBitmaps = staleBitmaps(scratch, 'stale.qcow2');
   images.oddSize = Buffer.from(images.v3);
   images.oddSize.writeBigUInt64BE(1048576n + 100n, 24);
 });
@@ -87,6 +88,7 @@ test('rebase -u fails where qemu-img fails: no room, name too long, no -F, data-
     ['v3', ['-p', '-u', '-f', 'vmdk', '-b', 'x', '-F', 'raw'], 'progress, failed open'],
     ['v3', ['-u', '-t', 'bogus', '-b', 'x', '-F', 'raw'], 'bad cache mode'],
     ['autoclear', ['-u', '-b', 'base.raw'], 'a failure after the open rewrote the header'],
+    ['staleBitmaps', ['-u', '-b', 'base.raw'], 'a failure after the open warned of stale bitmaps'],
     ['v3', ['-u', '-b', 'x', '-F', 'raw', 'second.qcow2'], 'two file names'],
   ];
   cases.forEach(([image, args, label], i) => {

@@ -15,7 +15,7 @@ import { ImageError, type AmendCapability, type AmendPlan, type BlockDevice } fr
 import type { RepairStep } from '../repair.ts';
 import { readAt } from '../bytes.ts';
 import { AUTOCLEAR, COMPAT_LAZY_REFCOUNTS, CRYPT, INCOMPAT, MAX_L1_BYTES, SNAPSHOT_HEADER_SIZE, parseHeader, type Qcow2Header } from './header.ts';
-import { readHeaderModel } from './header-model.ts';
+import { readHeaderModel, STALE_BITMAPS_NOTICE } from './header-model.ts';
 import { headerRewriteRefusal, planHeaderWrite } from './rebase-unsafe.ts';
 import type { Qcow2HeaderModel } from './header-write.ts';
 
@@ -244,12 +244,15 @@ function headerSteps(dev: BlockDevice, m: Qcow2HeaderModel): RepairStep[] {
   return readAt(dev, 0, bytes.length).equals(bytes) ? [] : write.steps;
 }
 
-/** The header rewrite of qemu's read-write open (unknown autoclear bits cleared), if it makes one. */
+/** The header rewrite of qemu's read-write open (unknown autoclear bits cleared, a stale bitmaps extension dropped), if it makes one. */
 export function openRewrite(dev: BlockDevice, h: Qcow2Header, m: Qcow2HeaderModel): RepairStep[] {
-  return h.autoclear !== m.autoclear ? headerSteps(dev, m) : [];
+  return h.autoclear !== m.autoclear || m.staleBitmaps ? headerSteps(dev, m) : [];
 }
 
 export const qcow2Amend: AmendCapability = {
   options: QCOW2_AMEND,
-  plan: (dev, _image, values) => plan(dev, values),
+  plan: (dev, _image, values) => {
+    const result = plan(dev, values);
+    return readHeaderModel(dev, parseHeader(dev)).staleBitmaps ? { ...result, notice: STALE_BITMAPS_NOTICE } : result;
+  },
 };

@@ -19,6 +19,10 @@ function cBytes(bytes: Uint8Array): Uint8Array {
   return Uint8Array.from(nul < 0 ? bytes : bytes.subarray(0, nul));
 }
 
+/** qemu's words when a writable open finds a stale bitmaps extension (its second line has no newline). */
+export const STALE_BITMAPS_NOTICE = 'warning: a program lacking bitmap support modified this file, so all bitmaps are now considered inconsistent\n' +
+  "Some clusters may be leaked, run 'qemu-img check -r' on the image file to fix.";
+
 export function readHeaderModel(dev: BlockDevice, h: Qcow2Header): Qcow2HeaderModel {
   const m: Qcow2HeaderModel = {
     version: h.version,
@@ -65,7 +69,7 @@ export function readHeaderModel(dev: BlockDevice, h: Qcow2Header): Qcow2HeaderMo
         // Without the autoclear bit the directory is stale: qemu ignores it and does not write it back.
         if (h.autoclear & AUTOCLEAR.bitmaps) {
           m.bitmaps = { count: view.readUInt32BE(0), directorySize: view.readBigUInt64BE(8), directoryOffset: view.readBigUInt64BE(16) };
-        }
+        } else m.staleBitmaps = true;
         break;
       case EXT_MAGIC.featureTable:
         break;

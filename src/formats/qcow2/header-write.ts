@@ -46,6 +46,8 @@ export interface Qcow2HeaderModel {
   /** Extensions qemu does not know, in the order read (qemu keeps them). */
   unknownExtensions: { magic: number; data: Uint8Array }[];
   backingFile?: Uint8Array;
+  /** Read only (never written): a bitmaps extension without its autoclear bit, which qemu warns of and drops. */
+  staleBitmaps?: boolean;
 }
 
 /** The header does not fit the first cluster (qemu's ENOSPC). */

@@ -5,10 +5,10 @@
 // extensions and the backing name, and whose table-locating fields are rewritten with their old
 // values. A crash therefore leaves either the old cluster, the new one, or (a torn write) a mix of
 // old and new sectors of it: the same risk qemu's own one bdrv_pwrite of that cluster carries.
-import { ImageError, type BlockDevice, type HeaderChangePlan } from '../types.ts';
+import type { BlockDevice, HeaderChangePlan } from '../types.ts';
 import type { RepairStep } from '../repair.ts';
-import { AUTOCLEAR, INCOMPAT, parseHeader } from './header.ts';
-import { readHeaderModel } from './header-model.ts';
+import { AUTOCLEAR, INCOMPAT, parseHeader, type Qcow2Header } from './header.ts';
+import { readHeaderModel, STALE_BITMAPS_NOTICE } from './header-model.ts';
 import { HeaderSpaceError, serializeHeader, type Qcow2HeaderModel } from './header-write.ts';
 
 /** The longest backing file name qemu's qcow2 driver accepts. */
@@ -53,13 +53,18 @@ export function changeBackingInModel(m: Qcow2HeaderModel, backing: Uint8Array | 
 
 /** rebase -u: the plan that names `backing` (undefined: none) with `format` (undefined: none). */
 export function planChangeBacking(dev: BlockDevice, backing: Uint8Array | undefined, format: Uint8Array | undefined): HeaderChangePlan {
+  const h = parseHeader(dev);
+  const m = readHeaderModel(dev, h);
+  const plan = changeBackingPlan(dev, h, m, backing, format);
+  return m.staleBitmaps ? { ...plan, notice: STALE_BITMAPS_NOTICE } : plan;
+}
+
+function changeBackingPlan(dev: BlockDevice, h: Qcow2Header, m: Qcow2HeaderModel, backing: Uint8Array | undefined, format: Uint8Array | undefined): HeaderChangePlan {
   const refusal = headerRewriteRefusal(dev);
   if (refusal) return { refused: `instar cannot change the header of this qcow2 image (${refusal}); nothing was written` };
-  const h = parseHeader(dev);
-  if (h.version !== 2 && h.version !== 3) throw new ImageError(`Unsupported qcow2 version ${h.version}`);
-  const m = readHeaderModel(dev, h);
-  // qemu's read-write open rewrote the header already if it cleared unknown autoclear bits.
-  const opened = h.autoclear !== m.autoclear ? planHeaderWrite({ ...m }) : undefined;
+  // qemu's read-write open rewrote the header already if it cleared unknown autoclear bits or
+  // dropped a stale bitmaps extension.
+  const opened = h.autoclear !== m.autoclear || m.staleBitmaps ? planHeaderWrite({ ...m }) : undefined;
   const openSteps = opened && 'steps' in opened ? opened.steps : [];
   const errno = changeBackingInModel(m, backing, format);
   if (errno) return { errno, steps: openSteps };

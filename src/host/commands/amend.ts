@@ -15,7 +15,7 @@ import { isValidOptionList, optionItems } from './measure-options.ts';
 import { openReferenced, startChain, PathRefusedError } from '../paths/resolve.ts';
 import { ProgressRule, progressLine } from '../../output/progress.ts';
 import { AMEND_OPTIONS, amendHelp } from '../../formats/amend-options.ts';
-import { openForWriting, PROBED_RAW_WARNING, QEMU_FORMAT_NAMES } from './rebase.ts';
+import { openForWriting, PROBED_RAW_WARNING, QEMU_FORMAT_NAMES, validNotice } from './rebase.ts';
 import type { AmendOptions, AmendResult } from '../../ops/amend.ts';
 
 const CACHE_MODES = new Set(['none', 'off', 'writeback', 'unsafe', 'directsync', 'writethrough']);
@@ -54,7 +54,7 @@ function validAmendResult(raw: unknown): AmendResult {
   // One value per L1 entry at most (4 Mi entries per table in qemu): bounded before printing.
   const percentages = (v: unknown) => Array.isArray(v) && v.length <= 1 << 24 && v.every((p) => typeof p === 'number' && p >= 0 && p <= 100);
   const lines = (v: unknown) => Array.isArray(v) && v.length > 0 && v.length <= 4 && v.every((l) => typeof l === 'string' && l.length < 4096);
-  const ok = typeof r.format === 'string' && r.format.length <= 64 && (
+  const ok = typeof r.format === 'string' && r.format.length <= 64 && validNotice(r.notice) && (
     r.help === true || r.unsupported === true || (typeof r.refused === 'string' && r.refused.length < 1024) ||
     (r.done === true && percentages(r.progress) && (r.error === undefined || lines(r.error))) || (r.done === undefined && lines(r.error)));
   if (!ok) throw new OpError('the guest gave a malformed amend result');
@@ -74,8 +74,9 @@ async function runAmend(cmd: ParsedCommand, list: string, ctx: CommandContext, p
     // qemu opens the image for I/O: an encrypted one needs its key.
     secrets: sourceSecrets(cmd.options.get('object') ?? [], [target]),
     optionList: list,
-    // The policy's refusal stops the guest after the open, as help does: nothing is written.
-    help: help || refusal !== undefined,
+    help,
+    // The policy's refusal stops the guest right after the open: nothing is written.
+    stopAfterOpen: refusal !== undefined,
     newSizeRules: ctx.profile.major >= 8,
   };
   let result: AmendResult;
@@ -91,13 +92,14 @@ async function runAmend(cmd: ParsedCommand, list: string, ctx: CommandContext, p
     closeSync(fd);
   }
   if (target.format === undefined && result.format === 'raw') ctx.err(PROBED_RAW_WARNING(target.path));
+  if (result.notice !== undefined) ctx.err(`${ctx.progname}: ${result.notice}`);
   const report = (lines: string[]): number => {
     ctx.err(`${ctx.progname}: ${lines[0]}\n${lines.slice(1).map((l) => `${l}\n`).join('')}`);
     return 1;
   };
-  if (help) return printHelp(result.format, ctx);
+  if (refusal !== undefined) return report([refusal]);
+  if (help || 'help' in result) return printHelp(result.format, ctx);
   if ('unsupported' in result) return report([`Format driver '${result.format}' does not support option amendment`]);
-  if ('help' in result) return report([refusal!]);
   if ('error' in result && !('done' in result)) return report(result.error);
   // qemu's progress: 0% before the driver runs, what the driver reports, 100% after it.
   const rule = new ProgressRule();

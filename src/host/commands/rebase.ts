@@ -114,6 +114,7 @@ async function runRebase(cmd: ParsedCommand, ctx: CommandContext, progress: bool
     closeSync(fd);
   }
   if (target.format === undefined && result.format === 'raw') ctx.err(PROBED_RAW_WARNING(target.path));
+  if (result.notice !== undefined) ctx.err(`${ctx.progname}: ${result.notice}`);
   if ('invalidBackingFormat' in result) return fail(`Invalid format name: '${backingFormat}'`);
   if ('refused' in result) return fail(result.refused, true);
   if ('errno' in result) {
@@ -126,10 +127,13 @@ async function runRebase(cmd: ParsedCommand, ctx: CommandContext, progress: bool
   return 0;
 }
 
+/** A driver's notice from the guest: short printable lines (guest data reaches the terminal). */
+export const validNotice = (v: unknown): boolean => v === undefined || (typeof v === 'string' && v.length <= 1024 && !/[\x00-\x09\x0b-\x1f\x7f]/.test(v));
+
 /** The guest's answer, checked: it is untrusted data. */
 function validRebaseResult(raw: unknown): RebaseResult {
   const r = (raw ?? {}) as Record<string, unknown>;
-  if (typeof r.format !== 'string' || r.format.length > 64) throw new OpError('the guest gave a malformed rebase result');
+  if (typeof r.format !== 'string' || r.format.length > 64 || !validNotice(r.notice)) throw new OpError('the guest gave a malformed rebase result');
   if (r.done === true || r.invalidBackingFormat === true) return r as RebaseResult;
   if (r.errno === 'ENOSPC' || r.errno === 'EINVAL' || r.errno === 'ENOTSUP') return r as RebaseResult;
   if (typeof r.refused === 'string' && r.refused.length < 1024) return r as RebaseResult;
