@@ -121,3 +121,38 @@ test('through the sandbox: a window of a qcow2 over its backing file, a missing 
   await sameDd('7.2', [`if=${p('nobase.qcow2')}`, `of=${out}`], out, 'missing backing file', { sandboxed: true });
   await sameDd('10.0', [`if=${p('bad.qcow2')}`, `of=${out}`], out, 'failed read', { sandboxed: true, failedCopy: true });
 });
+
+test('the output is a file the input has open', async () => {
+  for (const version of VERSIONS) {
+    // Each side its own copies: [name in the tree, qemu's copy, instar's copy].
+    const sides = ['q', 'i'].map((side) => {
+      const d = p(`self-${version}-${side}`);
+      mkdirSync(d);
+      writeFileSync(join(d, 'self.raw'), readFileSync(p('base.raw')));
+      writeFileSync(join(d, 'self.qcow2'), readFileSync(p('base.qcow2')));
+      writeFileSync(join(d, 'base.qcow2'), readFileSync(p('base.qcow2')));
+      writeFileSync(join(d, 'raw-base.raw'), readFileSync(p('base.raw')));
+      return d;
+    });
+    for (const d of sides) {
+      assert.equal(qemuRun('10.0', ['create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', join(d, 'over.qcow2')]).status, 0);
+      assert.equal(qemuRun('10.0', ['create', '-q', '-f', 'qcow2', '-b', 'raw-base.raw', '-F', 'raw', join(d, 'over-raw.qcow2')]).status, 0);
+    }
+    // qemu truncates a raw input that is its own output; a qcow2 one, or one below, it refuses (image locking).
+    for (const [input, output, fmt] of [['self.raw', 'self.raw', ['-f', 'raw']], ['self.qcow2', 'self.qcow2', []], ['over.qcow2', 'base.qcow2', []]] as const) {
+      const [qd, id] = sides;
+      const q = qemuRun(version, ['dd', ...fmt, `if=${join(qd, input)}`, `of=${join(qd, output)}`, 'bs=4k', 'count=3']);
+      const i = await instarRun(version, ['dd', ...fmt, `if=${join(id, input)}`, `of=${join(id, output)}`, 'bs=4k', 'count=3']);
+      const label = `${version} ${input} -> ${output}`;
+      assert.equal(i.stderr.split(id).join(qd), q.stderr, `${label}: stderr`);
+      assert.equal(i.status, q.status, `${label}: status`);
+      assert.ok(readFileSync(join(id, output)).equals(readFileSync(join(qd, output))), `${label}: the file`);
+    }
+    // A raw backing file qemu would truncate under its overlay: instar refuses it too.
+    const id = sides[1];
+    const i = await instarRun(version, ['dd', `if=${join(id, 'over-raw.qcow2')}`, `of=${join(id, 'raw-base.raw')}`]);
+    assert.equal(i.status, 1);
+    assert.match(i.stderr, /error while creating output image: Failed to get "write" lock\n/);
+    assert.ok(readFileSync(join(id, 'raw-base.raw')).equals(readFileSync(p('base.raw'))));
+  }
+});

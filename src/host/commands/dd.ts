@@ -5,7 +5,7 @@
 // second guest copies into it. The host removes the output it created when the copy fails (no
 // half-written file that looks finished) and flushes it on success (qemu's writeback cache flushes
 // when it closes the image).
-import { closeSync, constants, fsyncSync, ftruncateSync, openSync, unlinkSync } from 'node:fs';
+import { closeSync, constants, fstatSync, fsyncSync, ftruncateSync, openSync, statSync, unlinkSync } from 'node:fs';
 import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { OpError } from '../sandbox/run.ts';
@@ -18,6 +18,9 @@ import type { DdOptions } from '../../ops/dd.ts';
 
 /** A failure worded as qemu-img words it: each line printed after "<progname>: ", exit status 1. */
 class DdError extends InputImageError {}
+
+/** One error_report whose text has line breaks: only its first line follows "<progname>: ". */
+class DdErrorText extends DdError {}
 
 interface Operands {
   bs: bigint;
@@ -71,11 +74,23 @@ function outputFormatRefusal(format: string, outPath: string): { now: string } |
   return { now: 'Unknown file format' };
 }
 
+/** A file's identity: device and inode. */
+const fileId = (st: { dev: number; ino: number }) => `${st.dev}:${st.ino}`;
+
+interface OpenedInput {
+  format: string;
+  size?: bigint;
+  /** Every file the input's tree opened, by identity; the top image's first. */
+  files: string[];
+}
+
 /** The input's size from the open guest: qemu's wording for each failure. */
-async function openInput(input: InputFile, target: Target, options: DdOptions, ctx: CommandContext): Promise<{ size: bigint } | { sizeFailed: true }> {
+async function openInput(input: InputFile, target: Target, options: DdOptions, ctx: CommandContext): Promise<OpenedInput> {
   let result: unknown;
+  const files = [fileId(fstatSync(input.fd))];
   try {
-    result = await runWithReferencedFiles('dd', options as unknown as Record<string, unknown>, [input], ctx);
+    const onOpened = (_file: unknown, fd: number) => void files.push(fileId(fstatSync(fd)));
+    result = await runWithReferencedFiles('dd', options as unknown as Record<string, unknown>, [input], ctx, [], { onOpened });
   } catch (e) {
     if (e instanceof ReferencedFileError) throw new DdError(referencedOpenMessage(e, target));
     if (e instanceof OpError) throw new DdError(`Could not open '${target.errorName}': ${e.message}`);
@@ -87,9 +102,28 @@ async function openInput(input: InputFile, target: Target, options: DdOptions, c
   if (target.unknownFormatOption !== undefined) {
     throw new DdError(`Could not open '${target.errorName}': Block format '${r.format}' does not support the option '${target.unknownFormatOption}'`);
   }
-  if (r.sizeFailed === true) return { sizeFailed: true };
-  if (typeof r.size === 'number' && Number.isSafeInteger(r.size) && r.size >= 0) return { size: BigInt(r.size) };
+  if (r.sizeFailed === true) return { format: r.format, files };
+  if (typeof r.size === 'number' && Number.isSafeInteger(r.size) && r.size >= 0) return { format: r.format, size: BigInt(r.size), files };
   throw new DdError('the guest gave a malformed answer');
+}
+
+/**
+ * qemu's image locking when the output is a file the input's tree has open: creating it needs the
+ * write lock, which a format driver's reader holds against writers (qcow2 and the like) and raw
+ * does not. So qemu truncates a raw input that is its own output (and copies its zeros), and
+ * refuses otherwise. instar refuses every file below the top too, raw or not: a raw backing file
+ * truncated under its overlay is never what was meant.
+ */
+function checkOutputNotInput(outPath: string, opened: OpenedInput): void {
+  let id: string;
+  try {
+    id = fileId(statSync(outPath));
+  } catch {
+    return;
+  }
+  const index = opened.files.indexOf(id);
+  if (index < 0 || (index === 0 && opened.format === 'raw')) return;
+  throw new DdErrorText(`${outPath}: error while creating output image: Failed to get "write" lock\nIs another process using the image [${outPath}]?`);
 }
 
 /** What qemu copies: from `start` of the input, `length` bytes, and whether skip passes the end. */
@@ -153,9 +187,10 @@ async function runDd(cmd: ParsedCommand, ctx: CommandContext): Promise<number> {
     const opened = await openInput(input, target, base, ctx);
     const refusal = outputFormatRefusal(cmd.options.get('output-format')?.at(-1) ?? 'raw', outPath);
     if (refusal && 'now' in refusal) throw new DdError(refusal.now);
-    if ('sizeFailed' in opened) throw new DdError(`Failed to get size for '${ops.input}'`);
+    if (opened.size === undefined) throw new DdError(`Failed to get size for '${ops.input}'`);
     const range = copyRange(opened.size, ops);
     if (refusal) throw new DdError(refusal.atCreate);
+    checkOutputNotInput(outPath, opened);
     const outFd = createOutput(outPath, range.length);
     let ok = false;
     try {
@@ -189,6 +224,10 @@ export const dd: Command = async (cmd, ctx) => {
   try {
     return await runDd(cmd, ctx);
   } catch (e) {
+    if (e instanceof DdErrorText) {
+      ctx.err(`${ctx.progname}: ${e.message}\n`);
+      return 1;
+    }
     if (e instanceof InputImageError) {
       for (const line of e.message.split('\n')) ctx.err(`${ctx.progname}: ${line}\n`);
       return 1;
