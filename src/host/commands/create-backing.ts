@@ -43,7 +43,9 @@ export async function probeBacking(filename: string, backing: string, format: st
   const unsafeQuirks = ctx.globals.unsafeQuirks || format === undefined;
   const options: CreateBackingOptions = { format, fileName: opened.path, profile: ctx.profile, unsafeQuirks };
   try {
-    const raw = await runWithReferencedFiles('create-backing', options as unknown as Record<string, unknown>, [{ fd: opened.fd, path: opened.path }], ctx, [], { chain });
+    // Opening a backing chain reads metadata only: the limits of info, not of a copy.
+    const quick = { ...ctx, run: { ...ctx.run, limits: { cpuSeconds: 120, wallMs: 120_000, ...ctx.run.limits } } };
+    const raw = await runWithReferencedFiles('create-backing', options as unknown as Record<string, unknown>, [{ fd: opened.fd, path: opened.path }], quick, [], { chain });
     return validResult(raw);
   } catch (e) {
     if (e instanceof ReferencedFileError) {

@@ -3,7 +3,7 @@
 // host touches the new file; then the host creates the file (and an external data file), a guest
 // writes the format's layout through the fds, and the host fsyncs. A create that fails after the
 // host created a file removes it again.
-import { closeSync, constants, fstatSync, fsyncSync, lstatSync, openSync, unlinkSync } from 'node:fs';
+import { closeSync, constants, fstatSync, fsyncSync, openSync, unlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
@@ -81,18 +81,21 @@ function printHelp(args: CreateArgs, ctx: CommandContext): number {
   return 0;
 }
 
-/** Creates (or truncates) a file the create writes; remembers whether it existed before. */
+/** Creates (or truncates) a file the create writes; tells whether this create made it (O_EXCL, no race). */
 function createFile(path: string): { fd: number; created: boolean } {
-  let existed = true;
-  try {
-    lstatSync(path);
-  } catch {
-    existed = false;
-  }
+  // O_NONBLOCK: a FIFO must not hang the open; anything but a regular file is refused below.
+  const flags = constants.O_CREAT | constants.O_WRONLY | constants.O_NONBLOCK | constants.O_NOCTTY;
   let fd: number;
+  let created = true;
   try {
-    // O_NONBLOCK: a FIFO must not hang the open; anything but a regular file is refused below.
-    fd = openSync(path, constants.O_CREAT | constants.O_TRUNC | constants.O_WRONLY | constants.O_NONBLOCK | constants.O_NOCTTY, 0o644);
+    try {
+      fd = openSync(path, flags | constants.O_EXCL, 0o644);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      created = false;
+      // An existing file is truncated, as qemu truncates it.
+      fd = openSync(path, flags | constants.O_TRUNC, 0o644);
+    }
   } catch (e) {
     throw new CreateFailure(`Could not create '${path}': ${strerror((e as NodeJS.ErrnoException).code ?? 'EIO')}`);
   }
@@ -100,7 +103,7 @@ function createFile(path: string): { fd: number; created: boolean } {
     closeSync(fd);
     throw new CreateFailure(`instar creates images only as regular files, and '${path}' is not one`);
   }
-  return { fd, created: !existed };
+  return { fd, created };
 }
 
 /** The host's files, the guest's writes, fsync; removes what it created when anything fails. */
