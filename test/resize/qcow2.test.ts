@@ -45,6 +45,7 @@ before(() => {
   images.bitmap = new Uint8Array(readFileSync(dirs.path('b.qcow2')));
   images.fragmented = made('f.qcow2', 'compat=1.1', '10M', 'write -P 5 0 256k', 'discard 64k 128k');
   images.small = made('small.qcow2', 'compat=1.1', '1M');
+  images.small4k = made('small4k.qcow2', 'cluster_size=4k', '1M', 'write -P 5 0 100k');
   const secret = ['--object', 'secret,id=sec0,data=abc'];
   const encrypted = dirs.path('e.qcow2');
   assert.equal(runQemu('10.0', ['create', '-q', '-f', 'qcow2', ...secret, '-o', 'encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10', encrypted, '1M']).status, 0);
@@ -86,6 +87,8 @@ test('qcow2 resize: errors and images qemu resizes in one way only', () => {
     ['encrypted', ['--object', 'secret,id=sec0,data=abc', '--image-opts', 'driver=qcow2,file.filename=q.qcow2,encrypt.key-secret=sec0', '2G']],
     ['encrypted', ['--object', 'secret,id=sec0,data=abc', '--image-opts', 'driver=qcow2,file.filename=q.qcow2,encrypt.key-secret=sec0', '--shrink', '512k']],
     ['encrypted', ['q.qcow2', '2G']],
+    ['fragmented', ['--preallocation=metadata', 'q.qcow2', '20M']],
+    ['small4k', ['--preallocation=metadata', 'q.qcow2', '5M']],
     ['overlay', ['q.qcow2', '2G']],
     ['overlay', ['--shrink', 'q.qcow2', '1M']],
   ];
@@ -101,6 +104,7 @@ test('qcow2 resize: errors and images qemu resizes in one way only', () => {
 test('qcow2 resizes instar refuses: its words, nothing written', () => {
   const cases: [string, string[], RegExp][] = [
     ['small', ['--preallocation=full', 'q.qcow2', '2M'], /does not preallocate/],
+    ['small', ['--preallocation=metadata', 'q.qcow2', '+512'], /not whole clusters/],
     ['bitmap', ['q.qcow2', '2M'], /persistent bitmaps/],
     ['snapshot', ['--shrink', 'q.qcow2', '512k'], /internal snapshots/],
   ];
@@ -116,13 +120,13 @@ test('qcow2 resizes instar refuses: its words, nothing written', () => {
 });
 
 /** Applies the first `writes` steps of instar's resize plan to a copy of `bytes`. */
-function cutResize(bytes: Uint8Array, path: string, newSize: number, writes: number): number {
+function cutResize(bytes: Uint8Array, path: string, newSize: number, writes: number, preallocation: 'off' | 'metadata' = 'off'): number {
   writeFileSync(path, bytes);
   const fd = openSync(path, 'r+');
   try {
     const dev = new FdDevice(fd, true);
     const image = qcow2Driver.open(dev, { writable: true, readsData: true });
-    const plan = qcow2Resize.plan(image, dev, { newSize, preallocation: 'off' });
+    const plan = qcow2Resize.plan(image, dev, { newSize, preallocation });
     assert.ok('steps' in plan, 'error' in plan ? plan.error : '');
     applyRepair(dev, plan.steps, { stopAfterWrites: writes });
     return writeCount(plan.steps);
@@ -133,11 +137,13 @@ function cutResize(bytes: Uint8Array, path: string, newSize: number, writes: num
 
 test('qcow2 resize: every prefix of its writes leaves an image qemu-img checks with leaks at most', () => {
   const path = dirs.path('cut.qcow2');
-  const cases: [string, number][] = [['fragmented', 5 * 2 ** 30], ['refcount_bits=16', 600 * 2 ** 20], ['refcount_bits=16', 100 * 1024]];
-  for (const [image, newSize] of cases) {
+  const cases: [string, number, ('off' | 'metadata')?][] = [
+    ['fragmented', 5 * 2 ** 30], ['refcount_bits=16', 600 * 2 ** 20], ['refcount_bits=16', 100 * 1024], ['small4k', 5 * 2 ** 20, 'metadata'],
+  ];
+  for (const [image, newSize, preallocation] of cases) {
     let total = Infinity;
     for (let n = 0; n <= total; n++) {
-      total = cutResize(images[image], path, newSize, n);
+      total = cutResize(images[image], path, newSize, n, preallocation);
       const label = `${image} to ${newSize}, after ${n} of ${total} writes`;
       const check = runQemu('10.0', ['check', path]);
       // 0: clean, 3: leaks only; anything else (2: corruptions, 1: it would not open) fails.
@@ -147,7 +153,8 @@ test('qcow2 resize: every prefix of its writes leaves an image qemu-img checks w
     const done = readFileSync(path);
     const qemuCopy = dirs.path('cut-qemu.qcow2');
     writeFileSync(qemuCopy, images[image]);
-    const args = newSize < 2 ** 30 ? ['resize', '--shrink', qemuCopy, String(newSize)] : ['resize', qemuCopy, String(newSize)];
+    const how = preallocation ? [`--preallocation=${preallocation}`] : newSize < 2 ** 30 ? ['--shrink'] : [];
+    const args = ['resize', ...how, qemuCopy, String(newSize)];
     assert.equal(runQemu('10.0', args).status, 0);
     assert.ok(done.equals(readFileSync(qemuCopy)), `${image} to ${newSize}: all writes give qemu's bytes`);
   }

@@ -87,7 +87,8 @@ function planGrow(dev: BlockDevice, h: Qcow2Header, request: ResizeRequest): Res
     const offset = start * h.clusterSize;
     // qemu's write past the end of the file extends it to the table's end.
     if (offset + bytes > dev.size) steps.push({ kind: 'truncate', size: offset + bytes });
-    steps.push({ kind: 'write', pos: offset, bytes: table }, { kind: 'barrier' });
+    // A copy: preallocation links new L2 tables into `table` later, by writes of their own.
+    steps.push({ kind: 'write', pos: offset, bytes: Buffer.from(table) }, { kind: 'barrier' });
     steps.push(l1FieldsWrite(entries, offset), { kind: 'barrier' });
     Object.assign(state, { l1: table, l1Offset: offset, freeIndex: start + clusters, fileSize: Math.max(dev.size, offset + bytes) });
     // The old table's clusters are freed in qemu's refcount cache (written at close); a freed
