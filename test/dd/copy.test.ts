@@ -5,7 +5,7 @@
 // the allowed tree is instar's own refusal (qemu reads it).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { VERSIONS } from '../helpers/oracles.ts';
 import { prng } from '../helpers/xorshift.ts';
@@ -77,6 +77,7 @@ for (const version of VERSIONS) {
       ['-f unknown', ['-f', 'foo', `if=${p('base.raw')}`, `of=${out}`]],
       ['output in a missing directory', [`if=${p('top.qcow2')}`, `of=${p('nodir/out.raw')}`]],
       ['output is a directory', [`if=${p('top.qcow2')}`, `of=${p('adir')}`]],
+      ['output is a device smaller than the copy', [`if=${p('top.qcow2')}`, 'of=/dev/null', 'count=3']],
       ['--image-opts', ['--image-opts', `if=driver=qcow2,file.filename=${p('top.qcow2')}`, `of=${out}`, 'bs=8k', 'skip=5']],
       ['--image-opts with an option the format lacks', ['--image-opts', `if=driver=qcow2,file.filename=${p('top.qcow2')},foo=bar`, `of=${out}`]],
       ['--image-opts with -f', ['--image-opts', '-f', 'qcow2', `if=driver=qcow2,file.filename=${p('top.qcow2')}`, `of=${out}`]],
@@ -84,6 +85,15 @@ for (const version of VERSIONS) {
     // A directory or a missing one as the output: no file of the test's own name may appear either.
     for (const [label, args] of cases) await sameDd(version, args, label.startsWith('output') ? p('never.raw') : out, label);
     await sameDd(version, [`if=${p('bad.qcow2')}`, `of=${out}`], out, 'a cluster that fails to read', { failedCopy: true });
+    assert.ok(statSync('/dev/null').isCharacterDevice());
+  });
+
+  test(`${version}: a failed copy leaves an output that was there before`, async () => {
+    const out = p('was-there.raw');
+    writeFileSync(out, 'the user\'s file');
+    const i = await instarRun(version, ['dd', `if=${p('bad.qcow2')}`, `of=${out}`]);
+    assert.deepEqual([i.status, i.stderr], [1, 'qemu-img: error while reading from input image file: Input/output error\n']);
+    assert.ok(existsSync(out), 'not removed: instar did not create it');
   });
 
   test(`${version}: an existing output is truncated and replaced`, async () => {

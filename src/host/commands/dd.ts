@@ -2,9 +2,9 @@
 // first bad one stops), both files named, the input opened (a guest answers its size), -O looked
 // up, the sizes computed as qemu does (count caps the input's size before skip is taken from it),
 // the output created (O_CREAT|O_TRUNC, sized to whole sectors as qemu's file driver does), then a
-// second guest copies into it. The host removes the output it created when the copy fails (no
-// half-written file that looks finished) and flushes it on success (qemu's writeback cache flushes
-// when it closes the image).
+// second guest copies into it. The host removes the output when the copy fails if it created the
+// file (no half-written file that looks finished; a file that was there, a device above all, is
+// never removed) and flushes it on success (qemu's writeback cache flushes when it closes it).
 import { closeSync, constants, fstatSync, fsyncSync, ftruncateSync, openSync, statSync, unlinkSync } from 'node:fs';
 import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
@@ -136,24 +136,52 @@ function copyRange(size: bigint, ops: Operands): { start: bigint; length: bigint
   return { start, length: end - start, skipPastEnd: false };
 }
 
-/** Creates the output as qemu's file driver does: truncated, sized up to whole sectors. */
-function createOutput(path: string, length: bigint): number {
+/** The output as opened: `created` when this command made the file (only then may a failure remove it). */
+interface Output {
+  fd: number;
+  created: boolean;
+  /** A regular file (a device is neither resized nor flushed). */
+  regular: boolean;
+}
+
+/**
+ * Creates the output as qemu's file driver does: truncated, sized up to whole sectors. O_EXCL
+ * first, to know whether the file is this command's own: a file that was there (a device, or
+ * the user's file) is never removed, whatever fails later.
+ */
+function createOutput(path: string, length: bigint): Output {
   const fail = (code: string, what: string) => new DdError(`${path}: error while creating output image: ${what}: ${strerror(code)}`);
+  const flags = constants.O_WRONLY | constants.O_NOCTTY;
   let fd: number;
+  let created = true;
   try {
-    fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOCTTY, 0o644);
+    try {
+      fd = openSync(path, flags | constants.O_CREAT | constants.O_EXCL, 0o644);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      created = false;
+      fd = openSync(path, flags | constants.O_TRUNC);
+    }
   } catch (e) {
     throw fail((e as NodeJS.ErrnoException).code ?? 'EIO', `Could not create '${path}'`);
   }
   const sectors = ((length + 511n) / 512n) * 512n;
+  // A device is not resized: qemu's file driver refuses one smaller than the copy.
+  const st = fstatSync(fd, { bigint: true });
+  if (!st.isFile()) {
+    if (st.size >= sectors) return { fd, created: false, regular: false };
+    closeSync(fd);
+    throw new DdError(`${path}: error while creating output image: Cannot grow device files`);
+  }
   try {
     // Past 2^53 the file system refuses any length it would refuse this one for (EFBIG).
     ftruncateSync(fd, sectors > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(sectors));
   } catch (e) {
     closeSync(fd);
+    // qemu leaves the file it made, empty.
     throw fail((e as NodeJS.ErrnoException).code ?? 'EIO', 'Could not resize file');
   }
-  return fd;
+  return { fd, created, regular: true };
 }
 
 function unlinkQuietly(path: string): void {
@@ -191,16 +219,17 @@ async function runDd(cmd: ParsedCommand, ctx: CommandContext): Promise<number> {
     const range = copyRange(opened.size, ops);
     if (refusal) throw new DdError(refusal.atCreate);
     checkOutputNotInput(outPath, opened);
-    const outFd = createOutput(outPath, range.length);
+    const output = createOutput(outPath, range.length);
+    const outFd = output.fd;
     let ok = false;
     try {
       if (range.skipPastEnd) ctx.err(`${ctx.progname}: ${ops.input}: cannot skip to specified offset\n`);
       if (range.start + range.length > BigInt(Number.MAX_SAFE_INTEGER)) throw new DdError('instar cannot copy a disk of 8 PiB or more');
       if (range.length > 0n) {
         const options: DdOptions = { ...base, phase: 'copy', start: Number(range.start), length: Number(range.length) };
-        const output: InputFile = { fd: outFd, path: outPath, writable: true, role: 'output' };
+        const outFile: InputFile = { fd: outFd, path: outPath, writable: true, role: 'output' };
         try {
-          await runWithReferencedFiles('dd', options as unknown as Record<string, unknown>, [input, output], ctx);
+          await runWithReferencedFiles('dd', options as unknown as Record<string, unknown>, [input, outFile], ctx);
         } catch (e) {
           if (e instanceof ReferencedFileError) throw new DdError(referencedOpenMessage(e, target));
           if (e instanceof OpError) throw new DdError(e.message);
@@ -208,11 +237,11 @@ async function runDd(cmd: ParsedCommand, ctx: CommandContext): Promise<number> {
         }
       }
       // The guest cannot fsync (its permission model refuses it); qemu flushes when it closes.
-      fsyncSync(outFd);
+      if (output.regular) fsyncSync(outFd);
       ok = true;
     } finally {
       closeSync(outFd);
-      if (!ok) unlinkQuietly(outPath);
+      if (!ok && output.created) unlinkQuietly(outPath);
     }
   } finally {
     closeSync(fd);
