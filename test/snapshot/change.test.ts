@@ -19,6 +19,7 @@ before(() => {
   // The file ends where its refcount blocks' coverage ends (64 clusters each): a snapshot's new
   // clusters need a new refcount block, allocated as qemu's alloc_refcount_block does.
   images.edge = buildImage(dirs.root, 'edge.qcow2', ['-f', 'qcow2', '-o', 'cluster_size=512,refcount_bits=64', '1M'], ['write -P 9 0 29k']);
+  images.extended = buildImage(dirs.root, 'extended.qcow2', ['-f', 'qcow2', '-o', 'extended_l2=on,cluster_size=16384', '4M'], [...WRITES, 'write -P 6 100k 1k']);
   images.wide = buildImage(dirs.root, 'wide.qcow2', ['-f', 'qcow2', '-o', 'cluster_size=2048,refcount_bits=8', '4M'], WRITES);
   // A version 2 image whose data is compressed (compressed clusters are counted per host cluster).
   const plain = join(dirs.root, 'plain.qcow2');
@@ -64,6 +65,7 @@ test('create, apply and delete match qemu-img 10.0 byte for byte (64 KiB cluster
 test('create, apply and delete match qemu-img 7.2 byte for byte (64 KiB clusters)', async () => sequence('7.2', images.v3, 'v3'));
 test('512-byte clusters, 64-bit refcounts (multi-cluster L1 copies and tables)', async () => sequence('10.0', images.small, 'small', false));
 test('a new refcount block for the snapshot\'s clusters', async () => sequence('10.0', images.edge, 'edge', false, ['write -P 3 0 4k', 'write -P 4 900k 8k', 'discard 8k 4k']));
+test('extended L2 entries (16 KiB clusters, 512-byte subclusters)', async () => sequence('7.2', images.extended, 'extended', false));
 test('2 KiB clusters, 8-bit refcounts', async () => sequence('7.2', images.wide, 'wide', false));
 test('a version 2 image with compressed clusters', async () => sequence('10.0', images.compressed, 'compressed', false));
 

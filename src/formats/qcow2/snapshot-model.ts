@@ -39,7 +39,6 @@ export class SnapshotModel {
   private held = 0;
 
   constructor(readonly dev: BlockDevice, readonly h: Qcow2Header) {
-    if (h.extendedL2) throw new PlanRefusal('instar cannot change snapshots of qcow2 images with extended L2 entries yet; nothing was written');
     this.cs = h.clusterSize;
     this.refs = new RefcountModel(dev, h);
     this.activeL1 = this.readL1(h.l1TableOffset, h.l1Size);
@@ -118,8 +117,11 @@ export class SnapshotModel {
       if (seen.has(l2Pos)) throw new PlanRefusal(`instar refuses this qcow2 image: L1 entry ${i} points at an L2 table already in use; nothing was written`);
       seen.add(l2Pos);
       const table = this.l2Table(l2Pos);
-      for (let j = 0; j < cs / 8; j++) {
-        const old = table.readBigUInt64BE(j * 8);
+      // Extended entries are 16 bytes: the first 8 as a standard entry, then the subcluster
+      // bitmap, which a snapshot never changes (and which has no COPIED flag).
+      const entrySize = this.h.extendedL2 ? 16 : 8;
+      for (let j = 0; j < cs / entrySize; j++) {
+        const old = table.readBigUInt64BE(j * entrySize);
         let entry = old & ~COPIED;
         const offset = entry & OFFSET_MASK;
         let refcount = 0;
@@ -138,7 +140,7 @@ export class SnapshotModel {
         // Otherwise unallocated or plain zero (ZERO set, no offset): refcount 0.
         if (refcount === 1) entry |= COPIED;
         // The table may have been freed (and dropped) while its own entries freed clusters.
-        if (entry !== old && this.l2Cache.get(l2Pos) === table) table.writeBigUInt64BE(entry, j * 8);
+        if (entry !== old && this.l2Cache.get(l2Pos) === table) table.writeBigUInt64BE(entry, j * entrySize);
       }
       if (addend !== 0) this.track(() => this.refs.update(l2Pos, 1, abs, decrease));
       if (this.refs.get(l2Pos / cs) === 1) l2Offset |= COPIED;
