@@ -84,6 +84,23 @@ interface OpenedInput {
   files: string[];
 }
 
+/** Protocols qemu's builds know besides 'file': instar writes none of them. */
+const OTHER_PROTOCOLS = new Set(['host_device', 'host_cdrom', 'nbd', 'nbd+tcp', 'nbd+unix', 'ssh', 'http', 'https', 'ftp', 'ftps', 'iscsi',
+  'iser', 'rbd', 'gluster', 'gluster+tcp', 'gluster+unix', 'gluster+rdma', 'nfs', 'blkdebug', 'blkverify', 'null-co', 'null-aio', 'vvfat', 'nvme']);
+
+/**
+ * The output's file name as qemu's bdrv_find_protocol reads it: a name with a ':' before any '/'
+ * names a protocol ("file:x" is the file x); other protocols are refused, unknown ones as qemu does.
+ */
+function outputFile(name: string): string {
+  const colon = name.search(/[:/]/);
+  if (colon < 0 || name[colon] !== ':') return name;
+  const protocol = name.slice(0, colon);
+  if (protocol === 'file') return name.slice(colon + 1);
+  if (OTHER_PROTOCOLS.has(protocol)) throw new DdError(`instar dd writes only local files, not '${protocol}:' targets`);
+  throw new DdError(`Unknown protocol '${protocol}'`);
+}
+
 /** The input's size from the open guest: qemu's wording for each failure. */
 async function openInput(input: InputFile, target: Target, options: DdOptions, ctx: CommandContext): Promise<OpenedInput> {
   let result: unknown;
@@ -114,7 +131,7 @@ async function openInput(input: InputFile, target: Target, options: DdOptions, c
  * refuses otherwise. instar refuses every file below the top too, raw or not: a raw backing file
  * truncated under its overlay is never what was meant.
  */
-function checkOutputNotInput(outPath: string, opened: OpenedInput): void {
+function checkOutputNotInput(outName: string, outPath: string, opened: OpenedInput): void {
   let id: string;
   try {
     id = fileId(statSync(outPath));
@@ -123,7 +140,7 @@ function checkOutputNotInput(outPath: string, opened: OpenedInput): void {
   }
   const index = opened.files.indexOf(id);
   if (index < 0 || (index === 0 && opened.format === 'raw')) return;
-  throw new DdErrorText(`${outPath}: error while creating output image: Failed to get "write" lock\nIs another process using the image [${outPath}]?`);
+  throw new DdErrorText(`${outName}: error while creating output image: Failed to get "write" lock\nIs another process using the image [${outPath}]?`);
 }
 
 /** What qemu copies: from `start` of the input, `length` bytes, and whether skip passes the end. */
@@ -149,8 +166,8 @@ interface Output {
  * first, to know whether the file is this command's own: a file that was there (a device, or
  * the user's file) is never removed, whatever fails later.
  */
-function createOutput(path: string, length: bigint): Output {
-  const fail = (code: string, what: string) => new DdError(`${path}: error while creating output image: ${what}: ${strerror(code)}`);
+function createOutput(name: string, path: string, length: bigint): Output {
+  const fail = (code: string, what: string) => new DdError(`${name}: error while creating output image: ${what}: ${strerror(code)}`);
   const flags = constants.O_WRONLY | constants.O_NOCTTY;
   let fd: number;
   let created = true;
@@ -171,7 +188,7 @@ function createOutput(path: string, length: bigint): Output {
   if (!st.isFile()) {
     if (st.size >= sectors) return { fd, created: false, regular: false };
     closeSync(fd);
-    throw new DdError(`${path}: error while creating output image: Cannot grow device files`);
+    throw new DdError(`${name}: error while creating output image: Cannot grow device files`);
   }
   try {
     // Past 2^53 the file system refuses any length it would refuse this one for (EFBIG).
@@ -198,7 +215,7 @@ async function runDd(cmd: ParsedCommand, ctx: CommandContext): Promise<number> {
   parseSecretObjects(objects);
   const ops = parseOperands(cmd.args, ctx);
   if (ops.input === undefined || ops.output === undefined) throw new DdError('Must specify both input and output files');
-  const outPath = ops.output;
+  const outName = ops.output;
   const target = imageTarget(ops.input, cmd.options.get('format')?.at(-1), cmd.options.has('image-opts'));
   const secrets = sourceSecrets(objects, [target]);
   const fd = openTop(target);
@@ -213,13 +230,14 @@ async function runDd(cmd: ParsedCommand, ctx: CommandContext): Promise<number> {
       secrets,
     };
     const opened = await openInput(input, target, base, ctx);
-    const refusal = outputFormatRefusal(cmd.options.get('output-format')?.at(-1) ?? 'raw', outPath);
+    const refusal = outputFormatRefusal(cmd.options.get('output-format')?.at(-1) ?? 'raw', outName);
     if (refusal && 'now' in refusal) throw new DdError(refusal.now);
+    const outPath = outputFile(outName);
     if (opened.size === undefined) throw new DdError(`Failed to get size for '${ops.input}'`);
     const range = copyRange(opened.size, ops);
     if (refusal) throw new DdError(refusal.atCreate);
-    checkOutputNotInput(outPath, opened);
-    const output = createOutput(outPath, range.length);
+    checkOutputNotInput(outName, outPath, opened);
+    const output = createOutput(outName, outPath, range.length);
     const outFd = output.fd;
     let ok = false;
     try {
