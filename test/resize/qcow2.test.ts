@@ -55,6 +55,10 @@ before(() => {
   assert.equal(runQemu('10.0', ['create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', overlay, '4M']).status, 0);
   assert.equal(runQemu('10.0', ['-c', 'write -P 5 1M 64k', overlay], {}, 'qemu-io').status, 0);
   images.overlay = new Uint8Array(readFileSync(overlay));
+  const shortV2 = dirs.path('o2.qcow2');
+  images.base2 = made('base2.qcow2', 'compat=0.10', '4M');
+  assert.equal(runQemu('10.0', ['create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', '-b', 'base.qcow2', '-F', 'qcow2', shortV2, '1M']).status, 0);
+  images.shortV2 = new Uint8Array(readFileSync(shortV2));
 });
 after(() => dirs.remove());
 
@@ -91,10 +95,12 @@ test('qcow2 resize: errors and images qemu resizes in one way only', () => {
     ['small4k', ['--preallocation=metadata', 'q.qcow2', '5M']],
     ['overlay', ['q.qcow2', '2G']],
     ['overlay', ['--shrink', 'q.qcow2', '1M']],
+    ['shortV2', ['q.qcow2', '2M']],
   ];
   for (const v of VERSIONS) {
     for (const [image, args] of cases) {
-      const files: Record<string, Uint8Array> = image === 'overlay' ? { 'q.qcow2': images.overlay, 'base.qcow2': images.base } : { 'q.qcow2': images[image] };
+      const files: Record<string, Uint8Array> = { 'q.qcow2': images[image] };
+      if (image === 'overlay' || image === 'shortV2') files['base.qcow2'] = image === 'overlay' ? images.base : images.base2;
       const r = dirs.run(v, files, args, { sandboxed: (image === 'fragmented' || image === 'overlay') && args[1] === '2G' });
       assertSameResize(r, `${image}: qemu-img ${v} resize ${args.join(' ')}`);
     }

@@ -64,10 +64,12 @@ function l1FieldsWrite(entries: number, offset: number): RepairStep {
 
 function planGrow(dev: BlockDevice, h: Qcow2Header, request: ResizeRequest): ResizePlan {
   const oldLength = Number(h.size / 512n) * 512;
+  const newL1 = l1EntriesFor(h, BigInt(request.newSize));
   if (request.backingSize !== undefined && request.backingSize > oldLength) {
+    // A v2 image cannot hold zero clusters: qemu fails after its L1 work, before the size.
+    if (h.version < 3 && newL1 <= BigInt(h.l1Size)) return { error: 'Failed to zero out new clusters: Operation not supported' };
     return refused('its backing file is longer than it: qemu would write zero clusters over the new area');
   }
-  const newL1 = l1EntriesFor(h, BigInt(request.newSize));
   const steps: RepairStep[] = [];
   const refs = new RefcountEditor(dev, h);
   const state: GrowState = { refs, l1: readAt(dev, h.l1TableOffset, h.l1Size * 8), l1Offset: Number(h.l1TableOffset), freeIndex: 0, fileSize: dev.size };
