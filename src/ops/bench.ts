@@ -3,9 +3,9 @@
 // `bufsize` bytes, the first at `offset`, each next one `step` further, wrapping modulo the
 // image's size as qemu 7.2's and 10.0's bench_cb do (a request can then pass the end). qemu
 // keeps `depth` of them in flight; their offsets, and which of them fail, do not depend on that.
-// Writes go only to raw images, straight to the file (which is the disk): instar has no in-place
-// writer for other formats yet.
-import { ImageError, type OpenContext } from '../formats/types.ts';
+// Writes go where qemu writes in place: a raw image's file, a qcow2 image's allocated data
+// clusters; a run that would allocate (or change metadata) is refused before anything is written.
+import { ImageError, type Image, type OpenContext } from '../formats/types.ts';
 import { openTree } from './open-tree.ts';
 import type { Op } from './types.ts';
 import { strerror } from '../strerror.ts';
@@ -42,6 +42,52 @@ export type BenchResult =
 /** Bytes moved per read or write call: a large request is done in pieces of one reused buffer. */
 const PIECE = 1024 * 1024;
 
+/** One request of the run: its offset, or how the run ends before it (out of range: EIO; 7.2's empty image: SIGFPE). */
+type Request = { at: number } | { end: 'failed' | 'faulted' };
+
+/** qemu's requests in order: `count` offsets from `offset`, each next `step` further modulo the size. */
+function* requests(o: BenchOptions, size: bigint): Generator<Request> {
+  const bufsize = BigInt(o.bufsize);
+  let offset = BigInt(o.offset);
+  for (let i = 0; i < o.count; i++) {
+    // qemu computes the next offset before it sends a request: 7.2's division by 0 comes first.
+    if (size === 0n && o.zeroSizeFaults) return yield { end: 'faulted' };
+    // blk_check_byte_request: a request past the end fails with EIO.
+    if (offset > size || size - offset < bufsize) return yield { end: 'failed' };
+    yield { at: Number(offset) };
+    // 7.2 and 10.0 wrap modulo the size itself (later qemu wraps before the last request that
+    // fits), so a request that wraps near the end can pass it and fail.
+    offset = size === 0n ? 0n : (offset + BigInt(o.step)) % size;
+  }
+}
+
+/**
+ * Where [at, at + length) of the disk lies in the image's own file, as [file offset, length] runs,
+ * when writing there in place is all qemu does: a raw image (the file is the disk), or a qcow2
+ * image whose bytes there are allocated data clusters of its own, not compressed, not encrypted,
+ * not zero-flagged, not in a data file. Undefined otherwise (qemu would allocate or change metadata).
+ */
+function inPlaceRuns(image: Image, at: number, length: number): [number, number][] | undefined {
+  if (image.format === 'raw') return [[at, length]];
+  if (image.format !== 'qcow2' || image.info().encrypted) return undefined;
+  const runs: [number, number][] = [];
+  for (let pos = at; pos < at + length; ) {
+    const e = image.extent(pos, at + length - pos);
+    if (e.kind !== 'data' || e.depth !== 0 || e.compressed || e.zeroData || e.file !== undefined || e.hostOffset === undefined || !(e.length > 0)) return undefined;
+    const n = Math.min(e.length, at + length - pos);
+    runs.push([e.hostOffset, n]);
+    pos += n;
+  }
+  return runs;
+}
+
+/** The errno text qemu prints for a failed request (a driver's own wording never reaches it). */
+function failure(e: unknown): string {
+  const code = e instanceof ImageError ? e.errno ?? 'EIO' : (e as NodeJS.ErrnoException).code;
+  if (typeof code !== 'string') throw e;
+  return strerror(code);
+}
+
 export const benchOp: Op = (options, ctx) => {
   const o = options as unknown as BenchOptions;
   const counts = [o.count, o.bufsize, o.step, o.pattern];
@@ -50,35 +96,37 @@ export const benchOp: Op = (options, ctx) => {
   const format = image.format;
   if (image.sizeFailure) return { format, sizeFailed: true } satisfies BenchResult;
   const file = ctx.devices[0].dev;
-  if (o.write && (format !== 'raw' || !file.write)) {
-    return { format, refused: `instar writes only raw images in place; bench -w on a ${format} image is not supported yet` } satisfies BenchResult;
-  }
   const size = BigInt(image.virtualSize);
-  const bufsize = BigInt(o.bufsize);
-  const buf = Buffer.alloc(Math.min(o.bufsize, PIECE), o.pattern);
-  let offset = BigInt(o.offset);
-  const started = performance.now();
-  for (let i = 0; i < o.count; i++) {
-    // qemu computes the next offset before it sends a request: 7.2's division by 0 comes first.
-    if (size === 0n && o.zeroSizeFaults) return { format, faulted: true } satisfies BenchResult;
-    // blk_check_byte_request: a request past the end fails with EIO.
-    if (offset > size || size - offset < bufsize) return { format, failed: 'Input/output error' } satisfies BenchResult;
-    const at = Number(offset);
-    for (let done = 0; done < o.bufsize; done += buf.length) {
-      const piece = buf.subarray(0, Math.min(buf.length, o.bufsize - done));
+  if (o.write) {
+    // Every request checked before anything is written: a run instar cannot do is not begun.
+    const seen = new Set<number>();
+    for (const r of requests(o, size)) {
+      if (!('at' in r) || seen.has(r.at)) continue;
+      seen.add(r.at);
+      let runs: [number, number][] | undefined;
       try {
-        if (o.write) file.write!(piece, at + done);
-        else image.read(piece, at + done);
+        runs = file.write ? inPlaceRuns(image, r.at, o.bufsize) : undefined;
       } catch (e) {
-        // qemu prints strerror of the request's errno: a driver's own wording is not what it shows.
-        const code = e instanceof ImageError ? e.errno ?? 'EIO' : (e as NodeJS.ErrnoException).code;
-        if (typeof code !== 'string') throw e;
-        return { format, failed: strerror(code) } satisfies BenchResult;
+        return { format, failed: failure(e) } satisfies BenchResult;
       }
+      if (!runs) return { format, refused: `instar writes in place only to raw images and to allocated qcow2 clusters; bench -w on this ${format} image would allocate or change metadata` } satisfies BenchResult;
     }
-    // 7.2 and 10.0 wrap modulo the size itself (later qemu wraps before the last request that
-    // fits), so a request that wraps near the end can pass it and fail.
-    offset = size === 0n ? 0n : (offset + BigInt(o.step)) % size;
+  }
+  const buf = Buffer.alloc(Math.min(o.bufsize, PIECE), o.pattern);
+  const started = performance.now();
+  for (const r of requests(o, size)) {
+    if (!('at' in r)) return r.end === 'faulted' ? ({ format, faulted: true } satisfies BenchResult) : ({ format, failed: 'Input/output error' } satisfies BenchResult);
+    try {
+      if (o.write) {
+        for (const [host, length] of inPlaceRuns(image, r.at, o.bufsize)!) {
+          for (let done = 0; done < length; done += buf.length) file.write!(buf.subarray(0, Math.min(buf.length, length - done)), host + done);
+        }
+      } else {
+        for (let done = 0; done < o.bufsize; done += buf.length) image.read(buf.subarray(0, Math.min(buf.length, o.bufsize - done)), r.at + done);
+      }
+    } catch (e) {
+      return { format, failed: failure(e) } satisfies BenchResult;
+    }
   }
   return { format, seconds: (performance.now() - started) / 1000 } satisfies BenchResult;
 };

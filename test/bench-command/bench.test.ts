@@ -28,6 +28,9 @@ before(() => {
   ok(qemuRun('10.0', ['create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', p('top.qcow2')]));
   ok(qemuRun('10.0', ['-f', 'qcow2', '-c', 'write -P 9 64k 128k', p('top.qcow2')], undefined, 'qemu-io'));
   ok(qemuRun('10.0', ['create', '-q', '-f', 'qcow2', '-u', '-b', 'gone.qcow2', '-F', 'qcow2', p('nobase.qcow2'), '1M']));
+  // Every cluster allocated: bench -w writes it in place, as qemu does.
+  ok(qemuRun('10.0', ['create', '-q', '-f', 'qcow2', p('full.qcow2'), '1M']));
+  ok(qemuRun('10.0', ['-f', 'qcow2', '-c', 'write -P 1 0 1M', p('full.qcow2')], undefined, 'qemu-io'));
   ok(qemuRun('10.0', ['create', '-q', '-f', 'qcow2', '-u', '-b', '/etc/passwd', '-F', 'raw', p('evil.qcow2'), '1M']));
 });
 after(() => cleanup());
@@ -96,19 +99,20 @@ for (const version of VERSIONS) {
     await same(version, ['-c', '3000', '-s', '1000', '-S', '777', p('top.qcow2')], 'qcow2 over its backing file');
   });
 
-  test(`${version}: writes of the pattern to raw images`, async () => {
-    const runs: string[][] = [
-      ['-w', '-c', '50', '--pattern', '0x41'], ['-w', '-f', 'raw', '-c', '300', '-S', '5k', '--pattern', '7', '-o', '3000'],
-      ['-w', '-f', 'raw', '-c', '4', '-d', '2', '--flush-interval', '2', '--no-drain', '-t', 'writethrough'],
+  test(`${version}: writes of the pattern to raw images and allocated qcow2 clusters`, async () => {
+    const runs: [string, string[]][] = [
+      ['a.raw', ['-w', '-c', '50', '--pattern', '0x41']], ['a.raw', ['-w', '-f', 'raw', '-c', '300', '-S', '5k', '--pattern', '7', '-o', '3000']],
+      ['a.raw', ['-w', '-f', 'raw', '-c', '4', '-d', '2', '--flush-interval', '2', '--no-drain', '-t', 'writethrough']],
       // Past the file's end within its last sector (the file grows), and past the disk's end (fails).
-      ['-w', '-f', 'raw', '-c', '1', '-s', '512', '-o', '999936'], ['-w', '-f', 'raw', '-c', '1', '-o', '999937'],
+      ['a.raw', ['-w', '-f', 'raw', '-c', '1', '-s', '512', '-o', '999936']], ['a.raw', ['-w', '-f', 'raw', '-c', '1', '-o', '999937']],
+      ['full.qcow2', ['-w', '-c', '150', '-S', '5k', '--pattern', '9', '-o', '3000']], ['full.qcow2', ['-w', '-c', '1', '-s', '1M', '--pattern', '3']],
     ];
-    for (const args of runs) {
-      const q = p('w-qemu.raw');
-      const i = p('w-instar.raw');
-      copyFileSync(p('a.raw'), q);
-      copyFileSync(p('a.raw'), i);
-      const label = args.join(' ');
+    for (const [image, args] of runs) {
+      const q = p(`w-qemu-${image}`);
+      const i = p(`w-instar-${image}`);
+      copyFileSync(p(image), q);
+      copyFileSync(p(image), i);
+      const label = `${image} ${args.join(' ')}`;
       const qr = qemuRun(version, ['bench', ...args, q]);
       // A probed raw image: instar falls back to raw only with --unsafe-quirks (qemu's unsafe default).
       const ir = await instarRun(version, ['bench', ...args, i], { globals: ['--unsafe-quirks'] });
@@ -120,11 +124,19 @@ for (const version of VERSIONS) {
   });
 
   test(`${version}: instar's refusals`, async () => {
-    // A write to a format instar cannot write in place: refused, the image untouched.
+    // Writes that would allocate (clusters of the backing file, here after 3 allocated ones):
+    // refused before anything is written, the image untouched; and a format instar never writes.
     const before = readFileSync(p('top.qcow2'));
-    const w = await instarRun(version, ['bench', '-w', '-c', '5', p('top.qcow2')]);
-    assert.deepEqual([w.status, w.stdout, w.stderr], [1, '', 'qemu-img: instar writes only raw images in place; bench -w on a qcow2 image is not supported yet\n']);
+    const w = await instarRun(version, ['bench', '-w', '-c', '40', '-o', '64k', '-s', '64k', p('top.qcow2')]);
+    assert.deepEqual([w.status, w.stdout, w.stderr], [1, '', 'qemu-img: instar writes in place only to raw images and to allocated qcow2 clusters; bench -w on this qcow2 image would allocate or change metadata\n']);
     assert.ok(readFileSync(p('top.qcow2')).equals(before));
+    const vdi = p('refused.vdi');
+    assert.equal(qemuRun('10.0', ['convert', '-f', 'raw', '-O', 'vdi', p('a.raw'), vdi]).status, 0);
+    const vdiBefore = readFileSync(vdi);
+    const v = await instarRun(version, ['bench', '-w', '-c', '1', vdi]);
+    assert.deepEqual([v.status, v.stdout], [1, '']);
+    assert.match(v.stderr, /bench -w on this vdi image would allocate or change metadata\n$/);
+    assert.ok(readFileSync(vdi).equals(vdiBefore));
     // A backing file outside the allowed tree.
     const e = await instarRun(version, ['bench', '-c', '1', p('evil.qcow2')]);
     assert.equal(e.status, 1);
