@@ -35,6 +35,8 @@ export class SnapshotModel {
   /** The active L1 table (s->l1_table). */
   readonly activeL1: bigint[];
   private readonly l2Cache = new Map<number, Buffer>();
+  /** L2 tables this plan changed: kept until plan() writes them; the others are read again. */
+  private readonly dirtyL2 = new Set<number>();
   private readonly writes = new Map<number, Region>();
   private held = 0;
 
@@ -92,7 +94,10 @@ export class SnapshotModel {
 
   /** A cluster's refcount reached 0: qemu drops a cached L2 table there without writing it. */
   private dropFreed(from: number): void {
-    for (const cluster of this.refs.freed.slice(from)) this.l2Cache.delete(cluster * this.cs);
+    for (const cluster of this.refs.freed.slice(from)) {
+      this.l2Cache.delete(cluster * this.cs);
+      this.dirtyL2.delete(cluster * this.cs);
+    }
   }
 
   /**
@@ -140,8 +145,13 @@ export class SnapshotModel {
         // Otherwise unallocated or plain zero (ZERO set, no offset): refcount 0.
         if (refcount === 1) entry |= COPIED;
         // The table may have been freed (and dropped) while its own entries freed clusters.
-        if (entry !== old && this.l2Cache.get(l2Pos) === table) table.writeBigUInt64BE(entry, j * entrySize);
+        if (entry !== old && this.l2Cache.get(l2Pos) === table) {
+          table.writeBigUInt64BE(entry, j * entrySize);
+          this.dirtyL2.add(l2Pos);
+        }
       }
+      // An unchanged table need not stay in memory (a big image has thousands).
+      if (!this.dirtyL2.has(l2Pos) && this.l2Cache.delete(l2Pos)) this.held -= cs;
       if (addend !== 0) this.track(() => this.refs.update(l2Pos, 1, abs, decrease));
       if (this.refs.get(l2Pos / cs) === 1) l2Offset |= COPIED;
       if (l2Offset !== oldL1) {
