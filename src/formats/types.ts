@@ -281,7 +281,11 @@ export interface CreateOptionSpec {
 }
 
 /** A checked create request, as plain JSON (it travels from the host to the guest). */
-export type CreatePlan = { readonly [key: string]: string | number | boolean | undefined };
+export type CreatePlan = {
+  readonly [key: string]: string | number | boolean | undefined | readonly string[];
+  /** More files the image consists of (VMDK extents), named as qemu names them: the host creates them. */
+  readonly extentFiles?: readonly string[];
+};
 
 /** What a create puts in one file: its final length and bytes at offsets (the rest reads as zeros). */
 export interface CreateFileLayout {
@@ -300,7 +304,8 @@ export interface CreateCapability {
   /** The driver's own create options in qemu's order (the file protocol's come after them). */
   readonly options: readonly CreateOptionSpec[];
   plan(options: ReadonlyMap<string, string>, size: bigint, env?: CreateEnvironment): CreatePlan;
-  layout(plan: CreatePlan): { image: CreateFileLayout; dataFile?: CreateFileLayout };
+  /** `extents` in the order of the plan's extentFiles. */
+  layout(plan: CreatePlan): { image: CreateFileLayout; dataFile?: CreateFileLayout; extents?: CreateFileLayout[] };
 }
 
 /** What a new image may take from outside its options: the clock and randomness (UUIDs, CIDs). */

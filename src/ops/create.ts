@@ -60,13 +60,15 @@ export function createOp(raw: Record<string, unknown>, ctx: OpContext): CreateRe
   const options = raw as unknown as CreateOptions;
   const capability = findDriver(options.format)?.create;
   if (!capability) throw new ImageError(`instar cannot create ${options.format} images`);
-  const { image, dataFile } = capability.layout(options.plan);
+  const { image, dataFile, extents = [] } = capability.layout(options.plan);
   const output = ctx.devices.find((d) => d.spec.role === 'output');
   const data = ctx.devices.find((d) => d.spec.role === 'data-file');
-  if (!output || (dataFile && !data)) throw new ImageError('the host did not grant the files to create');
+  const extentDevices = ctx.devices.filter((d) => d.spec.role === 'extent');
+  if (!output || (dataFile && !data) || extentDevices.length !== extents.length) throw new ImageError('the host did not grant the files to create');
   try {
     writeLayout(output.dev, image);
     if (dataFile && data) writeLayout(data.dev, dataFile);
+    extents.forEach((layout, i) => writeLayout(extentDevices[i].dev, layout));
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (typeof code === 'string' && /^E[A-Z0-9]+$/.test(code)) return { failed: code };

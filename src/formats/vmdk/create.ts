@@ -1,8 +1,9 @@
-// `create -f vmdk` for the single-file subformats (monolithicSparse, streamOptimized) as qemu's
-// vmdk_co_do_create writes them: the sparse extent header, the redundant and the main grain
-// directory with zeroed grain tables, and the descriptor at sector 1. The descriptor's CID is
-// random in qemu; here it is an input (the host draws it), so the layout stays pure. Subformats
-// with more than one file and backing files are refused (instar does not create them yet).
+// `create -f vmdk` as qemu's vmdk_co_do_create writes it: a sparse extent is a header, the
+// redundant and the main grain directory with zeroed grain tables; monolithicSparse and
+// streamOptimized keep the descriptor at sector 1 of their one extent, the other subformats write
+// it alone into the named file, with the extents (flat, or split at 2 GiB) in files of their own
+// named after it. The descriptor's CID is random in qemu; here it is an input (the host draws
+// it), so the layout stays pure. Backing files are refused (instar does not create them yet).
 import { ImageError, type CreateCapability, type CreateEnvironment, type CreateOptionSpec, type CreatePlan } from '../types.ts';
 
 export const VMDK_CREATE_OPTIONS: readonly CreateOptionSpec[] = [
@@ -30,6 +31,8 @@ const DESC_SIZE = 20;
 interface VmdkPlan {
   /** Bytes (a multiple of 512). */
   size: number;
+  /** Paths of the extent files (flat and split subformats), as qemu names them. */
+  extentFiles: string[];
   subformat: string;
   adapter: string;
   hwVersion: string;
@@ -57,30 +60,93 @@ function plan(options: ReadonlyMap<string, string>, size: bigint, env?: CreateEn
   const zeroedGrain = options.get('zeroed_grain') === 'on';
   if (flat && options.has('backing_file')) throw new ImageError("Flat image can't have backing file");
   if (flat && zeroedGrain) throw new ImageError("Flat image can't enable zeroed grain");
-  if (subformat !== 'monolithicSparse' && subformat !== 'streamOptimized') {
-    throw new ImageError(`instar creates only monolithicSparse and streamOptimized VMDK images, not ${subformat}; nothing was written`);
-  }
   if (options.has('backing_file')) throw new ImageError('instar does not create VMDK images with a backing file yet; nothing was written');
   if (rounded < 0n || !Number.isSafeInteger(Number(rounded))) throw new ImageError('instar cannot create a VMDK image of this size; nothing was written');
   const name = env?.filename ?? '';
+  const split = subformat.startsWith('twoGb');
+  const single = subformat === 'monolithicSparse' || subformat === 'streamOptimized';
+  const extentSize = split ? SPLIT_SIZE : Number(rounded);
+  const extentFiles: string[] = [];
+  for (let done = 0, idx = 1; !single && done < Number(rounded); done += extentSize, idx++) extentFiles.push(extentPath(name, idx, flat, split));
   const p: VmdkPlan = {
-    size: Number(rounded), subformat, adapter, hwVersion: hwVersion ?? '4', toolsVersion: options.get('toolsversion') ?? '2147483647',
-    zeroedGrain, extentName: name.slice(name.lastIndexOf('/') + 1),
+    size: Number(rounded), extentFiles, subformat, adapter, hwVersion: hwVersion ?? '4', toolsVersion: options.get('toolsversion') ?? '2147483647',
+    zeroedGrain, extentName: basename(name),
     cid: env ? Buffer.from(env.randomBytes(4)).readUInt32BE(0) : 0,
   };
   return p as unknown as CreatePlan;
+}
+
+/** Extents of split subformats hold 2 GiB at most. */
+const SPLIT_SIZE = 0x80000000;
+
+/** g_path_get_basename, for the names qemu writes into extent lines. */
+const basename = (path: string) => path.slice(path.lastIndexOf('/') + 1);
+
+/** vmdk_co_create_opts_cb's names: "<path><prefix>-flat<postfix>" or "<path><prefix>-f001<postfix>". */
+function extentPath(filename: string, idx: number, flat: boolean, split: boolean): string {
+  let cut = filename.lastIndexOf('/');
+  if (cut < 0) cut = filename.lastIndexOf('\\');
+  if (cut < 0) cut = filename.lastIndexOf(':');
+  const path = filename.slice(0, cut + 1);
+  const rest = filename.slice(cut + 1);
+  const dot = rest.lastIndexOf('.');
+  const [prefix, postfix] = dot < 0 ? [rest, ''] : [rest.slice(0, dot), rest.slice(dot)];
+  return split ? `${path}${prefix}-${flat ? 'f' : 's'}${String(idx).padStart(3, '0')}${postfix}` : `${path}${prefix}-flat${postfix}`;
 }
 
 /** The descriptor text (qemu's template, printf'd). */
 function descriptor(p: VmdkPlan): string {
   const heads = p.adapter === 'ide' ? 16 : 255;
   const cylinders = Math.floor(p.size / (63 * heads * SECTOR));
+  const flat = p.subformat.endsWith('Flat');
+  const single = p.subformat === 'monolithicSparse' || p.subformat === 'streamOptimized';
+  const extentBytes = p.subformat.startsWith('twoGb') ? SPLIT_SIZE : p.size;
+  const extents: (readonly [number, string])[] = single
+    ? [[p.size, p.extentName]]
+    : p.extentFiles.map((f, i) => [Math.min(extentBytes, p.size - i * extentBytes), basename(f)]);
+  const lines = extents.map(([bytes, name]) => (flat ? `RW ${Math.ceil(bytes / SECTOR)} FLAT "${name}" 0\n` : `RW ${Math.ceil(bytes / SECTOR)} SPARSE "${name}"\n`)).join('');
   return '# Disk DescriptorFile\nversion=1\n' +
     `CID=${p.cid.toString(16)}\nparentCID=ffffffff\ncreateType="${p.subformat}"\n\n` +
-    `# Extent description\nRW ${Math.ceil(p.size / SECTOR)} SPARSE "${p.extentName}"\n\n` +
+    `# Extent description\n${lines}\n` +
     '# The Disk Data Base\n#DDB\n\n' +
     `ddb.virtualHWVersion = "${p.hwVersion}"\nddb.geometry.cylinders = "${cylinders}"\nddb.geometry.heads = "${heads}"\n` +
     `ddb.geometry.sectors = "63"\nddb.adapterType = "${p.adapter}"\nddb.toolsVersion = "${p.toolsVersion}"\n`;
+}
+
+/** vmdk_init_extent for a sparse extent of `bytes`: its header and grain directories, and its length. */
+function sparseExtent(bytes: number, compress: boolean, zeroedGrain: boolean): { length: number; writes: { pos: number; bytes: Uint8Array }[] } {
+  const capacity = bytes / SECTOR;
+  const grains = Math.ceil(capacity / GRANULARITY);
+  const gtSectors = Math.ceil((GTES_PER_GT * 4) / SECTOR);
+  const gtCount = Math.ceil(grains / GTES_PER_GT);
+  const gdSectors = Math.ceil((gtCount * 4) / SECTOR);
+  const rgdOffset = 1 + DESC_SIZE;
+  const gdOffset = rgdOffset + gdSectors + gtSectors * gtCount;
+  const grainOffset = Math.ceil((gdOffset + gdSectors + gtSectors * gtCount) / GRANULARITY) * GRANULARITY;
+  const header = Buffer.alloc(79);
+  header.write('KDMV', 0, 'latin1');
+  header.writeUInt32LE(compress ? 3 : zeroedGrain ? 2 : 1, 4);
+  // NL detect, redundant grain directory, zeroed grains, compression and markers.
+  header.writeUInt32LE(3 | (compress ? 0x30000 : 0) | (zeroedGrain ? 4 : 0), 8);
+  header.writeBigUInt64LE(BigInt(capacity), 12);
+  header.writeBigUInt64LE(BigInt(GRANULARITY), 20);
+  header.writeBigUInt64LE(1n, 28);
+  header.writeBigUInt64LE(BigInt(DESC_SIZE), 36);
+  header.writeUInt32LE(GTES_PER_GT, 44);
+  header.writeBigUInt64LE(BigInt(rgdOffset), 48);
+  header.writeBigUInt64LE(BigInt(gdOffset), 56);
+  header.writeBigUInt64LE(BigInt(grainOffset), 64);
+  Buffer.from([0x0a, 0x20, 0x0d, 0x0a]).copy(header, 73);
+  header.writeUInt16LE(compress ? 1 : 0, 77);
+  const directory = (first: number) => {
+    const gd = Buffer.alloc(gdSectors * SECTOR);
+    for (let i = 0; i < gtCount; i++) gd.writeUInt32LE(first + gdSectors + i * gtSectors, i * 4);
+    return gd;
+  };
+  return {
+    length: grainOffset * SECTOR,
+    writes: [{ pos: 0, bytes: header }, { pos: rgdOffset * SECTOR, bytes: directory(rgdOffset) }, { pos: gdOffset * SECTOR, bytes: directory(gdOffset) }],
+  };
 }
 
 export const vmdkCreate: CreateCapability = {
@@ -89,44 +155,18 @@ export const vmdkCreate: CreateCapability = {
   layout(raw) {
     const p = raw as unknown as VmdkPlan;
     const compress = p.subformat === 'streamOptimized';
-    const capacity = p.size / SECTOR;
-    const grains = Math.ceil(capacity / GRANULARITY);
-    const gtSectors = Math.ceil((GTES_PER_GT * 4) / SECTOR);
-    const gtCount = Math.ceil(grains / GTES_PER_GT);
-    const gdSectors = Math.ceil((gtCount * 4) / SECTOR);
-    const rgdOffset = 1 + DESC_SIZE;
-    const gdOffset = rgdOffset + gdSectors + gtSectors * gtCount;
-    const grainOffset = Math.ceil((gdOffset + gdSectors + gtSectors * gtCount) / GRANULARITY) * GRANULARITY;
-    const header = Buffer.alloc(79);
-    header.write('KDMV', 0, 'latin1');
-    header.writeUInt32LE(compress ? 3 : p.zeroedGrain ? 2 : 1, 4);
-    // NL detect, redundant grain directory, zeroed grains, compression and markers.
-    header.writeUInt32LE(3 | (compress ? 0x30000 : 0) | (p.zeroedGrain ? 4 : 0), 8);
-    header.writeBigUInt64LE(BigInt(capacity), 12);
-    header.writeBigUInt64LE(BigInt(GRANULARITY), 20);
-    header.writeBigUInt64LE(1n, 28);
-    header.writeBigUInt64LE(BigInt(DESC_SIZE), 36);
-    header.writeUInt32LE(GTES_PER_GT, 44);
-    header.writeBigUInt64LE(BigInt(rgdOffset), 48);
-    header.writeBigUInt64LE(BigInt(gdOffset), 56);
-    header.writeBigUInt64LE(BigInt(grainOffset), 64);
-    Buffer.from([0x0a, 0x20, 0x0d, 0x0a]).copy(header, 73);
-    header.writeUInt16LE(compress ? 1 : 0, 77);
-    const directory = (first: number) => {
-      const gd = Buffer.alloc(gdSectors * SECTOR);
-      for (let i = 0; i < gtCount; i++) gd.writeUInt32LE(first + gdSectors + i * gtSectors, i * 4);
-      return gd;
-    };
-    return {
-      image: {
-        length: grainOffset * SECTOR,
-        writes: [
-          { pos: 0, bytes: header },
-          { pos: rgdOffset * SECTOR, bytes: directory(rgdOffset) },
-          { pos: gdOffset * SECTOR, bytes: directory(gdOffset) },
-          { pos: SECTOR, bytes: Buffer.from(descriptor(p), 'latin1') },
-        ],
-      },
-    };
+    const text = Buffer.from(descriptor(p), 'latin1');
+    if (p.subformat === 'monolithicSparse' || compress) {
+      const extent = sparseExtent(p.size, compress, p.zeroedGrain);
+      return { image: { length: extent.length, writes: [...extent.writes, { pos: SECTOR, bytes: text }] } };
+    }
+    // The descriptor file holds the descriptor alone (qemu truncates it to the text's length).
+    const flat = p.subformat.endsWith('Flat');
+    const extentBytes = p.subformat.startsWith('twoGb') ? SPLIT_SIZE : p.size;
+    const extents = p.extentFiles.map((_, i) => {
+      const bytes = Math.min(extentBytes, p.size - i * extentBytes);
+      return flat ? { length: bytes, writes: [] } : sparseExtent(bytes, false, p.zeroedGrain);
+    });
+    return { image: { length: text.length, writes: [{ pos: 0, bytes: text }] }, extents };
   },
 };

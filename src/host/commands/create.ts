@@ -113,6 +113,8 @@ async function writeImage(filename: string, format: string, plan: CreatePlan, ct
   try {
     files.push({ path: filename, ...createFile(filename), role: 'output' });
     if (typeof plan.dataFile === 'string') files.push({ path: plan.dataFile, ...createFile(plan.dataFile), role: 'data-file' });
+    // VMDK extents: names derived from the user's file name, created beside it as qemu creates them.
+    for (const path of plan.extentFiles ?? []) files.push({ path, ...createFile(path), role: 'extent' });
     const devices: HostDevice[] = files.map((f) => ({ fd: f.fd, role: f.role, writable: true }));
     let result: CreateResult;
     try {
