@@ -69,7 +69,9 @@ function* requests(o: BenchOptions, size: bigint): Generator<Request> {
  */
 function inPlaceRuns(image: Image, at: number, length: number): [number, number][] | undefined {
   if (image.format === 'raw') return [[at, length]];
-  if (image.format !== 'qcow2' || image.info().encrypted) return undefined;
+  // A dirty image qemu repairs when it opens it read-write; bitmaps it rewrites when it closes it.
+  const info = image.info();
+  if (image.format !== 'qcow2' || info.encrypted || info['dirty-flag'] || (image.persistentBitmaps?.length ?? 0) > 0) return undefined;
   const runs: [number, number][] = [];
   for (let pos = at; pos < at + length; ) {
     const e = image.extent(pos, at + length - pos);
