@@ -26,66 +26,62 @@ export interface GrowState {
   fileSize: number;
 }
 
-/** The steps, or why instar will not preallocate. */
-export function preallocateMetadata(dev: BlockDevice, h: Qcow2Header, state: GrowState, from: number, to: number): RepairStep[] | string {
-  const cs = h.clusterSize;
-  if (from % cs !== 0 || to % cs !== 0) return 'preallocation of sizes that are not whole clusters is not implemented';
-  if (h.extendedL2) return 'preallocation with extended L2 entries is not implemented';
-  const { refs, l1 } = state;
-  const sizeBefore = state.fileSize;
-  const l2Span = (cs / 8) * cs;
-  /** alloc_clusters_noref and update_refcount: the first run of `count` free clusters. */
-  const allocate = (count: number): number | undefined => {
-    let start = state.freeIndex;
-    for (let c = start; c - start < count; c++) {
-      if (refs.get(c) !== 0n) start = c + 1;
-    }
-    for (let c = start; c < start + count; c++) {
-      if (!refs.covered(c) || !refs.add(c, 1n)) return undefined;
-    }
-    state.freeIndex = start + count;
-    return start;
-  };
-  const tables = new Map<number, { offset: number; bytes: Buffer; created: boolean }>();
-  let dataEnd = 0;
-  for (let pos = from; pos < to;) {
-    const l1Index = Math.floor(pos / l2Span);
-    const tableEnd = Math.min(to, (l1Index + 1) * l2Span);
-    let table = tables.get(l1Index);
-    if (!table) {
-      const entry = l1.readBigUInt64BE(l1Index * 8);
-      if ((entry & OFFSET_MASK) === 0n) {
-        const cluster = allocate(1);
-        if (cluster === undefined) return 'a new L2 table needs a new refcount block';
-        table = { offset: cluster * cs, bytes: Buffer.alloc(cs), created: true };
-        l1.writeBigUInt64BE(BigInt(table.offset) | COPIED, l1Index * 8);
-        // l2_allocate writes the new table at once.
-        state.fileSize = Math.max(state.fileSize, table.offset + cs);
-      } else {
-        if (!(entry & COPIED)) return 'an L2 table is shared: qemu would copy it';
-        const offset = entry & OFFSET_MASK;
-        if (offset % BigInt(cs) !== 0n || offset >= BigInt(dev.size)) return 'an L2 table is misplaced';
-        table = { offset: Number(offset), bytes: readAt(dev, offset, cs), created: false };
-      }
-      tables.set(l1Index, table);
-    }
-    const first = (pos % l2Span) / cs;
-    const count = (tableEnd - pos) / cs;
-    for (let i = first; i < first + count; i++) {
-      if (table.bytes.readBigUInt64BE(i * 8) !== 0n) return 'the new area already has L2 entries';
-    }
-    const run = allocate(count);
-    if (run === undefined) return 'the preallocated clusters need a new refcount block';
-    for (let i = 0; i < count; i++) table.bytes.writeBigUInt64BE(BigInt((run + i) * cs) | COPIED, (first + i) * 8);
-    dataEnd = (run + count) * cs;
-    pos = tableEnd;
+/** alloc_clusters_noref and update_refcount: the first run of `count` free clusters, or undefined. */
+export function allocateClusters(state: GrowState, count: number): number | undefined {
+  const { refs } = state;
+  let start = state.freeIndex;
+  for (let c = start; c - start < count; c++) {
+    if (refs.get(c) !== 0n) start = c + 1;
   }
+  for (let c = start; c < start + count; c++) {
+    if (!refs.covered(c) || !refs.add(c, 1n)) return undefined;
+  }
+  state.freeIndex = start + count;
+  return start;
+}
+
+/** An L2 table as a grow leaves it: read from the file, or new (all zeros) and linked into the L1. */
+export interface GrowTable {
+  offset: number;
+  bytes: Buffer;
+  created: boolean;
+}
+
+/**
+ * The L2 table of `l1Index` as qemu's get_cluster_table gives it: a missing one is allocated
+ * (first-fit, one cluster, written at once). A string says why instar will not.
+ */
+export function growTable(dev: BlockDevice, h: Qcow2Header, state: GrowState, tables: Map<number, GrowTable>, l1Index: number): GrowTable | string {
+  const known = tables.get(l1Index);
+  if (known) return known;
+  const cs = h.clusterSize;
+  const entry = state.l1.readBigUInt64BE(l1Index * 8);
+  let table: GrowTable;
+  if ((entry & OFFSET_MASK) === 0n) {
+    const cluster = allocateClusters(state, 1);
+    if (cluster === undefined) return 'a new L2 table needs a new refcount block';
+    table = { offset: cluster * cs, bytes: Buffer.alloc(cs), created: true };
+    state.l1.writeBigUInt64BE(BigInt(table.offset) | COPIED, l1Index * 8);
+    state.fileSize = Math.max(state.fileSize, table.offset + cs);
+  } else {
+    if (!(entry & COPIED)) return 'an L2 table is shared: qemu would copy it';
+    const offset = entry & OFFSET_MASK;
+    if (offset % BigInt(cs) !== 0n || offset >= BigInt(dev.size)) return 'an L2 table is misplaced';
+    table = { offset: Number(offset), bytes: readAt(dev, offset, cs), created: false };
+  }
+  tables.set(l1Index, table);
+  return table;
+}
+
+/**
+ * The writes for what a grow allocated, in a crash-safe order: the file's new length, the
+ * refcounts, the tables, then the L1 entries that link new tables (leaks at most in between).
+ */
+export function growSteps(state: GrowState, tables: Map<number, GrowTable>, sizeBefore: number, finalSize: number): RepairStep[] {
   const steps: RepairStep[] = [];
-  // qemu extends the file to the last run's end (the L2 tables it wrote may have done so already).
-  const finalSize = Math.max(state.fileSize, dataEnd);
   if (finalSize > sizeBefore) steps.push({ kind: 'truncate', size: finalSize }, { kind: 'barrier' });
-  state.fileSize = finalSize;
-  steps.push(...refs.flush(), { kind: 'barrier' });
+  state.fileSize = Math.max(state.fileSize, finalSize);
+  steps.push(...state.refs.flush(), { kind: 'barrier' });
   for (const t of tables.values()) steps.push({ kind: 'write', pos: t.offset, bytes: t.bytes });
   steps.push({ kind: 'barrier' });
   for (const [l1Index, t] of tables) {
@@ -96,4 +92,33 @@ export function preallocateMetadata(dev: BlockDevice, h: Qcow2Header, state: Gro
   }
   steps.push({ kind: 'barrier' });
   return steps;
+}
+
+/** The steps, or why instar will not preallocate. */
+export function preallocateMetadata(dev: BlockDevice, h: Qcow2Header, state: GrowState, from: number, to: number): RepairStep[] | string {
+  const cs = h.clusterSize;
+  if (from % cs !== 0 || to % cs !== 0) return 'preallocation of sizes that are not whole clusters is not implemented';
+  if (h.extendedL2) return 'preallocation with extended L2 entries is not implemented';
+  const sizeBefore = state.fileSize;
+  const l2Span = (cs / 8) * cs;
+  const tables = new Map<number, GrowTable>();
+  let dataEnd = 0;
+  for (let pos = from; pos < to;) {
+    const l1Index = Math.floor(pos / l2Span);
+    const tableEnd = Math.min(to, (l1Index + 1) * l2Span);
+    const table = growTable(dev, h, state, tables, l1Index);
+    if (typeof table === 'string') return table;
+    const first = (pos % l2Span) / cs;
+    const count = (tableEnd - pos) / cs;
+    for (let i = first; i < first + count; i++) {
+      if (table.bytes.readBigUInt64BE(i * 8) !== 0n) return 'the new area already has L2 entries';
+    }
+    const run = allocateClusters(state, count);
+    if (run === undefined) return 'the preallocated clusters need a new refcount block';
+    for (let i = 0; i < count; i++) table.bytes.writeBigUInt64BE(BigInt((run + i) * cs) | COPIED, (first + i) * 8);
+    dataEnd = (run + count) * cs;
+    pos = tableEnd;
+  }
+  // qemu extends the file to the last run's end (the L2 tables it wrote may have done so already).
+  return growSteps(state, tables, sizeBefore, Math.max(state.fileSize, dataEnd));
 }

@@ -8,7 +8,7 @@
 //
 // Refused in instar's words, nothing written, where qemu would do more than this: preallocation,
 // a refcount block to allocate, a dirty image, persistent bitmaps (qemu rewrites them at close),
-// an external data file, a backing file longer than the image (qemu writes zero clusters).
+// an external data file.
 import { ImageError, type BlockDevice, type Image, type ResizeCapability, type ResizePlan, type ResizeRequest } from '../types.ts';
 import { readAt } from '../bytes.ts';
 import type { RepairStep } from '../repair.ts';
@@ -16,6 +16,7 @@ import { AUTOCLEAR, INCOMPAT, MAX_L1_BYTES, l1EntriesFor, parseHeader, type Qcow
 import { RefcountEditor, RefcountEditRefused } from './resize-refcounts.ts';
 import { planShrink } from './resize-shrink.ts';
 import { preallocateMetadata, type GrowState } from './resize-prealloc.ts';
+import { zeroNewArea } from './resize-zero.ts';
 
 const INT_MAX = 0x7fffffff;
 const KNOWN_AUTOCLEAR = AUTOCLEAR.bitmaps | AUTOCLEAR.dataFileRaw;
@@ -65,11 +66,13 @@ function l1FieldsWrite(entries: number, offset: number): RepairStep {
 function planGrow(dev: BlockDevice, h: Qcow2Header, request: ResizeRequest): ResizePlan {
   const oldLength = Number(h.size / 512n) * 512;
   const newL1 = l1EntriesFor(h, BigInt(request.newSize));
-  if (request.backingSize !== undefined && request.backingSize > oldLength) {
+  const zeroWrite = request.backingSize !== undefined && request.backingSize > oldLength;
+  if (zeroWrite && h.version < 3) {
     // A v2 image cannot hold zero clusters: qemu fails after its L1 work, before the size.
-    if (h.version < 3 && newL1 <= BigInt(h.l1Size)) return { error: 'Failed to zero out new clusters: Operation not supported' };
-    return refused('its backing file is longer than it: qemu would write zero clusters over the new area');
+    if (newL1 <= BigInt(h.l1Size)) return { error: 'Failed to zero out new clusters: Operation not supported' };
+    return refused('qemu would grow its L1 table, then fail to write zero clusters');
   }
+  if (zeroWrite && request.preallocation !== 'off') return refused('preallocation under a longer backing file is not implemented');
   const steps: RepairStep[] = [];
   const refs = new RefcountEditor(dev, h);
   const state: GrowState = { refs, l1: readAt(dev, h.l1TableOffset, h.l1Size * 8), l1Offset: Number(h.l1TableOffset), freeIndex: 0, fileSize: dev.size };
@@ -106,6 +109,11 @@ function planGrow(dev: BlockDevice, h: Qcow2Header, request: ResizeRequest): Res
     const prealloc = preallocateMetadata(dev, h, state, oldLength, request.newSize);
     if (typeof prealloc === 'string') return refused(prealloc);
     steps.push(...prealloc);
+  }
+  if (zeroWrite) {
+    const zeros = zeroNewArea(dev, h, state, oldLength, request.newSize);
+    if (typeof zeros === 'string') return refused(zeros);
+    steps.push(...zeros);
   }
   steps.push(sizeWrite(request.newSize), { kind: 'barrier' });
   steps.push(...refs.flush(), { kind: 'barrier' });
