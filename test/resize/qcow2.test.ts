@@ -59,6 +59,12 @@ before(() => {
   images.base2 = made('base2.qcow2', 'compat=0.10', '4M');
   assert.equal(runQemu('10.0', ['create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', '-b', 'base.qcow2', '-F', 'qcow2', shortV2, '1M']).status, 0);
   images.shortV2 = new Uint8Array(readFileSync(shortV2));
+  for (const [name, options] of [['short', 'compat=1.1'], ['shortExtended', 'extended_l2=on']]) {
+    const path = dirs.path(`${name}.qcow2`);
+    assert.equal(runQemu('10.0', ['create', '-q', '-f', 'qcow2', '-o', options, '-b', 'base.qcow2', '-F', 'qcow2', path, '1M']).status, 0);
+    assert.equal(runQemu('10.0', ['-c', 'write -P 5 0 64k', path], {}, 'qemu-io').status, 0);
+    images[name] = new Uint8Array(readFileSync(path));
+  }
 });
 after(() => dirs.remove());
 
@@ -96,11 +102,13 @@ test('qcow2 resize: errors and images qemu resizes in one way only', () => {
     ['overlay', ['q.qcow2', '2G']],
     ['overlay', ['--shrink', 'q.qcow2', '1M']],
     ['shortV2', ['q.qcow2', '2M']],
+    ['short', ['q.qcow2', '2G']],
+    ['shortExtended', ['q.qcow2', '+100k']],
   ];
   for (const v of VERSIONS) {
     for (const [image, args] of cases) {
       const files: Record<string, Uint8Array> = { 'q.qcow2': images[image] };
-      if (image === 'overlay' || image === 'shortV2') files['base.qcow2'] = image === 'overlay' ? images.base : images.base2;
+      if (image.startsWith('short') || image === 'overlay') files['base.qcow2'] = image === 'shortV2' ? images.base2 : images.base;
       const r = dirs.run(v, files, args, { sandboxed: (image === 'fragmented' || image === 'overlay') && args[1] === '2G' });
       assertSameResize(r, `${image}: qemu-img ${v} resize ${args.join(' ')}`);
     }
@@ -126,13 +134,13 @@ test('qcow2 resizes instar refuses: its words, nothing written', () => {
 });
 
 /** Applies the first `writes` steps of instar's resize plan to a copy of `bytes`. */
-function cutResize(bytes: Uint8Array, path: string, newSize: number, writes: number, preallocation: 'off' | 'metadata' = 'off'): number {
+function cutResize(bytes: Uint8Array, path: string, newSize: number, writes: number, preallocation: 'off' | 'metadata' = 'off', backingSize?: number): number {
   writeFileSync(path, bytes);
   const fd = openSync(path, 'r+');
   try {
     const dev = new FdDevice(fd, true);
     const image = qcow2Driver.open(dev, { writable: true, readsData: true });
-    const plan = qcow2Resize.plan(image, dev, { newSize, preallocation });
+    const plan = qcow2Resize.plan(image, dev, { newSize, preallocation, backingSize });
     assert.ok('steps' in plan, 'error' in plan ? plan.error : '');
     applyRepair(dev, plan.steps, { stopAfterWrites: writes });
     return writeCount(plan.steps);
@@ -144,12 +152,14 @@ function cutResize(bytes: Uint8Array, path: string, newSize: number, writes: num
 test('qcow2 resize: every prefix of its writes leaves an image qemu-img checks with leaks at most', () => {
   const path = dirs.path('cut.qcow2');
   const cases: [string, number, ('off' | 'metadata')?][] = [
-    ['fragmented', 5 * 2 ** 30], ['refcount_bits=16', 600 * 2 ** 20], ['refcount_bits=16', 100 * 1024], ['small4k', 5 * 2 ** 20, 'metadata'],
+    ['fragmented', 5 * 2 ** 30], ['refcount_bits=16', 600 * 2 ** 20], ['refcount_bits=16', 100 * 1024], ['small4k', 5 * 2 ** 20, 'metadata'], ['short', 2 ** 30],
   ];
   for (const [image, newSize, preallocation] of cases) {
+    // The overlay's backing file (4 MiB, longer than it): the grown area is marked zero.
+    const backingSize = image === 'short' ? 4 * 2 ** 20 : undefined;
     let total = Infinity;
     for (let n = 0; n <= total; n++) {
-      total = cutResize(images[image], path, newSize, n, preallocation);
+      total = cutResize(images[image], path, newSize, n, preallocation, backingSize);
       const label = `${image} to ${newSize}, after ${n} of ${total} writes`;
       const check = runQemu('10.0', ['check', path]);
       // 0: clean, 3: leaks only; anything else (2: corruptions, 1: it would not open) fails.
@@ -157,6 +167,7 @@ test('qcow2 resize: every prefix of its writes leaves an image qemu-img checks w
     }
     assert.ok(total >= 3, `${image}: the resize has several writes`);
     const done = readFileSync(path);
+    // Beside the base image, which the overlay names.
     const qemuCopy = dirs.path('cut-qemu.qcow2');
     writeFileSync(qemuCopy, images[image]);
     const how = preallocation ? [`--preallocation=${preallocation}`] : newSize < 2 ** 30 ? ['--shrink'] : [];
