@@ -314,6 +314,8 @@ export interface CreateEnvironment {
   now: number;
   /** The new image's name as the user gave it (a VMDK descriptor names its extent by it). */
   filename: string;
+  /** The content ID of the VMDK backing file, which a VMDK child records (the host's guest read it). */
+  parentCid?: number;
   randomBytes(n: number): Uint8Array;
 }
 

@@ -15,6 +15,8 @@ export interface CreateBackingOptions {
   fileName: string;
   profile?: OpenContext['profile'];
   unsafeQuirks?: boolean;
+  /** Open this file alone (BDRV_O_NO_BACKING), as the VMDK driver does to read its parent's CID. */
+  noBacking?: boolean;
 }
 
 /** What the host learns about the backing file: all it prints or uses. */
@@ -23,13 +25,20 @@ export interface CreateBackingResult {
   virtualSize: number;
   /** bdrv_getlength failed with this errno (the size is meaningless then). */
   sizeErrno?: number;
+  /** A VMDK's content ID (a VMDK child names it as its parent CID). */
+  cid?: number;
 }
 
 export function createBackingOp(raw: Record<string, unknown>, ctx: OpContext): CreateBackingResult {
   const options = raw as unknown as CreateBackingOptions;
-  const image = openTree(ctx, 0, { format: options.format, fileName: options.fileName, profile: options.profile, unsafeQuirks: options.unsafeQuirks });
+  const image = openTree(ctx, 0, {
+    format: options.format, fileName: options.fileName, profile: options.profile, unsafeQuirks: options.unsafeQuirks, noBacking: options.noBacking,
+  });
+  const cid = image.format === 'vmdk' ? image.info()['format-specific']?.data.cid : undefined;
   const failure = image.sizeFailure;
-  return failure ? { format: image.format, virtualSize: 0, sizeErrno: failure.errno } : { format: image.format, virtualSize: image.virtualSize };
+  const result: CreateBackingResult = failure ? { format: image.format, virtualSize: 0, sizeErrno: failure.errno } : { format: image.format, virtualSize: image.virtualSize };
+  if (typeof cid === 'number') result.cid = cid;
+  return result;
 }
 
 export interface CreateOptions {

@@ -3,7 +3,7 @@
 // streamOptimized keep the descriptor at sector 1 of their one extent, the other subformats write
 // it alone into the named file, with the extents (flat, or split at 2 GiB) in files of their own
 // named after it. The descriptor's CID is random in qemu; here it is an input (the host draws
-// it), so the layout stays pure. Backing files are refused (instar does not create them yet).
+// it), so the layout stays pure; so is the backing file's CID, which the host's guest reads.
 import { ImageError, type CreateCapability, type CreateEnvironment, type CreateOptionSpec, type CreatePlan } from '../types.ts';
 
 export const VMDK_CREATE_OPTIONS: readonly CreateOptionSpec[] = [
@@ -41,11 +41,15 @@ interface VmdkPlan {
   /** The extent's file name as the descriptor names it (the basename). */
   extentName: string;
   cid: number;
+  parentCid: number;
+  backingFile?: string;
 }
 
 /** vmdk_co_create_opts and vmdk_co_do_create's checks, in their order. */
 function plan(options: ReadonlyMap<string, string>, size: bigint, env?: CreateEnvironment): CreatePlan {
   const rounded = BigInt.asIntN(64, (((size + 511n) / 512n) * 512n) % 2n ** 64n);
+  const backingFmt = options.get('backing_fmt');
+  if (backingFmt !== undefined && backingFmt !== 'vmdk') throw new ImageError('backing_file must be a vmdk image');
   let hwVersion = options.get('hwversion');
   if (hwVersion === 'undefined') hwVersion = undefined;
   const adapter = options.get('adapter_type') ?? 'ide';
@@ -60,7 +64,8 @@ function plan(options: ReadonlyMap<string, string>, size: bigint, env?: CreateEn
   const zeroedGrain = options.get('zeroed_grain') === 'on';
   if (flat && options.has('backing_file')) throw new ImageError("Flat image can't have backing file");
   if (flat && zeroedGrain) throw new ImageError("Flat image can't enable zeroed grain");
-  if (options.has('backing_file')) throw new ImageError('instar does not create VMDK images with a backing file yet; nothing was written');
+  const backing = options.get('backing_file');
+  if (backing !== undefined && env?.parentCid === undefined) throw new ImageError('Failed to read parent CID');
   if (rounded < 0n || !Number.isSafeInteger(Number(rounded))) throw new ImageError('instar cannot create a VMDK image of this size; nothing was written');
   const name = env?.filename ?? '';
   const split = subformat.startsWith('twoGb');
@@ -72,6 +77,7 @@ function plan(options: ReadonlyMap<string, string>, size: bigint, env?: CreateEn
     size: Number(rounded), extentFiles, subformat, adapter, hwVersion: hwVersion ?? '4', toolsVersion: options.get('toolsversion') ?? '2147483647',
     zeroedGrain, extentName: basename(name),
     cid: env ? Buffer.from(env.randomBytes(4)).readUInt32BE(0) : 0,
+    parentCid: backing === undefined ? 0xffffffff : env!.parentCid!, backingFile: backing,
   };
   return p as unknown as CreatePlan;
 }
@@ -106,7 +112,8 @@ function descriptor(p: VmdkPlan): string {
     : p.extentFiles.map((f, i) => [Math.min(extentBytes, p.size - i * extentBytes), basename(f)]);
   const lines = extents.map(([bytes, name]) => (flat ? `RW ${Math.ceil(bytes / SECTOR)} FLAT "${name}" 0\n` : `RW ${Math.ceil(bytes / SECTOR)} SPARSE "${name}"\n`)).join('');
   return '# Disk DescriptorFile\nversion=1\n' +
-    `CID=${p.cid.toString(16)}\nparentCID=ffffffff\ncreateType="${p.subformat}"\n\n` +
+    `CID=${p.cid.toString(16)}\nparentCID=${p.parentCid.toString(16)}\ncreateType="${p.subformat}"\n` +
+    `${p.backingFile === undefined ? '' : `parentFileNameHint="${p.backingFile}"`}\n` +
     `# Extent description\n${lines}\n` +
     '# The Disk Data Base\n#DDB\n\n' +
     `ddb.virtualHWVersion = "${p.hwVersion}"\nddb.geometry.cylinders = "${cylinders}"\nddb.geometry.heads = "${heads}"\n` +

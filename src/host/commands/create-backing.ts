@@ -22,26 +22,31 @@ const OPEN_HINT = 'Could not open backing image.\n';
 function validResult(raw: unknown): CreateBackingResult {
   const r = (raw ?? {}) as Record<string, unknown>;
   const ok = typeof r.format === 'string' && r.format.length <= 64 && Number.isSafeInteger(r.virtualSize) && (r.virtualSize as number) >= 0 &&
-    (r.sizeErrno === undefined || Number.isInteger(r.sizeErrno));
+    (r.sizeErrno === undefined || Number.isInteger(r.sizeErrno)) &&
+    (r.cid === undefined || (Number.isInteger(r.cid) && (r.cid as number) >= 0 && (r.cid as number) <= 0xffffffff));
   if (!ok) throw new OpError('the guest answered create-backing in a malformed way');
   return r as unknown as CreateBackingResult;
 }
 
-/** Opens and probes `backing` (named by the new image `filename`) with format `format` if given. */
-export async function probeBacking(filename: string, backing: string, format: string | undefined, ctx: CommandContext): Promise<CreateBackingResult> {
+/**
+ * Opens and probes `backing` (named by the new image `filename`) with format `format` if given;
+ * `alone` opens that file only, without its own backing chain, and words failures without a hint.
+ */
+export async function probeBacking(filename: string, backing: string, format: string | undefined, ctx: CommandContext, alone = false): Promise<CreateBackingResult> {
+  const hint = alone ? '' : OPEN_HINT;
   // The new image is the top of the chain: its directory is the policy's default root.
   const chain = startChain(filename);
   let opened;
   try {
     opened = openReferenced(backing, filename, 'backing', ctx.policy, chain);
   } catch (e) {
-    if (e instanceof PathRefusedError || e instanceof ReferenceOpenError) throw new CreateFailure(e.reason, OPEN_HINT);
+    if (e instanceof PathRefusedError || e instanceof ReferenceOpenError) throw new CreateFailure(e.reason, hint);
     throw e;
   }
   // Without -F the create fails whatever the format is; qemu's message names the probed one, raw
   // included (instar's raw fallback is otherwise an --unsafe-quirks matter: nothing is read as raw here).
   const unsafeQuirks = ctx.globals.unsafeQuirks || format === undefined;
-  const options: CreateBackingOptions = { format, fileName: opened.path, profile: ctx.profile, unsafeQuirks };
+  const options: CreateBackingOptions = { format, fileName: opened.path, profile: ctx.profile, unsafeQuirks, noBacking: alone };
   try {
     // Opening a backing chain reads metadata only: the limits of info, not of a copy.
     const quick = { ...ctx, run: { ...ctx.run, limits: { cpuSeconds: 120, wallMs: 120_000, ...ctx.run.limits } } };
@@ -52,9 +57,9 @@ export async function probeBacking(filename: string, backing: string, format: st
       const reason = (e.cause as { reason?: string } | undefined)?.reason ?? e.message;
       // A file the backing file names: qemu words it as it opens the backing file's own children.
       const message = e.file.role === 'backing' ? `Could not open backing file: ${reason}` : reason;
-      throw new CreateFailure(message, OPEN_HINT);
+      throw new CreateFailure(message, hint);
     }
-    if (e instanceof OpError) throw new CreateFailure(e.message, OPEN_HINT);
+    if (e instanceof OpError) throw new CreateFailure(e.message, hint);
     throw e;
   } finally {
     closeSync(opened.fd);

@@ -16,7 +16,7 @@ import { hasHelpOption, lookupFormat, parseSetOptions, typesOf } from './create-
 import { CreateFailure, probeBacking } from './create-backing.ts';
 import { formattingLine, optionHelp, type SetOption } from '../../output/create-text.ts';
 import { hasProtocol } from '../paths/combine.ts';
-import { ImageError, type CreatePlan } from '../../formats/types.ts';
+import { ImageError, type CreateEnvironment, type CreatePlan } from '../../formats/types.ts';
 import { strerror } from '../../strerror.ts';
 import { strerrorNumber } from '../../strerror-number.ts';
 import type { CreateResult } from '../../ops/create.ts';
@@ -203,7 +203,15 @@ async function runCreate(args: CreateArgs, ctx: CommandContext): Promise<number>
 
   const normalized = new Map([...set].map(([k, v]) => [k, v.value]));
   try {
-    const env = { now: Math.floor(Date.now() / 1000), filename, randomBytes: (n: number) => randomBytes(n) };
+    const env: CreateEnvironment = { now: Math.floor(Date.now() / 1000), filename, randomBytes: (n: number) => randomBytes(n) };
+    // The VMDK driver opens its backing file alone (even with -u) to record its CID.
+    if (args.format === 'vmdk' && backing !== undefined && normalized.get('subformat')?.endsWith('Flat') !== true) {
+      // Its option checks come first: a trial plan with a stand-in CID.
+      found.capability.plan(normalized, BigInt.asUintN(64, size), { ...env, parentCid: 0 });
+      const parent = await probeBacking(filename, backing, undefined, ctx, true);
+      if (parent.format !== 'vmdk') throw new CreateFailure(`Invalid backing file format: ${parent.format}. Must be vmdk`);
+      env.parentCid = parent.cid;
+    }
     const plan = found.capability.plan(normalized, BigInt.asUintN(64, size), env);
     await writeImage(filename, args.format, plan, ctx);
   } catch (e) {
