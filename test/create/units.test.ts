@@ -17,6 +17,6 @@ test('qcow2: a refcount table that would outgrow its cluster, and sizes past 2^5
   // 512-byte clusters with 64-bit refcounts: 64 clusters a block, 64 blocks a table = 4096 clusters.
   const options = new Map([['cluster_size', '512'], ['refcount_bits', '64'], ['preallocation', 'metadata']]);
   assert.throws(() => qcow2Create.plan(options, 3n * 1024n * 1024n), (e: unknown) => e instanceof ImageError && /refcount table outgrows/.test(e.message));
-  const huge = new Map([['cluster_size', '2M']]);
+  const huge = new Map([['cluster_size', '2097152']]); // plans take normalized values
   assert.throws(() => qcow2Create.plan(huge, 2n ** 60n), (e: unknown) => e instanceof ImageError && /2\^53/.test(e.message));
 });
