@@ -23,12 +23,16 @@ export interface ResizeOptions extends OpenTreeOptions {
   shrink: boolean;
   /** --preallocation, absent when not given (qemu then uses off, but skips its growing-only check). */
   preallocation?: Preallocation;
+  /** Open the image, report its format and write nothing (the host refuses an option first). */
+  openOnly?: boolean;
   /** Tests only: stop after this many writes (crash simulation). */
   stopAfterWrites?: number;
 }
 
 export type ResizeResult =
   | { format: string; resized: true }
+  /** openOnly: the image opened; nothing was written. */
+  | { format: string; opened: true }
   /** qemu's refusal without --shrink (an error and a warning line). */
   | { format: string; shrinkRefused: true }
   /** A qemu error message, printed after "qemu-img: ". */
@@ -50,6 +54,7 @@ export function resizeOp(options: Record<string, unknown>, ctx: OpContext): Resi
   if (prealloc !== undefined && !PREALLOCATIONS.has(prealloc)) throw new ImageError('resize: a bad preallocation mode');
   const image = openTree(ctx, 0, opts);
   const format = image.format;
+  if (opts.openOnly) return { format, opened: true };
   const current = BigInt(image.virtualSize);
   const total = newSize(current, BigInt(opts.amount), opts.sign);
   if (total <= 0n) return { format, error: 'New image size must be positive' };

@@ -65,6 +65,7 @@ const RAW_CASES: string[][] = [
   ['--image-opts', '-f', 'raw', 'r.raw', '1M'],
   ['--image-opts', 'driver=raw,file.filename=r.raw,read-only=on', '3M'],
   ['--image-opts', 'driver=raw,file.filename=r.raw,force-share=on', '3M'],
+  ['--image-opts', 'driver=raw,file.filename=r.raw,foo=bar', '3M'],
   ['-f', 'raw', 'odd.raw', '+512'],
 ];
 

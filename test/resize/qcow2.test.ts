@@ -89,6 +89,7 @@ test('qcow2 resize: errors and images qemu resizes in one way only', () => {
     ['small', ['q.qcow2', '--', '+0']],
     ['small', ['q.qcow2', '5P']],
     ['small', ['--preallocation=metadata', '--shrink', 'q.qcow2', '512k']],
+    ['small', ['--image-opts', 'file.filename=q.qcow2,foo=bar', '2M']],
     ['fragmented', ['q.qcow2', '2G']],
     ['fragmented', ['--shrink', 'q.qcow2', '64k']],
     ['snapshot', ['q.qcow2', '2G']],

@@ -102,6 +102,8 @@ async function runResize(cmd: ParsedCommand, args: ResizeArgs, ctx: CommandConte
     sign: args.sign,
     shrink: cmd.options.has('shrink'),
     preallocation: args.preallocation,
+    // An --image-opts option the format lacks fails qemu's open: the guest only names the format.
+    openOnly: target.unknownFormatOption !== undefined,
   };
   let raw: unknown;
   try {
@@ -120,6 +122,7 @@ async function runResize(cmd: ParsedCommand, args: ResizeArgs, ctx: CommandConte
   if (target.unknownFormatOption !== undefined) {
     throw new InputImageError(`Could not open '${target.errorName}': Block format '${result.format}' does not support the option '${target.unknownFormatOption}'`);
   }
+  if ('opened' in result) throw new InputImageError('instar: the guest opened the image for a resize without resizing it');
   if ('shrinkRefused' in result) {
     ctx.err(`${ctx.progname}: ${SHRINK_REFUSED}${ctx.progname}: ${SHRINK_WARNING}`);
     return 1;
@@ -132,7 +135,7 @@ async function runResize(cmd: ParsedCommand, args: ResizeArgs, ctx: CommandConte
   return 0;
 }
 
-type Checked = { format: string } & ({ resized: true } | { shrinkRefused: true } | { error: string });
+type Checked = { format: string } & ({ resized: true } | { opened: true } | { shrinkRefused: true } | { error: string });
 
 /** The guest's answer is data: its shape and sizes are checked, its text made printable. */
 function validResult(raw: unknown): Checked {
@@ -140,6 +143,7 @@ function validResult(raw: unknown): Checked {
   const format = r?.format;
   if (typeof format !== 'string' || !/^[a-z0-9]{1,16}$/.test(format)) throw new InputImageError('instar: the guest answered resize with a malformed result');
   if (r!.resized === true) return { format, resized: true };
+  if (r!.opened === true) return { format, opened: true };
   if (r!.shrinkRefused === true) return { format, shrinkRefused: true };
   if (typeof r!.error === 'string' && r!.error.length <= 4096) {
     return { format, error: r!.error.replace(/[\x00-\x1f\x7f]/g, '?') };
