@@ -316,6 +316,8 @@ export interface CreateEnvironment {
   filename: string;
   /** The content ID of the VMDK backing file, which a VMDK child records (the host's guest read it). */
   parentCid?: number;
+  /** The emulated qemu's full version ("10.0.2"), which VHDX writes as its creator. */
+  qemuVersion?: string;
   randomBytes(n: number): Uint8Array;
 }
 

@@ -9,6 +9,7 @@ import { checkLog } from './log.ts';
 import { planLogReplay } from './log-replay.ts';
 import { applyRepair } from '../repair.ts';
 import { readMetadata, type VhdxMetadata } from './metadata.ts';
+import { vhdxCreate } from './create.ts';
 
 const OFFSET_MASK = 0xffff_ffff_fff0_0000n;
 /** Block states read() answers with zeros, reading nothing. */
@@ -141,4 +142,5 @@ export const vhdxDriver: Driver = {
   name: 'vhdx',
   probe: (head) => (head.length >= 8 && String.fromCharCode(...head.subarray(0, 8)) === 'vhdxfile' ? 100 : 0),
   open: openVhdx,
+  create: vhdxCreate,
 };

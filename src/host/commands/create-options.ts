@@ -6,12 +6,13 @@ import { FILE_PROTOCOL_CREATE_OPTIONS, rawCreate } from '../../formats/raw/creat
 import { qcow2Create } from '../../formats/qcow2/create.ts';
 import { vpcCreate } from '../../formats/vpc/create.ts';
 import { vmdkCreate } from '../../formats/vmdk/create.ts';
+import { vhdxCreate } from '../../formats/vhdx/create.ts';
 import { findMeasurer } from '../../formats/measurers.ts';
 import { optionItems, parseCreateOptions } from './measure-options.ts';
 import type { SetOption } from '../../output/create-text.ts';
 
 /** The formats instar creates (a unit test keeps these the drivers' own `create`). */
-export const CREATORS: Readonly<Record<string, CreateCapability>> = { raw: rawCreate, qcow2: qcow2Create, vpc: vpcCreate, vmdk: vmdkCreate };
+export const CREATORS: Readonly<Record<string, CreateCapability>> = { raw: rawCreate, qcow2: qcow2Create, vpc: vpcCreate, vmdk: vmdkCreate, vhdx: vhdxCreate };
 
 export type FormatLookup =
   | { capability: CreateCapability; specs: readonly CreateOptionSpec[] }
@@ -55,4 +56,13 @@ export function parseSetOptions(text: string | undefined, types: Readonly<Record
 export function hasHelpOption(text: string | undefined): boolean {
   if (text === undefined) return false;
   return optionItems(text).some(([name, value]) => (name === 'help' || name === '?') && value === 'on');
+}
+
+/** The releases of the verified oracles (Debian 12's 7.2, backports' 10.0); others get ".0". */
+const PATCH_RELEASES: Readonly<Record<string, string>> = { '7.2': '7.2.22', '10.0': '10.0.2' };
+
+/** The full version an image records as its creator (VHDX writes "QEMU v<version>"). */
+export function qemuFullVersion(profile: { major: number; minor: number }): string {
+  const short = `${profile.major}.${profile.minor}`;
+  return PATCH_RELEASES[short] ?? `${short}.0`;
 }

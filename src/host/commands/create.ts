@@ -12,7 +12,7 @@ import { parseSecretObjects, SecretError } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { parseMapSize } from './map-size.ts';
 import { isValidOptionList, OptionListError } from './measure-options.ts';
-import { hasHelpOption, lookupFormat, parseSetOptions, typesOf } from './create-options.ts';
+import { hasHelpOption, lookupFormat, parseSetOptions, qemuFullVersion, typesOf } from './create-options.ts';
 import { CreateFailure, probeBacking } from './create-backing.ts';
 import { formattingLine, optionHelp, type SetOption } from '../../output/create-text.ts';
 import { hasProtocol } from '../paths/combine.ts';
@@ -203,7 +203,7 @@ async function runCreate(args: CreateArgs, ctx: CommandContext): Promise<number>
 
   const normalized = new Map([...set].map(([k, v]) => [k, v.value]));
   try {
-    const env: CreateEnvironment = { now: Math.floor(Date.now() / 1000), filename, randomBytes: (n: number) => randomBytes(n) };
+    const env: CreateEnvironment = { now: Math.floor(Date.now() / 1000), filename, qemuVersion: qemuFullVersion(ctx.profile), randomBytes: (n: number) => randomBytes(n) };
     // The VMDK driver opens its backing file alone (even with -u) to record its CID.
     if (args.format === 'vmdk' && backing !== undefined && normalized.get('subformat')?.endsWith('Flat') !== true) {
       // Its option checks come first: a trial plan with a stand-in CID.
