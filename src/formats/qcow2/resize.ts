@@ -4,11 +4,12 @@
 // Growing: when the new size needs more L1 entries, qemu allocates the new table first-fit from
 // cluster 0 (alloc_clusters_noref), writes its refcounts, the table, then points the header at it
 // (qcow2_grow_l1_table); then it writes the new size; the old table's refcounts are dropped in
-// its cache and written at close. Shrinking is in resize-shrink.ts.
+// its cache and written at close. --preallocation=metadata is in resize-prealloc.ts, the zero
+// clusters over a longer backing file in resize-zero.ts, shrinking in resize-shrink.ts.
 //
-// Refused in instar's words, nothing written, where qemu would do more than this: preallocation,
-// a refcount block to allocate, a dirty image, persistent bitmaps (qemu rewrites them at close),
-// an external data file.
+// Refused in instar's words, nothing written, where qemu would do more than this: falloc and full
+// preallocation, a refcount block to allocate, a dirty image, persistent bitmaps (qemu rewrites
+// them at close), an external data file.
 import { ImageError, type BlockDevice, type Image, type ResizeCapability, type ResizePlan, type ResizeRequest } from '../types.ts';
 import { readAt } from '../bytes.ts';
 import type { RepairStep } from '../repair.ts';
@@ -21,10 +22,10 @@ import { zeroNewArea } from './resize-zero.ts';
 const INT_MAX = 0x7fffffff;
 const KNOWN_AUTOCLEAR = AUTOCLEAR.bitmaps | AUTOCLEAR.dataFileRaw;
 
-export const refused = (why: string): ResizePlan => ({ error: `instar cannot resize this qcow2 image (${why}); nothing was written` });
+const refused = (why: string): ResizePlan => ({ error: `instar cannot resize this qcow2 image (${why}); nothing was written` });
 
-/** A big-endian field write. */
-export function fieldWrite(pos: number, bytes: Buffer): RepairStep {
+/** A write of header field bytes. */
+function fieldWrite(pos: number, bytes: Buffer): RepairStep {
   return { kind: 'write', pos, bytes };
 }
 
