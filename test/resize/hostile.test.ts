@@ -5,13 +5,16 @@
 // the allowed paths is refused before anything is written.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { runQemu } from '../helpers/oracles.ts';
 import { prng } from '../helpers/xorshift.ts';
 import { ImageError, type BlockDevice, type Driver } from '../../src/formats/types.ts';
 import { qcow2Driver } from '../../src/formats/qcow2/driver.ts';
 import { qedDriver } from '../../src/formats/qed/driver.ts';
-import { applyRepair } from '../../src/formats/repair.ts';
+import { applyRepair, writeCount } from '../../src/formats/repair.ts';
+import { FdDevice } from '../../src/io/fd-device.ts';
+import { rawDriver } from '../../src/formats/raw/driver.ts';
+import { rawResize } from '../../src/formats/raw/resize.ts';
 import { ResizeDirs, assertSameFiles } from './harness.ts';
 
 const dirs = new ResizeDirs();
@@ -104,4 +107,44 @@ test('a backing file outside the allowed paths: refused before anything is writt
     assert.throws(() => assertSameFiles(r, 'passwd backing'));
     assert.ok(readFileSync(`${r.idir}/o.qcow2`).equals(Buffer.from(files['o.qcow2'])), 'nothing written');
   }
+});
+
+test('qed and raw resizes: every prefix of their writes leaves an image qemu-img checks clean', () => {
+  const path = dirs.path('cut.img');
+  const plans: [Driver, Uint8Array, string, number][] = [[qedDriver, seeds.qed, 'qed', 2 ** 30]];
+  for (const [driver, seed, format, newSize] of plans) {
+    let total = Infinity;
+    for (let n = 0; n <= total; n++) {
+      writeFileSync(path, seed);
+      const fd = openSync(path, 'r+');
+      try {
+        const dev = new FdDevice(fd, true);
+        const plan = driver.resize!.plan(driver.open(dev, { writable: true, readsData: true }), dev, { newSize, preallocation: 'off' });
+        assert.ok('steps' in plan);
+        total = writeCount(plan.steps);
+        applyRepair(dev, plan.steps, { stopAfterWrites: n });
+      } finally {
+        closeSync(fd);
+      }
+      const check = runQemu('10.0', ['check', '-f', format, path]);
+      assert.equal(check.status, 0, `${format}, after ${n} of ${total} writes: ${check.stdout}${check.stderr}`);
+    }
+    assert.equal(total, 1, `${format}: one write`);
+  }
+  // raw: the length, then (full preallocation) the zeros; every prefix is a readable raw file of
+  // the old or the new length with the old bytes first.
+  writeFileSync(path, seeds.qed);
+  const fd = openSync(path, 'r+');
+  try {
+    const dev = new FdDevice(fd, true);
+    const plan = rawResize.plan(rawDriver.open(dev, { writable: true }), dev, { newSize: 4 * 2 ** 20, preallocation: 'full' });
+    assert.ok('steps' in plan);
+    assert.deepEqual(plan.steps.map((s) => s.kind), ['truncate', 'zero']);
+    applyRepair(dev, plan.steps, { stopAfterWrites: 1 });
+  } finally {
+    closeSync(fd);
+  }
+  const after1 = readFileSync(path);
+  assert.equal(after1.length, 4 * 2 ** 20);
+  assert.ok(after1.subarray(0, seeds.qed.length).equals(Buffer.from(seeds.qed)));
 });
