@@ -7,6 +7,7 @@ import { probes } from '../probe-only.ts';
 import { openingAs } from '../vpc/file-read.ts';
 import { PagedTable } from '../qcow/paged-table.ts';
 import { fileRun } from '../raw/holes.ts';
+import { vdiCreate } from './create.ts';
 
 const SIGNATURE = 0xbeda107f;
 const STATIC = 2;
@@ -135,5 +136,6 @@ export const vdiDriver: Driver = {
   name: 'vdi',
   probe: probes.vdi,
   open: openVdi,
+  create: vdiCreate,
 };
 
