@@ -13,6 +13,7 @@ import type { HostileCase } from './case.ts';
 import { referenceCases } from './cases-references.ts';
 import { structureCases } from './cases-structure.ts';
 import { withCheckOutcomes } from './check-outcomes.ts';
+import { withDerivedOutcomes } from './derived-outcomes.ts';
 import { COMMANDS, commandLine, type CommandName } from './outcomes.ts';
 import { pool, tracedCommand, tracedInstar, type TracedRun } from './traced-run.ts';
 import { Allowlist, ipConnects } from './allowlist.ts';
@@ -33,7 +34,7 @@ writeFileSync(join(outside, 'secret.raw'), Buffer.alloc(1048576, 0x53));
 const casesDir = join(base, 'cases');
 mkdirSync(casesDir);
 
-const cases: HostileCase[] = withCheckOutcomes([...referenceCases({ outside }, casesDir.split('/').length), ...structureCases()]);
+const cases: HostileCase[] = withDerivedOutcomes(withCheckOutcomes([...referenceCases({ outside }, casesDir.split('/').length), ...structureCases()]));
 
 function materialise(c: HostileCase): string {
   const dir = join(casesDir, c.name);
@@ -160,7 +161,7 @@ function violations(run: Run): string[] {
 
 function check(run: Run): string[] {
   const { c, cmd, r } = run;
-  const want = c.expect[cmd];
+  const want = c.expect[cmd]!;
   const tag = `${cmd}:`;
   const failures: string[] = [];
   const exits = Array.isArray(want.exit) ? want.exit : [want.exit];

@@ -1,8 +1,10 @@
 // What each command must do with a hostile image, declared per command so that a command that
 // lands later (map, compare, convert) is checked as soon as it exists.
 
-export const COMMANDS = ['info', 'inspect', 'map', 'compare', 'convert', 'check'] as const;
+export const COMMANDS = ['info', 'inspect', 'map', 'compare', 'convert', 'check', 'dd', 'snapshot'] as const;
 export type CommandName = (typeof COMMANDS)[number];
+/** Commands whose outcome each case declares; the others' are derived (derived-outcomes.ts). */
+export type DeclaredCommand = Exclude<CommandName, 'dd' | 'snapshot'>;
 
 export interface Outcome {
   /** The exit status, or the statuses allowed (inspect's verdict on metadata it does not judge). */
@@ -13,7 +15,7 @@ export interface Outcome {
   stdout?: RegExp;
 }
 
-export type Expectations = Record<CommandName, Outcome>;
+export type Expectations = Record<DeclaredCommand, Outcome> & Partial<Record<CommandName, Outcome>>;
 
 /** The command line of each command for an image (`out` is a scratch output path). */
 export function commandLine(cmd: CommandName, image: string, out: string): string[] {
@@ -30,6 +32,10 @@ export function commandLine(cmd: CommandName, image: string, out: string): strin
       return ['convert', '-O', 'raw', image, out];
     case 'check':
       return ['check', image];
+    case 'dd':
+      return ['dd', `if=${image}`, `of=${out}`];
+    case 'snapshot':
+      return ['snapshot', '-l', image];
   }
 }
 
