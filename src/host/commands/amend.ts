@@ -15,7 +15,8 @@ import { isValidOptionList, optionItems } from './measure-options.ts';
 import { openReferenced, startChain, PathRefusedError } from '../paths/resolve.ts';
 import { ProgressRule, progressLine } from '../../output/progress.ts';
 import { AMEND_OPTIONS, amendHelp } from '../../formats/amend-options.ts';
-import { openForWriting, PROBED_RAW_WARNING, QEMU_FORMAT_NAMES, validNotice } from './rebase.ts';
+import { openForWriting, QEMU_FORMAT_NAMES, validNotice } from './rebase.ts';
+import { PROBED_RAW_WARNING } from '../writable-image.ts';
 import type { AmendOptions, AmendResult } from '../../ops/amend.ts';
 
 const CACHE_MODES = new Set(['none', 'off', 'writeback', 'unsafe', 'directsync', 'writethrough']);

@@ -4,15 +4,15 @@
 // The host prints qemu's lines. A -w run writes raw images only; the host fsyncs the file after the
 // guest exits (the guest cannot: its permission model refuses fsync), standing in for qemu's
 // flushes (--flush-interval, and the one when it closes the image).
-import { closeSync, constants, fsyncSync } from 'node:fs';
+import { closeSync, fsyncSync } from 'node:fs';
 import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
-import { checkFormat, InputImageError, openImageFile, openTop, referencedOpenMessage, topTarget, type Target } from '../input-image.ts';
+import { InputImageError, openTop, referencedOpenMessage, topTarget, type Target } from '../input-image.ts';
+import { openWritable, PROBED_RAW_WARNING } from '../writable-image.ts';
 import { parseSecretObjects, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
-import { parseQemuOpts } from './image-opts.ts';
 import { INT64_MAX, INT_MAX, parseIntegerOption, parseSizeOption, parseUnsignedOption, type Parsed } from './qemu-numbers.ts';
 import type { Profile } from '../../output/profile.ts';
 import type { BenchOptions, BenchResult } from '../../ops/bench.ts';
@@ -93,33 +93,12 @@ function settings(cmd: ParsedCommand, ctx: CommandContext): Settings {
   return s;
 }
 
-/** An --image-opts boolean as qemu parses it; undefined when absent. */
-function imageOptsFlag(cmd: ParsedCommand, target: Target, name: string): boolean | undefined {
-  if (!cmd.options.has('image-opts')) return undefined;
-  const value = parseQemuOpts(cmd.args[0], 'file').get(name);
-  if (value === undefined) return undefined;
-  if (['on', 'yes', 'true'].includes(value)) return true;
-  if (['off', 'no', 'false'].includes(value)) return false;
-  throw new BenchError(`Could not open '${target.errorName}': Parameter '${name}' expects 'on' or 'off'`);
-}
-
 /** Opens the image as qemu's img_open does for bench: read-write with -w, refusing what qemu refuses first. */
 function openImage(cmd: ParsedCommand, target: Target, s: Settings): number {
   if (!s.write) return openTop(target);
-  checkFormat(target);
-  const fail = (why: string) => new BenchError(`Could not open '${target.errorName}': ${why}`);
-  if (imageOptsFlag(cmd, target, 'read-only')) throw fail('Block node is read-only');
-  if (imageOptsFlag(cmd, target, 'force-share') || cmd.options.has('force-share')) throw fail('force-share=on can only be used with read-only images');
   // writethrough and directsync flush after every write: O_DSYNC does that for the guest's writes.
-  const sync = s.cache === 'writethrough' || s.cache === 'directsync' ? constants.O_DSYNC : 0;
-  return openImageFile(target, constants.O_RDWR | sync);
+  return openWritable(cmd, target, s.cache === 'writethrough' || s.cache === 'directsync');
 }
-
-/** What qemu's block layer prints when it opens a probed raw image for writing (as check -r does). */
-const PROBED_RAW_WARNING = (name: string) =>
-  `WARNING: Image format was not specified for '${name}' and probing guessed raw.\n` +
-  '         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n' +
-  "         Specify the 'raw' format explicitly to remove the restrictions.\n";
 
 function validResult(raw: unknown): BenchResult {
   const r = (raw ?? {}) as Record<string, unknown>;

@@ -2,15 +2,15 @@
 // (files it names only through the path policy), lets a guest run the format's checker, checks the
 // guest's report and prints it as qemu-img does. With -r the image alone is opened read-write
 // (O_DSYNC: each of the guest's repair writes is durable before the next) and fsynced afterwards.
-import { closeSync, constants, fsyncSync } from 'node:fs';
+import { closeSync, fsyncSync } from 'node:fs';
 import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
-import { checkFormat, InputImageError, openImageFile, openTop, topTarget, type Target, referencedOpenMessage } from '../input-image.ts';
+import { InputImageError, openTop, topTarget, type Target, referencedOpenMessage } from '../input-image.ts';
+import { openWritable, PROBED_RAW_WARNING } from '../writable-image.ts';
 import { parseSecretObjects, SecretError, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
-import { parseQemuOpts } from './image-opts.ts';
 import { humanCheck, jsonCheck, writeCheckLines } from '../../output/image-check.ts';
 import { validCheckResult } from './check-result.ts';
 import type { CheckOptions } from '../../ops/check.ts';
@@ -70,34 +70,9 @@ function referencedFailure(e: ReferencedFileError, target: Target): InputImageEr
   return new InputImageError(referencedOpenMessage(e, target));
 }
 
-/** An --image-opts boolean as qemu parses it; undefined when absent. */
-function imageOptsFlag(cmd: ParsedCommand, target: Target, name: string): boolean | undefined {
-  if (!cmd.options.has('image-opts')) return undefined;
-  const value = parseQemuOpts(cmd.args[0], 'file').get(name);
-  if (value === undefined) return undefined;
-  if (['on', 'yes', 'true'].includes(value)) return true;
-  if (['off', 'no', 'false'].includes(value)) return false;
-  throw new InputImageError(`Could not open '${target.errorName}': Parameter '${name}' expects 'on' or 'off'`);
-}
-
-/** Opens the image for -r as qemu does (read-write), refusing what qemu refuses first. */
-function openForRepair(cmd: ParsedCommand, target: Target): number {
-  checkFormat(target);
-  const fail = (why: string) => new InputImageError(`Could not open '${target.errorName}': ${why}`);
-  if (imageOptsFlag(cmd, target, 'read-only')) throw fail('Block node is read-only');
-  if (imageOptsFlag(cmd, target, 'force-share') || cmd.options.has('force-share')) throw fail('force-share=on can only be used with read-only images');
-  return openImageFile(target, constants.O_RDWR | constants.O_DSYNC);
-}
-
-/** What qemu's block layer prints when it opens a probed raw image for writing. */
-const PROBED_RAW_WARNING = (name: string) =>
-  `WARNING: Image format was not specified for '${name}' and probing guessed raw.\n` +
-  '         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n' +
-  "         Specify the 'raw' format explicitly to remove the restrictions.\n";
-
 async function runCheck(cmd: ParsedCommand, args: CheckArgs, ctx: CommandContext): Promise<number> {
   const target = topTarget(cmd, cmd.args[0]);
-  const fd = args.repair ? openForRepair(cmd, target) : openTop(target);
+  const fd = args.repair ? openWritable(cmd, target) : openTop(target);
   const options: CheckOptions = {
     format: target.format === 'file' ? 'raw' : target.format,
     unsafeQuirks: ctx.globals.unsafeQuirks,

@@ -8,6 +8,7 @@ import type { ParsedCommand } from '../../cli/types.ts';
 import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
 import { checkFormat, InputImageError, openImageFile, topTarget, referencedOpenMessage, type Target } from '../input-image.ts';
+import { PROBED_RAW_WARNING } from '../writable-image.ts';
 import { parseSecretObjects, SecretError, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { openReferenced, startChain, PathRefusedError } from '../paths/resolve.ts';
@@ -21,12 +22,6 @@ const CACHE_MODES = new Set(['none', 'off', 'writeback', 'unsafe', 'directsync',
 export const QEMU_FORMAT_NAMES = new Set(('blkdebug blklogwrites blkverify bochs cloop compress copy-before-write copy-on-read dmg file ftp ' +
   'ftps gluster host_cdrom host_device http https iscsi iser luks nbd nfs null-aio null-co nvme parallels preallocate qcow qcow2 ' +
   'qed quorum raw rbd replication snapshot-access ssh throttle vdi vhdx vmdk vpc vvfat').split(' '));
-
-/** What qemu prints when a probed raw image is opened for writing (block 0 then restricted). */
-export const PROBED_RAW_WARNING = (name: string): string =>
-  `WARNING: Image format was not specified for '${name}' and probing guessed raw.\n` +
-  '         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n' +
-  "         Specify the 'raw' format explicitly to remove the restrictions.\n";
 
 /** Opens the image read-write as qemu does, refusing what its block layer refuses first. */
 export function openForWriting(cmd: ParsedCommand, target: Target): number {

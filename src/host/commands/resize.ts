@@ -2,15 +2,15 @@
 // inside the getopt loop, then the argument count, then the size), opens the image read-write
 // (O_DSYNC: each of the guest's writes is durable before the next; files it names only through
 // the path policy), lets a guest plan and apply the resize, fsyncs, and prints what qemu-img does.
-import { closeSync, constants, fsyncSync } from 'node:fs';
+import { closeSync, fsyncSync } from 'node:fs';
 import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
-import { checkFormat, InputImageError, openImageFile, referencedOpenMessage, topTarget, type Target } from '../input-image.ts';
+import { InputImageError, referencedOpenMessage, topTarget } from '../input-image.ts';
+import { openWritable, PROBED_RAW_WARNING } from '../writable-image.ts';
 import { parseSecretObjects, SecretError, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
-import { parseQemuOpts } from './image-opts.ts';
 import { strtosz } from './map-size.ts';
 import type { Preallocation, ResizeOptions } from '../../ops/resize.ts';
 
@@ -18,11 +18,6 @@ const UINT64_MAX = 2n ** 64n - 1n;
 const PREALLOCATIONS: readonly string[] = ['off', 'metadata', 'falloc', 'full'];
 
 /** What a probed raw image opened for writing makes qemu's block layer print. */
-const PROBED_RAW_WARNING = (name: string) =>
-  `WARNING: Image format was not specified for '${name}' and probing guessed raw.\n` +
-  '         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n' +
-  "         Specify the 'raw' format explicitly to remove the restrictions.\n";
-
 const SHRINK_REFUSED = 'Use the --shrink option to perform a shrink operation.\n';
 const SHRINK_WARNING = "warning: Shrinking an image will delete all data beyond the shrunken image's end. " +
   'Before performing such an operation, make sure there is no important data there.\n';
@@ -70,28 +65,10 @@ function parseArgs(cmd: ParsedCommand, ctx: CommandContext): ResizeArgs | number
   return { fileName, amount: r.value, sign, preallocation };
 }
 
-/** An --image-opts boolean as qemu parses it; undefined when absent. */
-function imageOptsFlag(cmd: ParsedCommand, target: Target, name: string): boolean | undefined {
-  if (!cmd.options.has('image-opts')) return undefined;
-  const value = parseQemuOpts(cmd.args[0], 'file').get(name);
-  if (value === undefined) return undefined;
-  if (['on', 'yes', 'true'].includes(value)) return true;
-  if (['off', 'no', 'false'].includes(value)) return false;
-  throw new InputImageError(`Could not open '${target.errorName}': Parameter '${name}' expects 'on' or 'off'`);
-}
-
-/** Opens the image read-write as qemu-img resize does, refusing first what qemu refuses first. */
-function openForResize(cmd: ParsedCommand, target: Target): number {
-  checkFormat(target);
-  const fail = (why: string) => new InputImageError(`Could not open '${target.errorName}': ${why}`);
-  if (imageOptsFlag(cmd, target, 'read-only')) throw fail('Block node is read-only');
-  if (imageOptsFlag(cmd, target, 'force-share')) throw fail('force-share=on can only be used with read-only images');
-  return openImageFile(target, constants.O_RDWR | constants.O_DSYNC);
-}
-
 async function runResize(cmd: ParsedCommand, args: ResizeArgs, ctx: CommandContext): Promise<number> {
   const target = topTarget(cmd, args.fileName);
-  const fd = openForResize(cmd, target);
+  // resize has no -U: openWritable's force-share refusal comes from --image-opts only.
+  const fd = openWritable(cmd, target);
   const options: ResizeOptions = {
     format: target.format === 'file' ? 'raw' : target.format,
     unsafeQuirks: ctx.globals.unsafeQuirks,

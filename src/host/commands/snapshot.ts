@@ -2,15 +2,15 @@
 // for -l, read-write with O_DSYNC for -c/-d/-a, as qemu's BDRV_O_RDWR open), lets a guest list or
 // change the internal snapshots, fsyncs a changed image after the guest exits, and prints qemu's
 // table or message. Files the image names are opened only through the path policy.
-import { closeSync, constants, fsyncSync } from 'node:fs';
+import { closeSync, fsyncSync } from 'node:fs';
 import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
-import { checkFormat, InputImageError, openImageFile, openTop, referencedOpenMessage, topTarget, type Target } from '../input-image.ts';
+import { InputImageError, openTop, referencedOpenMessage, topTarget, type Target } from '../input-image.ts';
+import { openWritable, PROBED_RAW_WARNING } from '../writable-image.ts';
 import { parseSecretObjects, SecretError, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
-import { parseQemuOpts } from './image-opts.ts';
 import { snapshotHeader, snapshotLine } from '../../output/snapshot-table.ts';
 import { validSnapshotChange, validSnapshotList } from './snapshot-result.ts';
 import type { SnapshotAction, SnapshotOptions } from '../../ops/snapshot.ts';
@@ -24,12 +24,6 @@ interface SnapshotArgs {
 }
 
 const ERRNO_NUMBERS: Record<string, number> = { ENOTSUP: 95, EFBIG: 27, EIO: 5, EINVAL: 22, ENOSPC: 28 };
-
-/** What qemu's block layer prints when it opens a probed raw image for writing. */
-const PROBED_RAW_WARNING = (name: string) =>
-  `WARNING: Image format was not specified for '${name}' and probing guessed raw.\n` +
-  '         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n' +
-  "         Specify the 'raw' format explicitly to remove the restrictions.\n";
 
 function parseArgs(cmd: ParsedCommand, ctx: CommandContext): SnapshotArgs | number {
   let action: Action | undefined;
@@ -57,24 +51,9 @@ function parseArgs(cmd: ParsedCommand, ctx: CommandContext): SnapshotArgs | numb
   return { action, name };
 }
 
-/** An --image-opts boolean as qemu parses it; undefined when absent. */
-function imageOptsFlag(cmd: ParsedCommand, target: Target, name: string): boolean | undefined {
-  if (!cmd.options.has('image-opts')) return undefined;
-  const value = parseQemuOpts(cmd.args[0], 'file').get(name);
-  if (value === undefined) return undefined;
-  if (['on', 'yes', 'true'].includes(value)) return true;
-  if (['off', 'no', 'false'].includes(value)) return false;
-  throw new InputImageError(`Could not open '${target.errorName}': Parameter '${name}' expects 'on' or 'off'`);
-}
-
 /** The image opened as qemu-img snapshot opens it: read-write unless listing. */
 function openImage(cmd: ParsedCommand, target: Target, writable: boolean): number {
-  if (!writable) return openTop(target);
-  checkFormat(target);
-  const fail = (why: string) => new InputImageError(`Could not open '${target.errorName}': ${why}`);
-  if (imageOptsFlag(cmd, target, 'read-only')) throw fail('Block node is read-only');
-  if (imageOptsFlag(cmd, target, 'force-share') || cmd.options.has('force-share')) throw fail('force-share=on can only be used with read-only images');
-  return openImageFile(target, constants.O_RDWR | constants.O_DSYNC);
+  return writable ? openWritable(cmd, target) : openTop(target);
 }
 
 async function runSnapshot(cmd: ParsedCommand, args: SnapshotArgs, ctx: CommandContext): Promise<number> {
