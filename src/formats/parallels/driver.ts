@@ -7,6 +7,7 @@ import { probes } from '../probe-only.ts';
 import { openingAs } from '../vpc/file-read.ts';
 import { sizeFromSectorCount, sizeFailureError, virtualSizeOf } from '../sector-count.ts';
 import { PagedTable } from '../qcow/paged-table.ts';
+import { parallelsCreate } from './create.ts';
 
 const MAGIC = 'WithoutFreeSpace';
 const MAGIC2 = 'WithouFreSpacExt';
@@ -152,4 +153,5 @@ export const parallelsDriver: Driver = {
   name: 'parallels',
   probe: probes.parallels,
   open: openParallels,
+  create: parallelsCreate,
 };
