@@ -9,6 +9,7 @@ import { extentBelow, readFromBacking } from '../qcow/backing.ts';
 import { qedResize } from './resize.ts';
 import { readQedHeader, tableEntries, validClusterOffset, validTableOffset, type QedHeader } from './header.ts';
 import { planQedChangeBacking } from './rebase-unsafe.ts';
+import { qedCreate } from './create.ts';
 
 const ZERO_CLUSTER = 1n;
 const L2_CACHE = 16;
@@ -146,4 +147,5 @@ export const qedDriver: Driver = {
   open: openQed,
   changeBacking: planQedChangeBacking,
   resize: qedResize,
+  create: qedCreate,
 };
