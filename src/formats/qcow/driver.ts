@@ -10,6 +10,7 @@ import { readQcowHeader, type QcowHeader } from './header.ts';
 import { extentBelow, readFromBacking } from './backing.ts';
 import { SectorCipher } from '../crypto/sector-cipher.ts';
 import { keyRequired } from '../luks/driver.ts';
+import { qcowCreate } from './create.ts';
 
 const COMPRESSED = 1n << 63n;
 const L2_CACHE = 16; // qemu's L2_CACHE_SIZE
@@ -221,4 +222,5 @@ export const qcowDriver: Driver = {
   name: 'qcow',
   probe: probes.qcow,
   open: openQcow,
+  create: qcowCreate,
 };
