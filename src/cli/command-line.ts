@@ -15,7 +15,7 @@ import { basename } from 'node:path';
 import { Getopt, type GetoptResult } from './parse.ts';
 import { commandTable, mainTable, usesModernCli, type ResolvedTable } from './tables.ts';
 import { GLOBAL_OPTIONS, emptyRawGlobals, recordGlobal, type RawGlobals } from './globals.ts';
-import type { ParsedCommand } from './types.ts';
+import { EXTRA_ARGUMENT, type ParsedCommand } from './types.ts';
 
 /** qemu-img names itself after argv[0]; instar after its script, so the alias says 'qemu-img'. */
 export function programName(script: string | undefined): string {
@@ -111,9 +111,11 @@ function parseSubcommand(
     if (r.type === 'extra') {
       recordGlobal(globals, r.name, r.arg);
     } else if (r.type === 'positional') {
-      // Only 10.0's resize hands positionals back in order ('-' optstring); it checks them at once.
+      // Only 10.0's resize hands positionals back in order ('-' optstring); it fails at a third
+      // one, after the checks of the options before it (resize.ts meets this mark in the sequence).
       if (command.args.length >= 2) {
-        return { kind: 'fail', stderr: usageErrorText(s.progname, name, s.major, 'Extra argument(s) in command line'), globals };
+        command.sequence?.push([EXTRA_ARGUMENT, r.arg]);
+        return { kind: 'run', command, globals };
       }
       command.args.push(r.arg);
       command.sequence?.push(['', r.arg]);

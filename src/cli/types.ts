@@ -15,10 +15,14 @@ export interface ParsedCommand {
   /**
    * Every option as [key, value] in command-line order, for commands whose qemu-img validates
    * inside its getopt loop (the first bad value wins). Positionals appear as ['', arg] only
-   * where qemu-img sees them interleaved (10.0's resize).
+   * where qemu-img sees them interleaved (10.0's resize), and one positional too many as
+   * [EXTRA_ARGUMENT, arg], where parsing stopped as qemu's loop does.
    */
   sequence?: Array<[key: string, value: string]>;
 }
+
+/** The sequence key of a positional qemu-img's loop rejects when it meets it (10.0's resize). */
+export const EXTRA_ARGUMENT = 'extra-argument';
 
 /** Options instar adds to every subcommand (not in qemu-img). */
 export interface GlobalOptions {

@@ -47,6 +47,9 @@ const RAW_CASES: string[][] = [
   ['-f', 'raw', 'r.raw', '0x1k'],
   ['r.raw'],
   ['r.raw', '1', '2'],
+  // 10.0 checks the options before a third positional, and stops there.
+  ['--preallocation=bad', 'r.raw', '1', '2'],
+  ['r.raw', '1', '2', '--preallocation=bad'],
   ['-q', '-f', 'raw', 'r.raw', '3M'],
   ['--preallocation=bad', 'r.raw', '4M'],
   ['--preallocation=bad', '--object', 'foo', 'r.raw', '4M'],

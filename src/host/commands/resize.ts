@@ -4,7 +4,7 @@
 // the path policy), lets a guest plan and apply the resize, fsyncs, and prints what qemu-img does.
 import { closeSync, fsyncSync } from 'node:fs';
 import type { Command, CommandContext } from './types.ts';
-import type { ParsedCommand } from '../../cli/types.ts';
+import { EXTRA_ARGUMENT, type ParsedCommand } from '../../cli/types.ts';
 import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
 import { InputImageError, referencedOpenMessage, topTarget } from '../input-image.ts';
@@ -49,6 +49,8 @@ function parseArgs(cmd: ParsedCommand, ctx: CommandContext): ResizeArgs | number
     } else if (key === 'preallocation') {
       if (!PREALLOCATIONS.includes(value)) return fail(`Invalid preallocation mode '${value}'`);
       preallocation = value as Preallocation;
+    } else if (key === EXTRA_ARGUMENT) {
+      return usageError(ctx, cmd, 'Extra argument(s) in command line');
     }
   }
   if (cmd.args.length !== 2) return usageError(ctx, cmd, 'Expecting image file name and size');
