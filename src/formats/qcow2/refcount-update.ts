@@ -11,6 +11,8 @@
 import { ImageError, type BlockDevice } from '../types.ts';
 import { readAt, requestOk } from '../bytes.ts';
 import type { Qcow2Header } from './header.ts';
+import type { RepairStep } from '../repair.ts';
+import { readRefcount, writeRefcount as writeEntry } from './refcount-entry.ts';
 
 /** instar will not do what qemu would here; nothing was written. */
 export class PlanRefusal extends ImageError {}
@@ -34,6 +36,11 @@ export interface UpdateOptions {
 /** Most bytes of refcount blocks one plan holds (a snapshot of a small image touches one or two). */
 const MAX_BLOCK_BYTES = 256 * 1024 * 1024;
 
+export interface ModelOptions {
+  /** Most bytes of refcount blocks held (MAX_BLOCK_BYTES unless given). */
+  maxBlockBytes?: number;
+}
+
 export interface RefcountBlock {
   offset: number;
   original: Buffer;
@@ -54,8 +61,12 @@ export class RefcountModel {
   freeClusterIndex = 0;
   /** Clusters whose refcount reached 0, in order: qemu discards them (pass-discard-snapshot). */
   readonly freed: number[] = [];
+  /** Indexes of the blocks changed since the last flush(). */
+  private readonly dirty = new Set<number>();
+  private readonly maxBlockBytes: number;
 
-  constructor(private dev: BlockDevice, h: Qcow2Header) {
+  constructor(private dev: BlockDevice, h: Qcow2Header, opts: ModelOptions = {}) {
+    this.maxBlockBytes = opts.maxBlockBytes ?? MAX_BLOCK_BYTES;
     this.clusterSize = h.clusterSize;
     this.bits = 2 ** h.refcountOrder;
     this.perBlock = (h.clusterSize * 8) / this.bits;
@@ -79,7 +90,7 @@ export class RefcountModel {
     if (entry % BigInt(this.clusterSize) !== 0n || !requestOk(entry, BigInt(this.clusterSize)) || entry + BigInt(this.clusterSize) > BigInt(this.dev.size)) {
       throw new PlanRefusal(`instar refuses this qcow2 image: the refcount block at 0x${entry.toString(16)} is invalid; nothing was written`);
     }
-    if ((this.blocks.size + 1) * this.clusterSize > MAX_BLOCK_BYTES) throw new PlanRefusal('the operation touches too many refcount blocks; nothing was written');
+    if ((this.blocks.size + 1) * this.clusterSize > this.maxBlockBytes) throw new PlanRefusal('the operation touches too many refcount blocks; nothing was written');
     const offset = Number(entry);
     const original = readAt(this.dev, offset, this.clusterSize);
     const b: RefcountBlock = { offset, original, current: Buffer.from(original) };
@@ -147,6 +158,7 @@ export class RefcountModel {
         throw new RefcountRangeError(`the refcount of cluster ${cluster} would leave its range (qemu fails with EINVAL); nothing was written`);
       }
       writeEntry(b.current, i, this.bits, value);
+      this.dirty.add(Math.floor(cluster / this.perBlock));
       if (value === 0) {
         if (cluster < this.freeClusterIndex) this.freeClusterIndex = cluster;
         if (opts.discard !== false) this.freed.push(cluster);
@@ -173,8 +185,54 @@ export class RefcountModel {
       this.update(newCluster * cs, cs, 1, false, { mayAllocate: true, discard: false });
     }
     this.blocks.set(index, block);
+    this.dirty.add(index);
     this.table.writeBigUInt64BE(BigInt(newCluster * cs), index * 8);
     this.tableEntries.set(index, newCluster * cs);
+  }
+
+  /** Entries in the refcount table as the file holds it (plus the ones this plan set). */
+  get tableSize(): number {
+    return this.table.length / 8;
+  }
+
+  /** Whether a refcount block covers `cluster` (else counting it would need a new one). */
+  covered(cluster: number): boolean {
+    return this.block(cluster, false) !== undefined;
+  }
+
+  /**
+   * update_refcount of one cluster by one, where its refcount block exists: false, with nothing
+   * changed, when no block covers it or the refcount would leave 0..refcount_max.
+   */
+  tryAdd(cluster: number, delta: 1 | -1): boolean {
+    if (!this.covered(cluster)) return false;
+    try {
+      this.update(cluster * this.clusterSize, this.clusterSize, 1, delta < 0, { discard: false });
+      return true;
+    } catch (e) {
+      if (e instanceof RefcountRangeError) return false;
+      throw e;
+    }
+  }
+
+  /**
+   * Whether refcount block `index` counts nothing but (when it sits in its own range) itself, as
+   * qemu's qcow2_shrink_reftable asks after a shrink: such a block would be dropped.
+   */
+  unusedBlock(index: number): boolean {
+    const b = this.block(index * this.perBlock, false);
+    if (!b) return false;
+    const bytes = Buffer.from(b.current);
+    const own = b.offset / this.clusterSize;
+    if (Math.floor(own / this.perBlock) === index) writeEntry(bytes, own % this.perBlock, this.bits, 0);
+    return bytes.every((v) => v === 0);
+  }
+
+  /** Writes of the blocks changed since the last flush, in table order (qemu's cache flush). */
+  flush(): RepairStep[] {
+    const steps: RepairStep[] = [...this.dirty].sort((a, b) => a - b).map((i) => ({ kind: 'write', pos: this.blocks.get(i)!.offset, bytes: Buffer.from(this.blocks.get(i)!.current) }));
+    this.dirty.clear();
+    return steps;
   }
 
   /** The refcount table entries to write for new blocks (after the blocks themselves). */
@@ -201,31 +259,9 @@ export class RefcountModel {
   }
 }
 
+/** A refcount entry as a number; a refcount above 2^53 (64-bit entries only) is refused. */
 function readEntry(b: Buffer, i: number, bits: number): number {
-  switch (bits) {
-    case 1: return (b[Math.floor(i / 8)] >> (i % 8)) & 1;
-    case 2: return (b[Math.floor(i / 4)] >> (2 * (i % 4))) & 3;
-    case 4: return (b[Math.floor(i / 2)] >> (4 * (i % 2))) & 15;
-    case 8: return b[i];
-    case 16: return b.readUInt16BE(i * 2);
-    case 32: return b.readUInt32BE(i * 4);
-    default: {
-      const v = b.readBigUInt64BE(i * 8);
-      if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new PlanRefusal('a refcount is too large; nothing was written');
-      return Number(v);
-    }
-  }
-}
-
-function writeEntry(b: Buffer, i: number, bits: number, value: number): void {
-  if (bits < 8) {
-    const perByte = 8 / bits;
-    const at = Math.floor(i / perByte);
-    const shift = bits * (i % perByte);
-    const mask = (2 ** bits - 1) << shift;
-    b[at] = (b[at] & ~mask) | (value << shift);
-  } else if (bits === 8) b[i] = value;
-  else if (bits === 16) b.writeUInt16BE(value, i * 2);
-  else if (bits === 32) b.writeUInt32BE(value, i * 4);
-  else b.writeBigUInt64BE(BigInt(value), i * 8);
+  const v = readRefcount(b, i, bits);
+  if (typeof v === 'bigint') throw new PlanRefusal('a refcount is too large; nothing was written');
+  return v;
 }

@@ -9,19 +9,18 @@ import { readAt } from '../bytes.ts';
 import type { BlockDevice } from '../types.ts';
 import type { RepairStep } from '../repair.ts';
 import type { Qcow2Header } from './header.ts';
-import type { RefcountEditor } from './resize-refcounts.ts';
+import type { RefcountModel } from './refcount-update.ts';
 
 const OFFSET_MASK = 0x00fffffffffffe00n;
 const COPIED = 1n << 63n;
 
 /** The allocation state a grow leaves after its L1 table work. */
 export interface GrowState {
-  refs: RefcountEditor;
+  /** The refcounts, whose free-cluster hint is qemu's free_cluster_index. */
+  refs: RefcountModel;
   /** The active L1 table (the new one when it grew), in memory. */
   l1: Buffer;
   l1Offset: number;
-  /** qemu's free_cluster_index. */
-  freeIndex: number;
   /** The file's length as qemu's writes so far left it. */
   fileSize: number;
 }
@@ -29,14 +28,10 @@ export interface GrowState {
 /** alloc_clusters_noref and update_refcount: the first run of `count` free clusters, or undefined. */
 export function allocateClusters(state: GrowState, count: number): number | undefined {
   const { refs } = state;
-  let start = state.freeIndex;
-  for (let c = start; c - start < count; c++) {
-    if (refs.get(c) !== 0n) start = c + 1;
-  }
+  const start = refs.findFree(count);
   for (let c = start; c < start + count; c++) {
-    if (!refs.covered(c) || !refs.add(c, 1n)) return undefined;
+    if (!refs.covered(c) || !refs.tryAdd(c, 1)) return undefined;
   }
-  state.freeIndex = start + count;
   return start;
 }
 

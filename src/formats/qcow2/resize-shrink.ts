@@ -10,7 +10,10 @@ import type { BlockDevice, ResizePlan } from '../types.ts';
 import { readAt } from '../bytes.ts';
 import type { RepairStep } from '../repair.ts';
 import { l1EntriesFor, type Qcow2Header } from './header.ts';
-import { RefcountEditor } from './resize-refcounts.ts';
+import { RefcountModel } from './refcount-update.ts';
+
+/** Most refcount-block bytes one resize holds in memory. */
+export const MAX_REFCOUNT_BYTES = 64 * 1024 * 1024;
 
 /** L1E_OFFSET_MASK and L2E_OFFSET_MASK: bits 9-55. */
 const OFFSET_MASK = 0x00fffffffffffe00n;
@@ -33,7 +36,7 @@ export function planShrink(dev: BlockDevice, h: Qcow2Header, newSize: number, he
   const oldLength = Number(h.size / 512n) * 512;
   const entrySize = h.extendedL2 ? 16 : 8;
   const l2Span = (cs / entrySize) * cs;
-  const refs = new RefcountEditor(dev, h);
+  const refs = new RefcountModel(dev, h, { maxBlockBytes: MAX_REFCOUNT_BYTES });
   const l1 = readAt(dev, h.l1TableOffset, h.l1Size * 8);
   const newL1 = Number(l1EntriesFor(h, BigInt(newSize)));
   const emptied: RepairStep[] = [];
@@ -42,21 +45,17 @@ export function planShrink(dev: BlockDevice, h: Qcow2Header, newSize: number, he
   const freed = new Set<number>();
   /** New L2 tables: [cluster, L1 index]. */
   const created: [number, number][] = [];
-  // qemu's free_cluster_index: first-fit from 0 after open, lowered by every cluster freed.
-  let freeIndex = 0;
+  // The model's free-cluster hint is qemu's free_cluster_index: first-fit from 0 after open,
+  // lowered by every cluster freed.
   let fileSize = dev.size;
   const release = (cluster: number): boolean => {
-    if (!refs.add(cluster, -1n)) return false;
-    if (refs.get(cluster) === 0n) {
-      freed.add(cluster);
-      freeIndex = Math.min(freeIndex, cluster);
-    }
+    if (!refs.tryAdd(cluster, -1)) return false;
+    if (refs.get(cluster) === 0) freed.add(cluster);
     return true;
   };
   const allocate = (): number | undefined => {
-    while (refs.get(freeIndex) !== 0n) freeIndex++;
-    const cluster = freeIndex++;
-    if (!refs.covered(cluster) || !refs.add(cluster, 1n)) return undefined;
+    const cluster = refs.findFree(1);
+    if (!refs.covered(cluster) || !refs.tryAdd(cluster, 1)) return undefined;
     freed.delete(cluster);
     fileSize = Math.max(fileSize, (cluster + 1) * cs);
     return cluster;
@@ -118,13 +117,13 @@ export function planShrink(dev: BlockDevice, h: Qcow2Header, newSize: number, he
   }
 
   // qcow2_shrink_reftable would drop refcount blocks that count nothing any more.
-  for (let i = 0; i < refs.tableEntries; i++) {
+  for (let i = 0; i < refs.tableSize; i++) {
     if (refs.unusedBlock(i)) return helpers.refused('qemu would drop one of its refcount blocks');
   }
 
   // qcow2_get_last_cluster: the file ends after the last cluster with a reference.
   let last = Math.ceil(fileSize / cs) - 1;
-  while (last >= 0 && refs.get(last) === 0n) last--;
+  while (last >= 0 && refs.get(last) === 0) last--;
   if (last < 0) return helpers.refused('no cluster has a reference');
   const fileEnd = Math.min(fileSize, (last + 1) * cs);
 

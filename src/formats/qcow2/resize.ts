@@ -14,8 +14,8 @@ import { ImageError, type BlockDevice, type Image, type ResizeCapability, type R
 import { readAt } from '../bytes.ts';
 import type { RepairStep } from '../repair.ts';
 import { AUTOCLEAR, INCOMPAT, MAX_L1_BYTES, l1EntriesFor, parseHeader, type Qcow2Header } from './header.ts';
-import { RefcountEditor, RefcountEditRefused } from './resize-refcounts.ts';
-import { planShrink } from './resize-shrink.ts';
+import { PlanRefusal, RefcountModel } from './refcount-update.ts';
+import { MAX_REFCOUNT_BYTES, planShrink } from './resize-shrink.ts';
 import { preallocateMetadata, type GrowState } from './resize-prealloc.ts';
 import { zeroNewArea } from './resize-zero.ts';
 
@@ -47,15 +47,6 @@ function precheck(h: Qcow2Header, request: ResizeRequest): ResizePlan | undefine
   return undefined;
 }
 
-/** qemu's alloc_clusters_noref from a fresh open: the first run of `count` free clusters. */
-function firstFree(refs: RefcountEditor, count: number): number {
-  let start = 0;
-  for (let c = 0; c - start < count; c++) {
-    if (refs.get(c) !== 0n) start = c + 1;
-  }
-  return start;
-}
-
 /** The header's L1 fields (l1_size, l1_table_offset) as one 12-byte write. */
 function l1FieldsWrite(entries: number, offset: number): RepairStep {
   const b = Buffer.alloc(12);
@@ -75,17 +66,18 @@ function planGrow(dev: BlockDevice, h: Qcow2Header, request: ResizeRequest): Res
   }
   if (zeroWrite && request.preallocation !== 'off') return refused('preallocation under a longer backing file is not implemented');
   const steps: RepairStep[] = [];
-  const refs = new RefcountEditor(dev, h);
-  const state: GrowState = { refs, l1: readAt(dev, h.l1TableOffset, h.l1Size * 8), l1Offset: Number(h.l1TableOffset), freeIndex: 0, fileSize: dev.size };
+  const refs = new RefcountModel(dev, h, { maxBlockBytes: MAX_REFCOUNT_BYTES });
+  const state: GrowState = { refs, l1: readAt(dev, h.l1TableOffset, h.l1Size * 8), l1Offset: Number(h.l1TableOffset), fileSize: dev.size };
   if (newL1 > BigInt(h.l1Size)) {
     if (newL1 > BigInt(Math.floor(INT_MAX / 8)) || newL1 > BigInt(MAX_L1_BYTES / 8)) return { error: 'Failed to grow the L1 table: File too large' };
     const entries = Number(newL1);
     const bytes = entries * 8;
     const clusters = Math.ceil(bytes / h.clusterSize);
-    const start = firstFree(refs, clusters);
+    // alloc_clusters_noref from a fresh open: first-fit from cluster 0.
+    const start = refs.findFree(clusters);
     for (let c = start; c < start + clusters; c++) {
       if (!refs.covered(c)) return refused('its new L1 table needs a new refcount block');
-      if (!refs.add(c, 1n)) return refused('a refcount of its new L1 table is out of range');
+      if (!refs.tryAdd(c, 1)) return refused('a refcount of its new L1 table is out of range');
     }
     steps.push(...refs.flush(), { kind: 'barrier' });
     const table = Buffer.alloc(bytes);
@@ -96,14 +88,13 @@ function planGrow(dev: BlockDevice, h: Qcow2Header, request: ResizeRequest): Res
     // A copy: preallocation links new L2 tables into `table` later, by writes of their own.
     steps.push({ kind: 'write', pos: offset, bytes: Buffer.from(table) }, { kind: 'barrier' });
     steps.push(l1FieldsWrite(entries, offset), { kind: 'barrier' });
-    Object.assign(state, { l1: table, l1Offset: offset, freeIndex: start + clusters, fileSize: Math.max(dev.size, offset + bytes) });
+    Object.assign(state, { l1: table, l1Offset: offset, fileSize: Math.max(dev.size, offset + bytes) });
     // The old table's clusters are freed in qemu's refcount cache (written at close); a freed
-    // cluster lowers qemu's free_cluster_index.
+    // cluster lowers qemu's free_cluster_index (the model's hint).
     const oldStart = Math.floor(Number(h.l1TableOffset) / h.clusterSize);
     const oldEnd = Math.ceil((Number(h.l1TableOffset) + h.l1Size * 8) / h.clusterSize);
     for (let c = oldStart; c < oldEnd; c++) {
-      if (!refs.add(c, -1n)) return refused('a refcount of its old L1 table is out of range');
-      if (refs.get(c) === 0n) state.freeIndex = Math.min(state.freeIndex, c);
+      if (!refs.tryAdd(c, -1)) return refused('a refcount of its old L1 table is out of range');
     }
   }
   if (request.preallocation === 'metadata') {
@@ -134,7 +125,8 @@ export const qcow2Resize: ResizeCapability = {
       }
       return planGrow(dev, h, request);
     } catch (e) {
-      if (e instanceof RefcountEditRefused) return refused(e.message);
+      // The model's refusals say "nothing was written" themselves: refused() says it once.
+      if (e instanceof PlanRefusal) return refused(e.message.replace(/; nothing was written$/, ''));
       if (e instanceof ImageError) return refused(e.message);
       throw e;
     }
