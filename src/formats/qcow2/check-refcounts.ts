@@ -4,6 +4,7 @@
 import { readAt, requestOk } from '../bytes.ts';
 import { ImageError, type BlockDevice } from '../types.ts';
 import type { Qcow2Header } from './header.ts';
+import { readRefcount } from './refcount-entry.ts';
 
 /** A refcount as read: a number while exact, a bigint beyond 2^53 (refcount_bits = 64). */
 export type Refcount = number | bigint;
@@ -113,19 +114,6 @@ export class StoredRefcounts {
     }
     const b = this.lastBlock;
     if (!b) return 0;
-    const i = cluster % this.perBlock;
-    switch (this.bits) {
-      case 1: return (b[Math.floor(i / 8)] >> (i % 8)) & 1;
-      case 2: return (b[Math.floor(i / 4)] >> (2 * (i % 4))) & 3;
-      case 4: return (b[Math.floor(i / 2)] >> (4 * (i % 2))) & 15;
-      case 8: return b[i];
-      case 16: return b.readUInt16BE(i * 2);
-      case 32: return b.readUInt32BE(i * 4);
-      default: {
-        const hi = b.readUInt32BE(i * 8);
-        const lo = b.readUInt32BE(i * 8 + 4);
-        return hi < 0x200000 ? hi * 0x100000000 + lo : (BigInt(hi) << 32n) | BigInt(lo);
-      }
-    }
+    return readRefcount(b, cluster % this.perBlock, this.bits);
   }
 }

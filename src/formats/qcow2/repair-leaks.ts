@@ -12,26 +12,13 @@ import type { RepairStep } from '../repair.ts';
 import { AUTOCLEAR, INCOMPAT, parseHeader } from './header.ts';
 import { StoredRefcounts } from './check-refcounts.ts';
 import { readAt } from '../bytes.ts';
+import { writeRefcount } from './refcount-entry.ts';
 import type { BlockDevice } from '../types.ts';
 
 /** Most bytes of refcount blocks one repair holds in memory before writing them. */
 const MAX_HELD_BYTES = 256 * 1024 * 1024;
 
 const refused = (why: string): RepairPlan => ({ refused: `instar cannot repair this qcow2 image (${why}); nothing was written` });
-
-/** Writes `value` as refcount entry `index` of a refcount block of `bits`-wide entries. */
-function setRefcount(block: Buffer, index: number, bits: number, value: bigint): void {
-  if (bits < 8) {
-    const perByte = 8 / bits;
-    const at = Math.floor(index / perByte);
-    const shift = bits * (index % perByte);
-    const mask = (2 ** bits - 1) << shift;
-    block[at] = (block[at] & ~mask) | (Number(value) << shift);
-  } else if (bits === 8) block[index] = Number(value);
-  else if (bits === 16) block.writeUInt16BE(Number(value), index * 2);
-  else if (bits === 32) block.writeUInt32BE(Number(value), index * 4);
-  else block.writeBigUInt64BE(value, index * 8);
-}
 
 export const repairQcow2: RepairPlanner = (_image, dev: BlockDevice, report): RepairPlan => {
   const h = parseHeader(dev);
@@ -60,7 +47,7 @@ export const repairQcow2: RepairPlanner = (_image, dev: BlockDevice, report): Re
         block = { offset, bytes: readAt(dev, offset, cs) };
         blocks.set(index, block);
       }
-      setRefcount(block.bytes, cluster % stored.perBlockCount, bits, value);
+      writeRefcount(block.bytes, cluster % stored.perBlockCount, bits, value);
       if (value !== 0n) continue;
       const last = freed.at(-1);
       if (last && last[1] === cluster) last[1]++;
