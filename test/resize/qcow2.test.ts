@@ -1,6 +1,7 @@
 // qcow2 resize against qemu-img 7.2 and 10.0: growing (with and without a new L1 table) and
-// shrinking (L2 entries discarded, L2 tables dropped and created, the file cut) over refcount
-// widths, v2 and v3, extended L2 entries, cluster sizes, internal snapshots; the resized file must
+// shrinking (L2 entries discarded, L2 tables dropped and created, the file cut), a new L1 table
+// that needs new refcount blocks, over refcount widths, v2 and v3, extended L2 entries, cluster
+// sizes, internal snapshots; the resized file must
 // be qemu's byte for byte. What instar refuses writes nothing. Every prefix of a resize's writes
 // leaves an image qemu-img 10.0 opens and checks with leaks at most.
 import { after, before, test } from 'node:test';
@@ -46,6 +47,10 @@ before(() => {
   images.fragmented = made('f.qcow2', 'compat=1.1', '10M', 'write -P 5 0 256k', 'discard 64k 128k');
   images.small = made('small.qcow2', 'compat=1.1', '1M');
   images.small4k = made('small4k.qcow2', 'cluster_size=4k', '1M', 'write -P 5 0 100k');
+  // Refcount blocks of 64 clusters (32 KiB): a bigger L1 table needs new ones. A hole of one
+  // cluster takes the first new block outside its own range.
+  images.tiny = made('tiny.qcow2', 'cluster_size=512,refcount_bits=64', '1M', 'write -P 5 0 8k', 'discard 1k 512');
+  images.tiny16 = made('tiny16.qcow2', 'cluster_size=512,refcount_bits=16', '1M', 'write -P 5 0 8k');
   const secret = ['--object', 'secret,id=sec0,data=abc'];
   const encrypted = dirs.path('e.qcow2');
   assert.equal(runQemu('10.0', ['create', '-q', '-f', 'qcow2', ...secret, '-o', 'encrypt.format=luks,encrypt.key-secret=sec0,encrypt.iter-time=10', encrypted, '1M']).status, 0);
@@ -116,12 +121,24 @@ test('qcow2 resize: errors and images qemu resizes in one way only', () => {
   }
 });
 
+test('qcow2 resize: a new L1 table that needs new refcount blocks gets them where qemu puts them', () => {
+  const cases: [string, string][] = [['tiny', '128M'], ['tiny', '1G'], ['tiny16', '600M']];
+  for (const v of VERSIONS) {
+    for (const [image, size] of cases) {
+      const r = dirs.run(v, { 'q.qcow2': images[image] }, ['q.qcow2', size]);
+      assertSameResize(r, `${image}: qemu-img ${v} resize q.qcow2 ${size}`);
+      assert.equal(r.instar.status, 0, `${image} to ${size}: ${r.instar.stderr}`);
+    }
+  }
+});
+
 test('qcow2 resizes instar refuses: its words, nothing written', () => {
   const cases: [string, string[], RegExp][] = [
     ['small', ['--preallocation=full', 'q.qcow2', '2M'], /does not preallocate/],
     ['small', ['--preallocation=metadata', 'q.qcow2', '+512'], /not whole clusters/],
     ['bitmap', ['q.qcow2', '2M'], /persistent bitmaps/],
     ['snapshot', ['--shrink', 'q.qcow2', '512k'], /internal snapshots/],
+    ['tiny', ['q.qcow2', '10G'], /grow the qcow2 refcount table/],
   ];
   for (const [image, args, why] of cases) {
     const r = dirs.run('10.0', { 'q.qcow2': images[image] }, args);
@@ -153,7 +170,7 @@ function cutResize(bytes: Uint8Array, path: string, newSize: number, writes: num
 test('qcow2 resize: every prefix of its writes leaves an image qemu-img checks with leaks at most', () => {
   const path = dirs.path('cut.qcow2');
   const cases: [string, number, ('off' | 'metadata')?][] = [
-    ['fragmented', 5 * 2 ** 30], ['refcount_bits=16', 600 * 2 ** 20], ['refcount_bits=16', 100 * 1024], ['small4k', 5 * 2 ** 20, 'metadata'], ['short', 2 ** 30],
+    ['fragmented', 5 * 2 ** 30], ['refcount_bits=16', 600 * 2 ** 20], ['refcount_bits=16', 100 * 1024], ['small4k', 5 * 2 ** 20, 'metadata'], ['short', 2 ** 30], ['tiny', 2 ** 30],
   ];
   for (const [image, newSize, preallocation] of cases) {
     // The overlay's backing file (4 MiB, longer than it): the grown area is marked zero.

@@ -235,9 +235,15 @@ export class RefcountModel {
     return steps;
   }
 
-  /** The refcount table entries to write for new blocks (after the blocks themselves). */
-  tableWrites(): { pos: number; bytes: Buffer }[] {
-    return [...this.tableEntries.entries()].sort((a, b) => a[0] - b[0]).map(([index, offset]) => {
+  /**
+   * The refcount table entries to write for new blocks (after the blocks themselves), in table
+   * order, or in the order qemu hooks them up ('hooked'): a new block whose own refcount another
+   * new block holds comes after that one, so that no prefix hooks up a block counted nowhere.
+   */
+  tableWrites(order: 'table' | 'hooked' = 'table'): { pos: number; bytes: Buffer }[] {
+    const entries = [...this.tableEntries.entries()];
+    if (order === 'table') entries.sort((a, b) => a[0] - b[0]);
+    return entries.map(([index, offset]) => {
       const bytes = Buffer.alloc(8);
       bytes.writeBigUInt64BE(BigInt(offset));
       return { pos: this.tableOffset + index * 8, bytes };

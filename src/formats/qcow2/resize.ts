@@ -8,13 +8,14 @@
 // clusters over a longer backing file in resize-zero.ts, shrinking in resize-shrink.ts.
 //
 // Refused in instar's words, nothing written, where qemu would do more than this: falloc and full
-// preallocation, a refcount block to allocate, a dirty image, persistent bitmaps (qemu rewrites
-// them at close), an external data file.
+// preallocation, a refcount block to allocate (but for a new L1 table), a refcount table to grow,
+// a dirty image, persistent bitmaps (qemu rewrites them at close), an external data file.
 import { ImageError, type BlockDevice, type Image, type ResizeCapability, type ResizePlan, type ResizeRequest } from '../types.ts';
 import { readAt } from '../bytes.ts';
 import type { RepairStep } from '../repair.ts';
 import { AUTOCLEAR, INCOMPAT, MAX_L1_BYTES, l1EntriesFor, parseHeader, type Qcow2Header } from './header.ts';
-import { PlanRefusal, RefcountModel } from './refcount-update.ts';
+import { PlanRefusal, RefcountModel, RefcountRangeError } from './refcount-update.ts';
+import { allocClusters } from './allocator.ts';
 import { MAX_REFCOUNT_BYTES, planShrink } from './resize-shrink.ts';
 import { preallocateMetadata, type GrowState } from './resize-prealloc.ts';
 import { zeroNewArea } from './resize-zero.ts';
@@ -72,23 +73,30 @@ function planGrow(dev: BlockDevice, h: Qcow2Header, request: ResizeRequest): Res
     if (newL1 > BigInt(Math.floor(INT_MAX / 8)) || newL1 > BigInt(MAX_L1_BYTES / 8)) return { error: 'Failed to grow the L1 table: File too large' };
     const entries = Number(newL1);
     const bytes = entries * 8;
-    const clusters = Math.ceil(bytes / h.clusterSize);
-    // alloc_clusters_noref from a fresh open: first-fit from cluster 0.
-    const start = refs.findFree(clusters);
-    for (let c = start; c < start + clusters; c++) {
-      if (!refs.covered(c)) return refused('its new L1 table needs a new refcount block');
-      if (!refs.tryAdd(c, 1)) return refused('a refcount of its new L1 table is out of range');
+    // qcow2_alloc_clusters from a fresh open: first-fit from cluster 0; clusters no refcount
+    // block covers get one as alloc_refcount_block makes it (the allocation then starts over).
+    let offset: number;
+    try {
+      offset = allocClusters(refs, bytes);
+    } catch (e) {
+      if (e instanceof RefcountRangeError) return refused('a refcount of its new L1 table is out of range');
+      throw e;
     }
+    // The file extended for new refcount blocks past its end, the refcount blocks (new ones
+    // included), then the table entries that hook new ones up.
+    const hooks = refs.tableWrites('hooked');
+    const fileSize = Math.max(dev.size, ...hooks.map((w) => Number(w.bytes.readBigUInt64BE()) + h.clusterSize));
+    if (fileSize > dev.size) steps.push({ kind: 'truncate', size: fileSize });
     steps.push(...refs.flush(), { kind: 'barrier' });
+    for (const w of hooks) steps.push({ kind: 'write', pos: w.pos, bytes: w.bytes }, { kind: 'barrier' });
     const table = Buffer.alloc(bytes);
     state.l1.copy(table);
-    const offset = start * h.clusterSize;
     // qemu's write past the end of the file extends it to the table's end.
-    if (offset + bytes > dev.size) steps.push({ kind: 'truncate', size: offset + bytes });
+    if (offset + bytes > fileSize) steps.push({ kind: 'truncate', size: offset + bytes });
     // A copy: preallocation links new L2 tables into `table` later, by writes of their own.
     steps.push({ kind: 'write', pos: offset, bytes: Buffer.from(table) }, { kind: 'barrier' });
     steps.push(l1FieldsWrite(entries, offset), { kind: 'barrier' });
-    Object.assign(state, { l1: table, l1Offset: offset, fileSize: Math.max(dev.size, offset + bytes) });
+    Object.assign(state, { l1: table, l1Offset: offset, fileSize: Math.max(fileSize, offset + bytes) });
     // The old table's clusters are freed in qemu's refcount cache (written at close); a freed
     // cluster lowers qemu's free_cluster_index (the model's hint).
     const oldStart = Math.floor(Number(h.l1TableOffset) / h.clusterSize);
