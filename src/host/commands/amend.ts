@@ -3,12 +3,10 @@
 // read-write open (O_DSYNC), help for the format found, then the guest's option checks and plan.
 // A new data file name goes through the path policy first: instar never writes a name it would
 // refuse to follow. The host fsyncs after the guest exits.
-import { closeSync, fsyncSync } from 'node:fs';
+import { closeSync } from 'node:fs';
 import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
-import { OpError } from '../sandbox/run.ts';
-import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
-import { InputImageError, topTarget, referencedOpenMessage } from '../input-image.ts';
+import { InputImageError, topTarget } from '../input-image.ts';
 import { sourceSecrets, parseSecretObjects, SecretError } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { isValidOptionList, optionItems } from './measure-options.ts';
@@ -16,7 +14,7 @@ import { openReferenced, startChain, PathRefusedError } from '../paths/resolve.t
 import { ProgressRule, progressLine } from '../../output/progress.ts';
 import { AMEND_OPTIONS, amendHelp } from '../../formats/amend-options.ts';
 import { openForWriting, QEMU_FORMAT_NAMES, validNotice } from './rebase.ts';
-import { PROBED_RAW_WARNING } from '../writable-image.ts';
+import { PROBED_RAW_WARNING, runOnImage } from '../writable-image.ts';
 import type { AmendOptions, AmendResult } from '../../ops/amend.ts';
 
 const CACHE_MODES = new Set(['none', 'off', 'writeback', 'unsafe', 'directsync', 'writethrough']);
@@ -58,7 +56,7 @@ function validAmendResult(raw: unknown): AmendResult {
   const ok = typeof r.format === 'string' && r.format.length <= 64 && validNotice(r.notice) && (
     r.help === true || r.unsupported === true || (typeof r.refused === 'string' && r.refused.length < 1024) ||
     (r.done === true && percentages(r.progress) && (r.error === undefined || lines(r.error))) || (r.done === undefined && lines(r.error)));
-  if (!ok) throw new OpError('the guest gave a malformed amend result');
+  if (!ok) throw new InputImageError('the guest gave a malformed amend result');
   return r as AmendResult;
 }
 
@@ -80,18 +78,7 @@ async function runAmend(cmd: ParsedCommand, list: string, ctx: CommandContext, p
     stopAfterOpen: refusal !== undefined,
     newSizeRules: ctx.profile.major >= 8,
   };
-  let result: AmendResult;
-  try {
-    result = validAmendResult(await runWithReferencedFiles('amend', options as unknown as Record<string, unknown>, [{ fd, path: target.path, writable: true }], ctx));
-  } catch (e) {
-    if (e instanceof ReferencedFileError) throw new InputImageError(referencedOpenMessage(e, target));
-    if (e instanceof OpError) throw new InputImageError(`Could not open '${target.errorName}': ${e.message}`);
-    throw e;
-  } finally {
-    // The guest cannot fsync (its permission model refuses it): the host makes the change durable.
-    fsyncSync(fd);
-    closeSync(fd);
-  }
+  const result: AmendResult = validAmendResult(await runOnImage('amend', options, fd, target, ctx, true));
   if (target.format === undefined && result.format === 'raw') ctx.err(PROBED_RAW_WARNING(target.path));
   if (result.notice !== undefined) ctx.err(`${ctx.progname}: ${result.notice}`);
   const report = (lines: string[]): number => {

@@ -2,13 +2,10 @@
 // (files it names only through the path policy), lets a guest run the format's checker, checks the
 // guest's report and prints it as qemu-img does. With -r the image alone is opened read-write
 // (O_DSYNC: each of the guest's repair writes is durable before the next) and fsynced afterwards.
-import { closeSync, fsyncSync } from 'node:fs';
 import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
-import { OpError } from '../sandbox/run.ts';
-import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
-import { InputImageError, openTop, topTarget, type Target, referencedOpenMessage } from '../input-image.ts';
-import { openWritable, PROBED_RAW_WARNING } from '../writable-image.ts';
+import { InputImageError, openTop, topTarget } from '../input-image.ts';
+import { openWritable, PROBED_RAW_WARNING, runOnImage } from '../writable-image.ts';
 import { parseSecretObjects, SecretError, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { humanCheck, jsonCheck, writeCheckLines } from '../../output/image-check.ts';
@@ -66,10 +63,6 @@ function parseArgs(cmd: ParsedCommand, ctx: CommandContext): CheckArgs | number 
   return { json: outputs.at(-1) === 'json', quiet: cmd.options.has('quiet'), repair };
 }
 
-function referencedFailure(e: ReferencedFileError, target: Target): InputImageError {
-  return new InputImageError(referencedOpenMessage(e, target));
-}
-
 async function runCheck(cmd: ParsedCommand, args: CheckArgs, ctx: CommandContext): Promise<number> {
   const target = topTarget(cmd, cmd.args[0]);
   const fd = args.repair ? openWritable(cmd, target) : openTop(target);
@@ -82,19 +75,7 @@ async function runCheck(cmd: ParsedCommand, args: CheckArgs, ctx: CommandContext
     secrets: sourceSecrets(cmd.options.get('object') ?? [], [target]),
     repair: args.repair,
   };
-  let raw: unknown;
-  try {
-    raw = await runWithReferencedFiles('check', options as unknown as Record<string, unknown>, [{ fd, path: target.path, writable: !!args.repair }], ctx);
-  } catch (e) {
-    if (e instanceof ReferencedFileError) throw referencedFailure(e, target);
-    if (e instanceof OpError) throw new InputImageError(`Could not open '${target.errorName}': ${e.message}`);
-    throw e;
-  } finally {
-    // The guest cannot fsync (its permission model refuses it): the host makes a repair durable.
-    if (args.repair) fsyncSync(fd);
-    closeSync(fd);
-  }
-  const result = validCheckResult(raw);
+  const result = validCheckResult(await runOnImage('check', options, fd, target, ctx, !!args.repair));
   if (args.repair && target.format === undefined && result.format === 'raw') ctx.err(PROBED_RAW_WARNING(target.path));
   if (target.unknownFormatOption !== undefined) {
     throw new InputImageError(`Could not open '${target.errorName}': Block format '${result.format}' does not support the option '${target.unknownFormatOption}'`);

@@ -2,13 +2,10 @@
 // inside the getopt loop, then the argument count, then the size), opens the image read-write
 // (O_DSYNC: each of the guest's writes is durable before the next; files it names only through
 // the path policy), lets a guest plan and apply the resize, fsyncs, and prints what qemu-img does.
-import { closeSync, fsyncSync } from 'node:fs';
 import type { Command, CommandContext } from './types.ts';
 import { EXTRA_ARGUMENT, type ParsedCommand } from '../../cli/types.ts';
-import { OpError } from '../sandbox/run.ts';
-import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
-import { InputImageError, referencedOpenMessage, topTarget } from '../input-image.ts';
-import { openWritable, PROBED_RAW_WARNING } from '../writable-image.ts';
+import { InputImageError, topTarget } from '../input-image.ts';
+import { openWritable, PROBED_RAW_WARNING, runOnImage } from '../writable-image.ts';
 import { parseSecretObjects, SecretError, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { strtosz } from './map-size.ts';
@@ -84,19 +81,7 @@ async function runResize(cmd: ParsedCommand, args: ResizeArgs, ctx: CommandConte
     // An --image-opts option the format lacks fails qemu's open: the guest only names the format.
     openOnly: target.unknownFormatOption !== undefined,
   };
-  let raw: unknown;
-  try {
-    raw = await runWithReferencedFiles('resize', options as unknown as Record<string, unknown>, [{ fd, path: target.path, writable: true }], ctx);
-  } catch (e) {
-    if (e instanceof ReferencedFileError) throw new InputImageError(referencedOpenMessage(e, target));
-    if (e instanceof OpError) throw new InputImageError(`Could not open '${target.errorName}': ${e.message}`);
-    throw e;
-  } finally {
-    // The guest cannot fsync (its permission model refuses it): the host makes the resize durable.
-    fsyncSync(fd);
-    closeSync(fd);
-  }
-  const result = validResult(raw);
+  const result = validResult(await runOnImage('resize', options, fd, target, ctx, true));
   if (target.format === undefined && result.format === 'raw') ctx.err(PROBED_RAW_WARNING(target.path));
   if (target.unknownFormatOption !== undefined) {
     throw new InputImageError(`Could not open '${target.errorName}': Block format '${result.format}' does not support the option '${target.unknownFormatOption}'`);

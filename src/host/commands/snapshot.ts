@@ -2,13 +2,10 @@
 // for -l, read-write with O_DSYNC for -c/-d/-a, as qemu's BDRV_O_RDWR open), lets a guest list or
 // change the internal snapshots, fsyncs a changed image after the guest exits, and prints qemu's
 // table or message. Files the image names are opened only through the path policy.
-import { closeSync, fsyncSync } from 'node:fs';
 import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
-import { OpError } from '../sandbox/run.ts';
-import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
-import { InputImageError, openTop, referencedOpenMessage, topTarget, type Target } from '../input-image.ts';
-import { openWritable, PROBED_RAW_WARNING } from '../writable-image.ts';
+import { InputImageError, openTop, topTarget, type Target } from '../input-image.ts';
+import { openWritable, PROBED_RAW_WARNING, runOnImage } from '../writable-image.ts';
 import { parseSecretObjects, SecretError, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { snapshotHeader, snapshotLine } from '../../output/snapshot-table.ts';
@@ -72,18 +69,7 @@ async function runSnapshot(cmd: ParsedCommand, args: SnapshotArgs, ctx: CommandC
     now: { sec: Math.floor(nowMicros / 1e6), nsec: (nowMicros % 1e6) * 1000 },
   };
   const op = args.action === 'list' || args.action === undefined ? 'snapshot-list' : 'snapshot';
-  let raw: unknown;
-  try {
-    raw = await runWithReferencedFiles(op, options as unknown as Record<string, unknown>, [{ fd, path: target.path, writable }], ctx);
-  } catch (e) {
-    if (e instanceof ReferencedFileError) throw new InputImageError(referencedOpenMessage(e, target));
-    if (e instanceof OpError) throw new InputImageError(`Could not open '${target.errorName}': ${e.message}`);
-    throw e;
-  } finally {
-    // The guest cannot fsync (its permission model refuses it): the host makes the change durable.
-    if (writable) fsyncSync(fd);
-    closeSync(fd);
-  }
+  const raw = await runOnImage(op, options, fd, target, ctx, writable);
   if (op === 'snapshot-list') {
     const result = validSnapshotList(raw);
     if (writable && target.format === undefined && result.format === 'raw') ctx.err(PROBED_RAW_WARNING(target.path));
