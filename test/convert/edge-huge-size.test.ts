@@ -6,6 +6,7 @@
 // negative total is refused by qemu's option parser before anything is created; -n finds the
 // target smaller. Compared with both oracles, under the default sandbox and in-process.
 import { after, before, describe, test } from 'node:test';
+import { tiered } from '../helpers/long.ts';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -74,7 +75,8 @@ describe('a byte total past int64', () => {
 describe('other commands on the same images', () => {
   const cases = [['map', '--output=json', 'p16.qcow2'], ['compare', 'p16.qcow2', 'p16.qcow2'], ['info', 'w16.vmdk'], ['map', 'w16.vmdk'], ['info', 'w8.hds'], ['map', 'w16.hds'], ['compare', 'w16.hds', 'good.hds'], ['check', 'w16.hds']];
   for (const args of cases) {
-    for (const sandboxed of [true, false]) {
+    // In-process too in the long tier only (the sandboxed run is the default path).
+    for (const sandboxed of tiered([true, false], (s) => s)) {
       test(`${args.join(' ')}${sandboxed ? '' : ' --sandbox=none'}`, async () => await assertSameOutput(dir, args, { sandboxed }));
     }
   }

@@ -11,7 +11,7 @@ import { diffSignature, findingCase, loadDiffFindings, runDiffCase } from './dif
 import { BOTH_SLOW, RULES } from './diff-classify.ts';
 
 const CAMPAIGN = 20261127;
-const SLICE_MS = 30_000;
+const SLICE_MS = 15_000;
 const MIN_CASES = 12;
 const MAX_CASES = 48;
 
