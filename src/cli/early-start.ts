@@ -36,7 +36,9 @@ export function startGuestEarly(args: string[], env: NodeJS.ProcessEnv, cwd: str
   if (!parsed) return;
   const { command, mode, settled } = parsed;
   // check -r opens the image read-write (host/commands/check.ts): a read-only guest would be wasted.
-  if (INSPECT_COMMANDS.has(command.name) && command.args.length === 1 && !command.options.has('repair')) startInspection(command, mode);
+  if (INSPECT_COMMANDS.has(command.name) && command.args.length === 1 && !command.options.has('repair')) startInspection(command, mode, command.name);
+  // snapshot -l alone lists read-only (host/commands/snapshot.ts); -c/-d/-a open it read-write.
+  else if (command.name === 'snapshot' && command.args.length === 1 && isListOnly(command)) startInspection(command, mode, 'snapshot-list');
   // A target is created only when every profile the command may end up with reads the line alike.
   else if (command.name === 'convert' && settled) startConvert(command, mode);
 }
@@ -74,7 +76,11 @@ function sameParse(a: ParseOutcome, b: ParseOutcome): boolean {
   return shape(a) === shape(b);
 }
 
-function startInspection(command: ParsedCommand, mode: SandboxMode): void {
+function isListOnly(command: ParsedCommand): boolean {
+  return command.options.has('list') && !['apply', 'create', 'delete'].some((action) => command.options.has(action));
+}
+
+function startInspection(command: ParsedCommand, mode: SandboxMode, op: string): void {
   let fd;
   try {
     const target = topTarget(command, command.args[0]);
@@ -88,7 +94,7 @@ function startInspection(command: ParsedCommand, mode: SandboxMode): void {
     discardEarlyGuests();
     closePreopened();
   };
-  startEarlyGuest(command.name, [{ fd, role: 'input', writable: false }], { mode });
+  startEarlyGuest(op, [{ fd, role: 'input', writable: false }], { mode });
 }
 
 function startConvert(command: ParsedCommand, mode: SandboxMode): void {

@@ -37,6 +37,14 @@ describe('early guest start', () => {
       });
     }
 
+    it(`snapshot -l (${version}): the launch claims the early guest and prints what qemu-img prints`, () => {
+      const r = runInstar(['snapshot', '--debug', '--qemu-version', version, '-l', top]);
+      const q = runQemu(version, ['snapshot', '-l', top]);
+      assert.equal(r.status, q.status, r.stderr);
+      assert.match(r.stderr, EARLY);
+      assert.equal(r.stdout, q.stdout);
+    });
+
     it(`info --backing-chain --output=json (${version}): equal to qemu-img`, () => {
       const args = ['info', '--backing-chain', '--output=json', top];
       const r = runInstar(['--qemu-version', version, ...args]);
@@ -45,7 +53,7 @@ describe('early guest start', () => {
     });
   }
 
-  it('check -r opens the image read-write: no read-only guest is started early for it, plain check gets one', () => {
+  it('check -r and snapshot -c open the image read-write: no read-only guest is started early for them, plain check and snapshot -l get one', () => {
     const file = join(scratch.dir, 'early-repair.qcow2');
     copyFileSync(base, file);
     const guestsStarted = (args: string[]) => {
@@ -58,6 +66,9 @@ describe('early guest start', () => {
     };
     assert.equal(guestsStarted(['check', '-r', 'all', file]), 0);
     assert.equal(guestsStarted(['check', file]), 1);
+    // snapshot: only -l lists read-only.
+    assert.equal(guestsStarted(['snapshot', '-c', 's1', file]), 0);
+    assert.equal(guestsStarted(['snapshot', '-l', file]), 1);
   });
 
   it('check -r all on a clean image: what qemu-img prints', () => {
