@@ -8,7 +8,8 @@
 // Call it only on an image the driver opened: the driver has checked every field read here.
 import { readAt } from '../bytes.ts';
 import { AUTOCLEAR, type Qcow2Header } from './header.ts';
-import { EXT_MAGIC, V3_HEADER_SIZE, type Qcow2HeaderModel } from './header-write.ts';
+import { V3_HEADER_SIZE, type Qcow2HeaderModel } from './header-write.ts';
+import { EXT } from './extensions.ts';
 import type { BlockDevice } from '../types.ts';
 
 const KNOWN_AUTOCLEAR = AUTOCLEAR.bitmaps | AUTOCLEAR.dataFileRaw;
@@ -52,26 +53,26 @@ export function readHeaderModel(dev: BlockDevice, h: Qcow2Header): Qcow2HeaderMo
     const magic = head.readUInt32BE(0);
     const len = head.readUInt32BE(4);
     offset += 8;
-    if (magic === EXT_MAGIC.end) break;
+    if (magic === EXT.end) break;
     const data = Uint8Array.from(readAt(dev, offset, len));
     const view = Buffer.from(data);
     switch (magic) {
-      case EXT_MAGIC.backingFormat:
+      case EXT.backingFormat:
         m.backingFormat = cBytes(data);
         break;
-      case EXT_MAGIC.dataFile:
+      case EXT.dataFile:
         m.dataFile = cBytes(data);
         break;
-      case EXT_MAGIC.cryptoHeader:
+      case EXT.cryptoHeader:
         m.crypto = { offset: view.readBigUInt64BE(0), length: view.readBigUInt64BE(8) };
         break;
-      case EXT_MAGIC.bitmaps:
+      case EXT.bitmaps:
         // Without the autoclear bit the directory is stale: qemu ignores it and does not write it back.
         if (h.autoclear & AUTOCLEAR.bitmaps) {
           m.bitmaps = { count: view.readUInt32BE(0), directorySize: view.readBigUInt64BE(8), directoryOffset: view.readBigUInt64BE(16) };
         } else m.staleBitmaps = true;
         break;
-      case EXT_MAGIC.featureTable:
+      case EXT.featureTable:
         break;
       default:
         m.unknownExtensions.unshift({ magic, data });

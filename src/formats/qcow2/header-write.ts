@@ -6,15 +6,7 @@
 // qemu writes the whole first cluster, so the result is that cluster, byte for byte.
 //
 // Pure: a model in, bytes out. Used by amend and rebase -u (and create, for its first header).
-
-export const EXT_MAGIC = {
-  end: 0,
-  backingFormat: 0xe2792aca,
-  featureTable: 0x6803f857,
-  cryptoHeader: 0x0537be77,
-  bitmaps: 0x23852875,
-  dataFile: 0x44415441,
-} as const;
+import { EXT } from './extensions.ts';
 
 /** Everything qemu holds in memory that its header rewrite puts in the first cluster. */
 export interface Qcow2HeaderModel {
@@ -123,25 +115,25 @@ export function serializeHeader(m: Qcow2HeaderModel): Buffer {
     buf.set(data, at + 8);
     at += padded;
   };
-  if (m.backingFormat) add(EXT_MAGIC.backingFormat, m.backingFormat);
-  if (m.dataFile && m.incompatible & 4n) add(EXT_MAGIC.dataFile, m.dataFile);
+  if (m.backingFormat) add(EXT.backingFormat, m.backingFormat);
+  if (m.dataFile && m.incompatible & 4n) add(EXT.dataFile, m.dataFile);
   if (m.crypto && m.crypto.offset !== 0n) {
     const c = Buffer.alloc(16);
     c.writeBigUInt64BE(m.crypto.offset, 0);
     c.writeBigUInt64BE(m.crypto.length, 8);
-    add(EXT_MAGIC.cryptoHeader, c);
+    add(EXT.cryptoHeader, c);
   }
   // qemu leaves the table out of small clusters, where it would crowd out the backing name.
-  if (m.version === 3 && clusterSize > 4096) add(EXT_MAGIC.featureTable, featureTable());
+  if (m.version === 3 && clusterSize > 4096) add(EXT.featureTable, featureTable());
   if (m.bitmaps && m.bitmaps.count > 0) {
     const b = Buffer.alloc(24);
     b.writeUInt32BE(m.bitmaps.count, 0);
     b.writeBigUInt64BE(m.bitmaps.directorySize, 8);
     b.writeBigUInt64BE(m.bitmaps.directoryOffset, 16);
-    add(EXT_MAGIC.bitmaps, b);
+    add(EXT.bitmaps, b);
   }
   for (const u of m.unknownExtensions) add(u.magic, u.data);
-  add(EXT_MAGIC.end, new Uint8Array(0));
+  add(EXT.end, new Uint8Array(0));
   if (m.backingFile) {
     if (m.backingFile.length > clusterSize - at) throw new HeaderSpaceError();
     buf.set(m.backingFile, at);
