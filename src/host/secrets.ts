@@ -51,6 +51,22 @@ function decryptSecret(key: Buffer, ivText: string | undefined, ciphertext: Buff
   return plain.subarray(0, plain.length - pad);
 }
 
+/**
+ * One more --object, created as its option comes, as qemu's getopt loop creates it: false (after
+ * printing qemu's line to `err`) when it is refused and the command stops there.
+ */
+export function addObject(objects: string[], value: string, err: (text: string) => void, progname: string): boolean {
+  objects.push(value);
+  try {
+    parseSecretObjects(objects);
+    return true;
+  } catch (e) {
+    if (!(e instanceof SecretError)) throw e;
+    err(`${progname}: ${e.message}\n`);
+    return false;
+  }
+}
+
 /** Every --object value, in command-line order; secrets by id, or qemu's error for the first bad one. */
 export function parseSecretObjects(values: readonly string[]): Map<string, Buffer> {
   const secrets = new Map<string, Buffer>();

@@ -7,7 +7,7 @@ import { closeSync } from 'node:fs';
 import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { InputImageError, topTarget } from '../input-image.ts';
-import { sourceSecrets, parseSecretObjects, SecretError } from '../secrets.ts';
+import { addObject, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { isValidOptionList, optionItems } from './measure-options.ts';
 import { openReferenced, startChain, PathRefusedError } from '../paths/resolve.ts';
@@ -109,16 +109,7 @@ export const amend: Command = async (cmd, ctx) => {
   let list: string | undefined;
   const objects: string[] = [];
   for (const [key, value] of cmd.sequence ?? []) {
-    if (key === 'object') {
-      objects.push(value);
-      try {
-        parseSecretObjects(objects);
-      } catch (e) {
-        if (!(e instanceof SecretError)) throw e;
-        ctx.err(`${ctx.progname}: ${e.message}\n`);
-        return 1;
-      }
-    }
+    if (key === 'object' && !addObject(objects, value, ctx.err, ctx.progname)) return 1;
     if (key !== 'options') continue;
     if (!isValidOptionList(value)) {
       ctx.err(`${ctx.progname}: Invalid option list: ${value}\n`);

@@ -6,7 +6,7 @@ import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { InputImageError, openTop, topTarget } from '../input-image.ts';
 import { openWritable, PROBED_RAW_WARNING, runOnImage } from '../writable-image.ts';
-import { parseSecretObjects, SecretError, sourceSecrets } from '../secrets.ts';
+import { addObject, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { humanCheck, jsonCheck, writeCheckLines } from '../../output/image-check.ts';
 import { validCheckResult } from './check-result.ts';
@@ -30,15 +30,7 @@ function parseArgs(cmd: ParsedCommand, ctx: CommandContext): CheckArgs | number 
   const objects: string[] = [];
   for (const [key, value] of cmd.sequence ?? []) {
     if (key === 'object') {
-      // qemu creates each --object as its option comes (a bad one stops the command there).
-      objects.push(value);
-      try {
-        parseSecretObjects(objects);
-      } catch (e) {
-        if (!(e instanceof SecretError)) throw e;
-        ctx.err(`${ctx.progname}: ${e.message}\n`);
-        return STATUS.failed;
-      }
+      if (!addObject(objects, value, ctx.err, ctx.progname)) return STATUS.failed;
     }
     if (key === 'output' && ctx.profile.newUsageErrors && !isValid(value)) return usageError(ctx, cmd, `--output expects 'human' or 'json' not '${value}'`);
     if (key !== 'repair') continue;

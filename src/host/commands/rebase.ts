@@ -9,7 +9,7 @@ import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
 import { checkFormat, InputImageError, openImageFile, topTarget, referencedOpenMessage, type Target } from '../input-image.ts';
 import { PROBED_RAW_WARNING } from '../writable-image.ts';
-import { parseSecretObjects, SecretError, sourceSecrets } from '../secrets.ts';
+import { addObject, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { openReferenced, startChain, PathRefusedError } from '../paths/resolve.ts';
 import { progressLine } from '../../output/progress.ts';
@@ -36,15 +36,7 @@ export function openForWriting(cmd: ParsedCommand, target: Target): number {
 export function checkObjects(cmd: ParsedCommand, ctx: CommandContext): boolean {
   const objects: string[] = [];
   for (const [key, value] of cmd.sequence ?? []) {
-    if (key !== 'object') continue;
-    objects.push(value);
-    try {
-      parseSecretObjects(objects);
-    } catch (e) {
-      if (!(e instanceof SecretError)) throw e;
-      ctx.err(`${ctx.progname}: ${e.message}\n`);
-      return false;
-    }
+    if (key === 'object' && !addObject(objects, value, ctx.err, ctx.progname)) return false;
   }
   return true;
 }

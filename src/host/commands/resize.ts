@@ -6,7 +6,7 @@ import type { Command, CommandContext } from './types.ts';
 import { EXTRA_ARGUMENT, type ParsedCommand } from '../../cli/types.ts';
 import { InputImageError, topTarget } from '../input-image.ts';
 import { openWritable, PROBED_RAW_WARNING, runOnImage } from '../writable-image.ts';
-import { parseSecretObjects, SecretError, sourceSecrets } from '../secrets.ts';
+import { addObject, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { strtosz } from './map-size.ts';
 import type { Preallocation, ResizeOptions } from '../../ops/resize.ts';
@@ -36,13 +36,7 @@ function parseArgs(cmd: ParsedCommand, ctx: CommandContext): ResizeArgs | number
   let preallocation: Preallocation | undefined;
   for (const [key, value] of cmd.sequence ?? []) {
     if (key === 'object') {
-      objects.push(value);
-      try {
-        parseSecretObjects(objects);
-      } catch (e) {
-        if (!(e instanceof SecretError)) throw e;
-        return fail(e.message);
-      }
+      if (!addObject(objects, value, ctx.err, ctx.progname)) return 1;
     } else if (key === 'preallocation') {
       if (!PREALLOCATIONS.includes(value)) return fail(`Invalid preallocation mode '${value}'`);
       preallocation = value as Preallocation;

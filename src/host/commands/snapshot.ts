@@ -6,7 +6,7 @@ import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { InputImageError, openTop, topTarget, type Target } from '../input-image.ts';
 import { openWritable, PROBED_RAW_WARNING, runOnImage } from '../writable-image.ts';
-import { parseSecretObjects, SecretError, sourceSecrets } from '../secrets.ts';
+import { addObject, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { snapshotHeader, snapshotLine } from '../../output/snapshot-table.ts';
 import { validSnapshotChange, validSnapshotList } from './snapshot-result.ts';
@@ -27,16 +27,7 @@ function parseArgs(cmd: ParsedCommand, ctx: CommandContext): SnapshotArgs | numb
   let name = '';
   const objects: string[] = [];
   for (const [key, value] of cmd.sequence ?? []) {
-    if (key === 'object') {
-      objects.push(value);
-      try {
-        parseSecretObjects(objects);
-      } catch (e) {
-        if (!(e instanceof SecretError)) throw e;
-        ctx.err(`${ctx.progname}: ${e.message}\n`);
-        return 1;
-      }
-    }
+    if (key === 'object' && !addObject(objects, value, ctx.err, ctx.progname)) return 1;
     if (key !== 'list' && key !== 'apply' && key !== 'create' && key !== 'delete') continue;
     if (action !== undefined) return usageError(ctx, cmd, "Cannot mix '-l', '-a', '-c', '-d'");
     action = key;
