@@ -177,6 +177,8 @@ export interface Driver {
   readonly measure?: MeasureCapability;
   /** `create -f <this format>`: a new image's layout (qemu's bdrv_create). */
   readonly create?: CreateCapability;
+  /** `convert -O`, `dd -O`: guest data written into an image `create` has just laid out. */
+  readonly writer?: WriterCapability;
   /** `resize`: the writes that change the image's virtual size (qemu's bdrv_co_truncate). */
   readonly resize?: ResizeCapability;
   /** `rebase -u` (qemu's bdrv_change_backing_file): the writes that name a new backing file. */
@@ -306,6 +308,38 @@ export interface CreateCapability {
   plan(options: ReadonlyMap<string, string>, size: bigint, env?: CreateEnvironment): CreatePlan;
   /** `extents` in the order of the plan's extentFiles. */
   layout(plan: CreatePlan): { image: CreateFileLayout; dataFile?: CreateFileLayout; extents?: CreateFileLayout[] };
+}
+
+/** The files a new image consists of, as `CreateCapability.layout` named them, opened for writing. */
+export interface WriterFiles {
+  image: BlockDevice;
+  dataFile?: BlockDevice;
+  /** In the order of the plan's extentFiles. */
+  extents: BlockDevice[];
+}
+
+/**
+ * Writes guest data into an image whose layout `create` has just written (DESIGN.md §2: convert,
+ * dd and commit are built on readers and writers). The caller writes in ascending virtual order,
+ * as qemu-img convert does without -W, so a writer that allocates in arrival order reproduces
+ * qemu's layout; it skips what reads as zeros already (the fresh image, without a backing file).
+ */
+export interface ImageWriter {
+  /** The unit the caller writes in: offsets and lengths are multiples of it, except at the disk's end. */
+  readonly clusterSize: number;
+  /** Guest bytes at a virtual offset. */
+  write(data: Uint8Array, offset: number): void;
+  /** -c: the same, compressed; absent when the format cannot compress (the host refuses -c first). */
+  writeCompressed?(data: Uint8Array, offset: number): void;
+  /** Makes [offset, offset + length) read as zeros over a backing file (-B); absent: the caller writes zeros. */
+  writeZeroes?(offset: number, length: number): void;
+  /** Writes what the writer keeps in memory (tables, refcounts, footers) once every write is done. */
+  finish(): void;
+}
+
+/** A format's writer: opens an ImageWriter on files `create.layout(plan)` has just written. */
+export interface WriterCapability {
+  open(files: WriterFiles, plan: CreatePlan): ImageWriter;
 }
 
 /** What a new image may take from outside its options: the clock and randomness (UUIDs, CIDs). */
