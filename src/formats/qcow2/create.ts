@@ -45,7 +45,7 @@ const MAX_L1_BYTES = 32 * 1024 * 1024;
 const COPIED = 2n ** 63n;
 
 /** The checked geometry of the new image (JSON: it travels to the guest). */
-interface Qcow2Plan {
+export interface Qcow2Plan {
   version: 2 | 3;
   clusterBits: number;
   refcountOrder: number;
@@ -128,7 +128,7 @@ function plan(options: ReadonlyMap<string, string>, size: bigint): CreatePlan {
 
 const divCeil = (n: bigint, d: bigint) => (n + d - 1n) / d;
 
-interface Geometry {
+export interface Geometry {
   cs: number;
   l1Size: number;
   l1Offset: number;
@@ -149,7 +149,7 @@ interface Geometry {
 const CHUNK_BYTES = 2 ** 31 - 1;
 
 /** Where everything goes: the clusters qemu's allocator hands out, in its order. */
-function geometry(p: Qcow2Plan): Geometry {
+export function geometry(p: Qcow2Plan): Geometry {
   const cs = 2 ** p.clusterBits;
   const l2Entries = cs / (p.extendedL2 ? 16 : 8);
   const guestClusters = Math.ceil(p.size / cs);
@@ -216,7 +216,7 @@ function headerCluster(p: Qcow2Plan, g: Geometry): Uint8Array {
 }
 
 /** A refcount block's bytes: 2^order-bit entries (below a byte: lowest bits first; else big-endian). */
-function refcountBlock(g: Geometry, order: number, tableIndex: number): Uint8Array {
+export function refcountBlock(g: Geometry, order: number, tableIndex: number): Uint8Array {
   const block = new Uint8Array(g.cs);
   const bits = 2 ** order;
   const first = tableIndex * g.allocator.perBlock;
