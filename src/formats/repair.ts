@@ -13,7 +13,12 @@ export type RepairStep =
   /** Everything before is durable before anything after starts. */
   | { kind: 'barrier' }
   /** Sets the file's length (resize): later steps may write up to it. */
-  | { kind: 'truncate'; size: number };
+  | { kind: 'truncate'; size: number }
+  /**
+   * `length` bytes at `pos` that `fill` produces when the step runs (a data copy: the bytes are
+   * read from their source then, so a plan of a large copy holds no data).
+   */
+  | { kind: 'fill'; pos: number; length: number; fill: (buf: Uint8Array) => void };
 
 export interface ApplyOptions {
   /** Tests only: apply this many write/zero steps, then stop as if the process died there. */
@@ -63,6 +68,12 @@ export function applyRepair(dev: BlockDevice & { sync?: () => void }, steps: rea
     }
     if (s.kind === 'truncate') {
       dev.truncate!(s.size);
+      continue;
+    }
+    if (s.kind === 'fill') {
+      const buf = new Uint8Array(s.length);
+      s.fill(buf);
+      dev.write(buf, s.pos);
       continue;
     }
     const zeros = new Uint8Array(Math.min(ZERO_CHUNK, s.length));

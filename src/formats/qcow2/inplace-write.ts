@@ -1,0 +1,214 @@
+// Guest data written into an EXISTING qcow2 image (commit's base, safe rebase's top): a pure
+// planner. It replays qemu's allocator (allocator.ts over RefcountModel) in ascending virtual
+// order, as qcow2_co_pwritev_part allocates (an L2 table when its L1 entry is empty, then the
+// data cluster), and returns steps for formats/repair.ts in crash-safe order:
+//   1. the file grows to hold the new clusters; 2. data (new clusters and clusters written in
+//   place); 3. refcount blocks, then new refcount table entries; 4. new L2 tables; 5. changed
+//   L2 tables; 6. changed L1 entries.
+// A crash after any write therefore leaves clusters that are counted but not yet referenced
+// (leaks, which qemu-img check reports and -r leaks repairs), never a reference to an uncounted
+// or unwritten cluster. Data does not travel in the plan: 'fill' steps read it when they run.
+//
+// What instar does not rewrite (nothing is written; PlanRefusal): dirty or corrupt images,
+// external data files, encryption, extended L2 entries, compressed clusters or clusters and
+// L2 tables shared with snapshots (qemu would copy them on write).
+import type { BlockDevice } from '../types.ts';
+import type { RepairStep } from '../repair.ts';
+import { readAt } from '../bytes.ts';
+import { CRYPT, INCOMPAT, parseHeader, type Qcow2Header } from './header.ts';
+import { allocClusters } from './allocator.ts';
+import { PlanRefusal, RefcountModel } from './refcount-update.ts';
+
+const COPIED = 1n << 63n;
+const COMPRESSED = 1n << 62n;
+const ZERO_FLAG = 1n;
+const OFFSET_MASK = 0x00fffffffffffe00n;
+/** Most bytes one 'fill' step writes (adjacent clusters are written together up to this). */
+const MAX_FILL = 1024 * 1024;
+/** Most bytes of L2 tables one plan holds. */
+const MAX_L2_BYTES = 256 * 1024 * 1024;
+
+/** A run of whole clusters (virtual, cluster aligned) and what goes there. */
+export interface ClusterRun {
+  offset: number;
+  length: number;
+  /** The run reads as zeros: no data cluster is allocated for it where the format can say so. */
+  zero: boolean;
+}
+
+/** Fills `buf` with the guest bytes the image must show from virtual offset `offset` on. */
+export type GuestSource = (buf: Uint8Array, offset: number) => void;
+
+/** Why instar will not write into this image (nothing written), or undefined. */
+export function inPlaceRefusal(h: Qcow2Header): string | undefined {
+  if (h.incompatible & INCOMPAT.dirty) return 'its dirty bit is set';
+  if (h.incompatible & INCOMPAT.corrupt) return 'it is marked corrupt';
+  if (h.incompatible & INCOMPAT.dataFile) return 'it has an external data file';
+  if (h.incompatible & INCOMPAT.extendedL2) return 'it has extended L2 entries';
+  if (h.cryptMethod !== CRYPT.none) return 'it is encrypted';
+  if (h.autoclear !== 0n) return 'autoclear feature bits are set';
+  return undefined;
+}
+
+const refuse = (why: string): PlanRefusal => new PlanRefusal(`instar cannot write into this qcow2 image (${why}); nothing was written`);
+
+/** One data write: `length` bytes at host `pos` showing virtual bytes from `virt`. */
+interface DataWrite {
+  pos: number;
+  virt: number;
+  length: number;
+}
+
+class L2Tables {
+  private readonly tables = new Map<number, { offset: number; bytes: Buffer; fresh: boolean; dirty: boolean }>();
+  private held = 0;
+  constructor(private readonly dev: BlockDevice, private readonly cs: number) {}
+
+  get(offset: number, fresh: boolean): Buffer {
+    let t = this.tables.get(offset);
+    if (!t) {
+      this.held += this.cs;
+      if (this.held > MAX_L2_BYTES) throw refuse('the write touches too many L2 tables');
+      if (!fresh && offset + this.cs > this.dev.size) throw refuse(`an L2 table at offset ${offset} reaches past the end of the file`);
+      t = { offset, bytes: fresh ? Buffer.alloc(this.cs) : readAt(this.dev, offset, this.cs), fresh, dirty: fresh };
+      this.tables.set(offset, t);
+    }
+    return t.bytes;
+  }
+
+  markDirty(offset: number): void {
+    this.tables.get(offset)!.dirty = true;
+  }
+
+  writes(fresh: boolean): RepairStep[] {
+    return [...this.tables.values()].filter((t) => t.dirty && t.fresh === fresh).sort((a, b) => a.offset - b.offset)
+      .map((t) => ({ kind: 'write', pos: t.offset, bytes: Buffer.from(t.bytes) }));
+  }
+}
+
+/**
+ * The steps that make `runs` (ascending, disjoint, cluster aligned) of the qcow2 image on `dev`
+ * read as `source` says (zero runs as zeros). Throws PlanRefusal before anything is written.
+ */
+export function planInPlaceWrite(dev: BlockDevice, runs: readonly ClusterRun[], source: GuestSource, opts: { hasBacking: boolean }): RepairStep[] {
+  const h = parseHeader(dev);
+  const why = inPlaceRefusal(h);
+  if (why) throw refuse(why);
+  const cs = h.clusterSize;
+  const perL2 = cs / 8;
+  const virtualSize = Number(h.size);
+  const refs = new RefcountModel(dev, h);
+  const l1Offset = Number(h.l1TableOffset);
+  if (h.l1Size > 0 && l1Offset + h.l1Size * 8 > dev.size) throw refuse('its L1 table reaches past the end of the file');
+  const l1Bytes = h.l1Size > 0 ? readAt(dev, l1Offset, h.l1Size * 8) : Buffer.alloc(0);
+  const l1Changed = new Set<number>();
+  const l2 = new L2Tables(dev, cs);
+  const data: DataWrite[] = [];
+  let end = dev.size;
+
+  for (const run of runs) {
+    if (run.offset % cs !== 0 || run.offset < 0 || run.offset + run.length > virtualSize + cs) throw refuse('a write is outside the disk');
+    for (let virt = run.offset; virt < run.offset + run.length && virt < virtualSize; virt += cs) {
+      const cluster = virt / cs;
+      const l1Index = Math.floor(cluster / perL2);
+      if (l1Index >= h.l1Size) throw refuse('its L1 table is too small for its size');
+      const l1Entry = l1Bytes.readBigUInt64BE(l1Index * 8);
+      let l2Offset = Number(l1Entry & OFFSET_MASK);
+      const guestBytes = Math.min(cs, virtualSize - virt);
+      // v2 images have no zero flag: without a backing file an unallocated cluster reads as
+      // zeros already, with one its zeros must be written.
+      const zeroFlag = run.zero && h.version >= 3;
+      if (run.zero && !zeroFlag && !opts.hasBacking && l2Offset === 0) continue;
+      let table: Buffer;
+      if (l2Offset === 0) {
+        l2Offset = allocClusters(refs, cs);
+        end = Math.max(end, l2Offset + cs);
+        table = l2.get(l2Offset, true);
+        const entry = BigInt(l2Offset) | COPIED;
+        l1Bytes.writeBigUInt64BE(entry, l1Index * 8);
+        l1Changed.add(l1Index);
+      } else {
+        if (!(l1Entry & COPIED)) throw refuse('an L2 table is shared with a snapshot');
+        if (l2Offset % cs !== 0) throw refuse(`L1 entry ${l1Index} is not cluster aligned`);
+        table = l2.get(l2Offset, false);
+      }
+      const at = (cluster % perL2) * 8;
+      const entry = table.readBigUInt64BE(at);
+      const host = Number(entry & OFFSET_MASK);
+      if (entry & COMPRESSED) throw refuse('a cluster to overwrite is compressed');
+      if (host !== 0 && !(entry & COPIED)) throw refuse('a cluster to overwrite is shared with a snapshot');
+      if (host % cs !== 0) throw refuse(`an L2 entry of the table at ${l2Offset} is not cluster aligned`);
+      let newEntry: bigint;
+      if (host !== 0) {
+        // Written in place (zeros for a zero run: the allocation is kept, as without unmap).
+        if (host + cs > Number.MAX_SAFE_INTEGER) throw refuse('a cluster offset is too large');
+        data.push({ pos: host, virt, length: guestBytes });
+        newEntry = BigInt(host) | COPIED;
+      } else if (zeroFlag) {
+        newEntry = ZERO_FLAG;
+      } else if (run.zero && !opts.hasBacking) {
+        continue;
+      } else {
+        const fresh = allocClusters(refs, cs);
+        data.push({ pos: fresh, virt, length: guestBytes });
+        // A new cluster is written whole: past the disk's end it holds zeros.
+        end = Math.max(end, fresh + cs);
+        newEntry = BigInt(fresh) | COPIED;
+      }
+      if (newEntry === entry) continue;
+      table.writeBigUInt64BE(newEntry, at);
+      l2.markDirty(l2Offset);
+    }
+  }
+
+  const steps: RepairStep[] = [];
+  // New refcount blocks may lie past the end too.
+  for (const b of refs.changedBlocks()) end = Math.max(end, b.offset + cs);
+  if (end > dev.size) steps.push({ kind: 'truncate', size: end });
+  steps.push(...fillSteps(data, source, (virt) => zeroRunAt(runs, virt)));
+  steps.push({ kind: 'barrier' });
+  steps.push(...refs.flush(), { kind: 'barrier' });
+  for (const w of refs.tableWrites('hooked')) steps.push({ kind: 'write', ...w }, { kind: 'barrier' });
+  steps.push(...l2.writes(true), { kind: 'barrier' });
+  steps.push(...l2.writes(false), { kind: 'barrier' });
+  for (const i of [...l1Changed].sort((a, b) => a - b)) {
+    steps.push({ kind: 'write', pos: l1Offset + i * 8, bytes: l1Bytes.subarray(i * 8, i * 8 + 8) });
+  }
+  steps.push({ kind: 'barrier' });
+  return steps;
+}
+
+function zeroRunAt(runs: readonly ClusterRun[], virt: number): boolean {
+  // Runs are few and sorted: a binary search keeps this cheap for many clusters.
+  let lo = 0;
+  let hi = runs.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const r = runs[mid];
+    if (virt < r.offset) hi = mid - 1;
+    else if (virt >= r.offset + r.length) lo = mid + 1;
+    else return r.zero;
+  }
+  return false;
+}
+
+/** Data writes as 'fill' steps, adjacent ones (in file and disk) joined up to MAX_FILL. */
+function fillSteps(data: DataWrite[], source: GuestSource, zeroAt: (virt: number) => boolean): RepairStep[] {
+  const steps: RepairStep[] = [];
+  let i = 0;
+  while (i < data.length) {
+    const first = data[i];
+    const zero = zeroAt(first.virt);
+    let length = first.length;
+    let j = i + 1;
+    while (j < data.length && data[j].pos === first.pos + length && data[j].virt === first.virt + length &&
+      zeroAt(data[j].virt) === zero && length + data[j].length <= MAX_FILL) {
+      length += data[j].length;
+      j++;
+    }
+    const virt = first.virt;
+    steps.push({ kind: 'fill', pos: first.pos, length, fill: zero ? () => undefined : (buf) => source(buf, virt) });
+    i = j;
+  }
+  return steps;
+}
