@@ -14,11 +14,11 @@ const SECTOR = 512;
 const MAX_GEOMETRY = 65535 * 16 * 255;
 /** 2040 GiB in sectors: the largest disk qemu creates. */
 const MAX_SECTORS = 0xff000000;
-const BLOCK_SIZE = 2 * 1024 * 1024;
+export const BLOCK_SIZE = 2 * 1024 * 1024;
 /** Seconds from the Unix epoch to 2000-01-01, the VHD timestamp's origin. */
 const VHD_EPOCH = 946684800;
 
-interface VpcPlan {
+export interface VpcPlan {
   fixed: boolean;
   force: boolean;
   cyls: number;
@@ -102,7 +102,7 @@ function checksum(buf: Uint8Array): number {
   return ~sum >>> 0;
 }
 
-function footer(p: VpcPlan): Uint8Array {
+export function footer(p: VpcPlan): Uint8Array {
   const buf = Buffer.alloc(SECTOR);
   buf.write('conectix', 0, 'latin1');
   buf.writeUInt32BE(2, 8);

@@ -9,6 +9,7 @@ import { readFooter, totalSectors, VHD_FIXED, type Footer } from './footer.ts';
 import { readDynamicHeader, type DynamicHeader } from './dynamic-header.ts';
 import { loadBat, UNALLOCATED } from './bat.ts';
 import { vpcCreate } from './create.ts';
+import { vpcWriter } from './writer.ts';
 
 interface Dynamic {
   header: DynamicHeader;
@@ -133,4 +134,5 @@ export const vpcDriver: Driver = {
   probe: (head) => (head.length >= 8 && String.fromCharCode(...head.subarray(0, 8)) === CONECTIX ? 100 : 0),
   open: openVpc,
   create: vpcCreate,
+  writer: vpcWriter,
 };
