@@ -91,6 +91,11 @@ export interface ReferencedFileHooks {
   roles?: ReadonlySet<NeededFile['role']>;
   /** The chain the (single) input belongs to, when the caller already walks one (info --backing-chain). */
   chain?: ChainState;
+  /**
+   * A file the op must write (commit's base): returns a writable fd the caller opened for it
+   * after the policy let `fd` open (the caller checks it is the same file, fsyncs and closes it).
+   */
+  writable?: (file: NeededFile, fd: number, path: string) => number | undefined;
 }
 
 /**
@@ -146,7 +151,8 @@ export async function runWithReferencedFiles(op: string, options: Record<string,
         }
         opened.push(fd);
         hooks.onOpened?.(file, fd, path);
-        devices.push({ fd, role: file.role, writable: false, name: file.name, referrer: file.referrer });
+        const writableFd = hooks.writable?.(file, fd, path);
+        devices.push({ fd: writableFd ?? fd, role: file.role, writable: writableFd !== undefined, name: file.name, referrer: file.referrer });
         hints?.add(devices.slice(-1));
         paths.push(path);
         chainOf.push(chainOf[file.referrer]);

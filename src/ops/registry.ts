@@ -9,6 +9,7 @@ import { measureOp } from './measure.ts';
 import { createBackingOp, createOp } from './create.ts';
 import { resizeOp } from './resize.ts';
 import { rebaseOp } from './rebase.ts';
+import { commitOp } from './commit.ts';
 import { amendOp } from './amend.ts';
 import { snapshotChangeOp, snapshotListOp } from './snapshot.ts';
 import { ddOp } from './dd.ts';
@@ -32,6 +33,7 @@ export const ops: Record<string, Op> = {
   create: createOp,
   resize: withArgon2(answeringMissingFiles(resizeOp)),
   rebase: withArgon2(answeringMissingFiles(rebaseOp)),
+  commit: withArgon2(answeringMissingFiles(commitOp)),
   amend: withArgon2(answeringMissingFiles(amendOp)),
   dd: withArgon2(answeringMissingFiles(ddOp)),
   bench: withArgon2(answeringMissingFiles(benchOp)),

@@ -17,6 +17,7 @@ export const commands: Record<string, () => Promise<Command>> = {
   create: async () => (await import('./create.ts')).create,
   resize: async () => (await import('./resize.ts')).resize,
   rebase: async () => (await import('./rebase.ts')).rebase,
+  commit: async () => (await import('./commit.ts')).commit,
   amend: async () => (await import('./amend.ts')).amend,
   dd: async () => (await import('./dd.ts')).dd,
   bench: async () => (await import('./bench.ts')).bench,

@@ -1,0 +1,160 @@
+// `commit`: the trusted half. qemu-img's checks in its order (--object and -r in the getopt loop,
+// the argument count, the cache mode, the top's read-write open), then a guest that copies the
+// data into the base and empties the top. The base is a file an untrusted image names: the host
+// grants it through the path policy exactly as for reading (need-files), and only then reopens
+// that same file (device and inode checked) read-write for the guest. Both files are fsynced
+// after the guest exits.
+import { closeSync, constants, fstatSync, fsyncSync, openSync, statSync } from 'node:fs';
+import type { Command, CommandContext } from './types.ts';
+import { EXTRA_ARGUMENT, type ParsedCommand } from '../../cli/types.ts';
+import { InputImageError, referencedOpenMessage, topTarget, type Target } from '../input-image.ts';
+import { openWritable, PROBED_RAW_WARNING } from '../writable-image.ts';
+import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
+import { OpError } from '../sandbox/run.ts';
+import { addObject, sourceSecrets } from '../secrets.ts';
+import { usageError } from '../../cli/usage-error.ts';
+import { parseSizeOption, INT64_MAX } from './qemu-numbers.ts';
+import { progressLine } from '../../output/progress.ts';
+import { strerror } from '../../strerror.ts';
+import type { NeededFile } from '../../protocol/messages.ts';
+import type { CommitOptions, CommitResult } from '../../ops/commit.ts';
+
+const CACHE_MODES = new Set(['none', 'off', 'writeback', 'unsafe', 'directsync', 'writethrough']);
+
+/** The getopt loop's checks (--object, -r), then the argument count; a status when they fail. */
+function checkOptions(cmd: ParsedCommand, ctx: CommandContext): number | undefined {
+  const objects: string[] = [];
+  for (const [key, value] of cmd.sequence ?? []) {
+    if (key === 'object') {
+      if (!addObject(objects, value, ctx.err, ctx.progname)) return 1;
+    } else if (key === 'rate') {
+      const r = parseSizeOption('rate limit', value, 0n, INT64_MAX, ctx.profile);
+      if ('error' in r) {
+        for (const line of r.error) ctx.err(`${ctx.progname}: ${line}\n`);
+        return 1;
+      }
+      if (r.warning) ctx.err(`${ctx.progname}: ${r.warning}\n`);
+    } else if (key === EXTRA_ARGUMENT) {
+      return usageError(ctx, cmd, 'Expecting one image file name');
+    }
+  }
+  if (cmd.args.length !== 1) return usageError(ctx, cmd, 'Expecting one image file name');
+  const cache = cmd.options.get('cache')?.at(-1);
+  if (cache !== undefined && !CACHE_MODES.has(cache)) {
+    ctx.err(`${ctx.progname}: Invalid cache option: ${cache}\n`);
+    return 1;
+  }
+  return undefined;
+}
+
+/** Which granted file is the base: -b's file (by name or identity, the first from the top), else the top's backing file. */
+function baseChooser(baseName: string | undefined): (file: NeededFile, fd: number) => boolean {
+  let wanted: { dev: bigint; ino: bigint } | undefined;
+  if (baseName !== undefined) {
+    try {
+      const st = statSync(baseName, { bigint: true });
+      wanted = { dev: st.dev, ino: st.ino };
+    } catch {
+      // A -b that names no file can still equal a backing file name as written.
+    }
+  }
+  let chosen = false;
+  return (file, fd) => {
+    if (chosen || file.role !== 'backing') return false;
+    if (baseName === undefined) return (chosen = file.referrer === 0);
+    const st = fstatSync(fd, { bigint: true });
+    return (chosen = file.name === baseName || (wanted !== undefined && st.dev === wanted.dev && st.ino === wanted.ino));
+  };
+}
+
+/** Reopens the file the policy opened as `fd` read-write, refusing any other file at that path. */
+function reopenWritable(path: string, fd: number): number {
+  const seen = fstatSync(fd, { bigint: true });
+  let rw: number;
+  try {
+    rw = openSync(path, constants.O_RDWR | constants.O_DSYNC | constants.O_NOFOLLOW);
+  } catch (e) {
+    throw new InputImageError(`Could not reopen file: ${strerror((e as NodeJS.ErrnoException).code ?? 'EIO')}`);
+  }
+  const now = fstatSync(rw, { bigint: true });
+  if (now.dev !== seen.dev || now.ino !== seen.ino) {
+    closeSync(rw);
+    throw new InputImageError(`instar refuses to write '${path}': the file changed while it was opened`);
+  }
+  return rw;
+}
+
+function validResult(raw: unknown): CommitResult {
+  const r = (raw ?? {}) as Record<string, unknown>;
+  if (typeof r.format !== 'string' || !/^[a-z0-9]{1,16}$/.test(r.format)) throw new OpError('the guest gave a malformed commit result');
+  if (r.committed === true || r.noBacking === true || r.noBase === true) return r as CommitResult;
+  if (typeof r.refused === 'string' && r.refused.length < 1024) return { format: r.format, refused: r.refused.replace(/[\x00-\x1f\x7f]/g, '?') };
+  throw new OpError('the guest gave a malformed commit result');
+}
+
+async function runCommit(cmd: ParsedCommand, ctx: CommandContext, target: Target, progress: boolean): Promise<number> {
+  const baseName = cmd.options.get('base')?.at(-1);
+  const fd = openWritable(cmd, target);
+  const isBase = baseChooser(baseName);
+  const writableFds: number[] = [];
+  const options: CommitOptions = {
+    format: target.format === 'file' ? 'raw' : target.format,
+    unsafeQuirks: ctx.globals.unsafeQuirks,
+    fileName: target.path,
+    profile: ctx.profile,
+    secrets: sourceSecrets(cmd.options.get('object') ?? [], [target]),
+    drop: cmd.options.has('drop'),
+  };
+  let result: CommitResult;
+  try {
+    const raw = await runWithReferencedFiles('commit', options as unknown as Record<string, unknown>, [{ fd, path: target.path, writable: true }], ctx, [], {
+      writable: (file, granted, path) => {
+        if (!isBase(file, granted)) return undefined;
+        const rw = reopenWritable(path, granted);
+        writableFds.push(rw);
+        return rw;
+      },
+    });
+    result = validResult(raw);
+  } catch (e) {
+    if (e instanceof ReferencedFileError) throw new InputImageError(referencedOpenMessage(e, target));
+    if (e instanceof OpError) throw new InputImageError(`Could not open '${target.errorName}': ${e.message}`);
+    throw e;
+  } finally {
+    // The guest cannot fsync (its permission model refuses it): the host makes the writes durable.
+    for (const rw of [fd, ...writableFds]) {
+      fsyncSync(rw);
+      closeSync(rw);
+    }
+  }
+  if (target.format === undefined && result.format === 'raw') ctx.err(PROBED_RAW_WARNING(target.path));
+  if (progress) ctx.out(progressLine(0));
+  const fail = (message: string): number => {
+    ctx.err(`${ctx.progname}: ${message}\n`);
+    if (progress) ctx.out('\n');
+    return 1;
+  };
+  if ('noBacking' in result || 'noBase' in result) {
+    return fail(baseName !== undefined ? `Did not find '${baseName}' in the backing chain of '${cmd.args[0]}'` : 'Image does not have a backing file');
+  }
+  if ('refused' in result) return fail(result.refused);
+  if (progress) ctx.out(progressLine(100) + '\n');
+  if (!cmd.options.has('quiet')) ctx.out('Image committed.\n');
+  return 0;
+}
+
+export const commit: Command = async (cmd, ctx) => {
+  const status = checkOptions(cmd, ctx);
+  if (status !== undefined) return status;
+  // qemu shows no progress in quiet mode.
+  const progress = cmd.options.has('progress') && !cmd.options.has('quiet');
+  try {
+    return await runCommit(cmd, ctx, topTarget(cmd, cmd.args[0]), progress);
+  } catch (e) {
+    if (e instanceof InputImageError) {
+      ctx.err(`${ctx.progname}: ${e.message}\n`);
+      return 1;
+    }
+    throw e;
+  }
+};
