@@ -48,7 +48,7 @@ export class ReferencedFileError extends Error {
 }
 
 /** Ops whose output depends on where files have holes (qemu's block status asks SEEK_DATA). */
-const BLOCK_STATUS_OPS = new Set(['map', 'compare', 'convert', 'measure']);
+const BLOCK_STATUS_OPS = new Set(['map', 'compare', 'convert', 'convert-image', 'measure']);
 
 /** Adds the host's data runs to read-only devices, within one request's budget. */
 class DataRunHints {

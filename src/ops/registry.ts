@@ -3,6 +3,7 @@ import { infoOp } from './info.ts';
 import { inspectOp } from './inspect.ts';
 import { mapOp } from './map.ts';
 import { convertOp } from './convert.ts';
+import { convertImageOp } from './convert/to-image.ts';
 import { compareOp } from './compare.ts';
 import { checkOp } from './check.ts';
 import { measureOp } from './measure.ts';
@@ -24,6 +25,7 @@ export const ops: Record<string, Op> = {
   // withArgon2: LUKS2 Argon2 key slots are derived asynchronously, then the op runs again.
   map: withArgon2(answeringMissingFiles(mapOp)),
   convert: withArgon2(answeringMissingFiles(convertOp)),
+  'convert-image': withArgon2(answeringMissingFiles(convertImageOp)),
   compare: withArgon2(answeringMissingFiles(compareOp)),
   check: withArgon2(answeringMissingFiles(checkOp)),
   measure: withArgon2(answeringMissingFiles(measureOp)),

@@ -19,6 +19,7 @@ import { qcow2Resize } from './resize.ts';
 import { planChangeBacking } from './rebase-unsafe.ts';
 import { qcow2Amend } from './amend.ts';
 import { qcow2Create } from './create.ts';
+import { qcow2Writer } from './writer.ts';
 
 const MAX_BACKING_NAME = 1023;
 
@@ -292,5 +293,6 @@ export const qcow2Driver: Driver = {
   changeBacking: planChangeBacking,
   amend: qcow2Amend,
   create: qcow2Create,
+  writer: qcow2Writer,
   snapshots: qcow2Snapshots,
 };

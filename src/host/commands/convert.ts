@@ -25,6 +25,7 @@ import { sourceSecrets } from '../secrets.ts';
 import { ProgressPrinter } from '../../output/progress.ts';
 import type { ConvertOpenResult, ConvertOptions } from '../../ops/convert.ts';
 import type { SnapshotChoice } from '../../ops/convert/sources.ts';
+import { convertToImage, imageOptionHelp } from '../convert/to-image.ts';
 
 const MAX_SPARSE = 16 * 1024 * 1024;
 
@@ -219,6 +220,12 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
       coroutines: s.coroutines,
       secrets,
     };
+    // -O <not raw>: the image pipeline (host/convert/to-image.ts), after the same open phase.
+    if (s.outputFormat !== 'raw') {
+      removeEarlyTarget();
+      const open = () => openPhase(inputs, targets, options, ctx, []);
+      return await convertToImage({ cmd, ctx, s, printer, inputs, targets, options, open });
+    }
     const fresh = oneRound(cmd, s) ? createFreshTarget(outPath) : undefined;
     // A target the CLI's early start created and this path did not take goes before the path is
     // opened by name below (a no-op when it was taken or never made).
@@ -357,6 +364,9 @@ export const convert: Command = async (cmd, ctx) => {
   let printer: ProgressPrinter | undefined;
   try {
     const s = settings(cmd, ctx);
+    // -o help comes right after the getopt loop, before the file names are checked.
+    const help = s.outputFormat !== 'raw' ? imageOptionHelp(cmd, ctx, s.outputFormat) : undefined;
+    if (help !== undefined) return help;
     if (cmd.args.length < 2) return usageOrPlain(ctx);
     // -p's first line comes before any source is opened, and its newline after any failure.
     if (s.progress) printer = new ProgressPrinter(ctx.out);

@@ -1,0 +1,179 @@
+// The qcow2 writer: guest data into an image qcow2 create has just laid out, placed where qemu's
+// qcow2 driver places it when qemu-img convert writes in ascending order. Per write, split at L2
+// table boundaries as qcow2_co_pwritev does: the L2 table first (l2_allocate takes one cluster
+// from the allocator), then one contiguous run for the request's unallocated clusters
+// (handle_alloc). The allocator is create's own (create-allocator.ts) in the state create left
+// it, so refcount blocks land where qemu's land. L2 tables, the L1 entries and the refcount
+// blocks stay in memory (qemu's caches) and are written by finish(); data goes out at once.
+import { ImageError, type BlockDevice, type CreatePlan, type ImageWriter, type WriterCapability, type WriterFiles } from '../types.ts';
+import { geometry, refcountBlock, type Geometry, type Qcow2Plan } from './create.ts';
+
+const COPIED = 2n ** 63n;
+
+export class Qcow2Writer implements ImageWriter {
+  /** The write unit: a cluster, or with extended L2 entries a subcluster (qemu allocates those one by one). */
+  readonly clusterSize: number;
+  private readonly cs: number;
+  private readonly g: Geometry;
+  private readonly entrySize: number;
+  /** Guest bytes one L2 table maps. */
+  private readonly tableSpan: number;
+  /** L2 tables this writer allocated, by L1 index: [host cluster, bytes]. */
+  private readonly tables = new Map<number, { cluster: number; bytes: Uint8Array; view: DataView }>();
+  /** Host cluster of each guest cluster this writer allocated (qemu's L2 entries, unserialized). */
+  private readonly hostOf = new Map<number, number>();
+  /** Extended L2: the allocated subclusters of each guest cluster (the entry's low 32 bitmap bits). */
+  private readonly subclusters = new Map<number, number>();
+  /** Where the file must reach at the end: qemu zero-fills every (sub)cluster it writes into. */
+  private fileEnd: number;
+
+  constructor(private readonly files: WriterFiles, private readonly p: Qcow2Plan) {
+    this.g = geometry(p);
+    this.cs = this.g.cs;
+    this.clusterSize = p.extendedL2 ? this.cs / 32 : this.cs;
+    this.entrySize = p.extendedL2 ? 16 : 8;
+    this.tableSpan = this.g.cs * this.g.l2Entries;
+    this.fileEnd = files.image.size;
+  }
+
+  private get preallocated(): boolean {
+    return this.p.metadata || this.p.full;
+  }
+
+  write(data: Uint8Array, offset: number): void {
+    this.eachTable(data.length, offset, (start, length) => this.writeInTable(data.subarray(start, start + length), offset + start));
+  }
+
+  /** Calls `part` for the pieces of [offset, offset + length) inside one L2 table each, in order. */
+  private eachTable(length: number, offset: number, part: (start: number, length: number) => void): void {
+    if (offset < 0 || offset + length > this.p.size) throw new ImageError(`instar's qcow2 writer was asked to write outside the disk (offset ${offset})`);
+    for (let done = 0; done < length; ) {
+      const guest = offset + done;
+      const n = Math.min(length - done, (Math.floor(guest / this.tableSpan) + 1) * this.tableSpan - guest);
+      part(done, n);
+      done += n;
+    }
+  }
+
+  private dataDevice(): BlockDevice {
+    return this.files.dataFile ?? this.files.image;
+  }
+
+  /** The writes of one request inside one L2 table: allocation first, then the bytes, host run by host run. */
+  private writeInTable(data: Uint8Array, guest: number): void {
+    const cs = this.cs;
+    const first = Math.floor(guest / cs);
+    const last = Math.floor((guest + data.length - 1) / cs);
+    this.allocate(first, last);
+    if (this.p.extendedL2) this.markSubclusters(guest, guest + data.length);
+    const dev = this.dataDevice();
+    // Consecutive guest clusters in consecutive host clusters go out as one write.
+    let runStart = guest;
+    for (let c = first; c <= last; c++) {
+      const runEnd = Math.min((c + 1) * cs, guest + data.length);
+      const contiguous = c < last && this.host(c + 1) === this.host(c) + 1;
+      if (contiguous) continue;
+      const firstCluster = Math.floor(runStart / cs);
+      const at = this.host(firstCluster) * cs + (runStart - firstCluster * cs);
+      dev.write!(data.subarray(runStart - guest, runEnd - guest), at);
+      if (this.p.extendedL2 && this.files.dataFile === undefined) this.fileEnd = Math.max(this.fileEnd, Math.ceil((at + runEnd - runStart) / this.clusterSize) * this.clusterSize);
+      runStart = runEnd;
+    }
+  }
+
+  /** Sets the allocation bits of the subclusters [start, end) touches. */
+  private markSubclusters(start: number, end: number): void {
+    const sub = this.clusterSize;
+    for (let s = Math.floor(start / sub); s < Math.ceil(end / sub); s++) {
+      const cluster = Math.floor(s / 32);
+      this.subclusters.set(cluster, ((this.subclusters.get(cluster) ?? 0) | (1 << (s % 32))) >>> 0);
+    }
+  }
+
+  /** Host cluster of a guest cluster (allocated or preallocated); -1 when none. */
+  private host(guestCluster: number): number {
+    if (this.p.dataFile !== undefined) return guestCluster;
+    const own = this.hostOf.get(guestCluster);
+    if (own !== undefined) return own;
+    if (!this.preallocated) return -1;
+    const run = this.g.dataRuns.find(([start, , count]) => guestCluster >= start && guestCluster < start + count);
+    return run ? run[1] + guestCluster - run[0] : -1;
+  }
+
+  /** handle_alloc over [first, last] (one L2 table): the table, then one run for the clusters without a host cluster. */
+  private allocate(first: number, last: number): void {
+    if (this.preallocated) return;
+    this.table(Math.floor((first * this.cs) / this.tableSpan));
+    if (this.p.dataFile !== undefined) {
+      for (let c = first; c <= last; c++) this.hostOf.set(c, c);
+      return;
+    }
+    let c = first;
+    while (c <= last) {
+      if (this.hostOf.has(c)) {
+        c++;
+        continue;
+      }
+      let end = c;
+      while (end + 1 <= last && !this.hostOf.has(end + 1)) end++;
+      const start = this.alloc((end - c + 1) * this.cs, !this.p.extendedL2);
+      for (let i = c; i <= end; i++) this.hostOf.set(i, start + i - c);
+      c = end + 1;
+    }
+  }
+
+  /** `filled`: qemu zero-fills the clusters (not so a data cluster with subclusters: only what is written). */
+  private alloc(bytes: number, filled = true): number {
+    const cluster = this.g.allocator.alloc(bytes);
+    if (filled) this.fileEnd = Math.max(this.fileEnd, (cluster + Math.ceil(bytes / this.cs)) * this.cs);
+    return cluster;
+  }
+
+  /** The L2 table of L1 entry `index`, allocated on first use (l2_allocate). */
+  private table(index: number): { cluster: number; bytes: Uint8Array; view: DataView } {
+    let t = this.tables.get(index);
+    if (!t) {
+      const bytes = new Uint8Array(this.cs);
+      t = { cluster: this.alloc(this.cs), bytes, view: new DataView(bytes.buffer) };
+      this.tables.set(index, t);
+    }
+    return t;
+  }
+
+  finish(): void {
+    if (this.preallocated) return;
+    const cs = this.cs;
+    const dev = this.files.image;
+    const g = this.g;
+    for (const [guest, host] of this.hostOf) {
+      const t = this.tables.get(Math.floor((guest * cs) / this.tableSpan))!;
+      const at = (guest % g.l2Entries) * this.entrySize;
+      // An external data file's clusters are not reference-counted, and are not COPIED in raw mode either.
+      t.view.setBigUint64(at, BigInt(host * cs) | COPIED);
+      if (this.p.extendedL2) t.view.setUint32(at + 12, this.subclusters.get(guest) ?? 0);
+    }
+    const l1 = new Uint8Array(g.l1Size * 8);
+    const l1View = new DataView(l1.buffer);
+    for (const [index, t] of this.tables) {
+      dev.write!(t.bytes, t.cluster * cs);
+      l1View.setBigUint64(index * 8, BigInt(t.cluster * cs) | COPIED);
+    }
+    if (l1.length > 0) dev.write!(l1, g.l1Offset);
+    // The refcount table (new blocks may have joined it) and every block.
+    const table = new Uint8Array(g.allocator.tableClusters * cs);
+    const tableView = new DataView(table.buffer);
+    g.allocator.table.forEach((block, i) => block !== 0 && tableView.setBigUint64(i * 8, BigInt(block * cs)));
+    dev.write!(table, g.allocator.tableCluster * cs);
+    for (const [index, block] of g.allocator.blocks()) {
+      dev.write!(refcountBlock(g, this.p.refcountOrder, index), block * cs);
+      this.fileEnd = Math.max(this.fileEnd, (block + 1) * cs);
+    }
+    if (dev.size < this.fileEnd) dev.truncate!(this.fileEnd);
+  }
+}
+
+export const qcow2Writer: WriterCapability = {
+  open(files: WriterFiles, plan: CreatePlan): ImageWriter {
+    return new Qcow2Writer(files, plan as unknown as Qcow2Plan);
+  },
+};

@@ -1,0 +1,226 @@
+// `convert -O <format>` for formats other than raw, the trusted half. After the sources are
+// opened (the command's open phase), qemu-img's steps in its order: the output driver, its -o
+// options (with the size set to the disk's and -B as backing_file), the backing and compression
+// checks, bdrv_create ("<target>: error while converting <fmt>: ..."); then the host creates the
+// image's files (and data file, extents) and a guest lays the image out and copies the disk into
+// it through the format's writer. The host flushes as -t says and removes every file it created
+// when anything fails.
+import { closeSync, constants, fstatSync, fsyncSync, openSync, unlinkSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import type { CommandContext } from '../commands/types.ts';
+import type { ParsedCommand } from '../../cli/types.ts';
+import { ConvertError, ConvertErrorText } from './errors.ts';
+import { CACHE_MODES } from './early-plan.ts';
+import { hasHelpOption, lookupFormat, parseSetOptions, qemuFullVersion, typesOf } from '../commands/create-options.ts';
+import { isValidOptionList, OptionListError } from '../commands/measure-options.ts';
+import { optionHelp, type SetOption } from '../../output/create-text.ts';
+import { findDriver } from '../../formats/registry.ts';
+import { ImageError, type CreateEnvironment, type CreatePlan } from '../../formats/types.ts';
+import { runWithReferencedFiles, ReferencedFileError, type InputFile } from '../open-files.ts';
+import { OpError } from '../sandbox/run.ts';
+import { strerror } from '../../strerror.ts';
+import type { ProgressPrinter } from '../../output/progress.ts';
+import type { ConvertOptions } from '../../ops/convert.ts';
+import type { ConvertImageOptions, ConvertImageResult } from '../../ops/convert/to-image.ts';
+import type { Target } from '../input-image.ts';
+import { referencedFailure } from './open-copy.ts';
+
+/** Formats whose qemu driver writes compressed clusters (block_driver_can_compress). */
+const COMPRESSING = new Set(['qcow2', 'qcow', 'vmdk']);
+
+/** What the command's settings give this path. */
+export interface ImageSettings {
+  sparse: number;
+  noCreate: boolean;
+  targetIsZero: boolean;
+  outputFormat: string;
+  outputCache: string;
+}
+
+/** What the command's open phase answered (convert.ts openPhase). */
+export interface OpenedSources {
+  sizes: bigint[];
+  blockStatus?: string;
+  unsized: boolean;
+  nothingToCopy: boolean;
+}
+
+export interface ImageJob {
+  cmd: ParsedCommand;
+  ctx: CommandContext;
+  s: ImageSettings;
+  printer: ProgressPrinter | undefined;
+  inputs: InputFile[];
+  targets: Target[];
+  options: ConvertOptions;
+  open: () => Promise<OpenedSources>;
+}
+
+/** The -o lists as qemu-img convert's getopt loop accumulates them (accumulate_options). */
+function optionText(cmd: ParsedCommand): string | undefined {
+  let text: string | undefined;
+  for (const [key, value] of cmd.sequence ?? []) {
+    if (key !== 'options') continue;
+    if (!isValidOptionList(value)) throw new ConvertError(`Invalid option list: ${value}`);
+    text = text === undefined ? value : `${text},${value}`;
+  }
+  return text;
+}
+
+/**
+ * -o help (checked right after the getopt loop, before any source is opened): the format's
+ * options and the file protocol's, as create prints them; undefined when not asked.
+ */
+export function imageOptionHelp(cmd: ParsedCommand, ctx: CommandContext, format: string): number | undefined {
+  const text = optionText(cmd);
+  if (!hasHelpOption(text)) return undefined;
+  const found = lookupFormat(format, ctx.profile);
+  if ('error' in found) throw new ConvertError(found.error === 'unknown' ? `Unknown file format '${format}'` : `Format driver '${format}' does not support image creation`);
+  if (!('capability' in found)) throw new ConvertError(`instar cannot list the create options of ${format} images yet`);
+  const withFile = cmd.args.length >= 2;
+  ctx.out(optionHelp(withFile ? found.specs : found.capability.options, format, withFile));
+  return 0;
+}
+
+const sectorAligned = (n: bigint) => ((n + 511n) / 512n) * 512n;
+
+/** The create plan, after qemu-img convert's checks in its order; ConvertError with qemu's words. */
+function planImage(job: ImageJob, total: bigint): { plan: CreatePlan; set: Map<string, SetOption> } {
+  const { cmd, ctx, s } = job;
+  const fmt = s.outputFormat;
+  const outPath = cmd.args[cmd.args.length - 1];
+  const found = lookupFormat(fmt, ctx.profile);
+  if ('error' in found) throw new ConvertError(found.error === 'unknown' ? `Unknown file format '${fmt}'` : `Format driver '${fmt}' does not support image creation`);
+  const types = 'capability' in found ? typesOf(found.specs) : found.types;
+  let set: Map<string, SetOption>;
+  try {
+    set = parseSetOptions(optionText(cmd), types, ctx.profile.newUsageErrors);
+  } catch (e) {
+    if (!(e instanceof OptionListError)) throw e;
+    const [first, ...rest] = e.lines;
+    throw new ConvertErrorText(`${first.text}\n${rest.map((l) => l.text).join('\n')}`.replace(/\n$/, ''));
+  }
+  const sized = BigInt.asUintN(64, total).toString();
+  set.set('size', { value: sized, text: sized });
+  // add_old_style_options: -B and -F into the option list.
+  const baseImage = cmd.options.get('backing')?.at(-1);
+  const baseFormat = cmd.options.get('backing-format')?.at(-1);
+  if (baseImage !== undefined) {
+    if (!Object.hasOwn(types, 'backing_file')) throw new ConvertError(`Backing file not supported for file format '${fmt}'`);
+    set.set('backing_file', { value: baseImage, text: baseImage });
+  }
+  if (baseFormat !== undefined) {
+    if (!Object.hasOwn(types, 'backing_fmt')) throw new ConvertError(`Backing file format not supported for file format '${fmt}'`);
+    set.set('backing_fmt', { value: baseFormat, text: baseFormat });
+  }
+  const backing = set.get('backing_file')?.value;
+  if (backing !== undefined && job.targets.length > 1) {
+    throw new ConvertError('Having a backing file for the target makes no sense when concatenating multiple input images');
+  }
+  if (backing !== undefined && !set.has('backing_fmt')) throw new ConvertError('Use of backing file requires explicit backing format');
+  if (cmd.options.has('compress')) {
+    if (!COMPRESSING.has(fmt)) throw new ConvertError('Compression not supported for this file format');
+    if (set.get('encryption')?.value === 'on' || set.has('encrypt.format')) throw new ConvertError('Compression and encryption not supported at the same time');
+    const prealloc = set.get('preallocation')?.value;
+    if (prealloc !== undefined && prealloc !== 'off') throw new ConvertError('Compression and preallocation not supported at the same time');
+  }
+  if (!('capability' in found) || !findDriver(fmt)?.writer) {
+    throw new ConvertError(`convert -O ${fmt} is not implemented yet in instar (no ${fmt} writer); nothing was written`);
+  }
+  if (backing !== undefined) throw new ConvertError('instar cannot convert into an image with a backing file yet (-B, -o backing_file); nothing was written');
+  const normalized = new Map([...set].map(([k, v]) => [k, v.value]));
+  const env: CreateEnvironment = { now: Math.floor(Date.now() / 1000), filename: outPath, qemuVersion: qemuFullVersion(ctx.profile), randomBytes: (n: number) => randomBytes(n) };
+  try {
+    return { plan: found.capability.plan(normalized, BigInt.asUintN(64, total), env), set };
+  } catch (e) {
+    if (e instanceof ImageError) throw new ConvertError(`${outPath}: error while converting ${fmt}: ${e.message}`);
+    throw e;
+  }
+}
+
+interface CreatedFile {
+  path: string;
+  fd: number;
+}
+
+/** Creates (or truncates, as qemu does) one file of the new image; qemu's words when it cannot. */
+function createFile(path: string, job: ImageJob, made: CreatedFile[]): number {
+  const outPath = job.cmd.args[job.cmd.args.length - 1];
+  // O_NONBLOCK: a FIFO must not hang the open; anything but a regular file is refused below.
+  const flags = constants.O_CREAT | constants.O_TRUNC | constants.O_RDWR | constants.O_NONBLOCK | constants.O_NOCTTY;
+  let fd: number;
+  try {
+    fd = openSync(path, flags, 0o644);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
+    throw new ConvertError(`${outPath}: error while converting ${job.s.outputFormat}: Could not create '${path}': ${strerror(code)}`);
+  }
+  made.push({ path, fd });
+  if (!fstatSync(fd).isFile()) throw new ConvertError(`instar writes images only into regular files, and '${path}' is not one`);
+  return fd;
+}
+
+function unlinkQuietly(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    /* already gone */
+  }
+}
+
+/** The whole -O path after the command's settings; throws ConvertError with qemu's words. */
+export async function convertToImage(job: ImageJob): Promise<void> {
+  const { cmd, ctx, s } = job;
+  if (s.noCreate) throw new ConvertError(`instar cannot convert into an existing ${s.outputFormat} image (-n) yet; nothing was written`);
+  const opened = await job.open();
+  if (opened.blockStatus !== undefined || opened.nothingToCopy) {
+    throw new ConvertError(opened.blockStatus ?? 'instar cannot convert sources whose sizes add up past 2^63 bytes');
+  }
+  const total = opened.sizes.reduce((a, b) => a + sectorAligned(b), 0n);
+  const { plan } = planImage(job, total);
+  const outPath = cmd.args[cmd.args.length - 1];
+  const made: CreatedFile[] = [];
+  let ok = false;
+  try {
+    const outputs: InputFile[] = [{ fd: createFile(outPath, job, made), path: outPath, writable: true, role: 'output' }];
+    if (typeof plan.dataFile === 'string') outputs.push({ fd: createFile(plan.dataFile, job, made), path: plan.dataFile, writable: true, role: 'output' });
+    for (const path of plan.extentFiles ?? []) outputs.push({ fd: createFile(path, job, made), path, writable: true, role: 'output' });
+    const badCache = !CACHE_MODES.has(s.outputCache);
+    const options: ConvertImageOptions = {
+      format: s.outputFormat,
+      plan,
+      sources: job.options.sources,
+      snapshot: job.options.snapshot,
+      unsafeQuirks: job.options.unsafeQuirks,
+      profile: job.options.profile,
+      secrets: job.options.secrets,
+      sparseSize: s.sparse,
+      compressed: cmd.options.has('compress'),
+      progress: !!job.printer,
+      layoutOnly: badCache,
+    };
+    const run = { ...ctx.run, onProgress: (done: number, total: number) => (done > 0 ? job.printer?.show((100 * done) / total) : undefined) };
+    let result: ConvertImageResult;
+    try {
+      result = (await runWithReferencedFiles('convert-image', options as unknown as Record<string, unknown>, [...job.inputs, ...outputs], { ...ctx, run })) as ConvertImageResult;
+    } catch (e) {
+      if (e instanceof ReferencedFileError) throw referencedFailure(e, job.targets);
+      if (e instanceof OpError) throw new ConvertError(e.message);
+      throw e;
+    }
+    if (typeof result !== 'object' || result === null) throw new ConvertError('the guest gave a malformed answer');
+    if ('failed' in result) throw new ConvertError(`${outPath}: error while converting ${s.outputFormat}: Could not write '${outPath}': ${strerror(String(result.failed))}`);
+    if (badCache) {
+      // qemu parses -t after creating the target, which then stays as created.
+      ok = true;
+      throw new ConvertError(`Invalid cache option: ${s.outputCache}`);
+    }
+    if (s.outputCache !== 'unsafe') for (const f of made) fsyncSync(f.fd);
+    ok = true;
+  } finally {
+    for (const f of made) {
+      closeSync(f.fd);
+      if (!ok) unlinkQuietly(f.path);
+    }
+  }
+}

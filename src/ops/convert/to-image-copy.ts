@@ -1,0 +1,155 @@
+// The copy loop of `convert -O <format>` into an ImageWriter. It takes the disk as qemu-img
+// convert does: each source's block-status runs (copy.ts runs()), cut into chunks of at most
+// 2 MiB from each run's start; a data chunk is read and its -S blocks that read as zeros are
+// skipped (the fresh image reads zeros already), every other part is one write request, in
+// ascending order. Requests reach the writer whole clusters at a time (ClusterAligner), as the
+// ImageWriter contract asks; progress follows qemu's accounting as copy.ts does.
+import { ImageError, type Image, type ImageWriter } from '../../formats/types.ts';
+import { ProgressRule } from '../../output/progress.ts';
+import { strerror } from '../../strerror.ts';
+import { runs, type Run } from './copy.ts';
+
+const MiB = 1024 * 1024;
+/** qemu-img's IO_BUF_SIZE: its largest chunk. */
+const QEMU_CHUNK = 2 * MiB;
+
+export interface ImageCopyPlan {
+  images: Image[];
+  writer: ImageWriter;
+  /** -S in bytes; 0 = write everything. */
+  sparseSize: number;
+  /** -c: whole clusters through writeCompressed. */
+  compressed?: boolean;
+  onProgress?: (done: number, total: number) => void;
+}
+
+/**
+ * Hands a writer whole clusters: a request that starts or ends inside a cluster is gathered into
+ * a zero-filled cluster buffer (what qemu's copy-on-write fills in), sent once the requests have
+ * moved past that cluster. Whole clusters in the middle of a request go out as they are.
+ */
+export class ClusterAligner {
+  private pending: { cluster: number; bytes: Uint8Array } | undefined;
+
+  constructor(private readonly writer: ImageWriter, private readonly diskSize: number, private readonly compressed: boolean) {}
+
+  private get cs(): number {
+    return this.writer.clusterSize;
+  }
+
+  private send(data: Uint8Array, offset: number): void {
+    try {
+      if (!this.compressed) {
+        this.writer.write(data, offset);
+        return;
+      }
+      if (!this.writer.writeCompressed) throw new ImageError('Compression not supported for this file format');
+      for (let at = 0; at < data.length; at += this.cs) this.writer.writeCompressed(data.subarray(at, Math.min(data.length, at + this.cs)), offset + at);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (e instanceof ImageError || typeof code !== 'string') throw e;
+      throw new ImageError(`error while writing at byte ${offset}: ${strerror(code)}`, code);
+    }
+  }
+
+  /** The bytes of the pending cluster at the disk's end are cut to the disk. */
+  private flushPending(): void {
+    const p = this.pending;
+    if (!p) return;
+    this.pending = undefined;
+    const start = p.cluster * this.cs;
+    this.send(p.bytes.subarray(0, Math.min(this.cs, this.diskSize - start)), start);
+  }
+
+  private into(cluster: number, data: Uint8Array, offset: number): void {
+    if (this.pending && this.pending.cluster !== cluster) this.flushPending();
+    if (!this.pending) this.pending = { cluster, bytes: new Uint8Array(this.cs) };
+    this.pending.bytes.set(data, offset - cluster * this.cs);
+  }
+
+  write(data: Uint8Array, offset: number): void {
+    const cs = this.cs;
+    const end = offset + data.length;
+    let pos = offset;
+    const headEnd = Math.min(end, Math.ceil(pos / cs) * cs);
+    if (pos % cs !== 0) {
+      this.into(Math.floor(pos / cs), data.subarray(0, headEnd - pos), pos);
+      pos = headEnd;
+    }
+    const bodyEnd = end === this.diskSize ? end : Math.floor(end / cs) * cs;
+    if (bodyEnd > pos) {
+      this.flushPending();
+      this.send(data.subarray(pos - offset, bodyEnd - offset), pos);
+      pos = bodyEnd;
+    }
+    if (pos < end) this.into(Math.floor(pos / cs), data.subarray(pos - offset), pos);
+  }
+
+  finish(): void {
+    this.flushPending();
+  }
+}
+
+/** [start, end) parts of `buf` (disk offset `at`) that are not all zeros, by -S blocks aligned to the disk. */
+function nonZeroParts(buf: Buffer, at: number, sparse: number, zeros: Buffer): [number, number][] {
+  if (sparse === 0) return [[0, buf.length]];
+  if (buf.equals(zeros.subarray(0, buf.length))) return [];
+  const parts: [number, number][] = [];
+  let runStart = -1;
+  for (let pos = 0; pos < buf.length; ) {
+    const blockEnd = Math.min(buf.length, (Math.floor((at + pos) / sparse) + 1) * sparse - at);
+    const isZero = buf[pos] === 0 && buf[blockEnd - 1] === 0 && buf.compare(zeros, 0, blockEnd - pos, pos, blockEnd) === 0;
+    if (isZero && runStart >= 0) {
+      parts.push([runStart, pos]);
+      runStart = -1;
+    } else if (!isZero && runStart < 0) runStart = pos;
+    pos = blockEnd;
+  }
+  if (runStart >= 0) parts.push([runStart, buf.length]);
+  return parts;
+}
+
+/** Copies the disk into the writer; returns qemu's counted bytes. Does not call the writer's finish(). */
+export function copyToImage(plan: ImageCopyPlan): number {
+  const { images, sparseSize } = plan;
+  const disk = images.reduce((n, i) => n + i.virtualSize, 0);
+  const aligner = new ClusterAligner(plan.writer, disk, !!plan.compressed);
+  const counts = (r: Run) => r.data || sparseSize === 0;
+  let total = 0;
+  if (plan.onProgress) for (const image of images) for (const r of runs(image, 0, image.virtualSize)) if (counts(r)) total += r.length;
+  plan.onProgress?.(0, total);
+  const rule = new ProgressRule();
+  let done = 0;
+  const buf = Buffer.allocUnsafe(QEMU_CHUNK);
+  const zeros = Buffer.alloc(QEMU_CHUNK);
+  let base = 0;
+  for (const image of images) {
+    for (const r of runs(image, 0, image.virtualSize)) {
+      for (let pos = r.pos; pos < r.pos + r.length; ) {
+        const n = Math.min(QEMU_CHUNK, r.pos + r.length - pos);
+        if (counts(r) && plan.onProgress) {
+          done += n;
+          if (rule.set((100 * done) / total) !== undefined) plan.onProgress(done, total);
+        }
+        if (r.data) {
+          const chunk = buf.subarray(0, n);
+          const known = Math.min(n, image.zeroRun?.(pos, n) ?? 0);
+          chunk.fill(0, 0, known);
+          try {
+            if (known < n) image.read(chunk.subarray(known), pos + known);
+          } catch (e) {
+            if (e instanceof ImageError) throw new ImageError(`error while reading at byte ${base + pos}: ${e.message}`, e.errno);
+            throw e;
+          }
+          for (const [s, e] of nonZeroParts(chunk, base + pos, sparseSize, zeros)) aligner.write(chunk.subarray(s, e), base + pos + s);
+        } else if (sparseSize === 0) {
+          aligner.write(zeros.subarray(0, n), base + pos);
+        }
+        pos += n;
+      }
+    }
+    base += image.virtualSize;
+  }
+  aligner.finish();
+  return total;
+}

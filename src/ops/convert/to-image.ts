@@ -1,0 +1,85 @@
+// The guest half of `convert -O <format>` (any format whose driver has `create` and `writer`):
+// open the sources as convert does (the host has already checked, in its open phase, that they
+// open), write the new image's layout into the output files the host created (qemu's
+// bdrv_create), open the format's writer on them and copy the disk into it in ascending order,
+// then let the writer write its tables.
+import { ImageError, type BlockDevice, type CreateFileLayout, type CreatePlan, type OpenContext } from '../../formats/types.ts';
+import { findDriver } from '../../formats/registry.ts';
+import { openSource, snapshotViews, type ConvertSource, type SnapshotChoice } from './sources.ts';
+import { copyToImage } from './to-image-copy.ts';
+import type { Op } from '../types.ts';
+
+export interface ConvertImageOptions {
+  format: string;
+  plan: CreatePlan;
+  sources: ConvertSource[];
+  snapshot?: SnapshotChoice;
+  unsafeQuirks?: boolean;
+  profile?: OpenContext['profile'];
+  secrets?: Record<number, string>;
+  sparseSize?: number;
+  compressed?: boolean;
+  progress?: boolean;
+  /** Only create the image (qemu failed after bdrv_create: a bad -t). */
+  layoutOnly?: boolean;
+}
+
+/** `written` with qemu's counted bytes, or the errno that stopped the layout (EFBIG: the file system's limit). */
+export type ConvertImageResult = { counted: number } | { failed: string };
+
+const ZERO_CHUNK = 1024 * 1024;
+
+function writeLayout(dev: BlockDevice, layout: CreateFileLayout): void {
+  if (!dev.write || !dev.truncate) throw new ImageError('the output was not opened for writing');
+  dev.truncate(layout.length);
+  if (layout.allocate) {
+    const zeros = new Uint8Array(Math.min(ZERO_CHUNK, layout.length));
+    for (let pos = 0; pos < layout.length; pos += zeros.length) dev.write(zeros.subarray(0, Math.min(zeros.length, layout.length - pos)), pos);
+  }
+  for (const w of layout.writes) {
+    if (w.pos < 0 || w.pos + w.bytes.length > layout.length) throw new ImageError(`instar refuses a create that writes outside the file (offset ${w.pos})`);
+    dev.write(w.bytes, w.pos);
+  }
+}
+
+const errnoOf = (e: unknown): string | undefined => {
+  const code = (e as NodeJS.ErrnoException).code;
+  return typeof code === 'string' && /^E[A-Z0-9]{1,15}$/.test(code) ? code : undefined;
+};
+
+export const convertImageOp: Op = (raw, ctx) => {
+  const opts = raw as unknown as ConvertImageOptions;
+  const driver = findDriver(opts.format);
+  if (!driver?.create || !driver.writer) throw new ImageError(`instar cannot write ${opts.format} images`);
+  if (!Array.isArray(opts.sources) || opts.sources.length === 0) throw new ImageError('no sources');
+  // Any open failure here was answered in the host's open phase already: it is an error now.
+  let views = opts.sources.map((s) => openSource(ctx, s, opts));
+  for (let i = 0; i < views.length; i++) {
+    if (views[i].sizeFailure) throw new ImageError(`instar cannot convert ${opts.sources[i].fileName}: its size cannot be told`);
+  }
+  if (opts.snapshot !== undefined) views = snapshotViews(views, opts.snapshot);
+
+  const layout = driver.create.layout(opts.plan);
+  const outputs = ctx.devices.filter((d) => d.spec.role === 'output').map((d) => d.dev);
+  const extents = layout.extents ?? [];
+  const expected = 1 + (layout.dataFile ? 1 : 0) + extents.length;
+  if (outputs.length !== expected) throw new ImageError('the host did not grant the files to create');
+  const [image, ...rest] = outputs;
+  const dataFile = layout.dataFile ? rest.shift() : undefined;
+  try {
+    writeLayout(image, layout.image);
+    if (layout.dataFile && dataFile) writeLayout(dataFile, layout.dataFile);
+    extents.forEach((l, i) => writeLayout(rest[i], l));
+  } catch (e) {
+    const code = errnoOf(e);
+    if (code) return { failed: code } satisfies ConvertImageResult;
+    throw e;
+  }
+  if (opts.layoutOnly) return { counted: 0 } satisfies ConvertImageResult;
+
+  const writer = driver.writer.open({ image, dataFile, extents: rest }, opts.plan);
+  const onProgress = opts.progress ? (done: number, total: number) => ctx.emit({ type: 'progress', done, total }) : undefined;
+  const counted = copyToImage({ images: views, writer, sparseSize: opts.sparseSize ?? 4096, compressed: opts.compressed, onProgress });
+  writer.finish();
+  return { counted } satisfies ConvertImageResult;
+};
