@@ -2,7 +2,7 @@
 // absent here is one qemu cannot check either: "This image format does not support checks".
 import type { Checker, RepairCapability } from './check-types.ts';
 import { checkQcow2 } from './qcow2/check.ts';
-import { repairQcow2 } from './qcow2/repair-leaks.ts';
+import { repairQcow2 } from './qcow2/repair-refcounts.ts';
 import { checkVdi } from './vdi/check.ts';
 import { checkVmdk } from './vmdk/check.ts';
 import { checkQed } from './qed/check.ts';

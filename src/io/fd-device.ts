@@ -3,7 +3,8 @@ import type { BlockDevice } from '../formats/types.ts';
 
 /** A BlockDevice over an inherited file descriptor, with positioned synchronous I/O. */
 export class FdDevice implements BlockDevice {
-  readonly size: number;
+  /** The file's length; a writable device follows its own writes and truncates (a repair checks the file again after them). */
+  size: number;
   readonly allocated: number;
   readonly write?: (buf: Uint8Array, pos: number) => void;
   /** Sets the file's length (writable devices only: convert sizes the target it copies into). */
@@ -18,8 +19,14 @@ export class FdDevice implements BlockDevice {
     this.size = st.size;
     this.allocated = st.blocks * 512;
     if (writable) {
-      this.write = (buf, pos) => writeAll(fd, buf, pos);
-      this.truncate = (size) => ftruncateSync(fd, size);
+      this.write = (buf, pos) => {
+        writeAll(fd, buf, pos);
+        this.size = Math.max(this.size, pos + buf.length);
+      };
+      this.truncate = (size) => {
+        ftruncateSync(fd, size);
+        this.size = size;
+      };
     }
   }
 

@@ -1,7 +1,8 @@
 // check -r on qcow2 images whose only damage is leaked clusters (refcounts above their references,
 // set by editing a refcount block of a qemu-made image), against qemu-img 7.2 and 10.0: the same
-// output, exit status and repaired bytes. Images that need more than a leak repair are refused
-// with nothing written; every prefix of a repair's writes leaves an image with leaks at most.
+// output, exit status and repaired bytes. Images that need table repairs are refused with nothing
+// written; every prefix of a repair's writes leaves an image with leaks at most. Refcount errors,
+// rebuilds and COPIED flags: repair-qcow2-errors.test.ts.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { closeSync, openSync, readFileSync, readSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
@@ -10,7 +11,7 @@ import { VERSIONS, runQemu } from '../helpers/oracles.ts';
 import { FdDevice } from '../../src/io/fd-device.ts';
 import { qcow2Driver } from '../../src/formats/qcow2/driver.ts';
 import { checkQcow2 } from '../../src/formats/qcow2/check.ts';
-import { repairQcow2 } from '../../src/formats/qcow2/repair-leaks.ts';
+import { repairQcow2 } from '../../src/formats/qcow2/repair-refcounts.ts';
 import { emptyReport } from '../../src/formats/check-types.ts';
 import { applyRepair, writeCount } from '../../src/formats/repair.ts';
 import { layout, readU64 } from './qcow2-edit.ts';
@@ -91,16 +92,20 @@ for (const label of ['leaks past the old end', 'leaked clusters holding data (qe
   });
 }
 
-test('qcow2 check -r refuses images that need more than a leak repair, writing nothing', () => {
-  // Cluster 4 holds the L2 table: refcount 0 under one reference is a corruption qemu fixes with -r all.
-  const corrupt = leaky('g.qcow2', { refcounts: [[4, 0n], [9, 1n]] });
+test('qcow2 check -r refuses images that need table repairs, writing nothing', () => {
+  // An L2 entry pointing inside a cluster: qemu repairs such entries; instar refuses them.
+  const bytes = leaky('g.qcow2', { refcounts: [[9, 1n]] });
+  const path = join(dirs.root, 'g.qcow2');
+  const l2Offset = Number(readU64(path, layout(path).l1Offset) & 0xfffffffffffe00n);
+  const damaged = Buffer.from(bytes);
+  damaged.writeBigUInt64BE(damaged.readBigUInt64BE(l2Offset) | 0x200n, l2Offset);
   for (const mode of ['leaks', 'all']) {
-    const r = dirs.run('10.0', 'x.qcow2', corrupt, ['check', '-r', mode, 'x.qcow2'], { sandboxed: mode === 'all' });
+    const r = dirs.run('10.0', 'x.qcow2', damaged, ['check', '-r', mode, 'x.qcow2'], { sandboxed: mode === 'all' });
     assert.equal(r.instar.status, 1);
     assert.equal(r.instar.stdout, '');
-    assert.equal(r.instar.stderr, "qemu-img: instar cannot repair this qcow2 image (it has corruptions, which need qemu's refcount rebuild or table repairs); nothing was written\n");
-    assert.ok(r.instarFile.equals(Buffer.from(corrupt)), 'the file is unchanged');
-    assert.notEqual(r.qemu.stderr, '', 'qemu reports (and with -r all repairs) it');
+    assert.equal(r.instar.stderr, "qemu-img: instar cannot repair this qcow2 image (it has corruptions that need qemu's table repairs); nothing was written\n");
+    assert.ok(r.instarFile.equals(damaged), 'the file is unchanged');
+    assert.notEqual(r.qemu.stderr, '', 'qemu reports (and repairs) it');
   }
 });
 

@@ -14,9 +14,11 @@ import { checkSnapshotTable } from './check-snapshots.ts';
 const INT_MAX = 0x7fffffff;
 const hex = (v: bigint | number) => v.toString(16);
 
-/** Shared state of one check: what qcow2_signal_corruption has said already. */
-class Context {
+/** Shared state of one check: what qcow2_signal_corruption has said already, and whether qemu's fix mode would rebuild the refcounts. */
+export class Context {
   signaled = false;
+  /** qemu's `rebuild`: a refcount block entry or a stored refcount of 0 that only a new refcount structure fixes. */
+  rebuild = false;
   constructor(readonly report: CheckReport, readonly stored: StoredRefcounts) {}
 
   /** qcow2_get_refcount; undefined where qemu's call fails (its corruption notice printed once). */
@@ -92,7 +94,7 @@ function countBitmaps(dev: BlockDevice, ext: Extensions, counter: ReferenceCount
 }
 
 /** check_refblocks: each refcount block must be referenced exactly once, by the table. */
-function countRefblocks(ctx: Context, counter: ReferenceCounter, refs: ComputedRefcounts): void {
+function countRefblocks(ctx: Context, counter: ReferenceCounter, refs: ComputedRefcounts, counted: number[]): void {
   const { stored, report } = ctx;
   const cs = BigInt(counter.cs);
   for (let i = 0; i < stored.tableEntries; i++) {
@@ -102,6 +104,7 @@ function countRefblocks(ctx: Context, counter: ReferenceCounter, refs: ComputedR
     const error = (line: string) => {
       addLine(report, line);
       report.corruptions++;
+      ctx.rebuild = true;
     };
     if (raw & 0x1ffn) {
       error(`ERROR refcount table entry ${i} has reserved bits set`);
@@ -112,17 +115,20 @@ function countRefblocks(ctx: Context, counter: ReferenceCounter, refs: ComputedR
       continue;
     }
     if (offset / cs >= BigInt(refs.length)) {
-      error(`ERROR refcount block ${i} is outside image`);
+      // qemu's fix mode grows the file instead of rebuilding; the repair planner refuses this.
+      addLine(report, `ERROR refcount block ${i} is outside image`);
+      report.corruptions++;
       continue;
     }
     counter.inc(offset, cs);
+    counted.push(Number(offset / cs));
     const count = refs.get(Number(offset / cs));
     if (count !== 1) error(`ERROR refcount block ${i} refcount=${count}`);
   }
 }
 
 /** compare_refcounts: stored against counted, cluster by cluster; returns the highest used cluster. */
-function compare(ctx: Context, refs: ComputedRefcounts): number {
+export function compare(ctx: Context, refs: ComputedRefcounts): number {
   const { report } = ctx;
   let highest = 0;
   let run: [0 | 1, number, number, string, string] | undefined;
@@ -142,6 +148,7 @@ function compare(ctx: Context, refs: ComputedRefcounts): number {
     if (stored > 0 || counted > 0) highest = i;
     // A 64-bit refcount may be a bigint: loose equality compares it with the counted number.
     if (stored == counted) continue;
+    if (stored == 0) ctx.rebuild = true;
     const kind = stored < counted ? 1 : 0;
     if (kind === 1) report.corruptions++;
     else report.leaks++;
@@ -157,24 +164,44 @@ function compare(ctx: Context, refs: ComputedRefcounts): number {
   return highest;
 }
 
+/** check_oflag_copied after a repair: the refcounts it judges by, and whether it repairs (the table writes it makes). */
+export interface CopiedFlagsRepair {
+  /** The refcounts after the refcount repairs (undefined: unreadable, skipped as qemu skips it). */
+  refcount(cluster: number): Refcount | undefined;
+  /** Present when the flags are repaired: whole L1 sectors and L2 tables rewritten, in qemu's order. */
+  writes?: { pos: number; bytes: Buffer }[];
+  /** Where the lines and counts go (the repair's own report). */
+  report: CheckReport;
+}
+
 /** check_oflag_copied: the COPIED flag must be set exactly where the refcount is 1. */
-function checkCopiedFlags(ctx: Context, dev: BlockDevice, h: Qcow2Header, hasDataFile: boolean, budget: WalkBudget): void {
-  const { report } = ctx;
+export function checkCopiedFlags(ctx: Context, dev: BlockDevice, h: Qcow2Header, hasDataFile: boolean, budget: WalkBudget, fix?: CopiedFlagsRepair): void {
+  const report = fix?.report ?? ctx.report;
+  const repair = fix?.writes ? { writes: fix.writes } : undefined;
   const cs = h.clusterSize;
   const l1 = readAt(dev, h.l1TableOffset, h.l1Size * 8);
   const entryBytes = h.extendedL2 ? 16 : 8;
-  const error = (line: string) => {
-    addLine(report, line);
-    report.corruptions++;
+  const refcountOf = (cluster: number) => (fix ? fix.refcount(cluster) : ctx.refcount(cluster));
+  const found = (line: string) => {
+    addLine(report, `${repair ? 'Repairing' : 'ERROR'} ${line}`);
+    if (repair) report['corruptions-fixed']++;
+    else report.corruptions++;
   };
+  const COPIED = 1n << 63n;
   for (let i = 0; i < h.l1Size; i++) {
     const l1Entry = l1.readBigUInt64BE(i * 8);
     const l2Offset = l1Entry & 0x00fffffffffffe00n;
     if (l2Offset === 0n) continue;
-    const refcount = ctx.refcount(Number(l2Offset / BigInt(cs)));
+    const refcount = refcountOf(Number(l2Offset / BigInt(cs)));
     if (refcount === undefined) continue;
-    if ((refcount == 1) !== ((l1Entry >> 63n) === 1n)) {
-      error(`ERROR OFLAG_COPIED L2 cluster: l1_index=${i} l1_entry=${hex(l1Entry)} refcount=${refcount}`);
+    if ((refcount == 1) !== ((l1Entry & COPIED) !== 0n)) {
+      found(`OFLAG_COPIED L2 cluster: l1_index=${i} l1_entry=${hex(l1Entry)} refcount=${refcount}`);
+      if (repair) {
+        // qcow2_write_l1_entry writes the entry's whole 512-byte sector of the table.
+        l1.writeBigUInt64BE(refcount == 1 ? l1Entry | COPIED : l1Entry & ~COPIED, i * 8);
+        const start = Math.floor((i * 8) / 512) * 512;
+        repair.writes.push({ pos: Number(h.l1TableOffset) + start, bytes: Buffer.from(l1.subarray(start, Math.min(start + 512, l1.length))) });
+      }
     }
     if (!requestOk(l2Offset, BigInt(cs))) {
       addLine(report, 'ERROR: Could not read L2 table: Input/output error');
@@ -183,21 +210,38 @@ function checkCopiedFlags(ctx: Context, dev: BlockDevice, h: Qcow2Header, hasDat
     }
     const table = readAt(dev, l2Offset, cs);
     budget.spend(cs / entryBytes);
+    let dirty = false;
     for (let j = 0; j < cs / entryBytes; j++) {
       const e = readL2Entry(table, j, entryBytes);
       const type = clusterType(e, h.extendedL2, hasDataFile);
       if (type !== 'normal' && type !== 'zero-alloc') continue;
-      const count = hasDataFile ? 1 : ctx.refcount(Math.floor(e.offset / cs));
+      const count = hasDataFile ? 1 : refcountOf(Math.floor(e.offset / cs));
       if (count === undefined) continue;
       if ((count == 1) !== ((e.hi & 0x80000000) !== 0)) {
-        error(`ERROR OFLAG_COPIED data cluster: l2_entry=${hex(entryBigInt(e))} refcount=${count}`);
+        found(`OFLAG_COPIED data cluster: l2_entry=${hex(entryBigInt(e))} refcount=${count}`);
+        if (repair) {
+          table.writeUInt32BE(count == 1 ? (e.hi | 0x80000000) >>> 0 : e.hi & 0x7fffffff, j * entryBytes);
+          dirty = true;
+        }
       }
     }
+    if (dirty) repair!.writes.push({ pos: Number(l2Offset), bytes: table });
   }
 }
 
-/** qcow2_co_check without repair. */
-export function checkQcow2(image: Image, dev: BlockDevice, report: CheckReport): void {
+/** Everything a check counted before it compares: the references, the stored refcounts, the walk's state. */
+export interface CountedImage {
+  h: Qcow2Header;
+  ctx: Context;
+  refs: ComputedRefcounts;
+  hasDataFile: boolean;
+  budget: WalkBudget;
+  /** Clusters of the refcount blocks the table names that were counted (aligned, inside the file). */
+  refblockClusters: number[];
+}
+
+/** calculate_refcounts: the references to every host cluster, with the lines qemu prints on the way. */
+export function countReferences(image: Image, dev: BlockDevice, report: CheckReport): CountedImage {
   const h = parseHeader(dev);
   // The extensions opened already; the LUKS header itself is not needed here.
   const ext = readExtensions(dev, h, false, () => ({}) as LuksInfo);
@@ -246,9 +290,15 @@ export function checkQcow2(image: Image, dev: BlockDevice, report: CheckReport):
   counter.inc(h.refcountTableOffset, BigInt(h.refcountTableClusters) * BigInt(cs));
   if (ext.crypto && ext.crypto.length !== 0n) counter.inc(ext.crypto.offset, ext.crypto.length);
   countBitmaps(dev, ext, counter, report);
-  countRefblocks(ctx, counter, refs);
+  const refblockClusters: number[] = [];
+  countRefblocks(ctx, counter, refs, refblockClusters);
+  return { h, ctx, refs, hasDataFile, budget, refblockClusters };
+}
 
-  const highest = compare(ctx, refs);
-  checkCopiedFlags(ctx, dev, h, hasDataFile, budget);
-  report['image-end-offset'] = (highest + 1) * cs;
+/** qcow2_co_check without repair. */
+export function checkQcow2(image: Image, dev: BlockDevice, report: CheckReport): void {
+  const counted = countReferences(image, dev, report);
+  const highest = compare(counted.ctx, counted.refs);
+  checkCopiedFlags(counted.ctx, dev, counted.h, counted.hasDataFile, counted.budget);
+  report['image-end-offset'] = (highest + 1) * counted.h.clusterSize;
 }

@@ -1,0 +1,226 @@
+// check -r for qcow2 (qemu's qcow2_check_refcounts in fix mode), planned from a fresh count of
+// the image's references:
+//  - leaks (-r leaks and all) and refcounts below their references (-r all): each such cluster
+//    gets its references as its refcount, with qemu's "Repairing cluster" lines; a cluster freed
+//    this way is discarded by qemu (a hole punched), which instar matches by writing zeros;
+//  - -r all, when only a new refcount structure helps (a stored refcount of 0 under a reference,
+//    a broken refcount table entry): qemu's rebuild (rebuild-refcounts.ts), then the old
+//    structure's clusters freed as leaks;
+//  - then the COPIED flags set where the (repaired) refcount is 1, cleared elsewhere.
+// Anything else (bad L1/L2 entries, unreadable refcounts, refcount blocks past the end) needs
+// qemu's other repairs: instar refuses the image, writing nothing. So it does for images whose
+// writable open qemu would also change (dirty or corrupt bits, persistent bitmaps, a data file).
+import { CheckFailure, addLine, emptyReport, type CheckLine, type CheckReport, type RepairMode, type RepairPlan, type RepairPlanner } from '../check-types.ts';
+import type { RepairStep } from '../repair.ts';
+import { AUTOCLEAR, INCOMPAT, parseHeader } from './header.ts';
+import { checkCopiedFlags, compare, countReferences, type CountedImage } from './check.ts';
+import { readAt } from '../bytes.ts';
+import { writeRefcount } from './refcount-entry.ts';
+import { ClusterCounts, rebuildRefcounts, serializeBlock } from './rebuild-refcounts.ts';
+import type { BlockDevice } from '../types.ts';
+import type { Refcount } from './check-refcounts.ts';
+
+/** Most bytes of refcount blocks one repair holds in memory before writing them. */
+const MAX_HELD_BYTES = 256 * 1024 * 1024;
+
+const refused = (why: string): { refused: string } => ({ refused: `instar cannot repair this qcow2 image (${why}); nothing was written` });
+
+/** Table-entry lines of check_refblocks that only make qemu rebuild. */
+const REBUILD_LINES = [
+  /^ERROR refcount table entry \d+ has reserved bits set$/,
+  /^ERROR refcount block \d+ is not cluster aligned; refcount table entry corrupted$/,
+  /^ERROR refcount block \d+ refcount=\d+$/,
+];
+
+type Run = [0 | 1, number, number, string, string];
+const isRun = (l: CheckLine): l is Run => Array.isArray(l) && (l[0] === 0 || l[0] === 1);
+
+export const repairQcow2: RepairPlanner = (image, dev, report, mode): RepairPlan => {
+  const h = parseHeader(dev);
+  if (report.omitted) return refused('the check reported too many lines');
+  if (h.incompatible & (INCOMPAT.dirty | INCOMPAT.corrupt)) return refused('its dirty or corrupt bit is set');
+  if (h.incompatible & INCOMPAT.dataFile) return refused('it has an external data file');
+  if (h.autoclear & AUTOCLEAR.bitmaps) return refused('it has persistent bitmaps');
+  if (report['check-errors']) return refused('its refcounts cannot all be read');
+  if (!report.corruptions && !report.leaks) return { steps: [] };
+
+  // The check again, stage by stage: fix mode prints the count's and the comparison's lines, then its own.
+  const fresh = emptyReport();
+  let counted: CountedImage;
+  try {
+    counted = countReferences(image, dev, fresh);
+  } catch (e) {
+    if (e instanceof CheckFailure) return refused(e.message);
+    throw e;
+  }
+  if (fresh.lines.some((l) => typeof l !== 'string' || !REBUILD_LINES.some((re) => re.test(l)))) {
+    return refused('it has corruptions that need qemu\'s table repairs');
+  }
+  compare(counted.ctx, counted.refs);
+  if (fresh['check-errors'] || fresh.omitted) return refused('its refcounts cannot all be read');
+  const { rebuild } = counted.ctx;
+  const counts: Pick<CheckReport, 'corruptions' | 'leaks'> = { corruptions: fresh.corruptions, leaks: fresh.leaks };
+  const lines = fresh.lines.slice();
+  const out: CheckReport = { ...report, lines: [], corruptions: 0, leaks: 0, 'corruptions-fixed': 0, 'leaks-fixed': 0 };
+  for (const l of lines) addLine(out, l);
+  if (rebuild && mode === 'leaks') {
+    // Only -r all rebuilds: qemu's check fails here, having written nothing.
+    addLine(out, 'ERROR need to rebuild refcount structures');
+    Object.assign(report, out, { ...counts, 'check-errors': 1, failure: 'Input/output error' });
+    return { steps: [] };
+  }
+
+  const plan = rebuild ? planRebuild(dev, counted, out, counts) : planRefcountFixes(dev, counted, out, lines.filter(isRun), mode);
+  if ('refused' in plan) return plan;
+
+  // check_oflag_copied, judged by the repaired refcounts (-r leaks repairs only when nothing is left).
+  const writes: { pos: number; bytes: Buffer }[] = [];
+  const repairFlags = mode === 'all' || (!out.corruptions && !out.leaks);
+  checkCopiedFlags(counted.ctx, dev, counted.h, counted.hasDataFile, counted.budget, { refcount: plan.refcount, report: out, writes: repairFlags ? writes : undefined });
+  const steps = plan.steps;
+  for (const w of writes) steps.push({ kind: 'write', pos: w.pos, bytes: w.bytes });
+  steps.push({ kind: 'barrier' });
+  Object.assign(report, out);
+  return { steps };
+};
+
+interface RefcountPlan {
+  steps: RepairStep[];
+  refcount(cluster: number): Refcount | undefined;
+}
+
+/** compare_refcounts in fix mode: each fixable cluster's refcount set to its references. */
+function planRefcountFixes(dev: BlockDevice, counted: CountedImage, out: CheckReport, runs: Run[], mode: RepairMode): RefcountPlan | { refused: string } {
+  const { h, ctx } = counted;
+  const stored = ctx.stored;
+  const bits = 2 ** h.refcountOrder;
+  const cs = h.clusterSize;
+  const blocks = new Map<number, { offset: number; bytes: Buffer }>();
+  const edited = new Map<number, Refcount>();
+  // Runs of freed clusters, [first, end): a leak report may name millions of clusters.
+  const freed: [number, number][] = [];
+  for (const [kind, first, count, refcount, reference] of runs) {
+    if (kind === 1 && mode === 'leaks') {
+      // -r leaks leaves a refcount below its references: the comparison says so again.
+      addLine(out, [kind, first, count, refcount, reference]);
+      out.corruptions += count;
+      continue;
+    }
+    const value = BigInt(reference);
+    for (let cluster = first; cluster < first + count; cluster++) {
+      const index = Math.floor(cluster / stored.perBlockCount);
+      let block = blocks.get(index);
+      if (!block) {
+        if ((blocks.size + 1) * cs > MAX_HELD_BYTES) return refused('its repairs span too many refcount blocks');
+        // The check read a refcount above zero here: the block is present, aligned and readable.
+        const offset = Number(stored.entryOffset(index));
+        block = { offset, bytes: readAt(dev, offset, cs) };
+        blocks.set(index, block);
+      }
+      writeRefcount(block.bytes, cluster % stored.perBlockCount, bits, value);
+      edited.set(cluster, value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : value);
+      if (value !== 0n) continue;
+      const last = freed.at(-1);
+      if (last && last[1] === cluster) last[1]++;
+      else freed.push([cluster, cluster + 1]);
+    }
+    addLine(out, [3, first, count, refcount, reference]);
+    out[kind === 0 ? 'leaks-fixed' : 'corruptions-fixed'] += count;
+  }
+  // The refcounts first, then the freed clusters' contents (qemu's discards come after its updates).
+  const steps: RepairStep[] = [...blocks.values()].map((b) => ({ kind: 'write', pos: b.offset, bytes: b.bytes }));
+  steps.push({ kind: 'barrier' });
+  for (const [first, end] of freed) {
+    const pos = first * cs;
+    if (pos < dev.size) steps.push({ kind: 'zero', pos, length: Math.min((end - first) * cs, dev.size - pos) });
+  }
+  steps.push({ kind: 'barrier' });
+  return { steps, refcount: (cluster) => (edited.has(cluster) ? edited.get(cluster) : ctx.refcount(cluster)) };
+}
+
+/**
+ * rebuild_refcount_structure and what qcow2_check_refcounts does after it: the new blocks and
+ * table, the header switched to them, then the clusters of the old structure (and of abandoned
+ * table placements) freed as leaks.
+ */
+function planRebuild(dev: BlockDevice, counted: CountedImage, out: CheckReport, before: Pick<CheckReport, 'corruptions' | 'leaks'>): RefcountPlan | { refused: string } {
+  const { h, refs, refblockClusters } = counted;
+  const cs = h.clusterSize;
+  const bits = 2 ** h.refcountOrder;
+  const perBlock = (cs * 8) / bits;
+  addLine(out, 'Rebuilding refcount structure');
+  const counts = new ClusterCounts(refs.length);
+  for (let k = 0; k < refs.length; k++) {
+    const v = refs.get(k);
+    if (v) counts.set(k, v);
+  }
+  const built = rebuildRefcounts(counts, cs, perBlock);
+  // qemu's overlap check refuses a new block or table over a cluster the old table still names
+  // (one it did not count: reserved bits set), then marks the image corrupt. instar refuses first.
+  const named = new Set<number>();
+  for (let i = 0; i < counted.ctx.stored.tableEntries; i++) {
+    const offset = counted.ctx.stored.entryOffset(i);
+    if (offset !== 0n) named.add(Number(offset / BigInt(cs)));
+  }
+  for (let k = 0; k < h.refcountTableClusters; k++) named.add(Number(h.refcountTableOffset / BigInt(cs)) + k);
+  const placed = [...built.reftable.filter((b) => b), ...Array.from({ length: built.reftableClusters }, (_, k) => built.reftableCluster + k)];
+  if (placed.some((k) => named.has(k))) return refused('its rebuild would write over the old refcount structure, which qemu refuses and then marks the image corrupt');
+  // The references once the header names the new structure: the old table and blocks no longer count.
+  const references = new ClusterCounts(counts.length);
+  for (let k = 0; k < refs.length; k++) references.set(k, refs.get(k));
+  const oldTable = Number(h.refcountTableOffset / BigInt(cs));
+  const minus = (k: number) => references.set(k, references.get(k) - 1);
+  for (let k = 0; k < h.refcountTableClusters; k++) minus(oldTable + k);
+  for (const k of refblockClusters) minus(k);
+  for (const block of built.reftable) if (block) references.set(block, references.get(block) + 1);
+  for (let k = 0; k < built.reftableClusters; k++) references.set(built.reftableCluster + k, references.get(built.reftableCluster + k) + 1);
+
+  // compare_refcounts with BDRV_FIX_LEAKS over the new structure.
+  const freed: [number, number][] = [];
+  let run: [3, number, number, string, string] | undefined;
+  for (let k = 0; k < counts.length; k++) {
+    const stored = counts.get(k);
+    const reference = references.get(k);
+    if (stored === reference) continue;
+    if (stored < reference) return refused('its rebuilt refcount structure would still be broken');
+    if (run && run[1] + run[2] === k && run[3] === String(stored) && run[4] === String(reference)) run[2]++;
+    else {
+      if (run) addLine(out, run);
+      run = [3, k, 1, String(stored), String(reference)];
+    }
+    counts.set(k, reference);
+    if (reference !== 0) continue;
+    const last = freed.at(-1);
+    if (last && last[1] === k) last[1]++;
+    else freed.push([k, k + 1]);
+  }
+  if (run) addLine(out, run);
+  out['corruptions-fixed'] += before.corruptions;
+  out['leaks-fixed'] += before.leaks;
+
+  const steps: RepairStep[] = [];
+  const held = built.reftable.filter((b) => b).length * cs + built.reftableClusters * cs;
+  if (held > MAX_HELD_BYTES) return refused('its rebuilt refcount structure is too large');
+  let end = dev.size;
+  for (const block of built.reftable) if (block) end = Math.max(end, (block + 1) * cs);
+  end = Math.max(end, (built.reftableCluster + built.reftableClusters) * cs);
+  if (end > dev.size) steps.push({ kind: 'truncate', size: end });
+  built.reftable.forEach((block, index) => {
+    if (block) steps.push({ kind: 'write', pos: block * cs, bytes: serializeBlock(counts, index, cs, perBlock, bits) });
+  });
+  const table = Buffer.alloc(built.reftableClusters * cs);
+  built.reftable.forEach((block, index) => table.writeBigUInt64BE(BigInt(block) * BigInt(cs), index * 8));
+  steps.push({ kind: 'write', pos: built.reftableCluster * cs, bytes: table });
+  steps.push({ kind: 'barrier' });
+  // The switch: refcount_table_offset and refcount_table_clusters in one write.
+  const header = Buffer.alloc(12);
+  header.writeBigUInt64BE(BigInt(built.reftableCluster) * BigInt(cs), 0);
+  header.writeUInt32BE(built.reftableClusters, 8);
+  steps.push({ kind: 'write', pos: 48, bytes: header }, { kind: 'barrier' });
+  for (const [first, last] of freed) {
+    const pos = first * cs;
+    if (pos < end) steps.push({ kind: 'zero', pos, length: Math.min((last - first) * cs, end - pos) });
+  }
+  steps.push({ kind: 'barrier' });
+  return { steps, refcount: (cluster) => counts.get(cluster) };
+}
