@@ -1,0 +1,54 @@
+// Images for the commit tests, built once per file by qemu-img and qemu-io (7.2) and kept as
+// bytes, so that every case starts from the same files; and the comparisons the cases share.
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { runQemu, type OracleVersion } from '../helpers/oracles.ts';
+
+/** One image of a chain: its name, qemu-img create options (backing names relative), qemu-io writes. */
+export type Level = { name: string; create: string[]; writes?: string[]; format?: string; size?: string };
+
+export class ImageBuilder {
+  readonly root = mkdtempSync(join(tmpdir(), 'instar-commit-'));
+  private n = 0;
+
+  /** Builds the levels (bottom first) in a directory of their own; returns every file's bytes. */
+  chain(levels: Level[]): Record<string, Uint8Array> {
+    const dir = join(this.root, `chain${this.n++}`);
+    mkdirSync(dir);
+    for (const l of levels) {
+      const c = runQemu('7.2', ['create', '-q', ...l.create, l.name, l.size ?? '4M'], { cwd: dir });
+      assert.equal(c.status, 0, `create ${l.name}: ${c.stderr}`);
+      if (!l.writes?.length) continue;
+      const io = runQemu('7.2', ['-f', l.format ?? 'qcow2', ...l.writes.flatMap((w) => ['-c', w]), l.name], { cwd: dir }, 'qemu-io');
+      assert.equal(io.status, 0, `qemu-io ${l.name}: ${io.stderr}`);
+    }
+    return Object.fromEntries(levels.map((l) => [l.name, readFileSync(join(dir, l.name))]));
+  }
+
+  remove(): void {
+    rmSync(this.root, { recursive: true, force: true });
+  }
+}
+
+/**
+ * qemu's -p output depends on how often its job loop polled and which copy operations had ended
+ * by then: repeated progress lines collapse and values between 0 and 100 are dropped (instar
+ * prints 0 and 100 only).
+ */
+export function collapseProgress(stdout: string): string {
+  const parts = stdout.split('\r').filter((p) => !/^ {4}\((?!0\.00\/)(?!100\.00\/)[0-9.]+\/100%\)$/.test(p));
+  return parts.filter((p, i) => i === 0 || p !== parts[i - 1]).join('\r');
+}
+
+/** Both files read the same guest data (qemu-img compare -q exit 0). */
+export function sameDisk(version: OracleVersion, a: string, b: string, fmtA = 'qcow2', fmtB = fmtA): boolean {
+  return runQemu(version, ['compare', '-q', '-f', fmtA, '-F', fmtB, a, b]).status === 0;
+}
+
+/** qemu-img check finds nothing wrong. */
+export function assertCheckClean(version: OracleVersion, file: string): void {
+  const r = runQemu(version, ['check', '-f', 'qcow2', file]);
+  assert.equal(r.status, 0, `check ${file}: ${r.stdout}${r.stderr}`);
+}
