@@ -8,7 +8,9 @@ import { findDriver } from '../../src/formats/registry.ts';
 import { FdDevice } from '../../src/io/fd-device.ts';
 import { allocateFirstBlock } from '../../src/ops/convert/first-block.ts';
 import type { CreateFileLayout, CreatePlan, ImageWriter } from '../../src/formats/types.ts';
+import { join } from 'node:path';
 import { runQemu, type OracleVersion } from '../helpers/oracles.ts';
+import { prng } from '../helpers/xorshift.ts';
 
 /** "a=b,c=d" as create's option map. */
 export function optionMap(options: string): Map<string, string> {
@@ -42,17 +44,23 @@ export function openWriterOn(format: string, options: string, src: string, out: 
   return { writer: driver.writer!.open({ image, extents }, plan), plan, fds };
 }
 
-/** Creates `out` (an absolute path) as `format` with `options`, sized and filled from the raw file `src`. */
-export function writeWithInstar(format: string, options: string, src: string, out: string, chunk?: number): CreatePlan {
+/**
+ * Creates `out` (an absolute path) as `format` with `options`, sized and filled from the raw file
+ * `src` in units of `chunk` (the writer's cluster size by default). `dataRanges`: where `src` may
+ * hold data (the rest is known to be holes, which a test need not read through).
+ */
+export function writeWithInstar(format: string, options: string, src: string, out: string, chunk?: number, dataRanges?: [number, number][]): CreatePlan {
   const size = statSync(src).size;
   const { writer, plan, fds } = openWriterOn(format, options, src, out);
   try {
     const unit = chunk ?? writer.clusterSize;
     const srcFd = openSync(src, 'r');
+    const wanted = (pos: number) => !dataRanges || dataRanges.some(([s, e]) => pos < e && pos + unit > s);
     try {
       const buf = Buffer.alloc(unit);
       const zeros = Buffer.alloc(unit);
       for (let pos = 0; pos < size; pos += unit) {
+        if (!wanted(pos)) continue;
         const piece = buf.subarray(0, Math.min(unit, size - pos));
         readSync(srcFd, piece, 0, piece.length, pos);
         if (!piece.equals(zeros.subarray(0, piece.length))) writer.write(piece, pos);
@@ -73,11 +81,15 @@ export function writeWithQemu(version: OracleVersion, format: string, options: s
   if (r.status !== 0) throw new Error(`qemu-img ${version} convert -O ${format} ${options}: ${r.stderr}`);
 }
 
-/** Runs a qemu-img command on both files; its outputs with each file's name replaced must be equal. */
-export function sameOutput(version: OracleVersion, args: (file: string) => string[], mine: string, theirs: string, label: string): string[] {
+/**
+ * Runs a qemu-img command on both files; its outputs must be equal once each file's name without
+ * its extension (which extent files share) is replaced and `normalize` has run.
+ */
+export function sameOutput(version: OracleVersion, args: (file: string) => string[], mine: string, theirs: string, label: string, normalize = (t: string) => t): string[] {
   const run = (f: string) => {
     const r = runQemu(version, args(f));
-    return `${r.status}\n${r.stdout.split(f).join('FILE')}\n${r.stderr.split(f).join('FILE')}`;
+    const stem = f.replace(/\.[^./]*$/, '');
+    return normalize(`${r.status}\n${r.stdout.split(stem).join('FILE')}\n${r.stderr.split(stem).join('FILE')}`);
   };
   const [a, b] = [run(mine), run(theirs)];
   return a === b ? [] : [`${label}: qemu-img ${version} ${args('FILE').join(' ')}:\ninstar: ${a}\nqemu:   ${b}`];
@@ -94,3 +106,62 @@ export const read = (path: string): Buffer => readFileSync(path);
 
 /** Bytes of the file the file system allocated (du's figure, which info prints as disk size). */
 export const allocated = (path: string): number => statSync(path).blocks * 512;
+
+export const MiB = 1024 * 1024;
+
+/** A sparse raw file of `size` bytes with `writes` ([offset, bytes]) in it. */
+export function rawFile(path: string, size: number, writes: [number, Buffer][]): string {
+  const fd = openSync(path, 'w');
+  ftruncateSync(fd, size);
+  for (const [pos, bytes] of writes) writeSync(fd, bytes, 0, bytes.length, pos);
+  closeSync(fd);
+  return path;
+}
+
+/** `length` seeded pseudo-random bytes. */
+export function noise(seed: number, length: number): Buffer {
+  const next = prng(seed);
+  const b = Buffer.alloc(length);
+  for (let i = 0; i < length; i++) b[i] = next() & 0xff;
+  return b;
+}
+
+/**
+ * 9 MiB + 1000 bytes: data at the start, inside the second 2 MiB block, across a block boundary,
+ * a 4 KiB hole inside a data run, a short run inside a grain, and a tail in a block and a grain
+ * the disk covers only in part.
+ */
+export function holesFile(path: string): string {
+  return rawFile(path, 9 * MiB + 1000, [
+    [0, Buffer.from('xxxxxxxxxx')],
+    [3 * MiB + 4096, noise(1, 904)],
+    [6 * MiB - 10, noise(2, 20)],
+    [7 * MiB, noise(3, 8192)],
+    [7 * MiB + 12288, noise(4, 20000)],
+    [8 * MiB + 70000, Buffer.alloc(300, 0x5a)],
+    [9 * MiB + 995, Buffer.from('tail!')],
+  ]);
+}
+
+/**
+ * A qcow2 over a qcow2 backing file (data from both layers, a zeroed cluster over base data, a
+ * top larger than its base), and the raw file of its guest data (qemu-img 7.2 converted it).
+ */
+export function chainFiles(dir: string): [string, string] {
+  const at = (name: string) => join(dir, name);
+  const img = (...args: string[]) => assertOk(runQemu('7.2', args), args.join(' '));
+  const io = (file: string, cmd: string) => assertOk(runQemu('7.2', ['-f', 'qcow2', '-c', cmd, file], {}, 'qemu-io'), cmd);
+  img('create', '-q', '-f', 'qcow2', at('base.qcow2'), '6M');
+  io(at('base.qcow2'), 'write -P 0x11 0 1M');
+  io(at('base.qcow2'), 'write -P 0x22 4M 64k');
+  img('create', '-q', '-f', 'qcow2', '-b', at('base.qcow2'), '-F', 'qcow2', at('top.qcow2'), '7M');
+  io(at('top.qcow2'), 'write -P 0x33 512k 1M');
+  io(at('top.qcow2'), 'write -z 4M 64k');
+  io(at('top.qcow2'), 'write -P 0x44 6700k 4k');
+  img('convert', '-f', 'qcow2', '-O', 'raw', at('top.qcow2'), at('top.raw'));
+  return [at('top.qcow2'), at('top.raw')];
+}
+
+function assertOk(r: { status: number | null; stderr: string }, what: string): void {
+  if (r.status !== 0) throw new Error(`${what}: ${r.stderr}`);
+}

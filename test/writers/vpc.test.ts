@@ -6,68 +6,30 @@
 // takes more than one sector.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, ftruncateSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runQemu, VERSIONS } from '../helpers/oracles.ts';
-import { prng } from '../helpers/xorshift.ts';
-import { allocated, firstDifference, openWriterOn, read, sameOutput, writeWithInstar, writeWithQemu } from './vpc-vmdk-harness.ts';
+import { VERSIONS } from '../helpers/oracles.ts';
+import { allocated, chainFiles, firstDifference, holesFile, MiB, noise, openWriterOn, rawFile, read, sameOutput, writeWithInstar, writeWithQemu } from './vpc-vmdk-harness.ts';
 
-const MiB = 1024 * 1024;
 let dir = '';
 const at = (name: string) => join(dir, name);
-
-/** A sparse raw file of `size` bytes with `writes` ([offset, bytes]) in it. */
-function rawFile(name: string, size: number, writes: [number, Buffer][]): string {
-  const fd = openSync(at(name), 'w');
-  ftruncateSync(fd, size);
-  for (const [pos, bytes] of writes) writeSync(fd, bytes, 0, bytes.length, pos);
-  closeSync(fd);
-  return at(name);
-}
-
-function noise(seed: number, length: number): Buffer {
-  const next = prng(seed);
-  const b = Buffer.alloc(length);
-  for (let i = 0; i < length; i++) b[i] = next() & 0xff;
-  return b;
-}
 
 /** Source name → [file qemu converts, raw file of its guest data instar writes from]. */
 const sources = new Map<string, [string, string]>();
 
 before(() => {
   dir = mkdtempSync(join(tmpdir(), 'instar-writer-vpc-'));
-  // Data at the start, inside the second block, across a block boundary, a 4 KiB hole inside a
-  // data run, and a tail in a block the disk covers only in part (9 MiB + 1000 bytes).
-  const holes = rawFile('holes.raw', 9 * MiB + 1000, [
-    [0, Buffer.from('xxxxxxxxxx')],
-    [3 * MiB + 4096, noise(1, 904)],
-    [6 * MiB - 10, noise(2, 20)],
-    [7 * MiB, noise(3, 8192)],
-    [7 * MiB + 12288, noise(4, 20000)],
-    [9 * MiB + 995, Buffer.from('tail!')],
-  ]);
+  const holes = holesFile(at('holes.raw'));
   sources.set('holes', [holes, holes]);
-  const empty = rawFile('empty.raw', 5 * MiB, []);
+  const empty = rawFile(at('empty.raw'), 5 * MiB, []);
   sources.set('empty', [empty, empty]);
-  const nothing = rawFile('zero-size.raw', 0, []);
+  const nothing = rawFile(at('zero-size.raw'), 0, []);
   sources.set('zero-size', [nothing, nothing]);
   // 300 MiB: 150 BAT entries, more than one sector of them.
-  const big = rawFile('big.raw', 300 * MiB, [[MiB, noise(5, 5000)], [150 * MiB + 77, noise(6, 3000)], [300 * MiB - 4096, noise(7, 4096)]]);
+  const big = rawFile(at('big.raw'), 300 * MiB, [[MiB, noise(5, 5000)], [150 * MiB + 77, noise(6, 3000)], [300 * MiB - 4096, noise(7, 4096)]]);
   sources.set('big', [big, big]);
-  // A qcow2 over a backing file: data from both layers, a zeroed cluster over base data.
-  const img = (...args: string[]) => assert.equal(runQemu('7.2', args).status, 0, args.join(' '));
-  const io = (file: string, cmd: string) => assert.equal(runQemu('7.2', ['-f', 'qcow2', '-c', cmd, file], {}, 'qemu-io').status, 0, cmd);
-  img('create', '-q', '-f', 'qcow2', at('base.qcow2'), '6M');
-  io(at('base.qcow2'), 'write -P 0x11 0 1M');
-  io(at('base.qcow2'), 'write -P 0x22 4M 64k');
-  img('create', '-q', '-f', 'qcow2', '-b', at('base.qcow2'), '-F', 'qcow2', at('top.qcow2'), '7M');
-  io(at('top.qcow2'), 'write -P 0x33 512k 1M');
-  io(at('top.qcow2'), 'write -z 4M 64k');
-  io(at('top.qcow2'), 'write -P 0x44 6700k 4k');
-  img('convert', '-f', 'qcow2', '-O', 'raw', at('top.qcow2'), at('top.raw'));
-  sources.set('chain', [at('top.qcow2'), at('top.raw')]);
+  sources.set('chain', chainFiles(dir));
 });
 after(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -118,7 +80,7 @@ test('convert -O vpc: instar\'s writer gives qemu\'s file (masked), info, check 
 
 test('vpc writer: a write outside the disk is refused with a one-line ImageError, nothing written', () => {
   const src = join(dir, 'small.raw');
-  rawFile('small.raw', MiB, [[0, Buffer.from('abc')]]);
+  rawFile(src, MiB, [[0, Buffer.from('abc')]]);
   const out = join(dir, 'refuse.vhd');
   writeWithInstar('vpc', '', src, out);
   const before = read(out);

@@ -28,7 +28,7 @@ const GRANULARITY = 128;
 const GTES_PER_GT = 512;
 const DESC_SIZE = 20;
 
-interface VmdkPlan {
+export interface VmdkPlan {
   /** Bytes (a multiple of 512). */
   size: number;
   /** Paths of the extent files (flat and split subformats), as qemu names them. */
@@ -83,7 +83,7 @@ function plan(options: ReadonlyMap<string, string>, size: bigint, env?: CreateEn
 }
 
 /** Extents of split subformats hold 2 GiB at most. */
-const SPLIT_SIZE = 0x80000000;
+export const SPLIT_SIZE = 0x80000000;
 
 /** g_path_get_basename, for the names qemu writes into extent lines. */
 const basename = (path: string) => path.slice(path.lastIndexOf('/') + 1);
@@ -120,8 +120,19 @@ function descriptor(p: VmdkPlan): string {
     `ddb.geometry.sectors = "63"\nddb.adapterType = "${p.adapter}"\nddb.toolsVersion = "${p.toolsVersion}"\n`;
 }
 
-/** vmdk_init_extent for a sparse extent of `bytes`: its header and grain directories, and its length. */
-function sparseExtent(bytes: number, compress: boolean, zeroedGrain: boolean): { length: number; writes: { pos: number; bytes: Uint8Array }[] } {
+/** Where vmdk_init_extent puts a sparse extent's tables (in sectors): the writer needs them too. */
+export interface SparseGeometry {
+  capacity: number;
+  gtSectors: number;
+  gtCount: number;
+  gdSectors: number;
+  rgdOffset: number;
+  gdOffset: number;
+  grainOffset: number;
+}
+
+/** The tables of a sparse extent of `bytes` (a multiple of 512), as vmdk_init_extent lays them out. */
+export function sparseGeometry(bytes: number): SparseGeometry {
   const capacity = bytes / SECTOR;
   const grains = Math.ceil(capacity / GRANULARITY);
   const gtSectors = Math.ceil((GTES_PER_GT * 4) / SECTOR);
@@ -130,6 +141,12 @@ function sparseExtent(bytes: number, compress: boolean, zeroedGrain: boolean): {
   const rgdOffset = 1 + DESC_SIZE;
   const gdOffset = rgdOffset + gdSectors + gtSectors * gtCount;
   const grainOffset = Math.ceil((gdOffset + gdSectors + gtSectors * gtCount) / GRANULARITY) * GRANULARITY;
+  return { capacity, gtSectors, gtCount, gdSectors, rgdOffset, gdOffset, grainOffset };
+}
+
+/** vmdk_init_extent for a sparse extent of `bytes`: its header and grain directories, and its length. */
+function sparseExtent(bytes: number, compress: boolean, zeroedGrain: boolean): { length: number; writes: { pos: number; bytes: Uint8Array }[] } {
+  const { capacity, gtSectors, gtCount, gdSectors, rgdOffset, gdOffset, grainOffset } = sparseGeometry(bytes);
   const header = Buffer.alloc(79);
   header.write('KDMV', 0, 'latin1');
   header.writeUInt32LE(compress ? 3 : zeroedGrain ? 2 : 1, 4);

@@ -15,6 +15,7 @@ import { probeVmdk } from './probe.ts';
 import { SeSparseExtent } from './sesparse-extent.ts';
 import type { GrainExtent } from './sparse-extent.ts';
 import { vmdkCreate } from './create.ts';
+import { vmdkWriter } from './writer.ts';
 
 /** Descriptors inside sparse extents may nest; qemu recurses without bound, we stop here. */
 const MAX_NESTING = 4;
@@ -42,6 +43,7 @@ export const vmdkDriver: Driver = {
   probe: (head) => probeVmdk(head),
   open: (dev, ctx) => openVmdk(dev, ctx),
   create: vmdkCreate,
+  writer: vmdkWriter,
 };
 
 /** Opens a VMDK; throws NeedFilesError when the descriptor names files not in ctx.devices. */

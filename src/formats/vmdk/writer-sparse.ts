@@ -1,0 +1,159 @@
+// One sparse extent being written, as qemu's vmdk driver writes it under qemu-img convert.
+// Create preallocated every grain table (in both grain directories), so a write only allocates
+// grains: the next grain at the end of the file, written whole (the guest data and zeros around
+// it, as get_whole_cluster does without a backing file), and its entry set in the grain table and
+// in the redundant one. qemu writes each 4-byte entry as it allocates; the writer keeps the
+// tables in memory and writes the runs of entries it set in finish(), which leaves the same bytes
+// and touches the same file blocks. A streamOptimized extent compresses each grain instead: a
+// marker (its first sector and the deflated length) and the zlib stream, packed one after the
+// other; qemu first zero-fills a whole grain at the new position, so the file ends a grain after
+// the last grain's start.
+import { deflateSync } from 'node:zlib';
+import { ImageError, type BlockDevice } from '../types.ts';
+import { sparseGeometry, type SparseGeometry } from './create.ts';
+
+const SECTOR = 512;
+export const GRAIN = 128 * SECTOR;
+const GTES_PER_GT = 512;
+const MARKER = 12;
+/** qemu's VMDK_EXTENT_MAX_SECTORS: grain entries are 32-bit sector numbers. */
+const MAX_SECTOR = 2 ** 32;
+
+const ZERO_GRAIN = new Uint8Array(GRAIN);
+const isZero = (buf: Uint8Array) => Buffer.compare(buf, ZERO_GRAIN.subarray(0, buf.length)) === 0;
+
+export interface ExtentWriter {
+  /** Guest bytes at an offset inside the extent (any length within it). */
+  write(data: Uint8Array, offset: number): void;
+  finish(): void;
+}
+
+function putter(dev: BlockDevice): (buf: Uint8Array, pos: number) => void {
+  if (!dev.write) throw new ImageError('the output was not opened for writing');
+  return dev.write.bind(dev);
+}
+
+export class SparseExtentWriter implements ExtentWriter {
+  protected readonly put: (buf: Uint8Array, pos: number) => void;
+  protected readonly geometry: SparseGeometry;
+  /** Grain table entries (sector numbers, 0 = unallocated) of every grain, in disk order. */
+  protected readonly entries: Uint32Array;
+  /** Grains allocated here, whose entries finish() writes. */
+  protected readonly allocated: number[] = [];
+  /** qemu's next_cluster_sector: the file's length in sectors rounded up to a grain. */
+  protected nextSector: number;
+
+  constructor(protected readonly dev: BlockDevice, readonly bytes: number) {
+    this.put = putter(dev);
+    this.geometry = sparseGeometry(bytes);
+    this.entries = new Uint32Array(this.geometry.gtCount * GTES_PER_GT);
+    this.nextSector = Math.ceil(Math.ceil(dev.size / SECTOR) / 128) * 128;
+  }
+
+  protected takeSectors(count: number): number {
+    const sector = this.nextSector;
+    if (sector + count > MAX_SECTOR) throw new ImageError('instar refuses a VMDK grain past the 32-bit sector range');
+    this.nextSector += count;
+    return sector;
+  }
+
+  write(data: Uint8Array, offset: number): void {
+    for (let done = 0; done < data.length; ) {
+      const pos = offset + done;
+      const grain = Math.floor(pos / GRAIN);
+      const inGrain = pos % GRAIN;
+      const piece = data.subarray(done, done + Math.min(data.length - done, GRAIN - inGrain));
+      done += piece.length;
+      if (this.entries[grain] !== 0) {
+        this.put(piece, this.entries[grain] * SECTOR + inGrain);
+        continue;
+      }
+      // qemu-img convert issues no write for zeros: such a grain stays unallocated.
+      if (isZero(piece)) continue;
+      const whole = new Uint8Array(GRAIN);
+      whole.set(piece, inGrain);
+      const sector = this.takeSectors(128);
+      this.put(whole, sector * SECTOR);
+      this.setEntry(grain, sector);
+    }
+  }
+
+  protected setEntry(grain: number, sector: number): void {
+    this.entries[grain] = sector;
+    this.allocated.push(grain);
+  }
+
+  /** The runs of entries set, into the grain tables of both directories. */
+  finish(): void {
+    const grains = [...this.allocated].sort((a, b) => a - b);
+    const g = this.geometry;
+    for (let i = 0; i < grains.length; ) {
+      // A run of consecutive grains within one grain table.
+      let j = i + 1;
+      while (j < grains.length && grains[j] === grains[j - 1] + 1 && grains[j] % GTES_PER_GT !== 0) j++;
+      const first = grains[i];
+      const table = Math.floor(first / GTES_PER_GT);
+      const run = Buffer.alloc((j - i) * 4);
+      for (let k = i; k < j; k++) run.writeUInt32LE(this.entries[grains[k]], (k - i) * 4);
+      for (const directory of [g.gdOffset, g.rgdOffset]) {
+        const tableSector = directory + g.gdSectors + table * g.gtSectors;
+        this.put(run, tableSector * SECTOR + (first % GTES_PER_GT) * 4);
+      }
+      i = j;
+    }
+  }
+}
+
+/** A streamOptimized extent: each grain deflated behind a marker, in arrival order. */
+export class StreamExtentWriter extends SparseExtentWriter {
+  /** The grain being gathered: compressed once the writes move past it (or at finish). */
+  private pending: { grain: number; buf: Uint8Array } | undefined;
+  /** Where the last grain's zero-fill ends, and its compressed data. */
+  private fillEnd = 0;
+  private dataEnd = 0;
+
+  override write(data: Uint8Array, offset: number): void {
+    for (let done = 0; done < data.length; ) {
+      const pos = offset + done;
+      const grain = Math.floor(pos / GRAIN);
+      const inGrain = pos % GRAIN;
+      const piece = data.subarray(done, done + Math.min(data.length - done, GRAIN - inGrain));
+      done += piece.length;
+      if (this.pending?.grain !== grain) {
+        this.flush();
+        // The disk's last grain is compressed at the length the disk leaves it, as qemu does.
+        this.pending = { grain, buf: new Uint8Array(Math.min(GRAIN, this.bytes - grain * GRAIN)) };
+      }
+      this.pending!.buf.set(piece, inGrain);
+    }
+  }
+
+  private flush(): void {
+    const p = this.pending;
+    this.pending = undefined;
+    if (!p || isZero(p.buf)) return;
+    if (this.entries[p.grain] !== 0) throw new ImageError('Could not write to allocated cluster for streamOptimized');
+    const deflated = deflateSync(p.buf);
+    const record = Buffer.alloc(MARKER + deflated.length);
+    record.writeBigUInt64LE(BigInt((p.grain * GRAIN) / SECTOR), 0);
+    record.writeUInt32LE(deflated.length, 8);
+    record.set(deflated, MARKER);
+    const start = this.nextSector * SECTOR;
+    this.put(record, start);
+    // qemu's next grain starts at the sector after this one's data, over this grain's zero-fill.
+    this.fillEnd = start + GRAIN;
+    this.dataEnd = start + record.length;
+    this.nextSector = Math.ceil(this.dataEnd / SECTOR);
+    if (this.nextSector > MAX_SECTOR) throw new ImageError('instar refuses a VMDK grain past the 32-bit sector range');
+    this.setEntry(p.grain, start / SECTOR);
+  }
+
+  override finish(): void {
+    this.flush();
+    // The last grain's zero-fill beyond its data, then the end of file aligned to a sector (the
+    // zero-length compressed write that ends qemu-img convert).
+    const end = Math.ceil(Math.max(this.fillEnd, this.dataEnd) / SECTOR) * SECTOR;
+    if (end > this.dataEnd && this.dataEnd > 0) this.put(new Uint8Array(end - this.dataEnd), this.dataEnd);
+    super.finish();
+  }
+}

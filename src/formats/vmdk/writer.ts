@@ -1,0 +1,99 @@
+// Writes guest data into a VMDK that create has just laid out (convert -O vmdk), extent by extent
+// as qemu's vmdk driver does: sparse extents allocate whole grains in write order
+// (writer-sparse.ts), streamOptimized compresses them, flat extents take the data in place.
+//
+// On the first data write qemu also rewrites the descriptor with a new random CID: it reads
+// DESC_SIZE (20 sectors) at the descriptor's offset, replaces the CID value and writes the
+// sectors back; a descriptor file grows to its length rounded up to a sector, a descriptor inside
+// a sparse extent covers its whole 20-sector area. instar keeps the CID create drew (random as
+// well), so the rewrite writes the same text back, over the same sectors.
+import { ImageError, type BlockDevice, type CreatePlan, type ImageWriter, type WriterCapability, type WriterFiles } from '../types.ts';
+import { SPLIT_SIZE, type VmdkPlan } from './create.ts';
+import { GRAIN, SparseExtentWriter, StreamExtentWriter, type ExtentWriter } from './writer-sparse.ts';
+import { nonZeroRuns, SPARSE_BLOCK } from '../vpc/writer-runs.ts';
+
+const SECTOR = 512;
+/** qemu's DESC_SIZE: the bytes vmdk_write_cid reads and writes back. */
+const DESC_SIZE = 20 * SECTOR;
+
+class FlatExtentWriter implements ExtentWriter {
+  constructor(private readonly dev: BlockDevice) {
+    if (!dev.write) throw new ImageError('the output was not opened for writing');
+  }
+
+  write(data: Uint8Array, offset: number): void {
+    for (const [s, e] of nonZeroRuns(data, offset)) this.dev.write!(data.subarray(s, e), offset + s);
+  }
+
+  finish(): void {}
+}
+
+interface Placed {
+  start: number;
+  bytes: number;
+  writer: ExtentWriter;
+}
+
+class VmdkWriter implements ImageWriter {
+  readonly clusterSize: number;
+  private cidRewritten = false;
+
+  constructor(
+    private readonly descriptor: { dev: BlockDevice; offset: number },
+    private readonly extents: Placed[],
+    private readonly size: number,
+    flat: boolean,
+  ) {
+    this.clusterSize = flat ? SPARSE_BLOCK : GRAIN;
+  }
+
+  write(data: Uint8Array, offset: number): void {
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset > this.size - data.length) {
+      throw new ImageError(`instar refuses a write of ${data.length} bytes at offset ${offset} outside the ${this.size}-byte disk`);
+    }
+    // qemu-img convert issues no write for zeros (and so no CID rewrite either).
+    if (nonZeroRuns(data, offset).length === 0) return;
+    this.rewriteCid();
+    for (const e of this.extents) {
+      const from = Math.max(offset, e.start);
+      const to = Math.min(offset + data.length, e.start + e.bytes);
+      if (from < to) e.writer.write(data.subarray(from - offset, to - offset), from - e.start);
+    }
+  }
+
+  /** vmdk_write_cid's read and write-back of the descriptor's sectors (the CID kept, see above). */
+  private rewriteCid(): void {
+    if (this.cidRewritten) return;
+    this.cidRewritten = true;
+    const { dev, offset } = this.descriptor;
+    const length = Math.min(DESC_SIZE, Math.ceil(dev.size / SECTOR) * SECTOR - offset);
+    if (length <= 0) return;
+    const area = new Uint8Array(length);
+    dev.read(area, offset);
+    dev.write!(area, offset);
+  }
+
+  finish(): void {
+    for (const e of this.extents) e.writer.finish();
+  }
+}
+
+export const vmdkWriter: WriterCapability = {
+  open(files: WriterFiles, raw: CreatePlan): ImageWriter {
+    const plan = raw as unknown as VmdkPlan;
+    if (!files.image.write) throw new ImageError('the output was not opened for writing');
+    if (plan.subformat === 'monolithicSparse' || plan.subformat === 'streamOptimized') {
+      const writer = plan.subformat === 'streamOptimized' ? new StreamExtentWriter(files.image, plan.size) : new SparseExtentWriter(files.image, plan.size);
+      return new VmdkWriter({ dev: files.image, offset: SECTOR }, [{ start: 0, bytes: plan.size, writer }], plan.size, false);
+    }
+    const flat = plan.subformat.endsWith('Flat');
+    const extentBytes = plan.subformat.startsWith('twoGb') ? SPLIT_SIZE : plan.size;
+    if (files.extents.length !== plan.extentFiles.length) throw new ImageError('the host did not grant the extent files to write');
+    const extents = files.extents.map((dev, i): Placed => {
+      const start = i * extentBytes;
+      const bytes = Math.min(extentBytes, plan.size - start);
+      return { start, bytes, writer: flat ? new FlatExtentWriter(dev) : new SparseExtentWriter(dev, bytes) };
+    });
+    return new VmdkWriter({ dev: files.image, offset: 0 }, extents, plan.size, flat);
+  },
+};
