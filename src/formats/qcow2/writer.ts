@@ -26,6 +26,7 @@ export class Qcow2Writer implements ImageWriter {
   private readonly subclusters = new Map<number, number>();
   /** Where the file must reach at the end: qemu zero-fills every (sub)cluster it writes into. */
   private fileEnd: number;
+  private dataEnd = 0;
 
   constructor(private readonly files: WriterFiles, private readonly p: Qcow2Plan) {
     this.g = geometry(p);
@@ -76,7 +77,10 @@ export class Qcow2Writer implements ImageWriter {
       const firstCluster = Math.floor(runStart / cs);
       const at = this.host(firstCluster) * cs + (runStart - firstCluster * cs);
       dev.write!(data.subarray(runStart - guest, runEnd - guest), at);
-      if (this.p.extendedL2 && this.files.dataFile === undefined) this.fileEnd = Math.max(this.fileEnd, Math.ceil((at + runEnd - runStart) / this.clusterSize) * this.clusterSize);
+      // qemu fills the rest of each (sub)cluster it writes into with zeros: the file reaches its end.
+      const end = Math.ceil((at + runEnd - runStart) / this.clusterSize) * this.clusterSize;
+      if (dev === this.files.image) this.fileEnd = Math.max(this.fileEnd, end);
+      else this.dataEnd = Math.max(this.dataEnd, end);
       runStart = runEnd;
     }
   }
@@ -116,17 +120,14 @@ export class Qcow2Writer implements ImageWriter {
       }
       let end = c;
       while (end + 1 <= last && !this.hostOf.has(end + 1)) end++;
-      const start = this.alloc((end - c + 1) * this.cs, !this.p.extendedL2);
+      const start = this.alloc((end - c + 1) * this.cs);
       for (let i = c; i <= end; i++) this.hostOf.set(i, start + i - c);
       c = end + 1;
     }
   }
 
-  /** `filled`: qemu zero-fills the clusters (not so a data cluster with subclusters: only what is written). */
-  private alloc(bytes: number, filled = true): number {
-    const cluster = this.g.allocator.alloc(bytes);
-    if (filled) this.fileEnd = Math.max(this.fileEnd, (cluster + Math.ceil(bytes / this.cs)) * this.cs);
-    return cluster;
+  private alloc(bytes: number): number {
+    return this.g.allocator.alloc(bytes);
   }
 
   /** The L2 table of L1 entry `index`, allocated on first use (l2_allocate). */
@@ -135,12 +136,15 @@ export class Qcow2Writer implements ImageWriter {
     if (!t) {
       const bytes = new Uint8Array(this.cs);
       t = { cluster: this.alloc(this.cs), bytes, view: new DataView(bytes.buffer) };
+      this.fileEnd = Math.max(this.fileEnd, (t.cluster + 1) * this.cs);
       this.tables.set(index, t);
     }
     return t;
   }
 
   finish(): void {
+    const data = this.files.dataFile;
+    if (data && data.size < this.dataEnd) data.truncate!(this.dataEnd);
     if (this.preallocated) return;
     const cs = this.cs;
     const dev = this.files.image;

@@ -1,0 +1,139 @@
+// convert -O qcow2 against both oracles: the output file is byte-identical to qemu-img's for every
+// layout option qcow2 create takes (qemu writes in ascending order, so its allocation is
+// deterministic), from sources of several formats; messages, statuses and progress are qemu's;
+// a failing convert leaves no file. Bulk cases run in-process, a few through the real sandbox.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { qemu, runTool, sameAsOracles, scratch } from './harness.ts';
+import { prng } from '../helpers/xorshift.ts';
+import { VERSIONS } from '../helpers/oracles.ts';
+
+const work = scratch();
+const dir = work.dir;
+
+/** A raw disk of an odd size (not a cluster multiple): data, text, zeros and a few scattered sectors. */
+function rawSource(path: string, size: number, seed: number): void {
+  const next = prng(seed);
+  const buf = Buffer.alloc(size);
+  for (let off = 0; off < size; off += 65536) {
+    const kind = next() % 5;
+    const end = Math.min(size, off + 65536);
+    if (kind === 0) for (let i = off; i + 4 <= end; i += 4) buf.writeUInt32LE(next(), i);
+    else if (kind === 1) buf.write(`qcow2 writer test ${off}\n`.repeat(2000), off, end - off, 'latin1');
+    else if (kind === 2) buf.writeUInt32LE(next(), off + 4096 * (next() % 16));
+  }
+  buf.fill(7, size - 1000);
+  writeFileSync(path, buf);
+}
+
+before(() => {
+  rawSource(join(dir, 'src.raw'), 6 * 1024 * 1024 + 3000, 11);
+  qemu(['create', '-f', 'qcow2', 'base.qcow2', '8M'], dir);
+  qemu(['-c', 'write -P 1 0 1M', '-c', 'write -P 2 5M 64k', 'base.qcow2'], dir, '10.0', 'qemu-io');
+  qemu(['create', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', 'top.qcow2'], dir);
+  qemu(['-c', 'write -P 3 512k 1M', '-c', 'write -z 5M 32k', 'top.qcow2'], dir, '10.0', 'qemu-io');
+  qemu(['snapshot', '-c', 'snap1', 'top.qcow2'], dir);
+  qemu(['-c', 'write -P 9 0 64k', 'top.qcow2'], dir, '10.0', 'qemu-io');
+  qemu(['convert', '-f', 'raw', '-O', 'vmdk', 'src.raw', 'src.vmdk'], dir);
+  qemu(['convert', '-f', 'raw', '-O', 'vpc', 'src.raw', 'src.vpc'], dir);
+});
+after(() => work.cleanup());
+
+// Layouts and sources: instar runs under one profile per case, alternating (the oracles write the
+// same files; their messages are compared in the last group).
+describe('convert -O qcow2: the file is byte-identical to qemu-img convert', () => {
+  const layouts = [
+    '', 'cluster_size=512', 'cluster_size=2M', 'cluster_size=1k,refcount_bits=2', 'refcount_bits=64',
+    'compat=0.10', 'extended_l2=on', 'extended_l2=on,cluster_size=16k', 'lazy_refcounts=on', 'compression_type=zstd',
+    'data_file=x.data', 'data_file=x.data,data_file_raw=on', 'preallocation=metadata', 'preallocation=full',
+  ];
+  for (const [i, o] of layouts.entries()) {
+    test(`raw source, -o '${o}'`, () => {
+      sameAsOracles(dir, ['convert', '-f', 'raw', '-O', 'qcow2', ...(o ? ['-o', o] : []), '../src.raw', 'out.qcow2'], { label: `layout${i}`, profiles: [VERSIONS[i % 2]] });
+    });
+  }
+  const sources: [string, string[]][] = [
+    ['a qcow2 with a backing chain', ['../top.qcow2']],
+    ['an internal snapshot (-l)', ['-l', 'snap1', '../top.qcow2']],
+    ['vmdk', ['../src.vmdk']],
+    ['vpc', ['../src.vpc']],
+    ['three sources concatenated', ['../src.vpc', '../top.qcow2', '../src.vmdk']],
+    ['-S 0 (zeros written)', ['-S', '0', '../src.vpc']],
+    ['-S 64k', ['-S', '64k', '../top.qcow2']],
+    ['-q', ['-q', '../top.qcow2']],
+  ];
+  for (const [i, [name, args]] of sources.entries()) {
+    test(`from ${name}`, () => {
+      sameAsOracles(dir, ['convert', '-O', 'qcow2', ...args, 'out.qcow2'], { label: `source${i}`, profiles: [VERSIONS[(i + 1) % 2]] });
+    });
+  }
+});
+
+describe('convert -O qcow2 through the real sandbox', () => {
+  test('-p prints qemu\'s progress lines, the file is the same', () => {
+    sameAsOracles(dir, ['convert', '-p', '-O', 'qcow2', '-o', 'cluster_size=4k', '../top.qcow2', 'out.qcow2'], { label: 'sandbox-p', sandbox: true });
+  });
+  test('a data file', () => {
+    sameAsOracles(dir, ['convert', '-f', 'raw', '-O', 'qcow2', '-o', 'data_file=d.raw', '../src.raw', 'out.qcow2'], { label: 'sandbox-data', sandbox: true });
+  });
+});
+
+describe('convert -O <format>: qemu-img\'s messages, and no file left behind', () => {
+  const refusals: [string, string[]][] = [
+    ['a missing source', ['convert', '-O', 'qcow2', '../nonexistent', 'out.qcow2']],
+    ['an unknown format', ['convert', '-O', 'nosuch', '../top.qcow2', 'out']],
+    ['a format without create', ['convert', '-O', 'bochs', '../top.qcow2', 'out']],
+    ['an unknown -o option', ['convert', '-O', 'qcow2', '-o', 'foo=bar', '../top.qcow2', 'out']],
+    ['an empty -o list', ['convert', '-O', 'qcow2', '-o', '', '../top.qcow2', 'out']],
+    ['a bad cluster size', ['convert', '-O', 'qcow2', '-o', 'cluster_size=3', '../top.qcow2', 'out']],
+    ['lazy refcounts on compat 0.10', ['convert', '-O', 'qcow2', '-o', 'compat=0.10,lazy_refcounts=on', '../top.qcow2', 'out']],
+    ['-c into vpc', ['convert', '-c', '-O', 'vpc', '../top.qcow2', 'out']],
+    ['-c with preallocation', ['convert', '-c', '-O', 'qcow2', '-o', 'preallocation=metadata', '../top.qcow2', 'out']],
+    ['-B without a backing format', ['convert', '-O', 'qcow2', '-B', 'base.qcow2', '../top.qcow2', 'out']],
+    ['-B into vdi', ['convert', '-O', 'vdi', '-B', 'base.qcow2', '../top.qcow2', 'out']],
+    ['a backing file with two sources', ['convert', '-O', 'qcow2', '-B', 'x', '-F', 'raw', '../top.qcow2', '../src.vpc', 'out']],
+  ];
+  for (const [i, [name, args]] of refusals.entries()) {
+    test(name, () => {
+      // Every refusal under both profiles would double the time: the first few, then alternating.
+      const profiles = i < 4 ? VERSIONS : [VERSIONS[i % 2]];
+      for (const ours of sameAsOracles(dir, args, { label: `refusal${i}`, profiles })) assert.deepEqual([...ours.files.keys()], []);
+    });
+  }
+
+  test('-o help prints the create options (before any source is opened)', () => {
+    sameAsOracles(dir, ['convert', '-O', 'qcow2', '-o', 'help', '../nonexistent', 'out'], { label: 'help' });
+  });
+
+  test('a bad -t: qemu has created the image and leaves it', () => {
+    sameAsOracles(dir, ['convert', '-t', 'bogus', '-O', 'qcow2', '../top.qcow2', 'out.qcow2'], { label: 'cache' });
+  });
+
+  test('a read error in the middle of the copy: qemu\'s message, and instar removes what it created', () => {
+    qemu(['convert', '-f', 'raw', '-O', 'qcow2', '-c', 'src.raw', 'broken.qcow2'], dir);
+    // Corrupt the first compressed cluster's stream: qemu's read of it fails (EIO).
+    const r = runTool('10.0', dir, 'locate', ['map', '--output=json', '../broken.qcow2']);
+    const map = JSON.parse(r.result.stdout) as { start: number; compressed?: boolean }[];
+    const firstCompressed = map.find((e) => e.compressed);
+    assert.ok(firstCompressed, 'the source has a compressed cluster');
+    corruptCompressed(join(dir, 'broken.qcow2'), firstCompressed.start);
+    const outs = sameAsOracles(dir, ['convert', '-O', 'qcow2', '-o', 'data_file=d.raw', '../broken.qcow2', 'out.qcow2'], { label: 'readerror', files: false });
+    for (const ours of outs) {
+      assert.match(ours.result.stderr, /error while reading at byte \d+: Input\/output error/);
+      assert.deepEqual(readdirSync(ours.dir), []);
+    }
+  });
+});
+
+/** Overwrites the start of the compressed stream of the guest cluster at `guest` (64 KiB clusters). */
+function corruptCompressed(path: string, guest: number): void {
+  const buf = readFileSync(path);
+  const l1 = Number(buf.readBigUInt64BE(40));
+  const l2 = Number(buf.readBigUInt64BE(l1) & (2n ** 62n - 1n));
+  const entry = buf.readBigUInt64BE(l2 + (guest / 65536) * 8);
+  const host = Number(entry & (2n ** 54n - 1n));
+  buf.fill(0xff, host, host + 8);
+  writeFileSync(path, buf);
+}
