@@ -19,9 +19,6 @@ const MARKER = 12;
 /** qemu's VMDK_EXTENT_MAX_SECTORS: grain entries are 32-bit sector numbers. */
 const MAX_SECTOR = 2 ** 32;
 
-const ZERO_GRAIN = new Uint8Array(GRAIN);
-const isZero = (buf: Uint8Array) => Buffer.compare(buf, ZERO_GRAIN.subarray(0, buf.length)) === 0;
-
 export interface ExtentWriter {
   /** Guest bytes at an offset inside the extent (any length within it). */
   write(data: Uint8Array, offset: number): void;
@@ -68,8 +65,6 @@ export class SparseExtentWriter implements ExtentWriter {
         this.put(piece, this.entries[grain] * SECTOR + inGrain);
         continue;
       }
-      // qemu-img convert issues no write for zeros: such a grain stays unallocated.
-      if (isZero(piece)) continue;
       const whole = new Uint8Array(GRAIN);
       whole.set(piece, inGrain);
       const sector = this.takeSectors(128);
@@ -131,7 +126,7 @@ export class StreamExtentWriter extends SparseExtentWriter {
   private flush(): void {
     const p = this.pending;
     this.pending = undefined;
-    if (!p || isZero(p.buf)) return;
+    if (!p) return;
     if (this.entries[p.grain] !== 0) throw new ImageError('Could not write to allocated cluster for streamOptimized');
     const deflated = deflateSync(p.buf);
     const record = Buffer.alloc(MARKER + deflated.length);

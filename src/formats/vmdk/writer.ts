@@ -10,11 +10,16 @@
 import { ImageError, type BlockDevice, type CreatePlan, type ImageWriter, type WriterCapability, type WriterFiles } from '../types.ts';
 import { SPLIT_SIZE, type VmdkPlan } from './create.ts';
 import { GRAIN, SparseExtentWriter, StreamExtentWriter, type ExtentWriter } from './writer-sparse.ts';
-import { nonZeroRuns, SPARSE_BLOCK } from '../vpc/writer-runs.ts';
 
 const SECTOR = 512;
 /** qemu's DESC_SIZE: the bytes vmdk_write_cid reads and writes back. */
 const DESC_SIZE = 20 * SECTOR;
+/**
+ * The unit qemu-img convert writes flat extents in with its default -S 4k (it skips 4 KiB blocks
+ * of zeros, which stay holes). Callers skip zeros in the writer's unit; whatever reaches the
+ * writer is written, as qemu's driver writes every request.
+ */
+const FLAT_WRITE_UNIT = 4096;
 
 class FlatExtentWriter implements ExtentWriter {
   constructor(private readonly dev: BlockDevice) {
@@ -22,7 +27,7 @@ class FlatExtentWriter implements ExtentWriter {
   }
 
   write(data: Uint8Array, offset: number): void {
-    for (const [s, e] of nonZeroRuns(data, offset)) this.dev.write!(data.subarray(s, e), offset + s);
+    this.dev.write!(data, offset);
   }
 
   finish(): void {}
@@ -44,15 +49,14 @@ class VmdkWriter implements ImageWriter {
     private readonly size: number,
     flat: boolean,
   ) {
-    this.clusterSize = flat ? SPARSE_BLOCK : GRAIN;
+    this.clusterSize = flat ? FLAT_WRITE_UNIT : GRAIN;
   }
 
   write(data: Uint8Array, offset: number): void {
     if (!Number.isSafeInteger(offset) || offset < 0 || offset > this.size - data.length) {
       throw new ImageError(`instar refuses a write of ${data.length} bytes at offset ${offset} outside the ${this.size}-byte disk`);
     }
-    // qemu-img convert issues no write for zeros (and so no CID rewrite either).
-    if (nonZeroRuns(data, offset).length === 0) return;
+    if (data.length === 0) return;
     this.rewriteCid();
     for (const e of this.extents) {
       const from = Math.max(offset, e.start);

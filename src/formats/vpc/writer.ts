@@ -8,7 +8,6 @@
 // block's bitmap, which is exactly one sector long).
 import { ImageError, type BlockDevice, type CreatePlan, type ImageWriter, type WriterCapability, type WriterFiles } from '../types.ts';
 import { BLOCK_SIZE, footer, type VpcPlan } from './create.ts';
-import { nonZeroRuns, SPARSE_BLOCK } from './writer-runs.ts';
 
 const SECTOR = 512;
 /** Where create puts the BAT (the dynamic header's table offset). */
@@ -16,6 +15,13 @@ const BAT_OFFSET = 3 * SECTOR;
 /** One bit per sector of a block, rounded up to whole sectors. */
 const BITMAP_SIZE = Math.ceil(BLOCK_SIZE / SECTOR / 8 / SECTOR) * SECTOR;
 const UNALLOCATED = 0xffff_ffff;
+/**
+ * The unit qemu-img convert writes in with its default -S 4k: it skips 4 KiB blocks of zeros, so
+ * a block is allocated by its first non-zero 4 KiB and the rest of it stays a hole in the file.
+ * Callers skip zeros in this unit; every write reaching the writer is written, as qemu's driver
+ * writes every request (-S 0 writes zeros, and allocates blocks for them, in qemu too).
+ */
+const WRITE_UNIT = 4096;
 
 function writable(dev: BlockDevice): (buf: Uint8Array, pos: number) => void {
   if (!dev.write) throw new ImageError('the output was not opened for writing');
@@ -30,7 +36,7 @@ function checkRange(data: Uint8Array, offset: number, size: number): void {
 }
 
 class FixedWriter implements ImageWriter {
-  readonly clusterSize = SPARSE_BLOCK;
+  readonly clusterSize = WRITE_UNIT;
   private readonly put: (buf: Uint8Array, pos: number) => void;
 
   constructor(dev: BlockDevice, private readonly size: number) {
@@ -39,14 +45,14 @@ class FixedWriter implements ImageWriter {
 
   write(data: Uint8Array, offset: number): void {
     checkRange(data, offset, this.size);
-    for (const [s, e] of nonZeroRuns(data, offset)) this.put(data.subarray(s, e), offset + s);
+    this.put(data, offset);
   }
 
   finish(): void {}
 }
 
 class DynamicWriter implements ImageWriter {
-  readonly clusterSize = BLOCK_SIZE;
+  readonly clusterSize = WRITE_UNIT;
   private readonly put: (buf: Uint8Array, pos: number) => void;
   private readonly bat: Uint32Array;
   /** qemu's free_data_block_offset: where the next block (and meanwhile the footer copy) goes. */
@@ -67,13 +73,9 @@ class DynamicWriter implements ImageWriter {
       const inBlock = pos % BLOCK_SIZE;
       const piece = data.subarray(done, done + Math.min(data.length - done, BLOCK_SIZE - inBlock));
       done += piece.length;
-      // qemu-img convert issues no write for zeros, so a block of zeros is never allocated.
-      const runs = nonZeroRuns(piece, pos);
-      if (runs.length === 0) continue;
       if (index >= this.bat.length) throw new ImageError(`instar refuses a write past the VHD's block table (block ${index})`);
       if (this.bat[index] === UNALLOCATED) this.allocate(index);
-      const blockData = this.bat[index] * SECTOR + BITMAP_SIZE;
-      for (const [s, e] of runs) this.put(piece.subarray(s, e), blockData + inBlock + s);
+      this.put(piece, this.bat[index] * SECTOR + BITMAP_SIZE + inBlock);
     }
   }
 
