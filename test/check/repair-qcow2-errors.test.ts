@@ -1,6 +1,6 @@
 // check -r on qcow2 images with refcount errors (stored refcounts below the references), with
 // stored refcounts of 0 or broken refcount-table entries (qemu rebuilds the whole refcount
-// structure) and with wrong COPIED flags, against qemu-img 7.2 and 10.0: the same output, exit
+// structure), with wrong COPIED flags and dirty (lazy refcounts), against qemu-img 7.2 and 10.0: the same output, exit
 // status and repaired bytes. A rebuild cut after any of its writes leaves an image qemu-img still
 // opens: the old damage before the header names the new structure, leaks at most after it.
 import { after, before, test } from 'node:test';
@@ -72,6 +72,15 @@ before(() => {
   images['reserved bits in a refcount table entry'] = build('d.qcow2', 'refcount_bits=16', ['write -P 4 64k 64k'], { reftableXor: 0x100n });
   // 512-byte clusters and 64-bit refcounts: 64 refcounts per block, a table of several clusters.
   images['many refcount blocks, a table of several clusters (rebuild)'] = build('e.qcow2', 'cluster_size=512,refcount_bits=64', ['write -P 5 0 3M', 'write -P 6 8M 1M'], { refcounts: [[7, 0n]] });
+  // Lazy refcounts, qemu-io killed after its writes: dirty, data clusters with refcount 0.
+  const lazy = join(dirs.root, 'lazy.qcow2');
+  assert.equal(runQemu('10.0', ['create', '-q', '-f', 'qcow2', '-o', 'lazy_refcounts=on', lazy, '16M']).status, 0);
+  assert.equal(runQemu('10.0', ['-c', 'write -P 1 0 256k', '-c', 'write -P 2 4M 64k', '-c', 'sigraise 9', lazy], {}, 'qemu-io').signal, 'SIGKILL');
+  images['lazy refcounts after a crash (dirty, rebuild)'] = readFileSync(lazy);
+  // Dirty but consistent: only the bit to clear.
+  const clean = build('j.qcow2', 'lazy_refcounts=on', ['write -P 3 0 64k'], {});
+  clean.writeBigUInt64BE(clean.readBigUInt64BE(72) | 1n, 72);
+  images['a dirty image with nothing to repair'] = clean;
   images['crash'] = build('i.qcow2', 'cluster_size=512,refcount_bits=16', ['write -P 5 0 1M'], { refcounts: [[9, 0n], [12, 3n]] });
   // Snapshot-shared data clusters hold refcount 2; one set to 1 is an error -r all raises again.
   images['a refcount below its references (no rebuild)'] = build('f.qcow2', 'refcount_bits=16', ['write -P 7 0 192k'], { refcounts: [[6, 1n]] }, true);
@@ -91,6 +100,8 @@ for (const label of [
   'refcount_bits=64 (rebuild)',
   'many refcount blocks, a table of several clusters (rebuild)',
   'a refcount below its references (no rebuild)',
+  'lazy refcounts after a crash (dirty, rebuild)',
+  'a dirty image with nothing to repair',
   'COPIED flags cleared',
   'COPIED flags cleared and a leak',
 ]) {
@@ -111,6 +122,7 @@ test('the damage is what each case says it is', () => {
   assert.equal(refcountOf(images['a stored refcount of 0 under a reference (rebuild)'], 5), 0);
   const plain = dirs.run('10.0', 'x.qcow2', images['a refcount below its references (no rebuild)'], ['check', 'x.qcow2']);
   assert.match(plain.qemu.stderr, /^ERROR cluster 6 refcount=1 reference=2$/m);
+  assert.equal(images['lazy refcounts after a crash (dirty, rebuild)'].readBigUInt64BE(72) & 1n, 1n, 'the crashed image is dirty');
   const flags = dirs.run('10.0', 'x.qcow2', images['COPIED flags cleared'], ['check', 'x.qcow2']);
   assert.match(flags.qemu.stderr, /ERROR OFLAG_COPIED L2 cluster/);
   assert.match(flags.qemu.stderr, /ERROR OFLAG_COPIED data cluster/);

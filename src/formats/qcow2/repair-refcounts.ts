@@ -9,10 +9,13 @@
 //  - then the COPIED flags set where the (repaired) refcount is 1, cleared elsewhere.
 // Anything else (bad L1/L2 entries, unreadable refcounts, refcount blocks past the end) needs
 // qemu's other repairs: instar refuses the image, writing nothing. So it does for images whose
-// writable open qemu would also change (dirty or corrupt bits, persistent bitmaps, a data file).
+// writable open qemu would also change (the corrupt bit, persistent bitmaps, a data file). A dirty
+// image (lazy refcounts) is repaired as any other, and marked clean last, as qemu does.
 import { CheckFailure, addLine, emptyReport, type CheckLine, type CheckReport, type RepairMode, type RepairPlan, type RepairPlanner } from '../check-types.ts';
 import type { RepairStep } from '../repair.ts';
-import { AUTOCLEAR, INCOMPAT, parseHeader } from './header.ts';
+import { AUTOCLEAR, INCOMPAT, parseHeader, type Qcow2Header } from './header.ts';
+import { readHeaderModel } from './header-model.ts';
+import { serializeHeader } from './header-write.ts';
 import { checkCopiedFlags, compare, countReferences, type CountedImage } from './check.ts';
 import { readAt } from '../bytes.ts';
 import { writeRefcount } from './refcount-entry.ts';
@@ -38,11 +41,11 @@ const isRun = (l: CheckLine): l is Run => Array.isArray(l) && (l[0] === 0 || l[0
 export const repairQcow2: RepairPlanner = (image, dev, report, mode): RepairPlan => {
   const h = parseHeader(dev);
   if (report.omitted) return refused('the check reported too many lines');
-  if (h.incompatible & (INCOMPAT.dirty | INCOMPAT.corrupt)) return refused('its dirty or corrupt bit is set');
+  if (h.incompatible & INCOMPAT.corrupt) return refused('its corrupt bit is set');
   if (h.incompatible & INCOMPAT.dataFile) return refused('it has an external data file');
   if (h.autoclear & AUTOCLEAR.bitmaps) return refused('it has persistent bitmaps');
   if (report['check-errors']) return refused('its refcounts cannot all be read');
-  if (!report.corruptions && !report.leaks) return { steps: [] };
+  if (!report.corruptions && !report.leaks) return { steps: markClean(dev, h) };
 
   // The check again, stage by stage: fix mode prints the count's and the comparison's lines, then its own.
   const fresh = emptyReport();
@@ -67,7 +70,7 @@ export const repairQcow2: RepairPlanner = (image, dev, report, mode): RepairPlan
     // Only -r all rebuilds: qemu's check fails here, having written nothing.
     addLine(out, 'ERROR need to rebuild refcount structures');
     Object.assign(report, out, { ...counts, 'check-errors': 1, failure: 'Input/output error' });
-    return { steps: [] };
+    return { steps: markClean(dev, h) };
   }
 
   const plan = rebuild ? planRebuild(dev, counted, out, counts) : planRefcountFixes(dev, counted, out, lines.filter(isRun), mode);
@@ -80,6 +83,7 @@ export const repairQcow2: RepairPlanner = (image, dev, report, mode): RepairPlan
   const steps = plan.steps;
   for (const w of writes) steps.push({ kind: 'write', pos: w.pos, bytes: w.bytes });
   steps.push({ kind: 'barrier' });
+  steps.push(...markClean(dev, h, plan.reftable));
   Object.assign(report, out);
   return { steps };
 };
@@ -87,6 +91,21 @@ export const repairQcow2: RepairPlanner = (image, dev, report, mode): RepairPlan
 interface RefcountPlan {
   steps: RepairStep[];
   refcount(cluster: number): Refcount | undefined;
+  /** A rebuild's new refcount table: [offset, clusters]. */
+  reftable?: [bigint, number];
+}
+
+/**
+ * qcow2_mark_clean, which qemu runs when it closes an image it opened read-write (and at the end
+ * of a repair): a dirty image (lazy refcounts cut short) gets its whole header rewritten without
+ * the dirty bit, last, so that a repair cut short leaves the image dirty, to be repaired again.
+ */
+function markClean(dev: BlockDevice, h: Qcow2Header, reftable?: [bigint, number]): RepairStep[] {
+  if (!(h.incompatible & INCOMPAT.dirty)) return [];
+  const model = readHeaderModel(dev, h);
+  model.incompatible &= ~INCOMPAT.dirty;
+  if (reftable) [model.refcountTableOffset, model.refcountTableClusters] = reftable;
+  return [{ kind: 'write', pos: 0, bytes: serializeHeader(model) }, { kind: 'barrier' }];
 }
 
 /** compare_refcounts in fix mode: each fixable cluster's refcount set to its references. */
@@ -222,5 +241,5 @@ function planRebuild(dev: BlockDevice, counted: CountedImage, out: CheckReport, 
     if (pos < end) steps.push({ kind: 'zero', pos, length: Math.min((last - first) * cs, end - pos) });
   }
   steps.push({ kind: 'barrier' });
-  return { steps, refcount: (cluster) => counts.get(cluster) };
+  return { steps, refcount: (cluster) => counts.get(cluster), reftable: [BigInt(built.reftableCluster) * BigInt(cs), built.reftableClusters] };
 }
