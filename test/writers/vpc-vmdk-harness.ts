@@ -6,7 +6,6 @@ import { closeSync, ftruncateSync, openSync, readFileSync, readSync, statSync, w
 import { randomBytes } from 'node:crypto';
 import { findDriver } from '../../src/formats/registry.ts';
 import { FdDevice } from '../../src/io/fd-device.ts';
-import { allocateFirstBlock } from '../../src/ops/convert/first-block.ts';
 import type { CreateFileLayout, CreatePlan, ImageWriter } from '../../src/formats/types.ts';
 import { join } from 'node:path';
 import { runQemu, type OracleVersion } from '../helpers/oracles.ts';
@@ -22,12 +21,10 @@ export function optionMap(options: string): Map<string, string> {
   return map;
 }
 
-/** The file as the host creates it: grown from empty (qemu then zeroes its first block, as the
- *  convert pipeline's allocateFirstBlock does), then create's writes. */
+/** The file as the guest's create step lays it out: its length, then create's writes. */
 function writeLayout(path: string, layout: CreateFileLayout): number {
   const fd = openSync(path, 'w+');
   ftruncateSync(fd, layout.length);
-  allocateFirstBlock(layout.length, (buf, pos) => writeSync(fd, buf, 0, buf.length, pos));
   for (const w of layout.writes) writeSync(fd, w.bytes, 0, w.bytes.length, w.pos);
   return fd;
 }

@@ -173,6 +173,13 @@ function sparseExtent(bytes: number, compress: boolean, zeroedGrain: boolean): {
   };
 }
 
+/**
+ * The zeros qemu's file driver writes over the first block of a file it grows from empty
+ * (file-posix's allocate_first_block): 4 KiB, or a sector of a smaller file. A flat extent is
+ * such a file, so its first block is allocated even when no data lands in it.
+ */
+const firstBlock = (length: number) => new Uint8Array(Math.min(length, length < 4096 ? SECTOR : 4096));
+
 export const vmdkCreate: CreateCapability = {
   options: VMDK_CREATE_OPTIONS,
   plan,
@@ -189,7 +196,7 @@ export const vmdkCreate: CreateCapability = {
     const extentBytes = p.subformat.startsWith('twoGb') ? SPLIT_SIZE : p.size;
     const extents = p.extentFiles.map((_, i) => {
       const bytes = Math.min(extentBytes, p.size - i * extentBytes);
-      return flat ? { length: bytes, writes: [] } : sparseExtent(bytes, false, p.zeroedGrain);
+      return flat ? { length: bytes, writes: bytes > 0 ? [{ pos: 0, bytes: firstBlock(bytes) }] : [] } : sparseExtent(bytes, false, p.zeroedGrain);
     });
     return { image: { length: text.length, writes: [{ pos: 0, bytes: text }] }, extents };
   },

@@ -142,7 +142,7 @@ export const vpcCreate: CreateCapability = {
   layout(raw) {
     const p = raw as unknown as VpcPlan;
     const tail = footer(p);
-    if (p.fixed) return { image: { length: p.size + SECTOR, writes: [{ pos: p.size, bytes: tail }] } };
+    if (p.fixed) return { image: { length: p.size + SECTOR, writes: [{ pos: 0, bytes: firstBlock(p.size + SECTOR) }, { pos: p.size, bytes: tail }] } };
     // The BAT counts blocks of the geometry's sectors (the footer may say a larger forced size).
     const sectors = Math.floor(p.size / SECTOR);
     const entries = Math.ceil(sectors / (BLOCK_SIZE / SECTOR));
@@ -161,6 +161,14 @@ export const vpcCreate: CreateCapability = {
     };
   },
 };
+
+/**
+ * The zeros qemu's file driver writes over the first block of a file it grows from empty
+ * (file-posix's allocate_first_block, for its alignment probing): 4 KiB, or a sector of a file
+ * smaller than that. A fixed disk's data area starts there, so the block is allocated even when
+ * no data lands in it (`info`'s disk size shows it).
+ */
+const firstBlock = (length: number) => new Uint8Array(Math.min(length, length < 4096 ? SECTOR : 4096));
 
 /** The footer's clock: seconds since 2000-01-01 as a uint32. */
 export const vhdTimestamp = (unixSeconds: number): number => (unixSeconds - VHD_EPOCH) >>> 0;
