@@ -331,6 +331,8 @@ export interface ImageWriter {
   write(data: Uint8Array, offset: number): void;
   /** -c: the same, compressed; absent when the format cannot compress (the host refuses -c first). */
   writeCompressed?(data: Uint8Array, offset: number): void;
+  /** -c: the unit writeCompressed takes (whole units, but at the disk's end), when not `clusterSize`. */
+  readonly compressedClusterSize?: number;
   /** Makes [offset, offset + length) read as zeros over a backing file (-B); absent: the caller writes zeros. */
   writeZeroes?(offset: number, length: number): void;
   /** Writes what the writer keeps in memory (tables, refcounts, footers) once every write is done. */

@@ -15,6 +15,8 @@ interface ZstdExports {
   decompressUsingDict(dctx: number, dst: number, dstCapacity: number, src: number, srcSize: number, dict: number, dictSize: number): number;
   malloc(size: number): number;
   free(ptr: number): void;
+  /** ZSTD_compress(dst, dstCapacity, src, srcSize, level) (the writer's -c). */
+  compress?(dst: number, dstCapacity: number, src: number, srcSize: number, level: number): number;
 }
 
 let embedded: (() => Uint8Array<ArrayBuffer>) | undefined;
@@ -73,6 +75,7 @@ function instantiate(): ZstdExports {
     decompressUsingDict: fn('q'),
     malloc: fn('s'),
     free: fn('t') as (ptr: number) => void,
+    compress: typeof x.m === 'function' ? fn('m') : undefined,
   };
 }
 
@@ -104,4 +107,29 @@ export function decodeFrame(frame: Uint8Array, out: Uint8Array, outAt: number, c
   if (produced > capacity) return -1;
   out.set(new Uint8Array(z.memory.buffer, dst, produced), outAt);
   return produced;
+}
+
+/**
+ * One zstd frame of `data` at `level` (qemu's ZSTD_CLEVEL_DEFAULT is 3), or undefined when it would
+ * not be shorter than `limit` bytes (qemu then writes the cluster uncompressed) or zstd fails.
+ */
+export function encodeFrame(data: Uint8Array, limit: number, level = 3): Uint8Array | undefined {
+  zstd ??= instantiate();
+  const z = zstd;
+  if (!z.compress) return undefined;
+  const need = data.length + limit;
+  if (area.size < need) {
+    if (area.ptr) z.free(area.ptr);
+    area = { ptr: z.malloc(need), size: need };
+    if (area.ptr === 0) {
+      area = { ptr: 0, size: 0 };
+      return undefined;
+    }
+  }
+  const src = area.ptr;
+  const dst = area.ptr + data.length;
+  new Uint8Array(z.memory.buffer, src, data.length).set(data);
+  const n = z.compress(dst, limit, src, data.length, level);
+  if (z.isError(n)) return undefined;
+  return new Uint8Array(z.memory.buffer, dst, n >>> 0).slice();
 }
