@@ -1,12 +1,12 @@
 // The guest half of `rebase`: opens the image as qemu-img rebase does (read-write; with -u without
 // its backing chain), then asks the format's driver for the writes that name the new backing file
-// and applies them (formats/repair.ts). Safe mode (copying what the old backing file showed) needs
-// a data writer instar does not have: only the case where nothing can differ (no backing file
-// before or after) goes through, since qemu then changes the header alone, as -u does.
+// and applies them (formats/repair.ts). Safe mode first copies what the old backing file showed
+// where the new one differs (rebase-safe.ts).
 import { ImageError } from '../formats/types.ts';
 import { findDriver } from '../formats/registry.ts';
 import { applyRepair } from '../formats/repair.ts';
 import { openTree, type OpenTreeOptions } from './open-tree.ts';
+import { safeRebase } from './rebase-safe.ts';
 import type { OpContext } from './types.ts';
 
 export interface RebaseOptions extends OpenTreeOptions {
@@ -19,12 +19,14 @@ export interface RebaseOptions extends OpenTreeOptions {
   progress?: boolean;
   /** -F named no driver: qemu says so after opening the image (the host words it). */
   invalidBackingFormat?: boolean;
+  /** Safe mode: qemu 8.2+'s copy loop (a chunk is not cut at the old backing file's end). */
+  clusterLoop?: boolean;
   /** Tests only: stop after this many writes (crash simulation). */
   stopAfterWrites?: number;
 }
 
 /** `notice`: what qemu's driver prints while opening the image for writing (types.ts PlanNotice). */
-export type RebaseResult = ({ notice?: string }) & (
+export type RebaseResult = ({ notice?: string; progress?: number[] }) & (
   | { format: string; done: true }
   /** qemu's driver refused the change: the errno whose strerror qemu prints. */
   | { format: string; errno: 'ENOSPC' | 'EINVAL' | 'ENOTSUP' }
@@ -43,8 +45,10 @@ export function rebaseOp(options: Record<string, unknown>, ctx: OpContext): Reba
   if (!input?.spec.writable) throw new ImageError('the image was not opened for writing');
   const backing = typeof opts.backing === 'string' && opts.backing !== '' ? Buffer.from(opts.backing) : undefined;
   const backingFormat = backing && typeof opts.backingFormat === 'string' ? Buffer.from(opts.backingFormat) : undefined;
+  // Safe mode copies what the old backing chain showed (rebase-safe.ts); with no backing file
+  // before or after and no progress to show, qemu changes the header alone, as -u does.
   if (!unsafe && (backing || opts.progress === true || image.info()['backing-filename'] !== undefined)) {
-    return { format, refused: 'instar does not do safe rebase yet (it would copy data between backing files); use -u to change only the backing file name, nothing was written' };
+    return safeRebase(opts, ctx, image);
   }
   const changeBacking = findDriver(format)?.changeBacking;
   // The block layer requires a named format before it asks the driver (bdrv_change_backing_file).

@@ -2,6 +2,8 @@
 // image's open, -F), then the new backing name through the path policy (qemu -u never opens it,
 // but instar will not write a name its policy would refuse to follow), then the guest, which
 // opens the image read-write (O_DSYNC) and applies the driver's header writes; the host fsyncs.
+// Safe mode also grants the new backing file (opened read-only through the same policy) as a
+// second input: the guest copies what differs from the old chain before changing the header.
 import { closeSync, constants, fsyncSync } from 'node:fs';
 import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
@@ -11,7 +13,7 @@ import { checkFormat, InputImageError, openImageFile, topTarget, referencedOpenM
 import { PROBED_RAW_WARNING } from '../writable-image.ts';
 import { addObject, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
-import { openReferenced, startChain, PathRefusedError } from '../paths/resolve.ts';
+import { openReferenced, startChain, PathRefusedError, ReferenceOpenError } from '../paths/resolve.ts';
 import { progressLine } from '../../output/progress.ts';
 import { strerror } from '../../strerror.ts';
 import type { RebaseOptions, RebaseResult } from '../../ops/rebase.ts';
@@ -66,9 +68,20 @@ async function runRebase(cmd: ParsedCommand, ctx: CommandContext, progress: bool
     return 1;
   };
   let result: RebaseResult;
+  let newBacking: { fd: number; path: string } | undefined;
   try {
     // Before the guest opens anything for writing: instar never writes a name its policy refuses.
     const refusal = backing !== '' ? policyRefusal(backing, target, fd, ctx) : undefined;
+    // Safe mode reads the new backing file (and its chain): the guest gets it as a second input.
+    let newBackingError: string | undefined;
+    if (!unsafe && backing !== '' && refusal === undefined) {
+      try {
+        newBacking = openReferenced(backing, target.path, 'backing', ctx.policy, startChain(target.path, fd));
+      } catch (e) {
+        if (!(e instanceof ReferenceOpenError)) throw e;
+        newBackingError = e.reason;
+      }
+    }
     const options: RebaseOptions = {
       format: target.format === 'file' ? 'raw' : target.format,
       unsafeQuirks: ctx.globals.unsafeQuirks,
@@ -81,7 +94,14 @@ async function runRebase(cmd: ParsedCommand, ctx: CommandContext, progress: bool
       backing,
       backingFormat,
       invalidBackingFormat: backingFormat !== undefined && !QEMU_FORMAT_NAMES.has(backingFormat),
+      clusterLoop: ctx.profile.major > 8 || (ctx.profile.major === 8 && ctx.profile.minor >= 2),
     };
+    if (newBackingError !== undefined && !options.invalidBackingFormat) {
+      // The image opens first, as qemu's does, so that its own errors come before this one.
+      options.invalidBackingFormat = true;
+      await runWithReferencedFiles('rebase', options as unknown as Record<string, unknown>, [{ fd, path: target.path, writable: true }], ctx);
+      return fail(`Could not open new backing file '${backing}': ${newBackingError}`);
+    }
     if (refusal !== undefined) {
       // The image still opens first, as qemu's would, so its own errors come before this one.
       options.invalidBackingFormat = true;
@@ -90,7 +110,8 @@ async function runRebase(cmd: ParsedCommand, ctx: CommandContext, progress: bool
       if (backingFormat !== undefined && !QEMU_FORMAT_NAMES.has(backingFormat)) return fail(`Invalid format name: '${backingFormat}'`);
       return fail(`Could not change the backing file to '${backing}': instar refuses this name (${refusal}); nothing was written`);
     }
-    result = validRebaseResult(await runWithReferencedFiles('rebase', options as unknown as Record<string, unknown>, [{ fd, path: target.path, writable: true }], ctx));
+    const inputs = [{ fd, path: target.path, writable: true }, ...(newBacking ? [{ fd: newBacking.fd, path: newBacking.path }] : [])];
+    result = validRebaseResult(await runWithReferencedFiles('rebase', options as unknown as Record<string, unknown>, inputs, ctx));
   } catch (e) {
     if (e instanceof ReferencedFileError) throw new InputImageError(referencedOpenMessage(e, target));
     if (e instanceof OpError) throw new InputImageError(`Could not open '${target.errorName}': ${e.message}`);
@@ -99,7 +120,10 @@ async function runRebase(cmd: ParsedCommand, ctx: CommandContext, progress: bool
     // The guest cannot fsync (its permission model refuses it): the host makes the change durable.
     fsyncSync(fd);
     closeSync(fd);
+    if (newBacking) closeSync(newBacking.fd);
   }
+  // The copy loop's percentages, as qemu printed them before its last line.
+  if (progress) for (const p of result.progress ?? []) ctx.out(progressLine(p));
   if (target.format === undefined && result.format === 'raw') ctx.err(PROBED_RAW_WARNING(target.path));
   if (result.notice !== undefined) ctx.err(`${ctx.progname}: ${result.notice}`);
   if ('invalidBackingFormat' in result) return fail(`Invalid format name: '${backingFormat}'`);
@@ -121,6 +145,10 @@ export const validNotice = (v: unknown): boolean => v === undefined || (typeof v
 function validRebaseResult(raw: unknown): RebaseResult {
   const r = (raw ?? {}) as Record<string, unknown>;
   if (typeof r.format !== 'string' || r.format.length > 64 || !validNotice(r.notice)) throw new OpError('the guest gave a malformed rebase result');
+  const progress = r.progress;
+  if (progress !== undefined && (!Array.isArray(progress) || progress.length > 200 || !progress.every((p) => typeof p === 'number' && p >= 0 && p <= 100))) {
+    throw new OpError('the guest gave a malformed rebase result');
+  }
   if (r.done === true || r.invalidBackingFormat === true) return r as RebaseResult;
   if (r.errno === 'ENOSPC' || r.errno === 'EINVAL' || r.errno === 'ENOTSUP') return r as RebaseResult;
   if (typeof r.refused === 'string' && r.refused.length < 1024) return r as RebaseResult;

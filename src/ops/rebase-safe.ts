@@ -1,0 +1,127 @@
+// Safe `rebase` (no -u) for qcow2 images: qemu-img's copy loop (img_rebase). Wherever the top
+// allocates nothing and the old backing chain reads differently from the new one, the old content
+// is written into the top (formats/qcow2/inplace-write.ts, allocating as qemu's driver does), then
+// the header names the new backing file. The loop goes over unallocated runs of the top in
+// chunks of 2 MiB as qemu's does, so that -p prints qemu's percentages; a chunk's differing
+// clusters are what qemu writes (7.2 compares 512-byte sectors, but its partial writes of a
+// cluster copy the rest of it from the old backing file: the same clusters end up allocated with
+// the same bytes as 8.2+'s cluster-wise loop).
+import { ImageError, type Image } from '../formats/types.ts';
+import { applyRepair, writeCount, type RepairStep } from '../formats/repair.ts';
+import { planInPlaceWrite, type ClusterRun } from '../formats/qcow2/inplace-write.ts';
+import { parseHeader } from '../formats/qcow2/header.ts';
+import { PlanRefusal } from '../formats/qcow2/refcount-update.ts';
+import { findDriver } from '../formats/registry.ts';
+import { ProgressRule } from '../output/progress.ts';
+import { openTree, type OpenTreeOptions } from './open-tree.ts';
+import type { OpContext } from './types.ts';
+
+/** qemu-img's IO_BUF_SIZE. */
+const IO_BUF_SIZE = 2 * 1024 * 1024;
+
+export interface SafeRebaseOptions extends OpenTreeOptions {
+  backing?: string;
+  backingFormat?: string;
+  /** qemu 8.2+: a chunk's read is not cut at the old backing file's end. */
+  clusterLoop?: boolean;
+  stopAfterWrites?: number;
+}
+
+export type SafeRebaseResult = { format: string; progress: number[]; notice?: string } & (
+  | { done: true }
+  | { errno: 'ENOSPC' | 'EINVAL' | 'ENOTSUP' }
+  | { refused: string });
+
+/** Reads `buf.length` bytes of `image` at `offset`, zeros past its end (or everywhere without an image). */
+function readPadded(image: Image | undefined, buf: Buffer, offset: number): void {
+  buf.fill(0);
+  if (!image || offset >= image.virtualSize) return;
+  image.read(buf.subarray(0, Math.min(buf.length, image.virtualSize - offset)), offset);
+}
+
+/**
+ * bdrv_is_allocated of the top alone: whether it allocates `offset` and for how many bytes (at
+ * most `n`) that stays so. The chain's extents split where the backing files' do; joined here.
+ */
+function topRun(top: Image, offset: number, n: number): { allocated: boolean; length: number } {
+  const inTop = (e: { depth: number; kind: string }) => e.depth === 0 && e.kind !== 'unallocated';
+  let length = 0;
+  let allocated: boolean | undefined;
+  while (length < n) {
+    const e = top.extent(offset + length, n - length);
+    if (!(e.length > 0)) throw new ImageError('the image reported an empty extent');
+    if (allocated === undefined) allocated = inTop(e);
+    else if (inTop(e) !== allocated) break;
+    length += Math.min(e.length, n - length);
+  }
+  return { allocated: allocated ?? false, length };
+}
+
+/** Device index of the backing file `referrer` names, when the host granted it. */
+const backingIndex = (ctx: OpContext, referrer: number): number => ctx.devices.findIndex((d) => d.spec.referrer === referrer && d.spec.role === 'backing');
+
+export function safeRebase(opts: SafeRebaseOptions, ctx: OpContext, top: Image): SafeRebaseResult {
+  const format = top.format;
+  const refused = (why: string): SafeRebaseResult => ({ format, progress: [], refused: `${why}; nothing was written` });
+  if (format !== 'qcow2') return refused(`instar does safe rebase of qcow2 images only (this is ${format}); use -u to change only the backing file name`);
+  const dev = ctx.devices[0].dev;
+  const oldIndex = backingIndex(ctx, 0);
+  const oldImage = oldIndex < 0 ? undefined : openTree(ctx, oldIndex, { ...opts, fileName: undefined, format: top.info()['backing-filename-format'] });
+  const newBacking = opts.backing !== undefined && opts.backing !== '';
+  const newImage = newBacking ? openTree(ctx, 1, { ...opts, fileName: opts.backing, format: opts.backingFormat }) : undefined;
+  const oldSize = oldImage?.virtualSize ?? 0;
+  const cs = parseHeader(dev).clusterSize;
+  const size = top.virtualSize;
+  const runs: ClusterRun[] = [];
+  const progress: number[] = [];
+  const rule = new ProgressRule(2.0);
+  const step = size === 0 ? 0 : Math.fround(100 / Math.floor(size / Math.min(size, IO_BUF_SIZE)));
+  const oldBuf = Buffer.alloc(cs);
+  const newBuf = Buffer.alloc(cs);
+  for (let offset = 0, n = 0; offset < size; offset += n) {
+    n = Math.min(IO_BUF_SIZE, size - offset);
+    const run = topRun(top, offset, n);
+    n = run.length;
+    if (run.allocated) continue;
+    if (!opts.clusterLoop && offset < oldSize && offset + n > oldSize) n = oldSize - offset;
+    // Clusters the chunk touches; a cluster partly in the chunk is compared in its part only.
+    for (let at = offset; at < offset + n;) {
+      const clusterStart = Math.floor(at / cs) * cs;
+      const len = Math.min(clusterStart + cs, offset + n) - at;
+      readPadded(oldImage, oldBuf.subarray(0, len), at);
+      readPadded(newImage, newBuf.subarray(0, len), at);
+      if (!oldBuf.subarray(0, len).equals(newBuf.subarray(0, len))) {
+        const zero = clusterStart >= oldSize;
+        const last = runs[runs.length - 1];
+        if (last && last.offset + last.length === clusterStart && last.zero === zero) last.length += cs;
+        else if (!last || last.offset + last.length <= clusterStart) runs.push({ offset: clusterStart, length: cs, zero });
+      }
+      at += len;
+    }
+    const shown = rule.set(Math.fround(rule.value + Math.fround(Math.fround(step / 100) * 100)));
+    if (shown !== undefined) progress.push(shown);
+  }
+  let dataSteps: RepairStep[];
+  try {
+    dataSteps = planInPlaceWrite(dev, runs, (buf, at) => readPadded(oldImage, Buffer.from(buf.buffer, buf.byteOffset, buf.length), at), { hasBacking: newBacking });
+  } catch (e) {
+    if (e instanceof PlanRefusal) return { format, progress: [], refused: e.message };
+    throw e;
+  }
+  const changeBacking = findDriver(format)!.changeBacking!;
+  const backing = newBacking ? Buffer.from(opts.backing!) : undefined;
+  const backingFormat = backing && typeof opts.backingFormat === 'string' ? Buffer.from(opts.backingFormat) : undefined;
+  const plan = changeBacking(dev, backing, backingFormat);
+  const notice = plan.notice === undefined ? {} : { notice: plan.notice };
+  if ('refused' in plan) return { format, progress: [], refused: plan.refused, ...notice };
+  const stop = typeof opts.stopAfterWrites === 'number' ? opts.stopAfterWrites : Infinity;
+  applyRepair(dev, dataSteps, { stopAfterWrites: stop });
+  const left = stop - writeCount(dataSteps);
+  // qemu copies first, then fails to change the header (a new backing file without its format).
+  if ('errno' in plan) {
+    if (left > 0) applyRepair(dev, plan.steps ?? [], { stopAfterWrites: left });
+    return { format, progress, errno: plan.errno, ...notice };
+  }
+  if (left > 0) applyRepair(dev, plan.steps, { stopAfterWrites: left });
+  return { format, progress, done: true, ...notice };
+}
