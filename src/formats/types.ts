@@ -187,6 +187,16 @@ export interface Driver {
   readonly amend?: AmendCapability;
   /** `snapshot -c/-d/-a` (qemu's bdrv_snapshot_create/delete/goto): the writes that change internal snapshots. */
   readonly snapshots?: SnapshotCapability;
+  /** `bitmap` (qemu-img bitmap): the writes that change persistent dirty bitmaps. */
+  readonly dirtyBitmaps?: BitmapCapability;
+}
+
+/** What `bitmap` asks of a format with persistent dirty bitmaps (qcow2: formats/qcow2/bitmap-*.ts). */
+export interface BitmapCapability {
+  /** The bitmaps of an image opened read-only (a --merge source named with -b). */
+  sources(dev: BlockDevice): import('./qcow2/bitmap-actions.ts').SourceBitmap[];
+  /** The writes of the actions (and of qemu's open and close around them), or instar's refusal. */
+  change(dev: BlockDevice, request: import('./qcow2/bitmap-actions.ts').BitmapRequest): { steps: import('./repair.ts').RepairStep[]; error?: string } | { refused: string };
 }
 
 /**

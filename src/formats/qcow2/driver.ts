@@ -15,6 +15,7 @@ import { keyRequired } from '../luks/driver.ts';
 import { openQcow2Crypto, readDecrypted, type Qcow2Crypto } from './encryption.ts';
 import { qcow2Measure } from './measure.ts';
 import { qcow2Snapshots } from './snapshot-plan.ts';
+import { qcow2DirtyBitmaps } from './bitmap-capability.ts';
 import { qcow2Resize } from './resize.ts';
 import { planChangeBacking } from './rebase-unsafe.ts';
 import { qcow2Amend } from './amend.ts';
@@ -295,4 +296,5 @@ export const qcow2Driver: Driver = {
   create: qcow2Create,
   writer: qcow2Writer,
   snapshots: qcow2Snapshots,
+  dirtyBitmaps: qcow2DirtyBitmaps,
 };

@@ -1,0 +1,206 @@
+// qemu-img bitmap for qcow2 as a pure planner: it replays what qemu does to the file, in qemu's
+// order, and returns those writes as executor steps (formats/repair.ts).
+//   open (qcow2_load_dirty_bitmaps): bitmaps not in use are loaded and marked in use in place
+//     (header without the autoclear bit, directory, header with it again);
+//   the actions, in command-line order, over the bitmaps in memory (a removal rewrites the
+//     directory at once and frees the bitmap's clusters);
+//   close (qcow2_store_persistent_dirty_bitmaps): every consistent bitmap is written anew (data
+//     clusters, then its table), then a new directory, refcounts, the header; the old directory
+//     and tables are freed last (data clusters discarded, which reads back as zeros).
+// Allocation replays qemu's allocator over RefcountModel, so the file ends byte-identical.
+import type { BlockDevice } from '../types.ts';
+import type { RepairStep } from '../repair.ts';
+import { parseHeader, type Qcow2Header } from './header.ts';
+import { readHeaderModel } from './header-model.ts';
+import { serializeHeader, type Qcow2HeaderModel } from './header-write.ts';
+import { PlanRefusal, RefcountModel } from './refcount-update.ts';
+import { allocClusters, freeClusters } from './allocator.ts';
+import { DirtyBits } from './bitmap-bits.ts';
+import { entrySize, FLAG_AUTO, FLAG_IN_USE, serializeDirectory, TABLE_ENTRY_OFFSET, type DirBitmap } from './bitmap-dir.ts';
+import { loadBitmaps, readTable, type LiveBitmap } from './bitmap-state.ts';
+import { bitmapAction, type ActionContext, type BitmapRequest } from './bitmap-actions.ts';
+
+const AUTOCLEAR_BITMAPS = 1n;
+const KNOWN_AUTOCLEAR = 3n;
+/** Most bytes a plan may add past the end of the file (bitmap data is at most 512 MiB a bitmap). */
+const MAX_GROWTH = 2 * 1024 * 1024 * 1024;
+
+export interface BitmapPlan {
+  steps: RepairStep[];
+  /** qemu's words for the action that failed (the ones before it are kept, as qemu keeps them). */
+  error?: string;
+}
+
+class Planner {
+  readonly h: Qcow2Header;
+  readonly model: Qcow2HeaderModel;
+  readonly refs: RefcountModel;
+  readonly cs: number;
+  readonly steps: RepairStep[] = [];
+  live: LiveBitmap[];
+  /** The directory as the file holds it now (s->bitmap_directory_*). */
+  disk: DirBitmap[];
+
+  constructor(readonly dev: BlockDevice) {
+    this.h = parseHeader(dev);
+    this.model = readHeaderModel(dev, this.h);
+    this.refs = new RefcountModel(dev, this.h);
+    this.cs = this.h.clusterSize;
+    const loaded = loadBitmaps(dev, this.h, this.model.bitmaps, this.model.size);
+    this.live = loaded.live;
+    this.disk = loaded.disk;
+  }
+
+  write(pos: number, bytes: Uint8Array): void {
+    this.steps.push({ kind: 'write', pos, bytes });
+  }
+
+  barrier(): void {
+    this.steps.push({ kind: 'barrier' });
+  }
+
+  /** qcow2_update_header + flush: the whole first cluster. */
+  writeHeader(): void {
+    this.write(0, serializeHeader(this.model));
+    this.barrier();
+  }
+
+  /** qcow2_flush_caches: refcount blocks changed so far, then new blocks hooked into the table. */
+  flushRefcounts(): void {
+    const blocks = this.refs.flush();
+    const hooks = this.refs.tableWrites('hooked');
+    for (const s of [...blocks, ...hooks.map((w): RepairStep => ({ kind: 'write', pos: w.pos, bytes: w.bytes }))]) this.steps.push(s);
+    if (blocks.length + hooks.length > 0) this.barrier();
+  }
+
+  /** The open: bitmaps not in use get the in-use flag, written in place under a cleared autoclear bit. */
+  open(): void {
+    if (this.model.bitmaps && this.disk.some((bm) => !(bm.flags & FLAG_IN_USE))) {
+      for (const bm of this.disk) bm.flags |= FLAG_IN_USE;
+      this.model.autoclear &= ~AUTOCLEAR_BITMAPS;
+      this.writeHeader();
+      this.write(Number(this.model.bitmaps.directoryOffset), serializeDirectory(this.disk));
+      this.barrier();
+      this.model.autoclear |= AUTOCLEAR_BITMAPS;
+      this.writeHeader();
+    } else if (this.h.autoclear & ~KNOWN_AUTOCLEAR) {
+      // qemu drops autoclear bits it does not know on a writable open.
+      this.writeHeader();
+    }
+  }
+
+  /** update_ext_header_and_dir: a new directory (or none), the header, the old one freed. */
+  storeDirectory(list: DirBitmap[]): void {
+    const old = this.model.bitmaps;
+    if (list.length > 0) {
+      const dir = serializeDirectory(list);
+      const offset = allocClusters(this.refs, dir.length);
+      this.write(offset, dir);
+      this.flushRefcounts();
+      this.model.bitmaps = { count: list.length, directorySize: BigInt(dir.length), directoryOffset: BigInt(offset) };
+      this.model.autoclear |= AUTOCLEAR_BITMAPS;
+    } else {
+      this.model.bitmaps = undefined;
+      this.model.autoclear &= ~AUTOCLEAR_BITMAPS;
+    }
+    this.barrier();
+    this.writeHeader();
+    if (old && old.directorySize > 0n) freeClusters(this.refs, Number(old.directoryOffset), Number(old.directorySize));
+    this.disk = list;
+  }
+
+  /** free_bitmap_clusters: the data clusters (discarded) and the table; nothing when the table is bad. */
+  freeTable(offset: bigint, size: number): void {
+    const table = readTable(this.dev, offset, size, this.cs);
+    if (!table) return;
+    for (const entry of table) {
+      const addr = Number(entry & TABLE_ENTRY_OFFSET);
+      if (addr === 0) continue;
+      freeClusters(this.refs, addr, this.cs);
+      if (this.refs.get(addr / this.cs) === 0 && addr < this.dev.size) this.steps.push({ kind: 'zero', pos: addr, length: Math.min(this.cs, this.dev.size - addr) });
+    }
+    freeClusters(this.refs, Number(offset), size * 8);
+  }
+
+  /** store_bitmap: the data clusters with dirty bits, then the table; returns where the table went. */
+  storeBitmap(bits: DirtyBits): { offset: bigint; size: number } {
+    const table = Buffer.alloc(bits.chunkCount * 8);
+    for (const i of bits.dirtyChunks()) {
+      const offset = allocClusters(this.refs, this.cs);
+      table.writeBigUInt64BE(BigInt(offset), i * 8);
+      this.write(offset, bits.chunk(i));
+    }
+    const offset = allocClusters(this.refs, table.length);
+    this.write(offset, table);
+    return { offset: BigInt(offset), size: bits.chunkCount };
+  }
+
+  /** qcow2_store_persistent_dirty_bitmaps at close. */
+  close(): void {
+    const stored = this.live.filter((l) => !l.inconsistent);
+    if (stored.length > 0) {
+      const list = this.disk.map((bm) => ({ ...bm }));
+      const drop: { offset: bigint; size: number }[] = [];
+      const owner = new Map<DirBitmap, LiveBitmap>();
+      for (const l of stored) {
+        let bm = list.find((b) => b.name.equals(l.name));
+        if (!bm) {
+          bm = { name: l.name, tableOffset: 0n, tableSize: 0, flags: 0, granularityBits: 0 };
+          list.push(bm);
+        } else {
+          drop.push({ offset: bm.tableOffset, size: bm.tableSize });
+          bm.tableOffset = 0n;
+          bm.tableSize = 0;
+        }
+        bm.flags = l.enabled ? FLAG_AUTO : 0;
+        bm.granularityBits = l.granularityBits;
+        owner.set(bm, l);
+      }
+      for (const bm of list) {
+        const l = owner.get(bm);
+        if (!l) continue;
+        const t = this.storeBitmap(l.bits);
+        bm.tableOffset = t.offset;
+        bm.tableSize = t.size;
+      }
+      this.storeDirectory(list);
+      for (const t of drop) if (t.size > 0) this.freeTable(t.offset, t.size);
+    }
+    this.flushRefcounts();
+  }
+
+  /** The steps, with the file grown first to where qemu's writes end. */
+  plan(): RepairStep[] {
+    let end = this.dev.size;
+    for (const s of this.steps) if (s.kind === 'write') end = Math.max(end, s.pos + s.bytes.length);
+    if (end - this.dev.size > MAX_GROWTH) throw new PlanRefusal(`instar refuses this qcow2 image: its refcounts would place new clusters ${end - this.dev.size} bytes past the end of the file; nothing was written`);
+    return end > this.dev.size ? [{ kind: 'truncate', size: end }, { kind: 'barrier' }, ...this.steps] : this.steps;
+  }
+}
+
+/** Plans `qemu-img bitmap` on a qcow2 image the driver opened. */
+export function planBitmap(dev: BlockDevice, request: BitmapRequest): BitmapPlan {
+  const p = new Planner(dev);
+  p.open();
+  const ctx: ActionContext = {
+    h: p.h,
+    virtualSize: p.model.size,
+    live: () => p.live,
+    setLive: (l) => { p.live = l; },
+    diskCount: () => p.disk.length,
+    diskDirectorySize: () => p.disk.reduce((n, bm) => n + entrySize(bm.name.length), 0),
+    removeFromDisk: (name) => {
+      const bm = p.disk.find((b) => b.name.equals(name));
+      if (!bm) return;
+      p.storeDirectory(p.disk.filter((b) => b !== bm));
+      p.freeTable(bm.tableOffset, bm.tableSize);
+    },
+  };
+  let error: string | undefined;
+  for (const action of request.actions) {
+    error = bitmapAction(ctx, action, request);
+    if (error !== undefined) break;
+  }
+  p.close();
+  return { steps: p.plan(), error };
+}
