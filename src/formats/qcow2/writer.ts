@@ -7,8 +7,10 @@
 // blocks stay in memory (qemu's caches) and are written by finish(); data goes out at once.
 import { ImageError, type BlockDevice, type CreatePlan, type ImageWriter, type WriterCapability, type WriterFiles } from '../types.ts';
 import { geometry, refcountBlock, type Geometry, type Qcow2Plan } from './create.ts';
+import { compressCluster } from './writer-compress.ts';
 
 const COPIED = 2n ** 63n;
+const COMPRESSED = 2n ** 62n;
 
 export class Qcow2Writer implements ImageWriter {
   /** The write unit: a cluster, or with extended L2 entries a subcluster (qemu allocates those one by one). */
@@ -27,11 +29,17 @@ export class Qcow2Writer implements ImageWriter {
   /** Where the file must reach at the end: qemu zero-fills every (sub)cluster it writes into. */
   private fileEnd: number;
   private dataEnd = 0;
+  /** -c: the next free byte in the host cluster compressed clusters are packed into (qemu's free_byte_offset; 0: none). */
+  private freeByte = 0;
+  /** -c: where each compressed guest cluster went, [host byte offset, length]. */
+  private readonly compressedAt = new Map<number, [number, number]>();
+  readonly compressedClusterSize: number;
 
   constructor(private readonly files: WriterFiles, private readonly p: Qcow2Plan) {
     this.g = geometry(p);
     this.cs = this.g.cs;
     this.clusterSize = p.extendedL2 ? this.cs / 32 : this.cs;
+    this.compressedClusterSize = this.cs;
     this.entrySize = p.extendedL2 ? 16 : 8;
     this.tableSpan = this.g.cs * this.g.l2Entries;
     this.fileEnd = files.image.size;
@@ -142,6 +150,64 @@ export class Qcow2Writer implements ImageWriter {
     return t;
   }
 
+  /**
+   * qcow2_co_pwritev_compressed: one whole cluster (zero-padded at the disk's end), compressed
+   * and packed after the previous one, or written as it is when it does not shrink.
+   */
+  writeCompressed(data: Uint8Array, offset: number): void {
+    const cs = this.cs;
+    if (offset % cs !== 0 || data.length > cs || (data.length < cs && offset + data.length < this.p.size)) {
+      throw new ImageError('instar writes compressed qcow2 clusters one whole cluster at a time');
+    }
+    if (this.preallocated || this.p.dataFile !== undefined) throw new ImageError('instar cannot compress into a preallocated qcow2 image or one with a data file');
+    const cluster = offset / cs;
+    let whole = data;
+    if (data.length < cs) {
+      whole = new Uint8Array(cs);
+      whole.set(data);
+    }
+    const compressed = compressCluster(whole, this.p.zstd, cs - 1);
+    if (!compressed) {
+      this.write(data, offset);
+      return;
+    }
+    this.table(Math.floor(offset / this.tableSpan));
+    const at = this.allocBytes(compressed.length);
+    this.files.image.write!(compressed, at);
+    this.fileEnd = Math.max(this.fileEnd, at + compressed.length);
+    this.compressedAt.set(cluster, [at, compressed.length]);
+  }
+
+  /**
+   * qcow2_alloc_bytes: `size` bytes after the previous compressed cluster, in the same host
+   * cluster or running on into the next one when that is the one the allocator hands out; a
+   * fresh cluster otherwise. Every host cluster the bytes touch gains one reference.
+   */
+  private allocBytes(size: number): number {
+    const cs = this.cs;
+    const refcounts = this.g.allocator.refcounts;
+    let offset = this.freeByte;
+    // A cluster whose refcount is at its width's maximum takes no more (refcount_bits=1: one each).
+    if (offset !== 0 && (refcounts[Math.floor(offset / cs)] ?? 0) >= 2 ** 2 ** this.p.refcountOrder - 1) offset = 0;
+    let free = offset === 0 ? 0 : cs - (offset % cs);
+    let fresh = -1;
+    if (offset === 0 || free < size) {
+      fresh = this.alloc(cs);
+      if (offset === 0 || Math.ceil(offset / cs) !== fresh) {
+        offset = fresh * cs;
+        free = cs;
+      } else {
+        free += cs;
+      }
+    }
+    // alloc() counted the fresh cluster once; the others the bytes touch gain their reference here.
+    for (let c = Math.floor(offset / cs); c <= Math.floor((offset + size - 1) / cs); c++) {
+      if (c !== fresh) refcounts[c] = (refcounts[c] ?? 0) + 1;
+    }
+    this.freeByte = (offset + size) % cs === 0 ? 0 : offset + size;
+    return offset;
+  }
+
   finish(): void {
     const data = this.files.dataFile;
     if (data && data.size < this.dataEnd) data.truncate!(this.dataEnd);
@@ -155,6 +221,13 @@ export class Qcow2Writer implements ImageWriter {
       // An external data file's clusters are not reference-counted, and are not COPIED in raw mode either.
       t.view.setBigUint64(at, BigInt(host * cs) | COPIED);
       if (this.p.extendedL2) t.view.setUint32(at + 12, this.subclusters.get(guest) ?? 0);
+    }
+    // Compressed entries: the host offset and the count of 512-byte sectors the bytes touch, minus one.
+    const sizeShift = BigInt(62 - (Math.log2(cs) - 8));
+    for (const [guest, [at, length]] of this.compressedAt) {
+      const t = this.tables.get(Math.floor((guest * cs) / this.tableSpan))!;
+      const sectors = Math.floor((at + length - 1) / 512) - Math.floor(at / 512);
+      t.view.setBigUint64((guest % g.l2Entries) * this.entrySize, COMPRESSED | (BigInt(sectors) << sizeShift) | BigInt(at));
     }
     const l1 = new Uint8Array(g.l1Size * 8);
     const l1View = new DataView(l1.buffer);

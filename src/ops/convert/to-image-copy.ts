@@ -33,8 +33,9 @@ export class ClusterAligner {
 
   constructor(private readonly writer: ImageWriter, private readonly diskSize: number, private readonly compressed: boolean) {}
 
+  /** The unit the writer takes: its cluster (or, compressing, its compressed cluster). */
   private get cs(): number {
-    return this.writer.clusterSize;
+    return (this.compressed ? this.writer.compressedClusterSize : undefined) ?? this.writer.clusterSize;
   }
 
   private send(data: Uint8Array, offset: number): void {
@@ -109,14 +110,42 @@ function nonZeroParts(buf: Buffer, at: number, sparse: number, zeros: Buffer): [
   return parts;
 }
 
+/**
+ * -c: qemu-img convert writes whole target clusters, so it takes the block-status runs a cluster
+ * at a time: a run shorter than a cluster becomes a whole cluster of data, a longer one is cut
+ * down to whole clusters (its rest starts the next step).
+ */
+function* clusterRuns(image: Image, cs: number): Generator<Run> {
+  for (let pos = 0; pos < image.virtualSize; ) {
+    const first = runs(image, pos, image.virtualSize).next();
+    if (first.done) return;
+    let { length, data } = first.value;
+    if (data) length = Math.min(length, cs);
+    if (length < cs) {
+      length = Math.min(cs, image.virtualSize - pos);
+      data = true;
+    } else {
+      length -= length % cs;
+    }
+    yield { pos, length, data };
+    pos += length;
+  }
+}
+
 /** Copies the disk into the writer; returns qemu's counted bytes. Does not call the writer's finish(). */
 export function copyToImage(plan: ImageCopyPlan): number {
   const { images, sparseSize } = plan;
   const disk = images.reduce((n, i) => n + i.virtualSize, 0);
   const aligner = new ClusterAligner(plan.writer, disk, !!plan.compressed);
+  // -c: qemu skips a chunk (a whole cluster) only when all of it reads as zeros.
+  const unit = plan.compressed ? (plan.writer.compressedClusterSize ?? plan.writer.clusterSize) : sparseSize;
+  const zeroBlock = sparseSize === 0 ? 0 : unit;
+  // -c: qemu's copy buffer is one cluster, its chunks (and progress steps) too.
+  const chunkSize = plan.compressed ? Math.min(unit, QEMU_CHUNK) : QEMU_CHUNK;
   const counts = (r: Run) => r.data || sparseSize === 0;
   let total = 0;
-  if (plan.onProgress) for (const image of images) for (const r of runs(image, 0, image.virtualSize)) if (counts(r)) total += r.length;
+  const walk = (image: Image) => (plan.compressed ? clusterRuns(image, unit) : runs(image, 0, image.virtualSize));
+  if (plan.onProgress) for (const image of images) for (const r of walk(image)) if (counts(r)) total += r.length;
   plan.onProgress?.(0, total);
   const rule = new ProgressRule();
   let done = 0;
@@ -124,9 +153,9 @@ export function copyToImage(plan: ImageCopyPlan): number {
   const zeros = Buffer.alloc(QEMU_CHUNK);
   let base = 0;
   for (const image of images) {
-    for (const r of runs(image, 0, image.virtualSize)) {
+    for (const r of walk(image)) {
       for (let pos = r.pos; pos < r.pos + r.length; ) {
-        const n = Math.min(QEMU_CHUNK, r.pos + r.length - pos);
+        const n = Math.min(chunkSize, r.pos + r.length - pos);
         if (counts(r) && plan.onProgress) {
           done += n;
           if (rule.set((100 * done) / total) !== undefined) plan.onProgress(done, total);
@@ -141,7 +170,7 @@ export function copyToImage(plan: ImageCopyPlan): number {
             if (e instanceof ImageError) throw new ImageError(`error while reading at byte ${base + pos}: ${e.message}`, e.errno);
             throw e;
           }
-          for (const [s, e] of nonZeroParts(chunk, base + pos, sparseSize, zeros)) aligner.write(chunk.subarray(s, e), base + pos + s);
+          for (const [s, e] of nonZeroParts(chunk, base + pos, zeroBlock, zeros)) aligner.write(chunk.subarray(s, e), base + pos + s);
         } else if (sparseSize === 0) {
           aligner.write(zeros.subarray(0, n), base + pos);
         }
