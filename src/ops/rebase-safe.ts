@@ -6,6 +6,7 @@
 // clusters are what qemu writes (7.2 compares 512-byte sectors, but its partial writes of a
 // cluster copy the rest of it from the old backing file: the same clusters end up allocated with
 // the same bytes as 8.2+'s cluster-wise loop).
+import { posix } from 'node:path';
 import { ImageError, type Image } from '../formats/types.ts';
 import { applyRepair, writeCount, type RepairStep } from '../formats/repair.ts';
 import { planInPlaceWrite, type ClusterRun } from '../formats/qcow2/inplace-write.ts';
@@ -43,8 +44,8 @@ function readPadded(image: Image | undefined, buf: Buffer, offset: number): void
  * bdrv_is_allocated of the top alone: whether it allocates `offset` and for how many bytes (at
  * most `n`) that stays so. The chain's extents split where the backing files' do; joined here.
  */
-function topRun(top: Image, offset: number, n: number): { allocated: boolean; length: number } {
-  const inTop = (e: { depth: number; kind: string }) => e.depth === 0 && e.kind !== 'unallocated';
+function topRun(top: Image, offset: number, n: number, levels = 1): { allocated: boolean; length: number } {
+  const inTop = (e: { depth: number; kind: string }) => e.depth < levels && e.kind !== 'unallocated';
   let length = 0;
   let allocated: boolean | undefined;
   while (length < n) {
@@ -55,6 +56,25 @@ function topRun(top: Image, offset: number, n: number): { allocated: boolean; le
     length += Math.min(e.length, n - length);
   }
   return { allocated: allocated ?? false, length };
+}
+
+/**
+ * qemu's bdrv_find_backing_image for the new backing file: the level (1 = the top's backing file)
+ * of the old chain whose name, taken relative to the directory of the image naming it, is the
+ * new name; 0 when the new backing file is not in the old chain.
+ */
+function prefixLevel(ctx: OpContext, name: string): number {
+  const wanted = posix.normalize(name);
+  let dir = '.';
+  for (let level = 1, referrer = 0; ; level++) {
+    const index = backingIndex(ctx, referrer);
+    const named = ctx.devices[index]?.spec.name;
+    if (index < 0 || named === undefined || level > 32) return 0;
+    const path = posix.isAbsolute(named) ? named : posix.join(dir, named);
+    if (posix.normalize(path) === wanted) return level;
+    dir = posix.dirname(path);
+    referrer = index;
+  }
 }
 
 /** Device index of the backing file `referrer` names, when the host granted it. */
@@ -70,6 +90,7 @@ export function safeRebase(opts: SafeRebaseOptions, ctx: OpContext, top: Image):
   const newBacking = opts.backing !== undefined && opts.backing !== '';
   const newImage = newBacking ? openTree(ctx, 1, { ...opts, fileName: opts.backing, format: opts.backingFormat }) : undefined;
   const oldSize = oldImage?.virtualSize ?? 0;
+  const prefix = newBacking ? prefixLevel(ctx, opts.backing!) : 0;
   const cs = parseHeader(dev).clusterSize;
   const size = top.virtualSize;
   const runs: ClusterRun[] = [];
@@ -80,9 +101,17 @@ export function safeRebase(opts: SafeRebaseOptions, ctx: OpContext, top: Image):
   const newBuf = Buffer.alloc(cs);
   for (let offset = 0, n = 0; offset < size; offset += n) {
     n = Math.min(IO_BUF_SIZE, size - offset);
+    // qcow2's block status answers up to the end of one L2 table's span.
+    if (typeof top.blockStatus === 'number') n = Math.min(n, (Math.floor(offset / top.blockStatus) + 1) * top.blockStatus - offset);
     const run = topRun(top, offset, n);
     n = run.length;
     if (run.allocated) continue;
+    // A new backing file from the old chain: only what the images above it allocate can differ.
+    if (prefix > 0) {
+      const above = oldImage ? topRun(oldImage, offset, n, prefix - 1) : { allocated: false, length: n };
+      n = above.length;
+      if (!above.allocated) continue;
+    }
     if (!opts.clusterLoop && offset < oldSize && offset + n > oldSize) n = oldSize - offset;
     // Clusters the chunk touches; a cluster partly in the chunk is compared in its part only.
     for (let at = offset; at < offset + n;) {

@@ -1,0 +1,121 @@
+// Safe rebase (no -u) of qcow2 images, differential against qemu-img 7.2 and 10.0: stdout (-p
+// percentages included), stderr, exit status and the top byte for byte (qemu's copy loop is
+// sequential, so its allocation is deterministic); then crash safety of every write prefix, and
+// refusals before any write.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { VERSIONS, runInstar, runQemu } from '../helpers/oracles.ts';
+import { TwinDirs, assertSameOutcome } from './harness.ts';
+import { ImageBuilder } from '../commit/harness.ts';
+import { FdDevice } from '../../src/io/fd-device.ts';
+import { rebaseOp } from '../../src/ops/rebase.ts';
+import type { OpContext } from '../../src/ops/types.ts';
+
+const builder = new ImageBuilder();
+const twins = new TwinDirs();
+const chains: Record<string, Record<string, Uint8Array>> = {};
+
+before(() => {
+  chains.basic = builder.chain([
+    { name: 'old.qcow2', create: ['-f', 'qcow2'], size: '6M', writes: ['write -P 1 0 128k', 'write -P 2 1M 4k', 'write -P 3 4M 64k'] },
+    { name: 'new.qcow2', create: ['-f', 'qcow2'], size: '6M', writes: ['write -P 1 0 64k', 'write -P 9 3M 64k'] },
+    { name: 't.qcow2', create: ['-f', 'qcow2', '-b', 'old.qcow2', '-F', 'qcow2'], size: '6M', writes: ['write -P 5 4M 64k'] },
+  ]);
+  // An old backing file shorter than the top (7.2 cuts its chunk there; zeros past it), a
+  // larger raw new backing file, 4 KiB clusters in the top, a compat=0.10 top.
+  chains.sizes = builder.chain([
+    { name: 'old.qcow2', create: ['-f', 'qcow2'], size: '3584k', writes: ['write -P 1 0 3584k'] },
+    { name: 'new.raw', create: ['-f', 'raw'], size: '5M', writes: ['write -P 1 0 1M', 'write -P 7 4M 8k'], format: 'raw' },
+    { name: 't.qcow2', create: ['-f', 'qcow2', '-o', 'cluster_size=4096', '-b', 'old.qcow2', '-F', 'qcow2'], size: '5M', writes: ['write -P 5 2M 4k'] },
+    { name: 'v2.qcow2', create: ['-f', 'qcow2', '-o', 'compat=0.10', '-b', 'old.qcow2', '-F', 'qcow2'], size: '5M', writes: ['write -P 5 0 4k'] },
+  ]);
+});
+after(() => {
+  builder.remove();
+  twins.remove();
+});
+
+const CASES: [string, string[], boolean?][] = [
+  ['basic', ['-p', '-b', 'new.qcow2', '-F', 'qcow2', 't.qcow2'], true],
+  ['basic', ['-b', 'new.qcow2', 't.qcow2']],
+  ['basic', ['-b', '', 't.qcow2']],
+  ['basic', ['-p', '-b', 'old.qcow2', '-F', 'qcow2', 't.qcow2']],
+  ['basic', ['-p', '-b', 'missing.qcow2', '-F', 'qcow2', 't.qcow2']],
+  ['basic', ['-b', 'new.qcow2', '-F', 'raw', 't.qcow2']],
+  ['sizes', ['-p', '-b', 'new.raw', '-F', 'raw', 't.qcow2']],
+  ['sizes', ['-p', '-b', '', 't.qcow2']],
+  ['sizes', ['-b', 'new.raw', '-F', 'raw', 'v2.qcow2']],
+  ['sizes', ['-p', '-q', '-b', '', '-f', 'qcow2', 'v2.qcow2']],
+];
+
+for (const version of VERSIONS) {
+  test(`safe rebase matches qemu-img ${version} byte for byte`, () => {
+    for (const [chain, args, sandboxed] of CASES) {
+      const r = twins.run(version, chains[chain], ['rebase', ...args], { sandboxed: sandboxed && version === '7.2' });
+      assertSameOutcome(r, Object.keys(chains[chain]), `${version} ${chain}: rebase ${args.join(' ')}`);
+    }
+  });
+}
+
+/** Writes the basic chain into `dir` and rebases t.qcow2 onto new.qcow2 in-process, stopping after `writes` writes. */
+function rebaseInto(dir: string, writes: number): unknown {
+  mkdirSync(dir, { recursive: true });
+  for (const [name, bytes] of Object.entries(chains.basic)) writeFileSync(join(dir, name), bytes);
+  const fds = ['t.qcow2', 'new.qcow2', 'old.qcow2'].map((n, i) => openSync(join(dir, n), i === 0 ? 'r+' : 'r'));
+  try {
+    const ctx: OpContext = {
+      devices: [
+        { spec: { fd: fds[0], role: 'input', writable: true }, dev: new FdDevice(fds[0], true) },
+        { spec: { fd: fds[1], role: 'input', writable: false }, dev: new FdDevice(fds[1], false) },
+        { spec: { fd: fds[2], role: 'backing', writable: false, name: 'old.qcow2', referrer: 0 }, dev: new FdDevice(fds[2], false) },
+      ],
+      emit: () => undefined,
+    };
+    return rebaseOp({ format: 'qcow2', fileName: 't.qcow2', unsafe: false, backing: 'new.qcow2', backingFormat: 'qcow2', stopAfterWrites: writes }, ctx);
+  } finally {
+    fds.forEach((fd) => closeSync(fd));
+  }
+}
+
+test('safe rebase stopped after every write: the top only leaks and reads as before', () => {
+  const original = join(builder.root, 'rebase-orig');
+  mkdirSync(original);
+  for (const [name, bytes] of Object.entries(chains.basic)) writeFileSync(join(original, name), bytes);
+  const done = join(builder.root, 'rebase-done');
+  assert.deepEqual(rebaseInto(done, Infinity), { format: 'qcow2', progress: [33.33333206176758, 66.66666412353516, 100], done: true });
+  const final = readFileSync(join(done, 't.qcow2'));
+  let k = 0;
+  for (; k < 50; k++) {
+    const dir = join(builder.root, `rebase-crash${k}`);
+    rebaseInto(dir, k);
+    const top = join(dir, 't.qcow2');
+    const check = runQemu('10.0', ['check', top]);
+    assert.ok(check.status === 0 || check.status === 3, `after ${k} writes: ${check.stdout}${check.stderr}`);
+    const same = runQemu('10.0', ['compare', '-q', join(original, 't.qcow2'), top]);
+    assert.equal(same.status, 0, `after ${k} writes the top reads differently`);
+    if (readFileSync(top).equals(final)) break;
+  }
+  assert.ok(k >= 5 && k < 50, `${k} writes`);
+});
+
+test('safe rebase refuses before writing: a new backing file outside the allowed paths, a corrupt old chain', () => {
+  const dir = join(builder.root, 'refusals');
+  mkdirSync(dir);
+  for (const [name, bytes] of Object.entries(chains.basic)) writeFileSync(join(dir, name), bytes);
+  const passwd = runInstar(['rebase', '-b', '/etc/passwd', '-F', 'raw', 't.qcow2', '--sandbox=none'], { cwd: dir });
+  assert.equal(passwd.status, 1);
+  assert.match(passwd.stderr, /^qemu-img: Could not change the backing file to '\/etc\/passwd': instar refuses this name .*nothing was written\n$/);
+  assert.ok(readFileSync(join(dir, 't.qcow2')).equals(Buffer.from(chains.basic['t.qcow2'])));
+  // The old backing file's L1 entry misaligned: the read fails before the first write.
+  const old = Buffer.from(chains.basic['old.qcow2']);
+  const l1 = Number(old.readBigUInt64BE(40));
+  old.writeBigUInt64BE(old.readBigUInt64BE(l1) + 0x200n, l1);
+  writeFileSync(join(dir, 'old.qcow2'), old);
+  const corrupt = runInstar(['rebase', '-b', 'new.qcow2', '-F', 'qcow2', 't.qcow2'], { cwd: dir });
+  assert.equal(corrupt.status, 1);
+  assert.match(corrupt.stderr, /qemu-img: Could not open 't\.qcow2': Input\/output error\n$/);
+  assert.ok(readFileSync(join(dir, 't.qcow2')).equals(Buffer.from(chains.basic['t.qcow2'])));
+  assert.ok(readFileSync(join(dir, 'old.qcow2')).equals(old));
+});
