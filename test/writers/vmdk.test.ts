@@ -11,7 +11,7 @@ import { closeSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { VERSIONS } from '../helpers/oracles.ts';
-import { allocated, chainFiles, firstDifference, holesFile, MiB, noise, openWriterOn, rawFile, read, sameOutput, writeWithInstar, writeWithQemu } from './vpc-vmdk-harness.ts';
+import { allocated, chainFiles, firstDifference, grains, holesFile, maskCid, MiB, noise, openWriterOn, rawFile, read, sameOutput, writeWithInstar, writeWithQemu } from './vpc-vmdk-harness.ts';
 
 const GiB = 1024 * MiB;
 let dir = '';
@@ -35,47 +35,6 @@ before(() => {
   sources.set('big', [big, big, writes.map(([pos, b]) => [pos, pos + b.length])]);
 });
 after(() => rmSync(dir, { recursive: true, force: true }));
-
-/** Where the descriptor is: sector 1 of a monolithic sparse file (20 sectors), else the whole file. */
-const descriptorArea = (file: Buffer): [number, number] => (file.toString('latin1', 0, 4) === 'KDMV' ? [512, 20 * 512] : [0, file.length]);
-
-/**
- * The file with its descriptor's CID value masked and qemu's leftovers of a longer CID line
- * zeroed; the extent lines name the image's files by its `stem`, which is the same length on
- * both sides and masked too.
- */
-function maskCid(file: Buffer, stem: string): Buffer {
-  const out = Buffer.from(file);
-  const [offset, length] = descriptorArea(file);
-  const area = out.subarray(offset, offset + length);
-  let end = area.indexOf(0);
-  if (end < 0) end = area.length;
-  const text = area.toString('latin1', 0, end).replace(/^CID=[0-9a-f]+$/m, 'CID=X').split(stem).join('S'.repeat(stem.length));
-  const masked = Buffer.alloc(area.length);
-  masked.write(text, 'latin1');
-  // Past the leftovers everything must still compare.
-  if (end + 8 < area.length) area.copy(masked, end + 8, end + 8);
-  masked.copy(area);
-  return out;
-}
-
-/** A monolithic sparse file's allocated grains (indices), as its grain directory and the redundant one say. */
-function grains(file: Buffer, label: string): number[] {
-  const capacity = Number(file.readBigUInt64LE(12));
-  const perTable = file.readUInt32LE(44);
-  const tables = Math.ceil(Math.ceil(capacity / 128) / perTable);
-  const walk = (directory: number) => {
-    const found: number[] = [];
-    for (let t = 0; t < tables; t++) {
-      const table = file.readUInt32LE(directory * 512 + t * 4);
-      for (let i = 0; i < perTable; i++) if (file.readUInt32LE(table * 512 + i * 4) !== 0) found.push(t * perTable + i);
-    }
-    return found;
-  };
-  const main = walk(Number(file.readBigUInt64LE(56)));
-  assert.deepEqual(walk(Number(file.readBigUInt64LE(48))), main, `${label}: the redundant grain tables differ from the main ones`);
-  return main;
-}
 
 /** The files of an image (descriptor first, then its extents), by the name stem they share. */
 const filesOf = (stem: string) => readdirSync(dir).filter((f) => f.startsWith(`${stem}.`) || f.startsWith(`${stem}-`)).sort((a, b) => a.length - b.length || a.localeCompare(b));

@@ -2,6 +2,7 @@
 // driver's writer fed with the guest data of a raw file in ascending order, skipping what reads
 // as zeros, as qemu-img convert feeds qemu's driver. Also the oracle side (qemu-img convert with
 // the same options) and the comparisons the writer tests share.
+import assert from 'node:assert/strict';
 import { closeSync, ftruncateSync, openSync, readFileSync, readSync, statSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { findDriver } from '../../src/formats/registry.ts';
@@ -161,4 +162,66 @@ export function chainFiles(dir: string): [string, string] {
 
 function assertOk(r: { status: number | null; stderr: string }, what: string): void {
   if (r.status !== 0) throw new Error(`${what}: ${r.stderr}`);
+}
+
+/** The footers' timestamp (24), checksum (64) and UUID (68) zeroed, after checking the checksum. */
+export function maskVhd(file: Buffer, label: string): Buffer {
+  const out = Buffer.from(file);
+  for (const base of new Set([0, file.length - 512])) {
+    if (base < 0 || out.toString('latin1', base, base + 8) !== 'conectix') continue;
+    const footer = Buffer.from(out.subarray(base, base + 512));
+    const stored = footer.readUInt32BE(64);
+    footer.writeUInt32BE(0, 64);
+    let sum = 0;
+    for (const b of footer) sum = (sum + b) >>> 0;
+    assert.equal(stored, ~sum >>> 0, `${label}: footer checksum at ${base}`);
+    out.fill(0, base + 24, base + 28);
+    out.fill(0, base + 64, base + 84);
+  }
+  return out;
+}
+
+/** Where the descriptor is: sector 1 of a monolithic sparse file (20 sectors), else the whole file. */
+const descriptorArea = (file: Buffer): [number, number] => (file.toString('latin1', 0, 4) === 'KDMV' ? [512, 20 * 512] : [0, file.length]);
+
+/**
+ * The file with its descriptor's CID value masked and qemu's leftovers of a longer CID line
+ * zeroed; the extent lines name the image's files by its `stem`, which is the same length on
+ * both sides and masked too.
+ */
+export function maskCid(file: Buffer, stem: string): Buffer {
+  const [offset, length] = descriptorArea(file);
+  const area = file.subarray(offset, offset + length);
+  let end = area.indexOf(0);
+  if (end < 0) end = area.length;
+  const text = Buffer.from(area.toString('latin1', 0, end).replace(/^CID=[0-9a-f]+$/m, 'CID=X').split(stem).join('S'.repeat(stem.length)), 'latin1');
+  // A descriptor file that is only its text (never rewritten) is as long as its CID makes it:
+  // compare the masked text. Otherwise the area keeps its length, the text's NUL-terminated end
+  // moving with the CID's length; past qemu's leftovers everything must still compare.
+  let masked = text;
+  if (end < area.length) {
+    masked = Buffer.alloc(area.length);
+    text.copy(masked);
+    const tail = area.subarray(Math.min(area.length, end + 8));
+    if (tail.some((b) => b !== 0)) tail.copy(masked, area.length - tail.length);
+  }
+  return Buffer.concat([file.subarray(0, offset), masked, file.subarray(offset + length)]);
+}
+
+/** A monolithic sparse file's allocated grains (indices), as its grain directory and the redundant one say. */
+export function grains(file: Buffer, label: string): number[] {
+  const capacity = Number(file.readBigUInt64LE(12));
+  const perTable = file.readUInt32LE(44);
+  const tables = Math.ceil(Math.ceil(capacity / 128) / perTable);
+  const walk = (directory: number) => {
+    const found: number[] = [];
+    for (let t = 0; t < tables; t++) {
+      const table = file.readUInt32LE(directory * 512 + t * 4);
+      for (let i = 0; i < perTable; i++) if (file.readUInt32LE(table * 512 + i * 4) !== 0) found.push(t * perTable + i);
+    }
+    return found;
+  };
+  const main = walk(Number(file.readBigUInt64LE(56)));
+  assert.deepEqual(walk(Number(file.readBigUInt64LE(48))), main, `${label}: the redundant grain tables differ from the main ones`);
+  return main;
 }

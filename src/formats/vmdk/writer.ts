@@ -50,7 +50,16 @@ class VmdkWriter implements ImageWriter {
     flat: boolean,
   ) {
     this.clusterSize = flat ? FLAT_WRITE_UNIT : GRAIN;
+    // Flat extents report no cluster size, and qemu-img convert -c fails ("invalid cluster size").
+    if (!flat) this.writeCompressed = (data, offset) => this.write(data, offset);
   }
+
+  /**
+   * -c: qemu's vmdk driver takes compressed writes for every subformat it can give a cluster size
+   * (not the flat ones, see open()), but compresses only into a streamOptimized extent: a sparse
+   * extent gets the grain as a plain write.
+   */
+  writeCompressed?: (data: Uint8Array, offset: number) => void;
 
   write(data: Uint8Array, offset: number): void {
     if (!Number.isSafeInteger(offset) || offset < 0 || offset > this.size - data.length) {

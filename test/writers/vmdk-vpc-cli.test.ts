@@ -1,0 +1,104 @@
+// `convert -O vpc` and `convert -O vmdk` through instar's command line (the convert pipeline with
+// the VHD and VMDK writers), against qemu-img 7.2 and 10.0 run on the same sources: the
+// command's output and status, the files (random fields masked; streamOptimized by structure,
+// its deflate being node's), their allocation, and what `info`, `check` and `compare` print.
+// A few cases go through the real sandbox (the built CLI: run `npm run build` first), the rest
+// in-process with --sandbox=none.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { oracle, runInstar, runQemu, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
+import { runCommandLine } from '../../src/cli/run.ts';
+import { INSTAR_ALIAS } from '../helpers/oracles.ts';
+import { allocated, chainFiles, firstDifference, grains, holesFile, maskCid, maskVhd, MiB, rawFile, read, sameOutput } from './vpc-vmdk-harness.ts';
+
+let dir = '';
+const at = (name: string) => join(dir, name);
+const sources = new Map<string, string>();
+
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), 'instar-writer-cli-'));
+  sources.set('holes', holesFile(at('holes.raw')));
+  sources.set('empty', rawFile(at('empty.raw'), 5 * MiB, []));
+  sources.set('chain', chainFiles(dir)[0]);
+});
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+async function inProcess(args: string[]): Promise<RunResult> {
+  let stdout = '';
+  let stderr = '';
+  const status = await runCommandLine(args, { out: (t) => (stdout += t), err: (t) => (stderr += t), env: process.env, cwd: dir, argv1: INSTAR_ALIAS });
+  return { stdout, stderr, status, signal: null };
+}
+
+interface Case {
+  source: string;
+  format: 'vpc' | 'vmdk';
+  /** convert's options before the file names. */
+  args: string[];
+  versions: OracleVersion[];
+  sandboxed?: boolean;
+}
+
+const CASES: Case[] = [
+  { source: 'chain', format: 'vpc', args: [], versions: ['7.2', '10.0'], sandboxed: true },
+  { source: 'holes', format: 'vmdk', args: ['-o', 'subformat=twoGbMaxExtentFlat'], versions: ['10.0'], sandboxed: true },
+  { source: 'chain', format: 'vmdk', args: ['-p'], versions: ['7.2'], sandboxed: true },
+  { source: 'holes', format: 'vpc', args: ['-o', 'subformat=fixed,force_size=on'], versions: ['7.2', '10.0'] },
+  { source: 'holes', format: 'vpc', args: ['-S', '0'], versions: ['7.2'] },
+  { source: 'empty', format: 'vpc', args: ['-o', 'subformat=fixed'], versions: ['10.0'] },
+  { source: 'holes', format: 'vmdk', args: ['-o', 'subformat=streamOptimized'], versions: ['7.2', '10.0'] },
+  { source: 'holes', format: 'vmdk', args: ['-c'], versions: ['7.2', '10.0'] },
+  { source: 'chain', format: 'vmdk', args: ['-o', 'compat6=on,adapter_type=lsilogic,zeroed_grain=on', '-o', 'subformat=twoGbMaxExtentSparse'], versions: ['10.0'] },
+  { source: 'empty', format: 'vmdk', args: ['-o', 'subformat=monolithicFlat'], versions: ['7.2'] },
+  { source: 'holes', format: 'vmdk', args: ['-S', '0', '-o', 'subformat=monolithicSparse'], versions: ['10.0'] },
+];
+
+/** The files of an image (descriptor first, then extents), by the stem they share. */
+const filesOf = (stem: string) => readdirSync(dir).filter((f) => f.startsWith(`${stem}.`) || f.startsWith(`${stem}-`)).sort((a, b) => a.length - b.length || a.localeCompare(b));
+
+test('convert -O vpc / -O vmdk through the CLI: output, files, info, check and compare as qemu-img 7.2 and 10.0', async () => {
+  const problems: string[] = [];
+  for (const [n, c] of CASES.entries()) {
+    const src = sources.get(c.source)!;
+    const ext = c.format === 'vpc' ? 'vhd' : 'vmdk';
+    for (const version of c.versions) {
+      const label = `${c.source} -O ${c.format} ${c.args.join(' ')} (${version}${c.sandboxed ? ', sandboxed' : ''})`;
+      // Stems of one length: VMDK descriptors name their extents by them.
+      const [mine, theirs] = [`i${n}${version === '7.2' ? 'a' : 'b'}`, `q${n}${version === '7.2' ? 'a' : 'b'}`];
+      const args = (stem: string) => ['convert', '-f', c.source === 'chain' ? 'qcow2' : 'raw', ...c.args, '-O', c.format, src, at(`${stem}.${ext}`)];
+      const q = runQemu(version, args(theirs));
+      const cli = [...args(mine), '--qemu-version', version];
+      const r = c.sandboxed ? runInstar(cli) : await inProcess([...cli, '--sandbox=none']);
+      const show = (x: RunResult, stem: string) => `${x.status}\n${x.stdout}\n${x.stderr.split(oracle(version)).join('qemu-img')}`.split(stem).join('STEM');
+      if (show(r, mine) !== show(q, theirs)) problems.push(`${label}: convert printed\n${show(r, mine)}\nqemu:\n${show(q, theirs)}`);
+      const [a, b] = [filesOf(mine), filesOf(theirs)];
+      if (a.length !== b.length) {
+        problems.push(`${label}: instar wrote ${a.join(' ')}, qemu ${b.join(' ')}`);
+        continue;
+      }
+      const stream = c.args.join(' ').includes('streamOptimized');
+      a.forEach((name, i) => {
+        const [x, y] = c.format === 'vpc'
+          ? [maskVhd(read(at(name)), `instar ${label}`), maskVhd(read(at(b[i])), `qemu ${label}`)]
+          : [maskCid(read(at(name)), mine), maskCid(read(at(b[i])), theirs)];
+        if (stream) {
+          problems.push(...firstDifference(x.subarray(0, 21 * 512), y.subarray(0, 21 * 512), `${label} ${name} header and descriptor`));
+          assert.deepEqual(grains(x, `instar ${label}`), grains(y, `qemu ${label}`), `${label}: allocated grains`);
+          return;
+        }
+        problems.push(...firstDifference(x, y, `${label} ${name}`));
+        if (allocated(at(name)) !== allocated(at(b[i]))) problems.push(`${label}: ${name} has ${allocated(at(name))} bytes allocated, qemu's ${allocated(at(b[i]))}`);
+      });
+      const normalize = (t: string) => t.replace(/"cid": \d+/g, '"cid": 0').replace(stream ? /"actual-size": \d+/g : /^$/, '"actual-size": 0');
+      const [mineFile, theirFile] = [at(`${mine}.${ext}`), at(`${theirs}.${ext}`)];
+      problems.push(...sameOutput(version, (f) => ['info', '--output=json', '-f', c.format, f], mineFile, theirFile, label, normalize));
+      problems.push(...sameOutput(version, (f) => ['check', '-f', c.format, f], mineFile, theirFile, label));
+      problems.push(...sameOutput(version, (f) => ['compare', '-F', c.format, src, f], mineFile, theirFile, label));
+      for (const f of [...a, ...b]) rmSync(at(f));
+    }
+  }
+  assert.deepEqual(problems, []);
+});
