@@ -1,4 +1,5 @@
-// `npm run bench`: convert -O raw of a 2 GiB corpus (bench/corpus.ts) in every input format,
+// `npm run bench`: convert -O raw of a 2 GiB corpus (bench/corpus.ts) in every input format, and
+// convert of its raw disk into every format instar writes,
 // instar (default sandboxed mode) and qemu-img 10.0 taking turns, N runs each (default 3), with
 // the default cache mode (no flush) and with -t writeback (flushed),
 // outputs on the same file system as the inputs and removed between runs. Prints the medians
@@ -43,8 +44,8 @@ function warmFreeMemory(): void {
 }
 
 /** Untimed set-up of every run: no output left, nothing dirty, freshly used free memory. */
-function prepare(): void {
-  rmSync(out, { force: true });
+function prepare(target = out): void {
+  rmSync(target, { force: true });
   // The previous run's dirty pages go to disk now, not during this run.
   spawnSync('sync');
   warmFreeMemory();
@@ -53,13 +54,13 @@ function prepare(): void {
 /** perf, when installed: it counts the CPU time of the whole process tree (sandboxed guests too). */
 const perf = ['/usr/bin/perf', '/usr/local/bin/perf'].find((p) => existsSync(p) && spawnSync(p, ['--version']).status === 0);
 
-function timed(file: string, args: string[]): number {
-  prepare();
+function timed(file: string, args: string[], target = out): number {
+  prepare(target);
   const t0 = process.hrtime.bigint();
   const r = spawnSync(file, args, { encoding: 'utf8', maxBuffer: 1 << 20 });
   const ms = Number(process.hrtime.bigint() - t0) / 1e6;
   if (r.status !== 0) throw new Error(`${file} ${args.join(' ')} failed: ${r.stderr}`);
-  rmSync(out, { force: true });
+  rmSync(target, { force: true });
   return ms;
 }
 
@@ -129,6 +130,33 @@ if (!filter || 'start-up'.includes(filter)) {
   rmSync(tiny, { force: true });
   const [a, b] = samples.map(median);
   rows.push(['start-up (1 MiB)', a.toFixed(0), b.toFixed(0), (a / b).toFixed(2), '', '', '', '']);
+}
+// The writers: convert of the raw disk into each format (default cache mode), where instar has a
+// writer for it; a format it cannot write yet shows its refusal instead of times.
+const WRITE_TARGETS: { label: string; args: string[] }[] = [
+  { label: 'raw → qcow2', args: ['-O', 'qcow2'] },
+  { label: 'raw → qcow2 zlib', args: ['-O', 'qcow2', '-c'] },
+  { label: 'raw → vmdk', args: ['-O', 'vmdk'] },
+  { label: 'raw → vpc', args: ['-O', 'vpc'] },
+  { label: 'raw → vhdx', args: ['-O', 'vhdx'] },
+];
+const rawDisk = images.find((i) => i.label === 'raw') ?? ensureCorpus(() => {})[0];
+const written = join(BENCH_DIR, 'out.img');
+for (const target of WRITE_TARGETS.filter((t) => !filter || t.label.includes(filter))) {
+  const args = ['convert', '-f', 'raw', ...target.args, rawDisk.path, written];
+  const probe = spawnSync(INSTAR_CLI, args, { encoding: 'utf8' });
+  rmSync(written, { force: true });
+  if (probe.status !== 0) {
+    rows.push([target.label, 'n/a', '', '', '', '', '', probe.stderr.trim().slice(0, 60)]);
+    continue;
+  }
+  const samples: number[][] = [[], []];
+  for (let i = 0; i < runs; i++) {
+    samples[0].push(timed(...instar(args), written));
+    samples[1].push(timed(qemuImg, args, written));
+  }
+  const [a, b] = samples.map(median);
+  rows.push([target.label, a.toFixed(0), b.toFixed(0), (a / b).toFixed(2), '', '', '', '']);
 }
 const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
 for (const r of rows) console.log(r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  '));
