@@ -15,6 +15,7 @@ import { amendOp } from './amend.ts';
 import { snapshotChangeOp, snapshotListOp } from './snapshot.ts';
 import { ddOp } from './dd.ts';
 import { benchOp } from './bench.ts';
+import { bitmapOp } from './bitmap.ts';
 import { answeringMissingFiles } from './open-tree.ts';
 import { withArgon2 } from '../formats/crypto/argon2.ts';
 
@@ -39,4 +40,5 @@ export const ops: Record<string, Op> = {
   amend: withArgon2(answeringMissingFiles(amendOp)),
   dd: withArgon2(answeringMissingFiles(ddOp)),
   bench: withArgon2(answeringMissingFiles(benchOp)),
+  bitmap: withArgon2(answeringMissingFiles(bitmapOp)),
 };

@@ -26,8 +26,8 @@ export interface BitmapRequest {
   /** The bitmap every action applies to. */
   name: string;
   actions: BitmapActionSpec[];
-  /** -g as qemu passes it on (a uint32: 0 means the default). */
-  granularity: number;
+  /** -g as qemu passes it on (a uint32), undefined for the default. */
+  granularity?: number;
   /** The name qemu's messages give the image's node ("#block1NN"). */
   nodeName: string;
   /** The -b image's bitmaps; undefined without -b (merges then read this image's). */
@@ -59,9 +59,9 @@ function unusable(b: { name: Buffer; inconsistent: boolean }): string | undefine
   return `Bitmap '${b.name.toString()}' is inconsistent and cannot be used\nTry block-dirty-bitmap-remove to delete this bitmap from disk`;
 }
 
-/** bdrv_get_default_bitmap_granularity for a qcow2 image: its cluster size, at least 4 KiB. */
+/** bdrv_get_default_bitmap_granularity for a qcow2 image: its cluster size within 4 KiB..64 KiB. */
 function defaultGranularity(clusterSize: number): number {
-  return Math.max(4096, clusterSize);
+  return Math.min(65536, Math.max(4096, clusterSize));
 }
 
 /** qcow2_co_can_store_new_dirty_bitmap's refusal, without its prefix; undefined when allowed. */
@@ -85,7 +85,7 @@ function cannotStore(ctx: ActionContext, name: Buffer, granularity: number): str
 function add(ctx: ActionContext, name: Buffer, req: BitmapRequest): string | undefined {
   if (name.length === 0) return 'Bitmap name cannot be empty';
   let granularity = req.granularity;
-  if (granularity !== 0) {
+  if (granularity !== undefined) {
     if (granularity < 512 || (granularity & (granularity - 1)) !== 0) return 'Granularity must be power of 2 and at least 512';
   } else granularity = defaultGranularity(ctx.h.clusterSize);
   const refused = cannotStore(ctx, name, granularity);

@@ -21,4 +21,5 @@ export const commands: Record<string, () => Promise<Command>> = {
   amend: async () => (await import('./amend.ts')).amend,
   dd: async () => (await import('./dd.ts')).dd,
   bench: async () => (await import('./bench.ts')).bench,
+  bitmap: async () => (await import('./bitmap.ts')).bitmap,
 };
