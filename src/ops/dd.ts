@@ -1,6 +1,6 @@
-// The guest half of `dd` (raw output). Two phases, one guest launch each, because qemu opens the
-// input and takes its size before it creates the output (and an input that fails to open must
-// leave an existing output untouched):
+// The guest half of `dd` (raw output, or -O <format>: a new image through its format's writer).
+// Two phases, one guest launch each, because qemu opens the input and takes its size before it
+// creates the output (and an input that fails to open must leave an existing output untouched):
 //  - 'open': open the input (asking the host for the files it names) and answer its size;
 //  - 'copy': open it again and copy [start, start + length) to offset 0 of the output device the
 //    host created, through convert's copy loop (every byte written, as qemu's dd writes zeros too).
@@ -9,7 +9,9 @@ import { openTree } from './open-tree.ts';
 import { copyToRaw } from './convert/copy.ts';
 import type { Op } from './types.ts';
 import { strerror } from '../strerror.ts';
-import type { OpenContext } from '../formats/types.ts';
+import type { CreatePlan, OpenContext } from '../formats/types.ts';
+import { openNewImage } from './convert/to-image.ts';
+import { ClusterAligner } from './convert/to-image-copy.ts';
 
 export interface DdOptions {
   phase: 'open' | 'copy';
@@ -21,6 +23,39 @@ export interface DdOptions {
   /** 'copy': the input bytes to copy, [start, start + length), both checked by the host against the size. */
   start?: number;
   length?: number;
+  /** -O <not raw>: the new image's format and create plan (the host created its files, role 'output'). */
+  image?: { format: string; plan: CreatePlan };
+  /** bs: qemu's dd writes one block at a time (the writer allocates as those requests do). */
+  bs?: number;
+}
+
+const SLICE = 1024 * 1024;
+
+/**
+ * -O <format>: the layout, then every byte of the window (zeros too: qemu's dd writes each block
+ * as data) through the format's writer, in blocks of `bs` at most 1 MiB, in ascending order.
+ */
+function copyToNewImage(window: Image, opts: DdOptions, ctx: Parameters<Op>[1]): unknown {
+  const writer = openNewImage(opts.image!.format, opts.image!.plan, ctx);
+  if (!('write' in writer)) return writer;
+  const bs = Number.isSafeInteger(opts.bs) && opts.bs! > 0 ? Math.min(opts.bs!, SLICE) : 512;
+  const chunk = Math.max(bs, Math.floor(SLICE / bs) * bs);
+  const aligner = new ClusterAligner(writer, window.virtualSize, false);
+  const buf = new Uint8Array(chunk);
+  for (let pos = 0; pos < window.virtualSize; pos += chunk) {
+    const piece = buf.subarray(0, Math.min(chunk, window.virtualSize - pos));
+    const known = Math.min(piece.length, window.zeroRun?.(pos, piece.length) ?? 0);
+    piece.fill(0, 0, known);
+    try {
+      if (known < piece.length) window.read(piece.subarray(known), pos + known);
+    } catch (e) {
+      throw e instanceof ImageError ? readFailure(e) : e;
+    }
+    for (let at = 0; at < piece.length; at += bs) aligner.write(piece.subarray(at, Math.min(piece.length, at + bs)), pos + at);
+  }
+  aligner.finish();
+  writer.finish();
+  return { copied: window.virtualSize };
 }
 
 /** What 'open' answers: the input's format, and its size as qemu's blk_getlength gives it or that it fails. */
@@ -69,13 +104,15 @@ export const ddOp: Op = (options, ctx) => {
   }
   const output = ctx.devices.find((d) => d.spec.role === 'output');
   if (!output) throw new ImageError('no output device');
+  // (With -O <format> the output devices are the new image's files, laid out by copyToNewImage.)
   const start = opts.start ?? 0;
   if (!Number.isSafeInteger(start) || !Number.isSafeInteger(opts.length) || start < 0 || opts.length! < 0) throw new ImageError('malformed copy range');
   // The input can only have shrunk since 'open' when it is the output itself (of= naming if=),
   // which the host's creation truncated: qemu then reads zeros, which the output already holds.
   const length = Math.max(0, Math.min(opts.length!, image.virtualSize - start));
-  if (length === 0) return Promise.resolve({ copied: 0 });
+  if (length === 0 && !opts.image) return Promise.resolve({ copied: 0 });
   const window = new ImageWindow(image, start, length);
+  if (opts.image) return copyToNewImage(window, opts, ctx);
   return copyToRaw({ images: [window], output: output.dev, sparseSize: 0, targetIsZero: false }).then(
     () => ({ copied: length }),
     (e: unknown) => {

@@ -15,6 +15,10 @@ import { parseSecretObjects, sourceSecrets } from '../secrets.ts';
 import { strerror } from '../../strerror.ts';
 import { INT64_MAX, INT_MAX, parseIntegerOption, parseSizeOption, type Parsed } from './qemu-numbers.ts';
 import type { DdOptions } from '../../ops/dd.ts';
+import { findDriver } from '../../formats/registry.ts';
+import { ImageError, type CreatePlan } from '../../formats/types.ts';
+import { lookupFormat, qemuFullVersion } from './create-options.ts';
+import { randomBytes } from 'node:crypto';
 
 /** A failure worded as qemu-img words it: each line printed after "<progname>: ", exit status 1. */
 class DdError extends InputImageError {}
@@ -66,12 +70,30 @@ function parseOperands(args: readonly string[], ctx: CommandContext): Operands {
 
 /** -O as qemu looks it up (after opening the input); undefined when instar can write it. */
 function outputFormatRefusal(format: string, outPath: string): { now: string } | { atCreate: string } | undefined {
-  if (format === 'raw' || format === 'file') return undefined;
+  if (format === 'raw' || format === 'file' || writesImage(format)) return undefined;
   if (NO_CREATION.has(format)) return { now: `Format driver '${format}' does not support image creation` };
   // dd gives a LUKS target no options, so qemu's creation fails for want of a key.
   if (format === 'luks') return { atCreate: `${outPath}: error while creating output image: Parameter 'key-secret' is required for cipher` };
   if (NOT_WRITTEN_YET.has(format)) return { atCreate: `instar cannot write dd -O ${format} yet (only raw)` };
   return { now: 'Unknown file format' };
+}
+
+/** Whether -O names a format instar creates and writes (its driver's `create` and `writer`). */
+function writesImage(format: string): boolean {
+  return format !== 'raw' && format !== 'file' && findDriver(format)?.writer !== undefined && findDriver(format)?.create !== undefined;
+}
+
+/** bdrv_create's plan for dd's new image: no options but the size; qemu's words when the format refuses it. */
+function imagePlan(format: string, outName: string, length: bigint, ctx: CommandContext): CreatePlan {
+  const found = lookupFormat(format, ctx.profile);
+  if (!('capability' in found)) throw new DdError(`instar cannot write dd -O ${format} yet`);
+  const env = { now: Math.floor(Date.now() / 1000), filename: outName, qemuVersion: qemuFullVersion(ctx.profile), randomBytes: (n: number) => randomBytes(n) };
+  try {
+    return found.capability.plan(new Map([['size', length.toString()]]), length, env);
+  } catch (e) {
+    if (e instanceof ImageError) throw new DdError(`${outName}: error while creating output image: ${e.message}`);
+    throw e;
+  }
 }
 
 /** A file's identity: device and inode. */
@@ -237,17 +259,25 @@ async function runDd(cmd: ParsedCommand, ctx: CommandContext): Promise<number> {
     const range = copyRange(opened.size, ops);
     if (refusal) throw new DdError(refusal.atCreate);
     checkOutputNotInput(outName, outPath, opened);
-    const output = createOutput(outName, outPath, range.length);
+    const format = cmd.options.get('output-format')?.at(-1) ?? 'raw';
+    const plan = writesImage(format) ? imagePlan(format, outName, range.length, ctx) : undefined;
+    // A new image's layout sizes its own file (the guest truncates it): created empty here.
+    const output = createOutput(outName, outPath, plan ? 0n : range.length);
     const outFd = output.fd;
     let ok = false;
     try {
+      if (plan && !output.regular) throw new DdError(`instar writes ${format} images only into regular files, and '${outName}' is not one`);
+      if (plan && (typeof plan.dataFile === 'string' || (plan.extentFiles?.length ?? 0) > 0)) throw new DdError(`instar cannot write a dd -O ${format} image of several files yet`);
       if (range.skipPastEnd) ctx.err(`${ctx.progname}: ${ops.input}: cannot skip to specified offset\n`);
       if (range.start + range.length > BigInt(Number.MAX_SAFE_INTEGER)) throw new DdError('instar cannot copy a disk of 8 PiB or more');
-      if (range.length > 0n) {
-        const options: DdOptions = { ...base, phase: 'copy', start: Number(range.start), length: Number(range.length) };
+      if (range.length > 0n || plan) {
+        const image = plan ? { image: { format, plan }, bs: Number(ops.bs) } : {};
+        const options: DdOptions = { ...base, phase: 'copy', start: Number(range.start), length: Number(range.length), ...image };
         const outFile: InputFile = { fd: outFd, path: outPath, writable: true, role: 'output' };
         try {
-          await runWithReferencedFiles('dd', options as unknown as Record<string, unknown>, [input, outFile], ctx);
+          const done = (await runWithReferencedFiles('dd', options as unknown as Record<string, unknown>, [input, outFile], ctx)) as { failed?: unknown } | undefined;
+          // A new image's layout that the file system refused (EFBIG, ENOSPC): qemu's bdrv_create failed.
+          if (typeof done?.failed === 'string') throw new DdError(`${outName}: error while creating output image: Could not write '${outPath}': ${strerror(done.failed)}`);
         } catch (e) {
           if (e instanceof ReferencedFileError) throw new DdError(referencedOpenMessage(e, target));
           if (e instanceof OpError) throw new DdError(e.message);

@@ -3,11 +3,11 @@
 // open), write the new image's layout into the output files the host created (qemu's
 // bdrv_create), open the format's writer on them and copy the disk into it in ascending order,
 // then let the writer write its tables.
-import { ImageError, type BlockDevice, type CreateFileLayout, type CreatePlan, type OpenContext } from '../../formats/types.ts';
+import { ImageError, type BlockDevice, type CreateFileLayout, type CreatePlan, type ImageWriter, type OpenContext } from '../../formats/types.ts';
 import { findDriver } from '../../formats/registry.ts';
 import { openSource, snapshotViews, type ConvertSource, type SnapshotChoice } from './sources.ts';
 import { copyToImage } from './to-image-copy.ts';
-import type { Op } from '../types.ts';
+import type { Op, OpContext } from '../types.ts';
 
 export interface ConvertImageOptions {
   format: string;
@@ -47,19 +47,15 @@ const errnoOf = (e: unknown): string | undefined => {
   return typeof code === 'string' && /^E[A-Z0-9]{1,15}$/.test(code) ? code : undefined;
 };
 
-export const convertImageOp: Op = (raw, ctx) => {
-  const opts = raw as unknown as ConvertImageOptions;
-  const driver = findDriver(opts.format);
-  if (!driver?.create || !driver.writer) throw new ImageError(`instar cannot write ${opts.format} images`);
-  if (!Array.isArray(opts.sources) || opts.sources.length === 0) throw new ImageError('no sources');
-  // Any open failure here was answered in the host's open phase already: it is an error now.
-  let views = opts.sources.map((s) => openSource(ctx, s, opts));
-  for (let i = 0; i < views.length; i++) {
-    if (views[i].sizeFailure) throw new ImageError(`instar cannot convert ${opts.sources[i].fileName}: its size cannot be told`);
-  }
-  if (opts.snapshot !== undefined) views = snapshotViews(views, opts.snapshot);
-
-  const layout = driver.create.layout(opts.plan);
+/**
+ * bdrv_create into the host's output devices (role 'output', in order: the image, its data file,
+ * its extents), then the format's writer on them; `failed` with the errno that stopped the layout
+ * (EFBIG: the file system's limit). With `layoutOnly` nothing is opened after the layout.
+ */
+export function openNewImage(format: string, plan: CreatePlan, ctx: OpContext, layoutOnly = false): ImageWriter | ConvertImageResult {
+  const driver = findDriver(format);
+  if (!driver?.create || !driver.writer) throw new ImageError(`instar cannot write ${format} images`);
+  const layout = driver.create.layout(plan);
   const outputs = ctx.devices.filter((d) => d.spec.role === 'output').map((d) => d.dev);
   const extents = layout.extents ?? [];
   const expected = 1 + (layout.dataFile ? 1 : 0) + extents.length;
@@ -72,12 +68,25 @@ export const convertImageOp: Op = (raw, ctx) => {
     extents.forEach((l, i) => writeLayout(rest[i], l));
   } catch (e) {
     const code = errnoOf(e);
-    if (code) return { failed: code } satisfies ConvertImageResult;
+    if (code) return { failed: code };
     throw e;
   }
-  if (opts.layoutOnly) return { counted: 0 } satisfies ConvertImageResult;
+  if (layoutOnly) return { counted: 0 };
+  return driver.writer.open({ image, dataFile, extents: rest }, plan);
+}
 
-  const writer = driver.writer.open({ image, dataFile, extents: rest }, opts.plan);
+export const convertImageOp: Op = (raw, ctx) => {
+  const opts = raw as unknown as ConvertImageOptions;
+  if (!Array.isArray(opts.sources) || opts.sources.length === 0) throw new ImageError('no sources');
+  // Any open failure here was answered in the host's open phase already: it is an error now.
+  let views = opts.sources.map((s) => openSource(ctx, s, opts));
+  for (let i = 0; i < views.length; i++) {
+    if (views[i].sizeFailure) throw new ImageError(`instar cannot convert ${opts.sources[i].fileName}: its size cannot be told`);
+  }
+  if (opts.snapshot !== undefined) views = snapshotViews(views, opts.snapshot);
+
+  const writer = openNewImage(opts.format, opts.plan, ctx, opts.layoutOnly);
+  if (!('write' in writer)) return writer;
   const onProgress = opts.progress ? (done: number, total: number) => ctx.emit({ type: 'progress', done, total }) : undefined;
   const counted = copyToImage({ images: views, writer, sparseSize: opts.sparseSize ?? 4096, compressed: opts.compressed, onProgress });
   writer.finish();
