@@ -33,17 +33,15 @@ function putter(dev: BlockDevice): (buf: Uint8Array, pos: number) => void {
 export class SparseExtentWriter implements ExtentWriter {
   protected readonly put: (buf: Uint8Array, pos: number) => void;
   protected readonly geometry: SparseGeometry;
-  /** Grain table entries (sector numbers, 0 = unallocated) of every grain, in disk order. */
-  protected readonly entries: Uint32Array;
-  /** Grains allocated here, whose entries finish() writes. */
-  protected readonly allocated: number[] = [];
+  /** The grains allocated here (grain index → sector): the only entries finish() writes. A map,
+   *  not a table of every grain: a 2 TiB disk has 32 Mi grains and a copy may allocate few. */
+  protected readonly entries = new Map<number, number>();
   /** qemu's next_cluster_sector: the file's length in sectors rounded up to a grain. */
   protected nextSector: number;
 
   constructor(protected readonly dev: BlockDevice, readonly bytes: number) {
     this.put = putter(dev);
     this.geometry = sparseGeometry(bytes);
-    this.entries = new Uint32Array(this.geometry.gtCount * GTES_PER_GT);
     this.nextSector = Math.ceil(Math.ceil(dev.size / SECTOR) / 128) * 128;
   }
 
@@ -61,26 +59,22 @@ export class SparseExtentWriter implements ExtentWriter {
       const inGrain = pos % GRAIN;
       const piece = data.subarray(done, done + Math.min(data.length - done, GRAIN - inGrain));
       done += piece.length;
-      if (this.entries[grain] !== 0) {
-        this.put(piece, this.entries[grain] * SECTOR + inGrain);
+      const sector = this.entries.get(grain);
+      if (sector !== undefined) {
+        this.put(piece, sector * SECTOR + inGrain);
         continue;
       }
       const whole = new Uint8Array(GRAIN);
       whole.set(piece, inGrain);
-      const sector = this.takeSectors(128);
-      this.put(whole, sector * SECTOR);
-      this.setEntry(grain, sector);
+      const fresh = this.takeSectors(128);
+      this.put(whole, fresh * SECTOR);
+      this.entries.set(grain, fresh);
     }
-  }
-
-  protected setEntry(grain: number, sector: number): void {
-    this.entries[grain] = sector;
-    this.allocated.push(grain);
   }
 
   /** The runs of entries set, into the grain tables of both directories. */
   finish(): void {
-    const grains = [...this.allocated].sort((a, b) => a - b);
+    const grains = [...this.entries.keys()].sort((a, b) => a - b);
     const g = this.geometry;
     for (let i = 0; i < grains.length; ) {
       // A run of consecutive grains within one grain table.
@@ -89,7 +83,7 @@ export class SparseExtentWriter implements ExtentWriter {
       const first = grains[i];
       const table = Math.floor(first / GTES_PER_GT);
       const run = Buffer.alloc((j - i) * 4);
-      for (let k = i; k < j; k++) run.writeUInt32LE(this.entries[grains[k]], (k - i) * 4);
+      for (let k = i; k < j; k++) run.writeUInt32LE(this.entries.get(grains[k])!, (k - i) * 4);
       for (const directory of [g.gdOffset, g.rgdOffset]) {
         const tableSector = directory + g.gdSectors + table * g.gtSectors;
         this.put(run, tableSector * SECTOR + (first % GTES_PER_GT) * 4);
@@ -127,7 +121,7 @@ export class StreamExtentWriter extends SparseExtentWriter {
     const p = this.pending;
     this.pending = undefined;
     if (!p) return;
-    if (this.entries[p.grain] !== 0) throw new ImageError('Could not write to allocated cluster for streamOptimized');
+    if (this.entries.has(p.grain)) throw new ImageError('Could not write to allocated cluster for streamOptimized');
     const deflated = deflateSync(p.buf);
     const record = Buffer.alloc(MARKER + deflated.length);
     record.writeBigUInt64LE(BigInt((p.grain * GRAIN) / SECTOR), 0);
@@ -140,7 +134,7 @@ export class StreamExtentWriter extends SparseExtentWriter {
     this.dataEnd = start + record.length;
     this.nextSector = Math.ceil(this.dataEnd / SECTOR);
     if (this.nextSector > MAX_SECTOR) throw new ImageError('instar refuses a VMDK grain past the 32-bit sector range');
-    this.setEntry(p.grain, start / SECTOR);
+    this.entries.set(p.grain, start / SECTOR);
   }
 
   override finish(): void {
