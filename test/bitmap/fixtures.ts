@@ -1,0 +1,58 @@
+// Images for the bitmap tests, built once per test file with qemu-img 7.2 and qemu-io: bitmaps
+// with data (written while they were enabled), several cluster sizes, an in-use bitmap, a version
+// 2 image, a raw file and -b sources.
+import type { Workspace } from './harness.ts';
+
+export type Fixtures = Record<string, Uint8Array>;
+
+/** The directory offset from the bitmaps extension (the first extension of these images). */
+export function directoryOffset(image: Uint8Array): number {
+  const b = Buffer.from(image);
+  for (let at = 112; at + 8 <= b.length && at < 4096;) {
+    const magic = b.readUInt32BE(at);
+    const len = b.readUInt32BE(at + 4);
+    if (magic === 0x23852875) return Number(b.readBigUInt64BE(at + 8 + 16));
+    if (magic === 0) break;
+    at += 8 + Math.ceil(len / 8) * 8;
+  }
+  throw new Error('no bitmaps extension');
+}
+
+export function buildFixtures(ws: Workspace): Fixtures {
+  const q = (...args: string[]) => ws.qemu(args);
+  q('create', '-q', '-f', 'qcow2', 'plain.qcow2', '1M');
+  // b and c take writes; d is added after them (clean); c is disabled at the end.
+  q('create', '-q', '-f', 'qcow2', 'data.qcow2', '4M');
+  q('bitmap', '--add', 'data.qcow2', 'b');
+  q('bitmap', '--add', '-g', '512', 'data.qcow2', 'c');
+  ws.io('data.qcow2', ['write 0 64k', 'write 1M 4k', 'write 3M 512']);
+  q('bitmap', '--add', 'data.qcow2', 'd');
+  q('bitmap', '--disable', 'data.qcow2', 'c');
+  // 512-byte clusters: a bitmap of 512-byte granules spans several table clusters.
+  q('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=512,refcount_bits=8', 'small.qcow2', '16M');
+  q('bitmap', '--add', '-g', '512', 'small.qcow2', 'b');
+  q('bitmap', '--add', 'small.qcow2', 'c');
+  ws.io('small.qcow2', ['write 0 64k', 'write 5M 1M', 'write 15M 512']);
+  q('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=2M', 'big.qcow2', '16M');
+  q('bitmap', '--add', '-g', '1k', 'big.qcow2', 'b');
+  ws.io('big.qcow2', ['write 4M 8k']);
+  q('create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', 'v2.qcow2', '1M');
+  q('create', '-q', '-f', 'raw', 'disk.raw', '1M');
+  // b is marked in use (as a crash leaves it): inconsistent, only removable.
+  q('create', '-q', '-f', 'qcow2', 'inuse.qcow2', '1M');
+  q('bitmap', '--add', 'inuse.qcow2', 'b');
+  q('bitmap', '--add', 'inuse.qcow2', 'c');
+  const inuse = ws.read('inuse.qcow2');
+  inuse[directoryOffset(inuse) + 15] |= 1;
+  // Sources for --merge -b: same size with data, another size.
+  q('create', '-q', '-f', 'qcow2', 'src.qcow2', '4M');
+  q('bitmap', '--add', '-g', '1k', 'src.qcow2', 's');
+  ws.io('src.qcow2', ['write 2M 8k', 'write 4032k 64k']);
+  q('create', '-q', '-f', 'qcow2', 'other.qcow2', '8M');
+  q('bitmap', '--add', 'other.qcow2', 's');
+  const files: Fixtures = {};
+  for (const name of ['plain', 'data', 'small', 'big', 'v2', 'src', 'other']) files[`${name}.qcow2`] = ws.read(`${name}.qcow2`);
+  files['inuse.qcow2'] = inuse;
+  files['disk.raw'] = ws.read('disk.raw');
+  return files;
+}
