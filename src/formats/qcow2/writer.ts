@@ -34,6 +34,8 @@ export class Qcow2Writer implements ImageWriter {
   /** -c: where each compressed guest cluster went, [host byte offset, length]. */
   private readonly compressedAt = new Map<number, [number, number]>();
   readonly compressedClusterSize: number;
+  /** -B: guest clusters made to read as zeros (v3 zero flag); with extended L2, their zero subclusters' bits. */
+  private readonly zeroed = new Map<number, number>();
 
   constructor(private readonly files: WriterFiles, private readonly p: Qcow2Plan) {
     this.g = geometry(p);
@@ -151,6 +153,28 @@ export class Qcow2Writer implements ImageWriter {
   }
 
   /**
+   * qcow2_co_pwrite_zeroes over a backing file: version 3 marks the clusters (or subclusters) as
+   * zero in their L2 entries (allocating the L2 table as a write would); version 2 has no zero
+   * flag, so zeros are written as data.
+   */
+  writeZeroes(offset: number, length: number): void {
+    if (this.p.version < 3 || this.preallocated) {
+      const zeros = new Uint8Array(Math.min(length, 1024 * 1024));
+      for (let done = 0; done < length; done += zeros.length) this.write(zeros.subarray(0, Math.min(zeros.length, length - done)), offset + done);
+      return;
+    }
+    this.eachTable(length, offset, (start, n) => {
+      this.table(Math.floor((offset + start) / this.tableSpan));
+      const sub = this.p.extendedL2 ? this.clusterSize : this.cs;
+      for (let u = Math.floor((offset + start) / sub); u < Math.ceil((offset + start + n) / sub); u++) {
+        const cluster = this.p.extendedL2 ? Math.floor(u / 32) : u;
+        const bit = this.p.extendedL2 ? 1 << (u % 32) : 1;
+        this.zeroed.set(cluster, ((this.zeroed.get(cluster) ?? 0) | bit) >>> 0);
+      }
+    });
+  }
+
+  /**
    * qcow2_co_pwritev_compressed: one whole cluster (zero-padded at the disk's end), compressed
    * and packed after the previous one, or written as it is when it does not shrink.
    */
@@ -221,6 +245,12 @@ export class Qcow2Writer implements ImageWriter {
       // An external data file's clusters are not reference-counted, and are not COPIED in raw mode either.
       t.view.setBigUint64(at, BigInt(host * cs) | COPIED);
       if (this.p.extendedL2) t.view.setUint32(at + 12, this.subclusters.get(guest) ?? 0);
+    }
+    for (const [guest, bits] of this.zeroed) {
+      const t = this.tables.get(Math.floor((guest * cs) / this.tableSpan))!;
+      const at = (guest % g.l2Entries) * this.entrySize;
+      if (this.p.extendedL2) t.view.setUint32(at + 8, bits);
+      else if (!this.hostOf.has(guest)) t.view.setBigUint64(at, 1n);
     }
     // Compressed entries: the host offset and the count of 512-byte sectors the bytes touch, minus one.
     const sizeShift = BigInt(62 - (Math.log2(cs) - 8));

@@ -24,6 +24,7 @@ import type { ConvertOptions } from '../../ops/convert.ts';
 import type { ConvertImageOptions, ConvertImageResult } from '../../ops/convert/to-image.ts';
 import type { Target } from '../input-image.ts';
 import { referencedFailure } from './open-copy.ts';
+import { CreateFailure, probeBacking } from '../commands/create-backing.ts';
 
 /** Formats whose qemu driver writes compressed clusters (block_driver_can_compress). */
 const COMPRESSING = new Set(['qcow2', 'qcow', 'vmdk']);
@@ -127,7 +128,7 @@ function planImage(job: ImageJob, total: bigint): { plan: CreatePlan; set: Map<s
   if (!('capability' in found) || !findDriver(fmt)?.writer) {
     throw new ConvertError(`convert -O ${fmt} is not implemented yet in instar (no ${fmt} writer); nothing was written`);
   }
-  if (backing !== undefined) throw new ConvertError('instar cannot convert into an image with a backing file yet (-B, -o backing_file); nothing was written');
+  if (backing !== undefined && cmd.options.has('compress')) throw new ConvertError('instar cannot compress into an image with a backing file yet (-c with -B); nothing was written');
   const normalized = new Map([...set].map(([k, v]) => [k, v.value]));
   const env: CreateEnvironment = { now: Math.floor(Date.now() / 1000), filename: outPath, qemuVersion: qemuFullVersion(ctx.profile), randomBytes: (n: number) => randomBytes(n) };
   try {
@@ -168,6 +169,18 @@ function unlinkQuietly(path: string): void {
   }
 }
 
+/** The target's backing file opened as qemu opens it with the new image: its virtual size, or qemu's message. */
+async function backingSize(outPath: string, backing: string, format: string | undefined, ctx: CommandContext): Promise<{ size: number }> {
+  try {
+    const probed = await probeBacking(outPath, backing, format, ctx, false);
+    if (probed.sizeErrno !== undefined) throw new ConvertError(`Could not open '${outPath}': Could not get the size of the backing file`);
+    return { size: probed.virtualSize };
+  } catch (e) {
+    if (e instanceof CreateFailure) throw new ConvertError(`Could not open '${outPath}': Could not open backing file: ${e.message}`);
+    throw e;
+  }
+}
+
 /** The whole -O path after the command's settings; throws ConvertError with qemu's words. */
 export async function convertToImage(job: ImageJob): Promise<void> {
   const { cmd, ctx, s } = job;
@@ -177,8 +190,11 @@ export async function convertToImage(job: ImageJob): Promise<void> {
     throw new ConvertError(opened.blockStatus ?? 'instar cannot convert sources whose sizes add up past 2^63 bytes');
   }
   const total = opened.sizes.reduce((a, b) => a + sectorAligned(b), 0n);
-  const { plan } = planImage(job, total);
+  const { plan, set } = planImage(job, total);
   const outPath = cmd.args[cmd.args.length - 1];
+  const backing = set.get('backing_file')?.value;
+  // qemu opens the new image with its backing file, whose size decides which zeros are written.
+  const targetBacking = backing === undefined ? undefined : await backingSize(outPath, backing, set.get('backing_fmt')?.value, ctx);
   const made: CreatedFile[] = [];
   let ok = false;
   try {
@@ -198,6 +214,7 @@ export async function convertToImage(job: ImageJob): Promise<void> {
       compressed: cmd.options.has('compress'),
       progress: !!job.printer,
       layoutOnly: badCache,
+      targetBacking,
     };
     const run = { ...ctx.run, onProgress: (done: number, total: number) => (done > 0 ? job.printer?.show((100 * done) / total) : undefined) };
     let result: ConvertImageResult;

@@ -6,8 +6,10 @@
 // ImageWriter contract asks; progress follows qemu's accounting as copy.ts does.
 import { ImageError, type Image, type ImageWriter } from '../../formats/types.ts';
 import { ProgressRule } from '../../output/progress.ts';
-import { strerror } from '../../strerror.ts';
 import { runs, type Run } from './copy.ts';
+import { ClusterAligner } from './to-image-aligner.ts';
+
+export { ClusterAligner };
 
 const MiB = 1024 * 1024;
 /** qemu-img's IO_BUF_SIZE: its largest chunk. */
@@ -23,76 +25,8 @@ export interface ImageCopyPlan {
   onProgress?: (done: number, total: number) => void;
 }
 
-/**
- * Hands a writer whole clusters: a request that starts or ends inside a cluster is gathered into
- * a zero-filled cluster buffer (what qemu's copy-on-write fills in), sent once the requests have
- * moved past that cluster. Whole clusters in the middle of a request go out as they are.
- */
-export class ClusterAligner {
-  private pending: { cluster: number; bytes: Uint8Array } | undefined;
-
-  constructor(private readonly writer: ImageWriter, private readonly diskSize: number, private readonly compressed: boolean) {}
-
-  /** The unit the writer takes: its cluster (or, compressing, its compressed cluster). */
-  private get cs(): number {
-    return (this.compressed ? this.writer.compressedClusterSize : undefined) ?? this.writer.clusterSize;
-  }
-
-  private send(data: Uint8Array, offset: number): void {
-    try {
-      if (!this.compressed) {
-        this.writer.write(data, offset);
-        return;
-      }
-      if (!this.writer.writeCompressed) throw new ImageError('Compression not supported for this file format');
-      for (let at = 0; at < data.length; at += this.cs) this.writer.writeCompressed(data.subarray(at, Math.min(data.length, at + this.cs)), offset + at);
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (e instanceof ImageError || typeof code !== 'string') throw e;
-      throw new ImageError(`error while writing at byte ${offset}: ${strerror(code)}`, code);
-    }
-  }
-
-  /** The bytes of the pending cluster at the disk's end are cut to the disk. */
-  private flushPending(): void {
-    const p = this.pending;
-    if (!p) return;
-    this.pending = undefined;
-    const start = p.cluster * this.cs;
-    this.send(p.bytes.subarray(0, Math.min(this.cs, this.diskSize - start)), start);
-  }
-
-  private into(cluster: number, data: Uint8Array, offset: number): void {
-    if (this.pending && this.pending.cluster !== cluster) this.flushPending();
-    if (!this.pending) this.pending = { cluster, bytes: new Uint8Array(this.cs) };
-    this.pending.bytes.set(data, offset - cluster * this.cs);
-  }
-
-  write(data: Uint8Array, offset: number): void {
-    const cs = this.cs;
-    const end = offset + data.length;
-    let pos = offset;
-    const headEnd = Math.min(end, Math.ceil(pos / cs) * cs);
-    if (pos % cs !== 0) {
-      this.into(Math.floor(pos / cs), data.subarray(0, headEnd - pos), pos);
-      pos = headEnd;
-    }
-    const bodyEnd = end === this.diskSize ? end : Math.floor(end / cs) * cs;
-    if (bodyEnd > pos) {
-      this.flushPending();
-      this.send(data.subarray(pos - offset, bodyEnd - offset), pos);
-      pos = bodyEnd;
-    }
-    if (pos < end) this.into(Math.floor(pos / cs), data.subarray(pos - offset), pos);
-  }
-
-  finish(): void {
-    this.flushPending();
-  }
-}
-
 /** [start, end) parts of `buf` (disk offset `at`) that are not all zeros, by -S blocks aligned to the disk. */
-function nonZeroParts(buf: Buffer, at: number, sparse: number, zeros: Buffer): [number, number][] {
+export function nonZeroParts(buf: Buffer, at: number, sparse: number, zeros: Buffer): [number, number][] {
   if (sparse === 0) return [[0, buf.length]];
   if (buf.equals(zeros.subarray(0, buf.length))) return [];
   const parts: [number, number][] = [];

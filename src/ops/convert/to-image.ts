@@ -7,6 +7,7 @@ import { ImageError, type BlockDevice, type CreateFileLayout, type CreatePlan, t
 import { findDriver } from '../../formats/registry.ts';
 import { openSource, snapshotViews, type ConvertSource, type SnapshotChoice } from './sources.ts';
 import { copyToImage } from './to-image-copy.ts';
+import { copyOverBacking } from './to-image-backing.ts';
 import type { Op, OpContext } from '../types.ts';
 
 export interface ConvertImageOptions {
@@ -20,6 +21,8 @@ export interface ConvertImageOptions {
   sparseSize?: number;
   compressed?: boolean;
   progress?: boolean;
+  /** -B: the virtual size of the target's backing file (the host probed it); only the top layer is copied. */
+  targetBacking?: { size: number };
   /** Only create the image (qemu failed after bdrv_create: a bad -t). */
   layoutOnly?: boolean;
 }
@@ -88,7 +91,12 @@ export const convertImageOp: Op = (raw, ctx) => {
   const writer = openNewImage(opts.format, opts.plan, ctx, opts.layoutOnly);
   if (!('write' in writer)) return writer;
   const onProgress = opts.progress ? (done: number, total: number) => ctx.emit({ type: 'progress', done, total }) : undefined;
-  const counted = copyToImage({ images: views, writer, sparseSize: opts.sparseSize ?? 4096, compressed: opts.compressed, onProgress });
+  const sparseSize = opts.sparseSize ?? 4096;
+  const backing = opts.targetBacking;
+  if (backing && (views.length !== 1 || opts.compressed || !Number.isSafeInteger(backing.size))) throw new ImageError('instar cannot convert these sources over a backing file');
+  const counted = backing
+    ? copyOverBacking({ image: views[0], writer, sparseSize, backingSize: backing.size, onProgress })
+    : copyToImage({ images: views, writer, sparseSize, compressed: opts.compressed, onProgress });
   writer.finish();
   return { counted } satisfies ConvertImageResult;
 };

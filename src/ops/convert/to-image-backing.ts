@@ -1,0 +1,90 @@
+// convert -B (a backing file for the target): qemu-img copies only what the source's top layer
+// has. Its block status is asked of the top image alone: what the top leaves unallocated reads
+// from the target's backing file and is not written; what the top says reads as zeros is written
+// as zeros (a zero cluster) unless it lies past the end of the target's backing file, which reads
+// as zeros there anyway; data is copied, its -S blocks of zeros written as zeros too (the target
+// does not read as zeros: it has a backing file).
+import { ImageError, type Image, type ImageWriter } from '../../formats/types.ts';
+import { ProgressRule } from '../../output/progress.ts';
+import { MAX_BLOCK_STATUS } from './copy.ts';
+import { ClusterAligner } from './to-image-aligner.ts';
+import { nonZeroParts } from './to-image-copy.ts';
+
+const CHUNK = 2 * 1024 * 1024;
+const SECTOR = 512;
+
+export interface BackingCopyPlan {
+  image: Image;
+  writer: ImageWriter;
+  sparseSize: number;
+  /** The virtual size of the target's backing file (qemu's target_backing_sectors, in bytes). */
+  backingSize: number;
+  onProgress?: (done: number, total: number) => void;
+}
+
+type Kind = 'data' | 'zero' | 'backing';
+
+/** The top layer's runs, as qemu's convert sees them with a target backing file. */
+function* topRuns(image: Image, backingSize: number): Generator<{ pos: number; length: number; kind: Kind }> {
+  for (let pos = 0; pos < image.virtualSize; ) {
+    let e;
+    try {
+      e = image.extent(pos, Math.min(image.virtualSize - pos, MAX_BLOCK_STATUS));
+    } catch (err) {
+      if (err instanceof ImageError) throw new ImageError(`error while reading block status at offset ${pos}: ${err.message}`, err.errno);
+      throw err;
+    }
+    if (!(e.length > 0)) throw new ImageError('Input/output error', 'EIO');
+    const length = Math.min(Math.ceil((pos + e.length) / SECTOR) * SECTOR, image.virtualSize) - pos;
+    let kind: Kind = e.depth > 0 || e.kind === 'unallocated' ? 'backing' : e.kind === 'zero' || e.zeroData ? 'zero' : 'data';
+    // Zeros past the target's backing file read as zeros already.
+    if (kind === 'zero' && pos >= backingSize) kind = 'backing';
+    yield { pos, length, kind };
+    pos += length;
+  }
+}
+
+export function copyOverBacking(plan: BackingCopyPlan): number {
+  const { image, sparseSize } = plan;
+  const aligner = new ClusterAligner(plan.writer, image.virtualSize, false, true);
+  const counts = (kind: Kind) => kind === 'data' || (kind === 'zero' && sparseSize === 0);
+  let total = 0;
+  if (plan.onProgress) for (const r of topRuns(image, plan.backingSize)) if (counts(r.kind)) total += r.length;
+  plan.onProgress?.(0, total);
+  const rule = new ProgressRule();
+  let done = 0;
+  const buf = Buffer.allocUnsafe(CHUNK);
+  const zeros = Buffer.alloc(CHUNK);
+  for (const r of topRuns(image, plan.backingSize)) {
+    if (r.kind === 'backing') continue;
+    for (let pos = r.pos; pos < r.pos + r.length; ) {
+      const n = Math.min(CHUNK, r.pos + r.length - pos);
+      if (counts(r.kind) && plan.onProgress) {
+        done += n;
+        if (rule.set((100 * done) / total) !== undefined) plan.onProgress(done, total);
+      }
+      if (r.kind === 'zero') {
+        if (sparseSize === 0) aligner.write(zeros.subarray(0, n), pos);
+        else aligner.zero(pos, n);
+      } else {
+        const chunk = buf.subarray(0, n);
+        try {
+          image.read(chunk, pos);
+        } catch (e) {
+          if (e instanceof ImageError) throw new ImageError(`error while reading at byte ${pos}: ${e.message}`, e.errno);
+          throw e;
+        }
+        let at = 0;
+        for (const [s, e] of nonZeroParts(chunk, pos, sparseSize, zeros)) {
+          if (s > at) aligner.zero(pos + at, s - at);
+          aligner.write(chunk.subarray(s, e), pos + s);
+          at = e;
+        }
+        if (at < n) aligner.zero(pos + at, n - at);
+      }
+      pos += n;
+    }
+  }
+  aligner.finish();
+  return total;
+}
