@@ -17,6 +17,7 @@ import { PlanRefusal, RefcountModel } from './refcount-update.ts';
 import { allocClusters, freeClusters } from './allocator.ts';
 import { DirtyBits } from './bitmap-bits.ts';
 import { entrySize, FLAG_AUTO, FLAG_IN_USE, serializeDirectory, TABLE_ENTRY_OFFSET, type DirBitmap } from './bitmap-dir.ts';
+import { checkBitmapClusters } from './bitmap-guard.ts';
 import { loadBitmaps, readTable, type LiveBitmap } from './bitmap-state.ts';
 import { bitmapAction, type ActionContext, type BitmapRequest } from './bitmap-actions.ts';
 
@@ -49,6 +50,8 @@ class Planner {
     const loaded = loadBitmaps(dev, this.h, this.model.bitmaps, this.model.size);
     this.live = loaded.live;
     this.disk = loaded.disk;
+    const dir = this.model.bitmaps;
+    checkBitmapClusters(dev, this.h, dir && { offset: dir.directoryOffset, size: Number(dir.directorySize) }, this.disk);
   }
 
   write(pos: number, bytes: Uint8Array): void {
@@ -198,8 +201,11 @@ export function planBitmap(dev: BlockDevice, request: BitmapRequest): BitmapPlan
   };
   let error: string | undefined;
   for (const action of request.actions) {
-    error = bitmapAction(ctx, action, request);
-    if (error !== undefined) break;
+    const failed = bitmapAction(ctx, action, request);
+    if (failed !== undefined) {
+      error = `Operation ${action.kind} on bitmap ${request.name} failed: ${failed}`;
+      break;
+    }
   }
   p.close();
   return { steps: p.plan(), error };
