@@ -64,6 +64,8 @@ export interface CompareOptions {
    * compared with the oracle of its profile, its files with every oracle's (they write the same).
    */
   profiles?: readonly OracleVersion[];
+  /** Global options for instar alone (e.g. --allow-path for files outside the run directory). */
+  instarOptions?: string[];
 }
 
 /**
@@ -74,7 +76,7 @@ export function sameAsOracles(base: string, args: string[], o: CompareOptions): 
   const theirs = new Map(VERSIONS.map((v) => [v, runTool(v, base, `${o.label}-${v}`, args)]));
   const outcomes: RunOutcome[] = [];
   for (const version of o.profiles ?? VERSIONS) {
-    const ours = runTool('instar', base, `${o.label}-${version}`, [`--qemu-version=${version}`, ...args], o.sandbox);
+    const ours = runTool('instar', base, `${o.label}-${version}`, [`--qemu-version=${version}`, ...(o.instarOptions ?? []), ...args], o.sandbox);
     const oracle = theirs.get(version)!;
     const what = `${o.label} (qemu ${version}): ${args.join(' ')}`;
     assert.equal(ours.result.stderr, oracle.result.stderr, `stderr of ${what}`);

@@ -275,6 +275,8 @@ export class Qcow2Writer implements ImageWriter {
       dev.write!(refcountBlock(g, this.p.refcountOrder, index), block * cs);
       this.fileEnd = Math.max(this.fileEnd, (block + 1) * cs);
     }
+    // After compressed writes qemu-img convert rounds the file up to whole sectors (qcow2's empty compressed write).
+    if (this.compressedAt.size > 0) this.fileEnd = Math.ceil(Math.max(this.fileEnd, dev.size) / 512) * 512;
     if (dev.size < this.fileEnd) dev.truncate!(this.fileEnd);
   }
 }

@@ -1,0 +1,95 @@
+// convert -O qcow2 with -c, -B/-F, -o backing_file, -W, -m and -n against both oracles. Compressed
+// images need not be byte-identical (deflate implementations differ): qemu-img compare finds them
+// identical, check clean, and info the same but for the disk size. With a backing file for the
+// target only the source's top layer is copied, and the file is byte-identical.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { qemu, runTool, sameAsOracles, scratch } from './harness.ts';
+import { VERSIONS, runInstar } from '../helpers/oracles.ts';
+import { prng } from '../helpers/xorshift.ts';
+
+const work = scratch();
+const dir = work.dir;
+
+before(() => {
+  // Random, text and zero blocks at 4 KiB granularity: compressible, incompressible and holes.
+  const next = prng(21);
+  const buf = Buffer.alloc(2 * 1024 * 1024 + 512);
+  for (let off = 0; off < buf.length; off += 4096) {
+    const kind = next() % 4;
+    const end = Math.min(buf.length, off + 4096);
+    if (kind === 0) for (let i = off; i + 4 <= end; i += 4) buf.writeUInt32LE(next(), i);
+    else if (kind === 1) buf.write(`compressible ${off} `.repeat(300), off, end - off, 'latin1');
+  }
+  writeFileSync(join(dir, 'src.raw'), buf);
+  qemu(['create', '-f', 'qcow2', 'base.qcow2', '4M'], dir);
+  qemu(['-c', 'write -P 1 0 1M', 'base.qcow2'], dir, '10.0', 'qemu-io');
+  qemu(['create', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', 'top.qcow2', '8M'], dir);
+  const writes = ['write -P 3 512k 64k', 'write -z 2M 128k', 'write -z 6M 128k', 'write -P 0 7M 64k', 'write -P 5 7M 1k', 'write -P 0 3M 64k'];
+  qemu([...writes.flatMap((w) => ['-c', w]), 'top.qcow2'], dir, '10.0', 'qemu-io');
+});
+after(() => work.cleanup());
+
+/** info as text without the lines that name the file or measure its allocation. */
+const infoOf = (path: string) => qemu(['info', path]).split('\n').filter((l) => !/^(image|disk size|\s+filename|\s+file length|\s+disk size):/.test(l)).join('\n');
+
+describe('convert -c -O qcow2: the same disk, a clean image, the same info', () => {
+  const cases = ['', 'compression_type=zstd', 'cluster_size=4k,refcount_bits=1', 'extended_l2=on'];
+  for (const [i, o] of cases.entries()) {
+    test(`-c -o '${o}', with -p`, () => {
+      const args = ['convert', '-p', '-c', '-f', 'raw', '-O', 'qcow2', ...(o ? ['-o', o] : []), '../src.raw', 'out.qcow2'];
+      const [ours] = sameAsOracles(dir, args, { label: `c${i}`, files: false, profiles: [VERSIONS[i % 2]] });
+      const mine = join(ours.dir, 'out.qcow2');
+      const theirs = join(dir, `c${i}-${VERSIONS[i % 2]}-${VERSIONS[i % 2]}`, 'out.qcow2');
+      assert.equal(qemu(['compare', theirs, mine]), 'Images are identical.\n');
+      for (const v of VERSIONS) assert.match(qemu(['check', mine], undefined, v), /^No errors were found on the image\./);
+      assert.equal(infoOf(mine), infoOf(theirs));
+      assert.match(qemu(['map', '--output=json', mine]), /"compressed": true/);
+    });
+  }
+});
+
+describe('a backing file for the target: only the top layer is copied, byte-identical', () => {
+  const cases: string[][] = [
+    ['-p', '-B', '../base.qcow2', '-F', 'qcow2'],
+    ['-o', 'backing_file=../base.qcow2,backing_fmt=qcow2'],
+    ['-B', '../base.qcow2', '-F', 'qcow2', '-o', 'compat=0.10,cluster_size=4k'],
+    ['-B', '../base.qcow2', '-F', 'raw', '-S', '0', '-o', 'extended_l2=on'],
+  ];
+  for (const [i, args] of cases.entries()) {
+    test(args.join(' '), () => {
+      sameAsOracles(dir, ['convert', '-O', 'qcow2', ...args, '../top.qcow2', 'out.qcow2'], { label: `b${i}`, profiles: [VERSIONS[i % 2]], instarOptions: [`--allow-path=${dir}`] });
+    });
+  }
+  test('a missing backing file: qemu\'s message (instar creates nothing)', () => {
+    const args = ['convert', '-O', 'qcow2', '-B', 'nonexistent', '-F', 'qcow2', '../top.qcow2', 'out.qcow2'];
+    for (const ours of sameAsOracles(dir, args, { label: 'b-missing', files: false })) assert.deepEqual([...ours.files.keys()], []);
+  });
+  test('through the real sandbox', () => {
+    sameAsOracles(dir, ['convert', '-O', 'qcow2', '-B', '../base.qcow2', '-F', 'qcow2', '../top.qcow2', 'out.qcow2'], { label: 'b-sandbox', sandbox: true, profiles: ['10.0'], instarOptions: [`--allow-path=${dir}`] });
+  });
+});
+
+describe('-W, -m, --target-is-zero and -n', () => {
+  test('-W and -m: qemu may write out of order; instar writes in order, the same disk', () => {
+    const args = ['convert', '-W', '-m', '4', '-f', 'raw', '-O', 'qcow2', '../src.raw', 'out.qcow2'];
+    const [ours] = sameAsOracles(dir, args, { label: 'w', files: false, profiles: ['7.2'] });
+    assert.equal(qemu(['compare', '-f', 'raw', '-F', 'qcow2', join(dir, 'src.raw'), join(ours.dir, 'out.qcow2')]), 'Images are identical.\n');
+    // In order, the file is the one qemu writes without -W.
+    const plain = runTool('10.0', dir, 'w-plain', ['convert', '-f', 'raw', '-O', 'qcow2', '../src.raw', 'out.qcow2']);
+    assert.ok(readFileSync(join(ours.dir, 'out.qcow2')).equals(plain.files.get('out.qcow2')!));
+  });
+  test('--target-is-zero without -n', () => {
+    sameAsOracles(dir, ['convert', '--target-is-zero', '-O', 'qcow2', '../top.qcow2', 'out.qcow2'], { label: 'tiz' });
+  });
+  test('-n into an existing qcow2 is refused clearly and leaves it untouched', () => {
+    qemu(['create', '-f', 'qcow2', 'existing.qcow2', '8M'], dir);
+    const before = readFileSync(join(dir, 'existing.qcow2'));
+    const r = runInstar(['--sandbox=none', 'convert', '-n', '-O', 'qcow2', 'top.qcow2', 'existing.qcow2'], { cwd: dir });
+    assert.equal(r.status, 1);
+    assert.equal(r.stderr, 'qemu-img: instar cannot convert into an existing qcow2 image (-n) yet; nothing was written\n');
+    assert.ok(readFileSync(join(dir, 'existing.qcow2')).equals(before));
+  });
+});
