@@ -28,7 +28,7 @@ const SECTOR = 512;
 const PAYLOAD_BLOCK_ZERO = 2;
 const PAYLOAD_BLOCK_FULLY_PRESENT = 6;
 
-interface VhdxPlan {
+export interface VhdxPlan {
   size: number;
   logSize: number;
   blockSize: number;
@@ -93,7 +93,7 @@ function header(p: VhdxPlan, sequence: bigint): Uint8Array {
 }
 
 /** The BAT's layout (vhdx_calc_bat_entries, in qemu's uint32 arithmetic). */
-function batGeometry(p: VhdxPlan): { entries: number; chunkRatio: number; offset: number; length: number } {
+export function batGeometry(p: VhdxPlan): { entries: number; chunkRatio: number; offset: number; length: number } {
   const chunkRatio = (2 ** 23 * SECTOR) / p.blockSize;
   const dataBlocks = Math.ceil(p.size / p.blockSize);
   const entries = (dataBlocks + Math.floor(((dataBlocks - 1) >>> 0) / chunkRatio)) >>> 0;

@@ -10,6 +10,7 @@ import { planLogReplay } from './log-replay.ts';
 import { applyRepair } from '../repair.ts';
 import { readMetadata, type VhdxMetadata } from './metadata.ts';
 import { vhdxCreate } from './create.ts';
+import { vhdxWriter } from './writer.ts';
 
 const OFFSET_MASK = 0xffff_ffff_fff0_0000n;
 /** Block states read() answers with zeros, reading nothing. */
@@ -143,4 +144,5 @@ export const vhdxDriver: Driver = {
   probe: (head) => (head.length >= 8 && String.fromCharCode(...head.subarray(0, 8)) === 'vhdxfile' ? 100 : 0),
   open: openVhdx,
   create: vhdxCreate,
+  writer: vhdxWriter,
 };
