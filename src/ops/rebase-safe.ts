@@ -2,7 +2,8 @@
 // allocates nothing and the old backing chain reads differently from the new one, the old content
 // is written into the top (formats/qcow2/inplace-write.ts, allocating as qemu's driver does), then
 // the header names the new backing file. The loop goes over unallocated runs of the top in
-// chunks of 2 MiB as qemu's does, so that -p prints qemu's percentages; a chunk's differing
+// chunks of 2 MiB as qemu's does (7.2 also ends a chunk where a backing file ends), so that -p
+// prints qemu's percentages; a chunk's differing
 // clusters are what qemu writes (7.2 compares 512-byte sectors, but its partial writes of a
 // cluster copy the rest of it from the old backing file: the same clusters end up allocated with
 // the same bytes as 8.2+'s cluster-wise loop).
@@ -28,7 +29,10 @@ export interface SafeRebaseOptions extends OpenTreeOptions {
   stopAfterWrites?: number;
 }
 
-export type SafeRebaseResult = { format: string; progress: number[]; notice?: string } & (
+/** -p's percentages as [value, times printed] (once at 100%, qemu prints one line per chunk). */
+export type ProgressRuns = [number, number][];
+
+export type SafeRebaseResult = { format: string; progress: ProgressRuns; notice?: string } & (
   | { done: true }
   | { errno: 'ENOSPC' | 'EINVAL' | 'ENOTSUP' }
   | { refused: string });
@@ -77,6 +81,43 @@ function prefixLevel(ctx: OpContext, name: string): number {
   }
 }
 
+/** qemu 7.2 compares 512-byte sectors. */
+const SECTOR = 512;
+
+/**
+ * The write requests qemu makes for one chunk: runs of consecutive differing blocks (`block`
+ * bytes: sectors in 7.2, clusters in 8.2+), each widened to whole clusters. A request writes
+ * zeros when the chunk (7.2: `chunkZero`) or the run (8.2+) starts past the old backing file.
+ */
+function chunkRequests(offset: number, n: number, block: number, cs: number, readOld: (b: Buffer, at: number) => void, readNew: (b: Buffer, at: number) => void, chunkZero: boolean | undefined, oldSize: number): ClusterRun[] {
+  const requests: ClusterRun[] = [];
+  const oldBuf = Buffer.alloc(cs);
+  const newBuf = Buffer.alloc(cs);
+  let runStart = -1;
+  const close = (end: number) => {
+    if (runStart < 0) return;
+    const first = Math.floor(runStart / cs) * cs;
+    requests.push({ offset: first, length: Math.ceil(end / cs) * cs - first, zero: chunkZero ?? runStart >= oldSize });
+    runStart = -1;
+  };
+  // Pieces of at most one cluster, so that buffers stay small; blocks never straddle pieces
+  // (a chunk starts on a sector, in 8.2+ on a cluster).
+  for (let at = offset; at < offset + n;) {
+    const len = Math.min(Math.floor(at / cs) * cs + cs, offset + n) - at;
+    readOld(oldBuf.subarray(0, len), at);
+    readNew(newBuf.subarray(0, len), at);
+    for (let b = 0; b < len; b += block) {
+      const e = Math.min(b + block, len);
+      const differs = !oldBuf.subarray(b, e).equals(newBuf.subarray(b, e));
+      if (differs && runStart < 0) runStart = at + b;
+      if (!differs) close(at + b);
+    }
+    at += len;
+  }
+  close(offset + n);
+  return requests;
+}
+
 /** Device index of the backing file `referrer` names, when the host granted it. */
 const backingIndex = (ctx: OpContext, referrer: number): number => ctx.devices.findIndex((d) => d.spec.referrer === referrer && d.spec.role === 'backing');
 
@@ -94,11 +135,9 @@ export function safeRebase(opts: SafeRebaseOptions, ctx: OpContext, top: Image):
   const cs = parseHeader(dev).clusterSize;
   const size = top.virtualSize;
   const runs: ClusterRun[] = [];
-  const progress: number[] = [];
+  const progress: ProgressRuns = [];
   const rule = new ProgressRule(2.0);
   const step = size === 0 ? 0 : Math.fround(100 / Math.floor(size / Math.min(size, IO_BUF_SIZE)));
-  const oldBuf = Buffer.alloc(cs);
-  const newBuf = Buffer.alloc(cs);
   for (let offset = 0, n = 0; offset < size; offset += n) {
     n = Math.min(IO_BUF_SIZE, size - offset);
     // qcow2's block status answers up to the end of one L2 table's span.
@@ -112,23 +151,16 @@ export function safeRebase(opts: SafeRebaseOptions, ctx: OpContext, top: Image):
       n = above.length;
       if (!above.allocated) continue;
     }
+    // 7.2 reads each backing file no further than its end: the chunk ends there.
     if (!opts.clusterLoop && offset < oldSize && offset + n > oldSize) n = oldSize - offset;
-    // Clusters the chunk touches; a cluster partly in the chunk is compared in its part only.
-    for (let at = offset; at < offset + n;) {
-      const clusterStart = Math.floor(at / cs) * cs;
-      const len = Math.min(clusterStart + cs, offset + n) - at;
-      readPadded(oldImage, oldBuf.subarray(0, len), at);
-      readPadded(newImage, newBuf.subarray(0, len), at);
-      if (!oldBuf.subarray(0, len).equals(newBuf.subarray(0, len))) {
-        const zero = clusterStart >= oldSize;
-        const last = runs[runs.length - 1];
-        if (last && last.offset + last.length === clusterStart && last.zero === zero) last.length += cs;
-        else if (!last || last.offset + last.length <= clusterStart) runs.push({ offset: clusterStart, length: cs, zero });
-      }
-      at += len;
-    }
+    if (!opts.clusterLoop && newImage && offset < newImage.virtualSize && offset + n > newImage.virtualSize) n = newImage.virtualSize - offset;
+    runs.push(...chunkRequests(offset, n, opts.clusterLoop ? cs : SECTOR, cs, (buf, at) => readPadded(oldImage, buf, at), (buf, at) => readPadded(newImage, buf, at), opts.clusterLoop ? undefined : offset >= oldSize, oldSize));
     const shown = rule.set(Math.fround(rule.value + Math.fround(Math.fround(step / 100) * 100)));
-    if (shown !== undefined) progress.push(shown);
+    if (shown !== undefined) {
+      const last = progress[progress.length - 1];
+      if (last && last[0] === shown) last[1]++;
+      else progress.push([shown, 1]);
+    }
   }
   let dataSteps: RepairStep[];
   try {

@@ -6,7 +6,7 @@ import { ImageError } from '../formats/types.ts';
 import { findDriver } from '../formats/registry.ts';
 import { applyRepair } from '../formats/repair.ts';
 import { openTree, type OpenTreeOptions } from './open-tree.ts';
-import { safeRebase } from './rebase-safe.ts';
+import { safeRebase, type ProgressRuns } from './rebase-safe.ts';
 import type { OpContext } from './types.ts';
 
 export interface RebaseOptions extends OpenTreeOptions {
@@ -26,7 +26,7 @@ export interface RebaseOptions extends OpenTreeOptions {
 }
 
 /** `notice`: what qemu's driver prints while opening the image for writing (types.ts PlanNotice). */
-export type RebaseResult = ({ notice?: string; progress?: number[] }) & (
+export type RebaseResult = ({ notice?: string; progress?: ProgressRuns }) & (
   | { format: string; done: true }
   /** qemu's driver refused the change: the errno whose strerror qemu prints. */
   | { format: string; errno: 'ENOSPC' | 'EINVAL' | 'ENOTSUP' }

@@ -28,7 +28,12 @@ const MAX_FILL = 1024 * 1024;
 /** Most bytes of L2 tables one plan holds. */
 const MAX_L2_BYTES = 256 * 1024 * 1024;
 
-/** A run of whole clusters (virtual, cluster aligned) and what goes there. */
+/**
+ * One write request of whole clusters (virtual, cluster aligned) and what goes there. Requests
+ * are planned in order, as qemu's driver serves them: a request's clusters that need allocating
+ * (within one L2 table) are allocated together; a later request may cover clusters an earlier
+ * one allocated (they are written in place then).
+ */
 export interface ClusterRun {
   offset: number;
   length: number;
@@ -57,6 +62,8 @@ interface DataWrite {
   pos: number;
   virt: number;
   length: number;
+  /** The cluster gets zeros (a zero run in a format that must write them). */
+  zero: boolean;
 }
 
 class L2Tables {
@@ -106,26 +113,45 @@ export function planInPlaceWrite(dev: BlockDevice, runs: readonly ClusterRun[], 
   const data: DataWrite[] = [];
   let end = dev.size;
 
+  /** Clusters a data write is planned for already (an earlier request allocated them). */
+  const planned = new Set<number>();
+  /** Clusters of the current request waiting for one allocation: qemu's handle_alloc run. */
+  let group: { virt: number; length: number; table: Buffer; at: number; l2Offset: number }[] = [];
+  const allocateGroup = (zero: boolean): void => {
+    if (group.length === 0) return;
+    const first = allocClusters(refs, group.length * cs);
+    end = Math.max(end, first + group.length * cs);
+    group.forEach((g, i) => {
+      data.push({ pos: first + i * cs, virt: g.virt, length: g.length, zero });
+      g.table.writeBigUInt64BE(BigInt(first + i * cs) | COPIED, g.at);
+      l2.markDirty(g.l2Offset);
+    });
+    group = [];
+  };
+
   for (const run of runs) {
     if (run.offset % cs !== 0 || run.offset < 0 || run.offset + run.length > virtualSize + cs) throw refuse('a write is outside the disk');
+    // v2 images have no zero flag: without a backing file an unallocated cluster reads as
+    // zeros already, with one its zeros must be written.
+    const zeroFlag = run.zero && h.version >= 3;
+    let span = -1;
     for (let virt = run.offset; virt < run.offset + run.length && virt < virtualSize; virt += cs) {
       const cluster = virt / cs;
       const l1Index = Math.floor(cluster / perL2);
       if (l1Index >= h.l1Size) throw refuse('its L1 table is too small for its size');
+      // qemu allocates at most one L2 table's clusters at once.
+      if (l1Index !== span) allocateGroup(run.zero);
+      span = l1Index;
       const l1Entry = l1Bytes.readBigUInt64BE(l1Index * 8);
       let l2Offset = Number(l1Entry & OFFSET_MASK);
       const guestBytes = Math.min(cs, virtualSize - virt);
-      // v2 images have no zero flag: without a backing file an unallocated cluster reads as
-      // zeros already, with one its zeros must be written.
-      const zeroFlag = run.zero && h.version >= 3;
       if (run.zero && !zeroFlag && !opts.hasBacking && l2Offset === 0) continue;
       let table: Buffer;
       if (l2Offset === 0) {
         l2Offset = allocClusters(refs, cs);
         end = Math.max(end, l2Offset + cs);
         table = l2.get(l2Offset, true);
-        const entry = BigInt(l2Offset) | COPIED;
-        l1Bytes.writeBigUInt64BE(entry, l1Index * 8);
+        l1Bytes.writeBigUInt64BE(BigInt(l2Offset) | COPIED, l1Index * 8);
         l1Changed.add(l1Index);
       } else {
         if (!(l1Entry & COPIED)) throw refuse('an L2 table is shared with a snapshot');
@@ -138,34 +164,36 @@ export function planInPlaceWrite(dev: BlockDevice, runs: readonly ClusterRun[], 
       if (entry & COMPRESSED) throw refuse('a cluster to overwrite is compressed');
       if (host !== 0 && !(entry & COPIED)) throw refuse('a cluster to overwrite is shared with a snapshot');
       if (host % cs !== 0) throw refuse(`an L2 entry of the table at ${l2Offset} is not cluster aligned`);
+      if (host === 0 && !zeroFlag && !(run.zero && !opts.hasBacking)) {
+        group.push({ virt, length: guestBytes, table, at, l2Offset });
+        continue;
+      }
+      allocateGroup(run.zero);
       let newEntry: bigint;
       if (host !== 0) {
         // Written in place (zeros for a zero run: the allocation is kept, as without unmap).
         if (host + cs > Number.MAX_SAFE_INTEGER) throw refuse('a cluster offset is too large');
-        data.push({ pos: host, virt, length: guestBytes });
+        if (!planned.has(cluster)) data.push({ pos: host, virt, length: guestBytes, zero: run.zero });
         newEntry = BigInt(host) | COPIED;
       } else if (zeroFlag) {
         newEntry = ZERO_FLAG;
-      } else if (run.zero && !opts.hasBacking) {
-        continue;
       } else {
-        const fresh = allocClusters(refs, cs);
-        data.push({ pos: fresh, virt, length: guestBytes });
-        // A new cluster is written whole: past the disk's end it holds zeros.
-        end = Math.max(end, fresh + cs);
-        newEntry = BigInt(fresh) | COPIED;
+        continue;
       }
+      planned.add(cluster);
       if (newEntry === entry) continue;
       table.writeBigUInt64BE(newEntry, at);
       l2.markDirty(l2Offset);
     }
+    allocateGroup(run.zero);
+    for (let virt = run.offset; virt < run.offset + run.length; virt += cs) planned.add(virt / cs);
   }
 
   const steps: RepairStep[] = [];
   // New refcount blocks may lie past the end too.
   for (const b of refs.changedBlocks()) end = Math.max(end, b.offset + cs);
   if (end > dev.size) steps.push({ kind: 'truncate', size: end });
-  steps.push(...fillSteps(data, source, (virt) => zeroRunAt(runs, virt)));
+  steps.push(...fillSteps(data, source));
   steps.push({ kind: 'barrier' });
   steps.push(...refs.flush(), { kind: 'barrier' });
   for (const w of refs.tableWrites('hooked')) steps.push({ kind: 'write', ...w }, { kind: 'barrier' });
@@ -178,31 +206,17 @@ export function planInPlaceWrite(dev: BlockDevice, runs: readonly ClusterRun[], 
   return steps;
 }
 
-function zeroRunAt(runs: readonly ClusterRun[], virt: number): boolean {
-  // Runs are few and sorted: a binary search keeps this cheap for many clusters.
-  let lo = 0;
-  let hi = runs.length - 1;
-  while (lo <= hi) {
-    const mid = (lo + hi) >> 1;
-    const r = runs[mid];
-    if (virt < r.offset) hi = mid - 1;
-    else if (virt >= r.offset + r.length) lo = mid + 1;
-    else return r.zero;
-  }
-  return false;
-}
-
 /** Data writes as 'fill' steps, adjacent ones (in file and disk) joined up to MAX_FILL. */
-function fillSteps(data: DataWrite[], source: GuestSource, zeroAt: (virt: number) => boolean): RepairStep[] {
+function fillSteps(data: DataWrite[], source: GuestSource): RepairStep[] {
   const steps: RepairStep[] = [];
   let i = 0;
   while (i < data.length) {
     const first = data[i];
-    const zero = zeroAt(first.virt);
+    const zero = first.zero;
     let length = first.length;
     let j = i + 1;
     while (j < data.length && data[j].pos === first.pos + length && data[j].virt === first.virt + length &&
-      zeroAt(data[j].virt) === zero && length + data[j].length <= MAX_FILL) {
+      data[j].zero === zero && length + data[j].length <= MAX_FILL) {
       length += data[j].length;
       j++;
     }

@@ -123,7 +123,7 @@ async function runRebase(cmd: ParsedCommand, ctx: CommandContext, progress: bool
     if (newBacking) closeSync(newBacking.fd);
   }
   // The copy loop's percentages, as qemu printed them before its last line.
-  if (progress) for (const p of result.progress ?? []) ctx.out(progressLine(p));
+  if (progress) for (const [p, times] of result.progress ?? []) ctx.out(progressLine(p).repeat(times));
   if (target.format === undefined && result.format === 'raw') ctx.err(PROBED_RAW_WARNING(target.path));
   if (result.notice !== undefined) ctx.err(`${ctx.progname}: ${result.notice}`);
   if ('invalidBackingFormat' in result) return fail(`Invalid format name: '${backingFormat}'`);
@@ -146,7 +146,8 @@ function validRebaseResult(raw: unknown): RebaseResult {
   const r = (raw ?? {}) as Record<string, unknown>;
   if (typeof r.format !== 'string' || r.format.length > 64 || !validNotice(r.notice)) throw new OpError('the guest gave a malformed rebase result');
   const progress = r.progress;
-  if (progress !== undefined && (!Array.isArray(progress) || progress.length > 200 || !progress.every((p) => typeof p === 'number' && p >= 0 && p <= 100))) {
+  const run = (p: unknown) => Array.isArray(p) && p.length === 2 && typeof p[0] === 'number' && p[0] >= 0 && p[0] <= 100 && Number.isSafeInteger(p[1]) && p[1] > 0 && p[1] <= 2 ** 32;
+  if (progress !== undefined && (!Array.isArray(progress) || progress.length > 256 || !progress.every(run))) {
     throw new OpError('the guest gave a malformed rebase result');
   }
   if (r.done === true || r.invalidBackingFormat === true) return r as RebaseResult;
