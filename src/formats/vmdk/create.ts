@@ -101,7 +101,7 @@ function extentPath(filename: string, idx: number, flat: boolean, split: boolean
 }
 
 /** The descriptor text (qemu's template, printf'd). */
-function descriptor(p: VmdkPlan): string {
+export function descriptor(p: VmdkPlan): string {
   const heads = p.adapter === 'ide' ? 16 : 255;
   const cylinders = Math.floor(p.size / (63 * heads * SECTOR));
   const flat = p.subformat.endsWith('Flat');

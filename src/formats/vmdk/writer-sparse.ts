@@ -36,13 +36,14 @@ export class SparseExtentWriter implements ExtentWriter {
   /** The grains allocated here (grain index → sector): the only entries finish() writes. A map,
    *  not a table of every grain: a 2 TiB disk has 32 Mi grains and a copy may allocate few. */
   protected readonly entries = new Map<number, number>();
-  /** qemu's next_cluster_sector: the file's length in sectors rounded up to a grain. */
+  /** qemu's next_cluster_sector: the file's length in sectors, rounded up to a grain. */
   protected nextSector: number;
 
   constructor(protected readonly dev: BlockDevice, readonly bytes: number) {
     this.put = putter(dev);
     this.geometry = sparseGeometry(bytes);
-    this.nextSector = Math.ceil(Math.ceil(dev.size / SECTOR) / 128) * 128;
+    // The file as create left it ends at the first grain.
+    this.nextSector = this.geometry.grainOffset;
   }
 
   protected takeSectors(count: number): number {

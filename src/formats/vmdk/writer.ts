@@ -2,18 +2,18 @@
 // as qemu's vmdk driver does: sparse extents allocate whole grains in write order
 // (writer-sparse.ts), streamOptimized compresses them, flat extents take the data in place.
 //
-// On the first data write qemu also rewrites the descriptor with a new random CID: it reads
-// DESC_SIZE (20 sectors) at the descriptor's offset, replaces the CID value and writes the
-// sectors back; a descriptor file grows to its length rounded up to a sector, a descriptor inside
-// a sparse extent covers its whole 20-sector area. instar keeps the CID create drew (random as
-// well), so the rewrite writes the same text back, over the same sectors.
+// On the first data write qemu also rewrites the descriptor with a new random CID (vmdk_write_cid):
+// measured with both oracles, it writes the text back over the descriptor's 20-sector area
+// inside a sparse extent, and over a descriptor file's length rounded up to a sector (the file
+// grows to it). instar keeps the CID create drew (random as well) and writes create's text
+// again, over the same bytes; it reads nothing back (dd opens its output write-only).
 import { ImageError, type BlockDevice, type CreatePlan, type ImageWriter, type WriterCapability, type WriterFiles } from '../types.ts';
-import { SPLIT_SIZE, type VmdkPlan } from './create.ts';
+import { descriptor, SPLIT_SIZE, type VmdkPlan } from './create.ts';
 import { GRAIN, SparseExtentWriter, StreamExtentWriter, type ExtentWriter } from './writer-sparse.ts';
 
 const SECTOR = 512;
-/** qemu's DESC_SIZE: the bytes vmdk_write_cid reads and writes back. */
-const DESC_SIZE = 20 * SECTOR;
+/** The descriptor area of a sparse extent (its header's desc_size, 20 sectors). */
+const DESC_AREA = 20 * SECTOR;
 /**
  * The unit qemu-img convert writes flat extents in with its default -S 4k (it skips 4 KiB blocks
  * of zeros, which stay holes). Callers skip zeros in the writer's unit; whatever reaches the
@@ -44,7 +44,8 @@ class VmdkWriter implements ImageWriter {
   private cidRewritten = false;
 
   constructor(
-    private readonly descriptor: { dev: BlockDevice; offset: number },
+    /** Where the descriptor is, its text and the bytes the rewrite covers. */
+    private readonly descriptor: { dev: BlockDevice; offset: number; text: Uint8Array; area: number },
     private readonly extents: Placed[],
     private readonly size: number,
     flat: boolean,
@@ -74,16 +75,14 @@ class VmdkWriter implements ImageWriter {
     }
   }
 
-  /** vmdk_write_cid's read and write-back of the descriptor's sectors (the CID kept, see above). */
+  /** vmdk_write_cid's write-back of the descriptor (the CID kept, see above). */
   private rewriteCid(): void {
     if (this.cidRewritten) return;
     this.cidRewritten = true;
-    const { dev, offset } = this.descriptor;
-    const length = Math.min(DESC_SIZE, Math.ceil(dev.size / SECTOR) * SECTOR - offset);
-    if (length <= 0) return;
-    const area = new Uint8Array(length);
-    dev.read(area, offset);
-    dev.write!(area, offset);
+    const { dev, offset, text, area } = this.descriptor;
+    const bytes = new Uint8Array(area);
+    bytes.set(text.subarray(0, area));
+    dev.write!(bytes, offset);
   }
 
   finish(): void {
@@ -95,9 +94,10 @@ export const vmdkWriter: WriterCapability = {
   open(files: WriterFiles, raw: CreatePlan): ImageWriter {
     const plan = raw as unknown as VmdkPlan;
     if (!files.image.write) throw new ImageError('the output was not opened for writing');
+    const text = Buffer.from(descriptor(plan), 'latin1');
     if (plan.subformat === 'monolithicSparse' || plan.subformat === 'streamOptimized') {
       const writer = plan.subformat === 'streamOptimized' ? new StreamExtentWriter(files.image, plan.size) : new SparseExtentWriter(files.image, plan.size);
-      return new VmdkWriter({ dev: files.image, offset: SECTOR }, [{ start: 0, bytes: plan.size, writer }], plan.size, false);
+      return new VmdkWriter({ dev: files.image, offset: SECTOR, text, area: DESC_AREA }, [{ start: 0, bytes: plan.size, writer }], plan.size, false);
     }
     const flat = plan.subformat.endsWith('Flat');
     const extentBytes = plan.subformat.startsWith('twoGb') ? SPLIT_SIZE : plan.size;
@@ -107,6 +107,7 @@ export const vmdkWriter: WriterCapability = {
       const bytes = Math.min(extentBytes, plan.size - start);
       return { start, bytes, writer: flat ? new FlatExtentWriter(dev) : new SparseExtentWriter(dev, bytes) };
     });
-    return new VmdkWriter({ dev: files.image, offset: 0 }, extents, plan.size, flat);
+    const area = Math.ceil(text.length / SECTOR) * SECTOR;
+    return new VmdkWriter({ dev: files.image, offset: 0, text, area }, extents, plan.size, flat);
   },
 };
