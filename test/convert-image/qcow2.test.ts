@@ -94,12 +94,18 @@ describe('convert -O <format>: qemu-img\'s messages, and no file left behind', (
     ['-B without a backing format', ['convert', '-O', 'qcow2', '-B', 'base.qcow2', '../top.qcow2', 'out']],
     ['-B into vdi', ['convert', '-O', 'vdi', '-B', 'base.qcow2', '../top.qcow2', 'out']],
     ['a backing file with two sources', ['convert', '-O', 'qcow2', '-B', 'x', '-F', 'raw', '../top.qcow2', '../src.vpc', 'out']],
+    // qemu's write lock: nothing the sources opened is created over (truncated).
+    ['the target is the source', ['convert', '-O', 'qcow2', '../top.qcow2', '../top.qcow2']],
+    ['the target is the source\'s backing file', ['convert', '-O', 'qcow2', '../top.qcow2', '../base.qcow2']],
+    ['the data file is the source', ['convert', '-O', 'qcow2', '-o', 'data_file=../src.vpc', '../src.vpc', 'out']],
   ];
   for (const [i, [name, args]] of refusals.entries()) {
     test(name, () => {
       // Every refusal under both profiles would double the time: the first few, then alternating.
       const profiles = i < 4 ? VERSIONS : [VERSIONS[i % 2]];
+      const sources = ['top.qcow2', 'base.qcow2', 'src.vpc'].map((name) => readFileSync(join(dir, name)));
       for (const ours of sameAsOracles(dir, args, { label: `refusal${i}`, profiles })) assert.deepEqual([...ours.files.keys()], []);
+      ['top.qcow2', 'base.qcow2', 'src.vpc'].forEach((name, n) => assert.ok(readFileSync(join(dir, name)).equals(sources[n]), `${name} untouched`));
     });
   }
 

@@ -223,7 +223,7 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
     // -O <not raw>: the image pipeline (host/convert/to-image.ts), after the same open phase.
     if (s.outputFormat !== 'raw') {
       removeEarlyTarget();
-      const open = () => openPhase(inputs, targets, options, ctx, []);
+      const open = (read: string[]) => openPhase(inputs, targets, options, ctx, read);
       return await convertToImage({ cmd, ctx, s, printer, inputs, targets, options, open });
     }
     const fresh = oneRound(cmd, s) ? createFreshTarget(outPath) : undefined;

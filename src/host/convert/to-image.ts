@@ -5,7 +5,8 @@
 // image's files (and data file, extents) and a guest lays the image out and copies the disk into
 // it through the format's writer. The host flushes as -t says and removes every file it created
 // when anything fails.
-import { closeSync, constants, fstatSync, fsyncSync, openSync, unlinkSync } from 'node:fs';
+import { closeSync, constants, fstatSync, fsyncSync, openSync, statSync, unlinkSync } from 'node:fs';
+import { fileId } from '../paths/resolve.ts';
 import { randomBytes } from 'node:crypto';
 import type { CommandContext } from '../commands/types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
@@ -54,7 +55,8 @@ export interface ImageJob {
   inputs: InputFile[];
   targets: Target[];
   options: ConvertOptions;
-  open: () => Promise<OpenedSources>;
+  /** The command's open phase; `read` gets the identity of every file the sources opened. */
+  open: (read: string[]) => Promise<OpenedSources>;
 }
 
 /** The -o lists as qemu-img convert's getopt loop accumulates them (accumulate_options). */
@@ -169,6 +171,26 @@ function unlinkQuietly(path: string): void {
   }
 }
 
+/**
+ * qemu's image locking: a file the sources have open cannot be created over (its write lock is
+ * taken), so a target naming a source, a backing file or a data file of one is refused before
+ * anything is truncated.
+ */
+function checkNotRead(plan: CreatePlan, outPath: string, read: readonly string[], job: ImageJob): void {
+  const paths = [outPath, ...(typeof plan.dataFile === 'string' ? [plan.dataFile] : []), ...(plan.extentFiles ?? [])];
+  for (const path of paths) {
+    let id: string;
+    try {
+      id = fileId(statSync(path, { bigint: true }));
+    } catch {
+      continue;
+    }
+    if (read.includes(id)) {
+      throw new ConvertErrorText(`${outPath}: error while converting ${job.s.outputFormat}: Failed to get "write" lock\nIs another process using the image [${path}]?`);
+    }
+  }
+}
+
 /** The target's backing file opened as qemu opens it with the new image: its virtual size, or qemu's message. */
 async function backingSize(outPath: string, backing: string, format: string | undefined, ctx: CommandContext): Promise<{ size: number }> {
   try {
@@ -185,7 +207,8 @@ async function backingSize(outPath: string, backing: string, format: string | un
 export async function convertToImage(job: ImageJob): Promise<void> {
   const { cmd, ctx, s } = job;
   if (s.noCreate) throw new ConvertError(`instar cannot convert into an existing ${s.outputFormat} image (-n) yet; nothing was written`);
-  const opened = await job.open();
+  const read: string[] = [];
+  const opened = await job.open(read);
   if (opened.blockStatus !== undefined || opened.nothingToCopy) {
     throw new ConvertError(opened.blockStatus ?? 'instar cannot convert sources whose sizes add up past 2^63 bytes');
   }
@@ -195,6 +218,7 @@ export async function convertToImage(job: ImageJob): Promise<void> {
   const backing = set.get('backing_file')?.value;
   // qemu opens the new image with its backing file, whose size decides which zeros are written.
   const targetBacking = backing === undefined ? undefined : await backingSize(outPath, backing, set.get('backing_fmt')?.value, ctx);
+  checkNotRead(plan, outPath, read, job);
   const made: CreatedFile[] = [];
   let ok = false;
   try {
