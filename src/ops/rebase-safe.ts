@@ -26,6 +26,8 @@ export interface SafeRebaseOptions extends OpenTreeOptions {
   backingFormat?: string;
   /** qemu 8.2+: a chunk's read is not cut at the old backing file's end. */
   clusterLoop?: boolean;
+  /** -c (8.2+): the copied clusters compressed. */
+  compress?: boolean;
   stopAfterWrites?: number;
 }
 
@@ -162,6 +164,7 @@ export function safeRebase(opts: SafeRebaseOptions, ctx: OpContext, top: Image):
       else progress.push([shown, 1]);
     }
   }
+  if (opts.compress && runs.length > 0) return refused('instar cannot write compressed clusters in rebase yet');
   let dataSteps: RepairStep[];
   try {
     dataSteps = planInPlaceWrite(dev, runs, (buf, at) => readPadded(oldImage, Buffer.from(buf.buffer, buf.byteOffset, buf.length), at), { hasBacking: newBacking });

@@ -21,6 +21,8 @@ export interface RebaseOptions extends OpenTreeOptions {
   invalidBackingFormat?: boolean;
   /** Safe mode: qemu 8.2+'s copy loop (a chunk is not cut at the old backing file's end). */
   clusterLoop?: boolean;
+  /** -c (8.2+): copied clusters compressed, which instar refuses (safe mode with data to copy). */
+  compress?: boolean;
   /** Tests only: stop after this many writes (crash simulation). */
   stopAfterWrites?: number;
 }

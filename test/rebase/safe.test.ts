@@ -100,13 +100,18 @@ test('safe rebase stopped after every write: the top only leaks and reads as bef
   assert.ok(k >= 5 && k < 50, `${k} writes`);
 });
 
-test('safe rebase refuses before writing: a new backing file outside the allowed paths, a corrupt old chain', () => {
+test('safe rebase refuses before writing: a new backing file outside the allowed paths, -c, a corrupt old chain', () => {
   const dir = join(builder.root, 'refusals');
   mkdirSync(dir);
   for (const [name, bytes] of Object.entries(chains.basic)) writeFileSync(join(dir, name), bytes);
   const passwd = runInstar(['rebase', '-b', '/etc/passwd', '-F', 'raw', 't.qcow2', '--sandbox=none'], { cwd: dir });
   assert.equal(passwd.status, 1);
   assert.match(passwd.stderr, /^qemu-img: Could not change the backing file to '\/etc\/passwd': instar refuses this name .*nothing was written\n$/);
+  assert.ok(readFileSync(join(dir, 't.qcow2')).equals(Buffer.from(chains.basic['t.qcow2'])));
+  // 10.0's -c would compress what it copies: refused while there is something to copy.
+  const compress = runInstar(['rebase', '-c', '-b', '', 't.qcow2', '--qemu-version', '10.0', '--sandbox=none'], { cwd: dir });
+  assert.equal(compress.status, 1);
+  assert.equal(compress.stderr, 'qemu-img: instar cannot write compressed clusters in rebase yet; nothing was written\n');
   assert.ok(readFileSync(join(dir, 't.qcow2')).equals(Buffer.from(chains.basic['t.qcow2'])));
   // The old backing file's L1 entry misaligned: the read fails before the first write.
   const old = Buffer.from(chains.basic['old.qcow2']);

@@ -67,14 +67,20 @@ function baseChooser(baseName: string | undefined): (file: NeededFile, fd: numbe
   };
 }
 
-/** Reopens the file the policy opened as `fd` read-write, refusing any other file at that path. */
+/** The base would not open for writing: qemu's job fails after its progress started. */
+class BaseOpenError extends InputImageError {}
+
+/**
+ * Reopens the file the policy opened as `fd` read-write, by the name qemu gives it; whatever that
+ * name leads to now must be the same file (device and inode), or nothing is written.
+ */
 function reopenWritable(path: string, fd: number): number {
   const seen = fstatSync(fd, { bigint: true });
   let rw: number;
   try {
-    rw = openSync(path, constants.O_RDWR | constants.O_DSYNC | constants.O_NOFOLLOW);
+    rw = openSync(path, constants.O_RDWR | constants.O_DSYNC);
   } catch (e) {
-    throw new InputImageError(`Could not reopen file: ${strerror((e as NodeJS.ErrnoException).code ?? 'EIO')}`);
+    throw new BaseOpenError(`Could not open '${path}': ${strerror((e as NodeJS.ErrnoException).code ?? 'EIO')}`);
   }
   const now = fstatSync(rw, { bigint: true });
   if (now.dev !== seen.dev || now.ino !== seen.ino) {
@@ -154,6 +160,7 @@ export const commit: Command = async (cmd, ctx) => {
   } catch (e) {
     if (e instanceof InputImageError) {
       ctx.err(`${ctx.progname}: ${e.message}\n`);
+      if (progress && e instanceof BaseOpenError) ctx.out(`${progressLine(0)}\n`);
       return 1;
     }
     throw e;

@@ -95,6 +95,7 @@ async function runRebase(cmd: ParsedCommand, ctx: CommandContext, progress: bool
       backingFormat,
       invalidBackingFormat: backingFormat !== undefined && !QEMU_FORMAT_NAMES.has(backingFormat),
       clusterLoop: ctx.profile.major > 8 || (ctx.profile.major === 8 && ctx.profile.minor >= 2),
+      compress: cmd.options.has('compress'),
     };
     if (newBackingError !== undefined && !options.invalidBackingFormat) {
       // The image opens first, as qemu's does, so that its own errors come before this one.
