@@ -51,6 +51,11 @@ const CASES: [string, string[]][] = [
   ['small.qcow2', ['--remove', 'small.qcow2', 'b']],
   ['big.qcow2', ['--add', 'big.qcow2', 'e']],
   ['big.qcow2', ['--clear', 'big.qcow2', 'b']],
+  ['edge.qcow2', ['--add', '-g', '512', 'edge.qcow2', 'c']],
+  ['edge.qcow2', ['--merge', 'b', '--disable', 'edge.qcow2', 'b']],
+  ['edge.qcow2', ['--remove', 'edge.qcow2', 'b']],
+  ['overlay.qcow2', ['--add', 'overlay.qcow2', 'c']],
+  ['overlay.qcow2', ['--remove', 'overlay.qcow2', 'b']],
   ['inuse.qcow2', ['--clear', 'inuse.qcow2', 'b']],
   ['inuse.qcow2', ['--enable', 'inuse.qcow2', 'b']],
   ['inuse.qcow2', ['--merge', 'b', 'inuse.qcow2', 'c']],
@@ -79,6 +84,7 @@ const USAGE: string[][] = [
 
 const pick = (image: string, args: string[]): Fixtures => {
   const out: Fixtures = { [image]: files[image] };
+  if (image === 'overlay.qcow2') out['base.qcow2'] = files['base.qcow2'];
   const b = args.indexOf('-b');
   if (b >= 0 && files[args[b + 1]]) out[args[b + 1]] = files[args[b + 1]];
   return out;

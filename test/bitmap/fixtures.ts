@@ -50,8 +50,20 @@ export function buildFixtures(ws: Workspace): Fixtures {
   ws.io('src.qcow2', ['write 2M 8k', 'write 4032k 64k']);
   q('create', '-q', '-f', 'qcow2', 'other.qcow2', '8M');
   q('bitmap', '--add', 'other.qcow2', 's');
+  // 64-bit refcounts in 512-byte clusters: a refcount block covers 64 clusters, so storing the
+  // bitmaps allocates new refcount blocks.
+  q('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=512,refcount_bits=64', 'edge.qcow2', '8M');
+  q('bitmap', '--add', '-g', '512', 'edge.qcow2', 'b');
+  ws.io('edge.qcow2', ['write 0 256k', 'write 7M 4k']);
+  // A backing file (opened with the image) and an autoclear bit qemu does not know (dropped).
+  q('create', '-q', '-f', 'qcow2', 'base.qcow2', '1M');
+  q('create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', 'overlay.qcow2');
+  q('bitmap', '--add', 'overlay.qcow2', 'b');
+  const overlay = ws.read('overlay.qcow2');
+  overlay[95] |= 4;
   const files: Fixtures = {};
-  for (const name of ['plain', 'data', 'small', 'big', 'v2', 'src', 'other']) files[`${name}.qcow2`] = ws.read(`${name}.qcow2`);
+  files['overlay.qcow2'] = overlay;
+  for (const name of ['plain', 'data', 'small', 'big', 'v2', 'src', 'other', 'edge', 'base']) files[`${name}.qcow2`] = ws.read(`${name}.qcow2`);
   files['inuse.qcow2'] = inuse;
   files['disk.raw'] = ws.read('disk.raw');
   return files;

@@ -99,6 +99,16 @@ test('removing an in-use bitmap whose table is past the end of the file is refus
   assert.ok(readFileSync(`${dir}/h.qcow2`).equals(bytes));
 });
 
+test('a -b source outside the allowed paths is refused before anything is written', async () => {
+  const bytes = Buffer.from(files['data.qcow2']);
+  const [, dir] = ws.pair({ 'h.qcow2': bytes });
+  // src.qcow2 lies in the workspace root, two levels above the image's directory.
+  const r = await instarInProcess(['bitmap', '-b', '../../src.qcow2', '--merge', 's', 'h.qcow2', 'b'], dir);
+  assert.equal(r.status, 1, r.stderr);
+  assert.match(r.stderr, /^qemu-img: Could not open '\.\.\/\.\.\/src\.qcow2': .*outside the allowed paths.*\n$/);
+  assert.ok(readFileSync(`${dir}/h.qcow2`).equals(bytes), 'the image is unchanged');
+});
+
 test('a hostile image is refused through the real sandbox too', () => {
   const bytes = REFUSED[0][1]();
   const [, dir] = ws.pair({ 'h.qcow2': bytes });

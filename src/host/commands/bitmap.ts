@@ -2,10 +2,13 @@
 // with O_DSYNC (qemu's BDRV_O_RDWR open) and the -b source read-only, lets a guest plan and apply
 // the changes to the persistent dirty bitmaps, fsyncs the image after the guest exits and prints
 // qemu's message for an action that failed.
-import { closeSync, fstatSync } from 'node:fs';
+import { closeSync, fstatSync, fsyncSync } from 'node:fs';
 import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
-import { imageTarget, InputImageError, openTop, topTarget, type Target } from '../input-image.ts';
+import { checkFormat, imageTarget, InputImageError, openTop, topTarget, type Target } from '../input-image.ts';
+import { openReferenced } from '../paths/resolve.ts';
+import { PathRefusedError, ReferenceOpenError } from '../paths/policy.ts';
+import { resolve } from 'node:path';
 import { openWritable, PROBED_RAW_WARNING } from '../writable-image.ts';
 import { runWithReferencedFiles, ReferencedFileError, type InputFile } from '../open-files.ts';
 import { OpError } from '../sandbox/run.ts';
@@ -14,7 +17,6 @@ import { addObject, sourceSecrets } from '../secrets.ts';
 import { INT64_MAX, parseSizeOption } from './qemu-numbers.ts';
 import type { BitmapActionKind, BitmapActionSpec } from '../../formats/qcow2/bitmap-actions.ts';
 import type { BitmapOptions } from '../../ops/bitmap.ts';
-import { fsyncSync } from 'node:fs';
 
 const ACTIONS = new Set<string>(['add', 'remove', 'clear', 'enable', 'disable', 'merge']);
 
@@ -68,24 +70,44 @@ function validAnswer(raw: unknown, name: string): { format: string; error?: stri
   return { format: raw.format, error };
 }
 
-/** The source image, or qemu's reason it could not be opened (printed after the image is closed). */
-function openSource(args: BitmapArgs, imageFd: number): { fd?: number; target?: Target; error?: string } {
+/**
+ * The -b source: an untrusted file, opened read-only through the path policy (by default inside
+ * the image's directory tree), or qemu's reason it could not be opened (printed after the image
+ * is closed, as qemu closes it only then).
+ */
+function openSource(args: BitmapArgs, target: Target, imageFd: number, ctx: CommandContext): { fd?: number; target?: Target; error?: string; refused?: string } {
   if (args.sourceFile === undefined) return {};
-  const target = imageTarget(args.sourceFile, args.sourceFormat, false);
+  const source = imageTarget(args.sourceFile, args.sourceFormat, false);
+  let fd: number;
   try {
-    const fd = openTop(target);
-    const a = fstatSync(fd);
-    const b = fstatSync(imageFd);
-    if (a.dev === b.dev && a.ino === b.ino) {
-      closeSync(fd);
-      // qemu's image locking: the image itself is held for writing.
-      return { error: `Could not open '${target.errorName}': Failed to get shared "write" lock\nIs another process using the image [${target.errorName}]?` };
-    }
-    return { fd, target };
+    checkFormat(source);
+    // qemu opens the name as given (relative to the cwd), not relative to the image.
+    const chain = { visited: new Set<string>(), depth: 0, top: target.path };
+    fd = openReferenced(resolve(args.sourceFile), target.path, 'backing', ctx.policy, chain).fd;
   } catch (e) {
-    if (e instanceof InputImageError) return { error: e.message };
-    throw e;
+    // instar's refusal, not qemu's: nothing is written, the image is not even opened by a guest.
+    if (e instanceof PathRefusedError) return { refused: `Could not open '${source.errorName}': ${e.reason}` };
+    if (!(e instanceof ReferenceOpenError)) {
+      if (e instanceof InputImageError) return { error: e.message };
+      throw e;
+    }
+    // A missing or unreadable file: qemu's own words, from opening it as qemu-img would.
+    try {
+      closeSync(openTop(source));
+    } catch (open) {
+      if (open instanceof InputImageError) return { error: open.message };
+      throw open;
+    }
+    return { error: `Could not open '${source.errorName}': ${e.reason}` };
   }
+  const a = fstatSync(fd);
+  const b = fstatSync(imageFd);
+  if (a.dev === b.dev && a.ino === b.ino) {
+    closeSync(fd);
+    // qemu's image locking: the image itself is held for writing.
+    return { error: `Could not open '${source.errorName}': Failed to get shared "write" lock\nIs another process using the image [${source.errorName}]?` };
+  }
+  return { fd, target: source };
 }
 
 /** qemu's name for the image's node in messages: "#block" + its node counter + two random digits. */
@@ -98,7 +120,8 @@ async function runBitmap(cmd: ParsedCommand, args: BitmapArgs, ctx: CommandConte
   let source: ReturnType<typeof openSource> = {};
   let answer: ReturnType<typeof validAnswer>;
   try {
-    source = openSource(args, fd);
+    source = openSource(args, target, fd, ctx);
+    if (source.refused !== undefined) throw new InputImageError(source.refused);
     // The image is open (and closed) even when the source is not: qemu stores its bitmaps again.
     const actions = source.error === undefined ? args.actions : [];
     if (source.fd !== undefined && source.target) inputs.push({ fd: source.fd, path: source.target.path });
