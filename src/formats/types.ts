@@ -196,7 +196,7 @@ export interface BitmapCapability {
   /** The bitmaps of an image opened read-only (a --merge source named with -b). */
   sources(dev: BlockDevice): import('./qcow2/bitmap-actions.ts').SourceBitmap[];
   /** The writes of the actions (and of qemu's open and close around them), or instar's refusal. */
-  change(dev: BlockDevice, request: import('./qcow2/bitmap-actions.ts').BitmapRequest): { steps: import('./repair.ts').RepairStep[]; error?: string } | { refused: string };
+  change(dev: BlockDevice, request: import('./qcow2/bitmap-actions.ts').BitmapRequest): { steps: import('./repair.ts').RepairStep[]; error?: string; notice?: string } | { refused: string };
 }
 
 /**
@@ -364,6 +364,8 @@ export interface CreateEnvironment {
   parentCid?: number;
   /** The emulated qemu's full version ("10.0.2"), which VHDX writes as its creator. */
   qemuVersion?: string;
+  /** The --object secrets by id (LUKS key-secret, qcow2 encrypt.key-secret). */
+  secrets?: ReadonlyMap<string, Uint8Array>;
   randomBytes(n: number): Uint8Array;
 }
 

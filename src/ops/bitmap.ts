@@ -22,9 +22,9 @@ export interface BitmapOptions extends OpenTreeOptions {
 }
 
 export type BitmapResult =
-  | { format: string; done: true }
+  | { format: string; done: true; notice?: string }
   /** qemu-img's line for the action that failed (the writes before it were made). */
-  | { format: string; error: string }
+  | { format: string; error: string; notice?: string }
   | { format: string; refused: string };
 
 /** qemu's generic layer for a format that cannot store bitmaps: nothing is ever found or stored. */
@@ -64,5 +64,6 @@ export function bitmapOp(options: Record<string, unknown>, ctx: OpContext): Bitm
   const plan = capability.change(input.dev, request);
   if ('refused' in plan) return { format, refused: plan.refused };
   applyRepair(input.dev, plan.steps, { stopAfterWrites: opts.stopAfterWrites });
-  return plan.error === undefined ? { format, done: true } : { format, error: plan.error };
+  const notice = plan.notice;
+  return plan.error === undefined ? { format, done: true, notice } : { format, error: plan.error, notice };
 }

@@ -56,6 +56,8 @@ const CASES: [string, string[]][] = [
   ['edge.qcow2', ['--remove', 'edge.qcow2', 'b']],
   ['overlay.qcow2', ['--add', 'overlay.qcow2', 'c']],
   ['overlay.qcow2', ['--remove', 'overlay.qcow2', 'b']],
+  ['stale.qcow2', ['--add', 'stale.qcow2', 'c']],
+  ['stale.qcow2', ['--remove', 'stale.qcow2', 'b']],
   ['inuse.qcow2', ['--clear', 'inuse.qcow2', 'b']],
   ['inuse.qcow2', ['--enable', 'inuse.qcow2', 'b']],
   ['inuse.qcow2', ['--merge', 'b', 'inuse.qcow2', 'c']],

@@ -61,8 +61,14 @@ export function buildFixtures(ws: Workspace): Fixtures {
   q('bitmap', '--add', 'overlay.qcow2', 'b');
   const overlay = ws.read('overlay.qcow2');
   overlay[95] |= 4;
+  // The bitmaps extension without its autoclear bit: stale, dropped with a warning.
+  q('create', '-q', '-f', 'qcow2', 'stale.qcow2', '1M');
+  q('bitmap', '--add', 'stale.qcow2', 'b');
+  const stale = ws.read('stale.qcow2');
+  stale[95] &= ~1;
   const files: Fixtures = {};
   files['overlay.qcow2'] = overlay;
+  files['stale.qcow2'] = stale;
   for (const name of ['plain', 'data', 'small', 'big', 'v2', 'src', 'other', 'edge', 'base']) files[`${name}.qcow2`] = ws.read(`${name}.qcow2`);
   files['inuse.qcow2'] = inuse;
   files['disk.raw'] = ws.read('disk.raw');

@@ -11,7 +11,7 @@
 import type { BlockDevice } from '../types.ts';
 import type { RepairStep } from '../repair.ts';
 import { parseHeader, type Qcow2Header } from './header.ts';
-import { readHeaderModel } from './header-model.ts';
+import { readHeaderModel, STALE_BITMAPS_NOTICE } from './header-model.ts';
 import { serializeHeader, type Qcow2HeaderModel } from './header-write.ts';
 import { PlanRefusal, RefcountModel } from './refcount-update.ts';
 import { allocClusters, freeClusters } from './allocator.ts';
@@ -30,6 +30,8 @@ export interface BitmapPlan {
   steps: RepairStep[];
   /** qemu's words for the action that failed (the ones before it are kept, as qemu keeps them). */
   error?: string;
+  /** What qemu's open warns of first (a stale bitmaps extension), without a final newline. */
+  notice?: string;
 }
 
 class Planner {
@@ -86,8 +88,8 @@ class Planner {
       this.barrier();
       this.model.autoclear |= AUTOCLEAR_BITMAPS;
       this.writeHeader();
-    } else if (this.h.autoclear & ~KNOWN_AUTOCLEAR) {
-      // qemu drops autoclear bits it does not know on a writable open.
+    } else if (this.h.autoclear & ~KNOWN_AUTOCLEAR || this.model.staleBitmaps) {
+      // qemu drops autoclear bits it does not know, and a stale bitmaps extension, on a writable open.
       this.writeHeader();
     }
   }
@@ -208,5 +210,5 @@ export function planBitmap(dev: BlockDevice, request: BitmapRequest): BitmapPlan
     }
   }
   p.close();
-  return { steps: p.plan(), error };
+  return { steps: p.plan(), error, notice: p.model.staleBitmaps ? STALE_BITMAPS_NOTICE : undefined };
 }

@@ -17,6 +17,7 @@ import { addObject, sourceSecrets } from '../secrets.ts';
 import { INT64_MAX, parseSizeOption } from './qemu-numbers.ts';
 import type { BitmapActionKind, BitmapActionSpec } from '../../formats/qcow2/bitmap-actions.ts';
 import type { BitmapOptions } from '../../ops/bitmap.ts';
+import { STALE_BITMAPS_NOTICE } from '../../formats/qcow2/header-model.ts';
 
 const ACTIONS = new Set<string>(['add', 'remove', 'clear', 'enable', 'disable', 'merge']);
 
@@ -59,15 +60,18 @@ function parseArgs(cmd: ParsedCommand, ctx: CommandContext): BitmapArgs | number
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** The guest's answer, checked: a failed action's line must be qemu-img's for one of ours. */
-function validAnswer(raw: unknown, name: string): { format: string; error?: string; refused?: string } {
+function validAnswer(raw: unknown, name: string): { format: string; error?: string; refused?: string; notice?: string } {
   const bad = () => new OpError('the guest answered bitmap with a malformed result');
   if (!isObject(raw) || typeof raw.format !== 'string' || raw.format.length > 64) throw bad();
-  if (raw.done === true) return { format: raw.format };
+  // The one notice qemu's open prints, or none: the host prints its own copy, never the guest's text.
+  if (raw.notice !== undefined && raw.notice !== STALE_BITMAPS_NOTICE) throw bad();
+  const notice = raw.notice === undefined ? undefined : STALE_BITMAPS_NOTICE;
+  if (raw.done === true) return { format: raw.format, notice };
   if (typeof raw.refused === 'string' && raw.refused.length <= 4096) return { format: raw.format, refused: raw.refused };
   const error = raw.error;
   if (typeof error !== 'string' || error.length > 8192 + 4 * name.length) throw bad();
   if (![...ACTIONS].some((kind) => error.startsWith(`Operation ${kind} on bitmap ${name} failed: `))) throw bad();
-  return { format: raw.format, error };
+  return { format: raw.format, error, notice };
 }
 
 /**
@@ -150,6 +154,7 @@ async function runBitmap(cmd: ParsedCommand, args: BitmapArgs, ctx: CommandConte
     for (const input of inputs) closeSync(input.fd);
   }
   if (target.format === undefined && answer.format === 'raw') ctx.err(PROBED_RAW_WARNING(target.path));
+  if (answer.notice !== undefined) ctx.err(`${ctx.progname}: ${answer.notice}`);
   const line = answer.refused ?? answer.error ?? source.error;
   if (line === undefined) return 0;
   ctx.err(`${ctx.progname}: ${line}\n`);
