@@ -15,6 +15,8 @@ export class CreateAllocator {
   tableCluster = 1;
   tableClusters = 1;
   private freeIndex = 0;
+  /** Refcount tables a growth replaced, in order: where each was and the entries it had then. */
+  readonly retired: { cluster: number; clusters: number; entries: number[] }[] = [];
   private readonly blockBits: number;
 
   constructor(readonly clusterSize: number, refcountOrder: number, firstBlock: number) {
@@ -80,6 +82,57 @@ export class CreateAllocator {
     return end;
   }
 
+  /**
+   * alloc_refcount_block's growth of a full refcount table: qcow2_refcount_area (not exact: the
+   * table gets half again as many entries as needed) placed after the refcount blocks in use
+   * would cover, with `block` hooked at `index`; the old table is freed.
+   */
+  private growTable(cluster: number, index: number, block: number): void {
+    const perTableCluster = this.clusterSize / 8;
+    const blocksUsed = Math.ceil(Math.max(cluster + 1, block + 1) / this.perBlock);
+    const start = blocksUsed * this.perBlock;
+    // qcow2_refcount_metadata_size with a generous increase: once settled, room for half the table again.
+    let clusters = start;
+    let blocks = 0;
+    let tableClusters = 0;
+    let generous = true;
+    for (let n = 0, last = -1; n !== last;) {
+      last = n;
+      blocks = Math.ceil((clusters + tableClusters + blocks) / this.perBlock);
+      tableClusters = Math.ceil(blocks / perTableCluster);
+      n = clusters + blocks + tableClusters;
+      if (n === last && generous) {
+        clusters += Math.ceil(tableClusters / 2);
+        n = 0;
+        generous = false;
+      }
+    }
+    const tableSize = Math.ceil((blocks + Math.ceil(blocks / 2)) / perTableCluster) * perTableCluster;
+    if (tableSize * 8 > 8 * 1024 * 1024) throw new ImageError('instar cannot grow the refcount table past qemu\'s limit (File too large)', 'EFBIG');
+    const table = new Array<number>(tableSize).fill(0);
+    this.table.forEach((b, i) => (table[i] = b));
+    // What qemu had written into the old table, entry by entry, stays in its clusters until reused.
+    this.retired.push({ cluster: this.tableCluster, clusters: this.tableClusters, entries: [...this.table] });
+    table[index] = block;
+    const areaIndex = Math.floor(start / this.perBlock);
+    let newBlocks = 0;
+    for (let i = areaIndex; i < blocks; i++) if (table[i] === 0) newBlocks++;
+    const tableCluster = start + newBlocks;
+    const end = tableCluster + tableSize / perTableCluster;
+    let next = start;
+    for (let i = areaIndex; i < blocks; i++) {
+      if (table[i] === 0) table[i] = next++;
+      const first = Math.max(i * this.perBlock, start);
+      const last = Math.min(end, (i + 1) * this.perBlock);
+      for (let c = first; c < last; c++) this.refcounts[c] = 1;
+    }
+    const old = { cluster: this.tableCluster, clusters: this.tableClusters };
+    this.table = table;
+    this.tableCluster = tableCluster;
+    this.tableClusters = tableSize / perTableCluster;
+    for (let c = old.cluster; c < old.cluster + old.clusters; c++) this.update(c, 1, -1);
+  }
+
   /** qcow2_alloc_clusters_at for clusters whose refcount blocks exist. */
   allocAt(first: number, count: number): void {
     if (!this.update(first, count, 1)) throw new ImageError('instar could not place the preallocated clusters; nothing was written');
@@ -100,10 +153,14 @@ export class CreateAllocator {
   private ensureBlock(cluster: number): boolean {
     const index = Math.floor(cluster / 2 ** this.blockBits);
     if (index < this.table.length && this.table[index] !== 0) return true;
-    if (index >= this.table.length) {
-      throw new ImageError('instar cannot yet create a qcow2 image whose refcount table outgrows one cluster (use a larger cluster_size); nothing was written');
-    }
     const block = this.findFree(1);
+    if (index >= this.table.length) {
+      // The block is made first (self-describing, or counted where it is), then the table grows.
+      if (Math.floor(block / 2 ** this.blockBits) === index) this.refcounts[block] = 1;
+      else if (!this.update(block, 1, 1)) return false;
+      this.growTable(cluster, index, block);
+      return false;
+    }
     if (Math.floor(block / 2 ** this.blockBits) === index) {
       // The block describes itself.
       this.table[index] = block;

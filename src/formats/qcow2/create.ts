@@ -247,6 +247,8 @@ function layout(raw: CreatePlan): { image: CreateFileLayout; dataFile?: CreateFi
   };
   // A table that falloc/full replaced stays where it was until an L2 table takes the cluster.
   if (g.oldTable) writes.push({ pos: cs, bytes: tableBytes(g.oldTable, 1) });
+  // Tables a growth replaced (create-allocator.ts growTable) keep what qemu wrote into them.
+  for (const t of g.allocator.retired) writes.push({ pos: t.cluster * cs, bytes: tableBytes(t.entries, t.clusters) });
   const tableAt = g.allocator.tableCluster;
   writes.push({ pos: tableAt * cs, bytes: tableBytes(g.allocator.table, g.allocator.tableClusters) });
   let end = Math.max(3 * cs, g.dataAreaEnd, (tableAt + g.allocator.tableClusters) * cs);

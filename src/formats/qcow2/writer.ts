@@ -29,6 +29,9 @@ export class Qcow2Writer implements ImageWriter {
   /** Where the file must reach at the end: qemu zero-fills every (sub)cluster it writes into. */
   private fileEnd: number;
   private dataEnd = 0;
+  private retiredWritten = 0;
+  /** Where create left the refcount table: [cluster, clusters]. */
+  private readonly tableAt: [number, number];
   /** -c: the next free byte in the host cluster compressed clusters are packed into (qemu's free_byte_offset; 0: none). */
   private freeByte = 0;
   /** -c: where each compressed guest cluster went, [host byte offset, length]. */
@@ -45,6 +48,7 @@ export class Qcow2Writer implements ImageWriter {
     this.entrySize = p.extendedL2 ? 16 : 8;
     this.tableSpan = this.g.cs * this.g.l2Entries;
     this.fileEnd = files.image.size;
+    this.tableAt = [this.g.allocator.tableCluster, this.g.allocator.tableClusters];
   }
 
   private get preallocated(): boolean {
@@ -137,7 +141,18 @@ export class Qcow2Writer implements ImageWriter {
   }
 
   private alloc(bytes: number): number {
-    return this.g.allocator.alloc(bytes);
+    const cluster = this.g.allocator.alloc(bytes);
+    // A refcount table the allocation replaced keeps the entries qemu wrote into it, until its
+    // clusters are reused (written after this).
+    const retired = this.g.allocator.retired;
+    for (; this.retiredWritten < retired.length; this.retiredWritten++) {
+      const { cluster: at, clusters, entries } = retired[this.retiredWritten];
+      const bytes = new Uint8Array(clusters * this.cs);
+      const view = new DataView(bytes.buffer);
+      entries.forEach((block, i) => block !== 0 && view.setBigUint64(i * 8, BigInt(block * this.cs)));
+      this.files.image.write!(bytes, at * this.cs);
+    }
+    return cluster;
   }
 
   /** The L2 table of L1 entry `index`, allocated on first use (l2_allocate). */
@@ -271,6 +286,13 @@ export class Qcow2Writer implements ImageWriter {
     const tableView = new DataView(table.buffer);
     g.allocator.table.forEach((block, i) => block !== 0 && tableView.setBigUint64(i * 8, BigInt(block * cs)));
     dev.write!(table, g.allocator.tableCluster * cs);
+    // A grown table moved: the header's refcount_table_offset and _clusters follow it.
+    if (g.allocator.tableCluster !== this.tableAt[0] || g.allocator.tableClusters !== this.tableAt[1]) {
+      const fields = new DataView(new ArrayBuffer(12));
+      fields.setBigUint64(0, BigInt(g.allocator.tableCluster * cs));
+      fields.setUint32(8, g.allocator.tableClusters);
+      dev.write!(new Uint8Array(fields.buffer), 48);
+    }
     for (const [index, block] of g.allocator.blocks()) {
       dev.write!(refcountBlock(g, this.p.refcountOrder, index), block * cs);
       this.fileEnd = Math.max(this.fileEnd, (block + 1) * cs);
