@@ -127,13 +127,12 @@ export function bitmapAction(ctx: ActionContext, action: BitmapActionSpec, req: 
 }
 
 function merge(ctx: ActionContext, target: LiveBitmap, sourceName: Buffer, req: BitmapRequest): string | undefined {
-  const refusedTarget = unusable(target);
-  if (refusedTarget) return refusedTarget;
+  // Both bitmaps are looked up first; bdrv_merge_dirty_bitmap then checks the target, then the source.
   const pool: { name: Buffer; inconsistent: boolean; bits: DirtyBits }[] = req.source ?? ctx.live();
   const source = pool.find((b) => b.name.equals(sourceName));
   if (!source) return notFound(sourceName);
-  const refusedSource = unusable(source);
-  if (refusedSource) return refusedSource;
+  const refused = unusable(target) ?? unusable(source);
+  if (refused) return refused;
   if (source.bits.virtualSize !== target.bits.virtualSize) {
     return `Bitmaps are of different sizes (destination size is ${target.bits.virtualSize}, source size is ${source.bits.virtualSize}) and can't be merged`;
   }
