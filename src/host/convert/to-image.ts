@@ -88,7 +88,7 @@ export function imageOptionHelp(cmd: ParsedCommand, ctx: CommandContext, format:
 const sectorAligned = (n: bigint) => ((n + 511n) / 512n) * 512n;
 
 /** The create plan, after qemu-img convert's checks in its order; ConvertError with qemu's words. */
-function planImage(job: ImageJob, total: bigint): { plan: CreatePlan; set: Map<string, SetOption> } {
+async function planImage(job: ImageJob, total: bigint): Promise<{ plan: CreatePlan; set: Map<string, SetOption> }> {
   const { cmd, ctx, s } = job;
   const fmt = s.outputFormat;
   const outPath = cmd.args[cmd.args.length - 1];
@@ -134,9 +134,16 @@ function planImage(job: ImageJob, total: bigint): { plan: CreatePlan; set: Map<s
   const normalized = new Map([...set].map(([k, v]) => [k, v.value]));
   const env: CreateEnvironment = { now: Math.floor(Date.now() / 1000), filename: outPath, qemuVersion: qemuFullVersion(ctx.profile), randomBytes: (n: number) => randomBytes(n) };
   try {
+    // The VMDK driver opens its backing file alone to record its CID, after its option checks.
+    if (fmt === 'vmdk' && backing !== undefined && normalized.get('subformat')?.endsWith('Flat') !== true) {
+      found.capability.plan(normalized, BigInt.asUintN(64, total), { ...env, parentCid: 0 });
+      const parent = await probeBacking(outPath, backing, undefined, ctx, true);
+      if (parent.format !== 'vmdk') throw new ImageError(`Invalid backing file format: ${parent.format}. Must be vmdk`);
+      env.parentCid = parent.cid;
+    }
     return { plan: found.capability.plan(normalized, BigInt.asUintN(64, total), env), set };
   } catch (e) {
-    if (e instanceof ImageError) throw new ConvertError(`${outPath}: error while converting ${fmt}: ${e.message}`);
+    if (e instanceof ImageError || e instanceof CreateFailure) throw new ConvertError(`${outPath}: error while converting ${fmt}: ${e.message}`);
     throw e;
   }
 }
@@ -213,7 +220,7 @@ export async function convertToImage(job: ImageJob): Promise<void> {
     throw new ConvertError(opened.blockStatus ?? 'instar cannot convert sources whose sizes add up past 2^63 bytes');
   }
   const total = opened.sizes.reduce((a, b) => a + sectorAligned(b), 0n);
-  const { plan, set } = planImage(job, total);
+  const { plan, set } = await planImage(job, total);
   const outPath = cmd.args[cmd.args.length - 1];
   const backing = set.get('backing_file')?.value;
   // qemu opens the new image with its backing file, whose size decides which zeros are written.
