@@ -27,6 +27,8 @@ interface Edit {
   /** Clear the COPIED flag of the first L1 entry / of L2 entry `n` of the first table. */
   clearL1Copied?: boolean;
   clearL2Copied?: number[];
+  /** Bits to flip in L2 entry [0] of the first table. */
+  l2Xor?: [number, bigint];
 }
 
 /** A qemu-made qcow2 (`create` options, qemu-io writes, snapshots), then edited as `edit` says. */
@@ -49,6 +51,7 @@ function build(name: string, options: string, writes: string[], edit: Edit, snap
   const l2 = Number(b.readBigUInt64BE(l1) & 0xfffffffffffe00n);
   if (edit.clearL1Copied) b.writeBigUInt64BE(b.readBigUInt64BE(l1) & ~(1n << 63n), l1);
   for (const j of edit.clearL2Copied ?? []) b.writeBigUInt64BE(b.readBigUInt64BE(l2 + 8 * j) & ~(1n << 63n), l2 + 8 * j);
+  if (edit.l2Xor) b.writeBigUInt64BE(b.readBigUInt64BE(l2 + 8 * edit.l2Xor[0]) ^ edit.l2Xor[1], l2 + 8 * edit.l2Xor[0]);
   return b;
 }
 
@@ -85,6 +88,9 @@ before(() => {
   // Snapshot-shared data clusters hold refcount 2; one set to 1 is an error -r all raises again.
   images['a refcount below its references (no rebuild)'] = build('f.qcow2', 'refcount_bits=16', ['write -P 7 0 192k'], { refcounts: [[6, 1n]] }, true);
   images['COPIED flags cleared'] = build('g.qcow2', 'refcount_bits=16', ['write -P 8 0 192k'], { clearL1Copied: true, clearL2Copied: [0, 2] });
+  // Damage qemu only reports (a data cluster entry pointing inside a cluster), beside what it repairs.
+  images['an unaligned data cluster entry and a leak'] = build('k.qcow2', 'refcount_bits=16', ['write -P 4 0 192k'], { l2Xor: [1, 0x200n], refcounts: [[3, 2n]] });
+  images['an unaligned data cluster entry and a rebuild'] = build('l.qcow2', 'refcount_bits=16', ['write -P 5 0 192k'], { l2Xor: [2, 0x400n], refcounts: [[5, 0n]] });
   images['COPIED flags cleared and a leak'] = build('h.qcow2', 'refcount_bits=16', ['write -P 9 0 128k'], { clearL2Copied: [1], refcounts: [[3, 2n]] });
 });
 after(() => dirs.remove());
@@ -104,6 +110,8 @@ for (const label of [
   'a dirty image with nothing to repair',
   'COPIED flags cleared',
   'COPIED flags cleared and a leak',
+  'an unaligned data cluster entry and a leak',
+  'an unaligned data cluster entry and a rebuild',
 ]) {
   test(`qcow2 check -r: ${label}`, () => {
     const bytes = images[label];
@@ -123,6 +131,11 @@ test('the damage is what each case says it is', () => {
   const plain = dirs.run('10.0', 'x.qcow2', images['a refcount below its references (no rebuild)'], ['check', 'x.qcow2']);
   assert.match(plain.qemu.stderr, /^ERROR cluster 6 refcount=1 reference=2$/m);
   assert.equal(images['lazy refcounts after a crash (dirty, rebuild)'].readBigUInt64BE(72) & 1n, 1n, 'the crashed image is dirty');
+  for (const label of ['an unaligned data cluster entry and a leak', 'an unaligned data cluster entry and a rebuild']) {
+    const r = dirs.run('10.0', 'x.qcow2', images[label], ['check', '-r', 'all', 'x.qcow2']);
+    assert.match(r.qemu.stderr, /Data cluster is not properly aligned; L2 entry corrupted/, label);
+    assert.equal(r.qemu.status, 2, `${label}: qemu repairs what it can and still reports the corruption`);
+  }
   const flags = dirs.run('10.0', 'x.qcow2', images['COPIED flags cleared'], ['check', 'x.qcow2']);
   assert.match(flags.qemu.stderr, /ERROR OFLAG_COPIED L2 cluster/);
   assert.match(flags.qemu.stderr, /ERROR OFLAG_COPIED data cluster/);

@@ -93,12 +93,13 @@ for (const label of ['leaks past the old end', 'leaked clusters holding data (qe
 }
 
 test('qcow2 check -r refuses images that need table repairs, writing nothing', () => {
-  // An L2 entry pointing inside a cluster: qemu repairs such entries; instar refuses them.
+  // A preallocated zero cluster's entry pointing inside a cluster: qemu's fix mode turns it into a
+  // plain zero cluster; instar refuses it.
   const bytes = leaky('g.qcow2', { refcounts: [[9, 1n]] });
   const path = join(dirs.root, 'g.qcow2');
   const l2Offset = Number(readU64(path, layout(path).l1Offset) & 0xfffffffffffe00n);
   const damaged = Buffer.from(bytes);
-  damaged.writeBigUInt64BE(damaged.readBigUInt64BE(l2Offset) | 0x200n, l2Offset);
+  damaged.writeBigUInt64BE(damaged.readBigUInt64BE(l2Offset) | 0x201n, l2Offset);
   for (const mode of ['leaks', 'all']) {
     const r = dirs.run('10.0', 'x.qcow2', damaged, ['check', '-r', mode, 'x.qcow2'], { sandboxed: mode === 'all' });
     assert.equal(r.instar.status, 1);

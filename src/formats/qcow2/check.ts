@@ -2,7 +2,7 @@
 // with the stored refcounts, then check the COPIED flags, in the order of qemu's
 // qcow2_check_refcounts so that the report's lines come in the same order.
 import type { BlockDevice, Image } from '../types.ts';
-import { addLine, CheckFailure, type CheckReport } from '../check-types.ts';
+import { addLine, CheckFailure, emptyReport, type CheckReport } from '../check-types.ts';
 import { cString, readAt, requestOk } from '../bytes.ts';
 import { INCOMPAT, MAX_L1_BYTES, SNAPSHOT_HEADER_SIZE, parseHeader, type Qcow2Header } from './header.ts';
 import { readExtensions, type Extensions } from './extensions.ts';
@@ -94,7 +94,7 @@ function countBitmaps(dev: BlockDevice, ext: Extensions, counter: ReferenceCount
 }
 
 /** check_refblocks: each refcount block must be referenced exactly once, by the table. */
-function countRefblocks(ctx: Context, counter: ReferenceCounter, refs: ComputedRefcounts, counted: number[]): void {
+function countRefblocks(ctx: Context, counter: ReferenceCounter, refs: ComputedRefcounts): void {
   const { stored, report } = ctx;
   const cs = BigInt(counter.cs);
   for (let i = 0; i < stored.tableEntries; i++) {
@@ -121,7 +121,6 @@ function countRefblocks(ctx: Context, counter: ReferenceCounter, refs: ComputedR
       continue;
     }
     counter.inc(offset, cs);
-    counted.push(Number(offset / cs));
     const count = refs.get(Number(offset / cs));
     if (count !== 1) error(`ERROR refcount block ${i} refcount=${count}`);
   }
@@ -236,12 +235,10 @@ export interface CountedImage {
   refs: ComputedRefcounts;
   hasDataFile: boolean;
   budget: WalkBudget;
-  /** Clusters of the refcount blocks the table names that were counted (aligned, inside the file). */
-  refblockClusters: number[];
 }
 
 /** calculate_refcounts: the references to every host cluster, with the lines qemu prints on the way. */
-export function countReferences(image: Image, dev: BlockDevice, report: CheckReport): CountedImage {
+export function countReferences(image: Image, dev: BlockDevice, report: CheckReport, opts: { recount?: boolean } = {}): CountedImage {
   const h = parseHeader(dev);
   // The extensions opened already; the LUKS header itself is not needed here.
   const ext = readExtensions(dev, h, false, () => ({}) as LuksInfo);
@@ -265,8 +262,10 @@ export function countReferences(image: Image, dev: BlockDevice, report: CheckRep
   const ctx = new Context(report, new StoredRefcounts(dev, h));
 
   // qcow2_check_read_snapshot_table runs first, then the refcounts are counted.
-  checkSnapshotTable(dev, h, report);
-  const snapshots = readSnapshotTable(dev, h, report);
+  // A recount (after a refcount rebuild) is calculate_refcounts alone: the snapshot table's own check is not repeated.
+  const tableReport = opts.recount ? emptyReport() : report;
+  checkSnapshotTable(dev, h, tableReport);
+  const snapshots = readSnapshotTable(dev, h, tableReport);
   counter.inc(0n, BigInt(cs));
   counter.l1(h.l1TableOffset, h.l1Size, true);
   if (hasDataFile && h.nbSnapshots > 0) {
@@ -290,9 +289,8 @@ export function countReferences(image: Image, dev: BlockDevice, report: CheckRep
   counter.inc(h.refcountTableOffset, BigInt(h.refcountTableClusters) * BigInt(cs));
   if (ext.crypto && ext.crypto.length !== 0n) counter.inc(ext.crypto.offset, ext.crypto.length);
   countBitmaps(dev, ext, counter, report);
-  const refblockClusters: number[] = [];
-  countRefblocks(ctx, counter, refs, refblockClusters);
-  return { h, ctx, refs, hasDataFile, budget, refblockClusters };
+  countRefblocks(ctx, counter, refs);
+  return { h, ctx, refs, hasDataFile, budget };
 }
 
 /** qcow2_co_check without repair. */

@@ -20,7 +20,8 @@ import { checkCopiedFlags, compare, countReferences, type CountedImage } from '.
 import { readAt } from '../bytes.ts';
 import { writeRefcount } from './refcount-entry.ts';
 import { ClusterCounts, rebuildRefcounts, serializeBlock } from './rebuild-refcounts.ts';
-import type { BlockDevice } from '../types.ts';
+import type { BlockDevice, Image } from '../types.ts';
+import { OverlayDevice } from '../overlay-device.ts';
 import type { Refcount } from './check-refcounts.ts';
 
 /** Most bytes of refcount blocks one repair holds in memory before writing them. */
@@ -28,12 +29,8 @@ const MAX_HELD_BYTES = 256 * 1024 * 1024;
 
 const refused = (why: string): { refused: string } => ({ refused: `instar cannot repair this qcow2 image (${why}); nothing was written` });
 
-/** Table-entry lines of check_refblocks that only make qemu rebuild. */
-const REBUILD_LINES = [
-  /^ERROR refcount table entry \d+ has reserved bits set$/,
-  /^ERROR refcount block \d+ is not cluster aligned; refcount table entry corrupted$/,
-  /^ERROR refcount block \d+ refcount=\d+$/,
-];
+/** Lines of the count whose fix mode does more than print them (grow the file, zero an entry): instar leaves those to qemu. */
+const FIXED_DIFFERENTLY = [/is outside image$/, /^ERROR offset=[0-9a-f]+: Preallocated cluster is not properly aligned/];
 
 type Run = [0 | 1, number, number, string, string];
 const isRun = (l: CheckLine): l is Run => Array.isArray(l) && (l[0] === 0 || l[0] === 1);
@@ -56,15 +53,18 @@ export const repairQcow2: RepairPlanner = (image, dev, report, mode): RepairPlan
     if (e instanceof CheckFailure) return refused(e.message);
     throw e;
   }
-  if (fresh.lines.some((l) => typeof l !== 'string' || !REBUILD_LINES.some((re) => re.test(l)))) {
+  if (fresh['check-errors'] || fresh.lines.some((l) => typeof l !== 'string' || FIXED_DIFFERENTLY.some((re) => re.test(l)))) {
     return refused('it has corruptions that need qemu\'s table repairs');
   }
+  const beforeCompare = { corruptions: fresh.corruptions };
   compare(counted.ctx, counted.refs);
   if (fresh['check-errors'] || fresh.omitted) return refused('its refcounts cannot all be read');
+  const compared = { corruptions: fresh.corruptions - beforeCompare.corruptions };
   const { rebuild } = counted.ctx;
   const counts: Pick<CheckReport, 'corruptions' | 'leaks'> = { corruptions: fresh.corruptions, leaks: fresh.leaks };
   const lines = fresh.lines.slice();
-  const out: CheckReport = { ...report, lines: [], corruptions: 0, leaks: 0, 'corruptions-fixed': 0, 'leaks-fixed': 0 };
+  // Fix mode starts again from what the count found (qemu's pre_compare_res); corruptions it cannot fix stay counted.
+  const out: CheckReport = { ...report, lines: [], corruptions: fresh.corruptions - compared.corruptions, leaks: 0, 'corruptions-fixed': 0, 'leaks-fixed': 0 };
   for (const l of lines) addLine(out, l);
   if (rebuild && mode === 'leaks') {
     // Only -r all rebuilds: qemu's check fails here, having written nothing.
@@ -73,7 +73,7 @@ export const repairQcow2: RepairPlanner = (image, dev, report, mode): RepairPlan
     return { steps: markClean(dev, h) };
   }
 
-  const plan = rebuild ? planRebuild(dev, counted, out, counts) : planRefcountFixes(dev, counted, out, lines.filter(isRun), mode);
+  const plan = rebuild ? planRebuild(image, dev, counted, out, counts) : planRefcountFixes(dev, counted, out, lines.filter(isRun), mode);
   if ('refused' in plan) return plan;
 
   // check_oflag_copied, judged by the repaired refcounts (-r leaks repairs only when nothing is left).
@@ -159,11 +159,12 @@ function planRefcountFixes(dev: BlockDevice, counted: CountedImage, out: CheckRe
 
 /**
  * rebuild_refcount_structure and what qcow2_check_refcounts does after it: the new blocks and
- * table, the header switched to them, then the clusters of the old structure (and of abandoned
- * table placements) freed as leaks.
+ * table, the header switched to them, the references counted again over the new structure (their
+ * lines printed again), then the clusters of the old structure (and of abandoned table
+ * placements) freed as leaks.
  */
-function planRebuild(dev: BlockDevice, counted: CountedImage, out: CheckReport, before: Pick<CheckReport, 'corruptions' | 'leaks'>): RefcountPlan | { refused: string } {
-  const { h, refs, refblockClusters } = counted;
+function planRebuild(image: Image, dev: BlockDevice, counted: CountedImage, out: CheckReport, before: Pick<CheckReport, 'corruptions' | 'leaks'>): RefcountPlan | { refused: string } {
+  const { h, refs } = counted;
   const cs = h.clusterSize;
   const bits = 2 ** h.refcountOrder;
   const perBlock = (cs * 8) / bits;
@@ -184,22 +185,37 @@ function planRebuild(dev: BlockDevice, counted: CountedImage, out: CheckReport, 
   for (let k = 0; k < h.refcountTableClusters; k++) named.add(Number(h.refcountTableOffset / BigInt(cs)) + k);
   const placed = [...built.reftable.filter((b) => b), ...Array.from({ length: built.reftableClusters }, (_, k) => built.reftableCluster + k)];
   if (placed.some((k) => named.has(k))) return refused('its rebuild would write over the old refcount structure, which qemu refuses and then marks the image corrupt');
-  // The references once the header names the new structure: the old table and blocks no longer count.
-  const references = new ClusterCounts(counts.length);
-  for (let k = 0; k < refs.length; k++) references.set(k, refs.get(k));
-  const oldTable = Number(h.refcountTableOffset / BigInt(cs));
-  const minus = (k: number) => references.set(k, references.get(k) - 1);
-  for (let k = 0; k < h.refcountTableClusters; k++) minus(oldTable + k);
-  for (const k of refblockClusters) minus(k);
-  for (const block of built.reftable) if (block) references.set(block, references.get(block) + 1);
-  for (let k = 0; k < built.reftableClusters; k++) references.set(built.reftableCluster + k, references.get(built.reftableCluster + k) + 1);
+  if (placed.length * cs > MAX_HELD_BYTES) return refused('its rebuilt refcount structure is too large');
+
+  const structure = (): { pos: number; bytes: Buffer }[] => {
+    const writes = built.reftable.flatMap((block, index) => (block ? [{ pos: block * cs, bytes: serializeBlock(counts, index, cs, perBlock, bits) }] : []));
+    const table = Buffer.alloc(built.reftableClusters * cs);
+    built.reftable.forEach((block, index) => table.writeBigUInt64BE(BigInt(block) * BigInt(cs), index * 8));
+    return [...writes, { pos: built.reftableCluster * cs, bytes: table }];
+  };
+  const header = Buffer.alloc(12);
+  header.writeBigUInt64BE(BigInt(built.reftableCluster) * BigInt(cs), 0);
+  header.writeUInt32BE(built.reftableClusters, 8);
+
+  // calculate_refcounts again, over the image as the rebuild leaves it.
+  const recount = emptyReport();
+  let after: CountedImage;
+  try {
+    after = countReferences(image, new OverlayDevice(dev, [...structure(), { pos: 48, bytes: header }]), recount, { recount: true });
+  } catch (e) {
+    if (e instanceof CheckFailure) return refused(e.message);
+    throw e;
+  }
+  if (recount['check-errors'] || recount.omitted) return refused('its rebuilt refcount structure cannot be counted');
+  for (const l of recount.lines) addLine(out, l);
 
   // compare_refcounts with BDRV_FIX_LEAKS over the new structure.
   const freed: [number, number][] = [];
   let run: [3, number, number, string, string] | undefined;
-  for (let k = 0; k < counts.length; k++) {
+  const length = Math.max(counts.length, after.refs.length);
+  for (let k = 0; k < length; k++) {
     const stored = counts.get(k);
-    const reference = references.get(k);
+    const reference = k < after.refs.length ? after.refs.get(k) : 0;
     if (stored === reference) continue;
     if (stored < reference) return refused('its rebuilt refcount structure would still be broken');
     if (run && run[1] + run[2] === k && run[3] === String(stored) && run[4] === String(reference)) run[2]++;
@@ -214,28 +230,18 @@ function planRebuild(dev: BlockDevice, counted: CountedImage, out: CheckReport, 
     else freed.push([k, k + 1]);
   }
   if (run) addLine(out, run);
-  out['corruptions-fixed'] += before.corruptions;
+  out.corruptions = recount.corruptions;
+  out['corruptions-fixed'] += Math.max(0, before.corruptions - recount.corruptions);
   out['leaks-fixed'] += before.leaks;
 
+  // The new structure (with the leaks already freed: nothing names it until the header does),
+  // then the header, then the freed clusters' contents.
+  const writes = structure();
+  const end = writes.reduce((e, w) => Math.max(e, w.pos + w.bytes.length), dev.size);
   const steps: RepairStep[] = [];
-  const held = built.reftable.filter((b) => b).length * cs + built.reftableClusters * cs;
-  if (held > MAX_HELD_BYTES) return refused('its rebuilt refcount structure is too large');
-  let end = dev.size;
-  for (const block of built.reftable) if (block) end = Math.max(end, (block + 1) * cs);
-  end = Math.max(end, (built.reftableCluster + built.reftableClusters) * cs);
   if (end > dev.size) steps.push({ kind: 'truncate', size: end });
-  built.reftable.forEach((block, index) => {
-    if (block) steps.push({ kind: 'write', pos: block * cs, bytes: serializeBlock(counts, index, cs, perBlock, bits) });
-  });
-  const table = Buffer.alloc(built.reftableClusters * cs);
-  built.reftable.forEach((block, index) => table.writeBigUInt64BE(BigInt(block) * BigInt(cs), index * 8));
-  steps.push({ kind: 'write', pos: built.reftableCluster * cs, bytes: table });
-  steps.push({ kind: 'barrier' });
-  // The switch: refcount_table_offset and refcount_table_clusters in one write.
-  const header = Buffer.alloc(12);
-  header.writeBigUInt64BE(BigInt(built.reftableCluster) * BigInt(cs), 0);
-  header.writeUInt32BE(built.reftableClusters, 8);
-  steps.push({ kind: 'write', pos: 48, bytes: header }, { kind: 'barrier' });
+  for (const w of writes) steps.push({ kind: 'write', pos: w.pos, bytes: w.bytes });
+  steps.push({ kind: 'barrier' }, { kind: 'write', pos: 48, bytes: header }, { kind: 'barrier' });
   for (const [first, last] of freed) {
     const pos = first * cs;
     if (pos < end) steps.push({ kind: 'zero', pos, length: Math.min((last - first) * cs, end - pos) });
