@@ -1,6 +1,6 @@
 // check -r on qemu-made qcow2 images damaged at random (refcounts set to small values, COPIED
-// flags flipped), against qemu-img 10.0: wherever instar repairs, the same output, exit status and
-// repaired bytes as qemu's; wherever it refuses, one line and the file untouched. Seeded, so a
+// flags flipped, L1/L2 table bytes overwritten), against qemu-img 10.0: wherever instar repairs,
+// the same output, exit status and repaired bytes as qemu's; wherever it refuses, one line and the file untouched. Seeded, so a
 // failure names the case that reproduces it.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -47,6 +47,13 @@ function damage(seed: Buffer, rng: Rng): { bytes: Buffer; what: string[] } {
       if (block === 0) continue;
       writeRefcount(b.subarray(block, block + cs), cluster % perBlock, bits, value);
       what.push(`refcount of cluster ${cluster} = ${value}`);
+    } else if (rng.chance(0.4)) {
+      // A byte of the L1 table or the first L2 table: damage qemu may only report. (Not the refcount
+      // table: qemu "repairs" a block offset past the end by growing the file up to it.)
+      const at = rng.pick([l1, l2]) + rng.below(64);
+      const value = rng.chance(0.5) ? rng.below(4) : rng.below(256);
+      b[at] = value;
+      what.push(`byte ${at} = ${value}`);
     } else {
       const j = rng.below(8);
       const at = l2 + 8 * j;
