@@ -56,9 +56,9 @@ class VmdkWriter implements ImageWriter {
   }
 
   /**
-   * -c: qemu's vmdk driver takes compressed writes for every subformat it can give a cluster size
-   * (not the flat ones, see open()), but compresses only into a streamOptimized extent: a sparse
-   * extent gets the grain as a plain write.
+   * -c: qemu's vmdk driver takes compressed writes for the subformats it gives a cluster size (not
+   * the flat ones, see the constructor), but compresses only into a streamOptimized extent: a
+   * sparse extent gets the grain as a plain write.
    */
   writeCompressed?: (data: Uint8Array, offset: number) => void;
 
