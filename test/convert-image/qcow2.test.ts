@@ -45,8 +45,8 @@ after(() => work.cleanup());
 // same files; their messages are compared in the last group).
 describe('convert -O qcow2: the file is byte-identical to qemu-img convert', () => {
   const layouts = [
-    '', 'cluster_size=512', 'cluster_size=2M', 'cluster_size=1k,refcount_bits=2', 'refcount_bits=64',
-    'compat=0.10', 'extended_l2=on', 'extended_l2=on,cluster_size=16k', 'lazy_refcounts=on', 'compression_type=zstd',
+    '', 'cluster_size=512', 'cluster_size=2M', 'cluster_size=1k,refcount_bits=2',
+    'compat=0.10', 'extended_l2=on,cluster_size=16k', 'lazy_refcounts=on,compression_type=zstd',
     'data_file=x.data', 'data_file=x.data,data_file_raw=on', 'preallocation=metadata', 'preallocation=full',
     // The refcount table (64 entries of blocks of 64 refcounts) outgrows its cluster: qemu moves it.
     'cluster_size=512,refcount_bits=64', 'cluster_size=512,refcount_bits=64,preallocation=metadata',
@@ -75,10 +75,10 @@ describe('convert -O qcow2: the file is byte-identical to qemu-img convert', () 
 
 describe('convert -O qcow2 through the real sandbox', () => {
   test('-p prints qemu\'s progress lines, the file is the same', () => {
-    sameAsOracles(dir, ['convert', '-p', '-O', 'qcow2', '-o', 'cluster_size=4k', '../top.qcow2', 'out.qcow2'], { label: 'sandbox-p', sandbox: true });
+    sameAsOracles(dir, ['convert', '-p', '-O', 'qcow2', '-o', 'cluster_size=4k', '../top.qcow2', 'out.qcow2'], { label: 'sandbox-p', sandbox: true, profiles: ['7.2'] });
   });
   test('a data file', () => {
-    sameAsOracles(dir, ['convert', '-f', 'raw', '-O', 'qcow2', '-o', 'data_file=d.raw', '../src.raw', 'out.qcow2'], { label: 'sandbox-data', sandbox: true });
+    sameAsOracles(dir, ['convert', '-f', 'raw', '-O', 'qcow2', '-o', 'data_file=d.raw', '../src.raw', 'out.qcow2'], { label: 'sandbox-data', sandbox: true, profiles: ['10.0'] });
   });
 });
 
@@ -104,7 +104,7 @@ describe('convert -O <format>: qemu-img\'s messages, and no file left behind', (
   for (const [i, [name, args]] of refusals.entries()) {
     test(name, () => {
       // Every refusal under both profiles would double the time: the first few, then alternating.
-      const profiles = i < 4 ? VERSIONS : [VERSIONS[i % 2]];
+      const profiles = i < 2 ? VERSIONS : [VERSIONS[i % 2]];
       const sources = ['top.qcow2', 'base.qcow2', 'src.vpc'].map((name) => readFileSync(join(dir, name)));
       for (const ours of sameAsOracles(dir, args, { label: `refusal${i}`, profiles })) assert.deepEqual([...ours.files.keys()], []);
       ['top.qcow2', 'base.qcow2', 'src.vpc'].forEach((name, n) => assert.ok(readFileSync(join(dir, name)).equals(sources[n]), `${name} untouched`));
@@ -112,11 +112,11 @@ describe('convert -O <format>: qemu-img\'s messages, and no file left behind', (
   }
 
   test('-o help prints the create options (before any source is opened)', () => {
-    sameAsOracles(dir, ['convert', '-O', 'qcow2', '-o', 'help', '../nonexistent', 'out'], { label: 'help' });
+    sameAsOracles(dir, ['convert', '-O', 'qcow2', '-o', 'help', '../nonexistent', 'out'], { label: 'help', profiles: ['10.0'] });
   });
 
   test('a bad -t: qemu has created the image and leaves it', () => {
-    sameAsOracles(dir, ['convert', '-t', 'bogus', '-O', 'qcow2', '../top.qcow2', 'out.qcow2'], { label: 'cache' });
+    sameAsOracles(dir, ['convert', '-t', 'bogus', '-O', 'qcow2', '../top.qcow2', 'out.qcow2'], { label: 'cache', profiles: ['7.2'] });
   });
 
   test('a read error in the middle of the copy: qemu\'s message, and instar removes what it created', () => {
@@ -127,7 +127,7 @@ describe('convert -O <format>: qemu-img\'s messages, and no file left behind', (
     const firstCompressed = map.find((e) => e.compressed);
     assert.ok(firstCompressed, 'the source has a compressed cluster');
     corruptCompressed(join(dir, 'broken.qcow2'), firstCompressed.start);
-    const outs = sameAsOracles(dir, ['convert', '-O', 'qcow2', '-o', 'data_file=d.raw', '../broken.qcow2', 'out.qcow2'], { label: 'readerror', files: false });
+    const outs = sameAsOracles(dir, ['convert', '-O', 'qcow2', '-o', 'data_file=d.raw', '../broken.qcow2', 'out.qcow2'], { label: 'readerror', files: false, profiles: ['10.0'] });
     for (const ours of outs) {
       assert.match(ours.result.stderr, /error while reading at byte \d+: Input\/output error/);
       assert.deepEqual(readdirSync(ours.dir), []);
