@@ -61,6 +61,7 @@ const CASES: Case[] = [
   { source: 'chain', format: 'vmdk', args: ['-o', 'compat6=on,adapter_type=lsilogic,zeroed_grain=on', '-o', 'subformat=twoGbMaxExtentSparse'], versions: ['10.0'] },
   { source: 'empty', format: 'vmdk', args: ['-o', 'subformat=monolithicFlat'], versions: ['7.2'] },
   { source: 'holes', format: 'vmdk', args: ['-S', '0', '-o', 'subformat=monolithicSparse'], versions: ['10.0'] },
+  { source: 'holes', format: 'vmdk', args: ['-S', '0', '-o', 'subformat=streamOptimized'], versions: ['7.2'] },
   { source: 'chain', format: 'vpc', dd: true, args: ['bs=64k'], versions: ['7.2'] },
   { source: 'holes', format: 'vmdk', dd: true, args: ['bs=1M', 'count=5'], versions: ['10.0'] },
 ];
