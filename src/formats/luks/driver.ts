@@ -11,6 +11,7 @@ import { cipherSpec, unlockMasterKey } from './unlock.ts';
 import { isLuks2 } from './luks2-header.ts';
 import { Luks2Image } from './luks2-image.ts';
 import { luksMeasure } from './measure.ts';
+import { luksCreate } from './create.ts';
 
 const SECTOR = 512;
 
@@ -73,5 +74,6 @@ export const luksDriver: Driver = {
     return new LuksImage(dev, hdr, parseLuksHeader(hdr), ctx);
   },
   measure: luksMeasure,
+  create: luksCreate,
   resize: luksResize,
 };

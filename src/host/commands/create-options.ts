@@ -11,12 +11,13 @@ import { vdiCreate } from '../../formats/vdi/create.ts';
 import { parallelsCreate } from '../../formats/parallels/create.ts';
 import { qedCreate } from '../../formats/qed/create.ts';
 import { qcowCreate } from '../../formats/qcow/create.ts';
+import { luksCreate } from '../../formats/luks/create.ts';
 import { findMeasurer } from '../../formats/measurers.ts';
 import { optionItems, parseCreateOptions } from './measure-options.ts';
 import type { SetOption } from '../../output/create-text.ts';
 
 /** The formats instar creates (a unit test keeps these the drivers' own `create`). */
-export const CREATORS: Readonly<Record<string, CreateCapability>> = { raw: rawCreate, qcow2: qcow2Create, vpc: vpcCreate, vmdk: vmdkCreate, vhdx: vhdxCreate, vdi: vdiCreate, parallels: parallelsCreate, qed: qedCreate, qcow: qcowCreate };
+export const CREATORS: Readonly<Record<string, CreateCapability>> = { raw: rawCreate, qcow2: qcow2Create, vpc: vpcCreate, vmdk: vmdkCreate, vhdx: vhdxCreate, vdi: vdiCreate, parallels: parallelsCreate, qed: qedCreate, qcow: qcowCreate, luks: luksCreate };
 
 export type FormatLookup =
   | { capability: CreateCapability; specs: readonly CreateOptionSpec[] }

@@ -32,6 +32,8 @@ interface CreateArgs {
   filename?: string;
   /** The size argument; -1 when absent (qemu's img_size). */
   size: bigint;
+  /** The --object values (secrets a LUKS or encrypted qcow2 image takes its passphrase from). */
+  objects: string[];
 }
 
 /** A failure that stands alone (printed after "<progname>: " only), exit status 1. */
@@ -39,8 +41,8 @@ class PlainFailure extends Error {}
 
 /** The getopt loop (options checked as they come), then the file name and size arguments. */
 function parseArgs(cmd: ParsedCommand, ctx: CommandContext): CreateArgs | number {
-  const args: CreateArgs = { format: 'raw', quiet: false, unsafe: false, size: -1n };
   const objects: string[] = [];
+  const args: CreateArgs = { format: 'raw', quiet: false, unsafe: false, size: -1n, objects };
   for (const [key, value] of cmd.sequence ?? []) {
     if (key === 'backing-format') args.backingFormat = value;
     else if (key === 'backing') args.backing = value;
@@ -204,6 +206,7 @@ async function runCreate(args: CreateArgs, ctx: CommandContext): Promise<number>
   const normalized = new Map([...set].map(([k, v]) => [k, v.value]));
   try {
     const env: CreateEnvironment = { now: Math.floor(Date.now() / 1000), filename, qemuVersion: qemuFullVersion(ctx.profile), randomBytes: (n: number) => randomBytes(n) };
+    env.secrets = parseSecretObjects(args.objects);
     // The VMDK driver opens its backing file alone (even with -u) to record its CID.
     if (args.format === 'vmdk' && backing !== undefined && normalized.get('subformat')?.endsWith('Flat') !== true) {
       // Its option checks come first: a trial plan with a stand-in CID.
