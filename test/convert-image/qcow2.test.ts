@@ -113,6 +113,8 @@ describe('convert -O <format>: qemu-img\'s messages, and no file left behind', (
 
   test('-o help prints the create options (before any source is opened)', () => {
     sameAsOracles(dir, ['convert', '-O', 'qcow2', '-o', 'help', '../nonexistent', 'out'], { label: 'help', profiles: ['10.0'] });
+    // The default output format, raw, too.
+    sameAsOracles(dir, ['convert', '-o', 'help', '../nonexistent', 'out'], { label: 'help-raw', profiles: ['7.2'] });
   });
 
   test('a bad -t: qemu has created the image and leaves it', () => {

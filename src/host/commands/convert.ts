@@ -365,7 +365,7 @@ export const convert: Command = async (cmd, ctx) => {
   try {
     const s = settings(cmd, ctx);
     // -o help comes right after the getopt loop, before the file names are checked.
-    const help = s.outputFormat !== 'raw' ? imageOptionHelp(cmd, ctx, s.outputFormat) : undefined;
+    const help = imageOptionHelp(cmd, ctx, s.outputFormat);
     if (help !== undefined) return help;
     if (cmd.args.length < 2) return usageOrPlain(ctx);
     // -p's first line comes before any source is opened, and its newline after any failure.
