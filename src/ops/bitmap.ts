@@ -6,7 +6,7 @@ import { ImageError } from '../formats/types.ts';
 import { applyRepair } from '../formats/repair.ts';
 import { findDriver } from '../formats/registry.ts';
 import type { BitmapActionSpec, BitmapRequest, SourceBitmap } from '../formats/qcow2/bitmap-actions.ts';
-import { openTree, type OpenTreeOptions } from './open-tree.ts';
+import { MissingFilesError, openTree, type OpenTreeOptions } from './open-tree.ts';
 import type { OpContext } from './types.ts';
 
 export interface BitmapOptions extends OpenTreeOptions {
@@ -25,7 +25,9 @@ export type BitmapResult =
   | { format: string; done: true; notice?: string }
   /** qemu-img's line for the action that failed (the writes before it were made). */
   | { format: string; error: string; notice?: string }
-  | { format: string; refused: string };
+  | { format: string; refused: string }
+  /** The -b image would not open (qemu's reason): the image was still opened and closed. */
+  | { format: string; 'source-error': string; notice?: string };
 
 /** qemu's generic layer for a format that cannot store bitmaps: nothing is ever found or stored. */
 function withoutBitmaps(actions: readonly BitmapActionSpec[], request: Pick<BitmapRequest, 'name' | 'nodeName' | 'granularity'>): string | undefined {
@@ -52,18 +54,30 @@ export function bitmapOp(options: Record<string, unknown>, ctx: OpContext): Bitm
   const opts = options as unknown as BitmapOptions;
   const image = openTree(ctx, 0, opts);
   const format = image.format;
-  const source = opts.source ? sourceBitmaps(ctx, opts.source) : undefined;
+  let source: SourceBitmap[] | undefined;
+  let sourceError: string | undefined;
+  try {
+    source = opts.source ? sourceBitmaps(ctx, opts.source) : undefined;
+  } catch (e) {
+    // Files the source names are granted and the op runs again; any other failure is qemu's
+    // failed img_open of the source, after the image itself was opened: no action runs.
+    if (!(e instanceof ImageError) || e instanceof MissingFilesError) throw e;
+    sourceError = e.message;
+  }
   const input = ctx.devices[0];
   if (!input) throw new ImageError('no input device');
-  const request: BitmapRequest = { name: String(opts.name), actions: opts.actions, granularity: opts.granularity, nodeName: String(opts.nodeName), source };
+  const actions = sourceError === undefined ? opts.actions : [];
+  const request: BitmapRequest = { name: String(opts.name), actions, granularity: opts.granularity, nodeName: String(opts.nodeName), source };
   const capability = findDriver(format)?.dirtyBitmaps;
   if (!capability) {
-    const error = withoutBitmaps(opts.actions, request);
+    const error = withoutBitmaps(actions, request);
+    if (sourceError !== undefined) return { format, 'source-error': sourceError };
     return error === undefined ? { format, done: true } : { format, error };
   }
   const plan = capability.change(input.dev, request);
   if ('refused' in plan) return { format, refused: plan.refused };
   applyRepair(input.dev, plan.steps, { stopAfterWrites: opts.stopAfterWrites });
   const notice = plan.notice;
+  if (sourceError !== undefined) return { format, 'source-error': sourceError, notice };
   return plan.error === undefined ? { format, done: true, notice } : { format, error: plan.error, notice };
 }

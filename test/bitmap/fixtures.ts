@@ -48,6 +48,11 @@ export function buildFixtures(ws: Workspace): Fixtures {
   q('create', '-q', '-f', 'qcow2', 'src.qcow2', '4M');
   q('bitmap', '--add', '-g', '1k', 'src.qcow2', 's');
   ws.io('src.qcow2', ['write 2M 8k', 'write 4032k 64k']);
+  // A source whose backing file is not there: qemu-img opens a source without its backing file.
+  q('create', '-q', '-f', 'qcow2', 'gone.qcow2', '4M');
+  q('create', '-q', '-f', 'qcow2', '-b', 'gone.qcow2', '-F', 'qcow2', 'srcover.qcow2');
+  q('bitmap', '--add', 'srcover.qcow2', 's');
+  ws.io('srcover.qcow2', ['write 1M 4k']);
   q('create', '-q', '-f', 'qcow2', 'other.qcow2', '8M');
   q('bitmap', '--add', 'other.qcow2', 's');
   // 64-bit refcounts in 512-byte clusters: a refcount block covers 64 clusters, so storing the
@@ -69,7 +74,7 @@ export function buildFixtures(ws: Workspace): Fixtures {
   const files: Fixtures = {};
   files['overlay.qcow2'] = overlay;
   files['stale.qcow2'] = stale;
-  for (const name of ['plain', 'data', 'small', 'big', 'v2', 'src', 'other', 'edge', 'base']) files[`${name}.qcow2`] = ws.read(`${name}.qcow2`);
+  for (const name of ['plain', 'data', 'small', 'big', 'v2', 'src', 'srcover', 'other', 'edge', 'base']) files[`${name}.qcow2`] = ws.read(`${name}.qcow2`);
   files['inuse.qcow2'] = inuse;
   files['disk.raw'] = ws.read('disk.raw');
   return files;

@@ -60,13 +60,15 @@ function parseArgs(cmd: ParsedCommand, ctx: CommandContext): BitmapArgs | number
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** The guest's answer, checked: a failed action's line must be qemu-img's for one of ours. */
-function validAnswer(raw: unknown, name: string): { format: string; error?: string; refused?: string; notice?: string } {
+function validAnswer(raw: unknown, name: string): { format: string; error?: string; refused?: string; notice?: string; sourceError?: string } {
   const bad = () => new OpError('the guest answered bitmap with a malformed result');
   if (!isObject(raw) || typeof raw.format !== 'string' || raw.format.length > 64) throw bad();
   // The one notice qemu's open prints, or none: the host prints its own copy, never the guest's text.
   if (raw.notice !== undefined && raw.notice !== STALE_BITMAPS_NOTICE) throw bad();
   const notice = raw.notice === undefined ? undefined : STALE_BITMAPS_NOTICE;
   if (raw.done === true) return { format: raw.format, notice };
+  const sourceError = raw['source-error'];
+  if (typeof sourceError === 'string' && sourceError.length <= 4096) return { format: raw.format, notice, sourceError };
   if (typeof raw.refused === 'string' && raw.refused.length <= 4096) return { format: raw.format, refused: raw.refused };
   const error = raw.error;
   if (typeof error !== 'string' || error.length > 8192 + 4 * name.length) throw bad();
@@ -140,7 +142,8 @@ async function runBitmap(cmd: ParsedCommand, args: BitmapArgs, ctx: CommandConte
       // qemu hands -g on as a uint32; 0 means none was given.
       granularity: args.granularity === 0n ? undefined : Number(BigInt.asUintN(32, args.granularity)),
       nodeName: nodeName(),
-      source: source.target ? { format: source.target.format === 'file' ? 'raw' : source.target.format, fileName: source.target.path, profile: ctx.profile, unsafeQuirks: ctx.globals.unsafeQuirks } : undefined,
+      // qemu-img opens the source without its backing file (BDRV_O_NO_BACKING).
+      source: source.target ? { format: source.target.format === 'file' ? 'raw' : source.target.format, fileName: source.target.path, profile: ctx.profile, unsafeQuirks: ctx.globals.unsafeQuirks, noBacking: true } : undefined,
     };
     try {
       answer = validAnswer(await runWithReferencedFiles('bitmap', options as unknown as Record<string, unknown>, inputs, ctx), cmd.args[1]);
@@ -155,7 +158,8 @@ async function runBitmap(cmd: ParsedCommand, args: BitmapArgs, ctx: CommandConte
   }
   if (target.format === undefined && answer.format === 'raw') ctx.err(PROBED_RAW_WARNING(target.path));
   if (answer.notice !== undefined) ctx.err(`${ctx.progname}: ${answer.notice}`);
-  const line = answer.refused ?? answer.error ?? source.error;
+  const sourceError = answer.sourceError === undefined ? undefined : `Could not open '${source.target?.errorName ?? ''}': ${answer.sourceError}`;
+  const line = answer.refused ?? answer.error ?? source.error ?? sourceError;
   if (line === undefined) return 0;
   ctx.err(`${ctx.progname}: ${line}\n`);
   return 1;
