@@ -1,4 +1,4 @@
-// What the VHDX writer tests share: the file with what is random in it masked (both headers,
+// What the VHDX and LUKS writer tests share: create's layout and the writer fed in-process; the file with what is random in it masked (both headers,
 // the page 83 GUID, each log entry's GUID and checksum, checked first), so that instar's file and
 // qemu's can be compared byte for byte. The headers differ by more than GUIDs (qemu's write
 // path bumps their sequence numbers): instar's must carry no log GUID, so no reader replays.
@@ -41,10 +41,10 @@ export function maskVhdx(file: Buffer, label: string): Buffer {
 export { MiB };
 
 /** create's layout of `format` sized as `src` into `out` as qemu `version` would make it, and the writer on it. */
-export function openWriter(format: string, options: string, size: number, out: string, version: string): { writer: ImageWriter; plan: CreatePlan; fd: number } {
+export function openWriter(format: string, options: string, size: number, out: string, version: string, secrets?: ReadonlyMap<string, Uint8Array>): { writer: ImageWriter; plan: CreatePlan; fd: number } {
   const driver = findDriver(format)!;
   const [major, minor] = version.split('.').map(Number);
-  const env = { now: Math.floor(Date.now() / 1000), filename: out, qemuVersion: qemuFullVersion({ major, minor }), randomBytes: (n: number) => randomBytes(n) };
+  const env = { now: Math.floor(Date.now() / 1000), filename: out, qemuVersion: qemuFullVersion({ major, minor }), randomBytes: (n: number) => randomBytes(n), secrets };
   const plan = driver.create!.plan(optionMap(options), BigInt(size), env);
   const layout = driver.create!.layout(plan).image;
   const fd = openSync(out, 'w+');
@@ -58,15 +58,17 @@ export function openWriter(format: string, options: string, size: number, out: s
  * (qemu-img convert's -S 4k), skipping zeros; fsyncs it, as the host does, so that the file
  * system's allocation is final when a test measures it.
  */
-export function convertWithInstar(format: string, options: string, src: string, out: string, version: string): void {
-  const size = statSync(src).size;
-  const { writer, fd } = openWriter(format, options, size, out, version);
+export function convertWithInstar(format: string, options: string, src: string, out: string, version: string, secrets?: ReadonlyMap<string, Uint8Array>): void {
+  // qemu-img convert sizes the target in whole sectors.
+  const size = Math.ceil(statSync(src).size / 512) * 512;
+  const { writer, fd } = openWriter(format, options, size, out, version, secrets);
   const srcFd = openSync(src, 'r');
   try {
     const buf = Buffer.alloc(4096);
     const zeros = Buffer.alloc(4096);
     for (let pos = 0; pos < size; pos += 4096) {
       const piece = buf.subarray(0, Math.min(4096, size - pos));
+      piece.fill(0);
       readSync(srcFd, piece, 0, piece.length, pos);
       if (!piece.equals(zeros.subarray(0, piece.length))) writer.write(piece, pos);
     }

@@ -12,6 +12,7 @@ import { isLuks2 } from './luks2-header.ts';
 import { Luks2Image } from './luks2-image.ts';
 import { luksMeasure } from './measure.ts';
 import { luksCreate } from './create.ts';
+import { luksWriter } from './writer.ts';
 
 const SECTOR = 512;
 
@@ -75,5 +76,6 @@ export const luksDriver: Driver = {
   },
   measure: luksMeasure,
   create: luksCreate,
+  writer: luksWriter,
   resize: luksResize,
 };
