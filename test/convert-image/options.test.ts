@@ -29,6 +29,9 @@ before(() => {
   qemu(['create', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', 'top.qcow2', '8M'], dir);
   const writes = ['write -P 3 512k 64k', 'write -z 2M 128k', 'write -z 6M 128k', 'write -P 0 7M 64k', 'write -P 5 7M 1k', 'write -P 0 3M 64k'];
   qemu([...writes.flatMap((w) => ['-c', w]), 'top.qcow2'], dir, '10.0', 'qemu-io');
+  // The same writes with 4 KiB clusters, and one of 4 KiB inside a cluster of the target's.
+  qemu(['create', '-f', 'qcow2', '-o', 'cluster_size=4k', '-b', 'base.qcow2', '-F', 'qcow2', 'top4k.qcow2', '8M'], dir);
+  qemu([...[...writes, 'write -P 7 100k 4k'].flatMap((w) => ['-c', w]), 'top4k.qcow2'], dir, '10.0', 'qemu-io');
 });
 after(() => work.cleanup());
 
@@ -63,6 +66,16 @@ describe('a backing file for the target: only the top layer is copied, byte-iden
       sameAsOracles(dir, ['convert', '-O', 'qcow2', ...args, '../top.qcow2', 'out.qcow2'], { label: `b${i}`, profiles: [VERSIONS[i % 2]], instarOptions: [`--allow-path=${dir}`] });
     });
   }
+  test('-c over a backing file: whole clusters compressed, zeros as zero clusters, the same map', () => {
+    const args = ['convert', '-p', '-c', '-O', 'qcow2', '-B', '../base.qcow2', '-F', 'qcow2', '../top4k.qcow2', 'out.qcow2'];
+    const [ours] = sameAsOracles(dir, args, { label: 'bc', files: false, profiles: ['7.2'], instarOptions: [`--allow-path=${dir}`] });
+    const theirs = join(dir, 'bc-7.2-7.2', 'out.qcow2');
+    const mine = join(ours.dir, 'out.qcow2');
+    const map = (path: string) => qemu(['map', '--output=json', path], dir).replace(/, "offset": \d+/g, '');
+    assert.equal(map(mine), map(theirs));
+    assert.equal(qemu(['compare', theirs, mine]), 'Images are identical.\n');
+    assert.match(qemu(['check', mine]), /^No errors were found on the image\./);
+  });
   test('a missing backing file: qemu\'s message (instar creates nothing)', () => {
     const args = ['convert', '-O', 'qcow2', '-B', 'nonexistent', '-F', 'qcow2', '../top.qcow2', 'out.qcow2'];
     for (const ours of sameAsOracles(dir, args, { label: 'b-missing', files: false })) assert.deepEqual([...ours.files.keys()], []);

@@ -130,7 +130,6 @@ async function planImage(job: ImageJob, total: bigint): Promise<{ plan: CreatePl
   if (!('capability' in found) || !findDriver(fmt)?.writer) {
     throw new ConvertError(`convert -O ${fmt} is not implemented yet in instar (no ${fmt} writer); nothing was written`);
   }
-  if (backing !== undefined && cmd.options.has('compress')) throw new ConvertError('instar cannot compress into an image with a backing file yet (-c with -B); nothing was written');
   const normalized = new Map([...set].map(([k, v]) => [k, v.value]));
   const env: CreateEnvironment = { now: Math.floor(Date.now() / 1000), filename: outPath, qemuVersion: qemuFullVersion(ctx.profile), randomBytes: (n: number) => randomBytes(n) };
   try {

@@ -25,8 +25,8 @@ export interface BackingCopyPlan {
 type Kind = 'data' | 'zero' | 'backing';
 
 /** The top layer's runs, as qemu's convert sees them with a target backing file. */
-function* topRuns(image: Image, backingSize: number): Generator<{ pos: number; length: number; kind: Kind }> {
-  for (let pos = 0; pos < image.virtualSize; ) {
+function* topRuns(image: Image, backingSize: number, from = 0): Generator<{ pos: number; length: number; kind: Kind }> {
+  for (let pos = from; pos < image.virtualSize; ) {
     let e;
     try {
       e = image.extent(pos, Math.min(image.virtualSize - pos, MAX_BLOCK_STATUS));
@@ -44,7 +44,66 @@ function* topRuns(image: Image, backingSize: number): Generator<{ pos: number; l
   }
 }
 
-export function copyOverBacking(plan: BackingCopyPlan): number {
+/**
+ * -c with a backing file for the target: qemu-img takes whole target clusters (a run shorter than
+ * a cluster becomes a cluster of data, read through the source's whole chain); a data cluster is
+ * written compressed, or as a zero cluster when it reads as zeros; zeros are zero clusters.
+ */
+function copyCompressedOverBacking(plan: BackingCopyPlan): number {
+  const { image, writer } = plan;
+  const cs = writer.compressedClusterSize ?? writer.clusterSize;
+  const steps: { pos: number; length: number; kind: Kind }[] = [];
+  for (let pos = 0; pos < image.virtualSize; ) {
+    const first = topRuns(image, plan.backingSize, pos).next();
+    if (first.done) break;
+    let { length, kind } = first.value;
+    if (kind === 'data') length = Math.min(length, cs);
+    if (length < cs) {
+      length = Math.min(cs, image.virtualSize - pos);
+      kind = 'data';
+    } else {
+      length -= length % cs;
+    }
+    steps.push({ pos, length, kind });
+    pos += length;
+  }
+  const total = steps.reduce((n, r) => n + (r.kind === 'data' ? r.length : 0), 0);
+  plan.onProgress?.(0, total);
+  const rule = new ProgressRule();
+  let done = 0;
+  const buf = Buffer.allocUnsafe(cs);
+  const zeros = Buffer.alloc(cs);
+  const zeroes = (offset: number, length: number) => {
+    if (writer.writeZeroes) return writer.writeZeroes(offset, length);
+    for (let at = 0; at < length; at += cs) writer.write(zeros.subarray(0, Math.min(cs, length - at)), offset + at);
+  };
+  for (const r of steps) {
+    if (r.kind === 'backing') continue;
+    if (r.kind === 'zero') {
+      zeroes(r.pos, r.length);
+      continue;
+    }
+    for (let pos = r.pos; pos < r.pos + r.length; pos += cs) {
+      const chunk = buf.subarray(0, Math.min(cs, r.pos + r.length - pos));
+      if (plan.onProgress) {
+        done += chunk.length;
+        if (rule.set((100 * done) / total) !== undefined) plan.onProgress(done, total);
+      }
+      try {
+        image.read(chunk, pos);
+      } catch (e) {
+        if (e instanceof ImageError) throw new ImageError(`error while reading at byte ${pos}: ${e.message}`, e.errno);
+        throw e;
+      }
+      if (chunk.equals(zeros.subarray(0, chunk.length))) zeroes(pos, chunk.length);
+      else writer.writeCompressed!(chunk, pos);
+    }
+  }
+  return total;
+}
+
+export function copyOverBacking(plan: BackingCopyPlan & { compressed?: boolean }): number {
+  if (plan.compressed) return copyCompressedOverBacking(plan);
   const { image, sparseSize } = plan;
   const aligner = new ClusterAligner(plan.writer, image.virtualSize, false, true);
   const counts = (kind: Kind) => kind === 'data' || (kind === 'zero' && sparseSize === 0);

@@ -93,9 +93,10 @@ export const convertImageOp: Op = (raw, ctx) => {
   const onProgress = opts.progress ? (done: number, total: number) => ctx.emit({ type: 'progress', done, total }) : undefined;
   const sparseSize = opts.sparseSize ?? 4096;
   const backing = opts.targetBacking;
-  if (backing && (views.length !== 1 || opts.compressed || !Number.isSafeInteger(backing.size))) throw new ImageError('instar cannot convert these sources over a backing file');
+  if (backing && (views.length !== 1 || !Number.isSafeInteger(backing.size))) throw new ImageError('instar cannot convert these sources over a backing file');
+  if (opts.compressed && !writer.writeCompressed) throw new ImageError('Compression not supported for this file format');
   const counted = backing
-    ? copyOverBacking({ image: views[0], writer, sparseSize, backingSize: backing.size, onProgress })
+    ? copyOverBacking({ image: views[0], writer, sparseSize, backingSize: backing.size, onProgress, compressed: opts.compressed })
     : copyToImage({ images: views, writer, sparseSize, compressed: opts.compressed, onProgress });
   writer.finish();
   return { counted } satisfies ConvertImageResult;
