@@ -36,6 +36,7 @@ const CASES: [string, string[]][] = [
   ['data.qcow2', ['--disable', 'data.qcow2', 'b']],
   ['data.qcow2', ['--merge', 'c', 'data.qcow2', 'd']],
   ['data.qcow2', ['--merge', 'b', 'data.qcow2', 'c']],
+  ['data.qcow2', ['--merge', 'b', 'data.qcow2', 'd']],
   ['data.qcow2', ['--merge', 'zz', 'data.qcow2', 'c']],
   ['data.qcow2', ['--merge', 'c', '--remove', '--add', '-g', '1k', 'data.qcow2', 'b']],
   ['data.qcow2', ['--clear', '--merge', 'b', 'data.qcow2', 'b']],

@@ -120,6 +120,16 @@ export class DirtyBits {
    * here, at this bitmap's granularity (the same sizes were checked by the caller).
    */
   mergeFrom(src: DirtyBits): void {
+    if (src.granularityBits === this.granularityBits && src.clusterSize === this.clusterSize) {
+      // Same granules: the serialized words OR together, chunk by chunk.
+      for (const i of src.dirtyChunks()) {
+        const from = src.chunks.get(i)!;
+        const to = this.chunks.get(i);
+        if (!to) this.chunks.set(i, Uint8Array.from(from));
+        else from.forEach((v, at) => { to[at] |= v; });
+      }
+      return;
+    }
     const sg = 2 ** src.granularityBits;
     const dg = 2 ** this.granularityBits;
     const size = Number(this.virtualSize);

@@ -19,8 +19,11 @@ export interface LiveBitmap {
   bits: DirtyBits;
 }
 
-/** Most bytes of bitmap data one plan holds (instar's bound; qemu has none). */
-const MAX_DATA_BYTES = 512 * 1024 * 1024;
+/**
+ * Most bytes of bitmap data one plan loads (instar's bound; qemu has none): 64 MiB is a 32 TiB
+ * disk at 64 KiB granularity, and keeps merges, which walk the bits, to seconds.
+ */
+const MAX_DATA_BYTES = 64 * 1024 * 1024;
 
 /** The bitmap's table as qemu's bitmap_table_load reads it; undefined when an entry is invalid. */
 export function readTable(dev: BlockDevice, offset: bigint, size: number, clusterSize: number): bigint[] | undefined {
