@@ -1,6 +1,6 @@
 // The image a mutating command changes (check -r, snapshot -c/-d/-a, resize, bench -w), opened as
 // qemu's read-write open does: the same refusals first (--image-opts read-only=on or
-// force-share=on, -U), then O_RDWR. O_DSYNC by default: the guest may not fsync, so each of its
+// force-share=on, -U), then O_RDWR; a dirty qcow2 repaired before the command, as qemu's open does. O_DSYNC by default: the guest may not fsync, so each of its
 // writes is durable before the next one starts (the executor's order is the crash order).
 import { closeSync, constants, fsyncSync } from 'node:fs';
 import type { ParsedCommand } from '../cli/types.ts';
@@ -9,6 +9,26 @@ import { checkFormat, InputImageError, openImageFile, referencedOpenMessage, typ
 import { parseQemuOpts } from './commands/image-opts.ts';
 import { runWithReferencedFiles, ReferencedFileError } from './open-files.ts';
 import { OpError } from './sandbox/run.ts';
+import { validCheckLines } from './commands/check-result.ts';
+import { writeCheckLines } from '../output/image-check.ts';
+import type { DirtyRepairResult } from '../ops/dirty-repair.ts';
+
+const isDirtyAnswer = (v: unknown): boolean => typeof v === 'object' && v !== null && (v as { dirtyImage?: unknown }).dirtyImage === true;
+
+/** The guest's answer to repair-dirty, checked as a check report's lines are. */
+function validDirtyRepair(value: unknown): DirtyRepairResult {
+  const fail = () => new OpError('the guest gave a malformed repair result');
+  const r = (value ?? {}) as Record<string, unknown>;
+  if (r.refused !== undefined) {
+    if (typeof r.refused !== 'string' || !/^[A-Za-z0-9 ,.;:'()/_-]{1,200}$/.test(r.refused)) throw fail();
+    return { refused: r.refused };
+  }
+  const lines = validCheckLines(r.lines);
+  if (!lines) throw fail();
+  if (r.failed === undefined) return { lines };
+  if (typeof r.failed !== 'string' || !/^[A-Za-z0-9 ,'()/-]{1,100}$/.test(r.failed)) throw fail();
+  return { failed: r.failed, lines };
+}
 
 /** What qemu's block layer prints when it opens a probed raw image for writing (block 0 then restricted). */
 export const PROBED_RAW_WARNING = (name: string): string =>
@@ -41,8 +61,18 @@ export function openWritable(cmd: ParsedCommand, target: Target, sync = true): n
  * when it was opened for writing (the guest may not fsync) and closes it.
  */
 export async function runOnImage(op: string, options: object, fd: number, target: Target, ctx: CommandContext, writable: boolean): Promise<unknown> {
+  const run = (name: string) => runWithReferencedFiles(name, options as Record<string, unknown>, [{ fd, path: target.path, writable }], ctx);
   try {
-    return await runWithReferencedFiles(op, options as Record<string, unknown>, [{ fd, path: target.path, writable }], ctx);
+    const value = await run(op);
+    if (!isDirtyAnswer(value)) return value;
+    // A dirty qcow2: qemu's writable open repairs it first, printing the check's lines (ops/dirty-repair.ts).
+    const repair = validDirtyRepair(await run('repair-dirty'));
+    if ('refused' in repair) throw new InputImageError(repair.refused);
+    writeCheckLines(repair.lines, ctx.err, ctx.progname);
+    if ('failed' in repair) throw new InputImageError(`Could not open '${target.errorName}': Could not repair dirty image: ${repair.failed}`);
+    const again = await run(op);
+    if (isDirtyAnswer(again)) throw new InputImageError(`Could not open '${target.errorName}': the image is still dirty after its repair`);
+    return again;
   } catch (e) {
     if (e instanceof ReferencedFileError) throw new InputImageError(referencedOpenMessage(e, target));
     if (e instanceof OpError) throw new InputImageError(`Could not open '${target.errorName}': ${e.message}`);

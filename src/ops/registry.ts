@@ -17,6 +17,7 @@ import { ddOp } from './dd.ts';
 import { benchOp } from './bench.ts';
 import { bitmapOp } from './bitmap.ts';
 import { answeringMissingFiles } from './open-tree.ts';
+import { answeringDirty, repairDirtyOp } from './dirty-repair.ts';
 import { withArgon2 } from '../formats/crypto/argon2.ts';
 
 /** Every op a guest can run, by name. Test-only hostile ops are added by the sandbox tests' guest. */
@@ -31,13 +32,15 @@ export const ops: Record<string, Op> = {
   check: withArgon2(answeringMissingFiles(checkOp)),
   measure: withArgon2(answeringMissingFiles(measureOp)),
   'snapshot-list': withArgon2(answeringMissingFiles(snapshotListOp)),
-  snapshot: withArgon2(answeringMissingFiles(snapshotChangeOp)),
+  snapshot: withArgon2(answeringMissingFiles(answeringDirty(snapshotChangeOp))),
   'create-backing': answeringMissingFiles(createBackingOp),
   create: createOp,
-  resize: withArgon2(answeringMissingFiles(resizeOp)),
+  resize: withArgon2(answeringMissingFiles(answeringDirty(resizeOp))),
   rebase: withArgon2(answeringMissingFiles(rebaseOp)),
   commit: withArgon2(answeringMissingFiles(commitOp)),
-  amend: withArgon2(answeringMissingFiles(amendOp)),
+  amend: withArgon2(answeringMissingFiles(answeringDirty(amendOp))),
+  // A dirty qcow2's repair at a writable open (dirty-repair.ts), before the op runs again.
+  'repair-dirty': repairDirtyOp,
   dd: withArgon2(answeringMissingFiles(ddOp)),
   bench: withArgon2(answeringMissingFiles(benchOp)),
   bitmap: withArgon2(answeringMissingFiles(bitmapOp)),

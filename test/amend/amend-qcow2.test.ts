@@ -165,8 +165,12 @@ test('amend refuses, before writing anything, what needs more than a header rewr
   const dirty = Buffer.from(images.lazy);
   dirty[79] |= 1;
   writeFileSync(image, dirty);
+  // A dirty image is repaired at open (dirty-open-repair.test.ts), then amended, as qemu does.
   const r = runInstar(['amend', '-o', 'lazy_refcounts=off', 'img.qcow2', '--sandbox=none'], { cwd: dir });
-  assert.equal(r.status, 1);
-  assert.match(r.stderr, /dirty bit/);
-  assert.ok(readFileSync(image).equals(dirty));
+  const qemuCopy = join(dir, 'qemu.qcow2');
+  writeFileSync(qemuCopy, dirty);
+  const q = runQemu('10.0', ['amend', '-o', 'lazy_refcounts=off', qemuCopy]);
+  assert.equal(r.status, q.status);
+  assert.equal(r.stderr, q.stderr);
+  assert.ok(readFileSync(image).equals(readFileSync(qemuCopy)), 'the same file as qemu\'s');
 });

@@ -22,7 +22,7 @@ export class RepairDirs {
   private n = 0;
 
   /** Runs `args` (the image named `name` last or where the caller put it) on two copies of `bytes`. */
-  run(version: OracleVersion, name: string, bytes: Uint8Array, args: string[], opts: { sandboxed?: boolean; skipQemu?: boolean; instarArgs?: string[] } = {}): RepairRun {
+  run(version: OracleVersion, name: string, bytes: Uint8Array, args: string[], opts: { sandboxed?: boolean; skipQemu?: boolean; instarArgs?: string[]; viaEnv?: boolean } = {}): RepairRun {
     const base = join(this.root, String(this.n++));
     const qdir = join(base, 'q');
     const idir = join(base, 'i');
@@ -33,8 +33,12 @@ export class RepairDirs {
     // skipQemu: for images qemu would spend unbounded time (and disk) on.
     const qemu = opts.skipQemu ? { stdout: '', stderr: '', status: null, signal: null } : runQemu(version, args, { cwd: qdir, timeoutMs: 30_000 });
     qemu.stderr = qemu.stderr.split(oracle(version)).join('qemu-img');
+    // Options after the operands, or (viaEnv: for command lines that end in their operands, as
+    // resize's) the same through instar's environment variables.
     const sandbox = opts.sandboxed ? [] : ['--sandbox=none'];
-    const instar = runInstar([...args, ...(opts.instarArgs ?? []), '--qemu-version', version, ...sandbox], { cwd: idir, timeoutMs: 30_000 });
+    const instar = opts.viaEnv
+      ? runInstar([...args, ...(opts.instarArgs ?? [])], { cwd: idir, timeoutMs: 30_000, env: { INSTAR_QEMU_VERSION: version, INSTAR_SANDBOX: opts.sandboxed ? '' : 'none' } })
+      : runInstar([...args, ...(opts.instarArgs ?? []), '--qemu-version', version, ...sandbox], { cwd: idir, timeoutMs: 30_000 });
     return {
       qemu, instar,
       qemuFile: readFileSync(join(qdir, name)), instarFile: readFileSync(join(idir, name)),

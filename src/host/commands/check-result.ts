@@ -20,6 +20,11 @@ function validLine(l: unknown): l is CheckLine {
     typeof l[3] === 'string' && DECIMAL.test(l[3]) && typeof l[4] === 'string' && DECIMAL.test(l[4]);
 }
 
+/** Check lines from a guest, or undefined when they are malformed. */
+export function validCheckLines(lines: unknown): CheckLine[] | undefined {
+  return Array.isArray(lines) && lines.length <= MAX_CHECK_LINES && lines.every(validLine) ? (lines as CheckLine[]) : undefined;
+}
+
 export function validCheckResult(value: unknown): CheckResult {
   const fail = () => new OpError('the guest gave a malformed check result');
   const r = (value ?? {}) as Record<string, unknown>;

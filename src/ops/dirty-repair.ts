@@ -1,0 +1,46 @@
+// A dirty qcow2 image (lazy refcounts cut short) opened for writing: qemu's open repairs its
+// refcounts first (qcow2_do_open runs the check in fix-all mode, printing the check's lines, and
+// marks the image clean), then the command goes on. instar splits this in two guest runs: a
+// mutating op wrapped with `answeringDirty` answers `{ dirtyImage: true }` before it reads or
+// writes anything; the host then runs `repair-dirty` (the check -r all planner), prints its
+// lines, and runs the op again on the repaired image.
+import { ImageError } from '../formats/types.ts';
+import { checkQcow2 } from '../formats/qcow2/check.ts';
+import { repairQcow2 } from '../formats/qcow2/repair-refcounts.ts';
+import { applyRepair } from '../formats/repair.ts';
+import { emptyReport, type CheckLine } from '../formats/check-types.ts';
+import { readAt } from '../formats/bytes.ts';
+import { openTree, type OpenTreeOptions } from './open-tree.ts';
+import type { Op, OpContext } from './types.ts';
+
+/** What the wrapped op answers instead of running. */
+export const DIRTY_IMAGE = { dirtyImage: true } as const;
+
+export type DirtyRepairResult = { lines: CheckLine[] } | { refused: string } | { failed: string; lines: CheckLine[] };
+
+/** Whether device 0 is a qcow2 v3 file with its dirty bit set, opened for writing. */
+function dirtyQcow2(ctx: OpContext): boolean {
+  const input = ctx.devices[0];
+  if (!input?.spec.writable || input.dev.size < 80) return false;
+  const head = readAt(input.dev, 0, 80);
+  return head.readUInt32BE(0) === 0x514649fb && head.readUInt32BE(4) >= 3 && (head[79] & 1) === 1;
+}
+
+/** Runs `op` unless its image is a dirty qcow2, which it leaves untouched and reports. */
+export function answeringDirty(op: Op): Op {
+  return (options, ctx) => (dirtyQcow2(ctx) ? DIRTY_IMAGE : op(options, ctx));
+}
+
+/** The open-time repair: check -r all's planner on device 0, applied; its lines for the host to print. */
+export function repairDirtyOp(options: Record<string, unknown>, ctx: OpContext): DirtyRepairResult {
+  if (!dirtyQcow2(ctx)) throw new ImageError('repair-dirty: not a dirty qcow2 image opened for writing');
+  const image = openTree(ctx, 0, { ...(options as OpenTreeOptions), check: true, noBacking: true });
+  const dev = ctx.devices[0].dev;
+  const report = emptyReport();
+  checkQcow2(image, dev, report);
+  const plan = repairQcow2(image, dev, report, 'all');
+  if ('refused' in plan) return { refused: plan.refused };
+  applyRepair(dev, plan.steps);
+  if (report.failure !== undefined || report['check-errors']) return { failed: report.failure ?? 'Input/output error', lines: report.lines };
+  return { lines: report.lines };
+}
