@@ -40,7 +40,7 @@ const CASES = tiered<[string, string, OracleVersion[], boolean]>([
   ['holes', '', ['10.0'], true],
   ['chain', 'cipher-alg=aes-128,cipher-mode=cbc,ivgen-alg=essiv', ['7.2'], true],
   ['holes', 'cipher-alg=twofish-256,cipher-mode=xts,hash-alg=sha1', ['7.2', '10.0'], LONG],
-  ['empty', 'cipher-alg=serpent-192,cipher-mode=ctr,ivgen-alg=plain', ['10.0'], LONG],
+  ['empty', 'cipher-alg=serpent-256,cipher-mode=ctr,ivgen-alg=plain', ['10.0'], LONG],
   ['chain', 'cipher-alg=aes-192,cipher-mode=xts', ['10.0'], LONG],
 ], (c) => c[3]);
 
