@@ -121,7 +121,8 @@ test('create -f luks: qemu-img 7.2 and 10.0 open instar\'s volumes, instar reads
         continue;
       }
       writeFileSync(mine, i.files.get('i.luks')!);
-      if (withQemu) {
+      // qemu's own volume of the first case: 10.0's in the short tier, 7.2's too in the long one.
+      if (withQemu && (LONG || version === '10.0' || n > 0)) {
         const q = qemuCreate(version, args(theirs));
         if (q.stdout.replace(theirs, 'i.luks') !== i.stdout || q.status !== 0) problems.push(`${label}: qemu ${q.status} ${q.stdout} ${q.stderr}`);
         if (statSync(mine).size !== statSync(theirs).size) problems.push(`${label}: instar's file is ${statSync(mine).size} bytes, qemu's ${statSync(theirs).size}`);
