@@ -25,13 +25,15 @@ before(() => {
   }
   writeFileSync(join(dir, 'src.raw'), buf);
   qemu(['create', '-f', 'qcow2', 'base.qcow2', '4M'], dir);
-  qemu(['-c', 'write -P 1 0 1M', 'base.qcow2'], dir, '10.0', 'qemu-io');
+  // Data, and data that reads as zeros (not zero by block status: qemu's write-zeroes copies it).
+  qemu(['-c', 'write -P 1 0 1M', '-c', 'write -P 0 1M 64k', 'base.qcow2'], dir, '10.0', 'qemu-io');
   qemu(['create', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', 'top.qcow2', '8M'], dir);
   const writes = ['write -P 3 512k 64k', 'write -z 2M 128k', 'write -z 6M 128k', 'write -P 0 7M 64k', 'write -P 5 7M 1k', 'write -P 0 3M 64k'];
   qemu([...writes.flatMap((w) => ['-c', w]), 'top.qcow2'], dir, '10.0', 'qemu-io');
   // The same writes with 4 KiB clusters, and one of 4 KiB inside a cluster of the target's.
   qemu(['create', '-f', 'qcow2', '-o', 'cluster_size=4k', '-b', 'base.qcow2', '-F', 'qcow2', 'top4k.qcow2', '8M'], dir);
-  qemu([...[...writes, 'write -P 7 100k 4k'].flatMap((w) => ['-c', w]), 'top4k.qcow2'], dir, '10.0', 'qemu-io');
+  const small = ['write -P 7 100k 4k', 'write -z 1M 4k', 'write -P 0 1040k 4k', 'write -z 2200k 4k', 'write -P 0 2300k 4k', 'write -z 4000k 4k'];
+  qemu([...[...writes, ...small].flatMap((w) => ['-c', w]), 'top4k.qcow2'], dir, '10.0', 'qemu-io');
 });
 after(() => work.cleanup());
 
@@ -64,6 +66,15 @@ describe('a backing file for the target: only the top layer is copied, byte-iden
   for (const [i, args] of cases.entries()) {
     test(args.join(' '), () => {
       sameAsOracles(dir, ['convert', '-O', 'qcow2', ...args, '../top.qcow2', 'out.qcow2'], { label: `b${i}`, profiles: [VERSIONS[i % 2]], instarOptions: [`--allow-path=${dir}`] });
+    });
+  }
+  // 4 KiB source clusters under 64 KiB target clusters: qemu's copy-on-write fills the rest of a
+  // cluster from the target's backing file, and its write-zeroes keeps zero clusters only where
+  // the rest is zero by block status.
+  for (const [i, o] of ['cluster_size=65536', 'extended_l2=on', 'compat=0.10'].entries()) {
+    test(`a top layer finer than the target's clusters, -o ${o}`, () => {
+      const args = ['convert', '-O', 'qcow2', '-o', o, '-B', '../base.qcow2', '-F', 'qcow2', '../top4k.qcow2', 'out.qcow2'];
+      sameAsOracles(dir, args, { label: `cow${i}`, profiles: [VERSIONS[i % 2]], instarOptions: [`--allow-path=${dir}`] });
     });
   }
   test('-c over a backing file: whole clusters compressed, zeros as zero clusters, the same map', () => {

@@ -6,7 +6,7 @@
 // it through the format's writer. The host flushes as -t says and removes every file it created
 // when anything fails.
 import { closeSync, constants, fstatSync, fsyncSync, openSync, statSync, unlinkSync } from 'node:fs';
-import { fileId } from '../paths/resolve.ts';
+import { fileId, openReferenced, startChain, PathRefusedError, ReferenceOpenError } from '../paths/resolve.ts';
 import { randomBytes } from 'node:crypto';
 import type { CommandContext } from '../commands/types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
@@ -223,11 +223,24 @@ export async function convertToImage(job: ImageJob): Promise<void> {
   const outPath = cmd.args[cmd.args.length - 1];
   const backing = set.get('backing_file')?.value;
   // qemu opens the new image with its backing file, whose size decides which zeros are written.
-  const targetBacking = backing === undefined ? undefined : await backingSize(outPath, backing, set.get('backing_fmt')?.value, ctx);
+  const backingFormat = set.get('backing_fmt')?.value;
+  const probed = backing === undefined ? undefined : await backingSize(outPath, backing, backingFormat, ctx);
   checkNotRead(plan, outPath, read, job);
   const made: CreatedFile[] = [];
   let ok = false;
+  let backingInput: InputFile | undefined;
   try {
+    // The guest reads the target's backing file where qemu's copy-on-write would (clusters the copy covers in part).
+    if (backing !== undefined) {
+      try {
+        const opened = openReferenced(backing, outPath, 'backing', ctx.policy, startChain(outPath));
+        backingInput = { fd: opened.fd, path: opened.path };
+      } catch (e) {
+        if (e instanceof PathRefusedError || e instanceof ReferenceOpenError) throw new ConvertError(`Could not open '${outPath}': Could not open backing file: ${e.reason}`);
+        throw e;
+      }
+    }
+    const targetBacking = probed && backingInput ? { size: probed.size, index: job.inputs.length, format: backingFormat, fileName: backingInput.path } : undefined;
     const outputs: InputFile[] = [{ fd: createFile(outPath, job, made), path: outPath, writable: true, role: 'output' }];
     if (typeof plan.dataFile === 'string') outputs.push({ fd: createFile(plan.dataFile, job, made), path: plan.dataFile, writable: true, role: 'output' });
     for (const path of plan.extentFiles ?? []) outputs.push({ fd: createFile(path, job, made), path, writable: true, role: 'output' });
@@ -249,7 +262,8 @@ export async function convertToImage(job: ImageJob): Promise<void> {
     const run = { ...ctx.run, onProgress: (done: number, total: number) => (done > 0 ? job.printer?.show((100 * done) / total) : undefined) };
     let result: ConvertImageResult;
     try {
-      result = (await runWithReferencedFiles('convert-image', options as unknown as Record<string, unknown>, [...job.inputs, ...outputs], { ...ctx, run })) as ConvertImageResult;
+      const inputs = [...job.inputs, ...(backingInput ? [backingInput] : []), ...outputs];
+      result = (await runWithReferencedFiles('convert-image', options as unknown as Record<string, unknown>, inputs, { ...ctx, run })) as ConvertImageResult;
     } catch (e) {
       if (e instanceof ReferencedFileError) throw referencedFailure(e, job.targets);
       if (e instanceof OpError) throw new ConvertError(e.message);
@@ -265,6 +279,7 @@ export async function convertToImage(job: ImageJob): Promise<void> {
     if (s.outputCache !== 'unsafe') for (const f of made) fsyncSync(f.fd);
     ok = true;
   } finally {
+    if (backingInput) closeSync(backingInput.fd);
     for (const f of made) {
       closeSync(f.fd);
       if (!ok) unlinkQuietly(f.path);

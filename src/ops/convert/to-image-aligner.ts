@@ -2,16 +2,17 @@
 // a cluster is gathered into a zero-filled cluster buffer (what qemu's copy-on-write fills in over
 // no backing file) and sent once the requests have moved past that cluster; whole clusters in the
 // middle of a request go out as they are. With a backing file for the target (-B), qemu's
-// copy-on-write would fill the rest of such a cluster from that backing file, which the guest does
-// not read: a cluster only partly covered by the copy's writes is refused then (`strict`).
-import { ImageError, type ImageWriter } from '../../formats/types.ts';
+// copy-on-write fills the rest of such a cluster from that backing file (`backing`, read here);
+// a cluster of zeros becomes a zero cluster when qemu's write-zeroes finds the rest of it zero by
+// block status (nothing allocated there in the backing chain); otherwise zeros are written. Without the backing image, such a cluster is refused (`strict`).
+import { ImageError, type Image, type ImageWriter } from '../../formats/types.ts';
 import { strerror } from '../../strerror.ts';
 
 interface Pending {
   cluster: number;
   bytes: Uint8Array;
-  /** Bytes of the cluster the requests covered (data or zeros), and whether any was data. */
-  covered: number;
+  /** [start, end) of the cluster the requests covered (data or zeros), in order, and whether any was data. */
+  covered: [number, number][];
   data: boolean;
 }
 
@@ -23,7 +24,38 @@ export class ClusterAligner {
     private readonly diskSize: number,
     private readonly compressed: boolean,
     private readonly strict = false,
+    /** The target's backing file (-B): what copy-on-write reads for the rest of a cluster. */
+    private readonly backing?: Pick<Image, 'virtualSize' | 'read' | 'extent'>,
   ) {}
+
+  /** qemu's is_zero: block status says zero over [offset, offset + length) of the backing chain (past its end: zero). */
+  private backingZero(offset: number, length: number): boolean {
+    const b = this.backing!;
+    for (let pos = offset; pos < Math.min(offset + length, b.virtualSize); ) {
+      const e = b.extent(pos, Math.min(offset + length, b.virtualSize) - pos);
+      if (e.kind === 'data' && !e.zeroData) return false;
+      if (!(e.length > 0)) return false;
+      pos += e.length;
+    }
+    return true;
+  }
+
+  /** Fills the parts of [0, length) of a cluster at `start` that no request covered from the backing file. */
+  private fillFromBacking(p: Pending, start: number, length: number): void {
+    let at = 0;
+    const gaps: [number, number][] = [];
+    for (const [s, e] of p.covered) {
+      if (s > at) gaps.push([at, s]);
+      at = Math.max(at, e);
+    }
+    if (at < length) gaps.push([at, length]);
+    for (const [s, e] of gaps) {
+      const piece = p.bytes.subarray(s, e);
+      const readable = Math.max(0, Math.min(e, this.backing!.virtualSize - start) - s);
+      if (readable > 0) this.backing!.read(piece.subarray(0, readable), start + s);
+      piece.fill(0, readable);
+    }
+  }
 
   /** The unit the writer takes: its cluster (or, compressing, its compressed cluster). */
   private get cs(): number {
@@ -64,22 +96,38 @@ export class ClusterAligner {
     this.pending = undefined;
     const start = p.cluster * this.cs;
     const length = Math.min(this.cs, this.diskSize - start);
-    if (this.strict && p.covered < length) {
-      throw new ImageError(`instar cannot convert with a backing file for the target here: the target cluster at byte ${start} would mix ` +
-        "the source's bytes with its backing file's (copy-on-write); use a target cluster_size no larger than the source's");
+    const covered = p.covered.reduce((n, [a, b]) => n + b - a, 0);
+    if (!this.strict) {
+      if (p.data) this.send(p.bytes.subarray(0, length), start);
+      else this.sendZeroes(start, length);
+      return;
     }
-    if (p.data) this.send(p.bytes.subarray(0, length), start);
-    else this.sendZeroes(start, length);
+    if (!this.backing) {
+      if (covered < length) {
+        throw new ImageError(`instar cannot convert with a backing file for the target here: the target cluster at byte ${start} would mix ` +
+          "the source's bytes with its backing file's (copy-on-write)");
+      }
+      return p.data ? this.send(p.bytes.subarray(0, length), start) : this.sendZeroes(start, length);
+    }
+    // qemu's first write-zeroes into the cluster makes it a zero cluster when the rest of it is
+    // zero by block status; a failed check writes the zeros, copying the rest from the backing file.
+    if (!p.data) {
+      const [first, last] = p.covered[0];
+      if (this.backingZero(start, first) && this.backingZero(start + last, length - last)) return this.sendZeroes(start, length);
+    }
+    if (covered < length) this.fillFromBacking(p, start, length);
+    this.send(p.bytes.subarray(0, length), start);
   }
 
   private into(cluster: number, data: Uint8Array | undefined, offset: number, length: number): void {
     if (this.pending && this.pending.cluster !== cluster) this.flushPending();
-    this.pending ??= { cluster, bytes: new Uint8Array(this.cs), covered: 0, data: false };
+    this.pending ??= { cluster, bytes: new Uint8Array(this.cs), covered: [], data: false };
     if (data) {
       this.pending.bytes.set(data, offset - cluster * this.cs);
       this.pending.data = true;
     }
-    this.pending.covered += length;
+    const at = offset - cluster * this.cs;
+    this.pending.covered.push([at, at + length]);
   }
 
   /** Splits [offset, offset + length) into a head and tail inside clusters and a body of whole ones. */

@@ -19,6 +19,8 @@ export interface BackingCopyPlan {
   sparseSize: number;
   /** The virtual size of the target's backing file (qemu's target_backing_sectors, in bytes). */
   backingSize: number;
+  /** The target's backing file, opened: copy-on-write reads it for clusters the copy covers in part. */
+  backingImage?: Image;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -105,7 +107,7 @@ function copyCompressedOverBacking(plan: BackingCopyPlan): number {
 export function copyOverBacking(plan: BackingCopyPlan & { compressed?: boolean }): number {
   if (plan.compressed) return copyCompressedOverBacking(plan);
   const { image, sparseSize } = plan;
-  const aligner = new ClusterAligner(plan.writer, image.virtualSize, false, true);
+  const aligner = new ClusterAligner(plan.writer, image.virtualSize, false, true, plan.backingImage);
   const counts = (kind: Kind) => kind === 'data' || (kind === 'zero' && sparseSize === 0);
   let total = 0;
   if (plan.onProgress) for (const r of topRuns(image, plan.backingSize)) if (counts(r.kind)) total += r.length;

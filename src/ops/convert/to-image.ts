@@ -5,6 +5,7 @@
 // then let the writer write its tables.
 import { ImageError, type BlockDevice, type CreateFileLayout, type CreatePlan, type ImageWriter, type OpenContext } from '../../formats/types.ts';
 import { findDriver } from '../../formats/registry.ts';
+import { openTree } from '../open-tree.ts';
 import { openSource, snapshotViews, type ConvertSource, type SnapshotChoice } from './sources.ts';
 import { copyToImage } from './to-image-copy.ts';
 import { copyOverBacking } from './to-image-backing.ts';
@@ -22,7 +23,7 @@ export interface ConvertImageOptions {
   compressed?: boolean;
   progress?: boolean;
   /** -B: the virtual size of the target's backing file (the host probed it); only the top layer is copied. */
-  targetBacking?: { size: number };
+  targetBacking?: { size: number; index?: number; format?: string; fileName?: string };
   /** Only create the image (qemu failed after bdrv_create: a bad -t). */
   layoutOnly?: boolean;
 }
@@ -88,6 +89,9 @@ export const convertImageOp: Op = (raw, ctx) => {
   }
   if (opts.snapshot !== undefined) views = snapshotViews(views, opts.snapshot);
 
+  // -B: the target's backing file, granted by the host as one more input (copy-on-write reads it).
+  const b = opts.targetBacking;
+  const backingImage = b?.index !== undefined ? openTree(ctx, b.index, { format: b.format, fileName: b.fileName ?? '', unsafeQuirks: opts.unsafeQuirks, profile: opts.profile, secrets: opts.secrets ?? {} }) : undefined;
   const writer = openNewImage(opts.format, opts.plan, ctx, opts.layoutOnly);
   if (!('write' in writer)) return writer;
   const onProgress = opts.progress ? (done: number, total: number) => ctx.emit({ type: 'progress', done, total }) : undefined;
@@ -96,7 +100,7 @@ export const convertImageOp: Op = (raw, ctx) => {
   if (backing && (views.length !== 1 || !Number.isSafeInteger(backing.size))) throw new ImageError('instar cannot convert these sources over a backing file');
   if (opts.compressed && !writer.writeCompressed) throw new ImageError('Compression not supported for this file format');
   const counted = backing
-    ? copyOverBacking({ image: views[0], writer, sparseSize, backingSize: backing.size, onProgress, compressed: opts.compressed })
+    ? copyOverBacking({ image: views[0], writer, sparseSize, backingSize: backing.size, backingImage, onProgress, compressed: opts.compressed })
     : copyToImage({ images: views, writer, sparseSize, compressed: opts.compressed, onProgress });
   writer.finish();
   return { counted } satisfies ConvertImageResult;
