@@ -7,7 +7,7 @@ import type { ParsedCommand } from '../cli/types.ts';
 import type { CommandContext } from './commands/types.ts';
 import { checkFormat, InputImageError, openImageFile, referencedOpenMessage, type Target } from './input-image.ts';
 import { parseQemuOpts } from './commands/image-opts.ts';
-import { runWithReferencedFiles, ReferencedFileError } from './open-files.ts';
+import { runWithReferencedFiles, ReferencedFileError, type InputFile } from './open-files.ts';
 import { OpError } from './sandbox/run.ts';
 import { validCheckLines } from './commands/check-result.ts';
 import { writeCheckLines } from '../output/image-check.ts';
@@ -61,18 +61,8 @@ export function openWritable(cmd: ParsedCommand, target: Target, sync = true): n
  * when it was opened for writing (the guest may not fsync) and closes it.
  */
 export async function runOnImage(op: string, options: object, fd: number, target: Target, ctx: CommandContext, writable: boolean): Promise<unknown> {
-  const run = (name: string) => runWithReferencedFiles(name, options as Record<string, unknown>, [{ fd, path: target.path, writable }], ctx);
   try {
-    const value = await run(op);
-    if (!isDirtyAnswer(value)) return value;
-    // A dirty qcow2: qemu's writable open repairs it first, printing the check's lines (ops/dirty-repair.ts).
-    const repair = validDirtyRepair(await run('repair-dirty'));
-    if ('refused' in repair) throw new InputImageError(repair.refused);
-    writeCheckLines(repair.lines, ctx.err, ctx.progname);
-    if ('failed' in repair) throw new InputImageError(`Could not open '${target.errorName}': Could not repair dirty image: ${repair.failed}`);
-    const again = await run(op);
-    if (isDirtyAnswer(again)) throw new InputImageError(`Could not open '${target.errorName}': the image is still dirty after its repair`);
-    return again;
+    return await runRepairingDirty(op, options, [{ fd, path: target.path, writable }], ctx, target);
   } catch (e) {
     if (e instanceof ReferencedFileError) throw new InputImageError(referencedOpenMessage(e, target));
     if (e instanceof OpError) throw new InputImageError(`Could not open '${target.errorName}': ${e.message}`);
@@ -81,4 +71,22 @@ export async function runOnImage(op: string, options: object, fd: number, target
     if (writable) fsyncSync(fd);
     closeSync(fd);
   }
+}
+
+/**
+ * Runs `op` (files it names granted through the path policy); when it answers that its image (the
+ * first input) is a dirty qcow2, repairs it first as qemu's writable open does, printing the
+ * check's lines (ops/dirty-repair.ts), and runs `op` again.
+ */
+export async function runRepairingDirty(op: string, options: object, inputs: InputFile[], ctx: CommandContext, target: Target): Promise<unknown> {
+  const run = (name: string) => runWithReferencedFiles(name, options as Record<string, unknown>, inputs, ctx);
+  const value = await run(op);
+  if (!isDirtyAnswer(value)) return value;
+  const repair = validDirtyRepair(await run('repair-dirty'));
+  if ('refused' in repair) throw new InputImageError(repair.refused);
+  writeCheckLines(repair.lines, ctx.err, ctx.progname);
+  if ('failed' in repair) throw new InputImageError(`Could not open '${target.errorName}': Could not repair dirty image: ${repair.failed}`);
+  const again = await run(op);
+  if (isDirtyAnswer(again)) throw new InputImageError(`Could not open '${target.errorName}': the image is still dirty after its repair`);
+  return again;
 }

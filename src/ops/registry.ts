@@ -43,5 +43,5 @@ export const ops: Record<string, Op> = {
   'repair-dirty': repairDirtyOp,
   dd: withArgon2(answeringMissingFiles(ddOp)),
   bench: withArgon2(answeringMissingFiles(benchOp)),
-  bitmap: withArgon2(answeringMissingFiles(bitmapOp)),
+  bitmap: withArgon2(answeringMissingFiles(answeringDirty(bitmapOp))),
 };

@@ -9,8 +9,8 @@ import { checkFormat, imageTarget, InputImageError, openTop, topTarget, type Tar
 import { openReferenced } from '../paths/resolve.ts';
 import { PathRefusedError, ReferenceOpenError } from '../paths/policy.ts';
 import { resolve } from 'node:path';
-import { openWritable, PROBED_RAW_WARNING } from '../writable-image.ts';
-import { runWithReferencedFiles, ReferencedFileError, type InputFile } from '../open-files.ts';
+import { openWritable, PROBED_RAW_WARNING, runRepairingDirty } from '../writable-image.ts';
+import { ReferencedFileError, type InputFile } from '../open-files.ts';
 import { OpError } from '../sandbox/run.ts';
 import { referencedOpenMessage } from '../input-image.ts';
 import { addObject, sourceSecrets } from '../secrets.ts';
@@ -146,7 +146,7 @@ async function runBitmap(cmd: ParsedCommand, args: BitmapArgs, ctx: CommandConte
       source: source.target ? { format: source.target.format === 'file' ? 'raw' : source.target.format, fileName: source.target.path, profile: ctx.profile, unsafeQuirks: ctx.globals.unsafeQuirks, noBacking: true } : undefined,
     };
     try {
-      answer = validAnswer(await runWithReferencedFiles('bitmap', options as unknown as Record<string, unknown>, inputs, ctx), cmd.args[1]);
+      answer = validAnswer(await runRepairingDirty('bitmap', options, inputs, ctx, target), cmd.args[1]);
     } catch (e) {
       if (e instanceof ReferencedFileError) throw new InputImageError(referencedOpenMessage(e, target));
       if (e instanceof OpError) throw new InputImageError(`Could not open '${target.errorName}': ${e.message}`);
