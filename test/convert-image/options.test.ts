@@ -105,6 +105,10 @@ describe('-W, -m, --target-is-zero and -n', () => {
     const plain = runTool('10.0', dir, 'w-plain', ['convert', '-f', 'raw', '-O', 'qcow2', '../src.raw', 'out.qcow2']);
     assert.ok(readFileSync(join(ours.dir, 'out.qcow2')).equals(plain.files.get('out.qcow2')!));
   });
+  test('-c into a qcow2 with a data file: qemu\'s write error (instar leaves no file)', () => {
+    const args = ['convert', '-c', '-f', 'raw', '-O', 'qcow2', '-o', 'data_file=d.raw', '../src.raw', 'out.qcow2'];
+    for (const ours of sameAsOracles(dir, args, { label: 'cdata', files: false, profiles: ['10.0'] })) assert.deepEqual([...ours.files.keys()], []);
+  });
   test('--target-is-zero without -n', () => {
     sameAsOracles(dir, ['convert', '--target-is-zero', '-O', 'qcow2', '../top.qcow2', 'out.qcow2'], { label: 'tiz' });
   });

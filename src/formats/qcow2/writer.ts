@@ -198,7 +198,9 @@ export class Qcow2Writer implements ImageWriter {
     if (offset % cs !== 0 || data.length > cs || (data.length < cs && offset + data.length < this.p.size)) {
       throw new ImageError('instar writes compressed qcow2 clusters one whole cluster at a time');
     }
-    if (this.preallocated || this.p.dataFile !== undefined) throw new ImageError('instar cannot compress into a preallocated qcow2 image or one with a data file');
+    // qemu's driver refuses compressed writes into an external data file (ENOTSUP).
+    if (this.p.dataFile !== undefined) throw new ImageError(`error while writing at byte ${offset}: Operation not supported`, 'ENOTSUP');
+    if (this.preallocated) throw new ImageError('Compression and preallocation not supported at the same time');
     const cluster = offset / cs;
     let whole = data;
     if (data.length < cs) {
