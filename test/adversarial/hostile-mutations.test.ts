@@ -1,6 +1,6 @@
 // The hostile images again, through the commands that WRITE: check -r all and commit on every
-// case (commit writes into a base file the hostile image names), safe rebase onto nothing and
-// snapshot -c on the qcow2 ones. Each on a fresh copy of the case's files, in this process
+// case (commit writes into a base file the hostile image names), safe rebase onto nothing,
+// snapshot -c, bitmap --add and resize on the qcow2 ones. Each on a fresh copy of the case's files, in this process
 // (runCommandLine with --sandbox=none: what is tested here is the trusted side's path handling and
 // the planners' bounds; hostile-images.test.ts covers the sandbox). For each run: an exit status
 // qemu-img could give, no exception, no stack trace; after all of them: the decoy outside every
@@ -35,7 +35,7 @@ const isQcow2 = (c: HostileCase): boolean => {
 function commandLines(c: HostileCase): string[][] {
   const top = c.top ?? 'top';
   const lines = [['check', '-r', 'all', top], ['commit', top]];
-  if (isQcow2(c)) lines.push(['rebase', '-b', '', top], ['snapshot', '-c', 's1', top]);
+  if (isQcow2(c)) lines.push(['rebase', '-b', '', top], ['snapshot', '-c', 's1', top], ['bitmap', '--add', top, 'b1'], ['resize', top, '+1M']);
   return lines;
 }
 
@@ -84,7 +84,10 @@ async function runIn(dir: string, args: string[], label: string): Promise<Outcom
   let stderr = '';
   const io = { out: () => {}, err: (text: string) => (stderr += text.slice(0, 65536 - stderr.length)), env: { ...process.env }, cwd: dir, argv1: 'qemu-img' };
   try {
-    const status = await runCommandLine([...args.slice(0, -1), join(dir, args.at(-1)!), '--sandbox=none'], io);
+    // The image named by its full path (the commands' last operand but for bitmap's and resize's).
+    const at = args[0] === 'bitmap' || args[0] === 'resize' ? args.length - 2 : args.length - 1;
+    const line = args.map((a, i) => (i === at ? join(dir, a) : a));
+    const status = await runCommandLine(args[0] === 'resize' ? ['--sandbox=none', ...line] : [...line, '--sandbox=none'], io);
     return { label, status, stderr, ms: Date.now() - started };
   } catch (e) {
     return { label, status: null, stderr: `${stderr}${e instanceof Error ? e.stack : String(e)}`, ms: Date.now() - started };
