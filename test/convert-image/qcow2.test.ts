@@ -96,6 +96,12 @@ describe('convert -O <format>: qemu-img\'s messages, and no file left behind', (
     ['-B without a backing format', ['convert', '-O', 'qcow2', '-B', 'base.qcow2', '../top.qcow2', 'out']],
     ['-B into vdi', ['convert', '-O', 'vdi', '-B', 'base.qcow2', '../top.qcow2', 'out']],
     ['a backing file with two sources', ['convert', '-O', 'qcow2', '-B', 'x', '-F', 'raw', '../top.qcow2', '../src.vpc', 'out']],
+    // The checks after qemu's getopt loop, in its order.
+    ['-C with -c', ['convert', '-C', '-c', '-S', '4k', '-O', 'qcow2', '../top.qcow2', 'out']],
+    ['-C with -S', ['convert', '-C', '-S', '4k', '--salvage', '-O', 'qcow2', '../top.qcow2', 'out']],
+    ['--skip-broken-bitmaps alone', ['convert', '--skip-broken-bitmaps', '-C', '-c', '-O', 'qcow2', '../top.qcow2', 'out']],
+    ['-n with -o', ['convert', '-n', '-o', 'cluster_size=4k', '--target-is-zero', '-O', 'qcow2', '../top.qcow2', 'out']],
+    ['--bitmaps with two sources', ['convert', '--bitmaps', '-O', 'qcow2', '../top.qcow2', '../src.vpc', 'out']],
     // qemu's write lock: nothing the sources opened is created over (truncated).
     ['the target is the source', ['convert', '-O', 'qcow2', '../top.qcow2', '../top.qcow2']],
     ['the target is the source\'s backing file', ['convert', '-O', 'qcow2', '../top.qcow2', '../base.qcow2']],

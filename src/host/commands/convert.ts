@@ -113,8 +113,18 @@ function settings(cmd: ParsedCommand, ctx: CommandContext): Settings {
     outputCache: cmd.options.get('output-cache')?.at(-1) ?? 'unsafe',
     sourceCache: cmd.options.get('source-cache')?.at(-1),
   };
-  if (s.targetIsZero && !s.noCreate) throw new ConvertError('--target-is-zero requires use of -n flag');
-  if (has('target-image-opts') && !s.noCreate) throw new ConvertError('--target-image-opts requires use of -n flag');
+  // The checks after qemu-img convert's getopt loop, in its order.
+  const copyRange = has('copy-range-offloading');
+  const checks: [boolean, string][] = [
+    [has('skip-broken-bitmaps') && !has('bitmaps'), 'Use of --skip-broken-bitmaps requires --bitmaps'],
+    [has('compress') && copyRange, 'Cannot enable copy offloading when -c is used'],
+    [has('sparse-size') && copyRange, 'Cannot enable copy offloading when -S is used'],
+    [copyRange && has('salvage'), 'Cannot use copy offloading in salvaging mode'],
+    [has('target-image-opts') && !s.noCreate, '--target-image-opts requires use of -n flag'],
+    [s.noCreate && has('options'), '-o has no effect when skipping image creation'],
+    [s.targetIsZero && !s.noCreate, '--target-is-zero requires use of -n flag'],
+  ];
+  for (const [bad, message] of checks) if (bad) throw new ConvertError(message);
   return s;
 }
 

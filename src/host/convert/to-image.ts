@@ -127,6 +127,10 @@ async function planImage(job: ImageJob, total: bigint): Promise<{ plan: CreatePl
     const prealloc = set.get('preallocation')?.value;
     if (prealloc !== undefined && prealloc !== 'off') throw new ConvertError('Compression and preallocation not supported at the same time');
   }
+  if (cmd.options.has('bitmaps')) {
+    if (job.targets.length > 1) throw new ConvertError('Copying bitmaps only possible with single source');
+    throw new ConvertError('instar cannot copy persistent bitmaps (--bitmaps) yet; nothing was written');
+  }
   if (!('capability' in found) || !findDriver(fmt)?.writer) {
     throw new ConvertError(`convert -O ${fmt} is not implemented yet in instar (no ${fmt} writer); nothing was written`);
   }
