@@ -3,7 +3,8 @@
 // it) writable: the base is the writable backing device of the chain. qemu copies through a
 // mirror job in units of the base's bitmap granularity; instar copies the same units in ascending
 // order. Everything is planned (and refused, with nothing written) before the first write.
-import { ImageError, type Image } from '../formats/types.ts';
+import { ImageError, type BlockDevice, type Image } from '../formats/types.ts';
+import { findDriver } from '../formats/registry.ts';
 import { applyRepair, writeCount, type RepairStep } from '../formats/repair.ts';
 import { parseHeader } from '../formats/qcow2/header.ts';
 import { planInPlaceWrite, type ClusterRun } from '../formats/qcow2/inplace-write.ts';
@@ -101,6 +102,47 @@ function rawSteps(size: number, runs: ClusterRun[], top: Image): RepairStep[] {
   return steps;
 }
 
+/**
+ * The steps that grow the base to `size` as qemu's blk_truncate does (raw: the file's length;
+ * qcow2: its resize planner), or instar's refusal. A base with a backing file of its own would
+ * have the new area zeroed (qemu's block layer), which is not done here.
+ */
+function growBase(base: Image, dev: BlockDevice, size: number): { steps: RepairStep[] } | { refused: string } {
+  if (base.format === 'raw') return { steps: [{ kind: 'truncate', size }] };
+  const resize = findDriver(base.format)?.resize;
+  if (!resize || base.info()['backing-filename'] !== undefined) {
+    return { refused: `instar cannot grow this ${base.format} base to the top image's size (qemu would); nothing was written` };
+  }
+  const plan = resize.plan(base, dev, { newSize: size, preallocation: 'off' });
+  return 'error' in plan ? { refused: plan.error } : plan;
+}
+
+/** `dev` as it reads after `steps` (writes, zeros and length changes only), for planning on top of them. */
+function overlay(dev: BlockDevice, steps: readonly RepairStep[]): BlockDevice {
+  let size = dev.size;
+  const writes: { pos: number; bytes: Uint8Array }[] = [];
+  for (const s of steps) {
+    if (s.kind === 'truncate') size = s.size;
+    else if (s.kind === 'write') writes.push(s);
+    else if (s.kind === 'zero' && s.length <= 64 * 1024 * 1024) writes.push({ pos: s.pos, bytes: new Uint8Array(s.length) });
+    else if (s.kind !== 'barrier') throw new ImageError('instar cannot plan on top of this growth of the base');
+  }
+  return {
+    size,
+    read(buf: Uint8Array, pos: number): number {
+      const n = Math.max(0, Math.min(buf.length, size - pos));
+      buf.fill(0, 0, n);
+      if (pos < dev.size) dev.read(buf.subarray(0, Math.min(n, dev.size - pos)), pos);
+      for (const w of writes) {
+        const start = Math.max(pos, w.pos);
+        const end = Math.min(pos + n, w.pos + w.bytes.length);
+        if (start < end) buf.set(w.bytes.subarray(start - w.pos, end - w.pos), start - pos);
+      }
+      return n;
+    },
+  };
+}
+
 export function commitOp(options: Record<string, unknown>, ctx: OpContext): CommitResult {
   const opts = options as unknown as CommitOptions;
   const top = openTree(ctx, 0, opts);
@@ -116,18 +158,21 @@ export function commitOp(options: Record<string, unknown>, ctx: OpContext): Comm
   const baseDev = ctx.devices[chain[baseLevel]].dev;
   const topDev = ctx.devices[0].dev;
   try {
-    if (base.virtualSize < top.virtualSize) {
-      return { format, refused: 'instar cannot commit into a base smaller than the top image (qemu would grow it); nothing was written' };
-    }
+    // qemu's commit job first grows a smaller base to the top's size.
+    const grow = base.virtualSize < top.virtualSize ? growBase(base, baseDev, top.virtualSize) : { steps: [] };
+    if ('refused' in grow) return { format, refused: grow.refused };
+    const hasBacking = base.info()['backing-filename'] !== undefined;
     let baseSteps: RepairStep[];
     if (base.format === 'qcow2') {
-      const cs = parseHeader(baseDev).clusterSize;
+      // The planner sees the base as the growth leaves it.
+      const planDev = grow.steps.length > 0 ? overlay(baseDev, grow.steps) : baseDev;
+      const cs = parseHeader(planDev).clusterSize;
       const unit = Math.max(granularityOf(cs), cs);
       const runs = clusterRuns(top, dirtyRanges(top, baseLevel, unit), unit);
-      baseSteps = planInPlaceWrite(baseDev, runs, (buf, at) => top.read(buf, at), { hasBacking: base.info()['backing-filename'] !== undefined });
+      baseSteps = [...grow.steps, ...planInPlaceWrite(planDev, runs, (buf, at) => top.read(buf, at), { hasBacking })];
     } else if (base.format === 'raw') {
       const unit = granularityOf(undefined);
-      baseSteps = rawSteps(base.virtualSize, clusterRuns(top, dirtyRanges(top, baseLevel, unit), unit), top);
+      baseSteps = [...grow.steps, ...rawSteps(top.virtualSize, clusterRuns(top, dirtyRanges(top, baseLevel, unit), unit), top)];
     } else {
       return { format, refused: `instar cannot write into a ${base.format} base image yet; nothing was written` };
     }

@@ -33,6 +33,13 @@ before(() => {
     { name: 'b.qcow2', create: ['-f', 'qcow2', '-o', 'cluster_size=4096,compat=0.10', '-b', 'a.qcow2', '-F', 'qcow2'], writes: ['write -P 8 4k 4k'] },
     { name: 't.qcow2', create: ['-f', 'qcow2', '-o', 'cluster_size=512', '-b', 'b.qcow2', '-F', 'qcow2'], writes: ['write -P 9 512 1k', 'write -P 6 8k 512', 'write -z 64k 4k', 'write -P 5 3M 8k'] },
   ]);
+  // Bases smaller than the top: qemu's commit job grows them first.
+  chains.grow = builder.chain([
+    { name: 'b.qcow2', create: ['-f', 'qcow2'], size: '1M', writes: ['write -P 2 0 4k'] },
+    { name: 'r.raw', create: ['-f', 'raw'], size: '1M' },
+    { name: 't.qcow2', create: ['-f', 'qcow2', '-b', 'b.qcow2', '-F', 'qcow2'], writes: ['write -P 1 3M 4k'] },
+    { name: 'u.qcow2', create: ['-f', 'qcow2', '-b', 'r.raw', '-F', 'raw'], writes: ['write -P 1 3M 4k'] },
+  ]);
 });
 after(() => {
   builder.remove();
@@ -66,6 +73,8 @@ const CASES: Case[] = [
   { chain: 'raw', args: ['commit', '-p', '-b', './m.qcow2', 't.qcow2'], exact: ['t.qcow2', 'r.raw'] },
   { chain: 'small', args: ['commit', 't.qcow2'], exact: ['t.qcow2', 'a.qcow2'] },
   { chain: 'small', args: ['commit', '-b', 'a.qcow2', 't.qcow2'], exact: ['t.qcow2', 'b.qcow2'] },
+  { chain: 'grow', args: ['commit', 't.qcow2'], exact: ['t.qcow2', 'b.qcow2', 'r.raw', 'u.qcow2'] },
+  { chain: 'grow', args: ['commit', 'u.qcow2'], exact: ['t.qcow2', 'b.qcow2', 'r.raw', 'u.qcow2'] },
   // Failures: nothing may change.
   { chain: 'raw', args: ['commit', '-b', 'nope', 't.qcow2'], exact: ['t.qcow2', 'm.qcow2', 'r.raw'] },
   { chain: 'raw', args: ['commit', '-p', '-b', 'nope', 't.qcow2'], only: '7.2', exact: ['t.qcow2', 'm.qcow2', 'r.raw'] },
