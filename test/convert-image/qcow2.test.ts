@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { qemu, runTool, sameAsOracles, scratch } from './harness.ts';
 import { prng } from '../helpers/xorshift.ts';
 import { VERSIONS } from '../helpers/oracles.ts';
+import { longTest } from '../helpers/long.ts';
 
 const work = scratch();
 const dir = work.dir;
@@ -79,7 +80,7 @@ describe('convert -O qcow2 through the real sandbox', () => {
   test('-p prints qemu\'s progress lines, the file is the same', () => {
     sameAsOracles(dir, ['convert', '-p', '-O', 'qcow2', '-o', 'cluster_size=4k', '../top.qcow2', 'out.qcow2'], { label: 'sandbox-p', sandbox: true, profiles: ['7.2'] });
   });
-  test('a data file', () => {
+  longTest('a data file', () => {
     sameAsOracles(dir, ['convert', '-f', 'raw', '-O', 'qcow2', '-o', 'data_file=d.raw', '../src.raw', 'out.qcow2'], { label: 'sandbox-data', sandbox: true, profiles: ['10.0'] });
   });
 });
@@ -109,8 +110,10 @@ describe('convert -O <format>: qemu-img\'s messages, and no file left behind', (
     ['the target is the source\'s backing file', ['convert', '-O', 'qcow2', '../top.qcow2', '../base.qcow2']],
     ['the data file is the source', ['convert', '-O', 'qcow2', '-o', 'data_file=../src.vpc', '../src.vpc', 'out']],
   ];
+  // The long tier takes the refusals whose kind another case covers already (test time).
+  const longOnly = new Set(['a format without create', 'an empty -o list', 'lazy refcounts on compat 0.10', '-c with preallocation', '-B into vdi', '-C with -S', '--skip-broken-bitmaps alone']);
   for (const [i, [name, args]] of refusals.entries()) {
-    test(name, () => {
+    (longOnly.has(name) ? longTest : test)(name, () => {
       // Every refusal under both profiles would double the time: the first few, then alternating.
       const profiles = i < 2 ? VERSIONS : [VERSIONS[i % 2]];
       const sources = ['top.qcow2', 'base.qcow2', 'src.vpc'].map((name) => readFileSync(join(dir, name)));
