@@ -4,7 +4,8 @@
 // with preallocation=metadata each L2 table followed by the data clusters it maps, and with
 // falloc/full a new refcount area, the data and then the L2 tables (qemu's truncate path). Pure: the
 // options in, the bytes out.
-import { ImageError, type CreateCapability, type CreateFileLayout, type CreateOptionSpec, type CreatePlan } from '../types.ts';
+import { ImageError, type CreateCapability, type CreateEnvironment, type CreateFileLayout, type CreateOptionSpec, type CreatePlan } from '../types.ts';
+import { luksHeaderWrites, luksPlan, type LuksPlan } from '../luks/create.ts';
 import { PREALLOC_MODES } from '../raw/create.ts';
 import { CreateAllocator } from './create-allocator.ts';
 import { HeaderSpaceError, serializeHeader } from './header-write.ts';
@@ -61,6 +62,8 @@ export interface Qcow2Plan {
   dataFileRaw: boolean;
   backingFile?: string;
   backingFmt?: string;
+  /** encrypt.format=luks: the LUKS volume's plan; its header and key slots fill the crypto header area. */
+  luks?: Omit<LuksPlan, 'allocate'>;
 }
 
 const fail = (text: string): never => {
@@ -70,9 +73,11 @@ const V3_HINT = '(use version=v3 or greater)';
 const isPowerOfTwo = (n: bigint) => n > 0n && (n & (n - 1n)) === 0n;
 
 /** qcow2_co_create_opts's QAPI conversion (in BlockdevCreateOptionsQcow2's field order), then qcow2_co_create's checks. */
-function plan(options: ReadonlyMap<string, string>, size: bigint): CreatePlan {
-  if (options.get('encryption') === 'on' || options.has('encrypt.format')) {
-    fail('instar does not create encrypted qcow2 images (encrypt.format, encryption); nothing was written');
+function plan(options: ReadonlyMap<string, string>, size: bigint, env?: CreateEnvironment): CreatePlan {
+  const encryption = options.get('encryption') === 'on' || options.has('encrypt.format');
+  // Only LUKS, and only where the host hands over the --object secrets (create does).
+  if (encryption && (options.get('encrypt.format') !== 'luks' || options.get('encryption') === 'on' || env?.secrets === undefined)) {
+    fail('instar creates encrypted qcow2 images only with encrypt.format=luks (not encryption=on or encrypt.format=aes); nothing was written');
   }
   const dataFile = options.get('data_file');
   const dataFileRaw = options.get('data_file_raw') === 'on';
@@ -122,6 +127,8 @@ function plan(options: ReadonlyMap<string, string>, size: bigint): CreatePlan {
   if (p.full && dataFile !== undefined) p.metadata = true;
   if (!Number.isSafeInteger(Number(rounded))) fail('instar cannot create a qcow2 image of 2^53 bytes or more; nothing was written');
   p.size = Number(rounded);
+  // qcow2_set_up_encryption runs after the image has its size: the LUKS checks come last.
+  if (encryption) p.luks = luksPlan((key) => options.get(`encrypt.${key}`), 'encrypt.', BigInt(p.size), env);
   geometry(p);
   return p as unknown as CreatePlan;
 }
@@ -143,6 +150,8 @@ export interface Geometry {
   dataAreaEnd: number;
   l2Entries: number;
   guestClusters: number;
+  /** Where the LUKS header area starts (encrypt.format=luks), else 0. */
+  cryptoOffset: number;
 }
 
 /** Most bytes preallocate_co asks qemu's allocator for at once: INT_MAX, aligned down to a cluster. */
@@ -190,14 +199,18 @@ export function geometry(p: Qcow2Plan): Geometry {
       }
     }
   }
-  return { cs, l1Size, l1Offset, l2Clusters, dataRuns, allocator, oldTable, dataAreaEnd, l2Entries, guestClusters };
+  // encrypt.format=luks: qcow2_co_create sets up encryption once the image has its size (and its
+  // preallocation): the crypto header area (qcow2_crypto_hdr_init_func) is allocated last.
+  const cryptoOffset = p.luks ? allocator.alloc(p.luks.payload) * cs : 0;
+  return { cs, l1Size, l1Offset, l2Clusters, dataRuns, allocator, oldTable, dataAreaEnd, l2Entries, guestClusters, cryptoOffset };
 }
 
 /** The header cluster as qcow2_update_header writes it last (the shared serializer). */
 function headerCluster(p: Qcow2Plan, g: Geometry): Uint8Array {
   try {
     return serializeHeader({
-      version: p.version, clusterBits: p.clusterBits, size: BigInt(p.size), cryptMethod: 0,
+      version: p.version, clusterBits: p.clusterBits, size: BigInt(p.size), cryptMethod: p.luks ? 2 : 0,
+      crypto: p.luks ? { offset: BigInt(g.cryptoOffset), length: BigInt(p.luks.payload) } : undefined,
       l1Size: g.l1Size, l1TableOffset: BigInt(g.l1Offset),
       refcountTableOffset: BigInt(g.allocator.tableCluster * g.cs), refcountTableClusters: g.allocator.tableClusters,
       nbSnapshots: 0, snapshotsOffset: 0n,
@@ -274,6 +287,12 @@ function layout(raw: CreatePlan): { image: CreateFileLayout; dataFile?: CreateFi
     writes.push({ pos: l2Cluster * cs, bytes: table });
     end = Math.max(end, (l2Cluster + 1) * cs);
   });
+  if (p.luks) {
+    // qcow2_crypto_hdr_init_func zeroes the area's clusters first (qemu's write_zeroes allocates them).
+    writes.push({ pos: g.cryptoOffset, bytes: new Uint8Array(Math.ceil(p.luks.payload / cs) * cs) });
+    writes.push(...luksHeaderWrites(p.luks, g.cryptoOffset).writes);
+    end = Math.max(end, Math.ceil((g.cryptoOffset + p.luks.payload) / cs) * cs);
+  }
   if (g.l1Size > 0) {
     writes.push({ pos: g.l1Offset, bytes: l1 });
     end = Math.max(end, g.l1Offset + l1.length);

@@ -22,6 +22,10 @@ import { qcow2Amend } from './amend.ts';
 import { qcow2Create } from './create.ts';
 import { qcow2Writer } from './writer.ts';
 
+const refuseEncrypted = (): never => {
+  throw new ImageError('instar cannot write encrypted qcow2 images yet (encrypt.format=luks); nothing was written');
+};
+
 const MAX_BACKING_NAME = 1023;
 
 export class Qcow2Image implements Image {
@@ -294,7 +298,8 @@ export const qcow2Driver: Driver = {
   changeBacking: planChangeBacking,
   amend: qcow2Amend,
   create: qcow2Create,
-  writer: qcow2Writer,
+  // An encrypted plan (encrypt.format=luks) would get plaintext clusters from this writer: refused.
+  writer: { open: (files, plan) => (plan.luks ? refuseEncrypted() : qcow2Writer.open(files, plan)) },
   snapshots: qcow2Snapshots,
   dirtyBitmaps: qcow2DirtyBitmaps,
 };
