@@ -274,6 +274,7 @@ export async function convertToImage(job: ImageJob): Promise<void> {
       throw e;
     }
     if (typeof result !== 'object' || result === null) throw new ConvertError('the guest gave a malformed answer');
+    if ('failed' in result && !/^E[A-Z0-9]{1,15}$/.test(String(result.failed))) throw new ConvertError('the guest gave a malformed answer');
     if ('failed' in result) throw new ConvertError(`${outPath}: error while converting ${s.outputFormat}: Could not write '${outPath}': ${strerror(String(result.failed))}`);
     if (badCache) {
       // qemu parses -t after creating the target, which then stays as created.
