@@ -1,13 +1,14 @@
 // Randomized commit chains (seeded): cluster sizes, qcow2 versions, refcount widths, writes, zero
 // writes and discards in base and top. qemu's mirror job allocates in an order its timing
 // decides, so the base is compared by guest data and qemu-img check, the emptied top byte for byte.
-// COMMIT_SEEDS=n runs more seeds (a campaign; the suite runs 6).
+// COMMIT_SEEDS=n runs more seeds (a campaign; the short tier runs 3, the long tier 30).
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { VERSIONS } from '../helpers/oracles.ts';
 import { prng } from '../helpers/xorshift.ts';
+import { LONG } from '../helpers/long.ts';
 import { TwinDirs } from '../rebase/harness.ts';
 import { ImageBuilder, assertCheckClean, sameDisk, type Level } from './harness.ts';
 
@@ -45,7 +46,7 @@ function chain(seed: number): Record<string, Uint8Array> {
 }
 
 test('commit of random chains: the base reads as qemu-img makes it and checks clean, the top is emptied as qemu empties it', () => {
-  for (let seed = 1; seed <= Number(process.env.COMMIT_SEEDS ?? 6); seed++) {
+  for (let seed = 1; seed <= Number(process.env.COMMIT_SEEDS ?? (LONG ? 30 : 3)); seed++) {
     const files = chain(seed * 7919);
     const version = VERSIONS[seed % 2];
     const r = twins.run(version, files, ['commit', 't.qcow2']);

@@ -1,10 +1,11 @@
 // Randomized safe rebases (seeded): old and new backing files of random cluster sizes, formats and
 // lengths, random writes, zero writes and discards everywhere, onto a new file or onto nothing.
 // qemu's copy loop is sequential: stdout (-p), stderr, status and the top must be byte-identical.
-// SAFE_REBASE_SEEDS=n runs more seeds (a campaign; the suite runs 6).
+// SAFE_REBASE_SEEDS=n runs more seeds (a campaign; the short tier runs 3, the long tier 30).
 import { after, test } from 'node:test';
 import { VERSIONS } from '../helpers/oracles.ts';
 import { prng } from '../helpers/xorshift.ts';
+import { LONG } from '../helpers/long.ts';
 import { TwinDirs, assertSameOutcome } from './harness.ts';
 import { ImageBuilder, type Level } from '../commit/harness.ts';
 
@@ -30,7 +31,7 @@ function writes(next: () => number, size: number, count: number, raw: boolean): 
 }
 
 test('safe rebase of random chains matches qemu-img byte for byte', () => {
-  for (let seed = 1; seed <= Number(process.env.SAFE_REBASE_SEEDS ?? 6); seed++) {
+  for (let seed = 1; seed <= Number(process.env.SAFE_REBASE_SEEDS ?? (LONG ? 30 : 3)); seed++) {
     const next = prng(seed * 104729);
     const pick = <T>(list: readonly T[]) => list[next() % list.length];
     const topSize = (4 + (next() % 5)) * MiB;
