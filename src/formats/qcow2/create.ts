@@ -75,10 +75,12 @@ const isPowerOfTwo = (n: bigint) => n > 0n && (n & (n - 1n)) === 0n;
 /** qcow2_co_create_opts's QAPI conversion (in BlockdevCreateOptionsQcow2's field order), then qcow2_co_create's checks. */
 function plan(options: ReadonlyMap<string, string>, size: bigint, env?: CreateEnvironment): CreatePlan {
   const encryption = options.get('encryption') === 'on' || options.has('encrypt.format');
-  // Only LUKS, and only where the host hands over the --object secrets (create does).
-  if (encryption && (options.get('encrypt.format') !== 'luks' || options.get('encryption') === 'on' || env?.secrets === undefined)) {
+  // Only LUKS, and only where the host hands over the --object secrets (create does; convert,
+  // whose qcow2 writer cannot encrypt clusters yet, does not).
+  if (encryption && (options.get('encrypt.format') !== 'luks' || options.get('encryption') === 'on')) {
     fail('instar creates encrypted qcow2 images only with encrypt.format=luks (not encryption=on or encrypt.format=aes); nothing was written');
   }
+  if (encryption && env?.secrets === undefined) fail('instar cannot write encrypted qcow2 images here yet (encrypt.format=luks works with create only); nothing was written');
   const dataFile = options.get('data_file');
   const dataFileRaw = options.get('data_file_raw') === 'on';
   const extendedL2 = options.get('extended_l2') === 'on';
