@@ -8,7 +8,7 @@ import { readAt } from '../bytes.ts';
 import { masterKeys, type LuksPlan } from './create.ts';
 import { SECTOR, SectorEncryptor } from './encrypt.ts';
 import { LUKS_HEADER_SIZE, luksKeyFields, parseLuksHeader } from './header.ts';
-import { cipherSpec, unlockMasterKey } from './unlock.ts';
+import { unlockMasterKey } from './unlock.ts';
 
 /** Encrypted zeros are written this much at a time. */
 const ZERO_CHUNK = 1024 * 1024;
@@ -60,7 +60,10 @@ class LuksWriter implements ImageWriter {
   }
 }
 
-/** The master key: layout() keeps it for the writer opened after it; else unlocked from the header. */
+/**
+ * The master key: layout() keeps it for the writer opened after it; else unlocked from the header
+ * (which needs the output readable: dd opens it write-only, but always after layout()).
+ */
 function masterKey(dev: BlockDevice, plan: LuksPlan, raw: CreatePlan): Buffer {
   const kept = masterKeys.get(raw);
   if (kept) return kept;
@@ -71,8 +74,6 @@ function masterKey(dev: BlockDevice, plan: LuksPlan, raw: CreatePlan): Buffer {
 export const luksWriter: WriterCapability = {
   open(files: WriterFiles, raw: CreatePlan): ImageWriter {
     const plan = raw as unknown as LuksPlan;
-    const key = masterKey(files.image, plan, raw);
-    const hdr = readAt(files.image, 0, LUKS_HEADER_SIZE);
-    return new LuksWriter(files.image, plan, new SectorEncryptor(cipherSpec(parseLuksHeader(hdr)), key));
+    return new LuksWriter(files.image, plan, new SectorEncryptor(plan.spec, masterKey(files.image, plan, raw)));
   },
 };

@@ -15,6 +15,7 @@ const PAGE = 4096;
 /** create puts the log right after the first MiB (the header section). */
 const LOG_OFFSET = MiB;
 const FULLY_PRESENT = 6n;
+const ZERO = 2n;
 const OFFSET_MASK = 0xffff_ffff_fff0_0000n;
 /**
  * The unit callers write in: qemu-img convert's default -S 4k. Every write that reaches the
@@ -43,13 +44,29 @@ class VhdxWriter implements ImageWriter {
     this.fileLength = this.bat.offset + this.bat.length + 5 * MiB + (plan.fixed ? plan.size : 0);
   }
 
+  /**
+   * A BAT page as create wrote it, rebuilt from the plan (the output may be open write-only, as
+   * dd opens it): ZERO entries, FULLY_PRESENT ones of a fixed disk, or NOT_PRESENT (zero).
+   */
   private page(index: number): Buffer {
     let page = this.pages.get(index);
-    if (!page) {
-      page = Buffer.alloc(PAGE);
-      this.dev.read(page, this.bat.offset + index * PAGE);
-      this.pages.set(index, page);
+    if (page) return page;
+    page = Buffer.alloc(PAGE);
+    const { fixed, zeroBlocks, size, blockSize } = this.plan;
+    const ratio = this.bat.chunkRatio;
+    const blocks = Math.ceil(size / blockSize);
+    const dataStart = this.bat.offset + this.bat.length + 5 * MiB;
+    for (let k = 0; k < PAGE / 8; k++) {
+      const entry = index * (PAGE / 8) + k;
+      const inChunk = entry % (ratio + 1);
+      // Every chunk's last entry is its sector bitmap's, which create leaves zero.
+      if (inChunk === ratio) continue;
+      const block = Math.floor(entry / (ratio + 1)) * ratio + inChunk;
+      if (block >= blocks) break;
+      if (zeroBlocks) page.writeBigUInt64LE(ZERO, k * 8);
+      else if (fixed) page.writeBigUInt64LE(BigInt(roundUp(dataStart + block * blockSize, MiB)) | FULLY_PRESENT, k * 8);
     }
+    this.pages.set(index, page);
     return page;
   }
 
