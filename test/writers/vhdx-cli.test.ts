@@ -1,6 +1,7 @@
 // `convert -O vhdx` through instar's command line (the convert pipeline with the VHDX writer)
 // against qemu-img 7.2 and 10.0 on the same sources: the command's output and status, the file
-// (random fields masked: vhdx-harness.ts), and what `info`, `check` and `compare` print. One case
+// (random fields masked: vhdx-harness.ts), and what `info`, `check` and `compare` print; and
+// `dd -O vhdx`, whose output the host opens write-only. One case
 // through the real sandbox (the built CLI: run `npm run build` first), the rest in-process.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -66,4 +67,16 @@ test('convert -O vhdx through the CLI: output, file, info, check and compare as 
     rmSync(theirs);
   }
   assert.deepEqual(problems, []);
+});
+
+test('dd -O vhdx through the CLI (the output opened write-only): output, file and info as qemu-img 7.2', async () => {
+  const src = sources.get('holes')!;
+  const [mine, theirs] = [at('dd-i.vhdx'), at('dd-q.vhdx')];
+  const args = (out: string) => ['dd', '-f', 'raw', '-O', 'vhdx', `if=${src}`, `of=${out}`, 'bs=64k'];
+  const q = runQemu('7.2', args(theirs));
+  const r = await inProcess([...args(mine), '--qemu-version', '7.2', '--sandbox=none']);
+  assert.deepEqual([r.status, r.stdout, r.stderr], [q.status, q.stdout, q.stderr.split(oracle('7.2')).join('qemu-img')]);
+  assert.deepEqual(firstDifference(maskVhdx(read(mine), 'instar dd'), maskVhdx(read(theirs), 'qemu dd'), 'dd'), []);
+  for (const f of [mine, theirs]) syncFile(f);
+  assert.deepEqual(sameOutput('7.2', (f) => ['info', '--output=json', '-f', 'vhdx', f], mine, theirs, 'dd'), []);
 });
