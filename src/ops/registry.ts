@@ -36,7 +36,7 @@ export const ops: Record<string, Op> = {
   'create-backing': answeringMissingFiles(createBackingOp),
   create: createOp,
   resize: withArgon2(answeringMissingFiles(answeringDirty(resizeOp))),
-  rebase: withArgon2(answeringMissingFiles(rebaseOp)),
+  rebase: withArgon2(answeringMissingFiles(answeringDirty(rebaseOp))),
   commit: withArgon2(answeringMissingFiles(commitOp)),
   amend: withArgon2(answeringMissingFiles(answeringDirty(amendOp))),
   // A dirty qcow2's repair at a writable open (dirty-repair.ts), before the op runs again.

@@ -1,4 +1,4 @@
-// Mutating commands (resize, amend, bitmap, snapshot) on a dirty qcow2 (lazy refcounts, qemu-io killed after its writes): qemu's
+// Mutating commands (resize, amend, bitmap, rebase, snapshot) on a dirty qcow2 (lazy refcounts, qemu-io killed after its writes): qemu's
 // writable open repairs the refcounts first, printing the check's lines, marks the image clean,
 // then the command runs. instar the same, against qemu-img 7.2 and 10.0: output, exit status and
 // the resulting file (snapshot -c: its timestamps differ, so the file is checked and compared).
@@ -26,9 +26,11 @@ const BYTE_IDENTICAL = [
   ['resize', '--shrink', 'x.qcow2', '8M'],
   ['amend', '-o', 'lazy_refcounts=off', 'x.qcow2'],
   ['bitmap', '--add', 'x.qcow2', 'b1'],
+  ['rebase', '-u', '-b', '', 'x.qcow2'],
+  ['rebase', '-b', '', 'x.qcow2'],
 ];
 
-test('resize, amend and bitmap on a dirty qcow2: the open-time repair, then the command, as qemu does', () => {
+test('resize, amend, bitmap and rebase on a dirty qcow2: the open-time repair, then the command, as qemu does', () => {
   for (const v of VERSIONS) {
     for (const [i, args] of BYTE_IDENTICAL.entries()) {
       const r = dirs.run(v, 'x.qcow2', dirty, args, { sandboxed: i === 0, viaEnv: true });

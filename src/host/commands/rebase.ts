@@ -8,9 +8,9 @@ import { closeSync, constants, fsyncSync } from 'node:fs';
 import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { OpError } from '../sandbox/run.ts';
-import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
+import { ReferencedFileError } from '../open-files.ts';
 import { checkFormat, InputImageError, openImageFile, topTarget, referencedOpenMessage, type Target } from '../input-image.ts';
-import { PROBED_RAW_WARNING } from '../writable-image.ts';
+import { PROBED_RAW_WARNING, runRepairingDirty } from '../writable-image.ts';
 import { addObject, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { openReferenced, startChain, PathRefusedError, ReferenceOpenError } from '../paths/resolve.ts';
@@ -100,19 +100,19 @@ async function runRebase(cmd: ParsedCommand, ctx: CommandContext, progress: bool
     if (newBackingError !== undefined && !options.invalidBackingFormat) {
       // The image opens first, as qemu's does, so that its own errors come before this one.
       options.invalidBackingFormat = true;
-      await runWithReferencedFiles('rebase', options as unknown as Record<string, unknown>, [{ fd, path: target.path, writable: true }], ctx);
+      await runRepairingDirty('rebase', options, [{ fd, path: target.path, writable: true }], ctx, target);
       return fail(`Could not open new backing file '${backing}': ${newBackingError}`);
     }
     if (refusal !== undefined) {
       // The image still opens first, as qemu's would, so its own errors come before this one.
       options.invalidBackingFormat = true;
-      const opened = await runWithReferencedFiles('rebase', options as unknown as Record<string, unknown>, [{ fd, path: target.path, writable: true }], ctx);
+      const opened = await runRepairingDirty('rebase', options, [{ fd, path: target.path, writable: true }], ctx, target);
       if (!(opened as { invalidBackingFormat?: boolean }).invalidBackingFormat) throw new OpError('the guest gave a malformed rebase result');
       if (backingFormat !== undefined && !QEMU_FORMAT_NAMES.has(backingFormat)) return fail(`Invalid format name: '${backingFormat}'`);
       return fail(`Could not change the backing file to '${backing}': instar refuses this name (${refusal}); nothing was written`);
     }
     const inputs = [{ fd, path: target.path, writable: true }, ...(newBacking ? [{ fd: newBacking.fd, path: newBacking.path }] : [])];
-    result = validRebaseResult(await runWithReferencedFiles('rebase', options as unknown as Record<string, unknown>, inputs, ctx));
+    result = validRebaseResult(await runRepairingDirty('rebase', options, inputs, ctx, target));
   } catch (e) {
     if (e instanceof ReferencedFileError) throw new InputImageError(referencedOpenMessage(e, target));
     if (e instanceof OpError) throw new InputImageError(`Could not open '${target.errorName}': ${e.message}`);
