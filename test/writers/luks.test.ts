@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { closeSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runQemu, type OracleVersion } from '../helpers/oracles.ts';
+import { runInstar, runQemu, type OracleVersion } from '../helpers/oracles.ts';
 import { LONG, tiered } from '../helpers/long.ts';
 import { allocated, chainFiles, holesFile, MiB, rawFile } from './vpc-vmdk-harness.ts';
 import { convertWithInstar, openWriter } from './vhdx-harness.ts';
@@ -87,6 +87,22 @@ test('convert -O luks: instar\'s writer against qemu-img 7.2 and 10.0 (compare, 
     }
   });
   assert.deepEqual(problems, []);
+});
+
+test('convert -O luks from the command line (sandboxed): the secret from --object, qemu\'s progress, the same disk', () => {
+  const [, rawSrc] = sources.get('holes')!;
+  const args = ['convert', '-p', '-f', 'raw', '-O', 'luks', ...OBJECT, '-o', 'key-secret=s,iter-time=10', rawSrc];
+  const mine = runInstar([...args, at('cli-i.luks'), '--qemu-version', '10.0']);
+  const theirs = runQemu('10.0', [...args, at('cli-q.luks')]);
+  assert.equal(mine.status, 0, mine.stderr);
+  assert.equal(mine.stdout, theirs.stdout);
+  assert.equal(mine.stderr, theirs.stderr);
+  assert.equal(runQemu('10.0', ['compare', ...OBJECT, '--image-opts', imageOpts(rawSrc, 'raw'), imageOpts(at('cli-i.luks'))]).stdout, 'Images are identical.\n');
+  assert.equal(statSync(at('cli-i.luks')).size, statSync(at('cli-q.luks')).size);
+  const wrong = runInstar(['convert', '-f', 'raw', '-O', 'luks', '-o', 'key-secret=s', rawSrc, at('cli-none.luks')]);
+  assert.equal(wrong.status, 1);
+  assert.match(wrong.stderr, /No secret with id 's'/);
+  assert.throws(() => statSync(at('cli-none.luks')), 'a failed convert leaves no file');
 });
 
 test('luks writer: out-of-order and out-of-disk writes are refused with a one-line ImageError', () => {

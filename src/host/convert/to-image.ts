@@ -8,6 +8,7 @@
 import { closeSync, constants, fstatSync, fsyncSync, openSync, statSync, unlinkSync } from 'node:fs';
 import { fileId, openReferenced, startChain, PathRefusedError, ReferenceOpenError } from '../paths/resolve.ts';
 import { randomBytes } from 'node:crypto';
+import { parseSecretObjects } from '../secrets.ts';
 import type { CommandContext } from '../commands/types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { ConvertError, ConvertErrorText } from './errors.ts';
@@ -136,6 +137,8 @@ async function planImage(job: ImageJob, total: bigint): Promise<{ plan: CreatePl
   }
   const normalized = new Map([...set].map(([k, v]) => [k, v.value]));
   const env: CreateEnvironment = { now: Math.floor(Date.now() / 1000), filename: outPath, qemuVersion: qemuFullVersion(ctx.profile), randomBytes: (n: number) => randomBytes(n) };
+  // A LUKS target takes its passphrase from --object (key-secret), as create does.
+  env.secrets = parseSecretObjects(cmd.options.get('object') ?? []);
   try {
     // The VMDK driver opens its backing file alone to record its CID, after its option checks.
     if (fmt === 'vmdk' && backing !== undefined && normalized.get('subformat')?.endsWith('Flat') !== true) {
