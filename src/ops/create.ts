@@ -51,7 +51,8 @@ export type CreateResult = { written: true } | { failed: string };
 
 const ZERO_CHUNK = 1024 * 1024;
 
-function writeLayout(dev: BlockDevice, layout: CreateFileLayout): void {
+/** One file of a new image's layout: its length set, then its bytes (every byte with `allocate`). convert -O lays out its target the same way. */
+export function writeLayout(dev: BlockDevice, layout: CreateFileLayout): void {
   const truncate = (dev as { truncate?: (size: number) => void }).truncate;
   if (!dev.write || !truncate) throw new ImageError('the output was not opened for writing');
   truncate(layout.length);

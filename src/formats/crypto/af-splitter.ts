@@ -1,7 +1,8 @@
-// The anti-forensic merge of LUKS key material (cryptsetup's AF splitter): the stored material is
-// `stripes` blocks; all but the last are folded together through a hash "diffusion", and the
-// result XOR the last block is the key. Decoding only (instar never writes key slots).
-import { createHash } from 'node:crypto';
+// The anti-forensic split and merge of LUKS key material (cryptsetup's AF splitter): the stored
+// material is `stripes` blocks; all but the last are folded together through a hash "diffusion",
+// and the result XOR the last block is the key. The merge opens key slots; the split makes the
+// key slot of a new volume (luks/create-keys.ts).
+import { createHash, randomBytes } from 'node:crypto';
 import { DIGEST_BYTES, nodeHash } from './hash.ts';
 
 /** Replaces `block` by its diffusion: each digest-sized piece i becomes H(BE32(i) || piece). */
@@ -25,4 +26,18 @@ export function afMerge(material: Uint8Array, keyLen: number, stripes: number, h
     if (s < stripes - 1) diffuse(acc, hash);
   }
   return acc;
+}
+
+/** The anti-forensic split of `key`: stripes-1 random blocks, then the key XOR their diffused fold. */
+export function afSplit(key: Uint8Array, stripes: number, hash: string): Buffer {
+  const out = randomBytes(key.length * stripes);
+  const acc = Buffer.alloc(key.length);
+  for (let s = 0; s < stripes - 1; s++) {
+    const stripe = out.subarray(s * key.length, (s + 1) * key.length);
+    for (let i = 0; i < key.length; i++) acc[i] ^= stripe[i];
+    diffuse(acc, hash);
+  }
+  const last = out.subarray((stripes - 1) * key.length);
+  for (let i = 0; i < key.length; i++) last[i] = acc[i] ^ key[i];
+  return out;
 }

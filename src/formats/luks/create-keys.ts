@@ -6,10 +6,10 @@
 // (nor the same from run to run): qemu's are not reproducible either.
 import { randomBytes } from 'node:crypto';
 import { ImageError } from '../types.ts';
-import { DIGEST_BYTES, digest } from '../crypto/hash.ts';
 import { MAX_PBKDF2_ITERATIONS, pbkdf2 } from '../crypto/kdf.ts';
 import type { CipherSpec } from '../crypto/sector-cipher.ts';
 import { SectorEncryptor } from './encrypt.ts';
+import { afSplit } from '../crypto/af-splitter.ts';
 
 export const STRIPES = 4000;
 const DIGEST_LEN = 20;
@@ -34,31 +34,6 @@ function scaled(perSecond: number, iterTime: number, divisor: number): number {
     throw new ImageError(`iter-time=${iterTime} asks for ${n} PBKDF2 iterations, more than instar runs (${MAX_PBKDF2_ITERATIONS})`);
   }
   return n;
-}
-
-/** Replaces `block` by its diffusion: each digest-sized piece i becomes H(BE32(i) || piece). */
-function diffuse(block: Buffer, hash: string): void {
-  const d = DIGEST_BYTES[hash];
-  const counter = Buffer.alloc(4);
-  for (let i = 0, at = 0; at < block.length; i++, at += d) {
-    const len = Math.min(d, block.length - at);
-    counter.writeUInt32BE(i >>> 0);
-    digest(hash, counter, block.subarray(at, at + len)).copy(block, at, 0, len);
-  }
-}
-
-/** The anti-forensic split of `key`: stripes-1 random blocks, then the key XOR their diffused fold. */
-export function afSplit(key: Uint8Array, stripes: number, hash: string): Buffer {
-  const out = randomBytes(key.length * stripes);
-  const acc = Buffer.alloc(key.length);
-  for (let s = 0; s < stripes - 1; s++) {
-    const stripe = out.subarray(s * key.length, (s + 1) * key.length);
-    for (let i = 0; i < key.length; i++) acc[i] ^= stripe[i];
-    diffuse(acc, hash);
-  }
-  const last = out.subarray((stripes - 1) * key.length);
-  for (let i = 0; i < key.length; i++) last[i] = acc[i] ^ key[i];
-  return out;
 }
 
 export interface LuksKeys {

@@ -61,25 +61,7 @@ export class CreateAllocator {
     this.table.forEach((block, i) => {
       if (i < tableSize) table[i] = block;
     });
-    const areaIndex = Math.floor(start / this.perBlock);
-    let newBlocks = 0;
-    for (let i = areaIndex; i < blocks; i++) if (table[i] === 0) newBlocks++;
-    const tableCluster = start + newBlocks;
-    const end = tableCluster + tableSize / perTableCluster;
-    let next = start;
-    for (let i = areaIndex; i < blocks; i++) {
-      if (table[i] === 0) table[i] = next++;
-      // Every cluster of the area is in use.
-      const first = Math.max(i * this.perBlock, start);
-      const last = Math.min(end, (i + 1) * this.perBlock);
-      for (let c = first; c < last; c++) this.refcounts[c] = 1;
-    }
-    const old = { cluster: this.tableCluster, clusters: this.tableClusters };
-    this.table = table;
-    this.tableCluster = tableCluster;
-    this.tableClusters = tableSize / perTableCluster;
-    for (let c = old.cluster; c < old.cluster + old.clusters; c++) this.update(c, 1, -1);
-    return end;
+    return this.installArea(table, start, blocks);
   }
 
   /**
@@ -114,11 +96,21 @@ export class CreateAllocator {
     // What qemu had written into the old table, entry by entry, stays in its clusters until reused.
     this.retired.push({ cluster: this.tableCluster, clusters: this.tableClusters, entries: [...this.table] });
     table[index] = block;
+    this.installArea(table, start, blocks);
+  }
+
+  /**
+   * The end of qcow2_refcount_area: from cluster `start`, the refcount blocks `table` still lacks
+   * up to entry `blocks`, then the table itself, every cluster of the area in use; the old table
+   * freed. Returns the first cluster after the area.
+   */
+  private installArea(table: number[], start: number, blocks: number): number {
+    const perTableCluster = this.clusterSize / 8;
     const areaIndex = Math.floor(start / this.perBlock);
     let newBlocks = 0;
     for (let i = areaIndex; i < blocks; i++) if (table[i] === 0) newBlocks++;
     const tableCluster = start + newBlocks;
-    const end = tableCluster + tableSize / perTableCluster;
+    const end = tableCluster + table.length / perTableCluster;
     let next = start;
     for (let i = areaIndex; i < blocks; i++) {
       if (table[i] === 0) table[i] = next++;
@@ -129,8 +121,9 @@ export class CreateAllocator {
     const old = { cluster: this.tableCluster, clusters: this.tableClusters };
     this.table = table;
     this.tableCluster = tableCluster;
-    this.tableClusters = tableSize / perTableCluster;
+    this.tableClusters = table.length / perTableCluster;
     for (let c = old.cluster; c < old.cluster + old.clusters; c++) this.update(c, 1, -1);
+    return end;
   }
 
   /** qcow2_alloc_clusters_at for clusters whose refcount blocks exist. */

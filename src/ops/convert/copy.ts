@@ -161,13 +161,20 @@ function pieces(plan: CopyPlan): [Image, number, number, number][] {
 
 /** The parts of `buf` (at output offset `at`) to write: all of it, or its runs of non-zero sparse-size blocks. */
 function dataParts(buf: Buffer, at: number, sparse: number, skipZeros: boolean): [number, number][] {
-  if (!skipZeros) return [[0, buf.length]];
+  return skipZeros ? nonZeroParts(buf, at, sparse, zeros) : [[0, buf.length]];
+}
+
+/**
+ * [start, end) parts of `buf` (output offset `at`) that are not all zeros, by -S blocks aligned to
+ * the output offset as qemu's zero detection is; runs of data coalesced. `zeros` is at least as
+ * long as `buf`. The target-image copy (to-image-copy.ts) uses it too.
+ */
+export function nonZeroParts(buf: Buffer, at: number, sparse: number, zeros: Buffer): [number, number][] {
+  if (sparse === 0) return [[0, buf.length]];
   if (buf.equals(zeros.subarray(0, buf.length))) return [];
-  // Blocks aligned to the output offset, as qemu's zero detection is; runs of data coalesced.
   const parts: [number, number][] = [];
   let runStart = -1;
-  let pos = 0;
-  while (pos < buf.length) {
+  for (let pos = 0; pos < buf.length;) {
     const blockEnd = Math.min(buf.length, (Math.floor((at + pos) / sparse) + 1) * sparse - at);
     // A non-zero first or last byte settles most data blocks without a native call (~10x faster on data).
     const isZero = buf[pos] === 0 && buf[blockEnd - 1] === 0 && buf.compare(zeros, 0, blockEnd - pos, pos, blockEnd) === 0;

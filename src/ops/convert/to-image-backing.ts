@@ -8,7 +8,7 @@ import { ImageError, type Image, type ImageWriter } from '../../formats/types.ts
 import { ProgressRule } from '../../output/progress.ts';
 import { MAX_BLOCK_STATUS } from './copy.ts';
 import { ClusterAligner } from './to-image-aligner.ts';
-import { nonZeroParts } from './to-image-copy.ts';
+import { nonZeroParts } from './copy.ts';
 
 const CHUNK = 2 * 1024 * 1024;
 const SECTOR = 512;

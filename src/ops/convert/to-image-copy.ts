@@ -6,7 +6,7 @@
 // ImageWriter contract asks; progress follows qemu's accounting as copy.ts does.
 import { ImageError, type Image, type ImageWriter } from '../../formats/types.ts';
 import { ProgressRule } from '../../output/progress.ts';
-import { runs, type Run } from './copy.ts';
+import { nonZeroParts, runs, type Run } from './copy.ts';
 import { ClusterAligner } from './to-image-aligner.ts';
 
 export { ClusterAligner };
@@ -23,25 +23,6 @@ export interface ImageCopyPlan {
   /** -c: whole clusters through writeCompressed. */
   compressed?: boolean;
   onProgress?: (done: number, total: number) => void;
-}
-
-/** [start, end) parts of `buf` (disk offset `at`) that are not all zeros, by -S blocks aligned to the disk. */
-export function nonZeroParts(buf: Buffer, at: number, sparse: number, zeros: Buffer): [number, number][] {
-  if (sparse === 0) return [[0, buf.length]];
-  if (buf.equals(zeros.subarray(0, buf.length))) return [];
-  const parts: [number, number][] = [];
-  let runStart = -1;
-  for (let pos = 0; pos < buf.length; ) {
-    const blockEnd = Math.min(buf.length, (Math.floor((at + pos) / sparse) + 1) * sparse - at);
-    const isZero = buf[pos] === 0 && buf[blockEnd - 1] === 0 && buf.compare(zeros, 0, blockEnd - pos, pos, blockEnd) === 0;
-    if (isZero && runStart >= 0) {
-      parts.push([runStart, pos]);
-      runStart = -1;
-    } else if (!isZero && runStart < 0) runStart = pos;
-    pos = blockEnd;
-  }
-  if (runStart >= 0) parts.push([runStart, buf.length]);
-  return parts;
 }
 
 /**

@@ -3,9 +3,10 @@
 // open), write the new image's layout into the output files the host created (qemu's
 // bdrv_create), open the format's writer on them and copy the disk into it in ascending order,
 // then let the writer write its tables.
-import { ImageError, type BlockDevice, type CreateFileLayout, type CreatePlan, type ImageWriter, type OpenContext } from '../../formats/types.ts';
+import { ImageError, type CreatePlan, type ImageWriter, type OpenContext } from '../../formats/types.ts';
 import { findDriver } from '../../formats/registry.ts';
 import { openTree } from '../open-tree.ts';
+import { writeLayout } from '../create.ts';
 import { openSource, snapshotViews, type ConvertSource, type SnapshotChoice } from './sources.ts';
 import { copyToImage } from './to-image-copy.ts';
 import { copyOverBacking } from './to-image-backing.ts';
@@ -30,21 +31,6 @@ export interface ConvertImageOptions {
 
 /** `written` with qemu's counted bytes, or the errno that stopped the layout (EFBIG: the file system's limit). */
 export type ConvertImageResult = { counted: number } | { failed: string };
-
-const ZERO_CHUNK = 1024 * 1024;
-
-function writeLayout(dev: BlockDevice, layout: CreateFileLayout): void {
-  if (!dev.write || !dev.truncate) throw new ImageError('the output was not opened for writing');
-  dev.truncate(layout.length);
-  if (layout.allocate) {
-    const zeros = new Uint8Array(Math.min(ZERO_CHUNK, layout.length));
-    for (let pos = 0; pos < layout.length; pos += zeros.length) dev.write(zeros.subarray(0, Math.min(zeros.length, layout.length - pos)), pos);
-  }
-  for (const w of layout.writes) {
-    if (w.pos < 0 || w.pos + w.bytes.length > layout.length) throw new ImageError(`instar refuses a create that writes outside the file (offset ${w.pos})`);
-    dev.write(w.bytes, w.pos);
-  }
-}
 
 const errnoOf = (e: unknown): string | undefined => {
   const code = (e as NodeJS.ErrnoException).code;
