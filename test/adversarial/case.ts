@@ -1,6 +1,6 @@
 // One hostile image (or set of files) and what every command must do with it.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { oracle } from '../helpers/oracles.ts';
@@ -42,5 +42,14 @@ export function qemuMade(format: string, size: string, options: string[] = []): 
     return bytes;
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Writes the case's files (and symlinks) into `dir`, which exists and is empty. */
+export function writeCaseFiles(c: HostileCase, dir: string): void {
+  for (const [name, content] of Object.entries(c.files)) {
+    const path = join(dir, name);
+    if (typeof content === 'object' && !Buffer.isBuffer(content)) symlinkSync(content.symlink, path);
+    else writeFileSync(path, content);
   }
 }

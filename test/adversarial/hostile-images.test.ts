@@ -5,11 +5,11 @@
 // own files), none naming the case's targets, no IP connection. Figures are printed at the end.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { oracle, runInstar } from '../helpers/oracles.ts';
-import type { HostileCase } from './case.ts';
+import { writeCaseFiles, type HostileCase } from './case.ts';
 import { referenceCases } from './cases-references.ts';
 import { structureCases } from './cases-structure.ts';
 import { withCheckOutcomes } from './check-outcomes.ts';
@@ -39,11 +39,7 @@ const cases: HostileCase[] = withDerivedOutcomes(withCheckOutcomes([...reference
 function materialise(c: HostileCase): string {
   const dir = join(casesDir, c.name);
   mkdirSync(dir);
-  for (const [name, content] of Object.entries(c.files)) {
-    const path = join(dir, name);
-    if (typeof content === 'object' && !Buffer.isBuffer(content)) symlinkSync(content.symlink, path);
-    else writeFileSync(path, content);
-  }
+  writeCaseFiles(c, dir);
   return dir;
 }
 

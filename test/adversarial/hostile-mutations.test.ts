@@ -9,11 +9,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCommandLine } from '../../src/cli/run.ts';
-import type { HostileCase } from './case.ts';
+import { writeCaseFiles, type HostileCase } from './case.ts';
 import { referenceCases } from './cases-references.ts';
 import { structureCases } from './cases-structure.ts';
 import { pool } from './traced-run.ts';
@@ -63,11 +63,7 @@ before(() => {
 function materialise(c: HostileCase, run: number): string {
   const dir = join(casesDir, `${c.name}-${run}`);
   mkdirSync(dir);
-  for (const [name, content] of Object.entries(c.files)) {
-    const path = join(dir, name);
-    if (typeof content === 'object' && !Buffer.isBuffer(content)) symlinkSync(content.symlink, path);
-    else writeFileSync(path, content);
-  }
+  writeCaseFiles(c, dir);
   return dir;
 }
 

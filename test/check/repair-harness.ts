@@ -2,7 +2,13 @@
 // under the same name in two directories, the same command line, then stdout, stderr and the
 // exit status compared, and both repaired files handed back for comparing.
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { FdDevice } from '../../src/io/fd-device.ts';
+import { qcow2Driver } from '../../src/formats/qcow2/driver.ts';
+import { checkQcow2 } from '../../src/formats/qcow2/check.ts';
+import { repairQcow2 } from '../../src/formats/qcow2/repair-refcounts.ts';
+import { emptyReport } from '../../src/formats/check-types.ts';
+import { applyRepair, writeCount } from '../../src/formats/repair.ts';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { oracle, runInstar, runQemu, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
@@ -56,4 +62,25 @@ export function assertSameRun(r: RepairRun, label: string): void {
   assert.equal(r.instar.stdout, r.qemu.stdout, `${label}: stdout`);
   assert.equal(r.instar.stderr, r.qemu.stderr, `${label}: stderr`);
   assert.equal(r.instar.status, r.qemu.status, `${label}: exit status (instar stderr: ${r.instar.stderr})`);
+}
+
+/**
+ * Writes `bytes` to `path`, plans qemu-img check -r all's qcow2 repair on it and applies the first
+ * `n` of its writes, as if the process died there; returns how many writes the whole plan has.
+ */
+export function repairPrefix(path: string, bytes: Uint8Array, n: number): number {
+  writeFileSync(path, bytes);
+  const fd = openSync(path, 'r+');
+  try {
+    const dev = new FdDevice(fd, true);
+    const image = qcow2Driver.open(dev, { writable: true, check: true });
+    const report = emptyReport();
+    checkQcow2(image, dev, report);
+    const plan = repairQcow2(image, dev, report, 'all');
+    assert.ok('steps' in plan, 'a repair plan');
+    applyRepair(dev, plan.steps, { stopAfterWrites: n });
+    return writeCount(plan.steps);
+  } finally {
+    closeSync(fd);
+  }
 }

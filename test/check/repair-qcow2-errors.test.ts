@@ -5,17 +5,11 @@
 // opens: the old damage before the header names the new structure, leaks at most after it.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { VERSIONS, runQemu } from '../helpers/oracles.ts';
-import { FdDevice } from '../../src/io/fd-device.ts';
-import { qcow2Driver } from '../../src/formats/qcow2/driver.ts';
-import { checkQcow2 } from '../../src/formats/qcow2/check.ts';
-import { repairQcow2 } from '../../src/formats/qcow2/repair-refcounts.ts';
-import { emptyReport } from '../../src/formats/check-types.ts';
-import { applyRepair, writeCount } from '../../src/formats/repair.ts';
 import { readRefcount, writeRefcount } from '../../src/formats/qcow2/refcount-entry.ts';
-import { RepairDirs, assertSameRun } from './repair-harness.ts';
+import { RepairDirs, assertSameRun, repairPrefix } from './repair-harness.ts';
 
 const dirs = new RepairDirs();
 
@@ -162,20 +156,7 @@ test('a rebuild cut after any of its writes leaves an image qemu-img opens, with
   let total = -1;
   let switched = 0;
   for (let n = 0; total < 0 || n <= total; n++) {
-    writeFileSync(path, bytes);
-    const fd = openSync(path, 'r+');
-    try {
-      const dev = new FdDevice(fd, true);
-      const image = qcow2Driver.open(dev, { writable: true, check: true });
-      const report = emptyReport();
-      checkQcow2(image, dev, report);
-      const plan = repairQcow2(image, dev, report, 'all');
-      assert.ok('steps' in plan);
-      total = writeCount(plan.steps);
-      applyRepair(dev, plan.steps, { stopAfterWrites: n });
-    } finally {
-      closeSync(fd);
-    }
+    total = repairPrefix(path, bytes, n);
     const now = readFileSync(path);
     for (const v of n === 0 || n === total ? VERSIONS : (['10.0'] as const)) {
       const r = runQemu(v, ['check', '--output=json', path]);

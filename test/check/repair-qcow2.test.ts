@@ -8,14 +8,8 @@ import assert from 'node:assert/strict';
 import { closeSync, openSync, readFileSync, readSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { VERSIONS, runQemu } from '../helpers/oracles.ts';
-import { FdDevice } from '../../src/io/fd-device.ts';
-import { qcow2Driver } from '../../src/formats/qcow2/driver.ts';
-import { checkQcow2 } from '../../src/formats/qcow2/check.ts';
-import { repairQcow2 } from '../../src/formats/qcow2/repair-refcounts.ts';
-import { emptyReport } from '../../src/formats/check-types.ts';
-import { applyRepair, writeCount } from '../../src/formats/repair.ts';
 import { layout, readU64 } from './qcow2-edit.ts';
-import { RepairDirs, assertSameRun } from './repair-harness.ts';
+import { RepairDirs, assertSameRun, repairPrefix } from './repair-harness.ts';
 
 const dirs = new RepairDirs();
 const CLUSTER = 65536;
@@ -117,20 +111,7 @@ test('qcow2 leak repair: every prefix of its writes leaves an image with leaks a
   const path = join(dirs.root, 'prefix.qcow2');
   let total = -1;
   for (let n = 0; total < 0 || n <= total; n++) {
-    writeFileSync(path, bytes);
-    const fd = openSync(path, 'r+');
-    try {
-      const dev = new FdDevice(fd, true);
-      const image = qcow2Driver.open(dev, { writable: true, check: true });
-      const report = emptyReport();
-      checkQcow2(image, dev, report);
-      const plan = repairQcow2(image, dev, report, 'all');
-      assert.ok('steps' in plan);
-      total = writeCount(plan.steps);
-      applyRepair(dev, plan.steps, { stopAfterWrites: n });
-    } finally {
-      closeSync(fd);
-    }
+    total = repairPrefix(path, bytes, n);
     for (const v of VERSIONS) {
       const status = runQemu(v, ['check', path]).status;
       assert.ok(status === 0 || status === 3, `after ${n} of ${total} writes, qemu-img ${v} check exits ${status}`);
