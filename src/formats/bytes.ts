@@ -63,3 +63,17 @@ export function cString(bytes: Uint8Array): string {
 export function roundUp(v: number, align: number): number {
   return Math.ceil(v / align) * align;
 }
+
+/**
+ * `data` written at byte `offset` of a disk cut at every multiple of `unit` (a grain, a block):
+ * each piece with its unit's index and its offset inside that unit, in order.
+ */
+export function* unitPieces(data: Uint8Array, offset: number, unit: number): Generator<{ index: number; within: number; piece: Uint8Array }> {
+  for (let done = 0; done < data.length;) {
+    const pos = offset + done;
+    const within = pos % unit;
+    const piece = data.subarray(done, done + Math.min(data.length - done, unit - within));
+    done += piece.length;
+    yield { index: Math.floor(pos / unit), within, piece };
+  }
+}

@@ -9,6 +9,7 @@
 // other; qemu first zero-fills a whole grain at the new position, so the file ends a grain after
 // the last grain's start.
 import { deflateSync } from 'node:zlib';
+import { unitPieces } from '../bytes.ts';
 import { ImageError, type BlockDevice } from '../types.ts';
 import { sparseGeometry, type SparseGeometry } from './create.ts';
 
@@ -54,12 +55,7 @@ export class SparseExtentWriter implements ExtentWriter {
   }
 
   write(data: Uint8Array, offset: number): void {
-    for (let done = 0; done < data.length; ) {
-      const pos = offset + done;
-      const grain = Math.floor(pos / GRAIN);
-      const inGrain = pos % GRAIN;
-      const piece = data.subarray(done, done + Math.min(data.length - done, GRAIN - inGrain));
-      done += piece.length;
+    for (const { index: grain, within: inGrain, piece } of unitPieces(data, offset, GRAIN)) {
       const sector = this.entries.get(grain);
       if (sector !== undefined) {
         this.put(piece, sector * SECTOR + inGrain);
@@ -103,12 +99,7 @@ export class StreamExtentWriter extends SparseExtentWriter {
   private dataEnd = 0;
 
   override write(data: Uint8Array, offset: number): void {
-    for (let done = 0; done < data.length; ) {
-      const pos = offset + done;
-      const grain = Math.floor(pos / GRAIN);
-      const inGrain = pos % GRAIN;
-      const piece = data.subarray(done, done + Math.min(data.length - done, GRAIN - inGrain));
-      done += piece.length;
+    for (const { index: grain, within: inGrain, piece } of unitPieces(data, offset, GRAIN)) {
       if (this.pending?.grain !== grain) {
         this.flush();
         // The disk's last grain is compressed at the length the disk leaves it, as qemu does.

@@ -6,6 +6,7 @@
 // bytes left at the end are the same when the writer keeps the BAT in memory and writes it, and
 // the footer at the final end, once in finish() (each earlier footer is overwritten by the next
 // block's bitmap, which is exactly one sector long).
+import { unitPieces } from '../bytes.ts';
 import { ImageError, type BlockDevice, type CreatePlan, type ImageWriter, type WriterCapability, type WriterFiles } from '../types.ts';
 import { BLOCK_SIZE, footer, type VpcPlan } from './create.ts';
 
@@ -67,12 +68,7 @@ class DynamicWriter implements ImageWriter {
 
   write(data: Uint8Array, offset: number): void {
     checkRange(data, offset, this.plan.size);
-    for (let done = 0; done < data.length; ) {
-      const pos = offset + done;
-      const index = Math.floor(pos / BLOCK_SIZE);
-      const inBlock = pos % BLOCK_SIZE;
-      const piece = data.subarray(done, done + Math.min(data.length - done, BLOCK_SIZE - inBlock));
-      done += piece.length;
+    for (const { index, within: inBlock, piece } of unitPieces(data, offset, BLOCK_SIZE)) {
       if (index >= this.bat.length) throw new ImageError(`instar refuses a write past the VHD's block table (block ${index})`);
       if (this.bat[index] === UNALLOCATED) this.allocate(index);
       this.put(piece, this.bat[index] * SECTOR + BITMAP_SIZE + inBlock);
