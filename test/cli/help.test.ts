@@ -59,15 +59,10 @@ test('program name: instar as itself, qemu-img under the alias', () => {
   assert.equal(asAlias.stderr, "qemu-img: Command not found: nosuch\nTry 'qemu-img --help' for more information\n");
 });
 
-const unimplemented = SUBCOMMANDS.find((name) => !Object.hasOwn(commands, name));
-
-test('subcommands without a trusted half say so after parsing succeeded', { skip: !unimplemented && 'all implemented' }, () => {
-  const name = unimplemented as string;
-  const r = runInstar(['--qemu-version', '10.0', name, '-h', '-q']);
-  assert.equal(r.status, 0, 'help still works');
-  const s = runInstar(['--qemu-version', '10.0', name, '--zzz', 'x', 'y']);
-  assert.match(s.stderr, /unrecognized option '--zzz'/);
-  const t = runInstar(['--qemu-version', '10.0', name, 'x', 'y']);
-  assert.equal(t.stderr, `qemu-img: '${name}' is not implemented yet in instar\n`);
-  assert.equal(t.status, 1);
+test('every qemu-img subcommand has a trusted half: none answers "not implemented yet"', () => {
+  assert.deepEqual(SUBCOMMANDS.filter((name) => !Object.hasOwn(commands, name)), []);
+  for (const name of SUBCOMMANDS) {
+    const r = runInstar(['--qemu-version', '10.0', name, 'no-such-file.img']);
+    assert.doesNotMatch(r.stderr, /is not implemented yet/, name);
+  }
 });
