@@ -9,6 +9,7 @@ import { closeSync, ftruncateSync, openSync, readFileSync, writeFileSync } from 
 import { join } from 'node:path';
 import { qemu, qemuIo, tempDir } from './helpers.ts';
 import { sameConvert } from './edge-compare.ts';
+import { longTest } from '../helpers/long.ts';
 
 const { dir, cleanup } = tempDir();
 const at = (name: string) => join(dir, name);
@@ -40,16 +41,17 @@ const sparseGiB = (target: string) => {
 };
 
 describe('a block status that fails in the second guest\'s part', () => {
+  // Long tier: three variants of the same failure (each runs both programs over 300 MiB and more).
   test('-p into a new target: only the opening line', () => {
     const { result } = sameConvert({ dir, args: ['-p', '-O', 'raw', { source: 'late.qcow2' }] });
     assert.equal(result.stdout, '    (0.00/100%)\r\n');
     assert.equal(result.stderr, 'qemu-img: error while reading block status at offset 314572800: File too large\n');
   });
-  test('-p into an existing target', () => void sameConvert({ dir, args: ['-p', '-O', 'raw', { source: 'late.qcow2' }], prepare: existing }));
-  test('-p -n', () => void sameConvert({ dir, args: ['-p', '-n', '-O', 'raw', { source: 'late.qcow2' }], prepare: sparseGiB }));
+  longTest('-p into an existing target', () => void sameConvert({ dir, args: ['-p', '-O', 'raw', { source: 'late.qcow2' }], prepare: existing }));
+  longTest('-p -n', () => void sameConvert({ dir, args: ['-p', '-n', '-O', 'raw', { source: 'late.qcow2' }], prepare: sparseGiB }));
   test('-p -S 0', () => void sameConvert({ dir, args: ['-p', '-S', '0', '-O', 'raw', { source: 'late.qcow2' }] }));
   test('without -p', () => void sameConvert({ dir, args: ['-O', 'raw', { source: 'late.qcow2' }] }));
-  test('-p, the failing image second', () => void sameConvert({ dir, args: ['-p', '-O', 'raw', { source: 'ok.qcow2' }, { source: 'late.qcow2' }] }));
+  longTest('-p, the failing image second', () => void sameConvert({ dir, args: ['-p', '-O', 'raw', { source: 'ok.qcow2' }, { source: 'late.qcow2' }] }));
 });
 
 describe('for reference', () => {
