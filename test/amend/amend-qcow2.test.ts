@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { VERSIONS, runInstar, runQemu } from '../helpers/oracles.ts';
 import { TwinDirs, assertSameOutcome } from '../rebase/harness.ts';
 import { created, extension, featureTable, staleBitmaps, withExtensions } from '../rebase/images.ts';
+import { LONG } from '../helpers/long.ts';
 
 const dirs = new TwinDirs();
 const scratch = mkdtempSync(join(tmpdir(), 'instar-amend-'));
@@ -101,8 +102,10 @@ test('amend fails as qemu-img fails, writing what qemu writes before it fails', 
     ['rc8', ['-o', 'compat=0.10']], ['extl2', ['-o', 'compat=0.10']], ['dataFile', ['-o', 'compat=0.10']], ['grownSnap', ['-o', 'compat=0.10']],
     ['zstdCompressed', ['-o', 'compat=0.10']], ['staleBitmaps', ['-o', 'bogus=1']], ['staleBitmaps', ['-o', 'help']], ['v3', ['-o', 'compat=0.10,lazy_refcounts=on']], ['v3', ['-o', 'compat=0.10,refcount_bits=8']],
   ];
+  // The short tier takes every other case (each still under one release or both); the long tier all.
   cases.forEach(([image, args], i) => {
-    for (const version of versionsFor(i)) same(version, image, args, args.join(' '));
+    if (!LONG && i % 2 === 1) return;
+    for (const version of versionsFor(i / (LONG ? 1 : 2))) same(version, image, args, args.join(' '));
   });
 });
 
