@@ -7,30 +7,14 @@ import { writeFileSync } from 'node:fs';
 import { ImageDir } from '../differential/harness.ts';
 import { runQemu, VERSIONS } from '../helpers/oracles.ts';
 import { compareSides, pool, runSide, type SideResult } from './harness.ts';
+import { maskVhd } from '../writers/vpc-vmdk-harness.ts';
 
 const template = new ImageDir('create-vpc');
 before(() => template.mkdir('sub'));
 after(() => template.remove());
 
-/** The footers' timestamp (24), checksum (64) and UUID (68) zeroed, after checking the checksum. */
-function masked(file: Buffer, label: string): Buffer {
-  const out = Buffer.from(file);
-  for (const base of new Set([0, file.length - 512])) {
-    if (base < 0 || out.toString('latin1', base, base + 8) !== 'conectix') continue;
-    const footer = Buffer.from(out.subarray(base, base + 512));
-    const stored = footer.readUInt32BE(64);
-    footer.writeUInt32BE(0, 64);
-    let sum = 0;
-    for (const b of footer) sum = (sum + b) >>> 0;
-    assert.equal(stored, ~sum >>> 0, `${label}: footer checksum at ${base}`);
-    out.fill(0, base + 24, base + 28);
-    out.fill(0, base + 64, base + 84);
-  }
-  return out;
-}
-
 const maskFiles = (side: SideResult, label: string): SideResult => ({
-  ...side, files: new Map([...side.files].map(([name, bytes]) => [name, masked(bytes, `${label} ${name}`)])),
+  ...side, files: new Map([...side.files].map(([name, bytes]) => [name, maskVhd(bytes, `${label} ${name}`)])),
 });
 
 const OPTIONS = ['', 'subformat=dynamic', 'subformat=fixed', 'force_size=on', 'subformat=fixed,force_size=on', 'subformat=foo', 'force_size=maybe'];
