@@ -7,23 +7,9 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { oracle, runInstar, runQemu, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
-import { runCommandLine } from '../../src/cli/run.ts';
+import { runInProcess } from '../helpers/in-process.ts';
 
 export const QEMU_IO = (version: OracleVersion) => oracle(version, 'qemu-io');
-
-/** instar in this process (--sandbox=none: the guest's op code), cwd = the files' directory. */
-async function runInProcess(args: string[], cwd: string): Promise<RunResult> {
-  let stdout = '';
-  let stderr = '';
-  const previous = process.cwd();
-  process.chdir(cwd);
-  try {
-    const status = await runCommandLine(args, { out: (t) => { stdout += t; }, err: (t) => { stderr += t; }, env: process.env, cwd, argv1: 'qemu-img' });
-    return { stdout, stderr, status, signal: null };
-  } finally {
-    process.chdir(previous);
-  }
-}
 
 const maskNode = (text: string) => text.replace(/#block\d+/g, '#blockNNN');
 

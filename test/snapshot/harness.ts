@@ -5,27 +5,10 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { oracle, runInstar, runQemu, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
-import { runCommandLine } from '../../src/cli/run.ts';
+import { runInProcess } from '../helpers/in-process.ts';
 
 // Listings print dates in local time: the same zone for qemu-img, the CLI and in-process runs.
 process.env.TZ = 'UTC';
-
-/**
- * instar in this process (--sandbox=none, the same op code as the guest's): most cases run so,
- * a few through the CLI and the real sandbox. The cwd is the image's directory, as for qemu-img.
- */
-async function runInProcess(args: string[], cwd: string): Promise<RunResult> {
-  let stdout = '';
-  let stderr = '';
-  const previous = process.cwd();
-  process.chdir(cwd);
-  try {
-    const status = await runCommandLine(args, { out: (t) => { stdout += t; }, err: (t) => { stderr += t; }, env: process.env, cwd, argv1: 'qemu-img' });
-    return { stdout, stderr, status, signal: null };
-  } finally {
-    process.chdir(previous);
-  }
-}
 
 export interface PairRun {
   qemu: RunResult;
