@@ -7,7 +7,7 @@ import type { ParsedCommand } from '../cli/types.ts';
 import type { CommandContext } from './commands/types.ts';
 import { checkFormat, InputImageError, openImageFile, referencedOpenMessage, type Target } from './input-image.ts';
 import { parseQemuOpts } from './commands/image-opts.ts';
-import { runWithReferencedFiles, ReferencedFileError, type InputFile } from './open-files.ts';
+import { runWithReferencedFiles, ReferencedFileError, type InputFile, type ReferencedFileHooks } from './open-files.ts';
 import { OpError } from './sandbox/run.ts';
 import { validCheckLines } from './commands/check-result.ts';
 import { writeCheckLines } from '../output/image-check.ts';
@@ -78,8 +78,8 @@ export async function runOnImage(op: string, options: object, fd: number, target
  * first input) is a dirty qcow2, repairs it first as qemu's writable open does, printing the
  * check's lines (ops/dirty-repair.ts), and runs `op` again.
  */
-export async function runRepairingDirty(op: string, options: object, inputs: InputFile[], ctx: CommandContext, target: Target): Promise<unknown> {
-  const run = (name: string) => runWithReferencedFiles(name, options as Record<string, unknown>, inputs, ctx);
+export async function runRepairingDirty(op: string, options: object, inputs: InputFile[], ctx: CommandContext, target: Target, hooks?: ReferencedFileHooks): Promise<unknown> {
+  const run = (name: string) => runWithReferencedFiles(name, options as Record<string, unknown>, inputs, ctx, [], name === op ? hooks : undefined);
   const value = await run(op);
   if (!isDirtyAnswer(value)) return value;
   const repair = validDirtyRepair(await run('repair-dirty'));

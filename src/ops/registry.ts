@@ -37,11 +37,11 @@ export const ops: Record<string, Op> = {
   create: createOp,
   resize: withArgon2(answeringMissingFiles(answeringDirty(resizeOp))),
   rebase: withArgon2(answeringMissingFiles(answeringDirty(rebaseOp))),
-  commit: withArgon2(answeringMissingFiles(commitOp)),
+  commit: withArgon2(answeringMissingFiles(answeringDirty(commitOp))),
   amend: withArgon2(answeringMissingFiles(answeringDirty(amendOp))),
   // A dirty qcow2's repair at a writable open (dirty-repair.ts), before the op runs again.
   'repair-dirty': repairDirtyOp,
   dd: withArgon2(answeringMissingFiles(ddOp)),
-  bench: withArgon2(answeringMissingFiles(benchOp)),
+  bench: withArgon2(answeringMissingFiles(answeringDirty(benchOp))),
   bitmap: withArgon2(answeringMissingFiles(answeringDirty(bitmapOp))),
 };

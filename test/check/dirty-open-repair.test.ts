@@ -1,4 +1,4 @@
-// Mutating commands (resize, amend, bitmap, rebase, snapshot) on a dirty qcow2 (lazy refcounts, qemu-io killed after its writes): qemu's
+// Mutating commands (resize, amend, bitmap, rebase, snapshot, bench -w) on a dirty qcow2 (lazy refcounts, qemu-io killed after its writes): qemu's
 // writable open repairs the refcounts first, printing the check's lines, marks the image clean,
 // then the command runs. instar the same, against qemu-img 7.2 and 10.0: output, exit status and
 // the resulting file (snapshot -c: its timestamps differ, so the file is checked and compared).
@@ -51,5 +51,19 @@ test('snapshot -c on a dirty qcow2: the same output, a clean image holding the s
     assert.match(runQemu(v, ['snapshot', '-l', r.instarPath]).stdout, /\bs1\b/);
     assert.equal(runQemu(v, ['compare', r.qemuPath, r.instarPath]).stdout, 'Images are identical.\n');
     assert.equal(r.instarFile.length, r.qemuFile.length, 'the same layout');
+  }
+});
+
+test('bench -w on a dirty qcow2: repaired at open, then the writes, as qemu does', () => {
+  const timeless = (out: string) => out.replace(/^Run completed in [0-9.]+ seconds\.$/m, 'Run completed.');
+  for (const v of VERSIONS) {
+    const r = dirs.run(v, 'x.qcow2', dirty, ['bench', '-w', '-c', '4', '-s', '4k', '-o', '64k', 'x.qcow2'], { viaEnv: true });
+    const label = `qemu-img ${v} bench -w`;
+    assert.equal(r.qemu.status, 0, `${label}: ${r.qemu.stderr}`);
+    assert.equal(timeless(r.instar.stdout), timeless(r.qemu.stdout), `${label}: stdout`);
+    assert.equal(r.instar.stderr, r.qemu.stderr, `${label}: stderr`);
+    assert.equal(r.instar.status, 0, `${label}: exit status`);
+    assert.match(r.qemu.stdout + r.qemu.stderr, /Rebuilding refcount structure/, `${label}: qemu repairs at open`);
+    assert.ok(r.instarFile.equals(r.qemuFile), `${label}: the files differ`);
   }
 });

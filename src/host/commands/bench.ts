@@ -8,9 +8,9 @@ import { closeSync, fsyncSync } from 'node:fs';
 import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { OpError } from '../sandbox/run.ts';
-import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
+import { ReferencedFileError } from '../open-files.ts';
 import { InputImageError, openTop, referencedOpenMessage, topTarget, type Target } from '../input-image.ts';
-import { openWritable, PROBED_RAW_WARNING } from '../writable-image.ts';
+import { openWritable, PROBED_RAW_WARNING, runRepairingDirty } from '../writable-image.ts';
 import { parseSecretObjects, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { INT64_MAX, INT_MAX, parseIntegerOption, parseSizeOption, parseUnsignedOption, type Parsed } from './qemu-numbers.ts';
@@ -150,8 +150,10 @@ async function runBench(cmd: ParsedCommand, ctx: CommandContext): Promise<number
       zeroSizeFaults: !ctx.profile.newUsageErrors,
     };
     try {
-      result = validResult(await runWithReferencedFiles('bench', options as unknown as Record<string, unknown>, [{ fd, path: target.path, writable: s.write }], ctx));
+      // bench -w opens the image for writing: a dirty qcow2 is repaired first, as qemu's open does.
+      result = validResult(await runRepairingDirty('bench', options, [{ fd, path: target.path, writable: s.write }], ctx, target));
     } catch (e) {
+      if (e instanceof InputImageError) throw new BenchError(e.message);
       if (e instanceof ReferencedFileError) throw new BenchError(referencedOpenMessage(e, target));
       if (e instanceof OpError) throw new BenchError(`Could not open '${target.errorName}': ${e.message}`);
       throw e;

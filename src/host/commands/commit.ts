@@ -8,8 +8,8 @@ import { closeSync, constants, fstatSync, fsyncSync, openSync, statSync } from '
 import type { Command, CommandContext } from './types.ts';
 import { EXTRA_ARGUMENT, type ParsedCommand } from '../../cli/types.ts';
 import { InputImageError, referencedOpenMessage, topTarget, type Target } from '../input-image.ts';
-import { openWritable, PROBED_RAW_WARNING } from '../writable-image.ts';
-import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
+import { openWritable, PROBED_RAW_WARNING, runRepairingDirty } from '../writable-image.ts';
+import { ReferencedFileError } from '../open-files.ts';
 import { OpError } from '../sandbox/run.ts';
 import { addObject, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
@@ -114,7 +114,8 @@ async function runCommit(cmd: ParsedCommand, ctx: CommandContext, target: Target
   };
   let result: CommitResult;
   try {
-    const raw = await runWithReferencedFiles('commit', options as unknown as Record<string, unknown>, [{ fd, path: target.path, writable: true }], ctx, [], {
+    // A dirty qcow2 top is repaired first, as qemu's writable open does.
+    const raw = await runRepairingDirty('commit', options, [{ fd, path: target.path, writable: true }], ctx, target, {
       writable: (file, granted, path) => {
         if (!isBase(file, granted)) return undefined;
         const rw = reopenWritable(path, granted);
