@@ -195,6 +195,11 @@ export interface Driver {
 export interface BitmapCapability {
   /** The bitmaps of an image opened read-only (a --merge source named with -b). */
   sources(dev: BlockDevice): import('./qcow2/bitmap-actions.ts').SourceBitmap[];
+  /**
+   * Every bitmap of an image as qemu loads it at open (convert --bitmaps); undefined when the image
+   * cannot hold persistent bitmaps (qemu's bdrv_supports_persistent_dirty_bitmap is false).
+   */
+  persistent?(dev: BlockDevice): import('./qcow2/bitmap-state.ts').LiveBitmap[] | undefined;
   /** The writes of the actions (and of qemu's open and close around them), or instar's refusal. */
   change(dev: BlockDevice, request: import('./qcow2/bitmap-actions.ts').BitmapRequest): { steps: import('./repair.ts').RepairStep[]; error?: string; notice?: string } | { refused: string };
 }
@@ -345,6 +350,8 @@ export interface ImageWriter {
   readonly compressedClusterSize?: number;
   /** Makes [offset, offset + length) read as zeros over a backing file (-B); absent: the caller writes zeros. */
   writeZeroes?(offset: number, length: number): void;
+  /** convert --bitmaps: stores persistent bitmaps as qemu does at close, after every write and before finish(). */
+  storeBitmaps?(list: readonly import('./qcow2/writer-bitmaps.ts').NewBitmap[]): void;
   /** Writes what the writer keeps in memory (tables, refcounts, footers) once every write is done. */
   finish(): void;
 }

@@ -4,7 +4,7 @@ import { ImageError, type BitmapCapability, type BlockDevice } from '../types.ts
 import { INCOMPAT, parseHeader } from './header.ts';
 import { readHeaderModel } from './header-model.ts';
 import { PlanRefusal } from './refcount-update.ts';
-import { loadBitmaps } from './bitmap-state.ts';
+import { loadBitmaps, type LiveBitmap } from './bitmap-state.ts';
 import { planBitmap } from './bitmap-plan.ts';
 import type { SourceBitmap } from './bitmap-actions.ts';
 
@@ -14,8 +14,17 @@ function sources(dev: BlockDevice): SourceBitmap[] {
   return loadBitmaps(dev, h, model.bitmaps, model.size).live;
 }
 
+/** qcow2_supports_persistent_dirty_bitmap: version 3 images only. */
+function persistent(dev: BlockDevice): LiveBitmap[] | undefined {
+  const h = parseHeader(dev);
+  if (h.version < 3) return undefined;
+  const model = readHeaderModel(dev, h);
+  return loadBitmaps(dev, h, model.bitmaps, model.size).live;
+}
+
 export const qcow2DirtyBitmaps: BitmapCapability = {
   sources,
+  persistent,
   change: (dev, request) => {
     try {
       const h = parseHeader(dev);

@@ -19,6 +19,7 @@ import { DirtyBits } from './bitmap-bits.ts';
 import { entrySize, FLAG_AUTO, FLAG_IN_USE, serializeDirectory, TABLE_ENTRY_OFFSET, type DirBitmap } from './bitmap-dir.ts';
 import { checkBitmapClusters } from './bitmap-guard.ts';
 import { loadBitmaps, readTable, type LiveBitmap } from './bitmap-state.ts';
+import { storeBitmapData } from './writer-bitmaps.ts';
 import { bitmapAction, type ActionContext, type BitmapRequest } from './bitmap-actions.ts';
 
 const AUTOCLEAR_BITMAPS = 1n;
@@ -127,17 +128,9 @@ class Planner {
     freeClusters(this.refs, Number(offset), size * 8);
   }
 
-  /** store_bitmap: the data clusters with dirty bits, then the table; returns where the table went. */
+  /** store_bitmap (writer-bitmaps.ts): the data clusters with dirty bits, then the table; returns where the table went. */
   storeBitmap(bits: DirtyBits): { offset: bigint; size: number } {
-    const table = Buffer.alloc(bits.chunkCount * 8);
-    for (const i of bits.dirtyChunks()) {
-      const offset = allocClusters(this.refs, this.cs);
-      table.writeBigUInt64BE(BigInt(offset), i * 8);
-      this.write(offset, bits.chunk(i));
-    }
-    const offset = allocClusters(this.refs, table.length);
-    this.write(offset, table);
-    return { offset: BigInt(offset), size: bits.chunkCount };
+    return storeBitmapData(bits, (bytes) => allocClusters(this.refs, bytes), (pos, bytes) => this.write(pos, bytes));
   }
 
   /** qcow2_store_persistent_dirty_bitmaps at close. */

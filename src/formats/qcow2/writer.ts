@@ -8,6 +8,7 @@
 import { ImageError, type BlockDevice, type CreatePlan, type ImageWriter, type WriterCapability, type WriterFiles } from '../types.ts';
 import { geometry, refcountBlock, type Geometry, type Qcow2Plan } from './create.ts';
 import { compressCluster } from './writer-compress.ts';
+import { storeNewBitmaps, type NewBitmap } from './writer-bitmaps.ts';
 
 const COPIED = 2n ** 63n;
 const COMPRESSED = 2n ** 62n;
@@ -249,6 +250,25 @@ export class Qcow2Writer implements ImageWriter {
     return offset;
   }
 
+  private endAligned = false;
+
+  /** After compressed writes qemu-img convert rounds the file up to whole sectors (qcow2's empty compressed write), once. */
+  private alignCompressedEnd(): void {
+    if (this.endAligned || this.compressedAt.size === 0) return;
+    this.endAligned = true;
+    this.fileEnd = Math.ceil(Math.max(this.fileEnd, this.files.image.size) / 512) * 512;
+  }
+
+  /** convert --bitmaps: qemu stores the new image's bitmaps at close, after the copy and its end alignment. */
+  storeBitmaps(list: readonly NewBitmap[]): void {
+    if (this.preallocated) throw new ImageError('instar cannot copy bitmaps into a preallocated qcow2 image yet; nothing was written');
+    this.alignCompressedEnd();
+    for (const bm of list) {
+      if (bm.bits.virtualSize !== BigInt(this.p.size)) throw new ImageError(`instar cannot copy bitmap '${bm.name.toString()}': its size differs from the new image's`);
+    }
+    storeNewBitmaps(this.files.image, list, (bytes) => this.alloc(bytes) * this.cs, this.cs);
+  }
+
   finish(): void {
     const data = this.files.dataFile;
     if (data && data.size < this.dataEnd) data.truncate!(this.dataEnd);
@@ -299,8 +319,7 @@ export class Qcow2Writer implements ImageWriter {
       dev.write!(refcountBlock(g, this.p.refcountOrder, index), block * cs);
       this.fileEnd = Math.max(this.fileEnd, (block + 1) * cs);
     }
-    // After compressed writes qemu-img convert rounds the file up to whole sectors (qcow2's empty compressed write).
-    if (this.compressedAt.size > 0) this.fileEnd = Math.ceil(Math.max(this.fileEnd, dev.size) / 512) * 512;
+    this.alignCompressedEnd();
     if (dev.size < this.fileEnd) dev.truncate!(this.fileEnd);
   }
 }

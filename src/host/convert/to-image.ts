@@ -27,6 +27,7 @@ import type { ConvertImageOptions, ConvertImageResult } from '../../ops/convert/
 import type { Target } from '../input-image.ts';
 import { referencedFailure } from './open-copy.ts';
 import { CreateFailure, probeBacking } from '../commands/create-backing.ts';
+import { bitmapWarnings, checkSourceBitmaps, refusePreallocatedBitmaps, refuseUnsupportedBitmaps, wantsBitmaps } from './to-image-bitmaps.ts';
 
 /** Formats whose qemu driver writes compressed clusters (block_driver_can_compress). */
 const COMPRESSING = new Set(['qcow2', 'qcow', 'vmdk']);
@@ -130,7 +131,8 @@ async function planImage(job: ImageJob, total: bigint): Promise<{ plan: CreatePl
   }
   if (cmd.options.has('bitmaps')) {
     if (job.targets.length > 1) throw new ConvertError('Copying bitmaps only possible with single source');
-    throw new ConvertError('instar cannot copy persistent bitmaps (--bitmaps) yet; nothing was written');
+    await checkSourceBitmaps(job);
+    refusePreallocatedBitmaps(fmt, set.get('preallocation')?.value);
   }
   if (!('capability' in found) || !findDriver(fmt)?.writer) {
     throw new ConvertError(`convert -O ${fmt} is not implemented yet in instar (no ${fmt} writer); nothing was written`);
@@ -219,6 +221,7 @@ async function backingSize(outPath: string, backing: string, format: string | un
 /** The whole -O path after the command's settings; throws ConvertError with qemu's words. */
 export async function convertToImage(job: ImageJob): Promise<void> {
   const { cmd, ctx, s } = job;
+  refuseUnsupportedBitmaps(cmd, s.noCreate);
   if (s.noCreate) throw new ConvertError(`instar cannot convert into an existing ${s.outputFormat} image (-n) yet; nothing was written`);
   const read: string[] = [];
   const opened = await job.open(read);
@@ -265,6 +268,7 @@ export async function convertToImage(job: ImageJob): Promise<void> {
       progress: !!job.printer,
       layoutOnly: badCache,
       targetBacking,
+      bitmaps: wantsBitmaps(cmd),
     };
     const run = { ...ctx.run, onProgress: (done: number, total: number) => (done > 0 ? job.printer?.show((100 * done) / total) : undefined) };
     let result: ConvertImageResult;
@@ -279,12 +283,19 @@ export async function convertToImage(job: ImageJob): Promise<void> {
     if (typeof result !== 'object' || result === null) throw new ConvertError('the guest gave a malformed answer');
     if ('failed' in result && !/^E[A-Z0-9]{1,15}$/.test(String(result.failed))) throw new ConvertError('the guest gave a malformed answer');
     if ('failed' in result) throw new ConvertError(`${outPath}: error while converting ${s.outputFormat}: Could not write '${outPath}': ${strerror(String(result.failed))}`);
+    if ('bitmapsUnsupported' in result) {
+      // qemu finds this once the new image is open: the image stays, as created.
+      ok = true;
+      throw new ConvertError(`Format driver '${s.outputFormat}' does not support bitmaps`);
+    }
+    const warnings = bitmapWarnings(result as Record<string, unknown>);
     if (badCache) {
       // qemu parses -t after creating the target, which then stays as created.
       ok = true;
       throw new ConvertError(`Invalid cache option: ${s.outputCache}`);
     }
     if (s.outputCache !== 'unsafe') for (const f of made) fsyncSync(f.fd);
+    for (const line of warnings) ctx.err(`${ctx.progname}: ${line}\n`);
     ok = true;
   } finally {
     if (backingInput) closeSync(backingInput.fd);

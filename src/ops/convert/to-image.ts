@@ -10,6 +10,7 @@ import { writeLayout } from '../create.ts';
 import { openSource, snapshotViews, type ConvertSource, type SnapshotChoice } from './sources.ts';
 import { copyToImage } from './to-image-copy.ts';
 import { copyOverBacking } from './to-image-backing.ts';
+import { bitmapsToCopy, sourceBitmaps, targetStoresBitmaps } from './to-image-bitmaps.ts';
 import type { Op, OpContext } from '../types.ts';
 
 export interface ConvertImageOptions {
@@ -27,10 +28,16 @@ export interface ConvertImageOptions {
   targetBacking?: { size: number; index?: number; format?: string; fileName?: string };
   /** Only create the image (qemu failed after bdrv_create: a bad -t). */
   layoutOnly?: boolean;
+  /** --bitmaps (to-image-bitmaps.ts): copy the first source's persistent bitmaps. */
+  bitmaps?: boolean;
 }
 
 /** `written` with qemu's counted bytes, or the errno that stopped the layout (EFBIG: the file system's limit). */
-export type ConvertImageResult = { counted: number } | { failed: string };
+export type ConvertImageResult =
+  | { counted: number; bitmapWarnings?: string[] }
+  | { failed: string }
+  /** --bitmaps into a format (or qcow2 version) without persistent bitmaps: the image was only created. */
+  | { bitmapsUnsupported: true };
 
 const errnoOf = (e: unknown): string | undefined => {
   const code = (e as NodeJS.ErrnoException).code;
@@ -78,8 +85,10 @@ export const convertImageOp: Op = (raw, ctx) => {
   // -B: the target's backing file, granted by the host as one more input (copy-on-write reads it).
   const b = opts.targetBacking;
   const backingImage = b?.index !== undefined ? openTree(ctx, b.index, { format: b.format, fileName: b.fileName ?? '', unsafeQuirks: opts.unsafeQuirks, profile: opts.profile, secrets: opts.secrets ?? {} }) : undefined;
+  const bitmaps = opts.bitmaps ? sourceBitmaps(ctx, opts.sources[0], opts) ?? [] : undefined;
   const writer = openNewImage(opts.format, opts.plan, ctx, opts.layoutOnly);
   if (!('write' in writer)) return writer;
+  if (bitmaps && !targetStoresBitmaps(ctx, opts.format, writer)) return { bitmapsUnsupported: true };
   const onProgress = opts.progress ? (done: number, total: number) => ctx.emit({ type: 'progress', done, total }) : undefined;
   const sparseSize = opts.sparseSize ?? 4096;
   const backing = opts.targetBacking;
@@ -88,6 +97,8 @@ export const convertImageOp: Op = (raw, ctx) => {
   const counted = backing
     ? copyOverBacking({ image: views[0], writer, sparseSize, backingSize: backing.size, backingImage, onProgress, compressed: opts.compressed })
     : copyToImage({ images: views, writer, sparseSize, compressed: opts.compressed, onProgress });
+  const copied = bitmaps && bitmapsToCopy(bitmaps);
+  if (copied) writer.storeBitmaps!(copied.copy);
   writer.finish();
-  return { counted } satisfies ConvertImageResult;
+  return (copied ? { counted, bitmapWarnings: copied.warnings } : { counted }) satisfies ConvertImageResult;
 };
