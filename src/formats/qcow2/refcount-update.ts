@@ -6,13 +6,16 @@
 //
 // A cluster whose refcount block does not exist yet gets one as qemu's alloc_refcount_block makes
 // it (self-describing when it falls in its own range, hooked into the refcount table, and the
-// allocation that needed it restarted). A bigger refcount table is refused with PlanRefusal before
-// anything is written: callers catch it and print its message.
+// allocation that needed it restarted). A refcount table too small for it grows as qemu's
+// qcow2_refcount_area grows it (refcount-grow.ts): new self-describing refcount blocks and a new
+// table after everything the old one covers, the header switched to it, the old table freed.
+// Refusals throw PlanRefusal before anything is written: callers catch it and print its message.
 import { ImageError, type BlockDevice } from '../types.ts';
 import { readAt, requestOk } from '../bytes.ts';
 import type { Qcow2Header } from './header.ts';
 import type { RepairStep } from '../repair.ts';
 import { readRefcount, writeRefcount as writeEntry } from './refcount-entry.ts';
+import { growthLayout, type RetiredTable } from './refcount-grow.ts';
 
 /** instar will not do what qemu would here; nothing was written. */
 export class PlanRefusal extends ImageError {}
@@ -22,6 +25,9 @@ export class RefcountRangeError extends PlanRefusal {}
 
 /** qemu's -EAGAIN: a refcount block was allocated, the caller must search for free clusters again. */
 export class AllocationRestart extends Error {}
+
+/** The header's refcount_table_offset (then refcount_table_clusters). */
+const REFCOUNT_TABLE_FIELDS = 48;
 
 /** Most refcount blocks one plan allocates (qemu would add one per range the new clusters reach). */
 const MAX_NEW_BLOCKS = 64;
@@ -52,11 +58,13 @@ export class RefcountModel {
   readonly perBlock: number;
   readonly max: number;
   readonly clusterSize: number;
-  private readonly table: Buffer;
-  private readonly tableOffset: number;
+  private table: Buffer;
+  private tableOffset: number;
+  /** The refcount table this plan replaced (qemu wrote it as it was then, and freed it). */
+  private retired?: RetiredTable;
   private readonly blocks = new Map<number, RefcountBlock>();
-  /** Refcount table entries this plan sets (new refcount blocks), by index. */
-  private readonly tableEntries = new Map<number, number>();
+  /** Refcount table entries this plan sets (new refcount blocks): file position, block offset. */
+  private readonly tableEntries = new Map<number, { index: number; offset: number }>();
   /** qemu's free_cluster_index: where the next allocation starts looking (0 at open). */
   freeClusterIndex = 0;
   /** Clusters whose refcount reached 0, in order: qemu discards them (pass-discard-snapshot). */
@@ -173,7 +181,6 @@ export class RefcountModel {
    */
   private allocBlock(cluster: number): void {
     const index = Math.floor(cluster / this.perBlock);
-    if (index >= this.table.length / 8) throw new PlanRefusal('instar cannot grow the qcow2 refcount table yet; nothing was written');
     if (this.tableEntries.size >= MAX_NEW_BLOCKS) throw new PlanRefusal('the operation needs too many new refcount blocks; nothing was written');
     const newCluster = this.findFree(1);
     if (newCluster === 0) throw new PlanRefusal('instar refuses this qcow2 image: a new refcount block would be at offset 0; nothing was written');
@@ -186,8 +193,62 @@ export class RefcountModel {
     }
     this.blocks.set(index, block);
     this.dirty.add(index);
+    if (index >= this.table.length / 8) {
+      this.growTable(cluster, index, newCluster);
+      return;
+    }
     this.table.writeBigUInt64BE(BigInt(newCluster * cs), index * 8);
-    this.tableEntries.set(index, newCluster * cs);
+    this.tableEntries.set(this.tableOffset + index * 8, { index, offset: newCluster * cs });
+  }
+
+  /**
+   * alloc_refcount_block's growth: qcow2_refcount_area placed after every range the blocks in use
+   * (and `newCluster`, the block for `index`) cover: new blocks counting the area, the new table,
+   * then the old table freed (qemu does not discard it: pass-discard-other is off).
+   */
+  private growTable(cluster: number, index: number, newCluster: number): void {
+    if (this.retired) throw new PlanRefusal('instar cannot grow the qcow2 refcount table twice in one operation; nothing was written');
+    const cs = this.clusterSize;
+    const layout = growthLayout(cs, this.perBlock, this.table.length / 8, cluster, newCluster);
+    const table = Buffer.alloc(layout.tableEntries * 8);
+    this.table.copy(table);
+    table.writeBigUInt64BE(BigInt(newCluster * cs), index * 8);
+    for (const [i, at] of layout.newBlocks) {
+      if (this.held() + cs > this.maxBlockBytes) throw new PlanRefusal('the operation touches too many refcount blocks; nothing was written');
+      const b: RefcountBlock = { offset: at * cs, original: Buffer.alloc(cs), current: Buffer.alloc(cs) };
+      // Every cluster of the area this block covers (blocks and table) is in use.
+      const first = Math.max(i * this.perBlock, layout.start);
+      const last = Math.min(layout.end, (i + 1) * this.perBlock);
+      for (let c = first; c < last; c++) writeEntry(b.current, c % this.perBlock, this.bits, 1);
+      this.blocks.set(i, b);
+      this.dirty.add(i);
+      table.writeBigUInt64BE(BigInt(at * cs), i * 8);
+    }
+    this.retired = { offset: this.tableOffset, bytes: Buffer.from(this.table) };
+    this.table = table;
+    this.tableOffset = layout.tableCluster * cs;
+    this.update(this.retired.offset, this.retired.bytes.length, 1, true, { discard: false });
+  }
+
+  private held(): number {
+    return this.blocks.size * this.clusterSize;
+  }
+
+  /** Where the file must reach for the refcount structures this plan wrote (0 when nowhere new). */
+  get end(): number {
+    let end = 0;
+    for (const b of this.changedBlocks()) end = Math.max(end, b.offset + this.clusterSize);
+    if (this.retired) end = Math.max(end, this.tableOffset + this.table.length);
+    return end;
+  }
+
+  /** Clusters of the refcount table this plan replaced: writes into them wait for the switch. */
+  retiredClusters(): Set<number> {
+    const out = new Set<number>();
+    if (!this.retired) return out;
+    const first = this.retired.offset / this.clusterSize;
+    for (let c = first; c < first + this.retired.bytes.length / this.clusterSize; c++) out.add(c);
+    return out;
   }
 
   /** Entries in the refcount table as the file holds it (plus the ones this plan set). */
@@ -239,15 +300,26 @@ export class RefcountModel {
    * The refcount table entries to write for new blocks (after the blocks themselves), in table
    * order, or in the order qemu hooks them up ('hooked'): a new block whose own refcount another
    * new block holds comes after that one, so that no prefix hooks up a block counted nowhere.
+   * After a growth: the entries qemu set in the old table before it, then the new table whole,
+   * then the header's refcount_table_offset and refcount_table_clusters switched to it.
    */
   tableWrites(order: 'table' | 'hooked' = 'table'): { pos: number; bytes: Buffer }[] {
-    const entries = [...this.tableEntries.entries()];
+    let entries = [...this.tableEntries.entries()];
     if (order === 'table') entries.sort((a, b) => a[0] - b[0]);
-    return entries.map(([index, offset]) => {
+    if (this.retired) {
+      const old = this.retired;
+      entries = entries.filter(([pos]) => pos >= old.offset && pos < old.offset + old.bytes.length);
+    }
+    const writes = entries.map(([pos, e]) => {
       const bytes = Buffer.alloc(8);
-      bytes.writeBigUInt64BE(BigInt(offset));
-      return { pos: this.tableOffset + index * 8, bytes };
+      bytes.writeBigUInt64BE(BigInt(e.offset));
+      return { pos, bytes };
     });
+    if (!this.retired) return writes;
+    const header = Buffer.alloc(12);
+    header.writeBigUInt64BE(BigInt(this.tableOffset));
+    header.writeUInt32BE(this.table.length / this.clusterSize, 8);
+    return [...writes, { pos: this.tableOffset, bytes: Buffer.from(this.table) }, { pos: REFCOUNT_TABLE_FIELDS, bytes: header }];
   }
 
   /** Refcount blocks that differ from the file, in table order. */

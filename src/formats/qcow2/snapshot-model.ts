@@ -189,12 +189,16 @@ export class SnapshotModel {
     const regions = [...this.writes.values()].filter((w) => !freedNow.has(Math.floor(w.pos / this.cs)));
     let fileSize = this.dev.size;
     for (const w of regions) fileSize = Math.max(fileSize, w.pos + w.bytes.length);
-    // A new refcount block may lie past every other write (qemu writes it whole).
-    for (const b of this.refs.changedBlocks()) fileSize = Math.max(fileSize, b.offset + this.cs);
+    // A new refcount block (or a grown refcount table) may lie past every other write.
+    fileSize = Math.max(fileSize, this.refs.end);
+    // Clusters of a refcount table this plan replaced are reused only after the header switch.
+    const retired = this.refs.retiredClusters();
+    const clustersOf = (w: Region) => Array.from({ length: Math.ceil((w.pos + w.bytes.length) / this.cs) - Math.floor(w.pos / this.cs) }, (_, i) => Math.floor(w.pos / this.cs) + i);
+    const late = (w: Region) => w.kind === 'fresh' && clustersOf(w).some((c) => retired.has(c));
     for (const w of regions) {
       if (w.kind !== 'fresh') continue;
-      for (let c = Math.floor(w.pos / this.cs); c * this.cs < w.pos + w.bytes.length; c++) {
-        if (this.refs.original(c) !== 0) throw new PlanRefusal('internal error: a new table would overwrite a cluster in use; nothing was written');
+      for (const c of clustersOf(w)) {
+        if (this.refs.original(c) !== 0 && !retired.has(c)) throw new PlanRefusal('internal error: a new table would overwrite a cluster in use; nothing was written');
       }
     }
     if (fileSize - this.dev.size > MAX_GROWTH + 64 * this.cs) {
@@ -206,7 +210,7 @@ export class SnapshotModel {
     };
     // qemu's writes past the end grow the file; instar grows it first (the new tail is unused).
     if (fileSize > this.dev.size) phase([{ kind: 'truncate', size: fileSize }]);
-    phase(regions.filter((w) => w.kind === 'fresh').map((w) => ({ kind: 'write', pos: w.pos, bytes: w.bytes })));
+    phase(regions.filter((w) => w.kind === 'fresh' && !late(w)).map((w) => ({ kind: 'write', pos: w.pos, bytes: w.bytes })));
     const tables = regions.filter((w) => w.kind === 'table').map((w) => ({ w, old: readAt(this.dev, w.pos, w.bytes.length) }));
     const cleared = tables.map(({ w, old }) => ({ w, bytes: mergeEntries(old, w.bytes, 'flags-cleared') }));
     phase(cleared.filter((t) => !t.bytes.equals(readAt(this.dev, t.w.pos, t.bytes.length))).map((t) => ({ kind: 'write', pos: t.w.pos, bytes: t.bytes })));
@@ -215,6 +219,7 @@ export class SnapshotModel {
     // New refcount blocks count from here on: the table points at them once they are written,
     // in the order qemu hooks them up, so that a block is never hooked before the one counting it.
     phase(this.refs.tableWrites('hooked').map((w): RepairStep => ({ kind: 'write', pos: w.pos, bytes: w.bytes })));
+    phase(regions.filter(late).map((w): RepairStep => ({ kind: 'write', pos: w.pos, bytes: w.bytes })));
     const committed = tables.map(({ w, old }) => ({ w, bytes: mergeEntries(old, w.bytes, 'committed') }));
     phase([
       ...regions.filter((w) => w.kind === 'commit').map((w): RepairStep => ({ kind: 'write', pos: w.pos, bytes: w.bytes })),
