@@ -231,7 +231,8 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
       secrets,
     };
     // -O <not raw>: the image pipeline (host/convert/to-image.ts), after the same open phase.
-    if (s.outputFormat !== 'raw') {
+    // --bitmaps: qemu creates even a raw target before it finds it cannot hold bitmaps (to-image-bitmaps.ts).
+    if (s.outputFormat !== 'raw' || cmd.options.has('bitmaps')) {
       removeEarlyTarget();
       const open = (read: string[]) => openPhase(inputs, targets, options, ctx, read);
       return await convertToImage({ cmd, ctx, s, printer, inputs, targets, options, open });

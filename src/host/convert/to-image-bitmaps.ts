@@ -19,6 +19,9 @@ const MAX_NAME = 1023;
 
 export const wantsBitmaps = (cmd: ParsedCommand): boolean => cmd.options.has('bitmaps');
 
+/** --bitmaps into a format without persistent bitmaps: qemu creates the image, opens it and fails. */
+export const bitmapsStopAtCreate = (cmd: ParsedCommand, format: string): boolean => wantsBitmaps(cmd) && !findDriver(format)?.dirtyBitmaps;
+
 /** Combinations instar does not replay yet: refused before anything is opened or written. */
 export function refuseUnsupportedBitmaps(cmd: ParsedCommand, noCreate: boolean): void {
   if (wantsBitmaps(cmd) && noCreate) throw new ConvertError('instar cannot copy bitmaps into an existing image (-n with --bitmaps) yet; nothing was written');

@@ -27,7 +27,7 @@ import type { ConvertImageOptions, ConvertImageResult } from '../../ops/convert/
 import type { Target } from '../input-image.ts';
 import { referencedFailure } from './open-copy.ts';
 import { CreateFailure, probeBacking } from '../commands/create-backing.ts';
-import { bitmapWarnings, checkSourceBitmaps, refusePreallocatedBitmaps, refuseUnsupportedBitmaps, wantsBitmaps } from './to-image-bitmaps.ts';
+import { bitmapsStopAtCreate, bitmapWarnings, checkSourceBitmaps, refusePreallocatedBitmaps, refuseUnsupportedBitmaps, wantsBitmaps } from './to-image-bitmaps.ts';
 
 /** Formats whose qemu driver writes compressed clusters (block_driver_can_compress). */
 const COMPRESSING = new Set(['qcow2', 'qcow', 'vmdk']);
@@ -134,7 +134,7 @@ async function planImage(job: ImageJob, total: bigint): Promise<{ plan: CreatePl
     await checkSourceBitmaps(job);
     refusePreallocatedBitmaps(fmt, set.get('preallocation')?.value);
   }
-  if (!('capability' in found) || !findDriver(fmt)?.writer) {
+  if (!('capability' in found) || (!findDriver(fmt)?.writer && !bitmapsStopAtCreate(cmd, fmt))) {
     throw new ConvertError(`convert -O ${fmt} is not implemented yet in instar (no ${fmt} writer); nothing was written`);
   }
   const normalized = new Map([...set].map(([k, v]) => [k, v.value]));
@@ -255,6 +255,7 @@ export async function convertToImage(job: ImageJob): Promise<void> {
     if (typeof plan.dataFile === 'string') outputs.push({ fd: createFile(plan.dataFile, job, made), path: plan.dataFile, writable: true, role: 'output' });
     for (const path of plan.extentFiles ?? []) outputs.push({ fd: createFile(path, job, made), path, writable: true, role: 'output' });
     const badCache = !CACHE_MODES.has(s.outputCache);
+    const noBitmaps = bitmapsStopAtCreate(cmd, s.outputFormat);
     const options: ConvertImageOptions = {
       format: s.outputFormat,
       plan,
@@ -266,7 +267,7 @@ export async function convertToImage(job: ImageJob): Promise<void> {
       sparseSize: s.sparse,
       compressed: cmd.options.has('compress'),
       progress: !!job.printer,
-      layoutOnly: badCache,
+      layoutOnly: badCache || noBitmaps,
       targetBacking,
       bitmaps: wantsBitmaps(cmd),
     };
@@ -283,7 +284,7 @@ export async function convertToImage(job: ImageJob): Promise<void> {
     if (typeof result !== 'object' || result === null) throw new ConvertError('the guest gave a malformed answer');
     if ('failed' in result && !/^E[A-Z0-9]{1,15}$/.test(String(result.failed))) throw new ConvertError('the guest gave a malformed answer');
     if ('failed' in result) throw new ConvertError(`${outPath}: error while converting ${s.outputFormat}: Could not write '${outPath}': ${strerror(String(result.failed))}`);
-    if ('bitmapsUnsupported' in result) {
+    if ('bitmapsUnsupported' in result || (noBitmaps && !badCache)) {
       // qemu finds this once the new image is open: the image stays, as created.
       ok = true;
       throw new ConvertError(`Format driver '${s.outputFormat}' does not support bitmaps`);

@@ -51,7 +51,7 @@ const errnoOf = (e: unknown): string | undefined => {
  */
 export function openNewImage(format: string, plan: CreatePlan, ctx: OpContext, layoutOnly = false): ImageWriter | ConvertImageResult {
   const driver = findDriver(format);
-  if (!driver?.create || !driver.writer) throw new ImageError(`instar cannot write ${format} images`);
+  if (!driver?.create || (!driver.writer && !layoutOnly)) throw new ImageError(`instar cannot write ${format} images`);
   const layout = driver.create.layout(plan);
   const outputs = ctx.devices.filter((d) => d.spec.role === 'output').map((d) => d.dev);
   const extents = layout.extents ?? [];
@@ -68,7 +68,7 @@ export function openNewImage(format: string, plan: CreatePlan, ctx: OpContext, l
     if (code) return { failed: code };
     throw e;
   }
-  if (layoutOnly) return { counted: 0 };
+  if (layoutOnly || !driver.writer) return { counted: 0 };
   return driver.writer.open({ image, dataFile, extents: rest }, plan);
 }
 
