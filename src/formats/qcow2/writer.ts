@@ -251,6 +251,7 @@ export class Qcow2Writer implements ImageWriter {
   }
 
   private endAligned = false;
+  private bitmapsStored = false;
 
   /** After compressed writes qemu-img convert rounds the file up to whole sectors (qcow2's empty compressed write), once. */
   private alignCompressedEnd(): void {
@@ -261,7 +262,7 @@ export class Qcow2Writer implements ImageWriter {
 
   /** convert --bitmaps: qemu stores the new image's bitmaps at close, after the copy and its end alignment. */
   storeBitmaps(list: readonly NewBitmap[]): void {
-    if (this.preallocated) throw new ImageError('instar cannot copy bitmaps into a preallocated qcow2 image yet; nothing was written');
+    this.bitmapsStored = list.length > 0;
     this.alignCompressedEnd();
     for (const bm of list) {
       if (bm.bits.virtualSize !== BigInt(this.p.size)) throw new ImageError(`instar cannot copy bitmap '${bm.name.toString()}': its size differs from the new image's`);
@@ -272,7 +273,11 @@ export class Qcow2Writer implements ImageWriter {
   finish(): void {
     const data = this.files.dataFile;
     if (data && data.size < this.dataEnd) data.truncate!(this.dataEnd);
-    if (this.preallocated) return;
+    if (this.preallocated) {
+      // Create wrote every table; only bitmaps stored since change the refcounts.
+      if (this.bitmapsStored) this.writeRefcounts();
+      return;
+    }
     const cs = this.cs;
     const dev = this.files.image;
     const g = this.g;
@@ -303,7 +308,15 @@ export class Qcow2Writer implements ImageWriter {
       l1View.setBigUint64(index * 8, BigInt(t.cluster * cs) | COPIED);
     }
     if (l1.length > 0) dev.write!(l1, g.l1Offset);
-    // The refcount table (new blocks may have joined it) and every block.
+    this.writeRefcounts();
+    this.alignCompressedEnd();
+    if (dev.size < this.fileEnd) dev.truncate!(this.fileEnd);
+  }
+
+  /** The refcount table (new blocks may have joined it, or it moved) and every block. */
+  private writeRefcounts(): void {
+    const { cs, g } = this;
+    const dev = this.files.image;
     const table = new Uint8Array(g.allocator.tableClusters * cs);
     const tableView = new DataView(table.buffer);
     g.allocator.table.forEach((block, i) => block !== 0 && tableView.setBigUint64(i * 8, BigInt(block * cs)));
@@ -319,8 +332,6 @@ export class Qcow2Writer implements ImageWriter {
       dev.write!(refcountBlock(g, this.p.refcountOrder, index), block * cs);
       this.fileEnd = Math.max(this.fileEnd, (block + 1) * cs);
     }
-    this.alignCompressedEnd();
-    if (dev.size < this.fileEnd) dev.truncate!(this.fileEnd);
   }
 }
 

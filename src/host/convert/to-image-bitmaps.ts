@@ -27,12 +27,6 @@ export function refuseUnsupportedBitmaps(cmd: ParsedCommand, noCreate: boolean):
   if (wantsBitmaps(cmd) && noCreate) throw new ConvertError('instar cannot copy bitmaps into an existing image (-n with --bitmaps) yet; nothing was written');
 }
 
-/** Refused after qemu's checks that come first: a preallocated image with bitmaps. */
-export function refusePreallocatedBitmaps(format: string, preallocation: string | undefined): void {
-  if (preallocation === undefined || preallocation === 'off' || !findDriver(format)?.dirtyBitmaps) return;
-  throw new ConvertError('instar cannot copy bitmaps into a preallocated image yet; nothing was written');
-}
-
 interface CheckJob {
   cmd: ParsedCommand;
   ctx: CommandContext;

@@ -27,7 +27,7 @@ import type { ConvertImageOptions, ConvertImageResult } from '../../ops/convert/
 import type { Target } from '../input-image.ts';
 import { referencedFailure } from './open-copy.ts';
 import { CreateFailure, probeBacking } from '../commands/create-backing.ts';
-import { bitmapsStopAtCreate, bitmapWarnings, checkSourceBitmaps, refusePreallocatedBitmaps, refuseUnsupportedBitmaps, wantsBitmaps } from './to-image-bitmaps.ts';
+import { bitmapsStopAtCreate, bitmapWarnings, checkSourceBitmaps, refuseUnsupportedBitmaps, wantsBitmaps } from './to-image-bitmaps.ts';
 
 /** Formats whose qemu driver writes compressed clusters (block_driver_can_compress). */
 const COMPRESSING = new Set(['qcow2', 'qcow', 'vmdk']);
@@ -132,7 +132,6 @@ async function planImage(job: ImageJob, total: bigint): Promise<{ plan: CreatePl
   if (cmd.options.has('bitmaps')) {
     if (job.targets.length > 1) throw new ConvertError('Copying bitmaps only possible with single source');
     await checkSourceBitmaps(job);
-    refusePreallocatedBitmaps(fmt, set.get('preallocation')?.value);
   }
   if (!('capability' in found) || (!findDriver(fmt)?.writer && !bitmapsStopAtCreate(cmd, fmt))) {
     throw new ConvertError(`convert -O ${fmt} is not implemented yet in instar (no ${fmt} writer); nothing was written`);
