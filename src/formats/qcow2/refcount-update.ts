@@ -26,11 +26,12 @@ export class RefcountRangeError extends PlanRefusal {}
 /** qemu's -EAGAIN: a refcount block was allocated, the caller must search for free clusters again. */
 export class AllocationRestart extends Error {}
 
+/** Most refcount table growths one plan replays (each at least doubles the table). */
+const MAX_GROWTHS = 16;
+
 /** The header's refcount_table_offset (then refcount_table_clusters). */
 const REFCOUNT_TABLE_FIELDS = 48;
 
-/** Most refcount blocks one plan allocates (qemu would add one per range the new clusters reach). */
-const MAX_NEW_BLOCKS = 64;
 
 export interface UpdateOptions {
   /** The refcount block may be missing and allocated (only allocations ask: qemu_alloc_clusters). */
@@ -60,8 +61,8 @@ export class RefcountModel {
   readonly clusterSize: number;
   private table: Buffer;
   private tableOffset: number;
-  /** The refcount table this plan replaced (qemu wrote it as it was then, and freed it). */
-  private retired?: RetiredTable;
+  /** Refcount tables this plan replaced, in order (qemu wrote each as it was then, and freed it). */
+  private readonly retired: RetiredTable[] = [];
   private readonly blocks = new Map<number, RefcountBlock>();
   /** Refcount table entries this plan sets (new refcount blocks): file position, block offset. */
   private readonly tableEntries = new Map<number, { index: number; offset: number }>();
@@ -69,6 +70,10 @@ export class RefcountModel {
   freeClusterIndex = 0;
   /** Clusters whose refcount reached 0, in order: qemu discards them (pass-discard-snapshot). */
   readonly freed: number[] = [];
+  /** What flush() last wrote of each block (its original bytes until then). */
+  private readonly written = new Map<number, Buffer>();
+  /** Whether tableWrites() handed out the header switch to a grown table. */
+  private switched = false;
   /** Indexes of the blocks changed since the last flush(). */
   private readonly dirty = new Set<number>();
   private readonly maxBlockBytes: number;
@@ -181,7 +186,7 @@ export class RefcountModel {
    */
   private allocBlock(cluster: number): void {
     const index = Math.floor(cluster / this.perBlock);
-    if (this.tableEntries.size >= MAX_NEW_BLOCKS) throw new PlanRefusal('the operation needs too many new refcount blocks; nothing was written');
+    if (this.held() + this.clusterSize > this.maxBlockBytes) throw new PlanRefusal('the operation needs too many new refcount blocks; nothing was written');
     const newCluster = this.findFree(1);
     if (newCluster === 0) throw new PlanRefusal('instar refuses this qcow2 image: a new refcount block would be at offset 0; nothing was written');
     const cs = this.clusterSize;
@@ -207,7 +212,7 @@ export class RefcountModel {
    * then the old table freed (qemu does not discard it: pass-discard-other is off).
    */
   private growTable(cluster: number, index: number, newCluster: number): void {
-    if (this.retired) throw new PlanRefusal('instar cannot grow the qcow2 refcount table twice in one operation; nothing was written');
+    if (this.retired.length >= MAX_GROWTHS) throw new PlanRefusal('the operation would grow the qcow2 refcount table too often; nothing was written');
     const cs = this.clusterSize;
     const layout = growthLayout(cs, this.perBlock, this.table.length / 8, cluster, newCluster);
     const table = Buffer.alloc(layout.tableEntries * 8);
@@ -224,10 +229,11 @@ export class RefcountModel {
       this.dirty.add(i);
       table.writeBigUInt64BE(BigInt(at * cs), i * 8);
     }
-    this.retired = { offset: this.tableOffset, bytes: Buffer.from(this.table) };
+    const old = { offset: this.tableOffset, bytes: Buffer.from(this.table) };
+    this.retired.push(old);
     this.table = table;
     this.tableOffset = layout.tableCluster * cs;
-    this.update(this.retired.offset, this.retired.bytes.length, 1, true, { discard: false });
+    this.update(old.offset, old.bytes.length, 1, true, { discard: false });
   }
 
   private held(): number {
@@ -238,16 +244,18 @@ export class RefcountModel {
   get end(): number {
     let end = 0;
     for (const b of this.changedBlocks()) end = Math.max(end, b.offset + this.clusterSize);
-    if (this.retired) end = Math.max(end, this.tableOffset + this.table.length);
+    if (this.retired.length > 0) end = Math.max(end, this.tableOffset + this.table.length);
+    for (const t of this.retired.slice(1)) end = Math.max(end, t.offset + t.bytes.length);
     return end;
   }
 
   /** Clusters of the refcount table this plan replaced: writes into them wait for the switch. */
   retiredClusters(): Set<number> {
     const out = new Set<number>();
-    if (!this.retired) return out;
-    const first = this.retired.offset / this.clusterSize;
-    for (let c = first; c < first + this.retired.bytes.length / this.clusterSize; c++) out.add(c);
+    for (const t of this.retired) {
+      const first = t.offset / this.clusterSize;
+      for (let c = first; c < first + t.bytes.length / this.clusterSize; c++) out.add(c);
+    }
     return out;
   }
 
@@ -289,11 +297,37 @@ export class RefcountModel {
     return bytes.every((v) => v === 0);
   }
 
-  /** Writes of the blocks changed since the last flush, in table order (qemu's cache flush). */
+  /**
+   * Writes of the blocks changed since the last flush, in table order (qemu's cache flush). While
+   * a grown refcount table waits for its header switch (tableWrites() not taken yet), the old
+   * table still counts: only raised refcounts are written, lowered ones (the old table's own
+   * among them) stay pending for the flush after the switch.
+   */
   flush(): RepairStep[] {
-    const steps: RepairStep[] = [...this.dirty].sort((a, b) => a - b).map((i) => ({ kind: 'write', pos: this.blocks.get(i)!.offset, bytes: Buffer.from(this.blocks.get(i)!.current) }));
-    this.dirty.clear();
+    const steps: RepairStep[] = [];
+    const pending = this.retired.length > 0 && !this.switched;
+    const late = pending ? this.retiredClusters() : new Set<number>();
+    for (const i of [...this.dirty].sort((a, b) => a - b)) {
+      const b = this.blocks.get(i)!;
+      // A block in a replaced table's clusters waits for the switch (tableWrites writes it).
+      if (late.has(b.offset / this.clusterSize)) continue;
+      const disk = this.written.get(i) ?? b.original;
+      const bytes = pending ? this.raised(disk, b.current) : Buffer.from(b.current);
+      if (bytes.equals(b.current)) this.dirty.delete(i);
+      this.written.set(i, bytes);
+      steps.push({ kind: 'write', pos: b.offset, bytes });
+    }
     return steps;
+  }
+
+  /** A refcount block with every entry at the larger of its two values. */
+  private raised(from: Buffer, to: Buffer): Buffer {
+    const out = Buffer.from(from);
+    for (let i = 0; i < this.perBlock; i++) {
+      const v = readEntry(to, i, this.bits);
+      if (v > readEntry(from, i, this.bits)) writeEntry(out, i, this.bits, v);
+    }
+    return out;
   }
 
   /**
@@ -304,22 +338,43 @@ export class RefcountModel {
    * then the header's refcount_table_offset and refcount_table_clusters switched to it.
    */
   tableWrites(order: 'table' | 'hooked' = 'table'): { pos: number; bytes: Buffer }[] {
-    let entries = [...this.tableEntries.entries()];
+    const entries = [...this.tableEntries.entries()];
     if (order === 'table') entries.sort((a, b) => a[0] - b[0]);
-    if (this.retired) {
-      const old = this.retired;
-      entries = entries.filter(([pos]) => pos >= old.offset && pos < old.offset + old.bytes.length);
-    }
-    const writes = entries.map(([pos, e]) => {
+    const entryWrite = (pos: number, offset: number) => {
       const bytes = Buffer.alloc(8);
-      bytes.writeBigUInt64BE(BigInt(e.offset));
+      bytes.writeBigUInt64BE(BigInt(offset));
       return { pos, bytes };
+    };
+    if (this.retired.length === 0) return entries.map(([pos, e]) => entryWrite(pos, e.offset));
+    // qemu's sequence, replayed so that the file ends as qemu's and no prefix hooks up a block
+    // that is not written: the entries it set in each table it replaced, the tables between
+    // (never in use again, their bytes as qemu left them), the final table, the switch to it.
+    const writes: { pos: number; bytes: Buffer }[] = [];
+    this.retired.forEach((t, n) => {
+      if (n > 0) writes.push({ pos: t.offset, bytes: t.bytes });
+      for (const [pos, e] of entries) if (pos >= t.offset && pos < t.offset + t.bytes.length) writes.push(entryWrite(pos, e.offset));
     });
-    if (!this.retired) return writes;
+    // Blocks in a replaced table's clusters are written after the switch, then hooked up, as
+    // qemu does when it allocates them after the old table was freed.
+    const late = this.retiredClusters();
+    const table = Buffer.from(this.table);
+    const lateBlocks: [number, RefcountBlock][] = [];
+    for (const [i, b] of this.blocks) {
+      if (!late.has(b.offset / this.clusterSize)) continue;
+      table.writeBigUInt64BE(0n, i * 8);
+      lateBlocks.push([i, b]);
+    }
     const header = Buffer.alloc(12);
     header.writeBigUInt64BE(BigInt(this.tableOffset));
     header.writeUInt32BE(this.table.length / this.clusterSize, 8);
-    return [...writes, { pos: this.tableOffset, bytes: Buffer.from(this.table) }, { pos: REFCOUNT_TABLE_FIELDS, bytes: header }];
+    writes.push({ pos: this.tableOffset, bytes: table }, { pos: REFCOUNT_TABLE_FIELDS, bytes: header });
+    for (const [i, b] of lateBlocks) {
+      writes.push({ pos: b.offset, bytes: Buffer.from(b.current) });
+      this.written.set(i, Buffer.from(b.current));
+    }
+    for (const [i, b] of lateBlocks) writes.push(entryWrite(this.tableOffset + i * 8, b.offset));
+    this.switched = true;
+    return writes;
   }
 
   /** Refcount blocks that differ from the file, in table order. */

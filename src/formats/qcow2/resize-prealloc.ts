@@ -9,7 +9,8 @@ import { readAt } from '../bytes.ts';
 import type { BlockDevice } from '../types.ts';
 import type { RepairStep } from '../repair.ts';
 import type { Qcow2Header } from './header.ts';
-import type { RefcountModel } from './refcount-update.ts';
+import { RefcountRangeError, type RefcountModel } from './refcount-update.ts';
+import { allocClusters } from './allocator.ts';
 
 const OFFSET_MASK = 0x00fffffffffffe00n;
 const COPIED = 1n << 63n;
@@ -25,14 +26,18 @@ export interface GrowState {
   fileSize: number;
 }
 
-/** alloc_clusters_noref and update_refcount: the first run of `count` free clusters, or undefined. */
+/**
+ * qcow2_alloc_clusters: the first run of `count` free clusters, referenced once (a missing
+ * refcount block, or a full refcount table, is made as qemu makes it); undefined when a refcount
+ * would leave its range.
+ */
 export function allocateClusters(state: GrowState, count: number): number | undefined {
-  const { refs } = state;
-  const start = refs.findFree(count);
-  for (let c = start; c < start + count; c++) {
-    if (!refs.covered(c) || !refs.tryAdd(c, 1)) return undefined;
+  try {
+    return allocClusters(state.refs, count * state.refs.clusterSize) / state.refs.clusterSize;
+  } catch (e) {
+    if (e instanceof RefcountRangeError) return undefined;
+    throw e;
   }
-  return start;
 }
 
 /** An L2 table as a grow leaves it: read from the file, or new (all zeros) and linked into the L1. */
@@ -54,7 +59,7 @@ export function growTable(dev: BlockDevice, h: Qcow2Header, state: GrowState, ta
   let table: GrowTable;
   if ((entry & OFFSET_MASK) === 0n) {
     const cluster = allocateClusters(state, 1);
-    if (cluster === undefined) return 'a new L2 table needs a new refcount block';
+    if (cluster === undefined) return 'a refcount of a new L2 table is out of range';
     table = { offset: cluster * cs, bytes: Buffer.alloc(cs), created: true };
     state.l1.writeBigUInt64BE(BigInt(table.offset) | COPIED, l1Index * 8);
     state.fileSize = Math.max(state.fileSize, table.offset + cs);
@@ -70,13 +75,16 @@ export function growTable(dev: BlockDevice, h: Qcow2Header, state: GrowState, ta
 
 /**
  * The writes for what a grow allocated, in a crash-safe order: the file's new length, the
- * refcounts, the tables, then the L1 entries that link new tables (leaks at most in between).
+ * refcounts (new refcount blocks hooked up, a grown refcount table switched to), the tables,
+ * then the L1 entries that link new tables (leaks at most in between).
  */
 export function growSteps(state: GrowState, tables: Map<number, GrowTable>, sizeBefore: number, finalSize: number): RepairStep[] {
   const steps: RepairStep[] = [];
+  finalSize = Math.max(finalSize, state.refs.end);
   if (finalSize > sizeBefore) steps.push({ kind: 'truncate', size: finalSize }, { kind: 'barrier' });
   state.fileSize = Math.max(state.fileSize, finalSize);
   steps.push(...state.refs.flush(), { kind: 'barrier' });
+  for (const w of state.refs.tableWrites('hooked')) steps.push({ kind: 'write', pos: w.pos, bytes: w.bytes }, { kind: 'barrier' });
   for (const t of tables.values()) steps.push({ kind: 'write', pos: t.offset, bytes: t.bytes });
   steps.push({ kind: 'barrier' });
   for (const [l1Index, t] of tables) {
@@ -109,7 +117,7 @@ export function preallocateMetadata(dev: BlockDevice, h: Qcow2Header, state: Gro
       if (table.bytes.readBigUInt64BE(i * 8) !== 0n) return 'the new area already has L2 entries';
     }
     const run = allocateClusters(state, count);
-    if (run === undefined) return 'the preallocated clusters need a new refcount block';
+    if (run === undefined) return 'a refcount of the preallocated clusters is out of range';
     for (let i = 0; i < count; i++) table.bytes.writeBigUInt64BE(BigInt((run + i) * cs) | COPIED, (first + i) * 8);
     dataEnd = (run + count) * cs;
     pos = tableEnd;

@@ -83,12 +83,12 @@ function planGrow(dev: BlockDevice, h: Qcow2Header, request: ResizeRequest): Res
       throw e;
     }
     // The file extended for new refcount blocks past its end, the refcount blocks (new ones
-    // included), then the table entries that hook new ones up.
-    const hooks = refs.tableWrites('hooked');
-    const fileSize = Math.max(dev.size, ...hooks.map((w) => Number(w.bytes.readBigUInt64BE()) + h.clusterSize));
+    // included), then the table entries that hook new ones up (or a grown refcount table and
+    // the header switch to it).
+    const fileSize = Math.max(dev.size, refs.end);
     if (fileSize > dev.size) steps.push({ kind: 'truncate', size: fileSize });
     steps.push(...refs.flush(), { kind: 'barrier' });
-    for (const w of hooks) steps.push({ kind: 'write', pos: w.pos, bytes: w.bytes }, { kind: 'barrier' });
+    for (const w of refs.tableWrites('hooked')) steps.push({ kind: 'write', pos: w.pos, bytes: w.bytes }, { kind: 'barrier' });
     const table = Buffer.alloc(bytes);
     state.l1.copy(table);
     // qemu's write past the end of the file extends it to the table's end.

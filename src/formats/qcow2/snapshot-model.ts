@@ -215,7 +215,8 @@ export class SnapshotModel {
     const cleared = tables.map(({ w, old }) => ({ w, bytes: mergeEntries(old, w.bytes, 'flags-cleared') }));
     phase(cleared.filter((t) => !t.bytes.equals(readAt(this.dev, t.w.pos, t.bytes.length))).map((t) => ({ kind: 'write', pos: t.w.pos, bytes: t.bytes })));
     const blocks = this.refs.changedBlocks();
-    phase(blocks.map((b) => ({ kind: 'write', pos: b.offset, bytes: this.raised(b.original, b.current) })));
+    // A new refcount block in a replaced refcount table's clusters comes with the switch.
+    phase(blocks.filter((b) => !retired.has(b.offset / this.cs)).map((b) => ({ kind: 'write', pos: b.offset, bytes: this.raised(b.original, b.current) })));
     // New refcount blocks count from here on: the table points at them once they are written,
     // in the order qemu hooks them up, so that a block is never hooked before the one counting it.
     phase(this.refs.tableWrites('hooked').map((w): RepairStep => ({ kind: 'write', pos: w.pos, bytes: w.bytes })));
