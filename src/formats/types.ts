@@ -13,6 +13,8 @@ export interface BlockDevice {
    * [start, end) byte runs; everything else is a hole. A hint (checked, bounded), absent when unknown.
    */
   readonly dataRuns?: readonly (readonly [number, number])[];
+  /** Where dataRuns stop describing the file; absent: they describe all of it. */
+  readonly dataRunsEnd?: number;
   /** Reads up to buf.length bytes at pos; returns how many were read (short only at EOF). */
   read(buf: Uint8Array, pos: number): number;
   /** Present only on devices the host opened writable. */

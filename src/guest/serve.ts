@@ -28,9 +28,16 @@ function retryingEagain<T>(fn: () => T): T {
 }
 
 function readRequest(): GuestRequest {
-  const buf = Buffer.alloc(MAX_REQUEST_BYTES + 1);
+  // Most requests are a few hundred bytes; one carrying many data runs may be megabytes: the
+  // buffer grows as the request arrives rather than being allocated at its limit every start.
+  let buf = Buffer.allocUnsafe(64 * 1024);
   let len = 0;
   for (;;) {
+    if (len === buf.length) {
+      const bigger = Buffer.allocUnsafe(Math.min(buf.length * 4, MAX_REQUEST_BYTES + 1));
+      buf.copy(bigger, 0, 0, len);
+      buf = bigger;
+    }
     const n = retryingEagain(() => readSync(0, buf, len, buf.length - len, null));
     if (n === 0) break;
     len += n;
@@ -82,7 +89,7 @@ export async function serveGuest(ops: Record<string, Op>): Promise<void> {
   try {
     const req = readRequest();
     if (!Object.prototype.hasOwnProperty.call(ops, req.op)) throw new RequestError(`unknown op '${req.op}'`);
-    const devices = req.devices.map((spec) => ({ spec, dev: new FdDevice(spec.fd, spec.writable, checkedDataRuns(spec.dataRuns)) }));
+    const devices = req.devices.map((spec) => ({ spec, dev: new FdDevice(spec.fd, spec.writable, checkedDataRuns(spec.dataRuns, spec.dataRunsEnd)) }));
     const emit = (msg: GuestMessage) => {
       // Only the streaming kinds: the op's end is its return value or exception.
       if (msg.type !== 'result' && msg.type !== 'error') send(msg);

@@ -25,12 +25,27 @@ function loadLseek(): Lseek | null {
   return libcFunction<Lseek>('int64_t lseek(int fd, int64_t offset, int whence)');
 }
 
+/** The host's answer for a file: its data runs over [0, end), or over the whole file without `end`. */
+export interface DataRunsAnswer {
+  runs: [number, number][];
+  /** Set when the budget ran out: the runs describe only the bytes before it. */
+  end?: number;
+}
+
 /**
  * The data runs of the file open at `fd`, or undefined when the guest needs none (the file is all
- * data or all hole, which st_blocks tells it) or they cannot be had (no koffi, too many runs).
- * `budget` is how many runs the request may still carry.
+ * data or all hole, which st_blocks tells it) or they cannot be had (no koffi, more than `budget`).
  */
 export function fileDataRuns(fd: number, budget = MAX_DATA_RUNS): [number, number][] | undefined {
+  const answer = fileDataRunsUpTo(fd, budget);
+  return answer && answer.end === undefined ? answer.runs : undefined;
+}
+
+/**
+ * As fileDataRuns, but a file with more than `budget` runs (how many the request may still carry)
+ * gets its first `budget` runs and where they stop, so that only the rest is guessed.
+ */
+export function fileDataRunsUpTo(fd: number, budget = MAX_DATA_RUNS): DataRunsAnswer | undefined {
   const st = fstatSync(fd);
   const allocated = st.blocks * 512;
   if (!st.isFile() || st.size === 0 || allocated === 0 || allocated >= Math.ceil(st.size / BLOCK) * BLOCK) return undefined;
@@ -49,12 +64,12 @@ export function fileDataRuns(fd: number, budget = MAX_DATA_RUNS): [number, numbe
       let hole = Number(seek(fd, data, SEEK_HOLE));
       if (hole < 0 || hole > st.size) hole = st.size;
       if (hole <= data) return undefined;
-      if (runs.length >= budget) return undefined;
+      if (runs.length >= budget) return runs.length > 0 ? { runs, end: data } : undefined;
       runs.push([data, hole]);
       pos = hole;
     }
   } catch {
     return undefined;
   }
-  return runs;
+  return { runs };
 }

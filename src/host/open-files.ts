@@ -8,7 +8,7 @@ import { PathRefusedError, ReferenceOpenError, type ChainState } from './paths/p
 import { referencedPath } from './paths/combine.ts';
 import type { CommandContext } from './commands/types.ts';
 import { MAX_DATA_RUNS, type GuestWarning, type NeededFile } from '../protocol/messages.ts';
-import { fileDataRuns } from './data-runs.ts';
+import { fileDataRunsUpTo } from './data-runs.ts';
 
 /**
  * Lines already printed, per command (keyed by its stderr writer, which every copy of the context
@@ -56,10 +56,11 @@ class DataRunHints {
   add(devices: HostDevice[]): void {
     for (const d of devices) {
       if (d.writable || this.budget <= 0) continue;
-      const runs = fileDataRuns(d.fd, this.budget);
-      if (!runs) continue;
-      d.dataRuns = runs;
-      this.budget -= runs.length;
+      const answer = fileDataRunsUpTo(d.fd, this.budget);
+      if (!answer) continue;
+      d.dataRuns = answer.runs;
+      if (answer.end !== undefined) d.dataRunsEnd = answer.end;
+      this.budget -= answer.runs.length;
     }
   }
 }

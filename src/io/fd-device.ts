@@ -1,5 +1,6 @@
 import { fstatSync, ftruncateSync, readSync, writeSync } from 'node:fs';
 import type { BlockDevice } from '../formats/types.ts';
+import type { DataRunsHint } from '../guest/data-runs.ts';
 
 /** A BlockDevice over an inherited file descriptor, with positioned synchronous I/O. */
 export class FdDevice implements BlockDevice {
@@ -12,9 +13,14 @@ export class FdDevice implements BlockDevice {
 
   /** The host's SEEK_DATA/SEEK_HOLE answer for this file, when it gave one (checked by the caller). */
   readonly dataRuns?: readonly (readonly [number, number])[];
+  /** Where dataRuns stop describing the file; absent: all of it. */
+  readonly dataRunsEnd?: number;
 
-  constructor(readonly fd: number, writable: boolean, dataRuns?: readonly (readonly [number, number])[]) {
-    if (dataRuns) this.dataRuns = dataRuns;
+  constructor(readonly fd: number, writable: boolean, hint?: DataRunsHint) {
+    if (hint) {
+      this.dataRuns = hint.runs;
+      if (hint.end !== undefined) this.dataRunsEnd = hint.end;
+    }
     const st = fstatSync(fd);
     this.size = st.size;
     this.allocated = st.blocks * 512;

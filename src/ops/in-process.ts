@@ -20,7 +20,7 @@ export async function runOpInProcess(op: string, options: Record<string, unknown
   if (!handler) return { kind: 'unknown-op' };
   const warnings = new WarningList();
   try {
-    const wrapped = devices.map((d, i) => ({ spec: { fd: i, role: d.role, writable: d.writable, name: d.name, referrer: d.referrer }, dev: new FdDevice(d.fd, d.writable, checkedDataRuns(d.dataRuns)) }));
+    const wrapped = devices.map((d, i) => ({ spec: { fd: i, role: d.role, writable: d.writable, name: d.name, referrer: d.referrer }, dev: new FdDevice(d.fd, d.writable, checkedDataRuns(d.dataRuns, d.dataRunsEnd)) }));
     const value = await handler(options, { devices: wrapped, emit, warn: (w) => warnings.add(w) });
     return { kind: 'done', value, warnings: warnings.list };
   } catch (e) {

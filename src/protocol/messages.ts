@@ -18,10 +18,18 @@ export interface DeviceSpec {
    * end) runs, the rest holes. A hint for block status only; the guest checks it and drops a bad one.
    */
   dataRuns?: [number, number][];
+  /**
+   * Where the host stopped asking: the runs describe [0, dataRunsEnd) only, past it the guest
+   * guesses as without an answer. Absent: the runs describe the whole file.
+   */
+  dataRunsEnd?: number;
 }
 
-/** Most data runs one request carries (over all its devices); a file with more gets none. */
-export const MAX_DATA_RUNS = 8192;
+/**
+ * Most data runs one request carries (over all its devices): ~25 bytes of JSON each, so the
+ * request stays within MAX_REQUEST_BYTES. A file with more gets its first ones and a dataRunsEnd.
+ */
+export const MAX_DATA_RUNS = 256 * 1024;
 
 /** A file an op needs before it can go on: named by the image at device index `referrer`. */
 export interface NeededFile {
@@ -77,4 +85,4 @@ export type GuestMessage =
 export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
 
 /** The largest request the guest accepts on its stdin. */
-export const MAX_REQUEST_BYTES = 1024 * 1024;
+export const MAX_REQUEST_BYTES = 16 * 1024 * 1024;

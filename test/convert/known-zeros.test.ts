@@ -118,7 +118,7 @@ test('the copy reads no hole in the file, and what zeroRun skips reads as zeros'
     const fd = openSync(path, 'r');
     try {
       const runs = fileDataRuns(fd)!;
-      const dev = recording(new FdDevice(fd, false, runs));
+      const dev = recording(new FdDevice(fd, false, { runs }));
       const image = (images.find(([, p]) => p === path)![2]).open(dev, { writable: false });
       for (let at = 0; at < image.virtualSize; at += MiB) {
         const zeros = image.zeroRun!(at, MiB);

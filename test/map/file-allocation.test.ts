@@ -34,6 +34,17 @@ before(() => {
   put('both.raw', MiB, Buffer.from('abc'));
   images.sparse('first-hole.raw', 4 * MiB);
   put('first-hole.raw', 8192, Buffer.from('abc'));
+  // More data runs than one request carried before (8192), one per 64 KiB cluster: a written zero
+  // block, every other one followed by a data block. qemu reports the zero blocks as data (and
+  // measure counts their clusters); without the host's answer the guest took them for holes.
+  images.sparse('many-runs.raw', 9000 * 65536);
+  const run = Buffer.concat([Buffer.alloc(4096), Buffer.alloc(4096, 0x61)]);
+  const fd = openSync(images.path('many-runs.raw'), 'r+');
+  try {
+    for (let i = 0; i < 9000; i++) writeSync(fd, run, 0, i % 2 ? run.length : 4096, i * 65536);
+  } finally {
+    closeSync(fd);
+  }
   for (const p of ['metadata', 'falloc', 'full']) {
     images.img('create', '-f', 'qcow2', '-o', `preallocation=${p}`, `${p}.qcow2`, '3M');
     images.io('-c', 'write -P 1 64k 64k', `${p}.qcow2`);
@@ -48,7 +59,7 @@ before(() => {
 
 after(() => images.remove());
 
-const RAW = ['holes.raw', 'zeros.raw', 'both.raw', 'first-hole.raw'];
+const RAW = ['holes.raw', 'zeros.raw', 'both.raw', 'first-hole.raw', 'many-runs.raw'];
 const QCOW2 = ['metadata.qcow2', 'falloc.qcow2', 'full.qcow2', 'truncated.qcow2'];
 
 for (const file of [...RAW, ...QCOW2]) {
@@ -62,6 +73,13 @@ for (const file of [...RAW, ...QCOW2]) {
 test('map in the sandbox gets the host\'s data runs too', async () => {
   await assertSameOutput(images.dir, ['map', '-f', 'raw', '--output=json', 'both.raw'], { sandboxed: true });
   await assertSameOutput(images.dir, ['map', '--output=json', 'metadata.qcow2'], { sandboxed: true });
+  // ~220 KB of runs: a request bigger than the guest's first read buffer.
+  await assertSameOutput(images.dir, ['map', '-f', 'raw', 'many-runs.raw'], { sandboxed: true });
+});
+
+test('measure counts the written zero blocks of a file with many data runs as qemu does', async () => {
+  await assertSameOutput(images.dir, ['measure', '-f', 'raw', '-O', 'qcow2', 'many-runs.raw']);
+  await assertSameOutput(images.dir, ['measure', '-f', 'raw', '-O', 'qcow2', '--output=json', 'many-runs.raw'], { sandboxed: true });
 });
 
 test('info on preallocated qcow2 images', async () => {

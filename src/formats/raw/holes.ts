@@ -15,6 +15,8 @@ const BLOCK = 4096;
 /** Bytes read at a time while scanning for zero blocks. */
 const CHUNK = 256 * 1024;
 const ZEROS = new Uint8Array(BLOCK);
+/** One read buffer for every scan (the guest is single-threaded and fileRun does not re-enter). */
+const scratch = new Uint8Array(CHUNK);
 
 /** The run from `pos` by the host's SEEK_DATA/SEEK_HOLE answer (sorted, disjoint runs). */
 function runFromDataRuns(runs: readonly (readonly [number, number])[], pos: number, max: number): { length: number; hole: boolean } {
@@ -38,7 +40,11 @@ function runFromDataRuns(runs: readonly (readonly [number, number])[], pos: numb
  */
 export function knownFileRun(dev: BlockDevice, pos: number, max: number): { length: number; hole: boolean } | undefined {
   if (pos >= dev.size) return { length: max, hole: true };
-  if (dev.dataRuns) return runFromDataRuns(dev.dataRuns, pos, Math.min(max, dev.size - pos));
+  if (dev.dataRuns) {
+    // Past where the host stopped asking, the runs say nothing: fall through to what st_blocks tells.
+    const end = Math.min(dev.size, dev.dataRunsEnd ?? dev.size);
+    if (pos < end) return runFromDataRuns(dev.dataRuns, pos, Math.min(max, end - pos));
+  }
   const allocated = dev.allocated;
   if (allocated === undefined || allocated >= Math.ceil(dev.size / BLOCK) * BLOCK) return { length: Math.min(max, dev.size - pos), hole: false };
   if (allocated === 0) return { length: Math.min(max, dev.size - pos), hole: true };
@@ -65,14 +71,16 @@ export function fileRun(dev: BlockDevice, pos: number, max: number): { length: n
   if (known) return known;
   const inFile = Math.min(max, dev.size - pos);
   const end = pos + inFile;
-  const buf = new Uint8Array(CHUNK);
   let block = pos - (pos % BLOCK);
   let hole: boolean | undefined;
+  // Runs are often a few blocks long: read a little first, more while the run goes on.
+  let want = 4 * BLOCK;
   while (block < end) {
-    const n = dev.read(buf, block);
+    const n = dev.read(scratch.subarray(0, Math.min(want, Math.ceil((end - block) / BLOCK) * BLOCK)), block);
+    want = Math.min(want * 4, CHUNK);
     if (n === 0) break;
     for (let at = 0; at < n && block + at < end; at += BLOCK) {
-      const piece = buf.subarray(at, Math.min(n, at + BLOCK));
+      const piece = scratch.subarray(at, Math.min(n, at + BLOCK));
       const zero = block + at !== 0 && Buffer.compare(piece, ZEROS.subarray(0, piece.length)) === 0;
       if (hole === undefined) hole = zero;
       else if (zero !== hole) return { length: block + at - pos, hole };

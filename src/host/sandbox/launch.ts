@@ -51,7 +51,7 @@ async function runOnce(op: string, options: Record<string, unknown>, devices: Ho
   const request: GuestRequest = {
     op,
     options,
-    devices: devices.map((d, i) => ({ fd: FIRST_DEVICE_FD + i, role: d.role, writable: d.writable, ...(d.name !== undefined ? { name: d.name } : {}), ...(d.referrer !== undefined ? { referrer: d.referrer } : {}), ...(d.dataRuns !== undefined ? { dataRuns: d.dataRuns } : {}) })),
+    devices: devices.map((d, i) => ({ fd: FIRST_DEVICE_FD + i, role: d.role, writable: d.writable, ...(d.name !== undefined ? { name: d.name } : {}), ...(d.referrer !== undefined ? { referrer: d.referrer } : {}), ...(d.dataRuns !== undefined ? { dataRuns: d.dataRuns } : {}), ...(d.dataRunsEnd !== undefined ? { dataRunsEnd: d.dataRunsEnd } : {}) })),
   };
   const requestText = JSON.stringify(request);
   if (Buffer.byteLength(requestText) > MAX_REQUEST_BYTES) throw new OpError('request for the sandboxed guest is too large');

@@ -37,6 +37,8 @@ export interface HostDevice {
   referrer?: number;
   /** Where the file has data (host/data-runs.ts), for block status; absent when unknown. */
   dataRuns?: [number, number][];
+  /** Where dataRuns stop describing the file (a file with more runs than a request carries). */
+  dataRunsEnd?: number;
 }
 
 /** A failure reported by an op: `message` is qemu-style text for the user. */
