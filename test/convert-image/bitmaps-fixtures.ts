@@ -93,6 +93,16 @@ export function buildSources(base: string): void {
   const inuse = readFileSync(join(dir, 'inuse.qcow2'));
   inuse[directory(inuse)[0][0] + 15] |= 1;
   writeFileSync(join(dir, 'inuse.qcow2'), inuse);
+  // 1200 table entries of a 300 GiB disk at 512 B granules, all naming one cluster of set bits:
+  // 75 MiB of bitmap data to load, past instar's bound (qemu would copy it).
+  q('create', '-q', '-f', 'qcow2', 'huge.qcow2', '300G');
+  q('bitmap', '--add', '-g', '512', 'huge.qcow2', 'h');
+  const huge = readFileSync(join(dir, 'huge.qcow2'));
+  const [[, table]] = directory(huge);
+  const data = Math.ceil(huge.length / 65536) * 65536;
+  const grown = Buffer.concat([huge, Buffer.alloc(data - huge.length), Buffer.alloc(65536, 0xff)]);
+  for (let i = 0; i < 1200; i++) grown.writeBigUInt64BE(BigInt(data), table + 8 * i);
+  writeFileSync(join(dir, 'huge.qcow2'), grown);
   for (const [name, edit] of Object.entries(HOSTILE)) {
     const image = readFileSync(join(dir, 'data.qcow2'));
     edit(image);

@@ -153,4 +153,11 @@ describe('convert --bitmaps: hostile source bitmaps', () => {
       await same(`hostile-${name}`, convert('-O', 'qcow2', `../src/${name}.qcow2`, 't.qcow2'));
     });
   }
+  test('bitmap data past instar\'s bound: a clear refusal, no target (qemu would copy it)', async () => {
+    const dir = freshDir('huge');
+    const r = await runInProcess(['--sandbox=none', ...convert('-O', 'qcow2', '../src/huge.qcow2', 't.qcow2')], dir);
+    assert.equal(r.stderr, 'qemu-img: instar refuses this image: its bitmaps hold too much data; nothing was written\n');
+    assert.equal(r.status, 1);
+    assert.deepEqual(readdirSync(dir), []);
+  });
 });
