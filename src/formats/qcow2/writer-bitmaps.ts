@@ -39,6 +39,51 @@ export function storeBitmapData(bits: DirtyBits, alloc: ClusterAlloc, write: (po
 }
 
 /**
+ * block-dirty-bitmap-add at the source's granularity, then the merge of the source's bits: the
+ * same bit string, cut into this image's clusters (byte by byte, so that a bitmap of scattered
+ * bits costs its size, not its number of runs).
+ */
+function atClusterSize(bm: NewBitmap, clusterSize: number): DirtyBits {
+  const src = bm.bits;
+  if (src.clusterSize === clusterSize && src.granularityBits === bm.granularityBits) return src;
+  const bits = new DirtyBits(src.virtualSize, bm.granularityBits, clusterSize);
+  if (src.granularityBits !== bm.granularityBits) {
+    bits.mergeFrom(src);
+    return bits;
+  }
+  const wanted = new Set<number>();
+  for (const i of src.dirtyChunks()) {
+    const first = Math.floor((i * src.clusterSize) / clusterSize);
+    const last = Math.floor(((i + 1) * src.clusterSize - 1) / clusterSize);
+    for (let j = first; j <= Math.min(last, bits.chunkCount - 1); j++) wanted.add(j);
+  }
+  const cache = new Map<number, Uint8Array>();
+  const srcChunk = (i: number) => {
+    let c = cache.get(i);
+    if (!c) {
+      c = src.chunk(i);
+      cache.clear(); // chunks are visited in ascending order: one or two are live at a time
+      cache.set(i, c);
+    }
+    return c;
+  };
+  for (const j of [...wanted].sort((a, b) => a - b)) {
+    const out = new Uint8Array(clusterSize);
+    for (let at = 0; at < clusterSize;) {
+      const byte = j * clusterSize + at;
+      const i = Math.floor(byte / src.clusterSize);
+      if (i >= src.chunkCount) break;
+      const from = byte - i * src.clusterSize;
+      const n = Math.min(clusterSize - at, src.clusterSize - from);
+      out.set(srcChunk(i).subarray(from, from + n), at);
+      at += n;
+    }
+    bits.loadChunk(j, out);
+  }
+  return bits;
+}
+
+/**
  * Stores `list` into an image without bitmaps (a new image): data and tables, the directory,
  * then the first cluster rewritten with the bitmaps extension. Returns the end of the last write.
  */
@@ -50,10 +95,7 @@ export function storeNewBitmaps(dev: BlockDevice, list: readonly NewBitmap[], al
     end = Math.max(end, pos + bytes.length);
   };
   const dir: DirBitmap[] = list.map((bm) => {
-    // block-dirty-bitmap-add at the source's granularity, then the merge of the source's bits.
-    const bits = new DirtyBits(bm.bits.virtualSize, bm.granularityBits, clusterSize);
-    bits.mergeFrom(bm.bits);
-    const t = storeBitmapData(bits, alloc, write);
+    const t = storeBitmapData(atClusterSize(bm, clusterSize), alloc, write);
     return { name: bm.name, tableOffset: t.offset, tableSize: t.size, flags: bm.enabled ? FLAG_AUTO : 0, granularityBits: bm.granularityBits };
   });
   const bytes = serializeDirectory(dir);
