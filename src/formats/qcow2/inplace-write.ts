@@ -192,6 +192,7 @@ export function planInPlaceWrite(dev: BlockDevice, runs: readonly ClusterRun[], 
   const steps: RepairStep[] = [];
   // New refcount blocks may lie past the end too.
   for (const b of refs.changedBlocks()) end = Math.max(end, b.offset + cs);
+  end = Math.max(end, refs.end);
   if (end > dev.size) steps.push({ kind: 'truncate', size: end });
   steps.push(...fillSteps(data, source));
   steps.push({ kind: 'barrier' });
@@ -203,6 +204,8 @@ export function planInPlaceWrite(dev: BlockDevice, runs: readonly ClusterRun[], 
     steps.push({ kind: 'write', pos: l1Offset + i * 8, bytes: l1Bytes.subarray(i * 8, i * 8 + 8) });
   }
   steps.push({ kind: 'barrier' });
+  // Refcounts lowered after a grown refcount table's switch (the old table freed).
+  steps.push(...refs.flush(), { kind: 'barrier' });
   return steps;
 }
 
