@@ -93,6 +93,15 @@ export function buildSources(base: string): void {
   const inuse = readFileSync(join(dir, 'inuse.qcow2'));
   inuse[directory(inuse)[0][0] + 15] |= 1;
   writeFileSync(join(dir, 'inuse.qcow2'), inuse);
+  // Names: the longest qemu allows, non-ASCII (in use), punctuation; 4 KiB clusters.
+  q('create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4k', 'names.qcow2', '1M');
+  q('bitmap', '--add', 'names.qcow2', 'n'.repeat(1023));
+  q('bitmap', '--add', 'names.qcow2', 'héllo wörld ✓');
+  q('bitmap', '--add', '-g', '1M', 'names.qcow2', 'a,b=c');
+  io('names.qcow2', 'write 100k 3k');
+  const names = readFileSync(join(dir, 'names.qcow2'));
+  names[directory(names)[1][0] + 15] |= 1;
+  writeFileSync(join(dir, 'names.qcow2'), names);
   // 1200 table entries of a 300 GiB disk at 512 B granules, all naming one cluster of set bits:
   // 75 MiB of bitmap data to load, past instar's bound (qemu would copy it).
   q('create', '-q', '-f', 'qcow2', 'huge.qcow2', '300G');

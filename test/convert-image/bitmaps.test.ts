@@ -116,6 +116,8 @@ describe('convert --bitmaps: qemu\'s refusals and warnings', () => {
     const refused = await same('inuse', convert('-O', 'qcow2', '../src/inuse.qcow2', 't.qcow2'));
     assert.equal(refused.size, 0);
     await same('inuse-skip', convert('--skip-broken-bitmaps', '-O', 'qcow2', '../src/inuse.qcow2', 't.qcow2'));
+    await same('names', convert('--skip-broken-bitmaps', '-O', 'qcow2', '-o', 'cluster_size=512', '../src/names.qcow2', 't.qcow2'));
+    await same('names-refused', convert('-O', 'qcow2', '../src/names.qcow2', 't.qcow2'));
     await same('inuse-quiet', convert('-q', '--skip-broken-bitmaps', '-O', 'qcow2', '../src/inuse.qcow2', 't.qcow2'));
   });
 
