@@ -1,0 +1,148 @@
+// Refcount table growth (RefcountModel over qemu's alloc_refcount_block → qcow2_refcount_area):
+// with 512-byte clusters one refcount table cluster covers 8 MiB, so an image holding ~8 MiB has a
+// full table and the next allocation grows it. snapshot -c, resize (with and without metadata
+// preallocation, which grows it several times) and commit must leave files byte-identical to
+// qemu-img 7.2's and 10.0's (snapshot dates aside), and every sampled prefix of instar's writes
+// must leave an image qemu-img checks with leaks at most (all prefixes in the long tier).
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { VERSIONS, runInstar, runQemu, type OracleVersion } from '../helpers/oracles.ts';
+import { LONG } from '../helpers/long.ts';
+import { RepairDirs, assertSameRun } from '../check/repair-harness.ts';
+import { buildImage, maskSnapshotDates } from '../snapshot/harness.ts';
+import { FdDevice } from '../../src/io/fd-device.ts';
+import { qcow2Driver } from '../../src/formats/qcow2/driver.ts';
+import { qcow2Resize } from '../../src/formats/qcow2/resize.ts';
+import { planCreate } from '../../src/formats/qcow2/snapshot-plan.ts';
+import { applyRepair, writeCount, type RepairStep } from '../../src/formats/repair.ts';
+
+const dirs = new RepairDirs();
+let full: Uint8Array;
+let base: Uint8Array;
+let top: Uint8Array;
+/** refcount_table_offset and refcount_table_clusters of the full image. */
+let reftable: string;
+
+const reftableFields = (b: Uint8Array) => Buffer.from(b).subarray(48, 60).toString('hex');
+
+before(() => {
+  // 8026 KiB of data in 512-byte clusters: the one-cluster refcount table has no free entry left.
+  full = buildImage(dirs.root, 'full.qcow2', ['-f', 'qcow2', '-o', 'cluster_size=512', '16M'], ['write -P 0x5a 0 8026k']);
+  reftable = reftableFields(full);
+  const chain = join(dirs.root, 'chain');
+  mkdirSync(chain);
+  base = buildImage(chain, 'b.qcow2', ['-f', 'qcow2', '-o', 'cluster_size=512', '16M'], ['write -P 0x5a 0 8026k']);
+  top = buildImage(chain, 't.qcow2', ['-f', 'qcow2', '-o', 'cluster_size=512', '-b', 'b.qcow2', '-F', 'qcow2', '16M'], ['write -P 0x33 8M 20k']);
+});
+after(() => dirs.remove());
+
+/** Runs `args` on copies of the full image and asserts the same output and file, and a growth. */
+function same(version: OracleVersion, args: string[], opts: { sandboxed?: boolean; viaEnv?: boolean; dates?: boolean } = {}): void {
+  const r = dirs.run(version, 'full.qcow2', full, args, opts);
+  const what = `${version} ${args.join(' ')}`;
+  assertSameRun(r, what);
+  assert.equal(r.qemu.status, 0, `${what}: ${r.qemu.stderr}`);
+  assert.notEqual(reftableFields(r.qemuFile), reftable, `${what}: qemu grew the refcount table`);
+  const mask = opts.dates ? maskSnapshotDates : (b: Buffer) => b;
+  assert.ok(mask(r.instarFile).equals(mask(r.qemuFile)), `${what}: instar's file differs from qemu-img's`);
+}
+
+for (const version of VERSIONS) {
+  test(`${version}: snapshot -c and resize grow a full refcount table as qemu-img does`, () => {
+    same(version, ['snapshot', '-c', 's1', 'full.qcow2'], { dates: true });
+    same(version, ['resize', 'full.qcow2', '64M'], { viaEnv: true });
+    // Preallocating 48 MiB of 512-byte clusters grows the table several times.
+    same(version, ['resize', '--preallocation=metadata', 'full.qcow2', '64M'], { viaEnv: true });
+  });
+
+  test(`${version}: commit into a base with a full refcount table grows it as qemu-img does`, () => {
+    const sides = ['q', 'i'].map((side) => {
+      const dir = join(dirs.root, `commit-${version}-${side}`);
+      mkdirSync(dir);
+      writeFileSync(join(dir, 'b.qcow2'), base);
+      writeFileSync(join(dir, 't.qcow2'), top);
+      return dir;
+    });
+    const qemu = runQemu(version, ['commit', 't.qcow2'], { cwd: sides[0] });
+    const instar = runInstar(['commit', 't.qcow2', '--qemu-version', version, '--sandbox=none'], { cwd: sides[1] });
+    assert.equal(instar.stdout, qemu.stdout);
+    assert.equal(instar.stderr, qemu.stderr);
+    assert.equal(instar.status, qemu.status);
+    const [q, i] = sides.map((d) => readFileSync(join(d, 'b.qcow2')));
+    assert.notEqual(reftableFields(q), reftableFields(base), 'qemu grew the base\'s refcount table');
+    assert.ok(i.equals(q), 'the committed base is qemu-img\'s, byte for byte');
+    assert.ok(readFileSync(join(sides[1], 't.qcow2')).equals(readFileSync(join(sides[0], 't.qcow2'))), 'the emptied top is qemu-img\'s');
+  });
+}
+
+test('10.0 through the sandbox: snapshot -c grows a full refcount table as qemu-img does', () => {
+  same('10.0', ['snapshot', '-c', 's1', 'full.qcow2'], { sandboxed: true, dates: true });
+});
+
+/** Plans on a copy of `source` with `plan` and applies its first `writes` writes. */
+function cut(source: Uint8Array, path: string, plan: (dev: FdDevice) => RepairStep[], writes: number): RepairStep[] {
+  writeFileSync(path, source);
+  const fd = openSync(path, 'r+');
+  try {
+    const dev = new FdDevice(fd, true);
+    const steps = plan(dev);
+    applyRepair(dev, steps, { stopAfterWrites: writes });
+    return steps;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * The prefixes to crash at: in the long tier all; else every 12th and each prefix within two
+ * writes of the refcount table's growth (the new table, the header switch, what follows).
+ */
+function prefixes(steps: RepairStep[]): number[] {
+  const writes = steps.filter((s) => s.kind !== 'barrier');
+  const total = writes.length;
+  if (LONG) return Array.from({ length: total + 1 }, (_, k) => k);
+  const picked = new Set<number>([0, total]);
+  for (let k = 0; k <= total; k += 12) picked.add(k);
+  writes.forEach((s, k) => {
+    if (s.kind === 'write' && s.pos === 48 && s.bytes.length === 12) for (let d = -3; d <= 3; d++) if (k + d >= 0 && k + d <= total) picked.add(k + d);
+  });
+  return [...picked].sort((a, b) => a - b);
+}
+
+function crashAtPrefixes(label: string, plan: (dev: FdDevice) => RepairStep[]): void {
+  const path = join(dirs.root, `${label}.qcow2`);
+  const steps = cut(full, path, plan, 0);
+  assert.ok(steps.some((s) => s.kind === 'write' && s.pos === 48 && s.bytes.length === 12), `${label}: the plan switches refcount tables`);
+  for (const k of prefixes(steps)) {
+    cut(full, path, plan, k);
+    assertOnlyHarmless(path, `${label} after ${k} of ${writeCount(steps)} writes`);
+  }
+}
+
+/**
+ * What qemu-img check may say about a crashed image: leaked clusters, and COPIED flags cleared on
+ * clusters used once (snapshot -c clears them before it raises refcounts; qemu copies such a
+ * cluster before writing it, harmlessly). Anything else, or an image it cannot open, fails.
+ */
+function assertOnlyHarmless(path: string, what: string): void {
+  const r = runQemu('10.0', ['check', path], { timeoutMs: 20_000 });
+  const lines = (r.stdout + r.stderr).split('\n').filter((l) => /^(ERROR|Leaked|Warning|qemu-img:)/.test(l));
+  for (const l of lines) assert.match(l, /^Leaked cluster \d+ |^ERROR OFLAG_COPIED (data|L2) cluster: .* refcount=1$/, `${what}: ${l}`);
+  assert.ok([0, 2, 3].includes(r.status ?? -1), `${what}: check exits ${r.status}: ${r.stderr}`);
+}
+
+test('crash safety: every sampled prefix of a growing snapshot -c and resize leaves leaks at most', () => {
+  crashAtPrefixes('snapshot', (dev) => {
+    const plan = planCreate(dev, 'crash', { sec: 1_700_000_000, nsec: 0 });
+    assert.ok(plan, 'a snapshot plan');
+    return plan.steps;
+  });
+  crashAtPrefixes('resize-prealloc', (dev) => {
+    const image = qcow2Driver.open(dev, { writable: true, readsData: true });
+    const plan = qcow2Resize.plan(image, dev, { newSize: 20 * 2 ** 20, preallocation: 'metadata' });
+    assert.ok('steps' in plan, 'error' in plan ? plan.error : '');
+    return plan.steps;
+  });
+});
