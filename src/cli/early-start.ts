@@ -120,7 +120,8 @@ function startConvert(command: ParsedCommand, mode: SandboxMode): void {
     closePreopened();
     removeEarlyTarget();
   };
-  if (startEarlyGuest('convert', devices, { mode }, copyGuestCount()) === 0) finishEarlyStart();
+  const sources = devices.filter((d) => d.role === 'input').map((d) => ({ fd: d.fd, format: files.format }));
+  if (startEarlyGuest('convert', devices, { mode }, copyGuestCount(sources)) === 0) finishEarlyStart();
 }
 
 /** After the command: guests nobody claimed are ended, files nobody took closed or removed. */

@@ -6,9 +6,28 @@ import { closeSync, constants, fstatSync, lstatSync, openSync, unlinkSync } from
 import { availableParallelism } from 'node:os';
 import { fileId } from '../paths/resolve.ts';
 
-/** One guest per core (two at most): the one-round copy starts this many (open-copy.ts), the two rounds as many at most. */
-export function copyGuestCount(): number {
-  return Math.max(1, Math.min(2, availableParallelism()));
+/**
+ * Raw files (-f raw: nothing below them) with this many bytes in all copy in less time than a
+ * second guest takes to start, and a second start on a 2-core machine slows the first.
+ */
+const ONE_GUEST_BYTES = 64 * 1024 * 1024;
+
+/**
+ * One guest per core (two at most): the one-round copy starts this many (open-copy.ts), the two
+ * rounds as many at most. One for small raw files, when the sources are given: the early start
+ * (src/cli/early-start.ts) and the command must count alike, so both pass the same sources.
+ */
+export function copyGuestCount(sources?: { fd: number; format?: string }[]): number {
+  const cores = Math.max(1, Math.min(2, availableParallelism()));
+  if (cores === 1 || !sources?.length || !sources.every((s) => s.format === 'raw')) return cores;
+  let bytes = 0;
+  for (const s of sources) {
+    const st = fstatSync(s.fd);
+    // A device's st_size says nothing of its size.
+    if (!st.isFile()) return cores;
+    bytes += st.size;
+  }
+  return bytes <= ONE_GUEST_BYTES ? 1 : cores;
 }
 
 /** Creates `path` if nothing is there (never follows or replaces anything); undefined otherwise. */
