@@ -1,6 +1,6 @@
 // convert -B (a backing file for the target): qemu-img copies only what the source's top layer
-// has. Its block status is asked of the top image alone: what the top leaves unallocated reads
-// from the target's backing file and is not written; what the top says reads as zeros is written
+// has. Its block status is asked of the top image alone: what the top leaves unallocated (over a
+// backing file of its own) reads from the target's backing file and is not written; what the top says reads as zeros is written
 // as zeros (a zero cluster) unless it lies past the end of the target's backing file, which reads
 // as zeros there anyway; data is copied, its -S blocks of zeros written as zeros too (the target
 // does not read as zeros: it has a backing file).
@@ -28,6 +28,9 @@ type Kind = 'data' | 'zero' | 'backing';
 
 /** The top layer's runs, as qemu's convert sees them with a target backing file. */
 function* topRuns(image: Image, backingSize: number, from = 0): Generator<{ pos: number; length: number; kind: Kind }> {
+  // Where a top with no backing file of its own has nothing, it reads as zeros, and qemu's block
+  // layer says so (BDRV_BLOCK_ZERO): written as zeros over the target's backing file, not skipped.
+  const unallocated: Kind = image.info()['backing-filename'] === undefined ? 'zero' : 'backing';
   for (let pos = from; pos < image.virtualSize; ) {
     let e;
     try {
@@ -37,8 +40,10 @@ function* topRuns(image: Image, backingSize: number, from = 0): Generator<{ pos:
       throw err;
     }
     if (!(e.length > 0)) throw new ImageError('Input/output error', 'EIO');
-    const length = Math.min(Math.ceil((pos + e.length) / SECTOR) * SECTOR, image.virtualSize) - pos;
-    let kind: Kind = e.depth > 0 || e.kind === 'unallocated' ? 'backing' : e.kind === 'zero' || e.zeroData ? 'zero' : 'data';
+    let length = Math.min(Math.ceil((pos + e.length) / SECTOR) * SECTOR, image.virtualSize) - pos;
+    // qemu cuts a run at the end of the target's backing file: the zeros past it are not written.
+    if (pos < backingSize && pos + length > backingSize) length = backingSize - pos;
+    let kind: Kind = e.depth > 0 ? 'backing' : e.kind === 'unallocated' ? unallocated : e.kind === 'zero' || e.zeroData ? 'zero' : 'data';
     // Zeros past the target's backing file read as zeros already.
     if (kind === 'zero' && pos >= backingSize) kind = 'backing';
     yield { pos, length, kind };
