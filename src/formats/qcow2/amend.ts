@@ -5,13 +5,16 @@
 // What instar does: compat=1.1 upgrades (header grows to version 3), lazy_refcounts on/off,
 // data_file (rename) and data_file_raw=off, and every no-op (a value equal to the image's).
 // What it refuses before writing anything, because qemu would rewrite more than the header:
-// compat=0.10 downgrades, refcount_bits changes, size changes, encryption changes, and upgrades
-// of version 2 images whose snapshot entries lack the extra data version 3 requires.
+// compat=0.10 downgrades, refcount_bits changes, encryption changes, size changes of images with
+// snapshots or a backing file or together with other changes, and upgrades of version 2 images
+// whose snapshot entries lack the extra data version 3 requires. A size change alone is qemu's
+// truncate, planned by resize.ts (byte for byte what `resize --shrink` writes).
 //
 // Crash safety: qemu rewrites the header up to three times; every rewrite before the last writes
 // a prefix of the same change (they differ only in fields the later ones also set), so instar
 // writes the final header once: one write of the first cluster, which a crash can only tear.
-import { ImageError, type AmendCapability, type AmendPlan, type BlockDevice } from '../types.ts';
+import { ImageError, type AmendCapability, type AmendPlan, type BlockDevice, type Image } from '../types.ts';
+import { qcow2Resize } from './resize.ts';
 import type { RepairStep } from '../repair.ts';
 import { readAt } from '../bytes.ts';
 import { AUTOCLEAR, COMPAT_LAZY_REFCOUNTS, CRYPT, INCOMPAT, MAX_L1_BYTES, SNAPSHOT_HEADER_SIZE, parseHeader, type Qcow2Header } from './header.ts';
@@ -113,7 +116,7 @@ function snapshots(dev: BlockDevice, h: Qcow2Header): SnapshotEntry[] {
 const sameName = (a: string | undefined, b: Uint8Array | undefined): boolean =>
   a === undefined ? b === undefined : b !== undefined && Buffer.from(a).equals(Buffer.from(b));
 
-function plan(dev: BlockDevice, values: ReadonlyMap<string, string>): AmendPlan {
+function plan(dev: BlockDevice, image: Image, values: ReadonlyMap<string, string>): AmendPlan {
   const h = parseHeader(dev);
   // The state qemu holds after its read-write open, which already rewrote the header when it
   // cleared unknown autoclear bits: errors found later leave that rewrite behind.
@@ -161,9 +164,24 @@ function plan(dev: BlockDevice, values: ReadonlyMap<string, string>): AmendPlan 
     if (r.lazy && r.version < 3) return done(['Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)']);
     m.compatible = r.lazy ? m.compatible | COMPAT_LAZY_REFCOUNTS : m.compatible & ~COMPAT_LAZY_REFCOUNTS;
   }
-  if (r.size !== undefined && r.size !== 0n && (r.size !== m.size || h.nbSnapshots > 0)) return refused('size changes the virtual size (use qemu-img resize)');
+  if (r.size !== undefined && r.size !== 0n && (r.size !== m.size || h.nbSnapshots > 0)) {
+    // qemu truncates here (blk_truncate, exact): the same writes as `resize --shrink`.
+    if (h.nbSnapshots > 0) return refused('a size change of an image with internal snapshots is not implemented');
+    if (h.backingFileOffset !== 0n) return refused('a size change of an image with a backing file is not implemented');
+    if (opened.length > 0 || headerSteps(dev, m).length > 0 || r.version < h.version) return refused('a size change together with other changes is not implemented');
+    return resize(dev, image, r.size);
+  }
   if (r.version < h.version) return downgrade(dev, h, m, done, progress);
   return done();
+}
+
+/** The size change as qemu's qcow2_co_truncate makes it (resize.ts plans it). */
+function resize(dev: BlockDevice, image: Image, size: bigint): AmendPlan {
+  if (size > BigInt(Number.MAX_SAFE_INTEGER)) return refused('the new size is too large');
+  const plan = qcow2Resize.plan(image, dev, { newSize: Number(size), preallocation: 'off' });
+  if ('steps' in plan) return { steps: plan.steps };
+  // resize.ts says "instar cannot resize ..." for what it refuses; anything else is qemu's error.
+  return plan.error.startsWith('instar ') ? { refused: plan.error } : { steps: [], error: [plan.error] };
 }
 
 /**
@@ -251,8 +269,8 @@ export function openRewrite(dev: BlockDevice, h: Qcow2Header, m: Qcow2HeaderMode
 
 export const qcow2Amend: AmendCapability = {
   options: QCOW2_AMEND,
-  plan: (dev, _image, values) => {
-    const result = plan(dev, values);
+  plan: (dev, image, values) => {
+    const result = plan(dev, image, values);
     return readHeaderModel(dev, parseHeader(dev)).staleBitmaps ? { ...result, notice: STALE_BITMAPS_NOTICE } : result;
   },
 };
