@@ -1,0 +1,49 @@
+// amend -o size=N on qcow2 is qemu's truncate (qcow2_amend_options → blk_truncate): growing,
+// shrinking (without --shrink, unlike resize), qemu's error for a size that is not a multiple of
+// 512, and a growth that needs a bigger refcount table; files byte-identical to qemu-img 7.2's
+// and 10.0's, output and exit status alike. What instar still refuses leaves the file unchanged.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { VERSIONS } from '../helpers/oracles.ts';
+import { RepairDirs, assertSameRun } from '../check/repair-harness.ts';
+import { buildImage } from '../snapshot/harness.ts';
+
+const dirs = new RepairDirs();
+const images: Record<string, Uint8Array> = {};
+
+before(() => {
+  images.small = buildImage(dirs.root, 'small.qcow2', ['-f', 'qcow2', '1M'], ['write -P 1 0 600k']);
+  // 512-byte clusters with a full one-cluster refcount table: a bigger L1 table needs a new one.
+  images.full = buildImage(dirs.root, 'full.qcow2', ['-f', 'qcow2', '-o', 'cluster_size=512', '16M'], ['write -P 0x5a 0 8026k']);
+});
+after(() => dirs.remove());
+
+for (const version of VERSIONS) {
+  test(`${version}: amend -o size grows and shrinks as qemu-img does`, () => {
+    const cases: [string, string][] = [['small', '100M'], ['small', '512k'], ['small', '1025k'], ['small', '1000'], ['full', '64M']];
+    for (const [image, size] of cases) {
+      const r = dirs.run(version, 'img.qcow2', images[image], ['amend', '-o', `size=${size}`, 'img.qcow2']);
+      const what = `${version} ${image} size=${size}`;
+      assertSameRun(r, what);
+      assert.equal(r.qemu.status, size === '1000' ? 1 : 0, `${what}: ${r.qemu.stderr}`);
+      assert.ok(r.instarFile.equals(r.qemuFile), `${what}: instar's file is qemu-img's`);
+      if (size !== '1000') assert.ok(!r.instarFile.equals(Buffer.from(images[image])), `${what}: the image changed`);
+    }
+  });
+}
+
+test('amend -o size through the sandbox, and what instar still refuses', () => {
+  const r = dirs.run('10.0', 'img.qcow2', images.full, ['amend', '-o', 'size=64M', 'img.qcow2'], { sandboxed: true });
+  assertSameRun(r, 'sandboxed');
+  assert.ok(r.instarFile.equals(r.qemuFile), 'sandboxed: instar\'s file is qemu-img\'s');
+  const refusals: [string, string, RegExp][] = [
+    ['small', 'lazy_refcounts=on,size=4M', /together with other changes/],
+  ];
+  for (const [image, options, why] of refusals) {
+    const x = dirs.run('10.0', 'img.qcow2', images[image], ['amend', '-o', options, 'img.qcow2'], { skipQemu: true });
+    assert.equal(x.instar.status, 1, options);
+    assert.match(x.instar.stderr, /^qemu-img: instar cannot amend this qcow2 image: .*; nothing was written\n$/, options);
+    assert.match(x.instar.stderr, why, options);
+    assert.ok(x.instarFile.equals(Buffer.from(images[image])), `${options}: unchanged`);
+  }
+});
