@@ -116,6 +116,8 @@ export interface Image {
   readonly blockStatus?: 'none' | number;
   /** What qemu's driver says with warn_report while opening (text after "warning: "): printed, not fatal. */
   readonly warnings?: readonly string[];
+  /** What the driver prints after its warnings with error_printf: a line of its own, no newline after it. */
+  readonly warningsTail?: string;
   /**
    * The image opened, but qemu's size queries fail (a sector count past int64 bytes:
    * formats/sector-count.ts): each command words that itself; extent() and read() throw.

@@ -22,7 +22,7 @@ export class WarningList {
   add(w: GuestWarning): void {
     const text = w.text.length > MAX_WARNING_TEXT ? w.text.slice(0, MAX_WARNING_TEXT) : w.text;
     if (this.list.length >= MAX_WARNINGS || this.list.some((o) => o.text === text && o.prefixed === w.prefixed)) return;
-    this.list.push({ text, prefixed: w.prefixed });
+    this.list.push({ text, prefixed: w.prefixed, ...(w.unterminated === true ? { unterminated: true } : {}) });
   }
 }
 

@@ -22,11 +22,21 @@ export function printWarnings(warnings: readonly GuestWarning[], ctx: CommandCon
   let seen = printed.get(ctx.err);
   if (!seen) printed.set(ctx.err, (seen = new Set()));
   for (const w of warnings) {
-    const line = w.prefixed ? `${ctx.progname}: ${w.text}\n` : `${w.text}\n`;
+    const line = (w.prefixed ? `${ctx.progname}: ${w.text}` : w.text) + (w.unterminated ? '' : '\n');
     if (seen.has(line)) continue;
     seen.add(line);
     ctx.err(line);
   }
+}
+
+/**
+ * A mutating op's notice (what qemu's writable open prints: "warning: …" and an unterminated
+ * tail), printed unless the open's own warnings printed the same lines already.
+ */
+export function printNotice(notice: string, ctx: CommandContext): void {
+  const [first, ...rest] = notice.split('\n');
+  const tail = rest.join('\n');
+  printWarnings([{ text: first, prefixed: true }, ...(tail ? [{ text: tail, prefixed: false, unterminated: true }] : [])], ctx);
 }
 
 /** An image the user named on the command line, already opened by the command. */

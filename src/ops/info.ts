@@ -2,6 +2,7 @@ import { ImageError, type OpenContext } from '../formats/types.ts';
 import { detectFormat } from '../formats/detect.ts';
 import { findDriver } from '../formats/registry.ts';
 import type { Op } from './types.ts';
+import { warnOpened } from './open-tree.ts';
 
 export interface InfoOptions {
   /** -f: the format the user named; detection runs when absent. */
@@ -44,7 +45,7 @@ export const infoOp: Op = (options, ctx) => {
   try {
     const image = driver.open(input.dev, { writable: false, displayName: opts.fileName, profile: opts.profile, devices, unsafeQuirks: !!opts.unsafeQuirks });
     // Non-fatal lines qemu prints while opening (e.g. dmg's unsupported chunk types).
-    for (const w of image.warnings ?? []) ctx.warn?.({ text: `warning: ${w}`, prefixed: true });
+    warnOpened(image, ctx);
     // qemu's bdrv_query_image_info asks the size before anything else.
     if (image.sizeFailure) return { 'size-failed': { format: image.format, errno: image.sizeFailure.errno } } satisfies SizeFailedAnswer;
     return image.info();

@@ -8,6 +8,12 @@ import { findDriver } from '../formats/registry.ts';
 import type { NeededFile } from '../protocol/messages.ts';
 import type { OpContext } from './types.ts';
 
+/** Passes on what qemu prints while it opens the image (warn_report lines, then any error_printf tail). */
+export function warnOpened(image: Image, ctx: OpContext): void {
+  for (const w of image.warnings ?? []) ctx.warn?.({ text: `warning: ${w}`, prefixed: true });
+  if (image.warningsTail !== undefined) ctx.warn?.({ text: image.warningsTail, prefixed: false, unterminated: true });
+}
+
 export interface OpenTreeOptions {
   /** -f for the top image; detection otherwise. */
   format?: string;
@@ -87,7 +93,7 @@ function openLevel(ctx: OpContext, index: number, format: string | undefined, op
     for (const f of files) missing.push({ role: f.role === 'backing' ? 'backing' : f.role === 'data-file' ? 'data-file' : 'extent', name: f.name, referrer: index });
     return undefined as unknown as Image;
   }
-  for (const w of image.warnings ?? []) ctx.warn?.({ text: `warning: ${w}`, prefixed: true });
+  warnOpened(image, ctx);
   const info = image.info();
   if (info['data-file'] !== undefined && !named.has(info['data-file'])) {
     missing.push({ role: 'data-file', name: info['data-file'], referrer: index });

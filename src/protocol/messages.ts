@@ -68,6 +68,8 @@ export const MAX_MAP_ENTRIES = 8192;
 export interface GuestWarning {
   text: string;
   prefixed: boolean;
+  /** Printed without a newline after it (qemu's error_printf of a text that has none). */
+  unterminated?: boolean;
 }
 
 /** Most warnings one result or error carries, and the longest text of one (guest data: bounded). */

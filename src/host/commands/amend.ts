@@ -16,6 +16,7 @@ import { AMEND_OPTIONS, amendHelp } from '../../formats/amend-options.ts';
 import { openForWriting, QEMU_FORMAT_NAMES, validNotice } from './rebase.ts';
 import { PROBED_RAW_WARNING, runOnImage } from '../writable-image.ts';
 import type { AmendOptions, AmendResult } from '../../ops/amend.ts';
+import { printNotice } from '../open-files.ts';
 
 const CACHE_MODES = new Set(['none', 'off', 'writeback', 'unsafe', 'directsync', 'writethrough']);
 
@@ -80,7 +81,7 @@ async function runAmend(cmd: ParsedCommand, list: string, ctx: CommandContext, p
   };
   const result: AmendResult = validAmendResult(await runOnImage('amend', options, fd, target, ctx, true));
   if (target.format === undefined && result.format === 'raw') ctx.err(PROBED_RAW_WARNING(target.path));
-  if (result.notice !== undefined) ctx.err(`${ctx.progname}: ${result.notice}`);
+  if (result.notice !== undefined) printNotice(result.notice, ctx);
   const report = (lines: string[]): number => {
     ctx.err(`${ctx.progname}: ${lines[0]}\n${lines.slice(1).map((l) => `${l}\n`).join('')}`);
     return 1;

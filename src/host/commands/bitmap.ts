@@ -10,7 +10,7 @@ import { openReferenced } from '../paths/resolve.ts';
 import { PathRefusedError, ReferenceOpenError } from '../paths/policy.ts';
 import { resolve } from 'node:path';
 import { openWritable, PROBED_RAW_WARNING, runRepairingDirty } from '../writable-image.ts';
-import { ReferencedFileError, type InputFile } from '../open-files.ts';
+import { printNotice, ReferencedFileError, type InputFile } from '../open-files.ts';
 import { OpError } from '../sandbox/run.ts';
 import { referencedOpenMessage } from '../input-image.ts';
 import { addObject, sourceSecrets } from '../secrets.ts';
@@ -157,7 +157,7 @@ async function runBitmap(cmd: ParsedCommand, args: BitmapArgs, ctx: CommandConte
     for (const input of inputs) closeSync(input.fd);
   }
   if (target.format === undefined && answer.format === 'raw') ctx.err(PROBED_RAW_WARNING(target.path));
-  if (answer.notice !== undefined) ctx.err(`${ctx.progname}: ${answer.notice}`);
+  if (answer.notice !== undefined) printNotice(answer.notice, ctx);
   const sourceError = answer.sourceError === undefined ? undefined : `Could not open '${source.target?.errorName ?? ''}': ${answer.sourceError}`;
   const line = answer.refused ?? answer.error ?? source.error ?? sourceError;
   if (line === undefined) return 0;

@@ -8,7 +8,7 @@ import { closeSync, constants, fsyncSync } from 'node:fs';
 import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { OpError } from '../sandbox/run.ts';
-import { ReferencedFileError } from '../open-files.ts';
+import { printNotice, ReferencedFileError } from '../open-files.ts';
 import { checkFormat, InputImageError, openImageFile, topTarget, referencedOpenMessage, type Target } from '../input-image.ts';
 import { PROBED_RAW_WARNING, runRepairingDirty } from '../writable-image.ts';
 import { addObject, sourceSecrets } from '../secrets.ts';
@@ -126,7 +126,7 @@ async function runRebase(cmd: ParsedCommand, ctx: CommandContext, progress: bool
   // The copy loop's percentages, as qemu printed them before its last line.
   if (progress) for (const [p, times] of result.progress ?? []) ctx.out(progressLine(p).repeat(times));
   if (target.format === undefined && result.format === 'raw') ctx.err(PROBED_RAW_WARNING(target.path));
-  if (result.notice !== undefined) ctx.err(`${ctx.progname}: ${result.notice}`);
+  if (result.notice !== undefined) printNotice(result.notice, ctx);
   if ('invalidBackingFormat' in result) return fail(`Invalid format name: '${backingFormat}'`);
   if ('refused' in result) return fail(result.refused, true);
   if ('errno' in result) {

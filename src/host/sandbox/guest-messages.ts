@@ -31,6 +31,7 @@ export function cleanGuestWarnings(warnings: readonly GuestWarning[]): GuestWarn
   return warnings.slice(0, MAX_WARNINGS).map((w) => ({
     text: escapeForTerminal(w.text.length > MAX_WARNING_TEXT ? w.text.slice(0, MAX_WARNING_TEXT) + '…' : w.text),
     prefixed: w.prefixed,
+    ...(w.unterminated === true ? { unterminated: true } : {}),
   }));
 }
 
@@ -57,7 +58,8 @@ function isByteDouble(v: unknown): boolean {
 /** An optional warnings list: bounded in count and length (the guest cuts its own to fit). */
 function warningsOk(v: unknown): boolean {
   return v === undefined || (Array.isArray(v) && v.length <= MAX_WARNINGS && v.every((w) =>
-    isObj(w) && onlyKeys(w, ['text', 'prefixed']) && typeof w.text === 'string' && w.text.length <= MAX_WARNING_TEXT + 1 && typeof w.prefixed === 'boolean'));
+    isObj(w) && onlyKeys(w, ['text', 'prefixed', 'unterminated']) && typeof w.text === 'string' && w.text.length <= MAX_WARNING_TEXT + 1 &&
+    typeof w.prefixed === 'boolean' && (w.unterminated === undefined || w.unterminated === true)));
 }
 
 /** Per message type: its allowed keys and a check of their values. */
