@@ -1,9 +1,9 @@
-// Where qemu puts a grown qcow2 refcount table (alloc_refcount_block → qcow2_refcount_area, in
-// block/qcow2-refcount.c): the area starts at the first refcount range no block covers yet (past
-// the cluster being counted and the block just allocated for it), holds one new refcount block
-// per range from there to the end of the area, then the new table; everything in the area counts
-// itself. The table is sized "generously" (half again as many entries), as qemu does. Pure
-// arithmetic: RefcountModel (refcount-update.ts) applies it.
+// The sizes of a qcow2 refcount area (qcow2_refcount_area in block/qcow2-refcount.c): refcount
+// blocks and a new refcount table placed from a start cluster on, that count themselves and
+// `additional` clusters after them. alloc_refcount_block grows a full table this way, starting
+// at the first refcount range no block covers yet, sized "generously" (half again as many
+// entries); a falloc/full resize asks for an exact area for its data. Pure arithmetic:
+// RefcountModel (refcount-update.ts) places the blocks.
 import { PlanRefusal } from './refcount-update.ts';
 
 /** qemu's QCOW_MAX_REFTABLE_SIZE: a larger refcount table fails with EFBIG. */
@@ -13,17 +13,6 @@ export interface RetiredTable {
   offset: number;
   /** The table as qemu last wrote it (its clusters keep these bytes once freed). */
   bytes: Buffer;
-}
-
-export interface GrowthLayout {
-  /** First cluster of the area (a multiple of the clusters one refcount block covers). */
-  start: number;
-  /** First cluster after it. */
-  end: number;
-  tableCluster: number;
-  tableEntries: number;
-  /** The area's new refcount blocks: [table index, cluster]. */
-  newBlocks: [number, number][];
 }
 
 /**
@@ -48,20 +37,25 @@ export function refcountBlocksFor(clusters: number, clusterSize: number, perBloc
   return blocks;
 }
 
-/** The layout for counting `cluster` when the refcount table has `oldEntries` entries. */
-export function growthLayout(clusterSize: number, perBlock: number, oldEntries: number, cluster: number, newBlock: number): GrowthLayout {
+/** Refcount blocks (in all) and table entries of a refcount area covering `clusters` clusters. */
+export function areaSize(clusterSize: number, perBlock: number, clusters: number, exact: boolean): { blocks: number; tableEntries: number } {
   const perTableCluster = clusterSize / 8;
-  const blocksUsed = Math.ceil(Math.max(cluster + 1, newBlock + 1) / perBlock);
-  const start = blocksUsed * perBlock;
-  const total = refcountBlocksFor(start, clusterSize, perBlock, true);
-  const tableEntries = Math.ceil((total + Math.ceil(total / 2)) / perTableCluster) * perTableCluster;
-  if (total > MAX_TABLE_BYTES || tableEntries * 8 > MAX_TABLE_BYTES || tableEntries <= oldEntries) {
+  const blocks = refcountBlocksFor(clusters, clusterSize, perBlock, !exact);
+  const wanted = exact ? blocks : blocks + Math.ceil(blocks / 2);
+  const tableEntries = Math.ceil(wanted / perTableCluster) * perTableCluster;
+  if (blocks > MAX_TABLE_BYTES || tableEntries * 8 > MAX_TABLE_BYTES) {
     throw new PlanRefusal('the refcount table would grow past qemu\'s limit (File too large); nothing was written');
   }
-  const newBlocks: [number, number][] = [];
-  for (let i = blocksUsed; i < total; i++) newBlocks.push([i, start + (i - blocksUsed)]);
-  const tableCluster = start + newBlocks.length;
-  const end = tableCluster + tableEntries / perTableCluster;
-  if (end * clusterSize > Number.MAX_SAFE_INTEGER) throw new PlanRefusal('the grown refcount table would lie past 2^53 bytes; nothing was written');
-  return { start, end, tableCluster, tableEntries, newBlocks };
+  if ((clusters + blocks + tableEntries / perTableCluster) * clusterSize > Number.MAX_SAFE_INTEGER) {
+    throw new PlanRefusal('the refcount structures would lie past 2^53 bytes; nothing was written');
+  }
+  return { blocks, tableEntries };
+}
+
+/**
+ * alloc_refcount_block's growth for counting `cluster` (its new block is `newBlock`): the area
+ * starts after every range the two need, with no additional clusters, sized generously.
+ */
+export function growthStart(perBlock: number, cluster: number, newBlock: number): number {
+  return Math.ceil(Math.max(cluster + 1, newBlock + 1) / perBlock) * perBlock;
 }

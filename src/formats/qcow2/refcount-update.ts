@@ -15,7 +15,7 @@ import { readAt, requestOk } from '../bytes.ts';
 import type { Qcow2Header } from './header.ts';
 import type { RepairStep } from '../repair.ts';
 import { readRefcount, writeRefcount as writeEntry } from './refcount-entry.ts';
-import { growthLayout, type RetiredTable } from './refcount-grow.ts';
+import { areaSize, growthStart, type RetiredTable } from './refcount-grow.ts';
 
 /** instar will not do what qemu would here; nothing was written. */
 export class PlanRefusal extends ImageError {}
@@ -208,32 +208,74 @@ export class RefcountModel {
 
   /**
    * alloc_refcount_block's growth: qcow2_refcount_area placed after every range the blocks in use
-   * (and `newCluster`, the block for `index`) cover: new blocks counting the area, the new table,
-   * then the old table freed (qemu does not discard it: pass-discard-other is off).
+   * (and `newCluster`, the block for `index`) cover, sized generously.
    */
   private growTable(cluster: number, index: number, newCluster: number): void {
+    this.refcountArea(growthStart(this.perBlock, cluster, newCluster), 0, false, { index, cluster: newCluster });
+  }
+
+  /**
+   * qcow2_refcount_area: from cluster `start` on, the refcount blocks the table lacks (existing
+   * ones in range are reused) then a new table, covering themselves and `additional` clusters
+   * after them, every cluster of the area counted once; the header is switched to the new table
+   * (tableWrites) and the old one freed (not discarded: pass-discard-other is off). Returns the
+   * first cluster after the area.
+   */
+  refcountArea(start: number, additional: number, exact: boolean, hook?: { index: number; cluster: number }): number {
     if (this.retired.length >= MAX_GROWTHS) throw new PlanRefusal('the operation would grow the qcow2 refcount table too often; nothing was written');
     const cs = this.clusterSize;
-    const layout = growthLayout(cs, this.perBlock, this.table.length / 8, cluster, newCluster);
-    const table = Buffer.alloc(layout.tableEntries * 8);
-    this.table.copy(table);
-    table.writeBigUInt64BE(BigInt(newCluster * cs), index * 8);
-    for (const [i, at] of layout.newBlocks) {
-      if (this.held() + cs > this.maxBlockBytes) throw new PlanRefusal('the operation touches too many refcount blocks; nothing was written');
-      const b: RefcountBlock = { offset: at * cs, original: Buffer.alloc(cs), current: Buffer.alloc(cs) };
-      // Every cluster of the area this block covers (blocks and table) is in use.
-      const first = Math.max(i * this.perBlock, layout.start);
-      const last = Math.min(layout.end, (i + 1) * this.perBlock);
-      for (let c = first; c < last; c++) writeEntry(b.current, c % this.perBlock, this.bits, 1);
-      this.blocks.set(i, b);
-      this.dirty.add(i);
-      table.writeBigUInt64BE(BigInt(at * cs), i * 8);
+    const { blocks: total, tableEntries } = areaSize(cs, this.perBlock, start + additional, exact);
+    const table = Buffer.alloc(tableEntries * 8);
+    this.table.copy(table, 0, 0, Math.min(this.table.length, table.length));
+    if (hook) table.writeBigUInt64BE(BigInt(hook.cluster * cs), hook.index * 8);
+    const areaIndex = Math.floor(start / this.perBlock);
+    let newBlocks = 0;
+    for (let i = areaIndex; i < total; i++) if (table.readBigUInt64BE(i * 8) === 0n) newBlocks++;
+    const tableCluster = start + newBlocks;
+    const end = tableCluster + tableEntries / (cs / 8);
+    let next = start;
+    for (let i = areaIndex; i < total; i++) {
+      let b = this.blocks.get(i) ?? (i < this.table.length / 8 ? this.block(i * this.perBlock, false) : undefined);
+      if (table.readBigUInt64BE(i * 8) === 0n || !b) {
+        if (this.held() + cs > this.maxBlockBytes) throw new PlanRefusal('the operation touches too many refcount blocks; nothing was written');
+        b = { offset: next * cs, original: Buffer.alloc(cs), current: Buffer.alloc(cs) };
+        table.writeBigUInt64BE(BigInt(next * cs), i * 8);
+        this.blocks.set(i, b);
+        next++;
+      }
+      // Every cluster of the area this block covers (blocks and table) is in use, once.
+      const first = Math.max(i * this.perBlock, start);
+      const last = Math.min(end, (i + 1) * this.perBlock);
+      for (let c = first; c < last; c++) {
+        if (readEntry(b.current, c % this.perBlock, this.bits) !== 0) throw new PlanRefusal('instar refuses this qcow2 image: clusters past its last one in use have refcounts; nothing was written');
+        writeEntry(b.current, c % this.perBlock, this.bits, 1);
+      }
+      if (first < last) this.dirty.add(i);
     }
     const old = { offset: this.tableOffset, bytes: Buffer.from(this.table) };
     this.retired.push(old);
     this.table = table;
-    this.tableOffset = layout.tableCluster * cs;
+    this.tableOffset = tableCluster * cs;
     this.update(old.offset, old.bytes.length, 1, true, { discard: false });
+    return end;
+  }
+
+  /** qcow2_alloc_clusters_at for clusters the refcount blocks cover (after refcountArea). */
+  allocAt(first: number, count: number): void {
+    for (let c = first; c < first + count; c++) {
+      if (this.get(c) !== 0) throw new PlanRefusal('instar could not place the preallocated clusters; nothing was written');
+    }
+    this.update(first * this.clusterSize, count * this.clusterSize, 1, false, { discard: false });
+  }
+
+  /** qcow2_get_last_cluster: the highest cluster below `below` with a refcount, -1 when none. */
+  lastUsed(below: number): number {
+    for (let c = below - 1; c >= 0; c--) {
+      if (this.get(c) !== 0) return c;
+      // A file with millions of unused clusters at its end is not what qemu-img writes.
+      if (below - c > 1 << 24) throw new PlanRefusal('instar refuses this qcow2 image: too many unused clusters at the end of the file; nothing was written');
+    }
+    return -1;
   }
 
   private held(): number {

@@ -7,9 +7,9 @@
 // its cache and written at close. --preallocation=metadata is in resize-prealloc.ts, the zero
 // clusters over a longer backing file in resize-zero.ts, shrinking in resize-shrink.ts.
 //
-// Refused in instar's words, nothing written, where qemu would do more than this: falloc and full
-// preallocation, a refcount block to allocate (but for a new L1 table), a refcount table to grow,
-// a dirty image, persistent bitmaps (qemu rewrites them at close), an external data file.
+// --preallocation=falloc|full is in resize-falloc.ts. Refused in instar's words, nothing written,
+// where qemu would do more than this: a dirty image, persistent bitmaps (qemu rewrites them at
+// close), an external data file.
 import { ImageError, type BlockDevice, type Image, type ResizeCapability, type ResizePlan, type ResizeRequest } from '../types.ts';
 import { readAt } from '../bytes.ts';
 import type { RepairStep } from '../repair.ts';
@@ -19,6 +19,7 @@ import { allocClusters } from './allocator.ts';
 import { MAX_REFCOUNT_BYTES, planShrink } from './resize-shrink.ts';
 import { preallocateMetadata, type GrowState } from './resize-prealloc.ts';
 import { zeroNewArea } from './resize-zero.ts';
+import { preallocateData } from './resize-falloc.ts';
 
 const INT_MAX = 0x7fffffff;
 const KNOWN_AUTOCLEAR = AUTOCLEAR.bitmaps | AUTOCLEAR.dataFileRaw;
@@ -40,7 +41,6 @@ function sizeWrite(size: number): RepairStep {
 function precheck(h: Qcow2Header, request: ResizeRequest): ResizePlan | undefined {
   if (request.newSize % 512 !== 0) return { error: 'The new size must be a multiple of 512' };
   if (h.nbSnapshots > 0 && h.version < 3) return { error: "Can't resize a v2 image which has snapshots" };
-  if (request.preallocation === 'falloc' || request.preallocation === 'full') return refused(`instar does not preallocate qcow2 images with ${request.preallocation} yet`);
   if (h.incompatible & INCOMPAT.dirty) return refused('its dirty bit is set: qemu would repair its refcounts first');
   if (h.autoclear & ~KNOWN_AUTOCLEAR) return refused('qemu would clear unknown autoclear bits in its header');
   if (h.autoclear & AUTOCLEAR.bitmaps) return refused('it has persistent bitmaps');
@@ -104,6 +104,11 @@ function planGrow(dev: BlockDevice, h: Qcow2Header, request: ResizeRequest): Res
     for (let c = oldStart; c < oldEnd; c++) {
       if (!refs.tryAdd(c, -1)) return refused('a refcount of its old L1 table is out of range');
     }
+  }
+  if (request.preallocation === 'falloc' || request.preallocation === 'full') {
+    const prealloc = preallocateData(dev, h, state, oldLength, request.newSize, request.preallocation);
+    if (typeof prealloc === 'string') return refused(prealloc);
+    steps.push(...prealloc);
   }
   if (request.preallocation === 'metadata') {
     const prealloc = preallocateMetadata(dev, h, state, oldLength, request.newSize);
