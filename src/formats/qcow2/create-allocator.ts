@@ -5,6 +5,7 @@
 // is why a block can land inside the range it was allocated for. Refcounts are kept per cluster
 // (an image being created has at most a few million clusters of metadata).
 import { ImageError } from '../types.ts';
+import { refcountBlocksFor } from './refcount-grow.ts';
 
 export class CreateAllocator {
   /** Refcount of each cluster (0 past the end of the array). */
@@ -47,15 +48,7 @@ export class CreateAllocator {
     const cs = this.clusterSize;
     const perTableCluster = cs / 8;
     // qcow2_refcount_metadata_size: blocks and table clusters that also count themselves.
-    const clusters = start + additional;
-    let blocks = 0;
-    let tableClusters = 0;
-    for (let n = -1, last = -2; n !== last;) {
-      last = n;
-      blocks = Math.ceil((clusters + tableClusters + blocks) / this.perBlock);
-      tableClusters = Math.ceil(blocks / perTableCluster);
-      n = clusters + blocks + tableClusters;
-    }
+    const blocks = refcountBlocksFor(start + additional, cs, this.perBlock, false);
     const tableSize = Math.ceil(blocks / perTableCluster) * perTableCluster;
     const table = new Array<number>(tableSize).fill(0);
     this.table.forEach((block, i) => {
@@ -74,21 +67,7 @@ export class CreateAllocator {
     const blocksUsed = Math.ceil(Math.max(cluster + 1, block + 1) / this.perBlock);
     const start = blocksUsed * this.perBlock;
     // qcow2_refcount_metadata_size with a generous increase: once settled, room for half the table again.
-    let clusters = start;
-    let blocks = 0;
-    let tableClusters = 0;
-    let generous = true;
-    for (let n = 0, last = -1; n !== last;) {
-      last = n;
-      blocks = Math.ceil((clusters + tableClusters + blocks) / this.perBlock);
-      tableClusters = Math.ceil(blocks / perTableCluster);
-      n = clusters + blocks + tableClusters;
-      if (n === last && generous) {
-        clusters += Math.ceil(tableClusters / 2);
-        n = 0;
-        generous = false;
-      }
-    }
+    const blocks = refcountBlocksFor(start, this.clusterSize, this.perBlock, true);
     const tableSize = Math.ceil((blocks + Math.ceil(blocks / 2)) / perTableCluster) * perTableCluster;
     if (tableSize * 8 > 8 * 1024 * 1024) throw new ImageError('instar cannot grow the refcount table past qemu\'s limit (File too large)', 'EFBIG');
     const table = new Array<number>(tableSize).fill(0);
