@@ -5,10 +5,10 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { VERSIONS } from '../helpers/oracles.ts';
-import { RepairDirs, assertSameRun } from '../check/repair-harness.ts';
+import { PairRunner, assertSameOutput } from './pair.ts';
 import { buildImage } from '../snapshot/harness.ts';
 
-const dirs = new RepairDirs();
+const dirs = new PairRunner();
 const images: Record<string, Uint8Array> = {};
 
 before(() => {
@@ -19,31 +19,32 @@ before(() => {
 after(() => dirs.remove());
 
 for (const version of VERSIONS) {
-  test(`${version}: amend -o size grows and shrinks as qemu-img does`, () => {
+  test(`${version}: amend -o size grows and shrinks as qemu-img does`, async () => {
     const cases: [string, string][] = [['small', '100M'], ['small', '512k'], ['small', '1025k'], ['small', '1000'], ['full', '64M']];
     for (const [image, size] of cases) {
-      const r = dirs.run(version, 'img.qcow2', images[image], ['amend', '-o', `size=${size}`, 'img.qcow2']);
+      const r = await dirs.run(version, { 'img.qcow2': images[image] }, ['amend', '-o', `size=${size}`, 'img.qcow2']);
       const what = `${version} ${image} size=${size}`;
-      assertSameRun(r, what);
+      assertSameOutput(r, what);
       assert.equal(r.qemu.status, size === '1000' ? 1 : 0, `${what}: ${r.qemu.stderr}`);
-      assert.ok(r.instarFile.equals(r.qemuFile), `${what}: instar's file is qemu-img's`);
-      if (size !== '1000') assert.ok(!r.instarFile.equals(Buffer.from(images[image])), `${what}: the image changed`);
+      const file = r.instarFiles['img.qcow2'];
+      assert.ok(file.equals(r.qemuFiles['img.qcow2']), `${what}: instar's file is qemu-img's`);
+      if (size !== '1000') assert.ok(!file.equals(Buffer.from(images[image])), `${what}: the image changed`);
     }
   });
 }
 
-test('amend -o size through the sandbox, and what instar still refuses', () => {
-  const r = dirs.run('10.0', 'img.qcow2', images.full, ['amend', '-o', 'size=64M', 'img.qcow2'], { sandboxed: true });
-  assertSameRun(r, 'sandboxed');
-  assert.ok(r.instarFile.equals(r.qemuFile), 'sandboxed: instar\'s file is qemu-img\'s');
+test('amend -o size through the sandbox, and what instar still refuses', async () => {
+  const r = await dirs.run('10.0', { 'img.qcow2': images.full }, ['amend', '-o', 'size=64M', 'img.qcow2'], { sandboxed: true });
+  assertSameOutput(r, 'sandboxed');
+  assert.ok(r.instarFiles['img.qcow2'].equals(r.qemuFiles['img.qcow2']), 'sandboxed: instar\'s file is qemu-img\'s');
   const refusals: [string, string, RegExp][] = [
     ['small', 'lazy_refcounts=on,size=4M', /together with other changes/],
   ];
   for (const [image, options, why] of refusals) {
-    const x = dirs.run('10.0', 'img.qcow2', images[image], ['amend', '-o', options, 'img.qcow2'], { skipQemu: true });
+    const x = await dirs.run('10.0', { 'img.qcow2': images[image] }, ['amend', '-o', options, 'img.qcow2'], { skipQemu: true });
     assert.equal(x.instar.status, 1, options);
     assert.match(x.instar.stderr, /^qemu-img: instar cannot amend this qcow2 image: .*; nothing was written\n$/, options);
     assert.match(x.instar.stderr, why, options);
-    assert.ok(x.instarFile.equals(Buffer.from(images[image])), `${options}: unchanged`);
+    assert.ok(x.instarFiles['img.qcow2'].equals(Buffer.from(images[image])), `${options}: unchanged`);
   }
 });

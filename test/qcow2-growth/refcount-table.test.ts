@@ -6,11 +6,11 @@
 // must leave an image qemu-img checks with leaks at most (all prefixes in the long tier).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { VERSIONS, runInstar, runQemu, type OracleVersion } from '../helpers/oracles.ts';
+import { VERSIONS, runQemu, type OracleVersion } from '../helpers/oracles.ts';
 import { LONG } from '../helpers/long.ts';
-import { RepairDirs, assertSameRun } from '../check/repair-harness.ts';
+import { PairRunner, assertSameOutput } from './pair.ts';
 import { buildImage, maskSnapshotDates } from '../snapshot/harness.ts';
 import { FdDevice } from '../../src/io/fd-device.ts';
 import { qcow2Driver } from '../../src/formats/qcow2/driver.ts';
@@ -18,7 +18,7 @@ import { qcow2Resize } from '../../src/formats/qcow2/resize.ts';
 import { planCreate } from '../../src/formats/qcow2/snapshot-plan.ts';
 import { applyRepair, writeCount, type RepairStep } from '../../src/formats/repair.ts';
 
-const dirs = new RepairDirs();
+const dirs = new PairRunner();
 let full: Uint8Array;
 let base: Uint8Array;
 let top: Uint8Array;
@@ -39,46 +39,37 @@ before(() => {
 after(() => dirs.remove());
 
 /** Runs `args` on copies of the full image and asserts the same output and file, and a growth. */
-function same(version: OracleVersion, args: string[], opts: { sandboxed?: boolean; viaEnv?: boolean; dates?: boolean } = {}): void {
-  const r = dirs.run(version, 'full.qcow2', full, args, opts);
+async function same(version: OracleVersion, args: string[], opts: { sandboxed?: boolean; dates?: boolean } = {}): Promise<void> {
+  const r = await dirs.run(version, { 'full.qcow2': full }, args, opts);
   const what = `${version} ${args.join(' ')}`;
-  assertSameRun(r, what);
+  assertSameOutput(r, what);
   assert.equal(r.qemu.status, 0, `${what}: ${r.qemu.stderr}`);
-  assert.notEqual(reftableFields(r.qemuFile), reftable, `${what}: qemu grew the refcount table`);
+  const [q, i] = [r.qemuFiles['full.qcow2'], r.instarFiles['full.qcow2']];
+  assert.notEqual(reftableFields(q), reftable, `${what}: qemu grew the refcount table`);
   const mask = opts.dates ? maskSnapshotDates : (b: Buffer) => b;
-  assert.ok(mask(r.instarFile).equals(mask(r.qemuFile)), `${what}: instar's file differs from qemu-img's`);
+  assert.ok(mask(i).equals(mask(q)), `${what}: instar's file differs from qemu-img's`);
 }
 
 for (const version of VERSIONS) {
-  test(`${version}: snapshot -c and resize grow a full refcount table as qemu-img does`, () => {
-    same(version, ['snapshot', '-c', 's1', 'full.qcow2'], { dates: true });
-    same(version, ['resize', 'full.qcow2', '64M'], { viaEnv: true });
+  test(`${version}: snapshot -c and resize grow a full refcount table as qemu-img does`, async () => {
+    await same(version, ['snapshot', '-c', 's1', 'full.qcow2'], { dates: true });
+    await same(version, ['resize', 'full.qcow2', '64M']);
     // Preallocating 8 MiB of 512-byte clusters grows the table twice.
-    same(version, ['resize', '--preallocation=metadata', 'full.qcow2', '24M'], { viaEnv: true });
+    await same(version, ['resize', '--preallocation=metadata', 'full.qcow2', '24M']);
   });
 
-  test(`${version}: commit into a base with a full refcount table grows it as qemu-img does`, () => {
-    const sides = ['q', 'i'].map((side) => {
-      const dir = join(dirs.root, `commit-${version}-${side}`);
-      mkdirSync(dir);
-      writeFileSync(join(dir, 'b.qcow2'), base);
-      writeFileSync(join(dir, 't.qcow2'), top);
-      return dir;
-    });
-    const qemu = runQemu(version, ['commit', 't.qcow2'], { cwd: sides[0] });
-    const instar = runInstar(['commit', 't.qcow2', '--qemu-version', version, '--sandbox=none'], { cwd: sides[1] });
-    assert.equal(instar.stdout, qemu.stdout);
-    assert.equal(instar.stderr, qemu.stderr);
-    assert.equal(instar.status, qemu.status);
-    const [q, i] = sides.map((d) => readFileSync(join(d, 'b.qcow2')));
+  test(`${version}: commit into a base with a full refcount table grows it as qemu-img does`, async () => {
+    const r = await dirs.run(version, { 'b.qcow2': base, 't.qcow2': top }, ['commit', 't.qcow2']);
+    assertSameOutput(r, `${version} commit`);
+    const q = r.qemuFiles['b.qcow2'];
     assert.notEqual(reftableFields(q), reftableFields(base), 'qemu grew the base\'s refcount table');
-    assert.ok(i.equals(q), 'the committed base is qemu-img\'s, byte for byte');
-    assert.ok(readFileSync(join(sides[1], 't.qcow2')).equals(readFileSync(join(sides[0], 't.qcow2'))), 'the emptied top is qemu-img\'s');
+    assert.ok(r.instarFiles['b.qcow2'].equals(q), 'the committed base is qemu-img\'s, byte for byte');
+    assert.ok(r.instarFiles['t.qcow2'].equals(r.qemuFiles['t.qcow2']), 'the emptied top is qemu-img\'s');
   });
 }
 
-test('10.0 through the sandbox: snapshot -c grows a full refcount table as qemu-img does', () => {
-  same('10.0', ['snapshot', '-c', 's1', 'full.qcow2'], { sandboxed: true, dates: true });
+test('10.0 through the sandbox: snapshot -c grows a full refcount table as qemu-img does', async () => {
+  await same('10.0', ['snapshot', '-c', 's1', 'full.qcow2'], { sandboxed: true, dates: true });
 });
 
 /** Writes `source` to `path` and runs `fn` on it as a writable device. */

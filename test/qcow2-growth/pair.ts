@@ -1,0 +1,49 @@
+// One command on two copies of an image: the qemu-img oracle in one directory, instar in another
+// (in-process with --sandbox=none, or the built CLI through the sandbox), the same file name in
+// both so messages compare byte for byte; both files handed back.
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { oracle, runInstar, runQemu, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
+import { runInProcess } from '../helpers/in-process.ts';
+
+export interface Pair {
+  qemu: RunResult;
+  instar: RunResult;
+  qemuFiles: Record<string, Buffer>;
+  instarFiles: Record<string, Buffer>;
+}
+
+export class PairRunner {
+  readonly root = mkdtempSync(join(tmpdir(), 'instar-growth-'));
+  private n = 0;
+
+  /** Runs `args` where `files` (name → bytes) are; skipQemu for cases only instar answers. */
+  async run(version: OracleVersion, files: Record<string, Uint8Array>, args: string[], opts: { sandboxed?: boolean; skipQemu?: boolean } = {}): Promise<Pair> {
+    const base = join(this.root, String(this.n++));
+    const [qd, id] = [join(base, 'q'), join(base, 'i')];
+    for (const d of [qd, id]) {
+      mkdirSync(d, { recursive: true });
+      for (const [name, bytes] of Object.entries(files)) writeFileSync(join(d, name), bytes);
+    }
+    const env = { TZ: 'UTC' };
+    const qemu = opts.skipQemu ? { stdout: '', stderr: '', status: null, signal: null } : runQemu(version, args, { cwd: qd, env, timeoutMs: 30_000 });
+    qemu.stderr = qemu.stderr.replaceAll(oracle(version), 'qemu-img');
+    const instar = opts.sandboxed
+      ? runInstar([`--qemu-version=${version}`, ...args], { cwd: id, env, timeoutMs: 30_000 })
+      : await runInProcess(['--sandbox=none', `--qemu-version=${version}`, ...args], id);
+    const read = (d: string) => Object.fromEntries(Object.keys(files).map((name) => [name, readFileSync(join(d, name))]));
+    return { qemu, instar, qemuFiles: read(qd), instarFiles: read(id) };
+  }
+
+  remove(): void {
+    rmSync(this.root, { recursive: true, force: true });
+  }
+}
+
+export function assertSameOutput(r: Pair, what: string): void {
+  assert.equal(r.instar.stdout, r.qemu.stdout, `${what}: stdout`);
+  assert.equal(r.instar.stderr, r.qemu.stderr, `${what}: stderr`);
+  assert.equal(r.instar.status, r.qemu.status, `${what}: exit status (instar stderr: ${r.instar.stderr})`);
+}
