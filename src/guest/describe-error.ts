@@ -21,8 +21,8 @@ export class WarningList {
   readonly list: GuestWarning[] = [];
   add(w: GuestWarning): void {
     const text = w.text.length > MAX_WARNING_TEXT ? w.text.slice(0, MAX_WARNING_TEXT) : w.text;
-    if (this.list.length >= MAX_WARNINGS || this.list.some((o) => o.text === text && o.prefixed === w.prefixed)) return;
-    this.list.push({ text, prefixed: w.prefixed, ...(w.unterminated === true ? { unterminated: true } : {}) });
+    if (this.list.length >= MAX_WARNINGS || this.list.some((o) => o.text === text && o.prefixed === w.prefixed && o.source === w.source)) return;
+    this.list.push({ text, prefixed: w.prefixed, ...(w.unterminated === true ? { unterminated: true } : {}), ...(w.source !== undefined ? { source: w.source } : {}) });
   }
 }
 

@@ -23,8 +23,9 @@ export function printWarnings(warnings: readonly GuestWarning[], ctx: CommandCon
   if (!seen) printed.set(ctx.err, (seen = new Set()));
   for (const w of warnings) {
     const line = (w.prefixed ? `${ctx.progname}: ${w.text}` : w.text) + (w.unterminated ? '' : '\n');
-    if (seen.has(line)) continue;
-    seen.add(line);
+    const key = `${w.source ?? ''}:${line}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
     ctx.err(line);
   }
 }
@@ -36,7 +37,7 @@ export function printWarnings(warnings: readonly GuestWarning[], ctx: CommandCon
 export function printNotice(notice: string, ctx: CommandContext): void {
   const [first, ...rest] = notice.split('\n');
   const tail = rest.join('\n');
-  printWarnings([{ text: first, prefixed: true }, ...(tail ? [{ text: tail, prefixed: false, unterminated: true }] : [])], ctx);
+  printWarnings([{ text: first, prefixed: true, source: 0 }, ...(tail ? [{ text: tail, prefixed: false, unterminated: true, source: 0 }] : [])], ctx);
 }
 
 /** An image the user named on the command line, already opened by the command. */

@@ -45,7 +45,7 @@ export const infoOp: Op = (options, ctx) => {
   try {
     const image = driver.open(input.dev, { writable: false, displayName: opts.fileName, profile: opts.profile, devices, unsafeQuirks: !!opts.unsafeQuirks });
     // Non-fatal lines qemu prints while opening (e.g. dmg's unsupported chunk types).
-    warnOpened(image, ctx);
+    warnOpened(image, ctx, 0);
     // qemu's bdrv_query_image_info asks the size before anything else.
     if (image.sizeFailure) return { 'size-failed': { format: image.format, errno: image.sizeFailure.errno } } satisfies SizeFailedAnswer;
     return image.info();

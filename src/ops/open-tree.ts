@@ -8,10 +8,10 @@ import { findDriver } from '../formats/registry.ts';
 import type { NeededFile } from '../protocol/messages.ts';
 import type { OpContext } from './types.ts';
 
-/** Passes on what qemu prints while it opens the image (warn_report lines, then any error_printf tail). */
-export function warnOpened(image: Image, ctx: OpContext): void {
-  for (const w of image.warnings ?? []) ctx.warn?.({ text: `warning: ${w}`, prefixed: true });
-  if (image.warningsTail !== undefined) ctx.warn?.({ text: image.warningsTail, prefixed: false, unterminated: true });
+/** Passes on what qemu prints while it opens the image at device `source` (warn_report lines, then any error_printf tail). */
+export function warnOpened(image: Image, ctx: OpContext, source: number): void {
+  for (const w of image.warnings ?? []) ctx.warn?.({ text: `warning: ${w}`, prefixed: true, source });
+  if (image.warningsTail !== undefined) ctx.warn?.({ text: image.warningsTail, prefixed: false, unterminated: true, source });
 }
 
 export interface OpenTreeOptions {
@@ -93,7 +93,7 @@ function openLevel(ctx: OpContext, index: number, format: string | undefined, op
     for (const f of files) missing.push({ role: f.role === 'backing' ? 'backing' : f.role === 'data-file' ? 'data-file' : 'extent', name: f.name, referrer: index });
     return undefined as unknown as Image;
   }
-  warnOpened(image, ctx);
+  warnOpened(image, ctx, index);
   const info = image.info();
   if (info['data-file'] !== undefined && !named.has(info['data-file'])) {
     missing.push({ role: 'data-file', name: info['data-file'], referrer: index });

@@ -70,6 +70,11 @@ export interface GuestWarning {
   prefixed: boolean;
   /** Printed without a newline after it (qemu's error_printf of a text that has none). */
   unterminated?: boolean;
+  /**
+   * The device index of the image whose open printed it: qemu prints an open's warnings once per
+   * image it opens, so the same text from two images is printed twice, from one image once.
+   */
+  source?: number;
 }
 
 /** Most warnings one result or error carries, and the longest text of one (guest data: bounded). */

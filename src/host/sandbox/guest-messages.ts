@@ -32,6 +32,7 @@ export function cleanGuestWarnings(warnings: readonly GuestWarning[]): GuestWarn
     text: escapeForTerminal(w.text.length > MAX_WARNING_TEXT ? w.text.slice(0, MAX_WARNING_TEXT) + '…' : w.text),
     prefixed: w.prefixed,
     ...(w.unterminated === true ? { unterminated: true } : {}),
+    ...(w.source !== undefined ? { source: w.source } : {}),
   }));
 }
 
@@ -58,8 +59,9 @@ function isByteDouble(v: unknown): boolean {
 /** An optional warnings list: bounded in count and length (the guest cuts its own to fit). */
 function warningsOk(v: unknown): boolean {
   return v === undefined || (Array.isArray(v) && v.length <= MAX_WARNINGS && v.every((w) =>
-    isObj(w) && onlyKeys(w, ['text', 'prefixed', 'unterminated']) && typeof w.text === 'string' && w.text.length <= MAX_WARNING_TEXT + 1 &&
-    typeof w.prefixed === 'boolean' && (w.unterminated === undefined || w.unterminated === true)));
+    isObj(w) && onlyKeys(w, ['text', 'prefixed', 'unterminated', 'source']) && typeof w.text === 'string' && w.text.length <= MAX_WARNING_TEXT + 1 &&
+    typeof w.prefixed === 'boolean' && (w.unterminated === undefined || w.unterminated === true) &&
+    (w.source === undefined || (Number.isSafeInteger(w.source) && (w.source as number) >= 0))));
 }
 
 /** Per message type: its allowed keys and a check of their values. */
