@@ -58,6 +58,8 @@ class Planner {
   }
 
   write(pos: number, bytes: Uint8Array): void {
+    // Clusters of a refcount table a growth replaced are written only after the switch to the new one.
+    if (this.refs.switchPending && this.refs.retiredClusters().has(Math.floor(pos / this.cs))) this.flushRefcounts();
     this.steps.push({ kind: 'write', pos, bytes });
   }
 
@@ -67,6 +69,11 @@ class Planner {
 
   /** qcow2_update_header + flush: the whole first cluster. */
   writeHeader(): void {
+    // A header written after a refcount table growth names the new table (its switch comes first).
+    if (this.refs.switchPending) this.flushRefcounts();
+    const table = this.refs.tableLocation;
+    this.model.refcountTableOffset = BigInt(table.offset);
+    this.model.refcountTableClusters = table.clusters;
     this.write(0, serializeHeader(this.model));
     this.barrier();
   }

@@ -291,6 +291,16 @@ export class RefcountModel {
     return end;
   }
 
+  /** The refcount table the header names once this plan's switch is written (offset, clusters). */
+  get tableLocation(): { offset: number; clusters: number } {
+    return { offset: this.tableOffset, clusters: this.table.length / this.clusterSize };
+  }
+
+  /** Whether a grown refcount table still waits for its header switch (tableWrites). */
+  get switchPending(): boolean {
+    return this.retired.length > 0 && !this.switched;
+  }
+
   /** Clusters of the refcount table this plan replaced: writes into them wait for the switch. */
   retiredClusters(): Set<number> {
     const out = new Set<number>();
