@@ -194,10 +194,14 @@ export function planInPlaceWrite(dev: BlockDevice, runs: readonly ClusterRun[], 
   for (const b of refs.changedBlocks()) end = Math.max(end, b.offset + cs);
   end = Math.max(end, refs.end);
   if (end > dev.size) steps.push({ kind: 'truncate', size: end });
-  steps.push(...fillSteps(data, source));
+  // Data in the clusters of a refcount table a growth replaced waits for the switch to the new one.
+  const retired = refs.retiredClusters();
+  const late = (d: DataWrite) => retired.has(Math.floor(d.pos / cs));
+  steps.push(...fillSteps(data.filter((d) => !late(d)), source));
   steps.push({ kind: 'barrier' });
   steps.push(...refs.flush(), { kind: 'barrier' });
   for (const w of refs.tableWrites('hooked')) steps.push({ kind: 'write', ...w }, { kind: 'barrier' });
+  if (data.some(late)) steps.push(...fillSteps(data.filter(late), source), { kind: 'barrier' });
   steps.push(...l2.writes(true), { kind: 'barrier' });
   steps.push(...l2.writes(false), { kind: 'barrier' });
   for (const i of [...l1Changed].sort((a, b) => a - b)) {
