@@ -54,6 +54,15 @@ test('create -f luks refusals: output, status and files as qemu-img 7.2 and 10.0
   assert.deepEqual(problems, []);
 });
 
+test('create -f luks of a payload the file system cannot hold: the LUKS driver\'s own wording, no file', async () => {
+  for (const version of VERSIONS) {
+    const args = ['create', '-f', 'luks', ...SECRET, '-o', 'key-secret=s,iter-time=10', 'x.luks', '1P'];
+    const [q, i] = await Promise.all([runSide('qemu', version, empty, args), runSide('instar', version, empty, args)]);
+    assert.match(q.stderr, /The requested file size is too large/);
+    assert.deepEqual([i.status, i.stdout, i.stderr, [...i.files.keys()]], [q.status, q.stdout, q.stderr, [...q.files.keys()]], version);
+  }
+});
+
 /** The header as qemu reports it, without what is random or timed. */
 function stableHeader(file: string): unknown {
   const info = parseLuksHeader(readFileSync(file).subarray(0, LUKS_HEADER_SIZE)) as unknown as Record<string, unknown>;

@@ -220,6 +220,9 @@ async function runCreate(args: CreateArgs, ctx: CommandContext): Promise<number>
   } catch (e) {
     if (!(e instanceof ImageError)) throw e;
     if (e.errno !== 'EFBIG') throw new CreateFailure(e.message);
+    // qemu's LUKS driver words the payload's failed truncate itself (block/crypto.c), and its
+    // generic crypto layer hides the errno from bdrv_img_create's rewording.
+    if (args.format === 'luks') throw new CreateFailure('The requested file size is too large');
     // bdrv_img_create's wording for EFBIG, with a hint when the format has a cluster size.
     const hint = Object.hasOwn(types, 'cluster_size') ? ' (try using a larger cluster size)' : '';
     throw new CreateFailure(`The image size is too large for file format '${args.format}'${hint}`);
