@@ -4,7 +4,8 @@
 // data clusters first-fit; the entries point at them (COPIED); the file is extended to the last
 // run's end. instar writes the outcome in a crash-safe order: the file length, the refcounts,
 // the tables, the L1 entries that link new tables. Sizes that are not whole clusters (qemu then
-// copies partial clusters) and extended L2 entries are refused by the caller's check here.
+// copies partial clusters) and extended L2 entries are refused by the caller's check here; a new
+// size that is not whole clusters gets its last cluster whole.
 import { readAt } from '../bytes.ts';
 import type { BlockDevice } from '../types.ts';
 import type { RepairStep } from '../repair.ts';
@@ -14,6 +15,7 @@ import { allocClusters } from './allocator.ts';
 
 const OFFSET_MASK = 0x00fffffffffffe00n;
 const COPIED = 1n << 63n;
+const COMPRESSED = 1n << 62n;
 
 /** The allocation state a grow leaves after its L1 table work. */
 export interface GrowState {
@@ -100,8 +102,9 @@ export function growSteps(state: GrowState, tables: Map<number, GrowTable>, size
 /** The steps, or why instar will not preallocate. */
 export function preallocateMetadata(dev: BlockDevice, h: Qcow2Header, state: GrowState, from: number, to: number): RepairStep[] | string {
   const cs = h.clusterSize;
-  if (from % cs !== 0 || to % cs !== 0) return 'preallocation of sizes that are not whole clusters is not implemented';
   if (h.extendedL2) return 'preallocation with extended L2 entries is not implemented';
+  const partial = from % cs !== 0;
+  from = Math.floor(from / cs) * cs;
   const sizeBefore = state.fileSize;
   const l2Span = (cs / 8) * cs;
   const tables = new Map<number, GrowTable>();
@@ -111,10 +114,24 @@ export function preallocateMetadata(dev: BlockDevice, h: Qcow2Header, state: Gro
     const tableEnd = Math.min(to, (l1Index + 1) * l2Span);
     const table = growTable(dev, h, state, tables, l1Index);
     if (typeof table === 'string') return table;
-    const first = (pos % l2Span) / cs;
-    const count = (tableEnd - pos) / cs;
+    let first = (pos % l2Span) / cs;
+    let count = Math.ceil((tableEnd - pos) / cs);
+    if (partial && pos === from) {
+      // The old last cluster, partly in the disk: qemu keeps it when it is allocated and used
+      // once (handle_copied), and allocates it like the others when it is not allocated.
+      const entry = table.bytes.readBigUInt64BE(first * 8);
+      if (entry !== 0n) {
+        if (!(entry & COPIED) || entry & COMPRESSED || entry & 1n || (entry & OFFSET_MASK) === 0n) return 'preallocation from a partial cluster qemu would copy is not implemented';
+        first++;
+        count--;
+      }
+    }
     for (let i = first; i < first + count; i++) {
       if (table.bytes.readBigUInt64BE(i * 8) !== 0n) return 'the new area already has L2 entries';
+    }
+    if (count === 0) {
+      pos = tableEnd;
+      continue;
     }
     const run = allocateClusters(state, count);
     if (run === undefined) return 'a refcount of the preallocated clusters is out of range';
