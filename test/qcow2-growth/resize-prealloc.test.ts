@@ -1,6 +1,7 @@
 // qcow2 resize --preallocation=falloc|full: qemu's exact refcount area after the last cluster in
-// use, the data run after it, the L2 tables linked first-fit. Files byte-identical to qemu-img
-// 7.2's and 10.0's for several cluster sizes and refcount widths (and growths of the L1 table);
+// use, the data run after it, the L2 tables linked first-fit; and --preallocation=metadata from or
+// to sizes that are not whole clusters. Files byte-identical to qemu-img 7.2's and 10.0's for
+// several cluster sizes and refcount widths (and growths of the L1 table);
 // every prefix of the writes of a full preallocation leaves an image qemu-img checks with leaks at
 // most; what instar still refuses leaves the file as it was.
 import { after, before, test } from 'node:test';
@@ -25,16 +26,20 @@ before(() => {
   images.tiny64 = buildImage(dirs.root, 'tiny64.qcow2', ['-f', 'qcow2', '-o', 'cluster_size=512,refcount_bits=64', '1M'], ['write -P 5 0 8k']);
   images.c512 = buildImage(dirs.root, 'c512.qcow2', ['-f', 'qcow2', '-o', 'cluster_size=512', '1M'], ['write -P 5 0 300k']);
   images.unaligned = buildImage(dirs.root, 'unaligned.qcow2', ['-f', 'qcow2', '1025k']);
+  // Old partial last clusters: allocated and used once (kept), and a zero cluster (refused).
+  images.partial = buildImage(dirs.root, 'partial.qcow2', ['-f', 'qcow2', '-o', 'cluster_size=4096', '1025k'], ['write -P 3 0 1025k']);
+  images.zeroTail = buildImage(dirs.root, 'zero-tail.qcow2', ['-f', 'qcow2', '1025k'], ['write -z 1024k 1k']);
 });
 after(() => dirs.remove());
 
-const CASES: [string, 'falloc' | 'full', string][] = [
+const CASES: [string, 'falloc' | 'full' | 'metadata', string][] = [
+  ['small', 'metadata', '1025k'], ['holes', 'metadata', '9217k'], ['tiny64', 'metadata', '1537k'], ['unaligned', 'metadata', '2M'], ['partial', 'metadata', '3M'],
   ['small', 'full', '3M'], ['small', 'falloc', '64M'], ['small', 'falloc', '1025k'], ['holes', 'falloc', '20M'], ['holes', 'full', '9M'],
   ['v2', 'full', '5M'], ['tiny64', 'falloc', '10M'], ['tiny64', 'full', '3M'], ['c512', 'full', '6M'],
 ];
 
 for (const version of VERSIONS) {
-  test(`${version}: resize --preallocation=falloc|full writes what qemu-img writes`, async () => {
+  test(`${version}: resize --preallocation=falloc|full|metadata writes what qemu-img writes`, async () => {
     for (const [image, mode, size] of CASES) {
       const r = await dirs.run(version, { 'img.qcow2': images[image] }, ['resize', `--preallocation=${mode}`, 'img.qcow2', size]);
       const what = `${version} ${image} ${mode} ${size}`;
@@ -50,10 +55,17 @@ test('resize --preallocation=full through the sandbox; refusals leave the file a
   assertSameOutput(r, 'sandboxed');
   assert.ok(r.instarFiles['img.qcow2'].equals(r.qemuFiles['img.qcow2']), 'sandboxed: instar\'s file is qemu-img\'s');
   // qemu copies the partial last cluster of a size that is not whole clusters: not implemented.
-  const x = await dirs.run('10.0', { 'img.qcow2': images.unaligned }, ['resize', '--preallocation=falloc', 'img.qcow2', '2M'], { skipQemu: true });
-  assert.equal(x.instar.status, 1);
-  assert.match(x.instar.stderr, /^qemu-img: instar cannot resize this qcow2 image \(preallocation from a size that is not whole clusters is not implemented\); nothing was written\n$/);
-  assert.ok(x.instarFiles['img.qcow2'].equals(Buffer.from(images.unaligned)), 'unchanged');
+  const refusals: [string, string, RegExp][] = [
+    ['unaligned', 'falloc', /preallocation from a size that is not whole clusters/],
+    ['zeroTail', 'metadata', /a partial cluster qemu would copy/],
+  ];
+  for (const [image, mode, why] of refusals) {
+    const x = await dirs.run('10.0', { 'img.qcow2': images[image] }, ['resize', `--preallocation=${mode}`, 'img.qcow2', '2M'], { skipQemu: true });
+    assert.equal(x.instar.status, 1, image);
+    assert.match(x.instar.stderr, /^qemu-img: instar cannot resize this qcow2 image \(.*\); nothing was written\n$/, image);
+    assert.match(x.instar.stderr, why, image);
+    assert.ok(x.instarFiles['img.qcow2'].equals(Buffer.from(images[image])), `${image}: unchanged`);
+  }
 });
 
 test('crash safety: every prefix of a full preallocation leaves an image qemu-img checks with leaks at most', () => {
