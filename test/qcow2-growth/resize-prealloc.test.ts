@@ -28,6 +28,12 @@ before(() => {
   images.unaligned = buildImage(dirs.root, 'unaligned.qcow2', ['-f', 'qcow2', '1025k']);
   // Old partial last clusters: allocated and used once (kept), and a zero cluster (refused).
   images.partial = buildImage(dirs.root, 'partial.qcow2', ['-f', 'qcow2', '-o', 'cluster_size=4096', '1025k'], ['write -P 3 0 1025k']);
+  // Hostile: a refcount for a cluster past the end of the file, where the refcount area would go
+  // (qemu's qcow2_alloc_clusters_at finds it in use and qemu aborts on an assertion).
+  const stray = Buffer.from(buildImage(dirs.root, 'stray.qcow2', ['-f', 'qcow2', '1M'], ['write -P 1 0 64k']));
+  const block = Number(stray.readBigUInt64BE(Number(stray.readBigUInt64BE(48))));
+  stray.writeUInt16BE(1, block + 2 * Math.ceil(stray.length / 65536) + 4);
+  images.stray = stray;
   images.zeroTail = buildImage(dirs.root, 'zero-tail.qcow2', ['-f', 'qcow2', '1025k'], ['write -z 1024k 1k']);
 });
 after(() => dirs.remove());
@@ -58,6 +64,7 @@ test('resize --preallocation=full through the sandbox; refusals leave the file a
   const refusals: [string, string, RegExp][] = [
     ['unaligned', 'falloc', /preallocation from a size that is not whole clusters/],
     ['zeroTail', 'metadata', /a partial cluster qemu would copy/],
+    ['stray', 'full', /could not place the preallocated clusters/],
   ];
   for (const [image, mode, why] of refusals) {
     const x = await dirs.run('10.0', { 'img.qcow2': images[image] }, ['resize', `--preallocation=${mode}`, 'img.qcow2', '2M'], { skipQemu: true });
