@@ -58,7 +58,7 @@ export class RepairDirs {
 }
 
 /** stdout, stderr and exit status alike. */
-export function assertSameRun(r: RepairRun, label: string): void {
+export function assertSameRun(r: Pick<RepairRun, 'qemu' | 'instar'>, label: string): void {
   assert.equal(r.instar.stdout, r.qemu.stdout, `${label}: stdout`);
   assert.equal(r.instar.stderr, r.qemu.stderr, `${label}: stderr`);
   assert.equal(r.instar.status, r.qemu.status, `${label}: exit status (instar stderr: ${r.instar.stderr})`);

@@ -5,7 +5,8 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { VERSIONS } from '../helpers/oracles.ts';
-import { PairRunner, assertSameOutput } from './pair.ts';
+import { PairRunner } from './pair.ts';
+import { assertSameRun } from '../check/repair-harness.ts';
 import { buildImage } from '../snapshot/harness.ts';
 
 const dirs = new PairRunner();
@@ -24,7 +25,7 @@ for (const version of VERSIONS) {
     for (const [image, size] of cases) {
       const r = await dirs.run(version, { 'img.qcow2': images[image] }, ['amend', '-o', `size=${size}`, 'img.qcow2']);
       const what = `${version} ${image} size=${size}`;
-      assertSameOutput(r, what);
+      assertSameRun(r, what);
       assert.equal(r.qemu.status, size === '1000' ? 1 : 0, `${what}: ${r.qemu.stderr}`);
       const file = r.instarFiles['img.qcow2'];
       assert.ok(file.equals(r.qemuFiles['img.qcow2']), `${what}: instar's file is qemu-img's`);
@@ -35,7 +36,7 @@ for (const version of VERSIONS) {
 
 test('amend -o size through the sandbox, and what instar still refuses', async () => {
   const r = await dirs.run('10.0', { 'img.qcow2': images.full }, ['amend', '-o', 'size=64M', 'img.qcow2'], { sandboxed: true });
-  assertSameOutput(r, 'sandboxed');
+  assertSameRun(r, 'sandboxed');
   assert.ok(r.instarFiles['img.qcow2'].equals(r.qemuFiles['img.qcow2']), 'sandboxed: instar\'s file is qemu-img\'s');
   const refusals: [string, string, RegExp][] = [
     ['small', 'lazy_refcounts=on,size=4M', /together with other changes/],

@@ -10,7 +10,8 @@ import { closeSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { VERSIONS, runQemu, type OracleVersion } from '../helpers/oracles.ts';
 import { LONG } from '../helpers/long.ts';
-import { PairRunner, assertSameOutput } from './pair.ts';
+import { PairRunner } from './pair.ts';
+import { assertSameRun } from '../check/repair-harness.ts';
 import { buildImage, maskSnapshotDates } from '../snapshot/harness.ts';
 import { FdDevice } from '../../src/io/fd-device.ts';
 import { qcow2Driver } from '../../src/formats/qcow2/driver.ts';
@@ -42,7 +43,7 @@ after(() => dirs.remove());
 async function same(version: OracleVersion, args: string[], opts: { sandboxed?: boolean; dates?: boolean } = {}): Promise<void> {
   const r = await dirs.run(version, { 'full.qcow2': full }, args, opts);
   const what = `${version} ${args.join(' ')}`;
-  assertSameOutput(r, what);
+  assertSameRun(r, what);
   assert.equal(r.qemu.status, 0, `${what}: ${r.qemu.stderr}`);
   const [q, i] = [r.qemuFiles['full.qcow2'], r.instarFiles['full.qcow2']];
   assert.notEqual(reftableFields(q), reftable, `${what}: qemu grew the refcount table`);
@@ -60,7 +61,7 @@ for (const version of VERSIONS) {
 
   test(`${version}: commit into a base with a full refcount table grows it as qemu-img does`, async () => {
     const r = await dirs.run(version, { 'b.qcow2': base, 't.qcow2': top }, ['commit', 't.qcow2']);
-    assertSameOutput(r, `${version} commit`);
+    assertSameRun(r, `${version} commit`);
     const q = r.qemuFiles['b.qcow2'];
     assert.notEqual(reftableFields(q), reftableFields(base), 'qemu grew the base\'s refcount table');
     assert.ok(r.instarFiles['b.qcow2'].equals(q), 'the committed base is qemu-img\'s, byte for byte');

@@ -9,7 +9,8 @@ import assert from 'node:assert/strict';
 import { closeSync, openSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { VERSIONS, runQemu } from '../helpers/oracles.ts';
-import { PairRunner, assertSameOutput } from './pair.ts';
+import { PairRunner } from './pair.ts';
+import { assertSameRun } from '../check/repair-harness.ts';
 import { buildImage } from '../snapshot/harness.ts';
 import { FdDevice } from '../../src/io/fd-device.ts';
 import { qcow2Driver } from '../../src/formats/qcow2/driver.ts';
@@ -49,7 +50,7 @@ for (const version of VERSIONS) {
     for (const [image, mode, size] of CASES) {
       const r = await dirs.run(version, { 'img.qcow2': images[image] }, ['resize', `--preallocation=${mode}`, 'img.qcow2', size]);
       const what = `${version} ${image} ${mode} ${size}`;
-      assertSameOutput(r, what);
+      assertSameRun(r, what);
       assert.equal(r.qemu.status, 0, `${what}: ${r.qemu.stderr}`);
       assert.ok(r.instarFiles['img.qcow2'].equals(r.qemuFiles['img.qcow2']), `${what}: instar's file is qemu-img's`);
     }
@@ -58,7 +59,7 @@ for (const version of VERSIONS) {
 
 test('resize --preallocation=full through the sandbox; refusals leave the file as it was', async () => {
   const r = await dirs.run('10.0', { 'img.qcow2': images.c512 }, ['resize', '--preallocation=full', 'img.qcow2', '6M'], { sandboxed: true });
-  assertSameOutput(r, 'sandboxed');
+  assertSameRun(r, 'sandboxed');
   assert.ok(r.instarFiles['img.qcow2'].equals(r.qemuFiles['img.qcow2']), 'sandboxed: instar\'s file is qemu-img\'s');
   // qemu copies the partial last cluster of a size that is not whole clusters: not implemented.
   const refusals: [string, string, RegExp][] = [

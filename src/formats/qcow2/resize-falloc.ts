@@ -9,7 +9,7 @@
 import type { BlockDevice } from '../types.ts';
 import type { RepairStep } from '../repair.ts';
 import type { Qcow2Header } from './header.ts';
-import { growSteps, growTable, type GrowState, type GrowTable } from './resize-prealloc.ts';
+import { growSteps, growTable, l2Range, type GrowState, type GrowTable } from './resize-prealloc.ts';
 
 const COPIED = 1n << 63n;
 
@@ -30,21 +30,17 @@ export function preallocateData(dev: BlockDevice, h: Qcow2Header, state: GrowSta
   const dataEnd = (start + dataClusters) * cs;
   state.fileSize = Math.max(state.fileSize, dataEnd);
   const tables = new Map<number, GrowTable>();
-  const l2Span = perL2 * cs;
   let host = start;
   for (let pos = from; pos < to;) {
-    const l1Index = Math.floor(pos / l2Span);
-    const tableEnd = Math.min(to, (l1Index + 1) * l2Span);
+    const { l1Index, end, first, count } = l2Range(pos, to, cs);
     const table = growTable(dev, h, state, tables, l1Index);
     if (typeof table === 'string') return table;
-    const first = (pos % l2Span) / cs;
-    const count = Math.ceil((tableEnd - pos) / cs);
     for (let i = first; i < first + count; i++) {
       if (table.bytes.readBigUInt64BE(i * 8) !== 0n) return 'the new area already has L2 entries';
       table.bytes.writeBigUInt64BE(BigInt((host + i - first) * cs) | COPIED, i * 8);
     }
     host += count;
-    pos = tableEnd;
+    pos = end;
   }
   const steps = growSteps(state, tables, sizeBefore, Math.max(state.fileSize, dataEnd));
   // full: the run written with zeros (allocated on disk) before any table points at it.

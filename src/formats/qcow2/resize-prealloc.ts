@@ -99,6 +99,14 @@ export function growSteps(state: GrowState, tables: Map<number, GrowTable>, size
   return steps;
 }
 
+/** The part of [pos, to) in one L2 table: its L1 index, where the part ends, its first entry and its clusters. */
+export function l2Range(pos: number, to: number, clusterSize: number): { l1Index: number; end: number; first: number; count: number } {
+  const l2Span = (clusterSize / 8) * clusterSize;
+  const l1Index = Math.floor(pos / l2Span);
+  const end = Math.min(to, (l1Index + 1) * l2Span);
+  return { l1Index, end, first: (pos % l2Span) / clusterSize, count: Math.ceil((end - pos) / clusterSize) };
+}
+
 /** The steps, or why instar will not preallocate. */
 export function preallocateMetadata(dev: BlockDevice, h: Qcow2Header, state: GrowState, from: number, to: number): RepairStep[] | string {
   const cs = h.clusterSize;
@@ -106,16 +114,14 @@ export function preallocateMetadata(dev: BlockDevice, h: Qcow2Header, state: Gro
   const partial = from % cs !== 0;
   from = Math.floor(from / cs) * cs;
   const sizeBefore = state.fileSize;
-  const l2Span = (cs / 8) * cs;
   const tables = new Map<number, GrowTable>();
   let dataEnd = 0;
   for (let pos = from; pos < to;) {
-    const l1Index = Math.floor(pos / l2Span);
-    const tableEnd = Math.min(to, (l1Index + 1) * l2Span);
-    const table = growTable(dev, h, state, tables, l1Index);
+    const range = l2Range(pos, to, cs);
+    const tableEnd = range.end;
+    const table = growTable(dev, h, state, tables, range.l1Index);
     if (typeof table === 'string') return table;
-    let first = (pos % l2Span) / cs;
-    let count = Math.ceil((tableEnd - pos) / cs);
+    let { first, count } = range;
     if (partial && pos === from) {
       // The old last cluster, partly in the disk: qemu keeps it when it is allocated and used
       // once (handle_copied), and allocates it like the others when it is not allocated.
