@@ -1,7 +1,7 @@
 // qcow2 resize --preallocation=falloc|full: qemu's exact refcount area after the last cluster in
 // use, the data run after it, the L2 tables linked first-fit; and --preallocation=metadata from or
 // to sizes that are not whole clusters. Files byte-identical to qemu-img 7.2's and 10.0's for
-// several cluster sizes and refcount widths (and growths of the L1 table);
+// several cluster sizes, refcount widths and extended L2 entries (and growths of the L1 table);
 // every prefix of the writes of a full preallocation leaves an image qemu-img checks with leaks at
 // most; what instar still refuses leaves the file as it was.
 import { after, before, test } from 'node:test';
@@ -26,6 +26,8 @@ before(() => {
   images.v2 = buildImage(dirs.root, 'v2.qcow2', ['-f', 'qcow2', '-o', 'compat=0.10', '1M']);
   images.tiny64 = buildImage(dirs.root, 'tiny64.qcow2', ['-f', 'qcow2', '-o', 'cluster_size=512,refcount_bits=64', '1M'], ['write -P 5 0 8k']);
   images.c512 = buildImage(dirs.root, 'c512.qcow2', ['-f', 'qcow2', '-o', 'cluster_size=512', '1M'], ['write -P 5 0 300k']);
+  images.extended = buildImage(dirs.root, 'extended.qcow2', ['-f', 'qcow2', '-o', 'extended_l2=on', '1M'], ['write -P 1 0 100k']);
+  images.extended16k = buildImage(dirs.root, 'extended16k.qcow2', ['-f', 'qcow2', '-o', 'extended_l2=on,cluster_size=16384', '1025k'], ['write -P 1 0 1025k']);
   images.unaligned = buildImage(dirs.root, 'unaligned.qcow2', ['-f', 'qcow2', '1025k']);
   // Old partial last clusters: allocated and used once (kept), and a zero cluster (refused).
   images.partial = buildImage(dirs.root, 'partial.qcow2', ['-f', 'qcow2', '-o', 'cluster_size=4096', '1025k'], ['write -P 3 0 1025k']);
@@ -40,7 +42,7 @@ before(() => {
 after(() => dirs.remove());
 
 const CASES: [string, 'falloc' | 'full' | 'metadata', string][] = [
-  ['small', 'metadata', '1025k'], ['holes', 'metadata', '9217k'], ['tiny64', 'metadata', '1537k'], ['unaligned', 'metadata', '2M'], ['partial', 'metadata', '3M'],
+  ['small', 'metadata', '1025k'], ['extended', 'metadata', '3073k'], ['extended16k', 'metadata', '3077k'], ['extended', 'falloc', '5M'], ['holes', 'metadata', '9217k'], ['tiny64', 'metadata', '1537k'], ['unaligned', 'metadata', '2M'], ['partial', 'metadata', '3M'],
   ['small', 'full', '3M'], ['small', 'falloc', '64M'], ['small', 'falloc', '1025k'], ['holes', 'falloc', '20M'], ['holes', 'full', '9M'],
   ['v2', 'full', '5M'], ['tiny64', 'falloc', '10M'], ['tiny64', 'full', '3M'], ['c512', 'full', '6M'],
 ];

@@ -9,7 +9,7 @@
 import type { BlockDevice } from '../types.ts';
 import type { RepairStep } from '../repair.ts';
 import type { Qcow2Header } from './header.ts';
-import { growSteps, growTable, l2Range, type GrowState, type GrowTable } from './resize-prealloc.ts';
+import { growSteps, growTable, isZero, l2Range, type GrowState, type GrowTable } from './resize-prealloc.ts';
 
 const COPIED = 1n << 63n;
 
@@ -17,13 +17,14 @@ const COPIED = 1n << 63n;
 export function preallocateData(dev: BlockDevice, h: Qcow2Header, state: GrowState, from: number, to: number, mode: 'falloc' | 'full'): RepairStep[] | string {
   const cs = h.clusterSize;
   if (from % cs !== 0) return 'preallocation from a size that is not whole clusters is not implemented';
-  if (h.extendedL2) return 'preallocation with extended L2 entries is not implemented';
+  // qemu's l2_entry_size: 16 bytes with extended L2 (the subcluster bitmap stays 0 without a backing file).
+  const es = h.extendedL2 ? 16 : 8;
   const { refs } = state;
   const sizeBefore = state.fileSize;
   // qcow2_get_last_cluster over the file as it is now (the L1 growth may have extended it).
   const lastUsed = refs.lastUsed(Math.ceil(state.fileSize / cs));
   const dataClusters = Math.ceil(to / cs) - from / cs;
-  const perL2 = cs / 8;
+  const perL2 = cs / es;
   const l2Tables = Math.ceil(dataClusters / perL2) + 1;
   const start = refs.refcountArea(lastUsed + 1, dataClusters + l2Tables, true);
   refs.allocAt(start, dataClusters);
@@ -32,12 +33,12 @@ export function preallocateData(dev: BlockDevice, h: Qcow2Header, state: GrowSta
   const tables = new Map<number, GrowTable>();
   let host = start;
   for (let pos = from; pos < to;) {
-    const { l1Index, end, first, count } = l2Range(pos, to, cs);
+    const { l1Index, end, first, count } = l2Range(pos, to, cs, es);
     const table = growTable(dev, h, state, tables, l1Index);
     if (typeof table === 'string') return table;
     for (let i = first; i < first + count; i++) {
-      if (table.bytes.readBigUInt64BE(i * 8) !== 0n) return 'the new area already has L2 entries';
-      table.bytes.writeBigUInt64BE(BigInt((host + i - first) * cs) | COPIED, i * 8);
+      if (!isZero(table.bytes, i * es, es)) return 'the new area already has L2 entries';
+      table.bytes.writeBigUInt64BE(BigInt((host + i - first) * cs) | COPIED, i * es);
     }
     host += count;
     pos = end;

@@ -4,7 +4,7 @@
 // data clusters first-fit; the entries point at them (COPIED); the file is extended to the last
 // run's end. instar writes the outcome in a crash-safe order: the file length, the refcounts,
 // the tables, the L1 entries that link new tables. Sizes that are not whole clusters (qemu then
-// copies partial clusters) and extended L2 entries are refused by the caller's check here; a new
+// copies partial clusters) are refused by the caller's check here; a new
 // size that is not whole clusters gets its last cluster whole.
 import { readAt } from '../bytes.ts';
 import type { BlockDevice } from '../types.ts';
@@ -99,25 +99,33 @@ export function growSteps(state: GrowState, tables: Map<number, GrowTable>, size
   return steps;
 }
 
-/** The part of [pos, to) in one L2 table: its L1 index, where the part ends, its first entry and its clusters. */
-export function l2Range(pos: number, to: number, clusterSize: number): { l1Index: number; end: number; first: number; count: number } {
-  const l2Span = (clusterSize / 8) * clusterSize;
+/**
+ * The part of [pos, to) in one L2 table (of `entrySize`-byte entries: 16 with extended L2): its
+ * L1 index, where the part ends, its first entry and its clusters.
+ */
+export function l2Range(pos: number, to: number, clusterSize: number, entrySize: number): { l1Index: number; end: number; first: number; count: number } {
+  const l2Span = (clusterSize / entrySize) * clusterSize;
   const l1Index = Math.floor(pos / l2Span);
   const end = Math.min(to, (l1Index + 1) * l2Span);
   return { l1Index, end, first: (pos % l2Span) / clusterSize, count: Math.ceil((end - pos) / clusterSize) };
 }
 
+/** Whether the `length` bytes at `at` are all zero (an L2 entry, with its bitmap when extended). */
+export const isZero = (b: Buffer, at: number, length: number): boolean => b.subarray(at, at + length).every((v) => v === 0);
+
 /** The steps, or why instar will not preallocate. */
 export function preallocateMetadata(dev: BlockDevice, h: Qcow2Header, state: GrowState, from: number, to: number): RepairStep[] | string {
   const cs = h.clusterSize;
-  if (h.extendedL2) return 'preallocation with extended L2 entries is not implemented';
+  // Extended L2 entries: 16 bytes, whose subcluster bitmap preallocation leaves as it is (0).
+  const es = h.extendedL2 ? 16 : 8;
+  const unit = h.extendedL2 ? cs / 32 : cs;
   const partial = from % cs !== 0;
   from = Math.floor(from / cs) * cs;
   const sizeBefore = state.fileSize;
   const tables = new Map<number, GrowTable>();
   let dataEnd = 0;
   for (let pos = from; pos < to;) {
-    const range = l2Range(pos, to, cs);
+    const range = l2Range(pos, to, cs, es);
     const tableEnd = range.end;
     const table = growTable(dev, h, state, tables, range.l1Index);
     if (typeof table === 'string') return table;
@@ -125,7 +133,7 @@ export function preallocateMetadata(dev: BlockDevice, h: Qcow2Header, state: Gro
     if (partial && pos === from) {
       // The old last cluster, partly in the disk: qemu keeps it when it is allocated and used
       // once (handle_copied), and allocates it like the others when it is not allocated.
-      const entry = table.bytes.readBigUInt64BE(first * 8);
+      const entry = table.bytes.readBigUInt64BE(first * es);
       if (entry !== 0n) {
         if (!(entry & COPIED) || entry & COMPRESSED || entry & 1n || (entry & OFFSET_MASK) === 0n) return 'preallocation from a partial cluster qemu would copy is not implemented';
         first++;
@@ -133,7 +141,7 @@ export function preallocateMetadata(dev: BlockDevice, h: Qcow2Header, state: Gro
       }
     }
     for (let i = first; i < first + count; i++) {
-      if (table.bytes.readBigUInt64BE(i * 8) !== 0n) return 'the new area already has L2 entries';
+      if (!isZero(table.bytes, i * es, es)) return 'the new area already has L2 entries';
     }
     if (count === 0) {
       pos = tableEnd;
@@ -141,8 +149,10 @@ export function preallocateMetadata(dev: BlockDevice, h: Qcow2Header, state: Gro
     }
     const run = allocateClusters(state, count);
     if (run === undefined) return 'a refcount of the preallocated clusters is out of range';
-    for (let i = 0; i < count; i++) table.bytes.writeBigUInt64BE(BigInt((run + i) * cs) | COPIED, (first + i) * 8);
-    dataEnd = (run + count) * cs;
+    for (let i = 0; i < count; i++) table.bytes.writeBigUInt64BE(BigInt((run + i) * cs) | COPIED, (first + i) * es);
+    // qemu extends the file to its last request's end, rounded up to a (sub)cluster.
+    const runStart = pos + (range.count - count) * cs;
+    dataEnd = run * cs + Math.ceil((tableEnd - runStart) / unit) * unit;
     pos = tableEnd;
   }
   // qemu extends the file to the last run's end (the L2 tables it wrote may have done so already).
