@@ -5,7 +5,7 @@
 // falloc/full a new refcount area, the data and then the L2 tables (qemu's truncate path). Pure: the
 // options in, the bytes out.
 import { ImageError, type CreateCapability, type CreateEnvironment, type CreateFileLayout, type CreateOptionSpec, type CreatePlan } from '../types.ts';
-import { luksHeaderWrites, luksPlan, type LuksPlan } from '../luks/create.ts';
+import { luksHeaderWrites, luksPlan, masterKeys, type LuksPlan } from '../luks/create.ts';
 import { PREALLOC_MODES } from '../raw/create.ts';
 import { CreateAllocator } from './create-allocator.ts';
 import { HeaderSpaceError, serializeHeader } from './header-write.ts';
@@ -292,7 +292,10 @@ function layout(raw: CreatePlan): { image: CreateFileLayout; dataFile?: CreateFi
   if (p.luks) {
     // qcow2_crypto_hdr_init_func zeroes the area's clusters first (qemu's write_zeroes allocates them).
     writes.push({ pos: g.cryptoOffset, bytes: new Uint8Array(Math.ceil(p.luks.payload / cs) * cs) });
-    writes.push(...luksHeaderWrites(p.luks, g.cryptoOffset).writes);
+    const header = luksHeaderWrites(p.luks, g.cryptoOffset);
+    writes.push(...header.writes);
+    // The payload key, for the encrypting writer opened right after (writer-encrypt.ts).
+    masterKeys.set(raw, header.masterKey);
     end = Math.max(end, Math.ceil((g.cryptoOffset + p.luks.payload) / cs) * cs);
   }
   if (g.l1Size > 0) {

@@ -22,10 +22,7 @@ import { planChangeBacking } from './rebase-unsafe.ts';
 import { qcow2Amend } from './amend.ts';
 import { qcow2Create } from './create.ts';
 import { qcow2Writer } from './writer.ts';
-
-const refuseEncrypted = (): never => {
-  throw new ImageError('instar cannot write encrypted qcow2 images yet (encrypt.format=luks); nothing was written');
-};
+import { encryptedQcow2Writer } from './writer-encrypt.ts';
 
 const MAX_BACKING_NAME = 1023;
 
@@ -302,8 +299,8 @@ export const qcow2Driver: Driver = {
   changeBacking: planChangeBacking,
   amend: qcow2Amend,
   create: qcow2Create,
-  // An encrypted plan (encrypt.format=luks) would get plaintext clusters from this writer: refused.
-  writer: { open: (files, plan) => (plan.luks ? refuseEncrypted() : qcow2Writer.open(files, plan)) },
+  // An encrypted plan (encrypt.format=luks) has its data clusters encrypted (writer-encrypt.ts).
+  writer: { open: (files, plan) => (plan.luks ? encryptedQcow2Writer.open(files, plan) : qcow2Writer.open(files, plan)) },
   snapshots: qcow2Snapshots,
   dirtyBitmaps: qcow2DirtyBitmaps,
 };
