@@ -85,7 +85,7 @@ function onCopy<T>(source: Uint8Array, path: string, fn: (dev: FdDevice) => T): 
 }
 
 /**
- * The prefixes to crash at: in the long tier all; else every 20th and each prefix within two
+ * The prefixes to crash at: in the long tier all; else every 40th and each prefix within three
  * writes of the refcount table's growth (the new table, the header switch, what follows).
  */
 function prefixes(steps: RepairStep[]): number[] {
@@ -93,7 +93,7 @@ function prefixes(steps: RepairStep[]): number[] {
   const total = writes.length;
   if (LONG) return Array.from({ length: total + 1 }, (_, k) => k);
   const picked = new Set<number>([0, total]);
-  for (let k = 0; k <= total; k += 20) picked.add(k);
+  for (let k = 0; k <= total; k += 40) picked.add(k);
   writes.forEach((s, k) => {
     if (s.kind === 'write' && s.pos === 48 && s.bytes.length === 12) for (let d = -3; d <= 3; d++) if (k + d >= 0 && k + d <= total) picked.add(k + d);
   });
