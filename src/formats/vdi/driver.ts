@@ -8,6 +8,7 @@ import { openingAs } from '../vpc/file-read.ts';
 import { PagedTable } from '../qcow/paged-table.ts';
 import { fileRun } from '../raw/holes.ts';
 import { vdiCreate } from './create.ts';
+import { vdiWriter } from './writer.ts';
 
 const SIGNATURE = 0xbeda107f;
 const STATIC = 2;
@@ -137,5 +138,6 @@ export const vdiDriver: Driver = {
   probe: probes.vdi,
   open: openVdi,
   create: vdiCreate,
+  writer: vdiWriter,
 };
 
