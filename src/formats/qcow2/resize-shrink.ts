@@ -61,6 +61,28 @@ export function planShrink(dev: BlockDevice, h: Qcow2Header, newSize: number, he
     return cluster;
   };
 
+  /** L2 tables copied from shared ones (qemu's COW before a discard): cluster → contents. */
+  const copied = new Map<number, Buffer>();
+  /**
+   * discard_in_l2_slice with full discard: the entries of [pos, end) zeroed, their data clusters
+   * released; returns `end`, or -2 for a compressed cluster, -1 for a bad one.
+   */
+  const discardEntries = (table: Buffer, pos: number, end: number): number => {
+    for (; pos < end; pos += cs) {
+      const at = ((pos % l2Span) / cs) * entrySize;
+      const entry = table.readBigUInt64BE(at);
+      const bitmap = h.extendedL2 ? table.readBigUInt64BE(at + 8) : 0n;
+      if (entry === 0n && bitmap === 0n) continue;
+      if (entry & COMPRESSED) return -2;
+      table.fill(0, at, at + entrySize);
+      const host = entry & OFFSET_MASK;
+      if (host === 0n) continue;
+      const cluster = clusterOf(dev, h, host);
+      if (cluster === undefined || !release(cluster)) return -1;
+    }
+    return end;
+  };
+
   // qcow2_cluster_discard over [round_up(new size), old size), one L2 table at a time.
   const start = Math.ceil(newSize / cs) * cs;
   for (let pos = start; pos < oldLength;) {
@@ -76,25 +98,29 @@ export function planShrink(dev: BlockDevice, h: Qcow2Header, newSize: number, he
       pos = tableEnd;
       continue;
     }
-    if (!(l1Entry & COPIED)) return helpers.refused('an L2 table is shared: qemu would copy it');
     if (clusterOf(dev, h, l2Offset) === undefined) return helpers.refused('an L2 table is misplaced');
-    const table = readAt(dev, l2Offset, cs);
-    let changed = false;
-    for (; pos < tableEnd; pos += cs) {
-      const at = ((pos % l2Span) / cs) * entrySize;
-      const entry = table.readBigUInt64BE(at);
-      const bitmap = h.extendedL2 ? table.readBigUInt64BE(at + 8) : 0n;
-      if (entry === 0n && bitmap === 0n) continue;
-      if (entry & COMPRESSED) return helpers.refused('compressed clusters lie past its new end');
-      table.fill(0, at, at + entrySize);
-      changed = true;
-      const host = entry & OFFSET_MASK;
-      if (host === 0n) continue;
-      const cluster = clusterOf(dev, h, host);
-      if (cluster === undefined || !release(cluster)) return helpers.refused('a data cluster past its new end has a bad offset or refcount');
+    if (!(l1Entry & COPIED)) {
+      if (h.nbSnapshots === 0) return helpers.refused('an L2 table is shared: qemu would copy it');
+      // Shared with a snapshot: qemu's get_cluster_table copies it first (l2_allocate, first-fit),
+      // the copy is linked, the old table loses the active disk's reference.
+      const copy = allocate();
+      if (copy === undefined) return helpers.refused('qemu would copy an L2 table where a new refcount block is needed');
+      if (!release(Number(l2Offset) / cs)) return helpers.refused('a shared L2 table has a bad refcount');
+      const table = readAt(dev, l2Offset, cs);
+      copied.set(copy, table);
+      created.push([copy, l1Index]);
+      l1.writeBigUInt64BE(BigInt(copy * cs) | COPIED, l1Index * 8);
+      pos = discardEntries(table, pos, tableEnd);
+      if (pos < 0) return helpers.refused('a data cluster past its new end has a bad offset or refcount');
+      continue;
     }
+    const table = readAt(dev, l2Offset, cs);
+    const before = Buffer.from(table);
+    pos = discardEntries(table, pos, tableEnd);
+    if (pos === -2) return helpers.refused('compressed clusters lie past its new end');
+    if (pos < 0) return helpers.refused('a data cluster past its new end has a bad offset or refcount');
     // A table past the new L1 size is freed below: qemu drops its cached changes.
-    if (changed && l1Index < newL1) emptied.push({ kind: 'write', pos: Number(l2Offset), bytes: table });
+    if (!before.equals(table) && l1Index < newL1) emptied.push({ kind: 'write', pos: Number(l2Offset), bytes: table });
   }
 
   // qcow2_shrink_l1_table: the entries past the new L1 size zeroed, their tables freed (last first).
@@ -112,7 +138,8 @@ export function planShrink(dev: BlockDevice, h: Qcow2Header, newSize: number, he
     const entry = Buffer.alloc(8);
     entry.writeBigUInt64BE(BigInt(cluster * cs) | COPIED);
     if ((cluster + 1) * cs > dev.size) linked.push({ kind: 'truncate', size: (cluster + 1) * cs });
-    linked.push({ kind: 'zero', pos: cluster * cs, length: cs }, { kind: 'barrier' });
+    const contents = copied.get(cluster);
+    linked.push(contents ? { kind: 'write', pos: cluster * cs, bytes: contents } : { kind: 'zero', pos: cluster * cs, length: cs }, { kind: 'barrier' });
     linked.push({ kind: 'write', pos: Number(h.l1TableOffset) + l1Index * 8, bytes: entry });
   }
 

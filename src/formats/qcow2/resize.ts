@@ -133,7 +133,6 @@ export const qcow2Resize: ResizeCapability = {
     try {
       const oldLength = Number(h.size / 512n) * 512;
       if (request.newSize < oldLength) {
-        if (h.nbSnapshots > 0) return refused('shrinking an image with internal snapshots changes tables they share');
         return planShrink(dev, h, request.newSize, { sizeWrite, refused });
       }
       return planGrow(dev, h, request);
