@@ -125,22 +125,23 @@ function planGrow(dev: BlockDevice, h: Qcow2Header, request: ResizeRequest): Res
   return { steps };
 }
 
+/** qcow2_co_truncate's writes for `request` (resize, and snapshot -a of another disk size). */
+export function planTruncate(dev: BlockDevice, request: ResizeRequest): ResizePlan {
+  const h = parseHeader(dev);
+  const early = precheck(h, request);
+  if (early) return early;
+  try {
+    const oldLength = Number(h.size / 512n) * 512;
+    if (request.newSize < oldLength) return planShrink(dev, h, request.newSize, { sizeWrite, refused });
+    return planGrow(dev, h, request);
+  } catch (e) {
+    // The model's refusals say "nothing was written" themselves: refused() says it once.
+    if (e instanceof PlanRefusal) return refused(e.message.replace(/; nothing was written$/, ''));
+    if (e instanceof ImageError) return refused(e.message);
+    throw e;
+  }
+}
+
 export const qcow2Resize: ResizeCapability = {
-  plan(_image: Image, dev: BlockDevice, request: ResizeRequest): ResizePlan {
-    const h = parseHeader(dev);
-    const early = precheck(h, request);
-    if (early) return early;
-    try {
-      const oldLength = Number(h.size / 512n) * 512;
-      if (request.newSize < oldLength) {
-        return planShrink(dev, h, request.newSize, { sizeWrite, refused });
-      }
-      return planGrow(dev, h, request);
-    } catch (e) {
-      // The model's refusals say "nothing was written" themselves: refused() says it once.
-      if (e instanceof PlanRefusal) return refused(e.message.replace(/; nothing was written$/, ''));
-      if (e instanceof ImageError) return refused(e.message);
-      throw e;
-    }
-  },
+  plan: (_image: Image, dev: BlockDevice, request: ResizeRequest): ResizePlan => planTruncate(dev, request),
 };

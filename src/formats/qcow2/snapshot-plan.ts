@@ -9,6 +9,7 @@ import { PlanRefusal, RefcountRangeError } from './refcount-update.ts';
 import { SnapshotModel } from './snapshot-model.ts';
 import { readSnapshotTable, serializeSnapshotTable, type SnapshotEntry } from './snapshot-table.ts';
 import type { RepairStep } from '../repair.ts';
+import { truncateForApply } from './snapshot-resize.ts';
 
 /** QCOW_MAX_SNAPSHOTS. */
 const MAX_SNAPSHOTS = 65536;
@@ -147,7 +148,12 @@ export function planApply(dev: BlockDevice, idOrName: string): SnapshotPlan {
   if (index < 0) throw new SnapshotErrno('No such file or directory', 'ENOENT');
   const sn = list[index];
   validSnapshotL1(h, sn);
-  if (sn.diskSize !== (h.size / 512n) * 512n) throw new PlanRefusal('instar cannot apply a snapshot of another disk size yet; nothing was written');
+  if (sn.diskSize !== (h.size / 512n) * 512n) {
+    // qemu truncates to the snapshot's size first, then applies it to the truncated image.
+    const truncate = truncateForApply(dev, sn.diskSize, h.backingFileOffset !== 0n);
+    const rest = planApply(truncate.after, idOrName);
+    return { ...rest, steps: [...truncate.steps, ...rest.steps] };
+  }
   if (sn.l1Size > h.l1Size) throw new PlanRefusal('instar cannot grow the L1 table to apply this snapshot yet; nothing was written');
   const snL1 = model.readL1(sn.l1TableOffset, sn.l1Size);
   while (snL1.length < h.l1Size) snL1.push(0n);
