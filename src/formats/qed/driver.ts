@@ -10,6 +10,7 @@ import { qedResize } from './resize.ts';
 import { readQedHeader, tableEntries, validClusterOffset, validTableOffset, type QedHeader } from './header.ts';
 import { planQedChangeBacking } from './rebase-unsafe.ts';
 import { qedCreate } from './create.ts';
+import { qedWriter } from './writer.ts';
 
 const ZERO_CLUSTER = 1n;
 const L2_CACHE = 16;
@@ -148,4 +149,5 @@ export const qedDriver: Driver = {
   changeBacking: planQedChangeBacking,
   resize: qedResize,
   create: qedCreate,
+  writer: qedWriter,
 };
