@@ -8,6 +8,7 @@ import { openingAs } from '../vpc/file-read.ts';
 import { sizeFromSectorCount, sizeFailureError, virtualSizeOf } from '../sector-count.ts';
 import { PagedTable } from '../qcow/paged-table.ts';
 import { parallelsCreate } from './create.ts';
+import { parallelsWriter } from './writer.ts';
 
 const MAGIC = 'WithoutFreeSpace';
 const MAGIC2 = 'WithouFreSpacExt';
@@ -154,4 +155,5 @@ export const parallelsDriver: Driver = {
   probe: probes.parallels,
   open: openParallels,
   create: parallelsCreate,
+  writer: parallelsWriter,
 };
