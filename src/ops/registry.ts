@@ -4,6 +4,7 @@ import { inspectOp } from './inspect.ts';
 import { mapOp } from './map.ts';
 import { convertOp } from './convert.ts';
 import { convertImageOp } from './convert/to-image.ts';
+import { convertIntoOp } from './convert/to-image-into.ts';
 import { convertBitmapsCheckOp } from './convert/to-image-bitmaps.ts';
 import { compareOp } from './compare.ts';
 import { checkOp } from './check.ts';
@@ -29,6 +30,7 @@ export const ops: Record<string, Op> = {
   map: withArgon2(answeringMissingFiles(mapOp)),
   convert: withArgon2(answeringMissingFiles(convertOp)),
   'convert-image': withArgon2(answeringMissingFiles(convertImageOp)),
+  'convert-into': withArgon2(answeringMissingFiles(convertIntoOp)),
   'convert-bitmaps-check': withArgon2(answeringMissingFiles(convertBitmapsCheckOp)),
   compare: withArgon2(answeringMissingFiles(compareOp)),
   check: withArgon2(answeringMissingFiles(checkOp)),

@@ -16,12 +16,14 @@ import type { BlockDevice } from '../types.ts';
 import type { RepairStep } from '../repair.ts';
 import { readAt } from '../bytes.ts';
 import { CRYPT, INCOMPAT, parseHeader, type Qcow2Header } from './header.ts';
-import { allocClusters } from './allocator.ts';
+import { allocClusters, freeClusters } from './allocator.ts';
 import { PlanRefusal, RefcountModel } from './refcount-update.ts';
 
 const COPIED = 1n << 63n;
 const COMPRESSED = 1n << 62n;
 const ZERO_FLAG = 1n;
+/** Offset of the header's incompatible_features. */
+const INCOMPATIBLE_AT = 72;
 const OFFSET_MASK = 0x00fffffffffffe00n;
 /** Most bytes one 'fill' step writes (adjacent clusters are written together up to this). */
 const MAX_FILL = 1024 * 1024;
@@ -93,11 +95,23 @@ class L2Tables {
   }
 }
 
+export interface InPlaceOptions {
+  hasBacking: boolean;
+  /**
+   * Zero runs as qemu-img convert -n writes them (write-zeroes with MAY_UNMAP, version 3): an
+   * allocated cluster is freed (its refcount dropped, the hint moved back, its bytes discarded)
+   * and its entry made a zero cluster. Frees make the usual crash order unsafe (a refcount may
+   * drop before the L2 entry lets go), so the dirty bit is set around the whole plan: a crash
+   * leaves an image qemu opens and repairs.
+   */
+  unmap?: boolean;
+}
+
 /**
  * The steps that make `runs` (ascending, disjoint, cluster aligned) of the qcow2 image on `dev`
  * read as `source` says (zero runs as zeros). Throws PlanRefusal before anything is written.
  */
-export function planInPlaceWrite(dev: BlockDevice, runs: readonly ClusterRun[], source: GuestSource, opts: { hasBacking: boolean }): RepairStep[] {
+export function planInPlaceWrite(dev: BlockDevice, runs: readonly ClusterRun[], source: GuestSource, opts: InPlaceOptions): RepairStep[] {
   const h = parseHeader(dev);
   const why = inPlaceRefusal(h);
   if (why) throw refuse(why);
@@ -112,6 +126,8 @@ export function planInPlaceWrite(dev: BlockDevice, runs: readonly ClusterRun[], 
   const l2 = new L2Tables(dev, cs);
   const data: DataWrite[] = [];
   let end = dev.size;
+  const unmap = opts.unmap === true && h.version >= 3;
+  if (opts.unmap && !unmap) throw refuse('it is a version 2 image, which has no zero clusters');
 
   /** Clusters a data write is planned for already (an earlier request allocated them). */
   const planned = new Set<number>();
@@ -164,6 +180,13 @@ export function planInPlaceWrite(dev: BlockDevice, runs: readonly ClusterRun[], 
       if (entry & COMPRESSED) throw refuse('a cluster to overwrite is compressed');
       if (host !== 0 && !(entry & COPIED)) throw refuse('a cluster to overwrite is shared with a snapshot');
       if (host % cs !== 0) throw refuse(`an L2 entry of the table at ${l2Offset} is not cluster aligned`);
+      if (unmap && zeroFlag && host !== 0) {
+        freeClusters(refs, host, cs);
+        planned.add(cluster);
+        table.writeBigUInt64BE(ZERO_FLAG, at);
+        l2.markDirty(l2Offset);
+        continue;
+      }
       if (host === 0 && !zeroFlag && !(run.zero && !opts.hasBacking)) {
         group.push({ virt, length: guestBytes, table, at, l2Offset });
         continue;
@@ -210,7 +233,24 @@ export function planInPlaceWrite(dev: BlockDevice, runs: readonly ClusterRun[], 
   steps.push({ kind: 'barrier' });
   // Refcounts lowered after a grown refcount table's switch (the old table freed).
   steps.push(...refs.flush(), { kind: 'barrier' });
-  return steps;
+  return unmap ? underDirtyBit(h, refs, steps) : steps;
+}
+
+/** INCOMPAT.dirty set first and cleared last; the freed clusters that stay free read as zeros (qemu discards them). */
+function underDirtyBit(h: Qcow2Header, refs: RefcountModel, steps: RepairStep[]): RepairStep[] {
+  const bits = (dirty: boolean) => {
+    const bytes = Buffer.alloc(8);
+    bytes.writeBigUInt64BE(dirty ? h.incompatible | INCOMPAT.dirty : h.incompatible);
+    return bytes;
+  };
+  const cs = h.clusterSize;
+  const discarded = [...new Set(refs.freed)].filter((c) => refs.get(c) === 0).sort((a, b) => a - b);
+  return [
+    { kind: 'write', pos: INCOMPATIBLE_AT, bytes: bits(true) }, { kind: 'barrier' },
+    ...steps,
+    ...discarded.map((c): RepairStep => ({ kind: 'zero', pos: c * cs, length: cs })), { kind: 'barrier' },
+    { kind: 'write', pos: INCOMPATIBLE_AT, bytes: bits(false) }, { kind: 'barrier' },
+  ];
 }
 
 /** Data writes as 'fill' steps, adjacent ones (in file and disk) joined up to MAX_FILL. */

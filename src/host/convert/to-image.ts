@@ -27,6 +27,7 @@ import type { ConvertImageOptions, ConvertImageResult } from '../../ops/convert/
 import type { Target } from '../input-image.ts';
 import { referencedFailure } from './open-copy.ts';
 import { CreateFailure, probeBacking } from '../commands/create-backing.ts';
+import { convertIntoImage } from './to-image-into.ts';
 import { bitmapsStopAtCreate, bitmapWarnings, checkSourceBitmaps, refuseUnsupportedBitmaps, wantsBitmaps } from './to-image-bitmaps.ts';
 
 /** Formats whose qemu driver writes compressed clusters (block_driver_can_compress). */
@@ -221,7 +222,7 @@ async function backingSize(outPath: string, backing: string, format: string | un
 export async function convertToImage(job: ImageJob): Promise<void> {
   const { cmd, ctx, s } = job;
   refuseUnsupportedBitmaps(cmd, s.noCreate);
-  if (s.noCreate) throw new ConvertError(`instar cannot convert into an existing ${s.outputFormat} image (-n) yet; nothing was written`);
+  if (s.noCreate) return convertIntoImage(job);
   const read: string[] = [];
   const opened = await job.open(read);
   if (opened.blockStatus !== undefined || opened.nothingToCopy) {

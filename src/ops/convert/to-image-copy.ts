@@ -23,6 +23,8 @@ export interface ImageCopyPlan {
   /** -c: whole clusters through writeCompressed. */
   compressed?: boolean;
   onProgress?: (done: number, total: number) => void;
+  /** The writer takes qemu-img's requests as they come, not whole clusters. */
+  unaligned?: boolean;
 }
 
 /**
@@ -51,7 +53,8 @@ function* clusterRuns(image: Image, cs: number): Generator<Run> {
 export function copyToImage(plan: ImageCopyPlan): number {
   const { images, sparseSize } = plan;
   const disk = images.reduce((n, i) => n + i.virtualSize, 0);
-  const aligner = new ClusterAligner(plan.writer, disk, !!plan.compressed);
+  // convert -n records qemu's requests as they are (to-image-into.ts): no aligning.
+  const aligner = plan.unaligned ? plan.writer : new ClusterAligner(plan.writer, disk, !!plan.compressed);
   // -c: qemu skips a chunk (a whole cluster) only when all of it reads as zeros.
   const unit = plan.compressed ? (plan.writer.compressedClusterSize ?? plan.writer.clusterSize) : sparseSize;
   const zeroBlock = sparseSize === 0 ? 0 : unit;

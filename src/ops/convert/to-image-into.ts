@@ -1,0 +1,142 @@
+// The guest half of `convert -n -O qcow2`: the disk copied into an EXISTING qcow2 image. qemu-img
+// convert takes the sources as it does for a new image (the same requests: copy.ts runs, 2 MiB
+// chunks, -S zero detection, whole target clusters), but the target does not read as zeros: each
+// stretch the copy skips is written as zeros (write-zeroes with MAY_UNMAP: its clusters freed,
+// its entries made zero clusters), unless --target-is-zero says the target reads as zeros
+// already. The requests are recorded, then planned by inplace-write.ts (qemu's allocator on the
+// image as it is) and applied by the repair executor; the data is read from the sources again
+// when each fill step runs.
+import { ImageError, type BlockDevice, type Image, type ImageWriter, type OpenContext } from '../../formats/types.ts';
+import { readAt } from '../../formats/bytes.ts';
+import { applyRepair } from '../../formats/repair.ts';
+import { parseHeader, type Qcow2Header } from '../../formats/qcow2/header.ts';
+import { planInPlaceWrite, type ClusterRun } from '../../formats/qcow2/inplace-write.ts';
+import { PlanRefusal } from '../../formats/qcow2/refcount-update.ts';
+import { openSource, snapshotViews, type ConvertSource, type SnapshotChoice } from './sources.ts';
+import { copyToImage } from './to-image-copy.ts';
+import type { Op } from '../types.ts';
+
+export interface ConvertIntoOptions {
+  sources: ConvertSource[];
+  /** Device index of the target, granted writable. */
+  target: number;
+  snapshot?: SnapshotChoice;
+  unsafeQuirks?: boolean;
+  profile?: OpenContext['profile'];
+  secrets?: Record<number, string>;
+  sparseSize?: number;
+  targetIsZero?: boolean;
+  progress?: boolean;
+  /** Tests only: stop after this many writes (crash simulation). */
+  stopAfterWrites?: number;
+}
+
+const OFFSET_MASK = 0x00fffffffffffe00n;
+const COMPRESSED = 2n ** 62n;
+const ZERO_FLAG = 1n;
+
+export type ConvertIntoResult = { counted: number } | { refused: string } | { tooSmall: true };
+
+/** Records qemu-img's data requests instead of writing them. */
+class RequestRecorder implements ImageWriter {
+  readonly requests: { offset: number; length: number }[] = [];
+  constructor(readonly clusterSize: number) {}
+  write(data: Uint8Array, offset: number): void {
+    this.requests.push({ offset, length: data.length });
+  }
+  finish(): void {}
+}
+
+/** The concatenated sources' guest bytes at virtual `offset`. */
+function readDisk(images: Image[], buf: Uint8Array, offset: number): void {
+  let base = 0;
+  for (const image of images) {
+    const start = Math.max(offset, base);
+    const end = Math.min(offset + buf.length, base + image.virtualSize);
+    if (start < end) image.read(buf.subarray(start - offset, end - offset), start - base);
+    base += image.virtualSize;
+  }
+  if (base < offset + buf.length) buf.fill(0, Math.max(0, base - offset));
+}
+
+/** Whether guest cluster `cluster` of the target reads as zeros by block status (unallocated, or a zero cluster). */
+function readsZero(dev: BlockDevice, h: Qcow2Header, cluster: number): boolean {
+  const perL2 = h.clusterSize / 8;
+  const l1Index = Math.floor(cluster / perL2);
+  if (l1Index >= h.l1Size) return true;
+  const l2 = readAt(dev, Number(h.l1TableOffset) + l1Index * 8, 8).readBigUInt64BE(0) & OFFSET_MASK;
+  if (l2 === 0n) return true;
+  const entry = readAt(dev, Number(l2) + (cluster % perL2) * 8, 8).readBigUInt64BE(0);
+  return entry === 0n || (entry & (COMPRESSED | ZERO_FLAG)) === ZERO_FLAG;
+}
+
+/**
+ * qemu's requests as whole-cluster runs for the planner, in order. A data request covers its
+ * clusters (qcow2 fills the rest of a fresh one, and the fill reads the source's bytes there,
+ * which are the disk's final bytes). A stretch of zeros between requests (none with
+ * --target-is-zero) zeroes its whole clusters; a cluster it covers in part is made a zero
+ * cluster when it reads as zeros, else qemu writes the zeros into it (a data run).
+ */
+function clusterRuns(requests: readonly { offset: number; length: number }[], disk: number, targetIsZero: boolean, cs: number, isZero: (cluster: number) => boolean): ClusterRun[] {
+  const runs: ClusterRun[] = [];
+  const touched = new Set<number>();
+  const push = (first: number, last: number, zero: boolean) => {
+    if (last >= first) runs.push({ offset: first * cs, length: (last - first + 1) * cs, zero });
+  };
+  const partial = (c: number) => push(c, c, !touched.has(c) && isZero(c));
+  const zeros = (from: number, to: number) => {
+    if (targetIsZero || to <= from) return;
+    let first = Math.floor(from / cs);
+    let last = Math.floor((to - 1) / cs);
+    const headPart = from % cs !== 0;
+    const tailPart = to % cs !== 0 && to !== disk;
+    if (first === last && (headPart || tailPart)) return partial(first);
+    if (headPart) partial(first++);
+    if (tailPart) last--;
+    push(first, last, true);
+    if (tailPart) partial(last + 1);
+  };
+  let next = 0;
+  for (const r of requests) {
+    zeros(next, r.offset);
+    const first = Math.floor(r.offset / cs);
+    const last = Math.floor((r.offset + r.length - 1) / cs);
+    push(first, last, false);
+    for (let c = first; c <= last; c++) touched.add(c);
+    next = r.offset + r.length;
+  }
+  zeros(next, disk);
+  return runs;
+}
+
+export const convertIntoOp: Op = (raw, ctx) => {
+  const opts = raw as unknown as ConvertIntoOptions;
+  if (!Array.isArray(opts.sources) || opts.sources.length === 0) throw new ImageError('no sources');
+  const target = ctx.devices[opts.target];
+  if (!target?.spec.writable || !target.dev.write) throw new ImageError('the host did not grant the target for writing');
+  let images = opts.sources.map((s) => openSource(ctx, s, opts));
+  if (opts.snapshot !== undefined) images = snapshotViews(images, opts.snapshot);
+  const dev = target.dev;
+  const h = parseHeader(dev);
+  const disk = images.reduce((n, i) => n + i.virtualSize, 0);
+  const size = Number(h.size);
+  if (h.size < BigInt(disk)) return { tooSmall: true } satisfies ConvertIntoResult;
+  const cs = h.clusterSize;
+  const why = h.backingFileOffset !== 0n ? 'it has a backing file'
+    : h.nbSnapshots > 0 ? 'it has internal snapshots'
+    : disk % cs !== 0 && size !== disk ? 'the sources end inside one of its clusters'
+    : undefined;
+  if (why) return { refused: `instar cannot convert into this qcow2 image (${why}); nothing was written` } satisfies ConvertIntoResult;
+  const recorder = new RequestRecorder(cs);
+  const onProgress = opts.progress ? (done: number, total: number) => ctx.emit({ type: 'progress', done, total }) : undefined;
+  const counted = copyToImage({ images, writer: recorder, sparseSize: opts.sparseSize ?? 4096, onProgress, unaligned: true });
+  try {
+    const runs = clusterRuns(recorder.requests, disk, opts.targetIsZero === true, cs, (c) => readsZero(dev, h, c));
+    const steps = planInPlaceWrite(dev, runs, (buf, at) => readDisk(images, buf, at), { hasBacking: false, unmap: true });
+    applyRepair(dev, steps, { stopAfterWrites: opts.stopAfterWrites });
+  } catch (e) {
+    if (e instanceof PlanRefusal) return { refused: e.message } satisfies ConvertIntoResult;
+    throw e;
+  }
+  return { counted } satisfies ConvertIntoResult;
+};
