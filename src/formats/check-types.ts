@@ -59,7 +59,13 @@ export type RepairCapability = 'refused' | 'at-open' | RepairPlanner;
 
 export type RepairPlanner = (image: Image, dev: BlockDevice, report: CheckReport, mode: RepairMode) => RepairPlan;
 
-export type RepairPlan = { steps: import('./repair.ts').RepairStep[] } | { refused: string };
+/**
+ * `close`: what qemu writes when it closes the image, after the second check (qcow2 persistent
+ * bitmaps stored anew), planned over the repaired image.
+ */
+export type RepairPlan =
+  | { steps: import('./repair.ts').RepairStep[]; close?: (repaired: BlockDevice) => import('./repair.ts').RepairStep[] }
+  | { refused: string };
 
 /** A format's checker: the opened image (for what open already parsed) and its file. */
 export type Checker = (image: Image, dev: BlockDevice, report: CheckReport, ctx: CheckContext) => void;

@@ -3,7 +3,7 @@
 // second check whose counts are printed, with the first check's fixed counts carried over.
 import { findRepair } from '../formats/checkers.ts';
 import { CheckFailure, emptyReport, type Checker, type CheckReport, type RepairMode } from '../formats/check-types.ts';
-import { applyRepair } from '../formats/repair.ts';
+import { applyRepair, type RepairStep } from '../formats/repair.ts';
 import type { BlockDevice, Image } from '../formats/types.ts';
 import type { CheckResult } from './check.ts';
 
@@ -29,14 +29,22 @@ export function repairWithCheck(image: Image, dev: BlockDevice, checker: Checker
   if (capability === undefined) {
     // qemu would repair what this check found; instar cannot, and writes nothing.
     if (first.corruptions || first.leaks) return { format, refused: `instar cannot repair ${format} images yet; nothing was written` };
-  } else if (capability !== 'at-open') {
+  }
+  let close: ((repaired: BlockDevice) => RepairStep[]) | undefined;
+  if (capability !== undefined && capability !== 'at-open') {
     const plan = capability(image, dev, first, mode);
     if ('refused' in plan) return { format, refused: plan.refused };
     applyRepair(dev, plan.steps);
+    close = plan.close;
   }
-  if (!first['corruptions-fixed'] && !first['leaks-fixed']) return { format, report: first };
+  // What qemu writes at close comes after the second check, which does not see it.
+  const closed = (result: CheckResult): CheckResult => {
+    if (close) applyRepair(dev, close(dev));
+    return result;
+  };
+  if (!first['corruptions-fixed'] && !first['leaks-fixed']) return closed({ format, report: first });
   const second = runChecker(checker, image, dev, qemuMajor);
   second['corruptions-fixed'] = first['corruptions-fixed'];
   second['leaks-fixed'] = first['leaks-fixed'];
-  return { format, report: second, repair: { lines: first.lines, omitted: first.omitted } };
+  return closed({ format, report: second, repair: { lines: first.lines, omitted: first.omitted } });
 }

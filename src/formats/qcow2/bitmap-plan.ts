@@ -45,13 +45,14 @@ class Planner {
   /** The directory as the file holds it now (s->bitmap_directory_*). */
   disk: DirBitmap[];
 
-  constructor(readonly dev: BlockDevice) {
+  /** `carried`: the bitmaps as an earlier open loaded them (a close after other writes). */
+  constructor(readonly dev: BlockDevice, carried?: LiveBitmap[]) {
     this.h = parseHeader(dev);
     this.model = readHeaderModel(dev, this.h);
     this.refs = new RefcountModel(dev, this.h);
     this.cs = this.h.clusterSize;
     const loaded = loadBitmaps(dev, this.h, this.model.bitmaps, this.model.size);
-    this.live = loaded.live;
+    this.live = carried ?? loaded.live;
     this.disk = loaded.disk;
     const dir = this.model.bitmaps;
     checkBitmapClusters(dev, this.h, dir && { offset: dir.directoryOffset, size: Number(dir.directorySize) }, this.disk);
@@ -211,4 +212,22 @@ export function planBitmap(dev: BlockDevice, request: BitmapRequest): BitmapPlan
   }
   p.close();
   return { steps: p.plan(), error, notice: p.model.staleBitmaps ? STALE_BITMAPS_NOTICE : undefined };
+}
+
+/**
+ * What a writable open and the close do to the bitmaps around another change (check -r): the
+ * open's in-use marking now, and a function planning the close over the image as the change left
+ * it, with the bitmaps the open loaded.
+ */
+export function planBitmapReopen(dev: BlockDevice): { open: RepairStep[]; close(after: BlockDevice): RepairStep[] } {
+  const p = new Planner(dev);
+  p.open();
+  return {
+    open: p.plan(),
+    close: (after) => {
+      const q = new Planner(after, p.live);
+      q.close();
+      return q.plan();
+    },
+  };
 }

@@ -20,7 +20,9 @@ import { checkCopiedFlags, compare, countReferences, type CountedImage } from '.
 import { readAt } from '../bytes.ts';
 import { writeRefcount } from './refcount-entry.ts';
 import { ClusterCounts, rebuildRefcounts, serializeBlock } from './rebuild-refcounts.ts';
-import type { BlockDevice, Image } from '../types.ts';
+import { ImageError, type BlockDevice, type Image } from '../types.ts';
+import { planBitmapReopen } from './bitmap-plan.ts';
+import { PlanRefusal } from './refcount-update.ts';
 import { OverlayDevice } from '../overlay-device.ts';
 import type { Refcount } from './check-refcounts.ts';
 
@@ -37,10 +39,26 @@ const isRun = (l: CheckLine): l is Run => Array.isArray(l) && (l[0] === 0 || l[0
 
 export const repairQcow2: RepairPlanner = (image, dev, report, mode): RepairPlan => {
   const h = parseHeader(dev);
+  if (!(h.autoclear & AUTOCLEAR.bitmaps)) return planRepair(image, dev, report, mode, h);
+  // Persistent bitmaps: qemu's writable open marks them in use (in place), the repair runs, and
+  // the close stores them anew through the allocator, after the second check.
+  if (h.incompatible & INCOMPAT.dirty) return refused('it has persistent bitmaps and is dirty');
+  let reopen: ReturnType<typeof planBitmapReopen>;
+  try {
+    reopen = planBitmapReopen(dev);
+  } catch (e) {
+    if (e instanceof PlanRefusal || e instanceof ImageError) return refused(`its bitmaps: ${e.message}`);
+    throw e;
+  }
+  const plan = planRepair(image, dev, report, mode, h);
+  if ('refused' in plan) return plan;
+  return { steps: [...reopen.open, { kind: 'barrier' }, ...plan.steps], close: reopen.close };
+};
+
+function planRepair(image: Image, dev: BlockDevice, report: CheckReport, mode: RepairMode, h: Qcow2Header): RepairPlan {
   if (report.omitted) return refused('the check reported too many lines');
   if (h.incompatible & INCOMPAT.corrupt) return refused('its corrupt bit is set');
   if (h.incompatible & INCOMPAT.dataFile) return refused('it has an external data file');
-  if (h.autoclear & AUTOCLEAR.bitmaps) return refused('it has persistent bitmaps');
   if (report['check-errors']) return refused('its refcounts cannot all be read');
   if (!report.corruptions && !report.leaks) return { steps: markClean(dev, h) };
 
@@ -86,7 +104,7 @@ export const repairQcow2: RepairPlanner = (image, dev, report, mode): RepairPlan
   steps.push(...markClean(dev, h, plan.reftable));
   Object.assign(report, out);
   return { steps };
-};
+}
 
 interface RefcountPlan {
   steps: RepairStep[];

@@ -1,0 +1,122 @@
+// check -r on qcow2 images with persistent bitmaps, against qemu-img 7.2 and 10.0: qemu's writable
+// open marks the bitmaps in use, the repair runs, the second check reports, and the close stores
+// the bitmaps anew through the allocator (over clusters the repair freed). Output, exit status and
+// the repaired file must match byte for byte; every prefix of the writes (the repair's, then the
+// close's) must leave an image qemu-img check still opens, with no more damage than before.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { closeSync, openSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { VERSIONS, runQemu } from '../helpers/oracles.ts';
+import { setRefcount16 } from './qcow2-edit.ts';
+import { RepairDirs, assertSameRun } from './repair-harness.ts';
+import { FdDevice } from '../../src/io/fd-device.ts';
+import { qcow2Driver } from '../../src/formats/qcow2/driver.ts';
+import { checkQcow2 } from '../../src/formats/qcow2/check.ts';
+import { repairQcow2 } from '../../src/formats/qcow2/repair-refcounts.ts';
+import { emptyReport } from '../../src/formats/check-types.ts';
+import { applyRepair, writeCount } from '../../src/formats/repair.ts';
+
+const dirs = new RepairDirs();
+const CLUSTER = 65536;
+const images: Record<string, Uint8Array> = {};
+
+/** A 4 MiB qcow2 with data and two bitmaps (one with dirty bits), then `edit` on the file. */
+function withBitmaps(name: string, edit: (path: string) => void): Uint8Array {
+  const path = join(dirs.root, name);
+  const ok = (r: { status: number | null; stderr: string }) => assert.equal(r.status, 0, r.stderr);
+  ok(runQemu('7.2', ['create', '-q', '-f', 'qcow2', path, '4M']));
+  ok(runQemu('7.2', ['-c', 'write -P 0x5 0 128k', path], {}, 'qemu-io'));
+  ok(runQemu('7.2', ['bitmap', '--add', path, 'b0']));
+  ok(runQemu('7.2', ['bitmap', '--add', '-g', '128k', path, 'b1']));
+  // Writes while the bitmaps are enabled set their bits: b0's table gets a data cluster.
+  ok(runQemu('7.2', ['-c', 'write -P 0x6 1M 64k', path], {}, 'qemu-io'));
+  edit(path);
+  return new Uint8Array(readFileSync(path));
+}
+
+/** Grows the file to `clusters` clusters (zeros) so that leaks can lie inside it. */
+const grow = (path: string, clusters: number) => truncateSync(path, clusters * CLUSTER);
+const clustersOf = (path: string) => Math.ceil(readFileSync(path).length / CLUSTER);
+
+before(() => {
+  images.clean = withBitmaps('clean.qcow2', () => {});
+  images.leaks = withBitmaps('leaks.qcow2', (p) => {
+    const end = clustersOf(p);
+    grow(p, end + 3);
+    setRefcount16(p, end, 1);
+    setRefcount16(p, end + 2, 2);
+  });
+  // Cluster 3 is the L1 table: a refcount of 2 is a leak, and breaks its COPIED flag.
+  images['L1 counted twice'] = withBitmaps('l1.qcow2', (p) => setRefcount16(p, 3, 2));
+  // A stored refcount of 0 under a reference: -r all rebuilds the refcount structure, -r leaks fails.
+  images['a data cluster with refcount 0 (rebuild)'] = withBitmaps('rebuild.qcow2', (p) => {
+    const end = clustersOf(p);
+    grow(p, end + 1);
+    setRefcount16(p, 5, 0);
+  });
+});
+
+after(() => dirs.remove());
+
+test('check -r leaks|all on images with persistent bitmaps: output and file byte-identical to qemu-img', () => {
+  for (const version of VERSIONS) {
+    for (const [name, bytes] of Object.entries(images)) {
+      for (const mode of ['leaks', 'all']) {
+        const label = `${version} ${name} -r ${mode}`;
+        const r = dirs.run(version, 'a.qcow2', bytes, ['check', '-r', mode, 'a.qcow2']);
+        assertSameRun(r, label);
+        assert.ok(!r.instar.stderr.includes('instar'), `${label}: not refused`);
+        assert.ok(r.qemuFile.equals(r.instarFile), `${label}: repaired files differ`);
+        assert.ok(!r.qemuFile.equals(Buffer.from(bytes)), `${label}: qemu changed the file (bitmaps stored anew)`);
+      }
+    }
+  }
+});
+
+test('check -r all --output=json on a bitmap image with leaks, through the sandbox', () => {
+  for (const version of VERSIONS) {
+    const r = dirs.run(version, 'a.qcow2', images.leaks, ['check', '-r', 'all', '--output=json', 'a.qcow2'], { sandboxed: true });
+    assertSameRun(r, version);
+    assert.match(r.qemu.stdout, /"leaks-fixed": 2/);
+    assert.ok(r.qemuFile.equals(r.instarFile), `${version}: repaired files differ`);
+  }
+});
+
+/** The repair's steps then the close's, as check -r applies them, cut after `n` writes. */
+function repairPrefix(path: string, bytes: Uint8Array, n: number): number {
+  writeFileSync(path, bytes);
+  const fd = openSync(path, 'r+');
+  try {
+    const dev = new FdDevice(fd, true);
+    const image = qcow2Driver.open(dev, { writable: true, check: true });
+    const report = emptyReport();
+    checkQcow2(image, dev, report);
+    const plan = repairQcow2(image, dev, report, 'all');
+    assert.ok('steps' in plan && plan.close, 'a repair plan with a close');
+    const first = writeCount(plan.steps);
+    applyRepair(dev, plan.steps, { stopAfterWrites: n });
+    if (n <= first) return first + 1;
+    const close = plan.close(dev);
+    applyRepair(dev, close, { stopAfterWrites: n - first });
+    return first + writeCount(close);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+test('every prefix of a bitmap image repair leaves an image qemu-img check opens, no more damaged', () => {
+  for (const name of ['leaks', 'a data cluster with refcount 0 (rebuild)']) {
+    const before = JSON.parse(runQemu('7.2', ['check', '--output=json', join(dirs.root, name === 'leaks' ? 'leaks.qcow2' : 'rebuild.qcow2')]).stdout);
+    const path = join(dirs.root, 'prefix.qcow2');
+    let total = Infinity;
+    for (let n = 0; n <= total; n++) {
+      total = repairPrefix(path, images[name], n);
+      const r = runQemu('7.2', ['check', '--output=json', path]);
+      assert.ok(r.status === 0 || r.status === 2 || r.status === 3, `${name} after ${n} writes: ${r.stderr}`);
+      const now = JSON.parse(r.stdout);
+      assert.ok((now.corruptions ?? 0) <= (before.corruptions ?? 0), `${name} after ${n} writes: more corruptions (${r.stdout})`);
+    }
+    assert.ok(total > 3, `${name}: the plan writes`);
+  }
+});
