@@ -1,0 +1,157 @@
+// convert -n -O qcow2 into an existing qcow2 image against qemu-img 7.2 and 10.0: each tool runs
+// on its own copy of the target; status, stdout, stderr and the target's bytes must be equal.
+// The targets hold data where the sources have zeros (qemu frees those clusters and makes them
+// zero clusters), clusters the copy reuses, L1 entries without an L2 table, and clusters the
+// sources cover in part. Then the crash test: the op stopped after each prefix of its writes
+// leaves an image qemu-img opens and checks.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { closeSync, copyFileSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { runInstar, runQemu, VERSIONS, type RunResult } from '../helpers/oracles.ts';
+import { runInProcess } from '../helpers/in-process.ts';
+import { scratch, qemu, type Scratch } from './harness.ts';
+import { prng } from '../helpers/xorshift.ts';
+import { FdDevice } from '../../src/io/fd-device.ts';
+import { convertIntoOp, type ConvertIntoResult } from '../../src/ops/convert/to-image-into.ts';
+import type { OpContext } from '../../src/ops/types.ts';
+
+let s: Scratch;
+const at = (...names: string[]) => join(s.dir, ...names);
+const MiB = 1024 * 1024;
+
+/** A raw disk of `size` bytes with pseudo-random data at [offset, length) pieces. */
+function rawDisk(name: string, size: number, pieces: [number, number][], seed: number): void {
+  const disk = Buffer.alloc(size);
+  const next = prng(seed);
+  for (const [offset, length] of pieces) for (let i = 0; i < length; i++) disk[offset + i] = next() & 0xff;
+  writeFileSync(at(name), disk);
+}
+
+/** A qcow2 image made by qemu-img create and filled by qemu-io. */
+function qcow2(name: string, size: string, options: string, writes: string[]): void {
+  qemu(['create', '-q', '-f', 'qcow2', ...(options ? ['-o', options] : []), at(name), size]);
+  if (writes.length > 0) qemu(['-f', 'qcow2', ...writes.flatMap((w) => ['-c', w]), at(name)], undefined, '10.0', 'qemu-io');
+}
+
+before(() => {
+  s = scratch();
+  rawDisk('src.raw', 4 * MiB, [[65536, 4096], [3 * MiB, 100000]], 1);
+  rawDisk('src6.raw', 6 * MiB, [[8192, 4096], [5 * MiB, 10000]], 2);
+  rawDisk('half.raw', 2 * MiB, [[0, 70000], [MiB + 4096, 4096]], 3);
+  qcow2('t64k.qcow2', '4M', '', ['write -P 0x11 0 256k', 'write -P 0x22 1M 64k']);
+  qcow2('t4k.qcow2', '6M', 'cluster_size=4096', ['write -P 0x11 0 64k', 'write -P 0x22 2M 8k']);
+  qcow2('t8m.qcow2', '8M', 'cluster_size=16384', ['write -P 0x33 0 1M', 'write -P 0x44 3M 512k', 'write -z 5M 64k', 'write -P 0x55 7M 1M']);
+  qcow2('empty.qcow2', '4M', '', []);
+  qcow2('s4k.qcow2', '4M', 'cluster_size=4096', ['write -P 0x66 4096 4096', 'write -P 0x67 100k 60k', 'write -P 0 2M 64k', 'write -P 0x68 3M 4k']);
+  qcow2('backed.qcow2', '4M', `backing_file=${at('empty.qcow2')},backing_fmt=qcow2`, ['write -P 0x11 0 64k']);
+  qcow2('snap.qcow2', '4M', '', ['write -P 0x11 0 64k']);
+  qemu(['snapshot', '-c', 's1', at('snap.qcow2')]);
+});
+after(() => s.cleanup());
+
+interface Outcome {
+  result: RunResult;
+  target: Buffer;
+}
+
+/** Runs convert -n in a directory of its own on a copy of `target` (named t.qcow2); sources are ../name. */
+async function runOn(tool: 'instar' | '7.2' | '10.0', label: string, target: string, args: string[], sandbox: boolean, version: string): Promise<Outcome> {
+  const dir = at(`${label}-${tool}-${version}`);
+  mkdirSync(dir, { recursive: true });
+  copyFileSync(at(target), join(dir, 't.qcow2'));
+  const argv = ['convert', '-n', ...args, 't.qcow2'];
+  let result: RunResult;
+  if (tool !== 'instar') result = runQemu(tool, argv, { cwd: dir, timeoutMs: 60_000 });
+  else if (sandbox) result = runInstar([`--qemu-version=${version}`, ...argv], { cwd: dir, timeoutMs: 60_000 });
+  else result = await runInProcess(['--sandbox=none', `--qemu-version=${version}`, ...argv], dir);
+  return { result, target: readFileSync(join(dir, 't.qcow2')) };
+}
+
+async function sameAsQemu(label: string, target: string, args: string[], sandbox = false): Promise<void> {
+  for (const version of VERSIONS) {
+    const theirs = await runOn(version, label, target, args, false, version);
+    const mine = await runOn('instar', label, target, args, sandbox, version);
+    const show = (r: RunResult) => [r.status, r.stdout, r.stderr];
+    assert.deepEqual(show(mine.result), show(theirs.result), `${label} (${version}): status and output`);
+    assert.ok(mine.target.equals(theirs.target), `${label} (${version}): the target differs from qemu-img's`);
+  }
+}
+
+const raw = (...names: string[]) => ['-f', 'raw', ...names.map((n) => `../${n}`)];
+
+test('convert -n -O qcow2: data where the source has zeros is unmapped, freed clusters reused (sandboxed)', async () => {
+  await sameAsQemu('64k', 't64k.qcow2', ['-O', 'qcow2', ...raw('src.raw')], true);
+});
+
+test('convert -n -O qcow2: 4 KiB clusters, an L1 entry without an L2 table, a larger source part', async () => {
+  await sameAsQemu('4k', 't4k.qcow2', ['-O', 'qcow2', ...raw('src6.raw')]);
+});
+
+test('convert -n -O qcow2: a larger target (its end untouched), several sources, -S 0, --target-is-zero', async () => {
+  await sameAsQemu('larger', 't8m.qcow2', ['-O', 'qcow2', ...raw('src6.raw')]);
+  await sameAsQemu('two', 't8m.qcow2', ['-O', 'qcow2', ...raw('half.raw', 'src.raw')]);
+  await sameAsQemu('S0', 't64k.qcow2', ['-O', 'qcow2', '-S', '0', ...raw('src.raw')]);
+  await sameAsQemu('is-zero', 'empty.qcow2', ['-O', 'qcow2', '--target-is-zero', ...raw('src.raw')]);
+});
+
+test('convert -n -O qcow2 from a qcow2 source with 4 KiB clusters (runs that end inside target clusters)', async () => {
+  await sameAsQemu('qcow2-src', 't8m.qcow2', ['-O', 'qcow2', '-f', 'qcow2', '../s4k.qcow2']);
+  await sameAsQemu('qcow2-src-64k', 't64k.qcow2', ['-O', 'qcow2', '-f', 'qcow2', '../s4k.qcow2']);
+});
+
+test('convert -n -O qcow2 into a smaller target: qemu\'s message, nothing written', async () => {
+  await sameAsQemu('smaller', 't64k.qcow2', ['-O', 'qcow2', ...raw('src6.raw')]);
+});
+
+test('convert -n into targets instar does not write: a clear refusal, nothing written', async () => {
+  const cases: [string, string[], RegExp][] = [
+    ['backed.qcow2', ['-O', 'qcow2', ...raw('src.raw')], /instar cannot convert into this qcow2 image \(it has a backing file\)/],
+    ['snap.qcow2', ['-O', 'qcow2', ...raw('src.raw')], /instar cannot convert into this qcow2 image \(it has internal snapshots\)/],
+    ['t64k.qcow2', ['-O', 'qcow2', '-B', '../empty.qcow2', '-F', 'qcow2', ...raw('src.raw')], /instar cannot convert into an existing qcow2 image \(-n\) with -B yet/],
+    ['t64k.qcow2', ['-O', 'vmdk', ...raw('src.raw')], /instar cannot convert into an existing vmdk image \(-n\) yet/],
+  ];
+  for (const [target, args, message] of cases) {
+    const mine = await runOn('instar', 'refused', target, args, false, '10.0');
+    assert.equal(mine.result.status, 1, `${target} ${args.join(' ')}`);
+    assert.match(mine.result.stderr, message);
+    assert.equal(mine.result.stderr.split('\n').length, 2, 'one line');
+    assert.ok(mine.target.equals(readFileSync(at(target))), `${target}: the target was written`);
+  }
+});
+
+test('convert -n stopped after each prefix of its writes leaves an image qemu-img opens and checks', () => {
+  const run = (dir: string, stopAfterWrites: number): ConvertIntoResult => {
+    mkdirSync(dir, { recursive: true });
+    copyFileSync(at('t4k.qcow2'), join(dir, 't.qcow2'));
+    const src = openSync(at('src6.raw'), 'r');
+    const out = openSync(join(dir, 't.qcow2'), 'r+');
+    try {
+      const ctx: OpContext = {
+        devices: [
+          { spec: { fd: src, role: 'input', writable: false }, dev: new FdDevice(src, false) },
+          { spec: { fd: out, role: 'output', writable: true }, dev: new FdDevice(out, true) },
+        ],
+        emit: () => undefined,
+      };
+      return convertIntoOp({ sources: [{ index: 0, format: 'raw', fileName: 'src6.raw' }], target: 1, stopAfterWrites }, ctx) as ConvertIntoResult;
+    } finally {
+      closeSync(src);
+      closeSync(out);
+    }
+  };
+  assert.ok('counted' in run(at('crash-all'), Infinity));
+  const final = readFileSync(at('crash-all', 't.qcow2'));
+  let k = 0;
+  for (; k < 500; k++) {
+    const dir = at(`crash-${k}`);
+    run(dir, k);
+    const file = join(dir, 't.qcow2');
+    if (readFileSync(file).equals(final)) break;
+    const check = runQemu('10.0', ['check', '-f', 'qcow2', file], { timeoutMs: 20_000 });
+    assert.notEqual(check.status, 1, `after ${k} writes qemu-img cannot check the target: ${check.stdout}${check.stderr}`);
+    const info = runQemu('10.0', ['info', '-f', 'qcow2', file]);
+    assert.equal(info.status, 0, `after ${k} writes qemu-img cannot open the target: ${info.stderr}`);
+  }
+  assert.ok(k > 5 && k < 500, `${k} writes`);
+});
