@@ -358,6 +358,11 @@ export interface ImageWriter {
   storeBitmaps?(list: readonly import('./qcow2/writer-bitmaps.ts').NewBitmap[]): void;
   /** Writes what the writer keeps in memory (tables, refcounts, footers) once every write is done. */
   finish(): void;
+  /**
+   * -c: qemu-img ends a compressed copy with a compressed write of no bytes ("signal EOF to
+   * align"), which qemu's qcow driver refuses: its convert exits 1 with no message, the image whole.
+   */
+  readonly compressedEndFails?: boolean;
 }
 
 /** A format's writer: opens an ImageWriter on files `create.layout(plan)` has just written. */

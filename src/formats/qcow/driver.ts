@@ -11,6 +11,7 @@ import { extentBelow, readFromBacking } from './backing.ts';
 import { SectorCipher } from '../crypto/sector-cipher.ts';
 import { keyRequired } from '../luks/driver.ts';
 import { qcowCreate } from './create.ts';
+import { qcowWriter } from './writer.ts';
 
 const COMPRESSED = 1n << 63n;
 const L2_CACHE = 16; // qemu's L2_CACHE_SIZE
@@ -223,4 +224,5 @@ export const qcowDriver: Driver = {
   probe: probes.qcow,
   open: openQcow,
   create: qcowCreate,
+  writer: qcowWriter,
 };

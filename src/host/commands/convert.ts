@@ -6,7 +6,7 @@
 // early start with the copy guests booting (src/cli/early-start.ts): createFreshTarget takes it,
 // and one this command does not take is removed before the target's name is used again.
 import { closeSync, constants, fsyncSync, openSync, statSync, unlinkSync } from 'node:fs';
-import { ConvertError, ConvertErrorText } from '../convert/errors.ts';
+import { ConvertError, ConvertErrorText, ConvertQuietFailure } from '../convert/errors.ts';
 import { checkOpenAnswer, isBlockStatusFailure, openAndCopy, parseSizes, progressSum, referencedFailure, resetTarget, safeSizes, TargetLeft, TwoRoundsNeeded } from '../convert/open-copy.ts';
 import { createTarget, targetTooSmall } from '../convert/create-target.ts';
 import { copyGuestCount, createFreshTarget, removeEarlyTarget } from '../convert/fresh-target.ts';
@@ -387,6 +387,7 @@ export const convert: Command = async (cmd, ctx) => {
   } catch (e) {
     printer?.end();
     printer = undefined;
+    if (e instanceof ConvertQuietFailure) return 1;
     if (e instanceof ConvertErrorText) {
       ctx.err(`${ctx.progname}: ${e.message}\n`);
       return 1;

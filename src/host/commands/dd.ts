@@ -35,7 +35,7 @@ interface Operands {
 }
 
 /** Formats qemu-img can create that instar does not write yet. */
-const NOT_WRITTEN_YET = new Set(['qcow2', 'vmdk', 'vpc', 'vhdx', 'qcow']);
+const NOT_WRITTEN_YET = new Set(['qcow2', 'vmdk', 'vpc', 'vhdx']);
 /** Formats qemu-img knows but cannot create. */
 const NO_CREATION = new Set(['bochs', 'cloop', 'dmg']);
 

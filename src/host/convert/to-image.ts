@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { parseSecretObjects } from '../secrets.ts';
 import type { CommandContext } from '../commands/types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
-import { ConvertError, ConvertErrorText } from './errors.ts';
+import { ConvertError, ConvertErrorText, ConvertQuietFailure } from './errors.ts';
 import { CACHE_MODES } from './early-plan.ts';
 import { hasHelpOption, lookupFormat, parseSetOptions, qemuFullVersion, typesOf } from '../commands/create-options.ts';
 import { isValidOptionList, OptionListError } from '../commands/measure-options.ts';
@@ -284,6 +284,12 @@ export async function convertToImage(job: ImageJob): Promise<void> {
     if (typeof result !== 'object' || result === null) throw new ConvertError('the guest gave a malformed answer');
     if ('failed' in result && !/^E[A-Z0-9]{1,15}$/.test(String(result.failed))) throw new ConvertError('the guest gave a malformed answer');
     if ('failed' in result) throw new ConvertError(`${outPath}: error while converting ${s.outputFormat}: Could not write '${outPath}': ${strerror(String(result.failed))}`);
+    if ('quietFailure' in result) {
+      // qemu closes the image whole (flushed as -t says) and exits 1 without a word.
+      if (s.outputCache !== 'unsafe') for (const f of made) fsyncSync(f.fd);
+      ok = true;
+      throw new ConvertQuietFailure();
+    }
     if ('bitmapsUnsupported' in result || (noBitmaps && !badCache)) {
       // qemu finds this once the new image is open: the image stays, as created.
       ok = true;

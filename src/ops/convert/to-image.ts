@@ -37,7 +37,9 @@ export type ConvertImageResult =
   | { counted: number; bitmapWarnings?: string[] }
   | { failed: string }
   /** --bitmaps into a format (or qcow2 version) without persistent bitmaps: the image was only created. */
-  | { bitmapsUnsupported: true };
+  | { bitmapsUnsupported: true }
+  /** -c into a format whose driver refuses qemu-img's last, empty compressed write: status 1, no message, the image kept. */
+  | { quietFailure: true };
 
 const errnoOf = (e: unknown): string | undefined => {
   const code = (e as NodeJS.ErrnoException).code;
@@ -100,5 +102,6 @@ export const convertImageOp: Op = (raw, ctx) => {
   const copied = bitmaps && bitmapsToCopy(bitmaps);
   if (copied) writer.storeBitmaps!(copied.copy);
   writer.finish();
+  if (opts.compressed && writer.compressedEndFails) return { quietFailure: true };
   return (copied ? { counted, bitmapWarnings: copied.warnings } : { counted }) satisfies ConvertImageResult;
 };
