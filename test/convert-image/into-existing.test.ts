@@ -44,8 +44,10 @@ before(() => {
   qcow2('t8m.qcow2', '8M', 'cluster_size=16384', ['write -P 0x33 0 1M', 'write -P 0x44 3M 512k', 'write -z 5M 64k', 'write -P 0x55 7M 1M']);
   qcow2('empty.qcow2', '4M', '', []);
   qcow2('s4k.qcow2', '4M', 'cluster_size=4096', ['write -P 0x66 4096 4096', 'write -P 0x67 100k 60k', 'write -P 0 2M 64k', 'write -P 0x68 3M 4k']);
-  qcow2('backed.qcow2', '4M', `backing_file=${at('empty.qcow2')},backing_fmt=qcow2`, ['write -P 0x11 0 64k']);
+  qcow2('base.qcow2', '4M', '', ['write -P 0x77 0 4M']);
+  qcow2('backed.qcow2', '4M', 'backing_file=base.qcow2,backing_fmt=qcow2', ['write -P 0x11 0 64k']);
   qcow2('snap.qcow2', '4M', '', ['write -P 0x11 0 64k']);
+  qemu(['create', '-q', '-f', 'qcow2', '-u', '-b', 'gone.qcow2', '-F', 'qcow2', at('orphan.qcow2'), '4M']);
   qemu(['snapshot', '-c', 's1', at('snap.qcow2')]);
 });
 after(() => s.cleanup());
@@ -56,9 +58,11 @@ interface Outcome {
 }
 
 /** Runs convert -n in a directory of its own on a copy of `target` (named t.qcow2); sources are ../name. */
-async function runOn(tool: 'instar' | '7.2' | '10.0', label: string, target: string, args: string[], sandbox: boolean, version: string): Promise<Outcome> {
+async function runOn(tool: 'instar' | '7.2' | '10.0', label: string, target: string, args: string[], sandbox: boolean, version: string, companions: string[] = []): Promise<Outcome> {
   const dir = at(`${label}-${tool}-${version}`);
   mkdirSync(dir, { recursive: true });
+  // Files the target names (its backing file) beside it, inside instar's default path policy.
+  for (const name of companions) copyFileSync(at(name), join(dir, name));
   copyFileSync(at(target), join(dir, 't.qcow2'));
   const argv = ['convert', '-n', ...args, 't.qcow2'];
   let result: RunResult;
@@ -68,10 +72,10 @@ async function runOn(tool: 'instar' | '7.2' | '10.0', label: string, target: str
   return { result, target: readFileSync(join(dir, 't.qcow2')) };
 }
 
-async function sameAsQemu(label: string, target: string, args: string[], sandbox = false): Promise<void> {
+async function sameAsQemu(label: string, target: string, args: string[], sandbox = false, companions: string[] = []): Promise<void> {
   for (const version of VERSIONS) {
-    const theirs = await runOn(version, label, target, args, false, version);
-    const mine = await runOn('instar', label, target, args, sandbox, version);
+    const theirs = await runOn(version, label, target, args, false, version, companions);
+    const mine = await runOn('instar', label, target, args, sandbox, version, companions);
     const show = (r: RunResult) => [r.status, r.stdout, r.stderr];
     assert.deepEqual(show(mine.result), show(theirs.result), `${label} (${version}): status and output`);
     assert.ok(mine.target.equals(theirs.target), `${label} (${version}): the target differs from qemu-img's`);
@@ -100,19 +104,24 @@ test('convert -n -O qcow2 from a qcow2 source with 4 KiB clusters (runs that end
   await sameAsQemu('qcow2-src-64k', 't64k.qcow2', ['-O', 'qcow2', '-f', 'qcow2', '../s4k.qcow2']);
 });
 
-test('convert -n -O qcow2 into a smaller target: qemu\'s message, nothing written', async () => {
+test('convert -n -O qcow2 into a smaller target, a target whose backing file is missing: qemu\'s messages, nothing written', async () => {
   await sameAsQemu('smaller', 't64k.qcow2', ['-O', 'qcow2', ...raw('src6.raw')]);
+  await sameAsQemu('orphan', 'orphan.qcow2', ['-O', 'qcow2', ...raw('src.raw')]);
+});
+
+test('convert -n -O qcow2 into a target with a backing file: zero clusters hide it where the source has zeros', async () => {
+  await sameAsQemu('backed', 'backed.qcow2', ['-O', 'qcow2', ...raw('src.raw')], false, ['base.qcow2']);
 });
 
 test('convert -n into targets instar does not write: a clear refusal, nothing written', async () => {
   const cases: [string, string[], RegExp][] = [
-    ['backed.qcow2', ['-O', 'qcow2', ...raw('src.raw')], /instar cannot convert into this qcow2 image \(it has a backing file\)/],
+    ['backed.qcow2', ['-O', 'qcow2', '--target-is-zero', ...raw('src.raw')], /instar cannot convert into this qcow2 image \(the copy covers in part a cluster its backing file decides\)/],
     ['snap.qcow2', ['-O', 'qcow2', ...raw('src.raw')], /instar cannot convert into this qcow2 image \(it has internal snapshots\)/],
     ['t64k.qcow2', ['-O', 'qcow2', '-B', '../empty.qcow2', '-F', 'qcow2', ...raw('src.raw')], /instar cannot convert into an existing qcow2 image \(-n\) with -B yet/],
     ['t64k.qcow2', ['-O', 'vmdk', ...raw('src.raw')], /instar cannot convert into an existing vmdk image \(-n\) yet/],
   ];
   for (const [target, args, message] of cases) {
-    const mine = await runOn('instar', 'refused', target, args, false, '10.0');
+    const mine = await runOn('instar', 'refused', target, args, false, '10.0', ['base.qcow2']);
     assert.equal(mine.result.status, 1, `${target} ${args.join(' ')}`);
     assert.match(mine.result.stderr, message);
     assert.equal(mine.result.stderr.split('\n').length, 2, 'one line');

@@ -40,6 +40,7 @@ export async function convertIntoImage(job: ImageJob): Promise<void> {
     const options: ConvertIntoOptions = {
       sources: job.options.sources,
       target: job.inputs.length,
+      targetName: outPath,
       snapshot: job.options.snapshot,
       unsafeQuirks: job.options.unsafeQuirks,
       profile: job.options.profile,
@@ -54,11 +55,14 @@ export async function convertIntoImage(job: ImageJob): Promise<void> {
       const inputs = [...job.inputs, { fd, path: outPath, writable: true, role: 'output' as const }];
       result = (await runWithReferencedFiles('convert-into', options as unknown as Record<string, unknown>, inputs, { ...ctx, run })) as ConvertIntoResult;
     } catch (e) {
+      // A file the target names (its backing chain) is worded under the target's name.
+      if (e instanceof ReferencedFileError && e.file.referrer >= job.inputs.length) throw new ConvertError(`Could not open '${outPath}': ${e.message}`);
       if (e instanceof ReferencedFileError) throw referencedFailure(e, job.targets);
       if (e instanceof OpError) throw new ConvertError(e.message);
       throw e;
     }
     if (typeof result !== 'object' || result === null) throw new ConvertError('the guest gave a malformed answer');
+    if ('openFailed' in result) throw new ConvertError(`Could not open '${outPath}': ${String(result.openFailed)}`);
     if ('tooSmall' in result) throw new ConvertError('output file is smaller than input file');
     if ('refused' in result) throw new ConvertError(String(result.refused));
     if (!('counted' in result)) throw new ConvertError('the guest gave a malformed answer');

@@ -10,6 +10,7 @@ import { ImageError, type BlockDevice, type Image, type ImageWriter, type OpenCo
 import { readAt } from '../../formats/bytes.ts';
 import { applyRepair } from '../../formats/repair.ts';
 import { parseHeader, type Qcow2Header } from '../../formats/qcow2/header.ts';
+import { MissingFilesError, openTree } from '../open-tree.ts';
 import { planInPlaceWrite, type ClusterRun } from '../../formats/qcow2/inplace-write.ts';
 import { PlanRefusal } from '../../formats/qcow2/refcount-update.ts';
 import { openSource, snapshotViews, type ConvertSource, type SnapshotChoice } from './sources.ts';
@@ -20,6 +21,8 @@ export interface ConvertIntoOptions {
   sources: ConvertSource[];
   /** Device index of the target, granted writable. */
   target: number;
+  /** The target's name as the user gave it (messages). */
+  targetName?: string;
   snapshot?: SnapshotChoice;
   unsafeQuirks?: boolean;
   profile?: OpenContext['profile'];
@@ -35,7 +38,7 @@ const OFFSET_MASK = 0x00fffffffffffe00n;
 const COMPRESSED = 2n ** 62n;
 const ZERO_FLAG = 1n;
 
-export type ConvertIntoResult = { counted: number } | { refused: string } | { tooSmall: true };
+export type ConvertIntoResult = { counted: number } | { refused: string } | { tooSmall: true } | { openFailed: string };
 
 /** Records qemu-img's data requests instead of writing them. */
 class RequestRecorder implements ImageWriter {
@@ -60,14 +63,20 @@ function readDisk(images: Image[], buf: Uint8Array, offset: number): void {
 }
 
 /** Whether guest cluster `cluster` of the target reads as zeros by block status (unallocated, or a zero cluster). */
-function readsZero(dev: BlockDevice, h: Qcow2Header, cluster: number): boolean {
+function readsZero(dev: BlockDevice, h: Qcow2Header, cluster: number, hasBacking: boolean): boolean {
+  // Over a backing file an unallocated cluster reads what the backing chain's block status says.
+  const unallocated = () => {
+    if (hasBacking) throw new PlanRefusal('instar cannot convert into this qcow2 image (the copy covers in part a cluster its backing file decides); nothing was written');
+    return true;
+  };
   const perL2 = h.clusterSize / 8;
   const l1Index = Math.floor(cluster / perL2);
-  if (l1Index >= h.l1Size) return true;
+  if (l1Index >= h.l1Size) return unallocated();
   const l2 = readAt(dev, Number(h.l1TableOffset) + l1Index * 8, 8).readBigUInt64BE(0) & OFFSET_MASK;
-  if (l2 === 0n) return true;
+  if (l2 === 0n) return unallocated();
   const entry = readAt(dev, Number(l2) + (cluster % perL2) * 8, 8).readBigUInt64BE(0);
-  return entry === 0n || (entry & (COMPRESSED | ZERO_FLAG)) === ZERO_FLAG;
+  if (entry === 0n) return unallocated();
+  return (entry & (COMPRESSED | ZERO_FLAG)) === ZERO_FLAG;
 }
 
 /**
@@ -101,6 +110,11 @@ function clusterRuns(requests: readonly { offset: number; length: number }[], di
     zeros(next, r.offset);
     const first = Math.floor(r.offset / cs);
     const last = Math.floor((r.offset + r.length - 1) / cs);
+    // --target-is-zero: nothing zeroes the rest of a cluster the request covers in part, so it must read as zeros already.
+    const part = (c: number) => targetIsZero && !touched.has(c) && !isZero(c);
+    if ((r.offset % cs !== 0 && part(first)) || ((r.offset + r.length) % cs !== 0 && r.offset + r.length !== disk && part(last))) {
+      throw new PlanRefusal('instar cannot convert into this qcow2 image (--target-is-zero, but a cluster the copy writes in part holds data); nothing was written');
+    }
     push(first, last, false);
     for (let c = first; c <= last; c++) touched.add(c);
     next = r.offset + r.length;
@@ -117,13 +131,22 @@ export const convertIntoOp: Op = (raw, ctx) => {
   let images = opts.sources.map((s) => openSource(ctx, s, opts));
   if (opts.snapshot !== undefined) images = snapshotViews(images, opts.snapshot);
   const dev = target.dev;
+  // qemu opens the target as a qcow2 image before copying: its checks and its words.
+  let opened: Image;
+  try {
+    opened = openTree(ctx, opts.target, { format: 'qcow2', fileName: opts.targetName, profile: opts.profile, unsafeQuirks: opts.unsafeQuirks, secrets: opts.secrets ?? {} });
+  } catch (e) {
+    if (e instanceof MissingFilesError) throw e;
+    if (e instanceof ImageError) return { openFailed: e.message } satisfies ConvertIntoResult;
+    throw e;
+  }
   const h = parseHeader(dev);
   const disk = images.reduce((n, i) => n + i.virtualSize, 0);
   const size = Number(h.size);
   if (h.size < BigInt(disk)) return { tooSmall: true } satisfies ConvertIntoResult;
   const cs = h.clusterSize;
-  const why = h.backingFileOffset !== 0n ? 'it has a backing file'
-    : h.nbSnapshots > 0 ? 'it has internal snapshots'
+  const hasBacking = opened.info()['backing-filename'] !== undefined;
+  const why = h.nbSnapshots > 0 ? 'it has internal snapshots'
     : disk % cs !== 0 && size !== disk ? 'the sources end inside one of its clusters'
     : undefined;
   if (why) return { refused: `instar cannot convert into this qcow2 image (${why}); nothing was written` } satisfies ConvertIntoResult;
@@ -131,8 +154,8 @@ export const convertIntoOp: Op = (raw, ctx) => {
   const onProgress = opts.progress ? (done: number, total: number) => ctx.emit({ type: 'progress', done, total }) : undefined;
   const counted = copyToImage({ images, writer: recorder, sparseSize: opts.sparseSize ?? 4096, onProgress, unaligned: true });
   try {
-    const runs = clusterRuns(recorder.requests, disk, opts.targetIsZero === true, cs, (c) => readsZero(dev, h, c));
-    const steps = planInPlaceWrite(dev, runs, (buf, at) => readDisk(images, buf, at), { hasBacking: false, unmap: true });
+    const runs = clusterRuns(recorder.requests, disk, opts.targetIsZero === true, cs, (c) => readsZero(dev, h, c, hasBacking));
+    const steps = planInPlaceWrite(dev, runs, (buf, at) => readDisk(images, buf, at), { hasBacking, unmap: true });
     applyRepair(dev, steps, { stopAfterWrites: opts.stopAfterWrites });
   } catch (e) {
     if (e instanceof PlanRefusal) return { refused: e.message } satisfies ConvertIntoResult;
