@@ -20,6 +20,7 @@ export async function convertIntoImage(job: ImageJob): Promise<void> {
   if (s.outputFormat !== 'qcow2') throw refuse('yet');
   if (cmd.options.has('backing')) throw refuse('with -B yet');
   if (cmd.options.has('compress')) throw refuse('with -c yet');
+  if (cmd.options.has('target-image-opts')) throw refuse('with --target-image-opts yet');
   const read: string[] = [];
   const opened = await job.open(read);
   if (opened.blockStatus !== undefined || opened.nothingToCopy) {
