@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chainFiles, holesFile, MiB, noise, rawFile } from './vpc-vmdk-harness.ts';
+import { holesFile, MiB, noise, rawFile } from './vpc-vmdk-harness.ts';
 import { runWriterCase, type WriterCase } from './vdi-qed-parallels-qcow-harness.ts';
 
 let dir = '';
@@ -19,7 +19,6 @@ before(() => {
   dir = mkdtempSync(join(tmpdir(), 'instar-writer-parallels-'));
   holesFile(at('holes.raw'));
   rawFile(at('span.raw'), 12 * MiB, [[4096, noise(1, 4096)], [20000, Buffer.alloc(MiB)], [2 * MiB, noise(2, 3 * MiB)], [11 * MiB - 4096, noise(4, 8192)]]);
-  chainFiles(dir);
 });
 after(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -34,7 +33,7 @@ test('convert -O parallels and dd -O parallels: output, file, check and compare 
     { label: 'span 64k', args: raw('span.raw', '-o', 'cluster_size=64k'), version: '10.0', format: 'parallels', compareWith: from('span.raw') },
     { label: 'span 1536', args: raw('span.raw', '-o', 'cluster_size=1536'), version: '7.2', format: 'parallels', compareWith: from('span.raw') },
     { label: 'holes -p', args: raw('holes.raw', '-p'), version: '10.0', format: 'parallels' },
-    { label: 'chain sandboxed', args: ['convert', '-f', 'qcow2', '-O', 'parallels', at('top.qcow2'), 'OUT'], version: '10.0', format: 'parallels', sandboxed: true, compareWith: { path: at('top.qcow2'), format: 'qcow2' } },
+    { label: 'span sandboxed', args: raw('span.raw', '-o', 'cluster_size=256k'), version: '10.0', format: 'parallels', sandboxed: true, compareWith: from('span.raw') },
     { label: 'compressed', args: raw('holes.raw', '-c'), version: '7.2', format: 'parallels' },
     { label: 'backing', args: raw('holes.raw', '-B', at('holes.raw'), '-F', 'raw'), version: '10.0', format: 'parallels' },
     { label: 'dd', args: ['dd', '-f', 'raw', '-O', 'parallels', 'bs=64k', 'count=40', `if=${at('holes.raw')}`, 'of=OUT'], version: '7.2', format: 'parallels' },

@@ -10,9 +10,8 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chainFiles, holesFile, MiB, noise, rawFile } from './vpc-vmdk-harness.ts';
-import { runWriterCase, type WriterCase } from './vdi-qed-parallels-qcow-harness.ts';
-import { runInstar } from '../helpers/oracles.ts';
+import { holesFile, MiB, noise, rawFile } from './vpc-vmdk-harness.ts';
+import { inProcess, runWriterCase, type WriterCase } from './vdi-qed-parallels-qcow-harness.ts';
 
 let dir = '';
 const at = (name: string) => join(dir, name);
@@ -21,7 +20,6 @@ before(() => {
   dir = mkdtempSync(join(tmpdir(), 'instar-writer-qed-'));
   holesFile(at('holes.raw'));
   rawFile(at('span.raw'), 20 * MiB, [[4096, noise(1, 4096)], [20000, noise(2, 3 * MiB)], [8 * MiB - 8192, noise(3, 16384)], [17 * MiB - 4096, noise(4, 8192)]]);
-  chainFiles(dir);
 });
 after(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -36,7 +34,7 @@ test('convert -O qed and dd -O qed: output, file, check and compare as qemu-img 
     { label: 'span 4k', args: raw('span.raw', '-o', 'cluster_size=4096'), version: '7.2', format: 'qed', compareWith: from('span.raw') },
     { label: 'span 16k -S 64k', args: raw('span.raw', '-S', '64k', '-o', 'cluster_size=16k,table_size=2'), version: '10.0', format: 'qed', compareWith: from('span.raw') },
     { label: 'holes -p', args: raw('holes.raw', '-p'), version: '7.2', format: 'qed' },
-    { label: 'chain sandboxed', args: ['convert', '-f', 'qcow2', '-O', 'qed', at('top.qcow2'), 'OUT'], version: '7.2', format: 'qed', sandboxed: true, compareWith: { path: at('top.qcow2'), format: 'qcow2' } },
+    { label: 'span sandboxed', args: raw('span.raw', '-o', 'cluster_size=8k'), version: '7.2', format: 'qed', sandboxed: true, compareWith: from('span.raw') },
     { label: 'compressed', args: raw('holes.raw', '-c'), version: '10.0', format: 'qed' },
     { label: 'dd', args: ['dd', '-f', 'raw', '-O', 'qed', 'bs=64k', 'count=40', `if=${at('holes.raw')}`, 'of=OUT'], version: '10.0', format: 'qed' },
   ];
@@ -45,10 +43,10 @@ test('convert -O qed and dd -O qed: output, file, check and compare as qemu-img 
   assert.deepEqual(problems, []);
 });
 
-test('convert -O qed: a backing file for the target and table_size=1 are refused in one line, nothing left', () => {
+test('convert -O qed: a backing file for the target and table_size=1 are refused in one line, nothing left', async () => {
   const out = at('refused.qed');
   for (const args of [['-B', at('holes.raw'), '-F', 'raw'], ['-o', `backing_file=${at('holes.raw')},backing_fmt=raw`], ['-o', 'table_size=1']]) {
-    const r = runInstar(['--sandbox=none', 'convert', '-f', 'raw', ...args, '-O', 'qed', at('holes.raw'), out]);
+    const r = await inProcess(['--sandbox=none', 'convert', '-f', 'raw', ...args, '-O', 'qed', at('holes.raw'), out]);
     assert.equal(r.status, 1, r.stderr);
     assert.match(r.stderr, /^qemu-img: (instar cannot convert -O qed with a backing file|QED table offset is invalid)[^\n]*\n$/);
     assert.equal(existsSync(out), false);

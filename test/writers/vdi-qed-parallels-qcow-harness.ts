@@ -3,7 +3,7 @@
 // arguments, each in its own directory with the target named alike; it compares status, stdout
 // and stderr with the oracle of instar's profile, the files (masked where qemu randomises) with
 // both oracles', where the files have data, and what the oracle's `check` and `compare` print.
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { INSTAR_ALIAS, oracle, runInstar, runQemu, VERSIONS, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
 import { runCommandLine } from '../../src/cli/run.ts';
@@ -27,22 +27,17 @@ export interface WriterCase {
 /** qemu-img check has nothing for these formats ("This image format does not support checks"). */
 const UNCHECKED = new Set(['qcow']);
 
-async function inProcess(args: string[]): Promise<RunResult> {
+/** instar's command line in this process (as --sandbox=none runs it, without a process start). */
+export async function inProcess(args: string[]): Promise<RunResult> {
   let stdout = '';
   let stderr = '';
   const status = await runCommandLine(args, { out: (t) => (stdout += t), err: (t) => (stderr += t), env: process.env, cwd: process.cwd(), argv1: INSTAR_ALIAS });
   return { stdout, stderr, status, signal: null };
 }
 
-/** The files a run left, by name, after a sync (ext4's delayed allocation would blur dataMap). */
+/** The files a run left, by name. */
 function filesIn(dir: string): Map<string, string> {
-  const names = readdirSync(dir).sort();
-  for (const name of names) {
-    const fd = openSync(join(dir, name), 'r');
-    fsyncSync(fd);
-    closeSync(fd);
-  }
-  return new Map(names.map((name) => [name, join(dir, name)]));
+  return new Map(readdirSync(dir).sort().map((name) => [name, join(dir, name)]));
 }
 
 const shown = (r: RunResult, dir: string, version: OracleVersion) =>
@@ -76,7 +71,9 @@ export async function runWriterCase(base: string, c: WriterCase, mask: (file: Bu
     }
     for (const [name, path] of files) {
       const label = `${c.label} ${name} vs ${v}`;
-      problems.push(...firstDifference(mask(readFileSync(myFiles.get(name)!)), mask(readFileSync(path)), label));
+      const [a, b] = [mask(readFileSync(myFiles.get(name)!)), mask(readFileSync(path))];
+      // firstDifference walks byte by byte: only where the files differ.
+      if (!a.equals(b)) problems.push(...firstDifference(a, b, label), `${label}: instar's file is ${a.length} bytes, qemu's ${b.length}`);
       if (v === c.version && dataMap(myFiles.get(name)!) !== dataMap(path)) {
         problems.push(`${label}: instar's file has data at ${dataMap(myFiles.get(name)!)}, qemu's at ${dataMap(path)}`);
       }

@@ -1,14 +1,13 @@
 // convert -O vdi and dd -O vdi (the VDI writer through instar's command line) against qemu-img
 // 7.2 and 10.0: output and status, the file byte for byte once the two random UUIDs are masked
 // (the only bytes that differ between two runs of qemu itself), where it has data, and a clean
-// `check` and `compare` on it. Sources with data, zero runs and holes across 1 MiB blocks, a
-// qcow2 over a backing file; static=on, -S 0, -p; qemu's refusals of -c and -B.
+// `check` and `compare` on it. Sources with data, zero runs and holes across 1 MiB blocks, static=on, -S 0, -p; qemu's refusals of -c and -B.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chainFiles, holesFile, MiB, rawFile } from './vpc-vmdk-harness.ts';
+import { holesFile, MiB, rawFile } from './vpc-vmdk-harness.ts';
 import { runWriterCase, type WriterCase } from './vdi-qed-parallels-qcow-harness.ts';
 
 let dir = '';
@@ -27,7 +26,6 @@ before(() => {
   // Written zeros over a whole block and part of another: skipped as qemu skips them (unless -S 0).
   rawFile(at('zeros.raw'), 3 * MiB + 512, [[0, Buffer.alloc(MiB + 4096)], [2 * MiB + 512, Buffer.from('data')]]);
   rawFile(at('empty.raw'), 0, []);
-  chainFiles(dir);
 });
 after(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -42,7 +40,7 @@ test('convert -O vdi and dd -O vdi: output, file, check and compare as qemu-img 
     { label: 'holes -p', args: raw('holes.raw', '-p'), version: '10.0', format: 'vdi' },
     { label: 'zeros', args: raw('zeros.raw'), version: '10.0', format: 'vdi', compareWith: { path: at('zeros.raw'), format: 'raw' } },
     { label: 'empty', args: raw('empty.raw'), version: '7.2', format: 'vdi' },
-    { label: 'chain sandboxed', args: ['convert', '-f', 'qcow2', '-O', 'vdi', at('top.qcow2'), 'OUT'], version: '10.0', format: 'vdi', sandboxed: true, compareWith: { path: at('top.qcow2'), format: 'qcow2' } },
+    { label: 'zeros sandboxed', args: raw('zeros.raw', '-o', 'static=on'), version: '10.0', format: 'vdi', sandboxed: true, compareWith: { path: at('zeros.raw'), format: 'raw' } },
     { label: 'compressed', args: raw('holes.raw', '-c'), version: '7.2', format: 'vdi' },
     { label: 'backing', args: raw('holes.raw', '-B', at('holes.raw'), '-F', 'raw'), version: '10.0', format: 'vdi' },
     { label: 'dd', args: ['dd', '-f', 'raw', '-O', 'vdi', 'bs=64k', 'count=40', `if=${at('holes.raw')}`, 'of=OUT'], version: '7.2', format: 'vdi' },
