@@ -28,7 +28,7 @@ export class RepairDirs {
   private n = 0;
 
   /** Runs `args` (the image named `name` last or where the caller put it) on two copies of `bytes`. */
-  run(version: OracleVersion, name: string, bytes: Uint8Array, args: string[], opts: { sandboxed?: boolean; skipQemu?: boolean; instarArgs?: string[]; viaEnv?: boolean } = {}): RepairRun {
+  run(version: OracleVersion, name: string, bytes: Uint8Array, args: string[], opts: { sandboxed?: boolean; skipQemu?: boolean; instarArgs?: string[]; viaEnv?: boolean; files?: Record<string, Uint8Array> } = {}): RepairRun {
     const base = join(this.root, String(this.n++));
     const qdir = join(base, 'q');
     const idir = join(base, 'i');
@@ -36,6 +36,11 @@ export class RepairDirs {
     mkdirSync(idir, { recursive: true });
     writeFileSync(join(qdir, name), bytes);
     writeFileSync(join(idir, name), bytes);
+    // Files the image names (an external data file), copied beside it on both sides.
+    for (const [other, content] of Object.entries(opts.files ?? {})) {
+      writeFileSync(join(qdir, other), content);
+      writeFileSync(join(idir, other), content);
+    }
     // skipQemu: for images qemu would spend unbounded time (and disk) on.
     const qemu = opts.skipQemu ? { stdout: '', stderr: '', status: null, signal: null } : runQemu(version, args, { cwd: qdir, timeoutMs: 30_000 });
     qemu.stderr = qemu.stderr.split(oracle(version)).join('qemu-img');

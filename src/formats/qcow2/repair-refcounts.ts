@@ -8,8 +8,9 @@
 //    structure's clusters freed as leaks;
 //  - then the COPIED flags set where the (repaired) refcount is 1, cleared elsewhere.
 // Anything else (bad L1/L2 entries, unreadable refcounts, refcount blocks past the end) needs
-// qemu's other repairs: instar refuses the image, writing nothing. So it does for images whose
-// writable open qemu would also change (the corrupt bit, persistent bitmaps, a data file). A dirty
+// qemu's other repairs: instar refuses the image, writing nothing. So it does for images with the
+// corrupt bit set. Persistent bitmaps are marked in use before the repair and stored anew at close
+// (bitmap-plan.ts); a data file's clusters are not refcounted and the data file is not written. A dirty
 // image (lazy refcounts) is repaired as any other, and marked clean last, as qemu does.
 import { CheckFailure, addLine, emptyReport, type CheckLine, type CheckReport, type RepairMode, type RepairPlan, type RepairPlanner } from '../check-types.ts';
 import type { RepairStep } from '../repair.ts';
@@ -58,7 +59,6 @@ export const repairQcow2: RepairPlanner = (image, dev, report, mode): RepairPlan
 function planRepair(image: Image, dev: BlockDevice, report: CheckReport, mode: RepairMode, h: Qcow2Header): RepairPlan {
   if (report.omitted) return refused('the check reported too many lines');
   if (h.incompatible & INCOMPAT.corrupt) return refused('its corrupt bit is set');
-  if (h.incompatible & INCOMPAT.dataFile) return refused('it has an external data file');
   if (report['check-errors']) return refused('its refcounts cannot all be read');
   if (!report.corruptions && !report.leaks) return { steps: markClean(dev, h) };
 
