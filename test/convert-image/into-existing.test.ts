@@ -39,10 +39,12 @@ before(() => {
   rawDisk('src.raw', 4 * MiB, [[65536, 4096], [3 * MiB, 100000]], 1);
   rawDisk('src6.raw', 6 * MiB, [[8192, 4096], [5 * MiB, 10000]], 2);
   rawDisk('half.raw', 2 * MiB, [[0, 70000], [MiB + 4096, 4096]], 3);
+  rawDisk('striped.raw', 8 * MiB, Array.from({ length: 512 }, (_, i): [number, number] => [i * 16384, 4096]), 4);
   qcow2('t64k.qcow2', '4M', '', ['write -P 0x11 0 256k', 'write -P 0x22 1M 64k']);
   qcow2('t4k.qcow2', '6M', 'cluster_size=4096', ['write -P 0x11 0 64k', 'write -P 0x22 2M 8k']);
   qcow2('t8m.qcow2', '8M', 'cluster_size=16384', ['write -P 0x33 0 1M', 'write -P 0x44 3M 512k', 'write -z 5M 64k', 'write -P 0x55 7M 1M']);
   qcow2('empty.qcow2', '4M', '', []);
+  qcow2('rc64.qcow2', '8M', 'cluster_size=4096,refcount_bits=64', ['write -P 9 0 100k', 'write -P 8 6M 8k']);
   qcow2('s4k.qcow2', '4M', 'cluster_size=4096', ['write -P 0x66 4096 4096', 'write -P 0x67 100k 60k', 'write -P 0 2M 64k', 'write -P 0x68 3M 4k']);
   qcow2('base.qcow2', '4M', '', ['write -P 0x77 0 4M']);
   qcow2('backed.qcow2', '4M', 'backing_file=base.qcow2,backing_fmt=qcow2', ['write -P 0x11 0 64k']);
@@ -90,6 +92,8 @@ test('convert -n -O qcow2: data where the source has zeros is unmapped, freed cl
 
 test('convert -n -O qcow2: 4 KiB clusters, an L1 entry without an L2 table, a larger source part', async () => {
   await sameAsQemu('4k', 't4k.qcow2', ['-O', 'qcow2', ...raw('src6.raw')]);
+  // 512 allocations with 64-bit refcounts: the refcount block fills and a new one is allocated.
+  await sameAsQemu('refcount-growth', 'rc64.qcow2', ['-O', 'qcow2', ...raw('striped.raw')]);
 });
 
 test('convert -n -O qcow2: a larger target (its end untouched), several sources, -S 0, --target-is-zero', async () => {
