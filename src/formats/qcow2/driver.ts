@@ -256,7 +256,8 @@ export function openQcow2(dev: BlockDevice, ctx: OpenContext): Qcow2Image {
   if (unknown) throw unsupportedFeatures(dev, h, unknown);
   // qemu-img check opens without the snapshot table (BDRV_O_CHECK): its checker reads it.
   const tables = ctx.check ? { ...h, nbSnapshots: 0, snapshotsOffset: 0n } : h;
-  validateTables(tables, ctx.writable);
+  // A corrupt image opens read-write for a check (BDRV_O_CHECK): check -r may clear the bit.
+  validateTables(tables, ctx.writable && !ctx.check);
   const ext = readExtensions(dev, h, false, (o, l) => openLuks(dev, o, l));
   if (ctx.readsData) {
     const dataFileProblem = dataFileRule(h, ext);

@@ -8,10 +8,11 @@
 //    structure's clusters freed as leaks;
 //  - then the COPIED flags set where the (repaired) refcount is 1, cleared elsewhere.
 // Anything else (bad L1/L2 entries, unreadable refcounts, refcount blocks past the end) needs
-// qemu's other repairs: instar refuses the image, writing nothing. So it does for images with the
-// corrupt bit set. Persistent bitmaps are marked in use before the repair and stored anew at close
-// (bitmap-plan.ts); a data file's clusters are not refcounted and the data file is not written. A dirty
-// image (lazy refcounts) is repaired as any other, and marked clean last, as qemu does.
+// qemu's other repairs: instar refuses the image, writing nothing. Persistent bitmaps are marked in
+// use before the repair and stored anew at close (bitmap-plan.ts); a data file's clusters are not
+// refcounted and the data file is not written. A dirty image (lazy refcounts) is repaired as any
+// other and marked clean last, as qemu does; so is a corrupt one, whose bit qemu clears last when
+// the repair leaves no corruption.
 import { CheckFailure, addLine, emptyReport, type CheckLine, type CheckReport, type RepairMode, type RepairPlan, type RepairPlanner } from '../check-types.ts';
 import type { RepairStep } from '../repair.ts';
 import { AUTOCLEAR, INCOMPAT, parseHeader, type Qcow2Header } from './header.ts';
@@ -58,9 +59,8 @@ export const repairQcow2: RepairPlanner = (image, dev, report, mode): RepairPlan
 
 function planRepair(image: Image, dev: BlockDevice, report: CheckReport, mode: RepairMode, h: Qcow2Header): RepairPlan {
   if (report.omitted) return refused('the check reported too many lines');
-  if (h.incompatible & INCOMPAT.corrupt) return refused('its corrupt bit is set');
   if (report['check-errors']) return refused('its refcounts cannot all be read');
-  if (!report.corruptions && !report.leaks) return { steps: markClean(dev, h) };
+  if (!report.corruptions && !report.leaks) return { steps: markClean(dev, h, { consistent: true }) };
 
   // The check again, stage by stage: fix mode prints the count's and the comparison's lines, then its own.
   const fresh = emptyReport();
@@ -101,7 +101,7 @@ function planRepair(image: Image, dev: BlockDevice, report: CheckReport, mode: R
   const steps = plan.steps;
   for (const w of writes) steps.push({ kind: 'write', pos: w.pos, bytes: w.bytes });
   steps.push({ kind: 'barrier' });
-  steps.push(...markClean(dev, h, plan.reftable));
+  steps.push(...markClean(dev, h, { reftable: plan.reftable, consistent: !out.corruptions && !out['check-errors'] }));
   Object.assign(report, out);
   return { steps };
 }
@@ -117,11 +117,15 @@ interface RefcountPlan {
  * qcow2_mark_clean, which qemu runs when it closes an image it opened read-write (and at the end
  * of a repair): a dirty image (lazy refcounts cut short) gets its whole header rewritten without
  * the dirty bit, last, so that a repair cut short leaves the image dirty, to be repaired again.
+ * `consistent`: the repair left no corruption and no check error, so qemu's qcow2_mark_consistent
+ * clears the corrupt bit too (in the same header; a cut-short repair leaves it set).
  */
-function markClean(dev: BlockDevice, h: Qcow2Header, reftable?: [bigint, number]): RepairStep[] {
-  if (!(h.incompatible & INCOMPAT.dirty)) return [];
+function markClean(dev: BlockDevice, h: Qcow2Header, opts: { reftable?: [bigint, number]; consistent?: boolean } = {}): RepairStep[] {
+  const clear = INCOMPAT.dirty | (opts.consistent ? INCOMPAT.corrupt : 0n);
+  if (!(h.incompatible & clear)) return [];
   const model = readHeaderModel(dev, h);
-  model.incompatible &= ~INCOMPAT.dirty;
+  model.incompatible &= ~clear;
+  const reftable = opts.reftable;
   if (reftable) [model.refcountTableOffset, model.refcountTableClusters] = reftable;
   return [{ kind: 'write', pos: 0, bytes: serializeHeader(model) }, { kind: 'barrier' }];
 }

@@ -1,0 +1,91 @@
+// check -r on qcow2 images with the corrupt bit set, against qemu-img 7.2 and 10.0: qemu's check
+// opens them read-write (BDRV_O_CHECK), repairs, and clears the bit (qcow2_mark_consistent) only
+// when the repair leaves no corruption and no check error: -r leaks on an image that needs a
+// rebuild leaves it set. Output, exit status and file byte-identical; every prefix of the writes
+// leaves an image qemu-img check reads, no more damaged than before (the bit is cleared last).
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, truncateSync } from 'node:fs';
+import { join } from 'node:path';
+import { VERSIONS, runQemu } from '../helpers/oracles.ts';
+import { editU64, setRefcount16 } from './qcow2-edit.ts';
+import { RepairDirs, assertSameRun, repairPrefix } from './repair-harness.ts';
+
+const dirs = new RepairDirs();
+const CLUSTER = 65536;
+const CORRUPT = 2n;
+const images: Record<string, Uint8Array> = {};
+
+/** A 4 MiB qcow2 with 128 KiB of data, the corrupt bit set, then `edit` on the file. */
+function corrupt(name: string, edit: (path: string) => void): Uint8Array {
+  const path = join(dirs.root, name);
+  const ok = (r: { status: number | null; stderr: string }) => assert.equal(r.status, 0, r.stderr);
+  ok(runQemu('7.2', ['create', '-q', '-f', 'qcow2', path, '4M']));
+  ok(runQemu('7.2', ['-c', 'write -P 0x5 0 128k', path], {}, 'qemu-io'));
+  editU64(path, 72, (v) => v | CORRUPT);
+  edit(path);
+  return new Uint8Array(readFileSync(path));
+}
+
+const growBy = (path: string, n: number): number => {
+  const end = Math.ceil(readFileSync(path).length / CLUSTER);
+  truncateSync(path, (end + n) * CLUSTER);
+  return end;
+};
+
+before(() => {
+  images['nothing else wrong'] = corrupt('a.qcow2', () => {});
+  images['a leak'] = corrupt('b.qcow2', (p) => setRefcount16(p, growBy(p, 1), 1));
+  images['a data cluster with refcount 0 (rebuild)'] = corrupt('c.qcow2', (p) => {
+    growBy(p, 1);
+    setRefcount16(p, 5, 0);
+  });
+  images['the L1 table counted twice (a leak and its COPIED flag)'] = corrupt('d.qcow2', (p) => setRefcount16(p, 3, 2));
+});
+
+after(() => dirs.remove());
+
+const corruptBit = (file: Buffer) => (file.readBigUInt64BE(72) & CORRUPT) !== 0n;
+
+test('check -r leaks|all on corrupt-marked images: output and file byte-identical to qemu-img, the bit cleared as qemu clears it', () => {
+  for (const version of VERSIONS) {
+    for (const [name, bytes] of Object.entries(images)) {
+      for (const mode of ['leaks', 'all']) {
+        const label = `${version} ${name} -r ${mode}`;
+        const r = dirs.run(version, 'a.qcow2', bytes, ['check', '-r', mode, 'a.qcow2']);
+        assertSameRun(r, label);
+        assert.ok(!r.instar.stderr.includes('instar'), `${label}: not refused`);
+        assert.ok(r.qemuFile.equals(r.instarFile), `${label}: repaired files differ`);
+        const staysCorrupt = name.includes('rebuild') && mode === 'leaks';
+        assert.equal(corruptBit(r.qemuFile), staysCorrupt, `${label}: qemu's corrupt bit`);
+      }
+    }
+  }
+});
+
+test('check -r all on a corrupt-marked image through the sandbox', () => {
+  for (const version of VERSIONS) {
+    const r = dirs.run(version, 'a.qcow2', images['a leak'], ['check', '-r', 'all', '--output=json', 'a.qcow2'], { sandboxed: true });
+    assertSameRun(r, version);
+    assert.ok(r.qemuFile.equals(r.instarFile), `${version}: repaired files differ`);
+    assert.ok(!corruptBit(r.instarFile), `${version}: the bit cleared`);
+  }
+});
+
+test('every prefix of a corrupt-marked image repair leaves an image qemu-img check reads, no more damaged', () => {
+  for (const name of ['a leak', 'a data cluster with refcount 0 (rebuild)']) {
+    const path = join(dirs.root, 'prefix.qcow2');
+    repairPrefix(path, images[name], 0);
+    const before = JSON.parse(runQemu('7.2', ['check', '--output=json', path]).stdout);
+    let total = Infinity;
+    for (let n = 0; n <= total; n++) {
+      total = repairPrefix(path, images[name], n);
+      const r = runQemu('7.2', ['check', '--output=json', path]);
+      assert.ok(r.status === 0 || r.status === 2 || r.status === 3, `${name} after ${n} writes: ${r.stderr}`);
+      const now = JSON.parse(r.stdout);
+      assert.ok((now.corruptions ?? 0) <= (before.corruptions ?? 0), `${name} after ${n} writes: more corruptions (${r.stdout})`);
+      if (n < total) assert.ok(corruptBit(readFileSync(path)), `${name} after ${n} writes: still marked corrupt`);
+    }
+    assert.ok(!corruptBit(readFileSync(path)), `${name}: the bit cleared at the end`);
+  }
+});
