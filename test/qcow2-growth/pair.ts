@@ -1,11 +1,12 @@
 // One command on two copies of an image: the qemu-img oracle in one directory, instar in another
 // (in-process with --sandbox=none, or the built CLI through the sandbox), the same file name in
 // both so messages compare byte for byte; both files handed back.
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { oracle, runInstar, runQemu, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
 import { runInProcess } from '../helpers/in-process.ts';
+import { FdDevice } from '../../src/io/fd-device.ts';
 
 export interface Pair {
   qemu: RunResult;
@@ -38,5 +39,16 @@ export class PairRunner {
 
   remove(): void {
     rmSync(this.root, { recursive: true, force: true });
+  }
+}
+
+/** Writes `source` to `path` and runs `fn` on it as a writable device (crash tests plan and cut with it). */
+export function onCopy<T>(source: Uint8Array, path: string, fn: (dev: FdDevice) => T): T {
+  writeFileSync(path, source);
+  const fd = openSync(path, 'r+');
+  try {
+    return fn(new FdDevice(fd, true));
+  } finally {
+    closeSync(fd);
   }
 }

@@ -6,11 +6,11 @@
 // must leave an image qemu-img checks with leaks at most (all prefixes in the long tier).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { VERSIONS, runQemu, type OracleVersion } from '../helpers/oracles.ts';
 import { LONG } from '../helpers/long.ts';
-import { PairRunner } from './pair.ts';
+import { PairRunner, onCopy } from './pair.ts';
 import { assertSameRun } from '../check/repair-harness.ts';
 import { buildImage, maskSnapshotDates } from '../snapshot/harness.ts';
 import { FdDevice } from '../../src/io/fd-device.ts';
@@ -74,17 +74,6 @@ for (const version of VERSIONS) {
 test('10.0 through the sandbox: snapshot -c grows a full refcount table as qemu-img does', async () => {
   await same('10.0', ['snapshot', '-c', 's1', 'full.qcow2'], { sandboxed: true, dates: true });
 });
-
-/** Writes `source` to `path` and runs `fn` on it as a writable device. */
-function onCopy<T>(source: Uint8Array, path: string, fn: (dev: FdDevice) => T): T {
-  writeFileSync(path, source);
-  const fd = openSync(path, 'r+');
-  try {
-    return fn(new FdDevice(fd, true));
-  } finally {
-    closeSync(fd);
-  }
-}
 
 /**
  * The prefixes to crash at: in the long tier all; else every 80th and each prefix within two

@@ -6,14 +6,12 @@
 // most; what instar still refuses leaves the file as it was.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, openSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { VERSIONS, runQemu } from '../helpers/oracles.ts';
-import { PairRunner } from './pair.ts';
+import { PairRunner, onCopy } from './pair.ts';
 import { assertSameRun } from '../check/repair-harness.ts';
 import { buildImage } from '../snapshot/harness.ts';
 import { tiered } from '../helpers/long.ts';
-import { FdDevice } from '../../src/io/fd-device.ts';
 import { qcow2Driver } from '../../src/formats/qcow2/driver.ts';
 import { qcow2Resize } from '../../src/formats/qcow2/resize.ts';
 import { applyRepair, writeCount, type RepairStep } from '../../src/formats/repair.ts';
@@ -85,16 +83,8 @@ test('resize --preallocation=full through the sandbox; refusals leave the file a
 
 test('crash safety: every prefix of a full preallocation leaves an image qemu-img checks with leaks at most', () => {
   const path = join(dirs.root, 'cut.qcow2');
-  const onCopy = <T>(fn: (dev: FdDevice) => T): T => {
-    writeFileSync(path, images.c512);
-    const fd = openSync(path, 'r+');
-    try {
-      return fn(new FdDevice(fd, true));
-    } finally {
-      closeSync(fd);
-    }
-  };
-  const steps = onCopy((dev): RepairStep[] => {
+
+  const steps = onCopy(images.c512, path, (dev): RepairStep[] => {
     const image = qcow2Driver.open(dev, { writable: true, readsData: true });
     const plan = qcow2Resize.plan(image, dev, { newSize: 1300 * 1024, preallocation: 'full' });
     assert.ok('steps' in plan, 'error' in plan ? plan.error : '');
@@ -103,7 +93,7 @@ test('crash safety: every prefix of a full preallocation leaves an image qemu-im
   const total = writeCount(steps);
   assert.ok(total >= 5, `${total} writes`);
   for (let k = 0; k <= total; k++) {
-    onCopy((dev) => applyRepair(dev, steps, { stopAfterWrites: k }));
+    onCopy(images.c512, path, (dev) => applyRepair(dev, steps, { stopAfterWrites: k }));
     const r = runQemu('10.0', ['check', path], { timeoutMs: 20_000 });
     // 0: clean, 3: leaked clusters only; corruptions (2) or an image qemu cannot open (1) fail.
     assert.ok(r.status === 0 || r.status === 3, `after ${k} of ${total} writes: check exits ${r.status}: ${r.stdout}${r.stderr}`);

@@ -6,13 +6,12 @@
 // leaves an image qemu-img checks with leaks at most (sampled; all in the long tier).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { VERSIONS, runQemu } from '../helpers/oracles.ts';
-import { PairRunner } from './pair.ts';
+import { PairRunner, onCopy } from './pair.ts';
 import { LONG } from '../helpers/long.ts';
 import { assertSameRun } from '../check/repair-harness.ts';
-import { FdDevice } from '../../src/io/fd-device.ts';
 import { planApply } from '../../src/formats/qcow2/snapshot-plan.ts';
 import { applyRepair, writeCount } from '../../src/formats/repair.ts';
 
@@ -75,22 +74,14 @@ test('10.0 through the sandbox: snapshot -a of a smaller snapshot', async () => 
 
 test('crash safety: every (sampled) prefix of a shrinking apply leaves an image qemu-img checks with leaks at most', () => {
   const path = join(dirs.root, 'cut.qcow2');
-  const onCopy = <T>(fn: (dev: FdDevice) => T): T => {
-    writeFileSync(path, images.grown512);
-    const fd = openSync(path, 'r+');
-    try {
-      return fn(new FdDevice(fd, true));
-    } finally {
-      closeSync(fd);
-    }
-  };
-  const steps = onCopy((dev) => planApply(dev, 's1').steps);
+
+  const steps = onCopy(images.grown512, path, (dev) => planApply(dev, 's1').steps);
   const total = writeCount(steps);
   assert.ok(total >= 5, `${total} writes`);
   // Every prefix in the long tier; every 8th and the last ones in the short tier.
   for (let k = 0; k <= total; k++) {
     if (!LONG && k % 8 !== 0 && k < total - 3) continue;
-    onCopy((dev) => applyRepair(dev, steps, { stopAfterWrites: k }));
+    onCopy(images.grown512, path, (dev) => applyRepair(dev, steps, { stopAfterWrites: k }));
     const r = runQemu('10.0', ['check', path], { timeoutMs: 20_000 });
     // Leaks, and COPIED flags cleared on clusters used once (harmless), at most.
     const lines = (r.stdout + r.stderr).split('\n').filter((l) => /^(ERROR|Leaked|Warning|qemu-img:)/.test(l));
