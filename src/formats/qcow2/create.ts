@@ -64,6 +64,25 @@ export interface Qcow2Plan {
   backingFmt?: string;
   /** encrypt.format=luks: the LUKS volume's plan; its header and key slots fill the crypto header area. */
   luks?: Omit<LuksPlan, 'allocate'>;
+  /** encrypt.format=aes (crypt method 1): the AES-128 key, hex (writer-encrypt.ts). */
+  aes?: { key: string };
+}
+
+/** The LUKS-only encrypt.* options, which qemu's AES (qcow) options do not take. */
+const LUKS_ONLY = ['cipher-alg', 'cipher-mode', 'ivgen-alg', 'ivgen-hash-alg', 'hash-alg', 'iter-time'];
+
+/** encrypt.format=aes: its one option, the secret, whose first 16 bytes (as a C string, zero-padded) are the key. */
+function aesPlan(options: ReadonlyMap<string, string>, env: CreateEnvironment): { key: string } {
+  const extra = LUKS_ONLY.find((k) => options.has(`encrypt.${k}`));
+  if (extra) fail(`Parameter 'encrypt.${extra}' is unexpected`);
+  const id = options.get('encrypt.key-secret');
+  if (id === undefined) fail("Parameter 'encrypt.key-secret' is required for cipher");
+  const secret = env.secrets?.get(id!);
+  if (secret === undefined) fail(`No secret with id '${id}'`);
+  const nul = secret!.indexOf(0);
+  const key = Buffer.alloc(16);
+  key.set((nul < 0 ? secret! : secret!.subarray(0, nul)).subarray(0, 16));
+  return { key: key.toString('hex') };
 }
 
 const fail = (text: string): never => {
@@ -74,13 +93,13 @@ const isPowerOfTwo = (n: bigint) => n > 0n && (n & (n - 1n)) === 0n;
 
 /** qcow2_co_create_opts's QAPI conversion (in BlockdevCreateOptionsQcow2's field order), then qcow2_co_create's checks. */
 function plan(options: ReadonlyMap<string, string>, size: bigint, env?: CreateEnvironment): CreatePlan {
-  const encryption = options.get('encryption') === 'on' || options.has('encrypt.format');
-  // Only LUKS, and only where the host hands over the --object secrets (create does; convert,
-  // whose qcow2 writer cannot encrypt clusters yet, does not).
-  if (encryption && (options.get('encrypt.format') !== 'luks' || options.get('encryption') === 'on')) {
-    fail('instar creates encrypted qcow2 images only with encrypt.format=luks (not encryption=on or encrypt.format=aes); nothing was written');
-  }
-  if (encryption && env?.secrets === undefined) fail('instar cannot write encrypted qcow2 images here yet (encrypt.format=luks works with create only); nothing was written');
+  // encryption=on is the deprecated alias of encrypt.format=aes.
+  if (options.get('encryption') === 'on' && options.has('encrypt.format')) fail("'encrypt.format' and its alias 'encryption' can't be used at the same time");
+  const cryptFormat = options.get('encryption') === 'on' ? 'aes' : options.get('encrypt.format');
+  const encryption = cryptFormat !== undefined;
+  // LUKS and AES, where the host hands over the --object secrets.
+  if (encryption && cryptFormat !== 'luks' && cryptFormat !== 'aes') fail(`instar creates encrypted qcow2 images only with encrypt.format=luks or aes (not ${cryptFormat}); nothing was written`);
+  if (encryption && env?.secrets === undefined) fail('instar cannot write encrypted qcow2 images here; nothing was written');
   const dataFile = options.get('data_file');
   const dataFileRaw = options.get('data_file_raw') === 'on';
   const extendedL2 = options.get('extended_l2') === 'on';
@@ -130,7 +149,8 @@ function plan(options: ReadonlyMap<string, string>, size: bigint, env?: CreateEn
   if (!Number.isSafeInteger(Number(rounded))) fail('instar cannot create a qcow2 image of 2^53 bytes or more; nothing was written');
   p.size = Number(rounded);
   // qcow2_set_up_encryption runs after the image has its size: the LUKS checks come last.
-  if (encryption) p.luks = luksPlan((key) => options.get(`encrypt.${key}`), 'encrypt.', BigInt(p.size), env);
+  if (cryptFormat === 'luks') p.luks = luksPlan((key) => options.get(`encrypt.${key}`), 'encrypt.', BigInt(p.size), env);
+  if (cryptFormat === 'aes') p.aes = aesPlan(options, env!);
   geometry(p);
   return p as unknown as CreatePlan;
 }
@@ -211,7 +231,7 @@ export function geometry(p: Qcow2Plan): Geometry {
 function headerCluster(p: Qcow2Plan, g: Geometry): Uint8Array {
   try {
     return serializeHeader({
-      version: p.version, clusterBits: p.clusterBits, size: BigInt(p.size), cryptMethod: p.luks ? 2 : 0,
+      version: p.version, clusterBits: p.clusterBits, size: BigInt(p.size), cryptMethod: p.luks ? 2 : p.aes ? 1 : 0,
       crypto: p.luks ? { offset: BigInt(g.cryptoOffset), length: BigInt(p.luks.payload) } : undefined,
       l1Size: g.l1Size, l1TableOffset: BigInt(g.l1Offset),
       refcountTableOffset: BigInt(g.allocator.tableCluster * g.cs), refcountTableClusters: g.allocator.tableClusters,

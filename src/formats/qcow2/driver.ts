@@ -300,8 +300,8 @@ export const qcow2Driver: Driver = {
   changeBacking: planChangeBacking,
   amend: qcow2Amend,
   create: qcow2Create,
-  // An encrypted plan (encrypt.format=luks) has its data clusters encrypted (writer-encrypt.ts).
-  writer: { open: (files, plan) => (plan.luks ? encryptedQcow2Writer.open(files, plan) : qcow2Writer.open(files, plan)) },
+  // An encrypted plan (encrypt.format=luks or aes) has its data clusters encrypted (writer-encrypt.ts).
+  writer: { open: (files, plan) => (plan.luks || plan.aes ? encryptedQcow2Writer.open(files, plan) : qcow2Writer.open(files, plan)) },
   snapshots: qcow2Snapshots,
   dirtyBitmaps: qcow2DirtyBitmaps,
 };

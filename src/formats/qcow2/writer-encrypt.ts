@@ -1,7 +1,8 @@
-// Encrypted qcow2 output (convert -O qcow2 -o encrypt.format=luks): the plain qcow2 writer places
-// clusters and tables as qemu does; this module only changes what reaches the file for guest data.
-// qemu encrypts every data cluster with the LUKS payload key, IVs numbered by host sector
-// (qcow2's crypt_physical_offset), and its copy-on-write fills the rest of each freshly allocated
+// Encrypted qcow2 output (convert -O qcow2 -o encrypt.format=luks or aes): the plain qcow2 writer
+// places clusters and tables as qemu does; this module only changes what reaches the file for
+// guest data. qemu encrypts every data cluster, LUKS with its payload key and IVs numbered by host
+// sector (qcow2's crypt_physical_offset), legacy AES with AES-128-CBC, the passphrase as key and
+// IVs numbered by guest sector; its copy-on-write fills the rest of each freshly allocated
 // (sub)cluster with encrypted zeros: measured, no byte of a data cluster stays plaintext, also
 // past the end of the disk in its last cluster.
 //
@@ -21,8 +22,13 @@ import { qcow2Writer } from './writer.ts';
 class EncryptingDataDevice implements BlockDevice {
   /** Host write units ((sub)clusters) written once already: their copy-on-write is done. */
   private readonly written = new Set<number>();
+  /**
+   * The guest offset the next data write shows: the writer writes each request's bytes once, in
+   * order, host run by host run (set by EncryptedWriter per request).
+   */
+  guestCursor = 0;
 
-  constructor(private readonly file: BlockDevice, private readonly encryptor: SectorEncryptor, private readonly unit: number) {}
+  constructor(private readonly file: BlockDevice, private readonly encryptor: SectorEncryptor, private readonly unit: number, private readonly physical: boolean) {}
 
   get size(): number {
     return this.file.size;
@@ -43,15 +49,43 @@ class EncryptingDataDevice implements BlockDevice {
     if (start % SECTOR !== 0 || end % SECTOR !== 0) {
       throw new ImageError(`instar's encrypted qcow2 writer takes whole sectors (a write of ${data.length} bytes at ${at})`);
     }
+    const guest = this.guestCursor;
+    this.guestCursor += data.length;
     const plain = new Uint8Array(end - start);
     plain.set(data, at - start);
-    this.encryptor.encrypt(plain, start / SECTOR);
+    // A unit is contiguous in both spaces: its guest offsets follow from the write's.
+    this.encryptor.encrypt(plain, (this.physical ? start : guest - (at - start)) / SECTOR);
     this.file.write!(plain, start);
     for (let u = firstUnit; u <= lastUnit; u++) this.written.add(u);
   }
 
   truncate(length: number): void {
     this.file.truncate!(length);
+  }
+}
+
+/** The plain writer with every request's guest offset handed to the encrypting device first. */
+class EncryptedWriter implements ImageWriter {
+  readonly clusterSize: number;
+  constructor(private readonly inner: ImageWriter, private readonly device: EncryptingDataDevice) {
+    this.clusterSize = inner.clusterSize;
+    if (inner.writeZeroes) this.writeZeroes = (offset, length) => {
+      device.guestCursor = offset;
+      inner.writeZeroes!(offset, length);
+    };
+    if (inner.storeBitmaps) this.storeBitmaps = (list) => inner.storeBitmaps!(list);
+  }
+
+  writeZeroes?: ImageWriter['writeZeroes'];
+  storeBitmaps?: ImageWriter['storeBitmaps'];
+
+  write(data: Uint8Array, offset: number): void {
+    this.device.guestCursor = offset;
+    this.inner.write(data, offset);
+  }
+
+  finish(): void {
+    this.inner.finish();
   }
 }
 
@@ -68,12 +102,15 @@ function payloadKey(image: BlockDevice, p: Qcow2Plan, raw: CreatePlan): Uint8Arr
 export const encryptedQcow2Writer: WriterCapability = {
   open(files: WriterFiles, raw: CreatePlan): ImageWriter {
     const p = raw as unknown as Qcow2Plan;
-    if (!p.luks) throw new ImageError('the plan is not encrypted');
+    if (!p.luks && !p.aes) throw new ImageError('the plan is not encrypted');
     // Preallocated clusters hold plaintext zeros (qemu then writes every zero); a data file changes the IVs' meaning.
     if (p.metadata || p.full) throw new ImageError('instar cannot write encrypted qcow2 images with preallocation yet; nothing was copied');
     if (p.dataFile !== undefined) throw new ImageError('instar cannot write encrypted qcow2 images with a data file yet; nothing was copied');
     const unit = 2 ** p.clusterBits / (p.extendedL2 ? 32 : 1);
-    const encryptor = new SectorEncryptor(p.luks.spec, payloadKey(files.image, p, raw));
-    return qcow2Writer.open({ ...files, dataFile: new EncryptingDataDevice(files.image, encryptor, unit) }, raw);
+    const encryptor = p.luks
+      ? new SectorEncryptor(p.luks.spec, payloadKey(files.image, p, raw))
+      : new SectorEncryptor({ alg: 'aes-128', mode: 'cbc', ivgen: 'plain64' }, Buffer.from(p.aes!.key, 'hex'));
+    const device = new EncryptingDataDevice(files.image, encryptor, unit, p.luks !== undefined);
+    return new EncryptedWriter(qcow2Writer.open({ ...files, dataFile: device }, raw), device);
   },
 };
