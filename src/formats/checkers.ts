@@ -6,6 +6,7 @@ import { repairQcow2 } from './qcow2/repair-refcounts.ts';
 import { checkVdi } from './vdi/check.ts';
 import { checkVmdk } from './vmdk/check.ts';
 import { checkQed } from './qed/check.ts';
+import { repairQed } from './qed/repair.ts';
 import { checkVhdx } from './vhdx/check.ts';
 import { checkParallels } from './parallels/check.ts';
 
@@ -28,6 +29,7 @@ const repairs: Record<string, RepairCapability> = {
   vmdk: 'refused',
   vhdx: 'at-open',
   qcow2: repairQcow2,
+  qed: repairQed,
 };
 
 export function findRepair(format: string): RepairCapability | undefined {

@@ -29,9 +29,29 @@ class UsedClusters {
   }
 }
 
-function checkL2(dev: BlockDevice, h: QedHeader, offset: bigint, used: UsedClusters, report: CheckReport): void {
+/**
+ * check -r's fixes (qed_check in fix mode, whatever the -r mode): an invalid offset is cleared in
+ * the table held in memory, counted as fixed, and each table that changed is written back whole.
+ */
+export interface QedFixes {
+  /** Whole tables to write back, L2 tables in walk order, the L1 table last. */
+  writes: { pos: number; bytes: Buffer }[];
+}
+
+/** An invalid entry: cleared and counted as fixed in fix mode, a corruption otherwise. */
+function invalid(table: Buffer, i: number, report: CheckReport, fixes: QedFixes | undefined): void {
+  if (!fixes) {
+    report.corruptions++;
+    return;
+  }
+  table.writeBigUInt64LE(0n, i * 8);
+  report['corruptions-fixed']++;
+}
+
+function checkL2(dev: BlockDevice, h: QedHeader, offset: bigint, used: UsedClusters, report: CheckReport, fixes?: QedFixes): void {
   const table = readAt(dev, offset, h.clusterSize * h.tableSize); // validated inside the file
   let last = 0n;
+  let cleared = false;
   for (let i = 0; i < tableEntries(h); i++) {
     const entry = table.readBigUInt64LE(i * 8);
     if (entry === 0n || entry === 1n) continue; // unallocated, zero
@@ -39,14 +59,21 @@ function checkL2(dev: BlockDevice, h: QedHeader, offset: bigint, used: UsedClust
     if (last !== 0n && last + BigInt(h.clusterSize) !== entry) report['fragmented-clusters']++;
     last = entry;
     if (!validClusterOffset(h, entry)) {
-      report.corruptions++;
+      invalid(table, i, report, fixes);
+      cleared = true;
       continue;
     }
     used.mark(entry, 1, h, report);
   }
+  if (fixes && cleared) fixes.writes.push({ pos: Number(offset), bytes: table });
 }
 
 export function checkQed(_image: Image, dev: BlockDevice, report: CheckReport): void {
+  walkQed(dev, report);
+}
+
+/** qed_check: the tables walked from the L1 table, then the leaks; with `fixes`, fix mode. */
+export function walkQed(dev: BlockDevice, report: CheckReport, fixes?: QedFixes): QedHeader {
   const h = readQedHeader(dev);
   const cs = BigInt(h.clusterSize);
   // The file size is rounded down to whole clusters; the bitmap is an eighth of a byte per cluster.
@@ -54,15 +81,19 @@ export function checkQed(_image: Image, dev: BlockDevice, report: CheckReport): 
   report['total-clusters'] = Number((h.imageSize + cs - 1n) / cs);
   used.mark(h.l1Offset, h.tableSize, h, report);
   const l1 = readAt(dev, h.l1Offset, h.clusterSize * h.tableSize);
+  let cleared = false;
   for (let i = 0; i < tableEntries(h); i++) {
     const offset = l1.readBigUInt64LE(i * 8);
     if (offset === 0n) continue;
     if (!validTableOffset(h, offset)) {
-      report.corruptions++;
+      invalid(l1, i, report, fixes);
+      cleared = true;
       continue;
     }
     if (!used.mark(offset, h.tableSize, h, report)) continue;
-    checkL2(dev, h, offset, used, report);
+    checkL2(dev, h, offset, used, report, fixes);
   }
+  if (fixes && cleared) fixes.writes.push({ pos: Number(h.l1Offset), bytes: l1 });
   for (let c = h.headerSize; c < used.count; c++) if (!used.has(c)) report.leaks++;
+  return h;
 }

@@ -1,0 +1,123 @@
+// check -r for qed, against qemu-img 7.2 and 10.0: invalid L1/L2 offsets cleared (in either -r
+// mode), leaks and clusters used twice left, the need-check bit cleared (even with clusters used
+// twice left, as measured). Output, exit status and file byte-identical; every prefix of the writes leaves an image
+// qemu-img check reads, no more damaged than before.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { closeSync, openSync, readFileSync, readSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { VERSIONS, runQemu } from '../helpers/oracles.ts';
+import { RepairDirs, assertSameRun } from './repair-harness.ts';
+import { FdDevice } from '../../src/io/fd-device.ts';
+import { qedDriver } from '../../src/formats/qed/driver.ts';
+import { repairQed } from '../../src/formats/qed/repair.ts';
+import { emptyReport } from '../../src/formats/check-types.ts';
+import { applyRepair, writeCount } from '../../src/formats/repair.ts';
+
+const dirs = new RepairDirs();
+const CLUSTER = 65536;
+const images: Record<string, Uint8Array> = {};
+
+/** Reads or replaces the little-endian u64 at `pos`. */
+function u64(path: string, pos: number, value?: bigint): bigint {
+  const fd = openSync(path, 'r+');
+  try {
+    const b = Buffer.alloc(8);
+    if (value === undefined) {
+      readSync(fd, b, 0, 8, pos);
+      return b.readBigUInt64LE(0);
+    }
+    b.writeBigUInt64LE(value);
+    writeSync(fd, b, 0, 8, pos);
+    return value;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+const L1 = 40;
+const needCheck = (p: string) => u64(p, 16, u64(p, 16) | 2n);
+const l2Of = (p: string) => Number(u64(p, Number(u64(p, L1))));
+/** L2 entry 1 past the end of the file. */
+const badL2 = (p: string) => u64(p, l2Of(p) + 8, 1000n * BigInt(CLUSTER));
+/** L1 entry 1 unaligned. */
+const badL1 = (p: string) => u64(p, Number(u64(p, L1)) + 8, 10n ** 10n + 512n);
+const leak = (p: string) => truncateSync(p, readFileSync(p).length + 2 * CLUSTER);
+/** L2 entry 1 names entry 0's cluster: used twice, which qemu does not fix. */
+const twice = (p: string) => u64(p, l2Of(p) + 8, u64(p, l2Of(p)));
+
+function qed(name: string, edits: ((p: string) => unknown)[]): Uint8Array {
+  const path = join(dirs.root, name);
+  const ok = (r: { status: number | null; stderr: string }) => assert.equal(r.status, 0, r.stderr);
+  ok(runQemu('7.2', ['create', '-q', '-f', 'qed', path, '4M']));
+  ok(runQemu('7.2', ['-f', 'qed', '-c', 'write -P 0x5 0 128k', path], {}, 'qemu-io'));
+  for (const e of edits) e(path);
+  return new Uint8Array(readFileSync(path));
+}
+
+before(() => {
+  images.clean = qed('a.qed', []);
+  images['need-check bit'] = qed('b.qed', [needCheck]);
+  images['an L2 entry past the end'] = qed('c.qed', [badL2]);
+  images['an unaligned L1 entry, need-check'] = qed('d.qed', [badL1, needCheck]);
+  images.leaks = qed('e.qed', [leak]);
+  images['everything, need-check'] = qed('f.qed', [needCheck, badL2, badL1, leak]);
+  images['a cluster used twice, need-check'] = qed('g.qed', [twice, badL1, needCheck]);
+});
+
+after(() => dirs.remove());
+
+test('check -r leaks|all on qed images: output and file byte-identical to qemu-img', () => {
+  for (const version of VERSIONS) {
+    for (const [name, bytes] of Object.entries(images)) {
+      for (const mode of ['leaks', 'all']) {
+        const label = `${version} ${name} -r ${mode}`;
+        const r = dirs.run(version, 'a.qed', bytes, ['check', '-r', mode, 'a.qed']);
+        assertSameRun(r, label);
+        assert.ok(r.qemuFile.equals(r.instarFile), `${label}: repaired files differ`);
+        assert.equal(r.qemuFile.readBigUInt64LE(16) & 2n, 0n, `${label}: qemu's need-check bit cleared`);
+      }
+    }
+  }
+});
+
+test('check -r all --output=json on a qed image through the sandbox', () => {
+  for (const version of VERSIONS) {
+    const r = dirs.run(version, 'a.qed', images['everything, need-check'], ['check', '-r', 'all', '--output=json', 'a.qed'], { sandboxed: true });
+    assertSameRun(r, version);
+    assert.match(r.qemu.stdout, /"corruptions-fixed": 2/);
+    assert.ok(r.qemuFile.equals(r.instarFile), `${version}: repaired files differ`);
+  }
+});
+
+function repairPrefix(path: string, bytes: Uint8Array, n: number): number {
+  writeFileSync(path, bytes);
+  const fd = openSync(path, 'r+');
+  try {
+    const dev = new FdDevice(fd, true);
+    const image = qedDriver.open(dev, { writable: true, check: true });
+    const plan = repairQed(image, dev, emptyReport(), 'all');
+    assert.ok('steps' in plan);
+    applyRepair(dev, plan.steps, { stopAfterWrites: n });
+    return writeCount(plan.steps);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+test('every prefix of a qed repair leaves an image qemu-img check reads, no more damaged', () => {
+  const path = join(dirs.root, 'prefix.qed');
+  const bytes = images['everything, need-check'];
+  writeFileSync(path, bytes);
+  const before = JSON.parse(runQemu('7.2', ['check', '--output=json', path]).stdout);
+  let total = Infinity;
+  for (let n = 0; n <= total; n++) {
+    total = repairPrefix(path, bytes, n);
+    const r = runQemu('7.2', ['check', '--output=json', path]);
+    assert.ok(r.status === 0 || r.status === 2 || r.status === 3, `after ${n} writes: ${r.stderr}`);
+    const now = JSON.parse(r.stdout);
+    assert.ok((now.corruptions ?? 0) <= before.corruptions, `after ${n} writes: more corruptions (${r.stdout})`);
+    assert.equal((readFileSync(path).readBigUInt64LE(16) & 2n) !== 0n, n < total, `after ${n} writes: need-check until the last write`);
+  }
+  assert.equal(total, 3);
+});
