@@ -352,6 +352,8 @@ export interface ImageWriter {
   writeCompressed?(data: Uint8Array, offset: number): void;
   /** -c: the unit writeCompressed takes (whole units, but at the disk's end), when not `clusterSize`. */
   readonly compressedClusterSize?: number;
+  /** -B: the target's backing file, for a driver that copies from it itself (qed's copy-on-write of a cluster a write covers in part). */
+  readBacking?(backing: Pick<Image, 'virtualSize' | 'read'>): void;
   /** Makes [offset, offset + length) read as zeros over a backing file (-B); absent: the caller writes zeros. */
   writeZeroes?(offset: number, length: number): void;
   /** convert --bitmaps: stores persistent bitmaps as qemu does at close, after every write and before finish(). */

@@ -2,15 +2,19 @@
 // under qemu-img convert. Each write is one of convert's requests (the writer takes sectors, so
 // the caller passes requests through whole), and qemu's order of allocation depends on them: an
 // allocating write takes the clusters it covers in one L2 table at the end of the file, written
-// whole (zeros around the request: copy-on-write from no backing file), and only then, when that
-// table did not exist, the L2 table itself (table_size clusters) after them. The L1 and L2 tables
-// stay in memory and are written in finish(); the header is left as create wrote it (qemu sets
-// its need-check bit while writing and clears it at close).
+// whole (what the request leaves of its first and last cluster copied from the backing file, or
+// zeros without one), and only then, when that table did not exist, the L2 table itself
+// (table_size clusters) after them. Zeros over a backing file (-B) become zero clusters where
+// they cover whole clusters and are written as data elsewhere (qemu's block layer falls back for
+// the unaligned head and tail). The L1 and L2 tables stay in memory and are written in finish();
+// the header is left as create wrote it (qemu sets need-check while writing, clears it at close).
 import { unitPieces } from '../bytes.ts';
-import { ImageError, type CreatePlan, type ImageWriter, type WriterCapability, type WriterFiles } from '../types.ts';
+import { ImageError, type CreatePlan, type Image, type ImageWriter, type WriterCapability, type WriterFiles } from '../types.ts';
 import { checkWriteRange, writableOutput } from '../writer-checks.ts';
 
 const SECTOR = 512;
+/** An L2 entry that reads as zeros (QED_CLUSTER_ZERO). */
+const ZERO_CLUSTER = 1n;
 
 /** What the writer needs of create's plan (src/formats/qed/create.ts). */
 interface QedPlanView {
@@ -34,6 +38,7 @@ class QedWriter implements ImageWriter {
   private readonly l2 = new Map<number, Buffer>();
   /** qemu's s->file_size: where the next cluster goes. */
   private fileEnd: number;
+  private backing?: Pick<Image, 'virtualSize' | 'read'>;
 
   constructor(files: WriterFiles, private readonly plan: QedPlanView) {
     this.put = writableOutput(files.image);
@@ -45,35 +50,77 @@ class QedWriter implements ImageWriter {
     this.fileEnd = this.cs + this.tableBytes;
   }
 
+  readBacking(backing: Pick<Image, 'virtualSize' | 'read'>): void {
+    if (this.plan.backingFile !== undefined) this.backing = backing;
+  }
+
   write(data: Uint8Array, offset: number): void {
     checkWriteRange(data, offset, this.plan.size);
-    // One allocating write per L2 table the request reaches, as qed_find_cluster cuts it.
-    for (const region of unitPieces(data, offset, this.regionBytes)) {
-      if (region.index >= this.tableBytes / 8) throw new ImageError(`instar refuses a write past the QED L1 table (entry ${region.index})`);
-      const newTable = !this.l2.has(region.index);
-      const table = this.l2.get(region.index) ?? Buffer.alloc(this.tableBytes);
-      for (const c of unitPieces(region.piece, region.within, this.cs)) {
-        const at = c.index * 8;
-        let cluster = Number(table.readBigUInt64LE(at));
-        if (cluster === 0) {
-          cluster = this.fileEnd;
-          this.fileEnd += this.cs;
-          table.writeBigUInt64LE(BigInt(cluster), at);
-          if (c.piece.length < this.cs) {
-            const whole = Buffer.alloc(this.cs);
-            whole.set(c.piece, c.within);
-            this.put(whole, cluster);
-            continue;
-          }
-        }
-        this.put(c.piece, cluster + c.within);
-      }
+    this.request(offset, data.length, data);
+  }
+
+  /** bdrv_co_do_pwrite_zeroes over qed: whole clusters become zero clusters, the head and tail are written. */
+  writeZeroes(offset: number, length: number): void {
+    checkWriteRange(new Uint8Array(0), offset, this.plan.size - length);
+    const end = offset + length;
+    const headEnd = Math.min(end, Math.ceil(offset / this.cs) * this.cs);
+    const bodyEnd = Math.max(headEnd, Math.floor(end / this.cs) * this.cs);
+    if (headEnd > offset) this.request(offset, headEnd - offset, new Uint8Array(headEnd - offset));
+    if (bodyEnd > headEnd) this.request(headEnd, bodyEnd - headEnd);
+    if (end > bodyEnd) this.request(bodyEnd, end - bodyEnd, new Uint8Array(end - bodyEnd));
+  }
+
+  /** One request: data, or (no data) zero clusters; one allocating write per L2 table it reaches, as qed_find_cluster cuts it. */
+  private request(offset: number, length: number, data?: Uint8Array): void {
+    const bytes = data ?? new Uint8Array(0);
+    for (let pos = offset; pos < offset + length; ) {
+      const index = Math.floor(pos / this.regionBytes);
+      const n = Math.min(offset + length, (index + 1) * this.regionBytes) - pos;
+      if (index >= this.tableBytes / 8) throw new ImageError(`instar refuses a write past the QED L1 table (entry ${index})`);
+      const newTable = !this.l2.has(index);
+      const table = this.l2.get(index) ?? Buffer.alloc(this.tableBytes);
+      const within = pos - index * this.regionBytes;
+      if (data) this.writeClusters(table, within, bytes.subarray(pos - offset, pos - offset + n), pos);
+      else for (let at = within; at < within + n; at += this.cs) if (table.readBigUInt64LE((at / this.cs) * 8) === 0n) table.writeBigUInt64LE(ZERO_CLUSTER, (at / this.cs) * 8);
       if (newTable) {
-        this.l2.set(region.index, table);
-        this.l1.writeBigUInt64LE(BigInt(this.fileEnd), region.index * 8);
+        this.l2.set(index, table);
+        this.l1.writeBigUInt64LE(BigInt(this.fileEnd), index * 8);
         this.fileEnd += this.tableBytes;
       }
+      pos += n;
     }
+  }
+
+  private writeClusters(table: Buffer, within: number, piece: Uint8Array, guestPos: number): void {
+    for (const c of unitPieces(piece, within, this.cs)) {
+      const at = c.index * 8;
+      const entry = table.readBigUInt64LE(at);
+      if (entry !== 0n && entry !== ZERO_CLUSTER) {
+        this.put(c.piece, Number(entry) + c.within);
+        continue;
+      }
+      const cluster = this.fileEnd;
+      this.fileEnd += this.cs;
+      table.writeBigUInt64LE(BigInt(cluster), at);
+      if (c.piece.length === this.cs) {
+        this.put(c.piece, cluster);
+        continue;
+      }
+      const whole = Buffer.alloc(this.cs);
+      const clusterStart = guestPos - within + c.index * this.cs;
+      this.fromBacking(whole.subarray(0, c.within), clusterStart);
+      this.fromBacking(whole.subarray(c.within + c.piece.length), clusterStart + c.within + c.piece.length);
+      whole.set(c.piece, c.within);
+      this.put(whole, cluster);
+    }
+  }
+
+  /** qed_read_backing_file: the backing file's bytes, zeros past its end (or without one). */
+  private fromBacking(into: Buffer, guestPos: number): void {
+    const b = this.backing;
+    if (!b || into.length === 0) return;
+    const readable = Math.max(0, Math.min(into.length, b.virtualSize - guestPos));
+    if (readable > 0) b.read(into.subarray(0, readable), guestPos);
   }
 
   finish(): void {
@@ -85,9 +132,6 @@ class QedWriter implements ImageWriter {
 export const qedWriter: WriterCapability = {
   open(files: WriterFiles, raw: CreatePlan): ImageWriter {
     const plan = raw as unknown as QedPlanView;
-    if (plan.backingFile !== undefined) {
-      throw new ImageError('instar cannot convert -O qed with a backing file for the target yet (qemu copies clusters from it); nothing was written');
-    }
     // qemu opens what it created and refuses a one-cluster L1 table (qed_check_table_offset: its
     // last cluster is its first), so its convert stops there; the file could not be read anyway.
     if (plan.tableSize < 2) throw new ImageError('QED table offset is invalid');

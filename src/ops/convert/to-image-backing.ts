@@ -123,6 +123,11 @@ export function copyOverBacking(plan: BackingCopyPlan & { compressed?: boolean }
   const zeros = Buffer.alloc(CHUNK);
   for (const r of topRuns(image, plan.backingSize)) {
     if (r.kind === 'backing') continue;
+    // qemu-img cuts only what it reads into 2 MiB chunks: a zero run is one write-zeroes request.
+    if (r.kind === 'zero' && sparseSize !== 0) {
+      aligner.zero(r.pos, r.length);
+      continue;
+    }
     for (let pos = r.pos; pos < r.pos + r.length; ) {
       const n = Math.min(CHUNK, r.pos + r.length - pos);
       if (counts(r.kind) && plan.onProgress) {

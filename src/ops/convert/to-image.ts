@@ -90,6 +90,7 @@ export const convertImageOp: Op = (raw, ctx) => {
   const bitmaps = opts.bitmaps ? sourceBitmaps(ctx, opts.sources[0], opts) ?? [] : undefined;
   const writer = openNewImage(opts.format, opts.plan, ctx, opts.layoutOnly);
   if (!('write' in writer)) return writer;
+  if (backingImage) writer.readBacking?.(backingImage);
   if (bitmaps && !targetStoresBitmaps(ctx, opts.format, writer)) return { bitmapsUnsupported: true };
   const onProgress = opts.progress ? (done: number, total: number) => ctx.emit({ type: 'progress', done, total }) : undefined;
   const sparseSize = opts.sparseSize ?? 4096;
