@@ -6,10 +6,11 @@
 // must leave an image qemu-img checks with leaks at most (all prefixes in the long tier).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { VERSIONS, runQemu, type OracleVersion } from '../helpers/oracles.ts';
-import { LONG } from '../helpers/long.ts';
+import { LONG, longTest } from '../helpers/long.ts';
+import { commitOp } from '../../src/ops/commit.ts';
 import { PairRunner, onCopy } from './pair.ts';
 import { assertSameRun } from '../check/repair-harness.ts';
 import { buildImage, maskSnapshotDates } from '../snapshot/harness.ts';
@@ -126,4 +127,43 @@ test('crash safety: every sampled prefix of a growing snapshot -c and resize lea
     assert.ok('steps' in plan, 'error' in plan ? plan.error : '');
     return plan.steps;
   });
+});
+
+// Long tier: commit into the full base stopped after every write (the data may land where the
+// old refcount table was: it is written after the switch to the new one).
+longTest('crash safety: every prefix of a commit that grows the base\'s refcount table leaves leaks at most', () => {
+  const dir = join(dirs.root, 'commit-crash');
+  mkdirSync(dir);
+  const run = (writes: number) => {
+    writeFileSync(join(dir, 'b.qcow2'), base);
+    writeFileSync(join(dir, 't.qcow2'), top);
+    const [t, b] = ['t.qcow2', 'b.qcow2'].map((n) => openSync(join(dir, n), 'r+'));
+    try {
+      const ctx = {
+        devices: [
+          { spec: { fd: t, role: 'input' as const, writable: true }, dev: new FdDevice(t, true) },
+          { spec: { fd: b, role: 'backing' as const, writable: true, name: 'b.qcow2', referrer: 0 }, dev: new FdDevice(b, true) },
+        ],
+        emit: () => undefined,
+      };
+      return commitOp({ format: 'qcow2', fileName: 't.qcow2', stopAfterWrites: writes }, ctx);
+    } finally {
+      closeSync(t);
+      closeSync(b);
+    }
+  };
+  run(Infinity);
+  const final = ['b.qcow2', 't.qcow2'].map((n) => readFileSync(join(dir, n)));
+  assert.notEqual(reftableFields(final[0]), reftableFields(base), 'the commit grows the base\'s refcount table');
+  // Prefixes until one leaves both files as the whole commit does (stopAfterWrites is silent).
+  for (let k = 0; k < 200; k++) {
+    run(k);
+    const r = runQemu('10.0', ['check', join(dir, 'b.qcow2')], { timeoutMs: 20_000 });
+    assert.ok(r.status === 0 || r.status === 3, `after ${k} writes: check exits ${r.status}: ${r.stdout}${r.stderr}`);
+    if (['b.qcow2', 't.qcow2'].every((n, i) => readFileSync(join(dir, n)).equals(final[i]))) {
+      assert.ok(k > 5, `only ${k} writes`);
+      return;
+    }
+  }
+  assert.fail('the commit did not finish within 200 writes');
 });
