@@ -7,10 +7,10 @@
 // backing_file: 512-byte clusters, only the source's top layer copied), with -c and -S 0 too.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chainFiles, holesFile, MiB, noise, rawFile } from './vpc-vmdk-harness.ts';
+import { chainFiles, holesFile, MiB, noise, openWriterOn, rawFile, read } from './vpc-vmdk-harness.ts';
 import { runWriterCase, type WriterCase } from './vdi-qed-parallels-qcow-harness.ts';
 
 let dir = '';
@@ -45,4 +45,24 @@ test('convert -O qcow and dd -O qcow: output, file, check and compare as qemu-im
   const problems: string[] = [];
   for (const c of cases) problems.push(...(await runWriterCase(dir, c, (b) => b)));
   assert.deepEqual(problems, []);
+});
+
+test('vdi, qed, parallels and qcow writers: a write outside the disk is refused with a one-line ImageError, nothing written', () => {
+  const src = at('small.raw');
+  rawFile(src, MiB, []);
+  for (const [format, options] of [['vdi', ''], ['vdi', 'static=on'], ['qed', ''], ['parallels', ''], ['qcow', ''], ['qcow', `backing_file=${src}`]] as const) {
+    const out = at(`refuse.${format}`);
+    const { writer, fds } = openWriterOn(format, options, src, out);
+    try {
+      const before = read(out);
+      for (const [bytes, pos] of [[512, 64 * MiB], [512, -512], [4096, MiB - 512], [512, 0.5], [512, 2 ** 60]]) {
+        assert.throws(() => writer.write(Buffer.alloc(bytes, 1), pos), { name: 'ImageError', message: /^instar refuses a write of \d+ bytes at offset [^\n]+ outside the \d+-byte disk$/ }, `${format} ${options} at ${pos}`);
+      }
+      if (writer.writeZeroes) for (const [pos, length] of [[64 * MiB, 512], [0, -512], [MiB - 512, 4096]]) assert.throws(() => writer.writeZeroes!(pos, length), { name: 'ImageError' });
+      if (writer.writeCompressed) assert.throws(() => writer.writeCompressed!(Buffer.alloc(4096, 1), 64 * MiB), { name: 'ImageError' });
+      assert.deepEqual(read(out), before, `${format} ${options}: the file changed`);
+    } finally {
+      fds.forEach((fd) => closeSync(fd));
+    }
+  }
 });

@@ -61,6 +61,7 @@ class QedWriter implements ImageWriter {
 
   /** bdrv_co_do_pwrite_zeroes over qed: whole clusters become zero clusters, the head and tail are written. */
   writeZeroes(offset: number, length: number): void {
+    if (!Number.isSafeInteger(length) || length < 0) throw new ImageError(`instar refuses a zero write of ${length} bytes`);
     checkWriteRange(new Uint8Array(0), offset, this.plan.size - length);
     const end = offset + length;
     const headEnd = Math.min(end, Math.ceil(offset / this.cs) * this.cs);
