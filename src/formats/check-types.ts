@@ -57,7 +57,7 @@ export type RepairMode = 'leaks' | 'all';
  */
 export type RepairCapability = 'refused' | 'at-open' | RepairPlanner;
 
-export type RepairPlanner = (image: Image, dev: BlockDevice, report: CheckReport, mode: RepairMode) => RepairPlan;
+export type RepairPlanner = (image: Image, dev: BlockDevice, report: CheckReport, mode: RepairMode, ctx?: CheckContext) => RepairPlan;
 
 /**
  * `close`: what qemu writes when it closes the image, after the second check (qcow2 persistent

@@ -9,6 +9,7 @@ import { checkQed } from './qed/check.ts';
 import { repairQed } from './qed/repair.ts';
 import { checkVhdx } from './vhdx/check.ts';
 import { checkParallels } from './parallels/check.ts';
+import { repairParallels } from './parallels/repair.ts';
 
 const checkers: Record<string, Checker> = {
   qcow2: checkQcow2,
@@ -30,6 +31,7 @@ const repairs: Record<string, RepairCapability> = {
   vhdx: 'at-open',
   qcow2: repairQcow2,
   qed: repairQed,
+  parallels: repairParallels,
 };
 
 export function findRepair(format: string): RepairCapability | undefined {

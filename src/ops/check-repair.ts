@@ -32,7 +32,7 @@ export function repairWithCheck(image: Image, dev: BlockDevice, checker: Checker
   }
   let close: ((repaired: BlockDevice) => RepairStep[]) | undefined;
   if (capability !== undefined && capability !== 'at-open') {
-    const plan = capability(image, dev, first, mode);
+    const plan = capability(image, dev, first, mode, { qemuMajor });
     if ('refused' in plan) return { format, refused: plan.refused };
     applyRepair(dev, plan.steps);
     close = plan.close;
