@@ -30,7 +30,9 @@ export async function convertIntoImage(job: ImageJob): Promise<void> {
   let fd: number;
   try {
     // O_NONBLOCK: a FIFO must not hang the open; anything but a regular file is refused below.
-    fd = openSync(outPath, constants.O_RDWR | constants.O_NOCTTY | constants.O_NONBLOCK);
+    // O_DSYNC unless -t unsafe (qemu-img convert's default): the plan's barriers then hold across a power loss too.
+    const sync = s.outputCache === 'unsafe' ? 0 : constants.O_DSYNC;
+    fd = openSync(outPath, constants.O_RDWR | constants.O_NOCTTY | constants.O_NONBLOCK | sync);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
     throw new ConvertError(`Could not open '${outPath}': Could not open '${outPath}': ${strerror(code)}`);
