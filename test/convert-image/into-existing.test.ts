@@ -113,15 +113,18 @@ test('convert -n -O qcow2 into a smaller target, a target whose backing file is 
   await sameAsQemu('orphan', 'orphan.qcow2', ['-O', 'qcow2', ...raw('src.raw')]);
 });
 
-test('convert -n -O qcow2 into a target with a backing file: zero clusters hide it where the source has zeros', async () => {
+test('convert -n -O qcow2 into a target with a backing file: zero clusters hide it where the source has zeros; -B', async () => {
   await sameAsQemu('backed', 'backed.qcow2', ['-O', 'qcow2', ...raw('src.raw')], false, ['base.qcow2']);
+  // -B with a source without a backing file changes nothing (even without -F); with two sources, qemu's message.
+  await sameAsQemu('B', 'backed.qcow2', ['-O', 'qcow2', '-B', 'base.qcow2', ...raw('src.raw')], false, ['base.qcow2']);
+  await sameAsQemu('B-two', 't64k.qcow2', ['-O', 'qcow2', '-B', 'base.qcow2', ...raw('src.raw', 'half.raw')]);
 });
 
 test('convert -n into targets instar does not write: a clear refusal, nothing written', async () => {
   const cases: [string, string[], RegExp][] = [
     ['backed.qcow2', ['-O', 'qcow2', '--target-is-zero', ...raw('src.raw')], /instar cannot convert into this qcow2 image \(the copy covers in part a cluster its backing file decides\)/],
     ['snap.qcow2', ['-O', 'qcow2', ...raw('src.raw')], /instar cannot convert into this qcow2 image \(it has internal snapshots\)/],
-    ['t64k.qcow2', ['-O', 'qcow2', '-B', '../empty.qcow2', '-F', 'qcow2', ...raw('src.raw')], /instar cannot convert into an existing qcow2 image \(-n\) with -B yet/],
+    ['t64k.qcow2', ['-O', 'qcow2', '-B', '../empty.qcow2', '-F', 'qcow2', '-f', 'qcow2', '../backed.qcow2'], /instar cannot convert into this qcow2 image \(with -B from a source that has a backing file\)/],
     ['t64k.qcow2', ['-O', 'vmdk', ...raw('src.raw')], /instar cannot convert into an existing vmdk image \(-n\) yet/],
   ];
   for (const [target, args, message] of cases) {

@@ -18,7 +18,6 @@ export async function convertIntoImage(job: ImageJob): Promise<void> {
   const outPath = cmd.args[cmd.args.length - 1];
   const refuse = (why: string) => new ConvertError(`instar cannot convert into an existing ${s.outputFormat} image (-n) ${why}; nothing was written`);
   if (s.outputFormat !== 'qcow2') throw refuse('yet');
-  if (cmd.options.has('backing')) throw refuse('with -B yet');
   if (cmd.options.has('compress')) throw refuse('with -c yet');
   if (cmd.options.has('target-image-opts')) throw refuse('with --target-image-opts yet');
   const read: string[] = [];
@@ -26,6 +25,8 @@ export async function convertIntoImage(job: ImageJob): Promise<void> {
   if (opened.blockStatus !== undefined || opened.nothingToCopy) {
     throw new ConvertError(opened.blockStatus ?? 'instar cannot convert sources whose sizes add up past 2^63 bytes');
   }
+  const backing = cmd.options.has('backing');
+  if (backing && job.targets.length > 1) throw new ConvertError('Having a backing file for the target makes no sense when concatenating multiple input images');
   if (!CACHE_MODES.has(s.outputCache)) throw new ConvertError(`Invalid cache option: ${s.outputCache}`);
   let fd: number;
   try {
@@ -50,6 +51,7 @@ export async function convertIntoImage(job: ImageJob): Promise<void> {
       secrets: job.options.secrets,
       sparseSize: s.sparse,
       targetIsZero: s.targetIsZero,
+      backingGiven: backing,
       progress: !!job.printer,
     };
     const run = { ...ctx.run, onProgress: (done: number, all: number) => (done > 0 ? job.printer?.show((100 * done) / all) : undefined) };

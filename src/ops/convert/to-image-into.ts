@@ -29,6 +29,11 @@ export interface ConvertIntoOptions {
   secrets?: Record<number, string>;
   sparseSize?: number;
   targetIsZero?: boolean;
+  /**
+   * -B: qemu then skips what a source leaves to its backing chain; with sources without one it
+   * changes nothing (measured), which is all instar does yet.
+   */
+  backingGiven?: boolean;
   progress?: boolean;
   /** Tests only: stop after this many writes (crash simulation). */
   stopAfterWrites?: number;
@@ -146,7 +151,8 @@ export const convertIntoOp: Op = (raw, ctx) => {
   if (h.size < BigInt(disk)) return { tooSmall: true } satisfies ConvertIntoResult;
   const cs = h.clusterSize;
   const hasBacking = opened.info()['backing-filename'] !== undefined;
-  const why = h.nbSnapshots > 0 ? 'it has internal snapshots'
+  const why = opts.backingGiven && images.some((i) => i.info()['backing-filename'] !== undefined) ? 'with -B from a source that has a backing file'
+    : h.nbSnapshots > 0 ? 'it has internal snapshots'
     : disk % cs !== 0 && size !== disk ? 'the sources end inside one of its clusters'
     : undefined;
   if (why) return { refused: `instar cannot convert into this qcow2 image (${why}); nothing was written` } satisfies ConvertIntoResult;
