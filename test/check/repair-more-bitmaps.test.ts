@@ -9,6 +9,8 @@ import { closeSync, openSync, readFileSync, truncateSync, writeFileSync } from '
 import { join } from 'node:path';
 import { VERSIONS, runQemu } from '../helpers/oracles.ts';
 import { setRefcount16 } from './qcow2-edit.ts';
+import { repairCases } from './repair-more-matrix.ts';
+import { tiered } from '../helpers/long.ts';
 import { RepairDirs, assertSameRun } from './repair-harness.ts';
 import { FdDevice } from '../../src/io/fd-device.ts';
 import { qcow2Driver } from '../../src/formats/qcow2/driver.ts';
@@ -60,22 +62,20 @@ before(() => {
 after(() => dirs.remove());
 
 test('check -r leaks|all on images with persistent bitmaps: output and file byte-identical to qemu-img', () => {
-  for (const version of VERSIONS) {
-    for (const [name, bytes] of Object.entries(images)) {
-      for (const mode of ['leaks', 'all']) {
-        const label = `${version} ${name} -r ${mode}`;
-        const r = dirs.run(version, 'a.qcow2', bytes, ['check', '-r', mode, 'a.qcow2']);
-        assertSameRun(r, label);
-        assert.ok(!r.instar.stderr.includes('instar'), `${label}: not refused`);
-        assert.ok(r.qemuFile.equals(r.instarFile), `${label}: repaired files differ`);
-        assert.ok(!r.qemuFile.equals(Buffer.from(bytes)), `${label}: qemu changed the file (bitmaps stored anew)`);
-      }
-    }
+  for (const { version, name, mode } of repairCases(Object.keys(images))) {
+    const bytes = images[name];
+    const label = `${version} ${name} -r ${mode}`;
+    const r = dirs.run(version, 'a.qcow2', bytes, ['check', '-r', mode, 'a.qcow2']);
+    assertSameRun(r, label);
+    assert.ok(!r.instar.stderr.includes('instar'), `${label}: not refused`);
+    assert.ok(r.qemuFile.equals(r.instarFile), `${label}: repaired files differ`);
+    assert.ok(!r.qemuFile.equals(Buffer.from(bytes)), `${label}: qemu changed the file (bitmaps stored anew)`);
   }
 });
 
 test('check -r all --output=json on a bitmap image with leaks, through the sandbox', () => {
-  for (const version of VERSIONS) {
+  // One oracle in the short tier (the matrix above runs both), both in the long tier.
+  for (const version of tiered(VERSIONS, (v) => v === '10.0')) {
     const r = dirs.run(version, 'a.qcow2', images.leaks, ['check', '-r', 'all', '--output=json', 'a.qcow2'], { sandboxed: true });
     assertSameRun(r, version);
     assert.match(r.qemu.stdout, /"leaks-fixed": 2/);
@@ -106,7 +106,8 @@ function repairPrefix(path: string, bytes: Uint8Array, n: number): number {
 }
 
 test('every prefix of a bitmap image repair leaves an image qemu-img check opens, no more damaged', () => {
-  for (const name of ['leaks', 'a data cluster with refcount 0 (rebuild)']) {
+  // The rebuild (more writes) in the short tier, the leaks too in the long tier.
+  for (const name of tiered(['leaks', 'a data cluster with refcount 0 (rebuild)'], (n) => n !== 'leaks')) {
     const before = JSON.parse(runQemu('7.2', ['check', '--output=json', join(dirs.root, name === 'leaks' ? 'leaks.qcow2' : 'rebuild.qcow2')]).stdout);
     const path = join(dirs.root, 'prefix.qcow2');
     let total = Infinity;
