@@ -93,8 +93,13 @@ function countBitmaps(dev: BlockDevice, ext: Extensions, counter: ReferenceCount
   }
 }
 
-/** check_refblocks: each refcount block must be referenced exactly once, by the table. */
-function countRefblocks(ctx: Context, counter: ReferenceCounter, refs: ComputedRefcounts): void {
+/**
+ * check_refblocks: each refcount block must be referenced exactly once, by the table.
+ * `grownFrom`: -r all over a device already grown as qemu grows the file to each block past its
+ * end (the clusters the file had): such a block gets qemu's "Repairing" line and is counted.
+ */
+function countRefblocks(ctx: Context, counter: ReferenceCounter, refs: ComputedRefcounts, grownFrom?: number): void {
+  let limit = grownFrom ?? refs.length;
   const { stored, report } = ctx;
   const cs = BigInt(counter.cs);
   for (let i = 0; i < stored.tableEntries; i++) {
@@ -114,11 +119,12 @@ function countRefblocks(ctx: Context, counter: ReferenceCounter, refs: ComputedR
       error(`ERROR refcount block ${i} is not cluster aligned; refcount table entry corrupted`);
       continue;
     }
-    if (offset / cs >= BigInt(refs.length)) {
-      // qemu's fix mode grows the file instead of rebuilding; the repair planner refuses this.
-      addLine(report, `ERROR refcount block ${i} is outside image`);
+    if (offset / cs >= BigInt(limit)) {
+      // qemu's fix mode grows the file to the block (the planner grew the device already).
+      addLine(report, `${grownFrom === undefined ? 'ERROR' : 'Repairing'} refcount block ${i} is outside image`);
       report.corruptions++;
-      continue;
+      if (grownFrom === undefined) continue;
+      limit = Number(offset / cs) + 1;
     }
     counter.inc(offset, cs);
     const count = refs.get(Number(offset / cs));
@@ -238,7 +244,7 @@ export interface CountedImage {
 }
 
 /** calculate_refcounts: the references to every host cluster, with the lines qemu prints on the way. */
-export function countReferences(image: Image, dev: BlockDevice, report: CheckReport, opts: { recount?: boolean } = {}): CountedImage {
+export function countReferences(image: Image, dev: BlockDevice, report: CheckReport, opts: { recount?: boolean; grownFrom?: number } = {}): CountedImage {
   const h = parseHeader(dev);
   // The extensions opened already; the LUKS header itself is not needed here.
   const ext = readExtensions(dev, h, false, () => ({}) as LuksInfo);
@@ -289,7 +295,7 @@ export function countReferences(image: Image, dev: BlockDevice, report: CheckRep
   counter.inc(h.refcountTableOffset, BigInt(h.refcountTableClusters) * BigInt(cs));
   if (ext.crypto && ext.crypto.length !== 0n) counter.inc(ext.crypto.offset, ext.crypto.length);
   countBitmaps(dev, ext, counter, report);
-  countRefblocks(ctx, counter, refs);
+  countRefblocks(ctx, counter, refs, opts.grownFrom);
   return { h, ctx, refs, hasDataFile, budget };
 }
 

@@ -26,15 +26,37 @@ import { ImageError, type BlockDevice, type Image } from '../types.ts';
 import { planBitmapReopen } from './bitmap-plan.ts';
 import { PlanRefusal } from './refcount-update.ts';
 import { OverlayDevice } from '../overlay-device.ts';
-import type { Refcount } from './check-refcounts.ts';
+import { StoredRefcounts, type Refcount } from './check-refcounts.ts';
 
 /** Most bytes of refcount blocks one repair holds in memory before writing them. */
 const MAX_HELD_BYTES = 256 * 1024 * 1024;
 
 const refused = (why: string): { refused: string } => ({ refused: `instar cannot repair this qcow2 image (${why}); nothing was written` });
 
-/** Lines of the count whose fix mode does more than print them (grow the file, zero an entry): instar leaves those to qemu. */
-const FIXED_DIFFERENTLY = [/is outside image$/, /^ERROR offset=[0-9a-f]+: Preallocated cluster is not properly aligned/];
+/** Lines of the count whose fix mode does more than print them (zero an entry): instar leaves those to qemu. */
+const FIXED_DIFFERENTLY = [/^(?!(ERROR|Repairing) refcount block \d+ is outside image$).*is outside image$/, /^ERROR offset=[0-9a-f]+: Preallocated cluster is not properly aligned/];
+
+/** Most bytes -r all grows the file by to reach refcount blocks past its end (qemu has no bound). */
+const MAX_GROWTH = 1024 * 1024 * 1024;
+
+/**
+ * The file's size after qemu's -r all grows it to each refcount block past its end, in table
+ * order (a block below an earlier growth is inside by then); undefined when nothing grows.
+ */
+function grownSize(h: Qcow2Header, stored: { tableEntries: number; table: Buffer }, size: number): number | undefined {
+  const cs = BigInt(h.clusterSize);
+  let clusters = BigInt(Math.ceil(Math.ceil(size / 512) * 512 / h.clusterSize));
+  let grown = false;
+  for (let i = 0; i < stored.tableEntries; i++) {
+    const raw = stored.table.readBigUInt64BE(i * 8);
+    if (raw === 0n || raw & 0x1ffn || (raw & 0xfffffffffffffe00n) % cs !== 0n) continue;
+    const cluster = (raw & 0xfffffffffffffe00n) / cs;
+    if (cluster < clusters) continue;
+    clusters = cluster + 1n;
+    grown = true;
+  }
+  return grown ? Number(clusters * cs) : undefined;
+}
 
 type Run = [0 | 1, number, number, string, string];
 const isRun = (l: CheckLine): l is Run => Array.isArray(l) && (l[0] === 0 || l[0] === 1);
@@ -65,8 +87,14 @@ function planRepair(image: Image, dev: BlockDevice, report: CheckReport, mode: R
   // The check again, stage by stage: fix mode prints the count's and the comparison's lines, then its own.
   const fresh = emptyReport();
   let counted: CountedImage;
+  // -r all grows the file to refcount blocks past its end first; the rebuild that must follow
+  // (such a block reads as zeros) is planned over the grown file.
+  const grown = mode === 'all' ? grownSize(h, new StoredRefcounts(dev, h), dev.size) : undefined;
+  if (grown !== undefined && grown - dev.size > MAX_GROWTH) return refused('a refcount block lies more than 1 GiB past the end of the file');
+  const original = Math.ceil(Math.ceil(dev.size / 512) * 512 / h.clusterSize);
+  const work = grown === undefined ? dev : new OverlayDevice(dev, [{ pos: grown - 1, bytes: Buffer.alloc(1) }]);
   try {
-    counted = countReferences(image, dev, fresh);
+    counted = countReferences(image, work, fresh, { grownFrom: grown === undefined ? undefined : original });
   } catch (e) {
     if (e instanceof CheckFailure) return refused(e.message);
     throw e;
@@ -91,8 +119,10 @@ function planRepair(image: Image, dev: BlockDevice, report: CheckReport, mode: R
     return { steps: markClean(dev, h) };
   }
 
-  const plan = rebuild ? planRebuild(image, dev, counted, out, counts) : planRefcountFixes(dev, counted, out, lines.filter(isRun), mode);
+  if (grown !== undefined && !rebuild) return refused('its refcount blocks past the end of the file would not be rebuilt');
+  const plan = rebuild ? planRebuild(image, work, counted, out, counts) : planRefcountFixes(dev, counted, out, lines.filter(isRun), mode);
   if ('refused' in plan) return plan;
+  if (grown !== undefined) growAfterSwitch(plan.steps, dev.size, grown);
 
   // check_oflag_copied, judged by the repaired refcounts (-r leaks repairs only when nothing is left).
   const writes: { pos: number; bytes: Buffer }[] = [];
@@ -104,6 +134,22 @@ function planRepair(image: Image, dev: BlockDevice, report: CheckReport, mode: R
   steps.push(...markClean(dev, h, { reftable: plan.reftable, consistent: !out.corruptions && !out['check-errors'] }));
   Object.assign(report, out);
   return { steps };
+}
+
+/**
+ * qemu grows the file to the refcount blocks past its end before it rebuilds; instar grows it
+ * after the header names the new structure, so that no cut-short repair leaves the old block
+ * inside the file reading as zeros (more damage than before): the file first reaches only as far
+ * as the new structure's writes, and `grown` (qemu's end) once the header has switched.
+ */
+function growAfterSwitch(steps: RepairStep[], size: number, grown: number): void {
+  const header = steps.findIndex((s) => s.kind === 'write' && s.pos === 48);
+  const first = steps.findIndex((s) => s.kind === 'truncate');
+  if (first >= 0) steps.splice(first, 1);
+  let end = size;
+  for (const s of steps.slice(0, header)) if (s.kind === 'write') end = Math.max(end, s.pos + s.bytes.length);
+  steps.splice(header + 1, 0, { kind: 'barrier' }, { kind: 'truncate', size: Math.max(grown, end) });
+  if (end > size) steps.unshift({ kind: 'truncate', size: end }, { kind: 'barrier' });
 }
 
 interface RefcountPlan {
