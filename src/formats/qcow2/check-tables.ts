@@ -70,6 +70,12 @@ export class ReferenceCounter {
     this.entryBytes = h.extendedL2 ? 16 : 8;
   }
 
+  /**
+   * check -r all: qemu turns a preallocated zero cluster whose offset is not aligned into a plain
+   * zero cluster (its L2 entry rewritten at once); the rewritten entries collect here.
+   */
+  preallocFixes?: { pos: number; bytes: Buffer }[];
+
   private error(line: () => string): void {
     addLine(this.report, line);
     this.report.corruptions++;
@@ -188,6 +194,15 @@ export class ReferenceCounter {
         }
         if (offset % this.cs !== 0) {
           const containsData = this.h.extendedL2 ? bitmapLo !== 0 : !(e.lo & 1);
+          if (!containsData && this.preallocFixes) {
+            addLine(r, () => `Repairing offset=${hex(offset)}: Preallocated cluster is not properly aligned; L2 entry corrupted.`);
+            r['corruptions-fixed']++;
+            // QCOW_OFLAG_ZERO alone; with extended L2 entries, 0 and the bitmap as it was.
+            const bytes = Buffer.from(table.subarray(i * this.entryBytes, (i + 1) * this.entryBytes));
+            bytes.writeBigUInt64BE(this.h.extendedL2 ? 0n : 1n, 0);
+            this.preallocFixes.push({ pos: l2Offset + i * this.entryBytes, bytes });
+            continue;
+          }
           this.error(() => `ERROR offset=${hex(offset)}: ${containsData ? 'Data' : 'Preallocated'} cluster is not properly aligned; L2 entry corrupted.`);
         }
         if (fragInfo) {

@@ -244,7 +244,7 @@ export interface CountedImage {
 }
 
 /** calculate_refcounts: the references to every host cluster, with the lines qemu prints on the way. */
-export function countReferences(image: Image, dev: BlockDevice, report: CheckReport, opts: { recount?: boolean; grownFrom?: number } = {}): CountedImage {
+export function countReferences(image: Image, dev: BlockDevice, report: CheckReport, opts: { recount?: boolean; grownFrom?: number; preallocFixes?: { pos: number; bytes: Buffer }[] } = {}): CountedImage {
   const h = parseHeader(dev);
   // The extensions opened already; the LUKS header itself is not needed here.
   const ext = readExtensions(dev, h, false, () => ({}) as LuksInfo);
@@ -265,6 +265,7 @@ export function countReferences(image: Image, dev: BlockDevice, report: CheckRep
   const refs = new ComputedRefcounts(clusters, refcountMax);
   const budget = new WalkBudget();
   const counter = new ReferenceCounter(dev, h, refs, report, hasDataFile, budget);
+  counter.preallocFixes = opts.preallocFixes;
   const ctx = new Context(report, new StoredRefcounts(dev, h));
 
   // qcow2_check_read_snapshot_table runs first, then the refcounts are counted.

@@ -34,7 +34,7 @@ const MAX_HELD_BYTES = 256 * 1024 * 1024;
 const refused = (why: string): { refused: string } => ({ refused: `instar cannot repair this qcow2 image (${why}); nothing was written` });
 
 /** Lines of the count whose fix mode does more than print them (zero an entry): instar leaves those to qemu. */
-const FIXED_DIFFERENTLY = [/^(?!(ERROR|Repairing) refcount block \d+ is outside image$).*is outside image$/, /^ERROR offset=[0-9a-f]+: Preallocated cluster is not properly aligned/];
+const FIXED_DIFFERENTLY = [/^(?!(ERROR|Repairing) refcount block \d+ is outside image$).*is outside image$/];
 
 /** Most bytes -r all grows the file by to reach refcount blocks past its end (qemu has no bound). */
 const MAX_GROWTH = 1024 * 1024 * 1024;
@@ -92,9 +92,10 @@ function planRepair(image: Image, dev: BlockDevice, report: CheckReport, mode: R
   const grown = mode === 'all' ? grownSize(h, new StoredRefcounts(dev, h), dev.size) : undefined;
   if (grown !== undefined && grown - dev.size > MAX_GROWTH) return refused('a refcount block lies more than 1 GiB past the end of the file');
   const original = Math.ceil(Math.ceil(dev.size / 512) * 512 / h.clusterSize);
+  const preallocFixes: { pos: number; bytes: Buffer }[] = [];
   const work = grown === undefined ? dev : new OverlayDevice(dev, [{ pos: grown - 1, bytes: Buffer.alloc(1) }]);
   try {
-    counted = countReferences(image, work, fresh, { grownFrom: grown === undefined ? undefined : original });
+    counted = countReferences(image, work, fresh, { grownFrom: grown === undefined ? undefined : original, preallocFixes: mode === 'all' ? preallocFixes : undefined });
   } catch (e) {
     if (e instanceof CheckFailure) return refused(e.message);
     throw e;
@@ -110,7 +111,7 @@ function planRepair(image: Image, dev: BlockDevice, report: CheckReport, mode: R
   const counts: Pick<CheckReport, 'corruptions' | 'leaks'> = { corruptions: fresh.corruptions, leaks: fresh.leaks };
   const lines = fresh.lines.slice();
   // Fix mode starts again from what the count found (qemu's pre_compare_res); corruptions it cannot fix stay counted.
-  const out: CheckReport = { ...report, lines: [], corruptions: fresh.corruptions - compared.corruptions, leaks: 0, 'corruptions-fixed': 0, 'leaks-fixed': 0 };
+  const out: CheckReport = { ...report, lines: [], corruptions: fresh.corruptions - compared.corruptions, leaks: 0, 'corruptions-fixed': fresh['corruptions-fixed'], 'leaks-fixed': 0 };
   for (const l of lines) addLine(out, l);
   if (rebuild && mode === 'leaks') {
     // Only -r all rebuilds: qemu's check fails here, having written nothing.
@@ -120,6 +121,7 @@ function planRepair(image: Image, dev: BlockDevice, report: CheckReport, mode: R
   }
 
   if (grown !== undefined && !rebuild) return refused('its refcount blocks past the end of the file would not be rebuilt');
+  if (preallocFixes.length && (rebuild || h.nbSnapshots > 0)) return refused('its misaligned preallocated clusters would need a rebuild or lie in snapshots');
   const plan = rebuild ? planRebuild(image, work, counted, out, counts) : planRefcountFixes(dev, counted, out, lines.filter(isRun), mode);
   if ('refused' in plan) return plan;
   if (grown !== undefined) growAfterSwitch(plan.steps, dev.size, grown);
@@ -127,8 +129,11 @@ function planRepair(image: Image, dev: BlockDevice, report: CheckReport, mode: R
   // check_oflag_copied, judged by the repaired refcounts (-r leaks repairs only when nothing is left).
   const writes: { pos: number; bytes: Buffer }[] = [];
   const repairFlags = mode === 'all' || (!out.corruptions && !out.leaks);
-  checkCopiedFlags(counted.ctx, dev, counted.h, counted.hasDataFile, counted.budget, { refcount: plan.refcount, report: out, writes: repairFlags ? writes : undefined });
-  const steps = plan.steps;
+  // The L2 entries qemu rewrote while counting are read as rewritten.
+  const fixedDev = preallocFixes.length ? new OverlayDevice(dev, preallocFixes) : dev;
+  checkCopiedFlags(counted.ctx, fixedDev, counted.h, counted.hasDataFile, counted.budget, { refcount: plan.refcount, report: out, writes: repairFlags ? writes : undefined });
+  // qemu writes the rewritten L2 entries first, during the count.
+  const steps: RepairStep[] = [...preallocFixes.map((w): RepairStep => ({ kind: 'write', pos: w.pos, bytes: w.bytes })), ...(preallocFixes.length ? [{ kind: 'barrier' } as RepairStep] : []), ...plan.steps];
   for (const w of writes) steps.push({ kind: 'write', pos: w.pos, bytes: w.bytes });
   steps.push({ kind: 'barrier' });
   steps.push(...markClean(dev, h, { reftable: plan.reftable, consistent: !out.corruptions && !out['check-errors'] }));
