@@ -9,7 +9,7 @@ import { readFileSync, truncateSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { VERSIONS, runQemu } from '../helpers/oracles.ts';
 import { editU64, l2Entry, setRefcount16 } from './qcow2-edit.ts';
-import { repairCases } from './repair-more-matrix.ts';
+import { qemuOk, repairCases } from './repair-more-matrix.ts';
 import { tiered } from '../helpers/long.ts';
 import { RepairDirs, assertSameRun } from './repair-harness.ts';
 
@@ -19,9 +19,8 @@ const images: Record<string, { qcow2: Uint8Array; raw: Uint8Array }> = {};
 
 /** A 4 MiB qcow2 over the data file d.raw, 128 KiB written, then `edit` on the qcow2 file. */
 function withDataFile(raw: boolean, edit: (path: string) => void): { qcow2: Uint8Array; raw: Uint8Array } {
-  const ok = (r: { status: number | null; stderr: string }) => assert.equal(r.status, 0, r.stderr);
-  ok(runQemu('7.2', ['create', '-q', '-f', 'qcow2', '-o', `data_file=d.raw,data_file_raw=${raw ? 'on' : 'off'}`, 'a.qcow2', '4M'], { cwd: dirs.root }));
-  ok(runQemu('7.2', ['-c', 'write -P 0x5 0 128k', 'a.qcow2'], { cwd: dirs.root }, 'qemu-io'));
+  qemuOk(runQemu('7.2', ['create', '-q', '-f', 'qcow2', '-o', `data_file=d.raw,data_file_raw=${raw ? 'on' : 'off'}`, 'a.qcow2', '4M'], { cwd: dirs.root }));
+  qemuOk(runQemu('7.2', ['-c', 'write -P 0x5 0 128k', 'a.qcow2'], { cwd: dirs.root }, 'qemu-io'));
   edit(join(dirs.root, 'a.qcow2'));
   return { qcow2: new Uint8Array(readFileSync(join(dirs.root, 'a.qcow2'))), raw: new Uint8Array(readFileSync(join(dirs.root, 'd.raw'))) };
 }

@@ -1,8 +1,14 @@
-// The cases of a check -r differential test: every image under both oracles and both -r modes in
+// Shared by the check -r tests of repair-more-*.test.ts. The cases of a differential test: every image under both oracles and both -r modes in
 // the long tier; in the short tier each image once, the version and the mode rotating over the
 // images, so that the short tier still runs both oracles and both modes.
-import { VERSIONS, type OracleVersion } from '../helpers/oracles.ts';
+import assert from 'node:assert/strict';
+import { closeSync, openSync, writeFileSync } from 'node:fs';
+import { VERSIONS, runQemu, type OracleVersion } from '../helpers/oracles.ts';
 import { LONG } from '../helpers/long.ts';
+import { FdDevice } from '../../src/io/fd-device.ts';
+import { emptyReport, type Checker, type RepairPlanner } from '../../src/formats/check-types.ts';
+import { applyRepair, writeCount } from '../../src/formats/repair.ts';
+import type { Driver } from '../../src/formats/types.ts';
 
 export interface RepairCase {
   version: OracleVersion;
@@ -14,4 +20,54 @@ export function repairCases(names: readonly string[]): RepairCase[] {
   const modes = ['leaks', 'all'] as const;
   if (LONG) return VERSIONS.flatMap((version) => names.flatMap((name) => modes.map((mode) => ({ version, name, mode }))));
   return names.map((name, i) => ({ version: VERSIONS[i % 2], name, mode: modes[Math.floor(i / 2) % 2] }));
+}
+
+/** qemu-img (or qemu-io) exited 0. */
+export const qemuOk = (r: { status: number | null; stderr: string }): void => assert.equal(r.status, 0, r.stderr);
+
+/**
+ * Writes `bytes` to `path`, opens it writable as check -r does, checks it and plans -r all (the
+ * newest qemu's behaviour), then applies the first `n` writes of the plan and of its close, as if
+ * the process died there; returns how many writes the whole repair has.
+ */
+export function planPrefix(path: string, bytes: Uint8Array, n: number, driver: Driver, checker: Checker, planner: RepairPlanner): number {
+  writeFileSync(path, bytes);
+  const fd = openSync(path, 'r+');
+  try {
+    const dev = new FdDevice(fd, true);
+    const image = driver.open(dev, { writable: true, check: true });
+    const report = emptyReport();
+    checker(image, dev, report, { qemuMajor: 10 });
+    const plan = planner(image, dev, report, 'all', { qemuMajor: 10 });
+    assert.ok('steps' in plan, 'a repair plan');
+    const first = writeCount(plan.steps);
+    applyRepair(dev, plan.steps, { stopAfterWrites: n });
+    if (!plan.close) return first;
+    if (n <= first) return first + 1;
+    const close = plan.close(dev);
+    applyRepair(dev, close, { stopAfterWrites: n - first });
+    return first + writeCount(close);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Each prefix of a repair's writes (`apply(n)` writes the image afresh, applies the first n and
+ * returns how many there are) must leave an image qemu-img check reads, with no more corruptions
+ * than the damaged image had; `each` adds the caller's own assertions. Returns the write count.
+ */
+export function assertPrefixesSafe(label: string, path: string, bytes: Uint8Array, apply: (n: number) => number, each?: (n: number, total: number) => void, version: OracleVersion = '7.2'): number {
+  writeFileSync(path, bytes);
+  const before = JSON.parse(runQemu(version, ['check', '--output=json', path]).stdout);
+  let total = Infinity;
+  for (let n = 0; n <= total; n++) {
+    total = apply(n);
+    const r = runQemu(version, ['check', '--output=json', path]);
+    assert.ok(r.status === 0 || r.status === 2 || r.status === 3, `${label} after ${n} writes: ${r.stderr}`);
+    const now = JSON.parse(r.stdout);
+    assert.ok((now.corruptions ?? 0) <= (before.corruptions ?? 0), `${label} after ${n} writes: more corruptions (${r.stdout})`);
+    each?.(n, total);
+  }
+  return total;
 }

@@ -4,17 +4,15 @@
 // qemu-img check reads, no more damaged than before.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, openSync, readFileSync, readSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, truncateSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { VERSIONS, runQemu } from '../helpers/oracles.ts';
-import { repairCases } from './repair-more-matrix.ts';
+import { assertPrefixesSafe, planPrefix, qemuOk, repairCases } from './repair-more-matrix.ts';
 import { tiered } from '../helpers/long.ts';
 import { RepairDirs, assertSameRun } from './repair-harness.ts';
-import { FdDevice } from '../../src/io/fd-device.ts';
 import { qedDriver } from '../../src/formats/qed/driver.ts';
 import { repairQed } from '../../src/formats/qed/repair.ts';
-import { emptyReport } from '../../src/formats/check-types.ts';
-import { applyRepair, writeCount } from '../../src/formats/repair.ts';
+import { checkQed } from '../../src/formats/qed/check.ts';
 
 const dirs = new RepairDirs();
 const CLUSTER = 65536;
@@ -50,9 +48,8 @@ const twice = (p: string) => u64(p, l2Of(p) + 8, u64(p, l2Of(p)));
 
 function qed(name: string, edits: ((p: string) => unknown)[]): Uint8Array {
   const path = join(dirs.root, name);
-  const ok = (r: { status: number | null; stderr: string }) => assert.equal(r.status, 0, r.stderr);
-  ok(runQemu('7.2', ['create', '-q', '-f', 'qed', path, '4M']));
-  ok(runQemu('7.2', ['-f', 'qed', '-c', 'write -P 0x5 0 128k', path], {}, 'qemu-io'));
+  qemuOk(runQemu('7.2', ['create', '-q', '-f', 'qed', path, '4M']));
+  qemuOk(runQemu('7.2', ['-f', 'qed', '-c', 'write -P 0x5 0 128k', path], {}, 'qemu-io'));
   for (const e of edits) e(path);
   return new Uint8Array(readFileSync(path));
 }
@@ -90,34 +87,11 @@ test('check -r all --output=json on a qed image through the sandbox', () => {
   }
 });
 
-function repairPrefix(path: string, bytes: Uint8Array, n: number): number {
-  writeFileSync(path, bytes);
-  const fd = openSync(path, 'r+');
-  try {
-    const dev = new FdDevice(fd, true);
-    const image = qedDriver.open(dev, { writable: true, check: true });
-    const plan = repairQed(image, dev, emptyReport(), 'all');
-    assert.ok('steps' in plan);
-    applyRepair(dev, plan.steps, { stopAfterWrites: n });
-    return writeCount(plan.steps);
-  } finally {
-    closeSync(fd);
-  }
-}
-
 test('every prefix of a qed repair leaves an image qemu-img check reads, no more damaged', () => {
   const path = join(dirs.root, 'prefix.qed');
   const bytes = images['everything, need-check'];
-  writeFileSync(path, bytes);
-  const before = JSON.parse(runQemu('7.2', ['check', '--output=json', path]).stdout);
-  let total = Infinity;
-  for (let n = 0; n <= total; n++) {
-    total = repairPrefix(path, bytes, n);
-    const r = runQemu('7.2', ['check', '--output=json', path]);
-    assert.ok(r.status === 0 || r.status === 2 || r.status === 3, `after ${n} writes: ${r.stderr}`);
-    const now = JSON.parse(r.stdout);
-    assert.ok((now.corruptions ?? 0) <= before.corruptions, `after ${n} writes: more corruptions (${r.stdout})`);
-    assert.equal((readFileSync(path).readBigUInt64LE(16) & 2n) !== 0n, n < total, `after ${n} writes: need-check until the last write`);
-  }
+  const total = assertPrefixesSafe('qed', path, bytes, (n) => planPrefix(path, bytes, n, qedDriver, checkQed, repairQed), (n, all) => {
+    assert.equal((readFileSync(path).readBigUInt64LE(16) & 2n) !== 0n, n < all, `after ${n} writes: need-check until the last write`);
+  });
   assert.equal(total, 3);
 });
