@@ -9,6 +9,9 @@ import { FdDevice } from '../../src/io/fd-device.ts';
 import { emptyReport, type Checker, type RepairPlanner } from '../../src/formats/check-types.ts';
 import { applyRepair, writeCount } from '../../src/formats/repair.ts';
 import type { Driver } from '../../src/formats/types.ts';
+import { assertSameRun, type RepairDirs, type RepairRun } from './repair-harness.ts';
+
+type RepairRunOptions = Parameters<RepairDirs['run']>[4];
 
 export interface RepairCase {
   version: OracleVersion;
@@ -70,4 +73,20 @@ export function assertPrefixesSafe(label: string, path: string, bytes: Uint8Arra
     each?.(n, total);
   }
   return total;
+}
+
+/**
+ * The differential matrix: each case's image repaired by instar and by the oracle (the image named
+ * `file` in its own directory), the same output and exit status, not refused, the same bytes;
+ * `opts.run` adds run options per image (sandbox, files beside it), `opts.also` more assertions.
+ */
+export function assertRepairsMatch(dirs: RepairDirs, images: Record<string, Uint8Array>, file: string, opts: { run?: (name: string) => RepairRunOptions; also?: (r: RepairRun, c: RepairCase, label: string) => void } = {}): void {
+  for (const c of repairCases(Object.keys(images))) {
+    const label = `${c.version} ${c.name} -r ${c.mode}`;
+    const r = dirs.run(c.version, file, images[c.name], ['check', '-r', c.mode, file], opts.run?.(c.name));
+    assertSameRun(r, label);
+    assert.ok(!r.instar.stderr.includes('instar'), `${label}: not refused (${r.instar.stderr})`);
+    assert.ok(r.qemuFile.equals(r.instarFile), `${label}: repaired files differ`);
+    opts.also?.(r, c, label);
+  }
 }
