@@ -7,7 +7,8 @@ import { FdDevice } from '../../src/io/fd-device.ts';
 import { qcow2Driver } from '../../src/formats/qcow2/driver.ts';
 import { checkQcow2 } from '../../src/formats/qcow2/check.ts';
 import { repairQcow2 } from '../../src/formats/qcow2/repair-refcounts.ts';
-import { emptyReport } from '../../src/formats/check-types.ts';
+import { emptyReport, type Checker, type RepairPlanner } from '../../src/formats/check-types.ts';
+import type { Driver } from '../../src/formats/types.ts';
 import { applyRepair, writeCount } from '../../src/formats/repair.ts';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -74,17 +75,31 @@ export function assertSameRun(r: Pick<RepairRun, 'qemu' | 'instar'>, label: stri
  * `n` of its writes, as if the process died there; returns how many writes the whole plan has.
  */
 export function repairPrefix(path: string, bytes: Uint8Array, n: number): number {
+  return planPrefix(path, bytes, n, qcow2Driver, checkQcow2, repairQcow2);
+}
+
+/**
+ * repairPrefix for any format's checker and planner: the image opened writable as check -r opens
+ * it, checked and planned for -r all (the newest qemu's behaviour), the first `n` writes of the
+ * plan and then of its close applied; returns how many writes the whole repair has.
+ */
+export function planPrefix(path: string, bytes: Uint8Array, n: number, driver: Driver, checker: Checker, planner: RepairPlanner): number {
   writeFileSync(path, bytes);
   const fd = openSync(path, 'r+');
   try {
     const dev = new FdDevice(fd, true);
-    const image = qcow2Driver.open(dev, { writable: true, check: true });
+    const image = driver.open(dev, { writable: true, check: true });
     const report = emptyReport();
-    checkQcow2(image, dev, report);
-    const plan = repairQcow2(image, dev, report, 'all');
+    checker(image, dev, report, { qemuMajor: 10 });
+    const plan = planner(image, dev, report, 'all', { qemuMajor: 10 });
     assert.ok('steps' in plan, 'a repair plan');
+    const first = writeCount(plan.steps);
     applyRepair(dev, plan.steps, { stopAfterWrites: n });
-    return writeCount(plan.steps);
+    if (!plan.close) return first;
+    if (n <= first) return first + 1;
+    const close = plan.close(dev);
+    applyRepair(dev, close, { stopAfterWrites: n - first });
+    return first + writeCount(close);
   } finally {
     closeSync(fd);
   }

@@ -2,13 +2,9 @@
 // the long tier; in the short tier each image once, the version and the mode rotating over the
 // images, so that the short tier still runs both oracles and both modes.
 import assert from 'node:assert/strict';
-import { closeSync, openSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { VERSIONS, runQemu, type OracleVersion } from '../helpers/oracles.ts';
 import { LONG } from '../helpers/long.ts';
-import { FdDevice } from '../../src/io/fd-device.ts';
-import { emptyReport, type Checker, type RepairPlanner } from '../../src/formats/check-types.ts';
-import { applyRepair, writeCount } from '../../src/formats/repair.ts';
-import type { Driver } from '../../src/formats/types.ts';
 import { assertSameRun, type RepairDirs, type RepairRun } from './repair-harness.ts';
 
 type RepairRunOptions = Parameters<RepairDirs['run']>[4];
@@ -27,33 +23,6 @@ export function repairCases(names: readonly string[]): RepairCase[] {
 
 /** qemu-img (or qemu-io) exited 0. */
 export const qemuOk = (r: { status: number | null; stderr: string }): void => assert.equal(r.status, 0, r.stderr);
-
-/**
- * Writes `bytes` to `path`, opens it writable as check -r does, checks it and plans -r all (the
- * newest qemu's behaviour), then applies the first `n` writes of the plan and of its close, as if
- * the process died there; returns how many writes the whole repair has.
- */
-export function planPrefix(path: string, bytes: Uint8Array, n: number, driver: Driver, checker: Checker, planner: RepairPlanner): number {
-  writeFileSync(path, bytes);
-  const fd = openSync(path, 'r+');
-  try {
-    const dev = new FdDevice(fd, true);
-    const image = driver.open(dev, { writable: true, check: true });
-    const report = emptyReport();
-    checker(image, dev, report, { qemuMajor: 10 });
-    const plan = planner(image, dev, report, 'all', { qemuMajor: 10 });
-    assert.ok('steps' in plan, 'a repair plan');
-    const first = writeCount(plan.steps);
-    applyRepair(dev, plan.steps, { stopAfterWrites: n });
-    if (!plan.close) return first;
-    if (n <= first) return first + 1;
-    const close = plan.close(dev);
-    applyRepair(dev, close, { stopAfterWrites: n - first });
-    return first + writeCount(close);
-  } finally {
-    closeSync(fd);
-  }
-}
 
 /**
  * Each prefix of a repair's writes (`apply(n)` writes the image afresh, applies the first n and
