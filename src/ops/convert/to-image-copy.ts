@@ -8,14 +8,12 @@ import { ImageError, type Image, type ImageWriter } from '../../formats/types.ts
 import { ProgressRule } from '../../output/progress.ts';
 import { nonZeroParts, runs, type Run } from './copy.ts';
 import { ClusterAligner } from './to-image-aligner.ts';
-import type { OverlappedImageWrites } from './to-image-overlap.ts';
 
 export { ClusterAligner };
 
 const MiB = 1024 * 1024;
 /** qemu-img's IO_BUF_SIZE: its largest chunk. */
-export const IMAGE_COPY_CHUNK = 2 * MiB;
-const QEMU_CHUNK = IMAGE_COPY_CHUNK;
+const QEMU_CHUNK = 2 * MiB;
 
 export interface ImageCopyPlan {
   images: Image[];
@@ -51,11 +49,8 @@ function* clusterRuns(image: Image, cs: number): Generator<Run> {
   }
 }
 
-/**
- * The copy loop. With `pool`, each data chunk is read into one of its buffers, which the driver
- * hands in (`next(buffer)`) after the loop yields for it; without, into one buffer of its own.
- */
-function* copySteps(plan: ImageCopyPlan, pool?: OverlappedImageWrites): Generator<void, number, Buffer | undefined> {
+/** Copies the disk into the writer; returns qemu's counted bytes. Does not call the writer's finish(). */
+export function copyToImage(plan: ImageCopyPlan): number {
   const { images, sparseSize } = plan;
   const disk = images.reduce((n, i) => n + i.virtualSize, 0);
   // convert -n records qemu's requests as they are (to-image-into.ts): no aligning.
@@ -72,7 +67,7 @@ function* copySteps(plan: ImageCopyPlan, pool?: OverlappedImageWrites): Generato
   plan.onProgress?.(0, total);
   const rule = new ProgressRule();
   let done = 0;
-  const own = pool ? undefined : Buffer.allocUnsafe(QEMU_CHUNK);
+  const buf = Buffer.allocUnsafe(QEMU_CHUNK);
   const zeros = Buffer.alloc(QEMU_CHUNK);
   let base = 0;
   for (const image of images) {
@@ -84,8 +79,6 @@ function* copySteps(plan: ImageCopyPlan, pool?: OverlappedImageWrites): Generato
           if (rule.set((100 * done) / total) !== undefined) plan.onProgress(done, total);
         }
         if (r.data) {
-          const buf = own ?? (yield);
-          if (!buf) throw new Error('the copy loop was given no buffer');
           const chunk = buf.subarray(0, n);
           const known = Math.min(n, image.zeroRun?.(pos, n) ?? 0);
           chunk.fill(0, 0, known);
@@ -95,11 +88,7 @@ function* copySteps(plan: ImageCopyPlan, pool?: OverlappedImageWrites): Generato
             if (e instanceof ImageError) throw new ImageError(`error while reading at byte ${base + pos}: ${e.message}`, e.errno);
             throw e;
           }
-          for (const [s, e] of nonZeroParts(chunk, base + pos, zeroBlock, zeros)) {
-            if (pool) pool.guest = base + pos + s;
-            aligner.write(chunk.subarray(s, e), base + pos + s);
-          }
-          pool?.give(buf);
+          for (const [s, e] of nonZeroParts(chunk, base + pos, zeroBlock, zeros)) aligner.write(chunk.subarray(s, e), base + pos + s);
         } else if (sparseSize === 0) {
           aligner.write(zeros.subarray(0, n), base + pos);
         }
@@ -110,33 +99,4 @@ function* copySteps(plan: ImageCopyPlan, pool?: OverlappedImageWrites): Generato
   }
   aligner.finish();
   return total;
-}
-
-/** Copies the disk into the writer; returns qemu's counted bytes. Does not call the writer's finish(). */
-export function copyToImage(plan: ImageCopyPlan): number {
-  const steps = copySteps(plan);
-  for (;;) {
-    const step = steps.next();
-    if (step.done) return step.value;
-  }
-}
-
-/**
- * copyToImage with the writes overlapped (to-image-overlap.ts): the writer must write through
- * devices `pool.wrap` gave it. Every queued write is done when this returns or throws.
- */
-export async function copyToImageOverlapped(plan: ImageCopyPlan, pool: OverlappedImageWrites): Promise<number> {
-  const steps = copySteps(plan, pool);
-  try {
-    for (let step = steps.next(); ; ) {
-      if (step.done) {
-        await pool.drain();
-        return step.value;
-      }
-      step = steps.next(await pool.take());
-    }
-  } catch (e) {
-    await pool.drain().catch(() => {});
-    throw e;
-  }
 }

@@ -8,8 +8,7 @@ import { findDriver } from '../../formats/registry.ts';
 import { openTree } from '../open-tree.ts';
 import { writeLayout } from '../create.ts';
 import { openSource, snapshotViews, type ConvertSource, type SnapshotChoice } from './sources.ts';
-import { copyToImage, copyToImageOverlapped, IMAGE_COPY_CHUNK } from './to-image-copy.ts';
-import { OverlappedImageWrites } from './to-image-overlap.ts';
+import { copyToImage } from './to-image-copy.ts';
 import { copyOverBacking } from './to-image-backing.ts';
 import { bitmapsToCopy, sourceBitmaps, targetStoresBitmaps } from './to-image-bitmaps.ts';
 import type { Op, OpContext } from '../types.ts';
@@ -32,9 +31,6 @@ export interface ConvertImageOptions {
   /** --bitmaps (to-image-bitmaps.ts): copy the first source's persistent bitmaps. */
   bitmaps?: boolean;
 }
-
-/** Copy buffers of an overlapped copy: one being filled while up to three are written. */
-const OVERLAP_SLOTS = 4;
 
 /** `written` with qemu's counted bytes, or the errno that stopped the layout (EFBIG: the file system's limit). */
 export type ConvertImageResult =
@@ -92,10 +88,7 @@ export const convertImageOp: Op = (raw, ctx) => {
   const b = opts.targetBacking;
   const backingImage = b?.index !== undefined ? openTree(ctx, b.index, { format: b.format, fileName: b.fileName ?? '', unsafeQuirks: opts.unsafeQuirks, profile: opts.profile, secrets: opts.secrets ?? {} }) : undefined;
   const bitmaps = opts.bitmaps ? sourceBitmaps(ctx, opts.sources[0], opts) ?? [] : undefined;
-  // A plain copy overlaps its writes with its reads (to-image-overlap.ts): the writer gets the outputs through the pool.
-  const pool = b || opts.compressed || opts.layoutOnly ? undefined : new OverlappedImageWrites(OVERLAP_SLOTS, IMAGE_COPY_CHUNK);
-  const outputs = pool ? { ...ctx, devices: ctx.devices.map((d) => (d.spec.role === 'output' ? { ...d, dev: pool.wrap(d.dev) } : d)) } : ctx;
-  const writer = openNewImage(opts.format, opts.plan, outputs, opts.layoutOnly);
+  const writer = openNewImage(opts.format, opts.plan, ctx, opts.layoutOnly);
   if (!('write' in writer)) return writer;
   if (backingImage) writer.readBacking?.(backingImage);
   if (bitmaps && !targetStoresBitmaps(ctx, opts.format, writer)) return { bitmapsUnsupported: true };
@@ -104,15 +97,12 @@ export const convertImageOp: Op = (raw, ctx) => {
   const backing = opts.targetBacking;
   if (backing && (views.length !== 1 || !Number.isSafeInteger(backing.size))) throw new ImageError('instar cannot convert these sources over a backing file');
   if (opts.compressed && !writer.writeCompressed) throw new ImageError('Compression not supported for this file format');
-  const finish = (counted: number): ConvertImageResult => {
-    const copied = bitmaps && bitmapsToCopy(bitmaps);
-    if (copied) writer.storeBitmaps!(copied.copy);
-    writer.finish();
-    if (opts.compressed && writer.compressedEndFails) return { quietFailure: true };
-    return copied ? { counted, bitmapWarnings: copied.warnings } : { counted };
-  };
-  if (pool) return copyToImageOverlapped({ images: views, writer, sparseSize, onProgress }, pool).then(finish);
-  return finish(backing
+  const counted = backing
     ? copyOverBacking({ image: views[0], writer, sparseSize, backingSize: backing.size, backingImage, onProgress, compressed: opts.compressed })
-    : copyToImage({ images: views, writer, sparseSize, compressed: opts.compressed, onProgress }));
+    : copyToImage({ images: views, writer, sparseSize, compressed: opts.compressed, onProgress });
+  const copied = bitmaps && bitmapsToCopy(bitmaps);
+  if (copied) writer.storeBitmaps!(copied.copy);
+  writer.finish();
+  if (opts.compressed && writer.compressedEndFails) return { quietFailure: true };
+  return (copied ? { counted, bitmapWarnings: copied.warnings } : { counted }) satisfies ConvertImageResult;
 };
