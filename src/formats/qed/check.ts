@@ -36,6 +36,18 @@ class UsedClusters {
 export interface QedFixes {
   /** Whole tables to write back, L2 tables in walk order, the L1 table last. */
   writes: { pos: number; bytes: Buffer }[];
+  /** Bytes held in `writes`; past MAX_HELD_BYTES the walk stops holding and sets `tooLarge`. */
+  held: number;
+  tooLarge?: boolean;
+}
+
+/** Most bytes of fixed tables one repair holds (a qed table can be 1 GiB: 64 MiB clusters, 16 of them). */
+const MAX_HELD_BYTES = 256 * 1024 * 1024;
+
+function hold(fixes: QedFixes, pos: bigint, bytes: Buffer): void {
+  fixes.held += bytes.length;
+  if (fixes.held > MAX_HELD_BYTES) fixes.tooLarge = true;
+  else fixes.writes.push({ pos: Number(pos), bytes });
 }
 
 /** An invalid entry: cleared and counted as fixed in fix mode, a corruption otherwise. */
@@ -65,7 +77,7 @@ function checkL2(dev: BlockDevice, h: QedHeader, offset: bigint, used: UsedClust
     }
     used.mark(entry, 1, h, report);
   }
-  if (fixes && cleared) fixes.writes.push({ pos: Number(offset), bytes: table });
+  if (fixes && cleared) hold(fixes, offset, table);
 }
 
 export function checkQed(_image: Image, dev: BlockDevice, report: CheckReport): void {
@@ -93,7 +105,7 @@ export function walkQed(dev: BlockDevice, report: CheckReport, fixes?: QedFixes)
     if (!used.mark(offset, h.tableSize, h, report)) continue;
     checkL2(dev, h, offset, used, report, fixes);
   }
-  if (fixes && cleared) fixes.writes.push({ pos: Number(h.l1Offset), bytes: l1 });
+  if (fixes && cleared) hold(fixes, h.l1Offset, l1);
   for (let c = h.headerSize; c < used.count; c++) if (!used.has(c)) report.leaks++;
   return h;
 }

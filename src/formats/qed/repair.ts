@@ -12,9 +12,10 @@ import { F_NEED_CHECK } from './header.ts';
 const FEATURES_OFFSET = 16;
 
 export const repairQed: RepairPlanner = (_image, dev, report) => {
-  const fixes: QedFixes = { writes: [] };
+  const fixes: QedFixes = { writes: [], held: 0 };
   const out = emptyReport();
   const h = walkQed(dev, out, fixes);
+  if (fixes.tooLarge) return { refused: 'instar cannot repair this qed image (its fixed tables are too large to hold); nothing was written' };
   const steps: RepairStep[] = fixes.writes.map((w) => ({ kind: 'write', pos: w.pos, bytes: w.bytes }));
   steps.push({ kind: 'barrier' });
   if (!out['check-errors'] && h.features & F_NEED_CHECK) {
