@@ -9,6 +9,7 @@
 import { ImageError, type BlockDevice, type CreatePlan, type ImageWriter, type WriterCapability, type WriterFiles } from '../types.ts';
 import { batGeometry, type VhdxPlan } from './create.ts';
 import { LOG_ENTRY_SIZE, logEntry } from './writer-log.ts';
+import { checkWriteRange, writableOutput } from '../writer-checks.ts';
 
 const MiB = 1024 * 1024;
 const PAGE = 4096;
@@ -38,8 +39,7 @@ class VhdxWriter implements ImageWriter {
   private sequence = 1n;
 
   constructor(private readonly dev: BlockDevice, private readonly plan: VhdxPlan) {
-    if (!dev.write) throw new ImageError('the output was not opened for writing');
-    this.put = dev.write.bind(dev);
+    this.put = writableOutput(dev);
     this.bat = batGeometry(plan);
     this.fileLength = this.bat.offset + this.bat.length + 5 * MiB + (plan.fixed ? plan.size : 0);
   }
@@ -102,9 +102,7 @@ class VhdxWriter implements ImageWriter {
 
   write(data: Uint8Array, offset: number): void {
     const { size, blockSize } = this.plan;
-    if (!Number.isSafeInteger(offset) || offset < 0 || offset > size - data.length) {
-      throw new ImageError(`instar refuses a write of ${data.length} bytes at offset ${offset} outside the ${size}-byte disk`);
-    }
+    checkWriteRange(data, offset, size);
     for (let done = 0; done < data.length; ) {
       const pos = offset + done;
       const block = Math.floor(pos / blockSize);

@@ -12,6 +12,7 @@ import { deflateSync } from 'node:zlib';
 import { unitPieces } from '../bytes.ts';
 import { ImageError, type BlockDevice } from '../types.ts';
 import { sparseGeometry, type SparseGeometry } from './create.ts';
+import { writableOutput } from '../writer-checks.ts';
 
 const SECTOR = 512;
 export const GRAIN = 128 * SECTOR;
@@ -26,11 +27,6 @@ export interface ExtentWriter {
   finish(): void;
 }
 
-function putter(dev: BlockDevice): (buf: Uint8Array, pos: number) => void {
-  if (!dev.write) throw new ImageError('the output was not opened for writing');
-  return dev.write.bind(dev);
-}
-
 export class SparseExtentWriter implements ExtentWriter {
   protected readonly put: (buf: Uint8Array, pos: number) => void;
   protected readonly geometry: SparseGeometry;
@@ -41,7 +37,7 @@ export class SparseExtentWriter implements ExtentWriter {
   protected nextSector: number;
 
   constructor(protected readonly dev: BlockDevice, readonly bytes: number) {
-    this.put = putter(dev);
+    this.put = writableOutput(dev);
     this.geometry = sparseGeometry(bytes);
     // The file as create left it ends at the first grain.
     this.nextSector = this.geometry.grainOffset;

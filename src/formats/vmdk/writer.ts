@@ -10,6 +10,7 @@
 import { ImageError, type BlockDevice, type CreatePlan, type ImageWriter, type WriterCapability, type WriterFiles } from '../types.ts';
 import { descriptor, SPLIT_SIZE, type VmdkPlan } from './create.ts';
 import { GRAIN, SparseExtentWriter, StreamExtentWriter, type ExtentWriter } from './writer-sparse.ts';
+import { checkWriteRange, writableOutput } from '../writer-checks.ts';
 
 const SECTOR = 512;
 /** The descriptor area of a sparse extent (its header's desc_size, 20 sectors). */
@@ -23,7 +24,7 @@ const FLAT_WRITE_UNIT = 4096;
 
 class FlatExtentWriter implements ExtentWriter {
   constructor(private readonly dev: BlockDevice) {
-    if (!dev.write) throw new ImageError('the output was not opened for writing');
+    writableOutput(dev);
   }
 
   write(data: Uint8Array, offset: number): void {
@@ -63,9 +64,7 @@ class VmdkWriter implements ImageWriter {
   writeCompressed?: (data: Uint8Array, offset: number) => void;
 
   write(data: Uint8Array, offset: number): void {
-    if (!Number.isSafeInteger(offset) || offset < 0 || offset > this.size - data.length) {
-      throw new ImageError(`instar refuses a write of ${data.length} bytes at offset ${offset} outside the ${this.size}-byte disk`);
-    }
+    checkWriteRange(data, offset, this.size);
     if (data.length === 0) return;
     this.rewriteCid();
     for (const e of this.extents) {

@@ -9,6 +9,7 @@
 import { unitPieces } from '../bytes.ts';
 import { ImageError, type BlockDevice, type CreatePlan, type ImageWriter, type WriterCapability, type WriterFiles } from '../types.ts';
 import { BLOCK_SIZE, footer, type VpcPlan } from './create.ts';
+import { checkWriteRange, writableOutput } from '../writer-checks.ts';
 
 const SECTOR = 512;
 /** Where create puts the BAT (the dynamic header's table offset). */
@@ -24,28 +25,17 @@ const UNALLOCATED = 0xffff_ffff;
  */
 const WRITE_UNIT = 4096;
 
-function writable(dev: BlockDevice): (buf: Uint8Array, pos: number) => void {
-  if (!dev.write) throw new ImageError('the output was not opened for writing');
-  return dev.write.bind(dev);
-}
-
-/** Refuses a write outside the disk (the caller's bug, or a hostile request): nothing is written. */
-function checkRange(data: Uint8Array, offset: number, size: number): void {
-  if (!Number.isSafeInteger(offset) || offset < 0 || offset > size - data.length) {
-    throw new ImageError(`instar refuses a write of ${data.length} bytes at offset ${offset} outside the ${size}-byte disk`);
-  }
-}
 
 class FixedWriter implements ImageWriter {
   readonly clusterSize = WRITE_UNIT;
   private readonly put: (buf: Uint8Array, pos: number) => void;
 
   constructor(dev: BlockDevice, private readonly size: number) {
-    this.put = writable(dev);
+    this.put = writableOutput(dev);
   }
 
   write(data: Uint8Array, offset: number): void {
-    checkRange(data, offset, this.size);
+    checkWriteRange(data, offset, this.size);
     this.put(data, offset);
   }
 
@@ -60,14 +50,14 @@ class DynamicWriter implements ImageWriter {
   private freeOffset: number;
 
   constructor(dev: BlockDevice, private readonly plan: VpcPlan) {
-    this.put = writable(dev);
+    this.put = writableOutput(dev);
     const entries = Math.ceil(Math.floor(plan.size / SECTOR) / (BLOCK_SIZE / SECTOR));
     this.bat = new Uint32Array(entries).fill(UNALLOCATED);
     this.freeOffset = BAT_OFFSET + Math.ceil((entries * 4) / SECTOR) * SECTOR;
   }
 
   write(data: Uint8Array, offset: number): void {
-    checkRange(data, offset, this.plan.size);
+    checkWriteRange(data, offset, this.plan.size);
     for (const { index, within: inBlock, piece } of unitPieces(data, offset, BLOCK_SIZE)) {
       if (index >= this.bat.length) throw new ImageError(`instar refuses a write past the VHD's block table (block ${index})`);
       if (this.bat[index] === UNALLOCATED) this.allocate(index);
