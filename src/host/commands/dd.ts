@@ -34,8 +34,6 @@ interface Operands {
   output?: string;
 }
 
-/** Formats qemu-img can create that instar does not write yet. */
-const NOT_WRITTEN_YET = new Set(['qcow2', 'vmdk', 'vpc', 'vhdx']);
 /** Formats qemu-img knows but cannot create. */
 const NO_CREATION = new Set(['bochs', 'cloop', 'dmg']);
 
@@ -74,7 +72,6 @@ function outputFormatRefusal(format: string, outPath: string): { now: string } |
   if (NO_CREATION.has(format)) return { now: `Format driver '${format}' does not support image creation` };
   // dd gives a LUKS target no options, so qemu's creation fails for want of a key.
   if (format === 'luks') return { atCreate: `${outPath}: error while creating output image: Parameter 'key-secret' is required for cipher` };
-  if (NOT_WRITTEN_YET.has(format)) return { atCreate: `instar cannot write dd -O ${format} yet (only raw)` };
   return { now: 'Unknown file format' };
 }
 
