@@ -10,12 +10,6 @@ import { inspect, inspectStream } from '../../src/inspect/inspect.ts';
 import { MemoryDevice } from '../../src/io/fd-device.ts';
 import { WindowCapture, windowOf, DEFAULT_CAP, TAIL_BYTES } from '../../src/inspect/window.ts';
 import { prefixNeed } from '../../src/inspect/signatures.ts';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
-
-// A full collection on demand (the flag must be set before a context is made that exposes it).
-setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as () => void;
 
 let corpus: Map<string, string>;
 before(() => {
@@ -82,15 +76,13 @@ test('a stream much larger than the cap stays bounded and fails the check that n
   const zeros = new Uint8Array(1024 * 1024); // reused: the stream itself allocates nothing
   const total = 320;
   // The capture alone: what it holds after 320 MiB is the cap plus the tail ring, no more.
-  // Collected before each reading: garbage of earlier tests freed in between would skew them.
-  gc();
+  // An upper bound only: earlier tests' buffers freed meanwhile can only lower the difference (a
+  // lower bound on it failed in CI that way); that the prefix reached the cap is asserted below.
   const before = process.memoryUsage().arrayBuffers;
   const capture = new WindowCapture(prefixNeed);
   capture.push(head);
   for (let i = 0; i < total; i++) capture.push(zeros);
-  gc();
   const held = process.memoryUsage().arrayBuffers - before;
-  assert.ok(held >= DEFAULT_CAP, `the prefix reached the cap (${held})`);
   assert.ok(held <= DEFAULT_CAP + TAIL_BYTES + 1024 * 1024, `held ${held} bytes after ${total} MiB`);
   assert.equal(capture.finish().prefix.length, DEFAULT_CAP);
   // The whole inspection over the same stream: the entry array is out of reach, so gpt fails.
