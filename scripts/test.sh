@@ -9,4 +9,6 @@ npx tsc --noEmit -p .
 npx eslint .
 mapfile -t files < <(find test -name '*.test.ts' | sort)
 if [ "${#files[@]}" -eq 0 ]; then echo "no test files found" >&2; exit 1; fi
-exec node --import tsx --test --test-concurrency=2 "$@" "${files[@]}"
+# spec reporter: one line per test, and the failing tests listed again after the summary, so a
+# CI log that keeps only its tail still names what failed.
+exec node --import tsx --test --test-concurrency=2 --test-reporter=spec "$@" "${files[@]}"
