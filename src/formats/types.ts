@@ -406,11 +406,26 @@ export interface AmendCapability {
    * normalized as measure's are). An error qemu reports comes back as `error` lines, with the
    * writes qemu makes before it in `steps`.
    */
-  plan(dev: BlockDevice, image: Image, values: ReadonlyMap<string, string>): AmendPlan;
+  plan(dev: BlockDevice, image: Image, values: ReadonlyMap<string, string>, ctx?: AmendContext): AmendPlan;
 }
 
-/** `progress`: the percentages qemu's driver reports along the way (before its final 100%). */
-export type AmendPlan = ({ steps: import('./repair.ts').RepairStep[]; error?: string[]; progress?: number[] } | { refused: string }) & PlanNotice;
+/** What an amend needs beyond its option values (LUKS key slots: formats/luks/key-slots.ts). */
+export interface AmendContext {
+  /** qemu-img amend --force. */
+  force: boolean;
+  /** The secrets the options name (new-secret, old-secret), by id, as --object gave them. */
+  secrets: ReadonlyMap<string, Uint8Array>;
+  /** The secret the image was opened with (key-secret, encrypt.key-secret). */
+  key?: Uint8Array;
+  /** The -o list as given: qemu's option visitor reads numbers from their text, not their value. */
+  optionList: string;
+}
+
+/**
+ * `progress`: the percentages qemu's driver reports along the way (before its final 100%);
+ * `errorHint`: a last line qemu prints after `error` without a newline (error_append_hint with none).
+ */
+export type AmendPlan = ({ steps: import('./repair.ts').RepairStep[]; error?: string[]; errorHint?: string; progress?: number[] } | { refused: string }) & PlanNotice;
 
 /**
  * What qemu's driver prints on stderr while opening the image for writing: the text after
