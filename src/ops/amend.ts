@@ -2,7 +2,7 @@
 // prints it for the format found), a format without amendment, the option list checked against
 // the driver's amend options (a create-only option gets qemu's hint), then the driver's plan
 // applied (formats/repair.ts). Errors qemu reports after it wrote come back with the result.
-import { ImageError } from '../formats/types.ts';
+import { ImageError, type AmendContext } from '../formats/types.ts';
 import { findDriver } from '../formats/registry.ts';
 import { applyRepair } from '../formats/repair.ts';
 import { AMEND_OPTIONS } from '../formats/amend-options.ts';
@@ -20,6 +20,10 @@ export interface AmendOptions extends OpenTreeOptions {
   newSizeRules: boolean;
   /** Tests only: stop after this many writes (crash simulation). */
   stopAfterWrites?: number;
+  /** qemu-img amend --force. */
+  force?: boolean;
+  /** The secrets the options name (new-secret, old-secret): base64 by id. */
+  amendSecrets?: Record<string, string>;
 }
 
 /** An error as qemu prints it: the first line after "<progname>: ", the rest (hints) as they are. */
@@ -31,8 +35,8 @@ export type AmendResult = { notice?: string } & (
   | { format: string; unsupported: true }
   | { format: string; refused: string }
   | { format: string; error: ErrorLines }
-  /** progress: the percentages the driver reported (before qemu-img's final 100%). */
-  | { format: string; done: true; progress: number[]; error?: ErrorLines });
+  /** progress: the percentages the driver reported (before qemu-img's final 100%); errorHint: printed after error, with no newline. */
+  | { format: string; done: true; progress: number[]; error?: ErrorLines; errorHint?: string });
 
 export function amendOp(options: Record<string, unknown>, ctx: OpContext): AmendResult {
   const opts = options as unknown as AmendOptions;
@@ -72,10 +76,19 @@ export function amendOp(options: Record<string, unknown>, ctx: OpContext): Amend
     }
     return { format, error: lines, ...openedOnly() };
   }
-  const plan = amend.plan(input.dev, image, values);
+  const plan = amend.plan(input.dev, image, values, amendContext(opts));
   const notice = plan.notice === undefined ? {} : { notice: plan.notice };
   if ('refused' in plan) return { format, refused: plan.refused, ...notice };
   applyRepair(input.dev, plan.steps, { stopAfterWrites: typeof opts.stopAfterWrites === 'number' ? opts.stopAfterWrites : undefined });
   const progress = plan.progress ?? [];
-  return plan.error ? { format, done: true, progress, error: plan.error, ...notice } : { format, done: true, progress, ...notice };
+  if (!plan.error) return { format, done: true, progress, ...notice };
+  const hint = plan.errorHint === undefined ? {} : { errorHint: plan.errorHint };
+  return { format, done: true, progress, error: plan.error, ...hint, ...notice };
+}
+
+/** What the driver's plan needs beyond the option values (LUKS key slots). */
+function amendContext(opts: AmendOptions): AmendContext {
+  const secrets = new Map(Object.entries(opts.amendSecrets ?? {}).map(([id, data]) => [id, Buffer.from(String(data), 'base64')]));
+  const key = opts.secrets?.[0];
+  return { force: opts.force === true, secrets, key: key === undefined ? undefined : Buffer.from(key, 'base64'), optionList: String(opts.optionList) };
 }

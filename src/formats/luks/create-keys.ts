@@ -19,7 +19,7 @@ const MIN_ITERATIONS = 1000;
 const BENCH_MS = 25;
 
 /** PBKDF2 iterations per second of `hash` for this password, salt and output length. */
-function iterationsPerSecond(hash: string, password: Uint8Array, salt: Uint8Array, keyLen: number): number {
+export function iterationsPerSecond(hash: string, password: Uint8Array, salt: Uint8Array, keyLen: number): number {
   for (let iterations = 1 << 12; ; iterations *= 2) {
     const start = process.hrtime.bigint();
     pbkdf2(password, salt, iterations, keyLen, hash, 'LUKS benchmark');

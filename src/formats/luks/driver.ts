@@ -13,6 +13,7 @@ import { Luks2Image } from './luks2-image.ts';
 import { luksMeasure } from './measure.ts';
 import { luksCreate } from './create.ts';
 import { luksWriter } from './writer.ts';
+import { luksAmend } from './amend.ts';
 
 const SECTOR = 512;
 
@@ -78,4 +79,5 @@ export const luksDriver: Driver = {
   create: luksCreate,
   writer: luksWriter,
   resize: luksResize,
+  amend: luksAmend,
 };

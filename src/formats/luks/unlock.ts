@@ -23,11 +23,8 @@ export function cipherSpec(info: LuksInfo): CipherSpec {
  * given, is the size of that area, which key material must not leave (qcow2).
  */
 export function unlockMasterKey(dev: BlockDevice, base: number, info: LuksInfo, fields: LuksKeyFields, passphrase: Uint8Array, areaLength?: bigint): Buffer {
-  const spec = cipherSpec(info);
-  const hash = info['hash-alg'];
-  const keyLen = fields.keyBytes;
   // Refuse unsupported ciphers and absurd iteration counts before any PBKDF2 work.
-  new SectorCipher(spec, Buffer.alloc(keyLen));
+  new SectorCipher(cipherSpec(info), Buffer.alloc(fields.keyBytes));
   fields.slots.forEach((s, i) => {
     if (s.active) checkIters(s.iterations, `LUKS key slot ${i}`);
   });
@@ -38,22 +35,34 @@ export function unlockMasterKey(dev: BlockDevice, base: number, info: LuksInfo, 
   if (total > MAX_TOTAL_ITERATIONS) {
     throw new ImageError(`LUKS key slots ask for ${total} PBKDF2 iterations in all, more than instar accepts (${MAX_TOTAL_ITERATIONS})`);
   }
-  for (const slot of fields.slots) {
-    if (!slot.active) continue;
-    const slotKey = pbkdf2(passphrase, slot.salt, slot.iterations, keyLen, hash, 'LUKS key slot');
-    // stripes == 4000 and keyLen ≤ 64 were checked by the header parser: at most 256 000 bytes.
-    const sectors = Math.ceil((keyLen * slot.stripes) / 512);
-    if (areaLength !== undefined && BigInt(slot.keyOffset + sectors * 512) > areaLength) {
-      throw new ImageError('Request for data outside of extension header');
-    }
-    // Past the end of the file reads as zeros, as in qemu: such a slot simply does not unlock.
-    const material = readAt(dev, BigInt(base) + BigInt(slot.keyOffset), sectors * 512);
-    new SectorCipher(spec, slotKey).decrypt(material, 0);
-    const candidate = afMerge(material, keyLen, slot.stripes, hash);
-    const check = pbkdf2(candidate, fields.mkDigestSalt, fields.mkDigestIters, DIGEST_LEN, hash, 'LUKS master key digest');
-    if (check.equals(fields.mkDigest)) return candidate;
+  for (let i = 0; i < fields.slots.length; i++) {
+    const key = openKeySlot(dev, base, info, fields, i, passphrase, areaLength);
+    if (key) return key;
   }
   throw new ImageError('Invalid password, cannot unlock any keyslot');
+}
+
+/**
+ * The master key when key slot `i` is active and the passphrase opens it (qemu's load_key), else
+ * undefined. The caller has bounded the slot's iteration counts.
+ */
+export function openKeySlot(dev: BlockDevice, base: number, info: LuksInfo, fields: LuksKeyFields, i: number, passphrase: Uint8Array, areaLength?: bigint): Buffer | undefined {
+  const slot = fields.slots[i];
+  if (!slot.active) return undefined;
+  const hash = info['hash-alg'];
+  const keyLen = fields.keyBytes;
+  const slotKey = pbkdf2(passphrase, slot.salt, slot.iterations, keyLen, hash, 'LUKS key slot');
+  // stripes == 4000 and keyLen ≤ 64 were checked by the header parser: at most 256 000 bytes.
+  const sectors = Math.ceil((keyLen * slot.stripes) / 512);
+  if (areaLength !== undefined && BigInt(slot.keyOffset + sectors * 512) > areaLength) {
+    throw new ImageError('Request for data outside of extension header');
+  }
+  // Past the end of the file reads as zeros, as in qemu: such a slot simply does not unlock.
+  const material = readAt(dev, BigInt(base) + BigInt(slot.keyOffset), sectors * 512);
+  new SectorCipher(cipherSpec(info), slotKey).decrypt(material, 0);
+  const candidate = afMerge(material, keyLen, slot.stripes, hash);
+  const check = pbkdf2(candidate, fields.mkDigestSalt, fields.mkDigestIters, DIGEST_LEN, hash, 'LUKS master key digest');
+  return check.equals(fields.mkDigest) ? candidate : undefined;
 }
 
 function checkIters(n: number, what: string): void {

@@ -5,15 +5,16 @@
 // What instar does: compat=1.1 upgrades (header grows to version 3), lazy_refcounts on/off,
 // data_file (rename) and data_file_raw=off, and every no-op (a value equal to the image's).
 // What it refuses before writing anything, because qemu would rewrite more than the header:
-// compat=0.10 downgrades, refcount_bits changes, encryption changes, size changes of images with
-// snapshots or a backing file or together with other changes, and upgrades of version 2 images
-// whose snapshot entries lack the extra data version 3 requires. A size change alone is qemu's
+// compat=0.10 downgrades, refcount_bits changes, size changes of images with snapshots or a
+// backing file or together with other changes, and upgrades of version 2 images whose snapshot
+// entries lack the extra data version 3 requires. LUKS key slots: amend-encryption.ts. A size change alone is qemu's
 // truncate, planned by resize.ts (byte for byte what `resize --shrink` writes).
 //
 // Crash safety: qemu rewrites the header up to three times; every rewrite before the last writes
 // a prefix of the same change (they differ only in fields the later ones also set), so instar
 // writes the final header once: one write of the first cluster, which a crash can only tear.
-import { ImageError, type AmendCapability, type AmendPlan, type BlockDevice, type Image } from '../types.ts';
+import { ImageError, type AmendCapability, type AmendContext, type AmendPlan, type BlockDevice, type Image } from '../types.ts';
+import { planEncryptionAmend } from './amend-encryption.ts';
 import { qcow2Resize } from './resize.ts';
 import type { RepairStep } from '../repair.ts';
 import { readAt } from '../bytes.ts';
@@ -116,7 +117,7 @@ function snapshots(dev: BlockDevice, h: Qcow2Header): SnapshotEntry[] {
 const sameName = (a: string | undefined, b: Uint8Array | undefined): boolean =>
   a === undefined ? b === undefined : b !== undefined && Buffer.from(a).equals(Buffer.from(b));
 
-function plan(dev: BlockDevice, image: Image, values: ReadonlyMap<string, string>): AmendPlan {
+function plan(dev: BlockDevice, image: Image, values: ReadonlyMap<string, string>, ctx?: AmendContext): AmendPlan {
   const h = parseHeader(dev);
   // The state qemu holds after its read-write open, which already rewrote the header when it
   // cleared unknown autoclear bits: errors found later leave that rewrite behind.
@@ -149,7 +150,7 @@ function plan(dev: BlockDevice, image: Image, values: ReadonlyMap<string, string
     progress.push(0, 50, 100);
     m.version = 3;
   }
-  if (r.encryption) return refused('changing LUKS key slots is not supported');
+  if (r.encryption) return planEncryptionAmend(dev, h, ctx, plan(dev, image, new Map([...values].filter(([name]) => !name.startsWith('encrypt.')))));
   if (r.refcountBits !== 2 ** h.refcountOrder) {
     if (r.version < 3) return done(['Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)']);
     return refused('changing refcount_bits rewrites every refcount block');
@@ -269,8 +270,8 @@ export function openRewrite(dev: BlockDevice, h: Qcow2Header, m: Qcow2HeaderMode
 
 export const qcow2Amend: AmendCapability = {
   options: QCOW2_AMEND,
-  plan: (dev, image, values) => {
-    const result = plan(dev, image, values);
+  plan: (dev, image, values, ctx) => {
+    const result = plan(dev, image, values, ctx);
     return readHeaderModel(dev, parseHeader(dev)).staleBitmaps ? { ...result, notice: STALE_BITMAPS_NOTICE } : result;
   },
 };

@@ -8,6 +8,7 @@ import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { InputImageError, topTarget } from '../input-image.ts';
 import { addObject, sourceSecrets } from '../secrets.ts';
+import { namedSecrets } from './amend-secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { isValidOptionList, optionItems } from './measure-options.ts';
 import { openReferenced, startChain, PathRefusedError } from '../paths/resolve.ts';
@@ -56,7 +57,8 @@ function validAmendResult(raw: unknown): AmendResult {
   const lines = (v: unknown) => Array.isArray(v) && v.length > 0 && v.length <= 4 && v.every((l) => typeof l === 'string' && l.length < 4096);
   const ok = typeof r.format === 'string' && r.format.length <= 64 && validNotice(r.notice) && (
     r.help === true || r.unsupported === true || (typeof r.refused === 'string' && r.refused.length < 1024) ||
-    (r.done === true && percentages(r.progress) && (r.error === undefined || lines(r.error))) || (r.done === undefined && lines(r.error)));
+    (r.done === true && percentages(r.progress) && (r.error === undefined || lines(r.error)) && (r.errorHint === undefined || (lines([r.errorHint]) && r.error !== undefined))) ||
+    (r.done === undefined && lines(r.error)));
   if (!ok) throw new InputImageError('the guest gave a malformed amend result');
   return r as AmendResult;
 }
@@ -73,6 +75,8 @@ async function runAmend(cmd: ParsedCommand, list: string, ctx: CommandContext, p
     profile: ctx.profile,
     // qemu opens the image for I/O: an encrypted one needs its key.
     secrets: sourceSecrets(cmd.options.get('object') ?? [], [target]),
+    amendSecrets: namedSecrets(list, cmd.options.get('object') ?? []),
+    force: cmd.options.has('force'),
     optionList: list,
     help,
     // The policy's refusal stops the guest right after the open: nothing is written.
@@ -82,8 +86,8 @@ async function runAmend(cmd: ParsedCommand, list: string, ctx: CommandContext, p
   const result: AmendResult = validAmendResult(await runOnImage('amend', options, fd, target, ctx, true));
   if (target.format === undefined && result.format === 'raw') ctx.err(PROBED_RAW_WARNING(target.path));
   if (result.notice !== undefined) printNotice(result.notice, ctx);
-  const report = (lines: string[]): number => {
-    ctx.err(`${ctx.progname}: ${lines[0]}\n${lines.slice(1).map((l) => `${l}\n`).join('')}`);
+  const report = (lines: string[], bareHint = ''): number => {
+    ctx.err(`${ctx.progname}: ${lines[0]}\n${lines.slice(1).map((l) => `${l}\n`).join('')}${bareHint}`);
     return 1;
   };
   if (refusal !== undefined) return report([refusal]);
@@ -103,7 +107,7 @@ async function runAmend(cmd: ParsedCommand, list: string, ctx: CommandContext, p
   }
   for (const p of result.progress) show(p);
   show(100);
-  return result.error ? report(result.error) : 0;
+  return result.error ? report(result.error, result.errorHint) : 0;
 }
 
 export const amend: Command = async (cmd, ctx) => {
