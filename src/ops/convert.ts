@@ -11,6 +11,8 @@ import { firstBlockStatusFailure, openSource, sectorTotalIsNegative, snapshotVie
 import { copyToRaw } from './convert/copy.ts';
 import { balancedShare, progressShare, type DiskRun } from './convert/split.ts';
 import { allocateFirstBlock } from './convert/first-block.ts';
+import { unreadableMessages } from './convert/salvage.ts';
+import { errorWarnings } from '../guest/describe-error.ts';
 import type { Op } from './types.ts';
 import { strerrorNumber } from '../strerror-number.ts';
 
@@ -42,6 +44,8 @@ export interface ConvertOptions {
   coroutines?: number;
   /** Keys of encrypted sources, base64 by device index (host-read --object secrets). */
   secrets?: Record<number, string>;
+  /** --salvage: unreadable sectors are copied as zeros and reported (convert/salvage.ts). */
+  salvage?: boolean;
 }
 
 /**
@@ -145,7 +149,11 @@ export const convertOp: Op = (options, ctx) => {
     if (nothingToCopy) return { sizes, nothingToCopy } satisfies ConvertOpenResult;
     if (blockStatus) return { sizes, blockStatus, unsized: true } satisfies ConvertOpenResult;
     const failed = opts.walkBlockStatus && fitsTarget(views, opts.targetSize) ? firstBlockStatusFailure(views) : undefined;
-    if (failed) return { sizes, blockStatus: blockStatusFailure(failed.offset, failed.reason) } satisfies ConvertOpenResult;
+    if (failed) {
+      // The driver's notice (qcow2's "Image is corrupt") comes before qemu's error.
+      for (const w of errorWarnings(failed.error)) ctx.warn?.(w);
+      return { sizes, blockStatus: blockStatusFailure(failed.offset, failed.reason) } satisfies ConvertOpenResult;
+    }
     return { sizes } satisfies ConvertOpenResult;
   }
 
@@ -194,5 +202,6 @@ export const convertOp: Op = (options, ctx) => {
     onProgress,
     everyChunk,
     coroutines: Number.isSafeInteger(opts.coroutines) ? opts.coroutines : undefined,
+    salvage: opts.salvage ? unreadableMessages(ctx, 'read') : undefined,
   }).then((counted) => (opts.phase === 'open-copy' ? ({ sizes, counted } satisfies ConvertOpenCopyResult) : { counted }));
 };

@@ -86,7 +86,16 @@ export type GuestMessage =
   | { type: 'result'; value: unknown; warnings?: GuestWarning[] }
   | { type: 'error'; message: string; warnings?: GuestWarning[] }
   | { type: 'need-files'; files: { role: DeviceRole; name: string; format?: string }[] }
-  | { type: 'map-entries'; entries: MapEntry[] };
+  | { type: 'map-entries'; entries: MapEntry[] }
+  /**
+   * convert --salvage: sectors of a source that could not be read (`read`, copied as zeros) or
+   * whose block status failed (`block-status`), [offset, offset + length) in that source; the
+   * host prints qemu's warning for each 512-byte sector. At most MAX_UNREADABLE_BYTES at once.
+   */
+  | { type: 'unreadable'; kind: 'read' | 'block-status'; offset: number; length: number; reason: string };
+
+/** The longest range one `unreadable` message names: qemu's largest read (2 MiB), 4096 lines. */
+export const MAX_UNREADABLE_BYTES = 2 * 1024 * 1024;
 
 /** The longest message line the host accepts from a guest. */
 export const MAX_MESSAGE_BYTES = 16 * 1024 * 1024;

@@ -192,7 +192,8 @@ function openTarget(path: string, total: bigint, unsized: boolean, negative: boo
 async function copyPhase(inputs: InputFile[], outFd: number, outPath: string, total: number, options: ConvertOptions, printer: ProgressPrinter | undefined, ctx: CommandContext): Promise<void> {
   // -p: one guest, whose chunks follow qemu's runs from the disk's start (parts split by offset
   // could cut a run's chunks elsewhere; the one-round path splits at run starts, split.ts).
-  const cores = printer ? 1 : copyGuestCount();
+  // --salvage: one guest too, so that its warnings come in disk order.
+  const cores = printer || options.salvage ? 1 : copyGuestCount();
   const ranges = Array.from({ length: cores }, (_, i) => workerRange(total, i, cores)).filter(([a, b], i) => i === 0 || a < b);
   const progress = progressSum(ranges.length, printer);
   const withOutput: InputFile[] = [...inputs, { fd: outFd, path: outPath, writable: true, role: 'output' }];
@@ -229,6 +230,7 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
       progress: !!printer,
       coroutines: s.coroutines,
       secrets,
+      salvage: cmd.options.has('salvage'),
     };
     // -O <not raw>: the image pipeline (host/convert/to-image.ts), after the same open phase.
     // --bitmaps: qemu creates even a raw target before it finds it cannot hold bitmaps (to-image-bitmaps.ts).
@@ -381,7 +383,7 @@ export const convert: Command = async (cmd, ctx) => {
     if (cmd.args.length < 2) return usageOrPlain(ctx);
     // -p's first line comes before any source is opened, and its newline after any failure.
     if (s.progress) printer = new ProgressPrinter(ctx.out);
-    await convertSources(cmd, ctx, s, printer);
+    await convertSources(cmd, salvageWarnings(cmd, ctx), s, printer);
     printer?.finish();
     return 0;
   } catch (e) {
@@ -401,6 +403,19 @@ export const convert: Command = async (cmd, ctx) => {
     printer?.end();
   }
 };
+
+/**
+ * --salvage: qemu's warning for each 512-byte sector of a source it could not read (copied as
+ * zeros) or whose block status failed; none with -q.
+ */
+function salvageWarnings(cmd: ParsedCommand, ctx: CommandContext): CommandContext {
+  if (!cmd.options.has('salvage') || cmd.options.has('quiet')) return ctx;
+  const onUnreadable = (kind: 'read' | 'block-status', offset: number, length: number, reason: string) => {
+    const what = kind === 'read' ? 'error while reading offset' : 'error while reading block status at offset';
+    for (let at = offset; at < offset + length; at += 512) ctx.err(`${ctx.progname}: warning: ${what} ${at}: ${reason}\n`);
+  };
+  return { ...ctx, run: { ...ctx.run, onUnreadable } };
+}
 
 /** qemu-img says "Must specify image file name" without a usage text, in both versions. */
 function usageOrPlain(ctx: CommandContext): number {

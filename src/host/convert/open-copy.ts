@@ -132,7 +132,8 @@ export function safeSizes(sizes: bigint[]): number[] | undefined {
  * Every guest's outcome is awaited; the first failure in guest order is the one reported.
  */
 export async function openAndCopy(inputs: InputFile[], targets: Target[], outFd: number, outPath: string, options: ConvertOptions, printer: ProgressPrinter | undefined, ctx: CommandContext): Promise<void> {
-  const workers = copyGuestCount(inputs.map((input, i) => ({ fd: input.fd, format: targets[i]?.format })));
+  // --salvage: one guest, so that its warnings come in disk order, as qemu's one pass prints them.
+  const workers = options.salvage ? 1 : copyGuestCount(inputs.map((input, i) => ({ fd: input.fd, format: targets[i]?.format })));
   const progress = progressSum(workers, printer);
   const withOutput: InputFile[] = [...inputs, { fd: outFd, path: outPath, writable: true, role: 'output' }];
   const target = fstatSync(outFd);

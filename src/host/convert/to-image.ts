@@ -270,6 +270,7 @@ export async function convertToImage(job: ImageJob): Promise<void> {
       layoutOnly: badCache || noBitmaps,
       targetBacking,
       bitmaps: wantsBitmaps(cmd),
+      salvage: job.options.salvage,
     };
     const run = { ...ctx.run, onProgress: (done: number, total: number) => (done > 0 ? job.printer?.show((100 * done) / total) : undefined) };
     let result: ConvertImageResult;

@@ -1,7 +1,7 @@
 // The host's reading of the guest's message stream: newline-delimited JSON on fd 3. The guest
 // is untrusted, so every line is size-checked, parsed and shape-checked before use, and any
 // text it sends is cleaned before it can reach a terminal.
-import { INT64_DECIMAL, MAX_MAP_ENTRIES, MAX_MESSAGE_BYTES, MAX_WARNINGS, MAX_WARNING_TEXT, type DeviceRole, type GuestMessage, type GuestWarning } from '../../protocol/messages.ts';
+import { INT64_DECIMAL, MAX_MAP_ENTRIES, MAX_MESSAGE_BYTES, MAX_UNREADABLE_BYTES, MAX_WARNINGS, MAX_WARNING_TEXT, type DeviceRole, type GuestMessage, type GuestWarning } from '../../protocol/messages.ts';
 import { escapeForTerminal } from '../../output/terminal.ts';
 
 const ROLES: ReadonlySet<string> = new Set<DeviceRole>(['input', 'backing', 'data-file', 'extent', 'output']);
@@ -73,6 +73,12 @@ const SHAPES: Record<GuestMessage['type'], { keys: string[]; ok: (o: Obj) => boo
       // [start, length, depth, flags, offset or -1, file or -1]
       o.entries.every((e) => Array.isArray(e) && e.length === 6 && e.every((n, i) => (i === 4 && isInt64String(n)) || (i < 2 && isByteDouble(n)) || (Number.isSafeInteger(n) && n >= (i < 4 ? 0 : -1)))),
   },
+  unreadable: {
+    keys: ['type', 'kind', 'offset', 'length', 'reason'],
+    ok: (o) => (o.kind === 'read' || o.kind === 'block-status') && Number.isSafeInteger(o.offset) && (o.offset as number) >= 0 &&
+      (o.offset as number) % 512 === 0 && Number.isSafeInteger(o.length) && (o.length as number) > 0 && (o.length as number) % 512 === 0 &&
+      (o.length as number) <= MAX_UNREADABLE_BYTES && typeof o.reason === 'string' && o.reason.length <= MAX_TEXT,
+  },
   result: { keys: ['type', 'value', 'warnings'], ok: (o) => 'value' in o && warningsOk(o.warnings) },
   error: { keys: ['type', 'message', 'warnings'], ok: (o) => typeof o.message === 'string' && warningsOk(o.warnings) },
   'need-files': {
@@ -107,6 +113,7 @@ export function parseGuestMessage(line: string): GuestMessage | string {
   const warnings = value.warnings === undefined ? {} : { warnings: cleanGuestWarnings(value.warnings as GuestWarning[]) };
   if (value.type === 'error') return { type: 'error', message: cleanGuestError(value.message as string), ...warnings };
   if (value.type === 'result') return { type: 'result', value: value.value, ...warnings };
+  if (value.type === 'unreadable') return { ...(value as unknown as GuestMessage & { type: 'unreadable' }), reason: cleanGuestText(value.reason as string) };
   return value as unknown as GuestMessage;
 }
 

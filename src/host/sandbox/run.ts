@@ -15,6 +15,8 @@ export interface RunOptions {
   onProgress?: (done: number, total: number) => void;
   /** Files the op asked for (backing, data-file, extents) in a `need-files` message. */
   onNeedFiles?: (files: { role: DeviceRole; name: string; format?: string }[]) => void;
+  /** convert --salvage: source sectors it could not read (checked by the host before use). */
+  onUnreadable?: (kind: 'read' | 'block-status', offset: number, length: number, reason: string) => void;
   /** `map`'s entries, streamed in bounded chunks (checked by the host before use). */
   onMapEntries?: (entries: MapEntry[]) => void;
   /** The lines for stderr that came with the op's result (cleaned); an error carries its own. */
@@ -67,6 +69,7 @@ async function runInProcess(op: string, options: Record<string, unknown>, device
     if (msg.type === 'progress') run.onProgress?.(msg.done, msg.total);
     else if (msg.type === 'need-files') run.onNeedFiles?.(msg.files);
     else if (msg.type === 'map-entries') run.onMapEntries?.(msg.entries);
+    else if (msg.type === 'unreadable') run.onUnreadable?.(msg.kind, msg.offset, msg.length, msg.reason);
   };
   const outcome = await runOpInProcess(op, options, devices, emit);
   if (outcome.kind === 'unknown-op') throw new OpError(`unknown op '${op}'`);

@@ -6,6 +6,7 @@ import { ImageError, type BlockDevice, type Image } from '../../formats/types.ts
 import { ProgressRule } from '../../output/progress.ts';
 import { OverlappedWriter } from './writer.ts';
 import type { DiskRun } from './split.ts';
+import { salvageRead, type UnreadableReport } from './salvage.ts';
 
 const MiB = 1024 * 1024;
 /** I/O buffer: fits the per-core cache (FACTS.md: larger chunks copy slower). */
@@ -41,6 +42,8 @@ export interface CopyPlan {
    * replays the parts of several guests in disk order through one rule (open-copy.ts progressSum).
    */
   everyChunk?: boolean;
+  /** --salvage: sectors that cannot be read are copied as zeros and reported here. */
+  salvage?: UnreadableReport;
 }
 
 const zeros = Buffer.alloc(IO_BYTES);
@@ -87,7 +90,8 @@ export function* runs(image: Image, from: number, to: number): Generator<Run> {
       e = image.extent(pos, Math.min(to - pos, MAX_BLOCK_STATUS));
     } catch (err) {
       // qemu's wording, with the offset in the source (a backing file's failure included).
-      if (err instanceof ImageError) throw new ImageError(`error while reading block status at offset ${pos}: ${err.message}`, err.errno);
+      // The driver's notice (qcow2's "Image is corrupt") stays with it: qemu prints it before the error.
+      if (err instanceof ImageError) throw Object.assign(new ImageError(`error while reading block status at offset ${pos}: ${err.message}`, err.errno), { warning: (err as { warning?: string }).warning });
       throw err;
     }
     // A driver that reports nothing would loop forever: treat it as a broken image.
@@ -246,7 +250,8 @@ export async function copyToRaw(plan: CopyPlan): Promise<number> {
               const piece = buf.subarray(0, length);
               piece.fill(0, 0, zeros);
               try {
-                if (zeros < length) image.read(piece.subarray(zeros), at + zeros);
+                if (zeros < length && plan.salvage) salvageRead(image, piece.subarray(zeros), at + zeros, plan.salvage);
+                else if (zeros < length) image.read(piece.subarray(zeros), at + zeros);
               } catch (e) {
                 writer.submit(buf, [], 0);
                 if (!(e instanceof ImageError)) throw e;
@@ -282,11 +287,14 @@ export async function copyToRaw(plan: CopyPlan): Promise<number> {
  * without -p. The start of the first of qemu's chunks of the run from `runStart` that overlaps
  * [from, to) and fails as a whole (a cloop or dmg block further in it fails the whole read).
  */
-function failingChunk(image: Image, runStart: number, from: number, to: number): number | undefined {
+export function failingChunk(image: Image, runStart: number, from: number, to: number): number | undefined {
+  // qemu's driver answers end at its granule (a VMDK grain) where extent() goes on: chunks restart there.
+  const granule = typeof image.blockStatus === 'number' && image.blockStatus > 0 ? image.blockStatus : 0;
   for (const r of runs(image, runStart, to)) {
     if (!r.data) continue;
     for (let pos = r.pos; pos < r.pos + r.length; ) {
-      const n = chunkLength(r.pos + r.length - pos);
+      const stop = granule ? Math.min(r.pos + r.length, (Math.floor(pos / granule) + 1) * granule) : r.pos + r.length;
+      const n = chunkLength(stop - pos);
       if (pos + n > from) {
         try {
           image.read(Buffer.allocUnsafe(n), pos);

@@ -65,7 +65,7 @@ import { MAX_BLOCK_STATUS as MAX_EXTENT } from './copy.ts';
  * first one fails, as [source, offset in it, reason]; undefined when none does. For -n, whose
  * target qemu then leaves untouched (the copy here would have punched or written it first).
  */
-export function firstBlockStatusFailure(views: Image[]): { source: number; offset: number; reason: string } | undefined {
+export function firstBlockStatusFailure(views: Image[]): { source: number; offset: number; reason: string; error: ImageError } | undefined {
   for (let source = 0; source < views.length; source++) {
     const image = views[source];
     for (let pos = 0; pos < image.virtualSize; ) {
@@ -75,7 +75,7 @@ export function firstBlockStatusFailure(views: Image[]): { source: number; offse
         if (!(length > 0)) return undefined;
         pos += length;
       } catch (e) {
-        if (e instanceof ImageError) return { source, offset: pos, reason: e.message };
+        if (e instanceof ImageError) return { source, offset: pos, reason: e.message, error: e };
         throw e;
       }
     }

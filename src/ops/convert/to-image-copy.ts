@@ -6,8 +6,9 @@
 // ImageWriter contract asks; progress follows qemu's accounting as copy.ts does.
 import { ImageError, type Image, type ImageWriter } from '../../formats/types.ts';
 import { ProgressRule } from '../../output/progress.ts';
-import { nonZeroParts, runs, type Run } from './copy.ts';
+import { failingChunk, nonZeroParts, runs, type Run } from './copy.ts';
 import { ClusterAligner } from './to-image-aligner.ts';
+import { salvageRead, type UnreadableReport } from './salvage.ts';
 
 export { ClusterAligner };
 
@@ -25,6 +26,8 @@ export interface ImageCopyPlan {
   onProgress?: (done: number, total: number) => void;
   /** The writer takes qemu-img's requests as they come, not whole clusters. */
   unaligned?: boolean;
+  /** --salvage: sectors that cannot be read are copied as zeros and reported here. */
+  salvage?: UnreadableReport;
 }
 
 /**
@@ -83,9 +86,11 @@ export function copyToImage(plan: ImageCopyPlan): number {
           const known = Math.min(n, image.zeroRun?.(pos, n) ?? 0);
           chunk.fill(0, 0, known);
           try {
-            if (known < n) image.read(chunk.subarray(known), pos + known);
+            if (known < n && plan.salvage) salvageRead(image, chunk.subarray(known), pos + known, plan.salvage);
+            else if (known < n) image.read(chunk.subarray(known), pos + known);
           } catch (e) {
-            if (e instanceof ImageError) throw new ImageError(`error while reading at byte ${base + pos}: ${e.message}`, e.errno);
+            // qemu's chunk may be shorter than this one (a VMDK grain's block status): the one that fails.
+            if (e instanceof ImageError) throw new ImageError(`error while reading at byte ${base + (failingChunk(image, pos, pos, pos + n) ?? pos)}: ${e.message}`, e.errno);
             throw e;
           }
           for (const [s, e] of nonZeroParts(chunk, base + pos, zeroBlock, zeros)) aligner.write(chunk.subarray(s, e), base + pos + s);

@@ -9,6 +9,7 @@ import { openTree } from '../open-tree.ts';
 import { writeLayout } from '../create.ts';
 import { openSource, snapshotViews, type ConvertSource, type SnapshotChoice } from './sources.ts';
 import { copyToImage } from './to-image-copy.ts';
+import { unreadableMessages } from './salvage.ts';
 import { copyOverBacking } from './to-image-backing.ts';
 import { bitmapsToCopy, sourceBitmaps, targetStoresBitmaps } from './to-image-bitmaps.ts';
 import type { Op, OpContext } from '../types.ts';
@@ -30,6 +31,8 @@ export interface ConvertImageOptions {
   layoutOnly?: boolean;
   /** --bitmaps (to-image-bitmaps.ts): copy the first source's persistent bitmaps. */
   bitmaps?: boolean;
+  /** --salvage: unreadable sectors are copied as zeros and reported (salvage.ts). */
+  salvage?: boolean;
 }
 
 /** `written` with qemu's counted bytes, or the errno that stopped the layout (EFBIG: the file system's limit). */
@@ -99,7 +102,7 @@ export const convertImageOp: Op = (raw, ctx) => {
   if (opts.compressed && !writer.writeCompressed) throw new ImageError('Compression not supported for this file format');
   const counted = backing
     ? copyOverBacking({ image: views[0], writer, sparseSize, backingSize: backing.size, backingImage, onProgress, compressed: opts.compressed })
-    : copyToImage({ images: views, writer, sparseSize, compressed: opts.compressed, onProgress });
+    : copyToImage({ images: views, writer, sparseSize, compressed: opts.compressed, onProgress, salvage: opts.salvage ? unreadableMessages(ctx, 'read') : undefined });
   const copied = bitmaps && bitmapsToCopy(bitmaps);
   if (copied) writer.storeBitmaps!(copied.copy);
   writer.finish();

@@ -1,0 +1,111 @@
+// convert of sources whose reads fail, against both oracles. Without --salvage: qemu's one error
+// ("error while reading at byte N" naming qemu's failing chunk; a failed block status with qcow2's
+// corruption notice first), exit 1; qemu leaves a half-written target, instar none (by design,
+// DESIGN.md §1). With --salvage: qemu's warning per unreadable 512-byte sector (offset in its
+// source), those sectors as zeros, exit 0, and a target byte-identical to qemu-img's (raw, qcow2,
+// -c, -n, -p, two sources); -q drops the warnings.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { runTool, sameAsOracles, scratch } from './harness.ts';
+import { buildSalvageSources } from './salvage-fixtures.ts';
+import { VERSIONS } from '../helpers/oracles.ts';
+import { parseGuestMessage } from '../../src/host/sandbox/guest-messages.ts';
+
+const work = scratch();
+const dir = work.dir;
+before(() => buildSalvageSources(dir));
+after(() => work.cleanup());
+
+const MiB = 1024 * 1024;
+
+/**
+ * convert `args` into an existing raw file of `size` bytes of 0x5a (one per tool, outside the run
+ * directories), with instar under each profile: the same status, stdout, stderr and target bytes.
+ */
+function intoExisting(label: string, args: string[], size: number): Map<string, { stderr: string; target: Buffer }> {
+  const out = new Map<string, { stderr: string; target: Buffer }>();
+  for (const tool of [...VERSIONS, 'instar'] as const) {
+    for (const profile of tool === 'instar' ? VERSIONS : [tool]) {
+      const name = `${label}-${tool}-${profile}.raw`;
+      writeFileSync(join(dir, name), Buffer.alloc(size, 0x5a));
+      const { result } = runTool(tool, dir, `${label}-${tool}-${profile}`, [...(tool === 'instar' ? [`--qemu-version=${profile}`] : []), 'convert', ...args, `../${name}`]);
+      const target = readFileSync(join(dir, name));
+      const key = tool === 'instar' ? `instar-${profile}` : tool;
+      out.set(key, { stderr: result.stderr, target });
+      if (tool !== 'instar') continue;
+      const theirs = out.get(profile)!;
+      assert.equal(result.stderr, theirs.stderr, `${label} (${profile}): stderr`);
+      assert.equal(result.status, theirs.stderr === '' || args.includes('--salvage') ? 0 : 1, `${label} (${profile}): status`);
+      assert.ok(target.equals(theirs.target), `${label} (${profile}): the target's bytes`);
+    }
+  }
+  return out;
+}
+
+/** Runs the case against both oracles; without --salvage no target may be left behind. */
+function same(label: string, args: string[], o: { files?: boolean; sandbox?: boolean; profile?: number } = {}): string {
+  const outcomes = sameAsOracles(dir, ['convert', ...args], { label, files: o.files, sandbox: o.sandbox, profiles: o.profile === undefined ? undefined : [VERSIONS[o.profile]] });
+  if (o.files === false) for (const { files } of outcomes) assert.deepEqual([...files.keys()], [], `${label}: instar leaves no target`);
+  return outcomes[0].result.stderr;
+}
+
+describe('a failed read without --salvage', () => {
+  test('compressed qcow2 clusters that do not inflate: the first one named', () => {
+    assert.equal(same('read-qcow2', ['-O', 'raw', '../comp.qcow2', 't.raw'], { files: false }), 'qemu-img: error while reading at byte 196608: Input/output error\n');
+  });
+  test('a streamOptimized VMDK grain: qemu\'s chunk is the grain, not the merged data run', () => {
+    assert.equal(same('read-vmdk', ['-O', 'raw', '../grain.vmdk', 't.raw'], { files: false }), 'qemu-img: error while reading at byte 65536: Invalid argument\n');
+    same('read-vmdk-qcow2', ['-O', 'qcow2', '../grain.vmdk', 't.qcow2'], { files: false });
+  });
+  test('a misaligned L2 entry: qcow2\'s corruption notice, then the block-status error (the target stays, as made)', () => {
+    const stderr = same('status-entry', ['-O', 'raw', '../entry.qcow2', 't.raw']);
+    assert.match(stderr, /^qcow2: Image is corrupt: Cluster allocation offset 0x60200 unaligned .*\nqemu-img: error while reading block status at offset 65536: Input\/output error\n$/);
+    // qemu leaves its new qcow2 as created (empty); instar's image pipeline removes it (not reset yet).
+    same('status-table', ['-O', 'qcow2', '../table.qcow2', 't.qcow2'], { files: false });
+  });
+  test('-n: the notice and the error from the walk before any write; the target untouched', () => {
+    const outcomes = intoExisting('status-n', ['-n', '-O', 'raw', '../entry.qcow2'], 2 * MiB);
+    assert.match(outcomes.get('10.0')!.stderr, /^qcow2: Image is corrupt: .*\nqemu-img: error while reading block status at offset 65536: /);
+    for (const [tool, o] of outcomes) assert.ok(o.target.equals(Buffer.alloc(2 * MiB, 0x5a)), `${tool} left the target as it was`);
+  });
+});
+
+describe('--salvage', () => {
+  test('compressed qcow2 clusters: a warning per sector, zeros, -O raw identical', () => {
+    const stderr = same('salvage-raw', ['--salvage', '-O', 'raw', '../comp.qcow2', 't.raw']);
+    const lines = stderr.split('\n').filter(Boolean);
+    assert.equal(lines.length, 3 * 128);
+    assert.equal(lines[0], 'qemu-img: warning: error while reading offset 196608: Input/output error');
+  });
+  test('into qcow2, compressed qcow2 (-c) and with -S 0: identical images', () => {
+    same('salvage-qcow2', ['--salvage', '-O', 'qcow2', '../comp.qcow2', 't.qcow2'], { profile: 0 });
+    same('salvage-c', ['--salvage', '-c', '-O', 'qcow2', '../comp.qcow2', 't.qcow2'], { profile: 1 });
+    same('salvage-S0', ['--salvage', '-S', '0', '-O', 'raw', '../grain.vmdk', 't.raw'], { profile: 0 });
+  });
+  test('two sources: each warning names the offset in its own source', () => {
+    same('salvage-two', ['--salvage', '-O', 'raw', '../grain.vmdk', '../comp.qcow2', 't.raw'], { profile: 1 });
+  });
+  test('-p prints qemu\'s lines, -q no warnings', () => {
+    same('salvage-p', ['--salvage', '-p', '-O', 'raw', '../comp.qcow2', 't.raw'], { profile: 0 });
+    assert.equal(same('salvage-q', ['--salvage', '-q', '-O', 'raw', '../comp.qcow2', 't.raw'], { profile: 1 }), '');
+  });
+  test('-n into an existing raw file: the same bytes as qemu writes', () => {
+    intoExisting('salvage-n', ['-n', '--salvage', '-O', 'raw', '../comp.qcow2'], 6 * MiB);
+  });
+  test('through the sandbox (the warnings cross the protocol)', () => {
+    same('salvage-sandbox', ['--salvage', '-O', 'qcow2', '../grain.vmdk', 't.qcow2'], { sandbox: true, profile: 1 });
+  });
+});
+
+test('the host checks the guest\'s unreadable messages', () => {
+  const ok = { type: 'unreadable', kind: 'read', offset: 512, length: 1024, reason: 'Input/output error' };
+  assert.deepEqual(parseGuestMessage(JSON.stringify(ok)), ok);
+  for (const bad of [
+    { ...ok, kind: 'write' }, { ...ok, offset: 100 }, { ...ok, length: 0 }, { ...ok, length: 4 * 1024 * 1024 },
+    { ...ok, offset: -512 }, { ...ok, reason: 5 }, { ...ok, extra: 1 }, { ...ok, offset: 2 ** 60 },
+  ]) assert.equal(typeof parseGuestMessage(JSON.stringify(bad)), 'string', JSON.stringify(bad));
+  const escaped = parseGuestMessage(JSON.stringify({ ...ok, reason: 'a\u001b[2Jb' }));
+  assert.ok(typeof escaped === 'object' && escaped.type === 'unreadable' && !escaped.reason.includes('\u001b'));
+});
