@@ -1,7 +1,8 @@
-// `convert -n -O qcow2`, the trusted half: the target exists and is opened read-write by the
-// host (the user named it, as a new target's path); a guest copies the sources into it as qemu
-// does (ops/convert/to-image-into.ts) and the host fsyncs it as -t says. What instar does not
-// write into is refused before anything is written.
+// `convert -n` into an existing qcow2 image or LUKS volume (-O, or --target-image-opts), the
+// trusted half: the target exists and is opened read-write by the host (the user named it, as a
+// new target's path); a guest copies the sources into it as qemu does
+// (ops/convert/to-image-into.ts) and the host fsyncs it as -t says. What instar does not write
+// into is refused before anything is written.
 import { closeSync, constants, fstatSync, fsyncSync, openSync } from 'node:fs';
 import { fdFileId } from '../punch-holes.ts';
 import { ConvertError } from './errors.ts';
@@ -12,14 +13,28 @@ import { strerror } from '../../strerror.ts';
 import { referencedFailure } from './open-copy.ts';
 import type { ImageJob } from './to-image.ts';
 import type { ConvertIntoOptions, ConvertIntoResult } from '../../ops/convert/to-image-into.ts';
+import { isDriverName } from '../../formats/names.ts';
+import { parseSecretObjects } from '../secrets.ts';
+import { intoTarget, type IntoTarget } from './into-target.ts';
+import type { ParsedCommand } from '../../cli/types.ts';
+
+/** The formats instar writes into in place (undefined: probed, the guest decides). */
+const INTO_FORMATS = new Set(['qcow2', 'luks']);
+
+/** The target's key, base64 by its device index, or qemu's message when no --object has its id. */
+function targetSecret(cmd: ParsedCommand, target: IntoTarget, index: number): Record<number, string> {
+  if (target.keySecret === undefined) return {};
+  const secret = parseSecretObjects(cmd.options.get('object') ?? []).get(target.keySecret);
+  if (!secret) throw new ConvertError(`Could not open '${target.errorName}': No secret with id '${target.keySecret}'`);
+  return { [index]: secret.toString('base64') };
+}
+
 
 export async function convertIntoImage(job: ImageJob): Promise<void> {
   const { cmd, ctx, s } = job;
-  const outPath = cmd.args[cmd.args.length - 1];
-  const refuse = (why: string) => new ConvertError(`instar cannot convert into an existing ${s.outputFormat} image (-n) ${why}; nothing was written`);
-  if (s.outputFormat !== 'qcow2') throw refuse('yet');
-  if (cmd.options.has('compress')) throw refuse('with -c yet');
-  if (cmd.options.has('target-image-opts')) throw refuse('with --target-image-opts yet');
+  const target = intoTarget(cmd);
+  const outPath = target.path;
+  const refuse = (why: string) => new ConvertError(`instar cannot convert into an existing ${target.format} image (-n) ${why}; nothing was written`);
   const read: string[] = [];
   const opened = await job.open(read);
   if (opened.blockStatus !== undefined || opened.nothingToCopy) {
@@ -28,6 +43,11 @@ export async function convertIntoImage(job: ImageJob): Promise<void> {
   const backing = cmd.options.has('backing');
   if (backing && job.targets.length > 1) throw new ConvertError('Having a backing file for the target makes no sense when concatenating multiple input images');
   if (!CACHE_MODES.has(s.outputCache)) throw new ConvertError(`Invalid cache option: ${s.outputCache}`);
+  // qemu opens the target here: the option string's failures, the driver, the file, its secret.
+  if (target.failure !== undefined) throw new ConvertError(target.failure);
+  if (target.format !== undefined && !isDriverName(target.format)) throw new ConvertError(`Could not open '${target.errorName}': Unknown driver '${target.format}'`);
+  if (target.format !== undefined && !INTO_FORMATS.has(target.format)) throw refuse('yet');
+  if (cmd.options.has('compress') && target.format === 'qcow2') throw refuse('with -c yet');
   let fd: number;
   try {
     // O_NONBLOCK: a FIFO must not hang the open; anything but a regular file is refused below.
@@ -36,19 +56,22 @@ export async function convertIntoImage(job: ImageJob): Promise<void> {
     fd = openSync(outPath, constants.O_RDWR | constants.O_NOCTTY | constants.O_NONBLOCK | sync);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
-    throw new ConvertError(`Could not open '${outPath}': Could not open '${outPath}': ${strerror(code)}`);
+    throw new ConvertError(`Could not open '${target.errorName}': Could not open '${outPath}': ${strerror(code)}`);
   }
   try {
     if (!fstatSync(fd).isFile()) throw new ConvertError(`instar writes images only into regular files, and '${outPath}' is not one`);
     if (read.includes(fdFileId(fd))) throw refuse('that the sources read');
+    const secrets = { ...job.options.secrets, ...targetSecret(cmd, target, job.inputs.length) };
     const options: ConvertIntoOptions = {
       sources: job.options.sources,
       target: job.inputs.length,
       targetName: outPath,
+      format: target.format,
+      compressed: cmd.options.has('compress'),
       snapshot: job.options.snapshot,
       unsafeQuirks: job.options.unsafeQuirks,
       profile: job.options.profile,
-      secrets: job.options.secrets,
+      secrets,
       sparseSize: s.sparse,
       targetIsZero: s.targetIsZero,
       backingGiven: backing,
@@ -61,13 +84,14 @@ export async function convertIntoImage(job: ImageJob): Promise<void> {
       result = (await runWithReferencedFiles('convert-into', options as unknown as Record<string, unknown>, inputs, { ...ctx, run })) as ConvertIntoResult;
     } catch (e) {
       // A file the target names (its backing chain) is worded under the target's name.
-      if (e instanceof ReferencedFileError && e.file.referrer >= job.inputs.length) throw new ConvertError(`Could not open '${outPath}': ${e.message}`);
+      if (e instanceof ReferencedFileError && e.file.referrer >= job.inputs.length) throw new ConvertError(`Could not open '${target.errorName}': ${e.message}`);
       if (e instanceof ReferencedFileError) throw referencedFailure(e, job.targets);
       if (e instanceof OpError) throw new ConvertError(e.message);
       throw e;
     }
     if (typeof result !== 'object' || result === null) throw new ConvertError('the guest gave a malformed answer');
-    if ('openFailed' in result) throw new ConvertError(`Could not open '${outPath}': ${String(result.openFailed)}`);
+    if ('openFailed' in result) throw new ConvertError(`Could not open '${target.errorName}': ${String(result.openFailed)}`);
+    if ('cannotCompress' in result) throw new ConvertError('Compression not supported for this file format');
     if ('tooSmall' in result) throw new ConvertError('output file is smaller than input file');
     if ('refused' in result) throw new ConvertError(String(result.refused));
     if (!('counted' in result)) throw new ConvertError('the guest gave a malformed answer');

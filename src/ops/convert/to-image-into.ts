@@ -15,6 +15,7 @@ import { planInPlaceWrite, type ClusterRun } from '../../formats/qcow2/inplace-w
 import { PlanRefusal } from '../../formats/qcow2/refcount-update.ts';
 import { openSource, snapshotViews, type ConvertSource, type SnapshotChoice } from './sources.ts';
 import { copyToImage } from './to-image-copy.ts';
+import { copyIntoLuks, overwriterOf } from './into-luks.ts';
 import type { Op } from '../types.ts';
 
 export interface ConvertIntoOptions {
@@ -23,6 +24,10 @@ export interface ConvertIntoOptions {
   target: number;
   /** The target's name as the user gave it (messages). */
   targetName?: string;
+  /** The target's format (-O, or driver= of --target-image-opts); absent: probed, as qemu does. */
+  format?: string;
+  /** -c: qemu refuses it once the target is open when its driver cannot compress. */
+  compressed?: boolean;
   snapshot?: SnapshotChoice;
   unsafeQuirks?: boolean;
   profile?: OpenContext['profile'];
@@ -43,7 +48,7 @@ const OFFSET_MASK = 0x00fffffffffffe00n;
 const COMPRESSED = 2n ** 62n;
 const ZERO_FLAG = 1n;
 
-export type ConvertIntoResult = { counted: number } | { refused: string } | { tooSmall: true } | { openFailed: string };
+export type ConvertIntoResult = { counted: number } | { refused: string } | { tooSmall: true } | { openFailed: string } | { cannotCompress: true };
 
 /** Records qemu-img's data requests instead of writing them. */
 class RequestRecorder implements ImageWriter {
@@ -136,28 +141,39 @@ export const convertIntoOp: Op = (raw, ctx) => {
   let images = opts.sources.map((s) => openSource(ctx, s, opts));
   if (opts.snapshot !== undefined) images = snapshotViews(images, opts.snapshot);
   const dev = target.dev;
-  // qemu opens the target as a qcow2 image before copying: its checks and its words.
+  // qemu opens the target as its format says before copying: its checks and its words.
   let opened: Image;
   try {
-    opened = openTree(ctx, opts.target, { format: 'qcow2', fileName: opts.targetName, profile: opts.profile, unsafeQuirks: opts.unsafeQuirks, secrets: opts.secrets ?? {} });
+    opened = openTree(ctx, opts.target, { format: opts.format, fileName: opts.targetName, profile: opts.profile, unsafeQuirks: opts.unsafeQuirks, secrets: opts.secrets ?? {} });
   } catch (e) {
     if (e instanceof MissingFilesError) throw e;
     if (e instanceof ImageError) return { openFailed: e.message } satisfies ConvertIntoResult;
     throw e;
   }
-  const h = parseHeader(dev);
   const disk = images.reduce((n, i) => n + i.virtualSize, 0);
+  const fromBacking = opts.backingGiven && images.some((i) => i.info()['backing-filename'] !== undefined);
+  const onProgress = opts.progress ? (done: number, total: number) => ctx.emit({ type: 'progress', done, total }) : undefined;
+  if (opened.format !== 'qcow2') {
+    const overwrite = overwriterOf(opened);
+    if (opts.compressed && opened.format === 'luks') return { cannotCompress: true } satisfies ConvertIntoResult;
+    if (!overwrite || opts.compressed) return { refused: `instar cannot convert into an existing ${opened.format} image (-n) yet; nothing was written` } satisfies ConvertIntoResult;
+    if (opened.virtualSize < Math.ceil(disk / 512) * 512) return { tooSmall: true } satisfies ConvertIntoResult;
+    if (fromBacking) return { refused: `instar cannot convert into this luks image (with -B from a source that has a backing file); nothing was written` } satisfies ConvertIntoResult;
+    const counted = copyIntoLuks({ images, target: opened, overwrite, sparseSize: opts.sparseSize ?? 4096, targetIsZero: opts.targetIsZero === true, onProgress });
+    return { counted } satisfies ConvertIntoResult;
+  }
+  if (opts.compressed) return { refused: 'instar cannot convert into an existing qcow2 image (-n) with -c yet; nothing was written' } satisfies ConvertIntoResult;
+  const h = parseHeader(dev);
   const size = Number(h.size);
   if (h.size < BigInt(disk)) return { tooSmall: true } satisfies ConvertIntoResult;
   const cs = h.clusterSize;
   const hasBacking = opened.info()['backing-filename'] !== undefined;
-  const why = opts.backingGiven && images.some((i) => i.info()['backing-filename'] !== undefined) ? 'with -B from a source that has a backing file'
+  const why = fromBacking ? 'with -B from a source that has a backing file'
     : h.nbSnapshots > 0 ? 'it has internal snapshots'
     : disk % cs !== 0 && size !== disk ? 'the sources end inside one of its clusters'
     : undefined;
   if (why) return { refused: `instar cannot convert into this qcow2 image (${why}); nothing was written` } satisfies ConvertIntoResult;
   const recorder = new RequestRecorder(cs);
-  const onProgress = opts.progress ? (done: number, total: number) => ctx.emit({ type: 'progress', done, total }) : undefined;
   const counted = copyToImage({ images, writer: recorder, sparseSize: opts.sparseSize ?? 4096, onProgress, unaligned: true });
   try {
     const runs = clusterRuns(recorder.requests, disk, opts.targetIsZero === true, cs, (c) => readsZero(dev, h, c, hasBacking));

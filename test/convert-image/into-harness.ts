@@ -1,0 +1,40 @@
+// convert -n against both oracles: each tool runs in a directory of its own on a copy of the
+// existing target (sources are named ../name); status, stdout, stderr and the target's bytes
+// must be equal.
+import assert from 'node:assert/strict';
+import { copyFileSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { runInstar, runQemu, VERSIONS, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
+import { runInProcess } from '../helpers/in-process.ts';
+
+export interface IntoRun {
+  result: RunResult;
+  target: Buffer;
+}
+
+/** One tool's run of `qemu-img convert <args>` beside a copy of `base/target`. */
+export async function runInto(base: string, tool: 'instar' | OracleVersion, version: OracleVersion, label: string, target: string, args: string[], sandbox = false): Promise<IntoRun> {
+  const dir = join(base, `${label}-${tool}-${version}`);
+  mkdirSync(dir, { recursive: true });
+  copyFileSync(join(base, target), join(dir, target));
+  const argv = ['convert', ...args];
+  let result: RunResult;
+  if (tool !== 'instar') result = runQemu(tool, argv, { cwd: dir, timeoutMs: 60_000 });
+  else if (sandbox) result = runInstar([`--qemu-version=${version}`, ...argv], { cwd: dir, timeoutMs: 60_000 });
+  else result = await runInProcess(['--sandbox=none', `--qemu-version=${version}`, ...argv], dir);
+  return { result, target: readFileSync(join(dir, target)) };
+}
+
+/** instar and qemu-img (7.2 and 10.0) on copies of `target`: the same status, output and target bytes; instar's runs. */
+export async function sameInto(base: string, label: string, target: string, args: string[], sandbox = false): Promise<IntoRun[]> {
+  const mine: IntoRun[] = [];
+  for (const version of VERSIONS) {
+    const theirs = await runInto(base, version, version, label, target, args);
+    const ours = await runInto(base, 'instar', version, label, target, args, sandbox);
+    const show = (r: RunResult) => [r.status, r.stdout, r.stderr];
+    assert.deepEqual(show(ours.result), show(theirs.result), `${label} (${version}): status and output of convert ${args.join(' ')}`);
+    assert.ok(ours.target.equals(theirs.target), `${label} (${version}): the target differs from qemu-img's`);
+    mine.push(ours);
+  }
+  return mine;
+}
