@@ -12,6 +12,12 @@ export type RepairStep =
   | { kind: 'write'; pos: number; bytes: Uint8Array }
   /** `length` bytes of zeros at `pos` (a VHDX zero descriptor may cover many sectors). */
   | { kind: 'zero'; pos: number; length: number }
+  /**
+   * Clusters the plan freed (nothing points at them any more), which qemu discards: zeros at
+   * `pos` that the host turns into a hole after the op (BlockDevice.discard), or written as zeros
+   * on a device that cannot. Only after the barrier that makes the metadata stop naming them.
+   */
+  | { kind: 'discard'; pos: number; length: number }
   /** Everything before is durable before anything after starts. */
   | { kind: 'barrier' }
   /** Sets the file's length (resize): later steps may write up to it. */
@@ -55,8 +61,14 @@ function checkBounds(dev: BlockDevice, steps: readonly RepairStep[]): void {
   }
 }
 
+/**
+ * The device a plan is applied to: `sync` is the barrier where it has one; `discard` frees a
+ * range qemu would discard (io/fd-device.ts: reads as zeros, punched by the host after the op).
+ */
+export type DiscardingDevice = BlockDevice & { sync?: () => void; discard?: (pos: number, length: number) => void };
+
 /** Applies a plan in order; throws before writing anything when a step is out of bounds. */
-export function applyRepair(dev: BlockDevice & { sync?: () => void }, steps: readonly RepairStep[], opts: ApplyOptions = {}): void {
+export function applyRepair(dev: DiscardingDevice, steps: readonly RepairStep[], opts: ApplyOptions = {}): void {
   if (!dev.write) throw new ImageError('the image was not opened for writing');
   checkBounds(dev, steps);
   let budget = opts.stopAfterWrites ?? Infinity;
@@ -78,6 +90,10 @@ export function applyRepair(dev: BlockDevice & { sync?: () => void }, steps: rea
     budget--;
     if (s.kind === 'truncate') {
       dev.truncate!(s.size);
+      continue;
+    }
+    if (s.kind === 'discard' && dev.discard) {
+      dev.discard(s.pos, s.length);
       continue;
     }
     if (s.kind === 'fill') {

@@ -89,12 +89,13 @@ export async function serveGuest(ops: Record<string, Op>): Promise<void> {
   try {
     const req = readRequest();
     if (!Object.prototype.hasOwnProperty.call(ops, req.op)) throw new RequestError(`unknown op '${req.op}'`);
-    const devices = req.devices.map((spec) => ({ spec, dev: new FdDevice(spec.fd, spec.writable, checkedDataRuns(spec.dataRuns, spec.dataRunsEnd)) }));
+    const devices = req.devices.map((spec) => ({ spec, dev: new FdDevice(spec.fd, spec.writable, checkedDataRuns(spec.dataRuns, spec.dataRunsEnd), true) }));
     const emit = (msg: GuestMessage) => {
       // Only the streaming kinds: the op's end is its return value or exception.
       if (msg.type !== 'result' && msg.type !== 'error') send(msg);
     };
     const value = await ops[req.op](req.options, { devices, emit, warn: (w) => warnings.add(w) });
+    for (const d of devices) d.dev.settleDiscards?.();
     send({ type: 'result', value: value ?? null, ...withWarnings() });
   } catch (e) {
     fail(e);

@@ -1,6 +1,7 @@
 import { fstatSync, ftruncateSync, readSync, writeSync } from 'node:fs';
 import type { BlockDevice } from '../formats/types.ts';
 import type { DataRunsHint } from '../guest/data-runs.ts';
+import { DiscardSet } from './discard-set.ts';
 
 /** A BlockDevice over an inherited file descriptor, with positioned synchronous I/O. */
 export class FdDevice implements BlockDevice {
@@ -10,13 +11,24 @@ export class FdDevice implements BlockDevice {
   readonly write?: (buf: Uint8Array, pos: number) => void;
   /** Sets the file's length (writable devices only: convert sizes the target it copies into). */
   readonly truncate?: (size: number) => void;
+  /**
+   * Frees [pos, pos + length): it reads as zeros from now on, and the host punches a hole there
+   * after the op (discard-set.ts) unless the op writes it again. Only on a writable device made
+   * with `deferDiscards` (the guest's and the in-process runner's, which hand the set on).
+   */
+  readonly discard?: (pos: number, length: number) => void;
+  /** What is still to be punched when the op ends, as [offset, length] pairs (writable devices). */
+  readonly discarded?: () => [number, number][];
+  /** Writes zeros where nobody will punch (what discard writes on other devices), emptying the set. */
+  readonly settleDiscards?: () => void;
 
   /** The host's SEEK_DATA/SEEK_HOLE answer for this file, when it gave one (checked by the caller). */
   readonly dataRuns?: readonly (readonly [number, number])[];
   /** Where dataRuns stop describing the file; absent: all of it. */
   readonly dataRunsEnd?: number;
+  private readonly freed?: DiscardSet;
 
-  constructor(readonly fd: number, writable: boolean, hint?: DataRunsHint) {
+  constructor(readonly fd: number, writable: boolean, hint?: DataRunsHint, deferDiscards = false) {
     if (hint) {
       this.dataRuns = hint.runs;
       if (hint.end !== undefined) this.dataRunsEnd = hint.end;
@@ -25,14 +37,24 @@ export class FdDevice implements BlockDevice {
     this.size = st.size;
     this.allocated = st.blocks * 512;
     if (writable) {
+      // Freed ranges are held (to be punched by the host) only where the caller reports them.
+      const freed = deferDiscards ? new DiscardSet((pos, length) => writeZeros(fd, pos, length)) : undefined;
+      this.freed = freed;
       this.write = (buf, pos) => {
+        freed?.remove(pos, buf.length);
         writeAll(fd, buf, pos);
         this.size = Math.max(this.size, pos + buf.length);
       };
       this.truncate = (size) => {
+        freed?.clip(size);
         ftruncateSync(fd, size);
         this.size = size;
       };
+      if (freed) {
+        this.discard = (pos, length) => freed.add(pos, Math.min(length, this.size - pos));
+        this.discarded = () => freed.ranges();
+        this.settleDiscards = () => freed.settle();
+      }
     }
   }
 
@@ -43,8 +65,14 @@ export class FdDevice implements BlockDevice {
       if (n === 0) break;
       done += n;
     }
+    this.freed?.maskRead(buf.subarray(0, done), pos);
     return done;
   }
+}
+
+function writeZeros(fd: number, pos: number, length: number): void {
+  const zeros = new Uint8Array(Math.min(length, 1024 * 1024));
+  for (let done = 0; done < length; done += zeros.length) writeAll(fd, zeros.subarray(0, Math.min(zeros.length, length - done)), pos + done);
 }
 
 function writeAll(fd: number, buf: Uint8Array, pos: number): void {

@@ -124,7 +124,7 @@ function overlay(dev: BlockDevice, steps: readonly RepairStep[]): BlockDevice {
   for (const s of steps) {
     if (s.kind === 'truncate') size = s.size;
     else if (s.kind === 'write') writes.push(s);
-    else if (s.kind === 'zero' && s.length <= 64 * 1024 * 1024) writes.push({ pos: s.pos, bytes: new Uint8Array(s.length) });
+    else if ((s.kind === 'zero' || s.kind === 'discard') && s.length <= 64 * 1024 * 1024) writes.push({ pos: s.pos, bytes: new Uint8Array(s.length) });
     else if (s.kind !== 'barrier') throw new ImageError('instar cannot plan on top of this growth of the base');
   }
   return {

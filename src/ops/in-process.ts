@@ -20,8 +20,9 @@ export async function runOpInProcess(op: string, options: Record<string, unknown
   if (!handler) return { kind: 'unknown-op' };
   const warnings = new WarningList();
   try {
-    const wrapped = devices.map((d, i) => ({ spec: { fd: i, role: d.role, writable: d.writable, name: d.name, referrer: d.referrer }, dev: new FdDevice(d.fd, d.writable, checkedDataRuns(d.dataRuns, d.dataRunsEnd)) }));
+    const wrapped = devices.map((d, i) => ({ spec: { fd: i, role: d.role, writable: d.writable, name: d.name, referrer: d.referrer }, dev: new FdDevice(d.fd, d.writable, checkedDataRuns(d.dataRuns, d.dataRunsEnd), true) }));
     const value = await handler(options, { devices: wrapped, emit, warn: (w) => warnings.add(w) });
+    for (const d of wrapped) d.dev.settleDiscards?.();
     return { kind: 'done', value, warnings: warnings.list };
   } catch (e) {
     for (const w of errorWarnings(e)) warnings.add(w);

@@ -22,7 +22,7 @@ class ReplayedDevice implements BlockDevice {
         // Bytes cut off and grown again read as zeros.
         this.writes.push({ pos: size, bytes: new Uint8Array(Math.max(0, base.size - size)) });
       } else if (s.kind === 'write') this.writes.push({ pos: s.pos, bytes: s.bytes });
-      else if (s.kind === 'zero') this.writes.push({ pos: s.pos, bytes: new Uint8Array(s.length) });
+      else if (s.kind === 'zero' || s.kind === 'discard') this.writes.push({ pos: s.pos, bytes: new Uint8Array(s.length) });
       else if (s.kind === 'fill') throw new ImageError('internal error: a truncate plan copies data');
     }
     this.size = size;
