@@ -1,6 +1,6 @@
 // qemu-img's progress line (util/qemu-progress.c's simple printer): "    (NN.NN/100%)\r" on
-// stdout, a new line only when the percentage moved more than `minSkip` since the last one
-// printed (or reached 0 or 100), and "\n" at the end. The percentage is a C float.
+// stdout, a new line only when the percentage moved more than `minSkip` either way since the
+// last one printed (or reached 0 or 100), and "\n" at the end. The percentage is a C float.
 
 /** qemu's print rule on its float state; pure so the guest can pre-filter what it sends. */
 export class ProgressRule {
@@ -14,7 +14,8 @@ export class ProgressRule {
     let current = Math.fround(percent);
     if (current > 100) current = 100;
     this.current = current;
-    if (current > Math.fround(this.lastPrint + this.minSkip) || current === 100 || current === 0) {
+    // A value that fell back by more than the skip prints too (amend's operations restart).
+    if (current > Math.fround(this.lastPrint + this.minSkip) || current < Math.fround(this.lastPrint - this.minSkip) || current === 100 || current === 0) {
       this.lastPrint = current;
       return current;
     }

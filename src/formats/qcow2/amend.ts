@@ -22,6 +22,9 @@ import { AUTOCLEAR, COMPAT_LAZY_REFCOUNTS, CRYPT, INCOMPAT, MAX_L1_BYTES, SNAPSH
 import { readHeaderModel, STALE_BITMAPS_NOTICE } from './header-model.ts';
 import { headerRewriteRefusal, planHeaderWrite } from './rebase-unsafe.ts';
 import type { Qcow2HeaderModel } from './header-write.ts';
+import { AmendProgress } from './amend-progress.ts';
+import { planRefcountOrder } from './refcount-order.ts';
+import { PlanRefusal } from './refcount-update.ts';
 
 import { QCOW2_AMEND } from '../amend-options.ts';
 
@@ -133,27 +136,43 @@ function plan(dev: BlockDevice, image: Image, values: ReadonlyMap<string, string
   const refusal = headerRewriteRefusal(dev);
   if (refusal) return refused(refusal);
   // The plan follows qemu's sequence; nothing is applied before it is complete, so a refusal
-  // anywhere in it leaves the image untouched.
-  const progress: number[] = [];
+  // anywhere in it leaves the image untouched. `before`: the writes of the steps done so far
+  // that precede the header's (a refcount width change).
+  const changesWidth = r.refcountBits !== 2 ** h.refcountOrder;
+  const progress = new AmendProgress(Number(r.version !== h.version) + Number(changesWidth) + Number(r.encryption));
+  const before: RepairStep[] = [];
   const done = (error?: string[]): AmendPlan => {
     try {
-      return { steps: headerSteps(dev, m), error, progress };
+      return { steps: [...before, ...headerSteps(dev, m)], error, progress: progress.values };
     } catch (e) {
       // qemu's upgrade fails on its first rewrite; a later one fails with the same words.
-      if (e instanceof ImageError) return { steps: [], error: [e.message], progress };
+      if (e instanceof ImageError) return { steps: [], error: [e.message], progress: progress.values };
       throw e;
     }
   };
   if (r.version > h.version) {
     if (h.nbSnapshots > 0 && snapshots(dev, h).some((sn) => sn.extraSize < 16)) return refused('its snapshot table needs rewriting for compat=1.1');
     // qemu reports the upgrade's two steps: 0 of 2, 1 of 2, 2 of 2.
-    progress.push(0, 50, 100);
+    progress.start('upgrade');
+    for (const step of [0, 1, 2]) progress.report(step, 2);
     m.version = 3;
   }
   if (r.encryption) return planEncryptionAmend(dev, h, ctx, plan(dev, image, new Map([...values].filter(([name]) => !name.startsWith('encrypt.')))));
-  if (r.refcountBits !== 2 ** h.refcountOrder) {
-    if (r.version < 3) return done(['Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)']);
-    return refused('changing refcount_bits rewrites every refcount block');
+  if (changesWidth) {
+    if (r.version < 3 && r.refcountBits !== 16) return done(['Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)']);
+    progress.start('refcount-order');
+    let width;
+    try {
+      width = planRefcountOrder(dev, h, Math.log2(r.refcountBits), progress);
+    } catch (e) {
+      if (e instanceof PlanRefusal) return { refused: e.message };
+      throw e;
+    }
+    before.push(...width.steps);
+    if ('error' in width) return done([width.error]);
+    m.refcountOrder = Math.log2(r.refcountBits);
+    m.refcountTableOffset = BigInt(width.tableOffset);
+    m.refcountTableClusters = width.tableClusters;
   }
   m.autoclear = r.dataFileRaw ? m.autoclear | AUTOCLEAR.dataFileRaw : m.autoclear & ~AUTOCLEAR.dataFileRaw;
   if (r.dataFile !== undefined) m.dataFile = r.dataFile === '' ? undefined : Buffer.from(r.dataFile);
@@ -169,7 +188,7 @@ function plan(dev: BlockDevice, image: Image, values: ReadonlyMap<string, string
     // qemu truncates here (blk_truncate, exact): the same writes as `resize --shrink`.
     if (h.nbSnapshots > 0) return refused('a size change of an image with internal snapshots is not implemented');
     if (h.backingFileOffset !== 0n) return refused('a size change of an image with a backing file is not implemented');
-    if (opened.length > 0 || headerSteps(dev, m).length > 0 || r.version < h.version) return refused('a size change together with other changes is not implemented');
+    if (opened.length > 0 || before.length > 0 || headerSteps(dev, m).length > 0 || r.version < h.version) return refused('a size change together with other changes is not implemented');
     return resize(dev, image, r.size);
   }
   if (r.version < h.version) return downgrade(dev, h, m, done, progress);
@@ -190,8 +209,9 @@ function resize(dev: BlockDevice, image: Image, size: bigint): AmendPlan {
  * cluster expansion (instar refuses images that have any: they would become data clusters) and
  * its progress per L1 entry, then zstd without compressed clusters turned back into zlib.
  */
-function downgrade(dev: BlockDevice, h: Qcow2Header, m: Qcow2HeaderModel, done: (error?: string[]) => AmendPlan, progress: number[]): AmendPlan {
-  if (h.refcountOrder !== 4) return done(['compat=0.10 requires refcount_bits=16']);
+function downgrade(dev: BlockDevice, h: Qcow2Header, m: Qcow2HeaderModel, done: (error?: string[]) => AmendPlan, progress: AmendProgress): AmendPlan {
+  progress.start('downgrade');
+  if (m.refcountOrder !== 4) return done(['compat=0.10 requires refcount_bits=16']);
   if (h.incompatible & INCOMPAT.dataFile) return done(['Cannot downgrade an image with a data file']);
   const list = snapshots(dev, h);
   if (list.some((sn) => sn.vmStateSize > 0xffffffffn || (sn.diskSize ?? m.size) !== m.size)) return done(['Internal snapshots prevent downgrade of image']);
@@ -215,7 +235,7 @@ function downgrade(dev: BlockDevice, h: Qcow2Header, m: Qcow2HeaderModel, done: 
         }
       }
       visited++;
-      progress.push(Math.fround(Math.fround(100 * visited) / Math.fround(total)));
+      progress.report(visited, total);
     }
   }
   if (m.incompatible & INCOMPAT.compression) {

@@ -316,6 +316,11 @@ export class RefcountModel {
     return this.table.length / 8;
   }
 
+  /** The offset of refcount table entry `index` (0 when it names no block), as this plan leaves it. */
+  tableEntry(index: number): number {
+    return Number(this.table.readBigUInt64BE(index * 8) & 0xfffffffffffffe00n);
+  }
+
   /** Whether a refcount block covers `cluster` (else counting it would need a new one). */
   covered(cluster: number): boolean {
     return this.block(cluster, false) !== undefined;
