@@ -14,6 +14,7 @@ import { luksMeasure } from './measure.ts';
 import { luksCreate } from './create.ts';
 import { luksWriter } from './writer.ts';
 import { luksAmend } from './amend.ts';
+import { SectorEncryptor } from './encrypt.ts';
 
 const SECTOR = 512;
 
@@ -26,6 +27,7 @@ class LuksImage implements Image {
   readonly format = 'luks';
   readonly virtualSize: number;
   private cipher?: SectorCipher;
+  private encryptor?: SectorEncryptor;
 
   constructor(private dev: BlockDevice, private hdr: Buffer, private luks: LuksInfo, ctx: OpenContext) {
     // qemu unlocks the volume first, then sizes the disk: the file's length less the payload
@@ -43,6 +45,26 @@ class LuksImage implements Image {
     const passphrase = nul < 0 ? secret : secret.subarray(0, nul);
     const key = unlockMasterKey(this.dev, 0, this.luks, luksKeyFields(this.hdr), passphrase);
     this.cipher = new SectorCipher(cipherSpec(this.luks), key, SECTOR);
+    this.encryptor = new SectorEncryptor(cipherSpec(this.luks), key);
+  }
+
+  /**
+   * convert -n: guest bytes written in place, encrypted with the volume's master key. A sector
+   * the bytes cover in part keeps the rest of its plaintext (read, merged, encrypted again), as
+   * qemu's block layer does for a driver with 512-byte request alignment.
+   */
+  overwrite(plain: Uint8Array, offset: number): void {
+    if (!this.encryptor || !this.dev.write) throw keyRequired('key-secret');
+    const end = offset + plain.length;
+    if (!Number.isSafeInteger(offset) || offset < 0 || end > this.virtualSize) {
+      throw new ImageError(`instar refuses a write of ${plain.length} bytes at offset ${offset} outside the ${this.virtualSize}-byte disk`);
+    }
+    const start = offset - (offset % SECTOR);
+    const sectors = new Uint8Array(Math.ceil((end - start) / SECTOR) * SECTOR);
+    if (start !== offset || end % SECTOR !== 0) this.read(sectors, start);
+    sectors.set(plain, offset - start);
+    this.encryptor.encrypt(sectors, start / SECTOR);
+    this.dev.write(sectors, this.luks['payload-offset'] + start);
   }
 
   info(): NodeInfo {

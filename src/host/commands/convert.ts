@@ -26,6 +26,7 @@ import { ProgressPrinter } from '../../output/progress.ts';
 import type { ConvertOpenResult, ConvertOptions } from '../../ops/convert.ts';
 import type { SnapshotChoice } from '../../ops/convert/sources.ts';
 import { convertToImage, imageOptionHelp } from '../convert/to-image.ts';
+import { intoTarget } from '../convert/into-target.ts';
 
 const MAX_SPARSE = 16 * 1024 * 1024;
 
@@ -170,14 +171,14 @@ async function openPhase(inputs: InputFile[], targets: Target[], options: Conver
  * is then larger than any file); `negative`: the int64 total of sectors is negative, and no file is
  * smaller than that.
  */
-function openTarget(path: string, total: bigint, unsized: boolean, negative: boolean, s: Settings, ctx: CommandContext): number {
+function openTarget(path: string, total: bigint, unsized: boolean, negative: boolean, s: Settings, ctx: CommandContext, errorName = path): number {
   if (s.noCreate) {
     let fd: number;
     try {
       fd = openSync(path, constants.O_WRONLY | constants.O_NOCTTY);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
-      throw new ConvertError(`Could not open '${path}': Could not open '${path}': ${strerror(code)}`);
+      throw new ConvertError(`Could not open '${errorName}': Could not open '${path}': ${strerror(code)}`);
     }
     if (!negative && (unsized || targetTooSmall(fd, total))) {
       closeSync(fd);
@@ -210,7 +211,9 @@ async function copyPhase(inputs: InputFile[], outFd: number, outPath: string, to
 
 async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settings, printer: ProgressPrinter | undefined): Promise<void> {
   const specs = cmd.args.slice(0, -1);
-  const outPath = cmd.args[cmd.args.length - 1];
+  // -n: the target as named, or as --target-image-opts describes it (into-target.ts).
+  const into = s.noCreate ? intoTarget(cmd) : undefined;
+  const outPath = into?.path ?? cmd.args[cmd.args.length - 1];
   if (specs.length > 1 && s.snapshot) throw new ConvertError('No support for concatenating multiple snapshot');
   const format = cmd.options.get('source-format')?.at(-1);
   const targets = specs.map((spec) => imageTarget(spec, format, cmd.options.has('image-opts')));
@@ -234,7 +237,7 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
     };
     // -O <not raw>: the image pipeline (host/convert/to-image.ts), after the same open phase.
     // --bitmaps: qemu creates even a raw target before it finds it cannot hold bitmaps (to-image-bitmaps.ts).
-    if (s.outputFormat !== 'raw' || cmd.options.has('bitmaps')) {
+    if ((into ? into.format : s.outputFormat) !== 'raw' || cmd.options.has('bitmaps')) {
       removeEarlyTarget();
       const open = (read: string[]) => openPhase(inputs, targets, options, ctx, read);
       return await convertToImage({ cmd, ctx, s, printer, inputs, targets, options, open });
@@ -256,7 +259,7 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
     // qemu parses -t after creating the target (which then stays), before opening it with -n.
     const badCache = !CACHE_MODES.has(s.outputCache);
     if (badCache && s.noCreate) throw new ConvertError(`Invalid cache option: ${s.outputCache}`);
-    const outFd = openTarget(outPath, exactTotal, unsized, nothingToCopy, s, ctx);
+    const outFd = openTarget(outPath, exactTotal, unsized, nothingToCopy, s, ctx, into?.errorName);
     if (badCache || blockStatus !== undefined) {
       closeSync(outFd);
       // A size qemu cannot tell fails its first block status, after it made the target (which stays).
