@@ -2,7 +2,7 @@
 // report on fd 3, exit. It runs under the sandbox (DESIGN.md §1), so it opens nothing by
 // path, and whatever goes wrong leaves as one line of text, never a stack trace.
 import { readSync, writeSync } from 'node:fs';
-import { FdDevice } from '../io/fd-device.ts';
+import { FdDevice, freedMessages } from '../io/fd-device.ts';
 import { checkedDataRuns } from './data-runs.ts';
 import { describeError, errorWarnings, RequestError, WarningList } from './describe-error.ts';
 import { MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES, type DeviceSpec, type GuestMessage, type GuestRequest } from '../protocol/messages.ts';
@@ -82,22 +82,33 @@ function fail(e: unknown): never {
   }
 }
 
+/** Writes zeros where a failed op freed clusters (the host punches only after a success). */
+function settleFreed(devices: readonly { dev: FdDevice }[]): void {
+  try {
+    for (const d of devices) d.dev.settleDiscards?.();
+  } catch {
+    // The op's own failure is the one to report.
+  }
+}
+
 /** Runs the guest over the given op table (production ops, or tests' ops plus hostile ones). */
 export async function serveGuest(ops: Record<string, Op>): Promise<void> {
   process.on('uncaughtException', fail);
   process.on('unhandledRejection', fail);
+  let devices: { spec: DeviceSpec; dev: FdDevice }[] = [];
   try {
     const req = readRequest();
     if (!Object.prototype.hasOwnProperty.call(ops, req.op)) throw new RequestError(`unknown op '${req.op}'`);
-    const devices = req.devices.map((spec) => ({ spec, dev: new FdDevice(spec.fd, spec.writable, checkedDataRuns(spec.dataRuns, spec.dataRunsEnd), true) }));
+    devices = req.devices.map((spec) => ({ spec, dev: new FdDevice(spec.fd, spec.writable, checkedDataRuns(spec.dataRuns, spec.dataRunsEnd), true) }));
     const emit = (msg: GuestMessage) => {
       // Only the streaming kinds: the op's end is its return value or exception.
       if (msg.type !== 'result' && msg.type !== 'error') send(msg);
     };
     const value = await ops[req.op](req.options, { devices, emit, warn: (w) => warnings.add(w) });
-    for (const d of devices) d.dev.settleDiscards?.();
+    for (const msg of freedMessages(devices)) send(msg);
     send({ type: 'result', value: value ?? null, ...withWarnings() });
   } catch (e) {
+    settleFreed(devices);
     fail(e);
   }
   process.exit(0);

@@ -33,3 +33,15 @@ export function punchTarget(target: number, length: number, inputs: readonly str
   if (!fallocate) return false;
   return fallocate(target, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, length) === 0;
 }
+
+/**
+ * Punches [pos, pos + length) of the regular file open at `fd` (the caller checked it is one; its
+ * size unchanged), as qemu's discard of a freed qcow2 cluster does. False, with the file
+ * untouched, where that cannot be done (no koffi, no hole punching here): the caller writes zeros.
+ */
+export function punchRange(fd: number, pos: number, length: number): boolean {
+  if (length <= 0) return true;
+  const fallocate = libcFunction<Fallocate>('int fallocate(int fd, int mode, int64_t offset, int64_t len)');
+  if (!fallocate) return false;
+  return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, pos, length) === 0;
+}

@@ -70,6 +70,14 @@ export class FdDevice implements BlockDevice {
   }
 }
 
+/** The `freed` messages for the host: each device's freed ranges, where it has any. */
+export function freedMessages(devices: readonly { dev: FdDevice }[]): { type: 'freed'; device: number; ranges: [number, number][] }[] {
+  return devices.flatMap(({ dev }, device) => {
+    const ranges = dev.discarded?.() ?? [];
+    return ranges.length > 0 ? [{ type: 'freed' as const, device, ranges }] : [];
+  });
+}
+
 function writeZeros(fd: number, pos: number, length: number): void {
   const zeros = new Uint8Array(Math.min(length, 1024 * 1024));
   for (let done = 0; done < length; done += zeros.length) writeAll(fd, zeros.subarray(0, Math.min(zeros.length, length - done)), pos + done);

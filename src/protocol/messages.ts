@@ -92,7 +92,14 @@ export type GuestMessage =
    * whose block status failed (`block-status`), [offset, offset + length) in that source; the
    * host prints qemu's warning for each 512-byte sector. At most MAX_UNREADABLE_BYTES at once.
    */
-  | { type: 'unreadable'; kind: 'read' | 'block-status'; offset: number; length: number; reason: string };
+  | { type: 'unreadable'; kind: 'read' | 'block-status'; offset: number; length: number; reason: string }
+  /**
+   * What the op freed in writable device `device` and qemu would discard (qcow2 clusters no
+   * longer referenced): sorted, disjoint, 512-aligned [offset, length] ranges, at most
+   * MAX_DISCARD_RANGES, sent once per device after the op's last write and before its result.
+   * The host punches holes there once the op succeeded (host/freed-ranges.ts).
+   */
+  | { type: 'freed'; device: number; ranges: [number, number][] };
 
 /** The longest range one `unreadable` message names: qemu's largest read (2 MiB), 4096 lines. */
 export const MAX_UNREADABLE_BYTES = 2 * 1024 * 1024;

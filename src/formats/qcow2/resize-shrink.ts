@@ -3,9 +3,9 @@
 // discard: L2 entries become 0, data clusters lose a reference and, freed, are punched out of
 // the file), drops the L2 tables past the new L1 size (their L1 entries zeroed, the tables freed
 // and punched), drops refcount blocks left unused, cuts the file after its last used cluster and
-// writes the new size. instar writes zeros where qemu punches holes (the same bytes), and orders
-// the writes so that a crash anywhere leaves leaks at most: tables first, then refcounts, then
-// the freed clusters' contents, the file length, the size.
+// writes the new size. instar frees the same clusters (discard steps: the host punches them after
+// the op), and orders the writes so that a crash anywhere leaves leaks at most: tables first, then
+// refcounts, then the freed clusters' contents, the file length, the size.
 import type { BlockDevice, ResizePlan } from '../types.ts';
 import { readAt } from '../bytes.ts';
 import type { RepairStep } from '../repair.ts';
@@ -158,7 +158,7 @@ export function planShrink(dev: BlockDevice, h: Qcow2Header, newSize: number, he
   for (const cluster of [...freed].sort((a, b) => a - b)) {
     const pos = cluster * cs;
     // Zeros past the file's end are what it reads there already.
-    if (pos < Math.min(fileEnd, dev.size)) steps.push({ kind: 'zero', pos, length: Math.min(cs, fileEnd - pos) });
+    if (pos < Math.min(fileEnd, dev.size)) steps.push({ kind: 'discard', pos, length: Math.min(cs, fileEnd - pos) });
   }
   steps.push({ kind: 'barrier' });
   if (fileEnd !== dev.size) steps.push({ kind: 'truncate', size: fileEnd }, { kind: 'barrier' });

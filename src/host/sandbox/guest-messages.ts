@@ -3,6 +3,7 @@
 // text it sends is cleaned before it can reach a terminal.
 import { INT64_DECIMAL, MAX_MAP_ENTRIES, MAX_MESSAGE_BYTES, MAX_UNREADABLE_BYTES, MAX_WARNINGS, MAX_WARNING_TEXT, type DeviceRole, type GuestMessage, type GuestWarning } from '../../protocol/messages.ts';
 import { escapeForTerminal } from '../../output/terminal.ts';
+import { MAX_DISCARD_RANGES } from '../../io/discard-set.ts';
 
 const ROLES: ReadonlySet<string> = new Set<DeviceRole>(['input', 'backing', 'data-file', 'extent', 'output']);
 const MAX_TEXT = 4096;
@@ -78,6 +79,12 @@ const SHAPES: Record<GuestMessage['type'], { keys: string[]; ok: (o: Obj) => boo
     ok: (o) => (o.kind === 'read' || o.kind === 'block-status') && Number.isSafeInteger(o.offset) && (o.offset as number) >= 0 &&
       (o.offset as number) % 512 === 0 && Number.isSafeInteger(o.length) && (o.length as number) > 0 && (o.length as number) % 512 === 0 &&
       (o.length as number) <= MAX_UNREADABLE_BYTES && typeof o.reason === 'string' && o.reason.length <= MAX_TEXT,
+  },
+  freed: {
+    keys: ['type', 'device', 'ranges'],
+    // Order, alignment and the file's bounds are checked where the ranges are used (freed-ranges.ts).
+    ok: (o) => Number.isSafeInteger(o.device) && (o.device as number) >= 0 && Array.isArray(o.ranges) && o.ranges.length <= MAX_DISCARD_RANGES &&
+      o.ranges.every((r) => Array.isArray(r) && r.length === 2 && r.every((n) => Number.isSafeInteger(n) && n >= 0)),
   },
   result: { keys: ['type', 'value', 'warnings'], ok: (o) => 'value' in o && warningsOk(o.warnings) },
   error: { keys: ['type', 'message', 'warnings'], ok: (o) => typeof o.message === 'string' && warningsOk(o.warnings) },

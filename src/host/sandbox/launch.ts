@@ -210,6 +210,7 @@ function launch(guest: SpawnedGuest, requestText: string, devices: HostDevice[],
     else if (msg.type === 'need-files') run.onNeedFiles?.(msg.files);
     else if (msg.type === 'map-entries') run.onMapEntries?.(msg.entries);
     else if (msg.type === 'unreadable') run.onUnreadable?.(msg.kind, msg.offset, msg.length, msg.reason);
+    else if (msg.type === 'freed') run.onFreed?.(msg.device, msg.ranges);
     else if (msg.type === 'result') {
       outcome.result = { value: msg.value, warnings: msg.warnings };
       // With nothing writable, nothing the guest does after its result matters: take the

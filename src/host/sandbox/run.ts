@@ -1,4 +1,5 @@
 import { cleanGuestError, cleanGuestWarnings } from './guest-messages.ts';
+import { FreedRanges } from '../freed-ranges.ts';
 import type { DeviceRole, DeviceSpec, GuestMessage, GuestWarning, MapEntry } from '../../protocol/messages.ts';
 import type { SandboxLimits } from './limits.ts';
 import type { LayerName } from './probe.ts';
@@ -19,6 +20,8 @@ export interface RunOptions {
   onUnreadable?: (kind: 'read' | 'block-status', offset: number, length: number, reason: string) => void;
   /** `map`'s entries, streamed in bounded chunks (checked by the host before use). */
   onMapEntries?: (entries: MapEntry[]) => void;
+  /** Ranges of a writable device the op freed (runOp punches them; freed-ranges.ts). */
+  onFreed?: (device: number, ranges: [number, number][]) => void;
   /** The lines for stderr that came with the op's result (cleaned); an error carries its own. */
   onWarnings?: (warnings: GuestWarning[]) => void;
   /** Overrides of the op's default resource limits (see limits.ts). */
@@ -56,10 +59,19 @@ export class OpError extends Error {
 
 /** Runs one op over the given devices, in the sandboxed guest or (mode 'none') in-process. */
 export async function runOp(op: string, options: Record<string, unknown>, devices: HostDevice[], run: RunOptions): Promise<unknown> {
-  if (run.mode === 'none') return runInProcess(op, options, devices, run);
-  // The sandboxed launcher lives in launch.ts (issue 2, sandbox part).
-  const { runSandboxed } = await import('./launch.ts');
-  return runSandboxed(op, options, devices, run);
+  // What the op freed is punched once it succeeded, its writes durable (freed-ranges.ts).
+  const freed = new FreedRanges(devices);
+  const withFreed: RunOptions = { ...run, onFreed: (device, ranges) => freed.add(device, ranges) };
+  let value: unknown;
+  if (run.mode === 'none') value = await runInProcess(op, options, devices, withFreed);
+  else {
+    // The sandboxed launcher lives in launch.ts (issue 2, sandbox part).
+    const { runSandboxed } = await import('./launch.ts');
+    value = await runSandboxed(op, options, devices, withFreed);
+  }
+  const problem = freed.punch();
+  if (problem !== undefined) throw new OpError(problem);
+  return value;
 }
 
 async function runInProcess(op: string, options: Record<string, unknown>, devices: HostDevice[], run: RunOptions): Promise<unknown> {
@@ -70,6 +82,7 @@ async function runInProcess(op: string, options: Record<string, unknown>, device
     else if (msg.type === 'need-files') run.onNeedFiles?.(msg.files);
     else if (msg.type === 'map-entries') run.onMapEntries?.(msg.entries);
     else if (msg.type === 'unreadable') run.onUnreadable?.(msg.kind, msg.offset, msg.length, msg.reason);
+    else if (msg.type === 'freed') run.onFreed?.(msg.device, msg.ranges);
   };
   const outcome = await runOpInProcess(op, options, devices, emit);
   if (outcome.kind === 'unknown-op') throw new OpError(`unknown op '${op}'`);

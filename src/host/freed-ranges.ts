@@ -1,0 +1,69 @@
+// Clusters a mutating op freed, which qemu's qcow2 driver discards (a hole punched in the image
+// file; measured with both oracles: check -r, resize --shrink, snapshot -d/-a/-c all do). The
+// guest cannot punch, so it names the ranges after its writes (io/discard-set.ts) and the host
+// punches them once the op succeeded. Crash safety: the guest's writes are durable first (O_DSYNC,
+// and a fdatasync here), so the metadata no longer points at a range when it is punched; a crash
+// before or during the punching leaves unreferenced clusters holding old bytes, which qemu opens
+// and checks clean. The ranges are untrusted: only a writable device's, sorted, disjoint,
+// 512-aligned and inside the file as it is now. Punching a range does no more than writing zeros
+// there, which the guest could do itself; where punching is unavailable (no koffi, a file system
+// without holes, not a regular file) the host writes the zeros: the bytes instar wrote before.
+import { fdatasyncSync, fstatSync, writeSync } from 'node:fs';
+import { punchRange } from './punch-holes.ts';
+import { DISCARD_ALIGNMENT, MAX_DISCARD_RANGES } from '../io/discard-set.ts';
+
+/** The freed ranges of one op run, per device index: checked as they arrive, punched at its end. */
+export class FreedRanges {
+  private readonly byDevice = new Map<number, [number, number][]>();
+  /** What was wrong with a message: the op then fails and nothing is punched. */
+  private problem?: string;
+
+  constructor(private readonly devices: readonly { fd: number; writable: boolean }[]) {}
+
+  /** A guest's `freed` message (its shape checked already). */
+  add(device: number, ranges: readonly (readonly [number, number])[]): void {
+    const why = this.invalid(device, ranges);
+    if (why !== undefined) this.problem ??= `the guest named freed ranges that are not valid (${why})`;
+    else this.byDevice.set(device, ranges.map(([pos, length]) => [pos, length]));
+  }
+
+  /**
+   * Punches every device's ranges once its writes are durable; returns why it did not (a bad
+   * message, a range past the file's end), and then punches nothing.
+   */
+  punch(): string | undefined {
+    const files = [...this.byDevice].filter(([, ranges]) => ranges.length > 0).map(([device, ranges]) => ({ fd: this.devices[device].fd, ranges, st: fstatSync(this.devices[device].fd) }));
+    for (const { ranges, st } of files) {
+      const [pos, length] = ranges[ranges.length - 1];
+      if (pos + length > st.size) this.problem ??= 'the guest named freed ranges past the end of the file';
+    }
+    if (this.problem !== undefined) return this.problem;
+    for (const { fd, ranges, st } of files) {
+      fdatasyncSync(fd);
+      let punching = st.isFile();
+      for (const [at, bytes] of ranges) {
+        punching &&= punchRange(fd, at, bytes);
+        if (!punching) writeZeros(fd, at, bytes);
+      }
+    }
+    return undefined;
+  }
+
+  private invalid(device: number, ranges: readonly (readonly [number, number])[]): string | undefined {
+    if (!this.devices[device]?.writable) return 'not a writable device';
+    if (this.byDevice.has(device)) return 'a device named twice';
+    if (ranges.length > MAX_DISCARD_RANGES) return 'too many';
+    let end = 0;
+    for (const [pos, length] of ranges) {
+      if (length <= 0 || pos < end || !Number.isSafeInteger(pos + length)) return 'unsorted, overlapping or empty';
+      if (pos % DISCARD_ALIGNMENT || length % DISCARD_ALIGNMENT) return 'unaligned';
+      end = pos + length;
+    }
+    return undefined;
+  }
+}
+
+function writeZeros(fd: number, pos: number, length: number): void {
+  const zeros = Buffer.alloc(Math.min(length, 1024 * 1024));
+  for (let done = 0; done < length;) done += writeSync(fd, zeros, 0, Math.min(zeros.length, length - done), pos + done);
+}

@@ -1,0 +1,30 @@
+// What "the same result as qemu" means for a command that frees clusters: qemu's qcow2 driver
+// discards them (a hole punched in the file), so besides the bytes, the file's allocation and
+// therefore `qemu-img info`'s "disk size" must be qemu's.
+import assert from 'node:assert/strict';
+import { statSync } from 'node:fs';
+import { basename, dirname } from 'node:path';
+import { runQemu, type OracleVersion } from '../helpers/oracles.ts';
+import type { RepairRun } from '../check/repair-harness.ts';
+
+/** Blocks the file system allocated for `path` (st_blocks, 512 bytes each). */
+export const blocks = (path: string): number => statSync(path).blocks;
+
+/** `qemu-img info` of `path` by its name in its own directory (both sides print the same name). */
+function info(version: OracleVersion, path: string): string {
+  const r = runQemu(version, ['info', basename(path)], { cwd: dirname(path) });
+  assert.equal(r.status, 0, r.stderr);
+  return r.stdout;
+}
+
+/**
+ * The same bytes, allocated blocks and `info` as qemu's result; `inputBlocks` (the file's blocks
+ * before the command) shows that qemu did free something here, so that the comparison can fail.
+ */
+export function assertSameAllocation(version: OracleVersion, r: Pick<RepairRun, 'qemuPath' | 'instarPath' | 'qemuFile' | 'instarFile'>, inputBlocks: number, label: string): void {
+  assert.ok(r.instarFile.equals(r.qemuFile), `${label}: the files differ`);
+  const qemuBlocks = blocks(r.qemuPath);
+  assert.ok(qemuBlocks < inputBlocks, `${label}: qemu freed blocks (${inputBlocks} -> ${qemuBlocks})`);
+  assert.equal(blocks(r.instarPath), qemuBlocks, `${label}: allocated blocks`);
+  assert.equal(info(version, r.instarPath), info(version, r.qemuPath), `${label}: qemu-img info`);
+}
