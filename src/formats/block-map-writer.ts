@@ -28,6 +28,8 @@ export interface BlockMapLayout {
   dataBase: number;
   /** A header field counting the allocated blocks (uint32 LE), rewritten in finish(). */
   allocatedCountAt?: number;
+  /** Blocks the image has already (convert -n into an existing one): new ones come after them. */
+  allocated?: number;
 }
 
 export class BlockMapWriter implements ImageWriter {
@@ -39,7 +41,7 @@ export class BlockMapWriter implements ImageWriter {
   constructor(dev: BlockDevice, private readonly layout: BlockMapLayout) {
     this.put = writableOutput(dev);
     this.entries = Math.ceil(layout.diskSize / layout.blockSize);
-    this.next = layout.firstEntry;
+    this.next = layout.firstEntry + (layout.allocated ?? 0);
   }
 
   write(data: Uint8Array, offset: number): void {

@@ -15,7 +15,11 @@ import { planInPlaceWrite, type ClusterRun } from '../../formats/qcow2/inplace-w
 import { PlanRefusal } from '../../formats/qcow2/refcount-update.ts';
 import { openSource, snapshotViews, type ConvertSource, type SnapshotChoice } from './sources.ts';
 import { copyToImage } from './to-image-copy.ts';
-import { copyIntoLuks, overwriterOf } from './into-luks.ts';
+import { copyInPlace, luksTarget, roundUp } from './in-place-copy.ts';
+import { vdiInPlaceWriter } from '../../formats/vdi/inplace.ts';
+
+/** The formats other than qcow2 that instar writes into as qemu does (in-place-copy.ts). */
+const IN_PLACE = new Set(['luks', 'vdi']);
 import type { Op } from '../types.ts';
 
 export interface ConvertIntoOptions {
@@ -154,12 +158,14 @@ export const convertIntoOp: Op = (raw, ctx) => {
   const fromBacking = opts.backingGiven && images.some((i) => i.info()['backing-filename'] !== undefined);
   const onProgress = opts.progress ? (done: number, total: number) => ctx.emit({ type: 'progress', done, total }) : undefined;
   if (opened.format !== 'qcow2') {
-    const overwrite = overwriterOf(opened);
-    if (opts.compressed && opened.format === 'luks') return { cannotCompress: true } satisfies ConvertIntoResult;
-    if (!overwrite || opts.compressed) return { refused: `instar cannot convert into an existing ${opened.format} image (-n) yet; nothing was written` } satisfies ConvertIntoResult;
-    if (opened.virtualSize < Math.ceil(disk / 512) * 512) return { tooSmall: true } satisfies ConvertIntoResult;
-    if (fromBacking) return { refused: `instar cannot convert into this luks image (with -B from a source that has a backing file); nothing was written` } satisfies ConvertIntoResult;
-    const counted = copyIntoLuks({ images, target: opened, overwrite, sparseSize: opts.sparseSize ?? 4096, targetIsZero: opts.targetIsZero === true, onProgress });
+    const refused = (why: string) => ({ refused: `instar cannot convert into an existing ${opened.format} image (-n) ${why}; nothing was written` });
+    if (!IN_PLACE.has(opened.format)) return refused(opts.compressed ? 'with -c yet' : 'yet') satisfies ConvertIntoResult;
+    if (opts.compressed) return { cannotCompress: true } satisfies ConvertIntoResult;
+    if (opened.virtualSize < roundUp(disk)) return { tooSmall: true } satisfies ConvertIntoResult;
+    if (fromBacking) return refused('with -B from a source that has a backing file') satisfies ConvertIntoResult;
+    const target = opened.format === 'vdi' ? vdiInPlaceWriter(dev) : luksTarget(opened) ?? refused('yet (a LUKS2 volume)');
+    if ('refused' in target) return target satisfies ConvertIntoResult;
+    const counted = copyInPlace({ images, target, sparseSize: opts.sparseSize ?? 4096, targetIsZero: opts.targetIsZero === true, onProgress });
     return { counted } satisfies ConvertIntoResult;
   }
   if (opts.compressed) return { refused: 'instar cannot convert into an existing qcow2 image (-n) with -c yet; nothing was written' } satisfies ConvertIntoResult;

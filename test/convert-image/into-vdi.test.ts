@@ -1,0 +1,114 @@
+// convert -n into an existing VDI against qemu-img 7.2 and 10.0: each tool writes into its own
+// copy of the same image and the files must be equal byte for byte (blocks the map has written in
+// place, new ones allocated after them in qemu's order, zeros allocating blocks too unless
+// --target-is-zero). Then the crash test: the op stopped after each prefix of its writes leaves an
+// image qemu-img opens.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { closeSync, copyFileSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { scratch, qemu, type Scratch } from './harness.ts';
+import { sameInto } from './into-harness.ts';
+import { prng } from '../helpers/xorshift.ts';
+import { runQemu } from '../helpers/oracles.ts';
+import { FdDevice } from '../../src/io/fd-device.ts';
+import { convertIntoOp, type ConvertIntoResult } from '../../src/ops/convert/to-image-into.ts';
+import type { OpContext } from '../../src/ops/types.ts';
+
+let s: Scratch;
+const at = (name: string) => join(s.dir, name);
+const MiB = 1024 * 1024;
+const qcow2Source = ['-f', 'qcow2', '../src.qcow2'];
+
+before(() => {
+  s = scratch();
+  const disk = Buffer.alloc(3 * MiB);
+  const next = prng(5);
+  for (const [offset, length] of [[4096, 8192], [MiB + 100000, 5000], [3 * MiB - 512, 512]]) for (let i = 0; i < length; i++) disk[offset + i] = next() & 0xff;
+  writeFileSync(at('src.raw'), disk);
+  qemu(['create', '-q', '-f', 'qcow2', at('src.qcow2'), '3M']);
+  qemu(['-f', 'qcow2', '-c', 'write -P 0x11 0 64k', '-c', 'write -P 0 1M 64k', '-c', 'write -z 2M 64k', '-c', 'write -P 5 2500k 4k', at('src.qcow2')], undefined, '10.0', 'qemu-io');
+  qemu(['create', '-q', '-f', 'vdi', at('empty.vdi'), '4M']);
+  qemu(['create', '-q', '-f', 'vdi', '-o', 'static=on', at('static.vdi'), '4M']);
+  // Blocks 3 and 1 allocated, in that order: the copy writes them in place, the others after them.
+  qemu(['create', '-q', '-f', 'vdi', at('part.vdi'), '5M']);
+  qemu(['-f', 'vdi', '-c', 'write -P 0x33 3M 4k', '-c', 'write -P 0x44 1M 4k', at('part.vdi')], undefined, '10.0', 'qemu-io');
+});
+after(() => s.cleanup());
+
+test('convert -n into a VDI (sandboxed): new blocks allocated in order, the zeros too', async () => {
+  await sameInto(s.dir, 'empty', 'empty.vdi', ['-n', '-O', 'vdi', ...qcow2Source, 'empty.vdi'], true);
+});
+
+test('convert -n into a VDI: static, partly allocated, a raw source, --target-is-zero, -p with --target-image-opts', async () => {
+  await sameInto(s.dir, 'static', 'static.vdi', ['-n', '-O', 'vdi', ...qcow2Source, 'static.vdi']);
+  await sameInto(s.dir, 'part', 'part.vdi', ['-n', '-O', 'vdi', ...qcow2Source, 'part.vdi']);
+  await sameInto(s.dir, 'part-raw', 'part.vdi', ['-n', '-O', 'vdi', '-f', 'raw', '../src.raw', 'part.vdi']);
+  await sameInto(s.dir, 'is-zero', 'part.vdi', ['-n', '-O', 'vdi', '--target-is-zero', ...qcow2Source, 'part.vdi']);
+  await sameInto(s.dir, 'opts-p', 'part.vdi', ['-n', '-p', '--target-image-opts', ...qcow2Source, 'driver=vdi,file.filename=part.vdi']);
+});
+
+test('convert -n into a VDI, qemu\'s failures (-c, a smaller image): nothing written', async () => {
+  const cases: [string, string[]][] = [
+    ['compress', ['-n', '-O', 'vdi', '-c', ...qcow2Source, 'empty.vdi']],
+    ['smaller', ['-n', '-O', 'vdi', ...qcow2Source, '../src.qcow2', 'empty.vdi']],
+  ];
+  for (const [label, args] of cases) {
+    const [ours] = await sameInto(s.dir, label, 'empty.vdi', args);
+    assert.equal(ours.result.status, 1, label);
+    assert.ok(ours.target.equals(readFileSync(at('empty.vdi'))), `${label}: the target was written`);
+  }
+});
+
+/** A device that fails every write after the first `budget`: a crash at that point. */
+class StoppingDevice extends FdDevice {
+  constructor(fd: number, budget: number) {
+    super(fd, true);
+    const write = this.write!;
+    // FdDevice's write is an instance property: wrapped, not overridden.
+    Object.defineProperty(this, 'write', {
+      value: (buf: Uint8Array, pos: number) => {
+        if (budget-- <= 0) throw new Error('stopped');
+        write(buf, pos);
+      },
+    });
+  }
+}
+
+test('convert -n into a VDI stopped after each prefix of its writes leaves an image qemu-img opens and checks', () => {
+  const run = (dir: string, budget: number): void => {
+    mkdirSync(dir, { recursive: true });
+    copyFileSync(at('part.vdi'), join(dir, 't.vdi'));
+    const src = openSync(at('src.raw'), 'r');
+    const out = openSync(join(dir, 't.vdi'), 'r+');
+    try {
+      const ctx: OpContext = {
+        devices: [
+          { spec: { fd: src, role: 'input', writable: false }, dev: new FdDevice(src, false) },
+          { spec: { fd: out, role: 'output', writable: true }, dev: new StoppingDevice(out, budget) },
+        ],
+        emit: () => undefined,
+      };
+      const result = convertIntoOp({ sources: [{ index: 0, format: 'raw', fileName: 'src.raw' }], target: 1, format: 'vdi' }, ctx) as ConvertIntoResult;
+      assert.ok('counted' in result, JSON.stringify(result));
+    } catch (e) {
+      if ((e as Error).message !== 'stopped') throw e;
+    } finally {
+      closeSync(src);
+      closeSync(out);
+    }
+  };
+  run(at('crash-all'), Infinity);
+  const final = readFileSync(join(at('crash-all'), 't.vdi'));
+  let k = 0;
+  for (; k < 100; k++) {
+    const file = join(at(`crash-${k}`), 't.vdi');
+    run(at(`crash-${k}`), k);
+    if (readFileSync(file).equals(final)) break;
+    const info = runQemu('10.0', ['info', '-f', 'vdi', file]);
+    assert.equal(info.status, 0, `after ${k} writes qemu-img cannot open the target: ${info.stderr}`);
+    const check = runQemu('10.0', ['check', '-f', 'vdi', file]);
+    assert.notEqual(check.status, 1, `after ${k} writes qemu-img cannot check the target: ${check.stdout}${check.stderr}`);
+  }
+  assert.ok(k > 3 && k < 100, `${k} writes`);
+});
