@@ -10,6 +10,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { closeSync, copyFileSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { ImageDir, md5, qemuAsync } from './helpers.ts';
+import { cryptsetup } from './luks2-helpers.ts';
 import { patternBytes } from '../convert/helpers.ts';
 import { VERSIONS, runInstar, runQemu, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
 import { runInProcess } from '../helpers/in-process.ts';
@@ -133,11 +134,12 @@ let refusals = 0;
  * outcome, nothing written. 10.0 every time, 7.2 every other time: the two agree on all of these
  * (measured), and each run costs the suite time.
  */
-async function sameRefusal(kind: Kind, image: string, list: string, extra: string[] = [], mask = false): Promise<void> {
+async function sameRefusal(kind: Kind, image: string, list: string, extra: string[] = [], timed = false): Promise<void> {
   const label = `${image} -o ${list} ${extra.join(' ')}`;
   const original = readFileSync(images.path(image));
-  const strip = (r: RunResult) => ({ stdout: r.stdout, stderr: mask ? r.stderr.replace(/\d{4,}/g, 'N') : r.stderr, status: r.status });
-  for (const version of refusals++ % 2 === 0 ? VERSIONS : (['10.0'] as const)) {
+  const strip = (r: RunResult) => ({ stdout: r.stdout, stderr: timed ? r.stderr.replace(/\d{4,}/g, 'N') : r.stderr, status: r.status });
+  // A `timed` case makes qemu measure PBKDF2 for a second of CPU: 10.0 alone.
+  for (const version of refusals++ % 2 === 0 && !timed ? VERSIONS : (['10.0'] as const)) {
     const theirs = copy(image);
     const expected = strip(oracle(version, amendArgs(kind, theirs, list, extra)));
     assert.notEqual(expected.status, 0, `${label}: qemu-img ${version} succeeded`);
@@ -319,4 +321,15 @@ test('every prefix of its writes leaves each active slot opening with its passph
       activeSlotsOpen(crashed, base, expected);
     }
   }
+});
+
+test('LUKS2 volumes, which qemu-img cannot open, are refused with nothing written', async () => {
+  const file = 'v2.luks2';
+  images.sparse(file, 20 * 1024 * 1024);
+  writeFileSync(images.path('v2.key'), SECRETS.s0);
+  await cryptsetup(images, ['luksFormat', '-q', '--type', 'luks2', '--pbkdf', 'pbkdf2', '--pbkdf-force-iterations', '1000', '--key-file', 'v2.key', file]);
+  const before = readFileSync(images.path(file));
+  const r = await runInProcess(['--sandbox=none', ...amendArgs('luks', file, 'state=active,new-secret=s1,iter-time=1')], images.dir);
+  assert.deepEqual(r, { stdout: '', stderr: 'qemu-img: instar cannot amend LUKS2 volumes (qemu-img cannot open them); nothing was written\n', status: 1, signal: null });
+  assert.ok(readFileSync(images.path(file)).equals(before));
 });
