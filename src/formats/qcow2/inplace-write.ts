@@ -248,7 +248,7 @@ function underDirtyBit(h: Qcow2Header, refs: RefcountModel, steps: RepairStep[])
   return [
     { kind: 'write', pos: INCOMPATIBLE_AT, bytes: bits(true) }, { kind: 'barrier' },
     ...steps,
-    ...discarded.map((c): RepairStep => ({ kind: 'zero', pos: c * cs, length: cs })), { kind: 'barrier' },
+    ...discarded.map((c): RepairStep => ({ kind: 'discard', pos: c * cs, length: cs })), { kind: 'barrier' },
     { kind: 'write', pos: INCOMPATIBLE_AT, bytes: bits(false) }, { kind: 'barrier' },
   ];
 }
