@@ -41,9 +41,6 @@ before(() => {
   images.v2snapshot = made('s2.qcow2', 'compat=0.10', '1M');
   assert.equal(runQemu('10.0', ['snapshot', '-c', 's1', dirs.path('s2.qcow2')]).status, 0);
   images.v2snapshot = new Uint8Array(readFileSync(dirs.path('s2.qcow2')));
-  images.bitmap = made('b.qcow2', 'compat=1.1', '1M');
-  assert.equal(runQemu('10.0', ['bitmap', '--add', dirs.path('b.qcow2'), 'bm0']).status, 0);
-  images.bitmap = new Uint8Array(readFileSync(dirs.path('b.qcow2')));
   images.fragmented = made('f.qcow2', 'compat=1.1', '10M', 'write -P 5 0 256k', 'discard 64k 128k');
   images.small = made('small.qcow2', 'compat=1.1', '1M');
   images.small4k = made('small4k.qcow2', 'cluster_size=4k', '1M', 'write -P 5 0 100k');
@@ -134,16 +131,19 @@ test('qcow2 resize: a new L1 table that needs new refcount blocks (or a bigger r
 });
 
 test('qcow2 resizes instar refuses: its words, nothing written', () => {
-  const cases: [string, string[], RegExp][] = [
-    ['bitmap', ['q.qcow2', '2M'], /persistent bitmaps/],
+  // An autoclear bit qemu does not know (it clears it at open). Bitmaps: test/bitmap/mutating-commands.test.ts.
+  const unknownAutoclear = Buffer.from(images.small);
+  unknownAutoclear.writeBigUInt64BE(0x20n, 88);
+  const cases: [string, Uint8Array, string[], RegExp][] = [
+    ['unknown autoclear', unknownAutoclear, ['q.qcow2', '2M'], /unknown autoclear bits/],
   ];
-  for (const [image, args, why] of cases) {
-    const r = dirs.run('10.0', { 'q.qcow2': images[image] }, args);
+  for (const [image, bytes, args, why] of cases) {
+    const r = dirs.run('10.0', { 'q.qcow2': bytes }, args);
     assert.equal(r.instar.status, 1);
     assert.equal(r.instar.stdout, '');
     assert.match(r.instar.stderr, /^qemu-img: instar cannot resize this qcow2 image \(.*\); nothing was written\n$/);
     assert.match(r.instar.stderr, why);
-    assert.ok(readFileSync(join(r.idir, 'q.qcow2')).equals(Buffer.from(images[image])), `${image}: the file is unchanged`);
+    assert.ok(readFileSync(join(r.idir, 'q.qcow2')).equals(Buffer.from(bytes)), `${image}: the file is unchanged`);
     assert.equal(r.qemu.status, 0, `${image}: qemu resizes it`);
   }
 });

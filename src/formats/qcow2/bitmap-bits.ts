@@ -59,6 +59,18 @@ export class DirtyBits {
     this.chunks.clear();
   }
 
+  /** bdrv_dirty_bitmap_truncate: the same bits over a disk of `virtualSize` (new granules clean). */
+  truncated(virtualSize: bigint): DirtyBits {
+    const out = new DirtyBits(virtualSize, this.granularityBits, this.clusterSize);
+    for (const [i, c] of this.chunks) {
+      if (i >= out.chunkCount) continue;
+      const cluster = new Uint8Array(this.clusterSize);
+      cluster.set(c);
+      out.loadChunk(i, cluster);
+    }
+    return out;
+  }
+
   /** Sets bits [from, to). */
   setBits(from: number, to: number): void {
     let bit = from;

@@ -11,7 +11,7 @@
 import type { BlockDevice } from '../types.ts';
 import type { RepairStep } from '../repair.ts';
 import { parseHeader, type Qcow2Header } from './header.ts';
-import { readHeaderModel, STALE_BITMAPS_NOTICE } from './header-model.ts';
+import { readHeaderModel } from './header-model.ts';
 import { serializeHeader, type Qcow2HeaderModel } from './header-write.ts';
 import { PlanRefusal, RefcountModel } from './refcount-update.ts';
 import { allocClusters, freeClusters } from './allocator.ts';
@@ -31,8 +31,6 @@ export interface BitmapPlan {
   steps: RepairStep[];
   /** qemu's words for the action that failed (the ones before it are kept, as qemu keeps them). */
   error?: string;
-  /** What qemu's open warns of first (a stale bitmaps extension), without a final newline. */
-  notice?: string;
 }
 
 class Planner {
@@ -211,21 +209,40 @@ export function planBitmap(dev: BlockDevice, request: BitmapRequest): BitmapPlan
     }
   }
   p.close();
-  return { steps: p.plan(), error, notice: p.model.staleBitmaps ? STALE_BITMAPS_NOTICE : undefined };
+  return { steps: p.plan(), error };
+}
+
+/** What the change between open and close did that the close must follow. */
+export interface CloseOptions {
+  /** The disk's new size (resize): the bitmaps are truncated to it as qemu's block layer does. */
+  virtualSize?: bigint;
+  /** qemu's free_cluster_index as the change left it (allocation goes on from there). */
+  freeClusterIndex?: number;
+}
+
+export interface BitmapReopen {
+  open: RepairStep[];
+  /** The bitmaps the open loaded, in qemu's list order. */
+  live: readonly LiveBitmap[];
+  close(after: BlockDevice, opts?: CloseOptions): RepairStep[];
 }
 
 /**
- * What a writable open and the close do to the bitmaps around another change (check -r): the
- * open's in-use marking now, and a function planning the close over the image as the change left
- * it, with the bitmaps the open loaded.
+ * What a writable open and the close do to the bitmaps around another change (check -r, resize,
+ * snapshot): the open's in-use marking now (or the header without a stale extension), and a
+ * function planning the close over the image as the change left it, with the bitmaps the open loaded.
  */
-export function planBitmapReopen(dev: BlockDevice): { open: RepairStep[]; close(after: BlockDevice): RepairStep[] } {
+export function planBitmapReopen(dev: BlockDevice): BitmapReopen {
   const p = new Planner(dev);
   p.open();
   return {
     open: p.plan(),
-    close: (after) => {
-      const q = new Planner(after, p.live);
+    live: p.live,
+    close: (after, opts = {}) => {
+      const size = opts.virtualSize;
+      const live = size === undefined ? p.live : p.live.map((l) => ({ ...l, bits: l.bits.truncated(size) }));
+      const q = new Planner(after, live);
+      if (opts.freeClusterIndex !== undefined) q.refs.freeClusterIndex = opts.freeClusterIndex;
       q.close();
       return q.plan();
     },

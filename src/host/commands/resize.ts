@@ -104,7 +104,8 @@ function validResult(raw: unknown): Checked {
   if (r!.opened === true) return { format, opened: true };
   if (r!.shrinkRefused === true) return { format, shrinkRefused: true };
   if (typeof r!.error === 'string' && r!.error.length <= 4096) {
-    return { format, error: r!.error.replace(/[\x00-\x1f\x7f]/g, '?') };
+    // Newlines stay: qemu's bitmap errors have a second line.
+    return { format, error: r!.error.replace(/[\x00-\x09\x0b-\x1f\x7f]/g, '?') };
   }
   throw new InputImageError('instar: the guest answered resize with a malformed result');
 }

@@ -82,7 +82,8 @@ async function runSnapshot(cmd: ParsedCommand, args: SnapshotArgs, ctx: CommandC
   if ('refused' in result) fail(result.refused);
   else if ('not-found' in result) fail(`Could not delete snapshot ${quoted}: snapshot not found`);
   else if ('unsupported' in result) fail(`Could not apply snapshot ${quoted}: Block driver does not support snapshots`);
-  else if (args.action === 'apply') fail(`Could not apply snapshot ${quoted}: Failed to load snapshot: ${result.message}`);
+  // EBUSY comes from qemu's generic layer (bitmaps), before the driver's load.
+  else if (args.action === 'apply') fail(`Could not apply snapshot ${quoted}: ${result.errno === 'EBUSY' ? '' : 'Failed to load snapshot: '}${result.message}`);
   else {
     // 7.2 printed the negative errno before its text.
     const verb = args.action === 'create' ? 'create' : 'delete';
