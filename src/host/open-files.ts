@@ -30,16 +30,6 @@ export function printWarnings(warnings: readonly GuestWarning[], ctx: CommandCon
   }
 }
 
-/**
- * A mutating op's notice (what qemu's writable open prints: "warning: …" and an unterminated
- * tail), printed unless the open's own warnings printed the same lines already.
- */
-export function printNotice(notice: string, ctx: CommandContext): void {
-  const [first, ...rest] = notice.split('\n');
-  const tail = rest.join('\n');
-  printWarnings([{ text: first, prefixed: true, source: 0 }, ...(tail ? [{ text: tail, prefixed: false, unterminated: true, source: 0 }] : [])], ctx);
-}
-
 /** An image the user named on the command line, already opened by the command. */
 export interface InputFile {
   fd: number;

@@ -29,14 +29,13 @@ export interface AmendOptions extends OpenTreeOptions {
 /** An error as qemu prints it: the first line after "<progname>: ", the rest (hints) as they are. */
 export type ErrorLines = string[];
 
-/** `notice`: what qemu's driver prints while opening the image for writing (types.ts PlanNotice). */
-export type AmendResult = { notice?: string } & (
+export type AmendResult =
   | { format: string; help: true }
   | { format: string; unsupported: true }
   | { format: string; refused: string }
   | { format: string; error: ErrorLines }
   /** progress: the percentages the driver reported (before qemu-img's final 100%); errorHint: printed after error, with no newline. */
-  | { format: string; done: true; progress: number[]; error?: ErrorLines; errorHint?: string });
+  | { format: string; done: true; progress: number[]; error?: ErrorLines; errorHint?: string };
 
 export function amendOp(options: Record<string, unknown>, ctx: OpContext): AmendResult {
   const opts = options as unknown as AmendOptions;
@@ -50,14 +49,15 @@ export function amendOp(options: Record<string, unknown>, ctx: OpContext): Amend
   const input = ctx.devices[0];
   if (!input?.spec.writable) throw new ImageError('the image was not opened for writing');
   /** What qemu's writable open alone did before it stopped (a plan with no options changes nothing else). */
-  const openedOnly = (): { notice?: string } => {
-    if (!amend) return {};
+  const openedOnly = (): void => {
+    if (!amend) return;
     const plan = amend.plan(input.dev, image, new Map());
-    if ('refused' in plan) return {};
-    applyRepair(input.dev, plan.steps);
-    return plan.notice === undefined ? {} : { notice: plan.notice };
+    if (!('refused' in plan)) applyRepair(input.dev, plan.steps);
   };
-  if (opts.help === true) return { format, help: true, ...openedOnly() };
+  if (opts.help === true) {
+    openedOnly();
+    return { format, help: true };
+  }
   if (!table) return { format, unsupported: true };
   if (!amend) return { format, refused: `instar cannot amend ${format} images yet; nothing was written` };
   const types = Object.fromEntries(table.amend.map(([name, type]) => [name, type]));
@@ -74,16 +74,16 @@ export function amendOp(options: Record<string, unknown>, ctx: OpContext): Amend
     } catch (again) {
       if (!(again instanceof OptionListError)) throw again;
     }
-    return { format, error: lines, ...openedOnly() };
+    openedOnly();
+    return { format, error: lines };
   }
   const plan = amend.plan(input.dev, image, values, amendContext(opts));
-  const notice = plan.notice === undefined ? {} : { notice: plan.notice };
-  if ('refused' in plan) return { format, refused: plan.refused, ...notice };
+  if ('refused' in plan) return { format, refused: plan.refused };
   applyRepair(input.dev, plan.steps, { stopAfterWrites: typeof opts.stopAfterWrites === 'number' ? opts.stopAfterWrites : undefined });
   const progress = plan.progress ?? [];
-  if (!plan.error) return { format, done: true, progress, ...notice };
+  if (!plan.error) return { format, done: true, progress };
   const hint = plan.errorHint === undefined ? {} : { errorHint: plan.errorHint };
-  return { format, done: true, progress, error: plan.error, ...hint, ...notice };
+  return { format, done: true, progress, error: plan.error, ...hint };
 }
 
 /** What the driver's plan needs beyond the option values (LUKS key slots). */

@@ -22,12 +22,12 @@ export interface BitmapOptions extends OpenTreeOptions {
 }
 
 export type BitmapResult =
-  | { format: string; done: true; notice?: string }
+  | { format: string; done: true }
   /** qemu-img's line for the action that failed (the writes before it were made). */
-  | { format: string; error: string; notice?: string }
+  | { format: string; error: string }
   | { format: string; refused: string }
   /** The -b image would not open (qemu's reason): the image was still opened and closed. */
-  | { format: string; 'source-error': string; notice?: string };
+  | { format: string; 'source-error': string };
 
 /** qemu's generic layer for a format that cannot store bitmaps: nothing is ever found or stored. */
 function withoutBitmaps(actions: readonly BitmapActionSpec[], request: Pick<BitmapRequest, 'name' | 'nodeName' | 'granularity'>): string | undefined {
@@ -77,7 +77,6 @@ export function bitmapOp(options: Record<string, unknown>, ctx: OpContext): Bitm
   const plan = capability.change(input.dev, request);
   if ('refused' in plan) return { format, refused: plan.refused };
   applyRepair(input.dev, plan.steps, { stopAfterWrites: opts.stopAfterWrites });
-  const notice = plan.notice;
-  if (sourceError !== undefined) return { format, 'source-error': sourceError, notice };
-  return plan.error === undefined ? { format, done: true, notice } : { format, error: plan.error, notice };
+  if (sourceError !== undefined) return { format, 'source-error': sourceError };
+  return plan.error === undefined ? { format, done: true } : { format, error: plan.error };
 }

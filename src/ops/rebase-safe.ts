@@ -34,7 +34,7 @@ export interface SafeRebaseOptions extends OpenTreeOptions {
 /** -p's percentages as [value, times printed] (once at 100%, qemu prints one line per chunk). */
 export type ProgressRuns = [number, number][];
 
-export type SafeRebaseResult = { format: string; progress: ProgressRuns; notice?: string } & (
+export type SafeRebaseResult = { format: string; progress: ProgressRuns } & (
   | { done: true }
   | { errno: 'ENOSPC' | 'EINVAL' | 'ENOTSUP' }
   | { refused: string });
@@ -176,16 +176,15 @@ export function safeRebase(opts: SafeRebaseOptions, ctx: OpContext, top: Image):
   const backing = newBacking ? Buffer.from(opts.backing!) : undefined;
   const backingFormat = backing && typeof opts.backingFormat === 'string' ? Buffer.from(opts.backingFormat) : undefined;
   const plan = changeBacking(dev, backing, backingFormat);
-  const notice = plan.notice === undefined ? {} : { notice: plan.notice };
-  if ('refused' in plan) return { format, progress: [], refused: plan.refused, ...notice };
+  if ('refused' in plan) return { format, progress: [], refused: plan.refused };
   const stop = typeof opts.stopAfterWrites === 'number' ? opts.stopAfterWrites : Infinity;
   applyRepair(dev, dataSteps, { stopAfterWrites: stop });
   const left = stop - writeCount(dataSteps);
   // qemu copies first, then fails to change the header (a new backing file without its format).
   if ('errno' in plan) {
     if (left > 0) applyRepair(dev, plan.steps ?? [], { stopAfterWrites: left });
-    return { format, progress, errno: plan.errno, ...notice };
+    return { format, progress, errno: plan.errno };
   }
   if (left > 0) applyRepair(dev, plan.steps, { stopAfterWrites: left });
-  return { format, progress, done: true, ...notice };
+  return { format, progress, done: true };
 }

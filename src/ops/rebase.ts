@@ -27,8 +27,7 @@ export interface RebaseOptions extends OpenTreeOptions {
   stopAfterWrites?: number;
 }
 
-/** `notice`: what qemu's driver prints while opening the image for writing (types.ts PlanNotice). */
-export type RebaseResult = ({ notice?: string; progress?: ProgressRuns }) & (
+export type RebaseResult = ({ progress?: ProgressRuns }) & (
   | { format: string; done: true }
   /** qemu's driver refused the change: the errno whose strerror qemu prints. */
   | { format: string; errno: 'ENOSPC' | 'EINVAL' | 'ENOTSUP' }
@@ -56,13 +55,12 @@ export function rebaseOp(options: Record<string, unknown>, ctx: OpContext): Reba
   // The block layer requires a named format before it asks the driver (bdrv_change_backing_file).
   if (!changeBacking) return { format, errno: backing && !backingFormat ? 'EINVAL' : 'ENOTSUP' };
   const plan = changeBacking(input.dev, backing, backingFormat);
-  const notice = plan.notice === undefined ? {} : { notice: plan.notice };
-  if ('refused' in plan) return { format, refused: plan.refused, ...notice };
+  if ('refused' in plan) return { format, refused: plan.refused };
   const stopAfterWrites = typeof opts.stopAfterWrites === 'number' ? opts.stopAfterWrites : undefined;
   if ('errno' in plan) {
     applyRepair(input.dev, plan.steps ?? [], { stopAfterWrites });
-    return { format, errno: plan.errno, ...notice };
+    return { format, errno: plan.errno };
   }
   applyRepair(input.dev, plan.steps, { stopAfterWrites });
-  return { format, done: true, ...notice };
+  return { format, done: true };
 }

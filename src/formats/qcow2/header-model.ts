@@ -20,10 +20,9 @@ function cBytes(bytes: Uint8Array): Uint8Array {
   return Uint8Array.from(nul < 0 ? bytes : bytes.subarray(0, nul));
 }
 
-/** qemu's words when a writable open finds a stale bitmaps extension (its second line has no newline). */
+/** qemu's words when any open finds a stale bitmaps extension (driver.ts warns with them; the second line has no newline). */
 export const STALE_BITMAPS_WARNING = 'a program lacking bitmap support modified this file, so all bitmaps are now considered inconsistent';
 export const STALE_BITMAPS_TAIL = "Some clusters may be leaked, run 'qemu-img check -r' on the image file to fix.";
-export const STALE_BITMAPS_NOTICE = `warning: ${STALE_BITMAPS_WARNING}\n${STALE_BITMAPS_TAIL}`;
 
 export function readHeaderModel(dev: BlockDevice, h: Qcow2Header): Qcow2HeaderModel {
   const m: Qcow2HeaderModel = {

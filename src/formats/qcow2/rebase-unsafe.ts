@@ -8,7 +8,7 @@
 import type { BlockDevice, HeaderChangePlan } from '../types.ts';
 import type { RepairStep } from '../repair.ts';
 import { AUTOCLEAR, INCOMPAT, parseHeader, type Qcow2Header } from './header.ts';
-import { readHeaderModel, STALE_BITMAPS_NOTICE } from './header-model.ts';
+import { readHeaderModel } from './header-model.ts';
 import { HeaderSpaceError, serializeHeader, type Qcow2HeaderModel } from './header-write.ts';
 
 /** The longest backing file name qemu's qcow2 driver accepts. */
@@ -54,9 +54,7 @@ export function changeBackingInModel(m: Qcow2HeaderModel, backing: Uint8Array | 
 /** rebase -u: the plan that names `backing` (undefined: none) with `format` (undefined: none). */
 export function planChangeBacking(dev: BlockDevice, backing: Uint8Array | undefined, format: Uint8Array | undefined): HeaderChangePlan {
   const h = parseHeader(dev);
-  const m = readHeaderModel(dev, h);
-  const plan = changeBackingPlan(dev, h, m, backing, format);
-  return m.staleBitmaps ? { ...plan, notice: STALE_BITMAPS_NOTICE } : plan;
+  return changeBackingPlan(dev, h, readHeaderModel(dev, h), backing, format);
 }
 
 function changeBackingPlan(dev: BlockDevice, h: Qcow2Header, m: Qcow2HeaderModel, backing: Uint8Array | undefined, format: Uint8Array | undefined): HeaderChangePlan {

@@ -14,10 +14,9 @@ import { isValidOptionList, optionItems } from './measure-options.ts';
 import { openReferenced, startChain, PathRefusedError } from '../paths/resolve.ts';
 import { ProgressRule, progressLine } from '../../output/progress.ts';
 import { AMEND_OPTIONS, amendHelp } from '../../formats/amend-options.ts';
-import { openForWriting, QEMU_FORMAT_NAMES, validNotice } from './rebase.ts';
+import { openForWriting, QEMU_FORMAT_NAMES } from './rebase.ts';
 import { PROBED_RAW_WARNING, runOnImage } from '../writable-image.ts';
 import type { AmendOptions, AmendResult } from '../../ops/amend.ts';
-import { printNotice } from '../open-files.ts';
 
 const CACHE_MODES = new Set(['none', 'off', 'writeback', 'unsafe', 'directsync', 'writethrough']);
 
@@ -55,7 +54,7 @@ function validAmendResult(raw: unknown): AmendResult {
   // One value per L1 entry at most (4 Mi entries per table in qemu): bounded before printing.
   const percentages = (v: unknown) => Array.isArray(v) && v.length <= 1 << 24 && v.every((p) => typeof p === 'number' && p >= 0 && p <= 100);
   const lines = (v: unknown) => Array.isArray(v) && v.length > 0 && v.length <= 4 && v.every((l) => typeof l === 'string' && l.length < 4096);
-  const ok = typeof r.format === 'string' && r.format.length <= 64 && validNotice(r.notice) && (
+  const ok = typeof r.format === 'string' && r.format.length <= 64 && (
     r.help === true || r.unsupported === true || (typeof r.refused === 'string' && r.refused.length < 1024) ||
     (r.done === true && percentages(r.progress) && (r.error === undefined || lines(r.error)) && (r.errorHint === undefined || (lines([r.errorHint]) && r.error !== undefined))) ||
     (r.done === undefined && lines(r.error)));
@@ -85,7 +84,6 @@ async function runAmend(cmd: ParsedCommand, list: string, ctx: CommandContext, p
   };
   const result: AmendResult = validAmendResult(await runOnImage('amend', options, fd, target, ctx, true));
   if (target.format === undefined && result.format === 'raw') ctx.err(PROBED_RAW_WARNING(target.path));
-  if (result.notice !== undefined) printNotice(result.notice, ctx);
   const report = (lines: string[], bareHint = ''): number => {
     ctx.err(`${ctx.progname}: ${lines[0]}\n${lines.slice(1).map((l) => `${l}\n`).join('')}${bareHint}`);
     return 1;

@@ -10,14 +10,13 @@ import { openReferenced } from '../paths/resolve.ts';
 import { PathRefusedError, ReferenceOpenError } from '../paths/policy.ts';
 import { resolve } from 'node:path';
 import { openWritable, PROBED_RAW_WARNING, runRepairingDirty } from '../writable-image.ts';
-import { printNotice, ReferencedFileError, type InputFile } from '../open-files.ts';
+import { ReferencedFileError, type InputFile } from '../open-files.ts';
 import { OpError } from '../sandbox/run.ts';
 import { referencedOpenMessage } from '../input-image.ts';
 import { addObject, sourceSecrets } from '../secrets.ts';
 import { INT64_MAX, parseSizeOption } from './qemu-numbers.ts';
 import type { BitmapActionKind, BitmapActionSpec } from '../../formats/qcow2/bitmap-actions.ts';
 import type { BitmapOptions } from '../../ops/bitmap.ts';
-import { STALE_BITMAPS_NOTICE } from '../../formats/qcow2/header-model.ts';
 
 const ACTIONS = new Set<string>(['add', 'remove', 'clear', 'enable', 'disable', 'merge']);
 
@@ -60,20 +59,17 @@ function parseArgs(cmd: ParsedCommand, ctx: CommandContext): BitmapArgs | number
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** The guest's answer, checked: a failed action's line must be qemu-img's for one of ours. */
-function validAnswer(raw: unknown, name: string): { format: string; error?: string; refused?: string; notice?: string; sourceError?: string } {
+function validAnswer(raw: unknown, name: string): { format: string; error?: string; refused?: string; sourceError?: string } {
   const bad = () => new OpError('the guest answered bitmap with a malformed result');
   if (!isObject(raw) || typeof raw.format !== 'string' || raw.format.length > 64) throw bad();
-  // The one notice qemu's open prints, or none: the host prints its own copy, never the guest's text.
-  if (raw.notice !== undefined && raw.notice !== STALE_BITMAPS_NOTICE) throw bad();
-  const notice = raw.notice === undefined ? undefined : STALE_BITMAPS_NOTICE;
-  if (raw.done === true) return { format: raw.format, notice };
+  if (raw.done === true) return { format: raw.format };
   const sourceError = raw['source-error'];
-  if (typeof sourceError === 'string' && sourceError.length <= 4096) return { format: raw.format, notice, sourceError };
+  if (typeof sourceError === 'string' && sourceError.length <= 4096) return { format: raw.format, sourceError };
   if (typeof raw.refused === 'string' && raw.refused.length <= 4096) return { format: raw.format, refused: raw.refused };
   const error = raw.error;
   if (typeof error !== 'string' || error.length > 8192 + 4 * name.length) throw bad();
   if (![...ACTIONS].some((kind) => error.startsWith(`Operation ${kind} on bitmap ${name} failed: `))) throw bad();
-  return { format: raw.format, error, notice };
+  return { format: raw.format, error };
 }
 
 /**
@@ -157,7 +153,6 @@ async function runBitmap(cmd: ParsedCommand, args: BitmapArgs, ctx: CommandConte
     for (const input of inputs) closeSync(input.fd);
   }
   if (target.format === undefined && answer.format === 'raw') ctx.err(PROBED_RAW_WARNING(target.path));
-  if (answer.notice !== undefined) printNotice(answer.notice, ctx);
   const sourceError = answer.sourceError === undefined ? undefined : `Could not open '${source.target?.errorName ?? ''}': ${answer.sourceError}`;
   const line = answer.refused ?? answer.error ?? source.error ?? sourceError;
   if (line === undefined) return 0;

@@ -8,7 +8,7 @@ import { closeSync, constants, fsyncSync } from 'node:fs';
 import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { OpError } from '../sandbox/run.ts';
-import { printNotice, ReferencedFileError } from '../open-files.ts';
+import { ReferencedFileError } from '../open-files.ts';
 import { checkFormat, InputImageError, openImageFile, topTarget, referencedOpenMessage, type Target } from '../input-image.ts';
 import { PROBED_RAW_WARNING, runRepairingDirty } from '../writable-image.ts';
 import { addObject, sourceSecrets } from '../secrets.ts';
@@ -126,7 +126,6 @@ async function runRebase(cmd: ParsedCommand, ctx: CommandContext, progress: bool
   // The copy loop's percentages, as qemu printed them before its last line.
   if (progress) for (const [p, times] of result.progress ?? []) ctx.out(progressLine(p).repeat(times));
   if (target.format === undefined && result.format === 'raw') ctx.err(PROBED_RAW_WARNING(target.path));
-  if (result.notice !== undefined) printNotice(result.notice, ctx);
   if ('invalidBackingFormat' in result) return fail(`Invalid format name: '${backingFormat}'`);
   if ('refused' in result) return fail(result.refused, true);
   if ('errno' in result) {
@@ -139,13 +138,10 @@ async function runRebase(cmd: ParsedCommand, ctx: CommandContext, progress: bool
   return 0;
 }
 
-/** A driver's notice from the guest: short printable lines (guest data reaches the terminal). */
-export const validNotice = (v: unknown): boolean => v === undefined || (typeof v === 'string' && v.length <= 1024 && !/[\x00-\x09\x0b-\x1f\x7f]/.test(v));
-
 /** The guest's answer, checked: it is untrusted data. */
 function validRebaseResult(raw: unknown): RebaseResult {
   const r = (raw ?? {}) as Record<string, unknown>;
-  if (typeof r.format !== 'string' || r.format.length > 64 || !validNotice(r.notice)) throw new OpError('the guest gave a malformed rebase result');
+  if (typeof r.format !== 'string' || r.format.length > 64) throw new OpError('the guest gave a malformed rebase result');
   const progress = r.progress;
   const run = (p: unknown) => Array.isArray(p) && p.length === 2 && typeof p[0] === 'number' && p[0] >= 0 && p[0] <= 100 && Number.isSafeInteger(p[1]) && p[1] > 0 && p[1] <= 2 ** 32;
   if (progress !== undefined && (!Array.isArray(progress) || progress.length > 256 || !progress.every(run))) {
