@@ -109,6 +109,8 @@ before(async () => {
   await Promise.all([
     qemuAsync(images, ['convert', ...objects, '-f', 'raw', 'plain.raw', '-O', 'luks', '-o', 'key-secret=s0,iter-time=1', 'base.luks']),
     qemuAsync(images, ['convert', ...objects, '-f', 'raw', 'plain.raw', '-O', 'qcow2', '-o', 'encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=1', 'base.qcow2']),
+    // Another cipher, mode, IV generator and hash: the new slot's material is encrypted as its payload is.
+    qemuAsync(images, ['convert', ...objects, '-f', 'raw', 'plain.raw', '-O', 'luks', '-o', 'key-secret=s0,iter-time=1,cipher-alg=twofish-256,cipher-mode=cbc,ivgen-alg=essiv,hash-alg=sha1', 'twofish.luks']),
   ]);
   // The same images with a second slot (1) holding s1, added by qemu.
   for (const kind of ['luks', 'qcow2'] as const) {
@@ -216,6 +218,9 @@ test('adding a slot: both oracles open the image with the new secret and the old
     assert.equal(erased.status, 0, erased.stderr);
     assert.ok(opensWith(kind, ours, 's1') && !opensWith(kind, ours, 's0'), kind);
   }
+  const twofish = copy('twofish.luks');
+  assert.equal((await runInProcess(['--sandbox=none', ...amendArgs('luks', twofish, 'state=active,new-secret=s1,iter-time=1')], images.dir)).status, 0);
+  assert.ok(opensWith('luks', twofish, 's1') && opensWith('luks', twofish, 's0'), 'twofish-256-cbc-essiv:sha256, sha1');
   // A named slot, and an active one overwritten with --force.
   const named = copy('base.luks');
   assert.equal((await runInProcess(['--sandbox=none', ...amendArgs('luks', named, 'state=active,new-secret=s2,keyslot=5,iter-time=1')], images.dir)).status, 0);
