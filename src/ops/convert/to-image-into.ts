@@ -17,9 +17,10 @@ import { openSource, snapshotViews, type ConvertSource, type SnapshotChoice } fr
 import { copyToImage } from './to-image-copy.ts';
 import { copyInPlace, luksTarget, roundUp } from './in-place-copy.ts';
 import { vdiInPlaceWriter } from '../../formats/vdi/inplace.ts';
+import { vpcInPlaceWriter } from '../../formats/vpc/inplace.ts';
 
 /** The formats other than qcow2 that instar writes into as qemu does (in-place-copy.ts). */
-const IN_PLACE = new Set(['luks', 'vdi']);
+const IN_PLACE = new Set(['luks', 'vdi', 'vpc']);
 import type { Op } from '../types.ts';
 
 export interface ConvertIntoOptions {
@@ -163,7 +164,9 @@ export const convertIntoOp: Op = (raw, ctx) => {
     if (opts.compressed) return { cannotCompress: true } satisfies ConvertIntoResult;
     if (opened.virtualSize < roundUp(disk)) return { tooSmall: true } satisfies ConvertIntoResult;
     if (fromBacking) return refused('with -B from a source that has a backing file') satisfies ConvertIntoResult;
-    const target = opened.format === 'vdi' ? vdiInPlaceWriter(dev) : luksTarget(opened) ?? refused('yet (a LUKS2 volume)');
+    const target = opened.format === 'vdi' ? vdiInPlaceWriter(dev)
+      : opened.format === 'vpc' ? vpcInPlaceWriter(dev, opened.virtualSize)
+      : luksTarget(opened) ?? refused('yet (a LUKS2 volume)');
     if ('refused' in target) return target satisfies ConvertIntoResult;
     const counted = copyInPlace({ images, target, sparseSize: opts.sparseSize ?? 4096, targetIsZero: opts.targetIsZero === true, onProgress });
     return { counted } satisfies ConvertIntoResult;

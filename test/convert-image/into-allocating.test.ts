@@ -1,8 +1,8 @@
-// convert -n into an existing VDI against qemu-img 7.2 and 10.0: each tool writes into its own
-// copy of the same image and the files must be equal byte for byte (blocks the map has written in
-// place, new ones allocated after them in qemu's order, zeros allocating blocks too unless
-// --target-is-zero). Then the crash test: the op stopped after each prefix of its writes leaves an
-// image qemu-img opens.
+// convert -n into an existing VDI or VHD against qemu-img 7.2 and 10.0: each tool writes into its
+// own copy of the same image and the files must be equal byte for byte (blocks the map has
+// written in place, new ones allocated after them in qemu's order, zeros allocating blocks too
+// unless --target-is-zero; a VHD's block bitmaps set, its footer moved). Then the crash test: the
+// op stopped after each prefix of its writes leaves an image qemu-img opens and checks.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { closeSync, copyFileSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
@@ -33,6 +33,10 @@ before(() => {
   // Blocks 3 and 1 allocated, in that order: the copy writes them in place, the others after them.
   qemu(['create', '-q', '-f', 'vdi', at('part.vdi'), '5M']);
   qemu(['-f', 'vdi', '-c', 'write -P 0x33 3M 4k', '-c', 'write -P 0x44 1M 4k', at('part.vdi')], undefined, '10.0', 'qemu-io');
+  qemu(['create', '-q', '-f', 'vpc', at('empty.vpc'), '4M']);
+  qemu(['create', '-q', '-f', 'vpc', '-o', 'subformat=fixed', at('fixed.vpc'), '4M']);
+  qemu(['create', '-q', '-f', 'vpc', '-o', 'force_size=on', at('part.vpc'), '5M']);
+  qemu(['-f', 'vpc', '-c', 'write -P 0x33 3M 4k', '-c', 'write -P 0x44 100k 4k', at('part.vpc')], undefined, '10.0', 'qemu-io');
 });
 after(() => s.cleanup());
 
@@ -46,6 +50,14 @@ test('convert -n into a VDI: static, partly allocated, a raw source, --target-is
   await sameInto(s.dir, 'part-raw', 'part.vdi', ['-n', '-O', 'vdi', '-f', 'raw', '../src.raw', 'part.vdi']);
   await sameInto(s.dir, 'is-zero', 'part.vdi', ['-n', '-O', 'vdi', '--target-is-zero', ...qcow2Source, 'part.vdi']);
   await sameInto(s.dir, 'opts-p', 'part.vdi', ['-n', '-p', '--target-image-opts', ...qcow2Source, 'driver=vdi,file.filename=part.vdi']);
+});
+
+test('convert -n into a VHD: dynamic empty and partly allocated (force_size), fixed, --target-is-zero, a raw source, -p', async () => {
+  await sameInto(s.dir, 'v-empty', 'empty.vpc', ['-n', '-O', 'vpc', ...qcow2Source, 'empty.vpc']);
+  await sameInto(s.dir, 'v-part', 'part.vpc', ['-n', '-O', 'vpc', ...qcow2Source, 'part.vpc']);
+  await sameInto(s.dir, 'v-fixed', 'fixed.vpc', ['-n', '-O', 'vpc', ...qcow2Source, 'fixed.vpc']);
+  await sameInto(s.dir, 'v-is-zero', 'part.vpc', ['-n', '-O', 'vpc', '--target-is-zero', ...qcow2Source, 'part.vpc']);
+  await sameInto(s.dir, 'v-raw', 'part.vpc', ['-n', '-p', '--target-image-opts', '-f', 'raw', '../src.raw', 'driver=vpc,file.filename=part.vpc']);
 });
 
 test('convert -n into a VDI, qemu\'s failures (-c, a smaller image): nothing written', async () => {
@@ -75,12 +87,14 @@ class StoppingDevice extends FdDevice {
   }
 }
 
-test('convert -n into a VDI stopped after each prefix of its writes leaves an image qemu-img opens and checks', () => {
+for (const format of ['vdi', 'vpc']) {
+test(`convert -n into a ${format} image stopped after each prefix of its writes leaves an image qemu-img opens and checks`, () => {
+  const name = `t.${format}`;
   const run = (dir: string, budget: number): void => {
     mkdirSync(dir, { recursive: true });
-    copyFileSync(at('part.vdi'), join(dir, 't.vdi'));
+    copyFileSync(at(`part.${format}`), join(dir, name));
     const src = openSync(at('src.raw'), 'r');
-    const out = openSync(join(dir, 't.vdi'), 'r+');
+    const out = openSync(join(dir, name), 'r+');
     try {
       const ctx: OpContext = {
         devices: [
@@ -89,7 +103,7 @@ test('convert -n into a VDI stopped after each prefix of its writes leaves an im
         ],
         emit: () => undefined,
       };
-      const result = convertIntoOp({ sources: [{ index: 0, format: 'raw', fileName: 'src.raw' }], target: 1, format: 'vdi' }, ctx) as ConvertIntoResult;
+      const result = convertIntoOp({ sources: [{ index: 0, format: 'raw', fileName: 'src.raw' }], target: 1, format }, ctx) as ConvertIntoResult;
       assert.ok('counted' in result, JSON.stringify(result));
     } catch (e) {
       if ((e as Error).message !== 'stopped') throw e;
@@ -98,17 +112,18 @@ test('convert -n into a VDI stopped after each prefix of its writes leaves an im
       closeSync(out);
     }
   };
-  run(at('crash-all'), Infinity);
-  const final = readFileSync(join(at('crash-all'), 't.vdi'));
+  run(at(`crash-${format}-all`), Infinity);
+  const final = readFileSync(join(at(`crash-${format}-all`), name));
   let k = 0;
   for (; k < 100; k++) {
-    const file = join(at(`crash-${k}`), 't.vdi');
-    run(at(`crash-${k}`), k);
+    const file = join(at(`crash-${format}-${k}`), name);
+    run(at(`crash-${format}-${k}`), k);
     if (readFileSync(file).equals(final)) break;
-    const info = runQemu('10.0', ['info', '-f', 'vdi', file]);
+    const info = runQemu('10.0', ['info', '-f', format, file]);
     assert.equal(info.status, 0, `after ${k} writes qemu-img cannot open the target: ${info.stderr}`);
-    const check = runQemu('10.0', ['check', '-f', 'vdi', file]);
+    const check = runQemu('10.0', ['check', '-f', format, file]);
     assert.notEqual(check.status, 1, `after ${k} writes qemu-img cannot check the target: ${check.stdout}${check.stderr}`);
   }
   assert.ok(k > 3 && k < 100, `${k} writes`);
 });
+}
