@@ -4,11 +4,11 @@
 // sandboxed and in-process.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { VERSIONS, runQemu } from '../helpers/oracles.ts';
 import { RepairDirs, assertSameRun } from '../check/repair-harness.ts';
-import { assertSameAllocation, blocks } from './allocation.ts';
+import { assertSameAllocation } from './allocation.ts';
 
 const dirs = new RepairDirs();
 const MiB = 1024 * 1024;
@@ -28,16 +28,13 @@ before(() => {
 after(() => dirs.remove());
 
 test('convert -n into a qcow2: clusters freed where the source is zero become holes', () => {
-  const whole = join(dirs.root, 'whole');
-  writeFileSync(whole, target);
-  const input = blocks(whole);
   const args = ['convert', '-n', '-f', 'raw', '-O', 'qcow2', 'z.raw', 'x.qcow2'];
   for (const v of VERSIONS) {
     for (const sandboxed of [true, false]) {
       const r = dirs.run(v, 'x.qcow2', target, args, { sandboxed, viaEnv: true, files: { 'z.raw': source } });
       const label = `qemu-img ${v} ${args.join(' ')}${sandboxed ? '' : ' --sandbox=none'}`;
       assertSameRun(r, label);
-      assertSameAllocation(v, r, input, label);
+      assertSameAllocation(v, r, label);
     }
   }
 });

@@ -231,7 +231,7 @@ export class SnapshotModel {
     const zeros: RepairStep[] = [];
     for (const c of [...freedNow].sort((a, b) => a - b)) {
       const pos = c * this.cs;
-      if (pos < fileSize) zeros.push({ kind: 'zero', pos, length: Math.min(this.cs, fileSize - pos) });
+      if (pos < fileSize) zeros.push({ kind: 'discard', pos, length: Math.min(this.cs, fileSize - pos) });
     }
     phase(zeros);
     return { steps, fileSize };
