@@ -10,8 +10,7 @@ import { isUtf8 } from 'node:buffer';
 import type { AmendContext, AmendPlan, BlockDevice } from '../types.ts';
 import type { RepairStep } from '../repair.ts';
 import { readAt } from '../bytes.ts';
-// A pure function (no fs): the list split as qemu's QemuOpts splits it.
-import { optionItems } from '../../host/commands/measure-options.ts';
+import { optionItems } from '../../option-list.ts';
 import { afSplit } from '../crypto/af-splitter.ts';
 import { MAX_PBKDF2_ITERATIONS, pbkdf2 } from '../crypto/kdf.ts';
 import { LUKS_HEADER_SIZE, luksKeyFields, parseLuksHeader, type LuksInfo, type LuksKeyFields } from './header.ts';

@@ -3,6 +3,7 @@
 // the last value of each option is what the driver then sees, normalized.
 import type { CreateOptionType } from '../../formats/types.ts';
 import { strtosz } from './map-size.ts';
+import { optionItems } from '../../option-list.ts';
 
 const UINT64_MAX = 2n ** 64n - 1n;
 
@@ -20,33 +21,8 @@ export function isValidOptionList(text: string): boolean {
   return trailing % 2 === 0;
 }
 
-/** The items of an option list in order: "k=v", a flag "k" (on) or "nok" (off); ",," is a comma. */
-export function optionItems(text: string): [string, string][] {
-  const items: [string, string][] = [];
-  let pos = 0;
-  while (pos < text.length) {
-    let end = pos;
-    while (end < text.length && text[end] !== '=' && text[end] !== ',') end++;
-    const name = text.slice(pos, end);
-    if (text[end] !== '=') {
-      items.push(name.startsWith('no') ? [name.slice(2), 'off'] : [name, 'on']);
-      pos = end + 1;
-      continue;
-    }
-    let value = '';
-    let i = end + 1;
-    for (; i < text.length; i++) {
-      if (text[i] === ',') {
-        if (text[i + 1] !== ',') break;
-        i++;
-      }
-      value += text[i];
-    }
-    items.push([name, value]);
-    pos = i + 1;
-  }
-  return items;
-}
+// Split here once; re-exported for the host's other option checks.
+export { optionItems };
 
 const TRUE = new Set(['on', 'yes', 'true', 'y']);
 const FALSE = new Set(['off', 'no', 'false', 'n']);
