@@ -3,12 +3,13 @@
 // each followed by a header rewrite, with the errors qemu only finds between two rewrites.
 //
 // What instar does: compat=1.1 upgrades (header grows to version 3), lazy_refcounts on/off,
-// data_file (rename) and data_file_raw=off, and every no-op (a value equal to the image's).
-// What it refuses before writing anything, because qemu would rewrite more than the header:
-// compat=0.10 downgrades, refcount_bits changes, size changes of images with snapshots or a
-// backing file or together with other changes, and upgrades of version 2 images whose snapshot
-// entries lack the extra data version 3 requires. LUKS key slots: amend-encryption.ts. A size change alone is qemu's
-// truncate, planned by resize.ts (byte for byte what `resize --shrink` writes).
+// data_file (rename) and data_file_raw=off, every no-op (a value equal to the image's),
+// compat=0.10 downgrades without zero clusters, refcount_bits changes (refcount-order.ts), and
+// size changes: qemu's truncate, planned by resize.ts (byte for byte what `resize --shrink`
+// writes; snapshots and a backing file included) over the file as the changes before it leave
+// it, a downgrade planned after it. LUKS key slots: amend-encryption.ts. Refused before writing
+// anything: downgrades of images with zero clusters (qemu turns them into data clusters) and
+// upgrades of version 2 images whose snapshot entries lack the extra data version 3 requires.
 //
 // Crash safety: qemu rewrites the header up to three times; every rewrite before the last writes
 // a prefix of the same change (they differ only in fields the later ones also set), so instar
@@ -16,6 +17,8 @@
 import { ImageError, type AmendCapability, type AmendContext, type AmendPlan, type BlockDevice, type Image } from '../types.ts';
 import { planEncryptionAmend } from './amend-encryption.ts';
 import { qcow2Resize } from './resize.ts';
+import { Qcow2Image } from './driver.ts';
+import { ReplayedDevice } from '../replayed-device.ts';
 import type { RepairStep } from '../repair.ts';
 import { readAt } from '../bytes.ts';
 import { AUTOCLEAR, COMPAT_LAZY_REFCOUNTS, CRYPT, INCOMPAT, MAX_L1_BYTES, SNAPSHOT_HEADER_SIZE, parseHeader, type Qcow2Header } from './header.ts';
@@ -185,11 +188,19 @@ function plan(dev: BlockDevice, image: Image, values: ReadonlyMap<string, string
     m.compatible = r.lazy ? m.compatible | COMPAT_LAZY_REFCOUNTS : m.compatible & ~COMPAT_LAZY_REFCOUNTS;
   }
   if (r.size !== undefined && r.size !== 0n && (r.size !== m.size || h.nbSnapshots > 0)) {
-    // qemu truncates here (blk_truncate, exact): the same writes as `resize --shrink`.
-    if (h.nbSnapshots > 0) return refused('a size change of an image with internal snapshots is not implemented');
-    if (h.backingFileOffset !== 0n) return refused('a size change of an image with a backing file is not implemented');
-    if (opened.length > 0 || before.length > 0 || headerSteps(dev, m).length > 0 || r.version < h.version) return refused('a size change together with other changes is not implemented');
-    return resize(dev, image, r.size);
+    // qemu truncates here (blk_truncate, exact): the same writes as `resize --shrink`, with
+    // internal snapshots and over a backing file too, planned over the file as the changes
+    // before it leave it; a downgrade after it is planned over the truncated file in turn.
+    const first = [...before, ...headerSteps(dev, m)];
+    const after = first.length > 0 ? new ReplayedDevice(dev, first) : dev;
+    const truncated = resize(after, image, r.size);
+    if (!('steps' in truncated) || truncated.error) return 'steps' in truncated ? { ...truncated, steps: first, progress: progress.values } : truncated;
+    const steps = [...first, { kind: 'barrier' } as const, ...truncated.steps];
+    if (r.version >= h.version) return { steps, progress: progress.values };
+    const resized = new ReplayedDevice(after, truncated.steps);
+    const h2 = parseHeader(resized);
+    const m2 = readHeaderModel(resized, h2);
+    return downgrade(resized, h2, m2, (error) => ({ steps: [...steps, { kind: 'barrier' }, ...headerSteps(resized, m2)], error, progress: progress.values }), progress);
   }
   if (r.version < h.version) return downgrade(dev, h, m, done, progress);
   return done();
@@ -198,7 +209,8 @@ function plan(dev: BlockDevice, image: Image, values: ReadonlyMap<string, string
 /** The size change as qemu's qcow2_co_truncate makes it (resize.ts plans it). */
 function resize(dev: BlockDevice, image: Image, size: bigint): AmendPlan {
   if (size > BigInt(Number.MAX_SAFE_INTEGER)) return refused('the new size is too large');
-  const plan = qcow2Resize.plan(image, dev, { newSize: Number(size), preallocation: 'off' });
+  const backingSize = image instanceof Qcow2Image ? image.backingSize : undefined;
+  const plan = qcow2Resize.plan(image, dev, { newSize: Number(size), preallocation: 'off', ...(backingSize === undefined ? {} : { backingSize }) });
   if ('steps' in plan) return { steps: plan.steps };
   // resize.ts says "instar cannot resize ..." for what it refuses; anything else is qemu's error.
   return plan.error.startsWith('instar ') ? { refused: plan.error } : { steps: [], error: [plan.error] };

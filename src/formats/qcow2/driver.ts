@@ -61,6 +61,11 @@ export class Qcow2Image implements Image {
     this.backing = backing;
   }
 
+  /** The backing image's virtual size (amend's truncate zeroes a grown area that would show it). */
+  get backingSize(): number | undefined {
+    return this.backing?.virtualSize;
+  }
+
   /**
    * The disk as an internal snapshot saw it (qemu's bdrv_snapshot_load_tmp): the same image read
    * through the snapshot's L1 table. Matches the id and/or the name, whichever are given.
