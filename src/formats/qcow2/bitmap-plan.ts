@@ -121,7 +121,7 @@ class Planner {
     this.disk = list;
   }
 
-  /** free_bitmap_clusters: the data clusters (discarded) and the table; nothing when the table is bad. */
+  /** free_bitmap_clusters: the data clusters (discarded: punched by the host) and the table; nothing when the table is bad. */
   freeTable(offset: bigint, size: number): void {
     const table = readTable(this.dev, offset, size, this.cs);
     if (!table) return;
@@ -129,7 +129,7 @@ class Planner {
       const addr = Number(entry & TABLE_ENTRY_OFFSET);
       if (addr === 0) continue;
       freeClusters(this.refs, addr, this.cs);
-      if (this.refs.get(addr / this.cs) === 0 && addr < this.dev.size) this.steps.push({ kind: 'zero', pos: addr, length: Math.min(this.cs, this.dev.size - addr) });
+      if (this.refs.get(addr / this.cs) === 0 && addr < this.dev.size) this.steps.push({ kind: 'discard', pos: addr, length: Math.min(this.cs, this.dev.size - addr) });
     }
     freeClusters(this.refs, Number(offset), size * 8);
   }
