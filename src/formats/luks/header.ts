@@ -5,12 +5,12 @@ import { cString } from '../bytes.ts';
 
 export const LUKS_MAGIC = Buffer.from([0x4c, 0x55, 0x4b, 0x53, 0xba, 0xbe]); // "LUKS\xba\xbe"
 export const LUKS_HEADER_SIZE = 592;
-const NUM_KEY_SLOTS = 8;
+export const NUM_KEY_SLOTS = 8;
 const STRIPES = 4000;
 const SECTOR = 512;
 const KEY_SLOT_OFFSET_SECTORS = 4096 / SECTOR;
-const SLOT_ENABLED = 0x00ac71f3;
-const SLOT_DISABLED = 0x0000dead;
+export const SLOT_ENABLED = 0x00ac71f3;
+export const SLOT_DISABLED = 0x0000dead;
 
 /** QAPI QCryptoBlockInfoLUKSSlot, keys in schema order. */
 export interface LuksSlotInfo {

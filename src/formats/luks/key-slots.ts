@@ -13,7 +13,7 @@ import { readAt } from '../bytes.ts';
 import { optionItems } from '../../option-list.ts';
 import { afSplit } from '../crypto/af-splitter.ts';
 import { MAX_PBKDF2_ITERATIONS, pbkdf2 } from '../crypto/kdf.ts';
-import { LUKS_HEADER_SIZE, luksKeyFields, parseLuksHeader, type LuksInfo, type LuksKeyFields } from './header.ts';
+import { LUKS_HEADER_SIZE, NUM_KEY_SLOTS, SLOT_DISABLED, SLOT_ENABLED, luksKeyFields, parseLuksHeader, type LuksInfo, type LuksKeyFields } from './header.ts';
 import { cipherSpec, openKeySlot, unlockMasterKey } from './unlock.ts';
 import { iterationsPerSecond } from './create-keys.ts';
 import { SectorEncryptor } from './encrypt.ts';
@@ -25,9 +25,6 @@ export interface LuksVolume {
   areaLength?: bigint;
 }
 
-const SLOTS = 8;
-const SLOT_ENABLED = 0x00ac71f3;
-const SLOT_DISABLED = 0x0000dead;
 const SALT_LEN = 32;
 const MIN_SLOT_ITERS = 1000;
 const DEFAULT_ITER_TIME = 2000n;
@@ -154,7 +151,7 @@ function addKeySlot(v: Volume, r: Request, ctx: AmendContext): RepairStep[] {
   if (r.keyslot !== undefined) {
     slot = r.keyslot;
     // qemu prints the slot with %u here.
-    if (slot < 0 || slot >= SLOTS) throw new AmendError(`Invalid keyslot ${slot >>> 0} specified, must be between 0 and ${SLOTS - 1}`);
+    if (slot < 0 || slot >= NUM_KEY_SLOTS) throw new AmendError(`Invalid keyslot ${slot >>> 0} specified, must be between 0 and ${NUM_KEY_SLOTS - 1}`);
   } else {
     slot = v.fields.slots.findIndex((s) => !s.active);
     if (slot < 0) throw new AmendError("Can't add a keyslot - all keyslots are in use");
@@ -201,7 +198,7 @@ function eraseKeySlots(v: Volume, r: Request, ctx: AmendContext): RepairStep[] {
   const activeCount = v.fields.slots.filter((s) => s.active).length;
   if (r.keyslot !== undefined) {
     const slot = r.keyslot;
-    if (slot < 0 || slot >= SLOTS) throw new AmendError(`Invalid keyslot ${slot} specified, must be between 0 and ${SLOTS - 1}`);
+    if (slot < 0 || slot >= NUM_KEY_SLOTS) throw new AmendError(`Invalid keyslot ${slot} specified, must be between 0 and ${NUM_KEY_SLOTS - 1}`);
     if (oldPassphrase && !opens(slot, oldPassphrase)) {
       throw new AmendError(`Given keyslot ${slot} doesn't contain the given old password for erase operation`);
     }
