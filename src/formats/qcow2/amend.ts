@@ -160,7 +160,13 @@ function plan(dev: BlockDevice, image: Image, values: ReadonlyMap<string, string
     for (const step of [0, 1, 2]) progress.report(step, 2);
     m.version = 3;
   }
-  if (r.encryption) return planEncryptionAmend(dev, h, ctx, plan(dev, image, new Map([...values].filter(([name]) => !name.startsWith('encrypt.')))));
+  if (r.encryption) {
+    // The key slots before the header: either crash leaves an image that opens with its old keys.
+    const keySlots = planEncryptionAmend(dev, h, ctx);
+    if ('refused' in keySlots) return keySlots;
+    if (keySlots.error) return { ...done(keySlots.error), ...(keySlots.errorHint === undefined ? {} : { errorHint: keySlots.errorHint }) };
+    before.push(...keySlots.steps);
+  }
   if (changesWidth) {
     if (r.version < 3 && r.refcountBits !== 16) return done(['Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)']);
     progress.start('refcount-order');
