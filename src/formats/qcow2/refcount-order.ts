@@ -32,9 +32,11 @@ type BlockDone = (index: number, empty: boolean, block: Buffer | undefined) => v
 
 class WidthError extends Error {}
 
-export function planRefcountOrder(dev: BlockDevice, h: Qcow2Header, order: number, progress: AmendProgress): RefcountOrderPlan {
+/** `freeClusterIndex`: where qemu's next allocation starts searching (0 after its open). */
+export function planRefcountOrder(dev: BlockDevice, h: Qcow2Header, order: number, progress: AmendProgress, freeClusterIndex = 0): RefcountOrderPlan {
   const cs = h.clusterSize;
   const model = new RefcountModel(dev, h);
+  model.freeClusterIndex = freeClusterIndex;
   const oldPer = model.perBlock;
   const bits = 2 ** order;
   const newPer = (cs * 8) / bits;

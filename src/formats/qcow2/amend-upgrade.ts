@@ -1,0 +1,37 @@
+// compat=1.1 of a version 2 image whose snapshot entries lack the extra data version 3 requires
+// (VM state size and disk size): qemu's qcow2_upgrade rewrites the snapshot table first
+// (qcow2_write_snapshots: every entry with its extra data, in new clusters; the header's
+// nb_snapshots and snapshots_offset pointed at it; the old table freed and discarded), then the
+// header as version 3. Planned on SnapshotModel, whose steps are crash-ordered (the new table
+// written and counted before the header names it, the old one freed after).
+import type { BlockDevice } from '../types.ts';
+import type { RepairStep } from '../repair.ts';
+import type { Qcow2Header } from './header.ts';
+import { SnapshotModel } from './snapshot-model.ts';
+import { readSnapshotTable, serializeSnapshotTable } from './snapshot-table.ts';
+import { allocClusters, freeClusters } from './allocator.ts';
+
+/** The header's nb_snapshots then snapshots_offset. */
+const NB_SNAPSHOTS_AT = 60;
+
+export interface SnapshotTableRewrite {
+  steps: RepairStep[];
+  snapshotsOffset: bigint;
+  /** qemu's free_cluster_index afterwards (the next allocation searches from there). */
+  freeClusterIndex: number;
+}
+
+export function rewriteSnapshotTable(dev: BlockDevice, h: Qcow2Header): SnapshotTableRewrite {
+  const { list, tableBytes } = readSnapshotTable(dev, h);
+  const model = new SnapshotModel(dev, h);
+  const table = serializeSnapshotTable(list);
+  const offset = allocClusters(model.refs, table.length);
+  model.write(offset, table, 'fresh');
+  const fields = Buffer.alloc(12);
+  fields.writeUInt32BE(list.length, 0);
+  fields.writeBigUInt64BE(BigInt(offset), 4);
+  model.write(NB_SNAPSHOTS_AT, fields, 'commit');
+  freeClusters(model.refs, Number(h.snapshotsOffset), tableBytes);
+  const { steps } = model.plan();
+  return { steps, snapshotsOffset: BigInt(offset), freeClusterIndex: model.refs.freeClusterIndex };
+}
