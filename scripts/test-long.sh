@@ -7,4 +7,4 @@ bash scripts/install-oracles.sh
 node scripts/build.mjs
 mapfile -t files < <(grep -rlE "helpers/long\.ts'" test --include='*.test.ts' | sort)
 if [ "${#files[@]}" -eq 0 ]; then echo "no long-tier test files found" >&2; exit 1; fi
-INSTAR_LONG_TESTS=1 exec node --import tsx --test --test-concurrency=2 "$@" "${files[@]}"
+INSTAR_LONG_TESTS=1 exec node --import tsx --test --test-concurrency=2 --test-reporter=spec "$@" "${files[@]}"
