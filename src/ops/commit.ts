@@ -6,8 +6,9 @@
 import { ImageError, type BlockDevice, type Image } from '../formats/types.ts';
 import { findDriver } from '../formats/registry.ts';
 import { applyRepair, writeCount, type RepairStep } from '../formats/repair.ts';
-import { parseHeader } from '../formats/qcow2/header.ts';
-import { planInPlaceWrite, type ClusterRun } from '../formats/qcow2/inplace-write.ts';
+import { AUTOCLEAR, parseHeader } from '../formats/qcow2/header.ts';
+import { planInPlaceWrite, type ClusterRun, type GuestSource } from '../formats/qcow2/inplace-write.ts';
+import { aroundBitmaps, openWritesBitmaps } from '../formats/qcow2/bitmap-session.ts';
 import { makeEmptyRefusal, planMakeEmpty } from '../formats/qcow2/make-empty.ts';
 import { PlanRefusal } from '../formats/qcow2/refcount-update.ts';
 import { openTree, type OpenTreeOptions } from './open-tree.ts';
@@ -117,6 +118,20 @@ function growBase(base: Image, dev: BlockDevice, size: number): { steps: RepairS
   return 'error' in plan ? { refused: plan.error } : plan;
 }
 
+/**
+ * A qcow2 base with persistent bitmaps: qemu's reopen for writing marks
+ * them in use, the copy's writes are recorded by the enabled ones, and the reopen read-only at
+ * the end stores them anew.
+ */
+function withBaseBitmaps(dev: BlockDevice, runs: ClusterRun[], source: GuestSource, hasBacking: boolean, size: number): RepairStep[] {
+  const after: { freeClusterIndex?: number } = {};
+  return aroundBitmaps(dev, (opened) => ({
+    steps: planInPlaceWrite(opened, runs, source, { hasBacking, bitmapsOpened: true, after }),
+    freeClusterIndex: after.freeClusterIndex,
+    dirtied: runs.map((r): [number, number] => [r.offset, Math.min(r.offset + r.length, size)]),
+  })).steps;
+}
+
 /** `dev` as it reads after `steps` (writes, zeros and length changes only), for planning on top of them. */
 function overlay(dev: BlockDevice, steps: readonly RepairStep[]): BlockDevice {
   let size = dev.size;
@@ -169,7 +184,12 @@ export function commitOp(options: Record<string, unknown>, ctx: OpContext): Comm
       const cs = parseHeader(planDev).clusterSize;
       const unit = Math.max(granularityOf(cs), cs);
       const runs = clusterRuns(top, dirtyRanges(top, baseLevel, unit), unit);
-      baseSteps = [...grow.steps, ...planInPlaceWrite(planDev, runs, (buf, at) => top.read(buf, at), { hasBacking })];
+      const source: GuestSource = (buf, at) => top.read(buf, at);
+      // Only a base with bitmaps: qemu reopens the base for writing, which keeps a stale extension.
+      if (parseHeader(baseDev).autoclear & AUTOCLEAR.bitmaps) {
+        if (grow.steps.length > 0) return { format, refused: 'instar cannot grow a qcow2 base with persistent bitmaps (qemu would); nothing was written' };
+        baseSteps = withBaseBitmaps(baseDev, runs, source, hasBacking, top.virtualSize);
+      } else baseSteps = [...grow.steps, ...planInPlaceWrite(planDev, runs, source, { hasBacking })];
     } else if (base.format === 'raw') {
       const unit = granularityOf(undefined);
       baseSteps = [...grow.steps, ...rawSteps(top.virtualSize, clusterRuns(top, dirtyRanges(top, baseLevel, unit), unit), top)];
@@ -180,7 +200,11 @@ export function commitOp(options: Record<string, unknown>, ctx: OpContext): Comm
     if (!opts.drop && format === 'qcow2') {
       const why = makeEmptyRefusal(topDev);
       if (why) return { format, refused: `instar cannot empty this qcow2 image (${why}); nothing was written (use -d to keep its data)` };
-      topSteps = planMakeEmpty(topDev);
+      // A stale bitmaps extension: qemu's writable open of the top drops it first.
+      topSteps = openWritesBitmaps(topDev) ? aroundBitmaps(topDev, (opened) => ({ steps: planMakeEmpty(opened) })).steps : planMakeEmpty(topDev);
+    } else if (format === 'qcow2' && openWritesBitmaps(topDev)) {
+      // -d: the top is still opened for writing, and closed (its bitmaps stored anew).
+      topSteps = aroundBitmaps(topDev, () => ({ steps: [] })).steps;
     } else if (!opts.drop && format === 'qcow') {
       return { format, refused: 'instar cannot empty a qcow image; nothing was written (use -d to keep its data)' };
     }

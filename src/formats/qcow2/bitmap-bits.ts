@@ -71,6 +71,13 @@ export class DirtyBits {
     return out;
   }
 
+  /** bdrv_set_dirty: the granules that bytes [start, end) of the disk touch. */
+  setByteRange(start: number, end: number): void {
+    const g = 2 ** this.granularityBits;
+    const last = Math.min(this.bitCount, Math.ceil(end / g));
+    if (end > start && Math.floor(start / g) < last) this.setBits(Math.floor(start / g), last);
+  }
+
   /** Sets bits [from, to). */
   setBits(from: number, to: number): void {
     let bit = from;

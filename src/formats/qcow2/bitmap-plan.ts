@@ -218,6 +218,8 @@ export interface CloseOptions {
   virtualSize?: bigint;
   /** qemu's free_cluster_index as the change left it (allocation goes on from there). */
   freeClusterIndex?: number;
+  /** Guest byte ranges [start, end) the change wrote: the enabled bitmaps record them. */
+  dirtied?: readonly [number, number][];
 }
 
 export interface BitmapReopen {
@@ -241,6 +243,7 @@ export function planBitmapReopen(dev: BlockDevice): BitmapReopen {
     close: (after, opts = {}) => {
       const size = opts.virtualSize;
       const live = size === undefined ? p.live : p.live.map((l) => ({ ...l, bits: l.bits.truncated(size) }));
+      for (const l of live) if (l.enabled && !l.inconsistent) for (const range of opts.dirtied ?? []) l.bits.setByteRange(range[0], range[1]);
       const q = new Planner(after, live);
       if (opts.freeClusterIndex !== undefined) q.refs.freeClusterIndex = opts.freeClusterIndex;
       q.close();

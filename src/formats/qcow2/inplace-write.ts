@@ -15,7 +15,7 @@
 import type { BlockDevice } from '../types.ts';
 import type { RepairStep } from '../repair.ts';
 import { readAt } from '../bytes.ts';
-import { CRYPT, INCOMPAT, parseHeader, type Qcow2Header } from './header.ts';
+import { AUTOCLEAR, CRYPT, INCOMPAT, parseHeader, type Qcow2Header } from './header.ts';
 import { allocClusters, freeClusters } from './allocator.ts';
 import { PlanRefusal, RefcountModel } from './refcount-update.ts';
 
@@ -46,14 +46,14 @@ export interface ClusterRun {
 /** Fills `buf` with the guest bytes the image must show from virtual offset `offset` on. */
 export type GuestSource = (buf: Uint8Array, offset: number) => void;
 
-/** Why instar will not write into this image (nothing written), or undefined. */
-export function inPlaceRefusal(h: Qcow2Header): string | undefined {
+/** Why instar will not write into this image (nothing written), or undefined; `bitmapsOpened`: a bitmap session (bitmap-session.ts) holds its bitmaps. */
+export function inPlaceRefusal(h: Qcow2Header, bitmapsOpened = false): string | undefined {
   if (h.incompatible & INCOMPAT.dirty) return 'its dirty bit is set';
   if (h.incompatible & INCOMPAT.corrupt) return 'it is marked corrupt';
   if (h.incompatible & INCOMPAT.dataFile) return 'it has an external data file';
   if (h.incompatible & INCOMPAT.extendedL2) return 'it has extended L2 entries';
   if (h.cryptMethod !== CRYPT.none) return 'it is encrypted';
-  if (h.autoclear !== 0n) return 'autoclear feature bits are set';
+  if (h.autoclear & ~(bitmapsOpened ? AUTOCLEAR.bitmaps : 0n)) return 'autoclear feature bits are set';
   return undefined;
 }
 
@@ -105,6 +105,10 @@ export interface InPlaceOptions {
    * leaves an image qemu opens and repairs.
    */
   unmap?: boolean;
+  /** Planned inside a bitmap session (its bitmaps extension is handled there). */
+  bitmapsOpened?: boolean;
+  /** Set by the planner: qemu's free_cluster_index after the writes (a bitmap store at close goes on from it). */
+  after?: { freeClusterIndex?: number };
 }
 
 /**
@@ -113,7 +117,7 @@ export interface InPlaceOptions {
  */
 export function planInPlaceWrite(dev: BlockDevice, runs: readonly ClusterRun[], source: GuestSource, opts: InPlaceOptions): RepairStep[] {
   const h = parseHeader(dev);
-  const why = inPlaceRefusal(h);
+  const why = inPlaceRefusal(h, opts.bitmapsOpened);
   if (why) throw refuse(why);
   const cs = h.clusterSize;
   const perL2 = cs / 8;
@@ -233,6 +237,7 @@ export function planInPlaceWrite(dev: BlockDevice, runs: readonly ClusterRun[], 
   steps.push({ kind: 'barrier' });
   // Refcounts lowered after a grown refcount table's switch (the old table freed).
   steps.push(...refs.flush(), { kind: 'barrier' });
+  if (opts.after) opts.after.freeClusterIndex = refs.freeClusterIndex;
   return unmap ? underDirtyBit(h, refs, steps) : steps;
 }
 
