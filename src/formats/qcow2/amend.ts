@@ -27,6 +27,7 @@ import { headerRewriteRefusal, planHeaderWrite } from './rebase-unsafe.ts';
 import type { Qcow2HeaderModel } from './header-write.ts';
 import { AmendProgress } from './amend-progress.ts';
 import { planRefcountOrder } from './refcount-order.ts';
+import { rewriteSnapshotTable } from './amend-upgrade.ts';
 import { PlanRefusal } from './refcount-update.ts';
 
 import { QCOW2_AMEND } from '../amend-options.ts';
@@ -153,11 +154,25 @@ function plan(dev: BlockDevice, image: Image, values: ReadonlyMap<string, string
       throw e;
     }
   };
+  /** qemu's free_cluster_index when the refcount width change starts. */
+  let hint = 0;
   if (r.version > h.version) {
-    if (h.nbSnapshots > 0 && snapshots(dev, h).some((sn) => sn.extraSize < 16)) return refused('its snapshot table needs rewriting for compat=1.1');
-    // qemu reports the upgrade's two steps: 0 of 2, 1 of 2, 2 of 2.
+    // qemu reports the upgrade's two steps: 0 of 2, the snapshot table, 1 of 2, the header, 2 of 2.
     progress.start('upgrade');
-    for (const step of [0, 1, 2]) progress.report(step, 2);
+    progress.report(0, 2);
+    if (h.nbSnapshots > 0 && snapshots(dev, h).some((sn) => sn.extraSize < 16)) {
+      try {
+        const rewrite = rewriteSnapshotTable(dev, h);
+        before.push(...rewrite.steps);
+        m.snapshotsOffset = rewrite.snapshotsOffset;
+        hint = rewrite.freeClusterIndex;
+      } catch (e) {
+        if (e instanceof PlanRefusal) return { refused: e.message };
+        throw e;
+      }
+    }
+    progress.report(1, 2);
+    progress.report(2, 2);
     m.version = 3;
   }
   if (r.encryption) {
@@ -172,7 +187,9 @@ function plan(dev: BlockDevice, image: Image, values: ReadonlyMap<string, string
     progress.start('refcount-order');
     let width;
     try {
-      width = planRefcountOrder(dev, h, Math.log2(r.refcountBits), progress);
+      // Over the file as the writes before it (a snapshot table, key slots) leave it.
+      const now = before.length > 0 ? new ReplayedDevice(dev, before) : dev;
+      width = planRefcountOrder(now, now === dev ? h : parseHeader(now), Math.log2(r.refcountBits), progress, hint);
     } catch (e) {
       if (e instanceof PlanRefusal) return { refused: e.message };
       throw e;
