@@ -1,8 +1,9 @@
-// convert -n into an existing VDI or VHD against qemu-img 7.2 and 10.0: each tool writes into its
-// own copy of the same image and the files must be equal byte for byte (blocks the map has
-// written in place, new ones allocated after them in qemu's order, zeros allocating blocks too
-// unless --target-is-zero; a VHD's block bitmaps set, its footer moved). Then the crash test: the
-// op stopped after each prefix of its writes leaves an image qemu-img opens and checks.
+// convert -n into an existing VDI, VHD or QED image against qemu-img 7.2 and 10.0: each tool
+// writes into its own copy of the same image and the files must be equal byte for byte (blocks
+// the map has written in place, new ones allocated after them in qemu's order, zeros allocating
+// blocks too unless --target-is-zero; a VHD's block bitmaps set, its footer moved; QED's zero
+// writes making zero clusters, L2 tables allocated after the data). Then the crash test: the op
+// stopped after each prefix of its writes leaves an image qemu-img opens and checks.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { closeSync, copyFileSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
@@ -37,6 +38,12 @@ before(() => {
   qemu(['create', '-q', '-f', 'vpc', '-o', 'subformat=fixed', at('fixed.vpc'), '4M']);
   qemu(['create', '-q', '-f', 'vpc', '-o', 'force_size=on', at('part.vpc'), '5M']);
   qemu(['-f', 'vpc', '-c', 'write -P 0x33 3M 4k', '-c', 'write -P 0x44 100k 4k', at('part.vpc')], undefined, '10.0', 'qemu-io');
+  qemu(['create', '-q', '-f', 'qed', at('empty.qed'), '4M']);
+  qemu(['create', '-q', '-f', 'qed', at('part.qed'), '5M']);
+  qemu(['-f', 'qed', '-c', 'write -P 0x33 3M 4k', '-c', 'write -P 0x44 100k 4k', '-c', 'write -z 2M 128k', at('part.qed')], undefined, '10.0', 'qemu-io');
+  // 4 KiB clusters, two-cluster tables: an L2 table per 1 MiB, some there already.
+  qemu(['create', '-q', '-f', 'qed', '-o', 'cluster_size=4k,table_size=2', at('small.qed'), '40M']);
+  qemu(['-f', 'qed', '-c', 'write -P 0x33 1M 8k', '-c', 'write -P 0x34 30M 4k', at('small.qed')], undefined, '10.0', 'qemu-io');
 });
 after(() => s.cleanup());
 
@@ -58,6 +65,17 @@ test('convert -n into a VHD: dynamic empty and partly allocated (force_size), fi
   await sameInto(s.dir, 'v-fixed', 'fixed.vpc', ['-n', '-O', 'vpc', ...qcow2Source, 'fixed.vpc']);
   await sameInto(s.dir, 'v-is-zero', 'part.vpc', ['-n', '-O', 'vpc', '--target-is-zero', ...qcow2Source, 'part.vpc']);
   await sameInto(s.dir, 'v-raw', 'part.vpc', ['-n', '-p', '--target-image-opts', '-f', 'raw', '../src.raw', 'driver=vpc,file.filename=part.vpc']);
+});
+
+test('convert -n into a QED image: empty, partly allocated with zero clusters, small tables, --target-is-zero, -S 0, -S 64k, a raw source, -p', async () => {
+  await sameInto(s.dir, 'q-empty', 'empty.qed', ['-n', '-O', 'qed', ...qcow2Source, 'empty.qed']);
+  await sameInto(s.dir, 'q-part', 'part.qed', ['-n', '-O', 'qed', ...qcow2Source, 'part.qed']);
+  await sameInto(s.dir, 'q-small', 'small.qed', ['-n', '-O', 'qed', ...qcow2Source, 'small.qed']);
+  await sameInto(s.dir, 'q-small-raw', 'small.qed', ['-n', '-O', 'qed', '-f', 'raw', '../src.raw', 'small.qed']);
+  await sameInto(s.dir, 'q-is-zero', 'small.qed', ['-n', '-O', 'qed', '--target-is-zero', ...qcow2Source, 'small.qed']);
+  await sameInto(s.dir, 'q-S0', 'part.qed', ['-n', '-O', 'qed', '-S', '0', ...qcow2Source, 'part.qed']);
+  await sameInto(s.dir, 'q-S64k', 'part.qed', ['-n', '-O', 'qed', '-S', '64k', ...qcow2Source, 'part.qed']);
+  await sameInto(s.dir, 'q-p', 'part.qed', ['-n', '-p', '--target-image-opts', ...qcow2Source, 'driver=qed,file.filename=part.qed']);
 });
 
 test('convert -n into a VDI, qemu\'s failures (-c, a smaller image): nothing written', async () => {
@@ -87,7 +105,7 @@ class StoppingDevice extends FdDevice {
   }
 }
 
-for (const format of ['vdi', 'vpc']) {
+for (const format of ['vdi', 'vpc', 'qed']) {
 test(`convert -n into a ${format} image stopped after each prefix of its writes leaves an image qemu-img opens and checks`, () => {
   const name = `t.${format}`;
   const run = (dir: string, budget: number): void => {

@@ -8,6 +8,8 @@
 // they cover whole clusters and are written as data elsewhere (qemu's block layer falls back for
 // the unaligned head and tail). The L1 and L2 tables stay in memory and are written in finish();
 // the header is left as create wrote it (qemu sets need-check while writing, clears it at close).
+// convert -n starts the writer from an existing image's tables (inplace.ts): zeros over its
+// allocated clusters are then written in place, as qemu's zero writes do.
 import { unitPieces } from '../bytes.ts';
 import { ImageError, type CreatePlan, type Image, type ImageWriter, type WriterCapability, type WriterFiles } from '../types.ts';
 import { checkWriteRange, writableOutput } from '../writer-checks.ts';
@@ -24,7 +26,17 @@ interface QedPlanView {
   backingFile?: string;
 }
 
-class QedWriter implements ImageWriter {
+/** The image's tables as the writer starts from them: a new image's, or an existing one's. */
+export interface QedState {
+  l1Offset: number;
+  l1: Buffer;
+  /** Each L2 table by its L1 index. */
+  l2: Map<number, Buffer>;
+  /** qemu's s->file_size. */
+  fileEnd: number;
+}
+
+export class QedWriter implements ImageWriter {
   /** Sectors: every request reaches write() as convert issued it. */
   readonly clusterSize = SECTOR;
   private readonly put: (buf: Uint8Array, pos: number) => void;
@@ -35,19 +47,20 @@ class QedWriter implements ImageWriter {
   private readonly l1Offset: number;
   /** The L1 table as on disk, and each allocated L2 table by its L1 index. */
   private readonly l1: Buffer;
-  private readonly l2 = new Map<number, Buffer>();
+  private readonly l2: Map<number, Buffer>;
   /** qemu's s->file_size: where the next cluster goes. */
   private fileEnd: number;
   private backing?: Pick<Image, 'virtualSize' | 'read'>;
 
-  constructor(files: WriterFiles, private readonly plan: QedPlanView) {
+  constructor(files: WriterFiles, private readonly plan: QedPlanView, state?: QedState) {
     this.put = writableOutput(files.image);
     this.cs = plan.clusterSize;
     this.tableBytes = plan.tableSize * plan.clusterSize;
     this.regionBytes = (this.tableBytes / 8) * this.cs;
-    this.l1Offset = this.cs;
-    this.l1 = Buffer.alloc(this.tableBytes);
-    this.fileEnd = this.cs + this.tableBytes;
+    this.l1Offset = state?.l1Offset ?? this.cs;
+    this.l1 = state?.l1 ?? Buffer.alloc(this.tableBytes);
+    this.l2 = state?.l2 ?? new Map();
+    this.fileEnd = state?.fileEnd ?? this.cs + this.tableBytes;
   }
 
   readBacking(backing: Pick<Image, 'virtualSize' | 'read'>): void {
@@ -82,13 +95,22 @@ class QedWriter implements ImageWriter {
       const table = this.l2.get(index) ?? Buffer.alloc(this.tableBytes);
       const within = pos - index * this.regionBytes;
       if (data) this.writeClusters(table, within, bytes.subarray(pos - offset, pos - offset + n), pos);
-      else for (let at = within; at < within + n; at += this.cs) if (table.readBigUInt64LE((at / this.cs) * 8) === 0n) table.writeBigUInt64LE(ZERO_CLUSTER, (at / this.cs) * 8);
+      else this.zeroClusters(table, within, n);
       if (newTable) {
         this.l2.set(index, table);
         this.l1.writeBigUInt64LE(BigInt(this.fileEnd), index * 8);
         this.fileEnd += this.tableBytes;
       }
       pos += n;
+    }
+  }
+
+  /** Whole clusters of zeros: unallocated ones become zero clusters, allocated ones get zeros written in place. */
+  private zeroClusters(table: Buffer, within: number, length: number): void {
+    for (let at = within; at < within + length; at += this.cs) {
+      const entry = table.readBigUInt64LE((at / this.cs) * 8);
+      if (entry === 0n) table.writeBigUInt64LE(ZERO_CLUSTER, (at / this.cs) * 8);
+      else if (entry !== ZERO_CLUSTER) this.put(new Uint8Array(this.cs), Number(entry));
     }
   }
 

@@ -3,7 +3,8 @@
 // into it) and the block-map formats (VDI). qemu-img takes the sources as for any target; these
 // drivers neither read as zeros nor write zeros cheaply (no zero-init, no write-zeroes), so each
 // stretch its copy skips is written as zeros up to the disk's end, unless --target-is-zero says
-// to leave them: a LUKS volume gets them encrypted, a VDI allocates their blocks.
+// to leave them: a LUKS volume gets them encrypted, a VDI or VHD allocates their blocks. QED has
+// zero writes: it gets qemu's write-zeroes requests as the copy issues them.
 import { ImageError, type Image, type ImageWriter } from '../../formats/types.ts';
 import { copyToImage } from './to-image-copy.ts';
 
@@ -14,6 +15,8 @@ const ZERO_CHUNK = 1024 * 1024;
 /** The target's writes: guest bytes at a virtual offset, then what the format writes last. */
 export interface InPlaceTarget {
   write(data: Uint8Array, offset: number): void;
+  /** Formats with zero writes of their own (QED): qemu's write-zeroes requests as it issues them. */
+  writeZeroes?(offset: number, length: number): void;
   finish(): void;
 }
 
@@ -71,6 +74,7 @@ export interface InPlacePlan {
 /** Copies the sources into the target; qemu's counted bytes. The caller checked the target is large enough. */
 export function copyInPlace(plan: InPlacePlan): number {
   const disk = plan.images.reduce((n, i) => n + i.virtualSize, 0);
-  const writer = new GapFiller(plan.target, disk, !plan.targetIsZero);
-  return copyToImage({ images: plan.images, writer, sparseSize: plan.sparseSize, onProgress: plan.onProgress, unaligned: true });
+  const zeroes = plan.targetIsZero ? undefined : plan.target.writeZeroes?.bind(plan.target);
+  const writer = new GapFiller(plan.target, disk, !plan.targetIsZero && !zeroes);
+  return copyToImage({ images: plan.images, writer, sparseSize: plan.sparseSize, onProgress: plan.onProgress, unaligned: true, onZeros: zeroes });
 }

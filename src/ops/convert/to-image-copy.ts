@@ -28,6 +28,8 @@ export interface ImageCopyPlan {
   unaligned?: boolean;
   /** --salvage: sectors that cannot be read are copied as zeros and reported here. */
   salvage?: UnreadableReport;
+  /** convert -n: qemu's write-zeroes requests (what -S skips, each zero chunk), in order among the writes. */
+  onZeros?: (offset: number, length: number) => void;
 }
 
 /**
@@ -93,9 +95,17 @@ export function copyToImage(plan: ImageCopyPlan): number {
             if (e instanceof ImageError) throw new ImageError(`error while reading at byte ${base + (failingChunk(image, pos, pos, pos + n) ?? pos)}: ${e.message}`, e.errno);
             throw e;
           }
-          for (const [s, e] of nonZeroParts(chunk, base + pos, zeroBlock, zeros)) aligner.write(chunk.subarray(s, e), base + pos + s);
+          let from = 0;
+          for (const [s, e] of nonZeroParts(chunk, base + pos, zeroBlock, zeros)) {
+            if (s > from) plan.onZeros?.(base + pos + from, s - from);
+            aligner.write(chunk.subarray(s, e), base + pos + s);
+            from = e;
+          }
+          if (n > from) plan.onZeros?.(base + pos + from, n - from);
         } else if (sparseSize === 0) {
           aligner.write(zeros.subarray(0, n), base + pos);
+        } else {
+          plan.onZeros?.(base + pos, n);
         }
         pos += n;
       }

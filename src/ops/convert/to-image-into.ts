@@ -12,15 +12,18 @@ import { applyRepair } from '../../formats/repair.ts';
 import { parseHeader, type Qcow2Header } from '../../formats/qcow2/header.ts';
 import { MissingFilesError, openTree } from '../open-tree.ts';
 import { planInPlaceWrite, type ClusterRun } from '../../formats/qcow2/inplace-write.ts';
+import { inPlaceWithBitmaps, type SessionOptions } from '../../formats/qcow2/inplace-bitmaps.ts';
+import { openWritesBitmaps } from '../../formats/qcow2/bitmap-session.ts';
 import { PlanRefusal } from '../../formats/qcow2/refcount-update.ts';
 import { openSource, snapshotViews, type ConvertSource, type SnapshotChoice } from './sources.ts';
 import { copyToImage } from './to-image-copy.ts';
 import { copyInPlace, luksTarget, roundUp } from './in-place-copy.ts';
 import { vdiInPlaceWriter } from '../../formats/vdi/inplace.ts';
 import { vpcInPlaceWriter } from '../../formats/vpc/inplace.ts';
+import { qedInPlaceWriter } from '../../formats/qed/inplace.ts';
 
 /** The formats other than qcow2 that instar writes into as qemu does (in-place-copy.ts). */
-const IN_PLACE = new Set(['luks', 'vdi', 'vpc']);
+const IN_PLACE = new Set(['luks', 'vdi', 'vpc', 'qed']);
 import type { Op } from '../types.ts';
 
 export interface ConvertIntoOptions {
@@ -166,6 +169,7 @@ export const convertIntoOp: Op = (raw, ctx) => {
     if (fromBacking) return refused('with -B from a source that has a backing file') satisfies ConvertIntoResult;
     const target = opened.format === 'vdi' ? vdiInPlaceWriter(dev)
       : opened.format === 'vpc' ? vpcInPlaceWriter(dev, opened.virtualSize)
+      : opened.format === 'qed' ? qedInPlaceWriter(dev)
       : luksTarget(opened) ?? refused('yet (a LUKS2 volume)');
     if ('refused' in target) return target satisfies ConvertIntoResult;
     const counted = copyInPlace({ images, target, sparseSize: opts.sparseSize ?? 4096, targetIsZero: opts.targetIsZero === true, onProgress });
@@ -186,7 +190,11 @@ export const convertIntoOp: Op = (raw, ctx) => {
   const counted = copyToImage({ images, writer: recorder, sparseSize: opts.sparseSize ?? 4096, onProgress, unaligned: true });
   try {
     const runs = clusterRuns(recorder.requests, disk, opts.targetIsZero === true, cs, (c) => readsZero(dev, h, c, hasBacking));
-    const steps = planInPlaceWrite(dev, runs, (buf, at) => readDisk(images, buf, at), { hasBacking, unmap: true });
+    const write = (target: BlockDevice, more: SessionOptions = {}) => planInPlaceWrite(target, runs, (buf, at) => readDisk(images, buf, at), { hasBacking, unmap: true, ...more });
+    // Bitmaps (or a stale extension): qemu's writable open and close around the copy; every
+    // request it makes (the zeroing ones too, unless --target-is-zero skips them) is recorded.
+    const dirtied = opts.targetIsZero === true ? recorder.requests.map((r): [number, number] => [r.offset, r.offset + r.length]) : [[0, disk] as [number, number]];
+    const steps = openWritesBitmaps(dev) ? inPlaceWithBitmaps(dev, write, dirtied) : write(dev);
     applyRepair(dev, steps, { stopAfterWrites: opts.stopAfterWrites });
   } catch (e) {
     if (e instanceof PlanRefusal) return { refused: e.message } satisfies ConvertIntoResult;
