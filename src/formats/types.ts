@@ -215,7 +215,8 @@ export interface BitmapCapability {
 export type SnapshotChangePlan =
   | { steps: import('./repair.ts').RepairStep[] }
   /** `steps`: what qemu's driver wrote before it failed (instar writes the same). */
-  | { errno: string; message: string; steps?: import('./repair.ts').RepairStep[] }
+  /** `report`: the line qemu's driver printed before failing (error_report), printed first. */
+  | { errno: string; message: string; steps?: import('./repair.ts').RepairStep[]; report?: string }
   | { notFound: true }
   | { refused: string };
 
@@ -225,8 +226,11 @@ export interface SnapshotCapability {
   create(dev: BlockDevice, name: string, now: { sec: number; nsec: number }): SnapshotChangePlan;
   /** Deletes the snapshot qemu-img finds by `name`. */
   delete(dev: BlockDevice, name: string): SnapshotChangePlan;
-  /** Reverts the active disk to the snapshot with that id or name. */
-  apply(dev: BlockDevice, idOrName: string): SnapshotChangePlan;
+  /**
+   * Reverts the active disk to the snapshot with that id or name; `backingSize`: the backing
+   * image's virtual size, when there is one (qemu zeroes a grown area that would show it).
+   */
+  apply(dev: BlockDevice, idOrName: string, backingSize?: number): SnapshotChangePlan;
 }
 
 /** What `resize` asks of a driver: the new virtual size (checked positive and below qemu's limit). */

@@ -8,6 +8,7 @@ import { applyRepair, type RepairStep } from '../formats/repair.ts';
 import { strerror } from '../strerror.ts';
 import { openTree, type OpenTreeOptions } from './open-tree.ts';
 import type { OpContext } from './types.ts';
+import { backingSize } from './backing-size.ts';
 
 /** qemu's BDRV_MAX_LENGTH: INT64_MAX rounded down to a 1 GiB multiple. */
 const BDRV_MAX_LENGTH = 9223372035781033984n;
@@ -115,11 +116,4 @@ function fileFailure(e: unknown, steps: readonly RepairStep[]): string | undefin
   if (typeof err?.code !== 'string') return undefined;
   if (err.syscall === 'ftruncate' || steps.some((s) => s.kind === 'truncate')) return `Could not resize file: ${strerror(err.code)}`;
   return undefined;
-}
-
-/** The backing image's virtual size (qemu zeroes a grown area that would show its data). */
-function backingSize(ctx: OpContext, format: string | undefined, opts: ResizeOptions): number | undefined {
-  const index = ctx.devices.findIndex((d) => d.spec.referrer === 0 && d.spec.role === 'backing');
-  if (index < 0) return undefined;
-  return openTree(ctx, index, { ...opts, format, fileName: undefined }).virtualSize;
 }

@@ -3,6 +3,7 @@
 // the driver's snapshot capability (qcow2: formats/qcow2/snapshot-plan.ts) plans the writes,
 // applied here by formats/repair.ts on the writable device; the host fsyncs after the guest exits.
 import { ImageError, type SnapshotInfo } from '../formats/types.ts';
+import { backingSize } from './backing-size.ts';
 import { applyRepair } from '../formats/repair.ts';
 import { findDriver } from '../formats/registry.ts';
 import { openTree, type OpenTreeOptions } from './open-tree.ts';
@@ -53,11 +54,12 @@ export function snapshotChangeOp(options: Record<string, unknown>, ctx: OpContex
   const plan =
     opts.action === 'create' ? capability.create(input.dev, name, opts.now ?? { sec: 0, nsec: 0 })
       : opts.action === 'delete' ? capability.delete(input.dev, name)
-        : capability.apply(input.dev, name);
+        : capability.apply(input.dev, name, backingSize(ctx, image.info()['backing-filename-format'], opts));
   if ('notFound' in plan) return { format, 'not-found': true };
   if ('refused' in plan) return { format, refused: plan.refused };
   if ('errno' in plan) {
     if (plan.steps) applyRepair(input.dev, plan.steps);
+    if (plan.report) ctx.warn?.({ text: plan.report, prefixed: true });
     return { format, errno: plan.errno, message: plan.message };
   }
   applyRepair(input.dev, plan.steps);

@@ -14,12 +14,12 @@ import { ImageError, type BlockDevice, type Image, type ResizeCapability, type R
 import { readAt } from '../bytes.ts';
 import type { RepairStep } from '../repair.ts';
 import { AUTOCLEAR, INCOMPAT, MAX_L1_BYTES, l1EntriesFor, parseHeader, type Qcow2Header } from './header.ts';
-import { PlanRefusal, RefcountModel, RefcountRangeError } from './refcount-update.ts';
-import { allocClusters } from './allocator.ts';
+import { PlanRefusal, RefcountModel } from './refcount-update.ts';
 import { MAX_REFCOUNT_BYTES, planShrink } from './resize-shrink.ts';
 import { preallocateMetadata, type GrowState } from './resize-prealloc.ts';
 import { zeroNewArea } from './resize-zero.ts';
 import { preallocateData } from './resize-falloc.ts';
+import { growL1Table } from './l1-grow.ts';
 
 const INT_MAX = 0x7fffffff;
 const KNOWN_AUTOCLEAR = AUTOCLEAR.bitmaps | AUTOCLEAR.dataFileRaw;
@@ -48,14 +48,6 @@ function precheck(h: Qcow2Header, request: ResizeRequest): ResizePlan | undefine
   return undefined;
 }
 
-/** The header's L1 fields (l1_size, l1_table_offset) as one 12-byte write. */
-function l1FieldsWrite(entries: number, offset: number): RepairStep {
-  const b = Buffer.alloc(12);
-  b.writeUInt32BE(entries, 0);
-  b.writeBigUInt64BE(BigInt(offset), 4);
-  return fieldWrite(36, b);
-}
-
 function planGrow(dev: BlockDevice, h: Qcow2Header, request: ResizeRequest): ResizePlan {
   const oldLength = Number(h.size / 512n) * 512;
   const newL1 = l1EntriesFor(h, BigInt(request.newSize));
@@ -71,39 +63,9 @@ function planGrow(dev: BlockDevice, h: Qcow2Header, request: ResizeRequest): Res
   const state: GrowState = { refs, l1: readAt(dev, h.l1TableOffset, h.l1Size * 8), l1Offset: Number(h.l1TableOffset), fileSize: dev.size };
   if (newL1 > BigInt(h.l1Size)) {
     if (newL1 > BigInt(Math.floor(INT_MAX / 8)) || newL1 > BigInt(MAX_L1_BYTES / 8)) return { error: 'Failed to grow the L1 table: File too large' };
-    const entries = Number(newL1);
-    const bytes = entries * 8;
-    // qcow2_alloc_clusters from a fresh open: first-fit from cluster 0; clusters no refcount
-    // block covers get one as alloc_refcount_block makes it (the allocation then starts over).
-    let offset: number;
-    try {
-      offset = allocClusters(refs, bytes);
-    } catch (e) {
-      if (e instanceof RefcountRangeError) return refused('a refcount of its new L1 table is out of range');
-      throw e;
-    }
-    // The file extended for new refcount blocks past its end, the refcount blocks (new ones
-    // included), then the table entries that hook new ones up (or a grown refcount table and
-    // the header switch to it).
-    const fileSize = Math.max(dev.size, refs.end);
-    if (fileSize > dev.size) steps.push({ kind: 'truncate', size: fileSize });
-    steps.push(...refs.flush(), { kind: 'barrier' });
-    for (const w of refs.tableWrites('hooked')) steps.push({ kind: 'write', pos: w.pos, bytes: w.bytes }, { kind: 'barrier' });
-    const table = Buffer.alloc(bytes);
-    state.l1.copy(table);
-    // qemu's write past the end of the file extends it to the table's end.
-    if (offset + bytes > fileSize) steps.push({ kind: 'truncate', size: offset + bytes });
-    // A copy: preallocation links new L2 tables into `table` later, by writes of their own.
-    steps.push({ kind: 'write', pos: offset, bytes: Buffer.from(table) }, { kind: 'barrier' });
-    steps.push(l1FieldsWrite(entries, offset), { kind: 'barrier' });
-    Object.assign(state, { l1: table, l1Offset: offset, fileSize: Math.max(fileSize, offset + bytes) });
-    // The old table's clusters are freed in qemu's refcount cache (written at close); a freed
-    // cluster lowers qemu's free_cluster_index (the model's hint).
-    const oldStart = Math.floor(Number(h.l1TableOffset) / h.clusterSize);
-    const oldEnd = Math.ceil((Number(h.l1TableOffset) + h.l1Size * 8) / h.clusterSize);
-    for (let c = oldStart; c < oldEnd; c++) {
-      if (!refs.tryAdd(c, -1)) return refused('a refcount of its old L1 table is out of range');
-    }
+    const grown = growL1Table(state, h.clusterSize, Number(newL1));
+    if (!Array.isArray(grown)) return 'error' in grown ? grown : refused(grown.refused);
+    steps.push(...grown);
   }
   if (request.preallocation === 'falloc' || request.preallocation === 'full') {
     const prealloc = preallocateData(dev, h, state, oldLength, request.newSize, request.preallocation);

@@ -9,7 +9,7 @@ import { PlanRefusal, RefcountRangeError } from './refcount-update.ts';
 import { SnapshotModel } from './snapshot-model.ts';
 import { readSnapshotTable, serializeSnapshotTable, type SnapshotEntry } from './snapshot-table.ts';
 import type { RepairStep } from '../repair.ts';
-import { truncateForApply } from './snapshot-resize.ts';
+import { growL1ForApply, truncateForApply } from './snapshot-resize.ts';
 
 /** QCOW_MAX_SNAPSHOTS. */
 const MAX_SNAPSHOTS = 65536;
@@ -25,7 +25,12 @@ export interface SnapshotPlan {
 }
 
 /** qemu's errno for a failed driver call: the host words it per version. */
-export class SnapshotErrno extends ImageError {}
+export class SnapshotErrno extends ImageError {
+  /** `report`: the line qemu printed before failing (a truncate's own error). */
+  constructor(message: string, errno: string, readonly report?: string) {
+    super(message, errno);
+  }
+}
 
 /** What qemu's writable open would change by itself, or what instar does not write: refused. */
 function checkWritable(h: Qcow2Header, action: 'create' | 'delete' | 'apply'): void {
@@ -141,7 +146,7 @@ export function planDelete(dev: BlockDevice, idOrName: string): SnapshotPlan | u
 }
 
 /** Throws SnapshotErrno ENOENT when no snapshot has that id or name. */
-export function planApply(dev: BlockDevice, idOrName: string): SnapshotPlan {
+export function planApply(dev: BlockDevice, idOrName: string, backingSize?: number): SnapshotPlan {
   const { model, list } = open(dev, 'apply');
   const h = model.h;
   const index = findByIdOrName(list, idOrName);
@@ -150,11 +155,17 @@ export function planApply(dev: BlockDevice, idOrName: string): SnapshotPlan {
   validSnapshotL1(h, sn);
   if (sn.diskSize !== (h.size / 512n) * 512n) {
     // qemu truncates to the snapshot's size first, then applies it to the truncated image.
-    const truncate = truncateForApply(dev, sn.diskSize, h.backingFileOffset !== 0n);
-    const rest = planApply(truncate.after, idOrName);
+    const truncate = truncateForApply(dev, sn.diskSize, h.backingFileOffset !== 0n ? backingSize : undefined);
+    if ('failed' in truncate) throw new SnapshotErrno(truncate.failed.message, truncate.failed.errno, truncate.failed.report);
+    const rest = planApply(truncate.after, idOrName, backingSize);
     return { ...rest, steps: [...truncate.steps, ...rest.steps] };
   }
-  if (sn.l1Size > h.l1Size) throw new PlanRefusal('instar cannot grow the L1 table to apply this snapshot yet; nothing was written');
+  if (sn.l1Size > h.l1Size) {
+    // qemu grows the active L1 table to the snapshot's first, then applies it to the grown image.
+    const grow = growL1ForApply(dev, sn.l1Size);
+    const rest = planApply(grow.after, idOrName, backingSize);
+    return { ...rest, steps: [...grow.steps, ...rest.steps] };
+  }
   const snL1 = model.readL1(sn.l1TableOffset, sn.l1Size);
   while (snL1.length < h.l1Size) snL1.push(0n);
   // References for the snapshot's clusters before the active table points at them.
@@ -180,7 +191,7 @@ function answer(plan: () => SnapshotPlan | undefined): SnapshotChangePlan {
     return p ? { steps: p.steps } : { notFound: true };
   } catch (e) {
     if (e instanceof PlanRefusal) return { refused: e.message };
-    if (e instanceof SnapshotErrno) return { errno: e.errno ?? 'EIO', message: e.message };
+    if (e instanceof SnapshotErrno) return { errno: e.errno ?? 'EIO', message: e.message, ...(e.report === undefined ? {} : { report: e.report }) };
     throw e;
   }
 }
@@ -189,5 +200,5 @@ function answer(plan: () => SnapshotPlan | undefined): SnapshotChangePlan {
 export const qcow2Snapshots: SnapshotCapability = {
   create: (dev, name, now) => answer(() => planCreate(dev, name, now)),
   delete: (dev, name) => answer(() => planDelete(dev, name)),
-  apply: (dev, idOrName) => answer(() => planApply(dev, idOrName)),
+  apply: (dev, idOrName, backingSize) => answer(() => planApply(dev, idOrName, backingSize)),
 };
