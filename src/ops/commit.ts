@@ -9,6 +9,7 @@ import { applyRepair, writeCount, type RepairStep } from '../formats/repair.ts';
 import { AUTOCLEAR, parseHeader } from '../formats/qcow2/header.ts';
 import { planInPlaceWrite, type ClusterRun, type GuestSource } from '../formats/qcow2/inplace-write.ts';
 import { aroundBitmaps, openWritesBitmaps } from '../formats/qcow2/bitmap-session.ts';
+import { inPlaceWithBitmaps } from '../formats/qcow2/inplace-bitmaps.ts';
 import { makeEmptyRefusal, planMakeEmpty } from '../formats/qcow2/make-empty.ts';
 import { PlanRefusal } from '../formats/qcow2/refcount-update.ts';
 import { openTree, type OpenTreeOptions } from './open-tree.ts';
@@ -118,20 +119,6 @@ function growBase(base: Image, dev: BlockDevice, size: number): { steps: RepairS
   return 'error' in plan ? { refused: plan.error } : plan;
 }
 
-/**
- * A qcow2 base with persistent bitmaps: qemu's reopen for writing marks
- * them in use, the copy's writes are recorded by the enabled ones, and the reopen read-only at
- * the end stores them anew.
- */
-function withBaseBitmaps(dev: BlockDevice, runs: ClusterRun[], source: GuestSource, hasBacking: boolean, size: number): RepairStep[] {
-  const after: { freeClusterIndex?: number } = {};
-  return aroundBitmaps(dev, (opened) => ({
-    steps: planInPlaceWrite(opened, runs, source, { hasBacking, bitmapsOpened: true, after }),
-    freeClusterIndex: after.freeClusterIndex,
-    dirtied: runs.map((r): [number, number] => [r.offset, Math.min(r.offset + r.length, size)]),
-  })).steps;
-}
-
 /** `dev` as it reads after `steps` (writes, zeros and length changes only), for planning on top of them. */
 function overlay(dev: BlockDevice, steps: readonly RepairStep[]): BlockDevice {
   let size = dev.size;
@@ -188,7 +175,9 @@ export function commitOp(options: Record<string, unknown>, ctx: OpContext): Comm
       // Only a base with bitmaps: qemu reopens the base for writing, which keeps a stale extension.
       if (parseHeader(baseDev).autoclear & AUTOCLEAR.bitmaps) {
         if (grow.steps.length > 0) return { format, refused: 'instar cannot grow a qcow2 base with persistent bitmaps (qemu would); nothing was written' };
-        baseSteps = withBaseBitmaps(baseDev, runs, source, hasBacking, top.virtualSize);
+        // qemu's reopen for writing marks them in use; the copy's writes are recorded by the enabled ones.
+        const dirtied = runs.map((r): [number, number] => [r.offset, Math.min(r.offset + r.length, top.virtualSize)]);
+        baseSteps = inPlaceWithBitmaps(baseDev, (opened, more) => planInPlaceWrite(opened, runs, source, { hasBacking, ...more }), dirtied);
       } else baseSteps = [...grow.steps, ...planInPlaceWrite(planDev, runs, source, { hasBacking })];
     } else if (base.format === 'raw') {
       const unit = granularityOf(undefined);

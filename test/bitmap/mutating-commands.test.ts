@@ -1,5 +1,5 @@
-// resize, snapshot and check -r on qcow2 images with persistent bitmaps (enabled, disabled, in
-// use) or a stale bitmaps extension: qemu's writable open marks the bitmaps in use (or drops the
+// resize, snapshot, check -r and convert -n on qcow2 images with persistent bitmaps (enabled,
+// disabled, in use) or a stale bitmaps extension: qemu's writable open marks the bitmaps in use (or drops the
 // stale extension), the command runs, and its close stores the bitmaps anew (truncated to a new
 // size) — also when the command fails after the open. instar against 7.2 and 10.0: stdout, stderr,
 // exit status and the file byte for byte (snapshot dates masked). Every prefix of the writes of a
@@ -62,13 +62,20 @@ before(() => {
   sh(['bitmap', '--add', p('small.qcow2'), 'coarse']);
   sh(['-c', 'write -P 3 0 16k', '-c', 'write -P 4 700k 4k', p('small.qcow2')], 'qemu-io');
   images.small = readFileSync(p('small.qcow2'));
+  // convert -n sources: 4 MiB and 1 MiB with data in a few places.
+  for (const [name, size, writes] of [['src4.qcow2', '4M', ['write -P 9 64k 64k', 'write -P 8 3M 4k']], ['src1.qcow2', '1M', ['write -P 9 8k 4k', 'write -P 8 900k 100k']]] as const) {
+    sh(['create', '-q', '-f', 'qcow2', p(name), size]);
+    sh([...writes.flatMap((w) => ['-c', w]), p(name)], 'qemu-io');
+    images[name] = readFileSync(p(name));
+  }
 });
 after(() => dirs.remove());
 
 /** Runs `args` (IMG standing for the image) on both sides; returns whether qemu succeeded. */
-function same(version: (typeof VERSIONS)[number], image: string, args: string[], opts: { sandboxed?: boolean } = {}): void {
+function same(version: (typeof VERSIONS)[number], image: string, args: string[], opts: { sandboxed?: boolean; files?: string[] } = {}): void {
   const name = 'x.qcow2';
-  const r = dirs.run(version, name, images[image], args.map((a) => (a === 'IMG' ? name : a)), { viaEnv: true, sandboxed: opts.sandboxed });
+  const files = Object.fromEntries((opts.files ?? []).map((f) => [f, images[f]]));
+  const r = dirs.run(version, name, images[image], args.map((a) => (a === 'IMG' ? name : a)), { viaEnv: true, sandboxed: opts.sandboxed, files });
   const label = `qemu-img ${version} ${args.join(' ')} on ${image}`;
   assertSameRun(r, label);
   assert.ok(maskSnapshotDates(r.instarFile).equals(maskSnapshotDates(r.qemuFile)), `${label}: the files differ`);
@@ -130,6 +137,20 @@ test('check -r on a stale extension drops it as qemu does; bitmaps with snapshot
     assert.match(r.instar.stderr, /instar cannot repair this qcow2 image \(it has persistent bitmaps and internal snapshots/, image);
     assert.notEqual(r.instar.status, 0, image);
     assert.ok(r.instarFile.equals(images[image]), `${image}: instar wrote nothing`);
+  }
+});
+
+test('convert -n into a qcow2 with bitmaps or a stale extension: the writes recorded, the bitmaps stored anew, as qemu does', () => {
+  const cases: [string, string, string[]][] = [
+    ['two', 'src4.qcow2', []],
+    ['two', 'src4.qcow2', ['--target-is-zero']],
+    ['inuse', 'src4.qcow2', []],
+    ['stale', 'src4.qcow2', []],
+    ['small', 'src1.qcow2', []],
+    ['small', 'src1.qcow2', ['-S', '0']],
+  ];
+  for (const v of VERSIONS) {
+    for (const [image, source, extra] of cases) same(v, image, ['convert', '-n', ...extra, '-O', 'qcow2', source, 'IMG'], { files: [source] });
   }
 });
 
