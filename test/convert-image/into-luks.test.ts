@@ -71,6 +71,8 @@ test('convert -n into a LUKS volume: two sources, a disk ending inside a sector,
   await sameInto(s.dir, 'writeback', 'vol.luks', into('vol.luks', '-t', 'writeback', '-f', 'qcow2', '../src.qcow2'));
   // -B with a source that has no backing file changes nothing in qemu.
   await sameInto(s.dir, 'B', 'vol.luks', into('vol.luks', '-B', 'base.qcow2', '-f', 'raw', '../src.raw'));
+  // No driver=: the format probed, key-secret then luks's option.
+  await sameInto(s.dir, 'probed', 'vol.luks', ['-n', ...SECRET, '--target-image-opts', '-f', 'raw', '../odd.raw', 'file.filename=vol.luks,key-secret=s0']);
 });
 
 test('convert -n into a LUKS volume, qemu\'s failures: nothing written', async () => {
@@ -90,6 +92,12 @@ test('convert -n into a LUKS volume, qemu\'s failures: nothing written', async (
     ['bad-driver', 'vol.luks', ['-n', '--target-image-opts', ...raw, 'driver=nosuch,file.filename=vol.luks']],
     ['bad-option', 'vol.luks', ['-n', ...SECRET, '--target-image-opts', ...raw, `${luksOpts('vol.luks')},foo=bar`]],
     ['bad-source', 'vol.luks', into('vol.luks', '-f', 'raw', '../gone.raw')],
+    ['O-luks-o', 'vol.luks', ['-n', '-O', 'luks', ...SECRET, '-o', 'key-secret=s0', ...raw, 'vol.luks']],
+    // Probed targets: qemu opens the image, then names an option its format does not have.
+    ['probed-qcow2', 'src.qcow2', ['-n', ...SECRET, '--target-image-opts', ...raw, 'file.filename=src.qcow2,key-secret=s0']],
+    ['probed-foo', 'vol.luks', ['-n', ...SECRET, '--target-image-opts', ...raw, 'file.filename=vol.luks,key-secret=s0,foo=bar']],
+    ['probed-no-key', 'vol.luks', ['-n', ...SECRET, '--target-image-opts', ...raw, 'file.filename=vol.luks,foo=bar']],
+    ['probed-other-id', 'vol.luks', ['-n', ...SECRET, '--target-image-opts', ...raw, 'file.filename=vol.luks,key-secret=s9']],
   ];
   for (const [label, target, args] of cases) {
     const [ours] = await sameInto(s.dir, label, target, args);

@@ -4,6 +4,7 @@
 // when it opens the target, after the sources, so its failure is kept for the caller to throw then.
 import type { ParsedCommand } from '../../cli/types.ts';
 import { imageTarget, InputImageError } from '../input-image.ts';
+import { parseQemuOpts } from '../commands/image-opts.ts';
 
 export interface IntoTarget {
   /** The file to open read-write. */
@@ -16,7 +17,15 @@ export interface IntoTarget {
   keySecret?: string;
   /** qemu's message when it opens the target, thrown after the sources are open. */
   failure?: string;
+  /**
+   * Without driver=: the options left for the probed format, in order (qemu names the first one
+   * that format does not have once it has opened the image; key-secret is luks's).
+   */
+  probedOptions?: string[];
 }
+
+/** Options of an image node that are not its format's (read-only, caching, the node's name). */
+const NODE_OPTIONS = new Set(['read-only', 'auto-read-only', 'force-share', 'node-name', 'detect-zeroes', 'discard', 'cache.direct', 'cache.no-flush']);
 
 /** Options qemu's raw driver has (a window into the file) that instar does not implement. */
 const RAW_OPTIONS = new Set(['offset', 'size']);
@@ -27,9 +36,13 @@ export function intoTarget(cmd: ParsedCommand): IntoTarget {
   if (!cmd.options.has('target-image-opts')) return { path: spec, errorName: spec, format: outputFormat ?? 'raw' };
   try {
     const t = imageTarget(spec, outputFormat, true);
+    if (t.format === undefined && t.unknownFormatOption !== undefined) {
+      const opts = parseQemuOpts(spec, 'file');
+      const probedOptions = [...opts.keys()].filter((k) => k !== 'driver' && !k.startsWith('file.') && !NODE_OPTIONS.has(k));
+      return { path: t.path, errorName: spec, probedOptions, keySecret: opts.get('key-secret') ?? opts.get('encrypt.key-secret') };
+    }
     const failure = t.unknownFormatOption === undefined ? undefined
       : t.format === 'raw' && RAW_OPTIONS.has(t.unknownFormatOption) ? `Could not open '${spec}': instar does not support the --image-opts option '${t.unknownFormatOption}'`
-      : t.format === undefined ? `Could not open '${spec}': instar needs driver= with the target option '${t.unknownFormatOption}'`
       : `Could not open '${spec}': Block format '${t.format}' does not support the option '${t.unknownFormatOption}'`;
     // driver=file: the protocol as the format, the file's bytes as the disk, as raw has them.
     if (failure !== undefined) return { path: t.path, errorName: spec, failure };

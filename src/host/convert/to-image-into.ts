@@ -25,6 +25,8 @@ const INTO_FORMATS = new Set(['qcow2', 'luks', 'vdi', 'vpc', 'qed']);
 function targetSecret(cmd: ParsedCommand, target: IntoTarget, index: number): Record<number, string> {
   if (target.keySecret === undefined) return {};
   const secret = parseSecretObjects(cmd.options.get('object') ?? []).get(target.keySecret);
+  // A probed target's key-secret matters only if it probes as luks: the guest words that.
+  if (!secret && target.probedOptions) return {};
   if (!secret) throw new ConvertError(`Could not open '${target.errorName}': No secret with id '${target.keySecret}'`);
   return { [index]: secret.toString('base64') };
 }
@@ -67,6 +69,8 @@ export async function convertIntoImage(job: ImageJob): Promise<void> {
       target: job.inputs.length,
       targetName: outPath,
       format: target.format,
+      probedOptions: target.probedOptions,
+      missingSecret: target.probedOptions && target.keySecret !== undefined && !(job.inputs.length in secrets) ? target.keySecret : undefined,
       compressed: cmd.options.has('compress'),
       snapshot: job.options.snapshot,
       unsafeQuirks: job.options.unsafeQuirks,

@@ -23,6 +23,9 @@ import { vpcInPlaceWriter } from '../../formats/vpc/inplace.ts';
 import { qedInPlaceWriter } from '../../formats/qed/inplace.ts';
 
 /** The formats other than qcow2 that instar writes into as qemu does (in-place-copy.ts). */
+/** The --target-image-opts options each probed format takes (its key). */
+const FORMAT_OPTIONS: Record<string, string[]> = { luks: ['key-secret'], qcow2: ['encrypt.key-secret'], qcow: ['encrypt.key-secret'] };
+
 const IN_PLACE = new Set(['luks', 'vdi', 'vpc', 'qed']);
 import type { Op } from '../types.ts';
 
@@ -36,6 +39,10 @@ export interface ConvertIntoOptions {
   format?: string;
   /** -c: qemu refuses it once the target is open when its driver cannot compress. */
   compressed?: boolean;
+  /** --target-image-opts without driver=: the options the probed format must have (into-target.ts). */
+  probedOptions?: string[];
+  /** ... and the key-secret id no --object has (qemu's words when the target probes as luks). */
+  missingSecret?: string;
   snapshot?: SnapshotChoice;
   unsafeQuirks?: boolean;
   profile?: OpenContext['profile'];
@@ -155,9 +162,14 @@ export const convertIntoOp: Op = (raw, ctx) => {
     opened = openTree(ctx, opts.target, { format: opts.format, fileName: opts.targetName, profile: opts.profile, unsafeQuirks: opts.unsafeQuirks, secrets: opts.secrets ?? {} });
   } catch (e) {
     if (e instanceof MissingFilesError) throw e;
+    if (e instanceof ImageError && opts.missingSecret !== undefined && e.message === "Parameter 'key-secret' is required for cipher") {
+      return { openFailed: `No secret with id '${opts.missingSecret}'` } satisfies ConvertIntoResult;
+    }
     if (e instanceof ImageError) return { openFailed: e.message } satisfies ConvertIntoResult;
     throw e;
   }
+  const foreign = opts.probedOptions?.find((k) => !(FORMAT_OPTIONS[opened.format] ?? []).includes(k));
+  if (foreign !== undefined) return { openFailed: `Block format '${opened.format}' does not support the option '${foreign}'` } satisfies ConvertIntoResult;
   const disk = images.reduce((n, i) => n + i.virtualSize, 0);
   const fromBacking = opts.backingGiven && images.some((i) => i.info()['backing-filename'] !== undefined);
   const onProgress = opts.progress ? (done: number, total: number) => ctx.emit({ type: 'progress', done, total }) : undefined;
