@@ -4,12 +4,13 @@
 //
 // What instar does: compat=1.1 upgrades (header grows to version 3), lazy_refcounts on/off,
 // data_file (rename) and data_file_raw=off, every no-op (a value equal to the image's),
-// compat=0.10 downgrades without zero clusters, refcount_bits changes (refcount-order.ts), and
+// compat=0.10 downgrades (zero clusters expanded: expand-zero.ts), refcount_bits changes
+// (refcount-order.ts), v2 -> v3 upgrades that rewrite the snapshot table (amend-upgrade.ts), and
 // size changes: qemu's truncate, planned by resize.ts (byte for byte what `resize --shrink`
 // writes; snapshots and a backing file included) over the file as the changes before it leave
 // it, a downgrade planned after it. LUKS key slots: amend-encryption.ts. Refused before writing
-// anything: downgrades of images with zero clusters (qemu turns them into data clusters) and
-// upgrades of version 2 images whose snapshot entries lack the extra data version 3 requires.
+// anything: a zero cluster that needs a new cluster (over a backing file) after other writes in
+// the same amend, where qemu's allocation hint is not known here.
 //
 // Crash safety: qemu rewrites the header up to three times; every rewrite before the last writes
 // a prefix of the same change (they differ only in fields the later ones also set), so instar
@@ -28,6 +29,7 @@ import type { Qcow2HeaderModel } from './header-write.ts';
 import { AmendProgress } from './amend-progress.ts';
 import { planRefcountOrder } from './refcount-order.ts';
 import { rewriteSnapshotTable } from './amend-upgrade.ts';
+import { planExpandZeroClusters } from './expand-zero.ts';
 import { PlanRefusal } from './refcount-update.ts';
 
 import { QCOW2_AMEND } from '../amend-options.ts';
@@ -145,9 +147,9 @@ function plan(dev: BlockDevice, image: Image, values: ReadonlyMap<string, string
   const changesWidth = r.refcountBits !== 2 ** h.refcountOrder;
   const progress = new AmendProgress(Number(r.version !== h.version) + Number(changesWidth) + Number(r.encryption));
   const before: RepairStep[] = [];
-  const done = (error?: string[]): AmendPlan => {
+  const done = (error?: string[], more: RepairStep[] = []): AmendPlan => {
     try {
-      return { steps: [...before, ...headerSteps(dev, m)], error, progress: progress.values };
+      return { steps: [...before, ...more, ...headerSteps(dev, m)], error, progress: progress.values };
     } catch (e) {
       // qemu's upgrade fails on its first rewrite; a later one fails with the same words.
       if (e instanceof ImageError) return { steps: [], error: [e.message], progress: progress.values };
@@ -223,9 +225,11 @@ function plan(dev: BlockDevice, image: Image, values: ReadonlyMap<string, string
     const resized = new ReplayedDevice(after, truncated.steps);
     const h2 = parseHeader(resized);
     const m2 = readHeaderModel(resized, h2);
-    return downgrade(resized, h2, m2, (error) => ({ steps: [...steps, { kind: 'barrier' }, ...headerSteps(resized, m2)], error, progress: progress.values }), progress);
+    const after2 = (error?: string[], more: RepairStep[] = []): AmendPlan => ({ steps: [...steps, { kind: 'barrier' }, ...more, ...headerSteps(resized, m2)], error, progress: progress.values });
+    return downgrade(resized, h2, m2, after2, progress, false);
   }
-  if (r.version < h.version) return downgrade(dev, h, m, done, progress);
+  // qemu's allocations start from cluster 0 unless something before allocated.
+  if (r.version < h.version) return downgrade(dev, h, m, done, progress, before.length === 0);
   return done();
 }
 
@@ -240,11 +244,10 @@ function resize(dev: BlockDevice, image: Image, size: bigint): AmendPlan {
 }
 
 /**
- * qemu's qcow2_downgrade, where it changes the header alone: its checks in order, then the zero
- * cluster expansion (instar refuses images that have any: they would become data clusters) and
- * its progress per L1 entry, then zstd without compressed clusters turned back into zlib.
+ * qemu's qcow2_downgrade: its checks in order, then the zero cluster expansion (expand-zero.ts,
+ * its progress per L1 entry), then zstd without compressed clusters turned back into zlib.
  */
-function downgrade(dev: BlockDevice, h: Qcow2Header, m: Qcow2HeaderModel, done: (error?: string[]) => AmendPlan, progress: AmendProgress): AmendPlan {
+function downgrade(dev: BlockDevice, h: Qcow2Header, m: Qcow2HeaderModel, done: (error?: string[], more?: RepairStep[]) => AmendPlan, progress: AmendProgress, allocates: boolean): AmendPlan {
   progress.start('downgrade');
   if (m.refcountOrder !== 4) return done(['compat=0.10 requires refcount_bits=16']);
   if (h.incompatible & INCOMPAT.dataFile) return done(['Cannot downgrade an image with a data file']);
@@ -255,33 +258,22 @@ function downgrade(dev: BlockDevice, h: Qcow2Header, m: Qcow2HeaderModel, done: 
   const tables = [{ offset: h.l1TableOffset, size: h.l1Size }, ...list.map((sn) => ({ offset: sn.l1Offset, size: sn.l1Size }))];
   // Bounded: every table within qemu's L1 limit, and each L2 table read once however often named.
   if (tables.some((t) => t.size > MAX_L1_BYTES / 8 || t.offset % BigInt(h.clusterSize) !== 0n)) return refused('a snapshot L1 table is invalid');
-  const total = tables.reduce((n, t) => n + t.size, 0);
-  const seen = new Set<bigint>();
-  let visited = 0;
-  for (const t of tables) {
-    const l1 = readAt(dev, t.offset, t.size * 8);
-    for (let i = 0; i < t.size; i++) {
-      const l2 = l1.readBigUInt64BE(i * 8) & L1E_OFFSET_MASK;
-      if (l2 !== 0n && !seen.has(l2)) {
-        seen.add(l2);
-        if (l2 % BigInt(h.clusterSize) !== 0n) return refused('an L1 entry is not cluster-aligned (qemu would mark the image corrupt)');
-        if (l2Entries(dev, l2, h.clusterSize).some((e) => (e & COMPRESSED) === 0n && (e & 1n) !== 0n)) {
-          return refused('it has zero clusters, which a downgrade turns into data clusters');
-        }
-      }
-      visited++;
-      progress.report(visited, total);
-    }
+  let expansion: RepairStep[];
+  try {
+    expansion = planExpandZeroClusters(dev, h, tables, h.backingFileOffset !== 0n, progress, allocates);
+  } catch (e) {
+    if (e instanceof PlanRefusal) return { refused: e.message };
+    throw e;
   }
   if (m.incompatible & INCOMPAT.compression) {
-    if (hasCompressedClusters(dev, h)) return done(['Cannot downgrade an image with zstd compression type and existing compressed clusters']);
+    if (hasCompressedClusters(dev, h)) return done(['Cannot downgrade an image with zstd compression type and existing compressed clusters'], expansion);
     m.incompatible &= ~INCOMPAT.compression;
     m.compressionType = 0;
   }
   m.compatible = 0n;
   m.autoclear = 0n;
   m.version = 2;
-  return done();
+  return done(undefined, expansion);
 }
 
 const L1E_OFFSET_MASK = 0x00fffffffffffe00n;

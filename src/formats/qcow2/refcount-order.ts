@@ -122,7 +122,7 @@ export function planRefcountOrder(dev: BlockDevice, h: Qcow2Header, order: numbe
     // qemu frees what it allocated (the old width still counts): only new old-width blocks stay.
     for (const offset of table) if (offset) freeClusters(model, offset, cs);
     if (tableOffset) freeClusters(model, tableOffset, tableSize * 8);
-    return { error: e.message, steps: oldWidthSteps(dev, model) };
+    return { error: e.message, steps: refcountSteps(dev, model) };
   }
   const blocks = new Map<number, Buffer>();
   walk((index, empty, block) => {
@@ -148,24 +148,29 @@ export function planRefcountOrder(dev: BlockDevice, h: Qcow2Header, order: numbe
   table.forEach((offset, i) => offset && tableBytes.writeBigUInt64BE(BigInt(offset), i * 8));
   const newWrites: RepairStep[] = [...blocks].map(([index, bytes]) => ({ kind: 'write', pos: table[index], bytes }));
   newWrites.push({ kind: 'write', pos: tableOffset, bytes: tableBytes });
-  const steps = oldWidthSteps(dev, model, newWrites);
+  const steps = refcountSteps(dev, model, newWrites);
   steps.push(...newWrites, { kind: 'barrier' });
   return { steps, tableOffset, tableClusters: (tableSize * 8) / cs };
 }
 
 /**
- * The old width's changes, crash ordered: the file grown to hold every write, raised refcounts,
- * new blocks hooked up (a grown table switched to), lowered refcounts.
+ * A refcount model's changes, crash ordered: the file grown to hold them and every step of
+ * `later` (written after them by the caller), `early` (writes into clusters not yet in use),
+ * raised refcounts, new blocks hooked up (a grown table switched to), lowered refcounts.
  */
-function oldWidthSteps(dev: BlockDevice, model: RefcountModel, later: readonly RepairStep[] = []): RepairStep[] {
+export function refcountSteps(dev: BlockDevice, model: RefcountModel, later: readonly RepairStep[] = [], early: readonly RepairStep[] = []): RepairStep[] {
   const cs = model.clusterSize;
   const steps: RepairStep[] = [];
   const phase = (list: RepairStep[]) => {
     if (list.length > 0) steps.push(...list, { kind: 'barrier' });
   };
   let end = Math.max(model.end, dev.size);
-  for (const s of later) if (s.kind === 'write') end = Math.max(end, s.pos + s.bytes.length);
+  for (const s of [...later, ...early]) {
+    if (s.kind === 'write') end = Math.max(end, s.pos + s.bytes.length);
+    else if (s.kind === 'zero' || s.kind === 'fill') end = Math.max(end, s.pos + s.length);
+  }
   if (end > dev.size) phase([{ kind: 'truncate', size: end }]);
+  phase([...early]);
   const retired = model.retiredClusters();
   const blocks = model.changedBlocks();
   const raised = (b: RefcountBlock) => {

@@ -1,0 +1,116 @@
+// amend -o compat=0.10 of images with zero clusters, against qemu-img 7.2 and 10.0: qemu expands
+// them before the header goes to version 2 (unallocated without a backing file, new zeroed
+// clusters over one, zeroed data where they had some), in the active table and in snapshots'.
+// Files, -p output and exit status identical; every prefix of instar's writes leaves an image
+// qemu-img check accepts (leaks at most) that reads as before. What instar still refuses (a new
+// cluster after a truncate in the same amend) leaves the file unchanged.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { VERSIONS, runInstar, runQemu } from '../helpers/oracles.ts';
+import { TwinDirs, assertSameOutcome } from '../rebase/harness.ts';
+import { FdDevice } from '../../src/io/fd-device.ts';
+import { applyRepair, writeCount } from '../../src/formats/repair.ts';
+import { qcow2Driver } from '../../src/formats/qcow2/driver.ts';
+import { qcow2Amend } from '../../src/formats/qcow2/amend.ts';
+
+const dirs = new TwinDirs();
+const scratch = mkdtempSync(join(tmpdir(), 'instar-amend-zero-'));
+const images: Record<string, Buffer> = {};
+
+/** An image made by qemu-img create, then qemu-io writes and `snapshot -c` (`snap:NAME`). */
+function build(name: string, opts: string, size: string, actions: string[] = []): Buffer {
+  const path = join(scratch, name);
+  assert.equal(runQemu('10.0', ['create', '-q', '-f', 'qcow2', ...(opts ? ['-o', opts] : []), name, size], { cwd: scratch }).status, 0);
+  for (const a of actions) {
+    const r = a.startsWith('snap:') ? runQemu('10.0', ['snapshot', '-c', a.slice(5), path]) : runQemu('10.0', ['-c', a, path], {}, 'qemu-io');
+    assert.equal(r.status, 0, `${name}: ${a}: ${r.stderr}`);
+  }
+  return readFileSync(path);
+}
+
+const BACKED = 'backing_file=base.qcow2,backing_fmt=qcow2';
+
+before(() => {
+  images.base = build('base.qcow2', '', '8M', ['write -P 9 0 8M']);
+  // Zero clusters with data (write -z over written clusters) and without (-u, and never written).
+  images.plain = build('plain.qcow2', '', '4M', ['write -P 1 0 128k', 'write -z 0 64k', 'write -z -u 64k 64k', 'write -z 1M 64k']);
+  images.snap = build('snap.qcow2', 'cluster_size=4096', '4M', ['write -P 1 0 128k', 'write -z 0 64k', 'snap:one', 'write -P 2 0 4k', 'write -z 1M 8k']);
+  images.backed = build('backed.qcow2', `${BACKED},cluster_size=4096`, '4M', ['write -P 1 0 128k', 'write -z 0 64k', 'write -z -u 64k 64k', 'write -z 1M 8k']);
+  // Zero clusters in an L2 table three tables share: each new cluster is counted three times.
+  images.shared = build('shared.qcow2', `${BACKED},cluster_size=512`, '4M', ['write -z 0 300k', 'snap:one', 'snap:two', 'write -P 3 0 1k']);
+  // The same, small enough for the crash sweep (a check per write).
+  images.sharedSmall = build('shared-small.qcow2', `${BACKED},cluster_size=512`, '4M', ['write -z 0 4k', 'write -z 96k 4k', 'snap:one', 'snap:two', 'write -P 3 0 1k']);
+});
+
+after(() => {
+  dirs.remove();
+  rmSync(scratch, { recursive: true, force: true });
+});
+
+const CASES: [string, string][] = [
+  ['plain', 'compat=0.10'],
+  ['snap', 'compat=0.10'],
+  ['backed', 'compat=0.10'],
+  ['shared', 'compat=0.10'],
+  // The truncate first (the zero clusters past 1M cut off), then the expansion.
+  ['plain', 'compat=0.10,size=1M'],
+];
+
+test('amend -o compat=0.10 expands zero clusters as qemu-img does', () => {
+  for (const [image, options] of CASES) {
+    for (const version of VERSIONS) {
+      const files = { 'img.qcow2': images[image], 'base.qcow2': images.base };
+      const r = dirs.run(version, files, ['amend', '-p', '-o', options, 'img.qcow2']);
+      assertSameOutcome(r, Object.keys(files), `${options} (${image}, ${version})`);
+    }
+  }
+});
+
+test('amend -o compat=0.10 with zero clusters: every prefix of its writes leaves an image qemu-img checks with leaks at most, reading as before', () => {
+  const dir = join(scratch, 'cut');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'base.qcow2'), images.base);
+  const path = join(dir, 'cut.qcow2');
+  const original = join(dir, 'original.qcow2');
+  for (const image of ['backed', 'sharedSmall', 'plain']) {
+    writeFileSync(original, images[image]);
+    let total = Infinity;
+    for (let n = 0; n <= total; n++) {
+      writeFileSync(path, images[image]);
+      const fd = openSync(path, 'r+');
+      try {
+        const dev = new FdDevice(fd, true);
+        const opened = qcow2Driver.open(dev, { writable: true, readsData: true });
+        const plan = qcow2Amend.plan(dev, opened, new Map([['compat', '0.10']]));
+        assert.ok('steps' in plan && plan.error === undefined, JSON.stringify(plan));
+        applyRepair(dev, plan.steps, { stopAfterWrites: n });
+        total = writeCount(plan.steps);
+      } finally {
+        closeSync(fd);
+      }
+      const label = `${image} after ${n} of ${total} writes`;
+      const check = runQemu('10.0', ['check', path]);
+      assert.ok(check.status === 0 || check.status === 3, `${label}: check exits ${check.status}: ${check.stdout}${check.stderr}`);
+      assert.equal(runQemu('10.0', ['compare', '-q', original, path]).status, 0, `${label}: the disk reads as before`);
+    }
+    assert.ok(total >= 2, `${image}: ${total} writes`);
+    const qemuCopy = join(dir, 'qemu.qcow2');
+    writeFileSync(qemuCopy, images[image]);
+    assert.equal(runQemu('10.0', ['amend', '-o', 'compat=0.10', qemuCopy]).status, 0);
+    assert.ok(readFileSync(path).equals(readFileSync(qemuCopy)), `${image}: the whole plan writes qemu's file`);
+  }
+});
+
+test('a zero cluster that needs a new cluster after a truncate in the same amend is refused, nothing written', () => {
+  const dir = join(scratch, 'refuse');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'base.qcow2'), images.base);
+  writeFileSync(join(dir, 'img.qcow2'), images.backed);
+  const r = runInstar(['amend', '-o', 'compat=0.10,size=8M', 'img.qcow2', '--sandbox=none'], { cwd: dir });
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /^qemu-img: instar cannot amend this qcow2 image: its zero clusters need new clusters after other changes; nothing was written\n$/);
+  assert.ok(readFileSync(join(dir, 'img.qcow2')).equals(images.backed), 'unchanged');
+});
