@@ -102,6 +102,20 @@ function differences(a: Buffer, b: Buffer): [number, number][] {
   return ranges;
 }
 
+/** Asserts that two amended copies differ at most in slot `slot`'s iteration count and salt (when `added`) and its key material. */
+function sameButSlot(mine: string, theirs: string, slot: number, added: boolean, label: string): void {
+  const base = luksBase(mine);
+  const mask = (file: string): Buffer => {
+    const b = readFileSync(images.path(file));
+    const fields = luksKeyFields(b.subarray(base, base + 592));
+    const entry = base + 208 + slot * 48;
+    if (added) b.fill(0, entry + 4, entry + 40);
+    const material = base + fields.slots[slot].keyOffset;
+    return b.fill(0, material, material + fields.keyBytes * 4000);
+  };
+  assert.ok(mask(mine).equals(mask(theirs)), label);
+}
+
 before(async () => {
   writeFileSync(images.path('plain.raw'), patternBytes(SIZE, 56));
   writeFileSync(images.path('latin1.txt'), Buffer.from([0x61, 0xff]));
@@ -113,10 +127,10 @@ before(async () => {
     qemuAsync(images, ['convert', ...objects, '-f', 'raw', 'plain.raw', '-O', 'luks', '-o', 'key-secret=s0,iter-time=1,cipher-alg=twofish-256,cipher-mode=cbc,ivgen-alg=essiv,hash-alg=sha1', 'twofish.luks']),
   ]);
   // The same images with a second slot (1) holding s1, added by qemu.
-  for (const kind of ['luks', 'qcow2'] as const) {
+  await Promise.all((['luks', 'qcow2'] as const).map((kind) => {
     copyFileSync(images.path(`base.${kind}`), images.path(`two.${kind}`));
-    await qemuAsync(images, amendArgs(kind, `two.${kind}`, 'state=active,new-secret=s1,iter-time=1'));
-  }
+    return qemuAsync(images, amendArgs(kind, `two.${kind}`, 'state=active,new-secret=s1,iter-time=1'));
+  }));
   // Every slot in use: slot 0's fields and material copied into the other seven (each opens with s0).
   const full = readFileSync(images.path('base.luks'));
   const fields = luksKeyFields(full.subarray(0, 592));
@@ -211,6 +225,7 @@ test('adding a slot: both oracles open the image with the new secret and the old
     const q = oracle('7.2', amendArgs(kind, theirs, 'state=active,new-secret=s1,iter-time=1', ['-p']));
     assert.equal(r.stdout, q.stdout, `${kind}: -p output`);
     assert.deepEqual(slotsInfo(kind, ours), slotsInfo(kind, theirs), kind);
+    sameButSlot(ours, theirs, 1, true, kind);
     assert.ok(opensWith(kind, ours, 's1') && opensWith(kind, ours, 's0'), kind);
     assert.ok(!opensWith(kind, ours, 's2'), kind);
     // qemu amends instar's image in turn: slot 0 erased by its passphrase, s1 alone opens it.
@@ -337,4 +352,27 @@ test('LUKS2 volumes, which qemu-img cannot open, are refused with nothing writte
   const r = await runInProcess(['--sandbox=none', ...amendArgs('luks', file, 'state=active,new-secret=s1,iter-time=1')], images.dir);
   assert.deepEqual(r, { stdout: '', stderr: 'qemu-img: instar cannot amend LUKS2 volumes (qemu-img cannot open them); nothing was written\n', status: 1, signal: null });
   assert.ok(readFileSync(images.path(file)).equals(before));
+});
+
+test('qcow2: key slots among other changes, in qemu\'s order; the files differ only in the new slot', async () => {
+  const add = 'encrypt.state=active,encrypt.new-secret=s1,encrypt.iter-time=1';
+  const cases: [string, string, string[], boolean][] = [
+    ['base', `${add},lazy_refcounts=on,size=2M`, [], true],
+    ['base', `${add},refcount_bits=8`, ['-p'], true],
+    // qemu fails after it wrote the key slot.
+    ['base', `${add},backing_file=x`, [], true],
+    ['base', 'encrypt.state=active,encrypt.new-secret=s1,encrypt.keyslot=0,lazy_refcounts=on', [], false],
+    ['two', 'encrypt.state=inactive,encrypt.keyslot=1,lazy_refcounts=on', [], false],
+  ];
+  for (const [image, list, extra, added] of cases) {
+    const label = `${image}.qcow2 -o ${list}`;
+    const ours = copy(`${image}.qcow2`);
+    const theirs = copy(`${image}.qcow2`);
+    const args = (file: string) => ['amend', ...OBJECTS, ...extra, '-o', list, '--image-opts', FORMATS.qcow2.opts(file, 's0')];
+    const got = await runInProcess(['--sandbox=none', '--qemu-version=10.0', ...args(ours)], images.dir);
+    const expected = oracle('10.0', args(theirs));
+    assert.deepEqual(got, { ...expected, signal: null }, label);
+    sameButSlot(ours, theirs, 1, added, label);
+    if (added) assert.ok(opensWith('qcow2', ours, 's1'), label);
+  }
 });
