@@ -16,8 +16,10 @@ export type RepairStep =
    * Clusters the plan freed (nothing points at them any more), which qemu discards: zeros at
    * `pos` that the host turns into a hole after the op (BlockDevice.discard), or written as zeros
    * on a device that cannot. Only after the barrier that makes the metadata stop naming them.
+   * `unit`: qemu discards each unit-aligned piece with a request of its own (check -r frees
+   * cluster by cluster); absent: the whole range in one request (io/discard-set.ts).
    */
-  | { kind: 'discard'; pos: number; length: number }
+  | { kind: 'discard'; pos: number; length: number; unit?: number }
   /** Everything before is durable before anything after starts. */
   | { kind: 'barrier' }
   /** Sets the file's length (resize): later steps may write up to it. */
@@ -65,7 +67,7 @@ function checkBounds(dev: BlockDevice, steps: readonly RepairStep[]): void {
  * The device a plan is applied to: `sync` is the barrier where it has one; `discard` frees a
  * range qemu would discard (io/fd-device.ts: reads as zeros, punched by the host after the op).
  */
-export type DiscardingDevice = BlockDevice & { sync?: () => void; discard?: (pos: number, length: number) => void };
+export type DiscardingDevice = BlockDevice & { sync?: () => void; discard?: (pos: number, length: number, unit?: number) => void };
 
 /** Applies a plan in order; throws before writing anything when a step is out of bounds. */
 export function applyRepair(dev: DiscardingDevice, steps: readonly RepairStep[], opts: ApplyOptions = {}): void {
@@ -93,7 +95,7 @@ export function applyRepair(dev: DiscardingDevice, steps: readonly RepairStep[],
       continue;
     }
     if (s.kind === 'discard' && dev.discard) {
-      dev.discard(s.pos, s.length);
+      dev.discard(s.pos, s.length, s.unit);
       continue;
     }
     if (s.kind === 'fill') {

@@ -16,9 +16,9 @@ export class FdDevice implements BlockDevice {
    * after the op (discard-set.ts) unless the op writes it again. Only on a writable device made
    * with `deferDiscards` (the guest's and the in-process runner's, which hand the set on).
    */
-  readonly discard?: (pos: number, length: number) => void;
-  /** What is still to be punched when the op ends, as [offset, length] pairs (writable devices). */
-  readonly discarded?: () => [number, number][];
+  readonly discard?: (pos: number, length: number, unit?: number) => void;
+  /** What is still to be punched when the op ends, as [offset, length, unit] (discard-set.ts). */
+  readonly discarded?: () => [number, number, number][];
   /** Writes zeros where nobody will punch (what discard writes on other devices), emptying the set. */
   readonly settleDiscards?: () => void;
 
@@ -51,7 +51,7 @@ export class FdDevice implements BlockDevice {
         this.size = size;
       };
       if (freed) {
-        this.discard = (pos, length) => freed.add(pos, Math.min(length, this.size - pos));
+        this.discard = (pos, length, unit) => freed.add(pos, Math.min(length, this.size - pos), unit);
         this.discarded = () => freed.ranges();
         this.settleDiscards = () => freed.settle();
       }
@@ -71,7 +71,7 @@ export class FdDevice implements BlockDevice {
 }
 
 /** The `freed` messages for the host: each device's freed ranges, where it has any. */
-export function freedMessages(devices: readonly { dev: FdDevice }[]): { type: 'freed'; device: number; ranges: [number, number][] }[] {
+export function freedMessages(devices: readonly { dev: FdDevice }[]): { type: 'freed'; device: number; ranges: [number, number, number][] }[] {
   return devices.flatMap(({ dev }, device) => {
     const ranges = dev.discarded?.() ?? [];
     return ranges.length > 0 ? [{ type: 'freed' as const, device, ranges }] : [];

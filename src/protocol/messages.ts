@@ -95,11 +95,12 @@ export type GuestMessage =
   | { type: 'unreadable'; kind: 'read' | 'block-status'; offset: number; length: number; reason: string }
   /**
    * What the op freed in writable device `device` and qemu would discard (qcow2 clusters no
-   * longer referenced): sorted, disjoint, 512-aligned [offset, length] ranges, at most
+   * longer referenced): sorted, disjoint, 512-aligned [offset, length, unit] ranges (unit: the
+   * size of qemu's separate requests in it, 0 for one; io/discard-set.ts), at most
    * MAX_DISCARD_RANGES, sent once per device after the op's last write and before its result.
    * The host punches holes there once the op succeeded (host/freed-ranges.ts).
    */
-  | { type: 'freed'; device: number; ranges: [number, number][] };
+  | { type: 'freed'; device: number; ranges: [number, number, number][] };
 
 /** The longest range one `unreadable` message names: qemu's largest read (2 MiB), 4096 lines. */
 export const MAX_UNREADABLE_BYTES = 2 * 1024 * 1024;

@@ -30,14 +30,16 @@ function wholeBlocks(bytes: Uint8Array, near: string): number {
 
 /**
  * The same bytes, allocated blocks and `info` as qemu's result, whose file must have holes that
- * writing its bytes whole would not (qemu did punch here: the comparison can fail). Inputs are
- * written whole, so that the holes are the command's.
+ * writing its bytes whole would not (qemu did punch here: the comparison can fail), or, with
+ * `holes` false, must have none (qemu's punches freed no block, instar's must not either). Inputs
+ * are written whole, so that the holes are the command's.
  */
-export function assertSameAllocation(version: OracleVersion, r: Pick<RepairRun, 'qemuPath' | 'instarPath' | 'qemuFile' | 'instarFile'>, label: string): void {
+export function assertSameAllocation(version: OracleVersion, r: Pick<RepairRun, 'qemuPath' | 'instarPath' | 'qemuFile' | 'instarFile'>, label: string, holes = true): void {
   assert.ok(r.instarFile.equals(r.qemuFile), `${label}: the files differ`);
   const qemuBlocks = blocks(r.qemuPath);
   const whole = wholeBlocks(r.qemuFile, r.qemuPath);
-  assert.ok(qemuBlocks < whole, `${label}: qemu's file has holes (${qemuBlocks} blocks, ${whole} written whole)`);
+  if (holes) assert.ok(qemuBlocks < whole, `${label}: qemu's file has holes (${qemuBlocks} blocks, ${whole} written whole)`);
+  else assert.equal(qemuBlocks, whole, `${label}: qemu's file has no holes`);
   assert.equal(blocks(r.instarPath), qemuBlocks, `${label}: allocated blocks`);
   assert.equal(info(version, r.instarPath), info(version, r.qemuPath), `${label}: qemu-img info`);
 }

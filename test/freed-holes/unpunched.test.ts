@@ -100,7 +100,7 @@ for (const { name, image, qemuArgs, plan } of PLANS) {
     const ours = path(`${image}.cut`);
     copyFileSync(source, ours);
     const fd = openSync(ours, 'r+');
-    let freed: [number, number][];
+    let freed: [number, number, number][];
     try {
       const dev = new FdDevice(fd, true, undefined, true);
       applyRepair(dev, plan(dev));

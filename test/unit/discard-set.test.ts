@@ -97,12 +97,12 @@ test('discard set: adjoining discards merge; a write in the middle splits; a tru
   p.discard(65536, 65536);
   p.discard(131072, 65536);
   p.discard(0, 65536);
-  assert.deepEqual(p.set.ranges(), [[0, 196608]]);
+  assert.deepEqual(p.set.ranges(), [[0, 196608, 0]]);
   p.write(70000, 100, 0x55);
   // The write's unaligned edges are zeroed at once; the aligned rest stays to be punched.
-  assert.deepEqual(p.set.ranges(), [[0, 69632], [70144, 126464]]);
+  assert.deepEqual(p.set.ranges(), [[0, 69632, 0], [70144, 126464, 0]]);
   p.truncate(100000);
-  assert.deepEqual(p.set.ranges(), [[0, 69632], [70144, 29696]]);
+  assert.deepEqual(p.set.ranges(), [[0, 69632, 0], [70144, 29696, 0]]);
   assert.deepEqual(p.punched(), p.model);
 });
 
@@ -116,4 +116,18 @@ test('discard set: past MAX_DISCARD_RANGES ranges, a new one is written as zeros
   p.set.settle();
   assert.equal(p.set.count, 0);
   assert.deepEqual(p.file, p.model, 'settled: zeros written over the whole set');
+});
+
+test('discard set: units (qemu request sizes) merge alike, stay apart when they differ, the finer wins an overlap', () => {
+  const p = new Pair();
+  p.write(0, 1 << 20, 0xaa);
+  p.set.add(0, 4096, 512);
+  p.set.add(4096, 4096, 512);
+  p.set.add(8192, 4096);
+  p.set.add(12288, 4096);
+  assert.deepEqual(p.set.ranges(), [[0, 8192, 512], [8192, 8192, 0]], 'adjoining runs merge only with their own unit');
+  p.set.add(6144, 4096, 1024);
+  assert.deepEqual(p.set.ranges(), [[0, 16384, 512]], 'an overlap joins them, in the finer unit');
+  p.write(1024, 512, 0x55);
+  assert.deepEqual(p.set.ranges(), [[0, 1024, 512], [1536, 14848, 512]], 'a cut run keeps its unit');
 });

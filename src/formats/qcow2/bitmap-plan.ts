@@ -129,7 +129,7 @@ class Planner {
       const addr = Number(entry & TABLE_ENTRY_OFFSET);
       if (addr === 0) continue;
       freeClusters(this.refs, addr, this.cs);
-      if (this.refs.get(addr / this.cs) === 0 && addr < this.dev.size) this.steps.push({ kind: 'discard', pos: addr, length: Math.min(this.cs, this.dev.size - addr) });
+      if (this.refs.get(addr / this.cs) === 0 && addr < this.dev.size) this.steps.push({ kind: 'discard', pos: addr, length: Math.min(this.cs, this.dev.size - addr), unit: this.cs });
     }
     freeClusters(this.refs, Number(offset), size * 8);
   }

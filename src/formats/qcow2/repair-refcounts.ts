@@ -2,7 +2,8 @@
 // the image's references:
 //  - leaks (-r leaks and all) and refcounts below their references (-r all): each such cluster
 //    gets its references as its refcount, with qemu's "Repairing cluster" lines; a cluster freed
-//    this way is discarded by qemu (a hole punched), and by instar (a discard step);
+//    this way is discarded by qemu (a hole punched, one request per cluster), and by instar (a
+//    discard step);
 //  - -r all, when only a new refcount structure helps (a stored refcount of 0 under a reference,
 //    a broken refcount table entry): qemu's rebuild (rebuild-refcounts.ts), then the old
 //    structure's clusters freed as leaks;
@@ -224,7 +225,7 @@ function planRefcountFixes(dev: BlockDevice, counted: CountedImage, out: CheckRe
   steps.push({ kind: 'barrier' });
   for (const [first, end] of freed) {
     const pos = first * cs;
-    if (pos < dev.size) steps.push({ kind: 'discard', pos, length: Math.min((end - first) * cs, dev.size - pos) });
+    if (pos < dev.size) steps.push({ kind: 'discard', pos, length: Math.min((end - first) * cs, dev.size - pos), unit: cs });
   }
   steps.push({ kind: 'barrier' });
   return { steps, refcount: (cluster) => (edited.has(cluster) ? edited.get(cluster) : ctx.refcount(cluster)) };
@@ -317,7 +318,7 @@ function planRebuild(image: Image, dev: BlockDevice, counted: CountedImage, out:
   steps.push({ kind: 'barrier' }, { kind: 'write', pos: 48, bytes: header }, { kind: 'barrier' });
   for (const [first, last] of freed) {
     const pos = first * cs;
-    if (pos < end) steps.push({ kind: 'discard', pos, length: Math.min((last - first) * cs, end - pos) });
+    if (pos < end) steps.push({ kind: 'discard', pos, length: Math.min((last - first) * cs, end - pos), unit: cs });
   }
   steps.push({ kind: 'barrier' });
   return { steps, refcount: (cluster) => counts.get(cluster), reftable: [BigInt(built.reftableCluster) * BigInt(cs), built.reftableClusters] };

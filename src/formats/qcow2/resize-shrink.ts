@@ -43,6 +43,8 @@ export function planShrink(dev: BlockDevice, h: Qcow2Header, newSize: number, he
   const linked: RepairStep[] = [];
   /** Clusters whose refcount dropped to 0, punched by qemu (unless allocated again). */
   const freed = new Set<number>();
+  /** Of those, the L2 tables qemu frees one by one (the data clusters go in one merged discard). */
+  const tables = new Set<number>();
   /** New L2 tables: [cluster, L1 index]. */
   const created: [number, number][] = [];
   // The model's free-cluster hint is qemu's free_cluster_index: first-fit from 0 after open,
@@ -131,6 +133,7 @@ export function planShrink(dev: BlockDevice, h: Qcow2Header, newSize: number, he
       if (l2Offset === 0n) continue;
       const cluster = Number(l2Offset) / cs;
       if (!Number.isInteger(cluster) || !release(cluster)) return helpers.refused('an L2 table past its new end has a bad offset or refcount');
+      tables.add(cluster);
     }
   }
   for (const [cluster, l1Index] of created) {
@@ -158,7 +161,7 @@ export function planShrink(dev: BlockDevice, h: Qcow2Header, newSize: number, he
   for (const cluster of [...freed].sort((a, b) => a - b)) {
     const pos = cluster * cs;
     // Zeros past the file's end are what it reads there already.
-    if (pos < Math.min(fileEnd, dev.size)) steps.push({ kind: 'discard', pos, length: Math.min(cs, fileEnd - pos) });
+    if (pos < Math.min(fileEnd, dev.size)) steps.push({ kind: 'discard', pos, length: Math.min(cs, fileEnd - pos), ...(tables.has(cluster) ? { unit: cs } : {}) });
   }
   steps.push({ kind: 'barrier' });
   if (fileEnd !== dev.size) steps.push({ kind: 'truncate', size: fileEnd }, { kind: 'barrier' });

@@ -84,7 +84,7 @@ const SHAPES: Record<GuestMessage['type'], { keys: string[]; ok: (o: Obj) => boo
     keys: ['type', 'device', 'ranges'],
     // Order, alignment and the file's bounds are checked where the ranges are used (freed-ranges.ts).
     ok: (o) => Number.isSafeInteger(o.device) && (o.device as number) >= 0 && Array.isArray(o.ranges) && o.ranges.length <= MAX_DISCARD_RANGES &&
-      o.ranges.every((r) => Array.isArray(r) && r.length === 2 && r.every((n) => Number.isSafeInteger(n) && n >= 0)),
+      o.ranges.every((r) => Array.isArray(r) && r.length === 3 && r.every((n) => Number.isSafeInteger(n) && n >= 0)),
   },
   result: { keys: ['type', 'value', 'warnings'], ok: (o) => 'value' in o && warningsOk(o.warnings) },
   error: { keys: ['type', 'message', 'warnings'], ok: (o) => typeof o.message === 'string' && warningsOk(o.warnings) },

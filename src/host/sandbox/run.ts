@@ -21,7 +21,7 @@ export interface RunOptions {
   /** `map`'s entries, streamed in bounded chunks (checked by the host before use). */
   onMapEntries?: (entries: MapEntry[]) => void;
   /** Ranges of a writable device the op freed (runOp punches them; freed-ranges.ts). */
-  onFreed?: (device: number, ranges: [number, number][]) => void;
+  onFreed?: (device: number, ranges: [number, number, number][]) => void;
   /** The lines for stderr that came with the op's result (cleaned); an error carries its own. */
   onWarnings?: (warnings: GuestWarning[]) => void;
   /** Overrides of the op's default resource limits (see limits.ts). */
