@@ -205,7 +205,7 @@ export interface BitmapCapability {
    */
   persistent?(dev: BlockDevice): import('./qcow2/bitmap-state.ts').LiveBitmap[] | undefined;
   /** The writes of the actions (and of qemu's open and close around them), or instar's refusal. */
-  change(dev: BlockDevice, request: import('./qcow2/bitmap-actions.ts').BitmapRequest): { steps: import('./repair.ts').RepairStep[]; error?: string; notice?: string } | { refused: string };
+  change(dev: BlockDevice, request: import('./qcow2/bitmap-actions.ts').BitmapRequest): { steps: import('./repair.ts').RepairStep[]; error?: string } | { refused: string };
 }
 
 /**
@@ -217,7 +217,8 @@ export type SnapshotChangePlan =
   /** `steps`: what qemu's driver wrote before it failed (instar writes the same). */
   /** `report`: the line qemu's driver printed before failing (error_report), printed first. */
   | { errno: string; message: string; steps?: import('./repair.ts').RepairStep[]; report?: string }
-  | { notFound: true }
+  /** `steps`: what qemu's writable open and close wrote around the search (bitmaps stored again). */
+  | { notFound: true; steps?: import('./repair.ts').RepairStep[] }
   | { refused: string };
 
 /** What `snapshot` asks of a format with internal snapshots. */
@@ -242,7 +243,8 @@ export interface ResizeRequest {
 }
 
 /** Steps for formats/repair.ts's executor, or qemu's message for a resize its driver refuses. */
-export type ResizePlan = { steps: RepairStep[] } | { error: string };
+/** `written`: qemu failed after its writable open, which (with its close) writes these anyway. */
+export type ResizePlan = { steps: RepairStep[] } | { error: string; written?: RepairStep[] };
 
 /**
  * A format's `resize` capability: a pure planner from the opened image and its file to the writes
@@ -250,6 +252,8 @@ export type ResizePlan = { steps: RepairStep[] } | { error: string };
  */
 export interface ResizeCapability {
   plan(image: Image, dev: BlockDevice, request: ResizeRequest): ResizePlan;
+  /** What qemu's writable open and close alone write (qemu-img's own checks failed in between). */
+  openClose?(dev: BlockDevice): RepairStep[];
 }
 
 /** qemu's QemuOptType: how a create option's value is checked (bool on/off, number, byte size). */
@@ -396,7 +400,7 @@ export type HeaderChangePlan = (
   | { steps: import('./repair.ts').RepairStep[] }
   /** `steps`: what qemu wrote before failing (its read-write open's own header rewrite). */
   | { errno: 'ENOSPC' | 'EINVAL' | 'ENOTSUP'; steps?: import('./repair.ts').RepairStep[] }
-  | { refused: string }) & PlanNotice;
+  | { refused: string });
 
 /** Names `backing` (absent: no backing file) with `format` (absent: none) in the image's metadata. */
 export type ChangeBackingCapability = (dev: BlockDevice, backing: Uint8Array | undefined, format: Uint8Array | undefined) => HeaderChangePlan;
@@ -429,12 +433,4 @@ export interface AmendContext {
  * `progress`: the percentages qemu's driver reports along the way (before its final 100%);
  * `errorHint`: a last line qemu prints after `error` without a newline (error_append_hint with none).
  */
-export type AmendPlan = ({ steps: import('./repair.ts').RepairStep[]; error?: string[]; errorHint?: string; progress?: number[] } | { refused: string }) & PlanNotice;
-
-/**
- * What qemu's driver prints on stderr while opening the image for writing: the text after
- * "<progname>: ", printed as is (qemu ends some such notices without a newline).
- */
-export interface PlanNotice {
-  notice?: string;
-}
+export type AmendPlan = { steps: import('./repair.ts').RepairStep[]; error?: string[]; errorHint?: string; progress?: number[] } | { refused: string };

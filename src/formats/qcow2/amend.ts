@@ -23,7 +23,7 @@ import { ReplayedDevice } from '../replayed-device.ts';
 import type { RepairStep } from '../repair.ts';
 import { readAt } from '../bytes.ts';
 import { AUTOCLEAR, COMPAT_LAZY_REFCOUNTS, CRYPT, INCOMPAT, MAX_L1_BYTES, SNAPSHOT_HEADER_SIZE, parseHeader, type Qcow2Header } from './header.ts';
-import { readHeaderModel, STALE_BITMAPS_NOTICE } from './header-model.ts';
+import { readHeaderModel } from './header-model.ts';
 import { headerRewriteRefusal, planHeaderWrite } from './rebase-unsafe.ts';
 import type { Qcow2HeaderModel } from './header-write.ts';
 import { AmendProgress } from './amend-progress.ts';
@@ -317,8 +317,5 @@ export function openRewrite(dev: BlockDevice, h: Qcow2Header, m: Qcow2HeaderMode
 
 export const qcow2Amend: AmendCapability = {
   options: QCOW2_AMEND,
-  plan: (dev, image, values, ctx) => {
-    const result = plan(dev, image, values, ctx);
-    return readHeaderModel(dev, parseHeader(dev)).staleBitmaps ? { ...result, notice: STALE_BITMAPS_NOTICE } : result;
-  },
+  plan,
 };

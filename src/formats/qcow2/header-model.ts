@@ -23,8 +23,6 @@ function cBytes(bytes: Uint8Array): Uint8Array {
 /** qemu's words when any open finds a stale bitmaps extension (driver.ts warns with them; the second line has no newline). */
 export const STALE_BITMAPS_WARNING = 'a program lacking bitmap support modified this file, so all bitmaps are now considered inconsistent';
 export const STALE_BITMAPS_TAIL = "Some clusters may be leaked, run 'qemu-img check -r' on the image file to fix.";
-/** Still read by qcow2 amend's committed version; goes when its notice does. */
-export const STALE_BITMAPS_NOTICE = `warning: ${STALE_BITMAPS_WARNING}\n${STALE_BITMAPS_TAIL}`;
 
 export function readHeaderModel(dev: BlockDevice, h: Qcow2Header): Qcow2HeaderModel {
   const m: Qcow2HeaderModel = {
