@@ -11,7 +11,7 @@ import { firstBlockStatusFailure, openSource, sectorTotalIsNegative, snapshotVie
 import { copyToRaw } from './convert/copy.ts';
 import { balancedShare, progressShare, type DiskRun } from './convert/split.ts';
 import { allocateFirstBlock } from './convert/first-block.ts';
-import { unreadableMessages } from './convert/salvage.ts';
+import { salvageMessages } from './convert/salvage.ts';
 import { errorWarnings } from '../guest/describe-error.ts';
 import type { Op } from './types.ts';
 import { strerrorNumber } from '../strerror-number.ts';
@@ -148,7 +148,8 @@ export const convertOp: Op = (options, ctx) => {
     const sizes = wireSizes(views);
     if (nothingToCopy) return { sizes, nothingToCopy } satisfies ConvertOpenResult;
     if (blockStatus) return { sizes, blockStatus, unsized: true } satisfies ConvertOpenResult;
-    const failed = opts.walkBlockStatus && fitsTarget(views, opts.targetSize) ? firstBlockStatusFailure(views) : undefined;
+    // --salvage: qemu's block status never fails (the copy reports each failed sector instead).
+    const failed = opts.walkBlockStatus && !opts.salvage && fitsTarget(views, opts.targetSize) ? firstBlockStatusFailure(views) : undefined;
     if (failed) {
       // The driver's notice (qcow2's "Image is corrupt") comes before qemu's error.
       for (const w of errorWarnings(failed.error)) ctx.warn?.(w);
@@ -202,6 +203,6 @@ export const convertOp: Op = (options, ctx) => {
     onProgress,
     everyChunk,
     coroutines: Number.isSafeInteger(opts.coroutines) ? opts.coroutines : undefined,
-    salvage: opts.salvage ? unreadableMessages(ctx, 'read') : undefined,
+    salvage: opts.salvage ? salvageMessages(ctx) : undefined,
   }).then((counted) => (opts.phase === 'open-copy' ? ({ sizes, counted } satisfies ConvertOpenCopyResult) : { counted }));
 };

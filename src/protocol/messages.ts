@@ -91,8 +91,9 @@ export type GuestMessage =
    * convert --salvage: sectors of a source that could not be read (`read`, copied as zeros) or
    * whose block status failed (`block-status`), [offset, offset + length) in that source; the
    * host prints qemu's warning for each 512-byte sector. At most MAX_UNREADABLE_BYTES at once.
+   * `notice`: a line the driver printed on the way (qcow2's "Image is corrupt"), printed first.
    */
-  | { type: 'unreadable'; kind: 'read' | 'block-status'; offset: number; length: number; reason: string }
+  | { type: 'unreadable'; kind: 'read' | 'block-status'; offset: number; length: number; reason: string; notice?: string }
   /**
    * What the op freed in writable device `device` and qemu would discard (qcow2 clusters no
    * longer referenced): sorted, disjoint, 512-aligned [offset, length, unit] ranges (unit: the

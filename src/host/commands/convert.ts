@@ -409,11 +409,15 @@ export const convert: Command = async (cmd, ctx) => {
 
 /**
  * --salvage: qemu's warning for each 512-byte sector of a source it could not read (copied as
- * zeros) or whose block status failed; none with -q.
+ * zeros) or whose block status failed; none with -q, but the driver's own notice (qcow2's
+ * corruption line, which qemu prints with fprintf) all the same.
  */
 function salvageWarnings(cmd: ParsedCommand, ctx: CommandContext): CommandContext {
-  if (!cmd.options.has('salvage') || cmd.options.has('quiet')) return ctx;
-  const onUnreadable = (kind: 'read' | 'block-status', offset: number, length: number, reason: string) => {
+  if (!cmd.options.has('salvage')) return ctx;
+  const quiet = cmd.options.has('quiet');
+  const onUnreadable = (kind: 'read' | 'block-status', offset: number, length: number, reason: string, notice?: string) => {
+    if (notice !== undefined) ctx.err(`${notice}\n`);
+    if (quiet) return;
     const what = kind === 'read' ? 'error while reading offset' : 'error while reading block status at offset';
     for (let at = offset; at < offset + length; at += 512) ctx.err(`${ctx.progname}: warning: ${what} ${at}: ${reason}\n`);
   };

@@ -75,10 +75,11 @@ const SHAPES: Record<GuestMessage['type'], { keys: string[]; ok: (o: Obj) => boo
       o.entries.every((e) => Array.isArray(e) && e.length === 6 && e.every((n, i) => (i === 4 && isInt64String(n)) || (i < 2 && isByteDouble(n)) || (Number.isSafeInteger(n) && n >= (i < 4 ? 0 : -1)))),
   },
   unreadable: {
-    keys: ['type', 'kind', 'offset', 'length', 'reason'],
+    keys: ['type', 'kind', 'offset', 'length', 'reason', 'notice'],
     ok: (o) => (o.kind === 'read' || o.kind === 'block-status') && Number.isSafeInteger(o.offset) && (o.offset as number) >= 0 &&
       (o.offset as number) % 512 === 0 && Number.isSafeInteger(o.length) && (o.length as number) > 0 && (o.length as number) % 512 === 0 &&
-      (o.length as number) <= MAX_UNREADABLE_BYTES && typeof o.reason === 'string' && o.reason.length <= MAX_TEXT,
+      (o.length as number) <= MAX_UNREADABLE_BYTES && typeof o.reason === 'string' && o.reason.length <= MAX_TEXT &&
+      (o.notice === undefined || (typeof o.notice === 'string' && o.notice.length <= MAX_TEXT)),
   },
   freed: {
     keys: ['type', 'device', 'ranges'],
@@ -120,7 +121,10 @@ export function parseGuestMessage(line: string): GuestMessage | string {
   const warnings = value.warnings === undefined ? {} : { warnings: cleanGuestWarnings(value.warnings as GuestWarning[]) };
   if (value.type === 'error') return { type: 'error', message: cleanGuestError(value.message as string), ...warnings };
   if (value.type === 'result') return { type: 'result', value: value.value, ...warnings };
-  if (value.type === 'unreadable') return { ...(value as unknown as GuestMessage & { type: 'unreadable' }), reason: cleanGuestText(value.reason as string) };
+  if (value.type === 'unreadable') {
+    const notice = typeof value.notice === 'string' ? { notice: cleanGuestText(value.notice) } : {};
+    return { ...(value as unknown as GuestMessage & { type: 'unreadable' }), reason: cleanGuestText(value.reason as string), ...notice };
+  }
   return value as unknown as GuestMessage;
 }
 

@@ -209,7 +209,7 @@ function launch(guest: SpawnedGuest, requestText: string, devices: HostDevice[],
     if (msg.type === 'progress') run.onProgress?.(msg.done, msg.total);
     else if (msg.type === 'need-files') run.onNeedFiles?.(msg.files);
     else if (msg.type === 'map-entries') run.onMapEntries?.(msg.entries);
-    else if (msg.type === 'unreadable') run.onUnreadable?.(msg.kind, msg.offset, msg.length, msg.reason);
+    else if (msg.type === 'unreadable') run.onUnreadable?.(msg.kind, msg.offset, msg.length, msg.reason, msg.notice);
     else if (msg.type === 'freed') run.onFreed?.(msg.device, msg.ranges);
     else if (msg.type === 'result') {
       outcome.result = { value: msg.value, warnings: msg.warnings };

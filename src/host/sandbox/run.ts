@@ -17,7 +17,7 @@ export interface RunOptions {
   /** Files the op asked for (backing, data-file, extents) in a `need-files` message. */
   onNeedFiles?: (files: { role: DeviceRole; name: string; format?: string }[]) => void;
   /** convert --salvage: source sectors it could not read (checked by the host before use). */
-  onUnreadable?: (kind: 'read' | 'block-status', offset: number, length: number, reason: string) => void;
+  onUnreadable?: (kind: 'read' | 'block-status', offset: number, length: number, reason: string, notice?: string) => void;
   /** `map`'s entries, streamed in bounded chunks (checked by the host before use). */
   onMapEntries?: (entries: MapEntry[]) => void;
   /** Ranges of a writable device the op freed (runOp punches them; freed-ranges.ts). */
@@ -81,7 +81,7 @@ async function runInProcess(op: string, options: Record<string, unknown>, device
     if (msg.type === 'progress') run.onProgress?.(msg.done, msg.total);
     else if (msg.type === 'need-files') run.onNeedFiles?.(msg.files);
     else if (msg.type === 'map-entries') run.onMapEntries?.(msg.entries);
-    else if (msg.type === 'unreadable') run.onUnreadable?.(msg.kind, msg.offset, msg.length, msg.reason);
+    else if (msg.type === 'unreadable') run.onUnreadable?.(msg.kind, msg.offset, msg.length, msg.reason, msg.notice);
     else if (msg.type === 'freed') run.onFreed?.(msg.device, msg.ranges);
   };
   const outcome = await runOpInProcess(op, options, devices, emit);

@@ -6,7 +6,7 @@ import { ImageError, type BlockDevice, type Image } from '../../formats/types.ts
 import { ProgressRule } from '../../output/progress.ts';
 import { OverlappedWriter } from './writer.ts';
 import type { DiskRun } from './split.ts';
-import { salvageRead, type UnreadableReport } from './salvage.ts';
+import { noticeOf, salvageRead, type Salvage, type UnreadableReport } from './salvage.ts';
 
 const MiB = 1024 * 1024;
 /** I/O buffer: fits the per-core cache (FACTS.md: larger chunks copy slower). */
@@ -42,8 +42,8 @@ export interface CopyPlan {
    * replays the parts of several guests in disk order through one rule (open-copy.ts progressSum).
    */
   everyChunk?: boolean;
-  /** --salvage: sectors that cannot be read are copied as zeros and reported here. */
-  salvage?: UnreadableReport;
+  /** --salvage: sectors that cannot be read are copied as zeros, and failed block status taken as data; both reported. */
+  salvage?: Salvage;
 }
 
 const zeros = Buffer.alloc(IO_BYTES);
@@ -79,20 +79,43 @@ function sourceAlignment(image: Image): number {
 
 const alignments = new WeakMap<Image, number>();
 
-/** qemu-img convert's block-status runs of `image` over [from, to), as its copy loop takes them. */
-export function* runs(image: Image, from: number, to: number): Generator<Run> {
+/**
+ * qemu-img convert's block-status runs of `image` over [from, to), as its copy loop takes them.
+ * `salvage` (--salvage): a failed request is asked again for a quarter of its sectors, down to
+ * one, which is reported and taken as data, as qemu's convert_iteration_sectors does.
+ */
+export function* runs(image: Image, from: number, to: number, salvage?: UnreadableReport): Generator<Run> {
   let alignment = alignments.get(image);
   if (alignment === undefined) alignments.set(image, (alignment = sourceAlignment(image)));
   let pos = from;
   while (pos < to) {
     let e;
-    try {
-      e = image.extent(pos, Math.min(to - pos, MAX_BLOCK_STATUS));
-    } catch (err) {
-      // qemu's wording, with the offset in the source (a backing file's failure included).
-      // The driver's notice (qcow2's "Image is corrupt") stays with it: qemu prints it before the error.
-      if (err instanceof ImageError) throw Object.assign(new ImageError(`error while reading block status at offset ${pos}: ${err.message}`, err.errno), { warning: (err as { warning?: string }).warning });
-      throw err;
+    let sectors = Math.ceil(Math.min(to - pos, MAX_BLOCK_STATUS) / SECTOR);
+    // The driver's notice comes with its first failure, whichever of the retries that is.
+    let notice: string | undefined;
+    for (;;) {
+      try {
+        e = image.extent(pos, Math.min(to - pos, sectors * SECTOR));
+        break;
+      } catch (err) {
+        if (!(err instanceof ImageError)) throw err;
+        // qemu's wording, with the offset in the source (a backing file's failure included); the
+        // driver's notice (qcow2's "Image is corrupt") stays with it: qemu prints it before the error.
+        if (!salvage) throw Object.assign(new ImageError(`error while reading block status at offset ${pos}: ${err.message}`, err.errno), { warning: noticeOf(err) });
+        notice ??= noticeOf(err);
+        if (sectors > 1) {
+          sectors = Math.ceil(sectors / 4);
+          continue;
+        }
+        salvage(pos, SECTOR, err.message, notice);
+        break;
+      }
+    }
+    if (e === undefined) {
+      const length = Math.min(SECTOR, to - pos);
+      yield { pos, length, data: true };
+      pos += length;
+      continue;
     }
     // A driver that reports nothing would loop forever: treat it as a broken image.
     if (!(e.length > 0)) throw new ImageError('Input/output error', 'EIO');
@@ -204,9 +227,10 @@ export async function copyToRaw(plan: CopyPlan): Promise<number> {
   const counts = (r: Run) => r.data || sparseSize === 0;
   const parts = pieces(plan);
 
-  // qemu counts the bytes it will copy before it starts.
+  // qemu counts the bytes it will copy before it starts (that walk reports --salvage's failed block status too).
+  const status = plan.salvage?.status;
   let total = 0;
-  if (plan.onProgress) for (const [image, from, to] of parts) for (const r of runs(image, from, to)) if (counts(r)) total += r.length;
+  if (plan.onProgress || status) for (const [image, from, to] of parts) for (const r of runs(image, from, to, status)) if (counts(r)) total += r.length;
   // Nothing copied yet, the walk done: the host prints no line before every guest has walked its
   // part, as qemu's walk of the whole disk precedes its first line (and may fail instead).
   plan.onProgress?.(0, total);
@@ -226,7 +250,8 @@ export async function copyToRaw(plan: CopyPlan): Promise<number> {
   const writer = new OverlappedWriter(output, WRITE_SLOTS, IO_BYTES);
   try {
     for (const [image, from, to, base] of parts) {
-      const walk = plan.onProgress ? runs(image, from, to) : plan.runs ? walked(plan.runs, base, from, to) : merged(runs(image, from, to));
+      // --salvage: qemu's runs as they come, so that each failed sector's warnings come in its order.
+      const walk = plan.onProgress || status ? runs(image, from, to, status) : plan.runs ? walked(plan.runs, base, from, to) : merged(runs(image, from, to));
       for (const r of walk) {
         let pos = r.pos;
         const end = r.pos + r.length;
@@ -250,7 +275,7 @@ export async function copyToRaw(plan: CopyPlan): Promise<number> {
               const piece = buf.subarray(0, length);
               piece.fill(0, 0, zeros);
               try {
-                if (zeros < length && plan.salvage) salvageRead(image, piece.subarray(zeros), at + zeros, plan.salvage);
+                if (zeros < length && plan.salvage) salvageRead(image, piece.subarray(zeros), at + zeros, plan.salvage.read);
                 else if (zeros < length) image.read(piece.subarray(zeros), at + zeros);
               } catch (e) {
                 writer.submit(buf, [], 0);

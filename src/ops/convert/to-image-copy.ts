@@ -8,7 +8,7 @@ import { ImageError, type Image, type ImageWriter } from '../../formats/types.ts
 import { ProgressRule } from '../../output/progress.ts';
 import { failingChunk, nonZeroParts, runs, type Run } from './copy.ts';
 import { ClusterAligner } from './to-image-aligner.ts';
-import { salvageRead, type UnreadableReport } from './salvage.ts';
+import { salvageRead, type Salvage } from './salvage.ts';
 
 export { ClusterAligner };
 
@@ -26,8 +26,8 @@ export interface ImageCopyPlan {
   onProgress?: (done: number, total: number) => void;
   /** The writer takes qemu-img's requests as they come, not whole clusters. */
   unaligned?: boolean;
-  /** --salvage: sectors that cannot be read are copied as zeros and reported here. */
-  salvage?: UnreadableReport;
+  /** --salvage: sectors that cannot be read are copied as zeros, and failed block status taken as data; both reported. */
+  salvage?: Salvage;
   /** convert -n: qemu's write-zeroes requests (what -S skips, each zero chunk), in order among the writes. */
   onZeros?: (offset: number, length: number) => void;
 }
@@ -37,9 +37,9 @@ export interface ImageCopyPlan {
  * at a time: a run shorter than a cluster becomes a whole cluster of data, a longer one is cut
  * down to whole clusters (its rest starts the next step).
  */
-function* clusterRuns(image: Image, cs: number): Generator<Run> {
+function* clusterRuns(image: Image, cs: number, salvage?: Salvage): Generator<Run> {
   for (let pos = 0; pos < image.virtualSize; ) {
-    const first = runs(image, pos, image.virtualSize).next();
+    const first = runs(image, pos, image.virtualSize, salvage?.status).next();
     if (first.done) return;
     let { length, data } = first.value;
     if (data) length = Math.min(length, cs);
@@ -67,8 +67,9 @@ export function copyToImage(plan: ImageCopyPlan): number {
   const chunkSize = plan.compressed ? Math.min(unit, QEMU_CHUNK) : QEMU_CHUNK;
   const counts = (r: Run) => r.data || sparseSize === 0;
   let total = 0;
-  const walk = (image: Image) => (plan.compressed ? clusterRuns(image, unit) : runs(image, 0, image.virtualSize));
-  if (plan.onProgress) for (const image of images) for (const r of walk(image)) if (counts(r)) total += r.length;
+  const walk = (image: Image) => (plan.compressed ? clusterRuns(image, unit, plan.salvage) : runs(image, 0, image.virtualSize, plan.salvage?.status));
+  // qemu counts before it copies; that walk reports --salvage's failed block status too.
+  if (plan.onProgress || plan.salvage) for (const image of images) for (const r of walk(image)) if (counts(r)) total += r.length;
   plan.onProgress?.(0, total);
   const rule = new ProgressRule();
   let done = 0;
@@ -88,7 +89,7 @@ export function copyToImage(plan: ImageCopyPlan): number {
           const known = Math.min(n, image.zeroRun?.(pos, n) ?? 0);
           chunk.fill(0, 0, known);
           try {
-            if (known < n && plan.salvage) salvageRead(image, chunk.subarray(known), pos + known, plan.salvage);
+            if (known < n && plan.salvage) salvageRead(image, chunk.subarray(known), pos + known, plan.salvage.read);
             else if (known < n) image.read(chunk.subarray(known), pos + known);
           } catch (e) {
             // qemu's chunk may be shorter than this one (a VMDK grain's block status): the one that fails.

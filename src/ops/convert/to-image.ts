@@ -9,7 +9,7 @@ import { openTree } from '../open-tree.ts';
 import { writeLayout } from '../create.ts';
 import { openSource, snapshotViews, type ConvertSource, type SnapshotChoice } from './sources.ts';
 import { copyToImage } from './to-image-copy.ts';
-import { unreadableMessages } from './salvage.ts';
+import { salvageMessages } from './salvage.ts';
 import { copyOverBacking } from './to-image-backing.ts';
 import { bitmapsToCopy, sourceBitmaps, targetStoresBitmaps } from './to-image-bitmaps.ts';
 import type { Op, OpContext } from '../types.ts';
@@ -102,7 +102,7 @@ export const convertImageOp: Op = (raw, ctx) => {
   if (opts.compressed && !writer.writeCompressed) throw new ImageError('Compression not supported for this file format');
   const counted = backing
     ? copyOverBacking({ image: views[0], writer, sparseSize, backingSize: backing.size, backingImage, onProgress, compressed: opts.compressed })
-    : copyToImage({ images: views, writer, sparseSize, compressed: opts.compressed, onProgress, salvage: opts.salvage ? unreadableMessages(ctx, 'read') : undefined });
+    : copyToImage({ images: views, writer, sparseSize, compressed: opts.compressed, onProgress, salvage: opts.salvage ? salvageMessages(ctx) : undefined });
   const copied = bitmaps && bitmapsToCopy(bitmaps);
   if (copied) writer.storeBitmaps!(copied.copy);
   writer.finish();
