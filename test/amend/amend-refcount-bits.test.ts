@@ -3,32 +3,19 @@
 // Then crash safety: instar's plan cut after every write leaves an image qemu-img check accepts
 // (leaked clusters at most), and the whole plan ends in qemu's file.
 import { after, before, test } from 'node:test';
-import assert from 'node:assert/strict';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { VERSIONS, runQemu } from '../helpers/oracles.ts';
+import { VERSIONS } from '../helpers/oracles.ts';
 import { LONG } from '../helpers/long.ts';
 import { TwinDirs, assertSameOutcome } from '../rebase/harness.ts';
-import { FdDevice } from '../../src/io/fd-device.ts';
-import { applyRepair, writeCount } from '../../src/formats/repair.ts';
-import { qcow2Driver } from '../../src/formats/qcow2/driver.ts';
-import { qcow2Amend } from '../../src/formats/qcow2/amend.ts';
+import { buildImage, sweepCrashes } from './harness.ts';
 
 const dirs = new TwinDirs();
 const scratch = mkdtempSync(join(tmpdir(), 'instar-amend-rc-'));
 const images: Record<string, Buffer> = {};
 
-/** An image made by qemu-img create, then qemu-io writes and `snapshot -c` (`snap:NAME`). */
-function build(name: string, opts: string, size: string, actions: string[] = []): Buffer {
-  const path = join(scratch, name);
-  assert.equal(runQemu('10.0', ['create', '-q', '-f', 'qcow2', ...(opts ? ['-o', opts] : []), name, size], { cwd: scratch }).status, 0);
-  for (const a of actions) {
-    const r = a.startsWith('snap:') ? runQemu('10.0', ['snapshot', '-c', a.slice(5), path]) : runQemu('10.0', ['-c', a, path], {}, 'qemu-io');
-    assert.equal(r.status, 0, `${name}: ${a}: ${r.stderr}`);
-  }
-  return readFileSync(path);
-}
+const build = (name: string, opts: string, size: string, actions: string[] = []) => buildImage(scratch, name, opts, size, actions);
 
 before(() => {
   // 64-bit refcounts in 512-byte clusters: one block counts 64 clusters, a table cluster 64
@@ -82,41 +69,10 @@ test('amend -o refcount_bits writes what qemu-img writes, byte for byte', () => 
   });
 });
 
-/** Applies the first `writes` steps of instar's amend plan to a copy of `bytes`; returns how many there are. */
-function cutAmend(bytes: Buffer, path: string, options: Record<string, string>, writes: number): number {
-  writeFileSync(path, bytes);
-  const fd = openSync(path, 'r+');
-  try {
-    const dev = new FdDevice(fd, true);
-    const image = qcow2Driver.open(dev, { writable: true, readsData: true });
-    const plan = qcow2Amend.plan(dev, image, new Map(Object.entries(options)));
-    assert.ok('steps' in plan && plan.error === undefined, JSON.stringify(plan));
-    applyRepair(dev, plan.steps, { stopAfterWrites: writes });
-    return writeCount(plan.steps);
-  } finally {
-    closeSync(fd);
-  }
-}
-
 test('amend -o refcount_bits: every prefix of its writes leaves an image qemu-img checks with leaks at most', () => {
-  const path = join(scratch, 'cut.qcow2');
   const cases: [string, Record<string, string>][] = [
     ['growth', { refcount_bits: '8' }], ['snapshots', { refcount_bits: '8' }], ['c512many', { refcount_bits: '32' }],
     ['rc8', { compat: '0.10', refcount_bits: '16' }],
   ];
-  for (const [image, options] of cases) {
-    let total = Infinity;
-    for (let n = 0; n <= total; n++) {
-      total = cutAmend(images[image], path, options, n);
-      const check = runQemu('10.0', ['check', path]);
-      // 0: clean, 3: leaked clusters only; 2 (corruptions) or 1 (no open) fail.
-      assert.ok(check.status === 0 || check.status === 3, `${image} after ${n} of ${total} writes: check exits ${check.status}: ${check.stdout}${check.stderr}`);
-    }
-    assert.ok(total >= 3, `${image}: ${total} writes`);
-    const qemuCopy = join(scratch, 'cut-qemu.qcow2');
-    writeFileSync(qemuCopy, images[image]);
-    const list = Object.entries(options).map(([k, v]) => `${k}=${v}`).join(',');
-    assert.equal(runQemu('10.0', ['amend', '-o', list, qemuCopy]).status, 0);
-    assert.ok(readFileSync(path).equals(readFileSync(qemuCopy)), `${image}: the whole plan writes qemu's file`);
-  }
+  for (const [image, options] of cases) sweepCrashes(scratch, image, images[image], options);
 });
