@@ -376,3 +376,39 @@ test('qcow2: key slots among other changes, in qemu\'s order; the files differ o
     if (added) assert.ok(opensWith('qcow2', ours, 's1'), label);
   }
 });
+
+/** A copy of `image` whose crypto area ends where slot 1's key material starts (a hostile length). */
+function shortArea(image: string): string {
+  const file = copy(image);
+  const b = readFileSync(images.path(file));
+  for (let at = b.readUInt32BE(100); ;) {
+    if (b.readUInt32BE(at) === 0x0537be77) {
+      const fields = luksKeyFields(b.subarray(Number(b.readBigUInt64BE(at + 8)), Number(b.readBigUInt64BE(at + 8)) + 592));
+      b.writeBigUInt64BE(BigInt(fields.slots[1].keyOffset), at + 16);
+      break;
+    }
+    at += 8 + Math.ceil(b.readUInt32BE(at + 4) / 8) * 8;
+  }
+  writeFileSync(images.path(file), b);
+  return file;
+}
+
+test('qcow2: key material outside the crypto area fails where qemu\'s header write function fails, the same bytes written', async () => {
+  const cases: [string, string][] = [
+    ['base.qcow2', 'encrypt.state=active,encrypt.new-secret=s1,encrypt.iter-time=1'],
+    // The header is written, then the first wipe fails.
+    ['two.qcow2', 'encrypt.state=inactive,encrypt.keyslot=1'],
+    ['two.qcow2', 'encrypt.state=inactive,encrypt.old-secret=s1'],
+  ];
+  for (const [image, list] of cases) {
+    const source = shortArea(image);
+    const ours = copy(source);
+    const theirs = copy(source);
+    const args = (file: string) => ['amend', ...OBJECTS, '-o', list, '--image-opts', FORMATS.qcow2.opts(file, 's0')];
+    const got = await runInProcess(['--sandbox=none', '--qemu-version=10.0', ...args(ours)], images.dir);
+    const expected = oracle('10.0', args(theirs));
+    assert.deepEqual(got, { ...expected, signal: null }, list);
+    assert.equal(got.status, 1, list);
+    assert.ok(readFileSync(images.path(ours)).equals(readFileSync(images.path(theirs))), `${list}: the same bytes written`);
+  }
+});

@@ -32,9 +32,9 @@ const ERASE_PASSES = 40;
 const UINT64_MAX = 2n ** 64n - 1n;
 const UINT32_MAX = 2n ** 32n - 1n;
 
-/** An error qemu reports; `hint` is its appended hint, printed without a newline. */
+/** An error qemu reports; `hint` is its appended hint, printed without a newline; `written`: what qemu wrote before it. */
 class AmendError extends Error {
-  constructor(message: string, readonly hint?: string) {
+  constructor(message: string, readonly hint?: string, readonly written: RepairStep[] = []) {
     super(message);
   }
 }
@@ -110,10 +110,17 @@ interface Volume extends LuksVolume {
 
 const splitKeyLength = (v: Volume, i: number): number => v.fields.keyBytes * v.fields.slots[i].stripes;
 
-/** Refuses (before anything is written) a write that would leave qcow2's crypto area. */
-function checkArea(v: Volume, offset: number, length: number): void {
-  if (v.areaLength !== undefined && BigInt(offset + length) > v.areaLength) {
-    throw new AmendError('instar cannot amend this image: a key slot lies outside the qcow2 crypto header area; nothing was written');
+/** Whether a write stays inside qcow2's crypto area (qemu's header write function checks it). */
+const insideArea = (v: Volume, offset: number, length: number): boolean => v.areaLength === undefined || BigInt(offset + length) <= v.areaLength;
+const OUTSIDE_AREA = 'Request for data outside of extension header';
+
+/** qemu's load_key of slot i: whether the passphrase opens it (a read outside qcow2's area fails the amend). */
+function opens(v: Volume, i: number, passphrase: Buffer): boolean {
+  try {
+    return openKeySlot(v.dev, v.base, v.info, v.fields, i, passphrase, v.areaLength) !== undefined;
+  } catch (e) {
+    if (e instanceof Error && e.message === OUTSIDE_AREA) throw new AmendError(OUTSIDE_AREA);
+    throw e;
   }
 }
 
@@ -161,14 +168,15 @@ function addKeySlot(v: Volume, r: Request, ctx: AmendContext): RepairStep[] {
   try {
     masterKey = unlockMasterKey(v.dev, v.base, v.info, v.fields, openPassphrase(ctx), v.areaLength);
   } catch (e) {
-    if (e instanceof Error && e.message.startsWith('Invalid password')) throw new AmendError(e.message, 'Failed to retrieve the master key');
+    if (e instanceof Error && (e.message.startsWith('Invalid password') || e.message === OUTSIDE_AREA)) throw new AmendError(e.message, 'Failed to retrieve the master key');
     throw e;
   }
   const passphrase = lookupPassphrase(r.newSecret, ctx);
   const keyOffset = v.fields.slots[slot].keyOffset;
-  checkArea(v, keyOffset, splitKeyLength(v, slot));
   const salt = randomBytes(SALT_LEN);
   const iterations = slotIterations(v, passphrase, salt, r.iterTime ?? DEFAULT_ITER_TIME, slot);
+  // The material's write is the first: outside the area, nothing is written.
+  if (!insideArea(v, keyOffset, splitKeyLength(v, slot))) throw new AmendError(OUTSIDE_AREA, `Failed to write to keyslot ${slot}`);
   const slotKey = pbkdf2(passphrase, salt, iterations, v.fields.keyBytes, v.info['hash-alg'], 'LUKS key slot');
   const material = afSplit(masterKey, v.fields.slots[slot].stripes, v.info['hash-alg']);
   new SectorEncryptor(cipherSpec(v.info), slotKey).encrypt(material, 0);
@@ -176,13 +184,14 @@ function addKeySlot(v: Volume, r: Request, ctx: AmendContext): RepairStep[] {
   return [{ kind: 'write', pos: v.base + keyOffset, bytes: material }, { kind: 'barrier' }, headerWrite(v)];
 }
 
-/** qcrypto_block_luks_erase_key: the header first, then the material overwritten pass by pass. */
-function eraseKeySlot(v: Volume, slot: number): RepairStep[] {
+/** qcrypto_block_luks_erase_key: the header first, then the material overwritten pass by pass (`done`: the erasures before). */
+function eraseKeySlot(v: Volume, slot: number, done: readonly RepairStep[]): RepairStep[] {
   const length = splitKeyLength(v, slot);
   const pos = v.base + v.fields.slots[slot].keyOffset;
-  checkArea(v, v.fields.slots[slot].keyOffset, length);
   setSlot(v.next, slot, false, 0, Buffer.alloc(SALT_LEN));
   const steps: RepairStep[] = [headerWrite(v), { kind: 'barrier' }];
+  // qemu's header write succeeds, then its first wipe fails.
+  if (!insideArea(v, v.fields.slots[slot].keyOffset, length)) throw new AmendError(OUTSIDE_AREA, `Failed to erase keyslot ${slot}`, [...done, ...steps]);
   for (let pass = 0; pass < ERASE_PASSES; pass++) {
     steps.push({ kind: 'fill', pos, length, fill: (buf) => randomFillSync(buf) }, { kind: 'barrier' });
   }
@@ -194,29 +203,30 @@ function eraseKeySlots(v: Volume, r: Request, ctx: AmendContext): RepairStep[] {
   if (r.newSecret !== undefined) throw new AmendError("'new-secret' must not be given when erasing keyslots");
   if (r.iterTime !== undefined) throw new AmendError("'iter-time' must not be given when erasing keyslots");
   const oldPassphrase = r.oldSecret === undefined ? undefined : lookupPassphrase(r.oldSecret, ctx);
-  const opens = (i: number, pass: Buffer): boolean => openKeySlot(v.dev, v.base, v.info, v.fields, i, pass, v.areaLength) !== undefined;
   const activeCount = v.fields.slots.filter((s) => s.active).length;
   if (r.keyslot !== undefined) {
     const slot = r.keyslot;
     if (slot < 0 || slot >= NUM_KEY_SLOTS) throw new AmendError(`Invalid keyslot ${slot} specified, must be between 0 and ${NUM_KEY_SLOTS - 1}`);
-    if (oldPassphrase && !opens(slot, oldPassphrase)) {
+    if (oldPassphrase && !opens(v, slot, oldPassphrase)) {
       throw new AmendError(`Given keyslot ${slot} doesn't contain the given old password for erase operation`);
     }
     if (!ctx.force && !v.fields.slots[slot].active) throw new AmendError(`Given keyslot ${slot} is already erased (inactive) `);
     if (!ctx.force && activeCount === 1) {
       throw new AmendError(`Attempt to erase the only active keyslot ${slot} which will erase all the data in the image irreversibly - refusing operation`);
     }
-    return eraseKeySlot(v, slot);
+    return eraseKeySlot(v, slot, []);
   }
   if (!oldPassphrase) {
     throw new AmendError('To erase keyslot(s), either explicit keyslot index or the password currently contained in them must be given');
   }
-  const matching = v.fields.slots.map((_, i) => i).filter((i) => opens(i, oldPassphrase));
+  const matching = v.fields.slots.map((_, i) => i).filter((i) => opens(v, i, oldPassphrase));
   if (matching.length === 0) throw new AmendError('No keyslots match given (old) password for erase operation');
   if (!ctx.force && matching.length === activeCount) {
     throw new AmendError('All the active keyslots match the (old) password that was given and erasing them will erase all the data in the image irreversibly - refusing operation');
   }
-  return matching.flatMap((slot) => eraseKeySlot(v, slot));
+  const steps: RepairStep[] = [];
+  for (const slot of matching) steps.push(...eraseKeySlot(v, slot, steps));
+  return steps;
 }
 
 /**
@@ -233,6 +243,6 @@ export function planKeySlotAmend(volume: LuksVolume, prefix: string, ctx: AmendC
   } catch (e) {
     if (!(e instanceof AmendError)) throw e;
     if (e.message.startsWith('instar ')) return { refused: e.message };
-    return e.hint === undefined ? { steps: [], error: [e.message] } : { steps: [], error: [e.message], errorHint: e.hint };
+    return e.hint === undefined ? { steps: e.written, error: [e.message] } : { steps: e.written, error: [e.message], errorHint: e.hint };
   }
 }

@@ -181,8 +181,9 @@ function plan(dev: BlockDevice, image: Image, values: ReadonlyMap<string, string
     // The key slots before the header: either crash leaves an image that opens with its old keys.
     const keySlots = planEncryptionAmend(dev, h, ctx);
     if ('refused' in keySlots) return keySlots;
-    if (keySlots.error) return { ...done(keySlots.error), ...(keySlots.errorHint === undefined ? {} : { errorHint: keySlots.errorHint }) };
+    // An erase qemu's write function stopped leaves its header write behind.
     before.push(...keySlots.steps);
+    if (keySlots.error) return { ...done(keySlots.error), ...(keySlots.errorHint === undefined ? {} : { errorHint: keySlots.errorHint }) };
   }
   if (changesWidth) {
     if (r.version < 3 && r.refcountBits !== 16) return done(['Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)']);
