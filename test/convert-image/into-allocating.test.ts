@@ -1,9 +1,10 @@
-// convert -n into an existing VDI, VHD or QED image against qemu-img 7.2 and 10.0: each tool
-// writes into its own copy of the same image and the files must be equal byte for byte (blocks
-// the map has written in place, new ones allocated after them in qemu's order, zeros allocating
-// blocks too unless --target-is-zero; a VHD's block bitmaps set, its footer moved; QED's zero
-// writes making zero clusters, L2 tables allocated after the data). Then the crash test: the op
-// stopped after each prefix of its writes leaves an image qemu-img opens and checks.
+// convert -n into an existing VDI, VHD, QED or Parallels image against qemu-img 7.2 and 10.0:
+// each tool writes into its own copy of the same image and the files must be equal byte for byte
+// (blocks the map has written in place, new ones allocated after them in qemu's order, zeros
+// allocating blocks too unless --target-is-zero; a VHD's block bitmaps set, its footer moved;
+// QED's zero writes making zero clusters, L2 tables allocated after the data; Parallels under 10.0
+// discarding whole zero clusters and reusing them). Then the crash test: the op stopped after
+// each prefix of its writes leaves an image qemu-img opens and checks.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { closeSync, copyFileSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
@@ -41,6 +42,10 @@ before(() => {
   qemu(['create', '-q', '-f', 'qed', at('empty.qed'), '4M']);
   qemu(['create', '-q', '-f', 'qed', at('part.qed'), '5M']);
   qemu(['-f', 'qed', '-c', 'write -P 0x33 3M 4k', '-c', 'write -P 0x44 100k 4k', '-c', 'write -z 2M 128k', at('part.qed')], undefined, '10.0', 'qemu-io');
+  qemu(['create', '-q', '-f', 'parallels', at('empty.parallels'), '4M']);
+  // 64 KiB clusters, data where the source has zeros (discarded by 10.0) and past the source's end.
+  qemu(['create', '-q', '-f', 'parallels', '-o', 'cluster_size=64k', at('part.parallels'), '5M']);
+  qemu(['-f', 'parallels', '-c', 'write -P 0x33 4M 4k', '-c', 'write -P 0x44 100k 4k', '-c', 'write -P 0x55 2M 64k', at('part.parallels')], undefined, '10.0', 'qemu-io');
   // 4 KiB clusters, two-cluster tables: an L2 table per 1 MiB, some there already.
   qemu(['create', '-q', '-f', 'qed', '-o', 'cluster_size=4k,table_size=2', at('small.qed'), '40M']);
   qemu(['-f', 'qed', '-c', 'write -P 0x33 1M 8k', '-c', 'write -P 0x34 30M 4k', at('small.qed')], undefined, '10.0', 'qemu-io');
@@ -78,6 +83,14 @@ test('convert -n into a QED image: empty, partly allocated with zero clusters, s
   await sameInto(s.dir, 'q-p', 'part.qed', ['-n', '-p', '--target-image-opts', ...qcow2Source, 'driver=qed,file.filename=part.qed']);
 });
 
+test('convert -n into a Parallels image: empty, partly allocated with 64 KiB clusters (discarded and reused by 10.0), --target-is-zero, -S 0, a raw source', async () => {
+  await sameInto(s.dir, 'p-empty', 'empty.parallels', ['-n', '-O', 'parallels', ...qcow2Source, 'empty.parallels']);
+  await sameInto(s.dir, 'p-part', 'part.parallels', ['-n', '-O', 'parallels', ...qcow2Source, 'part.parallels']);
+  await sameInto(s.dir, 'p-raw', 'part.parallels', ['-n', '--target-image-opts', '-f', 'raw', '../src.raw', 'driver=parallels,file.filename=part.parallels']);
+  await sameInto(s.dir, 'p-is-zero', 'part.parallels', ['-n', '-O', 'parallels', '--target-is-zero', ...qcow2Source, 'part.parallels']);
+  await sameInto(s.dir, 'p-S0', 'part.parallels', ['-n', '-O', 'parallels', '-S', '0', ...qcow2Source, 'part.parallels']);
+});
+
 test('convert -n into a VDI, qemu\'s failures (-c, a smaller image): nothing written', async () => {
   const cases: [string, string[]][] = [
     ['compress', ['-n', '-O', 'vdi', '-c', ...qcow2Source, 'empty.vdi']],
@@ -105,8 +118,8 @@ class StoppingDevice extends FdDevice {
   }
 }
 
-for (const format of ['vdi', 'vpc', 'qed']) {
-test(`convert -n into a ${format} image stopped after each prefix of its writes leaves an image qemu-img opens and checks`, () => {
+for (const [format, parallelsDiscards] of [['vdi', false], ['vpc', false], ['qed', false], ['parallels', false], ['parallels', true]] as const) {
+test(`convert -n into a ${format} image${parallelsDiscards ? ' (qemu 8.2+ discards)' : ''} stopped after each prefix of its writes leaves an image qemu-img opens and checks`, () => {
   const name = `t.${format}`;
   const run = (dir: string, budget: number): void => {
     mkdirSync(dir, { recursive: true });
@@ -121,7 +134,7 @@ test(`convert -n into a ${format} image stopped after each prefix of its writes 
         ],
         emit: () => undefined,
       };
-      const result = convertIntoOp({ sources: [{ index: 0, format: 'raw', fileName: 'src.raw' }], target: 1, format }, ctx) as ConvertIntoResult;
+      const result = convertIntoOp({ sources: [{ index: 0, format: 'raw', fileName: 'src.raw' }], target: 1, format, parallelsDiscards }, ctx) as ConvertIntoResult;
       assert.ok('counted' in result, JSON.stringify(result));
     } catch (e) {
       if ((e as Error).message !== 'stopped') throw e;
@@ -130,12 +143,12 @@ test(`convert -n into a ${format} image stopped after each prefix of its writes 
       closeSync(out);
     }
   };
-  run(at(`crash-${format}-all`), Infinity);
-  const final = readFileSync(join(at(`crash-${format}-all`), name));
+  run(at(`crash-${format}-${parallelsDiscards}-all`), Infinity);
+  const final = readFileSync(join(at(`crash-${format}-${parallelsDiscards}-all`), name));
   let k = 0;
   for (; k < 100; k++) {
-    const file = join(at(`crash-${format}-${k}`), name);
-    run(at(`crash-${format}-${k}`), k);
+    const file = join(at(`crash-${format}-${parallelsDiscards}-${k}`), name);
+    run(at(`crash-${format}-${parallelsDiscards}-${k}`), k);
     if (readFileSync(file).equals(final)) break;
     const info = runQemu('10.0', ['info', '-f', format, file]);
     assert.equal(info.status, 0, `after ${k} writes qemu-img cannot open the target: ${info.stderr}`);

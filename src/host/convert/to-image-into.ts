@@ -19,7 +19,7 @@ import { intoTarget, type IntoTarget } from './into-target.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 
 /** The formats instar writes into in place (undefined: probed, the guest decides). */
-const INTO_FORMATS = new Set(['qcow2', 'luks', 'vdi', 'vpc', 'qed']);
+const INTO_FORMATS = new Set(['qcow2', 'luks', 'vdi', 'vpc', 'qed', 'parallels']);
 
 /** The target's key, base64 by its device index, or qemu's message when no --object has its id. */
 function targetSecret(cmd: ParsedCommand, target: IntoTarget, index: number): Record<number, string> {
@@ -70,6 +70,7 @@ export async function convertIntoImage(job: ImageJob): Promise<void> {
       targetName: outPath,
       format: target.format,
       probedOptions: target.probedOptions,
+      parallelsDiscards: ctx.profile.major > 8 || (ctx.profile.major === 8 && ctx.profile.minor >= 2),
       missingSecret: target.probedOptions && target.keySecret !== undefined && !(job.inputs.length in secrets) ? target.keySecret : undefined,
       compressed: cmd.options.has('compress'),
       snapshot: job.options.snapshot,

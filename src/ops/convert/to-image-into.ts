@@ -21,12 +21,13 @@ import { copyInPlace, luksTarget, roundUp } from './in-place-copy.ts';
 import { vdiInPlaceWriter } from '../../formats/vdi/inplace.ts';
 import { vpcInPlaceWriter } from '../../formats/vpc/inplace.ts';
 import { qedInPlaceWriter } from '../../formats/qed/inplace.ts';
+import { parallelsInPlaceWriter } from '../../formats/parallels/inplace.ts';
 
 /** The formats other than qcow2 that instar writes into as qemu does (in-place-copy.ts). */
 /** The --target-image-opts options each probed format takes (its key). */
 const FORMAT_OPTIONS: Record<string, string[]> = { luks: ['key-secret'], qcow2: ['encrypt.key-secret'], qcow: ['encrypt.key-secret'] };
 
-const IN_PLACE = new Set(['luks', 'vdi', 'vpc', 'qed']);
+const IN_PLACE = new Set(['luks', 'vdi', 'vpc', 'qed', 'parallels']);
 import type { Op } from '../types.ts';
 
 export interface ConvertIntoOptions {
@@ -43,6 +44,8 @@ export interface ConvertIntoOptions {
   probedOptions?: string[];
   /** ... and the key-secret id no --object has (qemu's words when the target probes as luks). */
   missingSecret?: string;
+  /** qemu 8.2+: the parallels driver discards whole clusters for write-zeroes (formats/parallels/inplace.ts). */
+  parallelsDiscards?: boolean;
   snapshot?: SnapshotChoice;
   unsafeQuirks?: boolean;
   profile?: OpenContext['profile'];
@@ -182,6 +185,7 @@ export const convertIntoOp: Op = (raw, ctx) => {
     const target = opened.format === 'vdi' ? vdiInPlaceWriter(dev)
       : opened.format === 'vpc' ? vpcInPlaceWriter(dev, opened.virtualSize)
       : opened.format === 'qed' ? qedInPlaceWriter(dev)
+      : opened.format === 'parallels' ? parallelsInPlaceWriter(dev, opened.virtualSize, opts.parallelsDiscards === true)
       : luksTarget(opened) ?? refused('yet (a LUKS2 volume)');
     if ('refused' in target) return target satisfies ConvertIntoResult;
     const counted = copyInPlace({ images, target, sparseSize: opts.sparseSize ?? 4096, targetIsZero: opts.targetIsZero === true, onProgress });
