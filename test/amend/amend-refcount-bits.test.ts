@@ -3,7 +3,8 @@
 // Then crash safety: instar's plan cut after every write leaves an image qemu-img check accepts
 // (leaked clusters at most), and the whole plan ends in qemu's file.
 import { after, before, test } from 'node:test';
-import { mkdtempSync, rmSync } from 'node:fs';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { VERSIONS } from '../helpers/oracles.ts';
@@ -75,4 +76,16 @@ test('amend -o refcount_bits: every prefix of its writes leaves an image qemu-im
     ['rc8', { compat: '0.10', refcount_bits: '16' }],
   ];
   for (const [image, options] of cases) sweepCrashes(scratch, image, images[image], options);
+});
+
+test('amend -o refcount_bits through the real sandbox, and a refcount table naming a block twice refused', () => {
+  const files = { 'img.qcow2': images.c512many };
+  assertSameOutcome(dirs.run('10.0', files, ['amend', '-p', '-o', 'refcount_bits=8', 'img.qcow2'], { sandboxed: true }), ['img.qcow2'], 'sandboxed');
+  const hostile = Buffer.from(images.c512many);
+  const table = Number(hostile.readBigUInt64BE(48));
+  hostile.writeBigUInt64BE(hostile.readBigUInt64BE(table), table + 8);
+  const r = dirs.run('10.0', { 'img.qcow2': hostile }, ['amend', '-o', 'refcount_bits=8', 'img.qcow2']);
+  assert.equal(r.instar.status, 1);
+  assert.match(r.instar.stderr, /^qemu-img: instar refuses this qcow2 image: the refcount block at \d+ is named twice in the refcount table; nothing was written\n$/);
+  assert.ok(readFileSync(join(r.instarDir, 'img.qcow2')).equals(hostile), 'unchanged');
 });

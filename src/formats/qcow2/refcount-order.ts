@@ -64,6 +64,8 @@ export function planRefcountOrder(dev: BlockDevice, h: Qcow2Header, order: numbe
    * handed to `done` as they fill. A missing old block reads as zeros for the whole pass.
    */
   const walk = (done: BlockDone, fill: boolean, index: number, total: number): void => {
+    // A block named twice is a corruption that would also multiply the walk's work.
+    const seen = new Set<number>();
     let newIndex = 0;
     let entry = 0;
     let empty = true;
@@ -78,6 +80,9 @@ export function planRefcountOrder(dev: BlockDevice, h: Qcow2Header, order: numbe
     for (let i = 0; i < model.tableSize; i++) {
       progress.report(index * model.tableSize + i, total * model.tableSize);
       const first = i * oldPer;
+      const blockOffset = model.tableEntry(i);
+      if (blockOffset !== 0 && seen.has(blockOffset)) throw new PlanRefusal(`instar refuses this qcow2 image: the refcount block at ${blockOffset} is named twice in the refcount table; nothing was written`);
+      seen.add(blockOffset);
       if (!model.covered(first)) {
         for (let left = oldPer; left > 0;) {
           if (entry >= newPer) finish();
