@@ -46,8 +46,8 @@ function intoExisting(label: string, args: string[], size: number): Map<string, 
 }
 
 /** Runs the case against both oracles; without --salvage no target may be left behind. */
-function same(label: string, args: string[], o: { files?: boolean; sandbox?: boolean; profile?: number } = {}): string {
-  const outcomes = sameAsOracles(dir, ['convert', ...args], { label, files: o.files, sandbox: o.sandbox, profiles: o.profile === undefined ? undefined : [VERSIONS[o.profile]] });
+function same(label: string, args: string[], o: { files?: boolean; sandbox?: boolean; profile?: number; instarOptions?: string[] } = {}): string {
+  const outcomes = sameAsOracles(dir, ['convert', ...args], { label, files: o.files, sandbox: o.sandbox, instarOptions: o.instarOptions, profiles: o.profile === undefined ? undefined : [VERSIONS[o.profile]] });
   if (o.files === false) for (const { files } of outcomes) assert.deepEqual([...files.keys()], [], `${label}: instar leaves no target`);
   return outcomes[0].result.stderr;
 }
@@ -105,6 +105,12 @@ describe('--salvage', () => {
   });
   test('a misaligned L1 entry: every sector of the disk, through the sandbox', () => {
     same('salvage-table', ['--salvage', '-O', 'qcow2', '../table.qcow2', 't.qcow2'], { sandbox: true, profile: 0 });
+  });
+  test('-B (a target over a backing file), plain and -c: failed reads and block status as qemu', () => {
+    const over = (b: string) => ['--salvage', '-B', `../${b}`, '-F', 'qcow2', '-O', 'qcow2'];
+    const allow = { instarOptions: ['--allow-path', dir] };
+    same('salvage-B', [...over('over6.qcow2'), '../comp.qcow2', 't.qcow2'], { profile: 0, ...allow });
+    same('salvage-B-status-c', ['-c', ...over('over2.qcow2'), '../entry.qcow2', 't.qcow2'], { profile: 1, ...allow });
   });
   test('-n into an existing raw file: the same bytes as qemu writes', () => {
     intoExisting('salvage-n-status', ['-n', '--salvage', '-O', 'raw', '../entry.qcow2'], 2 * MiB);

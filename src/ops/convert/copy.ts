@@ -2,7 +2,7 @@
 // buffers, leave zero runs as holes (when the target already reads as zeros) and write the rest
 // with positioned writes. Progress follows qemu-img's accounting: only data chunks count (zero
 // ones too with -S 0), in chunks of at most 2 MiB, so a small image prints qemu's exact lines.
-import { ImageError, type BlockDevice, type Image } from '../../formats/types.ts';
+import { ImageError, type BlockDevice, type Extent, type Image } from '../../formats/types.ts';
 import { ProgressRule } from '../../output/progress.ts';
 import { OverlappedWriter } from './writer.ts';
 import type { DiskRun } from './split.ts';
@@ -80,37 +80,41 @@ function sourceAlignment(image: Image): number {
 const alignments = new WeakMap<Image, number>();
 
 /**
- * qemu-img convert's block-status runs of `image` over [from, to), as its copy loop takes them.
- * `salvage` (--salvage): a failed request is asked again for a quarter of its sectors, down to
- * one, which is reported and taken as data, as qemu's convert_iteration_sectors does.
+ * One block-status request of qemu-img convert: `image.extent(pos, length)`, a failure worded as
+ * qemu's error. `salvage` (--salvage): a failed request is asked again for a quarter of its
+ * sectors, down to one, which is reported and answered undefined (qemu then takes it as data),
+ * as qemu's convert_iteration_sectors does.
  */
+export function convertExtent(image: Image, pos: number, length: number, salvage?: UnreadableReport): Extent | undefined {
+  let sectors = Math.ceil(length / SECTOR);
+  // The driver's notice comes with its first failure, whichever of the retries that is.
+  let notice: string | undefined;
+  for (;;) {
+    try {
+      return image.extent(pos, Math.min(length, sectors * SECTOR));
+    } catch (err) {
+      if (!(err instanceof ImageError)) throw err;
+      // qemu's wording, with the offset in the source (a backing file's failure included); the
+      // driver's notice (qcow2's "Image is corrupt") stays with it: qemu prints it before the error.
+      if (!salvage) throw Object.assign(new ImageError(`error while reading block status at offset ${pos}: ${err.message}`, err.errno), { warning: noticeOf(err) });
+      notice ??= noticeOf(err);
+      if (sectors > 1) {
+        sectors = Math.ceil(sectors / 4);
+        continue;
+      }
+      salvage(pos, SECTOR, err.message, notice);
+      return undefined;
+    }
+  }
+}
+
+/** qemu-img convert's block-status runs of `image` over [from, to), as its copy loop takes them (`salvage`: convertExtent). */
 export function* runs(image: Image, from: number, to: number, salvage?: UnreadableReport): Generator<Run> {
   let alignment = alignments.get(image);
   if (alignment === undefined) alignments.set(image, (alignment = sourceAlignment(image)));
   let pos = from;
   while (pos < to) {
-    let e;
-    let sectors = Math.ceil(Math.min(to - pos, MAX_BLOCK_STATUS) / SECTOR);
-    // The driver's notice comes with its first failure, whichever of the retries that is.
-    let notice: string | undefined;
-    for (;;) {
-      try {
-        e = image.extent(pos, Math.min(to - pos, sectors * SECTOR));
-        break;
-      } catch (err) {
-        if (!(err instanceof ImageError)) throw err;
-        // qemu's wording, with the offset in the source (a backing file's failure included); the
-        // driver's notice (qcow2's "Image is corrupt") stays with it: qemu prints it before the error.
-        if (!salvage) throw Object.assign(new ImageError(`error while reading block status at offset ${pos}: ${err.message}`, err.errno), { warning: noticeOf(err) });
-        notice ??= noticeOf(err);
-        if (sectors > 1) {
-          sectors = Math.ceil(sectors / 4);
-          continue;
-        }
-        salvage(pos, SECTOR, err.message, notice);
-        break;
-      }
-    }
+    const e = convertExtent(image, pos, Math.min(to - pos, MAX_BLOCK_STATUS), salvage);
     if (e === undefined) {
       const length = Math.min(SECTOR, to - pos);
       yield { pos, length, data: true };

@@ -6,9 +6,9 @@
 // does not read as zeros: it has a backing file).
 import { ImageError, type Image, type ImageWriter } from '../../formats/types.ts';
 import { ProgressRule } from '../../output/progress.ts';
-import { MAX_BLOCK_STATUS } from './copy.ts';
+import { convertExtent, MAX_BLOCK_STATUS, nonZeroParts } from './copy.ts';
 import { ClusterAligner } from './to-image-aligner.ts';
-import { nonZeroParts } from './copy.ts';
+import { salvageRead, type Salvage } from './salvage.ts';
 
 const CHUNK = 2 * 1024 * 1024;
 const SECTOR = 512;
@@ -22,22 +22,30 @@ export interface BackingCopyPlan {
   /** The target's backing file, opened: copy-on-write reads it for clusters the copy covers in part. */
   backingImage?: Image;
   onProgress?: (done: number, total: number) => void;
+  /** --salvage: sectors that cannot be read are copied as zeros, and failed block status taken as data; both reported. */
+  salvage?: Salvage;
 }
 
 type Kind = 'data' | 'zero' | 'backing';
 
+/** A data chunk of the top, read through its chain (--salvage: unreadable sectors as zeros, reported). */
+function readChunk(plan: BackingCopyPlan, chunk: Buffer, pos: number): void {
+  if (plan.salvage) salvageRead(plan.image, chunk, pos, plan.salvage.read);
+  else plan.image.read(chunk, pos);
+}
+
 /** The top layer's runs, as qemu's convert sees them with a target backing file. */
-function* topRuns(image: Image, backingSize: number, from = 0): Generator<{ pos: number; length: number; kind: Kind }> {
+function* topRuns(image: Image, backingSize: number, from = 0, salvage?: Salvage): Generator<{ pos: number; length: number; kind: Kind }> {
   // Where a top with no backing file of its own has nothing, it reads as zeros, and qemu's block
   // layer says so (BDRV_BLOCK_ZERO): written as zeros over the target's backing file, not skipped.
   const unallocated: Kind = image.info()['backing-filename'] === undefined ? 'zero' : 'backing';
   for (let pos = from; pos < image.virtualSize; ) {
-    let e;
-    try {
-      e = image.extent(pos, Math.min(image.virtualSize - pos, MAX_BLOCK_STATUS));
-    } catch (err) {
-      if (err instanceof ImageError) throw new ImageError(`error while reading block status at offset ${pos}: ${err.message}`, err.errno);
-      throw err;
+    const e = convertExtent(image, pos, Math.min(image.virtualSize - pos, MAX_BLOCK_STATUS), salvage?.status);
+    if (e === undefined) {
+      // --salvage: a sector whose block status failed is data.
+      yield { pos, length: Math.min(SECTOR, image.virtualSize - pos), kind: 'data' };
+      pos += SECTOR;
+      continue;
     }
     if (!(e.length > 0)) throw new ImageError('Input/output error', 'EIO');
     let length = Math.min(Math.ceil((pos + e.length) / SECTOR) * SECTOR, image.virtualSize) - pos;
@@ -56,12 +64,10 @@ function* topRuns(image: Image, backingSize: number, from = 0): Generator<{ pos:
  * a cluster becomes a cluster of data, read through the source's whole chain); a data cluster is
  * written compressed, or as a zero cluster when it reads as zeros; zeros are zero clusters.
  */
-function copyCompressedOverBacking(plan: BackingCopyPlan): number {
-  const { image, writer } = plan;
-  const cs = writer.compressedClusterSize ?? writer.clusterSize;
-  const steps: { pos: number; length: number; kind: Kind }[] = [];
+function* compressedSteps(plan: BackingCopyPlan, cs: number): Generator<{ pos: number; length: number; kind: Kind }> {
+  const { image } = plan;
   for (let pos = 0; pos < image.virtualSize; ) {
-    const first = topRuns(image, plan.backingSize, pos).next();
+    const first = topRuns(image, plan.backingSize, pos, plan.salvage).next();
     if (first.done) break;
     let { length, kind } = first.value;
     if (kind === 'data') length = Math.min(length, cs);
@@ -71,10 +77,17 @@ function copyCompressedOverBacking(plan: BackingCopyPlan): number {
     } else {
       length -= length % cs;
     }
-    steps.push({ pos, length, kind });
+    yield { pos, length, kind };
     pos += length;
   }
-  const total = steps.reduce((n, r) => n + (r.kind === 'data' ? r.length : 0), 0);
+}
+
+function copyCompressedOverBacking(plan: BackingCopyPlan): number {
+  const { writer } = plan;
+  const cs = writer.compressedClusterSize ?? writer.clusterSize;
+  // qemu walks the disk to count, then again to copy (--salvage's block-status warnings come in both).
+  let total = 0;
+  if (plan.onProgress || plan.salvage) for (const r of compressedSteps(plan, cs)) total += r.kind === 'data' ? r.length : 0;
   plan.onProgress?.(0, total);
   const rule = new ProgressRule();
   let done = 0;
@@ -84,7 +97,7 @@ function copyCompressedOverBacking(plan: BackingCopyPlan): number {
     if (writer.writeZeroes) return writer.writeZeroes(offset, length);
     for (let at = 0; at < length; at += cs) writer.write(zeros.subarray(0, Math.min(cs, length - at)), offset + at);
   };
-  for (const r of steps) {
+  for (const r of compressedSteps(plan, cs)) {
     if (r.kind === 'backing') continue;
     if (r.kind === 'zero') {
       zeroes(r.pos, r.length);
@@ -97,7 +110,7 @@ function copyCompressedOverBacking(plan: BackingCopyPlan): number {
         if (rule.set((100 * done) / total) !== undefined) plan.onProgress(done, total);
       }
       try {
-        image.read(chunk, pos);
+        readChunk(plan, chunk, pos);
       } catch (e) {
         if (e instanceof ImageError) throw new ImageError(`error while reading at byte ${pos}: ${e.message}`, e.errno);
         throw e;
@@ -115,13 +128,14 @@ export function copyOverBacking(plan: BackingCopyPlan & { compressed?: boolean }
   const aligner = new ClusterAligner(plan.writer, image.virtualSize, false, true, plan.backingImage);
   const counts = (kind: Kind) => kind === 'data' || (kind === 'zero' && sparseSize === 0);
   let total = 0;
-  if (plan.onProgress) for (const r of topRuns(image, plan.backingSize)) if (counts(r.kind)) total += r.length;
+  // qemu counts before it copies; that walk reports --salvage's failed block status too.
+  if (plan.onProgress || plan.salvage) for (const r of topRuns(image, plan.backingSize, 0, plan.salvage)) if (counts(r.kind)) total += r.length;
   plan.onProgress?.(0, total);
   const rule = new ProgressRule();
   let done = 0;
   const buf = Buffer.allocUnsafe(CHUNK);
   const zeros = Buffer.alloc(CHUNK);
-  for (const r of topRuns(image, plan.backingSize)) {
+  for (const r of topRuns(image, plan.backingSize, 0, plan.salvage)) {
     if (r.kind === 'backing') continue;
     // qemu-img cuts only what it reads into 2 MiB chunks: a zero run is one write-zeroes request.
     if (r.kind === 'zero' && sparseSize !== 0) {
@@ -140,7 +154,7 @@ export function copyOverBacking(plan: BackingCopyPlan & { compressed?: boolean }
       } else {
         const chunk = buf.subarray(0, n);
         try {
-          image.read(chunk, pos);
+          readChunk(plan, chunk, pos);
         } catch (e) {
           if (e instanceof ImageError) throw new ImageError(`error while reading at byte ${pos}: ${e.message}`, e.errno);
           throw e;

@@ -101,7 +101,7 @@ export const convertImageOp: Op = (raw, ctx) => {
   if (backing && (views.length !== 1 || !Number.isSafeInteger(backing.size))) throw new ImageError('instar cannot convert these sources over a backing file');
   if (opts.compressed && !writer.writeCompressed) throw new ImageError('Compression not supported for this file format');
   const counted = backing
-    ? copyOverBacking({ image: views[0], writer, sparseSize, backingSize: backing.size, backingImage, onProgress, compressed: opts.compressed })
+    ? copyOverBacking({ image: views[0], writer, sparseSize, backingSize: backing.size, backingImage, onProgress, compressed: opts.compressed, salvage: opts.salvage ? salvageMessages(ctx) : undefined })
     : copyToImage({ images: views, writer, sparseSize, compressed: opts.compressed, onProgress, salvage: opts.salvage ? salvageMessages(ctx) : undefined });
   const copied = bitmaps && bitmapsToCopy(bitmaps);
   if (copied) writer.storeBitmaps!(copied.copy);
