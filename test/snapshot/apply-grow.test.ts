@@ -1,6 +1,6 @@
 // snapshot -a where qemu's qcow2_snapshot_goto does more than switch L1 tables: a snapshot whose
 // L1 table has more entries than the active one (qemu grows the active table first: new clusters,
-// header, the old table freed), and a disk-size change under a backing file (the truncate zeroes
+// header, the old table freed; after a truncate too), and a disk-size change under a backing file (the truncate zeroes
 // the grown area when the backing file is longer than the old size; a shrink or a shorter backing
 // file changes nothing more). Files byte-identical to qemu-img 7.2's and 10.0's, messages too; a
 // v2 image's truncate fails as qemu's does, nothing written; every prefix of the writes leaves an
@@ -26,10 +26,11 @@ function ok(args: string[], tool: 'qemu-img' | 'qemu-io' = 'qemu-img'): void {
 }
 const io = (file: string, ...commands: string[]) => ok(['-f', 'qcow2', ...commands.flatMap((c) => ['-c', c]), file], 'qemu-io');
 
-/** The file's bytes with the header's l1_size set to `entries` (the entries past it are zero). */
-function withL1Size(file: string, entries: number): Uint8Array {
+/** The file's bytes with the header's l1_size set to `entries` (and its disk size to `size`). */
+function withL1Size(file: string, entries: number, size?: number): Uint8Array {
   const b = readFileSync(join(dirs.root, file));
   b.writeUInt32BE(entries, 36);
+  if (size !== undefined) b.writeBigUInt64BE(BigInt(size), 24);
   return new Uint8Array(b);
 }
 
@@ -52,6 +53,8 @@ before(() => {
   ok(['snapshot', '-c', 's', 'wide.qcow2']);
   io('wide.qcow2', 'write -P 2 64k 128k');
   images.wide = withL1Size('wide.qcow2', 1);
+  // Also another disk size: qemu truncates to the snapshot's size, then grows the L1 table.
+  images.wideResized = withL1Size('wide.qcow2', 1, 50 * MiB);
   // 512-byte clusters: the new table (256 entries) takes 4 clusters; the active one is cut to 128.
   ok(['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=512', 'wide512.qcow2', '8M']);
   ok(['resize', '-q', '--shrink', 'wide512.qcow2', '4M']);
@@ -59,6 +62,8 @@ before(() => {
   ok(['snapshot', '-c', 's', 'wide512.qcow2']);
   io('wide512.qcow2', 'write -P 2 64k 1M');
   images.wide512 = withL1Size('wide512.qcow2', 128);
+  // The truncate (2 -> 4 MiB) grows the table to 128 entries, the apply then to 256.
+  images.wide512Resized = withL1Size('wide512.qcow2', 64, 2 * MiB);
 
   ok(['create', '-q', '-f', 'qcow2', 'base.qcow2', '8M']);
   io('base.qcow2', 'write -P 7 0 8M');
@@ -83,6 +88,8 @@ after(() => dirs.remove());
 const cases: [string, Record<string, string>][] = [
   ['wide', { 'img.qcow2': 'wide' }],
   ['wide512', { 'img.qcow2': 'wide512' }],
+  ['wide, another disk size', { 'img.qcow2': 'wideResized' }],
+  ['wide512, another disk size', { 'img.qcow2': 'wide512Resized' }],
   ['grows under a longer backing file', { 'img.qcow2': 'grows', 'base.qcow2': 'base' }],
   ['shrinks under a backing file', { 'img.qcow2': 'shrinks', 'base.qcow2': 'base' }],
   ['grows under a shorter backing file', { 'img.qcow2': 'growsShort', 'short.qcow2': 'short' }],
@@ -93,7 +100,7 @@ for (const [i, version] of VERSIONS.entries()) {
     for (const [j, [label, files]] of cases.entries()) {
       const bytes = Object.fromEntries(Object.entries(files).map(([name, key]) => [name, images[key]]));
       // One case per version through the sandbox (the backing file's size crosses to the guest).
-      const r = await dirs.run(version, bytes, ['snapshot', '-a', 's', 'img.qcow2'], { sandboxed: j === 2 + i });
+      const r = await dirs.run(version, bytes, ['snapshot', '-a', 's', 'img.qcow2'], { sandboxed: j === 4 + i });
       const what = `${version} ${label}`;
       assertSameRun(r, what);
       assert.equal(r.qemu.status, 0, `${what}: ${r.qemu.stderr}`);
