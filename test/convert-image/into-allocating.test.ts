@@ -1,9 +1,9 @@
-// convert -n into an existing VDI, VHD, QED or Parallels image against qemu-img 7.2 and 10.0:
+// convert -n into an existing VDI, VHD, QED, Parallels or qcow image against qemu-img 7.2 and 10.0:
 // each tool writes into its own copy of the same image and the files must be equal byte for byte
 // (blocks the map has written in place, new ones allocated after them in qemu's order, zeros
 // allocating blocks too unless --target-is-zero; a VHD's block bitmaps set, its footer moved;
 // QED's zero writes making zero clusters, L2 tables allocated after the data; Parallels under 10.0
-// discarding whole zero clusters and reusing them). Then the crash test: the op stopped after
+// discarding whole zero clusters and reusing them; qcow's tables and clusters at the file's end). Then the crash test: the op stopped after
 // each prefix of its writes leaves an image qemu-img opens and checks.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -28,6 +28,7 @@ before(() => {
   const next = prng(5);
   for (const [offset, length] of [[4096, 8192], [MiB + 100000, 5000], [3 * MiB - 512, 512]]) for (let i = 0; i < length; i++) disk[offset + i] = next() & 0xff;
   writeFileSync(at('src.raw'), disk);
+  writeFileSync(at('head.raw'), disk.subarray(0, 96 * 1024));
   qemu(['create', '-q', '-f', 'qcow2', at('src.qcow2'), '3M']);
   qemu(['-f', 'qcow2', '-c', 'write -P 0x11 0 64k', '-c', 'write -P 0 1M 64k', '-c', 'write -z 2M 64k', '-c', 'write -P 5 2500k 4k', at('src.qcow2')], undefined, '10.0', 'qemu-io');
   qemu(['create', '-q', '-f', 'vdi', at('empty.vdi'), '4M']);
@@ -46,6 +47,9 @@ before(() => {
   // 64 KiB clusters, data where the source has zeros (discarded by 10.0) and past the source's end.
   qemu(['create', '-q', '-f', 'parallels', '-o', 'cluster_size=64k', at('part.parallels'), '5M']);
   qemu(['-f', 'parallels', '-c', 'write -P 0x33 4M 4k', '-c', 'write -P 0x44 100k 4k', '-c', 'write -P 0x55 2M 64k', at('part.parallels')], undefined, '10.0', 'qemu-io');
+  qemu(['create', '-q', '-f', 'qcow', at('empty.qcow'), '4M']);
+  qemu(['create', '-q', '-f', 'qcow', at('part.qcow'), '5M']);
+  qemu(['-f', 'qcow', '-c', 'write -P 0x33 3M 4k', '-c', 'write -P 0x44 100k 4k', at('part.qcow')], undefined, '10.0', 'qemu-io');
   // 4 KiB clusters, two-cluster tables: an L2 table per 1 MiB, some there already.
   qemu(['create', '-q', '-f', 'qed', '-o', 'cluster_size=4k,table_size=2', at('small.qed'), '40M']);
   qemu(['-f', 'qed', '-c', 'write -P 0x33 1M 8k', '-c', 'write -P 0x34 30M 4k', at('small.qed')], undefined, '10.0', 'qemu-io');
@@ -91,6 +95,14 @@ test('convert -n into a Parallels image: empty, partly allocated with 64 KiB clu
   await sameInto(s.dir, 'p-S0', 'part.parallels', ['-n', '-O', 'parallels', '-S', '0', ...qcow2Source, 'part.parallels']);
 });
 
+test('convert -n into a qcow image: empty, partly allocated, --target-is-zero, -S 0, a raw source', async () => {
+  await sameInto(s.dir, 'c-empty', 'empty.qcow', ['-n', '-O', 'qcow', ...qcow2Source, 'empty.qcow']);
+  await sameInto(s.dir, 'c-part', 'part.qcow', ['-n', '-O', 'qcow', ...qcow2Source, 'part.qcow']);
+  await sameInto(s.dir, 'c-is-zero', 'part.qcow', ['-n', '-O', 'qcow', '--target-is-zero', ...qcow2Source, 'part.qcow']);
+  await sameInto(s.dir, 'c-S0', 'part.qcow', ['-n', '-O', 'qcow', '-S', '0', ...qcow2Source, 'part.qcow']);
+  await sameInto(s.dir, 'c-raw', 'part.qcow', ['-n', '--target-image-opts', '-f', 'raw', '../src.raw', 'driver=qcow,file.filename=part.qcow']);
+});
+
 test('convert -n into a VDI, qemu\'s failures (-c, a smaller image): nothing written', async () => {
   const cases: [string, string[]][] = [
     ['compress', ['-n', '-O', 'vdi', '-c', ...qcow2Source, 'empty.vdi']],
@@ -118,13 +130,15 @@ class StoppingDevice extends FdDevice {
   }
 }
 
-for (const [format, parallelsDiscards] of [['vdi', false], ['vpc', false], ['qed', false], ['parallels', false], ['parallels', true]] as const) {
+for (const [format, parallelsDiscards] of [['vdi', false], ['vpc', false], ['qed', false], ['parallels', false], ['parallels', true], ['qcow', false]] as const) {
 test(`convert -n into a ${format} image${parallelsDiscards ? ' (qemu 8.2+ discards)' : ''} stopped after each prefix of its writes leaves an image qemu-img opens and checks`, () => {
   const name = `t.${format}`;
   const run = (dir: string, budget: number): void => {
     mkdirSync(dir, { recursive: true });
     copyFileSync(at(`part.${format}`), join(dir, name));
-    const src = openSync(at('src.raw'), 'r');
+    // qcow writes each 4 KiB cluster on its own: its source is the disk's first 96 KiB.
+    const source = format === 'qcow' ? 'head.raw' : 'src.raw';
+    const src = openSync(at(source), 'r');
     const out = openSync(join(dir, name), 'r+');
     try {
       const ctx: OpContext = {
@@ -134,7 +148,7 @@ test(`convert -n into a ${format} image${parallelsDiscards ? ' (qemu 8.2+ discar
         ],
         emit: () => undefined,
       };
-      const result = convertIntoOp({ sources: [{ index: 0, format: 'raw', fileName: 'src.raw' }], target: 1, format, parallelsDiscards }, ctx) as ConvertIntoResult;
+      const result = convertIntoOp({ sources: [{ index: 0, format: 'raw', fileName: source }], target: 1, format, parallelsDiscards }, ctx) as ConvertIntoResult;
       assert.ok('counted' in result, JSON.stringify(result));
     } catch (e) {
       if ((e as Error).message !== 'stopped') throw e;

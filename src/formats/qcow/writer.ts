@@ -6,6 +6,7 @@
 // hole; no copy-on-write, so images with a backing file have 512-byte clusters); a compressed
 // cluster (-c) at the next sector, its L2 entry carrying the flag and its length. The L1 and L2
 // tables stay in memory and are written in finish(); the header is left as create wrote it.
+// convert -n starts the writer from an existing image's geometry and tables (inplace.ts).
 import { deflateRawSync } from 'node:zlib';
 import { unitPieces } from '../bytes.ts';
 import { ImageError, type BlockDevice, type CreatePlan, type ImageWriter, type WriterCapability, type WriterFiles } from '../types.ts';
@@ -24,7 +25,19 @@ interface QcowPlanView {
 
 const alignUp = (n: number, to: number) => Math.ceil(n / to) * to;
 
-class QcowWriter implements ImageWriter {
+/** An existing image's geometry and tables, for the writer to go on from. */
+export interface QcowState {
+  clusterBits: number;
+  l2Bits: number;
+  l1Offset: number;
+  l1: Buffer;
+  /** Each L2 table by its L1 index. */
+  l2: Map<number, Buffer>;
+  /** The file's length. */
+  fileEnd: number;
+}
+
+export class QcowWriter implements ImageWriter {
   /** Sectors: qemu writes each request as it comes, cluster by cluster. */
   readonly clusterSize = SECTOR;
   readonly compressedClusterSize: number;
@@ -36,23 +49,24 @@ class QcowWriter implements ImageWriter {
   private readonly l2Entries: number;
   private readonly l1Offset: number;
   private readonly l1: Buffer;
-  private readonly l2 = new Map<number, Buffer>();
+  private readonly l2: Map<number, Buffer>;
   /** The end of the file as qemu's next allocation sees it. */
   private fileEnd: number;
 
-  constructor(private readonly dev: BlockDevice, private readonly plan: QcowPlanView) {
+  constructor(private readonly dev: BlockDevice, private readonly plan: QcowPlanView, state?: QcowState) {
     this.put = writableOutput(dev);
     // create's geometry: 512-byte clusters and 32 KiB L2 tables with a backing file, else 4 KiB both.
-    const [clusterBits, l2Bits] = plan.backed ? [9, 12] : [12, 9];
+    const [clusterBits, l2Bits] = state ? [state.clusterBits, state.l2Bits] : plan.backed ? [9, 12] : [12, 9];
     this.clusterBits = clusterBits;
     this.cs = 2 ** clusterBits;
     this.compressedClusterSize = this.cs;
     this.l2Entries = 2 ** l2Bits;
     const nameBytes = plan.backingFile === undefined ? 0 : Buffer.byteLength(plan.backingFile);
-    this.l1Offset = alignUp(HEADER_BYTES + nameBytes, 8);
+    this.l1Offset = state?.l1Offset ?? alignUp(HEADER_BYTES + nameBytes, 8);
     const l1Entries = Math.ceil(plan.size / (this.cs * this.l2Entries));
-    this.l1 = Buffer.alloc(alignUp(l1Entries * 8, SECTOR));
-    this.fileEnd = this.l1Offset + this.l1.length;
+    this.l1 = state?.l1 ?? Buffer.alloc(alignUp(l1Entries * 8, SECTOR));
+    this.l2 = state?.l2 ?? new Map();
+    this.fileEnd = state?.fileEnd ?? this.l1Offset + this.l1.length;
   }
 
   /** The L2 table of the cluster `index` of the disk, allocated (before its data) when new. */

@@ -19,7 +19,7 @@ import { intoTarget, type IntoTarget } from './into-target.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 
 /** The formats instar writes into in place (undefined: probed, the guest decides). */
-const INTO_FORMATS = new Set(['qcow2', 'luks', 'vdi', 'vpc', 'qed', 'parallels']);
+const INTO_FORMATS = new Set(['qcow2', 'luks', 'vdi', 'vpc', 'qed', 'parallels', 'qcow']);
 
 /** The target's key, base64 by its device index, or qemu's message when no --object has its id. */
 function targetSecret(cmd: ParsedCommand, target: IntoTarget, index: number): Record<number, string> {
@@ -79,6 +79,7 @@ export async function convertIntoImage(job: ImageJob): Promise<void> {
       secrets,
       sparseSize: s.sparse,
       targetIsZero: s.targetIsZero,
+      salvage: job.options.salvage,
       backingGiven: backing,
       progress: !!job.printer,
     };

@@ -17,17 +17,19 @@ import { openWritesBitmaps } from '../../formats/qcow2/bitmap-session.ts';
 import { PlanRefusal } from '../../formats/qcow2/refcount-update.ts';
 import { openSource, snapshotViews, type ConvertSource, type SnapshotChoice } from './sources.ts';
 import { copyToImage } from './to-image-copy.ts';
+import { salvageMessages, salvageRead } from './salvage.ts';
 import { copyInPlace, luksTarget, roundUp } from './in-place-copy.ts';
 import { vdiInPlaceWriter } from '../../formats/vdi/inplace.ts';
 import { vpcInPlaceWriter } from '../../formats/vpc/inplace.ts';
 import { qedInPlaceWriter } from '../../formats/qed/inplace.ts';
+import { qcowInPlaceWriter } from '../../formats/qcow/inplace.ts';
 import { parallelsInPlaceWriter } from '../../formats/parallels/inplace.ts';
 
 /** The formats other than qcow2 that instar writes into as qemu does (in-place-copy.ts). */
 /** The --target-image-opts options each probed format takes (its key). */
 const FORMAT_OPTIONS: Record<string, string[]> = { luks: ['key-secret'], qcow2: ['encrypt.key-secret'], qcow: ['encrypt.key-secret'] };
 
-const IN_PLACE = new Set(['luks', 'vdi', 'vpc', 'qed', 'parallels']);
+const IN_PLACE = new Set(['luks', 'vdi', 'vpc', 'qed', 'parallels', 'qcow']);
 import type { Op } from '../types.ts';
 
 export interface ConvertIntoOptions {
@@ -52,6 +54,8 @@ export interface ConvertIntoOptions {
   secrets?: Record<number, string>;
   sparseSize?: number;
   targetIsZero?: boolean;
+  /** --salvage: unreadable sectors copied as zeros, failed block status taken as data (salvage.ts). */
+  salvage?: boolean;
   /**
    * -B: qemu then skips what a source leaves to its backing chain; with sources without one it
    * changes nothing (measured), which is all instar does yet.
@@ -78,13 +82,15 @@ class RequestRecorder implements ImageWriter {
   finish(): void {}
 }
 
-/** The concatenated sources' guest bytes at virtual `offset`. */
-function readDisk(images: Image[], buf: Uint8Array, offset: number): void {
+/** The concatenated sources' guest bytes at virtual `offset` (`salvage`: unreadable sectors as zeros, reported already). */
+function readDisk(images: Image[], buf: Uint8Array, offset: number, salvage: boolean): void {
   let base = 0;
   for (const image of images) {
     const start = Math.max(offset, base);
     const end = Math.min(offset + buf.length, base + image.virtualSize);
-    if (start < end) image.read(buf.subarray(start - offset, end - offset), start - base);
+    const part = buf.subarray(start - offset, end - offset);
+    if (start < end && salvage) salvageRead(image, part, start - base, () => undefined);
+    else if (start < end) image.read(part, start - base);
     base += image.virtualSize;
   }
   if (base < offset + buf.length) buf.fill(0, Math.max(0, base - offset));
@@ -176,19 +182,22 @@ export const convertIntoOp: Op = (raw, ctx) => {
   const disk = images.reduce((n, i) => n + i.virtualSize, 0);
   const fromBacking = opts.backingGiven && images.some((i) => i.info()['backing-filename'] !== undefined);
   const onProgress = opts.progress ? (done: number, total: number) => ctx.emit({ type: 'progress', done, total }) : undefined;
+  const salvage = opts.salvage ? salvageMessages(ctx) : undefined;
   if (opened.format !== 'qcow2') {
     const refused = (why: string) => ({ refused: `instar cannot convert into an existing ${opened.format} image (-n) ${why}; nothing was written` });
     if (!IN_PLACE.has(opened.format)) return refused(opts.compressed ? 'with -c yet' : 'yet') satisfies ConvertIntoResult;
-    if (opts.compressed) return { cannotCompress: true } satisfies ConvertIntoResult;
+    // qcow's driver compresses (qemu would write compressed clusters), the others cannot.
+    if (opts.compressed) return (opened.format === 'qcow' ? refused('with -c yet') : { cannotCompress: true }) satisfies ConvertIntoResult;
     if (opened.virtualSize < roundUp(disk)) return { tooSmall: true } satisfies ConvertIntoResult;
     if (fromBacking) return refused('with -B from a source that has a backing file') satisfies ConvertIntoResult;
     const target = opened.format === 'vdi' ? vdiInPlaceWriter(dev)
       : opened.format === 'vpc' ? vpcInPlaceWriter(dev, opened.virtualSize)
       : opened.format === 'qed' ? qedInPlaceWriter(dev)
+      : opened.format === 'qcow' ? qcowInPlaceWriter(dev)
       : opened.format === 'parallels' ? parallelsInPlaceWriter(dev, opened.virtualSize, opts.parallelsDiscards === true)
       : luksTarget(opened) ?? refused('yet (a LUKS2 volume)');
     if ('refused' in target) return target satisfies ConvertIntoResult;
-    const counted = copyInPlace({ images, target, sparseSize: opts.sparseSize ?? 4096, targetIsZero: opts.targetIsZero === true, onProgress });
+    const counted = copyInPlace({ images, target, sparseSize: opts.sparseSize ?? 4096, targetIsZero: opts.targetIsZero === true, onProgress, salvage });
     return { counted } satisfies ConvertIntoResult;
   }
   if (opts.compressed) return { refused: 'instar cannot convert into an existing qcow2 image (-n) with -c yet; nothing was written' } satisfies ConvertIntoResult;
@@ -203,10 +212,10 @@ export const convertIntoOp: Op = (raw, ctx) => {
     : undefined;
   if (why) return { refused: `instar cannot convert into this qcow2 image (${why}); nothing was written` } satisfies ConvertIntoResult;
   const recorder = new RequestRecorder(cs);
-  const counted = copyToImage({ images, writer: recorder, sparseSize: opts.sparseSize ?? 4096, onProgress, unaligned: true });
+  const counted = copyToImage({ images, writer: recorder, sparseSize: opts.sparseSize ?? 4096, onProgress, unaligned: true, salvage });
   try {
     const runs = clusterRuns(recorder.requests, disk, opts.targetIsZero === true, cs, (c) => readsZero(dev, h, c, hasBacking));
-    const write = (target: BlockDevice, more: SessionOptions = {}) => planInPlaceWrite(target, runs, (buf, at) => readDisk(images, buf, at), { hasBacking, unmap: true, ...more });
+    const write = (target: BlockDevice, more: SessionOptions = {}) => planInPlaceWrite(target, runs, (buf, at) => readDisk(images, buf, at, salvage !== undefined), { hasBacking, unmap: true, ...more });
     // Bitmaps (or a stale extension): qemu's writable open and close around the copy; every
     // request it makes (the zeroing ones too, unless --target-is-zero skips them) is recorded.
     const dirtied = opts.targetIsZero === true ? recorder.requests.map((r): [number, number] => [r.offset, r.offset + r.length]) : [[0, disk] as [number, number]];
