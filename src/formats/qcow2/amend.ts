@@ -9,8 +9,8 @@
 // size changes: qemu's truncate, planned by resize.ts (byte for byte what `resize --shrink`
 // writes; snapshots and a backing file included) over the file as the changes before it leave
 // it, a downgrade planned after it. LUKS key slots: amend-encryption.ts. Refused before writing
-// anything: a zero cluster that needs a new cluster (over a backing file) after other writes in
-// the same amend, where qemu's allocation hint is not known here.
+// anything: a zero cluster that needs a new cluster (over a backing file) after a truncate in the
+// same amend, where qemu's allocation hint is not known here.
 //
 // Crash safety: qemu rewrites the header up to three times; every rewrite before the last writes
 // a prefix of the same change (they differ only in fields the later ones also set), so instar
@@ -156,7 +156,7 @@ function plan(dev: BlockDevice, image: Image, values: ReadonlyMap<string, string
       throw e;
     }
   };
-  /** qemu's free_cluster_index when the refcount width change starts. */
+  /** qemu's free_cluster_index: where its next allocation starts searching. */
   let hint = 0;
   if (r.version > h.version) {
     // qemu reports the upgrade's two steps: 0 of 2, the snapshot table, 1 of 2, the header, 2 of 2.
@@ -199,6 +199,7 @@ function plan(dev: BlockDevice, image: Image, values: ReadonlyMap<string, string
     }
     before.push(...width.steps);
     if ('error' in width) return done([width.error]);
+    hint = width.freeClusterIndex;
     m.refcountOrder = Math.log2(r.refcountBits);
     m.refcountTableOffset = BigInt(width.tableOffset);
     m.refcountTableClusters = width.tableClusters;
@@ -227,10 +228,19 @@ function plan(dev: BlockDevice, image: Image, values: ReadonlyMap<string, string
     const h2 = parseHeader(resized);
     const m2 = readHeaderModel(resized, h2);
     const after2 = (error?: string[], more: RepairStep[] = []): AmendPlan => ({ steps: [...steps, { kind: 'barrier' }, ...more, ...headerSteps(resized, m2)], error, progress: progress.values });
-    return downgrade(resized, h2, m2, after2, progress, false);
+    // The truncate's allocation hint is not known here: an expansion that allocates is refused.
+    return downgrade(resized, h2, m2, after2, progress, undefined);
   }
-  // qemu's allocations start from cluster 0 unless something before allocated.
-  if (r.version < h.version) return downgrade(dev, h, m, done, progress, before.length === 0);
+  if (r.version < h.version && before.length > 0) {
+    // A refcount width change before: the expansion counts in the new width, from qemu's hint.
+    const first = [...before, ...headerSteps(dev, m)];
+    const after = new ReplayedDevice(dev, first);
+    const h2 = parseHeader(after);
+    const m2 = readHeaderModel(after, h2);
+    const then = (error?: string[], more: RepairStep[] = []): AmendPlan => ({ steps: [...first, { kind: 'barrier' }, ...more, ...headerSteps(after, m2)], error, progress: progress.values });
+    return downgrade(after, h2, m2, then, progress, hint);
+  }
+  if (r.version < h.version) return downgrade(dev, h, m, done, progress, hint);
   return done();
 }
 
@@ -248,7 +258,7 @@ function resize(dev: BlockDevice, image: Image, size: bigint): AmendPlan {
  * qemu's qcow2_downgrade: its checks in order, then the zero cluster expansion (expand-zero.ts,
  * its progress per L1 entry), then zstd without compressed clusters turned back into zlib.
  */
-function downgrade(dev: BlockDevice, h: Qcow2Header, m: Qcow2HeaderModel, done: (error?: string[], more?: RepairStep[]) => AmendPlan, progress: AmendProgress, allocates: boolean): AmendPlan {
+function downgrade(dev: BlockDevice, h: Qcow2Header, m: Qcow2HeaderModel, done: (error?: string[], more?: RepairStep[]) => AmendPlan, progress: AmendProgress, hint: number | undefined): AmendPlan {
   progress.start('downgrade');
   if (m.refcountOrder !== 4) return done(['compat=0.10 requires refcount_bits=16']);
   if (h.incompatible & INCOMPAT.dataFile) return done(['Cannot downgrade an image with a data file']);
@@ -261,7 +271,7 @@ function downgrade(dev: BlockDevice, h: Qcow2Header, m: Qcow2HeaderModel, done: 
   if (tables.some((t) => t.size > MAX_L1_BYTES / 8 || t.offset % BigInt(h.clusterSize) !== 0n)) return refused('a snapshot L1 table is invalid');
   let expansion: RepairStep[];
   try {
-    expansion = planExpandZeroClusters(dev, h, tables, h.backingFileOffset !== 0n, progress, allocates);
+    expansion = planExpandZeroClusters(dev, h, tables, h.backingFileOffset !== 0n, progress, hint);
   } catch (e) {
     if (e instanceof PlanRefusal) return { refused: e.message };
     throw e;

@@ -29,13 +29,14 @@ export interface L1Table {
 }
 
 /**
- * The writes that leave no zero cluster in `tables` (the active L1 first). `allocates`: false
- * when qemu's allocation hint is no longer 0 here (earlier writes in the same session), so that
- * a new cluster could land elsewhere than instar would place it: refused then.
+ * The writes that leave no zero cluster in `tables` (the active L1 first). `hint`: qemu's
+ * free_cluster_index here; undefined when it is not known (after a truncate in the same session),
+ * so that a new cluster could land elsewhere than instar would place it: refused then.
  */
-export function planExpandZeroClusters(dev: BlockDevice, h: Qcow2Header, tables: readonly L1Table[], backed: boolean, progress: AmendProgress, allocates: boolean): RepairStep[] {
+export function planExpandZeroClusters(dev: BlockDevice, h: Qcow2Header, tables: readonly L1Table[], backed: boolean, progress: AmendProgress, hint: number | undefined): RepairStep[] {
   const cs = h.clusterSize;
   const refs = new RefcountModel(dev, h);
+  refs.freeClusterIndex = hint ?? 0;
   const changed = new Map<number, Buffer>();
   const zeroed: number[] = [];
   const total = tables.reduce((n, t) => n + t.size, 0);
@@ -58,7 +59,7 @@ export function planExpandZeroClusters(dev: BlockDevice, h: Qcow2Header, tables:
               table.writeBigUInt64BE(0n, j * 8);
               continue;
             }
-            if (!allocates) throw new PlanRefusal('instar cannot amend this qcow2 image: its zero clusters need new clusters after other changes; nothing was written');
+            if (hint === undefined) throw new PlanRefusal('instar cannot amend this qcow2 image: its zero clusters need new clusters after a size change; nothing was written');
             offset = allocClusters(refs, cs);
             // A shared L2 table: the new cluster is counted once per reference to the table.
             if (l2Refcount > 1) refs.update(offset, cs, l2Refcount - 1, false, { discard: false });

@@ -23,7 +23,8 @@ const MAX_TABLE_BYTES = 8 * 1024 * 1024;
 const MAX_NEW_BLOCK_BYTES = 256 * 1024 * 1024;
 
 export type RefcountOrderPlan =
-  | { steps: RepairStep[]; tableOffset: number; tableClusters: number }
+  /** `freeClusterIndex`: qemu's allocation hint afterwards (the old structures freed lower it). */
+  | { steps: RepairStep[]; tableOffset: number; tableClusters: number; freeClusterIndex: number }
   /** qemu's error (it fails in its first pass; what it allocated is freed again). */
   | { error: string; steps: RepairStep[] };
 
@@ -135,12 +136,14 @@ export function planRefcountOrder(dev: BlockDevice, h: Qcow2Header, order: numbe
     else if (!empty) throw new PlanRefusal('internal error: a new refcount block counts clusters but has no place; nothing was written');
   }, true, walkIndex, walkIndex + 1);
   // After the switch qemu frees the old blocks and table, counted in the new width.
+  let hint = model.freeClusterIndex;
   const free = (offset: number, length: number) => {
     for (let c = offset / cs; c < Math.ceil((offset + length) / cs); c++) {
       const block = blocks.get(Math.floor(c / newPer));
       const value = block ? readRefcount(block, c % newPer, bits) : 0;
       if (value === 0) throw new PlanRefusal(`instar refuses this qcow2 image: the old refcount structure at ${c * cs} is counted nowhere; nothing was written`);
       writeRefcount(block!, c % newPer, bits, typeof value === 'bigint' ? value - 1n : value - 1);
+      if (value === 1 && c < hint) hint = c;
     }
   };
   const old = model.tableLocation;
@@ -155,7 +158,7 @@ export function planRefcountOrder(dev: BlockDevice, h: Qcow2Header, order: numbe
   newWrites.push({ kind: 'write', pos: tableOffset, bytes: tableBytes });
   const steps = refcountSteps(dev, model, newWrites);
   steps.push(...newWrites, { kind: 'barrier' });
-  return { steps, tableOffset, tableClusters: (tableSize * 8) / cs };
+  return { steps, tableOffset, tableClusters: (tableSize * 8) / cs, freeClusterIndex: hint };
 }
 
 /**
