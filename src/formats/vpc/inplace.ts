@@ -9,27 +9,12 @@ import { checkWriteRange, writableOutput } from '../writer-checks.ts';
 import { unitPieces } from '../bytes.ts';
 import { readFooter, FOOTER_SIZE, VHD_FIXED } from './footer.ts';
 import { readDynamicHeader, type DynamicHeader } from './dynamic-header.ts';
+import { FixedWriter } from './writer.ts';
 
 const SECTOR = 512;
 const UNALLOCATED = 0xffff_ffff;
 /** The BAT instar keeps in memory for one copy. */
 const BAT_LIMIT = 256 * 1024 * 1024;
-
-class FixedInPlace implements ImageWriter {
-  readonly clusterSize = SECTOR;
-  private readonly put: (buf: Uint8Array, pos: number) => void;
-
-  constructor(dev: BlockDevice, private readonly size: number) {
-    this.put = writableOutput(dev);
-  }
-
-  write(data: Uint8Array, offset: number): void {
-    checkWriteRange(data, offset, this.size);
-    this.put(data, offset);
-  }
-
-  finish(): void {}
-}
 
 class DynamicInPlace implements ImageWriter {
   readonly clusterSize = SECTOR;
@@ -76,7 +61,7 @@ export function vpcInPlaceWriter(dev: BlockDevice, virtualSize: number): ImageWr
   const footer = readFooter(dev);
   if (footer.diskType === VHD_FIXED || !footer.atStart) {
     if (virtualSize > dev.size - FOOTER_SIZE) return refused('its file is shorter than its disk');
-    return new FixedInPlace(dev, virtualSize);
+    return new FixedWriter(dev, virtualSize);
   }
   if (footer.diskType !== 3) return refused('it is a differencing disk');
   const hdr = readDynamicHeader(dev, footer.dataOffset, BigInt(virtualSize / SECTOR));

@@ -26,7 +26,8 @@ const UNALLOCATED = 0xffff_ffff;
 const WRITE_UNIT = 4096;
 
 
-class FixedWriter implements ImageWriter {
+/** A fixed disk: the data in place (convert -n into one too: inplace.ts). */
+export class FixedWriter implements ImageWriter {
   readonly clusterSize = WRITE_UNIT;
   private readonly put: (buf: Uint8Array, pos: number) => void;
 
