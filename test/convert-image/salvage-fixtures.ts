@@ -50,7 +50,8 @@ function breakGrain(path: string, lba: number): void {
 /**
  * In `dir`: comp.qcow2 and grain.vmdk (6 MiB; data at [0, 1M) and [3M, 5M); broken compressed
  * clusters 3, 50 and 60, a broken grain at 64 KiB), entry.qcow2 (2 MiB; L2 entry 1 misaligned),
- * table.qcow2 (L1 entry 0 misaligned); over6.qcow2 and over2.qcow2, empty, to be -B backing files.
+ * table.qcow2 (L1 entry 0 misaligned); over6.qcow2 and over2.qcow2, empty, to be -B backing files;
+ * into.qcow2 and into.vdi (6 MiB, empty), to be -n targets.
  */
 export function buildSalvageSources(dir: string): void {
   const at = (name: string) => join(dir, name);
@@ -64,6 +65,9 @@ export function buildSalvageSources(dir: string): void {
   // Backing files for -B targets.
   qemu(['create', '-q', '-f', 'qcow2', 'over6.qcow2', '6M'], dir);
   qemu(['create', '-q', '-f', 'qcow2', 'over2.qcow2', '2M'], dir);
+  // Existing targets for -n.
+  qemu(['create', '-q', '-f', 'qcow2', 'into.qcow2', '6M'], dir);
+  qemu(['create', '-q', '-f', 'vdi', 'into.vdi', '6M'], dir);
   qemu(['create', '-q', '-f', 'qcow2', 'small.qcow2', '2M'], dir);
   qemu(['-c', 'write -P 0x33 0 192k', '-c', 'write -P 0x44 1M 64k', 'small.qcow2'], dir, '10.0', 'qemu-io');
   for (const [name, edit] of [

@@ -22,15 +22,16 @@ after(() => work.cleanup());
 const MiB = 1024 * 1024;
 
 /**
- * convert `args` into an existing raw file of `size` bytes of 0x5a (one per tool, outside the run
- * directories), with instar under each profile: the same status, stdout, stderr and target bytes.
+ * convert `args` into an existing file (one per tool, outside the run directories): a raw file of
+ * `initial` bytes of 0x5a, or a copy of the image `initial` names; instar under each profile: the
+ * same status, stdout, stderr and target bytes.
  */
-function intoExisting(label: string, args: string[], size: number): Map<string, { stderr: string; target: Buffer }> {
+function intoExisting(label: string, args: string[], initial: number | string): Map<string, { stderr: string; target: Buffer }> {
   const out = new Map<string, { stderr: string; target: Buffer }>();
   for (const tool of [...VERSIONS, 'instar'] as const) {
     for (const profile of tool === 'instar' ? VERSIONS : [tool]) {
-      const name = `${label}-${tool}-${profile}.raw`;
-      writeFileSync(join(dir, name), Buffer.alloc(size, 0x5a));
+      const name = `${label}-${tool}-${profile}.${typeof initial === 'number' ? 'raw' : initial.split('.').at(-1)}`;
+      writeFileSync(join(dir, name), typeof initial === 'number' ? Buffer.alloc(initial, 0x5a) : readFileSync(join(dir, initial)));
       const { result } = runTool(tool, dir, `${label}-${tool}-${profile}`, [...(tool === 'instar' ? [`--qemu-version=${profile}`] : []), 'convert', ...args, `../${name}`]);
       const target = readFileSync(join(dir, name));
       const key = tool === 'instar' ? `instar-${profile}` : tool;
@@ -111,6 +112,10 @@ describe('--salvage', () => {
     const allow = { instarOptions: ['--allow-path', dir] };
     same('salvage-B', [...over('over6.qcow2'), '../comp.qcow2', 't.qcow2'], { profile: 0, ...allow });
     same('salvage-B-status-c', ['-c', ...over('over2.qcow2'), '../entry.qcow2', 't.qcow2'], { profile: 1, ...allow });
+  });
+  test('-n into an existing qcow2 and VDI image: the same bytes as qemu writes', () => {
+    intoExisting('salvage-n-qcow2', ['-n', '--salvage', '-O', 'qcow2', '../comp.qcow2'], 'into.qcow2');
+    intoExisting('salvage-n-vdi', ['-n', '--salvage', '-O', 'vdi', '../entry.qcow2'], 'into.vdi');
   });
   test('-n into an existing raw file: the same bytes as qemu writes', () => {
     intoExisting('salvage-n-status', ['-n', '--salvage', '-O', 'raw', '../entry.qcow2'], 2 * MiB);

@@ -7,6 +7,7 @@
 // zero writes: it gets qemu's write-zeroes requests as the copy issues them.
 import { ImageError, type Image, type ImageWriter } from '../../formats/types.ts';
 import { copyToImage } from './to-image-copy.ts';
+import type { Salvage } from './salvage.ts';
 
 const SECTOR = 512;
 /** Zeros are written this much at a time. */
@@ -69,6 +70,8 @@ export interface InPlacePlan {
   sparseSize: number;
   targetIsZero: boolean;
   onProgress?: (done: number, total: number) => void;
+  /** --salvage (salvage.ts). */
+  salvage?: Salvage;
 }
 
 /** Copies the sources into the target; qemu's counted bytes. The caller checked the target is large enough. */
@@ -76,5 +79,5 @@ export function copyInPlace(plan: InPlacePlan): number {
   const disk = plan.images.reduce((n, i) => n + i.virtualSize, 0);
   const zeroes = plan.targetIsZero ? undefined : plan.target.writeZeroes?.bind(plan.target);
   const writer = new GapFiller(plan.target, disk, !plan.targetIsZero && !zeroes);
-  return copyToImage({ images: plan.images, writer, sparseSize: plan.sparseSize, onProgress: plan.onProgress, unaligned: true, onZeros: zeroes });
+  return copyToImage({ images: plan.images, writer, sparseSize: plan.sparseSize, onProgress: plan.onProgress, unaligned: true, onZeros: zeroes, salvage: plan.salvage });
 }

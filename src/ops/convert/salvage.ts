@@ -37,7 +37,7 @@ export const noticeOf = (e: unknown): string | undefined => {
  * cannot be read become zeros and are reported in ascending order, neighbours with the same
  * reason as one range. Errors other than ImageError still end the copy.
  */
-export function salvageRead(image: Image, buf: Buffer, pos: number, report: UnreadableReport): void {
+export function salvageRead(image: Image, buf: Uint8Array, pos: number, report: UnreadableReport): void {
   let pending: { offset: number; length: number; reason: string; notice?: string } | undefined;
   const failed = (offset: number, length: number, reason: string, notice: string | undefined) => {
     if (pending && notice === undefined && pending.reason === reason && pending.offset + pending.length === offset) {
