@@ -50,6 +50,8 @@ interface Request {
 class AmendError extends Error {}
 
 const refused = (why: string): AmendPlan => ({ refused: `instar cannot amend this qcow2 image: ${why}; nothing was written` });
+/** A planner's refusal, in instar's words (the refcount model's own lack the image's name). */
+const refusedBy = (e: Error): AmendPlan => ({ refused: e.message.startsWith('instar ') ? e.message : `instar cannot amend this qcow2 image: ${e.message}` });
 
 /** qemu's option loop: a Request, or the first error it reports. */
 function readRequest(h: Qcow2Header, values: ReadonlyMap<string, string>): Request {
@@ -169,7 +171,7 @@ function plan(dev: BlockDevice, image: Image, values: ReadonlyMap<string, string
         m.snapshotsOffset = rewrite.snapshotsOffset;
         hint = rewrite.freeClusterIndex;
       } catch (e) {
-        if (e instanceof PlanRefusal) return { refused: e.message };
+        if (e instanceof PlanRefusal) return refusedBy(e);
         throw e;
       }
     }
@@ -194,7 +196,7 @@ function plan(dev: BlockDevice, image: Image, values: ReadonlyMap<string, string
       const now = before.length > 0 ? new ReplayedDevice(dev, before) : dev;
       width = planRefcountOrder(now, now === dev ? h : parseHeader(now), Math.log2(r.refcountBits), progress, hint);
     } catch (e) {
-      if (e instanceof PlanRefusal) return { refused: e.message };
+      if (e instanceof PlanRefusal) return refusedBy(e);
       throw e;
     }
     before.push(...width.steps);
@@ -273,7 +275,7 @@ function downgrade(dev: BlockDevice, h: Qcow2Header, m: Qcow2HeaderModel, done: 
   try {
     expansion = planExpandZeroClusters(dev, h, tables, h.backingFileOffset !== 0n, progress, hint);
   } catch (e) {
-    if (e instanceof PlanRefusal) return { refused: e.message };
+    if (e instanceof PlanRefusal) return refusedBy(e);
     throw e;
   }
   if (m.incompatible & INCOMPAT.compression) {

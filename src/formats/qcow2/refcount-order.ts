@@ -44,6 +44,7 @@ export function planRefcountOrder(dev: BlockDevice, h: Qcow2Header, order: numbe
   /** The new refcount table (cluster offsets; 0 = no block) and its size in entries. */
   const table: number[] = [];
   let tableSize = 0;
+  let blockCount = 0;
   let allocated = false;
 
   /** alloc_refblock: a cluster for each new block that counts something. */
@@ -54,8 +55,9 @@ export function planRefcountOrder(dev: BlockDevice, h: Qcow2Header, order: numbe
       if (tableSize * 8 > MAX_TABLE_BYTES) throw new WidthError('This operation would make the refcount table grow beyond the maximum size supported by QEMU, aborting');
     }
     if (!table[index]) {
-      if ((table.filter(Boolean).length + 1) * cs > MAX_NEW_BLOCK_BYTES) throw new PlanRefusal('the new refcount blocks would take too much memory; nothing was written');
+      if ((blockCount + 1) * cs > MAX_NEW_BLOCK_BYTES) throw new PlanRefusal('its new refcount blocks would take too much memory; nothing was written');
       table[index] = allocClusters(model, cs);
+      blockCount++;
       allocated = true;
     }
   };
