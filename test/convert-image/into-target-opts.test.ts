@@ -40,6 +40,17 @@ test('convert -n --target-image-opts into qcow2: driver=qcow2, the format probed
   await sameInto(s.dir, 'qcow2-p', 't.qcow2', opts('-p', ...qcow2Source, 'driver=qcow2,file.filename=t.qcow2'));
 });
 
+test('convert -n -B with --target-is-zero: qemu\'s message, nothing written, and yet status 0 (and 100% with -p)', async () => {
+  for (const [label, target, args] of [
+    ['B-raw', 't.raw', ['-n', '-p', '-B', 'base', '--target-is-zero', ...qcow2Source, 't.raw']],
+    ['B-qcow2', 't.qcow2', opts('-B', 'base', '--target-is-zero', ...qcow2Source, 'driver=qcow2,file.filename=t.qcow2')],
+  ] as const) {
+    const [ours] = await sameInto(s.dir, label, target, [...args]);
+    assert.equal(ours.result.status, 0, label);
+    assert.ok(ours.target.equals(readFileSync(at(target))), `${label}: the target was written`);
+  }
+});
+
 test('convert -n --target-image-opts, qemu\'s failures: nothing written', async () => {
   const cases: [string, string, string[]][] = [
     ['raw-missing', 't.raw', opts(...qcow2Source, 'driver=raw,file.filename=gone.raw')],

@@ -6,7 +6,7 @@
 // early start with the copy guests booting (src/cli/early-start.ts): createFreshTarget takes it,
 // and one this command does not take is removed before the target's name is used again.
 import { closeSync, constants, fsyncSync, openSync, statSync, unlinkSync } from 'node:fs';
-import { ConvertError, ConvertErrorText, ConvertQuietFailure } from '../convert/errors.ts';
+import { ConvertError, ConvertErrorText, ConvertQuietFailure, ConvertStopsWithSuccess } from '../convert/errors.ts';
 import { checkOpenAnswer, isBlockStatusFailure, openAndCopy, parseSizes, progressSum, referencedFailure, resetTarget, safeSizes, TargetLeft, TwoRoundsNeeded } from '../convert/open-copy.ts';
 import { createTarget, targetTooSmall } from '../convert/create-target.ts';
 import { copyGuestCount, createFreshTarget, removeEarlyTarget } from '../convert/fresh-target.ts';
@@ -26,7 +26,7 @@ import { ProgressPrinter } from '../../output/progress.ts';
 import type { ConvertOpenResult, ConvertOptions } from '../../ops/convert.ts';
 import type { SnapshotChoice } from '../../ops/convert/sources.ts';
 import { convertToImage, imageOptionHelp } from '../convert/to-image.ts';
-import { intoTarget } from '../convert/into-target.ts';
+import { checkZeroInitWithBacking, intoTarget } from '../convert/into-target.ts';
 
 const MAX_SPARSE = 16 * 1024 * 1024;
 
@@ -254,6 +254,7 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
     // before the copy finds that: the open guest walks the block status first, as qemu does.
     const walk = s.noCreate ? { walkBlockStatus: true, targetSize: existingSize(outPath) } : {};
     const { sizes, blockStatus, unsized, nothingToCopy } = await openPhase(inputs, targets, { ...options, ...walk }, ctx, read);
+    checkZeroInitWithBacking(cmd);
     checkTargetFormat(cmd, s);
     const exactTotal = sizes.reduce((a, b) => a + b, 0n);
     // qemu parses -t after creating the target (which then stays), before opening it with -n.
@@ -390,6 +391,11 @@ export const convert: Command = async (cmd, ctx) => {
     printer?.finish();
     return 0;
   } catch (e) {
+    if (e instanceof ConvertStopsWithSuccess) {
+      ctx.err(`${ctx.progname}: ${e.message}\n`);
+      printer?.finish();
+      return 0;
+    }
     printer?.end();
     printer = undefined;
     if (e instanceof ConvertQuietFailure) return 1;

@@ -5,6 +5,7 @@
 import type { ParsedCommand } from '../../cli/types.ts';
 import { imageTarget, InputImageError } from '../input-image.ts';
 import { parseQemuOpts } from '../commands/image-opts.ts';
+import { ConvertStopsWithSuccess } from './errors.ts';
 
 export interface IntoTarget {
   /** The file to open read-write. */
@@ -29,6 +30,13 @@ const NODE_OPTIONS = new Set(['read-only', 'auto-read-only', 'force-share', 'nod
 
 /** Options qemu's raw driver has (a window into the file) that instar does not implement. */
 const RAW_OPTIONS = new Set(['offset', 'size']);
+
+/** -n -B with --target-is-zero: qemu's check after opening the sources (its status stays 0). */
+export function checkZeroInitWithBacking(cmd: ParsedCommand): void {
+  if (cmd.options.has('no-create') && cmd.options.has('backing') && cmd.options.has('target-is-zero')) {
+    throw new ConvertStopsWithSuccess('Cannot use --target-is-zero when the destination image has a backing file');
+  }
+}
 
 export function intoTarget(cmd: ParsedCommand): IntoTarget {
   const spec = cmd.args[cmd.args.length - 1];

@@ -15,7 +15,7 @@ import type { ImageJob } from './to-image.ts';
 import type { ConvertIntoOptions, ConvertIntoResult } from '../../ops/convert/to-image-into.ts';
 import { isDriverName } from '../../formats/names.ts';
 import { parseSecretObjects } from '../secrets.ts';
-import { intoTarget, type IntoTarget } from './into-target.ts';
+import { checkZeroInitWithBacking, intoTarget, type IntoTarget } from './into-target.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 
 /** The formats instar writes into in place (undefined: probed, the guest decides). */
@@ -42,6 +42,7 @@ export async function convertIntoImage(job: ImageJob): Promise<void> {
   if (opened.blockStatus !== undefined || opened.nothingToCopy) {
     throw new ConvertError(opened.blockStatus ?? 'instar cannot convert sources whose sizes add up past 2^63 bytes');
   }
+  checkZeroInitWithBacking(cmd);
   const backing = cmd.options.has('backing');
   if (backing && job.targets.length > 1) throw new ConvertError('Having a backing file for the target makes no sense when concatenating multiple input images');
   if (!CACHE_MODES.has(s.outputCache)) throw new ConvertError(`Invalid cache option: ${s.outputCache}`);
