@@ -178,7 +178,12 @@ export function commitOp(options: Record<string, unknown>, ctx: OpContext): Comm
         // qemu's reopen for writing marks them in use; the copy's writes are recorded by the enabled ones.
         const dirtied = runs.map((r): [number, number] => [r.offset, Math.min(r.offset + r.length, top.virtualSize)]);
         baseSteps = inPlaceWithBitmaps(baseDev, (opened, more) => planInPlaceWrite(opened, runs, source, { hasBacking, ...more }), dirtied);
-      } else baseSteps = [...grow.steps, ...planInPlaceWrite(planDev, runs, source, { hasBacking })];
+      } else {
+        // qemu's commit is a mirror job with unmap: the top's zero runs become zero clusters of a
+        // version 3 base, its data clusters there freed (and discarded).
+        const unmap = parseHeader(planDev).version >= 3;
+        baseSteps = [...grow.steps, ...planInPlaceWrite(planDev, runs, source, { hasBacking, unmap })];
+      }
     } else if (base.format === 'raw') {
       const unit = granularityOf(undefined);
       baseSteps = [...grow.steps, ...rawSteps(top.virtualSize, clusterRuns(top, dirtyRanges(top, baseLevel, unit), unit), top)];

@@ -78,7 +78,7 @@ for (const { image, args, viaEnv, holes } of CASES) {
         const r = dirs.run(v, 'x.qcow2', bytes, args, { sandboxed, viaEnv });
         const label = `${image}, qemu-img ${v} ${args.join(' ')}${sandboxed ? '' : ' --sandbox=none'}`;
         assertSameRun(r, label);
-        assertSameAllocation(v, r, label, holes);
+        assertSameAllocation(v, r, label, { holes });
       }
     }
   });

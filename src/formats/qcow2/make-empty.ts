@@ -63,8 +63,19 @@ export function planMakeEmpty(dev: BlockDevice): RepairStep[] {
     { kind: 'write', pos: L1_TABLE_OFFSET_AT, bytes: header }, { kind: 'barrier' },
     { kind: 'write', pos: cs, bytes: reftableEntry }, { kind: 'barrier' },
     { kind: 'write', pos: 2 * cs, bytes: block }, { kind: 'barrier' },
-    incompatible(h.incompatible), { kind: 'barrier' },
+    // qemu clears the dirty bit by rewriting the header (qcow2_update_header): its whole first
+    // cluster, which allocates it all (the same bytes as clearing the bit alone).
+    { kind: 'write', pos: 0, bytes: headerCluster(dev, cs, header, h.incompatible) }, { kind: 'barrier' },
     { kind: 'truncate', size: end },
   );
   return steps;
+}
+
+/** The first cluster as the header rewrite leaves it: the new table fields, the dirty bit clear. */
+function headerCluster(dev: BlockDevice, cs: number, tables: Buffer, flags: bigint): Buffer {
+  const cluster = Buffer.alloc(cs);
+  dev.read(cluster.subarray(0, Math.min(cs, dev.size)), 0);
+  tables.copy(cluster, L1_TABLE_OFFSET_AT);
+  cluster.writeBigUInt64BE(flags, INCOMPATIBLE_AT);
+  return cluster;
 }
