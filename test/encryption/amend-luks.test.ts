@@ -48,7 +48,8 @@ function copy(name: string): string {
 function luksBase(file: string): number {
   const b = readFileSync(images.path(file));
   if (b.subarray(0, 4).toString('latin1') !== 'QFI\xfb') return 0;
-  for (let at = b.readUInt32BE(100); at < 65536;) {
+  // Extensions follow the header: 72 bytes in version 2, its header_length in version 3.
+  for (let at = b.readUInt32BE(4) >= 3 ? b.readUInt32BE(100) : 72; at < 65536;) {
     const type = b.readUInt32BE(at);
     const length = b.readUInt32BE(at + 4);
     if (type === 0x0537be77) return Number(b.readBigUInt64BE(at + 8));
@@ -123,6 +124,7 @@ before(async () => {
   await Promise.all([
     qemuAsync(images, ['convert', ...objects, '-f', 'raw', 'plain.raw', '-O', 'luks', '-o', 'key-secret=s0,iter-time=1', 'base.luks']),
     qemuAsync(images, ['convert', ...objects, '-f', 'raw', 'plain.raw', '-O', 'qcow2', '-o', 'encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=1', 'base.qcow2']),
+    qemuAsync(images, ['convert', ...objects, '-f', 'raw', 'plain.raw', '-O', 'qcow2', '-o', 'compat=0.10,encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=1', 'v2.qcow2']),
     // Another cipher, mode, IV generator and hash: the new slot's material is encrypted as its payload is.
     qemuAsync(images, ['convert', ...objects, '-f', 'raw', 'plain.raw', '-O', 'luks', '-o', 'key-secret=s0,iter-time=1,cipher-alg=twofish-256,cipher-mode=cbc,ivgen-alg=essiv,hash-alg=sha1', 'twofish.luks']),
   ]);
@@ -361,8 +363,11 @@ test('qcow2: key slots among other changes, in qemu\'s order; the files differ o
   const cases: [string, string, string[], boolean][] = [
     ['base', `${add},lazy_refcounts=on,size=2M`, [], true],
     ['base', `${add},refcount_bits=8`, ['-p'], true],
-    // qemu fails after it wrote the key slot.
-    ['base', `${add},backing_file=x`, [], true],
+    // A version 2 image: the upgrade, then the key slot (-p across both operations).
+    ['v2', `${add},compat=1.1`, ['-p'], true],
+    // qemu fails after the upgrade's header write, then after it wrote the key slot.
+    ['v2', 'encrypt.state=active,encrypt.new-secret=s1,encrypt.keyslot=0,compat=1.1', ['-p'], false],
+    ['v2', `${add},lazy_refcounts=on`, [], true],
     ['base', 'encrypt.state=active,encrypt.new-secret=s1,encrypt.keyslot=0,lazy_refcounts=on', [], false],
     ['two', 'encrypt.state=inactive,encrypt.keyslot=1,lazy_refcounts=on', [], false],
   ];
