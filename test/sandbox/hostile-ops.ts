@@ -68,6 +68,11 @@ export const hostileOps: Record<string, Op> = {
     writeSync(3, JSON.stringify({ type: 'shell', command: 'rm -rf /' }) + '\n');
     return {};
   },
+  /** A guest that asks the host to punch holes in a file it was given read-only. */
+  'free-input': (_o, ctx) => {
+    ctx.emit({ type: 'freed', device: 0, ranges: [[0, 4096, 0]] });
+    return {};
+  },
   /** A guest that floods the message pipe with one endless line. */
   flood: () => {
     const chunk = Buffer.alloc(1024 * 1024, 0x61);
