@@ -78,3 +78,17 @@ test('a zero cluster that needs a new cluster after a truncate in the same amend
   assert.match(r.stderr, /^qemu-img: instar cannot amend this qcow2 image: its zero clusters need new clusters after a size change; nothing was written\n$/);
   assert.ok(readFileSync(join(dir, 'img.qcow2')).equals(images.backed), 'unchanged');
 });
+
+test('a zero cluster whose data lies far past the end of the file is refused, nothing written', () => {
+  const hostile = Buffer.from(images.plain);
+  const l1 = Number(hostile.readBigUInt64BE(40));
+  const l2 = Number(hostile.readBigUInt64BE(l1) & 0x00fffffffffffe00n);
+  hostile.writeBigUInt64BE((1n << 50n) | 1n, l2);
+  const dir = join(scratch, 'far');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'img.qcow2'), hostile);
+  const r = runInstar(['amend', '-o', 'compat=0.10', 'img.qcow2', '--sandbox=none'], { cwd: dir });
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /^qemu-img: instar refuses this qcow2 image: the amend would place clusters \d+ bytes past the end of the file; nothing was written\n$/);
+  assert.ok(readFileSync(join(dir, 'img.qcow2')).equals(hostile), 'unchanged');
+});

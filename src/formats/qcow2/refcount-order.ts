@@ -21,6 +21,12 @@ import type { AmendProgress } from './amend-progress.ts';
 const MAX_TABLE_BYTES = 8 * 1024 * 1024;
 /** Most bytes of new refcount blocks one plan holds. */
 const MAX_NEW_BLOCK_BYTES = 256 * 1024 * 1024;
+/**
+ * Most bytes a plan may add past the end of the file beyond its own size: far more than new
+ * refcount structures take; refcounts that claim clusters far past the end (a hostile image)
+ * would otherwise have instar grow a huge sparse file.
+ */
+const MAX_GROWTH = 1024 * 1024 * 1024;
 
 export type RefcountOrderPlan =
   /** `freeClusterIndex`: qemu's allocation hint afterwards (the old structures freed lower it). */
@@ -179,6 +185,7 @@ export function refcountSteps(dev: BlockDevice, model: RefcountModel, later: rea
     if (s.kind === 'write') end = Math.max(end, s.pos + s.bytes.length);
     else if (s.kind === 'zero' || s.kind === 'fill') end = Math.max(end, s.pos + s.length);
   }
+  if (end - dev.size > MAX_GROWTH + dev.size) throw new PlanRefusal(`instar refuses this qcow2 image: the amend would place clusters ${end - dev.size} bytes past the end of the file; nothing was written`);
   if (end > dev.size) phase([{ kind: 'truncate', size: end }]);
   phase([...early]);
   const retired = model.retiredClusters();
