@@ -6,10 +6,17 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { oracle, runInstar, runQemu, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
+import { VERSIONS, oracle, runInstar, runQemu, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
+import { tiered } from '../helpers/long.ts';
 import { runInProcess } from '../helpers/in-process.ts';
 
 export const QEMU_IO = (version: OracleVersion) => oracle(version, 'qemu-io');
+
+/** Each case on both oracles in the long tier; in the short tier on one, alternating (7.2 and 10.0 agree on these). */
+export function versionMatrix<T>(cases: readonly T[]): [OracleVersion, T][] {
+  const all = cases.flatMap((c, i) => VERSIONS.map((v, j): [OracleVersion, T, boolean] => [v, c, (i + j) % 2 === 0]));
+  return tiered(all, ([, , short]) => short).map(([v, c]): [OracleVersion, T] => [v, c]);
+}
 
 const maskNode = (text: string) => text.replace(/#block\d+/g, '#blockNNN');
 
