@@ -56,7 +56,8 @@ export interface ConvertOptions {
  * its sector count passes INT64_MAX / 512, so -n's size check fails first.
  */
 export type ConvertOpenResult =
-  | { sizes: WireSize[]; blockStatus?: string; unsized?: boolean }
+  /** backed: a source has a backing file (what -n -B into a raw target cannot take yet). */
+  | { sizes: WireSize[]; blockStatus?: string; unsized?: boolean; backed?: true }
   /** The int64 sector total is negative (sources.ts): qemu copies nothing and succeeds. */
   | { sizes: WireSize[]; nothingToCopy: true }
   | { failed: { source: number; message: string } }
@@ -155,6 +156,7 @@ export const convertOp: Op = (options, ctx) => {
       for (const w of errorWarnings(failed.error)) ctx.warn?.(w);
       return { sizes, blockStatus: blockStatusFailure(failed.offset, failed.reason) } satisfies ConvertOpenResult;
     }
+    if (images.some((i) => i.info()['backing-filename'] !== undefined)) return { sizes, backed: true } satisfies ConvertOpenResult;
     return { sizes } satisfies ConvertOpenResult;
   }
 

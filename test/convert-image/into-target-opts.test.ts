@@ -23,6 +23,7 @@ before(() => {
   writeFileSync(at('t.raw'), Buffer.from(Array.from({ length: 4 * MiB }, () => next() & 0xff)));
   qemu(['create', '-q', '-f', 'qcow2', at('src.qcow2'), '3M']);
   qemu(['-f', 'qcow2', '-c', 'write -P 0x11 0 64k', '-c', 'write -P 0 1M 64k', '-c', 'write -z 2M 64k', '-c', 'write -P 5 2500k 4k', at('src.qcow2')], undefined, '10.0', 'qemu-io');
+  qemu(['create', '-q', '-f', 'qcow2', '-b', 'src.qcow2', '-F', 'qcow2', at('over.qcow2')]);
   qemu(['create', '-q', '-f', 'qcow2', at('t.qcow2'), '4M']);
   qemu(['-f', 'qcow2', '-c', 'write -P 0x22 0 1M', '-c', 'write -P 0x33 3M 64k', at('t.qcow2')], undefined, '10.0', 'qemu-io');
 });
@@ -82,4 +83,14 @@ test('convert -n --target-image-opts, what instar refuses (raw offset=, a raw ta
     assert.equal(ours.result.stderr.split('\n').length, 2, `${label}: one line`);
     assert.ok(ours.target.equals(readFileSync(at(target))), `${label}: the target was written`);
   }
+});
+
+test('convert -n -B into raw: with a source without a backing file it changes nothing; two sources: qemu\'s message; a backed source: refused, nothing written', async () => {
+  await sameInto(s.dir, 'B-raw-copy', 't.raw', ['-n', '-B', 'base', ...qcow2Source, 't.raw']);
+  const [two] = await sameInto(s.dir, 'B-raw-two', 't.raw', ['-n', '-B', 'base', ...qcow2Source, '../src.qcow2', 't.raw']);
+  assert.equal(two.result.status, 1);
+  const ours = await runInto(s.dir, 'instar', '10.0', 'B-raw-backed', 't.raw', ['-n', '-B', 'base', '-f', 'qcow2', '../over.qcow2', 't.raw']);
+  assert.equal(ours.result.status, 1);
+  assert.equal(ours.result.stderr, 'qemu-img: instar cannot convert into an existing raw image (-n) with -B from a source that has a backing file; nothing was written\n');
+  assert.ok(ours.target.equals(readFileSync(at('t.raw'))), 'the target was written');
 });

@@ -138,6 +138,8 @@ interface Opened {
   unsized: boolean;
   /** The int64 sum of the sector counts is negative: qemu copies nothing (ops/convert/sources.ts). */
   nothingToCopy: boolean;
+  /** A source has a backing file. */
+  backed: boolean;
 }
 
 /** The sources as opened, or qemu's message for the first one that cannot be opened; `read` gets every file they read. */
@@ -162,7 +164,7 @@ async function openPhase(inputs: InputFile[], targets: Target[], options: Conver
   }
   const nothingToCopy = r.nothingToCopy === true;
   if (nothingToCopy && blockStatus !== undefined) throw new ConvertError('the guest gave a malformed answer');
-  return { sizes, blockStatus, unsized: blockStatus !== undefined && r.unsized === true, nothingToCopy };
+  return { sizes, blockStatus, unsized: blockStatus !== undefined && r.unsized === true, nothingToCopy, backed: r.backed === true };
 }
 
 /**
@@ -253,8 +255,13 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
     // -n: qemu leaves the target untouched when a block status fails, and the host would punch it
     // before the copy finds that: the open guest walks the block status first, as qemu does.
     const walk = s.noCreate ? { walkBlockStatus: true, targetSize: existingSize(outPath) } : {};
-    const { sizes, blockStatus, unsized, nothingToCopy } = await openPhase(inputs, targets, { ...options, ...walk }, ctx, read);
+    const { sizes, blockStatus, unsized, nothingToCopy, backed } = await openPhase(inputs, targets, { ...options, ...walk }, ctx, read);
     checkZeroInitWithBacking(cmd);
+    // -n -B: qemu leaves to the target's backing what a source leaves to its own; with sources without one, -B changes nothing.
+    if (s.noCreate && cmd.options.has('backing')) {
+      if (targets.length > 1) throw new ConvertError('Having a backing file for the target makes no sense when concatenating multiple input images');
+      if (backed) throw new ConvertError('instar cannot convert into an existing raw image (-n) with -B from a source that has a backing file; nothing was written');
+    }
     checkTargetFormat(cmd, s);
     const exactTotal = sizes.reduce((a, b) => a + b, 0n);
     // qemu parses -t after creating the target (which then stays), before opening it with -n.
@@ -371,7 +378,7 @@ function checkTargetFormat(cmd: ParsedCommand, s: Settings): void {
     throw new ConvertError(`convert -O ${s.outputFormat} is not implemented yet in instar (only raw)`);
   }
   if (cmd.options.has('compress')) throw new ConvertError('Compression not supported for this file format');
-  if (cmd.options.has('backing')) throw new ConvertError("Backing file not supported for file format 'raw'");
+  if (cmd.options.has('backing') && !s.noCreate) throw new ConvertError("Backing file not supported for file format 'raw'");
   for (const o of cmd.options.get('options') ?? []) {
     if (o !== '' && o !== 'preallocation=off') throw new ConvertError(`convert -o ${o} is not implemented yet in instar`);
   }
