@@ -48,11 +48,17 @@ interface Request {
   iterTime?: bigint;
 }
 
-/** A number option as the visitor's int64 parse reads its text (QemuOpts already took it as a uint64). */
-function int64(name: string, text: string, asUint64: bigint): bigint {
-  const negative = /^[ \t\n\v\f\r]*-/.test(text);
-  const magnitude = negative ? (2n ** 64n - asUint64) % 2n ** 64n : asUint64;
-  if (negative ? magnitude > 2n ** 63n : magnitude >= 2n ** 63n) throw new AmendError(`Parameter '${name}' expects integer`);
+/**
+ * A number option as the visitor's int64 parse (strtoll, base 0) reads its text; QemuOpts took
+ * the same text as a uint64 first, so "-1" passes both and "18446744073709551615" only the first.
+ */
+function int64(name: string, text: string): bigint {
+  const m = /^[ \t\n\v\f\r]*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)$/.exec(text);
+  if (!m) throw new AmendError(`Parameter '${name}' expects a number`);
+  const digits = m[2];
+  const magnitude = /^0[0-7]+$/.test(digits) ? BigInt('0o' + digits.slice(1)) : BigInt(digits);
+  const negative = m[1] === '-';
+  if (magnitude > (negative ? 2n ** 63n : 2n ** 63n - 1n)) throw new AmendError(`Parameter '${name}' expects integer`);
   return negative ? -magnitude : magnitude;
 }
 
@@ -65,12 +71,7 @@ function readRequest(optionList: string, prefix: string): Request {
   if (state !== 'active' && state !== 'inactive') throw new AmendError(`Parameter 'state' does not accept value '${state}'`);
   const number = (name: string): bigint | undefined => {
     const raw = text.get(name);
-    if (raw === undefined) return undefined;
-    const m = /^[ \t\n\v\f\r]*[+-]?(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)$/.exec(raw);
-    // QemuOpts accepted the text as a number (the caller checked): m is set.
-    const digits = m![1];
-    const value = /^0[0-7]+$/.test(digits) ? BigInt('0o' + digits.slice(1)) : BigInt(digits);
-    return int64(name, raw, raw.trimStart().startsWith('-') ? BigInt.asUintN(64, -value) : value);
+    return raw === undefined ? undefined : int64(name, raw);
   };
   const keyslot = number('keyslot');
   const iterTime = number('iter-time');
