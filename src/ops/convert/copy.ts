@@ -6,7 +6,7 @@ import { ImageError, type BlockDevice, type Extent, type Image } from '../../for
 import { ProgressRule } from '../../output/progress.ts';
 import { OverlappedWriter } from './writer.ts';
 import type { DiskRun } from './split.ts';
-import { noticeOf, salvageRead, type Salvage, type UnreadableReport } from './salvage.ts';
+import { noticeOf, salvageRead, withoutStacks, type Salvage, type UnreadableReport } from './salvage.ts';
 
 const MiB = 1024 * 1024;
 /** I/O buffer: fits the per-core cache (FACTS.md: larger chunks copy slower). */
@@ -86,6 +86,10 @@ const alignments = new WeakMap<Image, number>();
  * as qemu's convert_iteration_sectors does.
  */
 export function convertExtent(image: Image, pos: number, length: number, salvage?: UnreadableReport): Extent | undefined {
+  return salvage ? withoutStacks(() => retriedExtent(image, pos, length, salvage)) : retriedExtent(image, pos, length);
+}
+
+function retriedExtent(image: Image, pos: number, length: number, salvage?: UnreadableReport): Extent | undefined {
   let sectors = Math.ceil(length / SECTOR);
   // The driver's notice comes with its first failure, whichever of the retries that is.
   let notice: string | undefined;

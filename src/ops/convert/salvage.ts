@@ -26,6 +26,20 @@ export interface Salvage {
   status: UnreadableReport;
 }
 
+/**
+ * Runs `fn` with no stack traces captured: --salvage meets a failure per sector (and qemu's
+ * block-status retries several), and capturing each error's stack would cost most of the copy.
+ */
+export function withoutStacks<T>(fn: () => T): T {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    return fn();
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
+}
+
 /** The driver's notice an error carries (qcow2's corruption line), if any. */
 export const noticeOf = (e: unknown): string | undefined => {
   const warning = (e as { warning?: unknown }).warning;
@@ -64,7 +78,7 @@ export function salvageRead(image: Image, buf: Uint8Array, pos: number, report: 
     attempt(from, Math.min(middle, to));
     if (middle < to) attempt(middle, to);
   };
-  attempt(pos, pos + buf.length);
+  withoutStacks(() => attempt(pos, pos + buf.length));
   if (pending) report(pending.offset, pending.length, pending.reason, pending.notice);
 }
 
