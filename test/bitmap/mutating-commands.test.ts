@@ -1,4 +1,4 @@
-// resize, snapshot, check -r and convert -n on qcow2 images with persistent bitmaps (enabled,
+// resize, snapshot, check -r, convert -n and rebase -u on qcow2 images with persistent bitmaps (enabled,
 // disabled, in use) or a stale bitmaps extension: qemu's writable open marks the bitmaps in use (or drops the
 // stale extension), the command runs, and its close stores the bitmaps anew (truncated to a new
 // size) — also when the command fails after the open. instar against 7.2 and 10.0 (each case on
@@ -150,6 +150,18 @@ test('convert -n into a qcow2 with bitmaps or a stale extension: the writes reco
     ['small', 'src1.qcow2', ['-S', '0']],
   ];
   for (const [v, [image, source, extra]] of versionMatrix(cases)) same(v, image, ['convert', '-n', ...extra, '-O', 'qcow2', source, 'IMG'], { files: [source] });
+});
+
+test('rebase -u of a qcow2 with bitmaps: the header change between the open and the close, its failure too, as qemu writes them', () => {
+  const cases: [string, string[]][] = [
+    ['two', ['rebase', '-u', '-b', 'base.qcow2', '-F', 'qcow2', 'IMG']],
+    ['two', ['rebase', '-u', '-b', '', 'IMG']],
+    // No backing format: qemu's change fails after the open (EINVAL), the close still stores the bitmaps.
+    ['two', ['rebase', '-u', '-b', 'base.qcow2', 'IMG']],
+    ['inuse', ['rebase', '-u', '-b', 'base.qcow2', '-F', 'qcow2', 'IMG']],
+    ['small', ['rebase', '-u', '-b', 'base.qcow2', '-F', 'qcow2', 'IMG']],
+  ];
+  for (const [v, [image, args]] of versionMatrix(cases)) same(v, image, args);
 });
 
 /** The plan for an image written to `path`, its first `n` writes applied; returns the plan's write count. */

@@ -1,6 +1,8 @@
 // `rebase -u` for qcow2 (qemu's qcow2_change_backing_file): a new backing file name and format in
 // the header, nothing else. The plan is ONE write: the whole first cluster, as qemu writes it.
 //
+// With persistent bitmaps, qemu's open and close around it (bitmap-session.ts) write more.
+//
 // Crash safety: the plan is a single write of the first cluster, which holds the header, its
 // extensions and the backing name, and whose table-locating fields are rewritten with their old
 // values. A crash therefore leaves either the old cluster, the new one, or (a torn write) a mix of
@@ -10,6 +12,8 @@ import type { RepairStep } from '../repair.ts';
 import { AUTOCLEAR, INCOMPAT, parseHeader, type Qcow2Header } from './header.ts';
 import { readHeaderModel } from './header-model.ts';
 import { HeaderSpaceError, serializeHeader, type Qcow2HeaderModel } from './header-write.ts';
+import { aroundBitmaps } from './bitmap-session.ts';
+import { PlanRefusal } from './refcount-update.ts';
 
 /** The longest backing file name qemu's qcow2 driver accepts. */
 const MAX_BACKING_NAME = 1023;
@@ -21,10 +25,10 @@ const MAX_FORMAT_NAME = 15;
  * What instar will not rewrite although qemu would: images whose read-write open makes qemu change
  * more than the header (dirty refcounts repaired, persistent bitmaps marked in use and stored back).
  */
-export function headerRewriteRefusal(dev: BlockDevice): string | undefined {
+export function headerRewriteRefusal(dev: BlockDevice, bitmapsOpened = false): string | undefined {
   const h = parseHeader(dev);
   if (h.incompatible & INCOMPAT.dirty) return 'its dirty bit is set (qemu would repair its refcounts first)';
-  if (h.autoclear & AUTOCLEAR.bitmaps) return 'it has persistent bitmaps';
+  if (h.autoclear & AUTOCLEAR.bitmaps && !bitmapsOpened) return 'it has persistent bitmaps';
   if (dev.size < h.clusterSize) return 'the file is shorter than its header cluster';
   return undefined;
 }
@@ -54,11 +58,27 @@ export function changeBackingInModel(m: Qcow2HeaderModel, backing: Uint8Array | 
 /** rebase -u: the plan that names `backing` (undefined: none) with `format` (undefined: none). */
 export function planChangeBacking(dev: BlockDevice, backing: Uint8Array | undefined, format: Uint8Array | undefined): HeaderChangePlan {
   const h = parseHeader(dev);
-  return changeBackingPlan(dev, h, readHeaderModel(dev, h), backing, format);
+  if (!(h.autoclear & AUTOCLEAR.bitmaps) || h.incompatible & INCOMPAT.dirty) return changeBackingPlan(dev, h, readHeaderModel(dev, h), backing, format);
+  // Persistent bitmaps: the header change between qemu's writable open (bitmaps marked in use)
+  // and its close (bitmaps stored anew), also when the change fails (bitmap-session.ts).
+  try {
+    const failed: { errno?: 'ENOSPC' | 'EINVAL' | 'ENOTSUP' } = {};
+    const session = aroundBitmaps(dev, (opened) => {
+      const plan = changeBackingPlan(opened, parseHeader(opened), readHeaderModel(opened, parseHeader(opened)), backing, format, true);
+      if ('refused' in plan) throw new PlanRefusal(plan.refused);
+      if (!('errno' in plan)) return { steps: plan.steps };
+      failed.errno = plan.errno;
+      return { failed: plan.errno, steps: plan.steps };
+    });
+    return failed.errno ? { errno: failed.errno, steps: session.steps } : { steps: session.steps };
+  } catch (e) {
+    if (e instanceof PlanRefusal) return { refused: e.message };
+    throw e;
+  }
 }
 
-function changeBackingPlan(dev: BlockDevice, h: Qcow2Header, m: Qcow2HeaderModel, backing: Uint8Array | undefined, format: Uint8Array | undefined): HeaderChangePlan {
-  const refusal = headerRewriteRefusal(dev);
+function changeBackingPlan(dev: BlockDevice, h: Qcow2Header, m: Qcow2HeaderModel, backing: Uint8Array | undefined, format: Uint8Array | undefined, bitmapsOpened = false): HeaderChangePlan {
+  const refusal = headerRewriteRefusal(dev, bitmapsOpened);
   if (refusal) return { refused: `instar cannot change the header of this qcow2 image (${refusal}); nothing was written` };
   // qemu's read-write open rewrote the header already if it cleared unknown autoclear bits or
   // dropped a stale bitmaps extension.
