@@ -29,6 +29,11 @@ before(() => {
   for (const [offset, length] of [[4096, 8192], [MiB + 100000, 5000], [3 * MiB - 512, 512]]) for (let i = 0; i < length; i++) disk[offset + i] = next() & 0xff;
   writeFileSync(at('src.raw'), disk);
   writeFileSync(at('head.raw'), disk.subarray(0, 96 * 1024));
+  // Data, whole 64 KiB clusters of zeros (discarded under 8.2+), then data again (a freed cluster reused).
+  const discards = Buffer.alloc(256 * 1024);
+  for (let i = 0; i < 65536; i++) discards[i] = next() & 0xff;
+  discards.fill(7, 192 * 1024, 196 * 1024);
+  writeFileSync(at('discards.raw'), discards);
   qemu(['create', '-q', '-f', 'qcow2', at('src.qcow2'), '3M']);
   qemu(['-f', 'qcow2', '-c', 'write -P 0x11 0 64k', '-c', 'write -P 0 1M 64k', '-c', 'write -z 2M 64k', '-c', 'write -P 5 2500k 4k', at('src.qcow2')], undefined, '10.0', 'qemu-io');
   qemu(['create', '-q', '-f', 'vdi', at('empty.vdi'), '4M']);
@@ -147,8 +152,8 @@ test(`convert -n into a ${format} image${parallelsDiscards ? ' (qemu 8.2+ discar
   const run = (dir: string, budget: number): void => {
     mkdirSync(dir, { recursive: true });
     copyFileSync(at(`part.${format}`), join(dir, name));
-    // qcow writes each 4 KiB cluster on its own: its source is the disk's first 96 KiB.
-    const source = format === 'qcow' ? 'head.raw' : 'src.raw';
+    // Small disks where each cluster is a write of its own (qcow's 4 KiB, these Parallels 64 KiB).
+    const source = format === 'qcow' ? 'head.raw' : format === 'parallels' ? 'discards.raw' : 'src.raw';
     const src = openSync(at(source), 'r');
     const out = openSync(join(dir, name), 'r+');
     try {
