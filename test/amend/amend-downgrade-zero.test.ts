@@ -32,6 +32,10 @@ before(() => {
   images.shared = build('shared.qcow2', `${BACKED},cluster_size=512`, '4M', ['write -z 0 300k', 'snap:one', 'snap:two', 'write -P 3 0 1k']);
   // 8-bit refcounts: back to 16 bits first, the new zero-filled clusters counted in the new width.
   images.rc8 = build('rc8.qcow2', `${BACKED},cluster_size=512,refcount_bits=8`, '4M', ['write -z 0 8k', 'snap:one', 'write -P 3 0 1k']);
+  // Over a backing file shorter than the image: growing it only rewrites the header's size, so
+  // the expansion after the truncate allocates from qemu's hint as before.
+  images.smallBase = build('small-base.qcow2', '', '2M', ['write -P 9 0 2M']);
+  images.overSmall = build('over-small.qcow2', 'backing_file=small-base.qcow2,backing_fmt=qcow2', '4M', ['write -z 0 128k', 'write -P 1 1M 64k']);
   // The same, small enough for the crash sweep (a check per write).
   images.sharedSmall = build('shared-small.qcow2', `${BACKED},cluster_size=512`, '4M', ['write -z 0 4k', 'write -z 96k 4k', 'snap:one', 'snap:two', 'write -P 3 0 1k']);
 });
@@ -49,12 +53,13 @@ const CASES: [string, string][] = [
   // The truncate first (the zero clusters past 1M cut off), then the expansion.
   ['plain', 'compat=0.10,size=1M'],
   ['rc8', 'compat=0.10,refcount_bits=16'],
+  ['overSmall', 'compat=0.10,size=8M'],
 ];
 
 test('amend -o compat=0.10 expands zero clusters as qemu-img does', () => {
   for (const [image, options] of CASES) {
     for (const version of VERSIONS) {
-      const files = { 'img.qcow2': images[image], 'base.qcow2': images.base };
+      const files = { 'img.qcow2': images[image], 'base.qcow2': images.base, 'small-base.qcow2': images.smallBase };
       const r = dirs.run(version, files, ['amend', '-p', '-o', options, 'img.qcow2']);
       assertSameOutcome(r, Object.keys(files), `${options} (${image}, ${version})`);
     }

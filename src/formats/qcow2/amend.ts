@@ -9,8 +9,8 @@
 // size changes: qemu's truncate, planned by resize.ts (byte for byte what `resize --shrink`
 // writes; snapshots and a backing file included) over the file as the changes before it leave
 // it, a downgrade planned after it. LUKS key slots: amend-encryption.ts. Refused before writing
-// anything: a zero cluster that needs a new cluster (over a backing file) after a truncate in the
-// same amend, where qemu's allocation hint is not known here.
+// anything: a zero cluster that needs a new cluster (over a backing file) after a truncate that
+// allocated or freed clusters in the same amend, where qemu's allocation hint is not known here.
 //
 // Crash safety: qemu rewrites the header up to three times; every rewrite before the last writes
 // a prefix of the same change (they differ only in fields the later ones also set), so instar
@@ -230,8 +230,10 @@ function plan(dev: BlockDevice, image: Image, values: ReadonlyMap<string, string
     const h2 = parseHeader(resized);
     const m2 = readHeaderModel(resized, h2);
     const after2 = (error?: string[], more: RepairStep[] = []): AmendPlan => ({ steps: [...steps, { kind: 'barrier' }, ...more, ...headerSteps(resized, m2)], error, progress: progress.values });
-    // The truncate's allocation hint is not known here: an expansion that allocates is refused.
-    return downgrade(resized, h2, m2, after2, progress, undefined);
+    // A truncate that only rewrote header fields allocated and freed nothing: qemu's allocation
+    // hint is as before. Else it is not known here, and an expansion that allocates is refused.
+    const headerOnly = truncated.steps.every((s) => s.kind === 'barrier' || (s.kind === 'write' && s.pos + s.bytes.length <= h.clusterSize));
+    return downgrade(resized, h2, m2, after2, progress, headerOnly ? hint : undefined);
   }
   if (r.version < h.version && before.length > 0) {
     // A refcount width change before: the expansion counts in the new width, from qemu's hint.
