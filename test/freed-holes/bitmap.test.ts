@@ -47,12 +47,12 @@ const CASES: [string, string[]][] = [
 for (const [image, args] of CASES) {
   test(`freed bitmap clusters become holes: ${args.join(' ')}`, () => {
     for (const v of VERSIONS) {
-      for (const sandboxed of [true, false]) {
-        const r = dirs.run(v, 'x.qcow2', images[image], args, { sandboxed, viaEnv: true });
-        const label = `qemu-img ${v} ${args.join(' ')}${sandboxed ? '' : ' --sandbox=none'}`;
-        assertSameRun(r, label);
-        assertSameAllocation(v, r, label);
-      }
+      // One version through the sandbox, the other in-process: both paths, half the runs.
+      const sandboxed = v === '10.0';
+      const r = dirs.run(v, 'x.qcow2', images[image], args, { sandboxed, viaEnv: true });
+      const label = `qemu-img ${v} ${args.join(' ')}${sandboxed ? '' : ' --sandbox=none'}`;
+      assertSameRun(r, label);
+      assertSameAllocation(v, r, label);
     }
   });
 }

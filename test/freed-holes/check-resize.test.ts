@@ -74,12 +74,12 @@ for (const { image, args, viaEnv, holes } of CASES) {
   test(`freed clusters become holes: ${image}, ${args.join(' ')}`, () => {
     const bytes = images[image];
     for (const v of VERSIONS) {
-      for (const sandboxed of [true, false]) {
-        const r = dirs.run(v, 'x.qcow2', bytes, args, { sandboxed, viaEnv });
-        const label = `${image}, qemu-img ${v} ${args.join(' ')}${sandboxed ? '' : ' --sandbox=none'}`;
-        assertSameRun(r, label);
-        assertSameAllocation(v, r, label, { holes });
-      }
+      // One version through the sandbox, the other in-process: both paths, half the runs.
+      const sandboxed = v === '10.0';
+      const r = dirs.run(v, 'x.qcow2', bytes, args, { sandboxed, viaEnv });
+      const label = `${image}, qemu-img ${v} ${args.join(' ')}${sandboxed ? '' : ' --sandbox=none'}`;
+      assertSameRun(r, label);
+      assertSameAllocation(v, r, label, { holes });
     }
   });
 }

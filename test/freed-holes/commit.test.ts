@@ -46,5 +46,6 @@ function run(v: OracleVersion, sandboxed: boolean): void {
 }
 
 test('commit: the base\'s clusters under the top\'s zeros become holes, the emptied top is allocated as qemu\'s', () => {
-  for (const v of VERSIONS) for (const sandboxed of [true, false]) run(v, sandboxed);
+  // One version through the sandbox, the other in-process: both paths, half the runs.
+  for (const v of VERSIONS) run(v, v === '10.0');
 });

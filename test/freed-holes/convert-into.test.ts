@@ -30,11 +30,11 @@ after(() => dirs.remove());
 test('convert -n into a qcow2: clusters freed where the source is zero become holes', () => {
   const args = ['convert', '-n', '-f', 'raw', '-O', 'qcow2', 'z.raw', 'x.qcow2'];
   for (const v of VERSIONS) {
-    for (const sandboxed of [true, false]) {
-      const r = dirs.run(v, 'x.qcow2', target, args, { sandboxed, viaEnv: true, files: { 'z.raw': source } });
-      const label = `qemu-img ${v} ${args.join(' ')}${sandboxed ? '' : ' --sandbox=none'}`;
-      assertSameRun(r, label);
-      assertSameAllocation(v, r, label);
-    }
+    // One version through the sandbox, the other in-process: both paths, half the runs.
+    const sandboxed = v === '10.0';
+    const r = dirs.run(v, 'x.qcow2', target, args, { sandboxed, viaEnv: true, files: { 'z.raw': source } });
+    const label = `qemu-img ${v} ${args.join(' ')}${sandboxed ? '' : ' --sandbox=none'}`;
+    assertSameRun(r, label);
+    assertSameAllocation(v, r, label);
   }
 });

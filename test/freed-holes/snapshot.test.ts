@@ -27,12 +27,12 @@ after(() => dirs.remove());
 for (const args of [['snapshot', '-d', 's1', 'x.qcow2'], ['snapshot', '-a', 's1', 'x.qcow2']]) {
   test(`freed clusters become holes: ${args.join(' ')}`, () => {
     for (const v of VERSIONS) {
-      for (const sandboxed of [true, false]) {
-        const r = dirs.run(v, 'x.qcow2', image, args, { sandboxed });
-        const label = `qemu-img ${v} ${args.join(' ')}${sandboxed ? '' : ' --sandbox=none'}`;
-        assertSameRun(r, label);
-        assertSameAllocation(v, r, label);
-      }
+      // One version through the sandbox, the other in-process: both paths, half the runs.
+      const sandboxed = v === '10.0';
+      const r = dirs.run(v, 'x.qcow2', image, args, { sandboxed });
+      const label = `qemu-img ${v} ${args.join(' ')}${sandboxed ? '' : ' --sandbox=none'}`;
+      assertSameRun(r, label);
+      assertSameAllocation(v, r, label);
     }
   });
 }
