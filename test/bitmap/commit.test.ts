@@ -8,29 +8,20 @@
 // into a base with bitmaps leaves images qemu-img checks with leaks at most.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { runQemu, type OracleVersion } from '../helpers/oracles.ts';
 import { versionMatrix } from './harness.ts';
 import { RepairDirs, assertSameRun } from '../check/repair-harness.ts';
-import { directoryOffset } from './fixtures.ts';
-import { FdDevice } from '../../src/io/fd-device.ts';
-import { commitOp, type CommitResult } from '../../src/ops/commit.ts';
-import type { OpContext } from '../../src/ops/types.ts';
+import { build10, directoryOffset, withStaleExtension } from './fixtures.ts';
+import type { CommitResult } from '../../src/ops/commit.ts';
+import { commitInDir } from '../commit/harness.ts';
 
 const dirs = new RepairDirs();
 const images: Record<string, Buffer> = {};
 
-function sh(args: string[], tool: 'qemu-img' | 'qemu-io' = 'qemu-img'): void {
-  const r = runQemu('10.0', args, {}, tool);
-  assert.equal(r.status, 0, `${args.join(' ')}: ${r.stderr}`);
-}
-
-const staled = (image: Buffer): Buffer => {
-  const b = Buffer.from(image);
-  b.writeBigUInt64BE(b.readBigUInt64BE(88) & ~1n, 88);
-  return b;
-};
+const sh = build10;
+const staled = withStaleExtension;
 
 before(() => {
   const p = (name: string) => join(dirs.root, name);
@@ -90,24 +81,7 @@ test('commit refuses to empty a top with bitmaps, writing nothing (qemu discards
 
 /** The chain in `dir`, committed in-process (-d) and stopped after `writes` writes. */
 function commitInto(dir: string, writes: number): CommitResult {
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 't.qcow2'), images.bitmapTop);
-  writeFileSync(join(dir, 'b.qcow2'), images.base);
-  const top = openSync(join(dir, 't.qcow2'), 'r+');
-  const base = openSync(join(dir, 'b.qcow2'), 'r+');
-  try {
-    const ctx: OpContext = {
-      devices: [
-        { spec: { fd: top, role: 'input', writable: true }, dev: new FdDevice(top, true) },
-        { spec: { fd: base, role: 'backing', writable: true, name: 'b.qcow2', referrer: 0 }, dev: new FdDevice(base, true) },
-      ],
-      emit: () => undefined,
-    };
-    return commitOp({ format: 'qcow2', fileName: 't.qcow2', drop: true, stopAfterWrites: writes }, ctx) as CommitResult;
-  } finally {
-    closeSync(top);
-    closeSync(base);
-  }
+  return commitInDir(dir, { 't.qcow2': images.bitmapTop, 'b.qcow2': images.base }, { drop: true, stopAfterWrites: writes });
 }
 
 test('every prefix of the writes of commit -d with bitmaps in base and top leaves images qemu-img checks with leaks at most', () => {

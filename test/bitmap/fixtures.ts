@@ -1,7 +1,9 @@
 // Images for the bitmap tests, built once per test file with qemu-img 7.2 and qemu-io: bitmaps
 // with data (written while they were enabled), several cluster sizes, an in-use bitmap, a version
 // 2 image, a raw file and -b sources.
+import assert from 'node:assert/strict';
 import type { Workspace } from './harness.ts';
+import { runQemu } from '../helpers/oracles.ts';
 
 export type Fixtures = Record<string, Uint8Array>;
 
@@ -16,6 +18,19 @@ export function directoryOffset(image: Uint8Array): number {
     at += 8 + Math.ceil(len / 8) * 8;
   }
   throw new Error('no bitmaps extension');
+}
+
+/** Runs qemu-img (or qemu-io) 10.0 to build an image; a failure fails the setup. */
+export function build10(args: string[], tool: 'qemu-img' | 'qemu-io' = 'qemu-img'): void {
+  const r = runQemu('10.0', args, {}, tool);
+  assert.equal(r.status, 0, `${args.join(' ')}: ${r.stderr}`);
+}
+
+/** The image with its bitmaps extension's autoclear bit cleared: a stale extension. */
+export function withStaleExtension(image: Uint8Array): Buffer {
+  const b = Buffer.from(image);
+  b.writeBigUInt64BE(b.readBigUInt64BE(88) & ~1n, 88);
+  return b;
 }
 
 export function buildFixtures(ws: Workspace): Fixtures {

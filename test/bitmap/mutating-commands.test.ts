@@ -14,7 +14,7 @@ import { runQemu, type OracleVersion } from '../helpers/oracles.ts';
 import { versionMatrix } from './harness.ts';
 import { RepairDirs, assertSameRun } from '../check/repair-harness.ts';
 import { maskSnapshotDates } from '../snapshot/harness.ts';
-import { directoryOffset } from './fixtures.ts';
+import { build10, directoryOffset, withStaleExtension } from './fixtures.ts';
 import { FdDevice } from '../../src/io/fd-device.ts';
 import { qcow2Driver } from '../../src/formats/qcow2/driver.ts';
 import { qcow2Resize } from '../../src/formats/qcow2/resize.ts';
@@ -24,18 +24,8 @@ import { applyRepair, writeCount, type RepairStep } from '../../src/formats/repa
 const dirs = new RepairDirs();
 const images: Record<string, Buffer> = {};
 
-/** Runs qemu-img (10.0) or qemu-io on a scratch file; fails the setup on an error. */
-function sh(args: string[], tool: 'qemu-img' | 'qemu-io' = 'qemu-img'): void {
-  const r = runQemu('10.0', args, {}, tool);
-  assert.equal(r.status, 0, `${args.join(' ')}: ${r.stderr}`);
-}
-
-/** The image with the bitmaps extension's autoclear bit cleared: a stale extension. */
-function staled(image: Buffer): Buffer {
-  const b = Buffer.from(image);
-  b.writeBigUInt64BE(b.readBigUInt64BE(88) & ~1n, 88);
-  return b;
-}
+const sh = build10;
+const staled = withStaleExtension;
 
 before(() => {
   const p = (name: string) => join(dirs.root, name);

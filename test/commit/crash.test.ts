@@ -5,13 +5,11 @@
 // is all still there), and the base reads as before or as after for every cluster.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runQemu } from '../helpers/oracles.ts';
-import { FdDevice } from '../../src/io/fd-device.ts';
-import { commitOp, type CommitResult } from '../../src/ops/commit.ts';
-import type { OpContext } from '../../src/ops/types.ts';
-import { ImageBuilder, sameDisk } from './harness.ts';
+import type { CommitResult } from '../../src/ops/commit.ts';
+import { ImageBuilder, commitInDir, sameDisk } from './harness.ts';
 
 const builder = new ImageBuilder();
 let files: Record<string, Uint8Array> = {};
@@ -27,23 +25,7 @@ after(() => builder.remove());
 
 /** Writes the chain into `dir` and commits it there in-process, stopping after `writes` writes. */
 function commitInto(dir: string, writes: number): CommitResult {
-  mkdirSync(dir, { recursive: true });
-  for (const [name, bytes] of Object.entries(files)) writeFileSync(join(dir, name), bytes);
-  const top = openSync(join(dir, 't.qcow2'), 'r+');
-  const base = openSync(join(dir, 'b.qcow2'), 'r+');
-  try {
-    const ctx: OpContext = {
-      devices: [
-        { spec: { fd: top, role: 'input', writable: true }, dev: new FdDevice(top, true) },
-        { spec: { fd: base, role: 'backing', writable: true, name: 'b.qcow2', referrer: 0 }, dev: new FdDevice(base, true) },
-      ],
-      emit: () => undefined,
-    };
-    return commitOp({ format: 'qcow2', fileName: 't.qcow2', stopAfterWrites: writes }, ctx) as CommitResult;
-  } finally {
-    closeSync(top);
-    closeSync(base);
-  }
+  return commitInDir(dir, files, { stopAfterWrites: writes });
 }
 
 /** qemu-img check's exit status, with the output for messages. */

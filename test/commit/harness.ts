@@ -1,10 +1,13 @@
 // Images for the commit tests, built once per file by qemu-img and qemu-io (7.2) and kept as
 // bytes, so that every case starts from the same files; and the comparisons the cases share.
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runQemu, type OracleVersion } from '../helpers/oracles.ts';
+import { FdDevice } from '../../src/io/fd-device.ts';
+import { commitOp, type CommitOptions, type CommitResult } from '../../src/ops/commit.ts';
+import type { OpContext } from '../../src/ops/types.ts';
 
 /** One image of a chain: its name, qemu-img create options (backing names relative), qemu-io writes. */
 export type Level = { name: string; create: string[]; writes?: string[]; format?: string; size?: string };
@@ -29,6 +32,30 @@ export class ImageBuilder {
 
   remove(): void {
     rmSync(this.root, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Writes `files` (the top t.qcow2 over the base b.qcow2) into `dir` and commits them there
+ * in-process, both granted writable as the host grants them (crash tests pass stopAfterWrites).
+ */
+export function commitInDir(dir: string, files: Record<string, Uint8Array>, options: Partial<CommitOptions>): CommitResult {
+  mkdirSync(dir, { recursive: true });
+  for (const [name, bytes] of Object.entries(files)) writeFileSync(join(dir, name), bytes);
+  const top = openSync(join(dir, 't.qcow2'), 'r+');
+  const base = openSync(join(dir, 'b.qcow2'), 'r+');
+  try {
+    const ctx: OpContext = {
+      devices: [
+        { spec: { fd: top, role: 'input', writable: true }, dev: new FdDevice(top, true) },
+        { spec: { fd: base, role: 'backing', writable: true, name: 'b.qcow2', referrer: 0 }, dev: new FdDevice(base, true) },
+      ],
+      emit: () => undefined,
+    };
+    return commitOp({ format: 'qcow2', fileName: 't.qcow2', ...options }, ctx) as CommitResult;
+  } finally {
+    closeSync(top);
+    closeSync(base);
   }
 }
 
