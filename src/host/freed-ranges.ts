@@ -15,12 +15,12 @@ import { fdatasyncSync, fstatSync, writeSync } from 'node:fs';
 import { punchRange } from './punch-holes.ts';
 import { DISCARD_ALIGNMENT, MAX_DISCARD_RANGES } from '../io/discard-set.ts';
 
-/** The freed ranges of one op run, per device index: checked as they arrive, punched at its end. */
 /** Most punch calls one op's ranges make (past it a range is punched whole: the same bytes). */
 const MAX_PIECES = 1 << 20;
 
 type Range = readonly [number, number, number];
 
+/** The freed ranges of one op run, per device index: checked as they arrive, punched at its end. */
 export class FreedRanges {
   private readonly byDevice = new Map<number, Range[]>();
   /** What was wrong with a message: the op then fails and nothing is punched. */
