@@ -177,7 +177,7 @@ export function commitOp(options: Record<string, unknown>, ctx: OpContext): Comm
         if (grow.steps.length > 0) return { format, refused: 'instar cannot grow a qcow2 base with persistent bitmaps (qemu would); nothing was written' };
         // qemu's reopen for writing marks them in use; the copy's writes are recorded by the enabled ones.
         const dirtied = runs.map((r): [number, number] => [r.offset, Math.min(r.offset + r.length, top.virtualSize)]);
-        baseSteps = inPlaceWithBitmaps(baseDev, (opened, more) => planInPlaceWrite(opened, runs, source, { hasBacking, ...more }), dirtied);
+        baseSteps = inPlaceWithBitmaps(baseDev, (opened, more) => planInPlaceWrite(opened, runs, source, { hasBacking, unmap: parseHeader(opened).version >= 3, ...more }), dirtied);
       } else {
         // qemu's commit is a mirror job with unmap: the top's zero runs become zero clusters of a
         // version 3 base, its data clusters there freed (and discarded).
