@@ -58,14 +58,20 @@ export function resizeOp(options: Record<string, unknown>, ctx: OpContext): Resi
   if (opts.openOnly) return { format, opened: true };
   const current = BigInt(image.virtualSize);
   const total = newSize(current, BigInt(opts.amount), opts.sign);
-  if (total <= 0n) return { format, error: 'New image size must be positive' };
-  if (prealloc !== undefined && prealloc !== 'off' && total <= current) return { format, error: 'Preallocation can only be used for growing images' };
-  if (total < current && !opts.shrink) return { format, shrinkRefused: true };
-  // bdrv_co_truncate's own checks, before it asks the driver.
-  if (total > BDRV_MAX_LENGTH) return { format, error: `offset(${total}) exceeds maximum(${BDRV_MAX_LENGTH})` };
   const capability = findDriver(format)?.resize;
-  if (!capability) return { format, error: 'Image format driver does not support resize' };
   const input = ctx.devices[0];
+  // A failure after the open: what qemu's writable open and close write anyway (qcow2 bitmaps).
+  const failed = <T extends ResizeResult>(result: T): T => {
+    const steps = input?.dev.write ? capability?.openClose?.(input.dev) : undefined;
+    if (steps?.length) applyRepair(input.dev, steps, { stopAfterWrites: opts.stopAfterWrites });
+    return result;
+  };
+  if (total <= 0n) return failed({ format, error: 'New image size must be positive' });
+  if (prealloc !== undefined && prealloc !== 'off' && total <= current) return failed({ format, error: 'Preallocation can only be used for growing images' });
+  if (total < current && !opts.shrink) return failed({ format, shrinkRefused: true });
+  // bdrv_co_truncate's own checks, before it asks the driver.
+  if (total > BDRV_MAX_LENGTH) return failed({ format, error: `offset(${total}) exceeds maximum(${BDRV_MAX_LENGTH})` });
+  if (!capability) return { format, error: 'Image format driver does not support resize' };
   if (!input?.dev.write || !input.dev.truncate) throw new ImageError('the image was not opened for writing');
   if (total > SAFE) return { format, error: tooLarge(format, input.dev.truncate, input.dev.size) };
   const request: ResizeRequest = { newSize: Number(total), preallocation: prealloc ?? 'off' };
@@ -79,16 +85,17 @@ export function resizeOp(options: Record<string, unknown>, ctx: OpContext): Resi
     if (e instanceof ImageError) return { format, error: e.message };
     throw e;
   }
-  if ('error' in plan) return { format, error: plan.error };
+  const steps = 'error' in plan ? plan.written ?? [] : plan.steps;
+  if ('error' in plan && steps.length === 0) return { format, error: plan.error };
   try {
-    applyRepair(input.dev, plan.steps, { stopAfterWrites: opts.stopAfterWrites });
+    applyRepair(input.dev, steps, { stopAfterWrites: opts.stopAfterWrites });
   } catch (e) {
     if (e instanceof ImageError) return { format, error: e.message };
-    const failure = fileFailure(e, plan.steps);
+    const failure = fileFailure(e, steps);
     if (failure === undefined) throw e;
     return { format, error: failure };
   }
-  return { format, resized: true };
+  return 'error' in plan ? { format, error: plan.error } : { format, resized: true };
 }
 
 /**

@@ -55,7 +55,10 @@ export function snapshotChangeOp(options: Record<string, unknown>, ctx: OpContex
     opts.action === 'create' ? capability.create(input.dev, name, opts.now ?? { sec: 0, nsec: 0 })
       : opts.action === 'delete' ? capability.delete(input.dev, name)
         : capability.apply(input.dev, name, backingSize(ctx, image.info()['backing-filename-format'], opts));
-  if ('notFound' in plan) return { format, 'not-found': true };
+  if ('notFound' in plan) {
+    if (plan.steps) applyRepair(input.dev, plan.steps);
+    return { format, 'not-found': true };
+  }
   if ('refused' in plan) return { format, refused: plan.refused };
   if ('errno' in plan) {
     if (plan.steps) applyRepair(input.dev, plan.steps);

@@ -7,9 +7,10 @@
 // its cache and written at close. --preallocation=metadata is in resize-prealloc.ts, the zero
 // clusters over a longer backing file in resize-zero.ts, shrinking in resize-shrink.ts.
 //
-// --preallocation=falloc|full is in resize-falloc.ts. Refused in instar's words, nothing written,
-// where qemu would do more than this: a dirty image, persistent bitmaps (qemu rewrites them at
-// close), an external data file.
+// --preallocation=falloc|full is in resize-falloc.ts. Persistent bitmaps (and a stale bitmaps
+// extension): the resize runs between qemu's writable open and close (bitmap-session.ts), the
+// bitmaps truncated to the new size. Refused in instar's words, nothing written, where qemu would
+// do more than this: a dirty image, unknown autoclear bits, an external data file.
 import { ImageError, type BlockDevice, type Image, type ResizeCapability, type ResizePlan, type ResizeRequest } from '../types.ts';
 import { readAt } from '../bytes.ts';
 import type { RepairStep } from '../repair.ts';
@@ -20,11 +21,14 @@ import { preallocateMetadata, type GrowState } from './resize-prealloc.ts';
 import { zeroNewArea } from './resize-zero.ts';
 import { preallocateData } from './resize-falloc.ts';
 import { growL1Table } from './l1-grow.ts';
+import { aroundBitmaps, openWritesBitmaps } from './bitmap-session.ts';
+import type { LiveBitmap } from './bitmap-state.ts';
 
 const INT_MAX = 0x7fffffff;
 const KNOWN_AUTOCLEAR = AUTOCLEAR.bitmaps | AUTOCLEAR.dataFileRaw;
 
-const refused = (why: string): ResizePlan => ({ error: `instar cannot resize this qcow2 image (${why}); nothing was written` });
+const refusedText = (why: string) => `instar cannot resize this qcow2 image (${why}); nothing was written`;
+const refused = (why: string): ResizePlan => ({ error: refusedText(why) });
 
 /** A write of header field bytes. */
 function fieldWrite(pos: number, bytes: Buffer): RepairStep {
@@ -37,18 +41,28 @@ function sizeWrite(size: number): RepairStep {
   return fieldWrite(24, b);
 }
 
-/** What qemu's qcow2_co_truncate checks before it changes anything, in its order. */
-function precheck(h: Qcow2Header, request: ResizeRequest): ResizePlan | undefined {
-  if (request.newSize % 512 !== 0) return { error: 'The new size must be a multiple of 512' };
-  if (h.nbSnapshots > 0 && h.version < 3) return { error: "Can't resize a v2 image which has snapshots" };
+/** What instar does not do (qemu would), nothing written. */
+function refusal(h: Qcow2Header): ResizePlan | undefined {
   if (h.incompatible & INCOMPAT.dirty) return refused('its dirty bit is set: qemu would repair its refcounts first');
   if (h.autoclear & ~KNOWN_AUTOCLEAR) return refused('qemu would clear unknown autoclear bits in its header');
-  if (h.autoclear & AUTOCLEAR.bitmaps) return refused('it has persistent bitmaps');
   if (h.incompatible & INCOMPAT.dataFile) return refused('it has an external data file');
   return undefined;
 }
 
-function planGrow(dev: BlockDevice, h: Qcow2Header, request: ResizeRequest): ResizePlan {
+/** What qemu's qcow2_co_truncate checks before it changes anything, in its order (the bitmaps' check last). */
+function qemuCheck(h: Qcow2Header, request: ResizeRequest, bitmaps: readonly LiveBitmap[]): string | undefined {
+  if (request.newSize % 512 !== 0) return 'The new size must be a multiple of 512';
+  if (h.nbSnapshots > 0 && h.version < 3) return "Can't resize a v2 image which has snapshots";
+  // qcow2_truncate_bitmaps_check: the first bitmap of the directory that is in use fails it.
+  const broken = [...bitmaps].reverse().find((b) => b.inconsistent);
+  if (broken) return `Bitmap '${broken.name.toString()}' is inconsistent and cannot be used\nTry block-dirty-bitmap-remove to delete this bitmap from disk`;
+  return undefined;
+}
+
+/** A plan and qemu's free_cluster_index after it (the close's allocations go on from there). */
+type Planned = ResizePlan & { freeClusterIndex?: number };
+
+function planGrow(dev: BlockDevice, h: Qcow2Header, request: ResizeRequest): Planned {
   const oldLength = Number(h.size / 512n) * 512;
   const newL1 = l1EntriesFor(h, BigInt(request.newSize));
   const zeroWrite = request.backingSize !== undefined && request.backingSize > oldLength;
@@ -84,14 +98,11 @@ function planGrow(dev: BlockDevice, h: Qcow2Header, request: ResizeRequest): Res
   }
   steps.push(sizeWrite(request.newSize), { kind: 'barrier' });
   steps.push(...refs.flush(), { kind: 'barrier' });
-  return { steps };
+  return { steps, freeClusterIndex: refs.freeClusterIndex };
 }
 
-/** qcow2_co_truncate's writes for `request` (resize, and snapshot -a of another disk size). */
-export function planTruncate(dev: BlockDevice, request: ResizeRequest): ResizePlan {
-  const h = parseHeader(dev);
-  const early = precheck(h, request);
-  if (early) return early;
+/** qcow2_co_truncate's writes for `request` once qemu's checks passed. */
+function planChange(dev: BlockDevice, h: Qcow2Header, request: ResizeRequest): Planned {
   try {
     const oldLength = Number(h.size / 512n) * 512;
     if (request.newSize < oldLength) return planShrink(dev, h, request.newSize, { sizeWrite, refused });
@@ -104,6 +115,44 @@ export function planTruncate(dev: BlockDevice, request: ResizeRequest): ResizePl
   }
 }
 
+/** An instar refusal (nothing may be written), as opposed to qemu's own failure. */
+const isRefusal = (message: string) => message.startsWith('instar ');
+
+/** qcow2_co_truncate's writes for `request` (resize, and snapshot -a of another disk size). */
+export function planTruncate(dev: BlockDevice, request: ResizeRequest): ResizePlan {
+  const h = parseHeader(dev);
+  const early = refusal(h);
+  if (early) return early;
+  if (!openWritesBitmaps(dev)) {
+    const failed = qemuCheck(h, request, []);
+    return failed === undefined ? planChange(dev, h, request) : { error: failed };
+  }
+  try {
+    const session = aroundBitmaps(dev, (opened, bitmaps) => {
+      const failed = qemuCheck(h, request, bitmaps);
+      if (failed !== undefined) return { failed };
+      const plan = planChange(opened, parseHeader(opened), request);
+      if ('error' in plan) {
+        if (isRefusal(plan.error)) throw new PlanRefusal(plan.error);
+        return { failed: plan.error };
+      }
+      return { steps: plan.steps, virtualSize: BigInt(request.newSize), freeClusterIndex: plan.freeClusterIndex };
+    });
+    return session.failed === undefined ? { steps: session.steps } : { error: session.failed, written: session.steps };
+  } catch (e) {
+    if (e instanceof PlanRefusal) return { error: isRefusal(e.message) ? e.message : refusedText(e.message) };
+    if (e instanceof ImageError) return refused(e.message);
+    throw e;
+  }
+}
+
+/** What qemu's writable open and close alone write (a resize that fails in qemu-img's own checks). */
+export function openCloseSteps(dev: BlockDevice): RepairStep[] {
+  if (!openWritesBitmaps(dev) || refusal(parseHeader(dev))) return [];
+  return aroundBitmaps(dev, () => ({ steps: [] })).steps;
+}
+
 export const qcow2Resize: ResizeCapability = {
   plan: (_image: Image, dev: BlockDevice, request: ResizeRequest): ResizePlan => planTruncate(dev, request),
+  openClose: openCloseSteps,
 };

@@ -183,7 +183,7 @@ export class SnapshotModel {
    * blocks included), then hooked into the refcount table; the commit (header, rewritten
    * L1 entries); refcounts lowered; COPIED flags set; freed clusters zeroed (qemu discards them).
    */
-  plan(): { steps: RepairStep[]; fileSize: number } {
+  plan(): { steps: RepairStep[]; fileSize: number; freeClusterIndex: number } {
     this.flushL2();
     const freedNow = new Set(this.refs.freed.filter((c) => this.refs.get(c) === 0));
     const regions = [...this.writes.values()].filter((w) => !freedNow.has(Math.floor(w.pos / this.cs)));
@@ -234,7 +234,7 @@ export class SnapshotModel {
       if (pos < fileSize) zeros.push({ kind: 'discard', pos, length: Math.min(this.cs, fileSize - pos) });
     }
     phase(zeros);
-    return { steps, fileSize };
+    return { steps, fileSize, freeClusterIndex: this.refs.freeClusterIndex };
   }
 
   /** A refcount block with every entry at the larger of its old and new values. */

@@ -10,6 +10,7 @@ import { SnapshotModel } from './snapshot-model.ts';
 import { readSnapshotTable, serializeSnapshotTable, type SnapshotEntry } from './snapshot-table.ts';
 import type { RepairStep } from '../repair.ts';
 import { growL1ForApply, truncateForApply } from './snapshot-resize.ts';
+import { aroundBitmaps, openWritesBitmaps, type SessionChange } from './bitmap-session.ts';
 
 /** QCOW_MAX_SNAPSHOTS. */
 const MAX_SNAPSHOTS = 65536;
@@ -22,6 +23,8 @@ export interface SnapshotPlan {
   refcountOverflow?: boolean;
   /** The file grows to this size first when qemu would have written past its end. */
   fileSize: number;
+  /** qemu's free_cluster_index after the plan (a bitmap store at close allocates from there). */
+  freeClusterIndex?: number;
 }
 
 /** qemu's errno for a failed driver call: the host words it per version. */
@@ -39,7 +42,8 @@ function checkWritable(h: Qcow2Header, action: 'create' | 'delete' | 'apply'): v
   const refuse = (why: string) => new PlanRefusal(`instar cannot change snapshots of this qcow2 image (${why}); nothing was written`);
   if (h.incompatible & INCOMPAT.dirty) throw refuse('its dirty bit is set');
   if (h.incompatible & INCOMPAT.dataFile) throw refuse('it has an external data file');
-  if (h.autoclear !== 0n) throw refuse(h.autoclear & AUTOCLEAR.bitmaps ? 'it has persistent bitmaps' : 'autoclear feature bits are set');
+  // Persistent bitmaps are handled around the planners (answer() below).
+  if (h.autoclear & ~AUTOCLEAR.bitmaps) throw refuse('autoclear feature bits are set');
 }
 
 function open(dev: BlockDevice, action: 'create' | 'delete' | 'apply'): { model: SnapshotModel; list: SnapshotEntry[]; tableBytes: number } {
@@ -183,22 +187,55 @@ export function planApply(dev: BlockDevice, idOrName: string, backingSize?: numb
   return model.plan();
 }
 
-/** Runs a planner, turning its failures into the capability's answers. */
-function answer(plan: () => SnapshotPlan | undefined): SnapshotChangePlan {
+/** A planner's outcome as the capability's answer; SnapshotErrno (qemu's failure) included. */
+function outcome(plan: () => SnapshotPlan | undefined): SnapshotChangePlan {
   try {
     const p = plan();
     if (p?.refcountOverflow) return { errno: 'EINVAL', message: 'Invalid argument', steps: p.steps };
     return p ? { steps: p.steps } : { notFound: true };
   } catch (e) {
-    if (e instanceof PlanRefusal) return { refused: e.message };
     if (e instanceof SnapshotErrno) return { errno: e.errno ?? 'EIO', message: e.message, ...(e.report === undefined ? {} : { report: e.report }) };
+    throw e;
+  }
+}
+
+/**
+ * Runs a planner, turning its failures into the capability's answers. An image with persistent
+ * bitmaps (or a stale bitmaps extension) gets qemu's writable open and close around it
+ * (bitmap-session.ts), also when qemu's command fails; qemu's generic goto refuses to apply a
+ * snapshot while the image has bitmaps, before its driver looks for the snapshot.
+ */
+function answer(dev: BlockDevice, action: 'create' | 'delete' | 'apply', plan: (dev: BlockDevice) => SnapshotPlan | undefined): SnapshotChangePlan {
+  try {
+    if (!openWritesBitmaps(dev)) return outcome(() => plan(dev));
+    // What the planner answered, kept for after the close (the session plans the close).
+    const last: { r: SnapshotChangePlan } = { r: { notFound: true } };
+    const session = aroundBitmaps(dev, (opened, bitmaps): SessionChange => {
+      if (action === 'apply' && bitmaps.length > 0) {
+        last.r = { errno: 'EBUSY', message: 'Device has active dirty bitmaps' };
+        return { failed: 'busy' };
+      }
+      let planned: SnapshotPlan | undefined;
+      const r = outcome(() => (planned = plan(opened)));
+      last.r = r;
+      if ('refused' in r) throw new PlanRefusal(r.refused);
+      if ('errno' in r) return { failed: r.message, steps: r.steps };
+      if ('notFound' in r) return { failed: 'not found' };
+      return { steps: r.steps, freeClusterIndex: planned?.freeClusterIndex };
+    });
+    const r = last.r;
+    if ('errno' in r) return { ...r, steps: session.steps };
+    if ('notFound' in r) return { notFound: true, steps: session.steps };
+    return { steps: session.steps };
+  } catch (e) {
+    if (e instanceof PlanRefusal) return { refused: e.message };
     throw e;
   }
 }
 
 /** The qcow2 driver's snapshot capability. */
 export const qcow2Snapshots: SnapshotCapability = {
-  create: (dev, name, now) => answer(() => planCreate(dev, name, now)),
-  delete: (dev, name) => answer(() => planDelete(dev, name)),
-  apply: (dev, idOrName, backingSize) => answer(() => planApply(dev, idOrName, backingSize)),
+  create: (dev, name, now) => answer(dev, 'create', (d) => planCreate(d, name, now)),
+  delete: (dev, name) => answer(dev, 'delete', (d) => planDelete(d, name)),
+  apply: (dev, idOrName, backingSize) => answer(dev, 'apply', (d) => planApply(d, idOrName, backingSize)),
 };
