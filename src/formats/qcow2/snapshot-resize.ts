@@ -4,8 +4,9 @@
 // instar plans the truncate with resize.ts, then the apply over a view of the file as those
 // writes leave it, and writes both in that order: each part is crash safe on its own, and between
 // them the file is a valid image of the new size (qemu's own state at that point).
-import { ImageError, type BlockDevice } from '../types.ts';
+import type { BlockDevice } from '../types.ts';
 import type { RepairStep } from '../repair.ts';
+import { ReplayedDevice } from '../replayed-device.ts';
 import { readAt } from '../bytes.ts';
 import { parseHeader } from './header.ts';
 import { PlanRefusal, RefcountModel } from './refcount-update.ts';
@@ -13,38 +14,6 @@ import { planTruncate } from './resize.ts';
 import { MAX_REFCOUNT_BYTES } from './resize-shrink.ts';
 import { growL1Table } from './l1-grow.ts';
 import type { GrowState } from './resize-prealloc.ts';
-
-/** The file as `steps` leave it, read-only: the base's bytes under the steps' writes, in order. */
-class ReplayedDevice implements BlockDevice {
-  readonly size: number;
-  private readonly writes: { pos: number; bytes: Uint8Array }[] = [];
-
-  constructor(private readonly base: BlockDevice, steps: readonly RepairStep[]) {
-    let size = base.size;
-    for (const s of steps) {
-      if (s.kind === 'truncate') {
-        size = s.size;
-        // Bytes cut off and grown again read as zeros.
-        this.writes.push({ pos: size, bytes: new Uint8Array(Math.max(0, base.size - size)) });
-      } else if (s.kind === 'write') this.writes.push({ pos: s.pos, bytes: s.bytes });
-      else if (s.kind === 'zero' || s.kind === 'discard') this.writes.push({ pos: s.pos, bytes: new Uint8Array(s.length) });
-      else if (s.kind === 'fill') throw new ImageError('internal error: a truncate plan copies data');
-    }
-    this.size = size;
-  }
-
-  read(buf: Uint8Array, pos: number): number {
-    const want = Math.max(0, Math.min(buf.length, this.size - pos));
-    const got = pos < this.base.size ? this.base.read(buf.subarray(0, Math.min(want, this.base.size - pos)), pos) : 0;
-    buf.fill(0, got, want);
-    for (const w of this.writes) {
-      const from = Math.max(pos, w.pos);
-      const to = Math.min(pos + want, w.pos + w.bytes.length);
-      if (from < to) buf.set(w.bytes.subarray(from - w.pos, to - w.pos), from - pos);
-    }
-    return want;
-  }
-}
 
 /** qemu's truncate failed before writing anything: its errno, strerror text, and its own message. */
 export interface TruncateFailure {
