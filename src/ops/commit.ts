@@ -6,6 +6,7 @@
 import { ImageError, type BlockDevice, type Image } from '../formats/types.ts';
 import { findDriver } from '../formats/registry.ts';
 import { applyRepair, writeCount, type RepairStep } from '../formats/repair.ts';
+import { ReplayedDevice } from '../formats/replayed-device.ts';
 import { AUTOCLEAR, parseHeader } from '../formats/qcow2/header.ts';
 import { planInPlaceWrite, type ClusterRun, type GuestSource } from '../formats/qcow2/inplace-write.ts';
 import { aroundBitmaps, openWritesBitmaps } from '../formats/qcow2/bitmap-session.ts';
@@ -119,32 +120,6 @@ function growBase(base: Image, dev: BlockDevice, size: number): { steps: RepairS
   return 'error' in plan ? { refused: plan.error } : plan;
 }
 
-/** `dev` as it reads after `steps` (writes, zeros and length changes only), for planning on top of them. */
-function overlay(dev: BlockDevice, steps: readonly RepairStep[]): BlockDevice {
-  let size = dev.size;
-  const writes: { pos: number; bytes: Uint8Array }[] = [];
-  for (const s of steps) {
-    if (s.kind === 'truncate') size = s.size;
-    else if (s.kind === 'write') writes.push(s);
-    else if ((s.kind === 'zero' || s.kind === 'discard') && s.length <= 64 * 1024 * 1024) writes.push({ pos: s.pos, bytes: new Uint8Array(s.length) });
-    else if (s.kind !== 'barrier') throw new ImageError('instar cannot plan on top of this growth of the base');
-  }
-  return {
-    size,
-    read(buf: Uint8Array, pos: number): number {
-      const n = Math.max(0, Math.min(buf.length, size - pos));
-      buf.fill(0, 0, n);
-      if (pos < dev.size) dev.read(buf.subarray(0, Math.min(n, dev.size - pos)), pos);
-      for (const w of writes) {
-        const start = Math.max(pos, w.pos);
-        const end = Math.min(pos + n, w.pos + w.bytes.length);
-        if (start < end) buf.set(w.bytes.subarray(start - w.pos, end - w.pos), start - pos);
-      }
-      return n;
-    },
-  };
-}
-
 export function commitOp(options: Record<string, unknown>, ctx: OpContext): CommitResult {
   const opts = options as unknown as CommitOptions;
   const top = openTree(ctx, 0, opts);
@@ -167,7 +142,7 @@ export function commitOp(options: Record<string, unknown>, ctx: OpContext): Comm
     let baseSteps: RepairStep[];
     if (base.format === 'qcow2') {
       // The planner sees the base as the growth leaves it.
-      const planDev = grow.steps.length > 0 ? overlay(baseDev, grow.steps) : baseDev;
+      const planDev = grow.steps.length > 0 ? new ReplayedDevice(baseDev, grow.steps) : baseDev;
       const cs = parseHeader(planDev).clusterSize;
       const unit = Math.max(granularityOf(cs), cs);
       const runs = clusterRuns(top, dirtyRanges(top, baseLevel, unit), unit);
