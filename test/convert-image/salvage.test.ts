@@ -1,7 +1,7 @@
 // convert of sources whose reads fail, against both oracles. Without --salvage: qemu's one error
 // ("error while reading at byte N" naming qemu's failing chunk; a failed block status with qcow2's
-// corruption notice first), exit 1; qemu leaves a half-written target, instar none (by design,
-// DESIGN.md §1). With --salvage: qemu's warning per unreadable 512-byte sector (offset in its
+// corruption notice first), exit 1; after a failed read qemu leaves a half-written target, instar
+// none (by design, DESIGN.md §1); after a failed block status both leave the target as created. With --salvage: qemu's warning per unreadable 512-byte sector (offset in its
 // source), those sectors as zeros; a failed block status warned per sector in qemu's counting
 // walk and again in its copy; exit 0, and a target byte-identical to qemu-img's (raw, qcow2, -c,
 // -n, -p, two sources); -q drops the warnings (not qcow2's corruption notice).
@@ -64,8 +64,8 @@ describe('a failed read without --salvage', () => {
   test('a misaligned L2 entry: qcow2\'s corruption notice, then the block-status error (the target stays, as made)', () => {
     const stderr = same('status-entry', ['-O', 'raw', '../entry.qcow2', 't.raw']);
     assert.match(stderr, /^qcow2: Image is corrupt: Cluster allocation offset 0x60200 unaligned .*\nqemu-img: error while reading block status at offset 65536: Input\/output error\n$/);
-    // qemu leaves its new qcow2 as created (empty); instar's image pipeline removes it (not reset yet).
-    same('status-table', ['-O', 'qcow2', '../table.qcow2', 't.qcow2'], { files: false });
+    // qemu's new qcow2 stays as created (empty, its data file too): the walk fails before any write.
+    same('status-table', ['-O', 'qcow2', '-o', 'data_file=t.data', '../table.qcow2', 't.qcow2']);
   });
   test('-n: the notice and the error from the walk before any write; the target untouched', () => {
     const outcomes = intoExisting('status-n', ['-n', '-O', 'raw', '../entry.qcow2'], 2 * MiB);

@@ -5,7 +5,7 @@
 // image's files (and data file, extents) and a guest lays the image out and copies the disk into
 // it through the format's writer. The host flushes as -t says and removes every file it created
 // when anything fails.
-import { closeSync, constants, fstatSync, fsyncSync, openSync, statSync, unlinkSync } from 'node:fs';
+import { closeSync, constants, fstatSync, fsyncSync, ftruncateSync, openSync, statSync, unlinkSync } from 'node:fs';
 import { fileId, openReferenced, startChain, PathRefusedError, ReferenceOpenError } from '../paths/resolve.ts';
 import { randomBytes } from 'node:crypto';
 import { parseSecretObjects } from '../secrets.ts';
@@ -25,7 +25,7 @@ import type { ProgressPrinter } from '../../output/progress.ts';
 import type { ConvertOptions } from '../../ops/convert.ts';
 import type { ConvertImageOptions, ConvertImageResult } from '../../ops/convert/to-image.ts';
 import type { Target } from '../input-image.ts';
-import { referencedFailure } from './open-copy.ts';
+import { isBlockStatusFailure, referencedFailure } from './open-copy.ts';
 import { CreateFailure, probeBacking } from '../commands/create-backing.ts';
 import { convertIntoImage } from './to-image-into.ts';
 import { bitmapsStopAtCreate, bitmapWarnings, checkSourceBitmaps, refuseUnsupportedBitmaps, wantsBitmaps } from './to-image-bitmaps.ts';
@@ -274,11 +274,19 @@ export async function convertToImage(job: ImageJob): Promise<void> {
     };
     const run = { ...ctx.run, onProgress: (done: number, total: number) => (done > 0 ? job.printer?.show((100 * done) / total) : undefined) };
     let result: ConvertImageResult;
+    const inputs = [...job.inputs, ...(backingInput ? [backingInput] : []), ...outputs];
     try {
-      const inputs = [...job.inputs, ...(backingInput ? [backingInput] : []), ...outputs];
       result = (await runWithReferencedFiles('convert-image', options as unknown as Record<string, unknown>, inputs, { ...ctx, run })) as ConvertImageResult;
     } catch (e) {
       if (e instanceof ReferencedFileError) throw referencedFailure(e, job.targets);
+      if (isBlockStatusFailure(e)) {
+        // qemu's walk of the sources fails before it writes anything: its new image stays as
+        // created. The files again as the layout alone makes them (its lines are printed already).
+        for (const f of made) ftruncateSync(f.fd, 0);
+        await runWithReferencedFiles('convert-image', { ...options, layoutOnly: true } as unknown as Record<string, unknown>, inputs, { ...ctx, run });
+        ok = true;
+        throw new ConvertError(e.message);
+      }
       if (e instanceof OpError) throw new ConvertError(e.message);
       throw e;
     }
