@@ -61,8 +61,15 @@ export function resizeOp(options: Record<string, unknown>, ctx: OpContext): Resi
   const capability = findDriver(format)?.resize;
   const input = ctx.devices[0];
   // A failure after the open: what qemu's writable open and close write anyway (qcow2 bitmaps).
-  const failed = <T extends ResizeResult>(result: T): T => {
-    const steps = input?.dev.write ? capability?.openClose?.(input.dev) : undefined;
+  const failed = (result: ResizeResult): ResizeResult => {
+    let steps: RepairStep[] | undefined;
+    try {
+      steps = input?.dev.write ? capability?.openClose?.(input.dev) : undefined;
+    } catch (e) {
+      // instar's refusal of the image (nothing written) comes instead of qemu's failure.
+      if (e instanceof ImageError) return { format, error: e.message };
+      throw e;
+    }
     if (steps?.length) applyRepair(input.dev, steps, { stopAfterWrites: opts.stopAfterWrites });
     return result;
   };

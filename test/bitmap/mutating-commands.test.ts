@@ -154,6 +154,19 @@ test('rebase -u of a qcow2 with bitmaps: the header change between the open and 
   for (const [v, [image, args]] of versionMatrix(cases)) same(v, image, args);
 });
 
+test('bitmaps sharing a table are refused with nothing written, before and after qemu-img\'s own checks', () => {
+  // b0's directory entry (32 bytes: its name is 2 bytes) names b1's table.
+  const hostile = Buffer.from(images.two);
+  const dir = directoryOffset(hostile);
+  hostile.copy(hostile, dir, dir + 32, dir + 40);
+  for (const args of [['resize', 'x.qcow2', '8M'], ['resize', 'x.qcow2', '1M'], ['snapshot', '-c', 's', 'x.qcow2'], ['check', '-r', 'all', 'x.qcow2'], ['rebase', '-u', '-b', '', 'x.qcow2']]) {
+    const r = dirs.run('10.0', 'x.qcow2', hostile, args, { viaEnv: true, skipQemu: true });
+    assert.equal(r.instar.status, 1, args.join(' '));
+    assert.match(r.instar.stderr, /^qemu-img: .*instar refuses this qcow2 image: the table of bitmap 'b1' overlaps the table of bitmap 'b0'; nothing was written\)?(; nothing was written)?\n$/, args.join(' '));
+    assert.ok(r.instarFile.equals(hostile), `${args.join(' ')}: nothing written`);
+  }
+});
+
 /** The plan for an image written to `path`, its first `n` writes applied; returns the plan's write count. */
 function cut(path: string, image: Buffer, n: number, plan: (dev: FdDevice) => RepairStep[]): number {
   writeFileSync(path, image);
