@@ -128,6 +128,10 @@ export function* runs(image: Image, from: number, to: number, salvage?: Unreadab
     // A driver that reports nothing would loop forever: treat it as a broken image.
     if (!(e.length > 0)) throw new ImageError('Input/output error', 'EIO');
     let end = sectorEnd(pos + e.length);
+    // qemu's driver answers end at its granule (a VMDK grain, a qcow2 L2 table's span) where
+    // extent() may go on: its runs, and the chunks and progress steps cut from them, restart there.
+    const granule = typeof image.blockStatus === 'number' && image.blockStatus > 0 ? image.blockStatus : 0;
+    if (granule) end = Math.min(end, (Math.floor(pos / granule) + 1) * granule);
     const tail = end % alignment;
     if (end - pos > tail) end -= tail;
     const length = Math.min(end - pos, to - pos);
