@@ -7,12 +7,8 @@
 import type { BlockDevice } from '../types.ts';
 import type { RepairStep } from '../repair.ts';
 import type { Qcow2Header } from './header.ts';
-import { SnapshotModel } from './snapshot-model.ts';
-import { readSnapshotTable, serializeSnapshotTable } from './snapshot-table.ts';
-import { allocClusters, freeClusters } from './allocator.ts';
-
-/** The header's nb_snapshots then snapshots_offset. */
-const NB_SNAPSHOTS_AT = 60;
+import { SnapshotModel, writeSnapshots } from './snapshot-model.ts';
+import { readSnapshotTable } from './snapshot-table.ts';
 
 export interface SnapshotTableRewrite {
   steps: RepairStep[];
@@ -24,14 +20,7 @@ export interface SnapshotTableRewrite {
 export function rewriteSnapshotTable(dev: BlockDevice, h: Qcow2Header): SnapshotTableRewrite {
   const { list, tableBytes } = readSnapshotTable(dev, h);
   const model = new SnapshotModel(dev, h);
-  const table = serializeSnapshotTable(list);
-  const offset = allocClusters(model.refs, table.length);
-  model.write(offset, table, 'fresh');
-  const fields = Buffer.alloc(12);
-  fields.writeUInt32BE(list.length, 0);
-  fields.writeBigUInt64BE(BigInt(offset), 4);
-  model.write(NB_SNAPSHOTS_AT, fields, 'commit');
-  freeClusters(model.refs, Number(h.snapshotsOffset), tableBytes);
+  const offset = writeSnapshots(model, list, tableBytes);
   const { steps } = model.plan();
   return { steps, snapshotsOffset: BigInt(offset), freeClusterIndex: model.refs.freeClusterIndex };
 }

@@ -8,6 +8,8 @@ import type { RepairStep } from '../repair.ts';
 import { compressedSpan } from './l2-entry.ts';
 import { PlanRefusal, RefcountModel } from './refcount-update.ts';
 import type { Qcow2Header } from './header.ts';
+import { allocClusters, freeClusters } from './allocator.ts';
+import { serializeSnapshotTable, type SnapshotEntry } from './snapshot-table.ts';
 
 export const COPIED = 1n << 63n;
 const COMPRESSED = 1n << 62n;
@@ -265,4 +267,23 @@ function mergeEntries(old: Buffer, next: Buffer, stage: 'flags-cleared' | 'commi
     else if (stage === 'committed') out.writeBigUInt64BE(b & ~COPIED, at);
   }
   return out;
+}
+
+/** Offset of nb_snapshots in the header; snapshots_offset follows it (12 bytes in all). */
+const NB_SNAPSHOTS_AT = 60;
+
+/**
+ * qcow2_write_snapshots: the table goes to new clusters, the header points at it, the old one is
+ * freed. Returns the new table's offset (0 for an empty list).
+ */
+export function writeSnapshots(model: SnapshotModel, list: readonly SnapshotEntry[], oldTableBytes: number): number {
+  const table = serializeSnapshotTable(list);
+  const offset = table.length === 0 ? 0 : allocClusters(model.refs, table.length);
+  if (table.length > 0) model.write(offset, table, 'fresh');
+  const header = Buffer.alloc(12);
+  header.writeUInt32BE(list.length, 0);
+  header.writeBigUInt64BE(BigInt(offset), 4);
+  model.write(NB_SNAPSHOTS_AT, header, 'commit');
+  freeClusters(model.refs, Number(model.h.snapshotsOffset), oldTableBytes);
+  return offset;
 }

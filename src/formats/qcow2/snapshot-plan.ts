@@ -6,16 +6,14 @@ import { ImageError, type BlockDevice, type SnapshotCapability, type SnapshotCha
 import { AUTOCLEAR, INCOMPAT, MAX_L1_BYTES, parseHeader, validateTable, type Qcow2Header } from './header.ts';
 import { allocClusters, freeClusters } from './allocator.ts';
 import { PlanRefusal, RefcountRangeError } from './refcount-update.ts';
-import { SnapshotModel } from './snapshot-model.ts';
-import { readSnapshotTable, serializeSnapshotTable, type SnapshotEntry } from './snapshot-table.ts';
+import { SnapshotModel, writeSnapshots } from './snapshot-model.ts';
+import { readSnapshotTable, type SnapshotEntry } from './snapshot-table.ts';
 import type { RepairStep } from '../repair.ts';
 import { growL1ForApply, truncateForApply } from './snapshot-resize.ts';
 import { aroundBitmaps, openWritesBitmaps, type SessionChange } from './bitmap-session.ts';
 
 /** QCOW_MAX_SNAPSHOTS. */
 const MAX_SNAPSHOTS = 65536;
-/** Offset of nb_snapshots in the header; snapshots_offset follows it (12 bytes in all). */
-const NB_SNAPSHOTS_AT = 60;
 
 export interface SnapshotPlan {
   steps: RepairStep[];
@@ -51,18 +49,6 @@ function open(dev: BlockDevice, action: 'create' | 'delete' | 'apply'): { model:
   checkWritable(h, action);
   const { list, tableBytes } = readSnapshotTable(dev, h);
   return { model: new SnapshotModel(dev, h), list, tableBytes };
-}
-
-/** qcow2_write_snapshots: the table goes to new clusters, the header points at it, the old is freed. */
-function writeSnapshots(model: SnapshotModel, list: SnapshotEntry[], oldTableBytes: number): void {
-  const table = serializeSnapshotTable(list);
-  const offset = table.length === 0 ? 0 : allocClusters(model.refs, table.length);
-  if (table.length > 0) model.write(offset, table, 'fresh');
-  const header = Buffer.alloc(12);
-  header.writeUInt32BE(list.length, 0);
-  header.writeBigUInt64BE(BigInt(offset), 4);
-  model.write(NB_SNAPSHOTS_AT, header, 'commit');
-  freeClusters(model.refs, Number(model.h.snapshotsOffset), oldTableBytes);
 }
 
 /** find_new_snapshot_id: one more than the largest id read as strtoul reads it. */
