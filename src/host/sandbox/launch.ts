@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, fstatSync, realpathSync } from 'node:fs';
 import { MAX_REQUEST_BYTES, type GuestMessage, type GuestRequest, type GuestWarning } from '../../protocol/messages.ts';
 import type { HostDevice, RunOptions } from './run.ts';
-import { OpError } from './run.ts';
+import { OpError, deliverStreamed } from './run.ts';
 import { planLayers, describePlan, diagnoseLaunchFailure, type LayerPlan } from './probe.ts';
 import { resolveLimits, type SandboxLimits } from './limits.ts';
 import { defaultGuestPath } from './guest-path.ts';
@@ -206,12 +206,8 @@ function launch(guest: SpawnedGuest, requestText: string, devices: HostDevice[],
   });
   const handle = (msg: GuestMessage) => {
     if (outcome.result || outcome.error !== undefined) return violate('message after the end');
-    if (msg.type === 'progress') run.onProgress?.(msg.done, msg.total);
-    else if (msg.type === 'need-files') run.onNeedFiles?.(msg.files);
-    else if (msg.type === 'map-entries') run.onMapEntries?.(msg.entries);
-    else if (msg.type === 'unreadable') run.onUnreadable?.(msg.kind, msg.offset, msg.length, msg.reason, msg.notice);
-    else if (msg.type === 'freed') run.onFreed?.(msg.device, msg.ranges);
-    else if (msg.type === 'result') {
+    if (deliverStreamed(msg, run)) return;
+    if (msg.type === 'result') {
       outcome.result = { value: msg.value, warnings: msg.warnings };
       // With nothing writable, nothing the guest does after its result matters: take the
       // result and end the guest now instead of waiting ~10 ms for node and bwrap to tear down.

@@ -74,17 +74,24 @@ export async function runOp(op: string, options: Record<string, unknown>, device
   return value;
 }
 
+/**
+ * Hands a streamed message (anything but the op's end: result, error) to its RunOptions callback,
+ * for the sandboxed guest's checked messages and the in-process ops' alike. False for the end.
+ */
+export function deliverStreamed(msg: GuestMessage, run: RunOptions): boolean {
+  if (msg.type === 'progress') run.onProgress?.(msg.done, msg.total);
+  else if (msg.type === 'need-files') run.onNeedFiles?.(msg.files);
+  else if (msg.type === 'map-entries') run.onMapEntries?.(msg.entries);
+  else if (msg.type === 'unreadable') run.onUnreadable?.(msg.kind, msg.offset, msg.length, msg.reason, msg.notice);
+  else if (msg.type === 'freed') run.onFreed?.(msg.device, msg.ranges);
+  else return false;
+  return true;
+}
+
 async function runInProcess(op: string, options: Record<string, unknown>, devices: HostDevice[], run: RunOptions): Promise<unknown> {
   // Loaded only here: a sandboxed run never needs the op code in the host process.
   const { runOpInProcess } = await import('../../ops/in-process.ts');
-  const emit = (msg: GuestMessage) => {
-    if (msg.type === 'progress') run.onProgress?.(msg.done, msg.total);
-    else if (msg.type === 'need-files') run.onNeedFiles?.(msg.files);
-    else if (msg.type === 'map-entries') run.onMapEntries?.(msg.entries);
-    else if (msg.type === 'unreadable') run.onUnreadable?.(msg.kind, msg.offset, msg.length, msg.reason, msg.notice);
-    else if (msg.type === 'freed') run.onFreed?.(msg.device, msg.ranges);
-  };
-  const outcome = await runOpInProcess(op, options, devices, emit);
+  const outcome = await runOpInProcess(op, options, devices, (msg) => deliverStreamed(msg, run));
   if (outcome.kind === 'unknown-op') throw new OpError(`unknown op '${op}'`);
   // The same cleaning as for the sandboxed guest's messages, never a stack trace.
   if (outcome.kind === 'failed') throw new OpError(cleanGuestError(outcome.message), cleanGuestWarnings(outcome.warnings));
