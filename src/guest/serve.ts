@@ -2,7 +2,7 @@
 // report on fd 3, exit. It runs under the sandbox (DESIGN.md §1), so it opens nothing by
 // path, and whatever goes wrong leaves as one line of text, never a stack trace.
 import { readSync, writeSync } from 'node:fs';
-import { FdDevice, freedMessages } from '../io/fd-device.ts';
+import { FdDevice, freedMessages, settleFreed } from '../io/fd-device.ts';
 import { checkedDataRuns } from './data-runs.ts';
 import { describeError, errorWarnings, RequestError, WarningList } from './describe-error.ts';
 import { MAX_MESSAGE_BYTES, MAX_REQUEST_BYTES, type DeviceSpec, type GuestMessage, type GuestRequest } from '../protocol/messages.ts';
@@ -79,15 +79,6 @@ function fail(e: unknown): never {
     send({ type: 'error', message: describeError(e), ...withWarnings() });
   } finally {
     process.exit(1);
-  }
-}
-
-/** Writes zeros where a failed op freed clusters (the host punches only after a success). */
-function settleFreed(devices: readonly { dev: FdDevice }[]): void {
-  try {
-    for (const d of devices) d.dev.settleDiscards?.();
-  } catch {
-    // The op's own failure is the one to report.
   }
 }
 

@@ -11,9 +11,10 @@
 // A range's unit (0, or a power of two from 512 to 2 MiB, qemu's cluster sizes) is the size of
 // qemu's separate requests in it: each piece is punched on its own, so that a file system with
 // larger blocks frees only the blocks qemu's punches free.
-import { fdatasyncSync, fstatSync, writeSync } from 'node:fs';
+import { fdatasyncSync, fstatSync } from 'node:fs';
 import { punchRange } from './punch-holes.ts';
 import { DISCARD_ALIGNMENT, MAX_DISCARD_RANGES } from '../io/discard-set.ts';
+import { writeZeros } from '../io/fd-device.ts';
 
 /** Most punch calls one op's ranges make (past it a range is punched whole: the same bytes). */
 const MAX_PIECES = 1 << 20;
@@ -88,9 +89,4 @@ function* unitPieces(pos: number, length: number, unit: number): Generator<[numb
     yield [at, next - at];
     at = next;
   }
-}
-
-function writeZeros(fd: number, pos: number, length: number): void {
-  const zeros = Buffer.alloc(Math.min(length, 1024 * 1024));
-  for (let done = 0; done < length;) done += writeSync(fd, zeros, 0, Math.min(zeros.length, length - done), pos + done);
 }

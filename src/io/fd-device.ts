@@ -78,7 +78,20 @@ export function freedMessages(devices: readonly { dev: FdDevice }[]): { type: 'f
   });
 }
 
-function writeZeros(fd: number, pos: number, length: number): void {
+/**
+ * After a failed op: writes zeros where its devices freed clusters (the host punches only after a
+ * success). Errors here are dropped: the op's own failure is the one to report.
+ */
+export function settleFreed(devices: readonly { dev: FdDevice }[]): void {
+  try {
+    for (const d of devices) d.dev.settleDiscards?.();
+  } catch {
+    // The op's own failure is the one to report.
+  }
+}
+
+/** Writes `length` zeros at `pos`, a MiB at a time. */
+export function writeZeros(fd: number, pos: number, length: number): void {
   const zeros = new Uint8Array(Math.min(length, 1024 * 1024));
   for (let done = 0; done < length; done += zeros.length) writeAll(fd, zeros.subarray(0, Math.min(zeros.length, length - done)), pos + done);
 }

@@ -2,7 +2,7 @@
 // over the host's fds, the op, and a failure described exactly as the sandboxed guest describes
 // it. The CLI bundles this file apart (dist/ops.cjs, scripts/build.mjs) with everything it uses,
 // so the error classes it tests against are the ones the ops throw, never a second copy.
-import { FdDevice, freedMessages } from '../io/fd-device.ts';
+import { FdDevice, freedMessages, settleFreed } from '../io/fd-device.ts';
 import { describeError, errorWarnings, WarningList } from '../guest/describe-error.ts';
 import { checkedDataRuns } from '../guest/data-runs.ts';
 import type { DeviceSpec, GuestMessage, GuestWarning } from '../protocol/messages.ts';
@@ -26,12 +26,7 @@ export async function runOpInProcess(op: string, options: Record<string, unknown
     for (const msg of freedMessages(wrapped)) emit(msg);
     return { kind: 'done', value, warnings: warnings.list };
   } catch (e) {
-    // The host punches only after a success: what a failed op freed becomes zeros here.
-    try {
-      for (const d of wrapped) d.dev.settleDiscards?.();
-    } catch {
-      // The op's own failure is the one to report.
-    }
+    settleFreed(wrapped);
     for (const w of errorWarnings(e)) warnings.add(w);
     return { kind: 'failed', message: describeError(e), warnings: warnings.list };
   }
