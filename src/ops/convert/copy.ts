@@ -116,6 +116,9 @@ function retriedExtent(image: Image, pos: number, length: number, salvage?: Unre
 export function* runs(image: Image, from: number, to: number, salvage?: UnreadableReport): Generator<Run> {
   let alignment = alignments.get(image);
   if (alignment === undefined) alignments.set(image, (alignment = sourceAlignment(image)));
+  // qemu's driver answers end at its granule (a VMDK grain, a qcow2 L2 table's span) where
+  // extent() may go on: its runs, and the chunks and progress steps cut from them, restart there.
+  const granule = typeof image.blockStatus === 'number' && image.blockStatus > 0 ? image.blockStatus : 0;
   let pos = from;
   while (pos < to) {
     const e = convertExtent(image, pos, Math.min(to - pos, MAX_BLOCK_STATUS), salvage);
@@ -128,9 +131,6 @@ export function* runs(image: Image, from: number, to: number, salvage?: Unreadab
     // A driver that reports nothing would loop forever: treat it as a broken image.
     if (!(e.length > 0)) throw new ImageError('Input/output error', 'EIO');
     let end = sectorEnd(pos + e.length);
-    // qemu's driver answers end at its granule (a VMDK grain, a qcow2 L2 table's span) where
-    // extent() may go on: its runs, and the chunks and progress steps cut from them, restart there.
-    const granule = typeof image.blockStatus === 'number' && image.blockStatus > 0 ? image.blockStatus : 0;
     if (granule) end = Math.min(end, (Math.floor(pos / granule) + 1) * granule);
     const tail = end % alignment;
     if (end - pos > tail) end -= tail;
@@ -325,13 +325,11 @@ export async function copyToRaw(plan: CopyPlan): Promise<number> {
  * [from, to) and fails as a whole (a cloop or dmg block further in it fails the whole read).
  */
 export function failingChunk(image: Image, runStart: number, from: number, to: number): number | undefined {
-  // qemu's driver answers end at its granule (a VMDK grain) where extent() goes on: chunks restart there.
-  const granule = typeof image.blockStatus === 'number' && image.blockStatus > 0 ? image.blockStatus : 0;
+  // runs() ends each run at the driver's granule (a VMDK grain), where qemu's chunks restart too.
   for (const r of runs(image, runStart, to)) {
     if (!r.data) continue;
     for (let pos = r.pos; pos < r.pos + r.length; ) {
-      const stop = granule ? Math.min(r.pos + r.length, (Math.floor(pos / granule) + 1) * granule) : r.pos + r.length;
-      const n = chunkLength(stop - pos);
+      const n = chunkLength(r.pos + r.length - pos);
       if (pos + n > from) {
         try {
           image.read(Buffer.allocUnsafe(n), pos);
