@@ -1,7 +1,7 @@
 // Bundles the CLI, the library and the guest with esbuild. The guest must be a single
 // file: under the permission model it may read nothing but itself.
 import { build } from 'esbuild';
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { brotliCompressSync, constants as zlib } from 'node:zlib';
 import { resolve } from 'node:path';
 
@@ -84,16 +84,22 @@ const split = {
 // any JS runs (measured here: node's start 22 ms without it, 60 ms with it), and instar opens no
 // network connection. To node, the second line is a string statement and a comment.
 const launcher = '#!/bin/sh\n":" //; unset NODE_EXTRA_CA_CERTS; exec node "$0" "$@"\n';
+// cli.js itself is only a loader (src/cli/boot.ts): it compiles the CLI's code, dist/cli-bundle.js,
+// with the V8 code cache made below (src/cli/code-cache.ts). The bundle is one function
+// expression over what a CommonJS module gets, so that the build and the loader compile the same
+// text.
+const boot = { ...common, format: 'cjs', entryPoints: ['src/cli/boot.ts'], outfile: 'dist/cli.js', banner: { js: launcher } };
 const cli = {
   ...common,
   format: 'cjs',
   entryPoints: ['src/cli/main.ts'],
-  outfile: 'dist/cli.js',
+  outfile: 'dist/cli-bundle.js',
   // As in the guest: the CLI compiles all of its one file at every start.
   alias: { 'hash-wasm': 'hash-wasm/dist/index.esm.js' },
   define: { 'import.meta.url': '__instarModuleUrl' },
   plugins: [opsApart()],
-  banner: { js: `${launcher}const __instarModuleUrl = require('node:url').pathToFileURL(__filename).href;` },
+  banner: { js: "(function (exports, require, module, __filename, __dirname, __instarCodeCache) {const __instarModuleUrl = require('node:url').pathToFileURL(__filename).href;" },
+  footer: { js: '})' },
 };
 
 /**
@@ -122,6 +128,7 @@ writeFileSync('dist/types/package.json', '{ "type": "module" }\n');
 const [library] = await Promise.all([
   build(split),
   build(cli),
+  build(boot),
   build(inProcessOps),
   // The guest is CommonJS (.cjs): measured ~5-10 ms faster to start than ESM, which matters
   // because every sandboxed op pays one guest start.
@@ -130,6 +137,7 @@ const [library] = await Promise.all([
   build({ ...guest, entryPoints: ['test/sandbox/hostile-guest.ts'], outfile: 'dist/test/hostile-guest.cjs' }),
 ]);
 chmodSync('dist/cli.js', 0o755);
+await writeCliCodeCache('dist/cli-bundle.js', 'dist/cli-bundle.cache');
 removeStaleChunks(library.metafile);
 
 /**
@@ -152,3 +160,16 @@ rmSync('dist/alias/qemu-img', { force: true });
 symlinkSync('../cli.js', 'dist/alias/qemu-img');
 // The library entry before it became index.mjs: a stale copy must not shadow the real one.
 rmSync('dist/index.js', { force: true });
+
+/**
+ * The CLI bundle's V8 code cache, made by this node (another node version ignores it and
+ * compiles the bundle as if it were absent). Written aside and renamed: a CLI starting meanwhile
+ * reads the old or the new file whole; a stale one it recognizes and ignores.
+ */
+async function writeCliCodeCache(bundle, cacheFile) {
+  const built = await build({ ...common, entryPoints: ['src/cli/code-cache.ts'], write: false, sourcemap: false });
+  const { makeCodeCache } = await import(`data:text/javascript;base64,${Buffer.from(built.outputFiles[0].contents).toString('base64')}`);
+  const aside = `${cacheFile}.${process.pid}`;
+  writeFileSync(aside, makeCodeCache(readFileSync(bundle), resolve(bundle)));
+  renameSync(aside, cacheFile);
+}

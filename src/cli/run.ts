@@ -24,6 +24,8 @@ export interface CommandLineIo {
    * CLI process itself: the state it keeps is per process, and library calls may overlap.
    */
   earlyGuest?: boolean;
+  /** The CLI process only: how its V8 code cache fared (boot.ts), for --debug. */
+  codeCache?: string;
 }
 
 /** Runs one qemu-img command line; returns the exit status. The library API calls it too. */
@@ -80,6 +82,7 @@ async function runWith(args: string[], io: CommandLineIo, progname: string): Pro
   }
   const debug = globals.debug ? (line: string) => err(`${progname}: debug: ${line}\n`) : undefined;
   debug?.(`emulating qemu-img ${resolved.version} (profile from ${resolved.source})`);
+  if (io.codeCache) debug?.(`code cache: ${io.codeCache}`);
 
   const { command } = outcome;
   await preload;
