@@ -11,13 +11,16 @@
 // it, a downgrade planned after it. LUKS key slots: amend-encryption.ts. Refused before writing
 // anything: a zero cluster that needs a new cluster (over a backing file) after a truncate that
 // allocated or freed clusters in the same amend, where qemu's allocation hint is not known here.
+// Persistent bitmaps: the whole amend runs between qemu's open and close (amend-bitmaps.ts).
 //
 // Crash safety: qemu rewrites the header up to three times; every rewrite before the last writes
 // a prefix of the same change (they differ only in fields the later ones also set), so instar
 // writes the final header once: one write of the first cluster, which a crash can only tear.
 import { ImageError, type AmendCapability, type AmendContext, type AmendPlan, type BlockDevice, type Image } from '../types.ts';
 import { planEncryptionAmend } from './amend-encryption.ts';
-import { qcow2Resize } from './resize.ts';
+import { planTruncateOpened, qcow2Resize, type Planned } from './resize.ts';
+import { aroundAmend, type AmendSession } from './amend-bitmaps.ts';
+import { openWritesBitmaps } from './bitmap-session.ts';
 import { Qcow2Image } from './driver.ts';
 import { ReplayedDevice } from '../replayed-device.ts';
 import type { RepairStep } from '../repair.ts';
@@ -129,6 +132,13 @@ const sameName = (a: string | undefined, b: Uint8Array | undefined): boolean =>
   a === undefined ? b === undefined : b !== undefined && Buffer.from(a).equals(Buffer.from(b));
 
 function plan(dev: BlockDevice, image: Image, values: ReadonlyMap<string, string>, ctx?: AmendContext): AmendPlan {
+  // Persistent bitmaps: the amend runs between qemu's writable open and close (amend-bitmaps.ts).
+  if (openWritesBitmaps(dev)) return aroundAmend(dev, (opened, session) => planAmend(opened, image, values, ctx, session));
+  return planAmend(dev, image, values, ctx);
+}
+
+/** The amend over `dev`; `session`: a bitmap session holds the image (what the close needs is left in it). */
+function planAmend(dev: BlockDevice, image: Image, values: ReadonlyMap<string, string>, ctx?: AmendContext, session?: AmendSession): AmendPlan {
   const h = parseHeader(dev);
   // The state qemu holds after its read-write open, which already rewrote the header when it
   // cleared unknown autoclear bits: errors found later leave that rewrite behind.
@@ -141,7 +151,7 @@ function plan(dev: BlockDevice, image: Image, values: ReadonlyMap<string, string
     if (e instanceof AmendError) return { steps: opened, error: [e.message] };
     throw e;
   }
-  const refusal = headerRewriteRefusal(dev);
+  const refusal = headerRewriteRefusal(dev, session !== undefined);
   if (refusal) return refused(refusal);
   // The plan follows qemu's sequence; nothing is applied before it is complete, so a refusal
   // anywhere in it leaves the image untouched. `before`: the writes of the steps done so far
@@ -170,6 +180,7 @@ function plan(dev: BlockDevice, image: Image, values: ReadonlyMap<string, string
         before.push(...rewrite.steps);
         m.snapshotsOffset = rewrite.snapshotsOffset;
         hint = rewrite.freeClusterIndex;
+        if (session) session.freeClusterIndex = hint;
       } catch (e) {
         if (e instanceof PlanRefusal) return refusedBy(e);
         throw e;
@@ -202,6 +213,7 @@ function plan(dev: BlockDevice, image: Image, values: ReadonlyMap<string, string
     before.push(...width.steps);
     if ('error' in width) return done([width.error]);
     hint = width.freeClusterIndex;
+    if (session) session.freeClusterIndex = hint;
     m.refcountOrder = Math.log2(r.refcountBits);
     m.refcountTableOffset = BigInt(width.tableOffset);
     m.refcountTableClusters = width.tableClusters;
@@ -222,7 +234,7 @@ function plan(dev: BlockDevice, image: Image, values: ReadonlyMap<string, string
     // before it leave it; a downgrade after it is planned over the truncated file in turn.
     const first = [...before, ...headerSteps(dev, m)];
     const after = first.length > 0 ? new ReplayedDevice(dev, first) : dev;
-    const truncated = resize(after, image, r.size);
+    const truncated = resize(after, image, r.size, session);
     if (!('steps' in truncated) || truncated.error) return 'steps' in truncated ? { ...truncated, steps: first, progress: progress.values } : truncated;
     const steps = [...first, { kind: 'barrier' } as const, ...truncated.steps];
     if (r.version >= h.version) return { steps, progress: progress.values };
@@ -249,11 +261,18 @@ function plan(dev: BlockDevice, image: Image, values: ReadonlyMap<string, string
 }
 
 /** The size change as qemu's qcow2_co_truncate makes it (resize.ts plans it). */
-function resize(dev: BlockDevice, image: Image, size: bigint): AmendPlan {
+function resize(dev: BlockDevice, image: Image, size: bigint, session?: AmendSession): AmendPlan {
   if (size > BigInt(Number.MAX_SAFE_INTEGER)) return refused('the new size is too large');
   const backingSize = image instanceof Qcow2Image ? image.backingSize : undefined;
-  const plan = qcow2Resize.plan(image, dev, { newSize: Number(size), preallocation: 'off', ...(backingSize === undefined ? {} : { backingSize }) });
-  if ('steps' in plan) return { steps: plan.steps };
+  const request = { newSize: Number(size), preallocation: 'off', ...(backingSize === undefined ? {} : { backingSize }) } as const;
+  const plan = session ? planTruncateOpened(dev, request, session.bitmaps) : qcow2Resize.plan(image, dev, request);
+  if ('steps' in plan) {
+    if (session) {
+      session.virtualSize = size;
+      session.freeClusterIndex = 'freeClusterIndex' in plan ? (plan as Planned).freeClusterIndex : undefined;
+    }
+    return { steps: plan.steps };
+  }
   // resize.ts says "instar cannot resize ..." for what it refuses; anything else is qemu's error.
   return plan.error.startsWith('instar ') ? { refused: plan.error } : { steps: [], error: [plan.error] };
 }

@@ -16,7 +16,7 @@ import { serializeHeader, type Qcow2HeaderModel } from './header-write.ts';
 import { PlanRefusal, RefcountModel } from './refcount-update.ts';
 import { allocClusters, freeClusters } from './allocator.ts';
 import { DirtyBits } from './bitmap-bits.ts';
-import { entrySize, FLAG_AUTO, FLAG_IN_USE, serializeDirectory, TABLE_ENTRY_OFFSET, type DirBitmap } from './bitmap-dir.ts';
+import { entrySize, FLAG_AUTO, FLAG_IN_USE, readDirectory, serializeDirectory, TABLE_ENTRY_OFFSET, type DirBitmap } from './bitmap-dir.ts';
 import { checkBitmapClusters } from './bitmap-guard.ts';
 import { loadBitmaps, readTable, type LiveBitmap } from './bitmap-state.ts';
 import { storeBitmapData } from './writer-bitmaps.ts';
@@ -46,10 +46,12 @@ class Planner {
   /** `carried`: the bitmaps as an earlier open loaded them (a close after other writes). */
   constructor(readonly dev: BlockDevice, carried?: LiveBitmap[]) {
     this.h = parseHeader(dev);
-    this.model = readHeaderModel(dev, this.h);
+    // A close after amend's downgrade: the v2 header kept the extension qemu's open loaded.
+    const downgraded = carried !== undefined && this.h.version === 2;
+    this.model = readHeaderModel(dev, this.h, { loadedBitmaps: downgraded });
     this.refs = new RefcountModel(dev, this.h);
     this.cs = this.h.clusterSize;
-    const loaded = loadBitmaps(dev, this.h, this.model.bitmaps, this.model.size);
+    const loaded = downgraded ? { live: carried, disk: this.model.bitmaps ? readDirectory(dev, this.model.bitmaps) : [] } : loadBitmaps(dev, this.h, this.model.bitmaps, this.model.size);
     this.live = carried ?? loaded.live;
     this.disk = loaded.disk;
     const dir = this.model.bitmaps;

@@ -7,7 +7,7 @@ import { ImageError, type BlockDevice, type Driver, type Extent, type FormatSpec
 import { cString, ioContext, readAt } from '../bytes.ts';
 import { AUTOCLEAR, COMPAT_LAZY_REFCOUNTS, COMPRESSION_TYPES, CRYPT, INCOMPAT, MAX_L1_BYTES, QCOW2_MAGIC, parseHeader, unknownIncompatible, validateTable, validateTables, type Qcow2Header } from './header.ts';
 import { readExtensions, type Extensions } from './extensions.ts';
-import { STALE_BITMAPS_TAIL, STALE_BITMAPS_WARNING } from './header-model.ts';
+import { STALE_BITMAPS_TAIL, STALE_BITMAPS_WARNING, STALE_V2_BITMAPS_WARNING } from './header-model.ts';
 import { readSnapshots, type SnapshotL1 } from './snapshots.ts';
 import { readBitmaps, type BitmapInfo } from './bitmaps.ts';
 import { ClusterMap } from './clusters.ts';
@@ -53,7 +53,7 @@ export class Qcow2Image implements Image {
   /** qemu loads persistent bitmaps from version 3 images only (measure counts them). */
   get persistentBitmaps(): readonly BitmapInfo[] | undefined { return this.h.version >= 3 ? this.bitmaps : undefined; }
   /** A bitmaps extension without its autoclear bit: qemu's open says the bitmaps are stale (header-model.ts). */
-  get warnings(): readonly string[] | undefined { return this.ext.staleBitmaps ? [STALE_BITMAPS_WARNING] : undefined; }
+  get warnings(): readonly string[] | undefined { return this.ext.staleBitmaps ? [this.h.version < 3 ? STALE_V2_BITMAPS_WARNING : STALE_BITMAPS_WARNING] : undefined; }
   get warningsTail(): string | undefined { return this.ext.staleBitmaps ? STALE_BITMAPS_TAIL : undefined; }
 
   /** The opened backing image (the host resolves and opens it; see DESIGN.md §1). */

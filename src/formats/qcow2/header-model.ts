@@ -22,9 +22,12 @@ function cBytes(bytes: Uint8Array): Uint8Array {
 
 /** qemu's words when any open finds a stale bitmaps extension (driver.ts warns with them; the second line has no newline). */
 export const STALE_BITMAPS_WARNING = 'a program lacking bitmap support modified this file, so all bitmaps are now considered inconsistent';
+/** The same warning for a version 2 image (qemu's words: amend's downgrade leaves such images). */
+export const STALE_V2_BITMAPS_WARNING = 'This qcow2 v2 image contains bitmaps, but they may have been modified by a program without persistent bitmap support; so now they must all be considered inconsistent';
 export const STALE_BITMAPS_TAIL = "Some clusters may be leaked, run 'qemu-img check -r' on the image file to fix.";
 
-export function readHeaderModel(dev: BlockDevice, h: Qcow2Header): Qcow2HeaderModel {
+/** `loadedBitmaps`: the extension is the one qemu loaded at its open (a close after a downgrade to v2, which has no autoclear bits). */
+export function readHeaderModel(dev: BlockDevice, h: Qcow2Header, opts: { loadedBitmaps?: boolean } = {}): Qcow2HeaderModel {
   const m: Qcow2HeaderModel = {
     version: h.version,
     clusterBits: h.clusterBits,
@@ -68,7 +71,7 @@ export function readHeaderModel(dev: BlockDevice, h: Qcow2Header): Qcow2HeaderMo
         break;
       case EXT.bitmaps:
         // Without the autoclear bit the directory is stale: qemu ignores it and does not write it back.
-        if (h.autoclear & AUTOCLEAR.bitmaps) {
+        if (h.autoclear & AUTOCLEAR.bitmaps || opts.loadedBitmaps === true) {
           m.bitmaps = { count: view.readUInt32BE(0), directorySize: view.readBigUInt64BE(8), directoryOffset: view.readBigUInt64BE(16) };
         } else m.staleBitmaps = true;
         break;

@@ -60,7 +60,7 @@ function qemuCheck(h: Qcow2Header, request: ResizeRequest, bitmaps: readonly Liv
 }
 
 /** A plan and qemu's free_cluster_index after it (the close's allocations go on from there). */
-type Planned = ResizePlan & { freeClusterIndex?: number };
+export type Planned = ResizePlan & { freeClusterIndex?: number };
 
 function planGrow(dev: BlockDevice, h: Qcow2Header, request: ResizeRequest): Planned {
   const oldLength = Number(h.size / 512n) * 512;
@@ -113,6 +113,18 @@ function planChange(dev: BlockDevice, h: Qcow2Header, request: ResizeRequest): P
     if (e instanceof ImageError) return refused(e.message);
     throw e;
   }
+}
+
+/**
+ * qcow2_co_truncate inside a writable open another command holds (amend -o size): qemu's checks
+ * against the bitmaps that open loaded, then the writes and qemu's allocation hint after them.
+ */
+export function planTruncateOpened(opened: BlockDevice, request: ResizeRequest, bitmaps: readonly LiveBitmap[]): Planned {
+  const h = parseHeader(opened);
+  const early = refusal(h);
+  if (early) return early;
+  const failed = qemuCheck(h, request, bitmaps);
+  return failed === undefined ? planChange(opened, h, request) : { error: failed };
 }
 
 /** An instar refusal (nothing may be written), as opposed to qemu's own failure. */
