@@ -8,9 +8,12 @@
 // cluster copy the rest of it from the old backing file: the same clusters end up allocated with
 // the same bytes as 8.2+'s cluster-wise loop).
 import { posix } from 'node:path';
-import { ImageError, type Image } from '../formats/types.ts';
+import { ImageError, type BlockDevice, type HeaderChangePlan, type Image } from '../formats/types.ts';
 import { applyRepair, writeCount, type RepairStep } from '../formats/repair.ts';
-import { planInPlaceWrite, type ClusterRun } from '../formats/qcow2/inplace-write.ts';
+import { planInPlaceWrite, type ClusterRun, type GuestSource } from '../formats/qcow2/inplace-write.ts';
+import { aroundBitmaps, openWritesBitmaps } from '../formats/qcow2/bitmap-session.ts';
+import { planChangeBackingOpened } from '../formats/qcow2/rebase-unsafe.ts';
+import { ReplayedDevice } from '../formats/replayed-device.ts';
 import { parseHeader } from '../formats/qcow2/header.ts';
 import { PlanRefusal } from '../formats/qcow2/refcount-update.ts';
 import { findDriver } from '../formats/registry.ts';
@@ -91,7 +94,7 @@ const SECTOR = 512;
  * bytes: sectors in 7.2, clusters in 8.2+), each widened to whole clusters. A request writes
  * zeros when the chunk (7.2: `chunkZero`) or the run (8.2+) starts past the old backing file.
  */
-function chunkRequests(offset: number, n: number, block: number, cs: number, readOld: (b: Buffer, at: number) => void, readNew: (b: Buffer, at: number) => void, chunkZero: boolean | undefined, oldSize: number): ClusterRun[] {
+function chunkRequests(offset: number, n: number, block: number, cs: number, readOld: (b: Buffer, at: number) => void, readNew: (b: Buffer, at: number) => void, chunkZero: boolean | undefined, oldSize: number, dirtied: [number, number][]): ClusterRun[] {
   const requests: ClusterRun[] = [];
   const oldBuf = Buffer.alloc(cs);
   const newBuf = Buffer.alloc(cs);
@@ -99,6 +102,8 @@ function chunkRequests(offset: number, n: number, block: number, cs: number, rea
   const close = (end: number) => {
     if (runStart < 0) return;
     const first = Math.floor(runStart / cs) * cs;
+    // The request as qemu makes it (not widened): what dirty bitmaps record.
+    dirtied.push([runStart, end]);
     requests.push({ offset: first, length: Math.ceil(end / cs) * cs - first, zero: chunkZero ?? runStart >= oldSize });
     runStart = -1;
   };
@@ -137,6 +142,7 @@ export function safeRebase(opts: SafeRebaseOptions, ctx: OpContext, top: Image):
   const cs = parseHeader(dev).clusterSize;
   const size = top.virtualSize;
   const runs: ClusterRun[] = [];
+  const dirtied: [number, number][] = [];
   const progress: ProgressRuns = [];
   const rule = new ProgressRule(2.0);
   const step = size === 0 ? 0 : Math.fround(100 / Math.floor(size / Math.min(size, IO_BUF_SIZE)));
@@ -156,7 +162,7 @@ export function safeRebase(opts: SafeRebaseOptions, ctx: OpContext, top: Image):
     // 7.2 reads each backing file no further than its end: the chunk ends there.
     if (!opts.clusterLoop && offset < oldSize && offset + n > oldSize) n = oldSize - offset;
     if (!opts.clusterLoop && newImage && offset < newImage.virtualSize && offset + n > newImage.virtualSize) n = newImage.virtualSize - offset;
-    runs.push(...chunkRequests(offset, n, opts.clusterLoop ? cs : SECTOR, cs, (buf, at) => readPadded(oldImage, buf, at), (buf, at) => readPadded(newImage, buf, at), opts.clusterLoop ? undefined : offset >= oldSize, oldSize));
+    runs.push(...chunkRequests(offset, n, opts.clusterLoop ? cs : SECTOR, cs, (buf, at) => readPadded(oldImage, buf, at), (buf, at) => readPadded(newImage, buf, at), opts.clusterLoop ? undefined : offset >= oldSize, oldSize, dirtied));
     const shown = rule.set(Math.fround(rule.value + Math.fround(Math.fround(step / 100) * 100)));
     if (shown !== undefined) {
       const last = progress[progress.length - 1];
@@ -165,17 +171,23 @@ export function safeRebase(opts: SafeRebaseOptions, ctx: OpContext, top: Image):
     }
   }
   if (opts.compress && runs.length > 0) return refused('instar cannot write compressed clusters in rebase yet');
+  const source: GuestSource = (buf, at) => readPadded(oldImage, Buffer.from(buf.buffer, buf.byteOffset, buf.length), at);
+  const backing = newBacking ? Buffer.from(opts.backing!) : undefined;
+  const backingFormat = backing && typeof opts.backingFormat === 'string' ? Buffer.from(opts.backingFormat) : undefined;
   let dataSteps: RepairStep[];
+  let plan: HeaderChangePlan;
   try {
-    dataSteps = planInPlaceWrite(dev, runs, (buf, at) => readPadded(oldImage, Buffer.from(buf.buffer, buf.byteOffset, buf.length), at), { hasBacking: newBacking });
+    if (runs.length > 0 && openWritesBitmaps(dev)) {
+      // Persistent bitmaps: the copy and the header change between qemu's open and close.
+      ({ dataSteps, plan } = copyWithBitmaps(dev, runs, source, newBacking, backing, backingFormat, dirtied));
+    } else {
+      dataSteps = planInPlaceWrite(dev, runs, source, { hasBacking: newBacking });
+      plan = findDriver(format)!.changeBacking!(dev, backing, backingFormat);
+    }
   } catch (e) {
     if (e instanceof PlanRefusal) return { format, progress: [], refused: e.message };
     throw e;
   }
-  const changeBacking = findDriver(format)!.changeBacking!;
-  const backing = newBacking ? Buffer.from(opts.backing!) : undefined;
-  const backingFormat = backing && typeof opts.backingFormat === 'string' ? Buffer.from(opts.backingFormat) : undefined;
-  const plan = changeBacking(dev, backing, backingFormat);
   if ('refused' in plan) return { format, progress: [], refused: plan.refused };
   const stop = typeof opts.stopAfterWrites === 'number' ? opts.stopAfterWrites : Infinity;
   applyRepair(dev, dataSteps, { stopAfterWrites: stop });
@@ -187,4 +199,25 @@ export function safeRebase(opts: SafeRebaseOptions, ctx: OpContext, top: Image):
   }
   if (left > 0) applyRepair(dev, plan.steps, { stopAfterWrites: left });
   return { format, progress, done: true };
+}
+
+/**
+ * The copy planned inside qemu's writable open and close (bitmap-session.ts): the open marks the
+ * bitmaps in use, the enabled ones record the copy's requests, the header names the new backing
+ * file, and the close stores them anew, also when the header change fails (its errno kept).
+ */
+function copyWithBitmaps(dev: BlockDevice, runs: ClusterRun[], source: GuestSource, hasBacking: boolean, backing: Uint8Array | undefined, format: Uint8Array | undefined, dirtied: [number, number][]): { dataSteps: RepairStep[]; plan: HeaderChangePlan } {
+  let errno: 'ENOSPC' | 'EINVAL' | 'ENOTSUP' | undefined;
+  const session = aroundBitmaps(dev, (opened) => {
+    const after: { freeClusterIndex?: number } = {};
+    const data = planInPlaceWrite(opened, runs, source, { hasBacking, bitmapsOpened: true, after });
+    const header = planChangeBackingOpened(data.length > 0 ? new ReplayedDevice(opened, data) : opened, backing, format);
+    if ('refused' in header) throw new PlanRefusal(header.refused);
+    const steps = [...data, { kind: 'barrier' } as const, ...(header.steps ?? [])];
+    // A failed header change still leaves the copy recorded and the bitmaps stored at close.
+    if ('errno' in header) errno = header.errno;
+    return { steps, freeClusterIndex: after.freeClusterIndex, dirtied };
+  });
+  // The whole session is one plan: the executor below runs the data steps, then the rest.
+  return { dataSteps: session.steps, plan: errno ? { errno, steps: [] } : { steps: [] } };
 }

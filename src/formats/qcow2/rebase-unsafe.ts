@@ -77,6 +77,12 @@ export function planChangeBacking(dev: BlockDevice, backing: Uint8Array | undefi
   }
 }
 
+/** The header change inside a bitmap session another command holds (safe rebase after its copy). */
+export function planChangeBackingOpened(opened: BlockDevice, backing: Uint8Array | undefined, format: Uint8Array | undefined): HeaderChangePlan {
+  const h = parseHeader(opened);
+  return changeBackingPlan(opened, h, readHeaderModel(opened, h), backing, format, true);
+}
+
 function changeBackingPlan(dev: BlockDevice, h: Qcow2Header, m: Qcow2HeaderModel, backing: Uint8Array | undefined, format: Uint8Array | undefined, bitmapsOpened = false): HeaderChangePlan {
   const refusal = headerRewriteRefusal(dev, bitmapsOpened);
   if (refusal) return { refused: `instar cannot change the header of this qcow2 image (${refusal}); nothing was written` };
