@@ -1,7 +1,8 @@
 // Bundles the CLI, the library and the guest with esbuild. The guest must be a single
 // file: under the permission model it may read nothing but itself.
 import { build } from 'esbuild';
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { writeCliCodeCache } from './cli-code-cache.mjs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { brotliCompressSync, constants as zlib } from 'node:zlib';
 import { resolve } from 'node:path';
 
@@ -85,7 +86,7 @@ const split = {
 // network connection. To node, the second line is a string statement and a comment.
 const launcher = '#!/bin/sh\n":" //; unset NODE_EXTRA_CA_CERTS; exec node "$0" "$@"\n';
 // cli.js itself is only a loader (src/cli/boot.ts): it compiles the CLI's code, dist/cli-bundle.js,
-// with the V8 code cache made below (src/cli/code-cache.ts). The bundle is one function
+// with a V8 code cache (scripts/cli-code-cache.mjs, src/cli/code-cache.ts). The bundle is one function
 // expression over what a CommonJS module gets, so that the build and the loader compile the same
 // text.
 const boot = { ...common, format: 'cjs', entryPoints: ['src/cli/boot.ts'], outfile: 'dist/cli.js', banner: { js: launcher } };
@@ -97,7 +98,7 @@ const cli = {
   // As in the guest: the CLI compiles all of its one file at every start.
   alias: { 'hash-wasm': 'hash-wasm/dist/index.esm.js' },
   define: { 'import.meta.url': '__instarModuleUrl' },
-  plugins: [opsApart()],
+  plugins: [opsApart(), lazyBuiltins(['node:crypto', 'node:zlib', 'node:module'])],
   banner: { js: "(function (exports, require, module, __filename, __dirname, __instarCodeCache) {const __instarModuleUrl = require('node:url').pathToFileURL(__filename).href;" },
   footer: { js: '})' },
 };
@@ -160,16 +161,3 @@ rmSync('dist/alias/qemu-img', { force: true });
 symlinkSync('../cli.js', 'dist/alias/qemu-img');
 // The library entry before it became index.mjs: a stale copy must not shadow the real one.
 rmSync('dist/index.js', { force: true });
-
-/**
- * The CLI bundle's V8 code cache, made by this node (another node version ignores it and
- * compiles the bundle as if it were absent). Written aside and renamed: a CLI starting meanwhile
- * reads the old or the new file whole; a stale one it recognizes and ignores.
- */
-async function writeCliCodeCache(bundle, cacheFile) {
-  const built = await build({ ...common, entryPoints: ['src/cli/code-cache.ts'], write: false, sourcemap: false });
-  const { makeCodeCache } = await import(`data:text/javascript;base64,${Buffer.from(built.outputFiles[0].contents).toString('base64')}`);
-  const aside = `${cacheFile}.${process.pid}`;
-  writeFileSync(aside, makeCodeCache(readFileSync(bundle), resolve(bundle)));
-  renameSync(aside, cacheFile);
-}

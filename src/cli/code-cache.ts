@@ -66,10 +66,19 @@ function header(source: Uint8Array, data: Uint8Array): string {
   return `${MAGIC} ${fingerprint(source)} ${fingerprint(data)}\n`;
 }
 
+/** The bundle compiled without a cache, as the build compiles it to make one. */
+export function compileBundle(source: Buffer, filename: string): Script {
+  return new Script(sourceText(source), { filename });
+}
+
+/** The cache file: the header, then what `script.createCachedData()` gave for this source. */
+export function packCodeCache(source: Buffer, data: Buffer): Buffer {
+  return Buffer.concat([Buffer.from(header(source, data), 'latin1'), data]);
+}
+
 /** The build's half: the cache file for this bundle, made by the node that runs the build. */
 export function makeCodeCache(source: Buffer, filename: string): Buffer {
-  const data = new Script(sourceText(source), { filename }).createCachedData();
-  return Buffer.concat([Buffer.from(header(source, data), 'latin1'), data]);
+  return packCodeCache(source, compileBundle(source, filename).createCachedData());
 }
 
 /** The V8 data in `cache` when its header matches this source and its own bytes, else why not. */

@@ -113,6 +113,10 @@ test('the built CLI: the same output whatever became of its cache, and --debug s
   };
   const good = info();
   assert.equal(good.use, 'used');
+  // The build's cache is the warm one (scripts/cli-code-cache.mjs): it holds the functions an info
+  // and a convert ran, not only the bundle's top level.
+  const bundleSource = readFileSync(join(dir, 'cli-bundle.js'));
+  assert.ok(readFileSync(join(dir, 'cli-bundle.cache')).length > 1.5 * makeCodeCache(bundleSource, '/instar-test/plain.js').length);
   // NODE_OPTIONS may set V8 flags: V8 then refuses a cache made without them.
   assert.deepEqual(info({ NODE_OPTIONS: '--max-old-space-size=1000' }), { ...good, use: 'rejected' });
 
