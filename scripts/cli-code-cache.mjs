@@ -49,7 +49,6 @@ export async function writeCliCodeCache(bundle, cacheFile) {
  */
 async function asciiComments(bundle) {
   const text = readFileSync(bundle, 'utf8');
-  // eslint-disable-next-line no-control-regex
   const ascii = text.replace(/[^\x00-\x7f]/g, '?');
   if (ascii === text) return;
   const code = async (t) => (await transform(t, { minifyWhitespace: true, format: 'cjs', logLevel: 'silent' })).code;
