@@ -1,7 +1,7 @@
 // Ops a hostile image would like to run, bundled (with the production ops) into a test-only
 // guest, dist/test/hostile-guest.cjs. Each returns a value only if the sandbox let it through;
 // the tests expect every one of them to end in an error instead.
-import { fstatSync, openSync, writeSync } from 'node:fs';
+import { fstatSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { connect } from 'node:net';
 import type { Op } from '../../src/ops/types.ts';
@@ -35,6 +35,10 @@ export const hostileOps: Record<string, Op> = {
     return { open };
   },
   'open-passwd': () => ({ fd: openSync('/etc/passwd', 'r') }),
+  /** Reads any file by path (the guest's own bundle, its code cache): only its entry script may be. */
+  'read-path': (o) => ({ bytes: readFileSync(String(o.path)).length }),
+  /** Control, not hostile: how the loader fared with the code cache ('plain': no loader ran). */
+  'code-cache-state': () => ({ state: (globalThis as Record<symbol, unknown>)[Symbol.for('instar.guestCodeCache')] ?? 'plain' }),
   connect: (o) =>
     new Promise((resolve, reject) => {
       const s = connect({ host: '127.0.0.1', port: Number(o.port) });

@@ -12,6 +12,11 @@ export function defaultGuestPath(): string {
   // as well set NODE_OPTIONS, so it opens nothing new.
   const testGuest = process.env.INSTAR_TEST_GUEST;
   if (testGuest) return testGuest;
+  return productionGuestPath();
+}
+
+/** dist/guest.cjs, whatever the tests chose to run instead. */
+export function productionGuestPath(): string {
   if (cached) return cached;
   const here = dirname(fileURLToPath(import.meta.url));
   const candidates = [join(here, 'guest.cjs'), join(here, '..', 'guest.cjs'), join(here, '..', '..', '..', 'dist', 'guest.cjs')];

@@ -3,13 +3,14 @@
 // to the guest's stdin, messages read from its fd 3, and a watchdog for wall-clock time. The
 // guest receives file descriptors at 4, 5, …, never paths.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, fstatSync, realpathSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, realpathSync } from 'node:fs';
 import { MAX_REQUEST_BYTES, type GuestMessage, type GuestRequest, type GuestWarning } from '../../protocol/messages.ts';
 import type { HostDevice, RunOptions } from './run.ts';
 import { OpError, deliverStreamed } from './run.ts';
 import { planLayers, describePlan, diagnoseLaunchFailure, type LayerPlan } from './probe.ts';
 import { resolveLimits, type SandboxLimits } from './limits.ts';
-import { defaultGuestPath } from './guest-path.ts';
+import { defaultGuestPath, productionGuestPath } from './guest-path.ts';
+import { guestCode, type GuestCode } from './code-cache.ts';
 import { nodeArgs } from './layers/permission.ts';
 import { prlimitArgs } from './layers/prlimit.ts';
 import { bwrapArgs, GUEST_PATH_INSIDE } from './layers/bwrap.ts';
@@ -78,6 +79,8 @@ export interface LaunchPlan {
   limits: SandboxLimits;
   argv: string[];
   seccompFd?: number;
+  /** What node runs, and the files (bundle, code cache) handed to it as descriptors. */
+  code: GuestCode;
 }
 
 export function planLaunch(op: string, devices: readonly HostDevice[], run: RunOptions): LaunchPlan {
@@ -86,7 +89,10 @@ export function planLaunch(op: string, devices: readonly HostDevice[], run: RunO
   if (!existsSync(bundle)) throw new OpError(`guest bundle not found at ${bundle} (run npm run build)`);
   const limits = resolveLimits(op, devices, run.limits);
   const seccompFd = plan.seccomp ? FIRST_DEVICE_FD + devices.length : undefined;
-  return { plan, limits, argv: commandLine(plan, realpathSync(bundle), limits, seccompFd), seccompFd };
+  const code = guestCode(realpathSync(bundle), productionGuestPath());
+  run.debug?.(code.descriptors.length > 0 ? `sandbox: guest: ${code.entry} with the code cache ${code.descriptors[1]}` : `sandbox: guest: ${code.entry} (no code cache)`);
+  const firstCodeFd = FIRST_DEVICE_FD + devices.length + (seccompFd === undefined ? 0 : 1);
+  return { plan, limits, argv: commandLine(plan, code, firstCodeFd, limits, seccompFd), seccompFd, code };
 }
 
 /**
@@ -113,28 +119,58 @@ function fdIdentity(fd: number): string {
  */
 export function spawnGuest(p: LaunchPlan, devices: readonly HostDevice[]): SpawnedGuest {
   // stdin: request; stdout: unused; stderr: captured (bounded) for diagnosis; fd 3: messages;
-  // then the devices, then (with seccomp) the pipe bwrap reads the filter from.
+  // then the devices, then (with seccomp) the pipe bwrap reads the filter from, then the bundle
+  // and its code cache, read-only, for the loader (which closes them before the op runs).
   const stdio: ('pipe' | 'ignore' | number)[] = ['pipe', 'ignore', 'pipe', 'pipe', ...devices.map((d) => d.fd)];
   if (p.seccompFd !== undefined) stdio.push('pipe');
-  const child = spawn(p.argv[0], p.argv.slice(1), {
-    stdio,
-    env: {},
-    // Unwritable even for root (nothing can be created in procfs), so nothing lands in the cwd.
-    cwd: existsSync('/proc/self') ? '/proc' : '/',
-    // Its own process group (and session): the watchdog kills the whole group.
-    detached: true,
-  });
+  const seccompIndex = stdio.length - 1;
+  const codeFds = openCodeFiles(p.code);
+  let child: ChildProcess;
+  try {
+    child = spawn(p.argv[0], p.argv.slice(1), {
+      stdio: [...stdio, ...codeFds],
+      env: {},
+      // Unwritable even for root (nothing can be created in procfs), so nothing lands in the cwd.
+      cwd: existsSync('/proc/self') ? '/proc' : '/',
+      // Its own process group (and session): the watchdog kills the whole group.
+      detached: true,
+    });
+  } finally {
+    for (const fd of codeFds) closeSync(fd);
+  }
   const guest: SpawnedGuest = { child, ended: false };
   child.on('error', (e) => (guest.spawnError = e));
   child.on('close', () => (guest.ended = true));
   const ignore = () => {};
   child.stdin!.on('error', ignore);
   if (p.seccompFd !== undefined) {
-    const pipe = child.stdio[stdio.length - 1] as NodeJS.WritableStream;
+    const pipe = child.stdio[seccompIndex] as NodeJS.WritableStream;
     pipe.on('error', ignore);
     pipe.end(seccompProgram());
   }
   return guest;
+}
+
+/**
+ * The loader's files, opened read-only. A cache gone since planLaunch (deleted by hand) is
+ * handed over as an empty file, which the loader takes for a stale cache and ignores.
+ */
+function openCodeFiles(code: GuestCode): number[] {
+  const fds: number[] = [];
+  try {
+    for (const [i, file] of code.descriptors.entries()) {
+      try {
+        fds.push(openSync(file, 'r'));
+      } catch (e) {
+        if (i === 0) throw new OpError(`cannot read the guest bundle: ${(e as Error).message}`);
+        fds.push(openSync('/dev/null', 'r'));
+      }
+    }
+  } catch (e) {
+    for (const fd of fds) closeSync(fd);
+    throw e;
+  }
+  return fds;
 }
 
 /** Kills the guest's whole process group (prlimit, bwrap and node): it runs detached, in its own. */
@@ -149,11 +185,12 @@ export function killGuestGroup(child: ChildProcess): void {
 /** The guest ended without a single message: maybe it never started (see diagnoseLaunchFailure). */
 class GuestSilent extends OpError {}
 
-/** The full argv, outermost layer first. */
-function commandLine(plan: LayerPlan, bundle: string, limits: SandboxLimits, seccompFd: number | undefined): string[] {
-  const guestPath = plan.bwrap ? GUEST_PATH_INSIDE : bundle;
-  let argv = [process.execPath, ...nodeArgs(guestPath, limits, plan.permission), guestPath];
-  if (plan.bwrap) argv = [plan.bwrap.path, ...bwrapArgs(plan.bwrap, bundle, seccompFd), ...argv];
+/** The full argv, outermost layer first; the loader's descriptors are numbered from `firstCodeFd`. */
+function commandLine(plan: LayerPlan, code: GuestCode, firstCodeFd: number, limits: SandboxLimits, seccompFd: number | undefined): string[] {
+  const entry = plan.bwrap ? GUEST_PATH_INSIDE : code.entry;
+  const codeFds = code.descriptors.map((_, i) => String(firstCodeFd + i));
+  let argv = [process.execPath, ...nodeArgs(entry, limits, plan.permission), entry, ...codeFds];
+  if (plan.bwrap) argv = [plan.bwrap.path, ...bwrapArgs(plan.bwrap, code.entry, seccompFd), ...argv];
   if (plan.prlimit) argv = [plan.prlimit, ...prlimitArgs(limits), ...argv];
   return argv;
 }

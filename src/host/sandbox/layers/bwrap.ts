@@ -11,7 +11,7 @@ import { findExecutable } from './prlimit.ts';
 import { nodeFiles } from './node-files.ts';
 
 export const BWRAP_CANDIDATES = ['/usr/bin/bwrap', '/bin/bwrap'];
-/** Where the guest bundle appears inside the sandbox. */
+/** Where the script node starts (the guest bundle, or its loader) appears inside the sandbox. */
 export const GUEST_PATH_INSIDE = '/instar/guest.cjs';
 
 export interface BwrapProbe {
@@ -54,9 +54,9 @@ function baseArgs(binds: [string, string][]): string[] {
 }
 
 /** The whole bwrap prefix for one launch, ending just before the command to run. */
-export function bwrapArgs(probe: BwrapProbe, guestBundle: string, seccompFd: number | undefined): string[] {
+export function bwrapArgs(probe: BwrapProbe, guestEntry: string, seccompFd: number | undefined): string[] {
   const args = baseArgs(probe.binds);
-  args.push('--ro-bind', guestBundle, GUEST_PATH_INSIDE);
+  args.push('--ro-bind', guestEntry, GUEST_PATH_INSIDE);
   if (seccompFd !== undefined) args.push('--seccomp', String(seccompFd));
   // The tmpfs root read-only too: nothing in the sandbox is writable by path.
   args.push('--remount-ro', '/', '--chdir', '/', '--');
