@@ -10,8 +10,9 @@ import { ReplayedDevice } from '../formats/replayed-device.ts';
 import { AUTOCLEAR, parseHeader } from '../formats/qcow2/header.ts';
 import { planInPlaceWrite, type ClusterRun, type GuestSource } from '../formats/qcow2/inplace-write.ts';
 import { aroundBitmaps, openWritesBitmaps } from '../formats/qcow2/bitmap-session.ts';
-import { inPlaceWithBitmaps } from '../formats/qcow2/inplace-bitmaps.ts';
+import { grownWithBitmaps, inPlaceWithBitmaps, type SessionOptions } from '../formats/qcow2/inplace-bitmaps.ts';
 import { makeEmptyRefusal, planMakeEmpty } from '../formats/qcow2/make-empty.ts';
+import { discardAllRefusal, planDiscardAll } from '../formats/qcow2/make-empty-discard.ts';
 import { PlanRefusal } from '../formats/qcow2/refcount-update.ts';
 import { openTree, type OpenTreeOptions } from './open-tree.ts';
 import type { OpContext } from './types.ts';
@@ -149,10 +150,11 @@ export function commitOp(options: Record<string, unknown>, ctx: OpContext): Comm
       const source: GuestSource = (buf, at) => top.read(buf, at);
       // Only a base with bitmaps: qemu reopens the base for writing, which keeps a stale extension.
       if (parseHeader(baseDev).autoclear & AUTOCLEAR.bitmaps) {
-        if (grow.steps.length > 0) return { format, refused: 'instar cannot grow a qcow2 base with persistent bitmaps (qemu would); nothing was written' };
-        // qemu's reopen for writing marks them in use; the copy's writes are recorded by the enabled ones.
+        // qemu's reopen for writing marks them in use; the copy's writes are recorded by the enabled
+        // ones; a growth runs inside the same open (the bitmaps grow with the base).
         const dirtied = runs.map((r): [number, number] => [r.offset, Math.min(r.offset + r.length, top.virtualSize)]);
-        baseSteps = inPlaceWithBitmaps(baseDev, (opened, more) => planInPlaceWrite(opened, runs, source, { hasBacking, unmap: parseHeader(opened).version >= 3, ...more }), dirtied);
+        const write = (opened: BlockDevice, more: SessionOptions) => planInPlaceWrite(opened, runs, source, { hasBacking, unmap: parseHeader(opened).version >= 3, ...more });
+        baseSteps = grow.steps.length > 0 ? grownWithBitmaps(baseDev, top.virtualSize, write, dirtied) : inPlaceWithBitmaps(baseDev, write, dirtied);
       } else {
         // qemu's commit is a mirror job with unmap: the top's zero runs become zero clusters of a
         // version 3 base, its data clusters there freed (and discarded).
@@ -167,10 +169,13 @@ export function commitOp(options: Record<string, unknown>, ctx: OpContext): Comm
     }
     let topSteps: RepairStep[] = [];
     if (!opts.drop && format === 'qcow2') {
-      const why = makeEmptyRefusal(topDev);
+      // With persistent bitmaps qemu discards every cluster instead (make-empty-discard.ts).
+      const bitmaps = (parseHeader(topDev).autoclear & AUTOCLEAR.bitmaps) !== 0n;
+      const why = bitmaps ? discardAllRefusal(topDev) : makeEmptyRefusal(topDev);
       if (why) return { format, refused: `instar cannot empty this qcow2 image (${why}); nothing was written (use -d to keep its data)` };
+      const empty = bitmaps ? planDiscardAll : planMakeEmpty;
       // A stale bitmaps extension: qemu's writable open of the top drops it first.
-      topSteps = openWritesBitmaps(topDev) ? aroundBitmaps(topDev, (opened) => ({ steps: planMakeEmpty(opened) })).steps : planMakeEmpty(topDev);
+      topSteps = openWritesBitmaps(topDev) ? aroundBitmaps(topDev, (opened) => ({ steps: empty(opened) })).steps : empty(topDev);
     } else if (format === 'qcow2' && openWritesBitmaps(topDev)) {
       // -d: the top is still opened for writing, and closed (its bitmaps stored anew).
       topSteps = aroundBitmaps(topDev, () => ({ steps: [] })).steps;

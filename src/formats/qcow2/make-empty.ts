@@ -2,8 +2,8 @@
 // (block/qcow2.c) writes a fresh image's tables over the old ones in a fixed order, with the
 // dirty bit set around it, so the result is deterministic and instar writes the same bytes in the
 // same order (qemu's own crash window included: the dirty bit makes qemu rebuild the refcounts).
-// The other path (discarding every cluster of a v2 image or one with snapshots or bitmaps) is
-// not done: the caller refuses before anything is written.
+// The other path, discarding every cluster, is make-empty-discard.ts for images with bitmaps; for
+// a v2 image or one with snapshots it is not done: the caller refuses before anything is written.
 import type { BlockDevice } from '../types.ts';
 import type { RepairStep } from '../repair.ts';
 import { AUTOCLEAR, CRYPT, INCOMPAT, parseHeader } from './header.ts';

@@ -1,0 +1,77 @@
+// qemu's qcow2_make_empty when make_completely_empty cannot run (the image has persistent
+// bitmaps, whose clusters must stay): every L2 entry of the active disk is discarded in full
+// (qcow2_cluster_discard with full_discard: the entry becomes 0 and reads through to the backing
+// file, its cluster's refcount drops, a cluster freed is discarded). L2 tables stay allocated.
+// The driver discards below the block layer, so dirty bitmaps record nothing.
+//
+// Crash order, as qemu's caches make it (refcount blocks depend on L2 tables): the L2 tables
+// first (a crash leaves clusters counted but unused: leaks), then the refcount blocks, then the
+// discards of the freed clusters.
+import type { BlockDevice } from '../types.ts';
+import type { RepairStep } from '../repair.ts';
+import { readAt } from '../bytes.ts';
+import { CRYPT, INCOMPAT, parseHeader } from './header.ts';
+import { freeClusters } from './allocator.ts';
+import { compressedSpan, hostOffsetOf, unitTypeOf } from './l2-entry.ts';
+import { PlanRefusal, RefcountModel } from './refcount-update.ts';
+
+const L1E_OFFSET_MASK = 0x00fffffffffffe00n;
+/** Most bytes of changed L2 tables one plan holds. */
+const MAX_L2_BYTES = 256 * 1024 * 1024;
+
+/** Why instar will not empty this image by discarding (undefined: it will). */
+export function discardAllRefusal(dev: BlockDevice): string | undefined {
+  const h = parseHeader(dev);
+  if (h.nbSnapshots > 0) return 'it has internal snapshots';
+  if (h.cryptMethod !== CRYPT.none) return 'it is encrypted';
+  if (h.incompatible & INCOMPAT.dataFile) return 'it has an external data file';
+  if (h.incompatible & INCOMPAT.extendedL2) return 'it has extended L2 entries';
+  if (h.incompatible & (INCOMPAT.dirty | INCOMPAT.corrupt)) return 'it is dirty or corrupt';
+  return undefined;
+}
+
+/** The writes of qemu's discard of the whole disk; call discardAllRefusal first. */
+export function planDiscardAll(dev: BlockDevice): RepairStep[] {
+  const h = parseHeader(dev);
+  const cs = h.clusterSize;
+  const perL2 = cs / 8;
+  const refs = new RefcountModel(dev, h);
+  const clusters = Math.ceil(Number(h.size / 512n) * 512 / cs);
+  const l1 = readAt(dev, h.l1TableOffset, h.l1Size * 8);
+  const tables: RepairStep[] = [];
+  let held = 0;
+  for (let i = 0; i < h.l1Size && i * perL2 < clusters; i++) {
+    const l2Offset = Number(l1.readBigUInt64BE(i * 8) & L1E_OFFSET_MASK);
+    if (l2Offset === 0) continue;
+    if (l2Offset % cs !== 0 || l2Offset + cs > dev.size) throw new PlanRefusal('instar refuses this qcow2 image: an L2 table is outside the file; nothing was written');
+    const table = readAt(dev, l2Offset, cs);
+    let changed = false;
+    for (let j = 0; j < perL2 && i * perL2 + j < clusters; j++) {
+      const hi = table.readUInt32BE(j * 8);
+      const lo = table.readUInt32BE(j * 8 + 4);
+      if (hi === 0 && lo === 0) continue;
+      table.writeUInt32BE(0, j * 8);
+      table.writeUInt32BE(0, j * 8 + 4);
+      changed = true;
+      const type = unitTypeOf(hi, lo, 0, 0, 0, false, false);
+      if (type === 'compressed') {
+        // qemu frees the 512-byte sectors the compressed bytes occupy.
+        const span = compressedSpan(hi, lo, h.clusterBits);
+        const start = span.hostOffset - (span.hostOffset % 512);
+        freeClusters(refs, start, span.length + (span.hostOffset - start));
+      } else if (type === 'normal' || type === 'zero-alloc') {
+        freeClusters(refs, hostOffsetOf(hi, lo), cs);
+      }
+    }
+    if (!changed) continue;
+    held += cs;
+    if (held > MAX_L2_BYTES) throw new PlanRefusal('instar refuses this qcow2 image: emptying it touches too many L2 tables; nothing was written');
+    tables.push({ kind: 'write', pos: l2Offset, bytes: table });
+  }
+  const freed = [...new Set(refs.freed)].filter((c) => refs.get(c) === 0).sort((a, b) => a - b);
+  return [
+    ...tables, { kind: 'barrier' },
+    ...refs.flush(), { kind: 'barrier' },
+    ...freed.filter((c) => c * cs < dev.size).map((c): RepairStep => ({ kind: 'discard', pos: c * cs, length: Math.min(cs, dev.size - c * cs), unit: cs })), { kind: 'barrier' },
+  ];
+}
