@@ -27,15 +27,36 @@ runGuest(script);
 const INPUT = { fd: 4, role: 'input', writable: false } as const;
 const OUTPUT = { fd: 5, role: 'output', writable: true } as const;
 
-/** What `info` and `convert -O raw` of a raw file send the guest (as the host built them). */
-function trainingRequests(input: string): GuestRequest[] {
-  const sources = [{ index: 0, format: 'raw', fileName: input }];
-  const convert = { sources, unsafeQuirks: false, profile: { vhdCurrentSize: false }, sparseSize: 4096, targetIsZero: true, progress: false, coroutines: 8, secrets: {}, salvage: false };
+interface TrainingStep {
+  request: GuestRequest;
+  /** The files at fd 4 and 5 (the output is emptied first). */
+  input: string;
+  output: string;
+}
+
+/**
+ * What `info`, `convert -O raw|qcow2|vpc` and the conversions back send the guest (as the host
+ * built them when this was written): the formats of the benchmark corpus, read and written.
+ */
+function trainingSteps(dir: string): TrainingStep[] {
+  const [raw, qcow2, vpc, out] = ['in.raw', 'in.qcow2', 'in.vpc', 'out.raw'].map((n) => join(dir, n));
   const profile = { major: 10, minor: 0, childNodes: true, dirtyFlag: true, mapCompressed: true, snapshotUnderscores: true, vhdCurrentSize: true, newUsageErrors: true, luksDetachedHeader: true };
+  const common = { unsafeQuirks: false, profile: { vhdCurrentSize: false }, secrets: {}, sparseSize: 4096, progress: false, salvage: false };
+  const sources = (format: string, fileName: string) => [{ index: 0, format, fileName }];
+  const convert = (phase: string, format: string, fileName: string) => ({ ...common, phase, sources: sources(format, fileName), targetIsZero: true, coroutines: 8, worker: 0, workers: 1 });
+  const writeImage = (format: string, plan: Record<string, unknown>) => ({ ...common, format, plan, sources: sources('raw', raw), compressed: false, layoutOnly: false, bitmaps: false });
+  const qcow2Plan = { version: 3, clusterBits: 16, refcountOrder: 4, size: 1048576, extendedL2: false, lazyRefcounts: false, zstd: false, metadata: false, full: false, dataFileRaw: false };
+  const vpcPlan = { fixed: false, force: false, cyls: 31, heads: 4, secsPerCyl: 17, size: 1079296, timestamp: 849183586, uuid: 'a06efd8a024b4cb587b281e7dcab2eea' };
+  // Read-only steps get no output device (fd 5 is open all the same).
+  const step = (op: string, options: Record<string, unknown>, input: string, output?: string): TrainingStep => ({ request: { op, options, devices: output ? [INPUT, OUTPUT] : [INPUT] }, input, output: output ?? out });
   return [
-    { op: 'info', options: { format: 'raw', unsafeQuirks: false, fileName: input, profile }, devices: [INPUT] },
-    { op: 'convert', options: { ...convert, phase: 'open' }, devices: [INPUT] },
-    { op: 'convert', options: { ...convert, phase: 'copy' }, devices: [INPUT, OUTPUT] },
+    step('info', { format: 'raw', unsafeQuirks: false, fileName: raw, profile }, raw),
+    step('convert', convert('open', 'raw', raw), raw),
+    step('convert', convert('open-copy', 'raw', raw), raw, out),
+    step('convert-image', writeImage('qcow2', qcow2Plan), raw, qcow2),
+    step('convert', convert('open-copy', 'qcow2', qcow2), qcow2, out),
+    step('convert-image', writeImage('vpc', vpcPlan), raw, vpc),
+    step('convert', convert('open-copy', 'vpc', vpc), vpc, out),
   ];
 }
 
@@ -58,16 +79,15 @@ export function makeGuestCodeCache(bundle: string, loader: string): string[] {
   const id = stampBundle(bundle);
   const dir = mkdtempSync(join(tmpdir(), 'instar-guest-cache-'));
   try {
-    const input = join(dir, 'in.raw');
-    writeFileSync(input, Buffer.concat([Buffer.alloc(64 * 1024, 'instar'), Buffer.alloc(960 * 1024)]));
-    writeFileSync(join(dir, 'out.raw'), '');
+    writeFileSync(join(dir, 'in.raw'), Buffer.concat([Buffer.alloc(64 * 1024, 'instar'), Buffer.alloc(960 * 1024)]));
     const flags = nodeArgs('', defaultLimits('convert', 2, 1), false);
     const outcomes: string[] = [];
     let previous = '';
-    trainingRequests(input).forEach((request, i) => {
+    trainingSteps(dir).forEach(({ request, input, output }, i) => {
       const out = join(dir, `step${i}.data`);
+      writeFileSync(output, '');
       const inFd = openSync(input, 'r');
-      const outFd = openSync(join(dir, 'out.raw'), 'r+');
+      const outFd = openSync(output, 'r+');
       try {
         const r = spawnSync(process.execPath, [...flags, '-e', TRAINER, loader, bundle, previous, out], {
           stdio: ['pipe', 'ignore', 'pipe', 'pipe', inFd, outFd],

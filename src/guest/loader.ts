@@ -79,7 +79,7 @@ export function loadGuest(bundleFd: number, cacheFd: number | undefined): { scri
 }
 
 // Run as a program, not when the build's cache maker or a test requires it for its functions.
-if (typeof module !== 'undefined' && require.main === module) {
+if (typeof require !== 'undefined' && typeof module !== 'undefined' && require.main === module) {
   const [bundleFd, cacheFd] = process.argv.slice(2).map(Number);
   const { script, state } = loadGuest(bundleFd, Number.isInteger(cacheFd) ? cacheFd : undefined);
   (globalThis as Record<symbol, unknown>)[CACHE_STATE] = state;

@@ -14,6 +14,7 @@ import { productionGuestPath } from '../../src/host/sandbox/guest-path.ts';
 import { nodeArgs } from '../../src/host/sandbox/layers/permission.ts';
 import { defaultLimits } from '../../src/host/sandbox/limits.ts';
 import { CACHE_MAGIC, ID_MARK, bundleId } from '../../src/guest/loader.ts';
+import { makeGuestCodeCache } from '../../scripts/guest-cache.ts';
 
 const scratch = scratchDir();
 after(scratch.cleanup);
@@ -52,6 +53,17 @@ describe('guest code cache', () => {
         fds.forEach(closeSync);
       }
     }
+  });
+
+  it('the build\'s training ops (info, convert from and to raw, qcow2, vpc) still run to their result', async () => {
+    // Requests written as the host sends them: a change on the host's side shows here, not as
+    // a cache that silently covers less.
+    const bundle = join(scratch.dir, 'trained.cjs');
+    copyFileSync(HOSTILE_GUEST, bundle);
+    const outcomes = makeGuestCodeCache(bundle, LOADER);
+    assert.equal(outcomes.length, 7);
+    for (const last of outcomes) assert.match(last, /^\{"type":"result"/);
+    assert.equal(await cacheState(bundle), 'used');
   });
 
   it('a sandboxed guest starts from it, and without it from the bundle as before', async () => {
