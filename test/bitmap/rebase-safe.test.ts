@@ -8,15 +8,12 @@
 // and reads as before.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runQemu, VERSIONS } from '../helpers/oracles.ts';
 import { versionMatrix } from './harness.ts';
 import { build10, directoryOffset, withStaleExtension } from './fixtures.ts';
-import { TwinDirs, assertSameOutcome } from '../rebase/harness.ts';
-import { FdDevice } from '../../src/io/fd-device.ts';
-import { rebaseOp } from '../../src/ops/rebase.ts';
-import type { OpContext } from '../../src/ops/types.ts';
+import { TwinDirs, assertSameOutcome, safeRebaseInDir } from '../rebase/harness.ts';
 
 const twins = new TwinDirs();
 const chains: Record<string, Record<string, Buffer>> = {};
@@ -87,26 +84,6 @@ test('after safe rebase with bitmaps: info and check of the top read as qemu-img
   }
 });
 
-/** Rebases t.qcow2 of `chain` in `dir` onto new.qcow2 in-process, stopping after `writes` writes. */
-function rebaseInto(dir: string, chain: Record<string, Buffer>, writes: number): unknown {
-  mkdirSync(dir, { recursive: true });
-  for (const [name, bytes] of Object.entries(chain)) writeFileSync(join(dir, name), bytes);
-  const fds = FILES.map((n, i) => openSync(join(dir, n), i === 0 ? 'r+' : 'r'));
-  try {
-    const ctx: OpContext = {
-      devices: [
-        { spec: { fd: fds[0], role: 'input', writable: true }, dev: new FdDevice(fds[0], true) },
-        { spec: { fd: fds[2], role: 'input', writable: false }, dev: new FdDevice(fds[2], false) },
-        { spec: { fd: fds[1], role: 'backing', writable: false, name: 'old.qcow2', referrer: 0 }, dev: new FdDevice(fds[1], false) },
-      ],
-      emit: () => undefined,
-    };
-    return rebaseOp({ format: 'qcow2', fileName: 't.qcow2', unsafe: false, backing: 'new.qcow2', backingFormat: 'qcow2', stopAfterWrites: writes }, ctx);
-  } finally {
-    fds.forEach((fd) => closeSync(fd));
-  }
-}
-
 test('safe rebase with bitmaps stopped after every write: the top only leaks and reads as before', () => {
   for (const name of ['two', 'small']) {
     const chain = chains[name];
@@ -114,12 +91,12 @@ test('safe rebase with bitmaps stopped after every write: the top only leaks and
     mkdirSync(original);
     for (const [file, bytes] of Object.entries(chain)) writeFileSync(join(original, file), bytes);
     const done = join(twins.root, `${name}-done`);
-    rebaseInto(done, chain, Infinity);
+    safeRebaseInDir(done, chain, Infinity);
     const final = readFileSync(join(done, 't.qcow2'));
     let k = 0;
     for (; k < 200; k++) {
       const dir = join(twins.root, `${name}-crash${k}`);
-      rebaseInto(dir, chain, k);
+      safeRebaseInDir(dir, chain, k);
       const top = join(dir, 't.qcow2');
       const check = runQemu('10.0', ['check', top]);
       assert.ok(check.status === 0 || check.status === 3, `${name} after ${k} writes: ${check.stdout}${check.stderr}`);

@@ -1,10 +1,13 @@
 // Commands that change an image run twice: qemu-img on one copy of the files, instar on another
 // (same names, two directories), then stdout, stderr, exit status and every file compared.
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { oracle, runInstar, runQemu, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
+import { FdDevice } from '../../src/io/fd-device.ts';
+import { rebaseOp } from '../../src/ops/rebase.ts';
+import type { OpContext } from '../../src/ops/types.ts';
 
 export interface TwinRun {
   qemu: RunResult;
@@ -45,5 +48,28 @@ export function assertSameOutcome(r: TwinRun, files: string[], label: string): v
   assert.equal(r.instar.status, r.qemu.status, `${label}: exit status (instar stderr: ${r.instar.stderr})`);
   for (const f of files) {
     assert.ok(readFileSync(join(r.instarDir, f)).equals(readFileSync(join(r.qemuDir, f))), `${label}: ${f} differs`);
+  }
+}
+
+/**
+ * Writes `files` (t.qcow2 over old.qcow2, and new.qcow2) into `dir` and rebases t.qcow2 onto
+ * new.qcow2 in-process (safe mode), stopping after `writes` writes: a crash simulation.
+ */
+export function safeRebaseInDir(dir: string, files: Record<string, Uint8Array>, writes: number): unknown {
+  mkdirSync(dir, { recursive: true });
+  for (const [name, bytes] of Object.entries(files)) writeFileSync(join(dir, name), bytes);
+  const fds = ['t.qcow2', 'new.qcow2', 'old.qcow2'].map((n, i) => openSync(join(dir, n), i === 0 ? 'r+' : 'r'));
+  try {
+    const ctx: OpContext = {
+      devices: [
+        { spec: { fd: fds[0], role: 'input', writable: true }, dev: new FdDevice(fds[0], true) },
+        { spec: { fd: fds[1], role: 'input', writable: false }, dev: new FdDevice(fds[1], false) },
+        { spec: { fd: fds[2], role: 'backing', writable: false, name: 'old.qcow2', referrer: 0 }, dev: new FdDevice(fds[2], false) },
+      ],
+      emit: () => undefined,
+    };
+    return rebaseOp({ format: 'qcow2', fileName: 't.qcow2', unsafe: false, backing: 'new.qcow2', backingFormat: 'qcow2', stopAfterWrites: writes }, ctx);
+  } finally {
+    fds.forEach((fd) => closeSync(fd));
   }
 }

@@ -4,14 +4,11 @@
 // refusals before any write.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { VERSIONS, runInstar, runQemu } from '../helpers/oracles.ts';
-import { TwinDirs, assertSameOutcome } from './harness.ts';
+import { TwinDirs, assertSameOutcome, safeRebaseInDir } from './harness.ts';
 import { ImageBuilder } from '../commit/harness.ts';
-import { FdDevice } from '../../src/io/fd-device.ts';
-import { rebaseOp } from '../../src/ops/rebase.ts';
-import type { OpContext } from '../../src/ops/types.ts';
 
 const builder = new ImageBuilder();
 const twins = new TwinDirs();
@@ -61,25 +58,8 @@ for (const version of VERSIONS) {
   });
 }
 
-/** Writes the basic chain into `dir` and rebases t.qcow2 onto new.qcow2 in-process, stopping after `writes` writes. */
-function rebaseInto(dir: string, writes: number): unknown {
-  mkdirSync(dir, { recursive: true });
-  for (const [name, bytes] of Object.entries(chains.basic)) writeFileSync(join(dir, name), bytes);
-  const fds = ['t.qcow2', 'new.qcow2', 'old.qcow2'].map((n, i) => openSync(join(dir, n), i === 0 ? 'r+' : 'r'));
-  try {
-    const ctx: OpContext = {
-      devices: [
-        { spec: { fd: fds[0], role: 'input', writable: true }, dev: new FdDevice(fds[0], true) },
-        { spec: { fd: fds[1], role: 'input', writable: false }, dev: new FdDevice(fds[1], false) },
-        { spec: { fd: fds[2], role: 'backing', writable: false, name: 'old.qcow2', referrer: 0 }, dev: new FdDevice(fds[2], false) },
-      ],
-      emit: () => undefined,
-    };
-    return rebaseOp({ format: 'qcow2', fileName: 't.qcow2', unsafe: false, backing: 'new.qcow2', backingFormat: 'qcow2', stopAfterWrites: writes }, ctx);
-  } finally {
-    fds.forEach((fd) => closeSync(fd));
-  }
-}
+/** The basic chain in `dir`, rebased onto new.qcow2 in-process and stopped after `writes` writes. */
+const rebaseInto = (dir: string, writes: number): unknown => safeRebaseInDir(dir, chains.basic, writes);
 
 test('safe rebase stopped after every write: the top only leaks and reads as before', () => {
   const original = join(builder.root, 'rebase-orig');
