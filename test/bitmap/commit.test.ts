@@ -122,6 +122,20 @@ test('commit emptying a top with bitmaps, and growing a base with bitmaps, as qe
   }
 });
 
+test('emptying a top with bitmaps whose data cluster is also its L1 table is refused, nothing written (qemu marks it corrupt)', () => {
+  const top = Buffer.from(images.bitmapTop);
+  const l1 = Number(top.readBigUInt64BE(40));
+  const l2 = Number(top.readBigUInt64BE(l1) & 0x00fffffffffffe00n);
+  // The guest's first cluster now names the L1 table's cluster.
+  top.writeBigUInt64BE((1n << 63n) | BigInt(l1), l2);
+  const r = dirs.run('10.0', 't.qcow2', top, ['commit', 't.qcow2'], { viaEnv: true, files: { 'b.qcow2': images.base } });
+  assert.match(r.qemu.stderr, /Marking image as corrupt/);
+  assert.equal(r.instar.status, 1);
+  assert.equal(r.instar.stderr, 'qemu-img: instar refuses this qcow2 image: a data cluster is also its metadata; nothing was written\n');
+  assert.ok(r.instarFile.equals(top), 'the top is as it was');
+  assert.ok(readFileSync(join(dirname(r.instarPath), 'b.qcow2')).equals(images.base), 'the base is as it was');
+});
+
 /** The chain in `dir`, committed in-process and stopped after `writes` writes. */
 function commitInto(dir: string, top: string, base: string, drop: boolean, writes: number): CommitResult {
   return commitInDir(dir, { 't.qcow2': images[top], 'b.qcow2': images[base] }, { drop, stopAfterWrites: writes });

@@ -10,7 +10,10 @@
 import type { BlockDevice } from '../types.ts';
 import type { RepairStep } from '../repair.ts';
 import { readAt } from '../bytes.ts';
-import { CRYPT, INCOMPAT, parseHeader } from './header.ts';
+import { CRYPT, INCOMPAT, parseHeader, type Qcow2Header } from './header.ts';
+import { readHeaderModel } from './header-model.ts';
+import { readDirectory, TABLE_ENTRY_OFFSET } from './bitmap-dir.ts';
+import { readTable } from './bitmap-state.ts';
 import { freeClusters } from './allocator.ts';
 import { compressedSpan, hostOffsetOf, unitTypeOf } from './l2-entry.ts';
 import { PlanRefusal, RefcountModel } from './refcount-update.ts';
@@ -38,6 +41,14 @@ export function planDiscardAll(dev: BlockDevice): RepairStep[] {
   const refs = new RefcountModel(dev, h);
   const clusters = Math.ceil(Number(h.size / 512n) * 512 / cs);
   const l1 = readAt(dev, h.l1TableOffset, h.l1Size * 8);
+  const metadata = metadataClusters(dev, h, l1);
+  /** qemu's free, refused where a data cluster is also metadata (qemu marks the image corrupt later). */
+  const free = (offset: number, length: number): void => {
+    for (let c = Math.floor(offset / cs); c * cs < offset + length; c++) {
+      if (metadata.has(c)) throw new PlanRefusal('instar refuses this qcow2 image: a data cluster is also its metadata; nothing was written');
+    }
+    freeClusters(refs, offset, length);
+  };
   const tables: RepairStep[] = [];
   let held = 0;
   for (let i = 0; i < h.l1Size && i * perL2 < clusters; i++) {
@@ -58,9 +69,9 @@ export function planDiscardAll(dev: BlockDevice): RepairStep[] {
         // qemu frees the 512-byte sectors the compressed bytes occupy.
         const span = compressedSpan(hi, lo, h.clusterBits);
         const start = span.hostOffset - (span.hostOffset % 512);
-        freeClusters(refs, start, span.length + (span.hostOffset - start));
+        free(start, span.length + (span.hostOffset - start));
       } else if (type === 'normal' || type === 'zero-alloc') {
-        freeClusters(refs, hostOffsetOf(hi, lo), cs);
+        free(hostOffsetOf(hi, lo), cs);
       }
     }
     if (!changed) continue;
@@ -74,4 +85,28 @@ export function planDiscardAll(dev: BlockDevice): RepairStep[] {
     ...refs.flush(), { kind: 'barrier' },
     ...freed.filter((c) => c * cs < dev.size).map((c): RepairStep => ({ kind: 'discard', pos: c * cs, length: Math.min(cs, dev.size - c * cs), unit: cs })), { kind: 'barrier' },
   ];
+}
+
+/** The clusters of the header, L1 and refcount tables, refcount blocks, L2 tables and bitmaps. */
+function metadataClusters(dev: BlockDevice, h: Qcow2Header, l1: Buffer): Set<number> {
+  const cs = h.clusterSize;
+  const set = new Set<number>([0]);
+  const span = (offset: bigint | number, length: number): void => {
+    const first = Math.floor(Number(offset) / cs);
+    for (let c = first; c * cs < Number(offset) + length; c++) set.add(c);
+  };
+  span(h.l1TableOffset, h.l1Size * 8);
+  span(h.refcountTableOffset, h.refcountTableClusters * cs);
+  const reftable = readAt(dev, h.refcountTableOffset, h.refcountTableClusters * cs);
+  for (let at = 0; at < reftable.length; at += 8) span(reftable.readBigUInt64BE(at) & L1E_OFFSET_MASK, 1);
+  // Empty entries name cluster 0, the header's, which is in the set anyway.
+  for (let at = 0; at < l1.length; at += 8) span(l1.readBigUInt64BE(at) & L1E_OFFSET_MASK, 1);
+  const ext = readHeaderModel(dev, h).bitmaps;
+  // The driver checked the directory and the tables at open (bitmap-guard.ts at the session's).
+  for (const bm of ext ? readDirectory(dev, ext) : []) {
+    span(bm.tableOffset, bm.tableSize * 8);
+    for (const entry of readTable(dev, bm.tableOffset, bm.tableSize, cs) ?? []) if (entry & TABLE_ENTRY_OFFSET) span(entry & TABLE_ENTRY_OFFSET, 1);
+  }
+  if (ext) span(ext.directoryOffset, Number(ext.directorySize));
+  return set;
 }
