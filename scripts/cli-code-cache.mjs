@@ -6,7 +6,7 @@
 // Run as `node scripts/cli-code-cache.mjs --warm BUNDLE OUT`, it is that child.
 import { build, transform } from 'esbuild';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -33,7 +33,7 @@ export async function writeCliCodeCache(bundle, cacheFile) {
   const warm = `${cacheFile}.warm.${process.pid}`;
   const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--warm', bundle, warm], { stdio: 'ignore', timeout: 60_000 });
   try {
-    if (r.status === 0) replaceFile(cacheFile, readFileSync(warm));
+    if (r.status === 0 && existsSync(warm)) replaceFile(cacheFile, readFileSync(warm));
     else console.warn(`cli code cache: the warm-up run failed (${r.error?.message ?? `status ${r.status}, signal ${r.signal}`}); the plain cache stays`);
   } finally {
     rmSync(warm, { force: true });
@@ -62,6 +62,11 @@ async function warmUp(bundle, out) {
   const source = readFileSync(file);
   const script = compileBundle(source, file);
   const main = script.runInThisContext();
+  // The CLI ends its process once a command is done (main.ts): here that only marks it done.
+  let exited;
+  process.exit = (code) => {
+    exited = code ?? process.exitCode ?? 0;
+  };
   const dir = mkdtempSync(join(tmpdir(), 'instar-warm-'));
   try {
     const disk = join(dir, 'disk.raw');
@@ -70,10 +75,10 @@ async function warmUp(bundle, out) {
     writeFileSync(disk, data);
     for (const args of [['info', '-f', 'raw', disk], ['convert', '-f', 'raw', '-O', 'raw', disk, join(dir, 'copy.raw')]]) {
       process.argv = [process.execPath, join(dirname(file), 'cli.js'), ...args];
-      process.exitCode = undefined;
+      exited = undefined;
       main({}, createRequire(file), { exports: {} }, file, dirname(file), 'warming');
-      await settled();
-      if (process.exitCode !== 0) throw new Error(`${args[0]} exited with ${process.exitCode}`);
+      await settled(() => exited !== undefined);
+      if (exited !== 0) throw new Error(`${args[0]} exited with ${exited}`);
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -81,18 +86,19 @@ async function warmUp(bundle, out) {
   writeFileSync(out, packCodeCache(source, script.createCachedData()));
 }
 
-/** Until the command line has set its exit status and its guests and pipes are gone. */
-async function settled() {
-  const busy = () => process.exitCode === undefined || process.getActiveResourcesInfo().some((r) => r === 'ProcessWrap' || r === 'PipeWrap');
+/** Until the command line has ended and its guests and their pipes are gone. */
+async function settled(ended) {
+  const busy = () => !ended() || process.getActiveResourcesInfo().some((r) => r === 'ProcessWrap' || r === 'PipeWrap');
   while (busy()) await new Promise((r) => setTimeout(r, 2));
 }
 
 if (process.argv[2] === '--warm') {
+  const exit = process.exit;
   warmUp(process.argv[3], process.argv[4]).then(
-    () => process.exit(0),
+    () => exit(0),
     (e) => {
       console.error(e);
-      process.exit(1);
+      exit(1);
     },
   );
 }
