@@ -5,7 +5,7 @@
 // functions ops run, and saves ~13 ms of each guest start.
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { appendFileSync, closeSync, existsSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bundleId, cacheHeader, ID_MARK } from '../src/guest/loader.ts';
@@ -60,14 +60,19 @@ function trainingSteps(dir: string): TrainingStep[] {
   ];
 }
 
-/** Ends the bundle with its id (a hash of its text), which a cache made for it names. */
+/**
+ * Ends the bundle with its id (a hash of its text), which a cache made for it names; returns the
+ * stamped text. Written aside and renamed, never appended: another build rewriting the bundle
+ * meanwhile must not end up with this text's id.
+ */
 export function stampBundle(bundle: string): string {
   const source = readFileSync(bundle, 'utf8');
-  const stamped = bundleId(source);
-  if (stamped) return stamped;
-  const id = createHash('sha256').update(source).digest('hex');
-  appendFileSync(bundle, `\n${ID_MARK}${id}\n`);
-  return id;
+  if (bundleId(source)) return source;
+  const stamped = `${source}\n${ID_MARK}${createHash('sha256').update(source).digest('hex')}\n`;
+  const aside = `${bundle}.${process.pid}`;
+  writeFileSync(aside, stamped);
+  renameSync(aside, bundle);
+  return stamped;
 }
 
 /**
@@ -76,9 +81,13 @@ export function stampBundle(bundle: string): string {
  * and the cache, still correct, covers less).
  */
 export function makeGuestCodeCache(bundle: string, loader: string): string[] {
-  const id = stampBundle(bundle);
+  const source = stampBundle(bundle);
+  const id = bundleId(source)!;
   const dir = mkdtempSync(join(tmpdir(), 'instar-guest-cache-'));
   try {
+    // Every step compiles this copy: V8's data must come from one text, the one its id names.
+    const text = join(dir, 'guest.cjs');
+    writeFileSync(text, source);
     writeFileSync(join(dir, 'in.raw'), Buffer.concat([Buffer.alloc(64 * 1024, 'instar'), Buffer.alloc(960 * 1024)]));
     const flags = nodeArgs('', defaultLimits('convert', 2, 1), false);
     const outcomes: string[] = [];
@@ -89,7 +98,7 @@ export function makeGuestCodeCache(bundle: string, loader: string): string[] {
       const inFd = openSync(input, 'r');
       const outFd = openSync(output, 'r+');
       try {
-        const r = spawnSync(process.execPath, [...flags, '-e', TRAINER, loader, bundle, previous, out], {
+        const r = spawnSync(process.execPath, [...flags, '-e', TRAINER, loader, text, previous, out], {
           stdio: ['pipe', 'ignore', 'pipe', 'pipe', inFd, outFd],
           input: JSON.stringify(request),
           env: {},
