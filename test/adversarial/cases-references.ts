@@ -185,7 +185,6 @@ export function referenceCases(ctx: CraftContext, caseDepth: number): HostileCas
   };
   cases.push({
     name: 'chain-depth-17', category: 'backing loop', files: deep(18), targets: [], expect: refused(/longer than 16 files/, inspectUnsafe),
-    todo: { compare: "seen once under heavy load: compare refused 'l4' (same directory) as outside the allowed paths, then ran past 30 s" },
   });
   return cases;
 }

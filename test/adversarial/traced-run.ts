@@ -20,6 +20,8 @@ export interface TracedRun {
   stdout: string;
   stderr: string;
   wallMs: number;
+  /** The run outlived its wall limit and was killed (status null, signal SIGKILL). */
+  timedOut: boolean;
   /** Largest resident set of the host side of the run, in KiB (GNU time %M). */
   hostRssKiB: number;
   /** Peak resident set (VmHWM) of the sandboxed guest(s), sampled, in KiB; 0 if never seen. */
@@ -27,7 +29,7 @@ export interface TracedRun {
   calls: TracedCall[];
 }
 
-/** One CLI run; `wallLimitMs` kills the whole run (a hang is then reported as status null). */
+/** One CLI run; `wallLimitMs` kills the whole run (a hang is then reported as status null, timedOut). */
 export function tracedInstar(args: string[], opts: { cwd: string; wallLimitMs: number }): Promise<TracedRun> {
   return tracedCommand([process.execPath, INSTAR_ALIAS, ...args], opts);
 }
@@ -42,13 +44,22 @@ export function tracedCommand(command: string[], opts: { cwd: string; wallLimitM
   const started = performance.now();
   return new Promise((resolve, reject) => {
     // A fixed environment; the output profile named so that no run looks up and runs qemu-img.
-    const child = spawn('strace', argv, { cwd: opts.cwd, env: { PATH: '/usr/bin:/bin', LANG: 'C', INSTAR_QEMU_VERSION: '10.0' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    // Its own process group, killed whole at the wall limit: strace killed alone leaves the CLI
+    // running with strace's seccomp filter and no tracer, where every traced call (open, stat,
+    // realpath, execve) fails with ENOSYS. Seen as misleading errors ("'l4' is outside the
+    // allowed paths", "guest bundle not found", a guest that ends without a result) and as
+    // launches that never end (bwrap waiting for a child that failed to set up).
+    const child = spawn('strace', argv, { cwd: opts.cwd, env: { PATH: '/usr/bin:/bin', LANG: 'C', INSTAR_QEMU_VERSION: '10.0' }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
     child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
     const stopWatching = watchGuests(child.pid ?? -1);
-    const timer = setTimeout(() => child.kill('SIGKILL'), opts.wallLimitMs);
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      killGroup(child.pid);
+    }, opts.wallLimitMs);
     child.on('error', (e) => {
       clearTimeout(timer);
       stopWatching();
@@ -62,7 +73,7 @@ export function tracedCommand(command: string[], opts: { cwd: string; wallLimitM
       try {
         const rss = readFileSync(mem, 'utf8').split('\n').filter((l) => /^\d+$/.test(l.trim())).pop();
         // GNU time prefixes "Command exited with non-zero status N" to its output file.
-        resolve({ status, signal, stdout, stderr, wallMs, hostRssKiB: rss ? Number(rss) : NaN, guestPeakKiB, calls: parseStrace(readFileSync(log, 'utf8')) });
+        resolve({ status, signal, stdout, stderr, wallMs, timedOut, hostRssKiB: rss ? Number(rss) : NaN, guestPeakKiB, calls: parseStrace(readFileSync(log, 'utf8')) });
       } catch (e) {
         reject(e);
       } finally {
@@ -70,6 +81,16 @@ export function tracedCommand(command: string[], opts: { cwd: string; wallLimitM
       }
     });
   });
+}
+
+/** SIGKILL to strace's whole process group: strace, GNU time and the traced command. */
+function killGroup(pid: number | undefined): void {
+  if (pid === undefined) return;
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    // the group has ended already
+  }
 }
 
 /** Runs `jobs` with at most `width` at a time, keeping their order in the result. */
