@@ -3,7 +3,7 @@
 import { build } from 'esbuild';
 import { writeCliCodeCache } from './cli-code-cache.mjs';
 import { buildGuestCodeCaches } from './guest-cache.mjs';
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { brotliCompressSync, constants as zlib } from 'node:zlib';
 import { resolve } from 'node:path';
 
@@ -129,8 +129,8 @@ writeFileSync('dist/package.json', '{ "type": "commonjs" }\n');
 writeFileSync('dist/types/package.json', '{ "type": "module" }\n');
 const [library] = await Promise.all([
   build(split),
-  build(cli),
-  build(boot),
+  buildAside(cli),
+  buildAside(boot, 0o755),
   build(inProcessOps),
   // The guest is CommonJS (.cjs): measured ~5-10 ms faster to start than ESM, which matters
   // because every sandboxed op pays one guest start.
@@ -138,11 +138,26 @@ const [library] = await Promise.all([
   // Test-only guest: production ops plus hostile ones (test/sandbox), run by the sandbox tests.
   build({ ...guest, entryPoints: ['test/sandbox/hostile-guest.ts'], outfile: 'dist/test/hostile-guest.cjs' }),
 ]);
-chmodSync('dist/cli.js', 0o755);
 await writeCliCodeCache('dist/cli-bundle.js', 'dist/cli-bundle.cache');
 // The guests' loader and code caches (src/guest/loader.ts): ~9 ms off every guest start.
 await buildGuestCodeCaches(['dist/guest.cjs', 'dist/test/hostile-guest.cjs']);
 removeStaleChunks(library.metafile);
+
+/**
+ * The CLI's files are written aside and renamed into place: the tests of other work run the CLI
+ * while a build runs, and a file esbuild is still writing reads as empty or cut (an empty
+ * cli.js is a silent exit 0).
+ */
+async function buildAside(options, mode = 0o644) {
+  const result = await build({ ...options, write: false });
+  for (const { path, contents } of result.outputFiles) {
+    const aside = `${path}.${process.pid}`;
+    writeFileSync(aside, contents, { mode });
+    chmodSync(aside, mode);
+    renameSync(aside, path);
+  }
+  return result;
+}
 
 /**
  * Chunks of earlier builds go, but only once they are a few minutes old: a CLI started just
