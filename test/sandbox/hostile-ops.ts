@@ -83,6 +83,11 @@ export const hostileOps: Record<string, Op> = {
     for (let i = 0; i < 20; i++) writeSync(3, chunk);
     return {};
   },
+  /**
+   * A result far larger than the message pipe holds, then the exit at once: the guest's blocking
+   * writes must all reach the host before it exits (an asynchronous write would be lost).
+   */
+  'big-result': (o) => ({ blob: 'r'.repeat(Number(o.bytes)) }),
   /** A guest that dies quietly, without a result. */
   'quiet-exit': () => process.exit(0),
   /** A guest whose error text tries to drive the terminal. */
