@@ -71,6 +71,9 @@ function readFd(fd: number): Buffer {
 /** Reads the bundle (and the cache, when its fd is given) and compiles it; closes both fds. */
 export function loadGuest(bundleFd: number, cacheFd: number | undefined): { script: Script; state: CacheState } {
   const source = readFd(bundleFd).toString('utf8');
+  // The loader is only ever handed a stamped bundle: anything else (an empty file, the wrong fd)
+  // would otherwise run as an empty script and exit 0 without a word.
+  if (bundleId(source) === undefined) throw new Error(`fd ${bundleFd} is not an instar guest bundle (no id line)`);
   if (cacheFd === undefined) return { script: compileGuest(source), state: 'none' };
   const data = cacheDataFor(readFd(cacheFd), bundleId(source));
   if (!data) return { script: compileGuest(source), state: 'stale' };

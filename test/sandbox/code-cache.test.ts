@@ -71,6 +71,19 @@ describe('guest code cache', () => {
     assert.equal(await cacheState(guestCopy('no-cache')), 'plain');
   });
 
+  it('the loader refuses to run anything but a stamped bundle (an empty file would exit 0 silently)', () => {
+    const empty = join(scratch.dir, 'empty.cjs');
+    writeFileSync(empty, '');
+    const fd = openSync(empty, 'r');
+    try {
+      const r = spawnSync(process.execPath, [LOADER, '3'], { stdio: ['ignore', 'pipe', 'pipe', fd], env: {}, encoding: 'utf8' });
+      assert.notEqual(r.status, 0);
+      assert.match(r.stderr, /fd 3 is not an instar guest bundle \(no id line\)/);
+    } finally {
+      closeSync(fd);
+    }
+  });
+
   it('a stale, damaged or empty cache, or other V8 flags, only cost the plain compile', async () => {
     const stale = guestCopy('stale', (c) => c);
     // A rebuild: other code, another id; the cache still names the old one.
