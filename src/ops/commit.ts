@@ -16,6 +16,7 @@ import { discardAllRefusal, planDiscardAll } from '../formats/qcow2/make-empty-d
 import { PlanRefusal } from '../formats/qcow2/refcount-update.ts';
 import { openTree, type OpenTreeOptions } from './open-tree.ts';
 import type { OpContext } from './types.ts';
+import { commitProgress, mirrorOps, type TargetShape } from './commit-progress.ts';
 
 export interface CommitOptions extends OpenTreeOptions {
   /** -d: the top image keeps its data. */
@@ -25,7 +26,8 @@ export interface CommitOptions extends OpenTreeOptions {
 }
 
 export type CommitResult = { format: string } & (
-  | { committed: true }
+  /** progress: what `-p` shows between 0% and 100% (commit-progress.ts). */
+  | { committed: true; progress: number[] }
   /** The top has no backing file. */
   | { noBacking: true }
   /** No image of the chain was granted writable: -b named none of them. */
@@ -63,6 +65,13 @@ function dirtyRanges(top: Image, baseLevel: number, unit: number): [number, numb
     offset += e.length;
   }
   return ranges;
+}
+
+/** The mirror's progress over the chunks of its dirty bitmap (granularity `unit`). */
+function progressOf(top: Image, baseLevel: number, unit: number, target: TargetShape): number[] {
+  const dirty = dirtyRanges(top, baseLevel, unit);
+  const dirtyBytes = dirty.reduce((sum, [start, end]) => sum + end - start, 0);
+  return commitProgress(mirrorOps(top, dirty, unit, target), dirtyBytes, target);
 }
 
 /** Whether [offset, offset + length) reads as zeros without data (qemu's mirror writes zeros there). */
@@ -141,11 +150,13 @@ export function commitOp(options: Record<string, unknown>, ctx: OpContext): Comm
     if ('refused' in grow) return { format, refused: grow.refused };
     const hasBacking = base.info()['backing-filename'] !== undefined;
     let baseSteps: RepairStep[];
+    let progress: number[] = [];
     if (base.format === 'qcow2') {
       // The planner sees the base as the growth leaves it.
       const planDev = grow.steps.length > 0 ? new ReplayedDevice(baseDev, grow.steps) : baseDev;
       const cs = parseHeader(planDev).clusterSize;
       const unit = Math.max(granularityOf(cs), cs);
+      progress = progressOf(top, baseLevel, granularityOf(cs), { clusterSize: cs, zeroClusters: parseHeader(planDev).version >= 3 });
       const runs = clusterRuns(top, dirtyRanges(top, baseLevel, unit), unit);
       const source: GuestSource = (buf, at) => top.read(buf, at);
       // Only a base with bitmaps: qemu reopens the base for writing, which keeps a stale extension.
@@ -163,6 +174,7 @@ export function commitOp(options: Record<string, unknown>, ctx: OpContext): Comm
       }
     } else if (base.format === 'raw') {
       const unit = granularityOf(undefined);
+      progress = progressOf(top, baseLevel, unit, { zeroClusters: false });
       baseSteps = [...grow.steps, ...rawSteps(top.virtualSize, clusterRuns(top, dirtyRanges(top, baseLevel, unit), unit), top)];
     } else {
       return { format, refused: `instar cannot write into a ${base.format} base image yet; nothing was written` };
@@ -188,7 +200,7 @@ export function commitOp(options: Record<string, unknown>, ctx: OpContext): Comm
     applyRepair(baseDev, baseSteps, { stopAfterWrites: stop });
     const left = stop - writeCount(baseSteps);
     if (left > 0 && topSteps.length > 0) applyRepair(topDev, topSteps, { stopAfterWrites: left });
-    return { format, committed: true };
+    return { format, committed: true, progress };
   } catch (e) {
     if (e instanceof PlanRefusal) return { format, refused: e.message };
     throw e;

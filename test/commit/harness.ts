@@ -69,6 +69,12 @@ export function collapseProgress(stdout: string): string {
   return parts.filter((p, i) => i === 0 || p !== parts[i - 1]).join('\r');
 }
 
+/** Runs of one repeated progress line as one: qemu repeats 0% and 100% once per wake of its loop. */
+export function collapseRepeats(stdout: string): string {
+  const parts = stdout.split('\r');
+  return parts.filter((p, i) => i === 0 || p !== parts[i - 1]).join('\r');
+}
+
 /** Both files read the same guest data (qemu-img compare -q exit 0). */
 export function sameDisk(version: OracleVersion, a: string, b: string, fmtA = 'qcow2', fmtB = fmtA): boolean {
   return runQemu(version, ['compare', '-q', '-f', fmtA, '-F', fmtB, a, b]).status === 0;

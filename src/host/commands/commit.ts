@@ -14,7 +14,7 @@ import { OpError } from '../sandbox/run.ts';
 import { addObject, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { parseSizeOption, INT64_MAX } from './qemu-numbers.ts';
-import { progressLine } from '../../output/progress.ts';
+import { ProgressRule, progressLine } from '../../output/progress.ts';
 import { strerror } from '../../strerror.ts';
 import type { NeededFile } from '../../protocol/messages.ts';
 import type { CommitOptions, CommitResult } from '../../ops/commit.ts';
@@ -93,7 +93,10 @@ function reopenWritable(path: string, fd: number): number {
 function validResult(raw: unknown): CommitResult {
   const r = (raw ?? {}) as Record<string, unknown>;
   if (typeof r.format !== 'string' || !/^[a-z0-9]{1,16}$/.test(r.format)) throw new OpError('the guest gave a malformed commit result');
-  if (r.committed === true || r.noBacking === true || r.noBase === true) return r as CommitResult;
+  // The guest sends only what qemu's print rule lets through: about a hundred values.
+  const percentages = (v: unknown) => Array.isArray(v) && v.length <= 1024 && v.every((p) => typeof p === 'number' && p >= 0 && p <= 100);
+  if (r.committed === true && percentages(r.progress)) return { format: r.format, committed: true, progress: r.progress as number[] };
+  if (r.noBacking === true || r.noBase === true) return r as CommitResult;
   if (typeof r.refused === 'string' && r.refused.length < 1024) return { format: r.format, refused: r.refused.replace(/[\x00-\x1f\x7f]/g, '?') };
   throw new OpError('the guest gave a malformed commit result');
 }
@@ -136,7 +139,13 @@ async function runCommit(cmd: ParsedCommand, ctx: CommandContext, target: Target
     }
   }
   if (target.format === undefined && result.format === 'raw') ctx.err(PROBED_RAW_WARNING(target.path));
-  if (progress) ctx.out(progressLine(0));
+  // qemu's print rule over its job's progress: 0% first, then what the mirror's operations show.
+  const rule = new ProgressRule();
+  const show = (percent: number): void => {
+    const value = rule.set(percent);
+    if (progress && value !== undefined) ctx.out(progressLine(value));
+  };
+  show(0);
   const fail = (message: string): number => {
     ctx.err(`${ctx.progname}: ${message}\n`);
     if (progress) ctx.out('\n');
@@ -146,7 +155,9 @@ async function runCommit(cmd: ParsedCommand, ctx: CommandContext, target: Target
     return fail(baseName !== undefined ? `Did not find '${baseName}' in the backing chain of '${cmd.args[0]}'` : 'Image does not have a backing file');
   }
   if ('refused' in result) return fail(result.refused);
-  if (progress) ctx.out(progressLine(100) + '\n');
+  for (const p of result.progress) show(p);
+  show(100);
+  if (progress) ctx.out('\n');
   if (!cmd.options.has('quiet')) ctx.out('Image committed.\n');
   return 0;
 }
