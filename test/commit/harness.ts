@@ -61,8 +61,8 @@ export function commitInDir(dir: string, files: Record<string, Uint8Array>, opti
 
 /**
  * qemu's -p output depends on how often its job loop polled and which copy operations had ended
- * by then: repeated progress lines collapse and values between 0 and 100 are dropped (instar
- * prints 0 and 100 only).
+ * by then: repeated progress lines collapse and values between 0 and 100 are dropped (the steps
+ * are compared in progress.test.ts, on shapes where qemu's are deterministic or checkable).
  */
 export function collapseProgress(stdout: string): string {
   const parts = stdout.split('\r').filter((p) => !/^ {4}\((?!0\.00\/)(?!100\.00\/)[0-9.]+\/100%\)$/.test(p));

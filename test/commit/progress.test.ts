@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { VERSIONS, runQemu } from '../helpers/oracles.ts';
 import { TwinDirs, type TwinRun } from '../rebase/harness.ts';
 import { ImageBuilder, collapseRepeats, sameDisk } from './harness.ts';
+import { formatPercent } from '../../src/output/progress.ts';
 
 /** qemu-img create arguments for the base b (format fmt), then the top t.qcow2 over it. */
 interface Shape {
@@ -20,8 +21,9 @@ interface Shape {
   size: string;
   base: string[];
   top: string[];
-  /** qemu-io commands on t.qcow2, each its own run (compressed writes need that). */
+  /** qemu-io commands on t.qcow2, each its own run (compressed writes need that) unless `batch`. */
   writes: string[];
+  batch?: boolean;
   /** qemu-io commands on the base first. */
   baseWrites?: string[];
   baseFormat?: 'raw' | 'qcow2';
@@ -48,6 +50,12 @@ const SHAPES: Shape[] = [
   { name: 'four data clusters', size: '4M', base: [], top: [], writes: ['write -P 3 0 64k', 'write -P 3 1M 64k', 'write -P 3 2M 64k', 'write -P 3 3M 64k'], of: 4 },
   { name: 'four compressed clusters', size: '4M', base: [], top: [], writes: ['write -c -P 3 0 64k', 'write -c -P 4 64k 64k', 'write -c -P 4 128k 64k', 'write -c -P 4 192k 64k'], of: 4 },
   { name: '2 MiB of data: two operations', size: '4M', base: [], top: [], writes: ['write -P 1 0 2M'], of: 2 },
+  // Block status ends at each L2 table of the top (32 KiB here) and where its clusters stop being
+  // contiguous in the file: operations of one 64 KiB chunk, and of one cluster.
+  { name: '2 MiB of 512-byte clusters', size: '4M', base: [], top: ['-o', 'cluster_size=512'], writes: ['write -P 1 0 2M'], of: 32 },
+  { name: 'data clusters stored backwards', size: '4M', base: [], top: [], writes: ['write -P 1 128k 64k', 'write -P 1 64k 64k', 'write -P 1 0 64k'], of: 3 },
+  // More zero writes than the 16 the mirror keeps in flight.
+  { name: 'zeros, 64 L2 tables', size: '2M', base: ['-o', 'cluster_size=512'], top: ['-o', 'cluster_size=512'], writes: Array.from({ length: 64 }, (_, i) => `write -z ${i * 32}k 512`), batch: true, of: 64 },
   { name: 'zeros into a raw base', size: '8M', base: [], top: [], baseFormat: 'raw', writes: ['write -z 0 64k', 'write -z 2M 64k', 'write -z 4M 64k'], of: 3 },
 ];
 
@@ -70,7 +78,8 @@ function build(shape: Shape, index: number): Record<string, Uint8Array> {
   run(['create', '-q', '-f', fmt, ...shape.base, `b.${fmt}`, shape.size]);
   if (shape.baseWrites) run(['-f', fmt, ...shape.baseWrites.flatMap((w) => ['-c', w]), `b.${fmt}`], 'qemu-io');
   run(['create', '-q', '-f', 'qcow2', ...shape.top, '-b', `b.${fmt}`, '-F', fmt, 't.qcow2', shape.size]);
-  for (const w of shape.writes) run(['-f', 'qcow2', '-c', w, 't.qcow2'], 'qemu-io');
+  const runs = shape.batch ? [shape.writes] : shape.writes.map((w) => [w]);
+  for (const writes of runs) if (writes.length > 0) run(['-f', 'qcow2', ...writes.flatMap((w) => ['-c', w]), 't.qcow2'], 'qemu-io');
   return Object.fromEntries(readdirSync(dir).map((name) => [name, readFileSync(join(dir, name))]));
 }
 
@@ -78,7 +87,7 @@ const line = (percent: string): string => `    (${percent}/100%)\r`;
 const expected = (steps: string[]): string => [line('0.00'), ...steps.map(line), line('100.00'), '\nImage committed.\n'].join('');
 /** The percentages between the first 0% and the last 100% of a collapsed output. */
 const middle = (stdout: string): string[] => [...stdout.matchAll(/\(([0-9.]+)\/100%\)/g)].map((m) => m[1]).filter((p) => p !== '0.00' && p !== '100.00');
-const everyStep = (n: number): string[] => Array.from({ length: n - 1 }, (_, k) => Math.fround(Math.fround((k + 1) / n) * 100).toFixed(2));
+const everyStep = (n: number): string[] => Array.from({ length: n - 1 }, (_, k) => formatPercent(Math.fround(Math.fround((k + 1) / n) * 100)));
 
 function assertCommitted(r: TwinRun, shape: Shape, label: string): void {
   assert.equal(r.instar.stderr, r.qemu.stderr, `${label}: stderr`);
