@@ -27,6 +27,10 @@ interface Shape {
   /** qemu-io commands on the base first. */
   baseWrites?: string[];
   baseFormat?: 'raw' | 'qcow2';
+  /** qemu-io commands on m.qcow2, a level between the base and the top (its create arguments: `mid`). */
+  mid?: { create: string[]; writes: string[] };
+  /** commit's options before the top's name. */
+  args?: string[];
   /** Deterministic in qemu: the intermediate percentages it always prints. */
   steps?: string[];
   /** Not deterministic: instar prints every step of `of` equal operations; qemu a subset. */
@@ -56,6 +60,8 @@ const SHAPES: Shape[] = [
   { name: 'data clusters stored backwards', size: '4M', base: [], top: [], writes: ['write -P 1 128k 64k', 'write -P 1 64k 64k', 'write -P 1 0 64k'], of: 3 },
   // More zero writes than the 16 the mirror keeps in flight.
   { name: 'zeros, 64 L2 tables', size: '2M', base: ['-o', 'cluster_size=512'], top: ['-o', 'cluster_size=512'], writes: Array.from({ length: 64 }, (_, i) => `write -z ${i * 32}k 512`), batch: true, of: 64 },
+  // Two levels above the base (-b): the dirty chunks are what either allocates.
+  { name: 'zeros from two levels', size: '8M', base: ['-o', 'cluster_size=4k'], mid: { create: [], writes: ['write -z 2M 4k', 'write -z 6M 8k'] }, top: [], writes: ['write -z 0 4k', 'write -z 4M 4k'], args: ['-b', 'b.qcow2'], steps: ['25.00', '50.00', '75.00'] },
   { name: 'zeros into a raw base', size: '8M', base: [], top: [], baseFormat: 'raw', writes: ['write -z 0 64k', 'write -z 2M 64k', 'write -z 4M 64k'], of: 3 },
 ];
 
@@ -77,7 +83,13 @@ function build(shape: Shape, index: number): Record<string, Uint8Array> {
   };
   run(['create', '-q', '-f', fmt, ...shape.base, `b.${fmt}`, shape.size]);
   if (shape.baseWrites) run(['-f', fmt, ...shape.baseWrites.flatMap((w) => ['-c', w]), `b.${fmt}`], 'qemu-io');
-  run(['create', '-q', '-f', 'qcow2', ...shape.top, '-b', `b.${fmt}`, '-F', fmt, 't.qcow2', shape.size]);
+  let below = [`b.${fmt}`, fmt];
+  if (shape.mid) {
+    run(['create', '-q', '-f', 'qcow2', ...shape.mid.create, '-b', below[0], '-F', below[1], 'm.qcow2', shape.size]);
+    run(['-f', 'qcow2', ...shape.mid.writes.flatMap((w) => ['-c', w]), 'm.qcow2'], 'qemu-io');
+    below = ['m.qcow2', 'qcow2'];
+  }
+  run(['create', '-q', '-f', 'qcow2', ...shape.top, '-b', below[0], '-F', below[1], 't.qcow2', shape.size]);
   const runs = shape.batch ? [shape.writes] : shape.writes.map((w) => [w]);
   for (const writes of runs) if (writes.length > 0) run(['-f', 'qcow2', ...writes.flatMap((w) => ['-c', w]), 't.qcow2'], 'qemu-io');
   return Object.fromEntries(readdirSync(dir).map((name) => [name, readFileSync(join(dir, name))]));
@@ -102,7 +114,7 @@ SHAPES.forEach((shape, index) => {
     const files = build(shape, index);
     for (const version of VERSIONS) {
       const label = `${version} ${shape.name}`;
-      const r = twins.run(version, files, ['commit', '-p', 't.qcow2']);
+      const r = twins.run(version, files, ['commit', '-p', ...(shape.args ?? []), 't.qcow2']);
       assertCommitted(r, shape, label);
       const instar = collapseRepeats(r.instar.stdout);
       const qemu = collapseRepeats(r.qemu.stdout);
