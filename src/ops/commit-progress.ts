@@ -12,6 +12,7 @@
 // for zero writes.
 import type { Image } from '../formats/types.ts';
 import { ProgressRule } from '../output/progress.ts';
+import { statusView } from './compare-status.ts';
 
 // Runs that read as zeros through the whole chain (whose bottom has no backing file) are zero writes.
 export type MirrorMethod = 'copy' | 'zero';
@@ -36,12 +37,14 @@ export function mirrorOps(top: Image, dirty: [number, number][], granularity: nu
   const size = top.virtualSize;
   const ops: MirrorOp[] = [];
   const maxChunks = Math.max(1, Math.ceil(BUFFER_SIZE / granularity));
+  // Block status as qemu's driver answers it: a qcow2 top's answers end with each L2 table.
+  const status = statusView(top);
   for (const [start, end] of dirty) {
     for (let area = start; area < end && area < size; area += maxChunks * granularity) {
       let chunks = Math.min(maxChunks, (end - area) / granularity);
       let offset = area;
       while (chunks > 0 && offset < size) {
-        const e = top.extent(offset, Math.min(chunks * granularity, size - offset));
+        const e = status(offset, Math.min(offset + chunks * granularity, size));
         let bytes = e.kind === 'data' ? Math.min(e.length, MAX_IO_BYTES) : e.length;
         bytes -= bytes % granularity;
         let method: MirrorMethod = 'copy';
