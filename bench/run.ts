@@ -3,7 +3,8 @@
 // instar (default sandboxed mode) and qemu-img 10.0 taking turns, N runs each (default 3), with
 // the default cache mode (no flush) and with -t writeback (flushed),
 // outputs on the same file system as the inputs and removed between runs. Prints the medians
-// and instar/qemu ratios. Usage: npm run build && npm run bench [-- N [label-filter]]
+// and instar/qemu ratios. Usage: npm run build && npm run bench [-- N [label-filter]]; a filter
+// picks the rows whose label contains it, or with a leading '=' the one row so labelled ('=raw').
 //
 // Before every run a 2 GiB scratch file is written and removed (untimed). On a VM whose kernel
 // reports free pages to the hypervisor (virtio-balloon free page reporting, e.g. Firecracker's
@@ -21,6 +22,7 @@ import { BENCH_DIR, ensureCorpus } from './corpus.ts';
 
 const runs = Math.max(3, Number(process.argv[2] ?? process.env.BENCH_N ?? 3));
 const filter = process.argv[3];
+const picked = (label: string): boolean => !filter || (filter.startsWith('=') ? label === filter.slice(1) : label.includes(filter));
 const qemuImg = oracle('10.0');
 const out = join(BENCH_DIR, 'out.raw');
 
@@ -91,7 +93,7 @@ function cpuSeconds(file: string, args: string[], env: Record<string, string> = 
 // and with what environment (NODE_EXTRA_CA_CERTS, set here, costs every Node start ~40 ms CPU).
 const instar = (args: string[]): [string, string[]] => [INSTAR_CLI, args];
 
-const images = ensureCorpus((line) => process.stderr.write(line + '\n')).filter((i) => !filter || i.label.includes(filter));
+const images = ensureCorpus((line) => process.stderr.write(line + '\n')).filter((i) => picked(i.label));
 // qemu-img convert's default cache mode for the target is 'unsafe' (no flush at the end), and
 // instar's too. The '-t writeback' columns are both sides flushing the target before they exit.
 const rows: string[][] = [['format', 'instar (ms)', 'qemu-img (ms)', 'ratio', 'instar -t wb', 'qemu -t wb', 'ratio', 'cpu s instar/qemu']];
@@ -116,7 +118,7 @@ for (const image of images) {
 // The fixed cost of a run, measured apart: convert of a 1 MiB raw image (one guest, nothing to
 // copy to speak of). instar pays two Node starts in series (the CLI, then the sandboxed guest)
 // where qemu-img pays one exec: this difference is in every row above.
-if (!filter || 'start-up'.includes(filter)) {
+if (picked('start-up')) {
   const tiny = join(BENCH_DIR, 'tiny.raw');
   const fd = openSync(tiny, 'w');
   writeSync(fd, Buffer.alloc(1024 * 1024, 0x5a));
@@ -142,7 +144,7 @@ const WRITE_TARGETS: { label: string; args: string[] }[] = [
 ];
 const rawDisk = images.find((i) => i.label === 'raw') ?? ensureCorpus(() => {})[0];
 const written = join(BENCH_DIR, 'out.img');
-for (const target of WRITE_TARGETS.filter((t) => !filter || t.label.includes(filter))) {
+for (const target of WRITE_TARGETS.filter((t) => picked(t.label))) {
   const args = ['convert', '-f', 'raw', ...target.args, rawDisk.path, written];
   const probe = spawnSync(INSTAR_CLI, args, { encoding: 'utf8' });
   rmSync(written, { force: true });
