@@ -6,7 +6,7 @@
 // damaged, or that V8 rejects (another node, other V8 flags) only costs the plain compile.
 import { closeSync, fstatSync, readSync } from 'node:fs';
 import { Script } from 'node:vm';
-import { fingerprint } from '../cli/code-cache.ts';
+import { fingerprint } from '../fingerprint.ts';
 
 /**
  * First line of a cache file: this, the bundle's id and a fingerprint of V8's data, which

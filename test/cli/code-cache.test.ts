@@ -7,7 +7,8 @@ import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { compileWithCache, fingerprint, makeCodeCache } from '../../src/cli/code-cache.ts';
+import { compileWithCache, makeCodeCache } from '../../src/cli/code-cache.ts';
+import { fingerprint } from '../../src/fingerprint.ts';
 import { ROOT } from '../helpers/oracles.ts';
 
 /** The same 64-bit mix in BigInt arithmetic, to pin the hand-written WebAssembly down. */
