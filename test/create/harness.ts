@@ -67,6 +67,14 @@ function runInProcess(args: string[], dir: string): Promise<RunResult> {
 
 /** Runs qemu-img of `version`, or instar emulating it, in a fresh copy of `template`. */
 export async function runSide(side: 'qemu' | 'instar', version: OracleVersion, template: string, args: string[], sandboxed = false): Promise<SideResult> {
+  let r = await runSideOnce(side, version, template, args, sandboxed);
+  // qemu-img's LUKS key set-up fails at random here (FACTS.md: "Unable to get accurate CPU
+  // usage"): such a run of the oracle says nothing about what it would print, so it is redone.
+  for (let i = 0; i < 5 && side === 'qemu' && r.stderr.includes('Unable to get accurate CPU usage'); i++) r = await runSideOnce(side, version, template, args, sandboxed);
+  return r;
+}
+
+async function runSideOnce(side: 'qemu' | 'instar', version: OracleVersion, template: string, args: string[], sandboxed: boolean): Promise<SideResult> {
   const dir = copyOf(template);
   try {
     const r = side === 'qemu'

@@ -90,7 +90,11 @@ function slotsInfo(kind: Kind, file: string): unknown {
   return luks;
 }
 
-/** Bytes of `file` that differ from `other`, as [start, end) ranges. */
+/**
+ * Ranges where `a` and `b` differ, gaps under 4 KiB merged and ends rounded out to 512-byte
+ * sectors: the rewritten key material is random, and a random byte that happens to equal the
+ * old one at a range's end (1 in 256) must not move the range.
+ */
 function differences(a: Buffer, b: Buffer): [number, number][] {
   assert.equal(a.length, b.length);
   const ranges: [number, number][] = [];
@@ -100,7 +104,7 @@ function differences(a: Buffer, b: Buffer): [number, number][] {
     if (last && last[1] >= i - 4096) last[1] = i + 1;
     else ranges.push([i, i + 1]);
   }
-  return ranges;
+  return ranges.map(([s, e]) => [Math.floor(s / 512) * 512, Math.ceil(e / 512) * 512]);
 }
 
 /** Asserts that two amended copies differ at most in slot `slot`'s iteration count and salt (when `added`) and its key material. */
