@@ -24,12 +24,14 @@ import { vpcInPlaceWriter } from '../../formats/vpc/inplace.ts';
 import { qedInPlaceWriter } from '../../formats/qed/inplace.ts';
 import { qcowInPlaceWriter } from '../../formats/qcow/inplace.ts';
 import { parallelsInPlaceWriter } from '../../formats/parallels/inplace.ts';
+import { vmdkInPlaceWriter } from '../../formats/vmdk/inplace.ts';
+import type { VmdkImage } from '../../formats/vmdk/image.ts';
 
 /** The formats other than qcow2 that instar writes into as qemu does (in-place-copy.ts). */
 /** The --target-image-opts options each probed format takes (its key). */
 const FORMAT_OPTIONS: Record<string, string[]> = { luks: ['key-secret'], qcow2: ['encrypt.key-secret'], qcow: ['encrypt.key-secret'] };
 
-const IN_PLACE = new Set(['luks', 'vdi', 'vpc', 'qed', 'parallels', 'qcow']);
+const IN_PLACE = new Set(['luks', 'vdi', 'vpc', 'qed', 'parallels', 'qcow', 'vmdk']);
 import type { Op } from '../types.ts';
 
 export interface ConvertIntoOptions {
@@ -64,6 +66,8 @@ export interface ConvertIntoOptions {
   progress?: boolean;
   /** Tests only: stop after this many writes (crash simulation). */
   stopAfterWrites?: number;
+  /** Tests only: the CID a vmdk target gets instead of a random one (formats/vmdk/inplace.ts). */
+  vmdkCid?: number;
 }
 
 const OFFSET_MASK = 0x00fffffffffffe00n;
@@ -195,6 +199,7 @@ export const convertIntoOp: Op = (raw, ctx) => {
       : opened.format === 'qed' ? qedInPlaceWriter(dev)
       : opened.format === 'qcow' ? qcowInPlaceWriter(dev)
       : opened.format === 'parallels' ? parallelsInPlaceWriter(dev, opened.virtualSize, opts.parallelsDiscards === true)
+      : opened.format === 'vmdk' ? vmdkInPlaceWriter(dev, opened as VmdkImage, { cid: opts.vmdkCid })
       : luksTarget(opened) ?? refused('yet (a LUKS2 volume)');
     if ('refused' in target) return target satisfies ConvertIntoResult;
     const counted = copyInPlace({ images, target, sparseSize: opts.sparseSize ?? 4096, targetIsZero: opts.targetIsZero === true, onProgress, salvage });

@@ -1,0 +1,139 @@
+// convert -n into an existing monolithicSparse VMDK, as qemu's vmdk driver writes into one. A
+// write into an allocated grain goes in place; a missing grain is allocated at the end of the
+// file (the file's length rounded up to a grain, as qemu's next_cluster_sector starts), written
+// whole (zeros around the data, qemu's get_whole_cluster without a backing file), then its entry
+// is set in the grain table and in the redundant one: data before the entries that point at it,
+// so a cut anywhere leaves an image qemu opens. After the first write the descriptor gets a new
+// random CID (cid-rewrite.ts). Zeros are data here: without zeroed-grain support qemu's
+// write-zeroes falls back to writing zeros, which allocates grains.
+import { randomInt } from 'node:crypto';
+import { readAt, unitPieces } from '../bytes.ts';
+import { ImageError, type BlockDevice } from '../types.ts';
+import { checkWriteRange, writableOutput } from '../writer-checks.ts';
+import { CID_AREA_BYTES } from './descriptor.ts';
+import { COMPRESSION_DEFLATE, FLAG_RGD, FLAG_ZERO_GRAIN, VMDK4_MAGIC, readVmdk4Header } from './header.ts';
+import { cidUpdatable, rewriteCid } from './cid-rewrite.ts';
+import type { VmdkImage } from './image.ts';
+
+const SECTOR = 512;
+/** The grain tables instar keeps in memory for one copy. */
+const TABLES_LIMIT = 256 * 1024 * 1024;
+/** Grain entries are 32-bit sector numbers. */
+const MAX_SECTOR = 2 ** 32;
+
+interface Layout {
+  grainBytes: number;
+  perTable: number;
+  /** Sector of each grain table, and of its copy (0: no redundant directory). */
+  tables: number[];
+  backups: number[];
+  /** Every grain entry, by grain index. */
+  entries: Uint32Array;
+  descOffset: number;
+  nextSector: number;
+}
+
+class SparseInPlace {
+  private readonly put: (buf: Uint8Array, pos: number) => void;
+  private cidDone = false;
+
+  constructor(private readonly dev: BlockDevice, private readonly size: number, private readonly l: Layout, private readonly cid: () => number) {
+    this.put = writableOutput(dev);
+  }
+
+  write(data: Uint8Array, offset: number): void {
+    checkWriteRange(data, offset, this.size);
+    const { grainBytes, perTable, entries } = this.l;
+    for (const { index, within, piece } of unitPieces(data, offset, grainBytes)) {
+      let sector = entries[index];
+      if (sector !== 0) this.put(piece, sector * SECTOR + within);
+      else {
+        sector = this.l.nextSector;
+        if (sector + grainBytes / SECTOR > MAX_SECTOR) throw new ImageError('instar refuses a VMDK grain past the 32-bit sector range');
+        this.l.nextSector += grainBytes / SECTOR;
+        const whole = new Uint8Array(grainBytes);
+        whole.set(piece, within);
+        this.put(whole, sector * SECTOR);
+        const entry = Buffer.alloc(4);
+        entry.writeUInt32LE(sector);
+        const table = Math.floor(index / perTable);
+        const at = (index % perTable) * 4;
+        this.put(entry, this.l.tables[table] * SECTOR + at);
+        if (this.l.backups.length > 0) this.put(entry, this.l.backups[table] * SECTOR + at);
+        entries[index] = sector;
+      }
+      // qemu updates the CID once its first piece is written.
+      if (!this.cidDone) {
+        const area = readAt(this.dev, this.l.descOffset, CID_AREA_BYTES);
+        this.put(rewriteCid(area, this.cid()), this.l.descOffset);
+        this.cidDone = true;
+      }
+    }
+  }
+
+  finish(): void {}
+}
+
+export interface VmdkInPlaceOptions {
+  /** Tests only: the CID to write instead of a random one. */
+  cid?: number;
+}
+
+/** Where `image` (opened from `dev`) can be written in place as qemu does, the writer; else why not. */
+export function vmdkInPlaceWriter(dev: BlockDevice, image: VmdkImage, opts: VmdkInPlaceOptions = {}): SparseInPlace | { refused: string } {
+  const refused = (why: string) => ({ refused: `instar cannot convert into this vmdk image (${why}); nothing was written` });
+  const { createType, extents, backingName } = image.state;
+  if (createType !== 'monolithicSparse' || extents.length !== 1 || extents[0].file !== '' || extents[0].ext.flat) {
+    return { refused: `instar cannot convert into an existing vmdk image (-n) of subformat ${createType} yet; nothing was written` };
+  }
+  if (backingName !== undefined) return refused('it has a parent');
+  if (readAt(dev, 0, 4).readUInt32BE(0) !== VMDK4_MAGIC) return refused('it is not a hosted sparse extent');
+  const h = readVmdk4Header(dev);
+  if (h.compressAlgorithm === COMPRESSION_DEFLATE) return refused('it is compressed');
+  if (h.flags & FLAG_ZERO_GRAIN) return refused('it has zeroed grains');
+  const grainSectors = Number(h.granularity);
+  const perTable = h.numGtesPerGt;
+  const fileBytes = dev.size;
+  const grains = Math.ceil(Number(h.capacity) / grainSectors);
+  const tableCount = Math.ceil(grains / perTable);
+  if (tableCount * perTable * 4 > TABLES_LIMIT) return refused('its grain tables are too large');
+  const descOffset = Number(h.descOffset) * SECTOR;
+  const grainOffset = Number(h.grainOffset) * SECTOR;
+  const gdBytes = tableCount * 4;
+  // Metadata (header, descriptor, directories, tables) must lie inside the file, before the grains, apart.
+  const spans: [number, number, string][] = [[0, SECTOR, 'header'], [descOffset, descOffset + CID_AREA_BYTES, 'descriptor']];
+  const directory = (sector: bigint, what: string): number[] => {
+    const at = Number(sector) * SECTOR;
+    spans.push([at, at + gdBytes, what]);
+    if (at + gdBytes > grainOffset) return [];
+    const gd = readAt(dev, at, gdBytes);
+    return Array.from({ length: tableCount }, (_, i) => gd.readUInt32LE(i * 4));
+  };
+  const tables = directory(h.gdOffset, 'grain directory');
+  const backups = h.flags & FLAG_RGD ? directory(h.rgdOffset, 'redundant grain directory') : [];
+  for (const t of [...tables, ...backups]) spans.push([t * SECTOR, t * SECTOR + perTable * 4, 'grain table']);
+  if (grainOffset > fileBytes || grainSectors < 1) return refused('its grains start past the end of its file');
+  if (!Number.isSafeInteger(descOffset) || descOffset < SECTOR) return refused('its descriptor is misplaced');
+  const sorted = [...spans].sort((a, b) => a[0] - b[0]);
+  for (const [i, [start, end, what]] of sorted.entries()) {
+    if (end > grainOffset) return refused(`its ${what} lies outside its metadata area`);
+    if (what === 'grain table' && start === 0) return refused('a grain table is missing');
+    if (i > 0 && start < sorted[i - 1][1]) return refused(`its ${what} overlaps its ${sorted[i - 1][2]}`);
+  }
+  if (!cidUpdatable(readAt(dev, descOffset, CID_AREA_BYTES))) return refused('its descriptor has no parentCID');
+  const entries = new Uint32Array(tableCount * perTable);
+  const grainBytes = grainSectors * SECTOR;
+  for (let t = 0; t < tableCount; t++) {
+    const gt = readAt(dev, tables[t] * SECTOR, perTable * 4);
+    for (let i = 0; i < perTable; i++) {
+      const sector = gt.readUInt32LE(i * 4);
+      if (sector !== 0 && (sector * SECTOR < grainOffset || sector * SECTOR + grainBytes > Math.ceil(fileBytes / grainBytes) * grainBytes)) {
+        return refused(`a grain entry points outside its grains (sector ${sector})`);
+      }
+      entries[t * perTable + i] = sector;
+    }
+  }
+  const nextSector = Math.ceil(Math.ceil(fileBytes / SECTOR) / grainSectors) * grainSectors;
+  const cid = () => opts.cid ?? randomInt(0, 2 ** 32);
+  return new SparseInPlace(dev, image.virtualSize, { grainBytes, perTable, tables, backups, entries, descOffset, nextSector }, cid);
+}

@@ -1,0 +1,124 @@
+// convert -n into an existing monolithicSparse VMDK against qemu-img 7.2 and 10.0: each tool
+// writes into its own copy of the same image. qemu gives the descriptor a random CID on the
+// first write, so the CLI runs compare the files with the CID's value masked (everything else
+// byte for byte, the descriptor's text included); one run then takes qemu's CID and must give
+// qemu's file exactly (the descriptor area's stale tail too). Hostile tables are refused with
+// nothing written; every prefix of the writes leaves an image qemu-img opens and checks.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { scratch, qemu, type Scratch } from './harness.ts';
+import { runInto, sameInto } from './into-harness.ts';
+import { everyPrefixOpens, runStopped } from './into-crash.ts';
+import { prng } from '../helpers/xorshift.ts';
+
+let s: Scratch;
+const at = (name: string) => join(s.dir, name);
+const MiB = 1024 * 1024;
+const CID_AREA = 20 * 512;
+const qcow2Source = ['-f', 'qcow2', '../src.qcow2'];
+
+/** The descriptor area's position (the header's descriptor offset, in sectors). */
+const descArea = (file: Buffer) => Number(file.readBigUInt64LE(28)) * 512;
+
+function cidOf(file: Buffer): string {
+  const area = file.subarray(descArea(file), descArea(file) + CID_AREA);
+  return /(?:^|\n)CID=([0-9a-f]+)\n/.exec(area.toString('latin1'))![1];
+}
+
+/** The file with the descriptor's CID value masked and the area past the descriptor's text zeroed. */
+function maskCid(file: Buffer): Buffer {
+  const out = Buffer.from(file);
+  const start = descArea(file);
+  const area = out.subarray(start, start + CID_AREA);
+  const end = area.indexOf(0);
+  const text = area.subarray(0, end < 0 ? CID_AREA : end).toString('latin1').replace(/(^|\n)CID=[0-9a-f]+\n/, '$1CID=?\n');
+  area.fill(0);
+  area.write(text, 'latin1');
+  return out;
+}
+
+before(() => {
+  s = scratch();
+  const disk = Buffer.alloc(3 * MiB);
+  const next = prng(7);
+  for (const [offset, length] of [[4096, 8192], [MiB + 100000, 5000], [3 * MiB - 512, 512]]) for (let i = 0; i < length; i++) disk[offset + i] = next() & 0xff;
+  writeFileSync(at('src.raw'), disk);
+  writeFileSync(at('head.raw'), disk.subarray(0, 300 * 1024));
+  qemu(['create', '-q', '-f', 'qcow2', at('src.qcow2'), '3M']);
+  qemu(['-f', 'qcow2', '-c', 'write -P 0x11 0 64k', '-c', 'write -P 0 1M 64k', '-c', 'write -z 2M 64k', '-c', 'write -P 5 2500k 4k', at('src.qcow2')], undefined, '10.0', 'qemu-io');
+  qemu(['create', '-q', '-f', 'vmdk', at('empty.vmdk'), '4M']);
+  // Grains allocated out of order, data where the sources have zeros, data past their end.
+  qemu(['create', '-q', '-f', 'vmdk', at('part.vmdk'), '6M']);
+  qemu(['-f', 'vmdk', '-c', 'write -P 0x33 2M 4k', '-c', 'write -P 0x44 64k 128k', '-c', 'write -P 0x55 5M 64k', at('part.vmdk')], undefined, '10.0', 'qemu-io');
+  qemu(['create', '-q', '-f', 'vmdk', at('small.vmdk'), '2M']);
+  // Two grain tables (32 MiB each), for the hostile edits.
+  qemu(['create', '-q', '-f', 'vmdk', at('big.vmdk'), '64M']);
+  qemu(['create', '-q', '-f', 'vmdk', '-o', 'subformat=streamOptimized', at('stream.vmdk'), '4M']);
+  qemu(['create', '-q', '-f', 'vmdk', '-o', 'subformat=twoGbMaxExtentSparse', at('split.vmdk'), '4M']);
+  qemu(['create', '-q', '-f', 'vmdk', '-o', 'zeroed_grain=on', at('zeroed.vmdk'), '4M']);
+});
+after(() => s.cleanup());
+
+test('convert -n into a monolithicSparse VMDK (sandboxed): grains allocated in order, the zeros too, a new CID', async () => {
+  const runs = await sameInto(s.dir, 'empty', 'empty.vmdk', ['-n', '-O', 'vmdk', ...qcow2Source, 'empty.vmdk'], true, maskCid);
+  for (const r of runs) assert.notEqual(cidOf(r.target), cidOf(readFileSync(at('empty.vmdk'))), 'the CID was not updated');
+});
+
+test('convert -n into a VMDK: partly allocated and larger, a raw source, -S 0, --target-is-zero, -B, --target-image-opts with -p', async () => {
+  await sameInto(s.dir, 'part', 'part.vmdk', ['-n', '-O', 'vmdk', ...qcow2Source, 'part.vmdk'], false, maskCid);
+  await sameInto(s.dir, 'raw', 'part.vmdk', ['-n', '-O', 'vmdk', '-f', 'raw', '../src.raw', 'part.vmdk'], false, maskCid);
+  await sameInto(s.dir, 'S0', 'part.vmdk', ['-n', '-O', 'vmdk', '-S', '0', ...qcow2Source, 'part.vmdk'], false, maskCid);
+  await sameInto(s.dir, 'is-zero', 'part.vmdk', ['-n', '-O', 'vmdk', '--target-is-zero', ...qcow2Source, 'part.vmdk'], false, maskCid);
+  await sameInto(s.dir, 'B', 'part.vmdk', ['-n', '-O', 'vmdk', '-B', 'empty.vmdk', ...qcow2Source, 'part.vmdk'], false, maskCid);
+  await sameInto(s.dir, 'opts', 'part.vmdk', ['-n', '-p', '--target-image-opts', ...qcow2Source, 'driver=vmdk,file.filename=part.vmdk'], false, maskCid);
+});
+
+test('convert -n into a VMDK with qemu\'s CID gives qemu\'s file byte for byte', async () => {
+  const theirs = await runInto(s.dir, '10.0', '10.0', 'exact', 'part.vmdk', ['-n', '-O', 'vmdk', '-f', 'raw', '../src.raw', 'part.vmdk']);
+  assert.equal(theirs.result.status, 0, theirs.result.stderr);
+  const cid = parseInt(cidOf(theirs.target), 16);
+  const ours = runStopped({ source: at('src.raw'), target: at('part.vmdk'), format: 'vmdk', dir: s.dir, label: 'exact', options: { vmdkCid: cid } }, at('exact-op'), Infinity);
+  assert.ok(readFileSync(ours).equals(theirs.target), 'the file differs from qemu-img\'s');
+});
+
+test('convert -n into a VMDK smaller than the source: qemu\'s message, nothing written', async () => {
+  const [ours] = await sameInto(s.dir, 'smaller', 'small.vmdk', ['-n', '-O', 'vmdk', ...qcow2Source, 'small.vmdk']);
+  assert.equal(ours.result.status, 1);
+  assert.ok(ours.target.equals(readFileSync(at('small.vmdk'))), 'the target was written');
+});
+
+test('convert -n into other VMDK subformats, zeroed grains, hostile tables: refused in one line, nothing written', async () => {
+  const gd = (f: Buffer) => Number(f.readBigUInt64LE(56)) * 512;
+  const hostile = (name: string, edit: (f: Buffer) => void) => {
+    const f = readFileSync(at('big.vmdk'));
+    edit(f);
+    writeFileSync(at(name), f);
+  };
+  // The first grain table past the end of the file; the second one on top of the first; a grain entry past the end of the file.
+  hostile('gt-past-eof.vmdk', (f) => f.writeUInt32LE(1_000_000, gd(f)));
+  hostile('gt-overlap.vmdk', (f) => f.writeUInt32LE(f.readUInt32LE(gd(f)), gd(f) + 4));
+  hostile('grain-past-eof.vmdk', (f) => f.writeUInt32LE(1_000_000, f.readUInt32LE(gd(f)) * 512));
+  const cases: [string, string][] = [
+    ['stream.vmdk', 'instar cannot convert into an existing vmdk image (-n) of subformat streamOptimized yet; nothing was written'],
+    ['split.vmdk', 'instar cannot convert into an existing vmdk image (-n) of subformat twoGbMaxExtentSparse yet; nothing was written'],
+    ['zeroed.vmdk', 'instar cannot convert into this vmdk image (it has zeroed grains); nothing was written'],
+    ['gt-past-eof.vmdk', 'instar cannot convert into this vmdk image (its grain table lies outside its metadata area); nothing was written'],
+    ['gt-overlap.vmdk', 'instar cannot convert into this vmdk image (its grain table overlaps its grain table); nothing was written'],
+    ['grain-past-eof.vmdk', 'instar cannot convert into this vmdk image (a grain entry points outside its grains (sector 1000000)); nothing was written'],
+  ];
+  for (const [name, message] of cases) {
+    // The split image's extents stay beside it: named in place, its descriptor unchanged there.
+    const arg = name === 'split.vmdk' ? '../split.vmdk' : name;
+    const before = readFileSync(at(name));
+    const ours = await runInto(s.dir, 'instar', '10.0', `refused-${name}`, name, ['-n', '-O', 'vmdk', ...qcow2Source, arg]);
+    assert.deepEqual([ours.result.status, ours.result.stderr], [1, `qemu-img: ${message}\n`], name);
+    assert.ok(ours.target.equals(before) && readFileSync(at(name)).equals(before), `${name}: the target was written`);
+  }
+});
+
+test('convert -n into a VMDK stopped after each prefix of its writes leaves an image qemu-img opens and checks', () => {
+  const k = everyPrefixOpens({ source: at('head.raw'), target: at('part.vmdk'), format: 'vmdk', dir: s.dir, label: 'vmdk', options: { vmdkCid: 0x1234 } });
+  assert.ok(k > 5, `${k} writes`);
+});
