@@ -1,5 +1,5 @@
 // convert -n into an existing VHD, as qemu's vpc driver writes into one. A fixed disk takes the
-// data in place. A dynamic disk writes into a block the BAT has, after setting the block's
+// data in place. A dynamic or differencing disk writes into a block the BAT has, after setting the block's
 // sector bitmap to all ones (qemu does so on its first write to each block), and allocates a
 // missing block at the end of the used area: the bitmap, the footer copy moved past the new
 // block, the BAT entry, then the data, in qemu's order (each a complete image qemu opens).
@@ -63,7 +63,9 @@ export function vpcInPlaceWriter(dev: BlockDevice, virtualSize: number): ImageWr
     if (virtualSize > dev.size - FOOTER_SIZE) return refused('its file is shorter than its disk');
     return new FixedWriter(dev, virtualSize);
   }
-  if (footer.diskType !== 3) return refused('it is a differencing disk');
+  // A differencing disk (4) is written as a dynamic one: qemu's vpc driver never opens its parent,
+  // so new blocks hide nothing and the parent is not touched.
+  if (footer.diskType !== 3 && footer.diskType !== 4) return refused(`its disk type is ${footer.diskType}`);
   const hdr = readDynamicHeader(dev, footer.dataOffset, BigInt(virtualSize / SECTOR));
   if (hdr.maxTableEntries * 4 > BAT_LIMIT) return refused('its block table is too large');
   const bat = Buffer.from(readAt(dev, Number(hdr.tableOffset), hdr.maxTableEntries * 4));
