@@ -32,8 +32,13 @@ export interface CrashCase {
   /** Scratch directory for the runs' copies; its label names them. */
   dir: string;
   label: string;
-  /** More options for the op (parallelsDiscards, vmdkCid). */
-  options?: Partial<ConvertIntoOptions>;
+  /** More options for the op (parallelsDiscards, vmdkCid), or a function giving them afresh for each run. */
+  options?: Partial<ConvertIntoOptions> | (() => Partial<ConvertIntoOptions>);
+  /**
+   * A journalled format (VHDX): a cut may leave a log to replay, which a read-only open refuses;
+   * qemu-img check -r all replays it first, as any writable open of qemu's would.
+   */
+  replay?: boolean;
 }
 
 /** The op on a fresh copy of the target in `dir`, stopped after `budget` writes; the copy's path. */
@@ -51,7 +56,7 @@ export function runStopped(c: CrashCase, dir: string, budget: number): string {
       ],
       emit: () => undefined,
     };
-    const result = convertIntoOp({ sources: [{ index: 0, format: 'raw', fileName: c.source }], target: 1, format: c.format, ...c.options }, ctx) as ConvertIntoResult;
+    const result = convertIntoOp({ sources: [{ index: 0, format: 'raw', fileName: c.source }], target: 1, format: c.format, ...(typeof c.options === 'function' ? c.options() : c.options) }, ctx) as ConvertIntoResult;
     assert.ok('counted' in result, JSON.stringify(result));
   } catch (e) {
     if ((e as Error).message !== 'stopped') throw e;
@@ -69,6 +74,10 @@ export function everyPrefixOpens(c: CrashCase, limit = 100): number {
   for (; k < limit; k++) {
     const file = runStopped(c, join(c.dir, `crash-${c.label}-${k}`), k);
     if (readFileSync(file).equals(final)) break;
+    if (c.replay) {
+      const repair = runQemu('10.0', ['check', '-r', 'all', '-f', c.format, file]);
+      assert.equal(repair.status, 0, `after ${k} writes qemu-img check -r all fails: ${repair.stdout}${repair.stderr}`);
+    }
     const info = runQemu('10.0', ['info', '-f', c.format, file]);
     assert.equal(info.status, 0, `after ${k} writes qemu-img cannot open the target: ${info.stderr}`);
     const check = runQemu('10.0', ['check', '-f', c.format, file]);

@@ -125,7 +125,7 @@ test('convert -n into targets instar does not write: a clear refusal, nothing wr
     ['backed.qcow2', ['-O', 'qcow2', '--target-is-zero', ...raw('src.raw')], /instar cannot convert into this qcow2 image \(the copy covers in part a cluster its backing file decides\)/],
     ['snap.qcow2', ['-O', 'qcow2', ...raw('src.raw')], /instar cannot convert into this qcow2 image \(it has internal snapshots\)/],
     ['t64k.qcow2', ['-O', 'qcow2', '-B', '../empty.qcow2', '-F', 'qcow2', '-f', 'qcow2', '../backed.qcow2'], /instar cannot convert into this qcow2 image \(with -B from a source that has a backing file\)/],
-    ['t64k.qcow2', ['-O', 'vhdx', ...raw('src.raw')], /instar cannot convert into an existing vhdx image \(-n\) yet/],
+    ['t64k.qcow2', ['-O', 'qcow2', '-c', ...raw('src.raw')], /instar cannot convert into an existing qcow2 image \(-n\) with -c yet/],
   ];
   for (const [target, args, message] of cases) {
     const mine = await runOn('instar', 'refused', target, args, false, '10.0', ['base.qcow2']);

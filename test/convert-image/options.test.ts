@@ -112,12 +112,12 @@ describe('-W, -m, --target-is-zero and -n', () => {
   test('--target-is-zero without -n', () => {
     sameAsOracles(dir, ['convert', '--target-is-zero', '-O', 'qcow2', '../top.qcow2', 'out.qcow2'], { label: 'tiz' });
   });
-  test('-n into an existing vhdx is refused clearly and leaves it untouched (qcow2: into-existing.test.ts)', () => {
-    qemu(['create', '-f', 'vhdx', 'existing.vhdx', '8M'], dir);
-    const before = readFileSync(join(dir, 'existing.vhdx'));
-    const r = runInstar(['--sandbox=none', 'convert', '-n', '-O', 'vhdx', 'top.qcow2', 'existing.vhdx'], { cwd: dir });
+  test('-n into an existing streamOptimized vmdk is refused clearly and leaves it untouched (qcow2: into-existing.test.ts)', () => {
+    qemu(['create', '-f', 'vmdk', '-o', 'subformat=streamOptimized', 'existing.vmdk', '8M'], dir);
+    const before = readFileSync(join(dir, 'existing.vmdk'));
+    const r = runInstar(['--sandbox=none', 'convert', '-n', '-O', 'vmdk', 'top.qcow2', 'existing.vmdk'], { cwd: dir });
     assert.equal(r.status, 1);
-    assert.equal(r.stderr, 'qemu-img: instar cannot convert into an existing vhdx image (-n) yet; nothing was written\n');
-    assert.ok(readFileSync(join(dir, 'existing.vhdx')).equals(before));
+    assert.equal(r.stderr, 'qemu-img: instar cannot convert into an existing vmdk image (-n) of subformat streamOptimized yet; nothing was written\n');
+    assert.ok(readFileSync(join(dir, 'existing.vmdk')).equals(before));
   });
 });

@@ -19,7 +19,7 @@ import { checkZeroInitWithBacking, intoTarget, type IntoTarget } from './into-ta
 import type { ParsedCommand } from '../../cli/types.ts';
 
 /** The formats instar writes into in place (undefined: probed, the guest decides). */
-const INTO_FORMATS = new Set(['qcow2', 'luks', 'vdi', 'vpc', 'qed', 'parallels', 'qcow', 'vmdk']);
+const INTO_FORMATS = new Set(['qcow2', 'luks', 'vdi', 'vpc', 'qed', 'parallels', 'qcow', 'vmdk', 'vhdx']);
 
 /** The target's key, base64 by its device index, or qemu's message when no --object has its id. */
 function targetSecret(cmd: ParsedCommand, target: IntoTarget, index: number): Record<number, string> {

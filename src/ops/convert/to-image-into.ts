@@ -26,12 +26,14 @@ import { qcowInPlaceWriter } from '../../formats/qcow/inplace.ts';
 import { parallelsInPlaceWriter } from '../../formats/parallels/inplace.ts';
 import { vmdkInPlaceWriter } from '../../formats/vmdk/inplace.ts';
 import type { VmdkImage } from '../../formats/vmdk/image.ts';
+import { vhdxInPlaceWriter, type VhdxGuidSource } from '../../formats/vhdx/inplace.ts';
+import type { VhdxImage } from '../../formats/vhdx/driver.ts';
 
 /** The formats other than qcow2 that instar writes into as qemu does (in-place-copy.ts). */
 /** The --target-image-opts options each probed format takes (its key). */
 const FORMAT_OPTIONS: Record<string, string[]> = { luks: ['key-secret'], qcow2: ['encrypt.key-secret'], qcow: ['encrypt.key-secret'] };
 
-const IN_PLACE = new Set(['luks', 'vdi', 'vpc', 'qed', 'parallels', 'qcow', 'vmdk']);
+const IN_PLACE = new Set(['luks', 'vdi', 'vpc', 'qed', 'parallels', 'qcow', 'vmdk', 'vhdx']);
 import type { Op } from '../types.ts';
 
 export interface ConvertIntoOptions {
@@ -68,6 +70,8 @@ export interface ConvertIntoOptions {
   stopAfterWrites?: number;
   /** Tests only: the CID a vmdk target gets instead of a random one (formats/vmdk/inplace.ts). */
   vmdkCid?: number;
+  /** Tests only (in-process): the GUIDs a vhdx target gets instead of random ones (formats/vhdx/inplace.ts). */
+  vhdxGuids?: VhdxGuidSource;
 }
 
 const OFFSET_MASK = 0x00fffffffffffe00n;
@@ -200,6 +204,7 @@ export const convertIntoOp: Op = (raw, ctx) => {
       : opened.format === 'qcow' ? qcowInPlaceWriter(dev)
       : opened.format === 'parallels' ? parallelsInPlaceWriter(dev, opened.virtualSize, opts.parallelsDiscards === true)
       : opened.format === 'vmdk' ? vmdkInPlaceWriter(dev, opened as VmdkImage, { cid: opts.vmdkCid })
+      : opened.format === 'vhdx' ? vhdxInPlaceWriter(dev, opened as VhdxImage, opts.vhdxGuids)
       : luksTarget(opened) ?? refused('yet (a LUKS2 volume)');
     if ('refused' in target) return target satisfies ConvertIntoResult;
     const counted = copyInPlace({ images, target, sparseSize: opts.sparseSize ?? 4096, targetIsZero: opts.targetIsZero === true, onProgress, salvage });
