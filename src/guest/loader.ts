@@ -7,6 +7,9 @@
 import { closeSync, fstatSync, readSync } from 'node:fs';
 import { Script } from 'node:vm';
 import { fingerprint } from '../fingerprint.ts';
+import { bundleId } from './bundle-id.ts';
+
+export { bundleId, ID_MARK } from './bundle-id.ts';
 
 /**
  * First line of a cache file: this, the bundle's id and a fingerprint of V8's data, which
@@ -14,8 +17,6 @@ import { fingerprint } from '../fingerprint.ts';
  * damaged cache crashes node (measured: a fatal "unreachable code" in the deserializer).
  */
 export const CACHE_MAGIC = 'instar-v8-code-cache 2 ';
-/** The bundle's last line names its id (a hash of what precedes it, appended at build time). */
-export const ID_MARK = '//# instar-guest-id ';
 /** What tests can read back: whether this start used the cache. */
 export const CACHE_STATE = Symbol.for('instar.guestCodeCache');
 
@@ -23,13 +24,6 @@ export const CACHE_STATE = Symbol.for('instar.guestCodeCache');
 export type CacheState = 'used' | 'rejected' | 'stale' | 'none';
 
 const MAX_FILE = 64 * 1024 * 1024;
-
-/** The id a bundle's source ends with, if it has one. */
-export function bundleId(source: string): string | undefined {
-  const at = source.lastIndexOf(ID_MARK);
-  if (at < 0) return undefined;
-  return /^([0-9a-f]{16,128})\s*$/.exec(source.slice(at + ID_MARK.length))?.[1];
-}
 
 export function cacheHeader(id: string, data: Uint8Array): string {
   return `${CACHE_MAGIC}${id} ${fingerprint(data)}\n`;

@@ -1,5 +1,6 @@
-// The production guest: the one file the sandbox runs (dist/guest.cjs).
+// The production guest: the one file the sandbox runs (dist/guest.cjs), or the startup
+// snapshot made from it (dist/guest.blob).
 import { ops } from '../ops/registry.ts';
-import { serveGuest } from './serve.ts';
+import { startGuest } from './start.ts';
 
-void serveGuest(ops);
+startGuest(ops);

@@ -2,7 +2,7 @@
 // `info` plays an exploited parser: an input that starts with "HOSTILE:<op>" runs that hostile
 // op instead (options from the rest of the line as JSON), so the tests can drive the real CLI.
 import { ops } from '../../src/ops/registry.ts';
-import { serveGuest } from '../../src/guest/serve.ts';
+import { startGuest } from '../../src/guest/start.ts';
 import { hostileOps } from './hostile-ops.ts';
 import type { Op } from '../../src/ops/types.ts';
 
@@ -17,4 +17,4 @@ const exploitedInfo: Op = (options, ctx) => {
   return ops.info(options, ctx);
 };
 
-void serveGuest({ ...ops, ...hostileOps, info: exploitedInfo });
+startGuest({ ...ops, ...hostileOps, info: exploitedInfo });

@@ -1,20 +1,32 @@
-// Which file the guest's node runs. With a V8 code cache beside the bundle (made at build time,
-// scripts/guest-cache.ts) it is the small loader (src/guest/loader.ts), given the bundle and the
-// cache as read-only descriptors; without one, the bundle itself, as before. Whether the cache
-// still fits the bundle is the loader's check: a stale one costs the plain compile, nothing else.
+// Which code the guest's node starts from, fastest first:
+// - 'snapshot': a V8 startup snapshot of the bundle (snapshot.ts), when one was made by this
+//   node with this launch's flags from the bundle now there;
+// - 'code cache': the small loader (src/guest/loader.ts), given the bundle and its V8 code cache
+//   as read-only descriptors (a stale cache is the loader's own check: it costs the plain
+//   compile, nothing else);
+// - 'plain': the bundle itself, as node would run any script.
 import { existsSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
+import { usableSnapshot } from './snapshot.ts';
 
 /** `dist/guest.cjs` → `dist/guest.v8cache`. */
 export function codeCachePath(bundle: string): string {
   return join(dirname(bundle), basename(bundle).replace(/\.c?js$/, '') + '.v8cache');
 }
 
+export type GuestStart = 'snapshot' | 'code cache' | 'plain';
+
 export interface GuestCode {
-  /** The script node starts: the loader, or the bundle when there is no cache. */
+  start: GuestStart;
+  /** The script node starts (the loader or the bundle), or the snapshot blob. */
   entry: string;
-  /** Files the loader gets as descriptors, in this order (bundle, cache); none without a cache. */
+  /**
+   * Files handed over as read-only descriptors, in this order: the bundle and its cache (for
+   * the loader), or the blob (for bwrap to bind, which closes it); none otherwise.
+   */
   descriptors: string[];
+  /** Why a faster start was not taken (for --debug). */
+  passedOver?: string;
 }
 
 let loaderFound: string | null | undefined;
@@ -28,9 +40,23 @@ function loaderPath(productionBundle: string): string | undefined {
   return loaderFound ?? undefined;
 }
 
-export function guestCode(bundle: string, productionBundle: string): GuestCode {
+/** Set once node refused a blob this process vouched for: no further launch tries one. */
+let snapshotsRefused: string | undefined;
+
+export function refuseSnapshots(why: string): void {
+  snapshotsRefused = why;
+}
+
+/**
+ * @param flags node's arguments for this launch, the permission flags aside (what the snapshot
+ *   record must name exactly)
+ * @param bound whether bwrap binds the blob from a descriptor (else node gets its path)
+ */
+export function guestCode(bundle: string, productionBundle: string, flags: readonly string[], bound: boolean): GuestCode {
+  const snapshot = snapshotsRefused ? { why: snapshotsRefused } : usableSnapshot(bundle, flags);
+  if ('blob' in snapshot) return { start: 'snapshot', entry: snapshot.blob, descriptors: bound ? [snapshot.blob] : [] };
   const cache = codeCachePath(bundle);
   const loader = loaderPath(productionBundle);
-  if (!loader || !existsSync(cache)) return { entry: bundle, descriptors: [] };
-  return { entry: loader, descriptors: [bundle, cache] };
+  if (!loader || !existsSync(cache)) return { start: 'plain', entry: bundle, descriptors: [], passedOver: snapshot.why };
+  return { start: 'code cache', entry: loader, descriptors: [bundle, cache], passedOver: snapshot.why };
 }

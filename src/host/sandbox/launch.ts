@@ -10,10 +10,10 @@ import { OpError, deliverStreamed } from './run.ts';
 import { planLayers, describePlan, diagnoseLaunchFailure, type LayerPlan } from './probe.ts';
 import { resolveLimits, type SandboxLimits } from './limits.ts';
 import { defaultGuestPath, productionGuestPath } from './guest-path.ts';
-import { guestCode, type GuestCode } from './code-cache.ts';
+import { guestCode, refuseSnapshots, type GuestCode } from './code-cache.ts';
 import { nodeArgs } from './layers/permission.ts';
 import { prlimitArgs } from './layers/prlimit.ts';
-import { bwrapArgs, GUEST_PATH_INSIDE } from './layers/bwrap.ts';
+import { bwrapArgs, BLOB_PATH_INSIDE, GUEST_PATH_INSIDE } from './layers/bwrap.ts';
 import { seccompProgram } from './seccomp.ts';
 import { LineSplitter, cleanGuestText, parseGuestMessage } from './guest-messages.ts';
 import { deathReason } from './guest-death.ts';
@@ -26,12 +26,31 @@ export async function runSandboxed(op: string, options: Record<string, unknown>,
   try {
     return await runOnce(op, options, devices, run);
   } catch (e) {
+    if (e instanceof SnapshotRefused) {
+      // Node ran none of the guest's code: the same op, started from the loader, is a clean retry.
+      refuseSnapshots(e.message);
+      run.debug?.(`sandbox: guest start: ${e.message}; relaunching from the code cache`);
+      return runSandboxed(op, options, devices, run);
+    }
     if (!(e instanceof LayerBroken)) throw e;
     // The trial sandbox said a layer cannot work here (and it is now recorded as missing).
     if (run.mode === 'strict') throw new OpError(`sandbox layer '${e.layer}' unavailable: ${e.why} (--sandbox=strict)`);
     run.debug?.(`sandbox: ${e.layer}: failed at launch (${e.why}); relaunching without it`);
     return runOnce(op, options, devices, run);
   }
+}
+
+/** Node refused the startup snapshot (exit 14 before any JS): another node or V8 flags. */
+class SnapshotRefused extends Error {}
+
+/**
+ * How node ends, before any JS, on a --snapshot-blob it cannot use: exit 14 when it was made by
+ * another node or with other V8 flags, an abort when it is damaged (both measured). The guest's
+ * own code never exits 14, but it aborts when its heap runs out: an abort is taken for a refused
+ * snapshot only when nothing was writable (a rerun cannot meet a half-written output).
+ */
+function snapshotRefused(e: GuestSilent, readOnly: boolean): boolean {
+  return e.status === 14 || (readOnly && (e.status === 128 + 6 || e.signal === 'SIGABRT'));
 }
 
 class LayerBroken extends Error {
@@ -65,6 +84,7 @@ async function runOnce(op: string, options: Record<string, unknown>, devices: Ho
     return await launch(guest, requestText, devices, limits, run);
   } catch (e) {
     if (e instanceof GuestSilent) {
+      if (launchPlan.code.start === 'snapshot' && snapshotRefused(e, !devices.some((d) => d.writable))) throw new SnapshotRefused(`node refused the snapshot ${launchPlan.code.entry}`);
       const broken = diagnoseLaunchFailure(plan);
       if (broken) throw new LayerBroken(broken.layer, broken.why);
       throw new OpError(e.message);
@@ -89,8 +109,9 @@ export function planLaunch(op: string, devices: readonly HostDevice[], run: RunO
   if (!existsSync(bundle)) throw new OpError(`guest bundle not found at ${bundle} (run npm run build)`);
   const limits = resolveLimits(op, devices, run.limits);
   const seccompFd = plan.seccomp ? FIRST_DEVICE_FD + devices.length : undefined;
-  const code = guestCode(realpathSync(bundle), productionGuestPath());
-  run.debug?.(code.descriptors.length > 0 ? `sandbox: guest: ${code.entry} with the code cache ${code.descriptors[1]}` : `sandbox: guest: ${code.entry} (no code cache)`);
+  const code = guestCode(realpathSync(bundle), productionGuestPath(), nodeArgs('', limits, false), plan.bwrap !== undefined);
+  if (code.passedOver) run.debug?.(`sandbox: guest start: no snapshot (${code.passedOver})`);
+  run.debug?.(`sandbox: guest start: ${code.start} (${code.start === 'code cache' ? code.descriptors.join(', ') : code.entry})`);
   const firstCodeFd = FIRST_DEVICE_FD + devices.length + (seccompFd === undefined ? 0 : 1);
   return { plan, limits, argv: commandLine(plan, code, firstCodeFd, limits, seccompFd), seccompFd, code };
 }
@@ -120,7 +141,8 @@ function fdIdentity(fd: number): string {
 export function spawnGuest(p: LaunchPlan, devices: readonly HostDevice[]): SpawnedGuest {
   // stdin: request; stdout: unused; stderr: captured (bounded) for diagnosis; fd 3: messages;
   // then the devices, then (with seccomp) the pipe bwrap reads the filter from, then the bundle
-  // and its code cache, read-only, for the loader (which closes them before the op runs).
+  // and its code cache, read-only, for the loader (which closes them before the op runs), or
+  // the snapshot blob for bwrap to bind (bwrap closes it).
   const stdio: ('pipe' | 'ignore' | number)[] = ['pipe', 'ignore', 'pipe', 'pipe', ...devices.map((d) => d.fd)];
   if (p.seccompFd !== undefined) stdio.push('pipe');
   const seccompIndex = stdio.length - 1;
@@ -183,14 +205,21 @@ export function killGuestGroup(child: ChildProcess): void {
 }
 
 /** The guest ended without a single message: maybe it never started (see diagnoseLaunchFailure). */
-class GuestSilent extends OpError {}
+class GuestSilent extends OpError {
+  constructor(message: string, readonly status: number | null, readonly signal: NodeJS.Signals | null) {
+    super(message);
+  }
+}
 
 /** The full argv, outermost layer first; the loader's descriptors are numbered from `firstCodeFd`. */
 function commandLine(plan: LayerPlan, code: GuestCode, firstCodeFd: number, limits: SandboxLimits, seccompFd: number | undefined): string[] {
-  const entry = plan.bwrap ? GUEST_PATH_INSIDE : code.entry;
+  const snapshot = code.start === 'snapshot';
+  const entry = plan.bwrap ? (snapshot ? BLOB_PATH_INSIDE : GUEST_PATH_INSIDE) : code.entry;
   const codeFds = code.descriptors.map((_, i) => String(firstCodeFd + i));
-  let argv = [process.execPath, ...nodeArgs(entry, limits, plan.permission), entry, ...codeFds];
-  if (plan.bwrap) argv = [plan.bwrap.path, ...bwrapArgs(plan.bwrap, code.entry, seccompFd), ...argv];
+  // Node reads a snapshot before its permission model starts: the guest then may read no file.
+  const node = snapshot ? [...nodeArgs('', limits, plan.permission), '--snapshot-blob', entry] : [...nodeArgs(entry, limits, plan.permission), entry, ...codeFds];
+  let argv = [process.execPath, ...node];
+  if (plan.bwrap) argv = [plan.bwrap.path, ...bwrapArgs(plan.bwrap, snapshot ? { fd: firstCodeFd } : { path: code.entry }, seccompFd), ...argv];
   if (plan.prlimit) argv = [plan.prlimit, ...prlimitArgs(limits), ...argv];
   return argv;
 }
@@ -283,7 +312,7 @@ function launch(guest: SpawnedGuest, requestText: string, devices: HostDevice[],
       if (outcome.error !== undefined) return reject(new OpError(outcome.error, outcome.errorWarnings));
       if (outcome.result && code === 0 && splitter.leftover === 0) return succeed(outcome.result.value);
       const reason = deathReason(code, signal, outcome.stderr, !!outcome.result);
-      reject(outcome.result || outcome.spoke ? new OpError(reason) : new GuestSilent(reason));
+      reject(outcome.result || outcome.spoke ? new OpError(reason) : new GuestSilent(reason, code, signal));
     });
   });
 }

@@ -13,6 +13,14 @@ import { nodeFiles } from './node-files.ts';
 export const BWRAP_CANDIDATES = ['/usr/bin/bwrap', '/bin/bwrap'];
 /** Where the script node starts (the guest bundle, or its loader) appears inside the sandbox. */
 export const GUEST_PATH_INSIDE = '/instar/guest.cjs';
+/** Where the guest's startup snapshot appears inside the sandbox. */
+export const BLOB_PATH_INSIDE = '/instar/guest.blob';
+
+/**
+ * The one file of the guest's code: a script bound by path, or a snapshot blob from a
+ * descriptor the host opened after checking it (bwrap binds that very file and closes the fd).
+ */
+export type GuestBind = { path: string } | { fd: number };
 
 export interface BwrapProbe {
   path: string;
@@ -54,9 +62,10 @@ function baseArgs(binds: [string, string][]): string[] {
 }
 
 /** The whole bwrap prefix for one launch, ending just before the command to run. */
-export function bwrapArgs(probe: BwrapProbe, guestEntry: string, seccompFd: number | undefined): string[] {
+export function bwrapArgs(probe: BwrapProbe, guest: GuestBind, seccompFd: number | undefined): string[] {
   const args = baseArgs(probe.binds);
-  args.push('--ro-bind', guestEntry, GUEST_PATH_INSIDE);
+  if ('fd' in guest) args.push('--ro-bind-fd', String(guest.fd), BLOB_PATH_INSIDE);
+  else args.push('--ro-bind', guest.path, GUEST_PATH_INSIDE);
   if (seccompFd !== undefined) args.push('--seccomp', String(seccompFd));
   // The tmpfs root read-only too: nothing in the sandbox is writable by path.
   args.push('--remount-ro', '/', '--chdir', '/', '--');

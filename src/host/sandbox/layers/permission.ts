@@ -13,13 +13,17 @@ export function permissionFlag(): string | undefined {
   return cached;
 }
 
-/** Node's own arguments for the guest (before the script path). */
+/**
+ * Node's own arguments for the guest (before the script path). `guestPath` is the one file the
+ * guest may read; none ('') when it starts from a snapshot, which node reads before the
+ * permission model starts.
+ */
 export function nodeArgs(guestPath: string, limits: SandboxLimits, withPermission: boolean): string[] {
   // The JS heap gets half the data limit: the rest is for Buffers, WASM memory and V8 itself.
   const heapMiB = Math.max(32, Math.floor(limits.memoryBytes / 2 / (1024 * 1024)));
   const args = ['--no-warnings', `--max-old-space-size=${heapMiB}`];
   // CAST5 (a cipher qemu's LUKS accepts) is in OpenSSL's legacy provider only.
   if (process.allowedNodeEnvironmentFlags.has('--openssl-legacy-provider')) args.push('--openssl-legacy-provider');
-  if (withPermission) args.unshift(permissionFlag()!, `--allow-fs-read=${guestPath}`);
+  if (withPermission) args.unshift(permissionFlag()!, ...(guestPath ? [`--allow-fs-read=${guestPath}`] : []));
   return args;
 }
