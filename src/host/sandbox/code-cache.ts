@@ -7,7 +7,7 @@
 // - 'plain': the bundle itself, as node would run any script.
 import { existsSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { usableSnapshot } from './snapshot.ts';
+import { usableSnapshot, type BlobIdentity } from './snapshot.ts';
 
 /** `dist/guest.cjs` → `dist/guest.v8cache`. */
 export function codeCachePath(bundle: string): string {
@@ -25,6 +25,8 @@ export interface GuestCode {
    * the loader), or the blob (for bwrap to bind, which closes it); none otherwise.
    */
   descriptors: string[];
+  /** The snapshot blob's identity as its record gave it (checked again once it is open). */
+  blob?: BlobIdentity;
   /** Why a faster start was not taken (for --debug). */
   passedOver?: string;
 }
@@ -54,7 +56,7 @@ export function refuseSnapshots(why: string): void {
  */
 export function guestCode(bundle: string, productionBundle: string, flags: readonly string[], bound: boolean): GuestCode {
   const snapshot = snapshotsRefused ? { why: snapshotsRefused } : usableSnapshot(bundle, flags);
-  if ('blob' in snapshot) return { start: 'snapshot', entry: snapshot.blob, descriptors: bound ? [snapshot.blob] : [] };
+  if ('blob' in snapshot) return { start: 'snapshot', entry: snapshot.blob, descriptors: bound ? [snapshot.blob] : [], blob: snapshot.identity };
   const cache = codeCachePath(bundle);
   const loader = loaderPath(productionBundle);
   if (!loader || !existsSync(cache)) return { start: 'plain', entry: bundle, descriptors: [], passedOver: snapshot.why };

@@ -11,6 +11,7 @@ import { planLayers, describePlan, diagnoseLaunchFailure, type LayerPlan } from 
 import { resolveLimits, type SandboxLimits } from './limits.ts';
 import { defaultGuestPath, productionGuestPath } from './guest-path.ts';
 import { guestCode, refuseSnapshots, type GuestCode } from './code-cache.ts';
+import { sameBlob } from './snapshot.ts';
 import { nodeArgs } from './layers/permission.ts';
 import { prlimitArgs } from './layers/prlimit.ts';
 import { bwrapArgs, BLOB_PATH_INSIDE, GUEST_PATH_INSIDE } from './layers/bwrap.ts';
@@ -45,12 +46,18 @@ class SnapshotRefused extends Error {}
 
 /**
  * How node ends, before any JS, on a --snapshot-blob it cannot use: exit 14 when it was made by
- * another node or with other V8 flags, an abort when it is damaged (both measured). The guest's
- * own code never exits 14, but it aborts when its heap runs out: an abort is taken for a refused
- * snapshot only when nothing was writable (a rerun cannot meet a half-written output).
+ * another node or with other V8 flags (the guest's own code never exits 14); an abort or a
+ * segfault, silent, when it is damaged (measured). A crash may also be the op's own (its heap
+ * ran out): it is taken for a refused snapshot only when nothing was writable, so that a rerun
+ * never meets a half-written output. (The record's identity check leaves a damaged blob to
+ * in-place edits that keep its mtime.)
  */
 function snapshotRefused(e: GuestSilent, readOnly: boolean): boolean {
-  return e.status === 14 || (readOnly && (e.status === 128 + 6 || e.signal === 'SIGABRT'));
+  if (e.status === 14) return true;
+  const crashes = ['SIGABRT', 'SIGSEGV', 'SIGBUS', 'SIGILL'];
+  // bwrap reports its child's death by a signal as 128 + the signal's number.
+  const crashed = (e.signal !== null && crashes.includes(e.signal)) || [134, 139, 135, 132].includes(e.status ?? 0);
+  return readOnly && crashed;
 }
 
 class LayerBroken extends Error {
@@ -178,6 +185,7 @@ export function spawnGuest(p: LaunchPlan, devices: readonly HostDevice[]): Spawn
  * handed over as an empty file, which the loader takes for a stale cache and ignores.
  */
 function openCodeFiles(code: GuestCode): number[] {
+  if (code.start === 'snapshot') return code.descriptors.map(() => openCheckedBlob(code));
   const fds: number[] = [];
   try {
     for (const [i, file] of code.descriptors.entries()) {
@@ -193,6 +201,24 @@ function openCodeFiles(code: GuestCode): number[] {
     throw e;
   }
   return fds;
+}
+
+/**
+ * The blob, opened, and still the file planLaunch checked: bwrap binds this descriptor, so node
+ * reads exactly what its record vouched for (a build may rename another blob in meanwhile).
+ */
+function openCheckedBlob(code: GuestCode): number {
+  let fd: number;
+  try {
+    fd = openSync(code.entry, 'r');
+  } catch (e) {
+    throw new SnapshotRefused(`snapshot ${code.entry} unreadable: ${(e as NodeJS.ErrnoException).code}`);
+  }
+  if (!sameBlob(fstatSync(fd, { bigint: true }), code.blob)) {
+    closeSync(fd);
+    throw new SnapshotRefused(`snapshot ${code.entry} replaced since it was checked`);
+  }
+  return fd;
 }
 
 /** Kills the guest's whole process group (prlimit, bwrap and node): it runs detached, in its own. */

@@ -5,7 +5,7 @@
 // the host uses one only when the record the build wrote beside it, last, says it was made by
 // this very node, with the flags this launch passes, from the bundle that is there now, and is
 // the very file (inode, size, mtime) now at that path.
-import { closeSync, openSync, readFileSync, readSync, fstatSync, statSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, fstatSync, statSync, type BigIntStats } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { bundleId } from '../../guest/bundle-id.ts';
 
@@ -39,6 +39,10 @@ export function blobIdentity(file: string): BlobIdentity {
   return { size: String(st.size), ino: String(st.ino), mtimeNs: String(st.mtimeNs) };
 }
 
+export function sameBlob(st: BigIntStats, identity: BlobIdentity | undefined): boolean {
+  return identity !== undefined && String(st.size) === identity.size && String(st.ino) === identity.ino && String(st.mtimeNs) === identity.mtimeNs;
+}
+
 /** The id on the bundle's last line, read from its tail only (the bundle is ~900 KB). */
 export function bundleIdOnDisk(bundle: string): string | undefined {
   const fd = openSync(bundle, 'r');
@@ -53,7 +57,7 @@ export function bundleIdOnDisk(bundle: string): string | undefined {
 }
 
 /** The blob to start from, or why there is none usable for a guest with these node flags. */
-export function usableSnapshot(bundle: string, flags: readonly string[]): { blob: string } | { why: string } {
+export function usableSnapshot(bundle: string, flags: readonly string[]): { blob: string; identity: BlobIdentity } | { why: string } {
   const { blob, record } = snapshotFiles(bundle);
   let r: SnapshotRecord;
   try {
@@ -66,10 +70,9 @@ export function usableSnapshot(bundle: string, flags: readonly string[]): { blob
   if (!Array.isArray(r.flags) || r.flags.join('\0') !== flags.join('\0')) return { why: `snapshot made with other flags (${String(r.flags)})` };
   try {
     if (bundleIdOnDisk(bundle) !== r.bundleId) return { why: 'snapshot made from another build of the bundle' };
-    const now = blobIdentity(blob);
-    if (now.size !== r.blob?.size || now.ino !== r.blob.ino || now.mtimeNs !== r.blob.mtimeNs) return { why: 'snapshot blob is not the file its record describes' };
+    if (!sameBlob(statSync(blob, { bigint: true }), r.blob)) return { why: 'snapshot blob is not the file its record describes' };
   } catch (e) {
     return { why: `snapshot unreadable: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}` };
   }
-  return { blob };
+  return { blob, identity: r.blob };
 }
