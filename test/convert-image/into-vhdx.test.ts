@@ -13,7 +13,7 @@ import { scratch, qemu, type Scratch } from './harness.ts';
 import { runInto, sameInto } from './into-harness.ts';
 import { everyPrefixOpens, runStopped } from './into-crash.ts';
 import { prng } from '../helpers/xorshift.ts';
-import { HEADERS, batRegion, patchHeaders } from '../formats/vhdx/vhdx-bytes.ts';
+import { HEADERS, batRegion, patchHeaders, writeLogEntry } from '../formats/vhdx/vhdx-bytes.ts';
 import type { VhdxGuidSource } from '../../src/formats/vhdx/inplace.ts';
 
 let s: Scratch;
@@ -70,6 +70,10 @@ before(() => {
   qemu(['create', '-q', '-f', 'vhdx', '-o', 'subformat=fixed,block_size=1M', at('fixed.vhdx'), '4M']);
   qemu(['create', '-q', '-f', 'vhdx', '-o', 'block_size=1M', at('small.vhdx'), '2M']);
   qemu(['create', '-q', '-f', 'vhdx', '-o', 'block_size=1M,log_size=1M', at('wrap.vhdx'), '140M']);
+  // A log entry (sequence 3, two data sectors) left to replay.
+  const dirty = new Uint8Array(readFileSync(at('part.vhdx')));
+  writeLogEntry(dirty, { descriptors: 2, sequence: 3n });
+  writeFileSync(at('dirty.vhdx'), dirty);
 });
 after(() => s.cleanup());
 
@@ -87,6 +91,11 @@ test('convert -n into a VHDX: a raw source, -S 0, --target-is-zero, --target-ima
   await sameInto(s.dir, 'opts', 'part.vhdx', ['-n', '-p', '--target-image-opts', '-f', 'raw', '../src.raw', 'driver=vhdx,file.filename=part.vhdx'], false, maskGuids);
   await sameInto(s.dir, 'nonzero', 'nonzero.vhdx', ['-n', '-O', 'vhdx', ...qcow2Source, 'nonzero.vhdx'], false, maskGuids);
   await sameInto(s.dir, 'fixed', 'fixed.vhdx', ['-n', '-O', 'vhdx', ...qcow2Source, 'fixed.vhdx'], false, maskGuids);
+});
+
+test('convert -n into a VHDX with a log to replay: replayed at open, then written as qemu does (its log numbering goes on)', async () => {
+  const [ours] = await sameInto(s.dir, 'dirty', 'dirty.vhdx', ['-n', '-O', 'vhdx', '-f', 'raw', '../src.raw', 'dirty.vhdx'], false, maskGuids);
+  assert.equal(ours.target.readBigUInt64LE(logEntries(ours.target)[0] + 16), 4n, 'the first new entry follows the replayed one');
 });
 
 test('convert -n into a VHDX: more BAT changes than its log holds (the log wraps)', async () => {
@@ -120,7 +129,7 @@ test('convert -n into a VHDX smaller than the source: qemu\'s message, nothing w
   assert.ok(ours.target.equals(readFileSync(at('small.vhdx'))), 'the target was written');
 });
 
-test('convert -n into a VHDX with hostile blocks, or a log to replay: refused in one line, nothing written', async () => {
+test('convert -n into a VHDX with hostile blocks, or a log GUID without a log: refused in one line, nothing written', async () => {
   const hostile = (name: string, edit: (f: Buffer) => void) => {
     const f = readFileSync(at('part.vhdx'));
     edit(f);

@@ -23,6 +23,8 @@ export class VhdxImage implements Image {
   readonly virtualSize: number;
   /** The open replayed a log (a writable open of a dirty image): qemu's check counts it as a fixed corruption. */
   logReplayed = false;
+  /** After a replay: the sequence number of qemu's next log entry (formats/vhdx/inplace.ts). */
+  nextLogSequence?: bigint;
 
   constructor(
     private readonly dev: BlockDevice,
@@ -136,6 +138,7 @@ function openChecked(dev: BlockDevice, ctx: OpenContext): VhdxImage {
   }
   const image = new VhdxImage(dev, metadata, bat, totalSectors);
   image.logReplayed = sequence !== undefined;
+  image.nextLogSequence = sequence?.next;
   return image;
 }
 

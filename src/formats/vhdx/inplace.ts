@@ -47,12 +47,14 @@ interface Layout {
 
 class VhdxInPlace {
   private readonly put: (buf: Uint8Array, pos: number) => void;
-  private visibleWrite = false;
-  /** qemu's s->log: where the next entry goes, and its sequence number. */
+  /** qemu's s->log: where the next entry goes (a replay at open leaves it at the start too). */
   private logWrite = 0;
-  private sequence = 1n;
 
-  constructor(private readonly dev: BlockDevice, private readonly l: Layout, private readonly headers: HeaderPair, private readonly guids: VhdxGuidSource) {
+  /**
+   * `visibleWrite`: the open's log replay made qemu's first visible write already; `sequence`: the
+   * next log entry's number (1, or the replayed sequence's last plus one).
+   */
+  constructor(private readonly dev: BlockDevice, private readonly l: Layout, private readonly headers: HeaderPair, private readonly guids: VhdxGuidSource, private visibleWrite: boolean, private sequence: bigint) {
     this.put = writableOutput(dev);
   }
 
@@ -144,5 +146,5 @@ export function vhdxInPlaceWriter(dev: BlockDevice, image: VhdxImage, guids: Vhd
   // Measured: qemu 7.2 and 10.0 leave the headers alone until the first guest write.
   const headers = new HeaderPair(writableOutput(dev), dev, pair.raws, pair.current, guids.session());
   const layout = { blockSize, chunkRatio, batOffset, bat, logOffset, logLength, fileLength: dev.size, virtualSize: image.virtualSize };
-  return new VhdxInPlace(dev, layout, headers, guids);
+  return new VhdxInPlace(dev, layout, headers, guids, image.logReplayed, image.nextLogSequence ?? 1n);
 }

@@ -125,6 +125,8 @@ export interface LogSequence {
   start: number;
   end: number;
   count: number;
+  /** The sequence number qemu gives its next log entry after replaying this sequence (its last one's plus one). */
+  next: bigint;
 }
 
 /** qemu's vhdx_log_search: the valid entry sequence whose first entry has the highest sequence number. */
@@ -135,13 +137,14 @@ function findLogSequence(dev: BlockDevice, header: VhdxHeader): LogSequence | un
     const tail = scan.read;
     const first = scan.validate(0n);
     if (first) {
-      const current = { start: tail, end: scan.read, count: 1, sequence: first.sequence };
+      const current = { start: tail, end: scan.read, count: 1, sequence: first.sequence, next: first.sequence + 1n };
       // As qemu: the second entry is checked against no sequence number, later ones against the previous.
       let sequence = 0n;
       for (let e = scan.validate(sequence); e; e = scan.validate(sequence)) {
         current.end = scan.read;
         current.count++;
         sequence = e.sequence;
+        current.next = e.sequence + 1n;
       }
       if (!candidate || current.sequence > candidate.sequence) candidate = current;
     }
