@@ -40,6 +40,8 @@ export interface CheckReport extends CheckCounts {
 /** What a checker may need besides the image: the emulated qemu's major version (checks changed). */
 export interface CheckContext {
   qemuMajor: number;
+  /** --unsafe-quirks: a repair may do what qemu does even where that loses data (qcow2 snapshots). */
+  unsafeQuirks?: boolean;
 }
 
 /** qemu-img check -r's modes (BDRV_FIX_LEAKS, and BDRV_FIX_ERRORS with it). */

@@ -19,7 +19,7 @@ export function runChecker(checker: Checker, image: Image, dev: BlockDevice, qem
   return report;
 }
 
-export function repairWithCheck(image: Image, dev: BlockDevice, checker: Checker, mode: RepairMode, qemuMajor: number): CheckResult {
+export function repairWithCheck(image: Image, dev: BlockDevice, checker: Checker, mode: RepairMode, qemuMajor: number, unsafeQuirks = false): CheckResult {
   const format = image.format;
   const capability = findRepair(format);
   // qemu's checker answers fix mode with ENOTSUP: "This image format does not support checks".
@@ -32,7 +32,7 @@ export function repairWithCheck(image: Image, dev: BlockDevice, checker: Checker
   }
   let close: ((repaired: BlockDevice) => RepairStep[]) | undefined;
   if (capability !== undefined && capability !== 'at-open') {
-    const plan = capability(image, dev, first, mode, { qemuMajor });
+    const plan = capability(image, dev, first, mode, { qemuMajor, unsafeQuirks });
     if ('refused' in plan) return { format, refused: plan.refused };
     applyRepair(dev, plan.steps);
     close = plan.close;

@@ -37,6 +37,6 @@ export function checkOp(options: Record<string, unknown>, ctx: OpContext): Check
   // The host sends its version profile; the newest behaviour without one.
   const major = (options.profile as { major?: unknown } | undefined)?.major;
   const qemuMajor = typeof major === 'number' ? major : 10;
-  if (repair) return repairWithCheck(image, input.dev, checker, repair, qemuMajor);
+  if (repair) return repairWithCheck(image, input.dev, checker, repair, qemuMajor, !!opts.unsafeQuirks);
   return { format: image.format, report: runChecker(checker, image, input.dev, qemuMajor) };
 }

@@ -7,7 +7,7 @@ import { FdDevice } from '../../src/io/fd-device.ts';
 import { qcow2Driver } from '../../src/formats/qcow2/driver.ts';
 import { checkQcow2 } from '../../src/formats/qcow2/check.ts';
 import { repairQcow2 } from '../../src/formats/qcow2/repair-refcounts.ts';
-import { emptyReport, type Checker, type RepairPlanner } from '../../src/formats/check-types.ts';
+import { emptyReport, type CheckContext, type Checker, type RepairPlanner } from '../../src/formats/check-types.ts';
 import type { Driver } from '../../src/formats/types.ts';
 import { applyRepair, writeCount } from '../../src/formats/repair.ts';
 import { tmpdir } from 'node:os';
@@ -80,18 +80,18 @@ export function repairPrefix(path: string, bytes: Uint8Array, n: number): number
 
 /**
  * repairPrefix for any format's checker and planner: the image opened writable as check -r opens
- * it, checked and planned for -r all (the newest qemu's behaviour), the first `n` writes of the
+ * it, checked and planned for -r all (the newest qemu's behaviour, or `ctx`'s), the first `n` writes of the
  * plan and then of its close applied; returns how many writes the whole repair has.
  */
-export function planPrefix(path: string, bytes: Uint8Array, n: number, driver: Driver, checker: Checker, planner: RepairPlanner): number {
+export function planPrefix(path: string, bytes: Uint8Array, n: number, driver: Driver, checker: Checker, planner: RepairPlanner, ctx: CheckContext = { qemuMajor: 10 }): number {
   writeFileSync(path, bytes);
   const fd = openSync(path, 'r+');
   try {
     const dev = new FdDevice(fd, true);
     const image = driver.open(dev, { writable: true, check: true });
     const report = emptyReport();
-    checker(image, dev, report, { qemuMajor: 10 });
-    const plan = planner(image, dev, report, 'all', { qemuMajor: 10 });
+    checker(image, dev, report, ctx);
+    const plan = planner(image, dev, report, 'all', ctx);
     assert.ok('steps' in plan, 'a repair plan');
     const first = writeCount(plan.steps);
     applyRepair(dev, plan.steps, { stopAfterWrites: n });

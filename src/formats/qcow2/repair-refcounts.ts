@@ -16,10 +16,10 @@
 // the repair leaves no corruption.
 import { CheckFailure, addLine, emptyReport, type CheckLine, type CheckReport, type RepairMode, type RepairPlan, type RepairPlanner } from '../check-types.ts';
 import type { RepairStep } from '../repair.ts';
-import { INCOMPAT, parseHeader, type Qcow2Header } from './header.ts';
+import { AUTOCLEAR, INCOMPAT, parseHeader, type Qcow2Header } from './header.ts';
 import { readHeaderModel } from './header-model.ts';
 import { serializeHeader } from './header-write.ts';
-import { checkCopiedFlags, compare, countReferences, type CountedImage } from './check.ts';
+import { checkCopiedFlags, checkQcow2, compare, countReferences, type CountedImage } from './check.ts';
 import { readAt } from '../bytes.ts';
 import { writeRefcount } from './refcount-entry.ts';
 import { ClusterCounts, rebuildRefcounts, serializeBlock } from './rebuild-refcounts.ts';
@@ -28,10 +28,14 @@ import { planBitmapReopen } from './bitmap-plan.ts';
 import { openWritesBitmaps } from './bitmap-session.ts';
 import { PlanRefusal } from './refcount-update.ts';
 import { OverlayDevice } from '../overlay-device.ts';
+import { ReplayedDevice } from '../replayed-device.ts';
 import { StoredRefcounts, type Refcount } from './check-refcounts.ts';
 
 /** Most bytes of refcount blocks one repair holds in memory before writing them. */
 const MAX_HELD_BYTES = 256 * 1024 * 1024;
+
+/** The autoclear bits qemu knows; a writable open clears the others, rewriting the header. */
+const KNOWN_AUTOCLEAR = AUTOCLEAR.bitmaps | AUTOCLEAR.dataFileRaw;
 
 const refused = (why: string): { refused: string } => ({ refused: `instar cannot repair this qcow2 image (${why}); nothing was written` });
 
@@ -63,27 +67,74 @@ function grownSize(h: Qcow2Header, stored: { tableEntries: number; table: Buffer
 type Run = [0 | 1, number, number, string, string];
 const isRun = (l: CheckLine): l is Run => Array.isArray(l) && (l[0] === 0 || l[0] === 1);
 
-export const repairQcow2: RepairPlanner = (image, dev, report, mode): RepairPlan => {
+export const repairQcow2: RepairPlanner = (image, dev, report, mode, ctx): RepairPlan => {
   const h = parseHeader(dev);
-  if (!openWritesBitmaps(dev)) return planRepair(image, dev, report, mode, h);
+  if (!openWritesBitmaps(dev) && !(h.autoclear & ~KNOWN_AUTOCLEAR)) return planRepair(image, dev, report, mode, h);
   // Persistent bitmaps: qemu's writable open marks them in use (in place), the repair runs, and
   // the close stores them anew through the allocator, after the second check. A stale bitmaps
-  // extension: the open drops it from the header.
+  // extension or an unknown autoclear bit: the open drops it from the header.
   if (h.incompatible & INCOMPAT.dirty) return refused('it has persistent bitmaps and is dirty');
-  // Measured on 7.2 and 10.0: their check -r open of such an image loses its internal snapshots
-  // (their clusters then repaired as leaks). instar does not reproduce that.
-  if (h.nbSnapshots > 0) return refused('it has persistent bitmaps and internal snapshots: qemu-img would drop the snapshots');
   let reopen: ReturnType<typeof planBitmapReopen>;
   try {
     reopen = planBitmapReopen(dev);
+    if (h.nbSnapshots > 0 && reopen.open.some((s) => s.kind === 'write' && s.pos === 0)) {
+      // qemu's check-mode open has not read the snapshot table (the check reads it later, from
+      // the header on disk): a header the open rewrites names no snapshots. Their tables and the
+      // clusters only they held are then repaired as leaks.
+      const what = openWritesBitmaps(dev) ? 'persistent bitmaps' : 'an unknown autoclear bit';
+      if (!ctx?.unsafeQuirks) return refused(`it has ${what} and internal snapshots: qemu-img would drop the snapshots; --unsafe-quirks does so too`);
+      return planWithoutSnapshots(image, dev, report, mode);
+    }
   } catch (e) {
     if (e instanceof PlanRefusal || e instanceof ImageError) return refused(`its bitmaps: ${e.message}`);
     throw e;
   }
   const plan = planRepair(image, dev, report, mode, h);
   if ('refused' in plan) return plan;
-  return { steps: [...reopen.open, { kind: 'barrier' }, ...plan.steps], close: reopen.close };
+  return withClose(dev, [...reopen.open, { kind: 'barrier' }, ...plan.steps], reopen);
 };
+
+/**
+ * The repair's steps and the close's, planned now over the file as the steps leave it (the second
+ * check writes nothing): a close instar cannot make (qemu's fails freeing a table whose refcount
+ * is 0 or lies past the end) refuses the image before anything is written.
+ */
+function withClose(dev: BlockDevice, steps: RepairStep[], reopen: ReturnType<typeof planBitmapReopen>): RepairPlan {
+  let close: RepairStep[];
+  try {
+    close = reopen.close(new ReplayedDevice(dev, steps));
+  } catch (e) {
+    if (e instanceof PlanRefusal || e instanceof ImageError) return refused(`storing its bitmaps: ${e.message.replace(/; nothing was written$/, '')}`);
+    throw e;
+  }
+  return { steps, close: () => close };
+}
+
+/** The header's nb_snapshots and snapshots_offset (bytes 60..72), as qemu's check-mode open holds them. */
+const NO_SNAPSHOTS = { pos: 60, bytes: Buffer.alloc(12) };
+
+/**
+ * --unsafe-quirks: qemu's repair of an image whose open rewrites the header in check mode. The
+ * open's writes are planned over the header without snapshots, so that they write it so; the
+ * fix-mode check counts that image, whose report replaces the read-only check's.
+ */
+function planWithoutSnapshots(image: Image, dev: BlockDevice, report: CheckReport, mode: RepairMode): RepairPlan {
+  const dropped = new OverlayDevice(dev, [NO_SNAPSHOTS]);
+  const reopen = planBitmapReopen(dropped);
+  const opened = new ReplayedDevice(dropped, reopen.open);
+  const seen = emptyReport();
+  try {
+    checkQcow2(image, opened, seen);
+  } catch (e) {
+    if (e instanceof CheckFailure) return refused(`its check fails once the snapshots are dropped (${e.message})`);
+    throw e;
+  }
+  const plan = planRepair(image, opened, seen, mode, parseHeader(opened));
+  if ('refused' in plan) return plan;
+  const planned = withClose(dev, [...reopen.open, { kind: 'barrier' }, ...plan.steps], reopen);
+  if (!('refused' in planned)) Object.assign(report, seen);
+  return planned;
+}
 
 function planRepair(image: Image, dev: BlockDevice, report: CheckReport, mode: RepairMode, h: Qcow2Header): RepairPlan {
   if (report.omitted) return refused('the check reported too many lines');
