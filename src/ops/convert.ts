@@ -9,7 +9,7 @@ import { ImageError, type Image, type OpenContext } from '../formats/types.ts';
 import { MissingFilesError } from './open-tree.ts';
 import { firstBlockStatusFailure, openSource, sectorTotalIsNegative, snapshotViews, type ConvertSource, type SnapshotChoice } from './convert/sources.ts';
 import { copyToRaw } from './convert/copy.ts';
-import { balancedShare, progressShare, type DiskRun } from './convert/split.ts';
+import { balancedShare, progressShare, stripedRanges, type DiskRun } from './convert/split.ts';
 import { allocateFirstBlock } from './convert/first-block.ts';
 import { salvageMessages } from './convert/salvage.ts';
 import { errorWarnings } from '../guest/describe-error.ts';
@@ -39,6 +39,8 @@ export interface ConvertOptions {
   /** 'open-copy': which guest this is, of how many (each computes its own range). */
   worker?: number;
   workers?: number;
+  /** 'open-copy' without -p: 'weighed' takes balancedShare's contiguous parts instead of stripes (split.ts). */
+  share?: 'striped' | 'weighed';
   progress?: boolean;
   /** -m: qemu's copy coroutines (copy.ts CopyPlan.coroutines). */
   coroutines?: number;
@@ -165,6 +167,7 @@ export const convertOp: Op = (options, ctx) => {
   const onProgress = opts.progress ? (done: number, total: number) => ctx.emit({ type: 'progress', done, total }) : undefined;
   const sizes = views.map((v) => v.virtualSize);
   let range = opts.range;
+  let ranges: [number, number][] | undefined;
   let runs: readonly DiskRun[] | undefined;
   const worker = opts.worker ?? 0;
   if (!safeDisk(views)) {
@@ -189,11 +192,12 @@ export const convertOp: Op = (options, ctx) => {
   }
   if (blockStatus) throw new ImageError(blockStatus);
   if (nothingToCopy) return Promise.resolve(opts.phase === 'open-copy' ? ({ sizes, counted: 0 } satisfies ConvertOpenCopyResult) : { counted: 0 });
+  const disk = sizes.reduce((a, b) => a + b, 0);
   if (opts.phase === 'open-copy') {
-    ({ range, runs } = (opts.progress ? progressShare : balancedShare)(views, worker, opts.workers ?? 1));
+    if (!opts.progress && opts.share !== 'weighed') ranges = stripedRanges(disk, worker, opts.workers ?? 1);
+    else ({ range, runs } = (opts.progress ? progressShare : balancedShare)(views, worker, opts.workers ?? 1));
   }
   // Parts of one disk: the host replays every guest's chunks in disk order through one rule.
-  const disk = sizes.reduce((a, b) => a + b, 0);
   const everyChunk = range !== undefined && range[1] - range[0] < disk;
   return copyToRaw({
     images: views,
@@ -201,6 +205,7 @@ export const convertOp: Op = (options, ctx) => {
     sparseSize: opts.sparseSize ?? 4096,
     targetIsZero: !!opts.targetIsZero,
     range,
+    ranges,
     runs,
     onProgress,
     everyChunk,

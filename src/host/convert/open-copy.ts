@@ -126,6 +126,30 @@ export function safeSizes(sizes: bigint[]): number[] | undefined {
   return sum <= BigInt(Number.MAX_SAFE_INTEGER) ? sizes.map(Number) : undefined;
 }
 
+/** The disk offset a guest's failure names ("… at byte N" / "… at offset N"), if it names one. */
+function failureOffset(o: PromiseSettledResult<unknown>): number | undefined {
+  if (o.status !== 'rejected' || !(o.reason instanceof OpError)) return undefined;
+  const m = /^error while reading (?:block status )?at (?:byte|offset) (\d+):/.exec(o.reason.message);
+  return m ? Number(m[1]) : undefined;
+}
+
+/**
+ * The outcomes, the copy failures that name an offset put in the order of their offsets (in the
+ * places such failures held); the rest stay as they were, in guest order. Each guest copies its
+ * stripes in disk order and stops at its first failure, so the lowest offset any guest names is
+ * the first failure on the disk, the one qemu's pass in disk order meets. (A block status failure
+ * names its offset in its source: with several sources, two guests' failures in different
+ * sources compare as those offsets.)
+ */
+export function inDiskOrder<T extends PromiseSettledResult<unknown>>(outcomes: T[]): T[] {
+  const offsets = outcomes.map(failureOffset);
+  const slots = offsets.flatMap((at, i) => (at === undefined ? [] : [i]));
+  const sorted = [...slots].sort((a, b) => offsets[a]! - offsets[b]! || a - b);
+  const out = [...outcomes];
+  slots.forEach((slot, k) => (out[slot] = outcomes[sorted[k]]));
+  return out;
+}
+
 /**
  * Opens and copies into `outFd` (created empty by createFreshTarget, fresh-target.ts) with one
  * guest per core.
@@ -143,10 +167,13 @@ export async function openAndCopy(inputs: InputFile[], targets: Target[], outFd:
       if (st.dev === target.dev && st.ino === target.ino) throw new TargetReferenced('the image names the target');
     },
   };
-  const outcomes = await Promise.allSettled(progress.map((onProgress, worker) => {
+  // INSTAR_COPY_SHARE=weighed: the contiguous parts of before the stripes (split.ts), for comparison.
+  const share = process.env.INSTAR_COPY_SHARE === 'weighed' ? 'weighed' : undefined;
+  const settled = await Promise.allSettled(progress.map((onProgress, worker) => {
     const run = { ...ctx.run, onProgress };
-    return runWithReferencedFiles('convert', { ...options, phase: 'open-copy', worker, workers }, withOutput, { ...ctx, run }, [], hooks);
+    return runWithReferencedFiles('convert', { ...options, phase: 'open-copy', worker, workers, share }, withOutput, { ...ctx, run }, [], hooks);
   }));
+  const outcomes = inDiskOrder(settled);
   if (outcomes.some((o) => o.status === 'rejected' && o.reason instanceof TargetReferenced)) throw new TargetReferenced('the image names the target');
   let sizes: bigint[] | undefined;
   for (const o of outcomes) {

@@ -31,6 +31,8 @@ export interface CopyPlan {
   targetIsZero: boolean;
   /** The part of the concatenated disk to copy, [start, end); the whole disk when absent. */
   range?: [number, number];
+  /** Instead of `range`: the parts to copy, [start, end) each, in disk order (split.ts stripedRanges). */
+  ranges?: readonly (readonly [number, number])[];
   /** Called when qemu would print a progress line (done/total of this range's counted bytes). */
   onProgress?: (done: number, total: number) => void;
   /** -m: qemu's copy coroutines (8 by default); with -p, how far its claimed chunks run ahead of a failed read. */
@@ -183,17 +185,18 @@ function chunkLength(remaining: number): number {
   return Math.min(remaining, QEMU_CHUNK);
 }
 
-/** Byte ranges [sourceIndex, from, to, outputBase] of each source inside the copy range. */
+/** Byte ranges [source, from, to, outputBase] of each source inside the copy's range(s), in disk order. */
 function pieces(plan: CopyPlan): [Image, number, number, number][] {
   const total = plan.images.reduce((n, i) => n + i.virtualSize, 0);
-  const [start, end] = plan.range ?? [0, total];
   const out: [Image, number, number, number][] = [];
-  let base = 0;
-  for (const image of plan.images) {
-    const from = Math.max(start - base, 0);
-    const to = Math.min(end - base, image.virtualSize);
-    if (from < to) out.push([image, from, to, base]);
-    base += image.virtualSize;
+  for (const [start, end] of plan.ranges ?? [plan.range ?? [0, total]]) {
+    let base = 0;
+    for (const image of plan.images) {
+      const from = Math.max(start - base, 0);
+      const to = Math.min(end - base, image.virtualSize);
+      if (from < to) out.push([image, from, to, base]);
+      base += image.virtualSize;
+    }
   }
   return out;
 }
@@ -293,7 +296,9 @@ export async function copyToRaw(plan: CopyPlan): Promise<number> {
                 writer.submit(buf, [], 0);
                 if (!(e instanceof ImageError)) throw e;
                 // -p: this chunk is qemu's; merged runs: find qemu's chunk that fails.
-                const chunk = plan.onProgress ? pos : failingChunk(image, r.pos, at, at + length) ?? at;
+                // A run cut by the start of this part (a stripe) began before it: qemu's chunks are cut from its true start.
+                const cut = r.pos === from && from > 0;
+                const chunk = plan.onProgress ? pos : failingChunk(image, cut ? 0 : r.pos, at, at + length) ?? at;
                 failed = new ImageError(`error while reading at byte ${base + chunk}: ${e.message}`, e.errno);
                 // Without -p nothing is claimed ahead that shows.
                 if (!plan.onProgress) throw failed;

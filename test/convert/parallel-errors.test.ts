@@ -1,0 +1,62 @@
+// convert of a disk big enough for two copy guests whose reads fail in both guests' stripes
+// (ops/convert/split.ts stripedRanges): guest 0 meets its failure further into the disk than
+// guest 1 meets its own, and qemu, copying in disk order, names the first one. The host must
+// report that one (host/convert/open-copy.ts inDiskOrder), not the first guest's, and leave no
+// target behind. The source is a cloop image (no block status: one data run, qemu's 2 MiB chunks
+// cut from 0) with two blocks that do not inflate.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { deflateSync } from 'node:zlib';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { tempDir } from './helpers.ts';
+import { buildCloop, patternBlock } from '../formats/cloop/build.ts';
+import { runInstar, runQemu, VERSIONS } from '../helpers/oracles.ts';
+import { PARALLEL_MIN_BYTES, stripeLength, stripedRanges } from '../../src/ops/convert/split.ts';
+
+const { dir, cleanup } = tempDir();
+const at = (name: string) => join(dir, name);
+const MiB = 1024 * 1024;
+const BLOCK = 64 * 1024;
+const SIZE = PARALLEL_MIN_BYTES + 4 * MiB;
+
+/** The 64 KiB block holding disk offset `offset`. */
+const blockAt = (offset: number) => Math.floor(offset / BLOCK);
+
+// Guest 1's first stripe and guest 0's third: more than qemu's 8 coroutines' chunks apart, so qemu
+// has finished with the first failure before it would read the second.
+const stripe = stripeLength(SIZE);
+const EARLY = stripe + 2 * MiB + 300 * 1024;
+const LATE = 6 * stripe + 2 * MiB + 300 * 1024;
+
+before(() => {
+  const streams = Array.from({ length: 4 }, (_, i) => deflateSync(patternBlock(BLOCK, i + 1)));
+  const blocks: { stream: Buffer }[] = Array.from({ length: SIZE / BLOCK }, (_, i) => ({ stream: streams[i % streams.length] }));
+  for (const offset of [EARLY, LATE]) blocks[blockAt(offset)] = { stream: Buffer.from('not a zlib stream, just bytes') };
+  writeFileSync(at('two-bad.cloop'), buildCloop(BLOCK, blocks));
+});
+after(cleanup);
+
+test('the layout puts the later failure in guest 0\'s stripes and the earlier one in guest 1\'s', () => {
+  const owns = (worker: number, offset: number) => stripedRanges(SIZE, worker, 2).some(([s, e]) => s <= offset && offset < e);
+  assert.ok(owns(1, EARLY) && owns(0, LATE));
+});
+
+test('read errors in both guests\' stripes: qemu\'s message names the first on the disk, no target is left', () => {
+  for (const version of VERSIONS) {
+    const cwd = at(`run-${version}`);
+    mkdirSync(cwd, { recursive: true });
+    const args = ['convert', '-O', 'raw', '../two-bad.cloop', 't.raw'];
+    const expected = runQemu(version, args, { cwd });
+    rmSync(join(cwd, 't.raw'), { force: true });
+    assert.match(expected.stderr, new RegExp(`at byte ${Math.floor(EARLY / (2 * MiB)) * 2 * MiB}:`), `qemu ${version} names the early chunk`);
+    for (const sandbox of [[], ['--sandbox=none']]) {
+      const actual = runInstar([...args, '--qemu-version', version, ...sandbox], { cwd });
+      const label = `${version} ${sandbox.join(' ')}`;
+      assert.equal(actual.stderr, expected.stderr, `${label}: stderr`);
+      assert.equal(actual.status, expected.status, `${label}: exit status`);
+      assert.equal(actual.stdout, expected.stdout, `${label}: stdout`);
+      assert.equal(existsSync(join(cwd, 't.raw')), false, `${label}: no target left`);
+    }
+  }
+});
