@@ -3,13 +3,24 @@
 // it with the fields of qemu's LUKS1 info, filled from the JSON metadata where they map.
 import { ImageError, type BlockDevice, type Extent, type Image, type NodeInfo, type OpenContext } from '../types.ts';
 import { readPayload } from './payload.ts';
-import { SectorCipher } from '../crypto/sector-cipher.ts';
+import { SectorCipher, type CipherSpec } from '../crypto/sector-cipher.ts';
 import type { LuksInfo } from './header.ts';
 import { readLuks2Header, type Luks2Header } from './luks2-header.ts';
 import { parseEncryption, parseLuks2Metadata, type Luks2Metadata } from './luks2-metadata.ts';
 import { unlockLuks2 } from './luks2-unlock.ts';
 
 /** Bytes decrypted per batch. */
+
+export interface Luks2Payload {
+  spec: CipherSpec;
+  key: Uint8Array;
+  /** File offset of the first encrypted sector, the sector size, and sector 0's IV number and the IV step per sector. */
+  offset: number;
+  sectorSize: number;
+  firstIv: number;
+  ivPerSector: number;
+  virtualSize: number;
+}
 
 /** qemu takes the secret as a C string: it ends at the first NUL byte. */
 function cPassphrase(secret: Uint8Array): Uint8Array {
@@ -48,6 +59,8 @@ export class Luks2Image implements Image {
   private readonly firstIv: number;
   private readonly ivPerSector: number;
   private cipher?: SectorCipher;
+  /** The unlocked volume key and its cipher, for writes into the payload (luks2-inplace.ts). */
+  private volume?: { spec: CipherSpec; key: Uint8Array };
 
   constructor(private dev: BlockDevice, ctx: OpenContext) {
     const hdr = readLuks2Header(dev);
@@ -70,6 +83,7 @@ export class Luks2Image implements Image {
       const key = unlockLuks2(dev, meta, cPassphrase(ctx.key));
       const spec = parseEncryption(seg.encryption, key.length, 'segment');
       this.cipher = new SectorCipher(spec, key, seg.sectorSize, this.ivPerSector);
+      this.volume = { spec, key };
     } else if (ctx.keyRequired) {
       throw new ImageError("Parameter 'key-secret' is required for cipher");
     }
@@ -89,6 +103,13 @@ export class Luks2Image implements Image {
     if (!this.cipher) throw new ImageError("Parameter 'key-secret' is required for cipher");
     const { cipher, firstIv, ivPerSector } = this;
     readPayload({ dev: this.dev, cipher, offset: this.info_['payload-offset'], virtualSize: this.virtualSize, ivOf: (sector) => firstIv + sector * ivPerSector }, buf, offset);
+  }
+
+  /** Where and how the payload is encrypted, once unlocked (undefined without a key). */
+  payloadLayout(): Luks2Payload | undefined {
+    if (!this.volume) return undefined;
+    const { spec, key } = this.volume;
+    return { spec, key, offset: this.info_['payload-offset'], sectorSize: this.cipher!.sectorSize, firstIv: this.firstIv, ivPerSector: this.ivPerSector, virtualSize: this.virtualSize };
   }
 
   extent(offset: number, length: number): Extent {

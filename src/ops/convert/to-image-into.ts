@@ -28,6 +28,7 @@ import { vmdkInPlaceWriter } from '../../formats/vmdk/inplace.ts';
 import type { VmdkImage } from '../../formats/vmdk/image.ts';
 import { vhdxInPlaceWriter, type VhdxGuidSource } from '../../formats/vhdx/inplace.ts';
 import type { VhdxImage } from '../../formats/vhdx/driver.ts';
+import { luks2InPlaceTarget } from '../../formats/luks/luks2-inplace.ts';
 
 /** The formats other than qcow2 that instar writes into as qemu does (in-place-copy.ts). */
 /** The --target-image-opts options each probed format takes (its key). */
@@ -205,7 +206,7 @@ export const convertIntoOp: Op = (raw, ctx) => {
       : opened.format === 'parallels' ? parallelsInPlaceWriter(dev, opened.virtualSize, opts.parallelsDiscards === true)
       : opened.format === 'vmdk' ? vmdkInPlaceWriter(dev, opened as VmdkImage, { cid: opts.vmdkCid })
       : opened.format === 'vhdx' ? vhdxInPlaceWriter(dev, opened as VhdxImage, opts.vhdxGuids)
-      : luksTarget(opened) ?? refused('yet (a LUKS2 volume)');
+      : luksTarget(opened) ?? luks2InPlaceTarget(opened, dev) ?? refused('yet');
     if ('refused' in target) return target satisfies ConvertIntoResult;
     const counted = copyInPlace({ images, target, sparseSize: opts.sparseSize ?? 4096, targetIsZero: opts.targetIsZero === true, onProgress, salvage });
     return { counted } satisfies ConvertIntoResult;
