@@ -126,6 +126,12 @@ describe('guest startup snapshot', () => {
     }
   });
 
+  it('a guest that runs out of heap is not taken for a refused snapshot (no second run)', async () => {
+    const lines: string[] = [];
+    assert.match(await expectRefused(runHostile('strict', 'heap-bomb', input, {}, { debug: (l) => lines.push(l) })), /memory limit exceeded/);
+    assert.deepEqual(lines.filter((l) => /guest start/.test(l)), [`sandbox: guest start: snapshot (${snapshotFiles(HOSTILE_GUEST).blob})`]);
+  });
+
   // Last: a refusal holds for the rest of this process.
   it('a blob made with other V8 flags than its record names (node exits 14) costs a relaunch, and no further try', async () => {
     // The launch's heap limit is 512 MiB; the record claims it, the blob was made with the default.

@@ -47,17 +47,17 @@ class SnapshotRefused extends Error {}
 /**
  * How node ends, before any JS, on a --snapshot-blob it cannot use: exit 14 when it was made by
  * another node or with other V8 flags (the guest's own code never exits 14); an abort or a
- * segfault, silent, when it is damaged (measured). A crash may also be the op's own (its heap
- * ran out): it is taken for a refused snapshot only when nothing was writable, so that a rerun
- * never meets a half-written output. (The record's identity check leaves a damaged blob to
- * in-place edits that keep its mtime.)
+ * segfault when it is damaged (measured). A crash may also be the op's own (its heap ran out;
+ * node then says so): it is taken for a refused snapshot only when node said nothing of memory
+ * and nothing was writable, so that a rerun never meets a half-written output. (The record's
+ * identity check leaves a damaged blob to in-place edits that keep its mtime.)
  */
 function snapshotRefused(e: GuestSilent, readOnly: boolean): boolean {
   if (e.status === 14) return true;
   const crashes = ['SIGABRT', 'SIGSEGV', 'SIGBUS', 'SIGILL'];
   // bwrap reports its child's death by a signal as 128 + the signal's number.
   const crashed = (e.signal !== null && crashes.includes(e.signal)) || [134, 139, 135, 132].includes(e.status ?? 0);
-  return readOnly && crashed;
+  return readOnly && crashed && !/out of memory|FATAL ERROR/i.test(e.stderr);
 }
 
 class LayerBroken extends Error {
@@ -232,7 +232,7 @@ export function killGuestGroup(child: ChildProcess): void {
 
 /** The guest ended without a single message: maybe it never started (see diagnoseLaunchFailure). */
 class GuestSilent extends OpError {
-  constructor(message: string, readonly status: number | null, readonly signal: NodeJS.Signals | null) {
+  constructor(message: string, readonly status: number | null, readonly signal: NodeJS.Signals | null, readonly stderr: string) {
     super(message);
   }
 }
@@ -338,7 +338,7 @@ function launch(guest: SpawnedGuest, requestText: string, devices: HostDevice[],
       if (outcome.error !== undefined) return reject(new OpError(outcome.error, outcome.errorWarnings));
       if (outcome.result && code === 0 && splitter.leftover === 0) return succeed(outcome.result.value);
       const reason = deathReason(code, signal, outcome.stderr, !!outcome.result);
-      reject(outcome.result || outcome.spoke ? new OpError(reason) : new GuestSilent(reason, code, signal));
+      reject(outcome.result || outcome.spoke ? new OpError(reason) : new GuestSilent(reason, code, signal, outcome.stderr));
     });
   });
 }
