@@ -57,7 +57,13 @@ before(() => {
   qemu(['create', '-q', '-f', 'vmdk', at('big.vmdk'), '64M']);
   qemu(['create', '-q', '-f', 'vmdk', '-o', 'subformat=streamOptimized', at('stream.vmdk'), '4M']);
   qemu(['create', '-q', '-f', 'vmdk', '-o', 'subformat=twoGbMaxExtentSparse', at('split.vmdk'), '4M']);
-  qemu(['create', '-q', '-f', 'vmdk', '-o', 'zeroed_grain=on', at('zeroed.vmdk'), '4M']);
+  // Zeroed grains: data, a zeroed grain, and zero runs in the source that start and end inside grains.
+  qemu(['create', '-q', '-f', 'vmdk', '-o', 'zeroed_grain=on', at('zeroed.vmdk'), '5M']);
+  qemu(['-f', 'vmdk', '-c', 'write -P 0x22 1M 1M', '-c', 'write -z 3M 64k', '-c', 'write -P 0x23 4M 64k', at('zeroed.vmdk')], undefined, '10.0', 'qemu-io');
+  const runs = Buffer.alloc(4 * MiB, 0x5a);
+  for (const [start, end] of [[100000, 700000], [MiB, MiB + 300000], [2 * MiB + 5000, 3 * MiB + 70000]]) runs.fill(0, start, end);
+  writeFileSync(at('runs.raw'), runs);
+  writeFileSync(at('runs-head.raw'), runs.subarray(0, 1200 * 1024));
 });
 after(() => s.cleanup());
 
@@ -75,6 +81,14 @@ test('convert -n into a VMDK: partly allocated and larger, a raw source, -S 0, -
   await sameInto(s.dir, 'opts', 'part.vmdk', ['-n', '-p', '--target-image-opts', ...qcow2Source, 'driver=vmdk,file.filename=part.vmdk'], false, maskCid);
 });
 
+test('convert -n into a VMDK with zeroed grains: whole zero grains zeroed, partial ones written, -S 0, --target-is-zero', async () => {
+  for (const [label, extra] of [['zeroed', []], ['zeroed-S0', ['-S', '0']], ['zeroed-is-zero', ['--target-is-zero']], ['zeroed-qcow2', []]] as const) {
+    const source = label === 'zeroed-qcow2' ? qcow2Source : ['-f', 'raw', '../runs.raw'];
+    const [ours] = await sameInto(s.dir, label, 'zeroed.vmdk', ['-n', '-O', 'vmdk', ...extra, ...source, 'zeroed.vmdk'], false, maskCid);
+    assert.equal(ours.result.status, 0, `${label}: ${ours.result.stderr}`);
+  }
+});
+
 test('convert -n into a VMDK with qemu\'s CID gives qemu\'s file byte for byte', async () => {
   const theirs = await runInto(s.dir, '10.0', '10.0', 'exact', 'part.vmdk', ['-n', '-O', 'vmdk', '-f', 'raw', '../src.raw', 'part.vmdk']);
   assert.equal(theirs.result.status, 0, theirs.result.stderr);
@@ -89,7 +103,7 @@ test('convert -n into a VMDK smaller than the source: qemu\'s message, nothing w
   assert.ok(ours.target.equals(readFileSync(at('small.vmdk'))), 'the target was written');
 });
 
-test('convert -n into other VMDK subformats, zeroed grains, hostile tables: refused in one line, nothing written', async () => {
+test('convert -n into other VMDK subformats, hostile tables: refused in one line, nothing written', async () => {
   const gd = (f: Buffer) => Number(f.readBigUInt64LE(56)) * 512;
   const hostile = (name: string, edit: (f: Buffer) => void) => {
     const f = readFileSync(at('big.vmdk'));
@@ -103,7 +117,6 @@ test('convert -n into other VMDK subformats, zeroed grains, hostile tables: refu
   const cases: [string, string][] = [
     ['stream.vmdk', 'instar cannot convert into an existing vmdk image (-n) of subformat streamOptimized yet; nothing was written'],
     ['split.vmdk', 'instar cannot convert into an existing vmdk image (-n) of subformat twoGbMaxExtentSparse yet; nothing was written'],
-    ['zeroed.vmdk', 'instar cannot convert into this vmdk image (it has zeroed grains); nothing was written'],
     ['gt-past-eof.vmdk', 'instar cannot convert into this vmdk image (its grain table lies outside its metadata area); nothing was written'],
     ['gt-overlap.vmdk', 'instar cannot convert into this vmdk image (its grain table overlaps its grain table); nothing was written'],
     ['grain-past-eof.vmdk', 'instar cannot convert into this vmdk image (a grain entry points outside its grains (sector 1000000)); nothing was written'],
@@ -121,4 +134,6 @@ test('convert -n into other VMDK subformats, zeroed grains, hostile tables: refu
 test('convert -n into a VMDK stopped after each prefix of its writes leaves an image qemu-img opens and checks', () => {
   const k = everyPrefixOpens({ source: at('head.raw'), target: at('part.vmdk'), format: 'vmdk', dir: s.dir, label: 'vmdk', options: { vmdkCid: 0x1234 } });
   assert.ok(k > 5, `${k} writes`);
+  const z = everyPrefixOpens({ source: at('runs-head.raw'), target: at('zeroed.vmdk'), format: 'vmdk', dir: s.dir, label: 'zeroed', options: { vmdkCid: 0x1234 } });
+  assert.ok(z > 5, `${z} writes`);
 });

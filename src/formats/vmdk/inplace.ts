@@ -4,8 +4,10 @@
 // whole (zeros around the data, qemu's get_whole_cluster without a backing file), then its entry
 // is set in the grain table and in the redundant one: data before the entries that point at it,
 // so a cut anywhere leaves an image qemu opens. After the first write the descriptor gets a new
-// random CID (cid-rewrite.ts). Zeros are data here: without zeroed-grain support qemu's
-// write-zeroes falls back to writing zeros, which allocates grains.
+// random CID (cid-rewrite.ts). Without zeroed grains (the header's flag) qemu's write-zeroes
+// falls back to writing zeros, which allocates grains; with them, the whole grains a zero
+// request covers get the ZEROED entry, and its partial grains at either end get zeros written
+// (the block layer splits the request at grain boundaries, and the driver takes only whole ones).
 import { randomInt } from 'node:crypto';
 import { readAt, unitPieces } from '../bytes.ts';
 import { ImageError, type BlockDevice } from '../types.ts';
@@ -20,6 +22,8 @@ const SECTOR = 512;
 const TABLES_LIMIT = 256 * 1024 * 1024;
 /** Grain entries are 32-bit sector numbers. */
 const MAX_SECTOR = 2 ** 32;
+/** The grain entry of a zeroed grain (images with the zeroed-grain flag). */
+const ZEROED = 1;
 
 interface Layout {
   grainBytes: number;
@@ -31,22 +35,58 @@ interface Layout {
   entries: Uint32Array;
   descOffset: number;
   nextSector: number;
+  zeroGrain: boolean;
 }
 
 class SparseInPlace {
   private readonly put: (buf: Uint8Array, pos: number) => void;
   private cidDone = false;
+  /** qemu's write-zeroes requests, for images with zeroed grains only (in-place-copy.ts writes zeros otherwise). */
+  readonly writeZeroes?: (offset: number, length: number) => void;
 
   constructor(private readonly dev: BlockDevice, private readonly size: number, private readonly l: Layout, private readonly cid: () => number) {
     this.put = writableOutput(dev);
+    if (l.zeroGrain) this.writeZeroes = (offset, length) => this.zeroes(offset, length);
+  }
+
+  /** A grain's entry set in its grain table and in the redundant one. */
+  private setEntry(index: number, value: number): void {
+    const entry = Buffer.alloc(4);
+    entry.writeUInt32LE(value);
+    const table = Math.floor(index / this.l.perTable);
+    const at = (index % this.l.perTable) * 4;
+    this.put(entry, this.l.tables[table] * SECTOR + at);
+    if (this.l.backups.length > 0) this.put(entry, this.l.backups[table] * SECTOR + at);
+    this.l.entries[index] = value;
+  }
+
+  /** qemu updates the CID once its first piece is written. */
+  private updateCid(): void {
+    if (this.cidDone) return;
+    const area = readAt(this.dev, this.l.descOffset, CID_AREA_BYTES);
+    this.put(rewriteCid(area, this.cid()), this.l.descOffset);
+    this.cidDone = true;
+  }
+
+  private zeroes(offset: number, length: number): void {
+    const g = this.l.grainBytes;
+    const end = offset + length;
+    const first = Math.min(end, Math.ceil(offset / g) * g);
+    const last = Math.max(first, Math.floor(end / g) * g);
+    if (first > offset) this.write(new Uint8Array(first - offset), offset);
+    for (let pos = first; pos < last; pos += g) {
+      if (this.l.entries[pos / g] !== ZEROED) this.setEntry(pos / g, ZEROED);
+      this.updateCid();
+    }
+    if (end > last) this.write(new Uint8Array(end - last), last);
   }
 
   write(data: Uint8Array, offset: number): void {
     checkWriteRange(data, offset, this.size);
-    const { grainBytes, perTable, entries } = this.l;
+    const { grainBytes, entries } = this.l;
     for (const { index, within, piece } of unitPieces(data, offset, grainBytes)) {
       let sector = entries[index];
-      if (sector !== 0) this.put(piece, sector * SECTOR + within);
+      if (sector !== 0 && !(this.l.zeroGrain && sector === ZEROED)) this.put(piece, sector * SECTOR + within);
       else {
         sector = this.l.nextSector;
         if (sector + grainBytes / SECTOR > MAX_SECTOR) throw new ImageError('instar refuses a VMDK grain past the 32-bit sector range');
@@ -54,20 +94,9 @@ class SparseInPlace {
         const whole = new Uint8Array(grainBytes);
         whole.set(piece, within);
         this.put(whole, sector * SECTOR);
-        const entry = Buffer.alloc(4);
-        entry.writeUInt32LE(sector);
-        const table = Math.floor(index / perTable);
-        const at = (index % perTable) * 4;
-        this.put(entry, this.l.tables[table] * SECTOR + at);
-        if (this.l.backups.length > 0) this.put(entry, this.l.backups[table] * SECTOR + at);
-        entries[index] = sector;
+        this.setEntry(index, sector);
       }
-      // qemu updates the CID once its first piece is written.
-      if (!this.cidDone) {
-        const area = readAt(this.dev, this.l.descOffset, CID_AREA_BYTES);
-        this.put(rewriteCid(area, this.cid()), this.l.descOffset);
-        this.cidDone = true;
-      }
+      this.updateCid();
     }
   }
 
@@ -90,7 +119,7 @@ export function vmdkInPlaceWriter(dev: BlockDevice, image: VmdkImage, opts: Vmdk
   if (readAt(dev, 0, 4).readUInt32BE(0) !== VMDK4_MAGIC) return refused('it is not a hosted sparse extent');
   const h = readVmdk4Header(dev);
   if (h.compressAlgorithm === COMPRESSION_DEFLATE) return refused('it is compressed');
-  if (h.flags & FLAG_ZERO_GRAIN) return refused('it has zeroed grains');
+  const zeroGrain = (h.flags & FLAG_ZERO_GRAIN) !== 0;
   const grainSectors = Number(h.granularity);
   const perTable = h.numGtesPerGt;
   const fileBytes = dev.size;
@@ -127,7 +156,7 @@ export function vmdkInPlaceWriter(dev: BlockDevice, image: VmdkImage, opts: Vmdk
     const gt = readAt(dev, tables[t] * SECTOR, perTable * 4);
     for (let i = 0; i < perTable; i++) {
       const sector = gt.readUInt32LE(i * 4);
-      if (sector !== 0 && (sector * SECTOR < grainOffset || sector * SECTOR + grainBytes > Math.ceil(fileBytes / grainBytes) * grainBytes)) {
+      if (sector !== 0 && !(zeroGrain && sector === ZEROED) && (sector * SECTOR < grainOffset || sector * SECTOR + grainBytes > Math.ceil(fileBytes / grainBytes) * grainBytes)) {
         return refused(`a grain entry points outside its grains (sector ${sector})`);
       }
       entries[t * perTable + i] = sector;
@@ -135,5 +164,5 @@ export function vmdkInPlaceWriter(dev: BlockDevice, image: VmdkImage, opts: Vmdk
   }
   const nextSector = Math.ceil(Math.ceil(fileBytes / SECTOR) / grainSectors) * grainSectors;
   const cid = () => opts.cid ?? randomInt(0, 2 ** 32);
-  return new SparseInPlace(dev, image.virtualSize, { grainBytes, perTable, tables, backups, entries, descOffset, nextSector }, cid);
+  return new SparseInPlace(dev, image.virtualSize, { grainBytes, perTable, tables, backups, entries, descOffset, nextSector, zeroGrain }, cid);
 }
