@@ -55,14 +55,17 @@ export function makeGuestSnapshot(bundle: string): void {
     // what a sandboxed guest would see (test/sandbox/snapshot-top-level.test.ts checks it reads nothing).
     const built = spawnSync(process.execPath, [...flags, '--snapshot-blob', aside, '--build-snapshot', text], { env: {}, cwd: '/', encoding: 'utf8', timeout: 120_000 });
     if (built.status !== 0) throw new Error(`node --build-snapshot failed (${built.error?.message ?? `exit ${built.status}`}): ${(built.stderr ?? '').trim().split('\n')[0]}`);
+    let identity;
     try {
       const last = tryBlob(aside, flags, dir);
       if (!last.includes('"type":"result"')) throw new Error(`a guest started from it failed: ${last}`);
+      // Taken before the rename (which keeps it): another build may rename its blob in next.
+      identity = blobIdentity(aside);
       renameSync(aside, blob);
     } finally {
       rmSync(aside, { force: true });
     }
-    const entry: SnapshotRecord = { format: SNAPSHOT_FORMAT, node: process.version, execPath: process.execPath, flags, bundleId: id, blob: blobIdentity(blob) };
+    const entry: SnapshotRecord = { format: SNAPSHOT_FORMAT, node: process.version, execPath: process.execPath, flags, bundleId: id, blob: identity };
     writeFileSync(`${record}.${process.pid}`, JSON.stringify(entry, null, 1) + '\n');
     renameSync(`${record}.${process.pid}`, record);
   } finally {
