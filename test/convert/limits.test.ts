@@ -16,22 +16,20 @@ let cleanup: () => void;
 before(() => ({ dir, cleanup } = tempDir()));
 after(() => cleanup());
 
-test('a guest killed by the wall-clock limit during the copy leaves no output', async () => {
-  const src = join(dir, 'big.raw');
+/** convert -f raw -S 0 of a sparse raw file of `gib` GiB, the n-th guest launched (from 1) given `wallMs(n)`. */
+async function killedConvert(name: string, gib: number, wallMs: (launch: number) => number | undefined): Promise<{ status: number; err: string; launches: number; out: string }> {
+  const src = join(dir, `${name}.raw`);
   const fd = openSync(src, 'w');
-  ftruncateSync(fd, 4 * 1024 * 1024 * 1024);
+  ftruncateSync(fd, gib * 1024 * 1024 * 1024);
   closeSync(fd);
-  const out = join(dir, 'out.raw');
+  const out = join(dir, `${name}-out.raw`);
   let err = '';
-  // Every guest gets 200 ms of wall time, and -S 0 makes the copy write 4 GiB of zeros (2 GiB a
-  // guest), which takes far longer. (With 1 GiB and the first launch unlimited, the one-round
-  // copy's guests could finish their halves in time on a quiet machine.)
-  let phase = 0;
+  let launches = 0;
   const run = {
     mode: 'auto',
     get limits() {
-      phase++;
-      return { wallMs: 200 };
+      const ms = wallMs(++launches);
+      return ms === undefined ? {} : { wallMs: ms };
     },
   } as RunOptions;
   const ctx: CommandContext = {
@@ -45,8 +43,26 @@ test('a guest killed by the wall-clock limit during the copy leaves no output', 
   };
   const options = new Map([['source-format', ['raw']], ['sparse-size', ['0']]]);
   const status = await convert({ name: 'convert', options, args: [src, out], sequence: [['source-format', 'raw'], ['sparse-size', '0']] }, ctx);
+  return { status, err, launches, out };
+}
+
+test('a guest killed by the wall-clock limit during the copy leaves no output', async () => {
+  // Every guest gets 200 ms of wall time, and -S 0 makes the copy write 4 GiB of zeros (2 GiB a
+  // guest), which takes far longer. (With 1 GiB and the first launch unlimited, the one-round
+  // copy's guests could finish their halves in time on a quiet machine.)
+  const { status, err, launches, out } = await killedConvert('big', 4, () => 200);
   assert.equal(status, 1);
   assert.match(err, /^qemu-img: guest process killed: time limit exceeded/);
-  assert.ok(phase >= 2, 'both copy guests were launched');
+  assert.ok(launches >= 2, 'both copy guests were launched');
   assert.equal(existsSync(out), false, 'the half-written output is removed');
+});
+
+test('one copy guest killed while the other copies all its stripes: the convert fails, no output left', async () => {
+  // The second guest has 100 ms (it dies booting or early in its stripes); the first, unlimited,
+  // writes its 512 MiB of zeros to the end.
+  const { status, err, launches, out } = await killedConvert('half', 1, (n) => (n === 2 ? 100 : undefined));
+  assert.equal(launches, 2, 'two copy guests were launched');
+  assert.equal(status, 1);
+  assert.match(err, /^qemu-img: guest process killed: time limit exceeded/);
+  assert.equal(existsSync(out), false, 'the output the surviving guest wrote is removed');
 });
