@@ -4,7 +4,7 @@
 // still under the permission model and holds no descriptor of its blob.
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { HOSTILE_GUEST, expectRefused, runHostile, scratchDir, writeInput } from './helpers.ts';
 import { runInstar } from '../helpers/oracles.ts';
@@ -13,6 +13,7 @@ import { productionGuestPath } from '../../src/host/sandbox/guest-path.ts';
 import { blobIdentity, bundleIdOnDisk, snapshotFiles, SNAPSHOT_FORMAT, type SnapshotRecord } from '../../src/host/sandbox/snapshot.ts';
 import { nodeArgs } from '../../src/host/sandbox/layers/permission.ts';
 import { defaultLimits } from '../../src/host/sandbox/limits.ts';
+import { makeGuestSnapshots } from '../../scripts/guest-snapshot.ts';
 
 const scratch = scratchDir();
 after(scratch.cleanup);
@@ -124,6 +125,24 @@ describe('guest startup snapshot', () => {
       const { open } = (await runHostile('auto', 'list-fds', input, {}, { disableLayers })) as { open: { fd: number; file: boolean }[] };
       assert.deepEqual(open.filter((f) => f.file).map((f) => f.fd), [4]);
     }
+  });
+
+  it('the maker: a blob and then its record for a good bundle; for a bundle that fails, a warning and neither', async (t) => {
+    const good = join(scratch.dir, 'made.cjs');
+    copyFileSync(HOSTILE_GUEST, good);
+    copyFileSync(codeCachePath(HOSTILE_GUEST), codeCachePath(good));
+    const bad = join(scratch.dir, 'broken.cjs');
+    writeFileSync(bad, `throw new Error('broken at its top level');\n//# instar-guest-id ${'ab'.repeat(32)}\n`);
+    writeFileSync(snapshotFiles(bad).blob, 'an old blob');
+    writeFileSync(snapshotFiles(bad).record, '{}');
+    const warn = t.mock.method(console, 'warn', () => {});
+    makeGuestSnapshots([good, bad]);
+    assert.equal(warn.mock.callCount(), 1);
+    assert.match(String(warn.mock.calls[0].arguments[0]), /^guest snapshot for .*broken\.cjs not made: node --build-snapshot failed \(exit 1\)/);
+    assert.equal(existsSync(snapshotFiles(bad).blob), false);
+    assert.equal(existsSync(snapshotFiles(bad).record), false);
+    assert.deepEqual(record(good).blob, blobIdentity(snapshotFiles(good).blob));
+    assert.deepEqual(await runHostile('strict', 'code-cache-state', input, {}, { guestPath: good }), { state: 'snapshot' });
   });
 
   it('a guest that runs out of heap is not taken for a refused snapshot (no second run)', async () => {
