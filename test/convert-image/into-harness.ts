@@ -12,11 +12,11 @@ export interface IntoRun {
   target: Buffer;
 }
 
-/** One tool's run of `qemu-img convert <args>` beside a copy of `base/target`. */
-export async function runInto(base: string, tool: 'instar' | OracleVersion, version: OracleVersion, label: string, target: string, args: string[], sandbox = false): Promise<IntoRun> {
+/** One tool's run of `qemu-img convert <args>` beside a copy of `base/target` (and of the `companions` it names: a parent). */
+export async function runInto(base: string, tool: 'instar' | OracleVersion, version: OracleVersion, label: string, target: string, args: string[], sandbox = false, companions: string[] = []): Promise<IntoRun> {
   const dir = join(base, `${label}-${tool}-${version}`);
   mkdirSync(dir, { recursive: true });
-  copyFileSync(join(base, target), join(dir, target));
+  for (const file of [target, ...companions]) copyFileSync(join(base, file), join(dir, file));
   const argv = ['convert', ...args];
   let result: RunResult;
   if (tool !== 'instar') result = runQemu(tool, argv, { cwd: dir, timeoutMs: 60_000 });
@@ -29,11 +29,11 @@ export async function runInto(base: string, tool: 'instar' | OracleVersion, vers
  * instar and qemu-img (7.2 and 10.0) on copies of `target`: the same status, output and target
  * bytes (after `normalize`, for what qemu writes at random: a VMDK's CID); instar's runs.
  */
-export async function sameInto(base: string, label: string, target: string, args: string[], sandbox = false, normalize: (file: Buffer) => Buffer = (f) => f): Promise<IntoRun[]> {
+export async function sameInto(base: string, label: string, target: string, args: string[], sandbox = false, normalize: (file: Buffer) => Buffer = (f) => f, companions: string[] = []): Promise<IntoRun[]> {
   const mine: IntoRun[] = [];
   for (const version of VERSIONS) {
-    const theirs = await runInto(base, version, version, label, target, args);
-    const ours = await runInto(base, 'instar', version, label, target, args, sandbox);
+    const theirs = await runInto(base, version, version, label, target, args, false, companions);
+    const ours = await runInto(base, 'instar', version, label, target, args, sandbox, companions);
     const show = (r: RunResult) => [r.status, r.stdout, r.stderr];
     assert.deepEqual(show(ours.result), show(theirs.result), `${label} (${version}): status and output of convert ${args.join(' ')}`);
     assert.ok(normalize(ours.target).equals(normalize(theirs.target)), `${label} (${version}): the target differs from qemu-img's`);

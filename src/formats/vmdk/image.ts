@@ -53,6 +53,11 @@ export class VmdkImage implements Image {
     return this.state.extents.map((e) => (e.file === '' ? { role: 'image', name: '' } : { role: 'extent', name: e.file }));
   }
 
+  /** The opened parent, if any (formats/vmdk/inplace.ts copies from it into new grains). */
+  get parent(): Image | undefined {
+    return this.backing;
+  }
+
   /** The opened parent (`parentFileNameHint`); without one, unallocated grains read as zeros. */
   attachBacking(backing: Image): void {
     this.backing = backing;

@@ -15,7 +15,7 @@ import { checkWriteRange, writableOutput } from '../writer-checks.ts';
 import { CID_AREA_BYTES } from './descriptor.ts';
 import { COMPRESSION_DEFLATE, FLAG_RGD, FLAG_ZERO_GRAIN, VMDK4_MAGIC, readVmdk4Header } from './header.ts';
 import { cidUpdatable, rewriteCid } from './cid-rewrite.ts';
-import type { VmdkImage } from './image.ts';
+import { VmdkImage } from './image.ts';
 
 const SECTOR = 512;
 /** The grain tables instar keeps in memory for one copy. */
@@ -44,7 +44,8 @@ class SparseInPlace {
   /** qemu's write-zeroes requests, for images with zeroed grains only (in-place-copy.ts writes zeros otherwise). */
   readonly writeZeroes?: (offset: number, length: number) => void;
 
-  constructor(private readonly dev: BlockDevice, private readonly size: number, private readonly l: Layout, private readonly cid: () => number) {
+  /** `parent`: reads the parent's bytes a new grain starts from (qemu's get_whole_cluster). */
+  constructor(private readonly dev: BlockDevice, private readonly size: number, private readonly l: Layout, private readonly cid: () => number, private readonly parent?: (buf: Uint8Array, pos: number) => void) {
     this.put = writableOutput(dev);
     if (l.zeroGrain) this.writeZeroes = (offset, length) => this.zeroes(offset, length);
   }
@@ -86,12 +87,15 @@ class SparseInPlace {
     const { grainBytes, entries } = this.l;
     for (const { index, within, piece } of unitPieces(data, offset, grainBytes)) {
       let sector = entries[index];
-      if (sector !== 0 && !(this.l.zeroGrain && sector === ZEROED)) this.put(piece, sector * SECTOR + within);
+      const zeroed = this.l.zeroGrain && sector === ZEROED;
+      if (sector !== 0 && !zeroed) this.put(piece, sector * SECTOR + within);
       else {
         sector = this.l.nextSector;
         if (sector + grainBytes / SECTOR > MAX_SECTOR) throw new ImageError('instar refuses a VMDK grain past the 32-bit sector range');
         this.l.nextSector += grainBytes / SECTOR;
         const whole = new Uint8Array(grainBytes);
+        // A zeroed grain stays zeros around the data; an unallocated one starts as the parent's.
+        if (this.parent && !zeroed) this.parent(whole, index * grainBytes);
         whole.set(piece, within);
         this.put(whole, sector * SECTOR);
         this.setEntry(index, sector);
@@ -115,7 +119,18 @@ export function vmdkInPlaceWriter(dev: BlockDevice, image: VmdkImage, opts: Vmdk
   if (createType !== 'monolithicSparse' || extents.length !== 1 || extents[0].file !== '' || extents[0].ext.flat) {
     return { refused: `instar cannot convert into an existing vmdk image (-n) of subformat ${createType} yet; nothing was written` };
   }
-  if (backingName !== undefined) return refused('it has a parent');
+  let parent: ((buf: Uint8Array, pos: number) => void) | undefined;
+  if (backingName !== undefined) {
+    const p = image.parent;
+    // qemu's first allocating write fails (EINVAL) when the parent is no vmdk or its CID is not the recorded parentCID.
+    if (!(p instanceof VmdkImage) || p.state.cid !== image.state.parentCid) return refused("its parent's CID is not the parentCID it records");
+    parent = (buf, pos) => {
+      // Past the parent's end the block layer reads zeros.
+      const inside = Math.max(0, Math.min(buf.length, p.virtualSize - pos));
+      buf.fill(0, inside);
+      if (inside > 0) p.read(buf.subarray(0, inside), pos);
+    };
+  }
   if (readAt(dev, 0, 4).readUInt32BE(0) !== VMDK4_MAGIC) return refused('it is not a hosted sparse extent');
   const h = readVmdk4Header(dev);
   if (h.compressAlgorithm === COMPRESSION_DEFLATE) return refused('it is compressed');
@@ -164,5 +179,5 @@ export function vmdkInPlaceWriter(dev: BlockDevice, image: VmdkImage, opts: Vmdk
   }
   const nextSector = Math.ceil(Math.ceil(fileBytes / SECTOR) / grainSectors) * grainSectors;
   const cid = () => opts.cid ?? randomInt(0, 2 ** 32);
-  return new SparseInPlace(dev, image.virtualSize, { grainBytes, perTable, tables, backups, entries, descOffset, nextSector, zeroGrain }, cid);
+  return new SparseInPlace(dev, image.virtualSize, { grainBytes, perTable, tables, backups, entries, descOffset, nextSector, zeroGrain }, cid, parent);
 }
