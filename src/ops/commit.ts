@@ -11,7 +11,7 @@ import { AUTOCLEAR, parseHeader } from '../formats/qcow2/header.ts';
 import { planInPlaceWrite, type ClusterRun, type GuestSource } from '../formats/qcow2/inplace-write.ts';
 import { aroundBitmaps, openWritesBitmaps } from '../formats/qcow2/bitmap-session.ts';
 import { grownWithBitmaps, inPlaceWithBitmaps, type SessionOptions } from '../formats/qcow2/inplace-bitmaps.ts';
-import { makeEmptyRefusal, planMakeEmpty } from '../formats/qcow2/make-empty.ts';
+import { emptiesCompletely, makeEmptyRefusal, planMakeEmpty } from '../formats/qcow2/make-empty.ts';
 import { discardAllRefusal, planDiscardAll } from '../formats/qcow2/make-empty-discard.ts';
 import { PlanRefusal } from '../formats/qcow2/refcount-update.ts';
 import { openTree, type OpenTreeOptions } from './open-tree.ts';
@@ -181,11 +181,11 @@ export function commitOp(options: Record<string, unknown>, ctx: OpContext): Comm
     }
     let topSteps: RepairStep[] = [];
     if (!opts.drop && format === 'qcow2') {
-      // With persistent bitmaps qemu discards every cluster instead (make-empty-discard.ts).
-      const bitmaps = (parseHeader(topDev).autoclear & AUTOCLEAR.bitmaps) !== 0n;
-      const why = bitmaps ? discardAllRefusal(topDev) : makeEmptyRefusal(topDev);
+      // Where qemu cannot reset the image (bitmaps, version 2) it discards every cluster instead.
+      const complete = emptiesCompletely(topDev);
+      const why = complete ? makeEmptyRefusal(topDev) : discardAllRefusal(topDev);
       if (why) return { format, refused: `instar cannot empty this qcow2 image (${why}); nothing was written (use -d to keep its data)` };
-      const empty = bitmaps ? planDiscardAll : planMakeEmpty;
+      const empty = complete ? planMakeEmpty : planDiscardAll;
       // A stale bitmaps extension: qemu's writable open of the top drops it first.
       topSteps = openWritesBitmaps(topDev) ? aroundBitmaps(topDev, (opened) => ({ steps: empty(opened) })).steps : empty(topDev);
     } else if (format === 'qcow2' && openWritesBitmaps(topDev)) {

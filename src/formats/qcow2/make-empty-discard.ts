@@ -1,12 +1,13 @@
-// qemu's qcow2_make_empty when make_completely_empty cannot run (the image has persistent
-// bitmaps, whose clusters must stay): every L2 entry of the active disk is discarded in full
-// (qcow2_cluster_discard with full_discard: the entry becomes 0 and reads through to the backing
-// file, its cluster's refcount drops, a cluster freed is discarded). L2 tables stay allocated.
-// The driver discards below the block layer, so dirty bitmaps record nothing.
+// qemu's qcow2_make_empty when make_completely_empty cannot run (persistent bitmaps, whose
+// clusters must stay; a version 2 image, which has no dirty bit): every L2 entry of the active
+// disk is discarded in full (qcow2_cluster_discard with full_discard: the entry becomes 0 and
+// reads through to the backing file, its cluster's refcount drops, a cluster freed is
+// discarded). L2 tables stay allocated, and where the L1 table has none qemu's get_cluster_table
+// allocates an empty one. The driver discards below the block layer: dirty bitmaps record nothing.
 //
 // Crash order, as qemu's caches make it (refcount blocks depend on L2 tables): the L2 tables
-// first (a crash leaves clusters counted but unused: leaks), then the refcount blocks, then the
-// discards of the freed clusters.
+// first (a crash leaves clusters counted but unused: leaks), then the new L2 tables with the
+// refcount blocks, then the L1 entries naming the new tables, then the discards of freed clusters.
 import type { BlockDevice } from '../types.ts';
 import type { RepairStep } from '../repair.ts';
 import { readAt } from '../bytes.ts';
@@ -14,11 +15,12 @@ import { CRYPT, INCOMPAT, parseHeader, type Qcow2Header } from './header.ts';
 import { readHeaderModel } from './header-model.ts';
 import { readDirectory, TABLE_ENTRY_OFFSET } from './bitmap-dir.ts';
 import { readTable } from './bitmap-state.ts';
-import { freeClusters } from './allocator.ts';
+import { allocClusters, freeClusters } from './allocator.ts';
 import { compressedSpan, hostOffsetOf, unitTypeOf } from './l2-entry.ts';
 import { PlanRefusal, RefcountModel } from './refcount-update.ts';
 
 const L1E_OFFSET_MASK = 0x00fffffffffffe00n;
+const COPIED = 1n << 63n;
 /** Most bytes of changed L2 tables one plan holds. */
 const MAX_L2_BYTES = 256 * 1024 * 1024;
 
@@ -50,10 +52,26 @@ export function planDiscardAll(dev: BlockDevice): RepairStep[] {
     freeClusters(refs, offset, length);
   };
   const tables: RepairStep[] = [];
+  /** L2 tables qemu allocates on the way (get_cluster_table), and the L1 entries naming them. */
+  const created: RepairStep[] = [];
+  const l1Sectors = new Set<number>();
   let held = 0;
   for (let i = 0; i < h.l1Size && i * perL2 < clusters; i++) {
-    const l2Offset = Number(l1.readBigUInt64BE(i * 8) & L1E_OFFSET_MASK);
-    if (l2Offset === 0) continue;
+    const l1Entry = l1.readBigUInt64BE(i * 8);
+    const l2Offset = Number(l1Entry & L1E_OFFSET_MASK);
+    if (l2Offset !== 0 && !(l1Entry & COPIED)) throw new PlanRefusal('instar refuses this qcow2 image: an L2 table is shared; nothing was written');
+    if (l2Offset === 0) {
+      // qemu's discard gets a writable L2 table for every part of the disk: an empty one is
+      // allocated (first fit, over clusters freed just before) and hooked into the L1 table.
+      const at = allocClusters(refs, cs);
+      if (refs.switchPending) throw new PlanRefusal('instar refuses this qcow2 image: emptying it grows its refcount table; nothing was written');
+      created.push({ kind: 'write', pos: at, bytes: Buffer.alloc(cs) });
+      metadata.add(at / cs);
+      l1.writeBigUInt64BE(BigInt(at) | COPIED, i * 8);
+      l1Sectors.add(Math.floor((i * 8) / 512));
+      held += cs;
+      continue;
+    }
     if (l2Offset % cs !== 0 || l2Offset + cs > dev.size) throw new PlanRefusal('instar refuses this qcow2 image: an L2 table is outside the file; nothing was written');
     const table = readAt(dev, l2Offset, cs);
     let changed = false;
@@ -80,9 +98,21 @@ export function planDiscardAll(dev: BlockDevice): RepairStep[] {
     tables.push({ kind: 'write', pos: l2Offset, bytes: table });
   }
   const freed = [...new Set(refs.freed)].filter((c) => refs.get(c) === 0).sort((a, b) => a - b);
+  // qemu writes each new table and its L1 entry (the entry's 512-byte sector) as it allocates it;
+  // here the new tables (some over data clusters the cleared entries freed) come after those
+  // entries are cleared, and the L1 entries last, after the refcounts that count the tables.
+  const hooks = refs.tableWrites('hooked').map((w): RepairStep => ({ kind: 'write', pos: w.pos, bytes: w.bytes }));
+  const l1At = Number(h.l1TableOffset);
+  const l1Writes = [...l1Sectors].sort((a, b) => a - b).map((k): RepairStep => ({ kind: 'write', pos: l1At + k * 512, bytes: l1.subarray(k * 512, Math.min(k * 512 + 512, l1.length)) }));
+  const counts = refs.flush();
+  // New tables and refcount blocks past the end: the file grows first (zeros, nothing names them).
+  const end = [...created, ...counts, ...hooks].reduce((e, w) => (w.kind === 'write' ? Math.max(e, w.pos + w.bytes.length) : e), dev.size);
   return [
     ...tables, { kind: 'barrier' },
-    ...refs.flush(), { kind: 'barrier' },
+    ...(end > dev.size ? [{ kind: 'truncate', size: end } as RepairStep] : []),
+    ...created, ...counts, { kind: 'barrier' },
+    ...(hooks.length ? [...hooks, { kind: 'barrier' } as RepairStep] : []),
+    ...(l1Writes.length ? [...l1Writes, { kind: 'barrier' } as RepairStep] : []),
     ...freed.filter((c) => c * cs < dev.size).map((c): RepairStep => ({ kind: 'discard', pos: c * cs, length: Math.min(cs, dev.size - c * cs), unit: cs })), { kind: 'barrier' },
   ];
 }

@@ -2,8 +2,8 @@
 // (block/qcow2.c) writes a fresh image's tables over the old ones in a fixed order, with the
 // dirty bit set around it, so the result is deterministic and instar writes the same bytes in the
 // same order (qemu's own crash window included: the dirty bit makes qemu rebuild the refcounts).
-// The other path, discarding every cluster, is make-empty-discard.ts for images with bitmaps; for
-// a v2 image or one with snapshots it is not done: the caller refuses before anything is written.
+// The other path, discarding every cluster, is make-empty-discard.ts (images with bitmaps,
+// version 2 images); where that is not done either (snapshots) the caller refuses first.
 import type { BlockDevice } from '../types.ts';
 import type { RepairStep } from '../repair.ts';
 import { AUTOCLEAR, CRYPT, INCOMPAT, parseHeader } from './header.ts';
@@ -13,18 +13,24 @@ import { writeRefcount } from './refcount-entry.ts';
 const INCOMPATIBLE_AT = 72;
 const L1_TABLE_OFFSET_AT = 40;
 
-/** Why instar cannot empty this image as qemu would (undefined: it can). */
-export function makeEmptyRefusal(dev: BlockDevice): string | undefined {
+/**
+ * qcow2_make_empty's choice: make_completely_empty needs the dirty bit (version 3) and an image
+ * nothing else reserves clusters in (snapshots, a LUKS header, bitmaps, a data file), with the L1
+ * table and three clusters in one refcount block; otherwise qemu discards every cluster
+ * (make-empty-discard.ts), a version 2 image included.
+ */
+export function emptiesCompletely(dev: BlockDevice): boolean {
   const h = parseHeader(dev);
   const l1Clusters = Math.ceil(h.l1Size / (h.clusterSize / 8));
   const perBlock = (h.clusterSize * 8) / 2 ** h.refcountOrder;
-  if (h.version < 3) return 'it is a version 2 image, which qemu empties cluster by cluster';
-  if (h.nbSnapshots > 0) return 'it has internal snapshots';
-  if (h.autoclear & AUTOCLEAR.bitmaps) return 'it has persistent bitmaps';
-  if (h.cryptMethod === CRYPT.luks) return 'it is LUKS encrypted';
-  if (h.incompatible & INCOMPAT.dataFile) return 'it has an external data file';
+  return h.version >= 3 && h.nbSnapshots === 0 && !(h.autoclear & AUTOCLEAR.bitmaps) && h.cryptMethod !== CRYPT.luks &&
+    !(h.incompatible & INCOMPAT.dataFile) && 3 + l1Clusters <= perBlock;
+}
+
+/** Why instar cannot empty this image as make_completely_empty would (undefined: it can); call emptiesCompletely first. */
+export function makeEmptyRefusal(dev: BlockDevice): string | undefined {
+  const h = parseHeader(dev);
   if (h.incompatible & (INCOMPAT.dirty | INCOMPAT.corrupt)) return 'it is dirty or corrupt';
-  if (3 + l1Clusters > perBlock) return 'its L1 table is too large';
   return undefined;
 }
 
