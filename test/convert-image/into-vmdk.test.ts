@@ -88,6 +88,9 @@ test('convert -n into a VMDK: partly allocated and larger, a raw source, -S 0, -
   await sameInto(s.dir, 'is-zero', 'part.vmdk', ['-n', '-O', 'vmdk', '--target-is-zero', ...qcow2Source, 'part.vmdk'], false, maskCid);
   await sameInto(s.dir, 'B', 'part.vmdk', ['-n', '-O', 'vmdk', '-B', 'empty.vmdk', ...qcow2Source, 'part.vmdk'], false, maskCid);
   await sameInto(s.dir, 'opts', 'part.vmdk', ['-n', '-p', '--target-image-opts', ...qcow2Source, 'driver=vmdk,file.filename=part.vmdk'], false, maskCid);
+  // -c: qemu's vmdk driver takes compressed writes into a plain sparse extent as plain ones.
+  const [compressed] = await sameInto(s.dir, 'c', 'part.vmdk', ['-n', '-O', 'vmdk', '-c', '-f', 'raw', '../src.raw', 'part.vmdk'], false, maskCid);
+  assert.equal(compressed.result.status, 0, compressed.result.stderr);
 });
 
 test('convert -n into a VMDK with zeroed grains: whole zero grains zeroed, partial ones written, -S 0, --target-is-zero', async () => {
@@ -135,6 +138,7 @@ test('convert -n into other VMDK subformats, hostile tables: refused in one line
   const cases: [string, string][] = [
     ['stream.vmdk', 'instar cannot convert into an existing vmdk image (-n) of subformat streamOptimized yet; nothing was written'],
     ['split.vmdk', 'instar cannot convert into an existing vmdk image (-n) of subformat twoGbMaxExtentSparse yet; nothing was written'],
+    ['zeroed.vmdk', 'instar cannot convert into an existing vmdk image (-n) with -c yet (zeroed grains or a parent); nothing was written'],
     ['gt-past-eof.vmdk', 'instar cannot convert into this vmdk image (its grain table lies outside its metadata area); nothing was written'],
     ['gt-overlap.vmdk', 'instar cannot convert into this vmdk image (its grain table overlaps its grain table); nothing was written'],
     ['grain-past-eof.vmdk', 'instar cannot convert into this vmdk image (a grain entry points outside its grains (sector 1000000)); nothing was written'],
@@ -145,7 +149,8 @@ test('convert -n into other VMDK subformats, hostile tables: refused in one line
     // The split image's extents stay beside it: named in place, its descriptor unchanged there.
     const arg = name === 'split.vmdk' ? '../split.vmdk' : name;
     const before = readFileSync(at(name));
-    const ours = await runInto(s.dir, 'instar', '10.0', `refused-${name}`, name, ['-n', '-O', 'vmdk', ...qcow2Source, arg], false, name === 'stale.vmdk' ? ['parent.vmdk'] : []);
+    const compress = name === 'zeroed.vmdk' ? ['-c'] : [];
+    const ours = await runInto(s.dir, 'instar', '10.0', `refused-${name}`, name, ['-n', '-O', 'vmdk', ...compress, ...qcow2Source, arg], false, name === 'stale.vmdk' ? ['parent.vmdk'] : []);
     assert.deepEqual([ours.result.status, ours.result.stderr], [1, `qemu-img: ${message}\n`], name);
     assert.ok(ours.target.equals(before) && readFileSync(at(name)).equals(before), `${name}: the target was written`);
   }

@@ -45,7 +45,7 @@ class SparseInPlace {
   readonly writeZeroes?: (offset: number, length: number) => void;
 
   /** `parent`: reads the parent's bytes a new grain starts from (qemu's get_whole_cluster). */
-  constructor(private readonly dev: BlockDevice, private readonly size: number, private readonly l: Layout, private readonly cid: () => number, private readonly parent?: (buf: Uint8Array, pos: number) => void) {
+  constructor(private readonly dev: BlockDevice, private readonly size: number, private readonly l: Layout, private readonly cid: () => number, private readonly parent?: (buf: Uint8Array, pos: number) => void, private readonly alignEnd = false) {
     this.put = writableOutput(dev);
     if (l.zeroGrain) this.writeZeroes = (offset, length) => this.zeroes(offset, length);
   }
@@ -104,12 +104,20 @@ class SparseInPlace {
     }
   }
 
-  finish(): void {}
+  finish(): void {
+    if (this.alignEnd && this.dev.size % SECTOR !== 0) this.dev.truncate?.(Math.ceil(this.dev.size / SECTOR) * SECTOR);
+  }
 }
 
 export interface VmdkInPlaceOptions {
   /** Tests only: the CID to write instead of a random one. */
   cid?: number;
+  /**
+   * -c: qemu-img sends compressed writes, which a plain sparse extent takes as plain ones, then a
+   * zero-length one that rounds the file's length up to a sector. Its requests are whole
+   * clusters then, which only zeroed grains or a parent's data would tell apart: refused there.
+   */
+  compressed?: boolean;
 }
 
 /** Where `image` (opened from `dev`) can be written in place as qemu does, the writer; else why not. */
@@ -135,6 +143,7 @@ export function vmdkInPlaceWriter(dev: BlockDevice, image: VmdkImage, opts: Vmdk
   const h = readVmdk4Header(dev);
   if (h.compressAlgorithm === COMPRESSION_DEFLATE) return refused('it is compressed');
   const zeroGrain = (h.flags & FLAG_ZERO_GRAIN) !== 0;
+  if (opts.compressed && (zeroGrain || backingName !== undefined)) return { refused: 'instar cannot convert into an existing vmdk image (-n) with -c yet (zeroed grains or a parent); nothing was written' };
   const grainSectors = Number(h.granularity);
   const perTable = h.numGtesPerGt;
   const fileBytes = dev.size;
@@ -179,5 +188,5 @@ export function vmdkInPlaceWriter(dev: BlockDevice, image: VmdkImage, opts: Vmdk
   }
   const nextSector = Math.ceil(Math.ceil(fileBytes / SECTOR) / grainSectors) * grainSectors;
   const cid = () => opts.cid ?? randomInt(0, 2 ** 32);
-  return new SparseInPlace(dev, image.virtualSize, { grainBytes, perTable, tables, backups, entries, descOffset, nextSector, zeroGrain }, cid, parent);
+  return new SparseInPlace(dev, image.virtualSize, { grainBytes, perTable, tables, backups, entries, descOffset, nextSector, zeroGrain }, cid, parent, opts.compressed === true);
 }

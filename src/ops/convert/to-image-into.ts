@@ -195,8 +195,9 @@ export const convertIntoOp: Op = (raw, ctx) => {
   if (opened.format !== 'qcow2') {
     const refused = (why: string) => ({ refused: `instar cannot convert into an existing ${opened.format} image (-n) ${why}; nothing was written` });
     if (!IN_PLACE.has(opened.format)) return refused(opts.compressed ? 'with -c yet' : 'yet') satisfies ConvertIntoResult;
-    // qcow's driver compresses (qemu would write compressed clusters), the others cannot.
-    if (opts.compressed) return (opened.format === 'qcow' ? refused('with -c yet') : { cannotCompress: true }) satisfies ConvertIntoResult;
+    // qcow's driver compresses (qemu would write compressed clusters); vmdk's takes compressed
+    // writes into a plain sparse extent as plain ones (vmdk/inplace.ts); the others cannot.
+    if (opts.compressed && opened.format !== 'vmdk') return (opened.format === 'qcow' ? refused('with -c yet') : { cannotCompress: true }) satisfies ConvertIntoResult;
     if (opened.virtualSize < roundUp(disk)) return { tooSmall: true } satisfies ConvertIntoResult;
     if (fromBacking) return refused('with -B from a source that has a backing file') satisfies ConvertIntoResult;
     const target = opened.format === 'vdi' ? vdiInPlaceWriter(dev)
@@ -204,7 +205,7 @@ export const convertIntoOp: Op = (raw, ctx) => {
       : opened.format === 'qed' ? qedInPlaceWriter(dev)
       : opened.format === 'qcow' ? qcowInPlaceWriter(dev)
       : opened.format === 'parallels' ? parallelsInPlaceWriter(dev, opened.virtualSize, opts.parallelsDiscards === true)
-      : opened.format === 'vmdk' ? vmdkInPlaceWriter(dev, opened as VmdkImage, { cid: opts.vmdkCid })
+      : opened.format === 'vmdk' ? vmdkInPlaceWriter(dev, opened as VmdkImage, { cid: opts.vmdkCid, compressed: opts.compressed })
       : opened.format === 'vhdx' ? vhdxInPlaceWriter(dev, opened as VhdxImage, opts.vhdxGuids)
       : luksTarget(opened) ?? luks2InPlaceTarget(opened, dev) ?? refused('yet');
     if ('refused' in target) return target satisfies ConvertIntoResult;
