@@ -22,15 +22,14 @@ const qcow2Source = ['-f', 'qcow2', '../src.qcow2'];
 /** The descriptor area's position (the header's descriptor offset, in sectors). */
 const descArea = (file: Buffer) => Number(file.readBigUInt64LE(28)) * 512;
 
-function cidOf(file: Buffer): string {
-  const area = file.subarray(descArea(file), descArea(file) + CID_AREA);
+function cidOf(file: Buffer, start = descArea(file)): string {
+  const area = file.subarray(start, start + CID_AREA);
   return /(?:^|\n)CID=([0-9a-f]+)\n/.exec(area.toString('latin1'))![1];
 }
 
 /** The file with the descriptor's CID value masked and the area past the descriptor's text zeroed. */
-function maskCid(file: Buffer): Buffer {
+function maskCid(file: Buffer, start = descArea(file)): Buffer {
   const out = Buffer.from(file);
-  const start = descArea(file);
   const area = out.subarray(start, start + CID_AREA);
   const end = area.indexOf(0);
   const text = area.subarray(0, end < 0 ? CID_AREA : end).toString('latin1').replace(/(^|\n)CID=[0-9a-f]+\n/, '$1CID=?\n');
@@ -53,6 +52,13 @@ before(() => {
   qemu(['create', '-q', '-f', 'vmdk', at('part.vmdk'), '6M']);
   qemu(['-f', 'vmdk', '-c', 'write -P 0x33 2M 4k', '-c', 'write -P 0x44 64k 128k', '-c', 'write -P 0x55 5M 64k', at('part.vmdk')], undefined, '10.0', 'qemu-io');
   qemu(['create', '-q', '-f', 'vmdk', at('small.vmdk'), '2M']);
+  // Flat extents: one file, and one per 2 GiB (a single one here), data past the sources' end.
+  for (const [name, subformat] of [['flat.vmdk', 'monolithicFlat'], ['flat2g.vmdk', 'twoGbMaxExtentFlat']]) {
+    qemu(['create', '-q', '-f', 'vmdk', '-o', `subformat=${subformat}`, at(name), '4M']);
+    qemu(['-f', 'vmdk', '-c', 'write -P 0x33 3M 512k', '-c', 'write -P 0x34 100k 8k', at(name)], undefined, '10.0', 'qemu-io');
+  }
+  writeFileSync(at('short.vmdk'), readFileSync(at('flat.vmdk')).toString('latin1').replace('flat-flat.vmdk', 'short-flat.vmdk'), 'latin1');
+  writeFileSync(at('short-flat.vmdk'), readFileSync(at('flat-flat.vmdk')).subarray(0, MiB));
   // A child whose new grains start from its parent's data (qemu's copy-on-write), one with a stale parentCID.
   qemu(['create', '-q', '-f', 'vmdk', at('parent.vmdk'), '6M']);
   qemu(['-f', 'vmdk', '-c', 'write -P 0x77 0 6M', at('parent.vmdk')], undefined, '10.0', 'qemu-io');
@@ -91,6 +97,26 @@ test('convert -n into a VMDK: partly allocated and larger, a raw source, -S 0, -
   // -c: qemu's vmdk driver takes compressed writes into a plain sparse extent as plain ones.
   const [compressed] = await sameInto(s.dir, 'c', 'part.vmdk', ['-n', '-O', 'vmdk', '-c', '-f', 'raw', '../src.raw', 'part.vmdk'], false, maskCid);
   assert.equal(compressed.result.status, 0, compressed.result.stderr);
+});
+
+test('convert -n into flat VMDKs (sandboxed): the extent files written in place, the descriptor file\'s CID', async () => {
+  for (const [name, extent] of [['flat.vmdk', 'flat-flat.vmdk'], ['flat2g.vmdk', 'flat2g-f001.vmdk']]) {
+    for (const [label, args] of [['', ['-f', 'qcow2', '../src.qcow2']], ['-raw-S0', ['-S', '0', '-f', 'raw', '../src.raw']]] as const) {
+      const runs = await sameInto(s.dir, `${name}${label}`, name, ['-n', '-O', 'vmdk', ...args, name], label === '', (f) => maskCid(f, 0), [extent]);
+      for (const r of runs) {
+        assert.equal(r.result.status, 0, r.result.stderr);
+        assert.notEqual(cidOf(r.target, 0), cidOf(readFileSync(at(name)), 0), `${name}: the CID was not updated`);
+      }
+      // The extents, as each tool left them.
+      for (const v of ['7.2', '10.0']) {
+        const dir = (tool: string) => at(`${name}${label}-${tool}-${v}`);
+        assert.ok(readFileSync(join(dir('instar'), extent)).equals(readFileSync(join(dir(v), extent))), `${name}${label} (${v}): the extent differs from qemu-img's`);
+      }
+    }
+  }  // An extent file the sources read: refused before anything is written.
+  const same = await runInto(s.dir, 'instar', '10.0', 'flat-same', 'flat.vmdk', ['-n', '-O', 'vmdk', '-f', 'raw', 'flat-flat.vmdk', 'flat.vmdk'], false, ['flat-flat.vmdk']);
+  assert.deepEqual([same.result.status, same.result.stderr], [1, 'qemu-img: instar cannot convert into an existing vmdk image (-n) whose extent files the sources read; nothing was written\n']);
+  assert.ok(readFileSync(join(at('flat-same-instar-10.0'), 'flat-flat.vmdk')).equals(readFileSync(at('flat-flat.vmdk'))), 'the extent was written');
 });
 
 test('convert -n into a VMDK with zeroed grains: whole zero grains zeroed, partial ones written, -S 0, --target-is-zero', async () => {
@@ -145,12 +171,13 @@ test('convert -n into other VMDK subformats, hostile tables: refused in one line
   ];
   // qemu fails its first allocating write there (EINVAL): instar refuses before writing.
   cases.push(['stale.vmdk', "instar cannot convert into this vmdk image (its parent's CID is not the parentCID it records); nothing was written"]);
+  cases.push(['short.vmdk', "instar cannot convert into this vmdk image (its extent 'short-flat.vmdk' lies past the end of its file); nothing was written"]);
   for (const [name, message] of cases) {
     // The split image's extents stay beside it: named in place, its descriptor unchanged there.
     const arg = name === 'split.vmdk' ? '../split.vmdk' : name;
     const before = readFileSync(at(name));
     const compress = name === 'zeroed.vmdk' ? ['-c'] : [];
-    const ours = await runInto(s.dir, 'instar', '10.0', `refused-${name}`, name, ['-n', '-O', 'vmdk', ...compress, ...qcow2Source, arg], false, name === 'stale.vmdk' ? ['parent.vmdk'] : []);
+    const ours = await runInto(s.dir, 'instar', '10.0', `refused-${name}`, name, ['-n', '-O', 'vmdk', ...compress, ...qcow2Source, arg], false, name === 'stale.vmdk' ? ['parent.vmdk'] : name === 'short.vmdk' ? ['short-flat.vmdk'] : []);
     assert.deepEqual([ours.result.status, ours.result.stderr], [1, `qemu-img: ${message}\n`], name);
     assert.ok(ours.target.equals(before) && readFileSync(at(name)).equals(before), `${name}: the target was written`);
   }

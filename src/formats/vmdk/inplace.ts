@@ -15,6 +15,7 @@ import { checkWriteRange, writableOutput } from '../writer-checks.ts';
 import { CID_AREA_BYTES } from './descriptor.ts';
 import { COMPRESSION_DEFLATE, FLAG_RGD, FLAG_ZERO_GRAIN, VMDK4_MAGIC, readVmdk4Header } from './header.ts';
 import { cidUpdatable, rewriteCid } from './cid-rewrite.ts';
+import { vmdkFlatInPlaceWriter } from './inplace-flat.ts';
 import { VmdkImage } from './image.ts';
 
 const SECTOR = 512;
@@ -121,8 +122,11 @@ export interface VmdkInPlaceOptions {
 }
 
 /** Where `image` (opened from `dev`) can be written in place as qemu does, the writer; else why not. */
-export function vmdkInPlaceWriter(dev: BlockDevice, image: VmdkImage, opts: VmdkInPlaceOptions = {}): SparseInPlace | { refused: string } {
+export function vmdkInPlaceWriter(dev: BlockDevice, image: VmdkImage, opts: VmdkInPlaceOptions = {}): SparseInPlace | ReturnType<typeof vmdkFlatInPlaceWriter> & object {
   const refused = (why: string) => ({ refused: `instar cannot convert into this vmdk image (${why}); nothing was written` });
+  const flat = vmdkFlatInPlaceWriter(dev, image, opts.cid);
+  if (flat && opts.compressed) return { refused: 'instar cannot convert into an existing vmdk image (-n) with -c yet (flat extents); nothing was written' };
+  if (flat) return flat;
   const { createType, extents, backingName } = image.state;
   if (createType !== 'monolithicSparse' || extents.length !== 1 || extents[0].file !== '' || extents[0].ext.flat) {
     return { refused: `instar cannot convert into an existing vmdk image (-n) of subformat ${createType} yet; nothing was written` };

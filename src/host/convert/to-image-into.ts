@@ -8,6 +8,7 @@ import { fdFileId } from '../punch-holes.ts';
 import { ConvertError } from './errors.ts';
 import { CACHE_MODES } from './early-plan.ts';
 import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
+import type { NeededFile } from '../../protocol/messages.ts';
 import { OpError } from '../sandbox/run.ts';
 import { strerror } from '../../strerror.ts';
 import { referencedFailure } from './open-copy.ts';
@@ -32,6 +33,23 @@ function targetSecret(cmd: ParsedCommand, target: IntoTarget, index: number): Re
 }
 
 
+/** An extent file the policy let open, reopened read-write; refused if the name now leads elsewhere. */
+function reopenWritable(path: string, granted: number, sync: boolean): number {
+  const seen = fstatSync(granted, { bigint: true });
+  let rw: number;
+  try {
+    rw = openSync(path, constants.O_RDWR | constants.O_NOCTTY | constants.O_NONBLOCK | (sync ? constants.O_DSYNC : 0));
+  } catch (e) {
+    throw new ConvertError(`Could not open '${path}': ${strerror((e as NodeJS.ErrnoException).code ?? 'EIO')}`);
+  }
+  const now = fstatSync(rw, { bigint: true });
+  if (now.dev !== seen.dev || now.ino !== seen.ino || !now.isFile()) {
+    closeSync(rw);
+    throw new ConvertError(`instar refuses to write '${path}': the file changed while it was opened`);
+  }
+  return rw;
+}
+
 export async function convertIntoImage(job: ImageJob): Promise<void> {
   const { cmd, ctx, s } = job;
   const target = intoTarget(cmd);
@@ -52,6 +70,7 @@ export async function convertIntoImage(job: ImageJob): Promise<void> {
   if (target.format !== undefined && !INTO_FORMATS.has(target.format)) throw refuse('yet');
   if (cmd.options.has('compress') && target.format === 'qcow2') throw refuse('with -c yet');
   let fd: number;
+  const extents: number[] = [];
   try {
     // O_NONBLOCK: a FIFO must not hang the open; anything but a regular file is refused below.
     // O_DSYNC unless -t unsafe (qemu-img convert's default): the plan's barriers then hold across a power loss too.
@@ -88,7 +107,15 @@ export async function convertIntoImage(job: ImageJob): Promise<void> {
     let result: ConvertIntoResult;
     try {
       const inputs = [...job.inputs, { fd, path: outPath, writable: true, role: 'output' as const }];
-      result = (await runWithReferencedFiles('convert-into', options as unknown as Record<string, unknown>, inputs, { ...ctx, run })) as ConvertIntoResult;
+      // A VMDK target's extent files are written too (flat extents): granted read-write.
+      const writable = (file: NeededFile, granted: number, path: string): number | undefined => {
+        if (file.role !== 'extent' || file.referrer !== job.inputs.length) return undefined;
+        if (read.includes(fdFileId(granted))) throw refuse('whose extent files the sources read');
+        const rw = reopenWritable(path, granted, s.outputCache !== 'unsafe');
+        extents.push(rw);
+        return rw;
+      };
+      result = (await runWithReferencedFiles('convert-into', options as unknown as Record<string, unknown>, inputs, { ...ctx, run }, undefined, { writable })) as ConvertIntoResult;
     } catch (e) {
       // A file the target names (its backing chain) is worded under the target's name.
       if (e instanceof ReferencedFileError && e.file.referrer >= job.inputs.length) throw new ConvertError(`Could not open '${target.errorName}': ${e.message}`);
@@ -102,8 +129,9 @@ export async function convertIntoImage(job: ImageJob): Promise<void> {
     if ('tooSmall' in result) throw new ConvertError('output file is smaller than input file');
     if ('refused' in result) throw new ConvertError(String(result.refused));
     if (!('counted' in result)) throw new ConvertError('the guest gave a malformed answer');
-    if (s.outputCache !== 'unsafe') fsyncSync(fd);
+    if (s.outputCache !== 'unsafe') for (const written of [...extents, fd]) fsyncSync(written);
   } finally {
+    for (const extent of extents) closeSync(extent);
     closeSync(fd);
   }
 }
