@@ -1,7 +1,8 @@
 // commit emptying a compat=0.10 (version 2) top: qemu cannot reset a v2 image (that needs the dirty
 // bit), so its make_empty discards every cluster of the disk: each L2 entry set to 0, its cluster
 // freed, and an L2 table allocated wherever the L1 table has none (first fit, over clusters freed
-// just before). The same fallback serves a v3 top with persistent bitmaps. Differential against
+// just before), or copied where a snapshot shares it. The same fallback serves a v3 top with
+// persistent bitmaps or internal snapshots. Differential against
 // qemu-img 7.2 and 10.0 (stdout, stderr, status, the top byte for byte, the base byte for byte
 // where qemu's mirror is deterministic), then every prefix of the writes.
 import { after, before, test } from 'node:test';
@@ -48,6 +49,24 @@ before(() => {
   assert.equal(runQemu('7.2', ['bitmap', '--add', 't.qcow2', 'bm'], { cwd: dir }).status, 0);
   assert.equal(runQemu('7.2', ['-c', 'write -P 5 64k 64k', 't.qcow2'], { cwd: dir }, 'qemu-io').status, 0);
   chains['v3 with a bitmap, L1 entries empty']['t.qcow2'] = readFileSync(join(dir, 't.qcow2'));
+  // Tops with an internal snapshot: qemu copies each L2 table the snapshot shares before it
+  // discards the copy's entries (the shared data clusters only lose a reference).
+  for (const [name, create, size, before, afterSnap] of [
+    ['v2 with a snapshot', V2, '4M', ['write -P 3 0 4k', 'write -P 4 1M 200k'], ['write -P 6 64k 64k']],
+    ['v3 with a snapshot', ['-f', 'qcow2'], '4M', ['write -P 3 0 4k', 'write -P 4 1M 200k'], ['write -P 6 64k 64k']],
+    ['512-byte clusters with a snapshot', [...V2, '-o', 'cluster_size=512'], '1M', ['write -P 3 0 4k', 'write -P 4 300k 40k'], ['write -P 6 2k 1k', 'write -P 7 600k 2k']],
+  ] as const) {
+    chains[name] = builder.chain([
+      { name: 'b.qcow2', create: ['-f', 'qcow2'], size },
+      { name: 't.qcow2', create: [...create, '-b', 'b.qcow2', '-F', 'qcow2'], size, writes: [...before] },
+    ]);
+    const sdir = join(builder.root, name.replace(/ /g, '-'));
+    mkdirSync(sdir);
+    for (const [file, bytes] of Object.entries(chains[name])) writeFileSync(join(sdir, file), bytes);
+    assert.equal(runQemu('7.2', ['snapshot', '-c', 's1', 't.qcow2'], { cwd: sdir }).status, 0);
+    assert.equal(runQemu('7.2', [...afterSnap.flatMap((w) => ['-c', w]), 't.qcow2'], { cwd: sdir }, 'qemu-io').status, 0);
+    chains[name]['t.qcow2'] = readFileSync(join(sdir, 't.qcow2'));
+  }
   // A v2 top whose written clusters are compressed.
   const raw = join(builder.root, 'x.raw');
   assert.equal(runQemu('7.2', ['create', '-q', '-f', 'raw', raw, '4M']).status, 0);
@@ -68,7 +87,7 @@ after(() => {
  * Bases qemu does not write deterministically or writes otherwise (its mirror job's order with
  * 512-byte top clusters, measured: 10.0 varies run to run on the 2 GiB chains): compared by content.
  */
-const BASE_BY_CONTENT = new Set(['512-byte clusters', '2 GiB, L1 entries empty', 'v3 with a bitmap, L1 entries empty']);
+const BASE_BY_CONTENT = new Set(['512-byte clusters', '2 GiB, L1 entries empty', 'v3 with a bitmap, L1 entries empty', 'v2 with a snapshot', 'v3 with a snapshot', '512-byte clusters with a snapshot']);
 
 test('commit empties a v2 top (and a v3 top with bitmaps) as qemu-img does: the top byte-identical', () => {
   const names = Object.keys(chains);
@@ -98,17 +117,36 @@ test('commit empties a v2 top (and a v3 top with bitmaps) as qemu-img does: the 
   }
 });
 
-test('every prefix of a commit that empties a v2 top (L2 tables allocated over freed clusters) leaves both images readable as before', () => {
-  const files = chains['512-byte clusters'];
-  const original = join(builder.root, 'prefix-orig');
-  mkdirSync(original);
+test('every prefix of a commit that empties a v2 top (L2 tables allocated over freed clusters, copied from a snapshot\'s) leaves both images readable as before', () => {
+  for (const name of ['512-byte clusters', '512-byte clusters with a snapshot']) assertPrefixesKeepChain(name);
+});
+
+/** Each prefix of the commit's writes: both files check with leaks at most, the top chain reads as before. */
+function assertPrefixesKeepChain(chain: string): void {
+  const files = chains[chain];
+  const root = join(builder.root, `prefix-${chain.replace(/ /g, '-')}`);
+  const original = join(root, 'orig');
+  mkdirSync(original, { recursive: true });
   for (const [name, bytes] of Object.entries(files)) writeFileSync(join(original, name), bytes);
-  const done = join(builder.root, 'prefix-done');
+  const done = join(root, 'done');
   assert.ok('committed' in commitInDir(done, files, {}));
   const final = readFileSync(join(done, 't.qcow2'));
+  // A snapshot of the top must read as it did after every prefix too, over the original base
+  // (it reads through the base where it has no data, and the commit changes the base).
+  const snapshot = (dir: string): Buffer | undefined => {
+    if (!chain.includes('snapshot')) return undefined;
+    const over = join(root, 'snapshot-view');
+    mkdirSync(over, { recursive: true });
+    writeFileSync(join(over, 'b.qcow2'), files['b.qcow2']);
+    writeFileSync(join(over, 't.qcow2'), readFileSync(join(dir, 't.qcow2')));
+    const r = runQemu('7.2', ['convert', '-O', 'raw', '-l', 'snapshot.name=s1', join(over, 't.qcow2'), join(over, 's1.raw')]);
+    assert.equal(r.status, 0, r.stderr);
+    return readFileSync(join(over, 's1.raw'));
+  };
+  const snapshotBefore = snapshot(original);
   let k = 0;
   for (; k < 1000; k++) {
-    const dir = join(builder.root, `prefix${k}`);
+    const dir = join(root, `${k}`);
     commitInDir(dir, files, { stopAfterWrites: k });
     for (const name of ['b.qcow2', 't.qcow2']) {
       const c = runQemu('7.2', ['check', join(dir, name)], { timeoutMs: 20_000 });
@@ -117,14 +155,15 @@ test('every prefix of a commit that empties a v2 top (L2 tables allocated over f
     // The top over its base reads as the original chain throughout: data leaves the top only
     // after the base holds it, and a freed cluster is reused only once no entry names it.
     assert.ok(sameDisk('7.2', join(original, 't.qcow2'), join(dir, 't.qcow2')), `after ${k} writes the top chain reads differently`);
+    assert.ok(snapshot(dir)?.equals(snapshotBefore!) ?? true, `after ${k} writes the snapshot reads differently`);
     if (readFileSync(join(dir, 't.qcow2')).equals(final)) break;
   }
-  assert.ok(k > 10 && k < 1000, `${k} writes`);
-});
+  assert.ok(k > 10 && k < 1000, `${chain}: ${k} writes`);
+}
 
-test('commit refuses to empty a v2 top with a broken L1 table (an L2 table shared or past the end), writing nothing', () => {
+test('commit refuses to empty a v2 top with a broken L1 table (an L2 table past the end, or used once without COPIED), writing nothing', () => {
   const cases: [string, (l1Entry: bigint) => bigint, RegExp][] = [
-    ['no COPIED flag', (e) => e & ~(1n << 63n), /^qemu-img: instar refuses this qcow2 image: an L2 table is shared; nothing was written\n$/],
+    ['no COPIED flag, used once', (e) => e & ~(1n << 63n), /^qemu-img: instar refuses this qcow2 image: an L2 table used once has no COPIED flag; nothing was written\n$/],
     ['past the end', () => (1n << 63n) | (1n << 40n), /^qemu-img: instar refuses this qcow2 image: an L2 table is outside the file; nothing was written\n$/],
   ];
   for (const [label, edit, stderr] of cases) {

@@ -18,6 +18,7 @@ import { readTable } from './bitmap-state.ts';
 import { allocClusters, freeClusters } from './allocator.ts';
 import { compressedSpan, hostOffsetOf, unitTypeOf } from './l2-entry.ts';
 import { PlanRefusal, RefcountModel } from './refcount-update.ts';
+import { readRefcount, writeRefcount } from './refcount-entry.ts';
 
 const L1E_OFFSET_MASK = 0x00fffffffffffe00n;
 const COPIED = 1n << 63n;
@@ -27,7 +28,6 @@ const MAX_L2_BYTES = 256 * 1024 * 1024;
 /** Why instar will not empty this image by discarding (undefined: it will). */
 export function discardAllRefusal(dev: BlockDevice): string | undefined {
   const h = parseHeader(dev);
-  if (h.nbSnapshots > 0) return 'it has internal snapshots';
   if (h.cryptMethod !== CRYPT.none) return 'it is encrypted';
   if (h.incompatible & INCOMPAT.dataFile) return 'it has an external data file';
   if (h.incompatible & INCOMPAT.extendedL2) return 'it has extended L2 entries';
@@ -51,29 +51,8 @@ export function planDiscardAll(dev: BlockDevice): RepairStep[] {
     }
     freeClusters(refs, offset, length);
   };
-  const tables: RepairStep[] = [];
-  /** L2 tables qemu allocates on the way (get_cluster_table), and the L1 entries naming them. */
-  const created: RepairStep[] = [];
-  const l1Sectors = new Set<number>();
-  let held = 0;
-  for (let i = 0; i < h.l1Size && i * perL2 < clusters; i++) {
-    const l1Entry = l1.readBigUInt64BE(i * 8);
-    const l2Offset = Number(l1Entry & L1E_OFFSET_MASK);
-    if (l2Offset !== 0 && !(l1Entry & COPIED)) throw new PlanRefusal('instar refuses this qcow2 image: an L2 table is shared; nothing was written');
-    if (l2Offset === 0) {
-      // qemu's discard gets a writable L2 table for every part of the disk: an empty one is
-      // allocated (first fit, over clusters freed just before) and hooked into the L1 table.
-      const at = allocClusters(refs, cs);
-      if (refs.switchPending) throw new PlanRefusal('instar refuses this qcow2 image: emptying it grows its refcount table; nothing was written');
-      created.push({ kind: 'write', pos: at, bytes: Buffer.alloc(cs) });
-      metadata.add(at / cs);
-      l1.writeBigUInt64BE(BigInt(at) | COPIED, i * 8);
-      l1Sectors.add(Math.floor((i * 8) / 512));
-      held += cs;
-      continue;
-    }
-    if (l2Offset % cs !== 0 || l2Offset + cs > dev.size) throw new PlanRefusal('instar refuses this qcow2 image: an L2 table is outside the file; nothing was written');
-    const table = readAt(dev, l2Offset, cs);
+  /** Sets the table's entries (of L1 index i) to 0, freeing their clusters; whether any was set. */
+  const discardEntries = (table: Buffer, i: number): boolean => {
     let changed = false;
     for (let j = 0; j < perL2 && i * perL2 + j < clusters; j++) {
       const hi = table.readUInt32BE(j * 8);
@@ -92,6 +71,48 @@ export function planDiscardAll(dev: BlockDevice): RepairStep[] {
         free(hostOffsetOf(hi, lo), cs);
       }
     }
+    return changed;
+  };
+  const tables: RepairStep[] = [];
+  /** L2 tables qemu allocates on the way (get_cluster_table), and the L1 entries naming them. */
+  const created: RepairStep[] = [];
+  const l1Sectors = new Set<number>();
+  let held = 0;
+  for (let i = 0; i < h.l1Size && i * perL2 < clusters; i++) {
+    const l1Entry = l1.readBigUInt64BE(i * 8);
+    const l2Offset = Number(l1Entry & L1E_OFFSET_MASK);
+    if (l2Offset !== 0 && !(l1Entry & COPIED)) {
+      // Shared with a snapshot: qemu's get_cluster_table copies it to a new cluster, names the
+      // copy in the L1 table and drops its reference on the old one; the copy is then discarded.
+      if (l2Offset % cs !== 0 || l2Offset + cs > dev.size) throw new PlanRefusal('instar refuses this qcow2 image: an L2 table is outside the file; nothing was written');
+      if (refs.get(l2Offset / cs) < 2) throw new PlanRefusal('instar refuses this qcow2 image: an L2 table used once has no COPIED flag; nothing was written');
+      const at = allocClusters(refs, cs);
+      if (refs.switchPending) throw new PlanRefusal('instar refuses this qcow2 image: emptying it grows its refcount table; nothing was written');
+      metadata.add(at / cs);
+      l1.writeBigUInt64BE(BigInt(at) | COPIED, i * 8);
+      l1Sectors.add(Math.floor((i * 8) / 512));
+      freeClusters(refs, l2Offset, cs);
+      const copy = readAt(dev, l2Offset, cs);
+      discardEntries(copy, i);
+      created.push({ kind: 'write', pos: at, bytes: copy });
+      held += cs;
+      continue;
+    }
+    if (l2Offset === 0) {
+      // qemu's discard gets a writable L2 table for every part of the disk: an empty one is
+      // allocated (first fit, over clusters freed just before) and hooked into the L1 table.
+      const at = allocClusters(refs, cs);
+      if (refs.switchPending) throw new PlanRefusal('instar refuses this qcow2 image: emptying it grows its refcount table; nothing was written');
+      created.push({ kind: 'write', pos: at, bytes: Buffer.alloc(cs) });
+      metadata.add(at / cs);
+      l1.writeBigUInt64BE(BigInt(at) | COPIED, i * 8);
+      l1Sectors.add(Math.floor((i * 8) / 512));
+      held += cs;
+      continue;
+    }
+    if (l2Offset % cs !== 0 || l2Offset + cs > dev.size) throw new PlanRefusal('instar refuses this qcow2 image: an L2 table is outside the file; nothing was written');
+    const table = readAt(dev, l2Offset, cs);
+    const changed = discardEntries(table, i);
     if (!changed) continue;
     held += cs;
     if (held > MAX_L2_BYTES) throw new PlanRefusal('instar refuses this qcow2 image: emptying it touches too many L2 tables; nothing was written');
@@ -105,16 +126,32 @@ export function planDiscardAll(dev: BlockDevice): RepairStep[] {
   const l1At = Number(h.l1TableOffset);
   const l1Writes = [...l1Sectors].sort((a, b) => a - b).map((k): RepairStep => ({ kind: 'write', pos: l1At + k * 512, bytes: l1.subarray(k * 512, Math.min(k * 512 + 512, l1.length)) }));
   const counts = refs.flush();
+  // Refcounts raised before the L1 entries switch (new tables counted), lowered after (an old
+  // table shared with a snapshot, and its data clusters, are still named until then).
+  const raised = counts.map((w) => (w.kind === 'write' ? { ...w, bytes: raisedBlock(dev, w.pos, Buffer.from(w.bytes), 2 ** h.refcountOrder) } : w));
+  const lowered = counts.filter((w, k) => w.kind === 'write' && raised[k].kind === 'write' && !Buffer.from(w.bytes).equals(Buffer.from((raised[k] as { bytes: Uint8Array }).bytes)));
   // New tables and refcount blocks past the end: the file grows first (zeros, nothing names them).
   const end = [...created, ...counts, ...hooks].reduce((e, w) => (w.kind === 'write' ? Math.max(e, w.pos + w.bytes.length) : e), dev.size);
   return [
     ...tables, { kind: 'barrier' },
     ...(end > dev.size ? [{ kind: 'truncate', size: end } as RepairStep] : []),
-    ...created, ...counts, { kind: 'barrier' },
+    ...created, ...raised, { kind: 'barrier' },
     ...(hooks.length ? [...hooks, { kind: 'barrier' } as RepairStep] : []),
     ...(l1Writes.length ? [...l1Writes, { kind: 'barrier' } as RepairStep] : []),
+    ...(lowered.length ? [...lowered, { kind: 'barrier' } as RepairStep] : []),
     ...freed.filter((c) => c * cs < dev.size).map((c): RepairStep => ({ kind: 'discard', pos: c * cs, length: Math.min(cs, dev.size - c * cs), unit: cs })), { kind: 'barrier' },
   ];
+}
+
+/** A refcount block with each entry at the larger of the file's value and `final`'s. */
+function raisedBlock(dev: BlockDevice, pos: number, final: Buffer, bits: number): Buffer {
+  const disk = Buffer.alloc(final.length);
+  if (pos < dev.size) dev.read(disk.subarray(0, Math.min(final.length, dev.size - pos)), pos);
+  for (let i = 0; i < (final.length * 8) / bits; i++) {
+    const old = readRefcount(disk, i, bits);
+    if (old > readRefcount(final, i, bits)) writeRefcount(final, i, bits, old);
+  }
+  return final;
 }
 
 /** The clusters of the header, L1 and refcount tables, refcount blocks, L2 tables and bitmaps. */
