@@ -72,6 +72,11 @@ before(() => {
   qemu(['create', '-q', '-f', 'vmdk', at('big.vmdk'), '64M']);
   qemu(['create', '-q', '-f', 'vmdk', '-o', 'subformat=streamOptimized', at('stream.vmdk'), '4M']);
   qemu(['create', '-q', '-f', 'vmdk', '-o', 'subformat=twoGbMaxExtentSparse', at('split.vmdk'), '4M']);
+  qemu(['-f', 'vmdk', '-c', 'write -P 0x33 3M 512k', '-c', 'write -P 0x34 100k 8k', at('split.vmdk')], undefined, '10.0', 'qemu-io');
+  // Two extents, and a source whose data straddles the boundary between them.
+  qemu(['create', '-q', '-f', 'vmdk', '-o', 'subformat=twoGbMaxExtentSparse', at('split2.vmdk'), '2100M']);
+  qemu(['create', '-q', '-f', 'qcow2', at('straddle.qcow2'), '2100M']);
+  qemu(['-f', 'qcow2', '-c', 'write -P 0x41 2047M 2M', '-c', 'write -P 0x42 5M 100k', at('straddle.qcow2')], undefined, '10.0', 'qemu-io');
   // Zeroed grains: data, a zeroed grain, and zero runs in the source that start and end inside grains.
   qemu(['create', '-q', '-f', 'vmdk', '-o', 'zeroed_grain=on', at('zeroed.vmdk'), '5M']);
   qemu(['-f', 'vmdk', '-c', 'write -P 0x22 1M 1M', '-c', 'write -z 3M 64k', '-c', 'write -P 0x23 4M 64k', at('zeroed.vmdk')], undefined, '10.0', 'qemu-io');
@@ -99,8 +104,8 @@ test('convert -n into a VMDK: partly allocated and larger, a raw source, -S 0, -
   assert.equal(compressed.result.status, 0, compressed.result.stderr);
 });
 
-test('convert -n into flat VMDKs (sandboxed): the extent files written in place, the descriptor file\'s CID', async () => {
-  for (const [name, extent] of [['flat.vmdk', 'flat-flat.vmdk'], ['flat2g.vmdk', 'flat2g-f001.vmdk']]) {
+test('convert -n into VMDKs of extent files (flat, split sparse; sandboxed): the extents written as qemu writes them, the descriptor file\'s CID', async () => {
+  for (const [name, extent] of [['flat.vmdk', 'flat-flat.vmdk'], ['flat2g.vmdk', 'flat2g-f001.vmdk'], ['split.vmdk', 'split-s001.vmdk']]) {
     for (const [label, args] of [['', ['-f', 'qcow2', '../src.qcow2']], ['-raw-S0', ['-S', '0', '-f', 'raw', '../src.raw']]] as const) {
       const runs = await sameInto(s.dir, `${name}${label}`, name, ['-n', '-O', 'vmdk', ...args, name], label === '', (f) => maskCid(f, 0), [extent]);
       for (const r of runs) {
@@ -113,7 +118,16 @@ test('convert -n into flat VMDKs (sandboxed): the extent files written in place,
         assert.ok(readFileSync(join(dir('instar'), extent)).equals(readFileSync(join(dir(v), extent))), `${name}${label} (${v}): the extent differs from qemu-img's`);
       }
     }
-  }  // An extent file the sources read: refused before anything is written.
+  }  const extents = ['split2-s001.vmdk', 'split2-s002.vmdk'];
+  const runs = await sameInto(s.dir, 'split2', 'split2.vmdk', ['-n', '-O', 'vmdk', '--target-is-zero', '-f', 'qcow2', '../straddle.qcow2', 'split2.vmdk'], false, (f) => maskCid(f, 0), extents);
+  assert.ok(runs.every((r) => r.result.status === 0), runs[0].result.stderr);
+  for (const extent of extents) assert.ok(!readFileSync(join(at('split2-instar-10.0'), extent)).equals(readFileSync(at(extent))), `${extent} was not written`);
+  for (const v of ['7.2', '10.0']) {
+    for (const extent of extents) {
+      assert.ok(readFileSync(join(at(`split2-instar-${v}`), extent)).equals(readFileSync(join(at(`split2-${v}-${v}`), extent))), `split2 (${v}): ${extent} differs from qemu-img's`);
+    }
+  }
+    // An extent file the sources read: refused before anything is written.
   const same = await runInto(s.dir, 'instar', '10.0', 'flat-same', 'flat.vmdk', ['-n', '-O', 'vmdk', '-f', 'raw', 'flat-flat.vmdk', 'flat.vmdk'], false, ['flat-flat.vmdk']);
   assert.deepEqual([same.result.status, same.result.stderr], [1, 'qemu-img: instar cannot convert into an existing vmdk image (-n) whose extent files the sources read; nothing was written\n']);
   assert.ok(readFileSync(join(at('flat-same-instar-10.0'), 'flat-flat.vmdk')).equals(readFileSync(at('flat-flat.vmdk'))), 'the extent was written');
@@ -163,7 +177,6 @@ test('convert -n into other VMDK subformats, hostile tables: refused in one line
   hostile('grain-past-eof.vmdk', (f) => f.writeUInt32LE(1_000_000, f.readUInt32LE(gd(f)) * 512));
   const cases: [string, string][] = [
     ['stream.vmdk', 'instar cannot convert into an existing vmdk image (-n) of subformat streamOptimized yet; nothing was written'],
-    ['split.vmdk', 'instar cannot convert into an existing vmdk image (-n) of subformat twoGbMaxExtentSparse yet; nothing was written'],
     ['zeroed.vmdk', 'instar cannot convert into an existing vmdk image (-n) with -c yet (zeroed grains or a parent); nothing was written'],
     ['gt-past-eof.vmdk', 'instar cannot convert into this vmdk image (its grain table lies outside its metadata area); nothing was written'],
     ['gt-overlap.vmdk', 'instar cannot convert into this vmdk image (its grain table overlaps its grain table); nothing was written'],
@@ -173,8 +186,7 @@ test('convert -n into other VMDK subformats, hostile tables: refused in one line
   cases.push(['stale.vmdk', "instar cannot convert into this vmdk image (its parent's CID is not the parentCID it records); nothing was written"]);
   cases.push(['short.vmdk', "instar cannot convert into this vmdk image (its extent 'short-flat.vmdk' lies past the end of its file); nothing was written"]);
   for (const [name, message] of cases) {
-    // The split image's extents stay beside it: named in place, its descriptor unchanged there.
-    const arg = name === 'split.vmdk' ? '../split.vmdk' : name;
+    const arg = name;
     const before = readFileSync(at(name));
     const compress = name === 'zeroed.vmdk' ? ['-c'] : [];
     const ours = await runInto(s.dir, 'instar', '10.0', `refused-${name}`, name, ['-n', '-O', 'vmdk', ...compress, ...qcow2Source, arg], false, name === 'stale.vmdk' ? ['parent.vmdk'] : name === 'short.vmdk' ? ['short-flat.vmdk'] : []);

@@ -1,4 +1,5 @@
-// convert -n into an existing monolithicSparse VMDK, as qemu's vmdk driver writes into one. A
+// convert -n into an existing sparse VMDK (monolithicSparse, twoGbMaxExtentSparse: extents laid
+// end to end, the CID in the descriptor file), as qemu's vmdk driver writes into one. A
 // write into an allocated grain goes in place; a missing grain is allocated at the end of the
 // file (the file's length rounded up to a grain, as qemu's next_cluster_sector starts), written
 // whole (zeros around the data, qemu's get_whole_cluster without a backing file), then its entry
@@ -34,21 +35,17 @@ interface Layout {
   backups: number[];
   /** Every grain entry, by grain index. */
   entries: Uint32Array;
-  descOffset: number;
   nextSector: number;
   zeroGrain: boolean;
 }
 
-class SparseInPlace {
+/** One hosted sparse extent's writes; offsets are the extent's own, `start` its first guest byte. */
+class ExtentInPlace {
   private readonly put: (buf: Uint8Array, pos: number) => void;
-  private cidDone = false;
-  /** qemu's write-zeroes requests, for images with zeroed grains only (in-place-copy.ts writes zeros otherwise). */
-  readonly writeZeroes?: (offset: number, length: number) => void;
 
-  /** `parent`: reads the parent's bytes a new grain starts from (qemu's get_whole_cluster). */
-  constructor(private readonly dev: BlockDevice, private readonly size: number, private readonly l: Layout, private readonly cid: () => number, private readonly parent?: (buf: Uint8Array, pos: number) => void, private readonly alignEnd = false) {
+  /** `parent`: reads the parent's bytes a new grain starts from (qemu's get_whole_cluster); `written`: after each piece (the CID). */
+  constructor(readonly dev: BlockDevice, readonly start: number, readonly size: number, readonly l: Layout, private readonly written: () => void, private readonly parent?: (buf: Uint8Array, pos: number) => void) {
     this.put = writableOutput(dev);
-    if (l.zeroGrain) this.writeZeroes = (offset, length) => this.zeroes(offset, length);
   }
 
   /** A grain's entry set in its grain table and in the redundant one. */
@@ -62,15 +59,7 @@ class SparseInPlace {
     this.l.entries[index] = value;
   }
 
-  /** qemu updates the CID once its first piece is written. */
-  private updateCid(): void {
-    if (this.cidDone) return;
-    const area = readAt(this.dev, this.l.descOffset, CID_AREA_BYTES);
-    this.put(rewriteCid(area, this.cid()), this.l.descOffset);
-    this.cidDone = true;
-  }
-
-  private zeroes(offset: number, length: number): void {
+  zeroes(offset: number, length: number): void {
     const g = this.l.grainBytes;
     const end = offset + length;
     const first = Math.min(end, Math.ceil(offset / g) * g);
@@ -78,13 +67,12 @@ class SparseInPlace {
     if (first > offset) this.write(new Uint8Array(first - offset), offset);
     for (let pos = first; pos < last; pos += g) {
       if (this.l.entries[pos / g] !== ZEROED) this.setEntry(pos / g, ZEROED);
-      this.updateCid();
+      this.written();
     }
     if (end > last) this.write(new Uint8Array(end - last), last);
   }
 
   write(data: Uint8Array, offset: number): void {
-    checkWriteRange(data, offset, this.size);
     const { grainBytes, entries } = this.l;
     for (const { index, within, piece } of unitPieces(data, offset, grainBytes)) {
       let sector = entries[index];
@@ -96,17 +84,53 @@ class SparseInPlace {
         this.l.nextSector += grainBytes / SECTOR;
         const whole = new Uint8Array(grainBytes);
         // A zeroed grain stays zeros around the data; an unallocated one starts as the parent's.
-        if (this.parent && !zeroed) this.parent(whole, index * grainBytes);
+        if (this.parent && !zeroed) this.parent(whole, this.start + index * grainBytes);
         whole.set(piece, within);
         this.put(whole, sector * SECTOR);
         this.setEntry(index, sector);
       }
-      this.updateCid();
+      this.written();
+    }
+  }
+}
+
+/** The extents laid end to end; qemu's CID update into the descriptor after the first piece. */
+class SparseInPlace {
+  private cidDone = false;
+  /** qemu's write-zeroes requests, for images with zeroed grains only (in-place-copy.ts writes zeros otherwise). */
+  readonly writeZeroes?: (offset: number, length: number) => void;
+  readonly extents: ExtentInPlace[] = [];
+
+  /** `descriptor`/`descOffset`: where the CID area is; `alignEnd`: -c's last, zero-length write. */
+  constructor(private readonly descriptor: BlockDevice, private readonly descOffset: number, private readonly size: number, private readonly cid: () => number, zeroGrain: boolean, private readonly alignEnd: boolean) {
+    if (zeroGrain) this.writeZeroes = (offset, length) => this.each(new Uint8Array(0), offset, length, (e, _, at, n) => e.zeroes(at, n));
+  }
+
+  /** qemu updates the CID once its first piece is written, writing its area up to the file's sector-rounded end. */
+  readonly updateCid = (): void => {
+    if (this.cidDone) return;
+    const area = rewriteCid(readAt(this.descriptor, this.descOffset, CID_AREA_BYTES), this.cid());
+    const length = Math.max(0, Math.min(CID_AREA_BYTES, Math.ceil(this.descriptor.size / SECTOR) * SECTOR - this.descOffset));
+    writableOutput(this.descriptor)(area.subarray(0, length), this.descOffset);
+    this.cidDone = true;
+  };
+
+  private each(data: Uint8Array, offset: number, length: number, act: (e: ExtentInPlace, piece: Uint8Array, at: number, n: number) => void): void {
+    for (const e of this.extents) {
+      const from = Math.max(offset, e.start);
+      const to = Math.min(offset + length, e.start + e.size);
+      if (from < to) act(e, data.subarray(Math.min(data.length, from - offset), Math.min(data.length, to - offset)), from - e.start, to - from);
     }
   }
 
+  write(data: Uint8Array, offset: number): void {
+    checkWriteRange(data, offset, this.size);
+    this.each(data, offset, data.length, (e, piece, at) => e.write(piece, at));
+  }
+
   finish(): void {
-    if (this.alignEnd && this.dev.size % SECTOR !== 0) this.dev.truncate?.(Math.ceil(this.dev.size / SECTOR) * SECTOR);
+    if (!this.alignEnd) return;
+    for (const { dev } of this.extents) if (dev.size % SECTOR !== 0) dev.truncate?.(Math.ceil(dev.size / SECTOR) * SECTOR);
   }
 }
 
@@ -121,44 +145,26 @@ export interface VmdkInPlaceOptions {
   compressed?: boolean;
 }
 
-/** Where `image` (opened from `dev`) can be written in place as qemu does, the writer; else why not. */
-export function vmdkInPlaceWriter(dev: BlockDevice, image: VmdkImage, opts: VmdkInPlaceOptions = {}): SparseInPlace | ReturnType<typeof vmdkFlatInPlaceWriter> & object {
-  const refused = (why: string) => ({ refused: `instar cannot convert into this vmdk image (${why}); nothing was written` });
-  const flat = vmdkFlatInPlaceWriter(dev, image, opts.cid);
-  if (flat && opts.compressed) return { refused: 'instar cannot convert into an existing vmdk image (-n) with -c yet (flat extents); nothing was written' };
-  if (flat) return flat;
-  const { createType, extents, backingName } = image.state;
-  if (createType !== 'monolithicSparse' || extents.length !== 1 || extents[0].file !== '' || extents[0].ext.flat) {
-    return { refused: `instar cannot convert into an existing vmdk image (-n) of subformat ${createType} yet; nothing was written` };
-  }
-  let parent: ((buf: Uint8Array, pos: number) => void) | undefined;
-  if (backingName !== undefined) {
-    const p = image.parent;
-    // qemu's first allocating write fails (EINVAL) when the parent is no vmdk or its CID is not the recorded parentCID.
-    if (!(p instanceof VmdkImage) || p.state.cid !== image.state.parentCid) return refused("its parent's CID is not the parentCID it records");
-    parent = (buf, pos) => {
-      // Past the parent's end the block layer reads zeros.
-      const inside = Math.max(0, Math.min(buf.length, p.virtualSize - pos));
-      buf.fill(0, inside);
-      if (inside > 0) p.read(buf.subarray(0, inside), pos);
-    };
-  }
-  if (readAt(dev, 0, 4).readUInt32BE(0) !== VMDK4_MAGIC) return refused('it is not a hosted sparse extent');
+type Refusal = { refused: string };
+const refusal = (why: string): Refusal => ({ refused: `instar cannot convert into this vmdk image (${why}); nothing was written` });
+
+/** A hosted sparse extent's tables, checked: metadata inside the file before the grains and apart, grains inside the file. */
+function sparseLayout(dev: BlockDevice, hostsDescriptor: boolean): { layout: Layout; descOffset: number } | Refusal {
+  if (readAt(dev, 0, 4).readUInt32BE(0) !== VMDK4_MAGIC) return refusal('an extent is not a hosted sparse extent');
   const h = readVmdk4Header(dev);
-  if (h.compressAlgorithm === COMPRESSION_DEFLATE) return refused('it is compressed');
+  if (h.compressAlgorithm === COMPRESSION_DEFLATE) return refusal('it is compressed');
   const zeroGrain = (h.flags & FLAG_ZERO_GRAIN) !== 0;
-  if (opts.compressed && (zeroGrain || backingName !== undefined)) return { refused: 'instar cannot convert into an existing vmdk image (-n) with -c yet (zeroed grains or a parent); nothing was written' };
   const grainSectors = Number(h.granularity);
   const perTable = h.numGtesPerGt;
   const fileBytes = dev.size;
   const grains = Math.ceil(Number(h.capacity) / grainSectors);
   const tableCount = Math.ceil(grains / perTable);
-  if (tableCount * perTable * 4 > TABLES_LIMIT) return refused('its grain tables are too large');
+  if (tableCount * perTable * 4 > TABLES_LIMIT) return refusal('its grain tables are too large');
   const descOffset = Number(h.descOffset) * SECTOR;
   const grainOffset = Number(h.grainOffset) * SECTOR;
   const gdBytes = tableCount * 4;
-  // Metadata (header, descriptor, directories, tables) must lie inside the file, before the grains, apart.
-  const spans: [number, number, string][] = [[0, SECTOR, 'header'], [descOffset, descOffset + CID_AREA_BYTES, 'descriptor']];
+  const spans: [number, number, string][] = [[0, SECTOR, 'header']];
+  if (hostsDescriptor) spans.push([descOffset, descOffset + CID_AREA_BYTES, 'descriptor']);
   const directory = (sector: bigint, what: string): number[] => {
     const at = Number(sector) * SECTOR;
     spans.push([at, at + gdBytes, what]);
@@ -169,15 +175,14 @@ export function vmdkInPlaceWriter(dev: BlockDevice, image: VmdkImage, opts: Vmdk
   const tables = directory(h.gdOffset, 'grain directory');
   const backups = h.flags & FLAG_RGD ? directory(h.rgdOffset, 'redundant grain directory') : [];
   for (const t of [...tables, ...backups]) spans.push([t * SECTOR, t * SECTOR + perTable * 4, 'grain table']);
-  if (grainOffset > fileBytes || grainSectors < 1) return refused('its grains start past the end of its file');
-  if (!Number.isSafeInteger(descOffset) || descOffset < SECTOR) return refused('its descriptor is misplaced');
+  if (grainOffset > fileBytes || grainSectors < 1) return refusal('its grains start past the end of its file');
+  if (hostsDescriptor && (!Number.isSafeInteger(descOffset) || descOffset < SECTOR)) return refusal('its descriptor is misplaced');
   const sorted = [...spans].sort((a, b) => a[0] - b[0]);
   for (const [i, [start, end, what]] of sorted.entries()) {
-    if (end > grainOffset) return refused(`its ${what} lies outside its metadata area`);
-    if (what === 'grain table' && start === 0) return refused('a grain table is missing');
-    if (i > 0 && start < sorted[i - 1][1]) return refused(`its ${what} overlaps its ${sorted[i - 1][2]}`);
+    if (end > grainOffset) return refusal(`its ${what} lies outside its metadata area`);
+    if (what === 'grain table' && start === 0) return refusal('a grain table is missing');
+    if (i > 0 && start < sorted[i - 1][1]) return refusal(`its ${what} overlaps its ${sorted[i - 1][2]}`);
   }
-  if (!cidUpdatable(readAt(dev, descOffset, CID_AREA_BYTES))) return refused('its descriptor has no parentCID');
   const entries = new Uint32Array(tableCount * perTable);
   const grainBytes = grainSectors * SECTOR;
   for (let t = 0; t < tableCount; t++) {
@@ -185,12 +190,55 @@ export function vmdkInPlaceWriter(dev: BlockDevice, image: VmdkImage, opts: Vmdk
     for (let i = 0; i < perTable; i++) {
       const sector = gt.readUInt32LE(i * 4);
       if (sector !== 0 && !(zeroGrain && sector === ZEROED) && (sector * SECTOR < grainOffset || sector * SECTOR + grainBytes > Math.ceil(fileBytes / grainBytes) * grainBytes)) {
-        return refused(`a grain entry points outside its grains (sector ${sector})`);
+        return refusal(`a grain entry points outside its grains (sector ${sector})`);
       }
       entries[t * perTable + i] = sector;
     }
   }
   const nextSector = Math.ceil(Math.ceil(fileBytes / SECTOR) / grainSectors) * grainSectors;
+  return { layout: { grainBytes, perTable, tables, backups, entries, nextSector, zeroGrain }, descOffset };
+}
+
+const SPARSE_TYPES = new Set(['monolithicSparse', 'twoGbMaxExtentSparse']);
+
+/** Where `image` (opened from `dev`) can be written in place as qemu does, the writer; else why not. */
+export function vmdkInPlaceWriter(dev: BlockDevice, image: VmdkImage, opts: VmdkInPlaceOptions = {}): SparseInPlace | ReturnType<typeof vmdkFlatInPlaceWriter> & object {
+  const flat = vmdkFlatInPlaceWriter(dev, image, opts.cid);
+  if (flat && opts.compressed) return { refused: 'instar cannot convert into an existing vmdk image (-n) with -c yet (flat extents); nothing was written' };
+  if (flat) return flat;
+  const { createType, extents, backingName } = image.state;
+  const monolithic = createType === 'monolithicSparse';
+  if (!SPARSE_TYPES.has(createType) || extents.length === 0 || extents.some((e) => e.ext.flat || (e.file === '') !== monolithic) || (monolithic && extents.length !== 1)) {
+    return { refused: `instar cannot convert into an existing vmdk image (-n) of subformat ${createType} yet; nothing was written` };
+  }
+  let parent: ((buf: Uint8Array, pos: number) => void) | undefined;
+  if (backingName !== undefined) {
+    const p = image.parent;
+    // qemu's first allocating write fails (EINVAL) when the parent is no vmdk or its CID is not the recorded parentCID.
+    if (!(p instanceof VmdkImage) || p.state.cid !== image.state.parentCid) return refusal("its parent's CID is not the parentCID it records");
+    parent = (buf, pos) => {
+      // Past the parent's end the block layer reads zeros.
+      const inside = Math.max(0, Math.min(buf.length, p.virtualSize - pos));
+      buf.fill(0, inside);
+      if (inside > 0) p.read(buf.subarray(0, inside), pos);
+    };
+  }
+  const layouts: { layout: Layout; descOffset: number }[] = [];
+  for (const e of extents) {
+    if (!e.ext.dev.write) throw new ImageError('the host did not grant the extent files for writing');
+    if (!monolithic && (e.ext.dev === dev || layouts.length > 0 && extents.slice(0, layouts.length).some((o) => o.ext.dev === e.ext.dev))) return refusal(`its extent '${e.file}' is named twice or is its descriptor file`);
+    const l = sparseLayout(e.ext.dev, monolithic);
+    if ('refused' in l) return l;
+    layouts.push(l);
+  }
+  const zeroGrain = layouts[0].layout.zeroGrain;
+  // qemu decides zero writes extent by extent; instar writes them only where all extents agree.
+  if (layouts.some((l) => l.layout.zeroGrain !== zeroGrain)) return refusal('only some of its extents have zeroed grains');
+  if (opts.compressed && (zeroGrain || backingName !== undefined)) return { refused: 'instar cannot convert into an existing vmdk image (-n) with -c yet (zeroed grains or a parent); nothing was written' };
+  const descOffset = monolithic ? layouts[0].descOffset : 0;
+  if (!cidUpdatable(readAt(dev, descOffset, CID_AREA_BYTES))) return refusal('its descriptor has no parentCID');
   const cid = () => opts.cid ?? randomInt(0, 2 ** 32);
-  return new SparseInPlace(dev, image.virtualSize, { grainBytes, perTable, tables, backups, entries, descOffset, nextSector, zeroGrain }, cid, parent, opts.compressed === true);
+  const writer = new SparseInPlace(dev, descOffset, image.virtualSize, cid, zeroGrain, opts.compressed === true);
+  extents.forEach((e, i) => writer.extents.push(new ExtentInPlace(e.ext.dev, e.start, e.end - e.start, layouts[i].layout, writer.updateCid, parent)));
+  return writer;
 }
