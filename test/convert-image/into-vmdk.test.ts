@@ -57,6 +57,7 @@ before(() => {
     qemu(['create', '-q', '-f', 'vmdk', '-o', `subformat=${subformat}`, at(name), '4M']);
     qemu(['-f', 'vmdk', '-c', 'write -P 0x33 3M 512k', '-c', 'write -P 0x34 100k 8k', at(name)], undefined, '10.0', 'qemu-io');
   }
+  // Its extent file is too short.
   writeFileSync(at('short.vmdk'), readFileSync(at('flat.vmdk')).toString('latin1').replace('flat-flat.vmdk', 'short-flat.vmdk'), 'latin1');
   writeFileSync(at('short-flat.vmdk'), readFileSync(at('flat-flat.vmdk')).subarray(0, MiB));
   // A child whose new grains start from its parent's data (qemu's copy-on-write), one with a stale parentCID.

@@ -11,6 +11,7 @@ import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
 import type { NeededFile } from '../../protocol/messages.ts';
 import { OpError } from '../sandbox/run.ts';
 import { strerror } from '../../strerror.ts';
+import { escapeForTerminal } from '../../output/terminal.ts';
 import { referencedFailure } from './open-copy.ts';
 import type { ImageJob } from './to-image.ts';
 import type { ConvertIntoOptions, ConvertIntoResult } from '../../ops/convert/to-image-into.ts';
@@ -127,7 +128,8 @@ export async function convertIntoImage(job: ImageJob): Promise<void> {
     if ('openFailed' in result) throw new ConvertError(`Could not open '${target.errorName}': ${String(result.openFailed)}`);
     if ('cannotCompress' in result) throw new ConvertError('Compression not supported for this file format');
     if ('tooSmall' in result) throw new ConvertError('output file is smaller than input file');
-    if ('refused' in result) throw new ConvertError(String(result.refused));
+    // A refusal may name a file the image names (a VMDK extent): escaped, as every string from an image.
+    if ('refused' in result) throw new ConvertError(escapeForTerminal(String(result.refused)));
     if (!('counted' in result)) throw new ConvertError('the guest gave a malformed answer');
     if (s.outputCache !== 'unsafe') for (const written of [...extents, fd]) fsyncSync(written);
   } finally {
