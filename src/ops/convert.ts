@@ -39,7 +39,7 @@ export interface ConvertOptions {
   /** 'open-copy': which guest this is, of how many (each computes its own range). */
   worker?: number;
   workers?: number;
-  /** 'open-copy' without -p: 'weighed' takes balancedShare's contiguous parts instead of stripes (split.ts). */
+  /** 'open-copy' without -p: 'striped' takes stripedRanges' stripes instead of balancedShare's weighed parts (split.ts). */
   share?: 'striped' | 'weighed';
   progress?: boolean;
   /** -m: qemu's copy coroutines (copy.ts CopyPlan.coroutines). */
@@ -194,7 +194,7 @@ export const convertOp: Op = (options, ctx) => {
   if (nothingToCopy) return Promise.resolve(opts.phase === 'open-copy' ? ({ sizes, counted: 0 } satisfies ConvertOpenCopyResult) : { counted: 0 });
   const disk = sizes.reduce((a, b) => a + b, 0);
   if (opts.phase === 'open-copy') {
-    if (!opts.progress && opts.share !== 'weighed') ranges = stripedRanges(disk, worker, opts.workers ?? 1);
+    if (!opts.progress && opts.share === 'striped') ranges = stripedRanges(disk, worker, opts.workers ?? 1);
     else ({ range, runs } = (opts.progress ? progressShare : balancedShare)(views, worker, opts.workers ?? 1));
   }
   // Parts of one disk: the host replays every guest's chunks in disk order through one rule.

@@ -57,7 +57,7 @@ test('a guest killed by the wall-clock limit during the copy leaves no output', 
   assert.equal(existsSync(out), false, 'the half-written output is removed');
 });
 
-test('one copy guest killed while the other copies all its stripes: the convert fails, no output left', async () => {
+test('one copy guest killed while the other copies its part to the end: the convert fails, no output left', async () => {
   // The second guest has 100 ms (it dies booting or early in its stripes); the first, unlimited,
   // writes its 512 MiB of zeros to the end.
   const { status, err, launches, out } = await killedConvert('half', 1, (n) => (n === 2 ? 100 : undefined));

@@ -1,5 +1,5 @@
 // convert of a disk big enough for two copy guests whose reads fail in both guests' stripes
-// (ops/convert/split.ts stripedRanges): guest 0 meets its failure further into the disk than
+// (ops/convert/split.ts stripedRanges, chosen by INSTAR_COPY_SHARE=striped): guest 0 meets its failure further into the disk than
 // guest 1 meets its own, and qemu, copying in disk order, names the first one. The host must
 // report that one (host/convert/open-copy.ts inDiskOrder), not the first guest's, and leave no
 // target behind. The source is a cloop image (no block status: one data run, qemu's 2 MiB chunks
@@ -62,7 +62,7 @@ function sameFailure(sources: string[], expectedChunk: number): void {
     rmSync(join(cwd, 't.raw'), { force: true });
     assert.match(expected.stderr, new RegExp(`at byte ${expectedChunk}:`), `qemu ${version} names the chunk at ${expectedChunk}`);
     for (const sandbox of [[], ['--sandbox=none']]) {
-      const actual = runInstar([...args, '--qemu-version', version, ...sandbox], { cwd });
+      const actual = runInstar([...args, '--qemu-version', version, ...sandbox], { cwd, env: { INSTAR_COPY_SHARE: 'striped' } });
       const label = `${version} ${sandbox.join(' ')}`;
       assert.equal(actual.stderr, expected.stderr, `${label}: stderr`);
       assert.equal(actual.status, expected.status, `${label}: exit status`);

@@ -1,7 +1,8 @@
 // convert of disks big enough for one guest per core (ops/convert/split.ts): the parts are cut by
-// work, not by offset, and each guest copies its part from the runs the weighing walk found. The
-// output must equal both oracles' whatever the layout: data at the front only, several sources
-// whose boundaries fall inside a part, compressed and plain clusters mixed.
+// work, not by offset, and each guest copies its part from the runs the weighing walk found; or,
+// with INSTAR_COPY_SHARE=striped, each copies interleaved stripes. The output must equal both
+// oracles' whatever the layout: data at the front only, several sources whose boundaries fall
+// inside a part or a stripe, compressed and plain clusters mixed.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { truncateSync, writeFileSync } from 'node:fs';
@@ -24,14 +25,18 @@ function raw(name: string, size: number, writes: [number, number, number][]): st
   return name;
 }
 
+/** Both shares (split.ts): the weighed parts, and with INSTAR_COPY_SHARE=striped the stripes. */
 function assertSameAsOracles(args: string[]): void {
-  const { instar, oracles } = convertBoth(dir, args);
-  assert.equal(instar.result.status, 0, instar.result.stderr);
-  for (const [v, o] of Object.entries(oracles)) {
-    assert.equal(o.result.status, 0, `${v}: ${o.result.stderr}`);
-    assert.equal(instar.hash, o.hash, `output equals qemu-img ${v}'s`);
-    assert.equal(instar.size, o.size);
-    assert.ok(instar.blocks! <= o.blocks! + BLOCK_SLACK, `as sparse as qemu-img ${v}'s (${instar.blocks} vs ${o.blocks} blocks)`);
+  for (const env of [{}, { INSTAR_COPY_SHARE: 'striped' }] as Record<string, string>[]) {
+    const { instar, oracles } = convertBoth(dir, args, env);
+    const share = env.INSTAR_COPY_SHARE ?? 'weighed';
+    assert.equal(instar.result.status, 0, `${share}: ${instar.result.stderr}`);
+    for (const [v, o] of Object.entries(oracles)) {
+      assert.equal(o.result.status, 0, `${v}: ${o.result.stderr}`);
+      assert.equal(instar.hash, o.hash, `${share}: output equals qemu-img ${v}'s`);
+      assert.equal(instar.size, o.size);
+      assert.ok(instar.blocks! <= o.blocks! + BLOCK_SLACK, `${share}: as sparse as qemu-img ${v}'s (${instar.blocks} vs ${o.blocks} blocks)`);
+    }
   }
 }
 

@@ -167,8 +167,9 @@ export async function openAndCopy(inputs: InputFile[], targets: Target[], outFd:
       if (st.dev === target.dev && st.ino === target.ino) throw new TargetReferenced('the image names the target');
     },
   };
-  // INSTAR_COPY_SHARE=weighed: the contiguous parts of before the stripes (split.ts), for comparison.
-  const share = process.env.INSTAR_COPY_SHARE === 'weighed' ? 'weighed' : undefined;
+  // INSTAR_COPY_SHARE=striped: the guests copy stripes instead of weighed parts (split.ts), a
+  // variant kept for measuring until a quiet machine shows which is faster.
+  const share = process.env.INSTAR_COPY_SHARE === 'striped' ? 'striped' : undefined;
   const settled = await Promise.allSettled(progress.map((onProgress, worker) => {
     const run = { ...ctx.run, onProgress };
     return runWithReferencedFiles('convert', { ...options, phase: 'open-copy', worker, workers, share }, withOutput, { ...ctx, run }, [], hooks);
