@@ -202,3 +202,13 @@ test('convert -n into a VMDK stopped after each prefix of its writes leaves an i
   const z = everyPrefixOpens({ source: at('runs-head.raw'), target: at('zeroed.vmdk'), format: 'vmdk', dir: s.dir, label: 'zeroed', options: { vmdkCid: 0x1234 } });
   assert.ok(z > 5, `${z} writes`);
 });
+
+test('convert -n into a VMDK whose createType holds a terminal escape: qemu prints it raw, instar escaped', async () => {
+  const name = 'escape.vmdk';
+  writeFileSync(at(name), readFileSync(at('flat.vmdk')).toString('latin1').replace('createType="monolithicFlat"', 'createType="mono\x1b[31mlithic"'), 'latin1');
+  const args = ['-n', '-O', 'vmdk', ...qcow2Source, name];
+  const theirs = await runInto(s.dir, '10.0', '10.0', 'escape', name, args, false, ['flat-flat.vmdk']);
+  assert.match(theirs.result.stderr, /Unsupported image type 'mono\x1b\[31mlithic'/);
+  const ours = await runInto(s.dir, 'instar', '10.0', 'escape', name, args, false, ['flat-flat.vmdk']);
+  assert.deepEqual([ours.result.status, ours.result.stderr], [1, `qemu-img: Could not open '${name}': Unsupported image type 'mono\\x1b[31mlithic'\n`]);
+});

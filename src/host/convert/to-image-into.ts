@@ -125,7 +125,8 @@ export async function convertIntoImage(job: ImageJob): Promise<void> {
       throw e;
     }
     if (typeof result !== 'object' || result === null) throw new ConvertError('the guest gave a malformed answer');
-    if ('openFailed' in result) throw new ConvertError(`Could not open '${target.errorName}': ${String(result.openFailed)}`);
+    // The reason may quote the image (a VMDK's createType): escaped, as every string from an image.
+    if ('openFailed' in result) throw new ConvertError(`Could not open '${target.errorName}': ${escapeForTerminal(String(result.openFailed))}`);
     if ('cannotCompress' in result) throw new ConvertError('Compression not supported for this file format');
     if ('tooSmall' in result) throw new ConvertError('output file is smaller than input file');
     // A refusal may name a file the image names (a VMDK extent): escaped, as every string from an image.
