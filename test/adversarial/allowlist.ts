@@ -36,8 +36,12 @@ const RUNTIME_FILES = [
   '/proc', '/proc/self', '/proc/self/fd', '/proc/thread-self',
 ];
 
-/** Entries of the process's own procfs directory that the runtime reads (never `environ`). */
-const OWN_PROC = /^\/proc\/(self|thread-self|\d+)(\/task\/\d+)?\/(maps|smaps|status|stat|statm|cgroup|mountinfo|mounts|limits|exe|fd(\/\d+)?|uid_map|gid_map|setgroups|ns\/\w+|cmdline|comm|auxv|attr\/current|oom_score_adj|fdinfo(\/\d+)?)$/;
+/**
+ * The process's own procfs directory, and entries of it that the runtime reads (never
+ * `environ`). The directory alone: bwrap's --ro-bind-fd resolves /proc/self/fd/N, a readlink of
+ * each step (/proc/<its pid> included).
+ */
+const OWN_PROC = /^\/proc\/(self|thread-self|\d+)((\/task\/\d+)?\/(maps|smaps|status|stat|statm|cgroup|mountinfo|mounts|limits|exe|fd(\/\d+)?|uid_map|gid_map|setgroups|ns\/\w+|cmdline|comm|auxv|attr\/current|oom_score_adj|fdinfo(\/\d+)?))?$/;
 
 /** Paths relative to a directory fd that bwrap uses while setting up (relative to its /proc fd). */
 const BWRAP_RELATIVE = /^(\.|oldroot|newroot|self|cgroup|ipc|mnt|net|pid|uts|user|time|uid_map|gid_map|setgroups|sys\/user\/max_user_namespaces|\d+\/ns|(self|\d+)\/(mountinfo|fd|uid_map|gid_map|setgroups|ns(\/\w+)?))$/;

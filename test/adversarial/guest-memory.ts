@@ -30,7 +30,7 @@ function sample(): void {
     // pid (comm) state ppid …; comm may hold spaces and parentheses: split after the last ')'.
     const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
     parent.set(Number(name), ppid);
-    if (stat.includes('(node)') && /guest(-loader)?\.cjs/.test(read(`/proc/${name}/cmdline`) ?? '')) guests.push(Number(name));
+    if (stat.includes('(node)') && /guest(-loader)?\.cjs|guest\.blob/.test(read(`/proc/${name}/cmdline`) ?? '')) guests.push(Number(name));
   }
   for (const pid of guests) {
     let root = pid;
