@@ -10,24 +10,22 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { scratch, qemu, type Scratch } from './harness.ts';
-import { sameInto } from './into-harness.ts';
+import { sameInto, sourceDisk } from './into-harness.ts';
 import { prng } from '../helpers/xorshift.ts';
 import { everyPrefixOpens } from './into-crash.ts';
 
 let s: Scratch;
 const at = (name: string) => join(s.dir, name);
-const MiB = 1024 * 1024;
 const qcow2Source = ['-f', 'qcow2', '../src.qcow2'];
 
 before(() => {
   s = scratch();
-  const disk = Buffer.alloc(3 * MiB);
-  const next = prng(5);
-  for (const [offset, length] of [[4096, 8192], [MiB + 100000, 5000], [3 * MiB - 512, 512]]) for (let i = 0; i < length; i++) disk[offset + i] = next() & 0xff;
+  const disk = sourceDisk(5);
   writeFileSync(at('src.raw'), disk);
   writeFileSync(at('head.raw'), disk.subarray(0, 96 * 1024));
   // Data, whole 64 KiB clusters of zeros (discarded under 8.2+), then data again (a freed cluster reused).
   const discards = Buffer.alloc(256 * 1024);
+  const next = prng(6);
   for (let i = 0; i < 65536; i++) discards[i] = next() & 0xff;
   discards.fill(7, 192 * 1024, 196 * 1024);
   writeFileSync(at('discards.raw'), discards);

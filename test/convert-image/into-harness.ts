@@ -6,6 +6,7 @@ import { copyFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runInstar, runQemu, VERSIONS, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
 import { runInProcess } from '../helpers/in-process.ts';
+import { prng } from '../helpers/xorshift.ts';
 
 export interface IntoRun {
   result: RunResult;
@@ -40,4 +41,13 @@ export async function sameInto(base: string, label: string, target: string, args
     mine.push(ours);
   }
   return mine;
+}
+
+/** The into tests' 3 MiB source disk: zeros with seeded random runs at its start, middle and last sector. */
+export function sourceDisk(seed: number): Buffer {
+  const MiB = 1024 * 1024;
+  const disk = Buffer.alloc(3 * MiB);
+  const next = prng(seed);
+  for (const [offset, length] of [[4096, 8192], [MiB + 100000, 5000], [3 * MiB - 512, 512]]) for (let i = 0; i < length; i++) disk[offset + i] = next() & 0xff;
+  return disk;
 }

@@ -10,9 +10,8 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { scratch, qemu, type Scratch } from './harness.ts';
-import { runInto, sameInto } from './into-harness.ts';
+import { runInto, sameInto, sourceDisk } from './into-harness.ts';
 import { everyPrefixOpens, runStopped } from './into-crash.ts';
-import { prng } from '../helpers/xorshift.ts';
 import { HEADERS, batRegion, patchHeaders, writeLogEntry } from '../formats/vhdx/vhdx-bytes.ts';
 import type { VhdxGuidSource } from '../../src/formats/vhdx/inplace.ts';
 
@@ -52,9 +51,7 @@ function maskGuids(file: Buffer): Buffer {
 
 before(() => {
   s = scratch();
-  const disk = Buffer.alloc(3 * MiB);
-  const next = prng(11);
-  for (const [offset, length] of [[4096, 8192], [MiB + 100000, 5000], [3 * MiB - 512, 512]]) for (let i = 0; i < length; i++) disk[offset + i] = next() & 0xff;
+  const disk = sourceDisk(11);
   writeFileSync(at('src.raw'), disk);
   // 140 MiB of zeros with 4 KiB of data in each MiB: more BAT changes than a 1 MiB log holds.
   const sparse = Buffer.alloc(140 * MiB);

@@ -9,9 +9,8 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { scratch, qemu, type Scratch } from './harness.ts';
-import { runInto, sameInto } from './into-harness.ts';
+import { runInto, sameInto, sourceDisk } from './into-harness.ts';
 import { everyPrefixOpens, runStopped } from './into-crash.ts';
-import { prng } from '../helpers/xorshift.ts';
 
 let s: Scratch;
 const at = (name: string) => join(s.dir, name);
@@ -40,9 +39,7 @@ function maskCid(file: Buffer, start = descArea(file)): Buffer {
 
 before(() => {
   s = scratch();
-  const disk = Buffer.alloc(3 * MiB);
-  const next = prng(7);
-  for (const [offset, length] of [[4096, 8192], [MiB + 100000, 5000], [3 * MiB - 512, 512]]) for (let i = 0; i < length; i++) disk[offset + i] = next() & 0xff;
+  const disk = sourceDisk(7);
   writeFileSync(at('src.raw'), disk);
   writeFileSync(at('head.raw'), disk.subarray(0, 300 * 1024));
   qemu(['create', '-q', '-f', 'qcow2', at('src.qcow2'), '3M']);

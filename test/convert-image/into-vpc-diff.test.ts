@@ -8,9 +8,8 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { scratch, qemu, type Scratch } from './harness.ts';
-import { sameInto } from './into-harness.ts';
+import { sameInto, sourceDisk } from './into-harness.ts';
 import { everyPrefixOpens } from './into-crash.ts';
-import { prng } from '../helpers/xorshift.ts';
 import { utf16, vhd } from '../adversarial/craft/vhd.ts';
 
 let s: Scratch;
@@ -37,9 +36,7 @@ function differencing(from: string, to: string): void {
 
 before(() => {
   s = scratch();
-  const disk = Buffer.alloc(3 * MiB);
-  const next = prng(9);
-  for (const [offset, length] of [[4096, 8192], [MiB + 100000, 5000], [3 * MiB - 512, 512]]) for (let i = 0; i < length; i++) disk[offset + i] = next() & 0xff;
+  const disk = sourceDisk(9);
   writeFileSync(at('src.raw'), disk);
   writeFileSync(at('small.raw'), disk.subarray(0, 1000 * 1024));
   qemu(['create', '-q', '-f', 'qcow2', at('src.qcow2'), '3M']);
