@@ -67,8 +67,6 @@ export interface ConvertIntoOptions {
    */
   backingGiven?: boolean;
   progress?: boolean;
-  /** Tests only: stop after this many writes (crash simulation). */
-  stopAfterWrites?: number;
   /** Tests only: the CID a vmdk target gets instead of a random one (formats/vmdk/inplace.ts). */
   vmdkCid?: number;
   /** Tests only (in-process): the GUIDs a vhdx target gets instead of random ones (formats/vhdx/inplace.ts). */
@@ -232,7 +230,7 @@ export const convertIntoOp: Op = (raw, ctx) => {
     // request it makes (the zeroing ones too, unless --target-is-zero skips them) is recorded.
     const dirtied = opts.targetIsZero === true ? recorder.requests.map((r): [number, number] => [r.offset, r.offset + r.length]) : [[0, disk] as [number, number]];
     const steps = openWritesBitmaps(dev) ? inPlaceWithBitmaps(dev, write, dirtied) : write(dev);
-    applyRepair(dev, steps, { stopAfterWrites: opts.stopAfterWrites });
+    applyRepair(dev, steps);
   } catch (e) {
     if (e instanceof PlanRefusal) return { refused: e.message } satisfies ConvertIntoResult;
     throw e;
