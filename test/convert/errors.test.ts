@@ -2,7 +2,7 @@
 // oracles, and the output file left as qemu leaves it (never created when qemu does not create it).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { oracle, runInstar, runQemu, VERSIONS } from '../helpers/oracles.ts';
 import { qemu, qemuIo, tempDir } from './helpers.ts';
@@ -36,6 +36,9 @@ const cases: [string, string[], (() => void)?][] = [
   ['-S above 16 MiB', ['-S', '17M', 'a.qcow2', 'o.raw']],
   ['-S not a number', ['-S', 'abc', 'a.qcow2', 'o.raw']],
   ['-S negative', ['-S', '-1', 'a.qcow2', 'o.raw']],
+  ['-S past INT64_MAX (cvtnum\'s range message alone)', ['-S', '99999999999999999999', 'a.qcow2', 'o.raw']],
+  ['-S 8E (in range of nothing: cvtnum\'s message, not the multiples one)', ['-S', '8E', 'a.qcow2', 'o.raw']],
+  ['-S hex with a fraction', ['-S', '0x1.5k', 'a.qcow2', 'o.raw']],
   ['-l with a missing snapshot', ['-l', 'nosnap', 'a.qcow2', 'o.raw']],
   ['-l snapshot.name= missing', ['-l', 'snapshot.name=x', 'a.qcow2', 'o.raw']],
   ['-l id and name that do not match together', ['-l', 'snapshot.id=1,snapshot.name=other', 'a.qcow2', 'o.raw']],
@@ -76,6 +79,24 @@ for (const [name, args, setup] of cases) {
     });
   }
 }
+
+test('-S read as qemu\'s cvtnum reads it: hex, a plus sign, a hex number with a suffix (warned), spaces first', () => {
+  for (const sparse of ['0x200', '+512', '0x1k', ' 4k', '0X1000']) {
+    for (const v of VERSIONS) {
+      const args = ['convert', '-S', sparse, '-O', 'raw', 'a.qcow2', 'o.raw'];
+      const theirs = runQemu(v, args, { cwd: dir });
+      const what = `-S '${sparse}' (${v})`;
+      // 10.0 refuses a hex number with a suffix; everything else converts.
+      assert.equal(theirs.status, sparse === '0x1k' && v === '10.0' ? 1 : 0, `${what}: ${theirs.stderr}`);
+      const theirBytes = theirs.status === 0 ? readFileSync(join(dir, 'o.raw')) : undefined;
+      rmSync(join(dir, 'o.raw'), { force: true });
+      const mine = runInstar(args, { cwd: dir, env: { INSTAR_QEMU_VERSION: v } });
+      assert.deepEqual([mine.status, mine.stdout, mine.stderr], [theirs.status, theirs.stdout, theirs.stderr.replaceAll(oracle(v), 'qemu-img')], what);
+      if (theirBytes) assert.ok(readFileSync(join(dir, 'o.raw')).equals(theirBytes), what);
+      rmSync(join(dir, 'o.raw'), { force: true });
+    }
+  }
+});
 
 /** Whether the file system under `dir` refuses a file of `size` bytes (ext4: 16 TiB; tmpfs, xfs take it). */
 function refusesSize(size: number): boolean {

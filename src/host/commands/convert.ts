@@ -20,6 +20,7 @@ import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError, type InputFile } from '../open-files.ts';
 import { InputImageError, imageTarget, openTop, type Target } from '../input-image.ts';
 import { strerror } from '../../strerror.ts';
+import { INT64_MAX, parseSizeOption } from './qemu-numbers.ts';
 import { parseSnapshotParam } from './image-opts.ts';
 import { sourceSecrets } from '../secrets.ts';
 import { ProgressPrinter } from '../../output/progress.ts';
@@ -30,27 +31,12 @@ import { checkZeroInitWithBacking, intoTarget } from '../convert/into-target.ts'
 
 const MAX_SPARSE = 16 * 1024 * 1024;
 
-/** qemu's strtosz: a number with an optional k/M/G/T/P/E suffix (binary units). */
-function parseSize(text: string): number | 'range' | 'invalid' {
-  if (/^\s*-/.test(text)) return 'range';
-  const m = /^\s*(\d+(?:\.\d+)?)([bkmgtpe]?)$/i.exec(text);
-  if (!m || (m[1].includes('.') && m[2] === '')) return 'invalid';
-  const value = Number(m[1]) * 1024 ** 'bkmgtpe'.indexOf(m[2].toLowerCase() || 'b');
-  return value > 2 ** 63 - 1 ? 'range' : Math.floor(value);
-}
-
-/** -S as both versions check it inside their getopt loops. */
+/** -S as both versions check it inside their getopt loops: cvtnum (hex, signs and suffixes as qemu_strtosz takes them), then whole sectors. */
 function sparseSize(text: string, ctx: CommandContext): number {
-  const v = parseSize(text);
-  if (typeof v !== 'number') {
-    if (!ctx.profile.newUsageErrors) {
-      throw new ConvertError('Invalid buffer size for sparse output specified. You may use k, M, G, T, P or E suffixes for\n' +
-        `kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.`);
-    }
-    throw new ConvertError(v === 'range'
-      ? 'Invalid buffer size for sparse output specified. Must be between 0 and 9223372036854775807.'
-      : `Invalid buffer size for sparse output specified: '${text}'.`);
-  }
+  const r = parseSizeOption('buffer size for sparse output', text, 0n, INT64_MAX, ctx.profile);
+  if ('error' in r) throw new ConvertError(r.error.join('\n'));
+  if (r.warning) ctx.err(`${ctx.progname}: ${r.warning}\n`);
+  const v = Number(r.value);
   if (v % 512 !== 0 || v > MAX_SPARSE) {
     throw new ConvertError(`Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to ${MAX_SPARSE}. ` +
       'Select 0 to disable sparse detection (fully allocates output).');
