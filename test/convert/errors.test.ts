@@ -39,6 +39,8 @@ const cases: [string, string[], (() => void)?][] = [
   ['-S past INT64_MAX (cvtnum\'s range message alone)', ['-S', '99999999999999999999', 'a.qcow2', 'o.raw']],
   ['-S 8E (in range of nothing: cvtnum\'s message, not the multiples one)', ['-S', '8E', 'a.qcow2', 'o.raw']],
   ['-S hex with a fraction', ['-S', '0x1.5k', 'a.qcow2', 'o.raw']],
+  ['-m 0x0 (hex, out of range)', ['-m', '0x0', 'a.qcow2', 'o.raw']],
+  ['-m 08 (not octal)', ['-m', '08', 'a.qcow2', 'o.raw']],
   ['-l with a missing snapshot', ['-l', 'nosnap', 'a.qcow2', 'o.raw']],
   ['-l snapshot.name= missing', ['-l', 'snapshot.name=x', 'a.qcow2', 'o.raw']],
   ['-l id and name that do not match together', ['-l', 'snapshot.id=1,snapshot.name=other', 'a.qcow2', 'o.raw']],
@@ -80,14 +82,15 @@ for (const [name, args, setup] of cases) {
   }
 }
 
-test('-S read as qemu\'s cvtnum reads it: hex, a plus sign, a hex number with a suffix (warned), spaces first', () => {
-  for (const sparse of ['0x200', '+512', '0x1k', ' 4k', '0X1000']) {
+test('-S read as qemu\'s cvtnum reads it (hex, a plus sign, a hex number with a suffix warned, spaces first), -m as a C integer of base 0', () => {
+  const options = [['-S', '0x200'], ['-S', '+512'], ['-S', '0x1k'], ['-S', ' 4k'], ['-S', '0X1000'], ['-m', '0x10'], ['-m', '017'], ['-m', ' +4']];
+  for (const option of options) {
     for (const v of VERSIONS) {
-      const args = ['convert', '-S', sparse, '-O', 'raw', 'a.qcow2', 'o.raw'];
+      const args = ['convert', ...option, '-O', 'raw', 'a.qcow2', 'o.raw'];
       const theirs = runQemu(v, args, { cwd: dir });
-      const what = `-S '${sparse}' (${v})`;
+      const what = `${option.join(' ')} (${v})`;
       // 10.0 refuses a hex number with a suffix; everything else converts.
-      assert.equal(theirs.status, sparse === '0x1k' && v === '10.0' ? 1 : 0, `${what}: ${theirs.stderr}`);
+      assert.equal(theirs.status, option[1] === '0x1k' && v === '10.0' ? 1 : 0, `${what}: ${theirs.stderr}`);
       const theirBytes = theirs.status === 0 ? readFileSync(join(dir, 'o.raw')) : undefined;
       rmSync(join(dir, 'o.raw'), { force: true });
       const mine = runInstar(args, { cwd: dir, env: { INSTAR_QEMU_VERSION: v } });

@@ -20,7 +20,7 @@ import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError, type InputFile } from '../open-files.ts';
 import { InputImageError, imageTarget, openTop, type Target } from '../input-image.ts';
 import { strerror } from '../../strerror.ts';
-import { INT64_MAX, parseSizeOption } from './qemu-numbers.ts';
+import { INT64_MAX, parseCInteger, parseIntegerOption, parseSizeOption } from './qemu-numbers.ts';
 import { parseSnapshotParam } from './image-opts.ts';
 import { sourceSecrets } from '../secrets.ts';
 import { ProgressPrinter } from '../../output/progress.ts';
@@ -47,13 +47,17 @@ function sparseSize(text: string, ctx: CommandContext): number {
 /** qemu-img's MAX_COROUTINES, the bound of -m. */
 const MAX_COROUTINES = 16;
 
-/** -m, as both versions check it inside their getopt loops: a whole decimal number, 1 to 16. */
+/** -m, as both versions check it inside their getopt loops: a C integer of base 0 (0x hex, leading-0 octal), 1 to 16. */
 function coroutineCount(text: string, ctx: CommandContext): number {
-  const n = /^\s*[+-]?\d+$/.test(text) ? Number(text) : NaN;
-  if (n >= 1 && n <= MAX_COROUTINES) return n;
-  if (!ctx.profile.newUsageErrors) throw new ConvertError(`Invalid number of coroutines. Allowed number of coroutines is between 1 and ${MAX_COROUTINES}`);
-  if (Number.isNaN(n)) throw new ConvertError(`Invalid number of coroutines specified: '${text}'.`);
-  throw new ConvertError(`Invalid number of coroutines specified. Must be between 1 and ${MAX_COROUTINES}.`);
+  const max = BigInt(MAX_COROUTINES);
+  if (!ctx.profile.newUsageErrors) {
+    const n = parseCInteger(text);
+    if (n === 'invalid' || n < 1n || n > max) throw new ConvertError(`Invalid number of coroutines. Allowed number of coroutines is between 1 and ${MAX_COROUTINES}`);
+    return Number(n);
+  }
+  const r = parseIntegerOption('number of coroutines', text, 1n, max);
+  if ('error' in r) throw new ConvertError(r.error.join('\n'));
+  return Number(r.value);
 }
 
 /** -l, with qemu-img convert's words for a key it does not know. */
