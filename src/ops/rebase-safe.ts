@@ -54,6 +54,13 @@ function readPadded(image: Image | undefined, buf: Buffer, offset: number): void
  * most `n`) that stays so. The chain's extents split where the backing files' do; joined here.
  */
 function topRun(top: Image, offset: number, n: number, levels = 1): { allocated: boolean; length: number } {
+  // No level between top and base (the new backing file is the old one): qemu answers
+  // "unallocated" for the whole request without asking the image.
+  if (levels === 0) return { allocated: false, length: n };
+  // Past the end of the old backing file qemu's status is "0 bytes": 8.2+ then copies the whole
+  // chunk (zeros where the new chain differs); 7.2 loops there forever, instar does as 8.2+.
+  if (offset >= top.virtualSize) return { allocated: true, length: n };
+  n = Math.min(n, top.virtualSize - offset);
   const inTop = (e: { depth: number; kind: string }) => e.depth < levels && e.kind !== 'unallocated';
   let length = 0;
   let allocated: boolean | undefined;

@@ -28,6 +28,13 @@ before(() => {
     { name: 't.qcow2', create: ['-f', 'qcow2', '-o', 'cluster_size=4096', '-b', 'old.qcow2', '-F', 'qcow2'], size: '5M', writes: ['write -P 5 2M 4k'] },
     { name: 'v2.qcow2', create: ['-f', 'qcow2', '-o', 'compat=0.10', '-b', 'old.qcow2', '-F', 'qcow2'], size: '5M', writes: ['write -P 5 0 4k'] },
   ]);
+  // A top larger than the images between it and the new backing file (found by the generative
+  // hunt: instar's walk of the old chain ran past its end, "the image reported an empty extent").
+  chains.short = builder.chain([
+    { name: 'base.qcow2', create: ['-f', 'qcow2'], size: '3M', writes: ['write -P 1 0 3M'] },
+    { name: 'mid.qcow2', create: ['-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2'], size: '3584k', writes: ['write -P 2 1M 64k', 'write -P 3 3M 512k'] },
+    { name: 't.qcow2', create: ['-f', 'qcow2', '-o', 'cluster_size=4096', '-b', 'mid.qcow2', '-F', 'qcow2'], size: '5M', writes: ['write -P 5 2M 4k'] },
+  ]);
 });
 after(() => {
   builder.remove();
@@ -46,6 +53,10 @@ const CASES: [string, string[], boolean?, string?][] = [
   ['sizes', ['-p', '-b', '', 't.qcow2']],
   ['sizes', ['-b', 'new.raw', '-F', 'raw', 'v2.qcow2'], false, '10.0'],
   ['sizes', ['-p', '-q', '-b', '', '-f', 'qcow2', 'v2.qcow2'], false, '7.2'],
+  // The new backing file is the old one (nothing between them), or two levels down, both shorter.
+  ['sizes', ['-p', '-b', 'old.qcow2', '-F', 'qcow2', 't.qcow2']],
+  ['short', ['-p', '-b', 'base.qcow2', '-F', 'qcow2', 't.qcow2']],
+  ['short', ['-b', 'mid.qcow2', 't.qcow2']],
 ];
 
 for (const version of VERSIONS) {
