@@ -41,6 +41,12 @@ const cases: [string, string[], (() => void)?][] = [
   ['-S hex with a fraction', ['-S', '0x1.5k', 'a.qcow2', 'o.raw']],
   ['-m 0x0 (hex, out of range)', ['-m', '0x0', 'a.qcow2', 'o.raw']],
   ['-m 08 (not octal)', ['-m', '08', 'a.qcow2', 'o.raw']],
+  ['-O raw -o an option raw does not have', ['-O', 'raw', '-o', 'cluster_size=4k', 'a.qcow2', 'o.raw']],
+  ['-O raw -o a bad option before -c', ['-c', '-o', 'bogus=1', 'a.qcow2', 'o.raw']],
+  ['-O raw -B before -c', ['-c', '-B', 'x', 'a.qcow2', 'o.raw']],
+  ['-O raw -o a bad bool', ['-o', 'nocow=maybe', 'a.qcow2', 'o.raw']],
+  ['-O raw -o preallocation=bogus (nothing created)', ['-o', 'preallocation=bogus', 'a.qcow2', 'o.raw']],
+  ['-O raw -o preallocation=metadata (the target created, left empty)', ['-o', 'preallocation=metadata', 'a.qcow2', 'o.raw']],
   ['-l with a missing snapshot', ['-l', 'nosnap', 'a.qcow2', 'o.raw']],
   ['-l snapshot.name= missing', ['-l', 'snapshot.name=x', 'a.qcow2', 'o.raw']],
   ['-l id and name that do not match together', ['-l', 'snapshot.id=1,snapshot.name=other', 'a.qcow2', 'o.raw']],
@@ -82,8 +88,9 @@ for (const [name, args, setup] of cases) {
   }
 }
 
-test('-S read as qemu\'s cvtnum reads it (hex, a plus sign, a hex number with a suffix warned, spaces first), -m as a C integer of base 0', () => {
-  const options = [['-S', '0x200'], ['-S', '+512'], ['-S', '0x1k'], ['-S', ' 4k'], ['-S', '0X1000'], ['-m', '0x10'], ['-m', '017'], ['-m', ' +4']];
+test('-S read as qemu\'s cvtnum reads it (hex, a plus sign, a hex number with a suffix warned, spaces first), -m as a C integer of base 0, raw\'s -o options', () => {
+  const options = [['-S', '0x200'], ['-S', '+512'], ['-S', '0x1k'], ['-S', ' 4k'], ['-S', '0X1000'], ['-m', '0x10'], ['-m', '017'], ['-m', ' +4'],
+    ['-o', 'nocow=on,size=1'], ['-o', 'extent_size_hint=1M,preallocation=off']];
   for (const option of options) {
     for (const v of VERSIONS) {
       const args = ['convert', ...option, '-O', 'raw', 'a.qcow2', 'o.raw'];

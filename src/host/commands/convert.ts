@@ -26,7 +26,11 @@ import { sourceSecrets } from '../secrets.ts';
 import { ProgressPrinter } from '../../output/progress.ts';
 import type { ConvertOpenResult, ConvertOptions } from '../../ops/convert.ts';
 import type { SnapshotChoice } from '../../ops/convert/sources.ts';
-import { convertToImage, imageOptionHelp } from '../convert/to-image.ts';
+import { convertToImage, imageOptionHelp, optionText } from '../convert/to-image.ts';
+import { lookupFormat, parseSetOptions, typesOf } from './create-options.ts';
+import { OptionListError } from './measure-options.ts';
+import { PREALLOC_MODES } from '../../formats/raw/create.ts';
+import type { SetOption } from '../../output/create-text.ts';
 import { checkZeroInitWithBacking, intoTarget } from '../convert/into-target.ts';
 
 const MAX_SPARSE = 16 * 1024 * 1024;
@@ -234,7 +238,7 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
       const open = (read: string[]) => openPhase(inputs, targets, options, ctx, read);
       return await convertToImage({ cmd, ctx, s, printer, inputs, targets, options, open });
     }
-    const fresh = oneRound(cmd, s) ? createFreshTarget(outPath) : undefined;
+    const fresh = oneRound(cmd, s, ctx) ? createFreshTarget(outPath) : undefined;
     // A target the CLI's early start created and this path did not take goes before the path is
     // opened by name below (a no-op when it was taken or never made).
     removeEarlyTarget();
@@ -252,7 +256,7 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
       if (targets.length > 1) throw new ConvertError('Having a backing file for the target makes no sense when concatenating multiple input images');
       if (backed) throw new ConvertError('instar cannot convert into an existing raw image (-n) with -B from a source that has a backing file; nothing was written');
     }
-    checkTargetFormat(cmd, s);
+    checkTargetFormat(cmd, s, ctx, true);
     const exactTotal = sizes.reduce((a, b) => a + b, 0n);
     // qemu parses -t after creating the target (which then stays), before opening it with -n.
     const badCache = !CACHE_MODES.has(s.outputCache);
@@ -306,10 +310,10 @@ function existingSize(path: string): number | undefined {
 }
 
 /** Whether qemu's order of checks allows opening and copying in one round (open-copy.ts). */
-function oneRound(cmd: ParsedCommand, s: Settings): boolean {
+function oneRound(cmd: ParsedCommand, s: Settings, ctx: CommandContext): boolean {
   if (s.noCreate || !CACHE_MODES.has(s.outputCache)) return false;
   try {
-    checkTargetFormat(cmd, s);
+    checkTargetFormat(cmd, s, ctx);
     return true;
   } catch {
     return false;
@@ -361,16 +365,40 @@ function unlinkQuietly(path: string): void {
   }
 }
 
-/** -O and the options that only other formats have. */
-function checkTargetFormat(cmd: ParsedCommand, s: Settings): void {
+/**
+ * -O and what qemu checks before it creates a raw target, in its order: the -o list parsed
+ * against raw's options and the file protocol's (qemu's words for a bad one), -B, -c, then the
+ * preallocation mode the file protocol's create refuses. `create`: the checks before the copy
+ * (not the one-round probe), where qemu's create of a metadata-preallocated file leaves it empty.
+ */
+function checkTargetFormat(cmd: ParsedCommand, s: Settings, ctx: CommandContext, create = false): void {
   if (s.outputFormat !== 'raw') {
     if (!isDriverName(s.outputFormat)) throw new ConvertError(`Unknown file format '${s.outputFormat}'`);
     throw new ConvertError(`convert -O ${s.outputFormat} is not implemented yet in instar (only raw)`);
   }
-  if (cmd.options.has('compress')) throw new ConvertError('Compression not supported for this file format');
+  const set = s.noCreate ? new Map<string, SetOption>() : rawCreateOptions(cmd, ctx);
   if (cmd.options.has('backing') && !s.noCreate) throw new ConvertError("Backing file not supported for file format 'raw'");
-  for (const o of cmd.options.get('options') ?? []) {
-    if (o !== '' && o !== 'preallocation=off') throw new ConvertError(`convert -o ${o} is not implemented yet in instar`);
+  if (cmd.options.has('compress')) throw new ConvertError('Compression not supported for this file format');
+  const outPath = cmd.args[cmd.args.length - 1];
+  const prealloc = set.get('preallocation')?.value ?? 'off';
+  if (!PREALLOC_MODES.includes(prealloc)) throw new ConvertError(`${outPath}: error while converting raw: invalid parameter value: ${prealloc}`);
+  if (prealloc === 'metadata') {
+    if (create) closeSync(openSync(outPath, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOCTTY, 0o644));
+    throw new ConvertError(`${outPath}: error while converting raw: Unsupported preallocation mode: metadata`);
+  }
+  // size is replaced by the disk's; nocow and extent_size_hint only hint at allocation (btrfs, xfs).
+  if (prealloc !== 'off') throw new ConvertError(`convert -o preallocation=${prealloc} is not implemented yet in instar`);
+}
+
+/** The -o list as qemu_opts_do_parse takes it for a raw target; qemu's message for a bad item. */
+function rawCreateOptions(cmd: ParsedCommand, ctx: CommandContext): Map<string, SetOption> {
+  const found = lookupFormat('raw', ctx.profile);
+  if (!('capability' in found)) throw new Error('raw has a create capability');
+  try {
+    return parseSetOptions(optionText(cmd), typesOf(found.specs), ctx.profile.newUsageErrors);
+  } catch (e) {
+    if (!(e instanceof OptionListError)) throw e;
+    throw new ConvertErrorText(e.lines.map((l) => l.text).join('\n').replace(/\n$/, ''));
   }
 }
 

@@ -63,7 +63,7 @@ export interface ImageJob {
 }
 
 /** The -o lists as qemu-img convert's getopt loop accumulates them (accumulate_options). */
-function optionText(cmd: ParsedCommand): string | undefined {
+export function optionText(cmd: ParsedCommand): string | undefined {
   let text: string | undefined;
   for (const [key, value] of cmd.sequence ?? []) {
     if (key !== 'options') continue;
