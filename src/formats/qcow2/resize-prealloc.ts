@@ -3,9 +3,9 @@
 // goes: a missing L2 table is allocated first (first-fit, one cluster), then one contiguous run of
 // data clusters first-fit; the entries point at them (COPIED); the file is extended to the last
 // run's end. instar writes the outcome in a crash-safe order: the file length, the refcounts,
-// the tables, the L1 entries that link new tables. Sizes that are not whole clusters (qemu then
-// copies partial clusters) are refused by the caller's check here; a new
-// size that is not whole clusters gets its last cluster whole.
+// the tables, the L1 entries that link new tables. Where the old or the new size is not whole
+// clusters, qemu's copy-on-write writes the rest of that new cluster (zeros: no backing file
+// reaches there) over whatever the reused cluster held; an allocated old last cluster is kept.
 import { readAt } from '../bytes.ts';
 import type { BlockDevice } from '../types.ts';
 import type { RepairStep } from '../repair.ts';
@@ -80,13 +80,15 @@ export function growTable(dev: BlockDevice, h: Qcow2Header, state: GrowState, ta
  * refcounts (new refcount blocks hooked up, a grown refcount table switched to), the tables,
  * then the L1 entries that link new tables (leaks at most in between).
  */
-export function growSteps(state: GrowState, tables: Map<number, GrowTable>, sizeBefore: number, finalSize: number): RepairStep[] {
+export function growSteps(state: GrowState, tables: Map<number, GrowTable>, sizeBefore: number, finalSize: number, data: RepairStep[] = []): RepairStep[] {
   const steps: RepairStep[] = [];
   finalSize = Math.max(finalSize, state.refs.end);
   if (finalSize > sizeBefore) steps.push({ kind: 'truncate', size: finalSize }, { kind: 'barrier' });
   state.fileSize = Math.max(state.fileSize, finalSize);
   steps.push(...state.refs.flush(), { kind: 'barrier' });
   for (const w of state.refs.tableWrites('hooked')) steps.push({ kind: 'write', pos: w.pos, bytes: w.bytes }, { kind: 'barrier' });
+  // Data written into new clusters, before any table points at them.
+  if (data.length > 0) steps.push(...data, { kind: 'barrier' });
   for (const t of tables.values()) steps.push({ kind: 'write', pos: t.offset, bytes: t.bytes });
   steps.push({ kind: 'barrier' });
   for (const [l1Index, t] of tables) {
@@ -113,14 +115,32 @@ export function l2Range(pos: number, to: number, clusterSize: number, entrySize:
 /** Whether the `length` bytes at `at` are all zero (an L2 entry, with its bitmap when extended). */
 export const isZero = (b: Buffer, at: number, length: number): boolean => b.subarray(at, at + length).every((v) => v === 0);
 
+/**
+ * The copy-on-write qemu's link_l2 makes of a newly allocated cluster that the request covers only
+ * partly: the (sub)cluster's bytes before the request and after it, read from the guest disk
+ * (zeros here: no backing file reaches them) and written, whatever the reused cluster held.
+ */
+function cowWrites(host: number, inClusterFrom: number, inClusterTo: number, unit: number): RepairStep[] {
+  const writes: RepairStep[] = [];
+  const headStart = Math.floor(inClusterFrom / unit) * unit;
+  if (inClusterFrom > headStart) writes.push({ kind: 'write', pos: host + headStart, bytes: new Uint8Array(inClusterFrom - headStart) });
+  const tailEnd = Math.ceil(inClusterTo / unit) * unit;
+  if (tailEnd > inClusterTo) writes.push({ kind: 'write', pos: host + inClusterTo, bytes: new Uint8Array(tailEnd - inClusterTo) });
+  return writes;
+}
+
 /** The steps, or why instar will not preallocate. */
-export function preallocateMetadata(dev: BlockDevice, h: Qcow2Header, state: GrowState, from: number, to: number): RepairStep[] | string {
+export function preallocateMetadata(dev: BlockDevice, h: Qcow2Header, state: GrowState, from: number, to: number, backingSize = 0): RepairStep[] | string {
   const cs = h.clusterSize;
   // Extended L2 entries: 16 bytes, whose subcluster bitmap preallocation leaves as it is (0).
   const es = h.extendedL2 ? 16 : 8;
   const unit = h.extendedL2 ? cs / 32 : cs;
+  const oldLength = from;
   const partial = from % cs !== 0;
   from = Math.floor(from / cs) * cs;
+  // The copy-on-write of the old partial cluster would read the backing file there.
+  if (partial && backingSize > Math.floor(oldLength / unit) * unit) return 'preallocation from a partial cluster over a backing file is not implemented';
+  const cow: RepairStep[] = [];
   const sizeBefore = state.fileSize;
   const tables = new Map<number, GrowTable>();
   let dataEnd = 0;
@@ -150,11 +170,16 @@ export function preallocateMetadata(dev: BlockDevice, h: Qcow2Header, state: Gro
     const run = allocateClusters(state, count);
     if (run === undefined) return 'a refcount of the preallocated clusters is out of range';
     for (let i = 0; i < count; i++) table.bytes.writeBigUInt64BE(BigInt((run + i) * cs) | COPIED, (first + i) * es);
+    // The run's first and last clusters may lie partly outside [oldLength, to): qemu copies the rest.
+    const firstGuest = pos + (range.count - count) * cs;
+    const lastGuest = firstGuest + (count - 1) * cs;
+    cow.push(...cowWrites(run * cs, Math.max(oldLength, firstGuest) - firstGuest, Math.min(to, firstGuest + cs) - firstGuest, unit));
+    if (count > 1) cow.push(...cowWrites((run + count - 1) * cs, 0, Math.min(to, lastGuest + cs) - lastGuest, unit));
     // qemu extends the file to its last request's end, rounded up to a (sub)cluster.
     const runStart = pos + (range.count - count) * cs;
     dataEnd = run * cs + Math.ceil((tableEnd - runStart) / unit) * unit;
     pos = tableEnd;
   }
   // qemu extends the file to the last run's end (the L2 tables it wrote may have done so already).
-  return growSteps(state, tables, sizeBefore, Math.max(state.fileSize, dataEnd));
+  return growSteps(state, tables, sizeBefore, Math.max(state.fileSize, dataEnd), cow);
 }
