@@ -14,6 +14,7 @@ import { firstDifference, signature, type HuntArea } from '../test/fuzz/generati
 // One line per area (helpers add theirs here).
 const AREAS: Record<string, () => Promise<HuntArea>> = {
   'read-only': async () => (await import('../test/fuzz/generative/read-only.ts')).area,
+  mutating: async () => (await import('../test/fuzz/generative/mutating.ts')).area,
 };
 
 const { values, positionals } = parseArgs({ options: { minutes: { type: 'string', default: '5' }, seed: { type: 'string' }, case: { type: 'string' }, keep: { type: 'boolean', default: false } }, allowPositionals: true });

@@ -1,0 +1,240 @@
+// The generative hunt of the mutating commands (npm run hunt -- mutating): a random image (the
+// shared builder, images.ts) plus a rebase target made the same way, copied twice; then a random
+// sequence of resize/amend/snapshot/rebase/commit/bitmap/check -r command lines and qemu-io writes
+// (mutating-steps.ts) is run, each command by the oracle on one copy and by instar (in-process,
+// --sandbox=none, or the built CLI sandboxed) on the other. After every step: stdout, stderr and
+// exit status equal, every file of the directory equal byte for byte (masked: qcow2 snapshot
+// dates, which instar stamps with its own clock; snapshot -l's date column; VMDK CIDs, which
+// qemu draws at random), and qemu-img check of instar's top no worse than of qemu's. A sequence
+// stops at its first difference (the copies have diverged). Each version runs its own sequence
+// from the same seed.
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Rng } from '../prng.ts';
+import { oracle, runInstar, runQemu, type OracleVersion, type RunResult } from '../../helpers/oracles.ts';
+import { runInProcess } from '../../helpers/in-process.ts';
+import { maskSnapshotDates } from '../../snapshot/harness.ts';
+import { buildImage, describeBuild } from './images.ts';
+import { nextStep, type ImageState, type Step } from './mutating-steps.ts';
+import type { CaseReport, HuntArea, Mismatch } from './area.ts';
+
+export interface MutatingFinding {
+  seed: number;
+  version: OracleVersion;
+  step: number;
+  command: string;
+  what: string;
+  detail: string;
+  /** The image recipe and the steps before this one: enough to replay it by hand. */
+  replay: string;
+}
+
+/** A step where instar refused by design (nothing written) and --unsafe-quirks gave qemu's answer. */
+export interface IntendedDifference {
+  seed: number;
+  version: OracleVersion;
+  step: number;
+  command: string;
+  refusal: string;
+}
+
+export interface MutatingOptions {
+  steps?: number;
+  /** Run instar's built CLI, sandboxed, instead of in-process. */
+  cli?: boolean;
+  versions?: readonly OracleVersion[];
+  keep?: boolean;
+  /** An empty directory to work in (kept); otherwise a temporary one, removed unless `keep`. */
+  dir?: string;
+}
+
+const shell = (args: string[]): string => args.map((a) => (/^[\w./=,:+-]+$/.test(a) ? a : `'${a}'`)).join(' ');
+
+/** A qemu-img info of the oracle's copy, boiled down to what the step generator draws on. */
+function readState(version: OracleVersion, dir: string, file: string, others: ImageState['others'], previous?: ImageState): ImageState | undefined {
+  const r = runQemu(version, ['info', '--output=json', '-U', file], { cwd: dir, timeoutMs: 30_000 });
+  if (r.status !== 0) return previous;
+  const j = JSON.parse(r.stdout) as {
+    format: string; 'virtual-size': number; 'cluster-size'?: number; 'backing-filename'?: string;
+    snapshots?: { id: string; name: string }[];
+    'format-specific'?: { data?: { compat?: string; bitmaps?: { name: string }[] } };
+  };
+  return {
+    file, format: j.format, virtualSize: j['virtual-size'], clusterSize: j['cluster-size'] ?? 65536,
+    compat: j['format-specific']?.data?.compat,
+    snapshots: (j.snapshots ?? []).map((s) => ({ id: s.id, name: s.name })),
+    bitmaps: (j['format-specific']?.data?.bitmaps ?? []).map((b) => b.name),
+    backing: j['backing-filename'], others,
+  };
+}
+
+/** A file's bytes with what qemu draws at random or from the clock masked. */
+function masked(bytes: Buffer): Buffer {
+  if (bytes.length >= 4 && bytes.readUInt32BE(0) === 0x514649fb) return maskSnapshotDates(bytes);
+  // VMDK: the descriptor's CID (sparse header 'KDMV' or a descriptor file) is random per write.
+  const head = bytes.subarray(0, Math.min(bytes.length, 1024 * 1024)).toString('latin1');
+  if (head.startsWith('KDMV') || head.startsWith('# Disk DescriptorFile')) {
+    return Buffer.from(head.replace(/\b(parentCID|CID)=[0-9a-f]{1,8}\b/g, '$1=xxxxxxxx') + bytes.subarray(head.length).toString('latin1'), 'latin1');
+  }
+  return bytes;
+}
+
+// Snapshot dates (instar's clock) and the two random digits of qemu's node names ("#block1NN").
+const maskDates = (text: string): string => text.replace(/\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}/g, 'DATE').replace(/(#block\d+)\d\d\b/g, '$1RR');
+const sameOutput = (q: RunResult, i: RunResult): boolean => maskDates(q.stdout) === maskDates(i.stdout) && maskDates(q.stderr) === maskDates(i.stderr) && q.status === i.status;
+
+function compareDirs(qdir: string, idir: string): string | undefined {
+  const names = readdirSync(qdir).sort();
+  const inames = readdirSync(idir).sort();
+  if (names.join('/') !== inames.join('/')) return `files: qemu [${names}] instar [${inames}]`;
+  for (const name of names) {
+    const q = readFileSync(join(qdir, name));
+    const i = readFileSync(join(idir, name));
+    if (q.length !== i.length) return `${name}: qemu ${q.length} bytes, instar ${i.length}`;
+    const mq = masked(q);
+    const mi = masked(i);
+    if (!mq.equals(mi)) {
+      let at = 0;
+      while (mq[at] === mi[at]) at++;
+      return `${name}: first different byte at ${at} (0x${at.toString(16)}): qemu ${mq.subarray(at, at + 16).toString('hex')} instar ${mi.subarray(at, at + 16).toString('hex')}`;
+    }
+  }
+  return undefined;
+}
+
+function checkStatus(version: OracleVersion, dir: string, file: string): RunResult {
+  return runQemu(version, ['check', '-U', file], { cwd: dir, timeoutMs: 60_000 });
+}
+
+async function runInstarStep(version: OracleVersion, args: string[], dir: string, cli: boolean): Promise<RunResult> {
+  const globals = [`--qemu-version=${version}`];
+  if (cli) return runInstar([...globals, ...args], { cwd: dir, env: { TZ: 'UTC' }, timeoutMs: 60_000 });
+  return runInProcess(['--sandbox=none', ...globals, ...args], dir);
+}
+
+/** Guest writes on the oracle's copy, then copied over instar's (VHDX/VMDK writes draw random IDs). */
+function applyIo(version: OracleVersion, qdir: string, idir: string, state: ImageState, step: Extract<Step, { kind: 'qemu-io' }>): void {
+  const commands = step.kill ? [...step.commands, 'sigraise 9'] : step.commands;
+  if (commands.length === 0) return;
+  spawnSync(oracle(version, 'qemu-io'), ['-f', state.format, ...commands.flatMap((c) => ['-c', c]), state.file], { cwd: qdir, timeout: 60_000 });
+  rmSync(idir, { recursive: true, force: true });
+  cpSync(qdir, idir, { recursive: true });
+}
+
+/** Builds the case's files once (image + rebase targets) into `dir`; returns its recipe. */
+function buildCaseFiles(seed: number, dir: string): { top: string; recipe: string; others: ImageState['others'] } {
+  const rng = new Rng(seed);
+  const built = buildImage(rng, dir, { maxSize: rng.chance(0.2) ? 512 * 1024 * 1024 : 64 * 1024 * 1024 });
+  const others: ImageState['others'] = built.layers.slice(0, -1).map((l) => ({ file: l.file, format: l.format }));
+  const targetDir = join(dir, '..', 'target');
+  mkdirSync(targetDir, { recursive: true });
+  const target = buildImage(rng, targetDir, { formats: ['qcow2', 'qcow2', 'raw', 'vmdk', 'vpc'], chainChance: 0, oddStates: false });
+  const single = target.files.length === 1;
+  if (single) {
+    const name = `alt.${target.top.file.split('.').pop()}`;
+    copyFileSync(join(targetDir, target.top.file), join(dir, name));
+    others.push({ file: name, format: target.top.format });
+  }
+  const recipe = `${describeBuild(built, seed)}\n# rebase target${single ? '' : ' (not copied: more than one file)'}\n${target.recipe.join('\n')}`;
+  return { top: built.top.file, recipe, others };
+}
+
+/** One seed: the same image and sequence of steps against each version's oracle. */
+export async function runMutatingCase(seed: number, opts: MutatingOptions = {}): Promise<{ steps: number; findings: MutatingFinding[]; intended: IntendedDifference[] }> {
+  const root = opts.dir ?? mkdtempSync(join(tmpdir(), `hunt-mutating-${seed}-`));
+  const findings: MutatingFinding[] = [];
+  const intended: IntendedDifference[] = [];
+  let steps = 0;
+  try {
+    const src = join(root, 'src');
+    mkdirSync(src);
+    const { top, recipe, others } = buildCaseFiles(seed, src);
+    for (const version of opts.versions ?? (['7.2', '10.0'] as const)) {
+      const qdir = join(root, version, 'q');
+      const idir = join(root, version, 'i');
+      for (const d of [qdir, idir]) {
+        mkdirSync(d, { recursive: true });
+        for (const f of readdirSync(src)) if (statSync(join(src, f)).isFile()) copyFileSync(join(src, f), join(d, f));
+      }
+      const rng = new Rng(seed ^ 0x5bd1e995);
+      const log: string[] = [recipe, `# twins: cp -a src q; cp -a src i; then, in each (qemu ${version}):`];
+      let state = readState(version, qdir, top, others);
+      for (let n = 0; n < (opts.steps ?? 12) && state; n++) {
+        const step = nextStep(rng, state);
+        steps++;
+        if (step.kind === 'qemu-io') {
+          applyIo(version, qdir, idir, state, step);
+          log.push(`qemu-io-${version} -f ${state.format} ${shell([...step.commands, ...(step.kill ? ['sigraise 9'] : [])].flatMap((c) => ['-c', c]))} ${state.file}`);
+        } else {
+          const qemu = runQemu(version, step.args, { cwd: qdir, env: { TZ: 'UTC' }, timeoutMs: 60_000 });
+          qemu.stderr = qemu.stderr.split(oracle(version)).join('qemu-img');
+          let instar = await runInstarStep(version, step.args, idir, opts.cli === true);
+          let quirk = '';
+          if (!sameOutput(qemu, instar) && instar.status !== 0) {
+            // A refusal (instar's refusals write nothing): where qemu's way is unsafe, --unsafe-quirks gives it.
+            const unsafe = await runInstarStep(version, ['--unsafe-quirks', ...step.args], idir, opts.cli === true);
+            if (sameOutput(qemu, unsafe)) {
+              intended.push({ seed, version, step: n, command: `qemu-img ${shell(step.args)}`, refusal: instar.stderr.trim() });
+              quirk = ' --unsafe-quirks';
+              instar = unsafe;
+            }
+          }
+          const command = `qemu-img ${shell(step.args)}`;
+          const differs = (what: string, detail: string) => findings.push({ seed, version, step: n, command, what, detail, replay: log.join('\n') });
+          const out = (r: RunResult) => `exit ${r.status}${r.signal ? ` (${r.signal})` : ''}\n--- stdout\n${r.stdout}--- stderr\n${r.stderr}`;
+          if (!sameOutput(qemu, instar)) {
+            differs('output', `qemu:\n${out(qemu)}\ninstar:\n${out(instar)}`);
+            break;
+          }
+          const files = compareDirs(qdir, idir);
+          if (files) {
+            differs('files', `${files}\n(both: ${out(qemu)})`);
+            break;
+          }
+          log.push(`${command}${quirk ? '   # instar: refused by design, same with --unsafe-quirks' : ''}`);
+          if (qemu.status === 0 && ['qcow2', 'qed', 'vmdk', 'vhdx', 'vdi'].includes(state.format)) {
+            const ic = checkStatus(version, idir, state.file);
+            const qc = checkStatus(version, qdir, state.file);
+            if (ic.status !== qc.status || ic.stdout !== qc.stdout) {
+              differs('check', `qemu's copy: ${out(qc)}\ninstar's copy: ${out(ic)}`);
+              break;
+            }
+          }
+        }
+        state = readState(version, qdir, top, others, state);
+      }
+    }
+  } finally {
+    if (!opts.keep && opts.dir === undefined) rmSync(root, { recursive: true, force: true });
+  }
+  return { steps, findings, intended };
+}
+
+/** A finding as printed: the seed and command first, then both sides, then how to replay it. */
+export function describeFinding(f: MutatingFinding): string {
+  return `FINDING seed ${f.seed} qemu ${f.version} step ${f.step}: ${f.command} (${f.what})\n${f.detail}\n# replay:\n${f.replay}\n`;
+}
+
+const reported = new Set<string>();
+
+/** The area scripts/hunt.ts runs: instar in-process (src/, so a rebuild mid-run changes nothing). */
+export const area: HuntArea = {
+  async runCase(seed: number, dir: string): Promise<CaseReport> {
+    const r = await runMutatingCase(seed, { dir });
+    for (const d of r.intended) {
+      const key = d.refusal.replace(/'[^']*'/g, "'…'");
+      if (!reported.has(key)) console.log(`(intended, same with --unsafe-quirks) seed ${d.seed} qemu ${d.version}: ${d.command}\n  instar: ${d.refusal}`);
+      reported.add(key);
+    }
+    const mismatches: Mismatch[] = r.findings.map((f) => ({
+      command: f.command.replace(/^qemu-img /, ''),
+      version: f.version,
+      what: f.what === 'output' ? 'stderr' : 'file',
+      qemu: f.what === 'output' ? f.detail.split('\ninstar:\n')[0] : f.detail,
+      instar: f.what === 'output' ? f.detail.split('\ninstar:\n')[1] ?? '' : '',
+    }));
+    return { recipe: r.findings.length > 0 ? [r.findings[0].replay] : [], commands: r.steps, mismatches };
+  },
+};
