@@ -100,6 +100,9 @@ test('convert -n into a VMDK: partly allocated and larger, a raw source, -S 0, -
   // -c: qemu's vmdk driver takes compressed writes into a plain sparse extent as plain ones.
   const [compressed] = await sameInto(s.dir, 'c', 'part.vmdk', ['-n', '-O', 'vmdk', '-c', '-f', 'raw', '../src.raw', 'part.vmdk'], false, maskCid);
   assert.equal(compressed.result.status, 0, compressed.result.stderr);
+  // -c -p: qemu copies a grain at a time, its progress too: a source ending inside a grain counts that grain's rest.
+  const [progress] = await sameInto(s.dir, 'c-p', 'part.vmdk', ['-n', '-O', 'vmdk', '-c', '-p', '-f', 'raw', '../runs-head.raw', 'part.vmdk'], false, maskCid);
+  assert.ok(progress.result.stdout.split('\r').length > 4, progress.result.stdout);
 });
 
 test('convert -n into VMDKs of extent files (flat, split sparse; sandboxed): the extents written as qemu writes them, the descriptor file\'s CID', async () => {

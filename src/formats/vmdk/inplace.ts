@@ -100,6 +100,8 @@ class SparseInPlace {
   /** qemu's write-zeroes requests, for images with zeroed grains only (in-place-copy.ts writes zeros otherwise). */
   readonly writeZeroes?: (offset: number, length: number) => void;
   readonly extents: ExtentInPlace[] = [];
+  /** The first extent's grain: qemu's cluster size for the image (-c copies a cluster at a time). */
+  grainBytes = 0;
 
   /** `descriptor`/`descOffset`: where the CID area is; `alignEnd`: -c's last, zero-length write. */
   constructor(private readonly descriptor: BlockDevice, private readonly descOffset: number, private readonly size: number, private readonly cid: () => number, zeroGrain: boolean, private readonly alignEnd: boolean) {
@@ -239,6 +241,7 @@ export function vmdkInPlaceWriter(dev: BlockDevice, image: VmdkImage, opts: Vmdk
   if (!cidUpdatable(readAt(dev, descOffset, CID_AREA_BYTES))) return refusal('its descriptor has no parentCID');
   const cid = () => opts.cid ?? randomInt(0, 2 ** 32);
   const writer = new SparseInPlace(dev, descOffset, image.virtualSize, cid, zeroGrain, opts.compressed === true);
+  writer.grainBytes = layouts[0].layout.grainBytes;
   extents.forEach((e, i) => writer.extents.push(new ExtentInPlace(e.ext.dev, e.start, e.end - e.start, layouts[i].layout, writer.updateCid, parent)));
   return writer;
 }

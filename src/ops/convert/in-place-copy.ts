@@ -26,7 +26,7 @@ class GapFiller implements ImageWriter {
   readonly clusterSize = SECTOR;
   private next = 0;
 
-  constructor(private readonly target: InPlaceTarget, private readonly disk: number, private readonly fillGaps: boolean) {}
+  constructor(private readonly target: InPlaceTarget, private readonly disk: number, private readonly fillGaps: boolean, readonly compressedClusterSize?: number) {}
 
   private zeros(from: number, to: number): void {
     if (!this.fillGaps) return;
@@ -72,12 +72,18 @@ export interface InPlacePlan {
   onProgress?: (done: number, total: number) => void;
   /** --salvage (salvage.ts). */
   salvage?: Salvage;
+  /**
+   * -c into a target whose driver takes compressed writes as plain ones (a sparse VMDK): qemu's
+   * copy goes a target cluster at a time then, its requests and progress steps whole clusters.
+   */
+  compressedClusterSize?: number;
 }
 
 /** Copies the sources into the target; qemu's counted bytes. The caller checked the target is large enough. */
 export function copyInPlace(plan: InPlacePlan): number {
   const disk = plan.images.reduce((n, i) => n + i.virtualSize, 0);
   const zeroes = plan.targetIsZero ? undefined : plan.target.writeZeroes?.bind(plan.target);
-  const writer = new GapFiller(plan.target, disk, !plan.targetIsZero && !zeroes);
-  return copyToImage({ images: plan.images, writer, sparseSize: plan.sparseSize, onProgress: plan.onProgress, unaligned: true, onZeros: zeroes, salvage: plan.salvage });
+  const writer = new GapFiller(plan.target, disk, !plan.targetIsZero && !zeroes, plan.compressedClusterSize);
+  const compressed = plan.compressedClusterSize !== undefined;
+  return copyToImage({ images: plan.images, writer, sparseSize: plan.sparseSize, compressed, onProgress: plan.onProgress, unaligned: true, onZeros: zeroes, salvage: plan.salvage });
 }

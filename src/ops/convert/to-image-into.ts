@@ -207,7 +207,8 @@ export const convertIntoOp: Op = (raw, ctx) => {
       : opened.format === 'vhdx' ? vhdxInPlaceWriter(dev, opened as VhdxImage, opts.vhdxGuids)
       : luksTarget(opened) ?? luks2InPlaceTarget(opened, dev) ?? refused('yet');
     if ('refused' in target) return target satisfies ConvertIntoResult;
-    const counted = copyInPlace({ images, target, sparseSize: opts.sparseSize ?? 4096, targetIsZero: opts.targetIsZero === true, onProgress, salvage });
+    const compressedClusterSize = opts.compressed ? (target as { grainBytes?: number }).grainBytes : undefined;
+    const counted = copyInPlace({ images, target, sparseSize: opts.sparseSize ?? 4096, targetIsZero: opts.targetIsZero === true, onProgress, salvage, compressedClusterSize });
     return { counted } satisfies ConvertIntoResult;
   }
   if (opts.compressed) return { refused: 'instar cannot convert into an existing qcow2 image (-n) with -c yet; nothing was written' } satisfies ConvertIntoResult;
