@@ -130,14 +130,31 @@ function growBase(base: Image, dev: BlockDevice, size: number): { steps: RepairS
   return 'error' in plan ? { refused: plan.error } : plan;
 }
 
+/**
+ * qemu-img opened the top for writing before it found no base: the close of a qcow2 top stores its
+ * persistent bitmaps anew (the open marked them in use), as after any writable open.
+ */
+function closedAfterFailure(ctx: OpContext, format: string, result: CommitResult): CommitResult {
+  const dev = ctx.devices[0].dev;
+  if (format !== 'qcow2' || !openWritesBitmaps(dev)) return result;
+  if (!ctx.devices[0].spec.writable) throw new ImageError('the image was not opened for writing');
+  try {
+    applyRepair(dev, aroundBitmaps(dev, () => ({ steps: [] })).steps);
+  } catch (e) {
+    if (e instanceof PlanRefusal) return { format, refused: e.message };
+    throw e;
+  }
+  return result;
+}
+
 export function commitOp(options: Record<string, unknown>, ctx: OpContext): CommitResult {
   const opts = options as unknown as CommitOptions;
   const top = openTree(ctx, 0, opts);
   const format = top.format;
   const chain = chainIndexes(ctx);
-  if (chain.length < 2) return { format, noBacking: true };
+  if (chain.length < 2) return closedAfterFailure(ctx, format, { format, noBacking: true });
   const baseLevel = chain.findIndex((i, level) => level > 0 && ctx.devices[i].spec.writable);
-  if (baseLevel < 0) return { format, noBase: true };
+  if (baseLevel < 0) return closedAfterFailure(ctx, format, { format, noBase: true });
   // The base as the chain opened it: its format is what the image above names (or detection).
   let above = top;
   for (let level = 1; level < baseLevel; level++) above = openTree(ctx, chain[level], { ...opts, fileName: undefined, format: above.info()['backing-filename-format'] });

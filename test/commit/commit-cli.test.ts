@@ -51,6 +51,20 @@ before(() => {
   assert.equal(runQemu('10.0', ['-c', 'write -P 3 0 64k', '-c', 'write -P 4 1M 64k', '-c', 'sigraise 9', 't.qcow2'], { cwd: dir }, 'qemu-io').signal, 'SIGKILL');
   chains.dirty['t.qcow2'] = readFileSync(join(dir, 't.qcow2'));
   assert.equal(Buffer.from(chains.dirty['t.qcow2']).readBigUInt64BE(72) & 1n, 1n, 'the top is dirty');
+  // Persistent bitmaps in a top that has no base to commit to: qemu-img opened it for writing
+  // before it failed, and its close stores the bitmaps anew (found by the generative hunt).
+  chains.bitmaps = builder.chain([
+    { name: 'b.qcow2', create: ['-f', 'qcow2'], writes: ['write -P 1 0 64k'] },
+    { name: 't.qcow2', create: ['-f', 'qcow2', '-b', 'b.qcow2', '-F', 'qcow2'], writes: ['write -P 3 0 64k'] },
+    { name: 'lone.qcow2', create: ['-f', 'qcow2'], writes: ['write -P 5 0 64k'] },
+  ]);
+  const bdir = mkdtempSync(join(builder.root, 'bitmaps-'));
+  for (const [name, bytes] of Object.entries(chains.bitmaps)) writeFileSync(join(bdir, name), bytes);
+  for (const name of ['t.qcow2', 'lone.qcow2']) {
+    assert.equal(runQemu('7.2', ['bitmap', '--add', name, 'b0'], { cwd: bdir }).status, 0);
+    assert.equal(runQemu('7.2', ['-c', 'write -P 7 1M 64k', name], { cwd: bdir }, 'qemu-io').status, 0);
+    chains.bitmaps[name] = readFileSync(join(bdir, name));
+  }
 });
 after(() => {
   builder.remove();
@@ -97,6 +111,9 @@ const CASES: Case[] = [
   { chain: 'raw', args: ['commit', '-t', 'foo', 't.qcow2'], only: '10.0', exact: ['t.qcow2', 'm.qcow2', 'r.raw'] },
   { chain: 'raw', args: ['commit', 't.qcow2', 'extra'], only: '7.2', exact: ['t.qcow2', 'm.qcow2', 'r.raw'] },
   { chain: 'raw', args: ['commit', 'missing.qcow2'], only: '7.2', exact: ['t.qcow2', 'm.qcow2', 'r.raw'] },
+  // Failures after qemu's writable open: the tops' bitmaps stored anew.
+  { chain: 'bitmaps', args: ['commit', '-b', 't.qcow2', 't.qcow2'], exact: ['t.qcow2', 'b.qcow2', 'lone.qcow2'], sandboxed: true },
+  { chain: 'bitmaps', args: ['commit', '-p', 'lone.qcow2'], exact: ['t.qcow2', 'b.qcow2', 'lone.qcow2'] },
 ];
 
 for (const version of VERSIONS) {
