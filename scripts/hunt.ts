@@ -15,6 +15,8 @@ import { firstDifference, signature, type HuntArea } from '../test/fuzz/generati
 const AREAS: Record<string, () => Promise<HuntArea>> = {
   'read-only': async () => (await import('../test/fuzz/generative/read-only.ts')).area,
   mutating: async () => (await import('../test/fuzz/generative/mutating.ts')).area,
+  convert: async () => (await import('../test/fuzz/generative/convert.ts')).area,
+  dd: async () => (await import('../test/fuzz/generative/dd.ts')).area,
 };
 
 const { values, positionals } = parseArgs({ options: { minutes: { type: 'string', default: '5' }, seed: { type: 'string' }, case: { type: 'string' }, keep: { type: 'boolean', default: false } }, allowPositionals: true });
