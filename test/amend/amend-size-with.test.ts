@@ -26,6 +26,8 @@ before(() => {
   images.c512 = build('c512.qcow2', 'cluster_size=512,refcount_bits=4', '4M', ['write -P 6 0 64k', 'write -P 7 2M 300k']);
   images.base = build('base.qcow2', '', '8M', ['write -P 9 0 8M']);
   images.overlay = build('overlay.qcow2', 'backing_file=base.qcow2,backing_fmt=qcow2,cluster_size=4096', '2M', ['write -P 8 0 64k']);
+  // Compressed clusters past the new size, with a snapshot (found by the generative hunt).
+  images.compressed = build('compressed.qcow2', '', '4M', ['write -c -P 1 0 64k', 'write -c -P 2 2M 64k', 'snap:one', 'write -c -P 3 3M 128k']);
 });
 
 after(() => {
@@ -54,6 +56,8 @@ const CASES: [string, string][] = [
   ['snap', 'compat=0.10,size=8M'],
   ['c512', 'refcount_bits=8,size=64M'],
   ['c512', 'refcount_bits=16,compat=0.10,size=32M'],
+  ['compressed', 'size=1M'],
+  ['compressed', 'refcount_bits=8,size=2560k'],
 ];
 
 test('amend -o size with snapshots, a backing file or other changes writes what qemu-img writes', () => {

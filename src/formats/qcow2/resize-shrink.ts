@@ -11,6 +11,7 @@ import { readAt } from '../bytes.ts';
 import type { RepairStep } from '../repair.ts';
 import { l1EntriesFor, type Qcow2Header } from './header.ts';
 import { RefcountModel } from './refcount-update.ts';
+import { compressedSpan } from './l2-entry.ts';
 
 /** Most refcount-block bytes one resize holds in memory. */
 export const MAX_REFCOUNT_BYTES = 64 * 1024 * 1024;
@@ -67,7 +68,7 @@ export function planShrink(dev: BlockDevice, h: Qcow2Header, newSize: number, he
   const copied = new Map<number, Buffer>();
   /**
    * discard_in_l2_slice with full discard: the entries of [pos, end) zeroed, their data clusters
-   * released; returns `end`, or -2 for a compressed cluster, -1 for a bad one.
+   * released; returns `end`, or -1 for a bad one.
    */
   const discardEntries = (table: Buffer, pos: number, end: number): number => {
     for (; pos < end; pos += cs) {
@@ -75,8 +76,16 @@ export function planShrink(dev: BlockDevice, h: Qcow2Header, newSize: number, he
       const entry = table.readBigUInt64BE(at);
       const bitmap = h.extendedL2 ? table.readBigUInt64BE(at + 8) : 0n;
       if (entry === 0n && bitmap === 0n) continue;
-      if (entry & COMPRESSED) return -2;
       table.fill(0, at, at + entrySize);
+      if (entry & COMPRESSED) {
+        // qemu frees the 512-byte sectors the compressed bytes occupy: one reference off every
+        // cluster they touch (several compressed clusters may share one).
+        const span = compressedSpan(Number(entry >> 32n), Number(entry & 0xffffffffn), h.clusterBits);
+        // (The last sector may end past the file: qemu writes compressed bytes, not sectors.)
+        const end = span.hostOffset + span.length;
+        for (let c = Math.floor(span.hostOffset / cs); c * cs < end; c++) if (!release(c)) return -1;
+        continue;
+      }
       const host = entry & OFFSET_MASK;
       if (host === 0n) continue;
       const cluster = clusterOf(dev, h, host);
@@ -119,7 +128,6 @@ export function planShrink(dev: BlockDevice, h: Qcow2Header, newSize: number, he
     const table = readAt(dev, l2Offset, cs);
     const before = Buffer.from(table);
     pos = discardEntries(table, pos, tableEnd);
-    if (pos === -2) return helpers.refused('compressed clusters lie past its new end');
     if (pos < 0) return helpers.refused('a data cluster past its new end has a bad offset or refcount');
     // A table past the new L1 size is freed below: qemu drops its cached changes.
     if (!before.equals(table) && l1Index < newL1) emptied.push({ kind: 'write', pos: Number(l2Offset), bytes: table });
