@@ -143,7 +143,7 @@ const [library] = await Promise.all([
 // The guests' loader and code caches (src/guest/loader.ts): ~9 ms off every guest start. First:
 // the CLI's warm-up below runs real guests, and the loader runs only a stamped bundle.
 await buildGuestCodeCaches(['dist/guest.cjs', 'dist/test/hostile-guest.cjs']);
-// Their startup snapshots (scripts/guest-snapshot.ts): an info guest ~4-5 ms cheaper, a convert guest about equal.
+// Their startup snapshots (scripts/guest-snapshot.ts, with the ops' warm-up): ~5 ms off an info or convert guest.
 await (await import('./guest-snapshot.mjs')).buildGuestSnapshots(['dist/guest.cjs', 'dist/test/hostile-guest.cjs']);
 await writeCliCodeCache('dist/cli-bundle.js', 'dist/cli-bundle.cache');
 removeStaleChunks(library.metafile);

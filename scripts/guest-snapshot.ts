@@ -1,9 +1,11 @@
 // The guest bundle's V8 startup snapshot (src/host/sandbox/snapshot.ts): node runs the stamped
 // bundle's top level once here, with the flags and the empty environment of a sandboxed guest,
 // and saves the heap; a guest started from it skips compiling and running that top level. The
-// bundle's entry (src/guest/start.ts) sees the build and registers serving as the snapshot's
-// main function. The blob is checked by one real start before it is put in place, and its
-// record is written last: a build cut short leaves no record, so the host uses no blob.
+// bundle's entry (src/guest/start.ts) sees the build, registers serving as the snapshot's main
+// function and runs the commonest ops once on images in memory (src/guest/warm-up.ts), whose
+// compiled code the blob then keeps; a warm-up that fails fails the build of the blob. The blob
+// is checked by one real start before it is put in place, and its record is written last: a
+// build cut short leaves no record, so the host uses no blob.
 import { spawnSync } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

@@ -1,8 +1,10 @@
 // A guest bundle's top level runs when its startup snapshot is built, not when a guest starts
 // (scripts/guest-snapshot.ts): whatever it read of the process (environment, argv, cwd, clock,
 // randomness, CPUs, stdio, files) would be the build's, frozen into every guest. This runs each
-// bundle's top level as a snapshot build would, with every such read trapped, and requires that
-// it read none and only registered the main function.
+// bundle's top level as a snapshot build would, with every such read trapped until node would
+// take the snapshot (so the ops' warm-up, src/guest/warm-up.ts, which settles later, is audited
+// too), and requires that it read none (timers count as reads), added no global or process
+// listener, and only registered the main function.
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -56,16 +58,33 @@ const builtinRequire = (id) => {
 const source = fs.readFileSync(process.argv[1], 'utf8');
 const fn = new vm.Script('(function (exports, require, module, __filename, __dirname) {' + source + '\\n})', { filename: 'guest.cjs' }).runInThisContext();
 const module = { exports: {} };
+// What could outlive the top level besides what the traps see: globals and process listeners.
+const globals = () => Object.getOwnPropertyNames(globalThis).concat(Object.getOwnPropertySymbols(globalThis).map(String));
+const listeners = () => process.eventNames().map((e) => String(e) + ':' + process.listenerCount(e));
+// Node takes the snapshot once the event loop is empty: whatever ran until then is audited.
+process.on('beforeExit', () => {
+  if (!auditing) return;
+  auditing = false;
+  const left = { globals: globals().filter((g) => !before.globals.includes(g)), listeners: listeners().filter((l) => !before.listeners.includes(l)) };
+  fs.writeSync(1, JSON.stringify({ touched: [...new Set(touched)], registered, ...left }));
+});
+const before = { globals: globals(), listeners: listeners() };
 auditing = true;
 try { fn(module.exports, builtinRequire, module, '/guest.cjs', '/'); } catch (e) { note('threw: ' + e.message); }
-auditing = false;
-fs.writeSync(1, JSON.stringify({ touched: [...new Set(touched)], registered }));
 `;
 
-function audit(bundle: string): { touched: string[]; registered: number } {
+interface Audit {
+  touched: string[];
+  registered: number;
+  /** Globals and process listeners (event:count) there were not before. */
+  globals: string[];
+  listeners: string[];
+}
+
+function audit(bundle: string): Audit {
   const r = spawnSync(process.execPath, ['-e', AUDIT, bundle], { encoding: 'utf8', timeout: 60_000 });
   assert.equal(r.status, 0, r.stderr);
-  return JSON.parse(r.stdout) as { touched: string[]; registered: number };
+  return JSON.parse(r.stdout) as Audit;
 }
 
 describe('guest bundle top level (frozen into its startup snapshot)', () => {
@@ -78,15 +97,19 @@ describe('guest bundle top level (frozen into its startup snapshot)', () => {
       'const home = process.env.HOME, started = Date.now(), cpus = require("node:os").cpus().length, seed = Math.random();',
       "const head = require('node:fs').readFileSync('/etc/hostname');",
       'v8.startupSnapshot.setDeserializeMainFunction(() => [home, started, cpus, seed, head]);',
+      // Later, as the ops' warm-up runs: still before the snapshot is taken.
+      "(async () => { await null; globalThis.leftOver = process.argv.length; process.on('exit', () => {}); await null; performance.now(); })();",
     ].join('\n'));
-    const { touched, registered } = audit(reader);
-    for (const read of ['Date.now()', 'Math.random()', 'fs.readFileSync()', 'os.cpus()', 'process.env']) assert.ok(touched.includes(read), `${read} not seen: ${touched.join(', ')}`);
+    const { touched, registered, globals, listeners } = audit(reader);
+    for (const read of ['Date.now()', 'Math.random()', 'fs.readFileSync()', 'os.cpus()', 'process.env', 'process.argv', 'performance.now()']) assert.ok(touched.includes(read), `${read} not seen: ${touched.join(', ')}`);
     assert.equal(registered, 1);
+    assert.deepEqual(globals, ['leftOver']);
+    assert.deepEqual(listeners, ['exit:1']);
   });
 
   for (const bundle of [productionGuestPath(), HOSTILE_GUEST]) {
-    it(`${bundle.replace(/.*\/dist\//, 'dist/')} reads no process state at its top level, and only registers serving`, () => {
-      assert.deepEqual(audit(bundle), { touched: [], registered: 1 });
+    it(`${bundle.replace(/.*\/dist\//, 'dist/')} reads no process state at its top level or in its warm-up, leaves nothing behind, and only registers serving`, () => {
+      assert.deepEqual(audit(bundle), { touched: [], registered: 1, globals: [], listeners: [] });
     });
   }
 });

@@ -127,7 +127,7 @@ describe('guest startup snapshot', () => {
     }
   });
 
-  it('the maker: a blob and then its record for a good bundle; for a bundle that fails, a warning and neither', async (t) => {
+  it('the maker: a blob and then its record for a good bundle; for a bundle that fails, at its top level or in its warm-up, a warning and neither', async (t) => {
     const good = join(scratch.dir, 'made.cjs');
     copyFileSync(HOSTILE_GUEST, good);
     copyFileSync(codeCachePath(HOSTILE_GUEST), codeCachePath(good));
@@ -135,12 +135,18 @@ describe('guest startup snapshot', () => {
     writeFileSync(bad, `throw new Error('broken at its top level');\n//# instar-guest-id ${'ab'.repeat(32)}\n`);
     writeFileSync(snapshotFiles(bad).blob, 'an old blob');
     writeFileSync(snapshotFiles(bad).record, '{}');
+    // One whose warm-up (src/guest/warm-up.ts) fails after the top level has run.
+    const badLater = join(scratch.dir, 'broken-later.cjs');
+    writeFileSync(badLater, `require('node:v8').startupSnapshot.setDeserializeMainFunction(() => {});\n(async () => { await null; throw new Error('warm-up failed'); })();\n//# instar-guest-id ${'cd'.repeat(32)}\n`);
     const warn = t.mock.method(console, 'warn', () => {});
-    makeGuestSnapshots([good, bad]);
-    assert.equal(warn.mock.callCount(), 1);
+    makeGuestSnapshots([good, bad, badLater]);
+    assert.equal(warn.mock.callCount(), 2);
     assert.match(String(warn.mock.calls[0].arguments[0]), /^guest snapshot for .*broken\.cjs not made: node --build-snapshot failed \(exit 1\)/);
-    assert.equal(existsSync(snapshotFiles(bad).blob), false);
-    assert.equal(existsSync(snapshotFiles(bad).record), false);
+    assert.match(String(warn.mock.calls[1].arguments[0]), /^guest snapshot for .*broken-later\.cjs not made: node --build-snapshot failed \(exit 1\)/);
+    for (const b of [bad, badLater]) {
+      assert.equal(existsSync(snapshotFiles(b).blob), false);
+      assert.equal(existsSync(snapshotFiles(b).record), false);
+    }
     assert.deepEqual(record(good).blob, blobIdentity(snapshotFiles(good).blob));
     assert.deepEqual(await runHostile('strict', 'code-cache-state', input, {}, { guestPath: good }), { state: 'snapshot' });
   });

@@ -1,6 +1,8 @@
 // The guest's V8 startup snapshot (dist/guest.blob, made at build time by
 // scripts/guest-snapshot.ts): node deserializes the guest's whole heap, the bundle's top level
-// already run, instead of compiling and running the bundle (an info guest ~4-5 ms cheaper; a convert guest about equal: a snapshot keeps no compiled code of the functions the op runs). Node
+// already run, instead of compiling and running the bundle (an info guest ~5 ms cheaper, a
+// convert guest ~5 ms: the blob keeps the compiled code of what ran while it was built, the
+// top level and the ops' warm-up, src/guest/warm-up.ts; the rest compiles as it runs). Node
 // refuses a blob made by another node or with other V8 flags (exit 14, before any JS runs), so
 // the host uses one only when the record the build wrote beside it, last, says it was made by
 // this very node, with the flags this launch passes, from the bundle that is there now, and is
