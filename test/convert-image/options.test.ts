@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { qemu, runTool, sameAsOracles, scratch } from './harness.ts';
 import { VERSIONS, runInstar } from '../helpers/oracles.ts';
 import { prng } from '../helpers/xorshift.ts';
+import { maskCid } from '../writers/vpc-vmdk-harness.ts';
 
 const work = scratch();
 const dir = work.dir;
@@ -108,6 +109,18 @@ describe('-W, -m, --target-is-zero and -n', () => {
   test('-c into a qcow2 with a data file: qemu\'s write error (instar leaves no file)', () => {
     const args = ['convert', '-c', '-f', 'raw', '-O', 'qcow2', '-o', 'data_file=d.raw', '../src.raw', 'out.qcow2'];
     for (const ours of sameAsOracles(dir, args, { label: 'cdata', files: false, profiles: ['10.0'] })) assert.deepEqual([...ours.files.keys()], []);
+  });
+  test('-c into a flat VMDK (sandboxed): qemu\'s "invalid cluster size" once the image is made, which stays as made', () => {
+    for (const [i, subformat] of ['monolithicFlat', 'twoGbMaxExtentFlat'].entries()) {
+      const args = ['convert', '-p', '-c', '-f', 'raw', '-O', 'vmdk', '-o', `subformat=${subformat}`, '../src.raw', 'out.vmdk'];
+      const version = VERSIONS[i];
+      const [ours] = sameAsOracles(dir, args, { label: `cflat${i}`, files: false, sandbox: true, profiles: [version] });
+      const theirs = runTool(version, dir, `cflat${i}-again`, args);
+      assert.equal(ours.result.stderr, 'qemu-img: invalid cluster size\n');
+      assert.deepEqual([...ours.files.keys()], [...theirs.files.keys()]);
+      assert.equal(ours.files.size, 2);
+      for (const [name, bytes] of theirs.files) assert.ok(maskCid(bytes, 'out').equals(maskCid(ours.files.get(name)!, 'out')), `${subformat}: ${name}`);
+    }
   });
   test('--target-is-zero without -n', () => {
     sameAsOracles(dir, ['convert', '--target-is-zero', '-O', 'qcow2', '../top.qcow2', 'out.qcow2'], { label: 'tiz' });

@@ -299,6 +299,11 @@ export async function convertToImage(job: ImageJob): Promise<void> {
       ok = true;
       throw new ConvertQuietFailure();
     }
+    if ('noClusterSize' in result) {
+      // qemu finds this once the new image is open, before it copies: the image stays, as created.
+      ok = true;
+      throw new ConvertError('invalid cluster size');
+    }
     if ('bitmapsUnsupported' in result || (noBitmaps && !badCache)) {
       // qemu finds this once the new image is open: the image stays, as created.
       ok = true;

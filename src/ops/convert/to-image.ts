@@ -42,7 +42,9 @@ export type ConvertImageResult =
   /** --bitmaps into a format (or qcow2 version) without persistent bitmaps: the image was only created. */
   | { bitmapsUnsupported: true }
   /** -c into a format whose driver refuses qemu-img's last, empty compressed write: status 1, no message, the image kept. */
-  | { quietFailure: true };
+  | { quietFailure: true }
+  /** -c into an image without clusters (a flat VMDK): qemu's "invalid cluster size" once it is created, the image kept. */
+  | { noClusterSize: true };
 
 const errnoOf = (e: unknown): string | undefined => {
   const code = (e as NodeJS.ErrnoException).code;
@@ -99,7 +101,8 @@ export const convertImageOp: Op = (raw, ctx) => {
   const sparseSize = opts.sparseSize ?? 4096;
   const backing = opts.targetBacking;
   if (backing && (views.length !== 1 || !Number.isSafeInteger(backing.size))) throw new ImageError('instar cannot convert these sources over a backing file');
-  if (opts.compressed && !writer.writeCompressed) throw new ImageError('Compression not supported for this file format');
+  // qemu takes -c's unit from the new image's cluster size, which a flat VMDK does not have.
+  if (opts.compressed && !writer.writeCompressed) return { noClusterSize: true };
   const counted = backing
     ? copyOverBacking({ image: views[0], writer, sparseSize, backingSize: backing.size, backingImage, onProgress, compressed: opts.compressed, salvage: opts.salvage ? salvageMessages(ctx) : undefined })
     : copyToImage({ images: views, writer, sparseSize, compressed: opts.compressed, onProgress, salvage: opts.salvage ? salvageMessages(ctx) : undefined });
