@@ -144,7 +144,10 @@ const [library] = await Promise.all([
 // the CLI's warm-up below runs real guests, and the loader runs only a stamped bundle.
 await buildGuestCodeCaches(['dist/guest.cjs', 'dist/test/hostile-guest.cjs']);
 // Their startup snapshots (scripts/guest-snapshot.ts, with the ops' warm-up): ~5 ms off an info or convert guest.
-await (await import('./guest-snapshot.mjs')).buildGuestSnapshots(['dist/guest.cjs', 'dist/test/hostile-guest.cjs']);
+const snapshots = await import('./guest-snapshot.mjs');
+await snapshots.buildGuestSnapshots(['dist/guest.cjs', 'dist/test/hostile-guest.cjs']);
+// A package holds no blob (it is bound to one node binary): npm's postinstall makes one with this.
+await snapshots.buildSnapshotInstaller('dist/guest-snapshot-install.mjs');
 await writeCliCodeCache('dist/cli-bundle.js', 'dist/cli-bundle.cache');
 removeStaleChunks(library.metafile);
 

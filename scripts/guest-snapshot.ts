@@ -7,11 +7,11 @@
 // is checked by one real start before it is put in place, and its record is written last: a
 // build cut short leaves no record, so the host uses no blob.
 import { spawnSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { bundleId } from '../src/guest/bundle-id.ts';
-import { blobIdentity, snapshotFiles, SNAPSHOT_FORMAT, type SnapshotRecord } from '../src/host/sandbox/snapshot.ts';
+import { blobIdentity, snapshotFiles, SNAPSHOT_FORMAT, usableSnapshot, type SnapshotRecord } from '../src/host/sandbox/snapshot.ts';
 import { defaultLimits } from '../src/host/sandbox/limits.ts';
 import { nodeArgs } from '../src/host/sandbox/layers/permission.ts';
 import { stampBundle } from './guest-cache.ts';
@@ -85,4 +85,18 @@ export function makeGuestSnapshots(bundles: string[]): void {
       rmSync(snapshotFiles(bundle).blob, { force: true });
     }
   }
+}
+
+/**
+ * After an install (scripts/guest-snapshot-install.ts): the blob for `dist`'s guest, made by this
+ * node, unless it is there already or this is a source checkout (whose build makes it). Says
+ * what it did; throws when it could not.
+ */
+export function installGuestSnapshot(dist: string): string {
+  const bundle = join(dist, 'guest.cjs');
+  if (existsSync(join(dist, '..', 'scripts', 'build.mjs'))) return 'a source checkout: its build makes the blob';
+  if (!existsSync(bundle)) return 'no guest bundle';
+  if ('blob' in usableSnapshot(bundle, snapshotFlags())) return 'the blob is there already';
+  makeGuestSnapshot(bundle);
+  return 'made';
 }
