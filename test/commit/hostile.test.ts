@@ -56,7 +56,7 @@ const CASES: { top: string; named: string[]; stderr: RegExp; sandboxed?: boolean
   { top: 'passwd.qcow2', named: ['/etc/passwd'], stderr: /^qemu-img: Could not open 'passwd\.qcow2': Could not open backing file: .*\n$/, sandboxed: true },
   { top: 'escape.qcow2', named: ['../outside.raw'], stderr: /^qemu-img: Could not open 'escape\.qcow2': Could not open backing file: .*\n$/ },
   { top: 'bad-top.qcow2', named: ['bad-base.qcow2'], stderr: /^qcow2: Image is corrupt: L2 table offset 0x40200 unaligned .*\nqemu-img: Could not open 'bad-top.qcow2': Input\/output error\n$/ },
-  { top: 'snap-top.qcow2', named: ['snap-base.qcow2'], stderr: /^qemu-img: instar cannot write into this qcow2 image \(an L2 table is shared with a snapshot\); nothing was written\n$/ },
+  { top: 'snap-top.qcow2', named: ['snap-base.qcow2'], stderr: /^qemu-img: instar cannot write into this qcow2 image \(a cluster to overwrite is shared with a snapshot\); nothing was written\n$/ },
   { top: 'vmdk-top.qcow2', named: ['base.vmdk'], stderr: /^qemu-img: instar cannot write into a vmdk base image yet; nothing was written\n$/ },
   { top: 'xl2-top.qcow2', named: ['v2-base.raw'], stderr: /^qemu-img: instar cannot empty this qcow2 image \(it has extended L2 entries\); nothing was written \(use -d to keep its data\)\n$/ },
 ];

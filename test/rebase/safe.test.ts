@@ -35,6 +35,19 @@ before(() => {
     { name: 'mid.qcow2', create: ['-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2'], size: '3584k', writes: ['write -P 2 1M 64k', 'write -P 3 3M 512k'] },
     { name: 't.qcow2', create: ['-f', 'qcow2', '-o', 'cluster_size=4096', '-b', 'mid.qcow2', '-F', 'qcow2'], size: '5M', writes: ['write -P 5 2M 4k'] },
   ]);
+  // A top with an internal snapshot: its L2 tables are shared, qemu copies one before writing
+  // into it (found by the generative hunt: instar refused).
+  chains.snapshot = builder.chain([
+    { name: 'old.qcow2', create: ['-f', 'qcow2'], size: '4M', writes: ['write -P 1 0 4M'] },
+    { name: 'new.qcow2', create: ['-f', 'qcow2'], size: '4M', writes: ['write -P 2 1M 1M'] },
+    { name: 't.qcow2', create: ['-f', 'qcow2', '-o', 'cluster_size=4096', '-b', 'old.qcow2', '-F', 'qcow2'], size: '4M', writes: ['write -P 3 0 64k', 'write -P 4 3M 64k'] },
+  ]);
+  const dir = join(builder.root, 'snapshot');
+  mkdirSync(dir);
+  for (const [name, bytes] of Object.entries(chains.snapshot)) writeFileSync(join(dir, name), bytes);
+  assert.equal(runQemu('7.2', ['snapshot', '-c', 's1', 't.qcow2'], { cwd: dir }).status, 0);
+  assert.equal(runQemu('7.2', ['-c', 'write -P 5 8k 4k', 't.qcow2'], { cwd: dir }, 'qemu-io').status, 0);
+  chains.snapshot['t.qcow2'] = readFileSync(join(dir, 't.qcow2'));
 });
 after(() => {
   builder.remove();
@@ -57,6 +70,8 @@ const CASES: [string, string[], boolean?, string?][] = [
   ['sizes', ['-p', '-b', 'old.qcow2', '-F', 'qcow2', 't.qcow2']],
   ['short', ['-p', '-b', 'base.qcow2', '-F', 'qcow2', 't.qcow2']],
   ['short', ['-b', 'mid.qcow2', 't.qcow2']],
+  ['snapshot', ['-p', '-b', 'new.qcow2', '-F', 'qcow2', 't.qcow2']],
+  ['snapshot', ['-b', '', 't.qcow2'], true],
 ];
 
 for (const version of VERSIONS) {
@@ -69,19 +84,23 @@ for (const version of VERSIONS) {
   });
 }
 
-/** The basic chain in `dir`, rebased onto new.qcow2 in-process and stopped after `writes` writes. */
-const rebaseInto = (dir: string, writes: number): unknown => safeRebaseInDir(dir, chains.basic, writes);
-
 test('safe rebase stopped after every write: the top only leaks and reads as before', () => {
-  const original = join(builder.root, 'rebase-orig');
+  for (const chain of ['basic', 'snapshot']) sweepCrashes(chain);
+});
+
+/** The chain rebased onto new.qcow2 in-process, stopped after 0, 1, 2... writes. */
+function sweepCrashes(chain: string): void {
+  const rebaseInto = (dir: string, writes: number): unknown => safeRebaseInDir(dir, chains[chain], writes);
+  const original = join(builder.root, `${chain}-rebase-orig`);
   mkdirSync(original);
-  for (const [name, bytes] of Object.entries(chains.basic)) writeFileSync(join(original, name), bytes);
-  const done = join(builder.root, 'rebase-done');
-  assert.deepEqual(rebaseInto(done, Infinity), { format: 'qcow2', progress: [[33.33333206176758, 1], [66.66666412353516, 1], [100, 1]], done: true });
+  for (const [name, bytes] of Object.entries(chains[chain])) writeFileSync(join(original, name), bytes);
+  const done = join(builder.root, `${chain}-rebase-done`);
+  const result = rebaseInto(done, Infinity);
+  if (chain === 'basic') assert.deepEqual(result, { format: 'qcow2', progress: [[33.33333206176758, 1], [66.66666412353516, 1], [100, 1]], done: true });
   const final = readFileSync(join(done, 't.qcow2'));
   let k = 0;
   for (; k < 50; k++) {
-    const dir = join(builder.root, `rebase-crash${k}`);
+    const dir = join(builder.root, `${chain}-rebase-crash${k}`);
     rebaseInto(dir, k);
     const top = join(dir, 't.qcow2');
     const check = runQemu('10.0', ['check', top]);
@@ -90,8 +109,8 @@ test('safe rebase stopped after every write: the top only leaks and reads as bef
     assert.equal(same.status, 0, `after ${k} writes the top reads differently`);
     if (readFileSync(top).equals(final)) break;
   }
-  assert.ok(k >= 5 && k < 50, `${k} writes`);
-});
+  assert.ok(k >= 5 && k < 50, `${chain}: ${k} writes`);
+}
 
 test('safe rebase refuses before writing: a new backing file outside the allowed paths, -c, a corrupt old chain', () => {
   const dir = join(builder.root, 'refusals');

@@ -10,8 +10,9 @@
 // or unwritten cluster. Data does not travel in the plan: 'fill' steps read it when they run.
 //
 // What instar does not rewrite (nothing is written; PlanRefusal): dirty or corrupt images,
-// external data files, encryption, extended L2 entries, compressed clusters or clusters and
-// L2 tables shared with snapshots (qemu would copy them on write).
+// external data files, encryption, extended L2 entries, compressed clusters or clusters shared
+// with snapshots (qemu would copy them on write). An L2 table shared with a snapshot is copied
+// first, as qemu does.
 import type { BlockDevice } from '../types.ts';
 import type { RepairStep } from '../repair.ts';
 import { readAt } from '../bytes.ts';
@@ -135,6 +136,8 @@ export function planInPlaceWrite(dev: BlockDevice, runs: readonly ClusterRun[], 
 
   /** Clusters a data write is planned for already (an earlier request allocated them). */
   const planned = new Set<number>();
+  /** L2 tables shared with snapshots that were copied: each loses a reference once the L1 names the copy. */
+  const sharedTables: number[] = [];
   /** Clusters of the current request waiting for one allocation: qemu's handle_alloc run. */
   let group: { virt: number; length: number; table: Buffer; at: number; l2Offset: number }[] = [];
   const allocateGroup = (zero: boolean): void => {
@@ -173,8 +176,20 @@ export function planInPlaceWrite(dev: BlockDevice, runs: readonly ClusterRun[], 
         table = l2.get(l2Offset, true);
         l1Bytes.writeBigUInt64BE(BigInt(l2Offset) | COPIED, l1Index * 8);
         l1Changed.add(l1Index);
+      } else if (!(l1Entry & COPIED)) {
+        // Shared with a snapshot: qemu's get_cluster_table copies it (l2_allocate, first-fit),
+        // names the copy in the L1 table and drops one reference on the old table.
+        if (l2Offset % cs !== 0 || l2Offset + cs > dev.size) throw refuse(`L1 entry ${l1Index} is not a cluster of the file`);
+        if (refs.get(l2Offset / cs) < 2) throw refuse('an L2 table used once has no COPIED flag');
+        const copy = allocClusters(refs, cs);
+        end = Math.max(end, copy + cs);
+        table = l2.get(copy, true);
+        readAt(dev, l2Offset, cs).copy(table);
+        sharedTables.push(l2Offset);
+        l1Bytes.writeBigUInt64BE(BigInt(copy) | COPIED, l1Index * 8);
+        l1Changed.add(l1Index);
+        l2Offset = copy;
       } else {
-        if (!(l1Entry & COPIED)) throw refuse('an L2 table is shared with a snapshot');
         if (l2Offset % cs !== 0) throw refuse(`L1 entry ${l1Index} is not cluster aligned`);
         table = l2.get(l2Offset, false);
       }
@@ -235,7 +250,10 @@ export function planInPlaceWrite(dev: BlockDevice, runs: readonly ClusterRun[], 
     steps.push({ kind: 'write', pos: l1Offset + i * 8, bytes: l1Bytes.subarray(i * 8, i * 8 + 8) });
   }
   steps.push({ kind: 'barrier' });
-  // Refcounts lowered after a grown refcount table's switch (the old table freed).
+  // Refcounts lowered after a grown refcount table's switch (the old table freed), and those of
+  // the shared L2 tables the L1 table no longer names (lowered earlier, a crash would leave them
+  // counted below their references; they stay referenced by a snapshot, so nothing is freed).
+  for (const offset of sharedTables) freeClusters(refs, offset, cs);
   steps.push(...refs.flush(), { kind: 'barrier' });
   if (opts.after) opts.after.freeClusterIndex = refs.freeClusterIndex;
   return unmap ? underDirtyBit(h, refs, steps) : steps;
