@@ -1,7 +1,7 @@
 // What a guest bundle runs while its V8 startup snapshot is built (start.ts): the commonest ops
 // (info, and convert between raw and qcow2) on images in memory. Node keeps in the snapshot the
 // bytecode of every function that has run, and of no other: a guest started from it compiles
-// only what these ops did not reach (measured: a qcow2 → raw convert guest ~1.5 ms CPU cheaper,
+// only what these ops did not reach (measured: a qcow2 → raw convert guest ~2 ms CPU cheaper,
 // perf stat, 60 alternating runs). Only raw and qcow2: every guest deserializes all the warmed
 // code, and warming the vpc, vmdk and vhdx readers and writers as well (a blob 440 KB larger,
 // not 140 KB) made no guest measurably cheaper, not even a vmdk convert's.
