@@ -138,7 +138,6 @@ const backingIndex = (ctx: OpContext, referrer: number): number => ctx.devices.f
 export function safeRebase(opts: SafeRebaseOptions, ctx: OpContext, top: Image): SafeRebaseResult {
   const format = top.format;
   const refused = (why: string): SafeRebaseResult => ({ format, progress: [], refused: `${why}; nothing was written` });
-  if (format !== 'qcow2') return refused(`instar does safe rebase of qcow2 images only (this is ${format}); use -u to change only the backing file name`);
   const dev = ctx.devices[0].dev;
   const oldIndex = backingIndex(ctx, 0);
   const oldImage = oldIndex < 0 ? undefined : openTree(ctx, oldIndex, { ...opts, fileName: undefined, format: top.info()['backing-filename-format'] });
@@ -146,7 +145,8 @@ export function safeRebase(opts: SafeRebaseOptions, ctx: OpContext, top: Image):
   const newImage = newBacking ? openTree(ctx, 1, { ...opts, fileName: opts.backing, format: opts.backingFormat }) : undefined;
   const oldSize = oldImage?.virtualSize ?? 0;
   const prefix = newBacking ? prefixLevel(ctx, opts.backing!) : 0;
-  const cs = parseHeader(dev).clusterSize;
+  // Other formats only learn whether anything differs (then refused): sectors will do.
+  const cs = format === 'qcow2' ? parseHeader(dev).clusterSize : SECTOR;
   const size = top.virtualSize;
   const runs: ClusterRun[] = [];
   const dirtied: [number, number][] = [];
@@ -178,13 +178,22 @@ export function safeRebase(opts: SafeRebaseOptions, ctx: OpContext, top: Image):
     }
   }
   if (opts.compress && runs.length > 0) return refused('instar cannot write compressed clusters in rebase yet');
+  if (format !== 'qcow2' && runs.length > 0) return refused(`instar copies data in a safe rebase of qcow2 images only (this is ${format}); use -u to change only the backing file name`);
+  // Nothing to copy into another format: qemu's block layer then wants a backing format, and a
+  // driver that can change a backing file (qed can; raw, vpc, vhdx, vmdk cannot).
+  if (format !== 'qcow2' && (!findDriver(format)?.changeBacking || (newBacking && opts.backingFormat === undefined))) {
+    return { format, progress, errno: newBacking && opts.backingFormat === undefined ? 'EINVAL' : 'ENOTSUP' };
+  }
   const source: GuestSource = (buf, at) => readPadded(oldImage, Buffer.from(buf.buffer, buf.byteOffset, buf.length), at);
   const backing = newBacking ? Buffer.from(opts.backing!) : undefined;
   const backingFormat = backing && typeof opts.backingFormat === 'string' ? Buffer.from(opts.backingFormat) : undefined;
   let dataSteps: RepairStep[];
   let plan: HeaderChangePlan;
   try {
-    if (runs.length > 0 && openWritesBitmaps(dev)) {
+    if (format !== 'qcow2') {
+      dataSteps = [];
+      plan = findDriver(format)!.changeBacking!(dev, backing, backingFormat);
+    } else if (runs.length > 0 && openWritesBitmaps(dev)) {
       // Persistent bitmaps: the copy and the header change between qemu's open and close.
       ({ dataSteps, plan } = copyWithBitmaps(dev, runs, source, newBacking, backing, backingFormat, dirtied));
     } else {

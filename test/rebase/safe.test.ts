@@ -42,6 +42,19 @@ before(() => {
     { name: 'new.qcow2', create: ['-f', 'qcow2'], size: '4M', writes: ['write -P 2 1M 1M'] },
     { name: 't.qcow2', create: ['-f', 'qcow2', '-o', 'cluster_size=4096', '-b', 'old.qcow2', '-F', 'qcow2'], size: '4M', writes: ['write -P 3 0 64k', 'write -P 4 3M 64k'] },
   ]);
+  // Tops of other formats: qemu copies what differs, then fails to change the backing file
+  // (only qcow2 and qed can); with nothing to copy instar gives the same answer (the hunt found
+  // it refusing them all).
+  chains.formats = builder.chain([
+    { name: 'z.qcow2', create: ['-f', 'qcow2'] },
+    { name: 'a.qcow2', create: ['-f', 'qcow2'], writes: ['write -P 9 3M 64k'] },
+    { name: 'r.raw', create: ['-f', 'raw'], writes: ['write -P 1 0 64k'], format: 'raw' },
+    { name: 'f.vhd', create: ['-f', 'vpc', '-o', 'subformat=fixed'] },
+    { name: 'd.vhd', create: ['-f', 'vpc'], writes: ['write -P 1 0 64k'], format: 'vpc' },
+    { name: 'x.vhdx', create: ['-f', 'vhdx'] },
+    { name: 'k.vmdk', create: ['-f', 'vmdk'] },
+    { name: 'e.qed', create: ['-f', 'qed'] },
+  ]);
   const dir = join(builder.root, 'snapshot');
   mkdirSync(dir);
   for (const [name, bytes] of Object.entries(chains.snapshot)) writeFileSync(join(dir, name), bytes);
@@ -72,6 +85,14 @@ const CASES: [string, string[], boolean?, string?][] = [
   ['short', ['-b', 'mid.qcow2', 't.qcow2']],
   ['snapshot', ['-p', '-b', 'new.qcow2', '-F', 'qcow2', 't.qcow2']],
   ['snapshot', ['-b', '', 't.qcow2'], true],
+  ['formats', ['-f', 'raw', '-p', '-b', 'a.qcow2', '-F', 'qcow2', 'r.raw'], true],
+  ['formats', ['-f', 'raw', '-b', 'a.qcow2', 'r.raw']],
+  ['formats', ['-f', 'vpc', '-b', '', 'f.vhd']],
+  ['formats', ['-f', 'vpc', '-p', '-b', 'a.qcow2', '-F', 'qcow2', 'd.vhd']],
+  ['formats', ['-b', 'z.qcow2', '-F', 'qcow2', 'x.vhdx']],
+  ['formats', ['-p', '-b', 'z.qcow2', 'k.vmdk']],
+  ['formats', ['-b', 'z.qcow2', '-F', 'qcow2', 'e.qed']],
+  ['formats', ['-p', '-b', 'z.qcow2', 'e.qed']],
 ];
 
 for (const version of VERSIONS) {
@@ -120,6 +141,13 @@ test('safe rebase refuses before writing: a new backing file outside the allowed
   assert.equal(passwd.status, 1);
   assert.match(passwd.stderr, /^qemu-img: Could not change the backing file to '\/etc\/passwd': instar refuses this name .*nothing was written\n$/);
   assert.ok(readFileSync(join(dir, 't.qcow2')).equals(Buffer.from(chains.basic['t.qcow2'])));
+  // Another format where data must be copied (qemu writes it into the VMDK, then fails): refused.
+  const formats = join(builder.root, 'refusals-formats');
+  mkdirSync(formats);
+  for (const [name, bytes] of Object.entries(chains.formats)) writeFileSync(join(formats, name), bytes);
+  const vmdk = runInstar(['rebase', '-b', 'a.qcow2', '-F', 'qcow2', 'k.vmdk', '--sandbox=none'], { cwd: formats });
+  assert.equal(vmdk.stderr, 'qemu-img: instar copies data in a safe rebase of qcow2 images only (this is vmdk); use -u to change only the backing file name; nothing was written\n');
+  assert.ok(readFileSync(join(formats, 'k.vmdk')).equals(Buffer.from(chains.formats['k.vmdk'])));
   // 10.0's -c would compress what it copies: refused while there is something to copy.
   const compress = runInstar(['rebase', '-c', '-b', '', 't.qcow2', '--qemu-version', '10.0', '--sandbox=none'], { cwd: dir });
   assert.equal(compress.status, 1);
