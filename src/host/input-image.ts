@@ -4,7 +4,7 @@
 import { strerror } from '../strerror.ts';
 import { closeSync, constants, fstatSync, openSync } from 'node:fs';
 import type { ParsedCommand } from '../cli/types.ts';
-import type { ReferencedFileError } from './open-files.ts';
+import { nestedReason, type ReferencedFileError } from './open-files.ts';
 import { isDriverName } from '../formats/names.ts';
 import { parseQemuOpts } from './commands/image-opts.ts';
 import { quoteJsonString } from '../output/json.ts';
@@ -156,6 +156,6 @@ function compactJson(dict: StringTree): string {
  */
 export function referencedOpenMessage(e: ReferencedFileError, target: Target): string {
   const reason = (e.cause as { reason?: string } | undefined)?.reason ?? e.message;
-  if (e.file.role === 'backing') return `Could not open '${target.errorName}': Could not open backing file: ${reason}`;
-  return `Could not open '${target.errorName}': ${reason}`;
+  const own = e.file.role === 'backing' ? `Could not open backing file: ${reason}` : reason;
+  return `Could not open '${target.errorName}': ${nestedReason(e, own)}`;
 }

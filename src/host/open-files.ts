@@ -42,10 +42,19 @@ export interface InputFile {
 
 /** A referenced file the policy refused or that could not be opened; `message` is for the user. */
 export class ReferencedFileError extends Error {
-  constructor(message: string, readonly file: NeededFile, readonly path: string, override readonly cause?: Error) {
+  /**
+   * `root`: the input whose chain names the file; `referrerDepth`: how many backing links below
+   * that input the image naming it is (qemu says "Could not open backing file: " once per link).
+   */
+  constructor(message: string, readonly file: NeededFile, readonly path: string, override readonly cause?: Error, readonly root = file.referrer, readonly referrerDepth = 0) {
     super(message);
     this.name = 'ReferencedFileError';
   }
+}
+
+/** qemu's nesting before the failure: one "Could not open backing file: " per backing link to the image that names the file. */
+export function nestedReason(e: ReferencedFileError, reason = e.message): string {
+  return 'Could not open backing file: '.repeat(e.referrerDepth) + reason;
 }
 
 /** Ops whose output depends on where files have holes (qemu's block status asks SEEK_DATA). */
@@ -113,6 +122,8 @@ export async function runWithReferencedFiles(op: string, options: Record<string,
   // One chain (loop detection, depth) per input; a referenced file belongs to its referrer's chain.
   const chains: ChainState[] = inputs.map((i, n) => (n === 0 && hooks.chain ? hooks.chain : startChain(i.path, i.fd)));
   const chainOf: number[] = inputs.map((_, i) => i);
+  // Backing links from the chain's input to each device (its data files and extents are at its own depth).
+  const depthOf: number[] = inputs.map(() => 0);
   const opened: number[] = [];
   try {
     for (let round = 0; round < MAX_ROUNDS; round++) {
@@ -147,7 +158,7 @@ export async function runWithReferencedFiles(op: string, options: Record<string,
           ({ fd, path } = openReferenced(file.name, referrer, file.role, ctx.policy, chain));
         } catch (e) {
           if (e instanceof PathRefusedError || e instanceof ReferenceOpenError) {
-            throw new ReferencedFileError(e.message, file, referencedPath(referrer, file.name, file.role), e);
+            throw new ReferencedFileError(e.message, file, referencedPath(referrer, file.name, file.role), e, chainOf[file.referrer], depthOf[file.referrer]);
           }
           throw e;
         }
@@ -158,6 +169,7 @@ export async function runWithReferencedFiles(op: string, options: Record<string,
         hints?.add(devices.slice(-1));
         paths.push(path);
         chainOf.push(chainOf[file.referrer]);
+        depthOf.push(depthOf[file.referrer] + (file.role === 'backing' ? 1 : 0));
         added++;
       }
       if (added === 0) throw new OpError('the guest asked again for files it was given');

@@ -19,6 +19,15 @@ before(() => {
   rmSync(join(dir, 'base.qcow2'));
   // A backing file named like the target: it must still be missing when the source is opened.
   qemu(['create', '-q', '-f', 'qcow2', '-b', 'self.raw', '-F', 'raw', '-u', join(dir, 'names-target.qcow2'), '1M']);
+  // A chain whose bottom names a data file relative to the cwd (qemu opens it so): missing from d/,
+  // two backing links down; and a chain whose backing file is missing two links down.
+  qemu(['create', '-q', '-f', 'qcow2', '-o', 'data_file=df0.data', join(dir, 'df0.qcow2'), '1M']);
+  qemu(['create', '-q', '-f', 'qcow2', '-b', 'df0.qcow2', '-F', 'qcow2', join(dir, 'df1.qcow2')]);
+  qemu(['create', '-q', '-f', 'qcow2', '-b', 'df1.qcow2', '-F', 'qcow2', join(dir, 'df2.qcow2')]);
+  qemu(['create', '-q', '-f', 'qcow2', join(dir, 'gone0.qcow2'), '1M']);
+  qemu(['create', '-q', '-f', 'qcow2', '-b', 'gone0.qcow2', '-F', 'qcow2', join(dir, 'gone1.qcow2')]);
+  qemu(['create', '-q', '-f', 'qcow2', '-b', 'gone1.qcow2', '-F', 'qcow2', join(dir, 'gone2.qcow2')]);
+  rmSync(join(dir, 'gone0.qcow2'));
   writeFileSync(join(dir, 'r.raw'), Buffer.alloc(65536, 7));
   mkdirSync(join(dir, 'd'));
 });
@@ -27,6 +36,8 @@ after(() => cleanup());
 const cases: [string, string[], (() => void)?][] = [
   ['missing source', ['nope.qcow2', 'o.raw']],
   ['missing backing file', ['top.qcow2', 'o.raw']],
+  ['missing backing file two links down', ['gone2.qcow2', 'o.raw']],
+  ['missing data file of a backing file two links down (-O qcow2, a second source first)', ['-O', 'qcow2', 'a.qcow2', 'd/../df2.qcow2', 'o.qcow2']],
   ['backing file named like the (missing) target', ['names-target.qcow2', 'self.raw']],
   ['target in a missing directory', ['a.qcow2', 'nodir/o.raw']],
   ['target is a directory', ['a.qcow2', 'd']],
@@ -104,6 +115,22 @@ test('-S read as qemu\'s cvtnum reads it (hex, a plus sign, a hex number with a 
       assert.deepEqual([mine.status, mine.stdout, mine.stderr], [theirs.status, theirs.stdout, theirs.stderr.replaceAll(oracle(v), 'qemu-img')], what);
       if (theirBytes) assert.ok(readFileSync(join(dir, 'o.raw')).equals(theirBytes), what);
       rmSync(join(dir, 'o.raw'), { force: true });
+    }
+  }
+});
+
+test('a file named two backing links down that cannot be opened: qemu\'s "Could not open backing file: " per link, in convert, dd, map, compare and measure', () => {
+  const cwd = join(dir, 'd');
+  for (const image of ['../df1.qcow2', '../df2.qcow2', '../gone2.qcow2']) {
+    for (const args of [['convert', '-O', 'raw', image, 'o.raw'], ['dd', `if=${image}`, 'of=o.raw'], ['map', image], ['compare', '-f', 'raw', '../r.raw', image], ['measure', '-O', 'qcow2', image]]) {
+      for (const v of VERSIONS) {
+        const theirs = runQemu(v, args, { cwd });
+        rmSync(join(cwd, 'o.raw'), { force: true });
+        const mine = runInstar(['--allow-path', dir, ...args], { cwd, env: { INSTAR_QEMU_VERSION: v } });
+        rmSync(join(cwd, 'o.raw'), { force: true });
+        assert.match(theirs.stderr, /Could not open backing file: Could not open /, args.join(' '));
+        assert.deepEqual([mine.status, mine.stdout, mine.stderr], [theirs.status, theirs.stdout, theirs.stderr.replaceAll(oracle(v), 'qemu-img')], `${args.join(' ')} (${v})`);
+      }
     }
   }
 });

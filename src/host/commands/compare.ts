@@ -8,7 +8,7 @@ import type { ParsedCommand } from '../../cli/types.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { OpError } from '../sandbox/run.ts';
 import { cleanGuestError } from '../sandbox/guest-messages.ts';
-import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
+import { nestedReason, runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
 import { InputImageError, imageTarget, openTop, type Target } from '../input-image.ts';
 import { sourceSecrets } from '../secrets.ts';
 import type { CompareOptions, CompareResult } from '../../ops/compare.ts';
@@ -178,9 +178,7 @@ async function checkOpens(image: { target: Target; fd: number }, ctx: CommandCon
     result = checkCompareResult(await runWithReferencedFiles('compare', { ...opts }, [{ fd: image.fd, path: image.target.path }], ctx));
   } catch (e) {
     if (e instanceof ReferencedFileError) {
-      // Alone, a backing chain is the device table in order: the referrer's index is its depth.
-      const nesting = e.file.role === 'backing' ? 'Could not open backing file: '.repeat(e.file.referrer) : '';
-      throw openError(image.target, nesting + e.message);
+      throw openError(image.target, nestedReason(e));
     }
     if (e instanceof OpError) throw openError(image.target, e.message);
     throw e;

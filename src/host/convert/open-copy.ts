@@ -8,7 +8,7 @@
 import { fstatSync, ftruncateSync, writeSync } from 'node:fs';
 import type { CommandContext } from '../commands/types.ts';
 import { OpError } from '../sandbox/run.ts';
-import { runWithReferencedFiles, ReferencedFileError, type InputFile } from '../open-files.ts';
+import { nestedReason, runWithReferencedFiles, ReferencedFileError, type InputFile } from '../open-files.ts';
 import type { Target } from '../input-image.ts';
 import { strerror } from '../../strerror.ts';
 import type { ProgressPrinter } from '../../output/progress.ts';
@@ -102,7 +102,7 @@ export function checkOpenAnswer(r: Record<string, unknown> | undefined, targets:
 
 /** A referenced file's open failure, worded as qemu words it for the source that named it. */
 export function referencedFailure(e: ReferencedFileError, targets: Target[]): ConvertError {
-  return new ConvertError(`Could not open '${targets[e.file.referrer]?.errorName ?? e.path}': ${e.message}`);
+  return new ConvertError(`Could not open '${targets[e.root]?.errorName ?? e.path}': ${nestedReason(e)}`);
 }
 
 /**
