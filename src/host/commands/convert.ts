@@ -7,7 +7,7 @@
 // and one this command does not take is removed before the target's name is used again.
 import { closeSync, constants, fsyncSync, openSync, statSync, unlinkSync } from 'node:fs';
 import { ConvertError, ConvertErrorText, ConvertQuietFailure, ConvertStopsWithSuccess } from '../convert/errors.ts';
-import { checkOpenAnswer, isBlockStatusFailure, openAndCopy, parseSizes, progressSum, referencedFailure, resetTarget, safeSizes, TargetLeft, TwoRoundsNeeded } from '../convert/open-copy.ts';
+import { checkOpenAnswer, splittableSparse, isBlockStatusFailure, openAndCopy, parseSizes, progressSum, referencedFailure, resetTarget, safeSizes, TargetLeft, TwoRoundsNeeded } from '../convert/open-copy.ts';
 import { createTarget, targetTooSmall } from '../convert/create-target.ts';
 import { copyGuestCount, createFreshTarget, removeEarlyTarget } from '../convert/fresh-target.ts';
 import { CACHE_MODES } from '../convert/early-plan.ts';
@@ -190,7 +190,7 @@ async function copyPhase(inputs: InputFile[], outFd: number, outPath: string, to
   // -p: one guest, whose chunks follow qemu's runs from the disk's start (parts split by offset
   // could cut a run's chunks elsewhere; the one-round path splits at run starts, split.ts).
   // --salvage: one guest too, so that its warnings come in disk order.
-  const cores = printer || options.salvage ? 1 : copyGuestCount();
+  const cores = printer || options.salvage || !splittableSparse(options.sparseSize) ? 1 : copyGuestCount();
   const ranges = Array.from({ length: cores }, (_, i) => workerRange(total, i, cores)).filter(([a, b], i) => i === 0 || a < b);
   const progress = progressSum(ranges.length, printer);
   const withOutput: InputFile[] = [...inputs, { fd: outFd, path: outPath, writable: true, role: 'output' }];

@@ -15,6 +15,7 @@ import type { ProgressPrinter } from '../../output/progress.ts';
 import type { ConvertOptions } from '../../ops/convert.ts';
 import { ConvertError } from './errors.ts';
 import { copyGuestCount } from './fresh-target.ts';
+import { isPowerOfTwo } from '../../ops/convert/sparse-runs.ts';
 import { allocateFirstBlock } from '../../ops/convert/first-block.ts';
 import { INT64_DECIMAL } from '../../protocol/messages.ts';
 
@@ -155,9 +156,13 @@ export function inDiskOrder<T extends PromiseSettledResult<unknown>>(outcomes: T
  * guest per core.
  * Every guest's outcome is awaited; the first failure in guest order is the one reported.
  */
+/** Whether -S (0: off; undefined: 4k) is one whose zero detection is blocks aligned to the disk, which any split keeps. */
+export const splittableSparse = (sparse: number | undefined): boolean => sparse === undefined || sparse === 0 || isPowerOfTwo(sparse);
+
 export async function openAndCopy(inputs: InputFile[], targets: Target[], outFd: number, outPath: string, options: ConvertOptions, printer: ProgressPrinter | undefined, ctx: CommandContext): Promise<void> {
   // --salvage: one guest, so that its warnings come in disk order, as qemu's one pass prints them.
-  const workers = options.salvage ? 1 : copyGuestCount(inputs.map((input, i) => ({ fd: input.fd, format: targets[i]?.format })));
+  // -S of no power of two: one guest, whose chunks are qemu's (a part's start could cut one).
+  const workers = options.salvage || !splittableSparse(options.sparseSize) ? 1 : copyGuestCount(inputs.map((input, i) => ({ fd: input.fd, format: targets[i]?.format })));
   const progress = progressSum(workers, printer);
   const withOutput: InputFile[] = [...inputs, { fd: outFd, path: outPath, writable: true, role: 'output' }];
   const target = fstatSync(outFd);

@@ -4,6 +4,7 @@
 // ones too with -S 0), in chunks of at most 2 MiB, so a small image prints qemu's exact lines.
 import { ImageError, type BlockDevice, type Extent, type Image } from '../../formats/types.ts';
 import { ProgressRule } from '../../output/progress.ts';
+import { isPowerOfTwo, qemuSparseParts } from './sparse-runs.ts';
 import { OverlappedWriter } from './writer.ts';
 import type { DiskRun } from './split.ts';
 import { noticeOf, salvageRead, withoutStacks, type Salvage, type UnreadableReport } from './salvage.ts';
@@ -214,6 +215,7 @@ function dataParts(buf: Buffer, at: number, sparse: number, skipZeros: boolean):
 export function nonZeroParts(buf: Buffer, at: number, sparse: number, zeros: Buffer): [number, number][] {
   if (sparse === 0) return [[0, buf.length]];
   if (buf.equals(zeros.subarray(0, buf.length))) return [];
+  if (!isPowerOfTwo(sparse) && at % 512 === 0) return qemuSparseParts(buf, at, sparse);
   const parts: [number, number][] = [];
   let runStart = -1;
   for (let pos = 0; pos < buf.length;) {
@@ -232,6 +234,34 @@ export function nonZeroParts(buf: Buffer, at: number, sparse: number, zeros: Buf
 
 function writeZeros(out: BlockDevice, at: number, length: number): void {
   for (let done = 0; done < length; done += IO_BYTES) out.write!(zeros.subarray(0, Math.min(IO_BYTES, length - done)), at + done);
+}
+
+const chunkBuffer = Buffer.alloc(QEMU_CHUNK);
+
+/**
+ * The parts of qemu's chunk [pos, pos + n) of `image` (disk offset `base`) that it writes for a
+ * -S of no power of two, relative to the chunk; undefined when the chunk cannot be read (the
+ * copy's own read then fails as it should).
+ */
+function qemuChunkParts(image: Image, pos: number, n: number, base: number, sparse: number): [number, number][] | undefined {
+  const chunk = chunkBuffer.subarray(0, n);
+  try {
+    image.read(chunk, pos);
+  } catch {
+    return undefined;
+  }
+  return qemuSparseParts(chunk, base + pos, sparse);
+}
+
+/** The parts that fall in [offset, offset + length), relative to that slice. */
+function partsWithin(parts: [number, number][], offset: number, length: number): [number, number][] {
+  const out: [number, number][] = [];
+  for (const [s, e] of parts) {
+    const from = Math.max(s, offset);
+    const to = Math.min(e, offset + length);
+    if (from < to) out.push([from - offset, to - offset]);
+  }
+  return out;
 }
 
 /** Copies the plan's range; returns the number of counted (progress) bytes. */
@@ -262,11 +292,13 @@ export async function copyToRaw(plan: CopyPlan): Promise<number> {
     if (rule.set((100 * done) / total) !== undefined || plan.everyChunk) plan.onProgress!(done, total);
   };
 
+  // -S of no power of two: what qemu skips depends on where its chunks start (sparse-runs.ts).
+  const exactChunks = skipZeros && !isPowerOfTwo(sparseSize);
   const writer = new OverlappedWriter(output, WRITE_SLOTS, IO_BYTES);
   try {
     for (const [image, from, to, base] of parts) {
       // --salvage: qemu's runs as they come, so that each failed sector's warnings come in its order.
-      const walk = plan.onProgress || status ? runs(image, from, to, status) : plan.runs ? walked(plan.runs, base, from, to) : merged(runs(image, from, to));
+      const walk = plan.onProgress || status || exactChunks ? runs(image, from, to, status) : plan.runs ? walked(plan.runs, base, from, to) : merged(runs(image, from, to));
       for (const r of walk) {
         let pos = r.pos;
         const end = r.pos + r.length;
@@ -281,11 +313,14 @@ export async function copyToRaw(plan: CopyPlan): Promise<number> {
           }
           if (counts(r) && plan.onProgress) claim(n);
           if (r.data) {
+            const chunkParts = exactChunks && skipZeros ? qemuChunkParts(image, pos, n, base, sparseSize) : undefined;
             for (let at = pos; at < pos + n; at += IO_BYTES) {
               const length = Math.min(IO_BYTES, pos + n - at);
+              const sliceParts = chunkParts && partsWithin(chunkParts, at - pos, length);
+              if (sliceParts && sliceParts.length === 0) continue;
               // Bytes the image knows read as zeros (qemu reads them, then finds them zero): not read here.
               const zeros = Math.min(length, image.zeroRun?.(at, length) ?? 0);
-              if (zeros === length && skipZeros) continue;
+              if (zeros === length && skipZeros && !sliceParts) continue;
               const buf = await writer.buffer();
               const piece = buf.subarray(0, length);
               piece.fill(0, 0, zeros);
@@ -304,7 +339,7 @@ export async function copyToRaw(plan: CopyPlan): Promise<number> {
                 if (!plan.onProgress) throw failed;
                 break;
               }
-              writer.submit(buf, dataParts(piece, base + at, sparseSize, skipZeros), base + at);
+              writer.submit(buf, sliceParts ?? dataParts(piece, base + at, sparseSize, skipZeros), base + at);
             }
           } else if (!skipZeros) {
             writeZeros(output, base + pos, n);
