@@ -28,10 +28,12 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 export const SECRET = 'hunter2';
 
+/** Runs a build step; a failed qemu-io step (a compressed write it refuses, say) is marked, not fatal. */
 function run(tool: 'qemu-img' | 'qemu-io', args: string[], cwd: string, recipe: string[]): void {
-  recipe.push(`${tool} ${args.join(' ')}`);
   const r = spawnSync(oracle('10.0', tool), args, { cwd, encoding: 'utf8', timeout: 60_000 });
-  if (r.status !== 0) throw new Error(`source: ${tool} ${args.join(' ')}: ${r.stderr || r.stdout}`);
+  const failed = r.status !== 0 || /failed|error/i.test(tool === 'qemu-io' ? r.stdout + r.stderr : '');
+  recipe.push(`${tool} ${args.join(' ')}${failed ? `   # failed: ${(r.stderr || r.stdout).split('\n').find((l) => /fail|error/i.test(l)) ?? ''}` : ''}`);
+  if (r.status !== 0 && tool === 'qemu-img') throw new Error(`source: ${tool} ${args.join(' ')}: ${r.stderr || r.stdout}`);
 }
 
 /** A disk size: often not whole clusters, sometimes tiny. */
@@ -149,7 +151,7 @@ export function makeSource(rng: Rng, dir: string, stem: string, depth = 0): Sour
     run('qemu-img', ['bitmap', '--add', ...(rng.chance(0.3) ? ['-g', '512'] : []), name, 'b0'], dir, recipe);
     if (rng.chance(0.3)) {
       s.bitmaps.push('b1');
-      run('qemu-img', ['bitmap', '--add', '--disabled', name, 'b1'], dir, recipe);
+      run('qemu-img', ['bitmap', '--add', '--disable', name, 'b1'], dir, recipe);
     }
     const more = writes(rng, format, subformat, s.size, cluster);
     if (more.length) run('qemu-io', [...more.flatMap((w) => ['-c', w]), ...ioArgs(s)], dir, recipe);
