@@ -197,7 +197,8 @@ export function safeRebase(opts: SafeRebaseOptions, ctx: OpContext, top: Image):
       // Persistent bitmaps: the copy and the header change between qemu's open and close.
       ({ dataSteps, plan } = copyWithBitmaps(dev, runs, source, newBacking, backing, backingFormat, dirtied));
     } else {
-      dataSteps = planInPlaceWrite(dev, runs, source, { hasBacking: newBacking });
+      // Nothing to copy: only the header changes (an image instar could not write into included).
+      dataSteps = runs.length > 0 ? planInPlaceWrite(dev, runs, source, { hasBacking: newBacking }) : [];
       plan = findDriver(format)!.changeBacking!(dev, backing, backingFormat);
     }
   } catch (e) {

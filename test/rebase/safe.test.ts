@@ -55,6 +55,19 @@ before(() => {
     { name: 'k.vmdk', create: ['-f', 'vmdk'] },
     { name: 'e.qed', create: ['-f', 'qed'] },
   ]);
+  // Nothing to copy into a top instar cannot write into (a raw external data file; bitmaps
+  // whose extension instar's writer refuses): only the header change, or qemu's error for it.
+  chains.nocopy = builder.chain([
+    { name: 'z.qcow2', create: ['-f', 'qcow2'], writes: ['write -P 2 0 64k'] },
+    { name: 'b.qcow2', create: ['-f', 'qcow2', '-b', 'z.qcow2', '-F', 'qcow2'], writes: ['write -P 3 64k 64k'] },
+  ]);
+  const nocopy = join(builder.root, 'nocopy');
+  mkdirSync(nocopy);
+  for (const [name, bytes] of Object.entries(chains.nocopy)) writeFileSync(join(nocopy, name), bytes);
+  assert.equal(runQemu('7.2', ['create', '-q', '-f', 'qcow2', '-o', 'data_file=d.data,data_file_raw=on', 'd.qcow2', '4M'], { cwd: nocopy }).status, 0);
+  assert.equal(runQemu('7.2', ['-c', 'write -P 1 0 64k', 'd.qcow2'], { cwd: nocopy }, 'qemu-io').status, 0);
+  for (const name of ['d.qcow2', 'b.qcow2']) assert.equal(runQemu('7.2', ['bitmap', '--add', name, 'b0'], { cwd: nocopy }).status, 0);
+  for (const name of ['d.qcow2', 'd.data', 'b.qcow2']) chains.nocopy[name] = readFileSync(join(nocopy, name));
   const dir = join(builder.root, 'snapshot');
   mkdirSync(dir);
   for (const [name, bytes] of Object.entries(chains.snapshot)) writeFileSync(join(dir, name), bytes);
@@ -93,6 +106,9 @@ const CASES: [string, string[], boolean?, string?][] = [
   ['formats', ['-p', '-b', 'z.qcow2', 'k.vmdk']],
   ['formats', ['-b', 'z.qcow2', '-F', 'qcow2', 'e.qed']],
   ['formats', ['-p', '-b', 'z.qcow2', 'e.qed']],
+  ['nocopy', ['-b', 'z.qcow2', '-F', 'qcow2', 'd.qcow2']],
+  ['nocopy', ['-p', '-b', 'z.qcow2', 'b.qcow2']],
+  ['nocopy', ['-b', 'z.qcow2', '-F', 'qcow2', 'b.qcow2'], true],
 ];
 
 for (const version of VERSIONS) {
