@@ -31,6 +31,13 @@ export class ImageError extends Error {
   }
 }
 
+/**
+ * A new image that create made but that its own driver then refuses to open (qemu's create
+ * writes it, its open fails): qemu-img convert says "Could not open '<target>': ..." and the
+ * files stay as created.
+ */
+export class NewImageOpenError extends ImageError {}
+
 /** QAPI ImageInfoSpecific: {type, data}; `data` keys are in QAPI schema order. */
 export interface FormatSpecific {
   type: string;

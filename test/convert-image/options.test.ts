@@ -122,6 +122,13 @@ describe('-W, -m, --target-is-zero and -n', () => {
       for (const [name, bytes] of theirs.files) assert.ok(maskCid(bytes, 'out').equals(maskCid(ours.files.get(name)!, 'out')), `${subformat}: ${name}`);
     }
   });
+  test('-O qed -o table_size=1: qemu creates an image its open refuses ("Could not open"), which stays as created', () => {
+    for (const [i, o] of ['table_size=1', 'cluster_size=4096,table_size=1'].entries()) {
+      const [ours] = sameAsOracles(dir, ['convert', '-p', '-f', 'raw', '-O', 'qed', '-o', o, '../src.raw', 'out.qed'], { label: `qedt${i}`, sandbox: i === 0 });
+      assert.equal(ours.result.stderr, "qemu-img: Could not open 'out.qed': QED table offset is invalid\n");
+      assert.deepEqual([...ours.files.keys()], ['out.qed']);
+    }
+  });
   test('--target-is-zero without -n', () => {
     sameAsOracles(dir, ['convert', '--target-is-zero', '-O', 'qcow2', '../top.qcow2', 'out.qcow2'], { label: 'tiz' });
   });

@@ -11,7 +11,7 @@
 // convert -n starts the writer from an existing image's tables (inplace.ts): zeros over its
 // allocated clusters are then written in place, as qemu's zero writes do.
 import { unitPieces } from '../bytes.ts';
-import { ImageError, type CreatePlan, type Image, type ImageWriter, type WriterCapability, type WriterFiles } from '../types.ts';
+import { ImageError, NewImageOpenError, type CreatePlan, type Image, type ImageWriter, type WriterCapability, type WriterFiles } from '../types.ts';
 import { checkWriteRange, writableOutput } from '../writer-checks.ts';
 
 const SECTOR = 512;
@@ -157,7 +157,8 @@ export const qedWriter: WriterCapability = {
     const plan = raw as unknown as QedPlanView;
     // qemu opens what it created and refuses a one-cluster L1 table (qed_check_table_offset: its
     // last cluster is its first), so its convert stops there; the file could not be read anyway.
-    if (plan.tableSize < 2) throw new ImageError('QED table offset is invalid');
+    // qemu's create takes table_size=1, whose L1 table then overlaps the header: its open refuses it.
+    if (plan.tableSize < 2) throw new NewImageOpenError('QED table offset is invalid');
     return new QedWriter(files, plan);
   },
 };

@@ -299,6 +299,11 @@ export async function convertToImage(job: ImageJob): Promise<void> {
       ok = true;
       throw new ConvertQuietFailure();
     }
+    if ('openFailed' in result && typeof result.openFailed === 'string') {
+      // qemu's open of the image it just created fails: the image stays, as created.
+      ok = true;
+      throw new ConvertError(`Could not open '${outPath}': ${result.openFailed}`);
+    }
     if ('noClusterSize' in result) {
       // qemu finds this once the new image is open, before it copies: the image stays, as created.
       ok = true;

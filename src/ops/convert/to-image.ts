@@ -3,7 +3,7 @@
 // open), write the new image's layout into the output files the host created (qemu's
 // bdrv_create), open the format's writer on them and copy the disk into it in ascending order,
 // then let the writer write its tables.
-import { ImageError, type CreatePlan, type ImageWriter, type OpenContext } from '../../formats/types.ts';
+import { ImageError, NewImageOpenError, type CreatePlan, type ImageWriter, type OpenContext } from '../../formats/types.ts';
 import { findDriver } from '../../formats/registry.ts';
 import { openTree } from '../open-tree.ts';
 import { writeLayout } from '../create.ts';
@@ -44,7 +44,9 @@ export type ConvertImageResult =
   /** -c into a format whose driver refuses qemu-img's last, empty compressed write: status 1, no message, the image kept. */
   | { quietFailure: true }
   /** -c into an image without clusters (a flat VMDK): qemu's "invalid cluster size" once it is created, the image kept. */
-  | { noClusterSize: true };
+  | { noClusterSize: true }
+  /** The new image that its driver will not open (NewImageOpenError): the image kept. */
+  | { openFailed: string };
 
 const errnoOf = (e: unknown): string | undefined => {
   const code = (e as NodeJS.ErrnoException).code;
@@ -76,7 +78,12 @@ export function openNewImage(format: string, plan: CreatePlan, ctx: OpContext, l
     throw e;
   }
   if (layoutOnly || !driver.writer) return { counted: 0 };
-  return driver.writer.open({ image, dataFile, extents: rest }, plan);
+  try {
+    return driver.writer.open({ image, dataFile, extents: rest }, plan);
+  } catch (e) {
+    if (e instanceof NewImageOpenError) return { openFailed: e.message };
+    throw e;
+  }
 }
 
 export const convertImageOp: Op = (raw, ctx) => {
