@@ -160,8 +160,18 @@ export function planTruncate(dev: BlockDevice, request: ResizeRequest): ResizePl
 
 /** What qemu's writable open and close alone write (a resize that fails in qemu-img's own checks). */
 export function openCloseSteps(dev: BlockDevice): RepairStep[] {
-  if (!openWritesBitmaps(dev) || refusal(parseHeader(dev))) return [];
-  return aroundBitmaps(dev, () => ({ steps: [] })).steps;
+  if (!openWritesBitmaps(dev)) return [];
+  // The bitmaps live in the image file, whatever holds the data: an external data file changes
+  // nothing here. What else instar refuses is said (it wrote nothing), never skipped in silence.
+  const h = parseHeader(dev);
+  const why = refusal({ ...h, incompatible: h.incompatible & ~INCOMPAT.dataFile });
+  if (why && 'error' in why) throw new ImageError(why.error);
+  try {
+    return aroundBitmaps(dev, () => ({ steps: [] })).steps;
+  } catch (e) {
+    if (e instanceof PlanRefusal) throw new ImageError(isRefusal(e.message) ? e.message : refusedText(e.message));
+    throw e;
+  }
 }
 
 export const qcow2Resize: ResizeCapability = {
