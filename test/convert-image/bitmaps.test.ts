@@ -138,6 +138,27 @@ describe('convert --bitmaps: qemu\'s refusals and warnings', () => {
     await same('cache', convert('-t', 'bogus', '-O', 'raw', '../src/data.qcow2', 't.raw'));
   });
 
+  test('-n with --bitmaps into a format without bitmaps (raw, vpc): qemu\'s refusal once the target opens, nothing written', async () => {
+    await same('n-missing', convert('-n', '-O', 'raw', '../src/data.qcow2', 't.raw'));
+    await same('n-two', convert('-n', '-O', 'raw', '../src/data.qcow2', '../src/plain.qcow2', 't.raw'));
+    for (const [format, args] of [['raw', ['-p', '../src/data.qcow2']], ['vpc', ['-f', 'raw', '../src/disk.raw']], ['vpc', ['../src/plain.qcow2']]] as const) {
+      for (const v of VERSIONS) {
+        const outcomes = [];
+        for (const tool of ['qemu', 'instar']) {
+          const dir = freshDir(`n-${format}-${tool}-${v}`);
+          runQemu('10.0', ['create', '-q', '-f', format, `t.${format}`, '4M'], { cwd: dir });
+          const before = readFileSync(join(dir, `t.${format}`));
+          const argv = convert('-n', ...args, '-O', format, `t.${format}`);
+          const r = tool === 'qemu' ? runQemu(v, argv, { cwd: dir }) : await runInProcess(['--sandbox=none', `--qemu-version=${v}`, ...argv], dir);
+          assert.ok(readFileSync(join(dir, `t.${format}`)).equals(before), `${tool} ${v} left ${format} as it was`);
+          outcomes.push([r.status, r.stdout, r.stderr]);
+        }
+        assert.deepEqual(outcomes[1], outcomes[0], `${format} ${args.join(' ')} (${v})`);
+        assert.equal(outcomes[0][2], args[0] === '-f' ? 'qemu-img: Source lacks bitmap support\n' : `qemu-img: Format driver '${format}' does not support bitmaps\n`);
+      }
+    }
+  });
+
   test('-n with --bitmaps is refused by instar before anything is written', async () => {
     const dir = freshDir('no-create');
     runQemu('10.0', ['create', '-q', '-f', 'qcow2', 't.qcow2', '4M'], { cwd: dir });

@@ -29,6 +29,7 @@ import { isBlockStatusFailure, referencedFailure } from './open-copy.ts';
 import { CreateFailure, probeBacking } from '../commands/create-backing.ts';
 import { convertIntoImage } from './to-image-into.ts';
 import { bitmapsStopAtCreate, bitmapWarnings, checkSourceBitmaps, refuseUnsupportedBitmaps, wantsBitmaps } from './to-image-bitmaps.ts';
+import { intoTarget } from './into-target.ts';
 
 /** Formats whose qemu driver writes compressed clusters (block_driver_can_compress). */
 const COMPRESSING = new Set(['qcow2', 'qcow', 'vmdk']);
@@ -218,9 +219,31 @@ async function backingSize(outPath: string, backing: string, format: string | un
   }
 }
 
+/**
+ * -n --bitmaps into a format without persistent bitmaps: qemu checks the sources' bitmaps, opens
+ * the target and refuses it before anything is written (a qcow2 target is refused after this).
+ */
+async function bitmapsIntoExisting(job: ImageJob): Promise<void> {
+  const target = intoTarget(job.cmd);
+  if (target.format === undefined || target.failure !== undefined || findDriver(target.format)?.dirtyBitmaps) return;
+  const opened = await job.open([]);
+  if (opened.blockStatus !== undefined || opened.nothingToCopy) {
+    throw new ConvertError(opened.blockStatus ?? 'instar cannot convert sources whose sizes add up past 2^63 bytes');
+  }
+  if (job.targets.length > 1) throw new ConvertError('Copying bitmaps only possible with single source');
+  await checkSourceBitmaps(job);
+  try {
+    closeSync(openSync(target.path, constants.O_RDWR | constants.O_NOCTTY | constants.O_NONBLOCK));
+  } catch (e) {
+    throw new ConvertError(`Could not open '${target.errorName}': Could not open '${target.path}': ${strerror((e as NodeJS.ErrnoException).code ?? 'EIO')}`);
+  }
+  throw new ConvertError(`Format driver '${target.format}' does not support bitmaps`);
+}
+
 /** The whole -O path after the command's settings; throws ConvertError with qemu's words. */
 export async function convertToImage(job: ImageJob): Promise<void> {
   const { cmd, ctx, s } = job;
+  if (s.noCreate && wantsBitmaps(cmd)) await bitmapsIntoExisting(job);
   refuseUnsupportedBitmaps(cmd, s.noCreate);
   if (s.noCreate) return convertIntoImage(job);
   const read: string[] = [];
