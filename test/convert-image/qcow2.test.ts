@@ -54,6 +54,8 @@ describe('convert -O qcow2: the file is byte-identical to qemu-img convert', () 
     ['preallocation=full', 'small.raw'],
     // The refcount table (64 entries of blocks of 64 refcounts) outgrows its cluster: qemu moves it.
     ['cluster_size=512,refcount_bits=64', 'src.raw'], ['cluster_size=512,refcount_bits=64,preallocation=metadata', 'small.raw'],
+    // Preallocated extended L2 entries: the subclusters written get their allocation bits.
+    ['extended_l2=on,preallocation=metadata', 'small.raw'], ['extended_l2=on,cluster_size=16k,preallocation=full', 'small.raw'],
   ];
   for (const [i, [o, source]] of layouts.entries()) {
     test(`${source}, -o '${o}'`, () => {

@@ -270,11 +270,24 @@ export class Qcow2Writer implements ImageWriter {
     storeNewBitmaps(this.files.image, list, (bytes) => this.alloc(bytes) * this.cs, this.cs);
   }
 
+  /** The allocation bits of the subclusters written, into the L2 entries create preallocated. */
+  private markPreallocated(): void {
+    const g = this.g;
+    for (const [guest, bits] of this.subclusters) {
+      const table = g.l2Clusters[Math.floor(guest / g.l2Entries)];
+      const entry = new Uint8Array(4);
+      new DataView(entry.buffer).setUint32(0, bits);
+      this.files.image.write!(entry, table * this.cs + (guest % g.l2Entries) * this.entrySize + 12);
+    }
+  }
+
   finish(): void {
     const data = this.files.dataFile;
     if (data && data.size < this.dataEnd) data.truncate!(this.dataEnd);
     if (this.preallocated) {
-      // Create wrote every table; only bitmaps stored since change the refcounts.
+      // Create wrote every table; with extended L2 entries qemu's writes then set the allocation
+      // bits of the subclusters they touch. Only bitmaps stored since change the refcounts.
+      if (this.p.extendedL2) this.markPreallocated();
       if (this.bitmapsStored) this.writeRefcounts();
       return;
     }
