@@ -247,6 +247,8 @@ export interface ResizeRequest {
   preallocation: 'off' | 'metadata' | 'falloc' | 'full';
   /** The backing image's virtual size, when the image has one (qemu zeroes what it would show). */
   backingSize?: number;
+  /** Reads the guest disk before the change (qemu's writes copy some of it: qcow2's partial last cluster). */
+  readGuest?: (buf: Uint8Array, offset: number) => void;
 }
 
 /** Steps for formats/repair.ts's executor, or qemu's message for a resize its driver refuses. */

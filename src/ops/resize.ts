@@ -84,6 +84,7 @@ export function resizeOp(options: Record<string, unknown>, ctx: OpContext): Resi
   const request: ResizeRequest = { newSize: Number(total), preallocation: prealloc ?? 'off' };
   const backing = backingSize(ctx, image.info()['backing-filename-format'], opts);
   if (backing !== undefined) request.backingSize = backing;
+  request.readGuest = (buf, offset) => image.read(buf, offset);
   // From here on the image is open: a failure is the resize's, not the open's.
   let plan;
   try {

@@ -27,6 +27,9 @@ before(() => {
   images.base = build('base.qcow2', '', '8M', ['write -P 9 0 8M']);
   images.overlay = build('overlay.qcow2', 'backing_file=base.qcow2,backing_fmt=qcow2,cluster_size=4096', '2M', ['write -P 8 0 64k']);
   // Compressed clusters past the new size, with a snapshot (found by the generative hunt).
+  // An old size inside a cluster over the longer backing file: qemu's explicit zeros to the
+  // cluster's end, in a new cluster that holds the backing file's bytes before the old end.
+  images.oddOverlay = build('odd-overlay.qcow2', 'backing_file=base.qcow2,backing_fmt=qcow2', '1000k', ['write -P 8 0 64k']);
   images.compressed = build('compressed.qcow2', '', '4M', ['write -c -P 1 0 64k', 'write -c -P 2 2M 64k', 'snap:one', 'write -c -P 3 3M 128k']);
 });
 
@@ -56,6 +59,8 @@ const CASES: [string, string][] = [
   ['snap', 'compat=0.10,size=8M'],
   ['c512', 'refcount_bits=8,size=64M'],
   ['c512', 'refcount_bits=16,compat=0.10,size=32M'],
+  ['oddOverlay', 'size=3M'],
+  ['oddOverlay', 'lazy_refcounts=on,size=2M'],
   ['compressed', 'size=1M'],
   ['compressed', 'refcount_bits=8,size=2560k'],
 ];

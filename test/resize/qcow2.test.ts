@@ -64,6 +64,16 @@ before(() => {
   assert.equal(runQemu('10.0', ['create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', overlay, '4M']).status, 0);
   assert.equal(runQemu('10.0', ['-c', 'write -P 5 1M 64k', overlay], {}, 'qemu-io').status, 0);
   images.overlay = new Uint8Array(readFileSync(overlay));
+  // Old sizes inside a cluster over the longer backing file: qemu writes zeros from the old end
+  // to the cluster's end, into the cluster (allocated) or a new one holding the backing file's
+  // bytes before the old end (unallocated) or zeros (a zero cluster). The hunt found instar
+  // refusing them all.
+  for (const [name, writes] of [['overlayUnallocated', []], ['overlayAllocated', ['write -P 2 960k 8k']], ['overlayZero', ['write -z 960k 40k']]] as const) {
+    const path = dirs.path(`${name}.qcow2`);
+    assert.equal(runQemu('10.0', ['create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', path, '1000k']).status, 0);
+    assert.equal(runQemu('10.0', [...['write -P 1 0 64k', ...writes].flatMap((c) => ['-c', c]), path], {}, 'qemu-io').status, 0);
+    images[name] = new Uint8Array(readFileSync(path));
+  }
   const shortV2 = dirs.path('o2.qcow2');
   images.base2 = made('base2.qcow2', 'compat=0.10', '4M');
   assert.equal(runQemu('10.0', ['create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', '-b', 'base.qcow2', '-F', 'qcow2', shortV2, '1M']).status, 0);
@@ -118,11 +128,14 @@ test('qcow2 resize: errors and images qemu resizes in one way only', () => {
     ['compressed', ['--shrink', 'q.qcow2', '1M']],
     ['compressed', ['--shrink', 'q.qcow2', '--', '-3900k']],
     ['compressedSnapshot', ['--shrink', 'q.qcow2', '2M']],
+    ['overlayUnallocated', ['q.qcow2', '2M']],
+    ['overlayAllocated', ['q.qcow2', '1010k']],
+    ['overlayZero', ['-f', 'qcow2', 'q.qcow2', '+64k']],
   ];
   for (const v of VERSIONS) {
     for (const [image, args] of cases) {
       const files: Record<string, Uint8Array> = { 'q.qcow2': images[image] };
-      if (image.startsWith('short') || image === 'overlay') files['base.qcow2'] = image === 'shortV2' ? images.base2 : images.base;
+      if (image.startsWith('short') || image.startsWith('overlay')) files['base.qcow2'] = image === 'shortV2' ? images.base2 : images.base;
       const r = dirs.run(v, files, args, { sandboxed: (image === 'fragmented' || image === 'overlay') && args[1] === '2G' });
       assertSameResize(r, `${image}: qemu-img ${v} resize ${args.join(' ')}`);
     }
@@ -146,9 +159,11 @@ test('qcow2 resizes instar refuses: its words, nothing written', () => {
   unknownAutoclear.writeBigUInt64BE(0x20n, 88);
   const cases: [string, Uint8Array, string[], RegExp][] = [
     ['unknown autoclear', unknownAutoclear, ['q.qcow2', '2M'], /unknown autoclear bits/],
+    // The new end inside the old last cluster: qemu copies the backing file's bytes past it.
+    ['overlayUnallocated', images.overlayUnallocated, ['q.qcow2', '1010k'], /new size ends inside its old last cluster/],
   ];
   for (const [image, bytes, args, why] of cases) {
-    const r = dirs.run('10.0', { 'q.qcow2': bytes }, args);
+    const r = dirs.run('10.0', { 'q.qcow2': bytes, 'base.qcow2': images.base }, args);
     assert.equal(r.instar.status, 1);
     assert.equal(r.instar.stdout, '');
     assert.match(r.instar.stderr, /^qemu-img: instar cannot resize this qcow2 image \(.*\); nothing was written\n$/);

@@ -264,7 +264,7 @@ function planAmend(dev: BlockDevice, image: Image, values: ReadonlyMap<string, s
 function resize(dev: BlockDevice, image: Image, size: bigint, session?: AmendSession): AmendPlan {
   if (size > BigInt(Number.MAX_SAFE_INTEGER)) return refused('the new size is too large');
   const backingSize = image instanceof Qcow2Image ? image.backingSize : undefined;
-  const request = { newSize: Number(size), preallocation: 'off', ...(backingSize === undefined ? {} : { backingSize }) } as const;
+  const request = { newSize: Number(size), preallocation: 'off', readGuest: (buf: Uint8Array, at: number) => image.read(buf, at), ...(backingSize === undefined ? {} : { backingSize }) } as const;
   const plan = session ? planTruncateOpened(dev, request, session.bitmaps) : qcow2Resize.plan(image, dev, request);
   if ('steps' in plan) {
     if (session) {

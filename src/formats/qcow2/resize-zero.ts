@@ -3,24 +3,29 @@
 // bytes. qemu's qcow2_subcluster_zeroize marks every cluster from the old end (rounded up to a
 // subcluster) to the new end zero: the ZERO flag of a standard entry, the all-zero bitmap of an
 // extended one; an L1 entry without an L2 table gets a new table first (first-fit), as
-// get_cluster_table allocates it. An old end inside a cluster (qemu then writes explicit zeros)
-// and compressed clusters are refused by the caller.
+// get_cluster_table allocates it. An old end inside a cluster: qemu then writes explicit zeros
+// from it to the cluster's end, a guest write (head-write below); compressed clusters refused.
 import type { BlockDevice } from '../types.ts';
 import type { RepairStep } from '../repair.ts';
 import type { Qcow2Header } from './header.ts';
-import { growSteps, growTable, type GrowState, type GrowTable } from './resize-prealloc.ts';
+import { allocateClusters, growSteps, growTable, type GrowState, type GrowTable } from './resize-prealloc.ts';
 
 const ZERO_FLAG = 1n;
 const COMPRESSED = 1n << 62n;
+const COPIED = 1n << 63n;
+const OFFSET_MASK = 0x00fffffffffffe00n;
+
+/** Reads the guest disk as it is before the resize (the backing chain included). */
+export type GuestReader = (buf: Uint8Array, offset: number) => void;
 /** QCOW_L2_BITMAP_ALL_ZEROES: every subcluster reads as zeros, none allocated. */
 const ALL_ZEROES = 0xffffffff00000000n;
 
-export function zeroNewArea(dev: BlockDevice, h: Qcow2Header, state: GrowState, oldLength: number, newSize: number): RepairStep[] | string {
+export function zeroNewArea(dev: BlockDevice, h: Qcow2Header, state: GrowState, oldLength: number, newSize: number, readGuest?: GuestReader): RepairStep[] | string {
   const cs = h.clusterSize;
   const subcluster = h.extendedL2 ? cs / 32 : cs;
   const zeroStart = Math.ceil(oldLength / subcluster) * subcluster;
-  if (zeroStart !== oldLength || zeroStart % cs !== 0) return 'its old size ends inside a cluster: qemu would write zeros into it';
-  if (newSize <= zeroStart) return [];
+  const head = zeroStart !== oldLength;
+  if (head && (h.extendedL2 || !readGuest)) return 'its old size ends inside a cluster: qemu would write zeros into it';
   const sizeBefore = state.fileSize;
   const entrySize = h.extendedL2 ? 16 : 8;
   const l2Span = (cs / entrySize) * cs;
@@ -38,5 +43,45 @@ export function zeroNewArea(dev: BlockDevice, h: Qcow2Header, state: GrowState, 
       else table.bytes.writeBigUInt64BE(entry | ZERO_FLAG, at);
     }
   }
-  return growSteps(state, tables, sizeBefore, state.fileSize);
+  const data: RepairStep[] = [];
+  if (head) {
+    const written = headWrite(dev, h, state, tables, oldLength, Math.min(zeroStart, newSize), readGuest!);
+    if (typeof written === 'string') return written;
+    data.push(written);
+  }
+  if (data.length === 0 && tables.size === 0) return [];
+  return growSteps(state, tables, sizeBefore, state.fileSize, data);
+}
+
+/**
+ * qemu's "explicit zeros for the unaligned head" (after the zeroing above): a guest write of zeros
+ * over [oldLength, end) of the old last cluster. Into a cluster the image owns alone it goes in
+ * place; an unallocated or zero cluster gets a new one (first-fit, after the tables above) holding
+ * what the guest read before the old end (backing file bytes; zeros for a zero cluster), then the
+ * zeros. A cluster shared with a snapshot, compressed or preallocated-zero, or a new end inside
+ * the cluster (qemu would copy the backing file's bytes past it) is refused.
+ */
+function headWrite(dev: BlockDevice, h: Qcow2Header, state: GrowState, tables: Map<number, GrowTable>, oldLength: number, end: number, readGuest: GuestReader): RepairStep | string {
+  const cs = h.clusterSize;
+  const l2Span = (cs / 8) * cs;
+  const clusterStart = Math.floor(oldLength / cs) * cs;
+  const table = growTable(dev, h, state, tables, Math.floor(oldLength / l2Span));
+  if (typeof table === 'string') return table;
+  const at = ((clusterStart % l2Span) / cs) * 8;
+  const entry = table.bytes.readBigUInt64BE(at);
+  const host = Number(entry & OFFSET_MASK);
+  if (entry & COMPRESSED) return 'its last cluster is compressed: qemu would copy it';
+  if (host !== 0) {
+    if (!(entry & COPIED) || entry & ZERO_FLAG) return 'its last cluster is shared or preallocated as zeros: qemu would copy it';
+    if (host % cs !== 0 || host + cs > dev.size) return 'its last cluster lies outside the file';
+    return { kind: 'write', pos: host + (oldLength - clusterStart), bytes: new Uint8Array(end - oldLength) };
+  }
+  if (end !== clusterStart + cs) return 'its new size ends inside its old last cluster: qemu would copy the backing file there';
+  const cluster = allocateClusters(state, 1);
+  if (cluster === undefined) return 'a refcount of a new cluster is out of range';
+  const bytes = new Uint8Array(cs);
+  if (!(entry & ZERO_FLAG)) readGuest(bytes.subarray(0, oldLength - clusterStart), clusterStart);
+  table.bytes.writeBigUInt64BE(BigInt(cluster * cs) | COPIED, at);
+  state.fileSize = Math.max(state.fileSize, (cluster + 1) * cs);
+  return { kind: 'write', pos: cluster * cs, bytes };
 }

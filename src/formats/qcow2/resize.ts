@@ -92,7 +92,7 @@ function planGrow(dev: BlockDevice, h: Qcow2Header, request: ResizeRequest): Pla
     steps.push(...prealloc);
   }
   if (zeroWrite) {
-    const zeros = zeroNewArea(dev, h, state, oldLength, request.newSize);
+    const zeros = zeroNewArea(dev, h, state, oldLength, request.newSize, request.readGuest);
     if (typeof zeros === 'string') return refused(zeros);
     steps.push(...zeros);
   }
