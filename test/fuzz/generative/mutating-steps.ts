@@ -20,7 +20,9 @@ export interface ImageState {
 
 export type Step =
   | { kind: 'qemu-img'; args: string[] }
-  | { kind: 'qemu-io'; commands: string[]; kill: boolean };
+  | { kind: 'qemu-io'; commands: string[]; kill: boolean }
+  /** A refcount edited in a qcow2 file: one too many (a leak) or one too few (an error), for check -r. */
+  | { kind: 'refcount'; delta: 1 | -1; pick: number };
 
 const K = 1024;
 const M = 1024 * K;
@@ -195,6 +197,7 @@ const MAKERS: [number, (rng: Rng, st: ImageState) => string[]][] = [
 /** The next step of a sequence: a qemu-img command line, or guest writes on both copies. */
 export function nextStep(rng: Rng, st: ImageState): Step {
   if (rng.chance(0.2)) return { kind: 'qemu-io', commands: guestWrites(rng, st), kill: rng.chance(0.25) };
+  if (st.format === 'qcow2' && rng.chance(0.06)) return { kind: 'refcount', delta: rng.chance(0.6) ? 1 : -1, pick: rng.next() };
   const total = MAKERS.reduce((s, [w]) => s + w, 0);
   let r = rng.below(total);
   for (const [w, make] of MAKERS) {
