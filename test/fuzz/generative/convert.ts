@@ -172,7 +172,7 @@ export function buildConvertCase(seed: number, dir: string): GenCase {
 }
 
 /** Runs one tool's side of a case in `base`/`label` (with the pre-made target copied in). */
-async function side(c: GenCase, base: string, label: string, tool: 'instar' | OracleVersion, version: OracleVersion): Promise<{ dir: string; r: ToolResult }> {
+async function side(c: GenCase, base: string, label: string, tool: 'instar' | OracleVersion, version: OracleVersion, retries = 3): Promise<{ dir: string; r: ToolResult }> {
   const dir = join(base, label);
   mkdirSync(dir);
   if (c.premade) copyFileSync(join(base, c.premade), join(dir, targetName(c.format)));
@@ -180,9 +180,9 @@ async function side(c: GenCase, base: string, label: string, tool: 'instar' | Or
     ? await runInstarCli(['--allow-path', base, ...c.argv], dir, { version, sandboxed: c.sandboxed, unsafeQuirks: c.unsafeQuirks === true })
     : await runQemu(tool, c.argv, dir);
   // qemu 7.2's LUKS create fails at random here (FACTS.md): run it again, in a clean directory.
-  if (tool !== 'instar' && /Unable to get accurate CPU usage/.test(r.stderr)) {
+  if (tool !== 'instar' && retries > 0 && /Unable to get accurate CPU usage/.test(r.stderr)) {
     rmSync(dir, { recursive: true, force: true });
-    return side(c, base, label, tool, version);
+    return side(c, base, label, tool, version, retries - 1);
   }
   return { dir, r };
 }
