@@ -21,7 +21,10 @@ before(() => {
   qemu(['create', '-q', '-f', 'qcow2', '-b', 'self.raw', '-F', 'raw', '-u', join(dir, 'names-target.qcow2'), '1M']);
   // A chain whose bottom names a data file relative to the cwd (qemu opens it so): missing from d/,
   // two backing links down; and a chain whose backing file is missing two links down.
-  qemu(['create', '-q', '-f', 'qcow2', '-o', 'data_file=df0.data', join(dir, 'df0.qcow2'), '1M']);
+  // qemu-img create makes the data file relative to its own cwd (dir here, not the caller's),
+  // and the data file is then removed: these chains name one that is missing.
+  assert.equal(runQemu('10.0', ['create', '-q', '-f', 'qcow2', '-o', 'data_file=df0.data', 'df0.qcow2', '1M'], { cwd: dir }).status, 0);
+  rmSync(join(dir, 'df0.data'));
   qemu(['create', '-q', '-f', 'qcow2', '-b', 'df0.qcow2', '-F', 'qcow2', join(dir, 'df1.qcow2')]);
   qemu(['create', '-q', '-f', 'qcow2', '-b', 'df1.qcow2', '-F', 'qcow2', join(dir, 'df2.qcow2')]);
   qemu(['create', '-q', '-f', 'qcow2', join(dir, 'gone0.qcow2'), '1M']);
