@@ -3,7 +3,8 @@
 // it) writable: the base is the writable backing device of the chain. qemu copies through a
 // mirror job in units of the base's bitmap granularity; instar copies the same units in ascending
 // order. Everything is planned (and refused, with nothing written) before the first write.
-import { ImageError, type BlockDevice, type Image } from '../formats/types.ts';
+import { ImageError, type BlockDevice, type Image, type ResizeRequest } from '../formats/types.ts';
+import { Qcow2Image } from '../formats/qcow2/driver.ts';
 import { findDriver } from '../formats/registry.ts';
 import { applyRepair, writeCount, type RepairStep } from '../formats/repair.ts';
 import { ReplayedDevice } from '../formats/replayed-device.ts';
@@ -117,16 +118,23 @@ function rawSteps(size: number, runs: ClusterRun[], top: Image): RepairStep[] {
 
 /**
  * The steps that grow the base to `size` as qemu's blk_truncate does (raw: the file's length;
- * qcow2: its resize planner), or instar's refusal. A base with a backing file of its own would
- * have the new area zeroed (qemu's block layer), which is not done here.
+ * qcow2: its resize planner), or instar's refusal. A base with a backing file of its own has the
+ * new area zeroed where that file would show through (qemu's block layer), as resize does:
+ * `chained` opens the base with its backing chain for that.
  */
-function growBase(base: Image, dev: BlockDevice, size: number): { steps: RepairStep[] } | { refused: string } {
+function growBase(base: Image, dev: BlockDevice, size: number, chained: () => Image): { steps: RepairStep[] } | { refused: string } {
   if (base.format === 'raw') return { steps: [{ kind: 'truncate', size }] };
   const resize = findDriver(base.format)?.resize;
-  if (!resize || base.info()['backing-filename'] !== undefined) {
-    return { refused: `instar cannot grow this ${base.format} base to the top image's size (qemu would); nothing was written` };
+  const cannot = { refused: `instar cannot grow this ${base.format} base to the top image's size (qemu would); nothing was written` };
+  if (!resize) return cannot;
+  const request: ResizeRequest = { newSize: size, preallocation: 'off' };
+  if (base.info()['backing-filename'] !== undefined) {
+    const whole = chained();
+    if (!(whole instanceof Qcow2Image) || whole.backingSize === undefined) return cannot;
+    request.backingSize = whole.backingSize;
+    request.readGuest = (buf, at) => whole.read(buf, at);
   }
-  const plan = resize.plan(base, dev, { newSize: size, preallocation: 'off' });
+  const plan = resize.plan(base, dev, request);
   return 'error' in plan ? { refused: plan.error } : plan;
 }
 
@@ -163,7 +171,8 @@ export function commitOp(options: Record<string, unknown>, ctx: OpContext): Comm
   const topDev = ctx.devices[0].dev;
   try {
     // qemu's commit job first grows a smaller base to the top's size.
-    const grow = base.virtualSize < top.virtualSize ? growBase(base, baseDev, top.virtualSize) : { steps: [] };
+    const chained = () => openTree(ctx, chain[baseLevel], { ...opts, fileName: undefined, format: above.info()['backing-filename-format'] });
+    const grow = base.virtualSize < top.virtualSize ? growBase(base, baseDev, top.virtualSize, chained) : { steps: [] };
     if ('refused' in grow) return { format, refused: grow.refused };
     const hasBacking = base.info()['backing-filename'] !== undefined;
     let baseSteps: RepairStep[];
