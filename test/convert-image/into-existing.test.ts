@@ -47,6 +47,9 @@ before(() => {
   qcow2('base.qcow2', '4M', '', ['write -P 0x77 0 4M']);
   qcow2('backed.qcow2', '4M', 'backing_file=base.qcow2,backing_fmt=qcow2', ['write -P 0x11 0 64k']);
   qcow2('snap.qcow2', '4M', '', ['write -P 0x11 0 64k']);
+  // Zeros stored as data in a source cluster (4 KiB) ending inside a 64 KiB target cluster that holds data.
+  qcow2('zeros4k.qcow2', '4M', 'cluster_size=4096', ['write -P 0 0 4k', 'write -P 0 64k 6k', 'write -P 0x69 3M 4k']);
+  qcow2('t5a.qcow2', '4M', '', ['write -P 0x5a 0 128k', 'write -P 0x5b 3M 64k']);
   qemu(['create', '-q', '-f', 'qcow2', '-u', '-b', 'gone.qcow2', '-F', 'qcow2', at('orphan.qcow2'), '4M']);
   qemu(['snapshot', '-c', 's1', at('snap.qcow2')]);
 });
@@ -104,6 +107,11 @@ test('convert -n -O qcow2: a larger target (its end untouched), several sources,
 test('convert -n -O qcow2 from a qcow2 source with 4 KiB clusters (runs that end inside target clusters)', async () => {
   await sameAsQemu('qcow2-src', 't8m.qcow2', ['-O', 'qcow2', '-f', 'qcow2', '../s4k.qcow2']);
   await sameAsQemu('qcow2-src-64k', 't64k.qcow2', ['-O', 'qcow2', '-f', 'qcow2', '../s4k.qcow2']);
+});
+
+test('convert -n -O qcow2: qemu\'s zero requests cut inside a cluster holding data (source runs of zeros stored as data): zeros written into it, not a zero cluster', async () => {
+  await sameAsQemu('zero-cut', 't5a.qcow2', ['-O', 'qcow2', '-f', 'qcow2', '../zeros4k.qcow2']);
+  await sameAsQemu('zero-cut-S', 't5a.qcow2', ['-O', 'qcow2', '-S', '512', '-f', 'qcow2', '../zeros4k.qcow2']);
 });
 
 test('convert -n -O qcow2 into a smaller target, a target whose backing file is missing: qemu\'s messages, nothing written', async () => {

@@ -81,12 +81,22 @@ export type ConvertIntoResult = { counted: number } | { refused: string } | { to
 
 /** Records qemu-img's data requests instead of writing them. */
 class RequestRecorder implements ImageWriter {
-  readonly requests: { offset: number; length: number }[] = [];
+  /** qemu's requests in order: writes, and (zero) its write-zeroes requests. */
+  readonly requests: Request[] = [];
   constructor(readonly clusterSize: number) {}
   write(data: Uint8Array, offset: number): void {
     this.requests.push({ offset, length: data.length });
   }
+  zeroes(offset: number, length: number): void {
+    this.requests.push({ offset, length, zero: true });
+  }
   finish(): void {}
+}
+
+interface Request {
+  offset: number;
+  length: number;
+  zero?: boolean;
 }
 
 /** The concatenated sources' guest bytes at virtual `offset` (`salvage`: unreadable sectors as zeros, reported already). */
@@ -123,17 +133,23 @@ function readsZero(dev: BlockDevice, h: Qcow2Header, cluster: number, hasBacking
 /**
  * qemu's requests as whole-cluster runs for the planner, in order. A data request covers its
  * clusters (qcow2 fills the rest of a fresh one, and the fill reads the source's bytes there,
- * which are the disk's final bytes). A stretch of zeros between requests (none with
- * --target-is-zero) zeroes its whole clusters; a cluster it covers in part is made a zero
- * cluster when it reads as zeros, else qemu writes the zeros into it (a data run).
+ * which are the disk's final bytes). A write-zeroes request (none with --target-is-zero), or a
+ * stretch no request covers, zeroes its whole clusters; a cluster it covers in part is made a
+ * zero cluster when it reads as zeros by block status at that point (qemu looks at the rest of
+ * the cluster), else qemu writes the zeros into it (a data run, which a later request in the
+ * same cluster then finds allocated: qemu's zero requests are cut where its block-status runs
+ * and chunks end, which need not be cluster boundaries).
  */
-function clusterRuns(requests: readonly { offset: number; length: number }[], disk: number, targetIsZero: boolean, cs: number, isZero: (cluster: number) => boolean): ClusterRun[] {
+function clusterRuns(requests: readonly Request[], disk: number, targetIsZero: boolean, cs: number, isZero: (cluster: number) => boolean): ClusterRun[] {
   const runs: ClusterRun[] = [];
-  const touched = new Set<number>();
+  /** What a cluster reads as by block status once earlier requests were applied. */
+  const state = new Map<number, boolean>();
   const push = (first: number, last: number, zero: boolean) => {
-    if (last >= first) runs.push({ offset: first * cs, length: (last - first + 1) * cs, zero });
+    if (last < first) return;
+    runs.push({ offset: first * cs, length: (last - first + 1) * cs, zero });
+    for (let c = first; c <= last; c++) state.set(c, zero);
   };
-  const partial = (c: number) => push(c, c, !touched.has(c) && isZero(c));
+  const partial = (c: number) => push(c, c, state.get(c) ?? isZero(c));
   const zeros = (from: number, to: number) => {
     if (targetIsZero || to <= from) return;
     let first = Math.floor(from / cs);
@@ -148,17 +164,20 @@ function clusterRuns(requests: readonly { offset: number; length: number }[], di
   };
   let next = 0;
   for (const r of requests) {
-    zeros(next, r.offset);
+    if (r.offset > next) zeros(next, r.offset);
+    next = Math.max(next, r.offset + r.length);
+    if (r.zero) {
+      zeros(r.offset, r.offset + r.length);
+      continue;
+    }
     const first = Math.floor(r.offset / cs);
     const last = Math.floor((r.offset + r.length - 1) / cs);
     // --target-is-zero: nothing zeroes the rest of a cluster the request covers in part, so it must read as zeros already.
-    const part = (c: number) => targetIsZero && !touched.has(c) && !isZero(c);
+    const part = (c: number) => targetIsZero && state.get(c) === undefined && !isZero(c);
     if ((r.offset % cs !== 0 && part(first)) || ((r.offset + r.length) % cs !== 0 && r.offset + r.length !== disk && part(last))) {
       throw new PlanRefusal('instar cannot convert into this qcow2 image (--target-is-zero, but a cluster the copy writes in part holds data); nothing was written');
     }
     push(first, last, false);
-    for (let c = first; c <= last; c++) touched.add(c);
-    next = r.offset + r.length;
   }
   zeros(next, disk);
   return runs;
@@ -223,13 +242,13 @@ export const convertIntoOp: Op = (raw, ctx) => {
     : undefined;
   if (why) return { refused: `instar cannot convert into this qcow2 image (${why}); nothing was written` } satisfies ConvertIntoResult;
   const recorder = new RequestRecorder(cs);
-  const counted = copyToImage({ images, writer: recorder, sparseSize: opts.sparseSize ?? 4096, onProgress, unaligned: true, salvage });
+  const counted = copyToImage({ images, writer: recorder, sparseSize: opts.sparseSize ?? 4096, onProgress, unaligned: true, salvage, onZeros: (at, n) => recorder.zeroes(at, n) });
   try {
     const runs = clusterRuns(recorder.requests, disk, opts.targetIsZero === true, cs, (c) => readsZero(dev, h, c, hasBacking));
     const write = (target: BlockDevice, more: SessionOptions = {}) => planInPlaceWrite(target, runs, (buf, at) => readDisk(images, buf, at, salvage !== undefined), { hasBacking, unmap: true, ...more });
     // Bitmaps (or a stale extension): qemu's writable open and close around the copy; every
     // request it makes (the zeroing ones too, unless --target-is-zero skips them) is recorded.
-    const dirtied = opts.targetIsZero === true ? recorder.requests.map((r): [number, number] => [r.offset, r.offset + r.length]) : [[0, disk] as [number, number]];
+    const dirtied = opts.targetIsZero === true ? recorder.requests.filter((r) => !r.zero).map((r): [number, number] => [r.offset, r.offset + r.length]) : [[0, disk] as [number, number]];
     const steps = openWritesBitmaps(dev) ? inPlaceWithBitmaps(dev, write, dirtied) : write(dev);
     applyRepair(dev, steps);
   } catch (e) {
