@@ -210,7 +210,7 @@ export async function runGenCase(c: GenCase, base: string): Promise<Mismatch[]> 
     const failed = q.r.status !== 0;
     const files = failed && filesIn(i.dir).length === 0 ? []
       : c.compare === 'bytes' ? compareBytes(i.dir, q.dir, c.format)
-      : failed ? compareNames(i.dir, q.dir) : await compareContent(i.dir, q.dir, c.format, SECRET);
+      : failed ? compareNames(i.dir, q.dir) : await compareContent(i.dir, q.dir, c.format, SECRET, targetName(c.format));
     if (files.length) out.push({ command, version, what: 'file', qemu: `${c.compare} comparison`, instar: files.join('\n') });
   }
   return out;

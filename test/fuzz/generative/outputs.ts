@@ -70,12 +70,13 @@ export function imageArgs(path: string, format: string, secret?: string): string
 }
 
 /** Content comparison: qemu 10.0's compare of the two targets and check of both (the same result). */
-export async function compareContent(mine: string, theirs: string, format: string, secret?: string): Promise<string[]> {
+export async function compareContent(mine: string, theirs: string, format: string, secret?: string, target?: string): Promise<string[]> {
   const problems: string[] = [];
   const a = filesIn(mine);
   const b = filesIn(theirs);
   if (a.join('|') !== b.join('|')) return [`files: instar [${a.join(', ')}], qemu [${b.join(', ')}]`];
-  const main = a.find((n) => n.startsWith('out.'));
+  // The image itself (not its data file or extents).
+  const main = target !== undefined && a.includes(target) ? target : a.find((n) => n.startsWith('out.'));
   if (!main) return problems;
   const x = join(mine, main);
   const y = join(theirs, main);
