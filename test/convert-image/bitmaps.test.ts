@@ -157,6 +157,15 @@ describe('convert --bitmaps: qemu\'s refusals and warnings', () => {
         assert.equal(outcomes[0][2], args[0] === '-f' ? 'qemu-img: Source lacks bitmap support\n' : `qemu-img: Format driver '${format}' does not support bitmaps\n`);
       }
     }
+    // Parallels: 7.2's refusal; 10.0's driver takes bitmaps, which instar does not write into it yet.
+    const dir = freshDir('n-parallels');
+    for (const [v, message] of [['7.2', "qemu-img: Format driver 'parallels' does not support bitmaps\n"], ['10.0', 'qemu-img: instar cannot copy bitmaps into an existing image (-n with --bitmaps) yet; nothing was written\n']] as const) {
+      runQemu('10.0', ['create', '-q', '-f', 'parallels', 't.parallels', '4M'], { cwd: dir });
+      const argv = convert('-n', '../src/data.qcow2', '-O', 'parallels', 't.parallels');
+      if (v === '7.2') assert.equal(runQemu(v, argv, { cwd: dir }).stderr, message);
+      const r = await runInProcess(['--sandbox=none', `--qemu-version=${v}`, ...argv], dir);
+      assert.deepEqual([r.status, r.stderr], [1, message]);
+    }
   });
 
   test('-n with --bitmaps is refused by instar before anything is written', async () => {

@@ -226,6 +226,9 @@ async function backingSize(outPath: string, backing: string, format: string | un
 async function bitmapsIntoExisting(job: ImageJob): Promise<void> {
   const target = intoTarget(job.cmd);
   if (target.format === undefined || target.failure !== undefined || findDriver(target.format)?.dirtyBitmaps) return;
+  // qemu 10.0's parallels driver takes bitmaps (its own extension), which instar does not write:
+  // refused as before under profiles past 7.2.
+  if (target.format === 'parallels' && job.ctx.profile.major > 7) return;
   const opened = await job.open([]);
   if (opened.blockStatus !== undefined || opened.nothingToCopy) {
     throw new ConvertError(opened.blockStatus ?? 'instar cannot convert sources whose sizes add up past 2^63 bytes');
