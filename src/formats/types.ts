@@ -369,6 +369,8 @@ export interface ImageWriter {
   writeCompressed?(data: Uint8Array, offset: number): void;
   /** -c: the unit writeCompressed takes (whole units, but at the disk's end), when not `clusterSize`. */
   readonly compressedClusterSize?: number;
+  /** The driver takes only compressed writes (a streamOptimized VMDK): qemu-img converts as with -c then. */
+  readonly needsCompressedWrites?: boolean;
   /** -B: the target's backing file, for a driver that copies from it itself (qed's copy-on-write of a cluster a write covers in part). */
   readBacking?(backing: Pick<Image, 'virtualSize' | 'read'>): void;
   /** Makes [offset, offset + length) read as zeros over a backing file (-B); absent: the caller writes zeros. */

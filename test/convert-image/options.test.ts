@@ -129,6 +129,15 @@ describe('-W, -m, --target-is-zero and -n', () => {
       assert.deepEqual([...ours.files.keys()], ['out.qed']);
     }
   });
+  test('-O vmdk -o subformat=streamOptimized without -c: qemu copies as with -c (its driver takes only compressed writes): a grain at a time, progress too', () => {
+    for (const [i, extra] of [['-p'], ['-p', '-S', '0']].entries()) {
+      const args = ['convert', ...extra, '-f', 'raw', '-O', 'vmdk', '-o', 'subformat=streamOptimized', '../src.raw', 'out.vmdk'];
+      const [ours] = sameAsOracles(dir, args, { label: `stream${i}`, files: false, profiles: [VERSIONS[i]], sandbox: i === 0 });
+      assert.ok(ours.result.stdout.split('\r').length > 10, ours.result.stdout);
+      assert.equal(qemu(['compare', '-f', 'raw', '-F', 'vmdk', join(dir, 'src.raw'), join(ours.dir, 'out.vmdk')]), 'Images are identical.\n');
+      assert.match(qemu(['check', join(ours.dir, 'out.vmdk')]), /No errors were found/);
+    }
+  });
   test('--target-is-zero without -n', () => {
     sameAsOracles(dir, ['convert', '--target-is-zero', '-O', 'qcow2', '../top.qcow2', 'out.qcow2'], { label: 'tiz' });
   });

@@ -63,6 +63,9 @@ class VmdkWriter implements ImageWriter {
    */
   writeCompressed?: (data: Uint8Array, offset: number) => void;
 
+  /** A streamOptimized extent (qemu's vmdk_get_info says so, and qemu-img then copies as with -c). */
+  needsCompressedWrites = false;
+
   write(data: Uint8Array, offset: number): void {
     checkWriteRange(data, offset, this.size);
     if (data.length === 0) return;
@@ -96,7 +99,9 @@ export const vmdkWriter: WriterCapability = {
     const text = Buffer.from(descriptor(plan), 'latin1');
     if (plan.subformat === 'monolithicSparse' || plan.subformat === 'streamOptimized') {
       const writer = plan.subformat === 'streamOptimized' ? new StreamExtentWriter(files.image, plan.size) : new SparseExtentWriter(files.image, plan.size);
-      return new VmdkWriter({ dev: files.image, offset: SECTOR, text, area: DESC_AREA }, [{ start: 0, bytes: plan.size, writer }], plan.size, false);
+      const vmdk = new VmdkWriter({ dev: files.image, offset: SECTOR, text, area: DESC_AREA }, [{ start: 0, bytes: plan.size, writer }], plan.size, false);
+      vmdk.needsCompressedWrites = plan.subformat === 'streamOptimized';
+      return vmdk;
     }
     const flat = plan.subformat.endsWith('Flat');
     const extentBytes = plan.subformat.startsWith('twoGb') ? SPLIT_SIZE : plan.size;

@@ -110,12 +110,13 @@ export const convertImageOp: Op = (raw, ctx) => {
   if (backing && (views.length !== 1 || !Number.isSafeInteger(backing.size))) throw new ImageError('instar cannot convert these sources over a backing file');
   // qemu takes -c's unit from the new image's cluster size, which a flat VMDK does not have.
   if (opts.compressed && !writer.writeCompressed) return { noClusterSize: true };
+  const compressed = opts.compressed || writer.needsCompressedWrites === true;
   const counted = backing
-    ? copyOverBacking({ image: views[0], writer, sparseSize, backingSize: backing.size, backingImage, onProgress, compressed: opts.compressed, salvage: opts.salvage ? salvageMessages(ctx) : undefined })
-    : copyToImage({ images: views, writer, sparseSize, compressed: opts.compressed, onProgress, salvage: opts.salvage ? salvageMessages(ctx) : undefined });
+    ? copyOverBacking({ image: views[0], writer, sparseSize, backingSize: backing.size, backingImage, onProgress, compressed, salvage: opts.salvage ? salvageMessages(ctx) : undefined })
+    : copyToImage({ images: views, writer, sparseSize, compressed, onProgress, salvage: opts.salvage ? salvageMessages(ctx) : undefined });
   const copied = bitmaps && bitmapsToCopy(bitmaps);
   if (copied) writer.storeBitmaps!(copied.copy);
   writer.finish();
-  if (opts.compressed && writer.compressedEndFails) return { quietFailure: true };
+  if (compressed && writer.compressedEndFails) return { quietFailure: true };
   return (copied ? { counted, bitmapWarnings: copied.warnings } : { counted }) satisfies ConvertImageResult;
 };
