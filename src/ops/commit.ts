@@ -5,6 +5,9 @@
 // order. Everything is planned (and refused, with nothing written) before the first write.
 import { ImageError, type BlockDevice, type Image, type ResizeRequest } from '../formats/types.ts';
 import { Qcow2Image } from '../formats/qcow2/driver.ts';
+import { VmdkImage } from '../formats/vmdk/image.ts';
+import { vmdkInPlaceWriter } from '../formats/vmdk/inplace.ts';
+import type { InPlaceTarget } from './convert/in-place-copy.ts';
 import { findDriver } from '../formats/registry.ts';
 import { applyRepair, writeCount, type RepairStep } from '../formats/repair.ts';
 import { ReplayedDevice } from '../formats/replayed-device.ts';
@@ -116,6 +119,25 @@ function rawSteps(size: number, runs: ClusterRun[], top: Image): RepairStep[] {
   return steps;
 }
 
+/** The runs written through a format's own in-place writer (zero runs as its zero writes, or zeros). */
+function writeThrough(target: InPlaceTarget, runs: ClusterRun[], top: Image): void {
+  const chunk = 1024 * 1024;
+  for (const run of runs) {
+    const end = Math.min(run.offset + run.length, top.virtualSize);
+    for (let at = run.offset; at < end; at += chunk) {
+      const length = Math.min(chunk, end - at);
+      if (run.zero && target.writeZeroes) {
+        target.writeZeroes(at, length);
+        continue;
+      }
+      const buf = new Uint8Array(length);
+      if (!run.zero) top.read(buf, at);
+      target.write(buf, at);
+    }
+  }
+  target.finish();
+}
+
 /**
  * The steps that grow the base to `size` as qemu's blk_truncate does (raw: the file's length;
  * qcow2: its resize planner), or instar's refusal. A base with a backing file of its own has the
@@ -176,6 +198,7 @@ export function commitOp(options: Record<string, unknown>, ctx: OpContext): Comm
     if ('refused' in grow) return { format, refused: grow.refused };
     const hasBacking = base.info()['backing-filename'] !== undefined;
     let baseSteps: RepairStep[];
+    let writeBase: (() => void) | undefined;
     let progress: number[] = [];
     if (base.format === 'qcow2') {
       // The planner sees the base as the growth leaves it.
@@ -202,6 +225,18 @@ export function commitOp(options: Record<string, unknown>, ctx: OpContext): Comm
       const unit = granularityOf(undefined);
       progress = progressOf(top, baseLevel, unit, { zeroClusters: false });
       baseSteps = [...grow.steps, ...rawSteps(top.virtualSize, clusterRuns(top, dirtyRanges(top, baseLevel, unit), unit), top)];
+    } else if (base.format === 'vmdk') {
+      // qemu's mirror writes through the vmdk driver: a new grain starts from the base's parent
+      // (get_whole_cluster), the descriptor gets a new random CID at the first write. The writer
+      // writes directly (not in steps), after every refusal below.
+      const whole = chained();
+      const writer = whole instanceof VmdkImage ? vmdkInPlaceWriter(baseDev, whole) : { refused: 'instar cannot write into this vmdk base image; nothing was written' };
+      if ('refused' in writer) return { format, refused: writer.refused.replace('convert into', 'commit into') };
+      const unit = granularityOf((writer as { grainBytes?: number }).grainBytes);
+      progress = progressOf(top, baseLevel, unit, { zeroClusters: false });
+      const runs = clusterRuns(top, dirtyRanges(top, baseLevel, unit), unit);
+      baseSteps = [];
+      writeBase = () => writeThrough(writer, runs, top);
     } else {
       return { format, refused: `instar cannot write into a ${base.format} base image yet; nothing was written` };
     }
@@ -223,6 +258,7 @@ export function commitOp(options: Record<string, unknown>, ctx: OpContext): Comm
     if (topSteps.length > 0 && !ctx.devices[0].spec.writable) throw new ImageError('the image was not opened for writing');
     // Other drivers have no make_empty: qemu-img ignores its ENOTSUP and leaves the top as it is.
     const stop = typeof opts.stopAfterWrites === 'number' ? opts.stopAfterWrites : Infinity;
+    if (writeBase) writeBase();
     applyRepair(baseDev, baseSteps, { stopAfterWrites: stop });
     const left = stop - writeCount(baseSteps);
     if (left > 0 && topSteps.length > 0) applyRepair(topDev, topSteps, { stopAfterWrites: left });

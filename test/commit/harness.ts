@@ -81,7 +81,7 @@ export function sameDisk(version: OracleVersion, a: string, b: string, fmtA = 'q
 }
 
 /** qemu-img check finds nothing wrong. */
-export function assertCheckClean(version: OracleVersion, file: string): void {
-  const r = runQemu(version, ['check', '-f', 'qcow2', file]);
+export function assertCheckClean(version: OracleVersion, file: string, format = 'qcow2'): void {
+  const r = runQemu(version, ['check', '-f', format, file]);
   assert.equal(r.status, 0, `check ${file}: ${r.stdout}${r.stderr}`);
 }
