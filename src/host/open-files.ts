@@ -58,7 +58,7 @@ export function nestedReason(e: ReferencedFileError, reason = e.message): string
 }
 
 /** Ops whose output depends on where files have holes (qemu's block status asks SEEK_DATA). */
-const BLOCK_STATUS_OPS = new Set(['map', 'compare', 'convert', 'convert-image', 'measure']);
+const BLOCK_STATUS_OPS = new Set(['map', 'compare', 'convert', 'convert-image', 'convert-into', 'measure']);
 
 /** Adds the host's data runs to read-only devices, within one request's budget. */
 class DataRunHints {

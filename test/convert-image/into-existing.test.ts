@@ -50,6 +50,11 @@ before(() => {
   // Zeros stored as data in a source cluster (4 KiB) ending inside a 64 KiB target cluster that holds data.
   qcow2('zeros4k.qcow2', '4M', 'cluster_size=4096', ['write -P 0 0 4k', 'write -P 0 64k 6k', 'write -P 0x69 3M 4k']);
   qcow2('t5a.qcow2', '4M', '', ['write -P 0x5a 0 128k', 'write -P 0x5b 3M 64k']);
+  // A raw file whose zeros are data (written, not holes) around data and a hole: qemu's block status says data there.
+  const zerosAsData = Buffer.alloc(3 * MiB);
+  zerosAsData.fill(0x42, MiB, MiB + 5000);
+  writeFileSync(at('zeros-data.raw'), zerosAsData);
+  qemu(['-f', 'raw', '-c', 'discard 2M 512k', at('zeros-data.raw')], undefined, '10.0', 'qemu-io');
   qemu(['create', '-q', '-f', 'qcow2', '-u', '-b', 'gone.qcow2', '-F', 'qcow2', at('orphan.qcow2'), '4M']);
   qemu(['snapshot', '-c', 's1', at('snap.qcow2')]);
 });
@@ -112,6 +117,10 @@ test('convert -n -O qcow2 from a qcow2 source with 4 KiB clusters (runs that end
 test('convert -n -O qcow2: qemu\'s zero requests cut inside a cluster holding data (source runs of zeros stored as data): zeros written into it, not a zero cluster', async () => {
   await sameAsQemu('zero-cut', 't5a.qcow2', ['-O', 'qcow2', '-f', 'qcow2', '../zeros4k.qcow2']);
   await sameAsQemu('zero-cut-S', 't5a.qcow2', ['-O', 'qcow2', '-S', '512', '-f', 'qcow2', '../zeros4k.qcow2']);
+});
+
+test('convert -n -O qcow2 -p from a raw file whose zeros are allocated: its block status (the host\'s SEEK_DATA) decides the runs, as qemu\'s does', async () => {
+  await sameAsQemu('zeros-data', 't5a.qcow2', ['-O', 'qcow2', '-p', ...raw('zeros-data.raw')]);
 });
 
 test('convert -n -O qcow2 into a smaller target, a target whose backing file is missing: qemu\'s messages, nothing written', async () => {
