@@ -119,6 +119,16 @@ function rawSteps(size: number, runs: ClusterRun[], top: Image): RepairStep[] {
   return steps;
 }
 
+/** The vmdk base's writer; extents in files of their own (flat, split) are not granted for writing here. */
+function vmdkWriter(dev: BlockDevice, image: VmdkImage): ReturnType<typeof vmdkInPlaceWriter> {
+  try {
+    return vmdkInPlaceWriter(dev, image);
+  } catch (e) {
+    if (e instanceof ImageError) return { refused: 'instar cannot write into a vmdk base whose extents are files of their own yet; nothing was written' };
+    throw e;
+  }
+}
+
 /** The runs written through a format's own in-place writer (zero runs as its zero writes, or zeros). */
 function writeThrough(target: InPlaceTarget, runs: ClusterRun[], top: Image): void {
   const chunk = 1024 * 1024;
@@ -230,7 +240,7 @@ export function commitOp(options: Record<string, unknown>, ctx: OpContext): Comm
       // (get_whole_cluster), the descriptor gets a new random CID at the first write. The writer
       // writes directly (not in steps), after every refusal below.
       const whole = chained();
-      const writer = whole instanceof VmdkImage ? vmdkInPlaceWriter(baseDev, whole) : { refused: 'instar cannot write into this vmdk base image; nothing was written' };
+      const writer = whole instanceof VmdkImage ? vmdkWriter(baseDev, whole) : { refused: 'instar cannot write into this vmdk base image; nothing was written' };
       if ('refused' in writer) return { format, refused: writer.refused.replace('convert into', 'commit into') };
       const unit = granularityOf((writer as { grainBytes?: number }).grainBytes);
       progress = progressOf(top, baseLevel, unit, { zeroClusters: false });
