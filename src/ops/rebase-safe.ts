@@ -189,16 +189,19 @@ export function safeRebase(opts: SafeRebaseOptions, ctx: OpContext, top: Image):
   const backingFormat = backing && typeof opts.backingFormat === 'string' ? Buffer.from(opts.backingFormat) : undefined;
   let dataSteps: RepairStep[];
   let plan: HeaderChangePlan;
+  // qemu writes while the top still has its old backing file: without one, a version 2 image's
+  // zero writes are discards (no cluster allocated), whatever the new backing file.
+  const writingOverBacking = oldImage !== undefined;
   try {
     if (format !== 'qcow2') {
       dataSteps = [];
       plan = findDriver(format)!.changeBacking!(dev, backing, backingFormat);
     } else if (runs.length > 0 && openWritesBitmaps(dev)) {
       // Persistent bitmaps: the copy and the header change between qemu's open and close.
-      ({ dataSteps, plan } = copyWithBitmaps(dev, runs, source, newBacking, backing, backingFormat, dirtied));
+      ({ dataSteps, plan } = copyWithBitmaps(dev, runs, source, writingOverBacking, backing, backingFormat, dirtied));
     } else {
       // Nothing to copy: only the header changes (an image instar could not write into included).
-      dataSteps = runs.length > 0 ? planInPlaceWrite(dev, runs, source, { hasBacking: newBacking }) : [];
+      dataSteps = runs.length > 0 ? planInPlaceWrite(dev, runs, source, { hasBacking: writingOverBacking }) : [];
       plan = findDriver(format)!.changeBacking!(dev, backing, backingFormat);
     }
   } catch (e) {

@@ -54,6 +54,8 @@ before(() => {
     { name: 'x.vhdx', create: ['-f', 'vhdx'] },
     { name: 'k.vmdk', create: ['-f', 'vmdk'] },
     { name: 'e.qed', create: ['-f', 'qed'] },
+    // A version 2 top without a backing file: qemu's zero writes there are discards (hunt, campaign 400).
+    { name: 'v2.qcow2', create: ['-f', 'qcow2', '-o', 'compat=0.10'], writes: ['write -P 1 1M 64k'] },
   ]);
   // Nothing to copy into a top instar cannot write into (a raw external data file; bitmaps
   // whose extension instar's writer refuses): only the header change, or qemu's error for it.
@@ -106,6 +108,7 @@ const CASES: [string, string[], boolean?, string?][] = [
   ['formats', ['-p', '-b', 'z.qcow2', 'k.vmdk']],
   ['formats', ['-b', 'z.qcow2', '-F', 'qcow2', 'e.qed']],
   ['formats', ['-p', '-b', 'z.qcow2', 'e.qed']],
+  ['formats', ['-b', 'a.qcow2', '-F', 'qcow2', 'v2.qcow2']],
   ['nocopy', ['-b', 'z.qcow2', '-F', 'qcow2', 'd.qcow2']],
   ['nocopy', ['-p', '-b', 'z.qcow2', 'b.qcow2']],
   ['nocopy', ['-b', 'z.qcow2', '-F', 'qcow2', 'b.qcow2'], true],
