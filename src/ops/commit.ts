@@ -37,7 +37,9 @@ export type CommitResult = { format: string } & (
   /** No image of the chain was granted writable: -b named none of them. */
   | { noBase: true }
   /** instar will not do this (qemu would): nothing was written. */
-  | { refused: string });
+  | { refused: string }
+  /** The base is smaller and its format cannot grow in qemu: its job fails before any write. */
+  | { truncateUnsupported: true });
 
 /** Device indexes of the chain from the top down (role 'backing' links). */
 function chainIndexes(ctx: OpContext): number[] {
@@ -118,6 +120,9 @@ function rawSteps(size: number, runs: ClusterRun[], top: Image): RepairStep[] {
   steps.push({ kind: 'barrier' });
   return steps;
 }
+
+/** Formats whose qemu drivers cannot truncate (measured: the commit job fails growing them). */
+const NO_TRUNCATE = new Set(['vhdx', 'vpc', 'vmdk', 'vdi', 'qcow']);
 
 /** The vmdk base's writer; extents in files of their own (flat, split) are not granted for writing here. */
 function vmdkWriter(dev: BlockDevice, image: VmdkImage): ReturnType<typeof vmdkInPlaceWriter> {
@@ -204,6 +209,7 @@ export function commitOp(options: Record<string, unknown>, ctx: OpContext): Comm
   try {
     // qemu's commit job first grows a smaller base to the top's size.
     const chained = () => openTree(ctx, chain[baseLevel], { ...opts, fileName: undefined, format: above.info()['backing-filename-format'] });
+    if (base.virtualSize < top.virtualSize && NO_TRUNCATE.has(base.format)) return { format, truncateUnsupported: true };
     const grow = base.virtualSize < top.virtualSize ? growBase(base, baseDev, top.virtualSize, chained) : { steps: [] };
     if ('refused' in grow) return { format, refused: grow.refused };
     const hasBacking = base.info()['backing-filename'] !== undefined;

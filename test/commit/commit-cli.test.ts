@@ -58,6 +58,14 @@ before(() => {
     { name: 'z.vmdk', create: ['-f', 'vmdk', '-o', 'zeroed_grain=on'], writes: ['write -P 1 0 1M'], format: 'vmdk' },
     { name: 'tz.qcow2', create: ['-f', 'qcow2', '-b', 'z.vmdk', '-F', 'vmdk'], writes: ['write -z 0 256k', 'write -P 9 512k 8k'] },
   ]);
+  // Bases smaller than the top in formats qemu cannot grow: its commit job fails before any
+  // write (the hunt found instar refusing them in its own words).
+  chains.noGrow = builder.chain([
+    { name: 'b.vhdx', create: ['-f', 'vhdx'], size: '2M' },
+    { name: 'b.vhd', create: ['-f', 'vpc'], size: '2M' },
+    { name: 'x.qcow2', create: ['-f', 'qcow2', '-b', 'b.vhdx', '-F', 'vhdx'], writes: ['write -P 2 3M 64k'] },
+    { name: 'p.qcow2', create: ['-f', 'qcow2', '-b', 'b.vhd', '-F', 'vpc'], writes: ['write -P 2 3M 64k'] },
+  ]);
   // A dirty top (lazy refcounts, qemu-io killed after its writes): qemu's writable open repairs
   // its refcounts first, printing the check's lines, then commits.
   chains.dirty = builder.chain([
@@ -126,6 +134,8 @@ const CASES: Case[] = [
   { chain: 'vmdk', args: ['commit', 't.qcow2'], exact: ['t.qcow2', 't.vmdk'], sandboxed: true },
   { chain: 'vmdk', args: ['commit', '-d', 'tz.qcow2'], exact: ['tz.qcow2', 'b.vmdk'] },
   // Failures: nothing may change.
+  { chain: 'noGrow', args: ['commit', '-p', '-d', 'x.qcow2'], exact: ['b.vhdx', 'b.vhd', 'x.qcow2', 'p.qcow2'], sandboxed: true },
+  { chain: 'noGrow', args: ['commit', 'p.qcow2'], exact: ['b.vhdx', 'b.vhd', 'x.qcow2', 'p.qcow2'] },
   { chain: 'raw', args: ['commit', '-b', 'nope', 't.qcow2'], exact: ['t.qcow2', 'm.qcow2', 'r.raw'] },
   { chain: 'raw', args: ['commit', '-p', '-b', 'nope', 't.qcow2'], only: '7.2', exact: ['t.qcow2', 'm.qcow2', 'r.raw'] },
   { chain: 'raw', args: ['commit', '-f', 'raw', 'r.raw'], only: '10.0', exact: ['t.qcow2', 'm.qcow2', 'r.raw'] },

@@ -97,6 +97,7 @@ function validResult(raw: unknown): CommitResult {
   const percentages = (v: unknown) => Array.isArray(v) && v.length <= 1024 && v.every((p) => typeof p === 'number' && p >= 0 && p <= 100);
   if (r.committed === true && percentages(r.progress)) return { format: r.format, committed: true, progress: r.progress as number[] };
   if (r.noBacking === true || r.noBase === true) return r as CommitResult;
+  if (r.truncateUnsupported === true) return { format: r.format, truncateUnsupported: true };
   if (typeof r.refused === 'string' && r.refused.length < 1024) return { format: r.format, refused: r.refused.replace(/[\x00-\x1f\x7f]/g, '?') };
   throw new OpError('the guest gave a malformed commit result');
 }
@@ -155,6 +156,11 @@ async function runCommit(cmd: ParsedCommand, ctx: CommandContext, target: Target
     return fail(baseName !== undefined ? `Did not find '${baseName}' in the backing chain of '${cmd.args[0]}'` : 'Image does not have a backing file');
   }
   if ('refused' in result) return fail(result.refused);
+  if ('truncateUnsupported' in result) {
+    // qemu's mirror job cannot grow the base; -p has printed 0% three times by then.
+    if (progress) ctx.out(progressLine(0).repeat(2));
+    return fail('Block job failed: Operation not supported');
+  }
   for (const p of result.progress) show(p);
   show(100);
   if (progress) ctx.out('\n');
