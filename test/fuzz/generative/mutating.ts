@@ -10,7 +10,7 @@
 // stops at its first difference (the copies have diverged). Each version runs its own sequence
 // from the same seed.
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Rng } from '../prng.ts';
@@ -139,13 +139,28 @@ async function runInstarStep(version: OracleVersion, args: string[], dir: string
   return runInProcess(['--sandbox=none', ...globals, ...args], dir);
 }
 
+/**
+ * GNU cp keeps a sparse file sparse (Node's copies write every byte: a raw disk resized to 1T
+ * filled the disk once).
+ */
+function sparseCopy(from: string, to: string): void {
+  const r = spawnSync('cp', ['--sparse=always', from, to]);
+  if (r.status !== 0) throw new Error(`cp ${from} ${to}: ${r.stderr}`);
+}
+
+/** instar's copy replaced by the oracle's (after guest writes, edits, or an accepted difference). */
+function resync(qdir: string, idir: string): void {
+  rmSync(idir, { recursive: true, force: true });
+  mkdirSync(idir);
+  for (const f of readdirSync(qdir)) sparseCopy(join(qdir, f), join(idir, f));
+}
+
 /** Guest writes on the oracle's copy, then copied over instar's (VHDX/VMDK writes draw random IDs). */
 function applyIo(version: OracleVersion, qdir: string, idir: string, state: ImageState, step: Extract<Step, { kind: 'qemu-io' }>): void {
   const commands = step.kill ? [...step.commands, 'sigraise 9'] : step.commands;
   if (commands.length === 0) return;
   spawnSync(oracle(version, 'qemu-io'), ['-f', state.format, ...commands.flatMap((c) => ['-c', c]), state.file], { cwd: qdir, timeout: 60_000 });
-  rmSync(idir, { recursive: true, force: true });
-  cpSync(qdir, idir, { recursive: true });
+  resync(qdir, idir);
 }
 
 /**
@@ -174,8 +189,7 @@ function editRefcount(qdir: string, idir: string, file: string, step: Extract<St
   if (value < 0 || value > 0xffff) return 'out of range';
   b.writeUInt16BE(value, at);
   writeFileSync(path, b);
-  rmSync(idir, { recursive: true, force: true });
-  cpSync(qdir, idir, { recursive: true });
+  resync(qdir, idir);
   return `cluster ${c} refcount ${value - step.delta} -> ${value} (byte ${at})`;
 }
 
@@ -190,7 +204,7 @@ function buildCaseFiles(seed: number, dir: string): { top: string; recipe: strin
   const single = target.files.length === 1;
   if (single) {
     const name = `alt.${target.top.file.split('.').pop()}`;
-    copyFileSync(join(targetDir, target.top.file), join(dir, name));
+    sparseCopy(join(targetDir, target.top.file), join(dir, name));
     others.push({ file: name, format: target.top.format });
   }
   const recipe = `${describeBuild(built, seed)}\n# rebase target${single ? '' : ' (not copied: more than one file)'}\n${target.recipe.join('\n')}`;
@@ -212,7 +226,7 @@ export async function runMutatingCase(seed: number, opts: MutatingOptions = {}):
       const idir = join(root, version, 'i');
       for (const d of [qdir, idir]) {
         mkdirSync(d, { recursive: true });
-        for (const f of readdirSync(src)) if (statSync(join(src, f)).isFile()) copyFileSync(join(src, f), join(d, f));
+        for (const f of readdirSync(src)) if (statSync(join(src, f)).isFile()) sparseCopy(join(src, f), join(d, f));
       }
       const rng = new Rng(seed ^ 0x5bd1e995);
       const log: string[] = [recipe, `# twins: cp -a src q; cp -a src i; then, in each (qemu ${version}):`];
@@ -266,8 +280,7 @@ export async function runMutatingCase(seed: number, opts: MutatingOptions = {}):
           // and instar's copy is then replaced by qemu's so that the sequence goes on from one state.
           if (files && step.args[0] === 'commit' && qemu.status === 0 && sameContent(version, qdir, idir)) {
             note = `   # files differ (${files.split(':')[0]}): qemu's mirror layout is timing-dependent; same content, check clean`;
-            rmSync(idir, { recursive: true, force: true });
-            cpSync(qdir, idir, { recursive: true });
+            resync(qdir, idir);
             files = undefined;
           }
           if (files) {
