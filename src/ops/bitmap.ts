@@ -44,7 +44,8 @@ function withoutBitmaps(actions: readonly BitmapActionSpec[], request: Pick<Bitm
 }
 
 function sourceBitmaps(ctx: OpContext, opts: OpenTreeOptions): SourceBitmap[] {
-  const image = openTree(ctx, 1, opts);
+  // qemu-img bitmap opens the source without its backing chain too (a missing one is no error).
+  const image = openTree(ctx, 1, { ...opts, noBacking: true });
   const dev = ctx.devices[1]?.dev;
   if (!dev) throw new ImageError('no source device');
   return findDriver(image.format)?.dirtyBitmaps?.sources(dev) ?? [];
@@ -52,7 +53,9 @@ function sourceBitmaps(ctx: OpContext, opts: OpenTreeOptions): SourceBitmap[] {
 
 export function bitmapOp(options: Record<string, unknown>, ctx: OpContext): BitmapResult {
   const opts = options as unknown as BitmapOptions;
-  const image = openTree(ctx, 0, opts);
+  // qemu-img bitmap opens the image without its backing chain (measured: a missing or mistyped
+  // backing file is no error there).
+  const image = openTree(ctx, 0, { ...opts, noBacking: true });
   const format = image.format;
   let source: SourceBitmap[] | undefined;
   let sourceError: string | undefined;

@@ -105,6 +105,17 @@ function openLevel(ctx: OpContext, index: number, format: string | undefined, op
     missing.push({ role: 'backing', name: backingName, referrer: index, format: info['backing-filename-format'] });
     return image;
   }
-  image.attachBacking(openLevel(ctx, backingIndex, info['backing-filename-format'], opts, missing, level + 1));
+  image.attachBacking(openBacking(() => openLevel(ctx, backingIndex, info['backing-filename-format'], opts, missing, level + 1)));
   return image;
+}
+
+/** qemu words a backing file's open failure "Could not open backing file: " + why, once per level. */
+function openBacking(open: () => Image): Image {
+  try {
+    return open();
+  } catch (e) {
+    // Only the plain failures: subclasses carry meanings of their own (files still needed, ...).
+    if (e instanceof ImageError && e.constructor === ImageError) throw new ImageError(`Could not open backing file: ${e.message}`, e.errno);
+    throw e;
+  }
 }

@@ -40,7 +40,9 @@ export type ProgressRuns = [number, number][];
 export type SafeRebaseResult = { format: string; progress: ProgressRuns } & (
   | { done: true }
   | { errno: 'ENOSPC' | 'EINVAL' | 'ENOTSUP' }
-  | { refused: string });
+  | { refused: string }
+  /** qemu's open of the new backing file failed (its format is not -F's, say): the reason. */
+  | { newBackingFailed: string });
 
 /** Reads `buf.length` bytes of `image` at `offset`, zeros past its end (or everywhere without an image). */
 function readPadded(image: Image | undefined, buf: Buffer, offset: number): void {
@@ -142,7 +144,14 @@ export function safeRebase(opts: SafeRebaseOptions, ctx: OpContext, top: Image):
   const oldIndex = backingIndex(ctx, 0);
   const oldImage = oldIndex < 0 ? undefined : openTree(ctx, oldIndex, { ...opts, fileName: undefined, format: top.info()['backing-filename-format'] });
   const newBacking = opts.backing !== undefined && opts.backing !== '';
-  const newImage = newBacking ? openTree(ctx, 1, { ...opts, fileName: opts.backing, format: opts.backingFormat }) : undefined;
+  let newImage: Image | undefined;
+  try {
+    newImage = newBacking ? openTree(ctx, 1, { ...opts, fileName: opts.backing, format: opts.backingFormat }) : undefined;
+  } catch (e) {
+    // A plain failure only: files still needed (MissingFilesError) go back to the host.
+    if (e instanceof ImageError && e.constructor === ImageError) return { format, progress: [], newBackingFailed: e.message };
+    throw e;
+  }
   const oldSize = oldImage?.virtualSize ?? 0;
   const prefix = newBacking ? prefixLevel(ctx, opts.backing!) : 0;
   // Other formats only learn whether anything differs (then refused): sectors will do.

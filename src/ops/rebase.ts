@@ -34,7 +34,9 @@ export type RebaseResult = ({ progress?: ProgressRuns }) & (
   /** qemu's "Invalid format name" for -F, after the image opened. */
   | { format: string; invalidBackingFormat: true }
   /** instar will not do this (qemu would): nothing was written. */
-  | { format: string; refused: string });
+  | { format: string; refused: string }
+  /** Safe mode: the new backing file did not open (the reason, from the guest: escaped by the host). */
+  | { format: string; newBackingFailed: string });
 
 export function rebaseOp(options: Record<string, unknown>, ctx: OpContext): RebaseResult {
   const opts = options as unknown as RebaseOptions;

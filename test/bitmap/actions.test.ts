@@ -70,6 +70,9 @@ const CASES: [string, string[]][] = [
   ['inuse.qcow2', ['--add', 'inuse.qcow2', 'b']],
   ['v2.qcow2', ['--add', 'v2.qcow2', 'b']],
   ['v2.qcow2', ['--disable', 'v2.qcow2', 'b']],
+  ['orphan.qcow2', ['--add', 'orphan.qcow2', 'b']],
+  ['mistyped.qcow2', ['--add', 'mistyped.qcow2', 'b']],
+  ['data.qcow2', ['-b', 'orphan.qcow2', '--merge', 's', 'data.qcow2', 'b']],
   ['disk.raw', ['-f', 'raw', '--add', 'disk.raw', 'b']],
   ['disk.raw', ['-f', 'raw', '--add', '-g', '100', 'disk.raw', 'b']],
   ['disk.raw', ['-f', 'raw', '--clear', 'disk.raw', 'b']],
@@ -90,7 +93,7 @@ const USAGE: string[][] = [
 
 const pick = (image: string, args: string[]): Fixtures => {
   const out: Fixtures = { [image]: files[image] };
-  if (image === 'overlay.qcow2') out['base.qcow2'] = files['base.qcow2'];
+  if (image === 'overlay.qcow2' || image === 'mistyped.qcow2') out['base.qcow2'] = files['base.qcow2'];
   const b = args.indexOf('-b');
   if (b >= 0 && files[args[b + 1]]) out[args[b + 1]] = files[args[b + 1]];
   return out;

@@ -89,7 +89,12 @@ export function buildFixtures(ws: Workspace): Fixtures {
   const files: Fixtures = {};
   files['overlay.qcow2'] = overlay;
   files['stale.qcow2'] = stale;
-  for (const name of ['plain', 'data', 'small', 'big', 'v2', 'src', 'srcover', 'other', 'edge', 'base']) files[`${name}.qcow2`] = ws.read(`${name}.qcow2`);
+  // A backing file that is missing, and one whose named format is not its own: qemu-img bitmap
+  // opens the image without its backing chain (the hunt found instar opening it and failing).
+  q('create', '-q', '-f', 'qcow2', '-u', '-b', 'gone.qcow2', '-F', 'qcow2', 'orphan.qcow2', '1M');
+  q('bitmap', '--add', 'orphan.qcow2', 's');
+  q('create', '-q', '-f', 'qcow2', '-u', '-b', 'base.qcow2', '-F', 'vmdk', 'mistyped.qcow2', '1M');
+  for (const name of ['plain', 'data', 'small', 'big', 'v2', 'src', 'srcover', 'other', 'edge', 'base', 'orphan', 'mistyped']) files[`${name}.qcow2`] = ws.read(`${name}.qcow2`);
   files['inuse.qcow2'] = inuse;
   files['disk.raw'] = ws.read('disk.raw');
   return files;

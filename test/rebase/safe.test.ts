@@ -70,6 +70,15 @@ before(() => {
   assert.equal(runQemu('7.2', ['-c', 'write -P 1 0 64k', 'd.qcow2'], { cwd: nocopy }, 'qemu-io').status, 0);
   for (const name of ['d.qcow2', 'b.qcow2']) assert.equal(runQemu('7.2', ['bitmap', '--add', name, 'b0'], { cwd: nocopy }).status, 0);
   for (const name of ['d.qcow2', 'd.data', 'b.qcow2']) chains.nocopy[name] = readFileSync(join(nocopy, name));
+  // Backing files whose format is not the one named: the new one (-F) and an old one (the header).
+  // qemu says "Could not open new backing file '...': ..." and "Could not open backing file: ..."
+  // (the hunt found instar naming the top for both).
+  chains.wrongFormat = builder.chain([
+    { name: 'alt.vmdk', create: ['-f', 'vmdk'] },
+    { name: 't.qcow2', create: ['-f', 'qcow2'] },
+    { name: 'v.vhd', create: ['-f', 'vpc'] },
+    { name: 'bad.qcow2', create: ['-f', 'qcow2', '-u', '-b', 'alt.vmdk', '-F', 'qcow2'], size: '1M' },
+  ]);
   const dir = join(builder.root, 'snapshot');
   mkdirSync(dir);
   for (const [name, bytes] of Object.entries(chains.snapshot)) writeFileSync(join(dir, name), bytes);
@@ -109,6 +118,9 @@ const CASES: [string, string[], boolean?, string?][] = [
   ['formats', ['-b', 'z.qcow2', '-F', 'qcow2', 'e.qed']],
   ['formats', ['-p', '-b', 'z.qcow2', 'e.qed']],
   ['formats', ['-b', 'a.qcow2', '-F', 'qcow2', 'v2.qcow2']],
+  ['wrongFormat', ['-b', 'alt.vmdk', '-F', 'qcow2', 't.qcow2'], true],
+  ['wrongFormat', ['-p', '-f', 'vpc', '-b', 'alt.vmdk', '-F', 'qcow2', 'v.vhd']],
+  ['wrongFormat', ['-p', '-b', '', 'bad.qcow2']],
   ['nocopy', ['-b', 'z.qcow2', '-F', 'qcow2', 'd.qcow2']],
   ['nocopy', ['-p', '-b', 'z.qcow2', 'b.qcow2']],
   ['nocopy', ['-b', 'z.qcow2', '-F', 'qcow2', 'b.qcow2'], true],

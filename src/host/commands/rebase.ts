@@ -128,6 +128,7 @@ async function runRebase(cmd: ParsedCommand, ctx: CommandContext, progress: bool
   if (target.format === undefined && result.format === 'raw') ctx.err(PROBED_RAW_WARNING(target.path));
   if ('invalidBackingFormat' in result) return fail(`Invalid format name: '${backingFormat}'`);
   if ('refused' in result) return fail(result.refused, true);
+  if ('newBackingFailed' in result) return fail(`Could not open new backing file '${backing}': ${result.newBackingFailed}`);
   if ('errno' in result) {
     const why = result.errno === 'ENOSPC' ? 'No space left in the file header'
       : result.errno === 'EINVAL' && backing !== '' && backingFormat === undefined ? 'backing format must be specified'
@@ -150,6 +151,7 @@ function validRebaseResult(raw: unknown): RebaseResult {
   if (r.done === true || r.invalidBackingFormat === true) return r as RebaseResult;
   if (r.errno === 'ENOSPC' || r.errno === 'EINVAL' || r.errno === 'ENOTSUP') return r as RebaseResult;
   if (typeof r.refused === 'string' && r.refused.length < 1024) return r as RebaseResult;
+  if (typeof r.newBackingFailed === 'string' && r.newBackingFailed.length < 1024) return { format: r.format, progress: [], newBackingFailed: r.newBackingFailed.replace(/[\x00-\x1f\x7f]/g, '?') };
   throw new OpError('the guest gave a malformed rebase result');
 }
 
