@@ -138,6 +138,13 @@ describe('-W, -m, --target-is-zero and -n', () => {
       assert.match(qemu(['check', join(ours.dir, 'out.vmdk')]), /No errors were found/);
     }
   });
+  test('-p from a mostly empty 16 GiB VMDK: block status asked grain by grain no further than each grain (was quadratic: minutes), qemu\'s progress and file', () => {
+    qemu(['create', '-q', '-f', 'vmdk', 'empty16g.vmdk', '16G'], dir);
+    qemu(['-f', 'vmdk', '-c', 'write -P 5 8G 64k', 'empty16g.vmdk'], dir, '10.0', 'qemu-io');
+    const started = Date.now();
+    sameAsOracles(dir, ['convert', '-p', '-O', 'qcow2', '../empty16g.vmdk', 'out.qcow2'], { label: 'vmdk16g', profiles: ['10.0'] });
+    assert.ok(Date.now() - started < 30_000, `took ${Date.now() - started} ms`);
+  });
   test('--target-is-zero without -n', () => {
     sameAsOracles(dir, ['convert', '--target-is-zero', '-O', 'qcow2', '../top.qcow2', 'out.qcow2'], { label: 'tiz' });
   });
