@@ -138,6 +138,22 @@ test('a file named two backing links down that cannot be opened: qemu\'s "Could 
   }
 });
 
+test('-l snapshot.name=/snapshot.id= with two sources: qemu loads the snapshot into the first one only (the plain -l NAME is refused)', () => {
+  for (const [l, sources] of [['snapshot.name=snap', ['a.qcow2', 'r.raw']], ['snapshot.id=1', ['a.qcow2', 'a.qcow2']], ['snapshot.name=snap', ['df0.qcow2', 'a.qcow2']]] as const) {
+    for (const v of VERSIONS) {
+      const args = ['convert', '-l', l, ...sources, '-O', 'raw', 'o.raw'];
+      const theirs = runQemu(v, args, { cwd: dir });
+      const theirBytes = theirs.status === 0 ? readFileSync(join(dir, 'o.raw')) : undefined;
+      rmSync(join(dir, 'o.raw'), { force: true });
+      const mine = runInstar(['--unsafe-quirks', ...args], { cwd: dir, env: { INSTAR_QEMU_VERSION: v } });
+      const what = `${args.join(' ')} (${v})`;
+      assert.deepEqual([mine.status, mine.stdout, mine.stderr], [theirs.status, theirs.stdout, theirs.stderr.replaceAll(oracle(v), 'qemu-img')], what);
+      if (theirBytes) assert.ok(readFileSync(join(dir, 'o.raw')).equals(theirBytes), what);
+      rmSync(join(dir, 'o.raw'), { force: true });
+    }
+  }
+});
+
 /** Whether the file system under `dir` refuses a file of `size` bytes (ext4: 16 TiB; tmpfs, xfs take it). */
 function refusesSize(size: number): boolean {
   const probe = join(dir, 'size-probe');

@@ -210,7 +210,8 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
   // -n: the target as named, or as --target-image-opts describes it (into-target.ts).
   const into = s.noCreate ? intoTarget(cmd) : undefined;
   const outPath = into?.path ?? cmd.args[cmd.args.length - 1];
-  if (specs.length > 1 && s.snapshot) throw new ConvertError('No support for concatenating multiple snapshot');
+  // The plain -l NAME (or 7.2's -s) only: qemu takes -l snapshot.id=/name= with several sources, for the first one.
+  if (specs.length > 1 && s.snapshot?.idOrName !== undefined) throw new ConvertError('No support for concatenating multiple snapshot');
   const format = cmd.options.get('source-format')?.at(-1);
   const targets = specs.map((spec) => imageTarget(spec, format, cmd.options.has('image-opts')));
   const secrets = sourceSecrets(cmd.options.get('object') ?? [], targets);

@@ -51,7 +51,8 @@ export function openSource(ctx: OpContext, source: ConvertSource, opts: Pick<Ope
 /** -l: every source read through the snapshot; failures worded as qemu-img words them. */
 export function snapshotViews(images: Image[], choice: SnapshotChoice): Image[] {
   try {
-    return images.map((image) => loadSnapshot(image, choice));
+    // qemu loads the snapshot into the first source only (-l snapshot.*= with several sources).
+    return images.map((image, i) => (i === 0 ? loadSnapshot(image, choice) : image));
   } catch (e) {
     if (e instanceof ImageError) throw new ImageError(`Failed to load snapshot: ${e.message}`, e.errno);
     throw e;
