@@ -5,7 +5,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Rng } from '../prng.ts';
 import { SECRET, builtSource, fromRun, makeSource } from './sources.ts';
-import { recipeOf, runGenCase, targetName, type GenCase } from './convert.ts';
+import { BIG_BYTES, recipeOf, runGenCase, targetName, type GenCase } from './convert.ts';
 import type { HuntArea } from './area.ts';
 
 const TARGETS = ['raw', 'raw', 'raw', 'qcow2', 'qcow2', 'vmdk', 'vpc', 'vhdx', 'qed', 'vdi', 'parallels', 'qcow', 'luks'];
@@ -33,9 +33,14 @@ export function buildDdCase(seed: number, dir: string): GenCase {
   if (rng.chance(0.03)) argv.push('-o', 'cluster_size=4k');
   const operands: string[] = [];
   const bs = rng.pick([512, 512, 1024, 4096, 65536, 1024 * 1024, 3 * 512, 1000, 1]);
-  if (rng.chance(0.8)) operands.push(`bs=${sizeText(rng, bs)}`);
+  const big = src.size > BIG_BYTES;
+  if (big) operands.push(`bs=${bs}`);
+  else if (rng.chance(0.8)) operands.push(`bs=${sizeText(rng, bs)}`);
   const blocks = Math.max(1, Math.ceil(src.size / bs));
-  if (rng.chance(0.5)) operands.push(`count=${sizeText(rng, rng.below(blocks + 3))}`);
+  // dd writes every block it copies, zeros too: a big sparse source is copied 64 MiB at most.
+  const cap = Math.min(Math.floor((64 * 1024 * 1024) / bs), 1 << 20);
+  if (big) operands.push(`count=${rng.below(Math.min(blocks, cap) + 1)}`);
+  else if (rng.chance(0.5)) operands.push(`count=${sizeText(rng, rng.below(blocks + 3))}`);
   if (rng.chance(0.4)) operands.push(`skip=${sizeText(rng, rng.below(blocks + 2))}`);
   operands.push(`if=${imageOpts ? (src.format === 'luks' ? `driver=luks,key-secret=sec0,file.filename=${fromRun(src)}` : `driver=${src.format},file.filename=${fromRun(src)}`) : fromRun(src)}`);
   operands.push(`of=${targetName(format)}`);
