@@ -56,6 +56,8 @@ before(() => {
     { name: 'e.qed', create: ['-f', 'qed'] },
     // A version 2 top without a backing file: qemu's zero writes there are discards (hunt, campaign 400).
     { name: 'v2.qcow2', create: ['-f', 'qcow2', '-o', 'compat=0.10'], writes: ['write -P 1 1M 64k'] },
+    // The same with no L2 table where the new backing file has data: the discard allocates one (campaign 500).
+    { name: 'v2e.qcow2', create: ['-f', 'qcow2', '-o', 'compat=0.10,cluster_size=4096'] },
   ]);
   // Nothing to copy into a top instar cannot write into (a raw external data file; bitmaps
   // whose extension instar's writer refuses): only the header change, or qemu's error for it.
@@ -118,6 +120,7 @@ const CASES: [string, string[], boolean?, string?][] = [
   ['formats', ['-b', 'z.qcow2', '-F', 'qcow2', 'e.qed']],
   ['formats', ['-p', '-b', 'z.qcow2', 'e.qed']],
   ['formats', ['-b', 'a.qcow2', '-F', 'qcow2', 'v2.qcow2']],
+  ['formats', ['-b', 'a.qcow2', '-F', 'qcow2', 'v2e.qcow2']],
   ['wrongFormat', ['-b', 'alt.vmdk', '-F', 'qcow2', 't.qcow2'], true],
   ['wrongFormat', ['-p', '-f', 'vpc', '-b', 'alt.vmdk', '-F', 'qcow2', 'v.vhd']],
   ['wrongFormat', ['-p', '-b', '', 'bad.qcow2']],

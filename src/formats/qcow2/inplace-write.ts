@@ -154,8 +154,9 @@ export function planInPlaceWrite(dev: BlockDevice, runs: readonly ClusterRun[], 
 
   for (const run of runs) {
     if (run.offset % cs !== 0 || run.offset < 0 || run.offset + run.length > virtualSize + cs) throw refuse('a write is outside the disk');
-    // v2 images have no zero flag: without a backing file an unallocated cluster reads as
-    // zeros already, with one its zeros must be written.
+    // v2 images have no zero flag: without a backing file qemu's zero write is a discard, which
+    // leaves an unallocated cluster as it is but gets its L2 table first (get_cluster_table
+    // allocates a missing one); with a backing file its zeros must be written.
     const zeroFlag = run.zero && h.version >= 3;
     let span = -1;
     for (let virt = run.offset; virt < run.offset + run.length && virt < virtualSize; virt += cs) {
@@ -168,7 +169,6 @@ export function planInPlaceWrite(dev: BlockDevice, runs: readonly ClusterRun[], 
       const l1Entry = l1Bytes.readBigUInt64BE(l1Index * 8);
       let l2Offset = Number(l1Entry & OFFSET_MASK);
       const guestBytes = Math.min(cs, virtualSize - virt);
-      if (run.zero && !zeroFlag && !opts.hasBacking && l2Offset === 0) continue;
       let table: Buffer;
       if (l2Offset === 0) {
         l2Offset = allocClusters(refs, cs);
