@@ -64,6 +64,10 @@ before(() => {
   assert.equal(runQemu('10.0', ['create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', overlay, '4M']).status, 0);
   assert.equal(runQemu('10.0', ['-c', 'write -P 5 1M 64k', overlay], {}, 'qemu-io').status, 0);
   images.overlay = new Uint8Array(readFileSync(overlay));
+  // An external data file (instar refuses to resize it): qemu's own size check still comes first.
+  assert.equal(runQemu('10.0', ['create', '-q', '-f', 'qcow2', '-o', 'data_file=df.data', 'df.qcow2', '1M'], { cwd: dirs.root }).status, 0);
+  images.dataFile = new Uint8Array(readFileSync(dirs.path('df.qcow2')));
+  images['df.data'] = new Uint8Array(readFileSync(dirs.path('df.data')));
   // Old sizes inside a cluster over the longer backing file: qemu writes zeros from the old end
   // to the cluster's end, into the cluster (allocated) or a new one holding the backing file's
   // bytes before the old end (unallocated) or zeros (a zero cluster). The hunt found instar
@@ -131,11 +135,13 @@ test('qcow2 resize: errors and images qemu resizes in one way only', () => {
     ['overlayUnallocated', ['q.qcow2', '2M']],
     ['overlayAllocated', ['q.qcow2', '1010k']],
     ['overlayZero', ['-f', 'qcow2', 'q.qcow2', '+64k']],
+    ['dataFile', ['q.qcow2', '+4608272']],
   ];
   for (const v of VERSIONS) {
     for (const [image, args] of cases) {
       const files: Record<string, Uint8Array> = { 'q.qcow2': images[image] };
       if (image.startsWith('short') || image.startsWith('overlay')) files['base.qcow2'] = image === 'shortV2' ? images.base2 : images.base;
+      if (image === 'dataFile') files['df.data'] = images['df.data'];
       const r = dirs.run(v, files, args, { sandboxed: (image === 'fragmented' || image === 'overlay') && args[1] === '2G' });
       assertSameResize(r, `${image}: qemu-img ${v} resize ${args.join(' ')}`);
     }

@@ -134,6 +134,11 @@ const isRefusal = (message: string) => message.startsWith('instar ');
 export function planTruncate(dev: BlockDevice, request: ResizeRequest): ResizePlan {
   const h = parseHeader(dev);
   const early = refusal(h);
+  // Refused for its data file only, where qemu's open writes nothing: qemu's own check fails first.
+  if (early && refusal({ ...h, incompatible: h.incompatible & ~INCOMPAT.dataFile }) === undefined && !openWritesBitmaps(dev)) {
+    const failed = qemuCheck(h, request, []);
+    if (failed !== undefined) return { error: failed };
+  }
   if (early) return early;
   if (!openWritesBitmaps(dev)) {
     const failed = qemuCheck(h, request, []);
