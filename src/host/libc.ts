@@ -5,6 +5,7 @@
 // callers ask only when they need a call, and get null where it cannot load (not installed,
 // another platform), and must then do without.
 import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 
 interface Library {
   func(signature: string): unknown;
@@ -19,12 +20,29 @@ function load(): Library | null {
   try {
     // A require by a computed name: bundlers leave it alone, so koffi stays an optional runtime dependency.
     const name = 'koffi';
-    const koffi = createRequire(import.meta.url)(name) as { load(lib: string): Library };
-    libc = koffi.load('libc.so.6');
+    const req = createRequire(import.meta.url);
+    libc = (nativeKoffi(req, name) ?? (req(name) as { load(lib: string): Library })).load('libc.so.6');
   } catch {
     libc = null;
   }
   return libc;
+}
+
+/**
+ * koffi's native addon, required directly: koffi's index.js first loads its build tool, which
+ * requires https, tls, crypto and zlib (~7 ms of CPU here) only to name the platform. Undefined
+ * where the prebuilt binary for this platform is not where koffi 2 keeps it, or is another version.
+ */
+function nativeKoffi(req: NodeJS.Require, name: string): { load(lib: string): Library } | undefined {
+  if (process.platform !== 'linux' || (process.arch !== 'x64' && process.arch !== 'arm64')) return undefined;
+  try {
+    const dir = dirname(req.resolve(`${name}/package.json`));
+    const { version } = req(`${name}/package.json`) as { version: string };
+    const native = req(join(dir, 'build', 'koffi', `linux_${process.arch}`, 'koffi.node')) as { version: string; load(lib: string): Library };
+    return native.version === version ? native : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 const functions = new Map<string, unknown>();
