@@ -14,3 +14,6 @@ export const DETECTION_ONLY: readonly string[] = ['iso'];
 export function isDriverName(name: string): boolean {
   return DRIVER_NAMES.includes(name) && !DETECTION_ONLY.includes(name);
 }
+
+/** The --image-opts option that names the key secret, in each format that has one. */
+export const KEY_OPTION: Readonly<Record<string, string>> = { luks: 'key-secret', qcow2: 'encrypt.key-secret', qcow: 'encrypt.key-secret' };

@@ -5,7 +5,7 @@ import { strerror } from '../strerror.ts';
 import { closeSync, constants, fstatSync, openSync } from 'node:fs';
 import type { ParsedCommand } from '../cli/types.ts';
 import { nestedReason, type ReferencedFileError } from './open-files.ts';
-import { isDriverName } from '../formats/names.ts';
+import { isDriverName, KEY_OPTION } from '../formats/names.ts';
 import { parseQemuOpts } from './commands/image-opts.ts';
 import { quoteJsonString } from '../output/json.ts';
 import { qdictOrder } from '../output/qdict-order.ts';
@@ -25,7 +25,13 @@ export interface Target {
   keySecret?: string;
   /** The name qemu gives an image opened with a key-secret option: "json:{…}" of its options. */
   jsonName?: string;
+  /**
+   * Without driver=: the key option given (key-secret, encrypt.key-secret), which qemu hands to
+   * the probed format; the format found decides whether it has it (foreignOption).
+   */
+  probedKeyOption?: string;
 }
+
 
 
 /** Options of --image-opts that change nothing for a read-only open (qemu keeps the plain name). */
@@ -39,7 +45,7 @@ const HARMLESS_IMAGE_OPTS = new Set(['read-only', 'auto-read-only', 'force-share
 const UNSUPPORTED_IMAGE_OPTS = /^(encrypt\.|backing|data-file|lazy-refcounts|pass-discard-|overlap-check|(l2-|refcount-)?cache-|discard-no-unref)/;
 
 /** An image named on the command line: a file name, or (imageOpts) an option string naming a file. */
-export function imageTarget(spec: string, format: string | undefined, imageOpts: boolean): Target {
+export function imageTarget(spec: string, format: string | undefined, imageOpts: boolean, probedKeys = false): Target {
   if (!imageOpts) return { path: spec, errorName: spec, format };
   if (format !== undefined) throw new InputImageError('--image-opts and --format are mutually exclusive');
   const opts = parseQemuOpts(spec, 'file');
@@ -53,8 +59,15 @@ export function imageTarget(spec: string, format: string | undefined, imageOpts:
   const protocolKey = (key: string) => (driver === 'file' ? key : key.startsWith('file.') ? key.slice(5) : undefined);
   let unknownFormatOption: string | undefined;
   let keySecret: string | undefined;
+  let probedKeyOption: string | undefined;
   for (const key of opts.keys()) {
     if (key === 'driver' || HARMLESS_IMAGE_OPTS.has(key)) continue;
+    // Read-only commands only (probedKeys): the secret goes to the guest before the format is known.
+    if (probedKeys && driver === undefined && probedKeyOption === undefined && (key === 'key-secret' || key === 'encrypt.key-secret')) {
+      keySecret = opts.get(key);
+      probedKeyOption = key;
+      continue;
+    }
     if ((key === 'encrypt.key-secret' && (driver === 'qcow2' || driver === 'qcow')) || (key === 'key-secret' && driver === 'luks')) {
       keySecret = opts.get(key);
       continue;
@@ -69,15 +82,39 @@ export function imageTarget(spec: string, format: string | undefined, imageOpts:
   if (path === undefined) throw fail(driver === 'file' ? "The 'file' block driver requires a file name" : 'A block device must be specified for "file"');
   // A key-secret is an option qemu keeps in the node's name: it prints "json:{…}" (QDict order).
   const plain = [...opts.keys()].every((k) => ['driver', 'file.filename', 'encrypt.key-secret', 'key-secret'].includes(k));
-  const jsonName = keySecret !== undefined && plain && driver !== undefined
-    ? `json:${compactJson({ driver, file: { driver: 'file', filename: path }, [driver === 'luks' ? 'key-secret' : 'encrypt.key-secret']: keySecret })}`
-    : undefined;
-  return { path, errorName: spec, format: driver, unknownFormatOption, keySecret, jsonName };
+  const jsonName = keySecret !== undefined && plain ? keyedName(driver, path, keySecret, probedKeyOption) : undefined;
+  return { path, errorName: spec, format: driver, unknownFormatOption, keySecret, jsonName, probedKeyOption };
+}
+
+/** qemu's "json:{…}" name of a file opened with only a driver and a key secret (the driver probed: "?"). */
+function keyedName(driver: string | undefined, path: string, keySecret: string, option = driver === 'luks' ? 'key-secret' : 'encrypt.key-secret'): string {
+  return `json:${compactJson({ driver: driver ?? '?', file: { driver: 'file', filename: path }, [option]: keySecret })}`;
+}
+
+/** The image's name once its format is known (a probed driver is part of qemu's json:{…} name). */
+export function nameWithFormat(target: Target, format: string): string | undefined {
+  return target.jsonName?.replace('"driver": "?"', `"driver": ${quoteJsonString(format)}`);
+}
+
+/** The probed images' key options by input index, for the guest's open (OpenTreeOptions.keyOptions). */
+export function keyOptions(targets: readonly Target[]): Record<number, string> {
+  const byIndex: Record<number, string> = {};
+  targets.forEach((t, i) => {
+    if (t.probedKeyOption !== undefined) byIndex[i] = t.probedKeyOption;
+  });
+  return byIndex;
+}
+
+/** The --image-opts option the opened format does not have (qemu's "does not support the option"). */
+export function foreignOption(target: Target, format: string): string | undefined {
+  if (target.unknownFormatOption !== undefined) return target.unknownFormatOption;
+  if (target.probedKeyOption !== undefined && KEY_OPTION[format] !== target.probedKeyOption) return target.probedKeyOption;
+  return undefined;
 }
 
 /** The top image of a one-image command: -f/--format (last one wins) and --image-opts. */
-export function topTarget(cmd: ParsedCommand, spec: string): Target {
-  return imageTarget(spec, cmd.options.get('format')?.at(-1), cmd.options.has('image-opts'));
+export function topTarget(cmd: ParsedCommand, spec: string, probedKeys = false): Target {
+  return imageTarget(spec, cmd.options.get('format')?.at(-1), cmd.options.has('image-opts'), probedKeys);
 }
 
 /** qemu looks the format up before it opens the file. */

@@ -27,6 +27,8 @@ export interface CompareOptions {
   openFirstOnly?: boolean;
   /** Keys of encrypted images, base64 by device index (host-read --object secrets). */
   secrets?: Record<number, string>;
+  /** Key options given without driver= (open-tree.ts). */
+  keyOptions?: Record<number, string>;
 }
 
 /** One piece of stdout, in order: a progress percentage (a C float) or a line of text. */
@@ -161,7 +163,7 @@ function firstDifference(a: Sided, b: Sided | undefined, offset: number, length:
 
 function openOne(ctx: OpContext, index: 0 | 1, opts: CompareOptions, missing: NeededFile[]): Image | { failed: string } | undefined {
   try {
-    return openTree(ctx, index, { format: opts.formats[index], fileName: opts.fileNames[index], profile: opts.profile, unsafeQuirks: opts.unsafeQuirks, secrets: opts.secrets ?? {} });
+    return openTree(ctx, index, { format: opts.formats[index], fileName: opts.fileNames[index], profile: opts.profile, unsafeQuirks: opts.unsafeQuirks, secrets: opts.secrets ?? {}, keyOptions: opts.keyOptions });
   } catch (e) {
     if (e instanceof MissingFilesError) {
       missing.push(...e.files);

@@ -20,6 +20,8 @@ export interface DdOptions {
   unsafeQuirks?: boolean;
   profile?: OpenContext['profile'];
   secrets?: Record<number, string>;
+  /** Key options given without driver= (open-tree.ts). */
+  keyOptions?: Record<number, string>;
   /** 'copy': the input bytes to copy, [start, start + length), both checked by the host against the size. */
   start?: number;
   length?: number;
@@ -97,7 +99,7 @@ function readFailure(e: ImageError): ImageError {
 // Synchronous up to the copy: MissingFilesError must throw at once for answeringMissingFiles.
 export const ddOp: Op = (options, ctx) => {
   const opts = options as unknown as DdOptions;
-  const image = openTree(ctx, 0, { format: opts.format, fileName: opts.fileName, unsafeQuirks: opts.unsafeQuirks, profile: opts.profile, secrets: opts.secrets ?? {} });
+  const image = openTree(ctx, 0, { format: opts.format, fileName: opts.fileName, unsafeQuirks: opts.unsafeQuirks, profile: opts.profile, secrets: opts.secrets ?? {}, keyOptions: opts.keyOptions });
   if (opts.phase === 'open') {
     if (image.sizeFailure) return { format: image.format, sizeFailed: true } satisfies DdOpenResult;
     return { format: image.format, size: image.virtualSize } satisfies DdOpenResult;

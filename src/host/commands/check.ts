@@ -4,7 +4,7 @@
 // (O_DSYNC: each of the guest's repair writes is durable before the next) and fsynced afterwards.
 import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
-import { InputImageError, openTop, topTarget } from '../input-image.ts';
+import { InputImageError, foreignOption, keyOptions, openTop, topTarget } from '../input-image.ts';
 import { openWritable, PROBED_RAW_WARNING, runOnImage } from '../writable-image.ts';
 import { addObject, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
@@ -56,7 +56,8 @@ function parseArgs(cmd: ParsedCommand, ctx: CommandContext): CheckArgs | number 
 }
 
 async function runCheck(cmd: ParsedCommand, args: CheckArgs, ctx: CommandContext): Promise<number> {
-  const target = topTarget(cmd, cmd.args[0]);
+  // A probed format's key secret only where nothing is written (-r opens the image writable).
+  const target = topTarget(cmd, cmd.args[0], !args.repair);
   const fd = args.repair ? openWritable(cmd, target) : openTop(target);
   const options: CheckOptions = {
     format: target.format === 'file' ? 'raw' : target.format,
@@ -65,12 +66,14 @@ async function runCheck(cmd: ParsedCommand, args: CheckArgs, ctx: CommandContext
     profile: ctx.profile,
     // qemu opens the image for I/O: an encrypted one needs its key.
     secrets: sourceSecrets(cmd.options.get('object') ?? [], [target]),
+    keyOptions: keyOptions([target]),
     repair: args.repair,
   };
   const result = validCheckResult(await runOnImage('check', options, fd, target, ctx, !!args.repair));
   if (args.repair && target.format === undefined && result.format === 'raw') ctx.err(PROBED_RAW_WARNING(target.path));
-  if (target.unknownFormatOption !== undefined) {
-    throw new InputImageError(`Could not open '${target.errorName}': Block format '${result.format}' does not support the option '${target.unknownFormatOption}'`);
+  const foreign = foreignOption(target, result.format);
+  if (foreign !== undefined) {
+    throw new InputImageError(`Could not open '${target.errorName}': Block format '${result.format}' does not support the option '${foreign}'`);
   }
   if ('refused' in result) {
     ctx.err(`${ctx.progname}: ${result.refused}\n`);

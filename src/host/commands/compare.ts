@@ -9,7 +9,7 @@ import { usageError } from '../../cli/usage-error.ts';
 import { OpError } from '../sandbox/run.ts';
 import { cleanGuestError } from '../sandbox/guest-messages.ts';
 import { nestedReason, runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
-import { InputImageError, imageTarget, openTop, type Target } from '../input-image.ts';
+import { InputImageError, foreignOption, keyOptions, imageTarget, openTop, type Target } from '../input-image.ts';
 import { sourceSecrets } from '../secrets.ts';
 import type { CompareOptions, CompareResult } from '../../ops/compare.ts';
 import { FLOAT_BITS, bitsToFloat } from '../../ops/compare-progress.ts';
@@ -74,6 +74,7 @@ function options(cmd: ParsedCommand, targets: Target[], ctx: CommandContext, pro
     unsafeQuirks: ctx.globals.unsafeQuirks,
     profile: ctx.profile,
     secrets: compareSecrets(cmd, targets),
+    keyOptions: keyOptions(targets.filter((t) => t !== undefined)),
   };
 }
 
@@ -89,7 +90,7 @@ function compareSecrets(cmd: ParsedCommand, targets: Target[]): Record<number, s
 
 function target(cmd: ParsedCommand, index: 0 | 1): Target {
   const format = cmd.options.get(index === 0 ? 'a-format' : 'b-format')?.at(-1);
-  return imageTarget(cmd.args[index], format, cmd.options.has('image-opts'));
+  return imageTarget(cmd.args[index], format, cmd.options.has('image-opts'), true);
 }
 
 /** Opens one named image on the host; qemu's words on failure. */
@@ -147,7 +148,7 @@ async function runCompare(cmd: ParsedCommand, ctx: CommandContext, progress: boo
     }
     if (!result.opened) throw openError(targets[result.image], result.message);
     for (const i of [0, 1] as const) {
-      const option = targets[i].unknownFormatOption;
+      const option = foreignOption(targets[i], result.formats[i]);
       if (option !== undefined) throw openError(targets[i], `Block format '${result.formats[i]}' does not support the option '${option}'`);
     }
     const text = result.events.map((ev) => ('progress' in ev ? progressLine(ev.progress) : ev.text)).join('');

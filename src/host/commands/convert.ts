@@ -213,7 +213,7 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
   // The plain -l NAME (or 7.2's -s) only: qemu takes -l snapshot.id=/name= with several sources, for the first one.
   if (specs.length > 1 && s.snapshot?.idOrName !== undefined) throw new ConvertError('No support for concatenating multiple snapshot');
   const format = cmd.options.get('source-format')?.at(-1);
-  const targets = specs.map((spec) => imageTarget(spec, format, cmd.options.has('image-opts')));
+  const targets = specs.map((spec) => imageTarget(spec, format, cmd.options.has('image-opts'), true));
   const secrets = sourceSecrets(cmd.options.get('object') ?? [], targets);
   if (s.sourceCache !== undefined && !CACHE_MODES.has(s.sourceCache)) throw new ConvertError(`Invalid source cache option: ${s.sourceCache}`);
   const inputs: InputFile[] = [];
@@ -221,7 +221,7 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
     for (const t of targets) inputs.push({ fd: openTop(t), path: t.path });
     const options: ConvertOptions = {
       phase: 'open',
-      sources: targets.map((t, index) => ({ index, format: t.format, fileName: t.path })),
+      sources: targets.map((t, index) => ({ index, format: t.format, fileName: t.path, unknownOption: t.unknownFormatOption, keyOption: t.probedKeyOption })),
       snapshot: s.snapshot,
       unsafeQuirks: ctx.globals.unsafeQuirks,
       profile: { vhdCurrentSize: ctx.profile.vhdCurrentSize },

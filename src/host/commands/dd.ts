@@ -10,7 +10,7 @@ import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError, type InputFile } from '../open-files.ts';
-import { InputImageError, imageTarget, openTop, referencedOpenMessage, type Target } from '../input-image.ts';
+import { InputImageError, foreignOption, keyOptions, imageTarget, openTop, referencedOpenMessage, type Target } from '../input-image.ts';
 import { parseSecretObjects, sourceSecrets } from '../secrets.ts';
 import { strerror } from '../../strerror.ts';
 import { INT64_MAX, INT_MAX, parseIntegerOption, parseSizeOption, type Parsed } from './qemu-numbers.ts';
@@ -135,8 +135,9 @@ async function openInput(input: InputFile, target: Target, options: DdOptions, c
   const r = (result ?? {}) as Record<string, unknown>;
   if (typeof r.format !== 'string' || !/^[a-z0-9]{1,16}$/.test(r.format)) throw new DdError('the guest gave a malformed answer');
   // An --image-opts option the format does not have: qemu names the (probed) format.
-  if (target.unknownFormatOption !== undefined) {
-    throw new DdError(`Could not open '${target.errorName}': Block format '${r.format}' does not support the option '${target.unknownFormatOption}'`);
+  const foreign = foreignOption(target, r.format);
+  if (foreign !== undefined) {
+    throw new DdError(`Could not open '${target.errorName}': Block format '${r.format}' does not support the option '${foreign}'`);
   }
   if (r.sizeFailed === true) return { format: r.format, files };
   if (typeof r.size === 'number' && Number.isSafeInteger(r.size) && r.size >= 0) return { format: r.format, size: BigInt(r.size), files };
@@ -235,7 +236,7 @@ async function runDd(cmd: ParsedCommand, ctx: CommandContext): Promise<number> {
   const ops = parseOperands(cmd.args, ctx);
   if (ops.input === undefined || ops.output === undefined) throw new DdError('Must specify both input and output files');
   const outName = ops.output;
-  const target = imageTarget(ops.input, cmd.options.get('format')?.at(-1), cmd.options.has('image-opts'));
+  const target = imageTarget(ops.input, cmd.options.get('format')?.at(-1), cmd.options.has('image-opts'), true);
   const secrets = sourceSecrets(objects, [target]);
   const fd = openTop(target);
   try {
@@ -247,6 +248,7 @@ async function runDd(cmd: ParsedCommand, ctx: CommandContext): Promise<number> {
       unsafeQuirks: ctx.globals.unsafeQuirks,
       profile: { vhdCurrentSize: ctx.profile.vhdCurrentSize },
       secrets,
+      keyOptions: keyOptions([target]),
     };
     const opened = await openInput(input, target, base, ctx);
     const refusal = outputFormatRefusal(cmd.options.get('output-format')?.at(-1) ?? 'raw', outName);

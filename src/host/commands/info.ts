@@ -13,7 +13,7 @@ import { fileNodeInfo, imageInfo, type FileFacts } from '../../output/image-info
 import { toQemuJson } from '../../output/json.ts';
 import { renderHumanChain, renderHumanInfo } from '../../output/human-info.ts';
 import type { QDictValue } from '../../output/qobject.ts';
-import { InputImageError as InfoError, checkFormat, openTop, topTarget, type Target } from '../input-image.ts';
+import { InputImageError as InfoError, checkFormat, foreignOption, nameWithFormat, openTop, topTarget, type Target } from '../input-image.ts';
 import { parseSecretObjects } from '../secrets.ts';
 import { strerrorNumber } from '../../strerror-number.ts';
 import type { SizeFailedAnswer } from '../../ops/info.ts';
@@ -81,8 +81,9 @@ async function describe(fd: number, target: Target, ctx: CommandContext, chain: 
     if (e instanceof OpError || e instanceof MalformedResultError) throw new InfoError(`Could not open '${target.errorName}': ${e.message}`);
     throw e;
   }
-  if (target.unknownFormatOption !== undefined) {
-    throw new InfoError(`Could not open '${target.errorName}': Block format '${node.format}' does not support the option '${target.unknownFormatOption}'`);
+  const foreign = foreignOption(target, node.format);
+  if (foreign !== undefined) {
+    throw new InfoError(`Could not open '${target.errorName}': Block format '${node.format}' does not support the option '${foreign}'`);
   }
   if ('errno' in node) {
     // qemu names the file node here (bs->exact_filename); errno 0 adds no reason (error_setg_errno).
@@ -91,7 +92,8 @@ async function describe(fd: number, target: Target, ctx: CommandContext, chain: 
   const backing = node['backing-filename'];
   const full = backing === undefined ? undefined : combinePath(target.path, backing);
   const info = imageInfo(node, file, full, ctx.profile, parts);
-  if (target.jsonName !== undefined) info.filename = target.jsonName;
+  const jsonName = nameWithFormat(target, node.format);
+  if (jsonName !== undefined) info.filename = jsonName;
   return { info, backing, backingFormat: node['backing-filename-format'] };
 }
 
@@ -142,7 +144,7 @@ export const info: Command = async (cmd, ctx) => {
   // but qemu creates the objects first, so a malformed --object fails as in qemu.
   try {
     parseSecretObjects(cmd.options.get('object') ?? []);
-    const infos = await collect(topTarget(cmd, cmd.args[0]), wholeChain, ctx);
+    const infos = await collect(topTarget(cmd, cmd.args[0], true), wholeChain, ctx);
     if (json) ctx.out(toQemuJson(wholeChain ? infos : infos[0]) + '\n');
     else ctx.out(wholeChain ? renderHumanChain(infos, ctx.profile) : renderHumanInfo(infos[0], ctx.profile));
     return 0;

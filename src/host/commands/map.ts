@@ -6,7 +6,7 @@ import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
-import { InputImageError, openTop, topTarget, type Target, referencedOpenMessage } from '../input-image.ts';
+import { InputImageError, foreignOption, keyOptions, openTop, topTarget, type Target, referencedOpenMessage } from '../input-image.ts';
 import { sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { parseMapSize } from './map-size.ts';
@@ -107,7 +107,7 @@ function referencedFailure(e: ReferencedFileError, target: Target): InputImageEr
 }
 
 async function runMap(cmd: ParsedCommand, args: MapArgs, ctx: CommandContext): Promise<void> {
-  const target = topTarget(cmd, cmd.args[0]);
+  const target = topTarget(cmd, cmd.args[0], true);
   const fd = openTop(target);
   const names: string[] = [];
   const printer = new MapPrinter(ctx, args.json, names);
@@ -123,6 +123,7 @@ async function runMap(cmd: ParsedCommand, args: MapArgs, ctx: CommandContext): P
     human: !args.json,
     // Reading needs the key of an encrypted image (qemu opens map's image for I/O).
     secrets: sourceSecrets(cmd.options.get('object') ?? [], [target]),
+    keyOptions: keyOptions([target]),
   };
   const onMapEntries = (chunk: MapEntry[]) => {
     // A rendering failure must not throw inside the message loop: keep the first and stop printing.
@@ -135,11 +136,12 @@ async function runMap(cmd: ParsedCommand, args: MapArgs, ctx: CommandContext): P
   };
   let result: unknown;
   try {
-    if (target.unknownFormatOption !== undefined) {
+    if (target.unknownFormatOption !== undefined || target.probedKeyOption !== undefined) {
       // qemu refuses the option when it opens the image, naming the format it found.
       const found = await runWithReferencedFiles('map', { ...options, formatOnly: true }, [{ fd, path: target.path }], ctx);
       const format = (found as MapResult | undefined)?.format;
-      throw new InputImageError(`Could not open '${target.errorName}': Block format '${typeof format === 'string' ? format : '?'}' does not support the option '${target.unknownFormatOption}'`);
+      const foreign = typeof format === 'string' ? foreignOption(target, format) : target.unknownFormatOption ?? target.probedKeyOption;
+      if (foreign !== undefined) throw new InputImageError(`Could not open '${target.errorName}': Block format '${typeof format === 'string' ? format : '?'}' does not support the option '${foreign}'`);
     }
     result = await runWithReferencedFiles('map', options as unknown as Record<string, unknown>, [{ fd, path: target.path }], { ...ctx, run: { ...ctx.run, onMapEntries } }, names);
   } catch (e) {

@@ -8,7 +8,7 @@ import type { ParsedCommand } from '../../cli/types.ts';
 import { OpError } from '../sandbox/run.ts';
 import { printWarnings, runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
 import { MAX_WARNING_TEXT, MAX_WARNINGS } from '../../protocol/messages.ts';
-import { InputImageError, openTop, topTarget, type Target, referencedOpenMessage } from '../input-image.ts';
+import { InputImageError, foreignOption, keyOptions, openTop, topTarget, type Target, referencedOpenMessage } from '../input-image.ts';
 import { parseSecretObjects, SecretError, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { parseMapSize } from './map-size.ts';
@@ -129,7 +129,7 @@ function validResult(raw: unknown): MeasureOpResult {
 
 /** Opens and walks the input in a guest; qemu's errors for what cannot be opened. */
 async function measureInput(cmd: ParsedCommand, args: MeasureArgs, ctx: CommandContext): Promise<MeasureInput> {
-  const target = topTarget(cmd, args.filename!);
+  const target = topTarget(cmd, args.filename!, true);
   let fd: number;
   try {
     fd = openTop(target);
@@ -145,6 +145,7 @@ async function measureInput(cmd: ParsedCommand, args: MeasureArgs, ctx: CommandC
     snapshot: args.snapshot,
     // qemu opens measure's input for I/O: an encrypted one needs its key.
     secrets: sourceSecrets(cmd.options.get('object') ?? [], [target]),
+    keyOptions: keyOptions([target]),
   };
   let raw: unknown;
   try {
@@ -157,8 +158,9 @@ async function measureInput(cmd: ParsedCommand, args: MeasureArgs, ctx: CommandC
     closeSync(fd);
   }
   const r = validResult(raw);
-  if (target.unknownFormatOption !== undefined) {
-    throw failure(`Could not open '${target.errorName}': Block format '${r.format}' does not support the option '${target.unknownFormatOption}'`);
+  const foreign = foreignOption(target, r.format);
+  if (foreign !== undefined) {
+    throw failure(`Could not open '${target.errorName}': Block format '${r.format}' does not support the option '${foreign}'`);
   }
   if (r.snapshotError !== undefined) throw failure(r.snapshotError);
   return {

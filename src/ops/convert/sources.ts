@@ -3,6 +3,7 @@
 import { ImageError, type Image } from '../../formats/types.ts';
 import { openTree, type OpenTreeOptions } from '../open-tree.ts';
 import type { OpContext } from '../types.ts';
+import { KEY_OPTION } from '../../formats/names.ts';
 
 export interface ConvertSource {
   /** Index of the source's device in the device table. */
@@ -11,6 +12,10 @@ export interface ConvertSource {
   format?: string;
   /** The name as the user gave it. */
   fileName: string;
+  /** An --image-opts option no format has here: qemu's open fails once it knows the format. */
+  unknownOption?: string;
+  /** key-secret or encrypt.key-secret given without driver= (open-tree.ts keyOptions). */
+  keyOption?: string;
 }
 
 /** -l: `snapshot.id=…,snapshot.name=…` (both must match) or a plain id-or-name. */
@@ -45,7 +50,12 @@ function loadSnapshot(image: Image, choice: SnapshotChoice): Image {
 
 /** One source opened with everything below it (MissingFilesError: the host grants more files). */
 export function openSource(ctx: OpContext, source: ConvertSource, opts: Pick<OpenTreeOptions, 'unsafeQuirks' | 'profile' | 'secrets'>): Image {
-  return openTree(ctx, source.index, { format: source.format, fileName: source.fileName, unsafeQuirks: opts.unsafeQuirks, profile: opts.profile, secrets: opts.secrets ?? {} });
+  const keyOptions = source.keyOption === undefined ? undefined : { [source.index]: source.keyOption };
+  const image = openTree(ctx, source.index, { format: source.format, fileName: source.fileName, unsafeQuirks: opts.unsafeQuirks, profile: opts.profile, secrets: opts.secrets ?? {}, keyOptions });
+  // qemu's open fails on an option left over once the (probed) format has taken its own.
+  const foreign = source.unknownOption ?? (source.keyOption !== undefined && KEY_OPTION[image.format] !== source.keyOption ? source.keyOption : undefined);
+  if (foreign !== undefined) throw new ImageError(`Block format '${image.format}' does not support the option '${foreign}'`);
+  return image;
 }
 
 /** -l: every source read through the snapshot; failures worded as qemu-img words them. */
