@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import type { Rng } from '../prng.ts';
 import { oracle, type OracleVersion } from '../../helpers/oracles.ts';
 
-export type OtherFormat = 'vdi' | 'qed' | 'qcow' | 'parallels' | 'luks' | 'qcow2-luks' | 'mbr' | 'gpt' | 'iso' | 'plain';
-export const OTHER_FORMATS: readonly OtherFormat[] = ['vdi', 'vdi', 'qed', 'qed', 'qcow', 'qcow', 'parallels', 'parallels', 'luks', 'luks', 'qcow2-luks', 'qcow2-luks', 'mbr', 'gpt', 'iso', 'plain'];
+export type OtherFormat = 'vdi' | 'qed' | 'qcow' | 'parallels' | 'luks' | 'qcow2-luks' | 'mbr' | 'gpt' | 'iso' | 'plain' | 'qcow-aes' | 'qcow2-aes';
+export const OTHER_FORMATS: readonly OtherFormat[] = ['vdi', 'vdi', 'qed', 'qed', 'qcow', 'qcow', 'parallels', 'parallels', 'luks', 'luks', 'qcow2-luks', 'qcow2-luks', 'mbr', 'gpt', 'iso', 'plain', 'qcow-aes', 'qcow2-aes'];
 
 export const PASSWORD = 'hunt';
 /** The secret object every encrypted image is opened with. */
@@ -50,7 +50,9 @@ class Steps {
 
   run(tool: 'qemu-img' | 'qemu-io', args: string[]): boolean {
     // cwd = the case directory: relative names qemu creates land there, never in the repo.
-    const r = spawnSync(oracle(this.version, tool), args, { cwd: this.dir, encoding: 'utf8', timeout: 60_000 });
+    let r = spawnSync(oracle(this.version, tool), args, { cwd: this.dir, encoding: 'utf8', timeout: 60_000 });
+    // qemu 7.2 times its PBKDF2 by CPU time and now and then measures nothing: try again.
+    for (let retry = 0; retry < 4 && /Unable to get accurate CPU usage/.test(r.stderr); retry++) r = spawnSync(oracle(this.version, tool), args, { cwd: this.dir, encoding: 'utf8', timeout: 60_000 });
     const failed = r.status !== 0 || (tool === 'qemu-io' && /failed|error/i.test(r.stdout + r.stderr));
     this.recipe.push(`${tool}-${this.version} ${args.map((a) => (/^[\w./=,:-]+$/.test(a) ? a : `'${a}'`)).join(' ')}${failed ? `   # failed: ${(r.stderr || r.stdout).trim().split('\n')[0]}` : ''}`);
     return r.status === 0;
@@ -138,7 +140,7 @@ export function buildOther(rng: Rng, dir: string, kind: OtherFormat = rng.pick(O
   let encrypted = false;
   let grain = 64 * KiB;
   let compressible = false;
-  const ext = kind === 'qcow2-luks' ? 'qcow2' : kind;
+  const ext = kind === 'qcow2-luks' || kind === 'qcow2-aes' ? 'qcow2' : kind === 'qcow-aes' ? 'qcow' : kind;
   let bytes = size(rng);
   const create = ['create', '-q'];
   if (kind === 'vdi') {
@@ -163,6 +165,14 @@ export function buildOther(rng: Rng, dir: string, kind: OtherFormat = rng.pick(O
     if (rng.chance(0.2)) o.push(`ivgen-hash-alg=${rng.pick(['sha1', 'sha256', 'sha512'])}`);
     if (rng.chance(0.2)) o.push(`hash-alg=${rng.pick(['sha1', 'sha256', 'sha512', 'ripemd160'])}`);
     create.push('--object', SECRET_OBJECT);
+  } else if (kind === 'qcow-aes' || kind === 'qcow2-aes') {
+    // Legacy AES-CBC: qemu-img still makes and reads them (system emulators refuse them).
+    driver = kind === 'qcow-aes' ? 'qcow' : 'qcow2';
+    encrypted = true;
+    grain = driver === 'qcow' ? 4 * KiB : 64 * KiB;
+    o.push('encrypt.format=aes', 'encrypt.key-secret=sec0');
+    if (driver === 'qcow2' && rng.chance(0.3)) o.push('compat=0.10');
+    create.push('--object', SECRET_OBJECT);
   } else {
     driver = 'qcow2';
     encrypted = true;
@@ -173,7 +183,7 @@ export function buildOther(rng: Rng, dir: string, kind: OtherFormat = rng.pick(O
     create.push('--object', SECRET_OBJECT);
   }
   // A backing chain under qed and qcow tops (and qcow2-luks): a raw, qcow2 or qed base.
-  const chained = (kind === 'qed' || kind === 'qcow' || kind === 'qcow2-luks') && rng.chance(0.4);
+  const chained = ['qed', 'qcow', 'qcow2-luks', 'qcow-aes'].includes(kind) && rng.chance(0.4);
   if (chained) {
     const bdriver = rng.pick(['raw', 'qcow2', 'qed']);
     const bfile = `base.${bdriver}`;
