@@ -4,13 +4,17 @@
 // made by the oracles (qemu-img create, qemu-io writes) — and raw-looking files written here: a
 // plain one, one with an MBR, one with a GPT, an ISO 9660 one. One Rng; the recipe rebuilds it.
 import { spawnSync } from 'node:child_process';
-import { openSync, writeSync, closeSync, ftruncateSync } from 'node:fs';
+import { openSync, writeSync, closeSync, ftruncateSync, writeFileSync } from 'node:fs';
+import { deflateSync } from 'node:zlib';
+import { buildBochs } from '../../formats/bochs/build.ts';
+import { buildCloop } from '../../formats/cloop/build.ts';
+import { buildDmg, mishBlock, UDIG, UDLE, UDRW, UDZE, UDZO, type ChunkEntry } from '../../formats/dmg/build.ts';
 import { join } from 'node:path';
 import type { Rng } from '../prng.ts';
 import { oracle, type OracleVersion } from '../../helpers/oracles.ts';
 
-export type OtherFormat = 'vdi' | 'qed' | 'qcow' | 'parallels' | 'luks' | 'qcow2-luks' | 'mbr' | 'gpt' | 'iso' | 'plain' | 'qcow-aes' | 'qcow2-aes';
-export const OTHER_FORMATS: readonly OtherFormat[] = ['vdi', 'vdi', 'qed', 'qed', 'qcow', 'qcow', 'parallels', 'parallels', 'luks', 'luks', 'qcow2-luks', 'qcow2-luks', 'mbr', 'gpt', 'iso', 'plain', 'qcow-aes', 'qcow2-aes'];
+export type OtherFormat = 'vdi' | 'qed' | 'qcow' | 'parallels' | 'luks' | 'qcow2-luks' | 'mbr' | 'gpt' | 'iso' | 'plain' | 'qcow-aes' | 'qcow2-aes' | 'bochs' | 'cloop' | 'dmg';
+export const OTHER_FORMATS: readonly OtherFormat[] = ['vdi', 'vdi', 'qed', 'qed', 'qcow', 'qcow', 'parallels', 'parallels', 'luks', 'luks', 'qcow2-luks', 'qcow2-luks', 'mbr', 'gpt', 'iso', 'plain', 'qcow-aes', 'qcow2-aes', 'bochs', 'cloop', 'dmg'];
 
 export const PASSWORD = 'hunt';
 /** The secret object every encrypted image is opened with. */
@@ -126,6 +130,64 @@ function rawLooking(rng: Rng, dir: string, kind: 'mbr' | 'gpt' | 'iso' | 'plain'
   return bytes;
 }
 
+/** A sector run of mostly one byte with a few random ones (compressible, not constant). */
+function someBytes(rng: Rng, n: number): Buffer {
+  const b = Buffer.alloc(n, rng.below(256));
+  for (let i = rng.below(8); i > 0; i--) b[rng.below(n)] = rng.below(256);
+  return b;
+}
+
+/** The read-only formats qemu-img cannot create, byte by byte with the test builders (test/formats). */
+function handMade(rng: Rng, dir: string, kind: 'bochs' | 'cloop' | 'dmg', recipe: string[]): { file: string; size: number } {
+  let bytes: Buffer;
+  let size: number;
+  if (kind === 'bochs') {
+    const extentSize = rng.pick([4096, 32768, 65536]);
+    size = 512 * (1 + rng.below(4 * 2048));
+    const n = Math.ceil(size / extentSize);
+    const catalog: (number | undefined)[] = [];
+    const extents: { bits: number[]; fill: (s: number) => number }[] = [];
+    for (let i = 0; i < n; i++) {
+      if (!rng.chance(0.4)) {
+        catalog.push(undefined);
+        continue;
+      }
+      const bits = [...new Set(Array.from({ length: 1 + rng.below(extentSize / 512) }, () => rng.below(extentSize / 512)))];
+      const seed = rng.below(256);
+      catalog.push(extents.length);
+      extents.push({ bits, fill: (s) => (seed + s) & 0xff });
+    }
+    bytes = buildBochs({ diskSize: size, extentSize, catalog, extents });
+  } else if (kind === 'cloop') {
+    const blockSize = 512 * rng.pick([1, 8, 128]);
+    const n = 1 + rng.below(40);
+    bytes = buildCloop(blockSize, Array.from({ length: n }, () => someBytes(rng, blockSize)));
+    size = blockSize * n;
+  } else {
+    // Chunks of each kind, one after another, ended by UDLE.
+    const entries: ChunkEntry[] = [];
+    const fork: Buffer[] = [];
+    let forkLength = 0;
+    let sector = 0;
+    for (let i = 1 + rng.below(10); i > 0; i--) {
+      const count = 1 + rng.below(64);
+      const type = rng.pick([UDRW, UDZO, UDZO, UDIG, UDZE]);
+      const data = type === UDRW ? someBytes(rng, count * 512) : type === UDZO ? deflateSync(someBytes(rng, count * 512)) : Buffer.alloc(0);
+      entries.push({ type, sector, sectorCount: count, offset: forkLength, length: data.length });
+      fork.push(data);
+      forkLength += data.length;
+      sector += count;
+    }
+    entries.push({ type: UDLE, sector, sectorCount: 0, offset: 0, length: 0 });
+    bytes = buildDmg(Buffer.concat(fork), [mishBlock(0, entries)], sector);
+    size = sector * 512;
+  }
+  const file = `top.${kind}`;
+  writeFileSync(join(dir, file), bytes);
+  recipe.push(`# node: ${file}, ${bytes.length} bytes, ${kind} of ${size} bytes (test/formats/${kind}/build.ts)`);
+  return { file, size };
+}
+
 export function buildOther(rng: Rng, dir: string, kind: OtherFormat = rng.pick(OTHER_FORMATS)): OtherImage {
   const version: OracleVersion = rng.chance(0.5) ? '10.0' : '7.2';
   const s = new Steps(dir, version);
@@ -133,6 +195,10 @@ export function buildOther(rng: Rng, dir: string, kind: OtherFormat = rng.pick(O
   if (kind === 'mbr' || kind === 'gpt' || kind === 'iso' || kind === 'plain') {
     const n = rawLooking(rng, dir, kind, s.recipe);
     return { file: 'top.img', driver: 'raw', kind, size: n, encrypted: false, backing: [], recipe: s.recipe, builder: version };
+  }
+  if (kind === 'bochs' || kind === 'cloop' || kind === 'dmg') {
+    const made = handMade(rng, dir, kind, s.recipe);
+    return { file: made.file, driver: kind, kind, size: made.size, encrypted: false, backing: [], recipe: s.recipe, builder: version };
   }
   const backing: { file: string; driver: string }[] = [];
   const o: string[] = [];
