@@ -66,6 +66,9 @@ function parts(n: Named): { objects: string[]; rest: string[] } {
 function command(rng: Rng, img: OtherImage, copies: string[]): { args: string[]; quirks: boolean; convert?: string } {
   const kind = rng.below(12);
   const n = nameImage(rng, img);
+  // A qcow v1 header has no backing format: a raw base is probed, which qemu's raw fallback
+  // takes and instar refuses by default (README: no raw fallback).
+  if (img.driver === 'qcow' && img.backing.some((b) => b.driver === 'raw')) n.quirks = true;
   const { objects, rest } = parts(n);
   const io = n.opts ? ['--image-opts'] : [];
   if (kind < 2) return { args: ['info', ...objects, ...output(rng), ...(rng.chance(0.4) ? ['--backing-chain'] : []), ...(rng.chance(0.15) ? ['-U'] : []), ...io, ...rest], quirks: n.quirks };
