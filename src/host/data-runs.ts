@@ -5,8 +5,10 @@
 // could not use it anyway (it has no path and no FFI), so the trusted host asks and passes the
 // answer along in the device table.
 //
-// lseek comes through koffi (libc.ts), loaded lazily, only for a file whose st_blocks say it is
-// partly sparse (fully allocated: all data; nothing allocated: all hole; neither needs asking).
+// lseek comes through koffi (libc.ts), loaded lazily, only for a file with blocks allocated (nothing
+// allocated: all hole, no need to ask). A fully allocated file is asked too: blocks reserved by
+// fallocate (raw preallocation=falloc, parallels' preallocation) are unwritten extents, which
+// SEEK_DATA reports as holes on ext4 and xfs, and so does qemu's map.
 // When it cannot load (not installed, another platform), the guest falls back to st_blocks and a
 // zero scan (formats/raw/holes.ts), which matches qemu on files written by qemu-img and qemu-io.
 import { fstatSync } from 'node:fs';
@@ -15,8 +17,6 @@ import { MAX_DATA_RUNS } from '../protocol/messages.ts';
 
 const SEEK_DATA = 3;
 const SEEK_HOLE = 4;
-/** The file system's block granularity of SEEK_DATA answers (ext4, xfs, tmpfs). */
-const BLOCK = 4096;
 
 type Lseek = (fd: number, offset: number, whence: number) => number | bigint;
 
@@ -33,8 +33,8 @@ export interface DataRunsAnswer {
 }
 
 /**
- * The data runs of the file open at `fd`, or undefined when the guest needs none (the file is all
- * data or all hole, which st_blocks tells it) or they cannot be had (no koffi, more than `budget`).
+ * The data runs of the file open at `fd`, or undefined when the guest needs none (nothing is
+ * allocated: all hole, which st_blocks tells it) or they cannot be had (no koffi, more than `budget`).
  */
 export function fileDataRuns(fd: number, budget = MAX_DATA_RUNS): [number, number][] | undefined {
   const answer = fileDataRunsUpTo(fd, budget);
@@ -48,7 +48,7 @@ export function fileDataRuns(fd: number, budget = MAX_DATA_RUNS): [number, numbe
 export function fileDataRunsUpTo(fd: number, budget = MAX_DATA_RUNS): DataRunsAnswer | undefined {
   const st = fstatSync(fd);
   const allocated = st.blocks * 512;
-  if (!st.isFile() || st.size === 0 || allocated === 0 || allocated >= Math.ceil(st.size / BLOCK) * BLOCK) return undefined;
+  if (!st.isFile() || st.size === 0 || allocated === 0) return undefined;
   const seek = loadLseek();
   if (!seek) return undefined;
   const runs: [number, number][] = [];
