@@ -22,6 +22,10 @@ import { buildOther, PASSWORD, SECRET_OBJECT, type OtherImage } from './other-im
 
 const MiB = 1024 * 1024;
 
+/** Debian's qemu 7.2 announces missing dmg modules on every dmg open; instar does not (a documented
+ *  difference: test/formats/dmg/dmg.test.ts). */
+const withoutDmgModules = (text: string): string => text.split('\n').filter((l) => !l.startsWith('qemu: module block-block-dmg-')).join('\n');
+
 interface Named {
   /** Arguments that name the image (with their --object, if any). */
   args: string[];
@@ -89,7 +93,7 @@ function command(rng: Rng, img: OtherImage, copies: string[]): { args: string[];
     if (n.opts) {
       const other = partner === img.file ? rest[0] : `driver=${pdriver},file.filename=${partner}`;
       const files = swap ? [other, rest[0]] : [rest[0], other];
-      return { args: ['compare', ...objects, ...flags, '--image-opts', ...files], quirks: false };
+      return { args: ['compare', ...objects, ...flags, '--image-opts', ...files], quirks: n.quirks };
     }
     const mine = rest.length > 1 ? { f: rest[1], file: rest[2] } : { f: undefined, file: rest[0] };
     const theirs = { f: rng.chance(0.6) ? pdriver : undefined, file: partner };
@@ -129,7 +133,7 @@ async function compareConvert(dir: string, files: string[], args: string[], vers
   const m: Mismatch[] = [];
   if (instar.timedOut) return [{ command, version, what: 'hang', qemu: `status ${qemu.status}`, instar: 'timed out' }];
   if (qemu.stdout !== instar.stdout) m.push({ command, version, what: 'stdout', qemu: qemu.stdout, instar: instar.stdout });
-  if (qemu.stderr !== instar.stderr) m.push({ command, version, what: 'stderr', qemu: qemu.stderr, instar: instar.stderr });
+  if (withoutDmgModules(qemu.stderr) !== instar.stderr) m.push({ command, version, what: 'stderr', qemu: qemu.stderr, instar: instar.stderr });
   if (qemu.status !== instar.status) m.push({ command, version, what: 'status', qemu: String(qemu.status), instar: String(instar.status) });
   if (qemu.status === 0 && instar.status === 0) {
     // -W: qemu's out-of-order writes allocate clusters in a different order from run to run.
@@ -198,7 +202,7 @@ async function runCase(seed: number, dir: string): Promise<CaseReport> {
         mismatches.push(...m);
         continue;
       }
-      const run = await compareRun(c.args, dir, version, { unsafeQuirks: c.quirks, sandboxed: rng.chance(0.1) });
+      const run = await compareRun(c.args, dir, version, { unsafeQuirks: c.quirks, sandboxed: rng.chance(0.1), mask: withoutDmgModules });
       // qemu 7.2 times its PBKDF2 (measure -O luks) and fails now and then on a busy machine.
       if (!/Unable to get accurate CPU usage/.test(run.qemu.stderr)) mismatches.push(...run.mismatches);
       if (run.qemu.status !== 0 && !(c.args[0] === 'compare' && run.qemu.status === 1)) {

@@ -100,8 +100,8 @@ function virtualSize(s: Steps, file: string, driver: string, encrypted: boolean,
 function rawLooking(rng: Rng, dir: string, kind: 'mbr' | 'gpt' | 'iso' | 'plain', recipe: string[]): number {
   const bytes = kind === 'iso' ? 64 * KiB + 2048 * rng.below(64) : size(rng);
   const head = Buffer.alloc(Math.min(bytes, 40 * KiB), rng.chance(0.5) ? 0 : 0x5a);
-  if (kind === 'mbr' || kind === 'gpt') {
-    head.fill(0, 0, 1024);
+  if ((kind === 'mbr' || kind === 'gpt') && head.length >= 512) {
+    head.fill(0, 0, Math.min(1024, head.length));
     head[510] = 0x55;
     head[511] = 0xaa;
     // One partition: status, type (0xee: GPT protective), first LBA, sectors.
