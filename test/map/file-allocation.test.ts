@@ -49,6 +49,11 @@ before(() => {
   // first block qemu-img create writes; a write into the middle makes data there.
   images.img('create', '-f', 'raw', '-o', 'preallocation=falloc', 'falloc.raw', '2M');
   images.io('-f', 'raw', '-c', 'write -P 7 1M 8k', 'falloc.raw');
+  // A size that is not whole sectors ending in a hole, and a copy rounded up to the sector.
+  images.sparse('odd-tail.raw', MiB + 300);
+  put('odd-tail.raw', 0, Buffer.alloc(40960, 0x5a));
+  images.sparse('odd-tail-copy.raw', MiB + 512);
+  put('odd-tail-copy.raw', 0, Buffer.alloc(40960, 0x5a));
   for (const p of ['metadata', 'falloc', 'full']) {
     images.img('create', '-f', 'qcow2', '-o', `preallocation=${p}`, `${p}.qcow2`, '3M');
     images.io('-c', 'write -P 1 64k 64k', `${p}.qcow2`);
@@ -98,6 +103,9 @@ test('compare (plain and strict) sees the same holes', async () => {
   // Found by the generative hunt (a parallels file read as raw): a fully allocated file has holes too.
   await assertSameOutput(images.dir, ['compare', '-s', '-f', 'raw', '-F', 'raw', 'falloc.raw', 'holes.raw']);
   await assertSameOutput(images.dir, ['measure', '-f', 'raw', '-O', 'qcow2', 'falloc.raw']);
+  // The hole at the end runs through the last sector's rounding as one extent (found by the hunt).
+  await assertSameOutput(images.dir, ['compare', '-s', '-f', 'raw', '-F', 'raw', 'odd-tail-copy.raw', 'odd-tail.raw']);
+  await assertSameOutput(images.dir, ['compare', '-s', '-f', 'raw', '-F', 'raw', 'odd-tail.raw', 'odd-tail-copy.raw'], { sandboxed: true });
   await assertSameOutput(images.dir, ['compare', '-s', 'metadata.qcow2', 'falloc.qcow2']);
   await assertSameOutput(images.dir, ['compare', '-s', 'metadata.qcow2', 'full.qcow2'], { sandboxed: true });
   await assertSameOutput(images.dir, ['compare', 'full-data.qcow2', 'truncated.qcow2']);

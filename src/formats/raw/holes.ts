@@ -67,6 +67,13 @@ export function certainHoleLength(dev: BlockDevice, pos: number, max: number): n
 
 /** A run from `pos` that is all data or all hole, at most `max` bytes. */
 export function fileRun(dev: BlockDevice, pos: number, max: number): { length: number; hole: boolean } {
+  const run = fileRunInFile(dev, pos, max);
+  // A hole that reaches the end of the file runs on through the last sector's rounding: qemu's
+  // SEEK_DATA finds no more data and answers the whole request (so compare -s sees one extent, EOF).
+  return run.hole && pos + run.length >= dev.size ? { length: max, hole: true } : run;
+}
+
+function fileRunInFile(dev: BlockDevice, pos: number, max: number): { length: number; hole: boolean } {
   const known = knownFileRun(dev, pos, max);
   if (known) return known;
   const inFile = Math.min(max, dev.size - pos);
