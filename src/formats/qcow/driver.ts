@@ -173,6 +173,14 @@ export class QcowImage implements Image {
     return Math.min(covered, max);
   }
 
+  /**
+   * qcow_co_block_status answers one cluster at a time, holes too: compare -s sees each hole
+   * cluster's status (an EOF flag only on the last one), not the merged run extent() gives.
+   */
+  get blockStatus(): number {
+    return this.clusterSize;
+  }
+
   /** As qcow_co_block_status: one cluster at a time (holes merged). */
   extent(offset: number, length: number): Extent {
     this.checkReadable();

@@ -1,7 +1,7 @@
 // qcow (v1) through the built CLI against both oracles: info, map, backing chains, hostile headers.
-import { after, before } from 'node:test';
+import { after, before, test } from 'node:test';
 import { writeFileSync } from 'node:fs';
-import { ImageDir } from '../../differential/harness.ts';
+import { ImageDir, assertSameOutput } from '../../differential/harness.ts';
 import { cliCases, cliErrorCases, settle } from './cli-cases.ts';
 import { writeSource } from './legacy-helpers.ts';
 
@@ -24,6 +24,10 @@ before(() => {
   images.img('convert', '-f', 'raw', '-O', 'qcow', 'src.raw', 'base.qcow');
   images.img('create', '-f', 'qcow', '-b', 'base.qcow', '-F', 'qcow', 'top.qcow');
   images.io('-c', 'write -P 0x5a 1000k 70k', '-c', 'write -c -P 0x22 1536k 512', 'top.qcow');
+  // Over a raw base whose last hole runs to its end (found by the generative hunt).
+  images.sparse('hole-end.raw', 4 * 1024 * 1024);
+  images.io('-f', 'raw', '-c', 'write -P 0x24 1M 512k', 'hole-end.raw');
+  images.img('create', '-f', 'qcow', '-b', 'hole-end.raw', '-F', 'raw', 'over-hole-end.qcow');
   images.img('create', '-f', 'qcow', 'compressed.qcow', '1M');
   images.io('-c', 'write -c -P 0x33 0 4k', '-c', 'write -c -P 0x34 64k 4k', 'compressed.qcow');
   writeFileSync(images.path('v2.qcow'), header(2, 12, 1n << 20n));
@@ -33,6 +37,15 @@ before(() => {
 });
 
 after(() => images.remove());
+
+test('compare -s walks a qcow image cluster by cluster, as qemu\'s block status does', async () => {
+  // The raw base's last hole has the EOF flag; the qcow's first hole cluster there does not. (A
+  // qcow header has no backing format: the raw base is probed, qemu's raw fallback: quirks.)
+  const quirks = { instarArgs: ['--unsafe-quirks'] };
+  await assertSameOutput(images.dir, ['compare', '-s', '-f', 'raw', '-F', 'qcow', 'hole-end.raw', 'over-hole-end.qcow'], quirks);
+  await assertSameOutput(images.dir, ['compare', '-s', '-F', 'raw', 'over-hole-end.qcow', 'hole-end.raw'], quirks);
+  await assertSameOutput(images.dir, ['compare', '-s', 'base.qcow', 'base.qcow']);
+});
 
 cliCases(() => images.dir, 'qcow', ['base.qcow', 'top.qcow', 'compressed.qcow'], { chains: ['top.qcow'], sandboxed: ['top.qcow'] });
 cliErrorCases(() => images.dir, 'qcow', ['cluster.qcow', 'too-large.qcow']);
