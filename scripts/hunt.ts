@@ -17,6 +17,7 @@ const AREAS: Record<string, () => Promise<HuntArea>> = {
   mutating: async () => (await import('../test/fuzz/generative/mutating.ts')).area,
   convert: async () => (await import('../test/fuzz/generative/convert.ts')).area,
   dd: async () => (await import('../test/fuzz/generative/dd.ts')).area,
+  'other-formats': async () => (await import('../test/fuzz/generative/other-formats.ts')).area,
 };
 
 const { values, positionals } = parseArgs({ options: { minutes: { type: 'string', default: '5' }, seed: { type: 'string' }, case: { type: 'string' }, keep: { type: 'boolean', default: false } }, allowPositionals: true });
