@@ -16,4 +16,17 @@ export function isDriverName(name: string): boolean {
 }
 
 /** The --image-opts option that names the key secret, in each format that has one. */
-export const KEY_OPTION: Readonly<Record<string, string>> = { luks: 'key-secret', qcow2: 'encrypt.key-secret', qcow: 'encrypt.key-secret' };
+const KEY_OPTION: Readonly<Record<string, string>> = { luks: 'key-secret', qcow2: 'encrypt.key-secret', qcow: 'encrypt.key-secret' };
+
+/** Whether `format` takes `keyOption` (key-secret, encrypt.key-secret) given without driver=. */
+export function takesKeyOption(format: string, keyOption: string): boolean {
+  return KEY_OPTION[format] === keyOption;
+}
+
+/**
+ * The --image-opts option left over once `format` has taken its own (qemu's open then fails,
+ * "does not support the option"): one no format has, or a key option this format lacks.
+ */
+export function leftoverOption(format: string, unknownOption: string | undefined, keyOption: string | undefined): string | undefined {
+  return unknownOption ?? (keyOption !== undefined && !takesKeyOption(format, keyOption) ? keyOption : undefined);
+}

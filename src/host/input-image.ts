@@ -5,7 +5,7 @@ import { strerror } from '../strerror.ts';
 import { closeSync, constants, fstatSync, openSync } from 'node:fs';
 import type { ParsedCommand } from '../cli/types.ts';
 import { nestedReason, type ReferencedFileError } from './open-files.ts';
-import { isDriverName, KEY_OPTION } from '../formats/names.ts';
+import { isDriverName, leftoverOption } from '../formats/names.ts';
 import { parseQemuOpts } from './commands/image-opts.ts';
 import { quoteJsonString } from '../output/json.ts';
 import { qdictOrder } from '../output/qdict-order.ts';
@@ -31,8 +31,6 @@ export interface Target {
    */
   probedKeyOption?: string;
 }
-
-
 
 /** Options of --image-opts that change nothing for a read-only open (qemu keeps the plain name). */
 const HARMLESS_IMAGE_OPTS = new Set(['read-only', 'auto-read-only', 'force-share', 'node-name', 'detect-zeroes', 'discard',
@@ -107,9 +105,13 @@ export function keyOptions(targets: readonly Target[]): Record<number, string> {
 
 /** The --image-opts option the opened format does not have (qemu's "does not support the option"). */
 export function foreignOption(target: Target, format: string): string | undefined {
-  if (target.unknownFormatOption !== undefined) return target.unknownFormatOption;
-  if (target.probedKeyOption !== undefined && KEY_OPTION[format] !== target.probedKeyOption) return target.probedKeyOption;
-  return undefined;
+  return leftoverOption(format, target.unknownFormatOption, target.probedKeyOption);
+}
+
+/** qemu's whole message for that option, naming the image and the format found. */
+export function foreignOptionMessage(target: Target, format: string): string | undefined {
+  const option = foreignOption(target, format);
+  return option === undefined ? undefined : `Could not open '${target.errorName}': Block format '${format}' does not support the option '${option}'`;
 }
 
 /** The top image of a one-image command: -f/--format (last one wins) and --image-opts. */

@@ -2,7 +2,7 @@
 // devices the host granted. A file the image names that the host has not granted yet is not an
 // error: it is collected and answered as a `need-files` result, and the host runs the op again
 // with those files opened through its path policy.
-import { KEY_OPTION } from '../formats/names.ts';
+import { takesKeyOption } from '../formats/names.ts';
 import { ImageError, type BlockDevice, type Image, type OpenContext } from '../formats/types.ts';
 import { detectFormat } from '../formats/detect.ts';
 import { findDriver } from '../formats/registry.ts';
@@ -64,7 +64,6 @@ export function answeringMissingFiles<T extends (...args: never[]) => unknown>(o
   }) as T;
 }
 
-
 /** Longest chain followed inside the guest too (the host enforces its own limit). */
 const MAX_LEVELS = 17;
 
@@ -92,7 +91,7 @@ function openLevel(ctx: OpContext, index: number, format: string | undefined, op
   let image: Image;
   try {
     const option = opts.keyOptions?.[index];
-    const secret = option === undefined || KEY_OPTION[fmt] === option ? opts.secrets?.[index] : undefined;
+    const secret = option === undefined || takesKeyOption(fmt, option) ? opts.secrets?.[index] : undefined;
     const key = typeof secret === 'string' ? Buffer.from(secret, 'base64') : undefined;
     image = driver.open(dev, { writable: !!ctx.devices[index].spec.writable, devices: named, profile: opts.profile, displayName: fileName, key, keyRequired: opts.secrets !== undefined, unsafeQuirks: !!opts.unsafeQuirks, check: level === 0 && !!opts.check, readsData: true });
   } catch (e) {

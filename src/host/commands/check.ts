@@ -4,7 +4,7 @@
 // (O_DSYNC: each of the guest's repair writes is durable before the next) and fsynced afterwards.
 import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
-import { InputImageError, foreignOption, keyOptions, openTop, topTarget } from '../input-image.ts';
+import { InputImageError, foreignOptionMessage, keyOptions, openTop, topTarget } from '../input-image.ts';
 import { openWritable, PROBED_RAW_WARNING, runOnImage } from '../writable-image.ts';
 import { addObject, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
@@ -71,10 +71,8 @@ async function runCheck(cmd: ParsedCommand, args: CheckArgs, ctx: CommandContext
   };
   const result = validCheckResult(await runOnImage('check', options, fd, target, ctx, !!args.repair));
   if (args.repair && target.format === undefined && result.format === 'raw') ctx.err(PROBED_RAW_WARNING(target.path));
-  const foreign = foreignOption(target, result.format);
-  if (foreign !== undefined) {
-    throw new InputImageError(`Could not open '${target.errorName}': Block format '${result.format}' does not support the option '${foreign}'`);
-  }
+  const foreign = foreignOptionMessage(target, result.format);
+  if (foreign !== undefined) throw new InputImageError(foreign);
   if ('refused' in result) {
     ctx.err(`${ctx.progname}: ${result.refused}\n`);
     return STATUS.failed;

@@ -10,7 +10,7 @@ import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError, type InputFile } from '../open-files.ts';
-import { InputImageError, foreignOption, keyOptions, imageTarget, openTop, referencedOpenMessage, type Target } from '../input-image.ts';
+import { InputImageError, foreignOptionMessage, keyOptions, imageTarget, openTop, referencedOpenMessage, type Target } from '../input-image.ts';
 import { parseSecretObjects, sourceSecrets } from '../secrets.ts';
 import { strerror } from '../../strerror.ts';
 import { INT64_MAX, INT_MAX, parseIntegerOption, parseSizeOption, type Parsed } from './qemu-numbers.ts';
@@ -135,10 +135,8 @@ async function openInput(input: InputFile, target: Target, options: DdOptions, c
   const r = (result ?? {}) as Record<string, unknown>;
   if (typeof r.format !== 'string' || !/^[a-z0-9]{1,16}$/.test(r.format)) throw new DdError('the guest gave a malformed answer');
   // An --image-opts option the format does not have: qemu names the (probed) format.
-  const foreign = foreignOption(target, r.format);
-  if (foreign !== undefined) {
-    throw new DdError(`Could not open '${target.errorName}': Block format '${r.format}' does not support the option '${foreign}'`);
-  }
+  const foreign = foreignOptionMessage(target, r.format);
+  if (foreign !== undefined) throw new DdError(foreign);
   if (r.sizeFailed === true) return { format: r.format, files };
   if (typeof r.size === 'number' && Number.isSafeInteger(r.size) && r.size >= 0) return { format: r.format, size: BigInt(r.size), files };
   throw new DdError('the guest gave a malformed answer');

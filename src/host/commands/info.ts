@@ -13,7 +13,7 @@ import { fileNodeInfo, imageInfo, type FileFacts } from '../../output/image-info
 import { toQemuJson } from '../../output/json.ts';
 import { renderHumanChain, renderHumanInfo } from '../../output/human-info.ts';
 import type { QDictValue } from '../../output/qobject.ts';
-import { InputImageError as InfoError, checkFormat, foreignOption, nameWithFormat, openTop, topTarget, type Target } from '../input-image.ts';
+import { InputImageError as InfoError, checkFormat, foreignOptionMessage, nameWithFormat, openTop, topTarget, type Target } from '../input-image.ts';
 import { parseSecretObjects } from '../secrets.ts';
 import { strerrorNumber } from '../../strerror-number.ts';
 import type { SizeFailedAnswer } from '../../ops/info.ts';
@@ -81,10 +81,8 @@ async function describe(fd: number, target: Target, ctx: CommandContext, chain: 
     if (e instanceof OpError || e instanceof MalformedResultError) throw new InfoError(`Could not open '${target.errorName}': ${e.message}`);
     throw e;
   }
-  const foreign = foreignOption(target, node.format);
-  if (foreign !== undefined) {
-    throw new InfoError(`Could not open '${target.errorName}': Block format '${node.format}' does not support the option '${foreign}'`);
-  }
+  const foreign = foreignOptionMessage(target, node.format);
+  if (foreign !== undefined) throw new InfoError(foreign);
   if ('errno' in node) {
     // qemu names the file node here (bs->exact_filename); errno 0 adds no reason (error_setg_errno).
     throw new InfoError(`Can't get image size '${target.path}'${node.errno === 0 ? '' : `: ${strerrorNumber(node.errno)}`}`);

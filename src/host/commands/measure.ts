@@ -8,7 +8,7 @@ import type { ParsedCommand } from '../../cli/types.ts';
 import { OpError } from '../sandbox/run.ts';
 import { printWarnings, runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
 import { MAX_WARNING_TEXT, MAX_WARNINGS } from '../../protocol/messages.ts';
-import { InputImageError, foreignOption, keyOptions, openTop, topTarget, type Target, referencedOpenMessage } from '../input-image.ts';
+import { InputImageError, foreignOptionMessage, keyOptions, openTop, topTarget, type Target, referencedOpenMessage } from '../input-image.ts';
 import { parseSecretObjects, SecretError, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { parseMapSize } from './map-size.ts';
@@ -158,10 +158,8 @@ async function measureInput(cmd: ParsedCommand, args: MeasureArgs, ctx: CommandC
     closeSync(fd);
   }
   const r = validResult(raw);
-  const foreign = foreignOption(target, r.format);
-  if (foreign !== undefined) {
-    throw failure(`Could not open '${target.errorName}': Block format '${r.format}' does not support the option '${foreign}'`);
-  }
+  const foreign = foreignOptionMessage(target, r.format);
+  if (foreign !== undefined) throw failure(foreign);
   if (r.snapshotError !== undefined) throw failure(r.snapshotError);
   return {
     virtualSize: BigInt(r.virtualSize),

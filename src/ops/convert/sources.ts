@@ -3,7 +3,7 @@
 import { ImageError, type Image } from '../../formats/types.ts';
 import { openTree, type OpenTreeOptions } from '../open-tree.ts';
 import type { OpContext } from '../types.ts';
-import { KEY_OPTION } from '../../formats/names.ts';
+import { leftoverOption } from '../../formats/names.ts';
 
 export interface ConvertSource {
   /** Index of the source's device in the device table. */
@@ -53,7 +53,7 @@ export function openSource(ctx: OpContext, source: ConvertSource, opts: Pick<Ope
   const keyOptions = source.keyOption === undefined ? undefined : { [source.index]: source.keyOption };
   const image = openTree(ctx, source.index, { format: source.format, fileName: source.fileName, unsafeQuirks: opts.unsafeQuirks, profile: opts.profile, secrets: opts.secrets ?? {}, keyOptions });
   // qemu's open fails on an option left over once the (probed) format has taken its own.
-  const foreign = source.unknownOption ?? (source.keyOption !== undefined && KEY_OPTION[image.format] !== source.keyOption ? source.keyOption : undefined);
+  const foreign = leftoverOption(image.format, source.unknownOption, source.keyOption);
   if (foreign !== undefined) throw new ImageError(`Block format '${image.format}' does not support the option '${foreign}'`);
   return image;
 }
