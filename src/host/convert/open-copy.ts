@@ -151,14 +151,14 @@ export function inDiskOrder<T extends PromiseSettledResult<unknown>>(outcomes: T
   return out;
 }
 
+/** Whether -S (0: off; undefined: 4k) is one whose zero detection is blocks aligned to the disk, which any split keeps. */
+export const splittableSparse = (sparse: number | undefined): boolean => sparse === undefined || sparse === 0 || isPowerOfTwo(sparse);
+
 /**
  * Opens and copies into `outFd` (created empty by createFreshTarget, fresh-target.ts) with one
  * guest per core.
  * Every guest's outcome is awaited; the first failure in guest order is the one reported.
  */
-/** Whether -S (0: off; undefined: 4k) is one whose zero detection is blocks aligned to the disk, which any split keeps. */
-export const splittableSparse = (sparse: number | undefined): boolean => sparse === undefined || sparse === 0 || isPowerOfTwo(sparse);
-
 export async function openAndCopy(inputs: InputFile[], targets: Target[], outFd: number, outPath: string, options: ConvertOptions, printer: ProgressPrinter | undefined, ctx: CommandContext): Promise<void> {
   // --salvage: one guest, so that its warnings come in disk order, as qemu's one pass prints them.
   // -S of no power of two: one guest, whose chunks are qemu's (a part's start could cut one).
