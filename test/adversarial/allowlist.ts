@@ -12,6 +12,8 @@ import { resolvedPath } from '../paths/strace.ts';
 const RUNTIME_TREES = [
   '/usr/lib/x86_64-linux-gnu', '/lib/x86_64-linux-gnu', '/lib64', '/usr/lib64',
   join(ROOT, 'dist'),
+  // The host's FFI for lseek(SEEK_DATA) (src/host/libc.ts), loaded for any input with blocks allocated.
+  join(ROOT, 'node_modules', 'koffi'),
   // bwrap builds the guest's root in a tmpfs it mounts at /newroot and pivots away from /oldroot.
   '/newroot', '/oldroot',
   // Inside the sandbox: the guest bundle as bwrap binds it.
