@@ -42,6 +42,7 @@ const seen = new Map<string, number>();
 const started = Date.now();
 let cases = 0;
 let commands = 0;
+let qemuFailed = 0;
 for (let index = Number(values.case ?? 0); ; index++) {
   if (values.case !== undefined ? index > Number(values.case) : Date.now() - started >= minutes * 60_000) break;
   const seed = caseSeed(campaign, index);
@@ -51,6 +52,7 @@ for (let index = Number(values.case ?? 0); ; index++) {
     const report = await area.runCase(seed, dir);
     cases++;
     commands += report.commands;
+    qemuFailed += report.qemuFailed ?? 0;
     const fresh = report.mismatches.filter((m) => {
       const sig = signature(m);
       seen.set(sig, (seen.get(sig) ?? 0) + 1);
@@ -71,5 +73,5 @@ for (let index = Number(values.case ?? 0); ; index++) {
   }
 }
 removeSnapshot();
-console.log(`\ndone: ${cases} cases, ${commands} commands, ${seen.size} distinct mismatches in ${Math.round((Date.now() - started) / 1000)} s`);
+console.log(`\ndone: ${cases} cases, ${commands} commands (${qemuFailed} failed in qemu), ${seen.size} distinct mismatches in ${Math.round((Date.now() - started) / 1000)} s`);
 for (const [sig, n] of [...seen].sort((a, b) => b[1] - a[1])) console.log(`${String(n).padStart(5)}  ${sig.split('\n')[0]}`);

@@ -39,6 +39,8 @@ export interface CaseReport {
   recipe: string[];
   /** Commands compared. */
   commands: number;
+  /** Of those, commands that failed on the oracle side (agreeing errors exercise less). */
+  qemuFailed?: number;
   mismatches: Mismatch[];
 }
 
@@ -64,7 +66,9 @@ export async function compareRun(args: string[], cwd: string, version: OracleVer
   const command = args.join(' ');
   const mismatches: Mismatch[] = [];
   if (instar.timedOut) mismatches.push({ command, version, what: 'hang', qemu: `status ${qemu.status}`, instar: 'timed out' });
-  else if (!qemu.timedOut) {
+  // qemu 7.2 times PBKDF2 by thread CPU time and fails when a round took under one tick: a
+  // timing flake of the oracle (10.0 retries), not behaviour to copy.
+  else if (!qemu.timedOut && !qemu.stderr.includes('Unable to get accurate CPU usage')) {
     if (mask(qemu.stdout) !== mask(instar.stdout)) mismatches.push({ command, version, what: 'stdout', qemu: qemu.stdout, instar: instar.stdout });
     if (mask(qemu.stderr) !== mask(instar.stderr)) mismatches.push({ command, version, what: 'stderr', qemu: qemu.stderr, instar: instar.stderr });
     if (qemu.status !== instar.status) mismatches.push({ command, version, what: 'status', qemu: String(qemu.status), instar: String(instar.status) });

@@ -50,6 +50,8 @@ export interface ImageWishes {
   chainChance?: number;
   /** Largest virtual size (default 64 MiB; preallocated images stay far smaller). */
   maxSize?: number;
+  /** Chance of a big sparse image instead (up to 64 GiB, never preallocated; default 0.12). */
+  bigChance?: number;
   /** Allow qemu-io aborts that leave a qcow2 dirty or leaking (default true). */
   oddStates?: boolean;
   /** Builder oracle (default: chosen by the Rng). */
@@ -220,7 +222,7 @@ const EXT: Record<ImageFormat, string> = { qcow2: 'qcow2', vmdk: 'vmdk', vpc: 'v
 export function buildImage(rng: Rng, dir: string, wishes: ImageWishes = {}): BuiltImage {
   const version = wishes.builder ?? (rng.chance(0.5) ? '10.0' : '7.2');
   const b = new Builder(dir, version);
-  const maxSize = wishes.maxSize ?? 64 * MiB;
+  const maxSize = rng.chance(wishes.bigChance ?? 0.12) ? 64 * 1024 * MiB : (wishes.maxSize ?? 64 * MiB);
   const topFormat = rng.pick(wishes.formats ?? IMAGE_FORMATS);
   const layers: Layer[] = [];
   // A chain: qcow2 tops take any backing format; vmdk tops take only vmdk backings.
