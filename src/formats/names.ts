@@ -3,7 +3,7 @@
  * checks `-f`/`-O` names and prints help with this list, and must not load every parser to do
  * so (each CLI call would pay for it at startup). A unit test keeps it equal to the registry.
  */
-export const DRIVER_NAMES: readonly string[] = ['raw', 'qcow2', 'vmdk', 'vpc', 'vhdx', 'vdi', 'qcow', 'parallels', 'qed', 'luks', 'bochs', 'cloop', 'dmg', 'iso'];
+export const DRIVER_NAMES: readonly string[] = ['raw', 'file', 'qcow2', 'vmdk', 'vpc', 'vhdx', 'vdi', 'qcow', 'parallels', 'qed', 'luks', 'bochs', 'cloop', 'dmg', 'iso'];
 
 /**
  * Formats instar detects and names but qemu has no driver for (an ISO is raw to qemu): naming one

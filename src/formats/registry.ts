@@ -1,5 +1,6 @@
 import type { Driver } from './types.ts';
 import { rawDriver } from './raw/driver.ts';
+import { fileDriver } from './file/driver.ts';
 import { qcow2Driver } from './qcow2/driver.ts';
 import { vmdkDriver } from './vmdk/driver.ts';
 import { vpcDriver } from './vpc/driver.ts';
@@ -16,7 +17,7 @@ import { isoDriver } from './iso/driver.ts';
 import { probeOnlyDrivers } from './probe-only.ts';
 
 /** Every format driver. Adding a format = adding its folder and one line here. */
-const fullDrivers: Driver[] = [rawDriver, qcow2Driver, vmdkDriver, vpcDriver, vhdxDriver, vdiDriver, qcowDriver, parallelsDriver, qedDriver, luksDriver, bochsDriver, cloopDriver, dmgDriver, isoDriver];
+const fullDrivers: Driver[] = [rawDriver, fileDriver, qcow2Driver, vmdkDriver, vpcDriver, vhdxDriver, vdiDriver, qcowDriver, parallelsDriver, qedDriver, luksDriver, bochsDriver, cloopDriver, dmgDriver, isoDriver];
 
 /** Full drivers, then detect-only stand-ins for the formats that have none yet. */
 export const drivers: Driver[] = [

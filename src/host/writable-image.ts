@@ -60,9 +60,11 @@ export function openWritable(cmd: ParsedCommand, target: Target, sync = true): n
  * policy), wording what would not open as qemu does; then, whatever happened, fsyncs the image
  * when it was opened for writing (the guest may not fsync) and closes it.
  */
-export async function runOnImage(op: string, options: object, fd: number, target: Target, ctx: CommandContext, writable: boolean): Promise<unknown> {
+export async function runOnImage(op: string, options: object, fd: number, target: Target, ctx: CommandContext, writable: boolean, beforeClose?: (answer: unknown) => void): Promise<unknown> {
   try {
-    return await runRepairingDirty(op, options, [{ fd, path: target.path, writable }], ctx, target);
+    const answer = await runRepairingDirty(op, options, [{ fd, path: target.path, writable }], ctx, target);
+    beforeClose?.(answer);
+    return answer;
   } catch (e) {
     if (e instanceof ReferencedFileError) throw new InputImageError(referencedOpenMessage(e, target));
     if (e instanceof OpError) throw new InputImageError(`Could not open '${target.errorName}': ${e.message}`);

@@ -10,7 +10,7 @@ import { MissingFilesError } from './open-tree.ts';
 import { firstBlockStatusFailure, openSource, sectorTotalIsNegative, snapshotViews, type ConvertSource, type SnapshotChoice } from './convert/sources.ts';
 import { copyToRaw } from './convert/copy.ts';
 import { balancedShare, progressShare, stripedRanges, type DiskRun } from './convert/split.ts';
-import { allocateFirstBlock } from './convert/first-block.ts';
+import { allocateFirstBlock } from '../formats/raw/first-block.ts';
 import { salvageMessages } from './convert/salvage.ts';
 import { errorWarnings } from '../guest/describe-error.ts';
 import type { Op } from './types.ts';

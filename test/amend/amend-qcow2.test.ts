@@ -131,6 +131,9 @@ test('amend on a format without amendment prints qemu-img\'s message', () => {
   for (const version of VERSIONS) {
     const r = dirs.run(version, { 'x.vmdk': readFileSync(path) }, ['amend', '-o', 'compat=1.1', 'x.vmdk']);
     assertSameOutcome(r, ['x.vmdk'], `vmdk ${version}`);
+    // The file protocol named as the format: its own name in the message, not raw's.
+    const f = dirs.run(version, { 'x.img': Buffer.alloc(4096) }, ['amend', '-f', 'file', '-o', 'size=1M', 'x.img']);
+    assertSameOutcome(f, ['x.img'], `-f file ${version}`);
   }
 });
 

@@ -58,6 +58,11 @@ const CASES: string[][] = [
   ['create', '-f', 'qcow2', 'f', '4P'], ['create', '-f', 'qcow2', '-o', 'cluster_size=512', 'f', '1T'],
   ['create', '-f', 'qcow2', '-o', 'size=9223372036854775808', 'f'], ['create', '-f', 'raw', 'nodir/f', '1M'], ['create', '-f', 'qcow2', 'nodir/f', '1M'],
   ['create', '-f', 'raw', '.', '1M'],
+  // The file protocol named as the format.
+  ['create', '-f', 'file', 'f', '1M'], ['create', '-f', 'file', '-o', 'help'], ['create', '-f', 'file', '-o', '?', 'f'],
+  ['create', '-f', 'file', '-o', 'preallocation=full,nocow=on,extent_size_hint=1M', 'f', '1M'], ['create', '-f', 'file', '-o', 'preallocation=metadata', 'f', '1M'], ['create', '-f', 'raw', '-o', 'preallocation=metadata', 'f', '1M'],
+  ['create', '-f', 'raw', '-o', 'preallocation=metadata', 'base.raw', '1M'],
+  ['create', '-f', 'file', '-b', 'base.raw', '-F', 'raw', 'f'], ['create', '-f', 'qcow2', '-b', 'base.raw', '-F', 'file', 'f'],
 ];
 
 test('create: messages, exit statuses and files match qemu-img 7.2 and 10.0', async () => {

@@ -1,6 +1,10 @@
 // `create -f raw` as qemu's file protocol does it (file-posix raw_co_create): the file is the
-// disk, its length the size rounded up to a sector; preallocation=full/falloc allocates every
-// byte (qemu writes zeros or fallocates; both read back as zeros), off leaves one hole.
+// disk, its length the size rounded up to a sector. preallocation=full writes every byte; falloc
+// reserves them (fallocate: unwritten extents, which read as zeros and which SEEK_DATA, and so
+// qemu's map, shows as holes), done by the trusted host, since the guest cannot make the call;
+// off leaves a hole. Except with full, qemu then writes zeros over the first block (its
+// allocate_first_block), which map shows as data.
+import { firstBlockBytes } from './first-block.ts';
 import { ImageError, type CreateCapability, type CreateOptionSpec, type CreatePlan } from '../types.ts';
 
 const SIZE_OPTION: CreateOptionSpec = { name: 'size', type: 'size', help: 'Virtual disk size' };
@@ -31,11 +35,15 @@ function plan(options: ReadonlyMap<string, string>, size: bigint): CreatePlan {
   if (length < 0n) throw new ImageError('Could not resize file: Invalid argument');
   // Past what a file can be (ext4: 16 TiB), ftruncate fails with EFBIG; Node takes no more than 2^53.
   if (length >= INT64 || !Number.isSafeInteger(Number(length))) throw new ImageError('File too large', 'EFBIG');
-  return { length: Number(length), allocate: prealloc !== 'off' };
+  return { length: Number(length), allocate: prealloc === 'full', fallocate: prealloc === 'falloc' };
 }
 
 export const rawCreate: CreateCapability = {
   options: RAW_FORMAT_CREATE_OPTIONS,
   plan,
-  layout: (p) => ({ image: { length: p.length as number, writes: [], allocate: p.allocate === true } }),
+  layout: (p) => {
+    const length = p.length as number;
+    const first = p.allocate === true ? 0 : firstBlockBytes(length);
+    return { image: { length, writes: first > 0 ? [{ pos: 0, bytes: new Uint8Array(first) }] : [], allocate: p.allocate === true } };
+  },
 };

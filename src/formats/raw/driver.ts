@@ -4,16 +4,18 @@ import { rawMeasure } from './measure.ts';
 import { rawCreate } from './create.ts';
 import { rawResize } from './resize.ts';
 
-/** raw: the file is the disk. */
-class RawImage implements Image {
-  readonly format = 'raw';
-  constructor(private dev: BlockDevice) {}
+/** raw: the file is the disk (also `-f file`, the same bytes under the protocol's name). */
+export class RawImage implements Image {
+  constructor(
+    private dev: BlockDevice,
+    readonly format: 'raw' | 'file' = 'raw',
+  ) {}
   /** qemu's file layer counts whole 512-byte sectors: a 1000-byte file is a 1024-byte disk. */
   get virtualSize(): number {
     return Math.ceil(this.dev.size / 512) * 512;
   }
   info(): NodeInfo {
-    return { format: 'raw', 'dirty-flag': false, 'virtual-size': this.virtualSize };
+    return { format: this.format, 'dirty-flag': false, 'virtual-size': this.virtualSize };
   }
   read(buf: Uint8Array, offset: number): void {
     const n = this.dev.read(buf, offset);

@@ -68,7 +68,7 @@ async function runAmend(cmd: ParsedCommand, list: string, ctx: CommandContext, p
   const refusal = dataFileRefusal(list, target.path, ctx);
   const help = hasHelp(list);
   const options: AmendOptions = {
-    format: target.format === 'file' ? 'raw' : target.format,
+    format: target.format,
     unsafeQuirks: ctx.globals.unsafeQuirks,
     fileName: target.path,
     profile: ctx.profile,

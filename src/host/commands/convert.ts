@@ -16,6 +16,7 @@ import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { isDriverName } from '../../formats/names.ts';
 import { fdFileId, punchTarget } from '../punch-holes.ts';
+import { reserveOrZero, writeZeros } from '../preallocate.ts';
 import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError, type InputFile } from '../open-files.ts';
 import { InputImageError, imageTarget, openTop, type Target } from '../input-image.ts';
@@ -182,7 +183,7 @@ function openTarget(path: string, total: bigint, unsized: boolean, negative: boo
     }
     return fd;
   }
-  return createTarget(path, total, ctx.profile.newUsageErrors);
+  return createTarget(path, total, ctx.profile.newUsageErrors, s.outputFormat);
 }
 
 /** The copy after an open phase: one guest, or one per core on disjoint ranges for big disks. */
@@ -234,7 +235,7 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
     };
     // -O <not raw>: the image pipeline (host/convert/to-image.ts), after the same open phase.
     // --bitmaps: qemu creates even a raw target before it finds it cannot hold bitmaps (to-image-bitmaps.ts).
-    if ((into ? into.format : s.outputFormat) !== 'raw' || cmd.options.has('bitmaps')) {
+    if (!isRawTarget(into ? (into.format ?? '') : s.outputFormat) || cmd.options.has('bitmaps')) {
       removeEarlyTarget();
       const open = (read: string[]) => openPhase(inputs, targets, options, ctx, read);
       return await convertToImage({ cmd, ctx, s, printer, inputs, targets, options, open });
@@ -278,6 +279,7 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
       throw new ConvertError('instar cannot copy a disk of 8 PiB or more');
     }
     const total = safe.reduce((a, b) => a + b, 0);
+    if (!s.noCreate) preallocate(outFd, targetPreallocation(cmd, s, ctx), total);
     // -n: qemu writes the zero runs as write-zeroes requests, holes in a regular file; the host
     // punches the range once and the copy then skips zero runs as on a fresh target.
     if (s.noCreate && !s.targetIsZero && s.sparse > 0 && punchTarget(outFd, total, read)) options.targetIsZero = true;
@@ -315,7 +317,8 @@ function oneRound(cmd: ParsedCommand, s: Settings, ctx: CommandContext): boolean
   if (s.noCreate || !CACHE_MODES.has(s.outputCache)) return false;
   try {
     checkTargetFormat(cmd, s, ctx);
-    return true;
+    // A preallocated target is made whole before the copy: the two rounds do that.
+    return targetPreallocation(cmd, s, ctx) === 'off';
   } catch {
     return false;
   }
@@ -373,28 +376,47 @@ function unlinkQuietly(path: string): void {
  * (not the one-round probe), where qemu's create of a metadata-preallocated file leaves it empty.
  */
 function checkTargetFormat(cmd: ParsedCommand, s: Settings, ctx: CommandContext, create = false): void {
-  if (s.outputFormat !== 'raw') {
-    if (!isDriverName(s.outputFormat)) throw new ConvertError(`Unknown file format '${s.outputFormat}'`);
-    throw new ConvertError(`convert -O ${s.outputFormat} is not implemented yet in instar (only raw)`);
+  const fmt = s.outputFormat;
+  if (!isRawTarget(fmt)) {
+    if (!isDriverName(fmt)) throw new ConvertError(`Unknown file format '${fmt}'`);
+    throw new ConvertError(`convert -O ${fmt} is not implemented yet in instar (only raw)`);
   }
-  const set = s.noCreate ? new Map<string, SetOption>() : rawCreateOptions(cmd, ctx);
-  if (cmd.options.has('backing') && !s.noCreate) throw new ConvertError("Backing file not supported for file format 'raw'");
+  const set = s.noCreate ? new Map<string, SetOption>() : rawCreateOptions(cmd, s, ctx);
+  if (cmd.options.has('backing') && !s.noCreate) throw new ConvertError(`Backing file not supported for file format '${fmt}'`);
   if (cmd.options.has('compress')) throw new ConvertError('Compression not supported for this file format');
   const outPath = cmd.args[cmd.args.length - 1];
   const prealloc = set.get('preallocation')?.value ?? 'off';
-  if (!PREALLOC_MODES.includes(prealloc)) throw new ConvertError(`${outPath}: error while converting raw: invalid parameter value: ${prealloc}`);
+  if (!PREALLOC_MODES.includes(prealloc)) throw new ConvertError(`${outPath}: error while converting ${fmt}: invalid parameter value: ${prealloc}`);
   if (prealloc === 'metadata') {
     if (create) closeSync(openSync(outPath, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOCTTY, 0o644));
-    throw new ConvertError(`${outPath}: error while converting raw: Unsupported preallocation mode: metadata`);
+    throw new ConvertError(`${outPath}: error while converting ${fmt}: Unsupported preallocation mode: metadata`);
   }
   // size is replaced by the disk's; nocow and extent_size_hint only hint at allocation (btrfs, xfs).
-  if (prealloc !== 'off') throw new ConvertError(`convert -o preallocation=${prealloc} is not implemented yet in instar`);
+}
+
+/** -O raw and -O file (the protocol named as the format) write the same file. */
+const isRawTarget = (format: string): boolean => format === 'raw' || format === 'file';
+
+/** The new raw target's preallocation mode (checkTargetFormat has refused the others). */
+function targetPreallocation(cmd: ParsedCommand, s: Settings, ctx: CommandContext): 'off' | 'falloc' | 'full' {
+  const mode = s.noCreate ? 'off' : (rawCreateOptions(cmd, s, ctx).get('preallocation')?.value ?? 'off');
+  return mode === 'falloc' || mode === 'full' ? mode : 'off';
+}
+
+/**
+ * preallocation=falloc|full, as qemu's file protocol makes the target before the copy: reserved
+ * (unwritten, reading as zeros) or written with zeros. The copy then writes only data, as into
+ * any new target.
+ */
+function preallocate(fd: number, mode: 'off' | 'falloc' | 'full', length: number): void {
+  if (mode === 'falloc') reserveOrZero(fd, length);
+  else if (mode === 'full') writeZeros(fd, length);
 }
 
 /** The -o list as qemu_opts_do_parse takes it for a raw target; qemu's message for a bad item. */
-function rawCreateOptions(cmd: ParsedCommand, ctx: CommandContext): Map<string, SetOption> {
-  const found = lookupFormat('raw', ctx.profile);
-  if (!('capability' in found)) throw new Error('raw has a create capability');
+function rawCreateOptions(cmd: ParsedCommand, s: Settings, ctx: CommandContext): Map<string, SetOption> {
+  const found = lookupFormat(s.outputFormat, ctx.profile);
+  if (!('capability' in found)) throw new Error('raw and file have a create capability');
   try {
     return parseSetOptions(optionText(cmd), typesOf(found.specs), ctx.profile.newUsageErrors);
   } catch (e) {

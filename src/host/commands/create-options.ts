@@ -3,6 +3,7 @@
 // parsed values: normalized for the format's checks, as typed for the "Formatting ..." line.
 import type { CreateCapability, CreateOptionSpec, CreateOptionType } from '../../formats/types.ts';
 import { FILE_PROTOCOL_CREATE_OPTIONS, rawCreate } from '../../formats/raw/create.ts';
+import { fileCreate } from '../../formats/file/create.ts';
 import { qcow2Create } from '../../formats/qcow2/create.ts';
 import { vpcCreate } from '../../formats/vpc/create.ts';
 import { vmdkCreate } from '../../formats/vmdk/create.ts';
@@ -17,7 +18,7 @@ import { optionItems, parseCreateOptions } from './measure-options.ts';
 import type { SetOption } from '../../output/create-text.ts';
 
 /** The formats instar creates (a unit test keeps these the drivers' own `create`). */
-export const CREATORS: Readonly<Record<string, CreateCapability>> = { raw: rawCreate, qcow2: qcow2Create, vpc: vpcCreate, vmdk: vmdkCreate, vhdx: vhdxCreate, vdi: vdiCreate, parallels: parallelsCreate, qed: qedCreate, qcow: qcowCreate, luks: luksCreate };
+export const CREATORS: Readonly<Record<string, CreateCapability>> = { raw: rawCreate, file: fileCreate, qcow2: qcow2Create, vpc: vpcCreate, vmdk: vmdkCreate, vhdx: vhdxCreate, vdi: vdiCreate, parallels: parallelsCreate, qed: qedCreate, qcow: qcowCreate, luks: luksCreate };
 
 export type FormatLookup =
   | { capability: CreateCapability; specs: readonly CreateOptionSpec[] }

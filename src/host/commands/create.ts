@@ -18,6 +18,7 @@ import { formattingLine, optionHelp, type SetOption } from '../../output/create-
 import { hasProtocol } from '../paths/combine.ts';
 import { ImageError, type CreateEnvironment, type CreatePlan } from '../../formats/types.ts';
 import { strerror } from '../../strerror.ts';
+import { reserveOrZero } from '../preallocate.ts';
 import { strerrorNumber } from '../../strerror-number.ts';
 import type { CreateResult } from '../../ops/create.ts';
 
@@ -130,6 +131,8 @@ async function writeImage(filename: string, format: string, plan: CreatePlan, ct
       if (result.failed === 'EFBIG') throw new ImageError('File too large', 'EFBIG');
       throw new CreateFailure(`Could not write '${filename}': ${strerror(String(result.failed))}`);
     }
+    // raw/file preallocation=falloc: the guest laid out the file, the host reserves its blocks.
+    if (plan.fallocate === true && typeof plan.length === 'number') reserveOrZero(files[0].fd, plan.length);
     // The guest cannot fsync (its permission model refuses it): the host makes the image durable.
     for (const f of files) fsyncSync(f.fd);
     done = true;
@@ -151,6 +154,18 @@ const setNumber = (set: Map<string, SetOption>, name: string, n: bigint) => {
   const value = BigInt.asUintN(64, n).toString();
   set.set(name, { value, text: value });
 };
+
+/** The file protocol's refusal, which comes after it has opened (created or emptied) the file. */
+const METADATA_REFUSED = /^Unsupported preallocation mode: metadata$/;
+
+/** What qemu leaves when its file protocol refuses the preallocation mode: the file, empty. */
+function leaveEmptyFile(filename: string): void {
+  try {
+    closeSync(openSync(filename, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOCTTY, 0o644));
+  } catch (e) {
+    throw new CreateFailure(`Could not create '${filename}': ${strerror((e as NodeJS.ErrnoException).code ?? 'EIO')}`);
+  }
+}
 
 /** bdrv_img_create, step by step. */
 async function runCreate(args: CreateArgs, ctx: CommandContext): Promise<number> {
@@ -219,6 +234,7 @@ async function runCreate(args: CreateArgs, ctx: CommandContext): Promise<number>
     await writeImage(filename, args.format, plan, ctx);
   } catch (e) {
     if (!(e instanceof ImageError)) throw e;
+    if (METADATA_REFUSED.test(e.message) && (args.format === 'raw' || args.format === 'file')) leaveEmptyFile(filename);
     if (e.errno !== 'EFBIG') throw new CreateFailure(e.message);
     // qemu's LUKS driver words the payload's failed truncate itself (block/crypto.c), and its
     // generic crypto layer hides the errno from bdrv_img_create's rewording.

@@ -2,10 +2,12 @@
 // inside the getopt loop, then the argument count, then the size), opens the image read-write
 // (O_DSYNC: each of the guest's writes is durable before the next; files it names only through
 // the path policy), lets a guest plan and apply the resize, fsyncs, and prints what qemu-img does.
+import { fstatSync } from 'node:fs';
 import type { Command, CommandContext } from './types.ts';
 import { EXTRA_ARGUMENT, type ParsedCommand } from '../../cli/types.ts';
 import { InputImageError, topTarget } from '../input-image.ts';
 import { openWritable, PROBED_RAW_WARNING, runOnImage } from '../writable-image.ts';
+import { reserveBlocks } from '../preallocate.ts';
 import { addObject, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { strtosz } from './map-size.ts';
@@ -75,7 +77,13 @@ async function runResize(cmd: ParsedCommand, args: ResizeArgs, ctx: CommandConte
     // An --image-opts option the format lacks fails qemu's open: the guest only names the format.
     openOnly: target.unknownFormatOption !== undefined,
   };
-  const result = validResult(await runOnImage('resize', options, fd, target, ctx, true));
+  // --preallocation=falloc: qemu's file protocol reserves the file's growth (fallocate); the
+  // guest cannot, so the host reserves what the guest's resize left as holes past the old end.
+  const oldLength = fstatSync(fd).size;
+  const reserveGrowth = (answer: unknown) => {
+    if ((answer as { resized?: unknown } | null)?.resized === true) reserveBlocks(fd, fstatSync(fd).size, oldLength);
+  };
+  const result = validResult(await runOnImage('resize', options, fd, target, ctx, true, args.preallocation === 'falloc' ? reserveGrowth : undefined));
   if (target.format === undefined && result.format === 'raw') ctx.err(PROBED_RAW_WARNING(target.path));
   if (target.unknownFormatOption !== undefined) {
     throw new InputImageError(`Could not open '${target.errorName}': Block format '${result.format}' does not support the option '${target.unknownFormatOption}'`);

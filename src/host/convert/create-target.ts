@@ -4,7 +4,7 @@
 // 16 PiB qcow2 or sources whose wrapped sizes add up past 2^63 make too large or negative, and
 // qemu's words for those depend on the value.
 import { closeSync, constants, fstatSync, ftruncateSync, openSync, writeSync } from 'node:fs';
-import { allocateFirstBlock } from '../../ops/convert/first-block.ts';
+import { allocateFirstBlock } from '../../formats/raw/first-block.ts';
 import { strerror } from '../../strerror.ts';
 import { ConvertError, ConvertErrorText } from './errors.ts';
 import { resizeFailed } from './open-copy.ts';
@@ -12,8 +12,8 @@ import { resizeFailed } from './open-copy.ts';
 const SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
 /** qemu's QemuOpts refusal of a negative 'size' (its int64 byte total wrapped), per version. */
-function sizeOptionRefused(path: string, bytes: bigint, newWording: boolean): ConvertError {
-  const prefix = `${path}: error while converting raw: `;
+function sizeOptionRefused(path: string, bytes: bigint, newWording: boolean, format: string): ConvertError {
+  const prefix = `${path}: error while converting ${format}: `;
   if (newWording) return new ConvertError(`${prefix}Value '${bytes}' is out of range for parameter 'size'`);
   return new ConvertErrorText(`${prefix}Parameter 'size' expects a non-negative number below 2^64\n` +
     'Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\nand exabytes, respectively.');
@@ -34,10 +34,10 @@ function truncateLarge(fd: number, size: bigint): void {
  * Creates the target for a disk of `total` bytes (the sum of the sources' sizes); qemu's wording
  * for each failure. `newWording`: qemu 10.0's message for a negative size.
  */
-export function createTarget(path: string, total: bigint, newWording: boolean): number {
+export function createTarget(path: string, total: bigint, newWording: boolean, format = 'raw'): number {
   const bytes = BigInt.asIntN(64, total);
   // qemu refuses the option before it creates anything.
-  if (bytes < 0n) throw sizeOptionRefused(path, bytes, newWording);
+  if (bytes < 0n) throw sizeOptionRefused(path, bytes, newWording, format);
   let fd: number | undefined;
   try {
     fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOCTTY, 0o644);
@@ -48,8 +48,8 @@ export function createTarget(path: string, total: bigint, newWording: boolean): 
     const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
     if (fd !== undefined) closeSync(fd);
     // The file exists then, and qemu leaves it (empty): a size the file system refuses (EFBIG).
-    if (fd !== undefined && (e as NodeJS.ErrnoException).syscall === 'ftruncate') throw new ConvertError(resizeFailed(path, code));
-    throw new ConvertError(`${path}: error while converting raw: Could not create '${path}': ${strerror(code)}`);
+    if (fd !== undefined && (e as NodeJS.ErrnoException).syscall === 'ftruncate') throw new ConvertError(resizeFailed(path, code, format));
+    throw new ConvertError(`${path}: error while converting ${format}: Could not create '${path}': ${strerror(code)}`);
   }
 }
 

@@ -16,15 +16,15 @@ import type { ConvertOptions } from '../../ops/convert.ts';
 import { ConvertError } from './errors.ts';
 import { copyGuestCount } from './fresh-target.ts';
 import { isPowerOfTwo } from '../../ops/convert/sparse-runs.ts';
-import { allocateFirstBlock } from '../../ops/convert/first-block.ts';
+import { allocateFirstBlock } from '../../formats/raw/first-block.ts';
 import { INT64_DECIMAL } from '../../protocol/messages.ts';
 
 /** A failure after which the target stays, as qemu leaves it (created, but not sizeable). */
 export class TargetLeft extends ConvertError {}
 
 /** qemu's words when the new target cannot take the disk's size (raw_co_create's ftruncate). */
-export function resizeFailed(path: string, code: string): string {
-  return `${path}: error while converting raw: Could not resize file: ${strerror(code)}`;
+export function resizeFailed(path: string, code: string, format = 'raw'): string {
+  return `${path}: error while converting ${format}: Could not resize file: ${strerror(code)}`;
 }
 
 /** Whether a guest's failure is qemu's failed block status (ops/convert.ts blockStatusFailure). */
