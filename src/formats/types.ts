@@ -114,6 +114,8 @@ export interface Image {
   zeroRun?(offset: number, length: number): number;
   /** Formats with backing files: the opened backing image (the host resolved and opened it). */
   attachBacking?(backing: Image): void;
+  /** The image attachBacking gave, where the format tells it (qcow2). */
+  readonly backingImage?: Image;
   /**
    * How qemu's driver answers block status where that differs from extent() (compare's walk and
    * -s depend on it): 'none' = the driver has no block status (qemu's generic layer calls every

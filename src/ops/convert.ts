@@ -11,6 +11,7 @@ import { firstBlockStatusFailure, openSource, sectorTotalIsNegative, snapshotVie
 import { copyToRaw } from './convert/copy.ts';
 import { balancedShare, progressShare, stripedRanges, type DiskRun } from './convert/split.ts';
 import { allocateFirstBlock } from '../formats/raw/first-block.ts';
+import { offloadsFrom } from './convert/copy-offload.ts';
 import { salvageMessages } from './convert/salvage.ts';
 import { errorWarnings } from '../guest/describe-error.ts';
 import type { Op } from './types.ts';
@@ -42,6 +43,8 @@ export interface ConvertOptions {
   /** 'open-copy' without -p: 'striped' takes stripedRanges' stripes instead of balancedShare's weighed parts (split.ts). */
   share?: 'striped' | 'weighed';
   progress?: boolean;
+  /** -C: copy offloading asked for (convert/copy-offload.ts decides where qemu's drivers serve it). */
+  copyRange?: boolean;
   /** -m: qemu's copy coroutines (copy.ts CopyPlan.coroutines). */
   coroutines?: number;
   /** Keys of encrypted sources, base64 by device index (host-read --object secrets). */
@@ -211,5 +214,6 @@ export const convertOp: Op = (options, ctx) => {
     everyChunk,
     coroutines: Number.isSafeInteger(opts.coroutines) ? opts.coroutines : undefined,
     salvage: opts.salvage ? salvageMessages(ctx) : undefined,
+    offload: opts.copyRange === true && offloadsFrom(views),
   }).then((counted) => (opts.phase === 'open-copy' ? ({ sizes, counted } satisfies ConvertOpenCopyResult) : { counted }));
 };

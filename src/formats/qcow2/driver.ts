@@ -61,6 +61,11 @@ export class Qcow2Image implements Image {
     this.backing = backing;
   }
 
+  /** The opened backing image, once attached (convert -C asks whether copy_range reaches it). */
+  get backingImage(): Image | undefined {
+    return this.backing;
+  }
+
   /** The backing image's virtual size (amend's truncate zeroes a grown area that would show it). */
   get backingSize(): number | undefined {
     return this.backing?.virtualSize;

@@ -232,6 +232,7 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
       coroutines: s.coroutines,
       secrets,
       salvage: cmd.options.has('salvage'),
+      copyRange: cmd.options.has('copy-range-offloading'),
     };
     // -O <not raw>: the image pipeline (host/convert/to-image.ts), after the same open phase.
     // --bitmaps: qemu creates even a raw target before it finds it cannot hold bitmaps (to-image-bitmaps.ts).

@@ -297,6 +297,7 @@ export async function convertToImage(job: ImageJob): Promise<void> {
       targetBacking,
       bitmaps: wantsBitmaps(cmd),
       salvage: job.options.salvage,
+      copyRange: job.options.copyRange,
     };
     const run = { ...ctx.run, onProgress: (done: number, total: number) => (done > 0 ? job.printer?.show((100 * done) / total) : undefined) };
     let result: ConvertImageResult;

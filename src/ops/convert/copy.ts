@@ -47,6 +47,8 @@ export interface CopyPlan {
   everyChunk?: boolean;
   /** --salvage: sectors that cannot be read are copied as zeros, and failed block status taken as data; both reported. */
   salvage?: Salvage;
+  /** -C where qemu's copy_range serves (copy-offload.ts): data runs written whole, no zero detection in them. */
+  offload?: boolean;
 }
 
 const zeros = Buffer.alloc(IO_BYTES);
@@ -272,6 +274,8 @@ export async function copyToRaw(plan: CopyPlan): Promise<number> {
   const { output, sparseSize } = plan;
   if (!output.write) throw new ImageError('the output is not writable');
   const skipZeros = plan.targetIsZero && sparseSize > 0;
+  // Zeros found inside data runs are skipped only where qemu reads them (not with -C's copy_range).
+  const detectZeros = skipZeros && !plan.offload;
   const counts = (r: Run) => r.data || sparseSize === 0;
   const parts = pieces(plan);
 
@@ -296,7 +300,7 @@ export async function copyToRaw(plan: CopyPlan): Promise<number> {
   };
 
   // -S of no power of two: what qemu skips depends on where its chunks start (sparse-runs.ts).
-  const exactChunks = skipZeros && !isPowerOfTwo(sparseSize);
+  const exactChunks = detectZeros && !isPowerOfTwo(sparseSize);
   const writer = new OverlappedWriter(output, WRITE_SLOTS, IO_BYTES);
   try {
     for (const [image, from, to, base] of parts) {
@@ -316,14 +320,14 @@ export async function copyToRaw(plan: CopyPlan): Promise<number> {
           }
           if (counts(r) && plan.onProgress) claim(n);
           if (r.data) {
-            const chunkParts = exactChunks && skipZeros ? qemuChunkParts(image, pos, n, base, sparseSize) : undefined;
+            const chunkParts = exactChunks ? qemuChunkParts(image, pos, n, base, sparseSize) : undefined;
             for (let at = pos; at < pos + n; at += IO_BYTES) {
               const length = Math.min(IO_BYTES, pos + n - at);
               const sliceParts = chunkParts && partsWithin(chunkParts, at - pos, length);
               if (sliceParts && sliceParts.length === 0) continue;
               // Bytes the image knows read as zeros (qemu reads them, then finds them zero): not read here.
               const zeros = Math.min(length, image.zeroRun?.(at, length) ?? 0);
-              if (zeros === length && skipZeros && !sliceParts) continue;
+              if (zeros === length && detectZeros && !sliceParts) continue;
               const buf = await writer.buffer();
               const piece = buf.subarray(0, length);
               piece.fill(0, 0, zeros);
@@ -342,7 +346,7 @@ export async function copyToRaw(plan: CopyPlan): Promise<number> {
                 if (!plan.onProgress) throw failed;
                 break;
               }
-              writer.submit(buf, sliceParts ?? dataParts(piece, base + at, sparseSize, skipZeros), base + at);
+              writer.submit(buf, sliceParts ?? dataParts(piece, base + at, sparseSize, detectZeros), base + at);
             }
           } else if (!skipZeros) {
             writeZeros(output, base + pos, n);

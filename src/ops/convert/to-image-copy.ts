@@ -30,6 +30,8 @@ export interface ImageCopyPlan {
   salvage?: Salvage;
   /** convert -n: qemu's write-zeroes requests (what -S skips, each zero chunk), in order among the writes. */
   onZeros?: (offset: number, length: number) => void;
+  /** -C where qemu's copy_range serves (copy-offload.ts): data runs written whole, no zero detection in them. */
+  offload?: boolean;
 }
 
 /**
@@ -62,7 +64,7 @@ export function copyToImage(plan: ImageCopyPlan): number {
   const aligner = plan.unaligned ? plan.writer : new ClusterAligner(plan.writer, disk, !!plan.compressed);
   // -c: qemu skips a chunk (a whole cluster) only when all of it reads as zeros.
   const unit = plan.compressed ? (plan.writer.compressedClusterSize ?? plan.writer.clusterSize) : sparseSize;
-  const zeroBlock = sparseSize === 0 ? 0 : unit;
+  const zeroBlock = sparseSize === 0 || plan.offload ? 0 : unit;
   // -c: qemu's copy buffer is one cluster, its chunks (and progress steps) too.
   const chunkSize = plan.compressed ? Math.min(unit, QEMU_CHUNK) : QEMU_CHUNK;
   const counts = (r: Run) => r.data || sparseSize === 0;

@@ -11,6 +11,7 @@ import { openSource, snapshotViews, type ConvertSource, type SnapshotChoice } fr
 import { copyToImage } from './to-image-copy.ts';
 import { salvageMessages } from './salvage.ts';
 import { copyOverBacking } from './to-image-backing.ts';
+import { offloadsFrom } from './copy-offload.ts';
 import { bitmapsToCopy, sourceBitmaps, targetStoresBitmaps } from './to-image-bitmaps.ts';
 import type { Op, OpContext } from '../types.ts';
 
@@ -33,6 +34,14 @@ export interface ConvertImageOptions {
   bitmaps?: boolean;
   /** --salvage: unreadable sectors are copied as zeros and reported (salvage.ts). */
   salvage?: boolean;
+  /** -C: copy offloading asked for (copy-offload.ts decides where qemu's drivers serve it). */
+  copyRange?: boolean;
+}
+
+/** -C into this target: qemu's qcow2 driver takes copy_range unless the image is encrypted; its other writers do not. */
+function offloadsTo(opts: ConvertImageOptions): boolean {
+  const plan = opts.plan as { luks?: unknown; aes?: unknown };
+  return opts.format === 'qcow2' && plan.luks === undefined && plan.aes === undefined;
 }
 
 /** `written` with qemu's counted bytes, or the errno that stopped the layout (EFBIG: the file system's limit). */
@@ -113,7 +122,7 @@ export const convertImageOp: Op = (raw, ctx) => {
   const compressed = opts.compressed || writer.needsCompressedWrites === true;
   const counted = backing
     ? copyOverBacking({ image: views[0], writer, sparseSize, backingSize: backing.size, backingImage, onProgress, compressed, salvage: opts.salvage ? salvageMessages(ctx) : undefined })
-    : copyToImage({ images: views, writer, sparseSize, compressed, onProgress, salvage: opts.salvage ? salvageMessages(ctx) : undefined });
+    : copyToImage({ images: views, writer, sparseSize, compressed, onProgress, salvage: opts.salvage ? salvageMessages(ctx) : undefined, offload: opts.copyRange === true && offloadsTo(opts) && offloadsFrom(views) });
   const copied = bitmaps && bitmapsToCopy(bitmaps);
   if (copied) writer.storeBitmaps!(copied.copy);
   writer.finish();
