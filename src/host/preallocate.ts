@@ -9,7 +9,7 @@ type Fallocate = (fd: number, mode: number, offset: number, length: number) => n
 
 const ZERO_CHUNK = 4 * 1024 * 1024;
 
-/** Writes zeros over [start, end) of `fd` (preallocation=full, or falloc where fallocate cannot). */
+/** Writes zeros over [start, end) of `fd` (preallocation=full). */
 export function writeZeros(fd: number, end: number, start = 0): void {
   if (end <= start) return;
   const zeros = Buffer.alloc(Math.min(ZERO_CHUNK, end - start));
@@ -25,9 +25,4 @@ export function reserveBlocks(fd: number, end: number, start = 0): boolean {
   if (end <= start) return true;
   const fallocate = libcFunction<Fallocate>('int fallocate(int fd, int mode, int64_t offset, int64_t len)');
   return fallocate !== null && fallocate(fd, 0, start, end - start) === 0;
-}
-
-/** A new file's [0, length) reserved, or written with zeros where it cannot be (before any data). */
-export function reserveOrZero(fd: number, length: number): void {
-  if (!reserveBlocks(fd, length)) writeZeros(fd, length);
 }

@@ -33,3 +33,15 @@ test('raw and file images as qemu lays them out: every preallocation mode, small
     }
   }
 });
+
+test('luks preallocation=falloc reserves the payload as qemu does (the file seen as raw)', () => {
+  const secret = ['--object', 'secret,id=s,data=x', '-o', 'key-secret=s,iter-time=10,preallocation=falloc'];
+  for (const version of VERSIONS) {
+    const q = `q-${version}.luks`;
+    const i = `i-${version}.luks`;
+    dir.qemu(['create', '-q', '-f', 'luks', ...secret, q, '4M'], { version, retries: 5 });
+    const r = runInstar(['create', '-q', '-f', 'luks', ...secret, i, '4M', '--qemu-version', version], { cwd: dir.dir });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(map(i), map(q), `${version}: allocation`);
+  }
+});

@@ -39,7 +39,10 @@ export interface LuksPlan {
   iterTime: number;
   /** The passphrase, hex. */
   passphrase: string;
+  /** preallocation=full: the payload written with zeros. */
   allocate: boolean;
+  /** preallocation=falloc: the payload reserved (by the trusted host, after the layout). */
+  fallocate?: boolean;
 }
 
 /** The qemu release a create emulates ("10.0.2" → 10, 0); the newest rules without one. */
@@ -88,7 +91,8 @@ function plan(options: ReadonlyMap<string, string>, size: bigint, env?: CreateEn
   // qemu parses preallocation before the LUKS options.
   const prealloc = options.get('preallocation') ?? 'off';
   if (!['off', 'metadata', 'falloc', 'full'].includes(prealloc)) throw new ImageError(`invalid parameter value: ${prealloc}`);
-  const p: LuksPlan = { ...luksPlan((k) => options.get(k), '', size, env), allocate: prealloc === 'falloc' || prealloc === 'full' };
+  // falloc reserves the payload (unwritten extents), which the trusted host does after the layout.
+  const p: LuksPlan = { ...luksPlan((k) => options.get(k), '', size, env), allocate: prealloc === 'full', fallocate: prealloc === 'falloc' };
   return p as unknown as CreatePlan;
 }
 

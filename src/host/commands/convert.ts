@@ -16,7 +16,7 @@ import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { isDriverName } from '../../formats/names.ts';
 import { fdFileId, punchTarget } from '../punch-holes.ts';
-import { reserveOrZero, writeZeros } from '../preallocate.ts';
+import { reserveBlocks, writeZeros } from '../preallocate.ts';
 import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError, type InputFile } from '../open-files.ts';
 import { InputImageError, imageTarget, openTop, type Target } from '../input-image.ts';
@@ -410,7 +410,8 @@ function targetPreallocation(cmd: ParsedCommand, s: Settings, ctx: CommandContex
  * any new target.
  */
 function preallocate(fd: number, mode: 'off' | 'falloc' | 'full', length: number): void {
-  if (mode === 'falloc') reserveOrZero(fd, length);
+  // Without fallocate the new file's holes stay: the same zeros, read back.
+  if (mode === 'falloc') reserveBlocks(fd, length);
   else if (mode === 'full') writeZeros(fd, length);
 }
 

@@ -18,7 +18,7 @@ import { formattingLine, optionHelp, type SetOption } from '../../output/create-
 import { hasProtocol } from '../paths/combine.ts';
 import { ImageError, type CreateEnvironment, type CreatePlan } from '../../formats/types.ts';
 import { strerror } from '../../strerror.ts';
-import { reserveOrZero } from '../preallocate.ts';
+import { reserveBlocks } from '../preallocate.ts';
 import { strerrorNumber } from '../../strerror-number.ts';
 import type { CreateResult } from '../../ops/create.ts';
 
@@ -131,8 +131,9 @@ async function writeImage(filename: string, format: string, plan: CreatePlan, ct
       if (result.failed === 'EFBIG') throw new ImageError('File too large', 'EFBIG');
       throw new CreateFailure(`Could not write '${filename}': ${strerror(String(result.failed))}`);
     }
-    // raw/file preallocation=falloc: the guest laid out the file, the host reserves its blocks.
-    if (plan.fallocate === true && typeof plan.length === 'number') reserveOrZero(files[0].fd, plan.length);
+    // preallocation=falloc (raw, file, luks): the guest laid out the file, the host reserves what
+    // it left as holes. Where fallocate cannot be had they stay holes: the same zeros, read back.
+    if (plan.fallocate === true) reserveBlocks(files[0].fd, fstatSync(files[0].fd).size);
     // The guest cannot fsync (its permission model refuses it): the host makes the image durable.
     for (const f of files) fsyncSync(f.fd);
     done = true;
