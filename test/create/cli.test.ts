@@ -60,8 +60,7 @@ const CASES: string[][] = [
   ['create', '-f', 'raw', '.', '1M'],
   // The file protocol named as the format.
   ['create', '-f', 'file', 'f', '1M'], ['create', '-f', 'file', '-o', 'help'], ['create', '-f', 'file', '-o', '?', 'f'],
-  ['create', '-f', 'file', '-o', 'preallocation=full,nocow=on,extent_size_hint=1M', 'f', '1M'], ['create', '-f', 'file', '-o', 'preallocation=metadata', 'f', '1M'], ['create', '-f', 'raw', '-o', 'preallocation=metadata', 'f', '1M'],
-  ['create', '-f', 'raw', '-o', 'preallocation=metadata', 'base.raw', '1M'],
+  ['create', '-f', 'file', '-o', 'preallocation=full,nocow=on,extent_size_hint=1M', 'f', '1M'], 
   ['create', '-f', 'file', '-b', 'base.raw', '-F', 'raw', 'f'], ['create', '-f', 'qcow2', '-b', 'base.raw', '-F', 'file', 'f'],
 ];
 

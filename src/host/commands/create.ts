@@ -156,18 +156,6 @@ const setNumber = (set: Map<string, SetOption>, name: string, n: bigint) => {
   set.set(name, { value, text: value });
 };
 
-/** The file protocol's refusal, which comes after it has opened (created or emptied) the file. */
-const METADATA_REFUSED = /^Unsupported preallocation mode: metadata$/;
-
-/** What qemu leaves when its file protocol refuses the preallocation mode: the file, empty. */
-function leaveEmptyFile(filename: string): void {
-  try {
-    closeSync(openSync(filename, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOCTTY, 0o644));
-  } catch (e) {
-    throw new CreateFailure(`Could not create '${filename}': ${strerror((e as NodeJS.ErrnoException).code ?? 'EIO')}`);
-  }
-}
-
 /** bdrv_img_create, step by step. */
 async function runCreate(args: CreateArgs, ctx: CommandContext): Promise<number> {
   const filename = args.filename!;
@@ -235,7 +223,6 @@ async function runCreate(args: CreateArgs, ctx: CommandContext): Promise<number>
     await writeImage(filename, args.format, plan, ctx);
   } catch (e) {
     if (!(e instanceof ImageError)) throw e;
-    if (METADATA_REFUSED.test(e.message) && (args.format === 'raw' || args.format === 'file')) leaveEmptyFile(filename);
     if (e.errno !== 'EFBIG') throw new CreateFailure(e.message);
     // qemu's LUKS driver words the payload's failed truncate itself (block/crypto.c), and its
     // generic crypto layer hides the errno from bdrv_img_create's rewording.
