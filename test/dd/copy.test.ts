@@ -88,6 +88,11 @@ for (const version of VERSIONS) {
     // A directory or a missing one as the output: no file of the test's own name may appear either.
     for (const [label, args] of cases) await sameDd(version, args, label.startsWith('output') ? p('never.raw') : out, label);
     await sameDd(version, [`if=${p('bad.qcow2')}`, `of=${out}`], out, 'a cluster that fails to read', { failedCopy: true });
+    // Nothing to copy into a VMDK: qemu creates one of no sectors, which its open refuses (it
+    // leaves the file; instar removes an output whose dd failed).
+    for (const w of [['count=0'], ['bs=1024', 'skip=9999999', 'count=4'], ['count=2', 'skip=5']]) {
+      await sameDd(version, ['-O', 'vmdk', `if=${p('top.qcow2')}`, `of=${out}`, ...w], out, `-O vmdk ${w.join(' ')}`, { failedCopy: true });
+    }
     assert.ok(statSync('/dev/null').isCharacterDevice());
   });
 

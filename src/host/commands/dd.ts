@@ -265,6 +265,9 @@ async function runDd(cmd: ParsedCommand, ctx: CommandContext): Promise<number> {
     try {
       if (plan && !output.regular) throw new DdError(`instar writes ${format} images only into regular files, and '${outName}' is not one`);
       if (plan && (typeof plan.dataFile === 'string' || (plan.extentFiles?.length ?? 0) > 0)) throw new DdError(`instar cannot write a dd -O ${format} image of several files yet`);
+      // qemu then opens what it created: a VMDK of no sectors (dd makes monolithicSparse) fails
+      // its open. The file goes, as any output of a failed instar dd.
+      if (format === 'vmdk' && range.length === 0n) throw new DdError(`Could not open '${outName}': Unsupported image type 'monolithicSparse'`);
       if (range.skipPastEnd) ctx.err(`${ctx.progname}: ${ops.input}: cannot skip to specified offset\n`);
       if (range.start + range.length > BigInt(Number.MAX_SAFE_INTEGER)) throw new DdError('instar cannot copy a disk of 8 PiB or more');
       if (range.length > 0n || plan) {
