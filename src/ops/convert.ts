@@ -126,6 +126,8 @@ export const convertOp: Op = (options, ctx) => {
       images.push(openSource(ctx, opts.sources[i], opts));
     } catch (e) {
       if (e instanceof MissingFilesError || !(e instanceof ImageError) || opts.phase === 'copy') throw e;
+      // What the driver reported before failing its open (vhdx's truncated BAT, say) comes first.
+      for (const w of errorWarnings(e)) ctx.warn?.(w);
       return { failed: { source: i, message: e.message } } satisfies ConvertOpenResult;
     }
     // qemu asks each source's sector count right after opening it; only a negative count fails.
