@@ -84,6 +84,8 @@ const cases: [string, string[], (() => void)?][] = [
   ['-t unknown cache mode (target created, left)', ['-t', 'bogus', 'a.qcow2', 'o.raw']],
   ['-t unknown with -n and a missing target', ['-t', 'bogus', '-n', 'a.qcow2', 'o.raw']],
   ['-t unknown after an unknown -O', ['-t', 'bogus', '-O', 'foo', 'a.qcow2', 'o.raw']],
+  ['-n -c into a smaller qcow2 (the size check before instar\'s own refusal)', ['-n', '-c', '-O', 'qcow2', 'a.qcow2', 'small.qcow2'], () => qemu(['create', '-q', '-f', 'qcow2', join(dir, 'small.qcow2'), '2M'])],
+  ['-n -c into a smaller qcow', ['-n', '-c', '-O', 'qcow', 'a.qcow2', 'small.qcow'], () => qemu(['create', '-q', '-f', 'qcow', join(dir, 'small.qcow'), '2M'])],
   ['a VHDX whose last block is past its end (the driver\'s report first)', ['-f', 'vhdx', 'short.vhdx', 'o.raw']],
   ['the same, -p, into qcow2', ['-p', '-O', 'qcow2', 'short.vhdx', 'o.qcow2']],
 ];

@@ -69,7 +69,6 @@ export async function convertIntoImage(job: ImageJob): Promise<void> {
   if (target.failure !== undefined) throw new ConvertError(target.failure);
   if (target.format !== undefined && !isDriverName(target.format)) throw new ConvertError(`Could not open '${target.errorName}': Unknown driver '${target.format}'`);
   if (target.format !== undefined && !INTO_FORMATS.has(target.format)) throw refuse('yet');
-  if (cmd.options.has('compress') && target.format === 'qcow2') throw refuse('with -c yet');
   let fd: number;
   const extents: number[] = [];
   try {

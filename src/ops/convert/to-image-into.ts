@@ -214,8 +214,10 @@ export const convertIntoOp: Op = (raw, ctx) => {
     if (!IN_PLACE.has(opened.format)) return refused(opts.compressed ? 'with -c yet' : 'yet') satisfies ConvertIntoResult;
     // qcow's driver compresses (qemu would write compressed clusters); vmdk's takes compressed
     // writes into a plain sparse extent as plain ones (vmdk/inplace.ts); the others cannot.
-    if (opts.compressed && opened.format !== 'vmdk') return (opened.format === 'qcow' ? refused('with -c yet') : { cannotCompress: true }) satisfies ConvertIntoResult;
+    // qemu checks the driver's compression, then the size; instar's own refusal comes after both.
+    if (opts.compressed && opened.format !== 'vmdk' && opened.format !== 'qcow') return { cannotCompress: true } satisfies ConvertIntoResult;
     if (opened.virtualSize < roundUp(disk)) return { tooSmall: true } satisfies ConvertIntoResult;
+    if (opts.compressed && opened.format === 'qcow') return refused('with -c yet') satisfies ConvertIntoResult;
     if (fromBacking) return refused('with -B from a source that has a backing file') satisfies ConvertIntoResult;
     const target = opened.format === 'vdi' ? vdiInPlaceWriter(dev)
       : opened.format === 'vpc' ? vpcInPlaceWriter(dev, opened.virtualSize)
@@ -230,10 +232,10 @@ export const convertIntoOp: Op = (raw, ctx) => {
     const counted = copyInPlace({ images, target, sparseSize: opts.sparseSize ?? 4096, targetIsZero: opts.targetIsZero === true, onProgress, salvage, compressedClusterSize });
     return { counted } satisfies ConvertIntoResult;
   }
-  if (opts.compressed) return { refused: 'instar cannot convert into an existing qcow2 image (-n) with -c yet; nothing was written' } satisfies ConvertIntoResult;
   const h = parseHeader(dev);
   const size = Number(h.size);
   if (h.size < BigInt(disk)) return { tooSmall: true } satisfies ConvertIntoResult;
+  if (opts.compressed) return { refused: 'instar cannot convert into an existing qcow2 image (-n) with -c yet; nothing was written' } satisfies ConvertIntoResult;
   const cs = h.clusterSize;
   const hasBacking = opened.info()['backing-filename'] !== undefined;
   const why = fromBacking ? 'with -B from a source that has a backing file'
