@@ -57,6 +57,12 @@ before(() => {
   qemu(['-f', 'raw', '-c', 'discard 2M 512k', at('zeros-data.raw')], undefined, '10.0', 'qemu-io');
   qemu(['create', '-q', '-f', 'qcow2', '-u', '-b', 'gone.qcow2', '-F', 'qcow2', at('orphan.qcow2'), '4M']);
   qemu(['snapshot', '-c', 's1', at('snap.qcow2')]);
+  // Disks ending inside a target cluster (1000000 bytes: whole sectors to 1000448), with data or
+  // zeros up to their end, and targets whose cluster there holds data, a zero cluster or nothing.
+  rawDisk('odd.raw', 1000000, [[0, 5000], [990000, 10000]], 5);
+  rawDisk('odd-zero-end.raw', 1000000, [[0, 5000]], 6);
+  qcow2('full5c.qcow2', '4M', '', ['write -P 0x5c 0 4M']);
+  qcow2('zero-tail.qcow2', '4M', '', ['write -P 0x5d 0 512k', 'write -z 960k 64k']);
 });
 after(() => s.cleanup());
 
@@ -121,6 +127,15 @@ test('convert -n -O qcow2: qemu\'s zero requests cut inside a cluster holding da
 
 test('convert -n -O qcow2 -p from a raw file whose zeros are allocated: its block status (the host\'s SEEK_DATA) decides the runs, as qemu\'s does', async () => {
   await sameAsQemu('zeros-data', 't5a.qcow2', ['-O', 'qcow2', '-p', ...raw('zeros-data.raw')]);
+});
+
+test('convert -n -O qcow2: sources ending inside a cluster of a larger target (the rest of it keeps the target\'s bytes)', async () => {
+  for (const source of ['odd.raw', 'odd-zero-end.raw']) {
+    for (const target of ['full5c.qcow2', 'zero-tail.qcow2', 'empty.qcow2', 't4k.qcow2']) {
+      await sameAsQemu(`tail-${source}-${target}`, target, ['-O', 'qcow2', ...raw(source)]);
+    }
+  }
+  await sameAsQemu('tail-S0', 'full5c.qcow2', ['-O', 'qcow2', '-S', '0', ...raw('odd-zero-end.raw')]);
 });
 
 test('convert -n -O qcow2 into a smaller target, a target whose backing file is missing: qemu\'s messages, nothing written', async () => {

@@ -113,6 +113,8 @@ function readDisk(images: Image[], buf: Uint8Array, offset: number, salvage: boo
   if (base < offset + buf.length) buf.fill(0, Math.max(0, base - offset));
 }
 
+const roundUpTo = (n: number, unit: number): number => Math.ceil(n / unit) * unit;
+
 /** Whether guest cluster `cluster` of the target reads as zeros by block status (unallocated, or a zero cluster). */
 function readsZero(dev: BlockDevice, h: Qcow2Header, cluster: number, hasBacking: boolean): boolean {
   // Over a backing file an unallocated cluster reads what the backing chain's block status says.
@@ -140,7 +142,7 @@ function readsZero(dev: BlockDevice, h: Qcow2Header, cluster: number, hasBacking
  * same cluster then finds allocated: qemu's zero requests are cut where its block-status runs
  * and chunks end, which need not be cluster boundaries).
  */
-function clusterRuns(requests: readonly Request[], disk: number, targetIsZero: boolean, cs: number, isZero: (cluster: number) => boolean): ClusterRun[] {
+function clusterRuns(requests: readonly Request[], disk: number, targetSize: number, targetIsZero: boolean, cs: number, isZero: (cluster: number) => boolean): ClusterRun[] {
   const runs: ClusterRun[] = [];
   /** What a cluster reads as by block status once earlier requests were applied. */
   const state = new Map<number, boolean>();
@@ -155,7 +157,8 @@ function clusterRuns(requests: readonly Request[], disk: number, targetIsZero: b
     let first = Math.floor(from / cs);
     let last = Math.floor((to - 1) / cs);
     const headPart = from % cs !== 0;
-    const tailPart = to % cs !== 0 && to !== disk;
+    // Past the disk's end a cluster still holds the target's own bytes, up to the target's end.
+    const tailPart = to % cs !== 0 && to !== targetSize;
     if (first === last && (headPart || tailPart)) return partial(first);
     if (headPart) partial(first++);
     if (tailPart) last--;
@@ -174,7 +177,7 @@ function clusterRuns(requests: readonly Request[], disk: number, targetIsZero: b
     const last = Math.floor((r.offset + r.length - 1) / cs);
     // --target-is-zero: nothing zeroes the rest of a cluster the request covers in part, so it must read as zeros already.
     const part = (c: number) => targetIsZero && state.get(c) === undefined && !isZero(c);
-    if ((r.offset % cs !== 0 && part(first)) || ((r.offset + r.length) % cs !== 0 && r.offset + r.length !== disk && part(last))) {
+    if ((r.offset % cs !== 0 && part(first)) || ((r.offset + r.length) % cs !== 0 && r.offset + r.length !== targetSize && part(last))) {
       throw new PlanRefusal('instar cannot convert into this qcow2 image (--target-is-zero, but a cluster the copy writes in part holds data); nothing was written');
     }
     push(first, last, false);
@@ -240,14 +243,23 @@ export const convertIntoOp: Op = (raw, ctx) => {
   const hasBacking = opened.info()['backing-filename'] !== undefined;
   const why = fromBacking ? 'with -B from a source that has a backing file'
     : h.nbSnapshots > 0 ? 'it has internal snapshots'
-    : disk % cs !== 0 && size !== disk ? 'the sources end inside one of its clusters'
     : undefined;
   if (why) return { refused: `instar cannot convert into this qcow2 image (${why}); nothing was written` } satisfies ConvertIntoResult;
   const recorder = new RequestRecorder(cs);
   const counted = copyToImage({ images, writer: recorder, sparseSize: opts.sparseSize ?? 4096, onProgress, unaligned: true, salvage, onZeros: (at, n) => recorder.zeroes(at, n) });
   try {
-    const runs = clusterRuns(recorder.requests, disk, opts.targetIsZero === true, cs, (c) => readsZero(dev, h, c, hasBacking));
-    const write = (target: BlockDevice, more: SessionOptions = {}) => planInPlaceWrite(target, runs, (buf, at) => readDisk(images, buf, at, salvage !== undefined), { hasBacking, unmap: true, ...more });
+    const runs = clusterRuns(recorder.requests, disk, size, opts.targetIsZero === true, cs, (c) => readsZero(dev, h, c, hasBacking));
+    // A cluster the disk ends inside keeps the target's bytes after the end (qemu writes in place,
+    // or its copy-on-write fills a new cluster from the target's view): read before any write.
+    const tail = Buffer.alloc(Math.min(roundUpTo(disk, cs), size) - disk);
+    if (tail.length > 0) opened.read(tail, disk);
+    const read = (buf: Uint8Array, at: number) => {
+      readDisk(images, buf, at, salvage !== undefined);
+      const from = Math.max(at, disk);
+      const to = Math.min(at + buf.length, disk + tail.length);
+      if (from < to) buf.set(tail.subarray(from - disk, to - disk), from - at);
+    };
+    const write = (target: BlockDevice, more: SessionOptions = {}) => planInPlaceWrite(target, runs, read, { hasBacking, unmap: true, ...more });
     // Bitmaps (or a stale extension): qemu's writable open and close around the copy; every
     // request it makes (the zeroing ones too, unless --target-is-zero skips them) is recorded.
     const dirtied = opts.targetIsZero === true ? recorder.requests.filter((r) => !r.zero).map((r): [number, number] => [r.offset, r.offset + r.length]) : [[0, disk] as [number, number]];
