@@ -18,7 +18,7 @@ test('raw and file images as qemu lays them out: every preallocation mode, small
   for (const version of VERSIONS) {
     for (const format of ['raw', 'file']) {
       for (const prealloc of ['off', 'falloc', 'full']) {
-        for (const size of ['1000', '5000', '4M']) {
+        for (const size of ['1000', '4M']) {
           const label = `${version} -f ${format} -o preallocation=${prealloc} ${size}`;
           const args = ['create', '-q', '-f', format, '-o', `preallocation=${prealloc}`];
           const q = `q-${version}-${format}-${prealloc}-${size}`;
