@@ -383,7 +383,8 @@ export interface ImageWriter {
   finish(): void;
   /**
    * -c: qemu-img ends a compressed copy with a compressed write of no bytes ("signal EOF to
-   * align"), which qemu's qcow driver refuses: its convert exits 1 with no message, the image whole.
+   * align"), which qemu's qcow driver refuses (and qcow2's into an external data file): its
+   * convert exits 1 with no message, the image whole.
    */
   readonly compressedEndFails?: boolean;
 }

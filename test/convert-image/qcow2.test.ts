@@ -40,6 +40,7 @@ before(() => {
   qemu(['-c', 'write -P 9 0 64k', 'top.qcow2'], dir, '10.0', 'qemu-io');
   qemu(['convert', '-f', 'raw', '-O', 'vmdk', 'src.raw', 'src.vmdk'], dir);
   qemu(['convert', '-f', 'raw', '-O', 'vpc', 'src.raw', 'src.vpc'], dir);
+  writeFileSync(join(dir, 'zeros.raw'), Buffer.alloc(256 * 1024));
 });
 after(() => work.cleanup());
 
@@ -85,6 +86,10 @@ describe('convert -O qcow2 through the real sandbox', () => {
   longTest('a data file', () => {
     sameAsOracles(dir, ['convert', '-f', 'raw', '-O', 'qcow2', '-o', 'data_file=d.raw', '../src.raw', 'out.qcow2'], { label: 'sandbox-data', sandbox: true, profiles: ['10.0'] });
   });
+});
+
+test('-c into an external data file with nothing to compress: qemu refuses even its closing empty compressed write (status 1, no message, the image kept)', () => {
+  sameAsOracles(dir, ['convert', '-c', '-O', 'qcow2', '-o', 'data_file=d.data', '-f', 'raw', '../zeros.raw', 'out.qcow2'], { label: 'c-data-file-zeros' });
 });
 
 describe('convert -O <format>: qemu-img\'s messages, and no file left behind', () => {

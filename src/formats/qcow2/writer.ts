@@ -56,6 +56,11 @@ export class Qcow2Writer implements ImageWriter {
     return this.p.metadata || this.p.full;
   }
 
+  /** With an external data file qemu refuses every compressed write, the last empty one too. */
+  get compressedEndFails(): boolean {
+    return this.p.dataFile !== undefined;
+  }
+
   write(data: Uint8Array, offset: number): void {
     this.eachTable(data.length, offset, (start, length) => this.writeInTable(data.subarray(start, start + length), offset + start));
   }
