@@ -1,10 +1,10 @@
 // Profile resolution: --qemu-version, INSTAR_QEMU_VERSION, the installed qemu-img, the newest.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync, symlinkSync, mkdirSync, chmodSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync, symlinkSync, mkdirSync, chmodSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { INSTAR_CLI, oracle, runInstar } from '../helpers/oracles.ts';
+import { testTempDir } from '../helpers/temp-dir.ts';
 import { parseQemuVersion, resolveQemuVersion, probeInstalledQemuImg, ProfileError, NEWEST } from '../../src/output/profile.ts';
 import { finishGlobals, emptyRawGlobals, prescanQemuVersion, GlobalOptionError } from '../../src/cli/globals.ts';
 
@@ -26,8 +26,8 @@ test('precedence: flag, environment, installed, newest', () => {
   assert.throws(() => resolveQemuVersion({ env: { INSTAR_QEMU_VERSION: 'new' }, probe }), /INSTAR_QEMU_VERSION/);
 });
 
-test('the probe skips instar found under the name qemu-img', () => {
-  const root = mkdtempSync(join(tmpdir(), 'instar-probe-'));
+test('the probe skips instar found under the name qemu-img', (t) => {
+  const root = testTempDir(t, 'instar-probe-');
   const dirs = ['alias', 'wrapper', 'fake', 'empty'].map((d) => join(root, d));
   dirs.forEach((d) => mkdirSync(d));
   const [alias, wrapper, fake, empty] = dirs;
@@ -81,8 +81,8 @@ test('global options: sandbox mode and allowed paths from flags and environment'
   assert.equal(cli.status, 1);
 });
 
-test('the probe reads the version compiled into an ELF qemu-img, and runs anything else', () => {
-  const root = mkdtempSync(join(tmpdir(), 'instar-probe-elf-'));
+test('the probe reads the version compiled into an ELF qemu-img, and runs anything else', (t) => {
+  const root = testTempDir(t, 'instar-probe-elf-');
   const elf = (dir: string, body: string) => {
     mkdirSync(join(root, dir));
     // Not a runnable program: a version found here can only come from reading the file.
