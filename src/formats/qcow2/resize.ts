@@ -134,10 +134,24 @@ const isRefusal = (message: string) => message.startsWith('instar ');
 export function planTruncate(dev: BlockDevice, request: ResizeRequest): ResizePlan {
   const h = parseHeader(dev);
   const early = refusal(h);
-  // Refused for its data file only, where qemu's open writes nothing: qemu's own check fails first.
-  if (early && refusal({ ...h, incompatible: h.incompatible & ~INCOMPAT.dataFile }) === undefined && !openWritesBitmaps(dev)) {
-    const failed = qemuCheck(h, request, []);
-    if (failed !== undefined) return { error: failed };
+  // Refused for its data file only: qemu's own check fails first, after what its writable open
+  // and close write (the bitmaps live in the image file, whatever holds the data).
+  if (early && refusal({ ...h, incompatible: h.incompatible & ~INCOMPAT.dataFile }) === undefined) {
+    if (!openWritesBitmaps(dev)) {
+      const failed = qemuCheck(h, request, []);
+      if (failed !== undefined) return { error: failed };
+    } else {
+      try {
+        const session = aroundBitmaps(dev, (_opened, bitmaps) => {
+          const failed = qemuCheck(h, request, bitmaps);
+          if (failed === undefined) throw new PlanRefusal(refusedText('it has an external data file'));
+          return { failed };
+        });
+        if (session.failed !== undefined) return { error: session.failed, written: session.steps };
+      } catch (e) {
+        if (!(e instanceof PlanRefusal)) throw e;
+      }
+    }
   }
   if (early) return early;
   if (!openWritesBitmaps(dev)) {
