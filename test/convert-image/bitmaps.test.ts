@@ -138,6 +138,26 @@ describe('convert --bitmaps: qemu\'s refusals and warnings', () => {
     await same('cache', convert('-t', 'bogus', '-O', 'raw', '../src/data.qcow2', 't.raw'));
   });
 
+  test('a new parallels target: 7.2 refuses once it exists; 10.0 copies the disk, then fails on the first bitmap it creates (the file stays)', async () => {
+    // qemu's node name (#blockNNN) changes from run to run: masked.
+    const mask = (text: string) => text.replace(/#block\d+/g, '#blockN');
+    for (const [label, args] of [['data', ['../src/data.qcow2']], ['inuse-skip', ['--skip-broken-bitmaps', '../src/inuse.qcow2']], ['progress', ['-p', '../src/data.qcow2']]] as const) {
+      for (const v of VERSIONS) {
+        const outcomes = [];
+        for (const tool of ['qemu', 'instar']) {
+          const dir = freshDir(`parallels-${label}-${tool}-${v}`);
+          const argv = convert(...args, '-O', 'parallels', 't.parallels');
+          const r = tool === 'qemu' ? runQemu(v, argv, { cwd: dir }) : await runInProcess(['--sandbox=none', `--qemu-version=${v}`, ...argv], dir);
+          outcomes.push({ status: r.status, stdout: r.stdout, stderr: mask(r.stderr), file: readFileSync(join(dir, 't.parallels')) });
+        }
+        const [q, i] = outcomes;
+        assert.deepEqual([i.status, i.stdout, i.stderr], [q.status, q.stdout, q.stderr], `${label} (${v})`);
+        assert.ok(i.file.equals(q.file), `${label} (${v}): the target differs`);
+        if (v === '10.0') assert.match(q.stderr, /Failed to create bitmap .*: Can't store persistent bitmaps to #blockN: Operation not supported\n$/);
+      }
+    }
+  });
+
   test('-n with --bitmaps into a format without bitmaps (raw, vpc): qemu\'s refusal once the target opens, nothing written', async () => {
     await same('n-missing', convert('-n', '-O', 'raw', '../src/data.qcow2', 't.raw'));
     await same('n-two', convert('-n', '-O', 'raw', '../src/data.qcow2', '../src/plain.qcow2', 't.raw'));

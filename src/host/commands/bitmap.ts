@@ -17,6 +17,7 @@ import { addObject, sourceSecrets } from '../secrets.ts';
 import { INT64_MAX, parseSizeOption } from './qemu-numbers.ts';
 import type { BitmapActionKind, BitmapActionSpec } from '../../formats/qcow2/bitmap-actions.ts';
 import type { BitmapOptions } from '../../ops/bitmap.ts';
+import { blockNodeName } from '../../output/node-name.ts';
 
 const ACTIONS = new Set<string>(['add', 'remove', 'clear', 'enable', 'disable', 'merge']);
 
@@ -112,8 +113,6 @@ function openSource(args: BitmapArgs, target: Target, imageFd: number, ctx: Comm
   return { fd, target: source };
 }
 
-/** qemu's name for the image's node in messages: "#block" + its node counter + two random digits. */
-const nodeName = () => `#block1${String(Math.floor(Math.random() * 100)).padStart(2, '0')}`;
 
 async function runBitmap(cmd: ParsedCommand, args: BitmapArgs, ctx: CommandContext): Promise<number> {
   const target = topTarget(cmd, cmd.args[0]);
@@ -137,7 +136,7 @@ async function runBitmap(cmd: ParsedCommand, args: BitmapArgs, ctx: CommandConte
       actions,
       // qemu hands -g on as a uint32; 0 means none was given.
       granularity: args.granularity === 0n ? undefined : Number(BigInt.asUintN(32, args.granularity)),
-      nodeName: nodeName(),
+      nodeName: blockNodeName(),
       // qemu-img opens the source without its backing file (BDRV_O_NO_BACKING).
       source: source.target ? { format: source.target.format === 'file' ? 'raw' : source.target.format, fileName: source.target.path, profile: ctx.profile, unsafeQuirks: ctx.globals.unsafeQuirks, noBacking: true } : undefined,
     };

@@ -19,8 +19,23 @@ const MAX_NAME = 1023;
 
 export const wantsBitmaps = (cmd: ParsedCommand): boolean => cmd.options.has('bitmaps');
 
+/**
+ * qemu past 7.2 (10.0 measured): its parallels driver says it takes persistent bitmaps, so convert
+ * copies the whole disk before creating the first bitmap fails ("Can't store persistent bitmaps").
+ */
+export const bitmapsFailAfterCopy = (format: string, profile: { major: number }): boolean => format === 'parallels' && profile.major > 7;
+
 /** --bitmaps into a format without persistent bitmaps: qemu creates the image, opens it and fails. */
-export const bitmapsStopAtCreate = (cmd: ParsedCommand, format: string): boolean => wantsBitmaps(cmd) && !findDriver(format)?.dirtyBitmaps;
+export const bitmapsStopAtCreate = (cmd: ParsedCommand, format: string, profile: { major: number }): boolean =>
+  wantsBitmaps(cmd) && !findDriver(format)?.dirtyBitmaps && !bitmapsFailAfterCopy(format, profile);
+
+/** The bitmap whose creation failed (bitmapsFailAfterCopy), as the guest names it; undefined when none did. */
+export function failedBitmap(result: Record<string, unknown>): string | undefined {
+  const name = result.bitmapStoreFailed;
+  if (name === undefined) return undefined;
+  if (typeof name !== 'string' || name.length > MAX_NAME * 4 || /[\x00-\x1f\x7f]/.test(name)) throw new ConvertError('the guest gave a malformed answer');
+  return name;
+}
 
 /** Combinations instar does not replay yet: refused before anything is opened or written. */
 export function refuseUnsupportedBitmaps(cmd: ParsedCommand, noCreate: boolean): void {

@@ -28,7 +28,8 @@ import type { Target } from '../input-image.ts';
 import { isBlockStatusFailure, referencedFailure } from './open-copy.ts';
 import { CreateFailure, probeBacking } from '../commands/create-backing.ts';
 import { convertIntoImage } from './to-image-into.ts';
-import { bitmapsStopAtCreate, bitmapWarnings, checkSourceBitmaps, refuseUnsupportedBitmaps, wantsBitmaps } from './to-image-bitmaps.ts';
+import { bitmapsFailAfterCopy, bitmapsStopAtCreate, bitmapWarnings, checkSourceBitmaps, failedBitmap, refuseUnsupportedBitmaps, wantsBitmaps } from './to-image-bitmaps.ts';
+import { blockNodeName } from '../../output/node-name.ts';
 import { intoTarget } from './into-target.ts';
 
 /** Formats whose qemu driver writes compressed clusters (block_driver_can_compress). */
@@ -135,7 +136,7 @@ async function planImage(job: ImageJob, total: bigint): Promise<{ plan: CreatePl
     if (job.targets.length > 1) throw new ConvertError('Copying bitmaps only possible with single source');
     await checkSourceBitmaps(job);
   }
-  if (!('capability' in found) || (!findDriver(fmt)?.writer && !bitmapsStopAtCreate(cmd, fmt))) {
+  if (!('capability' in found) || (!findDriver(fmt)?.writer && !bitmapsStopAtCreate(cmd, fmt, ctx.profile))) {
     throw new ConvertError(`convert -O ${fmt} is not implemented yet in instar (no ${fmt} writer); nothing was written`);
   }
   const normalized = new Map([...set].map(([k, v]) => [k, v.value]));
@@ -281,7 +282,7 @@ export async function convertToImage(job: ImageJob): Promise<void> {
     if (typeof plan.dataFile === 'string') outputs.push({ fd: createFile(plan.dataFile, job, made), path: plan.dataFile, writable: true, role: 'output' });
     for (const path of plan.extentFiles ?? []) outputs.push({ fd: createFile(path, job, made), path, writable: true, role: 'output' });
     const badCache = !CACHE_MODES.has(s.outputCache);
-    const noBitmaps = bitmapsStopAtCreate(cmd, s.outputFormat);
+    const noBitmaps = bitmapsStopAtCreate(cmd, s.outputFormat, ctx.profile);
     const options: ConvertImageOptions = {
       format: s.outputFormat,
       plan,
@@ -296,6 +297,7 @@ export async function convertToImage(job: ImageJob): Promise<void> {
       layoutOnly: badCache || noBitmaps,
       targetBacking,
       bitmaps: wantsBitmaps(cmd),
+      bitmapsFailAfterCopy: wantsBitmaps(cmd) && bitmapsFailAfterCopy(s.outputFormat, ctx.profile),
       salvage: job.options.salvage,
       copyRange: job.options.copyRange,
     };
@@ -350,6 +352,9 @@ export async function convertToImage(job: ImageJob): Promise<void> {
     if (s.outputCache !== 'unsafe') for (const f of made) fsyncSync(f.fd);
     for (const line of warnings) ctx.err(`${ctx.progname}: ${line}\n`);
     ok = true;
+    // The disk copied, the first bitmap qemu tried to create failed: the image stays, status 1.
+    const failed = failedBitmap(result as Record<string, unknown>);
+    if (failed !== undefined) throw new ConvertError(`Failed to create bitmap ${failed}: Can't store persistent bitmaps to ${blockNodeName()}: Operation not supported`);
   } finally {
     if (backingInput) closeSync(backingInput.fd);
     for (const f of made) {

@@ -12,6 +12,7 @@ import { copyToImage } from './to-image-copy.ts';
 import { salvageMessages } from './salvage.ts';
 import { copyOverBacking } from './to-image-backing.ts';
 import { offloadsFrom } from './copy-offload.ts';
+import type { LiveBitmap } from '../../formats/qcow2/bitmap-state.ts';
 import { bitmapsToCopy, sourceBitmaps, targetStoresBitmaps } from './to-image-bitmaps.ts';
 import type { Op, OpContext } from '../types.ts';
 
@@ -32,10 +33,23 @@ export interface ConvertImageOptions {
   layoutOnly?: boolean;
   /** --bitmaps (to-image-bitmaps.ts): copy the first source's persistent bitmaps. */
   bitmaps?: boolean;
+  /** With `bitmaps`, into a target that cannot store them: copy the disk, then name the first bitmap qemu fails to create. */
+  bitmapsFailAfterCopy?: boolean;
   /** --salvage: unreadable sectors are copied as zeros and reported (salvage.ts). */
   salvage?: boolean;
   /** -C: copy offloading asked for (copy-offload.ts decides where qemu's drivers serve it). */
   copyRange?: boolean;
+}
+
+/**
+ * qemu walks the source's bitmaps (newest first), skipping inconsistent ones with a warning, and
+ * fails on the first it tries to create; none to create, no failure.
+ */
+function failingBitmap(list: readonly LiveBitmap[]): { bitmapWarnings: string[]; bitmapStoreFailed?: string } {
+  const first = list.findIndex((b) => !b.inconsistent);
+  const skipped = first < 0 ? list : list.slice(0, first);
+  const bitmapWarnings = skipped.map((b) => `warning: Skipping inconsistent bitmap '${b.name.toString('utf8')}'`);
+  return first < 0 ? { bitmapWarnings } : { bitmapWarnings, bitmapStoreFailed: list[first].name.toString('utf8') };
 }
 
 /** -C into this target: qemu's qcow2 driver takes copy_range unless the image is encrypted; its other writers do not. */
@@ -46,7 +60,7 @@ function offloadsTo(opts: ConvertImageOptions): boolean {
 
 /** `written` with qemu's counted bytes, or the errno that stopped the layout (EFBIG: the file system's limit). */
 export type ConvertImageResult =
-  | { counted: number; bitmapWarnings?: string[] }
+  | { counted: number; bitmapWarnings?: string[]; bitmapStoreFailed?: string }
   | { failed: string }
   /** --bitmaps into a format (or qcow2 version) without persistent bitmaps: the image was only created. */
   | { bitmapsUnsupported: true }
@@ -112,7 +126,8 @@ export const convertImageOp: Op = (raw, ctx) => {
   const writer = openNewImage(opts.format, opts.plan, ctx, opts.layoutOnly);
   if (!('write' in writer)) return writer;
   if (backingImage) writer.readBacking?.(backingImage);
-  if (bitmaps && !targetStoresBitmaps(ctx, opts.format, writer)) return { bitmapsUnsupported: true };
+  const storesBitmaps = !bitmaps || targetStoresBitmaps(ctx, opts.format, writer);
+  if (!storesBitmaps && !opts.bitmapsFailAfterCopy) return { bitmapsUnsupported: true };
   const onProgress = opts.progress ? (done: number, total: number) => ctx.emit({ type: 'progress', done, total }) : undefined;
   const sparseSize = opts.sparseSize ?? 4096;
   const backing = opts.targetBacking;
@@ -123,6 +138,10 @@ export const convertImageOp: Op = (raw, ctx) => {
   const counted = backing
     ? copyOverBacking({ image: views[0], writer, sparseSize, backingSize: backing.size, backingImage, onProgress, compressed, salvage: opts.salvage ? salvageMessages(ctx) : undefined })
     : copyToImage({ images: views, writer, sparseSize, compressed, onProgress, salvage: opts.salvage ? salvageMessages(ctx) : undefined, offload: opts.copyRange === true && offloadsTo(opts) && offloadsFrom(views) });
+  if (!storesBitmaps) {
+    writer.finish();
+    return { counted, ...failingBitmap(bitmaps!) };
+  }
   const copied = bitmaps && bitmapsToCopy(bitmaps);
   if (copied) writer.storeBitmaps!(copied.copy);
   writer.finish();
