@@ -44,7 +44,7 @@ const qcow2Opts = (file: string) => `driver=qcow2,encrypt.key-secret=s0,file.fil
  */
 async function qemuConvert(version: OracleVersion, args: string[]): Promise<void> {
   let last = '';
-  for (let i = 0; i < 4; i++) {
+  for (let i = 0; i < 30; i++) {
     try {
       await run(oracle(version), args, { cwd: s.dir, timeout: 60_000 });
       return;

@@ -70,7 +70,7 @@ export async function runSide(side: 'qemu' | 'instar', version: OracleVersion, t
   let r = await runSideOnce(side, version, template, args, sandboxed);
   // qemu-img's LUKS key set-up fails at random here (FACTS.md: "Unable to get accurate CPU
   // usage"): such a run of the oracle says nothing about what it would print, so it is redone.
-  for (let i = 0; i < 10 && side === 'qemu' && r.stderr.includes('Unable to get accurate CPU usage'); i++) r = await runSideOnce(side, version, template, args, sandboxed);
+  for (let i = 0; i < 30 && side === 'qemu' && r.stderr.includes('Unable to get accurate CPU usage'); i++) r = await runSideOnce(side, version, template, args, sandboxed);
   return r;
 }
 

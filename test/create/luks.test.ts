@@ -111,7 +111,7 @@ const formatted = (options: string) => options.split(',').sort((a, b) => ORDER.i
 /** qemu-img 7.2's LUKS create fails at random here ("Unable to get accurate CPU usage"): retry. */
 function qemuCreate(version: OracleVersion, args: string[]) {
   let r = runQemu(version, args);
-  for (let i = 0; i < 3 && r.status !== 0 && r.stderr.includes('CPU usage'); i++) r = runQemu(version, args);
+  for (let i = 0; i < 30 && r.status !== 0 && r.stderr.includes('CPU usage'); i++) r = runQemu(version, args);
   return r;
 }
 

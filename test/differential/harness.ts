@@ -38,7 +38,7 @@ export class ImageDir {
       r = runQemu(opts.version ?? '7.2', args, { cwd: this.dir, env: { TZ: 'UTC' } }, opts.tool ?? 'qemu-img');
       if (r.status === 0) return r;
       // qemu's LUKS key-slot timing fails at random on this machine (FACTS.md): always worth a retry.
-      if (r.stderr.includes('Unable to get accurate CPU usage') && flaky++ < 5) n--;
+      if (r.stderr.includes('Unable to get accurate CPU usage') && flaky++ < 30) n--;
     }
     throw new Error(`${opts.tool ?? 'qemu-img'} ${args.join(' ')} failed (${r?.status}): ${r?.stderr}`);
   }

@@ -108,7 +108,7 @@ const VARIANTS: Variant[] = [
     build: () => {
       // qemu-img 7.2 fails at random here while creating LUKS ("Unable to get accurate CPU usage").
       images.qemu(['create', '-f', 'qcow2', '--object', 'secret,id=s0,data=x', '-o', 'encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10',
-        'luks.qcow2', '16M'], { retries: 4 });
+        'luks.qcow2', '16M'], { retries: 30 });
     },
   },
   { file: 'data-file.qcow2', build: create('data-file.qcow2', '16M', 'data_file=data-file.data') },

@@ -63,7 +63,7 @@ function luksBase(file: string): number {
 function oracle(version: OracleVersion, args: string[]): RunResult {
   for (let n = 0; ; n++) {
     const r = runQemu(version, args, { cwd: images.dir });
-    if (!r.stderr.includes('Unable to get accurate CPU usage') || n === 5) return r;
+    if (!r.stderr.includes('Unable to get accurate CPU usage') || n === 30) return r;
   }
 }
 

@@ -17,7 +17,7 @@ after(() => images.remove());
 
 async function assertSameLuks(args: string[], sandboxed?: boolean): Promise<void> {
   let problems: string[] = [];
-  for (let attempt = 0; attempt < 8; attempt++) {
+  for (let attempt = 0; attempt < 30; attempt++) {
     problems = await differences(images.dir, ['measure', ...args], { sandboxed });
     if (!problems.some((p) => p.includes('Unable to get accurate CPU usage'))) break;
   }

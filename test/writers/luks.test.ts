@@ -49,7 +49,7 @@ const imageOpts = (file: string, driver = 'luks') => `driver=${driver},${driver 
 /** qemu-img 7.2's LUKS create fails at random here ("Unable to get accurate CPU usage"): retry. */
 function qemuConvert(version: OracleVersion, args: string[]) {
   let r = runQemu(version, args);
-  for (let i = 0; i < 3 && r.status !== 0 && r.stderr.includes('CPU usage'); i++) r = runQemu(version, args);
+  for (let i = 0; i < 30 && r.status !== 0 && r.stderr.includes('CPU usage'); i++) r = runQemu(version, args);
   if (r.status !== 0) throw new Error(`qemu-img ${version} ${args.join(' ')}: ${r.stderr}`);
 }
 
