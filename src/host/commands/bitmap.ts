@@ -113,7 +113,6 @@ function openSource(args: BitmapArgs, target: Target, imageFd: number, ctx: Comm
   return { fd, target: source };
 }
 
-
 async function runBitmap(cmd: ParsedCommand, args: BitmapArgs, ctx: CommandContext): Promise<number> {
   const target = topTarget(cmd, cmd.args[0]);
   const fd = openWritable(cmd, target);

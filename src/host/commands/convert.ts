@@ -259,7 +259,7 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
       if (targets.length > 1) throw new ConvertError('Having a backing file for the target makes no sense when concatenating multiple input images');
       if (backed) throw new ConvertError('instar cannot convert into an existing raw image (-n) with -B from a source that has a backing file; nothing was written');
     }
-    checkTargetFormat(cmd, s, ctx, true);
+    const preallocation = checkTargetFormat(cmd, s, ctx, true);
     const exactTotal = sizes.reduce((a, b) => a + b, 0n);
     // qemu parses -t after creating the target (which then stays), before opening it with -n.
     const badCache = !CACHE_MODES.has(s.outputCache);
@@ -280,7 +280,7 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
       throw new ConvertError('instar cannot copy a disk of 8 PiB or more');
     }
     const total = safe.reduce((a, b) => a + b, 0);
-    if (!s.noCreate) preallocate(outFd, targetPreallocation(cmd, s, ctx), total);
+    preallocate(outFd, preallocation, total);
     // -n: qemu writes the zero runs as write-zeroes requests, holes in a regular file; the host
     // punches the range once and the copy then skips zero runs as on a fresh target.
     if (s.noCreate && !s.targetIsZero && s.sparse > 0 && punchTarget(outFd, total, read)) options.targetIsZero = true;
@@ -317,9 +317,8 @@ function existingSize(path: string): number | undefined {
 function oneRound(cmd: ParsedCommand, s: Settings, ctx: CommandContext): boolean {
   if (s.noCreate || !CACHE_MODES.has(s.outputCache)) return false;
   try {
-    checkTargetFormat(cmd, s, ctx);
     // A preallocated target is made whole before the copy: the two rounds do that.
-    return targetPreallocation(cmd, s, ctx) === 'off';
+    return checkTargetFormat(cmd, s, ctx) === 'off';
   } catch {
     return false;
   }
@@ -375,8 +374,9 @@ function unlinkQuietly(path: string): void {
  * against raw's options and the file protocol's (qemu's words for a bad one), -B, -c, then the
  * preallocation mode the file protocol's create refuses. `create`: the checks before the copy
  * (not the one-round probe), where qemu's create of a metadata-preallocated file leaves it empty.
+ * Returns the preallocation mode the new target takes ('off' with -n, which creates nothing).
  */
-function checkTargetFormat(cmd: ParsedCommand, s: Settings, ctx: CommandContext, create = false): void {
+function checkTargetFormat(cmd: ParsedCommand, s: Settings, ctx: CommandContext, create = false): Preallocation {
   const fmt = s.outputFormat;
   if (!isRawTarget(fmt)) {
     if (!isDriverName(fmt)) throw new ConvertError(`Unknown file format '${fmt}'`);
@@ -393,23 +393,20 @@ function checkTargetFormat(cmd: ParsedCommand, s: Settings, ctx: CommandContext,
     throw new ConvertError(`${outPath}: error while converting ${fmt}: Unsupported preallocation mode: metadata`);
   }
   // size is replaced by the disk's; nocow and extent_size_hint only hint at allocation (btrfs, xfs).
+  return prealloc === 'falloc' || prealloc === 'full' ? prealloc : 'off';
 }
+
+type Preallocation = 'off' | 'falloc' | 'full';
 
 /** -O raw and -O file (the protocol named as the format) write the same file. */
 const isRawTarget = (format: string): boolean => format === 'raw' || format === 'file';
-
-/** The new raw target's preallocation mode (checkTargetFormat has refused the others). */
-function targetPreallocation(cmd: ParsedCommand, s: Settings, ctx: CommandContext): 'off' | 'falloc' | 'full' {
-  const mode = s.noCreate ? 'off' : (rawCreateOptions(cmd, s, ctx).get('preallocation')?.value ?? 'off');
-  return mode === 'falloc' || mode === 'full' ? mode : 'off';
-}
 
 /**
  * preallocation=falloc|full, as qemu's file protocol makes the target before the copy: reserved
  * (unwritten, reading as zeros) or written with zeros. The copy then writes only data, as into
  * any new target.
  */
-function preallocate(fd: number, mode: 'off' | 'falloc' | 'full', length: number): void {
+function preallocate(fd: number, mode: Preallocation, length: number): void {
   // Without fallocate the new file's holes stay: the same zeros, read back.
   if (mode === 'falloc') reserveBlocks(fd, length);
   else if (mode === 'full') writeZeros(fd, length);

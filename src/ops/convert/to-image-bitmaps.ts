@@ -47,6 +47,9 @@ export function targetStoresBitmaps(ctx: OpContext, format: string, writer: Imag
  * convert_copy_bitmaps: the bitmaps the new image gets, in the order qemu stores them, and the
  * warnings for the inconsistent ones skipped (qemu-img's own text, without its program name).
  */
+/** qemu's warning for an inconsistent bitmap that --skip-broken-bitmaps passes over. */
+export const skippedWarning = (b: LiveBitmap): string => `warning: Skipping inconsistent bitmap '${b.name.toString('utf8')}'`;
+
 export function bitmapsToCopy(list: readonly LiveBitmap[]): { copy: NewBitmap[]; warnings: string[] } {
   const copy: NewBitmap[] = [];
   const warnings: string[] = [];
@@ -54,7 +57,7 @@ export function bitmapsToCopy(list: readonly LiveBitmap[]): { copy: NewBitmap[];
   // whose order its close then stores: the reverse of the walk.
   for (const b of list) {
     if (b.inconsistent) {
-      warnings.push(`warning: Skipping inconsistent bitmap '${b.name.toString('utf8')}'`);
+      warnings.push(skippedWarning(b));
       continue;
     }
     copy.unshift({ name: b.name, granularityBits: b.granularityBits, enabled: b.enabled, bits: b.bits });

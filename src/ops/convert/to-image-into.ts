@@ -7,7 +7,7 @@
 // image as it is) and applied by the repair executor; the data is read from the sources again
 // when each fill step runs.
 import { ImageError, type BlockDevice, type Image, type ImageWriter, type OpenContext } from '../../formats/types.ts';
-import { readAt } from '../../formats/bytes.ts';
+import { readAt, roundUp as roundUpTo } from '../../formats/bytes.ts';
 import { applyRepair } from '../../formats/repair.ts';
 import { parseHeader, type Qcow2Header } from '../../formats/qcow2/header.ts';
 import { MissingFilesError, openTree } from '../open-tree.ts';
@@ -112,8 +112,6 @@ function readDisk(images: Image[], buf: Uint8Array, offset: number, salvage: boo
   }
   if (base < offset + buf.length) buf.fill(0, Math.max(0, base - offset));
 }
-
-const roundUpTo = (n: number, unit: number): number => Math.ceil(n / unit) * unit;
 
 /** Whether guest cluster `cluster` of the target reads as zeros by block status (unallocated, or a zero cluster). */
 function readsZero(dev: BlockDevice, h: Qcow2Header, cluster: number, hasBacking: boolean): boolean {

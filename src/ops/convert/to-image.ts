@@ -13,7 +13,7 @@ import { salvageMessages } from './salvage.ts';
 import { copyOverBacking } from './to-image-backing.ts';
 import { offloadsFrom } from './copy-offload.ts';
 import type { LiveBitmap } from '../../formats/qcow2/bitmap-state.ts';
-import { bitmapsToCopy, sourceBitmaps, targetStoresBitmaps } from './to-image-bitmaps.ts';
+import { bitmapsToCopy, sourceBitmaps, targetStoresBitmaps, skippedWarning } from './to-image-bitmaps.ts';
 import type { Op, OpContext } from '../types.ts';
 
 export interface ConvertImageOptions {
@@ -48,7 +48,7 @@ export interface ConvertImageOptions {
 function failingBitmap(list: readonly LiveBitmap[]): { bitmapWarnings: string[]; bitmapStoreFailed?: string } {
   const first = list.findIndex((b) => !b.inconsistent);
   const skipped = first < 0 ? list : list.slice(0, first);
-  const bitmapWarnings = skipped.map((b) => `warning: Skipping inconsistent bitmap '${b.name.toString('utf8')}'`);
+  const bitmapWarnings = skipped.map(skippedWarning);
   return first < 0 ? { bitmapWarnings } : { bitmapWarnings, bitmapStoreFailed: list[first].name.toString('utf8') };
 }
 
