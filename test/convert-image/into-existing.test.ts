@@ -115,6 +115,13 @@ test('convert -n -O qcow2: a larger target (its end untouched), several sources,
   await sameAsQemu('is-zero', 'empty.qcow2', ['-O', 'qcow2', '--target-is-zero', ...raw('src.raw')]);
 });
 
+test('convert -n -O qcow2 --target-is-zero into clusters holding data that the copy writes in part: the rest keeps the target\'s bytes', async () => {
+  await sameAsQemu('is-zero-data', 't64k.qcow2', ['-O', 'qcow2', '--target-is-zero', ...raw('src.raw')]);
+  await sameAsQemu('is-zero-4k', 't8m.qcow2', ['-O', 'qcow2', '--target-is-zero', '-S', '512', '-f', 'qcow2', '../s4k.qcow2']);
+  // Over a backing file: an unallocated cluster written in part shows the backing file's bytes in the rest.
+  await sameAsQemu('is-zero-backed', 'backed.qcow2', ['-O', 'qcow2', '--target-is-zero', ...raw('src.raw')], false, ['base.qcow2']);
+});
+
 test('convert -n -O qcow2 from a qcow2 source with 4 KiB clusters (runs that end inside target clusters)', async () => {
   await sameAsQemu('qcow2-src', 't8m.qcow2', ['-O', 'qcow2', '-f', 'qcow2', '../s4k.qcow2']);
   await sameAsQemu('qcow2-src-64k', 't64k.qcow2', ['-O', 'qcow2', '-f', 'qcow2', '../s4k.qcow2']);
@@ -152,7 +159,7 @@ test('convert -n -O qcow2 into a target with a backing file: zero clusters hide 
 
 test('convert -n into targets instar does not write: a clear refusal, nothing written', async () => {
   const cases: [string, string[], RegExp][] = [
-    ['backed.qcow2', ['-O', 'qcow2', '--target-is-zero', ...raw('src.raw')], /instar cannot convert into this qcow2 image \(the copy covers in part a cluster its backing file decides\)/],
+    ['backed.qcow2', ['-O', 'qcow2', '-f', 'qcow2', '../s4k.qcow2'], /instar cannot convert into this qcow2 image \(the copy covers in part a cluster its backing file decides\)/],
     ['snap.qcow2', ['-O', 'qcow2', ...raw('src.raw')], /instar cannot convert into this qcow2 image \(it has internal snapshots\)/],
     ['t64k.qcow2', ['-O', 'qcow2', '-B', '../empty.qcow2', '-F', 'qcow2', '-f', 'qcow2', '../backed.qcow2'], /instar cannot convert into this qcow2 image \(with -B from a source that has a backing file\)/],
     ['t64k.qcow2', ['-O', 'qcow2', '-c', ...raw('src.raw')], /instar cannot convert into an existing qcow2 image \(-n\) with -c yet/],

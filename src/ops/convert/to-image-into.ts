@@ -17,6 +17,7 @@ import { openWritesBitmaps } from '../../formats/qcow2/bitmap-session.ts';
 import { PlanRefusal } from '../../formats/qcow2/refcount-update.ts';
 import { openSource, snapshotViews, type ConvertSource, type SnapshotChoice } from './sources.ts';
 import { copyToImage } from './to-image-copy.ts';
+import { KeptBytes } from './into-kept-bytes.ts';
 import { salvageMessages, salvageRead } from './salvage.ts';
 import { copyInPlace, luksTarget, roundUp } from './in-place-copy.ts';
 import { vdiInPlaceWriter } from '../../formats/vdi/inplace.ts';
@@ -171,14 +172,8 @@ function clusterRuns(requests: readonly Request[], disk: number, targetSize: num
       zeros(r.offset, r.offset + r.length);
       continue;
     }
-    const first = Math.floor(r.offset / cs);
-    const last = Math.floor((r.offset + r.length - 1) / cs);
-    // --target-is-zero: nothing zeroes the rest of a cluster the request covers in part, so it must read as zeros already.
-    const part = (c: number) => targetIsZero && state.get(c) === undefined && !isZero(c);
-    if ((r.offset % cs !== 0 && part(first)) || ((r.offset + r.length) % cs !== 0 && r.offset + r.length !== targetSize && part(last))) {
-      throw new PlanRefusal('instar cannot convert into this qcow2 image (--target-is-zero, but a cluster the copy writes in part holds data); nothing was written');
-    }
-    push(first, last, false);
+    // --target-is-zero: the rest of a cluster the request covers in part keeps the target's bytes (into-kept-bytes.ts).
+    push(Math.floor(r.offset / cs), Math.floor((r.offset + r.length - 1) / cs), false);
   }
   zeros(next, disk);
   return runs;
@@ -251,8 +246,10 @@ export const convertIntoOp: Op = (raw, ctx) => {
     // or its copy-on-write fills a new cluster from the target's view): read before any write.
     const tail = Buffer.alloc(Math.min(roundUpTo(disk, cs), size) - disk);
     if (tail.length > 0) opened.read(tail, disk);
+    const kept = opts.targetIsZero === true ? new KeptBytes(recorder.requests.filter((r) => !r.zero), disk, cs, (buf, at) => opened.read(buf, at)) : undefined;
     const read = (buf: Uint8Array, at: number) => {
       readDisk(images, buf, at, salvage !== undefined);
+      kept?.overlay(buf, at);
       const from = Math.max(at, disk);
       const to = Math.min(at + buf.length, disk + tail.length);
       if (from < to) buf.set(tail.subarray(from - disk, to - disk), from - at);
