@@ -107,6 +107,12 @@ export interface Image {
   /** The allocation status at `offset`, covering at most `length` bytes. */
   extent(offset: number, length: number): Extent;
   /**
+   * This image's own status, its backing file not asked (qemu's bdrv_is_allocated of this node):
+   * a run ends where the driver's answer does, e.g. where a qcow2 hole in an allocated cluster
+   * meets one in an unallocated cluster. Absent: extent() is the best answer there is.
+   */
+  ownExtent?(offset: number, length: number): Extent;
+  /**
    * How many bytes from `offset` (at most `length`) read() would certainly fill with zeros without
    * the file's bytes: blocks with no data, or a hole in the file by the host's data runs. 0 when
    * unknown. extent() may still call them data (qemu reads them); a copy only skips reading them.

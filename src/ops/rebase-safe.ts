@@ -63,6 +63,13 @@ function topRun(top: Image, offset: number, n: number, levels = 1): { allocated:
   // chunk (zeros where the new chain differs); 7.2 loops there forever, instar does as 8.2+.
   if (offset >= top.virtualSize) return { allocated: true, length: n };
   n = Math.min(n, top.virtualSize - offset);
+  // One level: qemu asks that image alone, and each answer is one turn of its loop (one progress
+  // step), also where two kinds of hole meet (extended L2: a hole in an allocated cluster).
+  if (levels === 1 && top.ownExtent) {
+    const own = top.ownExtent(offset, n);
+    if (!(own.length > 0)) throw new ImageError('the image reported an empty extent');
+    return { allocated: own.kind !== 'unallocated', length: Math.min(own.length, n) };
+  }
   const inTop = (e: { depth: number; kind: string }) => e.depth < levels && e.kind !== 'unallocated';
   let length = 0;
   let allocated: boolean | undefined;
@@ -93,6 +100,21 @@ function prefixLevel(ctx: OpContext, name: string): number {
     dir = posix.dirname(path);
     referrer = index;
   }
+}
+
+/**
+ * The image at `level` of the old chain (1 = `oldImage`, the top's backing file), opened in the
+ * format its referrer's header names, as qemu's open of the chain did.
+ */
+function chainLevel(ctx: OpContext, oldImage: Image, level: number, opts: OpenTreeOptions): Image {
+  let image = oldImage;
+  for (let k = 2, referrer = backingIndex(ctx, 0); k <= level; k++) {
+    const index = backingIndex(ctx, referrer);
+    if (index < 0) throw new ImageError('the old backing chain is shorter than its names say');
+    image = image.backingImage ?? openTree(ctx, index, { ...opts, fileName: undefined, format: image.info()['backing-filename-format'] });
+    referrer = index;
+  }
+  return image;
 }
 
 /** qemu 7.2 compares 512-byte sectors. */
@@ -144,16 +166,19 @@ export function safeRebase(opts: SafeRebaseOptions, ctx: OpContext, top: Image):
   const oldIndex = backingIndex(ctx, 0);
   const oldImage = oldIndex < 0 ? undefined : openTree(ctx, oldIndex, { ...opts, fileName: undefined, format: top.info()['backing-filename-format'] });
   const newBacking = opts.backing !== undefined && opts.backing !== '';
+  const prefix = newBacking ? prefixLevel(ctx, opts.backing!) : 0;
   let newImage: Image | undefined;
   try {
-    newImage = newBacking ? openTree(ctx, 1, { ...opts, fileName: opts.backing, format: opts.backingFormat }) : undefined;
+    // A new backing file from the old chain is the image already open there (qemu reuses that
+    // node): -F plays no part in opening it, only in the header written.
+    newImage = prefix > 0 && oldImage ? chainLevel(ctx, oldImage, prefix, opts)
+      : newBacking ? openTree(ctx, 1, { ...opts, fileName: opts.backing, format: opts.backingFormat }) : undefined;
   } catch (e) {
     // A plain failure only: files still needed (MissingFilesError) go back to the host.
     if (e instanceof ImageError && e.constructor === ImageError) return { format, progress: [], newBackingFailed: e.message };
     throw e;
   }
   const oldSize = oldImage?.virtualSize ?? 0;
-  const prefix = newBacking ? prefixLevel(ctx, opts.backing!) : 0;
   // Other formats only learn whether anything differs (then refused): sectors will do.
   const cs = format === 'qcow2' ? parseHeader(dev).clusterSize : SECTOR;
   const size = top.virtualSize;

@@ -197,6 +197,18 @@ export class Qcow2Image implements Image {
   }
 
   extent(offset: number, length: number): Extent {
+    const e = this.ownExtent(offset, length);
+    if (e.kind !== 'unallocated' || !this.backing) return e;
+    // A backing file whose size qemu cannot tell is asked anyway (qemu's "past its end" check
+    // needs that size), and its block status fails, wherever the hole is.
+    if (this.backing.sizeFailure) throw sizeFailureError(this.backing.sizeFailure);
+    if (offset >= this.backing.virtualSize) return e;
+    // A hole shows what the backing chain has there, one level deeper.
+    const below = this.backing.extent(offset, Math.min(e.length, this.backing.virtualSize - offset));
+    return { ...below, depth: below.depth + 1 };
+  }
+
+  ownExtent(offset: number, length: number): Extent {
     const e = this.map().extent(offset, length, this.virtualSize);
     if (e.hostOffset !== undefined && this.dataDev) e.file = this.dataDev;
     // Encrypted clusters have no offset a reader could use (qemu's block status omits it).
@@ -211,14 +223,7 @@ export class Qcow2Image implements Image {
         if (run.hole) e.zeroData = true;
       }
     }
-    if (e.kind !== 'unallocated' || !this.backing) return e;
-    // A backing file whose size qemu cannot tell is asked anyway (qemu's "past its end" check
-    // needs that size), and its block status fails, wherever the hole is.
-    if (this.backing.sizeFailure) throw sizeFailureError(this.backing.sizeFailure);
-    if (offset >= this.backing.virtualSize) return e;
-    // A hole shows what the backing chain has there, one level deeper.
-    const below = this.backing.extent(offset, Math.min(e.length, this.backing.virtualSize - offset));
-    return { ...below, depth: below.depth + 1 };
+    return e;
   }
 }
 
