@@ -1,28 +1,43 @@
 // preallocation=falloc|full of a raw (or `file`) target, on the trusted side: qemu's file protocol
-// reserves the blocks with fallocate (falloc: unwritten extents, which read as zeros and which
-// SEEK_DATA, so qemu's map, calls holes) or writes zeros over them (full). The guest has no FFI
-// for fallocate, and preallocating parses nothing, so the host does it on the fd it created.
+// reserves the blocks with posix_fallocate (falloc: unwritten extents, which read as zeros and
+// which SEEK_DATA, so qemu's map, calls holes) or writes zeros over them (full). The guest has no
+// FFI for fallocate, and preallocating parses nothing, so the host does it on the fd it created.
+// A full disk fails the command with qemu's words, never a short file taken for a good one.
 import { writeSync } from 'node:fs';
 import { libcFunction } from './libc.ts';
+import { strerror } from '../strerror.ts';
+import { strerrorNumber } from '../strerror-number.ts';
 
-type Fallocate = (fd: number, mode: number, offset: number, length: number) => number;
+type PosixFallocate = (fd: number, offset: number, length: number) => number;
 
 const ZERO_CHUNK = 4 * 1024 * 1024;
 
-/** Writes zeros over [start, end) of `fd` (preallocation=full). */
+/** A preallocation the file system refused (ENOSPC, EFBIG...), in qemu's file-posix words. */
+export class PreallocationFailure extends Error {}
+
+/** Writes zeros over [start, end) of `fd` (preallocation=full); a short write is retried, as it ends at a full disk. */
 export function writeZeros(fd: number, end: number, start = 0): void {
   if (end <= start) return;
   const zeros = Buffer.alloc(Math.min(ZERO_CHUNK, end - start));
-  for (let pos = start; pos < end; pos += zeros.length) writeSync(fd, zeros, 0, Math.min(zeros.length, end - pos), pos);
+  try {
+    for (let pos = start; pos < end; ) pos += writeSync(fd, zeros, 0, Math.min(zeros.length, end - pos), pos);
+  } catch (e) {
+    throw new PreallocationFailure(`Could not write zeros for preallocation: ${strerror((e as NodeJS.ErrnoException).code ?? 'EIO')}`);
+  }
 }
 
 /**
- * Reserves [start, end) of `fd` as qemu's falloc does. Blocks already written keep their bytes
- * (fallocate only fills holes), so this may follow the guest's writes. False where fallocate is
- * not to be had (no koffi, a file system without it): the caller decides what to do instead.
+ * Reserves [start, end) of `fd` as qemu's falloc does (posix_fallocate: glibc writes the blocks
+ * itself on a file system without fallocate). Blocks already written keep their bytes (it only
+ * fills holes), so this may follow the guest's writes. False where koffi cannot be loaded: the
+ * caller leaves holes (the same zeros, read back).
  */
 export function reserveBlocks(fd: number, end: number, start = 0): boolean {
   if (end <= start) return true;
-  const fallocate = libcFunction<Fallocate>('int fallocate(int fd, int mode, int64_t offset, int64_t len)');
-  return fallocate !== null && fallocate(fd, 0, start, end - start) === 0;
+  const posixFallocate = libcFunction<PosixFallocate>('int posix_fallocate(int fd, int64_t offset, int64_t len)');
+  if (posixFallocate === null) return false;
+  // posix_fallocate returns the error number itself; errno is left alone.
+  const code = posixFallocate(fd, start, end - start);
+  if (code !== 0) throw new PreallocationFailure(`Could not preallocate new data: ${strerrorNumber(code)}`);
+  return true;
 }

@@ -99,7 +99,7 @@ export function resizeOp(options: Record<string, unknown>, ctx: OpContext): Resi
     applyRepair(input.dev, steps, { stopAfterWrites: opts.stopAfterWrites });
   } catch (e) {
     if (e instanceof ImageError) return { format, error: e.message };
-    const failure = fileFailure(e, steps);
+    const failure = rawPreallocationFailure(e, format, request.preallocation, () => input.dev.truncate!(Number(current))) ?? fileFailure(e, steps);
     if (failure === undefined) throw e;
     return { format, error: failure };
   }
@@ -123,6 +123,17 @@ function tooLarge(format: string, truncate: (size: number) => void, size: number
   }
   truncate(size);
   return refusal;
+}
+
+/**
+ * A raw file's growth the file system could not preallocate (ENOSPC): qemu's file protocol puts
+ * the old length back and names the mode that failed.
+ */
+function rawPreallocationFailure(e: unknown, format: string, mode: Preallocation, restore: () => void): string | undefined {
+  const err = e as NodeJS.ErrnoException;
+  if (format !== 'raw' || (mode !== 'falloc' && mode !== 'full') || typeof err?.code !== 'string' || err.syscall === 'ftruncate') return undefined;
+  restore();
+  return `${mode === 'full' ? 'Could not write zeros for preallocation' : 'Could not preallocate new data'}: ${strerror(err.code)}`;
 }
 
 /** qemu's words for a file length change the file system refused (EFBIG, ENOSPC). */

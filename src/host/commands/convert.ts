@@ -16,7 +16,7 @@ import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { isDriverName } from '../../formats/names.ts';
 import { fdFileId, punchTarget } from '../punch-holes.ts';
-import { reserveBlocks, writeZeros } from '../preallocate.ts';
+import { PreallocationFailure, reserveBlocks, writeZeros } from '../preallocate.ts';
 import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError, type InputFile } from '../open-files.ts';
 import { InputImageError, imageTarget, openTop, type Target } from '../input-image.ts';
@@ -280,7 +280,14 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
       throw new ConvertError('instar cannot copy a disk of 8 PiB or more');
     }
     const total = safe.reduce((a, b) => a + b, 0);
-    preallocate(outFd, preallocation, total);
+    try {
+      preallocate(outFd, preallocation, total);
+    } catch (e) {
+      if (!(e instanceof PreallocationFailure)) throw e;
+      closeSync(outFd);
+      unlinkQuietly(outPath);
+      throw new ConvertError(`${outPath}: error while converting ${s.outputFormat}: ${e.message}`);
+    }
     // -n: qemu writes the zero runs as write-zeroes requests, holes in a regular file; the host
     // punches the range once and the copy then skips zero runs as on a fresh target.
     if (s.noCreate && !s.targetIsZero && s.sparse > 0 && punchTarget(outFd, total, read)) options.targetIsZero = true;
@@ -407,7 +414,7 @@ const isRawTarget = (format: string): boolean => format === 'raw' || format === 
  * any new target.
  */
 function preallocate(fd: number, mode: Preallocation, length: number): void {
-  // Without fallocate the new file's holes stay: the same zeros, read back.
+  // Without koffi the new file's holes stay: the same zeros, read back.
   if (mode === 'falloc') reserveBlocks(fd, length);
   else if (mode === 'full') writeZeros(fd, length);
 }

@@ -7,7 +7,7 @@ import type { Command, CommandContext } from './types.ts';
 import { EXTRA_ARGUMENT, type ParsedCommand } from '../../cli/types.ts';
 import { InputImageError, topTarget } from '../input-image.ts';
 import { openWritable, PROBED_RAW_WARNING, runOnImage } from '../writable-image.ts';
-import { reserveBlocks } from '../preallocate.ts';
+import { PreallocationFailure, reserveBlocks } from '../preallocate.ts';
 import { addObject, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { strtosz } from './map-size.ts';
@@ -80,8 +80,15 @@ async function runResize(cmd: ParsedCommand, args: ResizeArgs, ctx: CommandConte
   // --preallocation=falloc: qemu's file protocol reserves the file's growth (fallocate); the
   // guest cannot, so the host reserves what the guest's resize left as holes past the old end.
   const oldLength = fstatSync(fd).size;
+  let reserveFailure: string | undefined;
   const reserveGrowth = (answer: unknown) => {
-    if ((answer as { resized?: unknown } | null)?.resized === true) reserveBlocks(fd, fstatSync(fd).size, oldLength);
+    if ((answer as { resized?: unknown } | null)?.resized !== true) return;
+    try {
+      reserveBlocks(fd, fstatSync(fd).size, oldLength);
+    } catch (e) {
+      if (!(e instanceof PreallocationFailure)) throw e;
+      reserveFailure = e.message;
+    }
   };
   const result = validResult(await runOnImage('resize', options, fd, target, ctx, true, args.preallocation === 'falloc' ? reserveGrowth : undefined));
   if (target.format === undefined && result.format === 'raw') ctx.err(PROBED_RAW_WARNING(target.path));
@@ -95,6 +102,12 @@ async function runResize(cmd: ParsedCommand, args: ResizeArgs, ctx: CommandConte
   }
   if ('error' in result) {
     ctx.err(`${ctx.progname}: ${result.error}\n`);
+    return 1;
+  }
+  if (reserveFailure !== undefined) {
+    // qemu reserves the file's growth before the format's metadata; instar's guest has written
+    // that already, so the image stays grown (its new clusters read as zeros) and the resize fails.
+    ctx.err(`${ctx.progname}: ${result.format === 'raw' ? '' : 'Failed to resize underlying file: '}${reserveFailure}\n`);
     return 1;
   }
   if (!cmd.options.has('quiet')) ctx.out('Image resized.\n');
