@@ -47,6 +47,11 @@ before(() => {
   // 64 KiB clusters, data where the source has zeros (discarded by 10.0) and past the source's end.
   qemu(['create', '-q', '-f', 'parallels', '-o', 'cluster_size=64k', at('part.parallels'), '5M']);
   qemu(['-f', 'parallels', '-c', 'write -P 0x33 4M 4k', '-c', 'write -P 0x44 100k 4k', '-c', 'write -P 0x55 2M 64k', at('part.parallels')], undefined, '10.0', 'qemu-io');
+  // An empty source whose end is not a cluster's: qemu's one zero request [0, last source cluster)
+  // is not whole 1 MiB clusters, so 10.0's parallels writes it as zeros rather than discarding.
+  qemu(['create', '-q', '-f', 'qcow2', at('empty-odd.qcow2'), '3300000']);
+  qemu(['create', '-q', '-f', 'parallels', at('mib.parallels'), '3300352']);
+  qemu(['-f', 'parallels', '-c', 'write -P 0x5a 0 64k', at('mib.parallels')], undefined, '10.0', 'qemu-io');
   qemu(['create', '-q', '-f', 'qcow', at('empty.qcow'), '4M']);
   qemu(['create', '-q', '-f', 'qcow', at('part.qcow'), '5M']);
   qemu(['-f', 'qcow', '-c', 'write -P 0x33 3M 4k', '-c', 'write -P 0x44 100k 4k', at('part.qcow')], undefined, '10.0', 'qemu-io');
@@ -93,6 +98,10 @@ test('convert -n into a Parallels image: empty, partly allocated with 64 KiB clu
   await sameInto(s.dir, 'p-raw', 'part.parallels', ['-n', '--target-image-opts', '-f', 'raw', '../src.raw', 'driver=parallels,file.filename=part.parallels']);
   await sameInto(s.dir, 'p-is-zero', 'part.parallels', ['-n', '-O', 'parallels', '--target-is-zero', ...qcow2Source, 'part.parallels']);
   await sameInto(s.dir, 'p-S0', 'part.parallels', ['-n', '-O', 'parallels', '-S', '0', ...qcow2Source, 'part.parallels']);
+});
+
+test('convert -n into a Parallels image: a zero run longer than qemu\'s 2 MiB data chunks is one write-zeroes request', async () => {
+  await sameInto(s.dir, 'p-zero-run', 'mib.parallels', ['-n', '-O', 'parallels', '-f', 'qcow2', '../empty-odd.qcow2', 'mib.parallels']);
 });
 
 test('convert -n into a qcow image: empty, partly allocated, --target-is-zero, -S 0, a raw source', async () => {

@@ -6,7 +6,7 @@
 // leaves an image qemu-img opens and checks.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runInstar, runQemu, VERSIONS, type RunResult } from '../helpers/oracles.ts';
 import { runInProcess } from '../helpers/in-process.ts';
@@ -62,6 +62,9 @@ before(() => {
   rawDisk('odd.raw', 1000000, [[0, 5000], [990000, 10000]], 5);
   rawDisk('odd-zero-end.raw', 1000000, [[0, 5000]], 6);
   qcow2('full5c.qcow2', '4M', '', ['write -P 0x5c 0 4M']);
+  // A sparse raw file: data at 4 KiB, then a hole to its end (one zero run, not cut at 2 MiB).
+  writeFileSync(at('hole.raw'), Buffer.alloc(8192, 0x3c).fill(0, 0, 4096));
+  truncateSync(at('hole.raw'), 4 * MiB);
   qcow2('zero-tail.qcow2', '4M', '', ['write -P 0x5d 0 512k', 'write -z 960k 64k']);
 });
 after(() => s.cleanup());
@@ -120,6 +123,10 @@ test('convert -n -O qcow2 --target-is-zero into clusters holding data that the c
   await sameAsQemu('is-zero-4k', 't8m.qcow2', ['-O', 'qcow2', '--target-is-zero', '-S', '512', '-f', 'qcow2', '../s4k.qcow2']);
   // Over a backing file: an unallocated cluster written in part shows the backing file's bytes in the rest.
   await sameAsQemu('is-zero-backed', 'backed.qcow2', ['-O', 'qcow2', '--target-is-zero', ...raw('src.raw')], false, ['base.qcow2']);
+});
+
+test('convert -n -O qcow2: a zero run from inside a cluster, longer than 2 MiB, is one request (no data cluster where a 2 MiB cut would fall)', async () => {
+  await sameAsQemu('zero-run', 'full5c.qcow2', ['-O', 'qcow2', ...raw('hole.raw')]);
 });
 
 test('convert -n -O qcow2 from a qcow2 source with 4 KiB clusters (runs that end inside target clusters)', async () => {

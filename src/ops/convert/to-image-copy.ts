@@ -80,6 +80,12 @@ export function copyToImage(plan: ImageCopyPlan): number {
   let base = 0;
   for (const image of images) {
     for (const r of walk(image)) {
+      // qemu cuts only data runs into chunks: a zero run is one write-zeroes request (its ends
+      // decide which target clusters it covers whole: parallels discards them, qcow2 makes them zero clusters).
+      if (!r.data && sparseSize !== 0) {
+        plan.onZeros?.(base + r.pos, r.length);
+        continue;
+      }
       for (let pos = r.pos; pos < r.pos + r.length; ) {
         const n = Math.min(chunkSize, r.pos + r.length - pos);
         if (counts(r) && plan.onProgress) {
@@ -105,10 +111,8 @@ export function copyToImage(plan: ImageCopyPlan): number {
             from = e;
           }
           if (n > from) plan.onZeros?.(base + pos + from, n - from);
-        } else if (sparseSize === 0) {
-          aligner.write(zeros.subarray(0, n), base + pos);
         } else {
-          plan.onZeros?.(base + pos, n);
+          aligner.write(zeros.subarray(0, n), base + pos);
         }
         pos += n;
       }
