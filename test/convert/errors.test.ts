@@ -32,6 +32,7 @@ before(() => {
   qemu(['create', '-q', '-f', 'qcow2', '-b', 'gone1.qcow2', '-F', 'qcow2', join(dir, 'gone2.qcow2')]);
   rmSync(join(dir, 'gone0.qcow2'));
   writeFileSync(join(dir, 'r.raw'), Buffer.alloc(65536, 7));
+  assert.equal(runQemu('10.0', ['create', '-q', '-f', 'luks', '--object', 'secret,id=s0,data=pw', '-o', 'key-secret=s0,iter-time=10', 'v.luks', '1M'], { cwd: dir }).status, 0);
   mkdirSync(join(dir, 'd'));
   // qemu 10.0's fixed VHDX of this size ends before its last block (sparse: 1 MiB on disk), which
   // the BAT check of both versions' open reports (error_report) before the open fails.
@@ -39,6 +40,7 @@ before(() => {
 });
 after(() => cleanup());
 
+const luksSource = ['--object', 'secret,id=s0,data=pw', '--image-opts'];
 const cases: [string, string[], (() => void)?][] = [
   ['missing source', ['nope.qcow2', 'o.raw']],
   ['missing backing file', ['top.qcow2', 'o.raw']],
@@ -88,6 +90,10 @@ const cases: [string, string[], (() => void)?][] = [
   ['-n -c into a smaller qcow', ['-n', '-c', '-O', 'qcow', 'a.qcow2', 'small.qcow'], () => qemu(['create', '-q', '-f', 'qcow', join(dir, 'small.qcow'), '2M'])],
   ['a VHDX whose last block is past its end (the driver\'s report first)', ['-f', 'vhdx', 'short.vhdx', 'o.raw']],
   ['the same, -p, into qcow2', ['-p', '-O', 'qcow2', 'short.vhdx', 'o.qcow2']],
+  // qemu opens a new image's backing file after the create, with no key-secret for a LUKS one;
+  // a QED image with one-cluster tables fails its own open first (qemu's create makes it so).
+  ['-o backing_file of a LUKS volume (no key-secret at the open after create)', [...luksSource, '-o', 'backing_file=v.luks,backing_fmt=luks', '-O', 'qcow2', 'driver=luks,key-secret=s0,file.filename=v.luks', 'o.qcow2']],
+  ['the same into QED with table_size=1 (its own open fails first)', [...luksSource, '-o', 'table_size=1,backing_file=v.luks,backing_fmt=luks', '-O', 'qed', 'driver=luks,key-secret=s0,file.filename=v.luks', 'o.qed']],
 ];
 
 for (const [name, args, setup] of cases) {

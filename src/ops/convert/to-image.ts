@@ -5,7 +5,7 @@
 // then let the writer write its tables.
 import { ImageError, NewImageOpenError, type CreatePlan, type ImageWriter, type OpenContext } from '../../formats/types.ts';
 import { findDriver } from '../../formats/registry.ts';
-import { openTree } from '../open-tree.ts';
+import { MissingFilesError, openTree } from '../open-tree.ts';
 import { writeLayout } from '../create.ts';
 import { openSource, snapshotViews, type ConvertSource, type SnapshotChoice } from './sources.ts';
 import { copyToImage } from './to-image-copy.ts';
@@ -121,10 +121,18 @@ export const convertImageOp: Op = (raw, ctx) => {
 
   // -B: the target's backing file, granted by the host as one more input (copy-on-write reads it).
   const b = opts.targetBacking;
-  const backingImage = b?.index !== undefined ? openTree(ctx, b.index, { format: b.format, fileName: b.fileName ?? '', unsafeQuirks: opts.unsafeQuirks, profile: opts.profile, secrets: opts.secrets ?? {} }) : undefined;
   const bitmaps = opts.bitmaps ? sourceBitmaps(ctx, opts.sources[0], opts) ?? [] : undefined;
   const writer = openNewImage(opts.format, opts.plan, ctx, opts.layoutOnly);
   if (!('write' in writer)) return writer;
+  // qemu opens the new image's backing file after the image's own checks passed (a LUKS one
+  // without its key-secret fails there, the image staying as created).
+  let backingImage: ReturnType<typeof openTree> | undefined;
+  try {
+    backingImage = b?.index !== undefined ? openTree(ctx, b.index, { format: b.format, fileName: b.fileName ?? '', unsafeQuirks: opts.unsafeQuirks, profile: opts.profile, secrets: opts.secrets ?? {} }) : undefined;
+  } catch (e) {
+    if (e instanceof ImageError && !(e instanceof MissingFilesError)) return { openFailed: `Could not open backing file: ${e.message}` };
+    throw e;
+  }
   if (backingImage) writer.readBacking?.(backingImage);
   const storesBitmaps = !bitmaps || targetStoresBitmaps(ctx, opts.format, writer);
   if (!storesBitmaps && !opts.bitmapsFailAfterCopy) return { bitmapsUnsupported: true };
