@@ -178,6 +178,11 @@ export function buildConvertCase(seed: number, dir: string): GenCase {
   return { seed, sources, argv, format, compare, premade, sandboxed: rng.chance(0.25), unsafeQuirks: probed };
 }
 
+/** A progress line of qemu-img's -p. */
+const PROGRESS = /\s*\(\d+\.\d\d\/100%\)\r/g;
+/** qemu's node names (#blockNNN) count its nodes and vary from run to run. */
+const nodeNames = (t: string) => t.replace(/#block\d+/g, '#blockN');
+
 /** Runs one tool's side of a case in `base`/`label` (with the pre-made target copied in). */
 async function side(c: GenCase, base: string, label: string, tool: 'instar' | OracleVersion, version: OracleVersion, retries = 3): Promise<{ dir: string; r: ToolResult }> {
   const dir = join(base, label);
@@ -198,6 +203,10 @@ async function side(c: GenCase, base: string, label: string, tool: 'instar' | Or
 export async function runGenCase(c: GenCase, base: string): Promise<Mismatch[]> {
   const out: Mismatch[] = [];
   const command = c.argv.join(' ');
+  // -p with -W or -m > 1: qemu's coroutines finish chunks in a different order on every run, so
+  // two qemu runs print different steps; only the rest of stdout is compared.
+  const m = c.argv.indexOf('-m');
+  const noisyProgress = c.argv.includes('-p') && (c.argv.includes('-W') || (m >= 0 && Number(c.argv[m + 1]) > 1));
   for (const version of VERSIONS) {
     const q = await side(c, base, `q${version}`, version, version);
     const i = await side(c, base, `i${version}`, 'instar', version);
@@ -206,9 +215,12 @@ export async function runGenCase(c: GenCase, base: string): Promise<Mismatch[]> 
       continue;
     }
     if (q.r.timedOut) continue; // qemu's own limits: nothing to compare
+    // qemu's qed driver aborts on -W's out-of-order allocating writes (a known qemu bug, not copied).
+    if (q.r.signal === 'SIGABRT' && /qed_aio_write_alloc: Assertion/.test(q.r.stderr)) continue;
     const before = out.length;
-    if (i.r.stdout !== q.r.stdout) out.push({ command, version, what: 'stdout', qemu: q.r.stdout, instar: i.r.stdout });
-    if (i.r.stderr !== q.r.stderr) out.push({ command, version, what: 'stderr', qemu: q.r.stderr, instar: i.r.stderr });
+    const stdout = (t: string) => (noisyProgress ? t.replace(PROGRESS, '') : t);
+    if (stdout(i.r.stdout) !== stdout(q.r.stdout)) out.push({ command, version, what: 'stdout', qemu: q.r.stdout, instar: i.r.stdout });
+    if (nodeNames(i.r.stderr) !== nodeNames(q.r.stderr)) out.push({ command, version, what: 'stderr', qemu: q.r.stderr, instar: i.r.stderr });
     if (i.r.status !== q.r.status) out.push({ command, version, what: 'status', qemu: String(q.r.status), instar: String(i.r.status) });
     if (out.length > before) continue;
     // A failed run: instar removes a target it made and could not finish (DESIGN: no half-written

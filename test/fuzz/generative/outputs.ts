@@ -19,13 +19,29 @@ export type FileCompare = 'bytes' | 'content';
 function maskFor(format: string, name: string): (file: Buffer, label: string) => Buffer {
   if (format === 'vpc') return (f, label) => (f.toString('latin1', f.length - 512, f.length - 504) === 'conectix' ? maskVhd(f, label) : f);
   if (format === 'vmdk') return (f) => maskCid(f, name.replace(/\.[^.]*$/, ''));
-  if (format === 'vhdx' && /\.vhdx$/.test(name)) return (f, label) => (f.length > 256 * 1024 ? maskVhdx(f, label) : f);
+  if (format === 'vhdx' && /\.vhdx$/.test(name)) return (f, label) => (f.length > 256 * 1024 ? logPadding(f, maskVhdx(f, label)) : f);
   if (format === 'vdi' && /\.vdi$/.test(name)) return (f) => {
     const out = Buffer.from(f);
     if (out.length >= 0x1a8) out.fill(0, 0x188, 0x1a8);
     return out;
   };
   return (f) => f;
+}
+
+/**
+ * A VHDX log entry's descriptor sector past its descriptors: qemu 10.0 leaves whatever its buffer
+ * held there (uninitialised memory: bytes of the data it copied before), 7.2 and instar zeros.
+ */
+function logPadding(file: Buffer, masked: Buffer): Buffer {
+  const logOffset = Number(file.readBigUInt64LE(64 * 1024 + 72));
+  const logLength = file.readUInt32LE(64 * 1024 + 68);
+  for (let p = logOffset; p < logOffset + logLength && p + 4096 <= file.length; p += 4096) {
+    if (file.toString('latin1', p, p + 4) !== 'loge') continue;
+    const descriptors = file.readUInt32LE(p + 24);
+    const used = 64 + 32 * descriptors;
+    if (used < 4096) masked.fill(0, p + used, p + 4096);
+  }
+  return masked;
 }
 
 export function filesIn(dir: string): string[] {
