@@ -5,7 +5,7 @@ import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
-import { INSTAR_ALIAS, oracle, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
+import { INSTAR_ALIAS, oracle, retryingPbkdfFlakeAsync, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
 import { runCommandLine } from '../../src/cli/run.ts';
 
 export function runAsync(file: string, args: string[], cwd: string): Promise<RunResult> {
@@ -67,11 +67,8 @@ function runInProcess(args: string[], dir: string): Promise<RunResult> {
 
 /** Runs qemu-img of `version`, or instar emulating it, in a fresh copy of `template`. */
 export async function runSide(side: 'qemu' | 'instar', version: OracleVersion, template: string, args: string[], sandboxed = false): Promise<SideResult> {
-  let r = await runSideOnce(side, version, template, args, sandboxed);
-  // qemu-img's LUKS key set-up fails at random here (FACTS.md: "Unable to get accurate CPU
-  // usage"): such a run of the oracle says nothing about what it would print, so it is redone.
-  for (let i = 0; i < 30 && side === 'qemu' && r.stderr.includes('Unable to get accurate CPU usage'); i++) r = await runSideOnce(side, version, template, args, sandboxed);
-  return r;
+  if (side === 'instar') return runSideOnce(side, version, template, args, sandboxed);
+  return retryingPbkdfFlakeAsync(() => runSideOnce(side, version, template, args, sandboxed));
 }
 
 async function runSideOnce(side: 'qemu' | 'instar', version: OracleVersion, template: string, args: string[], sandboxed: boolean): Promise<SideResult> {

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runInstar, runQemu, VERSIONS, type OracleVersion } from '../helpers/oracles.ts';
+import { retryingPbkdfFlake, runInstar, runQemu, VERSIONS, type OracleVersion } from '../helpers/oracles.ts';
 import { LONG } from '../helpers/long.ts';
 import { runSide } from './harness.ts';
 import { LUKS_HEADER_SIZE, parseLuksHeader } from '../../src/formats/luks/header.ts';
@@ -68,9 +68,7 @@ function stableLuks(file: Buffer, at: number): unknown {
  * Often: 13 of 20 runs of the aes-128-cbc-essiv volume below failed on a quiet machine.
  */
 function qemuCreate(version: OracleVersion, args: string[]) {
-  let r = runQemu(version, args);
-  for (let i = 0; i < 30 && r.status !== 0 && r.stderr.includes('CPU usage'); i++) r = runQemu(version, args);
-  return r;
+  return retryingPbkdfFlake(() => runQemu(version, args));
 }
 
 const VOLUMES: [string, string, OracleVersion][] = [

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runInstar, runQemu, VERSIONS, type OracleVersion } from '../helpers/oracles.ts';
+import { retryingPbkdfFlake, runInstar, runQemu, VERSIONS, type OracleVersion } from '../helpers/oracles.ts';
 import { runSide } from './harness.ts';
 import { LONG, tiered } from '../helpers/long.ts';
 import { luksDriver } from '../../src/formats/luks/driver.ts';
@@ -110,9 +110,7 @@ const formatted = (options: string) => options.split(',').sort((a, b) => ORDER.i
 
 /** qemu-img 7.2's LUKS create fails at random here ("Unable to get accurate CPU usage"): retry. */
 function qemuCreate(version: OracleVersion, args: string[]) {
-  let r = runQemu(version, args);
-  for (let i = 0; i < 30 && r.status !== 0 && r.stderr.includes('CPU usage'); i++) r = runQemu(version, args);
-  return r;
+  return retryingPbkdfFlake(() => runQemu(version, args));
 }
 
 test('create -f luks: qemu-img 7.2 and 10.0 open instar\'s volumes, instar reads theirs', async () => {

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { INSTAR_ALIAS, oracle, VERSIONS } from '../helpers/oracles.ts';
+import { INSTAR_ALIAS, oracle, retryingPbkdfFlake, VERSIONS } from '../helpers/oracles.ts';
 import { testTempDir } from '../helpers/temp-dir.ts';
 
 const SMALL_FS_BYTES = 1024 * 1024;
@@ -47,9 +47,7 @@ const TOOLS: Record<string, string[]> = {
 function outcomes(dir: string, args: string[], setup?: string, after?: string): Record<string, Outcome> {
   const result: Record<string, Outcome> = {};
   for (const [name, tool] of Object.entries(TOOLS)) {
-    let o = inSmallFs(dir, tool, args, setup, after);
-    for (let i = 0; i < 30 && o.stderr.includes('Unable to get accurate CPU usage'); i++) o = inSmallFs(dir, tool, args, setup, after);
-    result[name] = o;
+    result[name] = retryingPbkdfFlake(() => inSmallFs(dir, tool, args, setup, after));
   }
   return result;
 }

@@ -9,7 +9,7 @@ import { closeSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, rmSync } fr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
-import { INSTAR_ALIAS, oracle, runQemu, VERSIONS, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
+import { INSTAR_ALIAS, oracle, PBKDF_FLAKE, runQemu, VERSIONS, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
 import { unifiedDiff } from './diff.ts';
 
 export const SANDBOXED = process.env.INSTAR_TEST_SANDBOX === '1';
@@ -38,7 +38,7 @@ export class ImageDir {
       r = runQemu(opts.version ?? '7.2', args, { cwd: this.dir, env: { TZ: 'UTC' } }, opts.tool ?? 'qemu-img');
       if (r.status === 0) return r;
       // qemu's LUKS key-slot timing fails at random on this machine (FACTS.md): always worth a retry.
-      if (r.stderr.includes('Unable to get accurate CPU usage') && flaky++ < 30) n--;
+      if (r.stderr.includes(PBKDF_FLAKE) && flaky++ < 30) n--;
     }
     throw new Error(`${opts.tool ?? 'qemu-img'} ${args.join(' ')} failed (${r?.status}): ${r?.stderr}`);
   }

@@ -12,7 +12,7 @@ import { closeSync, copyFileSync, openSync, readFileSync, writeFileSync } from '
 import { ImageDir, md5, qemuAsync } from './helpers.ts';
 import { cryptsetup } from './luks2-helpers.ts';
 import { patternBytes } from '../convert/helpers.ts';
-import { VERSIONS, runInstar, runQemu, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
+import { VERSIONS, retryingPbkdfFlake, runInstar, runQemu, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
 import { runInProcess } from '../helpers/in-process.ts';
 import { FdDevice } from '../../src/io/fd-device.ts';
 import { findDriver } from '../../src/formats/registry.ts';
@@ -61,10 +61,7 @@ function luksBase(file: string): number {
 
 /** Runs an oracle in the image directory, again while 7.2's PBKDF2 timing fails at random (FACTS.md). */
 function oracle(version: OracleVersion, args: string[]): RunResult {
-  for (let n = 0; ; n++) {
-    const r = runQemu(version, args, { cwd: images.dir });
-    if (!r.stderr.includes('Unable to get accurate CPU usage') || n === 30) return r;
-  }
+  return retryingPbkdfFlake(() => runQemu(version, args, { cwd: images.dir }));
 }
 
 /** The amend's argv for `file` opened with `key`. */

@@ -61,3 +61,25 @@ export function runInstar(args: string[], opts: RunOpts & { alias?: boolean } = 
   const script = opts.alias === false ? INSTAR_CLI : INSTAR_ALIAS;
   return run(process.execPath, [script, ...args], opts);
 }
+
+/**
+ * qemu-img 7.2's PBKDF2 benchmark (LUKS create, measure, amend) fails at random on this machine
+ * ("Unable to get accurate CPU usage", FACTS.md; 13 of 20 runs of one create on a quiet machine):
+ * such a run says nothing about what qemu would print, so it is made again.
+ */
+export const PBKDF_FLAKE = 'Unable to get accurate CPU usage';
+const PBKDF_RETRIES = 30;
+
+/** `once()`, run again (up to 30 times) while its stderr shows qemu's PBKDF2 flake. */
+export function retryingPbkdfFlake<T extends { stderr: string }>(once: () => T): T {
+  let r = once();
+  for (let i = 0; i < PBKDF_RETRIES && r.stderr.includes(PBKDF_FLAKE); i++) r = once();
+  return r;
+}
+
+/** retryingPbkdfFlake for a run that is awaited. */
+export async function retryingPbkdfFlakeAsync<T extends { stderr: string }>(once: () => Promise<T>): Promise<T> {
+  let r = await once();
+  for (let i = 0; i < PBKDF_RETRIES && r.stderr.includes(PBKDF_FLAKE); i++) r = await once();
+  return r;
+}

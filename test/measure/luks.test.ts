@@ -5,6 +5,7 @@
 import { after, before, test } from 'node:test';
 import { ImageDir, differences } from '../differential/harness.ts';
 import { tiered } from '../helpers/long.ts';
+import { PBKDF_FLAKE } from '../helpers/oracles.ts';
 
 const images = new ImageDir('measure-luks');
 const SECRET = ['--object', 'secret,id=s0,data=pw'];
@@ -19,7 +20,7 @@ async function assertSameLuks(args: string[], sandboxed?: boolean): Promise<void
   let problems: string[] = [];
   for (let attempt = 0; attempt < 30; attempt++) {
     problems = await differences(images.dir, ['measure', ...args], { sandboxed });
-    if (!problems.some((p) => p.includes('Unable to get accurate CPU usage'))) break;
+    if (!problems.some((p) => p.includes(PBKDF_FLAKE))) break;
   }
   if (problems.length > 0) throw new Error(problems.join('\n\n'));
 }

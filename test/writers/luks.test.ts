@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { closeSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runInstar, runQemu, type OracleVersion } from '../helpers/oracles.ts';
+import { retryingPbkdfFlake, runInstar, runQemu, type OracleVersion } from '../helpers/oracles.ts';
 import { LONG, tiered } from '../helpers/long.ts';
 import { allocated, chainFiles, holesFile, MiB, rawFile } from './vpc-vmdk-harness.ts';
 import { convertWithInstar, openWriter } from './vhdx-harness.ts';
@@ -46,10 +46,8 @@ const CASES = tiered<[string, string, OracleVersion[], boolean]>([
 
 const imageOpts = (file: string, driver = 'luks') => `driver=${driver},${driver === 'luks' ? 'key-secret=s,' : ''}file.filename=${file}`;
 
-/** qemu-img 7.2's LUKS create fails at random here ("Unable to get accurate CPU usage"): retry. */
 function qemuConvert(version: OracleVersion, args: string[]) {
-  let r = runQemu(version, args);
-  for (let i = 0; i < 30 && r.status !== 0 && r.stderr.includes('CPU usage'); i++) r = runQemu(version, args);
+  const r = retryingPbkdfFlake(() => runQemu(version, args));
   if (r.status !== 0) throw new Error(`qemu-img ${version} ${args.join(' ')}: ${r.stderr}`);
 }
 
