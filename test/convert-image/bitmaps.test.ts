@@ -188,11 +188,12 @@ describe('convert --bitmaps: qemu\'s refusals and warnings', () => {
     }
   });
 
-  test('-n with --bitmaps is refused by instar before anything is written', async () => {
+  // (-n --bitmaps into a named qcow2 target: test/convert-image/into-bitmaps.test.ts.)
+  test('-n with --bitmaps into a target whose format is probed (--target-image-opts without driver=) is refused by instar before anything is written', async () => {
     const dir = freshDir('no-create');
     runQemu('10.0', ['create', '-q', '-f', 'qcow2', 't.qcow2', '4M'], { cwd: dir });
     const before = readFileSync(join(dir, 't.qcow2'));
-    const r = await runInProcess(['--sandbox=none', ...convert('-n', '-O', 'qcow2', '../src/data.qcow2', 't.qcow2')], dir);
+    const r = await runInProcess(['--sandbox=none', ...convert('-n', '--target-image-opts', '../src/data.qcow2', 'file.filename=t.qcow2')], dir);
     assert.equal(r.status, 1);
     assert.match(r.stderr, /^qemu-img: instar cannot copy bitmaps into an existing image \(-n with --bitmaps\) yet; nothing was written\n$/);
     assert.ok(readFileSync(join(dir, 't.qcow2')).equals(before));

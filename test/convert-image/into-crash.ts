@@ -25,8 +25,9 @@ export class StoppingDevice extends FdDevice {
 }
 
 export interface CrashCase {
-  /** The raw source and the target image to copy before each run. */
+  /** The source (raw unless `sourceFormat`) and the target image to copy before each run. */
   source: string;
+  sourceFormat?: string;
   target: string;
   format: string;
   /** Scratch directory for the runs' copies; its label names them. */
@@ -56,7 +57,7 @@ export function runStopped(c: CrashCase, dir: string, budget: number): string {
       ],
       emit: () => undefined,
     };
-    const result = convertIntoOp({ sources: [{ index: 0, format: 'raw', fileName: c.source }], target: 1, format: c.format, ...(typeof c.options === 'function' ? c.options() : c.options) }, ctx) as ConvertIntoResult;
+    const result = convertIntoOp({ sources: [{ index: 0, format: c.sourceFormat ?? 'raw', fileName: c.source }], target: 1, format: c.format, ...(typeof c.options === 'function' ? c.options() : c.options) }, ctx) as ConvertIntoResult;
     assert.ok('counted' in result, JSON.stringify(result));
   } catch (e) {
     if ((e as Error).message !== 'stopped') throw e;

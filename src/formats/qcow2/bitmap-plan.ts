@@ -222,6 +222,8 @@ export interface CloseOptions {
   freeClusterIndex?: number;
   /** Guest byte ranges [start, end) the change wrote: the enabled bitmaps record them. */
   dirtied?: readonly [number, number][];
+  /** Bitmaps created after the change (convert -n --bitmaps): first in qemu's list, recording none of its writes. */
+  added?: readonly LiveBitmap[];
 }
 
 export interface BitmapReopen {
@@ -246,7 +248,7 @@ export function planBitmapReopen(dev: BlockDevice): BitmapReopen {
       const size = opts.virtualSize;
       const live = size === undefined ? p.live : p.live.map((l) => ({ ...l, bits: l.bits.truncated(size) }));
       for (const l of live) if (l.enabled && !l.inconsistent) for (const range of opts.dirtied ?? []) l.bits.setByteRange(range[0], range[1]);
-      const q = new Planner(after, live);
+      const q = new Planner(after, [...(opts.added ?? []), ...live]);
       if (opts.freeClusterIndex !== undefined) q.refs.freeClusterIndex = opts.freeClusterIndex;
       q.close();
       return q.plan();

@@ -18,7 +18,7 @@ export type SessionChange =
    * `virtualSize`: the disk's size after it; `freeClusterIndex`: qemu's allocation hint after it;
    * `dirtied`: guest byte ranges it wrote (the enabled bitmaps record them).
    */
-  | { steps: RepairStep[]; virtualSize?: bigint; freeClusterIndex?: number; dirtied?: readonly [number, number][] }
+  | { steps: RepairStep[]; virtualSize?: bigint; freeClusterIndex?: number; dirtied?: readonly [number, number][]; added?: readonly LiveBitmap[] }
   /** qemu's command failed after the open with these words (having written `steps` first). */
   | { failed: string; steps?: RepairStep[] };
 
@@ -47,7 +47,7 @@ export function aroundBitmaps(dev: BlockDevice, change: (opened: BlockDevice, bi
   const result = change(opened, reopen.live);
   const steps = result.steps ?? [];
   const after = steps.length > 0 ? new ReplayedDevice(opened, steps) : opened;
-  const opts = 'failed' in result ? {} : { virtualSize: result.virtualSize, freeClusterIndex: result.freeClusterIndex, dirtied: result.dirtied };
+  const opts = 'failed' in result ? {} : { virtualSize: result.virtualSize, freeClusterIndex: result.freeClusterIndex, dirtied: result.dirtied, added: result.added };
   const close = reopen.close(after, opts);
   const all = [...reopen.open, { kind: 'barrier' } as const, ...steps, { kind: 'barrier' } as const, ...close];
   return 'failed' in result ? { steps: all, failed: result.failed } : { steps: all };

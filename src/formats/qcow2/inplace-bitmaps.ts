@@ -8,17 +8,22 @@ import type { InPlaceOptions } from './inplace-write.ts';
 import { planTruncateOpened } from './resize.ts';
 import { PlanRefusal } from './refcount-update.ts';
 import { ReplayedDevice } from '../replayed-device.ts';
+import type { LiveBitmap } from './bitmap-state.ts';
 
 /** The options a plan inside the session takes (planInPlaceWrite's, merged into the caller's). */
 export type SessionOptions = Pick<InPlaceOptions, 'bitmapsOpened' | 'after'>;
 
-/** `write` planned inside the session; `dirtied`: the guest byte ranges [start, end) qemu's requests cover. */
-export function inPlaceWithBitmaps(dev: BlockDevice, write: (opened: BlockDevice, opts: SessionOptions) => RepairStep[], dirtied: readonly [number, number][]): RepairStep[] {
+/**
+ * `write` planned inside the session; `dirtied`: the guest byte ranges [start, end) qemu's requests
+ * cover; `added`: bitmaps created after the write, given the ones the open loaded (convert -n --bitmaps).
+ */
+export function inPlaceWithBitmaps(dev: BlockDevice, write: (opened: BlockDevice, opts: SessionOptions) => RepairStep[], dirtied: readonly [number, number][], added?: (loaded: readonly LiveBitmap[]) => readonly LiveBitmap[]): RepairStep[] {
   const after: { freeClusterIndex?: number } = {};
-  return aroundBitmaps(dev, (opened) => ({
+  return aroundBitmaps(dev, (opened, loaded) => ({
     steps: write(opened, { bitmapsOpened: true, after }),
     freeClusterIndex: after.freeClusterIndex,
     dirtied,
+    added: added?.(loaded),
   })).steps;
 }
 

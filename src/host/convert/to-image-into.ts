@@ -19,6 +19,15 @@ import { isDriverName } from '../../formats/names.ts';
 import { parseSecretObjects } from '../secrets.ts';
 import { checkZeroInitWithBacking, intoTarget, type IntoTarget } from './into-target.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
+import { bitmapWarnings, wantsBitmaps } from './to-image-bitmaps.ts';
+
+/** The guest's bitmap failure message (convert -n --bitmaps), checked; undefined when none. */
+function copyFailure(result: Record<string, unknown>): string | undefined {
+  const m = result.bitmapFailed;
+  if (m === undefined) return undefined;
+  if (typeof m !== 'string' || m.length > 8192 || /[\x00-\x1f\x7f]/.test(m) || !/^Failed to (create|populate) bitmap /.test(m)) throw new ConvertError('the guest gave a malformed answer');
+  return m;
+}
 
 /** The formats instar writes into in place (undefined: probed, the guest decides). */
 const INTO_FORMATS = new Set(['qcow2', 'luks', 'vdi', 'vpc', 'qed', 'parallels', 'qcow', 'vmdk', 'vhdx']);
@@ -102,6 +111,7 @@ export async function convertIntoImage(job: ImageJob): Promise<void> {
       salvage: job.options.salvage,
       backingGiven: backing,
       progress: !!job.printer,
+      bitmaps: wantsBitmaps(cmd),
     };
     const run = { ...ctx.run, onProgress: (done: number, all: number) => (done > 0 ? job.printer?.show((100 * done) / all) : undefined) };
     let result: ConvertIntoResult;
@@ -127,11 +137,17 @@ export async function convertIntoImage(job: ImageJob): Promise<void> {
     // The reason may quote the image (a VMDK's createType): escaped, as every string from an image.
     if ('openFailed' in result) throw new ConvertError(`Could not open '${target.errorName}': ${escapeForTerminal(String(result.openFailed))}`);
     if ('cannotCompress' in result) throw new ConvertError('Compression not supported for this file format');
+    if ('bitmapsUnsupported' in result) throw new ConvertError(`Format driver '${target.format}' does not support bitmaps`);
     if ('tooSmall' in result) throw new ConvertError('output file is smaller than input file');
     // A refusal may name a file the image names (a VMDK extent): escaped, as every string from an image.
     if ('refused' in result) throw new ConvertError(escapeForTerminal(String(result.refused)));
     if (!('counted' in result)) throw new ConvertError('the guest gave a malformed answer');
+    const warnings = bitmapWarnings(result as Record<string, unknown>);
+    const bitmapFailed = copyFailure(result as Record<string, unknown>);
     if (s.outputCache !== 'unsafe') for (const written of [...extents, fd]) fsyncSync(written);
+    for (const line of warnings) ctx.err(`${ctx.progname}: ${line}\n`);
+    // The disk is copied; qemu's failing bitmap add or merge ends the convert with status 1.
+    if (bitmapFailed !== undefined) throw new ConvertError(escapeForTerminal(bitmapFailed));
   } finally {
     for (const extent of extents) closeSync(extent);
     closeSync(fd);

@@ -226,6 +226,13 @@ async function backingSize(outPath: string, backing: string, format: string | un
  */
 async function bitmapsIntoExisting(job: ImageJob): Promise<void> {
   const target = intoTarget(job.cmd);
+  if (target.format === 'qcow2' && target.failure === undefined) {
+    // qemu checks the sources' bitmaps before it opens the target; the guest adds them after the copy.
+    const opened = await job.open([]);
+    if (opened.blockStatus !== undefined || opened.nothingToCopy) return;
+    if (job.targets.length > 1) throw new ConvertError('Copying bitmaps only possible with single source');
+    return checkSourceBitmaps(job);
+  }
   if (target.format === undefined || target.failure !== undefined || findDriver(target.format)?.dirtyBitmaps) return;
   // qemu 10.0's parallels driver takes bitmaps (its own extension), which instar does not write:
   // refused as before under profiles past 7.2.
@@ -248,7 +255,7 @@ async function bitmapsIntoExisting(job: ImageJob): Promise<void> {
 export async function convertToImage(job: ImageJob): Promise<void> {
   const { cmd, ctx, s } = job;
   if (s.noCreate && wantsBitmaps(cmd)) await bitmapsIntoExisting(job);
-  refuseUnsupportedBitmaps(cmd, s.noCreate);
+  refuseUnsupportedBitmaps(cmd, s.noCreate && intoTarget(cmd).format !== 'qcow2');
   if (s.noCreate) return convertIntoImage(job);
   const read: string[] = [];
   const opened = await job.open(read);

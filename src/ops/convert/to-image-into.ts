@@ -18,6 +18,9 @@ import { PlanRefusal } from '../../formats/qcow2/refcount-update.ts';
 import { openSource, snapshotViews, type ConvertSource, type SnapshotChoice } from './sources.ts';
 import { copyToImage } from './to-image-copy.ts';
 import { KeptBytes } from './into-kept-bytes.ts';
+import { addedBitmaps, type AddedBitmaps } from './into-bitmaps.ts';
+import { sourceBitmaps } from './to-image-bitmaps.ts';
+import type { LiveBitmap } from '../../formats/qcow2/bitmap-state.ts';
 import { salvageMessages, salvageRead } from './salvage.ts';
 import { copyInPlace, luksTarget, roundUp } from './in-place-copy.ts';
 import { vdiInPlaceWriter } from '../../formats/vdi/inplace.ts';
@@ -68,6 +71,8 @@ export interface ConvertIntoOptions {
    */
   backingGiven?: boolean;
   progress?: boolean;
+  /** --bitmaps: the first source's bitmaps are added to the (qcow2) target after the copy (into-bitmaps.ts). */
+  bitmaps?: boolean;
   /** Tests only: the CID a vmdk target gets instead of a random one (formats/vmdk/inplace.ts). */
   vmdkCid?: number;
   /** Tests only (in-process): the GUIDs a vhdx target gets instead of random ones (formats/vhdx/inplace.ts). */
@@ -78,7 +83,9 @@ const OFFSET_MASK = 0x00fffffffffffe00n;
 const COMPRESSED = 2n ** 62n;
 const ZERO_FLAG = 1n;
 
-export type ConvertIntoResult = { counted: number } | { refused: string } | { tooSmall: true } | { openFailed: string } | { cannotCompress: true };
+export type ConvertIntoResult =
+  | { counted: number; bitmapWarnings?: string[]; bitmapFailed?: string }
+  | { refused: string } | { tooSmall: true } | { openFailed: string } | { cannotCompress: true } | { bitmapsUnsupported: true };
 
 /** Records qemu-img's data requests instead of writing them. */
 class RequestRecorder implements ImageWriter {
@@ -230,6 +237,8 @@ export const convertIntoOp: Op = (raw, ctx) => {
   }
   const h = parseHeader(dev);
   const size = Number(h.size);
+  // qemu asks the opened target for persistent bitmaps (version 3) before its size check.
+  if (opts.bitmaps && h.version < 3) return { bitmapsUnsupported: true } satisfies ConvertIntoResult;
   if (h.size < BigInt(disk)) return { tooSmall: true } satisfies ConvertIntoResult;
   if (opts.compressed) return { refused: 'instar cannot convert into an existing qcow2 image (-n) with -c yet; nothing was written' } satisfies ConvertIntoResult;
   const cs = h.clusterSize;
@@ -258,8 +267,12 @@ export const convertIntoOp: Op = (raw, ctx) => {
     // Bitmaps (or a stale extension): qemu's writable open and close around the copy; every
     // request it makes (the zeroing ones too, unless --target-is-zero skips them) is recorded.
     const dirtied = opts.targetIsZero === true ? recorder.requests.filter((r) => !r.zero).map((r): [number, number] => [r.offset, r.offset + r.length]) : [[0, disk] as [number, number]];
-    const steps = openWritesBitmaps(dev) ? inPlaceWithBitmaps(dev, write, dirtied) : write(dev);
+    const sourceList = opts.bitmaps ? sourceBitmaps(ctx, opts.sources[0], opts) ?? [] : [];
+    let copied: AddedBitmaps | undefined;
+    const adding = sourceList.length > 0 ? (loaded: readonly LiveBitmap[]) => (copied = addedBitmaps(h, h.size, loaded, sourceList)).added : undefined;
+    const steps = openWritesBitmaps(dev) || adding ? inPlaceWithBitmaps(dev, write, dirtied, adding) : write(dev);
     applyRepair(dev, steps);
+    if (copied) return { counted, bitmapWarnings: copied.warnings, ...(copied.failed !== undefined ? { bitmapFailed: copied.failed } : {}) } satisfies ConvertIntoResult;
   } catch (e) {
     if (e instanceof PlanRefusal) return { refused: e.message } satisfies ConvertIntoResult;
     throw e;
