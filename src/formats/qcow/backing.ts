@@ -2,6 +2,7 @@
 // zeros past its end or without one, as qemu's block layer reads them.
 import type { Extent, Image } from '../types.ts';
 import { sizeFailureError } from '../sector-count.ts';
+import { backingExtent } from '../backing-status.ts';
 
 /** Fills `part` (guest bytes at `pos`) from the backing image, zeros where it has none. */
 export function readFromBacking(backing: Image | undefined, part: Uint8Array, pos: number): void {
@@ -18,6 +19,5 @@ export function extentBelow(backing: Image | undefined, hole: Extent): Extent {
   // One whose size qemu cannot tell fails its block status wherever the hole is.
   if (backing.sizeFailure) throw sizeFailureError(backing.sizeFailure);
   if (hole.offset >= backing.virtualSize) return hole;
-  const below = backing.extent(hole.offset, Math.min(hole.length, backing.virtualSize - hole.offset));
-  return { ...below, depth: below.depth + 1 };
+  return backingExtent(backing, hole.offset, backing.extent(hole.offset, Math.min(hole.length, backing.virtualSize - hole.offset)));
 }
