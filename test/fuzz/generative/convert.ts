@@ -129,8 +129,9 @@ export function buildConvertCase(seed: number, dir: string): GenCase {
   // -n into a VDI, VHD or LUKS volume writes its zeros too: not from a big source.
   const into = !big && (rng.chance(0.15) && !['luks'].includes(format) || (format === 'luks' && rng.chance(0.05)));
   let compare: FileCompare = 'bytes';
-  // -n -c into a qcow2: instar refuses it (README: not yet), a known difference.
-  if (into && format === 'qcow2') compressed = false;
+  // -n -c into a qcow2 or a qcow: instar refuses it (README: not yet), a known difference (qemu
+  // writes the qcow's clusters and then fails with status 1 and no message).
+  if (into && (format === 'qcow2' || format === 'qcow')) compressed = false;
   if (into) {
     const size = rng.chance(0.85) ? total : Math.max(512, Math.ceil(randomSize(rng) / 512) * 512);
     premade = premadeTarget(rng, dir, format, Math.ceil(size / 512) * 512);
@@ -207,6 +208,9 @@ export async function runGenCase(c: GenCase, base: string): Promise<Mismatch[]> 
   // two qemu runs print different steps; only the rest of stdout is compared.
   const m = c.argv.indexOf('-m');
   const noisyProgress = c.argv.includes('-p') && (c.argv.includes('-W') || (m >= 0 && Number(c.argv[m + 1]) > 1));
+  // -W: which write fails first varies between qemu's own runs (measured: bytes 196608, 32768,
+  // 8192 in four runs of campaign 7300000 case 200; 0 without -W), so its offset is not compared.
+  const outOfOrder = c.argv.includes('-W');
   for (const version of VERSIONS) {
     const q = await side(c, base, `q${version}`, version, version);
     const i = await side(c, base, `i${version}`, 'instar', version);
@@ -220,7 +224,8 @@ export async function runGenCase(c: GenCase, base: string): Promise<Mismatch[]> 
     const before = out.length;
     const stdout = (t: string) => (noisyProgress ? t.replace(PROGRESS, '') : t);
     if (stdout(i.r.stdout) !== stdout(q.r.stdout)) out.push({ command, version, what: 'stdout', qemu: q.r.stdout, instar: i.r.stdout });
-    if (nodeNames(i.r.stderr) !== nodeNames(q.r.stderr)) out.push({ command, version, what: 'stderr', qemu: q.r.stderr, instar: i.r.stderr });
+    const stderr = (t: string) => (outOfOrder ? nodeNames(t).replace(/(writing|reading) at byte \d+/g, '$1 at byte N') : nodeNames(t));
+    if (stderr(i.r.stderr) !== stderr(q.r.stderr)) out.push({ command, version, what: 'stderr', qemu: q.r.stderr, instar: i.r.stderr });
     if (i.r.status !== q.r.status) out.push({ command, version, what: 'status', qemu: String(q.r.status), instar: String(i.r.status) });
     if (out.length > before) continue;
     // A failed run: instar removes a target it made and could not finish (DESIGN: no half-written
