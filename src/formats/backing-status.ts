@@ -3,9 +3,12 @@
 // the overlay's answer is no longer. convert's runs, chunks and -p steps follow those ends.
 import type { Extent, Image } from './types.ts';
 
-/** `below` (the backing's extent at `offset`) cut at the backing's granule, one level deeper. */
-export function backingExtent(backing: Image, offset: number, below: Extent): Extent {
+/** The backing's extent at `offset` (at most `length`), cut at its granule, one level deeper. */
+export function backingExtent(backing: Image, offset: number, length: number): Extent {
   const granule = backing.blockStatus;
-  const length = typeof granule === 'number' && granule > 0 ? Math.min(below.length, (Math.floor(offset / granule) + 1) * granule - offset) : below.length;
-  return { ...below, length, depth: below.depth + 1 };
+  // Asked no further than the granule: a VMDK's extent() would otherwise walk its grain tables
+  // over the whole hole for every grain of it.
+  const n = typeof granule === 'number' && granule > 0 ? Math.min(length, (Math.floor(offset / granule) + 1) * granule - offset) : length;
+  const below = backing.extent(offset, n);
+  return { ...below, depth: below.depth + 1 };
 }

@@ -19,5 +19,5 @@ export function extentBelow(backing: Image | undefined, hole: Extent): Extent {
   // One whose size qemu cannot tell fails its block status wherever the hole is.
   if (backing.sizeFailure) throw sizeFailureError(backing.sizeFailure);
   if (hole.offset >= backing.virtualSize) return hole;
-  return backingExtent(backing, hole.offset, backing.extent(hole.offset, Math.min(hole.length, backing.virtualSize - hole.offset)));
+  return backingExtent(backing, hole.offset, Math.min(hole.length, backing.virtualSize - hole.offset));
 }

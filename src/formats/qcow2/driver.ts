@@ -205,7 +205,7 @@ export class Qcow2Image implements Image {
     if (this.backing.sizeFailure) throw sizeFailureError(this.backing.sizeFailure);
     if (offset >= this.backing.virtualSize) return e;
     // A hole shows what the backing chain has there, one level deeper.
-    return backingExtent(this.backing, offset, this.backing.extent(offset, Math.min(e.length, this.backing.virtualSize - offset)));
+    return backingExtent(this.backing, offset, Math.min(e.length, this.backing.virtualSize - offset));
   }
 
   ownExtent(offset: number, length: number): Extent {
