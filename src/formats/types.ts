@@ -339,6 +339,8 @@ export interface CreateFileLayout {
   writes: { pos: number; bytes: Uint8Array }[];
   /** Every byte of the file is written (preallocation=full/falloc), not left as a hole. */
   allocate?: boolean;
+  /** With `allocate`: only these [start, end) ranges are (the rest is written by `writes` or left a hole). */
+  allocateRanges?: [number, number][];
 }
 
 /**

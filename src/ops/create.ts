@@ -58,7 +58,10 @@ export function writeLayout(dev: BlockDevice, layout: CreateFileLayout): void {
   truncate(layout.length);
   if (layout.allocate) {
     const zeros = new Uint8Array(Math.min(ZERO_CHUNK, layout.length));
-    for (let pos = 0; pos < layout.length; pos += zeros.length) dev.write(zeros.subarray(0, Math.min(zeros.length, layout.length - pos)), pos);
+    for (const [start, end] of layout.allocateRanges ?? [[0, layout.length]]) {
+      if (start < 0 || end > layout.length) throw new ImageError(`instar refuses a create that writes outside the file (offset ${start})`);
+      for (let pos = start; pos < end; pos += zeros.length) dev.write(zeros.subarray(0, Math.min(zeros.length, end - pos)), pos);
+    }
   }
   for (const w of layout.writes) {
     if (w.pos < 0 || w.pos + w.bytes.length > layout.length) throw new ImageError(`instar refuses a create that writes outside the file (offset ${w.pos})`);

@@ -45,3 +45,22 @@ test('luks preallocation=falloc reserves the payload as qemu does (the file seen
     assert.equal(map(i), map(q), `${version}: allocation`);
   }
 });
+
+test('qcow2 preallocation=falloc|full: the L1 cluster\'s tail past the table stays a hole, as qemu leaves it', () => {
+  // qemu preallocates from where its create left the file (the L1 table's cluster end): only its
+  // writes allocate before that. Cluster sizes where the L1 table leaves a tail (64k, 2M) or not (4k).
+  const cases = [['falloc', '64k', '4M'], ['full', '64k', '4M'], ['falloc', '2M', '64M'], ['falloc', '4k', '64M']];
+  for (const version of VERSIONS) {
+    for (const [prealloc, clusterSize, size] of cases) {
+      const label = `${version} qcow2 preallocation=${prealloc} cluster_size=${clusterSize} ${size}`;
+      const args = ['create', '-q', '-f', 'qcow2', '-o', `preallocation=${prealloc},cluster_size=${clusterSize}`];
+      const q = `q-${version}-${prealloc}-${clusterSize}.qcow2`;
+      const i = `i-${version}-${prealloc}-${clusterSize}.qcow2`;
+      assert.equal(runQemu(version, [...args, q, size], { cwd: dir.dir }).status, 0, label);
+      const r = runInstar([...args, i, size, '--qemu-version', version], { cwd: dir.dir });
+      assert.equal(r.status, 0, `${label}: ${r.stderr}`);
+      assert.ok(readFileSync(dir.path(i)).equals(readFileSync(dir.path(q))), `${label}: bytes`);
+      assert.equal(map(i), map(q), `${label}: allocation`);
+    }
+  }
+});

@@ -174,6 +174,8 @@ export interface Geometry {
   guestClusters: number;
   /** Where the LUKS header area starts (encrypt.format=luks), else 0. */
   cryptoOffset: number;
+  /** falloc/full: the file's length when qemu's truncate preallocates the rest, in bytes. */
+  preallocFrom?: number;
 }
 
 /** Most bytes preallocate_co asks qemu's allocator for at once: INT_MAX, aligned down to a cluster. */
@@ -193,12 +195,14 @@ export function geometry(p: Qcow2Plan): Geometry {
   const dataRuns: [number, number, number][] = [];
   let oldTable: number[] | undefined;
   let dataAreaEnd = 0;
+  let preallocFrom: number | undefined;
   if (p.full && p.dataFile === undefined) {
     // qcow2_co_truncate's falloc/full path: a refcount area at the end of the file covering the
     // data and its L2 tables, the data right after it, then the L2 tables from the free clusters
     // (the first one where the old refcount table was).
     const blocksEnd = Math.max(0, ...allocator.blocks().map(([, block]) => block + 1));
     const fileEnd = Math.max(3, Math.ceil((l1Offset + l1Size * 8) / cs), blocksEnd);
+    preallocFrom = fileEnd * cs;
     const start = allocator.lastUsed(fileEnd) + 1;
     const l2Tables = Math.ceil(guestClusters / l2Entries) + 1;
     oldTable = [...allocator.table];
@@ -224,7 +228,7 @@ export function geometry(p: Qcow2Plan): Geometry {
   // encrypt.format=luks: qcow2_co_create sets up encryption once the image has its size (and its
   // preallocation): the crypto header area (qcow2_crypto_hdr_init_func) is allocated last.
   const cryptoOffset = p.luks ? allocator.alloc(p.luks.payload) * cs : 0;
-  return { cs, l1Size, l1Offset, l2Clusters, dataRuns, allocator, oldTable, dataAreaEnd, l2Entries, guestClusters, cryptoOffset };
+  return { cs, l1Size, l1Offset, l2Clusters, dataRuns, allocator, oldTable, dataAreaEnd, l2Entries, guestClusters, cryptoOffset, preallocFrom };
 }
 
 /** The header cluster as qcow2_update_header writes it last (the shared serializer). */
@@ -330,7 +334,10 @@ function layout(raw: CreatePlan): { image: CreateFileLayout; dataFile?: CreateFi
     dataEnd = hostCluster(g.guestClusters - 1) * cs + Math.ceil((p.size - lastGuest) / subcluster) * subcluster;
   }
   if (p.dataFile === undefined) end = Math.max(end, dataEnd);
-  const image = { length: end, writes, allocate: p.full && p.dataFile === undefined };
+  const image: CreateFileLayout = { length: end, writes, allocate: p.full && p.dataFile === undefined };
+  // qemu preallocates from where its create left the file (the L1 table's last cluster): before
+  // that only its writes allocate, so the L1 cluster's tail past the table stays a hole.
+  if (image.allocate && g.preallocFrom !== undefined) image.allocateRanges = [[0, Math.min(3 * g.cs, end)], [Math.min(g.preallocFrom, end), end]];
   if (p.dataFile === undefined) return { image };
   return { image, dataFile: { length: p.metadata ? Math.max(p.size, dataEnd) : p.size, writes: [], allocate: p.full } };
 }
