@@ -2,7 +2,6 @@
 // zeros past its end or without one, as qemu's block layer reads them.
 import type { Extent, Image } from '../types.ts';
 import { sizeFailureError } from '../sector-count.ts';
-import { backingExtent } from '../backing-status.ts';
 
 /** Fills `part` (guest bytes at `pos`) from the backing image, zeros where it has none. */
 export function readFromBacking(backing: Image | undefined, part: Uint8Array, pos: number): void {
@@ -19,5 +18,6 @@ export function extentBelow(backing: Image | undefined, hole: Extent): Extent {
   // One whose size qemu cannot tell fails its block status wherever the hole is.
   if (backing.sizeFailure) throw sizeFailureError(backing.sizeFailure);
   if (hole.offset >= backing.virtualSize) return hole;
-  return backingExtent(backing, hole.offset, Math.min(hole.length, backing.virtualSize - hole.offset));
+  const below = backing.extent(hole.offset, Math.min(hole.length, backing.virtualSize - hole.offset));
+  return { ...below, depth: below.depth + 1 };
 }

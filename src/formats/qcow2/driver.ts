@@ -2,7 +2,6 @@
 // same messages) and reports what `qemu-img info` shows.
 import { knownFileRun } from '../raw/holes.ts';
 import { sizeFailureError } from '../sector-count.ts';
-import { backingExtent } from '../backing-status.ts';
 import { detectMetadataPreallocation } from './metadata-prealloc.ts';
 import { ImageError, type BlockDevice, type Driver, type Extent, type FormatSpecific, type Image, type NodeInfo, type OpenContext, type SnapshotInfo } from '../types.ts';
 import { cString, ioContext, readAt } from '../bytes.ts';
@@ -205,7 +204,8 @@ export class Qcow2Image implements Image {
     if (this.backing.sizeFailure) throw sizeFailureError(this.backing.sizeFailure);
     if (offset >= this.backing.virtualSize) return e;
     // A hole shows what the backing chain has there, one level deeper.
-    return backingExtent(this.backing, offset, Math.min(e.length, this.backing.virtualSize - offset));
+    const below = this.backing.extent(offset, Math.min(e.length, this.backing.virtualSize - offset));
+    return { ...below, depth: below.depth + 1 };
   }
 
   ownExtent(offset: number, length: number): Extent {
