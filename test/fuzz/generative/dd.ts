@@ -4,7 +4,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Rng } from '../prng.ts';
-import { SECRET, builtSource, fromRun, makeSource } from './sources.ts';
+import { SECRET, builtSource, fromRun, makeSource, probesBacking } from './sources.ts';
 import { BIG_BYTES, recipeOf, runGenCase, targetName, type GenCase } from './convert.ts';
 import type { HuntArea } from './area.ts';
 
@@ -60,7 +60,7 @@ export function buildDdCase(seed: number, dir: string): GenCase {
   // dd takes no -o: a LUKS target fails for want of a key, whatever else.
   const compare = format === 'luks' ? 'content' : 'bytes';
   const probed = !argv.includes('-f') && !imageOpts;
-  return { seed, sources: [src], argv, format, compare, premade, sandboxed: rng.chance(0.25), unsafeQuirks: probed };
+  return { seed, sources: [src], argv, format, compare, premade, sandboxed: rng.chance(0.25), unsafeQuirks: probed || probesBacking(src) };
 }
 
 export const area: HuntArea = {

@@ -106,6 +106,13 @@ function ioArgs(s: Source): string[] {
 
 const READABLE = ['vdi', 'qed', 'parallels', 'qcow', 'luks', 'qcow2', 'raw'];
 
+/**
+ * A QED image stores no backing format (only "raw, do not probe"): qemu probes its backing file,
+ * and reads a fixed VHD (no header at its start) as raw, which instar does only with
+ * --unsafe-quirks (its documented refusal of the raw fallback).
+ */
+export const probesBacking = (s: Source): boolean => !!s.backing && ((s.format === 'qed' && s.backing.format === 'vpc') || probesBacking(s.backing));
+
 /** One source image (maybe over a backing chain) in `dir`, named `stem`.<format>. */
 export function makeSource(rng: Rng, dir: string, stem: string, depth = 0): Source {
   const format = rng.pick(depth > 0 ? ['raw', 'qcow2', 'vmdk', 'qed', 'vpc'] : READABLE);
