@@ -7,6 +7,7 @@ import { writeSync } from 'node:fs';
 import { libcFunction } from './libc.ts';
 import { strerror } from '../strerror.ts';
 import { strerrorNumber } from '../strerror-number.ts';
+import type { CreatePlan } from '../formats/types.ts';
 
 type PosixFallocate = (fd: number, offset: number, length: number) => number;
 
@@ -40,4 +41,21 @@ export function reserveBlocks(fd: number, end: number, start = 0): boolean {
   const code = posixFallocate(fd, start, end - start);
   if (code !== 0) throw new PreallocationFailure(`Could not preallocate new data: ${strerrorNumber(code)}`);
   return true;
+}
+
+/** Formats whose create preallocates the whole file before writing anything else (qemu's file protocol truncate). */
+const ZEROS_FIRST = new Set(['raw', 'file', 'luks']);
+
+/**
+ * qemu's words when a new image's preallocation meets a full disk (the guest's write failed with
+ * `code`), or undefined for a plain write failure: raw, file and luks preallocate the file first;
+ * qcow2 (no data file) in its resize to the disk size.
+ */
+export function preallocationWriteFailure(format: string, plan: CreatePlan, code: string): string | undefined {
+  if (ZEROS_FIRST.has(format) && plan.allocate === true) return `Could not write zeros for preallocation: ${strerror(code)}`;
+  if (ZEROS_FIRST.has(format) && plan.fallocate === true) return `Could not preallocate new data: ${strerror(code)}`;
+  if (format === 'qcow2' && plan.full === true && plan.dataFile === undefined && code === 'ENOSPC') {
+    return `Could not resize image: Failed to resize underlying file: ${plan.falloc === true ? 'Could not preallocate new data' : 'Could not write zeros for preallocation'}: ${strerror(code)}`;
+  }
+  return undefined;
 }

@@ -108,3 +108,19 @@ test('resize --preallocation=falloc of a qcow2 past the free space: qemu\'s mess
   assert.match(o['7.2'].files, /No errors were found on the image\.[\s\S]*virtual size: 64 KiB/);
   assert.match(o.instar.files, /No errors were found on the image\.[\s\S]*virtual size: 4 MiB/);
 });
+
+test('create and convert -O qcow2|luks with preallocation past the free space: qemu\'s message, no file left', (t) => {
+  const dir = testTempDir(t, 'instar-disk-full-');
+  for (const mode of ['falloc', 'full']) {
+    const lines = [
+      ['create', '-f', 'qcow2', '-o', `preallocation=${mode}`, 'c.img', '4M'],
+      ['convert', '-O', 'qcow2', '-o', `preallocation=${mode}`, 'src.qcow2', 'c.img'],
+      ['convert', ...SECRET, '-O', 'luks', '-o', `key-secret=s,iter-time=10,preallocation=${mode}`, 'src.qcow2', 'c.img'],
+    ];
+    for (const args of lines) {
+      const o = outcomes(dir, args, SRC);
+      sameMessages(o, mode === 'falloc' ? /c\.img: .*Could not preallocate new data: No space left on device\n$/ : /c\.img: .*Could not write zeros for preallocation: No space left on device\n$/);
+      for (const name of Object.keys(o)) assert.doesNotMatch(o[name].files, /^c\.img /m, `${name}: ${args.join(' ')}`);
+    }
+  }
+});

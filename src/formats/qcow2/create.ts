@@ -58,6 +58,8 @@ export interface Qcow2Plan {
   metadata: boolean;
   /** preallocation=falloc/full: every data cluster allocated (and written as zeros). */
   full: boolean;
+  /** preallocation=falloc (qemu's words differ when the disk is too small). */
+  falloc?: boolean;
   dataFile?: string;
   dataFileRaw: boolean;
   backingFile?: string;
@@ -139,7 +141,7 @@ function plan(options: ReadonlyMap<string, string>, size: bigint, env?: CreateEn
   if (rounded < 0n) fail('Could not resize image: Image size cannot be negative');
   const p: Qcow2Plan = {
     version, clusterBits: clusterSize.toString(2).length - 1, refcountOrder: refcountBits.toString(2).length - 1,
-    size: 0, extendedL2, lazyRefcounts, zstd: compression === 'zstd', metadata: mode === 'metadata', full: mode === 'falloc' || mode === 'full',
+    size: 0, extendedL2, lazyRefcounts, zstd: compression === 'zstd', metadata: mode === 'metadata', full: mode === 'falloc' || mode === 'full', falloc: mode === 'falloc',
     dataFile, dataFileRaw, backingFile, backingFmt,
   };
   const l1Entries = divCeil(divCeil(rounded, clusterSize), clusterSize / (extendedL2 ? 16n : 8n));

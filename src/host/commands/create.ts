@@ -18,7 +18,7 @@ import { formattingLine, optionHelp, type SetOption } from '../../output/create-
 import { hasProtocol } from '../paths/combine.ts';
 import { ImageError, type CreateEnvironment, type CreatePlan } from '../../formats/types.ts';
 import { strerror } from '../../strerror.ts';
-import { PreallocationFailure, reserveBlocks } from '../preallocate.ts';
+import { PreallocationFailure, preallocationWriteFailure, reserveBlocks } from '../preallocate.ts';
 import { strerrorNumber } from '../../strerror-number.ts';
 import type { CreateResult } from '../../ops/create.ts';
 
@@ -109,8 +109,6 @@ function createFile(path: string): { fd: number; created: boolean } {
   return { fd, created };
 }
 
-const ZEROS_FIRST = new Set(['raw', 'file', 'luks']);
-
 function reserveOrFail(fd: number): void {
   try {
     reserveBlocks(fd, fstatSync(fd).size);
@@ -140,10 +138,8 @@ async function writeImage(filename: string, format: string, plan: CreatePlan, ct
     if (typeof result !== 'object' || result === null) throw new CreateFailure('the guest answered create in a malformed way');
     if ('failed' in result) {
       if (result.failed === 'EFBIG') throw new ImageError('File too large', 'EFBIG');
-      // raw, file and luks preallocate the whole file before anything else (qemu's file protocol
-      // truncates with preallocation=full first): a full disk fails there, in its words.
-      if (plan.allocate === true && ZEROS_FIRST.has(format)) throw new CreateFailure(`Could not write zeros for preallocation: ${strerror(String(result.failed))}`);
-      throw new CreateFailure(`Could not write '${filename}': ${strerror(String(result.failed))}`);
+      const code = String(result.failed);
+      throw new CreateFailure(preallocationWriteFailure(format, plan, code) ?? `Could not write '${filename}': ${strerror(code)}`);
     }
     // preallocation=falloc (raw, file, luks): the guest laid out the file, the host reserves what
     // it left as holes. Where koffi cannot be had they stay holes: the same zeros, read back.

@@ -21,6 +21,7 @@ import { ImageError, type CreateEnvironment, type CreatePlan } from '../../forma
 import { runWithReferencedFiles, ReferencedFileError, type InputFile } from '../open-files.ts';
 import { OpError } from '../sandbox/run.ts';
 import { strerror } from '../../strerror.ts';
+import { preallocationWriteFailure } from '../preallocate.ts';
 import type { ProgressPrinter } from '../../output/progress.ts';
 import type { ConvertOptions } from '../../ops/convert.ts';
 import type { ConvertImageOptions, ConvertImageResult } from '../../ops/convert/to-image.ts';
@@ -328,7 +329,10 @@ export async function convertToImage(job: ImageJob): Promise<void> {
     }
     if (typeof result !== 'object' || result === null) throw new ConvertError('the guest gave a malformed answer');
     if ('failed' in result && !/^E[A-Z0-9]{1,15}$/.test(String(result.failed))) throw new ConvertError('the guest gave a malformed answer');
-    if ('failed' in result) throw new ConvertError(`${outPath}: error while converting ${s.outputFormat}: Could not write '${outPath}': ${strerror(String(result.failed))}`);
+    if ('failed' in result) {
+      const code = String(result.failed);
+      throw new ConvertError(`${outPath}: error while converting ${s.outputFormat}: ${preallocationWriteFailure(s.outputFormat, plan, code) ?? `Could not write '${outPath}': ${strerror(code)}`}`);
+    }
     if ('quietFailure' in result) {
       // qemu closes the image whole (flushed as -t says) and exits 1 without a word.
       if (s.outputCache !== 'unsafe') for (const f of made) fsyncSync(f.fd);

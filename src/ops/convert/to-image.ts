@@ -109,6 +109,18 @@ export function openNewImage(format: string, plan: CreatePlan, ctx: OpContext, l
   }
 }
 
+/** The writer's last writes (LUKS: the disk's encrypted zeros past the data): a full disk is the host's to word. */
+function finished(writer: ImageWriter): { failed: string } | undefined {
+  try {
+    writer.finish();
+  } catch (e) {
+    const code = errnoOf(e);
+    if (code) return { failed: code };
+    throw e;
+  }
+  return undefined;
+}
+
 export const convertImageOp: Op = (raw, ctx) => {
   const opts = raw as unknown as ConvertImageOptions;
   if (!Array.isArray(opts.sources) || opts.sources.length === 0) throw new ImageError('no sources');
@@ -147,12 +159,13 @@ export const convertImageOp: Op = (raw, ctx) => {
     ? copyOverBacking({ image: views[0], writer, sparseSize, backingSize: backing.size, backingImage, onProgress, compressed, salvage: opts.salvage ? salvageMessages(ctx) : undefined })
     : copyToImage({ images: views, writer, sparseSize, compressed, onProgress, salvage: opts.salvage ? salvageMessages(ctx) : undefined, offload: opts.copyRange === true && offloadsTo(opts) && offloadsFrom(views) });
   if (!storesBitmaps) {
-    writer.finish();
-    return { counted, ...failingBitmap(bitmaps!) };
+    const failed = finished(writer);
+    return failed ?? { counted, ...failingBitmap(bitmaps!) };
   }
   const copied = bitmaps && bitmapsToCopy(bitmaps);
   if (copied) writer.storeBitmaps!(copied.copy);
-  writer.finish();
+  const failed = finished(writer);
+  if (failed) return failed;
   if (compressed && writer.compressedEndFails) return { quietFailure: true };
   return (copied ? { counted, bitmapWarnings: copied.warnings } : { counted }) satisfies ConvertImageResult;
 };
