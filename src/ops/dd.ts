@@ -7,6 +7,7 @@
 import { ImageError, type Extent, type Image, type NodeInfo } from '../formats/types.ts';
 import { openTree } from './open-tree.ts';
 import { copyToRaw } from './convert/copy.ts';
+import { OutputWriteError } from './convert/writer.ts';
 import type { Op } from './types.ts';
 import { strerror } from '../strerror.ts';
 import type { CreatePlan, OpenContext } from '../formats/types.ts';
@@ -53,10 +54,14 @@ function copyToNewImage(window: Image, opts: DdOptions, ctx: Parameters<Op>[1]):
     } catch (e) {
       throw e instanceof ImageError ? readFailure(e) : e;
     }
-    for (let at = 0; at < piece.length; at += bs) aligner.write(piece.subarray(at, Math.min(piece.length, at + bs)), pos + at);
+    writing(() => {
+      for (let at = 0; at < piece.length; at += bs) aligner.write(piece.subarray(at, Math.min(piece.length, at + bs)), pos + at);
+    });
   }
-  aligner.finish();
-  writer.finish();
+  writing(() => {
+    aligner.finish();
+    writer.finish();
+  });
   return { copied: window.virtualSize };
 }
 
@@ -88,8 +93,22 @@ class ImageWindow implements Image {
   }
 }
 
+/** qemu's dd words a write the file system refused (ENOSPC) by its errno alone. */
+function writing(write: () => void): void {
+  try {
+    write();
+  } catch (e) {
+    throw writeFailure(e);
+  }
+}
+
+function writeFailure(e: unknown): unknown {
+  const code = e instanceof OutputWriteError ? e.errno : e instanceof ImageError ? undefined : (e as NodeJS.ErrnoException).code;
+  return typeof code === 'string' ? new ImageError(`error while writing to output image file: ${strerror(code)}`, code) : e;
+}
+
 /**
- * qemu's dd reads and writes plainly: any failure of the copy is a read failure of the input,
+ * qemu's dd reads and writes plainly: any other failure of the copy is a read failure of the input,
  * worded by its errno alone (a driver's own words never reach qemu's message).
  */
 function readFailure(e: ImageError): ImageError {
@@ -118,6 +137,7 @@ export const ddOp: Op = (options, ctx) => {
   return copyToRaw({ images: [window], output: output.dev, sparseSize: 0, targetIsZero: false }).then(
     () => ({ copied: length }),
     (e: unknown) => {
+      if (e instanceof OutputWriteError) throw writeFailure(e);
       throw e instanceof ImageError ? readFailure(e) : e;
     },
   );

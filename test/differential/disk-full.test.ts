@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { INSTAR_ALIAS, oracle, retryingPbkdfFlake, VERSIONS } from '../helpers/oracles.ts';
 import { testTempDir } from '../helpers/temp-dir.ts';
@@ -123,4 +124,19 @@ test('create and convert -O qcow2|luks with preallocation past the free space: q
       for (const name of Object.keys(o)) assert.doesNotMatch(o[name].files, /^c\.img /m, `${name}: ${args.join(' ')}`);
     }
   }
+});
+
+test('convert and dd meeting a full disk mid-copy: qemu\'s words, not an internal error', (t) => {
+  const dir = testTempDir(t, 'instar-disk-full-');
+  // 3 MiB of data outside the small file system: every target fills it.
+  const src = join(dir, 'random.raw');
+  writeFileSync(src, randomBytes(3 * 1024 * 1024));
+  const lines: [string[], RegExp][] = [
+    [['convert', '-f', 'raw', '-O', 'raw', src, 'c.img'], /^qemu-img: error while writing at byte 0: No space left on device\n$/],
+    [['convert', '-S', '0', '-f', 'raw', '-O', 'raw', src, 'c.img'], /^qemu-img: error while writing at byte 0: No space left on device\n$/],
+    [['convert', '-f', 'raw', '-O', 'qcow2', src, 'c.img'], /^qemu-img: error while writing at byte 0: No space left on device\n$/],
+    [['dd', '-f', 'raw', '-O', 'raw', `if=${src}`, 'of=c.img'], /^qemu-img: error while writing to output image file: No space left on device\n$/],
+    [['dd', '-f', 'raw', '-O', 'qcow2', 'bs=4k', `if=${src}`, 'of=c.img'], /^qemu-img: error while writing to output image file: No space left on device\n$/],
+  ];
+  for (const [args, expected] of lines) sameMessages(outcomes(dir, args), expected);
 });

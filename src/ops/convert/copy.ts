@@ -5,7 +5,8 @@
 import { ImageError, type BlockDevice, type Extent, type Image } from '../../formats/types.ts';
 import { ProgressRule } from '../../output/progress.ts';
 import { isPowerOfTwo, qemuSparseParts } from './sparse-runs.ts';
-import { OverlappedWriter } from './writer.ts';
+import { OutputWriteError, OverlappedWriter, WriteFailure } from './writer.ts';
+import { strerror } from '../../strerror.ts';
 import type { DiskRun } from './split.ts';
 import { noticeOf, salvageRead, withoutStacks, type Salvage, type UnreadableReport } from './salvage.ts';
 
@@ -346,10 +347,15 @@ export async function copyToRaw(plan: CopyPlan): Promise<number> {
                 if (!plan.onProgress) throw failed;
                 break;
               }
-              writer.submit(buf, sliceParts ?? dataParts(piece, base + at, sparseSize, detectZeros), base + at);
+              writer.submit(buf, sliceParts ?? dataParts(piece, base + at, sparseSize, detectZeros), base + at, base + pos);
             }
           } else if (!skipZeros) {
-            writeZeros(output, base + pos, n);
+            try {
+              writeZeros(output, base + pos, n);
+            } catch (e) {
+              if (!(e as NodeJS.ErrnoException).code) throw e;
+              throw new WriteFailure(e, base + pos);
+            }
           }
           pos += n;
         }
@@ -359,10 +365,20 @@ export async function copyToRaw(plan: CopyPlan): Promise<number> {
   } catch (e) {
     // No write may land after the op has ended (the host then closes, and may remove, the file).
     await writer.drain().catch(() => {});
-    throw e;
+    throw writeFailureInQemuWords(e);
   }
-  await writer.drain();
+  try {
+    await writer.drain();
+  } catch (e) {
+    throw writeFailureInQemuWords(e);
+  }
   return total;
+}
+
+/** A failed output write as qemu-img convert reports it: the start of its request that failed. */
+function writeFailureInQemuWords(e: unknown): unknown {
+  if (!(e instanceof WriteFailure)) return e;
+  return new OutputWriteError(`error while writing at byte ${e.chunk}: ${strerror(e.code ?? 'EIO')}`, e.code);
 }
 
 /**

@@ -7,6 +7,7 @@
 // block status (nothing allocated there in the backing chain); otherwise zeros are written. Without the backing image, such a cluster is refused (`strict`).
 import { ImageError, type Image, type ImageWriter } from '../../formats/types.ts';
 import { strerror } from '../../strerror.ts';
+import { OutputWriteError } from './writer.ts';
 
 interface Pending {
   cluster: number;
@@ -69,7 +70,7 @@ export class ClusterAligner {
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (e instanceof ImageError || typeof code !== 'string') throw e;
-      throw new ImageError(`error while writing at byte ${offset}: ${strerror(code)}`, code);
+      throw new OutputWriteError(`error while writing at byte ${offset}: ${strerror(code)}`, code);
     }
   }
 

@@ -9,7 +9,7 @@
 // (one pwritev): the next write can only start when the loop's thread gets back to its event
 // loop, between its synchronous reads, so a write per buffer leaves the file idle meanwhile.
 import { writev } from 'node:fs';
-import type { BlockDevice } from '../../formats/types.ts';
+import { ImageError, type BlockDevice } from '../../formats/types.ts';
 
 /** Most parts in one write (IOV_MAX is 1024). */
 const MAX_PIECES = 64;
@@ -17,8 +17,8 @@ const MAX_PIECES = 64;
 export class OverlappedWriter {
   private free: Buffer[] = [];
   /** Buffers submitted and not yet written; the first is being written. */
-  private readonly queue: { buf: Buffer; parts: [number, number][]; at: number }[] = [];
-  private failure: { error: unknown } | undefined;
+  private readonly queue: { buf: Buffer; parts: [number, number][]; at: number; chunk: number }[] = [];
+  private failure: { error: unknown; chunk: number } | undefined;
   private wake: (() => void) | undefined;
   private readonly fd: number | undefined;
   /** Where the writes stand in the oldest queued buffer: its part, and bytes of that part written. */
@@ -42,14 +42,23 @@ export class OverlappedWriter {
     return this.free.pop()!;
   }
 
-  /** Writes `parts` ([start, end) of `buf`, at output offset `at` + start); `buf` then returns to the pool. */
-  submit(buf: Buffer, parts: [number, number][], at: number): void {
+  /**
+   * Writes `parts` ([start, end) of `buf`, at output offset `at` + start); `buf` then returns to the
+   * pool. `chunk`: the output offset a failure of these writes is reported at (qemu's request).
+   */
+  submit(buf: Buffer, parts: [number, number][], at: number, chunk = at): void {
     if (this.fd === undefined || parts.length === 0) {
-      for (const [s, e] of parts) this.out.write!(buf.subarray(s, e), at + s);
-      this.free.push(buf);
+      try {
+        for (const [s, e] of parts) this.out.write!(buf.subarray(s, e), at + s);
+      } catch (error) {
+        if (!(error as NodeJS.ErrnoException).code) throw error;
+        throw new WriteFailure(error, chunk);
+      } finally {
+        this.free.push(buf);
+      }
       return;
     }
-    this.queue.push({ buf, parts, at });
+    this.queue.push({ buf, parts, at, chunk });
     if (this.queue.length === 1) this.next();
   }
 
@@ -73,7 +82,7 @@ export class OverlappedWriter {
     writev(this.fd!, pieces, pos, (error, n) => {
       if (!error && n === 0) error = new Error('write returned 0 bytes');
       if (error) {
-        this.failure ??= { error };
+        this.failure ??= { error, chunk: this.queue[0].chunk };
         return this.settle();
       }
       this.advance(n);
@@ -120,6 +129,18 @@ export class OverlappedWriter {
   }
 
   private check(): void {
-    if (this.failure) throw this.failure.error;
+    if (this.failure) throw new WriteFailure(this.failure.error, this.failure.chunk);
   }
 }
+
+/** A write of the output failed (ENOSPC, EIO...): its error, and the request qemu would name. */
+export class WriteFailure extends Error {
+  readonly code: string | undefined;
+  constructor(readonly error: unknown, readonly chunk: number) {
+    super(error instanceof Error ? error.message : String(error));
+    this.code = (error as NodeJS.ErrnoException).code;
+  }
+}
+
+/** A write of the output that the file system refused, in qemu-img convert's words (dd words it its own way). */
+export class OutputWriteError extends ImageError {}
