@@ -341,6 +341,11 @@ export interface CreateFileLayout {
   allocate?: boolean;
   /** With `allocate`: only these [start, end) ranges are (the rest is written by `writes` or left a hole). */
   allocateRanges?: [number, number][];
+  /**
+   * preallocation=falloc: [start, end) reserved by the host with fallocate (unwritten extents, as
+   * qemu's), which the guest cannot; where the host does not, it is written with zeros instead.
+   */
+  reserve?: [number, number];
 }
 
 /**

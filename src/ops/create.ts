@@ -47,18 +47,20 @@ export interface CreateOptions {
 }
 
 /** `written`, or the errno that stopped the writes (EFBIG: the file system's size limit). */
-export type CreateResult = { written: true } | { failed: string };
+/** `reserve`: the image's range the host is to reserve (preallocation=falloc). */
+export type CreateResult = { written: true; reserve?: [number, number] } | { failed: string };
 
 const ZERO_CHUNK = 1024 * 1024;
 
 /** One file of a new image's layout: its length set, then its bytes (every byte with `allocate`). convert -O lays out its target the same way. */
-export function writeLayout(dev: BlockDevice, layout: CreateFileLayout): void {
+export function writeLayout(dev: BlockDevice, layout: CreateFileLayout, hostReserves = false): void {
   const truncate = (dev as { truncate?: (size: number) => void }).truncate;
   if (!dev.write || !truncate) throw new ImageError('the output was not opened for writing');
   truncate(layout.length);
   if (layout.allocate) {
     const zeros = new Uint8Array(Math.min(ZERO_CHUNK, layout.length));
-    for (const [start, end] of layout.allocateRanges ?? [[0, layout.length]]) {
+    const ranges = layout.allocateRanges ?? [[0, layout.length]];
+    for (const [start, end] of layout.reserve && !hostReserves ? [...ranges, layout.reserve] : ranges) {
       if (start < 0 || end > layout.length) throw new ImageError(`instar refuses a create that writes outside the file (offset ${start})`);
       for (let pos = start; pos < end; pos += zeros.length) dev.write(zeros.subarray(0, Math.min(zeros.length, end - pos)), pos);
     }
@@ -79,7 +81,7 @@ export function createOp(raw: Record<string, unknown>, ctx: OpContext): CreateRe
   const extentDevices = ctx.devices.filter((d) => d.spec.role === 'extent');
   if (!output || (dataFile && !data) || extentDevices.length !== extents.length) throw new ImageError('the host did not grant the files to create');
   try {
-    writeLayout(output.dev, image);
+    writeLayout(output.dev, image, true);
     if (dataFile && data) writeLayout(data.dev, dataFile);
     extents.forEach((layout, i) => writeLayout(extentDevices[i].dev, layout));
   } catch (e) {
@@ -87,5 +89,5 @@ export function createOp(raw: Record<string, unknown>, ctx: OpContext): CreateRe
     if (typeof code === 'string' && /^E[A-Z0-9]+$/.test(code)) return { failed: code };
     throw e;
   }
-  return { written: true };
+  return image.reserve ? { written: true, reserve: image.reserve } : { written: true };
 }

@@ -339,7 +339,13 @@ function layout(raw: CreatePlan): { image: CreateFileLayout; dataFile?: CreateFi
   const image: CreateFileLayout = { length: end, writes, allocate: p.full && p.dataFile === undefined };
   // qemu preallocates from where its create left the file (the L1 table's last cluster): before
   // that only its writes allocate, so the L1 cluster's tail past the table stays a hole.
-  if (image.allocate && g.preallocFrom !== undefined) image.allocateRanges = [[0, Math.min(3 * g.cs, end)], [Math.min(g.preallocFrom, end), end]];
+  if (image.allocate && g.preallocFrom !== undefined) {
+    const from = Math.min(g.preallocFrom, end);
+    image.allocateRanges = [[0, Math.min(3 * g.cs, end)]];
+    // falloc reserves the rest (a 1 TiB image in a moment, as qemu's); full writes its zeros.
+    if (p.falloc) image.reserve = [from, end];
+    else image.allocateRanges.push([from, end]);
+  }
   if (p.dataFile === undefined) return { image };
   return { image, dataFile: { length: p.metadata ? Math.max(p.size, dataEnd) : p.size, writes: [], allocate: p.full } };
 }

@@ -118,6 +118,19 @@ function reserveOrFail(fd: number): void {
   }
 }
 
+function reserveRange(fd: number, range: unknown): void {
+  const size = fstatSync(fd).size;
+  const ok = Array.isArray(range) && range.length === 2 && range.every((n) => Number.isSafeInteger(n)) && 0 <= range[0] && range[0] <= range[1] && range[1] <= size;
+  if (!ok) throw new CreateFailure('the guest answered create in a malformed way');
+  try {
+    reserveBlocks(fd, range[1] as number, range[0] as number);
+  } catch (e) {
+    // qemu's qcow2 reserves them in its resize of the file to the new size.
+    if (e instanceof PreallocationFailure) throw new CreateFailure(`Could not resize image: Failed to resize underlying file: ${e.message}`);
+    throw e;
+  }
+}
+
 /** The host's files, the guest's writes, fsync; removes what it created when anything fails. */
 async function writeImage(filename: string, format: string, plan: CreatePlan, ctx: CommandContext): Promise<void> {
   const files: { path: string; fd: number; created: boolean; role: HostDevice['role'] }[] = [];
@@ -144,6 +157,8 @@ async function writeImage(filename: string, format: string, plan: CreatePlan, ct
     // preallocation=falloc (raw, file, luks): the guest laid out the file, the host reserves what
     // it left as holes. Where koffi cannot be had they stay holes: the same zeros, read back.
     if (plan.fallocate === true) reserveOrFail(files[0].fd);
+    // qcow2 falloc: the range the guest names (its data area and what follows), checked first.
+    if ('reserve' in result && result.reserve !== undefined) reserveRange(files[0].fd, result.reserve);
     // The guest cannot fsync (its permission model refuses it): the host makes the image durable.
     for (const f of files) fsyncSync(f.fd);
     done = true;
