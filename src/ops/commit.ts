@@ -9,6 +9,7 @@ import { VmdkImage } from '../formats/vmdk/image.ts';
 import { vmdkInPlaceWriter } from '../formats/vmdk/inplace.ts';
 import type { InPlaceTarget } from './convert/in-place-copy.ts';
 import { findDriver } from '../formats/registry.ts';
+import { isRawFile } from '../formats/file/driver.ts';
 import { applyRepair, writeCount, type RepairStep } from '../formats/repair.ts';
 import { ReplayedDevice } from '../formats/replayed-device.ts';
 import { AUTOCLEAR, parseHeader } from '../formats/qcow2/header.ts';
@@ -153,9 +154,6 @@ function writeThrough(target: InPlaceTarget, runs: ClusterRun[], top: Image): vo
   target.finish();
 }
 
-/** A raw base, or the file protocol named as its format (backing_fmt=file): the file is the disk. */
-const rawContent = (image: Image): boolean => image.format === 'raw' || image.format === 'file';
-
 /**
  * The steps that grow the base to `size` as qemu's blk_truncate does (raw: the file's length;
  * qcow2: its resize planner), or instar's refusal. A base with a backing file of its own has the
@@ -163,7 +161,7 @@ const rawContent = (image: Image): boolean => image.format === 'raw' || image.fo
  * `chained` opens the base with its backing chain for that.
  */
 function growBase(base: Image, dev: BlockDevice, size: number, chained: () => Image): { steps: RepairStep[] } | { refused: string } {
-  if (rawContent(base)) return { steps: [{ kind: 'truncate', size }] };
+  if (isRawFile(base.format)) return { steps: [{ kind: 'truncate', size }] };
   const resize = findDriver(base.format)?.resize;
   const cannot = { refused: `instar cannot grow this ${base.format} base to the top image's size (qemu would); nothing was written` };
   if (!resize) return cannot;
@@ -240,7 +238,7 @@ export function commitOp(options: Record<string, unknown>, ctx: OpContext): Comm
         const unmap = parseHeader(planDev).version >= 3;
         baseSteps = [...grow.steps, ...planInPlaceWrite(planDev, runs, source, { hasBacking, unmap })];
       }
-    } else if (rawContent(base)) {
+    } else if (isRawFile(base.format)) {
       const unit = granularityOf(undefined);
       progress = progressOf(top, baseLevel, unit, { zeroClusters: false });
       baseSteps = [...grow.steps, ...rawSteps(top.virtualSize, clusterRuns(top, dirtyRanges(top, baseLevel, unit), unit), top)];

@@ -46,8 +46,10 @@ export interface CreateOptions {
   plan: CreatePlan;
 }
 
-/** `written`, or the errno that stopped the writes (EFBIG: the file system's size limit). */
-/** `reserve`: the image's range the host is to reserve (preallocation=falloc). */
+/**
+ * `written` (with `reserve`: the image's range the host is to reserve, preallocation=falloc), or
+ * the errno that stopped the writes (EFBIG: the file system's size limit).
+ */
 export type CreateResult = { written: true; reserve?: [number, number] } | { failed: string };
 
 const ZERO_CHUNK = 1024 * 1024;

@@ -6,6 +6,9 @@ import type { Driver } from '../types.ts';
 import { RawImage, rawDriver } from '../raw/driver.ts';
 import { fileCreate } from './create.ts';
 
+/** raw, or the file protocol named as the format: the file itself is the disk. */
+export const isRawFile = (format: string): boolean => format === 'raw' || format === 'file';
+
 export const fileDriver: Driver = {
   name: 'file',
   probe: () => 0,

@@ -31,6 +31,7 @@ import { convertToImage, imageOptionHelp, optionText } from '../convert/to-image
 import { lookupFormat, parseSetOptions, typesOf } from './create-options.ts';
 import { OptionListError } from './measure-options.ts';
 import { PREALLOC_MODES } from '../../formats/raw/create.ts';
+import { isRawFile } from '../../formats/file/driver.ts';
 import type { SetOption } from '../../output/create-text.ts';
 import { checkZeroInitWithBacking, intoTarget } from '../convert/into-target.ts';
 
@@ -236,7 +237,7 @@ async function convertSources(cmd: ParsedCommand, ctx: CommandContext, s: Settin
     };
     // -O <not raw>: the image pipeline (host/convert/to-image.ts), after the same open phase.
     // --bitmaps: qemu creates even a raw target before it finds it cannot hold bitmaps (to-image-bitmaps.ts).
-    if (!isRawTarget(into ? (into.format ?? '') : s.outputFormat) || cmd.options.has('bitmaps')) {
+    if (!isRawFile(into ? (into.format ?? '') : s.outputFormat) || cmd.options.has('bitmaps')) {
       removeEarlyTarget();
       const open = (read: string[]) => openPhase(inputs, targets, options, ctx, read);
       return await convertToImage({ cmd, ctx, s, printer, inputs, targets, options, open });
@@ -385,7 +386,7 @@ function unlinkQuietly(path: string): void {
  */
 function checkTargetFormat(cmd: ParsedCommand, s: Settings, ctx: CommandContext, create = false): Preallocation {
   const fmt = s.outputFormat;
-  if (!isRawTarget(fmt)) {
+  if (!isRawFile(fmt)) {
     if (!isDriverName(fmt)) throw new ConvertError(`Unknown file format '${fmt}'`);
     throw new ConvertError(`convert -O ${fmt} is not implemented yet in instar (only raw)`);
   }
@@ -404,9 +405,6 @@ function checkTargetFormat(cmd: ParsedCommand, s: Settings, ctx: CommandContext,
 }
 
 type Preallocation = 'off' | 'falloc' | 'full';
-
-/** -O raw and -O file (the protocol named as the format) write the same file. */
-const isRawTarget = (format: string): boolean => format === 'raw' || format === 'file';
 
 /**
  * preallocation=falloc|full, as qemu's file protocol makes the target before the copy: reserved

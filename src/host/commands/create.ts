@@ -109,24 +109,18 @@ function createFile(path: string): { fd: number; created: boolean } {
   return { fd, created };
 }
 
-function reserveOrFail(fd: number): void {
-  try {
-    reserveBlocks(fd, fstatSync(fd).size);
-  } catch (e) {
-    if (e instanceof PreallocationFailure) throw new CreateFailure(e.message);
-    throw e;
-  }
-}
-
-function reserveRange(fd: number, range: unknown): void {
+/**
+ * Reserves [start, end) of the new image's file (checked: the guest may name the range), failing
+ * the create in qemu's words (`wording` adds what the format's driver says around them).
+ */
+function reserveOrFail(fd: number, range: unknown, wording = (message: string) => message): void {
   const size = fstatSync(fd).size;
   const ok = Array.isArray(range) && range.length === 2 && range.every((n) => Number.isSafeInteger(n)) && 0 <= range[0] && range[0] <= range[1] && range[1] <= size;
   if (!ok) throw new CreateFailure('the guest answered create in a malformed way');
   try {
     reserveBlocks(fd, range[1] as number, range[0] as number);
   } catch (e) {
-    // qemu's qcow2 reserves them in its resize of the file to the new size.
-    if (e instanceof PreallocationFailure) throw new CreateFailure(`Could not resize image: Failed to resize underlying file: ${e.message}`);
+    if (e instanceof PreallocationFailure) throw new CreateFailure(wording(e.message));
     throw e;
   }
 }
@@ -156,9 +150,12 @@ async function writeImage(filename: string, format: string, plan: CreatePlan, ct
     }
     // preallocation=falloc (raw, file, luks): the guest laid out the file, the host reserves what
     // it left as holes. Where koffi cannot be had they stay holes: the same zeros, read back.
-    if (plan.fallocate === true) reserveOrFail(files[0].fd);
-    // qcow2 falloc: the range the guest names (its data area and what follows), checked first.
-    if ('reserve' in result && result.reserve !== undefined) reserveRange(files[0].fd, result.reserve);
+    if (plan.fallocate === true) reserveOrFail(files[0].fd, [0, fstatSync(files[0].fd).size]);
+    // qcow2 falloc: the range the guest names (its data area and what follows), reserved in
+    // qemu's qcow2 resize of the file to the new size.
+    if ('reserve' in result && result.reserve !== undefined) {
+      reserveOrFail(files[0].fd, result.reserve, (message) => `Could not resize image: Failed to resize underlying file: ${message}`);
+    }
     // The guest cannot fsync (its permission model refuses it): the host makes the image durable.
     for (const f of files) fsyncSync(f.fd);
     done = true;

@@ -16,6 +16,7 @@ import { strerror } from '../../strerror.ts';
 import { INT64_MAX, INT_MAX, parseIntegerOption, parseSizeOption, type Parsed } from './qemu-numbers.ts';
 import type { DdOptions } from '../../ops/dd.ts';
 import { findDriver } from '../../formats/registry.ts';
+import { isRawFile } from '../../formats/file/driver.ts';
 import { ImageError, type CreatePlan } from '../../formats/types.ts';
 import { lookupFormat, qemuFullVersion } from './create-options.ts';
 import { randomBytes } from 'node:crypto';
@@ -68,7 +69,7 @@ function parseOperands(args: readonly string[], ctx: CommandContext): Operands {
 
 /** -O as qemu looks it up (after opening the input); undefined when instar can write it. */
 function outputFormatRefusal(format: string, outPath: string): { now: string } | { atCreate: string } | undefined {
-  if (format === 'raw' || format === 'file' || writesImage(format)) return undefined;
+  if (isRawFile(format) || writesImage(format)) return undefined;
   if (NO_CREATION.has(format)) return { now: `Format driver '${format}' does not support image creation` };
   // dd gives a LUKS target no options, so qemu's creation fails for want of a key.
   if (format === 'luks') return { atCreate: `${outPath}: error while creating output image: Parameter 'key-secret' is required for cipher` };

@@ -7,10 +7,11 @@
 // Not modelled: a source whose copy_range fails part-way (a compressed cluster after plain ones,
 // a backing file of another format): qemu offloads up to that chunk; instar copies all without.
 import type { Image } from '../../formats/types.ts';
+import { isRawFile } from '../../formats/file/driver.ts';
 
 /** Whether qemu's copy_range serves every source (the target's side is the caller's). */
 export function offloadsFrom(images: readonly Image[]): boolean {
-  return images.every((image) => image.format === 'raw' || image.format === 'file' || plainQcow2(image));
+  return images.every((image) => isRawFile(image.format) || plainQcow2(image));
 }
 
 function plainQcow2(image: Image): boolean {

@@ -5,8 +5,7 @@
 import { ImageError, type BlockDevice, type Extent, type Image } from '../../formats/types.ts';
 import { ProgressRule } from '../../output/progress.ts';
 import { isPowerOfTwo, qemuSparseParts } from './sparse-runs.ts';
-import { OutputWriteError, OverlappedWriter, WriteFailure } from './writer.ts';
-import { strerror } from '../../strerror.ts';
+import { outputWriteError, OverlappedWriter, WriteFailure } from './writer.ts';
 import type { DiskRun } from './split.ts';
 import { noticeOf, salvageRead, withoutStacks, type Salvage, type UnreadableReport } from './salvage.ts';
 
@@ -353,8 +352,8 @@ export async function copyToRaw(plan: CopyPlan): Promise<number> {
             try {
               writeZeros(output, base + pos, n);
             } catch (e) {
-              if (!(e as NodeJS.ErrnoException).code) throw e;
-              throw new WriteFailure(e, base + pos);
+              const code = (e as NodeJS.ErrnoException).code;
+              throw typeof code === 'string' ? outputWriteError(base + pos, code) : e;
             }
           }
           pos += n;
@@ -377,8 +376,7 @@ export async function copyToRaw(plan: CopyPlan): Promise<number> {
 
 /** A failed output write as qemu-img convert reports it: the start of its request that failed. */
 function writeFailureInQemuWords(e: unknown): unknown {
-  if (!(e instanceof WriteFailure)) return e;
-  return new OutputWriteError(`error while writing at byte ${e.chunk}: ${strerror(e.code ?? 'EIO')}`, e.code);
+  return e instanceof WriteFailure ? outputWriteError(e.chunk, e.code ?? 'EIO') : e;
 }
 
 /**

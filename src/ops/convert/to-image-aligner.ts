@@ -6,8 +6,7 @@
 // a cluster of zeros becomes a zero cluster when qemu's write-zeroes finds the rest of it zero by
 // block status (nothing allocated there in the backing chain); otherwise zeros are written. Without the backing image, such a cluster is refused (`strict`).
 import { ImageError, type Image, type ImageWriter } from '../../formats/types.ts';
-import { strerror } from '../../strerror.ts';
-import { OutputWriteError } from './writer.ts';
+import { outputWriteError } from './writer.ts';
 
 interface Pending {
   cluster: number;
@@ -70,7 +69,7 @@ export class ClusterAligner {
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (e instanceof ImageError || typeof code !== 'string') throw e;
-      throw new OutputWriteError(`error while writing at byte ${offset}: ${strerror(code)}`, code);
+      throw outputWriteError(offset, code);
     }
   }
 

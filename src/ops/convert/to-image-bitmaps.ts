@@ -43,13 +43,13 @@ export function targetStoresBitmaps(ctx: OpContext, format: string, writer: Imag
   return !!dev && !!writer.storeBitmaps && capability?.persistent?.(dev) !== undefined;
 }
 
+/** qemu's warning for an inconsistent bitmap that --skip-broken-bitmaps passes over. */
+export const skippedWarning = (b: LiveBitmap): string => `warning: Skipping inconsistent bitmap '${b.name.toString('utf8')}'`;
+
 /**
  * convert_copy_bitmaps: the bitmaps the new image gets, in the order qemu stores them, and the
  * warnings for the inconsistent ones skipped (qemu-img's own text, without its program name).
  */
-/** qemu's warning for an inconsistent bitmap that --skip-broken-bitmaps passes over. */
-export const skippedWarning = (b: LiveBitmap): string => `warning: Skipping inconsistent bitmap '${b.name.toString('utf8')}'`;
-
 export function bitmapsToCopy(list: readonly LiveBitmap[]): { copy: NewBitmap[]; warnings: string[] } {
   const copy: NewBitmap[] = [];
   const warnings: string[] = [];

@@ -10,6 +10,7 @@
 // loop, between its synchronous reads, so a write per buffer leaves the file idle meanwhile.
 import { writev } from 'node:fs';
 import { ImageError, type BlockDevice } from '../../formats/types.ts';
+import { strerror } from '../../strerror.ts';
 
 /** Most parts in one write (IOV_MAX is 1024). */
 const MAX_PIECES = 64;
@@ -133,10 +134,10 @@ export class OverlappedWriter {
   }
 }
 
-/** A write of the output failed (ENOSPC, EIO...): its error, and the request qemu would name. */
+/** A write of the output failed (ENOSPC, EIO...): its errno, and the request qemu would name. */
 export class WriteFailure extends Error {
   readonly code: string | undefined;
-  constructor(readonly error: unknown, readonly chunk: number) {
+  constructor(error: unknown, readonly chunk: number) {
     super(error instanceof Error ? error.message : String(error));
     this.code = (error as NodeJS.ErrnoException).code;
   }
@@ -144,3 +145,7 @@ export class WriteFailure extends Error {
 
 /** A write of the output that the file system refused, in qemu-img convert's words (dd words it its own way). */
 export class OutputWriteError extends ImageError {}
+
+/** qemu-img convert's words for a refused write of the request starting at `offset`. */
+export const outputWriteError = (offset: number, code: string): OutputWriteError =>
+  new OutputWriteError(`error while writing at byte ${offset}: ${strerror(code)}`, code);
