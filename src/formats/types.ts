@@ -202,6 +202,12 @@ export interface Driver {
   readonly resize?: ResizeCapability;
   /** `rebase -u` (qemu's bdrv_change_backing_file): the writes that name a new backing file. */
   readonly changeBacking?: ChangeBackingCapability;
+  /**
+   * Safe `rebase` of any top but qcow2 (qemu-img's copy loop writing through the driver): the
+   * writes that carry out its requests where the top allocates nothing, or instar's refusal.
+   */
+  readonly rebaseCopy?: (dev: BlockDevice, requests: readonly import('./qed/rebase-copy.ts').CopyRequest[],
+    oldContent: (buf: Uint8Array, offset: number) => void) => import('./repair.ts').RepairStep[] | { refused: string };
   /** `amend -o` (qemu's bdrv_amend_options): the options it takes and the writes that apply them. */
   readonly amend?: AmendCapability;
   /** `snapshot -c/-d/-a` (qemu's bdrv_snapshot_create/delete/goto): the writes that change internal snapshots. */

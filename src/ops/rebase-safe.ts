@@ -1,7 +1,7 @@
-// Safe `rebase` (no -u) for qcow2 images: qemu-img's copy loop (img_rebase). Wherever the top
+// Safe `rebase` (no -u) for qcow2 and qed images: qemu-img's copy loop (img_rebase). Wherever the top
 // allocates nothing and the old backing chain reads differently from the new one, the old content
-// is written into the top (formats/qcow2/inplace-write.ts, allocating as qemu's driver does), then
-// the header names the new backing file. The loop goes over unallocated runs of the top in
+// is written into the top (formats/qcow2/inplace-write.ts, or the driver's rebaseCopy for qed:
+// allocating as qemu's driver does), then the header names the new backing file. The loop goes over unallocated runs of the top in
 // chunks of 2 MiB as qemu's does (7.2 also ends a chunk where a backing file ends), so that -p
 // prints qemu's percentages; a chunk's differing
 // clusters are what qemu writes (7.2 compares 512-byte sectors, but its partial writes of a
@@ -179,8 +179,10 @@ export function safeRebase(opts: SafeRebaseOptions, ctx: OpContext, top: Image):
     throw e;
   }
   const oldSize = oldImage?.virtualSize ?? 0;
-  // Other formats only learn whether anything differs (then refused): sectors will do.
-  const cs = format === 'qcow2' ? parseHeader(dev).clusterSize : SECTOR;
+  const driver = findDriver(format);
+  // The top's cluster size (8.2+ compares whole clusters); formats instar does not copy into
+  // only learn whether anything differs (then refused): sectors will do.
+  const cs = format === 'qcow2' ? parseHeader(dev).clusterSize : driver?.rebaseCopy ? Number(top.info()['cluster-size'] ?? SECTOR) : SECTOR;
   const size = top.virtualSize;
   const runs: ClusterRun[] = [];
   const dirtied: [number, number][] = [];
@@ -212,10 +214,10 @@ export function safeRebase(opts: SafeRebaseOptions, ctx: OpContext, top: Image):
     }
   }
   if (opts.compress && runs.length > 0) return refused('instar cannot write compressed clusters in rebase yet');
-  if (format !== 'qcow2' && runs.length > 0) return refused(`instar copies data in a safe rebase of qcow2 images only (this is ${format}); use -u to change only the backing file name`);
+  if (format !== 'qcow2' && runs.length > 0 && !driver?.rebaseCopy) return refused(`instar copies data in a safe rebase of qcow2 and qed images only (this is ${format}); use -u to change only the backing file name`);
   // Nothing to copy into another format: qemu's block layer then wants a backing format, and a
   // driver that can change a backing file (qed can; raw, vpc, vhdx, vmdk cannot).
-  if (format !== 'qcow2' && (!findDriver(format)?.changeBacking || (newBacking && opts.backingFormat === undefined))) {
+  if (format !== 'qcow2' && runs.length === 0 && (!driver?.changeBacking || (newBacking && opts.backingFormat === undefined))) {
     return { format, progress, errno: newBacking && opts.backingFormat === undefined ? 'EINVAL' : 'ENOTSUP' };
   }
   const source: GuestSource = (buf, at) => readPadded(oldImage, Buffer.from(buf.buffer, buf.byteOffset, buf.length), at);
@@ -228,8 +230,12 @@ export function safeRebase(opts: SafeRebaseOptions, ctx: OpContext, top: Image):
   const writingOverBacking = oldImage !== undefined;
   try {
     if (format !== 'qcow2') {
-      dataSteps = [];
-      plan = findDriver(format)!.changeBacking!(dev, backing, backingFormat);
+      // qemu's requests exactly as it makes them (the driver allocates by them), each with its kind.
+      const requests = dirtied.map(([start, end], i) => ({ offset: start, length: end - start, zero: runs[i].zero }));
+      const copy = runs.length > 0 ? driver!.rebaseCopy!(dev, requests, source) : [];
+      if ('refused' in copy) return { format, progress: [], refused: copy.refused };
+      dataSteps = copy;
+      plan = driver!.changeBacking!(dev, backing, backingFormat);
     } else if (runs.length > 0 && openWritesBitmaps(dev)) {
       // Persistent bitmaps: the copy and the header change between qemu's open and close.
       ({ dataSteps, plan } = copyWithBitmaps(dev, runs, source, writingOverBacking, backing, backingFormat, dirtied));

@@ -51,14 +51,21 @@ export function assertSameOutcome(r: TwinRun, files: string[], label: string): v
   }
 }
 
+/** The top (and its format) and the new backing file a crash simulation rebases. */
+export interface RebaseNames {
+  top: string;
+  format: string;
+  newBacking: string;
+}
+
 /**
- * Writes `files` (t.qcow2 over old.qcow2, and new.qcow2) into `dir` and rebases t.qcow2 onto
- * new.qcow2 in-process (safe mode), stopping after `writes` writes: a crash simulation.
+ * Writes `files` (the top over old.qcow2, and the new backing file) into `dir` and rebases the top
+ * onto the new backing file in-process (safe mode), stopping after `writes` writes: a crash simulation.
  */
-export function safeRebaseInDir(dir: string, files: Record<string, Uint8Array>, writes: number): unknown {
+export function safeRebaseInDir(dir: string, files: Record<string, Uint8Array>, writes: number, names: RebaseNames = { top: 't.qcow2', format: 'qcow2', newBacking: 'new.qcow2' }): unknown {
   mkdirSync(dir, { recursive: true });
   for (const [name, bytes] of Object.entries(files)) writeFileSync(join(dir, name), bytes);
-  const fds = ['t.qcow2', 'new.qcow2', 'old.qcow2'].map((n, i) => openSync(join(dir, n), i === 0 ? 'r+' : 'r'));
+  const fds = [names.top, names.newBacking, 'old.qcow2'].map((n, i) => openSync(join(dir, n), i === 0 ? 'r+' : 'r'));
   try {
     const ctx: OpContext = {
       devices: [
@@ -68,7 +75,7 @@ export function safeRebaseInDir(dir: string, files: Record<string, Uint8Array>, 
       ],
       emit: () => undefined,
     };
-    return rebaseOp({ format: 'qcow2', fileName: 't.qcow2', unsafe: false, backing: 'new.qcow2', backingFormat: 'qcow2', stopAfterWrites: writes }, ctx);
+    return rebaseOp({ format: names.format, fileName: names.top, unsafe: false, backing: names.newBacking, backingFormat: 'qcow2', stopAfterWrites: writes }, ctx);
   } finally {
     fds.forEach((fd) => closeSync(fd));
   }

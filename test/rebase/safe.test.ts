@@ -195,7 +195,7 @@ test('safe rebase refuses before writing: a new backing file outside the allowed
   mkdirSync(formats);
   for (const [name, bytes] of Object.entries(chains.formats)) writeFileSync(join(formats, name), bytes);
   const vmdk = runInstar(['rebase', '-b', 'a.qcow2', '-F', 'qcow2', 'k.vmdk', '--sandbox=none'], { cwd: formats });
-  assert.equal(vmdk.stderr, 'qemu-img: instar copies data in a safe rebase of qcow2 images only (this is vmdk); use -u to change only the backing file name; nothing was written\n');
+  assert.equal(vmdk.stderr, 'qemu-img: instar copies data in a safe rebase of qcow2 and qed images only (this is vmdk); use -u to change only the backing file name; nothing was written\n');
   assert.ok(readFileSync(join(formats, 'k.vmdk')).equals(Buffer.from(chains.formats['k.vmdk'])));
   // 10.0's -c would compress what it copies: refused while there is something to copy.
   const compress = runInstar(['rebase', '-c', '-b', '', 't.qcow2', '--qemu-version', '10.0', '--sandbox=none'], { cwd: dir });

@@ -28,7 +28,7 @@ after(() => {
 });
 
 const QEMU_ERROR = "qemu-img: Could not change the backing file to 'a.qcow2': Operation not supported\n";
-const INSTAR_ERROR = 'qemu-img: instar copies data in a safe rebase of qcow2 images only (this is vmdk); use -u to change only the backing file name; nothing was written\n';
+const INSTAR_ERROR = 'qemu-img: instar copies data in a safe rebase of qcow2 and qed images only (this is vmdk); use -u to change only the backing file name; nothing was written\n';
 
 for (const version of VERSIONS) {
   test(`safe rebase copying into a vmdk: qemu-img ${version} writes then fails, instar refuses unwritten`, () => {

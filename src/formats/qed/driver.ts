@@ -9,6 +9,7 @@ import { extentBelow, readFromBacking } from '../qcow/backing.ts';
 import { qedResize } from './resize.ts';
 import { readQedHeader, tableEntries, validClusterOffset, validTableOffset, type QedHeader } from './header.ts';
 import { planQedChangeBacking } from './rebase-unsafe.ts';
+import { planQedRebaseCopy } from './rebase-copy.ts';
 import { qedCreate } from './create.ts';
 import { qedWriter } from './writer.ts';
 
@@ -147,6 +148,7 @@ export const qedDriver: Driver = {
   probe: probes.qed,
   open: openQed,
   changeBacking: planQedChangeBacking,
+  rebaseCopy: planQedRebaseCopy,
   resize: qedResize,
   create: qedCreate,
   writer: qedWriter,

@@ -5,14 +5,12 @@
 // before the first write and the mark cleared after the tables (qemu's own order: a crash in
 // between leaves an image qemu opens and repairs). Images with a backing file or marked already
 // are refused.
-import { readAt } from '../bytes.ts';
 import { ImageError, type BlockDevice, type ImageWriter } from '../types.ts';
-import { F_BACKING_FILE, F_NEED_CHECK, readQedHeader, validTableOffset } from './header.ts';
+import { F_BACKING_FILE, F_NEED_CHECK, readQedHeader } from './header.ts';
+import { readQedTables } from './tables.ts';
 import { QedWriter } from './writer.ts';
 
 const FEATURES_AT = 16;
-/** The tables instar keeps in memory for one copy. */
-const TABLES_LIMIT = 256 * 1024 * 1024;
 
 /** Marks the header need-check around the writes: set before the first, cleared after finish(). */
 class MarkedWriter implements ImageWriter {
@@ -56,19 +54,9 @@ export function qedInPlaceWriter(dev: BlockDevice): ImageWriter | { refused: str
   const h = readQedHeader(dev);
   if (h.features & F_NEED_CHECK) return refused('it is marked as needing a check');
   if (h.features & F_BACKING_FILE) return refused('it has a backing file');
-  const tableBytes = h.tableSize * h.clusterSize;
-  const l1 = Buffer.from(readAt(dev, Number(h.l1Offset), tableBytes));
-  const l2 = new Map<number, Buffer>();
-  let held = tableBytes;
-  for (let i = 0; i < tableBytes / 8; i++) {
-    const offset = l1.readBigUInt64LE(i * 8);
-    if (offset === 0n) continue;
-    if (!validTableOffset(h, offset)) return refused('an L1 entry points outside the file');
-    held += tableBytes;
-    if (held > TABLES_LIMIT) return refused('its tables are too large');
-    l2.set(i, Buffer.from(readAt(dev, Number(offset), tableBytes)));
-  }
+  const state = readQedTables(dev, h);
+  if ('problem' in state) return refused(state.problem);
   const plan = { size: Number(h.imageSize), clusterSize: h.clusterSize, tableSize: h.tableSize };
-  const writer = new QedWriter({ image: dev, extents: [] }, plan, { l1Offset: Number(h.l1Offset), l1, l2, fileEnd: Number(h.fileSize) });
+  const writer = new QedWriter({ image: dev, extents: [] }, plan, state);
   return new MarkedWriter(dev, writer, h.features);
 }

@@ -146,6 +146,11 @@ export class QedWriter implements ImageWriter {
     if (readable > 0) b.read(into.subarray(0, readable), guestPos);
   }
 
+  /** The tables as the writes so far left them (in memory: finish() writes them). */
+  tables(): Readonly<QedState> {
+    return { l1Offset: this.l1Offset, l1: this.l1, l2: this.l2, fileEnd: this.fileEnd };
+  }
+
   finish(): void {
     for (const [index, table] of this.l2) this.put(table, Number(this.l1.readBigUInt64LE(index * 8)));
     this.put(this.l1, this.l1Offset);
