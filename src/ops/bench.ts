@@ -3,12 +3,15 @@
 // `bufsize` bytes, the first at `offset`, each next one `step` further, wrapping modulo the
 // image's size as qemu 7.2's and 10.0's bench_cb do (a request can then pass the end). qemu
 // keeps `depth` of them in flight; their offsets, and which of them fail, do not depend on that.
-// Writes go where qemu writes in place: a raw image's file, a qcow2 image's allocated data
-// clusters; a run that would allocate (or change metadata) is refused before anything is written.
-import { ImageError, type Image, type OpenContext } from '../formats/types.ts';
+// Writes go where qemu writes in place (a raw image's file, a qcow2 image's allocated data
+// clusters) one request at a time; a qcow2 run that allocates is planned whole and applied in
+// crash-safe steps (bench-allocate.ts); other formats are refused before anything is written.
+import { ImageError, type BlockDevice, type Image, type OpenContext } from '../formats/types.ts';
 import { openTree } from './open-tree.ts';
 import type { Op } from './types.ts';
 import { strerror } from '../strerror.ts';
+import { writeAllocating } from './bench-allocate.ts';
+import { PlanRefusal } from '../formats/qcow2/refcount-update.ts';
 
 export interface BenchOptions {
   format?: string;
@@ -90,6 +93,36 @@ function failure(e: unknown): string {
   return strerror(code);
 }
 
+/**
+ * A -w run on a qcow2 image that allocates clusters (bench-allocate.ts). A run with a failing
+ * request writes nothing: qemu-img exits at the failure without flushing its metadata caches, so
+ * none of its allocations become visible (with the failure among the first `depth` requests it
+ * has written nothing at all by then; later, only data past the image's end and an empty L2 table).
+ */
+function allocatingRun(o: BenchOptions, image: Image, file: BlockDevice, size: bigint, refused: BenchResult): BenchResult {
+  const { format } = image;
+  const info = image.info();
+  const clusterSize = info['cluster-size'];
+  if (format !== 'qcow2' || typeof clusterSize !== 'number') return refused;
+  // Bitmaps would record the writes; encrypted clusters take the key's cipher.
+  if (info.encrypted || (image.persistentBitmaps?.length ?? 0) > 0) return { format, refused: "instar's bench -w does not allocate in a qcow2 image with persistent bitmaps or encryption; nothing was written" };
+  const offsets: number[] = [];
+  let end: { end: 'failed' | 'faulted' } | undefined;
+  for (const r of requests(o, size)) {
+    if ('at' in r) offsets.push(r.at);
+    else end = r;
+  }
+  if (end) return end.end === 'faulted' ? { format, faulted: true } : { format, failed: 'Input/output error' };
+  const started = performance.now();
+  try {
+    writeAllocating(image, file, clusterSize, offsets, o.bufsize, o.pattern);
+  } catch (e) {
+    if (e instanceof PlanRefusal) return { format, refused: e.message };
+    return { format, failed: failure(e) };
+  }
+  return { format, seconds: (performance.now() - started) / 1000 };
+}
+
 export const benchOp: Op = (options, ctx) => {
   const o = options as unknown as BenchOptions;
   const counts = [o.count, o.bufsize, o.step, o.pattern];
@@ -99,20 +132,22 @@ export const benchOp: Op = (options, ctx) => {
   if (image.sizeFailure) return { format, sizeFailed: true } satisfies BenchResult;
   const file = ctx.devices[0].dev;
   const size = BigInt(image.virtualSize);
+  const refused = { format, refused: `instar's bench -w writes to raw and qcow2 images only (this is ${format}); nothing was written` } satisfies BenchResult;
   if (o.write) {
     // Every request checked before anything is written: a run instar cannot do is not begun.
     const seen = new Set<number>();
+    let allocates = false;
     for (const r of requests(o, size)) {
       if (!('at' in r) || seen.has(r.at)) continue;
       seen.add(r.at);
-      let runs: [number, number][] | undefined;
       try {
-        runs = file.write ? inPlaceRuns(image, r.at, o.bufsize) : undefined;
+        if (!file.write) return refused;
+        allocates ||= inPlaceRuns(image, r.at, o.bufsize) === undefined;
       } catch (e) {
         return { format, failed: failure(e) } satisfies BenchResult;
       }
-      if (!runs) return { format, refused: `instar writes in place only to raw images and to allocated qcow2 clusters; bench -w on this ${format} image would allocate or change metadata` } satisfies BenchResult;
     }
+    if (allocates) return allocatingRun(o, image, file, size, refused);
   }
   const buf = Buffer.alloc(Math.min(o.bufsize, PIECE), o.pattern);
   const started = performance.now();

@@ -1,7 +1,7 @@
 // `bench`, the trusted half. Options are checked in qemu-img's order (inside its getopt loop, the
 // first bad value wins), then the file name count and the flush-interval rules; the image is
 // opened read-only (read-write with -w) and one guest opens it and runs the requests (ops/bench.ts).
-// The host prints qemu's lines. A -w run writes raw images only; the host fsyncs the file after the
+// The host prints qemu's lines. A -w run writes raw and qcow2 images (ops/bench.ts); the host fsyncs the file after the
 // guest exits (the guest cannot: its permission model refuses fsync), standing in for qemu's
 // flushes (--flush-interval, and the one when it closes the image).
 import { closeSync, fsyncSync } from 'node:fs';
