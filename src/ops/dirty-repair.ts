@@ -3,13 +3,17 @@
 // marks the image clean), then the command goes on. instar splits this in two guest runs: a
 // mutating op wrapped with `answeringDirty` answers `{ dirtyImage: true }` before it reads or
 // writes anything; the host then runs `repair-dirty` (the check -r all planner), prints its
-// lines, and runs the op again on the repaired image.
+// lines, and runs the op again on the repaired image. qemu 8.2+'s parallels open does the same
+// (formats/parallels/open-check.ts says when); qemu 7.2's refuses an image marked in use.
 import { ImageError } from '../formats/types.ts';
 import { checkQcow2 } from '../formats/qcow2/check.ts';
 import { repairQcow2 } from '../formats/qcow2/repair-refcounts.ts';
 import { applyRepair } from '../formats/repair.ts';
 import { emptyReport, type CheckLine } from '../formats/check-types.ts';
 import { readAt } from '../formats/bytes.ts';
+import { checkParallels } from '../formats/parallels/check.ts';
+import { repairParallels } from '../formats/parallels/repair.ts';
+import { parallelsOpenVerdict, UNCLEAN_OPEN } from '../formats/parallels/open-check.ts';
 import { openTree, type OpenTreeOptions } from './open-tree.ts';
 import type { Op, OpContext } from './types.ts';
 
@@ -26,21 +30,48 @@ function dirtyQcow2(ctx: OpContext): boolean {
   return head.readUInt32BE(0) === 0x514649fb && head.readUInt32BE(4) >= 3 && (head[79] & 1) === 1;
 }
 
-/** Runs `op` unless its image is a dirty qcow2, which it leaves untouched and reports. */
+/** The version profile the host sent (the newest without one). */
+function profileOf(options: Record<string, unknown>): { major: number; minor: number } {
+  const p = (options.profile ?? {}) as { major?: unknown; minor?: unknown };
+  return typeof p.major === 'number' && typeof p.minor === 'number' ? { major: p.major, minor: p.minor } : { major: 10, minor: 0 };
+}
+
+/** What a writable open of device 0 does first, if it is a parallels image. */
+function parallelsVerdict(options: Record<string, unknown>, ctx: OpContext) {
+  const input = ctx.devices[0];
+  if (!input?.spec.writable) return undefined;
+  const { major, minor } = profileOf(options);
+  return parallelsOpenVerdict(input.dev, major, minor);
+}
+
+/**
+ * Runs `op` unless its image is a dirty qcow2 or a parallels image qemu's open repairs, which it
+ * leaves untouched and reports; a parallels image qemu 7.2 will not open for writing fails here.
+ */
 export function answeringDirty(op: Op): Op {
-  return (options, ctx) => (dirtyQcow2(ctx) ? DIRTY_IMAGE : op(options, ctx));
+  return (options, ctx) => {
+    if (dirtyQcow2(ctx)) return DIRTY_IMAGE;
+    const verdict = parallelsVerdict(options, ctx);
+    if (verdict === 'unclean') throw new ImageError(UNCLEAN_OPEN);
+    return verdict === 'check' ? DIRTY_IMAGE : op(options, ctx);
+  };
 }
 
 /** The open-time repair: check -r all's planner on device 0, applied; its lines for the host to print. */
 export function repairDirtyOp(options: Record<string, unknown>, ctx: OpContext): DirtyRepairResult {
-  if (!dirtyQcow2(ctx)) throw new ImageError('repair-dirty: not a dirty qcow2 image opened for writing');
+  const parallels = parallelsVerdict(options, ctx) === 'check';
+  if (!parallels && !dirtyQcow2(ctx)) throw new ImageError('repair-dirty: not a dirty qcow2 or parallels image opened for writing');
   const image = openTree(ctx, 0, { ...(options as OpenTreeOptions), check: true, noBacking: true });
   const dev = ctx.devices[0].dev;
   const report = emptyReport();
-  checkQcow2(image, dev, report);
-  const plan = repairQcow2(image, dev, report, 'all');
+  const qemuMajor = profileOf(options).major;
+  if (parallels) checkParallels(image, dev, report, { qemuMajor });
+  else checkQcow2(image, dev, report);
+  const plan = parallels ? repairParallels(image, dev, report, 'all', { qemuMajor }) : repairQcow2(image, dev, report, 'all');
   if ('refused' in plan) return { refused: plan.refused };
   applyRepair(dev, plan.steps);
+  // The rest of what qemu's close writes (none for these plans under -r all) comes now.
+  if (plan.close) applyRepair(dev, plan.close(dev));
   if (report.failure !== undefined || report['check-errors']) return { failed: report.failure ?? 'Input/output error', lines: report.lines };
   return { lines: report.lines };
 }

@@ -6,6 +6,7 @@ import type { BlockDevice, Image } from '../types.ts';
 import { addLine, type CheckContext, type CheckReport } from '../check-types.ts';
 import { readAt, roundUp } from '../bytes.ts';
 import { parseParallelsHeader, type ParallelsHeader } from './driver.ts';
+import { testDataOff } from './open-check.ts';
 
 const HEADER_SIZE = 64;
 const INUSE_MAGIC = 0x746f6e59;
@@ -62,13 +63,8 @@ function checkV7(dev: BlockDevice, g: Geometry, report: CheckReport): void {
 
 /** qemu 8.1+'s passes: data_off, outside clusters, leaked tail, duplicates, statistics. */
 function checkV8(dev: BlockDevice, g: Geometry, report: CheckReport): void {
-  let minOff = Math.ceil((HEADER_SIZE + 4 * g.h.batEntries) / SECTOR);
-  // qemu's ROUND_UP masks with -tracks (uint32), right for powers of two only: a cluster of 6
-  // sectors rounds 4 up to 8, and qemu 10.0 then calls create's data_off of such an image wrong.
-  if (!g.oldMagic) minOff = (((minOff + g.h.tracks - 1) & -g.h.tracks) >>> 0);
-  const dataOffOk = (g.dataOff === 0 && g.oldMagic) || (g.dataOff >= minOff && g.dataOff <= Math.floor(g.fileSize / SECTOR));
+  const { ok: dataOffOk, start: dataStart } = testDataOff(g.h, g.oldMagic, g.dataOff, Math.floor(g.fileSize / SECTOR));
   if (!dataOffOk) error(report, 'ERROR data_off field has incorrect value');
-  const dataStart = dataOffOk && g.dataOff !== 0 ? g.dataOff : minOff;
   // data_end as qemu's open leaves it: past the data offset and every cluster the BAT names.
   let dataEnd = dataStart * SECTOR;
   let high = 0;

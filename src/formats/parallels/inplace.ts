@@ -15,7 +15,7 @@ import { parseParallelsHeader } from './driver.ts';
 const SECTOR = 512;
 const BAT_OFFSET = 64;
 const DATA_OFF_AT = 48;
-const INUSE_AT = 52;
+const INUSE_AT = 44;
 /** The BAT instar keeps in memory for one copy. */
 const BAT_LIMIT = 256 * 1024 * 1024;
 
@@ -73,7 +73,25 @@ class ParallelsInPlace {
   }
 }
 
+interface InPlaceState {
+  size: number;
+  cs: number;
+  bat: Buffer;
+  dataEnd: number;
+}
+
 export function parallelsInPlaceWriter(dev: BlockDevice, virtualSize: number, discards: boolean): ParallelsInPlace | { refused: string } {
+  const state = inPlaceState(dev, virtualSize);
+  return 'refused' in state ? state : new ParallelsInPlace(dev, state.size, state.cs, state.bat, state.dataEnd, discards);
+}
+
+/** Why instar would not write into this image, if it would not (the device may be read-only). */
+export function parallelsInPlaceRefusal(dev: BlockDevice, virtualSize: number): { refused: string } | undefined {
+  const state = inPlaceState(dev, virtualSize);
+  return 'refused' in state ? state : undefined;
+}
+
+function inPlaceState(dev: BlockDevice, virtualSize: number): InPlaceState | { refused: string } {
   const raw = readAt(dev, 0, BAT_OFFSET);
   const header = parseParallelsHeader(raw);
   const refused = (why: string) => ({ refused: `instar cannot convert into this parallels image (${why}); nothing was written` });
@@ -96,5 +114,5 @@ export function parallelsInPlaceWriter(dev: BlockDevice, virtualSize: number, di
   }
   if (used.size !== dataEnd - dataStart / cs) return refused('it has unused clusters inside its data');
   if (dev.size !== dataEnd * cs) return refused('its file does not end where its data does');
-  return new ParallelsInPlace(dev, Math.min(virtualSize, header.batEntries * cs), cs, bat, dataEnd, discards);
+  return { size: Math.min(virtualSize, header.batEntries * cs), cs, bat, dataEnd };
 }

@@ -100,6 +100,7 @@ export async function convertIntoImage(job: ImageJob): Promise<void> {
       format: target.format,
       probedOptions: target.probedOptions,
       parallelsDiscards: ctx.profile.major > 8 || (ctx.profile.major === 8 && ctx.profile.minor >= 2),
+      qemu: { major: ctx.profile.major, minor: ctx.profile.minor },
       missingSecret: target.probedOptions && target.keySecret !== undefined && !(job.inputs.length in secrets) ? target.keySecret : undefined,
       compressed: cmd.options.has('compress'),
       snapshot: job.options.snapshot,

@@ -27,7 +27,7 @@ import { vdiInPlaceWriter } from '../../formats/vdi/inplace.ts';
 import { vpcInPlaceWriter } from '../../formats/vpc/inplace.ts';
 import { qedInPlaceWriter } from '../../formats/qed/inplace.ts';
 import { qcowInPlaceWriter } from '../../formats/qcow/inplace.ts';
-import { parallelsInPlaceWriter } from '../../formats/parallels/inplace.ts';
+import { parallelsIntoTarget } from './into-parallels.ts';
 import { vmdkInPlaceWriter } from '../../formats/vmdk/inplace.ts';
 import type { VmdkImage } from '../../formats/vmdk/image.ts';
 import { vhdxInPlaceWriter, type VhdxGuidSource } from '../../formats/vhdx/inplace.ts';
@@ -57,6 +57,8 @@ export interface ConvertIntoOptions {
   missingSecret?: string;
   /** qemu 8.2+: the parallels driver discards whole clusters for write-zeroes (formats/parallels/inplace.ts). */
   parallelsDiscards?: boolean;
+  /** The emulated qemu's version: what its parallels open repairs or refuses (into-parallels.ts). */
+  qemu?: { major: number; minor: number };
   snapshot?: SnapshotChoice;
   unsafeQuirks?: boolean;
   profile?: OpenContext['profile'];
@@ -226,10 +228,11 @@ export const convertIntoOp: Op = (raw, ctx) => {
       : opened.format === 'vpc' ? vpcInPlaceWriter(dev, opened.virtualSize)
       : opened.format === 'qed' ? qedInPlaceWriter(dev)
       : opened.format === 'qcow' ? qcowInPlaceWriter(dev)
-      : opened.format === 'parallels' ? parallelsInPlaceWriter(dev, opened.virtualSize, opts.parallelsDiscards === true)
+      : opened.format === 'parallels' ? parallelsIntoTarget(ctx, opened, dev, opts.qemu ?? { major: 10, minor: 0 }, opts.parallelsDiscards === true)
       : opened.format === 'vmdk' ? vmdkInPlaceWriter(dev, opened as VmdkImage, { cid: opts.vmdkCid, compressed: opts.compressed })
       : opened.format === 'vhdx' ? vhdxInPlaceWriter(dev, opened as VhdxImage, opts.vhdxGuids)
       : luksTarget(opened) ?? luks2InPlaceTarget(opened, dev) ?? refused('yet');
+    if ('openFailed' in target) return target satisfies ConvertIntoResult;
     if ('refused' in target) return target satisfies ConvertIntoResult;
     const compressedClusterSize = opts.compressed ? (target as { grainBytes?: number }).grainBytes : undefined;
     const counted = copyInPlace({ images, target, sparseSize: opts.sparseSize ?? 4096, targetIsZero: opts.targetIsZero === true, onProgress, salvage, compressedClusterSize });
