@@ -213,7 +213,6 @@ export function safeRebase(opts: SafeRebaseOptions, ctx: OpContext, top: Image):
       else progress.push([shown, 1]);
     }
   }
-  if (opts.compress && runs.length > 0) return refused('instar cannot write compressed clusters in rebase yet');
   if (format !== 'qcow2' && runs.length > 0 && !driver?.rebaseCopy) return refused(`instar copies data in a safe rebase of qcow2 and qed images only (this is ${format}); use -u to change only the backing file name`);
   // Nothing to copy into another format: qemu's block layer then wants a backing format, and a
   // driver that can change a backing file (qed can; raw, vpc, vhdx, vmdk cannot).
@@ -238,10 +237,10 @@ export function safeRebase(opts: SafeRebaseOptions, ctx: OpContext, top: Image):
       plan = driver!.changeBacking!(dev, backing, backingFormat);
     } else if (runs.length > 0 && openWritesBitmaps(dev)) {
       // Persistent bitmaps: the copy and the header change between qemu's open and close.
-      ({ dataSteps, plan } = copyWithBitmaps(dev, runs, source, writingOverBacking, backing, backingFormat, dirtied));
+      ({ dataSteps, plan } = copyWithBitmaps(dev, runs, source, { hasBacking: writingOverBacking, compress: opts.compress }, backing, backingFormat, dirtied));
     } else {
       // Nothing to copy: only the header changes (an image instar could not write into included).
-      dataSteps = runs.length > 0 ? planInPlaceWrite(dev, runs, source, { hasBacking: writingOverBacking }) : [];
+      dataSteps = runs.length > 0 ? planInPlaceWrite(dev, runs, source, { hasBacking: writingOverBacking, compress: opts.compress }) : [];
       plan = findDriver(format)!.changeBacking!(dev, backing, backingFormat);
     }
   } catch (e) {
@@ -266,11 +265,11 @@ export function safeRebase(opts: SafeRebaseOptions, ctx: OpContext, top: Image):
  * bitmaps in use, the enabled ones record the copy's requests, the header names the new backing
  * file, and the close stores them anew, also when the header change fails (its errno kept).
  */
-function copyWithBitmaps(dev: BlockDevice, runs: ClusterRun[], source: GuestSource, hasBacking: boolean, backing: Uint8Array | undefined, format: Uint8Array | undefined, dirtied: [number, number][]): { dataSteps: RepairStep[]; plan: HeaderChangePlan } {
+function copyWithBitmaps(dev: BlockDevice, runs: ClusterRun[], source: GuestSource, write: { hasBacking: boolean; compress?: boolean }, backing: Uint8Array | undefined, format: Uint8Array | undefined, dirtied: [number, number][]): { dataSteps: RepairStep[]; plan: HeaderChangePlan } {
   let errno: 'ENOSPC' | 'EINVAL' | 'ENOTSUP' | undefined;
   const session = aroundBitmaps(dev, (opened) => {
     const after: { freeClusterIndex?: number } = {};
-    const data = planInPlaceWrite(opened, runs, source, { hasBacking, bitmapsOpened: true, after });
+    const data = planInPlaceWrite(opened, runs, source, { ...write, bitmapsOpened: true, after });
     const header = planChangeBackingOpened(data.length > 0 ? new ReplayedDevice(opened, data) : opened, backing, format);
     if ('refused' in header) throw new PlanRefusal(header.refused);
     const steps = [...data, { kind: 'barrier' } as const, ...(header.steps ?? [])];

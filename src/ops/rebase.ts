@@ -4,6 +4,7 @@
 // where the new one differs (rebase-safe.ts).
 import { ImageError } from '../formats/types.ts';
 import { findDriver } from '../formats/registry.ts';
+import { COMPRESSING_FORMATS } from '../formats/compressing.ts';
 import { applyRepair } from '../formats/repair.ts';
 import { openTree, type OpenTreeOptions } from './open-tree.ts';
 import { safeRebase, type ProgressRuns } from './rebase-safe.ts';
@@ -21,7 +22,7 @@ export interface RebaseOptions extends OpenTreeOptions {
   invalidBackingFormat?: boolean;
   /** Safe mode: qemu 8.2+'s copy loop (a chunk is not cut at the old backing file's end). */
   clusterLoop?: boolean;
-  /** -c (8.2+): copied clusters compressed, which instar refuses (safe mode with data to copy). */
+  /** -c (8.2+): copied clusters compressed (qcow2 tops); other formats without compression refused as qemu refuses them. */
   compress?: boolean;
   /** Tests only: stop after this many writes (crash simulation). */
   stopAfterWrites?: number;
@@ -31,6 +32,8 @@ export type RebaseResult = ({ progress?: ProgressRuns }) & (
   | { format: string; done: true }
   /** qemu's driver refused the change: the errno whose strerror qemu prints. */
   | { format: string; errno: 'ENOSPC' | 'EINVAL' | 'ENOTSUP' }
+  /** -c on a format whose driver cannot write compressed clusters: qemu's message, after the open. */
+  | { format: string; cannotCompress: true }
   /** qemu's "Invalid format name" for -F, after the image opened. */
   | { format: string; invalidBackingFormat: true }
   /** instar will not do this (qemu would): nothing was written. */
@@ -43,6 +46,8 @@ export function rebaseOp(options: Record<string, unknown>, ctx: OpContext): Reba
   const unsafe = opts.unsafe === true;
   const image = openTree(ctx, 0, { ...opts, noBacking: unsafe });
   const format = image.format;
+  // qemu-img 8.2+ checks -c right after the open, before -F's name and either mode's work.
+  if (opts.compress && !COMPRESSING_FORMATS.has(format)) return { format, cannotCompress: true };
   if (opts.invalidBackingFormat) return { format, invalidBackingFormat: true };
   const input = ctx.devices[0];
   if (!input?.spec.writable) throw new ImageError('the image was not opened for writing');

@@ -56,6 +56,8 @@ export interface RebaseNames {
   top: string;
   format: string;
   newBacking: string;
+  /** -c (10.0): the copied clusters compressed. */
+  compress?: boolean;
 }
 
 /**
@@ -75,7 +77,7 @@ export function safeRebaseInDir(dir: string, files: Record<string, Uint8Array>, 
       ],
       emit: () => undefined,
     };
-    return rebaseOp({ format: names.format, fileName: names.top, unsafe: false, backing: names.newBacking, backingFormat: 'qcow2', stopAfterWrites: writes }, ctx);
+    return rebaseOp({ format: names.format, fileName: names.top, unsafe: false, backing: names.newBacking, backingFormat: 'qcow2', compress: names.compress, clusterLoop: names.compress, stopAfterWrites: writes }, ctx);
   } finally {
     fds.forEach((fd) => closeSync(fd));
   }

@@ -182,7 +182,7 @@ function sweepCrashes(chain: string): void {
   assert.ok(k >= 5 && k < 50, `${chain}: ${k} writes`);
 }
 
-test('safe rebase refuses before writing: a new backing file outside the allowed paths, -c, a corrupt old chain', () => {
+test('safe rebase refuses before writing: a new backing file outside the allowed paths, a corrupt old chain', () => {
   const dir = join(builder.root, 'refusals');
   mkdirSync(dir);
   for (const [name, bytes] of Object.entries(chains.basic)) writeFileSync(join(dir, name), bytes);
@@ -197,11 +197,6 @@ test('safe rebase refuses before writing: a new backing file outside the allowed
   const vmdk = runInstar(['rebase', '-b', 'a.qcow2', '-F', 'qcow2', 'k.vmdk', '--sandbox=none'], { cwd: formats });
   assert.equal(vmdk.stderr, 'qemu-img: instar copies data in a safe rebase of qcow2 and qed images only (this is vmdk); use -u to change only the backing file name; nothing was written\n');
   assert.ok(readFileSync(join(formats, 'k.vmdk')).equals(Buffer.from(chains.formats['k.vmdk'])));
-  // 10.0's -c would compress what it copies: refused while there is something to copy.
-  const compress = runInstar(['rebase', '-c', '-b', '', 't.qcow2', '--qemu-version', '10.0', '--sandbox=none'], { cwd: dir });
-  assert.equal(compress.status, 1);
-  assert.equal(compress.stderr, 'qemu-img: instar cannot write compressed clusters in rebase yet; nothing was written\n');
-  assert.ok(readFileSync(join(dir, 't.qcow2')).equals(Buffer.from(chains.basic['t.qcow2'])));
   // The old backing file's L1 entry misaligned: the read fails before the first write.
   const old = Buffer.from(chains.basic['old.qcow2']);
   const l1 = Number(old.readBigUInt64BE(40));

@@ -26,3 +26,42 @@ export function allocClusters(model: RefcountModel, size: number): number {
 export function freeClusters(model: RefcountModel, offset: number, size: number): void {
   model.update(offset, size, 1, true);
 }
+
+/** Where qcow2_alloc_bytes packs the next compressed cluster (qemu's free_byte_offset; 0: none, as at open). */
+export interface BytePacker {
+  freeByte: number;
+}
+
+/**
+ * qcow2_alloc_bytes: `size` bytes (a compressed cluster) after the previous ones, in the same host
+ * cluster or running on into the next when that is the one the allocator hands out, else in a
+ * fresh cluster; every host cluster the bytes touch gains one reference. Returns their offset.
+ */
+export function allocBytes(model: RefcountModel, packer: BytePacker, size: number): number {
+  const cs = model.clusterSize;
+  let offset = packer.freeByte;
+  // A cluster whose refcount is at its width's maximum takes no more.
+  if (offset !== 0 && model.get(Math.floor(offset / cs)) === model.max) offset = 0;
+  let free = cs - (offset % cs);
+  for (;;) {
+    if (offset === 0 || free < size) {
+      const fresh = model.findFree(1) * cs;
+      if (offset === 0 || Math.ceil(offset / cs) * cs !== fresh) {
+        offset = fresh;
+        free = cs;
+      } else {
+        free += cs;
+      }
+    }
+    try {
+      model.update(offset, size, 1, false, { mayAllocate: true, discard: false });
+      break;
+    } catch (e) {
+      if (!(e instanceof AllocationRestart)) throw e;
+      // qemu starts over in a fresh cluster after a new refcount block (-EAGAIN).
+      offset = 0;
+    }
+  }
+  packer.freeByte = (offset + size) % cs === 0 ? 0 : offset + size;
+  return offset;
+}

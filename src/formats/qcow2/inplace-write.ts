@@ -13,11 +13,12 @@
 // external data files, encryption, extended L2 entries, compressed clusters or clusters shared
 // with snapshots (qemu would copy them on write). An L2 table shared with a snapshot is copied
 // first, as qemu does.
-import type { BlockDevice } from '../types.ts';
+import { ImageError, type BlockDevice } from '../types.ts';
 import type { RepairStep } from '../repair.ts';
 import { readAt } from '../bytes.ts';
 import { AUTOCLEAR, CRYPT, INCOMPAT, parseHeader, type Qcow2Header } from './header.ts';
-import { allocClusters, freeClusters } from './allocator.ts';
+import { allocBytes, allocClusters, freeClusters, type BytePacker } from './allocator.ts';
+import { compressCluster } from './writer-compress.ts';
 import { PlanRefusal, RefcountModel } from './refcount-update.ts';
 
 const COPIED = 1n << 63n;
@@ -67,6 +68,8 @@ interface DataWrite {
   length: number;
   /** The cluster gets zeros (a zero run in a format that must write them). */
   zero: boolean;
+  /** A compressed cluster: `length` is its compressed size, `packed` the guest bytes compressed. */
+  packed?: number;
 }
 
 class L2Tables {
@@ -108,6 +111,12 @@ export interface InPlaceOptions {
   unmap?: boolean;
   /** Planned inside a bitmap session (its bitmaps extension is handled there). */
   bitmapsOpened?: boolean;
+  /**
+   * rebase -c (8.2+, BDRV_REQ_WRITE_COMPRESSED): each data cluster to allocate is compressed
+   * (qcow2_co_pwritev_compressed: the image's compression type, the disk's last cluster
+   * zero-padded) and packed after the previous one; one that does not shrink is written as it is.
+   */
+  compress?: boolean;
   /** Set by the planner: qemu's free_cluster_index after the writes (a bitmap store at close goes on from it). */
   after?: { freeClusterIndex?: number };
 }
@@ -134,6 +143,24 @@ export function planInPlaceWrite(dev: BlockDevice, runs: readonly ClusterRun[], 
   const unmap = opts.unmap === true && h.version >= 3;
   if (opts.unmap && !unmap) throw refuse('it is a version 2 image, which has no zero clusters');
 
+  const packer: BytePacker = { freeByte: 0 };
+  const zstd = h.compressionType === 1;
+  const sizeShift = BigInt(62 - (Math.log2(cs) - 8));
+  /** The cluster compressed into packed bytes and its entry set; false when it does not shrink. */
+  const compressed = (virt: number, guestBytes: number, table: Buffer, at: number, l2Offset: number): boolean => {
+    const whole = Buffer.alloc(cs);
+    source(whole.subarray(0, guestBytes), virt);
+    const bytes = compressCluster(whole, zstd, cs - 1);
+    if (!bytes) return false;
+    const pos = allocBytes(refs, packer, bytes.length);
+    end = Math.max(end, pos + bytes.length);
+    data.push({ pos, virt, length: bytes.length, zero: false, packed: guestBytes });
+    // The host offset and the count of 512-byte sectors the bytes touch, minus one; never COPIED.
+    const sectors = Math.floor((pos + bytes.length - 1) / 512) - Math.floor(pos / 512);
+    table.writeBigUInt64BE(COMPRESSED | (BigInt(sectors) << sizeShift) | BigInt(pos), at);
+    l2.markDirty(l2Offset);
+    return true;
+  };
   /** Clusters a data write is planned for already (an earlier request allocated them). */
   const planned = new Set<number>();
   /** L2 tables shared with snapshots that were copied: each loses a reference once the L1 names the copy. */
@@ -207,6 +234,15 @@ export function planInPlaceWrite(dev: BlockDevice, runs: readonly ClusterRun[], 
         continue;
       }
       if (host === 0 && !zeroFlag && !(run.zero && !opts.hasBacking)) {
+        if (opts.compress && !run.zero) {
+          // One cluster at a time: compressed, or (not shrinking) allocated alone.
+          allocateGroup(false);
+          planned.add(cluster);
+          if (compressed(virt, guestBytes, table, at, l2Offset)) continue;
+          group.push({ virt, length: guestBytes, table, at, l2Offset });
+          allocateGroup(false);
+          continue;
+        }
         group.push({ virt, length: guestBytes, table, at, l2Offset });
         continue;
       }
@@ -239,11 +275,11 @@ export function planInPlaceWrite(dev: BlockDevice, runs: readonly ClusterRun[], 
   // Data in the clusters of a refcount table a growth replaced waits for the switch to the new one.
   const retired = refs.retiredClusters();
   const late = (d: DataWrite) => retired.has(Math.floor(d.pos / cs));
-  steps.push(...fillSteps(data.filter((d) => !late(d)), source));
+  steps.push(...fillSteps(data.filter((d) => !late(d)), source, cs, zstd));
   steps.push({ kind: 'barrier' });
   steps.push(...refs.flush(), { kind: 'barrier' });
   for (const w of refs.tableWrites('hooked')) steps.push({ kind: 'write', ...w }, { kind: 'barrier' });
-  if (data.some(late)) steps.push(...fillSteps(data.filter(late), source), { kind: 'barrier' });
+  if (data.some(late)) steps.push(...fillSteps(data.filter(late), source, cs, zstd), { kind: 'barrier' });
   steps.push(...l2.writes(true), { kind: 'barrier' });
   steps.push(...l2.writes(false), { kind: 'barrier' });
   for (const i of [...l1Changed].sort((a, b) => a - b)) {
@@ -277,15 +313,20 @@ function underDirtyBit(h: Qcow2Header, refs: RefcountModel, steps: RepairStep[])
 }
 
 /** Data writes as 'fill' steps, adjacent ones (in file and disk) joined up to MAX_FILL. */
-function fillSteps(data: DataWrite[], source: GuestSource): RepairStep[] {
+function fillSteps(data: DataWrite[], source: GuestSource, cs: number, zstd: boolean): RepairStep[] {
   const steps: RepairStep[] = [];
   let i = 0;
   while (i < data.length) {
     const first = data[i];
+    if (first.packed !== undefined) {
+      steps.push({ kind: 'fill', pos: first.pos, length: first.length, fill: (buf) => buf.set(recompressed(first, source, cs, zstd)) });
+      i++;
+      continue;
+    }
     const zero = first.zero;
     let length = first.length;
     let j = i + 1;
-    while (j < data.length && data[j].pos === first.pos + length && data[j].virt === first.virt + length &&
+    while (j < data.length && data[j].packed === undefined && data[j].pos === first.pos + length && data[j].virt === first.virt + length &&
       data[j].zero === zero && length + data[j].length <= MAX_FILL) {
       length += data[j].length;
       j++;
@@ -295,4 +336,16 @@ function fillSteps(data: DataWrite[], source: GuestSource): RepairStep[] {
     i = j;
   }
   return steps;
+}
+
+/**
+ * A compressed cluster's bytes, compressed again when its step runs (the plan holds no data):
+ * the same input gives the same bytes, checked against the length the plan allocated.
+ */
+function recompressed(d: DataWrite, source: GuestSource, cs: number, zstd: boolean): Uint8Array {
+  const whole = Buffer.alloc(cs);
+  source(whole.subarray(0, d.packed), d.virt);
+  const bytes = compressCluster(whole, zstd, cs - 1);
+  if (!bytes || bytes.length !== d.length) throw new ImageError('instar compressed a cluster differently on the second pass');
+  return bytes;
 }

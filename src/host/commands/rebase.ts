@@ -18,6 +18,8 @@ import { progressLine } from '../../output/progress.ts';
 import { strerror } from '../../strerror.ts';
 import type { RebaseOptions, RebaseResult } from '../../ops/rebase.ts';
 
+const CANNOT_COMPRESS = 'Compression not supported for this file format';
+
 const CACHE_MODES = new Set(['none', 'off', 'writeback', 'unsafe', 'directsync', 'writethrough']);
 
 /** Every driver name qemu-img's bdrv_find_format knows (its "Supported formats" list, 7.2 and 10.0). */
@@ -100,13 +102,15 @@ async function runRebase(cmd: ParsedCommand, ctx: CommandContext, progress: bool
     if (newBackingError !== undefined && !options.invalidBackingFormat) {
       // The image opens first, as qemu's does, so that its own errors come before this one.
       options.invalidBackingFormat = true;
-      await runRepairingDirty('rebase', options, [{ fd, path: target.path, writable: true }], ctx, target);
+      const opened = await runRepairingDirty('rebase', options, [{ fd, path: target.path, writable: true }], ctx, target);
+      if ((opened as { cannotCompress?: boolean }).cannotCompress === true) return fail(CANNOT_COMPRESS);
       return fail(`Could not open new backing file '${backing}': ${newBackingError}`);
     }
     if (refusal !== undefined) {
       // The image still opens first, as qemu's would, so its own errors come before this one.
       options.invalidBackingFormat = true;
       const opened = await runRepairingDirty('rebase', options, [{ fd, path: target.path, writable: true }], ctx, target);
+      if ((opened as { cannotCompress?: boolean }).cannotCompress === true) return fail(CANNOT_COMPRESS);
       if (!(opened as { invalidBackingFormat?: boolean }).invalidBackingFormat) throw new OpError('the guest gave a malformed rebase result');
       if (backingFormat !== undefined && !QEMU_FORMAT_NAMES.has(backingFormat)) return fail(`Invalid format name: '${backingFormat}'`);
       return fail(`Could not change the backing file to '${backing}': instar refuses this name (${refusal}); nothing was written`);
@@ -126,6 +130,7 @@ async function runRebase(cmd: ParsedCommand, ctx: CommandContext, progress: bool
   // The copy loop's percentages, as qemu printed them before its last line.
   if (progress) for (const [p, times] of result.progress ?? []) ctx.out(progressLine(p).repeat(times));
   if (target.format === undefined && result.format === 'raw') ctx.err(PROBED_RAW_WARNING(target.path));
+  if ('cannotCompress' in result) return fail(CANNOT_COMPRESS);
   if ('invalidBackingFormat' in result) return fail(`Invalid format name: '${backingFormat}'`);
   if ('refused' in result) return fail(result.refused, true);
   if ('newBackingFailed' in result) return fail(`Could not open new backing file '${backing}': ${result.newBackingFailed}`);
@@ -148,7 +153,7 @@ function validRebaseResult(raw: unknown): RebaseResult {
   if (progress !== undefined && (!Array.isArray(progress) || progress.length > 256 || !progress.every(run))) {
     throw new OpError('the guest gave a malformed rebase result');
   }
-  if (r.done === true || r.invalidBackingFormat === true) return r as RebaseResult;
+  if (r.done === true || r.invalidBackingFormat === true || r.cannotCompress === true) return r as RebaseResult;
   if (r.errno === 'ENOSPC' || r.errno === 'EINVAL' || r.errno === 'ENOTSUP') return r as RebaseResult;
   if (typeof r.refused === 'string' && r.refused.length < 1024) return r as RebaseResult;
   if (typeof r.newBackingFailed === 'string' && r.newBackingFailed.length < 1024) return { format: r.format, progress: [], newBackingFailed: r.newBackingFailed.replace(/[\x00-\x1f\x7f]/g, '?') };

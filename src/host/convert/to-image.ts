@@ -32,9 +32,7 @@ import { convertIntoImage } from './to-image-into.ts';
 import { bitmapsFailAfterCopy, bitmapsStopAtCreate, bitmapWarnings, checkSourceBitmaps, failedBitmap, refuseUnsupportedBitmaps, wantsBitmaps } from './to-image-bitmaps.ts';
 import { blockNodeName } from '../../output/node-name.ts';
 import { intoTarget } from './into-target.ts';
-
-/** Formats whose qemu driver writes compressed clusters (block_driver_can_compress). */
-const COMPRESSING = new Set(['qcow2', 'qcow', 'vmdk']);
+import { COMPRESSING_FORMATS } from '../../formats/compressing.ts';
 
 /** What the command's settings give this path. */
 export interface ImageSettings {
@@ -128,7 +126,7 @@ async function planImage(job: ImageJob, total: bigint): Promise<{ plan: CreatePl
   }
   if (backing !== undefined && !set.has('backing_fmt')) throw new ConvertError('Use of backing file requires explicit backing format');
   if (cmd.options.has('compress')) {
-    if (!COMPRESSING.has(fmt)) throw new ConvertError('Compression not supported for this file format');
+    if (!COMPRESSING_FORMATS.has(fmt)) throw new ConvertError('Compression not supported for this file format');
     if (set.get('encryption')?.value === 'on' || set.has('encrypt.format')) throw new ConvertError('Compression and encryption not supported at the same time');
     const prealloc = set.get('preallocation')?.value;
     if (prealloc !== undefined && prealloc !== 'off') throw new ConvertError('Compression and preallocation not supported at the same time');
