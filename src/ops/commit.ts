@@ -7,6 +7,12 @@ import { ImageError, type BlockDevice, type Image, type ResizeRequest } from '..
 import { Qcow2Image } from '../formats/qcow2/driver.ts';
 import { VmdkImage } from '../formats/vmdk/image.ts';
 import { vmdkInPlaceWriter } from '../formats/vmdk/inplace.ts';
+import { vdiInPlaceWriter } from '../formats/vdi/inplace.ts';
+import { vpcInPlaceWriter } from '../formats/vpc/inplace.ts';
+import { qedInPlaceWriter } from '../formats/qed/inplace.ts';
+import { qcowInPlaceWriter } from '../formats/qcow/inplace.ts';
+import { vhdxInPlaceWriter } from '../formats/vhdx/inplace.ts';
+import { VhdxImage } from '../formats/vhdx/driver.ts';
 import type { InPlaceTarget } from './convert/in-place-copy.ts';
 import { findDriver } from '../formats/registry.ts';
 import { isRawFile } from '../formats/file/driver.ts';
@@ -40,7 +46,9 @@ export type CommitResult = { format: string } & (
   /** instar will not do this (qemu would): nothing was written. */
   | { refused: string }
   /** The base is smaller and its format cannot grow in qemu: its job fails before any write. */
-  | { truncateUnsupported: true });
+  | { truncateUnsupported: true }
+  /** The base's format (qemu's parallels driver) cannot be reopened for writing: the job does not start. */
+  | { reopenUnsupported: string });
 
 /** Device indexes of the chain from the top down (role 'backing' links). */
 function chainIndexes(ctx: OpContext): number[] {
@@ -121,6 +129,15 @@ function rawSteps(size: number, runs: ClusterRun[], top: Image): RepairStep[] {
   steps.push({ kind: 'barrier' });
   return steps;
 }
+
+/** Base formats written through convert -n's in-place writers (formats/<fmt>/inplace.ts). */
+const IN_PLACE_BASES: Record<string, (dev: BlockDevice, base: Image) => InPlaceTarget | { refused: string }> = {
+  vdi: (dev) => vdiInPlaceWriter(dev),
+  vpc: (dev, base) => vpcInPlaceWriter(dev, base.virtualSize),
+  qed: (dev) => qedInPlaceWriter(dev),
+  qcow: (dev) => qcowInPlaceWriter(dev),
+  vhdx: (dev, base) => (base instanceof VhdxImage ? vhdxInPlaceWriter(dev, base) : { refused: 'instar cannot write into this vhdx base image; nothing was written' }),
+};
 
 /** Formats whose qemu drivers cannot truncate (measured: the commit job fails growing them). */
 const NO_TRUNCATE = new Set(['vhdx', 'vpc', 'vmdk', 'vdi', 'qcow']);
@@ -205,6 +222,8 @@ export function commitOp(options: Record<string, unknown>, ctx: OpContext): Comm
   let above = top;
   for (let level = 1; level < baseLevel; level++) above = openTree(ctx, chain[level], { ...opts, fileName: undefined, format: above.info()['backing-filename-format'] });
   const base = openTree(ctx, chain[baseLevel], { ...opts, fileName: undefined, format: above.info()['backing-filename-format'], noBacking: true });
+  // qemu's commit job reopens the base read-write before anything else; this driver has no reopen.
+  if (base.format === 'parallels') return closedAfterFailure(ctx, format, { format, reopenUnsupported: base.format });
   const baseDev = ctx.devices[chain[baseLevel]].dev;
   const topDev = ctx.devices[0].dev;
   try {
@@ -250,6 +269,16 @@ export function commitOp(options: Record<string, unknown>, ctx: OpContext): Comm
       const writer = whole instanceof VmdkImage ? vmdkWriter(baseDev, whole) : { refused: 'instar cannot write into this vmdk base image; nothing was written' };
       if ('refused' in writer) return { format, refused: writer.refused.replace('convert into', 'commit into') };
       const unit = granularityOf((writer as { grainBytes?: number }).grainBytes);
+      progress = progressOf(top, baseLevel, unit, { zeroClusters: false });
+      const runs = clusterRuns(top, dirtyRanges(top, baseLevel, unit), unit);
+      baseSteps = [];
+      writeBase = () => writeThrough(writer, runs, top);
+    } else if (IN_PLACE_BASES[base.format]) {
+      // The formats convert -n writes into: qemu's mirror writes through their drivers in the
+      // same way (blocks allocated at the end of the file as the writes reach them).
+      const writer = IN_PLACE_BASES[base.format](baseDev, base);
+      if ('refused' in writer) return { format, refused: writer.refused.replace('convert into', 'commit into') };
+      const unit = granularityOf(base.info()['cluster-size'] as number | undefined);
       progress = progressOf(top, baseLevel, unit, { zeroClusters: false });
       const runs = clusterRuns(top, dirtyRanges(top, baseLevel, unit), unit);
       baseSteps = [];

@@ -18,6 +18,7 @@ import { ProgressRule, progressLine } from '../../output/progress.ts';
 import { strerror } from '../../strerror.ts';
 import type { NeededFile } from '../../protocol/messages.ts';
 import type { CommitOptions, CommitResult } from '../../ops/commit.ts';
+import { blockNodeName } from '../../output/node-name.ts';
 
 const CACHE_MODES = new Set(['none', 'off', 'writeback', 'unsafe', 'directsync', 'writethrough']);
 
@@ -98,6 +99,7 @@ function validResult(raw: unknown): CommitResult {
   if (r.committed === true && percentages(r.progress)) return { format: r.format, committed: true, progress: r.progress as number[] };
   if (r.noBacking === true || r.noBase === true) return r as CommitResult;
   if (r.truncateUnsupported === true) return { format: r.format, truncateUnsupported: true };
+  if (r.reopenUnsupported === 'parallels') return { format: r.format, reopenUnsupported: r.reopenUnsupported };
   if (typeof r.refused === 'string' && r.refused.length < 1024) return { format: r.format, refused: r.refused.replace(/[\x00-\x1f\x7f]/g, '?') };
   throw new OpError('the guest gave a malformed commit result');
 }
@@ -156,6 +158,7 @@ async function runCommit(cmd: ParsedCommand, ctx: CommandContext, target: Target
     return fail(baseName !== undefined ? `Did not find '${baseName}' in the backing chain of '${cmd.args[0]}'` : 'Image does not have a backing file');
   }
   if ('refused' in result) return fail(result.refused);
+  if ('reopenUnsupported' in result) return fail(`Block format '${result.reopenUnsupported}' used by node '${blockNodeName()}' does not support reopening files`);
   if ('truncateUnsupported' in result) {
     // qemu's mirror job cannot grow the base; -p has printed 0% three times by then.
     if (progress) ctx.out(progressLine(0).repeat(2));
