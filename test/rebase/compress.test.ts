@@ -1,7 +1,7 @@
 // rebase -c (qemu 8.2+: the copied clusters compressed), differential against qemu-img 10.0.
 // Where each of qemu's write requests is one cluster its layout is deterministic and the files
 // must be byte-identical (zlib and zstd tops, a cluster that does not shrink, a partial last
-// cluster, refcount_bits=1, a version 2 top); where a request spans clusters qemu compresses
+// cluster, refcount_bits=1, a version 2 top, a persistent bitmap, an internal snapshot); where a request spans clusters qemu compresses
 // them in parallel and packs them in the order they finish, so the content and `check` output
 // are compared instead. Formats without compression fail as qemu's do; 7.2 has no -c at all.
 // Every write prefix of a compressed copy leaves a top qemu-img checks (leaks at most).
@@ -64,6 +64,13 @@ before(() => {
   assert.equal(runQemu('7.2', ['convert', '-f', 'raw', '-O', 'qcow2', 'old.raw', 'old.qcow2'], { cwd: dir }).status, 0);
   assert.equal(runQemu('7.2', ['create', '-q', ...OVER_OLD, 't.qcow2', '4M'], { cwd: dir }).status, 0);
   chains.noise = { 'old.qcow2': readFileSync(join(dir, 'old.qcow2')), 't.qcow2': readFileSync(join(dir, 't.qcow2')) };
+  // Tops with a persistent bitmap (recording the compressed writes) and with an internal snapshot.
+  const more = join(builder.root, 'more');
+  mkdirSync(more);
+  for (const [name, bytes] of Object.entries(chains.zlib)) writeFileSync(join(more, name), bytes);
+  assert.equal(runQemu('7.2', ['bitmap', '--add', 'z.qcow2', 'b0'], { cwd: more }).status, 0);
+  assert.equal(runQemu('7.2', ['snapshot', '-c', 's1', 't.qcow2'], { cwd: more }).status, 0);
+  chains.more = { 'old.qcow2': chains.zlib['old.qcow2'], 'z.qcow2': readFileSync(join(more, 'z.qcow2')), 't.qcow2': readFileSync(join(more, 't.qcow2')) };
 });
 after(() => {
   builder.remove();
@@ -78,6 +85,8 @@ const CASES: [string, string[], boolean, boolean?][] = [
   ['zlib', ['-c', '-b', 'new.qcow2', '-F', 'qcow2', 'v2.qcow2'], true],
   ['tail', ['-c', '-b', 'new.qcow2', '-F', 'qcow2', 't.qcow2'], true],
   ['noise', ['-c', '-p', '-b', '', 't.qcow2'], true],
+  ['more', ['-c', '-b', '', 'z.qcow2'], true],
+  ['more', ['-c', '-b', '', 't.qcow2'], true],
   ['runs', ['-c', '-p', '-b', 'new.qcow2', '-F', 'qcow2', 't.qcow2'], false],
 ];
 
