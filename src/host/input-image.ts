@@ -13,6 +13,12 @@ import { qdictOrder } from '../output/qdict-order.ts';
 /** A failure worded as qemu-img words it; printed as "<progname>: <message>", exit status 1. */
 export class InputImageError extends Error {}
 
+/**
+ * The format the guest opens a target as: `file` (qemu's file protocol named as a format, -f file)
+ * is the file itself there, which is the raw driver; the host keeps 'file' for its own checks.
+ */
+export const guestFormat = (format: string | undefined): string | undefined => (format === 'file' ? 'raw' : format);
+
 /** One image to open: where it is, how messages name it, and the format to read it as. */
 export interface Target {
   path: string;

@@ -9,7 +9,7 @@ import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { OpError } from '../sandbox/run.ts';
 import { ReferencedFileError } from '../open-files.ts';
-import { InputImageError, openTop, referencedOpenMessage, topTarget, type Target } from '../input-image.ts';
+import { InputImageError, openTop, referencedOpenMessage, topTarget, type Target, guestFormat } from '../input-image.ts';
 import { openWritable, PROBED_RAW_WARNING, runRepairingDirty } from '../writable-image.ts';
 import { parseSecretObjects, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
@@ -135,7 +135,7 @@ async function runBench(cmd: ParsedCommand, ctx: CommandContext): Promise<number
     // The file driver refuses aio=native without O_DIRECT once it has opened the file.
     if (s.native && !DIRECT.has(s.cache)) throw new BenchError(`Could not open '${target.errorName}': aio=native was specified, but it requires cache.direct=on, which was not specified.`);
     const options: BenchOptions = {
-      format: target.format === 'file' ? 'raw' : target.format,
+      format: guestFormat(target.format),
       fileName: target.path,
       unsafeQuirks: ctx.globals.unsafeQuirks,
       profile: { vhdCurrentSize: ctx.profile.vhdCurrentSize },

@@ -5,7 +5,7 @@
 import { closeSync, fstatSync, fsyncSync } from 'node:fs';
 import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
-import { checkFormat, imageTarget, InputImageError, openTop, topTarget, type Target } from '../input-image.ts';
+import { checkFormat, imageTarget, InputImageError, openTop, topTarget, type Target, guestFormat } from '../input-image.ts';
 import { openReferenced } from '../paths/resolve.ts';
 import { PathRefusedError, ReferenceOpenError } from '../paths/policy.ts';
 import { resolve } from 'node:path';
@@ -126,7 +126,7 @@ async function runBitmap(cmd: ParsedCommand, args: BitmapArgs, ctx: CommandConte
     const actions = source.error === undefined ? args.actions : [];
     if (source.fd !== undefined && source.target) inputs.push({ fd: source.fd, path: source.target.path });
     const options: BitmapOptions = {
-      format: target.format === 'file' ? 'raw' : target.format,
+      format: guestFormat(target.format),
       unsafeQuirks: ctx.globals.unsafeQuirks,
       fileName: target.path,
       profile: ctx.profile,
@@ -137,7 +137,7 @@ async function runBitmap(cmd: ParsedCommand, args: BitmapArgs, ctx: CommandConte
       granularity: args.granularity === 0n ? undefined : Number(BigInt.asUintN(32, args.granularity)),
       nodeName: blockNodeName(),
       // qemu-img opens the source without its backing file (BDRV_O_NO_BACKING).
-      source: source.target ? { format: source.target.format === 'file' ? 'raw' : source.target.format, fileName: source.target.path, profile: ctx.profile, unsafeQuirks: ctx.globals.unsafeQuirks, noBacking: true } : undefined,
+      source: source.target ? { format: guestFormat(source.target.format), fileName: source.target.path, profile: ctx.profile, unsafeQuirks: ctx.globals.unsafeQuirks, noBacking: true } : undefined,
     };
     try {
       answer = validAnswer(await runRepairingDirty('bitmap', options, inputs, ctx, target), cmd.args[1]);

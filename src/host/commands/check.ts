@@ -4,7 +4,7 @@
 // (O_DSYNC: each of the guest's repair writes is durable before the next) and fsynced afterwards.
 import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
-import { InputImageError, foreignOptionMessage, keyOptions, openTop, topTarget } from '../input-image.ts';
+import { InputImageError, foreignOptionMessage, keyOptions, openTop, topTarget, guestFormat } from '../input-image.ts';
 import { openWritable, PROBED_RAW_WARNING, runOnImage } from '../writable-image.ts';
 import { addObject, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
@@ -60,7 +60,7 @@ async function runCheck(cmd: ParsedCommand, args: CheckArgs, ctx: CommandContext
   const target = topTarget(cmd, cmd.args[0], !args.repair);
   const fd = args.repair ? openWritable(cmd, target) : openTop(target);
   const options: CheckOptions = {
-    format: target.format === 'file' ? 'raw' : target.format,
+    format: guestFormat(target.format),
     unsafeQuirks: ctx.globals.unsafeQuirks,
     fileName: target.path,
     profile: ctx.profile,

@@ -7,7 +7,7 @@
 import { closeSync, constants, fstatSync, fsyncSync, openSync, statSync } from 'node:fs';
 import type { Command, CommandContext } from './types.ts';
 import { EXTRA_ARGUMENT, type ParsedCommand } from '../../cli/types.ts';
-import { InputImageError, referencedOpenMessage, topTarget, type Target } from '../input-image.ts';
+import { InputImageError, referencedOpenMessage, topTarget, type Target, guestFormat } from '../input-image.ts';
 import { openWritable, PROBED_RAW_WARNING, runRepairingDirty } from '../writable-image.ts';
 import { ReferencedFileError } from '../open-files.ts';
 import { OpError } from '../sandbox/run.ts';
@@ -110,7 +110,7 @@ async function runCommit(cmd: ParsedCommand, ctx: CommandContext, target: Target
   const isBase = baseChooser(baseName);
   const writableFds: number[] = [];
   const options: CommitOptions = {
-    format: target.format === 'file' ? 'raw' : target.format,
+    format: guestFormat(target.format),
     unsafeQuirks: ctx.globals.unsafeQuirks,
     fileName: target.path,
     profile: ctx.profile,

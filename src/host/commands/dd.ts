@@ -10,7 +10,7 @@ import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError, type InputFile } from '../open-files.ts';
-import { InputImageError, foreignOptionMessage, keyOptions, imageTarget, openTop, referencedOpenMessage, type Target } from '../input-image.ts';
+import { InputImageError, foreignOptionMessage, keyOptions, imageTarget, openTop, referencedOpenMessage, type Target, guestFormat } from '../input-image.ts';
 import { parseSecretObjects, sourceSecrets } from '../secrets.ts';
 import { strerror } from '../../strerror.ts';
 import { INT64_MAX, INT_MAX, parseIntegerOption, parseSizeOption, type Parsed } from './qemu-numbers.ts';
@@ -242,7 +242,7 @@ async function runDd(cmd: ParsedCommand, ctx: CommandContext): Promise<number> {
     const input: InputFile = { fd, path: target.path };
     const base: DdOptions = {
       phase: 'open',
-      format: target.format === 'file' ? 'raw' : target.format,
+      format: guestFormat(target.format),
       fileName: target.path,
       unsafeQuirks: ctx.globals.unsafeQuirks,
       profile: { vhdCurrentSize: ctx.profile.vhdCurrentSize },

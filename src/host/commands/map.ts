@@ -6,7 +6,7 @@ import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
-import { InputImageError, foreignOption, keyOptions, openTop, topTarget, type Target, referencedOpenMessage } from '../input-image.ts';
+import { InputImageError, foreignOption, keyOptions, openTop, topTarget, type Target, referencedOpenMessage, guestFormat } from '../input-image.ts';
 import { sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { parseMapSize } from './map-size.ts';
@@ -114,7 +114,7 @@ async function runMap(cmd: ParsedCommand, args: MapArgs, ctx: CommandContext): P
   let failure: unknown;
   const options: MapOptions = {
     // `-f file` maps the file itself, which reads as raw.
-    format: target.format === 'file' ? 'raw' : target.format,
+    format: guestFormat(target.format),
     unsafeQuirks: ctx.globals.unsafeQuirks,
     fileName: target.path,
     profile: ctx.profile,

@@ -8,7 +8,7 @@ import type { ParsedCommand } from '../../cli/types.ts';
 import { OpError } from '../sandbox/run.ts';
 import { printWarnings, runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
 import { MAX_WARNING_TEXT, MAX_WARNINGS } from '../../protocol/messages.ts';
-import { InputImageError, foreignOptionMessage, keyOptions, openTop, topTarget, type Target, referencedOpenMessage } from '../input-image.ts';
+import { InputImageError, foreignOptionMessage, keyOptions, openTop, topTarget, type Target, referencedOpenMessage, guestFormat } from '../input-image.ts';
 import { parseSecretObjects, SecretError, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { parseMapSize } from './map-size.ts';
@@ -138,7 +138,7 @@ async function measureInput(cmd: ParsedCommand, args: MeasureArgs, ctx: CommandC
     throw e;
   }
   const options: MeasureOptions = {
-    format: target.format === 'file' ? 'raw' : target.format,
+    format: guestFormat(target.format),
     unsafeQuirks: ctx.globals.unsafeQuirks,
     fileName: target.path,
     profile: ctx.profile,

@@ -9,7 +9,7 @@ import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { OpError } from '../sandbox/run.ts';
 import { ReferencedFileError } from '../open-files.ts';
-import { checkFormat, InputImageError, openImageFile, topTarget, referencedOpenMessage, type Target } from '../input-image.ts';
+import { checkFormat, InputImageError, openImageFile, topTarget, referencedOpenMessage, type Target, guestFormat } from '../input-image.ts';
 import { PROBED_RAW_WARNING, runRepairingDirty } from '../writable-image.ts';
 import { addObject, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
@@ -85,7 +85,7 @@ async function runRebase(cmd: ParsedCommand, ctx: CommandContext, progress: bool
       }
     }
     const options: RebaseOptions = {
-      format: target.format === 'file' ? 'raw' : target.format,
+      format: guestFormat(target.format),
       unsafeQuirks: ctx.globals.unsafeQuirks,
       fileName: target.path,
       profile: ctx.profile,

@@ -5,7 +5,7 @@
 import { fstatSync } from 'node:fs';
 import type { Command, CommandContext } from './types.ts';
 import { EXTRA_ARGUMENT, type ParsedCommand } from '../../cli/types.ts';
-import { InputImageError, topTarget } from '../input-image.ts';
+import { InputImageError, topTarget, guestFormat } from '../input-image.ts';
 import { openWritable, PROBED_RAW_WARNING, runOnImage } from '../writable-image.ts';
 import { PreallocationFailure, reserveBlocks } from '../preallocate.ts';
 import { addObject, sourceSecrets } from '../secrets.ts';
@@ -65,7 +65,7 @@ async function runResize(cmd: ParsedCommand, args: ResizeArgs, ctx: CommandConte
   // resize has no -U: openWritable's force-share refusal comes from --image-opts only.
   const fd = openWritable(cmd, target);
   const options: ResizeOptions = {
-    format: target.format === 'file' ? 'raw' : target.format,
+    format: guestFormat(target.format),
     unsafeQuirks: ctx.globals.unsafeQuirks,
     fileName: target.path,
     profile: ctx.profile,

@@ -4,7 +4,7 @@
 // table or message. Files the image names are opened only through the path policy.
 import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
-import { InputImageError, openTop, topTarget, type Target } from '../input-image.ts';
+import { InputImageError, openTop, topTarget, type Target, guestFormat } from '../input-image.ts';
 import { openWritable, PROBED_RAW_WARNING, runOnImage } from '../writable-image.ts';
 import { addObject, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
@@ -50,7 +50,7 @@ async function runSnapshot(cmd: ParsedCommand, args: SnapshotArgs, ctx: CommandC
   const fd = openImage(cmd, target, writable);
   const nowMicros = Date.now() * 1000;
   const options: SnapshotOptions = {
-    format: target.format === 'file' ? 'raw' : target.format,
+    format: guestFormat(target.format),
     unsafeQuirks: ctx.globals.unsafeQuirks,
     fileName: target.path,
     profile: ctx.profile,

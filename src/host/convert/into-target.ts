@@ -3,7 +3,7 @@
 // --image-opts parses a source. Pure: nothing is opened here. qemu meets a bad option string only
 // when it opens the target, after the sources, so its failure is kept for the caller to throw then.
 import type { ParsedCommand } from '../../cli/types.ts';
-import { imageTarget, InputImageError } from '../input-image.ts';
+import { imageTarget, InputImageError, guestFormat } from '../input-image.ts';
 import { parseQemuOpts } from '../commands/image-opts.ts';
 import { ConvertStopsWithSuccess } from './errors.ts';
 
@@ -54,7 +54,7 @@ export function intoTarget(cmd: ParsedCommand): IntoTarget {
       : `Could not open '${spec}': Block format '${t.format}' does not support the option '${t.unknownFormatOption}'`;
     // driver=file: the protocol as the format, the file's bytes as the disk, as raw has them.
     if (failure !== undefined) return { path: t.path, errorName: spec, failure };
-    return { path: t.path, errorName: spec, format: t.format === 'file' ? 'raw' : t.format, keySecret: t.keySecret };
+    return { path: t.path, errorName: spec, format: guestFormat(t.format), keySecret: t.keySecret };
   } catch (e) {
     if (e instanceof InputImageError) return { path: spec, errorName: spec, failure: e.message };
     throw e;
