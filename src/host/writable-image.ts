@@ -5,13 +5,14 @@
 import { closeSync, constants, fsyncSync } from 'node:fs';
 import type { ParsedCommand } from '../cli/types.ts';
 import type { CommandContext } from './commands/types.ts';
-import { checkFormat, InputImageError, openImageFile, referencedOpenMessage, type Target } from './input-image.ts';
+import { checkFormat, InputImageError, lockTarget, openImageFile, referencedOpenMessage, type Target } from './input-image.ts';
 import { parseQemuOpts } from './commands/image-opts.ts';
 import { runWithReferencedFiles, ReferencedFileError, type InputFile, type ReferencedFileHooks } from './open-files.ts';
 import { OpError } from './sandbox/run.ts';
 import { validCheckLines } from './commands/check-result.ts';
 import { writeCheckLines } from '../output/image-check.ts';
 import type { DirtyRepairResult } from '../ops/dirty-repair.ts';
+import { checkDirectWrite } from './direct-io.ts';
 
 const isDirtyAnswer = (v: unknown): boolean => typeof v === 'object' && v !== null && (v as { dirtyImage?: unknown }).dirtyImage === true;
 
@@ -52,7 +53,10 @@ export function openWritable(cmd: ParsedCommand, target: Target, sync = true): n
   const fail = (why: string) => new InputImageError(`Could not open '${target.errorName}': ${why}`);
   if (imageOptsFlag(cmd, target, 'read-only')) throw fail('Block node is read-only');
   if (imageOptsFlag(cmd, target, 'force-share') || cmd.options.has('force-share')) throw fail('force-share=on can only be used with read-only images');
-  return openImageFile(target, constants.O_RDWR | (sync ? constants.O_DSYNC : 0));
+  const fd = openImageFile(target, constants.O_RDWR | (sync ? constants.O_DSYNC : 0));
+  lockTarget(fd, target, 'write');
+  checkDirectWrite(cmd, target, fd);
+  return fd;
 }
 
 /**

@@ -9,7 +9,7 @@ import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { OpError } from '../sandbox/run.ts';
 import { ReferencedFileError } from '../open-files.ts';
-import { checkFormat, InputImageError, openImageFile, topTarget, referencedOpenMessage, type Target, guestFormat } from '../input-image.ts';
+import { checkFormat, InputImageError, lockTarget, openImageFile, topTarget, referencedOpenMessage, type Target, guestFormat } from '../input-image.ts';
 import { PROBED_RAW_WARNING, runRepairingDirty } from '../writable-image.ts';
 import { addObject, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
@@ -17,6 +17,7 @@ import { openReferenced, startChain, PathRefusedError, ReferenceOpenError } from
 import { progressLine } from '../../output/progress.ts';
 import { strerror } from '../../strerror.ts';
 import type { RebaseOptions, RebaseResult } from '../../ops/rebase.ts';
+import { checkDirectWrite } from '../direct-io.ts';
 
 const CANNOT_COMPRESS = 'Compression not supported for this file format';
 
@@ -33,7 +34,10 @@ export function openForWriting(cmd: ParsedCommand, target: Target): number {
   if (cmd.options.has('force-share') && cmd.name !== 'rebase') {
     throw new InputImageError(`Could not open '${target.errorName}': force-share=on can only be used with read-only images`);
   }
-  return openImageFile(target, constants.O_RDWR | constants.O_DSYNC);
+  const fd = openImageFile(target, constants.O_RDWR | constants.O_DSYNC);
+  lockTarget(fd, target, 'write');
+  checkDirectWrite(cmd, target, fd);
+  return fd;
 }
 
 /** --object options, created as they come: a bad one stops the command there (qemu's order). */
