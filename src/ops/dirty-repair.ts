@@ -45,21 +45,28 @@ function parallelsVerdict(options: Record<string, unknown>, ctx: OpContext) {
 }
 
 /**
- * Runs `op` unless its image is a dirty qcow2 or a parallels image qemu's open repairs, which it
- * leaves untouched and reports; a parallels image qemu 7.2 will not open for writing fails here.
+ * Runs `op` unless its image is a dirty qcow2 or a parallels image qemu's open repairs or its close
+ * cuts short, which it leaves untouched and reports; a parallels image qemu 7.2 will not open for
+ * writing fails here.
  */
 export function answeringDirty(op: Op): Op {
   return (options, ctx) => {
     if (dirtyQcow2(ctx)) return DIRTY_IMAGE;
     const verdict = parallelsVerdict(options, ctx);
-    if (verdict === 'unclean') throw new ImageError(UNCLEAN_OPEN);
-    return verdict === 'check' ? DIRTY_IMAGE : op(options, ctx);
+    if (verdict?.kind === 'unclean') throw new ImageError(UNCLEAN_OPEN);
+    return verdict === undefined ? op(options, ctx) : DIRTY_IMAGE;
   };
 }
 
 /** The open-time repair: check -r all's planner on device 0, applied; its lines for the host to print. */
 export function repairDirtyOp(options: Record<string, unknown>, ctx: OpContext): DirtyRepairResult {
-  const parallels = parallelsVerdict(options, ctx) === 'check';
+  const verdict = parallelsVerdict(options, ctx);
+  // qemu's close cuts a leaked tail off; the command itself changes nothing there.
+  if (verdict?.kind === 'trim') {
+    applyRepair(ctx.devices[0].dev, [{ kind: 'truncate', size: verdict.size }]);
+    return { lines: [] };
+  }
+  const parallels = verdict?.kind === 'check';
   if (!parallels && !dirtyQcow2(ctx)) throw new ImageError('repair-dirty: not a dirty qcow2 or parallels image opened for writing');
   const image = openTree(ctx, 0, { ...(options as OpenTreeOptions), check: true, noBacking: true });
   const dev = ctx.devices[0].dev;

@@ -2,6 +2,7 @@
 // qemu 7.2 refuses one marked in use; qemu 8.2+ instead runs its check in fix-all mode when the
 // image is marked in use, its data_off is wrong, a cluster reaches past the file, or the map of
 // used host clusters cannot be filled (a cluster named twice, or one before the data area).
+// Both close the image by cutting the file at the data's end: a leaked tail goes at any open.
 import type { BlockDevice } from '../types.ts';
 import { readAt } from '../bytes.ts';
 import { parseParallelsHeader, type ParallelsHeader } from './driver.ts';
@@ -13,8 +14,11 @@ const DATA_OFF_AT = 48;
 const INUSE_MAGIC = 0x746f6e59;
 const CHUNK = 64 * 1024;
 
-/** The open's verdict: `check` (8.2+ repairs first) or `unclean` (7.2 refuses), else undefined. */
-export type OpenVerdict = 'check' | 'unclean' | undefined;
+/**
+ * The open's verdict: `check` (8.2+ repairs first), `unclean` (7.2 refuses), `trim` (nothing to
+ * repair, but the close cuts the file to `size`), else undefined.
+ */
+export type OpenVerdict = { kind: 'check' } | { kind: 'unclean' } | { kind: 'trim'; size: number } | undefined;
 
 /** The message qemu 7.2's read-write open fails with on an image marked in use. */
 export const UNCLEAN_OPEN = 'parallels: Image was not closed correctly; cannot be opened read/write';
@@ -76,16 +80,18 @@ export function parallelsOpenVerdict(dev: BlockDevice, major: number, minor: num
     return undefined; // the open itself fails, in the op's own words
   }
   const unclean = raw.readUInt32LE(INUSE_AT) === INUSE_MAGIC;
-  if (major < 8 || (major === 8 && minor < 2)) return unclean ? 'unclean' : undefined;
-  if (unclean) return 'check';
+  const repairs = major > 8 || (major === 8 && minor >= 2);
+  if (unclean) return { kind: repairs ? 'check' : 'unclean' };
   const fileSectors = Math.ceil(dev.size / SECTOR);
   const oldMagic = raw.toString('latin1', 0, 16) === 'WithoutFreeSpace';
   const { ok, start } = testDataOff(h, oldMagic, raw.readUInt32LE(DATA_OFF_AT), fileSectors);
-  if (!ok) return 'check';
+  // qemu 7.2 takes any data_off; instar trims only where both versions agree on the data's end.
+  if (!ok) return repairs ? { kind: 'check' } : undefined;
   let dataEnd = start;
   eachEntry(dev, h, (entry) => {
     dataEnd = Math.max(dataEnd, entry * h.offMultiplier + h.tracks);
   });
-  if (dataEnd > fileSectors) return 'check';
-  return usedMapFails(dev, h, start) ? 'check' : undefined;
+  if (dataEnd > fileSectors) return repairs ? { kind: 'check' } : undefined;
+  if (repairs && usedMapFails(dev, h, start)) return { kind: 'check' };
+  return dev.size > dataEnd * SECTOR ? { kind: 'trim', size: dataEnd * SECTOR } : undefined;
 }

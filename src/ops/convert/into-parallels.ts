@@ -1,6 +1,7 @@
 // convert -n into a parallels image, opened as qemu's read-write open opens it (formats/parallels/
 // open-check.ts): qemu 7.2 refuses an image marked in use; qemu 8.2+ first repairs what its check
-// finds (check -r all's planner here), printing the check's lines, then writes. instar repairs
+// finds (check -r all's planner here), printing the check's lines, then writes; both cut a leaked
+// tail off (qemu at close; instar first, which leaves the same file). instar repairs
 // only when its in-place writer takes the repaired image, so a refusal still writes nothing (qemu
 // 10.0 writes a cluster_size=3000 image's data where its repaired data_off does not point).
 import { emptyReport } from '../../formats/check-types.ts';
@@ -29,8 +30,16 @@ function afterSteps(dev: BlockDevice, steps: readonly RepairStep[]): BlockDevice
 
 export function parallelsIntoTarget(ctx: OpContext, image: Image, dev: BlockDevice, qemu: { major: number; minor: number }, discards: boolean): Writer | { openFailed: string } {
   const verdict = parallelsOpenVerdict(dev, qemu.major, qemu.minor);
-  if (verdict === 'unclean') return { openFailed: UNCLEAN_OPEN };
+  if (verdict?.kind === 'unclean') return { openFailed: UNCLEAN_OPEN };
   if (verdict === undefined) return parallelsInPlaceWriter(dev, image.virtualSize, discards);
+  if (verdict.kind === 'trim') {
+    // qemu allocates from the data's end and its close cuts the file there: cut first, then write.
+    const trim: RepairStep[] = [{ kind: 'truncate', size: verdict.size }];
+    const refusal = parallelsInPlaceRefusal(afterSteps(dev, trim), image.virtualSize);
+    if (refusal) return refusal;
+    applyRepair(dev, trim);
+    return parallelsInPlaceWriter(dev, image.virtualSize, discards);
+  }
   const report = emptyReport();
   checkParallels(image, dev, report, { qemuMajor: qemu.major });
   const plan = repairParallels(image, dev, report, 'all', { qemuMajor: qemu.major });
