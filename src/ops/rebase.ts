@@ -20,6 +20,8 @@ export interface RebaseOptions extends OpenTreeOptions {
   progress?: boolean;
   /** -F named no driver: qemu says so after opening the image (the host words it). */
   invalidBackingFormat?: boolean;
+  /** The host wants the open's own errors only (it words a failure of its own next). */
+  openOnly?: boolean;
   /** Safe mode: qemu 8.2+'s copy loop (a chunk is not cut at the old backing file's end). */
   clusterLoop?: boolean;
   /** -c (8.2+): copied clusters compressed (qcow2 tops); other formats without compression refused as qemu refuses them. */
@@ -36,6 +38,10 @@ export type RebaseResult = ({ progress?: ProgressRuns }) & (
   | { format: string; cannotCompress: true }
   /** qemu's "Invalid format name" for -F, after the image opened. */
   | { format: string; invalidBackingFormat: true }
+  /** qemu 8.2+ asks the driver for its (sub)cluster size next; parallels' has no answer. */
+  | { format: string; noDriverInfo: true }
+  /** openOnly: the image opened and passed qemu's checks before the new backing file's. */
+  | { format: string; opened: true }
   /** instar will not do this (qemu would): nothing was written. */
   | { format: string; refused: string }
   /** Safe mode: the new backing file did not open (the reason, from the guest: escaped by the host). */
@@ -49,6 +55,10 @@ export function rebaseOp(options: Record<string, unknown>, ctx: OpContext): Reba
   // qemu-img 8.2+ checks -c right after the open, before -F's name and either mode's work.
   if (opts.compress && !COMPRESSING_FORMATS.has(format)) return { format, cannotCompress: true };
   if (opts.invalidBackingFormat) return { format, invalidBackingFormat: true };
+  // bdrv_get_info fails on a driver without it (of those that open for writing, parallels only):
+  // "could not get block driver info", in either mode, before the new backing file opens.
+  if (opts.clusterLoop && format === 'parallels') return { format, noDriverInfo: true };
+  if (opts.openOnly) return { format, opened: true };
   const input = ctx.devices[0];
   if (!input?.spec.writable) throw new ImageError('the image was not opened for writing');
   const backing = typeof opts.backing === 'string' && opts.backing !== '' ? Buffer.from(opts.backing) : undefined;

@@ -20,6 +20,7 @@ import type { RebaseOptions, RebaseResult } from '../../ops/rebase.ts';
 import { checkDirectWrite } from '../direct-io.ts';
 
 const CANNOT_COMPRESS = 'Compression not supported for this file format';
+const NO_DRIVER_INFO = 'could not get block driver info';
 
 const CACHE_MODES = new Set(['none', 'off', 'writeback', 'unsafe', 'directsync', 'writethrough']);
 
@@ -103,20 +104,15 @@ async function runRebase(cmd: ParsedCommand, ctx: CommandContext, progress: bool
       clusterLoop: ctx.profile.major > 8 || (ctx.profile.major === 8 && ctx.profile.minor >= 2),
       compress: cmd.options.has('compress'),
     };
-    if (newBackingError !== undefined && !options.invalidBackingFormat) {
-      // The image opens first, as qemu's does, so that its own errors come before this one.
-      options.invalidBackingFormat = true;
-      const opened = await runRepairingDirty('rebase', options, [{ fd, path: target.path, writable: true }], ctx, target);
-      if ((opened as { cannotCompress?: boolean }).cannotCompress === true) return fail(CANNOT_COMPRESS);
-      return fail(`Could not open new backing file '${backing}': ${newBackingError}`);
-    }
-    if (refusal !== undefined) {
-      // The image still opens first, as qemu's would, so its own errors come before this one.
-      options.invalidBackingFormat = true;
-      const opened = await runRepairingDirty('rebase', options, [{ fd, path: target.path, writable: true }], ctx, target);
-      if ((opened as { cannotCompress?: boolean }).cannotCompress === true) return fail(CANNOT_COMPRESS);
-      if (!(opened as { invalidBackingFormat?: boolean }).invalidBackingFormat) throw new OpError('the guest gave a malformed rebase result');
-      if (backingFormat !== undefined && !QEMU_FORMAT_NAMES.has(backingFormat)) return fail(`Invalid format name: '${backingFormat}'`);
+    if (newBackingError !== undefined || refusal !== undefined) {
+      // The image still opens first, as qemu's does, so that its own errors come before this one.
+      options.openOnly = true;
+      const opened = (await runRepairingDirty('rebase', options, [{ fd, path: target.path, writable: true }], ctx, target)) as Record<string, unknown>;
+      if (opened.cannotCompress === true) return fail(CANNOT_COMPRESS);
+      if (opened.invalidBackingFormat === true) return fail(`Invalid format name: '${backingFormat}'`);
+      if (opened.noDriverInfo === true) return fail(NO_DRIVER_INFO);
+      if (opened.opened !== true) throw new OpError('the guest gave a malformed rebase result');
+      if (newBackingError !== undefined) return fail(`Could not open new backing file '${backing}': ${newBackingError}`);
       return fail(`Could not change the backing file to '${backing}': instar refuses this name (${refusal}); nothing was written`);
     }
     const inputs = [{ fd, path: target.path, writable: true }, ...(newBacking ? [{ fd: newBacking.fd, path: newBacking.path }] : [])];
@@ -136,6 +132,7 @@ async function runRebase(cmd: ParsedCommand, ctx: CommandContext, progress: bool
   if (target.format === undefined && result.format === 'raw') ctx.err(PROBED_RAW_WARNING(target.path));
   if ('cannotCompress' in result) return fail(CANNOT_COMPRESS);
   if ('invalidBackingFormat' in result) return fail(`Invalid format name: '${backingFormat}'`);
+  if ('noDriverInfo' in result) return fail(NO_DRIVER_INFO);
   if ('refused' in result) return fail(result.refused, true);
   if ('newBackingFailed' in result) return fail(`Could not open new backing file '${backing}': ${result.newBackingFailed}`);
   if ('errno' in result) {
@@ -157,7 +154,7 @@ function validRebaseResult(raw: unknown): RebaseResult {
   if (progress !== undefined && (!Array.isArray(progress) || progress.length > 256 || !progress.every(run))) {
     throw new OpError('the guest gave a malformed rebase result');
   }
-  if (r.done === true || r.invalidBackingFormat === true || r.cannotCompress === true) return r as RebaseResult;
+  if (r.done === true || r.invalidBackingFormat === true || r.cannotCompress === true || r.noDriverInfo === true) return r as RebaseResult;
   if (r.errno === 'ENOSPC' || r.errno === 'EINVAL' || r.errno === 'ENOTSUP') return r as RebaseResult;
   if (typeof r.refused === 'string' && r.refused.length < 1024) return r as RebaseResult;
   if (typeof r.newBackingFailed === 'string' && r.newBackingFailed.length < 1024) return { format: r.format, progress: [], newBackingFailed: r.newBackingFailed.replace(/[\x00-\x1f\x7f]/g, '?') };
