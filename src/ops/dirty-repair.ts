@@ -30,18 +30,18 @@ function dirtyQcow2(ctx: OpContext): boolean {
   return head.readUInt32BE(0) === 0x514649fb && head.readUInt32BE(4) >= 3 && (head[79] & 1) === 1;
 }
 
-/** The version profile the host sent (the newest without one). */
-function profileOf(options: Record<string, unknown>): { major: number; minor: number } {
+/** The qemu version the host sent with its profile, if it sent one. */
+function versionOf(options: Record<string, unknown>): { major: number; minor: number } | undefined {
   const p = (options.profile ?? {}) as { major?: unknown; minor?: unknown };
-  return typeof p.major === 'number' && typeof p.minor === 'number' ? { major: p.major, minor: p.minor } : { major: 10, minor: 0 };
+  return typeof p.major === 'number' && typeof p.minor === 'number' ? { major: p.major, minor: p.minor } : undefined;
 }
 
-/** What a writable open of device 0 does first, if it is a parallels image. */
+/** What a writable open of device 0 does first, if it is a parallels image (and the version known: bench -w's profile has none). */
 function parallelsVerdict(options: Record<string, unknown>, ctx: OpContext) {
   const input = ctx.devices[0];
-  if (!input?.spec.writable) return undefined;
-  const { major, minor } = profileOf(options);
-  return parallelsOpenVerdict(input.dev, major, minor);
+  const version = versionOf(options);
+  if (!input?.spec.writable || !version) return undefined;
+  return parallelsOpenVerdict(input.dev, version.major, version.minor);
 }
 
 /**
@@ -71,7 +71,7 @@ export function repairDirtyOp(options: Record<string, unknown>, ctx: OpContext):
   const image = openTree(ctx, 0, { ...(options as OpenTreeOptions), check: true, noBacking: true });
   const dev = ctx.devices[0].dev;
   const report = emptyReport();
-  const qemuMajor = profileOf(options).major;
+  const qemuMajor = versionOf(options)?.major ?? 10;
   if (parallels) checkParallels(image, dev, report, { qemuMajor });
   else checkQcow2(image, dev, report);
   const plan = parallels ? repairParallels(image, dev, report, 'all', { qemuMajor }) : repairQcow2(image, dev, report, 'all');
