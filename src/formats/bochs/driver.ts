@@ -123,7 +123,15 @@ export class BochsImage implements Image {
   }
 
   read(buf: Uint8Array, offset: number): void {
-    if (offset % SECTOR !== 0 || buf.length % SECTOR !== 0) throw new RangeError('bochs reads whole sectors');
+    // qemu's driver has no sub-sector I/O: its block layer widens a request to whole sectors
+    // (compare asks for a raw image's unaligned extents) and copies the part asked for.
+    if (offset % SECTOR !== 0 || buf.length % SECTOR !== 0) {
+      const start = offset - (offset % SECTOR);
+      const whole = new Uint8Array(Math.ceil((offset + buf.length) / SECTOR) * SECTOR - start);
+      this.read(whole, start);
+      buf.set(whole.subarray(offset - start, offset - start + buf.length));
+      return;
+    }
     const sectorsPerExtent = this.header.extentSize / SECTOR;
     for (let done = 0; done < buf.length; ) {
       const sector = (offset + done) / SECTOR;
