@@ -18,6 +18,7 @@ import { NEWEST, parseQemuVersion, profileFor } from '../output/profile.ts';
 // Static on purpose: a dynamic import costs a round of the event loop per module graph.
 import { preopenTop, topTarget, closePreopened, imageTarget } from '../host/input-image.ts';
 import { startEarlyGuest, discardEarlyGuests } from '../host/sandbox/early.ts';
+import { setLockDefaults } from '../host/image-locks.ts';
 import type { HostDevice, SandboxMode } from '../host/sandbox/run.ts';
 import { earlyConvertFiles } from '../host/convert/early-plan.ts';
 import { copyGuestCount, createEarlyTarget, removeEarlyTarget } from '../host/convert/fresh-target.ts';
@@ -35,6 +36,7 @@ export function startGuestEarly(args: string[], env: NodeJS.ProcessEnv, cwd: str
   const parsed = parseAhead(args, env, cwd, progname);
   if (!parsed) return;
   const { command, mode, settled } = parsed;
+  setLockDefaults(command);
   // check -r opens the image read-write (host/commands/check.ts): a read-only guest would be wasted.
   if (INSPECT_COMMANDS.has(command.name) && command.args.length === 1 && !command.options.has('repair')) startInspection(command, mode, command.name);
   // snapshot -l alone lists read-only (host/commands/snapshot.ts); -c/-d/-a open it read-write.

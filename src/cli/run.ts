@@ -10,6 +10,7 @@ import { DEFAULT_MAX_DEPTH } from '../host/paths/policy.ts';
 import { parseCommandLine, programName } from './command-line.ts';
 import { prescanQemuVersion, finishGlobals, GlobalOptionError, GLOBAL_OPTIONS } from './globals.ts';
 import { startGuestEarly, finishEarlyStart } from './early-start.ts';
+import { setLockDefaults } from '../host/image-locks.ts';
 
 /** Where a command line's text goes, and the process facts it reads. */
 export interface CommandLineIo {
@@ -101,6 +102,7 @@ async function runWith(args: string[], io: CommandLineIo, progname: string): Pro
     run: { mode: globals.sandbox ?? 'auto', debug },
     policy: { allow: globals.allowPaths, maxDepth: DEFAULT_MAX_DEPTH },
   };
+  setLockDefaults(command);
   try {
     return await run(command, ctx);
   } catch (e) {

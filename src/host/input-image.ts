@@ -3,6 +3,7 @@
 // qemu's wording for every failure ("Could not open 'X': …").
 import { strerror } from '../strerror.ts';
 import { closeSync, constants, fstatSync, openSync } from 'node:fs';
+import { isRawFormat, LockConflict, lockDefaults, lockImage, readUse, type LockUse } from './image-locks.ts';
 import type { ParsedCommand } from '../cli/types.ts';
 import { nestedReason, type ReferencedFileError } from './open-files.ts';
 import { isDriverName, leftoverOption } from '../formats/names.ts';
@@ -36,6 +37,9 @@ export interface Target {
    * the probed format; the format found decides whether it has it (foreignOption).
    */
   probedKeyOption?: string;
+  /** --image-opts force-share=on (qemu's -U for this image) and file.locking=off (no lock bytes at all). */
+  forceShare?: boolean;
+  noLocking?: boolean;
 }
 
 /** Options of --image-opts that change nothing for a read-only open (qemu keeps the plain name). */
@@ -87,7 +91,9 @@ export function imageTarget(spec: string, format: string | undefined, imageOpts:
   // A key-secret is an option qemu keeps in the node's name: it prints "json:{…}" (QDict order).
   const plain = [...opts.keys()].every((k) => ['driver', 'file.filename', 'encrypt.key-secret', 'key-secret'].includes(k));
   const jsonName = keySecret !== undefined && plain ? keyedName(driver, path, keySecret, probedKeyOption) : undefined;
-  return { path, errorName: spec, format: driver, unknownFormatOption, keySecret, jsonName, probedKeyOption };
+  const on = (key: string) => ['on', 'yes', 'true'].includes(opts.get(key) ?? '');
+  const locking = opts.get(driver === 'file' ? 'locking' : 'file.locking');
+  return { path, errorName: spec, format: driver, unknownFormatOption, keySecret, jsonName, probedKeyOption, forceShare: on('force-share'), noLocking: locking !== undefined && ['off', 'no', 'false'].includes(locking) };
 }
 
 /** qemu's "json:{…}" name of a file opened with only a driver and a key secret (the driver probed: "?"). */
@@ -156,7 +162,7 @@ export function closePreopened(): void {
   preopened.clear();
 }
 
-/** Opens the top image read-only, as the user named it. */
+/** Opens the top image read-only, as the user named it, with qemu's locks for reading it. */
 export function openTop(target: Target): number {
   checkFormat(target);
   const early = preopened.get(target.path);
@@ -164,7 +170,23 @@ export function openTop(target: Target): number {
     preopened.delete(target.path);
     return early;
   }
-  return openImageFile(target, constants.O_RDONLY);
+  const fd = openImageFile(target, constants.O_RDONLY);
+  lockTarget(fd, target, readUse());
+  return fd;
+}
+
+/** qemu's lock bytes for `use` on the opened image (image-locks.ts); a conflict is an open failure, fd closed. */
+export function lockTarget(fd: number, target: Target, use: LockUse): void {
+  if (target.noLocking) return;
+  try {
+    // -U shares what a reader holds; a writer shares nothing (qemu refuses -U for writing, or keeps it to the backing files).
+    const share = (use === 'inspect' || use === 'read') && (lockDefaults.forceShare || target.forceShare === true);
+    lockImage(fd, use, share, target.path, isRawFormat(target.format));
+  } catch (e) {
+    if (!(e instanceof LockConflict)) throw e;
+    closeSync(fd);
+    throw new InputImageError(`Could not open '${target.errorName}': ${e.message}`);
+  }
 }
 
 /** Opens the image file with `flags` (check -r: read-write), refusing anything but a regular file. */

@@ -6,9 +6,11 @@ import { runOp, OpError, type HostDevice } from './sandbox/run.ts';
 import { openReferenced, startChain } from './paths/resolve.ts';
 import { PathRefusedError, ReferenceOpenError, type ChainState } from './paths/policy.ts';
 import { referencedPath } from './paths/combine.ts';
+import { lockFailure } from './paths/messages.ts';
 import type { CommandContext } from './commands/types.ts';
 import { MAX_DATA_RUNS, type GuestWarning, type NeededFile } from '../protocol/messages.ts';
 import { fileDataRunsUpTo } from './data-runs.ts';
+import { isRawFormat, LockConflict, lockDefaults, lockImage, readUse } from './image-locks.ts';
 
 /**
  * Lines already printed, per command (keyed by its stderr writer, which every copy of the context
@@ -163,6 +165,16 @@ export async function runWithReferencedFiles(op: string, options: Record<string,
           throw e;
         }
         opened.push(fd);
+        try {
+          // qemu locks every file of the chain as it opens it (image-locks.ts): backing files, data files, extents.
+          lockImage(fd, readUse(), lockDefaults.forceShare, path, isRawFormat(file.format));
+        } catch (e) {
+          if (e instanceof LockConflict) {
+            const failure = lockFailure(file.role, e.message);
+            throw new ReferencedFileError(failure.message, file, path, failure, chainOf[file.referrer], depthOf[file.referrer]);
+          }
+          throw e;
+        }
         hooks.onOpened?.(file, fd, path);
         const writableFd = hooks.writable?.(file, fd, path);
         devices.push({ fd: writableFd ?? fd, role: file.role, writable: writableFd !== undefined, name: file.name, referrer: file.referrer });

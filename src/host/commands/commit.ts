@@ -19,6 +19,7 @@ import { strerror } from '../../strerror.ts';
 import type { NeededFile } from '../../protocol/messages.ts';
 import type { CommitOptions, CommitResult } from '../../ops/commit.ts';
 import { blockNodeName } from '../../output/node-name.ts';
+import { isRawFormat, LockConflict, lockImage, unlockImage } from '../image-locks.ts';
 
 const CACHE_MODES = new Set(['none', 'off', 'writeback', 'unsafe', 'directsync', 'writethrough']);
 
@@ -75,7 +76,7 @@ class BaseOpenError extends InputImageError {}
  * Reopens the file the policy opened as `fd` read-write, by the name qemu gives it; whatever that
  * name leads to now must be the same file (device and inode), or nothing is written.
  */
-function reopenWritable(path: string, fd: number): number {
+function reopenWritable(path: string, fd: number, raw: boolean): number {
   const seen = fstatSync(fd, { bigint: true });
   let rw: number;
   try {
@@ -87,6 +88,15 @@ function reopenWritable(path: string, fd: number): number {
   if (now.dev !== seen.dev || now.ino !== seen.ino) {
     closeSync(rw);
     throw new InputImageError(`instar refuses to write '${path}': the file changed while it was opened`);
+  }
+  // qemu's reopen of the base for writing: its read locks give way to the writer's (image-locks.ts).
+  unlockImage(fd);
+  try {
+    lockImage(rw, 'write', false, path, raw);
+  } catch (e) {
+    closeSync(rw);
+    if (e instanceof LockConflict) throw new BaseOpenError(e.message);
+    throw e;
   }
   return rw;
 }
@@ -124,7 +134,7 @@ async function runCommit(cmd: ParsedCommand, ctx: CommandContext, target: Target
     const raw = await runRepairingDirty('commit', options, [{ fd, path: target.path, writable: true }], ctx, target, {
       writable: (file, granted, path) => {
         if (!isBase(file, granted)) return undefined;
-        const rw = reopenWritable(path, granted);
+        const rw = reopenWritable(path, granted, isRawFormat(file.format));
         writableFds.push(rw);
         return rw;
       },

@@ -34,6 +34,8 @@ import { PREALLOC_MODES } from '../../formats/raw/create.ts';
 import { isRawFile } from '../../formats/file/driver.ts';
 import type { SetOption } from '../../output/create-text.ts';
 import { checkZeroInitWithBacking, intoTarget } from '../convert/into-target.ts';
+import { isLockHint } from '../image-locks.ts';
+import { lockIntoTarget } from '../convert/to-image-into.ts';
 
 const MAX_SPARSE = 16 * 1024 * 1024;
 
@@ -173,10 +175,17 @@ function openTarget(path: string, total: bigint, unsized: boolean, negative: boo
   if (s.noCreate) {
     let fd: number;
     try {
-      fd = openSync(path, constants.O_WRONLY | constants.O_NOCTTY);
+      // Read-write, as qemu opens it: its write locks need a file open for reading too.
+      fd = openSync(path, constants.O_RDWR | constants.O_NOCTTY);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
       throw new ConvertError(`Could not open '${errorName}': Could not open '${path}': ${strerror(code)}`);
+    }
+    try {
+      lockIntoTarget(fd, path, errorName, true);
+    } catch (e) {
+      closeSync(fd);
+      throw e;
     }
     if (!negative && (unsized || targetTooSmall(fd, total))) {
       closeSync(fd);
@@ -456,7 +465,7 @@ export const convert: Command = async (cmd, ctx) => {
       return 1;
     }
     if (e instanceof ConvertError || e instanceof InputImageError) {
-      for (const line of e.message.split('\n')) ctx.err(`${ctx.progname}: ${line}\n`);
+      for (const line of e.message.split('\n')) ctx.err(isLockHint(line) ? `${line}\n` : `${ctx.progname}: ${line}\n`);
       return 1;
     }
     throw e;

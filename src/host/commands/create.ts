@@ -21,6 +21,7 @@ import { strerror } from '../../strerror.ts';
 import { PreallocationFailure, preallocationWriteFailure, reserveBlocks } from '../preallocate.ts';
 import { strerrorNumber } from '../../strerror-number.ts';
 import type { CreateResult } from '../../ops/create.ts';
+import { isLockHint, LockConflict, openCreating } from '../image-locks.ts';
 
 interface CreateArgs {
   format: string;
@@ -96,10 +97,11 @@ function createFile(path: string): { fd: number; created: boolean } {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       created = false;
-      // An existing file is truncated, as qemu truncates it.
-      fd = openSync(path, flags | constants.O_TRUNC, 0o644);
+      // An existing file is truncated, as qemu truncates it, once qemu's locks are held (image-locks.ts).
+      fd = openCreating(path, flags | constants.O_TRUNC);
     }
   } catch (e) {
+    if (e instanceof LockConflict) throw new CreateFailure(e.message);
     throw new CreateFailure(`Could not create '${path}': ${strerror((e as NodeJS.ErrnoException).code ?? 'EIO')}`);
   }
   if (!fstatSync(fd).isFile()) {
@@ -270,7 +272,7 @@ export const create: Command = async (cmd, ctx) => {
     }
   } catch (e) {
     if (e instanceof PlainFailure || e instanceof SecretError) {
-      for (const line of e.message.split('\n')) ctx.err(`${ctx.progname}: ${line}\n`);
+      for (const line of e.message.split('\n')) ctx.err(isLockHint(line) ? `${line}\n` : `${ctx.progname}: ${line}\n`);
       return 1;
     }
     throw e;

@@ -20,6 +20,7 @@ import { isRawFile } from '../../formats/file/driver.ts';
 import { ImageError, type CreatePlan } from '../../formats/types.ts';
 import { lookupFormat, qemuFullVersion } from './create-options.ts';
 import { randomBytes } from 'node:crypto';
+import { isLockHint, LockConflict, openCreating } from '../image-locks.ts';
 
 /** A failure worded as qemu-img words it: each line printed after "<progname>: ", exit status 1. */
 class DdError extends InputImageError {}
@@ -196,9 +197,11 @@ function createOutput(name: string, path: string, length: bigint): Output {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       created = false;
-      fd = openSync(path, flags | constants.O_TRUNC);
+      // Truncated once qemu's locks are held (image-locks.ts): another process's image is refused first.
+      fd = openCreating(path, flags | constants.O_TRUNC);
     }
   } catch (e) {
+    if (e instanceof LockConflict) throw new DdErrorText(`${name}: error while creating output image: ${e.message}`);
     throw fail((e as NodeJS.ErrnoException).code ?? 'EIO', `Could not create '${path}'`);
   }
   const sectors = ((length + 511n) / 512n) * 512n;
@@ -307,7 +310,7 @@ export const dd: Command = async (cmd, ctx) => {
       return 1;
     }
     if (e instanceof InputImageError) {
-      for (const line of e.message.split('\n')) ctx.err(`${ctx.progname}: ${line}\n`);
+      for (const line of e.message.split('\n')) ctx.err(isLockHint(line) ? `${line}\n` : `${ctx.progname}: ${line}\n`);
       return 1;
     }
     throw e;

@@ -13,11 +13,12 @@ import { fileNodeInfo, imageInfo, type FileFacts } from '../../output/image-info
 import { toQemuJson } from '../../output/json.ts';
 import { renderHumanChain, renderHumanInfo } from '../../output/human-info.ts';
 import type { QDictValue } from '../../output/qobject.ts';
-import { InputImageError as InfoError, checkFormat, foreignOptionMessage, nameWithFormat, openTop, topTarget, type Target } from '../input-image.ts';
+import { InputImageError as InfoError, checkFormat, foreignOptionMessage, nameWithFormat, openTop, topTarget, type Target, lockTarget } from '../input-image.ts';
 import { parseSecretObjects } from '../secrets.ts';
 import { strerrorNumber } from '../../strerror-number.ts';
 import type { SizeFailedAnswer } from '../../ops/info.ts';
 import { usageError } from '../../cli/usage-error.ts';
+import { readUse } from '../image-locks.ts';
 
 /** Opens a backing file through the path policy, with qemu's wording for the cases qemu has too. */
 function openBacking(name: string, referrer: string, ctx: CommandContext, chain: ChainState): { fd: number; path: string } {
@@ -121,6 +122,7 @@ async function collect(top: Target, wholeChain: boolean, ctx: CommandContext): P
     const opened = openBacking(level.backing, target.path, ctx, chain);
     fd = opened.fd;
     target = { path: opened.path, errorName: opened.path, format };
+    lockTarget(fd, target, readUse());
   }
 }
 

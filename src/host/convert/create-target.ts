@@ -3,8 +3,9 @@
 // Sizes are exact bigints: qemu sizes the target with its int64 sector total times 512, which a
 // 16 PiB qcow2 or sources whose wrapped sizes add up past 2^63 make too large or negative, and
 // qemu's words for those depend on the value.
-import { closeSync, constants, fstatSync, ftruncateSync, openSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, ftruncateSync, writeSync } from 'node:fs';
 import { allocateFirstBlock } from '../../formats/raw/first-block.ts';
+import { LockConflict, openCreating } from '../image-locks.ts';
 import { strerror } from '../../strerror.ts';
 import { ConvertError, ConvertErrorText } from './errors.ts';
 import { resizeFailed } from './open-copy.ts';
@@ -40,11 +41,13 @@ export function createTarget(path: string, total: bigint, newWording: boolean, f
   if (bytes < 0n) throw sizeOptionRefused(path, bytes, newWording, format);
   let fd: number | undefined;
   try {
-    fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOCTTY, 0o644);
+    fd = openCreating(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOCTTY);
     truncateLarge(fd, bytes);
     if (bytes <= SAFE) allocateFirstBlock(Number(bytes), (buf, at) => void writeSync(fd!, buf, 0, buf.length, at));
     return fd;
   } catch (e) {
+    // Another process has the file open (qemu's lock bytes): refused before anything is truncated.
+    if (e instanceof LockConflict) throw new ConvertErrorText(`${path}: error while converting ${format}: ${e.message}`);
     const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
     if (fd !== undefined) closeSync(fd);
     // The file exists then, and qemu leaves it (empty): a size the file system refuses (EFBIG).

@@ -20,6 +20,7 @@ import { parseSecretObjects } from '../secrets.ts';
 import { checkZeroInitWithBacking, intoTarget, type IntoTarget } from './into-target.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { bitmapWarnings, wantsBitmaps } from './to-image-bitmaps.ts';
+import { LockConflict, lockImage, unlockImage } from '../image-locks.ts';
 
 /** The guest's bitmap failure message (convert -n --bitmaps), checked; undefined when none. */
 function copyFailure(result: Record<string, unknown>): string | undefined {
@@ -43,6 +44,16 @@ function targetSecret(cmd: ParsedCommand, target: IntoTarget, index: number): Re
 }
 
 
+/** qemu's write locks on an existing target (-n): another process's image (or a source's) is refused. */
+export function lockIntoTarget(fd: number, path: string, errorName: string, raw = false): void {
+  try {
+    lockImage(fd, 'write', false, path, raw);
+  } catch (e) {
+    if (e instanceof LockConflict) throw new ConvertError(`Could not open '${errorName}': ${e.message}`);
+    throw e;
+  }
+}
+
 /** An extent file the policy let open, reopened read-write; refused if the name now leads elsewhere. */
 function reopenWritable(path: string, granted: number, sync: boolean): number {
   const seen = fstatSync(granted, { bigint: true });
@@ -56,6 +67,15 @@ function reopenWritable(path: string, granted: number, sync: boolean): number {
   if (now.dev !== seen.dev || now.ino !== seen.ino || !now.isFile()) {
     closeSync(rw);
     throw new ConvertError(`instar refuses to write '${path}': the file changed while it was opened`);
+  }
+  // Reopened for writing: the read locks give way to the writer's (image-locks.ts).
+  unlockImage(granted);
+  try {
+    lockImage(rw, 'write', false, path);
+  } catch (e) {
+    closeSync(rw);
+    if (e instanceof LockConflict) throw new ConvertError(`Could not open '${path}': ${e.message}`);
+    throw e;
   }
   return rw;
 }
@@ -91,6 +111,7 @@ export async function convertIntoImage(job: ImageJob): Promise<void> {
   }
   try {
     if (!fstatSync(fd).isFile()) throw new ConvertError(`instar writes images only into regular files, and '${outPath}' is not one`);
+    lockIntoTarget(fd, outPath, target.errorName);
     if (read.includes(fdFileId(fd))) throw refuse('that the sources read');
     const secrets = { ...job.options.secrets, ...targetSecret(cmd, target, job.inputs.length) };
     const options: ConvertIntoOptions = {

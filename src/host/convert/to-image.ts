@@ -33,6 +33,7 @@ import { bitmapsFailAfterCopy, bitmapsStopAtCreate, bitmapWarnings, checkSourceB
 import { blockNodeName } from '../../output/node-name.ts';
 import { intoTarget } from './into-target.ts';
 import { COMPRESSING_FORMATS } from '../../formats/compressing.ts';
+import { LockConflict, openCreating } from '../image-locks.ts';
 
 /** What the command's settings give this path. */
 export interface ImageSettings {
@@ -169,8 +170,10 @@ function createFile(path: string, job: ImageJob, made: CreatedFile[]): number {
   const flags = constants.O_CREAT | constants.O_TRUNC | constants.O_RDWR | constants.O_NONBLOCK | constants.O_NOCTTY;
   let fd: number;
   try {
-    fd = openSync(path, flags, 0o644);
+    fd = openCreating(path, flags);
   } catch (e) {
+    // Another process has the file open (qemu's lock bytes): refused before anything is truncated.
+    if (e instanceof LockConflict) throw new ConvertErrorText(`${outPath}: error while converting ${job.s.outputFormat}: ${e.message}`);
     const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
     throw new ConvertError(`${outPath}: error while converting ${job.s.outputFormat}: Could not create '${path}': ${strerror(code)}`);
   }

@@ -41,6 +41,11 @@ export function openFailure(role: ReferenceRole, path: string, code: string): Re
   return new ReferenceOpenError(QEMU_PREFIX[role] + reason, reason, code);
 }
 
+/** Another process holds the file (qemu's lock bytes, image-locks.ts): `message` is qemu's two lines. */
+export function lockFailure(role: ReferenceRole, message: string): ReferenceOpenError {
+  return new ReferenceOpenError(QEMU_PREFIX[role] + message, message, 'EAGAIN');
+}
+
 export function describeType(st: BigIntStats): string {
   if (st.isDirectory()) return 'a directory';
   if (st.isCharacterDevice()) return 'a character device';

@@ -1,0 +1,189 @@
+// qemu's image locking: another process (qemu-io, as a VM would) holds an image open, read-write
+// or read-only, while qemu-img 7.2 / 10.0 and instar run the same command line on it or on an
+// image whose backing file it is. stderr (qemu's "Failed to get ... lock" and its hint), stdout and
+// status alike, and instar never changes the held file where qemu refuses to (a VM's disk is not
+// resized, committed, snapshotted, repaired or created over under it). Then the other way round:
+// the locks instar holds stop qemu-img as qemu-img's own would.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, copyFileSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { VERSIONS, oracle, type OracleVersion } from '../helpers/oracles.ts';
+import { instarRun, qemuRun, tempDir } from '../dd/helpers.ts';
+import { lockImage, unlockImage, type LockUse } from '../../src/host/image-locks.ts';
+
+let dir: string;
+let cleanup: () => void;
+const p = (name: string) => join(dir, name);
+const IMAGES = ['b.qcow2', 't.qcow2', 'c.qcow2'];
+
+before(() => {
+  ({ dir, cleanup } = tempDir('instar-locks-'));
+  const ok = (r: { status: number | null; stderr: string }) => assert.equal(r.status, 0, r.stderr);
+  ok(qemuRun('10.0', ['create', '-q', '-f', 'qcow2', p('b.qcow2'), '4M']));
+  ok(qemuRun('10.0', ['-f', 'qcow2', '-c', 'write -P 1 0 64k', p('b.qcow2')], undefined, 'qemu-io'));
+  ok(qemuRun('10.0', ['create', '-q', '-f', 'qcow2', '-b', p('b.qcow2'), '-F', 'qcow2', p('t.qcow2')]));
+  ok(qemuRun('10.0', ['create', '-q', '-f', 'qcow2', p('c.qcow2'), '4M']));
+  for (const name of IMAGES) copyFileSync(p(name), p(`keep-${name}`));
+});
+after(() => cleanup());
+
+/** The images as they were before the case (copied into the same files: a holder keeps its inode). */
+function restore(): void {
+  for (const name of IMAGES) copyFileSync(p(`keep-${name}`), p(name));
+  rmSync(p('o.raw'), { force: true });
+}
+
+/** qemu-io holding `image` open (its flags: '-r' read-only) until killed; resolves once its locks are taken. */
+async function holder(version: OracleVersion, flags: string[], image: string): Promise<ChildProcess> {
+  const child = spawn(oracle(version, 'qemu-io'), [...flags, '-f', 'qcow2', '-c', 'sleep 600000', p(image)], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += d));
+  // Its open is done when its lock on byte 201 (write not shared: both kinds of holder) shows in
+  // /proc/locks; a probing open by another process could make its own open fail meanwhile.
+  const inode = statSync(p(image)).ino;
+  const held = new RegExp(`^\\d+: OFDLCK .* [0-9a-f]+:[0-9a-f]+:${inode} 201 201$`, 'm');
+  for (let i = 0; i < 400 && child.exitCode === null; i++) {
+    if (held.test(readFileSync('/proc/locks', 'utf8'))) return child;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  await release(child);
+  throw new Error(`qemu-io ${flags.join(' ')} did not take its locks on ${image}: ${stderr}`);
+}
+
+/** Kills the holder and waits until it is gone (its locks go with its last descriptor). */
+async function release(child: ChildProcess): Promise<void> {
+  if (child.exitCode === null && child.signalCode === null) {
+    const gone = new Promise((r) => child.once('exit', r));
+    child.kill('SIGKILL');
+    await gone;
+  }
+}
+
+/** Command lines over the held image `held` (t.qcow2 itself, or its backing file b.qcow2). */
+const commands = (held: string): string[][] => [
+  ['info', p('t.qcow2')], ['info', '-U', p('t.qcow2')], ['info', '--backing-chain', p('t.qcow2')],
+  ['map', p('t.qcow2')], ['map', '-U', p('t.qcow2')], ['check', p('t.qcow2')], ['snapshot', '-l', p('t.qcow2')],
+  ['measure', '-O', 'qcow2', p('t.qcow2')], ['compare', p('t.qcow2'), p('c.qcow2')], ['compare', '-U', p('c.qcow2'), p('t.qcow2')],
+  ['bench', '-c', '1', p('t.qcow2')], ['convert', '-O', 'raw', p('t.qcow2'), p('o.raw')], ['convert', '-U', '-O', 'raw', p('t.qcow2'), p('o.raw')],
+  ['dd', `if=${p('t.qcow2')}`, `of=${p('o.raw')}`, 'bs=64k', 'count=1'],
+  // Writers of the held image or of the image above it.
+  ['resize', p('t.qcow2'), '+1M'], ['commit', p('t.qcow2')], ['commit', '-p', p('t.qcow2')], ['snapshot', '-c', 's', p('t.qcow2')],
+  ['amend', '-o', 'lazy_refcounts=on', p('t.qcow2')], ['bitmap', '--add', p('t.qcow2'), 'b0'], ['rebase', '-u', '-b', p('b.qcow2'), p('t.qcow2')],
+  ['rebase', '-b', p('c.qcow2'), '-F', 'qcow2', p('t.qcow2')], ['check', '-r', 'all', p('t.qcow2')], ['bench', '-w', '-c', '1', p('t.qcow2')],
+  // The held file named as a target: created over, converted into, copied onto.
+  ['create', '-f', 'qcow2', p(held), '1M'], ['create', '-f', 'raw', p(held), '1M'], ['convert', '-O', 'raw', p('c.qcow2'), p(held)],
+  ['convert', '-O', 'qcow2', p('c.qcow2'), p(held)], ['convert', '-n', '-O', 'qcow2', p('c.qcow2'), p(held)],
+  ['dd', `if=${p('c.qcow2')}`, `of=${p(held)}`, 'bs=64k', 'count=1'],
+];
+
+/** bench's timing, which differs between any two runs. */
+const timed = (text: string) => text.replace(/^Run completed in \d+\.\d{3} seconds\.$/m, 'Run completed in X seconds.');
+
+/** Outputs that differ between any two runs (snapshot dates in files) are not compared: only status and messages then. */
+const DATED = new Set(['snapshot']);
+
+for (const version of VERSIONS) {
+  for (const [flags, held] of [[[], 't.qcow2'], [[], 'b.qcow2'], [['-r'], 't.qcow2'], [['-r'], 'b.qcow2']] as [string[], string][]) {
+    test(`${version}: qemu-io ${flags.join(' ') || '(read-write)'} holding ${held}: instar's messages and files as qemu-img's`, async () => {
+      const child = await holder(version, flags, held);
+      try {
+        for (const args of commands(held)) {
+          const label = `${version} ${flags.join(' ')} ${held}: ${args.join(' ').split(dir).join('.')}`;
+          assert.equal(child.exitCode, null, `${label}: the holder still runs`);
+          restore();
+          const q = qemuRun(version, args);
+          const qFiles = IMAGES.map((n) => readFileSync(p(n)));
+          restore();
+          const i = await instarRun(version, args);
+          assert.equal(i.stderr, q.stderr, `${label}: stderr`);
+          assert.equal(i.status, q.status, `${label}: status`);
+          if (!DATED.has(args[0])) {
+            assert.equal(timed(i.stdout), timed(q.stdout), `${label}: stdout`);
+            IMAGES.forEach((n, k) => assert.ok(readFileSync(p(n)).equals(qFiles[k]), `${label}: ${n} as qemu-img left it`));
+          }
+          if (q.stderr.includes('lock')) assert.ok(readFileSync(p(held)).equals(readFileSync(p(`keep-${held}`))), `${label}: the held image untouched`);
+        }
+      } finally {
+        await release(child);
+        restore();
+      }
+    });
+  }
+}
+
+// A raw image's format driver passes the file through and unshares nothing, but convert asks its
+// sources to stay unwritten: a VM's raw disk can be read by info/map/compare/dd, not converted.
+for (const version of VERSIONS) {
+  test(`${version}: qemu-io holding a raw image read-write: instar's messages and files as qemu-img's`, async () => {
+    const raw = p('r.raw');
+    copyFileSync(p('keep-c.qcow2'), raw);
+    const child = spawn(oracle(version, 'qemu-io'), ['-f', 'raw', '-c', 'sleep 600000', raw], { stdio: 'ignore' });
+    try {
+      const inode = statSync(raw).ino;
+      for (let i = 0; i < 400 && !new RegExp(`:${inode} 101 101$`, 'm').test(readFileSync('/proc/locks', 'utf8')); i++) await new Promise((r) => setTimeout(r, 10));
+      for (const args of [['info', '-f', 'raw', raw], ['map', '-f', 'raw', raw], ['compare', '-f', 'raw', '-F', 'raw', raw, raw], ['measure', '-f', 'raw', '-O', 'qcow2', raw],
+        ['convert', '-f', 'raw', '-O', 'raw', raw, p('o.raw')], ['dd', '-f', 'raw', `if=${raw}`, `of=${p('o.raw')}`], ['resize', '-f', 'raw', raw, '+1M'], ['create', '-f', 'raw', raw, '1M']]) {
+        rmSync(p('o.raw'), { force: true });
+        copyFileSync(p('keep-c.qcow2'), raw);
+        const q = qemuRun(version, args);
+        const qBytes = readFileSync(raw);
+        rmSync(p('o.raw'), { force: true });
+        copyFileSync(p('keep-c.qcow2'), raw);
+        const i = await instarRun(version, args);
+        assert.deepEqual([i.status, i.stdout, i.stderr], [q.status, q.stdout, q.stderr], `${version}: ${args.join(' ')}`);
+        // qemu resizes a raw image a VM has open (its raw driver shares resize): the same bytes either way.
+        assert.ok(readFileSync(raw).equals(qBytes), `${version}: ${args.join(' ')}: the raw image as qemu-img left it`);
+        assert.equal(child.exitCode, null, 'the holder still runs');
+      }
+    } finally {
+      await release(child);
+      rmSync(p('o.raw'), { force: true });
+    }
+  });
+}
+
+test('through the sandbox: a held image is not resized, and its readers are refused as qemu refuses them', async () => {
+  const child = await holder('10.0', [], 't.qcow2');
+  try {
+    for (const args of [['resize', p('t.qcow2'), '+1M'], ['info', p('t.qcow2')], ['map', p('t.qcow2')]]) {
+      restore();
+      const q = qemuRun('10.0', args);
+      const i = await instarRun('10.0', args, { sandboxed: true });
+      assert.deepEqual([i.status, i.stderr], [q.status, q.stderr], args.join(' '));
+      assert.match(q.stderr, /Failed to get (shared )?"write" lock\nIs another process using the image \[/);
+    }
+    assert.ok(readFileSync(p('t.qcow2')).equals(readFileSync(p('keep-t.qcow2'))));
+  } finally {
+    await release(child);
+    restore();
+  }
+});
+
+test("instar's locks keep qemu-img out as qemu-img's own would", () => {
+  const cases: [LockUse, string[], RegExp | undefined][] = [
+    ['write', ['info', p('c.qcow2')], /Failed to get shared "write" lock\nIs another process using the image \[.*c\.qcow2\]\?/],
+    ['write', ['info', '-U', p('c.qcow2')], undefined],
+    ['read', ['resize', p('c.qcow2'), '+1M'], /Failed to get "write" lock/],
+    ['read', ['map', p('c.qcow2')], undefined],
+    ['inspect', ['resize', p('c.qcow2'), '+1M'], /Failed to get "write" lock/],
+    ['create', ['info', p('c.qcow2')], /Failed to get shared "write" lock/],
+  ];
+  for (const version of VERSIONS) {
+    for (const [use, args, refused] of cases) {
+      restore();
+      const fd = openSync(p('c.qcow2'), 'r+');
+      try {
+        lockImage(fd, use, false, p('c.qcow2'));
+        const r = qemuRun(version, args);
+        if (refused) assert.match(r.stderr, refused, `${version} ${use}: ${args[0]}`);
+        else assert.equal(r.status, 0, `${version} ${use}: ${args[0]}: ${r.stderr}`);
+        unlockImage(fd);
+        assert.equal(qemuRun(version, args).status, 0, `${version} ${use}: ${args[0]} once unlocked`);
+      } finally {
+        closeSync(fd);
+      }
+    }
+  }
+});
