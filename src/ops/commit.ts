@@ -229,7 +229,8 @@ export function commitOp(options: Record<string, unknown>, ctx: OpContext): Comm
   try {
     // qemu's commit job first grows a smaller base to the top's size.
     const chained = () => openTree(ctx, chain[baseLevel], { ...opts, fileName: undefined, format: above.info()['backing-filename-format'] });
-    if (base.virtualSize < top.virtualSize && NO_TRUNCATE.has(base.format)) return { format, truncateUnsupported: true };
+    // The job fails growing the base; qemu's close of the top still stores its bitmaps anew.
+    if (base.virtualSize < top.virtualSize && NO_TRUNCATE.has(base.format)) return closedAfterFailure(ctx, format, { format, truncateUnsupported: true });
     const grow = base.virtualSize < top.virtualSize ? growBase(base, baseDev, top.virtualSize, chained) : { steps: [] };
     if ('refused' in grow) return { format, refused: grow.refused };
     const hasBacking = base.info()['backing-filename'] !== undefined;
