@@ -128,8 +128,9 @@ export const lockDefaults = { forceShare: false, noIo: false, convert: false };
 
 /** Sets lockDefaults for a command about to run (or to be started early). */
 export function setLockDefaults(command: { name: string; options: ReadonlyMap<string, unknown> }): void {
-  lockDefaults.forceShare = command.options.has('force-share');
-  lockDefaults.noIo = command.name === 'info';
+  // create probes a backing file for its size only, sharing everything (measured: no lock taken).
+  lockDefaults.forceShare = command.options.has('force-share') || command.name === 'create';
+  lockDefaults.noIo = command.name === 'info' || command.name === 'create';
   lockDefaults.convert = command.name === 'convert';
 }
 
@@ -155,4 +156,14 @@ export function openCreating(path: string, flags: number, mode = 0o644): number 
     throw e;
   }
   return fd;
+}
+
+/** lockImage for a file opened by the trusted side for reading (a backing file, a -b source): closes it on a conflict. */
+export function lockForReading(fd: number, path: string, format: string | undefined): void {
+  try {
+    lockImage(fd, readUse(), lockDefaults.forceShare, path, isRawFormat(format));
+  } catch (e) {
+    closeSync(fd);
+    throw e;
+  }
 }

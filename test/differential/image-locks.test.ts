@@ -32,7 +32,7 @@ after(() => cleanup());
 /** The images as they were before the case (copied into the same files: a holder keeps its inode). */
 function restore(): void {
   for (const name of IMAGES) copyFileSync(p(`keep-${name}`), p(name));
-  rmSync(p('o.raw'), { force: true });
+  for (const name of ['o.raw', 'n.qcow2']) rmSync(p(name), { force: true });
 }
 
 /** qemu-io holding `image` open (its flags: '-r' read-only) until killed; resolves once its locks are taken. */
@@ -76,6 +76,9 @@ const commands = (held: string): string[][] => [
   ['create', '-f', 'qcow2', p(held), '1M'], ['create', '-f', 'raw', p(held), '1M'], ['convert', '-O', 'raw', p('c.qcow2'), p(held)],
   ['convert', '-O', 'qcow2', p('c.qcow2'), p(held)], ['convert', '-n', '-O', 'qcow2', p('c.qcow2'), p(held)],
   ['dd', `if=${p('c.qcow2')}`, `of=${p(held)}`, 'bs=64k', 'count=1'],
+  // The held file named as a backing file or a bitmap source: opened for reading (not by create).
+  ['create', '-f', 'qcow2', '-b', p(held), '-F', 'qcow2', p('n.qcow2')], ['convert', '-O', 'qcow2', '-B', p(held), '-F', 'qcow2', p('c.qcow2'), p('n.qcow2')],
+  ['rebase', '-b', p(held), '-F', 'qcow2', p('c.qcow2')], ['rebase', '-u', '-b', p(held), '-F', 'qcow2', p('c.qcow2')], ['bitmap', '--merge', 'x', '-b', p(held), p('c.qcow2'), 'b0'],
 ];
 
 /** bench's timing, which differs between any two runs. */

@@ -18,6 +18,7 @@ import { INT64_MAX, parseSizeOption } from './qemu-numbers.ts';
 import type { BitmapActionKind, BitmapActionSpec } from '../../formats/qcow2/bitmap-actions.ts';
 import type { BitmapOptions } from '../../ops/bitmap.ts';
 import { blockNodeName } from '../../output/node-name.ts';
+import { LockConflict, lockForReading } from '../image-locks.ts';
 
 const ACTIONS = new Set<string>(['add', 'remove', 'clear', 'enable', 'disable', 'merge']);
 
@@ -87,7 +88,9 @@ function openSource(args: BitmapArgs, target: Target, imageFd: number, ctx: Comm
     // qemu opens the name as given (relative to the cwd), not relative to the image.
     const chain = { visited: new Set<string>(), depth: 0, top: target.path };
     fd = openReferenced(resolve(args.sourceFile), target.path, 'backing', ctx.policy, chain).fd;
+    lockForReading(fd, source.path, source.format);
   } catch (e) {
+    if (e instanceof LockConflict) return { error: `Could not open '${source.errorName}': ${e.message}` };
     // instar's refusal, not qemu's: nothing is written, the image is not even opened by a guest.
     if (e instanceof PathRefusedError) return { refused: `Could not open '${source.errorName}': ${e.reason}` };
     if (!(e instanceof ReferenceOpenError)) {

@@ -8,6 +8,7 @@ import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
 import { openReferenced, startChain, PathRefusedError, ReferenceOpenError } from '../paths/resolve.ts';
 import type { CreateBackingOptions, CreateBackingResult } from '../../ops/create.ts';
+import { LockConflict, lockForReading } from '../image-locks.ts';
 
 /** A create failure in qemu's words: the error (after "<progname>: <filename>: ") and hint lines as they stand. */
 export class CreateFailure extends Error {
@@ -32,7 +33,7 @@ function validResult(raw: unknown): CreateBackingResult {
  * Opens and probes `backing` (named by the new image `filename`) with format `format` if given;
  * `alone` opens that file only, without its own backing chain, and words failures without a hint.
  */
-export async function probeBacking(filename: string, backing: string, format: string | undefined, ctx: CommandContext, alone = false): Promise<CreateBackingResult> {
+export async function probeBacking(filename: string, backing: string, format: string | undefined, ctx: CommandContext, alone = false, lock = false): Promise<CreateBackingResult> {
   const hint = alone ? '' : OPEN_HINT;
   // The new image is the top of the chain: its directory is the policy's default root.
   const chain = startChain(filename);
@@ -41,6 +42,13 @@ export async function probeBacking(filename: string, backing: string, format: st
     opened = openReferenced(backing, filename, 'backing', ctx.policy, chain);
   } catch (e) {
     if (e instanceof PathRefusedError || e instanceof ReferenceOpenError) throw new CreateFailure(e.reason, hint);
+    throw e;
+  }
+  // convert -B opens the new image's backing file for reading, with qemu's locks (image-locks.ts).
+  try {
+    if (lock) lockForReading(opened.fd, opened.path, format);
+  } catch (e) {
+    if (e instanceof LockConflict) throw new CreateFailure(e.message, hint);
     throw e;
   }
   // Without -F the create fails whatever the format is; qemu's message names the probed one, raw

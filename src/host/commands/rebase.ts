@@ -18,6 +18,7 @@ import { progressLine } from '../../output/progress.ts';
 import { strerror } from '../../strerror.ts';
 import type { RebaseOptions, RebaseResult } from '../../ops/rebase.ts';
 import { checkDirectWrite } from '../direct-io.ts';
+import { LockConflict, lockForReading } from '../image-locks.ts';
 
 const CANNOT_COMPRESS = 'Compression not supported for this file format';
 const NO_DRIVER_INFO = 'could not get block driver info';
@@ -84,9 +85,13 @@ async function runRebase(cmd: ParsedCommand, ctx: CommandContext, progress: bool
     if (!unsafe && backing !== '' && refusal === undefined) {
       try {
         newBacking = openReferenced(backing, target.path, 'backing', ctx.policy, startChain(target.path, fd));
+        lockForReading(newBacking.fd, newBacking.path, backingFormat);
       } catch (e) {
-        if (!(e instanceof ReferenceOpenError)) throw e;
-        newBackingError = e.reason;
+        if (e instanceof LockConflict) {
+          newBacking = undefined;
+          newBackingError = e.message;
+        } else if (e instanceof ReferenceOpenError) newBackingError = e.reason;
+        else throw e;
       }
     }
     const options: RebaseOptions = {

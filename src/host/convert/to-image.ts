@@ -213,7 +213,7 @@ function checkNotRead(plan: CreatePlan, outPath: string, read: readonly string[]
 /** The target's backing file opened as qemu opens it with the new image: its virtual size, or qemu's message. */
 async function backingSize(outPath: string, backing: string, format: string | undefined, ctx: CommandContext): Promise<{ size: number }> {
   try {
-    const probed = await probeBacking(outPath, backing, format, ctx, false);
+    const probed = await probeBacking(outPath, backing, format, ctx, false, true);
     if (probed.sizeErrno !== undefined) throw new ConvertError(`Could not open '${outPath}': Could not get the size of the backing file`);
     return { size: probed.virtualSize };
   } catch (e) {
