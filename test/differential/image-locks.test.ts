@@ -40,17 +40,24 @@ async function holder(version: OracleVersion, flags: string[], image: string): P
   const child = spawn(oracle(version, 'qemu-io'), [...flags, '-f', 'qcow2', '-c', 'sleep 600000', p(image)], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += d));
-  // Its open is done when its lock on byte 201 (write not shared: both kinds of holder) shows in
-  // /proc/locks; a probing open by another process could make its own open fail meanwhile.
-  const inode = statSync(p(image)).ino;
-  const held = new RegExp(`^\\d+: OFDLCK .* [0-9a-f]+:[0-9a-f]+:${inode} 201 201$`, 'm');
+  // Its open is done when its locks on byte 201 (write not shared: both kinds of holder) show in
+  // /proc/locks, on the image and on the backing file it opens with t.qcow2 (b.qcow2); a probing
+  // open by another process could make its own open fail meanwhile.
+  const held = [image, 'b.qcow2'].map((name) => new RegExp(`^\\d+: OFDLCK .* [0-9a-f]+:[0-9a-f]+:${statSync(p(name)).ino} 201 201$`, 'm'));
   for (let i = 0; i < 400 && child.exitCode === null; i++) {
-    if (held.test(readFileSync('/proc/locks', 'utf8'))) return child;
+    const locks = readFileSync('/proc/locks', 'utf8');
+    if (held.every((r) => r.test(locks))) {
+      holderErrors.set(child, () => stderr);
+      return child;
+    }
     await new Promise((r) => setTimeout(r, 10));
   }
   await release(child);
   throw new Error(`qemu-io ${flags.join(' ')} did not take its locks on ${image}: ${stderr}`);
 }
+
+/** What each holder printed (why it stopped, if it did). */
+const holderErrors = new Map<ChildProcess, () => string>();
 
 /** Kills the holder and waits until it is gone (its locks go with its last descriptor). */
 async function release(child: ChildProcess): Promise<void> {
@@ -94,7 +101,7 @@ for (const version of VERSIONS) {
       try {
         for (const args of commands(held)) {
           const label = `${version} ${flags.join(' ')} ${held}: ${args.join(' ').split(dir).join('.')}`;
-          assert.equal(child.exitCode, null, `${label}: the holder still runs`);
+          assert.equal(child.exitCode, null, `${label}: the holder still runs (${holderErrors.get(child)?.()})`);
           restore();
           const q = qemuRun(version, args);
           const qFiles = IMAGES.map((n) => readFileSync(p(n)));
