@@ -6,7 +6,11 @@
 // then refuses a size that is not a multiple of it, at the open, before anything else.
 // Only that case is modelled: where the 1-byte read fails, 512 is taken (the usual logical
 // block size), whose multiple every size qemu sees (whole sectors) is.
-import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
+// The same alignment shapes what O_DIRECT writes leave: the block layer widens a write to whole
+// aligned blocks (read-modify-write), so a write that grows the file to an unaligned end (a
+// qcow2 close storing bitmaps after compressed clusters) leaves it padded with zeros to the
+// next 512 bytes (padDirectWrites).
+import { closeSync, constants, fstatSync, ftruncateSync, openSync, readSync } from 'node:fs';
 import type { ParsedCommand } from '../cli/types.ts';
 import { InputImageError, type Target } from './input-image.ts';
 
@@ -34,12 +38,31 @@ function oneByteDirectRead(fd: number): boolean {
   }
 }
 
+/** Images opened for writing with O_DIRECT in qemu's place, by descriptor: the file and its size at the open. */
+const directSizes = new Map<number, { ino: number; dev: number; size: number }>();
+
 /** qemu's refusal of a writable O_DIRECT open of a raw image whose size the probed alignment does not divide. */
 export function checkDirectWrite(cmd: ParsedCommand, target: Target, fd: number): void {
   const cache = cmd.options.get('cache')?.at(-1);
-  if (cache === undefined || !DIRECT_MODES.has(cache) || (target.format !== 'raw' && target.format !== 'file')) return;
-  const bytes = Math.ceil(fstatSync(fd).size / SECTOR) * SECTOR;
+  const direct = cache !== undefined && DIRECT_MODES.has(cache);
+  const st = fstatSync(fd);
+  if (direct) directSizes.set(fd, { ino: st.ino, dev: st.dev, size: st.size });
+  else directSizes.delete(fd);
+  if (!direct || (target.format !== 'raw' && target.format !== 'file')) return;
+  const bytes = Math.ceil(st.size / SECTOR) * SECTOR;
   if (bytes % FALLBACK_ALIGNMENT === 0 || !oneByteDirectRead(fd)) return;
+  directSizes.delete(fd);
   closeSync(fd);
   throw new InputImageError(`Could not open '${target.errorName}': Cannot get 'write' permission without 'resize': Image size is not a multiple of request alignment`);
+}
+
+/** After the op: an O_DIRECT image the op grew to an unaligned end is padded as qemu's aligned writes pad it. */
+export function padDirectWrites(fd: number): void {
+  const before = directSizes.get(fd);
+  if (before === undefined) return;
+  directSizes.delete(fd);
+  const st = fstatSync(fd);
+  // A descriptor number reused for another file (a command that failed before its op) is not this one.
+  if (st.ino !== before.ino || st.dev !== before.dev) return;
+  if (st.size > before.size && st.size % SECTOR !== 0) ftruncateSync(fd, Math.ceil(st.size / SECTOR) * SECTOR);
 }

@@ -12,7 +12,7 @@ import { OpError } from './sandbox/run.ts';
 import { validCheckLines } from './commands/check-result.ts';
 import { writeCheckLines } from '../output/image-check.ts';
 import type { DirtyRepairResult } from '../ops/dirty-repair.ts';
-import { checkDirectWrite } from './direct-io.ts';
+import { checkDirectWrite, padDirectWrites } from './direct-io.ts';
 
 const isDirtyAnswer = (v: unknown): boolean => typeof v === 'object' && v !== null && (v as { dirtyImage?: unknown }).dirtyImage === true;
 
@@ -86,6 +86,15 @@ export async function runOnImage(op: string, options: object, fd: number, target
  */
 export async function runRepairingDirty(op: string, options: object, inputs: InputFile[], ctx: CommandContext, target: Target, hooks?: ReferencedFileHooks): Promise<unknown> {
   const run = (name: string) => runWithReferencedFiles(name, options as Record<string, unknown>, inputs, ctx, [], name === op ? hooks : undefined);
+  try {
+    return await runRepairing(op, run, ctx, target);
+  } finally {
+    // What qemu's O_DIRECT writes leave at the end of the file (host/direct-io.ts).
+    padDirectWrites(inputs[0].fd);
+  }
+}
+
+async function runRepairing(op: string, run: (name: string) => Promise<unknown>, ctx: CommandContext, target: Target): Promise<unknown> {
   const value = await run(op);
   if (!isDirtyAnswer(value)) return value;
   const repair = validDirtyRepair(await run('repair-dirty'));

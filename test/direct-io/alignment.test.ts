@@ -66,3 +66,38 @@ for (const version of VERSIONS) {
     assert.equal(refused, 5);
   });
 }
+
+/**
+ * O_DIRECT writes are widened to whole aligned blocks: a qcow2 whose file ends inside a sector (a
+ * compressed cluster last) and whose close stores its bitmaps past that end is left padded to the
+ * next 512 bytes under -t/-T none|directsync, not under writeback (found by the mutating hunt,
+ * campaign 8900000 case 46: commit -b top.qcow2 -t none, 480 bytes shorter than qemu's file).
+ */
+test('O_DIRECT writes that grow a file to an unaligned end leave it padded as qemu-img leaves it', () => {
+  const made = join(root, 'padded-src');
+  mkdirSync(made, { recursive: true });
+  assert.equal(runQemu('7.2', ['create', '-q', '-f', 'qcow2', 't.qcow2', '4M'], { cwd: made }).status, 0);
+  assert.equal(runQemu('7.2', ['bitmap', '--add', 't.qcow2', 'b0'], { cwd: made }).status, 0);
+  assert.equal(runQemu('7.2', ['-c', 'write -c -P 7 1M 64k', 't.qcow2'], { cwd: made }, 'qemu-io').status, 0);
+  const image = readFileSync(join(made, 't.qcow2'));
+  assert.notEqual(image.length % 512, 0);
+  let padded = 0;
+  for (const version of VERSIONS) {
+    for (const args of [['commit', '-t', 'none', 't.qcow2'], ['check', '-r', 'all', '-T', 'none', 't.qcow2'], ['rebase', '-t', 'directsync', '-u', '-b', '', 't.qcow2'], ['commit', '-t', 'writeback', 't.qcow2']]) {
+      const [qdir, idir] = ['q', 'i'].map((side) => {
+        const dir = join(root, `padded-${version}-${args.join('')}-${side}`);
+        mkdirSync(dir, { recursive: true });
+        writeFileSync(join(dir, 't.qcow2'), image);
+        return dir;
+      });
+      const qemu = runQemu(version, args, { cwd: qdir });
+      const instar = runInstar([...args, '--qemu-version', version, '--sandbox=none'], { cwd: idir });
+      const label = `${version}: ${args.join(' ')}`;
+      assert.equal(instar.status, qemu.status, `${label}: ${instar.stderr}`);
+      const q = readFileSync(join(qdir, 't.qcow2'));
+      assert.ok(readFileSync(join(idir, 't.qcow2')).equals(q), `${label}: t.qcow2`);
+      if (q.length % 512 === 0) padded++;
+    }
+  }
+  assert.equal(padded, 6);
+});
