@@ -148,7 +148,10 @@ const preopened = new Map<string, number>();
 export function preopenTop(target: Target): number | undefined {
   if (preopened.has(target.path)) return undefined;
   try {
-    const fd = openTop(target);
+    // Not locked yet: openTop locks it when the command takes it, after the early guest has
+    // started (the lock's first call loads koffi, a few ms better spent while the guest boots).
+    checkFormat(target);
+    const fd = openImageFile(target, constants.O_RDONLY);
     preopened.set(target.path, fd);
     return fd;
   } catch {
@@ -168,6 +171,7 @@ export function openTop(target: Target): number {
   const early = preopened.get(target.path);
   if (early !== undefined) {
     preopened.delete(target.path);
+    lockTarget(early, target, readUse());
     return early;
   }
   const fd = openImageFile(target, constants.O_RDONLY);
