@@ -59,12 +59,13 @@ export interface Compared {
 }
 
 /** Runs `args` through the oracle and instar in `cwd` at once; lists what differs. */
-export async function compareRun(args: string[], cwd: string, version: OracleVersion, opts: { mask?: Mask; unsafeQuirks?: boolean; sandboxed?: boolean } = {}): Promise<Compared> {
+export async function compareRun(args: string[], cwd: string, version: OracleVersion, opts: { mask?: Mask; unsafeQuirks?: boolean; sandboxed?: boolean; allowPath?: string } = {}): Promise<Compared> {
   // qemu's node names (#blockNNN) count its nodes and vary from run to run.
   const nodeNames = (t: string) => t.replace(/#block\d+/g, '#blockN');
   const mask = (t: string) => nodeNames((opts.mask ?? ((x: string) => x))(t));
   const mode = { version, sandboxed: opts.sandboxed ?? false, unsafeQuirks: opts.unsafeQuirks ?? false };
-  const [qemu, instar] = await Promise.all([runQemu(version, args, cwd), runInstarCli(args, cwd, mode)]);
+  const instarArgs = opts.allowPath !== undefined ? ['--allow-path', opts.allowPath, ...args] : args;
+  const [qemu, instar] = await Promise.all([runQemu(version, args, cwd), runInstarCli(instarArgs, cwd, mode)]);
   const command = args.join(' ');
   const mismatches: Mismatch[] = [];
   // Both out of time (a copy too large for the hunt's limit) is no difference.
