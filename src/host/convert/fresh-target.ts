@@ -5,7 +5,6 @@
 import { closeSync, constants, fstatSync, lstatSync, openSync, unlinkSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileId } from '../paths/resolve.ts';
-import { lockImage } from '../image-locks.ts';
 
 /**
  * Raw files (-f raw: nothing below them) with this many bytes in all copy in less time than a
@@ -31,24 +30,13 @@ export function copyGuestCount(sources?: { fd: number; format?: string }[]): num
   return bytes <= ONE_GUEST_BYTES ? 1 : cores;
 }
 
-/**
- * Creates `path` if nothing is there (never follows or replaces anything); undefined otherwise.
- * Read-write and holding the locks qemu's create takes (image-locks.ts), as qemu's target does
- * while it is written: another qemu-img opening it meanwhile is refused as it would be then.
- */
+/** Creates `path` if nothing is there (never follows or replaces anything); undefined otherwise. */
 function createExclusive(path: string): number | undefined {
-  let fd: number;
   try {
-    fd = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL | constants.O_NOCTTY, 0o644);
+    return openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOCTTY, 0o644);
   } catch {
     return undefined;
   }
-  try {
-    lockImage(fd, 'create', false, path);
-  } catch {
-    // A file nobody had a moment ago cannot be held by another process; if it is, the copy goes on unlocked.
-  }
-  return fd;
 }
 
 /** A target the early start created and the command has not taken yet. */
