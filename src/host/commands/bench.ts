@@ -16,7 +16,7 @@ import { usageError } from '../../cli/usage-error.ts';
 import { INT64_MAX, INT_MAX, parseIntegerOption, parseSizeOption, parseUnsignedOption, type Parsed } from './qemu-numbers.ts';
 import type { Profile } from '../../output/profile.ts';
 import type { BenchOptions, BenchResult } from '../../ops/bench.ts';
-import { isLockHint } from '../image-locks.ts';
+import { printErrorLines } from './error-lines.ts';
 
 class BenchError extends InputImageError {}
 
@@ -191,7 +191,7 @@ export const bench: Command = async (cmd, ctx) => {
     return await runBench(cmd, ctx);
   } catch (e) {
     if (e instanceof InputImageError) {
-      for (const line of e.message.split('\n')) ctx.err(isLockHint(line) ? `${line}\n` : `${ctx.progname}: ${line}\n`);
+      printErrorLines(ctx, e.message);
       return 1;
     }
     throw e;

@@ -34,7 +34,7 @@ import { PREALLOC_MODES } from '../../formats/raw/create.ts';
 import { isRawFile } from '../../formats/file/driver.ts';
 import type { SetOption } from '../../output/create-text.ts';
 import { checkZeroInitWithBacking, intoTarget } from '../convert/into-target.ts';
-import { isLockHint } from '../image-locks.ts';
+import { printErrorLines } from './error-lines.ts';
 import { lockIntoTarget } from '../convert/to-image-into.ts';
 
 const MAX_SPARSE = 16 * 1024 * 1024;
@@ -465,7 +465,7 @@ export const convert: Command = async (cmd, ctx) => {
       return 1;
     }
     if (e instanceof ConvertError || e instanceof InputImageError) {
-      for (const line of e.message.split('\n')) ctx.err(isLockHint(line) ? `${line}\n` : `${ctx.progname}: ${line}\n`);
+      printErrorLines(ctx, e.message);
       return 1;
     }
     throw e;

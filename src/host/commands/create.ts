@@ -21,7 +21,8 @@ import { strerror } from '../../strerror.ts';
 import { PreallocationFailure, preallocationWriteFailure, reserveBlocks } from '../preallocate.ts';
 import { strerrorNumber } from '../../strerror-number.ts';
 import type { CreateResult } from '../../ops/create.ts';
-import { isLockHint, LockConflict, openCreating } from '../image-locks.ts';
+import { LockConflict, openCreating } from '../image-locks.ts';
+import { printErrorLines } from './error-lines.ts';
 
 interface CreateArgs {
   format: string;
@@ -272,7 +273,7 @@ export const create: Command = async (cmd, ctx) => {
     }
   } catch (e) {
     if (e instanceof PlainFailure || e instanceof SecretError) {
-      for (const line of e.message.split('\n')) ctx.err(isLockHint(line) ? `${line}\n` : `${ctx.progname}: ${line}\n`);
+      printErrorLines(ctx, e.message);
       return 1;
     }
     throw e;

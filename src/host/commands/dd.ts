@@ -20,7 +20,8 @@ import { isRawFile } from '../../formats/file/driver.ts';
 import { ImageError, type CreatePlan } from '../../formats/types.ts';
 import { lookupFormat, qemuFullVersion } from './create-options.ts';
 import { randomBytes } from 'node:crypto';
-import { isLockHint, LockConflict, openCreating } from '../image-locks.ts';
+import { LockConflict, openCreating } from '../image-locks.ts';
+import { printErrorLines } from './error-lines.ts';
 
 /** A failure worded as qemu-img words it: each line printed after "<progname>: ", exit status 1. */
 class DdError extends InputImageError {}
@@ -310,7 +311,7 @@ export const dd: Command = async (cmd, ctx) => {
       return 1;
     }
     if (e instanceof InputImageError) {
-      for (const line of e.message.split('\n')) ctx.err(isLockHint(line) ? `${line}\n` : `${ctx.progname}: ${line}\n`);
+      printErrorLines(ctx, e.message);
       return 1;
     }
     throw e;

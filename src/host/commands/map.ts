@@ -14,7 +14,7 @@ import { HUMAN_HEADER, humanMapLine, jsonMapEntry, type MapLine } from '../../ou
 import type { MapEntry } from '../../protocol/messages.ts';
 import type { MapOptions, MapResult } from '../../ops/map.ts';
 import { FLAG } from '../../ops/map-flags.ts';
-import { isLockHint } from '../image-locks.ts';
+import { printErrorLines } from './error-lines.ts';
 
 interface MapArgs {
   json: boolean;
@@ -27,7 +27,7 @@ function parseArgs(cmd: ParsedCommand, ctx: CommandContext): MapArgs | number {
   const isValid = (v: string) => v === 'human' || v === 'json';
   const args: MapArgs = { json: false, start: 0n };
   const fail = (message: string) => {
-    for (const line of message.split('\n')) ctx.err(isLockHint(line) ? `${line}\n` : `${ctx.progname}: ${line}\n`);
+    printErrorLines(ctx, message);
     return 1;
   };
   for (const [key, value] of cmd.sequence ?? []) {
