@@ -158,12 +158,26 @@ export function openCreating(path: string, flags: number, mode = 0o644): number 
   return fd;
 }
 
-/** lockImage for a file opened by the trusted side for reading (a backing file, a -b source): closes it on a conflict. */
-export function lockForReading(fd: number, path: string, format: string | undefined): void {
+/** lockImage that closes `fd` when it throws (a conflict): the caller words the failure. */
+export function lockOrClose(fd: number, use: LockUse, forceShare: boolean, path: string, raw: boolean): void {
   try {
-    lockImage(fd, readUse(), lockDefaults.forceShare, path, isRawFormat(format));
+    lockImage(fd, use, forceShare, path, raw);
   } catch (e) {
     closeSync(fd);
     throw e;
   }
+}
+
+/** Locks a file opened by the trusted side for reading (a backing file, a -b source); closed on a conflict. */
+export function lockForReading(fd: number, path: string, format: string | undefined): void {
+  lockOrClose(fd, readUse(), lockDefaults.forceShare, path, isRawFormat(format));
+}
+
+/**
+ * A file opened for reading (`readFd`) reopened for writing as `rwFd` (commit's base, convert -n's
+ * extents): qemu's reopen gives the reader's locks up for the writer's. `rwFd` is closed on a conflict.
+ */
+export function handOverToWriter(readFd: number, rwFd: number, path: string, raw = false): void {
+  unlockImage(readFd);
+  lockOrClose(rwFd, 'write', false, path, raw);
 }

@@ -3,7 +3,7 @@
 // qemu's wording for every failure ("Could not open 'X': …").
 import { strerror } from '../strerror.ts';
 import { closeSync, constants, fstatSync, openSync } from 'node:fs';
-import { isRawFormat, LockConflict, lockDefaults, lockImage, readUse, type LockUse } from './image-locks.ts';
+import { isRawFormat, LockConflict, lockDefaults, lockOrClose, readUse, type LockUse } from './image-locks.ts';
 import type { ParsedCommand } from '../cli/types.ts';
 import { nestedReason, type ReferencedFileError } from './open-files.ts';
 import { isDriverName, leftoverOption } from '../formats/names.ts';
@@ -169,12 +169,8 @@ export function closePreopened(): void {
 export function openTop(target: Target): number {
   checkFormat(target);
   const early = preopened.get(target.path);
-  if (early !== undefined) {
-    preopened.delete(target.path);
-    lockTarget(early, target, readUse());
-    return early;
-  }
-  const fd = openImageFile(target, constants.O_RDONLY);
+  preopened.delete(target.path);
+  const fd = early ?? openImageFile(target, constants.O_RDONLY);
   lockTarget(fd, target, readUse());
   return fd;
 }
@@ -182,14 +178,13 @@ export function openTop(target: Target): number {
 /** qemu's lock bytes for `use` on the opened image (image-locks.ts); a conflict is an open failure, fd closed. */
 export function lockTarget(fd: number, target: Target, use: LockUse): void {
   if (target.noLocking) return;
+  // -U shares what a reader holds; a writer shares nothing (qemu refuses -U for writing, or keeps it to the backing files).
+  const share = (use === 'inspect' || use === 'read') && (lockDefaults.forceShare || target.forceShare === true);
   try {
-    // -U shares what a reader holds; a writer shares nothing (qemu refuses -U for writing, or keeps it to the backing files).
-    const share = (use === 'inspect' || use === 'read') && (lockDefaults.forceShare || target.forceShare === true);
-    lockImage(fd, use, share, target.path, isRawFormat(target.format));
+    lockOrClose(fd, use, share, target.path, isRawFormat(target.format));
   } catch (e) {
-    if (!(e instanceof LockConflict)) throw e;
-    closeSync(fd);
-    throw new InputImageError(`Could not open '${target.errorName}': ${e.message}`);
+    if (e instanceof LockConflict) throw new InputImageError(`Could not open '${target.errorName}': ${e.message}`);
+    throw e;
   }
 }
 

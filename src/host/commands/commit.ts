@@ -19,7 +19,7 @@ import { strerror } from '../../strerror.ts';
 import type { NeededFile } from '../../protocol/messages.ts';
 import type { CommitOptions, CommitResult } from '../../ops/commit.ts';
 import { blockNodeName } from '../../output/node-name.ts';
-import { isRawFormat, LockConflict, lockImage, unlockImage } from '../image-locks.ts';
+import { handOverToWriter, isRawFormat, LockConflict } from '../image-locks.ts';
 
 const CACHE_MODES = new Set(['none', 'off', 'writeback', 'unsafe', 'directsync', 'writethrough']);
 
@@ -89,12 +89,9 @@ function reopenWritable(path: string, fd: number, raw: boolean): number {
     closeSync(rw);
     throw new InputImageError(`instar refuses to write '${path}': the file changed while it was opened`);
   }
-  // qemu's reopen of the base for writing: its read locks give way to the writer's (image-locks.ts).
-  unlockImage(fd);
   try {
-    lockImage(rw, 'write', false, path, raw);
+    handOverToWriter(fd, rw, path, raw);
   } catch (e) {
-    closeSync(rw);
     if (e instanceof LockConflict) throw new BaseOpenError(e.message);
     throw e;
   }

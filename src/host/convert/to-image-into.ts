@@ -20,7 +20,7 @@ import { parseSecretObjects } from '../secrets.ts';
 import { checkZeroInitWithBacking, intoTarget, type IntoTarget } from './into-target.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { bitmapWarnings, wantsBitmaps } from './to-image-bitmaps.ts';
-import { LockConflict, lockImage, unlockImage } from '../image-locks.ts';
+import { handOverToWriter, LockConflict, lockImage } from '../image-locks.ts';
 
 /** The guest's bitmap failure message (convert -n --bitmaps), checked; undefined when none. */
 function copyFailure(result: Record<string, unknown>): string | undefined {
@@ -68,12 +68,9 @@ function reopenWritable(path: string, granted: number, sync: boolean): number {
     closeSync(rw);
     throw new ConvertError(`instar refuses to write '${path}': the file changed while it was opened`);
   }
-  // Reopened for writing: the read locks give way to the writer's (image-locks.ts).
-  unlockImage(granted);
   try {
-    lockImage(rw, 'write', false, path);
+    handOverToWriter(granted, rw, path);
   } catch (e) {
-    closeSync(rw);
     if (e instanceof LockConflict) throw new ConvertError(`Could not open '${path}': ${e.message}`);
     throw e;
   }
