@@ -7,12 +7,7 @@ import { ImageError, type BlockDevice, type Image, type ResizeRequest } from '..
 import { Qcow2Image } from '../formats/qcow2/driver.ts';
 import { VmdkImage } from '../formats/vmdk/image.ts';
 import { vmdkInPlaceWriter } from '../formats/vmdk/inplace.ts';
-import { vdiInPlaceWriter } from '../formats/vdi/inplace.ts';
-import { vpcInPlaceWriter } from '../formats/vpc/inplace.ts';
-import { qedInPlaceWriter } from '../formats/qed/inplace.ts';
-import { qcowInPlaceWriter } from '../formats/qcow/inplace.ts';
-import { vhdxInPlaceWriter } from '../formats/vhdx/inplace.ts';
-import { VhdxImage } from '../formats/vhdx/driver.ts';
+import { plainInPlaceWriter } from './in-place-writers.ts';
 import type { InPlaceTarget } from './convert/in-place-copy.ts';
 import { findDriver } from '../formats/registry.ts';
 import { isRawFile } from '../formats/file/driver.ts';
@@ -130,15 +125,6 @@ function rawSteps(size: number, runs: ClusterRun[], top: Image): RepairStep[] {
   return steps;
 }
 
-/** Base formats written through convert -n's in-place writers (formats/<fmt>/inplace.ts). */
-const IN_PLACE_BASES: Record<string, (dev: BlockDevice, base: Image) => InPlaceTarget | { refused: string }> = {
-  vdi: (dev) => vdiInPlaceWriter(dev),
-  vpc: (dev, base) => vpcInPlaceWriter(dev, base.virtualSize),
-  qed: (dev) => qedInPlaceWriter(dev),
-  qcow: (dev) => qcowInPlaceWriter(dev),
-  vhdx: (dev, base) => (base instanceof VhdxImage ? vhdxInPlaceWriter(dev, base) : { refused: 'instar cannot write into this vhdx base image; nothing was written' }),
-};
-
 /** Formats whose qemu drivers cannot truncate (measured: the commit job fails growing them). */
 const NO_TRUNCATE = new Set(['vhdx', 'vpc', 'vmdk', 'vdi', 'qcow']);
 
@@ -237,6 +223,8 @@ export function commitOp(options: Record<string, unknown>, ctx: OpContext): Comm
     let baseSteps: RepairStep[];
     let writeBase: (() => void) | undefined;
     let progress: number[] = [];
+    // vdi, vpc, vhdx, qed, qcow: their writer (undefined, without reading anything, for the others).
+    const plain = plainInPlaceWriter(base, baseDev);
     if (base.format === 'qcow2') {
       // The planner sees the base as the growth leaves it.
       const planDev = grow.steps.length > 0 ? new ReplayedDevice(baseDev, grow.steps) : baseDev;
@@ -274,10 +262,10 @@ export function commitOp(options: Record<string, unknown>, ctx: OpContext): Comm
       const runs = clusterRuns(top, dirtyRanges(top, baseLevel, unit), unit);
       baseSteps = [];
       writeBase = () => writeThrough(writer, runs, top);
-    } else if (IN_PLACE_BASES[base.format]) {
+    } else if (plain) {
       // The formats convert -n writes into: qemu's mirror writes through their drivers in the
       // same way (blocks allocated at the end of the file as the writes reach them).
-      const writer = IN_PLACE_BASES[base.format](baseDev, base);
+      const writer = plain;
       if ('refused' in writer) return { format, refused: writer.refused.replace('convert into', 'commit into') };
       const unit = granularityOf(base.info()['cluster-size'] as number | undefined);
       progress = progressOf(top, baseLevel, unit, { zeroClusters: false });

@@ -23,21 +23,17 @@ import { sourceBitmaps } from './to-image-bitmaps.ts';
 import type { LiveBitmap } from '../../formats/qcow2/bitmap-state.ts';
 import { salvageMessages, salvageRead } from './salvage.ts';
 import { copyInPlace, luksTarget, roundUp } from './in-place-copy.ts';
-import { vdiInPlaceWriter } from '../../formats/vdi/inplace.ts';
-import { vpcInPlaceWriter } from '../../formats/vpc/inplace.ts';
-import { qedInPlaceWriter } from '../../formats/qed/inplace.ts';
-import { qcowInPlaceWriter } from '../../formats/qcow/inplace.ts';
+import { plainInPlaceWriter } from '../in-place-writers.ts';
 import { parallelsIntoTarget } from './into-parallels.ts';
 import { vmdkInPlaceWriter } from '../../formats/vmdk/inplace.ts';
 import type { VmdkImage } from '../../formats/vmdk/image.ts';
-import { vhdxInPlaceWriter, type VhdxGuidSource } from '../../formats/vhdx/inplace.ts';
-import type { VhdxImage } from '../../formats/vhdx/driver.ts';
+import type { VhdxGuidSource } from '../../formats/vhdx/inplace.ts';
 import { luks2InPlaceTarget } from '../../formats/luks/luks2-inplace.ts';
 
-/** The formats other than qcow2 that instar writes into as qemu does (in-place-copy.ts). */
 /** The --target-image-opts options each probed format takes (its key). */
 const FORMAT_OPTIONS: Record<string, string[]> = { luks: ['key-secret'], qcow2: ['encrypt.key-secret'], qcow: ['encrypt.key-secret'] };
 
+/** The formats other than qcow2 that instar writes into as qemu does (in-place-copy.ts). */
 const IN_PLACE = new Set(['luks', 'vdi', 'vpc', 'qed', 'parallels', 'qcow', 'vmdk', 'vhdx']);
 import type { Op } from '../types.ts';
 
@@ -224,14 +220,10 @@ export const convertIntoOp: Op = (raw, ctx) => {
     if (opened.virtualSize < roundUp(disk)) return { tooSmall: true } satisfies ConvertIntoResult;
     if (opts.compressed && opened.format === 'qcow') return refused('with -c yet') satisfies ConvertIntoResult;
     if (fromBacking) return refused('with -B from a source that has a backing file') satisfies ConvertIntoResult;
-    const target = opened.format === 'vdi' ? vdiInPlaceWriter(dev)
-      : opened.format === 'vpc' ? vpcInPlaceWriter(dev, opened.virtualSize)
-      : opened.format === 'qed' ? qedInPlaceWriter(dev)
-      : opened.format === 'qcow' ? qcowInPlaceWriter(dev)
-      : opened.format === 'parallels' ? parallelsIntoTarget(ctx, opened, dev, opts.qemu ?? { major: 10, minor: 0 }, opts.parallelsDiscards === true)
-      : opened.format === 'vmdk' ? vmdkInPlaceWriter(dev, opened as VmdkImage, { cid: opts.vmdkCid, compressed: opts.compressed })
-      : opened.format === 'vhdx' ? vhdxInPlaceWriter(dev, opened as VhdxImage, opts.vhdxGuids)
-      : luksTarget(opened) ?? luks2InPlaceTarget(opened, dev) ?? refused('yet');
+    const target = plainInPlaceWriter(opened, dev, opts.vhdxGuids)
+      ?? (opened.format === 'parallels' ? parallelsIntoTarget(ctx, opened, dev, opts.qemu ?? { major: 10, minor: 0 }, opts.parallelsDiscards === true)
+        : opened.format === 'vmdk' ? vmdkInPlaceWriter(dev, opened as VmdkImage, { cid: opts.vmdkCid, compressed: opts.compressed })
+        : luksTarget(opened) ?? luks2InPlaceTarget(opened, dev) ?? refused('yet'));
     if ('openFailed' in target) return target satisfies ConvertIntoResult;
     if ('refused' in target) return target satisfies ConvertIntoResult;
     const compressedClusterSize = opts.compressed ? (target as { grainBytes?: number }).grainBytes : undefined;
