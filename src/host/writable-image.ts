@@ -53,6 +53,11 @@ export function openWritable(cmd: ParsedCommand, target: Target, sync = true): n
   const fail = (why: string) => new InputImageError(`Could not open '${target.errorName}': ${why}`);
   if (imageOptsFlag(cmd, target, 'read-only')) throw fail('Block node is read-only');
   if (imageOptsFlag(cmd, target, 'force-share') || cmd.options.has('force-share')) throw fail('force-share=on can only be used with read-only images');
+  return openImageForWriting(cmd, target, sync);
+}
+
+/** The read-write open itself, once the command's own refusals passed: qemu's write locks, then its O_DIRECT check. */
+export function openImageForWriting(cmd: ParsedCommand, target: Target, sync = true): number {
   const fd = openImageFile(target, constants.O_RDWR | (sync ? constants.O_DSYNC : 0));
   lockTarget(fd, target, 'write');
   checkDirectWrite(cmd, target, fd);

@@ -19,15 +19,7 @@ class RangeSet {
 
   add(start: number, end: number): [number, number][] {
     const fresh: [number, number][] = [];
-    // The first range that ends after `start`.
-    let lo = 0;
-    let hi = this.ends.length;
-    if (hi > 0 && this.ends[hi - 1] <= start) lo = hi;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (this.ends[mid] <= start) lo = mid + 1;
-      else hi = mid;
-    }
+    const lo = this.firstEndingAfter(start);
     let at = start;
     let i = lo;
     while (at < end && i < this.starts.length && this.starts[i] < end) {
@@ -41,14 +33,11 @@ class RangeSet {
     if (first > 0 && this.ends[first - 1] === start) first--;
     let last = i;
     if (last < this.starts.length && this.starts[last] === end) last++;
-    const merged: [number, number] = [Math.min(start, this.starts[first] ?? start), Math.max(end, this.ends[last - 1] ?? end)];
-    if (first >= last) {
-      this.starts.splice(first, 0, merged[0]);
-      this.ends.splice(first, 0, merged[1]);
-    } else {
-      this.starts.splice(first, last - first, merged[0]);
-      this.ends.splice(first, last - first, merged[1]);
-    }
+    // first <= last: the ranges first .. last-1 (none when equal) become the merged one.
+    const mergedStart = first < last ? Math.min(start, this.starts[first]) : start;
+    const mergedEnd = first < last ? Math.max(end, this.ends[last - 1]) : end;
+    this.starts.splice(first, last - first, mergedStart);
+    this.ends.splice(first, last - first, mergedEnd);
     return fresh;
   }
 
@@ -56,6 +45,8 @@ class RangeSet {
   firstEndingAfter(pos: number): number {
     let lo = 0;
     let hi = this.ends.length;
+    // Requests in ascending order land past the last range: no search then.
+    if (hi > 0 && this.ends[hi - 1] <= pos) return hi;
     while (lo < hi) {
       const mid = (lo + hi) >> 1;
       if (this.ends[mid] <= pos) lo = mid + 1;

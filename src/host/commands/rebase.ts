@@ -4,20 +4,19 @@
 // opens the image read-write (O_DSYNC) and applies the driver's header writes; the host fsyncs.
 // Safe mode also grants the new backing file (opened read-only through the same policy) as a
 // second input: the guest copies what differs from the old chain before changing the header.
-import { closeSync, constants, fsyncSync } from 'node:fs';
+import { closeSync, fsyncSync } from 'node:fs';
 import type { Command, CommandContext } from './types.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { OpError } from '../sandbox/run.ts';
 import { ReferencedFileError } from '../open-files.ts';
-import { checkFormat, InputImageError, lockTarget, openImageFile, topTarget, referencedOpenMessage, type Target, guestFormat } from '../input-image.ts';
-import { PROBED_RAW_WARNING, runRepairingDirty } from '../writable-image.ts';
+import { checkFormat, InputImageError, topTarget, referencedOpenMessage, type Target, guestFormat } from '../input-image.ts';
+import { openImageForWriting, PROBED_RAW_WARNING, runRepairingDirty } from '../writable-image.ts';
 import { addObject, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { openReferenced, startChain, PathRefusedError, ReferenceOpenError } from '../paths/resolve.ts';
 import { progressLine } from '../../output/progress.ts';
 import { strerror } from '../../strerror.ts';
 import type { RebaseOptions, RebaseResult } from '../../ops/rebase.ts';
-import { checkDirectWrite } from '../direct-io.ts';
 import { LockConflict, lockForReading } from '../image-locks.ts';
 
 const CANNOT_COMPRESS = 'Compression not supported for this file format';
@@ -36,10 +35,7 @@ export function openForWriting(cmd: ParsedCommand, target: Target): number {
   if (cmd.options.has('force-share') && cmd.name !== 'rebase') {
     throw new InputImageError(`Could not open '${target.errorName}': force-share=on can only be used with read-only images`);
   }
-  const fd = openImageFile(target, constants.O_RDWR | constants.O_DSYNC);
-  lockTarget(fd, target, 'write');
-  checkDirectWrite(cmd, target, fd);
-  return fd;
+  return openImageForWriting(cmd, target);
 }
 
 /** --object options, created as they come: a bad one stops the command there (qemu's order). */
