@@ -165,6 +165,9 @@ export async function runWithReferencedFiles(op: string, options: Record<string,
           throw e;
         }
         opened.push(fd);
+        // Before the lock: a hook that refuses this file (convert's own fresh target, which holds
+        // its locks already) is to win over the lock conflict the target would be.
+        hooks.onOpened?.(file, fd, path);
         try {
           // qemu locks every file of the chain as it opens it (image-locks.ts): backing files, data files, extents.
           lockImage(fd, readUse(), lockDefaults.forceShare, path, isRawFormat(file.format));
@@ -175,7 +178,6 @@ export async function runWithReferencedFiles(op: string, options: Record<string,
           }
           throw e;
         }
-        hooks.onOpened?.(file, fd, path);
         const writableFd = hooks.writable?.(file, fd, path);
         devices.push({ fd: writableFd ?? fd, role: file.role, writable: writableFd !== undefined, name: file.name, referrer: file.referrer });
         hints?.add(devices.slice(-1));

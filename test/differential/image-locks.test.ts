@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { VERSIONS, oracle, type OracleVersion } from '../helpers/oracles.ts';
 import { instarRun, qemuRun, tempDir } from '../dd/helpers.ts';
 import { lockImage, unlockImage, type LockUse } from '../../src/host/image-locks.ts';
+import { createEarlyTarget, createFreshTarget } from '../../src/host/convert/fresh-target.ts';
 
 let dir: string;
 let cleanup: () => void;
@@ -195,5 +196,33 @@ test("instar's locks keep qemu-img out as qemu-img's own would", () => {
         closeSync(fd);
       }
     }
+  }
+});
+
+// convert's one round creates its new target (O_EXCL, maybe at the CLI's early start) and copies
+// into it while the sources are opened: the target holds qemu's create locks from when the command
+// takes it, as qemu's target does while it is written.
+test("convert's fresh target keeps qemu-img out while it is written, made by the command or the early start", () => {
+  for (const early of [false, true]) {
+    const target = p('fresh.raw');
+    rmSync(target, { force: true });
+    if (early) assert.notEqual(createEarlyTarget(target), undefined);
+    const fd = createFreshTarget(target);
+    assert.notEqual(fd, undefined);
+    try {
+      // A reader of a qcow2 does not share write, which the target holds; a resize needs resize, which it does not share.
+      for (const version of VERSIONS) {
+        for (const [args, refused] of [[['info', '-f', 'qcow2', target], 'Failed to get shared "write" lock'], [['resize', '-f', 'raw', target, '1M'], 'Failed to get "resize" lock']] as const) {
+          const r = qemuRun(version, [...args]);
+          assert.ok(r.stderr.includes(`${refused}\nIs another process using the image [${target}]?`), `${version} early=${early} ${args[0]}: ${r.stderr}`);
+          assert.equal(r.status, 1);
+        }
+      }
+    } finally {
+      closeSync(fd!);
+      rmSync(target, { force: true });
+    }
+    assert.equal(qemuRun('10.0', ['create', '-q', '-f', 'raw', target, '1M']).status, 0, 'free once closed');
+    rmSync(target, { force: true });
   }
 });

@@ -5,6 +5,7 @@
 import { closeSync, constants, fstatSync, lstatSync, openSync, unlinkSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileId } from '../paths/resolve.ts';
+import { lockImage } from '../image-locks.ts';
 
 /**
  * Raw files (-f raw: nothing below them) with this many bytes in all copy in less time than a
@@ -30,10 +31,13 @@ export function copyGuestCount(sources?: { fd: number; format?: string }[]): num
   return bytes <= ONE_GUEST_BYTES ? 1 : cores;
 }
 
-/** Creates `path` if nothing is there (never follows or replaces anything); undefined otherwise. */
+/**
+ * Creates `path` if nothing is there (never follows or replaces anything); undefined otherwise.
+ * Read-write: the locks takeTarget sets are read locks, which need a file open for reading.
+ */
 function createExclusive(path: string): number | undefined {
   try {
-    return openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOCTTY, 0o644);
+    return openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_EXCL | constants.O_NOCTTY, 0o644);
   } catch {
     return undefined;
   }
@@ -57,16 +61,35 @@ function stillNames(path: string, id: string): boolean {
  * qemu's two rounds, which open it as it is).
  */
 export function createFreshTarget(path: string): number | undefined {
+  let fd: number | undefined;
   if (early) {
     const e = early;
     if (e.path === path && stillNames(path, e.id)) {
       early = undefined;
-      return e.fd;
+      fd = e.fd;
+    } else {
+      // Not this command's target after all, or gone: ours goes before the path is tried again.
+      removeEarlyTarget();
     }
-    // Not this command's target after all, or gone: ours goes before the path is tried again.
-    removeEarlyTarget();
   }
-  return createExclusive(path);
+  fd ??= createExclusive(path);
+  if (fd !== undefined) takeTarget(fd, path);
+  return fd;
+}
+
+/**
+ * The locks qemu's create takes (image-locks.ts), held while the target is written, as qemu's
+ * target holds them: another qemu-img opening it meanwhile is refused as it would be then. Taken
+ * here rather than at the early start's create, where loading the lock call would delay the guests.
+ * A file named in the open phase is compared with the target before it is locked (open-files.ts),
+ * so a source naming the target still takes the two rounds instead of meeting this lock.
+ */
+function takeTarget(fd: number, path: string): void {
+  try {
+    lockImage(fd, 'create', false, path);
+  } catch {
+    // Nobody had this file a moment ago; a process that opened it since keeps it, and the copy goes on unlocked.
+  }
 }
 
 /** The early start's create: the same O_EXCL open the command makes; undefined if anything is there. */
