@@ -87,7 +87,13 @@ const split = {
 // drops NODE_EXTRA_CA_CERTS and runs node on itself: Node 20 reads that certificate file before
 // any JS runs (measured here: node's start 22 ms without it, 60 ms with it), and instar opens no
 // network connection. To node, the second line is a string statement and a comment.
-const launcher = '#!/bin/sh\n":" //; unset NODE_EXTRA_CA_CERTS; exec node "$0" "$@"\n';
+// --openssl-legacy-provider: CAST5 (a cipher qemu's LUKS takes) is in OpenSSL's legacy provider
+// only. The sandboxed guest gets the flag from the host (sandbox/layers/permission.ts); with
+// --sandbox=none the image is decrypted in this very process, which must have started with it.
+// Measured: no cost at start (OpenSSL loads its providers when crypto is first used). Only where
+// the building node knows the flag (an OpenSSL 3 build): a node that does not would refuse to start.
+const legacy = process.allowedNodeEnvironmentFlags.has('--openssl-legacy-provider') ? ' --openssl-legacy-provider' : '';
+const launcher = `#!/bin/sh\n":" //; unset NODE_EXTRA_CA_CERTS; exec node${legacy} "$0" "$@"\n`;
 // cli.js itself is only a loader (src/cli/boot.ts): it compiles the CLI's code, dist/cli-bundle.js,
 // with a V8 code cache (scripts/cli-code-cache.mjs, src/cli/code-cache.ts). The bundle is one function
 // expression over what a CommonJS module gets, so that the build and the loader compile the same

@@ -8,7 +8,8 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { assertSameOutput } from '../differential/harness.ts';
-import { runInstar } from '../helpers/oracles.ts';
+import { spawnSync } from 'node:child_process';
+import { INSTAR_ALIAS, runInstar } from '../helpers/oracles.ts';
 import { ImageDir, SECRET, instarDecrypted, makeLuks, md5, oracleDecrypted, qemuAsync } from './helpers.ts';
 import { tiered } from '../helpers/long.ts';
 
@@ -74,11 +75,17 @@ describe('more LUKS ciphers (luks and qcow2) vs both oracles', () => {
     });
   }
 
-  it('in-process, aes-192-xts and serpent decrypt; cast5 needs the legacy provider and says so when absent', () => {
+  it('in-process, aes-192-xts and serpent decrypt; cast5 needs the legacy provider, which the CLI program starts with, and says so when absent', () => {
     const want = oracleDecrypted(images, '10.0', 'driver=luks,key-secret=s0,file.filename=aes192-xts.luks');
     assert.equal(md5(instarDecrypted(images.path('aes192-xts.luks'), 'luks')), md5(want));
     const serpent = oracleDecrypted(images, '10.0', 'driver=luks,key-secret=s0,file.filename=serpent256-cbc-essiv.luks');
     assert.equal(md5(instarDecrypted(images.path('serpent256-cbc-essiv.luks'), 'luks')), md5(serpent));
+    // The CLI run as a program starts node with the legacy provider (scripts/build.mjs): cast5 in-process too.
+    const cast5 = oracleDecrypted(images, '10.0', 'driver=luks,key-secret=s0,file.filename=cast5-cbc.luks');
+    const r = spawnSync(INSTAR_ALIAS, ['convert', '--object', SECRET, '--image-opts', 'driver=luks,key-secret=s0,file.filename=cast5-cbc.luks', '-O', 'raw', 'cast5-none.raw'],
+      { cwd: images.dir, encoding: 'utf8', env: { ...process.env, INSTAR_SANDBOX: 'none' } });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(md5(readFileSync(images.path('cast5-none.raw'))), md5(cast5));
     if (process.execArgv.includes('--openssl-legacy-provider')) return;
     assert.throws(() => instarDecrypted(images.path('cast5-cbc.luks'), 'luks'), /instar cannot decrypt cipher cast5-128 here: node:crypto was started without OpenSSL's legacy provider/);
   });
