@@ -122,8 +122,12 @@ SHAPES.forEach((shape, index) => {
       const instar = collapseRepeats(r.instar.stdout);
       const qemu = collapseRepeats(r.qemu.stdout);
       if (shape.steps) {
-        assert.equal(qemu, expected(shape.steps), `${label}: qemu's output (the shape is deterministic)`);
-        assert.equal(instar, qemu, `${label}: stdout`);
+        assert.equal(instar, expected(shape.steps), `${label}: stdout`);
+        // qemu's timing still shows under load (a zero write can finish before the one ahead of
+        // it): the shape is deterministic when one of a few runs of qemu prints its steps.
+        let tries = [qemu];
+        while (tries.at(-1) !== expected(shape.steps) && tries.length < 4) tries = [...tries, collapseRepeats(twins.run(version, files, ['commit', '-p', ...(shape.args ?? []), 't.qcow2']).qemu.stdout)];
+        assert.equal(tries.at(-1), expected(shape.steps), `${label}: qemu's output (the shape is deterministic; runs: ${JSON.stringify(tries)})`);
       } else {
         const all = everyStep(shape.of ?? 1);
         assert.equal(instar, expected(all), `${label}: instar prints every step`);
