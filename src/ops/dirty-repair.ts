@@ -7,7 +7,7 @@
 // (formats/parallels/open-check.ts says when); qemu 7.2's refuses an image marked in use.
 import { ImageError } from '../formats/types.ts';
 import { checkQcow2 } from '../formats/qcow2/check.ts';
-import { repairQcow2 } from '../formats/qcow2/repair-refcounts.ts';
+import { repairQcow2AtOpen } from '../formats/qcow2/repair-refcounts.ts';
 import { applyRepair } from '../formats/repair.ts';
 import { emptyReport, type CheckLine } from '../formats/check-types.ts';
 import { readAt } from '../formats/bytes.ts';
@@ -74,7 +74,7 @@ export function repairDirtyOp(options: Record<string, unknown>, ctx: OpContext):
   const qemuMajor = versionOf(options)?.major ?? 10;
   if (parallels) checkParallels(image, dev, report, { qemuMajor });
   else checkQcow2(image, dev, report);
-  const plan = parallels ? repairParallels(image, dev, report, 'all', { qemuMajor }) : repairQcow2(image, dev, report, 'all');
+  const plan = parallels ? repairParallels(image, dev, report, 'all', { qemuMajor }) : repairQcow2AtOpen(image, dev, report);
   if ('refused' in plan) return { refused: plan.refused };
   applyRepair(dev, plan.steps);
   // The rest of what qemu's close writes (none for these plans under -r all) comes now.

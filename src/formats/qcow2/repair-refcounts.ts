@@ -73,7 +73,6 @@ export const repairQcow2: RepairPlanner = (image, dev, report, mode, ctx): Repai
   // Persistent bitmaps: qemu's writable open marks them in use (in place), the repair runs, and
   // the close stores them anew through the allocator, after the second check. A stale bitmaps
   // extension or an unknown autoclear bit: the open drops it from the header.
-  if (h.incompatible & INCOMPAT.dirty) return refused('it has persistent bitmaps and is dirty');
   let reopen: ReturnType<typeof planBitmapReopen>;
   try {
     reopen = planBitmapReopen(dev);
@@ -134,6 +133,16 @@ function planWithoutSnapshots(image: Image, dev: BlockDevice, report: CheckRepor
   const planned = withClose(dev, [...reopen.open, { kind: 'barrier' }, ...plan.steps], reopen);
   if (!('refused' in planned)) Object.assign(report, seen);
   return planned;
+}
+
+/**
+ * The repair qemu's writable open makes of a dirty image (fix-all check, not in check mode). Its
+ * bitmaps are left to the command that follows, whose own open marks them in use and whose close
+ * stores them: qemu marks them before this repair, but in place (the header and the directory),
+ * which the repair neither reads nor moves, so the file ends the same.
+ */
+export function repairQcow2AtOpen(image: Image, dev: BlockDevice, report: CheckReport): RepairPlan {
+  return planRepair(image, dev, report, 'all', parseHeader(dev));
 }
 
 function planRepair(image: Image, dev: BlockDevice, report: CheckReport, mode: RepairMode, h: Qcow2Header): RepairPlan {
