@@ -41,19 +41,31 @@ function oneByteDirectRead(fd: number): boolean {
 /** Images opened for writing with O_DIRECT in qemu's place, by descriptor: the file and its size at the open. */
 const directSizes = new Map<number, { ino: number; dev: number; size: number }>();
 
+/** Whether the command opens its images with O_DIRECT (-t none|off|directsync). */
+export function directCache(cmd: ParsedCommand): boolean {
+  const cache = cmd.options.get('cache')?.at(-1);
+  return cache !== undefined && DIRECT_MODES.has(cache);
+}
+
+/** qemu's reason for refusing a raw image opened with O_DIRECT for writing without resize: its size is not aligned. */
+export const UNALIGNED_DIRECT_WRITE = "Cannot get 'write' permission without 'resize': Image size is not a multiple of request alignment";
+
+/** Whether the raw image open as `fd` has a size the probed O_DIRECT alignment does not divide. */
+export function unalignedForDirectWrite(fd: number): boolean {
+  const bytes = Math.ceil(fstatSync(fd).size / SECTOR) * SECTOR;
+  return bytes % FALLBACK_ALIGNMENT !== 0 && oneByteDirectRead(fd);
+}
+
 /** qemu's refusal of a writable O_DIRECT open of a raw image whose size the probed alignment does not divide. */
 export function checkDirectWrite(cmd: ParsedCommand, target: Target, fd: number): void {
-  const cache = cmd.options.get('cache')?.at(-1);
-  const direct = cache !== undefined && DIRECT_MODES.has(cache);
+  const direct = directCache(cmd);
   const st = fstatSync(fd);
   if (direct) directSizes.set(fd, { ino: st.ino, dev: st.dev, size: st.size });
   else directSizes.delete(fd);
-  if (!direct || (target.format !== 'raw' && target.format !== 'file')) return;
-  const bytes = Math.ceil(st.size / SECTOR) * SECTOR;
-  if (bytes % FALLBACK_ALIGNMENT === 0 || !oneByteDirectRead(fd)) return;
+  if (!direct || (target.format !== 'raw' && target.format !== 'file') || !unalignedForDirectWrite(fd)) return;
   directSizes.delete(fd);
   closeSync(fd);
-  throw new InputImageError(`Could not open '${target.errorName}': Cannot get 'write' permission without 'resize': Image size is not a multiple of request alignment`);
+  throw new InputImageError(`Could not open '${target.errorName}': ${UNALIGNED_DIRECT_WRITE}`);
 }
 
 /** After the op: an O_DIRECT image the op grew to an unaligned end is padded as qemu's aligned writes pad it. */

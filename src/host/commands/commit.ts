@@ -20,6 +20,7 @@ import type { NeededFile } from '../../protocol/messages.ts';
 import type { CommitOptions, CommitResult } from '../../ops/commit.ts';
 import { blockNodeName } from '../../output/node-name.ts';
 import { handOverToWriter, isRawFormat, LockConflict } from '../image-locks.ts';
+import { directCache, UNALIGNED_DIRECT_WRITE, unalignedForDirectWrite } from '../direct-io.ts';
 
 const CACHE_MODES = new Set(['none', 'off', 'writeback', 'unsafe', 'directsync', 'writethrough']);
 
@@ -76,7 +77,7 @@ class BaseOpenError extends InputImageError {}
  * Reopens the file the policy opened as `fd` read-write, by the name qemu gives it; whatever that
  * name leads to now must be the same file (device and inode), or nothing is written.
  */
-function reopenWritable(path: string, fd: number, raw: boolean): number {
+function reopenWritable(path: string, fd: number, raw: boolean, direct: boolean): number {
   const seen = fstatSync(fd, { bigint: true });
   let rw: number;
   try {
@@ -94,6 +95,11 @@ function reopenWritable(path: string, fd: number, raw: boolean): number {
   } catch (e) {
     if (e instanceof LockConflict) throw new BaseOpenError(e.message);
     throw e;
+  }
+  // qemu's reopen of a raw base for its mirror (write without resize) under -t none: direct-io.ts.
+  if (raw && direct && unalignedForDirectWrite(rw)) {
+    closeSync(rw);
+    throw new BaseOpenError(UNALIGNED_DIRECT_WRITE);
   }
   return rw;
 }
@@ -131,7 +137,7 @@ async function runCommit(cmd: ParsedCommand, ctx: CommandContext, target: Target
     const raw = await runRepairingDirty('commit', options, [{ fd, path: target.path, writable: true }], ctx, target, {
       writable: (file, granted, path) => {
         if (!isBase(file, granted)) return undefined;
-        const rw = reopenWritable(path, granted, isRawFormat(file.format));
+        const rw = reopenWritable(path, granted, isRawFormat(file.format), directCache(cmd));
         writableFds.push(rw);
         return rw;
       },
