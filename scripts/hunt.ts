@@ -27,8 +27,8 @@ const minutes = Number(values.minutes);
 if (!(minutes > 0)) throw new Error('--minutes N: N must be a positive number');
 const campaign = values.seed !== undefined ? Number(values.seed) : Date.now() % 2 ** 31;
 const area = await AREAS[name]();
-const root = '/tmp/instar-hunt';
-mkdirSync(root, { recursive: true });
+// INSTAR_HUNT_ROOT: another place for the case directories (hunts run side by side, each cleaned up by its owner).
+const root = process.env.INSTAR_HUNT_ROOT || '/tmp/instar-hunt';
 const removeSnapshot = useDistSnapshot();
 for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
   process.once(signal, () => {
@@ -46,6 +46,8 @@ let qemuFailed = 0;
 for (let index = Number(values.case ?? 0); ; index++) {
   if (values.case !== undefined ? index > Number(values.case) : Date.now() - started >= minutes * 60_000) break;
   const seed = caseSeed(campaign, index);
+  // Made again for each case: someone may have cleared the root between cases.
+  mkdirSync(root, { recursive: true });
   const dir = mkdtempSync(join(root, `${name}-${campaign}-${index}-`));
   let keep = values.keep;
   try {
