@@ -3,20 +3,30 @@
 // a new refcount table, exact size) made from the end of the last cluster in use, that covers them
 // and one L2 table per L2 range they span plus one; then the file is extended over the run, and the
 // L2 tables are linked as qcow2_alloc_cluster_link_l2 does (a missing table first-fit, where the
-// freed old refcount table is the first candidate). full writes the run's zeros; falloc would
+// freed old refcount table is the first candidate). From a size inside a cluster, that old last
+// cluster is one of the new ones: its guest bytes are copied to the start of its new cluster
+// (link_l2's copy-on-write), its entry replaced (an extended entry keeps its subcluster bitmap:
+// qemu's preallocation leaves it), and the old host cluster's reference dropped once the table no
+// longer points at it (qemu frees it without a discard). full writes the run's zeros; falloc would
 // have the file system reserve them, which the sandboxed guest cannot ask for: instar extends the
 // file (the same bytes, read as zeros, not reserved).
 import type { BlockDevice } from '../types.ts';
 import type { RepairStep } from '../repair.ts';
 import type { Qcow2Header } from './header.ts';
 import { growSteps, growTable, isZero, l2Range, type GrowState, type GrowTable } from './resize-prealloc.ts';
+import type { GuestReader } from './resize-zero.ts';
 
 const COPIED = 1n << 63n;
+const COMPRESSED = 1n << 62n;
+const OFFSET_MASK = 0x00fffffffffffe00n;
 
 /** The steps, or why instar will not preallocate. */
-export function preallocateData(dev: BlockDevice, h: Qcow2Header, state: GrowState, from: number, to: number, mode: 'falloc' | 'full'): RepairStep[] | string {
+export function preallocateData(dev: BlockDevice, h: Qcow2Header, state: GrowState, oldLength: number, to: number, mode: 'falloc' | 'full', readGuest?: GuestReader): RepairStep[] | string {
   const cs = h.clusterSize;
-  if (from % cs !== 0) return 'preallocation from a size that is not whole clusters is not implemented';
+  // start_of_cluster(old_length): a partial old last cluster is allocated anew with the others.
+  const from = Math.floor(oldLength / cs) * cs;
+  const head = oldLength - from;
+  if (head > 0 && !readGuest) return 'preallocation from a size that is not whole clusters needs the guest disk';
   // qemu's l2_entry_size: 16 bytes with extended L2 (the subcluster bitmap stays 0 without a backing file).
   const es = h.extendedL2 ? 16 : 8;
   const { refs } = state;
@@ -32,18 +42,35 @@ export function preallocateData(dev: BlockDevice, h: Qcow2Header, state: GrowSta
   state.fileSize = Math.max(state.fileSize, dataEnd);
   const tables = new Map<number, GrowTable>();
   let host = start;
+  let replaced = 0n;
+  const cow: RepairStep[] = [];
   for (let pos = from; pos < to;) {
     const { l1Index, end, first, count } = l2Range(pos, to, cs, es);
     const table = growTable(dev, h, state, tables, l1Index);
     if (typeof table === 'string') return table;
     for (let i = first; i < first + count; i++) {
-      if (!isZero(table.bytes, i * es, es)) return 'the new area already has L2 entries';
+      if (head > 0 && pos === from && i === first) {
+        replaced = table.bytes.readBigUInt64BE(i * es);
+        if (replaced & COMPRESSED) return 'its last cluster is compressed: qemu would free its sectors';
+        // link_l2 frees it at once: a later missing L2 table may be allocated there.
+        if (replaced & OFFSET_MASK) refs.update(Number(replaced & OFFSET_MASK), cs, 1, true, { discard: false });
+        const bytes = new Uint8Array(head);
+        readGuest!(bytes, from);
+        cow.push({ kind: 'write', pos: host * cs, bytes });
+      } else if (!isZero(table.bytes, i * es, es)) return 'the new area already has L2 entries';
       table.bytes.writeBigUInt64BE(BigInt((host + i - first) * cs) | COPIED, i * es);
     }
     host += count;
     pos = end;
   }
-  const steps = growSteps(state, tables, sizeBefore, Math.max(state.fileSize, dataEnd));
+  // The old last cluster's reference is written as dropped only once the table no longer names it
+  // (the caller's last refcount flush; QCOW2_DISCARD_NEVER: no discard); a new table that reuses
+  // the cluster is written after that table.
+  const oldHost = Number(replaced & OFFSET_MASK) / cs;
+  const held = oldHost !== 0 && refs.get(oldHost) < refs.original(oldHost);
+  if (held) refs.update(oldHost * cs, cs, 1, false, { discard: false });
+  const steps = growSteps(state, tables, sizeBefore, Math.max(state.fileSize, dataEnd), cow, { firstTableAlone: oldHost !== 0 });
+  if (held) refs.update(oldHost * cs, cs, 1, true, { discard: false });
   // full: the run written with zeros (allocated on disk) before any table points at it.
   if (mode === 'full' && dataClusters > 0) {
     const at = steps.findIndex((s) => s.kind === 'barrier');

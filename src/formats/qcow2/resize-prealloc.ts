@@ -77,10 +77,10 @@ export function growTable(dev: BlockDevice, h: Qcow2Header, state: GrowState, ta
 
 /**
  * The writes for what a grow allocated, in a crash-safe order: the file's new length, the
- * refcounts (new refcount blocks hooked up, a grown refcount table switched to), the tables,
- * then the L1 entries that link new tables (leaks at most in between).
+ * refcounts (new refcount blocks hooked up, a grown refcount table switched to), data into new
+ * clusters, the tables, then the L1 entries that link new tables (leaks at most in between).
  */
-export function growSteps(state: GrowState, tables: Map<number, GrowTable>, sizeBefore: number, finalSize: number, data: RepairStep[] = []): RepairStep[] {
+export function growSteps(state: GrowState, tables: Map<number, GrowTable>, sizeBefore: number, finalSize: number, data: RepairStep[] = [], opts: { firstTableAlone?: boolean } = {}): RepairStep[] {
   const steps: RepairStep[] = [];
   finalSize = Math.max(finalSize, state.refs.end);
   if (finalSize > sizeBefore) steps.push({ kind: 'truncate', size: finalSize }, { kind: 'barrier' });
@@ -89,7 +89,11 @@ export function growSteps(state: GrowState, tables: Map<number, GrowTable>, size
   for (const w of state.refs.tableWrites('hooked')) steps.push({ kind: 'write', pos: w.pos, bytes: w.bytes }, { kind: 'barrier' });
   // Data written into new clusters, before any table points at them.
   if (data.length > 0) steps.push(...data, { kind: 'barrier' });
-  for (const t of tables.values()) steps.push({ kind: 'write', pos: t.offset, bytes: t.bytes });
+  // firstTableAlone: the first table stops naming a cluster another new table reuses.
+  for (const [i, t] of [...tables.values()].entries()) {
+    steps.push({ kind: 'write', pos: t.offset, bytes: t.bytes });
+    if (i === 0 && opts.firstTableAlone) steps.push({ kind: 'barrier' });
+  }
   steps.push({ kind: 'barrier' });
   for (const [l1Index, t] of tables) {
     if (!t.created) continue;

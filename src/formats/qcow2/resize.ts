@@ -82,7 +82,7 @@ function planGrow(dev: BlockDevice, h: Qcow2Header, request: ResizeRequest): Pla
     steps.push(...grown);
   }
   if (request.preallocation === 'falloc' || request.preallocation === 'full') {
-    const prealloc = preallocateData(dev, h, state, oldLength, request.newSize, request.preallocation);
+    const prealloc = preallocateData(dev, h, state, oldLength, request.newSize, request.preallocation, request.readGuest);
     if (typeof prealloc === 'string') return refused(prealloc);
     steps.push(...prealloc);
   }
