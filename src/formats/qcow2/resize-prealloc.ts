@@ -42,11 +42,15 @@ export function allocateClusters(state: GrowState, count: number): number | unde
   }
 }
 
-/** An L2 table as a grow leaves it: read from the file, or new (all zeros) and linked into the L1. */
+/**
+ * An L2 table as a grow leaves it: read from the file, or new and linked into the L1 (all zeros,
+ * or a copy of the table at `replaces`, which a snapshot shares).
+ */
 export interface GrowTable {
   offset: number;
   bytes: Buffer;
   created: boolean;
+  replaces?: number;
 }
 
 /**
@@ -66,10 +70,20 @@ export function growTable(dev: BlockDevice, h: Qcow2Header, state: GrowState, ta
     state.l1.writeBigUInt64BE(BigInt(table.offset) | COPIED, l1Index * 8);
     state.fileSize = Math.max(state.fileSize, table.offset + cs);
   } else {
-    if (!(entry & COPIED)) return 'an L2 table is shared: qemu would copy it';
     const offset = entry & OFFSET_MASK;
     if (offset % BigInt(cs) !== 0n || offset >= BigInt(dev.size)) return 'an L2 table is misplaced';
-    table = { offset: Number(offset), bytes: readAt(dev, offset, cs), created: false };
+    if (!(entry & COPIED)) {
+      // Shared (a snapshot's): l2_allocate copies it to a new cluster (first-fit) and the old
+      // one loses the active disk's reference, which leaves it counted (refcount 2 or more).
+      if (state.refs.get(Number(offset) / cs) < 2) return 'a shared L2 table has a refcount below 2';
+      const cluster = allocateClusters(state, 1);
+      if (cluster === undefined) return 'a refcount of a copied L2 table is out of range';
+      table = { offset: cluster * cs, bytes: readAt(dev, offset, cs), created: true, replaces: Number(offset) };
+      state.l1.writeBigUInt64BE(BigInt(table.offset) | COPIED, l1Index * 8);
+      state.fileSize = Math.max(state.fileSize, table.offset + cs);
+    } else {
+      table = { offset: Number(offset), bytes: readAt(dev, offset, cs), created: false };
+    }
   }
   tables.set(l1Index, table);
   return table;
@@ -102,6 +116,10 @@ export function growSteps(state: GrowState, tables: Map<number, GrowTable>, size
     steps.push({ kind: 'write', pos: state.l1Offset + l1Index * 8, bytes: entry });
   }
   steps.push({ kind: 'barrier' });
+  // Copied shared tables lose the active disk's reference once the L1 names their copies.
+  const replaced = [...tables.values()].filter((t) => t.replaces !== undefined);
+  for (const t of replaced) state.refs.update(t.replaces!, state.refs.clusterSize, 1, true, { discard: false });
+  if (replaced.length > 0) steps.push(...state.refs.flush(), { kind: 'barrier' });
   return steps;
 }
 
