@@ -85,12 +85,16 @@ function measureCommand(rng: Rng, img: BuiltImage): string[] {
   return [...args, ...fmtArg(rng, img.top), img.top.file];
 }
 
-/** What a read-only command must not change: size, blocks, modification time (big sparse images
- *  are too big to hash). */
+/**
+ * What a read-only command must not change: size, modification and change times (big sparse
+ * images are too big to hash; any write, truncate or hole punch moves both times). Not the
+ * allocated blocks: ext4 allocates a just-written file's extent tree blocks at writeback, which
+ * moved st_blocks of qemu's fresh copy between the two looks (campaign 9810000 case 1).
+ */
 function fileStates(dir: string, files: string[]): Map<string, string> {
   return new Map(files.map((f) => {
     const st = statSync(join(dir, f), { bigint: true });
-    return [f, `${st.size}/${st.blocks}/${st.mtimeNs}`];
+    return [f, `${st.size}/${st.mtimeNs}/${st.ctimeNs}`];
   }));
 }
 
