@@ -90,6 +90,17 @@ export const hostileOps: Record<string, Op> = {
   'big-result': (o) => ({ blob: 'r'.repeat(Number(o.bytes)) }),
   /** A guest that dies quietly, without a result. */
   'quiet-exit': () => process.exit(0),
+  /** Writes its output, then lingers in its exit (as a slow teardown would) after the result. */
+  'write-then-linger': (o, ctx) => {
+    const out = ctx.devices.find((x) => x.spec.role === 'output');
+    if (!out) throw new Error('no output device');
+    writeSync(out.spec.fd, 'written', 0);
+    process.on('exit', () => {
+      const end = Date.now() + Number(o.ms);
+      while (Date.now() < end);
+    });
+    return { written: true };
+  },
   /** A guest whose error text tries to drive the terminal. */
   'escape-error': () => {
     throw new (class extends Error {

@@ -78,7 +78,7 @@ async function runOnce(op: string, options: Record<string, unknown>, devices: Ho
   const request: GuestRequest = {
     op,
     options,
-    devices: devices.map((d, i) => ({ fd: FIRST_DEVICE_FD + i, role: d.role, writable: d.writable, ...(d.name !== undefined ? { name: d.name } : {}), ...(d.referrer !== undefined ? { referrer: d.referrer } : {}), ...(d.dataRuns !== undefined ? { dataRuns: d.dataRuns } : {}), ...(d.dataRunsEnd !== undefined ? { dataRunsEnd: d.dataRunsEnd } : {}) })),
+    devices: devices.map((d, i) => ({ fd: FIRST_DEVICE_FD + i, role: d.role, writable: d.writable, ...(d.name !== undefined ? { name: d.name } : {}), ...(d.referrer !== undefined ? { referrer: d.referrer } : {}), ...(d.dataRuns !== undefined ? { dataRuns: d.dataRuns } : {}), ...(d.dataRunsEnd !== undefined ? { dataRunsEnd: d.dataRunsEnd } : {}), ...(d.dataSpans !== undefined ? { dataSpans: d.dataSpans } : {}) })),
   };
   const requestText = JSON.stringify(request);
   if (Buffer.byteLength(requestText) > MAX_REQUEST_BYTES) throw new OpError('request for the sandboxed guest is too large');
@@ -255,6 +255,8 @@ interface Outcome {
   error?: string;
   errorWarnings?: GuestWarning[];
   violation?: string;
+  /** The host killed the guest after its result (its exit status then says nothing). */
+  endedByHost?: boolean;
   /** Any message at all arrived (so the guest did start). */
   spoke: boolean;
   timedOut: boolean;
@@ -303,8 +305,13 @@ function launch(guest: SpawnedGuest, requestText: string, devices: HostDevice[],
       outcome.result = { value: msg.value, warnings: msg.warnings };
       // With nothing writable, nothing the guest does after its result matters: take the
       // result and end the guest now instead of waiting ~10 ms for node and bwrap to tear down.
-      // (With an output, the host waits for the exit so that no write can follow its fsync.)
       if (readOnly) finishEarly?.(msg.value);
+      // With an output, the guest is ended too (its writes are done: it sends its result after
+      // them), and the host waits for its exit, so that no write can follow the host's fsync.
+      else {
+        outcome.endedByHost = true;
+        killGroup();
+      }
     }
     else if (msg.type === 'error') {
       outcome.error = msg.message;
@@ -336,7 +343,7 @@ function launch(guest: SpawnedGuest, requestText: string, devices: HostDevice[],
       if (outcome.violation) return reject(new OpError(`guest process killed: protocol violation (${outcome.violation})`));
       if (outcome.timedOut) return reject(new OpError(`guest process killed: time limit exceeded (${limits.wallMs / 1000} s)`));
       if (outcome.error !== undefined) return reject(new OpError(outcome.error, outcome.errorWarnings));
-      if (outcome.result && code === 0 && splitter.leftover === 0) return succeed(outcome.result.value);
+      if (outcome.result && (code === 0 || outcome.endedByHost) && splitter.leftover === 0) return succeed(outcome.result.value);
       const reason = deathReason(code, signal, outcome.stderr, !!outcome.result);
       reject(outcome.result || outcome.spoke ? new OpError(reason) : new GuestSilent(reason, code, signal, outcome.stderr));
     });
