@@ -28,7 +28,7 @@ before(() => {
   images.extended = buildImage(dirs.root, 'extended.qcow2', ['-f', 'qcow2', '-o', 'extended_l2=on', '1M'], ['write -P 1 0 100k']);
   images.extended16k = buildImage(dirs.root, 'extended16k.qcow2', ['-f', 'qcow2', '-o', 'extended_l2=on,cluster_size=16384', '1025k'], ['write -P 1 0 1025k']);
   images.unaligned = buildImage(dirs.root, 'unaligned.qcow2', ['-f', 'qcow2', '1025k']);
-  // Old partial last clusters: allocated and used once (kept), and a zero cluster (refused).
+  // Old partial last clusters: allocated and used once (kept), and a compressed one (refused).
   images.partial = buildImage(dirs.root, 'partial.qcow2', ['-f', 'qcow2', '-o', 'cluster_size=4096', '1025k'], ['write -P 3 0 1025k']);
   // Hostile: a refcount for a cluster past the end of the file, where the refcount area would go
   // (qemu's qcow2_alloc_clusters_at finds it in use and qemu aborts on an assertion).
@@ -36,7 +36,7 @@ before(() => {
   const block = Number(stray.readBigUInt64BE(Number(stray.readBigUInt64BE(48))));
   stray.writeUInt16BE(1, block + 2 * Math.ceil(stray.length / 65536) + 4);
   images.stray = stray;
-  images.zeroTail = buildImage(dirs.root, 'zero-tail.qcow2', ['-f', 'qcow2', '1025k'], ['write -z 1024k 1k']);
+  images.compressedTail = buildImage(dirs.root, 'compressed-tail.qcow2', ['-f', 'qcow2', '1025k'], ['write -c -P 1 1024k 1k']);
   // Free clusters holding old bytes (a removed bitmap's, say) where the new clusters go: qemu's
   // copy-on-write zeroes the parts of the partial first and last clusters outside the request
   // (found by the generative hunt: instar left the old bytes there).
@@ -73,9 +73,9 @@ test('resize --preallocation=full through the sandbox; refusals leave the file a
   const r = await dirs.run('10.0', { 'img.qcow2': images.c512 }, ['resize', '--preallocation=full', 'img.qcow2', '6M'], { sandboxed: true });
   assertSameRun(r, 'sandboxed');
   assert.ok(r.instarFiles['img.qcow2'].equals(r.qemuFiles['img.qcow2']), 'sandboxed: instar\'s file is qemu-img\'s');
-  // metadata: qemu copies a partial last cluster that is a zero cluster: not implemented.
+  // metadata: qemu copies a partial last cluster that is compressed (and frees its sectors): not implemented.
   const refusals: [string, string, RegExp][] = [
-    ['zeroTail', 'metadata', /a partial cluster qemu would copy/],
+    ['compressedTail', 'metadata', /a partial cluster qemu would copy/],
     ['stray', 'full', /could not place the preallocated clusters/],
   ];
   for (const [image, mode, why] of refusals) {

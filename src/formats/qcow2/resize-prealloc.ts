@@ -142,17 +142,18 @@ export const isZero = (b: Buffer, at: number, length: number): boolean => b.suba
  * partly: the (sub)cluster's bytes before the request and after it, read from the guest disk
  * (zeros here: no backing file reaches them) and written, whatever the reused cluster held.
  */
-function cowWrites(host: number, inClusterFrom: number, inClusterTo: number, unit: number): RepairStep[] {
+function cowWrites(host: number, inClusterFrom: number, inClusterTo: number, unit: number, head?: (at: number, length: number) => Uint8Array): RepairStep[] {
   const writes: RepairStep[] = [];
   const headStart = Math.floor(inClusterFrom / unit) * unit;
-  if (inClusterFrom > headStart) writes.push({ kind: 'write', pos: host + headStart, bytes: new Uint8Array(inClusterFrom - headStart) });
+  const length = inClusterFrom - headStart;
+  if (length > 0) writes.push({ kind: 'write', pos: host + headStart, bytes: head ? head(headStart, length) : new Uint8Array(length) });
   const tailEnd = Math.ceil(inClusterTo / unit) * unit;
   if (tailEnd > inClusterTo) writes.push({ kind: 'write', pos: host + inClusterTo, bytes: new Uint8Array(tailEnd - inClusterTo) });
   return writes;
 }
 
-/** The steps, or why instar will not preallocate. */
-export function preallocateMetadata(dev: BlockDevice, h: Qcow2Header, state: GrowState, from: number, to: number, backingSize = 0): RepairStep[] | string {
+/** The steps, or why instar will not preallocate; `readGuest` reads the disk before the change. */
+export function preallocateMetadata(dev: BlockDevice, h: Qcow2Header, state: GrowState, from: number, to: number, backingSize = 0, readGuest?: (buf: Uint8Array, offset: number) => void): RepairStep[] | string {
   const cs = h.clusterSize;
   // Extended L2 entries: 16 bytes, whose subcluster bitmap preallocation leaves as it is (0).
   const es = h.extendedL2 ? 16 : 8;
@@ -160,8 +161,15 @@ export function preallocateMetadata(dev: BlockDevice, h: Qcow2Header, state: Gro
   const oldLength = from;
   const partial = from % cs !== 0;
   from = Math.floor(from / cs) * cs;
-  // The copy-on-write of the old partial cluster would read the backing file there.
-  if (partial && backingSize > Math.floor(oldLength / unit) * unit) return 'preallocation from a partial cluster over a backing file is not implemented';
+  // The copy-on-write of the old partial cluster reads the guest disk there (the backing file too).
+  if (partial && !readGuest && backingSize > Math.floor(oldLength / unit) * unit) return 'preallocation from a partial cluster over a backing file is not implemented';
+  const guestHead = readGuest && ((at: number, length: number) => {
+    const bytes = new Uint8Array(length);
+    readGuest(bytes, from + at);
+    return bytes;
+  });
+  /** Shared old last clusters the new ones replace: a reference dropped after the tables. */
+  const replaced: number[] = [];
   const cow: RepairStep[] = [];
   const sizeBefore = state.fileSize;
   const tables = new Map<number, GrowTable>();
@@ -174,12 +182,21 @@ export function preallocateMetadata(dev: BlockDevice, h: Qcow2Header, state: Gro
     let { first, count } = range;
     if (partial && pos === from) {
       // The old last cluster, partly in the disk: qemu keeps it when it is allocated and used
-      // once (handle_copied), and allocates it like the others when it is not allocated.
+      // once (handle_copied), and allocates it like the others when it is not allocated, a
+      // zero cluster or shared with a snapshot (its guest bytes copied, its entry replaced).
       const entry = table.bytes.readBigUInt64BE(first * es);
-      if (entry !== 0n) {
-        if (!(entry & COPIED) || entry & COMPRESSED || entry & 1n || (entry & OFFSET_MASK) === 0n) return 'preallocation from a partial cluster qemu would copy is not implemented';
+      const host = entry & OFFSET_MASK;
+      if (entry & COPIED && !(entry & COMPRESSED) && !(entry & 1n) && host !== 0n) {
         first++;
         count--;
+      } else if (entry !== 0n) {
+        if (h.extendedL2 || entry & COMPRESSED || !readGuest) return 'preallocation from a partial cluster qemu would copy is not implemented';
+        if (host !== 0n) {
+          // Shared: link_l2 drops the active disk's reference, which must leave it counted.
+          if (entry & 1n || state.refs.get(Number(host) / cs) < 2) return 'preallocation from a partial cluster qemu would free is not implemented';
+          replaced.push(Number(host));
+        }
+        table.bytes.fill(0, first * es, first * es + es);
       }
     }
     for (let i = first; i < first + count; i++) {
@@ -195,7 +212,7 @@ export function preallocateMetadata(dev: BlockDevice, h: Qcow2Header, state: Gro
     // The run's first and last clusters may lie partly outside [oldLength, to): qemu copies the rest.
     const firstGuest = pos + (range.count - count) * cs;
     const lastGuest = firstGuest + (count - 1) * cs;
-    cow.push(...cowWrites(run * cs, Math.max(oldLength, firstGuest) - firstGuest, Math.min(to, firstGuest + cs) - firstGuest, unit));
+    cow.push(...cowWrites(run * cs, Math.max(oldLength, firstGuest) - firstGuest, Math.min(to, firstGuest + cs) - firstGuest, unit, firstGuest === from ? guestHead : undefined));
     if (count > 1) cow.push(...cowWrites((run + count - 1) * cs, 0, Math.min(to, lastGuest + cs) - lastGuest, unit));
     // qemu extends the file to its last request's end, rounded up to a (sub)cluster.
     const runStart = pos + (range.count - count) * cs;
@@ -203,5 +220,8 @@ export function preallocateMetadata(dev: BlockDevice, h: Qcow2Header, state: Gro
     pos = tableEnd;
   }
   // qemu extends the file to the last run's end (the L2 tables it wrote may have done so already).
-  return growSteps(state, tables, sizeBefore, Math.max(state.fileSize, dataEnd), cow);
+  const steps = growSteps(state, tables, sizeBefore, Math.max(state.fileSize, dataEnd), cow);
+  // The caller's last refcount flush writes these, after the tables.
+  for (const host of replaced) state.refs.update(host, cs, 1, true, { discard: false });
+  return steps;
 }

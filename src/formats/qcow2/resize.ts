@@ -87,7 +87,7 @@ function planGrow(dev: BlockDevice, h: Qcow2Header, request: ResizeRequest): Pla
     steps.push(...prealloc);
   }
   if (request.preallocation === 'metadata') {
-    const prealloc = preallocateMetadata(dev, h, state, oldLength, request.newSize, request.backingSize);
+    const prealloc = preallocateMetadata(dev, h, state, oldLength, request.newSize, request.backingSize, request.readGuest);
     if (typeof prealloc === 'string') return refused(prealloc);
     steps.push(...prealloc);
   }
