@@ -23,6 +23,7 @@ import { PlanRefusal } from '../formats/qcow2/refcount-update.ts';
 import { openTree, type OpenTreeOptions } from './open-tree.ts';
 import type { OpContext } from './types.ts';
 import { commitProgress, mirrorOps, type TargetShape } from './commit-progress.ts';
+import { STREAM_OPTIMIZED_REWRITE } from './commit-messages.ts';
 
 export interface CommitOptions extends OpenTreeOptions {
   /** -d: the top image keeps its data. */
@@ -43,7 +44,36 @@ export type CommitResult = { format: string } & (
   /** The base is smaller and its format cannot grow in qemu: its job fails before any write. */
   | { truncateUnsupported: true }
   /** The base's format (qemu's parallels driver) cannot be reopened for writing: the job does not start. */
-  | { reopenUnsupported: string });
+  | { reopenUnsupported: string }
+  /**
+   * Writes of the job failed with qemu's driver's words, printed once for each of `times`
+   * operations (before "Block job failed: Input/output error").
+   */
+  | { writeFailed: typeof STREAM_OPTIMIZED_REWRITE; times: number });
+
+/** MAX_IN_FLIGHT: the most mirror operations that can fail before the job sees the first failure. */
+const MAX_IN_FLIGHT = 16;
+
+/** Whether [offset, end) holds a grain the streamOptimized base itself holds (not its parent's). */
+function holdsGrain(base: VmdkImage, offset: number, end: number): boolean {
+  for (let at = offset; at < Math.min(end, base.virtualSize);) {
+    const e = base.extent(at, Math.min(end, base.virtualSize) - at);
+    if (e.depth === 0 && e.kind === 'data') return true;
+    at += Math.max(e.length, 1);
+  }
+  return false;
+}
+
+/**
+ * How many of the mirror's operations write onto grains the base holds, as many as can be in
+ * flight at most: each prints qemu's words. (qemu issues the next ones while the first run, so
+ * how many fail before the job stops depends on its timing: this is the count when all of them
+ * were issued first.)
+ */
+function rewritingOps(top: Image, base: VmdkImage, baseLevel: number, unit: number): number {
+  const ops = mirrorOps(top, dirtyRanges(top, baseLevel, unit), unit, { zeroClusters: false });
+  return Math.min(MAX_IN_FLIGHT, ops.filter((op) => holdsGrain(base, op.offset, op.offset + op.bytes)).length);
+}
 
 /** Device indexes of the chain from the top down (role 'backing' links). */
 function chainIndexes(ctx: OpContext): number[] {
@@ -255,6 +285,12 @@ export function commitOp(options: Record<string, unknown>, ctx: OpContext): Comm
       // (get_whole_cluster), the descriptor gets a new random CID at the first write. The writer
       // writes directly (not in steps), after every refusal below.
       const whole = chained();
+      if (whole instanceof VmdkImage && whole.state.createType === 'streamOptimized') {
+        // Its grains are written once: a copy onto one it holds fails the job (qemu may have
+        // written other grains before that, in an order its timing decides; instar writes none).
+        const times = rewritingOps(top, whole, baseLevel, granularityOf(whole.info()['cluster-size'] as number | undefined));
+        if (times > 0) return closedAfterFailure(ctx, format, { format, writeFailed: STREAM_OPTIMIZED_REWRITE, times });
+      }
       const writer = whole instanceof VmdkImage ? vmdkWriter(baseDev, whole) : { refused: 'instar cannot write into this vmdk base image; nothing was written' };
       if ('refused' in writer) return { format, refused: writer.refused.replace('convert into', 'commit into') };
       const unit = granularityOf((writer as { grainBytes?: number }).grainBytes);

@@ -18,6 +18,7 @@ import { ProgressRule, progressLine } from '../../output/progress.ts';
 import { strerror } from '../../strerror.ts';
 import type { NeededFile } from '../../protocol/messages.ts';
 import type { CommitOptions, CommitResult } from '../../ops/commit.ts';
+import { STREAM_OPTIMIZED_REWRITE } from '../../ops/commit-messages.ts';
 import { blockNodeName } from '../../output/node-name.ts';
 import { handOverToWriter, isRawFormat, LockConflict } from '../image-locks.ts';
 import { directCache, UNALIGNED_DIRECT_WRITE, unalignedForDirectWrite } from '../direct-io.ts';
@@ -113,6 +114,9 @@ function validResult(raw: unknown): CommitResult {
   if (r.noBacking === true || r.noBase === true) return r as CommitResult;
   if (r.truncateUnsupported === true) return { format: r.format, truncateUnsupported: true };
   if (r.reopenUnsupported === 'parallels') return { format: r.format, reopenUnsupported: r.reopenUnsupported };
+  if (r.writeFailed === STREAM_OPTIMIZED_REWRITE && Number.isInteger(r.times) && (r.times as number) >= 1 && (r.times as number) <= 16) {
+    return { format: r.format, writeFailed: STREAM_OPTIMIZED_REWRITE, times: r.times as number };
+  }
   if (typeof r.refused === 'string' && r.refused.length < 1024) return { format: r.format, refused: r.refused.replace(/[\x00-\x1f\x7f]/g, '?') };
   throw new OpError('the guest gave a malformed commit result');
 }
@@ -172,6 +176,10 @@ async function runCommit(cmd: ParsedCommand, ctx: CommandContext, target: Target
   }
   if ('refused' in result) return fail(result.refused);
   if ('reopenUnsupported' in result) return fail(`Block format '${result.reopenUnsupported}' used by node '${blockNodeName()}' does not support reopening files`);
+  if ('writeFailed' in result) {
+    ctx.err(`${ctx.progname}: ${result.writeFailed}\n`.repeat(result.times));
+    return fail('Block job failed: Input/output error');
+  }
   if ('truncateUnsupported' in result) {
     // qemu's mirror job cannot grow the base; -p has printed 0% three times by then.
     if (progress) ctx.out(progressLine(0).repeat(2));
