@@ -98,16 +98,45 @@ for (const [file, format] of SEEDS.map(([f, fmt]) => [f, fmt] as const)) {
 }
 
 /** A writable memory device that grows as a file does (a rebuild writes past the end). */
+/**
+ * A memory device that writes past its end extend, as a file's do. Its storage grows by doubling
+ * (a repair writing cluster after cluster past the end copied the whole image at each: c.qcow2
+ * case 74 took 1 s, 5 s on a loaded CI machine, against the 3 s bound).
+ */
 class GrowingDevice extends MemoryDevice {
+  private length: number;
+
+  constructor(bytes: Uint8Array) {
+    super(bytes);
+    this.length = bytes.length;
+  }
+
+  override get size(): number {
+    return this.length;
+  }
+
+  override read(buf: Uint8Array, pos: number): number {
+    if (pos >= this.length) return 0;
+    const part = this.bytes.subarray(pos, Math.min(this.length, pos + buf.length));
+    buf.set(part);
+    return part.length;
+  }
+
   write(buf: Uint8Array, pos: number): void {
-    if (pos + buf.length > this.bytes.length) this.truncate(pos + buf.length);
+    if (pos + buf.length > this.length) this.truncate(pos + buf.length);
     this.bytes.set(buf, pos);
   }
 
   truncate(size: number): void {
-    const next = new Uint8Array(size);
-    next.set(this.bytes.subarray(0, Math.min(size, this.bytes.length)));
-    this.bytes = next;
+    if (size > this.bytes.length) {
+      const next = new Uint8Array(Math.max(size, 2 * this.bytes.length));
+      next.set(this.bytes.subarray(0, this.length));
+      this.bytes = next;
+    } else if (size < this.length) {
+      // What a later growth brings back reads as zeros, as a file's does.
+      this.bytes.fill(0, size, this.length);
+    }
+    this.length = size;
   }
 }
 
