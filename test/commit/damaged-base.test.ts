@@ -1,8 +1,9 @@
 // commit into a qcow2 base whose refcounts are wrong (what a snapshot -c that failed half-way leaves:
 // an L2 table and a data cluster with refcount 2 under COPIED entries, and leaked clusters). qemu
 // opens such a base read-only first, then for writing, and writes through the COPIED flags in
-// place, as instar does. 64 KiB clusters: qemu's layout is deterministic, the files byte-identical
-// to qemu-img 7.2's and 10.0's; 1 KiB clusters (the generative hunt's case 8700000/19): its mirror
+// place, as instar does. 64 KiB clusters, one cluster newly allocated: qemu's layout is
+// deterministic, the files byte-identical to qemu-img 7.2's and 10.0's (with two, its mirror's
+// parallel writes allocated them in either order on a loaded CI machine); 1 KiB clusters (the generative hunt's case 8700000/19): its mirror
 // allocates four clusters per 4 KiB chunk in an order its timing decides, so the base must read
 // the same and check as qemu's does (the same leaks and corruptions, fragmentation aside).
 import { after, before, test } from 'node:test';
@@ -36,7 +37,7 @@ function damage(dir: string, bytes: Uint8Array): Uint8Array {
 before(() => {
   chains.big = builder.chain([
     { name: 'b.qcow2', create: ['-f', 'qcow2'], writes: ['write -P 1 0 128k', 'write -P 2 1M 64k'] },
-    { name: 't.qcow2', create: ['-f', 'qcow2', '-b', 'b.qcow2', '-F', 'qcow2'], writes: ['write -P 3 4k 8k', 'write -P 4 256k 64k', 'write -P 5 3M 4k'] },
+    { name: 't.qcow2', create: ['-f', 'qcow2', '-b', 'b.qcow2', '-F', 'qcow2'], writes: ['write -P 3 4k 8k', 'write -P 4 256k 64k'] },
   ]);
   chains.small = builder.chain([
     { name: 'b.qcow2', create: ['-f', 'qcow2', '-o', 'cluster_size=1024'], writes: ['write -P 1 0 16k', 'write -P 2 1M 4k'] },
