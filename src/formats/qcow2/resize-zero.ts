@@ -25,12 +25,26 @@ export function zeroNewArea(dev: BlockDevice, h: Qcow2Header, state: GrowState, 
   const subcluster = h.extendedL2 ? cs / 32 : cs;
   const zeroStart = Math.ceil(oldLength / subcluster) * subcluster;
   const head = zeroStart !== oldLength;
-  if (head && (h.extendedL2 || !readGuest)) return 'its old size ends inside a cluster: qemu would write zeros into it';
+  if (head && !readGuest) return 'its old size ends inside a cluster: qemu would write zeros into it';
   const sizeBefore = state.fileSize;
   const entrySize = h.extendedL2 ? 16 : 8;
   const l2Span = (cs / entrySize) * cs;
   const tables = new Map<number, GrowTable>();
-  for (let pos = zeroStart; pos < newSize;) {
+  let pos = zeroStart;
+  if (pos % cs !== 0 && pos < newSize) {
+    // Extended L2 entries: the rest of the cluster the zeroing starts in (zero_l2_subclusters).
+    const table = growTable(dev, h, state, tables, Math.floor(pos / l2Span));
+    if (typeof table === 'string') return table;
+    const at = Math.floor((pos % l2Span) / cs) * entrySize;
+    if (table.bytes.readBigUInt64BE(at) & COMPRESSED) return 'compressed clusters lie past its old end';
+    const clusterStart = Math.floor(pos / cs) * cs;
+    const first = (pos - clusterStart) / subcluster;
+    const count = Math.ceil((Math.min(newSize, clusterStart + cs) - pos) / subcluster);
+    const range = ((1n << BigInt(first + count)) - 1n) & ~((1n << BigInt(first)) - 1n);
+    table.bytes.writeBigUInt64BE((table.bytes.readBigUInt64BE(at + 8) | (range << 32n)) & ~range, at + 8);
+    pos = clusterStart + cs;
+  }
+  for (; pos < newSize;) {
     const l1Index = Math.floor(pos / l2Span);
     const tableEnd = Math.min(newSize, (l1Index + 1) * l2Span);
     const table = growTable(dev, h, state, tables, l1Index);
@@ -45,7 +59,8 @@ export function zeroNewArea(dev: BlockDevice, h: Qcow2Header, state: GrowState, 
   }
   const data: RepairStep[] = [];
   if (head) {
-    const written = headWrite(dev, h, state, tables, oldLength, Math.min(zeroStart, newSize), readGuest!);
+    const end = Math.min(zeroStart, newSize);
+    const written = h.extendedL2 ? headWriteExtended(dev, h, state, tables, oldLength, end, readGuest!) : headWrite(dev, h, state, tables, oldLength, end, readGuest!);
     if (typeof written === 'string') return written;
     data.push(written);
   }
@@ -84,4 +99,49 @@ function headWrite(dev: BlockDevice, h: Qcow2Header, state: GrowState, tables: M
   table.bytes.writeBigUInt64BE(BigInt(cluster * cs) | COPIED, at);
   state.fileSize = Math.max(state.fileSize, (cluster + 1) * cs);
   return { kind: 'write', pos: cluster * cs, bytes };
+}
+
+/**
+ * headWrite with extended L2 entries: the write covers the old end's subcluster only. A cluster
+ * the image owns alone is written in place (a subcluster not allocated yet, or reading as zeros,
+ * gets the guest's bytes before the old end first and its allocation bit); an unallocated one gets
+ * a new cluster (first-fit) with that subcluster alone written and allocated, as handle_alloc and
+ * link_l2 leave it. Shared or compressed clusters, or a new end inside the subcluster, are refused.
+ */
+function headWriteExtended(dev: BlockDevice, h: Qcow2Header, state: GrowState, tables: Map<number, GrowTable>, oldLength: number, end: number, readGuest: GuestReader): RepairStep | string {
+  const cs = h.clusterSize;
+  const subcluster = cs / 32;
+  const l2Span = (cs / 16) * cs;
+  const clusterStart = Math.floor(oldLength / cs) * cs;
+  const scStart = Math.floor(oldLength / subcluster) * subcluster;
+  if (end !== scStart + subcluster) return 'its new size ends inside its old last subcluster: qemu would copy the backing file there';
+  const table = growTable(dev, h, state, tables, Math.floor(oldLength / l2Span));
+  if (typeof table === 'string') return table;
+  const at = ((clusterStart % l2Span) / cs) * 16;
+  const entry = table.bytes.readBigUInt64BE(at);
+  const bitmap = table.bytes.readBigUInt64BE(at + 8);
+  const sc = BigInt((scStart - clusterStart) / subcluster);
+  const alloc = 1n << sc;
+  let host = Number(entry & OFFSET_MASK);
+  if (entry & COMPRESSED) return 'its last cluster is compressed: qemu would copy it';
+  if (host !== 0) {
+    if (!(entry & COPIED)) return 'its last cluster is shared: qemu would copy it';
+    // qemu writes only the subclusters it allocates: the file may end inside the cluster.
+    if (host % cs !== 0 || host >= dev.size) return 'its last cluster lies outside the file';
+    state.fileSize = Math.max(state.fileSize, host + (end - clusterStart));
+    // An allocated subcluster takes the zeros in place.
+    if (bitmap & alloc) return { kind: 'write', pos: host + (oldLength - clusterStart), bytes: new Uint8Array(end - oldLength) };
+  } else {
+    const cluster = allocateClusters(state, 1);
+    if (cluster === undefined) return 'a refcount of a new cluster is out of range';
+    host = cluster * cs;
+    table.bytes.writeBigUInt64BE(BigInt(host) | COPIED, at);
+    // The file reaches as far as the subcluster's write, not the whole new cluster.
+    state.fileSize = Math.max(state.fileSize, host + (scStart - clusterStart) + subcluster);
+  }
+  // The subcluster's copy-on-write (the guest's bytes before the old end: backing file or zeros), then the zeros.
+  const bytes = new Uint8Array(subcluster);
+  readGuest(bytes.subarray(0, oldLength - scStart), scStart);
+  table.bytes.writeBigUInt64BE((bitmap | alloc) & ~(alloc << 32n), at + 8);
+  return { kind: 'write', pos: host + (scStart - clusterStart), bytes };
 }
