@@ -15,6 +15,8 @@ export interface BlockDevice {
   readonly dataRuns?: readonly (readonly [number, number])[];
   /** Where dataRuns stop describing the file; absent: they describe all of it. */
   readonly dataRunsEnd?: number;
+  /** Past dataRunsEnd: spans covering all the data there (holes may lie inside); holes outside. */
+  readonly dataSpans?: readonly (readonly [number, number])[];
   /** Reads up to buf.length bytes at pos; returns how many were read (short only at EOF). */
   read(buf: Uint8Array, pos: number): number;
   /** Present only on devices the host opened writable. */

@@ -7,22 +7,36 @@ import { MAX_DATA_RUNS } from '../protocol/messages.ts';
 export interface DataRunsHint {
   runs: readonly (readonly [number, number])[];
   end?: number;
+  /** Past `end`: spans covering all the data there, holes outside them. */
+  spans?: readonly (readonly [number, number])[];
+}
+
+/** Sorted, disjoint, non-empty [start, end) pairs of safe integers, none before `from`; the last end, or -1. */
+function sortedPairsEnd(list: unknown, from: number): number {
+  if (!Array.isArray(list) || list.length > MAX_DATA_RUNS) return -1;
+  let last = from;
+  for (const r of list) {
+    if (!Array.isArray(r) || r.length !== 2 || !Number.isSafeInteger(r[0]) || !Number.isSafeInteger(r[1])) return -1;
+    if (r[0] < last || r[1] <= r[0]) return -1;
+    last = r[1];
+  }
+  return last;
 }
 
 /**
  * The host's data runs for a device, if well formed: a bounded list of sorted, disjoint, non-empty
  * [start, end) pairs of safe integers, and where they stop describing the file (at or past the
- * last run's end). Anything else is dropped: the op then guesses from the bytes.
+ * last run's end), with the spans past that point, sorted and disjoint too. Anything else is
+ * dropped: the op then guesses from the bytes.
  */
-export function checkedDataRuns(runs: unknown, end?: unknown): DataRunsHint | undefined {
-  if (!Array.isArray(runs) || runs.length > MAX_DATA_RUNS) return undefined;
-  let last = 0;
-  for (const r of runs) {
-    if (!Array.isArray(r) || r.length !== 2 || !Number.isSafeInteger(r[0]) || !Number.isSafeInteger(r[1])) return undefined;
-    if (r[0] < last || r[1] <= r[0]) return undefined;
-    last = r[1];
-  }
-  if (end === undefined) return { runs: runs as [number, number][] };
+export function checkedDataRuns(runs: unknown, end?: unknown, spans?: unknown): DataRunsHint | undefined {
+  const last = sortedPairsEnd(runs, 0);
+  if (last < 0) return undefined;
+  if (end === undefined) return spans === undefined ? { runs: runs as [number, number][] } : undefined;
   if (!Number.isSafeInteger(end) || (end as number) < last) return undefined;
-  return { runs: runs as [number, number][], end: end as number };
+  const hint: DataRunsHint = { runs: runs as [number, number][], end: end as number };
+  if (spans === undefined) return hint;
+  // Spans start at or past `end` (the first one at it, as the host makes them).
+  if (sortedPairsEnd(spans, end as number) < 0) return undefined;
+  return { ...hint, spans: spans as [number, number][] };
 }

@@ -90,7 +90,7 @@ export async function serveGuest(ops: Record<string, Op>): Promise<void> {
   try {
     const req = readRequest();
     if (!Object.prototype.hasOwnProperty.call(ops, req.op)) throw new RequestError(`unknown op '${req.op}'`);
-    devices = req.devices.map((spec) => ({ spec, dev: new FdDevice(spec.fd, spec.writable, checkedDataRuns(spec.dataRuns, spec.dataRunsEnd), true) }));
+    devices = req.devices.map((spec) => ({ spec, dev: new FdDevice(spec.fd, spec.writable, checkedDataRuns(spec.dataRuns, spec.dataRunsEnd, spec.dataSpans), true) }));
     const emit = (msg: GuestMessage) => {
       // Only the streaming kinds: the op's end is its return value or exception.
       if (msg.type !== 'result' && msg.type !== 'error') send(msg);

@@ -30,6 +30,11 @@ export interface DataRunsAnswer {
   runs: [number, number][];
   /** Set when the budget ran out: the runs describe only the bytes before it. */
   end?: number;
+  /**
+   * Past `end`: spans that cover every data run there, each possibly holding holes, coarsened to fit
+   * the budget; outside them the file is certainly a hole (so the guest need not read it).
+   */
+  spans?: [number, number][];
 }
 
 /**
@@ -43,15 +48,17 @@ export function fileDataRuns(fd: number, budget = MAX_DATA_RUNS): [number, numbe
 
 /**
  * As fileDataRuns, but a file with more than `budget` runs (how many the request may still carry)
- * gets its first `budget` runs and where they stop, so that only the rest is guessed.
+ * gets most of its first runs exactly, where they stop, and coarse spans over the rest (within
+ * the budget too: every run past the budget costs one hole the guest reads), so that the guest guesses only inside them and skips the holes between.
  */
 export function fileDataRunsUpTo(fd: number, budget = MAX_DATA_RUNS): DataRunsAnswer | undefined {
   const st = fstatSync(fd);
   const allocated = st.blocks * 512;
-  if (!st.isFile() || st.size === 0 || allocated === 0) return undefined;
+  if (!st.isFile() || st.size === 0 || allocated === 0 || budget < 2) return undefined;
   const seek = loadLseek();
   if (!seek) return undefined;
   const runs: [number, number][] = [];
+  let spans: CoarseSpans | undefined;
   try {
     for (let pos = 0; pos < st.size; ) {
       const data = Number(seek(fd, pos, SEEK_DATA));
@@ -64,12 +71,56 @@ export function fileDataRunsUpTo(fd: number, budget = MAX_DATA_RUNS): DataRunsAn
       let hole = Number(seek(fd, data, SEEK_HOLE));
       if (hole < 0 || hole > st.size) hole = st.size;
       if (hole <= data) return undefined;
-      if (runs.length >= budget) return runs.length > 0 ? { runs, end: data } : undefined;
-      runs.push([data, hole]);
+      if (spans) spans.add(data, hole);
+      else if (runs.length < budget) runs.push([data, hole]);
+      else {
+        // Over budget: the last eighth of the exact runs becomes the first spans.
+        const exact = budget - Math.max(1, Math.floor(budget / 8));
+        spans = new CoarseSpans(budget - exact);
+        for (const [s, e] of runs.splice(exact)) spans.add(s, e);
+        spans.add(data, hole);
+      }
       pos = hole;
     }
   } catch {
     return undefined;
   }
-  return { runs };
+  if (!spans) return { runs };
+  return { runs, end: spans.first(), spans: spans.list };
+}
+
+/**
+ * Spans covering data runs added in order, within `cap`: when full, the narrowest holes between
+ * spans are merged away first (each pass joins pairs across holes below a width that doubles
+ * only when nothing is narrower), so the wide holes, which spare the most reading, stay.
+ */
+class CoarseSpans {
+  readonly list: [number, number][] = [];
+  private gap = 4096;
+  constructor(private readonly cap: number) {}
+  add(start: number, end: number): void {
+    this.list.push([start, end]);
+    if (this.list.length > this.cap) this.coarsen(Math.max(1, Math.floor((this.cap * 3) / 4)));
+  }
+  first(): number {
+    return this.list[0][0];
+  }
+  private coarsen(target: number): void {
+    const list = this.list;
+    while (list.length > target) {
+      let kept = 0;
+      let merged = false;
+      for (let i = 0; i < list.length; i++) {
+        const next = list[i + 1];
+        // Join a pair across a narrow hole, but no more than needed to reach the target.
+        if (next && next[0] - list[i][1] < this.gap && list.length - (i - kept) - 1 >= target) {
+          list[kept++] = [list[i][0], next[1]];
+          i++;
+          merged = true;
+        } else list[kept++] = list[i];
+      }
+      list.length = kept;
+      if (!merged) this.gap *= 2;
+    }
+  }
 }

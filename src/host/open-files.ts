@@ -66,14 +66,17 @@ const BLOCK_STATUS_OPS = new Set(['map', 'compare', 'convert', 'convert-image', 
 class DataRunHints {
   private budget = MAX_DATA_RUNS;
   add(devices: HostDevice[]): void {
-    for (const d of devices) {
-      if (d.writable || this.budget <= 0) continue;
-      const answer = fileDataRunsUpTo(d.fd, this.budget);
-      if (!answer) continue;
+    const asking = devices.filter((d) => !d.writable);
+    asking.forEach((d, i) => {
+      // An even share of what is left, so that a second file (compare) is not left with nothing.
+      const share = Math.floor(this.budget / (asking.length - i));
+      const answer = fileDataRunsUpTo(d.fd, share);
+      if (!answer) return;
       d.dataRuns = answer.runs;
       if (answer.end !== undefined) d.dataRunsEnd = answer.end;
-      this.budget -= answer.runs.length;
-    }
+      if (answer.spans !== undefined) d.dataSpans = answer.spans;
+      this.budget -= answer.runs.length + (answer.spans?.length ?? 0);
+    });
   }
 }
 

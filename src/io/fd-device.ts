@@ -26,12 +26,15 @@ export class FdDevice implements BlockDevice {
   readonly dataRuns?: readonly (readonly [number, number])[];
   /** Where dataRuns stop describing the file; absent: all of it. */
   readonly dataRunsEnd?: number;
+  /** Past dataRunsEnd: spans covering all the data there; holes outside them. */
+  readonly dataSpans?: readonly (readonly [number, number])[];
   private readonly freed?: DiscardSet;
 
   constructor(readonly fd: number, writable: boolean, hint?: DataRunsHint, deferDiscards = false) {
     if (hint) {
       this.dataRuns = hint.runs;
       if (hint.end !== undefined) this.dataRunsEnd = hint.end;
+      if (hint.spans !== undefined) this.dataSpans = hint.spans;
     }
     const st = fstatSync(fd);
     this.size = st.size;

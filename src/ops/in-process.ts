@@ -21,7 +21,7 @@ export async function runOpInProcess(op: string, options: Record<string, unknown
   const warnings = new WarningList();
   let wrapped: { spec: DeviceSpec; dev: FdDevice }[] = [];
   try {
-    wrapped = devices.map((d, i) => ({ spec: { fd: i, role: d.role, writable: d.writable, name: d.name, referrer: d.referrer }, dev: new FdDevice(d.fd, d.writable, checkedDataRuns(d.dataRuns, d.dataRunsEnd), true) }));
+    wrapped = devices.map((d, i) => ({ spec: { fd: i, role: d.role, writable: d.writable, name: d.name, referrer: d.referrer }, dev: new FdDevice(d.fd, d.writable, checkedDataRuns(d.dataRuns, d.dataRunsEnd, d.dataSpans), true) }));
     const value = await handler(options, { devices: wrapped, emit, warn: (w) => warnings.add(w) });
     for (const msg of freedMessages(wrapped)) emit(msg);
     return { kind: 'done', value, warnings: warnings.list };

@@ -23,11 +23,17 @@ export interface DeviceSpec {
    * guesses as without an answer. Absent: the runs describe the whole file.
    */
   dataRunsEnd?: number;
+  /**
+   * Past dataRunsEnd: sorted, disjoint [start, end) spans covering all the data there (holes may
+   * lie inside them); outside them the file is a hole. Absent: past dataRunsEnd nothing is known.
+   */
+  dataSpans?: [number, number][];
 }
 
 /**
- * Most data runs one request carries (over all its devices): ~25 bytes of JSON each, so the
- * request stays within MAX_REQUEST_BYTES. A file with more gets its first ones and a dataRunsEnd.
+ * Most data runs and spans one request carries (over all its devices): ~25 bytes of JSON each, so
+ * the request stays within MAX_REQUEST_BYTES. A file with more gets its first runs, a dataRunsEnd
+ * and coarse dataSpans over the rest.
  */
 export const MAX_DATA_RUNS = 256 * 1024;
 

@@ -18,17 +18,21 @@ const ZEROS = new Uint8Array(BLOCK);
 /** One read buffer for every scan (the guest is single-threaded and fileRun does not re-enter). */
 const scratch = new Uint8Array(CHUNK);
 
-/** The run from `pos` by the host's SEEK_DATA/SEEK_HOLE answer (sorted, disjoint runs). */
-function runFromDataRuns(runs: readonly (readonly [number, number])[], pos: number, max: number): { length: number; hole: boolean } {
-  // Binary search for the first run that ends after pos.
+/** The first of sorted, disjoint [start, end) pairs that ends after pos, if any. */
+function pairAfter(pairs: readonly (readonly [number, number])[], pos: number): readonly [number, number] | undefined {
   let lo = 0;
-  let hi = runs.length;
+  let hi = pairs.length;
   while (lo < hi) {
     const mid = (lo + hi) >>> 1;
-    if (runs[mid][1] <= pos) lo = mid + 1;
+    if (pairs[mid][1] <= pos) lo = mid + 1;
     else hi = mid;
   }
-  const run = runs[lo];
+  return pairs[lo];
+}
+
+/** The run from `pos` by the host's SEEK_DATA/SEEK_HOLE answer (sorted, disjoint runs). */
+function runFromDataRuns(runs: readonly (readonly [number, number])[], pos: number, max: number): { length: number; hole: boolean } {
+  const run = pairAfter(runs, pos);
   if (run === undefined) return { length: max, hole: true };
   if (run[0] > pos) return { length: Math.min(max, run[0] - pos), hole: true };
   return { length: Math.min(max, run[1] - pos), hole: false };
@@ -44,6 +48,13 @@ export function knownFileRun(dev: BlockDevice, pos: number, max: number): { leng
     // Past where the host stopped asking, the runs say nothing: fall through to what st_blocks tells.
     const end = Math.min(dev.size, dev.dataRunsEnd ?? dev.size);
     if (pos < end) return runFromDataRuns(dev.dataRuns, pos, Math.min(max, end - pos));
+    // Past it, holes between the host's coarse spans are certain; inside one, only a guess tells.
+    if (dev.dataSpans) {
+      const span = pairAfter(dev.dataSpans, pos);
+      if (span === undefined) return { length: Math.min(max, dev.size - pos), hole: true };
+      if (span[0] > pos) return { length: Math.min(max, span[0] - pos), hole: true };
+      return undefined;
+    }
   }
   const allocated = dev.allocated;
   if (allocated === undefined || allocated >= Math.ceil(dev.size / BLOCK) * BLOCK) return { length: Math.min(max, dev.size - pos), hole: false };
@@ -76,7 +87,9 @@ export function fileRun(dev: BlockDevice, pos: number, max: number): { length: n
 function fileRunInFile(dev: BlockDevice, pos: number, max: number): { length: number; hole: boolean } {
   const known = knownFileRun(dev, pos, max);
   if (known) return known;
-  const inFile = Math.min(max, dev.size - pos);
+  // Guess no further than the host's span: past it the holes are known without reading them.
+  const span = dev.dataSpans ? pairAfter(dev.dataSpans, pos) : undefined;
+  const inFile = Math.min(max, (span ? span[1] : dev.size) - pos);
   const end = pos + inFile;
   let block = pos - (pos % BLOCK);
   let hole: boolean | undefined;

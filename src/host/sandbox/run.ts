@@ -44,6 +44,8 @@ export interface HostDevice {
   dataRuns?: [number, number][];
   /** Where dataRuns stop describing the file (a file with more runs than a request carries). */
   dataRunsEnd?: number;
+  /** Past dataRunsEnd: spans covering all the data left, holes outside them. */
+  dataSpans?: [number, number][];
 }
 
 /** A failure reported by an op: `message` is qemu-style text for the user. */
