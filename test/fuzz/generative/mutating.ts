@@ -10,7 +10,7 @@
 // stops at its first difference (the copies have diverged). Each version runs its own sequence
 // from the same seed.
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Rng } from '../prng.ts';
@@ -95,6 +95,37 @@ const sameOutput = (q: RunResult, i: RunResult): boolean => maskDates(q.stdout) 
 /** Files larger than this are compared by qemu-img compare -f raw (holes skipped), not read whole. */
 const BIG = 256 * 1024 * 1024;
 
+/**
+ * Runs `fn` while the snapshot dates of the qcow2 files among `paths` read as zeros (as masked()
+ * masks them in files small enough to read whole), then puts them back.
+ */
+function withSnapshotDatesZeroed<T>(paths: string[], fn: () => T): T {
+  const saved: { fd: number; pos: number; bytes: Buffer }[] = [];
+  try {
+    for (const path of paths) {
+      const fd = openSync(path, 'r+');
+      saved.push({ fd, pos: -1, bytes: Buffer.alloc(0) });
+      const head = Buffer.alloc(72);
+      if (readSync(fd, head, 0, 72, 0) < 72 || head.readUInt32BE(0) !== 0x514649fb) continue;
+      let at = Number(head.readBigUInt64BE(64));
+      for (let i = 0; i < Math.min(head.readUInt32BE(60), 65536); i++) {
+        at = Math.ceil(at / 8) * 8;
+        const entry = Buffer.alloc(40);
+        if (readSync(fd, entry, 0, 40, at) < 40) break;
+        saved.push({ fd, pos: at + 16, bytes: Buffer.from(entry.subarray(16, 24)) });
+        writeSync(fd, Buffer.alloc(8), 0, 8, at + 16);
+        at += 40 + entry.readUInt32BE(36) + entry.readUInt16BE(12) + entry.readUInt16BE(14);
+      }
+    }
+    return fn();
+  } finally {
+    for (const s of saved.reverse()) {
+      if (s.pos >= 0) writeSync(s.fd, s.bytes, 0, 8, s.pos);
+      else closeSync(s.fd);
+    }
+  }
+}
+
 function compareDirs(qdir: string, idir: string): string | undefined {
   const names = readdirSync(qdir).sort();
   const inames = readdirSync(idir).sort();
@@ -105,7 +136,8 @@ function compareDirs(qdir: string, idir: string): string | undefined {
     if (qsize !== isize) return `${name}: qemu ${qsize} bytes, instar ${isize}`;
     // A big (sparse) file, a raw disk grown far: qemu-img compare reads only its data.
     if (qsize > BIG) {
-      const r = runQemu('10.0', ['compare', '-q', '-f', 'raw', '-F', 'raw', join(qdir, name), join(idir, name)], { timeoutMs: 120_000 });
+      const paths = [join(qdir, name), join(idir, name)];
+      const r = withSnapshotDatesZeroed(paths, () => runQemu('10.0', ['compare', '-q', '-f', 'raw', '-F', 'raw', ...paths], { timeoutMs: 120_000 }));
       if (r.status !== 0) return `${name}: its ${qsize} bytes differ (qemu-img compare -f raw: ${r.status})`;
       continue;
     }
