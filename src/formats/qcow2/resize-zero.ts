@@ -58,14 +58,17 @@ export function zeroNewArea(dev: BlockDevice, h: Qcow2Header, state: GrowState, 
     }
   }
   const data: RepairStep[] = [];
+  const released: number[] = [];
   if (head) {
     const end = Math.min(zeroStart, newSize);
-    const written = h.extendedL2 ? headWriteExtended(dev, h, state, tables, oldLength, end, readGuest!) : headWrite(dev, h, state, tables, oldLength, end, readGuest!);
+    const written = h.extendedL2 ? headWriteExtended(dev, h, state, tables, oldLength, end, readGuest!) : headWrite(dev, h, state, tables, oldLength, end, readGuest!, released);
     if (typeof written === 'string') return written;
     data.push(written);
   }
   if (data.length === 0 && tables.size === 0) return [];
-  return growSteps(state, tables, sizeBefore, state.fileSize, data);
+  const steps = growSteps(state, tables, sizeBefore, state.fileSize, data);
+  for (const host of released) state.refs.update(host, cs, 1, true, { discard: false });
+  return steps;
 }
 
 /**
@@ -73,10 +76,11 @@ export function zeroNewArea(dev: BlockDevice, h: Qcow2Header, state: GrowState, 
  * over [oldLength, end) of the old last cluster. Into a cluster the image owns alone it goes in
  * place; an unallocated or zero cluster gets a new one (first-fit, after the tables above) holding
  * what the guest read before the old end (backing file bytes; zeros for a zero cluster), then the
- * zeros. A cluster shared with a snapshot, compressed or preallocated-zero, or a new end inside
- * the cluster (qemu would copy the backing file's bytes past it) is refused.
+ * zeros; so does one a snapshot shares (which then loses the active disk's reference), and a
+ * preallocated zero cluster is written whole in place. A compressed cluster, or a new end inside
+ * the cluster (qemu would copy the backing file's bytes past it), is refused.
  */
-function headWrite(dev: BlockDevice, h: Qcow2Header, state: GrowState, tables: Map<number, GrowTable>, oldLength: number, end: number, readGuest: GuestReader): RepairStep | string {
+function headWrite(dev: BlockDevice, h: Qcow2Header, state: GrowState, tables: Map<number, GrowTable>, oldLength: number, end: number, readGuest: GuestReader, released: number[]): RepairStep | string {
   const cs = h.clusterSize;
   const l2Span = (cs / 8) * cs;
   const clusterStart = Math.floor(oldLength / cs) * cs;
@@ -86,18 +90,26 @@ function headWrite(dev: BlockDevice, h: Qcow2Header, state: GrowState, tables: M
   const entry = table.bytes.readBigUInt64BE(at);
   const host = Number(entry & OFFSET_MASK);
   if (entry & COMPRESSED) return 'its last cluster is compressed: qemu would copy it';
-  if (host !== 0) {
-    if (!(entry & COPIED) || entry & ZERO_FLAG) return 'its last cluster is shared or preallocated as zeros: qemu would copy it';
+  if (host !== 0 && entry & COPIED) {
     if (host % cs !== 0 || host + cs > dev.size) return 'its last cluster lies outside the file';
-    return { kind: 'write', pos: host + (oldLength - clusterStart), bytes: new Uint8Array(end - oldLength) };
+    if (!(entry & ZERO_FLAG)) return { kind: 'write', pos: host + (oldLength - clusterStart), bytes: new Uint8Array(end - oldLength) };
+    // Preallocated zeros the image owns: the whole cluster written in place (its copy reads
+    // zeros), the entry no longer a zero cluster.
+    if (end !== clusterStart + cs) return 'its new size ends inside its old last cluster: qemu would copy the backing file there';
+    table.bytes.writeBigUInt64BE(BigInt(host) | COPIED, at);
+    return { kind: 'write', pos: host, bytes: new Uint8Array(cs) };
   }
   if (end !== clusterStart + cs) return 'its new size ends inside its old last cluster: qemu would copy the backing file there';
+  // Shared with a snapshot: a new cluster as for an unallocated one; the old one loses the
+  // active disk's reference once the table names the new one (the caller's last refcount flush).
+  if (host !== 0 && state.refs.get(host / cs) < 2) return 'its last cluster is shared but counted once';
   const cluster = allocateClusters(state, 1);
   if (cluster === undefined) return 'a refcount of a new cluster is out of range';
   const bytes = new Uint8Array(cs);
   if (!(entry & ZERO_FLAG)) readGuest(bytes.subarray(0, oldLength - clusterStart), clusterStart);
   table.bytes.writeBigUInt64BE(BigInt(cluster * cs) | COPIED, at);
   state.fileSize = Math.max(state.fileSize, (cluster + 1) * cs);
+  if (host !== 0) released.push(host);
   return { kind: 'write', pos: cluster * cs, bytes };
 }
 
