@@ -67,6 +67,23 @@ before(() => {
     assert.equal(runQemu('7.2', [...afterSnap.flatMap((w) => ['-c', w]), 't.qcow2'], { cwd: sdir }, 'qemu-io').status, 0);
     chains[name]['t.qcow2'] = readFileSync(join(sdir, 't.qcow2'));
   }
+  // Extended L2 entries (16 bytes: the entry and its subcluster bitmap), emptied by discarding
+  // because of a bitmap or a snapshot: entries and bitmaps cleared, also where only zero
+  // subclusters were marked (write -z of part of a cluster over the backing file).
+  for (const [name, snapshot] of [['extended L2 with a bitmap', false], ['extended L2 with a snapshot', true]] as const) {
+    chains[name] = builder.chain([
+      { name: 'b.qcow2', create: ['-f', 'qcow2'], size: '4M', writes: ['write -P 1 0 4M'] },
+      { name: 't.qcow2', create: ['-f', 'qcow2', '-o', 'extended_l2=on,cluster_size=64k', '-b', 'b.qcow2', '-F', 'qcow2'], size: '4M',
+        writes: ['write -P 3 0 4k', 'write -z 1M 8k', 'write -P 4 2M 200k', 'write -c -P 5 3M 64k'] },
+    ]);
+    const xdir = join(builder.root, name.replace(/ /g, '-'));
+    mkdirSync(xdir);
+    for (const [file, bytes] of Object.entries(chains[name])) writeFileSync(join(xdir, file), bytes);
+    const step = snapshot ? ['snapshot', '-c', 's1', 't.qcow2'] : ['bitmap', '--add', 't.qcow2', 'bm'];
+    assert.equal(runQemu('7.2', step, { cwd: xdir }).status, 0);
+    assert.equal(runQemu('7.2', ['-c', 'write -P 6 64k 4k', '-c', 'write -z 1536k 4k', 't.qcow2'], { cwd: xdir }, 'qemu-io').status, 0);
+    chains[name]['t.qcow2'] = readFileSync(join(xdir, 't.qcow2'));
+  }
   // A v2 top whose written clusters are compressed.
   const raw = join(builder.root, 'x.raw');
   assert.equal(runQemu('7.2', ['create', '-q', '-f', 'raw', raw, '4M']).status, 0);
@@ -87,9 +104,9 @@ after(() => {
  * Bases qemu does not write deterministically or writes otherwise (its mirror job's order with
  * 512-byte top clusters, measured: 10.0 varies run to run on the 2 GiB chains): compared by content.
  */
-const BASE_BY_CONTENT = new Set(['512-byte clusters', '2 GiB, L1 entries empty', 'v3 with a bitmap, L1 entries empty', 'v2 with a snapshot', 'v3 with a snapshot', '512-byte clusters with a snapshot']);
+const BASE_BY_CONTENT = new Set(['extended L2 with a bitmap', 'extended L2 with a snapshot', '512-byte clusters', '2 GiB, L1 entries empty', 'v3 with a bitmap, L1 entries empty', 'v2 with a snapshot', 'v3 with a snapshot', '512-byte clusters with a snapshot']);
 
-test('commit empties a v2 top (and a v3 top with bitmaps) as qemu-img does: the top byte-identical', () => {
+test('commit empties a v2 top (and a v3 top with bitmaps, snapshots or extended L2 entries) as qemu-img does: the top byte-identical', () => {
   const names = Object.keys(chains);
   // The short tier: every chain once, the oracle alternating; the long tier: both oracles.
   const cases = tiered(VERSIONS.flatMap((v) => names.map((n, i) => ({ v, n, i }))), (c) => VERSIONS[c.i % 2] === c.v);
@@ -119,7 +136,7 @@ test('commit empties a v2 top (and a v3 top with bitmaps) as qemu-img does: the 
 
 test('every prefix of a commit that empties a v2 top (L2 tables allocated over freed clusters, copied from a snapshot\'s) leaves both images readable as before', () => {
   // The snapshot chain (tables allocated and copied) in the short tier; both in the long one.
-  for (const name of tiered(['512-byte clusters', '512-byte clusters with a snapshot'], (n) => n.includes('snapshot'))) assertPrefixesKeepChain(name);
+  for (const name of tiered(['512-byte clusters', '512-byte clusters with a snapshot', 'extended L2 with a snapshot'], (n) => n.includes('snapshot'))) assertPrefixesKeepChain(name);
 });
 
 /** Each prefix of the commit's writes: both files check with leaks at most, the top chain reads as before. */

@@ -30,7 +30,6 @@ export function discardAllRefusal(dev: BlockDevice): string | undefined {
   const h = parseHeader(dev);
   if (h.cryptMethod !== CRYPT.none) return 'it is encrypted';
   if (h.incompatible & INCOMPAT.dataFile) return 'it has an external data file';
-  if (h.incompatible & INCOMPAT.extendedL2) return 'it has extended L2 entries';
   if (h.incompatible & (INCOMPAT.dirty | INCOMPAT.corrupt)) return 'it is dirty or corrupt';
   return undefined;
 }
@@ -39,7 +38,10 @@ export function discardAllRefusal(dev: BlockDevice): string | undefined {
 export function planDiscardAll(dev: BlockDevice): RepairStep[] {
   const h = parseHeader(dev);
   const cs = h.clusterSize;
-  const perL2 = cs / 8;
+  // Extended L2 entries: 8 bytes of entry, then 8 of subcluster bitmap.
+  const extended = (h.incompatible & INCOMPAT.extendedL2) !== 0n;
+  const entryBytes = extended ? 16 : 8;
+  const perL2 = cs / entryBytes;
   const refs = new RefcountModel(dev, h);
   const clusters = Math.ceil(Number(h.size / 512n) * 512 / cs);
   const l1 = readAt(dev, h.l1TableOffset, h.l1Size * 8);
@@ -51,15 +53,19 @@ export function planDiscardAll(dev: BlockDevice): RepairStep[] {
     }
     freeClusters(refs, offset, length);
   };
-  /** Sets the table's entries (of L1 index i) to 0, freeing their clusters; whether any was set. */
+  /**
+   * Sets the table's entries (of L1 index i) to 0, freeing their clusters; whether any was set.
+   * An extended entry's bitmap is cleared with it (an unallocated entry whose bitmap marks zero
+   * subclusters is not skipped: it would not read through to the backing file).
+   */
   const discardEntries = (table: Buffer, i: number): boolean => {
     let changed = false;
     for (let j = 0; j < perL2 && i * perL2 + j < clusters; j++) {
-      const hi = table.readUInt32BE(j * 8);
-      const lo = table.readUInt32BE(j * 8 + 4);
-      if (hi === 0 && lo === 0) continue;
-      table.writeUInt32BE(0, j * 8);
-      table.writeUInt32BE(0, j * 8 + 4);
+      const at = j * entryBytes;
+      const hi = table.readUInt32BE(at);
+      const lo = table.readUInt32BE(at + 4);
+      if (hi === 0 && lo === 0 && (!extended || table.readBigUInt64BE(at + 8) === 0n)) continue;
+      table.fill(0, at, at + entryBytes);
       changed = true;
       const type = unitTypeOf(hi, lo, 0, 0, 0, false, false);
       if (type === 'compressed') {

@@ -3,8 +3,8 @@
 // dirty bit set around it, so the result is deterministic and instar writes the same bytes in the
 // same order (qemu's own crash window included: the dirty bit makes qemu rebuild the refcounts).
 // The other path, discarding every cluster, is make-empty-discard.ts (images with bitmaps,
-// version 2 images, internal snapshots); where that is not done either (extended L2 entries,
-// encryption, a data file) the caller refuses first.
+// version 2 images, internal snapshots); where that is not done either (encryption, a data
+// file) the caller refuses first.
 import type { BlockDevice } from '../types.ts';
 import type { RepairStep } from '../repair.ts';
 import { AUTOCLEAR, CRYPT, INCOMPAT, parseHeader } from './header.ts';
