@@ -10,7 +10,7 @@
 // stops at its first difference (the copies have diverged). Each version runs its own sequence
 // from the same seed.
 import { spawnSync } from 'node:child_process';
-import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Rng } from '../prng.ts';
@@ -223,28 +223,42 @@ function applyIo(version: OracleVersion, qdir: string, idir: string, state: Imag
  * refcount below its references (-1, on a cluster in use). Returns what was done, for the log.
  */
 function editRefcount(qdir: string, idir: string, file: string, step: Extract<Step, { kind: 'refcount' }>): string {
-  const path = join(qdir, file);
-  const b = readFileSync(path);
-  if (b.length < 104 || b.readUInt32BE(0) !== 0x514649fb) return 'not qcow2';
-  const version = b.readUInt32BE(4);
-  const order = version >= 3 ? b.readUInt32BE(96) : 4;
-  if (order !== 4) return 'refcounts not 16-bit';
-  const cs = 2 ** b.readUInt32BE(20);
-  const table = Number(b.readBigUInt64BE(48));
-  const block = table + 8 <= b.length ? Number(b.readBigUInt64BE(table) & ~511n) : 0;
-  if (block === 0 || block + cs > b.length) return 'no first refcount block';
-  const clusters = Math.min(Math.floor(b.length / cs), cs / 2);
-  const wanted = (c: number) => (step.delta > 0 ? true : b.readUInt16BE(block + 2 * c) > 0);
-  const candidates = Array.from({ length: clusters }, (_, c) => c).filter(wanted);
-  if (candidates.length === 0) return 'no cluster to edit';
-  const c = candidates[step.pick % candidates.length];
-  const at = block + 2 * c;
-  const value = b.readUInt16BE(at) + step.delta;
-  if (value < 0 || value > 0xffff) return 'out of range';
-  b.writeUInt16BE(value, at);
-  writeFileSync(path, b);
+  // Positioned reads and one 2-byte write: the file may be a sparse one of many GiB (a whole
+  // read failed past 2 GiB, and a whole write would fill its holes).
+  const fd = openSync(join(qdir, file), 'r+');
+  let edited: string;
+  try {
+    const length = fstatSync(fd).size;
+    const at = (pos: number, n: number): Buffer => {
+      const buf = Buffer.alloc(n);
+      readSync(fd, buf, 0, n, pos);
+      return buf;
+    };
+    const h = at(0, 104);
+    if (length < 104 || h.readUInt32BE(0) !== 0x514649fb) return 'not qcow2';
+    const order = h.readUInt32BE(4) >= 3 ? h.readUInt32BE(96) : 4;
+    if (order !== 4) return 'refcounts not 16-bit';
+    const cs = 2 ** h.readUInt32BE(20);
+    const table = Number(h.readBigUInt64BE(48));
+    const block = table + 8 <= length ? Number(at(table, 8).readBigUInt64BE(0) & ~511n) : 0;
+    if (block === 0 || block + cs > length) return 'no first refcount block';
+    const counts = at(block, cs);
+    const clusters = Math.min(Math.floor(length / cs), cs / 2);
+    const wanted = (c: number) => (step.delta > 0 ? true : counts.readUInt16BE(2 * c) > 0);
+    const candidates = Array.from({ length: clusters }, (_, c) => c).filter(wanted);
+    if (candidates.length === 0) return 'no cluster to edit';
+    const c = candidates[step.pick % candidates.length];
+    const value = counts.readUInt16BE(2 * c) + step.delta;
+    if (value < 0 || value > 0xffff) return 'out of range';
+    const bytes = Buffer.alloc(2);
+    bytes.writeUInt16BE(value);
+    writeSync(fd, bytes, 0, 2, block + 2 * c);
+    edited = `cluster ${c} refcount ${value - step.delta} -> ${value} (byte ${block + 2 * c})`;
+  } finally {
+    closeSync(fd);
+  }
   resync(qdir, idir);
-  return `cluster ${c} refcount ${value - step.delta} -> ${value} (byte ${at})`;
+  return edited;
 }
 
 /** Builds the case's files once (image + rebase targets) into `dir`; returns its recipe. */
