@@ -31,13 +31,14 @@ before(() => {
   const l1 = Number(bad.readBigUInt64BE(40));
   bad.writeBigUInt64BE(bad.readBigUInt64BE(l1) + 0x200n, l1);
   writeFileSync(join(dir, 'inside/bad-base.qcow2'), bad);
-  // A base with an internal snapshot (its clusters are shared), a compat=0.10 top
+  // A base with an internal snapshot whose shared last cluster the disk covers in part (qemu
+  // would copy the rest on write; whole shared clusters are replaced), a compat=0.10 top
   // with an internal snapshot (committed with -d below).
-  q(['create', '-q', '-f', 'qcow2', 'inside/snap-base.qcow2', '1M']);
-  io(join(dir, 'inside/snap-base.qcow2'), ['write -P 2 0 64k']);
+  q(['create', '-q', '-f', 'qcow2', 'inside/snap-base.qcow2', '1000000']);
+  io(join(dir, 'inside/snap-base.qcow2'), ['write -P 2 960k 4k']);
   q(['snapshot', '-c', 's1', 'inside/snap-base.qcow2']);
-  q(['create', '-q', '-f', 'qcow2', '-b', 'snap-base.qcow2', '-F', 'qcow2', 'inside/snap-top.qcow2', '1M']);
-  io(join(dir, 'inside/snap-top.qcow2'), ['write -P 3 0 4k']);
+  q(['create', '-q', '-f', 'qcow2', '-b', 'snap-base.qcow2', '-F', 'qcow2', 'inside/snap-top.qcow2']);
+  io(join(dir, 'inside/snap-top.qcow2'), ['write -P 3 960k 4k']);
   // A VMDK base whose grains live in extent files of their own (not opened for writing).
   q(['create', '-q', '-f', 'vmdk', '-o', 'subformat=twoGbMaxExtentSparse', 'inside/split.vmdk', '1M']);
   q(['create', '-q', '-f', 'qcow2', '-b', 'split.vmdk', '-F', 'vmdk', 'inside/split-top.qcow2', '1M']);
@@ -46,10 +47,6 @@ before(() => {
   q(['create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', '-b', 'v2-base.raw', '-F', 'raw', 'inside/v2-top.qcow2', '1M']);
   io(join(dir, 'inside/v2-top.qcow2'), ['write -P 3 0 4k']);
   q(['snapshot', '-c', 's1', 'inside/v2-top.qcow2']);
-  // Extended L2 entries with a snapshot: qemu empties it by discarding, which instar does not do there.
-  q(['create', '-q', '-f', 'qcow2', '-o', 'extended_l2=on', '-b', 'v2-base.raw', '-F', 'raw', 'inside/xl2-top.qcow2', '1M']);
-  io(join(dir, 'inside/xl2-top.qcow2'), ['write -P 3 0 4k']);
-  q(['snapshot', '-c', 's1', 'inside/xl2-top.qcow2']);
 });
 after(() => builder.remove());
 
@@ -59,7 +56,6 @@ const CASES: { top: string; named: string[]; stderr: RegExp; sandboxed?: boolean
   { top: 'bad-top.qcow2', named: ['bad-base.qcow2'], stderr: /^qcow2: Image is corrupt: L2 table offset 0x40200 unaligned .*\nqemu-img: Could not open 'bad-top.qcow2': Input\/output error\n$/ },
   { top: 'snap-top.qcow2', named: ['snap-base.qcow2'], stderr: /^qemu-img: instar cannot write into this qcow2 image \(a cluster to overwrite is shared with a snapshot\); nothing was written\n$/ },
   { top: 'split-top.qcow2', named: ['split.vmdk', 'split-s001.vmdk'], stderr: /^qemu-img: instar cannot write into a vmdk base whose extents are files of their own yet; nothing was written\n$/ },
-  { top: 'xl2-top.qcow2', named: ['v2-base.raw'], stderr: /^qemu-img: instar cannot empty this qcow2 image \(it has extended L2 entries\); nothing was written \(use -d to keep its data\)\n$/ },
 ];
 
 test('commit refuses hostile or unsupported chains before writing anything', () => {

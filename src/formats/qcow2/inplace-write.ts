@@ -11,8 +11,9 @@
 //
 // What instar does not rewrite (nothing is written; PlanRefusal): dirty or corrupt images,
 // external data files, encryption, extended L2 entries, compressed clusters or clusters shared
-// with snapshots (qemu would copy them on write). An L2 table shared with a snapshot is copied
-// first, as qemu does.
+// with snapshots that a write covers in part or keeps as zeros (qemu would copy them on write).
+// An L2 table shared with a snapshot is copied first, and a shared data cluster written whole is
+// replaced by a new one, as qemu does.
 import { ImageError, type BlockDevice } from '../types.ts';
 import type { RepairStep } from '../repair.ts';
 import { readAt } from '../bytes.ts';
@@ -165,6 +166,8 @@ export function planInPlaceWrite(dev: BlockDevice, runs: readonly ClusterRun[], 
   const planned = new Set<number>();
   /** L2 tables shared with snapshots that were copied: each loses a reference once the L1 names the copy. */
   const sharedTables: number[] = [];
+  /** Data clusters shared with snapshots that were replaced: each loses a reference once its table names the new one. */
+  const sharedClusters: number[] = [];
   /** Clusters of the current request waiting for one allocation: qemu's handle_alloc run. */
   let group: { virt: number; length: number; table: Buffer; at: number; l2Offset: number }[] = [];
   const allocateGroup = (zero: boolean): void => {
@@ -224,8 +227,21 @@ export function planInPlaceWrite(dev: BlockDevice, runs: readonly ClusterRun[], 
       const entry = table.readBigUInt64BE(at);
       const host = Number(entry & OFFSET_MASK);
       if (entry & COMPRESSED) throw refuse('a cluster to overwrite is compressed');
-      if (host !== 0 && !(entry & COPIED)) throw refuse('a cluster to overwrite is shared with a snapshot');
       if (host % cs !== 0) throw refuse(`an L2 entry of the table at ${l2Offset} is not cluster aligned`);
+      if (host !== 0 && !(entry & COPIED) && !(unmap && zeroFlag)) {
+        // Shared with a snapshot and written whole: a new cluster, allocated with the request's
+        // others (handle_alloc); the old one loses the active disk's reference once the table
+        // names the new one (link_l2). A partial cluster (qemu's copy-on-write), a zero write
+        // that keeps it or a compressed write are not done.
+        if (refs.get(host / cs) < 2) throw refuse('a cluster used once has no COPIED flag');
+        if (run.zero || opts.compress || guestBytes < cs) throw refuse('a cluster to overwrite is shared with a snapshot');
+        sharedClusters.push(host);
+        planned.add(cluster);
+        group.push({ virt, length: guestBytes, table, at, l2Offset });
+        continue;
+      }
+      // A zero write with unmap drops the reference either way (a snapshot keeps the cluster).
+      if (host !== 0 && !(entry & COPIED) && refs.get(host / cs) < 2) throw refuse('a cluster used once has no COPIED flag');
       if (unmap && zeroFlag && host !== 0) {
         freeClusters(refs, host, cs);
         planned.add(cluster);
@@ -289,7 +305,7 @@ export function planInPlaceWrite(dev: BlockDevice, runs: readonly ClusterRun[], 
   // Refcounts lowered after a grown refcount table's switch (the old table freed), and those of
   // the shared L2 tables the L1 table no longer names (lowered earlier, a crash would leave them
   // counted below their references; they stay referenced by a snapshot, so nothing is freed).
-  for (const offset of sharedTables) freeClusters(refs, offset, cs);
+  for (const offset of [...sharedTables, ...sharedClusters]) freeClusters(refs, offset, cs);
   steps.push(...refs.flush(), { kind: 'barrier' });
   if (opts.after) opts.after.freeClusterIndex = refs.freeClusterIndex;
   return unmap ? underDirtyBit(h, refs, steps) : steps;
