@@ -111,7 +111,7 @@ export interface ReferencedFileHooks {
    * A file the op must write (commit's base): returns a writable fd the caller opened for it
    * after the policy let `fd` open (the caller checks it is the same file, fsyncs and closes it).
    */
-  writable?: (file: NeededFile, fd: number, path: string) => number | undefined;
+  writable?: (file: NeededFile, fd: number, path: string, index: number) => number | undefined;
 }
 
 /**
@@ -172,8 +172,12 @@ export async function runWithReferencedFiles(op: string, options: Record<string,
         // its locks already) is to win over the lock conflict the target would be.
         hooks.onOpened?.(file, fd, path);
         try {
-          // qemu locks every file of the chain as it opens it (image-locks.ts): backing files, data files, extents.
-          lockImage(fd, readUse(), lockDefaults.forceShare, path, isRawFormat(file.format));
+          // qemu locks every file of the chain as it opens it (image-locks.ts): backing files, data
+          // files, extents. A data file or flat extent is its format's data child; what a written
+          // image names beside it (not its backing file) is written too.
+          const dataChild = file.role === 'data-file' || (file.role === 'extent' && isRawFormat(file.format));
+          const use = file.role !== 'backing' && devices[file.referrer].writable ? 'write' : readUse();
+          lockImage(fd, use, lockDefaults.forceShare, path, !dataChild && isRawFormat(file.format), dataChild);
         } catch (e) {
           if (e instanceof LockConflict) {
             const failure = lockFailure(file.role, e.message);
@@ -181,7 +185,8 @@ export async function runWithReferencedFiles(op: string, options: Record<string,
           }
           throw e;
         }
-        const writableFd = hooks.writable?.(file, fd, path);
+        // `index`: the device's place in the table, which the files it names give as their referrer.
+        const writableFd = hooks.writable?.(file, fd, path, devices.length);
         devices.push({ fd: writableFd ?? fd, role: file.role, writable: writableFd !== undefined, name: file.name, referrer: file.referrer });
         hints?.add(devices.slice(-1));
         paths.push(path);

@@ -39,10 +39,12 @@ before(() => {
   q(['snapshot', '-c', 's1', 'inside/snap-base.qcow2']);
   q(['create', '-q', '-f', 'qcow2', '-b', 'snap-base.qcow2', '-F', 'qcow2', 'inside/snap-top.qcow2']);
   io(join(dir, 'inside/snap-top.qcow2'), ['write -P 3 960k 4k']);
-  // A VMDK base whose grains live in extent files of their own (not opened for writing).
-  q(['create', '-q', '-f', 'vmdk', '-o', 'subformat=twoGbMaxExtentSparse', 'inside/split.vmdk', '1M']);
-  q(['create', '-q', '-f', 'qcow2', '-b', 'split.vmdk', '-F', 'vmdk', 'inside/split-top.qcow2', '1M']);
-  io(join(dir, 'inside/split-top.qcow2'), ['write -P 3 0 4k']);
+  // A VMDK base whose flat extent is the top itself (its extents are granted for writing).
+  q(['create', '-q', '-f', 'vmdk', '-o', 'subformat=monolithicFlat', 'inside/loop.vmdk', '1M']);
+  q(['create', '-q', '-f', 'qcow2', '-b', 'loop.vmdk', '-F', 'vmdk', 'inside/loop-top.qcow2', '1M']);
+  io(join(dir, 'inside/loop-top.qcow2'), ['write -P 3 0 4k']);
+  const descriptor = join(dir, 'inside/loop.vmdk');
+  writeFileSync(descriptor, readFileSync(descriptor, 'latin1').replace('"loop-flat.vmdk"', '"loop-top.qcow2"'), 'latin1');
   q(['create', '-q', '-f', 'raw', 'inside/v2-base.raw', '1M']);
   q(['create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', '-b', 'v2-base.raw', '-F', 'raw', 'inside/v2-top.qcow2', '1M']);
   io(join(dir, 'inside/v2-top.qcow2'), ['write -P 3 0 4k']);
@@ -55,7 +57,7 @@ const CASES: { top: string; named: string[]; stderr: RegExp; sandboxed?: boolean
   { top: 'escape.qcow2', named: ['../outside.raw'], stderr: /^qemu-img: Could not open 'escape\.qcow2': Could not open backing file: .*\n$/ },
   { top: 'bad-top.qcow2', named: ['bad-base.qcow2'], stderr: /^qcow2: Image is corrupt: L2 table offset 0x40200 unaligned .*\nqemu-img: Could not open 'bad-top.qcow2': Input\/output error\n$/ },
   { top: 'snap-top.qcow2', named: ['snap-base.qcow2'], stderr: /^qemu-img: instar cannot write into this qcow2 image \(a cluster to overwrite is shared with a snapshot\); nothing was written\n$/ },
-  { top: 'split-top.qcow2', named: ['split.vmdk', 'split-s001.vmdk'], stderr: /^qemu-img: instar cannot write into a vmdk base whose extents are files of their own yet; nothing was written\n$/ },
+  { top: 'loop-top.qcow2', named: ['loop.vmdk', 'loop-flat.vmdk'], stderr: /^qemu-img: Could not open 'loop-top\.qcow2': Could not open backing file: 'loop-top\.qcow2' is an image of this chain and cannot also be its extent \(instar's path policy\)\n$/ },
 ];
 
 test('commit refuses hostile or unsupported chains before writing anything', () => {

@@ -126,6 +126,8 @@ async function runCommit(cmd: ParsedCommand, ctx: CommandContext, target: Target
   const fd = openWritable(cmd, target);
   const isBase = baseChooser(baseName);
   const writableFds: number[] = [];
+  // The base's place in the device table: a VMDK base's extent files name it as their referrer.
+  let baseIndex: number | undefined;
   const options: CommitOptions = {
     format: guestFormat(target.format),
     unsafeQuirks: ctx.globals.unsafeQuirks,
@@ -139,8 +141,16 @@ async function runCommit(cmd: ParsedCommand, ctx: CommandContext, target: Target
   try {
     // A dirty qcow2 top is repaired first, as qemu's writable open does.
     const raw = await runRepairingDirty('commit', options, [{ fd, path: target.path, writable: true }], ctx, target, {
-      writable: (file, granted, path) => {
+      writable: (file, granted, path, index) => {
+        // A VMDK base's extent files (flat, split) are written too, as qemu's vmdk driver writes them.
+        // (The path policy refuses an extent that is an image of the chain.)
+        if (file.role === 'extent' && baseIndex !== undefined && file.referrer === baseIndex) {
+          const rw = reopenWritable(path, granted, false, false);
+          writableFds.push(rw);
+          return rw;
+        }
         if (!isBase(file, granted)) return undefined;
+        baseIndex = index;
         const rw = reopenWritable(path, granted, isRawFormat(file.format), directCache(cmd));
         writableFds.push(rw);
         return rw;
