@@ -15,7 +15,11 @@
 //  - a file it creates over (create, convert, dd), before truncating it: 1, 3; unshared 3;
 //  - with -U (force-share): its permissions only, nothing unshared;
 //  - a raw image (its format driver passes the file through) unshares nothing, except as a
-//    convert source (convert asks its sources to stay unwritten): read 0, written 0, 1, 3, info nothing.
+//    convert source (convert asks its sources to stay unwritten): read 0, written 0, 1, 3, info nothing;
+//  - a qcow2's data file or a VMDK's flat extent (a format's data child: the format keeps its
+//    size, not its bytes) unshares 3 only, except as a convert source (1 and 3): read 0, written
+//    0, 1, 3, info nothing held; the data file of an image written is written (check -r,
+//    resize, commit), an extent of one too; sparse extents are locked as images are.
 // OFD locks live with the open file, so the guest's inherited descriptor keeps them until the
 // last descriptor closes. They need koffi (fcntl): without it, or on a file system that has no
 // OFD locks, instar locks nothing, as qemu's locking=auto does where it cannot lock.
@@ -85,10 +89,11 @@ interface LockSet {
   unshared: number[];
 }
 
-function lockSet(use: LockUse, forceShare: boolean, raw: boolean): LockSet {
+function lockSet(use: LockUse, forceShare: boolean, raw: boolean, dataChild: boolean): LockSet {
   const perm = use === 'write' ? [CONSISTENT_READ, WRITE, RESIZE] : use === 'create' ? [WRITE, RESIZE] : use === 'read' ? [CONSISTENT_READ] : [];
-  const rawShares = raw && (use !== 'read' || !lockDefaults.convert);
-  const unshared = forceShare ? [] : use === 'create' ? [RESIZE] : rawShares ? [] : [WRITE, RESIZE];
+  // convert asks its sources to stay unwritten, whatever holds them.
+  const convertSource = use === 'read' && lockDefaults.convert;
+  const unshared = forceShare ? [] : use === 'create' ? [RESIZE] : convertSource ? [WRITE, RESIZE] : raw ? [] : dataChild ? [RESIZE] : [WRITE, RESIZE];
   return { perm, unshared };
 }
 
@@ -108,9 +113,9 @@ export function unlockImage(fd: number): void {
  * in qemu's order; throws LockConflict (holding nothing) when one conflicts. `path`: the name
  * qemu's hint gives the image.
  */
-export function lockImage(fd: number, use: LockUse, forceShare: boolean, path: string, raw = false): void {
+export function lockImage(fd: number, use: LockUse, forceShare: boolean, path: string, raw = false, dataChild = false): void {
   if (fcntlCall() === null) return;
-  const set = lockSet(use, forceShare, raw);
+  const set = lockSet(use, forceShare, raw, dataChild);
   const bytes = bytesOf(set);
   for (const byte of bytes) {
     // No OFD locks on this file system: qemu's locking=auto goes on without them.

@@ -95,9 +95,9 @@ function openLevel(ctx: OpContext, index: number, format: string | undefined, op
     const key = typeof secret === 'string' ? Buffer.from(secret, 'base64') : undefined;
     image = driver.open(dev, { writable: !!ctx.devices[index].spec.writable, devices: named, profile: opts.profile, displayName: fileName, key, keyRequired: opts.secrets !== undefined, unsafeQuirks: !!opts.unsafeQuirks, check: level === 0 && !!opts.check, readsData: true });
   } catch (e) {
-    const files = (e as { files?: { role: string; name: string }[] }).files;
+    const files = (e as { files?: { role: string; name: string; format?: string }[] }).files;
     if (!(e instanceof ImageError) || !Array.isArray(files)) throw e;
-    for (const f of files) missing.push({ role: f.role === 'backing' ? 'backing' : f.role === 'data-file' ? 'data-file' : 'extent', name: f.name, referrer: index });
+    for (const f of files) missing.push({ role: f.role === 'backing' ? 'backing' : f.role === 'data-file' ? 'data-file' : 'extent', name: f.name, referrer: index, ...(f.format !== undefined ? { format: f.format } : {}) });
     return undefined as unknown as Image;
   }
   warnOpened(image, ctx, index);

@@ -226,3 +226,73 @@ test("convert's fresh target keeps qemu-img out while it is written, made by the
     rmSync(target, { force: true });
   }
 });
+
+// The files an image names: a qcow2's data file and a VMDK's flat extents are their format's data
+// children (qemu unshares their resizing, not their writing; convert's sources both), sparse
+// extents are locked as images are, and the files of an image being written are written. Holders:
+// qemu-io on the named file itself (as raw, read-write), or read-only on a twin image naming the same file.
+const NAMED = ['dq.qcow2', 'dq.data', 'twin.qcow2', 'fl.vmdk', 'fl-flat.vmdk', 'twin-fl.vmdk', 'sp.vmdk', 'sp-s001.vmdk', 'twin-sp.vmdk'];
+
+function buildNamedFiles(): void {
+  const ok = (r: { status: number | null; stderr: string }) => assert.equal(r.status, 0, r.stderr);
+  // The data file by its full path: qemu takes a relative one from the working directory.
+  ok(qemuRun('10.0', ['create', '-q', '-f', 'qcow2', '-o', `data_file=${p('dq.data')}`, 'dq.qcow2', '1M'], dir));
+  ok(qemuRun('10.0', ['create', '-q', '-f', 'vmdk', '-o', 'subformat=monolithicFlat', 'fl.vmdk', '1M'], dir));
+  ok(qemuRun('10.0', ['create', '-q', '-f', 'vmdk', '-o', 'subformat=twoGbMaxExtentSparse', 'sp.vmdk', '1M'], dir));
+  for (const [image, format] of [['dq.qcow2', 'qcow2'], ['fl.vmdk', 'vmdk'], ['sp.vmdk', 'vmdk']]) ok(qemuRun('10.0', ['-f', format, '-c', 'write -P 7 0 64k', image], dir, 'qemu-io'));
+  // Twins name the same files by the same relative names.
+  for (const [from, to] of [['dq.qcow2', 'twin.qcow2'], ['fl.vmdk', 'twin-fl.vmdk'], ['sp.vmdk', 'twin-sp.vmdk']]) copyFileSync(p(from), p(to));
+  for (const name of NAMED) copyFileSync(p(name), p(`keep-${name}`));
+}
+
+/** qemu-io holding `file` as `format` (flags: '-r' read-only) until its lock on `byte` of `lockedFile` shows. */
+async function namedHolder(version: OracleVersion, flags: string[], format: string, file: string, lockedFile: string, byte: number): Promise<ChildProcess> {
+  const child = spawn(oracle(version, 'qemu-io'), [...flags, '-f', format, '-c', 'sleep 600000', file], { stdio: 'ignore', cwd: dir });
+  // /proc/locks joins a process's adjacent bytes into one range ("100 101").
+  const inode = statSync(p(lockedFile)).ino;
+  const held = () => [...readFileSync('/proc/locks', 'utf8').matchAll(/:(\d+) (\d+) (\d+)$/gm)].some((m) => Number(m[1]) === inode && Number(m[2]) <= byte && byte <= Number(m[3]));
+  for (let i = 0; i < 400 && child.exitCode === null; i++) {
+    if (held()) return child;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  await release(child);
+  throw new Error(`qemu-io ${flags.join(' ')} ${file} did not lock byte ${byte} of ${lockedFile}`);
+}
+
+const HOLDERS: [string[], string, string, string, number, string][] = [
+  // flags, format, held file, file whose lock byte shows it is held, the byte, the image the commands open
+  [[], 'raw', 'dq.data', 'dq.data', 101, 'dq.qcow2'],
+  [['-r'], 'qcow2', 'twin.qcow2', 'dq.data', 100, 'dq.qcow2'],
+  [[], 'raw', 'fl-flat.vmdk', 'fl-flat.vmdk', 101, 'fl.vmdk'],
+  [['-r'], 'vmdk', 'twin-fl.vmdk', 'fl-flat.vmdk', 100, 'fl.vmdk'],
+  [['-r'], 'vmdk', 'twin-sp.vmdk', 'sp-s001.vmdk', 201, 'sp.vmdk'],
+];
+
+for (const version of VERSIONS) {
+  test(`${version}: qemu-io holding a data file or a VMDK extent: instar's messages and files as qemu-img's`, async () => {
+    buildNamedFiles();
+    const restoreNamed = () => {
+      for (const name of NAMED) copyFileSync(p(`keep-${name}`), p(name));
+      rmSync(p('o.raw'), { force: true });
+    };
+    for (const [flags, format, held, lockedFile, byte, image] of HOLDERS) {
+      const child = await namedHolder(version, flags, format, held, lockedFile, byte);
+      try {
+        for (const args of [['info', p(image)], ['map', p(image)], ['convert', '-O', 'raw', p(image), p('o.raw')], ['check', '-r', 'all', p(image)], ...(image === 'dq.qcow2' ? [] : [['resize', p(image), '2M']])]) {
+          const label = `${version} qemu-io ${flags.join(' ')} ${held}: ${args.join(' ').split(dir).join('.')}`;
+          restoreNamed();
+          const q = qemuRun(version, args, dir);
+          const qFiles = NAMED.map((n) => readFileSync(p(n)));
+          restoreNamed();
+          const i = await instarRun(version, args, { cwd: dir });
+          assert.deepEqual([i.status, i.stderr, i.stdout], [q.status, q.stderr, q.stdout], label);
+          NAMED.forEach((n, k) => assert.ok(readFileSync(p(n)).equals(qFiles[k]), `${label}: ${n} as qemu-img left it`));
+          assert.equal(child.exitCode, null, `${label}: the holder still runs`);
+        }
+      } finally {
+        await release(child);
+        restoreNamed();
+      }
+    }
+  });
+}

@@ -88,7 +88,8 @@ function openDescriptor(b: Builder, desc: string, depth: number): void {
   const { extents, error } = parseExtentLines(desc);
   const devices = b.ctx.devices ?? new Map<string, BlockDevice>();
   const missing = [...new Set(extents.map((e) => e.name).filter((n) => !devices.has(n)))];
-  if (missing.length) throw new NeedFilesError(missing.map((name) => ({ role: 'extent', name })));
+  const flat = (name: string) => extents.every((e) => e.name !== name || e.type === 'FLAT' || e.type === 'VMFS');
+  if (missing.length) throw new NeedFilesError(missing.map((name) => ({ role: 'extent', name, ...(flat(name) ? { format: 'raw' as const } : {}) })));
   for (const line of extents) {
     const dev = devices.get(line.name)!;
     if (line.type === 'FLAT' || line.type === 'VMFS') {

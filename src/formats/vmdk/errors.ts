@@ -9,7 +9,8 @@ export type NeededFileRole = 'extent' | 'backing';
  * retrying with them in OpenContext.devices keyed by `name` exactly as listed here.
  */
 export class NeedFilesError extends ImageError {
-  constructor(readonly files: { role: NeededFileRole; name: string }[]) {
+  /** `format` 'raw': a flat extent (qemu opens it as a plain data file, and locks it so). */
+  constructor(readonly files: { role: NeededFileRole; name: string; format?: 'raw' }[]) {
     super(`VMDK image needs ${files.length} more file(s): ${files.map((f) => JSON.stringify(f.name)).join(', ')}`);
     this.name = 'NeedFilesError';
   }
