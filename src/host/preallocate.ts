@@ -3,7 +3,7 @@
 // which SEEK_DATA, so qemu's map, calls holes) or writes zeros over them (full). The guest has no
 // FFI for fallocate, and preallocating parses nothing, so the host does it on the fd it created.
 // A full disk fails the command with qemu's words, never a short file taken for a good one.
-import { writeSync } from 'node:fs';
+import { fstatSync, writeSync } from 'node:fs';
 import { libcFunction } from './libc.ts';
 import { strerror } from '../strerror.ts';
 import { strerrorNumber } from '../strerror-number.ts';
@@ -41,6 +41,17 @@ export function reserveBlocks(fd: number, end: number, start = 0): boolean {
   const code = posixFallocate(fd, start, end - start);
   if (code !== 0) throw new PreallocationFailure(`Could not preallocate new data: ${strerrorNumber(code)}`);
   return true;
+}
+
+/**
+ * Reserves the range a guest named in the file it created (`range`: checked, it comes from the
+ * guest): create's and convert's qcow2 falloc. Throws PreallocationFailure when the file system refuses.
+ */
+export function reserveNamedRange(fd: number, range: unknown): void {
+  const size = fstatSync(fd).size;
+  const ok = Array.isArray(range) && range.length === 2 && range.every((n) => Number.isSafeInteger(n)) && 0 <= range[0] && range[0] <= range[1] && range[1] <= size;
+  if (!ok) throw new Error('the guest named a malformed range to reserve');
+  reserveBlocks(fd, range[1] as number, range[0] as number);
 }
 
 /** Formats whose create preallocates the whole file before writing anything else (qemu's file protocol truncate). */

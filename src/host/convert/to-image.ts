@@ -21,7 +21,7 @@ import { ImageError, type CreateEnvironment, type CreatePlan } from '../../forma
 import { runWithReferencedFiles, ReferencedFileError, type InputFile } from '../open-files.ts';
 import { OpError } from '../sandbox/run.ts';
 import { strerror } from '../../strerror.ts';
-import { preallocationWriteFailure } from '../preallocate.ts';
+import { PreallocationFailure, preallocationWriteFailure, reserveNamedRange } from '../preallocate.ts';
 import type { ProgressPrinter } from '../../output/progress.ts';
 import type { ConvertOptions } from '../../ops/convert.ts';
 import type { ConvertImageOptions, ConvertImageResult } from '../../ops/convert/to-image.ts';
@@ -182,6 +182,14 @@ function createFile(path: string, job: ImageJob, made: CreatedFile[]): number {
   return fd;
 }
 
+function reserveTarget(fd: number, range: unknown, wording: string): void {
+  try {
+    reserveNamedRange(fd, range);
+  } catch (e) {
+    throw new ConvertError(e instanceof PreallocationFailure ? wording + e.message : 'the guest gave a malformed answer');
+  }
+}
+
 function unlinkQuietly(path: string): void {
   try {
     unlinkSync(path);
@@ -334,6 +342,8 @@ export async function convertToImage(job: ImageJob): Promise<void> {
       const code = String(result.failed);
       throw new ConvertError(`${outPath}: error while converting ${s.outputFormat}: ${preallocationWriteFailure(s.outputFormat, plan, code) ?? `Could not write '${outPath}': ${strerror(code)}`}`);
     }
+    // preallocation=falloc: what the guest left as holes the host reserves, as qemu's create does.
+    if ('reserve' in result) reserveTarget(outputs[0].fd, result.reserve, `${outPath}: error while converting ${s.outputFormat}: Could not resize image: Failed to resize underlying file: `);
     if ('quietFailure' in result) {
       // qemu closes the image whole (flushed as -t says) and exits 1 without a word.
       if (s.outputCache !== 'unsafe') for (const f of made) fsyncSync(f.fd);

@@ -81,7 +81,7 @@ const errnoOf = (e: unknown): string | undefined => {
  * its extents), then the format's writer on them; `failed` with the errno that stopped the layout
  * (EFBIG: the file system's limit). With `layoutOnly` nothing is opened after the layout.
  */
-export function openNewImage(format: string, plan: CreatePlan, ctx: OpContext, layoutOnly = false): ImageWriter | ConvertImageResult {
+export function openNewImage(format: string, plan: CreatePlan, ctx: OpContext, layoutOnly = false, reserved?: { range?: [number, number] }): ImageWriter | ConvertImageResult {
   const driver = findDriver(format);
   if (!driver?.create || (!driver.writer && !layoutOnly)) throw new ImageError(`instar cannot write ${format} images`);
   const layout = driver.create.layout(plan);
@@ -92,7 +92,9 @@ export function openNewImage(format: string, plan: CreatePlan, ctx: OpContext, l
   const [image, ...rest] = outputs;
   const dataFile = layout.dataFile ? rest.shift() : undefined;
   try {
-    writeLayout(image, layout.image);
+    // With `reserved`, the range preallocation=falloc reserves is left to the host (it fallocates).
+    writeLayout(image, layout.image, reserved !== undefined);
+    if (reserved && layout.image.reserve) reserved.range = layout.image.reserve;
     if (layout.dataFile && dataFile) writeLayout(dataFile, layout.dataFile);
     extents.forEach((l, i) => writeLayout(rest[i], l));
   } catch (e) {
@@ -121,7 +123,18 @@ function finished(writer: ImageWriter): { failed: string } | undefined {
   return undefined;
 }
 
+/**
+ * convert -O: the result, with the range of the new image the host is to reserve (falloc, as
+ * create's: qemu's file driver fallocates it, unwritten extents the guest cannot make) where the
+ * image stays, done or as created.
+ */
 export const convertImageOp: Op = (raw, ctx) => {
+  const reserved: { range?: [number, number] } = {};
+  const result = convertImage(raw, ctx, reserved);
+  return reserved.range && !('failed' in result) ? { ...result, reserve: reserved.range } : result;
+};
+
+function convertImage(raw: Record<string, unknown>, ctx: OpContext, reserved: { range?: [number, number] }): ConvertImageResult {
   const opts = raw as unknown as ConvertImageOptions;
   if (!Array.isArray(opts.sources) || opts.sources.length === 0) throw new ImageError('no sources');
   // Any open failure here was answered in the host's open phase already: it is an error now.
@@ -134,7 +147,7 @@ export const convertImageOp: Op = (raw, ctx) => {
   // -B: the target's backing file, granted by the host as one more input (copy-on-write reads it).
   const b = opts.targetBacking;
   const bitmaps = opts.bitmaps ? sourceBitmaps(ctx, opts.sources[0], opts) ?? [] : undefined;
-  const writer = openNewImage(opts.format, opts.plan, ctx, opts.layoutOnly);
+  const writer = openNewImage(opts.format, opts.plan, ctx, opts.layoutOnly, reserved);
   if (!('write' in writer)) return writer;
   // qemu opens the new image's backing file after the image's own checks passed (a LUKS one
   // without its key-secret fails there, the image staying as created).
@@ -168,4 +181,4 @@ export const convertImageOp: Op = (raw, ctx) => {
   if (failed) return failed;
   if (compressed && writer.compressedEndFails) return { quietFailure: true };
   return (copied ? { counted, bitmapWarnings: copied.warnings } : { counted }) satisfies ConvertImageResult;
-};
+}
