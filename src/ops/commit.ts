@@ -155,6 +155,9 @@ function rawSteps(size: number, runs: ClusterRun[], top: Image): RepairStep[] {
   return steps;
 }
 
+/** qcow2_co_truncate's failures with ENOTSUP, which the commit job reports as 'Operation not supported'. */
+const TRUNCATE_NOT_SUPPORTED = new Set(["Can't resize a v2 image which has snapshots", 'Failed to zero out new clusters: Operation not supported']);
+
 /** Formats whose qemu drivers cannot truncate (measured: the commit job fails growing them). */
 const NO_TRUNCATE = new Set(['vhdx', 'vpc', 'vmdk', 'vdi', 'qcow']);
 
@@ -248,6 +251,8 @@ export function commitOp(options: Record<string, unknown>, ctx: OpContext): Comm
     // The job fails growing the base; qemu's close of the top still stores its bitmaps anew.
     if (base.virtualSize < top.virtualSize && NO_TRUNCATE.has(base.format)) return closedAfterFailure(ctx, format, { format, truncateUnsupported: true });
     const grow = base.virtualSize < top.virtualSize ? growBase(base, baseDev, top.virtualSize, chained) : { steps: [] };
+    // qemu's truncate refuses with ENOTSUP (a v2 qcow2 with snapshots): its job fails as where the driver cannot truncate.
+    if ('refused' in grow && TRUNCATE_NOT_SUPPORTED.has(grow.refused)) return closedAfterFailure(ctx, format, { format, truncateUnsupported: true });
     if ('refused' in grow) return { format, refused: grow.refused };
     const hasBacking = base.info()['backing-filename'] !== undefined;
     let baseSteps: RepairStep[];

@@ -42,3 +42,30 @@ for (const version of VERSIONS) {
     }
   });
 }
+
+/**
+ * The same failure where qemu's qcow2 truncate refuses with ENOTSUP: a compat=0.10 base with an
+ * internal snapshot cannot be resized ("Can't resize a v2 image which has snapshots"), and the
+ * job reports only its errno (found by the mutating hunt, campaign 8060000 case 38: instar printed
+ * the truncate's own words). The top's bitmaps stored anew as above; the base untouched.
+ */
+test('a commit that fails growing a v2 qcow2 base with a snapshot fails as qemu-img\'s job does', () => {
+  const dir = join(builder.root, 'v2-snapshot');
+  mkdirSync(dir);
+  const ok = (args: string[], tool: 'qemu-img' | 'qemu-io' = 'qemu-img') => assert.equal(runQemu('7.2', args, { cwd: dir }, tool).status, 0, args.join(' '));
+  ok(['create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', 'b.qcow2', '4M']);
+  ok(['-c', 'write -P 1 0 64k', 'b.qcow2'], 'qemu-io');
+  ok(['snapshot', '-c', 's1', 'b.qcow2']);
+  ok(['create', '-q', '-f', 'qcow2', '-b', 'b.qcow2', '-F', 'qcow2', 't.qcow2', '8M']);
+  ok(['-c', 'write -P 2 6M 64k', 't.qcow2'], 'qemu-io');
+  ok(['bitmap', '--add', 't.qcow2', 'bm']);
+  const chain = { 'b.qcow2': readFileSync(join(dir, 'b.qcow2')), 't.qcow2': readFileSync(join(dir, 't.qcow2')) };
+  for (const version of VERSIONS) {
+    for (const args of [['commit', 't.qcow2'], ['commit', '-p', 't.qcow2']]) {
+      const r = twins.run(version, chain, args);
+      assertSameOutcome(r, Object.keys(chain), `${version}: ${args.join(' ')}`);
+      assert.equal(r.qemu.stderr, 'qemu-img: Block job failed: Operation not supported\n');
+      assert.ok(readFileSync(join(r.qemuDir, 'b.qcow2')).equals(chain['b.qcow2']), 'the base untouched');
+    }
+  }
+});
