@@ -164,10 +164,17 @@ function sameContent(version: OracleVersion, qdir: string, idir: string): boolea
     if (statSync(join(qdir, name)).size > BIG) return false;
     const q = readFileSync(join(qdir, name));
     if (q.equals(readFileSync(join(idir, name)))) continue;
+    // A VMDK extent file is compared through the descriptor that names it (which differs too: its CID).
+    if (namedAsExtent(qdir, name)) continue;
     if (runQemu(version, ['compare', '-U', join(qdir, name), join(idir, name)], { timeoutMs: 60_000 }).status !== 0) return false;
     if (q.readUInt32BE(0) === 0x514649fb && checkVerdict(version, idir, name) !== checkVerdict(version, qdir, name)) return false;
   }
   return true;
+}
+
+/** Whether a VMDK descriptor file in `dir` names `name` as one of its extents. */
+function namedAsExtent(dir: string, name: string): boolean {
+  return readdirSync(dir).some((d) => d !== name && d.endsWith('.vmdk') && statSync(join(dir, d)).size < 65536 && readFileSync(join(dir, d), 'latin1').includes(`"${name}"`));
 }
 
 /** check --output=json's status and counts, fragmentation left out. */
