@@ -10,9 +10,9 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { VERSIONS, runQemu, type OracleVersion } from '../helpers/oracles.ts';
+import { VERSIONS, runQemu } from '../helpers/oracles.ts';
 import { TwinDirs, assertSameOutcome } from '../rebase/harness.ts';
-import { ImageBuilder, sameDisk } from './harness.ts';
+import { ImageBuilder, checkVerdict, sameDisk } from './harness.ts';
 import { layout, l2Entry, setRefcount16 } from '../check/qcow2-edit.ts';
 
 const builder = new ImageBuilder();
@@ -56,15 +56,6 @@ after(() => {
   twins.remove();
 });
 
-/** check --output=json's status and counts, fragmentation left out (it follows the layout). */
-function verdict(version: OracleVersion, file: string): string {
-  const r = runQemu(version, ['check', '--output=json', file]);
-  const counts = JSON.parse(r.stdout) as Record<string, unknown>;
-  delete counts['fragmented-clusters'];
-  delete counts.filename;
-  return JSON.stringify({ status: r.status, ...counts });
-}
-
 test('commit into a base with refcount errors: byte-identical to qemu-img where its layout is deterministic', () => {
   for (const v of VERSIONS) {
     const r = twins.run(v, chains.big, ['commit', 't.qcow2']);
@@ -81,7 +72,7 @@ test('commit into a 1 KiB-cluster base with refcount errors: the same content an
     assertSameOutcome(r, ['t.qcow2'], `qemu-img ${v} commit -d`);
     const [q, i] = [join(r.qemuDir, 'b.qcow2'), join(r.instarDir, 'b.qcow2')];
     assert.ok(sameDisk(v, q, i), `${v}: the bases read differently`);
-    assert.equal(verdict(v, i), verdict(v, q), `${v}: check`);
+    assert.equal(checkVerdict(v, i), checkVerdict(v, q), `${v}: check`);
     assert.ok(JSON.parse(runQemu(v, ['check', '--output=json', q]).stdout).leaks > 0, 'the leak stays');
   }
 });

@@ -85,3 +85,12 @@ export function assertCheckClean(version: OracleVersion, file: string, format = 
   const r = runQemu(version, ['check', '-f', format, file]);
   assert.equal(r.status, 0, `check ${file}: ${r.stdout}${r.stderr}`);
 }
+
+/** check --output=json's status and counts, fragmentation and the name left out (they follow the layout). */
+export function checkVerdict(version: OracleVersion, file: string): string {
+  const r = runQemu(version, ['check', '--output=json', file]);
+  const counts = JSON.parse(r.stdout) as Record<string, unknown>;
+  delete counts['fragmented-clusters'];
+  delete counts.filename;
+  return JSON.stringify({ status: r.status, ...counts });
+}

@@ -10,9 +10,9 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { VERSIONS, runQemu, type OracleVersion } from '../helpers/oracles.ts';
+import { VERSIONS, runQemu } from '../helpers/oracles.ts';
 import { TwinDirs, assertSameOutcome } from '../rebase/harness.ts';
-import { ImageBuilder, commitInDir, sameDisk } from './harness.ts';
+import { ImageBuilder, checkVerdict, commitInDir, sameDisk } from './harness.ts';
 
 const builder = new ImageBuilder();
 const twins = new TwinDirs();
@@ -47,15 +47,6 @@ function snapshotDisk(file: string): Buffer {
   return readFileSync(out);
 }
 
-/** check --output=json's status and counts, fragmentation and the name left out. */
-function verdict(version: OracleVersion, file: string): string {
-  const r = runQemu(version, ['check', '--output=json', file]);
-  const counts = JSON.parse(r.stdout) as Record<string, unknown>;
-  delete counts['fragmented-clusters'];
-  delete counts.filename;
-  return JSON.stringify({ status: r.status, ...counts });
-}
-
 test('commit of one cluster over a snapshot\'s: the base byte-identical to qemu-img\'s', () => {
   for (const v of VERSIONS) {
     const r = twins.run(v, chains.one, ['commit', 't.qcow2']);
@@ -72,7 +63,7 @@ test('commit of several operations over a snapshot\'s clusters: the same disk, s
     const [q, i] = [join(r.qemuDir, 'b.qcow2'), join(r.instarDir, 'b.qcow2')];
     assert.ok(sameDisk(v, q, i), `${v}: the bases read differently`);
     assert.ok(snapshotDisk(i).equals(snapshotDisk(q)), `${v}: the snapshots read differently`);
-    assert.equal(verdict(v, i), verdict(v, q), `${v}: check`);
+    assert.equal(checkVerdict(v, i), checkVerdict(v, q), `${v}: check`);
   }
 });
 
