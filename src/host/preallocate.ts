@@ -43,14 +43,18 @@ export function reserveBlocks(fd: number, end: number, start = 0): boolean {
   return true;
 }
 
+/** A range to reserve that is not [start, end) inside the file: the guest's answer is malformed. */
+export class MalformedRange extends Error {}
+
 /**
  * Reserves the range a guest named in the file it created (`range`: checked, it comes from the
- * guest): create's and convert's qcow2 falloc. Throws PreallocationFailure when the file system refuses.
+ * guest): create's and convert's falloc. Throws MalformedRange, or PreallocationFailure when the
+ * file system refuses.
  */
 export function reserveNamedRange(fd: number, range: unknown): void {
   const size = fstatSync(fd).size;
   const ok = Array.isArray(range) && range.length === 2 && range.every((n) => Number.isSafeInteger(n)) && 0 <= range[0] && range[0] <= range[1] && range[1] <= size;
-  if (!ok) throw new Error('the guest named a malformed range to reserve');
+  if (!ok) throw new MalformedRange('the guest named a malformed range to reserve');
   reserveBlocks(fd, range[1] as number, range[0] as number);
 }
 

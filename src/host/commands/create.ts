@@ -18,7 +18,7 @@ import { formattingLine, optionHelp, type SetOption } from '../../output/create-
 import { hasProtocol } from '../paths/combine.ts';
 import { ImageError, type CreateEnvironment, type CreatePlan } from '../../formats/types.ts';
 import { strerror } from '../../strerror.ts';
-import { PreallocationFailure, preallocationWriteFailure, reserveBlocks } from '../preallocate.ts';
+import { MalformedRange, PreallocationFailure, preallocationWriteFailure, reserveNamedRange } from '../preallocate.ts';
 import { strerrorNumber } from '../../strerror-number.ts';
 import type { CreateResult } from '../../ops/create.ts';
 import { LockConflict, openCreating } from '../image-locks.ts';
@@ -117,12 +117,10 @@ function createFile(path: string): { fd: number; created: boolean } {
  * the create in qemu's words (`wording` adds what the format's driver says around them).
  */
 function reserveOrFail(fd: number, range: unknown, wording = (message: string) => message): void {
-  const size = fstatSync(fd).size;
-  const ok = Array.isArray(range) && range.length === 2 && range.every((n) => Number.isSafeInteger(n)) && 0 <= range[0] && range[0] <= range[1] && range[1] <= size;
-  if (!ok) throw new CreateFailure('the guest answered create in a malformed way');
   try {
-    reserveBlocks(fd, range[1] as number, range[0] as number);
+    reserveNamedRange(fd, range);
   } catch (e) {
+    if (e instanceof MalformedRange) throw new CreateFailure('the guest answered create in a malformed way');
     if (e instanceof PreallocationFailure) throw new CreateFailure(wording(e.message));
     throw e;
   }

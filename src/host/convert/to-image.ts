@@ -21,7 +21,7 @@ import { ImageError, type CreateEnvironment, type CreatePlan } from '../../forma
 import { runWithReferencedFiles, ReferencedFileError, type InputFile } from '../open-files.ts';
 import { OpError } from '../sandbox/run.ts';
 import { strerror } from '../../strerror.ts';
-import { PreallocationFailure, preallocationWriteFailure, reserveNamedRange } from '../preallocate.ts';
+import { MalformedRange, PreallocationFailure, preallocationWriteFailure, reserveNamedRange } from '../preallocate.ts';
 import type { ProgressPrinter } from '../../output/progress.ts';
 import type { ConvertOptions } from '../../ops/convert.ts';
 import type { ConvertImageOptions, ConvertImageResult } from '../../ops/convert/to-image.ts';
@@ -186,7 +186,9 @@ function reserveTarget(fd: number, range: unknown, wording: string): void {
   try {
     reserveNamedRange(fd, range);
   } catch (e) {
-    throw new ConvertError(e instanceof PreallocationFailure ? wording + e.message : 'the guest gave a malformed answer');
+    if (e instanceof MalformedRange) throw new ConvertError('the guest gave a malformed answer');
+    if (e instanceof PreallocationFailure) throw new ConvertError(wording + e.message);
+    throw e;
   }
 }
 
