@@ -161,7 +161,7 @@ const TRUNCATE_NOT_SUPPORTED = new Set(["Can't resize a v2 image which has snaps
 /** Formats whose qemu drivers cannot truncate (measured: the commit job fails growing them). */
 const NO_TRUNCATE = new Set(['vhdx', 'vpc', 'vmdk', 'vdi', 'qcow']);
 
-/** The vmdk base's writer; extents in files of their own (flat, split) are not granted for writing here. */
+/** The vmdk base's writer; refused where the host did not grant its extent files for writing (it grants a base's own: host/commands/commit.ts). */
 function vmdkWriter(dev: BlockDevice, image: VmdkImage): ReturnType<typeof vmdkInPlaceWriter> {
   try {
     return vmdkInPlaceWriter(dev, image);

@@ -4,7 +4,7 @@
 // guest receives file descriptors at 4, 5, …, never paths.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, fstatSync, openSync, realpathSync } from 'node:fs';
-import { MAX_REQUEST_BYTES, type GuestMessage, type GuestRequest, type GuestWarning } from '../../protocol/messages.ts';
+import { MAX_REQUEST_BYTES, type DeviceSpec, type GuestMessage, type GuestRequest, type GuestWarning } from '../../protocol/messages.ts';
 import type { HostDevice, RunOptions } from './run.ts';
 import { OpError, deliverStreamed } from './run.ts';
 import { planLayers, describePlan, diagnoseLaunchFailure, type LayerPlan } from './probe.ts';
@@ -78,7 +78,7 @@ async function runOnce(op: string, options: Record<string, unknown>, devices: Ho
   const request: GuestRequest = {
     op,
     options,
-    devices: devices.map((d, i) => ({ fd: FIRST_DEVICE_FD + i, role: d.role, writable: d.writable, ...(d.name !== undefined ? { name: d.name } : {}), ...(d.referrer !== undefined ? { referrer: d.referrer } : {}), ...(d.dataRuns !== undefined ? { dataRuns: d.dataRuns } : {}), ...(d.dataRunsEnd !== undefined ? { dataRunsEnd: d.dataRunsEnd } : {}), ...(d.dataSpans !== undefined ? { dataSpans: d.dataSpans } : {}) })),
+    devices: devices.map((d, i) => deviceSpec(d, FIRST_DEVICE_FD + i)),
   };
   const requestText = JSON.stringify(request);
   if (Buffer.byteLength(requestText) > MAX_REQUEST_BYTES) throw new OpError('request for the sandboxed guest is too large');
@@ -261,6 +261,17 @@ interface Outcome {
   spoke: boolean;
   timedOut: boolean;
   stderr: string;
+}
+
+/** What the guest is told of a device: the host's fields that are set, named one by one (a caller's object may carry more, a path say, which the guest is not to see). */
+function deviceSpec(d: HostDevice, fd: number): DeviceSpec {
+  const spec: DeviceSpec = { fd, role: d.role, writable: d.writable };
+  if (d.name !== undefined) spec.name = d.name;
+  if (d.referrer !== undefined) spec.referrer = d.referrer;
+  if (d.dataRuns !== undefined) spec.dataRuns = d.dataRuns;
+  if (d.dataRunsEnd !== undefined) spec.dataRunsEnd = d.dataRunsEnd;
+  if (d.dataSpans !== undefined) spec.dataSpans = d.dataSpans;
+  return spec;
 }
 
 function launch(guest: SpawnedGuest, requestText: string, devices: HostDevice[], limits: SandboxLimits, run: RunOptions): Promise<unknown> {
