@@ -1,12 +1,17 @@
 // One command on two copies of an image: the qemu-img oracle in one directory, instar in another
 // (in-process with --sandbox=none, or the built CLI through the sandbox), the same file name in
 // both so messages compare byte for byte; both files handed back.
+import assert from 'node:assert/strict';
 import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { oracle, runInstar, runQemu, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
 import { runInProcess } from '../helpers/in-process.ts';
 import { FdDevice } from '../../src/io/fd-device.ts';
+import type { BlockDevice, ResizeRequest } from '../../src/formats/types.ts';
+import type { RepairStep } from '../../src/formats/repair.ts';
+import { qcow2Driver } from '../../src/formats/qcow2/driver.ts';
+import { qcow2Resize } from '../../src/formats/qcow2/resize.ts';
 
 export interface Pair {
   qemu: RunResult;
@@ -51,4 +56,15 @@ export function onCopy<T>(source: Uint8Array, path: string, fn: (dev: FdDevice) 
   } finally {
     closeSync(fd);
   }
+}
+
+/**
+ * The writes of a qcow2 resize planned on `dev` (crash tests cut them); the plan must succeed.
+ * `readGuest`: the planner reads the image's own guest bytes, as the resize op gives them.
+ */
+export function plannedResize(dev: BlockDevice, newSize: number, preallocation: ResizeRequest['preallocation'], readGuest = false): RepairStep[] {
+  const image = qcow2Driver.open(dev, { writable: true, readsData: true });
+  const plan = qcow2Resize.plan(image, dev, { newSize, preallocation, ...(readGuest ? { readGuest: (buf: Uint8Array, at: number) => image.read(buf, at) } : {}) });
+  assert.ok('steps' in plan, 'error' in plan ? plan.error : '');
+  return plan.steps;
 }

@@ -11,12 +11,10 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { VERSIONS, runQemu } from '../helpers/oracles.ts';
-import { PairRunner, onCopy } from './pair.ts';
+import { PairRunner, onCopy, plannedResize } from './pair.ts';
 import { assertSameRun } from '../check/repair-harness.ts';
 import { buildImage } from '../snapshot/harness.ts';
-import { qcow2Driver } from '../../src/formats/qcow2/driver.ts';
-import { qcow2Resize } from '../../src/formats/qcow2/resize.ts';
-import { applyRepair, writeCount, type RepairStep } from '../../src/formats/repair.ts';
+import { applyRepair, writeCount } from '../../src/formats/repair.ts';
 
 const dirs = new PairRunner();
 const files: Record<string, Record<string, Uint8Array>> = {};
@@ -59,12 +57,7 @@ for (const version of VERSIONS) {
 test('crash safety: every prefix of a falloc from inside a cluster whose freed cluster a new table reuses', () => {
   const path = join(dirs.root, 'cut.qcow2');
   const bytes = files.extended['img.qcow2'];
-  const steps = onCopy(bytes, path, (dev): RepairStep[] => {
-    const image = qcow2Driver.open(dev, { writable: true, readsData: true });
-    const plan = qcow2Resize.plan(image, dev, { newSize: 40 * 2 ** 20, preallocation: 'falloc', readGuest: (buf, at) => image.read(buf, at) });
-    assert.ok('steps' in plan, 'error' in plan ? plan.error : '');
-    return plan.steps;
-  });
+  const steps = onCopy(bytes, path, (dev) => plannedResize(dev, 40 * 2 ** 20, 'falloc', true));
   const total = writeCount(steps);
   assert.ok(total >= 6, `${total} writes`);
   const original = join(dirs.root, 'original.qcow2');

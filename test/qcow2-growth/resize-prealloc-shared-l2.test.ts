@@ -9,12 +9,10 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { VERSIONS, runQemu } from '../helpers/oracles.ts';
-import { PairRunner, onCopy } from './pair.ts';
+import { PairRunner, onCopy, plannedResize } from './pair.ts';
 import { assertSameRun } from '../check/repair-harness.ts';
 import { buildImage } from '../snapshot/harness.ts';
-import { qcow2Driver } from '../../src/formats/qcow2/driver.ts';
-import { qcow2Resize } from '../../src/formats/qcow2/resize.ts';
-import { applyRepair, writeCount, type RepairStep } from '../../src/formats/repair.ts';
+import { applyRepair, writeCount } from '../../src/formats/repair.ts';
 
 const dirs = new PairRunner();
 const images: Record<string, Uint8Array> = {};
@@ -63,12 +61,7 @@ test('crash safety: every prefix of a metadata preallocation that copies a share
     return readFileSync(out);
   };
   const snapshot = snapshotDisk(original);
-  const steps = onCopy(images.small, path, (dev): RepairStep[] => {
-    const image = qcow2Driver.open(dev, { writable: true, readsData: true });
-    const plan = qcow2Resize.plan(image, dev, { newSize: 5 * 2 ** 20, preallocation: 'metadata', readGuest: (buf, at) => image.read(buf, at) });
-    assert.ok('steps' in plan, 'error' in plan ? plan.error : '');
-    return plan.steps;
-  });
+  const steps = onCopy(images.small, path, (dev) => plannedResize(dev, 5 * 2 ** 20, 'metadata', true));
   const total = writeCount(steps);
   assert.ok(total >= 5, `${total} writes`);
   for (let k = 0; k <= total; k++) {

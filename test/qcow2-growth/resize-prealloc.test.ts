@@ -8,13 +8,11 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { VERSIONS, runQemu } from '../helpers/oracles.ts';
-import { PairRunner, onCopy } from './pair.ts';
+import { PairRunner, onCopy, plannedResize } from './pair.ts';
 import { assertSameRun } from '../check/repair-harness.ts';
 import { buildImage } from '../snapshot/harness.ts';
 import { tiered } from '../helpers/long.ts';
-import { qcow2Driver } from '../../src/formats/qcow2/driver.ts';
-import { qcow2Resize } from '../../src/formats/qcow2/resize.ts';
-import { applyRepair, writeCount, type RepairStep } from '../../src/formats/repair.ts';
+import { applyRepair, writeCount } from '../../src/formats/repair.ts';
 
 const dirs = new PairRunner();
 const images: Record<string, Uint8Array> = {};
@@ -90,12 +88,7 @@ test('resize --preallocation=full through the sandbox; refusals leave the file a
 test('crash safety: every prefix of a full preallocation leaves an image qemu-img checks with leaks at most', () => {
   const path = join(dirs.root, 'cut.qcow2');
 
-  const steps = onCopy(images.c512, path, (dev): RepairStep[] => {
-    const image = qcow2Driver.open(dev, { writable: true, readsData: true });
-    const plan = qcow2Resize.plan(image, dev, { newSize: 1300 * 1024, preallocation: 'full' });
-    assert.ok('steps' in plan, 'error' in plan ? plan.error : '');
-    return plan.steps;
-  });
+  const steps = onCopy(images.c512, path, (dev) => plannedResize(dev, 1300 * 1024, 'full'));
   const total = writeCount(steps);
   assert.ok(total >= 5, `${total} writes`);
   for (let k = 0; k <= total; k++) {
