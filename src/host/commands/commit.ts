@@ -4,7 +4,7 @@
 // grants it through the path policy exactly as for reading (need-files), and only then reopens
 // that same file (device and inode checked) read-write for the guest. Both files are fsynced
 // after the guest exits.
-import { closeSync, constants, fstatSync, fsyncSync, openSync, statSync } from 'node:fs';
+import { closeSync, constants, fstatSync, fsyncSync, statSync } from 'node:fs';
 import type { Command, CommandContext } from './types.ts';
 import { EXTRA_ARGUMENT, type ParsedCommand } from '../../cli/types.ts';
 import { InputImageError, referencedOpenMessage, topTarget, type Target, guestFormat } from '../input-image.ts';
@@ -20,7 +20,8 @@ import type { NeededFile } from '../../protocol/messages.ts';
 import type { CommitOptions, CommitResult } from '../../ops/commit.ts';
 import { STREAM_OPTIMIZED_REWRITE } from '../../ops/commit-messages.ts';
 import { blockNodeName } from '../../output/node-name.ts';
-import { handOverToWriter, isRawFormat, LockConflict } from '../image-locks.ts';
+import { isRawFormat } from '../image-locks.ts';
+import { reopenWritable, type ReopenWords } from '../reopen-writable.ts';
 import { directCache, UNALIGNED_DIRECT_WRITE, unalignedForDirectWrite } from '../direct-io.ts';
 
 const CACHE_MODES = new Set(['none', 'off', 'writeback', 'unsafe', 'directsync', 'writethrough']);
@@ -74,29 +75,16 @@ function baseChooser(baseName: string | undefined): (file: NeededFile, fd: numbe
 /** The base would not open for writing: qemu's job fails after its progress started. */
 class BaseOpenError extends InputImageError {}
 
-/**
- * Reopens the file the policy opened as `fd` read-write, by the name qemu gives it; whatever that
- * name leads to now must be the same file (device and inode), or nothing is written.
- */
-function reopenWritable(path: string, fd: number, raw: boolean, direct: boolean): number {
-  const seen = fstatSync(fd, { bigint: true });
-  let rw: number;
-  try {
-    rw = openSync(path, constants.O_RDWR | constants.O_DSYNC);
-  } catch (e) {
-    throw new BaseOpenError(`Could not open '${path}': ${strerror((e as NodeJS.ErrnoException).code ?? 'EIO')}`);
-  }
-  const now = fstatSync(rw, { bigint: true });
-  if (now.dev !== seen.dev || now.ino !== seen.ino) {
-    closeSync(rw);
-    throw new InputImageError(`instar refuses to write '${path}': the file changed while it was opened`);
-  }
-  try {
-    handOverToWriter(fd, rw, path, raw);
-  } catch (e) {
-    if (e instanceof LockConflict) throw new BaseOpenError(e.message);
-    throw e;
-  }
+/** commit's words for a base (or a base's extent) that would not reopen for writing. */
+const baseReopenWords = (path: string): ReopenWords => ({
+  open: (code) => new BaseOpenError(`Could not open '${path}': ${strerror(code)}`),
+  changed: () => new InputImageError(`instar refuses to write '${path}': the file changed while it was opened`),
+  locked: (e) => new BaseOpenError(e.message),
+});
+
+/** The base (or its extent) reopened read-write by the name qemu gives it (reopen-writable.ts). */
+function reopenBase(path: string, fd: number, raw: boolean, direct: boolean): number {
+  const rw = reopenWritable(path, fd, constants.O_RDWR | constants.O_DSYNC, raw, baseReopenWords(path));
   // qemu's reopen of a raw base for its mirror (write without resize) under -t none: direct-io.ts.
   if (raw && direct && unalignedForDirectWrite(rw)) {
     closeSync(rw);
@@ -145,13 +133,13 @@ async function runCommit(cmd: ParsedCommand, ctx: CommandContext, target: Target
         // A VMDK base's extent files (flat, split) are written too, as qemu's vmdk driver writes them.
         // (The path policy refuses an extent that is an image of the chain.)
         if (file.role === 'extent' && baseIndex !== undefined && file.referrer === baseIndex) {
-          const rw = reopenWritable(path, granted, false, false);
+          const rw = reopenBase(path, granted, false, false);
           writableFds.push(rw);
           return rw;
         }
         if (!isBase(file, granted)) return undefined;
         baseIndex = index;
-        const rw = reopenWritable(path, granted, isRawFormat(file.format), directCache(cmd));
+        const rw = reopenBase(path, granted, isRawFormat(file.format), directCache(cmd));
         writableFds.push(rw);
         return rw;
       },

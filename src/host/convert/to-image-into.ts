@@ -20,7 +20,8 @@ import { parseSecretObjects } from '../secrets.ts';
 import { checkZeroInitWithBacking, intoTarget, type IntoTarget } from './into-target.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { bitmapWarnings, wantsBitmaps } from './to-image-bitmaps.ts';
-import { handOverToWriter, LockConflict, lockImage } from '../image-locks.ts';
+import { LockConflict, lockImage } from '../image-locks.ts';
+import { reopenWritable, type ReopenWords } from '../reopen-writable.ts';
 
 /** The guest's bitmap failure message (convert -n --bitmaps), checked; undefined when none. */
 function copyFailure(result: Record<string, unknown>): string | undefined {
@@ -54,28 +55,12 @@ export function lockIntoTarget(fd: number, path: string, errorName: string, raw 
   }
 }
 
-/** An extent file the policy let open, reopened read-write; refused if the name now leads elsewhere. */
-function reopenWritable(path: string, granted: number, sync: boolean): number {
-  const seen = fstatSync(granted, { bigint: true });
-  let rw: number;
-  try {
-    rw = openSync(path, constants.O_RDWR | constants.O_NOCTTY | constants.O_NONBLOCK | (sync ? constants.O_DSYNC : 0));
-  } catch (e) {
-    throw new ConvertError(`Could not open '${path}': ${strerror((e as NodeJS.ErrnoException).code ?? 'EIO')}`);
-  }
-  const now = fstatSync(rw, { bigint: true });
-  if (now.dev !== seen.dev || now.ino !== seen.ino || !now.isFile()) {
-    closeSync(rw);
-    throw new ConvertError(`instar refuses to write '${path}': the file changed while it was opened`);
-  }
-  try {
-    handOverToWriter(granted, rw, path);
-  } catch (e) {
-    if (e instanceof LockConflict) throw new ConvertError(`Could not open '${path}': ${e.message}`);
-    throw e;
-  }
-  return rw;
-}
+/** How convert -n words an extent file that would not reopen for writing. */
+const extentReopenWords = (path: string): ReopenWords => ({
+  open: (code) => new ConvertError(`Could not open '${path}': ${strerror(code)}`),
+  changed: () => new ConvertError(`instar refuses to write '${path}': the file changed while it was opened`),
+  locked: (e) => new ConvertError(`Could not open '${path}': ${e.message}`),
+});
 
 export async function convertIntoImage(job: ImageJob): Promise<void> {
   const { cmd, ctx, s } = job;
@@ -140,7 +125,8 @@ export async function convertIntoImage(job: ImageJob): Promise<void> {
       const writable = (file: NeededFile, granted: number, path: string): number | undefined => {
         if (file.role !== 'extent' || file.referrer !== job.inputs.length) return undefined;
         if (read.includes(fdFileId(granted))) throw refuse('whose extent files the sources read');
-        const rw = reopenWritable(path, granted, s.outputCache !== 'unsafe');
+        const flags = constants.O_RDWR | constants.O_NOCTTY | constants.O_NONBLOCK | (s.outputCache !== 'unsafe' ? constants.O_DSYNC : 0);
+        const rw = reopenWritable(path, granted, flags, false, extentReopenWords(path));
         extents.push(rw);
         return rw;
       };
