@@ -55,7 +55,7 @@ function readPadded(image: Image | undefined, buf: Buffer, offset: number): void
  * bdrv_is_allocated of the top alone: whether it allocates `offset` and for how many bytes (at
  * most `n`) that stays so. The chain's extents split where the backing files' do; joined here.
  */
-function topRun(top: Image, offset: number, n: number, levels = 1): { allocated: boolean; length: number } {
+function topRun(top: Image, offset: number, n: number, levels = 1): { allocated: boolean; length: number; hosted?: boolean } {
   // No level between top and base (the new backing file is the old one): qemu answers
   // "unallocated" for the whole request without asking the image.
   if (levels === 0) return { allocated: false, length: n };
@@ -68,7 +68,7 @@ function topRun(top: Image, offset: number, n: number, levels = 1): { allocated:
   if (levels === 1 && top.ownExtent) {
     const own = top.ownExtent(offset, n);
     if (!(own.length > 0)) throw new ImageError('the image reported an empty extent');
-    return { allocated: own.kind !== 'unallocated', length: Math.min(own.length, n) };
+    return { allocated: own.kind !== 'unallocated', length: Math.min(own.length, n), hosted: own.hostOffset !== undefined };
   }
   const inTop = (e: { depth: number; kind: string }) => e.depth < levels && e.kind !== 'unallocated';
   let length = 0;
@@ -122,20 +122,21 @@ const SECTOR = 512;
 
 /**
  * The write requests qemu makes for one chunk: runs of consecutive differing blocks (`block`
- * bytes: sectors in 7.2, clusters in 8.2+), each widened to whole clusters. A request writes
- * zeros when the chunk (7.2: `chunkZero`) or the run (8.2+) starts past the old backing file.
+ * bytes: sectors in 7.2, qemu's write_align in 8.2+), each widened to whole units of `align`
+ * bytes (clusters; subclusters with extended L2 entries). A request writes zeros when the chunk
+ * (7.2: `chunkZero`) or the run (8.2+) starts past the old backing file. `cs`: the piece read at once.
  */
-function chunkRequests(offset: number, n: number, block: number, cs: number, readOld: (b: Buffer, at: number) => void, readNew: (b: Buffer, at: number) => void, chunkZero: boolean | undefined, oldSize: number, dirtied: [number, number][]): ClusterRun[] {
+function chunkRequests(offset: number, n: number, block: number, align: number, cs: number, readOld: (b: Buffer, at: number) => void, readNew: (b: Buffer, at: number) => void, chunkZero: boolean | undefined, oldSize: number, dirtied: [number, number][]): ClusterRun[] {
   const requests: ClusterRun[] = [];
   const oldBuf = Buffer.alloc(cs);
   const newBuf = Buffer.alloc(cs);
   let runStart = -1;
   const close = (end: number) => {
     if (runStart < 0) return;
-    const first = Math.floor(runStart / cs) * cs;
+    const first = Math.floor(runStart / align) * align;
     // The request as qemu makes it (not widened): what dirty bitmaps record.
     dirtied.push([runStart, end]);
-    requests.push({ offset: first, length: Math.ceil(end / cs) * cs - first, zero: chunkZero ?? runStart >= oldSize });
+    requests.push({ offset: first, length: Math.ceil(end / align) * align - first, zero: chunkZero ?? runStart >= oldSize });
     runStart = -1;
   };
   // Pieces of at most one cluster, so that buffers stay small; blocks never straddle pieces
@@ -182,20 +183,35 @@ export function safeRebase(opts: SafeRebaseOptions, ctx: OpContext, top: Image):
   const driver = findDriver(format);
   // The top's cluster size (8.2+ compares whole clusters); formats instar does not copy into
   // only learn whether anything differs (then refused): sectors will do.
-  const cs = format === 'qcow2' ? parseHeader(dev).clusterSize : driver?.rebaseCopy ? Number(top.info()['cluster-size'] ?? SECTOR) : SECTOR;
+  const header = format === 'qcow2' ? parseHeader(dev) : undefined;
+  const cs = header ? header.clusterSize : driver?.rebaseCopy ? Number(top.info()['cluster-size'] ?? SECTOR) : SECTOR;
+  // qemu's write_align: the subcluster size with extended L2 entries (the cluster size with -c);
+  // the driver allocates only the subclusters a write covers.
+  const align = header?.extendedL2 && !opts.compress ? cs / 32 : cs;
   const size = top.virtualSize;
   const runs: ClusterRun[] = [];
   const dirtied: [number, number][] = [];
   const progress: ProgressRuns = [];
   const rule = new ProgressRule(2.0);
   const step = size === 0 ? 0 : Math.fround(100 / Math.floor(size / Math.min(size, IO_BUF_SIZE)));
+  /** Where the last request's units end, and the last cluster a data request wrote into. */
+  let writtenTo = 0;
+  let hostedCluster = -1;
   for (let offset = 0, n = 0; offset < size; offset += n) {
     n = Math.min(IO_BUF_SIZE, size - offset);
     // qcow2's block status answers up to the end of one L2 table's span.
     if (typeof top.blockStatus === 'number') n = Math.min(n, (Math.floor(offset / top.blockStatus) + 1) * top.blockStatus - offset);
+    // qemu asks the top as its own earlier writes left it: the unit a write widened past the
+    // previous chunk's end is allocated now, and a hole in a cluster a write gave a host to ends
+    // with that cluster (its subclusters are "unallocated-alloc" now, the next cluster's are not).
+    if (format === 'qcow2' && offset < writtenTo) {
+      n = Math.min(n, writtenTo - offset);
+      continue;
+    }
     const run = topRun(top, offset, n);
     n = run.length;
     if (run.allocated) continue;
+    if (format === 'qcow2' && run.hosted === false && Math.floor(offset / cs) === hostedCluster) n = Math.min(n, (hostedCluster + 1) * cs - offset);
     // A new backing file from the old chain: only what the images above it allocate can differ.
     if (prefix > 0) {
       const above = oldImage ? topRun(oldImage, offset, n, prefix - 1) : { allocated: false, length: n };
@@ -205,7 +221,12 @@ export function safeRebase(opts: SafeRebaseOptions, ctx: OpContext, top: Image):
     // 7.2 reads each backing file no further than its end: the chunk ends there.
     if (!opts.clusterLoop && offset < oldSize && offset + n > oldSize) n = oldSize - offset;
     if (!opts.clusterLoop && newImage && offset < newImage.virtualSize && offset + n > newImage.virtualSize) n = newImage.virtualSize - offset;
-    runs.push(...chunkRequests(offset, n, opts.clusterLoop ? cs : SECTOR, cs, (buf, at) => readPadded(oldImage, buf, at), (buf, at) => readPadded(newImage, buf, at), opts.clusterLoop ? undefined : offset >= oldSize, oldSize, dirtied));
+    const requests = chunkRequests(offset, n, opts.clusterLoop ? align : SECTOR, align, cs, (buf, at) => readPadded(oldImage, buf, at), (buf, at) => readPadded(newImage, buf, at), opts.clusterLoop ? undefined : offset >= oldSize, oldSize, dirtied);
+    runs.push(...requests);
+    const last = requests[requests.length - 1];
+    if (last) writtenTo = last.offset + last.length;
+    const lastData = requests.filter((r) => !r.zero).pop();
+    if (lastData) hostedCluster = Math.floor((lastData.offset + lastData.length - 1) / cs);
     const shown = rule.set(Math.fround(rule.value + Math.fround(Math.fround(step / 100) * 100)));
     if (shown !== undefined) {
       const last = progress[progress.length - 1];
@@ -237,10 +258,10 @@ export function safeRebase(opts: SafeRebaseOptions, ctx: OpContext, top: Image):
       plan = driver!.changeBacking!(dev, backing, backingFormat);
     } else if (runs.length > 0 && openWritesBitmaps(dev)) {
       // Persistent bitmaps: the copy and the header change between qemu's open and close.
-      ({ dataSteps, plan } = copyWithBitmaps(dev, runs, source, { hasBacking: writingOverBacking, compress: opts.compress }, backing, backingFormat, dirtied));
+      ({ dataSteps, plan } = copyWithBitmaps(dev, runs, source, { hasBacking: writingOverBacking, compress: opts.compress, subclusters: true }, backing, backingFormat, dirtied));
     } else {
       // Nothing to copy: only the header changes (an image instar could not write into included).
-      dataSteps = runs.length > 0 ? planInPlaceWrite(dev, runs, source, { hasBacking: writingOverBacking, compress: opts.compress }) : [];
+      dataSteps = runs.length > 0 ? planInPlaceWrite(dev, runs, source, { hasBacking: writingOverBacking, compress: opts.compress, subclusters: true }) : [];
       plan = findDriver(format)!.changeBacking!(dev, backing, backingFormat);
     }
   } catch (e) {
@@ -265,7 +286,7 @@ export function safeRebase(opts: SafeRebaseOptions, ctx: OpContext, top: Image):
  * bitmaps in use, the enabled ones record the copy's requests, the header names the new backing
  * file, and the close stores them anew, also when the header change fails (its errno kept).
  */
-function copyWithBitmaps(dev: BlockDevice, runs: ClusterRun[], source: GuestSource, write: { hasBacking: boolean; compress?: boolean }, backing: Uint8Array | undefined, format: Uint8Array | undefined, dirtied: [number, number][]): { dataSteps: RepairStep[]; plan: HeaderChangePlan } {
+function copyWithBitmaps(dev: BlockDevice, runs: ClusterRun[], source: GuestSource, write: { hasBacking: boolean; compress?: boolean; subclusters?: boolean }, backing: Uint8Array | undefined, format: Uint8Array | undefined, dirtied: [number, number][]): { dataSteps: RepairStep[]; plan: HeaderChangePlan } {
   let errno: 'ENOSPC' | 'EINVAL' | 'ENOTSUP' | undefined;
   const session = aroundBitmaps(dev, (opened) => {
     const after: { freeClusterIndex?: number } = {};

@@ -10,8 +10,9 @@
 // or unwritten cluster. Data does not travel in the plan: 'fill' steps read it when they run.
 //
 // What instar does not rewrite (nothing is written; PlanRefusal): dirty or corrupt images,
-// external data files, encryption, extended L2 entries, compressed clusters or clusters shared
-// with snapshots that a write covers in part or keeps as zeros (qemu would copy them on write).
+// external data files, encryption, compressed clusters or clusters shared with snapshots that a
+// write covers in part or keeps as zeros (qemu would copy them on write), and extended L2
+// entries unless the caller writes subclusters as safe rebase does (see `subclusters`).
 // An L2 table shared with a snapshot is copied first, and a shared data cluster written whole is
 // replaced by a new one, as qemu does.
 import { ImageError, type BlockDevice } from '../types.ts';
@@ -21,6 +22,7 @@ import { AUTOCLEAR, CRYPT, INCOMPAT, parseHeader, type Qcow2Header } from './hea
 import { allocBytes, allocClusters, freeClusters, type BytePacker } from './allocator.ts';
 import { compressCluster } from './writer-compress.ts';
 import { PlanRefusal, RefcountModel } from './refcount-update.ts';
+import { invalidBitmap, subclustersWritten, subclustersZeroed, ALL_ZEROES } from './subcluster-bits.ts';
 
 const COPIED = 1n << 63n;
 const COMPRESSED = 1n << 62n;
@@ -50,11 +52,11 @@ export interface ClusterRun {
 export type GuestSource = (buf: Uint8Array, offset: number) => void;
 
 /** Why instar will not write into this image (nothing written), or undefined; `bitmapsOpened`: a bitmap session (bitmap-session.ts) holds its bitmaps. */
-export function inPlaceRefusal(h: Qcow2Header, bitmapsOpened = false): string | undefined {
+export function inPlaceRefusal(h: Qcow2Header, bitmapsOpened = false, subclusters = false): string | undefined {
   if (h.incompatible & INCOMPAT.dirty) return 'its dirty bit is set';
   if (h.incompatible & INCOMPAT.corrupt) return 'it is marked corrupt';
   if (h.incompatible & INCOMPAT.dataFile) return 'it has an external data file';
-  if (h.incompatible & INCOMPAT.extendedL2) return 'it has extended L2 entries';
+  if (h.incompatible & INCOMPAT.extendedL2 && !subclusters) return 'it has extended L2 entries';
   if (h.cryptMethod !== CRYPT.none) return 'it is encrypted';
   if (h.autoclear & ~(bitmapsOpened ? AUTOCLEAR.bitmaps : 0n)) return 'autoclear feature bits are set';
   return undefined;
@@ -118,6 +120,13 @@ export interface InPlaceOptions {
    * zero-padded) and packed after the previous one; one that does not shrink is written as it is.
    */
   compress?: boolean;
+  /**
+   * Extended L2 images are written subcluster by subcluster (runs aligned to subclusters), as
+   * qemu's driver writes them: a write allocates (or fills in place) only the subclusters it
+   * covers and sets their bits; a zero write sets zero bits (a whole cluster: all 32). Only
+   * plain data and zero writes (no unmap, no compression) are modelled.
+   */
+  subclusters?: boolean;
   /** Set by the planner: qemu's free_cluster_index after the writes (a bitmap store at close goes on from it). */
   after?: { freeClusterIndex?: number };
 }
@@ -128,10 +137,14 @@ export interface InPlaceOptions {
  */
 export function planInPlaceWrite(dev: BlockDevice, runs: readonly ClusterRun[], source: GuestSource, opts: InPlaceOptions): RepairStep[] {
   const h = parseHeader(dev);
-  const why = inPlaceRefusal(h, opts.bitmapsOpened);
+  const subclusters = opts.subclusters === true && h.extendedL2 && !opts.unmap && !opts.compress;
+  const why = inPlaceRefusal(h, opts.bitmapsOpened, subclusters);
   if (why) throw refuse(why);
   const cs = h.clusterSize;
-  const perL2 = cs / 8;
+  // Bytes per L2 entry, and the unit a write covers whole (a subcluster with extended L2 entries).
+  const entrySize = h.extendedL2 ? 16 : 8;
+  const unit = h.extendedL2 ? cs / 32 : cs;
+  const perL2 = cs / entrySize;
   const virtualSize = Number(h.size);
   const refs = new RefcountModel(dev, h);
   const l1Offset = Number(h.l1TableOffset);
@@ -168,28 +181,39 @@ export function planInPlaceWrite(dev: BlockDevice, runs: readonly ClusterRun[], 
   const sharedTables: number[] = [];
   /** Data clusters shared with snapshots that were replaced: each loses a reference once its table names the new one. */
   const sharedClusters: number[] = [];
-  /** Clusters of the current request waiting for one allocation: qemu's handle_alloc run. */
-  let group: { virt: number; length: number; table: Buffer; at: number; l2Offset: number }[] = [];
+  /**
+   * Clusters of the current request waiting for one allocation: qemu's handle_alloc run. `from`:
+   * where in its cluster the write starts (0 but with subclusters), `length` the bytes written.
+   */
+  let group: { virt: number; from: number; length: number; table: Buffer; at: number; l2Offset: number }[] = [];
   const allocateGroup = (zero: boolean): void => {
     if (group.length === 0) return;
     const first = allocClusters(refs, group.length * cs);
-    end = Math.max(end, first + group.length * cs);
+    // With subclusters qemu writes only the subclusters covered: the file ends where they do.
+    end = Math.max(end, subclusters ? first + (group.length - 1) * cs + group[group.length - 1].from + group[group.length - 1].length : first + group.length * cs);
     group.forEach((g, i) => {
-      data.push({ pos: first + i * cs, virt: g.virt, length: g.length, zero });
+      data.push({ pos: first + i * cs + g.from, virt: g.virt + g.from, length: g.length, zero });
       g.table.writeBigUInt64BE(BigInt(first + i * cs) | COPIED, g.at);
+      if (subclusters) g.table.writeBigUInt64BE(subclustersWritten(g.table.readBigUInt64BE(g.at + 8), g.from / unit, (g.from + g.length) / unit), g.at + 8);
       l2.markDirty(g.l2Offset);
     });
     group = [];
   };
 
   for (const run of runs) {
-    if (run.offset % cs !== 0 || run.offset < 0 || run.offset + run.length > virtualSize + cs) throw refuse('a write is outside the disk');
+    if (run.offset % unit !== 0 || run.length % unit !== 0 || run.offset < 0 || run.offset + run.length > virtualSize + cs) throw refuse('a write is outside the disk');
     // v2 images have no zero flag: without a backing file qemu's zero write is a discard, which
     // leaves an unallocated cluster as it is but gets its L2 table first (get_cluster_table
     // allocates a missing one); with a backing file its zeros must be written.
     const zeroFlag = run.zero && h.version >= 3;
     let span = -1;
-    for (let virt = run.offset; virt < run.offset + run.length && virt < virtualSize; virt += cs) {
+    const runEnd = run.offset + run.length;
+    for (let next = run.offset; next < runEnd && next < virtualSize;) {
+      // The part [from, until) of one cluster the run covers (the whole cluster without subclusters).
+      const virt = next - (next % cs);
+      const from = next - virt;
+      const until = Math.min(cs, runEnd - virt);
+      next = virt + until;
       const cluster = virt / cs;
       const l1Index = Math.floor(cluster / perL2);
       if (l1Index >= h.l1Size) throw refuse('its L1 table is too small for its size');
@@ -223,11 +247,46 @@ export function planInPlaceWrite(dev: BlockDevice, runs: readonly ClusterRun[], 
         if (l2Offset % cs !== 0) throw refuse(`L1 entry ${l1Index} is not cluster aligned`);
         table = l2.get(l2Offset, false);
       }
-      const at = (cluster % perL2) * 8;
+      const at = (cluster % perL2) * entrySize;
       const entry = table.readBigUInt64BE(at);
       const host = Number(entry & OFFSET_MASK);
       if (entry & COMPRESSED) throw refuse('a cluster to overwrite is compressed');
       if (host % cs !== 0) throw refuse(`an L2 entry of the table at ${l2Offset} is not cluster aligned`);
+      if (subclusters) {
+        const bitmap = table.readBigUInt64BE(at + 8);
+        if (invalidBitmap(bitmap, host !== 0)) throw refuse(`an L2 entry of the table at ${l2Offset} has an invalid subcluster bitmap`);
+        if (host !== 0 && !(entry & COPIED)) throw refuse(refs.get(host / cs) < 2 ? 'a cluster used once has no COPIED flag' : 'a cluster to overwrite is shared with a snapshot');
+        const units = Array.from({ length: (until - from) / unit }, (_, k) => (virt + from) / unit + k);
+        if (run.zero) {
+          // qcow2_subcluster_zeroize: a cluster covered whole (or up to the disk's end) gets all
+          // zero bits, a part of one only its subclusters'; the entry itself is kept.
+          allocateGroup(false);
+          const whole = from === 0 && (until === cs || virt + until >= virtualSize);
+          const zeroed = whole ? ALL_ZEROES : subclustersZeroed(bitmap, from / unit, until / unit);
+          units.forEach((u) => planned.add(u));
+          if (zeroed !== bitmap) {
+            table.writeBigUInt64BE(zeroed, at + 8);
+            l2.markDirty(l2Offset);
+          }
+        } else if (host === 0) {
+          units.forEach((u) => planned.add(u));
+          group.push({ virt, from, length: until - from, table, at, l2Offset });
+        } else {
+          // Written in place: the subclusters no earlier request of this plan wrote.
+          allocateGroup(false);
+          for (const u of units) {
+            if (planned.has(u)) continue;
+            planned.add(u);
+            data.push({ pos: host + (u * unit - virt), virt: u * unit, length: unit, zero: false });
+          }
+          const written = subclustersWritten(bitmap, from / unit, until / unit);
+          if (written !== bitmap) {
+            table.writeBigUInt64BE(written, at + 8);
+            l2.markDirty(l2Offset);
+          }
+        }
+        continue;
+      }
       if (host !== 0 && !(entry & COPIED) && !(unmap && zeroFlag)) {
         // Shared with a snapshot and written whole: a new cluster, allocated with the request's
         // others (handle_alloc); the old one loses the active disk's reference once the table
@@ -237,7 +296,7 @@ export function planInPlaceWrite(dev: BlockDevice, runs: readonly ClusterRun[], 
         if (run.zero || opts.compress || guestBytes < cs) throw refuse('a cluster to overwrite is shared with a snapshot');
         sharedClusters.push(host);
         planned.add(cluster);
-        group.push({ virt, length: guestBytes, table, at, l2Offset });
+        group.push({ virt, from: 0, length: guestBytes, table, at, l2Offset });
         continue;
       }
       // A zero write with unmap drops the reference either way (a snapshot keeps the cluster).
@@ -255,11 +314,11 @@ export function planInPlaceWrite(dev: BlockDevice, runs: readonly ClusterRun[], 
           allocateGroup(false);
           planned.add(cluster);
           if (compressed(virt, guestBytes, table, at, l2Offset)) continue;
-          group.push({ virt, length: guestBytes, table, at, l2Offset });
+          group.push({ virt, from: 0, length: guestBytes, table, at, l2Offset });
           allocateGroup(false);
           continue;
         }
-        group.push({ virt, length: guestBytes, table, at, l2Offset });
+        group.push({ virt, from: 0, length: guestBytes, table, at, l2Offset });
         continue;
       }
       allocateGroup(run.zero);
@@ -280,7 +339,7 @@ export function planInPlaceWrite(dev: BlockDevice, runs: readonly ClusterRun[], 
       l2.markDirty(l2Offset);
     }
     allocateGroup(run.zero);
-    for (let virt = run.offset; virt < run.offset + run.length; virt += cs) planned.add(virt / cs);
+    for (let virt = run.offset; virt < runEnd; virt += unit) planned.add(virt / unit);
   }
 
   const steps: RepairStep[] = [];
