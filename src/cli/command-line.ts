@@ -15,7 +15,7 @@ import { basename } from 'node:path';
 import { Getopt, type GetoptResult } from './parse.ts';
 import { commandTable, mainTable, usesModernCli, type ResolvedTable } from './tables.ts';
 import { GLOBAL_OPTIONS, emptyRawGlobals, recordGlobal, type RawGlobals } from './globals.ts';
-import { EXTRA_ARGUMENT, type ParsedCommand } from './types.ts';
+import { EXTRA_ARGUMENT, type ArgvStop, type ParsedCommand } from './types.ts';
 
 /** qemu-img names itself after argv[0]; instar after its script, so the alias says 'qemu-img'. */
 export function programName(script: string | undefined): string {
@@ -55,7 +55,7 @@ function tryHelp(progname: string, command: string | undefined, major: number): 
 function reportError(
   err: Extract<GetoptResult, { type: 'error' }>, g: Getopt, table: ResolvedTable, s: ParseSettings,
   command: string | undefined, globals: RawGlobals,
-): ParseOutcome {
+): Extract<ParseOutcome, { kind: 'fail' | 'main-help' }> {
   if (usesModernCli(s.major)) return { kind: 'fail', stderr: err.message + tryHelp(s.progname, command, s.major), globals };
   if (!table.optstring.replace(/^[+-]/, '').startsWith(':')) return { kind: 'main-help', stderr: err.message, globals };
   const culprit = g.argv[g.optind - 1];
@@ -104,10 +104,18 @@ function parseSubcommand(
   const argv0 = modern ? `${s.progname} ${name}` : name;
   const g = new Getopt([argv0, ...args], { ...table, extras: GLOBAL_OPTIONS, posixlyCorrect: s.posixlyCorrect });
   const command: ParsedCommand = { name, options: new Map(), args: [], sequence: [] };
+  // An early stop after options: the command checks them first, as qemu's loop did (argv-stop.ts).
+  const stopHere = (outcome: Exclude<ParseOutcome, { kind: 'run' | 'version' }>): ParseOutcome => {
+    const optionsBefore = command.sequence?.some(([key]) => key !== '' && key !== EXTRA_ARGUMENT);
+    if (!optionsBefore) return outcome;
+    const stop: ArgvStop = outcome.kind === 'fail' ? { kind: 'fail', stderr: outcome.stderr }
+      : outcome.kind === 'main-help' ? { kind: 'main-help', stderr: outcome.stderr } : { kind: 'command-help' };
+    return { kind: 'run', command: { ...command, stop }, globals };
+  };
   for (;;) {
     const r = g.next();
     if (r.type === 'end') break;
-    if (r.type === 'error') return reportError(r, g, table, s, name, globals);
+    if (r.type === 'error') return stopHere(reportError(r, g, table, s, name, globals));
     if (r.type === 'extra') {
       recordGlobal(globals, r.name, r.arg);
     } else if (r.type === 'positional') {
@@ -128,7 +136,7 @@ function parseSubcommand(
       }
     } else {
       const key = table.keyOf(r.val);
-      if (key === 'help') return modern ? { kind: 'command-help', name, globals } : { kind: 'main-help', globals };
+      if (key === 'help') return stopHere(modern ? { kind: 'command-help', name, globals } : { kind: 'main-help', globals });
       const value = r.arg ?? '';
       const list = command.options.get(key);
       if (list) list.push(value);

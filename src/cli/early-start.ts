@@ -61,7 +61,8 @@ function parseAhead(args: string[], env: NodeJS.ProcessEnv, cwd: string, prognam
   // The newest first: it is what an unprobed command line is parsed by.
   const outcomes = [...majors].sort((a, b) => b - a).map((major) => parseCommandLine(args, { progname, major, posixlyCorrect }));
   const outcome = outcomes[0];
-  if (outcome.kind !== 'run') return undefined;
+  // A command line that stops early runs no guest (argv-stop.ts).
+  if (outcome.kind !== 'run' || outcome.command.stop) return undefined;
   let mode: SandboxMode;
   try {
     mode = finishGlobals(outcome.globals, env, cwd, NEWEST).sandbox ?? 'auto';

@@ -2,7 +2,9 @@
  * One qemu-img command line, run: resolves the profile, parses qemu-img's command line, builds the
  * CommandContext and runs the subcommand's trusted half (src/host/commands).
  */
-import { commands } from '../host/commands/index.ts';
+import { commands, meetsArgvStop } from '../host/commands/index.ts';
+import { ArgvStopped } from './argv-stop.ts';
+import type { ArgvStop } from './types.ts';
 import type { Command, CommandContext } from '../host/commands/types.ts';
 import type { Profile } from '../output/profile.ts';
 import { profileFor, resolveQemuVersionAsync, ProfileError, PROBE_MARKER } from '../output/profile.ts';
@@ -71,11 +73,15 @@ async function runWith(args: string[], io: CommandLineIo, progname: string): Pro
       return printHelp(outcome, profile, io);
   }
 
+  const { command } = outcome;
+  // A command that checks no option as it comes meets the early stop before anything else.
+  if (command.stop && !meetsArgvStop.has(command.name)) return reportStop(command.stop, outcome, profile, io);
   let globals;
   try {
     globals = finishGlobals(outcome.globals, env, io.cwd, resolved.version);
   } catch (e) {
     if (e instanceof GlobalOptionError) {
+      if (command.stop) return reportStop(command.stop, outcome, profile, io);
       err(`${progname}: ${e.message}\n`);
       return 1;
     }
@@ -85,7 +91,6 @@ async function runWith(args: string[], io: CommandLineIo, progname: string): Pro
   debug?.(`emulating qemu-img ${resolved.version} (profile from ${resolved.source})`);
   if (io.codeCache) debug?.(`code cache: ${io.codeCache}`);
 
-  const { command } = outcome;
   await preload;
   const load = loaderFor(command.name);
   const run = load ? await load() : undefined;
@@ -106,6 +111,7 @@ async function runWith(args: string[], io: CommandLineIo, progname: string): Pro
   try {
     return await run(command, ctx);
   } catch (e) {
+    if (e instanceof ArgvStopped) return reportStop(e.stop, outcome, profile, io);
     // A bug or an unexpected system error: one line, the stack only when asked for.
     err(`${progname}: ${e instanceof Error ? e.message : String(e)}\n`);
     if (globals.debug && e instanceof Error && e.stack) err(e.stack + '\n');
@@ -128,6 +134,17 @@ function guessCommandName(args: string[]): string | undefined {
 
 /** instar's own options that take the next word as their argument (globals.ts). */
 const GLOBALS_WITH_ARGUMENT = new Set(GLOBAL_OPTIONS.filter((o) => o.hasArg === 1).map((o) => `--${o.name}`));
+
+/** Where qemu-img's getopt loop stopped (argv-stop.ts), once the options before it passed. */
+function reportStop(stop: ArgvStop, parsed: Extract<ReturnType<typeof parseCommandLine>, { kind: 'run' }>, profile: Profile, io: CommandLineIo): Promise<number> | number {
+  const { globals, command } = parsed;
+  if (stop.kind === 'fail') {
+    io.err(stop.stderr);
+    return 1;
+  }
+  if (stop.kind === 'main-help') return printHelp({ kind: 'main-help', stderr: stop.stderr, globals }, profile, io);
+  return printHelp({ kind: 'command-help', name: command.name, globals }, profile, io);
+}
 
 type HelpOutcome = Extract<ReturnType<typeof parseCommandLine>, { kind: 'main-help' | 'command-help' | 'version' }>;
 

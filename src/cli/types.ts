@@ -19,7 +19,19 @@ export interface ParsedCommand {
    * [EXTRA_ARGUMENT, arg], where parsing stopped as qemu's loop does.
    */
   sequence?: Array<[key: string, value: string]>;
+  /**
+   * Where qemu-img's getopt loop stopped before the end (a bad option, a missing argument, -h)
+   * after options it checks as they come: those checks still run first, in order, and this is
+   * reported only when they pass (see optionsInOrder in argv-stop.ts).
+   */
+  stop?: ArgvStop;
 }
+
+/** What qemu-img does where its getopt loop stops early: an argument error or a help text. */
+export type ArgvStop =
+  | { kind: 'fail'; stderr: string }
+  | { kind: 'main-help'; stderr?: string }
+  | { kind: 'command-help' };
 
 /** The sequence key of a positional qemu-img's loop rejects when it meets it (10.0's resize). */
 export const EXTRA_ARGUMENT = 'extra-argument';

@@ -186,3 +186,69 @@ test('7.2 measure: glibc message on stderr, then the help on stdout with status 
   }
   await compareAll([['measure', '--zzz'], ['measure', '-f'], ['measure', '--o']].map((args) => ({ version: '10.0', args })));
 });
+
+// qemu-img checks some options as its getopt loop meets them: a bad value there is reported
+// before a later unknown option, missing argument or -h, and before the checks after the loop.
+const OBJ = ['--object', 'bogus,id=x'];
+const CHECKED_AS_THEY_COME: string[][] = [
+  ['convert', '-S', '7', '--zzz', 'a', 'b'],
+  ['convert', '-o', 'a,', '--zzz', 'a', 'b'],
+  ['convert', '-r', 'x', '--zzz', 'a', 'b'],
+  ['convert', '-S', '7', '-h', 'a', 'b'],
+  ['convert', '-r', 'x', '-S', '7', 'a', 'b'],
+  ['convert', ...OBJ, '-S', '7', 'a', 'b'],
+  ['convert', '-r', 'x', '-c', '-C', 'a', 'b'],
+  ['convert', '-n', '-o', 'size=1', '-r', 'x', 'a', 'b'],
+  ['convert', '-r', 'x', '-o'],
+  ['create', '-o', 'a,', '--zzz', 'c', '1M'],
+  ['create', ...OBJ, '-o'],
+  ['check', '-r', 'x', '--zzz', 'a'],
+  ['check', '--output', 'x', '--zzz', 'a'],
+  ['check', ...OBJ, '-h', 'a'],
+  ['map', '-s', 'x', '--zzz', 'a'],
+  ['map', ...OBJ, '-s', 'x', 'a'],
+  ['map', '--output', 'x', ...OBJ, 'a'],
+  ['measure', '-o', 'a,', '--zzz', 'a'],
+  ['measure', '--size', 'x', '--zzz'],
+  ['resize', '--preallocation', 'x', '--zzz', 'a', '+1M'],
+  ['commit', '-r', 'x', '--zzz', 'a'],
+  ['snapshot', '-l', '-a', 'x', '--zzz', 'a'],
+  ['bitmap', '-g', 'x', '--zzz', 'a', 'b'],
+  ['amend', '-o', 'a,', '--zzz', 'a'],
+  ['bench', '-c', 'x', ...OBJ, 'a'],
+  ['rebase', ...OBJ, '--zzz', 'a'],
+  ['compare', ...OBJ, '-T', 'x', 'a', 'b'],
+  ['info', ...OBJ, '--output', 'x', 'a'],
+  ['info', '--output', 'x', ...OBJ, 'a'],
+  ['dd', ...OBJ, '--zzz', 'if=a', 'of=b'],
+];
+
+for (const version of VERSIONS) {
+  test(`${version}: options checked as qemu's getopt loop meets them, before a later argument error`, async () => {
+    await compareAll(CHECKED_AS_THEY_COME.map((args) => ({ version, args })));
+  });
+}
+
+test('10.0: after options that pass, every command reports where its getopt loop stopped', async () => {
+  // bench has no --object; every other command creates the secret and then meets --zzz.
+  const cases = COMMANDS.map((command) => ({
+    version: '10.0' as const,
+    args: [command, ...(command === 'bench' ? ['-q'] : ['--object', 'secret,id=s0,data=x']), '--zzz', 'a', 'b'],
+  }));
+  await compareAll([...cases, { version: '10.0', args: ['measure', '--object', 'secret,id=s0,data=x', '--zzz'] }]);
+});
+
+test('-h after options that pass prints the help, as -h alone does', async () => {
+  for (const version of VERSIONS) {
+    const [expected, alone, actual] = await Promise.all([
+      runOracle(version, ['convert', '-S', '4096', '-h']),
+      runInstarAsync(['--qemu-version', version, 'convert', '-h']),
+      runInstarAsync(['--qemu-version', version, 'convert', '-S', '4096', '-h']),
+    ]);
+    assert.equal(expected.status, 0, version);
+    assert.equal(actual.status, 0, version);
+    assert.equal(actual.stderr, '', version);
+    assert.equal(actual.stdout, alone.stdout, version);
+    assert.match(actual.stdout, /convert/, version);
+  }
+});

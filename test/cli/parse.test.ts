@@ -27,11 +27,26 @@ function run(args: string[], major = 10) {
   return r;
 }
 
+/** The argument error's text; after options, the command reports it where the options' checks end. */
 function failText(args: string[], major = 10): string {
   const r = parse(args, major);
+  if (r.kind === 'run' && r.command.stop?.kind === 'fail') return r.command.stop.stderr;
   assert.equal(r.kind, 'fail', JSON.stringify(r));
   return r.kind === 'fail' ? r.stderr : '';
 }
+
+test('an error after options stops the command there; before any option it fails at once', () => {
+  const stopped = parse(['convert', '-S', '7', '--zzz', 'a', 'b'], 10);
+  assert.equal(stopped.kind, 'run');
+  if (stopped.kind !== 'run') return;
+  assert.deepEqual(stopped.command.sequence, [['sparse-size', '7']]);
+  assert.equal(stopped.command.stop?.kind, 'fail');
+  assert.equal(parse(['convert', '--zzz', '-S', '7'], 10).kind, 'fail');
+  const help = parse(['check', '-r', 'x', '-h'], 10);
+  assert.deepEqual(help.kind === 'run' ? help.command.stop : undefined, { kind: 'command-help' });
+  const help7 = parse(['check', '-r', 'x', '-h'], 7);
+  assert.deepEqual(help7.kind === 'run' ? help7.command.stop : undefined, { kind: 'main-help', stderr: undefined });
+});
 
 test('unambiguous abbreviations, = or separate values', () => {
   for (const major of [7, 10]) {

@@ -17,6 +17,7 @@ import { AMEND_OPTIONS, amendHelp } from '../../formats/amend-options.ts';
 import { openForWriting, QEMU_FORMAT_NAMES } from './rebase.ts';
 import { PROBED_RAW_WARNING, runOnImage } from '../writable-image.ts';
 import type { AmendOptions, AmendResult } from '../../ops/amend.ts';
+import { optionsInOrder } from '../../cli/argv-stop.ts';
 
 const CACHE_MODES = new Set(['none', 'off', 'writeback', 'unsafe', 'directsync', 'writethrough']);
 
@@ -111,7 +112,7 @@ async function runAmend(cmd: ParsedCommand, list: string, ctx: CommandContext, p
 export const amend: Command = async (cmd, ctx) => {
   let list: string | undefined;
   const objects: string[] = [];
-  for (const [key, value] of cmd.sequence ?? []) {
+  for (const [key, value] of optionsInOrder(cmd)) {
     if (key === 'object' && !addObject(objects, value, ctx.err, ctx.progname)) return 1;
     if (key !== 'options') continue;
     if (!isValidOptionList(value)) {

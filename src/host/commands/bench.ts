@@ -17,6 +17,7 @@ import { INT64_MAX, INT_MAX, parseIntegerOption, parseSizeOption, parseUnsignedO
 import type { Profile } from '../../output/profile.ts';
 import type { BenchOptions, BenchResult } from '../../ops/bench.ts';
 import { printErrorLines } from './error-lines.ts';
+import { optionsInOrder } from '../../cli/argv-stop.ts';
 
 class BenchError extends InputImageError {}
 
@@ -64,7 +65,7 @@ const NUMERIC = new Set(['count', 'depth', 'offset', 'buffer-size', 'step-size',
 function settings(cmd: ParsedCommand, ctx: CommandContext): Settings {
   const s: Settings = { count: 75000, depth: 64, offset: 0n, bufsize: 4096, step: 0, pattern: 0, flushInterval: 0, write: false, cache: 'writeback', native: false };
   const objects: string[] = [];
-  for (const [key, value] of cmd.sequence ?? []) {
+  for (const [key, value] of optionsInOrder(cmd)) {
     if (NUMERIC.has(key)) {
       const r = numeric(key, value, ctx.profile);
       if ('error' in r) throw new BenchError(r.error.join('\n'));

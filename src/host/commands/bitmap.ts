@@ -19,6 +19,7 @@ import type { BitmapActionKind, BitmapActionSpec } from '../../formats/qcow2/bit
 import type { BitmapOptions } from '../../ops/bitmap.ts';
 import { blockNodeName } from '../../output/node-name.ts';
 import { LockConflict, lockForReading } from '../image-locks.ts';
+import { optionsInOrder } from '../../cli/argv-stop.ts';
 
 const ACTIONS = new Set<string>(['add', 'remove', 'clear', 'enable', 'disable', 'merge']);
 
@@ -37,7 +38,7 @@ function parseArgs(cmd: ParsedCommand, ctx: CommandContext): BitmapArgs | number
   };
   const args: BitmapArgs = { actions: [], granularity: 0n };
   const objects: string[] = [];
-  for (const [key, value] of cmd.sequence ?? []) {
+  for (const [key, value] of optionsInOrder(cmd)) {
     if (key === 'object' && !addObject(objects, value, ctx.err, ctx.progname)) return 1;
     if (key === 'granularity') {
       const parsed = parseSizeOption('granularity', value, 0n, INT64_MAX, ctx.profile);

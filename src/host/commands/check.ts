@@ -12,6 +12,7 @@ import { humanCheck, jsonCheck, writeCheckLines } from '../../output/image-check
 import { validCheckResult } from './check-result.ts';
 import type { CheckOptions } from '../../ops/check.ts';
 import type { RepairMode } from '../../formats/check-types.ts';
+import { optionsInOrder } from '../../cli/argv-stop.ts';
 
 const CACHE_MODES = new Set(['none', 'off', 'writeback', 'unsafe', 'directsync', 'writethrough']);
 /** qemu-img check's exit statuses. */
@@ -28,7 +29,7 @@ function parseArgs(cmd: ParsedCommand, ctx: CommandContext): CheckArgs | number 
   const isValid = (v: string) => v === 'human' || v === 'json';
   let repair: RepairMode | undefined;
   const objects: string[] = [];
-  for (const [key, value] of cmd.sequence ?? []) {
+  for (const [key, value] of optionsInOrder(cmd)) {
     if (key === 'object') {
       if (!addObject(objects, value, ctx.err, ctx.progname)) return STATUS.failed;
     }

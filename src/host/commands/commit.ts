@@ -23,13 +23,14 @@ import { blockNodeName } from '../../output/node-name.ts';
 import { isRawFormat } from '../image-locks.ts';
 import { reopenWritable, type ReopenWords } from '../reopen-writable.ts';
 import { directCache, UNALIGNED_DIRECT_WRITE, unalignedForDirectWrite } from '../direct-io.ts';
+import { optionsInOrder } from '../../cli/argv-stop.ts';
 
 const CACHE_MODES = new Set(['none', 'off', 'writeback', 'unsafe', 'directsync', 'writethrough']);
 
 /** The getopt loop's checks (--object, -r), then the argument count; a status when they fail. */
 function checkOptions(cmd: ParsedCommand, ctx: CommandContext): number | undefined {
   const objects: string[] = [];
-  for (const [key, value] of cmd.sequence ?? []) {
+  for (const [key, value] of optionsInOrder(cmd)) {
     if (key === 'object') {
       if (!addObject(objects, value, ctx.err, ctx.progname)) return 1;
     } else if (key === 'rate') {
@@ -101,6 +102,7 @@ function validResult(raw: unknown): CommitResult {
   if (r.committed === true && percentages(r.progress)) return { format: r.format, committed: true, progress: r.progress as number[] };
   if (r.noBacking === true || r.noBase === true) return r as CommitResult;
   if (r.truncateUnsupported === true) return { format: r.format, truncateUnsupported: true };
+  if (r.parentCidMismatch === true && percentages(r.progress)) return { format: r.format, parentCidMismatch: true, progress: r.progress as number[] };
   if (r.reopenUnsupported === 'parallels') return { format: r.format, reopenUnsupported: r.reopenUnsupported };
   if (r.writeFailed === STREAM_OPTIMIZED_REWRITE && Number.isInteger(r.times) && (r.times as number) >= 1 && (r.times as number) <= 16) {
     return { format: r.format, writeFailed: STREAM_OPTIMIZED_REWRITE, times: r.times as number };
@@ -177,6 +179,10 @@ async function runCommit(cmd: ParsedCommand, ctx: CommandContext, target: Target
   if ('writeFailed' in result) {
     ctx.err(`${ctx.progname}: ${result.writeFailed}\n`.repeat(result.times));
     return fail('Block job failed: Input/output error');
+  }
+  if ('parentCidMismatch' in result) {
+    for (const p of result.progress) show(p);
+    return fail('Block job failed: Invalid argument');
   }
   if ('truncateUnsupported' in result) {
     // qemu's mirror job cannot grow the base; -p has printed 0% three times by then.

@@ -10,7 +10,8 @@ import { OpError } from '../sandbox/run.ts';
 import { cleanGuestError } from '../sandbox/guest-messages.ts';
 import { nestedReason, runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
 import { InputImageError, foreignOption, keyOptions, imageTarget, openTop, type Target } from '../input-image.ts';
-import { sourceSecrets } from '../secrets.ts';
+import { addObject, sourceSecrets } from '../secrets.ts';
+import { optionsInOrder } from '../../cli/argv-stop.ts';
 import type { CompareOptions, CompareResult } from '../../ops/compare.ts';
 import { FLOAT_BITS, bitsToFloat } from '../../ops/compare-progress.ts';
 import { strerrorNumber } from '../../strerror-number.ts';
@@ -188,6 +189,11 @@ async function checkOpens(image: { target: Target; fd: number }, ctx: CommandCon
 }
 
 export const compare: Command = async (cmd, ctx) => {
+  // qemu creates each --object as its option comes: a bad one stops compare there (status 2).
+  const objects: string[] = [];
+  for (const [key, value] of optionsInOrder(cmd)) {
+    if (key === 'object' && !addObject(objects, value, ctx.err, ctx.progname)) return OPEN_FAILED;
+  }
   if (cmd.args.length !== 2) return usageError(ctx, cmd, 'Expecting two image file names');
   // -q silences progress; -U, --object and a valid -T change nothing for a read-only compare.
   const progress = cmd.options.has('progress') && !cmd.options.has('quiet');

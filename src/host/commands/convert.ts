@@ -23,19 +23,20 @@ import { InputImageError, imageTarget, openTop, type Target } from '../input-ima
 import { strerror } from '../../strerror.ts';
 import { INT64_MAX, parseCInteger, parseIntegerOption, parseSizeOption } from './qemu-numbers.ts';
 import { parseSnapshotParam } from './image-opts.ts';
-import { sourceSecrets } from '../secrets.ts';
+import { addObject, sourceSecrets } from '../secrets.ts';
 import { ProgressPrinter } from '../../output/progress.ts';
 import type { ConvertOpenResult, ConvertOptions } from '../../ops/convert.ts';
 import type { SnapshotChoice } from '../../ops/convert/sources.ts';
 import { convertToImage, imageOptionHelp, optionText } from '../convert/to-image.ts';
 import { lookupFormat, parseSetOptions, typesOf } from './create-options.ts';
-import { OptionListError } from './measure-options.ts';
+import { isValidOptionList, OptionListError } from './measure-options.ts';
 import { PREALLOC_MODES } from '../../formats/raw/create.ts';
 import { isRawFile } from '../../formats/file/driver.ts';
 import type { SetOption } from '../../output/create-text.ts';
 import { checkZeroInitWithBacking, intoTarget } from '../convert/into-target.ts';
 import { printErrorLines } from './error-lines.ts';
 import { lockIntoTarget } from '../convert/to-image-into.ts';
+import { optionsInOrder } from '../../cli/argv-stop.ts';
 
 const MAX_SPARSE = 16 * 1024 * 1024;
 
@@ -50,6 +51,13 @@ function sparseSize(text: string, ctx: CommandContext): number {
       'Select 0 to disable sparse detection (fully allocates output).');
   }
   return v;
+}
+
+/** -r, checked as it comes (instar copies unthrottled: a limit only slows qemu down). */
+function rateLimit(text: string, ctx: CommandContext): void {
+  const r = parseSizeOption('rate limit', text, 0n, INT64_MAX, ctx.profile);
+  if ('error' in r) throw new ConvertError(r.error.join('\n'));
+  if (r.warning) ctx.err(`${ctx.progname}: ${r.warning}\n`);
 }
 
 /** qemu-img's MAX_COROUTINES, the bound of -m. */
@@ -95,10 +103,14 @@ function settings(cmd: ParsedCommand, ctx: CommandContext): Settings {
   let sparse = 4096;
   let snapshot: SnapshotChoice | undefined;
   let coroutines = 8;
-  for (const [key, value] of cmd.sequence ?? []) {
+  const objects: string[] = [];
+  for (const [key, value] of optionsInOrder(cmd)) {
     if (key === 'sparse-size') sparse = sparseSize(value, ctx);
     else if (key === 'parallel') coroutines = coroutineCount(value, ctx);
     else if (key === 'snapshot') snapshot = snapshotChoice(value);
+    else if (key === 'options' && !isValidOptionList(value)) throw new ConvertError(`Invalid option list: ${value}`);
+    else if (key === 'rate') rateLimit(value, ctx);
+    else if (key === 'object' && !addObject(objects, value, ctx.err, ctx.progname)) throw new ConvertQuietFailure();
   }
   const has = (k: string) => cmd.options.has(k);
   const s: Settings = {

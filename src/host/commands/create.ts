@@ -23,6 +23,7 @@ import { strerrorNumber } from '../../strerror-number.ts';
 import type { CreateResult } from '../../ops/create.ts';
 import { LockConflict, openCreating } from '../image-locks.ts';
 import { printErrorLines } from './error-lines.ts';
+import { optionsInOrder } from '../../cli/argv-stop.ts';
 
 interface CreateArgs {
   format: string;
@@ -46,7 +47,7 @@ class PlainFailure extends Error {}
 function parseArgs(cmd: ParsedCommand, ctx: CommandContext): CreateArgs | number {
   const objects: string[] = [];
   const args: CreateArgs = { format: 'raw', quiet: false, unsafe: false, size: -1n, objects };
-  for (const [key, value] of cmd.sequence ?? []) {
+  for (const [key, value] of optionsInOrder(cmd)) {
     if (key === 'backing-format') args.backingFormat = value;
     else if (key === 'backing') args.backing = value;
     else if (key === 'format') args.format = value;

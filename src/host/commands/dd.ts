@@ -11,7 +11,8 @@ import type { ParsedCommand } from '../../cli/types.ts';
 import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError, type InputFile } from '../open-files.ts';
 import { InputImageError, foreignOptionMessage, keyOptions, imageTarget, openTop, referencedOpenMessage, type Target, guestFormat } from '../input-image.ts';
-import { parseSecretObjects, sourceSecrets } from '../secrets.ts';
+import { addObject, sourceSecrets } from '../secrets.ts';
+import { optionsInOrder } from '../../cli/argv-stop.ts';
 import { strerror } from '../../strerror.ts';
 import { INT64_MAX, INT_MAX, parseIntegerOption, parseSizeOption, type Parsed } from './qemu-numbers.ts';
 import type { DdOptions } from '../../ops/dd.ts';
@@ -234,8 +235,10 @@ function unlinkQuietly(path: string): void {
 
 async function runDd(cmd: ParsedCommand, ctx: CommandContext): Promise<number> {
   // qemu creates each --object while it parses the options, before it looks at the operands.
-  const objects = cmd.options.get('object') ?? [];
-  parseSecretObjects(objects);
+  const objects: string[] = [];
+  for (const [key, value] of optionsInOrder(cmd)) {
+    if (key === 'object' && !addObject(objects, value, ctx.err, ctx.progname)) return 1;
+  }
   const ops = parseOperands(cmd.args, ctx);
   if (ops.input === undefined || ops.output === undefined) throw new DdError('Must specify both input and output files');
   const outName = ops.output;

@@ -23,3 +23,13 @@ export const commands: Record<string, () => Promise<Command>> = {
   bench: async () => (await import('./bench.ts')).bench,
   bitmap: async () => (await import('./bitmap.ts')).bitmap,
 };
+
+/**
+ * The commands whose option loop (optionsInOrder, src/cli/argv-stop.ts) comes before anything
+ * else they do: a command line that stops early runs them up to the stop. The others are not
+ * run at all then.
+ */
+export const meetsArgvStop: ReadonlySet<string> = new Set([
+  'amend', 'bench', 'bitmap', 'check', 'commit', 'compare', 'convert', 'create', 'dd', 'info', 'map', 'measure',
+  'rebase', 'resize', 'snapshot',
+]);

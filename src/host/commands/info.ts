@@ -14,7 +14,8 @@ import { toQemuJson } from '../../output/json.ts';
 import { renderHumanChain, renderHumanInfo } from '../../output/human-info.ts';
 import type { QDictValue } from '../../output/qobject.ts';
 import { InputImageError as InfoError, checkFormat, foreignOptionMessage, nameWithFormat, openTop, topTarget, type Target, lockTarget } from '../input-image.ts';
-import { parseSecretObjects } from '../secrets.ts';
+import { addObject } from '../secrets.ts';
+import { optionsInOrder } from '../../cli/argv-stop.ts';
 import { strerrorNumber } from '../../strerror-number.ts';
 import type { SizeFailedAnswer } from '../../ops/info.ts';
 import { usageError } from '../../cli/usage-error.ts';
@@ -129,10 +130,14 @@ async function collect(top: Target, wholeChain: boolean, ctx: CommandContext): P
 export const info: Command = async (cmd, ctx) => {
   const outputs = cmd.options.get('output') ?? [];
   const isValid = (v: string) => v === 'human' || v === 'json';
-  // 10.0+ rejects the first bad --output while parsing; older versions check the last one given,
-  // after the file name.
-  const firstBad = outputs.find((v) => !isValid(v));
-  if (ctx.profile.newUsageErrors && firstBad !== undefined) return usageError(ctx, cmd, `--output expects 'human' or 'json' not '${firstBad}'`);
+  // qemu creates each --object as its option comes (instar needs no secret to read, but a bad
+  // one fails as in qemu); 10.0+ also rejects a bad --output there, older versions check the
+  // last one given after the file name.
+  const objects: string[] = [];
+  for (const [key, value] of optionsInOrder(cmd)) {
+    if (key === 'object' && !addObject(objects, value, ctx.err, ctx.progname)) return 1;
+    if (key === 'output' && ctx.profile.newUsageErrors && !isValid(value)) return usageError(ctx, cmd, `--output expects 'human' or 'json' not '${value}'`);
+  }
   if (cmd.args.length !== 1) return usageError(ctx, cmd, 'Expecting one image file name');
   if (outputs.length > 0 && !isValid(outputs[outputs.length - 1])) {
     ctx.err(`${ctx.progname}: --output must be used with human or json as argument.\n`);
@@ -140,10 +145,8 @@ export const info: Command = async (cmd, ctx) => {
   }
   const json = outputs.at(-1) === 'json';
   const wholeChain = cmd.options.has('backing-chain');
-  // -U/--force-share and --object are accepted: instar opens read-only and needs no secret here,
-  // but qemu creates the objects first, so a malformed --object fails as in qemu.
+  // -U/--force-share is accepted: instar opens read-only.
   try {
-    parseSecretObjects(cmd.options.get('object') ?? []);
     const infos = await collect(topTarget(cmd, cmd.args[0], true), wholeChain, ctx);
     if (json) ctx.out(toQemuJson(wholeChain ? infos : infos[0]) + '\n');
     else ctx.out(wholeChain ? renderHumanChain(infos, ctx.profile) : renderHumanInfo(infos[0], ctx.profile));

@@ -7,7 +7,7 @@ import type { ParsedCommand } from '../../cli/types.ts';
 import { OpError } from '../sandbox/run.ts';
 import { runWithReferencedFiles, ReferencedFileError } from '../open-files.ts';
 import { InputImageError, foreignOption, keyOptions, openTop, topTarget, type Target, referencedOpenMessage, guestFormat } from '../input-image.ts';
-import { sourceSecrets } from '../secrets.ts';
+import { addObject, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { parseMapSize } from './map-size.ts';
 import { HUMAN_HEADER, humanMapLine, jsonMapEntry, type MapLine } from '../../output/map.ts';
@@ -15,6 +15,7 @@ import type { MapEntry } from '../../protocol/messages.ts';
 import type { MapOptions, MapResult } from '../../ops/map.ts';
 import { FLAG } from '../../ops/map-flags.ts';
 import { printErrorLines } from './error-lines.ts';
+import { optionsInOrder } from '../../cli/argv-stop.ts';
 
 interface MapArgs {
   json: boolean;
@@ -30,7 +31,10 @@ function parseArgs(cmd: ParsedCommand, ctx: CommandContext): MapArgs | number {
     printErrorLines(ctx, message);
     return 1;
   };
-  for (const [key, value] of cmd.sequence ?? []) {
+  const objects: string[] = [];
+  for (const [key, value] of optionsInOrder(cmd)) {
+    // qemu creates each --object as its option comes: a bad one stops map there.
+    if (key === 'object' && !addObject(objects, value, ctx.err, ctx.progname)) return 1;
     if (key === 'output' && ctx.profile.newUsageErrors && !isValid(value)) return usageError(ctx, cmd, `--output expects 'human' or 'json' not '${value}'`);
     if (key !== 'start-offset' && key !== 'max-length') continue;
     const r = parseMapSize(key === 'start-offset' ? 'start offset' : 'max length', value, ctx.profile);

@@ -20,6 +20,7 @@ import { humanMeasure, jsonMeasure } from '../../output/measure.ts';
 import { strerrorNumber } from '../../strerror-number.ts';
 import { CLUSTER_BITS, type MeasureOpResult, type MeasureOptions } from '../../ops/measure.ts';
 import type { SnapshotChoice } from '../../ops/convert/sources.ts';
+import { optionsInOrder } from '../../cli/argv-stop.ts';
 
 interface MeasureArgs {
   json: boolean;
@@ -52,7 +53,7 @@ function parseArgs(cmd: ParsedCommand, ctx: CommandContext): MeasureArgs | numbe
   const objects: string[] = [];
   let snapshotOpts: SnapshotChoice | undefined;
   let snapshotName: string | undefined;
-  for (const [key, value] of cmd.sequence ?? []) {
+  for (const [key, value] of optionsInOrder(cmd)) {
     if (key === 'options') {
       if (!isValidOptionList(value)) throw failure(`Invalid option list: ${value}`);
       args.options = args.options === undefined ? value : `${args.options},${value}`;

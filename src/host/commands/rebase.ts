@@ -18,6 +18,7 @@ import { progressLine } from '../../output/progress.ts';
 import { strerror } from '../../strerror.ts';
 import type { RebaseOptions, RebaseResult } from '../../ops/rebase.ts';
 import { LockConflict, lockForReading } from '../image-locks.ts';
+import { optionsInOrder } from '../../cli/argv-stop.ts';
 
 const CANNOT_COMPRESS = 'Compression not supported for this file format';
 const NO_DRIVER_INFO = 'could not get block driver info';
@@ -41,7 +42,7 @@ export function openForWriting(cmd: ParsedCommand, target: Target): number {
 /** --object options, created as they come: a bad one stops the command there (qemu's order). */
 export function checkObjects(cmd: ParsedCommand, ctx: CommandContext): boolean {
   const objects: string[] = [];
-  for (const [key, value] of cmd.sequence ?? []) {
+  for (const [key, value] of optionsInOrder(cmd)) {
     if (key === 'object' && !addObject(objects, value, ctx.err, ctx.progname)) return false;
   }
   return true;

@@ -6,12 +6,13 @@ import { fstatSync } from 'node:fs';
 import type { Command, CommandContext } from './types.ts';
 import { EXTRA_ARGUMENT, type ParsedCommand } from '../../cli/types.ts';
 import { InputImageError, topTarget, guestFormat } from '../input-image.ts';
-import { openWritable, PROBED_RAW_WARNING, runOnImage } from '../writable-image.ts';
+import { openWritable, PROBED_RAW_WARNING, runOnImage, writableDataFile } from '../writable-image.ts';
 import { PreallocationFailure, reserveBlocks } from '../preallocate.ts';
 import { addObject, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
 import { strtosz } from './map-size.ts';
 import type { Preallocation, ResizeOptions } from '../../ops/resize.ts';
+import { optionsInOrder } from '../../cli/argv-stop.ts';
 
 const UINT64_MAX = 2n ** 64n - 1n;
 const PREALLOCATIONS: readonly string[] = ['off', 'metadata', 'falloc', 'full'];
@@ -36,7 +37,7 @@ function parseArgs(cmd: ParsedCommand, ctx: CommandContext): ResizeArgs | number
   };
   const objects: string[] = [];
   let preallocation: Preallocation | undefined;
-  for (const [key, value] of cmd.sequence ?? []) {
+  for (const [key, value] of optionsInOrder(cmd)) {
     if (key === 'object') {
       if (!addObject(objects, value, ctx.err, ctx.progname)) return 1;
     } else if (key === 'preallocation') {
@@ -90,7 +91,15 @@ async function runResize(cmd: ParsedCommand, args: ResizeArgs, ctx: CommandConte
       reserveFailure = e.message;
     }
   };
-  const result = validResult(await runOnImage('resize', options, fd, target, ctx, true, args.preallocation === 'falloc' ? reserveGrowth : undefined));
+  // A qcow2 external data file is cut or grown with the image (qemu truncates it too).
+  const dataFile = writableDataFile();
+  let answer: unknown;
+  try {
+    answer = await runOnImage('resize', options, fd, target, ctx, true, args.preallocation === 'falloc' ? reserveGrowth : undefined, dataFile.hooks);
+  } finally {
+    dataFile.close();
+  }
+  const result = validResult(answer);
   if (target.format === undefined && result.format === 'raw') ctx.err(PROBED_RAW_WARNING(target.path));
   if (target.unknownFormatOption !== undefined) {
     throw new InputImageError(`Could not open '${target.errorName}': Block format '${result.format}' does not support the option '${target.unknownFormatOption}'`);

@@ -11,6 +11,7 @@ import { usageError } from '../../cli/usage-error.ts';
 import { snapshotHeader, snapshotLine } from '../../output/snapshot-table.ts';
 import { validSnapshotChange, validSnapshotList } from './snapshot-result.ts';
 import type { SnapshotAction, SnapshotOptions } from '../../ops/snapshot.ts';
+import { optionsInOrder } from '../../cli/argv-stop.ts';
 
 type Action = 'list' | SnapshotAction;
 
@@ -26,7 +27,7 @@ function parseArgs(cmd: ParsedCommand, ctx: CommandContext): SnapshotArgs | numb
   let action: Action | undefined;
   let name = '';
   const objects: string[] = [];
-  for (const [key, value] of cmd.sequence ?? []) {
+  for (const [key, value] of optionsInOrder(cmd)) {
     if (key === 'object' && !addObject(objects, value, ctx.err, ctx.progname)) return 1;
     if (key !== 'list' && key !== 'apply' && key !== 'create' && key !== 'delete') continue;
     if (action !== undefined) return usageError(ctx, cmd, "Cannot mix '-l', '-a', '-c', '-d'");
