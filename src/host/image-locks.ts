@@ -13,6 +13,8 @@
 //  - info's images (opened without I/O): nothing; unshared 1 and 3;
 //  - an image it writes (resize, commit, snapshot -c, amend, check -r ...): 0, 1, 3; unshared 1, 3;
 //  - a file it creates over (create, convert, dd), before truncating it: 1, 3; unshared 3;
+//  - convert's new raw target, reopened to be written once created: 0, 1 (no resize asked),
+//    nothing unshared (the 'target' use);
 //  - with -U (force-share): its permissions only, nothing unshared;
 //  - a raw image (its format driver passes the file through) unshares nothing, except as a
 //    convert source (convert asks its sources to stay unwritten): read 0, written 0, 1, 3, info nothing;
@@ -39,7 +41,7 @@ const WRITE = 1;
 const RESIZE = 3;
 
 /** How a command uses an image file. */
-export type LockUse = 'inspect' | 'read' | 'write' | 'create';
+export type LockUse = 'inspect' | 'read' | 'write' | 'create' | 'target';
 
 /** Another process holds what this open needs: qemu's two lines (the error, then its hint). */
 export class LockConflict extends Error {
@@ -90,7 +92,10 @@ interface LockSet {
 }
 
 function lockSet(use: LockUse, forceShare: boolean, raw: boolean, dataChild: boolean): LockSet {
-  const perm = use === 'write' ? [CONSISTENT_READ, WRITE, RESIZE] : use === 'create' ? [WRITE, RESIZE] : use === 'read' ? [CONSISTENT_READ] : [];
+  // A raw 'target' is convert's: it never resizes the file it writes; any other target is written as an image is.
+  const rawTarget = use === 'target' && raw;
+  const perm = rawTarget ? [CONSISTENT_READ, WRITE] : use === 'write' || use === 'target' ? [CONSISTENT_READ, WRITE, RESIZE]
+    : use === 'create' ? [WRITE, RESIZE] : use === 'read' ? [CONSISTENT_READ] : [];
   // convert asks its sources to stay unwritten, whatever holds them.
   const convertSource = use === 'read' && lockDefaults.convert;
   const unshared = forceShare ? [] : use === 'create' ? [RESIZE] : convertSource ? [WRITE, RESIZE] : raw ? [] : dataChild ? [RESIZE] : [WRITE, RESIZE];
@@ -161,6 +166,20 @@ export function openCreating(path: string, flags: number, mode = 0o644): number 
     throw e;
   }
   return fd;
+}
+
+/**
+ * convert's new raw target once created: qemu gives up its create's locks and opens the file to
+ * write it ('target'). Nobody else can have taken the file meanwhile (the create's locks keep
+ * qemu-img out); a process that did anyway keeps it, and the copy goes on unlocked.
+ */
+export function lockCreatedTarget(fd: number, path: string): void {
+  unlockImage(fd);
+  try {
+    lockImage(fd, 'target', false, path, true);
+  } catch (e) {
+    if (!(e instanceof LockConflict)) throw e;
+  }
 }
 
 /** lockImage that closes `fd` when it throws (a conflict): the caller words the failure. */

@@ -7,12 +7,13 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, copyFileSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { VERSIONS, oracle, type OracleVersion } from '../helpers/oracles.ts';
 import { instarRun, qemuRun, tempDir } from '../dd/helpers.ts';
 import { lockImage, unlockImage, type LockUse } from '../../src/host/image-locks.ts';
 import { createEarlyTarget, createFreshTarget } from '../../src/host/convert/fresh-target.ts';
+import { createTarget } from '../../src/host/convert/create-target.ts';
 
 let dir: string;
 let cleanup: () => void;
@@ -199,24 +200,55 @@ test("instar's locks keep qemu-img out as qemu-img's own would", () => {
   }
 });
 
-// convert's one round creates its new target (O_EXCL, maybe at the CLI's early start) and copies
-// into it while the sources are opened: the target holds qemu's create locks from when the command
-// takes it, as qemu's target does while it is written.
-test("convert's fresh target keeps qemu-img out while it is written, made by the command or the early start", () => {
-  for (const early of [false, true]) {
-    const target = p('fresh.raw');
+// convert's new raw target, made by the one round (O_EXCL, maybe at the CLI's early start) or the
+// two rounds (created over): while it is written it holds what qemu's own target holds then,
+// measured on the oracles' converts: bytes 100 and 101, nothing unshared.
+/** The lock bytes any process holds on `path` (/proc/locks joins adjacent bytes: "100 101"). */
+function heldBytes(path: string): number[] {
+  const inode = statSync(path).ino;
+  const bytes = new Set<number>();
+  for (const m of readFileSync('/proc/locks', 'utf8').matchAll(/:(\d+) (\d+) (\d+)$/gm)) {
+    if (Number(m[1]) !== inode) continue;
+    for (let b = Number(m[2]); b <= Number(m[3]); b++) bytes.add(b);
+  }
+  return [...bytes].sort((x, y) => x - y);
+}
+
+/** What qemu-img convert holds on its new raw target once it writes it (byte 100: its create never holds it). */
+async function qemuTargetLocks(version: OracleVersion, target: string): Promise<number[]> {
+  rmSync(target, { force: true });
+  // -r: 1 MiB/s over 4 MiB keeps the copy going for seconds.
+  const child = spawn(oracle(version), ['convert', '-f', 'raw', '-O', 'raw', '-r', '1M', p('src4.raw'), target], { stdio: 'ignore' });
+  try {
+    for (let i = 0; i < 400 && child.exitCode === null; i++) {
+      if (existsSync(target) && heldBytes(target).includes(100)) return heldBytes(target);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    throw new Error(`qemu-img ${version} convert did not lock its target`);
+  } finally {
+    await release(child);
     rmSync(target, { force: true });
-    if (early) assert.notEqual(createEarlyTarget(target), undefined);
-    const fd = createFreshTarget(target);
+  }
+}
+
+test("convert's new raw target holds qemu's target locks while it is written, made by the command, the early start or the two rounds", async () => {
+  writeFileSync(p('src4.raw'), Buffer.alloc(4 * 1024 * 1024, 1));
+  const target = p('fresh.raw');
+  for (const version of VERSIONS) assert.deepEqual(await qemuTargetLocks(version, target), [100, 101], `qemu-img ${version}'s own target`);
+  for (const how of ['command', 'early start', 'two rounds'] as const) {
+    rmSync(target, { force: true });
+    if (how === 'early start') assert.notEqual(createEarlyTarget(target), undefined);
+    const fd = how === 'two rounds' ? createTarget(target, 1024n * 1024n, true) : createFreshTarget(target);
     assert.notEqual(fd, undefined);
     try {
-      // A reader of a qcow2 does not share write, which the target holds; a resize needs resize, which it does not share.
+      assert.deepEqual(heldBytes(target), [100, 101], how);
+      // A reader of a qcow2 does not share write, which the target holds; a raw resize shares everything, as with qemu's target.
       for (const version of VERSIONS) {
-        for (const [args, refused] of [[['info', '-f', 'qcow2', target], 'Failed to get shared "write" lock'], [['resize', '-f', 'raw', target, '1M'], 'Failed to get "resize" lock']] as const) {
-          const r = qemuRun(version, [...args]);
-          assert.ok(r.stderr.includes(`${refused}\nIs another process using the image [${target}]?`), `${version} early=${early} ${args[0]}: ${r.stderr}`);
-          assert.equal(r.status, 1);
-        }
+        const r = qemuRun(version, ['info', '-f', 'qcow2', target]);
+        assert.ok(r.stderr.includes(`Failed to get shared "write" lock\nIs another process using the image [${target}]?`), `${version} ${how}: ${r.stderr}`);
+        assert.equal(r.status, 1);
+        const resized = qemuRun(version, ['resize', '-f', 'raw', target, '+1M']);
+        assert.equal(resized.status, 0, `${version} ${how}: ${resized.stderr}`);
       }
     } finally {
       closeSync(fd!);

@@ -5,7 +5,7 @@
 // qemu's words for those depend on the value.
 import { closeSync, constants, fstatSync, ftruncateSync, writeSync } from 'node:fs';
 import { allocateFirstBlock } from '../../formats/raw/first-block.ts';
-import { LockConflict, openCreating } from '../image-locks.ts';
+import { LockConflict, lockCreatedTarget, openCreating } from '../image-locks.ts';
 import { strerror } from '../../strerror.ts';
 import { ConvertError, ConvertErrorText } from './errors.ts';
 import { resizeFailed } from './open-copy.ts';
@@ -44,6 +44,7 @@ export function createTarget(path: string, total: bigint, newWording: boolean, f
     fd = openCreating(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOCTTY);
     truncateLarge(fd, bytes);
     if (bytes <= SAFE) allocateFirstBlock(Number(bytes), (buf, at) => void writeSync(fd!, buf, 0, buf.length, at));
+    lockCreatedTarget(fd, path);
     return fd;
   } catch (e) {
     // Another process has the file open (qemu's lock bytes): refused before anything is truncated.

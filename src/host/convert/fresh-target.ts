@@ -5,7 +5,7 @@
 import { closeSync, constants, fstatSync, lstatSync, openSync, unlinkSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileId } from '../paths/resolve.ts';
-import { lockImage } from '../image-locks.ts';
+import { lockCreatedTarget } from '../image-locks.ts';
 
 /**
  * Raw files (-f raw: nothing below them) with this many bytes in all copy in less time than a
@@ -78,18 +78,15 @@ export function createFreshTarget(path: string): number | undefined {
 }
 
 /**
- * The locks qemu's create takes (image-locks.ts), held while the target is written, as qemu's
- * target holds them: another qemu-img opening it meanwhile is refused as it would be then. Taken
- * here rather than at the early start's create, where loading the lock call would delay the guests.
+ * The locks qemu's raw target holds while it is written (image-locks.ts, 'target'): another
+ * qemu-img opening it meanwhile meets them as it would meet qemu's. Taken here rather than at the
+ * early start's create, where loading the lock call would delay the guests.
  * A file named in the open phase is compared with the target before it is locked (open-files.ts),
  * so a source naming the target still takes the two rounds instead of meeting this lock.
  */
 function takeTarget(fd: number, path: string): void {
-  try {
-    lockImage(fd, 'create', false, path);
-  } catch {
-    // Nobody had this file a moment ago; a process that opened it since keeps it, and the copy goes on unlocked.
-  }
+  // Nobody had this file a moment ago (O_EXCL): a process that opened it since keeps it.
+  lockCreatedTarget(fd, path);
 }
 
 /** The early start's create: the same O_EXCL open the command makes; undefined if anything is there. */
