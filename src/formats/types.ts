@@ -265,11 +265,14 @@ export interface ResizeRequest {
   backingSize?: number;
   /** Reads the guest disk before the change (qemu's writes copy some of it: qcow2's partial last cluster). */
   readGuest?: (buf: Uint8Array, offset: number) => void;
+  /** The image's external data file, when the host granted it for writing (qcow2's data_file). */
+  dataFile?: BlockDevice;
 }
 
 /** Steps for formats/repair.ts's executor, or qemu's message for a resize its driver refuses. */
 /** `written`: qemu failed after its writable open, which (with its close) writes these anyway. */
-export type ResizePlan = { steps: RepairStep[] } | { error: string; written?: RepairStep[] };
+/** `dataFileLength`: the external data file's new length (qemu truncates it to the new disk size). */
+export type ResizePlan = { steps: RepairStep[]; dataFileLength?: number } | { error: string; written?: RepairStep[] };
 
 /**
  * A format's `resize` capability: a pure planner from the opened image and its file to the writes

@@ -2,7 +2,8 @@
 // qemu's read-write open does: the same refusals first (--image-opts read-only=on or
 // force-share=on, -U), then O_RDWR; a dirty qcow2 repaired before the command, as qemu's open does. O_DSYNC by default: the guest may not fsync, so each of its
 // writes is durable before the next one starts (the executor's order is the crash order).
-import { closeSync, constants, fsyncSync } from 'node:fs';
+import { closeSync, constants, fstatSync, fsyncSync, openSync } from 'node:fs';
+import { strerror } from '../strerror.ts';
 import type { ParsedCommand } from '../cli/types.ts';
 import type { CommandContext } from './commands/types.ts';
 import { checkFormat, InputImageError, lockTarget, openImageFile, referencedOpenMessage, type Target } from './input-image.ts';
@@ -69,9 +70,9 @@ export function openImageForWriting(cmd: ParsedCommand, target: Target, sync = t
  * policy), wording what would not open as qemu does; then, whatever happened, fsyncs the image
  * when it was opened for writing (the guest may not fsync) and closes it.
  */
-export async function runOnImage(op: string, options: object, fd: number, target: Target, ctx: CommandContext, writable: boolean, beforeClose?: (answer: unknown) => void): Promise<unknown> {
+export async function runOnImage(op: string, options: object, fd: number, target: Target, ctx: CommandContext, writable: boolean, beforeClose?: (answer: unknown) => void, hooks?: ReferencedFileHooks): Promise<unknown> {
   try {
-    const answer = await runRepairingDirty(op, options, [{ fd, path: target.path, writable }], ctx, target);
+    const answer = await runRepairingDirty(op, options, [{ fd, path: target.path, writable }], ctx, target, hooks);
     beforeClose?.(answer);
     return answer;
   } catch (e) {
@@ -109,4 +110,40 @@ async function runRepairing(op: string, run: (name: string) => Promise<unknown>,
   const again = await run(op);
   if (isDirtyAnswer(again)) throw new InputImageError(`Could not open '${target.errorName}': the image is still dirty after its repair`);
   return again;
+}
+
+/**
+ * Hooks that grant the image's own external data file (qcow2 data_file, named by the first input)
+ * for writing: reopened read-write by the path the policy resolved and checked to be the same file
+ * (device and inode). Its locks stay on the descriptor the policy opened, held until the op ends,
+ * as qemu's writable open holds them. `close` fsyncs and closes what was opened.
+ */
+export function writableDataFile(): { hooks: ReferencedFileHooks; close(): void } {
+  const opened: number[] = [];
+  const hooks: ReferencedFileHooks = {
+    writable: (file, granted, path) => {
+      if (file.role !== 'data-file' || file.referrer !== 0) return undefined;
+      let rw: number;
+      try {
+        rw = openSync(path, constants.O_RDWR | constants.O_DSYNC | constants.O_NOFOLLOW);
+      } catch (e) {
+        throw new InputImageError(`Could not open '${path}': ${strerror((e as NodeJS.ErrnoException).code ?? 'EIO')}`);
+      }
+      const seen = fstatSync(granted, { bigint: true });
+      const now = fstatSync(rw, { bigint: true });
+      if (now.dev !== seen.dev || now.ino !== seen.ino || !now.isFile()) {
+        closeSync(rw);
+        throw new InputImageError(`instar refuses to write '${path}': the file changed while it was opened`);
+      }
+      opened.push(rw);
+      return rw;
+    },
+  };
+  const close = () => {
+    for (const rw of opened.splice(0)) {
+      fsyncSync(rw);
+      closeSync(rw);
+    }
+  };
+  return { hooks, close };
 }

@@ -4,7 +4,7 @@
 // writes and applies them through the repair executor (formats/repair.ts).
 import { ImageError, type ResizeRequest } from '../formats/types.ts';
 import { findDriver } from '../formats/registry.ts';
-import { applyRepair, type RepairStep } from '../formats/repair.ts';
+import { applyRepair, writeCount, type RepairStep } from '../formats/repair.ts';
 import { strerror } from '../strerror.ts';
 import { openTree, type OpenTreeOptions } from './open-tree.ts';
 import type { OpContext } from './types.ts';
@@ -85,6 +85,8 @@ export function resizeOp(options: Record<string, unknown>, ctx: OpContext): Resi
   const backing = backingSize(ctx, image.info()['backing-filename-format'], opts);
   if (backing !== undefined) request.backingSize = backing;
   request.readGuest = (buf, offset) => image.read(buf, offset);
+  const dataFile = ctx.devices.find((d) => d.spec.role === 'data-file' && d.spec.referrer === 0 && d.spec.writable);
+  if (dataFile) request.dataFile = dataFile.dev;
   // From here on the image is open: a failure is the resize's, not the open's.
   let plan;
   try {
@@ -95,8 +97,15 @@ export function resizeOp(options: Record<string, unknown>, ctx: OpContext): Resi
   }
   const steps = 'error' in plan ? plan.written ?? [] : plan.steps;
   if ('error' in plan && steps.length === 0) return { format, error: plan.error };
+  // The data file grows before the image says so and shrinks after: a crash between leaves it
+  // longer than the disk, which qemu reads as it should.
+  const dataFileLength = 'steps' in plan ? plan.dataFileLength : undefined;
+  const growData = dataFileLength !== undefined && dataFileLength > (request.dataFile?.size ?? 0);
   try {
+    if (growData) request.dataFile!.truncate!(dataFileLength);
     applyRepair(input.dev, steps, { stopAfterWrites: opts.stopAfterWrites });
+    // (A crash simulation that stopped inside the steps stops before it.)
+    if (dataFileLength !== undefined && !growData && writeCount(steps) <= (opts.stopAfterWrites ?? Infinity)) request.dataFile!.truncate!(dataFileLength);
   } catch (e) {
     if (e instanceof ImageError) return { format, error: e.message };
     const failure = rawPreallocationFailure(e, format, request.preallocation, () => input.dev.truncate!(Number(current))) ?? fileFailure(e, steps);

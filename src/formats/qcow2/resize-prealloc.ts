@@ -161,6 +161,9 @@ export function preallocateMetadata(dev: BlockDevice, h: Qcow2Header, state: Gro
   const oldLength = from;
   const partial = from % cs !== 0;
   from = Math.floor(from / cs) * cs;
+  // The copy-on-write after a new end inside a (sub)cluster reads the guest disk past that end:
+  // the backing file's bytes where it reaches there (written into the file), not done.
+  if (to % unit !== 0 && backingSize > to) return 'preallocation to a size that is not whole clusters under a longer backing file is not implemented';
   // The copy-on-write of the old partial cluster reads the guest disk there (the backing file too).
   if (partial && !readGuest && backingSize > Math.floor(oldLength / unit) * unit) return 'preallocation from a partial cluster over a backing file is not implemented';
   const guestHead = readGuest && ((at: number, length: number) => {

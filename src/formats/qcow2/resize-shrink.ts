@@ -9,7 +9,7 @@
 import type { BlockDevice, ResizePlan } from '../types.ts';
 import { readAt } from '../bytes.ts';
 import type { RepairStep } from '../repair.ts';
-import { l1EntriesFor, type Qcow2Header } from './header.ts';
+import { INCOMPAT, l1EntriesFor, type Qcow2Header } from './header.ts';
 import { RefcountModel } from './refcount-update.ts';
 import { compressedSpan } from './l2-entry.ts';
 
@@ -38,6 +38,7 @@ export function planShrink(dev: BlockDevice, h: Qcow2Header, newSize: number, he
   const entrySize = h.extendedL2 ? 16 : 8;
   const l2Span = (cs / entrySize) * cs;
   const refs = new RefcountModel(dev, h, { maxBlockBytes: MAX_REFCOUNT_BYTES });
+  const dataFile = (h.incompatible & INCOMPAT.dataFile) !== 0n;
   const l1 = readAt(dev, h.l1TableOffset, h.l1Size * 8);
   const newL1 = Number(l1EntriesFor(h, BigInt(newSize)));
   const emptied: RepairStep[] = [];
@@ -77,7 +78,11 @@ export function planShrink(dev: BlockDevice, h: Qcow2Header, newSize: number, he
       const bitmap = h.extendedL2 ? table.readBigUInt64BE(at + 8) : 0n;
       if (entry === 0n && bitmap === 0n) continue;
       table.fill(0, at, at + entrySize);
+      // With an external data file the data clusters live there, uncounted: the entry goes alone
+      // (qemu's discard of the data file's range does nothing without discard=unmap).
+      if (dataFile && !(entry & COMPRESSED)) continue;
       if (entry & COMPRESSED) {
+        if (dataFile) return -1;
         // qemu frees the 512-byte sectors the compressed bytes occupy: one reference off every
         // cluster they touch (several compressed clusters may share one).
         const span = compressedSpan(Number(entry >> 32n), Number(entry & 0xffffffffn), h.clusterBits);

@@ -9,8 +9,11 @@
 //
 // --preallocation=falloc|full is in resize-falloc.ts. Persistent bitmaps (and a stale bitmaps
 // extension): the resize runs between qemu's writable open and close (bitmap-session.ts), the
-// bitmaps truncated to the new size. Refused in instar's words, nothing written, where qemu would
-// do more than this: a dirty image, unknown autoclear bits, an external data file.
+// bitmaps truncated to the new size. An external data file (granted for writing) is cut or grown
+// to the new size, as qemu's PREALLOC_MODE_OFF truncate does; its clusters are not counted, so a
+// shrink only drops their entries. Refused in instar's words, nothing written, where qemu would
+// do more than this: a dirty image, unknown autoclear bits, an external data file with
+// preallocation or under a longer backing file (or not granted for writing).
 import { ImageError, type BlockDevice, type Image, type ResizeCapability, type ResizePlan, type ResizeRequest } from '../types.ts';
 import { readAt } from '../bytes.ts';
 import type { RepairStep } from '../repair.ts';
@@ -21,6 +24,7 @@ import { preallocateMetadata, type GrowState } from './resize-prealloc.ts';
 import { zeroNewArea } from './resize-zero.ts';
 import { preallocateData } from './resize-falloc.ts';
 import { growL1Table } from './l1-grow.ts';
+import { ReplayedDevice } from '../replayed-device.ts';
 import { aroundBitmaps, openWritesBitmaps } from './bitmap-session.ts';
 import type { LiveBitmap } from './bitmap-state.ts';
 
@@ -41,12 +45,31 @@ function sizeWrite(size: number): RepairStep {
   return fieldWrite(24, b);
 }
 
-/** What instar does not do (qemu would), nothing written. */
-function refusal(h: Qcow2Header): ResizePlan | undefined {
+/** What instar does not do (qemu would), nothing written; `request`: a data file is resized with it where instar can. */
+function refusal(h: Qcow2Header, request?: ResizeRequest): ResizePlan | undefined {
   if (h.incompatible & INCOMPAT.dirty) return refused('its dirty bit is set: qemu would repair its refcounts first');
   if (h.autoclear & ~KNOWN_AUTOCLEAR) return refused('qemu would clear unknown autoclear bits in its header');
-  if (h.incompatible & INCOMPAT.dataFile) return refused('it has an external data file');
+  if (h.incompatible & INCOMPAT.dataFile && !(request && dataFileResizable(h, request))) return refused('it has an external data file');
   return undefined;
+}
+
+/**
+ * Whether instar resizes the data file with the image: granted writable, no preallocation (qemu
+ * would preallocate in the data file), no zero clusters over a longer backing file (qemu zeroes
+ * a raw data file's range too), and no growth of a raw data file (qemu maps the new area's
+ * clusters onto it, as metadata preallocation would: not done).
+ */
+function dataFileResizable(h: Qcow2Header, request: ResizeRequest): boolean {
+  const oldLength = Number(h.size / 512n) * 512;
+  const growing = request.newSize > oldLength;
+  const zeroWrite = request.backingSize !== undefined && request.backingSize > oldLength && growing;
+  const rawGrowth = growing && (h.autoclear & AUTOCLEAR.dataFileRaw) !== 0n;
+  return request.dataFile?.truncate !== undefined && request.preallocation === 'off' && !zeroWrite && !rawGrowth;
+}
+
+/** The plan with the data file's new length, when the image has one. */
+function withDataFile(h: Qcow2Header, plan: Planned, newSize: number): Planned {
+  return 'steps' in plan && h.incompatible & INCOMPAT.dataFile ? { ...plan, dataFileLength: newSize } : plan;
 }
 
 /** What qemu's qcow2_co_truncate checks before it changes anything, in its order (the bitmaps' check last). */
@@ -66,12 +89,12 @@ function planGrow(dev: BlockDevice, h: Qcow2Header, request: ResizeRequest): Pla
   const oldLength = Number(h.size / 512n) * 512;
   const newL1 = l1EntriesFor(h, BigInt(request.newSize));
   const zeroWrite = request.backingSize !== undefined && request.backingSize > oldLength;
-  if (zeroWrite && h.version < 3) {
-    // A v2 image cannot hold zero clusters: qemu fails after its L1 work, before the size.
-    if (newL1 <= BigInt(h.l1Size)) return { error: 'Failed to zero out new clusters: Operation not supported' };
-    return refused('qemu would grow its L1 table, then fail to write zero clusters');
-  }
-  if (zeroWrite && request.preallocation !== 'off') return refused('preallocation under a longer backing file is not implemented');
+  // A v2 image cannot hold zero clusters: qemu fails after its L1 work and its metadata
+  // preallocation, before the size (falloc and full zero nothing).
+  const v2Zeros = zeroWrite && h.version < 3 && (request.preallocation === 'off' || request.preallocation === 'metadata');
+  const V2_ZEROS_FAILED = 'Failed to zero out new clusters: Operation not supported';
+  if (v2Zeros && newL1 > BigInt(h.l1Size)) return refused('qemu would grow its L1 table, then fail to write zero clusters');
+  if (v2Zeros && request.preallocation === 'off') return { error: V2_ZEROS_FAILED };
   const steps: RepairStep[] = [];
   const refs = new RefcountModel(dev, h, { maxBlockBytes: MAX_REFCOUNT_BYTES });
   const state: GrowState = { refs, l1: readAt(dev, h.l1TableOffset, h.l1Size * 8), l1Offset: Number(h.l1TableOffset), fileSize: dev.size };
@@ -82,7 +105,7 @@ function planGrow(dev: BlockDevice, h: Qcow2Header, request: ResizeRequest): Pla
     steps.push(...grown);
   }
   if (request.preallocation === 'falloc' || request.preallocation === 'full') {
-    const prealloc = preallocateData(dev, h, state, oldLength, request.newSize, request.preallocation, request.readGuest);
+    const prealloc = preallocateData(dev, h, state, oldLength, request.newSize, request.preallocation, request.readGuest, zeroWrite);
     if (typeof prealloc === 'string') return refused(prealloc);
     steps.push(...prealloc);
   }
@@ -90,9 +113,14 @@ function planGrow(dev: BlockDevice, h: Qcow2Header, request: ResizeRequest): Pla
     const prealloc = preallocateMetadata(dev, h, state, oldLength, request.newSize, request.backingSize, request.readGuest);
     if (typeof prealloc === 'string') return refused(prealloc);
     steps.push(...prealloc);
+    if (v2Zeros) return { error: V2_ZEROS_FAILED, written: [...steps, ...refs.flush(), { kind: 'barrier' }] };
   }
-  if (zeroWrite) {
-    const zeros = zeroNewArea(dev, h, state, oldLength, request.newSize, request.readGuest);
+  // falloc and full allocate the new area's clusters with zeros in them: nothing reads through
+  // to the backing file, no zero flags (measured on 7.2 and 10.0).
+  if (zeroWrite && (request.preallocation === 'off' || request.preallocation === 'metadata')) {
+    // After a metadata preallocation qemu zeroes the clusters it just allocated (zero flags on
+    // them): the tables as the steps so far leave them.
+    const zeros = zeroNewArea(steps.length > 0 ? new ReplayedDevice(dev, steps) : dev, h, state, oldLength, request.newSize, request.readGuest);
     if (typeof zeros === 'string') return refused(zeros);
     steps.push(...zeros);
   }
@@ -105,8 +133,8 @@ function planGrow(dev: BlockDevice, h: Qcow2Header, request: ResizeRequest): Pla
 function planChange(dev: BlockDevice, h: Qcow2Header, request: ResizeRequest): Planned {
   try {
     const oldLength = Number(h.size / 512n) * 512;
-    if (request.newSize < oldLength) return planShrink(dev, h, request.newSize, { sizeWrite, refused });
-    return planGrow(dev, h, request);
+    if (request.newSize < oldLength) return withDataFile(h, planShrink(dev, h, request.newSize, { sizeWrite, refused }), request.newSize);
+    return withDataFile(h, planGrow(dev, h, request), request.newSize);
   } catch (e) {
     // The model's refusals say "nothing was written" themselves: refused() says it once.
     if (e instanceof PlanRefusal) return refused(e.message.replace(/; nothing was written$/, ''));
@@ -133,7 +161,7 @@ const isRefusal = (message: string) => message.startsWith('instar ');
 /** qcow2_co_truncate's writes for `request` (resize, and snapshot -a of another disk size). */
 export function planTruncate(dev: BlockDevice, request: ResizeRequest): ResizePlan {
   const h = parseHeader(dev);
-  const early = refusal(h);
+  const early = refusal(h, request);
   // Refused for its data file only: qemu's own check fails first, after what its writable open
   // and close write (the bitmaps live in the image file, whatever holds the data).
   if (early && refusal({ ...h, incompatible: h.incompatible & ~INCOMPAT.dataFile }) === undefined) {
@@ -169,7 +197,7 @@ export function planTruncate(dev: BlockDevice, request: ResizeRequest): ResizePl
       }
       return { steps: plan.steps, virtualSize: BigInt(request.newSize), freeClusterIndex: plan.freeClusterIndex };
     });
-    return session.failed === undefined ? { steps: session.steps } : { error: session.failed, written: session.steps };
+    return session.failed === undefined ? withDataFile(h, { steps: session.steps }, request.newSize) : { error: session.failed, written: session.steps };
   } catch (e) {
     if (e instanceof PlanRefusal) return { error: isRefusal(e.message) ? e.message : refusedText(e.message) };
     if (e instanceof ImageError) return refused(e.message);

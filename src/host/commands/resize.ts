@@ -6,7 +6,7 @@ import { fstatSync } from 'node:fs';
 import type { Command, CommandContext } from './types.ts';
 import { EXTRA_ARGUMENT, type ParsedCommand } from '../../cli/types.ts';
 import { InputImageError, topTarget, guestFormat } from '../input-image.ts';
-import { openWritable, PROBED_RAW_WARNING, runOnImage } from '../writable-image.ts';
+import { openWritable, PROBED_RAW_WARNING, runOnImage, writableDataFile } from '../writable-image.ts';
 import { PreallocationFailure, reserveBlocks } from '../preallocate.ts';
 import { addObject, sourceSecrets } from '../secrets.ts';
 import { usageError } from '../../cli/usage-error.ts';
@@ -91,7 +91,15 @@ async function runResize(cmd: ParsedCommand, args: ResizeArgs, ctx: CommandConte
       reserveFailure = e.message;
     }
   };
-  const result = validResult(await runOnImage('resize', options, fd, target, ctx, true, args.preallocation === 'falloc' ? reserveGrowth : undefined));
+  // A qcow2 external data file is cut or grown with the image (qemu truncates it too).
+  const dataFile = writableDataFile();
+  let answer: unknown;
+  try {
+    answer = await runOnImage('resize', options, fd, target, ctx, true, args.preallocation === 'falloc' ? reserveGrowth : undefined, dataFile.hooks);
+  } finally {
+    dataFile.close();
+  }
+  const result = validResult(answer);
   if (target.format === undefined && result.format === 'raw') ctx.err(PROBED_RAW_WARNING(target.path));
   if (target.unknownFormatOption !== undefined) {
     throw new InputImageError(`Could not open '${target.errorName}': Block format '${result.format}' does not support the option '${target.unknownFormatOption}'`);
