@@ -15,3 +15,13 @@ export function checkWriteRange(data: Uint8Array, offset: number, size: number):
     throw new ImageError(`instar refuses a write of ${data.length} bytes at offset ${offset} outside the ${size}-byte disk`);
   }
 }
+
+/**
+ * A write the format's driver fails as qemu's does, with its errno's words (`offset`: the guest
+ * byte where it failed): the op reports it as qemu's caller does, after the writes before it.
+ */
+export class DriverWriteFailure extends ImageError {
+  constructor(message: string, errno: string, readonly offset: number) {
+    super(message, errno);
+  }
+}

@@ -6,7 +6,7 @@
 import { ImageError, type BlockDevice, type Image, type ResizeRequest } from '../formats/types.ts';
 import { Qcow2Image } from '../formats/qcow2/driver.ts';
 import { VmdkImage } from '../formats/vmdk/image.ts';
-import { vmdkInPlaceWriter } from '../formats/vmdk/inplace.ts';
+import { ParentCidMismatch, vmdkInPlaceWriter } from '../formats/vmdk/inplace.ts';
 import { plainInPlaceWriter } from './in-place-writers.ts';
 import type { InPlaceTarget } from './convert/in-place-copy.ts';
 import { findDriver } from '../formats/registry.ts';
@@ -49,7 +49,19 @@ export type CommitResult = { format: string } & (
    * Writes of the job failed with qemu's driver's words, printed once for each of `times`
    * operations (before "Block job failed: Input/output error").
    */
-  | { writeFailed: typeof STREAM_OPTIMIZED_REWRITE; times: number });
+  | { writeFailed: typeof STREAM_OPTIMIZED_REWRITE; times: number }
+  /**
+   * A vmdk base whose parent's CID is not its parentCID: the job's first allocating write failed
+   * (EINVAL), after the writes before it; `progress` is what -p showed until then.
+   */
+  | { parentCidMismatch: true; progress: number[] });
+
+/** A job that failed part-way, with the result that says so. */
+class CommitFailure extends Error {
+  constructor(readonly result: CommitResult) {
+    super('commit failed');
+  }
+}
 
 /** MAX_IN_FLIGHT: the most mirror operations that can fail before the job sees the first failure. */
 const MAX_IN_FLIGHT = 16;
@@ -107,11 +119,16 @@ function dirtyRanges(top: Image, baseLevel: number, unit: number): [number, numb
   return ranges;
 }
 
-/** The mirror's progress over the chunks of its dirty bitmap (granularity `unit`). */
-function progressOf(top: Image, baseLevel: number, unit: number, target: TargetShape): number[] {
+/**
+ * The mirror's progress over the chunks of its dirty bitmap (granularity `unit`); with `failedAt`,
+ * what it shows until the operation that writes that byte fails.
+ */
+function progressOf(top: Image, baseLevel: number, unit: number, target: TargetShape, failedAt?: number): number[] {
   const dirty = dirtyRanges(top, baseLevel, unit);
   const dirtyBytes = dirty.reduce((sum, [start, end]) => sum + end - start, 0);
-  return commitProgress(mirrorOps(top, dirty, unit, target), dirtyBytes, target);
+  let ops = mirrorOps(top, dirty, unit, target);
+  if (failedAt !== undefined) ops = ops.slice(0, ops.findIndex((op) => op.offset + op.bytes > failedAt) + 1 || ops.length);
+  return commitProgress(ops, dirtyBytes, target);
 }
 
 /** Whether [offset, offset + length) reads as zeros without data (qemu's mirror writes zeros there). */
@@ -302,7 +319,17 @@ export function commitOp(options: Record<string, unknown>, ctx: OpContext): Comm
       progress = progressOf(top, baseLevel, unit, { zeroClusters: false });
       const runs = clusterRuns(top, dirtyRanges(top, baseLevel, unit), unit);
       baseSteps = [];
-      writeBase = () => writeThrough(writer, runs, top);
+      writeBase = () => {
+        try {
+          writeThrough(writer, runs, top);
+        } catch (e) {
+          if (!(e instanceof ParentCidMismatch)) throw e;
+          // qemu's mirror writes the base through its driver in the order it starts its
+          // operations (the driver's lock): those before the failing one landed, as here. Those
+          // it started after it may land too (their grains allocated already): instar stops.
+          throw new CommitFailure(closedAfterFailure(ctx, format, { format, parentCidMismatch: true, progress: progressOf(top, baseLevel, unit, { zeroClusters: false }, e.offset) }));
+        }
+      };
     } else if (plain) {
       // The formats convert -n writes into: qemu's mirror writes through their drivers in the
       // same way (blocks allocated at the end of the file as the writes reach them).
@@ -334,7 +361,12 @@ export function commitOp(options: Record<string, unknown>, ctx: OpContext): Comm
     if (topSteps.length > 0 && !ctx.devices[0].spec.writable) throw new ImageError('the image was not opened for writing');
     // Other drivers have no make_empty: qemu-img ignores its ENOTSUP and leaves the top as it is.
     const stop = typeof opts.stopAfterWrites === 'number' ? opts.stopAfterWrites : Infinity;
-    if (writeBase) writeBase();
+    try {
+      writeBase?.();
+    } catch (e) {
+      if (e instanceof CommitFailure) return e.result;
+      throw e;
+    }
     applyRepair(baseDev, baseSteps, { stopAfterWrites: stop });
     const left = stop - writeCount(baseSteps);
     if (left > 0 && topSteps.length > 0) applyRepair(topDev, topSteps, { stopAfterWrites: left });

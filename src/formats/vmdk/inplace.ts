@@ -5,14 +5,16 @@
 // whole (zeros around the data, qemu's get_whole_cluster without a backing file), then its entry
 // is set in the grain table and in the redundant one: data before the entries that point at it,
 // so a cut anywhere leaves an image qemu opens. After the first write the descriptor gets a new
-// random CID (cid-rewrite.ts). Without zeroed grains (the header's flag) qemu's write-zeroes
+// random CID (cid-rewrite.ts). An image with a parent whose CID is not the parentCID it records
+// takes writes into its allocated grains, but its first allocating write fails (qemu's
+// get_whole_cluster: EINVAL) and ends the copy there. Without zeroed grains (the header's flag) qemu's write-zeroes
 // falls back to writing zeros, which allocates grains; with them, the whole grains a zero
 // request covers get the ZEROED entry, and its partial grains at either end get zeros written
 // (the block layer splits the request at grain boundaries, and the driver takes only whole ones).
 import { randomInt } from 'node:crypto';
 import { readAt, unitPieces } from '../bytes.ts';
 import { ImageError, type BlockDevice } from '../types.ts';
-import { checkWriteRange, writableOutput } from '../writer-checks.ts';
+import { checkWriteRange, DriverWriteFailure, writableOutput } from '../writer-checks.ts';
 import { CID_AREA_BYTES } from './descriptor.ts';
 import { COMPRESSION_DEFLATE, FLAG_RGD, FLAG_ZERO_GRAIN, VMDK4_MAGIC, readVmdk4Header } from './header.ts';
 import { cidUpdatable, rewriteCid } from './cid-rewrite.ts';
@@ -43,8 +45,11 @@ interface Layout {
 class ExtentInPlace {
   private readonly put: (buf: Uint8Array, pos: number) => void;
 
-  /** `parent`: reads the parent's bytes a new grain starts from (qemu's get_whole_cluster); `written`: after each piece (the CID). */
-  constructor(readonly dev: BlockDevice, readonly start: number, readonly size: number, readonly l: Layout, private readonly written: () => void, private readonly parent?: (buf: Uint8Array, pos: number) => void) {
+  /**
+   * `parent`: reads the parent's bytes a new grain starts from (qemu's get_whole_cluster), or
+   * 'mismatch' when its CID is not the recorded one; `written`: after each piece (the CID).
+   */
+  constructor(readonly dev: BlockDevice, readonly start: number, readonly size: number, readonly l: Layout, private readonly written: () => void, private readonly parent?: ((buf: Uint8Array, pos: number) => void) | 'mismatch') {
     this.put = writableOutput(dev);
   }
 
@@ -79,6 +84,7 @@ class ExtentInPlace {
       const zeroed = this.l.zeroGrain && sector === ZEROED;
       if (sector !== 0 && !zeroed) this.put(piece, sector * SECTOR + within);
       else {
+        if (this.parent === 'mismatch') throw new ParentCidMismatch(this.start + index * grainBytes + within);
         sector = this.l.nextSector;
         if (sector + grainBytes / SECTOR > MAX_SECTOR) throw new ImageError('instar refuses a VMDK grain past the 32-bit sector range');
         this.l.nextSector += grainBytes / SECTOR;
@@ -148,6 +154,14 @@ export interface VmdkInPlaceOptions {
 }
 
 type Refusal = { refused: string };
+
+/** qemu's vmdk driver refuses to allocate a grain of an image whose parent's CID is not the parentCID it records. */
+export class ParentCidMismatch extends DriverWriteFailure {
+  /** `offset`: the first guest byte written into the grain that was to be allocated. */
+  constructor(offset: number) {
+    super('Invalid argument', 'EINVAL', offset);
+  }
+}
 const refusal = (why: string): Refusal => ({ refused: `instar cannot convert into this vmdk image (${why}); nothing was written` });
 
 /** A hosted sparse extent's tables, checked: metadata inside the file before the grains and apart, grains inside the file. */
@@ -213,11 +227,11 @@ export function vmdkInPlaceWriter(dev: BlockDevice, image: VmdkImage, opts: Vmdk
   if (!SPARSE_TYPES.has(createType) || extents.length === 0 || extents.some((e) => e.ext.flat || (e.file === '') !== monolithic) || (monolithic && extents.length !== 1)) {
     return { refused: `instar cannot convert into an existing vmdk image (-n) of subformat ${createType} yet; nothing was written` };
   }
-  let parent: ((buf: Uint8Array, pos: number) => void) | undefined;
-  if (backingName !== undefined) {
-    const p = image.parent;
-    // qemu's first allocating write fails (EINVAL) when the parent is no vmdk or its CID is not the recorded parentCID.
-    if (!(p instanceof VmdkImage) || p.state.cid !== image.state.parentCid) return refusal("its parent's CID is not the parentCID it records");
+  let parent: ((buf: Uint8Array, pos: number) => void) | 'mismatch' | undefined;
+  const p = image.parent;
+  // qemu's first allocating write fails (EINVAL) when the parent is no vmdk or its CID is not the recorded parentCID.
+  if (backingName !== undefined && (!(p instanceof VmdkImage) || p.state.cid !== image.state.parentCid)) parent = 'mismatch';
+  else if (backingName !== undefined && p) {
     parent = (buf, pos) => {
       // Past the parent's end the block layer reads zeros.
       const inside = Math.max(0, Math.min(buf.length, p.virtualSize - pos));

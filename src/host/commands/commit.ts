@@ -102,6 +102,7 @@ function validResult(raw: unknown): CommitResult {
   if (r.committed === true && percentages(r.progress)) return { format: r.format, committed: true, progress: r.progress as number[] };
   if (r.noBacking === true || r.noBase === true) return r as CommitResult;
   if (r.truncateUnsupported === true) return { format: r.format, truncateUnsupported: true };
+  if (r.parentCidMismatch === true && percentages(r.progress)) return { format: r.format, parentCidMismatch: true, progress: r.progress as number[] };
   if (r.reopenUnsupported === 'parallels') return { format: r.format, reopenUnsupported: r.reopenUnsupported };
   if (r.writeFailed === STREAM_OPTIMIZED_REWRITE && Number.isInteger(r.times) && (r.times as number) >= 1 && (r.times as number) <= 16) {
     return { format: r.format, writeFailed: STREAM_OPTIMIZED_REWRITE, times: r.times as number };
@@ -178,6 +179,10 @@ async function runCommit(cmd: ParsedCommand, ctx: CommandContext, target: Target
   if ('writeFailed' in result) {
     ctx.err(`${ctx.progname}: ${result.writeFailed}\n`.repeat(result.times));
     return fail('Block job failed: Input/output error');
+  }
+  if ('parentCidMismatch' in result) {
+    for (const p of result.progress) show(p);
+    return fail('Block job failed: Invalid argument');
   }
   if ('truncateUnsupported' in result) {
     // qemu's mirror job cannot grow the base; -p has printed 0% three times by then.

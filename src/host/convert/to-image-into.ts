@@ -146,6 +146,10 @@ export async function convertIntoImage(job: ImageJob): Promise<void> {
     if ('tooSmall' in result) throw new ConvertError('output file is smaller than input file');
     // A refusal may name a file the image names (a VMDK extent): escaped, as every string from an image.
     if ('refused' in result) throw new ConvertError(escapeForTerminal(String(result.refused)));
+    if ('writeFailed' in result) {
+      if (typeof result.writeFailed !== 'string' || !/^error while writing at byte \d{1,20}: [A-Za-z ]{1,64}$/.test(result.writeFailed)) throw new ConvertError('the guest gave a malformed answer');
+      throw new ConvertError(result.writeFailed);
+    }
     if (!('counted' in result)) throw new ConvertError('the guest gave a malformed answer');
     const warnings = bitmapWarnings(result as Record<string, unknown>);
     const bitmapFailed = copyFailure(result as Record<string, unknown>);

@@ -5,6 +5,7 @@
 // ascending order. Requests reach the writer whole clusters at a time (ClusterAligner), as the
 // ImageWriter contract asks; progress follows qemu's accounting as copy.ts does.
 import { ImageError, type Image, type ImageWriter } from '../../formats/types.ts';
+import { DriverWriteFailure } from '../../formats/writer-checks.ts';
 import { ProgressRule } from '../../output/progress.ts';
 import { failingChunk, nonZeroParts, runs, type Run } from './copy.ts';
 import { ClusterAligner } from './to-image-aligner.ts';
@@ -57,7 +58,45 @@ function* clusterRuns(image: Image, cs: number, salvage?: Salvage): Generator<Ru
 }
 
 /** Copies the disk into the writer; returns qemu's counted bytes. Does not call the writer's finish(). */
+/** A request of qemu-img convert's that the target's driver failed: qemu names the start of its chunk. */
+export class RequestFailed extends ImageError {
+  constructor(readonly chunk: number, cause: DriverWriteFailure) {
+    super(`error while writing at byte ${chunk}: ${cause.message}`, cause.errno);
+  }
+}
+
+/**
+ * The starts of qemu's chunks (data chunks, zero runs) whose writes may still be to come: an
+ * in-place target fills the gaps before a write when it comes (in-place-copy.ts), so a failure
+ * there belongs to an earlier chunk.
+ */
+class PendingChunks {
+  private readonly starts: number[] = [];
+  begin(start: number): void {
+    this.starts.push(start);
+  }
+  /** A write returned: every chunk before the current one is written. */
+  settled(): void {
+    if (this.starts.length > 1) this.starts.splice(0, this.starts.length - 1);
+  }
+  /** The chunk a failed write at `offset` belongs to. */
+  holding(offset: number): number {
+    for (let i = this.starts.length - 1; i >= 0; i--) if (this.starts[i] <= offset) return this.starts[i];
+    return this.starts[0] ?? offset;
+  }
+}
+
 export function copyToImage(plan: ImageCopyPlan): number {
+  const chunks = new PendingChunks();
+  try {
+    return copyChunks(plan, chunks);
+  } catch (e) {
+    if (e instanceof DriverWriteFailure) throw new RequestFailed(chunks.holding(e.offset), e);
+    throw e;
+  }
+}
+
+function copyChunks(plan: ImageCopyPlan, chunks: PendingChunks): number {
   const { images, sparseSize } = plan;
   const disk = images.reduce((n, i) => n + i.virtualSize, 0);
   // convert -n records qemu's requests as they are (to-image-into.ts): no aligning.
@@ -83,11 +122,13 @@ export function copyToImage(plan: ImageCopyPlan): number {
       // qemu cuts only data runs into chunks: a zero run is one write-zeroes request (its ends
       // decide which target clusters it covers whole: parallels discards them, qcow2 makes them zero clusters).
       if (!r.data && sparseSize !== 0) {
+        chunks.begin(base + r.pos);
         plan.onZeros?.(base + r.pos, r.length);
         continue;
       }
       for (let pos = r.pos; pos < r.pos + r.length; ) {
         const n = Math.min(chunkSize, r.pos + r.length - pos);
+        chunks.begin(base + pos);
         if (counts(r) && plan.onProgress) {
           done += n;
           if (rule.set((100 * done) / total) !== undefined) plan.onProgress(done, total);
@@ -108,11 +149,13 @@ export function copyToImage(plan: ImageCopyPlan): number {
           for (const [s, e] of nonZeroParts(chunk, base + pos, zeroBlock, zeros)) {
             if (s > from) plan.onZeros?.(base + pos + from, s - from);
             aligner.write(chunk.subarray(s, e), base + pos + s);
+            chunks.settled();
             from = e;
           }
           if (n > from) plan.onZeros?.(base + pos + from, n - from);
         } else {
           aligner.write(zeros.subarray(0, n), base + pos);
+          chunks.settled();
         }
         pos += n;
       }

@@ -23,6 +23,7 @@ import { sourceBitmaps } from './to-image-bitmaps.ts';
 import type { LiveBitmap } from '../../formats/qcow2/bitmap-state.ts';
 import { salvageMessages, salvageRead } from './salvage.ts';
 import { copyInPlace, luksTarget, roundUp } from './in-place-copy.ts';
+import { RequestFailed } from './to-image-copy.ts';
 import { plainInPlaceWriter } from '../in-place-writers.ts';
 import { parallelsIntoTarget } from './into-parallels.ts';
 import { vmdkInPlaceWriter } from '../../formats/vmdk/inplace.ts';
@@ -83,7 +84,9 @@ const ZERO_FLAG = 1n;
 
 export type ConvertIntoResult =
   | { counted: number; bitmapWarnings?: string[]; bitmapFailed?: string }
-  | { refused: string } | { tooSmall: true } | { openFailed: string } | { cannotCompress: true } | { bitmapsUnsupported: true };
+  | { refused: string } | { tooSmall: true } | { openFailed: string } | { cannotCompress: true } | { bitmapsUnsupported: true }
+  /** The target's driver failed a request (to-image-copy.ts RequestFailed): qemu's line, after the writes before it. */
+  | { writeFailed: string };
 
 /** Records qemu-img's data requests instead of writing them. */
 class RequestRecorder implements ImageWriter {
@@ -227,8 +230,13 @@ export const convertIntoOp: Op = (raw, ctx) => {
     if ('openFailed' in target) return target satisfies ConvertIntoResult;
     if ('refused' in target) return target satisfies ConvertIntoResult;
     const compressedClusterSize = opts.compressed ? (target as { grainBytes?: number }).grainBytes : undefined;
-    const counted = copyInPlace({ images, target, sparseSize: opts.sparseSize ?? 4096, targetIsZero: opts.targetIsZero === true, onProgress, salvage, compressedClusterSize });
-    return { counted } satisfies ConvertIntoResult;
+    try {
+      const counted = copyInPlace({ images, target, sparseSize: opts.sparseSize ?? 4096, targetIsZero: opts.targetIsZero === true, onProgress, salvage, compressedClusterSize });
+      return { counted } satisfies ConvertIntoResult;
+    } catch (e) {
+      if (e instanceof RequestFailed) return { writeFailed: e.message } satisfies ConvertIntoResult;
+      throw e;
+    }
   }
   const h = parseHeader(dev);
   const size = Number(h.size);
