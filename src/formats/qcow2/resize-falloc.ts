@@ -15,6 +15,7 @@ import type { RepairStep } from '../repair.ts';
 import type { Qcow2Header } from './header.ts';
 import { growSteps, growTable, isZero, l2Range, type GrowState, type GrowTable } from './resize-prealloc.ts';
 import type { GuestReader } from './resize-zero.ts';
+import { compressedSpan } from './l2-entry.ts';
 
 const COPIED = 1n << 63n;
 const COMPRESSED = 1n << 62n;
@@ -48,6 +49,8 @@ export function preallocateData(dev: BlockDevice, h: Qcow2Header, state: GrowSta
   const tables = new Map<number, GrowTable>();
   let host = start;
   let replaced = 0n;
+  /** The old last cluster's bytes (a compressed one's sectors), freed by link_l2. */
+  let oldSpan: { hostOffset: number; length: number } | undefined;
   const cow: RepairStep[] = [];
   for (let pos = from; pos < to;) {
     const { l1Index, end, first, count } = l2Range(pos, to, cs, es);
@@ -56,9 +59,14 @@ export function preallocateData(dev: BlockDevice, h: Qcow2Header, state: GrowSta
     for (let i = first; i < first + count; i++) {
       if (head > 0 && pos === from && i === first) {
         replaced = table.bytes.readBigUInt64BE(i * es);
-        if (replaced & COMPRESSED) return 'its last cluster is compressed: qemu would free its sectors';
-        // link_l2 frees it at once: a later missing L2 table may be allocated there.
-        if (replaced & OFFSET_MASK) refs.update(Number(replaced & OFFSET_MASK), cs, 1, true, { discard: false });
+        // link_l2 frees it at once: a later missing L2 table may be allocated there. A compressed
+        // cluster frees the 512-byte sectors its bytes touch (one reference off each cluster).
+        if (replaced & COMPRESSED) {
+          const span = compressedSpan(Number(replaced >> 32n), Number(replaced & 0xffffffffn), h.clusterBits);
+          if (span.hostOffset >= dev.size) return 'its compressed last cluster lies outside the file';
+          oldSpan = span;
+        } else if (replaced & OFFSET_MASK) oldSpan = { hostOffset: Number(replaced & OFFSET_MASK), length: cs };
+        if (oldSpan) refs.update(oldSpan.hostOffset, oldSpan.length, 1, true, { discard: false });
         const bytes = new Uint8Array(head);
         readGuest!(bytes, from);
         cow.push({ kind: 'write', pos: host * cs, bytes });
@@ -72,11 +80,12 @@ export function preallocateData(dev: BlockDevice, h: Qcow2Header, state: GrowSta
   // The old last cluster's reference is written as dropped only once the table no longer names it
   // (the caller's last refcount flush; QCOW2_DISCARD_NEVER: no discard); a new table that reuses
   // the cluster is written after that table.
-  const oldHost = Number(replaced & OFFSET_MASK) / cs;
-  const held = oldHost !== 0 && refs.get(oldHost) < refs.original(oldHost);
-  if (held) refs.update(oldHost * cs, cs, 1, false, { discard: false });
-  const steps = growSteps(state, tables, sizeBefore, Math.max(state.fileSize, dataEnd), cow, { firstTableAlone: oldHost !== 0 });
-  if (held) refs.update(oldHost * cs, cs, 1, true, { discard: false });
+  const oldClusters: number[] = [];
+  if (oldSpan) for (let c = Math.floor(oldSpan.hostOffset / cs); c * cs < oldSpan.hostOffset + oldSpan.length; c++) oldClusters.push(c);
+  const held = oldClusters.filter((c) => refs.get(c) < refs.original(c));
+  for (const c of held) refs.update(c * cs, cs, 1, false, { discard: false });
+  const steps = growSteps(state, tables, sizeBefore, Math.max(state.fileSize, dataEnd), cow, { firstTableAlone: oldClusters.length > 0 });
+  for (const c of held) refs.update(c * cs, cs, 1, true, { discard: false });
   // full: the run written with zeros (allocated on disk) before any table points at it.
   if (mode === 'full' && dataClusters > 0) {
     const at = steps.findIndex((s) => s.kind === 'barrier');
