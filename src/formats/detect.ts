@@ -35,11 +35,14 @@ export function detectFormat(dev: BlockDevice, opts: DetectOptions): string {
   // ISO 9660 / UDF (also hybrid ones with an MBR): read as raw, but named for what they are.
   if (isIsoImage(dev)) return 'iso';
   if (hasPartitionTable(dev, head)) return 'raw';
-  throw new ImageError(
-    `Could not determine image format: ${whyUnknown(dev, head)} ` +
-      '(instar does not fall back to raw; use -f raw or --unsafe-quirks)',
-  );
+  throw new ImageError(`Could not determine image format: ${whyUnknown(dev, head)} ${NO_RAW_FALLBACK}`);
 }
+
+/** The end of detect's refusal of a file qemu would probe as raw (checked by isRawFallbackRefusal). */
+const NO_RAW_FALLBACK = '(instar does not fall back to raw; use -f raw or --unsafe-quirks)';
+
+/** Whether `e` is detect's refusal of a file that qemu's probe would have opened as raw. */
+export const isRawFallbackRefusal = (e: unknown): boolean => e instanceof ImageError && e.message.endsWith(NO_RAW_FALLBACK);
 
 /** An MBR with plausible partition entries, or a GPT header (512- or 4096-byte sectors). */
 export function hasPartitionTable(dev: BlockDevice, head: Buffer): boolean {

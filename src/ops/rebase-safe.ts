@@ -17,6 +17,7 @@ import { ReplayedDevice } from '../formats/replayed-device.ts';
 import { parseHeader } from '../formats/qcow2/header.ts';
 import { PlanRefusal } from '../formats/qcow2/refcount-update.ts';
 import { findDriver } from '../formats/registry.ts';
+import { isRawFallbackRefusal } from '../formats/detect.ts';
 import { ProgressRule } from '../output/progress.ts';
 import { openTree, type OpenTreeOptions } from './open-tree.ts';
 import type { OpContext } from './types.ts';
@@ -175,6 +176,9 @@ export function safeRebase(opts: SafeRebaseOptions, ctx: OpContext, top: Image):
     newImage = prefix > 0 && oldImage ? chainLevel(ctx, oldImage, prefix, opts)
       : newBacking ? openTree(ctx, 1, { ...opts, fileName: opts.backing, format: opts.backingFormat }) : undefined;
   } catch (e) {
+    // Without -F, qemu opens a file it probes as raw, copies, then fails to name it in the header
+    // (the block layer wants a backing format): its words, with nothing read as raw or written.
+    if (isRawFallbackRefusal(e) && opts.backingFormat === undefined) return { format, progress: [], errno: 'EINVAL' };
     // A plain failure only: files still needed (MissingFilesError) go back to the host.
     if (e instanceof ImageError && e.constructor === ImageError) return { format, progress: [], newBackingFailed: e.message };
     throw e;
