@@ -1,7 +1,7 @@
 // A file the path policy let the host open for reading (commit's base, its VMDK extents; convert
-// -n's extents), reopened read-write by the name qemu gives it, as qemu's reopen does. The name
-// must still lead to the same regular file (device and inode), or nothing is written; the
-// reader's locks are then given up for the writer's.
+// -n's extents; resize's data file), reopened read-write by the name qemu gives it, as qemu's
+// reopen does. The name must still lead to the same regular file (device and inode), or nothing
+// is written; the reader's locks are then given up for the writer's, unless the caller keeps them.
 import { closeSync, fstatSync, openSync } from 'node:fs';
 import { handOverToWriter, LockConflict } from './image-locks.ts';
 
@@ -12,7 +12,8 @@ export interface ReopenWords {
   locked(conflict: LockConflict): Error;
 }
 
-export function reopenWritable(path: string, granted: number, flags: number, raw: boolean, words: ReopenWords): number {
+/** `raw`: the writer's locks of a raw image; 'keep': the reader's locks stay (a data file's, qemu's). */
+export function reopenWritable(path: string, granted: number, flags: number, locks: { raw: boolean } | 'keep', words: ReopenWords): number {
   const seen = fstatSync(granted, { bigint: true });
   let rw: number;
   try {
@@ -25,8 +26,9 @@ export function reopenWritable(path: string, granted: number, flags: number, raw
     closeSync(rw);
     throw words.changed();
   }
+  if (locks === 'keep') return rw;
   try {
-    handOverToWriter(granted, rw, path, raw);
+    handOverToWriter(granted, rw, path, locks.raw);
   } catch (e) {
     if (e instanceof LockConflict) throw words.locked(e);
     throw e;

@@ -2,7 +2,8 @@
 // qemu's read-write open does: the same refusals first (--image-opts read-only=on or
 // force-share=on, -U), then O_RDWR; a dirty qcow2 repaired before the command, as qemu's open does. O_DSYNC by default: the guest may not fsync, so each of its
 // writes is durable before the next one starts (the executor's order is the crash order).
-import { closeSync, constants, fstatSync, fsyncSync, openSync } from 'node:fs';
+import { closeSync, constants, fsyncSync } from 'node:fs';
+import { reopenWritable } from './reopen-writable.ts';
 import { strerror } from '../strerror.ts';
 import type { ParsedCommand } from '../cli/types.ts';
 import type { CommandContext } from './commands/types.ts';
@@ -123,18 +124,11 @@ export function writableDataFile(): { hooks: ReferencedFileHooks; close(): void 
   const hooks: ReferencedFileHooks = {
     writable: (file, granted, path) => {
       if (file.role !== 'data-file' || file.referrer !== 0) return undefined;
-      let rw: number;
-      try {
-        rw = openSync(path, constants.O_RDWR | constants.O_DSYNC | constants.O_NOFOLLOW);
-      } catch (e) {
-        throw new InputImageError(`Could not open '${path}': ${strerror((e as NodeJS.ErrnoException).code ?? 'EIO')}`);
-      }
-      const seen = fstatSync(granted, { bigint: true });
-      const now = fstatSync(rw, { bigint: true });
-      if (now.dev !== seen.dev || now.ino !== seen.ino || !now.isFile()) {
-        closeSync(rw);
-        throw new InputImageError(`instar refuses to write '${path}': the file changed while it was opened`);
-      }
+      const rw = reopenWritable(path, granted, constants.O_RDWR | constants.O_DSYNC | constants.O_NOFOLLOW, 'keep', {
+        open: (code) => new InputImageError(`Could not open '${path}': ${strerror(code)}`),
+        changed: () => new InputImageError(`instar refuses to write '${path}': the file changed while it was opened`),
+        locked: (e) => e,
+      });
       opened.push(rw);
       return rw;
     },

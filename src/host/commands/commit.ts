@@ -85,7 +85,7 @@ const baseReopenWords = (path: string): ReopenWords => ({
 
 /** The base (or its extent) reopened read-write by the name qemu gives it (reopen-writable.ts). */
 function reopenBase(path: string, fd: number, raw: boolean, direct: boolean): number {
-  const rw = reopenWritable(path, fd, constants.O_RDWR | constants.O_DSYNC, raw, baseReopenWords(path));
+  const rw = reopenWritable(path, fd, constants.O_RDWR | constants.O_DSYNC, { raw }, baseReopenWords(path));
   // qemu's reopen of a raw base for its mirror (write without resize) under -t none: direct-io.ts.
   if (raw && direct && unalignedForDirectWrite(rw)) {
     closeSync(rw);
