@@ -45,13 +45,10 @@ function targetSecret(cmd: ParsedCommand, target: IntoTarget, index: number): Re
 }
 
 
-/**
- * qemu's locks on an existing target (-n): another process's image (or a source's) is refused. A
- * raw one holds what a new raw target holds (convert asks for no resize); a format writes its own.
- */
+/** qemu's write locks on an existing target (-n): another process's image (or a source's) is refused. */
 export function lockIntoTarget(fd: number, path: string, errorName: string, raw = false): void {
   try {
-    lockImage(fd, 'target', false, path, raw);
+    lockImage(fd, 'write', false, path, raw);
   } catch (e) {
     if (e instanceof LockConflict) throw new ConvertError(`Could not open '${errorName}': ${e.message}`);
     throw e;
