@@ -13,8 +13,8 @@
 //  - info's images (opened without I/O): nothing; unshared 1 and 3;
 //  - an image it writes (resize, commit, snapshot -c, amend, check -r ...): 0, 1, 3; unshared 1, 3;
 //  - a file it creates over (create, convert, dd), before truncating it: 1, 3; unshared 3;
-//  - convert's new raw target, reopened to be written once created: 0, 1 (no resize asked),
-//    nothing unshared (the 'target' use);
+//  - convert's new raw target, reopened to be written once created, or an existing one (-n):
+//    0, 1 (no resize asked), nothing unshared (the 'target' use);
 //  - with -U (force-share): its permissions only, nothing unshared;
 //  - a raw image (its format driver passes the file through) unshares nothing, except as a
 //    convert source (convert asks its sources to stay unwritten): read 0, written 0, 1, 3, info nothing;

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, copyFileSync, existsSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { VERSIONS, oracle, type OracleVersion } from '../helpers/oracles.ts';
+import { INSTAR_ALIAS, VERSIONS, oracle, type OracleVersion } from '../helpers/oracles.ts';
 import { instarRun, qemuRun, tempDir } from '../dd/helpers.ts';
 import { lockImage, unlockImage, type LockUse } from '../../src/host/image-locks.ts';
 import { createEarlyTarget, createFreshTarget } from '../../src/host/convert/fresh-target.ts';
@@ -83,7 +83,7 @@ const commands = (held: string): string[][] => [
   ['rebase', '-b', p('c.qcow2'), '-F', 'qcow2', p('t.qcow2')], ['check', '-r', 'all', p('t.qcow2')], ['bench', '-w', '-c', '1', p('t.qcow2')],
   // The held file named as a target: created over, converted into, copied onto.
   ['create', '-f', 'qcow2', p(held), '1M'], ['create', '-f', 'raw', p(held), '1M'], ['convert', '-O', 'raw', p('c.qcow2'), p(held)],
-  ['convert', '-O', 'qcow2', p('c.qcow2'), p(held)], ['convert', '-n', '-O', 'qcow2', p('c.qcow2'), p(held)],
+  ['convert', '-O', 'qcow2', p('c.qcow2'), p(held)], ['convert', '-n', '-O', 'qcow2', p('c.qcow2'), p(held)], ['convert', '-n', '-O', 'raw', p('c.qcow2'), p(held)],
   ['dd', `if=${p('c.qcow2')}`, `of=${p(held)}`, 'bs=64k', 'count=1'],
   // The held file named as a backing file or a bitmap source: opened for reading (not by create).
   ['create', '-f', 'qcow2', '-b', p(held), '-F', 'qcow2', p('n.qcow2')], ['convert', '-O', 'qcow2', '-B', p(held), '-F', 'qcow2', p('c.qcow2'), p('n.qcow2')],
@@ -325,6 +325,73 @@ for (const version of VERSIONS) {
         await release(child);
         restoreNamed();
       }
+    }
+  });
+}
+
+// convert -n into an existing file: a raw target holds what a new raw one does (bytes 100 and 101,
+// nothing unshared: no resize asked), a qcow2 target what an image written holds. Measured live
+// on both oracles' converts and on the built CLI's (slowed by -r), while they write.
+/** The lock bytes on `target` while `command` (a slow convert into it) runs, once its open is done. */
+async function liveLocks(command: string[], target: string): Promise<number[]> {
+  const child = spawn(command[0], command.slice(1), { stdio: 'ignore' });
+  try {
+    for (let i = 0; i < 1000 && child.exitCode === null; i++) {
+      if (heldBytes(target).includes(100)) {
+        // Past any step of the open: the copy at 1 MiB/s lasts seconds more.
+        await new Promise((r) => setTimeout(r, 300));
+        const bytes = heldBytes(target);
+        assert.equal(child.exitCode, null, `${command.join(' ')}: still copying`);
+        return bytes;
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    throw new Error(`${command.join(' ')} did not lock ${target}`);
+  } finally {
+    await release(child);
+  }
+}
+
+test('convert -n holds on an existing raw or qcow2 target what qemu-img holds while it writes', async () => {
+  writeFileSync(p('src4.raw'), Buffer.alloc(4 * 1024 * 1024, 1));
+  for (const [format, expected] of [['raw', [100, 101]], ['qcow2', [100, 101, 103, 201, 203]]] as const) {
+    const target = p(`into.${format}`);
+    for (const version of VERSIONS) {
+      const args = ['convert', '-n', '-f', 'raw', '-O', format, '-r', '1M', p('src4.raw'), target];
+      const make = () => {
+        rmSync(target, { force: true });
+        assert.equal(qemuRun('10.0', ['create', '-q', '-f', format, target, '4M']).status, 0);
+      };
+      make();
+      assert.deepEqual(await liveLocks([oracle(version), ...args], target), expected, `qemu-img ${version} -n into ${format}`);
+      make();
+      assert.deepEqual(await liveLocks([process.execPath, INSTAR_ALIAS, '--qemu-version', version, ...args], target), expected, `instar ${version} -n into ${format}`);
+      rmSync(target, { force: true });
+    }
+  }
+});
+
+// Hence a raw file whose resize another process does not share (a qcow2's data file, held by a
+// reader of that qcow2) is converted into as qemu does: only its write is asked for.
+for (const version of VERSIONS) {
+  test(`${version}: convert -n into a data file a reader holds: instar's messages and file as qemu-img's`, async () => {
+    buildNamedFiles();
+    writeFileSync(p('src1.raw'), Buffer.alloc(1024 * 1024, 5));
+    const child = await namedHolder(version, ['-r'], 'qcow2', 'twin.qcow2', 'dq.data', 100);
+    try {
+      const args = ['convert', '-n', '-f', 'raw', '-O', 'raw', p('src1.raw'), p('dq.data')];
+      copyFileSync(p('keep-dq.data'), p('dq.data'));
+      const q = qemuRun(version, args);
+      const qBytes = readFileSync(p('dq.data'));
+      assert.equal(q.status, 0, q.stderr);
+      copyFileSync(p('keep-dq.data'), p('dq.data'));
+      const i = await instarRun(version, args);
+      assert.deepEqual([i.status, i.stderr, i.stdout], [q.status, q.stderr, q.stdout]);
+      assert.ok(readFileSync(p('dq.data')).equals(qBytes), 'dq.data as qemu-img left it');
+      assert.equal(child.exitCode, null, 'the holder still runs');
+    } finally {
+      await release(child);
+      copyFileSync(p('keep-dq.data'), p('dq.data'));
     }
   });
 }

@@ -45,10 +45,13 @@ function targetSecret(cmd: ParsedCommand, target: IntoTarget, index: number): Re
 }
 
 
-/** qemu's write locks on an existing target (-n): another process's image (or a source's) is refused. */
+/**
+ * qemu's locks on an existing target (-n): another process's image (or a source's) is refused. A
+ * raw one holds what a new raw target holds (convert asks for no resize); a format writes its own.
+ */
 export function lockIntoTarget(fd: number, path: string, errorName: string, raw = false): void {
   try {
-    lockImage(fd, 'write', false, path, raw);
+    lockImage(fd, 'target', false, path, raw);
   } catch (e) {
     if (e instanceof LockConflict) throw new ConvertError(`Could not open '${errorName}': ${e.message}`);
     throw e;
