@@ -6,7 +6,7 @@
 // leaves an image qemu-img checks with leaks at most and reads as before.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { VERSIONS, runQemu } from '../helpers/oracles.ts';
 import { FdDevice } from '../../src/io/fd-device.ts';
@@ -19,13 +19,7 @@ const dirs = new ResizeDirs();
 const files: Record<string, Uint8Array> = {};
 
 before(() => {
-  const dir = dirs.path('build');
-  mkdirSync(dir);
-  const make = (name: string, options: string, size: string, ...writes: string[]) => {
-    assert.equal(runQemu('10.0', ['create', '-q', '-f', 'qcow2', '-o', options, name, size], { cwd: dir }).status, 0);
-    assert.equal(runQemu('10.0', ['-f', 'qcow2', ...writes.flatMap((w) => ['-c', w]), name], { cwd: dir }, 'qemu-io').status, 0);
-    files[name] = readFileSync(join(dir, name));
-  };
+  const make = (name: string, options: string, size: string, ...writes: string[]) => (files[name] = dirs.build(name, options, size, ...writes));
   make('c.qcow2', 'compat=1.1', '1025k', 'write -P 1 0 64k', 'write -c -P 2 1024k 1k');
   // Three compressed clusters packed into one host cluster: freeing the last one's sectors leaves it counted.
   make('m.qcow2', 'cluster_size=4k', '1025k', 'write -c -P 3 0 4k', 'write -c -P 4 1020k 4k', 'write -c -P 2 1024k 1k');

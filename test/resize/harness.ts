@@ -24,6 +24,15 @@ export class ResizeDirs {
     return join(this.root, name);
   }
 
+  /** Makes `name` in the build directory with qemu-img 10.0 (-o `options`) and qemu-io `writes`; its bytes. */
+  build(name: string, options: string, size: string, ...writes: string[]): Uint8Array {
+    const dir = this.path('build');
+    mkdirSync(dir, { recursive: true });
+    assert.equal(runQemu('10.0', ['create', '-q', '-f', 'qcow2', '-o', options, name, size], { cwd: dir }).status, 0, `create ${name}`);
+    if (writes.length) assert.equal(runQemu('10.0', ['-f', 'qcow2', ...writes.flatMap((w) => ['-c', w]), name], { cwd: dir }, 'qemu-io').status, 0, `qemu-io ${name}`);
+    return readFileSync(join(dir, name));
+  }
+
   run(version: OracleVersion, files: Record<string, Uint8Array>, args: string[], opts: { sandboxed?: boolean; instarArgs?: string[] } = {}): ResizeRun {
     const base = join(this.root, `run${this.n++}`);
     const qdir = join(base, 'q');

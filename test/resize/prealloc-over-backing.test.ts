@@ -21,13 +21,7 @@ const dirs = new ResizeDirs();
 const files: Record<string, Uint8Array> = {};
 
 before(() => {
-  const dir = dirs.path('build');
-  mkdirSync(dir);
-  const make = (name: string, options: string, size: string, ...writes: string[]) => {
-    assert.equal(runQemu('10.0', ['create', '-q', '-f', 'qcow2', '-o', options, name, size], { cwd: dir }).status, 0);
-    if (writes.length) assert.equal(runQemu('10.0', ['-f', 'qcow2', ...writes.flatMap((w) => ['-c', w]), name], { cwd: dir }, 'qemu-io').status, 0);
-    files[name] = readFileSync(join(dir, name));
-  };
+  const make = (name: string, options: string, size: string, ...writes: string[]) => (files[name] = dirs.build(name, options, size, ...writes));
   make('base.qcow2', 'compat=1.1', '8M', 'write -P 1 0 8M');
   const over = 'backing_file=base.qcow2,backing_fmt=qcow2';
   make('t.qcow2', over, '3M', 'write -P 2 0 64k');
