@@ -14,7 +14,8 @@
 //  - an image it writes (resize, commit, snapshot -c, amend, check -r ...): 0, 1, 3; unshared 1, 3;
 //  - a file it creates over (create, convert, dd), before truncating it: 1, 3; unshared 3;
 //  - convert's new raw target, reopened to be written once created, or an existing one (-n):
-//    0, 1 (no resize asked), nothing unshared (the 'target' use);
+//    0, 1 (no resize asked), nothing unshared (the 'target' use); the files of a new image in
+//    another format, reopened so too, are written as an image's are;
 //  - with -U (force-share): its permissions only, nothing unshared;
 //  - a raw image (its format driver passes the file through) unshares nothing, except as a
 //    convert source (convert asks its sources to stay unwritten): read 0, written 0, 1, 3, info nothing;
@@ -169,14 +170,15 @@ export function openCreating(path: string, flags: number, mode = 0o644): number 
 }
 
 /**
- * convert's new raw target once created: qemu gives up its create's locks and opens the file to
- * write it ('target'). Nobody else can have taken the file meanwhile (the create's locks keep
+ * convert's new target once created: qemu gives up its create's locks and opens the file to write
+ * it ('target'): a raw one, or a file of a new image (`raw` false; `dataChild`: a qcow2's data file
+ * or a flat VMDK extent). Nobody else can have taken the file meanwhile (the create's locks keep
  * qemu-img out); a process that did anyway keeps it, and the copy goes on unlocked.
  */
-export function lockCreatedTarget(fd: number, path: string): void {
+export function lockCreatedTarget(fd: number, path: string, raw = true, dataChild = false): void {
   unlockImage(fd);
   try {
-    lockImage(fd, 'target', false, path, true);
+    lockImage(fd, 'target', false, path, raw, dataChild);
   } catch (e) {
     if (!(e instanceof LockConflict)) throw e;
   }

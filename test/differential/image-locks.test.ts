@@ -395,3 +395,64 @@ for (const version of VERSIONS) {
     }
   });
 }
+
+// A new image in another format: once created, each of its files holds what qemu's open of the
+// image holds while it writes: the image (and a sparse VMDK extent) 100, 101, 103, 201, 203; its
+// data file or flat extent 100, 101, 103, 203. Measured live on both oracles' converts and the
+// built CLI's; instar's copy is fast, so the lock table is read every few milliseconds.
+/**
+ * The lock bytes on each of `files` once all hold byte 100: alike in two reads in a row, or for
+ * qemu-img (`slow`: slowed by -r), 300 ms later, still copying (its open holds 100, 101, 103 a while
+ * before it unshares anything).
+ */
+async function settledLocks(command: string[], files: string[], slow: boolean): Promise<number[][]> {
+  const child = spawn(command[0], command.slice(1), { stdio: 'ignore' });
+  const read = () => files.map((f) => (existsSync(f) ? heldBytes(f) : []));
+  try {
+    let last = '';
+    for (let i = 0; i < 3000 && child.exitCode === null; i++) {
+      const now = read();
+      const key = JSON.stringify(now);
+      if (now.every((b) => b.includes(100)) && slow) {
+        await new Promise((r) => setTimeout(r, 300));
+        const later = read();
+        assert.equal(child.exitCode, null, `${command.join(' ')}: still copying`);
+        return later;
+      }
+      if (now.every((b) => b.includes(100)) && key === last) return now;
+      last = key;
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    throw new Error(`${command.join(' ')} did not lock ${files.join(', ')} as it writes`);
+  } finally {
+    await release(child);
+  }
+}
+
+test("convert's new image in another format holds qemu's locks on its files while it is written", async () => {
+  writeFileSync(p('src16.raw'), Buffer.alloc(16 * 1024 * 1024, 3));
+  const IMAGE = [100, 101, 103, 201, 203];
+  const DATA = [100, 101, 103, 203];
+  const cases: [string[], string[], number[][]][] = [
+    [['-O', 'qcow2'], ['n.qcow2'], [IMAGE]],
+    [['-O', 'vmdk'], ['n.vmdk'], [IMAGE]],
+    [['-O', 'vpc'], ['n.vpc'], [IMAGE]],
+    [['-O', 'vhdx'], ['n.vhdx'], [IMAGE]],
+    [['-O', 'qcow2', '-o', `data_file=${p('n.data')}`], ['n.qcow2', 'n.data'], [IMAGE, DATA]],
+    [['-O', 'vmdk', '-o', 'subformat=monolithicFlat'], ['n.vmdk', 'n-flat.vmdk'], [IMAGE, DATA]],
+    [['-O', 'vmdk', '-o', 'subformat=twoGbMaxExtentSparse'], ['n.vmdk', 'n-s001.vmdk'], [IMAGE, IMAGE]],
+  ];
+  for (const [options, names, expected] of cases) {
+    const files = names.map(p);
+    const clear = () => files.forEach((f) => rmSync(f, { force: true }));
+    for (const version of VERSIONS) {
+      const args = ['convert', '-f', 'raw', ...options, '-r', '1M', p('src16.raw'), files[0]];
+      const label = options.join(' ');
+      clear();
+      assert.deepEqual(await settledLocks([oracle(version), ...args], files, true), expected, `qemu-img ${version} ${label}`);
+      clear();
+      assert.deepEqual(await settledLocks([process.execPath, INSTAR_ALIAS, '--qemu-version', version, ...args], files, false), expected, `instar ${version} ${label}`);
+      clear();
+    }
+  }
+});

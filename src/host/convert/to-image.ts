@@ -33,7 +33,7 @@ import { bitmapsFailAfterCopy, bitmapsStopAtCreate, bitmapWarnings, checkSourceB
 import { blockNodeName } from '../../output/node-name.ts';
 import { intoTarget } from './into-target.ts';
 import { COMPRESSING_FORMATS } from '../../formats/compressing.ts';
-import { LockConflict, openCreating } from '../image-locks.ts';
+import { LockConflict, lockCreatedTarget, openCreating } from '../image-locks.ts';
 
 /** What the command's settings give this path. */
 export interface ImageSettings {
@@ -163,8 +163,12 @@ interface CreatedFile {
   fd: number;
 }
 
-/** Creates (or truncates, as qemu does) one file of the new image; qemu's words when it cannot. */
-function createFile(path: string, job: ImageJob, made: CreatedFile[]): number {
+/**
+ * Creates (or truncates, as qemu does) one file of the new image; qemu's words when it cannot. The
+ * create's locks then give way to those qemu's open of the new image holds while it is written
+ * (`dataChild`: a data file or a flat extent), as the guest both creates and writes it.
+ */
+function createFile(path: string, job: ImageJob, made: CreatedFile[], dataChild = false): number {
   const outPath = job.cmd.args[job.cmd.args.length - 1];
   // O_NONBLOCK: a FIFO must not hang the open; anything but a regular file is refused below.
   const flags = constants.O_CREAT | constants.O_TRUNC | constants.O_RDWR | constants.O_NONBLOCK | constants.O_NOCTTY;
@@ -179,6 +183,7 @@ function createFile(path: string, job: ImageJob, made: CreatedFile[]): number {
   }
   made.push({ path, fd });
   if (!fstatSync(fd).isFile()) throw new ConvertError(`instar writes images only into regular files, and '${path}' is not one`);
+  lockCreatedTarget(fd, path, false, dataChild);
   return fd;
 }
 
@@ -298,8 +303,10 @@ export async function convertToImage(job: ImageJob): Promise<void> {
     }
     const targetBacking = probed && backingInput ? { size: probed.size, index: job.inputs.length, format: backingFormat, fileName: backingInput.path } : undefined;
     const outputs: InputFile[] = [{ fd: createFile(outPath, job, made), path: outPath, writable: true, role: 'output' }];
-    if (typeof plan.dataFile === 'string') outputs.push({ fd: createFile(plan.dataFile, job, made), path: plan.dataFile, writable: true, role: 'output' });
-    for (const path of plan.extentFiles ?? []) outputs.push({ fd: createFile(path, job, made), path, writable: true, role: 'output' });
+    if (typeof plan.dataFile === 'string') outputs.push({ fd: createFile(plan.dataFile, job, made, true), path: plan.dataFile, writable: true, role: 'output' });
+    // A flat extent is its VMDK's data child; a sparse one is an image of its own.
+    const flat = typeof plan.subformat === 'string' && plan.subformat.endsWith('Flat');
+    for (const path of plan.extentFiles ?? []) outputs.push({ fd: createFile(path, job, made, flat), path, writable: true, role: 'output' });
     const badCache = !CACHE_MODES.has(s.outputCache);
     const noBitmaps = bitmapsStopAtCreate(cmd, s.outputFormat, ctx.profile);
     const options: ConvertImageOptions = {
