@@ -185,9 +185,9 @@ export function lockCreatedTarget(fd: number, path: string, raw = true, dataChil
 }
 
 /** lockImage that closes `fd` when it throws (a conflict): the caller words the failure. */
-export function lockOrClose(fd: number, use: LockUse, forceShare: boolean, path: string, raw: boolean): void {
+export function lockOrClose(fd: number, use: LockUse, forceShare: boolean, path: string, raw: boolean, dataChild = false): void {
   try {
-    lockImage(fd, use, forceShare, path, raw);
+    lockImage(fd, use, forceShare, path, raw, dataChild);
   } catch (e) {
     closeSync(fd);
     throw e;
@@ -203,7 +203,7 @@ export function lockForReading(fd: number, path: string, format: string | undefi
  * A file opened for reading (`readFd`) reopened for writing as `rwFd` (commit's base, convert -n's
  * extents): qemu's reopen gives the reader's locks up for the writer's. `rwFd` is closed on a conflict.
  */
-export function handOverToWriter(readFd: number, rwFd: number, path: string, raw = false): void {
+export function handOverToWriter(readFd: number, rwFd: number, path: string, raw = false, dataChild = false): void {
   unlockImage(readFd);
-  lockOrClose(rwFd, 'write', false, path, raw);
+  lockOrClose(rwFd, 'write', false, path, raw, dataChild);
 }

@@ -12,8 +12,11 @@ export interface ReopenWords {
   locked(conflict: LockConflict): Error;
 }
 
-/** `raw`: the writer's locks of a raw image; 'keep': the reader's locks stay (a data file's, qemu's). */
-export function reopenWritable(path: string, granted: number, flags: number, locks: { raw: boolean } | 'keep', words: ReopenWords): number {
+/**
+ * `raw`: the writer's locks of a raw image; `dataChild`: of a format's data child (a flat VMDK
+ * extent); 'keep': the reader's locks stay (a data file's, qemu's).
+ */
+export function reopenWritable(path: string, granted: number, flags: number, locks: { raw: boolean; dataChild?: boolean } | 'keep', words: ReopenWords): number {
   const seen = fstatSync(granted, { bigint: true });
   let rw: number;
   try {
@@ -28,7 +31,7 @@ export function reopenWritable(path: string, granted: number, flags: number, loc
   }
   if (locks === 'keep') return rw;
   try {
-    handOverToWriter(granted, rw, path, locks.raw);
+    handOverToWriter(granted, rw, path, locks.raw, locks.dataChild);
   } catch (e) {
     if (e instanceof LockConflict) throw words.locked(e);
     throw e;

@@ -456,3 +456,23 @@ test("convert's new image in another format holds qemu's locks on its files whil
     }
   }
 });
+
+// convert -n into an existing VMDK with a flat extent: the extent is the VMDK's data child (100,
+// 101, 103, 203), the descriptor an image written.
+test('convert -n into a flat VMDK holds qemu-img\'s locks on its descriptor and extent while it writes', async () => {
+  writeFileSync(p('src16.raw'), Buffer.alloc(16 * 1024 * 1024, 3));
+  const files = [p('x.vmdk'), p('x-flat.vmdk')];
+  const expected = [[100, 101, 103, 201, 203], [100, 101, 103, 203]];
+  const make = () => {
+    files.forEach((f) => rmSync(f, { force: true }));
+    assert.equal(qemuRun('10.0', ['create', '-q', '-f', 'vmdk', '-o', 'subformat=monolithicFlat', files[0], '16M']).status, 0);
+  };
+  for (const version of VERSIONS) {
+    const args = ['convert', '-n', '-f', 'raw', '-O', 'vmdk', '-r', '1M', p('src16.raw'), files[0]];
+    make();
+    assert.deepEqual(await settledLocks([oracle(version), ...args], files, true), expected, `qemu-img ${version}`);
+    make();
+    assert.deepEqual(await settledLocks([process.execPath, INSTAR_ALIAS, '--qemu-version', version, ...args], files, false), expected, `instar ${version}`);
+  }
+  files.forEach((f) => rmSync(f, { force: true }));
+});

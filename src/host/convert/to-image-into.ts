@@ -20,7 +20,7 @@ import { parseSecretObjects } from '../secrets.ts';
 import { checkZeroInitWithBacking, intoTarget, type IntoTarget } from './into-target.ts';
 import type { ParsedCommand } from '../../cli/types.ts';
 import { bitmapWarnings, wantsBitmaps } from './to-image-bitmaps.ts';
-import { LockConflict, lockImage } from '../image-locks.ts';
+import { isRawFormat, LockConflict, lockImage } from '../image-locks.ts';
 import { reopenWritable, type ReopenWords } from '../reopen-writable.ts';
 
 /** The guest's bitmap failure message (convert -n --bitmaps), checked; undefined when none. */
@@ -129,7 +129,8 @@ export async function convertIntoImage(job: ImageJob): Promise<void> {
         if (file.role !== 'extent' || file.referrer !== job.inputs.length) return undefined;
         if (read.includes(fdFileId(granted))) throw refuse('whose extent files the sources read');
         const flags = constants.O_RDWR | constants.O_NOCTTY | constants.O_NONBLOCK | (s.outputCache !== 'unsafe' ? constants.O_DSYNC : 0);
-        const rw = reopenWritable(path, granted, flags, { raw: false }, extentReopenWords(path));
+        // A flat extent (raw) is the VMDK's data child: qemu unshares its resize only.
+        const rw = reopenWritable(path, granted, flags, { raw: false, dataChild: isRawFormat(file.format) }, extentReopenWords(path));
         extents.push(rw);
         return rw;
       };
