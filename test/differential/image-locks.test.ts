@@ -331,27 +331,7 @@ for (const version of VERSIONS) {
 
 // convert -n into an existing file: a raw target holds what a new raw one does (bytes 100 and 101,
 // nothing unshared: no resize asked), a qcow2 target what an image written holds. Measured live
-// on both oracles' converts and on the built CLI's (slowed by -r), while they write.
-/** The lock bytes on `target` while `command` (a slow convert into it) runs, once its open is done. */
-async function liveLocks(command: string[], target: string): Promise<number[]> {
-  const child = spawn(command[0], command.slice(1), { stdio: 'ignore' });
-  try {
-    for (let i = 0; i < 1000 && child.exitCode === null; i++) {
-      if (heldBytes(target).includes(100)) {
-        // Past any step of the open: the copy at 1 MiB/s lasts seconds more.
-        await new Promise((r) => setTimeout(r, 300));
-        const bytes = heldBytes(target);
-        assert.equal(child.exitCode, null, `${command.join(' ')}: still copying`);
-        return bytes;
-      }
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    throw new Error(`${command.join(' ')} did not lock ${target}`);
-  } finally {
-    await release(child);
-  }
-}
-
+// on both oracles' converts (slowed by -r) and on the built CLI's, while they write (settledLocks, below).
 test('convert -n holds on an existing raw or qcow2 target what qemu-img holds while it writes', async () => {
   writeFileSync(p('src4.raw'), Buffer.alloc(4 * 1024 * 1024, 1));
   for (const [format, expected] of [['raw', [100, 101]], ['qcow2', [100, 101, 103, 201, 203]]] as const) {
@@ -363,9 +343,9 @@ test('convert -n holds on an existing raw or qcow2 target what qemu-img holds wh
         assert.equal(qemuRun('10.0', ['create', '-q', '-f', format, target, '4M']).status, 0);
       };
       make();
-      assert.deepEqual(await liveLocks([oracle(version), ...args], target), expected, `qemu-img ${version} -n into ${format}`);
+      assert.deepEqual(await settledLocks([oracle(version), ...args], [target], true), [expected], `qemu-img ${version} -n into ${format}`);
       make();
-      assert.deepEqual(await liveLocks([process.execPath, INSTAR_ALIAS, '--qemu-version', version, ...args], target), expected, `instar ${version} -n into ${format}`);
+      assert.deepEqual(await settledLocks([process.execPath, INSTAR_ALIAS, '--qemu-version', version, ...args], [target], false), [expected], `instar ${version} -n into ${format}`);
       rmSync(target, { force: true });
     }
   }
