@@ -56,13 +56,6 @@ export type CommitResult = { format: string } & (
    */
   | { parentCidMismatch: true; progress: number[] });
 
-/** A job that failed part-way, with the result that says so. */
-class CommitFailure extends Error {
-  constructor(readonly result: CommitResult) {
-    super('commit failed');
-  }
-}
-
 /** MAX_IN_FLIGHT: the most mirror operations that can fail before the job sees the first failure. */
 const MAX_IN_FLIGHT = 16;
 
@@ -274,6 +267,8 @@ export function commitOp(options: Record<string, unknown>, ctx: OpContext): Comm
     const hasBacking = base.info()['backing-filename'] !== undefined;
     let baseSteps: RepairStep[];
     let writeBase: (() => void) | undefined;
+    /** What -p showed when the write at a byte failed (a vmdk base's ParentCidMismatch). */
+    let progressUntil: ((failedAt: number) => number[]) | undefined;
     let progress: number[] = [];
     // vdi, vpc, vhdx, qed, qcow: their writer (undefined, without reading anything, for the others).
     const plain = plainInPlaceWriter(base, baseDev);
@@ -319,17 +314,8 @@ export function commitOp(options: Record<string, unknown>, ctx: OpContext): Comm
       progress = progressOf(top, baseLevel, unit, { zeroClusters: false });
       const runs = clusterRuns(top, dirtyRanges(top, baseLevel, unit), unit);
       baseSteps = [];
-      writeBase = () => {
-        try {
-          writeThrough(writer, runs, top);
-        } catch (e) {
-          if (!(e instanceof ParentCidMismatch)) throw e;
-          // qemu's mirror writes the base through its driver in the order it starts its
-          // operations (the driver's lock): those before the failing one landed, as here. Those
-          // it started after it may land too (their grains allocated already): instar stops.
-          throw new CommitFailure(closedAfterFailure(ctx, format, { format, parentCidMismatch: true, progress: progressOf(top, baseLevel, unit, { zeroClusters: false }, e.offset) }));
-        }
-      };
+      writeBase = () => writeThrough(writer, runs, top);
+      progressUntil = (failedAt) => progressOf(top, baseLevel, unit, { zeroClusters: false }, failedAt);
     } else if (plain) {
       // The formats convert -n writes into: qemu's mirror writes through their drivers in the
       // same way (blocks allocated at the end of the file as the writes reach them).
@@ -364,7 +350,10 @@ export function commitOp(options: Record<string, unknown>, ctx: OpContext): Comm
     try {
       writeBase?.();
     } catch (e) {
-      if (e instanceof CommitFailure) return e.result;
+      // qemu's mirror writes the base through its driver in the order it starts its operations
+      // (the driver's lock): those before the failing one landed, as here. Those it started
+      // after it may land too (their grains allocated already): instar stops.
+      if (e instanceof ParentCidMismatch && progressUntil) return closedAfterFailure(ctx, format, { format, parentCidMismatch: true, progress: progressUntil(e.offset) });
       throw e;
     }
     applyRepair(baseDev, baseSteps, { stopAfterWrites: stop });
