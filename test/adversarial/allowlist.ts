@@ -48,6 +48,9 @@ const OWN_PROC = /^\/proc\/(self|thread-self|\d+)((\/task\/\d+)?\/(maps|smaps|st
 /** Paths relative to a directory fd that bwrap uses while setting up (relative to its /proc fd). */
 const BWRAP_RELATIVE = /^(\.|oldroot|newroot|self|cgroup|ipc|mnt|net|pid|uts|user|time|uid_map|gid_map|setgroups|sys\/user\/max_user_namespaces|\d+\/ns|(self|\d+)\/(mountinfo|fd|uid_map|gid_map|setgroups|ns(\/\w+)?))$/;
 
+/** Where the runs' GNU time output files are (os.tmpdir() reads the environment: once, not per call). */
+const TIME_OUTPUT_PREFIX = join(tmpdir(), 'instar-adv-');
+
 /** Sources of bwrap's mounts that are not paths. */
 const MOUNT_SOURCES = new Set(['tmpfs', 'none', 'proc', 'devpts', 'mqueue', 'sysfs']);
 
@@ -88,6 +91,8 @@ export class Allowlist {
   /** Calls whose path is outside the allowlist (each with the absolute path it resolved to). */
   violations(calls: TracedCall[], cwd: string): { path: string; line: string }[] {
     const cwdOf = new Map<number, string>();
+    // A run names the same runtime files over and over: each is resolved once.
+    const realpaths = new Map<string, string | null>();
     const out: { path: string; line: string }[] = [];
     for (const c of calls) {
       if (c.path === undefined || c.path === '') continue;
@@ -97,7 +102,7 @@ export class Allowlist {
       // symlink(target, linkpath): the target is text written into the link, not a lookup.
       if (c.syscall === 'symlink') continue;
       // The run's own GNU time output file.
-      if (c.path.startsWith(join(tmpdir(), 'instar-adv-'))) continue;
+      if (c.path.startsWith(TIME_OUTPUT_PREFIX)) continue;
       if (!c.path.startsWith('/') && c.relativeTo === 'dirfd') {
         if (!BWRAP_RELATIVE.test(c.path)) out.push({ path: c.path, line: c.line });
         continue;
@@ -111,7 +116,7 @@ export class Allowlist {
       // of a call that does not follow it. procfs links point into the checking process, not the
       // traced one, so they are taken as spelled.
       if (abs.startsWith('/proc/')) continue;
-      const real = resolvedPath({ ...c, path: abs }, here);
+      const real = resolvedPath({ ...c, path: abs }, here, realpaths);
       if (real !== undefined && !this.allows(real)) out.push({ path: `${abs} -> ${real}`, line: c.line });
     }
     return out;

@@ -37,27 +37,33 @@ function noFollow(call: TracedCall): boolean {
   return /^(lstat|readlink)/.test(call.syscall) || call.line.includes('AT_SYMLINK_NOFOLLOW') || call.line.includes('O_NOFOLLOW');
 }
 
-function realpathOr(path: string, fallback: string): string {
-  try {
-    return realpathSync.native(path);
-  } catch {
-    return fallback;
+function realpathOr(path: string, fallback: string, cache?: Map<string, string | null>): string {
+  let real = cache?.get(path);
+  if (real === undefined) {
+    try {
+      real = realpathSync.native(path);
+    } catch {
+      real = null;
+    }
+    cache?.set(path, real);
   }
+  return real ?? fallback;
 }
 
 /**
  * Where a call's path leads, resolved now as the kernel resolved it then (the files are still
  * there): through every symlink, except the last component of a call that does not follow it.
+ * `cache` (path -> its realpath, null when none) serves many calls checked while nothing changes.
  */
-export function resolvedPath(call: TracedCall, cwd: string): string | undefined {
+export function resolvedPath(call: TracedCall, cwd: string, cache?: Map<string, string | null>): string | undefined {
   if (call.path === undefined || call.path === '') return undefined;
   const raw = call.path.startsWith('/') ? call.path : `${cwd}/${call.path}`;
   const lexical = resolve(raw);
   const last = basename(raw);
   if (noFollow(call) && last !== '..' && last !== '.' && raw !== '/') {
-    return join(realpathOr(dirname(raw), dirname(lexical)), last);
+    return join(realpathOr(dirname(raw), dirname(lexical), cache), last);
   }
-  return realpathOr(raw, lexical);
+  return realpathOr(raw, lexical, cache);
 }
 
 /** Calls whose path names `target` or something under it, as spelled or after resolution. */
