@@ -3,6 +3,7 @@
 import { after, before, describe, test } from 'node:test';
 import { ImageDir, assertSameOutput } from '../differential/harness.ts';
 import { buildCorpus } from './images.ts';
+import { LONG } from '../helpers/long.ts';
 
 const images = new ImageDir('map');
 let corpus: { file: string; format: string }[] = [];
@@ -19,8 +20,11 @@ describe('map corpus', { concurrency: 2 }, () => {
     if (corpus.length < 40) throw new Error(`only ${corpus.length} images`);
   });
   test('every image, human and json', { concurrency: 4 }, async (t) => {
-    await Promise.all(corpus.flatMap(({ file, format }) =>
-      ['human', 'json'].map((output) => t.test(`${file} ${output}`, () => same(['-f', format, `--output=${output}`, file])))));
+    // Short tier: every image in JSON (every field of every entry); human output (those entries
+    // merged, data at an offset only) for every other image in corpus order, which takes in every
+    // format and each kind qemu refuses (compressed qcow2, streamOptimized vmdk, vhdx). Long tier: all.
+    await Promise.all(corpus.flatMap(({ file, format }, i) =>
+      (LONG || i % 2 === 1 ? ['human', 'json'] : ['json']).map((output) => t.test(`${file} ${output}`, () => same(['-f', format, `--output=${output}`, file])))));
   });
 });
 
@@ -28,11 +32,13 @@ const RANGED = ['data.qcow2', 'four.qcow2', 'holes.raw', 'sparse.vmdk', 'sub.qco
 const RANGES = [['-s', '1000', '-l', '3M'], ['--start-offset=1M'], ['--max-length=0'], ['-s', '100M'], ['-s', '0.5M', '-l', '1.5M'], ['-l', '9E']];
 
 describe('map ranges', { concurrency: 2 }, () => {
-  for (const file of RANGED) {
+  for (const [i, file] of RANGED.entries()) {
     test(file, { concurrency: 4 }, async (t) => {
       const format = corpus.find((c) => c.file === file)!.format;
-      // JSON shows every field of every entry; human output once per file for its merging.
-      const runs = [...RANGES.map((range) => ['--output=json', ...range]), ['--output=human', ...RANGES[0]]];
+      // JSON shows every field of every entry; human output once per file for its merging. Short
+      // tier: each file every other range (alternating by file: each range on three files, one parser).
+      const ranges = LONG ? RANGES : RANGES.filter((_, k) => (k + i) % 2 === 0);
+      const runs = [...ranges.map((range) => ['--output=json', ...range]), ['--output=human', ...RANGES[0]]];
       await Promise.all(runs.map((args) => t.test(args.join(' '), () => same(['-f', format, ...args, file]))));
     });
   }
@@ -64,7 +70,8 @@ describe('map in the default sandbox', { concurrency: 3 }, () => {
   for (const file of ['four.qcow2', 'ext.qcow2', 'split.vmdk', 'many.qcow2']) {
     test(file, async () => {
       await same(['--output=json', file], true);
-      await same([file], true);
+      // Short tier: human output through the guest for the image with the most entries (streamed); long tier: each.
+      if (LONG || file === 'many.qcow2') await same([file], true);
     });
   }
 });
