@@ -3,13 +3,15 @@
 // the open ("Cannot get 'write' permission without 'resize': ..."), for commit, rebase, amend
 // and check -r alike (found by the mutating hunt, campaign 8484 case 23: instar went on and said
 // "Did not find ... in the backing chain"). Data at the start, a size of whole 4 KiB blocks or a
-// cached mode open as before. Both oracles and instar on twin directories of sparse files.
+// cached mode open as before. Both oracles and instar on twin directories of sparse files; instar
+// with --sandbox=none in this process (runCommandLine, as the CLI runs it) rather than a Node start each.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { VERSIONS, oracle, runInstar, runQemu } from '../helpers/oracles.ts';
+import { VERSIONS, oracle, runQemu } from '../helpers/oracles.ts';
+import { runInProcess } from '../helpers/in-process.ts';
 import { collapseRepeats } from '../commit/harness.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'instar-direct-'));
@@ -48,13 +50,13 @@ const CASES: string[][] = [
 ];
 
 for (const version of VERSIONS) {
-  test(`writable O_DIRECT opens of raw images: qemu-img ${version}'s alignment refusal`, () => {
+  test(`writable O_DIRECT opens of raw images: qemu-img ${version}'s alignment refusal`, async () => {
     let refused = 0;
-    CASES.forEach((args, n) => {
+    for (const [n, args] of CASES.entries()) {
       const [qdir, idir] = twin(`${version}-${n}`);
       const qemu = runQemu(version, args, { cwd: qdir });
       qemu.stderr = qemu.stderr.split(oracle(version)).join('qemu-img');
-      const instar = runInstar([...args, '--qemu-version', version, '--sandbox=none'], { cwd: idir });
+      const instar = await runInProcess([...args, '--qemu-version', version, '--sandbox=none'], idir);
       const label = `${version}: ${args.join(' ')}`;
       assert.equal(instar.stderr, qemu.stderr, label);
       assert.equal(instar.stdout, qemu.stdout, label);
@@ -63,7 +65,7 @@ for (const version of VERSIONS) {
       for (const [name] of FILES.filter(([, size]) => size < 2 ** 30)) {
         assert.ok(readFileSync(join(idir, name)).equals(readFileSync(join(qdir, name))), `${label}: ${name}`);
       }
-    });
+    }
     assert.equal(refused, 5);
   });
 }
@@ -74,7 +76,7 @@ for (const version of VERSIONS) {
  * next 512 bytes under -t/-T none|directsync, not under writeback (found by the mutating hunt,
  * campaign 8900000 case 46: commit -b top.qcow2 -t none, 480 bytes shorter than qemu's file).
  */
-test('O_DIRECT writes that grow a file to an unaligned end leave it padded as qemu-img leaves it', () => {
+test('O_DIRECT writes that grow a file to an unaligned end leave it padded as qemu-img leaves it', async () => {
   const made = join(root, 'padded-src');
   mkdirSync(made, { recursive: true });
   assert.equal(runQemu('7.2', ['create', '-q', '-f', 'qcow2', 't.qcow2', '4M'], { cwd: made }).status, 0);
@@ -92,7 +94,7 @@ test('O_DIRECT writes that grow a file to an unaligned end leave it padded as qe
         return dir;
       });
       const qemu = runQemu(version, args, { cwd: qdir });
-      const instar = runInstar([...args, '--qemu-version', version, '--sandbox=none'], { cwd: idir });
+      const instar = await runInProcess([...args, '--qemu-version', version, '--sandbox=none'], idir);
       const label = `${version}: ${args.join(' ')}`;
       assert.equal(instar.status, qemu.status, `${label}: ${instar.stderr}`);
       const q = readFileSync(join(qdir, 't.qcow2'));
@@ -108,7 +110,7 @@ test('O_DIRECT writes that grow a file to an unaligned end leave it padded as qe
  * job fails before it copies anything, after -p's first line; a base with data at its start or of
  * whole 4 KiB blocks takes the commit. Found by trying oVirt's `commit -t none` on a raw base.
  */
-test('commit -t none into a raw base: the alignment refusal at the base\'s reopen', () => {
+test('commit -t none into a raw base: the alignment refusal at the base\'s reopen', async () => {
   const made = join(root, 'base-src');
   mkdirSync(made, { recursive: true });
   const bases: [string, number, string?][] = [['hole.raw', 1049088], ['data.raw', 1049088, 'data'], ['whole.raw', 1052672]];
@@ -135,7 +137,7 @@ test('commit -t none into a raw base: the alignment refusal at the base\'s reope
         });
         const qemu = runQemu(version, args, { cwd: qdir });
         qemu.stderr = qemu.stderr.split(oracle(version)).join('qemu-img');
-        const instar = runInstar([...args, '--qemu-version', version, '--sandbox=none'], { cwd: idir });
+        const instar = await runInProcess([...args, '--qemu-version', version, '--sandbox=none'], idir);
         const label = `${version}: ${args.join(' ')}`;
         // How often qemu's job prints 0% and 100% follows its timing (test/commit/progress.test.ts).
         assert.deepEqual([instar.status, collapseRepeats(instar.stdout), instar.stderr], [qemu.status, collapseRepeats(qemu.stdout), qemu.stderr], label);
