@@ -5,6 +5,7 @@ import { after, before, test } from 'node:test';
 import { ImageDir } from '../differential/harness.ts';
 import { VERSIONS } from '../helpers/oracles.ts';
 import { compareSides, pool, runSide } from './harness.ts';
+import { LONG } from '../helpers/long.ts';
 
 const template = new ImageDir('create-qcow2');
 before(() => template.mkdir('sub'));
@@ -29,7 +30,9 @@ const sizesFor = (o: string) => (/preallocation=(metadata|full|falloc)|data_file
 
 test('create -f qcow2: the file is byte-identical to qemu-img 7.2 and 10.0', async () => {
   // The two releases write the same files; the cases alternate between them (time budget).
-  const cases = OPTIONS.flatMap((o) => sizesFor(o).map((size) => [o, size]));
+  // Short tier: each option at every other size, alternating by option (each size on half the
+  // options: the layout arithmetic is one function of cluster size, table sizes and disk size); long tier: all.
+  const cases = OPTIONS.flatMap((o, k) => sizesFor(o).filter((_, j) => LONG || (k + j) % 2 === 0).map((size) => [o, size]));
   const tasks = cases.map(([o, size], n) => async () => {
     const version = VERSIONS[n % VERSIONS.length];
     const args = ['create', '-f', 'qcow2', '-u', ...(o === '' ? [] : ['-o', o]), 'f.qcow2', size];
