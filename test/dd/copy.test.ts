@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { VERSIONS } from '../helpers/oracles.ts';
 import { prng } from '../helpers/xorshift.ts';
 import { instarRun, qemuRun, sameDd, tempDir } from './helpers.ts';
+import { LONG } from '../helpers/long.ts';
 
 let dir: string;
 let cleanup: () => void;
@@ -57,8 +58,11 @@ const WINDOWS = [[], ['bs=64k', 'skip=3', 'count=12'], ['bs=1000', 'skip=7'], ['
 
 for (const version of VERSIONS) {
   test(`${version}: copies of every input and window`, async () => {
-    for (const [name, fmt] of INPUTS) {
-      for (const w of WINDOWS) await sameDd(version, [...fmt, `if=${p(name)}`, `of=${p('out.raw')}`, ...w], p('out.raw'), `${name} ${w.join(' ')}`);
+    // Short tier: every input copied whole, and one window besides per input in turn (bs/skip/count
+    // are dd's own arithmetic over any input: each window on one or two inputs); long tier: all.
+    for (const [k, [name, fmt]] of INPUTS.entries()) {
+      const windows = LONG ? WINDOWS : [WINDOWS[0], WINDOWS[1 + (k % (WINDOWS.length - 1))]];
+      for (const w of windows) await sameDd(version, [...fmt, `if=${p(name)}`, `of=${p('out.raw')}`, ...w], p('out.raw'), `${name} ${w.join(' ')}`);
     }
   });
 
