@@ -43,9 +43,9 @@ const RAW = ['-f', 'raw', '-O', 'raw'];
 describe('convert -p past the 2 GiB block-status limit', () => {
   // Long tier (45 s: both programs write 2.5 GiB of zeros); the odd-offset cases below keep the
   // two-guest progress in the short tier.
-  longTest('-S 0, a 2.5 GiB hole: zero runs of 2 GiB - 512, chunks off the grid after it', () => {
+  longTest('-S 0, a 2.5 GiB hole: zero runs of 2 GiB - 512, chunks off the grid after it', async () => {
     // Two guests write the zeros at once: ext4 may need an extent-tree block more than qemu's file.
-    const { result } = sameConvert({ dir, args: ['-p', '-S', '0', ...RAW, { source: 'hole.raw' }], blockSlack: 64 });
+    const { result } = await sameConvert({ dir, args: ['-p', '-S', '0', ...RAW, { source: 'hole.raw' }], blockSlack: 64 });
     // What qemu does, pinned (the comparison above is what instar is held to).
     assert.match(result.stdout, /\(89\.37\/100%\)/);
   });
