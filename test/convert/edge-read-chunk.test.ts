@@ -12,7 +12,8 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from './helpers.ts';
 import { buildCloop, patternBlock } from '../formats/cloop/build.ts';
-import { runInstar, runQemu, VERSIONS } from '../helpers/oracles.ts';
+import { runQemu, VERSIONS } from '../helpers/oracles.ts';
+import { runInstarMode, tierModes } from './in-process-cli.ts';
 
 const { dir, cleanup } = tempDir();
 const at = (name: string) => join(dir, name);
@@ -40,9 +41,10 @@ after(cleanup);
 /**
  * The command with both oracles and instar (default sandbox and in-process): stdout, stderr and
  * exit status. Not the target: qemu leaves a half-written one, which
- * instar removes by design (DESIGN.md §1). Returns qemu 10.0's stderr.
+ * instar removes by design (DESIGN.md §1). Returns qemu 10.0's stderr. The short tier runs
+ * in-process in this process and sandboxed under 10.0 only (tierModes, in-process-cli.ts).
  */
-function compareRun(image: string, progress: boolean, extra: string[] = []): string {
+async function compareRun(image: string, progress: boolean, extra: string[] = []): Promise<string> {
   let last = '';
   for (const version of VERSIONS) {
     const cwd = at(`run-${version}`);
@@ -50,8 +52,8 @@ function compareRun(image: string, progress: boolean, extra: string[] = []): str
     const args = ['convert', ...extra, ...(progress ? ['-p'] : []), '-O', 'raw', `../${image}`, 't.raw'];
     const expected = runQemu(version, args, { cwd });
     rmSync(join(cwd, 't.raw'), { force: true });
-    for (const sandbox of [[], ['--sandbox=none']]) {
-      const actual = runInstar([...args, '--qemu-version', version, ...sandbox], { cwd });
+    for (const sandbox of tierModes(version)) {
+      const actual = await runInstarMode([...args, '--qemu-version', version], sandbox, cwd);
       rmSync(join(cwd, 't.raw'), { force: true });
       const label = `${version} ${args.join(' ')} ${sandbox.join(' ')}`;
       assert.equal(actual.stderr, expected.stderr, `${label}: stderr`);
@@ -65,20 +67,20 @@ function compareRun(image: string, progress: boolean, extra: string[] = []): str
 
 describe('a read that fails in the second MiB of a chunk', () => {
   for (const [image, offset] of [['early.cloop', 0], ['late.cloop', 4194304], ['edge.cloop', 2097152]] as const) {
-    test(`${image}: named by its chunk`, () => {
+    test(`${image}: named by its chunk`, async () => {
       // What qemu does, pinned (the comparison is what instar is held to).
-      assert.equal(compareRun(image, false), `qemu-img: error while reading at byte ${offset}: Input/output error\n`);
+      assert.equal(await compareRun(image, false), `qemu-img: error while reading at byte ${offset}: Input/output error\n`);
     });
-    test(`-p ${image}: the lines of the chunks claimed, then the error`, () => void compareRun(image, true));
+    test(`-p ${image}: the lines of the chunks claimed, then the error`, async () => void (await compareRun(image, true)));
   }
-  test('-p -m 1, the failure at chunk 10 of 20: lines up to it', () => {
-    compareRun('big.cloop', true, ['-m', '1']);
+  test('-p -m 1, the failure at chunk 10 of 20: lines up to it', async () => {
+    await compareRun('big.cloop', true, ['-m', '1']);
   });
-  test('-m 1 without -p', () => void compareRun('big.cloop', false, ['-m', '1']));
+  test('-m 1 without -p', async () => void (await compareRun('big.cloop', false, ['-m', '1'])));
 });
 
 describe('-m as qemu checks it', () => {
   for (const m of ['0', '17', 'x', '1k', '4abc', '-1', '+3', ' 4', '99999999999999999999']) {
-    test(`-m '${m}'`, () => void compareRun('early.cloop', false, ['-m', m]));
+    test(`-m '${m}'`, async () => void (await compareRun('early.cloop', false, ['-m', m])));
   }
 });
