@@ -7,8 +7,11 @@ import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { VERSIONS, runInstar, runQemu } from '../helpers/oracles.ts';
-import { TwinDirs, assertSameOutcome, safeRebaseInDir } from './harness.ts';
+import { assertSameOutcome, safeRebaseInDir } from './harness.ts';
 import { ImageBuilder } from '../commit/harness.ts';
+import { TwinDirs } from '../check/fast-dirs.ts';
+// In the long tier its unsandboxed instar runs launch the built CLI as before (check/instar-sync.ts).
+import '../helpers/long.ts';
 
 const builder = new ImageBuilder();
 const twins = new TwinDirs();
