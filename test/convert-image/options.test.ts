@@ -6,7 +6,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { qemu, runTool, sameAsOracles, scratch } from './harness.ts';
+import { qemu, runTool, scratch } from './harness.ts';
+import { sameAsOraclesAsync } from './same-in-process.ts';
 import { VERSIONS, runInstar } from '../helpers/oracles.ts';
 import { prng } from '../helpers/xorshift.ts';
 import { maskCid } from '../writers/vpc-vmdk-harness.ts';
@@ -44,9 +45,9 @@ const infoOf = (path: string) => qemu(['info', path]).split('\n').filter((l) => 
 describe('convert -c -O qcow2: the same disk, a clean image, the same info', () => {
   const cases = ['', 'compression_type=zstd', 'cluster_size=4k,refcount_bits=1', 'extended_l2=on'];
   for (const [i, o] of cases.entries()) {
-    test(`-c -o '${o}', with -p`, () => {
+    test(`-c -o '${o}', with -p`, async () => {
       const args = ['convert', '-p', '-c', '-f', 'raw', '-O', 'qcow2', ...(o ? ['-o', o] : []), '../src.raw', 'out.qcow2'];
-      const [ours] = sameAsOracles(dir, args, { label: `c${i}`, files: false, profiles: [VERSIONS[i % 2]] });
+      const [ours] = await sameAsOraclesAsync(dir, args, { label: `c${i}`, files: false, profiles: [VERSIONS[i % 2]] });
       const mine = join(ours.dir, 'out.qcow2');
       const theirs = join(dir, `c${i}-${VERSIONS[i % 2]}-${VERSIONS[i % 2]}`, 'out.qcow2');
       assert.equal(qemu(['compare', theirs, mine]), 'Images are identical.\n');
@@ -65,22 +66,22 @@ describe('a backing file for the target: only the top layer is copied, byte-iden
     ['-B', '../base.qcow2', '-F', 'raw', '-S', '0', '-o', 'extended_l2=on'],
   ];
   for (const [i, args] of cases.entries()) {
-    test(args.join(' '), () => {
-      sameAsOracles(dir, ['convert', '-O', 'qcow2', ...args, '../top.qcow2', 'out.qcow2'], { label: `b${i}`, profiles: [VERSIONS[i % 2]], instarOptions: [`--allow-path=${dir}`] });
+    test(args.join(' '), async () => {
+      await sameAsOraclesAsync(dir, ['convert', '-O', 'qcow2', ...args, '../top.qcow2', 'out.qcow2'], { label: `b${i}`, profiles: [VERSIONS[i % 2]], instarOptions: [`--allow-path=${dir}`] });
     });
   }
   // 4 KiB source clusters under 64 KiB target clusters: qemu's copy-on-write fills the rest of a
   // cluster from the target's backing file, and its write-zeroes keeps zero clusters only where
   // the rest is zero by block status.
   for (const [i, o] of ['cluster_size=65536', 'extended_l2=on', 'compat=0.10'].entries()) {
-    test(`a top layer finer than the target's clusters, -o ${o}`, () => {
+    test(`a top layer finer than the target's clusters, -o ${o}`, async () => {
       const args = ['convert', '-O', 'qcow2', '-o', o, '-B', '../base.qcow2', '-F', 'qcow2', '../top4k.qcow2', 'out.qcow2'];
-      sameAsOracles(dir, args, { label: `cow${i}`, profiles: [VERSIONS[i % 2]], instarOptions: [`--allow-path=${dir}`] });
+      await sameAsOraclesAsync(dir, args, { label: `cow${i}`, profiles: [VERSIONS[i % 2]], instarOptions: [`--allow-path=${dir}`] });
     });
   }
-  test('-c over a backing file: whole clusters compressed, zeros as zero clusters, the same map', () => {
+  test('-c over a backing file: whole clusters compressed, zeros as zero clusters, the same map', async () => {
     const args = ['convert', '-p', '-c', '-O', 'qcow2', '-B', '../base.qcow2', '-F', 'qcow2', '../top4k.qcow2', 'out.qcow2'];
-    const [ours] = sameAsOracles(dir, args, { label: 'bc', files: false, profiles: ['7.2'], instarOptions: [`--allow-path=${dir}`] });
+    const [ours] = await sameAsOraclesAsync(dir, args, { label: 'bc', files: false, profiles: ['7.2'], instarOptions: [`--allow-path=${dir}`] });
     const theirs = join(dir, 'bc-7.2-7.2', 'out.qcow2');
     const mine = join(ours.dir, 'out.qcow2');
     const map = (path: string) => qemu(['map', '--output=json', path], dir).replace(/, "offset": \d+/g, '');
@@ -88,33 +89,33 @@ describe('a backing file for the target: only the top layer is copied, byte-iden
     assert.equal(qemu(['compare', theirs, mine]), 'Images are identical.\n');
     assert.match(qemu(['check', mine]), /^No errors were found on the image\./);
   });
-  test('a missing backing file: qemu\'s message (instar creates nothing)', () => {
+  test('a missing backing file: qemu\'s message (instar creates nothing)', async () => {
     const args = ['convert', '-O', 'qcow2', '-B', 'nonexistent', '-F', 'qcow2', '../top.qcow2', 'out.qcow2'];
-    for (const ours of sameAsOracles(dir, args, { label: 'b-missing', files: false })) assert.deepEqual([...ours.files.keys()], []);
+    for (const ours of await sameAsOraclesAsync(dir, args, { label: 'b-missing', files: false })) assert.deepEqual([...ours.files.keys()], []);
   });
-  test('through the real sandbox', () => {
-    sameAsOracles(dir, ['convert', '-O', 'qcow2', '-B', '../base.qcow2', '-F', 'qcow2', '../top.qcow2', 'out.qcow2'], { label: 'b-sandbox', sandbox: true, profiles: ['10.0'], instarOptions: [`--allow-path=${dir}`] });
+  test('through the real sandbox', async () => {
+    await sameAsOraclesAsync(dir, ['convert', '-O', 'qcow2', '-B', '../base.qcow2', '-F', 'qcow2', '../top.qcow2', 'out.qcow2'], { label: 'b-sandbox', sandbox: true, profiles: ['10.0'], instarOptions: [`--allow-path=${dir}`] });
   });
 });
 
 describe('-W, -m, --target-is-zero and -n', () => {
-  test('-W and -m: qemu may write out of order; instar writes in order, the same disk', () => {
+  test('-W and -m: qemu may write out of order; instar writes in order, the same disk', async () => {
     const args = ['convert', '-W', '-m', '4', '-f', 'raw', '-O', 'qcow2', '../src.raw', 'out.qcow2'];
-    const [ours] = sameAsOracles(dir, args, { label: 'w', files: false, profiles: ['7.2'] });
+    const [ours] = await sameAsOraclesAsync(dir, args, { label: 'w', files: false, profiles: ['7.2'] });
     assert.equal(qemu(['compare', '-f', 'raw', '-F', 'qcow2', join(dir, 'src.raw'), join(ours.dir, 'out.qcow2')]), 'Images are identical.\n');
     // In order, the file is the one qemu writes without -W.
     const plain = runTool('10.0', dir, 'w-plain', ['convert', '-f', 'raw', '-O', 'qcow2', '../src.raw', 'out.qcow2']);
     assert.ok(readFileSync(join(ours.dir, 'out.qcow2')).equals(plain.files.get('out.qcow2')!));
   });
-  test('-c into a qcow2 with a data file: qemu\'s write error (instar leaves no file)', () => {
+  test('-c into a qcow2 with a data file: qemu\'s write error (instar leaves no file)', async () => {
     const args = ['convert', '-c', '-f', 'raw', '-O', 'qcow2', '-o', 'data_file=d.raw', '../src.raw', 'out.qcow2'];
-    for (const ours of sameAsOracles(dir, args, { label: 'cdata', files: false, profiles: ['10.0'] })) assert.deepEqual([...ours.files.keys()], []);
+    for (const ours of await sameAsOraclesAsync(dir, args, { label: 'cdata', files: false, profiles: ['10.0'] })) assert.deepEqual([...ours.files.keys()], []);
   });
-  test('-c into a flat VMDK (sandboxed): qemu\'s "invalid cluster size" once the image is made, which stays as made', () => {
+  test('-c into a flat VMDK (sandboxed): qemu\'s "invalid cluster size" once the image is made, which stays as made', async () => {
     for (const [i, subformat] of ['monolithicFlat', 'twoGbMaxExtentFlat'].entries()) {
       const args = ['convert', '-p', '-c', '-f', 'raw', '-O', 'vmdk', '-o', `subformat=${subformat}`, '../src.raw', 'out.vmdk'];
       const version = VERSIONS[i];
-      const [ours] = sameAsOracles(dir, args, { label: `cflat${i}`, files: false, sandbox: true, profiles: [version] });
+      const [ours] = await sameAsOraclesAsync(dir, args, { label: `cflat${i}`, files: false, sandbox: true, profiles: [version] });
       const theirs = runTool(version, dir, `cflat${i}-again`, args);
       assert.equal(ours.result.stderr, 'qemu-img: invalid cluster size\n');
       assert.deepEqual([...ours.files.keys()], [...theirs.files.keys()]);
@@ -122,33 +123,33 @@ describe('-W, -m, --target-is-zero and -n', () => {
       for (const [name, bytes] of theirs.files) assert.ok(maskCid(bytes, 'out').equals(maskCid(ours.files.get(name)!, 'out')), `${subformat}: ${name}`);
     }
   });
-  test('-O qed -o table_size=1: qemu creates an image its open refuses ("Could not open"), which stays as created', () => {
+  test('-O qed -o table_size=1: qemu creates an image its open refuses ("Could not open"), which stays as created', async () => {
     for (const [i, o] of ['table_size=1', 'cluster_size=4096,table_size=1'].entries()) {
-      const [ours] = sameAsOracles(dir, ['convert', '-p', '-f', 'raw', '-O', 'qed', '-o', o, '../src.raw', 'out.qed'], { label: `qedt${i}`, sandbox: i === 0 });
+      const [ours] = await sameAsOraclesAsync(dir, ['convert', '-p', '-f', 'raw', '-O', 'qed', '-o', o, '../src.raw', 'out.qed'], { label: `qedt${i}`, sandbox: i === 0 });
       assert.equal(ours.result.stderr, "qemu-img: Could not open 'out.qed': QED table offset is invalid\n");
       assert.deepEqual([...ours.files.keys()], ['out.qed']);
     }
   });
-  test('-O vmdk -o subformat=streamOptimized without -c: qemu copies as with -c (its driver takes only compressed writes): a grain at a time, progress too', () => {
+  test('-O vmdk -o subformat=streamOptimized without -c: qemu copies as with -c (its driver takes only compressed writes): a grain at a time, progress too', async () => {
     for (const [i, extra] of [['-p'], ['-p', '-S', '0']].entries()) {
       const args = ['convert', ...extra, '-f', 'raw', '-O', 'vmdk', '-o', 'subformat=streamOptimized', '../src.raw', 'out.vmdk'];
-      const [ours] = sameAsOracles(dir, args, { label: `stream${i}`, files: false, profiles: [VERSIONS[i]], sandbox: i === 0 });
+      const [ours] = await sameAsOraclesAsync(dir, args, { label: `stream${i}`, files: false, profiles: [VERSIONS[i]], sandbox: i === 0 });
       assert.ok(ours.result.stdout.split('\r').length > 10, ours.result.stdout);
       assert.equal(qemu(['compare', '-f', 'raw', '-F', 'vmdk', join(dir, 'src.raw'), join(ours.dir, 'out.vmdk')]), 'Images are identical.\n');
       assert.match(qemu(['check', join(ours.dir, 'out.vmdk')]), /No errors were found/);
     }
   });
-  test('-p from a mostly empty 16 GiB VMDK: block status asked grain by grain no further than each grain (was quadratic: minutes), qemu\'s progress and file', () => {
+  test('-p from a mostly empty 16 GiB VMDK: block status asked grain by grain no further than each grain (was quadratic: minutes), qemu\'s progress and file', async () => {
     qemu(['create', '-q', '-f', 'vmdk', 'empty16g.vmdk', '16G'], dir);
     qemu(['-f', 'vmdk', '-c', 'write -P 5 8G 64k', 'empty16g.vmdk'], dir, '10.0', 'qemu-io');
     const started = Date.now();
-    sameAsOracles(dir, ['convert', '-p', '-O', 'qcow2', '../empty16g.vmdk', 'out.qcow2'], { label: 'vmdk16g', profiles: ['10.0'] });
+    await sameAsOraclesAsync(dir, ['convert', '-p', '-O', 'qcow2', '../empty16g.vmdk', 'out.qcow2'], { label: 'vmdk16g', profiles: ['10.0'] });
     assert.ok(Date.now() - started < 30_000, `took ${Date.now() - started} ms`);
   });
-  test('--target-is-zero without -n', () => {
-    sameAsOracles(dir, ['convert', '--target-is-zero', '-O', 'qcow2', '../top.qcow2', 'out.qcow2'], { label: 'tiz' });
+  test('--target-is-zero without -n', async () => {
+    await sameAsOraclesAsync(dir, ['convert', '--target-is-zero', '-O', 'qcow2', '../top.qcow2', 'out.qcow2'], { label: 'tiz' });
   });
-  test('-n into an existing streamOptimized vmdk is refused clearly and leaves it untouched (qcow2: into-existing.test.ts)', () => {
+  test('-n into an existing streamOptimized vmdk is refused clearly and leaves it untouched (qcow2: into-existing.test.ts)', async () => {
     qemu(['create', '-f', 'vmdk', '-o', 'subformat=streamOptimized', 'existing.vmdk', '8M'], dir);
     const before = readFileSync(join(dir, 'existing.vmdk'));
     const r = runInstar(['--sandbox=none', 'convert', '-n', '-O', 'vmdk', 'top.qcow2', 'existing.vmdk'], { cwd: dir });

@@ -6,7 +6,8 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { qemu, runTool, sameAsOracles, scratch } from './harness.ts';
+import { qemu, runTool, scratch } from './harness.ts';
+import { sameAsOraclesAsync } from './same-in-process.ts';
 import { prng } from '../helpers/xorshift.ts';
 import { VERSIONS } from '../helpers/oracles.ts';
 import { longTest } from '../helpers/long.ts';
@@ -59,8 +60,8 @@ describe('convert -O qcow2: the file is byte-identical to qemu-img convert', () 
     ['extended_l2=on,preallocation=metadata', 'small.raw'], ['extended_l2=on,cluster_size=16k,preallocation=full', 'small.raw'],
   ];
   for (const [i, [o, source]] of layouts.entries()) {
-    test(`${source}, -o '${o}'`, () => {
-      sameAsOracles(dir, ['convert', '-f', 'raw', '-O', 'qcow2', ...(o ? ['-o', o] : []), `../${source}`, 'out.qcow2'], { label: `layout${i}`, profiles: [VERSIONS[i % 2]] });
+    test(`${source}, -o '${o}'`, async () => {
+      await sameAsOraclesAsync(dir, ['convert', '-f', 'raw', '-O', 'qcow2', ...(o ? ['-o', o] : []), `../${source}`, 'out.qcow2'], { label: `layout${i}`, profiles: [VERSIONS[i % 2]] });
     });
   }
   const sources: [string, string[]][] = [
@@ -73,23 +74,23 @@ describe('convert -O qcow2: the file is byte-identical to qemu-img convert', () 
     ['-S 64k, -q', ['-S', '64k', '-q', '../top.qcow2']],
   ];
   for (const [i, [name, args]] of sources.entries()) {
-    test(`from ${name}`, () => {
-      sameAsOracles(dir, ['convert', '-O', 'qcow2', ...args, 'out.qcow2'], { label: `source${i}`, profiles: [VERSIONS[(i + 1) % 2]] });
+    test(`from ${name}`, async () => {
+      await sameAsOraclesAsync(dir, ['convert', '-O', 'qcow2', ...args, 'out.qcow2'], { label: `source${i}`, profiles: [VERSIONS[(i + 1) % 2]] });
     });
   }
 });
 
 describe('convert -O qcow2 through the real sandbox', () => {
-  test('-p prints qemu\'s progress lines, the file is the same', () => {
-    sameAsOracles(dir, ['convert', '-p', '-O', 'qcow2', '-o', 'cluster_size=4k', '../top.qcow2', 'out.qcow2'], { label: 'sandbox-p', sandbox: true, profiles: ['7.2'] });
+  test('-p prints qemu\'s progress lines, the file is the same', async () => {
+    await sameAsOraclesAsync(dir, ['convert', '-p', '-O', 'qcow2', '-o', 'cluster_size=4k', '../top.qcow2', 'out.qcow2'], { label: 'sandbox-p', sandbox: true, profiles: ['7.2'] });
   });
-  longTest('a data file', () => {
-    sameAsOracles(dir, ['convert', '-f', 'raw', '-O', 'qcow2', '-o', 'data_file=d.raw', '../src.raw', 'out.qcow2'], { label: 'sandbox-data', sandbox: true, profiles: ['10.0'] });
+  longTest('a data file', async () => {
+    await sameAsOraclesAsync(dir, ['convert', '-f', 'raw', '-O', 'qcow2', '-o', 'data_file=d.raw', '../src.raw', 'out.qcow2'], { label: 'sandbox-data', sandbox: true, profiles: ['10.0'] });
   });
 });
 
-test('-c into an external data file with nothing to compress: qemu refuses even its closing empty compressed write (status 1, no message, the image kept)', () => {
-  sameAsOracles(dir, ['convert', '-c', '-O', 'qcow2', '-o', 'data_file=d.data', '-f', 'raw', '../zeros.raw', 'out.qcow2'], { label: 'c-data-file-zeros' });
+test('-c into an external data file with nothing to compress: qemu refuses even its closing empty compressed write (status 1, no message, the image kept)', async () => {
+  await sameAsOraclesAsync(dir, ['convert', '-c', '-O', 'qcow2', '-o', 'data_file=d.data', '-f', 'raw', '../zeros.raw', 'out.qcow2'], { label: 'c-data-file-zeros' });
 });
 
 describe('convert -O <format>: qemu-img\'s messages, and no file left behind', () => {
@@ -120,26 +121,26 @@ describe('convert -O <format>: qemu-img\'s messages, and no file left behind', (
   // The long tier takes the refusals whose kind another case covers already (test time).
   const longOnly = new Set(['a format without create', 'an empty -o list', 'lazy refcounts on compat 0.10', '-c with preallocation', '-B into vdi', '-C with -S', '--skip-broken-bitmaps alone']);
   for (const [i, [name, args]] of refusals.entries()) {
-    (longOnly.has(name) ? longTest : test)(name, () => {
+    (longOnly.has(name) ? longTest : test)(name, async () => {
       // Every refusal under both profiles would double the time: the first few, then alternating.
       const profiles = i < 2 ? VERSIONS : [VERSIONS[i % 2]];
       const sources = ['top.qcow2', 'base.qcow2', 'src.vpc'].map((name) => readFileSync(join(dir, name)));
-      for (const ours of sameAsOracles(dir, args, { label: `refusal${i}`, profiles })) assert.deepEqual([...ours.files.keys()], []);
+      for (const ours of await sameAsOraclesAsync(dir, args, { label: `refusal${i}`, profiles })) assert.deepEqual([...ours.files.keys()], []);
       ['top.qcow2', 'base.qcow2', 'src.vpc'].forEach((name, n) => assert.ok(readFileSync(join(dir, name)).equals(sources[n]), `${name} untouched`));
     });
   }
 
-  test('-o help prints the create options (before any source is opened)', () => {
-    sameAsOracles(dir, ['convert', '-O', 'qcow2', '-o', 'help', '../nonexistent', 'out'], { label: 'help', profiles: ['10.0'] });
+  test('-o help prints the create options (before any source is opened)', async () => {
+    await sameAsOraclesAsync(dir, ['convert', '-O', 'qcow2', '-o', 'help', '../nonexistent', 'out'], { label: 'help', profiles: ['10.0'] });
     // The default output format, raw, too.
-    sameAsOracles(dir, ['convert', '-o', 'help', '../nonexistent', 'out'], { label: 'help-raw', profiles: ['7.2'] });
+    await sameAsOraclesAsync(dir, ['convert', '-o', 'help', '../nonexistent', 'out'], { label: 'help-raw', profiles: ['7.2'] });
   });
 
-  test('a bad -t: qemu has created the image and leaves it', () => {
-    sameAsOracles(dir, ['convert', '-t', 'bogus', '-O', 'qcow2', '../top.qcow2', 'out.qcow2'], { label: 'cache', profiles: ['7.2'] });
+  test('a bad -t: qemu has created the image and leaves it', async () => {
+    await sameAsOraclesAsync(dir, ['convert', '-t', 'bogus', '-O', 'qcow2', '../top.qcow2', 'out.qcow2'], { label: 'cache', profiles: ['7.2'] });
   });
 
-  test('a read error in the middle of the copy: qemu\'s message, and instar removes what it created', () => {
+  test('a read error in the middle of the copy: qemu\'s message, and instar removes what it created', async () => {
     qemu(['convert', '-f', 'raw', '-O', 'qcow2', '-c', 'src.raw', 'broken.qcow2'], dir);
     // Corrupt the first compressed cluster's stream: qemu's read of it fails (EIO).
     const r = runTool('10.0', dir, 'locate', ['map', '--output=json', '../broken.qcow2']);
@@ -147,7 +148,7 @@ describe('convert -O <format>: qemu-img\'s messages, and no file left behind', (
     const firstCompressed = map.find((e) => e.compressed);
     assert.ok(firstCompressed, 'the source has a compressed cluster');
     corruptCompressed(join(dir, 'broken.qcow2'), firstCompressed.start);
-    const outs = sameAsOracles(dir, ['convert', '-O', 'qcow2', '-o', 'data_file=d.raw', '../broken.qcow2', 'out.qcow2'], { label: 'readerror', files: false, profiles: ['10.0'] });
+    const outs = await sameAsOraclesAsync(dir, ['convert', '-O', 'qcow2', '-o', 'data_file=d.raw', '../broken.qcow2', 'out.qcow2'], { label: 'readerror', files: false, profiles: ['10.0'] });
     for (const ours of outs) {
       assert.match(ours.result.stderr, /error while reading at byte \d+: Input\/output error/);
       assert.deepEqual(readdirSync(ours.dir), []);
