@@ -13,8 +13,15 @@ import { join } from 'node:path';
 import { ImageError } from '../../../src/formats/types.ts';
 import { VERSIONS, oracle, type OracleVersion } from '../../helpers/oracles.ts';
 import { imageHash, infoDifferences, openAsHost, qemuOk, tempDir, writePattern } from './helpers.ts';
+import { LONG } from '../../helpers/long.ts';
 
 const MUTANTS_PER_SEED = 60;
+/**
+ * Short tier: every third mutant of each seed (the same seeded sequence, so mutant i is the same
+ * bytes in both tiers): each seed's mutants land on the same spots (header, footer, tables, text)
+ * at random, and each costs three oracle runs. The long tier tries all of them.
+ */
+const TRIED = (i: number) => LONG || i % 3 === 0;
 /** Mutants claiming bigger disks get their info compared, not their bytes. */
 const MAX_COMPARED_BYTES = 8 * 1024 * 1024;
 
@@ -111,8 +118,12 @@ for (const [index, seed] of SEEDS.entries()) {
       const rnd = lcg(20261127 + index);
       const mismatches: string[] = [];
       let verdicts = 0;
+      let tried = 0;
       for (let i = 0; i < MUTANTS_PER_SEED; i++) {
-        writeFileSync(target, mutate(original, rnd));
+        const mutant = mutate(original, rnd);
+        if (!TRIED(i)) continue;
+        tried++;
+        writeFileSync(target, mutant);
         const infos = VERSIONS.map((v) => guarded(v, ['info', '-f', 'vmdk', '--output=json', top]));
         if (infos.some((r) => r.status === null || r.status > 1) || infos[0].status !== infos[1].status) continue;
         const got = ours(top);
@@ -148,7 +159,7 @@ for (const [index, seed] of SEEDS.entries()) {
         }
         rmSync(out, { force: true });
       }
-      assert.ok(verdicts > MUTANTS_PER_SEED / 2, `only ${verdicts} verdicts`);
+      assert.ok(verdicts > tried / 2, `only ${verdicts} verdicts of ${tried}`);
       assert.deepEqual(mismatches, []);
     } finally {
       cleanup();
