@@ -12,7 +12,7 @@ import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { runQemu, type OracleVersion } from '../helpers/oracles.ts';
 import { versionMatrix } from './harness.ts';
-import { RepairDirs, assertSameRun } from '../check/repair-harness.ts';
+import { assertSameRun } from '../check/repair-harness.ts';
 import { maskSnapshotDates } from '../snapshot/harness.ts';
 import { build10, directoryOffset, withStaleExtension } from './fixtures.ts';
 import { FdDevice } from '../../src/io/fd-device.ts';
@@ -20,6 +20,9 @@ import { qcow2Driver } from '../../src/formats/qcow2/driver.ts';
 import { qcow2Resize } from '../../src/formats/qcow2/resize.ts';
 import { qcow2Snapshots } from '../../src/formats/qcow2/snapshot-plan.ts';
 import { applyRepair, writeCount, type RepairStep } from '../../src/formats/repair.ts';
+import { RepairDirs } from '../check/fast-dirs.ts';
+// In the long tier its unsandboxed instar runs launch the built CLI as before (check/instar-sync.ts).
+import '../helpers/long.ts';
 
 const dirs = new RepairDirs();
 const images: Record<string, Buffer> = {};
