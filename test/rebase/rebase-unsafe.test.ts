@@ -9,8 +9,11 @@ import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { VERSIONS, runInstar, runQemu } from '../helpers/oracles.ts';
-import { TwinDirs, assertSameOutcome } from './harness.ts';
+import { assertSameOutcome } from './harness.ts';
 import { created, extension, featureTable, staleBitmaps, withExtensions } from './images.ts';
+import { TwinDirs } from '../check/fast-dirs.ts';
+// In the long tier its unsandboxed instar runs launch the built CLI as before (check/instar-sync.ts).
+import '../helpers/long.ts';
 
 const dirs = new TwinDirs();
 const scratch = mkdtempSync(join(tmpdir(), 'instar-rebase-'));
