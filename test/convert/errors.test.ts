@@ -4,8 +4,31 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { oracle, runInstar, runQemu, VERSIONS } from '../helpers/oracles.ts';
+import { oracle, runInstar, runQemu, VERSIONS, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
+import { LONG, tiered } from '../helpers/long.ts';
 import { qemu, qemuIo, tempDir } from './helpers.ts';
+import { runInProcessWith } from './in-process-cli.ts';
+
+/**
+ * instar's runs compared with qemu-img `v`: the built CLI (sandboxed) under each version in the
+ * long tier (and with INSTAR_TEST_CLI=1). The short tier launches it under 10.0 only and runs the
+ * command line in this process (--sandbox=none, no launch) under both versions: the version
+ * changes only what the host words, the same host code in both modes, which the in-process runs
+ * check under both; the sandboxed run adds the guests' transport, which no version changes.
+ * `check` takes each run's result as it ends; `reset` puts back what the target held before each
+ * run after the first.
+ */
+const SHORT_TIER_IN_PROCESS = !LONG && process.env.INSTAR_TEST_CLI !== '1';
+async function eachInstarRun(v: OracleVersion, args: string[], cwd: string, check: (mode: string, mine: RunResult) => void, reset: () => void = () => undefined): Promise<void> {
+  const env = { INSTAR_QEMU_VERSION: v };
+  const runs: [string, () => RunResult | Promise<RunResult>][] = [];
+  if (!SHORT_TIER_IN_PROCESS || v === '10.0') runs.push(['sandboxed', () => runInstar(args, { cwd, env })]);
+  if (SHORT_TIER_IN_PROCESS) runs.push(['in-process', () => runInProcessWith(args, cwd, env)]);
+  for (const [i, [mode, run]] of runs.entries()) {
+    if (i > 0) reset();
+    check(mode, await run());
+  }
+}
 
 let dir: string;
 let cleanup: () => void;
@@ -96,26 +119,36 @@ const cases: [string, string[], (() => void)?][] = [
   ['the same into QED with table_size=1 (its own open fails first)', [...luksSource, '-o', 'table_size=1,backing_file=v.luks,backing_fmt=luks', '-O', 'qed', 'driver=luks,key-secret=s0,file.filename=v.luks', 'o.qed']],
 ];
 
-for (const [name, args, setup] of cases) {
+// Long tier only: cases whose message and check a short-tier case meets too. Two links down (the
+// backing-links test below converts gone2.qcow2 too), -S above 16 MiB (the multiples check, as 100),
+// -S negative (cvtnum's suffix message, as abc), -B to raw (as -B before -c), -T unknown (as before a
+// missing source), -O unknown (as after -t unknown), and -n -c into a smaller qcow (the size check,
+// as into a smaller qcow2).
+const LONG_ONLY = new Set(['missing backing file two links down', '-S above 16 MiB', '-S negative', '-B to raw', '-T unknown cache mode', '-O unknown', '-n -c into a smaller qcow']);
+for (const [name, args, setup] of tiered(cases, ([name]) => !LONG_ONLY.has(name))) {
   for (const v of VERSIONS) {
-    test(`convert error (${v}): ${name}`, () => {
+    test(`convert error (${v}): ${name}`, async () => {
       setup?.();
       const target = join(dir, args.at(-1) ?? 'none');
       const existed = existsSync(target);
       const theirs = runQemu(v, ['convert', ...args], { cwd: dir });
       const theirsLeft = existsSync(target);
-      if (!existed) rmSync(target, { force: true, recursive: false });
-      const mine = runInstar(['convert', ...args], { cwd: dir, env: { INSTAR_QEMU_VERSION: v } });
+      const reset = () => {
+        if (!existed) rmSync(target, { force: true, recursive: false });
+      };
+      reset();
       assert.equal(theirs.status, 1, theirs.stderr);
-      assert.equal(mine.status, 1);
-      assert.equal(mine.stderr, theirs.stderr.replaceAll(oracle(v), 'qemu-img'));
-      assert.equal(mine.stdout, theirs.stdout);
-      assert.equal(existsSync(target), theirsLeft, 'the target is left as qemu-img leaves it');
+      await eachInstarRun(v, ['convert', ...args], dir, (mode, mine) => {
+        assert.equal(mine.status, 1, mode);
+        assert.equal(mine.stderr, theirs.stderr.replaceAll(oracle(v), 'qemu-img'), mode);
+        assert.equal(mine.stdout, theirs.stdout, mode);
+        assert.equal(existsSync(target), theirsLeft, `${mode}: the target is left as qemu-img leaves it`);
+      }, reset);
     });
   }
 }
 
-test('-S read as qemu\'s cvtnum reads it (hex, a plus sign, a hex number with a suffix warned, spaces first), -m as a C integer of base 0, raw\'s -o options', () => {
+test('-S read as qemu\'s cvtnum reads it (hex, a plus sign, a hex number with a suffix warned, spaces first), -m as a C integer of base 0, raw\'s -o options', async () => {
   const options = [['-S', '0x200'], ['-S', '+512'], ['-S', '0x1k'], ['-S', ' 4k'], ['-S', '0X1000'], ['-m', '0x10'], ['-m', '017'], ['-m', ' +4'],
     ['-o', 'nocow=on,size=1'], ['-o', 'extent_size_hint=1M,preallocation=off']];
   for (const option of options) {
@@ -127,42 +160,45 @@ test('-S read as qemu\'s cvtnum reads it (hex, a plus sign, a hex number with a 
       assert.equal(theirs.status, option[1] === '0x1k' && v === '10.0' ? 1 : 0, `${what}: ${theirs.stderr}`);
       const theirBytes = theirs.status === 0 ? readFileSync(join(dir, 'o.raw')) : undefined;
       rmSync(join(dir, 'o.raw'), { force: true });
-      const mine = runInstar(args, { cwd: dir, env: { INSTAR_QEMU_VERSION: v } });
-      assert.deepEqual([mine.status, mine.stdout, mine.stderr], [theirs.status, theirs.stdout, theirs.stderr.replaceAll(oracle(v), 'qemu-img')], what);
-      if (theirBytes) assert.ok(readFileSync(join(dir, 'o.raw')).equals(theirBytes), what);
-      rmSync(join(dir, 'o.raw'), { force: true });
+      await eachInstarRun(v, args, dir, (mode, mine) => {
+        assert.deepEqual([mine.status, mine.stdout, mine.stderr], [theirs.status, theirs.stdout, theirs.stderr.replaceAll(oracle(v), 'qemu-img')], `${what} ${mode}`);
+        if (theirBytes) assert.ok(readFileSync(join(dir, 'o.raw')).equals(theirBytes), `${what} ${mode}`);
+        rmSync(join(dir, 'o.raw'), { force: true });
+      });
     }
   }
 });
 
-test('a file named two backing links down that cannot be opened: qemu\'s "Could not open backing file: " per link, in convert, dd, map, compare and measure', () => {
+test('a file named two backing links down that cannot be opened: qemu\'s "Could not open backing file: " per link, in convert, dd, map, compare and measure', async () => {
   const cwd = join(dir, 'd');
   for (const image of ['../df1.qcow2', '../df2.qcow2', '../gone2.qcow2']) {
     for (const args of [['convert', '-O', 'raw', image, 'o.raw'], ['dd', `if=${image}`, 'of=o.raw'], ['map', image], ['compare', '-f', 'raw', '../r.raw', image], ['measure', '-O', 'qcow2', image]]) {
       for (const v of VERSIONS) {
         const theirs = runQemu(v, args, { cwd });
         rmSync(join(cwd, 'o.raw'), { force: true });
-        const mine = runInstar(['--allow-path', dir, ...args], { cwd, env: { INSTAR_QEMU_VERSION: v } });
-        rmSync(join(cwd, 'o.raw'), { force: true });
         assert.match(theirs.stderr, /Could not open backing file: Could not open /, args.join(' '));
-        assert.deepEqual([mine.status, mine.stdout, mine.stderr], [theirs.status, theirs.stdout, theirs.stderr.replaceAll(oracle(v), 'qemu-img')], `${args.join(' ')} (${v})`);
+        await eachInstarRun(v, ['--allow-path', dir, ...args], cwd, (mode, mine) => {
+          rmSync(join(cwd, 'o.raw'), { force: true });
+          assert.deepEqual([mine.status, mine.stdout, mine.stderr], [theirs.status, theirs.stdout, theirs.stderr.replaceAll(oracle(v), 'qemu-img')], `${args.join(' ')} (${v}) ${mode}`);
+        });
       }
     }
   }
 });
 
-test('-l snapshot.name=/snapshot.id= with two sources: qemu loads the snapshot into the first one only (the plain -l NAME is refused)', () => {
+test('-l snapshot.name=/snapshot.id= with two sources: qemu loads the snapshot into the first one only (the plain -l NAME is refused)', async () => {
   for (const [l, sources] of [['snapshot.name=snap', ['a.qcow2', 'r.raw']], ['snapshot.id=1', ['a.qcow2', 'a.qcow2']], ['snapshot.name=snap', ['df0.qcow2', 'a.qcow2']]] as const) {
     for (const v of VERSIONS) {
       const args = ['convert', '-l', l, ...sources, '-O', 'raw', 'o.raw'];
       const theirs = runQemu(v, args, { cwd: dir });
       const theirBytes = theirs.status === 0 ? readFileSync(join(dir, 'o.raw')) : undefined;
       rmSync(join(dir, 'o.raw'), { force: true });
-      const mine = runInstar(['--unsafe-quirks', ...args], { cwd: dir, env: { INSTAR_QEMU_VERSION: v } });
-      const what = `${args.join(' ')} (${v})`;
-      assert.deepEqual([mine.status, mine.stdout, mine.stderr], [theirs.status, theirs.stdout, theirs.stderr.replaceAll(oracle(v), 'qemu-img')], what);
-      if (theirBytes) assert.ok(readFileSync(join(dir, 'o.raw')).equals(theirBytes), what);
-      rmSync(join(dir, 'o.raw'), { force: true });
+      await eachInstarRun(v, ['--unsafe-quirks', ...args], dir, (mode, mine) => {
+        const what = `${args.join(' ')} (${v}) ${mode}`;
+        assert.deepEqual([mine.status, mine.stdout, mine.stderr], [theirs.status, theirs.stdout, theirs.stderr.replaceAll(oracle(v), 'qemu-img')], what);
+        if (theirBytes) assert.ok(readFileSync(join(dir, 'o.raw')).equals(theirBytes), what);
+        rmSync(join(dir, 'o.raw'), { force: true });
+      });
     }
   }
 });
