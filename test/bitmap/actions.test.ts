@@ -5,6 +5,7 @@
 // and the real sandbox.
 import { after, before, test } from 'node:test';
 import { VERSIONS } from '../helpers/oracles.ts';
+import { LONG } from '../helpers/long.ts';
 import { compareBitmap, Workspace } from './harness.ts';
 import { buildFixtures, type Fixtures } from './fixtures.ts';
 
@@ -99,7 +100,7 @@ const pick = (image: string, args: string[]): Fixtures => {
   return out;
 };
 
-for (const version of VERSIONS) {
+for (const [vi, version] of VERSIONS.entries()) {
   test(`bitmap actions match qemu-img ${version} byte for byte`, async () => {
     for (const [image, args] of CASES) await compareBitmap(ws, version, pick(image, args), args);
   });
@@ -109,8 +110,12 @@ for (const version of VERSIONS) {
   });
 
   test(`bitmap through the CLI and the real sandbox matches qemu-img ${version}`, async () => {
-    await compareBitmap(ws, version, pick('data.qcow2', []), ['--add', '-g', '8k', 'data.qcow2', 'e'], { sandboxed: true });
-    await compareBitmap(ws, version, pick('data.qcow2', ['-b', 'src.qcow2']), ['-b', 'src.qcow2', '--merge', 's', 'data.qcow2', 'b'], { sandboxed: true });
-    await compareBitmap(ws, version, pick('inuse.qcow2', []), ['--clear', 'inuse.qcow2', 'b'], { sandboxed: true });
+    // The guest only carries each result across: the short tier sends each case through it under
+    // one release (7.2 the first and last, 10.0 the second) and runs it in-process under the
+    // other; the long tier sends all three through it under both.
+    const guest = (k: number) => LONG || k % 2 === vi;
+    await compareBitmap(ws, version, pick('data.qcow2', []), ['--add', '-g', '8k', 'data.qcow2', 'e'], { sandboxed: guest(0) });
+    await compareBitmap(ws, version, pick('data.qcow2', ['-b', 'src.qcow2']), ['-b', 'src.qcow2', '--merge', 's', 'data.qcow2', 'b'], { sandboxed: guest(1) });
+    await compareBitmap(ws, version, pick('inuse.qcow2', []), ['--clear', 'inuse.qcow2', 'b'], { sandboxed: guest(2) });
   });
 }
