@@ -11,9 +11,12 @@ import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { VERSIONS, runQemu } from '../helpers/oracles.ts';
-import { TwinDirs, type TwinRun } from '../rebase/harness.ts';
+import { type TwinRun } from '../rebase/harness.ts';
 import { ImageBuilder, collapseRepeats, sameDisk } from './harness.ts';
 import { formatPercent } from '../../src/output/progress.ts';
+import { TwinDirs } from '../check/fast-dirs.ts';
+// In the long tier its unsandboxed instar runs launch the built CLI as before (check/instar-sync.ts).
+import '../helpers/long.ts';
 
 /** qemu-img create arguments for the base b (format fmt), then the top t.qcow2 over it. */
 interface Shape {
