@@ -11,8 +11,10 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { VERSIONS } from '../helpers/oracles.ts';
-import { TwinDirs } from '../rebase/harness.ts';
 import { ImageBuilder, assertCheckClean, collapseProgress, sameDisk } from './harness.ts';
+import { TwinDirs } from '../check/fast-dirs.ts';
+// In the long tier its unsandboxed instar runs launch the built CLI as before (check/instar-sync.ts).
+import '../helpers/long.ts';
 
 const builder = new ImageBuilder();
 const twins = new TwinDirs();
