@@ -10,12 +10,15 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { VERSIONS, runQemu } from '../helpers/oracles.ts';
-import { RepairDirs, assertSameRun, planPrefix } from './repair-harness.ts';
+import { assertSameRun, planPrefix } from './repair-harness.ts';
 import { assertPrefixesSafe, qemuOk } from './repair-more-matrix.ts';
 import { readU64, setRefcount16, writeU64 } from './qcow2-edit.ts';
 import { qcow2Driver } from '../../src/formats/qcow2/driver.ts';
 import { checkQcow2 } from '../../src/formats/qcow2/check.ts';
 import { repairQcow2, repairQcow2AtOpen } from '../../src/formats/qcow2/repair-refcounts.ts';
+import { RepairDirs } from './fast-dirs.ts';
+// In the long tier its unsandboxed instar runs launch the built CLI as before (check/instar-sync.ts).
+import '../helpers/long.ts';
 
 const dirs = new RepairDirs();
 const images: Record<'inUse' | 'stored', Buffer> = { inUse: Buffer.alloc(0), stored: Buffer.alloc(0) };
