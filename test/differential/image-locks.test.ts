@@ -14,6 +14,16 @@ import { instarRun, qemuRun, tempDir } from '../dd/helpers.ts';
 import { lockImage, unlockImage, type LockUse } from '../../src/host/image-locks.ts';
 import { createEarlyTarget, createFreshTarget } from '../../src/host/convert/fresh-target.ts';
 import { createTarget } from '../../src/host/convert/create-target.ts';
+import { LONG } from '../helpers/long.ts';
+
+/**
+ * Short tier: of a sweep of command lines run under each version's holder, a line runs with one
+ * version (alternating with its index and the holder's), so every line meets every holder and
+ * every version every holder, on one oracle; the long tier runs each with both. Each line is two
+ * runs (qemu-img and instar) over a live holder, and the lock bytes they take are the version's.
+ */
+const inShortTier = (version: OracleVersion, ...indexes: number[]): boolean =>
+  LONG || (VERSIONS.indexOf(version) + indexes.reduce((a, b) => a + b, 0)) % 2 === 0;
 
 let dir: string;
 let cleanup: () => void;
@@ -31,9 +41,16 @@ before(() => {
 });
 after(() => cleanup());
 
-/** The images as they were before the case (copied into the same files: a holder keeps its inode). */
+/**
+ * The images as they were before the case (written into the same files: a holder keeps its inode).
+ * Only files that changed are rewritten: a holder that has just taken its locks may still be
+ * reading the backing file's header, and a rewrite (truncation first) then fails its open.
+ */
 function restore(): void {
-  for (const name of IMAGES) copyFileSync(p(`keep-${name}`), p(name));
+  for (const name of IMAGES) {
+    const kept = readFileSync(p(`keep-${name}`));
+    if (!existsSync(p(name)) || !readFileSync(p(name)).equals(kept)) writeFileSync(p(name), kept);
+  }
   for (const name of ['o.raw', 'n.qcow2']) rmSync(p(name), { force: true });
 }
 
@@ -97,11 +114,12 @@ const timed = (text: string) => text.replace(/^Run completed in \d+\.\d{3} secon
 const DATED = new Set(['snapshot']);
 
 for (const version of VERSIONS) {
-  for (const [flags, held] of [[[], 't.qcow2'], [[], 'b.qcow2'], [['-r'], 't.qcow2'], [['-r'], 'b.qcow2']] as [string[], string][]) {
+  for (const [h, [flags, held]] of ([[[], 't.qcow2'], [[], 'b.qcow2'], [['-r'], 't.qcow2'], [['-r'], 'b.qcow2']] as [string[], string][]).entries()) {
     test(`${version}: qemu-io ${flags.join(' ') || '(read-write)'} holding ${held}: instar's messages and files as qemu-img's`, async () => {
       const child = await holder(version, flags, held);
       try {
-        for (const args of commands(held)) {
+        for (const [k, args] of commands(held).entries()) {
+          if (!inShortTier(version, h, k)) continue;
           const label = `${version} ${flags.join(' ')} ${held}: ${args.join(' ').split(dir).join('.')}`;
           assert.equal(child.exitCode, null, `${label}: the holder still runs (${holderErrors.get(child)?.()})`);
           restore();
@@ -136,7 +154,7 @@ for (const version of VERSIONS) {
       const inode = statSync(raw).ino;
       for (let i = 0; i < 400 && !new RegExp(`:${inode} 101 101$`, 'm').test(readFileSync('/proc/locks', 'utf8')); i++) await new Promise((r) => setTimeout(r, 10));
       for (const args of [['info', '-f', 'raw', raw], ['map', '-f', 'raw', raw], ['compare', '-f', 'raw', '-F', 'raw', raw, raw], ['measure', '-f', 'raw', '-O', 'qcow2', raw],
-        ['convert', '-f', 'raw', '-O', 'raw', raw, p('o.raw')], ['dd', '-f', 'raw', `if=${raw}`, `of=${p('o.raw')}`], ['resize', '-f', 'raw', raw, '+1M'], ['create', '-f', 'raw', raw, '1M']]) {
+        ['convert', '-f', 'raw', '-O', 'raw', raw, p('o.raw')], ['dd', '-f', 'raw', `if=${raw}`, `of=${p('o.raw')}`], ['resize', '-f', 'raw', raw, '+1M'], ['create', '-f', 'raw', raw, '1M']].filter((_, k) => inShortTier(version, k))) {
         rmSync(p('o.raw'), { force: true });
         copyFileSync(p('keep-c.qcow2'), raw);
         const q = qemuRun(version, args);
@@ -307,10 +325,11 @@ for (const version of VERSIONS) {
       for (const name of NAMED) copyFileSync(p(`keep-${name}`), p(name));
       rmSync(p('o.raw'), { force: true });
     };
-    for (const [flags, format, held, lockedFile, byte, image] of HOLDERS) {
+    for (const [h, [flags, format, held, lockedFile, byte, image]] of HOLDERS.entries()) {
       const child = await namedHolder(version, flags, format, held, lockedFile, byte);
       try {
-        for (const args of [['info', p(image)], ['map', p(image)], ['convert', '-O', 'raw', p(image), p('o.raw')], ['check', '-r', 'all', p(image)], ...(image === 'dq.qcow2' ? [] : [['resize', p(image), '2M']])]) {
+        for (const [k, args] of [['info', p(image)], ['map', p(image)], ['convert', '-O', 'raw', p(image), p('o.raw')], ['check', '-r', 'all', p(image)], ...(image === 'dq.qcow2' ? [] : [['resize', p(image), '2M']])].entries()) {
+          if (!inShortTier(version, h, k)) continue;
           const label = `${version} qemu-io ${flags.join(' ')} ${held}: ${args.join(' ').split(dir).join('.')}`;
           restoreNamed();
           const q = qemuRun(version, args, dir);
@@ -422,7 +441,10 @@ test("convert's new image in another format holds qemu's locks on its files whil
     [['-O', 'vmdk', '-o', 'subformat=monolithicFlat'], ['n.vmdk', 'n-flat.vmdk'], [IMAGE, DATA]],
     [['-O', 'vmdk', '-o', 'subformat=twoGbMaxExtentSparse'], ['n.vmdk', 'n-s001.vmdk'], [IMAGE, IMAGE]],
   ];
-  for (const [options, names, expected] of cases) {
+  // Short tier: each lock set once (an image; an image and its data file; an image and a sparse
+  // extent), on both oracles; the other formats hold the same sets (long tier).
+  const SHORT = ['-O qcow2', '-O qcow2 -o data_file', '-O vmdk -o subformat=twoGbMaxExtentSparse'];
+  for (const [options, names, expected] of cases.filter(([o]) => LONG || SHORT.some((k) => o.join(' ').startsWith(k)))) {
     const files = names.map(p);
     const clear = () => files.forEach((f) => rmSync(f, { force: true }));
     for (const version of VERSIONS) {
