@@ -12,7 +12,7 @@ import type { Driver } from '../../src/formats/types.ts';
 import { applyRepair, writeCount } from '../../src/formats/repair.ts';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { oracle, runInstar, runQemu, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
+import { oracle, runInstar, runQemu, type OracleVersion, type RunOpts, type RunResult } from '../helpers/oracles.ts';
 
 export interface RepairRun {
   qemu: RunResult;
@@ -49,13 +49,18 @@ export class RepairDirs {
     // resize's) the same through instar's environment variables.
     const sandbox = opts.sandboxed ? [] : ['--sandbox=none'];
     const instar = opts.viaEnv
-      ? runInstar([...args, ...(opts.instarArgs ?? [])], { cwd: idir, timeoutMs: 30_000, env: { INSTAR_QEMU_VERSION: version, INSTAR_SANDBOX: opts.sandboxed ? '' : 'none' } })
-      : runInstar([...args, ...(opts.instarArgs ?? []), '--qemu-version', version, ...sandbox], { cwd: idir, timeoutMs: 30_000 });
+      ? this.instar([...args, ...(opts.instarArgs ?? [])], { cwd: idir, timeoutMs: 30_000, env: { INSTAR_QEMU_VERSION: version, INSTAR_SANDBOX: opts.sandboxed ? '' : 'none' } })
+      : this.instar([...args, ...(opts.instarArgs ?? []), '--qemu-version', version, ...sandbox], { cwd: idir, timeoutMs: 30_000 });
     return {
       qemu, instar,
       qemuFile: readFileSync(join(qdir, name)), instarFile: readFileSync(join(idir, name)),
       qemuPath: join(qdir, name), instarPath: join(idir, name),
     };
+  }
+
+  /** How instar is run: the built CLI (fast-dirs.ts runs unsandboxed command lines in-process). */
+  protected instar(args: string[], opts: RunOpts): RunResult {
+    return runInstar(args, opts);
   }
 
   remove(): void {

@@ -77,20 +77,25 @@ export function sameAsOracles(base: string, args: string[], o: CompareOptions): 
   const outcomes: RunOutcome[] = [];
   for (const version of o.profiles ?? VERSIONS) {
     const ours = runTool('instar', base, `${o.label}-${version}`, [`--qemu-version=${version}`, ...(o.instarOptions ?? []), ...args], o.sandbox);
-    const oracle = theirs.get(version)!;
-    const what = `${o.label} (qemu ${version}): ${args.join(' ')}`;
-    assert.equal(ours.result.stderr, oracle.result.stderr, `stderr of ${what}`);
-    assert.equal(ours.result.stdout, oracle.result.stdout, `stdout of ${what}`);
-    assert.equal(ours.result.status, oracle.result.status, `status of ${what}`);
-    if (o.files !== false) {
-      for (const [v, t] of theirs) {
-        assert.deepEqual([...ours.files.keys()], [...t.files.keys()], `files of ${what} (against ${v})`);
-        for (const [name, bytes] of t.files) assert.ok(bytes.equals(ours.files.get(name)!), `${name} differs from qemu ${v}'s: ${what}`);
-      }
-    }
+    assertLikeOracles(ours, theirs, version, args, o);
     outcomes.push(ours);
   }
   return outcomes;
+}
+
+/** instar's outcome under profile `version`: its messages and status as that oracle's, its files as every oracle's. */
+export function assertLikeOracles(ours: RunOutcome, theirs: Map<OracleVersion, RunOutcome>, version: OracleVersion, args: string[], o: CompareOptions): void {
+  const oracle = theirs.get(version)!;
+  const what = `${o.label} (qemu ${version}): ${args.join(' ')}`;
+  assert.equal(ours.result.stderr, oracle.result.stderr, `stderr of ${what}`);
+  assert.equal(ours.result.stdout, oracle.result.stdout, `stdout of ${what}`);
+  assert.equal(ours.result.status, oracle.result.status, `status of ${what}`);
+  if (o.files !== false) {
+    for (const [v, t] of theirs) {
+      assert.deepEqual([...ours.files.keys()], [...t.files.keys()], `files of ${what} (against ${v})`);
+      for (const [name, bytes] of t.files) assert.ok(bytes.equals(ours.files.get(name)!), `${name} differs from qemu ${v}'s: ${what}`);
+    }
+  }
 }
 
 export const exists = (path: string): boolean => existsSync(path);

@@ -1,10 +1,9 @@
 // sameAsOracles (harness.ts) with instar's --sandbox=none runs made in this process in the short
 // tier (the CLI's runCommandLine, as the built CLI runs it): no launch of the built CLI for them.
 // The long tier and INSTAR_TEST_CLI=1 launch it, as sameAsOracles does; sandboxed runs launch it always.
-import assert from 'node:assert/strict';
 import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { runTool, sameAsOracles, type CompareOptions, type RunOutcome } from './harness.ts';
+import { assertLikeOracles, runTool, sameAsOracles, type CompareOptions, type RunOutcome } from './harness.ts';
 import { runInProcessWith, SHORT_TIER_IN_PROCESS } from '../convert/in-process-cli.ts';
 import { VERSIONS } from '../helpers/oracles.ts';
 
@@ -24,17 +23,7 @@ export async function sameAsOraclesAsync(base: string, args: string[], o: Compar
   const outcomes: RunOutcome[] = [];
   for (const version of o.profiles ?? VERSIONS) {
     const ours = await runInstarHere(base, `${o.label}-${version}`, [`--qemu-version=${version}`, ...(o.instarOptions ?? []), ...args]);
-    const oracle = theirs.get(version)!;
-    const what = `${o.label} (qemu ${version}): ${args.join(' ')}`;
-    assert.equal(ours.result.stderr, oracle.result.stderr, `stderr of ${what}`);
-    assert.equal(ours.result.stdout, oracle.result.stdout, `stdout of ${what}`);
-    assert.equal(ours.result.status, oracle.result.status, `status of ${what}`);
-    if (o.files !== false) {
-      for (const [v, t] of theirs) {
-        assert.deepEqual([...ours.files.keys()], [...t.files.keys()], `files of ${what} (against ${v})`);
-        for (const [name, bytes] of t.files) assert.ok(bytes.equals(ours.files.get(name)!), `${name} differs from qemu ${v}'s: ${what}`);
-      }
-    }
+    assertLikeOracles(ours, theirs, version, args, o);
     outcomes.push(ours);
   }
   return outcomes;

@@ -1,21 +1,12 @@
 // instar's command line run in the test's own process with an environment of its own (the CLI's
 // runCommandLine, as the built CLI runs it), for the convert tests' short tier: cheaper than a
 // launch of the built CLI. INSTAR_SANDBOX=none unless the environment says otherwise.
-import { runCommandLine } from '../../src/cli/run.ts';
+import { runInProcess } from '../helpers/in-process.ts';
 import { runInstar, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
 import { LONG } from '../helpers/long.ts';
 
-export async function runInProcessWith(args: string[], cwd: string, env: Record<string, string> = {}): Promise<RunResult> {
-  let stdout = '';
-  let stderr = '';
-  const previous = process.cwd();
-  process.chdir(cwd);
-  try {
-    const status = await runCommandLine(args, { out: (t) => { stdout += t; }, err: (t) => { stderr += t; }, env: { ...process.env, INSTAR_SANDBOX: 'none', ...env }, cwd, argv1: 'qemu-img' });
-    return { stdout, stderr, status, signal: null };
-  } finally {
-    process.chdir(previous);
-  }
+export function runInProcessWith(args: string[], cwd: string, env: Record<string, string> = {}): Promise<RunResult> {
+  return runInProcess(args, cwd, { ...process.env, INSTAR_SANDBOX: 'none', ...env });
 }
 
 /**

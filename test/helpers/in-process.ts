@@ -3,13 +3,13 @@
 import { runCommandLine } from '../../src/cli/run.ts';
 import type { RunResult } from './oracles.ts';
 
-export async function runInProcess(args: string[], cwd: string): Promise<RunResult> {
+export async function runInProcess(args: string[], cwd: string, env: NodeJS.ProcessEnv = process.env): Promise<RunResult> {
   let stdout = '';
   let stderr = '';
   const previous = process.cwd();
   process.chdir(cwd);
   try {
-    const status = await runCommandLine(args, { out: (t) => { stdout += t; }, err: (t) => { stderr += t; }, env: process.env, cwd, argv1: 'qemu-img' });
+    const status = await runCommandLine(args, { out: (t) => { stdout += t; }, err: (t) => { stderr += t; }, env, cwd, argv1: 'qemu-img' });
     return { stdout, stderr, status, signal: null };
   } finally {
     process.chdir(previous);

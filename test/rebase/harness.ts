@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { oracle, runInstar, runQemu, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
+import { oracle, runInstar, runQemu, type OracleVersion, type RunOpts, type RunResult } from '../helpers/oracles.ts';
 import { FdDevice } from '../../src/io/fd-device.ts';
 import { rebaseOp } from '../../src/ops/rebase.ts';
 import type { OpContext } from '../../src/ops/types.ts';
@@ -32,8 +32,13 @@ export class TwinDirs {
     const qemu = runQemu(version, args, { cwd: qemuDir, timeoutMs: 30_000 });
     qemu.stderr = qemu.stderr.split(oracle(version)).join('qemu-img');
     const sandbox = opts.sandboxed ? [] : ['--sandbox=none'];
-    const instar = runInstar([...args, ...(opts.instarArgs ?? []), '--qemu-version', version, ...sandbox], { cwd: instarDir, timeoutMs: 30_000 });
+    const instar = this.instar([...args, ...(opts.instarArgs ?? []), '--qemu-version', version, ...sandbox], { cwd: instarDir, timeoutMs: 30_000 });
     return { qemu, instar, qemuDir, instarDir };
+  }
+
+  /** How instar is run: the built CLI (fast-dirs.ts runs unsandboxed command lines in-process). */
+  protected instar(args: string[], opts: RunOpts): RunResult {
+    return runInstar(args, opts);
   }
 
   remove(): void {

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { oracle, runInstar, runQemu, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
+import { oracle, runInstar, runQemu, type OracleVersion, type RunOpts, type RunResult } from '../helpers/oracles.ts';
 
 export interface ResizeRun {
   qemu: RunResult;
@@ -46,8 +46,13 @@ export class ResizeDirs {
     const qemu = runQemu(version, ['resize', ...args], { cwd: qdir, timeoutMs: 30_000 });
     qemu.stderr = qemu.stderr.split(oracle(version)).join('qemu-img');
     const globals = ['--qemu-version', version, ...(opts.sandboxed ? [] : ['--sandbox=none']), ...(opts.instarArgs ?? [])];
-    const instar = runInstar([...globals, 'resize', ...args], { cwd: idir, timeoutMs: 30_000 });
+    const instar = this.instar([...globals, 'resize', ...args], { cwd: idir, timeoutMs: 30_000 });
     return { qemu, instar, qdir, idir };
+  }
+
+  /** How instar is run: the built CLI (fast-dirs.ts runs unsandboxed command lines in-process). */
+  protected instar(args: string[], opts: RunOpts): RunResult {
+    return runInstar(args, opts);
   }
 
   remove(): void {
