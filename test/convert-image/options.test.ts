@@ -11,6 +11,8 @@ import { sameAsOraclesAsync } from './same-in-process.ts';
 import { VERSIONS, runInstar } from '../helpers/oracles.ts';
 import { prng } from '../helpers/xorshift.ts';
 import { maskCid } from '../writers/vpc-vmdk-harness.ts';
+// Its in-process runs launch the built CLI in the long tier, which runs the files that import this.
+import '../helpers/long.ts';
 
 const work = scratch();
 const dir = work.dir;

@@ -14,6 +14,8 @@ import { tempDir } from './helpers.ts';
 import { buildCloop, patternBlock } from '../formats/cloop/build.ts';
 import { runQemu, VERSIONS } from '../helpers/oracles.ts';
 import { runInstarMode, tierModes } from './in-process-cli.ts';
+// Its tier's modes (tierModes) differ in the long tier, which runs the files that import this.
+import '../helpers/long.ts';
 
 const { dir, cleanup } = tempDir();
 const at = (name: string) => join(dir, name);
