@@ -11,12 +11,8 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { runInstar, runQemu, VERSIONS, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
-import { runInProcess } from '../helpers/in-process.ts';
-import { LONG } from '../helpers/long.ts';
-
-/** Whether --sandbox=none runs in this process (see the head of this file). */
-const IN_PROCESS = !LONG && process.env.INSTAR_TEST_CLI !== '1';
+import { runQemu, VERSIONS, type RunResult } from '../helpers/oracles.ts';
+import { runInstarMode, tierModes } from './in-process-cli.ts';
 
 /** The file left at `path`: absent, or its size, allocated 512-byte blocks and a digest of its bytes. */
 export function leftAt(path: string): string {
@@ -45,7 +41,7 @@ export interface EdgeCase {
   args: (string | { source: string })[];
   /** Puts what should be at the target's path before the command (nothing by default). */
   prepare?: (target: string) => void;
-  /** Sandbox modes to run instar in; by default both (the short tier: see defaultModes). */
+  /** Sandbox modes to run instar in; by default both (the short tier: in-process-cli.ts tierModes). */
   sandboxes?: string[][];
   /**
    * Allocated 512-byte blocks the target may differ by: the file system's own extent-tree blocks
@@ -67,16 +63,11 @@ export async function assertSameConvert(c: EdgeCase): Promise<void> {
   await sameConvert(c);
 }
 
-/** The default sandbox and in-process under each version; in the short tier, in-process only under 7.2 (see the head of this file). */
-function defaultModes(version: OracleVersion): string[][] {
-  return LONG || version === '10.0' ? [[], ['--sandbox=none']] : [['--sandbox=none']];
-}
-
 /** As assertSameConvert, returning qemu 10.0's outcome (for tests that also pin what qemu does). */
 export async function sameConvert(c: EdgeCase): Promise<{ result: RunResult; left: string }> {
   let last: { result: RunResult; left: string } | undefined;
   for (const version of VERSIONS) {
-    const sandboxes = c.sandboxes ?? defaultModes(version);
+    const sandboxes = c.sandboxes ?? tierModes(version);
     const args = ['convert', ...c.args.map((a) => (typeof a === 'string' ? a : `../${a.source}`)), 't.raw'];
     const label = `${version}: ${args.join(' ')}`;
     const run = async (who: string, go: (cwd: string) => RunResult | Promise<RunResult>): Promise<{ result: RunResult; left: string }> => {
@@ -92,9 +83,7 @@ export async function sameConvert(c: EdgeCase): Promise<{ result: RunResult; lef
     };
     const expected = await run('q', (cwd) => runQemu(version, args, { cwd, timeoutMs: 60_000 }));
     for (const sandbox of sandboxes) {
-      const instarArgs = [...args, '--qemu-version', version, ...sandbox];
-      const inProcess = IN_PROCESS && sandbox.includes('--sandbox=none');
-      const actual = await run('i', (cwd) => (inProcess ? runInProcess(instarArgs, cwd) : runInstar(instarArgs, { cwd, timeoutMs: 60_000 })));
+      const actual = await run('i', (cwd) => runInstarMode([...args, '--qemu-version', version], sandbox, cwd));
       const l = `${label} ${sandbox.join(' ')}`;
       assert.equal(actual.result.stderr, expected.result.stderr, `${l}: stderr`);
       assert.equal(actual.result.stdout, expected.result.stdout, `${l}: stdout`);

@@ -60,9 +60,7 @@ function outcome(result: RunResult, out: string): Converted {
 
 /** `convert <args> <out>` with instar (sandboxed by default) and with one oracle, in `cwd`. */
 export function convertBoth(cwd: string, args: string[], env: Record<string, string> = {}): { instar: Converted; oracles: Record<OracleVersion, Converted> } {
-  const mine = join(cwd, 'out-instar.raw');
-  rmSync(mine, { force: true });
-  const instar = outcome(runInstar(['convert', ...args, mine], { cwd, env, timeoutMs: 120_000 }), mine);
+  const instar = convertInstar(cwd, args, env);
   const oracles = {} as Record<OracleVersion, Converted>;
   for (const v of VERSIONS) {
     const theirs = join(cwd, `out-${v}.raw`);
@@ -70,8 +68,16 @@ export function convertBoth(cwd: string, args: string[], env: Record<string, str
     oracles[v] = outcome(runQemu(v, ['convert', ...args, theirs], { cwd, timeoutMs: 120_000 }), theirs);
     rmSync(theirs, { force: true });
   }
-  rmSync(mine, { force: true });
   return { instar, oracles };
+}
+
+/** instar's half of convertBoth: `convert <args> <out>` in `cwd`, its outcome, the output removed. */
+export function convertInstar(cwd: string, args: string[], env: Record<string, string> = {}): Converted {
+  const mine = join(cwd, 'out-instar.raw');
+  rmSync(mine, { force: true });
+  const instar = outcome(runInstar(['convert', ...args, mine], { cwd, env, timeoutMs: 120_000 }), mine);
+  rmSync(mine, { force: true });
+  return instar;
 }
 
 /** Slack for sparseness: qemu's zero detection and ours may differ by a few blocks. */

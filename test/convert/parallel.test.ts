@@ -5,10 +5,9 @@
 // inside a part or a stripe, compressed and plain clusters mixed.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BLOCK_SLACK, convertBoth, qemu, qemuIo, sha256, tempDir, writePattern, type Converted } from './helpers.ts';
-import { runInstar } from '../helpers/oracles.ts';
+import { BLOCK_SLACK, convertBoth, convertInstar, qemu, qemuIo, tempDir, writePattern } from './helpers.ts';
 import { PARALLEL_MIN_BYTES } from '../../src/ops/convert/split.ts';
 
 const MiB = 1024 * 1024;
@@ -26,25 +25,13 @@ function raw(name: string, size: number, writes: [number, number, number][]): st
   return name;
 }
 
-/** instar's convert alone, with `env`, as convertBoth runs it. */
-function instarOnly(args: string[], env: Record<string, string>): Converted {
-  const out = join(dir, 'out-instar.raw');
-  rmSync(out, { force: true });
-  const result = runInstar(['convert', ...args, out], { cwd: dir, env, timeoutMs: 120_000 });
-  if (!existsSync(out)) return { result };
-  const st = statSync(out);
-  const converted = { result, hash: sha256(out), size: st.size, blocks: st.blocks };
-  rmSync(out, { force: true });
-  return converted;
-}
-
 /**
  * Both shares (split.ts): the weighed parts, and with INSTAR_COPY_SHARE=striped the stripes. The
  * oracles' outputs do not depend on instar's share: they are made once and compared with both.
  */
 function assertSameAsOracles(args: string[]): void {
   const { instar: weighed, oracles } = convertBoth(dir, args);
-  const striped = instarOnly(args, { INSTAR_COPY_SHARE: 'striped' });
+  const striped = convertInstar(dir, args, { INSTAR_COPY_SHARE: 'striped' });
   for (const [share, instar] of [['weighed', weighed], ['striped', striped]] as const) {
     assert.equal(instar.result.status, 0, `${share}: ${instar.result.stderr}`);
     for (const [v, o] of Object.entries(oracles)) {
