@@ -5,17 +5,16 @@
 // INSTAR_TEST_CLI=1 and the long tier (which runs what these files ran before) launch the built CLI.
 import { before } from 'node:test';
 import { Worker } from 'node:worker_threads';
-import { LONG } from '../helpers/long.ts';
+import { SHORT_TIER_IN_PROCESS } from '../helpers/in-process.ts';
 import { runInstar, type RunOpts, type RunResult } from '../helpers/oracles.ts';
 
-const IN_PROCESS = !LONG && process.env.INSTAR_TEST_CLI !== '1';
 const BUFFER = 32 * 1024 * 1024;
 
-const shared = new SharedArrayBuffer(IN_PROCESS ? 8 + BUFFER : 8);
+const shared = new SharedArrayBuffer(SHORT_TIER_IN_PROCESS ? 8 + BUFFER : 8);
 const flag = new Int32Array(shared, 0, 2);
 let worker: Worker | undefined;
 
-if (IN_PROCESS) {
+if (SHORT_TIER_IN_PROCESS) {
   // The worker loads the CLI's code while this thread's event loop runs (its start needs it):
   // the importing file's tests begin once it says it is ready; from then on this thread may block.
   const w = new Worker(new URL('./instar-sync-boot.mjs', import.meta.url), { workerData: { shared } });

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { oracle, INSTAR_ALIAS, VERSIONS, type OracleVersion } from '../helpers/oracles.ts';
 import { LONG } from '../helpers/long.ts';
-import { runCommandLine } from '../../src/cli/run.ts';
+import { runInProcess } from '../helpers/in-process.ts';
 
 interface Outcome {
   stdout: string;
@@ -41,18 +41,7 @@ function runInstarAsync(args: string[], env: Record<string, string> = {}): Promi
 }
 
 /** instar's command line run in this process, as the alias runs it (argv[1] 'qemu-img'): no launch. */
-async function runInstarInProcess(args: string[], env: Record<string, string> = {}): Promise<Outcome> {
-  let stdout = '';
-  let stderr = '';
-  const status = await runCommandLine(args, {
-    out: (t) => void (stdout += t),
-    err: (t) => void (stderr += t),
-    env: { ...process.env, ...env },
-    cwd: process.cwd(),
-    argv1: 'qemu-img',
-  });
-  return { stdout, stderr, status };
-}
+const runInstarInProcess = (args: string[], env: Record<string, string> = {}): Promise<Outcome> => runInProcess(args, process.cwd(), { ...process.env, ...env });
 
 interface Case {
   version: OracleVersion;

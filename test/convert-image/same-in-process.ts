@@ -4,7 +4,8 @@
 import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { assertLikeOracles, runTool, sameAsOracles, type CompareOptions, type RunOutcome } from './harness.ts';
-import { runInProcessWith, SHORT_TIER_IN_PROCESS } from '../convert/in-process-cli.ts';
+import { runInProcessWith } from '../convert/in-process-cli.ts';
+import { SHORT_TIER_IN_PROCESS } from '../helpers/in-process.ts';
 import { VERSIONS } from '../helpers/oracles.ts';
 
 /** What runTool (harness.ts) leaves for instar, the command line run in this process. */

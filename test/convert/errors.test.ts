@@ -5,9 +5,10 @@ import assert from 'node:assert/strict';
 import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { oracle, runInstar, runQemu, VERSIONS, type OracleVersion, type RunResult } from '../helpers/oracles.ts';
-import { LONG, tiered } from '../helpers/long.ts';
+import { tiered } from '../helpers/long.ts';
 import { qemu, qemuIo, tempDir } from './helpers.ts';
 import { runInProcessWith } from './in-process-cli.ts';
+import { SHORT_TIER_IN_PROCESS } from '../helpers/in-process.ts';
 
 /**
  * instar's runs compared with qemu-img `v`: the built CLI (sandboxed) under each version in the
@@ -18,7 +19,6 @@ import { runInProcessWith } from './in-process-cli.ts';
  * `check` takes each run's result as it ends; `reset` puts back what the target held before each
  * run after the first.
  */
-const SHORT_TIER_IN_PROCESS = !LONG && process.env.INSTAR_TEST_CLI !== '1';
 async function eachInstarRun(v: OracleVersion, args: string[], cwd: string, check: (mode: string, mine: RunResult) => void, reset: () => void = () => undefined): Promise<void> {
   const env = { INSTAR_QEMU_VERSION: v };
   const runs: [string, () => RunResult | Promise<RunResult>][] = [];

@@ -11,7 +11,7 @@ import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, readFileSync
 import { join } from 'node:path';
 import { parallelsWithSectors, qemu, tempDir } from './helpers.ts';
 import { runInstar, runQemu, VERSIONS, type RunResult } from '../helpers/oracles.ts';
-import { runInProcess } from '../helpers/in-process.ts';
+import { runInProcess, SHORT_TIER_IN_PROCESS } from '../helpers/in-process.ts';
 import { LONG, longTest, tiered } from '../helpers/long.ts';
 
 const { dir, cleanup } = tempDir();
@@ -79,7 +79,6 @@ interface Case {
  * the version changes only what the host words (the same host code in both modes), which the
  * in-process runs check under both versions; the guests' transport is the same under either.
  */
-const IN_PROCESS = !LONG && process.env.INSTAR_TEST_CLI !== '1';
 const sandboxes = (version: string) => (LONG || version === '10.0' ? [[], ['--sandbox=none']] : [['--sandbox=none']]);
 
 /** Runs qemu-img (both versions) and instar (sandboxed and not) in directories of their own, each on its own target. */
@@ -97,7 +96,7 @@ async function assertSameConvert(c: Case): Promise<void> {
       mkdirSync(idir, { recursive: true });
       prepare(join(idir, 't.raw'), c.before);
       const instarArgs = [...args, '--qemu-version', version, ...sandbox];
-      const actual: RunResult = IN_PROCESS && sandbox.length > 0 ? await runInProcess(instarArgs, idir) : runInstar(instarArgs, { cwd: idir, timeoutMs: 30_000 });
+      const actual: RunResult = SHORT_TIER_IN_PROCESS && sandbox.length > 0 ? await runInProcess(instarArgs, idir) : runInstar(instarArgs, { cwd: idir, timeoutMs: 30_000 });
       const l = `${label} ${sandbox.join(' ')}`;
       assert.equal(actual.stderr, expected.stderr, l);
       assert.equal(actual.stdout, expected.stdout, l);
