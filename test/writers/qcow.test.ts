@@ -10,8 +10,7 @@ import assert from 'node:assert/strict';
 import { closeSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { holesFile, MiB, noise, openWriterOn, rawFile, read } from './vpc-vmdk-harness.ts';
-import { runQemu } from '../helpers/oracles.ts';
+import { chainFiles, holesFile, MiB, noise, openWriterOn, rawFile, read } from './vpc-vmdk-harness.ts';
 import { runWriterCase, type WriterCase } from './vdi-qed-parallels-qcow-harness.ts';
 
 let dir = '';
@@ -24,24 +23,11 @@ before(() => {
   rawFile(at('mixed.raw'), 3 * MiB + 2048, [[0, Buffer.alloc(5000, 0x41)], [8192, noise(1, 4096)], [MiB, Buffer.alloc(10240, 0x5a)], [3 * MiB + 1000, Buffer.from('end')]]);
   // Small: with a backing file qcow's clusters are 512 bytes, and qemu syncs each one's L2 entry.
   rawFile(at('tiny.raw'), 256 * 1024 + 1024, [[1000, Buffer.alloc(3000, 0x42)], [128 * 1024, noise(2, 700)]]);
-  chain();
+  // The -B cases copy the top layer in 512-byte clusters, each synced by qemu: 112 KiB of top
+  // data across the 256 KiB of an L2 table rather than chainFiles' 1 MiB.
+  chainFiles(dir, 'write -P 0x33 200k 112k');
 });
 
-/**
- * chainFiles' chain (data from both layers, a zeroed cluster over base data, a top larger than its
- * base) with a smaller first write in the top: the -B cases copy the top layer in 512-byte
- * clusters, each synced by qemu; 112 KiB across the 256 KiB of an L2 table rather than 1 MiB.
- */
-function chain(): void {
-  const ok = (args: string[], tool: 'qemu-img' | 'qemu-io' = 'qemu-img') => {
-    const r = runQemu('7.2', args, {}, tool);
-    assert.equal(r.status, 0, `${args.join(' ')}: ${r.stderr}`);
-  };
-  ok(['create', '-q', '-f', 'qcow2', at('base.qcow2'), '6M']);
-  ok(['-f', 'qcow2', '-c', 'write -P 0x11 0 1M', '-c', 'write -P 0x22 4M 64k', at('base.qcow2')], 'qemu-io');
-  ok(['create', '-q', '-f', 'qcow2', '-b', at('base.qcow2'), '-F', 'qcow2', at('top.qcow2'), '7M']);
-  ok(['-f', 'qcow2', '-c', 'write -P 0x33 200k 112k', '-c', 'write -z 4M 64k', '-c', 'write -P 0x44 6700k 4k', at('top.qcow2')], 'qemu-io');
-}
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 const raw = (name: string, ...args: string[]) => ['convert', '-f', 'raw', ...args, '-O', 'qcow', at(name), 'OUT'];

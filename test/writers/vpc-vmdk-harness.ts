@@ -168,8 +168,9 @@ export function holesFile(path: string): string {
 /**
  * A qcow2 over a qcow2 backing file (data from both layers, a zeroed cluster over base data, a
  * top larger than its base), and the raw file of its guest data (qemu-img 7.2 converted it).
+ * `topData`: the qemu-io write of the top's own data.
  */
-export function chainFiles(dir: string): [string, string] {
+export function chainFiles(dir: string, topData = 'write -P 0x33 512k 1M'): [string, string] {
   const at = (name: string) => join(dir, name);
   const img = (...args: string[]) => assertOk(runQemu('7.2', args), args.join(' '));
   const io = (file: string, cmd: string) => assertOk(runQemu('7.2', ['-f', 'qcow2', '-c', cmd, file], {}, 'qemu-io'), cmd);
@@ -177,7 +178,7 @@ export function chainFiles(dir: string): [string, string] {
   io(at('base.qcow2'), 'write -P 0x11 0 1M');
   io(at('base.qcow2'), 'write -P 0x22 4M 64k');
   img('create', '-q', '-f', 'qcow2', '-b', at('base.qcow2'), '-F', 'qcow2', at('top.qcow2'), '7M');
-  io(at('top.qcow2'), 'write -P 0x33 512k 1M');
+  io(at('top.qcow2'), topData);
   io(at('top.qcow2'), 'write -z 4M 64k');
   io(at('top.qcow2'), 'write -P 0x44 6700k 4k');
   img('convert', '-f', 'qcow2', '-O', 'raw', at('top.qcow2'), at('top.raw'));
